@@ -1,0 +1,381 @@
+//! `POST /v1/chat/completions`: the light request view.
+//!
+//! One pass over the body checks that it is a JSON object with a string `model` and a
+//! non-empty `messages` array of objects with a known `role`, reads the handful of fields
+//! that sluice acts on, and records where `model` and `stream_options` sit so they can be
+//! rewritten by splicing. Every other field is skipped unparsed and forwarded as it came.
+
+use crate::splice::{self, Edit};
+use crate::{json_error, span_in, InvalidRequest};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// The roles OpenAI's chat API accepts.
+pub const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<Vec<Message<'a>>>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    seed: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// What sluice knows about a chat request after one pass over its body.
+#[derive(Debug, Clone)]
+pub struct ChatRequest<'a> {
+    /// The model or route the client named.
+    pub model: Cow<'a, str>,
+    model_span: Range<usize>,
+    /// `"stream": true`.
+    pub stream: bool,
+    /// The client asked for a usage chunk at the end of the stream.
+    pub include_usage: bool,
+    stream_options: Option<(Range<usize>, &'a str)>,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+    /// `temperature`, when given.
+    pub temperature: Option<f64>,
+    /// A `seed` was given.
+    pub has_seed: bool,
+    /// A non-empty `tools` array was given.
+    pub has_tools: bool,
+    /// Number of messages.
+    pub message_count: usize,
+    /// Bytes of message content: the basis of prompt-token estimates.
+    pub content_bytes: usize,
+    /// The `user` field, when given.
+    pub user: Option<Cow<'a, str>>,
+}
+
+/// Checks that the body starts like a JSON object, with a clear message when it does not.
+pub(crate) fn expect_object(body: &[u8]) -> Result<(), InvalidRequest> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Err(InvalidRequest::body(
+            "request body is empty; expected a JSON object",
+        )),
+        Some(b'{') => Ok(()),
+        Some(_) => Err(InvalidRequest::body("request body must be a JSON object")),
+    }
+}
+
+/// Reads a required string field (`model`) and where it sits.
+pub(crate) fn model_field<'a>(
+    body: &'a [u8],
+    raw: Option<&'a RawValue>,
+) -> Result<(Cow<'a, str>, Range<usize>), InvalidRequest> {
+    let raw = raw.ok_or_else(|| {
+        InvalidRequest::param("model", "you must provide a model parameter (`model`)")
+    })?;
+    let model: Cow<'a, str> = serde_json::from_str(raw.get())
+        .map_err(|_| InvalidRequest::param("model", "`model` must be a string"))?;
+    if model.is_empty() {
+        return Err(InvalidRequest::param("model", "`model` must not be empty"));
+    }
+    let span = span_in(body, raw.get())
+        .ok_or_else(|| InvalidRequest::body("internal: `model` not borrowed from body"))?;
+    Ok((model, span))
+}
+
+fn opt_u64(raw: Option<&RawValue>, param: &'static str) -> Result<Option<u64>, InvalidRequest> {
+    raw.map(|r| {
+        serde_json::from_str::<u64>(r.get()).map_err(|_| {
+            InvalidRequest::param(param, format!("`{param}` must be a non-negative integer"))
+        })
+    })
+    .transpose()
+}
+
+fn opt_f64(raw: Option<&RawValue>, param: &'static str) -> Result<Option<f64>, InvalidRequest> {
+    raw.map(|r| {
+        serde_json::from_str::<f64>(r.get())
+            .map_err(|_| InvalidRequest::param(param, format!("`{param}` must be a number")))
+    })
+    .transpose()
+}
+
+impl<'a> ChatRequest<'a> {
+    /// Parses and validates a chat request body.
+    pub fn parse(body: &'a [u8]) -> Result<Self, InvalidRequest> {
+        expect_object(body)?;
+        let wire: Wire<'a> = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+        let (model, model_span) = model_field(body, wire.model)?;
+
+        let messages = wire.messages.ok_or_else(|| {
+            InvalidRequest::param("messages", "`messages` is required: a non-empty array")
+        })?;
+        if messages.is_empty() {
+            return Err(InvalidRequest::param(
+                "messages",
+                "`messages` must contain at least one message",
+            ));
+        }
+        let mut content_bytes = 0;
+        for (i, m) in messages.iter().enumerate() {
+            match m.role.as_deref() {
+                None => {
+                    return Err(InvalidRequest::param(
+                        "messages",
+                        format!("`messages[{i}]` has no `role`"),
+                    ))
+                }
+                Some(r) if !ROLES.contains(&r) => {
+                    return Err(InvalidRequest::param(
+                        "messages",
+                        format!(
+                            "`messages[{i}].role` is `{r}`; expected one of {}",
+                            ROLES.join(", ")
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if let Some(c) = m.content {
+                let first = c.get().as_bytes().first().copied();
+                if !matches!(first, Some(b'"' | b'[' | b'n')) {
+                    return Err(InvalidRequest::param(
+                        "messages",
+                        format!(
+                            "`messages[{i}].content` must be a string or an array of content parts"
+                        ),
+                    ));
+                }
+                content_bytes += c.get().len();
+            }
+        }
+
+        let stream = match wire.stream {
+            None => false,
+            Some(r) => serde_json::from_str::<bool>(r.get())
+                .map_err(|_| InvalidRequest::param("stream", "`stream` must be a boolean"))?,
+        };
+        let mut include_usage = false;
+        let mut stream_options = None;
+        if let Some(r) = wire.stream_options {
+            let opts: StreamOptions = serde_json::from_str(r.get()).map_err(|_| {
+                InvalidRequest::param(
+                    "stream_options",
+                    "`stream_options` must be an object such as {\"include_usage\": true}",
+                )
+            })?;
+            include_usage = opts.include_usage.unwrap_or(false);
+            let span = span_in(body, r.get()).ok_or_else(|| {
+                InvalidRequest::body("internal: `stream_options` not borrowed from body")
+            })?;
+            stream_options = Some((span, r.get()));
+        }
+        let max_tokens = match opt_u64(wire.max_completion_tokens, "max_completion_tokens")? {
+            Some(v) => Some(v),
+            None => opt_u64(wire.max_tokens, "max_tokens")?,
+        };
+        let temperature = opt_f64(wire.temperature, "temperature")?;
+        let has_tools = wire
+            .tools
+            .is_some_and(|t| t.get().starts_with('[') && t.get() != "[]");
+
+        Ok(Self {
+            model,
+            model_span,
+            stream,
+            include_usage,
+            stream_options,
+            max_tokens,
+            temperature,
+            has_seed: wire.seed.is_some(),
+            has_tools,
+            message_count: messages.len(),
+            content_bytes,
+            user: wire.user,
+        })
+    }
+
+    /// The body to send upstream: `model` replaced by `upstream_model` when it differs, and,
+    /// for a stream, `stream_options.include_usage` set when `force_usage` asks for it so that
+    /// sluice can count tokens. Without changes it is the same buffer.
+    pub fn upstream_body(&self, body: &Bytes, upstream_model: &str, force_usage: bool) -> Bytes {
+        let mut edits = Vec::new();
+        if upstream_model != self.model {
+            edits.push(Edit {
+                span: self.model_span.clone(),
+                with: serde_json::to_vec(upstream_model).unwrap_or_default(),
+            });
+        }
+        if self.stream && force_usage && !self.include_usage {
+            match &self.stream_options {
+                Some((span, raw)) => {
+                    let mut map: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(raw).unwrap_or_default();
+                    map.insert("include_usage".into(), serde_json::Value::Bool(true));
+                    edits.push(Edit {
+                        span: span.clone(),
+                        with: serde_json::to_vec(&map).unwrap_or_default(),
+                    });
+                }
+                None => {
+                    if let Some(end) = splice::object_end(body) {
+                        edits.push(Edit {
+                            span: end..end,
+                            with: br#","stream_options":{"include_usage":true}"#.to_vec(),
+                        });
+                    }
+                }
+            }
+        }
+        splice::apply(body, edits)
+    }
+
+    /// Prompt tokens estimated from the size of the messages (about four bytes a token,
+    /// plus a few tokens of framing per message), for limits and routing before the
+    /// provider has counted.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        (self.content_bytes as u64).div_ceil(4) + 4 * self.message_count as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ChatRequest<'_>, InvalidRequest> {
+        ChatRequest::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn reads_fields() {
+        let r = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":5,"temperature":0,"tools":[{"type":"function"}],"user":"u1","x":{"y":[1,2]}}"#).unwrap();
+        assert_eq!(r.model, "m");
+        assert!(r.stream);
+        assert!(!r.include_usage);
+        assert_eq!(r.max_tokens, Some(5));
+        assert_eq!(r.temperature, Some(0.0));
+        assert!(r.has_tools);
+        assert_eq!(r.user.as_deref(), Some("u1"));
+        assert_eq!(r.message_count, 1);
+    }
+
+    #[test]
+    fn clear_errors() {
+        let cases = [
+            ("", "empty"),
+            ("[1]", "must be a JSON object"),
+            ("{\"model\":", "not valid JSON"),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}]}"#,
+                "provide a model",
+            ),
+            (r#"{"model":3,"messages":[]}"#, "`model` must be a string"),
+            (r#"{"model":"m"}"#, "`messages` is required"),
+            (r#"{"model":"m","messages":[]}"#, "at least one"),
+            (r#"{"model":"m","messages":"hi"}"#, "invalid request body"),
+            (
+                r#"{"model":"m","messages":[{"content":"x"}]}"#,
+                "`messages[0]` has no `role`",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
+                "`messages[0].role` is `robot`",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":5}]}"#,
+                "`messages[0].content` must be",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#,
+                "`stream` must be a boolean",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":-1}"#,
+                "`max_tokens` must be",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}],"temperature":"hot"}"#,
+                "`temperature` must be",
+            ),
+            (
+                r#"{"model":"m","model":"n","messages":[{"role":"user"}]}"#,
+                "duplicate field",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = parse(body).unwrap_err();
+            assert!(err.message.contains(want), "{body}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn rewrites_model_and_injects_usage() {
+        let raw = r#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"stream":true,"seed":1}"#;
+        let body = Bytes::from(raw);
+        let r = ChatRequest::parse(&body).unwrap();
+        let out = r.upstream_body(&body, "gpt-4o", true);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "gpt-4o");
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["seed"], 1);
+        // Nothing to change: the very same buffer goes upstream.
+        let same = r.upstream_body(&body, "alias", false);
+        assert_eq!(same.as_ptr(), body.as_ptr());
+    }
+
+    #[test]
+    fn keeps_other_stream_options() {
+        let raw = r#"{"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":{"continuous_usage_stats":true}}"#;
+        let body = Bytes::from(raw);
+        let r = ChatRequest::parse(&body).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&r.upstream_body(&body, "m", true)).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["continuous_usage_stats"], true);
+    }
+
+    #[test]
+    fn escaped_model_name() {
+        let raw = r#"{"model":"a\u002fb","messages":[{"role":"user"}]}"#;
+        let body = Bytes::from(raw);
+        let r = ChatRequest::parse(&body).unwrap();
+        assert_eq!(r.model, "a/b");
+        let v: serde_json::Value =
+            serde_json::from_slice(&r.upstream_body(&body, "up", false)).unwrap();
+        assert_eq!(v["model"], "up");
+    }
+}

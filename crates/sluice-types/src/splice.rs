@@ -1,0 +1,75 @@
+//! Byte-level edits of a JSON object body: replace a top-level value, or add a field.
+//!
+//! Rewriting a request by splicing costs one copy of the body; building a JSON tree and
+//! serialising it again costs a parse, an allocation per node and a re-encode.
+
+use bytes::Bytes;
+use std::ops::Range;
+
+/// One edit: replace `span` of the original with `with` (an empty span inserts).
+#[derive(Debug, Clone)]
+pub struct Edit {
+    /// The bytes of the original body that are replaced.
+    pub span: Range<usize>,
+    /// What stands there instead.
+    pub with: Vec<u8>,
+}
+
+/// Where a new field goes in a JSON object body: just before its closing brace.
+///
+/// Returns `None` when the body does not end with `}` (after trailing whitespace).
+pub fn object_end(body: &[u8]) -> Option<usize> {
+    let end = body.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    (body[end] == b'}').then_some(end)
+}
+
+/// Applies `edits` (any order, non-overlapping) to `body`. No edits: the same `Bytes`, no copy.
+pub fn apply(body: &Bytes, mut edits: Vec<Edit>) -> Bytes {
+    if edits.is_empty() {
+        return body.clone();
+    }
+    edits.sort_by_key(|e| e.span.start);
+    let extra: usize = edits.iter().map(|e| e.with.len()).sum();
+    let mut out = Vec::with_capacity(body.len() + extra);
+    let mut at = 0;
+    for e in &edits {
+        let start = e.span.start.clamp(at, body.len());
+        out.extend_from_slice(&body[at..start]);
+        out.extend_from_slice(&e.with);
+        at = e.span.end.clamp(start, body.len());
+    }
+    out.extend_from_slice(&body[at..]);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_and_inserts() {
+        let body = Bytes::from_static(br#"{"model":"a","x":1} "#);
+        let end = object_end(&body).unwrap();
+        let out = apply(
+            &body,
+            vec![
+                Edit {
+                    span: end..end,
+                    with: br#","y":2"#.to_vec(),
+                },
+                Edit {
+                    span: 9..12,
+                    with: br#""bbb""#.to_vec(),
+                },
+            ],
+        );
+        assert_eq!(&out[..], br#"{"model":"bbb","x":1,"y":2} "#);
+    }
+
+    #[test]
+    fn no_edits_is_same_buffer() {
+        let body = Bytes::from_static(b"{}");
+        assert_eq!(apply(&body, Vec::new()).as_ptr(), body.as_ptr());
+        assert_eq!(object_end(b"[1]"), None);
+    }
+}
