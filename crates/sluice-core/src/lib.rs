@@ -1,1 +1,13 @@
-//! placeholder
+//! sluice's pure logic: configuration (load, validate), errors and their HTTP mapping,
+//! provider presets and pricing. No network I/O: everything here is fast to compile and
+//! to test.
+
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod presets;
+pub mod secret;
+
+pub use config::Config;
+pub use error::{Error, ErrorKind};
+pub use secret::Secret;

@@ -1,0 +1,590 @@
+//! Configuration: one TOML file, loaded in two phases.
+//!
+//! 1. The file is parsed into a TOML table, `SLUICE__SECTION__KEY` environment overrides are
+//!    applied to it, and it is deserialised into the `Uninitialized*` structs with
+//!    `deny_unknown_fields`; errors name the failing key path (`providers[1].base_url`).
+//! 2. [`UninitializedConfig::load`] resolves secrets and presets and checks the rules that
+//!    span fields (unique names, models pointing at existing providers, URLs that parse),
+//!    returning an immutable [`Config`].
+//!
+//! With no file at all, [`Config::from_env`] builds providers from the usual API-key
+//! variables (see [`crate::env`]).
+
+use crate::env::{Env, OVERRIDE_PREFIX};
+use crate::presets::{self, Preset};
+use crate::secret::{Secret, ENV_PREFIX};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[cfg(test)]
+mod tests;
+
+/// A config that does not load: the key path at fault and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `providers[0].base_url`; empty for the file as a whole.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "`{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// === Uninitialized (as written) ===
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: UninitializedServerConfig,
+    /// `[storage]`.
+    #[serde(default)]
+    pub storage: UninitializedStorageConfig,
+    /// `[[providers]]`.
+    #[serde(default)]
+    pub providers: Vec<UninitializedProviderConfig>,
+    /// `[[models]]`.
+    #[serde(default)]
+    pub models: Vec<UninitializedModelConfig>,
+}
+
+/// `[server]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedServerConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: Option<u64>,
+    /// Largest non-streamed upstream response accepted.
+    pub max_response_bytes: Option<u64>,
+    /// Largest single SSE event accepted from an upstream.
+    pub max_event_bytes: Option<u64>,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: Option<u64>,
+    /// How long a client may take to send its request head and body.
+    pub request_read_timeout_ms: Option<u64>,
+    /// Most connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: Option<usize>,
+}
+
+/// `[storage]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedStorageConfig {
+    /// Directory for embedded state.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Provider wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderType {
+    /// OpenAI's API and every server compatible with it.
+    OpenAi,
+}
+
+impl ProviderType {
+    /// The config name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+        }
+    }
+}
+
+/// `[[providers]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedProviderConfig {
+    /// Name models refer to.
+    pub name: String,
+    /// Wire format.
+    #[serde(rename = "type")]
+    pub kind: ProviderType,
+    /// A known OpenAI-compatible upstream; supplies `base_url` and `stream_usage`.
+    pub preset: Option<String>,
+    /// API root (with version path, e.g. `https://api.openai.com/v1`).
+    pub base_url: Option<String>,
+    /// Literal key or `env::VAR`.
+    pub api_key: Option<String>,
+    /// Extra headers sent upstream; values may be `env::VAR`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// TCP+TLS connect timeout.
+    pub connect_timeout_ms: Option<u64>,
+    /// Whole-request timeout.
+    pub timeout_ms: Option<u64>,
+    /// Longest silence between two reads of a response body (streams included).
+    pub chunk_timeout_ms: Option<u64>,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout_ms: Option<u64>,
+    /// Most idle connections kept per host.
+    pub pool_max_idle_per_host: Option<usize>,
+    /// Speak HTTP/2 without TLS negotiation (h2c), for local servers that support it.
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
+    /// Ask for `stream_options.include_usage` on streams so tokens can be counted.
+    pub stream_usage: Option<bool>,
+    /// Accept any model name as `provider/model` (and bare names if this is the only such provider).
+    #[serde(default)]
+    pub passthrough: bool,
+}
+
+/// Price of a model in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Prompt tokens.
+    pub input: f64,
+    /// Completion tokens.
+    pub output: f64,
+    /// Prompt tokens read from the provider's prompt cache (default: `input`).
+    pub cached_input: Option<f64>,
+}
+
+/// Size tier of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Small, cheap, fast.
+    Small,
+    /// Medium.
+    Medium,
+    /// Large, premium.
+    Large,
+}
+
+/// `[[models]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedModelConfig {
+    /// What clients send as `model`.
+    pub name: String,
+    /// The provider that serves it.
+    pub provider: String,
+    /// The model id sent upstream (default: `name`).
+    pub upstream: Option<String>,
+    /// Price per million tokens.
+    pub price: Option<Price>,
+    /// Size tier.
+    pub tier: Option<Tier>,
+}
+
+// === Config (validated) ===
+
+/// A validated, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// Providers, in file order.
+    pub providers: Vec<ProviderConfig>,
+    /// Models, in file order.
+    pub models: Vec<ModelConfig>,
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Default 10 MiB.
+    pub max_body_bytes: u64,
+    /// Default 64 MiB.
+    pub max_response_bytes: u64,
+    /// Default 4 MiB.
+    pub max_event_bytes: u64,
+    /// Default 30 s.
+    pub shutdown_grace: Duration,
+    /// Default 60 s.
+    pub request_read_timeout: Duration,
+    /// Default 10,000.
+    pub max_connections: usize,
+}
+
+/// Validated `[storage]`.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Default `.sluice`.
+    pub data_dir: PathBuf,
+}
+
+/// Validated `[[providers]]`.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Name.
+    pub name: String,
+    /// Wire format.
+    pub kind: ProviderType,
+    /// API root without a trailing slash.
+    pub base_url: String,
+    /// Resolved key.
+    pub api_key: Option<Secret>,
+    /// Extra headers, values resolved.
+    pub headers: Vec<(String, Secret)>,
+    /// Default 5 s.
+    pub connect_timeout: Duration,
+    /// Default 600 s.
+    pub timeout: Duration,
+    /// Default 120 s.
+    pub chunk_timeout: Duration,
+    /// Default 90 s.
+    pub pool_idle_timeout: Duration,
+    /// Default 256.
+    pub pool_max_idle_per_host: usize,
+    /// h2c.
+    pub http2_prior_knowledge: bool,
+    /// Ask for usage on streams.
+    pub stream_usage: bool,
+    /// Accept unconfigured model names.
+    pub passthrough: bool,
+}
+
+/// Validated `[[models]]`.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// What clients send.
+    pub name: String,
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    /// Id sent upstream.
+    pub upstream: String,
+    /// Price per million tokens.
+    pub price: Option<Price>,
+    /// Size tier.
+    pub tier: Option<Tier>,
+}
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+impl UninitializedConfig {
+    /// Parses TOML text, with `SLUICE__SECTION__KEY` overrides from `env` applied first.
+    pub fn parse(text: &str, env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::new("", format!("invalid TOML: {e}")))?;
+        apply_overrides(&mut table, env)?;
+        let de = toml::Value::Table(table);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            let message = e.into_inner().to_string();
+            // toml appends context lines (`in `server``); the path already says where.
+            let first = message.lines().next().unwrap_or_default().trim_end();
+            ConfigError::new(path, first.to_string())
+        })
+    }
+
+    /// Checks cross-field rules and resolves secrets, giving the immutable config.
+    pub fn load(self, env: &dyn Env) -> Result<Config, ConfigError> {
+        let s = self.server;
+        let listen = match s.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(l) => l.parse().map_err(|_| {
+                ConfigError::new(
+                    "server.listen",
+                    format!("`{l}` is not an address such as `127.0.0.1:8080` or `[::1]:8080`"),
+                )
+            })?,
+        };
+        let positive = |v: Option<u64>, key: &str, default: u64| match v {
+            Some(0) => Err(ConfigError::new(key, "must be greater than 0")),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        let server = ServerConfig {
+            listen,
+            max_body_bytes: positive(s.max_body_bytes, "server.max_body_bytes", 10 << 20)?,
+            max_response_bytes: positive(
+                s.max_response_bytes,
+                "server.max_response_bytes",
+                64 << 20,
+            )?,
+            max_event_bytes: positive(s.max_event_bytes, "server.max_event_bytes", 4 << 20)?,
+            shutdown_grace: MS(s.shutdown_grace_ms.unwrap_or(30_000)),
+            request_read_timeout: MS(positive(
+                s.request_read_timeout_ms,
+                "server.request_read_timeout_ms",
+                60_000,
+            )?),
+            max_connections: match s.max_connections {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "server.max_connections",
+                        "must be greater than 0",
+                    ))
+                }
+                Some(n) => n,
+                None => 10_000,
+            },
+        };
+        let storage = StorageConfig {
+            data_dir: self
+                .storage
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(".sluice")),
+        };
+
+        let mut providers = Vec::with_capacity(self.providers.len());
+        let mut names = HashSet::new();
+        for (i, p) in self.providers.into_iter().enumerate() {
+            let at = |key: &str| format!("providers[{i}].{key}");
+            if p.name.is_empty() {
+                return Err(ConfigError::new(at("name"), "must not be empty"));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!("a provider named `{}` is already defined", p.name),
+                ));
+            }
+            providers.push(load_provider(p, env, &at)?);
+        }
+
+        let mut models = Vec::with_capacity(self.models.len());
+        let mut model_names = HashSet::new();
+        for (i, m) in self.models.into_iter().enumerate() {
+            let at = |key: &str| format!("models[{i}].{key}");
+            if m.name.is_empty() {
+                return Err(ConfigError::new(at("name"), "must not be empty"));
+            }
+            if !model_names.insert(m.name.clone()) {
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!("a model named `{}` is already defined", m.name),
+                ));
+            }
+            let provider = providers
+                .iter()
+                .position(|p| p.name == m.provider)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        at("provider"),
+                        format!("no provider named `{}` is defined", m.provider),
+                    )
+                })?;
+            if let Some(price) = &m.price {
+                let all = [Some(price.input), Some(price.output), price.cached_input];
+                if all.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
+                    return Err(ConfigError::new(
+                        at("price"),
+                        "prices must be non-negative numbers (USD per million tokens)",
+                    ));
+                }
+            }
+            models.push(ModelConfig {
+                upstream: m.upstream.unwrap_or_else(|| m.name.clone()),
+                name: m.name,
+                provider,
+                price: m.price,
+                tier: m.tier,
+            });
+        }
+
+        Ok(Config {
+            server,
+            storage,
+            providers,
+            models,
+        })
+    }
+}
+
+fn resolve_secret(value: &str, env: &dyn Env, path: &str) -> Result<Secret, ConfigError> {
+    match value.strip_prefix(ENV_PREFIX) {
+        Some(var) => env.get(var).map(Secret::new).ok_or_else(|| {
+            ConfigError::new(path, format!("environment variable `{var}` is not set"))
+        }),
+        None => Ok(Secret::new(value)),
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn load_provider(
+    p: UninitializedProviderConfig,
+    env: &dyn Env,
+    at: &dyn Fn(&str) -> String,
+) -> Result<ProviderConfig, ConfigError> {
+    let preset: Option<&Preset> = match &p.preset {
+        Some(name) => Some(presets::find(name).ok_or_else(|| {
+            ConfigError::new(
+                at("preset"),
+                format!("unknown preset `{name}`; expected one of {}", presets::names()),
+            )
+        })?),
+        None => None,
+    };
+    let base_url = match (&p.base_url, preset) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, Some(pr)) => pr.base_url.to_string(),
+        (None, None) => presets::PRESETS[0].base_url.to_string(),
+    };
+    let rest = base_url
+        .strip_prefix("http://")
+        .or_else(|| base_url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            ConfigError::new(
+                at("base_url"),
+                format!("`{base_url}` must start with http:// or https://"),
+            )
+        })?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
+        return Err(ConfigError::new(
+            at("base_url"),
+            format!("`{base_url}` is not a valid API root URL"),
+        ));
+    }
+    let api_key = p
+        .api_key
+        .as_deref()
+        .map(|k| resolve_secret(k, env, &at("api_key")))
+        .transpose()?;
+    let mut headers = Vec::with_capacity(p.headers.len());
+    for (name, value) in &p.headers {
+        let path = at(&format!("headers.{name}"));
+        if !is_token(name) {
+            return Err(ConfigError::new(path, "is not a valid HTTP header name"));
+        }
+        let value = resolve_secret(value, env, &path)?;
+        if value.expose().bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(ConfigError::new(path, "header values must not contain line breaks"));
+        }
+        headers.push((name.to_ascii_lowercase(), value));
+    }
+    let nonzero = |v: Option<u64>, key: &str, default: u64| match v {
+        Some(0) => Err(ConfigError::new(at(key), "must be greater than 0")),
+        Some(v) => Ok(MS(v)),
+        None => Ok(MS(default)),
+    };
+    Ok(ProviderConfig {
+        connect_timeout: nonzero(p.connect_timeout_ms, "connect_timeout_ms", 5_000)?,
+        timeout: nonzero(p.timeout_ms, "timeout_ms", 600_000)?,
+        chunk_timeout: nonzero(p.chunk_timeout_ms, "chunk_timeout_ms", 120_000)?,
+        pool_idle_timeout: nonzero(p.pool_idle_timeout_ms, "pool_idle_timeout_ms", 90_000)?,
+        pool_max_idle_per_host: p.pool_max_idle_per_host.unwrap_or(256),
+        http2_prior_knowledge: p.http2_prior_knowledge,
+        stream_usage: p
+            .stream_usage
+            .unwrap_or_else(|| preset.is_none_or(|pr| pr.stream_usage)),
+        passthrough: p.passthrough,
+        name: p.name,
+        kind: p.kind,
+        base_url,
+        api_key,
+        headers,
+    })
+}
+
+/// Applies `SLUICE__SECTION__KEY=value` overrides to the parsed file. The value is read as
+/// a TOML value when it parses as one (`8080`, `true`, `"x"`), else as a plain string.
+fn apply_overrides(table: &mut toml::Table, env: &dyn Env) -> Result<(), ConfigError> {
+    for (var, raw) in env.with_prefix(OVERRIDE_PREFIX) {
+        let path: Vec<String> = var[OVERRIDE_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.len() < 2 || path.iter().any(String::is_empty) {
+            return Err(ConfigError::new(
+                "",
+                format!("environment override `{var}` must have the form SLUICE__SECTION__KEY"),
+            ));
+        }
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let mut node = &mut *table;
+        for part in &path[..path.len() - 1] {
+            let entry = node
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = entry.as_table_mut().ok_or_else(|| {
+                ConfigError::new(part.clone(), format!("`{var}` overrides a key that is not a table"))
+            })?;
+        }
+        if let Some(last) = path.last() {
+            node.insert(last.clone(), value);
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn from_file(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("", format!("cannot read config file `{}`: {e}", path.display()))
+        })?;
+        UninitializedConfig::parse(&text, env)?.load(env)
+    }
+
+    /// Parses and validates config text.
+    pub fn from_toml(text: &str, env: &dyn Env) -> Result<Self, ConfigError> {
+        UninitializedConfig::parse(text, env)?.load(env)
+    }
+
+    /// The config used without a file: a passthrough provider for every preset whose key
+    /// variable is set, plus `extra` providers found by probing (Ollama).
+    pub fn from_env(env: &dyn Env, ollama_base_url: Option<String>) -> Result<Self, ConfigError> {
+        let mut text = String::new();
+        for preset in presets::PRESETS.iter().filter(|p| !p.key_env.is_empty()) {
+            if env.get(preset.key_env).is_some() {
+                text.push_str(&format!(
+                    "[[providers]]\nname = \"{0}\"\ntype = \"openai\"\npreset = \"{0}\"\napi_key = \"env::{1}\"\npassthrough = true\n\n",
+                    preset.name, preset.key_env
+                ));
+            }
+        }
+        if let Some(url) = ollama_base_url {
+            text.push_str(&format!(
+                "[[providers]]\nname = \"ollama\"\ntype = \"openai\"\npreset = \"ollama\"\nbase_url = {}\npassthrough = true\n",
+                serde_json::to_string(&url).unwrap_or_default()
+            ));
+        }
+        Self::from_toml(&text, env)
+    }
+
+    /// A config for tests: listens on an ephemeral loopback port, no providers.
+    pub fn test_default() -> Self {
+        let mut c = UninitializedConfig::default()
+            .load(&crate::env::MapEnv::default())
+            .unwrap_or_else(|e| unreachable!("the empty config is valid: {e}"));
+        c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c
+    }
+}

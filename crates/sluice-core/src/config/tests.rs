@@ -1,0 +1,119 @@
+use super::*;
+use crate::env::MapEnv;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, &MapEnv::from_pairs([("KEY", "sk-test")]))
+}
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9999"
+max_body_bytes = 1000
+
+[storage]
+data_dir = "/tmp/x"
+
+[[providers]]
+name = "openai"
+type = "openai"
+base_url = "https://api.openai.com/v1/"
+api_key = "env::KEY"
+headers = { "OpenAI-Organization" = "org-1" }
+
+[[providers]]
+name = "groq"
+type = "openai"
+preset = "groq"
+api_key = "literal"
+
+[[models]]
+name = "gpt-4o-mini"
+provider = "openai"
+price = { input = 0.15, output = 0.60, cached_input = 0.075 }
+tier = "small"
+
+[[models]]
+name = "llama"
+provider = "groq"
+upstream = "llama-3.1-8b-instant"
+"#;
+
+#[test]
+fn loads_a_full_config() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.server.listen.port(), 9999);
+    assert_eq!(c.server.max_body_bytes, 1000);
+    assert_eq!(c.providers[0].base_url, "https://api.openai.com/v1");
+    assert_eq!(c.providers[0].api_key.as_ref().unwrap().expose(), "sk-test");
+    assert_eq!(c.providers[0].headers[0].0, "openai-organization");
+    assert_eq!(c.providers[1].base_url, "https://api.groq.com/openai/v1");
+    assert_eq!(c.models[0].upstream, "gpt-4o-mini");
+    assert_eq!(c.models[1].upstream, "llama-3.1-8b-instant");
+    assert_eq!(c.models[1].provider, 1);
+    assert_eq!(c.models[0].tier, Some(Tier::Small));
+    // Secrets never show in Debug output.
+    assert!(!format!("{c:?}").contains("sk-test"));
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        ("[server]\nlisten = 5", "server.listen"),
+        ("[server]\nlisten = \"nowhere\"", "server.listen"),
+        ("[server]\nlisten_addr = \"x\"", "server.listen_addr"),
+        ("[server]\nmax_body_bytes = 0", "server.max_body_bytes"),
+        ("[storage]\ndir = \"x\"", "storage.dir"),
+        ("[[providers]]\nname = \"a\"\ntype = \"nope\"", "providers[0].type"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\nbase_url = \"ftp://x\"", "providers[0].base_url"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\napi_key = \"env::MISSING\"", "providers[0].api_key"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\npreset = \"nope\"", "providers[0].preset"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\n[[providers]]\nname = \"a\"\ntype = \"openai\"", "providers[1].name"),
+        ("[[models]]\nname = \"m\"\nprovider = \"ghost\"", "models[0].provider"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\n[[models]]\nname = \"m\"\nprovider = \"a\"\nprice = { input = -1.0, output = 1.0 }", "models[0].price"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\nsurprise = 1", "providers[0].surprise"),
+        ("not toml [", ""),
+    ];
+    for (text, path) in cases {
+        let err = load(text).unwrap_err();
+        assert_eq!(err.path, path, "{text}: {err}");
+        assert!(!err.message.is_empty());
+    }
+    let err = load("[server]\nlisten_addr = \"x\"").unwrap_err();
+    assert!(err.to_string().contains("unknown field `listen_addr`"), "{err}");
+}
+
+#[test]
+fn env_overrides() {
+    let env = MapEnv::from_pairs([
+        ("SLUICE__SERVER__LISTEN", "0.0.0.0:7000"),
+        ("SLUICE__SERVER__MAX_BODY_BYTES", "42"),
+        ("SLUICE__STORAGE__DATA_DIR", "/var/lib/sluice"),
+    ]);
+    let c = Config::from_toml("", &env).unwrap();
+    assert_eq!(c.server.listen.port(), 7000);
+    assert_eq!(c.server.max_body_bytes, 42);
+    assert_eq!(c.storage.data_dir, PathBuf::from("/var/lib/sluice"));
+    let bad = MapEnv::from_pairs([("SLUICE__SERVER__NOPE", "1")]);
+    assert_eq!(Config::from_toml("", &bad).unwrap_err().path, "server.nope");
+}
+
+#[test]
+fn from_env_builds_passthrough_providers() {
+    let env = MapEnv::from_pairs([("OPENAI_API_KEY", "sk-1"), ("GROQ_API_KEY", "gsk-2")]);
+    let c = Config::from_env(&env, Some("http://127.0.0.1:11434/v1".into())).unwrap();
+    let names: Vec<_> = c.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["openai", "groq", "ollama"]);
+    assert!(c.providers.iter().all(|p| p.passthrough));
+    assert_eq!(c.providers[1].api_key.as_ref().unwrap().expose(), "gsk-2");
+    assert!(Config::from_env(&MapEnv::default(), None).unwrap().providers.is_empty());
+}
+
+#[test]
+fn defaults() {
+    let c = Config::test_default();
+    assert_eq!(c.server.max_body_bytes, 10 << 20);
+    assert_eq!(c.storage.data_dir, PathBuf::from(".sluice"));
+    let p = load("[[providers]]\nname = \"m\"\ntype = \"openai\"\npreset = \"mistral\"").unwrap();
+    assert!(!p.providers[0].stream_usage);
+    assert_eq!(p.providers[0].timeout, Duration::from_secs(600));
+}

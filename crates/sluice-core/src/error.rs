@@ -1,0 +1,336 @@
+//! Every error a request can end in, and its HTTP mapping in one place.
+//!
+//! `Error` boxes its kind so that `Result<T, Error>` stays one pointer wide on the hot path.
+//! [`Error::status_code`] is the single table from kind to HTTP status; the body is always
+//! OpenAI's `{"error":{"message","type","param","code"}}`.
+
+use std::fmt;
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    // --- invalid request (4xx caused by the client) ---
+    /// Malformed JSON, a missing or mistyped field.
+    InvalidRequest {
+        /// What is wrong.
+        message: String,
+        /// The field at fault.
+        param: Option<&'static str>,
+    },
+    /// Body larger than `server.max_body_bytes`.
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The request names a model or route that is not configured.
+    ModelNotFound {
+        /// What the client sent.
+        model: String,
+    },
+    /// No such endpoint.
+    NotFound {
+        /// The path asked for.
+        path: String,
+    },
+    /// The endpoint exists but not with this method.
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The path asked for.
+        path: String,
+    },
+    /// The client did not send its request body in time.
+    ClientTimeout {
+        /// The limit that was hit.
+        limit_ms: u64,
+    },
+    /// The body is not JSON (`Content-Type` says otherwise and the body does not parse).
+    UnsupportedMediaType {
+        /// The content type sent.
+        content_type: String,
+    },
+    // --- provider ---
+    /// The upstream answered with an error status; 4xx are passed through, 5xx become 502.
+    UpstreamStatus {
+        /// Provider name.
+        provider: String,
+        /// The upstream's status.
+        status: u16,
+        /// The upstream's message.
+        message: String,
+        /// The upstream's `error.type`, if it sent one.
+        kind: Option<String>,
+        /// The upstream's `error.code`, if it sent one.
+        code: Option<String>,
+        /// The upstream's `error.param`, if it sent one.
+        param: Option<String>,
+        /// The upstream's `Retry-After`, passed on with 429 and 503.
+        retry_after: Option<String>,
+    },
+    /// The upstream could not be reached, or broke the connection.
+    UpstreamConnect {
+        /// Provider name.
+        provider: String,
+        /// What happened.
+        message: String,
+    },
+    /// The upstream did not answer, or stopped sending, within its timeout.
+    UpstreamTimeout {
+        /// Provider name.
+        provider: String,
+        /// Which timeout fired.
+        message: String,
+    },
+    /// The upstream answered with something that is not a valid response.
+    UpstreamProtocol {
+        /// Provider name.
+        provider: String,
+        /// What was wrong with it.
+        message: String,
+    },
+    // --- server ---
+    /// The gateway is shutting down or otherwise cannot take the request.
+    Unavailable {
+        /// Why.
+        message: String,
+    },
+    /// A fault inside sluice.
+    Internal {
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A request's error. See [`ErrorKind`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Error(Box<ErrorKind>);
+
+impl Error {
+    /// The kind.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+
+    /// HTTP status for this error: the one table of the mapping.
+    pub fn status_code(&self) -> u16 {
+        match &*self.0 {
+            ErrorKind::InvalidRequest { .. } => 400,
+            ErrorKind::PayloadTooLarge { .. } => 413,
+            ErrorKind::ModelNotFound { .. } | ErrorKind::NotFound { .. } => 404,
+            ErrorKind::MethodNotAllowed { .. } => 405,
+            ErrorKind::ClientTimeout { .. } => 408,
+            ErrorKind::UnsupportedMediaType { .. } => 415,
+            ErrorKind::UpstreamStatus { status, .. } if (400..500).contains(status) => *status,
+            ErrorKind::UpstreamStatus { .. }
+            | ErrorKind::UpstreamConnect { .. }
+            | ErrorKind::UpstreamProtocol { .. } => 502,
+            ErrorKind::UpstreamTimeout { .. } => 504,
+            ErrorKind::Unavailable { .. } => 503,
+            ErrorKind::Internal { .. } => 500,
+        }
+    }
+
+    /// `error.type` in the body.
+    pub fn error_type(&self) -> &str {
+        match &*self.0 {
+            ErrorKind::InvalidRequest { .. }
+            | ErrorKind::ClientTimeout { .. }
+            | ErrorKind::MethodNotAllowed { .. }
+            | ErrorKind::UnsupportedMediaType { .. } => "invalid_request_error",
+            ErrorKind::PayloadTooLarge { .. } => "request_too_large",
+            ErrorKind::ModelNotFound { .. } | ErrorKind::NotFound { .. } => "not_found_error",
+            ErrorKind::UpstreamStatus {
+                status,
+                kind: Some(kind),
+                ..
+            } if *status < 500 => kind,
+            ErrorKind::UpstreamStatus { status, .. } => match status {
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                429 => "rate_limit_error",
+                400..=499 => "invalid_request_error",
+                _ => "upstream_error",
+            },
+            ErrorKind::UpstreamConnect { .. } | ErrorKind::UpstreamProtocol { .. } => {
+                "upstream_error"
+            }
+            ErrorKind::UpstreamTimeout { .. } => "timeout_error",
+            ErrorKind::Unavailable { .. } => "service_unavailable",
+            ErrorKind::Internal { .. } => "server_error",
+        }
+    }
+
+    /// `error.param` in the body.
+    pub fn param(&self) -> Option<&str> {
+        match &*self.0 {
+            ErrorKind::InvalidRequest { param, .. } => *param,
+            ErrorKind::ModelNotFound { .. } => Some("model"),
+            ErrorKind::UpstreamStatus { param, .. } => param.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// `error.code` in the body.
+    pub fn code(&self) -> Option<&str> {
+        match &*self.0 {
+            ErrorKind::ModelNotFound { .. } => Some("model_not_found"),
+            ErrorKind::PayloadTooLarge { .. } => Some("request_too_large"),
+            ErrorKind::UpstreamStatus { code, .. } => code.as_deref(),
+            ErrorKind::UpstreamConnect { .. } => Some("upstream_unreachable"),
+            ErrorKind::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            ErrorKind::UpstreamProtocol { .. } => Some("upstream_bad_response"),
+            _ => None,
+        }
+    }
+
+    /// `Retry-After` to send with the response.
+    pub fn retry_after(&self) -> Option<&str> {
+        match &*self.0 {
+            ErrorKind::UpstreamStatus { retry_after, .. } => retry_after.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A low-cardinality label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match &*self.0 {
+            ErrorKind::InvalidRequest { .. } => "invalid_request",
+            ErrorKind::PayloadTooLarge { .. } => "payload_too_large",
+            ErrorKind::ModelNotFound { .. } => "model_not_found",
+            ErrorKind::NotFound { .. } => "not_found",
+            ErrorKind::MethodNotAllowed { .. } => "method_not_allowed",
+            ErrorKind::ClientTimeout { .. } => "client_timeout",
+            ErrorKind::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ErrorKind::UpstreamStatus { status, .. } if *status == 429 => "upstream_rate_limited",
+            ErrorKind::UpstreamStatus { status, .. } if *status < 500 => "upstream_4xx",
+            ErrorKind::UpstreamStatus { .. } => "upstream_5xx",
+            ErrorKind::UpstreamConnect { .. } => "upstream_connect",
+            ErrorKind::UpstreamTimeout { .. } => "upstream_timeout",
+            ErrorKind::UpstreamProtocol { .. } => "upstream_protocol",
+            ErrorKind::Unavailable { .. } => "unavailable",
+            ErrorKind::Internal { .. } => "internal",
+        }
+    }
+
+    /// Whether a later attempt (another try, another deployment) may succeed where this
+    /// one failed: connection failures, timeouts, 429, 408, 409 and 5xx. Never the
+    /// client's own mistakes.
+    pub fn is_retryable(&self) -> bool {
+        match &*self.0 {
+            ErrorKind::UpstreamStatus { status, .. } => {
+                matches!(status, 408 | 409 | 429) || *status >= 500
+            }
+            ErrorKind::UpstreamConnect { .. }
+            | ErrorKind::UpstreamTimeout { .. }
+            | ErrorKind::UpstreamProtocol { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The message shown to the client.
+    pub fn message(&self) -> String {
+        match &*self.0 {
+            ErrorKind::InvalidRequest { message, .. } => message.clone(),
+            ErrorKind::PayloadTooLarge { limit } => {
+                format!("request body is larger than the limit of {limit} bytes (`server.max_body_bytes`)")
+            }
+            ErrorKind::ModelNotFound { model } => format!(
+                "the model `{model}` does not exist: it is not a configured model or route (see GET /v1/models)"
+            ),
+            ErrorKind::NotFound { path } => format!("no endpoint at `{path}`"),
+            ErrorKind::MethodNotAllowed { method, path } => {
+                format!("`{path}` does not accept {method}")
+            }
+            ErrorKind::ClientTimeout { limit_ms } => format!(
+                "the request body was not received within {limit_ms} ms (`server.request_read_timeout_ms`)"
+            ),
+            ErrorKind::UnsupportedMediaType { content_type } => {
+                format!("expected `Content-Type: application/json`, got `{content_type}`")
+            }
+            ErrorKind::UpstreamStatus {
+                provider,
+                status,
+                message,
+                ..
+            } => {
+                if *status < 500 {
+                    message.clone()
+                } else {
+                    format!("upstream `{provider}` failed with status {status}: {message}")
+                }
+            }
+            ErrorKind::UpstreamConnect { provider, message } => {
+                format!("upstream `{provider}` could not be reached: {message}")
+            }
+            ErrorKind::UpstreamTimeout { provider, message } => {
+                format!("upstream `{provider}` timed out: {message}")
+            }
+            ErrorKind::UpstreamProtocol { provider, message } => {
+                format!("upstream `{provider}` sent an invalid response: {message}")
+            }
+            ErrorKind::Unavailable { message } | ErrorKind::Internal { message } => {
+                message.clone()
+            }
+        }
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Self(Box::new(kind))
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(status: u16) -> Error {
+        ErrorKind::UpstreamStatus {
+            provider: "p".into(),
+            status,
+            message: "m".into(),
+            kind: None,
+            code: None,
+            param: None,
+            retry_after: Some("3".into()),
+        }
+        .into()
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(upstream(429).status_code(), 429);
+        assert_eq!(upstream(429).retry_after(), Some("3"));
+        assert_eq!(upstream(401).status_code(), 401);
+        assert_eq!(upstream(500).status_code(), 502);
+        assert_eq!(upstream(503).status_code(), 502);
+        assert!(upstream(500).is_retryable());
+        assert!(upstream(429).is_retryable());
+        assert!(!upstream(400).is_retryable());
+        let t: Error = ErrorKind::UpstreamTimeout {
+            provider: "p".into(),
+            message: "x".into(),
+        }
+        .into();
+        assert_eq!(t.status_code(), 504);
+        let big: Error = ErrorKind::PayloadTooLarge { limit: 10 }.into();
+        assert_eq!(big.status_code(), 413);
+        assert!(std::mem::size_of::<Result<(), Error>>() <= 8);
+    }
+}
