@@ -44,11 +44,6 @@ pub enum ErrorKind {
         /// The limit that was hit.
         limit_ms: u64,
     },
-    /// The body is not JSON (`Content-Type` says otherwise and the body does not parse).
-    UnsupportedMediaType {
-        /// The content type sent.
-        content_type: String,
-    },
     // --- provider ---
     /// The upstream answered with an error status; 4xx are passed through, 5xx become 502.
     UpstreamStatus {
@@ -119,7 +114,6 @@ impl Error {
             ErrorKind::ModelNotFound { .. } | ErrorKind::NotFound { .. } => 404,
             ErrorKind::MethodNotAllowed { .. } => 405,
             ErrorKind::ClientTimeout { .. } => 408,
-            ErrorKind::UnsupportedMediaType { .. } => 415,
             ErrorKind::UpstreamStatus { status, .. } if (400..500).contains(status) => *status,
             ErrorKind::UpstreamStatus { .. }
             | ErrorKind::UpstreamConnect { .. }
@@ -135,8 +129,7 @@ impl Error {
         match &*self.0 {
             ErrorKind::InvalidRequest { .. }
             | ErrorKind::ClientTimeout { .. }
-            | ErrorKind::MethodNotAllowed { .. }
-            | ErrorKind::UnsupportedMediaType { .. } => "invalid_request_error",
+            | ErrorKind::MethodNotAllowed { .. } => "invalid_request_error",
             ErrorKind::PayloadTooLarge { .. } => "request_too_large",
             ErrorKind::ModelNotFound { .. } | ErrorKind::NotFound { .. } => "not_found_error",
             ErrorKind::UpstreamStatus {
@@ -201,7 +194,6 @@ impl Error {
             ErrorKind::NotFound { .. } => "not_found",
             ErrorKind::MethodNotAllowed { .. } => "method_not_allowed",
             ErrorKind::ClientTimeout { .. } => "client_timeout",
-            ErrorKind::UnsupportedMediaType { .. } => "unsupported_media_type",
             ErrorKind::UpstreamStatus { status, .. } if *status == 429 => "upstream_rate_limited",
             ErrorKind::UpstreamStatus { status, .. } if *status < 500 => "upstream_4xx",
             ErrorKind::UpstreamStatus { .. } => "upstream_5xx",
@@ -245,9 +237,6 @@ impl Error {
             ErrorKind::ClientTimeout { limit_ms } => format!(
                 "the request body was not received within {limit_ms} ms (`server.request_read_timeout_ms`)"
             ),
-            ErrorKind::UnsupportedMediaType { content_type } => {
-                format!("expected `Content-Type: application/json`, got `{content_type}`")
-            }
             ErrorKind::UpstreamStatus {
                 provider,
                 status,

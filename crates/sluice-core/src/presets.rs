@@ -14,7 +14,12 @@ pub struct Preset {
     pub stream_usage: bool,
 }
 
-const fn p(name: &'static str, base_url: &'static str, key_env: &'static str, stream_usage: bool) -> Preset {
+const fn p(
+    name: &'static str,
+    base_url: &'static str,
+    key_env: &'static str,
+    stream_usage: bool,
+) -> Preset {
     Preset {
         name,
         base_url,
@@ -25,17 +30,62 @@ const fn p(name: &'static str, base_url: &'static str, key_env: &'static str, st
 
 /// Every preset, in the order `sluice serve` without a config looks for keys.
 pub const PRESETS: &[Preset] = &[
-    p("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", true),
+    p(
+        "openai",
+        "https://api.openai.com/v1",
+        "OPENAI_API_KEY",
+        true,
+    ),
     // Anthropic's and Google's own OpenAI-compatible endpoints.
-    p("anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", true),
-    p("gemini", "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY", true),
-    p("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY", true),
-    p("deepseek", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", true),
+    p(
+        "anthropic",
+        "https://api.anthropic.com/v1",
+        "ANTHROPIC_API_KEY",
+        true,
+    ),
+    p(
+        "gemini",
+        "https://generativelanguage.googleapis.com/v1beta/openai",
+        "GEMINI_API_KEY",
+        true,
+    ),
+    p(
+        "groq",
+        "https://api.groq.com/openai/v1",
+        "GROQ_API_KEY",
+        true,
+    ),
+    p(
+        "deepseek",
+        "https://api.deepseek.com/v1",
+        "DEEPSEEK_API_KEY",
+        true,
+    ),
     // Mistral rejects request fields it does not know and sends usage unasked.
-    p("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY", false),
-    p("together", "https://api.together.xyz/v1", "TOGETHER_API_KEY", true),
-    p("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", true),
-    p("fireworks", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY", true),
+    p(
+        "mistral",
+        "https://api.mistral.ai/v1",
+        "MISTRAL_API_KEY",
+        false,
+    ),
+    p(
+        "together",
+        "https://api.together.xyz/v1",
+        "TOGETHER_API_KEY",
+        true,
+    ),
+    p(
+        "openrouter",
+        "https://openrouter.ai/api/v1",
+        "OPENROUTER_API_KEY",
+        true,
+    ),
+    p(
+        "fireworks",
+        "https://api.fireworks.ai/inference/v1",
+        "FIREWORKS_API_KEY",
+        true,
+    ),
     p("xai", "https://api.x.ai/v1", "XAI_API_KEY", true),
     p("vllm", "http://127.0.0.1:8000/v1", "", true),
     p("llamacpp", "http://127.0.0.1:8080/v1", "", true),
@@ -50,5 +100,9 @@ pub fn find(name: &str) -> Option<&'static Preset> {
 
 /// Preset names, for error messages.
 pub fn names() -> String {
-    PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+    PRESETS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -1,1 +1,15 @@
-//! placeholder
+//! Provider adapters: one module per upstream wire format (named after its config `type`),
+//! a closed [`Provider`] enum that dispatches to them statically, and the pooled HTTP client
+//! each provider owns.
+//!
+//! An adapter turns a validated client request into an upstream `http::Request` and an
+//! upstream error response into an [`sluice_core::Error`]. Success bodies of the `openai`
+//! type are OpenAI's own format and pass through as bytes.
+
+pub mod client;
+pub mod error;
+pub mod openai;
+mod provider;
+
+pub use client::{HttpClient, UpstreamBody};
+pub use provider::{Endpoint, Provider};

@@ -1,1 +1,18 @@
-//! placeholder
+//! The sluice HTTP server: accept loop, router, the proxy path with streaming relay,
+//! metrics, health, graceful shutdown.
+//!
+//! Request flow (one path): request id → body read under `max_body_bytes` → light parse
+//! and validation → model resolution → provider adapter → upstream (pooled client) →
+//! response passed through as bytes, or relayed event by event for streams → metrics.
+
+mod body;
+mod handlers;
+pub mod metrics;
+mod proxy;
+mod relay;
+mod request_id;
+mod serve;
+pub mod state;
+
+pub use serve::Server;
+pub use state::AppState;

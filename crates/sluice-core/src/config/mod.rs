@@ -442,7 +442,10 @@ fn load_provider(
         Some(name) => Some(presets::find(name).ok_or_else(|| {
             ConfigError::new(
                 at("preset"),
-                format!("unknown preset `{name}`; expected one of {}", presets::names()),
+                format!(
+                    "unknown preset `{name}`; expected one of {}",
+                    presets::names()
+                ),
             )
         })?),
         None => None,
@@ -480,8 +483,15 @@ fn load_provider(
             return Err(ConfigError::new(path, "is not a valid HTTP header name"));
         }
         let value = resolve_secret(value, env, &path)?;
-        if value.expose().bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(ConfigError::new(path, "header values must not contain line breaks"));
+        if value
+            .expose()
+            .bytes()
+            .any(|b| b == b'\r' || b == b'\n' || b == 0)
+        {
+            return Err(ConfigError::new(
+                path,
+                "header values must not contain line breaks",
+            ));
         }
         headers.push((name.to_ascii_lowercase(), value));
     }
@@ -534,7 +544,10 @@ fn apply_overrides(table: &mut toml::Table, env: &dyn Env) -> Result<(), ConfigE
                 .entry(part.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             node = entry.as_table_mut().ok_or_else(|| {
-                ConfigError::new(part.clone(), format!("`{var}` overrides a key that is not a table"))
+                ConfigError::new(
+                    part.clone(),
+                    format!("`{var}` overrides a key that is not a table"),
+                )
             })?;
         }
         if let Some(last) = path.last() {
@@ -548,7 +561,10 @@ impl Config {
     /// Reads, parses and validates a config file.
     pub fn from_file(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new("", format!("cannot read config file `{}`: {e}", path.display()))
+            ConfigError::new(
+                "",
+                format!("cannot read config file `{}`: {e}", path.display()),
+            )
         })?;
         UninitializedConfig::parse(&text, env)?.load(env)
     }

@@ -79,7 +79,10 @@ fn errors_name_the_key() {
         assert!(!err.message.is_empty());
     }
     let err = load("[server]\nlisten_addr = \"x\"").unwrap_err();
-    assert!(err.to_string().contains("unknown field `listen_addr`"), "{err}");
+    assert!(
+        err.to_string().contains("unknown field `listen_addr`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -105,7 +108,10 @@ fn from_env_builds_passthrough_providers() {
     assert_eq!(names, ["openai", "groq", "ollama"]);
     assert!(c.providers.iter().all(|p| p.passthrough));
     assert_eq!(c.providers[1].api_key.as_ref().unwrap().expose(), "gsk-2");
-    assert!(Config::from_env(&MapEnv::default(), None).unwrap().providers.is_empty());
+    assert!(Config::from_env(&MapEnv::default(), None)
+        .unwrap()
+        .providers
+        .is_empty());
 }
 
 #[test]

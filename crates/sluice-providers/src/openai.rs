@@ -1,0 +1,83 @@
+//! `type = "openai"`: OpenAI's API and every server that speaks it (Groq, DeepSeek, Together,
+//! Mistral, vLLM, llama.cpp's server, Ollama's `/v1`, ...). Bodies pass through as bytes;
+//! only the URL and the headers are the adapter's work.
+
+use crate::client::UpstreamBody;
+use crate::provider::Endpoint;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Uri};
+use sluice_core::config::ProviderConfig;
+use sluice_core::{Error, ErrorKind};
+
+/// The config `type` of this adapter.
+pub const PROVIDER_TYPE: &str = "openai";
+
+/// The `openai` adapter: URIs and headers built once at start.
+#[derive(Debug)]
+pub struct OpenAi {
+    chat_uri: Uri,
+    embeddings_uri: Uri,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+fn invalid(config: &ProviderConfig, what: &str) -> Error {
+    ErrorKind::Internal {
+        message: format!("provider `{}`: {what}", config.name),
+    }
+    .into()
+}
+
+impl OpenAi {
+    /// Prepares URIs and headers for `config`.
+    pub fn new(config: &ProviderConfig) -> Result<Self, Error> {
+        let uri = |path: &str| -> Result<Uri, Error> {
+            format!("{}{path}", config.base_url)
+                .parse()
+                .map_err(|_| invalid(config, "`base_url` does not form a valid URI"))
+        };
+        let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+        if let Some(key) = &config.api_key {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                .map_err(|_| invalid(config, "`api_key` is not a valid header value"))?;
+            v.set_sensitive(true);
+            headers.push((AUTHORIZATION, v));
+        }
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(config, "header name is invalid"))?;
+            let mut value = HeaderValue::from_str(value.expose())
+                .map_err(|_| invalid(config, "header value is invalid"))?;
+            value.set_sensitive(true);
+            headers.push((name, value));
+        }
+        Ok(Self {
+            chat_uri: uri("/chat/completions")?,
+            embeddings_uri: uri("/embeddings")?,
+            headers,
+        })
+    }
+
+    /// The upstream request.
+    pub fn request(
+        &self,
+        endpoint: Endpoint,
+        body: Bytes,
+        request_id: &HeaderValue,
+    ) -> Request<UpstreamBody> {
+        let uri = match endpoint {
+            Endpoint::Chat => self.chat_uri.clone(),
+            Endpoint::Embeddings => self.embeddings_uri.clone(),
+        };
+        let mut req = Request::new(UpstreamBody::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.reserve(self.headers.len() + 1);
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        h.insert(HeaderName::from_static("x-request-id"), request_id.clone());
+        req
+    }
+}

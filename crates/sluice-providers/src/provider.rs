@@ -1,0 +1,98 @@
+//! The closed set of providers, dispatched statically.
+
+use crate::client::{self, HttpClient, UpstreamBody};
+use crate::openai::OpenAi;
+use bytes::Bytes;
+use http::header::HeaderValue;
+use hyper::body::Incoming;
+use sluice_core::config::{ProviderConfig, ProviderType};
+use sluice_core::Error;
+
+/// Which API an upstream request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Chat completions.
+    Chat,
+    /// Embeddings.
+    Embeddings,
+}
+
+enum Adapter {
+    OpenAi(OpenAi),
+}
+
+/// A configured provider: its adapter and its connection pool.
+pub struct Provider {
+    /// The provider's config.
+    pub config: ProviderConfig,
+    /// `x-sluice-provider` value, built once.
+    pub header_value: HeaderValue,
+    client: HttpClient,
+    adapter: Adapter,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.config.name)
+            .field("type", &self.config.kind.as_str())
+            .field("base_url", &self.config.base_url)
+            .finish()
+    }
+}
+
+impl Provider {
+    /// Builds the adapter and the pool. Fails only on a base URL that does not form a URI.
+    pub fn new(config: ProviderConfig) -> Result<Self, Error> {
+        let adapter = match config.kind {
+            ProviderType::OpenAi => Adapter::OpenAi(OpenAi::new(&config)?),
+        };
+        let header_value = HeaderValue::from_str(&config.name).map_err(|_| {
+            Error::from(sluice_core::ErrorKind::Internal {
+                message: format!(
+                    "provider name `{}` is not a valid header value",
+                    config.name
+                ),
+            })
+        })?;
+        Ok(Self {
+            client: client::build(&config),
+            header_value,
+            adapter,
+            config,
+        })
+    }
+
+    /// The provider's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Whether the upstream accepts `stream_options.include_usage`.
+    pub fn stream_usage(&self) -> bool {
+        self.config.stream_usage
+    }
+
+    /// The upstream request for `endpoint` carrying `body` (already in the upstream's format).
+    pub fn request(
+        &self,
+        endpoint: Endpoint,
+        body: Bytes,
+        request_id: &HeaderValue,
+    ) -> http::Request<UpstreamBody> {
+        match &self.adapter {
+            Adapter::OpenAi(a) => a.request(endpoint, body, request_id),
+        }
+    }
+
+    /// Sends a request on the pool and waits for the response head.
+    pub async fn send(
+        &self,
+        request: http::Request<UpstreamBody>,
+    ) -> Result<http::Response<Incoming>, Error> {
+        self.client
+            .request(request)
+            .await
+            .map_err(|e| crate::error::from_transport(&self.config.name, &e))
+    }
+}

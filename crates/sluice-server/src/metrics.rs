@@ -1,0 +1,333 @@
+//! Prometheus metrics with fixed label sets, kept in atomics.
+//!
+//! Every label combination is known when the config loads (one series per configured model,
+//! one per passthrough provider, one for requests that never resolved a model), so
+//! recording is a few relaxed atomic adds: no map lookup, no lock, no allocation.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Statuses with their own slot; anything else counts under `other`.
+const STATUSES: [u16; 19] = [
+    200, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 429, 499, 500, 501, 502, 503, 504, 529,
+];
+const STATUS_SLOTS: usize = STATUSES.len() + 1;
+
+/// Upper bounds (seconds) of the latency histograms.
+const BUCKETS: [f64; 17] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+];
+
+/// Kinds of upstream failure counted by `sluice_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Could not connect, or the connection broke before a response.
+    Connect,
+    /// A timeout fired.
+    Timeout,
+    /// 429.
+    RateLimited,
+    /// Other 4xx.
+    Status4xx,
+    /// 5xx.
+    Status5xx,
+    /// A response that could not be used.
+    Protocol,
+    /// A stream that ended without finishing.
+    StreamCut,
+}
+
+const UPSTREAM_ERRORS: [(UpstreamError, &str); 7] = [
+    (UpstreamError::Connect, "connect"),
+    (UpstreamError::Timeout, "timeout"),
+    (UpstreamError::RateLimited, "rate_limited"),
+    (UpstreamError::Status4xx, "status_4xx"),
+    (UpstreamError::Status5xx, "status_5xx"),
+    (UpstreamError::Protocol, "protocol"),
+    (UpstreamError::StreamCut, "stream_cut"),
+];
+
+/// The endpoints measured separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat = 0,
+    /// `/v1/embeddings`.
+    Embeddings = 1,
+}
+
+const ENDPOINTS: [&str; 2] = ["chat", "embeddings"];
+
+/// A histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let slot = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[slot].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Relaxed);
+            let le = BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+
+    fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+/// The measurements of one endpoint of one series.
+#[derive(Debug, Default)]
+pub struct EndpointMetrics {
+    status: [AtomicU64; STATUS_SLOTS],
+    /// Time from request received to response complete.
+    pub latency: Histogram,
+    /// Time from request received to the first byte of the upstream's body (streams).
+    pub ttft: Histogram,
+    tokens_in: AtomicU64,
+    tokens_out: AtomicU64,
+    tokens_cached: AtomicU64,
+    upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
+}
+
+impl EndpointMetrics {
+    /// Counts a request by the status it was answered with.
+    pub fn count_status(&self, status: u16) {
+        let slot = STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(STATUSES.len());
+        self.status[slot].fetch_add(1, Relaxed);
+    }
+
+    /// Adds token usage.
+    pub fn add_usage(&self, usage: &sluice_types::Usage) {
+        self.tokens_in.fetch_add(usage.prompt_tokens, Relaxed);
+        self.tokens_out.fetch_add(usage.completion_tokens, Relaxed);
+        self.tokens_cached
+            .fetch_add(usage.cached_prompt_tokens, Relaxed);
+    }
+
+    /// Counts an upstream failure.
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        if let Some(i) = UPSTREAM_ERRORS.iter().position(|(k, _)| *k == kind) {
+            self.upstream_errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Requests answered so far, any status.
+    pub fn requests(&self) -> u64 {
+        self.status.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Upstream failures so far.
+    pub fn upstream_errors(&self) -> u64 {
+        self.upstream_errors.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+/// The measurements of one model (or passthrough provider).
+#[derive(Debug)]
+pub struct Series {
+    labels: String,
+    endpoints: [EndpointMetrics; 2],
+}
+
+impl Series {
+    /// The measurements of `endpoint`.
+    pub fn endpoint(&self, endpoint: Endpoint) -> &EndpointMetrics {
+        &self.endpoints[endpoint as usize]
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// All of sluice's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    series: Vec<Series>,
+    /// Requests in flight right now.
+    pub in_flight: AtomicI64,
+    /// Clients that went away before their response was complete.
+    pub client_disconnects: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
+}
+
+impl Metrics {
+    /// One series per `(model, provider)` pair, in the order given; the last series is for
+    /// requests that never resolved a model.
+    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut series: Vec<Series> = pairs
+            .into_iter()
+            .map(|(model, provider)| Series {
+                labels: format!(
+                    "model=\"{}\",provider=\"{}\"",
+                    escape(model),
+                    escape(provider)
+                ),
+                endpoints: Default::default(),
+            })
+            .collect();
+        series.push(Series {
+            labels: "model=\"\",provider=\"\"".to_string(),
+            endpoints: Default::default(),
+        });
+        Self {
+            series,
+            in_flight: AtomicI64::new(0),
+            client_disconnects: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+        }
+    }
+
+    /// The series at `index` (the unresolved series if out of range).
+    pub fn series(&self, index: usize) -> &Series {
+        let last = self.series.len() - 1;
+        &self.series[index.min(last)]
+    }
+
+    /// The series for requests that never resolved a model.
+    pub fn unresolved(&self) -> &Series {
+        self.series(usize::MAX)
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        out.push_str("# HELP sluice_requests_total Requests answered, by model, provider, endpoint and HTTP status.\n# TYPE sluice_requests_total counter\n");
+        for s in &self.series {
+            for (e, em) in ENDPOINTS.iter().zip(&s.endpoints) {
+                for (i, c) in em.status.iter().enumerate() {
+                    let n = c.load(Relaxed);
+                    if n > 0 {
+                        let status = STATUSES
+                            .get(i)
+                            .map_or_else(|| "other".to_string(), u16::to_string);
+                        let _ = writeln!(
+                            out,
+                            "sluice_requests_total{{{},endpoint=\"{e}\",status=\"{status}\"}} {n}",
+                            s.labels
+                        );
+                    }
+                }
+            }
+        }
+        out.push_str("# HELP sluice_request_duration_seconds Time from request received to response complete.\n# TYPE sluice_request_duration_seconds histogram\n");
+        for s in &self.series {
+            for (e, em) in ENDPOINTS.iter().zip(&s.endpoints) {
+                if em.latency.count() > 0 {
+                    em.latency.render(
+                        &mut out,
+                        "sluice_request_duration_seconds",
+                        &format!("{},endpoint=\"{e}\"", s.labels),
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP sluice_time_to_first_token_seconds Time from request received to the upstream's first streamed byte.\n# TYPE sluice_time_to_first_token_seconds histogram\n");
+        for s in &self.series {
+            let em = &s.endpoints[0];
+            if em.ttft.count() > 0 {
+                em.ttft.render(
+                    &mut out,
+                    "sluice_time_to_first_token_seconds",
+                    &format!("{},endpoint=\"chat\"", s.labels),
+                );
+            }
+        }
+        out.push_str("# HELP sluice_tokens_total Tokens counted from upstream usage, by direction.\n# TYPE sluice_tokens_total counter\n");
+        for s in &self.series {
+            for (e, em) in ENDPOINTS.iter().zip(&s.endpoints) {
+                for (dir, c) in [
+                    ("in", &em.tokens_in),
+                    ("out", &em.tokens_out),
+                    ("cached_in", &em.tokens_cached),
+                ] {
+                    let n = c.load(Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "sluice_tokens_total{{{},endpoint=\"{e}\",direction=\"{dir}\"}} {n}",
+                            s.labels
+                        );
+                    }
+                }
+            }
+        }
+        out.push_str("# HELP sluice_upstream_errors_total Upstream failures, by kind.\n# TYPE sluice_upstream_errors_total counter\n");
+        for s in &self.series {
+            for (e, em) in ENDPOINTS.iter().zip(&s.endpoints) {
+                for ((_, kind), c) in UPSTREAM_ERRORS.iter().zip(&em.upstream_errors) {
+                    let n = c.load(Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(out, "sluice_upstream_errors_total{{{},endpoint=\"{e}\",kind=\"{kind}\"}} {n}", s.labels);
+                    }
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP sluice_requests_in_flight Requests being served now.\n# TYPE sluice_requests_in_flight gauge\nsluice_requests_in_flight {}", self.in_flight.load(Relaxed));
+        let _ = writeln!(out, "# HELP sluice_client_disconnects_total Clients that went away before their response was complete.\n# TYPE sluice_client_disconnects_total counter\nsluice_client_disconnects_total {}", self.client_disconnects.load(Relaxed));
+        let _ = writeln!(out, "# HELP sluice_connections_total Client connections accepted.\n# TYPE sluice_connections_total counter\nsluice_connections_total {}", self.connections.load(Relaxed));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::new([("gpt", "openai")]);
+        let e = m.series(0).endpoint(Endpoint::Chat);
+        e.count_status(200);
+        e.count_status(418);
+        e.latency.observe(Duration::from_millis(3));
+        e.add_usage(&sluice_types::Usage {
+            prompt_tokens: 5,
+            completion_tokens: 7,
+            ..Default::default()
+        });
+        e.upstream_error(UpstreamError::Timeout);
+        m.unresolved().endpoint(Endpoint::Chat).count_status(404);
+        let text = m.render();
+        assert!(text.contains(r#"sluice_requests_total{model="gpt",provider="openai",endpoint="chat",status="200"} 1"#), "{text}");
+        assert!(text.contains(r#"status="other"} 1"#));
+        assert!(text.contains(
+            r#"sluice_requests_total{model="",provider="",endpoint="chat",status="404"} 1"#
+        ));
+        assert!(text.contains(r#"sluice_request_duration_seconds_bucket{model="gpt",provider="openai",endpoint="chat",le="0.0025"} 0"#));
+        assert!(text.contains(r#"sluice_request_duration_seconds_bucket{model="gpt",provider="openai",endpoint="chat",le="0.005"} 1"#));
+        assert!(text.contains(r#"sluice_request_duration_seconds_count{model="gpt",provider="openai",endpoint="chat"} 1"#));
+        assert!(text.contains(r#"direction="out"} 7"#));
+        assert!(text.contains(r#"kind="timeout"} 1"#));
+        assert_eq!(e.requests(), 2);
+    }
+}

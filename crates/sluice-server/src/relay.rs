@@ -1,0 +1,271 @@
+//! Relays an upstream SSE stream to the client, event by event, as it arrives.
+//!
+//! Each read from the upstream is split into whole events (see `sluice_types::sse`); the
+//! complete ones go to the client at once, as slices of the upstream's own buffer. On the
+//! way, the relay notes usage, `finish_reason` and `[DONE]`, and drops the usage chunk that
+//! sluice asked for on the client's behalf. A stream that breaks, stalls past
+//! `chunk_timeout_ms`, or ends before finishing is closed with an OpenAI-shaped error
+//! event, never truncated silently. Dropping the relay (the client went away) drops the
+//! upstream body, which closes the upstream connection and so cancels the upstream request.
+
+use crate::metrics::{Endpoint, UpstreamError};
+use crate::state::AppState;
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use sluice_types::sse::{after_key, event_data, Keep, SseScanner};
+use sluice_types::Usage;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// What the relay has seen of the stream so far.
+#[derive(Debug, Default)]
+struct Seen {
+    done: bool,
+    finish: bool,
+    usage: Option<Usage>,
+}
+
+impl Seen {
+    fn observe(&mut self, event: &[u8], strip_usage: bool) -> Keep {
+        let Some(data) = event_data(event) else {
+            return Keep::Yes;
+        };
+        if data.as_ref() == b"[DONE]" {
+            self.done = true;
+            return Keep::Yes;
+        }
+        if after_key(&data, b"\"usage\"").is_some_and(|v| !v.starts_with(b"null")) {
+            if let Some(u) = Usage::from_response(&data) {
+                self.usage = Some(u);
+                let usage_only =
+                    after_key(&data, b"\"choices\"").is_some_and(|v| v.starts_with(b"[]"));
+                if strip_usage && usage_only {
+                    return Keep::Drop;
+                }
+            }
+        }
+        if !self.finish
+            && after_key(&data, b"\"finish_reason\"").is_some_and(|v| v.starts_with(b"\""))
+        {
+            self.finish = true;
+        }
+        Keep::Yes
+    }
+}
+
+/// The streaming response body.
+pub struct Relay {
+    upstream: Incoming,
+    scanner: SseScanner,
+    seen: Seen,
+    strip_usage: bool,
+    provider: Box<str>,
+    chunk_timeout: Duration,
+    deadline: Instant,
+    timer: Pin<Box<Sleep>>,
+    pending: Option<Bytes>,
+    ended: bool,
+    first_byte: bool,
+    state: Arc<AppState>,
+    series: usize,
+    started: std::time::Instant,
+    recorded: bool,
+}
+
+/// How to relay one stream.
+pub struct RelayParams {
+    /// Drop the usage chunk (sluice asked for it, the client did not).
+    pub strip_usage: bool,
+    /// Provider name, for error messages.
+    pub provider: Box<str>,
+    /// Longest silence between two upstream reads.
+    pub chunk_timeout: Duration,
+    /// End of the request's total time.
+    pub deadline: Instant,
+    /// Metrics series.
+    pub series: usize,
+    /// When the request arrived.
+    pub started: std::time::Instant,
+}
+
+fn error_event(message: &str, kind: &str, code: &str) -> Bytes {
+    let body = sluice_types::ErrorBody {
+        message,
+        kind,
+        param: None,
+        code: Some(code),
+    }
+    .to_json();
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+impl Relay {
+    /// Starts relaying `upstream`.
+    pub fn new(upstream: Incoming, state: Arc<AppState>, p: RelayParams) -> Self {
+        let first = p.deadline.min(Instant::now() + p.chunk_timeout);
+        Self {
+            upstream,
+            scanner: SseScanner::new(state.server.max_event_bytes as usize),
+            seen: Seen::default(),
+            strip_usage: p.strip_usage,
+            provider: p.provider,
+            chunk_timeout: p.chunk_timeout,
+            deadline: p.deadline,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            pending: None,
+            ended: false,
+            first_byte: false,
+            state,
+            series: p.series,
+            started: p.started,
+            recorded: false,
+        }
+    }
+
+    fn metrics(&self) -> &crate::metrics::EndpointMetrics {
+        self.state
+            .metrics
+            .series(self.series)
+            .endpoint(Endpoint::Chat)
+    }
+
+    /// Ends the stream with an error event.
+    fn fail(&mut self, kind: UpstreamError, message: String, code: &str) {
+        self.metrics().upstream_error(kind);
+        let kind_str = if kind == UpstreamError::Timeout {
+            "timeout_error"
+        } else {
+            "upstream_error"
+        };
+        self.pending = Some(error_event(&message, kind_str, code));
+        self.ended = true;
+    }
+
+    fn upstream_ended(&mut self) {
+        let tail = self.scanner.finish();
+        self.ended = true;
+        if self.seen.done {
+            self.pending = (!tail.is_empty()).then_some(tail);
+        } else if self.seen.finish {
+            // Finished but without the `[DONE]` marker some servers omit: complete it.
+            let mut out = tail.to_vec();
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            self.pending = Some(Bytes::from(out));
+        } else {
+            let message = format!(
+                "upstream `{}` closed the stream before it finished",
+                self.provider
+            );
+            self.fail(UpstreamError::StreamCut, message, "stream_interrupted");
+        }
+    }
+
+    fn record(&mut self, completed: bool) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        let elapsed = self.started.elapsed();
+        let m = self.metrics();
+        m.latency.observe(elapsed);
+        if let Some(u) = &self.seen.usage {
+            m.add_usage(u);
+        }
+        if !completed {
+            self.state.metrics.client_disconnects.fetch_add(1, Relaxed);
+        }
+        self.state.metrics.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Body for Relay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(b) = this.pending.take() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.ended {
+                this.record(true);
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    if !this.first_byte {
+                        this.first_byte = true;
+                        let ttft = this.started.elapsed();
+                        this.metrics().ttft.observe(ttft);
+                    }
+                    let next = this.deadline.min(now + this.chunk_timeout);
+                    this.timer.as_mut().reset(next);
+                    let Relay {
+                        scanner,
+                        seen,
+                        strip_usage,
+                        ..
+                    } = this;
+                    let strip = *strip_usage;
+                    match scanner.push(data, |ev| seen.observe(ev, strip)) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        Err(too_large) => {
+                            let message = format!(
+                                "upstream `{}` sent an event larger than {} bytes (`server.max_event_bytes`)",
+                                this.provider, too_large.0
+                            );
+                            this.fail(UpstreamError::Protocol, message, "upstream_bad_response");
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let message = format!("upstream `{}` stream broke: {e}", this.provider);
+                    this.fail(UpstreamError::StreamCut, message, "stream_interrupted");
+                }
+                Poll::Ready(None) => this.upstream_ended(),
+                Poll::Pending => {
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        let message = if Instant::now() >= this.deadline {
+                            format!("upstream `{}` did not finish the stream within the request timeout", this.provider)
+                        } else {
+                            format!(
+                                "upstream `{}` sent nothing for {} ms (`chunk_timeout_ms`)",
+                                this.provider,
+                                this.chunk_timeout.as_millis()
+                            )
+                        };
+                        this.fail(UpstreamError::Timeout, message, "upstream_timeout");
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.record(false);
+    }
+}

@@ -1,0 +1,112 @@
+//! `sluice serve`: load the config (file, or the environment), then serve until SIGINT or
+//! SIGTERM, draining in-flight requests on the way out.
+
+use anyhow::Context;
+use sluice_core::config::Config;
+use sluice_core::env::{Env, ProcessEnv, OLLAMA_HOST, SLUICE_CONFIG};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `sluice serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Default: `$SLUICE_CONFIG`; without either, providers come from
+    /// API-key environment variables.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on; overrides `server.listen`.
+    #[arg(long, short)]
+    listen: Option<SocketAddr>,
+    /// Validate the config and exit: 0 when valid, 1 with the bad key and why.
+    #[arg(long)]
+    check: bool,
+    /// Worker threads (default: one per CPU core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Where Ollama would answer, if it does: `OLLAMA_HOST` or `127.0.0.1:11434`.
+fn probe_ollama(env: &dyn Env) -> Option<String> {
+    let host = env
+        .get(OLLAMA_HOST)
+        .unwrap_or_else(|| "127.0.0.1:11434".to_string());
+    let host = host
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let addr = host.to_socket_addrs().ok()?.next()?;
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    Some(format!("http://{host}/v1"))
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+    let env = ProcessEnv;
+    let path = args
+        .config
+        .clone()
+        .or_else(|| env.get(SLUICE_CONFIG).map(PathBuf::from));
+    let mut config = match &path {
+        Some(p) => Config::from_file(p, &env)
+            .with_context(|| format!("invalid config `{}`", p.display()))?,
+        None => Config::from_env(&env, probe_ollama(&env)).context("invalid environment config")?,
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    Ok(config)
+}
+
+/// Runs `sluice serve`.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load(&args)?;
+    if args.check {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "config OK: {} provider(s), {} model(s), listening on {}",
+            config.providers.len(),
+            config.models.len(),
+            config.server.listen
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let providers = config.providers.len();
+        let models = config.models.len();
+        let server = sluice_server::Server::bind(config).await?;
+        let addr = server.local_addr()?;
+        tracing::info!(%addr, providers, models, "sluice listening");
+        if providers == 0 {
+            tracing::warn!("no providers configured: pass --config FILE or set an API key such as OPENAI_API_KEY");
+        }
+        server.run(shutdown_signal()).await?;
+        tracing::info!("sluice stopped");
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
