@@ -1,1 +1,40 @@
-//! placeholder
+//! Test support for sluice: a fake OpenAI-shaped upstream and a small HTTP
+//! test client.
+//!
+//! [`FakeUpstream`] is a real HTTP/1.1 server on a loopback port, meant to sit
+//! behind the gateway in integration tests and benchmarks. It serves
+//! `POST /v1/chat/completions` (plain and SSE streaming), `POST /v1/embeddings`
+//! and `GET /v1/models`, records every request, and can be told per request —
+//! through a [`Behavior`] — to delay, fail with a status, hang, reset the
+//! connection, cut a stream short or stream forever. It also counts
+//! connections and responses abandoned by the client, so tests can check that
+//! the gateway propagates cancellation.
+//!
+//! The [`client`] module sends requests to the gateway (or to the fake)
+//! over real sockets.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use sluice_testkit::{client, Behavior, FakeUpstream};
+//!
+//! let fake = FakeUpstream::start().await;
+//! fake.push(Behavior::new().with_status(503).with_retry_after("1"));
+//! let url = format!("{}/chat/completions", fake.base_url());
+//! let resp = client::post_json(&url, r#"{"model":"m","messages":[]}"#, &[])
+//!     .await
+//!     .expect("request");
+//! assert_eq!(resp.status, 503);
+//! assert_eq!(resp.header("retry-after"), Some("1"));
+//! # }
+//! ```
+
+mod behavior;
+mod body;
+pub mod client;
+pub mod responses;
+mod upstream;
+
+pub use behavior::Behavior;
+pub use body::CutError;
+pub use client::{ClientError, TestClient, TestResponse, TestStream};
+pub use upstream::{FakeUpstream, RecordedRequest};

@@ -1,0 +1,165 @@
+//! The `sluice` binary: `serve --check`, and a real process that drains on SIGTERM.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn sluice() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.env_remove("SLUICE_CONFIG").env("SLUICE_LOG", "info");
+    c
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    path
+}
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "/tmp/sluice-cli-data"
+[[providers]]
+name = "openai"
+type = "openai"
+api_key = "sk-x"
+[[models]]
+name = "gpt-4o-mini"
+provider = "openai"
+price = { input = 0.15, output = 0.60 }
+"#;
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let path = write_config("good.toml", GOOD);
+    let out = sluice()
+        .args(["serve", "--check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config OK: 1 provider(s), 1 model(s)"));
+}
+
+#[test]
+fn check_names_the_bad_key_and_why() {
+    let cases = [
+        (
+            GOOD.replace("listen =", "listn ="),
+            "server.listn",
+            "unknown field",
+        ),
+        (
+            GOOD.replace("provider = \"openai\"", "provider = \"azure\""),
+            "models[0].provider",
+            "no provider named `azure`",
+        ),
+        (
+            GOOD.replace(
+                "api_key = \"sk-x\"",
+                "api_key = \"env::SLUICE_TEST_UNSET_VAR\"",
+            ),
+            "providers[0].api_key",
+            "SLUICE_TEST_UNSET_VAR",
+        ),
+        (
+            GOOD.replace("type = \"openai\"", "type = \"carrier-pigeon\""),
+            "providers[0].type",
+            "unknown variant",
+        ),
+    ];
+    for (i, (text, key, why)) in cases.iter().enumerate() {
+        let path = write_config(&format!("bad{i}.toml"), text);
+        let out = sluice()
+            .args(["serve", "--check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(key) && err.contains(why),
+            "want {key} / {why} in: {err}"
+        );
+    }
+    let out = sluice()
+        .args(["serve", "--check", "--config", "/nonexistent/sluice.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
+
+#[test]
+fn without_a_config_providers_come_from_the_environment() {
+    let out = sluice()
+        .args(["serve", "--check"])
+        .env("OPENAI_API_KEY", "sk-1")
+        .env("GROQ_API_KEY", "gsk-1")
+        .env("OLLAMA_HOST", "127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 provider(s)"));
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let path = write_config("serve.toml", GOOD);
+    let mut child = sluice()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("sluice logs its address").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // It answers.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    for line in lines.by_ref() {
+        rest.push_str(&line.unwrap());
+        rest.push('\n');
+    }
+    let code = child.wait().unwrap();
+    assert!(code.success(), "exit {code:?}: {rest}");
+    assert!(
+        rest.contains("shutting down") && rest.contains("sluice stopped"),
+        "{rest}"
+    );
+}
