@@ -1,0 +1,201 @@
+"""Drives a running sluice with the official OpenAI Python SDK, over real HTTP.
+
+Run by tests/python_sdk.rs, which starts a fake upstream and a gateway in front of it
+(models `m` for chat and `emb` for embeddings) and passes the gateway's base URL in
+`SLUICE_BASE_URL` (e.g. http://127.0.0.1:PORT/v1). Plain script, no pytest: each check is
+a function; one line is printed per check, then `N passed, N failed`; the exit code is
+non-zero if any check failed.
+"""
+
+import json
+import os
+import sys
+import traceback
+
+import openai
+from openai import OpenAI
+
+BASE_URL = os.environ["SLUICE_BASE_URL"]
+EXPECTED_TEXT = "Hello from the fake upstream."
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+client = OpenAI(base_url=BASE_URL, api_key="sk-test", max_retries=0, timeout=10)
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def test_chat_non_streaming():
+    r = client.chat.completions.create(model="m", messages=MESSAGES)
+    check(r.object == "chat.completion", f"object: {r.object!r}")
+    check(len(r.choices) == 1, f"choices: {r.choices!r}")
+    msg = r.choices[0].message
+    check(msg.role == "assistant", f"role: {msg.role!r}")
+    check(msg.content == EXPECTED_TEXT, f"content: {msg.content!r}")
+    check(r.choices[0].finish_reason == "stop", f"finish_reason: {r.choices[0].finish_reason!r}")
+    check(r.usage is not None, "usage missing")
+    check(r.usage.prompt_tokens == 12, f"prompt_tokens: {r.usage.prompt_tokens}")
+    check(r.usage.completion_tokens == 9, f"completion_tokens: {r.usage.completion_tokens}")
+    check(r.usage.total_tokens == 21, f"total_tokens: {r.usage.total_tokens}")
+
+
+def test_chat_streaming():
+    stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    text = ""
+    finish = None
+    chunks = 0
+    for chunk in stream:
+        chunks += 1
+        check(chunk.object == "chat.completion.chunk", f"object: {chunk.object!r}")
+        check(chunk.usage is None, f"usage not asked for, got {chunk.usage!r}")
+        for choice in chunk.choices:
+            if choice.delta.content:
+                text += choice.delta.content
+            if choice.finish_reason:
+                finish = choice.finish_reason
+    check(text == EXPECTED_TEXT, f"text: {text!r}")
+    check(finish == "stop", f"finish_reason: {finish!r}")
+    check(chunks >= 2, f"only {chunks} chunk(s)")
+
+
+def test_chat_streaming_with_usage():
+    stream = client.chat.completions.create(
+        model="m",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    check(chunks, "no chunks")
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(text == EXPECTED_TEXT, f"text: {text!r}")
+    last = chunks[-1]
+    check(last.choices == [], f"last chunk has choices: {last.choices!r}")
+    check(last.usage is not None, f"last chunk has no usage: {last!r}")
+    check(last.usage.prompt_tokens == 12, f"prompt_tokens: {last.usage.prompt_tokens}")
+    check(last.usage.completion_tokens == 5, f"completion_tokens: {last.usage.completion_tokens}")
+    check(last.usage.total_tokens == 17, f"total_tokens: {last.usage.total_tokens}")
+    with_usage = [c for c in chunks if c.usage is not None]
+    check(len(with_usage) == 1, f"{len(with_usage)} chunks carry usage")
+
+
+def test_embeddings():
+    r = client.embeddings.create(model="emb", input=["a", "bb"])
+    check(r.object == "list", f"object: {r.object!r}")
+    check(len(r.data) == 2, f"{len(r.data)} vectors")
+    for i, d in enumerate(r.data):
+        check(d.index == i, f"index: {d.index} at {i}")
+        check(isinstance(d.embedding, list) and d.embedding, f"embedding {i}: {d.embedding!r}")
+        check(all(isinstance(x, float) for x in d.embedding), f"embedding {i} not floats")
+    check(len(r.data[0].embedding) == len(r.data[1].embedding), "vectors differ in length")
+
+
+def test_unknown_model_is_not_found():
+    try:
+        client.chat.completions.create(model="gpt-9", messages=MESSAGES)
+    except openai.NotFoundError as e:
+        check(e.status_code == 404, f"status: {e.status_code}")
+        check("gpt-9" in e.message, f"message: {e.message!r}")
+        check(e.code == "model_not_found", f"code: {e.code!r}")
+        return
+    raise AssertionError("no error raised")
+
+
+def test_upstream_400_passes_through():
+    err = {
+        "error": {
+            "message": "Invalid value for 'temperature'",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": "invalid_value",
+        }
+    }
+    try:
+        client.chat.completions.create(
+            model="m",
+            messages=MESSAGES,
+            extra_body={"x_fake": {"status": 400, "error_body": json.dumps(err)}},
+        )
+    except openai.BadRequestError as e:
+        check(e.status_code == 400, f"status: {e.status_code}")
+        check("Invalid value for 'temperature'" in e.message, f"message: {e.message!r}")
+        check(e.param == "temperature", f"param: {e.param!r}")
+        check(e.code == "invalid_value", f"code: {e.code!r}")
+        return
+    raise AssertionError("no error raised")
+
+
+def test_mid_stream_failure_raises_api_error():
+    stream = client.chat.completions.create(
+        model="m",
+        messages=MESSAGES,
+        stream=True,
+        extra_body={"x_fake": {"cut_after_chunks": 2}},
+    )
+    received = []
+    try:
+        for chunk in stream:
+            received.append(chunk)
+    except (openai.APIStatusError, openai.APIConnectionError) as e:
+        raise AssertionError(f"expected an in-stream APIError, got {type(e).__name__}: {e!r}")
+    except openai.APIError as e:
+        check(e.message, "error without a message")
+        check(isinstance(e.body, dict), f"body: {e.body!r}")
+        check(e.body.get("code") == "stream_interrupted", f"body: {e.body!r}")
+        check(len(received) == 2, f"{len(received)} chunks before the error")
+        return
+    raise AssertionError(f"stream ended without an error after {len(received)} chunks")
+
+
+def test_raw_response_headers():
+    raw = client.chat.completions.with_raw_response.create(
+        model="m",
+        messages=MESSAGES,
+        extra_headers={"x-request-id": "req-python-sdk"},
+    )
+    check(raw.status_code == 200, f"status: {raw.status_code}")
+    check(raw.headers.get("x-sluice-model") == "m", f"x-sluice-model: {raw.headers.get('x-sluice-model')!r}")
+    check(
+        raw.headers.get("x-request-id") == "req-python-sdk",
+        f"x-request-id: {raw.headers.get('x-request-id')!r}",
+    )
+    parsed = raw.parse()
+    check(parsed.choices[0].message.content == EXPECTED_TEXT, f"content: {parsed.choices[0].message.content!r}")
+    # Without a client-supplied id, sluice makes one up.
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    check(raw.headers.get("x-request-id"), "no x-request-id generated")
+
+
+CHECKS = [
+    test_chat_non_streaming,
+    test_chat_streaming,
+    test_chat_streaming_with_usage,
+    test_embeddings,
+    test_unknown_model_is_not_found,
+    test_upstream_400_passes_through,
+    test_mid_stream_failure_raises_api_error,
+    test_raw_response_headers,
+]
+
+
+def main():
+    print(f"openai {openai.__version__} against {BASE_URL}", flush=True)
+    passed = failed = 0
+    for fn in CHECKS:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - report every failure, keep going
+            failed += 1
+            print(f"FAIL {fn.__name__}: {type(e).__name__}: {e}", flush=True)
+            traceback.print_exc()
+        else:
+            passed += 1
+            print(f"ok   {fn.__name__}", flush=True)
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
