@@ -12,4 +12,4 @@ pub mod openai;
 mod provider;
 
 pub use client::{HttpClient, UpstreamBody};
-pub use provider::{Endpoint, Provider};
+pub use provider::{set_worker, Endpoint, Provider};

@@ -17,6 +17,16 @@ pub enum Endpoint {
     Embeddings,
 }
 
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as worker `index`: requests sent from it use connection pool
+/// `index` of every provider, so that a worker thread only ever wakes its own connections.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
 enum Adapter {
     OpenAi(OpenAi),
 }
@@ -27,7 +37,8 @@ pub struct Provider {
     pub config: ProviderConfig,
     /// `x-sluice-provider` value, built once.
     pub header_value: HeaderValue,
-    client: HttpClient,
+    /// One pool per worker thread.
+    clients: Box<[HttpClient]>,
     adapter: Adapter,
 }
 
@@ -42,8 +53,9 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    /// Builds the adapter and the pool. Fails only on a base URL that does not form a URI.
-    pub fn new(config: ProviderConfig) -> Result<Self, Error> {
+    /// Builds the adapter and `pools` connection pools (one per worker thread). Fails only
+    /// on a base URL or key that does not form a valid request.
+    pub fn new(config: ProviderConfig, pools: usize) -> Result<Self, Error> {
         let adapter = match config.kind {
             ProviderType::OpenAi => Adapter::OpenAi(OpenAi::new(&config)?),
         };
@@ -56,7 +68,7 @@ impl Provider {
             })
         })?;
         Ok(Self {
-            client: client::build(&config),
+            clients: (0..pools.max(1)).map(|_| client::build(&config)).collect(),
             header_value,
             adapter,
             config,
@@ -90,7 +102,8 @@ impl Provider {
         &self,
         request: http::Request<UpstreamBody>,
     ) -> Result<http::Response<Incoming>, Error> {
-        self.client
+        let worker = WORKER.with(std::cell::Cell::get);
+        self.clients[worker % self.clients.len()]
             .request(request)
             .await
             .map_err(|e| crate::error::from_transport(&self.config.name, &e))

@@ -23,17 +23,22 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// A bound, not yet running, gateway.
 pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
+    workers: usize,
 }
+
+/// A connection accepted by the acceptor, on its way to a worker.
+type Handoff = (std::net::TcpStream, OwnedSemaphorePermit);
 
 /// Routes one request.
 async fn route(
@@ -70,9 +75,101 @@ async fn route(
     Ok(response)
 }
 
+fn builder(state: &AppState) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.server.request_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Serves one connection on the current runtime; `permit` holds its connection slot.
+fn serve_connection(
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    state: &Arc<AppState>,
+    stream: TcpStream,
+    permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    state.metrics.connections.fetch_add(1, Relaxed);
+    let st = Arc::clone(state);
+    let service = service_fn(move |req| route(Arc::clone(&st), req));
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        let _ = conn.await;
+        drop(permit);
+    });
+}
+
+/// Waits for in-flight requests for up to the grace period.
+async fn drain(graceful: GracefulShutdown, state: &AppState) {
+    let grace = state.server.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = state.metrics.in_flight.load(Relaxed),
+            "grace period over: cutting the requests still in flight"
+        );
+    }
+}
+
+/// Accepts the next connection, or `None` once `shutdown` fired.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    let permit = tokio::select! {
+        p = Arc::clone(slots).acquire_owned() => p.ok()?,
+        () = shutdown.as_mut() => return None,
+    };
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => return Some((stream, permit)),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            () = shutdown.as_mut() => return None,
+        }
+    }
+}
+
+/// One worker thread: its own single-threaded runtime serving the connections handed to it.
+async fn worker(mut incoming: mpsc::UnboundedReceiver<Handoff>, state: Arc<AppState>) {
+    let builder = builder(&state);
+    let graceful = GracefulShutdown::new();
+    // The acceptor drops its sender on shutdown, which ends this loop.
+    while let Some((stream, permit)) = incoming.recv().await {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => serve_connection(&builder, &graceful, &state, stream, permit),
+            Err(e) => tracing::warn!(error = %e, "cannot register connection"),
+        }
+    }
+    drain(graceful, &state).await;
+}
+
 impl Server {
-    /// Builds the state and binds the listener (`server.listen`).
+    /// Builds the state and binds the listener (`server.listen`), for one worker.
     pub async fn bind(config: Config) -> io::Result<Self> {
+        Self::bind_with_workers(config, 1).await
+    }
+
+    /// Builds the state with one upstream connection pool per worker and binds the listener.
+    pub async fn bind_with_workers(config: Config, workers: usize) -> io::Result<Self> {
+        let workers = workers.max(1);
         std::fs::create_dir_all(&config.storage.data_dir).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -83,13 +180,14 @@ impl Server {
             )
         })?;
         let listen = config.server.listen;
-        let state = AppState::new(config).map_err(|e| io::Error::other(e.to_string()))?;
+        let state = AppState::new(config, workers).map_err(|e| io::Error::other(e.to_string()))?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
         Ok(Self {
             listener,
             state: Arc::new(state),
+            workers,
         })
     }
 
@@ -103,69 +201,90 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then drains in-flight requests for up to
-    /// `server.shutdown_grace_ms`.
+    /// Serves on the current runtime until `shutdown` completes, then drains in-flight
+    /// requests for up to `server.shutdown_grace_ms`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let Self { listener, state } = self;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.server.request_read_timeout)
-            .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
+        let Self {
+            listener, state, ..
+        } = self;
+        let builder = builder(&state);
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
         tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                p = Arc::clone(&slots).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                () = &mut shutdown => break,
-            };
-            let (stream, _peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            state.metrics.connections.fetch_add(1, Relaxed);
-            let st = Arc::clone(&state);
-            let service = service_fn(move |req| route(Arc::clone(&st), req));
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                let _ = conn.await;
-                drop(permit);
-            });
+        while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
+            serve_connection(&builder, &graceful, &state, stream, permit);
         }
         drop(listener);
-        let grace = state.server.shutdown_grace;
-        tracing::info!(
-            in_flight = state.metrics.in_flight.load(Relaxed),
-            grace_ms = grace.as_millis() as u64,
-            "shutting down: finishing in-flight requests"
-        );
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                in_flight = state.metrics.in_flight.load(Relaxed),
-                "grace period over: cutting the requests still in flight"
-            );
-        }
+        log_shutdown(&state);
+        drain(graceful, &state).await;
         Ok(())
     }
+
+    /// Serves with one thread per worker, each running its own single-threaded runtime and
+    /// its own upstream pools, so that a request and its upstream connection never wake
+    /// another thread. This task accepts connections and hands them out round-robin; on
+    /// `shutdown` it stops, and every worker drains its in-flight requests.
+    pub async fn run_workers(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        if self.workers == 1 {
+            return self.run(shutdown).await;
+        }
+        let Self {
+            listener,
+            state,
+            workers,
+        } = self;
+        let mut senders = Vec::with_capacity(workers);
+        let mut threads = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
+            let state = Arc::clone(&state);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sluice-worker-{index}"))
+                    .spawn(move || {
+                        sluice_providers::set_worker(index);
+                        runtime.block_on(worker(rx, state));
+                    })?,
+            );
+            senders.push(tx);
+        }
+        let slots = Arc::new(Semaphore::new(state.server.max_connections));
+        tokio::pin!(shutdown);
+        let mut next = 0;
+        while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand over connection");
+                    continue;
+                }
+            };
+            if senders[next].send((stream, permit)).is_err() {
+                tracing::error!(worker = next, "worker thread is gone");
+            }
+            next = (next + 1) % workers;
+        }
+        drop(listener);
+        log_shutdown(&state);
+        drop(senders);
+        tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await
+        .map_err(io::Error::other)?;
+        Ok(())
+    }
+}
+
+fn log_shutdown(state: &AppState) {
+    tracing::info!(
+        in_flight = state.metrics.in_flight.load(Relaxed),
+        grace_ms = state.server.shutdown_grace.as_millis() as u64,
+        "shutting down: finishing in-flight requests"
+    );
 }

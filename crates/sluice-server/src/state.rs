@@ -8,6 +8,7 @@ use sluice_core::config::{Config, ServerConfig};
 use sluice_core::{Error, ErrorKind};
 use sluice_providers::Provider;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// A model as configured: which provider serves it and under which id.
@@ -21,6 +22,29 @@ pub struct Deployment {
     pub upstream: Box<str>,
     /// `x-sluice-model` value.
     pub header_value: HeaderValue,
+}
+
+/// FNV-1a: model names are short and chosen by the operator, so a DoS-resistant hash buys
+/// nothing on this lookup, which every request makes.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 /// Where one request goes.
@@ -45,7 +69,7 @@ pub struct AppState {
     pub providers: Vec<Provider>,
     /// Configured models, in config order.
     pub deployments: Vec<Deployment>,
-    index: HashMap<Box<str>, usize>,
+    index: HashMap<Box<str>, usize, BuildHasherDefault<Fnv>>,
     /// Providers that accept any model name (`provider/model`).
     passthrough: Vec<usize>,
     /// Metrics.
@@ -57,15 +81,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds providers, pools and tables from a validated config.
-    pub fn new(config: Config) -> Result<Self, Error> {
+    /// Builds providers, pools (one per worker thread) and tables from a validated config.
+    pub fn new(config: Config, workers: usize) -> Result<Self, Error> {
         let providers = config
             .providers
             .into_iter()
-            .map(Provider::new)
+            .map(|p| Provider::new(p, workers))
             .collect::<Result<Vec<_>, _>>()?;
         let mut deployments = Vec::with_capacity(config.models.len());
-        let mut index = HashMap::with_capacity(config.models.len());
+        let mut index = HashMap::with_capacity_and_hasher(config.models.len(), Default::default());
         for (i, m) in config.models.into_iter().enumerate() {
             let header_value = HeaderValue::from_str(&m.name).map_err(|_| {
                 Error::from(ErrorKind::Internal {

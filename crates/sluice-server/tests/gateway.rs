@@ -631,3 +631,47 @@ async fn shutdown_cuts_what_outlives_the_grace_period() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_serve_with_their_own_pools_and_drain_on_shutdown() {
+    use sluice_core::config::Config;
+    use sluice_core::env::MapEnv;
+    let fake = sluice_testkit::FakeUpstream::start().await;
+    let config = Config::from_toml(&config_for(&fake.base_url(), ""), &MapEnv::default()).unwrap();
+    let server = sluice_server::Server::bind_with_workers(config, 2)
+        .await
+        .unwrap();
+    let url = format!(
+        "http://{}/v1/chat/completions",
+        server.local_addr().unwrap()
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let join = tokio::spawn(server.run_workers(async {
+        let _ = stopped.await;
+    }));
+    // Each stream is a new client connection; the acceptor deals them out to the two workers.
+    for _ in 0..6 {
+        let mut s = post_stream(&url, CHAT_STREAM, &[]).await.unwrap();
+        let (events, err) = s.collect_events().await;
+        assert!(err.is_none());
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    }
+    assert_eq!(
+        fake.connections_accepted(),
+        2,
+        "one kept-alive upstream connection per worker pool"
+    );
+    // A stream in flight at shutdown still finishes.
+    let body = chat_with(json!({"chunk_delay_ms": 50}), true);
+    let mut s = post_stream(&url, body, &[]).await.unwrap();
+    let _ = s.next_chunk().await;
+    stop.send(()).unwrap();
+    let (events, err) = s.collect_events().await;
+    assert!(err.is_none());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    tokio::time::timeout(SECS5, join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

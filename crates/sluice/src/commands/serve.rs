@@ -23,7 +23,7 @@ pub struct ServeArgs {
     /// Validate the config and exit: 0 when valid, 1 with the bad key and why.
     #[arg(long)]
     check: bool,
-    /// Worker threads (default: one per CPU core).
+    /// Worker threads, each with its own event loop and upstream pools (default: one per CPU core).
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -73,22 +73,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(n) = args.threads {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = rt.build().context("cannot start the async runtime")?;
+    let workers = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    // This thread accepts connections and handles signals; `workers` threads serve them.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let providers = config.providers.len();
         let models = config.models.len();
-        let server = sluice_server::Server::bind(config).await?;
+        let server = sluice_server::Server::bind_with_workers(config, workers).await?;
         let addr = server.local_addr()?;
-        tracing::info!(%addr, providers, models, "sluice listening");
+        tracing::info!(%addr, providers, models, workers, "sluice listening");
         if providers == 0 {
             tracing::warn!("no providers configured: pass --config FILE or set an API key such as OPENAI_API_KEY");
         }
-        server.run(shutdown_signal()).await?;
+        server.run_workers(shutdown_signal()).await?;
         tracing::info!("sluice stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })
