@@ -675,3 +675,47 @@ async fn worker_threads_serve_with_their_own_pools_and_drain_on_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn speaks_http2_to_upstreams_with_prior_knowledge() {
+    let (fake, gw) = setup("http2_prior_knowledge = true").await;
+    let r = post_json(&gw.url("/v1/chat/completions"), CHAT, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(fake.last_request().unwrap().version, http::Version::HTTP_2);
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), CHAT_STREAM, &[])
+        .await
+        .unwrap();
+    let (events, err) = s.collect_events().await;
+    assert!(err.is_none());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    // Both requests shared one multiplexed connection.
+    assert_eq!(fake.connections_accepted(), 1);
+}
+
+#[tokio::test]
+async fn serves_http2_clients_with_prior_knowledge() {
+    use http_body_util::{BodyExt, Full};
+    let (_fake, gw) = setup("").await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (body, want) in [(CHAT, "chat.completion"), (CHAT_STREAM, "[DONE]")] {
+        let req = http::Request::post(gw.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert!(resp.headers().contains_key("x-request-id"));
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&bytes).contains(want));
+    }
+}

@@ -16,9 +16,9 @@ use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_A
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -42,6 +42,8 @@ pub struct RecordedRequest {
     pub path: String,
     /// Query string, if any (without the `?`).
     pub query: Option<String>,
+    /// HTTP version the request came in (HTTP/1.1, or HTTP/2 over prior knowledge).
+    pub version: http::Version,
     /// Request headers, as received.
     pub headers: HeaderMap,
     /// Complete request body.
@@ -263,9 +265,9 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         reset: Arc::clone(&reset),
     });
     let service = service_fn(move |req| handle(Arc::clone(&shared), Arc::clone(&reset), req));
+    // HTTP/1.1, or HTTP/2 when the client starts with the h2c preface.
     // Errors here are expected (resets, cuts, clients going away).
-    let _ = http1::Builder::new()
-        .keep_alive(true)
+    let _ = auto::Builder::new(TokioExecutor::new())
         .serve_connection(io, service)
         .await;
 }
@@ -352,6 +354,7 @@ async fn handle(
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),
+            version: parts.version,
             headers: parts.headers.clone(),
             body: body.clone(),
         });
