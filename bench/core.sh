@@ -42,5 +42,5 @@ for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:8080/health && br
 
 warmup=5; [ "$LITELLM" = 1 ] && warmup=30
 "$HARNESS/gateway-bench.sh" --warmup "$warmup" --out "$OUT/default" "$@" "${targets[@]}" | tee "$OUT/default.txt"
-"$HARNESS/gateway-bench.sh" --warmup 5 --conc 64 --prompt-bytes 4096 --stream-samples 0 --out "$OUT/prompt4k" "$@" sluice=http://127.0.0.1:8080 | tee "$OUT/prompt4k.txt"
+"$HARNESS/gateway-bench.sh" --warmup 5 --conc 64 --prompt-bytes 4096 --stream-samples 0 --out "$OUT/prompt4k" "$@" sluice=http://127.0.0.1:8080 nginx=http://127.0.0.1:18090 | tee "$OUT/prompt4k.txt"
 echo "results in $OUT"

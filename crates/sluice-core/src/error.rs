@@ -17,6 +17,16 @@ pub enum ErrorKind {
         /// The field at fault.
         param: Option<&'static str>,
     },
+    /// Missing or wrong credentials.
+    Authentication {
+        /// What is wrong.
+        message: String,
+    },
+    /// The credentials may not do this.
+    Permission {
+        /// What is refused.
+        message: String,
+    },
     /// Body larger than `server.max_body_bytes`.
     PayloadTooLarge {
         /// The limit in bytes.
@@ -83,6 +93,15 @@ pub enum ErrorKind {
         /// What was wrong with it.
         message: String,
     },
+    // --- limits ---
+    /// Every deployment that could answer is cooling down after a rate limit (later: a
+    /// key's own limits).
+    RateLimited {
+        /// Why.
+        message: String,
+        /// Seconds until a retry may succeed.
+        retry_after: Option<String>,
+    },
     // --- server ---
     /// The gateway is shutting down or otherwise cannot take the request.
     Unavailable {
@@ -110,6 +129,8 @@ impl Error {
     pub fn status_code(&self) -> u16 {
         match &*self.0 {
             ErrorKind::InvalidRequest { .. } => 400,
+            ErrorKind::Authentication { .. } => 401,
+            ErrorKind::Permission { .. } => 403,
             ErrorKind::PayloadTooLarge { .. } => 413,
             ErrorKind::ModelNotFound { .. } | ErrorKind::NotFound { .. } => 404,
             ErrorKind::MethodNotAllowed { .. } => 405,
@@ -119,6 +140,7 @@ impl Error {
             | ErrorKind::UpstreamConnect { .. }
             | ErrorKind::UpstreamProtocol { .. } => 502,
             ErrorKind::UpstreamTimeout { .. } => 504,
+            ErrorKind::RateLimited { .. } => 429,
             ErrorKind::Unavailable { .. } => 503,
             ErrorKind::Internal { .. } => 500,
         }
@@ -131,6 +153,8 @@ impl Error {
             | ErrorKind::ClientTimeout { .. }
             | ErrorKind::MethodNotAllowed { .. } => "invalid_request_error",
             ErrorKind::PayloadTooLarge { .. } => "request_too_large",
+            ErrorKind::Authentication { .. } => "authentication_error",
+            ErrorKind::Permission { .. } => "permission_error",
             ErrorKind::ModelNotFound { .. } | ErrorKind::NotFound { .. } => "not_found_error",
             ErrorKind::UpstreamStatus {
                 status,
@@ -149,6 +173,7 @@ impl Error {
                 "upstream_error"
             }
             ErrorKind::UpstreamTimeout { .. } => "timeout_error",
+            ErrorKind::RateLimited { .. } => "rate_limit_error",
             ErrorKind::Unavailable { .. } => "service_unavailable",
             ErrorKind::Internal { .. } => "server_error",
         }
@@ -180,7 +205,8 @@ impl Error {
     /// `Retry-After` to send with the response.
     pub fn retry_after(&self) -> Option<&str> {
         match &*self.0 {
-            ErrorKind::UpstreamStatus { retry_after, .. } => retry_after.as_deref(),
+            ErrorKind::UpstreamStatus { retry_after, .. }
+            | ErrorKind::RateLimited { retry_after, .. } => retry_after.as_deref(),
             _ => None,
         }
     }
@@ -189,6 +215,8 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match &*self.0 {
             ErrorKind::InvalidRequest { .. } => "invalid_request",
+            ErrorKind::Authentication { .. } => "authentication",
+            ErrorKind::Permission { .. } => "permission",
             ErrorKind::PayloadTooLarge { .. } => "payload_too_large",
             ErrorKind::ModelNotFound { .. } => "model_not_found",
             ErrorKind::NotFound { .. } => "not_found",
@@ -201,6 +229,7 @@ impl Error {
             ErrorKind::UpstreamTimeout { .. } => "upstream_timeout",
             ErrorKind::UpstreamProtocol { .. } => "upstream_protocol",
             ErrorKind::Unavailable { .. } => "unavailable",
+            ErrorKind::RateLimited { .. } => "rate_limited",
             ErrorKind::Internal { .. } => "internal",
         }
     }
@@ -213,6 +242,40 @@ impl Error {
             ErrorKind::UpstreamStatus { status, .. } => {
                 matches!(status, 408 | 409 | 429) || *status >= 500
             }
+            ErrorKind::UpstreamConnect { .. }
+            | ErrorKind::UpstreamTimeout { .. }
+            | ErrorKind::UpstreamProtocol { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether another deployment may succeed where this one failed: every retryable
+    /// failure, and the failures that belong to one deployment rather than to the request
+    /// (its key is refused, it does not know the model, the prompt exceeds its context).
+    pub fn allows_fallback(&self) -> bool {
+        if self.is_retryable() {
+            return true;
+        }
+        match &*self.0 {
+            ErrorKind::UpstreamStatus { status, code, .. } => {
+                matches!(status, 401 | 403 | 404 | 413)
+                    || code.as_deref() == Some("context_length_exceeded")
+            }
+            _ => false,
+        }
+    }
+
+    /// The upstream answered 429.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(&*self.0, ErrorKind::UpstreamStatus { status: 429, .. })
+    }
+
+    /// Whether the failure counts against the deployment's circuit breaker: connection
+    /// failures, timeouts, bad responses and 5xx. A 429 is a cooldown instead, and a 4xx is
+    /// about the request.
+    pub fn counts_against_deployment(&self) -> bool {
+        match &*self.0 {
+            ErrorKind::UpstreamStatus { status, .. } => *status >= 500,
             ErrorKind::UpstreamConnect { .. }
             | ErrorKind::UpstreamTimeout { .. }
             | ErrorKind::UpstreamProtocol { .. } => true,
@@ -258,7 +321,11 @@ impl Error {
             ErrorKind::UpstreamProtocol { provider, message } => {
                 format!("upstream `{provider}` sent an invalid response: {message}")
             }
-            ErrorKind::Unavailable { message } | ErrorKind::Internal { message } => {
+            ErrorKind::Unavailable { message }
+            | ErrorKind::RateLimited { message, .. }
+            | ErrorKind::Internal { message }
+            | ErrorKind::Authentication { message }
+            | ErrorKind::Permission { message } => {
                 message.clone()
             }
         }

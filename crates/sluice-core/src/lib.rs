@@ -2,10 +2,15 @@
 //! provider presets and pricing. No network I/O: everything here is fast to compile and
 //! to test.
 
+pub mod breaker;
+pub mod canary;
 pub mod config;
 pub mod env;
 pub mod error;
 pub mod presets;
+pub mod retry;
+pub mod rng;
+pub mod routing;
 pub mod secret;
 
 pub use config::Config;

@@ -1,11 +1,13 @@
 //! The endpoints that are not proxied: models, health, metrics.
 
 use crate::body::{error_response, json, ResponseBody};
+use crate::metrics::Endpoint;
 use crate::state::AppState;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use sluice_core::ErrorKind;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 /// `GET /v1/models`.
 pub fn models(state: &AppState) -> Response<ResponseBody> {
@@ -14,14 +16,21 @@ pub fn models(state: &AppState) -> Response<ResponseBody> {
 
 /// `GET /v1/models/{model}`.
 pub fn model(state: &AppState, id: &str) -> Response<ResponseBody> {
-    match state.resolve(id) {
-        Ok(t) => json(
+    let owner = state.resolve(id).map(|r| match r {
+        crate::state::Resolved::Model(d)
+        | crate::state::Resolved::Passthrough { deployment: d, .. } => {
+            state.providers[state.deployments[d].provider].name()
+        }
+        crate::state::Resolved::Route(_) => "sluice",
+    });
+    match owner {
+        Ok(owner) => json(
             StatusCode::OK,
             serde_json::to_vec(&serde_json::json!({
                 "id": id,
                 "object": "model",
                 "created": 0,
-                "owned_by": t.provider.name(),
+                "owned_by": owner,
             }))
             .unwrap_or_default(),
         ),
@@ -34,15 +43,16 @@ pub fn health() -> Response<ResponseBody> {
     json(StatusCode::OK, &br#"{"status":"ok"}"#[..])
 }
 
-/// `GET /health/detailed`: providers, models and what they have served.
+/// `GET /health/detailed`: providers, deployments with their breakers and latencies,
+/// routes with their canaries.
 pub fn health_detailed(state: &AppState) -> Response<ResponseBody> {
+    let now = Instant::now();
     let providers: Vec<serde_json::Value> = state
         .providers
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let models: Vec<&str> = state
-                .deployments
+            let models: Vec<&str> = state.deployments[..state.configured_models]
                 .iter()
                 .filter(|d| d.provider == i)
                 .map(|d| &*d.name)
@@ -62,14 +72,17 @@ pub fn health_detailed(state: &AppState) -> Response<ResponseBody> {
         .enumerate()
         .map(|(i, d)| {
             let s = state.metrics.series(i);
-            let chat = s.endpoint(crate::metrics::Endpoint::Chat);
-            let emb = s.endpoint(crate::metrics::Endpoint::Embeddings);
+            let chat = s.endpoint(Endpoint::Chat);
+            let emb = s.endpoint(Endpoint::Embeddings);
             serde_json::json!({
                 "name": &*d.name,
                 "provider": state.providers[d.provider].name(),
                 "upstream": &*d.upstream,
                 "requests": chat.requests() + emb.requests(),
                 "upstream_errors": chat.upstream_errors() + emb.upstream_errors(),
+                "breaker": d.breaker.state(now).as_str(),
+                "rate_limited_for_ms": d.breaker.rate_limited_until(now).map(|u| u.duration_since(now).as_millis() as u64),
+                "latency_ewma_ms": {"ttft": d.ttft.get(), "total": d.total.get()},
             })
         })
         .collect();
@@ -80,6 +93,7 @@ pub fn health_detailed(state: &AppState) -> Response<ResponseBody> {
         "in_flight": state.metrics.in_flight.load(Relaxed),
         "providers": providers,
         "models": models,
+        "routes": routes_json(state, now),
     });
     json(
         StatusCode::OK,
@@ -87,9 +101,84 @@ pub fn health_detailed(state: &AppState) -> Response<ResponseBody> {
     )
 }
 
+fn routes_json(state: &AppState, now: Instant) -> Vec<serde_json::Value> {
+    state
+        .routes
+        .iter()
+        .map(|r| {
+            let rc = &r.config;
+            let targets: Vec<&str> = rc
+                .targets
+                .iter()
+                .map(|&t| &*state.deployments[t].name)
+                .collect();
+            let canary = r.canary.as_ref().map(|c| {
+                let snap = c.snapshot(now);
+                serde_json::json!({
+                    "target": &*state.deployments[c.config.target].name,
+                    "percent": snap.percent,
+                    "stage": snap.stage,
+                    "stages": c.config.stages,
+                    "rollbacks": snap.rollbacks,
+                    "last_rollback": snap.last_rollback,
+                    "window_requests": snap.window_requests,
+                    "window_failures": snap.window_failures,
+                })
+            });
+            serde_json::json!({
+                "name": rc.name,
+                "strategy": rc.strategy.as_str(),
+                "targets": targets,
+                "canary": canary,
+            })
+        })
+        .collect()
+}
+
+/// Gauges read from live state, appended to the counters of [`crate::metrics::Metrics`].
+fn live_gauges(state: &AppState, out: &mut String) {
+    use std::fmt::Write;
+    let now = Instant::now();
+    out.push_str("# HELP sluice_breaker_state Circuit breaker of a deployment: 0 closed, 1 open, 2 half-open.\n# TYPE sluice_breaker_state gauge\n");
+    for d in &state.deployments {
+        let _ = writeln!(
+            out,
+            "sluice_breaker_state{{model=\"{}\"}} {}",
+            d.name,
+            d.breaker.state(now).as_gauge()
+        );
+    }
+    out.push_str("# HELP sluice_deployment_latency_ewma_seconds Moving average of a deployment's latency: time to first byte and to the end.\n# TYPE sluice_deployment_latency_ewma_seconds gauge\n");
+    for d in &state.deployments {
+        for (kind, e) in [("ttft", &d.ttft), ("total", &d.total)] {
+            if let Some(ms) = e.get() {
+                let _ = writeln!(
+                    out,
+                    "sluice_deployment_latency_ewma_seconds{{model=\"{}\",kind=\"{kind}\"}} {}",
+                    d.name,
+                    ms / 1000.0
+                );
+            }
+        }
+    }
+    out.push_str("# HELP sluice_canary_percent Share of a route's traffic sent to its canary candidate.\n# TYPE sluice_canary_percent gauge\n");
+    for r in &state.routes {
+        if let Some(c) = &r.canary {
+            let _ = writeln!(
+                out,
+                "sluice_canary_percent{{route=\"{}\"}} {}",
+                r.config.name,
+                c.percent(now)
+            );
+        }
+    }
+}
+
 /// `GET /metrics`: Prometheus text.
 pub fn metrics(state: &AppState) -> Response<ResponseBody> {
-    let mut r = Response::new(ResponseBody::full(state.metrics.render()));
+    let mut text = state.metrics.render();
+    live_gauges(state, &mut text);
+    let mut r = Response::new(ResponseBody::full(text));
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -123,4 +212,117 @@ pub fn method_not_allowed(
     r.headers_mut()
         .insert(http::header::ALLOW, HeaderValue::from_static(allow));
     r
+}
+
+/// Checks the admin key: `Ok` for the master key, else the error to answer with.
+fn admin_auth(state: &AppState, headers: &http::HeaderMap) -> Result<(), sluice_core::Error> {
+    let Some(key) = &state.master_key else {
+        return Err(ErrorKind::Permission {
+            message: "the admin API is disabled: set `server.master_key`".into(),
+        }
+        .into());
+    };
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    let want = key.expose().as_bytes();
+    // Compare in time independent of where the first difference is.
+    let same = given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ErrorKind::Authentication {
+            message: "the admin API needs `Authorization: Bearer <server.master_key>`".into(),
+        }
+        .into())
+    }
+}
+
+/// `GET /admin/routes`: routes with their canary state.
+pub fn admin_routes(state: &AppState, headers: &http::HeaderMap) -> Response<ResponseBody> {
+    if let Err(e) = admin_auth(state, headers) {
+        return error_response(&e);
+    }
+    let body = serde_json::json!({"routes": routes_json(state, Instant::now())});
+    json(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+/// `POST /admin/routes/{route}/canary` with `{"action": "advance" | "promote" | "rollback"}`.
+pub async fn admin_canary(
+    state: &AppState,
+    route: &str,
+    req: http::Request<hyper::body::Incoming>,
+) -> Response<ResponseBody> {
+    if let Err(e) = admin_auth(state, req.headers()) {
+        return error_response(&e);
+    }
+    let Some(r) = state.route(route) else {
+        return not_found(&format!("/admin/routes/{route}"));
+    };
+    let Some(canary) = &r.canary else {
+        return error_response(
+            &ErrorKind::InvalidRequest {
+                message: format!("route `{route}` has no canary"),
+                param: None,
+            }
+            .into(),
+        );
+    };
+    let body = match crate::body::read_limited(
+        req.into_body(),
+        None,
+        false,
+        64 * 1024,
+        state.server.request_read_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    #[derive(serde::Deserialize)]
+    struct Action {
+        action: String,
+    }
+    let now = Instant::now();
+    let action = serde_json::from_slice::<Action>(&body).map(|a| a.action);
+    let percent = match action.as_deref() {
+        Ok("advance") => canary.advance(now),
+        Ok("promote") => canary.promote(now),
+        Ok("rollback") => {
+            canary.roll_back();
+            if let Some(i) = state.routes.iter().position(|x| x.config.name == route) {
+                if let Some(rm) = state.metrics.route(i) {
+                    rm.canary_rollbacks.fetch_add(1, Relaxed);
+                }
+            }
+            tracing::warn!(route, "canary rolled back by an operator");
+            0.0
+        }
+        _ => {
+            return error_response(
+                &ErrorKind::InvalidRequest {
+                    message: "expected {\"action\": \"advance\" | \"promote\" | \"rollback\"}"
+                        .into(),
+                    param: Some("action"),
+                }
+                .into(),
+            )
+        }
+    };
+    tracing::info!(route, percent, "canary stage changed");
+    json(
+        StatusCode::OK,
+        serde_json::to_vec(&serde_json::json!({"route": route, "percent": percent}))
+            .unwrap_or_default(),
+    )
 }

@@ -153,6 +153,35 @@ impl EndpointMetrics {
 pub struct Series {
     labels: String,
     endpoints: [EndpointMetrics; 2],
+    /// Tries after the first on this deployment.
+    pub retries: AtomicU64,
+    /// Requests that skipped this deployment: breaker open.
+    pub skipped_open: AtomicU64,
+    /// Requests that skipped this deployment: rate-limit cooldown.
+    pub skipped_rate_limited: AtomicU64,
+    /// Times the breaker opened.
+    pub breaker_opened: AtomicU64,
+}
+
+/// Reads one counter of a series.
+type SeriesCounter = fn(&Series) -> &AtomicU64;
+/// Reads one counter of a route.
+type RouteCounter = fn(&RouteMetrics) -> &AtomicU64;
+
+/// The measurements of one route.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    label: String,
+    /// Requests answered by a deployment other than the first in their plan.
+    pub fallbacks: AtomicU64,
+    /// Requests answered with the static fallback response.
+    pub degraded: AtomicU64,
+    /// Requests that every deployment failed.
+    pub exhausted: AtomicU64,
+    /// Canary rollbacks.
+    pub canary_rollbacks: AtomicU64,
+    /// Requests sent to the canary candidate.
+    pub canary_requests: AtomicU64,
 }
 
 impl Series {
@@ -172,6 +201,7 @@ fn escape(v: &str) -> String {
 #[derive(Debug)]
 pub struct Metrics {
     series: Vec<Series>,
+    routes: Vec<RouteMetrics>,
     /// Requests in flight right now.
     pub in_flight: AtomicI64,
     /// Clients that went away before their response was complete.
@@ -183,28 +213,52 @@ pub struct Metrics {
 impl Metrics {
     /// One series per `(model, provider)` pair, in the order given; the last series is for
     /// requests that never resolved a model.
-    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+    pub fn new<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        routes: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let new_series = |labels: String| Series {
+            labels,
+            endpoints: Default::default(),
+            retries: AtomicU64::new(0),
+            skipped_open: AtomicU64::new(0),
+            skipped_rate_limited: AtomicU64::new(0),
+            breaker_opened: AtomicU64::new(0),
+        };
         let mut series: Vec<Series> = pairs
             .into_iter()
-            .map(|(model, provider)| Series {
-                labels: format!(
+            .map(|(model, provider)| {
+                new_series(format!(
                     "model=\"{}\",provider=\"{}\"",
                     escape(model),
                     escape(provider)
-                ),
-                endpoints: Default::default(),
+                ))
             })
             .collect();
-        series.push(Series {
-            labels: "model=\"\",provider=\"\"".to_string(),
-            endpoints: Default::default(),
-        });
+        series.push(new_series("model=\"\",provider=\"\"".to_string()));
+        let routes = routes
+            .into_iter()
+            .map(|name| RouteMetrics {
+                label: format!("route=\"{}\"", escape(name)),
+                fallbacks: AtomicU64::new(0),
+                degraded: AtomicU64::new(0),
+                exhausted: AtomicU64::new(0),
+                canary_rollbacks: AtomicU64::new(0),
+                canary_requests: AtomicU64::new(0),
+            })
+            .collect();
         Self {
             series,
+            routes,
             in_flight: AtomicI64::new(0),
             client_disconnects: AtomicU64::new(0),
             connections: AtomicU64::new(0),
         }
+    }
+
+    /// The metrics of route `index`.
+    pub fn route(&self, index: usize) -> Option<&RouteMetrics> {
+        self.routes.get(index)
     }
 
     /// The series at `index` (the unresolved series if out of range).
@@ -292,6 +346,75 @@ impl Metrics {
                 }
             }
         }
+        let per_series: [(&str, &str, SeriesCounter); 4] = [
+            (
+                "sluice_retries_total",
+                "Tries after the first on a deployment.",
+                |s| &s.retries,
+            ),
+            ("sluice_breaker_skips_total{reason=\"open\"}", "", |s| {
+                &s.skipped_open
+            }),
+            (
+                "sluice_breaker_skips_total{reason=\"rate_limited\"}",
+                "",
+                |s| &s.skipped_rate_limited,
+            ),
+            (
+                "sluice_breaker_opened_total",
+                "Times a deployment's circuit breaker opened.",
+                |s| &s.breaker_opened,
+            ),
+        ];
+        out.push_str("# HELP sluice_breaker_skips_total Requests that skipped a deployment whose breaker was open or which was cooling down after a 429.\n# TYPE sluice_breaker_skips_total counter\n");
+        for (name, help, get) in per_series {
+            let (metric, extra) = match name.split_once('{') {
+                Some((m, rest)) => (m, format!(",{}", rest.trim_end_matches('}'))),
+                None => (name, String::new()),
+            };
+            if !help.is_empty() {
+                let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            }
+            for s in &self.series {
+                let n = get(s).load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(out, "{metric}{{{}{extra}}} {n}", s.labels);
+                }
+            }
+        }
+        let per_route: [(&str, &str, RouteCounter); 5] = [
+            (
+                "sluice_route_fallbacks_total",
+                "Requests answered by a deployment other than the first planned.",
+                |r| &r.fallbacks,
+            ),
+            (
+                "sluice_route_degraded_total",
+                "Requests answered with the route's static fallback response.",
+                |r| &r.degraded,
+            ),
+            (
+                "sluice_route_exhausted_total",
+                "Requests that every deployment of the route failed.",
+                |r| &r.exhausted,
+            ),
+            (
+                "sluice_canary_requests_total",
+                "Requests sent to a canary candidate.",
+                |r| &r.canary_requests,
+            ),
+            (
+                "sluice_canary_rollbacks_total",
+                "Automatic and manual canary rollbacks.",
+                |r| &r.canary_rollbacks,
+            ),
+        ];
+        for (metric, help, get) in per_route {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            for r in &self.routes {
+                let _ = writeln!(out, "{metric}{{{}}} {}", r.label, get(r).load(Relaxed));
+            }
+        }
         let _ = writeln!(out, "# HELP sluice_requests_in_flight Requests being served now.\n# TYPE sluice_requests_in_flight gauge\nsluice_requests_in_flight {}", self.in_flight.load(Relaxed));
         let _ = writeln!(out, "# HELP sluice_client_disconnects_total Clients that went away before their response was complete.\n# TYPE sluice_client_disconnects_total counter\nsluice_client_disconnects_total {}", self.client_disconnects.load(Relaxed));
         let _ = writeln!(out, "# HELP sluice_connections_total Client connections accepted.\n# TYPE sluice_connections_total counter\nsluice_connections_total {}", self.connections.load(Relaxed));
@@ -305,7 +428,7 @@ mod tests {
 
     #[test]
     fn renders_counters_and_histograms() {
-        let m = Metrics::new([("gpt", "openai")]);
+        let m = Metrics::new([("gpt", "openai")], ["auto"]);
         let e = m.series(0).endpoint(Endpoint::Chat);
         e.count_status(200);
         e.count_status(418);

@@ -1,50 +1,113 @@
 //! The proxy path of `/v1/chat/completions` and `/v1/embeddings`: read and check the body,
-//! resolve the model, call the upstream, and answer with its response (whole, or relayed
-//! as a stream), counting everything on the way.
+//! resolve the model or route into a plan, and walk the plan until a deployment answers:
+//! circuit breaker, try, retry with backoff on retryable failures, fall back to the next
+//! deployment, and, when everything failed, the route's degraded answer or the last error.
+//!
+//! A streamed request is committed only when its first byte has arrived from the upstream;
+//! until then a failure (or a first byte slower than `first_token_timeout_ms`) falls back
+//! like any other. After that, the relay owns the stream and a failure ends it with an
+//! error event.
 
 use crate::body::{self, error_response, ResponseBody, UpstreamReadError};
 use crate::metrics::{Endpoint, EndpointMetrics, UpstreamError};
 use crate::relay::{Relay, RelayParams};
-use crate::state::AppState;
+use crate::state::{self, AppState, Plan, Resolved};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sluice_core::{Error, ErrorKind};
+use sluice_core::retry::{self, Next};
+use sluice_core::routing::RequestFacts;
+use sluice_core::{rng, Error, ErrorKind};
 use sluice_providers::error as upstream_error;
+use sluice_providers::Provider;
 use sluice_types::{ChatRequest, EmbeddingsRequest, Usage};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// `x-sluice-model`.
 pub const X_SLUICE_MODEL: HeaderName = HeaderName::from_static("x-sluice-model");
 /// `x-sluice-provider`.
 pub const X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provider");
+/// `x-sluice-attempts`.
+pub const X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+/// `x-sluice-route`.
+pub const X_SLUICE_ROUTE: HeaderName = HeaderName::from_static("x-sluice-route");
+/// `x-sluice-degraded`.
+pub const X_SLUICE_DEGRADED: HeaderName = HeaderName::from_static("x-sluice-degraded");
 
 /// Longest upstream error body read.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 
-/// What a proxied request resolved to, for headers and metrics.
-struct Resolved {
-    series: usize,
-    model: HeaderValue,
-    provider: HeaderValue,
+/// Cooldown after a 429 without `Retry-After`.
+const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// What the request came to, for headers and metrics.
+#[derive(Default)]
+struct Outcome {
+    /// Deployment that answered (or was tried last).
+    deployment: Option<usize>,
+    attempts: u32,
+    route: Option<usize>,
+    degraded: bool,
 }
 
-/// The part of a [`crate::state::Target`] that outlives the request view.
-struct Chosen<'s> {
-    provider: &'s sluice_providers::Provider,
-    model_header: HeaderValue,
-    series: usize,
+/// The request body, read through the view of its endpoint.
+enum View<'a> {
+    Chat(ChatRequest<'a>),
+    Embeddings(EmbeddingsRequest<'a>),
 }
 
-impl<'s> From<crate::state::Target<'s, '_>> for Chosen<'s> {
-    fn from(t: crate::state::Target<'s, '_>) -> Self {
-        Self {
-            provider: t.provider,
-            model_header: t.model_header,
-            series: t.series,
+impl View<'_> {
+    fn model(&self) -> &str {
+        match self {
+            Self::Chat(c) => &c.model,
+            Self::Embeddings(e) => &e.model,
+        }
+    }
+
+    fn stream(&self) -> bool {
+        matches!(self, Self::Chat(c) if c.stream)
+    }
+
+    fn facts(&self) -> RequestFacts {
+        match self {
+            Self::Chat(c) => RequestFacts {
+                prompt_tokens: c.estimated_prompt_tokens(),
+                max_tokens: c.max_tokens,
+                has_tools: c.has_tools,
+                message_count: c.message_count,
+            },
+            Self::Embeddings(e) => RequestFacts {
+                prompt_tokens: e.estimated_tokens(),
+                max_tokens: Some(0),
+                has_tools: false,
+                message_count: 1,
+            },
+        }
+    }
+
+    fn user(&self) -> Option<&str> {
+        match self {
+            Self::Chat(c) => c.user.as_deref(),
+            Self::Embeddings(_) => None,
+        }
+    }
+
+    /// The body for one upstream, and whether the usage chunk sluice asked for must be
+    /// hidden from the client.
+    fn upstream_body(&self, body: &Bytes, upstream: &str, provider: &Provider) -> (Bytes, bool) {
+        match self {
+            Self::Chat(c) => {
+                let ask = c.stream && provider.stream_usage();
+                (
+                    c.upstream_body(body, upstream, ask),
+                    ask && !c.include_usage,
+                )
+            }
+            Self::Embeddings(e) => (e.upstream_body(body, upstream), false),
         }
     }
 }
@@ -58,22 +121,33 @@ pub async fn serve(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     state.metrics.in_flight.fetch_add(1, Relaxed);
-    let mut resolved = None;
-    let result = proxy(state, endpoint, req, request_id, started, &mut resolved).await;
+    let mut outcome = Outcome::default();
+    let result = proxy(state, endpoint, req, request_id, started, &mut outcome).await;
     let mut response = match result {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
-    let metrics = match &resolved {
-        Some(r) => state.metrics.series(r.series),
+    let metrics = match outcome.deployment {
+        Some(d) => state.metrics.series(d),
         None => state.metrics.unresolved(),
     }
     .endpoint(endpoint);
     metrics.count_status(response.status().as_u16());
-    if let Some(r) = resolved {
-        let h = response.headers_mut();
-        h.insert(X_SLUICE_MODEL, r.model);
-        h.insert(X_SLUICE_PROVIDER, r.provider);
+    let h = response.headers_mut();
+    if let Some(d) = outcome.deployment {
+        let dep = &state.deployments[d];
+        h.insert(X_SLUICE_MODEL, dep.header_value.clone());
+        h.insert(
+            X_SLUICE_PROVIDER,
+            state.providers[dep.provider].header_value.clone(),
+        );
+    }
+    h.insert(X_SLUICE_ATTEMPTS, HeaderValue::from(outcome.attempts));
+    if let Some(r) = outcome.route {
+        h.insert(X_SLUICE_ROUTE, state.routes[r].header_value.clone());
+    }
+    if outcome.degraded {
+        h.insert(X_SLUICE_DEGRADED, HeaderValue::from_static("true"));
     }
     // A relayed stream records its own latency and in-flight count when it ends.
     if !matches!(response.body(), ResponseBody::Relay(_)) {
@@ -95,13 +169,21 @@ fn count_upstream_error(m: &EndpointMetrics, e: &Error) {
     m.upstream_error(kind);
 }
 
+fn invalid(e: sluice_types::InvalidRequest) -> Error {
+    ErrorKind::InvalidRequest {
+        message: e.message,
+        param: e.param,
+    }
+    .into()
+}
+
 async fn proxy(
     state: &Arc<AppState>,
     endpoint: Endpoint,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     started: Instant,
-    resolved: &mut Option<Resolved>,
+    outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, Error> {
     let (parts, incoming) = req.into_parts();
     let content_length = parts
@@ -122,66 +204,315 @@ async fn proxy(
     )
     .await?;
 
-    let invalid = |e: sluice_types::InvalidRequest| -> Error {
-        ErrorKind::InvalidRequest {
-            message: e.message,
-            param: e.param,
+    let view = match endpoint {
+        Endpoint::Chat => View::Chat(ChatRequest::parse(&body).map_err(invalid)?),
+        Endpoint::Embeddings => View::Embeddings(EmbeddingsRequest::parse(&body).map_err(invalid)?),
+    };
+    let resolved = state.resolve(view.model())?;
+    let overrides = state::overrides(&parts.headers, view.user())?;
+    let stream = view.stream();
+    let plan = state.plan(resolved, &view.facts(), &body, &overrides, stream);
+    outcome.route = plan.route;
+    if let Resolved::Model(d) = resolved {
+        outcome.deployment = Some(d);
+    }
+    let route_deadline = plan.timeout.map(|t| started + t);
+    walk(
+        state,
+        endpoint,
+        &view,
+        &body,
+        request_id,
+        started,
+        &plan,
+        route_deadline,
+        outcome,
+    )
+    .await
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request's parts, passed down once"
+)]
+async fn walk(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    view: &View<'_>,
+    body: &Bytes,
+    request_id: &HeaderValue,
+    started: Instant,
+    plan: &Plan<'_>,
+    route_deadline: Option<Instant>,
+    outcome: &mut Outcome,
+) -> Result<Response<ResponseBody>, Error> {
+    let route_metrics = plan.route.and_then(|r| state.metrics.route(r));
+    let mut waited = Duration::ZERO;
+    let mut last_error: Option<Error> = None;
+    let mut all_skipped = true;
+    // The soonest end of a rate-limit cooldown among skipped deployments.
+    let mut cooldown_ends: Option<Instant> = None;
+    'steps: for (position, step) in plan.steps.iter().enumerate() {
+        let dep = &state.deployments[step.deployment];
+        let provider = &state.providers[dep.provider];
+        let series = state.metrics.series(step.deployment);
+        let metrics = series.endpoint(endpoint);
+        let upstream_id = step.upstream.unwrap_or(&dep.upstream);
+        let canary = match (step.canary, plan.route) {
+            (true, Some(r)) => state.routes[r].canary.as_ref(),
+            _ => None,
+        };
+        let mut tried = 0u32;
+        loop {
+            let now = Instant::now();
+            if route_deadline.is_some_and(|d| now >= d) {
+                last_error = Some(route_timeout(plan, state));
+                break 'steps;
+            }
+            if let Err(refusal) = dep.breaker.try_acquire(now) {
+                match refusal {
+                    sluice_core::breaker::Refusal::Open => {
+                        series.skipped_open.fetch_add(1, Relaxed)
+                    }
+                    sluice_core::breaker::Refusal::RateLimited => {
+                        if let Some(until) = dep.breaker.rate_limited_until(now) {
+                            cooldown_ends = Some(cooldown_ends.map_or(until, |c| c.min(until)));
+                        }
+                        series.skipped_rate_limited.fetch_add(1, Relaxed)
+                    }
+                };
+                continue 'steps;
+            }
+            all_skipped = false;
+            if tried > 0 {
+                series.retries.fetch_add(1, Relaxed);
+            }
+            tried += 1;
+            outcome.attempts += 1;
+            outcome.deployment = Some(step.deployment);
+            if let (true, Some(rm), 1) = (canary.is_some(), route_metrics, tried) {
+                rm.canary_requests.fetch_add(1, Relaxed);
+            }
+            let (upstream_body, strip_usage) = view.upstream_body(body, upstream_id, provider);
+            let deadline = route_deadline.map_or(now + provider.config.timeout, |d| {
+                d.min(now + provider.config.timeout)
+            });
+            let attempt = Attempt {
+                state,
+                provider,
+                deployment: step.deployment,
+                endpoint,
+                started,
+                attempt_started: now,
+                deadline,
+                first_token_timeout: plan.first_token_timeout,
+                stream: view.stream(),
+                strip_usage,
+            };
+            match attempt.run(upstream_body, request_id).await {
+                Ok(response) => {
+                    dep.breaker.success(Instant::now());
+                    if let Some(c) = canary {
+                        c.record(Instant::now(), now.elapsed(), true);
+                    }
+                    if position > 0 {
+                        if let Some(rm) = route_metrics {
+                            rm.fallbacks.fetch_add(1, Relaxed);
+                        }
+                    }
+                    return Ok(response);
+                }
+                Err(e) => {
+                    count_upstream_error(metrics, &e);
+                    let failed_at = Instant::now();
+                    dep.total.observe(failed_at - now);
+                    let retry_after = match e.kind() {
+                        ErrorKind::UpstreamStatus { retry_after, .. } => {
+                            retry::parse_retry_after(retry_after.as_deref(), None)
+                        }
+                        _ => None,
+                    };
+                    if e.is_rate_limited() {
+                        dep.breaker.rate_limited(
+                            failed_at + retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN),
+                        );
+                    } else if e.counts_against_deployment() {
+                        if dep.breaker.failure(failed_at) {
+                            series.breaker_opened.fetch_add(1, Relaxed);
+                            tracing::warn!(model = %dep.name, error = %e, "circuit breaker opened");
+                        }
+                    } else {
+                        dep.breaker.cancelled();
+                    }
+                    if let Some(c) = canary {
+                        if e.counts_against_deployment() {
+                            if let Some(reason) = c.record(failed_at, failed_at - now, false) {
+                                roll_back_logged(state, plan, &reason.to_string());
+                            }
+                        }
+                    }
+                    if !e.allows_fallback() {
+                        return Err(e);
+                    }
+                    let retryable = e.is_retryable();
+                    last_error = Some(e);
+                    if !retryable {
+                        continue 'steps;
+                    }
+                    match plan.retry.next(tried, rng::unit(), waited, retry_after) {
+                        Next::RetryAfter(wait) => {
+                            if route_deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                                continue 'steps;
+                            }
+                            tokio::time::sleep(wait).await;
+                            waited += wait;
+                        }
+                        Next::NextDeployment => continue 'steps,
+                    }
+                }
+            }
+        }
+    }
+    if let Some(r) = plan.route {
+        let route = &state.routes[r];
+        if let Some(rm) = route_metrics {
+            rm.exhausted.fetch_add(1, Relaxed);
+        }
+        if let (Some(text), View::Chat(chat)) = (&route.config.fallback_response, view) {
+            if let Some(rm) = route_metrics {
+                rm.degraded.fetch_add(1, Relaxed);
+            }
+            outcome.degraded = true;
+            return Ok(degraded(&route.config.name, text, chat.stream));
+        }
+    }
+    if let (None, Some(until)) = (&last_error, cooldown_ends) {
+        let seconds = until
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64()
+            .ceil()
+            .max(1.0);
+        return Err(ErrorKind::RateLimited {
+            message: "every deployment that could answer is cooling down after a rate limit".into(),
+            retry_after: Some(format!("{seconds}")),
+        }
+        .into());
+    }
+    Err(last_error.unwrap_or_else(|| {
+        let message = if all_skipped {
+            "no healthy deployment: every target is behind an open circuit breaker or cooling down after a rate limit"
+        } else {
+            "every deployment failed"
+        };
+        ErrorKind::Unavailable {
+            message: message.to_string(),
         }
         .into()
-    };
-    // Parse, resolve, and build the upstream body in one scope: the views borrow `body`.
-    let (target, upstream_body, stream, strip_usage): (Chosen<'_>, _, _, _) = match endpoint {
-        Endpoint::Chat => {
-            let chat = ChatRequest::parse(&body).map_err(invalid)?;
-            let target = state.resolve(&chat.model)?;
-            let ask_usage = chat.stream && target.provider.stream_usage();
-            let upstream_body = chat.upstream_body(&body, target.upstream, ask_usage);
-            let strip = ask_usage && !chat.include_usage;
-            (target.into(), upstream_body, chat.stream, strip)
-        }
-        Endpoint::Embeddings => {
-            let emb = EmbeddingsRequest::parse(&body).map_err(invalid)?;
-            let target = state.resolve(&emb.model)?;
-            let upstream_body = emb.upstream_body(&body, target.upstream);
-            (target.into(), upstream_body, false, false)
-        }
-    };
-    let provider = target.provider;
-    *resolved = Some(Resolved {
-        series: target.series,
-        model: target.model_header.clone(),
-        provider: provider.header_value.clone(),
-    });
-    let metrics = state.metrics.series(target.series).endpoint(endpoint);
+    }))
+}
 
-    let provider_endpoint = match endpoint {
-        Endpoint::Chat => sluice_providers::Endpoint::Chat,
-        Endpoint::Embeddings => sluice_providers::Endpoint::Embeddings,
-    };
-    let upstream_req = provider.request(provider_endpoint, upstream_body, request_id);
-    let deadline = tokio::time::Instant::from_std(started) + provider.config.timeout;
-    let response = match tokio::time::timeout_at(deadline, provider.send(upstream_req)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            count_upstream_error(metrics, &e);
-            return Err(e);
+fn route_timeout(plan: &Plan<'_>, state: &AppState) -> Error {
+    let name = plan
+        .route
+        .map_or("", |r| state.routes[r].config.name.as_str());
+    ErrorKind::UpstreamTimeout {
+        provider: format!("route {name}"),
+        message: format!(
+            "no deployment answered within the route's {} ms (`timeout_ms`)",
+            plan.timeout.unwrap_or_default().as_millis()
+        ),
+    }
+    .into()
+}
+
+fn roll_back_logged(state: &AppState, plan: &Plan<'_>, reason: &str) {
+    if let Some(r) = plan.route {
+        tracing::warn!(route = %state.routes[r].config.name, %reason, "canary rolled back");
+        if let Some(rm) = state.metrics.route(r) {
+            rm.canary_rollbacks.fetch_add(1, Relaxed);
         }
-        Err(_) => {
-            let e: Error = ErrorKind::UpstreamTimeout {
-                provider: provider.name().to_string(),
-                message: format!(
-                    "no response within {} ms (`timeout_ms`)",
-                    provider.config.timeout.as_millis()
-                ),
-            }
-            .into();
-            count_upstream_error(metrics, &e);
-            return Err(e);
-        }
+    }
+}
+
+/// The route's static answer, as a chat completion or as a stream of one.
+fn degraded(route: &str, text: &str, stream: bool) -> Response<ResponseBody> {
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let id = format!("chatcmpl-degraded-{created}");
+    if !stream {
+        let body = serde_json::json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": route,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        });
+        return body::json(
+            StatusCode::OK,
+            serde_json::to_vec(&body).unwrap_or_default(),
+        );
+    }
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        serde_json::json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": route,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
     };
-    let (head, upstream) = response.into_parts();
-    let read_error = |e: UpstreamReadError| -> Error {
-        let name = provider.name().to_string();
+    let mut out = String::new();
+    for c in [
+        chunk(
+            serde_json::json!({"role": "assistant", "content": text}),
+            None,
+        ),
+        chunk(serde_json::json!({}), Some("stop")),
+    ] {
+        out.push_str("data: ");
+        out.push_str(&c.to_string());
+        out.push_str("\n\n");
+    }
+    out.push_str("data: [DONE]\n\n");
+    let mut r = Response::new(ResponseBody::full(out));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
+
+/// One try on one deployment.
+struct Attempt<'a> {
+    state: &'a Arc<AppState>,
+    provider: &'a Provider,
+    deployment: usize,
+    endpoint: Endpoint,
+    started: Instant,
+    attempt_started: Instant,
+    deadline: Instant,
+    first_token_timeout: Option<Duration>,
+    stream: bool,
+    strip_usage: bool,
+}
+
+impl Attempt<'_> {
+    fn timeout(&self, message: String) -> Error {
+        ErrorKind::UpstreamTimeout {
+            provider: self.provider.name().to_string(),
+            message,
+        }
+        .into()
+    }
+
+    fn read_error(&self, e: UpstreamReadError) -> Error {
+        let name = self.provider.name().to_string();
         match e {
             UpstreamReadError::Timeout => ErrorKind::UpstreamTimeout {
                 provider: name,
@@ -195,97 +526,175 @@ async fn proxy(
                 provider: name,
                 message: format!(
                     "response larger than {} bytes (`server.max_response_bytes`)",
-                    state.server.max_response_bytes
+                    self.state.server.max_response_bytes
                 ),
             },
         }
         .into()
-    };
+    }
 
-    if !head.status.is_success() {
-        let retry_after = head
+    async fn run(
+        &self,
+        upstream_body: Bytes,
+        request_id: &HeaderValue,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let provider = self.provider;
+        let dep = &self.state.deployments[self.deployment];
+        let metrics = self
+            .state
+            .metrics
+            .series(self.deployment)
+            .endpoint(self.endpoint);
+        let provider_endpoint = match self.endpoint {
+            Endpoint::Chat => sluice_providers::Endpoint::Chat,
+            Endpoint::Embeddings => sluice_providers::Endpoint::Embeddings,
+        };
+        let upstream_req = provider.request(provider_endpoint, upstream_body, request_id);
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        let chunk_timeout = provider.config.chunk_timeout;
+        // A stream must show its first byte within `first_token_timeout_ms` of the try's
+        // start (response head included), else the next deployment gets the request.
+        let first_wait = match (self.stream, self.first_token_timeout) {
+            (true, Some(t)) => Some(t),
+            _ => None,
+        };
+        let head_deadline = first_wait.map_or(deadline, |t| {
+            deadline.min(tokio::time::Instant::from_std(self.attempt_started) + t)
+        });
+        let response =
+            match tokio::time::timeout_at(head_deadline, provider.send(upstream_req)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(match first_wait {
+                        Some(t) if head_deadline < deadline => self.timeout(format!(
+                            "no first token within {} ms (`first_token_timeout_ms`)",
+                            t.as_millis()
+                        )),
+                        _ => self.timeout(format!(
+                            "no response within {} ms",
+                            self.deadline
+                                .duration_since(self.attempt_started)
+                                .as_millis()
+                        )),
+                    })
+                }
+            };
+        let (head, mut upstream) = response.into_parts();
+
+        if !head.status.is_success() {
+            let header = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
+            let retry_after = match (header("retry-after"), header("retry-after-ms")) {
+                (Some(s), _) => Some(s.to_string()),
+                (None, Some(ms)) => ms
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .map(|ms| format!("{}", (ms / 1000.0).ceil())),
+                (None, None) => None,
+            };
+            let bytes = body::read_upstream(upstream, MAX_ERROR_BODY, deadline, chunk_timeout)
+                .await
+                .unwrap_or_default();
+            return Err(upstream_error::from_response(
+                provider.name(),
+                head.status.as_u16(),
+                retry_after,
+                &bytes,
+            ));
+        }
+
+        let is_sse = head
             .headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = body::read_upstream(
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if self.stream && is_sse {
+            // Commit only once the first byte is here: until then, failing over is free.
+            let first_deadline = match first_wait {
+                Some(_) => head_deadline,
+                None => deadline.min(tokio::time::Instant::now() + chunk_timeout),
+            };
+            let wait = first_wait.unwrap_or(chunk_timeout);
+            let first = loop {
+                match tokio::time::timeout_at(first_deadline, upstream.frame()).await {
+                    Err(_) => {
+                        return Err(
+                            self.timeout(format!("no first token within {} ms", wait.as_millis()))
+                        )
+                    }
+                    Ok(None) => {
+                        return Err(ErrorKind::UpstreamProtocol {
+                            provider: provider.name().to_string(),
+                            message: "the stream ended before any data".into(),
+                        }
+                        .into())
+                    }
+                    Ok(Some(Err(e))) => {
+                        return Err(ErrorKind::UpstreamConnect {
+                            provider: provider.name().to_string(),
+                            message: format!("the stream broke before any data: {e}"),
+                        }
+                        .into())
+                    }
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => break data,
+                        _ => continue,
+                    },
+                }
+            };
+            let ttft = self.attempt_started.elapsed();
+            dep.ttft.observe(ttft);
+            metrics.ttft.observe(self.started.elapsed());
+            let relay = Relay::new(
+                upstream,
+                first,
+                Arc::clone(self.state),
+                RelayParams {
+                    strip_usage: self.strip_usage,
+                    provider: provider.name().into(),
+                    chunk_timeout,
+                    deadline,
+                    series: self.deployment,
+                    started: self.started,
+                },
+            );
+            let mut r = Response::new(ResponseBody::Relay(Box::new(relay)));
+            let h = r.headers_mut();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+            h.insert(
+                HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            );
+            return Ok(r);
+        }
+
+        let bytes: Bytes = body::read_upstream(
             upstream,
-            MAX_ERROR_BODY,
+            self.state.server.max_response_bytes,
             deadline,
-            provider.config.chunk_timeout,
+            chunk_timeout,
         )
         .await
-        .unwrap_or_default();
-        let e = upstream_error::from_response(
-            provider.name(),
-            head.status.as_u16(),
-            retry_after,
-            &bytes,
-        );
-        count_upstream_error(metrics, &e);
-        return Err(e);
-    }
-
-    let is_sse = head
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if stream && is_sse {
-        let relay = Relay::new(
-            upstream,
-            Arc::clone(state),
-            RelayParams {
-                strip_usage,
-                provider: provider.name().into(),
-                chunk_timeout: provider.config.chunk_timeout,
-                deadline,
-                series: target.series,
-                started,
-            },
-        );
-        let mut r = Response::new(ResponseBody::Relay(Box::new(relay)));
-        let h = r.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
-        );
-        h.insert(
-            HeaderName::from_static("x-accel-buffering"),
-            HeaderValue::from_static("no"),
-        );
-        return Ok(r);
-    }
-
-    let bytes: Bytes = match body::read_upstream(
-        upstream,
-        state.server.max_response_bytes,
-        deadline,
-        provider.config.chunk_timeout,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(e) => {
-            let e = read_error(e);
-            count_upstream_error(metrics, &e);
-            return Err(e);
+        .map_err(|e| self.read_error(e))?;
+        dep.total.observe(self.attempt_started.elapsed());
+        if let Some(u) = Usage::from_response(&bytes) {
+            metrics.add_usage(&u);
         }
-    };
-    if let Some(u) = Usage::from_response(&bytes) {
-        metrics.add_usage(&u);
+        let mut r = Response::new(ResponseBody::full(bytes));
+        *r.status_mut() = head.status;
+        let content_type = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("application/json"));
+        r.headers_mut()
+            .insert(http::header::CONTENT_TYPE, content_type);
+        Ok(r)
     }
-    let mut r = Response::new(ResponseBody::full(bytes));
-    *r.status_mut() = head.status;
-    let content_type = head
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static("application/json"));
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, content_type);
-    Ok(r)
 }

@@ -71,8 +71,8 @@ pub struct Relay {
     deadline: Instant,
     timer: Pin<Box<Sleep>>,
     pending: Option<Bytes>,
+    first: Option<Bytes>,
     ended: bool,
-    first_byte: bool,
     state: Arc<AppState>,
     series: usize,
     started: std::time::Instant,
@@ -111,9 +111,9 @@ fn error_event(message: &str, kind: &str, code: &str) -> Bytes {
 }
 
 impl Relay {
-    /// Starts relaying `upstream`.
-    pub fn new(upstream: Incoming, state: Arc<AppState>, p: RelayParams) -> Self {
-        let first = p.deadline.min(Instant::now() + p.chunk_timeout);
+    /// Starts relaying `upstream`, whose first bytes `first` were already read.
+    pub fn new(upstream: Incoming, first: Bytes, state: Arc<AppState>, p: RelayParams) -> Self {
+        let idle_until = p.deadline.min(Instant::now() + p.chunk_timeout);
         Self {
             upstream,
             scanner: SseScanner::new(state.server.max_event_bytes as usize),
@@ -122,10 +122,10 @@ impl Relay {
             provider: p.provider,
             chunk_timeout: p.chunk_timeout,
             deadline: p.deadline,
-            timer: Box::pin(tokio::time::sleep_until(first)),
+            timer: Box::pin(tokio::time::sleep_until(idle_until)),
             pending: None,
+            first: Some(first),
             ended: false,
-            first_byte: false,
             state,
             series: p.series,
             started: p.started,
@@ -171,6 +171,29 @@ impl Relay {
         }
     }
 
+    /// Scans one read; returns what to forward now.
+    fn on_data(&mut self, data: Bytes) -> Option<Bytes> {
+        let Relay {
+            scanner,
+            seen,
+            strip_usage,
+            ..
+        } = self;
+        let strip = *strip_usage;
+        match scanner.push(data, |ev| seen.observe(ev, strip)) {
+            Ok(out) if out.is_empty() => None,
+            Ok(out) => Some(out),
+            Err(too_large) => {
+                let message = format!(
+                    "upstream `{}` sent an event larger than {} bytes (`server.max_event_bytes`)",
+                    self.provider, too_large.0
+                );
+                self.fail(UpstreamError::Protocol, message, "upstream_bad_response");
+                None
+            }
+        }
+    }
+
     fn record(&mut self, completed: bool) {
         if self.recorded {
             return;
@@ -179,6 +202,9 @@ impl Relay {
         let elapsed = self.started.elapsed();
         let m = self.metrics();
         m.latency.observe(elapsed);
+        if let Some(dep) = self.state.deployments.get(self.series) {
+            dep.total.observe(elapsed);
+        }
         if let Some(u) = &self.seen.usage {
             m.add_usage(u);
         }
@@ -206,36 +232,21 @@ impl Body for Relay {
                 this.record(true);
                 return Poll::Ready(None);
             }
+            if let Some(data) = this.first.take() {
+                match this.on_data(data) {
+                    Some(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                    None => continue,
+                }
+            }
             match Pin::new(&mut this.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    let now = Instant::now();
-                    if !this.first_byte {
-                        this.first_byte = true;
-                        let ttft = this.started.elapsed();
-                        this.metrics().ttft.observe(ttft);
-                    }
-                    let next = this.deadline.min(now + this.chunk_timeout);
+                    let next = this.deadline.min(Instant::now() + this.chunk_timeout);
                     this.timer.as_mut().reset(next);
-                    let Relay {
-                        scanner,
-                        seen,
-                        strip_usage,
-                        ..
-                    } = this;
-                    let strip = *strip_usage;
-                    match scanner.push(data, |ev| seen.observe(ev, strip)) {
-                        Ok(out) if out.is_empty() => continue,
-                        Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
-                        Err(too_large) => {
-                            let message = format!(
-                                "upstream `{}` sent an event larger than {} bytes (`server.max_event_bytes`)",
-                                this.provider, too_large.0
-                            );
-                            this.fail(UpstreamError::Protocol, message, "upstream_bad_response");
-                        }
+                    if let Some(out) = this.on_data(data) {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {

@@ -62,6 +62,11 @@ async fn route(
         (&Method::GET, "/health") => handlers::health(),
         (&Method::GET, "/health/detailed") => handlers::health_detailed(&state),
         (&Method::GET, "/metrics") => handlers::metrics(&state),
+        (&Method::GET, "/admin/routes") => handlers::admin_routes(&state, req.headers()),
+        (&Method::POST, p) if p.starts_with("/admin/routes/") && p.ends_with("/canary") => {
+            let name = p["/admin/routes/".len()..p.len() - "/canary".len()].to_string();
+            handlers::admin_canary(&state, &name, req).await
+        }
         (
             m,
             p @ ("/v1/chat/completions" | "/chat/completions" | "/v1/embeddings" | "/embeddings"),

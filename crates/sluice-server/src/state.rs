@@ -1,27 +1,89 @@
 //! Everything a request needs, built once from the config: providers with their pools,
-//! the model table, metrics, and the pre-rendered `/v1/models` body.
+//! deployments with their breakers and latency averages, routes with their canaries,
+//! metrics, and the pre-rendered `/v1/models` body.
+//!
+//! A request names a route, a model, or (on a passthrough provider) any upstream model.
+//! [`AppState::plan`] turns that into an ordered list of deployments to try: a model is a
+//! route of one target.
 
 use crate::metrics::Metrics;
 use bytes::Bytes;
-use http::HeaderValue;
-use sluice_core::config::{Config, ServerConfig};
-use sluice_core::{Error, ErrorKind};
+use http::{HeaderMap, HeaderValue};
+use sluice_core::breaker::Breaker;
+use sluice_core::canary::Canary;
+use sluice_core::config::{Config, Price, RouteConfig, RoutingConfig, ServerConfig, Tier};
+use sluice_core::retry::RetryPolicy;
+use sluice_core::routing::{self, Candidate, Priority, RequestFacts, Strategy};
+use sluice_core::{rng, Error, ErrorKind, Secret};
 use sluice_providers::Provider;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A model as configured: which provider serves it and under which id.
+/// Weight of a new sample in the latency averages.
+const EWMA_ALPHA: f64 = 0.2;
+
+/// An exponentially weighted moving average kept in an atomic (milliseconds, f64 bits;
+/// 0 = no sample yet). Concurrent updates may lose one sample; an average does not mind.
+#[derive(Debug, Default)]
+pub struct Ewma(AtomicU64);
+
+impl Ewma {
+    /// Adds a sample.
+    pub fn observe(&self, d: Duration) {
+        let ms = d.as_secs_f64() * 1000.0;
+        let old = f64::from_bits(self.0.load(Relaxed));
+        let new = if old == 0.0 {
+            ms.max(f64::MIN_POSITIVE)
+        } else {
+            old + EWMA_ALPHA * (ms - old)
+        };
+        self.0.store(new.to_bits(), Relaxed);
+    }
+
+    /// The average, if any sample was taken.
+    pub fn get(&self) -> Option<f64> {
+        let v = f64::from_bits(self.0.load(Relaxed));
+        (v > 0.0).then_some(v)
+    }
+}
+
+/// A model as configured (or a passthrough provider's catch-all): which provider serves it,
+/// under which id, and its live health.
 #[derive(Debug)]
 pub struct Deployment {
-    /// What clients send.
+    /// What clients send (`provider/*` for a passthrough catch-all).
     pub name: Box<str>,
     /// Index into [`AppState::providers`].
     pub provider: usize,
-    /// Id sent upstream.
+    /// Id sent upstream (empty for a passthrough catch-all: the request supplies it).
     pub upstream: Box<str>,
     /// `x-sluice-model` value.
     pub header_value: HeaderValue,
+    /// Price per million tokens.
+    pub price: Option<Price>,
+    /// Size tier.
+    pub tier: Option<Tier>,
+    /// Quality rank.
+    pub quality: f64,
+    /// Circuit breaker.
+    pub breaker: Breaker,
+    /// Time to first byte of the response body.
+    pub ttft: Ewma,
+    /// Time to the end of the response.
+    pub total: Ewma,
+}
+
+/// A route with its live canary.
+#[derive(Debug)]
+pub struct Route {
+    /// Validated settings.
+    pub config: RouteConfig,
+    /// `x-sluice-route` value.
+    pub header_value: HeaderValue,
+    /// The canary, if configured.
+    pub canary: Option<Canary>,
 }
 
 /// FNV-1a: model names are short and chosen by the operator, so a DoS-resistant hash buys
@@ -47,31 +109,133 @@ impl Hasher for Fnv {
     }
 }
 
-/// Where one request goes.
-#[derive(Debug, Clone)]
-pub struct Target<'s, 'u> {
-    /// The provider.
-    pub provider: &'s Provider,
-    /// Model id sent upstream.
-    pub upstream: &'u str,
-    /// `x-sluice-model` value.
-    pub model_header: HeaderValue,
-    /// Index of the metrics series.
-    pub series: usize,
+#[derive(Debug, Clone, Copy)]
+enum Name {
+    Model(usize),
+    Route(usize),
 }
 
-/// Shared, immutable (but for atomics) state of a running gateway.
+/// What the client's `model` named.
+#[derive(Debug, Clone, Copy)]
+pub enum Resolved<'u> {
+    /// A configured model.
+    Model(usize),
+    /// A route.
+    Route(usize),
+    /// A passthrough provider's catch-all deployment, with the upstream id to send.
+    Passthrough {
+        /// The catch-all deployment.
+        deployment: usize,
+        /// Upstream model id.
+        upstream: &'u str,
+    },
+}
+
+/// One deployment to try.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'u> {
+    /// Index into [`AppState::deployments`].
+    pub deployment: usize,
+    /// Upstream id when the request supplies it (passthrough).
+    pub upstream: Option<&'u str>,
+    /// This step is a canary candidate.
+    pub canary: bool,
+}
+
+/// How one request is served: the deployments to try, in order, and the policies.
+#[derive(Debug, Clone)]
+pub struct Plan<'u> {
+    /// Deployments to try, in order.
+    pub steps: Vec<Step<'u>>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Total deadline.
+    pub timeout: Option<Duration>,
+    /// First-byte deadline per deployment.
+    pub first_token_timeout: Option<Duration>,
+    /// The route, if one was named.
+    pub route: Option<usize>,
+}
+
+/// Per-request routing inputs read from headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides<'h> {
+    /// `x-sluice-priority`.
+    pub priority: Option<Priority>,
+    /// `x-sluice-tier`.
+    pub tier: Option<Tier>,
+    /// `x-sluice-route-key`, else the bearer token, else `user`.
+    pub route_key: Option<&'h [u8]>,
+}
+
+/// Reads the routing headers; `user` is the body's `user` field.
+pub fn overrides<'h>(
+    headers: &'h HeaderMap,
+    user: Option<&'h str>,
+) -> Result<Overrides<'h>, Error> {
+    let bad = |message: String| -> Error {
+        ErrorKind::InvalidRequest {
+            message,
+            param: None,
+        }
+        .into()
+    };
+    let priority = match headers.get("x-sluice-priority") {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(Priority::parse).ok_or_else(|| {
+            bad("`x-sluice-priority` must be `cost`, `speed` or `quality`".into())
+        })?),
+    };
+    let tier = match headers.get("x-sluice-tier") {
+        None => None,
+        Some(v) => Some(match v.to_str().map(|s| s.trim().to_ascii_lowercase()) {
+            Ok(s) if s == "small" => Tier::Small,
+            Ok(s) if s == "medium" => Tier::Medium,
+            Ok(s) if s == "large" => Tier::Large,
+            _ => {
+                return Err(bad(
+                    "`x-sluice-tier` must be `small`, `medium` or `large`".into()
+                ))
+            }
+        }),
+    };
+    let route_key = headers
+        .get("x-sluice-route-key")
+        .map(HeaderValue::as_bytes)
+        .or_else(|| {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes())
+                .and_then(|v| v.strip_prefix(b"Bearer "))
+        })
+        .or(user.map(str::as_bytes));
+    Ok(Overrides {
+        priority,
+        tier,
+        route_key,
+    })
+}
+
+/// Shared, immutable (but for atomics and locks) state of a running gateway.
 #[derive(Debug)]
 pub struct AppState {
     /// `[server]`.
     pub server: ServerConfig,
+    /// `[routing]`.
+    pub routing: RoutingConfig,
     /// Providers, in config order.
     pub providers: Vec<Provider>,
-    /// Configured models, in config order.
+    /// Configured models in config order, then one catch-all per passthrough provider.
     pub deployments: Vec<Deployment>,
-    index: HashMap<Box<str>, usize, BuildHasherDefault<Fnv>>,
-    /// Providers that accept any model name (`provider/model`).
+    /// Number of configured models (the catch-alls follow them).
+    pub configured_models: usize,
+    /// Routes, in config order.
+    pub routes: Vec<Route>,
+    index: HashMap<Box<str>, Name, BuildHasherDefault<Fnv>>,
+    /// Catch-all deployments of passthrough providers.
     passthrough: Vec<usize>,
+    /// Admin API key.
+    pub master_key: Option<Secret>,
     /// Metrics.
     pub metrics: Metrics,
     /// `GET /v1/models`, rendered once.
@@ -80,113 +244,267 @@ pub struct AppState {
     pub started: Instant,
 }
 
+fn header_value(name: &str, what: &str) -> Result<HeaderValue, Error> {
+    HeaderValue::from_str(name).map_err(|_| {
+        Error::from(ErrorKind::Internal {
+            message: format!("{what} name `{name}` is not a valid header value"),
+        })
+    })
+}
+
 impl AppState {
     /// Builds providers, pools (one per worker thread) and tables from a validated config.
     pub fn new(config: Config, workers: usize) -> Result<Self, Error> {
+        let now = Instant::now();
         let providers = config
             .providers
             .into_iter()
             .map(|p| Provider::new(p, workers))
             .collect::<Result<Vec<_>, _>>()?;
+        let breaker = config.routing.breaker;
         let mut deployments = Vec::with_capacity(config.models.len());
-        let mut index = HashMap::with_capacity_and_hasher(config.models.len(), Default::default());
+        let mut index = HashMap::with_capacity_and_hasher(
+            config.models.len() + config.routes.len(),
+            Default::default(),
+        );
         for (i, m) in config.models.into_iter().enumerate() {
-            let header_value = HeaderValue::from_str(&m.name).map_err(|_| {
-                Error::from(ErrorKind::Internal {
-                    message: format!("model name `{}` is not a valid header value", m.name),
-                })
-            })?;
-            index.insert(m.name.clone().into_boxed_str(), i);
+            index.insert(m.name.clone().into_boxed_str(), Name::Model(i));
             deployments.push(Deployment {
+                header_value: header_value(&m.name, "model")?,
                 name: m.name.into(),
                 provider: m.provider,
                 upstream: m.upstream.into(),
-                header_value,
+                price: m.price,
+                tier: m.tier,
+                quality: m.quality,
+                breaker: Breaker::new(breaker, now),
+                ttft: Ewma::default(),
+                total: Ewma::default(),
             });
         }
-        let passthrough: Vec<usize> = providers
+        let configured_models = deployments.len();
+        let mut passthrough = Vec::new();
+        for (i, p) in providers
             .iter()
             .enumerate()
             .filter(|(_, p)| p.config.passthrough)
-            .map(|(i, _)| i)
-            .collect();
-        let passthrough_labels: Vec<String> = passthrough
-            .iter()
-            .map(|&i| format!("{}/*", providers[i].name()))
-            .collect();
+        {
+            passthrough.push(deployments.len());
+            let name = format!("{}/*", p.name());
+            deployments.push(Deployment {
+                header_value: header_value(&name, "provider")?,
+                name: name.into(),
+                provider: i,
+                upstream: "".into(),
+                price: None,
+                tier: None,
+                quality: 0.0,
+                breaker: Breaker::new(breaker, now),
+                ttft: Ewma::default(),
+                total: Ewma::default(),
+            });
+        }
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.into_iter().enumerate() {
+            index.insert(r.name.clone().into_boxed_str(), Name::Route(i));
+            routes.push(Route {
+                header_value: header_value(&r.name, "route")?,
+                canary: r.canary.clone().map(|c| Canary::new(c, now)),
+                config: r,
+            });
+        }
         let metrics = Metrics::new(
             deployments
                 .iter()
-                .map(|d| (&*d.name, providers[d.provider].name()))
-                .chain(
-                    passthrough
-                        .iter()
-                        .zip(&passthrough_labels)
-                        .map(|(&i, label)| (label.as_str(), providers[i].name())),
-                ),
+                .map(|d| (&*d.name, providers[d.provider].name())),
+            routes.iter().map(|r| r.config.name.as_str()),
         );
-        let models_json = render_models(&deployments, &providers);
+        let models_json = render_models(&deployments[..configured_models], &routes, &providers);
         Ok(Self {
-            server: config.server,
+            server: config.server.clone(),
+            master_key: config.server.master_key,
+            routing: config.routing,
             providers,
             deployments,
+            configured_models,
+            routes,
             index,
             passthrough,
             metrics,
             models_json,
-            started: Instant::now(),
+            started: now,
         })
     }
 
-    /// Resolves the `model` a client sent: a configured model, else `provider/model` on a
-    /// passthrough provider, else any name on the only passthrough provider.
-    pub fn resolve<'s: 'u, 'u>(&'s self, model: &'u str) -> Result<Target<'s, 'u>, Error> {
-        if let Some(&i) = self.index.get(model) {
-            let d = &self.deployments[i];
-            return Ok(Target {
-                provider: &self.providers[d.provider],
-                upstream: &d.upstream,
-                model_header: d.header_value.clone(),
-                series: i,
-            });
+    /// Resolves the `model` a client sent: a route or configured model, else
+    /// `provider/model` on a passthrough provider, else any name on the only passthrough
+    /// provider.
+    pub fn resolve<'u>(&self, model: &'u str) -> Result<Resolved<'u>, Error> {
+        match self.index.get(model) {
+            Some(Name::Model(i)) => return Ok(Resolved::Model(*i)),
+            Some(Name::Route(i)) => return Ok(Resolved::Route(*i)),
+            None => {}
         }
-        let passthrough = |k: usize, upstream: &'u str| -> Option<Target<'s, 'u>> {
-            let provider = &self.providers[self.passthrough[k]];
-            Some(Target {
-                provider,
-                upstream,
-                model_header: HeaderValue::from_str(model).ok()?,
-                series: self.deployments.len() + k,
-            })
-        };
         if let Some((prefix, rest)) = model.split_once('/') {
-            if let Some(k) = self
+            if let Some(&d) = self
                 .passthrough
                 .iter()
-                .position(|&i| self.providers[i].name() == prefix)
+                .find(|&&d| self.providers[self.deployments[d].provider].name() == prefix)
             {
-                if let Some(t) = passthrough(k, rest) {
-                    return Ok(t);
-                }
+                return Ok(Resolved::Passthrough {
+                    deployment: d,
+                    upstream: rest,
+                });
             }
         }
-        if self.passthrough.len() == 1 {
-            if let Some(t) = passthrough(0, model) {
-                return Ok(t);
-            }
+        if let [d] = self.passthrough[..] {
+            return Ok(Resolved::Passthrough {
+                deployment: d,
+                upstream: model,
+            });
         }
         Err(ErrorKind::ModelNotFound {
             model: model.to_string(),
         }
         .into())
     }
+
+    /// The deployments to try for one request, in order, with the policies that apply.
+    pub fn plan<'u>(
+        &self,
+        resolved: Resolved<'u>,
+        facts: &RequestFacts,
+        body: &[u8],
+        overrides: &Overrides<'_>,
+        stream: bool,
+    ) -> Plan<'u> {
+        let single = |deployment, upstream| Plan {
+            steps: vec![Step {
+                deployment,
+                upstream,
+                canary: false,
+            }],
+            retry: self.routing.retry,
+            timeout: None,
+            first_token_timeout: None,
+            route: None,
+        };
+        let route_index = match resolved {
+            Resolved::Model(d) => return single(d, None),
+            Resolved::Passthrough {
+                deployment,
+                upstream,
+            } => return single(deployment, Some(upstream)),
+            Resolved::Route(r) => r,
+        };
+        let route = &self.routes[route_index];
+        let rc = &route.config;
+        let candidates: Vec<Candidate> = rc
+            .targets
+            .iter()
+            .zip(&rc.weights)
+            .map(|(&d, &weight)| {
+                let dep = &self.deployments[d];
+                let (first, second) = if stream {
+                    (&dep.ttft, &dep.total)
+                } else {
+                    (&dep.total, &dep.ttft)
+                };
+                Candidate {
+                    deployment: d,
+                    weight,
+                    price: dep.price,
+                    quality: dep.quality,
+                    tier: dep.tier,
+                    latency_ms: first.get().or_else(|| second.get()),
+                }
+            })
+            .collect();
+        let strategy = overrides.priority.map_or(rc.strategy, Priority::strategy);
+        let tier = match (rc.strategy, overrides.tier) {
+            (_, Some(t)) => Some(t),
+            (Strategy::Tier, None) => Some(rc.tiers.classify(facts, body)),
+            _ => None,
+        };
+        let mut order = if let (Some(t), true) = (tier, strategy != Strategy::Tier) {
+            // A tier route with a priority override: the request's tier first, ordered by the
+            // priority; the other tiers after, likewise.
+            let (same, rest): (Vec<Candidate>, Vec<Candidate>) =
+                candidates.iter().partition(|c| c.tier == Some(t));
+            let mut unit = rng::unit;
+            let mut o = routing::order(
+                strategy,
+                &same,
+                facts,
+                None,
+                rc.tiers.default_max_tokens,
+                &mut unit,
+            );
+            o.extend(routing::order(
+                strategy,
+                &rest,
+                facts,
+                None,
+                rc.tiers.default_max_tokens,
+                &mut unit,
+            ));
+            o
+        } else {
+            routing::order(
+                strategy,
+                &candidates,
+                facts,
+                tier,
+                rc.tiers.default_max_tokens,
+                &mut rng::unit,
+            )
+        };
+        let mut steps: Vec<Step<'u>> = Vec::with_capacity(order.len() + 1);
+        if let Some(canary) = &route.canary {
+            let candidate = canary.config.target;
+            let now = Instant::now();
+            let selected = match overrides.route_key {
+                Some(key) => canary.selects(key, now),
+                // No key: split request by request.
+                None => rng::unit() * 100.0 < canary.percent(now),
+            };
+            order.retain(|&d| d != candidate);
+            if selected {
+                steps.push(Step {
+                    deployment: candidate,
+                    upstream: None,
+                    canary: true,
+                });
+            }
+        }
+        steps.extend(order.into_iter().map(|deployment| Step {
+            deployment,
+            upstream: None,
+            canary: false,
+        }));
+        Plan {
+            steps,
+            retry: rc.retry,
+            timeout: rc.timeout,
+            first_token_timeout: rc.first_token_timeout,
+            route: Some(route_index),
+        }
+    }
+
+    /// A route by name.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        match self.index.get(name) {
+            Some(Name::Route(i)) => self.routes.get(*i),
+            _ => None,
+        }
+    }
 }
 
-fn render_models(deployments: &[Deployment], providers: &[Provider]) -> Bytes {
+fn render_models(deployments: &[Deployment], routes: &[Route], providers: &[Provider]) -> Bytes {
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let data: Vec<serde_json::Value> = deployments
+    let mut data: Vec<serde_json::Value> = deployments
         .iter()
         .map(|d| {
             serde_json::json!({
@@ -197,6 +515,14 @@ fn render_models(deployments: &[Deployment], providers: &[Provider]) -> Bytes {
             })
         })
         .collect();
+    data.extend(routes.iter().map(|r| {
+        serde_json::json!({
+            "id": r.config.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "sluice",
+        })
+    }));
     Bytes::from(
         serde_json::to_vec(&serde_json::json!({"object": "list", "data": data}))
             .unwrap_or_default(),

@@ -370,13 +370,22 @@ async fn upstream_429_passes_through_with_retry_after() {
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), Some("17"));
     assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    // The deployment now cools down: the next request is not sent upstream, and gets a 429
+    // with the time left.
+    let r = post_json(&gw.url("/v1/chat/completions"), CHAT, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 429);
+    let left: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=17).contains(&left));
     // The same before a stream starts.
-    let body = chat_with(json!({"status": 429, "retry_after": "3"}), true);
+    let (_fake, gw) = setup("").await;
+    let body = chat_with(json!({"status": 429, "retry_after": "30"}), true);
     let s = post_stream(&gw.url("/v1/chat/completions"), body, &[])
         .await
         .unwrap();
     assert_eq!(s.status, 429);
-    assert_eq!(s.header("retry-after"), Some("3"));
+    assert_eq!(s.header("retry-after"), Some("30"));
 }
 
 #[tokio::test]
@@ -415,7 +424,7 @@ async fn upstream_5xx_and_connection_failures_are_502() {
         .unwrap();
     assert_eq!(r.status, 502);
     let m = String::from_utf8_lossy(&get(&gw2.url("/metrics")).await.unwrap().body).to_string();
-    assert!(m.contains(r#"sluice_upstream_errors_total{model="m",provider="fake",endpoint="chat",kind="connect"} 1"#), "{m}");
+    assert!(m.contains(r#"sluice_upstream_errors_total{model="m",provider="fake",endpoint="chat",kind="connect"} 2"#), "retried once: {m}");
     assert!(
         m.contains(
             r#"sluice_requests_total{model="m",provider="fake",endpoint="chat",status="502"} 1"#

@@ -69,6 +69,7 @@ struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     script: Mutex<VecDeque<Behavior>>,
     default: Mutex<Behavior>,
+    chaos: Mutex<Option<Chaos>>,
     recording: AtomicBool,
     next_id: AtomicU64,
 }
@@ -116,6 +117,7 @@ impl FakeUpstream {
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Behavior::default()),
+            chaos: Mutex::new(None),
             recording: AtomicBool::new(true),
             next_id: AtomicU64::new(1),
         });
@@ -154,6 +156,18 @@ impl FakeUpstream {
     /// script is empty.
     pub fn set_default(&self, behavior: Behavior) {
         *lock(&self.shared.default) = behavior;
+    }
+
+    /// Makes a share `rate` (0 to 1) of the requests that have no `x_fake` and no script
+    /// fail, each with one of `failures` in turn; the others get the default. The draw is a
+    /// fixed pseudo-random sequence, so runs repeat.
+    pub fn set_chaos(&self, rate: f64, failures: Vec<Behavior>) {
+        *lock(&self.shared.chaos) = (!failures.is_empty()).then_some(Chaos {
+            rate: rate.clamp(0.0, 1.0),
+            failures,
+            state: 0x853c_49e6_748f_ea9b,
+            next: 0,
+        });
     }
 
     /// Turns recording of requests on or off (on by default). Counters keep
@@ -432,7 +446,39 @@ fn choose_behavior(
     if let Some(b) = lock(&shared.script).pop_front() {
         return Ok(b);
     }
+    if let Some(chaos) = lock(&shared.chaos).as_mut() {
+        if let Some(b) = chaos.draw() {
+            return Ok(b);
+        }
+    }
     Ok(lock(&shared.default).clone())
+}
+
+/// Random failures, see [`FakeUpstream::set_chaos`].
+#[derive(Debug)]
+struct Chaos {
+    rate: f64,
+    failures: Vec<Behavior>,
+    state: u64,
+    next: usize,
+}
+
+impl Chaos {
+    fn draw(&mut self) -> Option<Behavior> {
+        // splitmix64
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+        if unit >= self.rate {
+            return None;
+        }
+        let b = self.failures[self.next % self.failures.len()].clone();
+        self.next += 1;
+        Some(b)
+    }
 }
 
 /// Checks the status and headers of a behavior up front, so that a bad one

@@ -457,3 +457,39 @@ async fn invalid_urls_are_rejected() {
         Err(ClientError::InvalidUrl(_))
     ));
 }
+
+#[tokio::test]
+async fn chaos_fails_a_share_of_requests_in_turn() {
+    let fake = FakeUpstream::start().await;
+    fake.set_chaos(
+        0.5,
+        vec![
+            Behavior::new().with_status(500),
+            Behavior::new().with_status(503),
+        ],
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..200 {
+        let resp = client::post_json(&chat_url(&fake), chat_body(json!({})), &[])
+            .await
+            .expect("response");
+        statuses.push(resp.status);
+    }
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    assert!(
+        (70..=130).contains(&failed),
+        "{failed} of 200 failed at rate 0.5"
+    );
+    let first_two: Vec<u16> = statuses
+        .iter()
+        .copied()
+        .filter(|s| *s != 200)
+        .take(2)
+        .collect();
+    assert_eq!(first_two, [500, 503], "failures come in turn");
+    // `x_fake` still wins.
+    let resp = client::post_json(&chat_url(&fake), chat_body(json!({"x_fake": {}})), &[])
+        .await
+        .expect("response");
+    assert_eq!(resp.status, 200);
+}

@@ -20,8 +20,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod routes;
 #[cfg(test)]
 mod tests;
+
+pub use routes::{
+    CanaryConfig, RouteConfig, RoutingConfig, UninitializedCanary, UninitializedRetry,
+    UninitializedRoute, UninitializedRouting, UninitializedTiers,
+};
 
 /// A config that does not load: the key path at fault and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +77,12 @@ pub struct UninitializedConfig {
     /// `[[models]]`.
     #[serde(default)]
     pub models: Vec<UninitializedModelConfig>,
+    /// `[routing]`: defaults for routes and models.
+    #[serde(default)]
+    pub routing: UninitializedRouting,
+    /// `[[routes]]`: virtual models.
+    #[serde(default)]
+    pub routes: Vec<UninitializedRoute>,
 }
 
 /// `[server]` as written.
@@ -91,6 +103,8 @@ pub struct UninitializedServerConfig {
     pub request_read_timeout_ms: Option<u64>,
     /// Most connections served at once; more wait in the kernel's accept queue.
     pub max_connections: Option<usize>,
+    /// Key of the admin API (`/admin/*`): literal or `env::VAR`.
+    pub master_key: Option<String>,
 }
 
 /// `[storage]` as written.
@@ -194,6 +208,8 @@ pub struct UninitializedModelConfig {
     pub price: Option<Price>,
     /// Size tier.
     pub tier: Option<Tier>,
+    /// Quality rank for the `quality` strategy (higher is better).
+    pub quality: Option<f64>,
 }
 
 // === Config (validated) ===
@@ -209,6 +225,10 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Models, in file order.
     pub models: Vec<ModelConfig>,
+    /// `[routing]`.
+    pub routing: RoutingConfig,
+    /// Routes, in file order.
+    pub routes: Vec<RouteConfig>,
 }
 
 /// Validated `[server]`.
@@ -228,6 +248,8 @@ pub struct ServerConfig {
     pub request_read_timeout: Duration,
     /// Default 10,000.
     pub max_connections: usize,
+    /// Admin API key; the admin API is off without it.
+    pub master_key: Option<Secret>,
 }
 
 /// Validated `[storage]`.
@@ -281,6 +303,8 @@ pub struct ModelConfig {
     pub price: Option<Price>,
     /// Size tier.
     pub tier: Option<Tier>,
+    /// Quality rank (default 0).
+    pub quality: f64,
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -345,6 +369,11 @@ impl UninitializedConfig {
                 Some(n) => n,
                 None => 10_000,
             },
+            master_key: s
+                .master_key
+                .as_deref()
+                .map(|k| resolve_secret(k, env, "server.master_key"))
+                .transpose()?,
         };
         let storage = StorageConfig {
             data_dir: self
@@ -406,14 +435,19 @@ impl UninitializedConfig {
                 provider,
                 price: m.price,
                 tier: m.tier,
+                quality: m.quality.unwrap_or(0.0),
             });
         }
+        let routing = self.routing.load()?;
+        let routes = routes::load_routes(self.routes, &models, &routing)?;
 
         Ok(Config {
             server,
             storage,
             providers,
             models,
+            routing,
+            routes,
         })
     }
 }

@@ -123,3 +123,97 @@ fn defaults() {
     assert!(!p.providers[0].stream_usage);
     assert_eq!(p.providers[0].timeout, Duration::from_secs(600));
 }
+
+const ROUTED: &str = r#"
+[[providers]]
+name = "p"
+type = "openai"
+
+[[models]]
+name = "a"
+provider = "p"
+tier = "small"
+[[models]]
+name = "b"
+provider = "p"
+tier = "large"
+quality = 9.0
+[[models]]
+name = "c"
+provider = "p"
+
+[routing]
+retry = { attempts = 3, backoff_ms = 50 }
+breaker = { consecutive_failures = 2, cooldown_ms = 1000 }
+tiers = { small_below = 100, keywords = { "prove" = "large" } }
+
+[[routes]]
+name = "auto"
+strategy = "tier"
+targets = ["a", "b"]
+timeout_ms = 5000
+first_token_timeout_ms = 800
+fallback_response = "Sorry, try again later."
+canary = { target = "c", stages = [5, 50, 100], max_p95_ms = 1000 }
+
+[[routes]]
+name = "spread"
+strategy = "weighted"
+targets = ["a", "b"]
+weights = [3, 1]
+retry = { attempts = 1 }
+"#;
+
+#[test]
+fn loads_routes_and_routing_defaults() {
+    let c = load(ROUTED).unwrap();
+    assert_eq!(c.routing.retry.attempts, 3);
+    assert_eq!(c.routing.retry.backoff, Duration::from_millis(50));
+    assert_eq!(c.routing.breaker.consecutive_failures, 2);
+    assert_eq!(c.routing.tiers.small_below, 100);
+    assert_eq!(
+        c.routing.tiers.keywords,
+        vec![("prove".to_string(), Tier::Large)]
+    );
+    let auto = &c.routes[0];
+    assert_eq!(auto.strategy, crate::routing::Strategy::Tier);
+    assert_eq!(auto.targets, [0, 1]);
+    assert_eq!(auto.retry.attempts, 3, "inherits [routing]");
+    assert_eq!(auto.timeout, Some(Duration::from_millis(5000)));
+    let canary = auto.canary.as_ref().unwrap();
+    assert_eq!(canary.target, 2);
+    assert_eq!(canary.stages, [5.0, 50.0, 100.0]);
+    assert_eq!(canary.max_error_rate, 0.02);
+    let spread = &c.routes[1];
+    assert_eq!(spread.weights, [3.0, 1.0]);
+    assert_eq!(spread.retry.attempts, 1);
+    assert_eq!(spread.retry.backoff, Duration::from_millis(50));
+    assert_eq!(c.models[1].quality, 9.0);
+    // Defaults without any [routing].
+    let plain = load("[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[models]]\nname = \"a\"\nprovider = \"p\"\n[[routes]]\nname = \"r\"\ntargets = [\"a\"]").unwrap();
+    assert_eq!(plain.routes[0].strategy, crate::routing::Strategy::Fallback);
+    assert_eq!(plain.routes[0].retry, crate::retry::RetryPolicy::default());
+}
+
+#[test]
+fn route_errors_name_the_key() {
+    let base = "[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[models]]\nname = \"a\"\nprovider = \"p\"\n";
+    let cases = [
+        ("[[routes]]\nname = \"a\"\ntargets = [\"a\"]", "routes[0].name"),
+        ("[[routes]]\nname = \"r\"\ntargets = []", "routes[0].targets"),
+        ("[[routes]]\nname = \"r\"\ntargets = [\"ghost\"]", "routes[0].targets[0]"),
+        ("[[routes]]\nname = \"r\"\ntargets = [\"a\", \"a\"]", "routes[0].targets[1]"),
+        ("[[routes]]\nname = \"r\"\ntargets = [\"a\"]\nweights = [1, 2]", "routes[0].weights"),
+        ("[[routes]]\nname = \"r\"\ntargets = [\"a\"]\nstrategy = \"random\"", "routes[0].strategy"),
+        ("[[routes]]\nname = \"r\"\ntargets = [\"a\"]\nretry = { attempts = 0 }", "routes[0].retry.attempts"),
+        ("[[routes]]\nname = \"r\"\ntargets = [\"a\"]\ncanary = { target = \"zz\" }", "routes[0].canary.target"),
+        ("[[routes]]\nname = \"r\"\ntargets = [\"a\"]\ncanary = { target = \"a\", stages = [150] }", "routes[0].canary.stages"),
+        ("[[routes]]\nname = \"r\"\ntargets = [\"a\"]\n[[routes]]\nname = \"r\"\ntargets = [\"a\"]", "routes[1].name"),
+        ("[routing]\nbreaker = { error_rate = 1.5 }", "routing.breaker.error_rate"),
+        ("[routing]\ntiers = { small_below = 5000 }", "routing.tiers.small_below"),
+    ];
+    for (extra, path) in cases {
+        let err = load(&format!("{base}{extra}")).unwrap_err();
+        assert_eq!(err.path, path, "{extra}: {err}");
+    }
+}

@@ -1,0 +1,372 @@
+//! Circuit breaker of one deployment.
+//!
+//! Closed: requests pass; failures are counted. The breaker opens after
+//! `consecutive_failures` failures in a row, or when the error rate over the sliding
+//! `window` reaches `error_rate` with at least `min_requests` requests in it. Open: requests
+//! are refused at no cost (the caller moves on to the next deployment) until `cooldown` has
+//! passed. Half-open: exactly one probe is let through; its success closes the breaker, its
+//! failure opens it for another cooldown.
+//!
+//! A rate-limit answer is not a failure: it puts the deployment in a cooldown of the
+//! upstream's `Retry-After`, during which it is skipped like an open breaker.
+//!
+//! Time is passed in, so the logic is tested on virtual time.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Breaker thresholds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Failures in a row that open the breaker.
+    pub consecutive_failures: u32,
+    /// Error rate (0..=1) over the window that opens the breaker.
+    pub error_rate: f64,
+    /// Requests the window must hold before the error rate counts.
+    pub min_requests: u32,
+    /// Length of the sliding window.
+    pub window: Duration,
+    /// How long the breaker stays open before a probe.
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            error_rate: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(30),
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The breaker's state, for health and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Requests pass.
+    Closed,
+    /// Requests are refused until the cooldown ends.
+    Open,
+    /// One probe may pass.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// Name used in health output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+
+    /// Numeric value for the metrics gauge: 0 closed, 1 open, 2 half-open.
+    pub const fn as_gauge(self) -> u8 {
+        match self {
+            Self::Closed => 0,
+            Self::Open => 1,
+            Self::HalfOpen => 2,
+        }
+    }
+}
+
+/// Why a request may not use the deployment now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The breaker is open (or half-open with its probe out).
+    Open,
+    /// The deployment answered 429 and is cooling down.
+    RateLimited,
+}
+
+const BUCKETS: usize = 10;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    /// Index of the window slice this bucket counts (time since `epoch` / slice).
+    slice: u64,
+    ok: u32,
+    failed: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: BreakerState,
+    opened_at: Option<Instant>,
+    probe_out: bool,
+    consecutive: u32,
+    buckets: [Bucket; BUCKETS],
+    rate_limited_until: Option<Instant>,
+    epoch: Instant,
+}
+
+/// One deployment's breaker. Cheap to check: one uncontended lock.
+#[derive(Debug)]
+pub struct Breaker {
+    config: BreakerConfig,
+    inner: Mutex<Inner>,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(config: BreakerConfig, now: Instant) -> Self {
+        Self {
+            config,
+            inner: Mutex::new(Inner {
+                state: BreakerState::Closed,
+                opened_at: None,
+                probe_out: false,
+                consecutive: 0,
+                buckets: [Bucket::default(); BUCKETS],
+                rate_limited_until: None,
+                epoch: now,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn slice_len(&self) -> Duration {
+        (self.config.window / BUCKETS as u32).max(Duration::from_millis(1))
+    }
+
+    /// The state at `now` (an open breaker whose cooldown is over reads as half-open).
+    pub fn state(&self, now: Instant) -> BreakerState {
+        let inner = self.lock();
+        match (inner.state, inner.opened_at) {
+            (BreakerState::Open, Some(at)) if now >= at + self.config.cooldown => {
+                BreakerState::HalfOpen
+            }
+            (s, _) => s,
+        }
+    }
+
+    /// Asks to send a request at `now`. On `Ok(())` the caller must report the outcome with
+    /// [`Breaker::success`], [`Breaker::failure`], [`Breaker::rate_limited`] or
+    /// [`Breaker::cancelled`].
+    pub fn try_acquire(&self, now: Instant) -> Result<(), Refusal> {
+        let mut inner = self.lock();
+        if inner.rate_limited_until.is_some_and(|until| now < until) {
+            return Err(Refusal::RateLimited);
+        }
+        match inner.state {
+            BreakerState::Closed => Ok(()),
+            BreakerState::Open => {
+                let cooled = inner
+                    .opened_at
+                    .is_none_or(|at| now >= at + self.config.cooldown);
+                if cooled {
+                    inner.state = BreakerState::HalfOpen;
+                    inner.probe_out = true;
+                    Ok(())
+                } else {
+                    Err(Refusal::Open)
+                }
+            }
+            BreakerState::HalfOpen => {
+                if inner.probe_out {
+                    Err(Refusal::Open)
+                } else {
+                    inner.probe_out = true;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn record(&self, inner: &mut Inner, now: Instant, ok: bool) {
+        let slice_len = self.slice_len().as_nanos().max(1);
+        let slice = (now.saturating_duration_since(inner.epoch).as_nanos() / slice_len) as u64;
+        let b = &mut inner.buckets[(slice % BUCKETS as u64) as usize];
+        if b.slice != slice {
+            *b = Bucket {
+                slice,
+                ok: 0,
+                failed: 0,
+            };
+        }
+        if ok {
+            b.ok += 1;
+        } else {
+            b.failed += 1;
+        }
+    }
+
+    fn window_counts(&self, inner: &Inner, now: Instant) -> (u32, u32) {
+        let slice_len = self.slice_len().as_nanos().max(1);
+        let current = (now.saturating_duration_since(inner.epoch).as_nanos() / slice_len) as u64;
+        inner
+            .buckets
+            .iter()
+            .filter(|b| b.slice + (BUCKETS as u64) > current && b.slice <= current)
+            .fold((0, 0), |(ok, failed), b| (ok + b.ok, failed + b.failed))
+    }
+
+    /// The request succeeded.
+    pub fn success(&self, now: Instant) {
+        let mut inner = self.lock();
+        self.record(&mut inner, now, true);
+        inner.consecutive = 0;
+        inner.probe_out = false;
+        if inner.state != BreakerState::Closed {
+            inner.state = BreakerState::Closed;
+            inner.opened_at = None;
+            inner.buckets = [Bucket::default(); BUCKETS];
+        }
+    }
+
+    /// The request failed in a way that counts against the deployment. Returns `true` when
+    /// this failure opened the breaker.
+    pub fn failure(&self, now: Instant) -> bool {
+        let mut inner = self.lock();
+        self.record(&mut inner, now, false);
+        inner.consecutive += 1;
+        inner.probe_out = false;
+        let open = match inner.state {
+            BreakerState::HalfOpen | BreakerState::Open => true,
+            BreakerState::Closed => {
+                let (ok, failed) = self.window_counts(&inner, now);
+                let total = ok + failed;
+                inner.consecutive >= self.config.consecutive_failures
+                    || (total >= self.config.min_requests
+                        && f64::from(failed) >= self.config.error_rate * f64::from(total))
+            }
+        };
+        let opened = open && inner.state == BreakerState::Closed;
+        if open {
+            inner.state = BreakerState::Open;
+            inner.opened_at = Some(now);
+        }
+        opened
+    }
+
+    /// The upstream answered 429: skip the deployment until `until`; not a failure.
+    pub fn rate_limited(&self, until: Instant) {
+        let mut inner = self.lock();
+        inner.probe_out = false;
+        if inner.rate_limited_until.is_none_or(|u| u < until) {
+            inner.rate_limited_until = Some(until);
+        }
+    }
+
+    /// The request ended without a verdict (the client left): frees a half-open probe.
+    pub fn cancelled(&self) {
+        self.lock().probe_out = false;
+    }
+
+    /// When a rate-limit cooldown ends, if one is running at `now`.
+    pub fn rate_limited_until(&self, now: Instant) -> Option<Instant> {
+        self.lock().rate_limited_until.filter(|u| *u > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            consecutive_failures: 3,
+            error_rate: 0.5,
+            min_requests: 10,
+            window: MS(1000),
+            cooldown: MS(500),
+        }
+    }
+
+    #[test]
+    fn opens_on_consecutive_failures_then_probes_and_closes() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for i in 0..3 {
+            assert_eq!(b.try_acquire(t0), Ok(()));
+            assert_eq!(b.failure(t0), i == 2);
+        }
+        assert_eq!(b.state(t0), BreakerState::Open);
+        assert_eq!(b.try_acquire(t0 + MS(499)), Err(Refusal::Open));
+        // Cooldown over: one probe, and only one.
+        assert_eq!(b.state(t0 + MS(500)), BreakerState::HalfOpen);
+        assert_eq!(b.try_acquire(t0 + MS(500)), Ok(()));
+        assert_eq!(b.try_acquire(t0 + MS(501)), Err(Refusal::Open));
+        b.success(t0 + MS(510));
+        assert_eq!(b.state(t0 + MS(510)), BreakerState::Closed);
+        assert_eq!(b.try_acquire(t0 + MS(511)), Ok(()));
+    }
+
+    #[test]
+    fn failed_probe_reopens() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for _ in 0..3 {
+            b.failure(t0);
+        }
+        assert_eq!(b.try_acquire(t0 + MS(600)), Ok(()));
+        b.failure(t0 + MS(600));
+        assert_eq!(b.state(t0 + MS(601)), BreakerState::Open);
+        assert_eq!(b.try_acquire(t0 + MS(1000)), Err(Refusal::Open));
+        assert_eq!(b.try_acquire(t0 + MS(1100)), Ok(()));
+    }
+
+    #[test]
+    fn opens_on_error_rate_over_the_window() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        // Alternating: never 3 in a row, but half of them fail.
+        for i in 0..10 {
+            if i % 2 == 0 {
+                b.success(t0 + MS(i * 10));
+            } else {
+                b.failure(t0 + MS(i * 10));
+            }
+        }
+        assert_eq!(b.state(t0 + MS(100)), BreakerState::Open);
+    }
+
+    #[test]
+    fn old_failures_leave_the_window() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for i in 0..9 {
+            if i % 2 == 0 {
+                b.success(t0);
+            } else {
+                b.failure(t0);
+            }
+        }
+        // A second later the window is empty: one more failure does not open it.
+        b.success(t0 + MS(1500));
+        b.failure(t0 + MS(1600));
+        assert_eq!(b.state(t0 + MS(1600)), BreakerState::Closed);
+    }
+
+    #[test]
+    fn rate_limit_is_a_cooldown_not_a_failure() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        b.rate_limited(t0 + MS(300));
+        assert_eq!(b.try_acquire(t0 + MS(100)), Err(Refusal::RateLimited));
+        assert_eq!(b.try_acquire(t0 + MS(300)), Ok(()));
+        assert_eq!(b.state(t0 + MS(300)), BreakerState::Closed);
+    }
+
+    #[test]
+    fn cancelled_probe_frees_the_slot() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for _ in 0..3 {
+            b.failure(t0);
+        }
+        assert_eq!(b.try_acquire(t0 + MS(500)), Ok(()));
+        b.cancelled();
+        assert_eq!(b.try_acquire(t0 + MS(501)), Ok(()));
+    }
+}
