@@ -73,6 +73,14 @@ impl BreakerState {
     }
 }
 
+/// Leave to send one request, from [`Breaker::try_acquire`]; hand it back with the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "report the outcome with the permit"]
+pub struct Permit {
+    /// This request is the half-open probe: its outcome decides the breaker's state.
+    pub probe: bool,
+}
+
 /// Why a request may not use the deployment now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -97,6 +105,7 @@ struct Inner {
     state: BreakerState,
     opened_at: Option<Instant>,
     probe_out: bool,
+    probe_sent: Option<Instant>,
     consecutive: u32,
     buckets: [Bucket; BUCKETS],
     rate_limited_until: Option<Instant>,
@@ -119,6 +128,7 @@ impl Breaker {
                 state: BreakerState::Closed,
                 opened_at: None,
                 probe_out: false,
+                probe_sent: None,
                 consecutive: 0,
                 buckets: [Bucket::default(); BUCKETS],
                 rate_limited_until: None,
@@ -148,16 +158,16 @@ impl Breaker {
         }
     }
 
-    /// Asks to send a request at `now`. On `Ok(())` the caller must report the outcome with
+    /// Asks to send a request at `now`. On `Ok` the caller must report the outcome with
     /// [`Breaker::success`], [`Breaker::failure`], [`Breaker::rate_limited`] or
-    /// [`Breaker::cancelled`].
-    pub fn try_acquire(&self, now: Instant) -> Result<(), Refusal> {
+    /// [`Breaker::cancelled`], handing the permit back.
+    pub fn try_acquire(&self, now: Instant) -> Result<Permit, Refusal> {
         let mut inner = self.lock();
         if inner.rate_limited_until.is_some_and(|until| now < until) {
             return Err(Refusal::RateLimited);
         }
         match inner.state {
-            BreakerState::Closed => Ok(()),
+            BreakerState::Closed => Ok(Permit { probe: false }),
             BreakerState::Open => {
                 let cooled = inner
                     .opened_at
@@ -165,17 +175,24 @@ impl Breaker {
                 if cooled {
                     inner.state = BreakerState::HalfOpen;
                     inner.probe_out = true;
-                    Ok(())
+                    inner.probe_sent = Some(now);
+                    Ok(Permit { probe: true })
                 } else {
                     Err(Refusal::Open)
                 }
             }
             BreakerState::HalfOpen => {
-                if inner.probe_out {
+                // A probe whose outcome never came back (its request was dropped) is given up
+                // after a cooldown, so the breaker cannot stay half-open forever.
+                let lost = inner
+                    .probe_sent
+                    .is_some_and(|at| now >= at + self.config.cooldown);
+                if inner.probe_out && !lost {
                     Err(Refusal::Open)
                 } else {
                     inner.probe_out = true;
-                    Ok(())
+                    inner.probe_sent = Some(now);
+                    Ok(Permit { probe: true })
                 }
             }
         }
@@ -209,13 +226,14 @@ impl Breaker {
             .fold((0, 0), |(ok, failed), b| (ok + b.ok, failed + b.failed))
     }
 
-    /// The request succeeded.
-    pub fn success(&self, now: Instant) {
+    /// The request succeeded. Only the probe closes an open breaker: a request that was
+    /// already in flight when the breaker opened proves nothing about the deployment now.
+    pub fn success(&self, now: Instant, permit: Permit) {
         let mut inner = self.lock();
         self.record(&mut inner, now, true);
         inner.consecutive = 0;
-        inner.probe_out = false;
-        if inner.state != BreakerState::Closed {
+        if permit.probe {
+            inner.probe_out = false;
             inner.state = BreakerState::Closed;
             inner.opened_at = None;
             inner.buckets = [Bucket::default(); BUCKETS];
@@ -224,13 +242,17 @@ impl Breaker {
 
     /// The request failed in a way that counts against the deployment. Returns `true` when
     /// this failure opened the breaker.
-    pub fn failure(&self, now: Instant) -> bool {
+    pub fn failure(&self, now: Instant, permit: Permit) -> bool {
         let mut inner = self.lock();
         self.record(&mut inner, now, false);
         inner.consecutive += 1;
-        inner.probe_out = false;
+        if permit.probe {
+            inner.probe_out = false;
+        }
         let open = match inner.state {
-            BreakerState::HalfOpen | BreakerState::Open => true,
+            // A late failure of a request sent before the breaker opened changes nothing.
+            BreakerState::Open => return false,
+            BreakerState::HalfOpen => permit.probe,
             BreakerState::Closed => {
                 let (ok, failed) = self.window_counts(&inner, now);
                 let total = ok + failed;
@@ -248,17 +270,21 @@ impl Breaker {
     }
 
     /// The upstream answered 429: skip the deployment until `until`; not a failure.
-    pub fn rate_limited(&self, until: Instant) {
+    pub fn rate_limited(&self, until: Instant, permit: Permit) {
         let mut inner = self.lock();
-        inner.probe_out = false;
+        if permit.probe {
+            inner.probe_out = false;
+        }
         if inner.rate_limited_until.is_none_or(|u| u < until) {
             inner.rate_limited_until = Some(until);
         }
     }
 
-    /// The request ended without a verdict (the client left): frees a half-open probe.
-    pub fn cancelled(&self) {
-        self.lock().probe_out = false;
+    /// The request ended without a verdict on the deployment: frees a half-open probe.
+    pub fn cancelled(&self, permit: Permit) {
+        if permit.probe {
+            self.lock().probe_out = false;
+        }
     }
 
     /// When a rate-limit cooldown ends, if one is running at `now`.
@@ -272,6 +298,7 @@ mod tests {
     use super::*;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+    const NORMAL: Permit = Permit { probe: false };
 
     fn config() -> BreakerConfig {
         BreakerConfig {
@@ -288,18 +315,19 @@ mod tests {
         let t0 = Instant::now();
         let b = Breaker::new(config(), t0);
         for i in 0..3 {
-            assert_eq!(b.try_acquire(t0), Ok(()));
-            assert_eq!(b.failure(t0), i == 2);
+            let p = b.try_acquire(t0).unwrap();
+            assert_eq!(b.failure(t0, p), i == 2);
         }
         assert_eq!(b.state(t0), BreakerState::Open);
         assert_eq!(b.try_acquire(t0 + MS(499)), Err(Refusal::Open));
         // Cooldown over: one probe, and only one.
         assert_eq!(b.state(t0 + MS(500)), BreakerState::HalfOpen);
-        assert_eq!(b.try_acquire(t0 + MS(500)), Ok(()));
+        let probe = b.try_acquire(t0 + MS(500)).unwrap();
+        assert!(probe.probe);
         assert_eq!(b.try_acquire(t0 + MS(501)), Err(Refusal::Open));
-        b.success(t0 + MS(510));
+        b.success(t0 + MS(510), probe);
         assert_eq!(b.state(t0 + MS(510)), BreakerState::Closed);
-        assert_eq!(b.try_acquire(t0 + MS(511)), Ok(()));
+        assert_eq!(b.try_acquire(t0 + MS(511)), Ok(Permit { probe: false }));
     }
 
     #[test]
@@ -307,13 +335,13 @@ mod tests {
         let t0 = Instant::now();
         let b = Breaker::new(config(), t0);
         for _ in 0..3 {
-            b.failure(t0);
+            b.failure(t0, NORMAL);
         }
-        assert_eq!(b.try_acquire(t0 + MS(600)), Ok(()));
-        b.failure(t0 + MS(600));
+        let probe = b.try_acquire(t0 + MS(600)).unwrap();
+        b.failure(t0 + MS(600), probe);
         assert_eq!(b.state(t0 + MS(601)), BreakerState::Open);
         assert_eq!(b.try_acquire(t0 + MS(1000)), Err(Refusal::Open));
-        assert_eq!(b.try_acquire(t0 + MS(1100)), Ok(()));
+        assert_eq!(b.try_acquire(t0 + MS(1100)), Ok(Permit { probe: true }));
     }
 
     #[test]
@@ -323,9 +351,9 @@ mod tests {
         // Alternating: never 3 in a row, but half of them fail.
         for i in 0..10 {
             if i % 2 == 0 {
-                b.success(t0 + MS(i * 10));
+                b.success(t0 + MS(i * 10), NORMAL);
             } else {
-                b.failure(t0 + MS(i * 10));
+                b.failure(t0 + MS(i * 10), NORMAL);
             }
         }
         assert_eq!(b.state(t0 + MS(100)), BreakerState::Open);
@@ -337,14 +365,14 @@ mod tests {
         let b = Breaker::new(config(), t0);
         for i in 0..9 {
             if i % 2 == 0 {
-                b.success(t0);
+                b.success(t0, NORMAL);
             } else {
-                b.failure(t0);
+                b.failure(t0, NORMAL);
             }
         }
         // A second later the window is empty: one more failure does not open it.
-        b.success(t0 + MS(1500));
-        b.failure(t0 + MS(1600));
+        b.success(t0 + MS(1500), NORMAL);
+        b.failure(t0 + MS(1600), NORMAL);
         assert_eq!(b.state(t0 + MS(1600)), BreakerState::Closed);
     }
 
@@ -352,9 +380,9 @@ mod tests {
     fn rate_limit_is_a_cooldown_not_a_failure() {
         let t0 = Instant::now();
         let b = Breaker::new(config(), t0);
-        b.rate_limited(t0 + MS(300));
+        b.rate_limited(t0 + MS(300), NORMAL);
         assert_eq!(b.try_acquire(t0 + MS(100)), Err(Refusal::RateLimited));
-        assert_eq!(b.try_acquire(t0 + MS(300)), Ok(()));
+        assert_eq!(b.try_acquire(t0 + MS(300)), Ok(NORMAL));
         assert_eq!(b.state(t0 + MS(300)), BreakerState::Closed);
     }
 
@@ -363,10 +391,38 @@ mod tests {
         let t0 = Instant::now();
         let b = Breaker::new(config(), t0);
         for _ in 0..3 {
-            b.failure(t0);
+            b.failure(t0, NORMAL);
         }
-        assert_eq!(b.try_acquire(t0 + MS(500)), Ok(()));
-        b.cancelled();
-        assert_eq!(b.try_acquire(t0 + MS(501)), Ok(()));
+        let probe = b.try_acquire(t0 + MS(500)).unwrap();
+        b.cancelled(probe);
+        assert_eq!(b.try_acquire(t0 + MS(501)), Ok(Permit { probe: true }));
+    }
+
+    #[test]
+    fn a_lost_probe_is_given_up_after_a_cooldown() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for _ in 0..3 {
+            b.failure(t0, NORMAL);
+        }
+        let _lost = b.try_acquire(t0 + MS(500)).unwrap();
+        assert_eq!(b.try_acquire(t0 + MS(900)), Err(Refusal::Open));
+        assert_eq!(b.try_acquire(t0 + MS(1000)), Ok(Permit { probe: true }));
+    }
+
+    #[test]
+    fn late_outcomes_of_requests_sent_before_opening_change_nothing() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        let early = b.try_acquire(t0).unwrap();
+        for _ in 0..3 {
+            b.failure(t0, NORMAL);
+        }
+        // In flight when it opened: its success does not close it, nor does a late failure
+        // push the cooldown further out.
+        b.success(t0 + MS(10), early);
+        assert_eq!(b.state(t0 + MS(10)), BreakerState::Open);
+        assert!(!b.failure(t0 + MS(400), early));
+        assert_eq!(b.state(t0 + MS(500)), BreakerState::HalfOpen);
     }
 }

@@ -117,9 +117,7 @@ pub async fn read_limited(
             limit_ms: timeout.as_millis() as u64,
         })
     };
-    let mut first: Option<Bytes> = None;
-    let mut buf: Option<BytesMut> = None;
-    let mut len: u64 = 0;
+    let mut gathered = Gather::default();
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(timed_out()),
@@ -136,29 +134,47 @@ pub async fn read_limited(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        len += data.len() as u64;
-        if len > limit {
+        if gathered.push(data, content_length) > limit {
             drain(body, deadline).await;
             return Err(too_large());
         }
-        // Most bodies arrive in one frame: keep it without copying.
-        match (&mut first, &mut buf) {
-            (None, None) => first = Some(data),
+    }
+    Ok(gathered.finish())
+}
+
+/// Gathers the frames of a body. Most bodies arrive in one frame, which is kept as it is,
+/// without a copy.
+#[derive(Default)]
+struct Gather {
+    first: Option<Bytes>,
+    buf: Option<BytesMut>,
+    len: u64,
+}
+
+impl Gather {
+    /// Adds a frame; returns the length so far. `expected` sizes the buffer.
+    fn push(&mut self, data: Bytes, expected: Option<u64>) -> u64 {
+        self.len += data.len() as u64;
+        match (&mut self.first, &mut self.buf) {
+            (None, None) => self.first = Some(data),
             (Some(f), None) => {
-                let mut b = BytesMut::with_capacity(
-                    content_length.map_or(f.len() + data.len(), |n| n as usize),
-                );
+                let size = expected.map_or(f.len() + data.len(), |n| n as usize);
+                let mut b = BytesMut::with_capacity(size);
                 b.extend_from_slice(f);
                 b.extend_from_slice(&data);
-                buf = Some(b);
+                self.buf = Some(b);
             }
             (_, Some(b)) => b.extend_from_slice(&data),
         }
+        self.len
     }
-    Ok(match buf {
-        Some(b) => b.freeze(),
-        None => first.unwrap_or_default(),
-    })
+
+    fn finish(self) -> Bytes {
+        match self.buf {
+            Some(b) => b.freeze(),
+            None => self.first.unwrap_or_default(),
+        }
+    }
 }
 
 /// Reads and discards the rest of a body until it ends or `deadline`.
@@ -174,9 +190,7 @@ pub async fn read_upstream(
     deadline: Instant,
     idle: Duration,
 ) -> Result<Bytes, UpstreamReadError> {
-    let mut first: Option<Bytes> = None;
-    let mut buf: Option<BytesMut> = None;
-    let mut len: u64 = 0;
+    let mut gathered = Gather::default();
     loop {
         let until = deadline.min(Instant::now() + idle);
         let frame = match tokio::time::timeout_at(until, body.frame()).await {
@@ -188,25 +202,11 @@ pub async fn read_upstream(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        len += data.len() as u64;
-        if len > limit {
+        if gathered.push(data, None) > limit {
             return Err(UpstreamReadError::TooLarge);
         }
-        match (&mut first, &mut buf) {
-            (None, None) => first = Some(data),
-            (Some(f), None) => {
-                let mut b = BytesMut::with_capacity(f.len() + data.len());
-                b.extend_from_slice(f);
-                b.extend_from_slice(&data);
-                buf = Some(b);
-            }
-            (_, Some(b)) => b.extend_from_slice(&data),
-        }
     }
-    Ok(match buf {
-        Some(b) => b.freeze(),
-        None => first.unwrap_or_default(),
-    })
+    Ok(gathered.finish())
 }
 
 /// Why an upstream body could not be read.

@@ -269,20 +269,23 @@ async fn walk(
                 last_error = Some(route_timeout(plan, state));
                 break 'steps;
             }
-            if let Err(refusal) = dep.breaker.try_acquire(now) {
-                match refusal {
-                    sluice_core::breaker::Refusal::Open => {
-                        series.skipped_open.fetch_add(1, Relaxed)
-                    }
-                    sluice_core::breaker::Refusal::RateLimited => {
-                        if let Some(until) = dep.breaker.rate_limited_until(now) {
-                            cooldown_ends = Some(cooldown_ends.map_or(until, |c| c.min(until)));
+            let permit = match dep.breaker.try_acquire(now) {
+                Ok(p) => p,
+                Err(refusal) => {
+                    match refusal {
+                        sluice_core::breaker::Refusal::Open => {
+                            series.skipped_open.fetch_add(1, Relaxed)
                         }
-                        series.skipped_rate_limited.fetch_add(1, Relaxed)
-                    }
-                };
-                continue 'steps;
-            }
+                        sluice_core::breaker::Refusal::RateLimited => {
+                            if let Some(until) = dep.breaker.rate_limited_until(now) {
+                                cooldown_ends = Some(cooldown_ends.map_or(until, |c| c.min(until)));
+                            }
+                            series.skipped_rate_limited.fetch_add(1, Relaxed)
+                        }
+                    };
+                    continue 'steps;
+                }
+            };
             all_skipped = false;
             if tried > 0 {
                 series.retries.fetch_add(1, Relaxed);
@@ -311,7 +314,7 @@ async fn walk(
             };
             match attempt.run(upstream_body, request_id).await {
                 Ok(response) => {
-                    dep.breaker.success(Instant::now());
+                    dep.breaker.success(Instant::now(), permit);
                     if let Some(c) = canary {
                         c.record(Instant::now(), now.elapsed(), true);
                     }
@@ -335,14 +338,15 @@ async fn walk(
                     if e.is_rate_limited() {
                         dep.breaker.rate_limited(
                             failed_at + retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN),
+                            permit,
                         );
                     } else if e.counts_against_deployment() {
-                        if dep.breaker.failure(failed_at) {
+                        if dep.breaker.failure(failed_at, permit) {
                             series.breaker_opened.fetch_add(1, Relaxed);
                             tracing::warn!(model = %dep.name, error = %e, "circuit breaker opened");
                         }
                     } else {
-                        dep.breaker.cancelled();
+                        dep.breaker.cancelled(permit);
                     }
                     if let Some(c) = canary {
                         if e.counts_against_deployment() {
