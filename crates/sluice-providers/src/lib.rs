@@ -6,6 +6,7 @@
 //! upstream error response into an [`sluice_core::Error`]. Success bodies of the `openai`
 //! type are OpenAI's own format and pass through as bytes.
 
+pub mod anthropic;
 pub mod client;
 pub mod error;
 pub mod openai;

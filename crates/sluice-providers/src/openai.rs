@@ -21,40 +21,74 @@ pub struct OpenAi {
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-fn invalid(config: &ProviderConfig, what: &str) -> Error {
+pub(crate) fn invalid(config: &ProviderConfig, what: &str) -> Error {
     ErrorKind::Internal {
         message: format!("provider `{}`: {what}", config.name),
     }
     .into()
 }
 
+/// `base_url` + `path` as a URI.
+pub(crate) fn uri(config: &ProviderConfig, path: &str) -> Result<Uri, Error> {
+    format!("{}{path}", config.base_url)
+        .parse()
+        .map_err(|_| invalid(config, "`base_url` does not form a valid URI"))
+}
+
+/// The headers every request of a provider carries: JSON content type, the key under
+/// `auth` (`(name, value)`), and the configured extra headers. Secrets are marked sensitive.
+pub(crate) fn static_headers(
+    config: &ProviderConfig,
+    auth: Option<(HeaderName, String)>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
+    let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+    if let Some((name, value)) = auth {
+        let mut v = HeaderValue::from_str(&value)
+            .map_err(|_| invalid(config, "`api_key` is not a valid header value"))?;
+        v.set_sensitive(true);
+        headers.push((name, v));
+    }
+    for (name, value) in &config.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(config, "header name is invalid"))?;
+        let mut value = HeaderValue::from_str(value.expose())
+            .map_err(|_| invalid(config, "header value is invalid"))?;
+        value.set_sensitive(true);
+        headers.push((name, value));
+    }
+    Ok(headers)
+}
+
+/// A `POST` of `body` to `uri` with `headers` and the request id.
+pub(crate) fn post(
+    uri: &Uri,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+    request_id: &HeaderValue,
+) -> Request<UpstreamBody> {
+    let mut req = Request::new(UpstreamBody::new(body));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri.clone();
+    let h = req.headers_mut();
+    h.reserve(headers.len() + 1);
+    for (name, value) in headers {
+        h.insert(name.clone(), value.clone());
+    }
+    h.insert(HeaderName::from_static("x-request-id"), request_id.clone());
+    req
+}
+
 impl OpenAi {
     /// Prepares URIs and headers for `config`.
     pub fn new(config: &ProviderConfig) -> Result<Self, Error> {
-        let uri = |path: &str| -> Result<Uri, Error> {
-            format!("{}{path}", config.base_url)
-                .parse()
-                .map_err(|_| invalid(config, "`base_url` does not form a valid URI"))
-        };
-        let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-        if let Some(key) = &config.api_key {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                .map_err(|_| invalid(config, "`api_key` is not a valid header value"))?;
-            v.set_sensitive(true);
-            headers.push((AUTHORIZATION, v));
-        }
-        for (name, value) in &config.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| invalid(config, "header name is invalid"))?;
-            let mut value = HeaderValue::from_str(value.expose())
-                .map_err(|_| invalid(config, "header value is invalid"))?;
-            value.set_sensitive(true);
-            headers.push((name, value));
-        }
+        let auth = config
+            .api_key
+            .as_ref()
+            .map(|k| (AUTHORIZATION, format!("Bearer {}", k.expose())));
         Ok(Self {
-            chat_uri: uri("/chat/completions")?,
-            embeddings_uri: uri("/embeddings")?,
-            headers,
+            chat_uri: uri(config, "/chat/completions")?,
+            embeddings_uri: uri(config, "/embeddings")?,
+            headers: static_headers(config, auth)?,
         })
     }
 
@@ -66,18 +100,9 @@ impl OpenAi {
         request_id: &HeaderValue,
     ) -> Request<UpstreamBody> {
         let uri = match endpoint {
-            Endpoint::Chat => self.chat_uri.clone(),
-            Endpoint::Embeddings => self.embeddings_uri.clone(),
+            Endpoint::Chat => &self.chat_uri,
+            Endpoint::Embeddings => &self.embeddings_uri,
         };
-        let mut req = Request::new(UpstreamBody::new(body));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = uri;
-        let h = req.headers_mut();
-        h.reserve(self.headers.len() + 1);
-        for (name, value) in &self.headers {
-            h.insert(name.clone(), value.clone());
-        }
-        h.insert(HeaderName::from_static("x-request-id"), request_id.clone());
-        req
+        post(uri, &self.headers, body, request_id)
     }
 }

@@ -1,5 +1,6 @@
 //! The closed set of providers, dispatched statically.
 
+use crate::anthropic::{Anthropic, RequestOptions};
 use crate::client::{self, HttpClient, UpstreamBody};
 use crate::openai::OpenAi;
 use bytes::Bytes;
@@ -29,6 +30,7 @@ pub fn set_worker(index: usize) {
 
 enum Adapter {
     OpenAi(OpenAi),
+    Anthropic(Anthropic),
 }
 
 /// A configured provider: its adapter and its connection pool.
@@ -58,6 +60,7 @@ impl Provider {
     pub fn new(config: ProviderConfig, pools: usize) -> Result<Self, Error> {
         let adapter = match config.kind {
             ProviderType::OpenAi => Adapter::OpenAi(OpenAi::new(&config)?),
+            ProviderType::Anthropic => Adapter::Anthropic(Anthropic::new(&config)?),
         };
         let header_value = HeaderValue::from_str(&config.name).map_err(|_| {
             Error::from(sluice_core::ErrorKind::Internal {
@@ -80,6 +83,20 @@ impl Provider {
         &self.config.name
     }
 
+    /// How requests must be translated for this provider: `None` for OpenAI's own format
+    /// (bodies pass through), else the Anthropic translation settings.
+    pub fn anthropic(&self) -> Option<RequestOptions> {
+        match &self.adapter {
+            Adapter::OpenAi(_) => None,
+            Adapter::Anthropic(a) => Some(a.options),
+        }
+    }
+
+    /// Whether the provider serves `/v1/embeddings`.
+    pub fn has_embeddings(&self) -> bool {
+        matches!(self.adapter, Adapter::OpenAi(_))
+    }
+
     /// Whether the upstream accepts `stream_options.include_usage`.
     pub fn stream_usage(&self) -> bool {
         self.config.stream_usage
@@ -94,6 +111,7 @@ impl Provider {
     ) -> http::Request<UpstreamBody> {
         match &self.adapter {
             Adapter::OpenAi(a) => a.request(endpoint, body, request_id),
+            Adapter::Anthropic(a) => a.request(body, request_id),
         }
     }
 

@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use sluice_core::retry::{self, Next};
 use sluice_core::routing::RequestFacts;
 use sluice_core::{rng, Error, ErrorKind};
+use sluice_providers::anthropic;
 use sluice_providers::error as upstream_error;
 use sluice_providers::Provider;
 use sluice_types::{ChatRequest, EmbeddingsRequest, Usage};
@@ -96,20 +97,71 @@ impl View<'_> {
         }
     }
 
-    /// The body for one upstream, and whether the usage chunk sluice asked for must be
-    /// hidden from the client.
-    fn upstream_body(&self, body: &Bytes, upstream: &str, provider: &Provider) -> (Bytes, bool) {
-        match self {
-            Self::Chat(c) => {
+    /// The body for one upstream, and how to read its answer.
+    fn upstream_body(
+        &self,
+        body: &Bytes,
+        upstream: &str,
+        provider: &Provider,
+    ) -> Result<(Bytes, Wire), Error> {
+        match (self, provider.anthropic()) {
+            (Self::Chat(c), None) => {
                 let ask = c.stream && provider.stream_usage();
-                (
+                let strip_usage = ask && !c.include_usage;
+                Ok((
                     c.upstream_body(body, upstream, ask),
-                    ask && !c.include_usage,
-                )
+                    Wire::OpenAi { strip_usage },
+                ))
             }
-            Self::Embeddings(e) => (e.upstream_body(body, upstream), false),
+            (Self::Embeddings(e), None) => Ok((
+                e.upstream_body(body, upstream),
+                Wire::OpenAi { strip_usage: false },
+            )),
+            (Self::Chat(c), Some(options)) => {
+                // Only translating providers pay for a full parse of the request.
+                let full: sluice_types::openai::ChatCompletionRequest =
+                    serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
+                let translated = anthropic::to_request(&full, upstream, options).map_err(|e| {
+                    Error::from(ErrorKind::InvalidRequest {
+                        message: format!("cannot be sent to Anthropic: {}", e.0),
+                        param: Some("messages"),
+                    })
+                })?;
+                Ok((
+                    Bytes::from(translated),
+                    Wire::Anthropic {
+                        include_usage: c.include_usage,
+                    },
+                ))
+            }
+            (Self::Embeddings(_), Some(_)) => Err(ErrorKind::InvalidRequest {
+                message: format!(
+                    "provider `{}` (type `{}`) has no embeddings API",
+                    provider.name(),
+                    provider.config.kind.as_str()
+                ),
+                param: Some("model"),
+            }
+            .into()),
         }
     }
+}
+
+/// How an upstream's answer is read.
+#[derive(Debug, Clone, Copy)]
+enum Wire {
+    /// OpenAI's format: passed through; for a stream, hide the usage chunk sluice asked for.
+    OpenAi { strip_usage: bool },
+    /// Anthropic's format: translated; the client asked for a usage chunk or not.
+    Anthropic { include_usage: bool },
+}
+
+fn invalid_body(e: &serde_json::Error) -> Error {
+    ErrorKind::InvalidRequest {
+        message: format!("invalid request body: {e}"),
+        param: None,
+    }
+    .into()
 }
 
 /// Serves one proxied request of `endpoint`.
@@ -258,6 +310,22 @@ async fn walk(
         let series = state.metrics.series(step.deployment);
         let metrics = series.endpoint(endpoint);
         let upstream_id = step.upstream.unwrap_or(&dep.upstream);
+        if endpoint == Endpoint::Embeddings && !provider.has_embeddings() {
+            last_error = Some(
+                ErrorKind::InvalidRequest {
+                    message: format!(
+                        "model `{}` is served by provider `{}` (type `{}`), which has no embeddings API",
+                        dep.name,
+                        provider.name(),
+                        provider.config.kind.as_str()
+                    ),
+                    param: Some("model"),
+                }
+                .into(),
+            );
+            outcome.deployment = Some(step.deployment);
+            continue 'steps;
+        }
         let canary = match (step.canary, plan.route) {
             (true, Some(r)) => state.routes[r].canary.as_ref(),
             _ => None,
@@ -296,7 +364,7 @@ async fn walk(
             if let (true, Some(rm), 1) = (canary.is_some(), route_metrics, tried) {
                 rm.canary_requests.fetch_add(1, Relaxed);
             }
-            let (upstream_body, strip_usage) = view.upstream_body(body, upstream_id, provider);
+            let (upstream_body, wire) = view.upstream_body(body, upstream_id, provider)?;
             let deadline = route_deadline.map_or(now + provider.config.timeout, |d| {
                 d.min(now + provider.config.timeout)
             });
@@ -310,7 +378,8 @@ async fn walk(
                 deadline,
                 first_token_timeout: plan.first_token_timeout,
                 stream: view.stream(),
-                strip_usage,
+                wire,
+                model: view.model(),
             };
             match attempt.run(upstream_body, request_id).await {
                 Ok(response) => {
@@ -503,7 +572,9 @@ struct Attempt<'a> {
     deadline: Instant,
     first_token_timeout: Option<Duration>,
     stream: bool,
-    strip_usage: bool,
+    wire: Wire,
+    /// What the client asked for (translated answers name it).
+    model: &'a str,
 }
 
 impl Attempt<'_> {
@@ -648,12 +719,20 @@ impl Attempt<'_> {
             let ttft = self.attempt_started.elapsed();
             dep.ttft.observe(ttft);
             metrics.ttft.observe(self.started.elapsed());
+            let (strip_usage, translator) = match self.wire {
+                Wire::OpenAi { strip_usage } => (strip_usage, None),
+                Wire::Anthropic { include_usage } => (
+                    false,
+                    Some(anthropic::StreamTranslator::new(self.model, include_usage)),
+                ),
+            };
             let relay = Relay::new(
                 upstream,
                 first,
                 Arc::clone(self.state),
                 RelayParams {
-                    strip_usage: self.strip_usage,
+                    translator,
+                    strip_usage,
                     provider: provider.name().into(),
                     chunk_timeout,
                     deadline,
@@ -687,16 +766,33 @@ impl Attempt<'_> {
         .await
         .map_err(|e| self.read_error(e))?;
         dep.total.observe(self.attempt_started.elapsed());
-        if let Some(u) = Usage::from_response(&bytes) {
-            metrics.add_usage(&u);
-        }
+        let bytes = match self.wire {
+            Wire::OpenAi { .. } => {
+                if let Some(u) = Usage::from_response(&bytes) {
+                    metrics.add_usage(&u);
+                }
+                bytes
+            }
+            Wire::Anthropic { .. } => {
+                let (translated, usage) =
+                    anthropic::from_response(&bytes, self.model).map_err(|message| -> Error {
+                        ErrorKind::UpstreamProtocol {
+                            provider: provider.name().to_string(),
+                            message,
+                        }
+                        .into()
+                    })?;
+                metrics.add_usage(&usage);
+                Bytes::from(translated)
+            }
+        };
         let mut r = Response::new(ResponseBody::full(bytes));
         *r.status_mut() = head.status;
-        let content_type = head
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static("application/json"));
+        let content_type = match self.wire {
+            Wire::Anthropic { .. } => None,
+            Wire::OpenAi { .. } => head.headers.get(http::header::CONTENT_TYPE).cloned(),
+        }
+        .unwrap_or_else(|| HeaderValue::from_static("application/json"));
         r.headers_mut()
             .insert(http::header::CONTENT_TYPE, content_type);
         Ok(r)

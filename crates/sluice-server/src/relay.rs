@@ -13,6 +13,7 @@ use crate::state::AppState;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
+use sluice_providers::anthropic::{StreamStep, StreamTranslator};
 use sluice_types::sse::{after_key, event_data, Keep, SseScanner};
 use sluice_types::Usage;
 use std::convert::Infallible;
@@ -77,6 +78,7 @@ pub struct Relay {
     series: usize,
     started: std::time::Instant,
     recorded: bool,
+    translator: Option<StreamTranslator>,
 }
 
 /// How to relay one stream.
@@ -93,6 +95,8 @@ pub struct RelayParams {
     pub series: usize,
     /// When the request arrived.
     pub started: std::time::Instant,
+    /// Translate the upstream's events (Anthropic's) into OpenAI chunks.
+    pub translator: Option<StreamTranslator>,
 }
 
 fn error_event(message: &str, kind: &str, code: &str) -> Bytes {
@@ -130,6 +134,7 @@ impl Relay {
             series: p.series,
             started: p.started,
             recorded: false,
+            translator: p.translator,
         }
     }
 
@@ -156,7 +161,8 @@ impl Relay {
         let tail = self.scanner.finish();
         self.ended = true;
         if self.seen.done {
-            self.pending = (!tail.is_empty()).then_some(tail);
+            // A translated stream forwards only what the translator made of it.
+            self.pending = (!tail.is_empty() && self.translator.is_none()).then_some(tail);
         } else if self.seen.finish {
             // Finished but without the `[DONE]` marker some servers omit: complete it.
             let mut out = tail.to_vec();
@@ -173,6 +179,9 @@ impl Relay {
 
     /// Scans one read; returns what to forward now.
     fn on_data(&mut self, data: Bytes) -> Option<Bytes> {
+        if self.translator.is_some() {
+            return self.translate(data);
+        }
         let Relay {
             scanner,
             seen,
@@ -190,6 +199,49 @@ impl Relay {
                 );
                 self.fail(UpstreamError::Protocol, message, "upstream_bad_response");
                 None
+            }
+        }
+    }
+
+    /// Translates the complete events of one read into OpenAI chunks.
+    fn translate(&mut self, data: Bytes) -> Option<Bytes> {
+        let Relay {
+            scanner,
+            seen,
+            translator,
+            ..
+        } = self;
+        let translator = translator.as_mut()?;
+        let mut out = Vec::new();
+        let mut upstream_error = None;
+        let pushed = scanner.push(data, |ev| {
+            if let Some(data) = event_data(ev) {
+                match translator.on_event(&data, &mut out) {
+                    StreamStep::Continue => {}
+                    StreamStep::Done => seen.done = true,
+                    StreamStep::Error(m) => upstream_error = Some(m),
+                }
+            }
+            Keep::Drop
+        });
+        seen.usage = Some(translator.usage());
+        if let Err(too_large) = pushed {
+            let message = format!(
+                "upstream `{}` sent an event larger than {} bytes (`server.max_event_bytes`)",
+                self.provider, too_large.0
+            );
+            self.fail(UpstreamError::Protocol, message, "upstream_bad_response");
+        } else if let Some(m) = upstream_error {
+            let message = format!("upstream `{}` failed mid-stream: {m}", self.provider);
+            self.fail(UpstreamError::StreamCut, message, "stream_interrupted");
+        }
+        match (out.is_empty(), self.pending.take()) {
+            (true, None) => None,
+            (true, Some(p)) => Some(p),
+            (false, None) => Some(Bytes::from(out)),
+            (false, Some(p)) => {
+                out.extend_from_slice(&p);
+                Some(Bytes::from(out))
             }
         }
     }

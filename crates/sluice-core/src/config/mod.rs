@@ -121,6 +121,8 @@ pub struct UninitializedStorageConfig {
 pub enum ProviderType {
     /// OpenAI's API and every server compatible with it.
     OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
 }
 
 impl ProviderType {
@@ -128,6 +130,7 @@ impl ProviderType {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
         }
     }
 }
@@ -168,6 +171,10 @@ pub struct UninitializedProviderConfig {
     /// Accept any model name as `provider/model` (and bare names if this is the only such provider).
     #[serde(default)]
     pub passthrough: bool,
+    /// `anthropic`: `max_tokens` sent when the client sets none (Anthropic requires it).
+    pub default_max_tokens: Option<u64>,
+    /// `anthropic`: mark system prompts of at least this many bytes for prompt caching.
+    pub cache_system_min_bytes: Option<usize>,
 }
 
 /// Price of a model in USD per million tokens.
@@ -288,6 +295,10 @@ pub struct ProviderConfig {
     pub stream_usage: bool,
     /// Accept unconfigured model names.
     pub passthrough: bool,
+    /// `anthropic`: default `max_tokens` (4096).
+    pub default_max_tokens: u64,
+    /// `anthropic`: prompt-caching threshold for system prompts.
+    pub cache_system_min_bytes: Option<usize>,
 }
 
 /// Validated `[[models]]`.
@@ -484,10 +495,29 @@ fn load_provider(
         })?),
         None => None,
     };
-    let base_url = match (&p.base_url, preset) {
-        (Some(u), _) => u.trim_end_matches('/').to_string(),
-        (None, Some(pr)) => pr.base_url.to_string(),
-        (None, None) => presets::PRESETS[0].base_url.to_string(),
+    if p.kind != ProviderType::OpenAi && p.preset.is_some() {
+        return Err(ConfigError::new(
+            at("preset"),
+            "presets are for `type = \"openai\"` providers",
+        ));
+    }
+    if p.kind != ProviderType::Anthropic
+        && (p.default_max_tokens.is_some() || p.cache_system_min_bytes.is_some())
+    {
+        return Err(ConfigError::new(
+            at(if p.default_max_tokens.is_some() {
+                "default_max_tokens"
+            } else {
+                "cache_system_min_bytes"
+            }),
+            "only applies to `type = \"anthropic\"` providers",
+        ));
+    }
+    let base_url = match (&p.base_url, preset, p.kind) {
+        (Some(u), _, _) => u.trim_end_matches('/').to_string(),
+        (None, Some(pr), _) => pr.base_url.to_string(),
+        (None, None, ProviderType::Anthropic) => "https://api.anthropic.com".to_string(),
+        (None, None, ProviderType::OpenAi) => presets::PRESETS[0].base_url.to_string(),
     };
     let rest = base_url
         .strip_prefix("http://")
@@ -545,6 +575,17 @@ fn load_provider(
             .stream_usage
             .unwrap_or_else(|| preset.is_none_or(|pr| pr.stream_usage)),
         passthrough: p.passthrough,
+        default_max_tokens: match p.default_max_tokens {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    at("default_max_tokens"),
+                    "must be greater than 0",
+                ))
+            }
+            Some(n) => n,
+            None => 4096,
+        },
+        cache_system_min_bytes: p.cache_system_min_bytes,
         name: p.name,
         kind: p.kind,
         base_url,

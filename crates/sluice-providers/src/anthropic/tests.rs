@@ -1,0 +1,298 @@
+//! Translation tests against fixtures written from Anthropic's documented formats
+//! (`crates/sluice-testkit/fixtures/anthropic/`, see its README).
+
+use super::*;
+use serde_json::json;
+
+const RESPONSE_TOOL_USE: &str =
+    include_str!("../../../sluice-testkit/fixtures/anthropic/response_tool_use.json");
+const RESPONSE_CACHE: &str =
+    include_str!("../../../sluice-testkit/fixtures/anthropic/response_cache.json");
+const STREAM_TEXT: &str =
+    include_str!("../../../sluice-testkit/fixtures/anthropic/stream_text.sse");
+const STREAM_TOOL_USE: &str =
+    include_str!("../../../sluice-testkit/fixtures/anthropic/stream_tool_use.sse");
+const ERROR_OVERLOADED: &str =
+    include_str!("../../../sluice-testkit/fixtures/anthropic/error_overloaded.json");
+
+const OPTIONS: RequestOptions = RequestOptions {
+    default_max_tokens: 4096,
+    cache_system_min_bytes: None,
+};
+
+fn translate(req: serde_json::Value, options: RequestOptions) -> serde_json::Value {
+    let req: ChatCompletionRequest = serde_json::from_value(req).unwrap();
+    serde_json::from_slice(&to_request(&req, "claude-3-5-sonnet-20241022", options).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn request_maps_system_turns_tools_and_parameters() {
+    let out = translate(
+        json!({
+            "model": "claude",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "developer", "content": "Answer in French."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather here?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}
+                ]},
+                {"role": "assistant", "content": "Let me check.", "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "18C, cloudy"},
+                {"role": "user", "content": "Thanks"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": false,
+            "temperature": 1.7,
+            "top_p": 0.9,
+            "stop": ["END"],
+            "user": "u-42",
+            "stream": true
+        }),
+        OPTIONS,
+    );
+    assert_eq!(out["model"], "claude-3-5-sonnet-20241022");
+    assert_eq!(out["system"], "You are terse.\n\nAnswer in French.");
+    assert_eq!(
+        out["max_tokens"], 4096,
+        "Anthropic requires max_tokens: the default fills in"
+    );
+    assert_eq!(out["temperature"], 1.0, "clamped to Anthropic's range");
+    assert_eq!(out["top_p"], 0.9);
+    assert_eq!(out["stop_sequences"], json!(["END"]));
+    assert_eq!(out["stream"], true);
+    assert_eq!(out["metadata"]["user_id"], "u-42");
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
+    assert_eq!(
+        out["tools"][0]["input_schema"]["properties"]["location"]["type"],
+        "string"
+    );
+    let msgs = out["messages"].as_array().unwrap();
+    // user, assistant, user (tool result merged with the next user turn).
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(msgs[0]["role"], "user");
+    assert_eq!(
+        msgs[0]["content"][1],
+        json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})
+    );
+    assert_eq!(
+        msgs[0]["content"][2]["source"],
+        json!({"type": "url", "url": "https://example.com/cat.jpg"})
+    );
+    assert_eq!(
+        msgs[1]["content"][1],
+        json!({"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"location": "Paris"}})
+    );
+    assert_eq!(
+        msgs[2]["content"][0],
+        json!({"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C, cloudy"})
+    );
+    assert_eq!(
+        msgs[2]["content"][1],
+        json!({"type": "text", "text": "Thanks"})
+    );
+}
+
+#[test]
+fn request_marks_long_system_prompts_for_caching() {
+    let long = "x".repeat(5000);
+    let out = translate(
+        json!({"model": "c", "max_tokens": 10, "messages": [{"role": "system", "content": long}, {"role": "user", "content": "hi"}]}),
+        RequestOptions {
+            cache_system_min_bytes: Some(4096),
+            ..OPTIONS
+        },
+    );
+    assert_eq!(
+        out["system"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+    assert_eq!(out["max_tokens"], 10);
+    let short = translate(
+        json!({"model": "c", "messages": [{"role": "system", "content": "short"}, {"role": "user", "content": "hi"}]}),
+        RequestOptions {
+            cache_system_min_bytes: Some(4096),
+            ..OPTIONS
+        },
+    );
+    assert_eq!(short["system"], "short");
+}
+
+#[test]
+fn request_errors_are_clear() {
+    let req: ChatCompletionRequest = serde_json::from_value(
+        json!({"model": "c", "messages": [{"role": "system", "content": "only system"}]}),
+    )
+    .unwrap();
+    assert!(to_request(&req, "c", OPTIONS)
+        .unwrap_err()
+        .0
+        .contains("at least one"));
+    let req: ChatCompletionRequest = serde_json::from_value(json!({"model": "c", "messages": [{"role": "assistant", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]}]})).unwrap();
+    assert!(to_request(&req, "c", OPTIONS)
+        .unwrap_err()
+        .0
+        .contains("not JSON"));
+}
+
+#[test]
+fn response_with_tool_use() {
+    let (body, usage) = from_response(RESPONSE_TOOL_USE.as_bytes(), "claude").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "claude");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(
+        choice["message"]["content"],
+        "I need to call the get_weather function."
+    );
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["id"], "toolu_01A09q90qw90lq917835lq9");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: serde_json::Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        args,
+        json!({"location": "San Francisco, CA", "unit": "celsius"})
+    );
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (472, 89));
+    assert_eq!(v["usage"]["total_tokens"], 561);
+}
+
+#[test]
+fn response_usage_counts_cache_writes_and_reads() {
+    let (body, usage) = from_response(RESPONSE_CACHE.as_bytes(), "claude").unwrap();
+    assert_eq!(usage.prompt_tokens, 21 + 188_086);
+    assert_eq!(usage.cached_prompt_tokens, 0);
+    assert_eq!(usage.completion_tokens, 393);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+}
+
+fn run_stream(
+    fixture: &str,
+    include_usage: bool,
+) -> (Vec<serde_json::Value>, bool, StreamTranslator) {
+    let mut t = StreamTranslator::new("claude", include_usage);
+    let mut out = Vec::new();
+    let mut done = false;
+    for event in fixture.split("\n\n") {
+        if let Some(data) = sluice_types::sse::event_data(event.as_bytes()) {
+            done |= t.on_event(&data, &mut out) == StreamStep::Done;
+        }
+    }
+    let text = String::from_utf8(out).unwrap();
+    let events = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(|d| {
+            if d == "[DONE]" {
+                json!("[DONE]")
+            } else {
+                serde_json::from_str(d).unwrap()
+            }
+        })
+        .collect();
+    (events, done, t)
+}
+
+#[test]
+fn stream_of_text() {
+    let (events, done, t) = run_stream(STREAM_TEXT, true);
+    assert!(done);
+    assert_eq!(
+        events[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
+    assert_eq!(
+        events[0]["id"],
+        "chatcmpl-msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY"
+    );
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello!");
+    let finish: Vec<_> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finish, ["stop"]);
+    let usage = &events[events.len() - 2]["usage"];
+    assert_eq!(
+        (
+            usage["prompt_tokens"].as_u64(),
+            usage["completion_tokens"].as_u64()
+        ),
+        (Some(25), Some(15))
+    );
+    assert_eq!(events.last().unwrap(), &json!("[DONE]"));
+    assert_eq!(t.usage().completion_tokens, 15);
+    // Without include_usage there is no usage chunk, but usage is still counted.
+    let (events, _, t) = run_stream(STREAM_TEXT, false);
+    assert!(events.iter().all(|e| e.get("usage").is_none()));
+    assert_eq!(t.usage().prompt_tokens, 25);
+}
+
+#[test]
+fn stream_of_tool_use_with_argument_deltas() {
+    let (events, done, _) = run_stream(STREAM_TOOL_USE, false);
+    assert!(done);
+    let calls: Vec<&serde_json::Value> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    assert_eq!(calls[0]["id"], "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert!(calls.iter().all(|c| c["index"] == 0));
+    let args: String = calls
+        .iter()
+        .filter_map(|c| c["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&args).unwrap(),
+        json!({"location": "San Francisco, CA"})
+    );
+    let finish: Vec<_> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finish, ["tool_calls"]);
+}
+
+#[test]
+fn stream_error_event() {
+    let mut t = StreamTranslator::new("claude", false);
+    let mut out = Vec::new();
+    let step = t.on_event(
+        br#"{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}"#,
+        &mut out,
+    );
+    assert_eq!(step, StreamStep::Error("Overloaded".into()));
+}
+
+#[test]
+fn error_body_maps_to_a_retryable_gateway_error() {
+    let e = crate::error::from_response("anthropic", 529, None, ERROR_OVERLOADED.as_bytes());
+    assert_eq!(
+        e.message(),
+        "upstream `anthropic` failed with status 529: Overloaded"
+    );
+    assert_eq!(e.status_code(), 502);
+    assert!(e.is_retryable());
+    let e = crate::error::from_response("anthropic", 400, None, br#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: field required"}}"#);
+    assert_eq!(
+        (e.status_code(), e.error_type()),
+        (400, "invalid_request_error")
+    );
+    assert!(!e.is_retryable());
+}
