@@ -9,8 +9,9 @@
 pub mod anthropic;
 pub mod client;
 pub mod error;
+pub mod ollama;
 pub mod openai;
 mod provider;
 
 pub use client::{HttpClient, UpstreamBody};
-pub use provider::{set_worker, Endpoint, Provider};
+pub use provider::{set_worker, Endpoint, Provider, Translation};

@@ -2,6 +2,7 @@
 
 use crate::anthropic::{Anthropic, RequestOptions};
 use crate::client::{self, HttpClient, UpstreamBody};
+use crate::ollama::Ollama;
 use crate::openai::OpenAi;
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -31,6 +32,18 @@ pub fn set_worker(index: usize) {
 enum Adapter {
     OpenAi(OpenAi),
     Anthropic(Anthropic),
+    Ollama(Ollama),
+}
+
+/// How requests to a provider are written and its answers read.
+#[derive(Debug, Clone)]
+pub enum Translation {
+    /// OpenAI's own format: bodies pass through.
+    None,
+    /// Anthropic's Messages API.
+    Anthropic(RequestOptions),
+    /// Ollama's native API, with the default `keep_alive`.
+    Ollama(Option<String>),
 }
 
 /// A configured provider: its adapter and its connection pool.
@@ -61,6 +74,7 @@ impl Provider {
         let adapter = match config.kind {
             ProviderType::OpenAi => Adapter::OpenAi(OpenAi::new(&config)?),
             ProviderType::Anthropic => Adapter::Anthropic(Anthropic::new(&config)?),
+            ProviderType::Ollama => Adapter::Ollama(Ollama::new(&config)?),
         };
         let header_value = HeaderValue::from_str(&config.name).map_err(|_| {
             Error::from(sluice_core::ErrorKind::Internal {
@@ -83,18 +97,18 @@ impl Provider {
         &self.config.name
     }
 
-    /// How requests must be translated for this provider: `None` for OpenAI's own format
-    /// (bodies pass through), else the Anthropic translation settings.
-    pub fn anthropic(&self) -> Option<RequestOptions> {
+    /// How requests must be translated for this provider.
+    pub fn translation(&self) -> Translation {
         match &self.adapter {
-            Adapter::OpenAi(_) => None,
-            Adapter::Anthropic(a) => Some(a.options),
+            Adapter::OpenAi(_) => Translation::None,
+            Adapter::Anthropic(a) => Translation::Anthropic(a.options),
+            Adapter::Ollama(o) => Translation::Ollama(o.keep_alive.clone()),
         }
     }
 
     /// Whether the provider serves `/v1/embeddings`.
     pub fn has_embeddings(&self) -> bool {
-        matches!(self.adapter, Adapter::OpenAi(_))
+        !matches!(self.adapter, Adapter::Anthropic(_))
     }
 
     /// Whether the upstream accepts `stream_options.include_usage`.
@@ -112,6 +126,7 @@ impl Provider {
         match &self.adapter {
             Adapter::OpenAi(a) => a.request(endpoint, body, request_id),
             Adapter::Anthropic(a) => a.request(body, request_id),
+            Adapter::Ollama(o) => o.request(endpoint == Endpoint::Embeddings, body, request_id),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use crate::body::{self, error_response, ResponseBody, UpstreamReadError};
 use crate::metrics::{Endpoint, EndpointMetrics, UpstreamError};
-use crate::relay::{Relay, RelayParams};
+use crate::relay::{Relay, RelayParams, Translator};
 use crate::state::{self, AppState, Plan, Resolved};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -20,9 +20,9 @@ use hyper::body::Incoming;
 use sluice_core::retry::{self, Next};
 use sluice_core::routing::RequestFacts;
 use sluice_core::{rng, Error, ErrorKind};
-use sluice_providers::anthropic;
 use sluice_providers::error as upstream_error;
 use sluice_providers::Provider;
+use sluice_providers::{anthropic, ollama, Translation};
 use sluice_types::{ChatRequest, EmbeddingsRequest, Usage};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -104,8 +104,8 @@ impl View<'_> {
         upstream: &str,
         provider: &Provider,
     ) -> Result<(Bytes, Wire), Error> {
-        match (self, provider.anthropic()) {
-            (Self::Chat(c), None) => {
+        match (self, provider.translation()) {
+            (Self::Chat(c), Translation::None) => {
                 let ask = c.stream && provider.stream_usage();
                 let strip_usage = ask && !c.include_usage;
                 Ok((
@@ -113,20 +113,16 @@ impl View<'_> {
                     Wire::OpenAi { strip_usage },
                 ))
             }
-            (Self::Embeddings(e), None) => Ok((
+            (Self::Embeddings(e), Translation::None) => Ok((
                 e.upstream_body(body, upstream),
                 Wire::OpenAi { strip_usage: false },
             )),
-            (Self::Chat(c), Some(options)) => {
+            (Self::Chat(c), Translation::Anthropic(options)) => {
                 // Only translating providers pay for a full parse of the request.
                 let full: sluice_types::openai::ChatCompletionRequest =
                     serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
-                let translated = anthropic::to_request(&full, upstream, options).map_err(|e| {
-                    Error::from(ErrorKind::InvalidRequest {
-                        message: format!("cannot be sent to Anthropic: {}", e.0),
-                        param: Some("messages"),
-                    })
-                })?;
+                let translated = anthropic::to_request(&full, upstream, options)
+                    .map_err(|e| untranslatable("Anthropic", &e.0))?;
                 Ok((
                     Bytes::from(translated),
                     Wire::Anthropic {
@@ -134,7 +130,25 @@ impl View<'_> {
                     },
                 ))
             }
-            (Self::Embeddings(_), Some(_)) => Err(ErrorKind::InvalidRequest {
+            (Self::Chat(c), Translation::Ollama(keep_alive)) => {
+                let full: sluice_types::openai::ChatCompletionRequest =
+                    serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
+                let translated =
+                    ollama::to_chat_request(&full, body, upstream, keep_alive.as_deref())
+                        .map_err(|e| untranslatable("Ollama", &e.0))?;
+                Ok((
+                    Bytes::from(translated),
+                    Wire::Ollama {
+                        include_usage: c.include_usage,
+                    },
+                ))
+            }
+            (Self::Embeddings(_), Translation::Ollama(keep_alive)) => {
+                let translated = ollama::to_embed_request(body, upstream, keep_alive.as_deref())
+                    .map_err(|e| untranslatable("Ollama", &e.0))?;
+                Ok((Bytes::from(translated), Wire::OllamaEmbed))
+            }
+            (Self::Embeddings(_), Translation::Anthropic(_)) => Err(ErrorKind::InvalidRequest {
                 message: format!(
                     "provider `{}` (type `{}`) has no embeddings API",
                     provider.name(),
@@ -154,6 +168,18 @@ enum Wire {
     OpenAi { strip_usage: bool },
     /// Anthropic's format: translated; the client asked for a usage chunk or not.
     Anthropic { include_usage: bool },
+    /// Ollama's native chat: translated (NDJSON streams).
+    Ollama { include_usage: bool },
+    /// Ollama's native embeddings: translated.
+    OllamaEmbed,
+}
+
+fn untranslatable(to: &str, why: &str) -> Error {
+    ErrorKind::InvalidRequest {
+        message: format!("cannot be sent to {to}: {why}"),
+        param: Some("messages"),
+    }
+    .into()
 }
 
 fn invalid_body(e: &serde_json::Error) -> Error {
@@ -682,7 +708,8 @@ impl Attempt<'_> {
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if self.stream && is_sse {
+        let is_ndjson = matches!(self.wire, Wire::Ollama { .. });
+        if self.stream && (is_sse || is_ndjson) {
             // Commit only once the first byte is here: until then, failing over is free.
             let first_deadline = match first_wait {
                 Some(_) => head_deadline,
@@ -723,8 +750,19 @@ impl Attempt<'_> {
                 Wire::OpenAi { strip_usage } => (strip_usage, None),
                 Wire::Anthropic { include_usage } => (
                     false,
-                    Some(anthropic::StreamTranslator::new(self.model, include_usage)),
+                    Some(Translator::Anthropic(anthropic::StreamTranslator::new(
+                        self.model,
+                        include_usage,
+                    ))),
                 ),
+                Wire::Ollama { include_usage } => (
+                    false,
+                    Some(Translator::Ollama(ollama::LineTranslator::new(
+                        self.model,
+                        include_usage,
+                    ))),
+                ),
+                Wire::OllamaEmbed => (false, None),
             };
             let relay = Relay::new(
                 upstream,
@@ -773,15 +811,19 @@ impl Attempt<'_> {
                 }
                 bytes
             }
-            Wire::Anthropic { .. } => {
-                let (translated, usage) =
-                    anthropic::from_response(&bytes, self.model).map_err(|message| -> Error {
-                        ErrorKind::UpstreamProtocol {
-                            provider: provider.name().to_string(),
-                            message,
-                        }
-                        .into()
-                    })?;
+            Wire::Anthropic { .. } | Wire::Ollama { .. } | Wire::OllamaEmbed => {
+                let translated = match self.wire {
+                    Wire::Anthropic { .. } => anthropic::from_response(&bytes, self.model),
+                    Wire::Ollama { .. } => ollama::from_chat_response(&bytes, self.model),
+                    _ => ollama::from_embed_response(&bytes, self.model),
+                };
+                let (translated, usage) = translated.map_err(|message| -> Error {
+                    ErrorKind::UpstreamProtocol {
+                        provider: provider.name().to_string(),
+                        message,
+                    }
+                    .into()
+                })?;
                 metrics.add_usage(&usage);
                 Bytes::from(translated)
             }
@@ -789,8 +831,8 @@ impl Attempt<'_> {
         let mut r = Response::new(ResponseBody::full(bytes));
         *r.status_mut() = head.status;
         let content_type = match self.wire {
-            Wire::Anthropic { .. } => None,
             Wire::OpenAi { .. } => head.headers.get(http::header::CONTENT_TYPE).cloned(),
+            _ => None,
         }
         .unwrap_or_else(|| HeaderValue::from_static("application/json"));
         r.headers_mut()

@@ -14,6 +14,43 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use sluice_providers::anthropic::{StreamStep, StreamTranslator};
+use sluice_providers::ollama::{LineStep, LineTranslator};
+
+/// Turns a non-OpenAI stream into OpenAI chunk events.
+pub enum Translator {
+    /// Anthropic's SSE events.
+    Anthropic(StreamTranslator),
+    /// Ollama's NDJSON lines.
+    Ollama(LineTranslator),
+}
+
+impl Translator {
+    /// Feeds one event (or line); appends what it yields. `Err` carries an upstream error.
+    fn feed(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
+        match self {
+            Self::Anthropic(t) => match event_data(raw) {
+                None => Ok(false),
+                Some(data) => match t.on_event(&data, out) {
+                    StreamStep::Continue => Ok(false),
+                    StreamStep::Done => Ok(true),
+                    StreamStep::Error(m) => Err(m),
+                },
+            },
+            Self::Ollama(t) => match t.on_line(raw, out) {
+                LineStep::Continue => Ok(false),
+                LineStep::Done => Ok(true),
+                LineStep::Error(m) => Err(m),
+            },
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        match self {
+            Self::Anthropic(t) => t.usage(),
+            Self::Ollama(t) => t.usage(),
+        }
+    }
+}
 use sluice_types::sse::{after_key, event_data, Keep, SseScanner};
 use sluice_types::Usage;
 use std::convert::Infallible;
@@ -78,7 +115,7 @@ pub struct Relay {
     series: usize,
     started: std::time::Instant,
     recorded: bool,
-    translator: Option<StreamTranslator>,
+    translator: Option<Translator>,
 }
 
 /// How to relay one stream.
@@ -95,8 +132,8 @@ pub struct RelayParams {
     pub series: usize,
     /// When the request arrived.
     pub started: std::time::Instant,
-    /// Translate the upstream's events (Anthropic's) into OpenAI chunks.
-    pub translator: Option<StreamTranslator>,
+    /// Translate the upstream's events (Anthropic's, Ollama's) into OpenAI chunks.
+    pub translator: Option<Translator>,
 }
 
 fn error_event(message: &str, kind: &str, code: &str) -> Bytes {
@@ -120,7 +157,12 @@ impl Relay {
         let idle_until = p.deadline.min(Instant::now() + p.chunk_timeout);
         Self {
             upstream,
-            scanner: SseScanner::new(state.server.max_event_bytes as usize),
+            scanner: match p.translator {
+                Some(Translator::Ollama(_)) => {
+                    SseScanner::lines(state.server.max_event_bytes as usize)
+                }
+                _ => SseScanner::new(state.server.max_event_bytes as usize),
+            },
             seen: Seen::default(),
             strip_usage: p.strip_usage,
             provider: p.provider,
@@ -160,6 +202,18 @@ impl Relay {
     fn upstream_ended(&mut self) {
         let tail = self.scanner.finish();
         self.ended = true;
+        if let (Some(t), false) = (self.translator.as_mut(), tail.is_empty()) {
+            // An unterminated last record (NDJSON without a final newline) still counts.
+            let mut out = Vec::new();
+            if let Ok(done) = t.feed(&tail, &mut out) {
+                self.seen.done |= done;
+                self.seen.usage = Some(t.usage());
+            }
+            if self.seen.done {
+                self.pending = (!out.is_empty()).then(|| Bytes::from(out));
+                return;
+            }
+        }
         if self.seen.done {
             // A translated stream forwards only what the translator made of it.
             self.pending = (!tail.is_empty() && self.translator.is_none()).then_some(tail);
@@ -215,12 +269,9 @@ impl Relay {
         let mut out = Vec::new();
         let mut upstream_error = None;
         let pushed = scanner.push(data, |ev| {
-            if let Some(data) = event_data(ev) {
-                match translator.on_event(&data, &mut out) {
-                    StreamStep::Continue => {}
-                    StreamStep::Done => seen.done = true,
-                    StreamStep::Error(m) => upstream_error = Some(m),
-                }
+            match translator.feed(ev, &mut out) {
+                Ok(done) => seen.done |= done,
+                Err(m) => upstream_error = Some(m),
             }
             Keep::Drop
         });

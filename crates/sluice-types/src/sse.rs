@@ -20,11 +20,18 @@ pub enum Keep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventTooLarge(pub usize);
 
-/// Splits a byte stream into SSE events (each ends with a blank line, `\n\n` or `\r\n\r\n`).
+/// Splits a byte stream into SSE events (each ends with a blank line, `\n\n` or `\r\n\r\n`),
+/// or, for newline-delimited JSON streams, into lines.
 #[derive(Debug)]
 pub struct SseScanner {
     partial: BytesMut,
     max_event_bytes: usize,
+    lines: bool,
+}
+
+/// The end of the line that starts at or after `from`: the index just past its `\n`.
+fn next_line(data: &[u8], from: usize) -> Option<usize> {
+    memchr::memchr(b'\n', &data[from..]).map(|i| from + i + 1)
 }
 
 /// The end of the event that starts at or after `from`: the index just past its blank line.
@@ -47,6 +54,15 @@ impl SseScanner {
         Self {
             partial: BytesMut::new(),
             max_event_bytes,
+            lines: false,
+        }
+    }
+
+    /// A scanner of newline-delimited records (NDJSON) instead of SSE events.
+    pub fn lines(max_line_bytes: usize) -> Self {
+        Self {
+            lines: true,
+            ..Self::new(max_line_bytes)
         }
     }
 
@@ -68,7 +84,8 @@ impl SseScanner {
         let mut pos = 0;
         let mut search = resume;
         let mut rebuilt: Option<BytesMut> = None;
-        while let Some(end) = next_boundary(&data, search) {
+        let boundary = if self.lines { next_line } else { next_boundary };
+        while let Some(end) = boundary(&data, search) {
             let event = &data[pos..end];
             match (on_event(event), rebuilt.as_mut()) {
                 (Keep::Yes, Some(out)) => out.extend_from_slice(event),
@@ -207,6 +224,21 @@ mod tests {
         let (seen, out) = run(&["data: 1\n\ndata: tail"], "");
         assert_eq!(seen.len(), 1);
         assert_eq!(out, "data: 1\n\ndata: tail");
+    }
+
+    #[test]
+    fn splits_lines() {
+        let mut s = SseScanner::lines(1 << 20);
+        let mut seen = Vec::new();
+        let _ = s.push(Bytes::from_static(b"{\"a\":1}\n{\"b\""), |l| {
+            seen.push(l.to_vec());
+            Keep::Yes
+        });
+        let _ = s.push(Bytes::from_static(b":2}\n"), |l| {
+            seen.push(l.to_vec());
+            Keep::Yes
+        });
+        assert_eq!(seen, [b"{\"a\":1}\n".to_vec(), b"{\"b\":2}\n".to_vec()]);
     }
 
     #[test]

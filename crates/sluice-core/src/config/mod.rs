@@ -123,6 +123,8 @@ pub enum ProviderType {
     OpenAi,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Ollama's native API.
+    Ollama,
 }
 
 impl ProviderType {
@@ -131,6 +133,7 @@ impl ProviderType {
         match self {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
+            Self::Ollama => "ollama",
         }
     }
 }
@@ -175,6 +178,8 @@ pub struct UninitializedProviderConfig {
     pub default_max_tokens: Option<u64>,
     /// `anthropic`: mark system prompts of at least this many bytes for prompt caching.
     pub cache_system_min_bytes: Option<usize>,
+    /// `ollama`: `keep_alive` sent when a request has none (`"5m"`, `"1h"`, `"-1"`, `"0"`).
+    pub keep_alive: Option<String>,
 }
 
 /// Price of a model in USD per million tokens.
@@ -299,6 +304,8 @@ pub struct ProviderConfig {
     pub default_max_tokens: u64,
     /// `anthropic`: prompt-caching threshold for system prompts.
     pub cache_system_min_bytes: Option<usize>,
+    /// `ollama`: default `keep_alive`.
+    pub keep_alive: Option<String>,
 }
 
 /// Validated `[[models]]`.
@@ -513,10 +520,17 @@ fn load_provider(
             "only applies to `type = \"anthropic\"` providers",
         ));
     }
+    if p.kind != ProviderType::Ollama && p.keep_alive.is_some() {
+        return Err(ConfigError::new(
+            at("keep_alive"),
+            "only applies to `type = \"ollama\"` providers",
+        ));
+    }
     let base_url = match (&p.base_url, preset, p.kind) {
         (Some(u), _, _) => u.trim_end_matches('/').to_string(),
         (None, Some(pr), _) => pr.base_url.to_string(),
         (None, None, ProviderType::Anthropic) => "https://api.anthropic.com".to_string(),
+        (None, None, ProviderType::Ollama) => "http://127.0.0.1:11434".to_string(),
         (None, None, ProviderType::OpenAi) => presets::PRESETS[0].base_url.to_string(),
     };
     let rest = base_url
@@ -586,6 +600,7 @@ fn load_provider(
             None => 4096,
         },
         cache_system_min_bytes: p.cache_system_min_bytes,
+        keep_alive: p.keep_alive,
         name: p.name,
         kind: p.kind,
         base_url,

@@ -1,0 +1,204 @@
+//! `type = "ollama"` over real loopback HTTP, against a fake Ollama that serves the
+//! documented fixtures of `sluice-testkit/fixtures/ollama/`, streaming NDJSON line by line.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
+use hyper::service::service_fn;
+use serde_json::json;
+use sluice_testkit::client::{post_json, post_stream};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+const CHAT: &str = include_str!("../../sluice-testkit/fixtures/ollama/chat_response.json");
+const STREAM: &str = include_str!("../../sluice-testkit/fixtures/ollama/chat_stream.ndjson");
+const EMBED: &str = include_str!("../../sluice-testkit/fixtures/ollama/embed_response.json");
+
+type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn fake_ollama() -> (SocketAddr, Seen) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let record = Arc::clone(&record);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let record = Arc::clone(&record);
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let stream = json["stream"] == true;
+                        record.lock().unwrap().push((path.clone(), json));
+                        let body: Body = match (path.as_str(), stream) {
+                            ("/api/chat", true) => {
+                                // One line per frame, as Ollama flushes them.
+                                Lines(
+                                    STREAM
+                                        .lines()
+                                        .map(|l| Bytes::from(format!("{l}\n")))
+                                        .collect(),
+                                )
+                                .boxed()
+                            }
+                            ("/api/chat", false) => {
+                                Full::new(Bytes::from_static(CHAT.as_bytes())).boxed()
+                            }
+                            _ => Full::new(Bytes::from_static(EMBED.as_bytes())).boxed(),
+                        };
+                        let mut resp = http::Response::new(body);
+                        let ctype = if stream {
+                            "application/x-ndjson"
+                        } else {
+                            "application/json"
+                        };
+                        resp.headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static(ctype));
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A body that yields one frame per line, each as its own frame.
+struct Lines(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Lines {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+async fn gateway(addr: SocketAddr) -> common::Gateway {
+    common::start_with(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "{dir}"
+[[providers]]
+name = "ollama"
+type = "ollama"
+base_url = "http://{addr}"
+keep_alive = "10m"
+[[models]]
+name = "local"
+provider = "ollama"
+upstream = "llama3.2"
+[[models]]
+name = "minilm"
+provider = "ollama"
+upstream = "all-minilm"
+"#,
+        dir = std::env::temp_dir().join("sluice-test-data").display(),
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn chat_and_keep_alive() {
+    let (addr, seen) = fake_ollama().await;
+    let gw = gateway(addr).await;
+    let body = json!({"model": "local", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20});
+    let r = post_json(&gw.url("/v1/chat/completions"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Hello! How are you today?"
+    );
+    assert_eq!(r.json()["usage"]["completion_tokens"], 298);
+    let body = json!({"model": "local", "messages": [{"role": "user", "content": "hi"}], "keep_alive": -1});
+    post_json(&gw.url("/v1/chat/completions"), body.to_string(), &[])
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].0, "/api/chat");
+    assert_eq!(seen[0].1["model"], "llama3.2");
+    assert_eq!(seen[0].1["keep_alive"], "10m", "the provider's default");
+    assert_eq!(seen[0].1["options"]["num_predict"], 20);
+    assert_eq!(
+        seen[1].1["keep_alive"], -1,
+        "the request's own, passed through"
+    );
+}
+
+#[tokio::test]
+async fn ndjson_stream_is_relayed_as_sse() {
+    let (addr, _seen) = fake_ollama().await;
+    let gw = gateway(addr).await;
+    let body = json!({"model": "local", "stream": true, "messages": [{"role": "user", "content": "sky?"}]});
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(s.status, 200);
+    assert_eq!(s.header("content-type"), Some("text/event-stream"));
+    let (events, err) = s.collect_events().await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(e).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, "The sky is blue.");
+    let m = sluice_testkit::client::get(&gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text();
+    assert!(m.contains(r#"sluice_tokens_total{model="local",provider="ollama",endpoint="chat",direction="out"} 282"#), "{m}");
+}
+
+#[tokio::test]
+async fn embeddings_through_ollama() {
+    let (addr, seen) = fake_ollama().await;
+    let gw = gateway(addr).await;
+    let r = post_json(
+        &gw.url("/v1/embeddings"),
+        r#"{"model":"minilm","input":"hello"}"#,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.json()["data"][0]["embedding"].as_array().unwrap().len(),
+        10
+    );
+    assert_eq!(r.json()["usage"]["prompt_tokens"], 8);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].0, "/api/embed");
+    assert_eq!(
+        seen[0].1,
+        json!({"model": "all-minilm", "input": "hello", "keep_alive": "10m"})
+    );
+}
