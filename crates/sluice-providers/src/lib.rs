@@ -9,6 +9,7 @@
 pub mod anthropic;
 pub mod client;
 pub mod error;
+pub mod gemini;
 pub mod ollama;
 pub mod openai;
 mod provider;

@@ -2,6 +2,7 @@
 
 use crate::anthropic::{Anthropic, RequestOptions};
 use crate::client::{self, HttpClient, UpstreamBody};
+use crate::gemini::{self, Gemini};
 use crate::ollama::Ollama;
 use crate::openai::OpenAi;
 use bytes::Bytes;
@@ -33,6 +34,7 @@ enum Adapter {
     OpenAi(OpenAi),
     Anthropic(Anthropic),
     Ollama(Ollama),
+    Gemini(Gemini),
 }
 
 /// How requests to a provider are written and its answers read.
@@ -44,6 +46,8 @@ pub enum Translation {
     Anthropic(RequestOptions),
     /// Ollama's native API, with the default `keep_alive`.
     Ollama(Option<String>),
+    /// Google's Gemini API.
+    Gemini,
 }
 
 /// A configured provider: its adapter and its connection pool.
@@ -75,6 +79,7 @@ impl Provider {
             ProviderType::OpenAi => Adapter::OpenAi(OpenAi::new(&config)?),
             ProviderType::Anthropic => Adapter::Anthropic(Anthropic::new(&config)?),
             ProviderType::Ollama => Adapter::Ollama(Ollama::new(&config)?),
+            ProviderType::Gemini => Adapter::Gemini(Gemini::new(&config)?),
         };
         let header_value = HeaderValue::from_str(&config.name).map_err(|_| {
             Error::from(sluice_core::ErrorKind::Internal {
@@ -103,6 +108,7 @@ impl Provider {
             Adapter::OpenAi(_) => Translation::None,
             Adapter::Anthropic(a) => Translation::Anthropic(a.options),
             Adapter::Ollama(o) => Translation::Ollama(o.keep_alive.clone()),
+            Adapter::Gemini(_) => Translation::Gemini,
         }
     }
 
@@ -116,18 +122,29 @@ impl Provider {
         self.config.stream_usage
     }
 
-    /// The upstream request for `endpoint` carrying `body` (already in the upstream's format).
+    /// The upstream request for `endpoint` carrying `body` (already in the upstream's
+    /// format), for upstream model `model`, streamed or not (Gemini puts both in the URL).
     pub fn request(
         &self,
         endpoint: Endpoint,
+        model: &str,
+        stream: bool,
         body: Bytes,
         request_id: &HeaderValue,
-    ) -> http::Request<UpstreamBody> {
-        match &self.adapter {
+    ) -> Result<http::Request<UpstreamBody>, Error> {
+        Ok(match &self.adapter {
             Adapter::OpenAi(a) => a.request(endpoint, body, request_id),
             Adapter::Anthropic(a) => a.request(body, request_id),
             Adapter::Ollama(o) => o.request(endpoint == Endpoint::Embeddings, body, request_id),
-        }
+            Adapter::Gemini(g) => {
+                let method = match (endpoint, stream) {
+                    (Endpoint::Embeddings, _) => gemini::Method::Embed,
+                    (Endpoint::Chat, true) => gemini::Method::Stream,
+                    (Endpoint::Chat, false) => gemini::Method::Generate,
+                };
+                g.request(model, method, body, request_id)?
+            }
+        })
     }
 
     /// Sends a request on the pool and waits for the response head.

@@ -22,7 +22,7 @@ use sluice_core::routing::RequestFacts;
 use sluice_core::{rng, Error, ErrorKind};
 use sluice_providers::error as upstream_error;
 use sluice_providers::Provider;
-use sluice_providers::{anthropic, ollama, Translation};
+use sluice_providers::{anthropic, gemini, ollama, Translation};
 use sluice_types::{ChatRequest, EmbeddingsRequest, Usage};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -148,6 +148,28 @@ impl View<'_> {
                     .map_err(|e| untranslatable("Ollama", &e.0))?;
                 Ok((Bytes::from(translated), Wire::OllamaEmbed))
             }
+            (Self::Chat(c), Translation::Gemini) => {
+                let full: sluice_types::openai::ChatCompletionRequest =
+                    serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
+                let translated =
+                    gemini::to_request(&full).map_err(|e| untranslatable("Gemini", &e.0))?;
+                Ok((
+                    Bytes::from(translated),
+                    Wire::Gemini {
+                        include_usage: c.include_usage,
+                    },
+                ))
+            }
+            (Self::Embeddings(e), Translation::Gemini) => {
+                let translated = gemini::to_embed_request(body, upstream)
+                    .map_err(|e| untranslatable("Gemini", &e.0))?;
+                Ok((
+                    Bytes::from(translated),
+                    Wire::GeminiEmbed {
+                        estimated_tokens: e.estimated_tokens(),
+                    },
+                ))
+            }
             (Self::Embeddings(_), Translation::Anthropic(_)) => Err(ErrorKind::InvalidRequest {
                 message: format!(
                     "provider `{}` (type `{}`) has no embeddings API",
@@ -172,6 +194,10 @@ enum Wire {
     Ollama { include_usage: bool },
     /// Ollama's native embeddings: translated.
     OllamaEmbed,
+    /// Gemini's `generateContent`: translated (SSE streams without an end marker).
+    Gemini { include_usage: bool },
+    /// Gemini's `batchEmbedContents`: translated; Gemini counts no tokens for them.
+    GeminiEmbed { estimated_tokens: u64 },
 }
 
 fn untranslatable(to: &str, why: &str) -> Error {
@@ -406,6 +432,7 @@ async fn walk(
                 stream: view.stream(),
                 wire,
                 model: view.model(),
+                upstream_model: upstream_id,
             };
             match attempt.run(upstream_body, request_id).await {
                 Ok(response) => {
@@ -601,6 +628,8 @@ struct Attempt<'a> {
     wire: Wire,
     /// What the client asked for (translated answers name it).
     model: &'a str,
+    /// The model id sent upstream.
+    upstream_model: &'a str,
 }
 
 impl Attempt<'_> {
@@ -650,7 +679,13 @@ impl Attempt<'_> {
             Endpoint::Chat => sluice_providers::Endpoint::Chat,
             Endpoint::Embeddings => sluice_providers::Endpoint::Embeddings,
         };
-        let upstream_req = provider.request(provider_endpoint, upstream_body, request_id);
+        let upstream_req = provider.request(
+            provider_endpoint,
+            self.upstream_model,
+            self.stream,
+            upstream_body,
+            request_id,
+        )?;
         let deadline = tokio::time::Instant::from_std(self.deadline);
         let chunk_timeout = provider.config.chunk_timeout;
         // A stream must show its first byte within `first_token_timeout_ms` of the try's
@@ -762,7 +797,14 @@ impl Attempt<'_> {
                         include_usage,
                     ))),
                 ),
-                Wire::OllamaEmbed => (false, None),
+                Wire::Gemini { include_usage } => (
+                    false,
+                    Some(Translator::Gemini(gemini::StreamTranslator::new(
+                        self.model,
+                        include_usage,
+                    ))),
+                ),
+                Wire::OllamaEmbed | Wire::GeminiEmbed { .. } => (false, None),
             };
             let relay = Relay::new(
                 upstream,
@@ -811,10 +853,14 @@ impl Attempt<'_> {
                 }
                 bytes
             }
-            Wire::Anthropic { .. } | Wire::Ollama { .. } | Wire::OllamaEmbed => {
+            _ => {
                 let translated = match self.wire {
                     Wire::Anthropic { .. } => anthropic::from_response(&bytes, self.model),
                     Wire::Ollama { .. } => ollama::from_chat_response(&bytes, self.model),
+                    Wire::Gemini { .. } => gemini::from_response(&bytes, self.model),
+                    Wire::GeminiEmbed { estimated_tokens } => {
+                        gemini::from_embed_response(&bytes, self.model, estimated_tokens)
+                    }
                     _ => ollama::from_embed_response(&bytes, self.model),
                 };
                 let (translated, usage) = translated.map_err(|message| -> Error {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use sluice_providers::anthropic::{StreamStep, StreamTranslator};
+use sluice_providers::gemini::StreamTranslator as GeminiTranslator;
 use sluice_providers::ollama::{LineStep, LineTranslator};
 
 /// Turns a non-OpenAI stream into OpenAI chunk events.
@@ -22,6 +23,8 @@ pub enum Translator {
     Anthropic(StreamTranslator),
     /// Ollama's NDJSON lines.
     Ollama(LineTranslator),
+    /// Gemini's SSE events, which have no end marker.
+    Gemini(GeminiTranslator),
 }
 
 impl Translator {
@@ -41,6 +44,18 @@ impl Translator {
                 LineStep::Done => Ok(true),
                 LineStep::Error(m) => Err(m),
             },
+            Self::Gemini(t) => match event_data(raw) {
+                None => Ok(false),
+                Some(data) => t.on_event(&data, out).map(|()| false),
+            },
+        }
+    }
+
+    /// The upstream ended: whether that finishes the stream (appending what closes it).
+    fn end(&mut self, out: &mut Vec<u8>) -> bool {
+        match self {
+            Self::Gemini(t) => t.end(out),
+            Self::Anthropic(_) | Self::Ollama(_) => false,
         }
     }
 
@@ -48,6 +63,7 @@ impl Translator {
         match self {
             Self::Anthropic(t) => t.usage(),
             Self::Ollama(t) => t.usage(),
+            Self::Gemini(t) => t.usage(),
         }
     }
 }
@@ -211,6 +227,16 @@ impl Relay {
             }
             if self.seen.done {
                 self.pending = (!out.is_empty()).then(|| Bytes::from(out));
+                return;
+            }
+        }
+        if let (Some(t), false) = (self.translator.as_mut(), self.seen.done) {
+            // Streams without an end marker (Gemini's) finish when the upstream closes.
+            let mut out = Vec::new();
+            if t.end(&mut out) {
+                self.seen.done = true;
+                self.seen.usage = Some(t.usage());
+                self.pending = Some(Bytes::from(out));
                 return;
             }
         }

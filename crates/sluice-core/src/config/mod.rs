@@ -125,6 +125,8 @@ pub enum ProviderType {
     Anthropic,
     /// Ollama's native API.
     Ollama,
+    /// Google's Gemini API.
+    Gemini,
 }
 
 impl ProviderType {
@@ -134,6 +136,7 @@ impl ProviderType {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
             Self::Ollama => "ollama",
+            Self::Gemini => "gemini",
         }
     }
 }
@@ -531,6 +534,9 @@ fn load_provider(
         (None, Some(pr), _) => pr.base_url.to_string(),
         (None, None, ProviderType::Anthropic) => "https://api.anthropic.com".to_string(),
         (None, None, ProviderType::Ollama) => "http://127.0.0.1:11434".to_string(),
+        (None, None, ProviderType::Gemini) => {
+            "https://generativelanguage.googleapis.com".to_string()
+        }
         (None, None, ProviderType::OpenAi) => presets::PRESETS[0].base_url.to_string(),
     };
     let rest = base_url

@@ -1,0 +1,172 @@
+//! Translation tests against fixtures written from the Gemini API reference
+//! (`crates/sluice-testkit/fixtures/gemini/`, see its README).
+
+use super::*;
+use serde_json::json;
+
+const TEXT: &str = include_str!("../../../sluice-testkit/fixtures/gemini/response_text.json");
+const CALL: &str =
+    include_str!("../../../sluice-testkit/fixtures/gemini/response_function_call.json");
+const BLOCKED: &str = include_str!("../../../sluice-testkit/fixtures/gemini/response_blocked.json");
+const STREAM: &str = include_str!("../../../sluice-testkit/fixtures/gemini/stream.sse");
+const EMBED: &str = include_str!("../../../sluice-testkit/fixtures/gemini/embed_batch.json");
+
+fn translate(req: serde_json::Value) -> serde_json::Value {
+    let req: ChatCompletionRequest = serde_json::from_value(req).unwrap();
+    serde_json::from_slice(&to_request(&req).unwrap()).unwrap()
+}
+
+#[test]
+fn request_maps_roles_parts_tools_and_config() {
+    let out = translate(json!({
+        "model": "g",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Weather?"}, {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}}]},
+            {"role": "assistant", "tool_calls": [{"id": "c7", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Boston\"}"}}]},
+            {"role": "tool", "tool_call_id": "c7", "content": "{\"temp\": 21}"},
+            {"role": "tool", "tool_call_id": "c7", "content": "sunny"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "w", "parameters": {"type": "object"}}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0.5, "top_p": 0.8, "max_completion_tokens": 100, "stop": ["X"], "seed": 3,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}}
+    }));
+    assert_eq!(
+        out["systemInstruction"],
+        json!({"parts": [{"text": "Be brief."}]})
+    );
+    let c = out["contents"].as_array().unwrap();
+    assert_eq!(c.len(), 3);
+    assert_eq!(c[0]["role"], "user");
+    assert_eq!(
+        c[0]["parts"][1],
+        json!({"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQ"}})
+    );
+    assert_eq!(
+        c[1],
+        json!({"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Boston"}}}]})
+    );
+    // Both tool results in one user turn, named after the call they answer.
+    assert_eq!(
+        c[2]["parts"][0],
+        json!({"functionResponse": {"name": "get_weather", "response": {"temp": 21}}})
+    );
+    assert_eq!(
+        c[2]["parts"][1],
+        json!({"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}})
+    );
+    assert_eq!(
+        out["generationConfig"],
+        json!({"temperature": 0.5, "topP": 0.8, "maxOutputTokens": 100, "stopSequences": ["X"], "seed": 3, "responseMimeType": "application/json", "responseSchema": {"type": "object"}})
+    );
+    assert_eq!(
+        out["tools"][0]["functionDeclarations"][0]["name"],
+        "get_weather"
+    );
+    assert_eq!(
+        out["toolConfig"]["functionCallingConfig"],
+        json!({"mode": "ANY", "allowedFunctionNames": ["get_weather"]})
+    );
+}
+
+#[test]
+fn request_errors() {
+    let req: ChatCompletionRequest = serde_json::from_value(json!({"model": "g", "messages": [{"role": "tool", "tool_call_id": "nope", "content": "x"}]})).unwrap();
+    assert!(to_request(&req).unwrap_err().0.contains("nope"));
+    let req: ChatCompletionRequest = serde_json::from_value(
+        json!({"model": "g", "messages": [{"role": "system", "content": "x"}]}),
+    )
+    .unwrap();
+    assert!(to_request(&req).is_err());
+}
+
+#[test]
+fn responses() {
+    let (body, usage) = from_response(TEXT.as_bytes(), "g").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "AI works by learning patterns from data."
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_prompt_tokens
+        ),
+        (4, 9, 2)
+    );
+    let (body, _) = from_response(CALL.as_bytes(), "g").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_current_weather");
+    assert_eq!(
+        call["function"]["arguments"],
+        r#"{"location":"Boston, MA"}"#
+    );
+    assert_eq!(call["id"], "call_0");
+    let (body, _) = from_response(BLOCKED.as_bytes(), "g").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(finish_reason("SAFETY", false), "content_filter");
+    assert_eq!(finish_reason("MAX_TOKENS", false), "length");
+}
+
+#[test]
+fn stream_needs_the_end_call() {
+    let mut t = StreamTranslator::new("g", true);
+    let mut out = Vec::new();
+    for event in STREAM.split("\n\n") {
+        if let Some(data) = sluice_types::sse::event_data(event.as_bytes()) {
+            t.on_event(&data, &mut out).unwrap();
+        }
+    }
+    assert!(t.end(&mut out));
+    let text = String::from_utf8(out).unwrap();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "The sky is blue.");
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 5);
+    // A stream cut before any finish reason is not a finished stream.
+    let mut cut = StreamTranslator::new("g", false);
+    cut.on_event(
+        br#"{"candidates":[{"content":{"parts":[{"text":"The"}]}}]}"#,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert!(!cut.end(&mut Vec::new()));
+}
+
+#[test]
+fn embeddings() {
+    let out: serde_json::Value = serde_json::from_slice(
+        &to_embed_request(
+            br#"{"model":"e","input":["a","b"],"dimensions":4}"#,
+            "text-embedding-004",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        out["requests"][1],
+        json!({"model": "models/text-embedding-004", "content": {"parts": [{"text": "b"}]}, "outputDimensionality": 4})
+    );
+    let (body, usage) = from_embed_response(EMBED.as_bytes(), "e", 2).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["data"][1]["index"], 1);
+    assert_eq!(usage.prompt_tokens, 2);
+}
