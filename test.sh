@@ -4,11 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Official SDKs, driven against a real sluice by the Python SDK tests.
+# Official SDKs (OpenAI, Anthropic), driven against a real sluice by the Python SDK tests.
 PYENV="$PWD/target/pyenv"
-if ! "$PYENV/bin/python" -c 'import openai' >/dev/null 2>&1; then
+if ! "$PYENV/bin/python" -c 'import openai, anthropic' >/dev/null 2>&1; then
   python3 -m venv "$PYENV"
-  "$PYENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<3'
+  "$PYENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<3' 'anthropic>=0.40,<1'
 fi
 export SLUICE_PYTHON="$PYENV/bin/python"
 export SLUICE_REQUIRE_PYTHON_SDK=1

@@ -565,5 +565,6 @@ impl StreamTranslator {
     }
 }
 
+pub mod inbound;
 #[cfg(test)]
 mod tests;

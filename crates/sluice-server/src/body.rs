@@ -21,6 +21,8 @@ pub enum ResponseBody {
     Full(Option<Bytes>),
     /// An upstream stream forwarded event by event.
     Relay(Box<Relay>),
+    /// A stream re-framed in Anthropic's event format (`/v1/messages`).
+    Converted(Box<crate::messages::ToAnthropic>),
 }
 
 impl ResponseBody {
@@ -41,6 +43,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Relay(r) => Pin::new(&mut **r).poll_frame(cx),
+            Self::Converted(c) => Pin::new(&mut **c).poll_frame(cx),
         }
     }
 
@@ -52,7 +55,7 @@ impl Body for ResponseBody {
         match self {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
-            Self::Relay(_) => SizeHint::default(),
+            Self::Relay(_) | Self::Converted(_) => SizeHint::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod body;
 mod handlers;
+mod messages;
 pub mod metrics;
 mod proxy;
 mod relay;

@@ -14,7 +14,7 @@ use crate::relay::{Relay, RelayParams, Translator};
 use crate::state::{self, AppState, Plan, Resolved};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use sluice_core::retry::{self, Next};
@@ -220,13 +220,23 @@ fn invalid_body(e: &serde_json::Error) -> Error {
 pub async fn serve(
     state: &Arc<AppState>,
     endpoint: Endpoint,
-    req: Request<Incoming>,
+    parts: http::request::Parts,
+    source: BodySource,
     request_id: &HeaderValue,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     state.metrics.in_flight.fetch_add(1, Relaxed);
     let mut outcome = Outcome::default();
-    let result = proxy(state, endpoint, req, request_id, started, &mut outcome).await;
+    let result = proxy(
+        state,
+        endpoint,
+        parts,
+        source,
+        request_id,
+        started,
+        &mut outcome,
+    )
+    .await;
     let mut response = match result {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -281,15 +291,20 @@ fn invalid(e: sluice_types::InvalidRequest) -> Error {
     .into()
 }
 
-async fn proxy(
-    state: &Arc<AppState>,
-    endpoint: Endpoint,
-    req: Request<Incoming>,
-    request_id: &HeaderValue,
-    started: Instant,
-    outcome: &mut Outcome,
-) -> Result<Response<ResponseBody>, Error> {
-    let (parts, incoming) = req.into_parts();
+/// Where a proxied request's body comes from.
+pub enum BodySource {
+    /// Still on the connection: read it under `max_body_bytes`.
+    Incoming(Incoming),
+    /// Already read (and translated, for `/v1/messages`).
+    Ready(Bytes),
+}
+
+/// Reads a client body under the configured limits.
+pub async fn read_body(
+    state: &AppState,
+    parts: &http::request::Parts,
+    incoming: Incoming,
+) -> Result<Bytes, Error> {
     let content_length = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -299,14 +314,29 @@ async fn proxy(
         .headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let body = body::read_limited(
+    body::read_limited(
         incoming,
         content_length,
         expects_continue,
         state.server.max_body_bytes,
         state.server.request_read_timeout,
     )
-    .await?;
+    .await
+}
+
+async fn proxy(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    parts: http::request::Parts,
+    source: BodySource,
+    request_id: &HeaderValue,
+    started: Instant,
+    outcome: &mut Outcome,
+) -> Result<Response<ResponseBody>, Error> {
+    let body = match source {
+        BodySource::Incoming(incoming) => read_body(state, &parts, incoming).await?,
+        BodySource::Ready(b) => b,
+    };
 
     let view = match endpoint {
         Endpoint::Chat => View::Chat(ChatRequest::parse(&body).map_err(invalid)?),

@@ -8,6 +8,7 @@
 
 use crate::body::ResponseBody;
 use crate::handlers;
+use crate::messages;
 use crate::metrics::Endpoint;
 use crate::proxy;
 use crate::request_id::{self, X_REQUEST_ID};
@@ -50,11 +51,16 @@ async fn route(
     let path = req.uri().path();
     let mut response = match (&method, path) {
         (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
-            proxy::serve(&state, Endpoint::Chat, req, &request_id).await
+            let (parts, body) = req.into_parts();
+            let source = proxy::BodySource::Incoming(body);
+            proxy::serve(&state, Endpoint::Chat, parts, source, &request_id).await
         }
         (&Method::POST, "/v1/embeddings" | "/embeddings") => {
-            proxy::serve(&state, Endpoint::Embeddings, req, &request_id).await
+            let (parts, body) = req.into_parts();
+            let source = proxy::BodySource::Incoming(body);
+            proxy::serve(&state, Endpoint::Embeddings, parts, source, &request_id).await
         }
+        (&Method::POST, "/v1/messages") => messages::serve(&state, req, &request_id).await,
         (&Method::GET, "/v1/models" | "/models") => handlers::models(&state),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             handlers::model(&state, &p["/v1/models/".len()..])
@@ -69,7 +75,11 @@ async fn route(
         }
         (
             m,
-            p @ ("/v1/chat/completions" | "/chat/completions" | "/v1/embeddings" | "/embeddings"),
+            p @ ("/v1/chat/completions"
+            | "/chat/completions"
+            | "/v1/embeddings"
+            | "/embeddings"
+            | "/v1/messages"),
         ) => handlers::method_not_allowed(m, p, "POST"),
         (m, p @ ("/v1/models" | "/models" | "/health" | "/health/detailed" | "/metrics")) => {
             handlers::method_not_allowed(m, p, "GET")

@@ -1,8 +1,9 @@
-//! The official OpenAI Python SDK against a real sluice, over loopback HTTP.
+//! The official OpenAI and Anthropic Python SDKs against a real sluice, over loopback HTTP.
 //!
-//! Runs `tests/python/test_openai_sdk.py` with the gateway's base URL in `SLUICE_BASE_URL`.
-//! The interpreter is `$SLUICE_PYTHON`, or `python3`. Without the `openai` module the test is
-//! skipped, unless `SLUICE_REQUIRE_PYTHON_SDK=1` (set by `./test.sh`, which installs the SDK).
+//! Runs `tests/python/test_openai_sdk.py` and `tests/python/test_anthropic_sdk.py` with the
+//! gateway's base URL in `SLUICE_BASE_URL`. The interpreter is `$SLUICE_PYTHON`, or `python3`.
+//! Without the SDK's module a test is skipped, unless `SLUICE_REQUIRE_PYTHON_SDK=1` (set by
+//! `./test.sh`, which installs the SDKs).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -12,9 +13,13 @@ use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-const SCRIPT: &str = concat!(
+const OPENAI_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/python/test_openai_sdk.py"
+);
+const ANTHROPIC_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python/test_anthropic_sdk.py"
 );
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -25,16 +30,16 @@ fn python() -> String {
         .unwrap_or_else(|| "python3".to_owned())
 }
 
-/// Whether `python` can import the `openai` module; `Err` says why not.
-fn sdk_available(python: &str) -> Result<(), String> {
+/// Whether `python` can import `module`; `Err` says why not.
+fn sdk_available(python: &str, module: &str) -> Result<(), String> {
     match Command::new(python)
-        .args(["-c", "import openai"])
+        .args(["-c", &format!("import {module}")])
         .stdin(Stdio::null())
         .output()
     {
         Ok(out) if out.status.success() => Ok(()),
         Ok(out) => Err(format!(
-            "`{python} -c \"import openai\"` failed ({}): {}",
+            "`{python} -c \"import {module}\"` failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )),
@@ -58,9 +63,9 @@ fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
 }
 
 /// Runs the script to completion, or kills it after [`TIMEOUT`]. Blocking.
-fn run_script(python: &str, base_url: &str) -> Run {
+fn run_script(python: &str, script: &str, base_url: &str) -> Run {
     let mut child = Command::new(python)
-        .arg(SCRIPT)
+        .arg(script)
         .env("SLUICE_BASE_URL", base_url)
         .env("PYTHONUNBUFFERED", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -71,7 +76,7 @@ fn run_script(python: &str, base_url: &str) -> Run {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{python} {SCRIPT}`: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run `{python} {script}`: {e}"));
     let out = drain(child.stdout.take().unwrap());
     let err = drain(child.stderr.take().unwrap());
     let deadline = Instant::now() + TIMEOUT;
@@ -93,30 +98,29 @@ fn run_script(python: &str, base_url: &str) -> Run {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_python_sdk_works_against_sluice() {
+/// Runs `script` (which needs `module`) against a fresh gateway at `path` of its URL.
+async fn drive(module: &'static str, script: &'static str, path: &'static str) {
     let python = python();
     let py = python.clone();
-    let available = tokio::task::spawn_blocking(move || sdk_available(&py))
+    let available = tokio::task::spawn_blocking(move || sdk_available(&py, module))
         .await
         .unwrap();
     if let Err(why) = available {
         if std::env::var("SLUICE_REQUIRE_PYTHON_SDK").as_deref() == Ok("1") {
             panic!(
-                "the OpenAI Python SDK is required (SLUICE_REQUIRE_PYTHON_SDK=1) but unavailable: \
-                 {why}; run ./test.sh, which installs the SDK"
+                "the `{module}` Python SDK is required (SLUICE_REQUIRE_PYTHON_SDK=1) but unavailable: \
+                 {why}; run ./test.sh, which installs the SDKs"
             );
         }
         eprintln!(
-            "SKIPPED official_python_sdk_works_against_sluice: {why} \
-             (run ./test.sh, which installs the SDK, or set SLUICE_PYTHON)"
+            "SKIPPED {script}: {why} (run ./test.sh, which installs the SDKs, or set SLUICE_PYTHON)"
         );
         return;
     }
 
     let (_fake, gw) = common::setup("").await;
-    let base_url = gw.url("/v1");
-    let run = tokio::task::spawn_blocking(move || run_script(&python, &base_url))
+    let base_url = gw.url(path);
+    let run = tokio::task::spawn_blocking(move || run_script(&python, script, &base_url))
         .await
         .unwrap();
     let report = format!(
@@ -125,14 +129,24 @@ async fn official_python_sdk_works_against_sluice() {
     );
     match run.status {
         None => panic!(
-            "{SCRIPT} did not finish within {}s\n{report}",
+            "{script} did not finish within {}s\n{report}",
             TIMEOUT.as_secs()
         ),
-        Some(status) => assert!(status.success(), "{SCRIPT} failed: {status}\n{report}"),
+        Some(status) => assert!(status.success(), "{script} failed: {status}\n{report}"),
     }
     assert!(
         run.stdout.lines().any(|l| l.ends_with(" passed, 0 failed")),
         "no summary line\n{report}"
     );
     eprintln!("{}", run.stdout.trim_end());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_works_against_sluice() {
+    drive("openai", OPENAI_SCRIPT, "/v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_anthropic_sdk_works_against_messages() {
+    drive("anthropic", ANTHROPIC_SCRIPT, "").await;
 }

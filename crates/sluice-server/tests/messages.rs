@@ -1,0 +1,123 @@
+//! Inbound `POST /v1/messages`: Anthropic's format in, served by an OpenAI-shaped upstream.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use common::setup;
+use serde_json::json;
+use sluice_testkit::client::{post_json, post_stream};
+
+#[tokio::test]
+async fn messages_are_served_by_any_provider() {
+    let (fake, gw) = setup("").await;
+    let body = json!({
+        "model": "m",
+        "max_tokens": 100,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}],
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "u1"}
+    });
+    let r = post_json(
+        &gw.url("/v1/messages"),
+        body.to_string(),
+        &[("anthropic-version", "2023-06-01")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["role"], "assistant");
+    assert_eq!(v["model"], "m");
+    assert_eq!(
+        v["content"][0],
+        json!({"type": "text", "text": "Hello from the fake upstream."})
+    );
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["usage"]["input_tokens"], 12);
+    assert_eq!(v["usage"]["output_tokens"], 9);
+    assert_eq!(r.header("x-sluice-model"), Some("m"));
+    let sent = fake.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["model"], "upstream-m");
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(sent["max_tokens"], 100);
+    assert_eq!(sent["stop"], json!(["END"]));
+    assert_eq!(sent["user"], "u1");
+}
+
+#[tokio::test]
+async fn streams_come_back_as_anthropic_events() {
+    let (_fake, gw) = setup("").await;
+    let body = json!({"model": "m", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let mut s = post_stream(&gw.url("/v1/messages"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(s.status, 200);
+    let raw = String::from_utf8(s.collect_body().await.unwrap().to_vec()).unwrap();
+    let names: Vec<&str> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(
+        names.contains(&"content_block_start")
+            && names.contains(&"content_block_stop")
+            && names.contains(&"message_delta")
+    );
+    let datas: Vec<serde_json::Value> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = datas
+        .iter()
+        .filter(|d| d["type"] == "content_block_delta")
+        .filter_map(|d| d["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from the fake upstream.");
+    let delta = datas.iter().find(|d| d["type"] == "message_delta").unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta["usage"]["output_tokens"], 5);
+}
+
+#[tokio::test]
+async fn errors_come_back_in_anthropic_shape() {
+    let (_fake, gw) = setup("").await;
+    let r = post_json(
+        &gw.url("/v1/messages"),
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["type"], "error");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_tokens"));
+    let r = post_json(
+        &gw.url("/v1/messages"),
+        r#"{"model":"nope","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["type"], "not_found_error");
+    let r = post_json(
+        &gw.url("/v1/messages"),
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"robot","content":"x"}]}"#,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+}
