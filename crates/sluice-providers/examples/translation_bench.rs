@@ -13,7 +13,8 @@ use std::time::Instant;
 const N: u32 = 20_000;
 
 /// The harness's request (`gateway-bench.sh`): one short user message, `max_tokens` 16.
-const REQUEST: &str = r#"{"model":"fake-model","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}"#;
+const REQUEST: &str =
+    r#"{"model":"fake-model","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}"#;
 
 fn time(name: &str, mut f: impl FnMut()) {
     let mut rounds: Vec<f64> = (0..5)
@@ -38,13 +39,19 @@ fn main() {
     let g_stream = read("gemini/stream.sse");
     let o_resp = read("ollama/chat_response.json");
     let o_stream = read("ollama/chat_stream.ndjson");
-    let opts = anthropic::RequestOptions { default_max_tokens: 4096, cache_system_min_bytes: None };
+    let opts = anthropic::RequestOptions {
+        default_max_tokens: 4096,
+        cache_system_min_bytes: None,
+    };
 
     println!("| translation (per request) | µs |");
     println!("| --- | ---: |");
-    time("parse the typed OpenAI request (shared by all three)", || {
-        black_box(serde_json::from_str::<ChatCompletionRequest>(REQUEST).unwrap());
-    });
+    time(
+        "parse the typed OpenAI request (shared by all three)",
+        || {
+            black_box(serde_json::from_str::<ChatCompletionRequest>(REQUEST).unwrap());
+        },
+    );
     let req: ChatCompletionRequest = serde_json::from_str(REQUEST).unwrap();
     time("anthropic: request", || {
         black_box(anthropic::to_request(&req, "claude", opts).unwrap());
@@ -94,7 +101,8 @@ fn main() {
         }
         black_box(out);
     });
-    let in_req = br#"{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}"#;
+    let in_req =
+        br#"{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}"#;
     time("inbound /v1/messages: request", || {
         black_box(anthropic::inbound::to_openai(in_req).unwrap());
     });

@@ -6,14 +6,11 @@
 
 mod common;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
+use common::{fake_provider, full, Recorded};
 use serde_json::json;
 use sluice_testkit::client::{post_json, post_stream};
 use sluice_testkit::{Behavior, FakeUpstream};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 const RESPONSE: &str =
     include_str!("../../sluice-testkit/fixtures/anthropic/response_tool_use.json");
@@ -21,51 +18,20 @@ const STREAM: &str = include_str!("../../sluice-testkit/fixtures/anthropic/strea
 const OVERLOADED: &str =
     include_str!("../../sluice-testkit/fixtures/anthropic/error_overloaded.json");
 
-type Seen = Arc<Mutex<Vec<(http::request::Parts, Bytes)>>>;
-
 /// A fake Messages API: the stream fixture for `"stream": true`, a 529 when the body
 /// mentions `overload`, else the tool-use response fixture.
-async fn fake_anthropic() -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let record = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let record = Arc::clone(&record);
-            tokio::spawn(async move {
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let record = Arc::clone(&record);
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes();
-                        let text = String::from_utf8_lossy(&body).to_string();
-                        record.lock().unwrap().push((parts, body));
-                        let (status, ctype, out) = if text.contains("overload") {
-                            (529, "application/json", OVERLOADED)
-                        } else if text.contains("\"stream\":true") {
-                            (200, "text/event-stream", STREAM)
-                        } else {
-                            (200, "application/json", RESPONSE)
-                        };
-                        let mut resp =
-                            http::Response::new(Full::new(Bytes::from_static(out.as_bytes())));
-                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                        resp.headers_mut()
-                            .insert("content-type", http::HeaderValue::from_static(ctype));
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+async fn fake_anthropic() -> (SocketAddr, Recorded) {
+    fake_provider(|req| {
+        let text = req.json.to_string();
+        if text.contains("overload") {
+            (529, "application/json", full(OVERLOADED))
+        } else if req.json["stream"] == true {
+            (200, "text/event-stream", full(STREAM))
+        } else {
+            (200, "application/json", full(RESPONSE))
         }
-    });
-    (addr, seen)
+    })
+    .await
 }
 
 async fn gateway(anthropic: SocketAddr, openai: &FakeUpstream) -> common::Gateway {
@@ -127,11 +93,11 @@ async fn chat_is_translated_both_ways() {
     );
     assert_eq!(v["usage"]["prompt_tokens"], 472);
 
-    let (parts, sent) = seen.lock().unwrap()[0].clone();
-    assert_eq!(parts.uri.path(), "/v1/messages");
-    assert_eq!(parts.headers["x-api-key"], "sk-ant-test");
-    assert_eq!(parts.headers["anthropic-version"], "2023-06-01");
-    let sent: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+    let seen = seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.target, "/v1/messages");
+    assert_eq!(seen.headers["x-api-key"], "sk-ant-test");
+    assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
+    let sent = seen.json;
     assert_eq!(sent["model"], "claude-3-5-sonnet-20241022");
     assert_eq!(sent["system"], "Be brief.");
     assert_eq!(sent["max_tokens"], 1024);

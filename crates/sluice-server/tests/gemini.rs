@@ -5,66 +5,29 @@
 
 mod common;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
+use common::{fake_provider, full, Recorded, Seen};
 use serde_json::json;
 use sluice_testkit::client::{post_json, post_stream};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 const TEXT: &str = include_str!("../../sluice-testkit/fixtures/gemini/response_text.json");
 const BLOCKED: &str = include_str!("../../sluice-testkit/fixtures/gemini/response_blocked.json");
 const STREAM: &str = include_str!("../../sluice-testkit/fixtures/gemini/stream.sse");
 const EMBED: &str = include_str!("../../sluice-testkit/fixtures/gemini/embed_batch.json");
 
-type Seen = Arc<Mutex<Vec<(String, http::HeaderMap, serde_json::Value)>>>;
-
-async fn fake_gemini() -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let record = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let record = Arc::clone(&record);
-            tokio::spawn(async move {
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let record = Arc::clone(&record);
-                    async move {
-                        let target = req.uri().path_and_query().unwrap().to_string();
-                        let headers = req.headers().clone();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                        let blocked = json.to_string().contains("forbidden topic");
-                        record.lock().unwrap().push((target.clone(), headers, json));
-                        let (ctype, out) = if target.contains(":streamGenerateContent") {
-                            ("text/event-stream", STREAM)
-                        } else if target.contains(":batchEmbedContents") {
-                            ("application/json", EMBED)
-                        } else if blocked {
-                            ("application/json", BLOCKED)
-                        } else {
-                            ("application/json", TEXT)
-                        };
-                        let mut resp =
-                            http::Response::new(Full::new(Bytes::from_static(out.as_bytes())));
-                        resp.headers_mut()
-                            .insert("content-type", http::HeaderValue::from_static(ctype));
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+async fn fake_gemini() -> (SocketAddr, Recorded) {
+    fake_provider(|req| {
+        if req.target.contains(":streamGenerateContent") {
+            (200, "text/event-stream", full(STREAM))
+        } else if req.target.contains(":batchEmbedContents") {
+            (200, "application/json", full(EMBED))
+        } else if req.json.to_string().contains("forbidden topic") {
+            (200, "application/json", full(BLOCKED))
+        } else {
+            (200, "application/json", full(TEXT))
         }
-    });
-    (addr, seen)
+    })
+    .await
 }
 
 async fn gateway(addr: SocketAddr) -> common::Gateway {
@@ -110,7 +73,11 @@ async fn chat_through_generate_content() {
         r.json()["usage"]["prompt_tokens_details"]["cached_tokens"],
         2
     );
-    let (target, headers, sent) = seen.lock().unwrap()[0].clone();
+    let Seen {
+        target,
+        headers,
+        json: sent,
+    } = seen.lock().unwrap()[0].clone();
     assert_eq!(target, "/v1beta/models/gemini-2.0-flash:generateContent");
     assert_eq!(headers["x-goog-api-key"], "AIza-test");
     assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "Be brief.");
@@ -153,7 +120,7 @@ async fn streams_end_when_gemini_closes() {
         .collect();
     assert_eq!(text, "The sky is blue.");
     assert_eq!(
-        seen.lock().unwrap()[0].0,
+        seen.lock().unwrap()[0].target,
         "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
     );
 }
@@ -171,7 +138,9 @@ async fn embeddings_through_batch_embed() {
     .unwrap();
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
-    let (target, _, sent) = seen.lock().unwrap()[0].clone();
+    let Seen {
+        target, json: sent, ..
+    } = seen.lock().unwrap()[0].clone();
     assert_eq!(
         target,
         "/v1beta/models/text-embedding-004:batchEmbedContents"

@@ -6,76 +6,38 @@
 mod common;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use common::{fake_provider, full, Recorded};
+use http_body_util::BodyExt;
 use hyper::body::Frame;
-use hyper::service::service_fn;
 use serde_json::json;
 use sluice_testkit::client::{post_json, post_stream};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 const CHAT: &str = include_str!("../../sluice-testkit/fixtures/ollama/chat_response.json");
 const STREAM: &str = include_str!("../../sluice-testkit/fixtures/ollama/chat_stream.ndjson");
 const EMBED: &str = include_str!("../../sluice-testkit/fixtures/ollama/embed_response.json");
 
-type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-
-async fn fake_ollama() -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let record = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let record = Arc::clone(&record);
-            tokio::spawn(async move {
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let record = Arc::clone(&record);
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                        let stream = json["stream"] == true;
-                        record.lock().unwrap().push((path.clone(), json));
-                        let body: Body = match (path.as_str(), stream) {
-                            ("/api/chat", true) => {
-                                // One line per frame, as Ollama flushes them.
-                                Lines(
-                                    STREAM
-                                        .lines()
-                                        .map(|l| Bytes::from(format!("{l}\n")))
-                                        .collect(),
-                                )
-                                .boxed()
-                            }
-                            ("/api/chat", false) => {
-                                Full::new(Bytes::from_static(CHAT.as_bytes())).boxed()
-                            }
-                            _ => Full::new(Bytes::from_static(EMBED.as_bytes())).boxed(),
-                        };
-                        let mut resp = http::Response::new(body);
-                        let ctype = if stream {
-                            "application/x-ndjson"
-                        } else {
-                            "application/json"
-                        };
-                        resp.headers_mut()
-                            .insert("content-type", http::HeaderValue::from_static(ctype));
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
+async fn fake_ollama() -> (SocketAddr, Recorded) {
+    fake_provider(
+        |req| match (req.target.as_str(), req.json["stream"] == true) {
+            // One line per frame, as Ollama flushes them.
+            ("/api/chat", true) => (
+                200,
+                "application/x-ndjson",
+                Lines(
+                    STREAM
+                        .lines()
+                        .map(|l| Bytes::from(format!("{l}\n")))
+                        .collect(),
+                )
+                .boxed(),
+            ),
+            ("/api/chat", false) => (200, "application/json", full(CHAT)),
+            _ => (200, "application/json", full(EMBED)),
+        },
+    )
+    .await
 }
 
 /// A body that yields one frame per line, each as its own frame.
@@ -138,12 +100,12 @@ async fn chat_and_keep_alive() {
         .await
         .unwrap();
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen[0].0, "/api/chat");
-    assert_eq!(seen[0].1["model"], "llama3.2");
-    assert_eq!(seen[0].1["keep_alive"], "10m", "the provider's default");
-    assert_eq!(seen[0].1["options"]["num_predict"], 20);
+    assert_eq!(seen[0].target, "/api/chat");
+    assert_eq!(seen[0].json["model"], "llama3.2");
+    assert_eq!(seen[0].json["keep_alive"], "10m", "the provider's default");
+    assert_eq!(seen[0].json["options"]["num_predict"], 20);
     assert_eq!(
-        seen[1].1["keep_alive"], -1,
+        seen[1].json["keep_alive"], -1,
         "the request's own, passed through"
     );
 }
@@ -196,9 +158,9 @@ async fn embeddings_through_ollama() {
     );
     assert_eq!(r.json()["usage"]["prompt_tokens"], 8);
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen[0].0, "/api/embed");
+    assert_eq!(seen[0].target, "/api/embed");
     assert_eq!(
-        seen[0].1,
+        seen[0].json,
         json!({"model": "all-minilm", "input": "hello", "keep_alive": "10m"})
     );
 }

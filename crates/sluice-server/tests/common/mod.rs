@@ -107,3 +107,75 @@ pub fn chat_with(behavior: serde_json::Value, stream: bool) -> String {
     })
     .to_string()
 }
+
+/// One request a fake provider received.
+#[derive(Clone)]
+pub struct Seen {
+    /// Path and query.
+    pub target: String,
+    /// Request headers.
+    pub headers: http::HeaderMap,
+    /// The body, as JSON.
+    pub json: serde_json::Value,
+}
+
+/// What a fake provider received, in order.
+pub type Recorded = Arc<std::sync::Mutex<Vec<Seen>>>;
+
+/// A response body of a fake provider.
+pub type FakeBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// A whole response body.
+pub fn full(text: &'static str) -> FakeBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes::Bytes::from_static(text.as_bytes())).boxed()
+}
+
+/// A fake provider API on loopback (for wire formats other than OpenAI's): records every
+/// request, and answers each with `answer(request) = (status, content type, body)`.
+pub async fn fake_provider<F>(answer: F) -> (SocketAddr, Recorded)
+where
+    F: Fn(&Seen) -> (u16, &'static str, FakeBody) + Send + Sync + 'static,
+{
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Recorded = Arc::default();
+    let record = Arc::clone(&seen);
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = Arc::clone(&record);
+            let answer = Arc::clone(&answer);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let record = Arc::clone(&record);
+                        let answer = Arc::clone(&answer);
+                        async move {
+                            let target = req.uri().path_and_query().unwrap().to_string();
+                            let headers = req.headers().clone();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let json = serde_json::from_slice(&body).unwrap_or_default();
+                            let seen = Seen {
+                                target,
+                                headers,
+                                json,
+                            };
+                            let (status, ctype, body) = answer(&seen);
+                            record.lock().unwrap().push(seen);
+                            let mut resp = http::Response::new(body);
+                            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            resp.headers_mut()
+                                .insert("content-type", http::HeaderValue::from_static(ctype));
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
