@@ -27,6 +27,7 @@
 //! `frequency_penalty` have no Messages API equivalent and are dropped; `response_format` has
 //! no native JSON mode and is dropped (the model still follows instructions in the prompt).
 
+use crate::chunks::{now_secs, usage_json, ChunkWriter};
 use crate::client::UpstreamBody;
 use crate::openai::{post, static_headers, uri};
 use bytes::Bytes;
@@ -333,13 +334,7 @@ impl WireUsage {
     }
 
     fn openai(&self) -> Value {
-        let u = self.normalised();
-        json!({
-            "prompt_tokens": u.prompt_tokens,
-            "completion_tokens": u.completion_tokens,
-            "total_tokens": u.prompt_tokens + u.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cached_prompt_tokens},
-        })
+        usage_json(&self.normalised())
     }
 }
 
@@ -362,12 +357,6 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
         Some("refusal") => "content_filter",
         _ => "stop",
     }
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A `chat.completion` body for a Messages API response, with its normalised usage.
@@ -417,9 +406,7 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
 /// at a time.
 #[derive(Debug)]
 pub struct StreamTranslator {
-    model: String,
-    id: String,
-    created: u64,
+    writer: ChunkWriter,
     include_usage: bool,
     usage: WireUsage,
     /// For each content block index, the OpenAI tool-call index, if it is a `tool_use`.
@@ -445,9 +432,7 @@ impl StreamTranslator {
     /// usage chunk.
     pub fn new(model: &str, include_usage: bool) -> Self {
         Self {
-            model: model.to_string(),
-            id: String::new(),
-            created: now_secs(),
+            writer: ChunkWriter::new(model, "anthropic"),
             include_usage,
             usage: WireUsage::default(),
             tool_blocks: Vec::new(),
@@ -467,23 +452,6 @@ impl StreamTranslator {
         self.done
     }
 
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>, usage: Option<Value>) {
-        let mut c = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        if let Some(u) = usage {
-            c["choices"] = json!([]);
-            c["usage"] = u;
-        }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(c.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
-    }
-
     /// Feeds the `data` of one Anthropic event; appends the OpenAI events it yields to `out`.
     pub fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) -> StreamStep {
         let Ok(v) = serde_json::from_slice::<Value>(data) else {
@@ -492,11 +460,12 @@ impl StreamTranslator {
         match v.get("type").and_then(Value::as_str) {
             Some("message_start") => {
                 let msg = &v["message"];
-                self.id = format!("chatcmpl-{}", msg["id"].as_str().unwrap_or_default());
+                self.writer.id = format!("chatcmpl-{}", msg["id"].as_str().unwrap_or_default());
                 if let Ok(u) = serde_json::from_value::<WireUsage>(msg["usage"].clone()) {
                     self.usage.merge(&u);
                 }
-                self.chunk(out, json!({"role": "assistant", "content": ""}), None, None);
+                self.writer
+                    .delta(out, json!({"role": "assistant", "content": ""}), None);
             }
             Some("content_block_start") => {
                 let index = v["index"].as_u64().unwrap_or(0);
@@ -505,14 +474,13 @@ impl StreamTranslator {
                     let tool_index = self.tools_seen;
                     self.tools_seen += 1;
                     self.tool_blocks.push((index, tool_index));
-                    self.chunk(
+                    self.writer.delta(
                         out,
                         json!({"tool_calls": [{"index": tool_index, "id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": ""}}]}),
                         None,
-                        None,
                     );
                 } else if let Some(text) = block["text"].as_str().filter(|t| !t.is_empty()) {
-                    self.chunk(out, json!({"content": text}), None, None);
+                    self.writer.delta(out, json!({"content": text}), None);
                 }
             }
             Some("content_block_delta") => {
@@ -520,16 +488,16 @@ impl StreamTranslator {
                 let delta = &v["delta"];
                 match delta["type"].as_str() {
                     Some("text_delta") => {
-                        self.chunk(out, json!({"content": delta["text"]}), None, None);
+                        self.writer
+                            .delta(out, json!({"content": delta["text"]}), None);
                     }
                     Some("input_json_delta") => {
                         if let Some(&(_, tool_index)) =
                             self.tool_blocks.iter().find(|(b, _)| *b == index)
                         {
-                            self.chunk(
+                            self.writer.delta(
                                 out,
                                 json!({"tool_calls": [{"index": tool_index, "function": {"arguments": delta["partial_json"]}}]}),
-                                None,
                                 None,
                             );
                         }
@@ -544,11 +512,12 @@ impl StreamTranslator {
                 self.finish = Some(finish_reason(v["delta"]["stop_reason"].as_str()));
             }
             Some("message_stop") => {
-                self.chunk(out, json!({}), Some(self.finish.unwrap_or("stop")), None);
-                if self.include_usage {
-                    self.chunk(out, Value::Null, None, Some(self.usage.openai()));
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                let usage = self.usage.normalised();
+                self.writer.finish(
+                    out,
+                    self.finish.unwrap_or("stop"),
+                    self.include_usage.then_some(&usage),
+                );
                 self.done = true;
                 return StreamStep::Done;
             }

@@ -21,6 +21,7 @@
 //! tokens included). Not mapped: `n` > 1 (`candidateCount` is left at one so streams stay
 //! one choice), `logprobs`.
 
+use crate::chunks::{now_secs, usage_json, ChunkWriter};
 use crate::client::UpstreamBody;
 use crate::openai::{post, static_headers, uri};
 use bytes::Bytes;
@@ -306,16 +307,6 @@ impl WireUsage {
     }
 }
 
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total(),
-        "prompt_tokens_details": {"cached_tokens": u.cached_prompt_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    })
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireResponse {
@@ -378,12 +369,6 @@ fn read_parts(content: Option<&Value>, first_call: usize) -> (String, Vec<Value>
     (text, calls)
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// A `chat.completion` body for a `generateContent` response.
 pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), String> {
     let r: WireResponse =
@@ -426,9 +411,7 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
 /// stream has no end marker: [`StreamTranslator::end`] closes it when the upstream does.
 #[derive(Debug)]
 pub struct StreamTranslator {
-    model: String,
-    id: String,
-    created: u64,
+    writer: ChunkWriter,
     include_usage: bool,
     started: bool,
     calls: usize,
@@ -439,11 +422,8 @@ pub struct StreamTranslator {
 impl StreamTranslator {
     /// A translator for a stream answering `model`.
     pub fn new(model: &str, include_usage: bool) -> Self {
-        let created = now_secs();
         Self {
-            model: model.to_string(),
-            id: format!("chatcmpl-gemini-{created}"),
-            created,
+            writer: ChunkWriter::new(model, "gemini"),
             include_usage,
             started: false,
             calls: 0,
@@ -455,16 +435,6 @@ impl StreamTranslator {
     /// Usage so far (each event carries the running totals).
     pub fn usage(&self) -> Usage {
         self.usage
-    }
-
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let c = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(c.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
     }
 
     /// Feeds the `data` of one event. `Err` is an error Gemini reported in the stream.
@@ -482,17 +452,18 @@ impl StreamTranslator {
         }
         if !self.started {
             self.started = true;
-            self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+            self.writer
+                .delta(out, json!({"role": "assistant", "content": ""}), None);
         }
         match r.candidates.first() {
             Some(c) => {
                 let (text, calls) = read_parts(c.content.as_ref(), self.calls);
                 if !text.is_empty() {
-                    self.chunk(out, json!({"content": text}), None);
+                    self.writer.delta(out, json!({"content": text}), None);
                 }
                 if !calls.is_empty() {
                     self.calls += calls.len();
-                    self.chunk(out, json!({"tool_calls": calls}), None);
+                    self.writer.delta(out, json!({"tool_calls": calls}), None);
                 }
                 if let Some(reason) = &c.finish_reason {
                     self.finish = Some(finish_reason(reason, self.calls > 0));
@@ -511,17 +482,8 @@ impl StreamTranslator {
         let Some(finish) = self.finish else {
             return false;
         };
-        self.chunk(out, json!({}), Some(finish));
-        if self.include_usage {
-            let c = json!({
-                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [], "usage": usage_json(&self.usage),
-            });
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(c.to_string().as_bytes());
-            out.extend_from_slice(b"\n\n");
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        self.writer
+            .finish(out, finish, self.include_usage.then_some(&self.usage));
         true
     }
 }

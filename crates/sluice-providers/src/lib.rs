@@ -7,6 +7,7 @@
 //! type are OpenAI's own format and pass through as bytes.
 
 pub mod anthropic;
+pub mod chunks;
 pub mod client;
 pub mod error;
 pub mod gemini;

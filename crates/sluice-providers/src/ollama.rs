@@ -16,6 +16,7 @@
 //! `prompt_eval_count`/`eval_count` as usage. Not mapped: `n`, `logprobs` (no Ollama
 //! counterpart); image URLs that are not data URLs (Ollama takes only inline images).
 
+use crate::chunks::{now_secs, usage_json, ChunkWriter};
 use crate::client::UpstreamBody;
 use crate::openai::{post, static_headers, uri};
 use bytes::Bytes;
@@ -269,16 +270,6 @@ impl WireChat {
     }
 }
 
-fn usage_json(u: &Usage) -> Value {
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total()})
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn tool_calls_json(calls: &[WireToolCall], first_index: usize) -> Vec<Value> {
     calls
         .iter()
@@ -335,9 +326,7 @@ pub fn from_chat_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), 
 /// Translates Ollama's NDJSON chat stream into OpenAI chunk events, one line at a time.
 #[derive(Debug)]
 pub struct LineTranslator {
-    model: String,
-    id: String,
-    created: u64,
+    writer: ChunkWriter,
     include_usage: bool,
     started: bool,
     tools_seen: usize,
@@ -359,11 +348,8 @@ pub enum LineStep {
 impl LineTranslator {
     /// A translator for a stream answering `model`.
     pub fn new(model: &str, include_usage: bool) -> Self {
-        let created = now_secs();
         Self {
-            model: model.to_string(),
-            id: format!("chatcmpl-ollama-{created}"),
-            created,
+            writer: ChunkWriter::new(model, "ollama"),
             include_usage,
             started: false,
             tools_seen: 0,
@@ -375,16 +361,6 @@ impl LineTranslator {
     /// Usage counted so far (Ollama reports it on the last line).
     pub fn usage(&self) -> Usage {
         self.usage
-    }
-
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let c = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(c.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
     }
 
     /// Feeds one NDJSON line; appends the OpenAI events it yields to `out`.
@@ -400,33 +376,23 @@ impl LineTranslator {
         }
         if !self.started {
             self.started = true;
-            self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+            self.writer
+                .delta(out, json!({"role": "assistant", "content": ""}), None);
         }
         if !r.message.content.is_empty() {
-            self.chunk(out, json!({"content": r.message.content}), None);
+            self.writer
+                .delta(out, json!({"content": r.message.content}), None);
         }
         if !r.message.tool_calls.is_empty() {
             let calls = tool_calls_json(&r.message.tool_calls, self.tools_seen);
             self.tools_seen += r.message.tool_calls.len();
-            self.chunk(out, json!({"tool_calls": calls}), None);
+            self.writer.delta(out, json!({"tool_calls": calls}), None);
         }
         if r.done {
             self.usage = r.usage();
-            self.chunk(
-                out,
-                json!({}),
-                Some(finish(r.done_reason.as_deref(), self.tools_seen > 0)),
-            );
-            if self.include_usage {
-                let c = json!({
-                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "choices": [], "usage": usage_json(&self.usage),
-                });
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(c.to_string().as_bytes());
-                out.extend_from_slice(b"\n\n");
-            }
-            out.extend_from_slice(b"data: [DONE]\n\n");
+            let reason = finish(r.done_reason.as_deref(), self.tools_seen > 0);
+            self.writer
+                .finish(out, reason, self.include_usage.then_some(&self.usage));
             self.done = true;
             return LineStep::Done;
         }
