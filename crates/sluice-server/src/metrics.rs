@@ -109,6 +109,8 @@ pub struct EndpointMetrics {
     tokens_in: AtomicU64,
     tokens_out: AtomicU64,
     tokens_cached: AtomicU64,
+    tokens_estimated_in: AtomicU64,
+    tokens_estimated_out: AtomicU64,
     upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
 }
 
@@ -128,6 +130,14 @@ impl EndpointMetrics {
         self.tokens_out.fetch_add(usage.completion_tokens, Relaxed);
         self.tokens_cached
             .fetch_add(usage.cached_prompt_tokens, Relaxed);
+    }
+
+    /// Records that `usage` (already added) is an estimate: the upstream reported none.
+    pub fn add_estimated(&self, usage: &sluice_types::Usage) {
+        self.tokens_estimated_in
+            .fetch_add(usage.prompt_tokens, Relaxed);
+        self.tokens_estimated_out
+            .fetch_add(usage.completion_tokens, Relaxed);
     }
 
     /// Counts an upstream failure.
@@ -331,6 +341,20 @@ impl Metrics {
                             "sluice_tokens_total{{{},endpoint=\"{e}\",direction=\"{dir}\"}} {n}",
                             s.labels
                         );
+                    }
+                }
+            }
+        }
+        out.push_str("# HELP sluice_tokens_estimated_total Tokens in sluice_tokens_total that sluice estimated because the upstream streamed no usage (prompt from the request's size, completion from the content events).\n# TYPE sluice_tokens_estimated_total counter\n");
+        for s in &self.series {
+            for (e, em) in ENDPOINTS.iter().zip(&s.endpoints) {
+                for (dir, c) in [
+                    ("in", &em.tokens_estimated_in),
+                    ("out", &em.tokens_estimated_out),
+                ] {
+                    let n = c.load(Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(out, "sluice_tokens_estimated_total{{{},endpoint=\"{e}\",direction=\"{dir}\"}} {n}", s.labels);
                     }
                 }
             }

@@ -463,6 +463,7 @@ async fn walk(
                 wire,
                 model: view.model(),
                 upstream_model: upstream_id,
+                estimated_prompt_tokens: view.facts().prompt_tokens,
             };
             match attempt.run(upstream_body, request_id).await {
                 Ok(response) => {
@@ -660,6 +661,8 @@ struct Attempt<'a> {
     model: &'a str,
     /// The model id sent upstream.
     upstream_model: &'a str,
+    /// Prompt tokens estimated from the request.
+    estimated_prompt_tokens: u64,
 }
 
 impl Attempt<'_> {
@@ -848,6 +851,7 @@ impl Attempt<'_> {
                     deadline,
                     series: self.deployment,
                     started: self.started,
+                    estimated_prompt_tokens: self.estimated_prompt_tokens,
                 },
             );
             let mut r = Response::new(ResponseBody::Relay(Box::new(relay)));

@@ -84,6 +84,9 @@ struct Seen {
     done: bool,
     finish: bool,
     usage: Option<Usage>,
+    /// Events carrying content: the basis of an estimate when the upstream sends no usage
+    /// (OpenAI-compatible servers stream about one token per event).
+    content_events: u64,
 }
 
 impl Seen {
@@ -104,6 +107,11 @@ impl Seen {
                     return Keep::Drop;
                 }
             }
+        }
+        if after_key(&data, b"\"content\"")
+            .is_some_and(|v| v.starts_with(b"\"") && !v.starts_with(b"\"\""))
+        {
+            self.content_events += 1;
         }
         if !self.finish
             && after_key(&data, b"\"finish_reason\"").is_some_and(|v| v.starts_with(b"\""))
@@ -132,6 +140,7 @@ pub struct Relay {
     started: std::time::Instant,
     recorded: bool,
     translator: Option<Translator>,
+    estimated_prompt_tokens: u64,
 }
 
 /// How to relay one stream.
@@ -150,6 +159,8 @@ pub struct RelayParams {
     pub started: std::time::Instant,
     /// Translate the upstream's events (Anthropic's, Ollama's) into OpenAI chunks.
     pub translator: Option<Translator>,
+    /// Prompt tokens estimated from the request, used if the upstream reports no usage.
+    pub estimated_prompt_tokens: u64,
 }
 
 fn error_event(message: &str, kind: &str, code: &str) -> Bytes {
@@ -193,6 +204,7 @@ impl Relay {
             started: p.started,
             recorded: false,
             translator: p.translator,
+            estimated_prompt_tokens: p.estimated_prompt_tokens,
         }
     }
 
@@ -334,8 +346,18 @@ impl Relay {
         if let Some(dep) = self.state.deployments.get(self.series) {
             dep.total.observe(elapsed);
         }
-        if let Some(u) = &self.seen.usage {
-            m.add_usage(u);
+        match &self.seen.usage {
+            Some(u) => m.add_usage(u),
+            None => {
+                // The upstream sent no usage: count honestly, and say it is an estimate.
+                let estimate = Usage {
+                    prompt_tokens: self.estimated_prompt_tokens,
+                    completion_tokens: self.seen.content_events,
+                    ..Usage::default()
+                };
+                m.add_usage(&estimate);
+                m.add_estimated(&estimate);
+            }
         }
         if !completed {
             self.state.metrics.client_disconnects.fetch_add(1, Relaxed);

@@ -728,3 +728,24 @@ async fn serves_http2_clients_with_prior_knowledge() {
         assert!(String::from_utf8_lossy(&bytes).contains(want));
     }
 }
+
+#[tokio::test]
+async fn a_stream_without_usage_is_counted_as_an_estimate() {
+    // The upstream is not asked for usage (`stream_usage = false`) and sends none.
+    let (_fake, gw) = setup("stream_usage = false").await;
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), CHAT_STREAM, &[])
+        .await
+        .unwrap();
+    let (events, _) = s.collect_events().await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let m = get(&gw.url("/metrics")).await.unwrap().text();
+    // Five content events ("Hello", " from", " the", " fake", " upstream.").
+    assert!(
+        m.contains(
+            r#"sluice_tokens_total{model="m",provider="fake",endpoint="chat",direction="out"} 5"#
+        ),
+        "{m}"
+    );
+    assert!(m.contains(r#"sluice_tokens_estimated_total{model="m",provider="fake",endpoint="chat",direction="out"} 5"#), "{m}");
+    assert!(m.contains(r#"sluice_tokens_estimated_total{model="m",provider="fake",endpoint="chat",direction="in"}"#), "{m}");
+}
