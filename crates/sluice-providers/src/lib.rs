@@ -14,6 +14,8 @@ pub mod gemini;
 pub mod ollama;
 pub mod openai;
 mod provider;
+#[cfg(test)]
+mod test_support;
 
 pub use client::{HttpClient, UpstreamBody};
 pub use provider::{set_worker, Endpoint, Provider, Translation};

@@ -170,3 +170,82 @@ fn embeddings() {
     assert_eq!(v["data"][1]["index"], 1);
     assert_eq!(usage.prompt_tokens, 2);
 }
+
+/// Reads a `generateContent` body back into an OpenAI request (test only: the gateway never
+/// needs this direction), with placeholder tool-call ids.
+fn back_to_openai(body: &serde_json::Value) -> ChatCompletionRequest {
+    let texts = |parts: &serde_json::Value| -> String {
+        parts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["text"].as_str())
+            .collect()
+    };
+    let mut messages = Vec::new();
+    if let Some(sys) = body.get("systemInstruction") {
+        messages.push(json!({"role": "system", "content": texts(&sys["parts"])}));
+    }
+    for c in body["contents"].as_array().unwrap() {
+        let parts = &c["parts"];
+        if c["role"] == "user" {
+            for p in parts.as_array().unwrap() {
+                if let Some(r) = p.get("functionResponse") {
+                    messages.push(json!({"role": "tool", "tool_call_id": "x", "content": r["response"]["result"]}));
+                }
+            }
+            let text = texts(parts);
+            if !text.is_empty() {
+                messages.push(json!({"role": "user", "content": text}));
+            }
+        } else {
+            let calls: Vec<serde_json::Value> = parts
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p.get("functionCall"))
+                .map(|f| json!({"id": "x", "type": "function", "function": {"name": f["name"], "arguments": f["args"].to_string()}}))
+                .collect();
+            let mut m = json!({"role": "assistant", "content": texts(parts)});
+            if !calls.is_empty() {
+                m["tool_calls"] = json!(calls);
+            }
+            messages.push(m);
+        }
+    }
+    let g = &body["generationConfig"];
+    let mut req = json!({"model": "m", "messages": messages, "max_tokens": g["maxOutputTokens"], "temperature": g["temperature"], "top_p": g["topP"], "stop": g["stopSequences"]});
+    if let Some(decls) = body["tools"][0]["functionDeclarations"].as_array() {
+        req["tools"] = json!(decls.iter().map(|d| json!({"type": "function", "function": {"name": d["name"], "description": d["description"], "parameters": d["parameters"]}})).collect::<Vec<_>>());
+    }
+    let cfg = &body["toolConfig"]["functionCallingConfig"];
+    req["tool_choice"] = match (
+        cfg["mode"].as_str(),
+        cfg["allowedFunctionNames"][0].as_str(),
+    ) {
+        (Some("ANY"), Some(name)) => json!({"type": "function", "function": {"name": name}}),
+        (Some("ANY"), None) => json!("required"),
+        (Some("AUTO"), _) => json!("auto"),
+        (Some("NONE"), _) => json!("none"),
+        _ => serde_json::Value::Null,
+    };
+    serde_json::from_value(req).unwrap()
+}
+
+#[test]
+fn round_trip_through_gemini_keeps_what_both_formats_express() {
+    use crate::test_support::{essence_without, generate, Gen};
+    let mut g = Gen(0x9e31);
+    for case in 0..500 {
+        let original: ChatCompletionRequest = serde_json::from_value(generate(&mut g)).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&to_request(&original).unwrap()).unwrap();
+        let back = back_to_openai(&body);
+        // Gemini has no end-user field and no tool-call ids.
+        assert_eq!(
+            essence_without(&back, &["user"]),
+            essence_without(&original, &["user"]),
+            "case {case}: {body}"
+        );
+    }
+}

@@ -157,3 +157,49 @@ fn embeddings_both_ways() {
     assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 10);
     assert_eq!(usage.prompt_tokens, 8);
 }
+
+/// Reads an `/api/chat` body back into an OpenAI request (test only), with placeholder
+/// tool-call ids.
+fn back_to_openai(body: &serde_json::Value) -> ChatCompletionRequest {
+    let messages: Vec<serde_json::Value> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let mut out = json!({"role": m["role"], "content": m["content"]});
+            if m["role"] == "tool" {
+                out["tool_call_id"] = json!("x");
+            }
+            if let Some(calls) = m["tool_calls"].as_array() {
+                out["tool_calls"] = json!(calls.iter().map(|c| json!({"id": "x", "type": "function", "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"].to_string()}})).collect::<Vec<_>>());
+            }
+            out
+        })
+        .collect();
+    let o = &body["options"];
+    let mut req = json!({"model": "m", "messages": messages, "max_tokens": o["num_predict"], "temperature": o["temperature"], "top_p": o["top_p"], "stop": o["stop"]});
+    if let Some(tools) = body["tools"].as_array() {
+        req["tools"] = json!(tools);
+    }
+    serde_json::from_value(req).unwrap()
+}
+
+#[test]
+fn round_trip_through_ollama_keeps_what_both_formats_express() {
+    use crate::test_support::{essence_without, generate, Gen};
+    let mut g = Gen(0x0112);
+    for case in 0..500 {
+        let original: ChatCompletionRequest = serde_json::from_value(generate(&mut g)).unwrap();
+        // Only `keep_alive` is read from the raw body, and generated requests have none.
+        let body: serde_json::Value =
+            serde_json::from_slice(&to_chat_request(&original, b"{}", "m", None).unwrap()).unwrap();
+        let back = back_to_openai(&body);
+        // Ollama has no end-user field, no tool_choice and no tool-call ids.
+        let drop = ["user", "tool_choice"];
+        assert_eq!(
+            essence_without(&back, &drop),
+            essence_without(&original, &drop),
+            "case {case}: {body}"
+        );
+    }
+}
