@@ -518,6 +518,10 @@ fn route(
     mut guard: CancelGuard,
 ) -> Response<FakeBody> {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    if let Some(resp) = native_shape(method, path, parsed.as_ref()) {
+        guard.disarm();
+        return resp;
+    }
     match (method, path) {
         (&Method::POST, "/v1/chat/completions") => {
             let req = match json_body(parsed).and_then(|v| ChatRequest::from_json(&v)) {
@@ -633,6 +637,49 @@ fn add_request_id(resp: &mut Response<FakeBody>, id: u64) {
         resp.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
     }
+}
+
+/// Answers in the native shapes of Anthropic (`/v1/messages`), Gemini
+/// (`/v1beta/models/...`) and Ollama (`/api/chat`, `/api/embed`), with the documented-format
+/// fixtures of `fixtures/` (whole bodies, streams included).
+fn native_shape(
+    method: &Method,
+    path: &str,
+    parsed: Option<&Result<Value, serde_json::Error>>,
+) -> Option<Response<FakeBody>> {
+    const ANTHROPIC: &str = include_str!("../fixtures/anthropic/response_cache.json");
+    const ANTHROPIC_STREAM: &str = include_str!("../fixtures/anthropic/stream_text.sse");
+    const GEMINI: &str = include_str!("../fixtures/gemini/response_text.json");
+    const GEMINI_STREAM: &str = include_str!("../fixtures/gemini/stream.sse");
+    const GEMINI_EMBED: &str = include_str!("../fixtures/gemini/embed_batch.json");
+    const OLLAMA: &str = include_str!("../fixtures/ollama/chat_response.json");
+    const OLLAMA_STREAM: &str = include_str!("../fixtures/ollama/chat_stream.ndjson");
+    const OLLAMA_EMBED: &str = include_str!("../fixtures/ollama/embed_response.json");
+    if method != Method::POST {
+        return None;
+    }
+    let stream = matches!(parsed, Some(Ok(v)) if v["stream"] == Value::Bool(true));
+    let (ctype, body) = match path {
+        "/v1/messages" if stream => ("text/event-stream", ANTHROPIC_STREAM),
+        "/v1/messages" => ("application/json", ANTHROPIC),
+        "/api/chat" if stream => ("application/x-ndjson", OLLAMA_STREAM),
+        "/api/chat" => ("application/json", OLLAMA),
+        "/api/embed" => ("application/json", OLLAMA_EMBED),
+        p if p.starts_with("/v1beta/models/") && p.ends_with(":streamGenerateContent") => {
+            ("text/event-stream", GEMINI_STREAM)
+        }
+        p if p.starts_with("/v1beta/models/") && p.ends_with(":batchEmbedContents") => {
+            ("application/json", GEMINI_EMBED)
+        }
+        p if p.starts_with("/v1beta/models/") && p.ends_with(":generateContent") => {
+            ("application/json", GEMINI)
+        }
+        _ => return None,
+    };
+    let mut resp = Response::new(FakeBody::full(Bytes::from_static(body.as_bytes())));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    Some(resp)
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<FakeBody> {

@@ -493,3 +493,28 @@ async fn chaos_fails_a_share_of_requests_in_turn() {
         .expect("response");
     assert_eq!(resp.status, 200);
 }
+
+#[tokio::test]
+async fn speaks_native_provider_shapes() {
+    let fake = FakeUpstream::start().await;
+    let post = |path: &str, body: &'static str| {
+        let url = fake.url(path);
+        async move { client::post_json(&url, body, &[]).await.expect("response") }
+    };
+    let r = post(
+        "/v1/messages",
+        r#"{"model":"c","max_tokens":5,"messages":[]}"#,
+    )
+    .await;
+    assert_eq!(r.json()["type"], "message");
+    let r = post("/v1/messages", r#"{"model":"c","stream":true}"#).await;
+    assert!(r.text().contains("message_start"));
+    let r = post("/v1beta/models/g:generateContent", "{}").await;
+    assert!(r.json()["candidates"].is_array());
+    let r = post("/v1beta/models/g:streamGenerateContent?alt=sse", "{}").await;
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let r = post("/api/chat", r#"{"model":"l","stream":false}"#).await;
+    assert_eq!(r.json()["done"], true);
+    let r = post("/api/embed", r#"{"model":"e","input":"x"}"#).await;
+    assert!(r.json()["embeddings"].is_array());
+}
