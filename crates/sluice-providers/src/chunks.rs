@@ -76,3 +76,34 @@ impl ChunkWriter {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
 }
+
+/// A whole `chat.completion` body with one choice. `tool_calls` may carry the `index` they
+/// have in stream deltas; it is left out here, as OpenAI does.
+pub fn completion(
+    id_prefix: &str,
+    model: &str,
+    content: &str,
+    mut tool_calls: Vec<Value>,
+    finish: &str,
+    usage: &Usage,
+) -> Vec<u8> {
+    let mut message = json!({"role": "assistant", "content": content});
+    if !tool_calls.is_empty() {
+        for c in &mut tool_calls {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("index");
+            }
+        }
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    let created = now_secs();
+    let out = json!({
+        "id": format!("chatcmpl-{id_prefix}-{created}"),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage_json(usage),
+    });
+    serde_json::to_vec(&out).unwrap_or_default()
+}

@@ -21,7 +21,7 @@
 //! tokens included). Not mapped: `n` > 1 (`candidateCount` is left at one so streams stay
 //! one choice), `logprobs`.
 
-use crate::chunks::{now_secs, usage_json, ChunkWriter};
+use crate::chunks::{completion, ChunkWriter};
 use crate::client::UpstreamBody;
 use crate::openai::{post, static_headers, uri};
 use bytes::Bytes;
@@ -374,7 +374,7 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
     let r: WireResponse =
         serde_json::from_slice(body).map_err(|e| format!("not a Gemini response: {e}"))?;
     let usage = r.usage_metadata.unwrap_or_default().normalised();
-    let (text, mut calls, finish) = match r.candidates.first() {
+    let (text, calls, finish) = match r.candidates.first() {
         Some(c) => {
             let (text, calls) = read_parts(c.content.as_ref(), 0);
             let finish = finish_reason(
@@ -387,24 +387,10 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
         None if r.prompt_feedback.is_some() => (String::new(), Vec::new(), "content_filter"),
         None => return Err("Gemini answered without a candidate".into()),
     };
-    let mut message = json!({"role": "assistant", "content": text});
-    if !calls.is_empty() {
-        for c in &mut calls {
-            if let Some(o) = c.as_object_mut() {
-                o.remove("index");
-            }
-        }
-        message["tool_calls"] = Value::Array(calls);
-    }
-    let out = json!({
-        "id": format!("chatcmpl-gemini-{}", now_secs()),
-        "object": "chat.completion",
-        "created": now_secs(),
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": usage_json(&usage),
-    });
-    Ok((serde_json::to_vec(&out).unwrap_or_default(), usage))
+    Ok((
+        completion("gemini", model, &text, calls, finish, &usage),
+        usage,
+    ))
 }
 
 /// Translates `streamGenerateContent?alt=sse` events into OpenAI chunk events. Gemini's

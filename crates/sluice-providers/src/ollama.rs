@@ -16,7 +16,7 @@
 //! `prompt_eval_count`/`eval_count` as usage. Not mapped: `n`, `logprobs` (no Ollama
 //! counterpart); image URLs that are not data URLs (Ollama takes only inline images).
 
-use crate::chunks::{now_secs, usage_json, ChunkWriter};
+use crate::chunks::{completion, ChunkWriter};
 use crate::client::UpstreamBody;
 use crate::openai::{post, static_headers, uri};
 use bytes::Bytes;
@@ -302,25 +302,14 @@ pub fn from_chat_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), 
     }
     let usage = r.usage();
     let tools = !r.message.tool_calls.is_empty();
-    let mut message = json!({"role": "assistant", "content": r.message.content});
-    if tools {
-        let mut calls = tool_calls_json(&r.message.tool_calls, 0);
-        for c in &mut calls {
-            if let Some(o) = c.as_object_mut() {
-                o.remove("index");
-            }
-        }
-        message["tool_calls"] = Value::Array(calls);
-    }
-    let out = json!({
-        "id": format!("chatcmpl-ollama-{}", now_secs()),
-        "object": "chat.completion",
-        "created": now_secs(),
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish(r.done_reason.as_deref(), tools)}],
-        "usage": usage_json(&usage),
-    });
-    Ok((serde_json::to_vec(&out).unwrap_or_default(), usage))
+    let calls = if tools {
+        tool_calls_json(&r.message.tool_calls, 0)
+    } else {
+        Vec::new()
+    };
+    let reason = finish(r.done_reason.as_deref(), tools);
+    let body = completion("ollama", model, &r.message.content, calls, reason, &usage);
+    Ok((body, usage))
 }
 
 /// Translates Ollama's NDJSON chat stream into OpenAI chunk events, one line at a time.
