@@ -3,6 +3,7 @@
 //! to test.
 
 pub mod breaker;
+pub mod cache;
 pub mod canary;
 pub mod config;
 pub mod env;

@@ -20,10 +20,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod cache;
 mod routes;
 #[cfg(test)]
 mod tests;
 
+pub use cache::{
+    CacheConfig, CachePolicy, UninitializedCacheConfig, UninitializedCachePolicy,
+    DEFAULT_TTL as DEFAULT_CACHE_TTL,
+};
 pub use routes::{
     CanaryConfig, RouteConfig, RoutingConfig, UninitializedCanary, UninitializedRetry,
     UninitializedRoute, UninitializedRouting, UninitializedTiers,
@@ -83,6 +88,9 @@ pub struct UninitializedConfig {
     /// `[[routes]]`: virtual models.
     #[serde(default)]
     pub routes: Vec<UninitializedRoute>,
+    /// `[cache]`: the response cache.
+    #[serde(default)]
+    pub cache: UninitializedCacheConfig,
 }
 
 /// `[server]` as written.
@@ -113,6 +121,10 @@ pub struct UninitializedServerConfig {
 pub struct UninitializedStorageConfig {
     /// Directory for embedded state.
     pub data_dir: Option<PathBuf>,
+    /// Redis shared by every replica (cache; literal or `env::VAR`).
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key sluice writes (default `sluice:`).
+    pub redis_prefix: Option<String>,
 }
 
 /// Provider wire format.
@@ -225,6 +237,8 @@ pub struct UninitializedModelConfig {
     pub tier: Option<Tier>,
     /// Quality rank for the `quality` strategy (higher is better).
     pub quality: Option<f64>,
+    /// Response cache overrides.
+    pub cache: Option<UninitializedCachePolicy>,
 }
 
 // === Config (validated) ===
@@ -244,6 +258,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// Routes, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[cache]`.
+    pub cache: CacheConfig,
 }
 
 /// Validated `[server]`.
@@ -272,6 +288,10 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     /// Default `.sluice`.
     pub data_dir: PathBuf,
+    /// Shared Redis.
+    pub redis_url: Option<Secret>,
+    /// Prefix of Redis keys.
+    pub redis_prefix: String,
 }
 
 /// Validated `[[providers]]`.
@@ -326,6 +346,8 @@ pub struct ModelConfig {
     pub tier: Option<Tier>,
     /// Quality rank (default 0).
     pub quality: f64,
+    /// Response cache policy.
+    pub cache: CachePolicy,
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -396,12 +418,33 @@ impl UninitializedConfig {
                 .map(|k| resolve_secret(k, env, "server.master_key"))
                 .transpose()?,
         };
+        let redis_url = self
+            .storage
+            .redis_url
+            .as_deref()
+            .map(|u| resolve_secret(u, env, "storage.redis_url"))
+            .transpose()?;
+        if let Some(u) = &redis_url {
+            let url = u.expose();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    "storage.redis_url",
+                    "must start with redis:// (e.g. `redis://127.0.0.1:6379`)",
+                ));
+            }
+        }
         let storage = StorageConfig {
             data_dir: self
                 .storage
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(".sluice")),
+            redis_url,
+            redis_prefix: self
+                .storage
+                .redis_prefix
+                .unwrap_or_else(|| "sluice:".to_string()),
         };
+        let cache = self.cache.load()?;
 
         let mut providers = Vec::with_capacity(self.providers.len());
         let mut names = HashSet::new();
@@ -450,7 +493,12 @@ impl UninitializedConfig {
                     ));
                 }
             }
+            let cache_policy = match &m.cache {
+                Some(c) => c.apply(&cache.policy, &at("cache"))?,
+                None => cache.policy,
+            };
             models.push(ModelConfig {
+                cache: cache_policy,
                 upstream: m.upstream.unwrap_or_else(|| m.name.clone()),
                 name: m.name,
                 provider,
@@ -460,7 +508,7 @@ impl UninitializedConfig {
             });
         }
         let routing = self.routing.load()?;
-        let routes = routes::load_routes(self.routes, &models, &routing)?;
+        let routes = routes::load_routes(self.routes, &models, &routing, &cache.policy)?;
 
         Ok(Config {
             server,
@@ -469,6 +517,7 @@ impl UninitializedConfig {
             models,
             routing,
             routes,
+            cache,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! `[routing]` (defaults for every route and model) and `[[routes]]` (virtual models).
 
-use super::{ConfigError, ModelConfig, Tier};
+use super::{CachePolicy, ConfigError, ModelConfig, Tier, UninitializedCachePolicy};
 use crate::breaker::BreakerConfig;
 use crate::retry::RetryPolicy;
 use crate::routing::{Strategy, TierRules};
@@ -167,6 +167,8 @@ pub struct UninitializedRoute {
     pub fallback_response: Option<String>,
     /// Canary rollout of a candidate model.
     pub canary: Option<UninitializedCanary>,
+    /// Response cache overrides.
+    pub cache: Option<UninitializedCachePolicy>,
 }
 
 /// Validated canary settings.
@@ -211,6 +213,8 @@ pub struct RouteConfig {
     pub fallback_response: Option<String>,
     /// Canary.
     pub canary: Option<CanaryConfig>,
+    /// Response cache policy.
+    pub cache: CachePolicy,
 }
 
 /// Validated `[routing]`.
@@ -263,6 +267,7 @@ pub fn load_routes(
     routes: Vec<UninitializedRoute>,
     models: &[ModelConfig],
     defaults: &RoutingConfig,
+    cache: &CachePolicy,
 ) -> Result<Vec<RouteConfig>, ConfigError> {
     let model_index = |name: &str| models.iter().position(|m| m.name == name);
     let mut names = HashSet::new();
@@ -373,7 +378,12 @@ pub fn load_routes(
                 })
             }
         };
+        let cache = match &r.cache {
+            Some(c) => c.apply(cache, &at("cache"))?,
+            None => *cache,
+        };
         out.push(RouteConfig {
+            cache,
             strategy: r.strategy.unwrap_or(Strategy::Fallback),
             targets,
             weights,

@@ -1,0 +1,156 @@
+//! `[cache]` (the response cache's defaults and its stores' bounds) and the `cache = { ... }`
+//! policy overrides of `[[models]]` and `[[routes]]`.
+
+use super::ConfigError;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Default time an entry lives: 7 days.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `cache = { ... }` of a model or route as written: each key overrides `[cache]`'s.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedCachePolicy {
+    /// Cache this target's answers.
+    pub enabled: Option<bool>,
+    /// Seconds an entry lives.
+    pub ttl_seconds: Option<u64>,
+    /// Also cache requests that may answer differently each time (temperature above 0 and
+    /// no seed).
+    pub nondeterministic: Option<bool>,
+    /// Largest answer stored, in bytes.
+    pub max_entry_bytes: Option<u64>,
+    /// Let identical requests in flight wait for the first one's answer.
+    pub coalesce: Option<bool>,
+}
+
+/// `[cache]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedCacheConfig {
+    /// Cache answers (default `false`).
+    pub enabled: Option<bool>,
+    /// Seconds an entry lives (default 7 days).
+    pub ttl_seconds: Option<u64>,
+    /// Cache non-deterministic requests too (default `false`).
+    pub nondeterministic: Option<bool>,
+    /// Largest answer stored (default 4 MiB).
+    pub max_entry_bytes: Option<u64>,
+    /// Coalesce identical in-flight requests (default `true`).
+    pub coalesce: Option<bool>,
+    /// Bytes held by the in-memory tier (default 128 MiB).
+    pub memory_bytes: Option<u64>,
+    /// Bytes held by the SQLite file (default 1 GiB).
+    pub disk_bytes: Option<u64>,
+    /// Longest wait for the shared store (Redis) per operation (default 100 ms).
+    pub store_timeout_ms: Option<u64>,
+}
+
+/// How one target (a model or a route) caches, `[cache]` merged with its own overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// Cache at all.
+    pub enabled: bool,
+    /// Entry lifetime.
+    pub ttl: Duration,
+    /// Cache requests that may answer differently each time.
+    pub nondeterministic: bool,
+    /// Largest answer stored.
+    pub max_entry_bytes: u64,
+    /// Coalesce identical in-flight requests.
+    pub coalesce: bool,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ttl: DEFAULT_TTL,
+            nondeterministic: false,
+            max_entry_bytes: 4 << 20,
+            coalesce: true,
+        }
+    }
+}
+
+/// Validated `[cache]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// The policy of targets without their own.
+    pub policy: CachePolicy,
+    /// In-memory tier bound.
+    pub memory_bytes: u64,
+    /// SQLite bound.
+    pub disk_bytes: u64,
+    /// Redis operation timeout.
+    pub store_timeout: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            policy: CachePolicy::default(),
+            memory_bytes: 128 << 20,
+            disk_bytes: 1 << 30,
+            store_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+fn ttl(seconds: Option<u64>, base: Duration, at: &str) -> Result<Duration, ConfigError> {
+    match seconds {
+        Some(0) => Err(ConfigError::new(
+            format!("{at}.ttl_seconds"),
+            "must be greater than 0",
+        )),
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Ok(base),
+    }
+}
+
+impl UninitializedCachePolicy {
+    /// This override applied to `base`; `at` is the key path for errors.
+    pub fn apply(&self, base: &CachePolicy, at: &str) -> Result<CachePolicy, ConfigError> {
+        Ok(CachePolicy {
+            enabled: self.enabled.unwrap_or(base.enabled),
+            ttl: ttl(self.ttl_seconds, base.ttl, at)?,
+            nondeterministic: self.nondeterministic.unwrap_or(base.nondeterministic),
+            max_entry_bytes: self.max_entry_bytes.unwrap_or(base.max_entry_bytes),
+            coalesce: self.coalesce.unwrap_or(base.coalesce),
+        })
+    }
+}
+
+impl UninitializedCacheConfig {
+    /// Validates `[cache]`.
+    pub fn load(self) -> Result<CacheConfig, ConfigError> {
+        let d = CacheConfig::default();
+        let policy = UninitializedCachePolicy {
+            enabled: self.enabled,
+            ttl_seconds: self.ttl_seconds,
+            nondeterministic: self.nondeterministic,
+            max_entry_bytes: self.max_entry_bytes,
+            coalesce: self.coalesce,
+        }
+        .apply(&d.policy, "cache")?;
+        let nonzero = |v: Option<u64>, key: &str, default: u64| match v {
+            Some(0) => Err(ConfigError::new(
+                format!("cache.{key}"),
+                "must be greater than 0",
+            )),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        Ok(CacheConfig {
+            policy,
+            memory_bytes: nonzero(self.memory_bytes, "memory_bytes", d.memory_bytes)?,
+            disk_bytes: nonzero(self.disk_bytes, "disk_bytes", d.disk_bytes)?,
+            store_timeout: Duration::from_millis(nonzero(
+                self.store_timeout_ms,
+                "store_timeout_ms",
+                100,
+            )?),
+        })
+    }
+}
