@@ -13,6 +13,7 @@ pub mod retry;
 pub mod rng;
 pub mod routing;
 pub mod secret;
+pub mod simulate;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind};

@@ -209,6 +209,21 @@ pub struct Price {
     pub cached_input: Option<f64>,
 }
 
+impl Price {
+    /// What `prompt` tokens (of which `cached` were prompt-cache reads) and `completion`
+    /// tokens cost, in nano-USD (USD per million tokens is nano-USD per thousandth of a
+    /// token), each kind rounded once, so sums of many requests are exact integers.
+    pub fn cost_nano_usd(&self, prompt: u64, cached: u64, completion: u64) -> u64 {
+        let cached = cached.min(prompt);
+        let nano = |tokens: u64, usd_per_million: f64| {
+            (tokens as f64 * usd_per_million * 1000.0).round() as u64
+        };
+        nano(prompt - cached, self.input)
+            + nano(cached, self.cached_input.unwrap_or(self.input))
+            + nano(completion, self.output)
+    }
+}
+
 /// Size tier of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
