@@ -9,6 +9,7 @@
 pub mod error;
 pub mod hex;
 pub mod memory;
+pub mod redis;
 
 pub use error::StoreError;
 pub use memory::MemoryTier;
