@@ -10,9 +10,16 @@ pub mod error;
 pub mod hex;
 pub mod memory;
 pub mod redis;
+pub mod redis_cache;
+pub mod sqlite;
+pub mod store;
 
 pub use error::StoreError;
 pub use memory::MemoryTier;
+pub use redis::RedisClient;
+pub use redis_cache::RedisCache;
+pub use sqlite::{SqliteCache, SqliteOptions};
+pub use store::{CacheStats, CacheStore, CounterDelta};
 
 /// A cache key: 32 bytes, a hash the caller computed.
 pub type Key = [u8; 32];
