@@ -10,7 +10,9 @@
 //! Failure rules: every operation, connect included, runs under `op_timeout`; a connection
 //! that errored or timed out is dropped, never put back. After a failed connect the client
 //! fails fast with [`StoreError::Unavailable`] for `backoff` (1 s by default) instead of
-//! dialing again on every call, so a dead Redis costs nothing per request.
+//! dialing again on every call, so a dead Redis costs nothing per request. At most
+//! `max_connections` operations run at once (all threads together), which bounds the open
+//! connections; a burst of fire-and-forget writes waits its turn instead of dialing more.
 
 use crate::StoreError;
 use bytes::{Buf, BytesMut};
@@ -292,6 +294,9 @@ impl Conn {
     }
 }
 
+/// Operations (so connections) at once per client, by default.
+const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
 /// Idle connections kept per thread and client.
 const MAX_IDLE_PER_THREAD: usize = 16;
 
@@ -312,6 +317,8 @@ struct Inner {
     epoch: Instant,
     /// Until when (ms since `epoch`) connects fail fast; 0 when not backing off.
     down_until_ms: AtomicU64,
+    /// Operations running at once, all threads together: bounds the open connections.
+    slots: tokio::sync::Semaphore,
 }
 
 /// A Redis client: cheap to clone, usable from any thread and runtime; connections are
@@ -348,6 +355,7 @@ impl RedisClient {
                 backoff: Duration::from_secs(1),
                 epoch: Instant::now(),
                 down_until_ms: AtomicU64::new(0),
+                slots: tokio::sync::Semaphore::new(DEFAULT_MAX_CONNECTIONS),
             }),
         }
     }
@@ -357,6 +365,17 @@ impl RedisClient {
     pub fn with_backoff(mut self, backoff: Duration) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.backoff = backoff;
+        }
+        self
+    }
+
+    /// Sets how many operations may run at once, all threads together (64 by default);
+    /// each running operation holds one connection, so this bounds the open connections.
+    /// Operations beyond it wait, within their time limit.
+    #[must_use]
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.slots = tokio::sync::Semaphore::new(max.max(1));
         }
         self
     }
@@ -402,6 +421,12 @@ impl RedisClient {
     }
 
     async fn run_untimed(&self, request: &[u8], replies: usize) -> Result<Vec<Value>, StoreError> {
+        let _slot = self
+            .inner
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("redis client closed".into()))?;
         // A pooled connection may be dead (its runtime is gone, or its peer reset it). When
         // the write itself fails, the request did not reach Redis whole, and a command Redis
         // did not read whole never runs: drop the connection and try the next one. (A
