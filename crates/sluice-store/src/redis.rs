@@ -8,9 +8,10 @@
 //! the runtime) that made it.
 //!
 //! Failure rules: every operation, connect included, runs under `op_timeout`; a connection
-//! that errored or timed out is dropped, never put back. After a failed connect the client
-//! fails fast with [`StoreError::Unavailable`] for `backoff` (1 s by default) instead of
-//! dialing again on every call, so a dead Redis costs nothing per request. At most
+//! that errored or timed out is dropped, never put back. After a failed connect, or an
+//! operation that timed out (a hung Redis), the client fails every call at once with
+//! [`StoreError::Unavailable`] for `backoff` (1 s by default) instead of dialing or waiting
+//! again on every call, so a dead Redis costs nothing per request. At most
 //! `max_connections` operations run at once (all threads together), which bounds the open
 //! connections; a burst of fire-and-forget writes waits its turn instead of dialing more.
 
@@ -415,12 +416,21 @@ impl RedisClient {
         let limit = self.inner.op_timeout;
         match tokio::time::timeout(limit, self.run_untimed(request, replies)).await {
             Ok(result) => result,
-            // The connection was inside the dropped future: it is gone with it.
-            Err(_) => Err(StoreError::Timeout(limit)),
+            // The connection was inside the dropped future: it is gone with it. A Redis that
+            // does not answer in time is treated like one that refused: back off.
+            Err(_) => {
+                self.back_off();
+                Err(StoreError::Timeout(limit))
+            }
         }
     }
 
     async fn run_untimed(&self, request: &[u8], replies: usize) -> Result<Vec<Value>, StoreError> {
+        if self.backing_off() {
+            return Err(StoreError::Unavailable(
+                "redis: backing off after a failure".into(),
+            ));
+        }
         let _slot = self
             .inner
             .slots
@@ -449,21 +459,13 @@ impl RedisClient {
     }
 
     async fn connect(&self) -> Result<Conn, StoreError> {
-        let down_until = self.inner.down_until_ms.load(Relaxed);
-        if down_until != 0 && self.now_ms() < down_until {
-            return Err(StoreError::Unavailable(
-                "redis: backing off after a failed connect".into(),
-            ));
-        }
         match self.dial().await {
             Ok(conn) => {
                 self.inner.down_until_ms.store(0, Relaxed);
                 Ok(conn)
             }
             Err(e) => {
-                let until = self.now_ms()
-                    + u64::try_from(self.inner.backoff.as_millis()).unwrap_or(u64::MAX);
-                self.inner.down_until_ms.store(until.max(1), Relaxed);
+                self.back_off();
                 tracing::debug!(error = %e, "redis connect failed; backing off");
                 Err(match e {
                     StoreError::Io(io) => StoreError::Unavailable(format!("redis connect: {io}")),
@@ -471,6 +473,18 @@ impl RedisClient {
                 })
             }
         }
+    }
+
+    fn backing_off(&self) -> bool {
+        let down_until = self.inner.down_until_ms.load(Relaxed);
+        down_until != 0 && self.now_ms() < down_until
+    }
+
+    /// Fails calls fast for the backoff period.
+    fn back_off(&self) {
+        let backoff = u64::try_from(self.inner.backoff.as_millis()).unwrap_or(u64::MAX);
+        let until = self.now_ms().saturating_add(backoff);
+        self.inner.down_until_ms.store(until.max(1), Relaxed);
     }
 
     async fn dial(&self) -> Result<Conn, StoreError> {

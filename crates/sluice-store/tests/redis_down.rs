@@ -1,0 +1,176 @@
+//! A Redis that dies and comes back: calls fail fast (within the op timeout, then at once
+//! while backing off), fire-and-forget writes neither block nor panic, and the client
+//! recovers once the server is back and the backoff is over. Runs its own `redis-server`.
+
+mod common;
+
+use bytes::Bytes;
+use common::{key, now};
+use sluice_store::{CacheStore, RedisCache, RedisClient};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OP_TIMEOUT: Duration = Duration::from_millis(300);
+const BACKOFF: Duration = Duration::from_millis(1_000);
+
+/// A `redis-server` child, killed when dropped.
+struct Server(Child);
+
+impl Server {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self(child)
+    }
+
+    fn kill(mut self) {
+        self.0.kill().expect("kill");
+        self.0.wait().expect("wait");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[tokio::test]
+async fn survives_redis_dying_and_recovers_after_the_backoff() {
+    let port = free_port();
+    let server = Server::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = RedisClient::new(&url, OP_TIMEOUT)
+        .expect("url")
+        .with_backoff(BACKOFF);
+    let store = CacheStore::Redis(RedisCache::with_client(client, "down-test:"));
+
+    store.put(key(1), Bytes::from_static(b"before"), now() + 60_000);
+    store.flush().await;
+    assert!(store.get(&key(1), now()).await.expect("up").is_some());
+
+    server.kill();
+
+    // The pooled connection is dead: the first call fails, within the op timeout.
+    let start = Instant::now();
+    let err = store.get(&key(1), now()).await.expect_err("redis is down");
+    assert!(
+        start.elapsed() < OP_TIMEOUT + Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    println!("first failure: {} after {:?}", err.kind(), start.elapsed());
+
+    // Then, backing off, calls fail at once without dialing.
+    let _ = store.get(&key(1), now()).await;
+    let start = Instant::now();
+    let err = store.get(&key(1), now()).await.expect_err("backing off");
+    assert_eq!(err.kind(), "unavailable");
+    assert!(
+        start.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Fire and forget stays that: no block, no panic; the failures are counted.
+    let errors_before = store.errors();
+    let start = Instant::now();
+    for n in 0..100 {
+        store.put(key(n), Bytes::from_static(b"lost"), now() + 60_000);
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(50),
+        "put blocked: {:?}",
+        start.elapsed()
+    );
+    tokio::time::timeout(OP_TIMEOUT * 2, store.flush())
+        .await
+        .expect("flush does not hang on a dead redis");
+    assert_eq!(store.errors(), errors_before + 100);
+
+    // Back on the same port: during the rest of the backoff calls still fail fast...
+    let _server = Server::start(port);
+    let backing_off = store.get(&key(1), now()).await;
+    // ...and once it is over, the client dials again and works.
+    tokio::time::sleep(BACKOFF + Duration::from_millis(100)).await;
+    assert_eq!(store.get(&key(1), now()).await.expect("recovered"), None);
+    store.put(key(2), Bytes::from_static(b"after"), now() + 60_000);
+    store.flush().await;
+    let (value, _) = store.get(&key(2), now()).await.expect("get").expect("hit");
+    assert_eq!(value, Bytes::from_static(b"after"));
+    println!(
+        "right after the restart: {:?}",
+        backing_off.map_err(|e| e.kind())
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_costs_nothing_per_call() {
+    // Nothing listens there: every connect is refused, and after the first one the client
+    // does not even try for the backoff.
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let store = RedisCache::new(&url, "nothing:", OP_TIMEOUT).expect("url");
+    assert_eq!(
+        store.get(&key(1), now()).await.expect_err("down").kind(),
+        "unavailable"
+    );
+    let start = Instant::now();
+    for _ in 0..1_000 {
+        assert!(store.get(&key(1), now()).await.is_err());
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_hung_redis_times_out_then_fails_fast() {
+    // Accepts connections and never answers, like a stopped (SIGSTOP) Redis.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let url = format!("redis://127.0.0.1:{port}");
+    let store = RedisCache::new(&url, "hung:", OP_TIMEOUT).expect("url");
+    let start = Instant::now();
+    let err = store.get(&key(1), now()).await.expect_err("no answer");
+    assert_eq!(err.kind(), "timeout");
+    let took = start.elapsed();
+    assert!(
+        took >= OP_TIMEOUT && took < OP_TIMEOUT + Duration::from_millis(200),
+        "{took:?}"
+    );
+    let start = Instant::now();
+    let err = store.get(&key(1), now()).await.expect_err("backing off");
+    assert_eq!(err.kind(), "unavailable");
+    assert!(
+        start.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        start.elapsed()
+    );
+    silent.abort();
+}
