@@ -6,6 +6,8 @@
 //! hashes), with an absolute expiry in Unix milliseconds. Time is always passed in, so the
 //! logic runs on virtual time in tests. No other sluice crate is a dependency.
 
+#![deny(missing_docs)]
+
 pub mod error;
 pub mod hex;
 pub mod memory;

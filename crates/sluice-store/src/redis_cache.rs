@@ -366,7 +366,9 @@ impl RedisCache {
         });
     }
 
-    /// Writes the pending counters and waits for every put in flight.
+    /// Writes the pending counters and waits until no put is in flight. Meant for shutdown
+    /// (after the server drained) and tests: under a steady stream of new puts from other
+    /// tasks it waits until a gap.
     pub async fn flush(&self) {
         self.inner.save_counters().await;
         loop {

@@ -163,3 +163,16 @@ async fn shutdown_then_calls_fail_cleanly() {
     let reopened = SqliteCache::open(&dir.0.join("cache.db"), 1 << 20).expect("reopen");
     assert!(reopened.get(&key(1), now()).await.expect("get").is_some());
 }
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_not_clobbered() {
+    let dir = TempDir::new();
+    let path = dir.0.join("cache.db");
+    drop(SqliteCache::open(&path, 1 << 20).expect("create"));
+    {
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.pragma_update(None, "user_version", 2).expect("bump");
+    }
+    let err = SqliteCache::open(&path, 1 << 20).expect_err("newer schema");
+    assert_eq!(err.kind(), "unavailable");
+}
