@@ -361,7 +361,8 @@ impl RedisClient {
         }
     }
 
-    /// Sets how long to fail fast after a failed connect (1 s by default).
+    /// Sets how long to fail fast after a failed connect or a timeout (1 s by default).
+    /// Builder: call it before the client is cloned (on a shared client it does nothing).
     #[must_use]
     pub fn with_backoff(mut self, backoff: Duration) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
@@ -372,7 +373,8 @@ impl RedisClient {
 
     /// Sets how many operations may run at once, all threads together (64 by default);
     /// each running operation holds one connection, so this bounds the open connections.
-    /// Operations beyond it wait, within their time limit.
+    /// Operations beyond it wait, within their time limit. Builder: call it before the
+    /// client is cloned.
     #[must_use]
     pub fn with_max_connections(mut self, max: usize) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {

@@ -300,6 +300,12 @@ impl RedisCache {
         }
         let inner = Arc::clone(&self.inner);
         runtime.spawn(async move {
+            // The TTL is taken when the write goes out, not when it was queued.
+            let now = unix_now_ms();
+            if expires_at <= now {
+                inner.end();
+                return;
+            }
             let k = inner.entry_key(&key);
             let ttl = (expires_at - now).to_string();
             let set = [&b"SET"[..], &k, &value, b"PX", ttl.as_bytes()];

@@ -11,8 +11,10 @@
 //! On disk: `cache_entries(key, value, expires_at)` and `cache_counters(name, value)`, schema
 //! version in `PRAGMA user_version`. Expired rows are purged on open and every
 //! `purge_interval` (60 s) of wall time. A row is charged `length(value) + 32 +
-//! ROW_OVERHEAD` bytes; past `max_disk_bytes`, the soonest-expiring rows are deleted until
-//! the total is under 90% of it (so the purge is not redone on every batch).
+//! ROW_OVERHEAD` bytes (a running total, recounted at each purge); after each batch, if
+//! the total is past `max_disk_bytes`, the soonest-expiring rows are deleted until it is
+//! under 90% of it (so the deletion is not redone on every batch). Between two checks the
+//! file can overshoot by at most one batch.
 
 use crate::store::{CacheStats, CounterDelta, PendingCounters};
 use crate::{unix_now_ms, Key, StoreError, UnixMs};
