@@ -5,51 +5,13 @@
 mod common;
 
 use bytes::Bytes;
-use common::{key, now};
+use common::{free_port, key, now, Server};
+use sluice_store::redis::Value;
 use sluice_store::{CacheStore, RedisCache, RedisClient};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const OP_TIMEOUT: Duration = Duration::from_millis(300);
 const BACKOFF: Duration = Duration::from_millis(1_000);
-
-/// A `redis-server` child, killed when dropped.
-struct Server(Child);
-
-impl Server {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self(child)
-    }
-
-    fn kill(mut self) {
-        self.0.kill().expect("kill");
-        self.0.wait().expect("wait");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
 
 #[tokio::test]
 async fn survives_redis_dying_and_recovers_after_the_backoff() {
@@ -173,4 +135,30 @@ async fn a_hung_redis_times_out_then_fails_fast() {
         start.elapsed()
     );
     silent.abort();
+}
+
+#[tokio::test]
+async fn auth_and_select_from_the_url() {
+    let port = free_port();
+    let _server = Server::start_with(port, &["--requirepass", "s3cret:pw"]);
+    let op = Duration::from_secs(2);
+    // Wrong password: the handshake fails, as unavailable.
+    let wrong = RedisClient::new(&format!("redis://:nope@127.0.0.1:{port}"), op).expect("url");
+    assert_eq!(
+        wrong.cmd(&[b"PING"]).await.expect_err("auth").kind(),
+        "unavailable"
+    );
+    // The password (percent-escaped `:`), as the default ACL user, and database 3.
+    let db3 = RedisClient::new(
+        &format!("redis://default:s3cret%3Apw@127.0.0.1:{port}/3"),
+        op,
+    )
+    .expect("url");
+    db3.cmd(&[b"SET", b"where", b"three"]).await.expect("set");
+    let db0 = RedisClient::new(&format!("redis://:s3cret%3Apw@127.0.0.1:{port}"), op).expect("url");
+    assert_eq!(db0.cmd(&[b"GET", b"where"]).await.expect("get"), Value::Nil);
+    assert_eq!(
+        db3.cmd(&[b"GET", b"where"]).await.expect("get"),
+        Value::Bulk(Bytes::from_static(b"three"))
+    );
 }
