@@ -16,7 +16,7 @@ export SLUICE_REQUIRE_PYTHON_SDK=1
 # Redis for sluice-store's tests: the one at REDIS_URL, else the usual local one, else a
 # throwaway server stopped on exit (the Redis-down tests start their own `redis-server`).
 if ! command -v redis-server >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 if [ -z "${REDIS_URL:-}" ] && ! redis-cli -p 6379 ping >/dev/null 2>&1; then
   REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
