@@ -5,7 +5,10 @@
 //! Why per-thread pools: a tokio socket belongs to the runtime that registered it, and sluice
 //! runs one single-threaded runtime per worker thread. So idle connections live in a
 //! `thread_local` map keyed by client id, and a connection never leaves the thread (and so
-//! the runtime) that made it.
+//! the runtime) that made it. (On a multi-threaded runtime a task, and the connection it
+//! holds, may move between that runtime's threads: still the same runtime.) If a thread's
+//! runtime is replaced, its idle connections fail on their next write and are dropped; a
+//! fresh one is dialed in their place.
 //!
 //! Failure rules: every operation, connect included, runs under `op_timeout`; a connection
 //! that errored or timed out is dropped, never put back. After a failed connect, or an
