@@ -242,3 +242,18 @@ fn pools_are_per_thread_across_runtimes() {
         cleanup(&cache, &prefix).await;
     });
 }
+
+#[test]
+fn a_new_runtime_on_the_same_thread_gets_fresh_connections() {
+    let client = RedisClient::new(&redis_url(), OP_TIMEOUT).expect("url");
+    for round in 0..3 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // The connection pooled by the previous (now dropped) runtime is dead here.
+        let pong = runtime.block_on(client.cmd(&[b"PING"])).expect("ping");
+        assert_eq!(pong, Value::Simple("PONG".into()), "round {round}");
+        assert_eq!(client.idle_on_this_thread(), 1);
+    }
+}
