@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 const OP_TIMEOUT: Duration = Duration::from_millis(300);
 const BACKOFF: Duration = Duration::from_millis(1_000);
+/// Scheduling slack for a loaded 2-core CI machine.
+const SLACK: Duration = Duration::from_millis(500);
 
 #[tokio::test]
 async fn survives_redis_dying_and_recovers_after_the_backoff() {
@@ -33,7 +35,7 @@ async fn survives_redis_dying_and_recovers_after_the_backoff() {
     let start = Instant::now();
     let err = store.get(&key(1), now()).await.expect_err("redis is down");
     assert!(
-        start.elapsed() < OP_TIMEOUT + Duration::from_millis(200),
+        start.elapsed() < OP_TIMEOUT + SLACK,
         "{:?}",
         start.elapsed()
     );
@@ -122,10 +124,7 @@ async fn a_hung_redis_times_out_then_fails_fast() {
     let err = store.get(&key(1), now()).await.expect_err("no answer");
     assert_eq!(err.kind(), "timeout");
     let took = start.elapsed();
-    assert!(
-        took >= OP_TIMEOUT && took < OP_TIMEOUT + Duration::from_millis(200),
-        "{took:?}"
-    );
+    assert!(took >= OP_TIMEOUT && took < OP_TIMEOUT + SLACK, "{took:?}");
     let start = Instant::now();
     let err = store.get(&key(1), now()).await.expect_err("backing off");
     assert_eq!(err.kind(), "unavailable");
