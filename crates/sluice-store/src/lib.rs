@@ -6,12 +6,22 @@
 //! hashes), with an absolute expiry in Unix milliseconds. Time is always passed in, so the
 //! logic runs on virtual time in tests. No other sluice crate is a dependency.
 
+#![deny(missing_docs)]
+
 pub mod error;
 pub mod hex;
 pub mod memory;
+pub mod redis;
+pub mod redis_cache;
+pub mod sqlite;
+pub mod store;
 
 pub use error::StoreError;
 pub use memory::MemoryTier;
+pub use redis::RedisClient;
+pub use redis_cache::RedisCache;
+pub use sqlite::{SqliteCache, SqliteOptions};
+pub use store::{CacheStats, CacheStore, CounterDelta};
 
 /// A cache key: 32 bytes, a hash the caller computed.
 pub type Key = [u8; 32];

@@ -105,6 +105,39 @@ fn shards_split_the_budget_and_keep_the_bound() {
     }
 }
 
+#[test]
+fn threads_share_one_tier_and_the_bound_holds() {
+    use std::sync::Arc;
+    let tier = Arc::new(MemoryTier::new(50_000));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let tier = Arc::clone(&tier);
+            std::thread::spawn(move || {
+                let mut rng = XorShift(t + 11);
+                for i in 0..20_000u64 {
+                    let k = key(rng.below(200) as u8);
+                    match rng.below(3) {
+                        0 => {
+                            tier.insert(k, value(rng.below(1_000) as usize), i + 500, i);
+                        }
+                        1 => {
+                            if let Some((v, expires_at)) = tier.get(&k, i) {
+                                assert!(expires_at > i && v.len() < 1_000);
+                            }
+                        }
+                        _ => tier.remove(&k),
+                    }
+                    assert!(tier.bytes() <= 50_000);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("worker");
+    }
+    assert!(tier.bytes() <= 50_000);
+}
+
 /// A tiny xorshift64* generator: deterministic, seeded.
 struct XorShift(u64);
 

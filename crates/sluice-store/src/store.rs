@@ -1,0 +1,182 @@
+//! The persistent cache stores behind the memory tier, as one closed enum: no `dyn` on the
+//! hot path. Both variants share the semantics documented on [`CacheStore`].
+
+use crate::redis_cache::RedisCache;
+use crate::sqlite::SqliteCache;
+use crate::{Key, StoreError, UnixMs};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A persistent cache store: embedded SQLite, or Redis shared by replicas.
+///
+/// - `get` answers from the store; expired entries are never returned.
+/// - `put` and `add_counters` never block and never fail to the caller: they are queued
+///   (SQLite: to its writer thread; Redis: a task on the current tokio runtime), and their
+///   failures are counted in [`CacheStore::errors`] (and logged at debug). When the store
+///   falls behind, puts are dropped and counted in [`CacheStore::dropped`].
+/// - `flush` waits until every `put` and `add_counters` issued before it is durable.
+#[derive(Debug, Clone)]
+pub enum CacheStore {
+    /// Embedded: a SQLite file, written by one dedicated thread.
+    Sqlite(SqliteCache),
+    /// Shared: Redis, over sluice's own RESP2 client.
+    Redis(RedisCache),
+}
+
+/// What a store holds and has counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Entries not expired.
+    pub entries: u64,
+    /// Their value bytes (see each store for what is counted).
+    pub bytes: u64,
+    /// Cache hits counted with [`CacheStore::add_counters`].
+    pub hits: u64,
+    /// Cache misses counted.
+    pub misses: u64,
+    /// Upstream spend avoided by hits, in nano-dollars.
+    pub saved_nano_usd: u64,
+    /// Upstream latency avoided by hits, in milliseconds.
+    pub saved_ms: u64,
+}
+
+/// Increments for the persisted counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterDelta {
+    /// Cache hits.
+    pub hits: u64,
+    /// Cache misses.
+    pub misses: u64,
+    /// Upstream spend avoided, in nano-dollars.
+    pub saved_nano_usd: u64,
+    /// Upstream latency avoided, in milliseconds.
+    pub saved_ms: u64,
+}
+
+impl CounterDelta {
+    /// Whether every field is zero.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The counter names as the stores persist them, with their values.
+    pub fn fields(&self) -> [(&'static str, u64); 4] {
+        [
+            ("hits", self.hits),
+            ("misses", self.misses),
+            ("saved_nano_usd", self.saved_nano_usd),
+            ("saved_ms", self.saved_ms),
+        ]
+    }
+}
+
+/// Counter increments not yet written: `add_counters` is four relaxed atomic adds, and the
+/// store's writer takes the sum in one swap per batch.
+#[derive(Debug, Default)]
+pub(crate) struct PendingCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    saved_nano_usd: AtomicU64,
+    saved_ms: AtomicU64,
+}
+
+impl PendingCounters {
+    pub(crate) fn add(&self, d: CounterDelta) {
+        for (cell, n) in [
+            (&self.hits, d.hits),
+            (&self.misses, d.misses),
+            (&self.saved_nano_usd, d.saved_nano_usd),
+            (&self.saved_ms, d.saved_ms),
+        ] {
+            if n != 0 {
+                cell.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn take(&self) -> CounterDelta {
+        CounterDelta {
+            hits: self.hits.swap(0, Relaxed),
+            misses: self.misses.swap(0, Relaxed),
+            saved_nano_usd: self.saved_nano_usd.swap(0, Relaxed),
+            saved_ms: self.saved_ms.swap(0, Relaxed),
+        }
+    }
+}
+
+// === impl CacheStore ===
+
+impl CacheStore {
+    /// The value under `key` and its expiry, if present and live at `now`.
+    pub async fn get(&self, key: &Key, now: UnixMs) -> Result<Option<(Bytes, UnixMs)>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.get(key, now).await,
+            Self::Redis(r) => r.get(key, now).await,
+        }
+    }
+
+    /// Stores `value` under `key` until `expires_at`; fire and forget.
+    pub fn put(&self, key: Key, value: Bytes, expires_at: UnixMs) {
+        match self {
+            Self::Sqlite(s) => s.put(key, value, expires_at),
+            Self::Redis(r) => r.put(key, value, expires_at),
+        }
+    }
+
+    /// Removes every entry (counters stay); returns how many were removed.
+    pub async fn clear(&self) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.clear().await,
+            Self::Redis(r) => r.clear().await,
+        }
+    }
+
+    /// Entries, bytes and the persisted counters (pending increments included).
+    pub async fn stats(&self) -> Result<CacheStats, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.stats().await,
+            Self::Redis(r) => r.stats().await,
+        }
+    }
+
+    /// Adds to the persisted counters; fire and forget, batched.
+    pub fn add_counters(&self, d: CounterDelta) {
+        match self {
+            Self::Sqlite(s) => s.add_counters(d),
+            Self::Redis(r) => r.add_counters(d),
+        }
+    }
+
+    /// Waits until every `put` and `add_counters` issued before is durable (or failed and
+    /// counted).
+    pub async fn flush(&self) {
+        match self {
+            Self::Sqlite(s) => s.flush().await,
+            Self::Redis(r) => r.flush().await,
+        }
+    }
+
+    /// Puts and counter writes that failed, since the store was made.
+    pub fn errors(&self) -> u64 {
+        match self {
+            Self::Sqlite(s) => s.errors(),
+            Self::Redis(r) => r.errors(),
+        }
+    }
+
+    /// Puts dropped because the store was behind, since the store was made.
+    pub fn dropped(&self) -> u64 {
+        match self {
+            Self::Sqlite(s) => s.dropped(),
+            Self::Redis(r) => r.dropped(),
+        }
+    }
+
+    /// A fixed label for metrics: `sqlite` or `redis`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Redis(_) => "redis",
+        }
+    }
+}
