@@ -23,6 +23,8 @@ pub enum ResponseBody {
     Relay(Box<Relay>),
     /// A stream re-framed in Anthropic's event format (`/v1/messages`).
     Converted(Box<crate::messages::ToAnthropic>),
+    /// A stream read from a coalesced flight (see `cache::flight`).
+    Flight(Box<crate::cache::flight::FlightBody>),
 }
 
 impl ResponseBody {
@@ -44,6 +46,7 @@ impl Body for ResponseBody {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Relay(r) => Pin::new(&mut **r).poll_frame(cx),
             Self::Converted(c) => Pin::new(&mut **c).poll_frame(cx),
+            Self::Flight(f) => Pin::new(&mut **f).poll_frame(cx),
         }
     }
 
@@ -55,7 +58,7 @@ impl Body for ResponseBody {
         match self {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
-            Self::Relay(_) | Self::Converted(_) => SizeHint::default(),
+            Self::Relay(_) | Self::Converted(_) | Self::Flight(_) => SizeHint::default(),
         }
     }
 }

@@ -94,6 +94,22 @@ pub fn health_detailed(state: &AppState) -> Response<ResponseBody> {
         "providers": providers,
         "models": models,
         "routes": routes_json(state, now),
+        "cache": state.cache.as_ref().map(|c| {
+            let (entries, bytes) = c.memory_usage();
+            let m = &c.metrics;
+            serde_json::json!({
+                "store": c.store_kind,
+                "memory_entries": entries,
+                "memory_bytes": bytes,
+                "memory_max_bytes": state.cache_config.memory_bytes,
+                "hits": m.hits.load(Relaxed),
+                "misses": m.misses.load(Relaxed),
+                "coalesced": m.coalesced.load(Relaxed),
+                "bypasses": m.bypasses.load(Relaxed),
+                "flights": c.flights.len(),
+                "saved_usd": m.saved_nano_usd.load(Relaxed) as f64 / 1e9,
+            })
+        }),
     });
     json(
         StatusCode::OK,
@@ -178,6 +194,9 @@ fn live_gauges(state: &AppState, out: &mut String) {
 pub fn metrics(state: &AppState) -> Response<ResponseBody> {
     let mut text = state.metrics.render();
     live_gauges(state, &mut text);
+    if let Some(c) = &state.cache {
+        c.render(&mut text);
+    }
     let mut r = Response::new(ResponseBody::full(text));
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -325,4 +344,63 @@ pub async fn admin_canary(
         serde_json::to_vec(&serde_json::json!({"route": route, "percent": percent}))
             .unwrap_or_default(),
     )
+}
+
+/// `GET /admin/cache`: the cache's counters and the store's entries and bytes.
+pub async fn admin_cache(state: &AppState, headers: &http::HeaderMap) -> Response<ResponseBody> {
+    if let Err(e) = admin_auth(state, headers) {
+        return error_response(&e);
+    }
+    let Some(cache) = &state.cache else {
+        return json(StatusCode::OK, &br#"{"enabled":false}"#[..]);
+    };
+    cache.flush().await;
+    let store = match cache.stats().await {
+        Ok(s) => serde_json::json!({
+            "entries": s.entries,
+            "bytes": s.bytes,
+            "hits": s.hits,
+            "misses": s.misses,
+            "saved_usd": s.saved_nano_usd as f64 / 1e9,
+            "saved_ms": s.saved_ms,
+        }),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    let (entries, bytes) = cache.memory_usage();
+    let body = serde_json::json!({
+        "enabled": true,
+        "store_kind": cache.store_kind,
+        "memory": {"entries": entries, "bytes": bytes},
+        "store": store,
+    });
+    json(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+/// `DELETE /admin/cache`: drops every entry, in memory and in the store.
+pub async fn admin_cache_clear(
+    state: &AppState,
+    headers: &http::HeaderMap,
+) -> Response<ResponseBody> {
+    if let Err(e) = admin_auth(state, headers) {
+        return error_response(&e);
+    }
+    let removed = match &state.cache {
+        None => Ok(0),
+        Some(c) => c.clear().await,
+    };
+    match removed {
+        Ok(n) => json(
+            StatusCode::OK,
+            serde_json::to_vec(&serde_json::json!({"removed": n})).unwrap_or_default(),
+        ),
+        Err(e) => error_response(
+            &ErrorKind::Unavailable {
+                message: format!("the cache store failed: {e}"),
+            }
+            .into(),
+        ),
+    }
 }

@@ -6,6 +6,7 @@
 //! response passed through as bytes, or relayed event by event for streams → metrics.
 
 mod body;
+pub mod cache;
 mod handlers;
 mod messages;
 pub mod metrics;

@@ -9,6 +9,9 @@
 //! error event.
 
 use crate::body::{self, error_response, ResponseBody, UpstreamReadError};
+use crate::cache::entry::{self, Answer};
+use crate::cache::flight;
+use crate::cache::{self, Cache};
 use crate::metrics::{Endpoint, EndpointMetrics, UpstreamError};
 use crate::relay::{Relay, RelayParams, Translator};
 use crate::state::{self, AppState, Plan, Resolved};
@@ -17,6 +20,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use sluice_core::cache as cache_key;
 use sluice_core::retry::{self, Next};
 use sluice_core::routing::RequestFacts;
 use sluice_core::{rng, Error, ErrorKind};
@@ -38,12 +42,29 @@ pub const X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-atte
 pub const X_SLUICE_ROUTE: HeaderName = HeaderName::from_static("x-sluice-route");
 /// `x-sluice-degraded`.
 pub const X_SLUICE_DEGRADED: HeaderName = HeaderName::from_static("x-sluice-degraded");
+/// `x-sluice-cache`: `hit`, `miss` or `bypass` on responses; directives on requests.
+pub const X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
+/// `x-sluice-coalesced`: `true` when the answer came from an identical request in flight.
+pub const X_SLUICE_COALESCED: HeaderName = HeaderName::from_static("x-sluice-coalesced");
+/// `x-sluice-cache-age`: seconds since a cached answer was stored.
+pub const X_SLUICE_CACHE_AGE: HeaderName = HeaderName::from_static("x-sluice-cache-age");
+
+/// Rounds a released follower may rejoin a new flight before it calls on its own.
+const MAX_FLIGHT_ROUNDS: usize = 3;
 
 /// Longest upstream error body read.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 
 /// Cooldown after a 429 without `Retry-After`.
 const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// What the cache did for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+}
 
 /// What the request came to, for headers and metrics.
 #[derive(Default)]
@@ -53,6 +74,13 @@ struct Outcome {
     attempts: u32,
     route: Option<usize>,
     degraded: bool,
+    cache: Option<CacheStatus>,
+    /// Served from an identical request's flight.
+    coalesced: bool,
+    /// Seconds since the cached answer was stored.
+    cache_age: Option<u64>,
+    /// The response is a flight whose upstream stream records its own metrics.
+    driven: bool,
 }
 
 /// The request body, read through the view of its endpoint.
@@ -263,9 +291,29 @@ pub async fn serve(
     if outcome.degraded {
         h.insert(X_SLUICE_DEGRADED, HeaderValue::from_static("true"));
     }
+    h.insert(
+        X_SLUICE_CACHE,
+        HeaderValue::from_static(match outcome.cache {
+            Some(CacheStatus::Hit) => "hit",
+            Some(CacheStatus::Miss) => "miss",
+            Some(CacheStatus::Bypass) | None => "bypass",
+        }),
+    );
+    if outcome.coalesced {
+        h.insert(X_SLUICE_COALESCED, HeaderValue::from_static("true"));
+    }
+    if let Some(age) = outcome.cache_age {
+        h.insert(X_SLUICE_CACHE_AGE, HeaderValue::from(age));
+    }
     // A relayed stream records its own latency and in-flight count when it ends.
-    if !matches!(response.body(), ResponseBody::Relay(_)) {
-        metrics.latency.observe(started.elapsed());
+    if !matches!(response.body(), ResponseBody::Relay(_)) && !outcome.driven {
+        if outcome.cache == Some(CacheStatus::Hit) {
+            if let Some(c) = &state.cache {
+                c.metrics.hit_latency.observe(started.elapsed());
+            }
+        } else {
+            metrics.latency.observe(started.elapsed());
+        }
         state.metrics.in_flight.fetch_sub(1, Relaxed);
     }
     response
@@ -344,6 +392,20 @@ async fn proxy(
     };
     let resolved = state.resolve(view.model())?;
     let overrides = state::overrides(&parts.headers, view.user())?;
+    let directives = match parts.headers.get(&X_SLUICE_CACHE) {
+        None => cache_key::Directives::default(),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| String::from("`x-sluice-cache` must be ASCII"))
+            .and_then(cache_key::Directives::parse)
+            .map_err(|message| -> Error {
+                ErrorKind::InvalidRequest {
+                    message,
+                    param: None,
+                }
+                .into()
+            })?,
+    };
     let stream = view.stream();
     let plan = state.plan(resolved, &view.facts(), &body, &overrides, stream);
     outcome.route = plan.route;
@@ -351,18 +413,298 @@ async fn proxy(
         outcome.deployment = Some(d);
     }
     let route_deadline = plan.timeout.map(|t| started + t);
-    walk(
+    let call = Call {
         state,
         endpoint,
-        &view,
-        &body,
+        view: &view,
+        body: &body,
         request_id,
         started,
-        &plan,
+        plan: &plan,
         route_deadline,
-        outcome,
-    )
-    .await
+    };
+    let Some(cache) = &state.cache else {
+        return call.walk(outcome).await;
+    };
+    let (target, policy) = match resolved {
+        Resolved::Model(d) => (&*state.deployments[d].name, state.deployments[d].cache),
+        Resolved::Route(r) => (
+            state.routes[r].config.name.as_str(),
+            state.routes[r].config.cache,
+        ),
+        Resolved::Passthrough { .. } => (view.model(), state.cache_config.policy),
+    };
+    let decision = if policy.enabled {
+        let key_endpoint = match endpoint {
+            Endpoint::Chat => cache_key::KeyEndpoint::Chat,
+            Endpoint::Embeddings => cache_key::KeyEndpoint::Embeddings,
+        };
+        match cache_key::request_key(key_endpoint, target, &body) {
+            Ok(k) => Some((
+                k.key,
+                cache_key::decide(&policy, &directives, k.deterministic),
+            )),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let Some((
+        key,
+        cache_key::Decision::Use {
+            lookup,
+            store,
+            coalesce,
+            ttl,
+        },
+    )) = decision
+    else {
+        cache.metrics.bypasses.fetch_add(1, Relaxed);
+        outcome.cache = Some(CacheStatus::Bypass);
+        return call.walk(outcome).await;
+    };
+    let include_usage = matches!(&view, View::Chat(c) if c.include_usage);
+    if lookup {
+        if let Some(answer) = cache.lookup(&key).await {
+            cache.metrics.hits.fetch_add(1, Relaxed);
+            cache.saved(&answer);
+            outcome.cache = Some(CacheStatus::Hit);
+            return Ok(answered(state, &answer, stream, include_usage, outcome));
+        }
+        cache.metrics.misses.fetch_add(1, Relaxed);
+    }
+    outcome.cache = Some(CacheStatus::Miss);
+    let store_plan = StorePlan {
+        store,
+        ttl,
+        max_bytes: policy.max_entry_bytes,
+    };
+    if !coalesce {
+        let leader = cache.flights.solo(key);
+        return call
+            .lead(cache, leader, store_plan, include_usage, outcome)
+            .await;
+    }
+    for _ in 0..MAX_FLIGHT_ROUNDS {
+        match cache.flights.join(key) {
+            flight::Join::Leader(leader) => {
+                return call
+                    .lead(cache, leader, store_plan, include_usage, outcome)
+                    .await;
+            }
+            flight::Join::Follower(f) => {
+                if let Some(r) = follow(state, &f, stream, include_usage, outcome).await {
+                    return Ok(r);
+                }
+            }
+        }
+    }
+    let leader = cache.flights.solo(key);
+    call.lead(cache, leader, store_plan, include_usage, outcome)
+        .await
+}
+
+/// How a leader stores its answer.
+#[derive(Debug, Clone, Copy)]
+struct StorePlan {
+    store: bool,
+    ttl: Duration,
+    max_bytes: u64,
+}
+
+/// A cached (or coalesced) answer, in the client's mode.
+fn answered(
+    state: &AppState,
+    answer: &Answer,
+    stream: bool,
+    include_usage: bool,
+    outcome: &mut Outcome,
+) -> Response<ResponseBody> {
+    outcome.deployment = state
+        .deployments
+        .iter()
+        .position(|d| *d.name == answer.meta.model);
+    outcome.cache_age = Some(cache::unix_ms().saturating_sub(answer.meta.created_ms) / 1000);
+    if stream {
+        if let Some(sse) = entry::to_sse(&answer.body, include_usage) {
+            return sse_response(ResponseBody::full(sse));
+        }
+    }
+    body::json(StatusCode::OK, answer.body.clone())
+}
+
+/// Headers of every event stream sluice sends.
+fn sse_response(body: ResponseBody) -> Response<ResponseBody> {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    h.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    r
+}
+
+/// Waits for an identical request's answer; `None` when that request failed.
+async fn follow(
+    state: &AppState,
+    flight: &Arc<flight::Flight>,
+    stream: bool,
+    include_usage: bool,
+    outcome: &mut Outcome,
+) -> Option<Response<ResponseBody>> {
+    let cache = state.cache.as_ref()?;
+    let _waiting = flight.interest();
+    loop {
+        match flight.wait(stream.then_some(include_usage)).await {
+            flight::Status::Done(answer) => {
+                cache.metrics.coalesced.fetch_add(1, Relaxed);
+                cache.saved(&answer);
+                outcome.coalesced = true;
+                outcome.cache = Some(CacheStatus::Hit);
+                return Some(answered(state, &answer, stream, include_usage, outcome));
+            }
+            flight::Status::Streaming => {
+                if let Some(body) = flight.subscribe(include_usage) {
+                    cache.metrics.coalesced.fetch_add(1, Relaxed);
+                    outcome.coalesced = true;
+                    outcome.cache = Some(CacheStatus::Hit);
+                    return Some(sse_response(ResponseBody::Flight(Box::new(body))));
+                }
+            }
+            flight::Status::Failed => return None,
+            flight::Status::Pending => {}
+        }
+    }
+}
+
+/// One request on its way upstream: everything the walk along its plan needs.
+struct Call<'a> {
+    state: &'a Arc<AppState>,
+    endpoint: Endpoint,
+    view: &'a View<'a>,
+    body: &'a Bytes,
+    request_id: &'a HeaderValue,
+    started: Instant,
+    plan: &'a Plan<'a>,
+    route_deadline: Option<Instant>,
+}
+
+impl Call<'_> {
+    /// Calls upstream as the leader of `leader`'s flight: stores a successful, complete
+    /// answer, and lets the flight's followers have it.
+    async fn lead(
+        &self,
+        cache: &Arc<Cache>,
+        leader: flight::Leader,
+        plan: StorePlan,
+        include_usage: bool,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let response = self.walk(outcome).await?;
+        let Some(d) = outcome
+            .deployment
+            .filter(|_| response.status() == StatusCode::OK && !outcome.degraded)
+        else {
+            return Ok(response);
+        };
+        let dep = &self.state.deployments[d];
+        let meta = entry::Meta {
+            model: dep.name.to_string(),
+            provider: self.state.providers[dep.provider].name().to_string(),
+            ..entry::Meta::default()
+        };
+        let (head, body) = response.into_parts();
+        match body {
+            ResponseBody::Relay(relay) => {
+                let flight = Arc::clone(leader.flight());
+                flight.start_stream(include_usage);
+                let own = flight.subscribe(include_usage);
+                let store = cache::StreamStore {
+                    leader,
+                    meta,
+                    store: plan.store,
+                    ttl: plan.ttl,
+                    max_bytes: plan.max_bytes,
+                    price: dep.price,
+                    started: self.started,
+                };
+                tokio::spawn(cache::drive(
+                    Arc::clone(cache),
+                    relay,
+                    store,
+                    self.state.server.max_event_bytes as usize,
+                ));
+                outcome.driven = true;
+                let body = match own {
+                    Some(b) => ResponseBody::Flight(Box::new(b)),
+                    None => ResponseBody::full(Bytes::new()),
+                };
+                Ok(Response::from_parts(head, body))
+            }
+            ResponseBody::Full(bytes) => {
+                let bytes = bytes.unwrap_or_default();
+                let mut meta = meta;
+                if let Some(u) = Usage::from_response(&bytes) {
+                    meta.set_usage(&u);
+                    meta.cost_nano_usd = dep.price.map_or(0, |p| cache::cost_nano_usd(&p, &u));
+                }
+                meta.latency_ms = self.started.elapsed().as_millis() as u64;
+                meta.created_ms = cache::unix_ms();
+                let is_json = head
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+                let answer = Answer {
+                    meta,
+                    body: bytes.clone(),
+                };
+                if plan.store && is_json {
+                    cache.insert(*leader.key(), &answer, plan.ttl, plan.max_bytes);
+                }
+                if is_json {
+                    leader.done(Arc::new(answer));
+                } else {
+                    leader.fail();
+                }
+                Ok(Response::from_parts(head, ResponseBody::full(bytes)))
+            }
+            other => Ok(Response::from_parts(head, other)),
+        }
+    }
+
+    /// Walks the plan until a deployment answers.
+    async fn walk(&self, outcome: &mut Outcome) -> Result<Response<ResponseBody>, Error> {
+        let Call {
+            state,
+            endpoint,
+            view,
+            body,
+            request_id,
+            started,
+            plan,
+            route_deadline,
+        } = *self;
+        walk(
+            state,
+            endpoint,
+            view,
+            body,
+            request_id,
+            started,
+            plan,
+            route_deadline,
+            outcome,
+        )
+        .await
+    }
 }
 
 #[expect(
@@ -854,21 +1196,7 @@ impl Attempt<'_> {
                     estimated_prompt_tokens: self.estimated_prompt_tokens,
                 },
             );
-            let mut r = Response::new(ResponseBody::Relay(Box::new(relay)));
-            let h = r.headers_mut();
-            h.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-cache"),
-            );
-            h.insert(
-                HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            );
-            return Ok(r);
+            return Ok(sse_response(ResponseBody::Relay(Box::new(relay))));
         }
 
         let bytes: Bytes = body::read_upstream(

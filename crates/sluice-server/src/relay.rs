@@ -135,6 +135,8 @@ pub struct Relay {
     pending: Option<Bytes>,
     first: Option<Bytes>,
     ended: bool,
+    /// Ended with an error event.
+    failed: bool,
     state: Arc<AppState>,
     series: usize,
     started: std::time::Instant,
@@ -199,6 +201,7 @@ impl Relay {
             pending: None,
             first: Some(first),
             ended: false,
+            failed: false,
             state,
             series: p.series,
             started: p.started,
@@ -225,6 +228,21 @@ impl Relay {
         };
         self.pending = Some(error_event(&message, kind_str, code));
         self.ended = true;
+        self.failed = true;
+    }
+
+    /// Whether the stream is over and finished as it should (not cut, not failed).
+    pub fn ended_cleanly(&self) -> bool {
+        self.ended && !self.failed && self.pending.is_none()
+    }
+
+    /// The stream's usage: the upstream's, else the estimate the metrics count.
+    pub fn usage(&self) -> Usage {
+        self.seen.usage.unwrap_or(Usage {
+            prompt_tokens: self.estimated_prompt_tokens,
+            completion_tokens: self.seen.content_events,
+            ..Usage::default()
+        })
     }
 
     fn upstream_ended(&mut self) {

@@ -69,6 +69,10 @@ async fn route(
         (&Method::GET, "/health/detailed") => handlers::health_detailed(&state),
         (&Method::GET, "/metrics") => handlers::metrics(&state),
         (&Method::GET, "/admin/routes") => handlers::admin_routes(&state, req.headers()),
+        (&Method::GET, "/admin/cache") => handlers::admin_cache(&state, req.headers()).await,
+        (&Method::DELETE, "/admin/cache") => {
+            handlers::admin_cache_clear(&state, req.headers()).await
+        }
         (&Method::POST, p) if p.starts_with("/admin/routes/") && p.ends_with("/canary") => {
             let name = p["/admin/routes/".len()..p.len() - "/canary".len()].to_string();
             handlers::admin_canary(&state, &name, req).await
@@ -84,6 +88,7 @@ async fn route(
         (m, p @ ("/v1/models" | "/models" | "/health" | "/health/detailed" | "/metrics")) => {
             handlers::method_not_allowed(m, p, "GET")
         }
+        (m, p @ "/admin/cache") => handlers::method_not_allowed(m, p, "GET, DELETE"),
         (_, p) => handlers::not_found(p),
     };
     response.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -225,6 +230,7 @@ impl Server {
         let builder = builder(&state);
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
+        let flusher = spawn_flusher(&state);
         tokio::pin!(shutdown);
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
             serve_connection(&builder, &graceful, &state, stream, permit);
@@ -232,6 +238,7 @@ impl Server {
         drop(listener);
         log_shutdown(&state);
         drain(graceful, &state).await;
+        finish(&state, flusher).await;
         Ok(())
     }
 
@@ -267,6 +274,7 @@ impl Server {
             senders.push(tx);
         }
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
+        let flusher = spawn_flusher(&state);
         tokio::pin!(shutdown);
         let mut next = 0;
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
@@ -292,7 +300,31 @@ impl Server {
         })
         .await
         .map_err(io::Error::other)?;
+        finish(&state, flusher).await;
         Ok(())
+    }
+}
+
+/// Every second, sends the cache's counters to its store (where `sluice cache stats`
+/// reads them).
+fn spawn_flusher(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
+    let cache = Arc::clone(state.cache.as_ref()?);
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            cache.flush_counters();
+        }
+    }))
+}
+
+/// After the drain: the last counters and every pending store write reach the store.
+async fn finish(state: &AppState, flusher: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(f) = flusher {
+        f.abort();
+    }
+    if let Some(c) = &state.cache {
+        c.flush().await;
     }
 }
 

@@ -6,12 +6,15 @@
 //! [`AppState::plan`] turns that into an ordered list of deployments to try: a model is a
 //! route of one target.
 
+use crate::cache::Cache;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use sluice_core::breaker::Breaker;
 use sluice_core::canary::Canary;
-use sluice_core::config::{Config, Price, RouteConfig, RoutingConfig, ServerConfig, Tier};
+use sluice_core::config::{
+    CacheConfig, CachePolicy, Config, Price, RouteConfig, RoutingConfig, ServerConfig, Tier,
+};
 use sluice_core::retry::RetryPolicy;
 use sluice_core::routing::{self, Candidate, Priority, RequestFacts, Strategy};
 use sluice_core::{rng, Error, ErrorKind, Secret};
@@ -19,6 +22,7 @@ use sluice_providers::Provider;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Weight of a new sample in the latency averages.
@@ -73,6 +77,8 @@ pub struct Deployment {
     pub ttft: Ewma,
     /// Time to the end of the response.
     pub total: Ewma,
+    /// Response cache policy.
+    pub cache: CachePolicy,
 }
 
 /// A route with its live canary.
@@ -242,6 +248,10 @@ pub struct AppState {
     pub models_json: Bytes,
     /// When the gateway started.
     pub started: Instant,
+    /// The response cache, when any model or route caches.
+    pub cache: Option<Arc<Cache>>,
+    /// `[cache]` as configured.
+    pub cache_config: CacheConfig,
 }
 
 fn header_value(name: &str, what: &str) -> Result<HeaderValue, Error> {
@@ -280,6 +290,7 @@ impl AppState {
                 breaker: Breaker::new(breaker, now),
                 ttft: Ewma::default(),
                 total: Ewma::default(),
+                cache: m.cache,
             });
         }
         let configured_models = deployments.len();
@@ -302,6 +313,7 @@ impl AppState {
                 breaker: Breaker::new(breaker, now),
                 ttft: Ewma::default(),
                 total: Ewma::default(),
+                cache: config.cache.policy,
             });
         }
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -320,7 +332,22 @@ impl AppState {
             routes.iter().map(|r| r.config.name.as_str()),
         );
         let models_json = render_models(&deployments[..configured_models], &routes, &providers);
+        let caches = config.cache.policy.enabled
+            || deployments.iter().any(|d| d.cache.enabled)
+            || routes.iter().any(|r| r.config.cache.enabled);
+        let cache = if caches {
+            let store = crate::cache::open_store(&config.storage, &config.cache).map_err(|e| {
+                Error::from(ErrorKind::Internal {
+                    message: format!("cannot open the cache store: {e}"),
+                })
+            })?;
+            Some(Arc::new(Cache::new(&config.cache, Some(store))))
+        } else {
+            None
+        };
         Ok(Self {
+            cache,
+            cache_config: config.cache,
             server: config.server.clone(),
             master_key: config.server.master_key,
             routing: config.routing,

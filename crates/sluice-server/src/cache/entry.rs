@@ -1,0 +1,564 @@
+//! What a cache entry holds, and the two ways it is served.
+//!
+//! An entry is one answer in one canonical form, whatever the client that caused it asked
+//! for: the OpenAI JSON body (`chat.completion` or the embeddings list), plus a little
+//! metadata (who answered, usage, what it cost, how long it took). A streamed answer is
+//! assembled into that form as it passes ([`Assembler`]); a streaming client is served an
+//! entry by [`to_sse`], which writes it as `chat.completion.chunk` events.
+//!
+//! Wire form: `SLC1`, the metadata's length (u32, little endian), the metadata as JSON, the
+//! body.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sluice_types::sse::event_data;
+use sluice_types::Usage;
+use std::borrow::Cow;
+
+const MAGIC: &[u8; 4] = b"SLC1";
+
+/// Who made an answer, and what it cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The deployment (model name as configured) that answered.
+    pub model: String,
+    /// Its provider.
+    pub provider: String,
+    /// When the answer was stored (Unix ms).
+    pub created_ms: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Prompt tokens from the provider's prompt cache.
+    pub cached_prompt_tokens: u64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: u64,
+    /// What the answer cost upstream, in nano-USD (0 when unpriced).
+    pub cost_nano_usd: u64,
+    /// How long the upstream took to answer, in ms.
+    pub latency_ms: u64,
+}
+
+impl Meta {
+    /// The usage recorded.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cached_prompt_tokens: self.cached_prompt_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+        }
+    }
+
+    /// Sets the usage.
+    pub fn set_usage(&mut self, u: &Usage) {
+        self.prompt_tokens = u.prompt_tokens;
+        self.completion_tokens = u.completion_tokens;
+        self.cached_prompt_tokens = u.cached_prompt_tokens;
+        self.reasoning_tokens = u.reasoning_tokens;
+    }
+}
+
+/// A cached answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Metadata.
+    pub meta: Meta,
+    /// The OpenAI JSON body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The stored form.
+    pub fn encode(&self) -> Bytes {
+        let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
+        let mut out = BytesMut::with_capacity(8 + meta.len() + self.body.len());
+        out.put_slice(MAGIC);
+        out.put_u32_le(meta.len() as u32);
+        out.put_slice(&meta);
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    /// Reads the stored form; `None` for anything else (another version, a torn value).
+    pub fn decode(raw: &Bytes) -> Option<Self> {
+        let rest = raw.strip_prefix(MAGIC)?;
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let meta_bytes = rest.get(4..4 + len)?;
+        let meta = serde_json::from_slice(meta_bytes).ok()?;
+        let start = MAGIC.len() + 4 + len;
+        Some(Self {
+            meta,
+            body: raw.slice(start..),
+        })
+    }
+}
+
+// === Streams into completions ===
+
+#[derive(Deserialize)]
+struct ChunkIn<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    created: Option<u64>,
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    system_fingerprint: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Vec<ChoiceIn<'a>>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceIn<'a> {
+    #[serde(default)]
+    index: usize,
+    #[serde(default, borrow)]
+    delta: DeltaIn<'a>,
+    #[serde(borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    logprobs: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct DeltaIn<'a> {
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<ToolCallIn<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallIn<'a> {
+    #[serde(default)]
+    index: usize,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: Option<FunctionIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionIn<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// One choice as it builds up.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq, Clone)]
+struct Message {
+    role: String,
+    content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refusal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCall>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq, Clone)]
+struct ToolCall {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    function: Function,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq, Clone)]
+struct Function {
+    name: String,
+    arguments: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq, Clone)]
+struct Choice {
+    index: usize,
+    message: Message,
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<CachedDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<ReasoningDetails>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct CachedDetails {
+    cached_tokens: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct ReasoningDetails {
+    reasoning_tokens: u64,
+}
+
+impl From<&Usage> for UsageOut {
+    fn from(u: &Usage) -> Self {
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.prompt_tokens + u.completion_tokens,
+            prompt_tokens_details: (u.cached_prompt_tokens > 0).then_some(CachedDetails {
+                cached_tokens: u.cached_prompt_tokens,
+            }),
+            completion_tokens_details: (u.reasoning_tokens > 0).then_some(ReasoningDetails {
+                reasoning_tokens: u.reasoning_tokens,
+            }),
+        }
+    }
+}
+
+/// A `chat.completion`, as stored and as read back for replay.
+#[derive(Debug, Serialize, Deserialize)]
+struct Completion {
+    id: String,
+    object: Cow<'static, str>,
+    created: u64,
+    model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<String>,
+    choices: Vec<Choice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+}
+
+/// Builds a `chat.completion` from the chunk events of a stream as they pass.
+#[derive(Debug, Default)]
+pub struct Assembler {
+    id: String,
+    created: u64,
+    model: String,
+    system_fingerprint: Option<String>,
+    choices: Vec<Choice>,
+    /// Something in the stream cannot be stored faithfully (logprobs, an error event,
+    /// an event that does not parse).
+    unstorable: bool,
+}
+
+impl Assembler {
+    /// Feeds one SSE event as the client received it.
+    pub fn event(&mut self, event: &[u8]) {
+        let Some(data) = event_data(event) else {
+            return;
+        };
+        if data.as_ref() == b"[DONE]" {
+            return;
+        }
+        let Ok(chunk) = serde_json::from_slice::<ChunkIn<'_>>(&data) else {
+            self.unstorable = true;
+            return;
+        };
+        if chunk.error.is_some() {
+            self.unstorable = true;
+            return;
+        }
+        let _ = chunk.usage;
+        if let Some(id) = chunk.id {
+            if self.id.is_empty() {
+                self.id = id.into_owned();
+            }
+        }
+        if let Some(c) = chunk.created {
+            self.created = c;
+        }
+        if let Some(m) = chunk.model {
+            if self.model.is_empty() {
+                self.model = m.into_owned();
+            }
+        }
+        if let Some(f) = chunk.system_fingerprint {
+            self.system_fingerprint = Some(f.into_owned());
+        }
+        for c in chunk.choices {
+            if c.logprobs.is_some_and(|l| l.get() != "null") {
+                self.unstorable = true;
+            }
+            while self.choices.len() <= c.index {
+                let index = self.choices.len();
+                self.choices.push(Choice {
+                    index,
+                    message: Message {
+                        role: "assistant".into(),
+                        ..Message::default()
+                    },
+                    finish_reason: None,
+                });
+            }
+            let choice = &mut self.choices[c.index];
+            let m = &mut choice.message;
+            let append = |slot: &mut Option<String>, piece: Option<Cow<'_, str>>| {
+                if let Some(p) = piece {
+                    slot.get_or_insert_with(String::new).push_str(&p);
+                }
+            };
+            append(&mut m.content, c.delta.content);
+            append(&mut m.refusal, c.delta.refusal);
+            append(&mut m.reasoning_content, c.delta.reasoning_content);
+            for t in c.delta.tool_calls.unwrap_or_default() {
+                while m.tool_calls.len() <= t.index {
+                    m.tool_calls.push(ToolCall {
+                        kind: "function".into(),
+                        ..ToolCall::default()
+                    });
+                }
+                let call = &mut m.tool_calls[t.index];
+                if let Some(id) = t.id {
+                    call.id.push_str(&id);
+                }
+                if let Some(f) = t.function {
+                    if let Some(n) = f.name {
+                        call.function.name.push_str(&n);
+                    }
+                    if let Some(a) = f.arguments {
+                        call.function.arguments.push_str(&a);
+                    }
+                }
+            }
+            if let Some(f) = c.finish_reason {
+                choice.finish_reason = Some(f.into_owned());
+            }
+        }
+    }
+
+    /// The completion, with `usage`; `None` if the stream cannot be stored.
+    pub fn finish(self, usage: &Usage) -> Option<Bytes> {
+        if self.unstorable || self.choices.is_empty() {
+            return None;
+        }
+        let completion = Completion {
+            id: self.id,
+            object: Cow::Borrowed("chat.completion"),
+            created: self.created,
+            model: self.model,
+            system_fingerprint: self.system_fingerprint,
+            choices: self.choices,
+            usage: Some(UsageOut::from(usage)),
+        };
+        serde_json::to_vec(&completion).ok().map(Bytes::from)
+    }
+}
+
+// === Completions into streams ===
+
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<&'a str>,
+    choices: Vec<ChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<&'a UsageOut>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: usize,
+    delta: DeltaOut<'a>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize, Default)]
+struct DeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<ToolCallOut<'a>>>,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    index: usize,
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    function: &'a Function,
+}
+
+fn push_event(out: &mut Vec<u8>, chunk: &ChunkOut<'_>) {
+    out.extend_from_slice(b"data: ");
+    let _ = serde_json::to_writer(&mut *out, chunk);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// A stored `chat.completion` as the event stream a streaming client expects: per choice
+/// one event with the whole message, then one with its finish reason, then usage when the
+/// client asked for it (`stream_options.include_usage`), then `[DONE]`. `None` if `body`
+/// is not a completion.
+pub fn to_sse(body: &[u8], include_usage: bool) -> Option<Bytes> {
+    let c: Completion = serde_json::from_slice(body).ok()?;
+    let mut out = Vec::with_capacity(body.len() + 512);
+    let base = |choices| ChunkOut {
+        id: &c.id,
+        object: "chat.completion.chunk",
+        created: c.created,
+        model: &c.model,
+        system_fingerprint: c.system_fingerprint.as_deref(),
+        choices,
+        usage: None,
+    };
+    let content: Vec<ChoiceOut<'_>> = c
+        .choices
+        .iter()
+        .map(|ch| {
+            let m = &ch.message;
+            ChoiceOut {
+                index: ch.index,
+                delta: DeltaOut {
+                    role: Some("assistant"),
+                    content: Some(m.content.as_deref().unwrap_or("")),
+                    refusal: m.refusal.as_deref(),
+                    reasoning_content: m.reasoning_content.as_deref(),
+                    tool_calls: (!m.tool_calls.is_empty()).then(|| {
+                        m.tool_calls
+                            .iter()
+                            .enumerate()
+                            .map(|(i, t)| ToolCallOut {
+                                index: i,
+                                id: &t.id,
+                                kind: &t.kind,
+                                function: &t.function,
+                            })
+                            .collect()
+                    }),
+                },
+                finish_reason: None,
+            }
+        })
+        .collect();
+    push_event(&mut out, &base(content));
+    let finish: Vec<ChoiceOut<'_>> = c
+        .choices
+        .iter()
+        .map(|ch| ChoiceOut {
+            index: ch.index,
+            delta: DeltaOut::default(),
+            finish_reason: Some(ch.finish_reason.as_deref().unwrap_or("stop")),
+        })
+        .collect();
+    push_event(&mut out, &base(finish));
+    if include_usage {
+        if let Some(u) = &c.usage {
+            let mut chunk = base(Vec::new());
+            chunk.usage = Some(u);
+            push_event(&mut out, &chunk);
+        }
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_types::sse::{Keep, SseScanner};
+
+    fn assemble(stream: &[u8], usage: &Usage) -> Option<Bytes> {
+        let mut a = Assembler::default();
+        let mut scanner = SseScanner::new(1 << 20);
+        let _ = scanner.push(Bytes::copy_from_slice(stream), |ev| {
+            a.event(ev);
+            Keep::Yes
+        });
+        a.finish(usage)
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let a = Answer {
+            meta: Meta {
+                model: "m".into(),
+                provider: "p".into(),
+                created_ms: 5,
+                prompt_tokens: 3,
+                cost_nano_usd: 42,
+                ..Meta::default()
+            },
+            body: Bytes::from_static(b"{\"x\":1}"),
+        };
+        assert_eq!(Answer::decode(&a.encode()), Some(a));
+        assert_eq!(Answer::decode(&Bytes::from_static(b"SLC2....")), None);
+        assert_eq!(Answer::decode(&Bytes::from_static(b"SLC1\xff\xff")), None);
+    }
+
+    #[test]
+    fn a_stream_assembles_into_a_completion_and_replays_as_the_same_stream() {
+        let stream = concat!(
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\":\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 4,
+            cached_prompt_tokens: 2,
+            reasoning_tokens: 0,
+        };
+        let body = assemble(stream.as_bytes(), &usage).expect("storable");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["id"], "c1");
+        assert_eq!(v["choices"][0]["message"]["content"], "Hello");
+        let call = &v["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["id"], "call_1");
+        assert_eq!(call["function"]["name"], "get");
+        assert_eq!(call["function"]["arguments"], "{\"a\":1}");
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(v["usage"]["total_tokens"], 14);
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 2);
+
+        // Replayed as a stream, it assembles into the same completion.
+        let sse = to_sse(&body, true).expect("a completion");
+        let text = std::str::from_utf8(&sse).expect("utf-8");
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        assert!(text.contains("\"choices\":[],\"usage\""));
+        assert_eq!(assemble(&sse, &usage), Some(body.clone()));
+        let no_usage = to_sse(&body, false).expect("a completion");
+        assert!(!std::str::from_utf8(&no_usage)
+            .expect("utf-8")
+            .contains("\"usage\""));
+    }
+
+    #[test]
+    fn streams_that_cannot_be_stored() {
+        let usage = Usage::default();
+        let error = b"data: {\"error\":{\"message\":\"cut\"}}\n\n";
+        assert_eq!(assemble(error, &usage), None);
+        let logprobs = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"logprobs\":{\"content\":[]},\"finish_reason\":\"stop\"}]}\n\n";
+        assert_eq!(assemble(logprobs, &usage), None);
+        assert_eq!(assemble(b"data: [DONE]\n\n", &usage), None);
+        assert_eq!(assemble(b"data: {not json\n\n", &usage), None);
+    }
+}

@@ -1,0 +1,391 @@
+//! The response cache: exact lookups in an in-memory tier in front of a persistent store
+//! (SQLite in the data directory, or Redis shared by every replica), request coalescing,
+//! and the accounting of what hits saved.
+//!
+//! Stages of one cacheable request (see `proxy.rs`): key (`sluice_core::cache`), lookup
+//! (memory, then the store; a semantic stage would come after the exact one, on a miss),
+//! coalescing ([`flight`]), the upstream call, then the store of a successful, complete
+//! answer. A store that fails degrades to a miss and a metric, never to a failed request.
+
+pub mod entry;
+pub mod flight;
+
+use crate::metrics::Histogram;
+use crate::relay::Relay;
+use bytes::Bytes;
+use entry::{Answer, Assembler};
+use flight::{Flights, Leader};
+use http_body_util::BodyExt;
+use sluice_core::config::{CacheConfig, StorageConfig};
+use sluice_store::{CacheStore, CounterDelta, Key, MemoryTier};
+use sluice_types::sse::{Keep, SseScanner};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters of the cache, in atomics.
+#[derive(Debug, Default)]
+pub struct CacheMetrics {
+    /// Answered from the cache.
+    pub hits: AtomicU64,
+    /// Looked up, not found.
+    pub misses: AtomicU64,
+    /// Cache not used (policy off, non-deterministic, directives).
+    pub bypasses: AtomicU64,
+    /// Answered from an identical request's flight.
+    pub coalesced: AtomicU64,
+    /// Answers stored.
+    pub stores: AtomicU64,
+    /// Answers not stored: larger than `max_entry_bytes`.
+    pub too_large: AtomicU64,
+    /// Store lookups that failed (counted as misses).
+    pub store_get_errors: AtomicU64,
+    /// Nano-USD that hits and coalesced answers saved.
+    pub saved_nano_usd: AtomicU64,
+    /// Upstream milliseconds that hits and coalesced answers saved.
+    pub saved_ms: AtomicU64,
+    /// Time to answer a hit.
+    pub hit_latency: Histogram,
+}
+
+/// The cache of one gateway.
+pub struct Cache {
+    memory: MemoryTier,
+    store: Option<CacheStore>,
+    /// Coalescing.
+    pub flights: Arc<Flights>,
+    /// Counters.
+    pub metrics: CacheMetrics,
+    /// What the persisted counters have been sent so far.
+    flushed: Mutex<CounterDelta>,
+    /// Which store is behind the memory tier (`sqlite`, `redis`).
+    pub store_kind: &'static str,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("store", &self.store_kind)
+            .field("memory_entries", &self.memory.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the persistent store of a config: Redis when `storage.redis_url` is set, else the
+/// SQLite file `cache.sqlite` in the data directory.
+pub fn open_store(
+    storage: &StorageConfig,
+    cache: &CacheConfig,
+) -> Result<CacheStore, sluice_store::StoreError> {
+    match &storage.redis_url {
+        Some(url) => Ok(CacheStore::Redis(sluice_store::RedisCache::new(
+            url.expose(),
+            &storage.redis_prefix,
+            cache.store_timeout,
+        )?)),
+        None => Ok(CacheStore::Sqlite(sluice_store::SqliteCache::open(
+            &storage.data_dir.join("cache.sqlite"),
+            cache.disk_bytes,
+        )?)),
+    }
+}
+
+impl Cache {
+    /// A cache with `store` behind an in-memory tier of `config.memory_bytes`.
+    pub fn new(config: &CacheConfig, store: Option<CacheStore>) -> Self {
+        let store_kind = match &store {
+            Some(CacheStore::Redis(_)) => "redis",
+            Some(CacheStore::Sqlite(_)) => "sqlite",
+            None => "memory",
+        };
+        Self {
+            memory: MemoryTier::new(config.memory_bytes),
+            store,
+            flights: Arc::new(Flights::default()),
+            metrics: CacheMetrics::default(),
+            flushed: Mutex::new(CounterDelta::default()),
+            store_kind,
+        }
+    }
+
+    /// Looks `key` up: the memory tier, then the store (whose hits are kept in memory).
+    pub async fn lookup(&self, key: &Key) -> Option<Answer> {
+        let now = unix_ms();
+        if let Some((raw, _)) = self.memory.get(key, now) {
+            return Answer::decode(&raw);
+        }
+        let store = self.store.as_ref()?;
+        match store.get(key, now).await {
+            Ok(Some((raw, expires_at))) => {
+                let answer = Answer::decode(&raw)?;
+                self.memory.insert(*key, raw, expires_at, now);
+                Some(answer)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.metrics.store_get_errors.fetch_add(1, Relaxed);
+                tracing::debug!(error = %e, "cache store lookup failed; counted as a miss");
+                None
+            }
+        }
+    }
+
+    /// Stores `answer` under `key` for `ttl`, unless it is over `max_bytes`. The memory tier
+    /// has it at once; the store gets it in the background.
+    pub fn insert(&self, key: Key, answer: &Answer, ttl: Duration, max_bytes: u64) -> bool {
+        let raw = answer.encode();
+        if raw.len() as u64 > max_bytes {
+            self.metrics.too_large.fetch_add(1, Relaxed);
+            return false;
+        }
+        let now = unix_ms();
+        let expires_at = now.saturating_add(ttl.as_millis() as u64);
+        self.memory.insert(key, raw.clone(), expires_at, now);
+        if let Some(store) = &self.store {
+            store.put(key, raw, expires_at);
+        }
+        self.metrics.stores.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// Counts an answer served without an upstream call.
+    pub fn saved(&self, answer: &Answer) {
+        self.metrics
+            .saved_nano_usd
+            .fetch_add(answer.meta.cost_nano_usd, Relaxed);
+        self.metrics
+            .saved_ms
+            .fetch_add(answer.meta.latency_ms, Relaxed);
+    }
+
+    /// Drops every entry of the memory tier and of the store; how many the store held.
+    pub async fn clear(&self) -> Result<u64, sluice_store::StoreError> {
+        self.memory.clear();
+        match &self.store {
+            Some(s) => s.clear().await,
+            None => Ok(0),
+        }
+    }
+
+    /// The store's entries, bytes and persisted counters.
+    pub async fn stats(&self) -> Result<sluice_store::CacheStats, sluice_store::StoreError> {
+        match &self.store {
+            Some(s) => s.stats().await,
+            None => Ok(sluice_store::CacheStats::default()),
+        }
+    }
+
+    /// Sends the counters gathered since the last call to the store (where `sluice cache
+    /// stats` reads them).
+    pub fn flush_counters(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let m = &self.metrics;
+        let now = CounterDelta {
+            hits: m.hits.load(Relaxed) + m.coalesced.load(Relaxed),
+            misses: m.misses.load(Relaxed),
+            saved_nano_usd: m.saved_nano_usd.load(Relaxed),
+            saved_ms: m.saved_ms.load(Relaxed),
+        };
+        let mut last = self
+            .flushed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let delta = CounterDelta {
+            hits: now.hits - last.hits,
+            misses: now.misses - last.misses,
+            saved_nano_usd: now.saved_nano_usd - last.saved_nano_usd,
+            saved_ms: now.saved_ms - last.saved_ms,
+        };
+        *last = now;
+        drop(last);
+        if delta != CounterDelta::default() {
+            store.add_counters(delta);
+        }
+    }
+
+    /// Flushes counters and waits until the store has every write (at shutdown).
+    pub async fn flush(&self) {
+        self.flush_counters();
+        if let Some(s) = &self.store {
+            s.flush().await;
+        }
+    }
+
+    /// Appends the cache's series to a Prometheus exposition.
+    pub fn render(&self, out: &mut String) {
+        let m = &self.metrics;
+        let counters: [(&str, &str, &AtomicU64); 7] = [
+            (
+                "sluice_cache_hits_total",
+                "Requests answered from the cache.",
+                &m.hits,
+            ),
+            (
+                "sluice_cache_misses_total",
+                "Cacheable requests not found in the cache.",
+                &m.misses,
+            ),
+            (
+                "sluice_cache_bypass_total",
+                "Requests that did not use the cache (policy off, non-deterministic, directives).",
+                &m.bypasses,
+            ),
+            (
+                "sluice_cache_coalesced_total",
+                "Requests answered by waiting for an identical request in flight.",
+                &m.coalesced,
+            ),
+            ("sluice_cache_stores_total", "Answers stored.", &m.stores),
+            (
+                "sluice_cache_too_large_total",
+                "Answers not stored because they exceed `max_entry_bytes`.",
+                &m.too_large,
+            ),
+            (
+                "sluice_cache_saved_milliseconds_total",
+                "Upstream time saved by hits and coalesced requests.",
+                &m.saved_ms,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_cache_saved_usd_total USD that hits and coalesced requests saved (price table).\n# TYPE sluice_cache_saved_usd_total counter\nsluice_cache_saved_usd_total {}",
+            m.saved_nano_usd.load(Relaxed) as f64 / 1e9
+        );
+        let store_errors =
+            self.store.as_ref().map_or(0, CacheStore::errors) + m.store_get_errors.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_cache_store_errors_total Operations on the cache store that failed (each degraded to a miss or a skipped store).\n# TYPE sluice_cache_store_errors_total counter\nsluice_cache_store_errors_total{{store=\"{}\"}} {store_errors}",
+            self.store_kind
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_cache_memory_bytes Bytes held by the in-memory tier.\n# TYPE sluice_cache_memory_bytes gauge\nsluice_cache_memory_bytes {}\n# HELP sluice_cache_memory_entries Entries in the in-memory tier.\n# TYPE sluice_cache_memory_entries gauge\nsluice_cache_memory_entries {}\n# HELP sluice_cache_flights Coalesced flights in the air.\n# TYPE sluice_cache_flights gauge\nsluice_cache_flights {}",
+            self.memory.bytes(),
+            self.memory.len(),
+            self.flights.len()
+        );
+        out.push_str("# HELP sluice_cache_hit_duration_seconds Time to answer a cache hit.\n# TYPE sluice_cache_hit_duration_seconds histogram\n");
+        m.hit_latency
+            .render(out, "sluice_cache_hit_duration_seconds", "endpoint=\"all\"");
+    }
+
+    /// Entries and bytes of the memory tier.
+    pub fn memory_usage(&self) -> (usize, u64) {
+        (self.memory.len(), self.memory.bytes())
+    }
+}
+
+/// What to store when a streamed answer ends.
+pub struct StreamStore {
+    /// The leader of the flight.
+    pub leader: Leader,
+    /// Metadata known when the stream started; usage and latency are filled at the end.
+    pub meta: entry::Meta,
+    /// Whether to store at all (`no-store` still coalesces).
+    pub store: bool,
+    /// Entry lifetime.
+    pub ttl: Duration,
+    /// `max_entry_bytes`.
+    pub max_bytes: u64,
+    /// Price of the deployment, for the cost recorded with the entry.
+    pub price: Option<sluice_core::config::Price>,
+    /// When the request arrived.
+    pub started: std::time::Instant,
+}
+
+/// Drives a leader's upstream stream for every client of its flight, assembles it, and
+/// stores it if it ended cleanly. Ends early, dropping (so cancelling) the upstream stream,
+/// when every client has gone.
+pub async fn drive(cache: Arc<Cache>, mut relay: Box<Relay>, plan: StreamStore, max_event: usize) {
+    let flight = Arc::clone(plan.leader.flight());
+    let mut scanner = SseScanner::new(max_event);
+    let mut assembler = Assembler::default();
+    let mut abandoned = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = flight.gone() => {
+                if flight.abandoned() {
+                    abandoned = true;
+                    break;
+                }
+            }
+            frame = relay.frame() => match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if plan.store {
+                            let _ = scanner.push(data.clone(), |ev| {
+                                assembler.event(ev);
+                                Keep::Yes
+                            });
+                        }
+                        flight.push(data);
+                    }
+                }
+                None => break,
+                Some(Err(never)) => match never {},
+            }
+        }
+    }
+    if abandoned || !relay.ended_cleanly() {
+        drop(relay);
+        plan.leader.fail();
+        return;
+    }
+    let usage = relay.usage();
+    let mut meta = plan.meta;
+    meta.set_usage(&usage);
+    meta.cost_nano_usd = plan.price.map_or(0, |p| cost_nano_usd(&p, &usage));
+    meta.latency_ms = plan.started.elapsed().as_millis() as u64;
+    meta.created_ms = unix_ms();
+    drop(relay);
+    let body = if plan.store {
+        assembler.finish(&usage)
+    } else {
+        None
+    };
+    match body {
+        Some(body) => {
+            let answer = Answer { meta, body };
+            cache.insert(*plan.leader.key(), &answer, plan.ttl, plan.max_bytes);
+            plan.leader.done(Arc::new(answer));
+        }
+        None => plan.leader.fail(),
+    }
+}
+
+/// What `usage` cost at `price`, in nano-USD.
+pub fn cost_nano_usd(price: &sluice_core::config::Price, usage: &sluice_types::Usage) -> u64 {
+    price.cost_nano_usd(
+        usage.prompt_tokens,
+        usage.cached_prompt_tokens,
+        usage.completion_tokens,
+    )
+}
+
+/// A whole body's bytes (for a non-streamed answer about to be stored).
+pub async fn whole(body: crate::body::ResponseBody) -> Bytes {
+    body.collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default()
+}

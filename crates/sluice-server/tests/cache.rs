@@ -1,0 +1,560 @@
+//! The response cache and request coalescing over real loopback HTTP, against the fake
+//! upstream, with the embedded store (memory tier in front of SQLite) in a fresh data
+//! directory per test.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use sluice_testkit::client::{get, post_json, post_stream};
+use sluice_testkit::{Behavior, FakeUpstream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A fresh data directory.
+fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-cache-test-{name}-{}-{}",
+        std::process::id(),
+        sluice_core::rng::next_u64()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Model `m` on the fake upstream, with `[cache]` and `extra` TOML.
+fn cache_config(upstream: &str, dir: &std::path::Path, cache: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+master_key = "sk-admin"
+[storage]
+data_dir = "{dir}"
+[cache]
+{cache}
+[routing]
+retry = {{ attempts = 1 }}
+[[providers]]
+name = "fake"
+type = "openai"
+base_url = "{upstream}"
+[[models]]
+name = "m"
+provider = "fake"
+upstream = "upstream-m"
+price = {{ input = 1.0, output = 2.0 }}
+[[models]]
+name = "emb"
+provider = "fake"
+{extra}
+"#,
+        dir = dir.display()
+    )
+}
+
+async fn cached_gateway(cache: &str, extra: &str) -> (FakeUpstream, Gateway, PathBuf) {
+    let fake = FakeUpstream::start().await;
+    let dir = data_dir("gw");
+    let gw = start_with(&cache_config(&fake.base_url(), &dir, cache, extra)).await;
+    (fake, gw, dir)
+}
+
+fn chat(content: &str, extra: Value) -> String {
+    let mut v = json!({
+        "model": "m",
+        "temperature": 0,
+        "messages": [{"role": "user", "content": content}],
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v.to_string()
+}
+
+async fn post(
+    gw: &Gateway,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> sluice_testkit::client::TestResponse {
+    post_json(&gw.url("/v1/chat/completions"), body.to_string(), headers)
+        .await
+        .unwrap()
+}
+
+/// The assistant content of a streamed answer, and its event count.
+async fn stream_content(gw: &Gateway, body: &str) -> (String, Option<String>, usize) {
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), body.to_string(), &[])
+        .await
+        .unwrap();
+    let cache = s.header("x-sluice-cache").map(str::to_string);
+    let (events, err) = s.collect_events().await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let mut content = String::new();
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).unwrap();
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(c);
+        }
+    }
+    (content, cache, events.len())
+}
+
+#[tokio::test]
+async fn a_repeated_question_is_answered_from_the_cache() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    let first = post(&gw, &chat("hello", json!({})), &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let second = post(&gw, &chat("hello", json!({})), &[]).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(second.header("x-sluice-model"), Some("m"));
+    assert_eq!(second.header("x-sluice-attempts"), Some("0"));
+    assert!(second.header("x-sluice-cache-age").is_some());
+    assert_eq!(
+        second.json(),
+        first.json(),
+        "the same answer, byte for byte"
+    );
+    assert_eq!(fake.request_count(), 1);
+
+    // Key order, `user`, the stream flag's absence and an equal temperature written as a
+    // float do not change the key; another question does.
+    let reordered = r#"{"messages":[{"content":"hello","role":"user"}],"user":"u-1","temperature":0.0,"model":"m"}"#;
+    assert_eq!(
+        post(&gw, reordered, &[]).await.header("x-sluice-cache"),
+        Some("hit")
+    );
+    let other = post(&gw, &chat("hello!", json!({})), &[]).await;
+    assert_eq!(other.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(fake.request_count(), 2);
+
+    let metrics = get(&gw.url("/metrics")).await.unwrap().text();
+    assert!(metrics.contains("sluice_cache_hits_total 2"), "{metrics}");
+    assert!(metrics.contains("sluice_cache_misses_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_cache_saved_usd_total"),
+        "{metrics}"
+    );
+    // The hits saved what the first answer cost: the fake reports usage, `m` is priced.
+    let saved: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_cache_saved_usd_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let u = &first.json()["usage"];
+    let cost = u["prompt_tokens"].as_f64().unwrap() * 1.0 / 1e6
+        + u["completion_tokens"].as_f64().unwrap() * 2.0 / 1e6;
+    assert!(
+        (saved - 2.0 * cost).abs() < 1e-12,
+        "saved {saved}, cost {cost}"
+    );
+}
+
+#[tokio::test]
+async fn streaming_and_non_streaming_requests_share_entries() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    // Stored from a stream...
+    let (streamed, status, _) = stream_content(&gw, &chat("s", json!({"stream": true}))).await;
+    assert_eq!(status.as_deref(), Some("miss"));
+    assert!(!streamed.is_empty());
+    // ...served as JSON...
+    let whole = post(&gw, &chat("s", json!({})), &[]).await;
+    assert_eq!(whole.header("x-sluice-cache"), Some("hit"));
+    let v = whole.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], streamed);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // ...and replayed as a stream, with the usage chunk only when asked for.
+    let (replayed, status, _) = stream_content(&gw, &chat("s", json!({"stream": true}))).await;
+    assert_eq!(status.as_deref(), Some("hit"));
+    assert_eq!(replayed, streamed);
+    let mut s = post_stream(
+        &gw.url("/v1/chat/completions"),
+        chat(
+            "s",
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    let (events, _) = s.collect_events().await;
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert!(usage["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(fake.request_count(), 1);
+
+    // Stored from JSON, replayed as a stream.
+    let first = post(&gw, &chat("j", json!({})), &[]).await;
+    let (replayed, status, _) = stream_content(&gw, &chat("j", json!({"stream": true}))).await;
+    assert_eq!(status.as_deref(), Some("hit"));
+    assert_eq!(replayed, first.json()["choices"][0]["message"]["content"]);
+    assert_eq!(fake.request_count(), 2);
+}
+
+#[tokio::test]
+async fn policy_decides_what_is_cached() {
+    let extra = r#"
+[[models]]
+name = "free"
+provider = "fake"
+cache = { nondeterministic = true }
+[[models]]
+name = "off"
+provider = "fake"
+cache = { enabled = false }
+"#;
+    let (fake, gw, _dir) = cached_gateway("enabled = true", extra).await;
+    // Temperature above 0 without a seed: not cached by default.
+    let body = r#"{"model":"m","temperature":0.7,"messages":[{"role":"user","content":"x"}]}"#;
+    assert_eq!(
+        post(&gw, body, &[]).await.header("x-sluice-cache"),
+        Some("bypass")
+    );
+    assert_eq!(
+        post(&gw, body, &[]).await.header("x-sluice-cache"),
+        Some("bypass")
+    );
+    // A seed makes it repeatable.
+    let seeded =
+        r#"{"model":"m","temperature":0.7,"seed":3,"messages":[{"role":"user","content":"x"}]}"#;
+    assert_eq!(
+        post(&gw, seeded, &[]).await.header("x-sluice-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        post(&gw, seeded, &[]).await.header("x-sluice-cache"),
+        Some("hit")
+    );
+    // A model that caches non-deterministic requests, and one with the cache off.
+    let free = body.replace("\"m\"", "\"free\"");
+    assert_eq!(
+        post(&gw, &free, &[]).await.header("x-sluice-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        post(&gw, &free, &[]).await.header("x-sluice-cache"),
+        Some("hit")
+    );
+    let off = chat("x", json!({"model": "off"}));
+    assert_eq!(
+        post(&gw, &off, &[]).await.header("x-sluice-cache"),
+        Some("bypass")
+    );
+    assert_eq!(
+        post(&gw, &off, &[]).await.header("x-sluice-cache"),
+        Some("bypass")
+    );
+    assert_eq!(fake.request_count(), 6);
+}
+
+#[tokio::test]
+async fn request_directives() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    let body = chat("d", json!({}));
+    // no-store: looked up, not stored.
+    let r = post(&gw, &body, &[("x-sluice-cache", "no-store")]).await;
+    assert_eq!(r.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(
+        post(&gw, &body, &[]).await.header("x-sluice-cache"),
+        Some("miss")
+    );
+    // Now stored. no-cache: upstream again (and stored again).
+    let r = post(&gw, &body, &[("x-sluice-cache", "no-cache")]).await;
+    assert_eq!(r.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(
+        post(&gw, &body, &[]).await.header("x-sluice-cache"),
+        Some("hit")
+    );
+    assert_eq!(fake.request_count(), 3);
+    // Both: bypass.
+    let r = post(&gw, &body, &[("x-sluice-cache", "no-cache, no-store")]).await;
+    assert_eq!(r.header("x-sluice-cache"), Some("bypass"));
+    // A short ttl: gone after it.
+    let short = chat("ttl", json!({}));
+    post(&gw, &short, &[("x-sluice-cache", "ttl=1")]).await;
+    assert_eq!(
+        post(&gw, &short, &[]).await.header("x-sluice-cache"),
+        Some("hit")
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        post(&gw, &short, &[]).await.header("x-sluice-cache"),
+        Some("miss")
+    );
+    // A bad directive is the client's error.
+    let r = post(&gw, &body, &[("x-sluice-cache", "forever")]).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn only_successful_complete_answers_are_stored() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    // An upstream error is not stored.
+    fake.push(Behavior::new().with_status(500));
+    let body = chat("e", json!({}));
+    assert_eq!(post(&gw, &body, &[]).await.status, 502);
+    let ok = post(&gw, &body, &[]).await;
+    assert_eq!(
+        (ok.status, ok.header("x-sluice-cache")),
+        (200, Some("miss"))
+    );
+    assert_eq!(
+        post(&gw, &body, &[]).await.header("x-sluice-cache"),
+        Some("hit")
+    );
+
+    // A stream cut midway is not stored.
+    let cut = chat(
+        "c",
+        json!({"stream": true, "x_fake": {"cut_after_chunks": 2}}),
+    );
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), cut.clone(), &[])
+        .await
+        .unwrap();
+    let (events, _) = s.collect_events().await;
+    assert!(
+        events.last().unwrap().contains("stream_interrupted"),
+        "{events:?}"
+    );
+    let before = fake.request_count();
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), cut, &[])
+        .await
+        .unwrap();
+    assert_eq!(s.header("x-sluice-cache"), Some("miss"));
+    let _ = s.collect_events().await;
+    assert_eq!(
+        fake.request_count(),
+        before + 1,
+        "the cut stream was not stored"
+    );
+}
+
+#[tokio::test]
+async fn answers_over_max_entry_bytes_are_not_stored() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true\nmax_entry_bytes = 64", "").await;
+    let body = chat("big", json!({}));
+    assert_eq!(
+        post(&gw, &body, &[]).await.header("x-sluice-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        post(&gw, &body, &[]).await.header("x-sluice-cache"),
+        Some("miss")
+    );
+    assert_eq!(fake.request_count(), 2);
+    let metrics = get(&gw.url("/metrics")).await.unwrap().text();
+    assert!(
+        metrics.contains("sluice_cache_too_large_total 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn embeddings_are_cached() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    let body = r#"{"model":"emb","input":["a","b"]}"#;
+    let url = gw.url("/v1/embeddings");
+    let first = post_json(&url, body, &[]).await.unwrap();
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let second = post_json(&url, body, &[]).await.unwrap();
+    assert_eq!(second.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(second.json(), first.json());
+    assert_eq!(fake.request_count(), 1);
+}
+
+#[tokio::test]
+async fn anthropic_clients_share_the_cache() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    let body = r#"{"model":"m","max_tokens":100,"temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+    let url = gw.url("/v1/messages");
+    let first = post_json(&url, body, &[]).await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let second = post_json(&url, body, &[]).await.unwrap();
+    assert_eq!(second.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(second.json()["content"], first.json()["content"]);
+    assert_eq!(fake.request_count(), 1);
+}
+
+#[tokio::test]
+async fn entries_survive_a_restart() {
+    let fake = FakeUpstream::start().await;
+    let dir = data_dir("restart");
+    let toml = cache_config(&fake.base_url(), &dir, "enabled = true", "");
+    let body = chat("persist", json!({}));
+    let first = {
+        let mut gw = start_with(&toml).await;
+        let r = post(&gw, &body, &[]).await;
+        assert_eq!(r.header("x-sluice-cache"), Some("miss"));
+        // A clean shutdown flushes the store.
+        gw.begin_shutdown().await.unwrap().unwrap();
+        r.json()
+    };
+    let gw = start_with(&toml).await;
+    let r = post(&gw, &body, &[]).await;
+    assert_eq!(r.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(r.json(), first);
+    assert_eq!(fake.request_count(), 1);
+    // The admin API clears it.
+    let clear = sluice_testkit::TestClient::new()
+        .request(
+            http::Method::DELETE,
+            &gw.url("/admin/cache"),
+            bytes::Bytes::new(),
+            &[("authorization", "Bearer sk-admin")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(clear.status, 200, "{}", clear.text());
+    assert_eq!(
+        post(&gw, &body, &[]).await.header("x-sluice-cache"),
+        Some("miss")
+    );
+}
+
+/// `n` identical requests at once.
+async fn concurrent(
+    gw: &Arc<Gateway>,
+    body: &str,
+    n: usize,
+) -> Vec<sluice_testkit::client::TestResponse> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (gw, body) = (Arc::clone(gw), body.to_string());
+        tasks.push(tokio::spawn(async move { post(&gw, &body, &[]).await }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_hundred_identical_requests_make_one_upstream_call() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    let gw = Arc::new(gw);
+    let body = chat("together", json!({"x_fake": {"delay_ms": 300}}));
+    let answers = concurrent(&gw, &body, 100).await;
+    assert_eq!(fake.request_count(), 1);
+    let first = answers[0].json();
+    for a in &answers {
+        assert_eq!(a.status, 200);
+        assert_eq!(a.json(), first);
+    }
+    let coalesced = answers
+        .iter()
+        .filter(|a| a.header("x-sluice-coalesced") == Some("true"))
+        .count();
+    assert!(coalesced >= 90, "{coalesced} of 100 waited for the leader");
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|a| a.header("x-sluice-cache") == Some("miss"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_hundred_identical_streams_make_one_upstream_call() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    let gw = Arc::new(gw);
+    let body = chat(
+        "streams",
+        json!({"stream": true, "x_fake": {"delay_ms": 200, "chunk_delay_ms": 20}}),
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (gw, body) = (Arc::clone(&gw), body.clone());
+        tasks.push(tokio::spawn(
+            async move { stream_content(&gw, &body).await },
+        ));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert_eq!(fake.request_count(), 1);
+    let (content, _, events) = &results[0];
+    assert!(!content.is_empty());
+    for (c, _, e) in &results {
+        assert_eq!(
+            c, content,
+            "every stream has the whole answer, from the start"
+        );
+        assert_eq!(e, events);
+    }
+    // A non-streamed request for the same question is now a hit.
+    let r = post(
+        &gw,
+        &chat(
+            "streams",
+            json!({"x_fake": {"delay_ms": 200, "chunk_delay_ms": 20}}),
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(r.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(r.json()["choices"][0]["message"]["content"], *content);
+}
+
+#[tokio::test]
+async fn a_failing_leader_does_not_fail_its_followers() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    let gw = Arc::new(gw);
+    // The first upstream call fails slowly; every later one answers.
+    fake.push(Behavior {
+        delay_ms: 300,
+        status: Some(500),
+        ..Behavior::default()
+    });
+    fake.set_default(Behavior {
+        delay_ms: 100,
+        ..Behavior::default()
+    });
+    let body = chat("fails first", json!({}));
+    let answers = concurrent(&gw, &body, 50).await;
+    let failed = answers.iter().filter(|a| a.status != 200).count();
+    assert_eq!(failed, 1, "only the leader gets the leader's error");
+    assert_eq!(
+        fake.request_count(),
+        2,
+        "the followers' new leader called once"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_outlives_its_leaders_client() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    let gw = Arc::new(gw);
+    let body = chat(
+        "leaver",
+        json!({"stream": true, "x_fake": {"chunk_delay_ms": 30}}),
+    );
+    // The leader's client reads one event and leaves.
+    let mut leader = post_stream(&gw.url("/v1/chat/completions"), body.clone(), &[])
+        .await
+        .unwrap();
+    assert!(leader.next_event().await.is_some());
+    let follower = {
+        let (gw, body) = (Arc::clone(&gw), body.clone());
+        tokio::spawn(async move { stream_content(&gw, &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(leader);
+    let (content, status, _) = follower.await.unwrap();
+    assert_eq!(status.as_deref(), Some("hit"));
+    assert!(!content.is_empty());
+    assert_eq!(fake.request_count(), 1);
+    assert_eq!(fake.cancelled_count(), 0, "the follower still wanted it");
+}
