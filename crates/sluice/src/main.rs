@@ -20,6 +20,10 @@ struct Cli {
 enum Command {
     /// Run the gateway (or, with --check, validate a config and exit).
     Serve(commands::serve::ServeArgs),
+    /// The response cache: stats, clear, warm.
+    Cache(commands::cache::CacheArgs),
+    /// Cost tools: simulate a routing config on recorded traffic.
+    Cost(commands::cost::CostArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +31,8 @@ fn main() -> ExitCode {
     commands::init_logging();
     let result = match cli.command {
         Command::Serve(args) => commands::serve::run(args),
+        Command::Cache(args) => commands::cache::run(args),
+        Command::Cost(args) => commands::cost::run(args),
     };
     match result {
         Ok(code) => code,

@@ -163,3 +163,62 @@ fn sigterm_drains_and_exits_zero() {
         "{rest}"
     );
 }
+
+#[test]
+fn cost_simulate_reproduces_the_sample_and_projects_the_saving() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = sluice()
+        .current_dir(root)
+        .args([
+            "cost",
+            "simulate",
+            "--log",
+            "examples/traffic-sample.jsonl",
+            "--config",
+            "examples/cost-routing.toml",
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Replayed 100,000 requests"), "{text}");
+    assert!(text.contains("Current monthly cost:   $117.88"), "{text}");
+    let projected = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Projected monthly cost: $"))
+        .unwrap();
+    let projected: f64 = projected.replace(',', "").parse().unwrap();
+    assert!(projected < 117.88 * 0.9, "{text}");
+    assert!(text.contains("gpt-4o -> gpt-4o-mini"), "{text}");
+    // Per provider, side by side: OpenAI's share now is $87.50, Anthropic's $30.00.
+    let openai = text.lines().find(|l| l.starts_with("openai")).unwrap();
+    assert!(openai.contains("$87.50"), "{openai}");
+    let anthropic = text.lines().find(|l| l.starts_with("anthropic")).unwrap();
+    assert!(anthropic.contains("$30.00"), "{anthropic}");
+
+    // A record the config cannot place is a clear error, with its line.
+    let bad = write_config(
+        "bad-traffic.jsonl",
+        "{\"model\":\"gpt-5\",\"prompt_tokens\":1}\n",
+    );
+    let out = sluice()
+        .current_dir(root)
+        .args([
+            "cost",
+            "simulate",
+            "--config",
+            "examples/cost-routing.toml",
+            "--log",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 1") && err.contains("gpt-5"), "{err}");
+}

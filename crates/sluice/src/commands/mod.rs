@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
+pub mod cache;
+pub mod cost;
 pub mod serve;
 
-use sluice_core::env::SLUICE_LOG;
+use sluice_core::env::{Env, ProcessEnv, SLUICE_CONFIG, SLUICE_LOG};
+use std::path::PathBuf;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
@@ -20,4 +23,9 @@ pub fn init_logging() {
         )
         .with(filter)
         .try_init();
+}
+
+/// The config file: `--config`, else `$SLUICE_CONFIG`.
+pub fn config_path(arg: Option<PathBuf>) -> Option<PathBuf> {
+    arg.or_else(|| ProcessEnv.get(SLUICE_CONFIG).map(PathBuf::from))
 }
