@@ -682,46 +682,21 @@ impl Call<'_> {
 
     /// Walks the plan until a deployment answers.
     async fn walk(&self, outcome: &mut Outcome) -> Result<Response<ResponseBody>, Error> {
-        let Call {
-            state,
-            endpoint,
-            view,
-            body,
-            request_id,
-            started,
-            plan,
-            route_deadline,
-        } = *self;
-        walk(
-            state,
-            endpoint,
-            view,
-            body,
-            request_id,
-            started,
-            plan,
-            route_deadline,
-            outcome,
-        )
-        .await
+        walk(self, outcome).await
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the request's parts, passed down once"
-)]
-async fn walk(
-    state: &Arc<AppState>,
-    endpoint: Endpoint,
-    view: &View<'_>,
-    body: &Bytes,
-    request_id: &HeaderValue,
-    started: Instant,
-    plan: &Plan<'_>,
-    route_deadline: Option<Instant>,
-    outcome: &mut Outcome,
-) -> Result<Response<ResponseBody>, Error> {
+async fn walk(call: &Call<'_>, outcome: &mut Outcome) -> Result<Response<ResponseBody>, Error> {
+    let Call {
+        state,
+        endpoint,
+        view,
+        body,
+        request_id,
+        started,
+        plan,
+        route_deadline,
+    } = *call;
     let route_metrics = plan.route.and_then(|r| state.metrics.route(r));
     let mut waited = Duration::ZERO;
     let mut last_error: Option<Error> = None;
