@@ -407,12 +407,35 @@ async fn proxy(
             })?,
     };
     let stream = view.stream();
-    let plan = state.plan(resolved, &view.facts(), &body, &overrides, stream);
-    outcome.route = plan.route;
     if let Resolved::Model(d) = resolved {
         outcome.deployment = Some(d);
     }
-    let route_deadline = plan.timeout.map(|t| started + t);
+    if let Resolved::Route(r) = resolved {
+        outcome.route = Some(r);
+    }
+    // The cache stage: a hit or an identical request in flight answers before any plan.
+    let leading = match &state.cache {
+        None => None,
+        Some(cache) => {
+            match cache_stage(
+                state,
+                cache,
+                endpoint,
+                &view,
+                resolved,
+                &body,
+                &directives,
+                outcome,
+            )
+            .await
+            {
+                Stage::Answered(r) => return Ok(r),
+                Stage::Upstream => None,
+                Stage::Lead(leader, store_plan) => Some((cache, leader, store_plan)),
+            }
+        }
+    };
+    let plan = state.plan(resolved, &view.facts(), &body, &overrides, stream);
     let call = Call {
         state,
         endpoint,
@@ -421,11 +444,43 @@ async fn proxy(
         request_id,
         started,
         plan: &plan,
-        route_deadline,
+        route_deadline: plan.timeout.map(|t| started + t),
     };
-    let Some(cache) = &state.cache else {
-        return call.walk(outcome).await;
-    };
+    match leading {
+        None => call.walk(outcome).await,
+        Some((cache, leader, store_plan)) => {
+            let include_usage = matches!(&view, View::Chat(c) if c.include_usage);
+            call.lead(cache, leader, store_plan, include_usage, outcome)
+                .await
+        }
+    }
+}
+
+/// What the cache stage made of a request.
+enum Stage {
+    /// Answered from the cache or from an identical request in flight.
+    Answered(Response<ResponseBody>),
+    /// Not cacheable: call upstream, store nothing.
+    Upstream,
+    /// Call upstream as the leader of a flight, and store the answer by the plan.
+    Lead(flight::Leader, StorePlan),
+}
+
+/// Key, decision, lookup and coalescing of one request.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request's parts, read once by the proxy"
+)]
+async fn cache_stage(
+    state: &AppState,
+    cache: &Arc<Cache>,
+    endpoint: Endpoint,
+    view: &View<'_>,
+    resolved: Resolved<'_>,
+    body: &Bytes,
+    directives: &cache_key::Directives,
+    outcome: &mut Outcome,
+) -> Stage {
     let (target, policy) = match resolved {
         Resolved::Model(d) => (&*state.deployments[d].name, state.deployments[d].cache),
         Resolved::Route(r) => (
@@ -439,13 +494,14 @@ async fn proxy(
             Endpoint::Chat => cache_key::KeyEndpoint::Chat,
             Endpoint::Embeddings => cache_key::KeyEndpoint::Embeddings,
         };
-        match cache_key::request_key(key_endpoint, target, &body) {
-            Ok(k) => Some((
-                k.key,
-                cache_key::decide(&policy, &directives, k.deterministic),
-            )),
-            Err(_) => None,
-        }
+        cache_key::request_key(key_endpoint, target, body)
+            .ok()
+            .map(|k| {
+                (
+                    k.key,
+                    cache_key::decide(&policy, directives, k.deterministic),
+                )
+            })
     } else {
         None
     };
@@ -461,15 +517,16 @@ async fn proxy(
     else {
         cache.metrics.bypasses.fetch_add(1, Relaxed);
         outcome.cache = Some(CacheStatus::Bypass);
-        return call.walk(outcome).await;
+        return Stage::Upstream;
     };
-    let include_usage = matches!(&view, View::Chat(c) if c.include_usage);
+    let stream = view.stream();
+    let include_usage = matches!(view, View::Chat(c) if c.include_usage);
     if lookup {
         if let Some(answer) = cache.lookup(&key).await {
             cache.metrics.hits.fetch_add(1, Relaxed);
             cache.saved(&answer);
             outcome.cache = Some(CacheStatus::Hit);
-            return Ok(answered(state, &answer, stream, include_usage, outcome));
+            return Stage::Answered(answered(state, &answer, stream, include_usage, outcome));
         }
         cache.metrics.misses.fetch_add(1, Relaxed);
     }
@@ -479,29 +536,19 @@ async fn proxy(
         ttl,
         max_bytes: policy.max_entry_bytes,
     };
-    if !coalesce {
-        let leader = cache.flights.solo(key);
-        return call
-            .lead(cache, leader, store_plan, include_usage, outcome)
-            .await;
-    }
-    for _ in 0..MAX_FLIGHT_ROUNDS {
-        match cache.flights.join(key) {
-            flight::Join::Leader(leader) => {
-                return call
-                    .lead(cache, leader, store_plan, include_usage, outcome)
-                    .await;
-            }
-            flight::Join::Follower(f) => {
-                if let Some(r) = follow(state, &f, stream, include_usage, outcome).await {
-                    return Ok(r);
+    if coalesce {
+        for _ in 0..MAX_FLIGHT_ROUNDS {
+            match cache.flights.join(key) {
+                flight::Join::Leader(leader) => return Stage::Lead(leader, store_plan),
+                flight::Join::Follower(f) => {
+                    if let Some(r) = follow(state, &f, stream, include_usage, outcome).await {
+                        return Stage::Answered(r);
+                    }
                 }
             }
         }
     }
-    let leader = cache.flights.solo(key);
-    call.lead(cache, leader, store_plan, include_usage, outcome)
-        .await
+    Stage::Lead(cache.flights.solo(key), store_plan)
 }
 
 /// How a leader stores its answer.
