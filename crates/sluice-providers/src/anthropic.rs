@@ -27,18 +27,20 @@
 //! `frequency_penalty` have no Messages API equivalent and are dropped; `response_format` has
 //! no native JSON mode and is dropped (the model still follows instructions in the prompt).
 
-use crate::chunks::{now_secs, usage_json, ChunkWriter};
+use crate::chunks::{compact_json, Answer, ChunkWriter, Delta, ToolCallOut};
 use crate::client::UpstreamBody;
 use crate::openai::{post, static_headers, uri};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Uri};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use sluice_core::config::ProviderConfig;
 use sluice_core::Error;
-use sluice_types::openai::{ChatCompletionRequest, Content, Part, Role, ToolChoice};
+use sluice_types::openai::{ChatCompletionRequest, Content, Part, Role, Stop, ToolChoice};
 use sluice_types::Usage;
+use std::borrow::Cow;
 
 /// The config `type` of this adapter.
 pub const PROVIDER_TYPE: &str = "anthropic";
@@ -97,53 +99,152 @@ pub struct RequestOptions {
 struct WireRequest<'a> {
     model: &'a str,
     max_tokens: u64,
-    messages: Vec<WireMessage>,
+    messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<Value>,
+    system: Option<System>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    stop_sequences: Vec<String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<Value>,
+    tools: Vec<WireTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<Value>,
+    tool_choice: Option<WireToolChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<Value>,
+    metadata: Option<Metadata<'a>>,
+    /// The testkit's per-request control of its fake upstream, carried over (see
+    /// [`ChatCompletionRequest::x_fake`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x_fake: Option<&'a Value>,
 }
 
 #[derive(Serialize)]
-struct WireMessage {
+struct WireMessage<'a> {
     role: &'static str,
-    content: Vec<Value>,
+    content: Vec<Block<'a>>,
+}
+
+/// A content block of a request message.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text {
+        text: &'a str,
+    },
+    Image {
+        source: ImageSource<'a>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a RawValue,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: String,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSource<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
+/// `system`: a string, or one text block marked for prompt caching.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum System {
+    Text(String),
+    Cached([CachedText; 1]),
+}
+
+#[derive(Serialize)]
+struct CachedText {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: String,
+    cache_control: CacheControl,
+}
+
+#[derive(Serialize)]
+struct CacheControl {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    input_schema: Schema<'a>,
+}
+
+/// A tool's JSON schema: the client's, or an empty object schema.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Schema<'a> {
+    Given(&'a Value),
+    Empty(EmptySchema),
+}
+
+#[derive(Serialize)]
+struct EmptySchema {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    properties: Empty,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+struct WireToolChoice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disable_parallel_tool_use: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    user_id: &'a str,
 }
 
 /// Why a request cannot be expressed for Anthropic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Untranslatable(pub String);
 
-fn image_block(url: &str) -> Value {
+fn image_block(url: &str) -> Block<'_> {
     if let Some(rest) = url.strip_prefix("data:") {
         if let Some((meta, data)) = rest.split_once(',') {
             let media_type = meta.trim_end_matches(";base64");
-            return json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}});
+            return Block::Image {
+                source: ImageSource::Base64 { media_type, data },
+            };
         }
     }
-    json!({"type": "image", "source": {"type": "url", "url": url}})
+    Block::Image {
+        source: ImageSource::Url { url },
+    }
 }
 
-fn content_blocks(content: &Content) -> Vec<Value> {
+fn content_blocks(content: &Content) -> Vec<Block<'_>> {
     match content {
         Content::Text(t) if t.is_empty() => Vec::new(),
-        Content::Text(t) => vec![json!({"type": "text", "text": t})],
+        Content::Text(t) => vec![Block::Text { text: t }],
         Content::Parts(parts) => parts
             .iter()
             .filter_map(|p| match p {
-                Part::Text { text } => Some(json!({"type": "text", "text": text})),
+                Part::Text { text } => Some(Block::Text { text }),
                 Part::ImageUrl { image_url } => Some(image_block(&image_url.url)),
                 Part::Other => None,
             })
@@ -151,7 +252,7 @@ fn content_blocks(content: &Content) -> Vec<Value> {
     }
 }
 
-fn push_turn(messages: &mut Vec<WireMessage>, role: &'static str, blocks: Vec<Value>) {
+fn push_turn<'a>(messages: &mut Vec<WireMessage<'a>>, role: &'static str, blocks: Vec<Block<'a>>) {
     if blocks.is_empty() {
         return;
     }
@@ -164,6 +265,16 @@ fn push_turn(messages: &mut Vec<WireMessage>, role: &'static str, blocks: Vec<Va
     }
 }
 
+/// Tool-call arguments as raw JSON (checked, not rebuilt); `{}` when empty.
+pub(crate) fn raw_arguments(arguments: &str) -> Result<&RawValue, serde_json::Error> {
+    let text = if arguments.trim().is_empty() {
+        "{}"
+    } else {
+        arguments
+    };
+    serde_json::from_str(text)
+}
+
 /// The Messages API request body for `req`, sent to `upstream_model`.
 pub fn to_request(
     req: &ChatCompletionRequest,
@@ -171,7 +282,7 @@ pub fn to_request(
     options: RequestOptions,
 ) -> Result<Vec<u8>, Untranslatable> {
     let mut system_parts: Vec<String> = Vec::new();
-    let mut messages: Vec<WireMessage> = Vec::new();
+    let mut messages: Vec<WireMessage<'_>> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
         match m.role {
             Role::System | Role::Developer => {
@@ -186,25 +297,25 @@ pub fn to_request(
             Role::Assistant => {
                 let mut blocks = m.content.as_ref().map(content_blocks).unwrap_or_default();
                 for call in m.tool_calls.iter().flatten() {
-                    let input: Value = if call.function.arguments.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(&call.function.arguments).map_err(|e| {
-                            Untranslatable(format!(
-                                "`messages[{i}].tool_calls`: arguments of `{}` are not JSON: {e}",
-                                call.function.name
-                            ))
-                        })?
-                    };
-                    blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
+                    let input = raw_arguments(&call.function.arguments).map_err(|e| {
+                        Untranslatable(format!(
+                            "`messages[{i}].tool_calls`: arguments of `{}` are not JSON: {e}",
+                            call.function.name
+                        ))
+                    })?;
+                    blocks.push(Block::ToolUse {
+                        id: &call.id,
+                        name: &call.function.name,
+                        input,
+                    });
                 }
                 push_turn(&mut messages, "assistant", blocks);
             }
             Role::Tool | Role::Function => {
                 let id = m
                     .tool_call_id
-                    .clone()
-                    .or_else(|| m.name.clone())
+                    .as_deref()
+                    .or(m.name.as_deref())
                     .ok_or_else(|| {
                         Untranslatable(format!(
                             "`messages[{i}]`: a tool message needs `tool_call_id`"
@@ -214,7 +325,10 @@ pub fn to_request(
                 push_turn(
                     &mut messages,
                     "user",
-                    vec![json!({"type": "tool_result", "tool_use_id": id, "content": text})],
+                    vec![Block::ToolResult {
+                        tool_use_id: id,
+                        content: text,
+                    }],
                 );
             }
         }
@@ -230,52 +344,57 @@ pub fn to_request(
             .cache_system_min_bytes
             .is_some_and(|min| text.len() >= min);
         if cache {
-            json!([{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}])
+            System::Cached([CachedText {
+                kind: "text",
+                text,
+                cache_control: CacheControl { kind: "ephemeral" },
+            }])
         } else {
-            Value::String(text)
+            System::Text(text)
         }
     });
-    let tools: Vec<Value> = req
+    let tools: Vec<WireTool<'_>> = req
         .tools
         .iter()
         .flatten()
-        .map(|t| {
-            let mut tool = Map::new();
-            tool.insert("name".into(), Value::String(t.function.name.clone()));
-            if let Some(d) = &t.function.description {
-                tool.insert("description".into(), Value::String(d.clone()));
-            }
-            tool.insert(
-                "input_schema".into(),
-                t.function
-                    .parameters
-                    .clone()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            );
-            Value::Object(tool)
+        .map(|t| WireTool {
+            name: &t.function.name,
+            description: t.function.description.as_deref(),
+            input_schema: t.function.parameters.as_ref().map_or(
+                Schema::Empty(EmptySchema {
+                    kind: "object",
+                    properties: Empty {},
+                }),
+                Schema::Given,
+            ),
         })
         .collect();
+    let choice = |kind| WireToolChoice {
+        kind,
+        name: None,
+        disable_parallel_tool_use: None,
+    };
     let mut tool_choice = match &req.tool_choice {
         None => None,
         Some(ToolChoice::Mode(m)) => match m.as_str() {
-            "auto" => Some(json!({"type": "auto"})),
-            "required" => Some(json!({"type": "any"})),
-            "none" => Some(json!({"type": "none"})),
+            "auto" => Some(choice("auto")),
+            "required" => Some(choice("any")),
+            "none" => Some(choice("none")),
             other => {
                 return Err(Untranslatable(format!(
                     "`tool_choice` `{other}` is not one of auto, required, none"
                 )))
             }
         },
-        Some(ToolChoice::Named { function }) => {
-            Some(json!({"type": "tool", "name": function.name}))
-        }
+        Some(ToolChoice::Named { function }) => Some(WireToolChoice {
+            name: Some(&function.name),
+            ..choice("tool")
+        }),
     };
     if req.parallel_tool_calls == Some(false) && !tools.is_empty() {
-        let choice = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
-        if let Some(obj) = choice.as_object_mut() {
-            obj.insert("disable_parallel_tool_use".into(), Value::Bool(true));
-        }
+        tool_choice
+            .get_or_insert_with(|| choice("auto"))
+            .disable_parallel_tool_use = Some(true);
     }
     let wire = WireRequest {
         model: upstream_model,
@@ -284,11 +403,16 @@ pub fn to_request(
         system,
         temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
         top_p: req.top_p,
-        stop_sequences: req.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
+        stop_sequences: match &req.stop {
+            None => &[],
+            Some(Stop::One(s)) => std::slice::from_ref(s),
+            Some(Stop::Many(v)) => v,
+        },
         stream: req.stream.unwrap_or(false),
         tools,
         tool_choice,
-        metadata: req.user.as_ref().map(|u| json!({"user_id": u})),
+        metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
+        x_fake: req.x_fake.as_ref(),
     };
     serde_json::to_vec(&wire).map_err(|e| Untranslatable(e.to_string()))
 }
@@ -332,21 +456,34 @@ impl WireUsage {
             reasoning_tokens: 0,
         }
     }
-
-    fn openai(&self) -> Value {
-        usage_json(&self.normalised())
-    }
 }
 
 #[derive(Debug, Deserialize)]
-struct WireResponse {
-    id: String,
-    #[serde(default)]
-    content: Vec<Value>,
-    #[serde(default)]
-    stop_reason: Option<String>,
+struct WireResponse<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    content: Vec<WireBlock<'a>>,
+    #[serde(default, borrow)]
+    stop_reason: Option<Cow<'a, str>>,
     #[serde(default)]
     usage: WireUsage,
+}
+
+/// A content block of a response (or of `content_block_start`): the fields of every block
+/// type side by side, so that tool inputs stay borrowed raw JSON.
+#[derive(Debug, Deserialize)]
+struct WireBlock<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    input: Option<&'a RawValue>,
 }
 
 /// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
@@ -362,44 +499,35 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 /// A `chat.completion` body for a Messages API response, with its normalised usage.
 /// `model` is what the client asked for.
 pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), String> {
-    let r: WireResponse = serde_json::from_slice(body)
+    let r: WireResponse<'_> = serde_json::from_slice(body)
         .map_err(|e| format!("not an Anthropic Messages response: {e}"))?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();
-    for block in &r.content {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
-            Some("tool_use") => tool_calls.push(json!({
-                "id": block.get("id").cloned().unwrap_or(Value::Null),
-                "type": "function",
-                "function": {
-                    "name": block.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": block.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
-                },
-            })),
+    for block in r.content {
+        match block.kind.as_ref() {
+            "text" => text.push_str(block.text.as_deref().unwrap_or("")),
+            "tool_use" => tool_calls.push(ToolCallOut::new(
+                None,
+                block.id.unwrap_or_default(),
+                block.name.unwrap_or_default(),
+                block
+                    .input
+                    .map_or(Cow::Borrowed("{}"), |i| compact_json(i.get())),
+            )),
             _ => {}
         }
     }
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { Value::String(text) }});
-    if !tool_calls.is_empty() {
-        message["tool_calls"] = Value::Array(tool_calls);
-    }
-    let out = json!({
-        "id": format!("chatcmpl-{}", r.id),
-        "object": "chat.completion",
-        "created": now_secs(),
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": finish_reason(r.stop_reason.as_deref()),
-        }],
-        "usage": r.usage.openai(),
-    });
-    Ok((
-        serde_json::to_vec(&out).unwrap_or_default(),
-        r.usage.normalised(),
-    ))
+    let usage = r.usage.normalised();
+    let id = format!("chatcmpl-{}", r.id);
+    let out = Answer {
+        id: &id,
+        model,
+        content: (!text.is_empty() || tool_calls.is_empty()).then_some(text.as_str()),
+        tool_calls: &tool_calls,
+        finish: finish_reason(r.stop_reason.as_deref()),
+        usage: &usage,
+    };
+    Ok((out.to_vec(), usage))
 }
 
 /// Translates Anthropic's event stream into OpenAI `chat.completion.chunk` events, one event
@@ -425,6 +553,53 @@ pub enum StreamStep {
     Done,
     /// The upstream sent an error event: its message.
     Error(String),
+}
+
+/// One streamed event: the fields of every event type side by side.
+#[derive(Debug, Deserialize)]
+struct WireEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    message: Option<WireStart<'a>>,
+    #[serde(default)]
+    index: u64,
+    #[serde(default, borrow)]
+    content_block: Option<WireBlock<'a>>,
+    #[serde(default, borrow)]
+    delta: Option<WireDelta<'a>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default, borrow)]
+    error: Option<WireError<'a>>,
+}
+
+/// `message` of `message_start`.
+#[derive(Debug, Deserialize)]
+struct WireStart<'a> {
+    #[serde(default, borrow)]
+    id: Cow<'a, str>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// `delta` of `content_block_delta` and of `message_delta`.
+#[derive(Debug, Deserialize)]
+struct WireDelta<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireError<'a> {
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
 }
 
 impl StreamTranslator {
@@ -454,64 +629,71 @@ impl StreamTranslator {
 
     /// Feeds the `data` of one Anthropic event; appends the OpenAI events it yields to `out`.
     pub fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) -> StreamStep {
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        let Ok(v) = serde_json::from_slice::<WireEvent<'_>>(data) else {
             return StreamStep::Continue;
         };
-        match v.get("type").and_then(Value::as_str) {
-            Some("message_start") => {
-                let msg = &v["message"];
-                self.writer.id = format!("chatcmpl-{}", msg["id"].as_str().unwrap_or_default());
-                if let Ok(u) = serde_json::from_value::<WireUsage>(msg["usage"].clone()) {
-                    self.usage.merge(&u);
+        match v.kind.as_ref() {
+            "message_start" => {
+                if let Some(msg) = &v.message {
+                    self.writer.id = format!("chatcmpl-{}", msg.id);
+                    if let Some(u) = &msg.usage {
+                        self.usage.merge(u);
+                    }
                 }
-                self.writer
-                    .delta(out, json!({"role": "assistant", "content": ""}), None);
+                self.writer.delta(out, Delta::role(), None);
             }
-            Some("content_block_start") => {
-                let index = v["index"].as_u64().unwrap_or(0);
-                let block = &v["content_block"];
-                if block["type"] == "tool_use" {
+            "content_block_start" => {
+                let Some(block) = v.content_block else {
+                    return StreamStep::Continue;
+                };
+                if block.kind == "tool_use" {
                     let tool_index = self.tools_seen;
                     self.tools_seen += 1;
-                    self.tool_blocks.push((index, tool_index));
-                    self.writer.delta(
-                        out,
-                        json!({"tool_calls": [{"index": tool_index, "id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": ""}}]}),
-                        None,
-                    );
-                } else if let Some(text) = block["text"].as_str().filter(|t| !t.is_empty()) {
-                    self.writer.delta(out, json!({"content": text}), None);
+                    self.tool_blocks.push((v.index, tool_index));
+                    let call = [ToolCallOut::new(
+                        Some(tool_index),
+                        block.id.unwrap_or_default(),
+                        block.name.unwrap_or_default(),
+                        Cow::Borrowed(""),
+                    )];
+                    self.writer.delta(out, Delta::tool_calls(&call), None);
+                } else if let Some(text) = block.text.as_deref().filter(|t| !t.is_empty()) {
+                    self.writer.delta(out, Delta::content(text), None);
                 }
             }
-            Some("content_block_delta") => {
-                let index = v["index"].as_u64().unwrap_or(0);
-                let delta = &v["delta"];
-                match delta["type"].as_str() {
+            "content_block_delta" => {
+                let Some(delta) = &v.delta else {
+                    return StreamStep::Continue;
+                };
+                match delta.kind.as_deref() {
                     Some("text_delta") => {
-                        self.writer
-                            .delta(out, json!({"content": delta["text"]}), None);
+                        if let Some(text) = delta.text.as_deref() {
+                            self.writer.delta(out, Delta::content(text), None);
+                        }
                     }
                     Some("input_json_delta") => {
                         if let Some(&(_, tool_index)) =
-                            self.tool_blocks.iter().find(|(b, _)| *b == index)
+                            self.tool_blocks.iter().find(|(b, _)| *b == v.index)
                         {
-                            self.writer.delta(
-                                out,
-                                json!({"tool_calls": [{"index": tool_index, "function": {"arguments": delta["partial_json"]}}]}),
-                                None,
-                            );
+                            let call = [ToolCallOut::arguments(
+                                tool_index,
+                                delta.partial_json.as_deref().unwrap_or(""),
+                            )];
+                            self.writer.delta(out, Delta::tool_calls(&call), None);
                         }
                     }
                     _ => {}
                 }
             }
-            Some("message_delta") => {
-                if let Ok(u) = serde_json::from_value::<WireUsage>(v["usage"].clone()) {
-                    self.usage.merge(&u);
+            "message_delta" => {
+                if let Some(u) = &v.usage {
+                    self.usage.merge(u);
                 }
-                self.finish = Some(finish_reason(v["delta"]["stop_reason"].as_str()));
+                self.finish = Some(finish_reason(
+                    v.delta.as_ref().and_then(|d| d.stop_reason.as_deref()),
+                ));
             }
-            Some("message_stop") => {
+            "message_stop" => {
                 let usage = self.usage.normalised();
                 self.writer.finish(
                     out,
@@ -521,11 +703,11 @@ impl StreamTranslator {
                 self.done = true;
                 return StreamStep::Done;
             }
-            Some("error") => {
-                let message = v["error"]["message"]
-                    .as_str()
-                    .unwrap_or("upstream error")
-                    .to_string();
+            "error" => {
+                let message = v
+                    .error
+                    .and_then(|e| e.message)
+                    .map_or_else(|| "upstream error".to_string(), Cow::into_owned);
                 return StreamStep::Error(message);
             }
             _ => {}

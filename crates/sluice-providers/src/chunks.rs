@@ -1,8 +1,15 @@
-//! OpenAI `chat.completion.chunk` events and usage objects, written the same way by every
-//! translating adapter.
+//! OpenAI's response shapes (`chat.completion`, `chat.completion.chunk`, the embeddings
+//! list, `usage`) as typed serialisation structs, written the same way by every translating
+//! adapter.
+//!
+//! Why typed structs: the translations write these on every request (and every streamed
+//! event). Serialising borrowed fields straight into the output buffer costs one pass and no
+//! intermediate allocation per field, where a `serde_json::Value` tree costs a map
+//! allocation per object, a `String` per key and a second walk to print it.
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use sluice_types::Usage;
+use std::borrow::Cow;
 
 /// Seconds since the Unix epoch, for `created`.
 pub fn now_secs() -> u64 {
@@ -11,15 +18,159 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// OpenAI's `usage` object for normalised usage.
-pub fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total(),
-        "prompt_tokens_details": {"cached_tokens": u.cached_prompt_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    })
+/// OpenAI's `usage` object.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+    completion_tokens_details: ReasoningTokens,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+impl From<&Usage> for UsageOut {
+    fn from(u: &Usage) -> Self {
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total(),
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: u.cached_prompt_tokens,
+            },
+            completion_tokens_details: ReasoningTokens {
+                reasoning_tokens: u.reasoning_tokens,
+            },
+        }
+    }
+}
+
+/// One tool call, in a `chat.completion` message (no `index`) or in a stream delta (with
+/// `index`; the later deltas of a call carry only `index` and `function.arguments`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallOut<'a> {
+    /// Position among the calls of the answer (stream deltas only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// Call id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Cow<'a, str>>,
+    /// `"function"`, on the first delta of a call.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// The function called.
+    pub function: FunctionOut<'a>,
+}
+
+impl<'a> ToolCallOut<'a> {
+    /// A whole call (or the first delta of one): id, `type`, name and arguments.
+    pub fn new(
+        index: Option<usize>,
+        id: Cow<'a, str>,
+        name: Cow<'a, str>,
+        arguments: Cow<'a, str>,
+    ) -> Self {
+        Self {
+            index,
+            id: Some(id),
+            kind: Some("function"),
+            function: FunctionOut {
+                name: Some(name),
+                arguments,
+            },
+        }
+    }
+
+    /// A later delta of call `index`: a piece of its arguments.
+    pub fn arguments(index: usize, arguments: &'a str) -> Self {
+        Self {
+            index: Some(index),
+            id: None,
+            kind: None,
+            function: FunctionOut {
+                name: None,
+                arguments: Cow::Borrowed(arguments),
+            },
+        }
+    }
+}
+
+/// `function` of a tool call.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionOut<'a> {
+    /// Function name (left out of later stream deltas).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Cow<'a, str>>,
+    /// Arguments as a JSON string.
+    pub arguments: Cow<'a, str>,
+}
+
+/// The `delta` of a `chat.completion.chunk` choice.
+#[derive(Debug, Default, Serialize)]
+pub struct Delta<'a> {
+    /// `"assistant"`, on the first chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// A piece of content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
+    /// Tool-call deltas.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub tool_calls: &'a [ToolCallOut<'a>],
+}
+
+impl<'a> Delta<'a> {
+    /// The first delta of an answer: the role, with empty content.
+    pub fn role() -> Self {
+        Self {
+            role: Some("assistant"),
+            content: Some(""),
+            tool_calls: &[],
+        }
+    }
+
+    /// A piece of content.
+    pub fn content(text: &'a str) -> Self {
+        Self {
+            content: Some(text),
+            ..Self::default()
+        }
+    }
+
+    /// Tool-call deltas.
+    pub fn tool_calls(calls: &'a [ToolCallOut<'a>]) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [ChunkChoice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    finish_reason: Option<&'a str>,
 }
 
 /// Writes the chunks of one translated stream.
@@ -42,34 +193,40 @@ impl ChunkWriter {
         }
     }
 
-    fn write(out: &mut Vec<u8>, chunk: &Value) {
+    fn write(&self, out: &mut Vec<u8>, choices: &[ChunkChoice<'_>], usage: Option<UsageOut>) {
+        let chunk = Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage,
+        };
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(chunk.to_string().as_bytes());
+        // Writing plain structs of strings and numbers into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &chunk);
         out.extend_from_slice(b"\n\n");
     }
 
     /// A chunk with one choice carrying `delta` (and `finish_reason` when given).
-    pub fn delta(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        Self::write(out, &chunk);
+    pub fn delta(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&str>) {
+        let choice = ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish,
+        };
+        self.write(out, std::slice::from_ref(&choice), None);
     }
 
     /// The usage chunk OpenAI sends last when `stream_options.include_usage` is set.
     pub fn usage(&self, out: &mut Vec<u8>, usage: &Usage) {
-        let chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [], "usage": usage_json(usage),
-        });
-        Self::write(out, &chunk);
+        self.write(out, &[], Some(usage.into()));
     }
 
     /// The end of a finished stream: the finish chunk, the usage chunk when asked for, and
     /// `[DONE]`.
     pub fn finish(&self, out: &mut Vec<u8>, finish: &str, usage: Option<&Usage>) {
-        self.delta(out, json!({}), Some(finish));
+        self.delta(out, Delta::default(), Some(finish));
         if let Some(u) = usage {
             self.usage(out, u);
         }
@@ -77,33 +234,223 @@ impl ChunkWriter {
     }
 }
 
-/// A whole `chat.completion` body with one choice. `tool_calls` may carry the `index` they
-/// have in stream deltas; it is left out here, as OpenAI does.
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    usage: UsageOut,
+}
+
+#[derive(Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    message: CompletionMessage<'a>,
+    finish_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct CompletionMessage<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tool_calls: &'a [ToolCallOut<'a>],
+}
+
+/// The parts of a whole `chat.completion` body with one choice.
+#[derive(Debug)]
+pub struct Answer<'a> {
+    /// The body's `id`.
+    pub id: &'a str,
+    /// The model the client asked for.
+    pub model: &'a str,
+    /// The assistant's text (`null` when `None`).
+    pub content: Option<&'a str>,
+    /// Tool calls, without `index`.
+    pub tool_calls: &'a [ToolCallOut<'a>],
+    /// OpenAI's `finish_reason`.
+    pub finish: &'a str,
+    /// Usage.
+    pub usage: &'a Usage,
+}
+
+impl Answer<'_> {
+    /// The `chat.completion` body.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let body = Completion {
+            id: self.id,
+            object: "chat.completion",
+            created: now_secs(),
+            model: self.model,
+            choices: [CompletionChoice {
+                index: 0,
+                message: CompletionMessage {
+                    role: "assistant",
+                    content: self.content,
+                    tool_calls: self.tool_calls,
+                },
+                finish_reason: self.finish,
+            }],
+            usage: self.usage.into(),
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// A whole `chat.completion` body with one choice, its id `chatcmpl-{id_prefix}-{created}`.
 pub fn completion(
     id_prefix: &str,
     model: &str,
     content: &str,
-    mut tool_calls: Vec<Value>,
+    tool_calls: &[ToolCallOut<'_>],
     finish: &str,
     usage: &Usage,
 ) -> Vec<u8> {
-    let mut message = json!({"role": "assistant", "content": content});
-    if !tool_calls.is_empty() {
-        for c in &mut tool_calls {
-            if let Some(o) = c.as_object_mut() {
-                o.remove("index");
-            }
-        }
-        message["tool_calls"] = Value::Array(tool_calls);
+    let id = format!("chatcmpl-{id_prefix}-{}", now_secs());
+    Answer {
+        id: &id,
+        model,
+        content: Some(content),
+        tool_calls,
+        finish,
+        usage,
     }
-    let created = now_secs();
-    let out = json!({
-        "id": format!("chatcmpl-{id_prefix}-{created}"),
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": usage_json(usage),
+    .to_vec()
+}
+
+#[derive(Serialize)]
+struct EmbeddingList<'a, V: Serialize> {
+    object: &'static str,
+    data: Vec<EmbeddingOut<V>>,
+    model: &'a str,
+    usage: EmbeddingUsage,
+}
+
+#[derive(Serialize)]
+struct EmbeddingOut<V: Serialize> {
+    object: &'static str,
+    index: usize,
+    embedding: V,
+}
+
+#[derive(Serialize)]
+struct EmbeddingUsage {
+    prompt_tokens: u64,
+    total_tokens: u64,
+}
+
+/// OpenAI's embeddings list body for `vectors` (each serialised as it is: a list of
+/// numbers, or the upstream's raw JSON array), counting `tokens` prompt tokens.
+pub fn embedding_list<V: Serialize>(
+    vectors: impl IntoIterator<Item = V>,
+    model: &str,
+    tokens: u64,
+) -> Vec<u8> {
+    let list = EmbeddingList {
+        object: "list",
+        data: vectors
+            .into_iter()
+            .enumerate()
+            .map(|(index, embedding)| EmbeddingOut {
+                object: "embedding",
+                index,
+                embedding,
+            })
+            .collect(),
+        model,
+        usage: EmbeddingUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    };
+    serde_json::to_vec(&list).unwrap_or_default()
+}
+
+/// `raw` (JSON text) without the whitespace between its tokens: tool-call arguments are
+/// passed on as the upstream wrote them, compacted the way OpenAI sends them. Borrows when
+/// there is nothing to strip.
+pub fn compact_json(raw: &str) -> Cow<'_, str> {
+    let bytes = raw.as_bytes();
+    let mut in_string = false;
+    let mut escaped = false;
+    let needs = bytes.iter().any(|&b| {
+        let ws = !in_string && matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        }
+        ws
     });
-    serde_json::to_vec(&out).unwrap_or_default()
+    if !needs {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in raw.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if matches!(c, ' ' | '\n' | '\r' | '\t') {
+            continue;
+        }
+        out.push(c);
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_json_strips_whitespace_outside_strings_only() {
+        assert!(matches!(compact_json(r#"{"a":1}"#), Cow::Borrowed(_)));
+        assert_eq!(
+            compact_json("{ \"a b\" : [1, \"x \\\" y\"],\n\t\"c\": {} }"),
+            r#"{"a b":[1,"x \" y"],"c":{}}"#
+        );
+    }
+
+    #[test]
+    fn chunks_are_openai_shaped() {
+        let w = ChunkWriter::new("m", "t");
+        let mut out = Vec::new();
+        let calls = [ToolCallOut::new(Some(0), "c".into(), "f".into(), "".into())];
+        w.delta(&mut out, Delta::tool_calls(&calls), None);
+        w.finish(&mut out, "tool_calls", Some(&Usage::default()));
+        let text = String::from_utf8(out).unwrap();
+        let events: Vec<&str> = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .collect();
+        assert_eq!(events.len(), 4);
+        let first: serde_json::Value = serde_json::from_str(events[0]).unwrap();
+        assert_eq!(
+            first["choices"][0],
+            serde_json::json!({"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c", "type": "function", "function": {"name": "f", "arguments": ""}}]}, "finish_reason": null})
+        );
+        assert!(first.get("usage").is_none());
+        let finish: serde_json::Value = serde_json::from_str(events[1]).unwrap();
+        assert_eq!(finish["choices"][0]["delta"], serde_json::json!({}));
+        let usage: serde_json::Value = serde_json::from_str(events[2]).unwrap();
+        assert_eq!(usage["choices"], serde_json::json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 0);
+        assert_eq!(events[3], "[DONE]");
+    }
 }

@@ -21,18 +21,22 @@
 //! tokens included). Not mapped: `n` > 1 (`candidateCount` is left at one so streams stay
 //! one choice), `logprobs`.
 
-use crate::chunks::{completion, ChunkWriter};
+use crate::anthropic::raw_arguments;
+use crate::chunks::{compact_json, completion, embedding_list, ChunkWriter, Delta, ToolCallOut};
 use crate::client::UpstreamBody;
 use crate::openai::{post, static_headers, uri};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Uri};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use sluice_core::config::ProviderConfig;
 use sluice_core::Error;
-use sluice_types::openai::{ChatCompletionRequest, Content, Part, Role, ToolChoice};
+use sluice_types::openai::{ChatCompletionRequest, Content, Part, Role, Stop, ToolChoice};
 use sluice_types::Usage;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The config `type` of this adapter.
@@ -108,49 +112,179 @@ pub enum Method {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Untranslatable(pub String);
 
-fn image_part(url: &str) -> Value {
-    if let Some((meta, data)) = url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
-        return json!({"inlineData": {"mimeType": meta.trim_end_matches(";base64"), "data": data}});
-    }
-    json!({"fileData": {"fileUri": url}})
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRequest<'a> {
+    contents: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<Instruction<'a>>,
+    #[serde(skip_serializing_if = "GenerationConfig::is_empty")]
+    generation_config: GenerationConfig<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<[Declarations<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<ToolConfig<'a>>,
+    /// The testkit's per-request control of its fake upstream, carried over (see
+    /// [`ChatCompletionRequest::x_fake`]).
+    #[serde(rename = "x_fake", skip_serializing_if = "Option::is_none")]
+    x_fake: Option<&'a Value>,
 }
 
-fn push_turn(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
+#[derive(Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    parts: Vec<WirePart<'a>>,
+}
+
+#[derive(Serialize)]
+struct Instruction<'a> {
+    parts: Vec<WirePart<'a>>,
+}
+
+/// A request part: exactly one of its kinds, as Gemini's `Part` union.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum WirePart<'a> {
+    Text(&'a str),
+    #[serde(rename_all = "camelCase")]
+    InlineData {
+        mime_type: &'a str,
+        data: &'a str,
+    },
+    #[serde(rename_all = "camelCase")]
+    FileData {
+        file_uri: &'a str,
+    },
+    FunctionCall {
+        name: &'a str,
+        args: &'a RawValue,
+    },
+    FunctionResponse {
+        name: &'a str,
+        response: FunctionResult<'a>,
+    },
+}
+
+/// `functionResponse.response`: the tool's answer when it is a JSON object, else the
+/// answer as `{"result": text}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FunctionResult<'a> {
+    Object(Box<RawValue>),
+    Text { result: Cow<'a, str> },
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_schema: Option<&'a Value>,
+}
+
+impl GenerationConfig<'_> {
+    fn is_empty(&self) -> bool {
+        self.temperature.is_none()
+            && self.top_p.is_none()
+            && self.max_output_tokens.is_none()
+            && self.stop_sequences.is_none()
+            && self.seed.is_none()
+            && self.response_mime_type.is_none()
+            && self.response_schema.is_none()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Declarations<'a> {
+    function_declarations: Vec<Declaration<'a>>,
+}
+
+#[derive(Serialize)]
+struct Declaration<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolConfig<'a> {
+    function_calling_config: FunctionCallingConfig<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionCallingConfig<'a> {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_function_names: Option<[&'a str; 1]>,
+}
+
+fn image_part(url: &str) -> WirePart<'_> {
+    if let Some((meta, data)) = url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
+        return WirePart::InlineData {
+            mime_type: meta.trim_end_matches(";base64"),
+            data,
+        };
+    }
+    WirePart::FileData { file_uri: url }
+}
+
+fn push_turn<'a>(contents: &mut Vec<Turn<'a>>, role: &'static str, parts: Vec<WirePart<'a>>) {
     if parts.is_empty() {
         return;
     }
-    if let Some(last) = contents.last_mut() {
-        if last["role"] == role {
-            if let Some(p) = last["parts"].as_array_mut() {
-                p.extend(parts);
-                return;
-            }
-        }
+    match contents.last_mut() {
+        Some(last) if last.role == role => last.parts.extend(parts),
+        _ => contents.push(Turn { role, parts }),
     }
-    contents.push(json!({"role": role, "parts": parts}));
+}
+
+fn parts(c: &Option<Content>) -> Vec<WirePart<'_>> {
+    match c {
+        None => Vec::new(),
+        Some(Content::Text(t)) if t.is_empty() => Vec::new(),
+        Some(Content::Text(t)) => vec![WirePart::Text(t)],
+        Some(Content::Parts(ps)) => ps
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text { text } => Some(WirePart::Text(text)),
+                Part::ImageUrl { image_url } => Some(image_part(&image_url.url)),
+                Part::Other => None,
+            })
+            .collect(),
+    }
+}
+
+/// The text of `content`, borrowed when it is one string.
+fn text_of(content: Option<&Content>) -> Cow<'_, str> {
+    match content {
+        None => Cow::Borrowed(""),
+        Some(Content::Text(t)) => Cow::Borrowed(t),
+        Some(c) => Cow::Owned(c.text()),
+    }
 }
 
 /// The `generateContent` body for `req`.
 pub fn to_request(req: &ChatCompletionRequest) -> Result<Vec<u8>, Untranslatable> {
     let mut system = Vec::new();
-    let mut contents: Vec<Value> = Vec::new();
+    let mut contents: Vec<Turn<'_>> = Vec::new();
     let mut call_names: HashMap<&str, &str> = HashMap::new();
     for (i, m) in req.messages.iter().enumerate() {
-        let parts = |c: &Option<Content>| -> Vec<Value> {
-            match c {
-                None => Vec::new(),
-                Some(Content::Text(t)) if t.is_empty() => Vec::new(),
-                Some(Content::Text(t)) => vec![json!({"text": t})],
-                Some(Content::Parts(ps)) => ps
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::Text { text } => Some(json!({"text": text})),
-                        Part::ImageUrl { image_url } => Some(image_part(&image_url.url)),
-                        Part::Other => None,
-                    })
-                    .collect(),
-            }
-        };
         match m.role {
             Role::System | Role::Developer => system.extend(parts(&m.content)),
             Role::User => push_turn(&mut contents, "user", parts(&m.content)),
@@ -158,16 +292,15 @@ pub fn to_request(req: &ChatCompletionRequest) -> Result<Vec<u8>, Untranslatable
                 let mut ps = parts(&m.content);
                 for call in m.tool_calls.iter().flatten() {
                     call_names.insert(&call.id, &call.function.name);
-                    let args: Value = if call.function.arguments.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(&call.function.arguments).map_err(|e| {
-                            Untranslatable(format!(
-                                "`messages[{i}].tool_calls`: arguments are not JSON: {e}"
-                            ))
-                        })?
-                    };
-                    ps.push(json!({"functionCall": {"name": call.function.name, "args": args}}));
+                    let args = raw_arguments(&call.function.arguments).map_err(|e| {
+                        Untranslatable(format!(
+                            "`messages[{i}].tool_calls`: arguments are not JSON: {e}"
+                        ))
+                    })?;
+                    ps.push(WirePart::FunctionCall {
+                        name: &call.function.name,
+                        args,
+                    });
                 }
                 push_turn(&mut contents, "model", ps);
             }
@@ -182,15 +315,17 @@ pub fn to_request(req: &ChatCompletionRequest) -> Result<Vec<u8>, Untranslatable
                             "`messages[{i}]`: no earlier tool call has the id `{id}`, and Gemini needs the function's name"
                         ))
                     })?;
-                let text = m.content.as_ref().map(Content::text).unwrap_or_default();
-                let response = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .filter(Value::is_object)
-                    .unwrap_or_else(|| json!({"result": text}));
+                let text = text_of(m.content.as_ref());
+                let response = match serde_json::from_str::<Box<RawValue>>(&text) {
+                    Ok(raw) if raw.get().trim_start().starts_with('{') => {
+                        FunctionResult::Object(raw)
+                    }
+                    _ => FunctionResult::Text { result: text },
+                };
                 push_turn(
                     &mut contents,
                     "user",
-                    vec![json!({"functionResponse": {"name": name, "response": response}})],
+                    vec![WirePart::FunctionResponse { name, response }],
                 );
             }
         }
@@ -200,87 +335,72 @@ pub fn to_request(req: &ChatCompletionRequest) -> Result<Vec<u8>, Untranslatable
             "Gemini needs at least one user message".into(),
         ));
     }
-    let mut out = Map::new();
-    out.insert("contents".into(), Value::Array(contents));
-    if !system.is_empty() {
-        out.insert("systemInstruction".into(), json!({"parts": system}));
-    }
-    let mut gen = Map::new();
-    if let Some(t) = req.temperature {
-        gen.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = req.top_p {
-        gen.insert("topP".into(), json!(p));
-    }
-    if let Some(n) = req.output_cap() {
-        gen.insert("maxOutputTokens".into(), json!(n));
-    }
-    if let Some(stop) = &req.stop {
-        gen.insert("stopSequences".into(), json!(stop.clone().into_vec()));
-    }
-    if let Some(seed) = req.seed {
-        gen.insert("seed".into(), json!(seed));
-    }
-    match req
-        .response_format
-        .as_ref()
-        .and_then(|f| f.get("type"))
-        .and_then(Value::as_str)
-    {
-        Some("json_object") => {
-            gen.insert("responseMimeType".into(), json!("application/json"));
-        }
+    let mut generation_config = GenerationConfig {
+        temperature: req.temperature,
+        top_p: req.top_p,
+        max_output_tokens: req.output_cap(),
+        stop_sequences: req.stop.as_ref().map(|s| match s {
+            Stop::One(s) => std::slice::from_ref(s),
+            Stop::Many(v) => v.as_slice(),
+        }),
+        seed: req.seed,
+        ..GenerationConfig::default()
+    };
+    let format = req.response_format.as_ref();
+    match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
+        Some("json_object") => generation_config.response_mime_type = Some("application/json"),
         Some("json_schema") => {
-            gen.insert("responseMimeType".into(), json!("application/json"));
-            if let Some(schema) = req
-                .response_format
-                .as_ref()
-                .and_then(|f| f["json_schema"].get("schema"))
-            {
-                gen.insert("responseSchema".into(), schema.clone());
-            }
+            generation_config.response_mime_type = Some("application/json");
+            generation_config.response_schema = format
+                .and_then(|f| f.get("json_schema"))
+                .and_then(|s| s.get("schema"));
         }
         _ => {}
     }
-    if !gen.is_empty() {
-        out.insert("generationConfig".into(), Value::Object(gen));
-    }
-    if let Some(tools) = &req.tools {
-        let decls: Vec<Value> = tools
-            .iter()
-            .map(|t| {
-                let mut d = json!({"name": t.function.name});
-                if let Some(desc) = &t.function.description {
-                    d["description"] = json!(desc);
-                }
-                if let Some(p) = &t.function.parameters {
-                    d["parameters"] = p.clone();
-                }
-                d
-            })
-            .collect();
-        out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
-    }
-    let mode = match &req.tool_choice {
+    let tools = req.tools.as_ref().map(|tools| {
+        [Declarations {
+            function_declarations: tools
+                .iter()
+                .map(|t| Declaration {
+                    name: &t.function.name,
+                    description: t.function.description.as_deref(),
+                    parameters: t.function.parameters.as_ref(),
+                })
+                .collect(),
+        }]
+    });
+    let config = |mode| FunctionCallingConfig {
+        mode,
+        allowed_function_names: None,
+    };
+    let calling = match &req.tool_choice {
         None => None,
         Some(ToolChoice::Mode(m)) => match m.as_str() {
-            "auto" => Some(json!({"mode": "AUTO"})),
-            "required" => Some(json!({"mode": "ANY"})),
-            "none" => Some(json!({"mode": "NONE"})),
+            "auto" => Some(config("AUTO")),
+            "required" => Some(config("ANY")),
+            "none" => Some(config("NONE")),
             other => {
                 return Err(Untranslatable(format!(
                     "`tool_choice` `{other}` is not one of auto, required, none"
                 )))
             }
         },
-        Some(ToolChoice::Named { function }) => {
-            Some(json!({"mode": "ANY", "allowedFunctionNames": [function.name]}))
-        }
+        Some(ToolChoice::Named { function }) => Some(FunctionCallingConfig {
+            mode: "ANY",
+            allowed_function_names: Some([&function.name]),
+        }),
     };
-    if let Some(mode) = mode {
-        out.insert("toolConfig".into(), json!({"functionCallingConfig": mode}));
-    }
-    serde_json::to_vec(&Value::Object(out)).map_err(|e| Untranslatable(e.to_string()))
+    let wire = WireRequest {
+        contents,
+        system_instruction: (!system.is_empty()).then_some(Instruction { parts: system }),
+        generation_config,
+        tools,
+        tool_config: calling.map(|function_calling_config| ToolConfig {
+            function_calling_config,
+        }),
+        x_fake: req.x_fake.as_ref(),
+    };
+    serde_json::to_vec(&wire).map_err(|e| Untranslatable(e.to_string()))
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -307,24 +427,61 @@ impl WireUsage {
     }
 }
 
+/// A `GenerateContentResponse` (whole, or one event of a stream, which may also carry an
+/// `error`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireResponse {
+struct WireResponse<'a> {
+    #[serde(default, borrow)]
+    candidates: Vec<WireCandidate<'a>>,
     #[serde(default)]
-    candidates: Vec<WireCandidate>,
-    #[serde(default)]
-    prompt_feedback: Option<Value>,
+    prompt_feedback: Option<IgnoredAny>,
     #[serde(default)]
     usage_metadata: Option<WireUsage>,
+    #[serde(default, borrow)]
+    error: Option<WireError<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireCandidate {
+struct WireCandidate<'a> {
+    #[serde(default, borrow)]
+    content: Option<WireContent<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WireContent<'a> {
+    #[serde(default, borrow)]
+    parts: Vec<WireResponsePart<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponsePart<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
     #[serde(default)]
-    content: Option<Value>,
-    #[serde(default)]
-    finish_reason: Option<String>,
+    thought: Option<bool>,
+    #[serde(default, borrow)]
+    function_call: Option<WireFunctionCall<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireFunctionCall<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    args: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireError<'a> {
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
 }
 
 /// OpenAI's `finish_reason` for a Gemini `finishReason`.
@@ -339,31 +496,37 @@ pub fn finish_reason(reason: &str, tools: bool) -> &'static str {
     }
 }
 
-/// Text and function calls of a candidate's parts.
-fn read_parts(content: Option<&Value>, first_call: usize) -> (String, Vec<Value>) {
-    let mut text = String::new();
+/// Text and function calls (as stream deltas, numbered from `first_call`) of a candidate's
+/// parts.
+fn read_parts<'a>(
+    content: Option<&'a WireContent<'a>>,
+    first_call: usize,
+) -> (Cow<'a, str>, Vec<ToolCallOut<'a>>) {
+    let mut text = Cow::Borrowed("");
     let mut calls = Vec::new();
-    for part in content
-        .and_then(|c| c.get("parts"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for part in content.map(|c| c.parts.as_slice()).unwrap_or_default() {
         // Thought summaries are not part of the answer.
-        if part.get("thought") == Some(&Value::Bool(true)) {
+        if part.thought == Some(true) {
             continue;
         }
-        if let Some(t) = part.get("text").and_then(Value::as_str) {
-            text.push_str(t);
+        if let Some(t) = part.text.as_deref() {
+            if text.is_empty() {
+                text = Cow::Borrowed(t);
+            } else {
+                text.to_mut().push_str(t);
+            }
         }
-        if let Some(fc) = part.get("functionCall") {
+        if let Some(fc) = &part.function_call {
             let n = first_call + calls.len();
-            calls.push(json!({
-                "index": n,
-                "id": fc.get("id").and_then(Value::as_str).map_or_else(|| format!("call_{n}"), str::to_string),
-                "type": "function",
-                "function": {"name": fc["name"], "arguments": fc.get("args").map_or_else(|| "{}".to_string(), Value::to_string)},
-            }));
+            calls.push(ToolCallOut::new(
+                Some(n),
+                fc.id
+                    .as_deref()
+                    .map_or_else(|| Cow::Owned(format!("call_{n}")), Cow::Borrowed),
+                Cow::Borrowed(&fc.name),
+                fc.args
+                    .map_or(Cow::Borrowed("{}"), |a| compact_json(a.get())),
+            ));
         }
     }
     (text, calls)
@@ -371,10 +534,10 @@ fn read_parts(content: Option<&Value>, first_call: usize) -> (String, Vec<Value>
 
 /// A `chat.completion` body for a `generateContent` response.
 pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), String> {
-    let r: WireResponse =
+    let r: WireResponse<'_> =
         serde_json::from_slice(body).map_err(|e| format!("not a Gemini response: {e}"))?;
     let usage = r.usage_metadata.unwrap_or_default().normalised();
-    let (text, calls, finish) = match r.candidates.first() {
+    let (text, mut calls, finish) = match r.candidates.first() {
         Some(c) => {
             let (text, calls) = read_parts(c.content.as_ref(), 0);
             let finish = finish_reason(
@@ -384,11 +547,15 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
             (text, calls, finish)
         }
         // No candidate: the prompt itself was blocked (promptFeedback.blockReason).
-        None if r.prompt_feedback.is_some() => (String::new(), Vec::new(), "content_filter"),
+        None if r.prompt_feedback.is_some() => (Cow::Borrowed(""), Vec::new(), "content_filter"),
         None => return Err("Gemini answered without a candidate".into()),
     };
+    // A whole message's tool calls carry no `index`.
+    for call in &mut calls {
+        call.index = None;
+    }
     Ok((
-        completion("gemini", model, &text, calls, finish, &usage),
+        completion("gemini", model, &text, &calls, finish, &usage),
         usage,
     ))
 }
@@ -425,31 +592,29 @@ impl StreamTranslator {
 
     /// Feeds the `data` of one event. `Err` is an error Gemini reported in the stream.
     pub fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        let v: Value = serde_json::from_slice(data).map_err(|e| format!("not JSON: {e}"))?;
-        if let Some(e) = v.get("error") {
-            return Err(e["message"]
-                .as_str()
-                .unwrap_or("Gemini stream error")
-                .to_string());
+        let r: WireResponse<'_> =
+            serde_json::from_slice(data).map_err(|e| format!("not a Gemini event: {e}"))?;
+        if let Some(e) = r.error {
+            return Err(e
+                .message
+                .map_or_else(|| "Gemini stream error".to_string(), Cow::into_owned));
         }
-        let r: WireResponse = serde_json::from_value(v).map_err(|e| e.to_string())?;
         if let Some(u) = r.usage_metadata {
             self.usage = u.normalised();
         }
         if !self.started {
             self.started = true;
-            self.writer
-                .delta(out, json!({"role": "assistant", "content": ""}), None);
+            self.writer.delta(out, Delta::role(), None);
         }
         match r.candidates.first() {
             Some(c) => {
                 let (text, calls) = read_parts(c.content.as_ref(), self.calls);
                 if !text.is_empty() {
-                    self.writer.delta(out, json!({"content": text}), None);
+                    self.writer.delta(out, Delta::content(&text), None);
                 }
                 if !calls.is_empty() {
                     self.calls += calls.len();
-                    self.writer.delta(out, json!({"tool_calls": calls}), None);
+                    self.writer.delta(out, Delta::tool_calls(&calls), None);
                 }
                 if let Some(reason) = &c.finish_reason {
                     self.finish = Some(finish_reason(reason, self.calls > 0));
@@ -474,37 +639,78 @@ impl StreamTranslator {
     }
 }
 
+/// An OpenAI embeddings request, as far as the native embedding APIs go.
+#[derive(Deserialize)]
+pub(crate) struct EmbedRequest<'a> {
+    #[serde(borrow)]
+    pub input: &'a RawValue,
+    #[serde(default)]
+    pub dimensions: Option<u64>,
+    #[serde(default, borrow)]
+    pub keep_alive: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub x_fake: Option<&'a RawValue>,
+}
+
+/// `input` of an embeddings request, when it is text.
+#[derive(Deserialize, Serialize)]
+#[serde(untagged)]
+pub(crate) enum TextInput<'a> {
+    One(#[serde(borrow)] Cow<'a, str>),
+    Many(#[serde(borrow)] Vec<Cow<'a, str>>),
+}
+
+impl<'a> EmbedRequest<'a> {
+    /// `input` when it is a string or a list of strings.
+    pub(crate) fn texts(&self) -> Option<TextInput<'a>> {
+        serde_json::from_str(self.input.get()).ok()
+    }
+}
+
+#[derive(Serialize)]
+struct BatchEmbed<'a> {
+    requests: Vec<EmbedOne<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x_fake: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EmbedOne<'a> {
+    model: &'a str,
+    content: Instruction<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_dimensionality: Option<u64>,
+}
+
 /// The `batchEmbedContents` body for an OpenAI embeddings request body.
 pub fn to_embed_request(raw: &[u8], upstream_model: &str) -> Result<Vec<u8>, Untranslatable> {
-    #[derive(Deserialize)]
-    struct Req {
-        input: Value,
-        #[serde(default)]
-        dimensions: Option<u64>,
-    }
-    let r: Req = serde_json::from_slice(raw).map_err(|e| Untranslatable(e.to_string()))?;
-    let texts: Vec<&str> = match &r.input {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(items) if items.iter().all(Value::is_string) => {
-            items.iter().filter_map(Value::as_str).collect()
-        }
-        _ => {
-            return Err(Untranslatable(
-                "Gemini embeds text only: `input` must be a string or an array of strings".into(),
-            ))
-        }
+    let r: EmbedRequest<'_> =
+        serde_json::from_slice(raw).map_err(|e| Untranslatable(e.to_string()))?;
+    let texts = r.texts().ok_or_else(|| {
+        Untranslatable(
+            "Gemini embeds text only: `input` must be a string or an array of strings".into(),
+        )
+    })?;
+    let texts: &[Cow<'_, str>] = match &texts {
+        TextInput::One(t) => std::slice::from_ref(t),
+        TextInput::Many(v) => v,
     };
-    let requests: Vec<Value> = texts
-        .iter()
-        .map(|t| {
-            let mut req = json!({"model": format!("models/{upstream_model}"), "content": {"parts": [{"text": t}]}});
-            if let Some(d) = r.dimensions {
-                req["outputDimensionality"] = json!(d);
-            }
-            req
-        })
-        .collect();
-    serde_json::to_vec(&json!({"requests": requests})).map_err(|e| Untranslatable(e.to_string()))
+    let model = format!("models/{upstream_model}");
+    let body = BatchEmbed {
+        requests: texts
+            .iter()
+            .map(|t| EmbedOne {
+                model: &model,
+                content: Instruction {
+                    parts: vec![WirePart::Text(t)],
+                },
+                output_dimensionality: r.dimensions,
+            })
+            .collect(),
+        x_fake: r.x_fake,
+    };
+    serde_json::to_vec(&body).map_err(|e| Untranslatable(e.to_string()))
 }
 
 /// An OpenAI embeddings list for a `batchEmbedContents` response. Gemini reports no token
@@ -515,32 +721,40 @@ pub fn from_embed_response(
     estimated_tokens: u64,
 ) -> Result<(Vec<u8>, Usage), String> {
     #[derive(Deserialize)]
-    struct Emb {
-        values: Vec<f64>,
+    struct Emb<'a> {
+        #[serde(borrow)]
+        values: &'a RawValue,
     }
     #[derive(Deserialize)]
-    struct Resp {
-        embeddings: Vec<Emb>,
+    struct Resp<'a> {
+        #[serde(borrow)]
+        embeddings: Vec<Emb<'a>>,
     }
-    let r: Resp = serde_json::from_slice(body)
+    let r: Resp<'_> = serde_json::from_slice(body)
         .map_err(|e| format!("not a Gemini embeddings response: {e}"))?;
-    let data: Vec<Value> = r
+    // The vectors pass through as the upstream wrote them (compacted), never parsed into
+    // numbers and printed again.
+    let vectors = r
         .embeddings
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e.values}))
-        .collect();
-    let out = json!({
-        "object": "list", "data": data, "model": model,
-        "usage": {"prompt_tokens": estimated_tokens, "total_tokens": estimated_tokens},
-    });
+        .iter()
+        .map(|e| raw_array(e.values))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok((
-        serde_json::to_vec(&out).unwrap_or_default(),
+        embedding_list(vectors, model, estimated_tokens),
         Usage {
             prompt_tokens: estimated_tokens,
             ..Usage::default()
         },
     ))
+}
+
+/// An embedding vector as compacted raw JSON; `Err` unless it is a JSON array.
+pub(crate) fn raw_array(raw: &RawValue) -> Result<Box<RawValue>, String> {
+    let text = compact_json(raw.get());
+    if !text.starts_with('[') {
+        return Err("an embedding is not a list of numbers".into());
+    }
+    RawValue::from_string(text.into_owned()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

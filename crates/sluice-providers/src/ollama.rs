@@ -16,18 +16,22 @@
 //! `prompt_eval_count`/`eval_count` as usage. Not mapped: `n`, `logprobs` (no Ollama
 //! counterpart); image URLs that are not data URLs (Ollama takes only inline images).
 
-use crate::chunks::{completion, ChunkWriter};
+use crate::anthropic::raw_arguments;
+use crate::chunks::{compact_json, completion, embedding_list, ChunkWriter, Delta, ToolCallOut};
 use crate::client::UpstreamBody;
+use crate::gemini::{raw_array, EmbedRequest};
 use crate::openai::{post, static_headers, uri};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::{Request, Uri};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use sluice_core::config::ProviderConfig;
 use sluice_core::Error;
-use sluice_types::openai::{ChatCompletionRequest, Content, Part, Role, ToolChoice};
+use sluice_types::openai::{ChatCompletionRequest, Content, Part, Role, Stop, ToolChoice};
 use sluice_types::Usage;
+use std::borrow::Cow;
 
 /// The config `type` of this adapter.
 pub const PROVIDER_TYPE: &str = "ollama";
@@ -77,17 +81,128 @@ impl Ollama {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Untranslatable(pub String);
 
+#[derive(Serialize)]
+struct WireChatRequest<'a> {
+    model: &'a str,
+    messages: Vec<OutMessage<'a>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Options::is_empty")]
+    options: Options<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<OutTool<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<Format<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_alive: Option<KeepAlive<'a>>,
+    /// The testkit's per-request control of its fake upstream, carried over (see
+    /// [`ChatCompletionRequest::x_fake`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x_fake: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct OutMessage<'a> {
+    role: &'static str,
+    content: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    images: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<OutCall<'a>>>,
+}
+
+#[derive(Serialize)]
+struct OutCall<'a> {
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    name: &'a str,
+    arguments: &'a RawValue,
+}
+
+#[derive(Serialize, Default)]
+struct Options<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_predict: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a [String]>,
+}
+
+impl Options<'_> {
+    fn is_empty(&self) -> bool {
+        self.temperature.is_none()
+            && self.top_p.is_none()
+            && self.seed.is_none()
+            && self.num_predict.is_none()
+            && self.stop.is_none()
+    }
+}
+
+#[derive(Serialize)]
+struct OutTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutToolFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutToolFunction<'a> {
+    name: &'a str,
+    description: Option<&'a str>,
+    parameters: Parameters<'a>,
+}
+
+/// A tool's JSON schema: the client's, or `{"type": "object"}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Parameters<'a> {
+    Given(&'a Value),
+    Object {
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+}
+
+/// `format`: `"json"`, or a JSON schema.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Format<'a> {
+    Json(&'static str),
+    Schema(&'a Value),
+}
+
+/// `keep_alive`: the client's (any JSON, as sent) or the provider's default.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum KeepAlive<'a> {
+    Client(&'a RawValue),
+    Default(&'a str),
+}
+
 /// Reads `keep_alive` from a raw OpenAI request body (a field OpenAI does not have, which
 /// Ollama users send).
-fn keep_alive_of(body: &[u8]) -> Option<Value> {
+fn keep_alive_of(body: &[u8]) -> Option<&RawValue> {
     #[derive(Deserialize)]
-    struct K {
-        #[serde(default)]
-        keep_alive: Option<Value>,
+    struct K<'a> {
+        #[serde(default, borrow)]
+        keep_alive: Option<&'a RawValue>,
     }
-    serde_json::from_slice::<K>(body)
+    serde_json::from_slice::<K<'_>>(body)
         .ok()
         .and_then(|k| k.keep_alive)
+}
+
+fn keep_alive<'a>(client: Option<&'a RawValue>, default: Option<&'a str>) -> Option<KeepAlive<'a>> {
+    client
+        .map(KeepAlive::Client)
+        .or(default.map(KeepAlive::Default))
 }
 
 /// The `/api/chat` body for `req` (whose raw body is `raw`), sent to `upstream_model`.
@@ -105,12 +220,10 @@ pub fn to_chat_request(
             Role::Assistant => "assistant",
             Role::Tool | Role::Function => "tool",
         };
-        let mut msg = Map::new();
-        msg.insert("role".into(), Value::String(role.into()));
         let mut images = Vec::new();
-        let text = match &m.content {
-            None => String::new(),
-            Some(Content::Text(t)) => t.clone(),
+        let content = match &m.content {
+            None => Cow::Borrowed(""),
+            Some(Content::Text(t)) => Cow::Borrowed(t.as_str()),
             Some(Content::Parts(parts)) => {
                 let mut text = String::new();
                 for p in parts {
@@ -121,146 +234,142 @@ pub fn to_chat_request(
                                 .url
                                 .strip_prefix("data:")
                                 .and_then(|r| r.split_once(','))
-                                .map(|(_, d)| d.to_string())
+                                .map(|(_, d)| d)
                                 .ok_or_else(|| {
                                     Untranslatable(format!(
                                         "`messages[{i}]`: Ollama takes images only inline, as data URLs"
                                     ))
                                 })?;
-                            images.push(Value::String(data));
+                            images.push(data);
                         }
                         Part::Other => {}
                     }
                 }
-                text
+                Cow::Owned(text)
             }
         };
-        msg.insert("content".into(), Value::String(text));
-        if !images.is_empty() {
-            msg.insert("images".into(), Value::Array(images));
-        }
-        if let Some(calls) = &m.tool_calls {
-            let calls: Result<Vec<Value>, Untranslatable> = calls
-                .iter()
-                .map(|c| {
-                    let args: Value = if c.function.arguments.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(&c.function.arguments).map_err(|e| {
+        let tool_calls = match &m.tool_calls {
+            None => None,
+            Some(calls) => Some(
+                calls
+                    .iter()
+                    .map(|c| {
+                        let arguments = raw_arguments(&c.function.arguments).map_err(|e| {
                             Untranslatable(format!(
                                 "`messages[{i}].tool_calls`: arguments are not JSON: {e}"
                             ))
-                        })?
-                    };
-                    Ok(json!({"function": {"name": c.function.name, "arguments": args}}))
-                })
-                .collect();
-            msg.insert("tool_calls".into(), Value::Array(calls?));
-        }
-        messages.push(Value::Object(msg));
+                        })?;
+                        Ok(OutCall {
+                            function: OutFunction {
+                                name: &c.function.name,
+                                arguments,
+                            },
+                        })
+                    })
+                    .collect::<Result<Vec<_>, Untranslatable>>()?,
+            ),
+        };
+        messages.push(OutMessage {
+            role,
+            content,
+            images,
+            tool_calls,
+        });
     }
-    let mut options = Map::new();
-    if let Some(t) = req.temperature {
-        options.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = req.top_p {
-        options.insert("top_p".into(), json!(p));
-    }
-    if let Some(s) = req.seed {
-        options.insert("seed".into(), json!(s));
-    }
-    if let Some(n) = req.output_cap() {
-        options.insert("num_predict".into(), json!(n));
-    }
-    if let Some(stop) = &req.stop {
-        options.insert("stop".into(), json!(stop.clone().into_vec()));
-    }
-    let mut out = Map::new();
-    out.insert("model".into(), Value::String(upstream_model.into()));
-    out.insert("messages".into(), Value::Array(messages));
-    out.insert("stream".into(), Value::Bool(req.stream.unwrap_or(false)));
-    if !options.is_empty() {
-        out.insert("options".into(), Value::Object(options));
-    }
-    if let Some(tools) = &req.tools {
-        if !matches!(&req.tool_choice, Some(ToolChoice::Mode(m)) if m == "none") {
-            let tools: Vec<Value> = tools
-                .iter()
-                .map(|t| json!({"type": "function", "function": {"name": t.function.name, "description": t.function.description, "parameters": t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object"}))}}))
-                .collect();
-            out.insert("tools".into(), Value::Array(tools));
-        }
-    }
-    match req
-        .response_format
+    let tools = req
+        .tools
         .as_ref()
+        .filter(|_| !matches!(&req.tool_choice, Some(ToolChoice::Mode(m)) if m == "none"))
+        .map(|tools| {
+            tools
+                .iter()
+                .map(|t| OutTool {
+                    kind: "function",
+                    function: OutToolFunction {
+                        name: &t.function.name,
+                        description: t.function.description.as_deref(),
+                        parameters: t
+                            .function
+                            .parameters
+                            .as_ref()
+                            .map_or(Parameters::Object { kind: "object" }, Parameters::Given),
+                    },
+                })
+                .collect()
+        });
+    let format_spec = req.response_format.as_ref();
+    let format = match format_spec
         .and_then(|f| f.get("type"))
         .and_then(Value::as_str)
     {
-        Some("json_object") => {
-            out.insert("format".into(), Value::String("json".into()));
-        }
-        Some("json_schema") => {
-            if let Some(schema) = req
-                .response_format
-                .as_ref()
-                .and_then(|f| f["json_schema"].get("schema"))
-            {
-                out.insert("format".into(), schema.clone());
-            }
-        }
-        _ => {}
-    }
-    match keep_alive_of(raw) {
-        Some(k) => {
-            out.insert("keep_alive".into(), k);
-        }
-        None => {
-            if let Some(k) = default_keep_alive {
-                out.insert("keep_alive".into(), Value::String(k.into()));
-            }
-        }
-    }
-    serde_json::to_vec(&Value::Object(out)).map_err(|e| Untranslatable(e.to_string()))
+        Some("json_object") => Some(Format::Json("json")),
+        Some("json_schema") => format_spec
+            .and_then(|f| f.get("json_schema"))
+            .and_then(|s| s.get("schema"))
+            .map(Format::Schema),
+        _ => None,
+    };
+    let wire = WireChatRequest {
+        model: upstream_model,
+        messages,
+        stream: req.stream.unwrap_or(false),
+        options: Options {
+            temperature: req.temperature,
+            top_p: req.top_p,
+            seed: req.seed,
+            num_predict: req.output_cap(),
+            stop: req.stop.as_ref().map(|s| match s {
+                Stop::One(s) => std::slice::from_ref(s),
+                Stop::Many(v) => v.as_slice(),
+            }),
+        },
+        tools,
+        format,
+        keep_alive: keep_alive(keep_alive_of(raw), default_keep_alive),
+        x_fake: req.x_fake.as_ref(),
+    };
+    serde_json::to_vec(&wire).map_err(|e| Untranslatable(e.to_string()))
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct WireMessage {
-    #[serde(default)]
-    content: String,
-    #[serde(default)]
-    tool_calls: Vec<WireToolCall>,
+struct WireMessage<'a> {
+    #[serde(default, borrow)]
+    content: Cow<'a, str>,
+    #[serde(default, borrow)]
+    tool_calls: Vec<WireToolCall<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct WireToolCall {
-    function: WireFunction,
+struct WireToolCall<'a> {
+    #[serde(borrow)]
+    function: WireFunction<'a>,
 }
 
 #[derive(Debug, Deserialize)]
-struct WireFunction {
-    name: String,
-    #[serde(default)]
-    arguments: Value,
+struct WireFunction<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    arguments: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
-struct WireChat {
-    #[serde(default)]
-    message: WireMessage,
+struct WireChat<'a> {
+    #[serde(default, borrow)]
+    message: WireMessage<'a>,
     #[serde(default)]
     done: bool,
-    #[serde(default)]
-    done_reason: Option<String>,
+    #[serde(default, borrow)]
+    done_reason: Option<Cow<'a, str>>,
     #[serde(default)]
     prompt_eval_count: Option<u64>,
     #[serde(default)]
     eval_count: Option<u64>,
-    #[serde(default)]
-    error: Option<String>,
+    #[serde(default, borrow)]
+    error: Option<Cow<'a, str>>,
 }
 
-impl WireChat {
+impl WireChat<'_> {
     fn usage(&self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_eval_count.unwrap_or(0),
@@ -270,17 +379,21 @@ impl WireChat {
     }
 }
 
-fn tool_calls_json(calls: &[WireToolCall], first_index: usize) -> Vec<Value> {
+/// OpenAI tool calls for Ollama's (which have no ids: `call_N` stands in), numbered from
+/// `first_index`.
+fn tool_calls<'a>(calls: &'a [WireToolCall<'a>], first_index: usize) -> Vec<ToolCallOut<'a>> {
     calls
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            json!({
-                "index": first_index + i,
-                "id": format!("call_{}", first_index + i),
-                "type": "function",
-                "function": {"name": c.function.name, "arguments": c.function.arguments.to_string()},
-            })
+            ToolCallOut::new(
+                Some(first_index + i),
+                Cow::Owned(format!("call_{}", first_index + i)),
+                Cow::Borrowed(&c.function.name),
+                c.function
+                    .arguments
+                    .map_or(Cow::Borrowed("{}"), |a| compact_json(a.get())),
+            )
         })
         .collect()
 }
@@ -295,20 +408,19 @@ fn finish(done_reason: Option<&str>, tools: bool) -> &'static str {
 
 /// A `chat.completion` body for an `/api/chat` response (`"stream": false`).
 pub fn from_chat_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), String> {
-    let r: WireChat =
+    let r: WireChat<'_> =
         serde_json::from_slice(body).map_err(|e| format!("not an Ollama chat response: {e}"))?;
     if let Some(e) = r.error {
-        return Err(e);
+        return Err(e.into_owned());
     }
     let usage = r.usage();
-    let tools = !r.message.tool_calls.is_empty();
-    let calls = if tools {
-        tool_calls_json(&r.message.tool_calls, 0)
-    } else {
-        Vec::new()
-    };
-    let reason = finish(r.done_reason.as_deref(), tools);
-    let body = completion("ollama", model, &r.message.content, calls, reason, &usage);
+    let mut calls = tool_calls(&r.message.tool_calls, 0);
+    // A whole message's tool calls carry no `index`.
+    for call in &mut calls {
+        call.index = None;
+    }
+    let reason = finish(r.done_reason.as_deref(), !calls.is_empty());
+    let body = completion("ollama", model, &r.message.content, &calls, reason, &usage);
     Ok((body, usage))
 }
 
@@ -357,25 +469,24 @@ impl LineTranslator {
         if line.iter().all(u8::is_ascii_whitespace) {
             return LineStep::Continue;
         }
-        let Ok(r) = serde_json::from_slice::<WireChat>(line) else {
+        let Ok(r) = serde_json::from_slice::<WireChat<'_>>(line) else {
             return LineStep::Error("Ollama sent a line that is not JSON".into());
         };
         if let Some(e) = r.error {
-            return LineStep::Error(e);
+            return LineStep::Error(e.into_owned());
         }
         if !self.started {
             self.started = true;
-            self.writer
-                .delta(out, json!({"role": "assistant", "content": ""}), None);
+            self.writer.delta(out, Delta::role(), None);
         }
         if !r.message.content.is_empty() {
             self.writer
-                .delta(out, json!({"content": r.message.content}), None);
+                .delta(out, Delta::content(&r.message.content), None);
         }
         if !r.message.tool_calls.is_empty() {
-            let calls = tool_calls_json(&r.message.tool_calls, self.tools_seen);
-            self.tools_seen += r.message.tool_calls.len();
-            self.writer.delta(out, json!({"tool_calls": calls}), None);
+            let calls = tool_calls(&r.message.tool_calls, self.tools_seen);
+            self.tools_seen += calls.len();
+            self.writer.delta(out, Delta::tool_calls(&calls), None);
         }
         if r.done {
             self.usage = r.usage();
@@ -389,71 +500,66 @@ impl LineTranslator {
     }
 }
 
+#[derive(Serialize)]
+struct WireEmbedRequest<'a> {
+    model: &'a str,
+    input: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimensions: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_alive: Option<KeepAlive<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x_fake: Option<&'a RawValue>,
+}
+
 /// The `/api/embed` body for an OpenAI embeddings request body.
 pub fn to_embed_request(
     raw: &[u8],
     upstream_model: &str,
     default_keep_alive: Option<&str>,
 ) -> Result<Vec<u8>, Untranslatable> {
-    #[derive(Deserialize)]
-    struct Req {
-        input: Value,
-        #[serde(default)]
-        dimensions: Option<u64>,
+    let r: EmbedRequest<'_> =
+        serde_json::from_slice(raw).map_err(|e| Untranslatable(e.to_string()))?;
+    if r.texts().is_none() {
+        return Err(Untranslatable(
+            "Ollama embeds text only: `input` must be a string or an array of strings".into(),
+        ));
     }
-    let r: Req = serde_json::from_slice(raw).map_err(|e| Untranslatable(e.to_string()))?;
-    let texts = match &r.input {
-        Value::String(_) => r.input.clone(),
-        Value::Array(items) if items.iter().all(Value::is_string) => r.input.clone(),
-        _ => {
-            return Err(Untranslatable(
-                "Ollama embeds text only: `input` must be a string or an array of strings".into(),
-            ))
-        }
+    let body = WireEmbedRequest {
+        model: upstream_model,
+        // Checked to be text above; passed on as the client wrote it.
+        input: r.input,
+        dimensions: r.dimensions,
+        keep_alive: keep_alive(r.keep_alive, default_keep_alive),
+        x_fake: r.x_fake,
     };
-    let mut out = json!({"model": upstream_model, "input": texts});
-    if let Some(d) = r.dimensions {
-        out["dimensions"] = json!(d);
-    }
-    match keep_alive_of(raw) {
-        Some(k) => out["keep_alive"] = k,
-        None => {
-            if let Some(k) = default_keep_alive {
-                out["keep_alive"] = Value::String(k.into());
-            }
-        }
-    }
-    serde_json::to_vec(&out).map_err(|e| Untranslatable(e.to_string()))
+    serde_json::to_vec(&body).map_err(|e| Untranslatable(e.to_string()))
 }
 
 /// An OpenAI embeddings list for an `/api/embed` response.
 pub fn from_embed_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), String> {
     #[derive(Deserialize)]
-    struct Resp {
-        embeddings: Vec<Vec<f64>>,
+    struct Resp<'a> {
+        #[serde(borrow)]
+        embeddings: Vec<&'a RawValue>,
         #[serde(default)]
         prompt_eval_count: Option<u64>,
     }
-    let r: Resp =
+    let r: Resp<'_> =
         serde_json::from_slice(body).map_err(|e| format!("not an Ollama embed response: {e}"))?;
     let tokens = r.prompt_eval_count.unwrap_or(0);
-    let data: Vec<Value> = r
+    // The vectors pass through as the upstream wrote them (compacted), never parsed into
+    // numbers and printed again.
+    let vectors = r
         .embeddings
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
-        .collect();
-    let out = json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    });
+        .iter()
+        .map(|e| raw_array(e))
+        .collect::<Result<Vec<_>, _>>()?;
     let usage = Usage {
         prompt_tokens: tokens,
         ..Usage::default()
     };
-    Ok((serde_json::to_vec(&out).unwrap_or_default(), usage))
+    Ok((embedding_list(vectors, model, tokens), usage))
 }
 
 #[cfg(test)]

@@ -188,3 +188,25 @@ async fn embeddings_on_anthropic_are_refused_clearly() {
         .unwrap()
         .contains("no embeddings API"));
 }
+
+// === Against sluice-testkit's fake anthropic shape, controlled per request by `x_fake` ===
+
+#[tokio::test]
+async fn fake_anthropic_honours_per_request_content() {
+    common::native::content("anthropic").await;
+}
+
+#[tokio::test]
+async fn fake_anthropic_cut_mid_stream_ends_in_stream_interrupted() {
+    common::native::cut("anthropic").await;
+}
+
+#[tokio::test]
+async fn fake_anthropic_tool_call_stream() {
+    common::native::tool_stream("anthropic").await;
+}
+
+#[tokio::test]
+async fn fake_anthropic_overloaded_falls_back() {
+    common::native::fallback("anthropic", 529).await;
+}

@@ -147,3 +147,25 @@ async fn embeddings_through_batch_embed() {
     );
     assert_eq!(sent["requests"][0]["model"], "models/text-embedding-004");
 }
+
+// === Against sluice-testkit's fake gemini shape, controlled per request by `x_fake` ===
+
+#[tokio::test]
+async fn fake_gemini_honours_per_request_content() {
+    common::native::content("gemini").await;
+}
+
+#[tokio::test]
+async fn fake_gemini_cut_mid_stream_ends_in_stream_interrupted() {
+    common::native::cut("gemini").await;
+}
+
+#[tokio::test]
+async fn fake_gemini_tool_call_stream() {
+    common::native::tool_stream("gemini").await;
+}
+
+#[tokio::test]
+async fn fake_gemini_unavailable_falls_back() {
+    common::native::fallback("gemini", 503).await;
+}

@@ -164,3 +164,25 @@ async fn embeddings_through_ollama() {
         json!({"model": "all-minilm", "input": "hello", "keep_alive": "10m"})
     );
 }
+
+// === Against sluice-testkit's fake ollama shape, controlled per request by `x_fake` ===
+
+#[tokio::test]
+async fn fake_ollama_honours_per_request_content() {
+    common::native::content("ollama").await;
+}
+
+#[tokio::test]
+async fn fake_ollama_cut_mid_stream_ends_in_stream_interrupted() {
+    common::native::cut("ollama").await;
+}
+
+#[tokio::test]
+async fn fake_ollama_tool_call_stream() {
+    common::native::tool_stream("ollama").await;
+}
+
+#[tokio::test]
+async fn fake_ollama_failing_falls_back() {
+    common::native::fallback("ollama", 500).await;
+}

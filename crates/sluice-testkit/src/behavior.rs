@@ -57,6 +57,20 @@ pub struct Behavior {
     /// Streaming only: send content chunks forever, `chunk_delay_ms` apart
     /// (10 ms when `chunk_delay_ms` is 0). For cancellation tests.
     pub infinite_stream: bool,
+    /// Answer a chat request with a call of this tool instead of content, whole or
+    /// streamed, in every shape (`finish_reason: "tool_calls"`, Anthropic's `tool_use`).
+    pub tool_call: Option<FakeToolCall>,
+}
+
+/// A tool call the fake answers with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FakeToolCall {
+    /// The function's name.
+    pub name: String,
+    /// Its arguments: a JSON object, as text (streamed in two pieces where the shape
+    /// streams arguments).
+    pub arguments: String,
 }
 
 impl Behavior {
@@ -139,6 +153,15 @@ impl Behavior {
     /// Streams content chunks forever.
     pub fn with_infinite_stream(mut self) -> Self {
         self.infinite_stream = true;
+        self
+    }
+
+    /// Answers with a call of tool `name` with `arguments` (a JSON object, as text).
+    pub fn with_tool_call(mut self, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        self.tool_call = Some(FakeToolCall {
+            name: name.into(),
+            arguments: arguments.into(),
+        });
         self
     }
 

@@ -21,7 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
-use crate::responses::ChunkFactory;
+use crate::native::Shape;
 
 /// Counters shared between the server and its handle.
 #[derive(Debug, Default)]
@@ -146,7 +146,8 @@ impl Body for FakeBody {
 /// Endless content generator for `infinite_stream`.
 #[derive(Debug)]
 pub(crate) struct Ticker {
-    pub factory: ChunkFactory,
+    /// Writes each piece in the response's shape.
+    pub shape: Shape,
     pub pieces: Vec<String>,
     pub next: usize,
 }
@@ -160,11 +161,11 @@ impl Ticker {
             self.pieces.get(i).cloned().unwrap_or_default()
         };
         self.next = self.next.wrapping_add(1);
-        self.factory.content(&piece)
+        self.shape.content(&piece)
     }
 }
 
-/// A streamed SSE response: queued events, then optionally endless content,
+/// A streamed response (SSE events, or NDJSON lines): queued events, then optionally endless content,
 /// with a delay between events and an optional deliberate cut.
 #[derive(Debug)]
 pub(crate) struct SseStream {

@@ -1,10 +1,13 @@
-//! Test support for sluice: a fake OpenAI-shaped upstream and a small HTTP
-//! test client.
+//! Test support for sluice: a fake upstream speaking OpenAI's, Anthropic's, Gemini's and
+//! Ollama's APIs, and a small HTTP test client.
 //!
 //! [`FakeUpstream`] is a real HTTP/1.1 server on a loopback port, meant to sit
 //! behind the gateway in integration tests and benchmarks. It serves
 //! `POST /v1/chat/completions` (plain and SSE streaming), `POST /v1/embeddings`
-//! and `GET /v1/models`, records every request, and can be told per request —
+//! and `GET /v1/models`, and the native shapes of the other providers (Anthropic's
+//! `/v1/messages`, Gemini's `/v1beta/models/{model}:generateContent`,
+//! `:streamGenerateContent` and `:batchEmbedContents`, Ollama's `/api/chat` and
+//! `/api/embed`), records every request, and can be told per request —
 //! through a [`Behavior`] — to delay, fail with a status, hang, reset the
 //! connection, cut a stream short or stream forever. It also counts
 //! connections and responses abandoned by the client, so tests can check that
@@ -31,10 +34,11 @@
 mod behavior;
 mod body;
 pub mod client;
+mod native;
 pub mod responses;
 mod upstream;
 
-pub use behavior::Behavior;
+pub use behavior::{Behavior, FakeToolCall};
 pub use body::CutError;
 pub use client::{ClientError, TestClient, TestResponse, TestStream};
 pub use upstream::{FakeUpstream, RecordedRequest};

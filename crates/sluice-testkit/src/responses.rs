@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::behavior::FakeToolCall;
+
 /// Assistant content of a non-streaming chat completion, unless overridden.
 pub const DEFAULT_CONTENT: &str = "Hello from the fake upstream.";
 
@@ -90,9 +92,15 @@ impl ChatRequest {
     }
 }
 
-/// A complete non-streaming `chat.completion` body.
-pub(crate) fn chat_completion(id: &str, created: u64, model: &str, content: &str) -> Bytes {
-    let v = json!({
+/// A complete non-streaming `chat.completion` body: `content`, or a call of `tool`.
+pub(crate) fn chat_completion(
+    id: &str,
+    created: u64,
+    model: &str,
+    content: &str,
+    tool: Option<&FakeToolCall>,
+) -> Bytes {
+    let mut v = json!({
         "id": id,
         "object": "chat.completion",
         "created": created,
@@ -111,6 +119,14 @@ pub(crate) fn chat_completion(id: &str, created: u64, model: &str, content: &str
         "system_fingerprint": "fp_fake",
         "x_fake_extra": {"kept": true}
     });
+    if let Some(t) = tool {
+        v["choices"][0]["message"]["content"] = Value::Null;
+        v["choices"][0]["message"]["tool_calls"] = json!([{
+            "id": "call_fake_1", "type": "function",
+            "function": {"name": t.name, "arguments": t.arguments},
+        }]);
+        v["choices"][0]["finish_reason"] = json!("tool_calls");
+    }
     Bytes::from(v.to_string())
 }
 
@@ -156,7 +172,29 @@ impl ChunkFactory {
 
     /// The chunk with an empty delta and `finish_reason: "stop"`.
     pub fn finish(&self) -> Bytes {
-        self.chunk(json!({}), json!("stop"))
+        self.finish_with("stop")
+    }
+
+    /// The chunk with an empty delta and `finish_reason`.
+    pub fn finish_with(&self, reason: &str) -> Bytes {
+        self.chunk(json!({}), json!(reason))
+    }
+
+    /// The first delta of a tool call: id, type, name, empty arguments.
+    pub fn tool_call_start(&self, name: &str) -> Bytes {
+        self.chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_fake_1", "type": "function",
+                                   "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        )
+    }
+
+    /// A later delta of the tool call: a piece of its arguments.
+    pub fn tool_call_arguments(&self, piece: &str) -> Bytes {
+        self.chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+            Value::Null,
+        )
     }
 
     /// The trailing usage chunk (`choices: []`).

@@ -1,4 +1,5 @@
-//! The fake OpenAI-shaped upstream server.
+//! The fake upstream server: OpenAI's shape here, the native shapes of other providers in
+//! [`crate::native`].
 
 use std::collections::VecDeque;
 use std::error::Error as StdError;
@@ -27,6 +28,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::behavior::Behavior;
 use crate::body::{CancelGuard, Counters, FakeBody, SseStream, Ticker};
+use crate::native::{self, Api, Shape};
 use crate::responses::{self, ChatRequest, ChunkFactory};
 
 /// Delay between events of an infinite stream when `chunk_delay_ms` is 0.
@@ -79,11 +81,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A fake OpenAI-shaped upstream serving HTTP/1.1 on a loopback port.
+/// A fake upstream serving HTTP/1.1 on a loopback port.
 ///
 /// Endpoints: `POST /v1/chat/completions` (plain and SSE streaming),
-/// `POST /v1/embeddings` and `GET /v1/models`; anything else is a 404 with an
-/// OpenAI-shaped error. How each request is answered is controlled by a
+/// `POST /v1/embeddings` and `GET /v1/models`, and the native shapes of
+/// Anthropic, Gemini and Ollama (see [`crate::native`]); anything else is a
+/// 404 with an OpenAI-shaped error. How each request is answered is controlled by a
 /// [`Behavior`]; every request is recorded (see [`requests`](Self::requests)).
 ///
 /// The server runs on tasks of the current tokio runtime and stops when the
@@ -410,12 +413,13 @@ async fn handle(
     let mut response = match status_override {
         Some(status) => {
             guard.disarm();
-            let body = match &behavior.error_body {
-                Some(b) => Bytes::from(b.clone()),
-                None => responses::error_json(
-                    &format!("fake upstream error {}", status.as_u16()),
-                    responses::error_type_for(status.as_u16()),
-                ),
+            let message = format!("fake upstream error {}", status.as_u16());
+            let body = match (&behavior.error_body, Api::of(parts.uri.path())) {
+                (Some(b), _) => Bytes::from(b.clone()),
+                (None, Some(api)) => api.error_body(status.as_u16(), &message),
+                (None, None) => {
+                    responses::error_json(&message, responses::error_type_for(status.as_u16()))
+                }
             };
             json_response(status, body)
         }
@@ -493,6 +497,17 @@ fn validate(b: &Behavior) -> Result<(Option<StatusCode>, HeaderMap), String> {
                 .ok_or_else(|| format!("invalid `x_fake` status {s}"))
         })
         .transpose()?;
+    if let Some(t) = &b.tool_call {
+        if !matches!(
+            serde_json::from_str::<Value>(&t.arguments),
+            Ok(Value::Object(_))
+        ) {
+            return Err(format!(
+                "invalid `x_fake` tool_call arguments {:?}: not a JSON object",
+                t.arguments
+            ));
+        }
+    }
     let mut headers = HeaderMap::new();
     if let Some(ra) = &b.retry_after {
         let v = HeaderValue::from_str(ra)
@@ -518,9 +533,10 @@ fn route(
     mut guard: CancelGuard,
 ) -> Response<FakeBody> {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    if let Some(resp) = native_shape(method, path, parsed.as_ref()) {
-        guard.disarm();
-        return resp;
+    if method == Method::POST {
+        if let Some(api) = Api::of(path) {
+            return native_response(&api, id, parsed, behavior, guard);
+        }
     }
     match (method, path) {
         (&Method::POST, "/v1/chat/completions") => {
@@ -544,6 +560,7 @@ fn route(
                     responses::now_unix(),
                     &req.model,
                     content,
+                    behavior.tool_call.as_ref(),
                 );
                 json_response(StatusCode::OK, body)
             };
@@ -604,12 +621,27 @@ fn chat_stream(
     let mut queue = VecDeque::with_capacity(pieces.len() + 4);
     queue.push_back(factory.role());
     let mut delay = Duration::from_millis(behavior.chunk_delay_ms);
-    let ticker = if behavior.infinite_stream {
+    let ticker = if let Some(tool) = &behavior.tool_call {
+        queue.push_back(factory.tool_call_start(&tool.name));
+        let mut mid = tool.arguments.len() / 2;
+        while !tool.arguments.is_char_boundary(mid) {
+            mid -= 1;
+        }
+        let (a, b) = tool.arguments.split_at(mid);
+        queue.push_back(factory.tool_call_arguments(a));
+        queue.push_back(factory.tool_call_arguments(b));
+        queue.push_back(factory.finish_with("tool_calls"));
+        if req.include_usage {
+            queue.push_back(factory.usage(responses::COMPLETION_TOKENS));
+        }
+        queue.push_back(responses::sse_done());
+        None
+    } else if behavior.infinite_stream {
         if delay.is_zero() {
             delay = INFINITE_STREAM_MIN_DELAY;
         }
         Some(Ticker {
-            factory,
+            shape: Shape::OpenAi(factory),
             pieces,
             next: 0,
         })
@@ -639,47 +671,74 @@ fn add_request_id(resp: &mut Response<FakeBody>, id: u64) {
     }
 }
 
-/// Answers in the native shapes of Anthropic (`/v1/messages`), Gemini
-/// (`/v1beta/models/...`) and Ollama (`/api/chat`, `/api/embed`), with the documented-format
-/// fixtures of `fixtures/` (whole bodies, streams included).
-fn native_shape(
-    method: &Method,
-    path: &str,
-    parsed: Option<&Result<Value, serde_json::Error>>,
-) -> Option<Response<FakeBody>> {
-    const ANTHROPIC: &str = include_str!("../fixtures/anthropic/response_cache.json");
-    const ANTHROPIC_STREAM: &str = include_str!("../fixtures/anthropic/stream_text.sse");
-    const GEMINI: &str = include_str!("../fixtures/gemini/response_text.json");
-    const GEMINI_STREAM: &str = include_str!("../fixtures/gemini/stream.sse");
-    const GEMINI_EMBED: &str = include_str!("../fixtures/gemini/embed_batch.json");
-    const OLLAMA: &str = include_str!("../fixtures/ollama/chat_response.json");
-    const OLLAMA_STREAM: &str = include_str!("../fixtures/ollama/chat_stream.ndjson");
-    const OLLAMA_EMBED: &str = include_str!("../fixtures/ollama/embed_response.json");
-    if method != Method::POST {
-        return None;
-    }
-    let stream = matches!(parsed, Some(Ok(v)) if v["stream"] == Value::Bool(true));
-    let (ctype, body) = match path {
-        "/v1/messages" if stream => ("text/event-stream", ANTHROPIC_STREAM),
-        "/v1/messages" => ("application/json", ANTHROPIC),
-        "/api/chat" if stream => ("application/x-ndjson", OLLAMA_STREAM),
-        "/api/chat" => ("application/json", OLLAMA),
-        "/api/embed" => ("application/json", OLLAMA_EMBED),
-        p if p.starts_with("/v1beta/models/") && p.ends_with(":streamGenerateContent") => {
-            ("text/event-stream", GEMINI_STREAM)
+/// Answers a native-shape request (Anthropic, Gemini, Ollama) under `behavior`.
+fn native_response(
+    api: &Api,
+    id: u64,
+    parsed: Option<Result<Value, serde_json::Error>>,
+    behavior: &Behavior,
+    mut guard: CancelGuard,
+) -> Response<FakeBody> {
+    let body = match parsed {
+        Some(Err(e)) => {
+            guard.disarm();
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                api.error_body(400, &format!("request body is not valid JSON: {e}")),
+            );
         }
-        p if p.starts_with("/v1beta/models/") && p.ends_with(":batchEmbedContents") => {
-            ("application/json", GEMINI_EMBED)
-        }
-        p if p.starts_with("/v1beta/models/") && p.ends_with(":generateContent") => {
-            ("application/json", GEMINI)
-        }
-        _ => return None,
+        Some(Ok(v)) => Some(v),
+        None => None,
     };
-    let mut resp = Response::new(FakeBody::full(Bytes::from_static(body.as_bytes())));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
-    Some(resp)
+    let mut resp = match native::answer(api, id, body.as_ref(), behavior) {
+        native::Answer::Whole(body) => {
+            guard.disarm();
+            json_response(StatusCode::OK, body)
+        }
+        native::Answer::Stream {
+            content_type,
+            events,
+            endless,
+        } => {
+            let (ticker, delay) = ticker_and_delay(endless, behavior);
+            let stream = SseStream::new(
+                events.into(),
+                ticker,
+                delay,
+                behavior.cut_after_chunks,
+                guard,
+            );
+            let mut resp = Response::new(FakeBody::sse(stream));
+            let h = resp.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
+    };
+    add_request_id(&mut resp, id);
+    resp
+}
+
+/// The endless content generator (when `infinite_stream` gave a shape) and the delay
+/// between events.
+fn ticker_and_delay(endless: Option<Shape>, behavior: &Behavior) -> (Option<Ticker>, Duration) {
+    let mut delay = Duration::from_millis(behavior.chunk_delay_ms);
+    let ticker = endless.map(|shape| {
+        if delay.is_zero() {
+            delay = INFINITE_STREAM_MIN_DELAY;
+        }
+        Ticker {
+            shape,
+            pieces: behavior.pieces.clone().unwrap_or_else(|| {
+                responses::DEFAULT_PIECES
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            }),
+            next: 0,
+        }
+    });
+    (ticker, delay)
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<FakeBody> {

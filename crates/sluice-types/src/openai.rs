@@ -53,6 +53,13 @@ pub struct ChatCompletionRequest {
     /// Seed.
     #[serde(default)]
     pub seed: Option<i64>,
+    /// `x_fake`: the per-request control of `sluice-testkit`'s fake upstream. The
+    /// OpenAI-compatible path forwards every unknown field as it is; the translating
+    /// adapters build a new body from the fields they know, and carry this one over so that
+    /// tests control a fake Anthropic, Gemini or Ollama upstream the same way. Absent from
+    /// real clients' requests, so real providers never see it.
+    #[serde(default)]
+    pub x_fake: Option<Value>,
 }
 
 impl ChatCompletionRequest {

@@ -3,141 +3,358 @@
 //! answer, whole or streamed, becomes a Messages API answer again.
 //!
 //! Format: Anthropic's API reference, "Messages" and "Streaming Messages".
+//!
+//! Both directions go through typed structs that borrow from the input (`Cow<str>` for
+//! text, `&RawValue` for opaque JSON such as tool inputs and schemas), never through a
+//! `serde_json::Value` tree.
 
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use crate::chunks::compact_json;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sluice_types::Usage;
+use std::borrow::Cow;
 
 /// Why an Anthropic request cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRequest(pub String);
 
 #[derive(Deserialize)]
-struct InRequest {
-    model: String,
+struct InRequest<'a> {
+    #[serde(borrow)]
+    model: Cow<'a, str>,
     max_tokens: Option<u64>,
-    messages: Vec<InMessage>,
-    #[serde(default)]
-    system: Option<Value>,
-    #[serde(default)]
-    stop_sequences: Option<Vec<String>>,
+    #[serde(borrow)]
+    messages: Vec<InMessage<'a>>,
+    #[serde(default, borrow)]
+    system: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    stop_sequences: Option<Vec<Cow<'a, str>>>,
     #[serde(default)]
     temperature: Option<f64>,
     #[serde(default)]
     top_p: Option<f64>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(default)]
-    tools: Option<Vec<InTool>>,
-    #[serde(default)]
-    tool_choice: Option<Value>,
-    #[serde(default)]
-    metadata: Option<Value>,
+    #[serde(default, borrow)]
+    tools: Option<Vec<InTool<'a>>>,
+    #[serde(default, borrow)]
+    tool_choice: Option<InToolChoice<'a>>,
+    #[serde(default, borrow)]
+    metadata: Option<InMetadata<'a>>,
 }
 
 #[derive(Deserialize)]
-struct InMessage {
-    role: String,
-    content: Value,
+struct InMessage<'a> {
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    /// A string or a list of blocks (read by [`blocks_of`]).
+    #[serde(borrow)]
+    content: &'a RawValue,
+}
+
+/// A content block: the fields of every block type side by side.
+#[derive(Deserialize)]
+struct InBlock<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    source: Option<InSource<'a>>,
+    #[serde(default, borrow)]
+    tool_use_id: Option<Cow<'a, str>>,
+    /// `tool_result` content: a string or text blocks.
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    input: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct InTool {
-    name: String,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    input_schema: Option<Value>,
+struct InSource<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    media_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    url: Option<Cow<'a, str>>,
 }
 
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
+#[derive(Deserialize)]
+struct InTool<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    description: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    input_schema: Option<&'a RawValue>,
 }
 
-fn image_url(block: &Value) -> Option<String> {
-    let source = block.get("source")?;
-    match source.get("type").and_then(Value::as_str)? {
-        "base64" => Some(format!(
-            "data:{};base64,{}",
-            source.get("media_type")?.as_str()?,
-            source.get("data")?.as_str()?
-        )),
-        "url" => Some(source.get("url")?.as_str()?.to_string()),
+#[derive(Deserialize)]
+struct InToolChoice<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    disable_parallel_tool_use: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct InMetadata<'a> {
+    #[serde(default, borrow)]
+    user_id: Option<&'a RawValue>,
+}
+
+/// A JSON string, borrowed when it has no escapes.
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A string or a list of blocks.
+enum Blocks<'a> {
+    Text(Cow<'a, str>),
+    List(Vec<InBlock<'a>>),
+}
+
+fn blocks_of(raw: &RawValue) -> Option<Blocks<'_>> {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<Str<'_>>(raw.get())
+            .ok()
+            .map(|s| Blocks::Text(s.0)),
+        Some(b'[') => serde_json::from_str(raw.get()).ok().map(Blocks::List),
         _ => None,
     }
+}
+
+/// The text of a string or of a list of blocks (their `text`s joined); empty otherwise.
+fn text_of(raw: Option<&RawValue>) -> Cow<'_, str> {
+    match raw.and_then(blocks_of) {
+        Some(Blocks::Text(t)) => t,
+        Some(Blocks::List(blocks)) => Cow::Owned(
+            blocks
+                .iter()
+                .filter_map(|b| b.text.as_deref())
+                .collect::<String>(),
+        ),
+        None => Cow::Borrowed(""),
+    }
+}
+
+fn image_url(source: &InSource<'_>) -> Option<String> {
+    match source.kind.as_deref()? {
+        "base64" => Some(format!(
+            "data:{};base64,{}",
+            source.media_type.as_deref()?,
+            source.data.as_deref()?
+        )),
+        "url" => Some(source.url.as_deref()?.to_string()),
+        _ => None,
+    }
+}
+
+#[derive(Serialize)]
+struct OutRequest<'a> {
+    model: &'a str,
+    messages: Vec<OutMessage<'a>>,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<Vec<Cow<'a, str>>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<OutTool<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<OutToolChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+enum OutMessage<'a> {
+    System {
+        content: Cow<'a, str>,
+    },
+    User {
+        content: Vec<OutPart<'a>>,
+    },
+    Tool {
+        tool_call_id: Option<Cow<'a, str>>,
+        content: Cow<'a, str>,
+    },
+    Assistant {
+        content: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<OutCall<'a>>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutPart<'a> {
+    Text { text: Option<Cow<'a, str>> },
+    ImageUrl { image_url: OutImage },
+}
+
+#[derive(Serialize)]
+struct OutImage {
+    url: String,
+}
+
+#[derive(Serialize)]
+struct OutCall<'a> {
+    id: Option<Cow<'a, str>>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    name: Option<Cow<'a, str>>,
+    arguments: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct OutTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutToolFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutToolFunction<'a> {
+    name: &'a str,
+    description: Option<&'a str>,
+    parameters: Schema<'a>,
+}
+
+/// A JSON schema: the client's, or `{"type": "object"}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Schema<'a> {
+    Given(&'a RawValue),
+    Object {
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutToolChoice<'a> {
+    Mode(&'static str),
+    Named {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        function: NamedFunction<'a>,
+    },
+}
+
+#[derive(Serialize)]
+struct NamedFunction<'a> {
+    name: Option<&'a str>,
 }
 
 /// The OpenAI chat request body for an Anthropic Messages request body. Returns the body,
 /// the model asked for, and whether it streams.
 pub fn to_openai(body: &[u8]) -> Result<(Vec<u8>, String, bool), BadRequest> {
-    let r: InRequest = serde_json::from_slice(body)
+    let r: InRequest<'_> = serde_json::from_slice(body)
         .map_err(|e| BadRequest(format!("invalid Messages request: {e}")))?;
     let max_tokens = r
         .max_tokens
         .ok_or_else(|| BadRequest("max_tokens: Field required".into()))?;
     let mut messages = Vec::new();
-    if let Some(system) = &r.system {
-        messages.push(json!({"role": "system", "content": text_of(system)}));
+    if let Some(system) = r.system.filter(|s| s.get() != "null") {
+        messages.push(OutMessage::System {
+            content: text_of(Some(system)),
+        });
     }
     for (i, m) in r.messages.iter().enumerate() {
-        let blocks: Vec<Value> = match &m.content {
-            Value::String(s) => vec![json!({"type": "text", "text": s})],
-            Value::Array(a) => a.clone(),
-            _ => {
+        let blocks = match blocks_of(m.content) {
+            Some(Blocks::Text(s)) => vec![InBlock {
+                kind: Some(Cow::Borrowed("text")),
+                text: Some(s),
+                source: None,
+                tool_use_id: None,
+                content: None,
+                id: None,
+                name: None,
+                input: None,
+            }],
+            Some(Blocks::List(list)) => list,
+            None => {
                 return Err(BadRequest(format!(
                     "messages.{i}.content: expected a string or a list of blocks"
                 )))
             }
         };
-        match m.role.as_str() {
+        match m.role.as_ref() {
             "user" => {
                 let mut parts = Vec::new();
-                for b in &blocks {
-                    match b.get("type").and_then(Value::as_str) {
-                        Some("text") => parts.push(json!({"type": "text", "text": b["text"]})),
+                for b in blocks {
+                    match b.kind.as_deref() {
+                        Some("text") => parts.push(OutPart::Text { text: b.text }),
                         Some("image") => {
-                            if let Some(url) = image_url(b) {
-                                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+                            if let Some(url) = b.source.as_ref().and_then(image_url) {
+                                parts.push(OutPart::ImageUrl {
+                                    image_url: OutImage { url },
+                                });
                             }
                         }
-                        Some("tool_result") => {
-                            messages.push(json!({
-                                "role": "tool",
-                                "tool_call_id": b["tool_use_id"],
-                                "content": text_of(b.get("content").unwrap_or(&Value::Null)),
-                            }));
-                        }
+                        Some("tool_result") => messages.push(OutMessage::Tool {
+                            tool_call_id: b.tool_use_id,
+                            content: text_of(b.content),
+                        }),
                         _ => {}
                     }
                 }
                 if !parts.is_empty() {
-                    messages.push(json!({"role": "user", "content": parts}));
+                    messages.push(OutMessage::User { content: parts });
                 }
             }
             "assistant" => {
-                let text: String = blocks
-                    .iter()
-                    .filter(|b| b["type"] == "text")
-                    .filter_map(|b| b["text"].as_str())
-                    .collect();
-                let calls: Vec<Value> = blocks
-                    .iter()
-                    .filter(|b| b["type"] == "tool_use")
-                    .map(|b| json!({"id": b["id"], "type": "function", "function": {"name": b["name"], "arguments": b.get("input").map_or_else(|| "{}".into(), Value::to_string)}}))
-                    .collect();
-                let mut msg = json!({"role": "assistant", "content": text});
-                if !calls.is_empty() {
-                    msg["tool_calls"] = Value::Array(calls);
+                let mut content = String::new();
+                let mut tool_calls = Vec::new();
+                for b in blocks {
+                    match b.kind.as_deref() {
+                        Some("text") => content.push_str(b.text.as_deref().unwrap_or("")),
+                        Some("tool_use") => tool_calls.push(OutCall {
+                            id: b.id,
+                            kind: "function",
+                            function: OutFunction {
+                                name: b.name,
+                                arguments: b
+                                    .input
+                                    .map_or(Cow::Borrowed("{}"), |i| compact_json(i.get())),
+                            },
+                        }),
+                        _ => {}
+                    }
                 }
-                messages.push(msg);
+                messages.push(OutMessage::Assistant {
+                    content,
+                    tool_calls,
+                });
             }
             other => {
                 return Err(BadRequest(format!(
@@ -147,47 +364,59 @@ pub fn to_openai(body: &[u8]) -> Result<(Vec<u8>, String, bool), BadRequest> {
         }
     }
     let stream = r.stream.unwrap_or(false);
-    let mut out = Map::new();
-    out.insert("model".into(), json!(r.model));
-    out.insert("messages".into(), Value::Array(messages));
-    out.insert("max_tokens".into(), json!(max_tokens));
-    if let Some(t) = r.temperature {
-        out.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = r.top_p {
-        out.insert("top_p".into(), json!(p));
-    }
-    if let Some(s) = r.stop_sequences.filter(|s| !s.is_empty()) {
-        out.insert("stop".into(), json!(s));
-    }
-    if stream {
-        out.insert("stream".into(), json!(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    if let Some(tools) = &r.tools {
-        let tools: Vec<Value> = tools
+    let tools = r.tools.as_ref().map(|tools| {
+        tools
             .iter()
-            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema.clone().unwrap_or_else(|| json!({"type": "object"}))}}))
-            .collect();
-        out.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(choice) = &r.tool_choice {
-        let c = match choice.get("type").and_then(Value::as_str) {
-            Some("any") => json!("required"),
-            Some("none") => json!("none"),
-            Some("tool") => json!({"type": "function", "function": {"name": choice["name"]}}),
-            _ => json!("auto"),
-        };
-        out.insert("tool_choice".into(), c);
-        if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) {
-            out.insert("parallel_tool_calls".into(), json!(false));
-        }
-    }
-    if let Some(user) = r.metadata.as_ref().and_then(|m| m.get("user_id")) {
-        out.insert("user".into(), user.clone());
-    }
-    let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| BadRequest(e.to_string()))?;
-    Ok((body, r.model, stream))
+            .map(|t| OutTool {
+                kind: "function",
+                function: OutToolFunction {
+                    name: &t.name,
+                    description: t.description.as_deref(),
+                    parameters: t
+                        .input_schema
+                        .map_or(Schema::Object { kind: "object" }, Schema::Given),
+                },
+            })
+            .collect()
+    });
+    let tool_choice = r.tool_choice.as_ref().map(|c| match c.kind.as_deref() {
+        Some("any") => OutToolChoice::Mode("required"),
+        Some("none") => OutToolChoice::Mode("none"),
+        Some("tool") => OutToolChoice::Named {
+            kind: "function",
+            function: NamedFunction {
+                name: c.name.as_deref(),
+            },
+        },
+        _ => OutToolChoice::Mode("auto"),
+    });
+    let out = OutRequest {
+        model: &r.model,
+        messages,
+        max_tokens,
+        temperature: r.temperature,
+        top_p: r.top_p,
+        stop: r.stop_sequences.filter(|s| !s.is_empty()),
+        stream,
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: true,
+        }),
+        tools,
+        tool_choice,
+        parallel_tool_calls: r
+            .tool_choice
+            .as_ref()
+            .and_then(|c| c.disable_parallel_tool_use)
+            .filter(|d| *d)
+            .map(|_| false),
+        user: r
+            .metadata
+            .as_ref()
+            .and_then(|m| m.user_id)
+            .filter(|u| u.get() != "null"),
+    };
+    let body = serde_json::to_vec(&out).map_err(|e| BadRequest(e.to_string()))?;
+    Ok((body, r.model.into_owned(), stream))
 }
 
 /// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
@@ -200,49 +429,163 @@ pub fn stop_reason(finish: Option<&str>) -> &'static str {
     }
 }
 
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_prompt_tokens),
-        "output_tokens": u.completion_tokens,
-        "cache_read_input_tokens": u.cached_prompt_tokens,
-    })
+/// Anthropic's `usage`.
+#[derive(Serialize)]
+struct AnthropicUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_input_tokens: u64,
+}
+
+impl From<&Usage> for AnthropicUsage {
+    fn from(u: &Usage) -> Self {
+        Self {
+            input_tokens: u.prompt_tokens.saturating_sub(u.cached_prompt_tokens),
+            output_tokens: u.completion_tokens,
+            cache_read_input_tokens: u.cached_prompt_tokens,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct InCompletion<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Vec<InChoice<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InChoice<'a> {
+    #[serde(default, borrow)]
+    message: Option<InAnswer<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InAnswer<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<InCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct InCall<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<InFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InFunction<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct OutAnswer<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<OutBlock<'a>>,
+    stop_reason: &'static str,
+    stop_sequence: Option<&'a str>,
+    usage: AnthropicUsage,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: Option<&'a str>,
+        name: Option<&'a str>,
+        input: Input,
+    },
+}
+
+/// A tool input: the model's arguments when they are JSON, else `{}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Input {
+    Json(Box<RawValue>),
+    Empty {},
+}
+
+impl Input {
+    fn of(arguments: Option<&str>) -> Self {
+        arguments
+            .and_then(|a| serde_json::from_str::<Box<RawValue>>(a).ok())
+            .map_or(Input::Empty {}, Input::Json)
+    }
 }
 
 /// The Messages API answer for an OpenAI `chat.completion` body.
 pub fn from_openai(body: &[u8], model: &str) -> Result<Vec<u8>, String> {
-    let v: Value =
+    let v: InCompletion<'_> =
         serde_json::from_slice(body).map_err(|e| format!("invalid chat completion: {e}"))?;
-    let choice = &v["choices"][0];
-    let msg = &choice["message"];
+    let choice = v.choices.first();
+    let msg = choice.and_then(|c| c.message.as_ref());
     let mut content = Vec::new();
-    if let Some(t) = msg["content"].as_str().filter(|t| !t.is_empty()) {
-        content.push(json!({"type": "text", "text": t}));
+    if let Some(t) = msg
+        .and_then(|m| m.content.as_deref())
+        .filter(|t| !t.is_empty())
+    {
+        content.push(OutBlock::Text { text: t });
     }
-    for call in msg["tool_calls"].as_array().into_iter().flatten() {
-        let input: Value = call["function"]["arguments"]
-            .as_str()
-            .and_then(|a| serde_json::from_str(a).ok())
-            .unwrap_or_else(|| json!({}));
-        content.push(json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": input}));
+    for call in msg
+        .and_then(|m| m.tool_calls.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let function = call.function.as_ref();
+        content.push(OutBlock::ToolUse {
+            id: call.id.as_deref(),
+            name: function.and_then(|f| f.name.as_deref()),
+            input: Input::of(function.and_then(|f| f.arguments.as_deref())),
+        });
     }
     let usage = Usage::from_response(body).unwrap_or_default();
-    let id = v["id"].as_str().unwrap_or("sluice");
-    let out = json!({
-        "id": format!("msg_{}", id.trim_start_matches("chatcmpl-")),
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason(choice["finish_reason"].as_str()),
-        "stop_sequence": null,
-        "usage": usage_json(&usage),
-    });
+    let id = v.id.as_deref().unwrap_or("sluice");
+    let out = OutAnswer {
+        id: format!("msg_{}", id.trim_start_matches("chatcmpl-")),
+        kind: "message",
+        role: "assistant",
+        model,
+        content,
+        stop_reason: stop_reason(choice.and_then(|c| c.finish_reason.as_deref())),
+        stop_sequence: None,
+        usage: (&usage).into(),
+    };
     serde_json::to_vec(&out).map_err(|e| e.to_string())
 }
 
-/// An Anthropic error body.
-pub fn error_body(kind: &str, message: &str) -> Vec<u8> {
-    let kind = match kind {
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+}
+
+/// Anthropic's error `type` for a gateway (OpenAI-style) error type.
+fn error_kind(kind: &str) -> &str {
+    match kind {
         "not_found_error"
         | "authentication_error"
         | "permission_error"
@@ -251,9 +594,22 @@ pub fn error_body(kind: &str, message: &str) -> Vec<u8> {
         | "invalid_request_error" => kind,
         "timeout_error" | "upstream_error" | "server_error" | "service_unavailable" => "api_error",
         _ => "invalid_request_error",
-    };
-    serde_json::to_vec(&json!({"type": "error", "error": {"type": kind, "message": message}}))
-        .unwrap_or_default()
+    }
+}
+
+fn error_out<'a>(kind: &'a str, message: &'a str) -> ErrorOut<'a> {
+    ErrorOut {
+        kind: "error",
+        error: ErrorDetail {
+            kind: error_kind(kind),
+            message,
+        },
+    }
+}
+
+/// An Anthropic error body.
+pub fn error_body(kind: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&error_out(kind, message)).unwrap_or_default()
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -277,12 +633,131 @@ pub struct StreamConverter {
     done: bool,
 }
 
-fn event(out: &mut Vec<u8>, name: &str, data: &Value) {
+/// One Anthropic stream event.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Event<'a> {
+    MessageStart {
+        message: StartMessage<'a>,
+    },
+    ContentBlockStart {
+        index: usize,
+        content_block: OutBlock<'a>,
+    },
+    ContentBlockDelta {
+        index: usize,
+        delta: BlockDelta<'a>,
+    },
+    ContentBlockStop {
+        index: usize,
+    },
+    MessageDelta {
+        delta: StopDelta,
+        usage: AnthropicUsage,
+    },
+    MessageStop,
+}
+
+impl Event<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::MessageStart { .. } => "message_start",
+            Self::ContentBlockStart { .. } => "content_block_start",
+            Self::ContentBlockDelta { .. } => "content_block_delta",
+            Self::ContentBlockStop { .. } => "content_block_stop",
+            Self::MessageDelta { .. } => "message_delta",
+            Self::MessageStop => "message_stop",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StartMessage<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: [(); 0],
+    stop_reason: Option<&'a str>,
+    stop_sequence: Option<&'a str>,
+    usage: StartUsage,
+}
+
+#[derive(Serialize)]
+struct StartUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockDelta<'a> {
+    TextDelta { text: &'a str },
+    InputJsonDelta { partial_json: &'a str },
+}
+
+#[derive(Serialize)]
+struct StopDelta {
+    stop_reason: &'static str,
+    stop_sequence: Option<&'static str>,
+}
+
+fn write_event(out: &mut Vec<u8>, name: &str, data: &impl Serialize) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(data.to_string().as_bytes());
+    // Writing plain structs of strings and numbers into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, data);
     out.extend_from_slice(b"\n\n");
+}
+
+fn event(out: &mut Vec<u8>, e: &Event<'_>) {
+    write_event(out, e.name(), e);
+}
+
+#[derive(Deserialize)]
+struct InChunk<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Vec<InChunkChoice<'a>>,
+    #[serde(default, borrow)]
+    error: Option<InError<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InChunkChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<InDelta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<InCallDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct InCallDelta<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<InFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InError<'a> {
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
 }
 
 impl StreamConverter {
@@ -312,11 +787,21 @@ impl StreamConverter {
         self.started = true;
         event(
             out,
-            "message_start",
-            &json!({"type": "message_start", "message": {
-            "id": format!("msg_{}", id.trim_start_matches("chatcmpl-")), "type": "message", "role": "assistant",
-            "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+            &Event::MessageStart {
+                message: StartMessage {
+                    id: format!("msg_{}", id.trim_start_matches("chatcmpl-")),
+                    kind: "message",
+                    role: "assistant",
+                    model: &self.model,
+                    content: [],
+                    stop_reason: None,
+                    stop_sequence: None,
+                    usage: StartUsage {
+                        input_tokens: 0,
+                        output_tokens: 0,
+                    },
+                },
+            },
         );
     }
 
@@ -325,11 +810,7 @@ impl StreamConverter {
             Block::None => return,
             Block::Text(i) | Block::Tool(i) => i,
         };
-        event(
-            out,
-            "content_block_stop",
-            &json!({"type": "content_block_stop", "index": index}),
-        );
+        event(out, &Event::ContentBlockStop { index });
         self.block = Block::None;
     }
 
@@ -339,27 +820,28 @@ impl StreamConverter {
             self.finish_stream(out);
             return;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        let Ok(v) = serde_json::from_slice::<InChunk<'_>>(data) else {
             return;
         };
-        if let Some(err) = v.get("error") {
-            let message = err["message"].as_str().unwrap_or("upstream error");
-            let kind = err["type"].as_str().unwrap_or("api_error");
-            event(
-                out,
-                "error",
-                &serde_json::from_slice::<Value>(&error_body(kind, message)).unwrap_or_default(),
-            );
+        if let Some(err) = &v.error {
+            let message = err.message.as_deref().unwrap_or("upstream error");
+            let kind = err.kind.as_deref().unwrap_or("api_error");
+            write_event(out, "error", &error_out(kind, message));
             self.done = true;
             return;
         }
-        self.start(out, v["id"].as_str().unwrap_or("sluice"));
+        self.start(out, v.id.as_deref().unwrap_or("sluice"));
         if let Some(u) = Usage::from_response(data) {
             self.usage = u;
         }
-        let choice = &v["choices"][0];
-        let delta = &choice["delta"];
-        if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+        let Some(choice) = v.choices.first() else {
+            return;
+        };
+        let delta = choice.delta.as_ref();
+        if let Some(text) = delta
+            .and_then(|d| d.content.as_deref())
+            .filter(|t| !t.is_empty())
+        {
             if !matches!(self.block, Block::Text(_)) {
                 self.close_block(out);
                 let index = self.next_index;
@@ -367,20 +849,29 @@ impl StreamConverter {
                 self.block = Block::Text(index);
                 event(
                     out,
-                    "content_block_start",
-                    &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+                    &Event::ContentBlockStart {
+                        index,
+                        content_block: OutBlock::Text { text: "" },
+                    },
                 );
             }
             if let Block::Text(index) = self.block {
                 event(
                     out,
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
+                    &Event::ContentBlockDelta {
+                        index,
+                        delta: BlockDelta::TextDelta { text },
+                    },
                 );
             }
         }
-        for call in delta["tool_calls"].as_array().into_iter().flatten() {
-            let tool = call["index"].as_u64().unwrap_or(0);
+        for call in delta
+            .and_then(|d| d.tool_calls.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let tool = call.index.unwrap_or(0);
+            let function = call.function.as_ref();
             let index = match self.tools.iter().find(|(t, _)| *t == tool) {
                 Some(&(_, i)) => i,
                 None => {
@@ -391,24 +882,32 @@ impl StreamConverter {
                     self.block = Block::Tool(index);
                     event(
                         out,
-                        "content_block_start",
-                        &json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": {}}}),
+                        &Event::ContentBlockStart {
+                            index,
+                            content_block: OutBlock::ToolUse {
+                                id: call.id.as_deref(),
+                                name: function.and_then(|f| f.name.as_deref()),
+                                input: Input::Empty {},
+                            },
+                        },
                     );
                     index
                 }
             };
-            if let Some(args) = call["function"]["arguments"]
-                .as_str()
+            if let Some(args) = function
+                .and_then(|f| f.arguments.as_deref())
                 .filter(|a| !a.is_empty())
             {
                 event(
                     out,
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": args}}),
+                    &Event::ContentBlockDelta {
+                        index,
+                        delta: BlockDelta::InputJsonDelta { partial_json: args },
+                    },
                 );
             }
         }
-        if let Some(f) = choice["finish_reason"].as_str() {
+        if let Some(f) = choice.finish_reason.as_deref() {
             self.finish = Some(f.to_string());
         }
     }
@@ -421,18 +920,17 @@ impl StreamConverter {
         }
         self.start(out, "sluice");
         self.close_block(out);
-        let mut usage = usage_json(&self.usage);
-        if let Some(o) = usage.as_object_mut() {
-            o.retain(|k, _| {
-                k == "output_tokens" || k == "input_tokens" || k == "cache_read_input_tokens"
-            });
-        }
         event(
             out,
-            "message_delta",
-            &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null}, "usage": usage}),
+            &Event::MessageDelta {
+                delta: StopDelta {
+                    stop_reason: stop_reason(self.finish.as_deref()),
+                    stop_sequence: None,
+                },
+                usage: (&self.usage).into(),
+            },
         );
-        event(out, "message_stop", &json!({"type": "message_stop"}));
+        event(out, &Event::MessageStop);
         self.done = true;
     }
 }
