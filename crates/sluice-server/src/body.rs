@@ -19,6 +19,9 @@ use crate::relay::Relay;
 pub enum ResponseBody {
     /// A body known in full.
     Full(Option<Bytes>),
+    /// A whole event stream (a cached or degraded answer replayed as SSE): sent like a
+    /// relayed stream, chunked and without a length, as SSE clients expect.
+    Events(Option<Bytes>),
     /// An upstream stream forwarded event by event.
     Relay(Box<Relay>),
     /// A stream re-framed in Anthropic's event format (`/v1/messages`).
@@ -43,7 +46,7 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
-            Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Full(b) | Self::Events(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Relay(r) => Pin::new(&mut **r).poll_frame(cx),
             Self::Converted(c) => Pin::new(&mut **c).poll_frame(cx),
             Self::Flight(f) => Pin::new(&mut **f).poll_frame(cx),
@@ -51,14 +54,16 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, Self::Full(None))
+        matches!(self, Self::Full(None) | Self::Events(None))
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
-            Self::Relay(_) | Self::Converted(_) | Self::Flight(_) => SizeHint::default(),
+            Self::Relay(_) | Self::Converted(_) | Self::Flight(_) | Self::Events(_) => {
+                SizeHint::default()
+            }
         }
     }
 }

@@ -574,7 +574,7 @@ fn answered(
     outcome.cache_age = Some(cache::unix_ms().saturating_sub(answer.meta.created_ms) / 1000);
     if stream {
         if let Some(sse) = entry::to_sse(&answer.body, include_usage) {
-            return sse_response(ResponseBody::full(sse));
+            return sse_response(ResponseBody::Events(Some(sse)));
         }
     }
     body::json(StatusCode::OK, answer.body.clone())
@@ -1001,12 +1001,7 @@ fn degraded(route: &str, text: &str, stream: bool) -> Response<ResponseBody> {
         out.push_str("\n\n");
     }
     out.push_str("data: [DONE]\n\n");
-    let mut r = Response::new(ResponseBody::full(out));
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    r
+    sse_response(ResponseBody::Events(Some(Bytes::from(out))))
 }
 
 /// One try on one deployment.
