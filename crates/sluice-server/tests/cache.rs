@@ -443,7 +443,9 @@ async fn concurrent(
 async fn a_hundred_identical_requests_make_one_upstream_call() {
     let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
     let gw = Arc::new(gw);
-    let body = chat("together", json!({"x_fake": {"delay_ms": 300}}));
+    // The upstream takes a second: long enough for all 100 to arrive while it answers,
+    // even on a loaded machine (a late one would be a plain hit, still no upstream call).
+    let body = chat("together", json!({"x_fake": {"delay_ms": 1000}}));
     let answers = concurrent(&gw, &body, 100).await;
     assert_eq!(fake.request_count(), 1);
     let first = answers[0].json();
@@ -455,14 +457,12 @@ async fn a_hundred_identical_requests_make_one_upstream_call() {
         .iter()
         .filter(|a| a.header("x-sluice-coalesced") == Some("true"))
         .count();
-    assert!(coalesced >= 90, "{coalesced} of 100 waited for the leader");
-    assert_eq!(
-        answers
-            .iter()
-            .filter(|a| a.header("x-sluice-cache") == Some("miss"))
-            .count(),
-        1
-    );
+    assert!(coalesced >= 50, "{coalesced} of 100 waited for the leader");
+    let hits = answers
+        .iter()
+        .filter(|a| a.header("x-sluice-cache") == Some("hit"))
+        .count();
+    assert_eq!(hits, 99, "one miss (the leader), every other answer shared");
 }
 
 #[tokio::test]
@@ -471,7 +471,7 @@ async fn a_hundred_identical_streams_make_one_upstream_call() {
     let gw = Arc::new(gw);
     let body = chat(
         "streams",
-        json!({"stream": true, "x_fake": {"delay_ms": 200, "chunk_delay_ms": 20}}),
+        json!({"stream": true, "x_fake": {"delay_ms": 1000, "chunk_delay_ms": 20}}),
     );
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -499,7 +499,7 @@ async fn a_hundred_identical_streams_make_one_upstream_call() {
         &gw,
         &chat(
             "streams",
-            json!({"x_fake": {"delay_ms": 200, "chunk_delay_ms": 20}}),
+            json!({"x_fake": {"delay_ms": 1000, "chunk_delay_ms": 20}}),
         ),
         &[],
     )
@@ -539,7 +539,7 @@ async fn a_stream_outlives_its_leaders_client() {
     let gw = Arc::new(gw);
     let body = chat(
         "leaver",
-        json!({"stream": true, "x_fake": {"chunk_delay_ms": 30}}),
+        json!({"stream": true, "x_fake": {"chunk_delay_ms": 100}}),
     );
     // The leader's client reads one event and leaves.
     let mut leader = post_stream(&gw.url("/v1/chat/completions"), body.clone(), &[])
@@ -550,7 +550,8 @@ async fn a_stream_outlives_its_leaders_client() {
         let (gw, body) = (Arc::clone(&gw), body.clone());
         tokio::spawn(async move { stream_content(&gw, &body).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Let the follower join (the stream runs for about 0.7 s), then the leader's client leaves.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     drop(leader);
     let (content, status, _) = follower.await.unwrap();
     assert_eq!(status.as_deref(), Some("hit"));
