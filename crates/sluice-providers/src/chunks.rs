@@ -414,6 +414,47 @@ pub fn compact_json(raw: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// An OpenAI-shaped function tool (`{"type": "function", "function": {...}}`), as the inbound
+/// `/v1/messages` translation and Ollama's `tools` both write it; `S` is the schema's JSON.
+#[derive(Serialize)]
+pub(crate) struct FunctionTool<'a, S> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionToolSpec<'a, S>,
+}
+
+#[derive(Serialize)]
+struct FunctionToolSpec<'a, S> {
+    name: &'a str,
+    description: Option<&'a str>,
+    parameters: ToolSchema<S>,
+}
+
+/// A tool's JSON schema: the client's, or `{"type": "object"}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolSchema<S> {
+    Given(S),
+    Object {
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+}
+
+impl<'a, S> FunctionTool<'a, S> {
+    /// A function tool; without a schema, parameters are `{"type": "object"}`.
+    pub(crate) fn new(name: &'a str, description: Option<&'a str>, schema: Option<S>) -> Self {
+        Self {
+            kind: "function",
+            function: FunctionToolSpec {
+                name,
+                description,
+                parameters: schema.map_or(ToolSchema::Object { kind: "object" }, ToolSchema::Given),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

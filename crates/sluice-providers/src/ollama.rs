@@ -17,7 +17,9 @@
 //! counterpart); image URLs that are not data URLs (Ollama takes only inline images).
 
 use crate::anthropic::raw_arguments;
-use crate::chunks::{compact_json, completion, embedding_list, ChunkWriter, Delta, ToolCallOut};
+use crate::chunks::{
+    compact_json, completion, embedding_list, ChunkWriter, Delta, FunctionTool, ToolCallOut,
+};
 use crate::client::UpstreamBody;
 use crate::gemini::{raw_array, EmbedRequest};
 use crate::openai::{post, static_headers, uri};
@@ -89,7 +91,7 @@ struct WireChatRequest<'a> {
     #[serde(skip_serializing_if = "Options::is_empty")]
     options: Options<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tools: Option<Vec<OutTool<'a>>>,
+    tools: Option<Vec<FunctionTool<'a, &'a Value>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     format: Option<Format<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,31 +145,6 @@ impl Options<'_> {
             && self.num_predict.is_none()
             && self.stop.is_none()
     }
-}
-
-#[derive(Serialize)]
-struct OutTool<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: OutToolFunction<'a>,
-}
-
-#[derive(Serialize)]
-struct OutToolFunction<'a> {
-    name: &'a str,
-    description: Option<&'a str>,
-    parameters: Parameters<'a>,
-}
-
-/// A tool's JSON schema: the client's, or `{"type": "object"}`.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Parameters<'a> {
-    Given(&'a Value),
-    Object {
-        #[serde(rename = "type")]
-        kind: &'static str,
-    },
 }
 
 /// `format`: `"json"`, or a JSON schema.
@@ -283,17 +260,12 @@ pub fn to_chat_request(
         .map(|tools| {
             tools
                 .iter()
-                .map(|t| OutTool {
-                    kind: "function",
-                    function: OutToolFunction {
-                        name: &t.function.name,
-                        description: t.function.description.as_deref(),
-                        parameters: t
-                            .function
-                            .parameters
-                            .as_ref()
-                            .map_or(Parameters::Object { kind: "object" }, Parameters::Given),
-                    },
+                .map(|t| {
+                    FunctionTool::new(
+                        &t.function.name,
+                        t.function.description.as_deref(),
+                        t.function.parameters.as_ref(),
+                    )
                 })
                 .collect()
         });

@@ -8,7 +8,7 @@
 //! text, `&RawValue` for opaque JSON such as tool inputs and schemas), never through a
 //! `serde_json::Value` tree.
 
-use crate::chunks::compact_json;
+use crate::chunks::{compact_json, FunctionTool};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sluice_types::Usage;
@@ -174,7 +174,7 @@ struct OutRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tools: Option<Vec<OutTool<'a>>>,
+    tools: Option<Vec<FunctionTool<'a, &'a RawValue>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<OutToolChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -232,31 +232,6 @@ struct OutCall<'a> {
 struct OutFunction<'a> {
     name: Option<Cow<'a, str>>,
     arguments: Cow<'a, str>,
-}
-
-#[derive(Serialize)]
-struct OutTool<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: OutToolFunction<'a>,
-}
-
-#[derive(Serialize)]
-struct OutToolFunction<'a> {
-    name: &'a str,
-    description: Option<&'a str>,
-    parameters: Schema<'a>,
-}
-
-/// A JSON schema: the client's, or `{"type": "object"}`.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Schema<'a> {
-    Given(&'a RawValue),
-    Object {
-        #[serde(rename = "type")]
-        kind: &'static str,
-    },
 }
 
 #[derive(Serialize)]
@@ -367,16 +342,7 @@ pub fn to_openai(body: &[u8]) -> Result<(Vec<u8>, String, bool), BadRequest> {
     let tools = r.tools.as_ref().map(|tools| {
         tools
             .iter()
-            .map(|t| OutTool {
-                kind: "function",
-                function: OutToolFunction {
-                    name: &t.name,
-                    description: t.description.as_deref(),
-                    parameters: t
-                        .input_schema
-                        .map_or(Schema::Object { kind: "object" }, Schema::Given),
-                },
-            })
+            .map(|t| FunctionTool::new(&t.name, t.description.as_deref(), t.input_schema))
             .collect()
     });
     let tool_choice = r.tool_choice.as_ref().map(|c| match c.kind.as_deref() {
