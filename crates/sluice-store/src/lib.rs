@@ -10,13 +10,21 @@
 
 pub mod error;
 pub mod hex;
+pub mod ledger;
+pub mod limits;
 pub mod memory;
+pub mod postgres;
 pub mod redis;
 pub mod redis_cache;
 pub mod sqlite;
+pub mod sqlite_ledger;
 pub mod store;
 
 pub use error::StoreError;
+pub use ledger::{
+    BudgetPeriod, Dimension, KeyRecord, Ledger, LedgerOptions, Report, ReportRow, SpendRecord,
+};
+pub use limits::{Check, CheckKind, Denial, Limiter, Ticket};
 pub use memory::MemoryTier;
 pub use redis::RedisClient;
 pub use redis_cache::RedisCache;
