@@ -36,6 +36,7 @@
 use crate::postgres::PgLedger;
 use crate::sqlite_ledger::SqliteLedger;
 use crate::{StoreError, UnixMs};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Milliseconds in a day.
@@ -403,6 +404,85 @@ impl Ledger {
             Self::Postgres(_) => "postgres",
         }
     }
+}
+
+// === shared by the implementations ===
+
+/// The group a record adds to in `spend_daily`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RollupKey {
+    pub(crate) day: u64,
+    pub(crate) key_id: String,
+    pub(crate) model: String,
+    pub(crate) provider: String,
+    pub(crate) route: String,
+}
+
+/// Sums of one roll-up group within a batch.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RollupSums {
+    pub(crate) key_name: String,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) prompt_tokens: u64,
+    pub(crate) completion_tokens: u64,
+    pub(crate) cached_tokens: u64,
+    pub(crate) cache_write_tokens: u64,
+    pub(crate) reasoning_tokens: u64,
+    pub(crate) cost_nano_usd: u64,
+    pub(crate) latency_ms_sum: u64,
+}
+
+/// A batch's additions to `spend_daily` and `budget_spend`.
+#[derive(Debug, Default)]
+pub(crate) struct BatchSums {
+    pub(crate) rollups: HashMap<RollupKey, RollupSums>,
+    pub(crate) windows: HashMap<(String, String), u64>,
+}
+
+impl BatchSums {
+    pub(crate) fn add(&mut self, r: &SpendRecord) {
+        let key = RollupKey {
+            day: r.ts_ms / DAY_MS,
+            key_id: r.key_id.clone().unwrap_or_default(),
+            model: r.model.clone().unwrap_or_default(),
+            provider: r.provider.clone().unwrap_or_default(),
+            route: r.route.clone().unwrap_or_default(),
+        };
+        let s = self.rollups.entry(key).or_default();
+        if let Some(name) = &r.key_name {
+            s.key_name.clone_from(name);
+        }
+        s.requests += 1;
+        s.errors += u64::from(r.status >= 400);
+        s.prompt_tokens += r.prompt_tokens;
+        s.completion_tokens += r.completion_tokens;
+        s.cached_tokens += r.cached_tokens;
+        s.cache_write_tokens += r.cache_write_tokens;
+        s.reasoning_tokens += r.reasoning_tokens;
+        s.cost_nano_usd += r.cost_nano_usd;
+        s.latency_ms_sum += r.latency_ms;
+        if let (Some(id), true) = (&r.key_id, r.cost_nano_usd > 0) {
+            for period in [BudgetPeriod::Total, BudgetPeriod::Day, BudgetPeriod::Month] {
+                let (window, _) = period.window(r.ts_ms);
+                *self.windows.entry((id.clone(), window)).or_default() += r.cost_nano_usd;
+            }
+        }
+    }
+}
+
+/// Which source a report reads, by the retention in force.
+pub(crate) fn reads_rollups(since: UnixMs, now: UnixMs, retention_days: u64) -> bool {
+    retention_days > 0 && since < now.saturating_sub(retention_days * DAY_MS)
+}
+
+/// Ended budget windows: day windows before today's and month windows before this month's
+/// sort below these names.
+pub(crate) fn current_windows(now: UnixMs) -> (String, String) {
+    (
+        BudgetPeriod::Day.window(now).0,
+        BudgetPeriod::Month.window(now).0,
+    )
 }
 
 #[cfg(test)]
