@@ -26,6 +26,42 @@ if [ -z "${REDIS_URL:-}" ] && ! redis-cli -p 6379 ping >/dev/null 2>&1; then
   export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 fi
 
+# PostgreSQL for sluice-store's ledger tests: the one at DATABASE_URL, else the local cluster
+# on 127.0.0.1:5432 (started, after installing PostgreSQL if need be), with a database `test`
+# that user postgres reaches over 127.0.0.1 without a password.
+if [ -z "${DATABASE_URL:-}" ]; then
+  pg_answers() {
+    if command -v pg_isready >/dev/null 2>&1; then
+      pg_isready -q -h 127.0.0.1 -p 5432
+    else
+      python3 -c 'import socket; socket.create_connection(("127.0.0.1", 5432), 1).close()' 2>/dev/null
+    fi
+  }
+  if ! pg_answers; then
+    if ! ls /etc/postgresql/*/main/postgresql.conf >/dev/null 2>&1; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    fi
+    PG_CLUSTER=$(ls /etc/postgresql | sort -V | tail -n 1)
+    pg_ctlcluster --skip-systemctl-redirect "$PG_CLUSTER" main start || true
+    for _ in $(seq 100); do pg_answers && break; sleep 0.1; done
+  fi
+  if ! command -v psql >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+  fi
+  pg_sql() { psql -w -X -q -h 127.0.0.1 -p 5432 -U postgres -d postgres -tA "$@"; }
+  if ! pg_sql -c 'SELECT 1' >/dev/null 2>&1; then
+    # Debian's default asks for a password over TCP: trust the loopback (first match wins).
+    PG_HBA=$(su postgres -c "psql -X -tA -p 5432 -c 'SHOW hba_file'")
+    sed -i '1i host all all 127.0.0.1/32 trust' "$PG_HBA"
+    su postgres -c "psql -X -q -p 5432 -c 'SELECT pg_reload_conf()'" >/dev/null
+    for _ in $(seq 50); do pg_sql -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+  if [ "$(pg_sql -c "SELECT 1 FROM pg_database WHERE datname = 'test'")" != 1 ]; then
+    pg_sql -c 'CREATE DATABASE test'
+  fi
+  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test
+fi
+
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi

@@ -24,11 +24,29 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed: the client's error with its causes (the server's message for an
+    /// error the server sent).
+    #[error("postgres: {0}")]
+    Postgres(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The client's own `Display` omits the cause ("db error"): append the chain.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self::Postgres(text)
+    }
 }
 
 impl StoreError {
     /// A fixed label for metrics and logs: `unavailable`, `timeout`, `protocol`, `reply`,
-    /// `io` or `sqlite`.
+    /// `io`, `sqlite` or `postgres`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Unavailable(_) => "unavailable",
@@ -37,6 +55,7 @@ impl StoreError {
             Self::Reply(_) => "reply",
             Self::Io(_) => "io",
             Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
         }
     }
 }

@@ -1,13 +1,69 @@
 //! Rate limits, concurrency limits and budgets: checked and charged together, atomically,
 //! for one request ([`Limiter::admit`]), and settled when the request ends
-//! ([`Limiter::settle`]). In process ([`Limiter::Memory`]) or global across replicas on
-//! Redis ([`Limiter::Redis`], one Lua script per call, so two replicas never both take the
-//! last unit).
+//! ([`Limiter::settle`]). In process ([`Limiter::Memory`], a [`MemoryLimiter`]) or global
+//! across replicas on Redis ([`Limiter::Redis`], a [`RedisLimiter`]: one Lua script per call,
+//! so two replicas never both take the last unit).
 //!
-//! (Placeholder: the implementation is in progress; this admits everything.)
+//! Semantics, the same for both (the Redis scripts are a transcription of the memory code,
+//! and a property test runs both on one random sequence and compares every decision):
+//!
+//! - Time is the caller's `now` (Unix ms), never a server clock: on Redis the replicas' wall
+//!   clocks are assumed NTP-close. A second is bucket `now / 1000`.
+//! - [`CheckKind::Window`]: the units of the buckets `>= now_s - 60` (the current second,
+//!   the 60 before it, and any "future" bucket a replica with a clock slightly ahead wrote)
+//!   plus `cost` must be at most `limit`; `cost` is charged to bucket `now_s`. Buckets older
+//!   than that are deleted when seen. Refused: retry after the ms until enough of the oldest
+//!   buckets have left the window for `cost` to fit (bucket `b` leaves at second `b + 61`),
+//!   or 60,000 when `cost > limit` (it never fits).
+//! - [`CheckKind::Concurrency`]: leases `ticket id -> expiry` (`now + lease`); a lease with
+//!   `expiry <= now` is gone. Admitted iff live leases + 1 <= `limit`. Refused: retry after
+//!   1,000 ms, or sooner when the earliest lease ends sooner.
+//! - [`CheckKind::Budget`]: a spent counter (absent until the first settle with a non-zero
+//!   cost, or a [`Limiter::seed`]) and reservations `ticket id -> (amount, expiry)`, with
+//!   their sum. Admitted iff spent + reserved + `reserve` <= `limit`. Refused: retry after
+//!   the ms until `window_ends`, `None` for a total budget.
+//! - All or nothing: every check is evaluated first (stopping at the first refusal, whose
+//!   index the [`Denial`] reports); only when all pass is every one charged. A refused
+//!   request charges nothing (it may delete expired state).
+//! - Settle, per check: Window: if the bucket charged at admission (`ticket.at / 1000`) is
+//!   still in the window and this ticket was not settled on this window before, the bucket
+//!   is corrected by `actual - cost`, never below zero (a bucket already out of the window
+//!   is left alone). Settled tickets are remembered per window while their bucket is in the
+//!   window, so a second settle changes nothing. Concurrency: the lease ends. Budget: the
+//!   expired reservations are released; if this ticket's reservation is still there it is
+//!   removed and `actual` is added to spent (so a second settle adds nothing). A settle
+//!   after the lease ended adds nothing: the lease must outlast the longest request (the
+//!   durable spend log stays exact and re-seeds the counters on restart).
+//!   A missing `actual[i]` counts as the estimate (`cost` / `reserve`).
+//! - Names: a check's name is used by one kind only, and is unique within a request.
+//!   Ticket ids are unique per admission.
+//!
+//! Memory stays bounded: every state is swept now and then (see [`MemoryLimiter`]); on
+//! Redis every key but a total budget's counter expires (see [`RedisLimiter`] for the
+//! layout).
+
+mod memory;
+mod redis;
+#[cfg(test)]
+mod tests;
+
+pub use memory::MemoryLimiter;
+pub use redis::RedisLimiter;
 
 use crate::{StoreError, UnixMs};
 use std::time::Duration;
+
+/// Buckets before the current one that a window counts (so a window spans 61 buckets).
+const WINDOW_SPAN_S: u64 = 60;
+
+/// A window refusal's retry-after when `cost > limit`: it never fits.
+const NEVER_FITS_MS: u64 = 60_000;
+
+/// A concurrency refusal's retry-after when no lease ends sooner.
+const CONCURRENCY_RETRY_MS: u64 = 1_000;
+
+/// How long a budget counter outlives its window.
+const BUDGET_GRACE_MS: u64 = 86_400_000;
 
 /// One limit to check, and charge when every check of the request passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +111,8 @@ pub enum CheckKind {
 pub struct Denial {
     /// Index of the first check that refused.
     pub index: usize,
-    /// When a retry may pass, in ms from now (`None`: not before the budget window ends,
-    /// or never for a total budget; see [`CheckKind::Budget::window_ends`]).
+    /// When a retry may pass, in ms from now. A budget answers the ms until its window ends
+    /// ([`CheckKind::Budget::window_ends`]), and `None` for a total budget (never).
     pub retry_after_ms: Option<u64>,
 }
 
@@ -71,16 +127,45 @@ pub struct Ticket {
     pub fallback: bool,
 }
 
-/// Limits in process, or on Redis.
-#[derive(Debug, Clone, Default)]
+/// Limits in process, or on Redis. Cheap to clone; clones share their state.
+#[derive(Debug, Clone)]
 pub enum Limiter {
     /// In this process.
-    #[default]
-    Memory,
+    Memory(MemoryLimiter),
+    /// On Redis, global across replicas; fails open to an in-process fallback.
+    Redis(RedisLimiter),
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Self::memory()
+    }
 }
 
 impl Limiter {
-    /// Checks every check; when all pass, charges every one and returns the ticket.
+    /// An in-process limiter with no state yet.
+    pub fn memory() -> Self {
+        Self::Memory(MemoryLimiter::new())
+    }
+
+    /// A limiter on the Redis at `url`, its keys `{prefix}lim:{name}...` (the prefix like the
+    /// cache's, e.g. `sluice:`), every call limited to `op_timeout`. Connects lazily.
+    pub fn redis(url: &str, prefix: &str, op_timeout: Duration) -> Result<Self, StoreError> {
+        Ok(Self::Redis(RedisLimiter::new(url, prefix, op_timeout)?))
+    }
+
+    /// Admissions the Redis limiter handed to its in-process fallback because Redis failed
+    /// (always 0 for the memory limiter).
+    pub fn fallbacks(&self) -> u64 {
+        match self {
+            Self::Memory(_) => 0,
+            Self::Redis(r) => r.fallbacks(),
+        }
+    }
+
+    /// Checks every check; when all pass, charges every one and returns the ticket. The
+    /// Redis limiter never fails: when Redis does, its in-process fallback decides (the
+    /// ticket says `fallback: true`).
     pub async fn admit(
         &self,
         id: &str,
@@ -88,17 +173,18 @@ impl Limiter {
         now: UnixMs,
         lease: Duration,
     ) -> Result<Result<Ticket, Denial>, StoreError> {
-        let _ = (checks, lease);
-        Ok(Ok(Ticket {
-            id: id.to_string(),
-            at: now,
-            fallback: false,
-        }))
+        Ok(match self {
+            Self::Memory(m) => m.admit(id, checks, now, lease),
+            Self::Redis(r) => r.admit(id, checks, now, lease).await,
+        })
     }
 
     /// Ends an admission: `actual[i]` is what check `i` really took (Window: the actual
     /// units, replacing `cost` in the bucket it was charged to; Concurrency: ignored, the
-    /// lease ends; Budget: the actual cost, added to spent as the reservation ends).
+    /// lease ends; Budget: the actual cost, added to spent as the reservation ends). Pass
+    /// the checks given to [`Limiter::admit`]. A fallback ticket is settled by the fallback;
+    /// a Redis ticket while Redis fails returns the error (its leases and reservations
+    /// then end with their lease).
     pub async fn settle(
         &self,
         ticket: &Ticket,
@@ -106,14 +192,21 @@ impl Limiter {
         actual: &[u64],
         now: UnixMs,
     ) -> Result<(), StoreError> {
-        let _ = (ticket, checks, actual, now);
-        Ok(())
+        match self {
+            Self::Memory(m) => {
+                m.settle(ticket, checks, actual, now);
+                Ok(())
+            }
+            Self::Redis(r) => r.settle(ticket, checks, actual, now).await,
+        }
     }
 
-    /// What budget counter `name` has spent (nano-USD), reservations excluded.
+    /// What budget counter `name` has spent (nano-USD), reservations excluded; 0 if absent.
     pub async fn spent(&self, name: &str) -> Result<u64, StoreError> {
-        let _ = name;
-        Ok(0)
+        match self {
+            Self::Memory(m) => Ok(m.spent(name)),
+            Self::Redis(r) => r.spent(name).await,
+        }
     }
 
     /// Sets budget counter `name` to `spent` unless it already holds a value (a restart
@@ -124,7 +217,17 @@ impl Limiter {
         spent: u64,
         window_ends: Option<UnixMs>,
     ) -> Result<(), StoreError> {
-        let _ = (name, spent, window_ends);
-        Ok(())
+        match self {
+            Self::Memory(m) => {
+                m.seed(name, spent, window_ends);
+                Ok(())
+            }
+            Self::Redis(r) => r.seed(name, spent, window_ends).await,
+        }
     }
+}
+
+/// A duration in whole ms, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -272,12 +272,25 @@ impl SqliteLedger {
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    // `BEGIN IMMEDIATE` takes the write lock first, so two processes opening a new file at
+    // once migrate it once: the second reads the first's version.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = migrate_locked(conn);
+    match &result {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(_) => {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+    result
+}
+
+fn migrate_locked(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     match version {
         0 => {
             conn.execute_batch(
-                "BEGIN;
-                 CREATE TABLE spend_log (
+                "CREATE TABLE spend_log (
                      id INTEGER PRIMARY KEY,
                      ts_ms INTEGER NOT NULL,
                      request_id TEXT NOT NULL,
@@ -344,8 +357,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
                      revoked_ms INTEGER
                  );
                  CREATE INDEX keys_name ON keys (name);
-                 PRAGMA user_version = 1;
-                 COMMIT;",
+                 PRAGMA user_version = 1;",
             )?;
             Ok(())
         }

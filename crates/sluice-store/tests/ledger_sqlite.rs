@@ -1,6 +1,8 @@
 //! The embedded ledger on a real SQLite file: batching, roll-ups and budget windows that
 //! agree with the raw log, reports, retention, keys, restart persistence.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use sluice_store::ledger::{Purged, DAY_MS};
 use sluice_store::sqlite_ledger::SqliteLedger;
 use sluice_store::{BudgetPeriod, Dimension, KeyRecord, Ledger, LedgerOptions, SpendRecord};
