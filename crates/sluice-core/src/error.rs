@@ -102,6 +102,13 @@ pub enum ErrorKind {
         /// Seconds until a retry may succeed.
         retry_after: Option<String>,
     },
+    /// A virtual key's budget would be exceeded.
+    BudgetExceeded {
+        /// Why.
+        message: String,
+        /// Seconds until the budget resets (none for a total budget).
+        retry_after: Option<String>,
+    },
     // --- server ---
     /// The gateway is shutting down or otherwise cannot take the request.
     Unavailable {
@@ -140,7 +147,7 @@ impl Error {
             | ErrorKind::UpstreamConnect { .. }
             | ErrorKind::UpstreamProtocol { .. } => 502,
             ErrorKind::UpstreamTimeout { .. } => 504,
-            ErrorKind::RateLimited { .. } => 429,
+            ErrorKind::RateLimited { .. } | ErrorKind::BudgetExceeded { .. } => 429,
             ErrorKind::Unavailable { .. } => 503,
             ErrorKind::Internal { .. } => 500,
         }
@@ -174,6 +181,7 @@ impl Error {
             }
             ErrorKind::UpstreamTimeout { .. } => "timeout_error",
             ErrorKind::RateLimited { .. } => "rate_limit_error",
+            ErrorKind::BudgetExceeded { .. } => "insufficient_quota",
             ErrorKind::Unavailable { .. } => "service_unavailable",
             ErrorKind::Internal { .. } => "server_error",
         }
@@ -198,6 +206,9 @@ impl Error {
             ErrorKind::UpstreamConnect { .. } => Some("upstream_unreachable"),
             ErrorKind::UpstreamTimeout { .. } => Some("upstream_timeout"),
             ErrorKind::UpstreamProtocol { .. } => Some("upstream_bad_response"),
+            ErrorKind::RateLimited { .. } => Some("rate_limit_exceeded"),
+            ErrorKind::BudgetExceeded { .. } => Some("budget_exceeded"),
+            ErrorKind::Authentication { .. } => Some("invalid_api_key"),
             _ => None,
         }
     }
@@ -206,7 +217,8 @@ impl Error {
     pub fn retry_after(&self) -> Option<&str> {
         match &*self.0 {
             ErrorKind::UpstreamStatus { retry_after, .. }
-            | ErrorKind::RateLimited { retry_after, .. } => retry_after.as_deref(),
+            | ErrorKind::RateLimited { retry_after, .. }
+            | ErrorKind::BudgetExceeded { retry_after, .. } => retry_after.as_deref(),
             _ => None,
         }
     }
@@ -230,6 +242,7 @@ impl Error {
             ErrorKind::UpstreamProtocol { .. } => "upstream_protocol",
             ErrorKind::Unavailable { .. } => "unavailable",
             ErrorKind::RateLimited { .. } => "rate_limited",
+            ErrorKind::BudgetExceeded { .. } => "budget_exceeded",
             ErrorKind::Internal { .. } => "internal",
         }
     }
@@ -323,6 +336,7 @@ impl Error {
             }
             ErrorKind::Unavailable { message }
             | ErrorKind::RateLimited { message, .. }
+            | ErrorKind::BudgetExceeded { message, .. }
             | ErrorKind::Internal { message }
             | ErrorKind::Authentication { message }
             | ErrorKind::Permission { message } => {

@@ -8,6 +8,7 @@ pub mod canary;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod keys;
 pub mod presets;
 pub mod retry;
 pub mod rng;

@@ -350,6 +350,7 @@ mod tests {
                 input,
                 output,
                 cached_input: None,
+                cache_write: None,
             })
         };
         let mut cheap = c(0);

@@ -189,7 +189,7 @@ impl<'c> Simulator<'c> {
         let current_model = self.model(&r.model);
         let current_nano = match (r.cost_usd, current_model.and_then(|m| self.config.models[m].price)) {
             (Some(c), _) => (c * NANO).round() as u64,
-            (None, Some(p)) => p.cost_nano_usd(r.prompt_tokens, r.cached_prompt_tokens, r.completion_tokens),
+            (None, Some(p)) => p.cost_nano_usd(r.prompt_tokens, r.cached_prompt_tokens, 0, r.completion_tokens),
             (None, None) => {
                 return Err(SimulateError(format!(
                     "no current cost for `{}`: record `cost_usd`, or give the config a model of that name with a price",
@@ -222,7 +222,7 @@ impl<'c> Simulator<'c> {
         } else {
             0
         };
-        let projected_nano = price.cost_nano_usd(r.prompt_tokens, cached, r.completion_tokens);
+        let projected_nano = price.cost_nano_usd(r.prompt_tokens, cached, 0, r.completion_tokens);
         let projected_provider = self.config.providers[model.provider].name.clone();
         let now = self.sim.providers.entry(current_provider).or_default();
         now.current_requests += 1;

@@ -454,6 +454,7 @@ impl WireUsage {
             completion_tokens: self.output_tokens,
             cached_prompt_tokens: read,
             reasoning_tokens: 0,
+            cache_write_tokens: write,
         }
     }
 }

@@ -423,6 +423,7 @@ impl WireUsage {
             completion_tokens: self.candidates_token_count + self.thoughts_token_count,
             cached_prompt_tokens: self.cached_content_token_count,
             reasoning_tokens: self.thoughts_token_count,
+            cache_write_tokens: 0,
         }
     }
 }

@@ -9,13 +9,38 @@ use sluice_core::ErrorKind;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-/// `GET /v1/models`.
-pub fn models(state: &AppState) -> Response<ResponseBody> {
-    json(StatusCode::OK, state.models_json.clone())
+/// `GET /v1/models`: every model and route, or those a virtual key may use.
+pub async fn models(state: &AppState, headers: &http::HeaderMap) -> Response<ResponseBody> {
+    let identity = match crate::auth::authenticate(state, headers).await {
+        Ok(i) => i,
+        Err(e) => return error_response(&e),
+    };
+    if identity.key().is_none_or(|k| k.models.is_empty()) {
+        return json(StatusCode::OK, state.models_json.clone());
+    }
+    match serde_json::from_slice::<serde_json::Value>(&state.models_json) {
+        Ok(mut v) => {
+            if let Some(data) = v.get_mut("data").and_then(|d| d.as_array_mut()) {
+                data.retain(|m| m["id"].as_str().is_some_and(|id| identity.allows(id)));
+            }
+            json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default())
+        }
+        Err(_) => json(StatusCode::OK, state.models_json.clone()),
+    }
 }
 
 /// `GET /v1/models/{model}`.
-pub fn model(state: &AppState, id: &str) -> Response<ResponseBody> {
+pub async fn model(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    id: &str,
+) -> Response<ResponseBody> {
+    if let Err(e) = crate::auth::authenticate(state, headers)
+        .await
+        .and_then(|i| i.check_model(id))
+    {
+        return error_response(&e);
+    }
     let owner = state.resolve(id).map(|r| match r {
         crate::state::Resolved::Model(d)
         | crate::state::Resolved::Passthrough { deployment: d, .. } => {
@@ -197,6 +222,7 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
     if let Some(c) = &state.cache {
         c.render(&mut text);
     }
+    state.tab_metrics.render(state, &mut text);
     let mut r = Response::new(ResponseBody::full(text));
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -234,7 +260,11 @@ pub fn method_not_allowed(
 }
 
 /// Checks the admin key: `Ok` for the master key, else the error to answer with.
-fn admin_auth(state: &AppState, headers: &http::HeaderMap) -> Result<(), sluice_core::Error> {
+/// Admits the master key only.
+pub(crate) fn admin_auth(
+    state: &AppState,
+    headers: &http::HeaderMap,
+) -> Result<(), sluice_core::Error> {
     let Some(key) = &state.master_key else {
         return Err(ErrorKind::Permission {
             message: "the admin API is disabled: set `server.master_key`".into(),

@@ -5,6 +5,8 @@
 //! and validation → model resolution → provider adapter → upstream (pooled client) →
 //! response passed through as bytes, or relayed event by event for streams → metrics.
 
+pub mod admin_keys;
+mod auth;
 mod body;
 pub mod cache;
 mod handlers;
@@ -15,6 +17,7 @@ mod relay;
 mod request_id;
 mod serve;
 pub mod state;
+mod tab;
 
 pub use serve::Server;
 pub use state::AppState;

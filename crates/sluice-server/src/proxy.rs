@@ -8,6 +8,7 @@
 //! like any other. After that, the relay owns the stream and a failure ends it with an
 //! error event.
 
+use crate::auth;
 use crate::body::{self, error_response, ResponseBody, UpstreamReadError};
 use crate::cache::entry::{self, Answer};
 use crate::cache::flight;
@@ -15,6 +16,7 @@ use crate::cache::{self, Cache};
 use crate::metrics::{Endpoint, EndpointMetrics, UpstreamError};
 use crate::relay::{Relay, RelayParams, Translator};
 use crate::state::{self, AppState, Plan, Resolved};
+use crate::tab::{self, End, Opening, Tab};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
@@ -48,6 +50,14 @@ pub const X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache")
 pub const X_SLUICE_COALESCED: HeaderName = HeaderName::from_static("x-sluice-coalesced");
 /// `x-sluice-cache-age`: seconds since a cached answer was stored.
 pub const X_SLUICE_CACHE_AGE: HeaderName = HeaderName::from_static("x-sluice-cache-age");
+/// `x-sluice-cost-usd`: what the request cost (absent on streams, whose cost is known only
+/// at their end: see the spend log).
+pub const X_SLUICE_COST_USD: HeaderName = HeaderName::from_static("x-sluice-cost-usd");
+
+/// The usage an upstream reported for a whole (non-streamed) answer, carried to the tab in
+/// the response's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageSeen(pub Usage);
 
 /// Rounds a released follower may rejoin a new flight before it calls on its own.
 const MAX_FLIGHT_ROUNDS: usize = 3;
@@ -81,6 +91,10 @@ struct Outcome {
     cache_age: Option<u64>,
     /// The response is a flight whose upstream stream records its own metrics.
     driven: bool,
+    /// The request's tab, until it is closed or handed to the stream that closes it.
+    tab: Option<Tab>,
+    /// Prompt tokens estimated from the request.
+    estimated_prompt_tokens: u64,
 }
 
 /// The request body, read through the view of its endpoint.
@@ -269,6 +283,7 @@ pub async fn serve(
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    let cost = close_tab(&mut response, &mut outcome);
     let metrics = match outcome.deployment {
         Some(d) => state.metrics.series(d),
         None => state.metrics.unresolved(),
@@ -305,6 +320,11 @@ pub async fn serve(
     if let Some(age) = outcome.cache_age {
         h.insert(X_SLUICE_CACHE_AGE, HeaderValue::from(age));
     }
+    if let Some(nano) = cost {
+        if let Ok(v) = HeaderValue::from_str(&tab::usd(nano)) {
+            h.insert(X_SLUICE_COST_USD, v);
+        }
+    }
     // A relayed stream records its own latency and in-flight count when it ends.
     if !matches!(response.body(), ResponseBody::Relay(_)) && !outcome.driven {
         if outcome.cache == Some(CacheStatus::Hit) {
@@ -317,6 +337,45 @@ pub async fn serve(
         state.metrics.in_flight.fetch_sub(1, Relaxed);
     }
     response
+}
+
+/// Closes the request's tab now, or hands it to the stream that closes it at its end.
+/// Returns the cost when it is known now.
+fn close_tab(response: &mut Response<ResponseBody>, outcome: &mut Outcome) -> Option<u64> {
+    let tab = outcome.tab.take()?;
+    let cache = match (outcome.coalesced, outcome.cache) {
+        (true, _) => "coalesced",
+        (false, Some(CacheStatus::Hit)) => "hit",
+        (false, Some(CacheStatus::Miss)) => "miss",
+        (false, _) => "bypass",
+    };
+    if let ResponseBody::Relay(relay) = response.body_mut() {
+        relay.attach(tab, outcome.attempts, cache);
+        return None;
+    }
+    let status = response.status();
+    let answered_upstream =
+        status.is_success() && !outcome.degraded && !matches!(cache, "hit" | "coalesced");
+    let (usage, usage_estimated) = match response.extensions().get::<UsageSeen>() {
+        Some(u) => (u.0, false),
+        None if answered_upstream => (
+            Usage {
+                prompt_tokens: outcome.estimated_prompt_tokens,
+                ..Usage::default()
+            },
+            true,
+        ),
+        None => (Usage::default(), false),
+    };
+    Some(tab.close(End {
+        deployment: outcome.deployment,
+        status: status.as_u16(),
+        usage,
+        usage_estimated,
+        ttft: None,
+        cache,
+        attempts: outcome.attempts,
+    }))
 }
 
 fn count_upstream_error(m: &EndpointMetrics, e: &Error) {
@@ -381,15 +440,24 @@ async fn proxy(
     started: Instant,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, Error> {
-    let body = match source {
-        BodySource::Incoming(incoming) => read_body(state, &parts, incoming).await?,
-        BodySource::Ready(b) => b,
+    // Who is asking comes before reading what they ask.
+    let identity = auth::authenticate(state, &parts.headers).await?;
+    let (body, label) = match source {
+        BodySource::Incoming(incoming) => (
+            read_body(state, &parts, incoming).await?,
+            match endpoint {
+                Endpoint::Chat => "chat",
+                Endpoint::Embeddings => "embeddings",
+            },
+        ),
+        BodySource::Ready(b) => (b, "messages"),
     };
 
     let view = match endpoint {
         Endpoint::Chat => View::Chat(ChatRequest::parse(&body).map_err(invalid)?),
         Endpoint::Embeddings => View::Embeddings(EmbeddingsRequest::parse(&body).map_err(invalid)?),
     };
+    identity.check_model(view.model())?;
     let resolved = state.resolve(view.model())?;
     let overrides = state::overrides(&parts.headers, view.user())?;
     let directives = match parts.headers.get(&X_SLUICE_CACHE) {
@@ -413,6 +481,20 @@ async fn proxy(
     if let Resolved::Route(r) = resolved {
         outcome.route = Some(r);
     }
+    let facts = view.facts();
+    outcome.estimated_prompt_tokens = facts.prompt_tokens;
+    let request_id_text = request_id.to_str().unwrap_or_default();
+    let opening = Opening {
+        endpoint: label,
+        model: view.model(),
+        resolved,
+        prompt_tokens: facts.prompt_tokens,
+        max_tokens: facts.max_tokens,
+        stream,
+        request_id: request_id_text,
+        started,
+    };
+    outcome.tab = Some(Tab::open(state, &identity, opening).await?);
     // The cache stage: a hit or an identical request in flight answers before any plan.
     let leading = match &state.cache {
         None => None,
@@ -435,7 +517,7 @@ async fn proxy(
             }
         }
     };
-    let plan = state.plan(resolved, &view.facts(), &body, &overrides, stream);
+    let plan = state.plan(resolved, &facts, &body, &overrides, stream);
     let call = Call {
         state,
         endpoint,
@@ -670,7 +752,10 @@ impl Call<'_> {
         };
         let (head, body) = response.into_parts();
         match body {
-            ResponseBody::Relay(relay) => {
+            ResponseBody::Relay(mut relay) => {
+                if let Some(tab) = outcome.tab.take() {
+                    relay.attach(tab, outcome.attempts, "miss");
+                }
                 let flight = Arc::clone(leader.flight());
                 flight.start_stream(include_usage);
                 let own = flight.subscribe(include_usage);
@@ -1211,6 +1296,7 @@ impl Attempt<'_> {
                     series: self.deployment,
                     started: self.started,
                     estimated_prompt_tokens: self.estimated_prompt_tokens,
+                    ttft: self.started.elapsed(),
                 },
             );
             return Ok(sse_response(ResponseBody::Relay(Box::new(relay))));
@@ -1225,10 +1311,12 @@ impl Attempt<'_> {
         .await
         .map_err(|e| self.read_error(e))?;
         dep.total.observe(self.attempt_started.elapsed());
+        let mut seen = None;
         let bytes = match self.wire {
             Wire::OpenAi { .. } => {
                 if let Some(u) = Usage::from_response(&bytes) {
                     metrics.add_usage(&u);
+                    seen = Some(u);
                 }
                 bytes
             }
@@ -1250,10 +1338,14 @@ impl Attempt<'_> {
                     .into()
                 })?;
                 metrics.add_usage(&usage);
+                seen = Some(usage);
                 Bytes::from(translated)
             }
         };
         let mut r = Response::new(ResponseBody::full(bytes));
+        if let Some(u) = seen {
+            r.extensions_mut().insert(UsageSeen(u));
+        }
         *r.status_mut() = head.status;
         let content_type = match self.wire {
             Wire::OpenAi { .. } => head.headers.get(http::header::CONTENT_TYPE).cloned(),

@@ -10,6 +10,7 @@
 
 use crate::metrics::{Endpoint, UpstreamError};
 use crate::state::AppState;
+use crate::tab::{End, Tab};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
@@ -143,6 +144,9 @@ pub struct Relay {
     recorded: bool,
     translator: Option<Translator>,
     estimated_prompt_tokens: u64,
+    ttft: Duration,
+    /// The request's tab, closed when the stream ends, with how it was served.
+    tab: Option<(Tab, u32, &'static str)>,
 }
 
 /// How to relay one stream.
@@ -163,6 +167,8 @@ pub struct RelayParams {
     pub translator: Option<Translator>,
     /// Prompt tokens estimated from the request, used if the upstream reports no usage.
     pub estimated_prompt_tokens: u64,
+    /// Arrival of the request to the stream's first byte.
+    pub ttft: Duration,
 }
 
 fn error_event(message: &str, kind: &str, code: &str) -> Bytes {
@@ -208,7 +214,15 @@ impl Relay {
             recorded: false,
             translator: p.translator,
             estimated_prompt_tokens: p.estimated_prompt_tokens,
+            ttft: p.ttft,
+            tab: None,
         }
+    }
+
+    /// Gives the stream the request's tab, to close when it ends: `attempts` upstream
+    /// tries, `cache` what the cache did.
+    pub fn attach(&mut self, tab: Tab, attempts: u32, cache: &'static str) {
+        self.tab = Some((tab, attempts, cache));
     }
 
     fn metrics(&self) -> &crate::metrics::EndpointMetrics {
@@ -379,6 +393,22 @@ impl Relay {
         }
         if !completed {
             self.state.metrics.client_disconnects.fetch_add(1, Relaxed);
+        }
+        if let Some((tab, attempts, cache)) = self.tab.take() {
+            let status = match (self.failed, completed) {
+                (true, _) => 502,
+                (false, false) => 499,
+                (false, true) => 200,
+            };
+            tab.close(End {
+                deployment: Some(self.series),
+                status,
+                usage: self.usage(),
+                usage_estimated: self.seen.usage.is_none(),
+                ttft: Some(self.ttft),
+                cache,
+                attempts,
+            });
         }
         self.state.metrics.in_flight.fetch_sub(1, Relaxed);
     }

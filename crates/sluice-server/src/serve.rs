@@ -6,6 +6,7 @@
 //! shutdown: on the signal the listener closes, in-flight requests (streams included)
 //! finish, and whatever is still running after `server.shutdown_grace_ms` is cut.
 
+use crate::admin_keys;
 use crate::body::ResponseBody;
 use crate::handlers;
 use crate::messages;
@@ -61,9 +62,9 @@ async fn route(
             proxy::serve(&state, Endpoint::Embeddings, parts, source, &request_id).await
         }
         (&Method::POST, "/v1/messages") => messages::serve(&state, req, &request_id).await,
-        (&Method::GET, "/v1/models" | "/models") => handlers::models(&state),
+        (&Method::GET, "/v1/models" | "/models") => handlers::models(&state, req.headers()).await,
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
-            handlers::model(&state, &p["/v1/models/".len()..])
+            handlers::model(&state, req.headers(), &p["/v1/models/".len()..]).await
         }
         (&Method::GET, "/health") => handlers::health(),
         (&Method::GET, "/health/detailed") => handlers::health_detailed(&state),
@@ -73,6 +74,11 @@ async fn route(
         (&Method::DELETE, "/admin/cache") => {
             handlers::admin_cache_clear(&state, req.headers()).await
         }
+        (_, p) if p == "/admin/keys" || p.starts_with("/admin/keys/") => {
+            let rest = p["/admin/keys".len()..].to_string();
+            admin_keys::serve(&state, &rest, req).await
+        }
+        (&Method::GET, "/admin/spend") => admin_keys::spend(&state, &req).await,
         (&Method::POST, p) if p.starts_with("/admin/routes/") && p.ends_with("/canary") => {
             let name = p["/admin/routes/".len()..p.len() - "/canary".len()].to_string();
             handlers::admin_canary(&state, &name, req).await
@@ -89,6 +95,7 @@ async fn route(
             handlers::method_not_allowed(m, p, "GET")
         }
         (m, p @ "/admin/cache") => handlers::method_not_allowed(m, p, "GET, DELETE"),
+        (m, p @ "/admin/spend") => handlers::method_not_allowed(m, p, "GET"),
         (_, p) => handlers::not_found(p),
     };
     response.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -325,6 +332,15 @@ async fn finish(state: &AppState, flusher: Option<tokio::task::JoinHandle<()>>) 
     }
     if let Some(c) = &state.cache {
         c.flush().await;
+    }
+    if let Some(l) = &state.ledger {
+        l.flush().await;
+        tracing::info!(
+            written = l.written(),
+            dropped = l.dropped(),
+            failed = l.errors(),
+            "spend log flushed"
+        );
     }
 }
 

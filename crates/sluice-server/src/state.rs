@@ -6,6 +6,7 @@
 //! [`AppState::plan`] turns that into an ordered list of deployments to try: a model is a
 //! route of one target.
 
+use crate::auth::KeyCache;
 use crate::cache::Cache;
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -13,16 +14,18 @@ use http::{HeaderMap, HeaderValue};
 use sluice_core::breaker::Breaker;
 use sluice_core::canary::Canary;
 use sluice_core::config::{
-    CacheConfig, CachePolicy, Config, Price, RouteConfig, RoutingConfig, ServerConfig, Tier,
+    CacheConfig, CachePolicy, Config, KeysConfig, LimitsConfig, Price, RouteConfig, RoutingConfig,
+    ServerConfig, StorageConfig, TargetLimits, Tier,
 };
 use sluice_core::retry::RetryPolicy;
 use sluice_core::routing::{self, Candidate, Priority, RequestFacts, Strategy};
 use sluice_core::{rng, Error, ErrorKind, Secret};
 use sluice_providers::Provider;
-use std::collections::HashMap;
+use sluice_store::{Ledger, LedgerOptions, Limiter};
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Weight of a new sample in the latency averages.
@@ -79,6 +82,8 @@ pub struct Deployment {
     pub total: Ewma,
     /// Response cache policy.
     pub cache: CachePolicy,
+    /// Rate limits over every key.
+    pub limits: TargetLimits,
 }
 
 /// A route with its live canary.
@@ -252,6 +257,22 @@ pub struct AppState {
     pub cache: Option<Arc<Cache>>,
     /// `[cache]` as configured.
     pub cache_config: CacheConfig,
+    /// Keys and the spend log: SQLite in the data directory, or PostgreSQL.
+    pub ledger: Option<Ledger>,
+    /// Write the spend log (`spend.enabled`).
+    pub spend_enabled: bool,
+    /// Rate limits and budgets: in process, or on Redis.
+    pub limiter: Limiter,
+    /// Virtual keys seen lately.
+    pub keys: KeyCache,
+    /// `[keys]`.
+    pub keys_config: KeysConfig,
+    /// `[limits]`.
+    pub limits_config: LimitsConfig,
+    /// Authentication, limit and spend counters.
+    pub tab_metrics: crate::tab::TabMetrics,
+    /// Budget counters seeded from the spend log in this process.
+    seeded: Mutex<HashSet<String>>,
 }
 
 fn header_value(name: &str, what: &str) -> Result<HeaderValue, Error> {
@@ -291,6 +312,7 @@ impl AppState {
                 ttft: Ewma::default(),
                 total: Ewma::default(),
                 cache: m.cache,
+                limits: m.limits,
             });
         }
         let configured_models = deployments.len();
@@ -314,6 +336,7 @@ impl AppState {
                 ttft: Ewma::default(),
                 total: Ewma::default(),
                 cache: config.cache.policy,
+                limits: TargetLimits::default(),
             });
         }
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -345,7 +368,38 @@ impl AppState {
         } else {
             None
         };
+        let spend_enabled = config.spend.enabled;
+        let ledger = if spend_enabled || config.server.master_key.is_some() {
+            Some(open_ledger(&config.storage, &config.spend).map_err(|e| {
+                Error::from(ErrorKind::Internal {
+                    message: format!("cannot open the spend log and key store: {e}"),
+                })
+            })?)
+        } else {
+            None
+        };
+        let limiter = match &config.storage.redis_url {
+            Some(url) => Limiter::redis(
+                url.expose(),
+                &config.storage.redis_prefix,
+                config.limits.redis_timeout,
+            )
+            .map_err(|e| {
+                Error::from(ErrorKind::Internal {
+                    message: format!("cannot set up the Redis limiter: {e}"),
+                })
+            })?,
+            None => Limiter::memory(),
+        };
         Ok(Self {
+            ledger,
+            spend_enabled,
+            limiter,
+            keys: KeyCache::default(),
+            keys_config: config.keys,
+            limits_config: config.limits,
+            seeded: Mutex::new(HashSet::new()),
+            tab_metrics: crate::tab::TabMetrics::default(),
             cache,
             cache_config: config.cache,
             server: config.server.clone(),
@@ -518,12 +572,55 @@ impl AppState {
         }
     }
 
+    /// Whether budget counter `name` was seeded in this process.
+    pub fn seeded_contains(&self, name: &str) -> bool {
+        self.seeded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
+    /// Notes that budget counter `name` is seeded.
+    pub fn mark_seeded(&self, name: &str) {
+        self.seeded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string());
+    }
+
     /// A route by name.
     pub fn route(&self, name: &str) -> Option<&Route> {
         match self.index.get(name) {
             Some(Name::Route(i)) => self.routes.get(*i),
             _ => None,
         }
+    }
+}
+
+/// Opens the ledger the storage config names: PostgreSQL at `database_url`, else SQLite at
+/// `data_dir/ledger.sqlite`.
+pub fn open_ledger(
+    storage: &StorageConfig,
+    spend: &sluice_core::config::SpendConfig,
+) -> Result<Ledger, sluice_store::StoreError> {
+    let options = LedgerOptions {
+        batch_size: spend.batch_size,
+        max_queued: spend.max_queued,
+        retention_days: spend.retention_days,
+        rollup_retention_days: spend.rollup_retention_days,
+        ..LedgerOptions::default()
+    };
+    match &storage.database_url {
+        Some(url) => Ok(Ledger::Postgres(sluice_store::postgres::PgLedger::open(
+            url.expose(),
+            options,
+        )?)),
+        None => Ok(Ledger::Sqlite(
+            sluice_store::sqlite_ledger::SqliteLedger::open(
+                &storage.data_dir.join("ledger.sqlite"),
+                options,
+            )?,
+        )),
     }
 }
 

@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The master key: with `server.master_key` set, every `/v1` request needs a key.
+const AUTH: &[(&str, &str)] = &[("authorization", "Bearer sk-admin")];
+
 /// A fresh data directory.
 fn data_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -80,14 +83,16 @@ async fn post(
     body: &str,
     headers: &[(&str, &str)],
 ) -> sluice_testkit::client::TestResponse {
-    post_json(&gw.url("/v1/chat/completions"), body.to_string(), headers)
+    let mut all = AUTH.to_vec();
+    all.extend_from_slice(headers);
+    post_json(&gw.url("/v1/chat/completions"), body.to_string(), &all)
         .await
         .unwrap()
 }
 
 /// The assistant content of a streamed answer, and its event count.
 async fn stream_content(gw: &Gateway, body: &str) -> (String, Option<String>, usize) {
-    let mut s = post_stream(&gw.url("/v1/chat/completions"), body.to_string(), &[])
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), body.to_string(), AUTH)
         .await
         .unwrap();
     let cache = s.header("x-sluice-cache").map(str::to_string);
@@ -181,7 +186,7 @@ async fn streaming_and_non_streaming_requests_share_entries() {
             "s",
             json!({"stream": true, "stream_options": {"include_usage": true}}),
         ),
-        &[],
+        AUTH,
     )
     .await
     .unwrap();
@@ -317,7 +322,7 @@ async fn only_successful_complete_answers_are_stored() {
         "c",
         json!({"stream": true, "x_fake": {"cut_after_chunks": 2}}),
     );
-    let mut s = post_stream(&gw.url("/v1/chat/completions"), cut.clone(), &[])
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), cut.clone(), AUTH)
         .await
         .unwrap();
     let (events, _) = s.collect_events().await;
@@ -326,7 +331,7 @@ async fn only_successful_complete_answers_are_stored() {
         "{events:?}"
     );
     let before = fake.request_count();
-    let mut s = post_stream(&gw.url("/v1/chat/completions"), cut, &[])
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), cut, AUTH)
         .await
         .unwrap();
     assert_eq!(s.header("x-sluice-cache"), Some("miss"));
@@ -363,9 +368,9 @@ async fn embeddings_are_cached() {
     let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
     let body = r#"{"model":"emb","input":["a","b"]}"#;
     let url = gw.url("/v1/embeddings");
-    let first = post_json(&url, body, &[]).await.unwrap();
+    let first = post_json(&url, body, AUTH).await.unwrap();
     assert_eq!(first.header("x-sluice-cache"), Some("miss"));
-    let second = post_json(&url, body, &[]).await.unwrap();
+    let second = post_json(&url, body, AUTH).await.unwrap();
     assert_eq!(second.header("x-sluice-cache"), Some("hit"));
     assert_eq!(second.json(), first.json());
     assert_eq!(fake.request_count(), 1);
@@ -376,10 +381,10 @@ async fn anthropic_clients_share_the_cache() {
     let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
     let body = r#"{"model":"m","max_tokens":100,"temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
     let url = gw.url("/v1/messages");
-    let first = post_json(&url, body, &[]).await.unwrap();
+    let first = post_json(&url, body, AUTH).await.unwrap();
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.header("x-sluice-cache"), Some("miss"));
-    let second = post_json(&url, body, &[]).await.unwrap();
+    let second = post_json(&url, body, AUTH).await.unwrap();
     assert_eq!(second.header("x-sluice-cache"), Some("hit"));
     assert_eq!(second.json()["content"], first.json()["content"]);
     assert_eq!(fake.request_count(), 1);
@@ -542,7 +547,7 @@ async fn a_stream_outlives_its_leaders_client() {
         json!({"stream": true, "x_fake": {"chunk_delay_ms": 100}}),
     );
     // The leader's client reads one event and leaves.
-    let mut leader = post_stream(&gw.url("/v1/chat/completions"), body.clone(), &[])
+    let mut leader = post_stream(&gw.url("/v1/chat/completions"), body.clone(), AUTH)
         .await
         .unwrap();
     assert!(leader.next_event().await.is_some());

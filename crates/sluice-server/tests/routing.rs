@@ -11,6 +11,9 @@ use sluice_testkit::client::{get, post_json, post_stream, TestResponse};
 use sluice_testkit::{Behavior, FakeUpstream};
 use std::time::Duration;
 
+/// The master key: with `server.master_key` set, every `/v1` request needs a key.
+const AUTH: &[(&str, &str)] = &[("authorization", "Bearer sk-admin")];
+
 /// Providers `pa`, `pb`, `pc` at three fake upstreams, models `a`, `b`, `c` on them, plus
 /// `extra` (routes, `[routing]`...).
 async fn three(extra: &str) -> (FakeUpstream, FakeUpstream, FakeUpstream, common::Gateway) {
@@ -75,7 +78,9 @@ fn chat_stream(model: &str) -> String {
 }
 
 async fn call(gw: &common::Gateway, body: &str, headers: &[(&str, &str)]) -> TestResponse {
-    post_json(&gw.url("/v1/chat/completions"), body.to_string(), headers)
+    let mut all = AUTH.to_vec();
+    all.extend_from_slice(headers);
+    post_json(&gw.url("/v1/chat/completions"), body.to_string(), &all)
         .await
         .unwrap()
 }
@@ -104,7 +109,7 @@ async fn fallback_answers_from_b_while_a_fails() {
     assert_eq!(fa.request_count(), 2);
     assert_eq!(fb.request_count(), 1);
     // And streams too.
-    let mut s = post_stream(&gw.url("/v1/chat/completions"), chat_stream("r"), &[])
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), chat_stream("r"), AUTH)
         .await
         .unwrap();
     assert_eq!(s.header("x-sluice-model"), Some("b"));
@@ -238,7 +243,7 @@ retry = { attempts = 3, backoff_ms = 1, max_backoff_ms = 5 }
 async fn a_stream_is_never_retried_after_its_first_byte() {
     let (fa, fb, _fc, gw) = three(FALLBACK).await;
     fa.set_default(Behavior::new().with_cut_after_chunks(2));
-    let mut s = post_stream(&gw.url("/v1/chat/completions"), chat_stream("r"), &[])
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), chat_stream("r"), AUTH)
         .await
         .unwrap();
     assert_eq!(s.status, 200);
@@ -261,7 +266,7 @@ retry = { attempts = 1 }
 "#;
     let (fa, _fb, _fc, gw) = three(extra).await;
     fa.set_default(Behavior::new().with_delay_ms(3000));
-    let mut s = post_stream(&gw.url("/v1/chat/completions"), chat_stream("r"), &[])
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), chat_stream("r"), AUTH)
         .await
         .unwrap();
     assert_eq!(s.status, 200);
@@ -310,7 +315,7 @@ fallback_response = "We are busy, please retry in a minute."
         r.json()["choices"][0]["message"]["content"],
         "We are busy, please retry in a minute."
     );
-    let mut s = post_stream(&gw.url("/v1/chat/completions"), chat_stream("r"), &[])
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), chat_stream("r"), AUTH)
         .await
         .unwrap();
     assert_eq!(s.header("x-sluice-degraded"), Some("true"));
@@ -533,7 +538,16 @@ async fn admin_api_moves_canary_stages() {
 #[tokio::test]
 async fn models_lists_routes_and_every_response_says_its_attempts() {
     let (_fa, _fb, _fc, gw) = three(FALLBACK).await;
-    let v = get(&gw.url("/v1/models")).await.unwrap().json();
+    let v = sluice_testkit::TestClient::new()
+        .request(
+            http::Method::GET,
+            &gw.url("/v1/models"),
+            bytes::Bytes::new(),
+            AUTH,
+        )
+        .await
+        .unwrap()
+        .json();
     let ids: Vec<&str> = v["data"]
         .as_array()
         .unwrap()

@@ -60,6 +60,52 @@ pub struct Behavior {
     /// Answer a chat request with a call of this tool instead of content, whole or
     /// streamed, in every shape (`finish_reason: "tool_calls"`, Anthropic's `tool_use`).
     pub tool_call: Option<FakeToolCall>,
+    /// Report this usage instead of the default counts (OpenAI's whole answers and usage
+    /// chunks, with `prompt_tokens_details.cached_tokens` and
+    /// `completion_tokens_details.reasoning_tokens`; Anthropic's `input_tokens`,
+    /// `cache_read_input_tokens`, `cache_creation_input_tokens` and `output_tokens`).
+    pub usage: Option<FakeUsage>,
+}
+
+/// Token counts the fake reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FakeUsage {
+    /// Prompt tokens, cache reads and writes included.
+    pub prompt_tokens: u64,
+    /// Completion tokens, reasoning included.
+    pub completion_tokens: u64,
+    /// Prompt tokens read from the prompt cache.
+    pub cached_tokens: u64,
+    /// Prompt tokens written to the prompt cache (Anthropic only).
+    pub cache_write_tokens: u64,
+    /// Reasoning tokens (OpenAI only).
+    pub reasoning_tokens: u64,
+}
+
+impl FakeUsage {
+    /// OpenAI's `usage` object.
+    pub fn openai(&self) -> serde_json::Value {
+        serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        })
+    }
+
+    /// Anthropic's `usage` object.
+    pub fn anthropic(&self) -> serde_json::Value {
+        serde_json::json!({
+            "input_tokens": self
+                .prompt_tokens
+                .saturating_sub(self.cached_tokens + self.cache_write_tokens),
+            "cache_read_input_tokens": self.cached_tokens,
+            "cache_creation_input_tokens": self.cache_write_tokens,
+            "output_tokens": self.completion_tokens,
+        })
+    }
 }
 
 /// A tool call the fake answers with.

@@ -38,7 +38,7 @@ mod native;
 pub mod responses;
 mod upstream;
 
-pub use behavior::{Behavior, FakeToolCall};
+pub use behavior::{Behavior, FakeToolCall, FakeUsage};
 pub use body::CutError;
 pub use client::{ClientError, TestClient, TestResponse, TestStream};
 pub use upstream::{FakeUpstream, RecordedRequest};

@@ -173,9 +173,22 @@ pub(crate) fn answer(api: &Api, id: u64, body: Option<&Value>, behavior: &Behavi
             let model = req.str("model").unwrap_or(responses::FAKE_MODEL_ID);
             let msg_id = format!("msg_fake_{id}");
             if req.stream() {
-                anthropic_stream(&msg_id, model, &pieces, tool, behavior.infinite_stream)
+                anthropic_stream(
+                    &msg_id,
+                    model,
+                    &pieces,
+                    tool,
+                    behavior.infinite_stream,
+                    behavior.usage.as_ref(),
+                )
             } else {
-                Answer::Whole(anthropic_message(&msg_id, model, content, tool))
+                Answer::Whole(anthropic_message(
+                    &msg_id,
+                    model,
+                    content,
+                    tool,
+                    behavior.usage.as_ref(),
+                ))
             }
         }
         Api::Gemini { stream: true, .. } => gemini_stream(&pieces, tool, behavior.infinite_stream),
@@ -222,7 +235,13 @@ fn anthropic_usage(output: u64) -> Value {
     json!({"input_tokens": PROMPT_TOKENS, "output_tokens": output})
 }
 
-fn anthropic_message(id: &str, model: &str, content: &str, tool: Option<&FakeToolCall>) -> Bytes {
+fn anthropic_message(
+    id: &str,
+    model: &str,
+    content: &str,
+    tool: Option<&FakeToolCall>,
+    usage: Option<&crate::behavior::FakeUsage>,
+) -> Bytes {
     let (blocks, stop) = match tool {
         Some(t) => (
             json!([{"type": "tool_use", "id": "toolu_fake_1", "name": t.name, "input": arguments(t)}]),
@@ -233,7 +252,7 @@ fn anthropic_message(id: &str, model: &str, content: &str, tool: Option<&FakeToo
     let v = json!({
         "id": id, "type": "message", "role": "assistant", "model": model,
         "content": blocks, "stop_reason": stop, "stop_sequence": null,
-        "usage": anthropic_usage(COMPLETION_TOKENS),
+        "usage": usage.map_or_else(|| anthropic_usage(COMPLETION_TOKENS), |u| u.anthropic()),
     });
     Bytes::from(v.to_string())
 }
@@ -244,13 +263,20 @@ fn anthropic_stream(
     pieces: &[&str],
     tool: Option<&FakeToolCall>,
     endless: bool,
+    usage: Option<&crate::behavior::FakeUsage>,
 ) -> Answer {
     let mut events = vec![
         anthropic_event(
             "message_start",
             &json!({"type": "message_start", "message": {
-                "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-                "stop_reason": null, "stop_sequence": null, "usage": anthropic_usage(1)}}),
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null,
+            "usage": usage.map_or_else(|| anthropic_usage(1), |u| {
+                // The start carries the prompt's counts; the delta the output's.
+                let mut v = u.anthropic();
+                v["output_tokens"] = json!(1);
+                v
+            })}}),
         ),
         anthropic_event("ping", &json!({"type": "ping"})),
     ];
@@ -304,10 +330,10 @@ fn anthropic_stream(
     } else {
         "end_turn"
     };
-    let output = if tool.is_some() {
-        COMPLETION_TOKENS
-    } else {
-        pieces.len() as u64
+    let output = match (usage, tool.is_some()) {
+        (Some(u), _) => u.completion_tokens,
+        (None, true) => COMPLETION_TOKENS,
+        (None, false) => pieces.len() as u64,
     };
     events.push(anthropic_event(
         "message_delta",

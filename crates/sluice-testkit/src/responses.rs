@@ -99,6 +99,7 @@ pub(crate) fn chat_completion(
     model: &str,
     content: &str,
     tool: Option<&FakeToolCall>,
+    usage: Option<&crate::behavior::FakeUsage>,
 ) -> Bytes {
     let mut v = json!({
         "id": id,
@@ -119,6 +120,9 @@ pub(crate) fn chat_completion(
         "system_fingerprint": "fp_fake",
         "x_fake_extra": {"kept": true}
     });
+    if let Some(u) = usage {
+        v["usage"] = u.openai();
+    }
     if let Some(t) = tool {
         v["choices"][0]["message"]["content"] = Value::Null;
         v["choices"][0]["message"]["tool_calls"] = json!([{
@@ -198,8 +202,12 @@ impl ChunkFactory {
     }
 
     /// The trailing usage chunk (`choices: []`).
-    pub fn usage(&self, completion_tokens: u64) -> Bytes {
-        let v = json!({
+    pub fn usage(
+        &self,
+        completion_tokens: u64,
+        usage: Option<&crate::behavior::FakeUsage>,
+    ) -> Bytes {
+        let mut v = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
@@ -212,6 +220,9 @@ impl ChunkFactory {
                 "total_tokens": PROMPT_TOKENS + completion_tokens
             }
         });
+        if let Some(u) = usage {
+            v["usage"] = u.openai();
+        }
         sse_data(&v.to_string())
     }
 }

@@ -561,6 +561,7 @@ fn route(
                     &req.model,
                     content,
                     behavior.tool_call.as_ref(),
+                    behavior.usage.as_ref(),
                 );
                 json_response(StatusCode::OK, body)
             };
@@ -632,7 +633,7 @@ fn chat_stream(
         queue.push_back(factory.tool_call_arguments(b));
         queue.push_back(factory.finish_with("tool_calls"));
         if req.include_usage {
-            queue.push_back(factory.usage(responses::COMPLETION_TOKENS));
+            queue.push_back(factory.usage(responses::COMPLETION_TOKENS, behavior.usage.as_ref()));
         }
         queue.push_back(responses::sse_done());
         None
@@ -651,7 +652,7 @@ fn chat_stream(
         }
         queue.push_back(factory.finish());
         if req.include_usage {
-            queue.push_back(factory.usage(pieces.len() as u64));
+            queue.push_back(factory.usage(pieces.len() as u64, behavior.usage.as_ref()));
         }
         queue.push_back(responses::sse_done());
         None

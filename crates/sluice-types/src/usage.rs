@@ -13,6 +13,9 @@ pub struct Usage {
     pub cached_prompt_tokens: u64,
     /// Completion tokens spent on hidden reasoning.
     pub reasoning_tokens: u64,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`), included in `prompt_tokens`.
+    pub cache_write_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +56,7 @@ impl From<WireUsage> for Usage {
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
+            cache_write_tokens: 0,
         }
     }
 }
@@ -93,7 +97,8 @@ mod tests {
                 prompt_tokens: 10,
                 completion_tokens: 5,
                 cached_prompt_tokens: 4,
-                reasoning_tokens: 2
+                reasoning_tokens: 2,
+                cache_write_tokens: 0,
             }
         );
         assert_eq!(u.total(), 15);

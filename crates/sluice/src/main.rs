@@ -24,6 +24,10 @@ enum Command {
     Cache(commands::cache::CacheArgs),
     /// Cost tools: simulate a routing config on recorded traffic.
     Cost(commands::cost::CostArgs),
+    /// Virtual keys: create, list, show, update, revoke.
+    Keys(commands::keys::KeysArgs),
+    /// The spend log: reports by key, model, provider or route.
+    Spend(commands::spend::SpendArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Cache(args) => commands::cache::run(args),
         Command::Cost(args) => commands::cost::run(args),
+        Command::Keys(args) => commands::keys::run(args),
+        Command::Spend(args) => commands::spend::run(args),
     };
     match result {
         Ok(code) => code,

@@ -119,9 +119,13 @@ fn chat(content: &str) -> String {
 }
 
 async fn ask(s: &Serving, content: &str) -> (u16, Option<String>) {
-    let r = post_json(&s.url("/v1/chat/completions"), chat(content), &[])
-        .await
-        .unwrap();
+    let r = post_json(
+        &s.url("/v1/chat/completions"),
+        chat(content),
+        &[("authorization", "Bearer sk-admin")],
+    )
+    .await
+    .unwrap();
     (r.status, r.header("x-sluice-cache").map(str::to_string))
 }
 

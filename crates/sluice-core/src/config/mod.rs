@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod cache;
+mod ledger;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,10 @@ mod tests;
 pub use cache::{
     CacheConfig, CachePolicy, UninitializedCacheConfig, UninitializedCachePolicy,
     DEFAULT_TTL as DEFAULT_CACHE_TTL,
+};
+pub use ledger::{
+    KeysConfig, LimitsConfig, SpendConfig, TargetLimits, UninitializedKeysConfig,
+    UninitializedLimitsConfig, UninitializedSpendConfig,
 };
 pub use routes::{
     CanaryConfig, RouteConfig, RoutingConfig, UninitializedCanary, UninitializedRetry,
@@ -91,6 +96,15 @@ pub struct UninitializedConfig {
     /// `[cache]`: the response cache.
     #[serde(default)]
     pub cache: UninitializedCacheConfig,
+    /// `[keys]`: virtual keys.
+    #[serde(default)]
+    pub keys: UninitializedKeysConfig,
+    /// `[limits]`: rate limits and budgets.
+    #[serde(default)]
+    pub limits: UninitializedLimitsConfig,
+    /// `[spend]`: the spend log.
+    #[serde(default)]
+    pub spend: UninitializedSpendConfig,
 }
 
 /// `[server]` as written.
@@ -125,6 +139,8 @@ pub struct UninitializedStorageConfig {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key sluice writes (default `sluice:`).
     pub redis_prefix: Option<String>,
+    /// PostgreSQL shared by every replica (spend log and keys; literal or `env::VAR`).
+    pub database_url: Option<String>,
 }
 
 /// Provider wire format.
@@ -207,19 +223,25 @@ pub struct Price {
     pub output: f64,
     /// Prompt tokens read from the provider's prompt cache (default: `input`).
     pub cached_input: Option<f64>,
+    /// Prompt tokens written to the provider's prompt cache (default: `input`; Anthropic
+    /// charges 1.25x `input` for 5-minute cache writes).
+    pub cache_write: Option<f64>,
 }
 
 impl Price {
-    /// What `prompt` tokens (of which `cached` were prompt-cache reads) and `completion`
-    /// tokens cost, in nano-USD (USD per million tokens is nano-USD per thousandth of a
-    /// token), each kind rounded once, so sums of many requests are exact integers.
-    pub fn cost_nano_usd(&self, prompt: u64, cached: u64, completion: u64) -> u64 {
+    /// What `prompt` tokens (of which `cached` were prompt-cache reads and `written`
+    /// prompt-cache writes) and `completion` tokens (reasoning included) cost, in nano-USD
+    /// (USD per million tokens is nano-USD per thousandth of a token), each kind rounded
+    /// once, so sums of many requests are exact integers.
+    pub fn cost_nano_usd(&self, prompt: u64, cached: u64, written: u64, completion: u64) -> u64 {
         let cached = cached.min(prompt);
+        let written = written.min(prompt - cached);
         let nano = |tokens: u64, usd_per_million: f64| {
             (tokens as f64 * usd_per_million * 1000.0).round() as u64
         };
-        nano(prompt - cached, self.input)
+        nano(prompt - cached - written, self.input)
             + nano(cached, self.cached_input.unwrap_or(self.input))
+            + nano(written, self.cache_write.unwrap_or(self.input))
             + nano(completion, self.output)
     }
 }
@@ -254,6 +276,8 @@ pub struct UninitializedModelConfig {
     pub quality: Option<f64>,
     /// Response cache overrides.
     pub cache: Option<UninitializedCachePolicy>,
+    /// Rate limits of this model, over every key.
+    pub limits: Option<TargetLimits>,
 }
 
 // === Config (validated) ===
@@ -275,6 +299,12 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[cache]`.
     pub cache: CacheConfig,
+    /// `[keys]`.
+    pub keys: KeysConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+    /// `[spend]`.
+    pub spend: SpendConfig,
 }
 
 /// Validated `[server]`.
@@ -307,6 +337,8 @@ pub struct StorageConfig {
     pub redis_url: Option<Secret>,
     /// Prefix of Redis keys.
     pub redis_prefix: String,
+    /// Shared PostgreSQL.
+    pub database_url: Option<Secret>,
 }
 
 /// Validated `[[providers]]`.
@@ -363,6 +395,8 @@ pub struct ModelConfig {
     pub quality: f64,
     /// Response cache policy.
     pub cache: CachePolicy,
+    /// Rate limits over every key.
+    pub limits: TargetLimits,
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -448,7 +482,23 @@ impl UninitializedConfig {
                 ));
             }
         }
+        let database_url = self
+            .storage
+            .database_url
+            .as_deref()
+            .map(|u| resolve_secret(u, env, "storage.database_url"))
+            .transpose()?;
+        if let Some(u) = &database_url {
+            let url = u.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::new(
+                    "storage.database_url",
+                    "must start with postgres:// (e.g. `postgres://sluice@127.0.0.1/sluice`)",
+                ));
+            }
+        }
         let storage = StorageConfig {
+            database_url,
             data_dir: self
                 .storage
                 .data_dir
@@ -460,6 +510,9 @@ impl UninitializedConfig {
                 .unwrap_or_else(|| "sluice:".to_string()),
         };
         let cache = self.cache.load()?;
+        let keys = self.keys.load()?;
+        let limits = self.limits.load()?;
+        let spend = self.spend.load()?;
 
         let mut providers = Vec::with_capacity(self.providers.len());
         let mut names = HashSet::new();
@@ -500,7 +553,12 @@ impl UninitializedConfig {
                     )
                 })?;
             if let Some(price) = &m.price {
-                let all = [Some(price.input), Some(price.output), price.cached_input];
+                let all = [
+                    Some(price.input),
+                    Some(price.output),
+                    price.cached_input,
+                    price.cache_write,
+                ];
                 if all.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
                     return Err(ConfigError::new(
                         at("price"),
@@ -512,7 +570,9 @@ impl UninitializedConfig {
                 Some(c) => c.apply(&cache.policy, &at("cache"))?,
                 None => cache.policy,
             };
+            let limits = m.limits.unwrap_or_default().check(&at("limits"))?;
             models.push(ModelConfig {
+                limits,
                 cache: cache_policy,
                 upstream: m.upstream.unwrap_or_else(|| m.name.clone()),
                 name: m.name,
@@ -533,6 +593,9 @@ impl UninitializedConfig {
             routing,
             routes,
             cache,
+            keys,
+            limits,
+            spend,
         })
     }
 }

@@ -169,6 +169,8 @@ pub struct UninitializedRoute {
     pub canary: Option<UninitializedCanary>,
     /// Response cache overrides.
     pub cache: Option<UninitializedCachePolicy>,
+    /// Rate limits of this route, over every key.
+    pub limits: Option<super::TargetLimits>,
 }
 
 /// Validated canary settings.
@@ -215,6 +217,8 @@ pub struct RouteConfig {
     pub canary: Option<CanaryConfig>,
     /// Response cache policy.
     pub cache: CachePolicy,
+    /// Rate limits over every key.
+    pub limits: super::TargetLimits,
 }
 
 /// Validated `[routing]`.
@@ -382,7 +386,9 @@ pub fn load_routes(
             Some(c) => c.apply(cache, &at("cache"))?,
             None => *cache,
         };
+        let limits = r.limits.unwrap_or_default().check(&at("limits"))?;
         out.push(RouteConfig {
+            limits,
             cache,
             strategy: r.strategy.unwrap_or(Strategy::Fallback),
             targets,

@@ -49,6 +49,7 @@ impl Meta {
             completion_tokens: self.completion_tokens,
             cached_prompt_tokens: self.cached_prompt_tokens,
             reasoning_tokens: self.reasoning_tokens,
+            cache_write_tokens: 0,
         }
     }
 
@@ -525,6 +526,7 @@ mod tests {
             completion_tokens: 4,
             cached_prompt_tokens: 2,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         };
         let body = assemble(stream.as_bytes(), &usage).expect("storable");
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");

@@ -378,6 +378,7 @@ pub fn cost_nano_usd(price: &sluice_core::config::Price, usage: &sluice_types::U
     price.cost_nano_usd(
         usage.prompt_tokens,
         usage.cached_prompt_tokens,
+        usage.cache_write_tokens,
         usage.completion_tokens,
     )
 }

@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use sluice_core::config::Config;
-use sluice_core::env::{Env, ProcessEnv};
 use sluice_core::simulate::{Record, Simulation, Simulator};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -36,20 +35,6 @@ struct SimulateArgs {
     /// timestamps).
     #[arg(long)]
     days: Option<f64>,
-}
-
-/// The process environment, with a placeholder for unset variables: a simulation sends
-/// nothing anywhere, so a config's `env::` secrets need not be set.
-struct LenientEnv;
-
-impl Env for LenientEnv {
-    fn get(&self, key: &str) -> Option<String> {
-        Some(ProcessEnv.get(key).unwrap_or_else(|| "unset".to_string()))
-    }
-
-    fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        ProcessEnv.with_prefix(prefix)
-    }
 }
 
 /// Runs `sluice cost ...`.
@@ -88,7 +73,7 @@ fn signed_usd(before: u64, after: u64, factor: f64) -> String {
 }
 
 fn simulate(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::from_file(&a.config, &LenientEnv)
+    let config = Config::from_file(&a.config, &super::LenientEnv)
         .with_context(|| format!("invalid config `{}`", a.config.display()))?;
     let file = std::fs::File::open(&a.log)
         .with_context(|| format!("cannot open `{}`", a.log.display()))?;

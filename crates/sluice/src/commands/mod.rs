@@ -2,10 +2,57 @@
 
 pub mod cache;
 pub mod cost;
+pub mod keys;
 pub mod serve;
+pub mod spend;
 
+use anyhow::Context;
+use sluice_core::config::Config;
 use sluice_core::env::{Env, ProcessEnv, SLUICE_CONFIG, SLUICE_LOG};
 use std::path::PathBuf;
+
+/// The process environment, with a placeholder for unset variables: commands that send
+/// nothing upstream (a simulation, key management, reports) need no provider secrets.
+pub struct LenientEnv;
+
+impl Env for LenientEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        Some(ProcessEnv.get(key).unwrap_or_else(|| "unset".to_string()))
+    }
+
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        ProcessEnv.with_prefix(prefix)
+    }
+}
+
+/// The config of an offline command: `--config`, else `$SLUICE_CONFIG`, else the defaults
+/// `sluice serve` runs with (data under `./.sluice`).
+pub fn offline_config(arg: Option<PathBuf>) -> anyhow::Result<Config> {
+    match config_path(arg) {
+        Some(path) => Config::from_file(&path, &LenientEnv)
+            .with_context(|| format!("invalid config `{}`", path.display())),
+        None => Config::from_toml("", &LenientEnv).context("default config"),
+    }
+}
+
+/// Opens the config's ledger (keys and spend log).
+pub fn open_ledger(config: &Config) -> anyhow::Result<sluice_store::Ledger> {
+    std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory `{}`",
+            config.storage.data_dir.display()
+        )
+    })?;
+    sluice_server::state::open_ledger(&config.storage, &config.spend)
+        .context("cannot open the key store and spend log")
+}
+
+/// A current-thread runtime for a command's I/O.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 

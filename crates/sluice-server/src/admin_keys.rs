@@ -1,0 +1,401 @@
+//! Virtual keys and spend reports, for the admin API (`/admin/keys`, `/admin/spend`) and
+//! the CLI (`sluice keys`, `sluice spend`), which share these functions.
+//!
+//! A key is made from a JSON object of settings (`name`, `models`, `rpm`, `tpm`,
+//! `max_concurrent`, `budget_usd`, `budget_period`, `metadata`, `expires_at`,
+//! `expires_in`); an update applies the same fields, and `null` clears one. The secret is
+//! returned once, by create, and never again.
+
+use crate::body::{error_response, json, ResponseBody};
+use crate::state::AppState;
+use http::{Response, StatusCode};
+use serde_json::{json, Map, Value};
+use sluice_core::{keys, Error, ErrorKind};
+use sluice_store::{BudgetPeriod, Dimension, KeyRecord, Ledger, Report};
+
+fn bad(message: impl Into<String>) -> Error {
+    ErrorKind::InvalidRequest {
+        message: message.into(),
+        param: None,
+    }
+    .into()
+}
+
+fn store_error(e: &sluice_store::StoreError) -> Error {
+    ErrorKind::Unavailable {
+        message: format!("the key store failed: {e}"),
+    }
+    .into()
+}
+
+fn positive(v: &Value, field: &str) -> Result<Option<u64>, Error> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => match n.as_u64() {
+            Some(0) | None => Err(bad(format!(
+                "`{field}` must be a positive integer, or null for no limit"
+            ))),
+            Some(n) => Ok(Some(n)),
+        },
+        _ => Err(bad(format!(
+            "`{field}` must be a positive integer, or null for no limit"
+        ))),
+    }
+}
+
+/// Applies the settings in `spec` to `key`; `now` is Unix ms.
+pub fn apply(key: &mut KeyRecord, spec: &Map<String, Value>, now: u64) -> Result<(), Error> {
+    for (field, v) in spec {
+        match field.as_str() {
+            "name" => match v.as_str().map(str::trim) {
+                Some(n) if !n.is_empty() && n.len() <= 200 => key.name = n.to_string(),
+                _ => return Err(bad("`name` must be a non-empty string of at most 200 bytes")),
+            },
+            "models" => {
+                key.models = match v {
+                    Value::Null => Vec::new(),
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|m| m.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| bad("`models` must be a list of model or route names"))?,
+                    _ => return Err(bad("`models` must be a list of model or route names")),
+                }
+            }
+            "rpm" => key.rpm = positive(v, "rpm")?,
+            "tpm" => key.tpm = positive(v, "tpm")?,
+            "max_concurrent" => key.max_concurrent = positive(v, "max_concurrent")?,
+            "budget_usd" => {
+                key.budget_nano_usd = match v {
+                    Value::Null => None,
+                    Value::Number(n) => match n.as_f64() {
+                        Some(usd) if usd.is_finite() && usd >= 0.0 => {
+                            Some((usd * 1e9).round() as u64)
+                        }
+                        _ => return Err(bad("`budget_usd` must be a non-negative number")),
+                    },
+                    _ => return Err(bad("`budget_usd` must be a non-negative number, or null")),
+                }
+            }
+            "budget_period" => {
+                key.budget_period = v.as_str().and_then(BudgetPeriod::parse).ok_or_else(|| {
+                    bad("`budget_period` must be `day`, `month` or `total`")
+                })?
+            }
+            "metadata" => {
+                key.metadata = match v {
+                    Value::Null => "{}".into(),
+                    Value::Object(_) => v.to_string(),
+                    _ => return Err(bad("`metadata` must be a JSON object")),
+                }
+            }
+            "expires_at" => {
+                key.expires_ms = match v {
+                    Value::Null => None,
+                    Value::Number(n) => Some(
+                        n.as_f64()
+                            .filter(|s| s.is_finite() && *s >= 0.0)
+                            .map(|s| (s * 1000.0) as u64)
+                            .ok_or_else(|| bad("`expires_at` must be Unix seconds"))?,
+                    ),
+                    _ => return Err(bad("`expires_at` must be Unix seconds, or null")),
+                }
+            }
+            "expires_in" => {
+                let d = v
+                    .as_str()
+                    .ok_or_else(|| bad("`expires_in` must be a duration such as `30d`"))
+                    .and_then(|s| keys::parse_duration(s).map_err(bad))?;
+                key.expires_ms = Some(now + d.as_millis() as u64);
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown field `{other}`; expected name, models, rpm, tpm, max_concurrent, budget_usd, budget_period, metadata, expires_at or expires_in"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A key as the admin API and the CLI show it: never the secret. `spent` is its spend in
+/// the current budget window, in nano-USD.
+pub fn key_json(k: &KeyRecord, spent: u64, now: u64) -> Value {
+    let secs = |ms: Option<u64>| ms.map(|ms| ms / 1000);
+    let status = if k.revoked_ms.is_some() {
+        "revoked"
+    } else if k.expires_ms.is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
+    };
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "hint": k.hint,
+        "status": status,
+        "models": k.models,
+        "rpm": k.rpm,
+        "tpm": k.tpm,
+        "max_concurrent": k.max_concurrent,
+        "budget_usd": k.budget_nano_usd.map(|n| n as f64 / 1e9),
+        "budget_period": k.budget_period.as_str(),
+        "spend_usd": spent as f64 / 1e9,
+        "metadata": serde_json::from_str::<Value>(&k.metadata).unwrap_or_else(|_| json!({})),
+        "created_at": k.created_ms / 1000,
+        "expires_at": secs(k.expires_ms),
+        "revoked_at": secs(k.revoked_ms),
+    })
+}
+
+/// Makes a key from `spec` and stores it; returns the record and its secret.
+pub async fn create(
+    ledger: &Ledger,
+    spec: &Map<String, Value>,
+    now: u64,
+) -> Result<(KeyRecord, String), Error> {
+    if !spec.get("name").is_some_and(Value::is_string) {
+        return Err(bad("a key needs a `name`"));
+    }
+    let secret = keys::new_secret()
+        .map_err(|message| -> Error { ErrorKind::Internal { message }.into() })?;
+    let mut key = KeyRecord {
+        id: secret.id,
+        hash: secret.hash,
+        hint: secret.hint,
+        metadata: "{}".into(),
+        created_ms: now,
+        ..KeyRecord::default()
+    };
+    apply(&mut key, spec, now)?;
+    ledger.save_key(&key).await.map_err(|e| store_error(&e))?;
+    Ok((key, secret.secret))
+}
+
+/// Finds a key by id or name; 404 when there is none.
+pub async fn find(ledger: &Ledger, id: &str) -> Result<KeyRecord, Error> {
+    ledger
+        .key(id)
+        .await
+        .map_err(|e| store_error(&e))?
+        .ok_or_else(|| {
+            ErrorKind::NotFound {
+                path: format!("/admin/keys/{id}"),
+            }
+            .into()
+        })
+}
+
+/// Applies `spec` to the key `id` and stores it.
+pub async fn update(
+    ledger: &Ledger,
+    id: &str,
+    spec: &Map<String, Value>,
+    now: u64,
+) -> Result<KeyRecord, Error> {
+    let mut key = find(ledger, id).await?;
+    apply(&mut key, spec, now)?;
+    ledger.save_key(&key).await.map_err(|e| store_error(&e))?;
+    Ok(key)
+}
+
+/// Revokes the key `id` (it stays listed, marked revoked).
+pub async fn revoke(ledger: &Ledger, id: &str, now: u64) -> Result<KeyRecord, Error> {
+    let mut key = find(ledger, id).await?;
+    if key.revoked_ms.is_none() {
+        key.revoked_ms = Some(now);
+        ledger.save_key(&key).await.map_err(|e| store_error(&e))?;
+    }
+    Ok(key)
+}
+
+/// The key's spend in its current budget window, from the spend log.
+pub async fn logged_spend(ledger: &Ledger, k: &KeyRecord, now: u64) -> u64 {
+    let (window, _) = k.budget_period.window(now);
+    ledger.window_spend(&k.id, &window).await.unwrap_or(0)
+}
+
+/// A report as JSON.
+pub fn report_json(by: Dimension, since: u64, report: &Report) -> Value {
+    let rows: Vec<Value> = report
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "group": r.group,
+                "requests": r.requests,
+                "errors": r.errors,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "cached_tokens": r.cached_tokens,
+                "cache_write_tokens": r.cache_write_tokens,
+                "reasoning_tokens": r.reasoning_tokens,
+                "cost_usd": r.cost_nano_usd as f64 / 1e9,
+            })
+        })
+        .collect();
+    json!({
+        "by": by.column().trim_end_matches("_name"),
+        "since": since / 1000,
+        "from_rollups": report.from_rollups,
+        "total_usd": report.rows.iter().map(|r| r.cost_nano_usd).sum::<u64>() as f64 / 1e9,
+        "rows": rows,
+    })
+}
+
+/// Parses `since` (`7d`, `24h`, ...) into Unix ms before `now`.
+pub fn since(value: &str, now: u64) -> Result<u64, Error> {
+    let d = keys::parse_duration(value).map_err(bad)?;
+    Ok(now.saturating_sub(d.as_millis() as u64))
+}
+
+// === the admin API ===
+
+fn ledger(state: &AppState) -> Result<&Ledger, Error> {
+    state.ledger.as_ref().ok_or_else(|| {
+        ErrorKind::InvalidRequest {
+            message: "the spend log and key store are off (`spend.enabled = false` and no `server.master_key`)".into(),
+            param: None,
+        }
+        .into()
+    })
+}
+
+async fn spec_of(
+    state: &AppState,
+    body: hyper::body::Incoming,
+) -> Result<Map<String, Value>, Error> {
+    let bytes = crate::body::read_limited(
+        body,
+        None,
+        false,
+        64 * 1024,
+        state.server.request_read_timeout,
+    )
+    .await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad("the body must be a JSON object")),
+        Err(e) => Err(bad(format!("invalid JSON: {e}"))),
+    }
+}
+
+async fn current_spend(state: &AppState, ledger: &Ledger, k: &KeyRecord, now: u64) -> u64 {
+    let (window, _) = k.budget_period.window(now);
+    let name = format!("key:{}:budget:{window}", k.id);
+    if state.seeded_contains(&name) {
+        if let Ok(spent) = state.limiter.spent(&name).await {
+            return spent;
+        }
+    }
+    logged_spend(ledger, k, now).await
+}
+
+fn ok(status: StatusCode, v: &Value) -> Response<ResponseBody> {
+    json(status, serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// `/admin/keys` and `/admin/keys/{id}`: `rest` is what follows `/admin/keys`.
+pub async fn serve(
+    state: &AppState,
+    rest: &str,
+    req: http::Request<hyper::body::Incoming>,
+) -> Response<ResponseBody> {
+    match serve_keys(state, rest, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn serve_keys(
+    state: &AppState,
+    rest: &str,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<Response<ResponseBody>, Error> {
+    crate::handlers::admin_auth(state, req.headers())?;
+    let ledger = ledger(state)?;
+    let now = sluice_store::unix_now_ms();
+    let id = rest.trim_start_matches('/');
+    let method = req.method().clone();
+    match (method, id.is_empty()) {
+        (http::Method::POST, true) => {
+            let spec = spec_of(state, req.into_body()).await?;
+            let (key, secret) = create(ledger, &spec, now).await?;
+            state.keys.update(&key);
+            tracing::info!(id = %key.id, name = %key.name, "key created");
+            let mut v = key_json(&key, 0, now);
+            v["key"] = Value::String(secret);
+            Ok(ok(StatusCode::CREATED, &v))
+        }
+        (http::Method::GET, true) => {
+            let all = ledger.keys().await.map_err(|e| store_error(&e))?;
+            let mut data = Vec::with_capacity(all.len());
+            for k in &all {
+                let spent = current_spend(state, ledger, k, now).await;
+                data.push(key_json(k, spent, now));
+            }
+            Ok(ok(StatusCode::OK, &json!({"object": "list", "data": data})))
+        }
+        (http::Method::GET, false) => {
+            let k = find(ledger, id).await?;
+            let spent = current_spend(state, ledger, &k, now).await;
+            Ok(ok(StatusCode::OK, &key_json(&k, spent, now)))
+        }
+        (http::Method::PATCH | http::Method::POST | http::Method::PUT, false) => {
+            let spec = spec_of(state, req.into_body()).await?;
+            let k = update(ledger, id, &spec, now).await?;
+            state.keys.update(&k);
+            tracing::info!(id = %k.id, name = %k.name, "key updated");
+            let spent = current_spend(state, ledger, &k, now).await;
+            Ok(ok(StatusCode::OK, &key_json(&k, spent, now)))
+        }
+        (http::Method::DELETE, false) => {
+            let k = revoke(ledger, id, now).await?;
+            state.keys.update(&k);
+            tracing::info!(id = %k.id, name = %k.name, "key revoked");
+            let spent = current_spend(state, ledger, &k, now).await;
+            Ok(ok(StatusCode::OK, &key_json(&k, spent, now)))
+        }
+        (m, _) => Err(ErrorKind::MethodNotAllowed {
+            method: m.to_string(),
+            path: format!("/admin/keys{rest}"),
+        }
+        .into()),
+    }
+}
+
+/// `GET /admin/spend?by=key|model|provider|route&since=7d`.
+pub async fn spend(
+    state: &AppState,
+    req: &http::Request<hyper::body::Incoming>,
+) -> Response<ResponseBody> {
+    let result = async {
+        crate::handlers::admin_auth(state, req.headers())?;
+        let ledger = ledger(state)?;
+        let mut by = Dimension::Key;
+        let mut since_text = "7d".to_string();
+        for pair in req.uri().query().unwrap_or_default().split('&') {
+            match pair.split_once('=') {
+                Some(("by", v)) => {
+                    by = Dimension::parse(v)
+                        .ok_or_else(|| bad("`by` must be `key`, `model`, `provider` or `route`"))?
+                }
+                Some(("since", v)) => since_text = v.to_string(),
+                _ => {}
+            }
+        }
+        let now = sluice_store::unix_now_ms();
+        let since = since(&since_text, now)?;
+        ledger.flush().await;
+        let report = ledger
+            .report(by, since, now)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok::<_, Error>(ok(StatusCode::OK, &report_json(by, since, &report)))
+    }
+    .await;
+    result.unwrap_or_else(|e| error_response(&e))
+}

@@ -1,0 +1,520 @@
+//! A request's tab: opened before the request reaches the cache or a provider, closed when
+//! its answer has been sent (for a stream: when the stream ends).
+//!
+//! Opening checks and charges, in one atomic limiter call, every limit that applies: the
+//! key's requests and tokens per minute, its concurrent requests and its budget (the
+//! request's estimated cost is reserved), and the requested model's or route's own limits
+//! over every key. A refusal is a 429 with `Retry-After` (`insufficient_quota` for a
+//! budget). Closing prices the actual usage, settles the limiter (the token estimate is
+//! corrected, the reservation replaced by the actual cost, the concurrency slot freed) and
+//! queues the spend record; neither waits for a store. A tab dropped without closing (a
+//! path that forgot, a panic) still frees what it holds.
+
+use crate::auth::Identity;
+use crate::state::{AppState, Resolved};
+use sluice_core::config::{Price, TargetLimits};
+use sluice_core::{Error, ErrorKind};
+use sluice_store::{BudgetPeriod, Check, CheckKind, Denial, KeyRecord, SpendRecord, Ticket};
+use sluice_types::Usage;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Makes admission ids unique within the process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// What the actual value of a check is, at settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    Requests,
+    Tokens,
+    Lease,
+    Cost,
+}
+
+/// What [`Tab::open`] needs to know of the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening<'a> {
+    /// `chat`, `embeddings` or `messages`.
+    pub endpoint: &'static str,
+    /// What the client asked for.
+    pub model: &'a str,
+    /// What that resolved to.
+    pub resolved: Resolved<'a>,
+    /// Prompt tokens, estimated from the request.
+    pub prompt_tokens: u64,
+    /// The request's `max_tokens`, if any.
+    pub max_tokens: Option<u64>,
+    /// A stream was asked for.
+    pub stream: bool,
+    /// `x-request-id`.
+    pub request_id: &'a str,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy)]
+pub struct End {
+    /// The deployment that answered (or was tried last).
+    pub deployment: Option<usize>,
+    /// The status the client got (499: the client left; 502: a stream failed midway).
+    pub status: u16,
+    /// Tokens used upstream (zero for cache hits).
+    pub usage: Usage,
+    /// `usage` is sluice's estimate.
+    pub usage_estimated: bool,
+    /// Time to the first byte of a stream.
+    pub ttft: Option<Duration>,
+    /// `hit`, `miss`, `bypass` or `coalesced`.
+    pub cache: &'static str,
+    /// Upstream attempts.
+    pub attempts: u32,
+}
+
+/// An open tab. See the module docs.
+#[derive(Debug)]
+pub struct Tab {
+    state: Arc<AppState>,
+    key: Option<Arc<KeyRecord>>,
+    ticket: Option<Ticket>,
+    checks: Vec<(Check, Measure)>,
+    endpoint: &'static str,
+    request_id: Box<str>,
+    route: Option<usize>,
+    stream: bool,
+    ts_ms: u64,
+    started: Instant,
+}
+
+/// `u64` nano-USD as a decimal USD string (`0.000123`).
+pub fn usd(nano: u64) -> String {
+    let s = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
+    let s = s.trim_end_matches('0');
+    s.strip_suffix('.')
+        .map_or_else(|| s.to_string(), |s| format!("{s}.0"))
+}
+
+fn price_of(state: &AppState, resolved: Resolved<'_>) -> Vec<Price> {
+    match resolved {
+        Resolved::Model(d) => state.deployments[d].price.into_iter().collect(),
+        Resolved::Route(r) => state.routes[r]
+            .config
+            .targets
+            .iter()
+            .filter_map(|&d| state.deployments[d].price)
+            .collect(),
+        Resolved::Passthrough { .. } => Vec::new(),
+    }
+}
+
+fn target_limits(state: &AppState, resolved: Resolved<'_>) -> TargetLimits {
+    match resolved {
+        Resolved::Model(d) => state.deployments[d].limits,
+        Resolved::Route(r) => state.routes[r].config.limits,
+        Resolved::Passthrough { .. } => TargetLimits::default(),
+    }
+}
+
+fn retry_after(ms: Option<u64>) -> Option<String> {
+    ms.map(|ms| format!("{}", ms.div_ceil(1000).max(1)))
+}
+
+// === impl Tab ===
+
+impl Tab {
+    /// Checks and charges the request's limits; `Err` is the refusal to send.
+    pub async fn open(
+        state: &Arc<AppState>,
+        identity: &Identity,
+        o: Opening<'_>,
+    ) -> Result<Self, Error> {
+        let key = identity.key().cloned();
+        let now_ms = sluice_store::unix_now_ms();
+        let completion = o
+            .max_tokens
+            .unwrap_or(state.limits_config.default_completion_tokens);
+        let est_tokens = o.prompt_tokens + completion;
+        let mut checks = Vec::new();
+        if let Some(k) = &key {
+            let window = |limit, cost| CheckKind::Window { limit, cost };
+            if let Some(l) = k.rpm {
+                checks.push((named("key", &k.id, "rpm", window(l, 1)), Measure::Requests));
+            }
+            if let Some(l) = k.tpm {
+                let c = named("key", &k.id, "tpm", window(l, est_tokens));
+                checks.push((c, Measure::Tokens));
+            }
+            if let Some(l) = k.max_concurrent {
+                let c = named("key", &k.id, "conc", CheckKind::Concurrency { limit: l });
+                checks.push((c, Measure::Lease));
+            }
+            if let Some(limit) = k.budget_nano_usd {
+                // The dearest price the request may be served at; never less than a
+                // nano-dollar, so a spent budget refuses even unpriced requests.
+                let reserve = price_of(state, o.resolved)
+                    .iter()
+                    .map(|p| p.cost_nano_usd(o.prompt_tokens, 0, 0, completion))
+                    .max()
+                    .unwrap_or(0)
+                    .max(1);
+                let (w, window_ends) = k.budget_period.window(now_ms);
+                let c = Check {
+                    name: format!("key:{}:budget:{w}", k.id),
+                    kind: CheckKind::Budget {
+                        limit,
+                        reserve,
+                        window_ends,
+                    },
+                };
+                seed(state, &k.id, &w, &c.name, window_ends).await;
+                checks.push((c, Measure::Cost));
+            }
+        }
+        let target = target_limits(state, o.resolved);
+        if let Some(l) = target.rpm {
+            let c = named(
+                "model",
+                o.model,
+                "rpm",
+                CheckKind::Window { limit: l, cost: 1 },
+            );
+            checks.push((c, Measure::Requests));
+        }
+        if let Some(l) = target.tpm {
+            let c = named(
+                "model",
+                o.model,
+                "tpm",
+                CheckKind::Window {
+                    limit: l,
+                    cost: est_tokens,
+                },
+            );
+            checks.push((c, Measure::Tokens));
+        }
+        if let Some(l) = target.max_concurrent {
+            let c = named(
+                "model",
+                o.model,
+                "conc",
+                CheckKind::Concurrency { limit: l },
+            );
+            checks.push((c, Measure::Lease));
+        }
+        let route = match o.resolved {
+            Resolved::Route(r) => Some(r),
+            _ => None,
+        };
+        let mut tab = Self {
+            state: Arc::clone(state),
+            key,
+            ticket: None,
+            checks,
+            endpoint: o.endpoint,
+            request_id: o.request_id.into(),
+            route,
+            stream: o.stream,
+            ts_ms: now_ms,
+            started: o.started,
+        };
+        if tab.checks.is_empty() {
+            return Ok(tab);
+        }
+        let id = format!("{}#{}", o.request_id, NEXT_ID.fetch_add(1, Relaxed));
+        let only: Vec<Check> = tab.checks.iter().map(|(c, _)| c.clone()).collect();
+        let lease = state.limits_config.lease;
+        match state.limiter.admit(&id, &only, now_ms, lease).await {
+            Ok(Ok(ticket)) => {
+                tab.ticket = Some(ticket);
+                Ok(tab)
+            }
+            Ok(Err(denial)) => {
+                if let Some((c, m)) = tab.checks.get(denial.index) {
+                    state.tab_metrics.refused(c.kind, *m);
+                }
+                let e = tab.refusal(denial, o.model).await;
+                tab.record_refusal(&e);
+                Err(e)
+            }
+            Err(e) => {
+                // The limiter falls back to in-process limits on its own; an error here
+                // means it could not even do that. Serve rather than refuse.
+                tracing::warn!(error = %e, "limiter failed: request admitted unchecked");
+                Ok(tab)
+            }
+        }
+    }
+
+    async fn refusal(&self, denial: Denial, model: &str) -> Error {
+        let Some((check, measure)) = self.checks.get(denial.index) else {
+            return ErrorKind::RateLimited {
+                message: "rate limit exceeded".into(),
+                retry_after: retry_after(denial.retry_after_ms),
+            }
+            .into();
+        };
+        let whose = match &self.key {
+            Some(k) if check.name.starts_with("key:") => format!("the key `{}`", k.name),
+            _ => format!("the model `{model}`"),
+        };
+        let after = retry_after(denial.retry_after_ms);
+        match (check.kind, *measure) {
+            (CheckKind::Budget { limit, reserve, .. }, _) => {
+                let spent = self.state.limiter.spent(&check.name).await.unwrap_or(0);
+                let period = self.key.as_ref().map_or(BudgetPeriod::Total, |k| k.budget_period);
+                let per = match period {
+                    BudgetPeriod::Day => " daily",
+                    BudgetPeriod::Month => " monthly",
+                    BudgetPeriod::Total => "",
+                };
+                ErrorKind::BudgetExceeded {
+                    message: format!(
+                        "{whose} has spent ${} of its ${}{per} budget; this request may cost up to ${}",
+                        usd(spent),
+                        usd(limit),
+                        usd(reserve)
+                    ),
+                    retry_after: after,
+                }
+                .into()
+            }
+            (CheckKind::Window { limit, cost }, Measure::Tokens) if cost > limit => {
+                ErrorKind::RateLimited {
+                    message: format!(
+                        "{whose} allows {limit} tokens per minute; this request may use {cost} (prompt plus `max_tokens`)"
+                    ),
+                    retry_after: after,
+                }
+                .into()
+            }
+            (CheckKind::Window { limit, .. }, m) => ErrorKind::RateLimited {
+                message: format!(
+                    "{whose} is over its limit of {limit} {} per minute",
+                    if m == Measure::Tokens { "tokens" } else { "requests" }
+                ),
+                retry_after: after,
+            }
+            .into(),
+            (CheckKind::Concurrency { limit }, _) => ErrorKind::RateLimited {
+                message: format!("{whose} already has {limit} requests in flight (its `max_concurrent`)"),
+                retry_after: after,
+            }
+            .into(),
+        }
+    }
+
+    fn base_record(&self) -> SpendRecord {
+        SpendRecord {
+            ts_ms: self.ts_ms,
+            request_id: self.request_id.to_string(),
+            key_id: self.key.as_ref().map(|k| k.id.clone()),
+            key_name: self.key.as_ref().map(|k| k.name.clone()),
+            endpoint: self.endpoint.to_string(),
+            route: self.route.map(|r| self.state.routes[r].config.name.clone()),
+            stream: self.stream,
+            latency_ms: self.started.elapsed().as_millis() as u64,
+            cache: "bypass".into(),
+            ..SpendRecord::default()
+        }
+    }
+
+    fn record_refusal(&self, e: &Error) {
+        if let (Some(ledger), true) = (&self.state.ledger, self.state.spend_enabled) {
+            let mut r = self.base_record();
+            r.status = e.status_code();
+            ledger.record(r);
+        }
+    }
+
+    /// Closes the tab: prices the usage, settles the limits, queues the spend record.
+    /// Returns the cost in nano-USD.
+    pub fn close(mut self, end: End) -> u64 {
+        let state = Arc::clone(&self.state);
+        let dep = end.deployment.and_then(|d| state.deployments.get(d));
+        let cost = dep
+            .and_then(|d| d.price)
+            .map_or(0, |p| crate::cache::cost_nano_usd(&p, &end.usage));
+        self.settle(end.usage.total(), cost);
+        if cost > 0 {
+            state.tab_metrics.spent_nano_usd.fetch_add(cost, Relaxed);
+        }
+        if let (Some(ledger), true) = (&state.ledger, state.spend_enabled) {
+            let u = &end.usage;
+            let mut r = self.base_record();
+            r.model = dep.map(|d| d.name.to_string());
+            r.provider = dep.map(|d| state.providers[d.provider].name().to_string());
+            r.status = end.status;
+            r.prompt_tokens = u.prompt_tokens;
+            r.completion_tokens = u.completion_tokens;
+            r.cached_tokens = u.cached_prompt_tokens;
+            r.cache_write_tokens = u.cache_write_tokens;
+            r.reasoning_tokens = u.reasoning_tokens;
+            r.cost_nano_usd = cost;
+            r.ttft_ms = end.ttft.map(|t| t.as_millis() as u64);
+            r.cache = end.cache.to_string();
+            r.attempts = end.attempts;
+            r.usage_estimated = end.usage_estimated;
+            ledger.record(r);
+        }
+        cost
+    }
+
+    /// Hands the limiter the actual tokens and cost (once).
+    fn settle(&mut self, tokens: u64, cost: u64) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let checks: Vec<Check> = self.checks.iter().map(|(c, _)| c.clone()).collect();
+        let actual: Vec<u64> = self
+            .checks
+            .iter()
+            .map(|(_, m)| match m {
+                Measure::Requests => 1,
+                Measure::Tokens => tokens,
+                Measure::Lease => 0,
+                Measure::Cost => cost,
+            })
+            .collect();
+        let limiter = self.state.limiter.clone();
+        let settle = async move {
+            let now = sluice_store::unix_now_ms();
+            if let Err(e) = limiter.settle(&ticket, &checks, &actual, now).await {
+                tracing::warn!(error = %e, "limiter settle failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(settle);
+            }
+            Err(_) => tracing::warn!("no runtime to settle the limits on"),
+        }
+    }
+}
+
+impl Drop for Tab {
+    fn drop(&mut self) {
+        // Not closed: free the slot and the reservation, charge the estimate's tokens.
+        let tokens = self
+            .checks
+            .iter()
+            .find_map(|(c, m)| match (c.kind, m) {
+                (CheckKind::Window { cost, .. }, Measure::Tokens) => Some(cost),
+                _ => None,
+            })
+            .unwrap_or(0);
+        self.settle(tokens, 0);
+    }
+}
+
+fn named(scope: &str, id: &str, what: &str, kind: CheckKind) -> Check {
+    Check {
+        name: format!("{scope}:{id}:{what}"),
+        kind,
+    }
+}
+
+/// Seeds a budget counter from the durable spend log, once per window per process.
+async fn seed(state: &AppState, key_id: &str, window: &str, name: &str, ends: Option<u64>) {
+    if state.seeded_contains(name) {
+        return;
+    }
+    let Some(ledger) = &state.ledger else {
+        state.mark_seeded(name);
+        return;
+    };
+    match ledger.window_spend(key_id, window).await {
+        Ok(spent) => match state.limiter.seed(name, spent, ends).await {
+            Ok(()) => state.mark_seeded(name),
+            Err(e) => tracing::warn!(error = %e, "cannot seed the budget counter"),
+        },
+        Err(e) => tracing::warn!(error = %e, "cannot read the key's spend"),
+    }
+}
+
+/// Counters of authentication, limits and spend.
+#[derive(Debug, Default)]
+pub struct TabMetrics {
+    /// Requests refused with 401.
+    pub auth_failures: AtomicU64,
+    /// Refusals by requests per minute.
+    pub refused_rpm: AtomicU64,
+    /// Refusals by tokens per minute.
+    pub refused_tpm: AtomicU64,
+    /// Refusals by concurrent requests.
+    pub refused_concurrency: AtomicU64,
+    /// Refusals by budget.
+    pub refused_budget: AtomicU64,
+    /// Nano-USD spent upstream.
+    pub spent_nano_usd: AtomicU64,
+}
+
+impl TabMetrics {
+    fn refused(&self, kind: CheckKind, measure: Measure) {
+        let c = match (kind, measure) {
+            (CheckKind::Budget { .. }, _) => &self.refused_budget,
+            (CheckKind::Concurrency { .. }, _) => &self.refused_concurrency,
+            (_, Measure::Tokens) => &self.refused_tpm,
+            _ => &self.refused_rpm,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// Appends the Prometheus text of these counters, the spend log's and the limiter's.
+    pub fn render(&self, state: &AppState, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP sluice_auth_failures_total Requests refused for a missing, unknown, revoked or expired key.\n# TYPE sluice_auth_failures_total counter\nsluice_auth_failures_total {}",
+            self.auth_failures.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_limit_refusals_total Requests refused by a rate limit, concurrency limit or budget.\n# TYPE sluice_limit_refusals_total counter"
+        );
+        for (limit, c) in [
+            ("rpm", &self.refused_rpm),
+            ("tpm", &self.refused_tpm),
+            ("concurrency", &self.refused_concurrency),
+            ("budget", &self.refused_budget),
+        ] {
+            let _ = writeln!(
+                out,
+                "sluice_limit_refusals_total{{limit=\"{limit}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_spend_usd_total Upstream spend priced by sluice, in USD.\n# TYPE sluice_spend_usd_total counter\nsluice_spend_usd_total {}",
+            usd(self.spent_nano_usd.load(Relaxed))
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_limiter_fallbacks_total Limiter calls served in process because Redis failed.\n# TYPE sluice_limiter_fallbacks_total counter\nsluice_limiter_fallbacks_total {}",
+            state.limiter.fallbacks()
+        );
+        if let Some(l) = &state.ledger {
+            let _ = writeln!(
+                out,
+                "# HELP sluice_spend_log_records_total Spend records by what became of them.\n# TYPE sluice_spend_log_records_total counter"
+            );
+            for (result, n) in [
+                ("written", l.written()),
+                ("dropped", l.dropped()),
+                ("failed", l.errors()),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "sluice_spend_log_records_total{{store=\"{}\",result=\"{result}\"}} {n}",
+                    l.kind()
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP sluice_spend_log_queued Spend records waiting for the writer.\n# TYPE sluice_spend_log_queued gauge\nsluice_spend_log_queued {}",
+                l.queued()
+            );
+        }
+    }
+}
