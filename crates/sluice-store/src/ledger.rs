@@ -346,6 +346,12 @@ impl Ledger {
         both!(self, l => l.report(by, since, now).await)
     }
 
+    /// The raw records at or after `since`, oldest first (for replays such as
+    /// `sluice cost simulate`).
+    pub async fn export(&self, since: UnixMs) -> Result<Vec<SpendRecord>, StoreError> {
+        both!(self, l => l.export(since).await)
+    }
+
     /// What `key_id` spent in budget `window` (see [`BudgetPeriod::window`]), in nano-USD,
     /// records still queued excluded.
     pub async fn window_spend(&self, key_id: &str, window: &str) -> Result<u64, StoreError> {
@@ -407,6 +413,12 @@ impl Ledger {
 }
 
 // === shared by the implementations ===
+
+/// The columns of `spend_log` a record is read from, in [`SpendRecord`]'s order.
+pub(crate) const RECORD_COLUMNS: &str = "ts_ms, request_id, key_id, key_name, endpoint, route, \
+     model, provider, status, prompt_tokens, completion_tokens, cached_tokens, \
+     cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache, attempts, \
+     stream, usage_estimated";
 
 /// The group a record adds to in `spend_daily`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -220,6 +220,10 @@ enum Msg {
         now: UnixMs,
         reply: Reply<Report>,
     },
+    Export {
+        since: UnixMs,
+        reply: Reply<Vec<SpendRecord>>,
+    },
     WindowSpend {
         key_id: String,
         window: String,
@@ -385,6 +389,11 @@ impl PgLedger {
             reply,
         })
         .await
+    }
+
+    /// See [`crate::Ledger::export`].
+    pub async fn export(&self, since: UnixMs) -> Result<Vec<SpendRecord>, StoreError> {
+        self.ask(|reply| Msg::Export { since, reply }).await
     }
 
     /// See [`crate::Ledger::window_spend`].
@@ -682,6 +691,45 @@ impl Conn {
             rows,
             from_rollups: !raw,
         })
+    }
+
+    async fn export(&self, since: UnixMs) -> Result<Vec<SpendRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM spend_log WHERE ts_ms >= $1 ORDER BY ts_ms, id",
+            crate::ledger::RECORD_COLUMNS
+        );
+        let rows = self.client.query(&sql, &[&to_sql(since)]).await?;
+        rows.iter()
+            .map(|r| {
+                let n = |i| -> Result<u64, tokio_postgres::Error> { Ok(from_sql(r.try_get(i)?)) };
+                let status: i32 = r.try_get(8)?;
+                let attempts: i32 = r.try_get(18)?;
+                Ok(SpendRecord {
+                    ts_ms: n(0)?,
+                    request_id: r.try_get(1)?,
+                    key_id: r.try_get(2)?,
+                    key_name: r.try_get(3)?,
+                    endpoint: r.try_get(4)?,
+                    route: r.try_get(5)?,
+                    model: r.try_get(6)?,
+                    provider: r.try_get(7)?,
+                    status: u16::try_from(status).unwrap_or(0),
+                    prompt_tokens: n(9)?,
+                    completion_tokens: n(10)?,
+                    cached_tokens: n(11)?,
+                    cache_write_tokens: n(12)?,
+                    reasoning_tokens: n(13)?,
+                    cost_nano_usd: n(14)?,
+                    latency_ms: n(15)?,
+                    ttft_ms: opt_from_sql(r.try_get(16)?),
+                    cache: r.try_get(17)?,
+                    attempts: u32::try_from(attempts).unwrap_or(0),
+                    stream: r.try_get(19)?,
+                    usage_estimated: r.try_get(20)?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(StoreError::from)
     }
 
     async fn window_spend(&self, key_id: &str, window: &str) -> Result<u64, StoreError> {
@@ -1342,6 +1390,12 @@ impl Writer {
                 let days = retention.raw_days;
                 let r = link
                     .run(OP_TIMEOUT, async |c| c.report(by, since, now, days).await)
+                    .await;
+                let _ = reply.send(r);
+            }
+            Msg::Export { since, reply } => {
+                let r = link
+                    .run(PURGE_TIMEOUT, async |c| c.export(since).await)
                     .await;
                 let _ = reply.send(r);
             }

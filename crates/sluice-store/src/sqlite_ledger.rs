@@ -13,7 +13,7 @@
 
 use crate::ledger::{
     current_windows, reads_rollups, BatchSums, BudgetPeriod, Dimension, KeyRecord, LedgerOptions,
-    Purged, Report, ReportRow, SpendRecord, DAY_MS,
+    Purged, Report, ReportRow, SpendRecord, DAY_MS, RECORD_COLUMNS,
 };
 use crate::{unix_now_ms, StoreError, UnixMs};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -49,6 +49,10 @@ enum Msg {
         since: UnixMs,
         now: UnixMs,
         reply: Reply<Report>,
+    },
+    Export {
+        since: UnixMs,
+        reply: Reply<Vec<SpendRecord>>,
     },
     WindowSpend {
         key_id: String,
@@ -204,6 +208,11 @@ impl SqliteLedger {
             reply,
         })
         .await
+    }
+
+    /// See [`crate::Ledger::export`].
+    pub async fn export(&self, since: UnixMs) -> Result<Vec<SpendRecord>, StoreError> {
+        self.ask(|reply| Msg::Export { since, reply }).await
     }
 
     /// See [`crate::Ledger::window_spend`].
@@ -577,6 +586,41 @@ impl Writer {
                 reply,
             } => {
                 let _ = reply.send(self.report(by, since, now).map_err(StoreError::from));
+            }
+            Msg::Export { since, reply } => {
+                let r = (|| {
+                    let mut s = self.conn.prepare(&format!(
+                        "SELECT {RECORD_COLUMNS} FROM spend_log WHERE ts_ms >= ?1 ORDER BY ts_ms, id"
+                    ))?;
+                    let rows = s.query_map(params![to_sql(since)], |r| {
+                        let n = |i| -> rusqlite::Result<u64> { Ok(from_sql(r.get::<_, i64>(i)?)) };
+                        Ok(SpendRecord {
+                            ts_ms: n(0)?,
+                            request_id: r.get(1)?,
+                            key_id: r.get(2)?,
+                            key_name: r.get(3)?,
+                            endpoint: r.get(4)?,
+                            route: r.get(5)?,
+                            model: r.get(6)?,
+                            provider: r.get(7)?,
+                            status: r.get(8)?,
+                            prompt_tokens: n(9)?,
+                            completion_tokens: n(10)?,
+                            cached_tokens: n(11)?,
+                            cache_write_tokens: n(12)?,
+                            reasoning_tokens: n(13)?,
+                            cost_nano_usd: n(14)?,
+                            latency_ms: n(15)?,
+                            ttft_ms: r.get::<_, Option<i64>>(16)?.map(from_sql),
+                            cache: r.get(17)?,
+                            attempts: r.get(18)?,
+                            stream: r.get(19)?,
+                            usage_estimated: r.get(20)?,
+                        })
+                    })?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })();
+                let _ = reply.send(r.map_err(StoreError::from));
             }
             Msg::WindowSpend {
                 key_id,

@@ -23,11 +23,15 @@ enum CostCommand {
 
 #[derive(Debug, clap::Args)]
 struct SimulateArgs {
-    /// Recorded traffic: JSONL, one request per line with `model`, `prompt_tokens`,
-    /// `completion_tokens`, and optionally `ts` (Unix seconds), `provider`,
+    /// Recorded traffic: a spend log (the SQLite ledger file, e.g. `.sluice/ledger.sqlite`,
+    /// or a `postgres://` URL), or JSONL, one request per line with `model`,
+    /// `prompt_tokens`, `completion_tokens`, and optionally `ts` (Unix seconds), `provider`,
     /// `cached_prompt_tokens`, `cost_usd`.
     #[arg(long)]
     log: PathBuf,
+    /// With a spend log: replay the records of this period only (`7d`, `30d`; default all).
+    #[arg(long)]
+    since: Option<String>,
     /// The routing config to project (secrets it refers to need not be set).
     #[arg(long, short)]
     config: PathBuf,
@@ -75,9 +79,39 @@ fn signed_usd(before: u64, after: u64, factor: f64) -> String {
 fn simulate(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_file(&a.config, &super::LenientEnv)
         .with_context(|| format!("invalid config `{}`", a.config.display()))?;
+    let mut sim = Simulator::new(&config);
+    if let Some(ledger) = spend_log(&a.log)? {
+        let since = match &a.since {
+            Some(s) => sluice_server::admin_keys::since(s, sluice_store::unix_now_ms())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            None => 0,
+        };
+        let records = super::runtime()?
+            .block_on(ledger.export(since))
+            .context("cannot read the spend log")?;
+        for r in records.iter().filter(|r| r.status < 400) {
+            // The client's name for the model: the route it asked for, else the model.
+            let Some(model) = r.route.clone().or_else(|| r.model.clone()) else {
+                continue;
+            };
+            let record = Record {
+                ts: Some(r.ts_ms as f64 / 1000.0),
+                model,
+                provider: r.provider.clone(),
+                prompt_tokens: r.prompt_tokens,
+                completion_tokens: r.completion_tokens,
+                cached_prompt_tokens: r.cached_tokens,
+                cost_usd: Some(r.cost_nano_usd as f64 / 1e9),
+            };
+            sim.add(&record)
+                .map_err(|e| anyhow::anyhow!("spend record `{}`: {}", r.request_id, e.0))?;
+        }
+        let sim = sim.finish();
+        print(&sim, a)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let file = std::fs::File::open(&a.log)
         .with_context(|| format!("cannot open `{}`", a.log.display()))?;
-    let mut sim = Simulator::new(&config);
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read `{}`", a.log.display()))?;
         if line.trim().is_empty() {
@@ -91,6 +125,31 @@ fn simulate(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let sim = sim.finish();
     print(&sim, a)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The spend log at `log`, if it is one: a `postgres://` URL, or a SQLite file.
+fn spend_log(log: &std::path::Path) -> anyhow::Result<Option<sluice_store::Ledger>> {
+    let text = log.to_string_lossy();
+    let options = sluice_store::LedgerOptions {
+        retention_days: 0,
+        ..sluice_store::LedgerOptions::default()
+    };
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        let l = sluice_store::postgres::PgLedger::open(&text, options)
+            .context("cannot open the PostgreSQL spend log")?;
+        return Ok(Some(sluice_store::Ledger::Postgres(l)));
+    }
+    let mut magic = [0u8; 16];
+    let is_sqlite = std::fs::File::open(log)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"SQLite format 3\0";
+    if !is_sqlite {
+        return Ok(None);
+    }
+    let l = sluice_store::sqlite_ledger::SqliteLedger::open(log, options)
+        .with_context(|| format!("cannot open the spend log `{}`", log.display()))?;
+    Ok(Some(sluice_store::Ledger::Sqlite(l)))
 }
 
 fn print(sim: &Simulation, a: &SimulateArgs) -> anyhow::Result<()> {
