@@ -3,8 +3,9 @@
 //!
 //! A key is made from a JSON object of settings (`name`, `models`, `rpm`, `tpm`,
 //! `max_concurrent`, `budget_usd`, `budget_period`, `metadata`, `expires_at`,
-//! `expires_in`); an update applies the same fields, and `null` clears one. The secret is
-//! returned once, by create, and never again.
+//! `expires_in`, and at creation only `key`, an operator's own secret); an update applies
+//! the same fields, and `null` clears one. The secret is returned once, by create, and
+//! never again.
 
 use crate::body::{error_response, json, ResponseBody};
 use crate::state::AppState;
@@ -12,6 +13,8 @@ use http::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 use sluice_core::{keys, Error, ErrorKind};
 use sluice_store::{BudgetPeriod, Dimension, KeyRecord, Ledger, Report};
+
+pub use crate::tab::usd;
 
 fn bad(message: impl Into<String>) -> Error {
     ErrorKind::InvalidRequest {
@@ -157,8 +160,29 @@ pub async fn create(
     if !spec.get("name").is_some_and(Value::is_string) {
         return Err(bad("a key needs a `name`"));
     }
-    let secret = keys::new_secret()
+    let mut secret = keys::new_secret()
         .map_err(|message| -> Error { ErrorKind::Internal { message }.into() })?;
+    let mut spec = spec.clone();
+    if let Some(given) = spec.remove("key") {
+        // An operator's own secret (a key moved from another gateway, say).
+        let given = given
+            .as_str()
+            .filter(|s| s.len() >= 20 && s.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                bad("`key` must be a secret of at least 20 printable ASCII characters")
+            })?;
+        secret.hash = keys::hash(given);
+        secret.hint = keys::hint(given);
+        secret.secret = given.to_string();
+        if ledger
+            .key_by_hash(&secret.hash)
+            .await
+            .map_err(|e| store_error(&e))?
+            .is_some()
+        {
+            return Err(bad("a key with this secret already exists"));
+        }
+    }
     let mut key = KeyRecord {
         id: secret.id,
         hash: secret.hash,
@@ -167,7 +191,7 @@ pub async fn create(
         created_ms: now,
         ..KeyRecord::default()
     };
-    apply(&mut key, spec, now)?;
+    apply(&mut key, &spec, now)?;
     ledger.save_key(&key).await.map_err(|e| store_error(&e))?;
     Ok((key, secret.secret))
 }

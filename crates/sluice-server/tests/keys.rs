@@ -257,6 +257,30 @@ async fn key_lifecycle() {
         .unwrap()
         .contains("revoked"));
 
+    // An operator's own secret (a key moved from another gateway), once only.
+    let own = "sk-moved-from-elsewhere-0001";
+    let (given, _) = create_key(&gw, json!({"name": "moved", "key": own})).await;
+    assert_eq!(given, own);
+    assert_eq!(chat_as(&gw, own, chat("m", json!({}))).await.status, 200);
+    let r = call(
+        &gw,
+        Method::POST,
+        "/admin/keys",
+        json!({"name": "again", "key": own}),
+        Some(MASTER),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = call(
+        &gw,
+        Method::POST,
+        "/admin/keys",
+        json!({"name": "short", "key": "sk-1"}),
+        Some(MASTER),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+
     // Expired.
     let (old, _) = create_key(&gw, json!({"name": "old", "expires_at": 1})).await;
     let r = chat_as(&gw, &old, chat("m", json!({}))).await;

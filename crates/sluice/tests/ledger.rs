@@ -345,17 +345,20 @@ async fn keys_spend_and_cost_commands_read_what_a_gateway_recorded() {
     let table = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("team-")).collect();
     assert_eq!(rows.len(), 2, "{table}");
-    // The fake reports 12 prompt and 9 completion tokens: $0.000030 a request.
+    // The fake reports 12 prompt and 9 completion tokens: $0.00003 a request.
     assert!(
         rows.iter()
-            .any(|r| r.starts_with("team-b") && r.contains("$0.000060")),
+            .any(|r| r.starts_with("team-b") && r.ends_with("$0.00006")),
         "{table}"
     );
-    let team_a = format!("$0.{:06}", 30 * (answered - 2));
+    let team_a = format!(
+        "${}",
+        sluice_server::admin_keys::usd(30_000 * (answered - 2))
+    );
     assert!(
         rows.iter()
-            .any(|r| r.starts_with("team-a") && r.contains(&team_a)),
-        "{table}"
+            .any(|r| r.starts_with("team-a") && r.ends_with(&team_a)),
+        "{answered} {table}"
     );
     assert!(table.contains("TOTAL"), "{table}");
 

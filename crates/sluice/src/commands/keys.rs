@@ -24,7 +24,13 @@ pub struct KeysArgs {
 #[derive(Debug, clap::Subcommand)]
 enum KeysCommand {
     /// Make a key; prints its secret once.
-    Create(Settings),
+    Create {
+        #[command(flatten)]
+        settings: Settings,
+        /// Use this secret instead of a new random one (a key moved from another gateway).
+        #[arg(long)]
+        secret: Option<String>,
+    },
     /// Every key with its limits, budget and spend.
     List {
         /// Print JSON instead of a table.
@@ -144,6 +150,10 @@ impl Settings {
     }
 }
 
+fn spent_nano(v: &Value) -> u64 {
+    (v.as_f64().unwrap_or(0.0) * 1e9).round() as u64
+}
+
 fn opt(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -160,8 +170,14 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async move {
         let mut out = std::io::stdout().lock();
         match args.command {
-            KeysCommand::Create(s) => {
-                let spec = s.spec()?;
+            KeysCommand::Create {
+                settings: s,
+                secret,
+            } => {
+                let mut spec = s.spec()?;
+                if let Some(secret) = secret {
+                    spec.insert("key".into(), Value::from(secret));
+                }
                 if s.name.is_none() {
                     bail!("a key needs a name: --name NAME");
                 }
@@ -211,7 +227,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                                 opt(&v["tpm"]),
                                 opt(&v["max_concurrent"]),
                                 budget,
-                                format!("${:.4}", v["spend_usd"].as_f64().unwrap_or(0.0)),
+                                format!("${}", admin_keys::usd(spent_nano(&v["spend_usd"]))),
                                 opt(&v["hint"]),
                             ]
                         })

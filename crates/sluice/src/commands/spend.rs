@@ -137,7 +137,7 @@ pub fn run(args: SpendArgs) -> anyhow::Result<ExitCode> {
                     thousands(r.cached_tokens),
                     thousands(r.cache_write_tokens),
                     thousands(r.reasoning_tokens),
-                    format!("${:.6}", r.cost_nano_usd as f64 / 1e9),
+                    format!("${}", admin_keys::usd(r.cost_nano_usd)),
                 ]
             })
             .collect();
@@ -152,7 +152,7 @@ pub fn run(args: SpendArgs) -> anyhow::Result<ExitCode> {
             String::new(),
             String::new(),
             String::new(),
-            format!("${:.6}", total as f64 / 1e9),
+            format!("${}", admin_keys::usd(total)),
         ]);
         writeln!(
             out,
