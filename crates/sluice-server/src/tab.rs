@@ -365,17 +365,23 @@ impl Tab {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        let checks: Vec<Check> = self.checks.iter().map(|(c, _)| c.clone()).collect();
-        let actual: Vec<u64> = self
+        // A request-count window took exactly what it charged: nothing to settle there.
+        let (checks, actual): (Vec<Check>, Vec<u64>) = self
             .checks
             .iter()
-            .map(|(_, m)| match m {
-                Measure::Requests => 1,
-                Measure::Tokens => tokens,
-                Measure::Lease => 0,
-                Measure::Cost => cost,
+            .filter(|(_, m)| *m != Measure::Requests)
+            .map(|(c, m)| {
+                let actual = match m {
+                    Measure::Tokens => tokens,
+                    Measure::Cost => cost,
+                    Measure::Lease | Measure::Requests => 0,
+                };
+                (c.clone(), actual)
             })
-            .collect();
+            .unzip();
+        if checks.is_empty() {
+            return;
+        }
         let limiter = self.state.limiter.clone();
         let settle = async move {
             let now = sluice_store::unix_now_ms();

@@ -153,6 +153,7 @@ impl SqliteLedger {
                     conn,
                     shared: thread_shared,
                     options,
+                    draining: false,
                 };
                 w.run(&rx);
             })?;
@@ -381,6 +382,8 @@ struct Writer {
     conn: Connection,
     shared: Arc<Shared>,
     options: LedgerOptions,
+    /// Stopping: write what is queued without waiting for more.
+    draining: bool,
 }
 
 const KEY_COLUMNS: &str = "id, name, hash, hint, models, rpm, tpm, max_concurrent, \
@@ -431,7 +434,8 @@ impl Writer {
                 break;
             }
         }
-        // Shutdown: whatever is still queued behind the stop message is written too.
+        // Shutdown: whatever is still queued behind the stop message is written too, at once.
+        self.draining = true;
         while let Ok(first) = rx.try_recv() {
             self.batch(first, rx);
         }
@@ -445,28 +449,54 @@ impl Writer {
         }
     }
 
-    /// Handles `first` and what else is queued: records (up to `batch_size`) are written in
-    /// one transaction; other messages are answered after it. Returns whether to stop.
+    /// Handles `first` and what follows it: records are gathered until `batch_size` of them
+    /// are here, `flush_interval` has passed since the first, or a flush, a query or the
+    /// shutdown arrives, and are then written in one transaction (so a light, steady load
+    /// costs one commit per interval, not one per request); other messages are answered
+    /// after it. Returns whether to stop.
     fn batch(&mut self, first: Msg, rx: &mpsc::Receiver<Msg>) -> bool {
         let mut records: Vec<SpendRecord> = Vec::new();
         let mut flushes = Vec::new();
         let mut rest = Vec::new();
         let mut stop = false;
+        let deadline = Instant::now() + self.options.flush_interval;
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Record(r) => records.push(*r),
-                Msg::Flush(reply) => flushes.push(reply),
-                Msg::Shutdown => stop = true,
+                Msg::Flush(reply) => {
+                    flushes.push(reply);
+                    break;
+                }
+                Msg::Shutdown => {
+                    stop = true;
+                    break;
+                }
                 other => {
                     // A query: answer it once the records before it are written.
                     rest.push(other);
                     break;
                 }
             }
-            if records.len() < self.options.batch_size.max(1) {
-                next = rx.try_recv().ok();
+            if records.len() >= self.options.batch_size.max(1) {
+                break;
             }
+            next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(mpsc::TryRecvError::Disconnected) => None,
+                Err(mpsc::TryRecvError::Empty) if self.draining => None,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(m) => Some(m),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            stop = true;
+                            None
+                        }
+                    }
+                }
+            };
         }
         if !records.is_empty() {
             let n = records.len() as u64;
