@@ -26,12 +26,10 @@ fn data_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A gateway with a master key, models `m` ($1 in, $2 out per million) and `emb`, and
-/// `extra` TOML appended.
-async fn gateway(name: &str, extra: &str) -> (FakeUpstream, Gateway, PathBuf) {
-    let fake = FakeUpstream::start().await;
-    let dir = data_dir(name);
-    let toml = format!(
+/// A config with a master key, data in `dir`, models `m` ($1 in, $2 out per million) and
+/// `emb` at `upstream`, and `extra` TOML appended.
+fn keyed_config(dir: &std::path::Path, upstream: &str, extra: &str) -> String {
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
@@ -53,9 +51,14 @@ provider = "fake"
 {extra}
 "#,
         dir = dir.display(),
-        upstream = fake.base_url(),
-    );
-    let gw = start_with(&toml).await;
+    )
+}
+
+/// A fake upstream and a gateway of [`keyed_config`] in front of it.
+async fn gateway(name: &str, extra: &str) -> (FakeUpstream, Gateway, PathBuf) {
+    let fake = FakeUpstream::start().await;
+    let dir = data_dir(name);
+    let gw = start_with(&keyed_config(&dir, &fake.base_url(), extra)).await;
     (fake, gw, dir)
 }
 
@@ -572,25 +575,7 @@ async fn budget_and_spend_survive_a_restart() {
     let mut gw = gw;
     gw.begin_shutdown().await.unwrap().unwrap();
     // A new gateway on the same data directory: one request's worth is left.
-    let toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-master_key = "{MASTER}"
-[storage]
-data_dir = "{dir}"
-[[providers]]
-name = "fake"
-type = "openai"
-base_url = "{upstream}"
-[[models]]
-name = "m"
-provider = "fake"
-price = {{ input = 1.0, output = 2.0 }}
-"#,
-        dir = dir.display(),
-        upstream = fake.base_url(),
-    );
+    let toml = keyed_config(&dir, &fake.base_url(), "");
     let gw = start_with(&toml).await;
     assert_eq!(chat_as(&gw, &secret, exact_chat()).await.status, 200);
     let r = chat_as(&gw, &secret, exact_chat()).await;
