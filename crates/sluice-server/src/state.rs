@@ -22,7 +22,7 @@ use sluice_core::routing::{self, Candidate, Priority, RequestFacts, Strategy};
 use sluice_core::{rng, Error, ErrorKind, Secret};
 use sluice_providers::Provider;
 use sluice_store::{Ledger, LedgerOptions, Limiter};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -271,8 +271,8 @@ pub struct AppState {
     pub limits_config: LimitsConfig,
     /// Authentication, limit and spend counters.
     pub tab_metrics: crate::tab::TabMetrics,
-    /// Budget counters seeded from the spend log in this process.
-    seeded: Mutex<HashSet<String>>,
+    /// Budget counters seeded from the spend log in this process, and when.
+    seeded: Mutex<HashMap<String, Instant>>,
 }
 
 fn header_value(name: &str, what: &str) -> Result<HeaderValue, Error> {
@@ -398,7 +398,7 @@ impl AppState {
             keys: KeyCache::default(),
             keys_config: config.keys,
             limits_config: config.limits,
-            seeded: Mutex::new(HashSet::new()),
+            seeded: Mutex::new(HashMap::new()),
             tab_metrics: crate::tab::TabMetrics::default(),
             cache,
             cache_config: config.cache,
@@ -577,15 +577,26 @@ impl AppState {
         self.seeded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(name)
+            .contains_key(name)
+    }
+
+    /// When budget counter `name` was last seeded, if ever.
+    pub fn seeded_at(&self, name: &str) -> Option<Instant> {
+        self.seeded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .copied()
     }
 
     /// Notes that budget counter `name` is seeded.
     pub fn mark_seeded(&self, name: &str) {
-        self.seeded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_string());
+        let mut seeded = self.seeded.lock().unwrap_or_else(PoisonError::into_inner);
+        if seeded.len() >= 100_000 {
+            // Windows of days gone by: forget them all, the live ones are seeded again.
+            seeded.clear();
+        }
+        seeded.insert(name.to_string(), Instant::now());
     }
 
     /// A route by name.

@@ -420,11 +420,33 @@ fn named(scope: &str, id: &str, what: &str, kind: CheckKind) -> Check {
     }
 }
 
-/// Seeds a budget counter from the durable spend log, once per window per process.
-async fn seed(state: &AppState, key_id: &str, window: &str, name: &str, ends: Option<u64>) {
-    if state.seeded_contains(name) {
-        return;
+/// How often a budget counter on Redis is seeded again (a no-op while Redis holds it; after
+/// a Redis restart that lost it, the spend log's figure comes back).
+const RESEED_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Seeds a budget counter from the durable spend log: before the window's first request in
+/// this process (waited for), and on Redis again every minute (in the background).
+async fn seed(state: &Arc<AppState>, key_id: &str, window: &str, name: &str, ends: Option<u64>) {
+    match state.seeded_at(name) {
+        None => seed_now(state, key_id, window, name, ends).await,
+        Some(at)
+            if matches!(state.limiter, sluice_store::Limiter::Redis(_))
+                && at.elapsed() >= RESEED_INTERVAL =>
+        {
+            state.mark_seeded(name);
+            let (state, key_id, window, name) = (
+                Arc::clone(state),
+                key_id.to_string(),
+                window.to_string(),
+                name.to_string(),
+            );
+            tokio::spawn(async move { seed_now(&state, &key_id, &window, &name, ends).await });
+        }
+        Some(_) => {}
     }
+}
+
+async fn seed_now(state: &AppState, key_id: &str, window: &str, name: &str, ends: Option<u64>) {
     let Some(ledger) = &state.ledger else {
         state.mark_seeded(name);
         return;
