@@ -351,6 +351,7 @@ fn close_tab(response: &mut Response<ResponseBody>, outcome: &mut Outcome) -> Op
     };
     if let ResponseBody::Relay(relay) = response.body_mut() {
         relay.attach(tab, outcome.attempts, cache);
+        relay.send_cost_comment();
         return None;
     }
     let status = response.status();

@@ -147,6 +147,9 @@ pub struct Relay {
     ttft: Duration,
     /// The request's tab, closed when the stream ends, with how it was served.
     tab: Option<(Tab, u32, &'static str)>,
+    /// Send the cost as a last SSE comment (`: x-sluice-cost-usd 0.00225`) once the tab
+    /// closes: this relay's client is the one who paid.
+    cost_comment: bool,
 }
 
 /// How to relay one stream.
@@ -216,6 +219,7 @@ impl Relay {
             estimated_prompt_tokens: p.estimated_prompt_tokens,
             ttft: p.ttft,
             tab: None,
+            cost_comment: false,
         }
     }
 
@@ -223,6 +227,12 @@ impl Relay {
     /// tries, `cache` what the cache did.
     pub fn attach(&mut self, tab: Tab, attempts: u32, cache: &'static str) {
         self.tab = Some((tab, attempts, cache));
+    }
+
+    /// Ends a clean stream with an SSE comment that carries its cost, after `[DONE]`
+    /// (SSE readers skip comments, so no client is disturbed by it).
+    pub fn send_cost_comment(&mut self) {
+        self.cost_comment = true;
     }
 
     fn metrics(&self) -> &crate::metrics::EndpointMetrics {
@@ -367,9 +377,10 @@ impl Relay {
         }
     }
 
-    fn record(&mut self, completed: bool) {
+    /// Records the stream's end; returns its cost when a tab was closed.
+    fn record(&mut self, completed: bool) -> Option<u64> {
         if self.recorded {
-            return;
+            return None;
         }
         self.recorded = true;
         let elapsed = self.started.elapsed();
@@ -394,13 +405,14 @@ impl Relay {
         if !completed {
             self.state.metrics.client_disconnects.fetch_add(1, Relaxed);
         }
+        let mut cost = None;
         if let Some((tab, attempts, cache)) = self.tab.take() {
             let status = match (self.failed, completed) {
                 (true, _) => 502,
                 (false, false) => 499,
                 (false, true) => 200,
             };
-            tab.close(End {
+            cost = Some(tab.close(End {
                 deployment: Some(self.series),
                 status,
                 usage: self.usage(),
@@ -408,9 +420,10 @@ impl Relay {
                 ttft: Some(self.ttft),
                 cache,
                 attempts,
-            });
+            }));
         }
         self.state.metrics.in_flight.fetch_sub(1, Relaxed);
+        cost
     }
 }
 
@@ -428,7 +441,12 @@ impl Body for Relay {
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
             if this.ended {
-                this.record(true);
+                if let (Some(nano), true, false) =
+                    (this.record(true), this.cost_comment, this.failed)
+                {
+                    let comment = format!(": x-sluice-cost-usd {}\n\n", crate::tab::usd(nano));
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(comment)))));
+                }
                 return Poll::Ready(None);
             }
             if let Some(data) = this.first.take() {
@@ -476,6 +494,6 @@ impl Body for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.record(false);
+        let _ = self.record(false);
     }
 }

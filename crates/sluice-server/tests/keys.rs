@@ -666,9 +666,12 @@ base_url = "{upstream}"
         )
         .await
         .unwrap();
-        let (events, err) = s.collect_events().await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        // The stream's cost comes last, as an SSE comment after `[DONE]`.
+        let body = String::from_utf8(s.collect_body().await.unwrap().to_vec()).unwrap();
+        assert!(
+            body.ends_with(&format!("data: [DONE]\n\n: x-sluice-cost-usd {nano}\n\n")),
+            "{body}"
+        );
     }
     let ledger = gw.state.ledger.as_ref().unwrap();
     ledger.flush().await;
