@@ -26,15 +26,18 @@
 //!   index the [`Denial`] reports); only when all pass is every one charged. A refused
 //!   request charges nothing (it may delete expired state).
 //! - Settle, per check: Window: if the bucket charged at admission (`ticket.at / 1000`) is
-//!   still in the window and this ticket was not settled on this window before, the bucket
-//!   is corrected by `actual - cost`, never below zero (a bucket already out of the window
-//!   is left alone). Settled tickets are remembered per window while their bucket is in the
-//!   window, so a second settle changes nothing. Concurrency: the lease ends. Budget: the
+//!   still in the window, it is corrected by `actual - cost`, never below zero (a bucket
+//!   already out of the window is left alone). Concurrency: the lease ends. Budget: the
 //!   expired reservations are released; if this ticket's reservation is still there it is
-//!   removed and `actual` is added to spent (so a second settle adds nothing). A settle
-//!   after the lease ended adds nothing: the lease must outlast the longest request (the
+//!   removed and `actual` is added to spent. A settle after the lease ended
+//!   ([`Ticket::lease_ends`]) adds nothing: the lease must outlast the longest request (the
 //!   durable spend log stays exact and re-seeds the counters on restart).
 //!   A missing `actual[i]` counts as the estimate (`cost` / `reserve`).
+//! - Settle is called once per ticket, with the checks given to admit (or some of them):
+//!   the caller's contract, as nothing records which tickets were settled (that record,
+//!   one entry per request of the last minute, cost more than the rest of the limiter). A
+//!   second settle would correct its windows again; its leases and reservations end once
+//!   (a second settle of those changes nothing).
 //! - Names: a check's name is used by one kind only, and is unique within a request.
 //!   Ticket ids are unique per admission.
 //!
@@ -123,6 +126,8 @@ pub struct Ticket {
     pub id: String,
     /// When it was admitted.
     pub at: UnixMs,
+    /// When its leases and reservations end (`at` plus the lease).
+    pub lease_ends: UnixMs,
     /// Admitted by the in-process fallback, because Redis failed.
     pub fallback: bool,
 }
@@ -182,9 +187,11 @@ impl Limiter {
     /// Ends an admission: `actual[i]` is what check `i` really took (Window: the actual
     /// units, replacing `cost` in the bucket it was charged to; Concurrency: ignored, the
     /// lease ends; Budget: the actual cost, added to spent as the reservation ends). Pass
-    /// the checks given to [`Limiter::admit`]. A fallback ticket is settled by the fallback;
-    /// a Redis ticket while Redis fails returns the error (its leases and reservations
-    /// then end with their lease).
+    /// the checks given to [`Limiter::admit`] (or some of them: a window whose actual is its
+    /// cost has nothing to settle), and call it once per ticket: a second settle corrects
+    /// the windows again. A fallback ticket is settled by the fallback; a Redis ticket
+    /// while Redis fails returns the error (its leases and reservations then end with
+    /// their lease).
     pub async fn settle(
         &self,
         ticket: &Ticket,

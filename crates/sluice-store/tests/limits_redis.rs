@@ -488,3 +488,160 @@ async fn survives_redis_dying_and_restarting_without_its_scripts() {
     assert_eq!(limiter.spent("total").await.expect("spent"), 7);
     println!("fallbacks: {}", limiter.fallbacks());
 }
+
+/// `(field, value)` pairs of the hash at `key`.
+async fn hash(client: &RedisClient, key: &str) -> Vec<(String, u64)> {
+    let reply = client
+        .cmd(&[b"HGETALL", key.as_bytes()])
+        .await
+        .expect("hgetall");
+    let Value::Array(parts) = reply else {
+        panic!("HGETALL: {reply:?}");
+    };
+    let text = |v: &Value| match v {
+        Value::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+        other => panic!("HGETALL: {other:?}"),
+    };
+    parts
+        .chunks(2)
+        .map(|p| (text(&p[0]), text(&p[1]).parse().expect("a number")))
+        .collect()
+}
+
+async fn pttl(client: &RedisClient, key: &str) -> i64 {
+    client
+        .cmd(&[b"PTTL", key.as_bytes()])
+        .await
+        .expect("pttl")
+        .as_int()
+        .expect("int")
+}
+
+#[tokio::test]
+async fn the_layout_keeps_totals_and_expiries() {
+    let prefix = Prefix::new();
+    let client = RedisClient::new(&redis_url(), OP_TIMEOUT).expect("url");
+    let limiter = Limiter::Redis(sluice_store::limits::RedisLimiter::with_client(
+        client.clone(),
+        &prefix,
+    ));
+    let t0 = now() / 1_000 * 1_000;
+    let tpm = |cost| window("tpm", 100, cost);
+    let checks = |cost| {
+        [
+            tpm(cost),
+            concurrency("conc", 10),
+            budget("day", 1_000, 50, Some(t0 + 3_600_000)),
+        ]
+    };
+    // Three seconds of admissions, then one settled up and one down.
+    let mut tickets = Vec::new();
+    for (n, (at, cost)) in [(0, 10), (1_000, 20), (1_000, 5), (2_500, 7)]
+        .into_iter()
+        .enumerate()
+    {
+        let t = limiter
+            .admit(&format!("t{n}"), &checks(cost), t0 + at, LEASE)
+            .await
+            .expect("never fails")
+            .expect("fits");
+        tickets.push((t, cost));
+    }
+    let (t1, _) = &tickets[1];
+    limiter
+        .settle(t1, &checks(20), &[26, 0, 40], t0 + 3_000)
+        .await
+        .expect("settle");
+    let (t2, _) = &tickets[2];
+    limiter
+        .settle(t2, &checks(5), &[0, 0, 0], t0 + 3_000)
+        .await
+        .expect("settle");
+    // The window: a bucket per second, their total, the oldest second; 65 s to live.
+    let s = t0 / 1_000;
+    let key = format!("{prefix}lim:tpm#w");
+    let mut fields = hash(&client, &key).await;
+    fields.sort();
+    let mut want = vec![
+        (s.to_string(), 10),
+        ((s + 1).to_string(), 26),
+        ((s + 2).to_string(), 7),
+        ("o".to_string(), s),
+        ("t".to_string(), 43),
+    ];
+    want.sort();
+    assert_eq!(fields, want);
+    let ttl = pttl(&client, &key).await;
+    assert!(ttl > 60_000 && ttl <= 65_000, "{ttl}");
+    // Sixty seconds on, bucket s is out: 100 - 33 = 67 fit, 68 do not.
+    let later = t0 + 61_000;
+    assert!(limiter
+        .admit("x", &[tpm(68)], later, LEASE)
+        .await
+        .expect("never fails")
+        .is_err());
+    assert!(limiter
+        .admit("y", &[tpm(67)], later, LEASE)
+        .await
+        .expect("never fails")
+        .is_ok());
+    let fields = hash(&client, &key).await;
+    assert!(fields.contains(&("t".to_string(), 100)), "{fields:?}");
+    assert!(fields.contains(&("o".to_string(), s + 1)), "{fields:?}");
+    assert!(
+        !fields.iter().any(|(f, _)| f == &s.to_string()),
+        "{fields:?}"
+    );
+    // Concurrency and reservations: kept a minute or two past the longest lease.
+    for suffix in ["conc", "day#leases", "day#reserved"] {
+        let ttl = pttl(&client, &format!("{prefix}lim:{suffix}")).await;
+        let lease = LEASE.as_millis() as i64;
+        assert!(
+            ttl > lease + 60_000 && ttl <= lease + 120_000,
+            "{suffix}: {ttl}"
+        );
+    }
+    // Two leases and two reservations left (t0, t3); spent 40 + 0.
+    assert_eq!(limiter.spent("day").await.expect("spent"), 40);
+    let reserved = client
+        .cmd(&[b"GET", format!("{prefix}lim:day#reserved").as_bytes()])
+        .await
+        .expect("get");
+    assert_eq!(reserved, Value::Bulk(b"100".to_vec().into()));
+    // A hash of buckets without a total (as a settle on a new key leaves it): counted from
+    // its fields, which get their total.
+    let old = format!("{prefix}lim:old#w");
+    let (b1, b2) = ((s - 70).to_string(), (s - 5).to_string());
+    client
+        .cmd(&[
+            b"HSET",
+            old.as_bytes(),
+            b1.as_bytes(),
+            b"50",
+            b2.as_bytes(),
+            b"30",
+        ])
+        .await
+        .expect("hset");
+    let old_check = |cost| [window("old", 100, cost)];
+    assert!(limiter
+        .admit("o1", &old_check(71), t0, LEASE)
+        .await
+        .expect("never fails")
+        .is_err());
+    assert!(limiter
+        .admit("o2", &old_check(70), t0, LEASE)
+        .await
+        .expect("never fails")
+        .is_ok());
+    let mut fields = hash(&client, &old).await;
+    fields.sort();
+    let mut want = vec![
+        (b2.clone(), 30),
+        (s.to_string(), 70),
+        ("o".to_string(), s - 5),
+        ("t".to_string(), 100),
+    ];
+    want.sort();
+    assert_eq!(fields, want);
+}

@@ -5,7 +5,7 @@
 //!
 //! State, per name (see the parent module for the semantics it implements):
 //! - window: `buckets` second -> units (a `BTreeMap`, so pruning the old ones is one
-//!   `split_off`), and `settled`, the `(bucket, ticket id)` pairs settled on it;
+//!   `split_off`); nothing per ticket (a ticket is settled once: the caller's contract);
 //! - concurrency: [`Leases`], ticket id -> expiry, with an index ordered by expiry;
 //! - budget: `spent` (`None`: absent), reservation amounts by ticket id, their [`Leases`]
 //!   and their sum `reserved`.
@@ -58,7 +58,6 @@ struct State {
 #[derive(Default)]
 struct Window {
     buckets: BTreeMap<u64, u64>,
-    settled: BTreeSet<(u64, String)>,
 }
 
 /// Leases by ticket id, with an index by expiry.
@@ -94,7 +93,7 @@ impl Window {
         sec.saturating_sub(WINDOW_SPAN_S)
     }
 
-    /// Drops the buckets and settle marks that left the window.
+    /// Drops the buckets that left the window.
     fn prune(&mut self, sec: u64) {
         let low = Self::low(sec);
         if self
@@ -103,14 +102,6 @@ impl Window {
             .is_some_and(|(&b, _)| b < low)
         {
             self.buckets = self.buckets.split_off(&low);
-        }
-        self.prune_settled(sec);
-    }
-
-    fn prune_settled(&mut self, sec: u64) {
-        let low = Self::low(sec);
-        if self.settled.first().is_some_and(|(b, _)| *b < low) {
-            self.settled = self.settled.split_off(&(low, String::new()));
         }
     }
 
@@ -138,7 +129,7 @@ impl Window {
     }
 
     fn is_empty(&self) -> bool {
-        self.buckets.is_empty() && self.settled.is_empty()
+        self.buckets.is_empty()
     }
 }
 
@@ -297,15 +288,11 @@ impl State {
         match check.kind {
             CheckKind::Window { cost, .. } => {
                 let actual = actual.unwrap_or(cost);
-                let (bucket, sec) = (ticket.at / 1_000, now / 1_000);
-                if bucket < Window::low(sec) {
-                    return; // out of the window: left alone
+                let bucket = ticket.at / 1_000;
+                if bucket < Window::low(now / 1_000) || actual == cost {
+                    return; // out of the window: left alone; or nothing to correct
                 }
                 let w = slot(&mut self.windows, &check.name);
-                w.prune_settled(sec);
-                if !w.settled.insert((bucket, ticket.id.clone())) || actual == cost {
-                    return;
-                }
                 let units = w.buckets.get(&bucket).copied().unwrap_or(0);
                 match units.saturating_add(actual).saturating_sub(cost) {
                     0 => w.buckets.remove(&bucket),
@@ -381,6 +368,7 @@ impl MemoryLimiter {
         Ok(Ticket {
             id: id.to_owned(),
             at: now,
+            lease_ends: now.saturating_add(lease_ms),
             fallback: false,
         })
     }
