@@ -1,0 +1,150 @@
+//! The crate's one error type.
+//!
+//! [`Error`] boxes an [`ErrorKind`] so `Result<T, Error>` stays one pointer wide. The kinds are
+//! grouped by who can fix them: the model file (`InvalidFile`, `UnsupportedArchitecture`,
+//! `MissingMetadata`, `InvalidMetadata`, `UnsupportedTokenizer`, `Template`), the request
+//! (`InvalidRequest`, `ContextLengthExceeded`, `TemplateRender`), load (`QueueFull`, which the
+//! server maps to 503 + `Retry-After`) and the runtime (`Io`, `Backend`, `Unloaded`, `Internal`).
+
+use std::path::PathBuf;
+
+/// An error from loading or running a local model.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Error(Box<ErrorKind>);
+
+/// What went wrong; see [`Error::kind`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The model file could not be opened or read.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a readable GGUF file (bad magic, truncated, corrupt tensor data).
+    #[error("`{path}` is not a valid GGUF file: {reason}")]
+    InvalidFile {
+        /// The file.
+        path: PathBuf,
+        /// What the reader reported.
+        reason: String,
+    },
+    /// `general.architecture` names a model family this runtime cannot run.
+    #[error("unsupported model architecture `{0}` (supported: `llama`, `qwen2`)")]
+    UnsupportedArchitecture(String),
+    /// A required GGUF metadata key is absent.
+    #[error("missing GGUF metadata key `{0}`")]
+    MissingMetadata(String),
+    /// A GGUF metadata key or tensor has the wrong type, shape or value.
+    #[error("invalid GGUF metadata `{key}`: {reason}")]
+    InvalidMetadata {
+        /// The metadata key or tensor name.
+        key: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The tokenizer described by the metadata is not supported (model or pre-tokenizer).
+    #[error("unsupported tokenizer: {0}")]
+    UnsupportedTokenizer(String),
+    /// The tokenizer failed to build or to encode.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    /// The chat template in `tokenizer.chat_template` does not compile.
+    #[error("invalid chat template: {0}")]
+    Template(String),
+    /// The chat template failed while rendering this request's messages (including
+    /// `raise_exception` calls from the template).
+    #[error("chat template rejected the messages: {0}")]
+    TemplateRender(String),
+    /// A request parameter is out of range.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The rendered prompt does not leave room for a single generated token.
+    #[error("prompt has {prompt_tokens} tokens but the context length is {context_length}")]
+    ContextLengthExceeded {
+        /// Tokens in the rendered prompt.
+        prompt_tokens: usize,
+        /// The model's context length as loaded.
+        context_length: usize,
+    },
+    /// The model's request queue is full; retry later.
+    #[error("the model's request queue is full ({capacity} waiting)")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The model was unloaded while the request waited or ran.
+    #[error("the model was unloaded")]
+    Unloaded,
+    /// The tensor backend (candle) failed.
+    #[error("model backend error: {0}")]
+    Backend(String),
+    /// A bug: a worker panicked or a channel closed unexpectedly.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+// === impl Error ===
+
+impl Error {
+    /// The kind of error.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+
+    /// Whether the caller should retry later (the queue was full).
+    pub fn is_queue_full(&self) -> bool {
+        matches!(*self.0, ErrorKind::QueueFull { .. })
+    }
+
+    pub(crate) fn backend(error: impl std::fmt::Display) -> Self {
+        ErrorKind::Backend(error.to_string()).into()
+    }
+
+    pub(crate) fn invalid_file(path: &std::path::Path, reason: impl std::fmt::Display) -> Self {
+        ErrorKind::InvalidFile {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        }
+        .into()
+    }
+
+    pub(crate) fn invalid_metadata(key: &str, reason: impl std::fmt::Display) -> Self {
+        ErrorKind::InvalidMetadata {
+            key: key.to_owned(),
+            reason: reason.to_string(),
+        }
+        .into()
+    }
+
+    pub(crate) fn invalid_request(reason: impl std::fmt::Display) -> Self {
+        ErrorKind::InvalidRequest(reason.to_string()).into()
+    }
+
+    pub(crate) fn tokenizer(error: impl std::fmt::Display) -> Self {
+        ErrorKind::Tokenizer(error.to_string()).into()
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Self(Box::new(kind))
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Turns a caught panic payload into an [`ErrorKind::Internal`].
+pub(crate) fn panic_error(what: &str, payload: &(dyn std::any::Any + Send)) -> Error {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    ErrorKind::Internal(format!("{what} panicked: {message}")).into()
+}

@@ -1,0 +1,87 @@
+//! # sluice-local
+//!
+//! The local model runtime's chat half: GGUF chat models (`llama`, `qwen2`) run on candle (CPU
+//! by default; the `cuda` and `metal` features forward to candle's and are untested here), with
+//! the tokenizer and chat template taken from the file, streaming generation on dedicated OS
+//! threads and memory accounting for a model pool. No dependency on other sluice crates; the
+//! server wires it in.
+//!
+//! ## Using it
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sluice_local::Error> {
+//! use sluice_local::{ChatMessage, ChatModel, ChatRequest, GenerationEvent, LoadOptions};
+//!
+//! let path = std::path::Path::new("model.gguf");
+//! let options = LoadOptions { parallel: 2, queue_capacity: 8, context_length: Some(4096) };
+//! let budget = sluice_local::estimate_memory(path, options.parallel, options.context_length)?;
+//! // `load` reads the whole file: run it on a blocking thread.
+//! let model = ChatModel::load(path, &options)?;
+//! let request = ChatRequest {
+//!     messages: vec![ChatMessage::new("user", "Hello")],
+//!     max_tokens: Some(64),
+//!     ..ChatRequest::default()
+//! };
+//! let mut generation = model.submit(request)?; // `QueueFull` at once when saturated → 503
+//! while let Some(event) = generation.next().await {
+//!     match event? {
+//!         GenerationEvent::Delta(text) => { /* send an SSE chunk */ let _ = text; }
+//!         GenerationEvent::Done(done) => { let _ = (done.finish_reason.as_str(), done.usage); }
+//!     }
+//! }
+//! # let _ = budget; Ok(()) }
+//! ```
+//!
+//! ## Pieces
+//!
+//! * [`gguf`]: header view ([`ModelInfo`]), [`estimate_memory`] (from file size + header) and
+//!   the accounting behind [`ChatModel::memory`].
+//! * `tokenizer`: byte-level BPE from `tokenizer.ggml.*`, pre-tokenizer chosen by
+//!   `tokenizer.ggml.pre`, UTF-8-safe streaming decode.
+//! * `template`: `tokenizer.chat_template` on minijinja with `transformers` parity
+//!   (`raise_exception`, `strftime_now`, Python-exact `tojson`).
+//! * `stop`: stop strings spanning tokens (held back, never emitted).
+//! * [`model`]: [`ChatModel`], slot threads, bounded queue, sampling, streaming.
+//! * [`pool`]: [`Pool`], loaded models under a memory budget: lazy single-flight loads,
+//!   LRU eviction of idle models (never one in use), keep-alive, pins, preload, SHA-256
+//!   checks, a [`PoolSnapshot`] for health; generic over a [`Loader`] ([`GgufLoader`] for
+//!   [`ChatModel`]s) and a [`Clock`].
+//! * [`discovery`]: GGUF files in a models directory and models in Ollama's manifest store.
+//! * [`testing`]: seeded writer of tiny llama/qwen2 GGUF files in F32, F16, Q8_0, Q4_0 and
+//!   Q4_K_M, used by the tests and by benchmarks.
+//!
+//! ## Limits
+//!
+//! * llama positions are capped at 4096 (candle's rope table); Llama-3.1 rope scaling is ignored.
+//! * qwen2 slots each hold a copy of the weights (candle's qwen2 model is not `Clone`).
+//! * SentencePiece GGUFs (`tokenizer.ggml.model = "llama"`) are not supported.
+//! * Memory accounting excludes candle's lazily built x86 repack of K-quant weights and
+//!   attention transients.
+//! * candle's CPU thread pool is process-wide: set `CANDLE_NUM_THREADS` and
+//!   `CANDLE_BARRIER_POOL_SPIN_LIMIT` in the environment before the first load.
+
+pub mod discovery;
+pub mod error;
+pub mod gguf;
+pub mod model;
+pub mod pool;
+mod stop;
+mod template;
+pub mod testing;
+mod tokenizer;
+
+pub use error::{Error, ErrorKind, Result};
+pub use gguf::{estimate_memory, read_model_info, Architecture, MemoryUsage, ModelInfo};
+pub use model::{
+    ChatModel, ChatRequest, Completion, FinishReason, Generation, GenerationEvent, LoadOptions,
+    SamplingParams, Usage,
+};
+pub use pool::{
+    default_memory_budget, plan_eviction, Clock, GgufLoader, KeepAlive, Lease, Loaded, Loader,
+    ModelSpec, ModelState, ModelStatus, Pool, PoolConfig, PoolError, PoolErrorKind, PoolSnapshot,
+    PreloadEvent, PreloadReport, SystemClock,
+};
+pub use template::{ChatMessage, DEFAULT_CHAT_TEMPLATE};
+
+#[cfg(test)]
+mod tests;

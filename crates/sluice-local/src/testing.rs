@@ -1,0 +1,444 @@
+//! Writes small GGUF chat models with random weights, for tests and benchmarks.
+//!
+//! The weights come from a seeded SplitMix64 generator (candle's CPU device cannot be seeded),
+//! so the same [`TestModel`] always writes the same file. The metadata is real: llama.cpp's keys
+//! for `llama`/`qwen2`, a byte-level BPE vocabulary (the 256 GPT-2 byte tokens, a few merges and
+//! the template's control tokens), `tokenizer.ggml.pre`, BOS/EOS ids and a Jinja
+//! `tokenizer.chat_template`. Output rows of control tokens and of non-printable bytes are damped
+//! so random models mostly generate printable ASCII and rarely end early.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::tokenizer::byte_chars;
+
+/// Llama-3-style chat template of the llama test model.
+pub const LLAMA_TEMPLATE: &str = "{{- bos_token }}\n{%- for message in messages %}\n    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n{%- endif %}\n";
+
+/// ChatML template (Qwen2.5-style default system prompt) of the qwen2 test model.
+pub const QWEN2_TEMPLATE: &str = "{%- for message in messages %}\n    {%- if loop.first and message['role'] != 'system' %}\n        {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n    {%- endif %}\n    {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n";
+
+const LLAMA_SPECIALS: &[&str] = &[
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+];
+const QWEN2_SPECIALS: &[&str] = &["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+
+const MERGES: &[(&str, &str)] = &[
+    ("Ġ", "t"),
+    ("h", "e"),
+    ("i", "n"),
+    ("e", "r"),
+    ("Ġ", "a"),
+    ("o", "n"),
+    ("r", "e"),
+    ("a", "t"),
+    ("e", "n"),
+    ("Ġ", "s"),
+    ("o", "r"),
+    ("a", "n"),
+    ("i", "s"),
+    ("l", "l"),
+    ("Ġ", "w"),
+    ("Ġt", "he"),
+    ("Ġ", "h"),
+    ("l", "o"),
+    ("Ġ", "H"),
+    ("e", "l"),
+    ("Ġ", "o"),
+    ("Ġ", "c"),
+    ("e", "s"),
+    ("o", "u"),
+    ("i", "t"),
+    ("Ġw", "or"),
+    ("l", "d"),
+    ("Ġwor", "ld"),
+    ("H", "el"),
+    ("Hel", "lo"),
+    ("Ġ", "i"),
+    ("Ġ", "b"),
+];
+
+/// Which model family to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestArch {
+    /// `llama`: Llama-3-style template, `pre = "llama-bpe"`, separate `output.weight`.
+    Llama,
+    /// `qwen2`: ChatML template, `pre = "qwen2"`, q/k/v biases, output tied to the embeddings.
+    Qwen2,
+}
+
+/// The tensor type of the weight matrices (norms and biases stay F32, as llama.cpp writes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestDType {
+    /// `general.file_type = 0`.
+    F32,
+    /// `general.file_type = 1`.
+    F16,
+    /// `general.file_type = 7`; rows must be multiples of 32.
+    Q8_0,
+    /// `general.file_type = 2`; rows must be multiples of 32.
+    Q4_0,
+    /// `general.file_type = 15`: Q4K, with Q6K for `output` and for `attn_v`/`ffn_down` of the
+    /// layers llama.cpp's `use_more_bits` picks; rows must be multiples of 256.
+    Q4KM,
+}
+
+// === impl TestDType ===
+
+impl TestDType {
+    /// Every dtype, for tests that loop over them.
+    pub const ALL: [TestDType; 5] = [Self::F32, Self::F16, Self::Q8_0, Self::Q4_0, Self::Q4KM];
+
+    fn file_type(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q8_0 => 7,
+            Self::Q4KM => 15,
+        }
+    }
+
+    fn base(self) -> GgmlDType {
+        match self {
+            Self::F32 => GgmlDType::F32,
+            Self::F16 => GgmlDType::F16,
+            Self::Q8_0 => GgmlDType::Q8_0,
+            Self::Q4_0 => GgmlDType::Q4_0,
+            Self::Q4KM => GgmlDType::Q4K,
+        }
+    }
+
+    /// The row multiple the type needs.
+    pub fn block(self) -> usize {
+        self.base().block_size()
+    }
+}
+
+/// A test model description; [`TestModel::tiny`] gives one that loads and runs in milliseconds.
+#[derive(Debug, Clone)]
+pub struct TestModel {
+    /// Model family.
+    pub arch: TestArch,
+    /// Weight type.
+    pub dtype: TestDType,
+    /// `general.architecture` override (for unsupported-architecture tests).
+    pub architecture_name: Option<String>,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Hidden size (a multiple of the dtype's block).
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Feed-forward size (a multiple of the dtype's block).
+    pub ffn: usize,
+    /// `{arch}.context_length`.
+    pub context_length: usize,
+    /// PRNG seed of the weights.
+    pub seed: u64,
+    /// `tokenizer.chat_template`; `None` writes no template.
+    pub chat_template: Option<String>,
+}
+
+// === impl TestModel ===
+
+impl TestModel {
+    /// 2 layers, 4 heads / 2 KV heads, hidden 64 (256 for K-quants), context 512.
+    pub fn tiny(arch: TestArch, dtype: TestDType) -> Self {
+        let hidden = if dtype == TestDType::Q4KM { 256 } else { 64 };
+        Self {
+            arch,
+            dtype,
+            architecture_name: None,
+            layers: 2,
+            hidden,
+            heads: 4,
+            kv_heads: 2,
+            ffn: hidden * 2,
+            context_length: 512,
+            seed: 7,
+            chat_template: Some(match arch {
+                TestArch::Llama => LLAMA_TEMPLATE.to_owned(),
+                TestArch::Qwen2 => QWEN2_TEMPLATE.to_owned(),
+            }),
+        }
+    }
+
+    /// The vocabulary: `(tokens, token types)`; ids 0..256 are the bytes.
+    pub fn vocabulary(&self) -> (Vec<String>, Vec<i32>) {
+        let chars = byte_chars();
+        let mut tokens: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+        let mut types = vec![1; 256];
+        for (a, b) in MERGES {
+            tokens.push(format!("{a}{b}"));
+            types.push(1);
+        }
+        for special in self.specials() {
+            tokens.push((*special).to_owned());
+            types.push(3);
+        }
+        (tokens, types)
+    }
+
+    fn specials(&self) -> &'static [&'static str] {
+        match self.arch {
+            TestArch::Llama => LLAMA_SPECIALS,
+            TestArch::Qwen2 => QWEN2_SPECIALS,
+        }
+    }
+
+    /// Writes the GGUF file.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let block = self.dtype.block();
+        if !self.hidden.is_multiple_of(block)
+            || !self.ffn.is_multiple_of(block)
+            || !self.hidden.is_multiple_of(self.heads)
+        {
+            return Err(Error::invalid_request(format!(
+                "hidden {} and ffn {} must be multiples of {block} and of the head count",
+                self.hidden, self.ffn
+            )));
+        }
+        let (tokens, types) = self.vocabulary();
+        let vocab = tokens.len();
+        let special_id = |name: &str| -> u32 {
+            let at = tokens.iter().position(|t| t == name).unwrap_or(0);
+            u32::try_from(at).unwrap_or(0)
+        };
+        let arch = match self.arch {
+            TestArch::Llama => "llama",
+            TestArch::Qwen2 => "qwen2",
+        };
+        let head_dim = self.hidden / self.heads;
+        let u32_of = |v: usize| Value::U32(u32::try_from(v).unwrap_or(u32::MAX));
+        let (bos, eos, pre, add_bos) = match self.arch {
+            TestArch::Llama => (
+                special_id("<|begin_of_text|>"),
+                special_id("<|eot_id|>"),
+                "llama-bpe",
+                true,
+            ),
+            TestArch::Qwen2 => (
+                special_id("<|endoftext|>"),
+                special_id("<|im_end|>"),
+                "qwen2",
+                false,
+            ),
+        };
+        let mut metadata: Vec<(String, Value)> = vec![
+            (
+                "general.architecture".into(),
+                Value::String(
+                    self.architecture_name
+                        .clone()
+                        .unwrap_or_else(|| arch.to_owned()),
+                ),
+            ),
+            (
+                "general.name".into(),
+                Value::String(format!("sluice-test-{arch}-{:?}", self.dtype).to_lowercase()),
+            ),
+            (
+                "general.file_type".into(),
+                Value::U32(self.dtype.file_type()),
+            ),
+            (
+                format!("{arch}.context_length"),
+                u32_of(self.context_length),
+            ),
+            (format!("{arch}.embedding_length"), u32_of(self.hidden)),
+            (format!("{arch}.block_count"), u32_of(self.layers)),
+            (format!("{arch}.feed_forward_length"), u32_of(self.ffn)),
+            (format!("{arch}.attention.head_count"), u32_of(self.heads)),
+            (
+                format!("{arch}.attention.head_count_kv"),
+                u32_of(self.kv_heads),
+            ),
+            (
+                format!("{arch}.attention.layer_norm_rms_epsilon"),
+                Value::F32(1e-5),
+            ),
+            (format!("{arch}.rope.freq_base"), Value::F32(10_000.0)),
+            (format!("{arch}.rope.dimension_count"), u32_of(head_dim)),
+            (format!("{arch}.vocab_size"), u32_of(vocab)),
+            ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre".into(), Value::String(pre.into())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                Value::Array(tokens.iter().cloned().map(Value::String).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                Value::Array(types.iter().map(|&t| Value::I32(t)).collect()),
+            ),
+            (
+                "tokenizer.ggml.merges".into(),
+                Value::Array(
+                    MERGES
+                        .iter()
+                        .map(|(a, b)| Value::String(format!("{a} {b}")))
+                        .collect(),
+                ),
+            ),
+            ("tokenizer.ggml.bos_token_id".into(), Value::U32(bos)),
+            ("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)),
+            ("tokenizer.ggml.add_bos_token".into(), Value::Bool(add_bos)),
+        ];
+        if let Some(template) = &self.chat_template {
+            metadata.push((
+                "tokenizer.chat_template".into(),
+                Value::String(template.clone()),
+            ));
+        }
+
+        let mut rng = SplitMix64(self.seed);
+        let mut tensors: Vec<(String, QTensor)> = Vec::new();
+        // Damp rows of control tokens and non-printable bytes (see the module docs).
+        let row_scale = |row: usize| -> f32 {
+            match row {
+                0x20..=0x7E => 1.0,
+                0..=255 => 0.05,
+                r if r < 256 + MERGES.len() => 1.0,
+                _ => 0.05,
+            }
+        };
+        // Logit scale: RMS-normed hidden states have unit elements, so rows of 2/sqrt(hidden)
+        // give logits of about unit spread: varied samples, no collapse onto one token.
+        let logit_scale = 2.0 / (self.hidden as f32).sqrt();
+        let embd = random(&mut rng, vocab, self.hidden, logit_scale, Some(&row_scale));
+        let embd_dtype = if self.dtype == TestDType::Q4KM {
+            GgmlDType::Q4K
+        } else {
+            self.dtype.base()
+        };
+        tensors.push((
+            "token_embd.weight".into(),
+            quantize(embd, vocab, self.hidden, embd_dtype)?,
+        ));
+        tensors.push(("output_norm.weight".into(), ones(self.hidden)?));
+        if self.arch == TestArch::Llama {
+            let output = random(&mut rng, vocab, self.hidden, logit_scale, Some(&row_scale));
+            let dtype = if self.dtype == TestDType::Q4KM {
+                GgmlDType::Q6K
+            } else {
+                self.dtype.base()
+            };
+            tensors.push((
+                "output.weight".into(),
+                quantize(output, vocab, self.hidden, dtype)?,
+            ));
+        }
+        let q_dim = self.heads * head_dim;
+        let kv_dim = self.kv_heads * head_dim;
+        for layer in 0..self.layers {
+            let more_bits = use_more_bits(layer, self.layers);
+            let dtype_of = |name: &str| match self.dtype {
+                TestDType::Q4KM if more_bits && (name == "attn_v" || name == "ffn_down") => {
+                    GgmlDType::Q6K
+                }
+                other => other.base(),
+            };
+            let matrices = [
+                ("attn_q", q_dim, self.hidden),
+                ("attn_k", kv_dim, self.hidden),
+                ("attn_v", kv_dim, self.hidden),
+                ("attn_output", self.hidden, q_dim),
+                ("ffn_gate", self.ffn, self.hidden),
+                ("ffn_up", self.ffn, self.hidden),
+                ("ffn_down", self.hidden, self.ffn),
+            ];
+            for (name, rows, cols) in matrices {
+                let scale = (3.0 / cols as f32).sqrt();
+                let data = random(&mut rng, rows, cols, scale, None);
+                tensors.push((
+                    format!("blk.{layer}.{name}.weight"),
+                    quantize(data, rows, cols, dtype_of(name))?,
+                ));
+            }
+            tensors.push((format!("blk.{layer}.attn_norm.weight"), ones(self.hidden)?));
+            tensors.push((format!("blk.{layer}.ffn_norm.weight"), ones(self.hidden)?));
+            if self.arch == TestArch::Qwen2 {
+                for (name, len) in [("attn_q", q_dim), ("attn_k", kv_dim), ("attn_v", kv_dim)] {
+                    let data = random(&mut rng, 1, len, 0.1, None);
+                    let bias = Tensor::from_vec(data, len, &Device::Cpu).map_err(Error::backend)?;
+                    let bias = QTensor::quantize(&bias, GgmlDType::F32).map_err(Error::backend)?;
+                    tensors.push((format!("blk.{layer}.{name}.bias"), bias));
+                }
+            }
+        }
+
+        let metadata_refs: Vec<(&str, &Value)> =
+            metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> =
+            tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut file = std::fs::File::create(path).map_err(|source| ErrorKind::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        gguf_file::write(&mut file, &metadata_refs, &tensor_refs).map_err(Error::backend)?;
+        Ok(())
+    }
+}
+
+/// llama.cpp's `use_more_bits`: the first and last eighth of the layers and every third between.
+fn use_more_bits(layer: usize, layers: usize) -> bool {
+    layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2
+}
+
+/// SplitMix64: small, seeded, good enough for weights.
+struct SplitMix64(u64);
+
+// === impl SplitMix64 ===
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn next_f32(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+fn random(
+    rng: &mut SplitMix64,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    row_scale: Option<&dyn Fn(usize) -> f32>,
+) -> Vec<f32> {
+    let mut data = Vec::with_capacity(rows * cols);
+    for row in 0..rows {
+        let factor = scale * row_scale.map_or(1.0, |f| f(row));
+        for _ in 0..cols {
+            data.push(rng.next_f32() * factor);
+        }
+    }
+    data
+}
+
+fn quantize(data: Vec<f32>, rows: usize, cols: usize, dtype: GgmlDType) -> Result<QTensor> {
+    let tensor = Tensor::from_vec(data, (rows, cols), &Device::Cpu).map_err(Error::backend)?;
+    QTensor::quantize(&tensor, dtype).map_err(Error::backend)
+}
+
+fn ones(len: usize) -> Result<QTensor> {
+    let tensor =
+        Tensor::ones(len, candle_core::DType::F32, &Device::Cpu).map_err(Error::backend)?;
+    QTensor::quantize(&tensor, GgmlDType::F32).map_err(Error::backend)
+}

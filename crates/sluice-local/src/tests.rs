@@ -1,0 +1,602 @@
+//! End-to-end tests against tiny models the tests write into temporary directories.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::testing::{TestArch, TestDType, TestModel};
+use crate::{
+    estimate_memory, ChatMessage, ChatModel, ChatRequest, Completion, ErrorKind, FinishReason,
+    GenerationEvent, LoadOptions, SamplingParams,
+};
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-local-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write(dir: &TempDir, spec: &TestModel) -> PathBuf {
+    let path = dir.path(&format!("{:?}-{:?}.gguf", spec.arch, spec.dtype));
+    spec.write(&path).expect("write test model");
+    path
+}
+
+fn load(path: &Path, parallel: usize) -> ChatModel {
+    ChatModel::load(
+        path,
+        &LoadOptions {
+            parallel,
+            queue_capacity: 4,
+            context_length: None,
+        },
+    )
+    .expect("load test model")
+}
+
+fn model(arch: TestArch, dtype: TestDType, parallel: usize) -> (TempDir, ChatModel) {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(arch, dtype));
+    let model = load(&path, parallel);
+    (dir, model)
+}
+
+fn messages() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Hello world, tell me a story."),
+    ]
+}
+
+fn greedy(max_tokens: usize) -> ChatRequest {
+    ChatRequest {
+        messages: messages(),
+        max_tokens: Some(max_tokens),
+        sampling: SamplingParams {
+            temperature: Some(0.0),
+            ..SamplingParams::default()
+        },
+        ignore_eos: true,
+        ..ChatRequest::default()
+    }
+}
+
+fn sampled(seed: u64, max_tokens: usize) -> ChatRequest {
+    ChatRequest {
+        sampling: SamplingParams {
+            temperature: Some(0.9),
+            top_p: Some(0.95),
+            top_k: Some(50),
+            seed: Some(seed),
+        },
+        ..greedy(max_tokens)
+    }
+}
+
+fn run(model: &ChatModel, request: ChatRequest) -> (Completion, Vec<String>) {
+    let mut deltas = Vec::new();
+    let completion = model
+        .generate_blocking(request, |d| deltas.push(d.to_owned()))
+        .expect("generation succeeds");
+    (completion, deltas)
+}
+
+#[test]
+fn every_dtype_loads_and_generates_for_both_architectures() {
+    for arch in [TestArch::Llama, TestArch::Qwen2] {
+        for dtype in TestDType::ALL {
+            let (dir, model) = model(arch, dtype, 1);
+            let (done, deltas) = run(&model, greedy(12));
+            assert_eq!(
+                done.finish_reason,
+                FinishReason::Length,
+                "{arch:?} {dtype:?}"
+            );
+            assert_eq!(done.usage.completion_tokens, 12, "{arch:?} {dtype:?}");
+            assert_eq!(done.token_ids.len(), 12);
+            assert!(done
+                .token_ids
+                .iter()
+                .all(|&id| (id as usize) < model.info().vocab_size));
+            assert_eq!(deltas.concat(), done.text);
+            assert!(
+                !done.text.is_empty(),
+                "{arch:?} {dtype:?} generated no text"
+            );
+            let expected_arch = match arch {
+                TestArch::Llama => crate::Architecture::Llama,
+                TestArch::Qwen2 => crate::Architecture::Qwen2,
+            };
+            assert_eq!(model.info().architecture, expected_arch);
+            // The estimate (file size + corrections) and the accounting of what candle holds
+            // differ only by the GGUF header and alignment padding.
+            let path = dir.path(&format!("{arch:?}-{dtype:?}.gguf"));
+            let estimate = estimate_memory(&path, 1, None).expect("estimate");
+            let measured = model.memory();
+            assert_eq!(estimate.kv_cache_bytes, measured.kv_cache_bytes);
+            assert!(
+                estimate.weights_bytes >= measured.weights_bytes
+                    && estimate.weights_bytes - measured.weights_bytes < 64 * 1024,
+                "{arch:?} {dtype:?}: estimate {estimate:?} vs measured {measured:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn greedy_generation_is_deterministic() {
+    let (_dir, model) = model(TestArch::Llama, TestDType::Q8_0, 1);
+    let (a, _) = run(&model, greedy(24));
+    let (b, _) = run(&model, greedy(24));
+    assert_eq!(a, b);
+    // A fresh load of the same file gives the same tokens too.
+    let (_dir2, again) = self::model(TestArch::Llama, TestDType::Q8_0, 1);
+    assert_eq!(run(&again, greedy(24)).0.token_ids, a.token_ids);
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let (_dir, model) = model(TestArch::Qwen2, TestDType::F16, 1);
+    let (a, _) = run(&model, sampled(42, 24));
+    let (b, _) = run(&model, sampled(42, 24));
+    assert_eq!(a, b);
+    let others: Vec<Vec<u32>> = (43..46)
+        .map(|seed| run(&model, sampled(seed, 24)).0.token_ids)
+        .collect();
+    assert!(
+        others.iter().any(|ids| *ids != a.token_ids),
+        "different seeds should sample differently"
+    );
+}
+
+#[test]
+fn streaming_deltas_concatenate_to_the_full_text() {
+    let (_dir, model) = model(TestArch::Llama, TestDType::F32, 1);
+    let (done, deltas) = run(&model, sampled(7, 48));
+    assert!(deltas.len() > 1, "expected several deltas, got {deltas:?}");
+    assert!(deltas.iter().all(|d| !d.is_empty()));
+    assert_eq!(deltas.concat(), done.text);
+    assert_eq!(done.text, model.detokenize(&done.token_ids));
+}
+
+#[test]
+fn a_stop_sequence_spanning_tokens_is_honoured_and_not_emitted() {
+    let (_dir, model) = model(TestArch::Llama, TestDType::F32, 1);
+    let (full, _) = run(&model, greedy(60));
+    let pieces: Vec<String> = full
+        .token_ids
+        .iter()
+        .map(|&id| model.detokenize(&[id]))
+        .collect();
+    // Find tokens i, i+1 whose boundary a two-character stop string can straddle, where that
+    // string does not occur earlier in the text.
+    let mut found = None;
+    let mut before = String::new();
+    for i in 0..pieces.len() - 1 {
+        let (a, b) = (&pieces[i], &pieces[i + 1]);
+        if a.is_ascii() && b.is_ascii() && !a.is_empty() && !b.is_empty() {
+            let stop = format!("{}{}", &a[a.len() - 1..], &b[..1]);
+            let prefix = format!("{before}{}", &a[..a.len() - 1]);
+            if full.text.find(&stop) == Some(prefix.len()) {
+                found = Some((i, stop, prefix));
+                break;
+            }
+        }
+        before.push_str(a);
+    }
+    let (i, stop, prefix) = found.expect("a token boundary to stop at");
+    let request = ChatRequest {
+        stop: vec!["never-matches".into(), stop.clone()],
+        ..greedy(60)
+    };
+    let (done, deltas) = run(&model, request);
+    assert_eq!(done.finish_reason, FinishReason::Stop);
+    assert_eq!(done.text, prefix);
+    assert_eq!(deltas.concat(), prefix);
+    assert!(deltas.iter().all(|d| !d.contains(&stop)));
+    assert_eq!(
+        done.usage.completion_tokens,
+        i + 2,
+        "stops on the token completing the stop string"
+    );
+}
+
+#[test]
+fn max_tokens_gives_length_with_the_exact_count() {
+    let (_dir, model) = model(TestArch::Qwen2, TestDType::Q4_0, 1);
+    for max in [1, 5, 17] {
+        let (done, _) = run(&model, sampled(3, max));
+        assert_eq!(done.finish_reason, FinishReason::Length);
+        assert_eq!(done.usage.completion_tokens, max);
+    }
+}
+
+#[test]
+fn prompt_tokens_equal_the_tokenized_rendered_template() {
+    for arch in [TestArch::Llama, TestArch::Qwen2] {
+        let (_dir, model) = model(arch, TestDType::F32, 1);
+        let rendered = model.render_prompt(&messages()).expect("render");
+        let ids = model.tokenize(&rendered).expect("tokenize");
+        let (done, _) = run(&model, greedy(3));
+        assert_eq!(done.usage.prompt_tokens, ids.len(), "{arch:?}");
+        assert_eq!(model.prompt_tokens(&messages()).expect("prompt ids"), ids);
+        // Control tokens are single ids: no double BOS, markers not split into bytes.
+        let (tokens, _) = TestModel::tiny(arch, TestDType::F32).vocabulary();
+        let marker = if arch == TestArch::Llama {
+            "<|start_header_id|>"
+        } else {
+            "<|im_start|>"
+        };
+        let marker_id = tokens
+            .iter()
+            .position(|t| t == marker)
+            .expect("marker in vocab") as u32;
+        assert_eq!(
+            ids.iter().filter(|&&id| id == marker_id).count(),
+            3,
+            "{arch:?}: {ids:?}"
+        );
+        if arch == TestArch::Llama {
+            let bos = tokens
+                .iter()
+                .position(|t| t == "<|begin_of_text|>")
+                .expect("bos") as u32;
+            assert_eq!(ids.iter().filter(|&&id| id == bos).count(), 1);
+            assert_eq!(ids[0], bos);
+        }
+    }
+}
+
+#[test]
+fn the_chat_template_from_metadata_is_used() {
+    let (_dir, llama) = model(TestArch::Llama, TestDType::F32, 1);
+    assert_eq!(
+        llama.render_prompt(&messages()).expect("render"),
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>\
+         <|start_header_id|>user<|end_header_id|>\n\nHello world, tell me a story.<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+    let (_dir, qwen) = model(TestArch::Qwen2, TestDType::F32, 1);
+    assert_eq!(
+        qwen.render_prompt(&[ChatMessage::new("user", "hi")]).expect("render"),
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
+
+    let dir = TempDir::new();
+    let custom = TestModel {
+        chat_template: Some(
+            "{% for m in messages %}[{{ m.role | upper }}:{{ m.content }}]{% endfor %}{% if add_generation_prompt %}<|start_header_id|>{% endif %}"
+                .into(),
+        ),
+        ..TestModel::tiny(TestArch::Llama, TestDType::F32)
+    };
+    let model = load(&write(&dir, &custom), 1);
+    let rendered = model
+        .render_prompt(&[ChatMessage::new("user", "hi")])
+        .expect("render");
+    assert_eq!(rendered, "[USER:hi]<|start_header_id|>");
+    assert_eq!(
+        model.chat_template(),
+        custom.chat_template.as_deref().expect("set")
+    );
+    // add_bos_token: the template did not emit BOS, so the runtime prepends it.
+    let ids = model
+        .prompt_tokens(&[ChatMessage::new("user", "hi")])
+        .expect("ids");
+    assert_eq!(model.detokenize(&ids[..1]), "");
+    assert_eq!(ids.len(), model.tokenize(&rendered).expect("ids").len() + 1);
+
+    let without = TestModel {
+        chat_template: None,
+        ..TestModel::tiny(TestArch::Qwen2, TestDType::F32)
+    };
+    let model = load(&write(&dir, &without), 1);
+    assert_eq!(model.chat_template(), crate::DEFAULT_CHAT_TEMPLATE);
+}
+
+#[test]
+fn concurrent_sequences_match_sequential_runs() {
+    for arch in [TestArch::Llama, TestArch::Qwen2] {
+        let (_dir, model) = model(arch, TestDType::Q8_0, 2);
+        let sequential: Vec<Completion> = [11, 12]
+            .iter()
+            .map(|&seed| run(&model, sampled(seed, 40)).0)
+            .collect();
+        let generations: Vec<_> = [11, 12]
+            .iter()
+            .map(|&seed| model.submit(sampled(seed, 40)).expect("submit"))
+            .collect();
+        let concurrent: Vec<Completion> = std::thread::scope(|scope| {
+            let handles: Vec<_> = generations
+                .into_iter()
+                .map(|mut generation| {
+                    scope.spawn(move || loop {
+                        match generation.blocking_next().expect("event").expect("ok") {
+                            GenerationEvent::Done(done) => break done,
+                            GenerationEvent::Delta(_) => {}
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join"))
+                .collect()
+        });
+        assert_eq!(sequential, concurrent, "{arch:?}");
+        assert_ne!(sequential[0].token_ids, sequential[1].token_ids);
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_is_reported_and_the_async_api_streams() {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::F32));
+    let model = ChatModel::load(
+        &path,
+        &LoadOptions {
+            parallel: 1,
+            queue_capacity: 1,
+            context_length: None,
+        },
+    )
+    .expect("load");
+    // A long request occupies the only slot ...
+    let mut long = model.submit(greedy(400)).expect("first is accepted");
+    while model.active() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // ... one more may wait ...
+    let waiting = model.submit(greedy(4)).expect("second waits in the queue");
+    assert_eq!(model.queued(), 1);
+    // ... and the next is refused at once.
+    let err = model.submit(greedy(4)).expect_err("queue is full");
+    assert!(err.is_queue_full(), "{err}");
+    assert!(matches!(err.kind(), ErrorKind::QueueFull { capacity: 1 }));
+    // The long one streams; dropping it cancels it and frees the slot for the waiting one.
+    let first = long.next().await.expect("an event").expect("ok");
+    assert!(matches!(first, GenerationEvent::Delta(_)), "{first:?}");
+    drop(long);
+    let done = waiting.collect().await.expect("the queued request runs");
+    assert_eq!(done.usage.completion_tokens, 4);
+    let done = model.complete(greedy(2)).await.expect("complete");
+    assert_eq!(done.finish_reason, FinishReason::Length);
+}
+
+#[test]
+fn a_zero_capacity_queue_still_feeds_idle_slots() {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::F32));
+    let model = ChatModel::load(
+        &path,
+        &LoadOptions {
+            parallel: 1,
+            queue_capacity: 0,
+            context_length: None,
+        },
+    )
+    .expect("load");
+    let (done, _) = run(&model, greedy(3));
+    assert_eq!(done.usage.completion_tokens, 3);
+    let busy = model.submit(greedy(400)).expect("the idle slot takes it");
+    while model.active() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let err = model.submit(greedy(3)).expect_err("no slot, no queue");
+    assert!(err.is_queue_full(), "{err}");
+    drop(busy);
+}
+
+#[test]
+fn handles_are_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<ChatModel>();
+    send::<crate::Generation>();
+    send_sync::<crate::Error>();
+}
+
+#[test]
+fn corrupt_and_truncated_files_give_clear_errors() {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::Q4_0));
+    let bytes = std::fs::read(&path).expect("read");
+
+    let truncated = dir.path("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).expect("write");
+    let err = ChatModel::load(&truncated, &LoadOptions::default()).expect_err("truncated");
+    assert!(matches!(err.kind(), ErrorKind::InvalidFile { .. }), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+
+    let header_only = dir.path("header.gguf");
+    std::fs::write(&header_only, &bytes[..64]).expect("write");
+    let err =
+        ChatModel::load(&header_only, &LoadOptions::default()).expect_err("cut in the header");
+    assert!(matches!(err.kind(), ErrorKind::InvalidFile { .. }), "{err}");
+
+    let garbage = dir.path("garbage.gguf");
+    std::fs::write(&garbage, b"this is not a model file at all").expect("write");
+    let err = ChatModel::load(&garbage, &LoadOptions::default()).expect_err("garbage");
+    assert!(matches!(err.kind(), ErrorKind::InvalidFile { .. }), "{err}");
+
+    let mut flipped = bytes.clone();
+    let n = flipped.len();
+    for b in &mut flipped[n - 4096..] {
+        *b = 0xFF;
+    }
+    let flipped_path = dir.path("flipped.gguf");
+    std::fs::write(&flipped_path, &flipped).expect("write");
+    // Corrupt tensor data still loads (GGUF has no checksums) but must not panic.
+    if let Ok(model) = ChatModel::load(&flipped_path, &LoadOptions::default()) {
+        let _ = model.generate_blocking(greedy(2), |_| {});
+    }
+
+    let err =
+        ChatModel::load(&dir.path("missing.gguf"), &LoadOptions::default()).expect_err("missing");
+    assert!(matches!(err.kind(), ErrorKind::Io { .. }), "{err}");
+}
+
+#[test]
+fn an_unknown_architecture_is_rejected() {
+    let dir = TempDir::new();
+    let spec = TestModel {
+        architecture_name: Some("mamba".into()),
+        ..TestModel::tiny(TestArch::Llama, TestDType::F32)
+    };
+    let path = write(&dir, &spec);
+    let err = ChatModel::load(&path, &LoadOptions::default()).expect_err("unknown arch");
+    assert!(
+        matches!(err.kind(), ErrorKind::UnsupportedArchitecture(a) if a == "mamba"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`mamba`"), "{err}");
+    assert!(estimate_memory(&path, 1, None).is_err());
+}
+
+#[test]
+fn requests_are_validated_and_the_context_is_enforced() {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Qwen2, TestDType::F32));
+    let model = ChatModel::load(
+        &path,
+        &LoadOptions {
+            parallel: 1,
+            queue_capacity: 2,
+            context_length: Some(80),
+        },
+    )
+    .expect("load");
+    assert_eq!(model.context_length(), 80);
+    let err = model
+        .generate_blocking(greedy(0), |_| {})
+        .expect_err("max_tokens 0");
+    assert!(matches!(err.kind(), ErrorKind::InvalidRequest(_)), "{err}");
+    let long = ChatRequest {
+        messages: vec![ChatMessage::new("user", "word ".repeat(100))],
+        ..greedy(4)
+    };
+    let err = model.generate_blocking(long, |_| {}).expect_err("too long");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::ContextLengthExceeded {
+                context_length: 80,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Generation stops at the context length with `length`.
+    let prompt = model.prompt_tokens(&messages()).expect("ids").len();
+    let (done, _) = run(&model, greedy(1000));
+    assert_eq!(done.finish_reason, FinishReason::Length);
+    assert_eq!(done.usage.completion_tokens, 80 - prompt);
+    // KV accounting follows the loaded context.
+    assert_eq!(model.memory().kv_cache_bytes, 2 * 2 * 2 * 16 * 80 * 4);
+}
+
+#[test]
+fn memory_accounting_counts_slots() {
+    let dir = TempDir::new();
+    for arch in [TestArch::Llama, TestArch::Qwen2] {
+        let path = write(&dir, &TestModel::tiny(arch, TestDType::F16));
+        let one = estimate_memory(&path, 1, Some(256)).expect("estimate");
+        let three = estimate_memory(&path, 3, Some(256)).expect("estimate");
+        assert_eq!(three.kv_cache_bytes, 3 * one.kv_cache_bytes);
+        match arch {
+            TestArch::Llama => assert_eq!(three.weights_bytes, one.weights_bytes),
+            TestArch::Qwen2 => assert_eq!(three.weights_bytes, 3 * one.weights_bytes),
+        }
+        // F16 weights are held as F32: more than the file.
+        let file = std::fs::metadata(&path).expect("stat").len();
+        assert!(one.weights_bytes > file);
+        let model = ChatModel::load(
+            &path,
+            &LoadOptions {
+                parallel: 3,
+                queue_capacity: 1,
+                context_length: Some(256),
+            },
+        )
+        .expect("load");
+        assert_eq!(model.memory().kv_cache_bytes, three.kv_cache_bytes);
+        assert!(model.memory().total() <= three.total());
+    }
+}
+
+#[test]
+fn an_end_of_turn_token_stops_generation() {
+    let (_dir, model) = model(TestArch::Llama, TestDType::F32, 1);
+    let (tokens, _) = TestModel::tiny(TestArch::Llama, TestDType::F32).vocabulary();
+    let stop_ids: Vec<u32> = ["<|eot_id|>", "<|end_of_text|>"]
+        .iter()
+        .map(|t| tokens.iter().position(|x| x == t).expect("in vocab") as u32)
+        .collect();
+    // A hot sampler is close to uniform over the vocabulary, so some seed hits a stop token.
+    let stopped = (0..8).find_map(|seed| {
+        let request = ChatRequest {
+            sampling: SamplingParams {
+                temperature: Some(5.0),
+                seed: Some(seed),
+                ..SamplingParams::default()
+            },
+            ignore_eos: false,
+            ..greedy(400)
+        };
+        let (done, deltas) = run(&model, request);
+        (done.finish_reason == FinishReason::Stop).then_some((done, deltas))
+    });
+    let (done, deltas) = stopped.expect("a seed that samples a stop token");
+    let last = *done.token_ids.last().expect("tokens");
+    assert!(stop_ids.contains(&last), "ended on {last}");
+    assert!(done.token_ids[..done.token_ids.len() - 1]
+        .iter()
+        .all(|id| !stop_ids.contains(id)));
+    assert_eq!(done.usage.completion_tokens, done.token_ids.len());
+    assert_eq!(deltas.concat(), done.text);
+    assert!(
+        !done.text.contains("<|"),
+        "control tokens are not emitted: {:?}",
+        done.text
+    );
+}
+
+#[test]
+fn the_q4_k_m_writer_mixes_q4k_and_q6k() {
+    use candle_core::quantized::GgmlDType;
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::Q4KM));
+    let (content, _) = crate::gguf::read_header(&path).expect("header");
+    let dtype = |name: &str| content.tensor_infos[name].ggml_dtype;
+    assert_eq!(dtype("blk.0.attn_q.weight"), GgmlDType::Q4K);
+    assert_eq!(dtype("blk.0.attn_v.weight"), GgmlDType::Q4K);
+    assert_eq!(dtype("blk.1.attn_v.weight"), GgmlDType::Q6K);
+    assert_eq!(dtype("blk.1.ffn_down.weight"), GgmlDType::Q6K);
+    assert_eq!(dtype("output.weight"), GgmlDType::Q6K);
+    assert_eq!(dtype("output_norm.weight"), GgmlDType::F32);
+    let info = crate::read_model_info(&path).expect("info");
+    assert_eq!(info.file_type, Some(15));
+    assert_eq!(
+        (info.block_count, info.embedding_length, info.head_dim),
+        (2, 256, 64)
+    );
+}
