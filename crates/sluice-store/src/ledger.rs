@@ -38,6 +38,7 @@ use crate::sqlite_ledger::SqliteLedger;
 use crate::{StoreError, UnixMs};
 use std::collections::HashMap;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Milliseconds in a day.
 pub const DAY_MS: u64 = 86_400_000;
@@ -413,6 +414,48 @@ impl Ledger {
 }
 
 // === shared by the implementations ===
+
+/// Where a ledger's writer sends an answer.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// What a ledger handle asks of its writer thread (the same for both implementations).
+pub(crate) enum Msg {
+    Record(Box<SpendRecord>),
+    Flush(oneshot::Sender<()>),
+    Report {
+        by: Dimension,
+        since: UnixMs,
+        now: UnixMs,
+        reply: Reply<Report>,
+    },
+    Export {
+        since: UnixMs,
+        reply: Reply<Vec<SpendRecord>>,
+    },
+    WindowSpend {
+        key_id: String,
+        window: String,
+        reply: Reply<u64>,
+    },
+    Purge {
+        now: UnixMs,
+        reply: Reply<Purged>,
+    },
+    KeyByHash {
+        hash: String,
+        reply: Reply<Option<KeyRecord>>,
+    },
+    Key {
+        id: String,
+        reply: Reply<Option<KeyRecord>>,
+    },
+    Keys(Reply<Vec<KeyRecord>>),
+    SaveKey {
+        key: Box<KeyRecord>,
+        reply: Reply<()>,
+    },
+    Shutdown,
+}
 
 /// The columns of `spend_log` a record is read from, in [`SpendRecord`]'s order.
 pub(crate) const RECORD_COLUMNS: &str = "ts_ms, request_id, key_id, key_name, endpoint, route, \

@@ -42,8 +42,8 @@
 //! holds its version: a newer one is refused.
 
 use crate::ledger::{
-    BudgetPeriod, Dimension, KeyRecord, LedgerOptions, Purged, Report, ReportRow, SpendRecord,
-    DAY_MS,
+    BudgetPeriod, Dimension, KeyRecord, LedgerOptions, Msg, Purged, Reply, Report, ReportRow,
+    SpendRecord, DAY_MS,
 };
 use crate::{unix_now_ms, StoreError, UnixMs};
 use std::collections::{BTreeMap, VecDeque};
@@ -207,46 +207,6 @@ fn opt_to_sql(n: Option<u64>) -> Option<i64> {
 
 fn opt_from_sql(n: Option<i64>) -> Option<u64> {
     n.map(from_sql)
-}
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-enum Msg {
-    Record(Box<SpendRecord>),
-    Flush(oneshot::Sender<()>),
-    Report {
-        by: Dimension,
-        since: UnixMs,
-        now: UnixMs,
-        reply: Reply<Report>,
-    },
-    Export {
-        since: UnixMs,
-        reply: Reply<Vec<SpendRecord>>,
-    },
-    WindowSpend {
-        key_id: String,
-        window: String,
-        reply: Reply<u64>,
-    },
-    Purge {
-        now: UnixMs,
-        reply: Reply<Purged>,
-    },
-    KeyByHash {
-        hash: String,
-        reply: Reply<Option<KeyRecord>>,
-    },
-    Key {
-        id: String,
-        reply: Reply<Option<KeyRecord>>,
-    },
-    Keys(Reply<Vec<KeyRecord>>),
-    SaveKey {
-        key: Box<KeyRecord>,
-        reply: Reply<()>,
-    },
-    Shutdown,
 }
 
 /// Counters the handles and the writer share.

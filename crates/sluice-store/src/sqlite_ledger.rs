@@ -13,7 +13,7 @@
 
 use crate::ledger::{
     current_windows, reads_rollups, BatchSums, BudgetPeriod, Dimension, KeyRecord, LedgerOptions,
-    Purged, Report, ReportRow, SpendRecord, DAY_MS, RECORD_COLUMNS,
+    Msg, Purged, Reply, Report, ReportRow, SpendRecord, DAY_MS, RECORD_COLUMNS,
 };
 use crate::{unix_now_ms, StoreError, UnixMs};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -37,46 +37,6 @@ fn to_sql(n: u64) -> i64 {
 
 fn from_sql(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
-}
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-enum Msg {
-    Record(Box<SpendRecord>),
-    Flush(oneshot::Sender<()>),
-    Report {
-        by: Dimension,
-        since: UnixMs,
-        now: UnixMs,
-        reply: Reply<Report>,
-    },
-    Export {
-        since: UnixMs,
-        reply: Reply<Vec<SpendRecord>>,
-    },
-    WindowSpend {
-        key_id: String,
-        window: String,
-        reply: Reply<u64>,
-    },
-    Purge {
-        now: UnixMs,
-        reply: Reply<Purged>,
-    },
-    KeyByHash {
-        hash: String,
-        reply: Reply<Option<KeyRecord>>,
-    },
-    Key {
-        id: String,
-        reply: Reply<Option<KeyRecord>>,
-    },
-    Keys(Reply<Vec<KeyRecord>>),
-    SaveKey {
-        key: Box<KeyRecord>,
-        reply: Reply<()>,
-    },
-    Shutdown,
 }
 
 #[derive(Debug, Default)]
