@@ -118,18 +118,37 @@ struct Inner {
 
 impl Inner {
     fn shutdown(&self) {
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
-            let _ = self.tx.send(Msg::Shutdown);
-            if thread.join().is_err() {
-                tracing::warn!("sqlite cache writer panicked");
-            }
+        stop_writer(&self.tx, &self.thread, Msg::Shutdown, "sqlite cache");
+    }
+}
+
+/// Sends `stop` to a writer thread and waits for it to end (once: later calls do nothing).
+pub(crate) fn stop_writer<M>(
+    tx: &mpsc::Sender<M>,
+    thread: &Mutex<Option<JoinHandle<()>>>,
+    stop: M,
+    what: &str,
+) {
+    let thread = thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(thread) = thread {
+        let _ = tx.send(stop);
+        if thread.join().is_err() {
+            tracing::warn!("{what} writer panicked");
         }
     }
+}
+
+/// Opens a SQLite file for one writer thread: WAL where available, `synchronous=NORMAL`,
+/// a 5 s busy timeout (other processes, such as the CLI, may hold it briefly).
+pub(crate) fn open_wal(path: &Path, what: &str) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::debug!(mode, "{what}: WAL not available");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
 }
 
 impl Drop for Inner {
@@ -156,13 +175,7 @@ impl SqliteCache {
     /// Opens (or creates) the cache file at `path`, purges expired rows, and starts the
     /// writer thread.
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::debug!(mode, "sqlite cache: WAL not available");
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let conn = open_wal(path, "sqlite cache")?;
         migrate(&conn)?;
         let shared = Arc::new(Shared::default());
         let max_queued_puts = options.max_queued_puts;

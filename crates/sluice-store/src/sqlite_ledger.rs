@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -57,17 +57,7 @@ struct Inner {
 
 impl Inner {
     fn shutdown(&self) {
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
-            let _ = self.tx.send(Msg::Shutdown);
-            if thread.join().is_err() {
-                tracing::warn!("sqlite ledger writer panicked");
-            }
-        }
+        crate::sqlite::stop_writer(&self.tx, &self.thread, Msg::Shutdown, "sqlite ledger");
     }
 }
 
@@ -94,13 +84,7 @@ impl SqliteLedger {
     /// Opens (or creates) the ledger file at `path`, applies retention, and starts the
     /// writer thread.
     pub fn open(path: &Path, options: LedgerOptions) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::debug!(mode, "sqlite ledger: WAL not available");
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let conn = crate::sqlite::open_wal(path, "sqlite ledger")?;
         migrate(&conn)?;
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();
