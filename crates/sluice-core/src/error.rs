@@ -110,6 +110,15 @@ pub enum ErrorKind {
         retry_after: Option<String>,
     },
     // --- server ---
+    /// A local model cannot take the request now: its queue is full, or loading it would
+    /// exceed the memory budget while the models holding the memory are in use, or it does
+    /// not fit the budget at all. Another deployment may answer.
+    Overloaded {
+        /// Why.
+        message: String,
+        /// Seconds until a retry may succeed.
+        retry_after: Option<String>,
+    },
     /// The gateway is shutting down or otherwise cannot take the request.
     Unavailable {
         /// Why.
@@ -148,7 +157,7 @@ impl Error {
             | ErrorKind::UpstreamProtocol { .. } => 502,
             ErrorKind::UpstreamTimeout { .. } => 504,
             ErrorKind::RateLimited { .. } | ErrorKind::BudgetExceeded { .. } => 429,
-            ErrorKind::Unavailable { .. } => 503,
+            ErrorKind::Unavailable { .. } | ErrorKind::Overloaded { .. } => 503,
             ErrorKind::Internal { .. } => 500,
         }
     }
@@ -182,7 +191,7 @@ impl Error {
             ErrorKind::UpstreamTimeout { .. } => "timeout_error",
             ErrorKind::RateLimited { .. } => "rate_limit_error",
             ErrorKind::BudgetExceeded { .. } => "insufficient_quota",
-            ErrorKind::Unavailable { .. } => "service_unavailable",
+            ErrorKind::Unavailable { .. } | ErrorKind::Overloaded { .. } => "service_unavailable",
             ErrorKind::Internal { .. } => "server_error",
         }
     }
@@ -209,6 +218,7 @@ impl Error {
             ErrorKind::RateLimited { .. } => Some("rate_limit_exceeded"),
             ErrorKind::BudgetExceeded { .. } => Some("budget_exceeded"),
             ErrorKind::Authentication { .. } => Some("invalid_api_key"),
+            ErrorKind::Overloaded { .. } => Some("model_overloaded"),
             _ => None,
         }
     }
@@ -218,7 +228,8 @@ impl Error {
         match &*self.0 {
             ErrorKind::UpstreamStatus { retry_after, .. }
             | ErrorKind::RateLimited { retry_after, .. }
-            | ErrorKind::BudgetExceeded { retry_after, .. } => retry_after.as_deref(),
+            | ErrorKind::BudgetExceeded { retry_after, .. }
+            | ErrorKind::Overloaded { retry_after, .. } => retry_after.as_deref(),
             _ => None,
         }
     }
@@ -241,6 +252,7 @@ impl Error {
             ErrorKind::UpstreamTimeout { .. } => "upstream_timeout",
             ErrorKind::UpstreamProtocol { .. } => "upstream_protocol",
             ErrorKind::Unavailable { .. } => "unavailable",
+            ErrorKind::Overloaded { .. } => "overloaded",
             ErrorKind::RateLimited { .. } => "rate_limited",
             ErrorKind::BudgetExceeded { .. } => "budget_exceeded",
             ErrorKind::Internal { .. } => "internal",
@@ -257,7 +269,8 @@ impl Error {
             }
             ErrorKind::UpstreamConnect { .. }
             | ErrorKind::UpstreamTimeout { .. }
-            | ErrorKind::UpstreamProtocol { .. } => true,
+            | ErrorKind::UpstreamProtocol { .. }
+            | ErrorKind::Overloaded { .. } => true,
             _ => false,
         }
     }
@@ -337,6 +350,7 @@ impl Error {
             ErrorKind::Unavailable { message }
             | ErrorKind::RateLimited { message, .. }
             | ErrorKind::BudgetExceeded { message, .. }
+            | ErrorKind::Overloaded { message, .. }
             | ErrorKind::Internal { message }
             | ErrorKind::Authentication { message }
             | ErrorKind::Permission { message } => {

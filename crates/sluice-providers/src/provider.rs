@@ -35,6 +35,8 @@ enum Adapter {
     Anthropic(Anthropic),
     Ollama(Ollama),
     Gemini(Gemini),
+    /// Models sluice runs itself: no HTTP, the server calls the runtime.
+    Local,
 }
 
 /// How requests to a provider are written and its answers read.
@@ -48,6 +50,8 @@ pub enum Translation {
     Ollama(Option<String>),
     /// Google's Gemini API.
     Gemini,
+    /// A model sluice runs itself (`sluice-local`): the server serves it in process.
+    Local,
 }
 
 /// A configured provider: its adapter and its connection pool.
@@ -80,6 +84,7 @@ impl Provider {
             ProviderType::Anthropic => Adapter::Anthropic(Anthropic::new(&config)?),
             ProviderType::Ollama => Adapter::Ollama(Ollama::new(&config)?),
             ProviderType::Gemini => Adapter::Gemini(Gemini::new(&config)?),
+            ProviderType::Local => Adapter::Local,
         };
         let header_value = HeaderValue::from_str(&config.name).map_err(|_| {
             Error::from(sluice_core::ErrorKind::Internal {
@@ -109,12 +114,13 @@ impl Provider {
             Adapter::Anthropic(a) => Translation::Anthropic(a.options),
             Adapter::Ollama(o) => Translation::Ollama(o.keep_alive.clone()),
             Adapter::Gemini(_) => Translation::Gemini,
+            Adapter::Local => Translation::Local,
         }
     }
 
     /// Whether the provider serves `/v1/embeddings`.
     pub fn has_embeddings(&self) -> bool {
-        !matches!(self.adapter, Adapter::Anthropic(_))
+        !matches!(self.adapter, Adapter::Anthropic(_) | Adapter::Local)
     }
 
     /// Whether the upstream accepts `stream_options.include_usage`.
@@ -143,6 +149,15 @@ impl Provider {
                     (Endpoint::Chat, false) => gemini::Method::Generate,
                 };
                 g.request(model, method, body, request_id)?
+            }
+            Adapter::Local => {
+                return Err(sluice_core::ErrorKind::Internal {
+                    message: format!(
+                        "provider `{}` runs its models in process: no HTTP request",
+                        self.config.name
+                    ),
+                }
+                .into())
             }
         })
     }

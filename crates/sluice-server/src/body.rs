@@ -28,6 +28,8 @@ pub enum ResponseBody {
     Converted(Box<crate::messages::ToAnthropic>),
     /// A stream read from a coalesced flight (see `cache::flight`).
     Flight(Box<crate::cache::flight::FlightBody>),
+    /// A local model's answer, generated as it is sent.
+    Local(Box<crate::local::LocalStream>),
 }
 
 impl ResponseBody {
@@ -50,6 +52,7 @@ impl Body for ResponseBody {
             Self::Relay(r) => Pin::new(&mut **r).poll_frame(cx),
             Self::Converted(c) => Pin::new(&mut **c).poll_frame(cx),
             Self::Flight(f) => Pin::new(&mut **f).poll_frame(cx),
+            Self::Local(l) => Pin::new(&mut **l).poll_frame(cx),
         }
     }
 
@@ -61,9 +64,11 @@ impl Body for ResponseBody {
         match self {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
-            Self::Relay(_) | Self::Converted(_) | Self::Flight(_) | Self::Events(_) => {
-                SizeHint::default()
-            }
+            Self::Relay(_)
+            | Self::Converted(_)
+            | Self::Flight(_)
+            | Self::Events(_)
+            | Self::Local(_) => SizeHint::default(),
         }
     }
 }

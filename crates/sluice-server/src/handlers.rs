@@ -119,6 +119,7 @@ pub fn health_detailed(state: &AppState) -> Response<ResponseBody> {
         "providers": providers,
         "models": models,
         "routes": routes_json(state, now),
+        "local": state.local.as_ref().map(crate::local::health),
         "cache": state.cache.as_ref().map(|c| {
             let (entries, bytes) = c.memory_usage();
             let m = &c.metrics;

@@ -10,6 +10,7 @@ mod auth;
 mod body;
 pub mod cache;
 mod handlers;
+pub mod local;
 mod messages;
 pub mod metrics;
 mod proxy;

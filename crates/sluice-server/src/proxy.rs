@@ -212,15 +212,18 @@ impl View<'_> {
                     },
                 ))
             }
-            (Self::Embeddings(_), Translation::Anthropic(_)) => Err(ErrorKind::InvalidRequest {
-                message: format!(
-                    "provider `{}` (type `{}`) has no embeddings API",
-                    provider.name(),
-                    provider.config.kind.as_str()
-                ),
-                param: Some("model"),
+            (Self::Chat(_), Translation::Local) => Ok((body.clone(), Wire::Local)),
+            (Self::Embeddings(_), Translation::Anthropic(_) | Translation::Local) => {
+                Err(ErrorKind::InvalidRequest {
+                    message: format!(
+                        "provider `{}` (type `{}`) has no embeddings API",
+                        provider.name(),
+                        provider.config.kind.as_str()
+                    ),
+                    param: Some("model"),
+                }
+                .into())
             }
-            .into()),
         }
     }
 }
@@ -240,6 +243,8 @@ enum Wire {
     Gemini { include_usage: bool },
     /// Gemini's `batchEmbedContents`: translated; Gemini counts no tokens for them.
     GeminiEmbed { estimated_tokens: u64 },
+    /// A model sluice runs itself: the request's own body, served in process.
+    Local,
 }
 
 fn untranslatable(to: &str, why: &str) -> Error {
@@ -349,10 +354,17 @@ fn close_tab(response: &mut Response<ResponseBody>, outcome: &mut Outcome) -> Op
         (false, Some(CacheStatus::Miss)) => "miss",
         (false, _) => "bypass",
     };
-    if let ResponseBody::Relay(relay) = response.body_mut() {
-        relay.attach(tab, outcome.attempts, cache);
-        relay.send_cost_comment();
-        return None;
+    match response.body_mut() {
+        ResponseBody::Relay(relay) => {
+            relay.attach(tab, outcome.attempts, cache);
+            relay.send_cost_comment();
+            return None;
+        }
+        ResponseBody::Local(local) => {
+            local.attach(tab, outcome.attempts, cache);
+            return None;
+        }
+        _ => {}
     }
     let status = response.status();
     let answered_upstream =
@@ -1148,6 +1160,17 @@ impl Attempt<'_> {
     ) -> Result<Response<ResponseBody>, Error> {
         let provider = self.provider;
         let dep = &self.state.deployments[self.deployment];
+        if matches!(self.wire, Wire::Local) {
+            return crate::local::serve(
+                self.state,
+                self.deployment,
+                self.upstream_model,
+                self.model,
+                &upstream_body,
+                self.stream,
+            )
+            .await;
+        }
         let metrics = self
             .state
             .metrics
@@ -1282,7 +1305,7 @@ impl Attempt<'_> {
                         include_usage,
                     ))),
                 ),
-                Wire::OllamaEmbed | Wire::GeminiEmbed { .. } => (false, None),
+                Wire::OllamaEmbed | Wire::GeminiEmbed { .. } | Wire::Local => (false, None),
             };
             let relay = Relay::new(
                 upstream,

@@ -313,14 +313,36 @@ impl Server {
 }
 
 /// Every second, sends the cache's counters to its store (where `sluice cache stats`
-/// reads them).
+/// reads them) and unloads the local models whose keep-alive ran out; at start, loads the
+/// local models marked `preload`.
 fn spawn_flusher(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
-    let cache = Arc::clone(state.cache.as_ref()?);
+    if state.cache.is_none() && state.local.is_none() {
+        return None;
+    }
+    let state = Arc::clone(state);
     Some(tokio::spawn(async move {
+        if let Some(local) = &state.local {
+            let pool = local.pool.clone();
+            tokio::spawn(async move {
+                let report = pool
+                    .preload_configured(|e| tracing::info!(event = ?e, "preloading local models"))
+                    .await;
+                if !report.failed.is_empty() {
+                    tracing::warn!(failed = ?report.failed, "local models that did not preload");
+                }
+            });
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            cache.flush_counters();
+            if let Some(cache) = &state.cache {
+                cache.flush_counters();
+            }
+            if let Some(local) = &state.local {
+                for name in local.pool.sweep() {
+                    tracing::info!(model = %name, "local model unloaded: keep-alive over");
+                }
+            }
         }
     }))
 }

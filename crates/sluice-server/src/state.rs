@@ -269,6 +269,8 @@ pub struct AppState {
     pub keys_config: KeysConfig,
     /// `[limits]`.
     pub limits_config: LimitsConfig,
+    /// The models sluice runs itself, when the config has any.
+    pub local: Option<crate::local::LocalRuntime>,
     /// Authentication, limit and spend counters.
     pub tab_metrics: crate::tab::TabMetrics,
     /// Budget counters seeded from the spend log in this process, and when.
@@ -287,6 +289,7 @@ impl AppState {
     /// Builds providers, pools (one per worker thread) and tables from a validated config.
     pub fn new(config: Config, workers: usize) -> Result<Self, Error> {
         let now = Instant::now();
+        let local = crate::local::build(&config)?;
         let providers = config
             .providers
             .into_iter()
@@ -400,6 +403,7 @@ impl AppState {
             limits_config: config.limits,
             seeded: Mutex::new(HashMap::new()),
             tab_metrics: crate::tab::TabMetrics::default(),
+            local,
             cache,
             cache_config: config.cache,
             server: config.server.clone(),

@@ -105,6 +105,9 @@ pub struct UninitializedConfig {
     /// `[spend]`: the spend log.
     #[serde(default)]
     pub spend: UninitializedSpendConfig,
+    /// `[local]`: the local model runtime.
+    #[serde(default)]
+    pub local: UninitializedLocalConfig,
 }
 
 /// `[server]` as written.
@@ -155,6 +158,8 @@ pub enum ProviderType {
     Ollama,
     /// Google's Gemini API.
     Gemini,
+    /// Models sluice runs itself (`sluice-local`).
+    Local,
 }
 
 impl ProviderType {
@@ -165,6 +170,7 @@ impl ProviderType {
             Self::Anthropic => "anthropic",
             Self::Ollama => "ollama",
             Self::Gemini => "gemini",
+            Self::Local => "local",
         }
     }
 }
@@ -278,6 +284,68 @@ pub struct UninitializedModelConfig {
     pub cache: Option<UninitializedCachePolicy>,
     /// Rate limits of this model, over every key.
     pub limits: Option<TargetLimits>,
+    /// `local` models: the GGUF file.
+    pub path: Option<PathBuf>,
+    /// `local` models: the file's expected SHA-256 (hex).
+    pub sha256: Option<String>,
+    /// `local` models: how long the model stays loaded when idle (`5m`, `1h`, `0`, `-1`).
+    pub keep_alive: Option<String>,
+    /// `local` models: never unload.
+    #[serde(default)]
+    pub pin: bool,
+    /// `local` models: load at start.
+    #[serde(default)]
+    pub preload: bool,
+    /// `local` models: context length (default the file's).
+    pub context_length: Option<usize>,
+    /// `local` models: sequences generated at once (default `[local] parallel`).
+    pub parallel: Option<usize>,
+}
+
+/// `[local]` as written: the local model runtime.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedLocalConfig {
+    /// Bytes the loaded models may hold together (default: half the machine's memory).
+    pub memory_budget: Option<u64>,
+    /// Default idle time before a model unloads (default `5m`).
+    pub keep_alive: Option<String>,
+    /// Default sequences generated at once per model (default 1).
+    pub parallel: Option<usize>,
+    /// Requests that may wait per model when every sequence is busy (default 16).
+    pub queue: Option<usize>,
+}
+
+/// Validated `[local]`.
+#[derive(Debug, Clone, Default)]
+pub struct LocalConfig {
+    /// `None`: half the machine's memory.
+    pub memory_budget: Option<u64>,
+    /// Default keep-alive, as written (`None`: 5 minutes).
+    pub keep_alive: Option<String>,
+    /// Default parallel sequences.
+    pub parallel: usize,
+    /// Queue per model.
+    pub queue: usize,
+}
+
+/// A `local` model's runtime settings.
+#[derive(Debug, Clone, Default)]
+pub struct LocalModelConfig {
+    /// The GGUF file.
+    pub path: PathBuf,
+    /// Expected SHA-256.
+    pub sha256: Option<String>,
+    /// Keep-alive, as written.
+    pub keep_alive: Option<String>,
+    /// Never unload.
+    pub pin: bool,
+    /// Load at start.
+    pub preload: bool,
+    /// Context length.
+    pub context_length: Option<usize>,
+    /// Parallel sequences.
+    pub parallel: usize,
 }
 
 // === Config (validated) ===
@@ -305,6 +373,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[spend]`.
     pub spend: SpendConfig,
+    /// `[local]`.
+    pub local: LocalConfig,
 }
 
 /// Validated `[server]`.
@@ -397,6 +467,8 @@ pub struct ModelConfig {
     pub cache: CachePolicy,
     /// Rate limits over every key.
     pub limits: TargetLimits,
+    /// Runtime settings of a model on a `local` provider.
+    pub local: Option<LocalModelConfig>,
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -513,6 +585,25 @@ impl UninitializedConfig {
         let keys = self.keys.load()?;
         let limits = self.limits.load()?;
         let spend = self.spend.load()?;
+        let local = LocalConfig {
+            memory_budget: match self.local.memory_budget {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "local.memory_budget",
+                        "must be greater than 0 (bytes)",
+                    ))
+                }
+                v => v,
+            },
+            keep_alive: self.local.keep_alive,
+            parallel: match self.local.parallel {
+                Some(0) => {
+                    return Err(ConfigError::new("local.parallel", "must be greater than 0"))
+                }
+                v => v.unwrap_or(1),
+            },
+            queue: self.local.queue.unwrap_or(16),
+        };
 
         let mut providers = Vec::with_capacity(self.providers.len());
         let mut names = HashSet::new();
@@ -571,7 +662,46 @@ impl UninitializedConfig {
                 None => cache.policy,
             };
             let limits = m.limits.unwrap_or_default().check(&at("limits"))?;
+            let is_local = providers[provider].kind == ProviderType::Local;
+            let local_model = if is_local {
+                let path = m.path.clone().ok_or_else(|| {
+                    ConfigError::new(
+                        at("path"),
+                        "a `local` model needs the path of its GGUF file",
+                    )
+                })?;
+                if m.parallel == Some(0) {
+                    return Err(ConfigError::new(at("parallel"), "must be greater than 0"));
+                }
+                Some(LocalModelConfig {
+                    path,
+                    sha256: m.sha256.clone(),
+                    keep_alive: m.keep_alive.clone(),
+                    pin: m.pin,
+                    preload: m.preload,
+                    context_length: m.context_length,
+                    parallel: m.parallel.unwrap_or(local.parallel),
+                })
+            } else {
+                let local_only = [
+                    ("path", m.path.is_some()),
+                    ("sha256", m.sha256.is_some()),
+                    ("keep_alive", m.keep_alive.is_some()),
+                    ("pin", m.pin),
+                    ("preload", m.preload),
+                    ("context_length", m.context_length.is_some()),
+                    ("parallel", m.parallel.is_some()),
+                ];
+                if let Some((key, _)) = local_only.iter().find(|(_, set)| *set) {
+                    return Err(ConfigError::new(
+                        at(key),
+                        "only applies to models of a `type = \"local\"` provider",
+                    ));
+                }
+                None
+            };
             models.push(ModelConfig {
+                local: local_model,
                 limits,
                 cache: cache_policy,
                 upstream: m.upstream.unwrap_or_else(|| m.name.clone()),
@@ -596,6 +726,7 @@ impl UninitializedConfig {
             keys,
             limits,
             spend,
+            local,
         })
     }
 }
@@ -656,7 +787,22 @@ fn load_provider(
             "only applies to `type = \"ollama\"` providers",
         ));
     }
+    if p.kind == ProviderType::Local
+        && (p.base_url.is_some() || p.api_key.is_some() || p.passthrough)
+    {
+        return Err(ConfigError::new(
+            at(if p.base_url.is_some() {
+                "base_url"
+            } else if p.api_key.is_some() {
+                "api_key"
+            } else {
+                "passthrough"
+            }),
+            "does not apply to `type = \"local\"` providers: sluice runs their models itself",
+        ));
+    }
     let base_url = match (&p.base_url, preset, p.kind) {
+        (None, None, ProviderType::Local) => "http://local.invalid".to_string(),
         (Some(u), _, _) => u.trim_end_matches('/').to_string(),
         (None, Some(pr), _) => pr.base_url.to_string(),
         (None, None, ProviderType::Anthropic) => "https://api.anthropic.com".to_string(),

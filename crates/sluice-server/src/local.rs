@@ -1,0 +1,421 @@
+//! Models sluice runs itself: a `type = "local"` provider's models are GGUF files served in
+//! process by `sluice-local`, behind the model pool (memory budget, lazy single-flight loads,
+//! LRU eviction, keep-alive). A request for one acquires a lease on the loaded model (loading
+//! it first if need be), submits the chat to the model's bounded queue, and answers with an
+//! OpenAI `chat.completion`, or streams `chat.completion.chunk` events as tokens come.
+//!
+//! When the model cannot take the request (its queue is full, or the memory it needs is held
+//! by models in use, or it can never fit the budget) the answer is 503 `model_overloaded` with
+//! `Retry-After`, which is retryable: a route falls back to its next target.
+
+use crate::body::ResponseBody;
+use crate::proxy::UsageSeen;
+use crate::state::AppState;
+use crate::tab::{End, Tab};
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame};
+use serde_json::json;
+use sluice_core::config::Config;
+use sluice_core::{Error, ErrorKind};
+use sluice_local::pool::{GgufLoader, KeepAlive, ModelSpec, Pool, PoolConfig, PoolErrorKind};
+use sluice_local::{ChatMessage, ChatModel, ChatRequest, GenerationEvent, LoadOptions};
+use sluice_types::Usage;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The local runtime of a gateway: one pool for every local model.
+#[derive(Debug)]
+pub struct LocalRuntime {
+    /// The models, by their upstream name.
+    pub pool: Pool<GgufLoader>,
+}
+
+fn config_error(message: String) -> Error {
+    ErrorKind::Internal { message }.into()
+}
+
+/// The runtime for the config's local models, if it has any.
+pub fn build(config: &Config) -> Result<Option<LocalRuntime>, Error> {
+    let mut specs = Vec::new();
+    for m in &config.models {
+        let Some(l) = &m.local else { continue };
+        let mut spec = ModelSpec::new(m.upstream.clone(), l.path.clone());
+        spec.sha256.clone_from(&l.sha256);
+        spec.keep_alive = match &l.keep_alive {
+            Some(k) => Some(
+                KeepAlive::parse(k)
+                    .map_err(|e| config_error(format!("model `{}`: `keep_alive`: {e}", m.name)))?,
+            ),
+            None => None,
+        };
+        spec.pin = l.pin;
+        spec.preload = l.preload;
+        spec.load = LoadOptions {
+            parallel: l.parallel,
+            queue_capacity: config.local.queue,
+            context_length: l.context_length,
+        };
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let mut pool_config = PoolConfig::default();
+    if let Some(b) = config.local.memory_budget {
+        pool_config.memory_budget = b;
+    }
+    if let Some(k) = &config.local.keep_alive {
+        pool_config.keep_alive =
+            KeepAlive::parse(k).map_err(|e| config_error(format!("`local.keep_alive`: {e}")))?;
+    }
+    tracing::info!(
+        models = specs.len(),
+        memory_budget = pool_config.memory_budget,
+        "local model runtime"
+    );
+    Ok(Some(LocalRuntime {
+        pool: Pool::new(GgufLoader, pool_config, specs),
+    }))
+}
+
+fn overloaded(message: String, retry_after: Option<Duration>) -> Error {
+    ErrorKind::Overloaded {
+        message,
+        retry_after: retry_after.map(|d| format!("{}", d.as_secs().max(1))),
+    }
+    .into()
+}
+
+fn pool_error(e: &sluice_local::pool::PoolError) -> Error {
+    match e.kind() {
+        PoolErrorKind::TooLarge { .. } | PoolErrorKind::BudgetBusy { .. } => {
+            overloaded(e.to_string(), e.retry_after())
+        }
+        PoolErrorKind::NotFound { .. } => ErrorKind::ModelNotFound {
+            model: e.to_string(),
+        }
+        .into(),
+        _ => ErrorKind::UpstreamProtocol {
+            provider: "local".into(),
+            message: e.to_string(),
+        }
+        .into(),
+    }
+}
+
+fn model_error(e: &sluice_local::Error) -> Error {
+    if e.is_queue_full() {
+        return overloaded(e.to_string(), Some(Duration::from_secs(1)));
+    }
+    match e.kind() {
+        sluice_local::ErrorKind::InvalidRequest { .. }
+        | sluice_local::ErrorKind::ContextLengthExceeded { .. } => ErrorKind::InvalidRequest {
+            message: e.to_string(),
+            param: Some("messages"),
+        }
+        .into(),
+        _ => ErrorKind::UpstreamProtocol {
+            provider: "local".into(),
+            message: e.to_string(),
+        }
+        .into(),
+    }
+}
+
+/// The chat of an OpenAI request, for a local model.
+fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool), Error> {
+    let r: sluice_types::openai::ChatCompletionRequest =
+        serde_json::from_slice(body).map_err(|e| -> Error {
+            ErrorKind::InvalidRequest {
+                message: format!("invalid request body: {e}"),
+                param: None,
+            }
+            .into()
+        })?;
+    let messages = r
+        .messages
+        .iter()
+        .map(|m| {
+            use sluice_types::openai::Role;
+            let role = match m.role {
+                Role::System | Role::Developer => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::Tool | Role::Function => "tool",
+            };
+            ChatMessage::new(
+                role,
+                m.content.as_ref().map(|c| c.text()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut req = ChatRequest {
+        messages,
+        max_tokens: r
+            .max_completion_tokens
+            .or(r.max_tokens)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        stop: r
+            .stop
+            .map(sluice_types::openai::Stop::into_vec)
+            .unwrap_or_default(),
+        ..ChatRequest::default()
+    };
+    req.sampling.temperature = r.temperature;
+    req.sampling.top_p = r.top_p;
+    req.sampling.seed = r.seed.map(|s| s as u64);
+    let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
+    Ok((req, include_usage))
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn usage_of(u: sluice_local::Usage) -> Usage {
+    Usage {
+        prompt_tokens: u.prompt_tokens as u64,
+        completion_tokens: u.completion_tokens as u64,
+        ..Usage::default()
+    }
+}
+
+fn usage_json(u: &Usage) -> serde_json::Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total(),
+    })
+}
+
+/// Serves one chat request on local model `upstream`; `model` is what the client asked for.
+pub async fn serve(
+    state: &AppState,
+    deployment: usize,
+    upstream: &str,
+    model: &str,
+    body: &Bytes,
+    stream: bool,
+) -> Result<Response<ResponseBody>, Error> {
+    let Some(local) = &state.local else {
+        return Err(config_error("no local runtime".into()));
+    };
+    let (request, include_usage) = chat_request(body)?;
+    let lease = local
+        .pool
+        .acquire(upstream, None)
+        .await
+        .map_err(|e| pool_error(&e))?;
+    let chat: &ChatModel = &lease;
+    let generation = chat.submit(request).map_err(|e| model_error(&e))?;
+    let id = format!("chatcmpl-local-{:016x}", sluice_core::rng::next_u64());
+    let created = unix_secs();
+    if !stream {
+        let done = generation.collect().await.map_err(|e| model_error(&e))?;
+        drop(lease);
+        let usage = usage_of(done.usage);
+        let v = json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": done.text},
+                "finish_reason": done.finish_reason.as_str(),
+            }],
+            "usage": usage_json(&usage),
+        });
+        let mut r = crate::body::json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default());
+        r.extensions_mut().insert(UsageSeen(usage));
+        return Ok(r);
+    }
+    let stream = LocalStream {
+        deployment,
+        _lease: lease,
+        events: generation.into_receiver(),
+        id,
+        created,
+        model: model.to_string(),
+        include_usage,
+        started: Instant::now(),
+        first: None,
+        sent_role: false,
+        ended: false,
+        tab: None,
+    };
+    let mut r = Response::new(ResponseBody::Local(Box::new(stream)));
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    Ok(r)
+}
+
+/// A local model's answer, streamed as OpenAI chunk events as tokens are generated. Holds
+/// the model's lease (so the pool does not evict it) until the stream ends; dropping it (the
+/// client left) cancels the generation at its next token.
+pub struct LocalStream {
+    deployment: usize,
+    _lease: sluice_local::pool::Lease<ChatModel>,
+    events: mpsc::UnboundedReceiver<sluice_local::Result<GenerationEvent>>,
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    started: Instant,
+    first: Option<Duration>,
+    sent_role: bool,
+    ended: bool,
+    tab: Option<(Tab, u32, &'static str)>,
+}
+
+impl LocalStream {
+    /// Gives the stream the request's tab, to close when it ends.
+    pub fn attach(&mut self, tab: Tab, attempts: u32, cache: &'static str) {
+        self.tab = Some((tab, attempts, cache));
+    }
+
+    fn chunk(&self, delta: serde_json::Value, finish: Option<&str>) -> serde_json::Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+    }
+
+    fn close(&mut self, status: u16, usage: Usage) -> Option<u64> {
+        let (tab, attempts, cache) = self.tab.take()?;
+        Some(tab.close(End {
+            deployment: Some(self.deployment),
+            status,
+            usage,
+            usage_estimated: false,
+            ttft: self.first,
+            cache,
+            attempts,
+        }))
+    }
+}
+
+fn event(out: &mut String, v: &serde_json::Value) {
+    out.push_str("data: ");
+    out.push_str(&v.to_string());
+    out.push_str("\n\n");
+}
+
+impl Body for LocalStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let mut out = String::new();
+        match this.events.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(GenerationEvent::Delta(text)))) => {
+                if this.first.is_none() {
+                    this.first = Some(this.started.elapsed());
+                }
+                let delta = if this.sent_role {
+                    json!({"content": text})
+                } else {
+                    this.sent_role = true;
+                    json!({"role": "assistant", "content": text})
+                };
+                let c = this.chunk(delta, None);
+                event(&mut out, &c);
+            }
+            Poll::Ready(Some(Ok(GenerationEvent::Done(done)))) => {
+                this.ended = true;
+                let usage = usage_of(done.usage);
+                let delta = if this.sent_role {
+                    json!({})
+                } else {
+                    json!({"role": "assistant", "content": ""})
+                };
+                let c = this.chunk(delta, Some(done.finish_reason.as_str()));
+                event(&mut out, &c);
+                if this.include_usage {
+                    let mut u = this.chunk(json!({}), None);
+                    u["choices"] = json!([]);
+                    u["usage"] = usage_json(&usage);
+                    event(&mut out, &u);
+                }
+                out.push_str("data: [DONE]\n\n");
+                if let Some(nano) = this.close(200, usage) {
+                    out.push_str(&format!(
+                        ": x-sluice-cost-usd {}\n\n",
+                        crate::tab::usd(nano)
+                    ));
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.ended = true;
+                let body = sluice_types::ErrorBody {
+                    message: &e.to_string(),
+                    kind: "upstream_error",
+                    param: None,
+                    code: Some("stream_interrupted"),
+                }
+                .to_json();
+                out.push_str("data: ");
+                out.push_str(&String::from_utf8_lossy(&body));
+                out.push_str("\n\n");
+                this.close(502, Usage::default());
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.close(502, Usage::default());
+                out.push_str("data: {\"error\":{\"message\":\"the local model stopped before it finished\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_interrupted\"}}\n\n");
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+    }
+}
+
+impl Drop for LocalStream {
+    fn drop(&mut self) {
+        // The client left before the end: the tab closes with what is known.
+        let _ = self.close(499, Usage::default());
+    }
+}
+
+/// `/health/detailed`'s view of the pool.
+pub fn health(local: &LocalRuntime) -> serde_json::Value {
+    let s = local.pool.snapshot();
+    let models: Vec<serde_json::Value> = s
+        .models
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "state": m.state.as_str(),
+                "bytes_estimated": m.bytes_estimated,
+                "bytes_measured": m.bytes_measured,
+                "in_flight": m.in_flight,
+                "pinned": m.pinned,
+            })
+        })
+        .collect();
+    json!({"memory_budget": s.budget, "memory_used": s.used, "models": models})
+}
