@@ -224,6 +224,9 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
         c.render(&mut text);
     }
     state.tab_metrics.render(state, &mut text);
+    if let Some(local) = &state.local {
+        crate::local::render(local, &mut text);
+    }
     let mut r = Response::new(ResponseBody::full(text));
     r.headers_mut().insert(
         CONTENT_TYPE,

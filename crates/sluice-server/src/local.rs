@@ -412,10 +412,55 @@ pub fn health(local: &LocalRuntime) -> serde_json::Value {
                 "state": m.state.as_str(),
                 "bytes_estimated": m.bytes_estimated,
                 "bytes_measured": m.bytes_measured,
+                "bytes_reserved": m.bytes_reserved,
                 "in_flight": m.in_flight,
                 "pinned": m.pinned,
+                "idle_seconds": m.last_used.map(|t| t.elapsed().as_secs()),
+                "unloads_in_seconds": m.expires_at.map(|t| {
+                    t.saturating_duration_since(Instant::now()).as_secs()
+                }),
             })
         })
         .collect();
     json!({"memory_budget": s.budget, "memory_used": s.used, "models": models})
+}
+
+/// Appends the pool's Prometheus series.
+pub fn render(local: &LocalRuntime, out: &mut String) {
+    use std::fmt::Write;
+    let s = local.pool.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP sluice_local_memory_budget_bytes Bytes the loaded local models may hold.\n# TYPE sluice_local_memory_budget_bytes gauge\nsluice_local_memory_budget_bytes {}",
+        s.budget
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_local_memory_used_bytes Bytes the loaded and loading local models hold.\n# TYPE sluice_local_memory_used_bytes gauge\nsluice_local_memory_used_bytes {}",
+        s.used
+    );
+    type Value = fn(&sluice_local::pool::ModelStatus) -> u64;
+    let series: [(&str, &str, Value); 3] = [
+        (
+            "sluice_local_model_loaded",
+            "1 while a local model is in memory (loading counts), else 0.",
+            |m| u64::from(m.state.as_str() != "unloaded"),
+        ),
+        (
+            "sluice_local_model_bytes",
+            "Bytes a local model counts against the budget.",
+            |m| m.bytes_reserved,
+        ),
+        (
+            "sluice_local_model_in_flight",
+            "Requests holding or waiting for a local model.",
+            |m| m.in_flight as u64,
+        ),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for m in &s.models {
+            let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", m.name, value(m));
+        }
+    }
 }

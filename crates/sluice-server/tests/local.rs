@@ -146,6 +146,15 @@ path = "{}"
         .await
         .unwrap()
         .json();
+    let metrics = sluice_testkit::client::get(&gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("sluice_local_model_loaded{model=\"tiny\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sluice_local_memory_budget_bytes "));
     let local = &health["local"];
     assert!(local["memory_used"].as_u64().unwrap() > 0, "{health}");
     assert!(local["models"]
