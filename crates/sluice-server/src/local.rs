@@ -38,9 +38,65 @@ fn config_error(message: String) -> Error {
     ErrorKind::Internal { message }.into()
 }
 
-/// The runtime for the config's local models, if it has any.
-pub fn build(config: &Config) -> Result<Option<LocalRuntime>, Error> {
+/// Local models found on disk rather than configured: `[local] models_dir`, and Ollama's
+/// store. Names already configured are left to the config; unsupported architectures are
+/// passed over (and logged).
+pub fn discover(config: &Config) -> Vec<sluice_local::discovery::DiscoveredModel> {
+    use sluice_local::discovery;
+    let configured: std::collections::HashSet<&str> =
+        config.models.iter().map(|m| m.name.as_str()).collect();
+    let mut found = Vec::new();
+    let dir = config
+        .local
+        .models_dir
+        .clone()
+        .unwrap_or_else(|| config.storage.data_dir.join("models"));
+    if dir.is_dir() {
+        match discovery::scan_models_dir(&dir) {
+            Ok(d) => found.push(d),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot scan the models directory")
+            }
+        }
+    }
+    if config.local.ollama {
+        match discovery::ollama_models(config.local.ollama_dir.as_deref()) {
+            Ok(d) => found.push(d),
+            Err(e) => tracing::debug!(error = %e, "no Ollama models"),
+        }
+    }
+    let mut models = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for d in found {
+        for s in &d.skipped {
+            tracing::debug!(path = %s.path.display(), reason = %s.reason, "local model passed over");
+        }
+        for m in d.models {
+            if !m.is_supported() {
+                tracing::info!(model = %m.name, architecture = ?m.architecture, "found a model of an architecture sluice cannot run yet");
+                continue;
+            }
+            if configured.contains(m.name.as_str()) || !names.insert(m.name.clone()) {
+                continue;
+            }
+            models.push(m);
+        }
+    }
+    models
+}
+
+/// The runtime for the config's local models and the `found` ones, if there are any.
+pub fn build(
+    config: &Config,
+    found: &[sluice_local::discovery::DiscoveredModel],
+) -> Result<Option<LocalRuntime>, Error> {
     let mut specs = Vec::new();
+    for m in found {
+        let mut spec = m.to_spec();
+        spec.load.parallel = config.local.parallel;
+        spec.load.queue_capacity = config.local.queue;
+        specs.push(spec);
+    }
     for m in &config.models {
         let Some(l) = &m.local else { continue };
         let mut spec = ModelSpec::new(m.upstream.clone(), l.path.clone());

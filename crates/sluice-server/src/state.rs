@@ -289,7 +289,16 @@ impl AppState {
     /// Builds providers, pools (one per worker thread) and tables from a validated config.
     pub fn new(config: Config, workers: usize) -> Result<Self, Error> {
         let now = Instant::now();
-        let local = crate::local::build(&config)?;
+        // Models found on disk join the first `local` provider, like configured ones.
+        let local_provider = config
+            .providers
+            .iter()
+            .position(|p| p.kind == sluice_core::config::ProviderType::Local);
+        let found = match local_provider {
+            Some(_) => crate::local::discover(&config),
+            None => Vec::new(),
+        };
+        let local = crate::local::build(&config, &found)?;
         let providers = config
             .providers
             .into_iter()
@@ -317,6 +326,29 @@ impl AppState {
                 cache: m.cache,
                 limits: m.limits,
             });
+        }
+        if let Some(p) = local_provider {
+            for m in &found {
+                tracing::info!(model = %m.name, path = %m.path.display(), "local model found");
+                index.insert(
+                    m.name.clone().into_boxed_str(),
+                    Name::Model(deployments.len()),
+                );
+                deployments.push(Deployment {
+                    header_value: header_value(&m.name, "model")?,
+                    name: m.name.clone().into(),
+                    provider: p,
+                    upstream: m.name.clone().into(),
+                    price: None,
+                    tier: None,
+                    quality: 0.0,
+                    breaker: Breaker::new(breaker, now),
+                    ttft: Ewma::default(),
+                    total: Ewma::default(),
+                    cache: config.cache.policy,
+                    limits: TargetLimits::default(),
+                });
+            }
         }
         let configured_models = deployments.len();
         let mut passthrough = Vec::new();

@@ -208,3 +208,70 @@ targets = ["tiny", "gpt"]
     assert_eq!(r.header("x-sluice-model"), Some("gpt"));
     assert_eq!(fake.request_count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_in_the_models_dir_and_in_ollamas_store_are_served() {
+    let root = std::env::temp_dir().join(format!(
+        "sluice-local-found-{}-{}",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    ));
+    // A models directory with one GGUF file, served under its file name.
+    let models_dir = root.join("models");
+    std::fs::create_dir_all(&models_dir).unwrap();
+    TestModel::tiny(TestArch::Llama, TestDType::Q4_0)
+        .write(&models_dir.join("dir-model.gguf"))
+        .unwrap();
+    // An Ollama store: a manifest naming a blob by its sha256.
+    let store = root.join("ollama");
+    let blob = store.join("blobs").join("tmp.gguf");
+    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+    TestModel::tiny(TestArch::Qwen2, TestDType::Q8_0)
+        .write(&blob)
+        .unwrap();
+    let hex = sluice_local::pool::sha256_file(&blob).unwrap();
+    let size = std::fs::metadata(&blob).unwrap().len();
+    std::fs::rename(&blob, store.join("blobs").join(format!("sha256-{hex}"))).unwrap();
+    let manifest = store.join("manifests/registry.ollama.ai/library/tiny-qwen/q8");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    std::fs::write(
+        &manifest,
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "digest": format!("sha256:{hex}"), "size": 1},
+            "layers": [{"mediaType": "application/vnd.ollama.image.model",
+                        "digest": format!("sha256:{hex}"), "size": size}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let local = format!(
+        "models_dir = \"{}\"\nollama_dir = \"{}\"",
+        models_dir.display(),
+        store.display()
+    );
+    let (_fake, gw) = gateway(&local, "").await;
+    let listed = sluice_testkit::client::get(&gw.url("/v1/models"))
+        .await
+        .unwrap()
+        .json();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"dir-model") && ids.contains(&"tiny-qwen:q8"),
+        "{listed}"
+    );
+    for model in ["dir-model", "tiny-qwen:q8"] {
+        let r = post_json(&gw.url("/v1/chat/completions"), chat(model, json!({})), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        assert_eq!(r.header("x-sluice-provider"), Some("here"));
+    }
+}

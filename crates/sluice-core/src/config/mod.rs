@@ -314,6 +314,14 @@ pub struct UninitializedLocalConfig {
     pub parallel: Option<usize>,
     /// Requests that may wait per model when every sequence is busy (default 16).
     pub queue: Option<usize>,
+    /// A directory of GGUF files served by the first `local` provider (default
+    /// `<data_dir>/models`).
+    pub models_dir: Option<PathBuf>,
+    /// Also serve the GGUF models of an Ollama installation (default `true`).
+    pub ollama: Option<bool>,
+    /// Where Ollama keeps its models (default `$OLLAMA_MODELS`, else `~/.ollama/models`
+    /// and `/usr/share/ollama/.ollama/models`).
+    pub ollama_dir: Option<PathBuf>,
 }
 
 /// Validated `[local]`.
@@ -327,6 +335,12 @@ pub struct LocalConfig {
     pub parallel: usize,
     /// Queue per model.
     pub queue: usize,
+    /// Directory of GGUF files.
+    pub models_dir: Option<PathBuf>,
+    /// Serve Ollama's models too.
+    pub ollama: bool,
+    /// Ollama's model store.
+    pub ollama_dir: Option<PathBuf>,
 }
 
 /// A `local` model's runtime settings.
@@ -603,6 +617,9 @@ impl UninitializedConfig {
                 v => v.unwrap_or(1),
             },
             queue: self.local.queue.unwrap_or(16),
+            models_dir: self.local.models_dir,
+            ollama: self.local.ollama.unwrap_or(true),
+            ollama_dir: self.local.ollama_dir,
         };
 
         let mut providers = Vec::with_capacity(self.providers.len());
