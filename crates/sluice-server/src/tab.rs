@@ -78,7 +78,10 @@ pub struct Tab {
     state: Arc<AppState>,
     key: Option<Arc<KeyRecord>>,
     ticket: Option<Ticket>,
-    checks: Vec<(Check, Measure)>,
+    /// The limits that apply, as the limiter takes them (no copy per call)...
+    checks: Vec<Check>,
+    /// ...and what each one's actual value is at settle, index for index.
+    measures: Vec<Measure>,
     endpoint: &'static str,
     request_id: Box<str>,
     route: Option<usize>,
@@ -206,11 +209,13 @@ impl Tab {
             Resolved::Route(r) => Some(r),
             _ => None,
         };
+        let (checks, measures) = checks.into_iter().unzip();
         let mut tab = Self {
             state: Arc::clone(state),
             key,
             ticket: None,
             checks,
+            measures,
             endpoint: o.endpoint,
             request_id: o.request_id.into(),
             route,
@@ -222,15 +227,16 @@ impl Tab {
             return Ok(tab);
         }
         let id = format!("{}#{}", o.request_id, NEXT_ID.fetch_add(1, Relaxed));
-        let only: Vec<Check> = tab.checks.iter().map(|(c, _)| c.clone()).collect();
         let lease = state.limits_config.lease;
-        match state.limiter.admit(&id, &only, now_ms, lease).await {
+        match state.limiter.admit(&id, &tab.checks, now_ms, lease).await {
             Ok(Ok(ticket)) => {
                 tab.ticket = Some(ticket);
                 Ok(tab)
             }
             Ok(Err(denial)) => {
-                if let Some((c, m)) = tab.checks.get(denial.index) {
+                if let (Some(c), Some(m)) =
+                    (tab.checks.get(denial.index), tab.measures.get(denial.index))
+                {
                     state.tab_metrics.refused(c.kind, *m);
                 }
                 let e = tab.refusal(denial, o.model).await;
@@ -247,7 +253,10 @@ impl Tab {
     }
 
     async fn refusal(&self, denial: Denial, model: &str) -> Error {
-        let Some((check, measure)) = self.checks.get(denial.index) else {
+        let (Some(check), Some(measure)) = (
+            self.checks.get(denial.index),
+            self.measures.get(denial.index),
+        ) else {
             return ErrorKind::RateLimited {
                 message: "rate limit exceeded".into(),
                 retry_after: retry_after(denial.retry_after_ms),
@@ -369,7 +378,8 @@ impl Tab {
         let (checks, actual): (Vec<Check>, Vec<u64>) = self
             .checks
             .iter()
-            .filter(|(_, m)| *m != Measure::Requests)
+            .zip(&self.measures)
+            .filter(|(_, m)| **m != Measure::Requests)
             .map(|(c, m)| {
                 let actual = match m {
                     Measure::Tokens => tokens,
@@ -404,6 +414,7 @@ impl Drop for Tab {
         let tokens = self
             .checks
             .iter()
+            .zip(&self.measures)
             .find_map(|(c, m)| match (c.kind, m) {
                 (CheckKind::Window { cost, .. }, Measure::Tokens) => Some(cost),
                 _ => None,
