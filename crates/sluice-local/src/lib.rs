@@ -46,6 +46,9 @@
 //!   LRU eviction of idle models (never one in use), keep-alive, pins, preload, SHA-256
 //!   checks, a [`PoolSnapshot`] for health; generic over a [`Loader`] ([`GgufLoader`] for
 //!   [`ChatModel`]s) and a [`Clock`].
+//! * [`embed`]: BERT-family sentence embeddings ([`EmbedModel`], safetensors in the
+//!   sentence-transformers layout) on an unpadded encoder, behind [`Embedder`]'s dynamic
+//!   batching thread.
 //! * [`discovery`]: GGUF files in a models directory and models in Ollama's manifest store.
 //! * [`testing`]: seeded writer of tiny llama/qwen2 GGUF files in F32, F16, Q8_0, Q4_0 and
 //!   Q4_K_M, used by the tests and by benchmarks.
@@ -61,6 +64,7 @@
 //!   `CANDLE_BARRIER_POOL_SPIN_LIMIT` in the environment before the first load.
 
 pub mod discovery;
+pub mod embed;
 pub mod error;
 pub mod gguf;
 pub mod model;
@@ -70,6 +74,10 @@ mod template;
 pub mod testing;
 mod tokenizer;
 
+pub use embed::{
+    estimate_embedding_memory, is_embedding_model, BatchOptions, EmbedModel, EmbedOutput, Embedder,
+    EmbedderStats, Pooling,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use gguf::{estimate_memory, read_model_info, Architecture, MemoryUsage, ModelInfo};
 pub use model::{

