@@ -69,14 +69,14 @@ pub enum Source {
     },
 }
 
-/// A usable model file.
+/// A usable model: a GGUF chat model file, or an embedding model directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveredModel {
     /// The name to serve it as.
     pub name: String,
-    /// The GGUF file.
+    /// The GGUF file, or the embedding model's directory.
     pub path: PathBuf,
-    /// File size in bytes.
+    /// File size in bytes (of `model.safetensors` for an embedding model).
     pub size: u64,
     /// Expected SHA-256 (lowercase hex), when the source records one (Ollama's digest).
     pub sha256: Option<String>,
@@ -93,9 +93,13 @@ pub struct DiscoveredModel {
 // === impl DiscoveredModel ===
 
 impl DiscoveredModel {
-    /// Whether the runtime supports the architecture (`llama`, `qwen2`); `false` when unknown.
+    /// Whether the runtime supports the architecture (`llama`, `qwen2` chat; `bert` embedding
+    /// directories); `false` when unknown.
     pub fn is_supported(&self) -> bool {
-        matches!(self.architecture.as_deref(), Some("llama" | "qwen2"))
+        matches!(
+            self.architecture.as_deref(),
+            Some("llama" | "qwen2" | "bert")
+        )
     }
 
     /// A pool spec for it: name, path, checksum and context length; the rest default.
@@ -163,7 +167,12 @@ pub fn scan_models_dir(dir: &Path) -> Result<Discovery> {
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     for entry in sorted_entries(dir)? {
-        if entry.is_dir() {
+        if crate::embed::is_embedding_model(&entry) {
+            match probe_embedding_dir(&entry) {
+                Ok(model) => discovery.add(&mut seen, model),
+                Err(reason) => discovery.skip(&entry, reason),
+            }
+        } else if entry.is_dir() {
             match sorted_entries(&entry) {
                 Ok(inner) => files.extend(inner.into_iter().filter(|p| !p.is_dir())),
                 Err(error) => discovery.skip(&entry, error.to_string()),
@@ -208,6 +217,35 @@ pub fn scan_models_dir(dir: &Path) -> Result<Discovery> {
         }
     }
     Ok(discovery)
+}
+
+/// An embedding model directory ([`crate::embed::is_embedding_model`]), named after the
+/// directory; its architecture is `config.json`'s `model_type`.
+fn probe_embedding_dir(dir: &Path) -> std::result::Result<DiscoveredModel, String> {
+    let name = dir
+        .file_name()
+        .and_then(|s| s.to_str())
+        .ok_or("directory name is not UTF-8")?;
+    let config = std::fs::read(dir.join("config.json")).map_err(|e| e.to_string())?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&config).map_err(|e| format!("config.json: {e}"))?;
+    let architecture = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let size = std::fs::metadata(dir.join("model.safetensors"))
+        .map_err(|e| e.to_string())?
+        .len();
+    Ok(DiscoveredModel {
+        name: name.to_owned(),
+        path: dir.to_path_buf(),
+        size,
+        sha256: None,
+        architecture,
+        stop: Vec::new(),
+        context_length: None,
+        source: Source::Directory,
+    })
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {

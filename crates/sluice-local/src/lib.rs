@@ -86,8 +86,8 @@ pub use model::{
 };
 pub use pool::{
     default_memory_budget, plan_eviction, Clock, GgufLoader, KeepAlive, Lease, Loaded, Loader,
-    ModelSpec, ModelState, ModelStatus, Pool, PoolConfig, PoolError, PoolErrorKind, PoolSnapshot,
-    PreloadEvent, PreloadReport, SystemClock,
+    LocalLoader, LocalModel, ModelKind, ModelSpec, ModelState, ModelStatus, Pool, PoolConfig,
+    PoolError, PoolErrorKind, PoolSnapshot, PreloadEvent, PreloadReport, SystemClock,
 };
 pub use template::{ChatMessage, DEFAULT_CHAT_TEMPLATE};
 

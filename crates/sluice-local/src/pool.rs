@@ -49,7 +49,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify};
 
 use crate::error::panic_error;
-use crate::{ChatModel, LoadOptions};
+use crate::{BatchOptions, ChatModel, Embedder, LoadOptions};
 
 /// The default [`KeepAlive`]: 5 minutes, as Ollama's.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5 * 60);
@@ -219,7 +219,8 @@ pub struct ModelSpec {
     pub name: String,
     /// The model file.
     pub path: PathBuf,
-    /// Expected SHA-256 of the file, hex (a `sha256:` or `sha256-` prefix is accepted).
+    /// Expected SHA-256 of the file (of `model.safetensors` for an embedding model), hex (a
+    /// `sha256:` or `sha256-` prefix is accepted).
     pub sha256: Option<String>,
     /// Idle time before unloading; `None`: the pool's default. A request can override it.
     pub keep_alive: Option<KeepAlive>,
@@ -229,16 +230,48 @@ pub struct ModelSpec {
     pub preload: bool,
     /// How [`GgufLoader`] loads it (sequence slots, queue, context length).
     pub load: LoadOptions,
+    /// What it is: a GGUF chat model or an embedding model directory.
+    pub kind: ModelKind,
+    /// How an embedding model batches requests.
+    pub batch: BatchOptions,
+}
+
+/// What a local model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A GGUF chat model ([`ChatModel`]).
+    Chat,
+    /// A sentence-embedding model directory ([`crate::EmbedModel`]).
+    Embedding,
+}
+
+impl ModelKind {
+    /// `chat` or `embedding`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Embedding => "embedding",
+        }
+    }
 }
 
 // === impl ModelSpec ===
 
 impl ModelSpec {
     /// A spec with defaults: no checksum, the pool's keep-alive, not pinned or preloaded.
+    /// The kind follows the path: a directory is an embedding model, a file a GGUF chat model.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let kind = if path.is_dir() {
+            ModelKind::Embedding
+        } else {
+            ModelKind::Chat
+        };
         Self {
             name: name.into(),
-            path: path.into(),
+            path,
+            kind,
+            batch: BatchOptions::default(),
             sha256: None,
             keep_alive: None,
             pin: false,
@@ -349,6 +382,79 @@ impl Loader for GgufLoader {
         let model = ChatModel::load(&spec.path, &spec.load)?;
         let bytes = model.memory().total();
         Ok(Loaded { model, bytes })
+    }
+}
+
+/// A loaded model of either kind.
+#[derive(Debug)]
+pub enum LocalModel {
+    /// A chat model.
+    Chat(ChatModel),
+    /// An embedding model behind its batching thread.
+    Embedding(Embedder),
+}
+
+impl LocalModel {
+    /// The chat model, if it is one.
+    pub fn as_chat(&self) -> Option<&ChatModel> {
+        match self {
+            Self::Chat(m) => Some(m),
+            Self::Embedding(_) => None,
+        }
+    }
+
+    /// The embedder, if it is one.
+    pub fn as_embedder(&self) -> Option<&Embedder> {
+        match self {
+            Self::Embedding(e) => Some(e),
+            Self::Chat(_) => None,
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Self::Chat(_) => ModelKind::Chat,
+            Self::Embedding(_) => ModelKind::Embedding,
+        }
+    }
+}
+
+/// The [`Loader`] for both kinds ([`ModelSpec::kind`]): GGUF chat models as [`GgufLoader`]
+/// loads them, embedding directories as [`crate::EmbedModel`]s behind an [`Embedder`] with
+/// [`ModelSpec::batch`]'s options. An embedding model's estimate is its weights as `f32` plus
+/// one batch's scratch, before loading and after.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalLoader;
+
+impl Loader for LocalLoader {
+    type Model = LocalModel;
+
+    fn estimate(&self, spec: &ModelSpec) -> crate::Result<u64> {
+        match spec.kind {
+            ModelKind::Chat => GgufLoader.estimate(spec),
+            ModelKind::Embedding => {
+                crate::estimate_embedding_memory(&spec.path, spec.batch.max_batch)
+            }
+        }
+    }
+
+    fn load(&self, spec: &ModelSpec) -> crate::Result<Loaded<LocalModel>> {
+        match spec.kind {
+            ModelKind::Chat => GgufLoader.load(spec).map(|l| Loaded {
+                model: LocalModel::Chat(l.model),
+                bytes: l.bytes,
+            }),
+            ModelKind::Embedding => {
+                let model = crate::EmbedModel::load(&spec.path)?;
+                let bytes = crate::estimate_embedding_memory(&spec.path, spec.batch.max_batch)?;
+                let embedder = Embedder::new(model, spec.batch)?;
+                Ok(Loaded {
+                    model: LocalModel::Embedding(embedder),
+                    bytes,
+                })
+            }
+        }
     }
 }
 
@@ -1233,7 +1339,13 @@ impl<L: Loader, C: Clock> Inner<L, C> {
                 state.models.get(name).and_then(|r| r.verified)
             };
             if file.is_none() || verified != file {
-                verify_sha256(name, &spec.path, expected)?;
+                // An embedding model's checksum is its weights file's.
+                let weights = spec.path.join("model.safetensors");
+                let path = match spec.kind {
+                    ModelKind::Chat => &spec.path,
+                    ModelKind::Embedding => &weights,
+                };
+                verify_sha256(name, path, expected)?;
                 let mut state = self.lock();
                 if let Some(record) = state.models.get_mut(name) {
                     record.verified = file;

@@ -120,7 +120,7 @@ impl Provider {
 
     /// Whether the provider serves `/v1/embeddings`.
     pub fn has_embeddings(&self) -> bool {
-        !matches!(self.adapter, Adapter::Anthropic(_) | Adapter::Local)
+        !matches!(self.adapter, Adapter::Anthropic(_))
     }
 
     /// Whether the upstream accepts `stream_options.include_usage`.

@@ -18,8 +18,12 @@ use http_body::{Body, Frame};
 use serde_json::json;
 use sluice_core::config::Config;
 use sluice_core::{Error, ErrorKind};
-use sluice_local::pool::{GgufLoader, KeepAlive, ModelSpec, Pool, PoolConfig, PoolErrorKind};
-use sluice_local::{ChatMessage, ChatModel, ChatRequest, GenerationEvent, LoadOptions};
+use sluice_local::pool::{
+    KeepAlive, LocalLoader, LocalModel, ModelKind, ModelSpec, Pool, PoolConfig, PoolErrorKind,
+};
+use sluice_local::{
+    BatchOptions, ChatMessage, ChatModel, ChatRequest, GenerationEvent, LoadOptions,
+};
 use sluice_types::Usage;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -31,7 +35,7 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub struct LocalRuntime {
     /// The models, by their upstream name.
-    pub pool: Pool<GgufLoader>,
+    pub pool: Pool<LocalLoader>,
 }
 
 fn config_error(message: String) -> Error {
@@ -90,11 +94,17 @@ pub fn build(
     config: &Config,
     found: &[sluice_local::discovery::DiscoveredModel],
 ) -> Result<Option<LocalRuntime>, Error> {
+    let batch = BatchOptions {
+        max_batch: config.local.max_batch,
+        max_wait: config.local.max_wait,
+        queue: config.local.embedding_queue,
+    };
     let mut specs = Vec::new();
     for m in found {
         let mut spec = m.to_spec();
         spec.load.parallel = config.local.parallel;
         spec.load.queue_capacity = config.local.queue;
+        spec.batch = batch;
         specs.push(spec);
     }
     for m in &config.models {
@@ -115,6 +125,7 @@ pub fn build(
             queue_capacity: config.local.queue,
             context_length: l.context_length,
         };
+        spec.batch = batch;
         specs.push(spec);
     }
     if specs.is_empty() {
@@ -134,7 +145,7 @@ pub fn build(
         "local model runtime"
     );
     Ok(Some(LocalRuntime {
-        pool: Pool::new(GgufLoader, pool_config, specs),
+        pool: Pool::new(LocalLoader, pool_config, specs),
     }))
 }
 
@@ -263,12 +274,15 @@ pub async fn serve(
         return Err(config_error("no local runtime".into()));
     };
     let (request, include_usage) = chat_request(body)?;
+    let keep_alive = request_keep_alive(body)?;
     let lease = local
         .pool
-        .acquire(upstream, None)
+        .acquire(upstream, keep_alive)
         .await
         .map_err(|e| pool_error(&e))?;
-    let chat: &ChatModel = &lease;
+    let chat: &ChatModel = lease
+        .as_chat()
+        .ok_or_else(|| wrong_kind(model, ModelKind::Embedding))?;
     let generation = chat.submit(request).map_err(|e| model_error(&e))?;
     let id = format!("chatcmpl-local-{:016x}", sluice_core::rng::next_u64());
     let created = unix_secs();
@@ -319,12 +333,200 @@ pub async fn serve(
     Ok(r)
 }
 
+fn wrong_kind(model: &str, kind: ModelKind) -> Error {
+    let message = match kind {
+        ModelKind::Embedding => {
+            format!("model `{model}` is an embedding model: use /v1/embeddings")
+        }
+        ModelKind::Chat => format!("model `{model}` is a chat model: use /v1/chat/completions"),
+    };
+    ErrorKind::InvalidRequest {
+        message,
+        param: Some("model"),
+    }
+    .into()
+}
+
+fn invalid(message: String, param: &'static str) -> Error {
+    ErrorKind::InvalidRequest {
+        message,
+        param: Some(param),
+    }
+    .into()
+}
+
+/// The request's own `keep_alive` (as Ollama takes it: a duration such as `"10m"`, a number
+/// of seconds, `0` to unload when done, a negative value to stay loaded), if it has one.
+fn request_keep_alive(body: &[u8]) -> Result<Option<KeepAlive>, Error> {
+    #[derive(serde::Deserialize)]
+    struct Extra {
+        keep_alive: Option<serde_json::Value>,
+    }
+    let extra: Extra = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("invalid request body: {e}"), "keep_alive"))?;
+    let bad = |e: &dyn std::fmt::Display| invalid(format!("`keep_alive`: {e}"), "keep_alive");
+    match extra.keep_alive {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => KeepAlive::parse(&s).map(Some).map_err(|e| bad(&e)),
+        Some(serde_json::Value::Number(n)) => match n.as_f64() {
+            Some(secs) if secs.is_finite() => Ok(Some(KeepAlive::from_secs_f64(secs))),
+            _ => Err(bad(&"not a number of seconds")),
+        },
+        Some(_) => Err(bad(&"a duration such as \"5m\", or a number of seconds")),
+    }
+}
+
+/// The inputs of an OpenAI embeddings request for a local model: text only (token arrays are
+/// another model's tokens), and whether to answer in base64.
+fn embedding_inputs(body: &[u8], dimensions: usize) -> Result<(Vec<String>, bool), Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Input {
+        One(String),
+        Many(Vec<serde_json::Value>),
+    }
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        input: Input,
+        encoding_format: Option<String>,
+        dimensions: Option<u64>,
+    }
+    let w: Wire = serde_json::from_slice(body).map_err(|e| {
+        invalid(
+            format!("invalid request body: {e}; `input` must be a string or an array of strings"),
+            "input",
+        )
+    })?;
+    let base64 = match w.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(invalid(
+                format!("`encoding_format` must be `float` or `base64`, not `{other}`"),
+                "encoding_format",
+            ))
+        }
+    };
+    if let Some(d) = w.dimensions {
+        if d != dimensions as u64 {
+            return Err(invalid(
+                format!("this model's embeddings have {dimensions} dimensions; `dimensions` cannot change that (asked {d})"),
+                "dimensions",
+            ));
+        }
+    }
+    let texts = match w.input {
+        Input::One(s) => vec![s],
+        Input::Many(items) => {
+            if items.is_empty() {
+                return Err(invalid("`input` must not be empty".into(), "input"));
+            }
+            items
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Ok(s),
+                    _ => Err(invalid(
+                        "local embedding models take text: `input` must be a string or an array of strings (token arrays are not accepted)".into(),
+                        "input",
+                    )),
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    Ok((texts, base64))
+}
+
+/// Little-endian `f32`s in standard base64, as OpenAI's `encoding_format: "base64"` answers.
+fn base64_f32(v: &[f32]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Serves one embeddings request on local model `upstream`; `model` is what the client asked
+/// for. The inputs join the model's next batch.
+pub async fn serve_embeddings(
+    state: &AppState,
+    upstream: &str,
+    model: &str,
+    body: &Bytes,
+) -> Result<Response<ResponseBody>, Error> {
+    let Some(local) = &state.local else {
+        return Err(config_error("no local runtime".into()));
+    };
+    let keep_alive = request_keep_alive(body)?;
+    if local
+        .pool
+        .spec(upstream)
+        .is_some_and(|s| s.kind == ModelKind::Chat)
+    {
+        return Err(wrong_kind(model, ModelKind::Chat));
+    }
+    let lease = local
+        .pool
+        .acquire(upstream, keep_alive)
+        .await
+        .map_err(|e| pool_error(&e))?;
+    let embedder = lease
+        .as_embedder()
+        .ok_or_else(|| wrong_kind(model, ModelKind::Chat))?;
+    let (texts, base64) = embedding_inputs(body, embedder.model().dimensions())?;
+    let out = embedder
+        .submit(texts)
+        .map_err(|e| model_error(&e))?
+        .await
+        .map_err(|e| model_error(&e))?;
+    drop(lease);
+    let data: Vec<serde_json::Value> = out
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = if base64 {
+                json!(base64_f32(v))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let usage = Usage {
+        prompt_tokens: out.prompt_tokens as u64,
+        ..Usage::default()
+    };
+    let v = json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
+    });
+    let mut r = crate::body::json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default());
+    r.extensions_mut().insert(UsageSeen(usage));
+    Ok(r)
+}
+
 /// A local model's answer, streamed as OpenAI chunk events as tokens are generated. Holds
 /// the model's lease (so the pool does not evict it) until the stream ends; dropping it (the
 /// client left) cancels the generation at its next token.
 pub struct LocalStream {
     deployment: usize,
-    _lease: sluice_local::pool::Lease<ChatModel>,
+    _lease: sluice_local::pool::Lease<LocalModel>,
     events: mpsc::UnboundedReceiver<sluice_local::Result<GenerationEvent>>,
     id: String,
     created: u64,
@@ -465,6 +667,7 @@ pub fn health(local: &LocalRuntime) -> serde_json::Value {
         .map(|m| {
             json!({
                 "name": m.name,
+                "kind": local.pool.spec(&m.name).map(|s| s.kind.as_str()),
                 "state": m.state.as_str(),
                 "bytes_estimated": m.bytes_estimated,
                 "bytes_measured": m.bytes_measured,

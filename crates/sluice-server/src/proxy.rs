@@ -212,18 +212,16 @@ impl View<'_> {
                     },
                 ))
             }
-            (Self::Chat(_), Translation::Local) => Ok((body.clone(), Wire::Local)),
-            (Self::Embeddings(_), Translation::Anthropic(_) | Translation::Local) => {
-                Err(ErrorKind::InvalidRequest {
-                    message: format!(
-                        "provider `{}` (type `{}`) has no embeddings API",
-                        provider.name(),
-                        provider.config.kind.as_str()
-                    ),
-                    param: Some("model"),
-                }
-                .into())
+            (_, Translation::Local) => Ok((body.clone(), Wire::Local)),
+            (Self::Embeddings(_), Translation::Anthropic(_)) => Err(ErrorKind::InvalidRequest {
+                message: format!(
+                    "provider `{}` (type `{}`) has no embeddings API",
+                    provider.name(),
+                    provider.config.kind.as_str()
+                ),
+                param: Some("model"),
             }
+            .into()),
         }
     }
 }
@@ -1160,6 +1158,15 @@ impl Attempt<'_> {
     ) -> Result<Response<ResponseBody>, Error> {
         let provider = self.provider;
         let dep = &self.state.deployments[self.deployment];
+        if matches!(self.wire, Wire::Local) && self.endpoint == Endpoint::Embeddings {
+            return crate::local::serve_embeddings(
+                self.state,
+                self.upstream_model,
+                self.model,
+                &upstream_body,
+            )
+            .await;
+        }
         if matches!(self.wire, Wire::Local) {
             return crate::local::serve(
                 self.state,

@@ -275,3 +275,202 @@ async fn models_in_the_models_dir_and_in_ollamas_store_are_served() {
         assert_eq!(r.header("x-sluice-provider"), Some("here"));
     }
 }
+
+/// all-MiniLM-L6-v2 as `scripts/install-minilm.sh` installs it (the test command does).
+fn minilm_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("SLUICE_MINILM_DIR").map_or_else(
+        || {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/models/all-MiniLM-L6-v2")
+        },
+        std::path::PathBuf::from,
+    );
+    assert!(
+        sluice_local::is_embedding_model(&dir),
+        "all-MiniLM-L6-v2 is not at {}: run `scripts/install-minilm.sh target/models`",
+        dir.display()
+    );
+    std::fs::canonicalize(dir).unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let n = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn from_base64(text: &str) -> Vec<f32> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let mut bytes = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let pad = chunk.iter().filter(|&&c| c == b'=').count();
+        let n = chunk
+            .iter()
+            .map(|&c| if c == b'=' { 0 } else { value(c) })
+            .fold(0u32, |n, v| (n << 6) | v);
+        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        bytes.extend_from_slice(&three[..3 - pad]);
+    }
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_embeddings_match_the_reference_over_http() {
+    let reference: Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../sluice-local/tests/fixtures/minilm_reference.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let sentences = reference["sentences"].as_array().unwrap();
+    // Served from a models directory (as the run command installs it), and from the config
+    // under another name with a price.
+    let root = std::env::temp_dir().join(format!(
+        "sluice-local-embed-{}-{}",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    ));
+    let models_dir = root.join("models");
+    std::fs::create_dir_all(&models_dir).unwrap();
+    std::os::unix::fs::symlink(minilm_dir(), models_dir.join("all-MiniLM-L6-v2")).unwrap();
+    let chat_model = model_file("embed-chat", TestArch::Llama);
+    let local = format!("models_dir = \"{}\"\nmax_wait_ms = 5", models_dir.display());
+    let models = format!(
+        r#"
+[[models]]
+name = "minilm"
+provider = "here"
+path = "{}"
+price = {{ input = 0.02, output = 0.0 }}
+[[models]]
+name = "tiny"
+provider = "here"
+path = "{}"
+"#,
+        minilm_dir().display(),
+        chat_model.display()
+    );
+    let (_fake, gw) = gateway(&local, &models).await;
+    let url = gw.url("/v1/embeddings");
+
+    let texts: Vec<&str> = sentences
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    let tokens: u64 = sentences
+        .iter()
+        .map(|s| s["tokens"].as_u64().unwrap())
+        .sum();
+    let body = json!({"model": "all-MiniLM-L6-v2", "input": texts}).to_string();
+    let r = post_json(&url, body, &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], "all-MiniLM-L6-v2");
+    assert_eq!(v["usage"]["prompt_tokens"], tokens);
+    assert_eq!(v["usage"]["total_tokens"], tokens);
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), sentences.len());
+    for (i, (d, s)) in data.iter().zip(sentences).enumerate() {
+        assert_eq!(d["index"], i);
+        assert_eq!(d["object"], "embedding");
+        let c = cosine(&floats(&d["embedding"]), &floats(&s["embedding"]));
+        assert!(c >= 0.999, "cosine {c} for {}", s["text"]);
+    }
+
+    // One string, base64 (what the OpenAI SDKs ask for by default), priced.
+    let body = json!({"model": "minilm", "input": texts[0], "encoding_format": "base64"});
+    let r = post_json(&url, body.to_string(), &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sluice-provider"), Some("here"));
+    let cost: f64 = r.header("x-sluice-cost-usd").unwrap().parse().unwrap();
+    let want = sentences[0]["tokens"].as_f64().unwrap() * 0.02 / 1e6;
+    assert!((cost - want).abs() < 1e-12, "cost {cost}, want {want}");
+    let v = r.json();
+    let got = from_base64(v["data"][0]["embedding"].as_str().unwrap());
+    assert_eq!(got.len(), 384);
+    assert!(cosine(&got, &floats(&sentences[0]["embedding"])) >= 0.999);
+
+    // 32 concurrent clients: every answer is its own input's vector.
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let (url, s) = (url.clone(), sentences[i % sentences.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"model": "all-MiniLM-L6-v2", "input": [s["text"]]});
+            let r = post_json(&url, body.to_string(), &[]).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            let got = floats(&r.json()["data"][0]["embedding"]);
+            assert!(cosine(&got, &floats(&s["embedding"])) >= 0.999);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // Bad input: clear 400s in the OpenAI shape.
+    for (body, param) in [
+        (json!({"model": "minilm", "input": [[1, 2, 3]]}), "input"),
+        (
+            json!({"model": "minilm", "input": "x", "dimensions": 64}),
+            "dimensions",
+        ),
+        (
+            json!({"model": "minilm", "input": "x", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+        (
+            json!({"model": "minilm", "input": "x", "keep_alive": "soon"}),
+            "keep_alive",
+        ),
+        (json!({"model": "tiny", "input": "x"}), "model"),
+    ] {
+        let r = post_json(&url, body.to_string(), &[]).await.unwrap();
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert_eq!(r.json()["error"]["param"], param, "{body}: {}", r.text());
+    }
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat("minilm", json!({})),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("embedding model"), "{}", r.text());
+
+    // The pool shows it.
+    let health = sluice_testkit::client::get(&gw.url("/health/detailed"))
+        .await
+        .unwrap()
+        .json();
+    let listed = health["local"]["models"].as_array().unwrap();
+    let minilm = listed.iter().find(|m| m["name"] == "minilm").unwrap();
+    assert_eq!(minilm["kind"], "embedding", "{health}");
+    assert_eq!(minilm["state"], "loaded", "{health}");
+}

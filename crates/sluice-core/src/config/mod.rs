@@ -284,7 +284,7 @@ pub struct UninitializedModelConfig {
     pub cache: Option<UninitializedCachePolicy>,
     /// Rate limits of this model, over every key.
     pub limits: Option<TargetLimits>,
-    /// `local` models: the GGUF file.
+    /// `local` models: the GGUF file, or an embedding model's directory.
     pub path: Option<PathBuf>,
     /// `local` models: the file's expected SHA-256 (hex).
     pub sha256: Option<String>,
@@ -322,6 +322,12 @@ pub struct UninitializedLocalConfig {
     /// Where Ollama keeps its models (default `$OLLAMA_MODELS`, else `~/.ollama/models`
     /// and `/usr/share/ollama/.ollama/models`).
     pub ollama_dir: Option<PathBuf>,
+    /// Embedding models: inputs per batch at most (default 32).
+    pub max_batch: Option<usize>,
+    /// Embedding models: longest wait for more requests once one is there (default 2 ms).
+    pub max_wait_ms: Option<u64>,
+    /// Embedding models: requests that may wait per model (default 256).
+    pub embedding_queue: Option<usize>,
 }
 
 /// Validated `[local]`.
@@ -341,6 +347,12 @@ pub struct LocalConfig {
     pub ollama: bool,
     /// Ollama's model store.
     pub ollama_dir: Option<PathBuf>,
+    /// Embedding batches: inputs at most.
+    pub max_batch: usize,
+    /// Embedding batches: longest gathering wait.
+    pub max_wait: std::time::Duration,
+    /// Embedding requests that may wait per model.
+    pub embedding_queue: usize,
 }
 
 /// A `local` model's runtime settings.
@@ -620,6 +632,25 @@ impl UninitializedConfig {
             models_dir: self.local.models_dir,
             ollama: self.local.ollama.unwrap_or(true),
             ollama_dir: self.local.ollama_dir,
+            max_batch: match self.local.max_batch {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "local.max_batch",
+                        "must be greater than 0",
+                    ))
+                }
+                v => v.unwrap_or(32),
+            },
+            max_wait: std::time::Duration::from_millis(self.local.max_wait_ms.unwrap_or(2)),
+            embedding_queue: match self.local.embedding_queue {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "local.embedding_queue",
+                        "must be greater than 0",
+                    ))
+                }
+                v => v.unwrap_or(256),
+            },
         };
 
         let mut providers = Vec::with_capacity(self.providers.len());
@@ -684,7 +715,7 @@ impl UninitializedConfig {
                 let path = m.path.clone().ok_or_else(|| {
                     ConfigError::new(
                         at("path"),
-                        "a `local` model needs the path of its GGUF file",
+                        "a `local` model needs a path: its GGUF file, or its embedding model's directory",
                     )
                 })?;
                 if m.parallel == Some(0) {
