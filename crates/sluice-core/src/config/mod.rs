@@ -992,9 +992,14 @@ impl Config {
     }
 
     /// The config used without a file: a passthrough provider for every preset whose key
-    /// variable is set, plus `extra` providers found by probing (Ollama).
+    /// variable is set, plus `extra` providers found by probing (Ollama), plus a `local`
+    /// provider for the models in `<data_dir>/models` (and Ollama's store when no Ollama
+    /// server answers: a running Ollama serves its own models).
     pub fn from_env(env: &dyn Env, ollama_base_url: Option<String>) -> Result<Self, ConfigError> {
         let mut text = String::new();
+        if ollama_base_url.is_some() {
+            text.push_str("[local]\nollama = false\n\n");
+        }
         for preset in presets::PRESETS.iter().filter(|p| !p.key_env.is_empty()) {
             if env.get(preset.key_env).is_some() {
                 text.push_str(&format!(
@@ -1009,6 +1014,7 @@ impl Config {
                 serde_json::to_string(&url).unwrap_or_default()
             ));
         }
+        text.push_str("\n[[providers]]\nname = \"local\"\ntype = \"local\"\n");
         Self::from_toml(&text, env)
     }
 

@@ -105,13 +105,16 @@ fn from_env_builds_passthrough_providers() {
     let env = MapEnv::from_pairs([("OPENAI_API_KEY", "sk-1"), ("GROQ_API_KEY", "gsk-2")]);
     let c = Config::from_env(&env, Some("http://127.0.0.1:11434/v1".into())).unwrap();
     let names: Vec<_> = c.providers.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["openai", "groq", "ollama"]);
-    assert!(c.providers.iter().all(|p| p.passthrough));
+    assert_eq!(names, ["openai", "groq", "ollama", "local"]);
+    assert!(c.providers[..3].iter().all(|p| p.passthrough));
+    assert_eq!(c.providers[3].kind, ProviderType::Local);
+    // A running Ollama serves its own store's models.
+    assert!(!c.local.ollama);
     assert_eq!(c.providers[1].api_key.as_ref().unwrap().expose(), "gsk-2");
-    assert!(Config::from_env(&MapEnv::default(), None)
-        .unwrap()
-        .providers
-        .is_empty());
+    let bare = Config::from_env(&MapEnv::default(), None).unwrap();
+    let names: Vec<_> = bare.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["local"]);
+    assert!(bare.local.ollama);
 }
 
 #[test]

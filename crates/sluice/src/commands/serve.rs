@@ -83,12 +83,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let providers = config.providers.len();
+        let upstreams = config
+            .providers
+            .iter()
+            .filter(|p| p.kind != sluice_core::config::ProviderType::Local)
+            .count();
         let models = config.models.len();
         let server = sluice_server::Server::bind_with_workers(config, workers).await?;
         let addr = server.local_addr()?;
         tracing::info!(%addr, providers, models, workers, "sluice listening");
-        if providers == 0 {
-            tracing::warn!("no providers configured: pass --config FILE or set an API key such as OPENAI_API_KEY");
+        if upstreams == 0 {
+            tracing::warn!("no upstream providers configured (local models only): pass --config FILE or set an API key such as OPENAI_API_KEY");
         }
         server.run_workers(shutdown_signal()).await?;
         tracing::info!("sluice stopped");
