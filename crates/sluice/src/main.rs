@@ -28,6 +28,8 @@ enum Command {
     Keys(commands::keys::KeysArgs),
     /// The spend log: reports by key, model, provider or route.
     Spend(commands::spend::SpendArgs),
+    /// Local models: what is configured and found on disk, and what a running gateway holds.
+    Models(commands::models::ModelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Cost(args) => commands::cost::run(args),
         Command::Keys(args) => commands::keys::run(args),
         Command::Spend(args) => commands::spend::run(args),
+        Command::Models(args) => commands::models::run(args),
     };
     match result {
         Ok(code) => code,

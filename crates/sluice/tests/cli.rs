@@ -117,7 +117,8 @@ fn without_a_config_providers_come_from_the_environment() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 provider(s)"));
+    // Two from the keys, and the `local` provider every such config has.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 provider(s)"));
 }
 
 #[test]

@@ -110,21 +110,6 @@ fn store_name(config: &Config) -> String {
     }
 }
 
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 async fn stats(target: &Target) -> anyhow::Result<ExitCode> {
     let config = load(target)?;
     let store = open(&config)?;
@@ -138,7 +123,7 @@ async fn stats(target: &Target) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "store       {}", store_name(&config))?;
     writeln!(out, "entries     {}", s.entries)?;
-    writeln!(out, "bytes       {}", human_bytes(s.bytes))?;
+    writeln!(out, "bytes       {}", super::human_bytes(s.bytes))?;
     writeln!(out, "hits        {}", s.hits)?;
     writeln!(out, "misses      {}", s.misses)?;
     writeln!(out, "hit rate    {rate}")?;

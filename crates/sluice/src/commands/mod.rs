@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod cost;
 pub mod keys;
+pub mod models;
 pub mod serve;
 pub mod spend;
 
@@ -75,4 +76,20 @@ pub fn init_logging() {
 /// The config file: `--config`, else `$SLUICE_CONFIG`.
 pub fn config_path(arg: Option<PathBuf>) -> Option<PathBuf> {
     arg.or_else(|| ProcessEnv.get(SLUICE_CONFIG).map(PathBuf::from))
+}
+
+/// `n` bytes in binary units (`1.5 GiB`).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
