@@ -745,3 +745,63 @@ pub fn render(local: &LocalRuntime, out: &mut String) {
         }
     }
 }
+
+/// Renders preload progress on stderr: a bar redrawn in place when stderr is a terminal, one
+/// line per model otherwise (logs), and the log event either way.
+pub fn preload_progress() -> impl FnMut(sluice_local::PreloadEvent) {
+    use sluice_local::PreloadEvent;
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut held = 0u64;
+    move |event| {
+        let (index, total, name, note) = match &event {
+            PreloadEvent::Loading { name, index, total } => {
+                tracing::info!(model = %name, "preloading local model {}/{total}", index + 1);
+                (*index, *total, name, "loading".to_owned())
+            }
+            PreloadEvent::Loaded {
+                name,
+                index,
+                total,
+                bytes,
+                elapsed,
+            } => {
+                held += bytes;
+                tracing::info!(model = %name, bytes, elapsed_ms = elapsed.as_millis() as u64, "preloaded local model");
+                (
+                    index + 1,
+                    *total,
+                    name,
+                    format!("{} MiB in {:.1} s", bytes >> 20, elapsed.as_secs_f64()),
+                )
+            }
+            PreloadEvent::Failed {
+                name,
+                index,
+                total,
+                error,
+            } => {
+                tracing::warn!(model = %name, error = %error, "local model did not preload");
+                (index + 1, *total, name, format!("failed: {error}"))
+            }
+        };
+        if !tty {
+            return;
+        }
+        const WIDTH: usize = 24;
+        let filled = (index * WIDTH).checked_div(total).unwrap_or(WIDTH);
+        let bar: String = "#".repeat(filled) + &"-".repeat(WIDTH - filled);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[2Kpreloading [{bar}] {index}/{total}  {name}: {note}  ({} MiB held, {:.1} s)",
+            held >> 20,
+            started.elapsed().as_secs_f64()
+        );
+        if index == total && !matches!(event, PreloadEvent::Loading { .. }) {
+            let _ = writeln!(err);
+        }
+        let _ = err.flush();
+    }
+}

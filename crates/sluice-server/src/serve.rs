@@ -325,7 +325,7 @@ fn spawn_flusher(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
             let pool = local.pool.clone();
             tokio::spawn(async move {
                 let report = pool
-                    .preload_configured(|e| tracing::info!(event = ?e, "preloading local models"))
+                    .preload_configured(crate::local::preload_progress())
                     .await;
                 if !report.failed.is_empty() {
                     tracing::warn!(failed = ?report.failed, "local models that did not preload");
