@@ -13,8 +13,10 @@
 //! * **Eviction.** When a reservation would exceed the budget, idle, unpinned, loaded models are
 //!   unloaded least recently used first; among equally old ones the larger goes first; victims
 //!   that the later ones make unnecessary are kept (see [`plan_eviction`]). A model in use
-//!   (leased or loading) is never evicted: if only such models could make room the acquire fails
-//!   with [`PoolErrorKind::BudgetBusy`] (503 + `Retry-After`); a model larger than the budget
+//!   (leased or loading) is never evicted: if only such models could make room the acquire
+//!   waits, first come first served, up to [`PoolConfig::busy_wait`] for a lease to end (while
+//!   any acquire waits, only the first in line may start a load), then fails with
+//!   [`PoolErrorKind::BudgetBusy`] (503 + `Retry-After`); a model larger than the budget
 //!   (minus pinned models) fails with [`PoolErrorKind::TooLarge`] (503) and nothing is evicted.
 //!   When the measured size exceeds the reservation the pool plans again for the difference, and
 //!   unloads the new model with the same errors if it cannot make room: the budget is never
@@ -288,13 +290,20 @@ pub struct PoolConfig {
     pub memory_budget: u64,
     /// Keep-alive of models whose spec and request give none.
     pub keep_alive: KeepAlive,
+    /// How long an acquire waits for models in use to free memory before it fails with
+    /// [`PoolErrorKind::BudgetBusy`]; zero fails at once.
+    pub busy_wait: Duration,
 }
+
+/// [`PoolConfig::busy_wait`]'s default.
+pub const DEFAULT_BUSY_WAIT: Duration = Duration::from_secs(30);
 
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
             memory_budget: default_memory_budget(),
             keep_alive: KeepAlive::default(),
+            busy_wait: DEFAULT_BUSY_WAIT,
         }
     }
 }
@@ -856,6 +865,8 @@ struct Inner<L: Loader, C: Clock> {
     state: Mutex<State<L::Model>>,
     /// Poked when an expiry may have moved earlier (a release), for [`Pool::run_sweeper`].
     changed: Notify,
+    /// Woken (all waiters) whenever a lease ends or a model unloads.
+    freed: Notify,
 }
 
 struct State<M> {
@@ -863,6 +874,10 @@ struct State<M> {
     entries: HashMap<String, Entry<M>>,
     next_seq: u64,
     next_id: u64,
+    /// Acquires waiting for memory held by models in use, first come first served: while any
+    /// waits, only the first may start a load (others that need one queue behind it).
+    waiting: std::collections::VecDeque<u64>,
+    next_ticket: u64,
 }
 
 /// A configured model.
@@ -937,8 +952,11 @@ impl<L: Loader, C: Clock> Pool<L, C> {
                     entries: HashMap::new(),
                     next_seq: 0,
                     next_id: 0,
+                    waiting: std::collections::VecDeque::new(),
+                    next_ticket: 0,
                 }),
                 changed: Notify::new(),
+                freed: Notify::new(),
             }),
         };
         for spec in models {
@@ -993,12 +1011,70 @@ impl<L: Loader, C: Clock> Pool<L, C> {
         record.pinned = pinned;
         drop(state);
         self.inner.changed.notify_one();
+        self.inner.freed.notify_waiters();
         Ok(())
     }
 
     /// A lease on the model, loading it first if needed (see the module docs). `keep_alive`
     /// overrides the model's for the idle period after this lease.
+    ///
+    /// When the memory it needs is held by models in use, it waits (up to
+    /// [`PoolConfig::busy_wait`]) for a lease to end or a model to unload and tries again, so a
+    /// workload that cycles through more models than fit queues rather than fails.
     pub async fn acquire(
+        &self,
+        name: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Lease<L::Model>, PoolError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.busy_wait;
+        let mut ticket = Ticket {
+            inner: &*self.inner,
+            id: None,
+        };
+        loop {
+            // Registered before trying, so a release between the failure and the wait counts.
+            let freed = self.inner.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let blocked = {
+                let mut state = self.inner.lock();
+                let needs_load = !state.entries.contains_key(name);
+                let ahead = match ticket.id {
+                    Some(id) => state.waiting.front().is_some_and(|&first| first != id),
+                    None => !state.waiting.is_empty(),
+                };
+                if needs_load && ahead && ticket.id.is_none() {
+                    ticket.id = Some(ticket.take(&mut state));
+                }
+                needs_load && ahead
+            };
+            let result = if blocked {
+                None
+            } else {
+                Some(self.acquire_once(name, keep_alive).await)
+            };
+            let last = match result {
+                Some(Err(e)) if matches!(e.kind(), PoolErrorKind::BudgetBusy { .. }) => Some(e),
+                Some(other) => return other,
+                None => None,
+            };
+            if ticket.id.is_none() {
+                let mut state = self.inner.lock();
+                ticket.id = Some(ticket.take(&mut state));
+            }
+            if tokio::time::Instant::now() >= deadline
+                || tokio::time::timeout_at(deadline, freed).await.is_err()
+            {
+                return match last {
+                    Some(e) => Err(e),
+                    // Timed out behind others: one last try of its own.
+                    None => self.acquire_once(name, keep_alive).await,
+                };
+            }
+        }
+    }
+
+    async fn acquire_once(
         &self,
         name: &str,
         keep_alive: Option<KeepAlive>,
@@ -1302,6 +1378,7 @@ impl<L: Loader, C: Clock> Inner<L, C> {
                 drop(state);
                 tx.send_replace(Some(Ok(model)));
                 self.changed.notify_one();
+                self.freed.notify_waiters();
             }
             Err(error) => {
                 state.entries.remove(name);
@@ -1463,14 +1540,16 @@ impl<L: Loader, C: Clock> Release<L::Model> for Inner<L, C> {
             .map_or(self.config.keep_alive, |r| self.keep_alive(&r.spec));
         let pinned = state.models.get(name).is_some_and(|r| r.pinned);
         let mut unload = false;
+        // Whether memory became available to an acquire waiting for it: a loaded model went
+        // idle (now evictable) or unloads.
+        let mut freed = false;
         if let Some(entry) = state.entries.get_mut(name).filter(|e| e.id == id) {
             entry.in_flight = entry.in_flight.saturating_sub(1);
             entry.last_used = now;
             entry.keep_alive = keep_alive.unwrap_or(default);
-            unload = entry.in_flight == 0
-                && !pinned
-                && entry.keep_alive.is_zero()
-                && matches!(entry.phase, Phase::Loaded(_));
+            let idle = entry.in_flight == 0 && matches!(entry.phase, Phase::Loaded(_));
+            freed = idle && !pinned;
+            unload = idle && !pinned && entry.keep_alive.is_zero();
         }
         let mut garbage: Vec<Phase<L::Model>> = Vec::new();
         if unload {
@@ -1485,6 +1564,9 @@ impl<L: Loader, C: Clock> Release<L::Model> for Inner<L, C> {
         }
         dispose(garbage);
         self.changed.notify_one();
+        if freed {
+            self.freed.notify_waiters();
+        }
     }
 }
 
@@ -1561,6 +1643,31 @@ impl<M: Send + Sync + 'static> std::fmt::Debug for Lease<M> {
             .field("name", &self.name)
             .field("keep_alive", &self.keep_alive)
             .finish_non_exhaustive()
+    }
+}
+
+/// An acquire's place in [`State::waiting`]; leaving (done, failed, timed out or cancelled)
+/// takes it out and wakes the others, so the next in line may load.
+struct Ticket<'a, L: Loader, C: Clock> {
+    inner: &'a Inner<L, C>,
+    id: Option<u64>,
+}
+
+impl<L: Loader, C: Clock> Ticket<'_, L, C> {
+    fn take(&self, state: &mut State<L::Model>) -> u64 {
+        let id = state.next_ticket;
+        state.next_ticket += 1;
+        state.waiting.push_back(id);
+        id
+    }
+}
+
+impl<L: Loader, C: Clock> Drop for Ticket<'_, L, C> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.inner.lock().waiting.retain(|&t| t != id);
+            self.inner.freed.notify_waiters();
+        }
     }
 }
 

@@ -131,7 +131,10 @@ pub fn build(
     if specs.is_empty() {
         return Ok(None);
     }
-    let mut pool_config = PoolConfig::default();
+    let mut pool_config = PoolConfig {
+        busy_wait: config.local.memory_wait,
+        ..PoolConfig::default()
+    };
     if let Some(b) = config.local.memory_budget {
         pool_config.memory_budget = b;
     }

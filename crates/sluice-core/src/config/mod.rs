@@ -328,6 +328,8 @@ pub struct UninitializedLocalConfig {
     pub max_wait_ms: Option<u64>,
     /// Embedding models: requests that may wait per model (default 256).
     pub embedding_queue: Option<usize>,
+    /// How long a request waits for memory held by models in use before 503 (default 30000).
+    pub memory_wait_ms: Option<u64>,
 }
 
 /// Validated `[local]`.
@@ -353,6 +355,8 @@ pub struct LocalConfig {
     pub max_wait: std::time::Duration,
     /// Embedding requests that may wait per model.
     pub embedding_queue: usize,
+    /// Longest wait for memory held by models in use.
+    pub memory_wait: std::time::Duration,
 }
 
 /// A `local` model's runtime settings.
@@ -651,6 +655,9 @@ impl UninitializedConfig {
                 }
                 v => v.unwrap_or(256),
             },
+            memory_wait: std::time::Duration::from_millis(
+                self.local.memory_wait_ms.unwrap_or(30_000),
+            ),
         };
 
         let mut providers = Vec::with_capacity(self.providers.len());

@@ -119,6 +119,7 @@ fn harness_with(
     let config = PoolConfig {
         memory_budget: budget,
         keep_alive: KeepAlive::default(),
+        busy_wait: Duration::ZERO,
     };
     let pool = Pool::with_clock(FakeLoader(Arc::clone(&fake)), config, specs, clock.clone());
     Harness { pool, fake, clock }
@@ -359,6 +360,87 @@ async fn equally_old_candidates_evict_the_larger_first() {
     drop(large);
     h.touch("new").await;
     assert_eq!(h.loaded(), ["new", "small"]);
+}
+
+#[tokio::test]
+async fn an_acquire_waits_for_a_model_in_use_to_free_its_memory() {
+    let fake = Arc::new(FakeState::default());
+    fake.open();
+    let mut specs = Vec::new();
+    for name in ["a", "b"] {
+        fake.sizes.lock().unwrap().insert(name.to_owned(), (60, 60));
+        specs.push(ModelSpec::new(name, format!("/nonexistent/{name}.gguf")));
+    }
+    let config = PoolConfig {
+        memory_budget: 100,
+        keep_alive: KeepAlive::default(),
+        busy_wait: Duration::from_secs(30),
+    };
+    let pool = Pool::new(FakeLoader(Arc::clone(&fake)), config, specs);
+    let a = pool.acquire("a", None).await.unwrap();
+    let waiting = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire("b", None).await.map(|_| ()) })
+    };
+    // It waits rather than failing while `a` is in use...
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished());
+    assert_eq!(fake.loads("b"), 0);
+    // ...and gets `b` (evicting `a`) once `a`'s lease ends.
+    drop(a);
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting acquire went on")
+        .unwrap()
+        .unwrap();
+    assert_eq!(fake.loads("b"), 1);
+
+    // First come, first served: while `b` waits for `a`'s memory, a later acquire that needs
+    // a load (`c`) queues behind it instead of taking the memory `a` frees.
+    fake.sizes.lock().unwrap().insert("c".to_owned(), (60, 60));
+    pool.insert_model(ModelSpec::new("c", "/nonexistent/c.gguf"));
+    let b = pool.acquire("b", None).await.unwrap();
+    let first = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire("a", None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let second = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire("c", None).await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    drop(b);
+    let a = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("the first in line went on")
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(!second.is_finished(), "the later acquire jumped the queue");
+    assert_eq!(fake.loads("c"), 0);
+    drop(a);
+    tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the second in line went on")
+        .unwrap()
+        .unwrap();
+    assert_eq!(fake.loads("c"), 1);
+
+    // With a short wait it gives up with BudgetBusy.
+    let config = PoolConfig {
+        memory_budget: 100,
+        keep_alive: KeepAlive::default(),
+        busy_wait: Duration::from_millis(20),
+    };
+    let specs = ["a", "b"].map(|n| ModelSpec::new(n, format!("/nonexistent/{n}.gguf")));
+    let pool = Pool::new(FakeLoader(Arc::clone(&fake)), config, specs);
+    let _a = pool.acquire("a", None).await.unwrap();
+    let error = pool.acquire("b", None).await.unwrap_err();
+    assert!(
+        matches!(error.kind(), PoolErrorKind::BudgetBusy { .. }),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -816,6 +898,7 @@ async fn gguf_models_evict_each_other_under_a_budget_for_one() {
     let config = PoolConfig {
         memory_budget: budget,
         keep_alive: KeepAlive::default(),
+        busy_wait: Duration::ZERO,
     };
     let pool = Pool::new(GgufLoader, config, specs);
 
