@@ -23,6 +23,10 @@ use sluice_local::pool::{GgufLoader, Loaded, Loader, ModelSpec, Pool, PoolConfig
 use sluice_local::testing::{TestArch, TestDType, TestModel};
 use sluice_local::{ChatMessage, ChatModel, ChatRequest, KeepAlive};
 
+// As in the `sluice` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// [`GgufLoader`], counting and timing loads.
 struct Counting {
     loads: AtomicU64,

@@ -330,6 +330,9 @@ pub struct UninitializedLocalConfig {
     pub embedding_queue: Option<usize>,
     /// How long a request waits for memory held by models in use before 503 (default 30000).
     pub memory_wait_ms: Option<u64>,
+    /// Threads one chat sequence's matrix products use (candle's pool; default: all cores when
+    /// at most one sequence can run at a time, else 1 so that sequences run side by side).
+    pub threads: Option<usize>,
 }
 
 /// Validated `[local]`.
@@ -357,6 +360,8 @@ pub struct LocalConfig {
     pub embedding_queue: usize,
     /// Longest wait for memory held by models in use.
     pub memory_wait: std::time::Duration,
+    /// Threads per chat sequence (`None`: chosen from the concurrency).
+    pub threads: Option<usize>,
 }
 
 /// A `local` model's runtime settings.
@@ -658,6 +663,12 @@ impl UninitializedConfig {
             memory_wait: std::time::Duration::from_millis(
                 self.local.memory_wait_ms.unwrap_or(30_000),
             ),
+            threads: match self.local.threads {
+                Some(0) => {
+                    return Err(ConfigError::new("local.threads", "must be greater than 0"))
+                }
+                v => v,
+            },
         };
 
         let mut providers = Vec::with_capacity(self.providers.len());
