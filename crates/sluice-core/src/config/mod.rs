@@ -664,9 +664,7 @@ impl UninitializedConfig {
                 self.local.memory_wait_ms.unwrap_or(30_000),
             ),
             threads: match self.local.threads {
-                Some(0) => {
-                    return Err(ConfigError::new("local.threads", "must be greater than 0"))
-                }
+                Some(0) => return Err(ConfigError::new("local.threads", "must be greater than 0")),
                 v => v,
             },
         };
