@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The local runtime benchmark, side by side in one run on this machine:
+#   embeddings   all-MiniLM-L6-v2: sentence-transformers (PyTorch) at batch 1 and batch 32,
+#                against sluice-local's engine at batch 1, batch 32 and 32 concurrent callers
+#                through its dynamic batching (examples/embed_bench.rs), and through a running
+#                `sluice serve` over HTTP (1 and 32 concurrent clients, one sentence per request)
+#   chat         tokens per second on the same GGUF files (Q4_0, Q8_0), sluice-local against
+#                llama.cpp (llama-cpp-python), one sequence, 2 threads, alternating
+#   pool         memory held against the budget while 4 clients cycle through 6 models of
+#                which 3 fit (examples/pool_cycle.rs)
+# Results go to bench/results/local-<timestamp>/ (one JSON line per measurement, and
+# summary.txt). The Python sides install themselves (bench/local-ref-env.sh: PyTorch, several
+# GB; bench/local-llama-env.sh: builds llama.cpp, 10-20 minutes the first time).
+#
+# Usage: bench/local.sh [seconds per measurement, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH="${1:-10}"
+OUT="$PWD/bench/results/local-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT"
+MODEL="$PWD/target/models/all-MiniLM-L6-v2"
+
+scripts/install-minilm.sh target/models
+ST_PY="$(bench/local-ref-env.sh)"
+bench/local-llama-env.sh >&2
+LLAMA_PY="$PWD/target/bench-llama-env/bin/python"
+cargo build --release --locked -p sluice -p sluice-local --examples
+BIN="$PWD/target/release"
+
+echo "== embeddings" >&2
+HF_HUB_OFFLINE=1 "$ST_PY" bench/local_embed_ref.py "$MODEL" --sentences 512 \
+  --seconds "$SECONDS_EACH" --corpus-out "$OUT/corpus.json" | tail -n 1 > "$OUT/embed-st.json"
+"$BIN/examples/embed_bench" "$MODEL" "$OUT/corpus.json" "$SECONDS_EACH" > "$OUT/embed-sluice.json"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$OUT/data/models"
+ln -s "$MODEL" "$OUT/data/models/all-MiniLM-L6-v2"
+cat > "$OUT/sluice.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+[storage]
+data_dir = "$OUT/data"
+[spend]
+enabled = false
+[local]
+ollama = false
+[[providers]]
+name = "local"
+type = "local"
+TOML
+SLUICE_LOG=warn "$BIN/sluice" serve --config "$OUT/sluice.toml" 2> "$OUT/sluice.log" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+for c in 1 32; do
+  python3 bench/local_embed_http.py "http://127.0.0.1:$port" "$OUT/corpus.json" \
+    --clients "$c" --seconds "$SECONDS_EACH" > "$OUT/embed-http-c$c.json"
+done
+kill $pid; wait $pid 2>/dev/null || true
+
+echo "== chat" >&2
+CHAT_BENCH_CMDS
+echo "== pool" >&2
+# The gateway runs one candle thread per sequence when several can run at once (this workload).
+CANDLE_NUM_THREADS=1 "$BIN/examples/pool_cycle" 6 3 120 > "$OUT/pool.json"
+
+python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
+import json, sys, glob, os
+out = sys.argv[1]
+j = lambda n: json.load(open(os.path.join(out, n)))
+st, sl = j("embed-st.json"), j("embed-sluice.json")
+h1, h32 = j("embed-http-c1.json"), j("embed-http-c32.json")
+print("embeddings, sentences/s (all-MiniLM-L6-v2, 512 sentences, mean %.1f tokens)" % st.get("mean_tokens", 0))
+print("  sentence-transformers %s, torch %s: batch 1 %.1f, batch 32 %.1f" % (st.get("sentence_transformers"), st["torch"], st["batch1_sps"], st["batch32_sps"]))
+print("  sluice-local engine: batch 1 %.1f (%.2fx), batch 32 %.1f (%.2fx), 32 concurrent callers %.1f (%.2fx of ST batch 32, mean batch %.1f)" % (
+    sl["batch1_sps"], sl["batch1_sps"] / st["batch1_sps"], sl["batch32_sps"], sl["batch32_sps"] / st["batch32_sps"],
+    sl["concurrent32_sps"], sl["concurrent32_sps"] / st["batch32_sps"], sl["concurrent32_mean_batch"]))
+print("  sluice over HTTP: 1 client %.1f (%.2fx of ST batch 1, p50 %.2f ms), 32 clients %.1f (%.2fx of ST batch 32, p50 %.2f ms)" % (
+    h1["sps"], h1["sps"] / st["batch1_sps"], h1["latency_ms_p50"], h32["sps"], h32["sps"] / st["batch32_sps"], h32["latency_ms_p50"]))
+print("  load: sluice-local %.0f ms" % sl["load_ms"])
+for path in sorted(glob.glob(os.path.join(out, "chat-*.json"))):
+    print("chat", os.path.basename(path), open(path).read().strip())
+p = j("pool.json")
+print("pool: %d models of %.1f MB (estimate %.1f MB), budget %.1f MB; max reserved %.1f MB (%.2f of the budget); peak RSS above baseline %.1f MB (%.2f of the budget); %d loads, load p50 %.1f ms; %d/%d answered, %d refused; latency p50 %.0f ms, p95 %.0f ms" % (
+    p["models"], p["model_measured_bytes"] / 1e6, p["model_estimate_bytes"] / 1e6, p["budget_bytes"] / 1e6,
+    p["max_reserved_bytes"] / 1e6, p["max_reserved_over_budget"], p["rss_peak_above_baseline_bytes"] / 1e6,
+    p["rss_peak_above_baseline_over_budget"], p["loads"], p["load_ms_p50"], p["answered"], p["requests"], p["refused"],
+    p["latency_ms_p50"], p["latency_ms_p95"]))
+PY
+echo "results in $OUT" >&2
