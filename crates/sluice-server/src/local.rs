@@ -349,6 +349,7 @@ pub async fn serve(
         sent_role: false,
         ended: false,
         tab: None,
+        tracker: None,
     };
     let mut r = Response::new(ResponseBody::Local(Box::new(stream)));
     let h = r.headers_mut();
@@ -589,6 +590,9 @@ pub struct LocalStream {
     sent_role: bool,
     ended: bool,
     tab: Option<(Tab, u32, &'static str)>,
+    /// The gateway and the request's start, to count it finished (in flight, latency) when
+    /// the stream ends rather than when its head is sent.
+    tracker: Option<(std::sync::Arc<AppState>, Instant)>,
 }
 
 impl LocalStream {
@@ -607,7 +611,24 @@ impl LocalStream {
         })
     }
 
+    /// Counts the request as in flight until the stream ends (see [`Self::close`]).
+    pub fn track(&mut self, state: std::sync::Arc<AppState>, started: Instant) {
+        self.tracker = Some((state, started));
+    }
+
     fn close(&mut self, status: u16, usage: Usage) -> Option<u64> {
+        if let Some((state, started)) = self.tracker.take() {
+            state
+                .metrics
+                .series(self.deployment)
+                .endpoint(crate::metrics::Endpoint::Chat)
+                .latency
+                .observe(started.elapsed());
+            state
+                .metrics
+                .in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let (tab, attempts, cache) = self.tab.take()?;
         Some(tab.close(End {
             deployment: Some(self.deployment),

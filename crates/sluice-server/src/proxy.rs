@@ -328,8 +328,10 @@ pub async fn serve(
             h.insert(X_SLUICE_COST_USD, v);
         }
     }
-    // A relayed stream records its own latency and in-flight count when it ends.
-    if !matches!(response.body(), ResponseBody::Relay(_)) && !outcome.driven {
+    // A relayed or local stream records its own latency and in-flight count when it ends.
+    if let ResponseBody::Local(local) = response.body_mut() {
+        local.track(Arc::clone(state), started);
+    } else if !matches!(response.body(), ResponseBody::Relay(_)) && !outcome.driven {
         if outcome.cache == Some(CacheStatus::Hit) {
             if let Some(c) = &state.cache {
                 c.metrics.hit_latency.observe(started.elapsed());
