@@ -148,6 +148,11 @@ pub struct TestModel {
     pub seed: u64,
     /// `tokenizer.chat_template`; `None` writes no template.
     pub chat_template: Option<String>,
+    /// Filler tokens (lowercase word pieces, some with a leading space) appended to the
+    /// vocabulary after the merges and before the control tokens, to reach a realistic vocabulary
+    /// size (e.g. 32000) for benchmarks; `0` for tests. No merge produces them, so they only
+    /// change what the model can generate, not how prompts tokenize.
+    pub extra_tokens: usize,
 }
 
 // === impl TestModel ===
@@ -171,7 +176,16 @@ impl TestModel {
                 TestArch::Llama => LLAMA_TEMPLATE.to_owned(),
                 TestArch::Qwen2 => QWEN2_TEMPLATE.to_owned(),
             }),
+            extra_tokens: 0,
         }
+    }
+
+    /// Pads the vocabulary with filler tokens to `vocab_size` tokens in all (see
+    /// [`TestModel::extra_tokens`]); a size below the base vocabulary leaves it as it is.
+    pub fn with_vocab_size(mut self, vocab_size: usize) -> Self {
+        let base = 256 + MERGES.len() + self.specials().len();
+        self.extra_tokens = vocab_size.saturating_sub(base);
+        self
     }
 
     /// The vocabulary: `(tokens, token types)`; ids 0..256 are the bytes.
@@ -182,6 +196,19 @@ impl TestModel {
         for (a, b) in MERGES {
             tokens.push(format!("{a}{b}"));
             types.push(1);
+        }
+        if self.extra_tokens > 0 {
+            let mut seen: std::collections::HashSet<String> = tokens.iter().cloned().collect();
+            let (mut n, mut added) = (0usize, 0usize);
+            while added < self.extra_tokens {
+                let token = filler_token(n);
+                n += 1;
+                if seen.insert(token.clone()) {
+                    tokens.push(token);
+                    types.push(1);
+                    added += 1;
+                }
+            }
         }
         for special in self.specials() {
             tokens.push((*special).to_owned());
@@ -308,7 +335,7 @@ impl TestModel {
             match row {
                 0x20..=0x7E => 1.0,
                 0..=255 => 0.05,
-                r if r < 256 + MERGES.len() => 1.0,
+                r if r < 256 + MERGES.len() + self.extra_tokens => 1.0,
                 _ => 0.05,
             }
         };
@@ -387,6 +414,22 @@ impl TestModel {
         })?;
         gguf_file::write(&mut file, &metadata_refs, &tensor_refs).map_err(Error::backend)?;
         Ok(())
+    }
+}
+
+/// The `n`th filler token: `n / 2` in base 26 as 3 or more lowercase letters, every other one
+/// with the byte-level leading space `Ġ`.
+fn filler_token(n: usize) -> String {
+    let mut letters = String::new();
+    let mut rest = n / 2 + 26 * 27; // from `bba`: 3 letters and more
+    while rest > 0 {
+        letters.insert(0, char::from(b'a' + (rest % 26) as u8));
+        rest /= 26;
+    }
+    if n.is_multiple_of(2) {
+        format!("Ġ{letters}")
+    } else {
+        letters
     }
 }
 
