@@ -4,7 +4,7 @@
 #                against sluice-local's engine at batch 1, batch 32 and 32 concurrent callers
 #                through its dynamic batching (examples/embed_bench.rs), and through a running
 #                `sluice serve` over HTTP (1 and 32 concurrent clients, one sentence per request)
-#   chat         tokens per second on the same GGUF files (Q4_0, Q8_0), sluice-local against
+#   chat         tokens per second on the same GGUF files (Q4_0, Q8_0, Q4_K_M), sluice-local against
 #                llama.cpp (llama-cpp-python), one sequence, 2 threads, alternating
 #   pool         memory held against the budget while 4 clients cycle through 6 models of
 #                which 3 fit (examples/pool_cycle.rs)
@@ -24,7 +24,8 @@ scripts/install-minilm.sh target/models
 ST_PY="$(bench/local-ref-env.sh)"
 bench/local-llama-env.sh >&2
 LLAMA_PY="$PWD/target/bench-llama-env/bin/python"
-cargo build --release --locked -p sluice -p sluice-local --examples
+cargo build --release --locked -p sluice
+cargo build --release --locked -p sluice-local --examples
 BIN="$PWD/target/release"
 
 echo "== embeddings" >&2
@@ -59,7 +60,16 @@ done
 kill $pid; wait $pid 2>/dev/null || true
 
 echo "== chat" >&2
-CHAT_BENCH_CMDS
+"$BIN/examples/make_bench_gguf" target/bench-gguf q4_0 q8_0 q4_k_m >&2
+for dtype in q4_0 q8_0 q4_k_m; do
+  file="$PWD/target/bench-gguf/bench-llama-246m-$dtype.gguf"
+  for _ in 1 2; do
+    RAYON_NUM_THREADS=2 CANDLE_NUM_THREADS=2 "$BIN/examples/chat_bench" --file "$file" \
+      --gen 128 --runs 3 >> "$OUT/chat-$dtype-sluice.json"
+    "$LLAMA_PY" bench/local_chat_ref.py --file "$file" --gen 128 --runs 3 --threads 2 \
+      >> "$OUT/chat-$dtype-llama.json"
+  done
+done
 echo "== pool" >&2
 # The gateway runs one candle thread per sequence when several can run at once (this workload).
 CANDLE_NUM_THREADS=1 "$BIN/examples/pool_cycle" 6 3 120 > "$OUT/pool.json"
@@ -78,8 +88,16 @@ print("  sluice-local engine: batch 1 %.1f (%.2fx), batch 32 %.1f (%.2fx), 32 co
 print("  sluice over HTTP: 1 client %.1f (%.2fx of ST batch 1, p50 %.2f ms), 32 clients %.1f (%.2fx of ST batch 32, p50 %.2f ms)" % (
     h1["sps"], h1["sps"] / st["batch1_sps"], h1["latency_ms_p50"], h32["sps"], h32["sps"] / st["batch32_sps"], h32["latency_ms_p50"]))
 print("  load: sluice-local %.0f ms" % sl["load_ms"])
-for path in sorted(glob.glob(os.path.join(out, "chat-*.json"))):
-    print("chat", os.path.basename(path), open(path).read().strip())
+import statistics
+for dtype in ("q4_0", "q8_0", "q4_k_m"):
+    rows = {}
+    for side in ("sluice", "llama"):
+        lines = [json.loads(l) for l in open(os.path.join(out, "chat-%s-%s.json" % (dtype, side))) if l.strip()]
+        rows[side] = {k: statistics.median(l[k] for l in lines) for k in ("gen_tps", "prefill_tps", "load_ms")}
+    s_, l_ = rows["sluice"], rows["llama"]
+    print("chat %s (246M llama, 1 sequence, 2 threads): gen %.1f vs llama.cpp %.1f tok/s (%.2fx); prefill %.1f vs %.1f tok/s (%.2fx); load %.0f vs %.0f ms" % (
+        dtype, s_["gen_tps"], l_["gen_tps"], s_["gen_tps"] / l_["gen_tps"], s_["prefill_tps"], l_["prefill_tps"],
+        s_["prefill_tps"] / l_["prefill_tps"], s_["load_ms"], l_["load_ms"]))
 p = j("pool.json")
 print("pool: %d models of %.1f MB (estimate %.1f MB), budget %.1f MB; max reserved %.1f MB (%.2f of the budget); peak RSS above baseline %.1f MB (%.2f of the budget); %d loads, load p50 %.1f ms; %d/%d answered, %d refused; latency p50 %.0f ms, p95 %.0f ms" % (
     p["models"], p["model_measured_bytes"] / 1e6, p["model_estimate_bytes"] / 1e6, p["budget_bytes"] / 1e6,
