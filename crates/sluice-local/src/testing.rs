@@ -7,7 +7,7 @@
 //! `tokenizer.chat_template`. Output rows of control tokens and of non-printable bytes are damped
 //! so random models mostly generate printable ASCII and rarely end early.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -484,4 +484,36 @@ fn ones(len: usize) -> Result<QTensor> {
     let tensor =
         Tensor::ones(len, candle_core::DType::F32, &Device::Cpu).map_err(Error::backend)?;
     QTensor::quantize(&tensor, GgmlDType::F32).map_err(Error::backend)
+}
+
+/// all-MiniLM-L6-v2 for tests, as an absolute path: `$SLUICE_MINILM_DIR`, else this
+/// workspace's `target/models/all-MiniLM-L6-v2` (`scripts/install-minilm.sh target/models`, which
+/// the test command runs).
+///
+/// # Panics
+///
+/// When the model is not there, saying how to install it.
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("SLUICE_MINILM_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/models/all-MiniLM-L6-v2"),
+        PathBuf::from,
+    );
+    assert!(
+        crate::embed::is_embedding_model(&dir),
+        "all-MiniLM-L6-v2 is not at {}: run `scripts/install-minilm.sh target/models` (the test \
+         command does) or set SLUICE_MINILM_DIR",
+        dir.display()
+    );
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
+/// Cosine similarity of two vectors, computed in `f64`.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
 }

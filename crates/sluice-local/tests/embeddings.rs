@@ -7,25 +7,12 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use sluice_local::testing::{cosine, minilm_dir};
 use sluice_local::{BatchOptions, EmbedModel, Embedder, ErrorKind};
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("SLUICE_MINILM_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/models/all-MiniLM-L6-v2"),
-        PathBuf::from,
-    );
-    assert!(
-        sluice_local::is_embedding_model(&dir),
-        "all-MiniLM-L6-v2 is not at {}: run `scripts/install-minilm.sh target/models` (the test \
-         command does) or set SLUICE_MINILM_DIR",
-        dir.display()
-    );
-    dir
-}
 
 fn model() -> &'static EmbedModel {
     static MODEL: OnceLock<EmbedModel> = OnceLock::new();
-    MODEL.get_or_init(|| EmbedModel::load(&model_dir()).expect("load MiniLM"))
+    MODEL.get_or_init(|| EmbedModel::load(&minilm_dir()).expect("load MiniLM"))
 }
 
 #[derive(serde::Deserialize)]
@@ -45,17 +32,6 @@ fn reference() -> Reference {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
     serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("fixture json")
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 #[test]
@@ -110,7 +86,7 @@ fn long_texts_are_cut_at_max_seq_length() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_are_batched_and_each_gets_its_rows() {
-    let dir = model_dir();
+    let dir = minilm_dir();
     let embedder = Embedder::new(
         EmbedModel::load(&dir).expect("load"),
         BatchOptions {
@@ -157,7 +133,7 @@ async fn concurrent_requests_are_batched_and_each_gets_its_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_at_once() {
     let embedder = Embedder::new(
-        EmbedModel::load(&model_dir()).expect("load"),
+        EmbedModel::load(&minilm_dir()).expect("load"),
         BatchOptions {
             max_batch: 1,
             max_wait: Duration::ZERO,

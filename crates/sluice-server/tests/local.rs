@@ -8,7 +8,7 @@ mod common;
 
 use common::start_with;
 use serde_json::{json, Value};
-use sluice_local::testing::{TestArch, TestDType, TestModel};
+use sluice_local::testing::{cosine, minilm_dir, TestArch, TestDType, TestModel};
 use sluice_testkit::client::{post_json, post_stream};
 use sluice_testkit::FakeUpstream;
 
@@ -274,33 +274,6 @@ async fn models_in_the_models_dir_and_in_ollamas_store_are_served() {
         assert_eq!(r.status, 200, "{model}: {}", r.text());
         assert_eq!(r.header("x-sluice-provider"), Some("here"));
     }
-}
-
-/// all-MiniLM-L6-v2 as `scripts/install-minilm.sh` installs it (the test command does).
-fn minilm_dir() -> std::path::PathBuf {
-    let dir = std::env::var_os("SLUICE_MINILM_DIR").map_or_else(
-        || {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/models/all-MiniLM-L6-v2")
-        },
-        std::path::PathBuf::from,
-    );
-    assert!(
-        sluice_local::is_embedding_model(&dir),
-        "all-MiniLM-L6-v2 is not at {}: run `scripts/install-minilm.sh target/models`",
-        dir.display()
-    );
-    std::fs::canonicalize(dir).unwrap()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let n = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (n(a) * n(b))
 }
 
 fn floats(v: &Value) -> Vec<f32> {

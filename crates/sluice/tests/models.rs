@@ -5,23 +5,8 @@
 mod common;
 
 use common::{sluice, temp_dir, Serving};
+use sluice_local::testing::minilm_dir;
 use std::io::{Read, Write};
-
-fn minilm_dir() -> std::path::PathBuf {
-    let dir = std::env::var_os("SLUICE_MINILM_DIR").map_or_else(
-        || {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/models/all-MiniLM-L6-v2")
-        },
-        std::path::PathBuf::from,
-    );
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "all-MiniLM-L6-v2 is not at {}: run `scripts/install-minilm.sh target/models`",
-        dir.display()
-    );
-    std::fs::canonicalize(dir).unwrap()
-}
 
 fn post(addr: &str, path: &str, body: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();

@@ -68,19 +68,6 @@ fn load(target: &Target) -> anyhow::Result<Config> {
         .with_context(|| format!("invalid config `{}`", path.display()))
 }
 
-fn base_url(target: &Target, config: &Config) -> String {
-    match &target.url {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None => {
-            let mut addr = config.server.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}")
-        }
-    }
-}
-
 /// Runs `sluice cache ...`.
 pub fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -157,7 +144,10 @@ async fn clear(target: &Target) -> anyhow::Result<ExitCode> {
         store_name(&config)
     )?;
     // A running gateway keeps hits in memory too: ask it to drop them.
-    let url = format!("{}/admin/cache", base_url(target, &config));
+    let url = format!(
+        "{}/admin/cache",
+        super::base_url(target.url.as_deref(), &config)
+    );
     let Some(key) = &config.server.master_key else {
         writeln!(
             out,
@@ -242,7 +232,7 @@ fn progress(t: &Tally, total: u64, out: &mut impl Write) {
 
 async fn warm(args: WarmArgs) -> anyhow::Result<ExitCode> {
     let config = load(&args.target)?;
-    let base = base_url(&args.target, &config);
+    let base = super::base_url(args.target.url.as_deref(), &config);
     let requests = read_requests(&args.file)?;
     let total = requests.len() as u64;
     let key = args.key.or_else(|| {

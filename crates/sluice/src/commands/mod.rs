@@ -93,3 +93,18 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", UNITS[unit])
     }
 }
+
+/// A running gateway's base URL: `url`, else `http://` + `server.listen` (loopback when it
+/// listens on every address).
+pub fn base_url(url: Option<&str>, config: &Config) -> String {
+    match url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let mut addr = config.server.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        }
+    }
+}

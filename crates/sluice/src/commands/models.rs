@@ -50,7 +50,7 @@ fn rows(config: &Config) -> Vec<Row> {
     }
     for m in sluice_server::local::discover(config) {
         rows.push(Row {
-            kind: if m.path.is_dir() { "embedding" } else { "chat" },
+            kind: kind(&m.path),
             source: match m.source {
                 sluice_local::discovery::Source::Directory => "models_dir",
                 sluice_local::discovery::Source::Ollama { .. } => "ollama",
@@ -61,6 +61,11 @@ fn rows(config: &Config) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// A directory is an embedding model, a file a GGUF chat model (as the pool decides).
+fn kind(path: &std::path::Path) -> &'static str {
+    sluice_local::ModelSpec::new("", path).kind.as_str()
 }
 
 fn model_size(path: &std::path::Path) -> u64 {
@@ -95,19 +100,6 @@ async fn live(base: &str, config: &Config) -> Option<serde_json::Value> {
     Some(v.get("local")?.clone())
 }
 
-fn base_url(url: Option<&str>, config: &Config) -> String {
-    match url {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None => {
-            let mut addr = config.server.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}")
-        }
-    }
-}
-
 fn seconds(v: &serde_json::Value) -> String {
     v.as_u64().map_or_else(
         || "-".to_owned(),
@@ -123,7 +115,7 @@ fn seconds(v: &serde_json::Value) -> String {
 pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     let config = super::offline_config(args.config)?;
     let rows = rows(&config);
-    let base = base_url(args.url.as_deref(), &config);
+    let base = super::base_url(args.url.as_deref(), &config);
     let live = super::runtime()?.block_on(live(&base, &config));
     let pool = |name: &str| -> Option<serde_json::Value> {
         live.as_ref()?
