@@ -243,6 +243,13 @@ impl EmbedModel {
         self.bert.weight_bytes() + TOKENIZER_BYTES
     }
 
+    /// [`Self::memory_bytes`] plus the scratch of one forward pass over `max_batch` inputs of
+    /// the longest length: what the pool counts (as [`estimate_embedding_memory`] predicts).
+    pub fn memory_with_batch(&self, max_batch: usize) -> u64 {
+        self.memory_bytes()
+            + Bert::scratch_bytes(self.bert.config(), max_batch.max(1) * self.max_seq_length)
+    }
+
     /// Token ids of `text`, special tokens included, truncated to [`Self::max_seq_length`].
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self

@@ -456,7 +456,7 @@ impl Loader for LocalLoader {
             }),
             ModelKind::Embedding => {
                 let model = crate::EmbedModel::load(&spec.path)?;
-                let bytes = crate::estimate_embedding_memory(&spec.path, spec.batch.max_batch)?;
+                let bytes = model.memory_with_batch(spec.batch.max_batch);
                 let embedder = Embedder::new(model, spec.batch)?;
                 Ok(Loaded {
                     model: LocalModel::Embedding(embedder),

@@ -395,8 +395,12 @@ fn request_keep_alive(body: &[u8]) -> Result<Option<KeepAlive>, Error> {
     }
     let extra: Extra = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("invalid request body: {e}"), "keep_alive"))?;
+    keep_alive_of(extra.keep_alive)
+}
+
+fn keep_alive_of(value: Option<serde_json::Value>) -> Result<Option<KeepAlive>, Error> {
     let bad = |e: &dyn std::fmt::Display| invalid(format!("`keep_alive`: {e}"), "keep_alive");
-    match extra.keep_alive {
+    match value {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => KeepAlive::parse(&s).map(Some).map_err(|e| bad(&e)),
         Some(serde_json::Value::Number(n)) => match n.as_f64() {
@@ -407,9 +411,16 @@ fn request_keep_alive(body: &[u8]) -> Result<Option<KeepAlive>, Error> {
     }
 }
 
-/// The inputs of an OpenAI embeddings request for a local model: text only (token arrays are
-/// another model's tokens), and whether to answer in base64.
-fn embedding_inputs(body: &[u8], dimensions: usize) -> Result<(Vec<String>, bool), Error> {
+/// An OpenAI embeddings request for a local model, read in one pass.
+struct EmbeddingRequest {
+    /// Text only: token arrays are another model's tokens.
+    texts: Vec<String>,
+    base64: bool,
+    dimensions: Option<u64>,
+    keep_alive: Option<KeepAlive>,
+}
+
+fn embedding_request(body: &[u8]) -> Result<EmbeddingRequest, Error> {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
     enum Input {
@@ -421,6 +432,7 @@ fn embedding_inputs(body: &[u8], dimensions: usize) -> Result<(Vec<String>, bool
         input: Input,
         encoding_format: Option<String>,
         dimensions: Option<u64>,
+        keep_alive: Option<serde_json::Value>,
     }
     let w: Wire = serde_json::from_slice(body).map_err(|e| {
         invalid(
@@ -428,6 +440,7 @@ fn embedding_inputs(body: &[u8], dimensions: usize) -> Result<(Vec<String>, bool
             "input",
         )
     })?;
+    let keep_alive = keep_alive_of(w.keep_alive)?;
     let base64 = match w.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -438,14 +451,6 @@ fn embedding_inputs(body: &[u8], dimensions: usize) -> Result<(Vec<String>, bool
             ))
         }
     };
-    if let Some(d) = w.dimensions {
-        if d != dimensions as u64 {
-            return Err(invalid(
-                format!("this model's embeddings have {dimensions} dimensions; `dimensions` cannot change that (asked {d})"),
-                "dimensions",
-            ));
-        }
-    }
     let texts = match w.input {
         Input::One(s) => vec![s],
         Input::Many(items) => {
@@ -464,7 +469,12 @@ fn embedding_inputs(body: &[u8], dimensions: usize) -> Result<(Vec<String>, bool
                 .collect::<Result<_, _>>()?
         }
     };
-    Ok((texts, base64))
+    Ok(EmbeddingRequest {
+        texts,
+        base64,
+        dimensions: w.dimensions,
+        keep_alive,
+    })
 }
 
 /// Little-endian `f32`s in standard base64, as OpenAI's `encoding_format: "base64"` answers.
@@ -501,7 +511,7 @@ pub async fn serve_embeddings(
     let Some(local) = &state.local else {
         return Err(config_error("no local runtime".into()));
     };
-    let keep_alive = request_keep_alive(body)?;
+    let request = embedding_request(body)?;
     if local
         .pool
         .spec(upstream)
@@ -511,13 +521,20 @@ pub async fn serve_embeddings(
     }
     let lease = local
         .pool
-        .acquire(upstream, keep_alive)
+        .acquire(upstream, request.keep_alive)
         .await
         .map_err(|e| pool_error(&e))?;
     let embedder = lease
         .as_embedder()
         .ok_or_else(|| wrong_kind(model, ModelKind::Chat))?;
-    let (texts, base64) = embedding_inputs(body, embedder.model().dimensions())?;
+    let dimensions = embedder.model().dimensions();
+    if let Some(d) = request.dimensions.filter(|&d| d != dimensions as u64) {
+        return Err(invalid(
+            format!("this model's embeddings have {dimensions} dimensions; `dimensions` cannot change that (asked {d})"),
+            "dimensions",
+        ));
+    }
+    let (texts, base64) = (request.texts, request.base64);
     let out = embedder
         .submit(texts)
         .map_err(|e| model_error(&e))?
