@@ -1,9 +1,10 @@
 //! # sluice-local
 //!
-//! The local model runtime's chat half: GGUF chat models (`llama`, `qwen2`) run on candle (CPU
-//! by default; the `cuda` and `metal` features forward to candle's and are untested here), with
-//! the tokenizer and chat template taken from the file, streaming generation on dedicated OS
-//! threads and memory accounting for a model pool. No dependency on other sluice crates; the
+//! The local model runtime: GGUF chat models (`llama`, `qwen2`) run on candle (CPU by default;
+//! the `cuda` and `metal` features forward to candle's and are untested here), with the
+//! tokenizer and chat template taken from the file and streaming generation on dedicated OS
+//! threads; BERT-family sentence embeddings behind a dynamic batching thread; and one pool
+//! that keeps both under a memory budget. No dependency on other sluice crates; the
 //! server wires it in.
 //!
 //! ## Using it
