@@ -112,6 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         parallel: 1,
         queue_capacity: 1,
         context_length: Some(args.ctx),
+        ..LoadOptions::default()
     };
     let started = Instant::now();
     let model = ChatModel::load(&args.file, &options)?;

@@ -20,6 +20,9 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 
 use crate::error::{Error, ErrorKind, Result};
+#[cfg(doc)]
+use crate::model::Engine;
+use crate::model::{Chosen, LoadOptions};
 
 /// candle's llama implementation sizes its rope tables for this many positions.
 pub(crate) const LLAMA_MAX_POSITIONS: usize =
@@ -290,17 +293,43 @@ fn stored_bytes(dtype: GgmlDType, elements: u64) -> u64 {
 }
 
 /// Predicts the memory a model will hold if loaded with `parallel` sequence slots and `context`
-/// positions (`None`: the file's context length), from the file size and its header alone.
-///
-/// `file size` + F16/BF16→F32 expansion + the F32 embedding table − the quantized embedding when
-/// it is not tied, times the weight copies (qwen2: one per slot), plus the KV caches.
+/// positions (`None`: the file's context length) on the engine [`Engine::Auto`] picks, from the
+/// file size and its header alone. See [`estimate_memory_with`].
 pub fn estimate_memory(
     path: &Path,
     parallel: usize,
     context: Option<usize>,
 ) -> Result<MemoryUsage> {
+    estimate_memory_with(
+        path,
+        &LoadOptions {
+            parallel,
+            context_length: context,
+            ..LoadOptions::default()
+        },
+    )
+}
+
+/// Predicts the memory a model will hold when loaded with `options`, from the file size and
+/// its header alone.
+///
+/// - Native engine: the file size (the tensors as stored, plus the header the tokenizer is
+///   built from), one copy for all slots, plus the KV caches.
+/// - candle: `file size` + F16/BF16→F32 expansion + the F32 embedding table − the quantized
+///   embedding when it is not tied, times the weight copies (qwen2: one per slot), plus the KV
+///   caches.
+pub fn estimate_memory_with(path: &Path, options: &LoadOptions) -> Result<MemoryUsage> {
     let (content, file_size) = read_header(path)?;
     let info = ModelInfo::from_content(&content)?;
+    let chosen = Chosen::decide(options.engine, path, &content, &info)?;
+    let parallel = options.parallel.max(1);
+    let context = chosen.context(&info, options.context_length);
+    if !matches!(chosen, Chosen::Candle) {
+        return Ok(MemoryUsage {
+            weights_bytes: file_size,
+            kv_cache_bytes: info.kv_cache_bytes(context, parallel),
+        });
+    }
     let mut weights = file_size;
     for (name, tensor) in &content.tensor_infos {
         let elements = tensor.shape.elem_count() as u64;
@@ -314,10 +343,9 @@ pub fn estimate_memory(
             }
         }
     }
-    let parallel = parallel.max(1);
     Ok(MemoryUsage {
         weights_bytes: weights * info.weight_copies(parallel),
-        kv_cache_bytes: info.kv_cache_bytes(info.effective_context(context), parallel),
+        kv_cache_bytes: info.kv_cache_bytes(context, parallel),
     })
 }
 

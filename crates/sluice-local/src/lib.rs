@@ -14,7 +14,7 @@
 //! use sluice_local::{ChatMessage, ChatModel, ChatRequest, GenerationEvent, LoadOptions};
 //!
 //! let path = std::path::Path::new("model.gguf");
-//! let options = LoadOptions { parallel: 2, queue_capacity: 8, context_length: Some(4096) };
+//! let options = LoadOptions { parallel: 2, queue_capacity: 8, context_length: Some(4096), ..LoadOptions::default() };
 //! let budget = sluice_local::estimate_memory(path, options.parallel, options.context_length)?;
 //! // `load` reads the whole file: run it on a blocking thread.
 //! let model = ChatModel::load(path, &options)?;
@@ -69,6 +69,8 @@ pub mod embed;
 pub mod error;
 pub mod gguf;
 pub mod model;
+#[cfg(target_arch = "x86_64")]
+mod native;
 pub mod pool;
 mod stop;
 mod template;
@@ -80,10 +82,12 @@ pub use embed::{
     EmbedderStats, Pooling,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use gguf::{estimate_memory, read_model_info, Architecture, MemoryUsage, ModelInfo};
+pub use gguf::{
+    estimate_memory, estimate_memory_with, read_model_info, Architecture, MemoryUsage, ModelInfo,
+};
 pub use model::{
-    ChatModel, ChatRequest, Completion, FinishReason, Generation, GenerationEvent, LoadOptions,
-    SamplingParams, Usage,
+    ChatModel, ChatRequest, Completion, Engine, FinishReason, Generation, GenerationEvent,
+    LoadOptions, SamplingParams, Usage,
 };
 pub use pool::{
     default_memory_budget, plan_eviction, Clock, GgufLoader, KeepAlive, Lease, Loaded, Loader,

@@ -46,8 +46,129 @@ pub struct LoadOptions {
     /// Requests that may wait when every slot is busy; one more is [`ErrorKind::QueueFull`].
     /// `0`: accept only what an idle slot takes at once.
     pub queue_capacity: usize,
-    /// Context length; `None`: the file's (capped at 4096 for llama, candle's rope table).
+    /// Context length; `None`: the file's (on candle, capped at 4096 for llama: its rope table).
     pub context_length: Option<usize>,
+    /// Which implementation runs the model.
+    pub engine: Engine,
+    /// Threads each sequence computes on (native engine); `None`: every core when `parallel`
+    /// is 1, else 1. candle's pool is process-wide and set by `CANDLE_NUM_THREADS`.
+    pub threads: Option<usize>,
+}
+
+/// The implementation that runs a chat model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// The native engine when the CPU and the file's tensor formats allow it, else candle.
+    #[default]
+    Auto,
+    /// sluice's own CPU engine (x86-64 with AVX2/FMA/F16C; F32, F16, Q4_0, Q8_0, Q4_K, Q6_K
+    /// tensors); a file it cannot run is refused.
+    Native,
+    /// candle's `quantized_llama` / `quantized_qwen2` (any format candle reads).
+    Candle,
+}
+
+// === impl Engine ===
+
+impl Engine {
+    /// Parses `auto`, `native` or `candle`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Self::Auto),
+            "native" => Some(Self::Native),
+            "candle" => Some(Self::Candle),
+            _ => None,
+        }
+    }
+
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Candle => "candle",
+        }
+    }
+}
+
+/// The engine a file runs on, decided from its header before loading.
+#[derive(Clone, Copy)]
+pub(crate) enum Chosen {
+    #[cfg(target_arch = "x86_64")]
+    Native(crate::native::Isa),
+    Candle,
+}
+
+// === impl Chosen ===
+
+impl Chosen {
+    pub(crate) fn decide(
+        engine: Engine,
+        path: &Path,
+        content: &candle_core::quantized::gguf_file::Content,
+        info: &ModelInfo,
+    ) -> Result<Self> {
+        if engine == Engine::Candle {
+            return Ok(Self::Candle);
+        }
+        #[cfg(target_arch = "x86_64")]
+        let plan = crate::native::plan(content, info);
+        #[cfg(not(target_arch = "x86_64"))]
+        let plan: std::result::Result<(), String> = {
+            let _ = (content, info);
+            Err("it runs on x86-64 only".to_owned())
+        };
+        match (plan, engine) {
+            #[cfg(target_arch = "x86_64")]
+            (Ok(isa), _) => Ok(Self::Native(isa)),
+            (Err(reason), Engine::Native) => Err(Error::invalid_file(
+                path,
+                format!("the native engine cannot run it: {reason}"),
+            )),
+            #[allow(unreachable_patterns)]
+            _ => Ok(Self::Candle),
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Native(_) => "native",
+            Self::Candle => "candle",
+        }
+    }
+
+    /// The context a model runs with: the requested one, else the file's; candle's llama is
+    /// capped by its rope table.
+    pub(crate) fn context(self, info: &ModelInfo, requested: Option<usize>) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Native(_) => match requested {
+                Some(r) if r > 0 => info.context_length.min(r),
+                _ => info.context_length,
+            },
+            Self::Candle => info.effective_context(requested),
+        }
+    }
+
+    /// What the model holds with `parallel` slots of `context` positions.
+    pub(crate) fn memory(
+        self,
+        content: &candle_core::quantized::gguf_file::Content,
+        info: &ModelInfo,
+        parallel: usize,
+        context: usize,
+    ) -> MemoryUsage {
+        let weights_bytes = match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Native(_) => crate::native::weight_bytes(content),
+            Self::Candle => gguf::held_weight_bytes(content, info) * info.weight_copies(parallel),
+        };
+        MemoryUsage {
+            weights_bytes,
+            kv_cache_bytes: info.kv_cache_bytes(context, parallel.max(1)),
+        }
+    }
 }
 
 impl Default for LoadOptions {
@@ -56,6 +177,8 @@ impl Default for LoadOptions {
             parallel: 1,
             queue_capacity: 16,
             context_length: None,
+            engine: Engine::Auto,
+            threads: None,
         }
     }
 }
@@ -214,6 +337,8 @@ struct Job {
 enum Weights {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
+    #[cfg(target_arch = "x86_64")]
+    Native(crate::native::Session),
 }
 
 // === impl Weights ===
@@ -236,11 +361,25 @@ impl Weights {
         loaded.map_err(|e| Error::invalid_file(path, format!("cannot load the weights: {e}")))
     }
 
-    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Llama(w) => w.forward(input, position),
-            Self::Qwen2(w) => w.forward(input, position),
-        }
+    /// Runs `tokens` at `position ..` and returns the last one's logits (F32, one row).
+    fn forward(&mut self, tokens: &[u32], position: usize, device: &Device) -> Result<Tensor> {
+        let candle = |input: candle_core::Result<Tensor>| -> Result<Tensor> {
+            input.and_then(|t| t.unsqueeze(0)).map_err(Error::backend)
+        };
+        let logits = match self {
+            Self::Llama(w) => w.forward(&candle(Tensor::new(tokens, device))?, position),
+            Self::Qwen2(w) => w.forward(&candle(Tensor::new(tokens, device))?, position),
+            #[cfg(target_arch = "x86_64")]
+            Self::Native(s) => {
+                let logits = s.forward(tokens, position)?;
+                let n = logits.len();
+                return Tensor::from_vec(logits, n, device).map_err(Error::backend);
+            }
+        };
+        logits
+            .and_then(|l| l.squeeze(0))
+            .and_then(|l| l.to_dtype(candle_core::DType::F32))
+            .map_err(Error::backend)
     }
 }
 
@@ -298,24 +437,48 @@ impl ChatModel {
             tokenizer.token_text(tokenizer.bos),
             tokenizer.token_text(tokenizer.eos),
         )?;
-        let context_length = info.effective_context(options.context_length);
-        let memory = MemoryUsage {
-            weights_bytes: gguf::held_weight_bytes(&content, &info)
-                * info.weight_copies(options.parallel),
-            kv_cache_bytes: info.kv_cache_bytes(context_length, options.parallel),
-        };
-        drop(content);
+        let chosen = Chosen::decide(options.engine, path, &content, &info)?;
+        let context_length = chosen.context(&info, options.context_length);
+        let mut memory = chosen.memory(&content, &info, options.parallel, context_length);
 
         let device = Device::Cpu;
         let mut slots = Vec::with_capacity(options.parallel);
-        let first = Weights::load(path, info.architecture, &device)?;
-        for _ in 1..options.parallel {
-            slots.push(match &first {
-                Weights::Llama(w) => Weights::Llama(w.clone()),
-                Weights::Qwen2(_) => Weights::load(path, info.architecture, &device)?,
-            });
+        match chosen {
+            #[cfg(target_arch = "x86_64")]
+            Chosen::Native(isa) => {
+                let model = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    crate::native::Model::load(path, &content, &info, isa)
+                }))
+                .map_err(|payload| panic_error("model loader", payload.as_ref()))??;
+                memory.weights_bytes = model.bytes() as u64;
+                let model = Arc::new(model);
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let threads = options
+                    .threads
+                    .filter(|&t| t > 0)
+                    .unwrap_or(if options.parallel > 1 { 1 } else { cores });
+                for i in 0..options.parallel {
+                    let session = crate::native::Session::new(
+                        Arc::clone(&model),
+                        context_length,
+                        threads,
+                        &format!("sluice-local-{i}"),
+                    )?;
+                    slots.push(Weights::Native(session));
+                }
+            }
+            Chosen::Candle => {
+                let first = Weights::load(path, info.architecture, &device)?;
+                for _ in 1..options.parallel {
+                    slots.push(match &first {
+                        Weights::Llama(w) => Weights::Llama(w.clone()),
+                        _ => Weights::load(path, info.architecture, &device)?,
+                    });
+                }
+                slots.push(first);
+            }
         }
-        slots.push(first);
+        drop(content);
 
         let shared = Arc::new(Shared {
             info,
@@ -347,6 +510,7 @@ impl ChatModel {
             path = %model.path.display(),
             architecture = model.shared.info.architecture.as_str(),
             parallel = options.parallel,
+            engine = chosen.name(),
             context = context_length,
             memory_bytes = memory.total(),
             "loaded local chat model"
@@ -599,20 +763,12 @@ fn generate(shared: &Shared, weights: &mut Weights, job: &Job) -> Result<Option<
     let mut position = 0;
     let mut logits = None;
     for chunk in prompt_ids.chunks(PREFILL_CHUNK) {
-        let input = Tensor::new(chunk, device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(Error::backend)?;
-        logits = Some(weights.forward(&input, position).map_err(Error::backend)?);
+        logits = Some(weights.forward(chunk, position, device)?);
         position += chunk.len();
     }
-    let mut logits =
-        logits.ok_or_else(|| Error::invalid_request("the rendered prompt is empty"))?;
+    let mut row = logits.ok_or_else(|| Error::invalid_request("the rendered prompt is empty"))?;
 
     let finish_reason = loop {
-        let row = logits
-            .squeeze(0)
-            .and_then(|l| l.to_dtype(candle_core::DType::F32))
-            .map_err(Error::backend)?;
         let next = sampler.sample(&row).map_err(Error::backend)?;
         token_ids.push(next);
         if !request.ignore_eos && shared.tokenizer.stop_ids.contains(&next) {
@@ -638,10 +794,7 @@ fn generate(shared: &Shared, weights: &mut Weights, job: &Job) -> Result<Option<
         if job.tx.is_closed() {
             return Ok(None);
         }
-        let input = Tensor::new(&[next], device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(Error::backend)?;
-        logits = weights.forward(&input, position).map_err(Error::backend)?;
+        row = weights.forward(&[next], position, device)?;
         position += 1;
     };
 

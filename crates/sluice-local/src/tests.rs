@@ -5,15 +5,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::testing::{TestArch, TestDType, TestModel};
 use crate::{
-    estimate_memory, ChatMessage, ChatModel, ChatRequest, Completion, ErrorKind, FinishReason,
-    GenerationEvent, LoadOptions, SamplingParams,
+    estimate_memory, estimate_memory_with, ChatMessage, ChatModel, ChatRequest, Completion, Engine,
+    ErrorKind, FinishReason, GenerationEvent, LoadOptions, SamplingParams,
 };
 
 /// A directory removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "sluice-local-test-{}-{}",
@@ -24,7 +24,7 @@ impl TempDir {
         Self(dir)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -42,12 +42,18 @@ fn write(dir: &TempDir, spec: &TestModel) -> PathBuf {
 }
 
 fn load(path: &Path, parallel: usize) -> ChatModel {
+    load_on(path, parallel, Engine::Auto)
+}
+
+fn load_on(path: &Path, parallel: usize, engine: Engine) -> ChatModel {
     ChatModel::load(
         path,
         &LoadOptions {
             parallel,
             queue_capacity: 4,
             context_length: None,
+            engine,
+            ..LoadOptions::default()
         },
     )
     .expect("load test model")
@@ -102,16 +108,25 @@ fn run(model: &ChatModel, request: ChatRequest) -> (Completion, Vec<String>) {
 
 #[test]
 fn every_dtype_loads_and_generates_for_both_architectures() {
-    for arch in [TestArch::Llama, TestArch::Qwen2] {
-        for dtype in TestDType::ALL {
-            let (dir, model) = model(arch, dtype, 1);
+    let dir = TempDir::new();
+    for (arch, dtype, engine) in [TestArch::Llama, TestArch::Qwen2]
+        .into_iter()
+        .flat_map(|a| TestDType::ALL.into_iter().map(move |d| (a, d)))
+        .flat_map(|(a, d)| [Engine::Native, Engine::Candle].map(|e| (a, d, e)))
+    {
+        {
+            let path = write(&dir, &TestModel::tiny(arch, dtype));
+            let model = load_on(&path, 1, engine);
             let (done, deltas) = run(&model, greedy(12));
             assert_eq!(
                 done.finish_reason,
                 FinishReason::Length,
-                "{arch:?} {dtype:?}"
+                "{arch:?} {dtype:?} {engine:?}"
             );
-            assert_eq!(done.usage.completion_tokens, 12, "{arch:?} {dtype:?}");
+            assert_eq!(
+                done.usage.completion_tokens, 12,
+                "{arch:?} {dtype:?} {engine:?}"
+            );
             assert_eq!(done.token_ids.len(), 12);
             assert!(done
                 .token_ids
@@ -120,23 +135,26 @@ fn every_dtype_loads_and_generates_for_both_architectures() {
             assert_eq!(deltas.concat(), done.text);
             assert!(
                 !done.text.is_empty(),
-                "{arch:?} {dtype:?} generated no text"
+                "{arch:?} {dtype:?} {engine:?} generated no text"
             );
             let expected_arch = match arch {
                 TestArch::Llama => crate::Architecture::Llama,
                 TestArch::Qwen2 => crate::Architecture::Qwen2,
             };
             assert_eq!(model.info().architecture, expected_arch);
-            // The estimate (file size + corrections) and the accounting of what candle holds
-            // differ only by the GGUF header and alignment padding.
-            let path = dir.path(&format!("{arch:?}-{dtype:?}.gguf"));
-            let estimate = estimate_memory(&path, 1, None).expect("estimate");
+            // The estimate (file size, + corrections on candle) and the accounting of what the
+            // engine holds differ only by the GGUF header and alignment padding.
+            let options = LoadOptions {
+                engine,
+                ..LoadOptions::default()
+            };
+            let estimate = estimate_memory_with(&path, &options).expect("estimate");
             let measured = model.memory();
             assert_eq!(estimate.kv_cache_bytes, measured.kv_cache_bytes);
             assert!(
                 estimate.weights_bytes >= measured.weights_bytes
                     && estimate.weights_bytes - measured.weights_bytes < 64 * 1024,
-                "{arch:?} {dtype:?}: estimate {estimate:?} vs measured {measured:?}"
+                "{arch:?} {dtype:?} {engine:?}: estimate {estimate:?} vs measured {measured:?}"
             );
         }
     }
@@ -357,6 +375,7 @@ async fn a_full_queue_is_reported_and_the_async_api_streams() {
             parallel: 1,
             queue_capacity: 1,
             context_length: None,
+            ..LoadOptions::default()
         },
     )
     .expect("load");
@@ -392,6 +411,7 @@ fn a_zero_capacity_queue_still_feeds_idle_slots() {
             parallel: 1,
             queue_capacity: 0,
             context_length: None,
+            ..LoadOptions::default()
         },
     )
     .expect("load");
@@ -482,6 +502,7 @@ fn requests_are_validated_and_the_context_is_enforced() {
             parallel: 1,
             queue_capacity: 2,
             context_length: Some(80),
+            ..LoadOptions::default()
         },
     )
     .expect("load");
@@ -519,27 +540,36 @@ fn memory_accounting_counts_slots() {
     let dir = TempDir::new();
     for arch in [TestArch::Llama, TestArch::Qwen2] {
         let path = write(&dir, &TestModel::tiny(arch, TestDType::F16));
-        let one = estimate_memory(&path, 1, Some(256)).expect("estimate");
-        let three = estimate_memory(&path, 3, Some(256)).expect("estimate");
-        assert_eq!(three.kv_cache_bytes, 3 * one.kv_cache_bytes);
-        match arch {
-            TestArch::Llama => assert_eq!(three.weights_bytes, one.weights_bytes),
-            TestArch::Qwen2 => assert_eq!(three.weights_bytes, 3 * one.weights_bytes),
-        }
-        // F16 weights are held as F32: more than the file.
         let file = std::fs::metadata(&path).expect("stat").len();
-        assert!(one.weights_bytes > file);
-        let model = ChatModel::load(
-            &path,
-            &LoadOptions {
-                parallel: 3,
+        for engine in [Engine::Native, Engine::Candle] {
+            let options = |parallel| LoadOptions {
+                parallel,
                 queue_capacity: 1,
                 context_length: Some(256),
-            },
-        )
-        .expect("load");
-        assert_eq!(model.memory().kv_cache_bytes, three.kv_cache_bytes);
-        assert!(model.memory().total() <= three.total());
+                engine,
+                ..LoadOptions::default()
+            };
+            let one = estimate_memory_with(&path, &options(1)).expect("estimate");
+            let three = estimate_memory_with(&path, &options(3)).expect("estimate");
+            assert_eq!(three.kv_cache_bytes, 3 * one.kv_cache_bytes);
+            match (engine, arch) {
+                // candle's qwen2 slots each load the weights.
+                (Engine::Candle, TestArch::Qwen2) => {
+                    assert_eq!(three.weights_bytes, 3 * one.weights_bytes)
+                }
+                _ => assert_eq!(three.weights_bytes, one.weights_bytes),
+            }
+            if engine == Engine::Candle {
+                // F16 weights are held as F32: more than the file.
+                assert!(one.weights_bytes > file);
+            } else {
+                // Held as stored.
+                assert_eq!(one.weights_bytes, file);
+            }
+            let model = ChatModel::load(&path, &options(3)).expect("load");
+            assert_eq!(model.memory().kv_cache_bytes, three.kv_cache_bytes);
+            assert!(model.memory().total() <= three.total(), "{engine:?}");
+        }
     }
 }
 

@@ -1,0 +1,404 @@
+//! GGUF weight matrices as stored in the file, activations quantized the way each weight format
+//! multiplies, and the length-checked, safe entry to the [`simd`] kernels.
+//!
+//! Weights stay in their GGUF block layout, byte for byte: a matrix is `rows` rows of `cols`
+//! values, each row a run of blocks. Scalar dequantization ([`QMatrix::dequantize_row`]) is the
+//! reference the kernels are tested against and the embedding lookup.
+
+use super::simd::{self, Isa, Q8KPtr, Q8Ptr};
+
+/// A weight format this engine multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum QType {
+    F32,
+    F16,
+    Q4_0,
+    Q8_0,
+    Q4K,
+    Q6K,
+}
+
+// === impl QType ===
+
+impl QType {
+    /// The GGML type id (`ggml_type`), as GGUF tensor infos store it.
+    pub(crate) fn from_ggml(dtype: candle_core::quantized::GgmlDType) -> Option<Self> {
+        use candle_core::quantized::GgmlDType as G;
+        Some(match dtype {
+            G::F32 => Self::F32,
+            G::F16 => Self::F16,
+            G::Q4_0 => Self::Q4_0,
+            G::Q8_0 => Self::Q8_0,
+            G::Q4K => Self::Q4K,
+            G::Q6K => Self::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// Values per block.
+    pub(crate) fn block(self) -> usize {
+        match self {
+            Self::F32 | Self::F16 => 1,
+            Self::Q4_0 | Self::Q8_0 => 32,
+            Self::Q4K | Self::Q6K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub(crate) fn block_bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+            Self::Q4_0 => 18,
+            Self::Q8_0 => 34,
+            Self::Q4K => 144,
+            Self::Q6K => 210,
+        }
+    }
+
+    /// The activation form this weight format multiplies with.
+    fn acts(self) -> ActForm {
+        match self {
+            Self::F32 | Self::F16 => ActForm::F32,
+            Self::Q4_0 | Self::Q8_0 => ActForm::Q8,
+            Self::Q4K | Self::Q6K => ActForm::Q8K,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActForm {
+    F32,
+    Q8,
+    Q8K,
+}
+
+/// A weight matrix: `rows` rows of `cols` values in the GGUF bytes of `qtype`.
+#[derive(Debug, Clone)]
+pub(crate) struct QMatrix {
+    pub(crate) qtype: QType,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+// === impl QMatrix ===
+
+impl QMatrix {
+    /// Wraps `data`; `None` when `cols` is not a multiple of the block or the length is wrong.
+    pub(crate) fn new(qtype: QType, rows: usize, cols: usize, data: Vec<u8>) -> Option<Self> {
+        if cols == 0 || cols % qtype.block() != 0 {
+            return None;
+        }
+        let row_bytes = cols / qtype.block() * qtype.block_bytes();
+        (data.len() == rows.checked_mul(row_bytes)?).then_some(Self {
+            qtype,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Row `r` as f32 values, into `out` (`cols` long).
+    pub(crate) fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        dequantize(self.qtype, self.row(r), &mut out[..self.cols]);
+    }
+
+    /// `out[t][r] = row r · acts[t]` for the rows `rows` and every activation row, written
+    /// row-major by weight row: `out[(r - rows.start) * acts.m + t]`.
+    pub(crate) fn dot_rows(
+        &self,
+        isa: Isa,
+        rows: std::ops::Range<usize>,
+        acts: &Acts,
+        out: &mut [f32],
+    ) {
+        assert_eq!(acts.k, self.cols, "activation width");
+        assert!(rows.end <= self.rows && out.len() >= rows.len() * acts.m);
+        let form = self.qtype.acts();
+        assert!(
+            acts.has(form),
+            "activations not quantized for {:?}",
+            self.qtype
+        );
+        for (i, r) in rows.enumerate() {
+            let row = self.row(r);
+            let out = &mut out[i * acts.m..(i + 1) * acts.m];
+            let mut t = 0;
+            while t + 4 <= acts.m {
+                out[t..t + 4].copy_from_slice(&self.dot_tile::<4>(isa, row, acts, t));
+                t += 4;
+            }
+            while t < acts.m {
+                out[t] = self.dot_tile::<1>(isa, row, acts, t)[0];
+                t += 1;
+            }
+        }
+    }
+
+    /// One row times activation rows `t0 .. t0 + N`.
+    #[inline]
+    fn dot_tile<const N: usize>(&self, isa: Isa, row: &[u8], acts: &Acts, t0: usize) -> [f32; N] {
+        simd::tile::<N>(isa, self.qtype, row, self.cols, acts, t0)
+    }
+}
+
+/// IEEE half to single (scalar; the kernels use F16C).
+pub(crate) fn f16_to_f32(bits: u16) -> f32 {
+    let sign = u32::from(bits >> 15) << 31;
+    let exp = u32::from((bits >> 10) & 0x1F);
+    let man = u32::from(bits & 0x3FF);
+    let magnitude = match (exp, man) {
+        (0, 0) => 0,
+        (0, _) => {
+            // Subnormal: man · 2⁻²⁴.
+            let v = man as f32 / 16_777_216.0;
+            return if sign == 0 { v } else { -v };
+        }
+        (0x1F, 0) => 0xFF << 23,
+        (0x1F, m) => (0xFF << 23) | (m << 13),
+        (e, m) => ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(sign | magnitude)
+}
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
+}
+
+/// Scalar dequantization of one row (ggml's `dequantize_row_*`).
+pub(crate) fn dequantize(qtype: QType, row: &[u8], out: &mut [f32]) {
+    match qtype {
+        QType::F32 => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        QType::F16 => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = f16_at(row, 2 * i);
+            }
+        }
+        QType::Q4_0 => {
+            for (blk, y) in row.chunks_exact(18).zip(out.chunks_exact_mut(32)) {
+                let d = f16_at(blk, 0);
+                for j in 0..16 {
+                    let q = blk[2 + j];
+                    y[j] = f32::from(i16::from(q & 0x0F) - 8) * d;
+                    y[j + 16] = f32::from(i16::from(q >> 4) - 8) * d;
+                }
+            }
+        }
+        QType::Q8_0 => {
+            for (blk, y) in row.chunks_exact(34).zip(out.chunks_exact_mut(32)) {
+                let d = f16_at(blk, 0);
+                for j in 0..32 {
+                    y[j] = f32::from(blk[2 + j] as i8) * d;
+                }
+            }
+        }
+        QType::Q4K => {
+            for (blk, y) in row.chunks_exact(144).zip(out.chunks_exact_mut(256)) {
+                let d = f16_at(blk, 0);
+                let dmin = f16_at(blk, 2);
+                let mut s = [0u8; 12];
+                s.copy_from_slice(&blk[4..16]);
+                let (sc, mn) = q4k_scales(&s);
+                let qs = &blk[16..];
+                for c in 0..4 {
+                    let (d1, m1) = (d * f32::from(sc[2 * c]), dmin * f32::from(mn[2 * c]));
+                    let (d2, m2) = (
+                        d * f32::from(sc[2 * c + 1]),
+                        dmin * f32::from(mn[2 * c + 1]),
+                    );
+                    for l in 0..32 {
+                        let q = qs[32 * c + l];
+                        y[64 * c + l] = d1 * f32::from(q & 0x0F) - m1;
+                        y[64 * c + 32 + l] = d2 * f32::from(q >> 4) - m2;
+                    }
+                }
+            }
+        }
+        QType::Q6K => {
+            for (blk, y) in row.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
+                let d = f16_at(blk, 208);
+                for half in 0..2 {
+                    let ql = &blk[64 * half..];
+                    let qh = &blk[128 + 32 * half..];
+                    let sc = &blk[192 + 8 * half..];
+                    let y = &mut y[128 * half..];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q = |low: u8, shift: u32| {
+                            f32::from(i16::from(low | (((qh[l] >> shift) & 3) << 4)) - 32)
+                        };
+                        let scale = |i: usize| d * f32::from(sc[is + i] as i8);
+                        y[l] = scale(0) * q(ql[l] & 0x0F, 0);
+                        y[l + 32] = scale(2) * q(ql[l + 32] & 0x0F, 2);
+                        y[l + 64] = scale(4) * q(ql[l] >> 4, 4);
+                        y[l + 96] = scale(6) * q(ql[l + 32] >> 4, 6);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// ggml's `get_scale_min_k4` for all 8 sub-blocks of a Q4_K block.
+pub(crate) fn q4k_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = s[j] & 63;
+        mn[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 6) << 4);
+        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
+    }
+    (sc, mn)
+}
+
+/// `m` activation rows of `k` values, with the quantized forms the weights ask for.
+#[derive(Debug, Default)]
+pub(crate) struct Acts {
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    /// `m × k` values.
+    pub(crate) x: Vec<f32>,
+    q8: Option<Quantized>,
+    q8k: Option<Quantized>,
+}
+
+/// Activations in 8 bits: `m × k` values, one scale per block, and per-block (Q8, as `i32`)
+/// or per-16 (Q8K, as `i16`) sums.
+#[derive(Debug, Default)]
+struct Quantized {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    sums32: Vec<i32>,
+    sums16: Vec<i16>,
+}
+
+// === impl Acts ===
+
+impl Acts {
+    /// Takes `m` rows of `k` values (`x.len() == m · k`).
+    pub(crate) fn new(x: Vec<f32>, m: usize, k: usize) -> Self {
+        assert_eq!(x.len(), m * k);
+        Self {
+            m,
+            k,
+            x,
+            q8: None,
+            q8k: None,
+        }
+    }
+
+    /// Makes sure the form `qtype` multiplies with is there.
+    pub(crate) fn prepare(&mut self, qtype: QType) {
+        match qtype.acts() {
+            ActForm::F32 => {}
+            ActForm::Q8 if self.q8.is_none() => self.q8 = Some(quantize(&self.x, 32, 32)),
+            ActForm::Q8K if self.q8k.is_none() => self.q8k = Some(quantize(&self.x, 256, 16)),
+            _ => {}
+        }
+    }
+
+    pub(super) fn has_form_of(&self, qtype: QType) -> bool {
+        self.has(qtype.acts())
+    }
+
+    fn has(&self, form: ActForm) -> bool {
+        match form {
+            ActForm::F32 => true,
+            ActForm::Q8 => self.q8.as_ref().is_some_and(|q| q.qs.len() == self.x.len()),
+            ActForm::Q8K => self
+                .q8k
+                .as_ref()
+                .is_some_and(|q| q.qs.len() == self.x.len()),
+        }
+    }
+
+    pub(super) fn q8_ptrs<const N: usize>(&self, t0: usize) -> [Q8Ptr; N] {
+        let q = self.q8.as_ref().expect("checked by dot_rows");
+        let blocks = self.k / 32;
+        std::array::from_fn(|i| {
+            let t = t0 + i;
+            Q8Ptr {
+                qs: q.qs[t * self.k..].as_ptr(),
+                d: q.d[t * blocks..].as_ptr(),
+                sums: q.sums32[t * blocks..].as_ptr(),
+            }
+        })
+    }
+
+    pub(super) fn q8k_ptrs<const N: usize>(&self, t0: usize) -> [Q8KPtr; N] {
+        let q = self.q8k.as_ref().expect("checked by dot_rows");
+        let blocks = self.k / 256;
+        std::array::from_fn(|i| {
+            let t = t0 + i;
+            Q8KPtr {
+                qs: q.qs[t * self.k..].as_ptr(),
+                d: q.d[t * blocks..].as_ptr(),
+                bsums: q.sums16[t * self.k / 16..].as_ptr(),
+            }
+        })
+    }
+
+    pub(super) fn f32_ptrs<const N: usize>(&self, t0: usize) -> [*const f32; N] {
+        std::array::from_fn(|i| self.x[(t0 + i) * self.k..].as_ptr())
+    }
+
+    /// The values as the kernels see them (dequantized `qtype` form), for tests.
+    #[cfg(test)]
+    pub(crate) fn seen(&self, qtype: QType) -> Vec<f32> {
+        let (q, block) = match qtype.acts() {
+            ActForm::F32 => return self.x.clone(),
+            ActForm::Q8 => (self.q8.as_ref().expect("prepared"), 32),
+            ActForm::Q8K => (self.q8k.as_ref().expect("prepared"), 256),
+        };
+        q.qs.iter()
+            .enumerate()
+            .map(|(i, &v)| f32::from(v) * q.d[i / block])
+            .collect()
+    }
+}
+
+/// Symmetric 8-bit quantization in blocks of `block` (`scale = max|x| / 127`), with sums over
+/// runs of `sum_every` values (`i32` per block when `sum_every == block`, else `i16`).
+fn quantize(x: &[f32], block: usize, sum_every: usize) -> Quantized {
+    let mut out = Quantized {
+        qs: vec![0; x.len()],
+        d: Vec::with_capacity(x.len() / block),
+        ..Quantized::default()
+    };
+    for (xs, qs) in x.chunks_exact(block).zip(out.qs.chunks_exact_mut(block)) {
+        let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        for (q, v) in qs.iter_mut().zip(xs) {
+            *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+        }
+        out.d.push(d);
+        for run in qs.chunks_exact(sum_every) {
+            let s: i32 = run.iter().map(|&v| i32::from(v)).sum();
+            if sum_every == block {
+                out.sums32.push(s);
+            } else {
+                // |s| ≤ 16 · 127 fits.
+                out.sums16.push(s as i16);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,270 @@
+//! The native engine against references: each kernel against scalar dequantization (itself
+//! checked against candle's), and whole models against candle's implementation of the same file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+use super::quant::{Acts, QMatrix, QType};
+use super::simd::Isa;
+use super::*;
+use crate::testing::{TestArch, TestDType, TestModel};
+
+fn isa() -> Isa {
+    Isa::detect().expect("these tests need AVX2, FMA and F16C")
+}
+
+/// Deterministic values in about `[-1, 1]` with some outliers, as weights and activations have.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            if i % 97 == 0 {
+                u * 6.0
+            } else {
+                u
+            }
+        })
+        .collect()
+}
+
+fn ggml(qtype: QType) -> GgmlDType {
+    match qtype {
+        QType::F32 => GgmlDType::F32,
+        QType::F16 => GgmlDType::F16,
+        QType::Q4_0 => GgmlDType::Q4_0,
+        QType::Q8_0 => GgmlDType::Q8_0,
+        QType::Q4K => GgmlDType::Q4K,
+        QType::Q6K => GgmlDType::Q6K,
+    }
+}
+
+/// A `rows × cols` matrix quantized by candle (ggml's quantizers), and candle's dequantization.
+fn matrix(qtype: QType, rows: usize, cols: usize, seed: u64) -> (QMatrix, Vec<f32>) {
+    let t = Tensor::from_vec(values(rows * cols, seed), (rows, cols), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&t, ggml(qtype)).unwrap();
+    let data = q.data().unwrap().into_owned();
+    let reference = q
+        .dequantize(&Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    (QMatrix::new(qtype, rows, cols, data).unwrap(), reference)
+}
+
+const ALL: [QType; 6] = [
+    QType::F32,
+    QType::F16,
+    QType::Q4_0,
+    QType::Q8_0,
+    QType::Q4K,
+    QType::Q6K,
+];
+
+#[test]
+fn dequantization_matches_candle_for_every_format() {
+    for qtype in ALL {
+        let (rows, cols) = (3, 512);
+        let (m, reference) = matrix(qtype, rows, cols, 11);
+        let mut row = vec![0.0; cols];
+        for r in 0..rows {
+            m.dequantize_row(r, &mut row);
+            assert_eq!(
+                row,
+                reference[r * cols..(r + 1) * cols],
+                "{qtype:?} row {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kernels_match_the_dequantized_product_for_every_format_and_tile() {
+    let isa = isa();
+    for qtype in ALL {
+        let (rows, cols) = (9, 768);
+        let (w, dense) = matrix(qtype, rows, cols, 5);
+        // 6 activation rows: one tile of 4 and two single rows.
+        for m in [1, 6] {
+            let mut acts = Acts::new(values(m * cols, 9), m, cols);
+            acts.prepare(qtype);
+            let seen = acts.seen(qtype);
+            let mut out = vec![0.0; rows * m];
+            w.dot_rows(isa, 0..rows, &acts, &mut out);
+            for r in 0..rows {
+                for t in 0..m {
+                    let expected: f64 = dense[r * cols..(r + 1) * cols]
+                        .iter()
+                        .zip(&seen[t * cols..(t + 1) * cols])
+                        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                        .sum();
+                    let got = f64::from(out[r * m + t]);
+                    assert!(
+                        (got - expected).abs() <= 1e-4 * (1.0 + expected.abs()),
+                        "{qtype:?} m={m} row {r} token {t}: {got} vs {expected}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_row_range_writes_only_its_rows() {
+    let isa = isa();
+    let (w, _) = matrix(QType::Q4_0, 8, 64, 3);
+    let mut acts = Acts::new(values(64, 4), 1, 64);
+    acts.prepare(QType::Q4_0);
+    let mut all = vec![0.0; 8];
+    w.dot_rows(isa, 0..8, &acts, &mut all);
+    let mut part = vec![0.0; 3];
+    w.dot_rows(isa, 2..5, &acts, &mut part);
+    assert_eq!(part, all[2..5]);
+}
+
+#[test]
+fn f16_conversion_covers_normals_subnormals_and_specials() {
+    for bits in [
+        0u16, 0x8000, 0x3C00, 0xC000, 0x7BFF, 0x0001, 0x83FF, 0x7C00, 0xFC00,
+    ] {
+        let expected = half_reference(bits);
+        assert_eq!(
+            quant::f16_to_f32(bits).to_bits(),
+            expected.to_bits(),
+            "{bits:#x}"
+        );
+    }
+    assert!(quant::f16_to_f32(0x7E00).is_nan());
+}
+
+/// The value of half-precision bits from the definition.
+fn half_reference(bits: u16) -> f32 {
+    let sign = if bits >> 15 == 1 { -1.0 } else { 1.0 };
+    let exp = i32::from((bits >> 10) & 0x1F);
+    let man = f64::from(bits & 0x3FF);
+    let v = match exp {
+        0 => man * 2f64.powi(-24),
+        31 => f64::INFINITY,
+        e => (1.0 + man / 1024.0) * 2f64.powi(e - 15),
+    };
+    (sign * v) as f32
+}
+
+// --- whole models against candle ---
+
+fn candle_logits(path: &Path, tokens: &[u32]) -> Vec<f32> {
+    use candle_transformers::models::{quantized_llama, quantized_qwen2};
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let content = Content::read(&mut reader).unwrap();
+    let arch = content.metadata["general.architecture"]
+        .to_string()
+        .unwrap()
+        .clone();
+    let input = Tensor::new(tokens, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits = if arch == "qwen2" {
+        let mut m =
+            quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &Device::Cpu).unwrap();
+        m.forward(&input, 0).unwrap()
+    } else {
+        let mut m =
+            quantized_llama::ModelWeights::from_gguf(content, &mut reader, &Device::Cpu).unwrap();
+        m.forward(&input, 0).unwrap()
+    };
+    logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn native_session(path: &Path, threads: usize) -> Session {
+    let (content, _) = crate::gguf::read_header(path).unwrap();
+    let info = ModelInfo::from_content(&content).unwrap();
+    let isa = plan(&content, &info).expect("runs natively");
+    let model = Arc::new(Model::load(path, &content, &info, isa).unwrap());
+    Session::new(model, info.context_length, threads, "test").unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    crate::testing::cosine(a, b)
+}
+
+fn prompt(n: usize) -> Vec<u32> {
+    (0..n as u32).map(|i| (i * 37 + 11) % 250).collect()
+}
+
+#[test]
+fn every_format_and_architecture_matches_candle() {
+    let dir = crate::tests::TempDir::new();
+    for arch in [TestArch::Llama, TestArch::Qwen2] {
+        for dtype in TestDType::ALL {
+            let path = dir.path(&format!("{arch:?}-{dtype:?}.gguf"));
+            TestModel::tiny(arch, dtype).write(&path).unwrap();
+            let tokens = prompt(13);
+            let reference = candle_logits(&path, &tokens);
+            let mut session = native_session(&path, 1);
+            let ours = session.forward(&tokens, 0).unwrap();
+            assert_eq!(ours.len(), reference.len());
+            let c = cosine(&ours, &reference);
+            // Both sides quantize activations to 8 bits; F32/F16 weights are exact products.
+            let floor = match dtype {
+                TestDType::F32 | TestDType::F16 => 0.99999,
+                _ => 0.999,
+            };
+            assert!(c >= floor, "{arch:?} {dtype:?}: cosine {c}");
+        }
+    }
+}
+
+#[test]
+fn prefill_in_chunks_token_by_token_and_on_threads_agree() {
+    let dir = crate::tests::TempDir::new();
+    for dtype in [TestDType::Q4_0, TestDType::Q4KM] {
+        let path = dir.path(&format!("{dtype:?}.gguf"));
+        TestModel::tiny(TestArch::Llama, dtype)
+            .write(&path)
+            .unwrap();
+        let tokens = prompt(11);
+        let whole = native_session(&path, 1).forward(&tokens, 0).unwrap();
+        let mut stepped = native_session(&path, 1);
+        let mut last = Vec::new();
+        for (i, &t) in tokens.iter().enumerate() {
+            last = stepped.forward(&[t], i).unwrap();
+        }
+        let mut chunked = native_session(&path, 2);
+        chunked.forward(&tokens[..6], 0).unwrap();
+        let threaded = chunked.forward(&tokens[6..], 6).unwrap();
+        assert!(cosine(&whole, &last) > 0.99999, "{dtype:?} stepped");
+        assert!(
+            cosine(&whole, &threaded) > 0.99999,
+            "{dtype:?} chunked on 2 threads"
+        );
+    }
+}
+
+#[test]
+fn positions_past_the_context_are_refused_and_past_4096_work() {
+    let dir = crate::tests::TempDir::new();
+    let path = dir.path("long.gguf");
+    TestModel {
+        context_length: 5000,
+        ..TestModel::tiny(TestArch::Llama, TestDType::Q8_0)
+    }
+    .write(&path)
+    .unwrap();
+    let mut s = native_session(&path, 1);
+    assert!(s.forward(&[1], 4999).unwrap().iter().all(|v| v.is_finite()));
+    let err = s.forward(&[1, 2], 4999).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::ContextLengthExceeded { .. }),
+        "{err}"
+    );
+    let err = s.forward(&[1_000_000], 0).unwrap_err();
+    assert!(err.to_string().contains("out of range"), "{err}");
+}
