@@ -383,8 +383,7 @@ impl Loader for GgufLoader {
     type Model = ChatModel;
 
     fn estimate(&self, spec: &ModelSpec) -> crate::Result<u64> {
-        crate::estimate_memory(&spec.path, spec.load.parallel, spec.load.context_length)
-            .map(|usage| usage.total())
+        crate::estimate_memory_with(&spec.path, &spec.load).map(|usage| usage.total())
     }
 
     fn load(&self, spec: &ModelSpec) -> crate::Result<Loaded<ChatModel>> {

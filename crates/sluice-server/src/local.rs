@@ -22,7 +22,7 @@ use sluice_local::pool::{
     KeepAlive, LocalLoader, LocalModel, ModelKind, ModelSpec, Pool, PoolConfig, PoolErrorKind,
 };
 use sluice_local::{
-    BatchOptions, ChatMessage, ChatModel, ChatRequest, GenerationEvent, LoadOptions,
+    BatchOptions, ChatMessage, ChatModel, ChatRequest, Engine, GenerationEvent, LoadOptions,
 };
 use sluice_types::Usage;
 use std::convert::Infallible;
@@ -94,6 +94,8 @@ pub fn build(
     config: &Config,
     found: &[sluice_local::discovery::DiscoveredModel],
 ) -> Result<Option<LocalRuntime>, Error> {
+    // Validated by the config loader; a default-built config has it empty.
+    let engine = Engine::parse(&config.local.engine).unwrap_or_default();
     let batch = BatchOptions {
         max_batch: config.local.max_batch,
         max_wait: config.local.max_wait,
@@ -104,6 +106,7 @@ pub fn build(
         let mut spec = m.to_spec();
         spec.load.parallel = config.local.parallel;
         spec.load.queue_capacity = config.local.queue;
+        spec.load.engine = engine;
         spec.batch = batch;
         specs.push(spec);
     }
@@ -124,6 +127,8 @@ pub fn build(
             parallel: l.parallel,
             queue_capacity: config.local.queue,
             context_length: l.context_length,
+            engine,
+            threads: None,
         };
         spec.batch = batch;
         specs.push(spec);
@@ -131,7 +136,7 @@ pub fn build(
     if specs.is_empty() {
         return Ok(None);
     }
-    set_chat_threads(config, &specs);
+    set_chat_threads(config, &mut specs);
     let mut pool_config = PoolConfig {
         busy_wait: config.local.memory_wait,
         ..PoolConfig::default()
@@ -153,17 +158,15 @@ pub fn build(
     }))
 }
 
-/// Sets the threads of candle's CPU pool (`CANDLE_NUM_THREADS`, read at the first load) unless
-/// the environment already does. candle's pool runs one job at a time and its idle workers
-/// spin: two sequences that share it take turns and burn the cores they wait on (measured: 4
-/// concurrent requests over 3 models, 20× slower than with one thread each). So when more than
-/// one chat sequence can run at once (the sum of `parallel` over the chat models), each runs
-/// on its own thread; a lone sequence gets every core.
-fn set_chat_threads(config: &Config, specs: &[ModelSpec]) {
+/// Sets the threads each chat sequence computes on: the native engine's per-slot workers
+/// (`LoadOptions::threads`) and candle's process-wide pool (`CANDLE_NUM_THREADS`, read at the
+/// first load, unless the environment already sets it). When more than one chat sequence can
+/// run at once (the sum of `parallel` over the chat models), each runs on one thread, so that
+/// sequences run side by side instead of taking turns (candle's pool runs one job at a time and
+/// its idle workers spin: measured 20× slower at 4 concurrent requests over 3 models); a lone
+/// sequence gets every core. `[local] threads` overrides the choice.
+fn set_chat_threads(config: &Config, specs: &mut [ModelSpec]) {
     const VAR: &str = "CANDLE_NUM_THREADS";
-    if std::env::var_os(VAR).is_some() {
-        return;
-    }
     let sequences: usize = specs
         .iter()
         .filter(|s| s.kind == ModelKind::Chat)
@@ -175,8 +178,13 @@ fn set_chat_threads(config: &Config, specs: &[ModelSpec]) {
         .threads
         .unwrap_or(if sequences > 1 { 1 } else { cores });
     tracing::info!(threads, sequences, "local chat threads per sequence");
-    // Before any model runs: nothing reads it concurrently yet.
-    std::env::set_var(VAR, threads.to_string());
+    for spec in specs.iter_mut() {
+        spec.load.threads = Some(threads);
+    }
+    if std::env::var_os(VAR).is_none() {
+        // Before any model runs: nothing reads it concurrently yet.
+        std::env::set_var(VAR, threads.to_string());
+    }
 }
 
 fn overloaded(message: String, retry_after: Option<Duration>) -> Error {

@@ -330,9 +330,12 @@ pub struct UninitializedLocalConfig {
     pub embedding_queue: Option<usize>,
     /// How long a request waits for memory held by models in use before 503 (default 30000).
     pub memory_wait_ms: Option<u64>,
-    /// Threads one chat sequence's matrix products use (candle's pool; default: all cores when
-    /// at most one sequence can run at a time, else 1 so that sequences run side by side).
+    /// Threads one chat sequence's matrix products use (default: all cores when at most one
+    /// sequence can run at a time, else 1 so that sequences run side by side).
     pub threads: Option<usize>,
+    /// Which implementation runs chat models: `auto` (default: the native engine where the CPU
+    /// and the file's formats allow it, else candle), `native` or `candle`.
+    pub engine: Option<String>,
 }
 
 /// Validated `[local]`.
@@ -362,6 +365,8 @@ pub struct LocalConfig {
     pub memory_wait: std::time::Duration,
     /// Threads per chat sequence (`None`: chosen from the concurrency).
     pub threads: Option<usize>,
+    /// `auto`, `native` or `candle`.
+    pub engine: String,
 }
 
 /// A `local` model's runtime settings.
@@ -666,6 +671,16 @@ impl UninitializedConfig {
             threads: match self.local.threads {
                 Some(0) => return Err(ConfigError::new("local.threads", "must be greater than 0")),
                 v => v,
+            },
+            engine: match self.local.engine.as_deref() {
+                None => "auto".to_owned(),
+                Some(e @ ("auto" | "native" | "candle")) => e.to_owned(),
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "local.engine",
+                        format!("`{other}` is not one of `auto`, `native`, `candle`"),
+                    ))
+                }
             },
         };
 

@@ -92,7 +92,18 @@ impl QMatrix {
             return None;
         }
         let row_bytes = cols / qtype.block() * qtype.block_bytes();
-        (data.len() == rows.checked_mul(row_bytes)?).then_some(Self {
+        if data.len() != rows.checked_mul(row_bytes)? {
+            return None;
+        }
+        let mut data = data;
+        if let Some(scale_run) = packed_scales(qtype) {
+            let mut packed = vec![0u8; row_bytes];
+            for row in data.chunks_exact_mut(row_bytes) {
+                pack(row, &mut packed, scale_run);
+                row.copy_from_slice(&packed);
+            }
+        }
+        Some(Self {
             qtype,
             rows,
             cols,
@@ -112,7 +123,15 @@ impl QMatrix {
 
     /// Row `r` as f32 values, into `out` (`cols` long).
     pub(crate) fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        dequantize(self.qtype, self.row(r), &mut out[..self.cols]);
+        let row = self.row(r);
+        match packed_scales(self.qtype) {
+            Some(scale_run) => {
+                let mut raw = vec![0u8; row.len()];
+                unpack(row, &mut raw, scale_run);
+                dequantize(self.qtype, &raw, &mut out[..self.cols]);
+            }
+            None => dequantize(self.qtype, row, &mut out[..self.cols]),
+        }
     }
 
     /// `out[t][r] = row r · acts[t]` for the rows `rows` and every activation row, written
@@ -132,25 +151,91 @@ impl QMatrix {
             "activations not quantized for {:?}",
             self.qtype
         );
-        for (i, r) in rows.enumerate() {
-            let row = self.row(r);
-            let out = &mut out[i * acts.m..(i + 1) * acts.m];
-            let mut t = 0;
-            while t + 4 <= acts.m {
-                out[t..t + 4].copy_from_slice(&self.dot_tile::<4>(isa, row, acts, t));
-                t += 4;
-            }
-            while t < acts.m {
-                out[t] = self.dot_tile::<1>(isa, row, acts, t)[0];
-                t += 1;
-            }
+        let data = &self.data[rows.start * self.row_bytes..rows.end * self.row_bytes];
+        let m = acts.m;
+        let mut t = 0;
+        while t + 4 <= m {
+            simd::rows::<4>(isa, self.qtype, data, self.cols, acts, t, &mut out[t..], m);
+            t += 4;
+        }
+        while t < m {
+            simd::rows::<1>(isa, self.qtype, data, self.cols, acts, t, &mut out[t..], m);
+            t += 1;
         }
     }
+}
 
-    /// One row times activation rows `t0 .. t0 + N`.
-    #[inline]
-    fn dot_tile<const N: usize>(&self, isa: Isa, row: &[u8], acts: &Acts, t0: usize) -> [f32; N] {
-        simd::tile::<N>(isa, self.qtype, row, self.cols, acts, t0)
+/// For the formats held repacked, the bytes of a block after its f16 scale.
+///
+/// Q4_0 and Q8_0 rows are held as all the blocks' scales first, then all their values, so the
+/// kernels convert 8 scales with one instruction. Same bytes, another order.
+fn packed_scales(qtype: QType) -> Option<usize> {
+    match qtype {
+        QType::Q4_0 => Some(16),
+        QType::Q8_0 => Some(32),
+        _ => None,
+    }
+}
+
+/// GGUF blocks (`scale, values`)* → `scale* values*`; Q4_0's values (16-byte runs) also go
+/// pair by pair into [`interleave`]'s order.
+fn pack(raw: &[u8], packed: &mut [u8], run: usize) {
+    let blocks = raw.len() / (run + 2);
+    let (scales, values) = packed.split_at_mut(2 * blocks);
+    for (b, blk) in raw.chunks_exact(run + 2).enumerate() {
+        scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
+        values[run * b..run * (b + 1)].copy_from_slice(&blk[2..]);
+    }
+    if run == 16 {
+        for pair in values.chunks_exact_mut(32) {
+            let mut out = [0u8; 32];
+            interleave(pair, &mut out);
+            pair.copy_from_slice(&out);
+        }
+    }
+}
+
+/// The inverse of [`pack`].
+fn unpack(packed: &[u8], raw: &mut [u8], run: usize) {
+    let blocks = packed.len() / (run + 2);
+    let (scales, values) = packed.split_at(2 * blocks);
+    let mut values = values.to_vec();
+    if run == 16 {
+        for pair in values.chunks_exact_mut(32) {
+            let mut out = [0u8; 32];
+            deinterleave(pair, &mut out);
+            pair.copy_from_slice(&out);
+        }
+    }
+    for (b, blk) in raw.chunks_exact_mut(run + 2).enumerate() {
+        blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
+        blk[2..].copy_from_slice(&values[run * b..run * (b + 1)]);
+    }
+}
+
+/// Two Q4_0 blocks' 16 GGUF bytes each (byte `j`: value `j` low, value `j + 16` high) → 32
+/// bytes whose low nibbles are the first block's 32 values in order and whose high nibbles are
+/// the second's, so one mask and one shift unpack both.
+fn interleave(natural: &[u8], out: &mut [u8; 32]) {
+    let value = |blk: &[u8], i: usize| {
+        if i < 16 {
+            blk[i] & 0x0F
+        } else {
+            blk[i - 16] >> 4
+        }
+    };
+    let (a, b) = natural.split_at(16);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = value(a, i) | (value(b, i) << 4);
+    }
+}
+
+/// The inverse of [`interleave`].
+fn deinterleave(paired: &[u8], out: &mut [u8; 32]) {
+    let (a, b) = out.split_at_mut(16);
+    for j in 0..16 {
+        a[j] = (paired[j] & 0x0F) | ((paired[j + 16] & 0x0F) << 4);
+        b[j] = (paired[j] >> 4) | (paired[j + 16] & 0xF0);
     }
 }
 
@@ -279,13 +364,13 @@ pub(crate) struct Acts {
     q8k: Option<Quantized>,
 }
 
-/// Activations in 8 bits: `m × k` values, one scale per block, and per-block (Q8, as `i32`)
+/// Activations in 8 bits: `m × k` values, one scale per block, and per-block (Q8, as `f32`)
 /// or per-16 (Q8K, as `i16`) sums.
 #[derive(Debug, Default)]
 struct Quantized {
     qs: Vec<i8>,
     d: Vec<f32>,
-    sums32: Vec<i32>,
+    sums32: Vec<f32>,
     sums16: Vec<i16>,
 }
 
@@ -375,7 +460,7 @@ impl Acts {
 }
 
 /// Symmetric 8-bit quantization in blocks of `block` (`scale = max|x| / 127`), with sums over
-/// runs of `sum_every` values (`i32` per block when `sum_every == block`, else `i16`).
+/// runs of `sum_every` values (`f32` per block when `sum_every == block`, else `i16`).
 fn quantize(x: &[f32], block: usize, sum_every: usize) -> Quantized {
     let mut out = Quantized {
         qs: vec![0; x.len()],
@@ -387,13 +472,15 @@ fn quantize(x: &[f32], block: usize, sum_every: usize) -> Quantized {
         let d = amax / 127.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         for (q, v) in qs.iter_mut().zip(xs) {
-            *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+            // Round half away from zero (as `roundf`, without the call); |v · id| ≤ 127.
+            let r = v * id;
+            *q = (r + 0.5f32.copysign(r)) as i8;
         }
         out.d.push(d);
         for run in qs.chunks_exact(sum_every) {
             let s: i32 = run.iter().map(|&v| i32::from(v)).sum();
             if sum_every == block {
-                out.sums32.push(s);
+                out.sums32.push(s as f32);
             } else {
                 // |s| ≤ 16 · 127 fits.
                 out.sums16.push(s as i16);

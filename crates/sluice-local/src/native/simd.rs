@@ -16,21 +16,33 @@
 
 use std::arch::x86_64::*;
 
-use super::quant::{q4k_scales, Acts, QType};
+use super::quant::{Acts, QType};
 
-/// Proof that the CPU runs the kernels of this module (AVX2, FMA, F16C).
+/// Proof that the CPU runs the kernels of this module (AVX2, FMA, F16C), and whether it also
+/// has AVX-512 with VNNI (`vpdpbusd`: 64 byte products per instruction).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Isa(());
+pub(crate) struct Isa {
+    avx512: bool,
+}
 
 // === impl Isa ===
 
 impl Isa {
     /// `Some` when the CPU has AVX2, FMA and F16C.
     pub(crate) fn detect() -> Option<Self> {
-        (is_x86_feature_detected!("avx2")
+        let avx2 = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c"))
-        .then_some(Self(()))
+            && is_x86_feature_detected!("f16c");
+        let avx512 = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni");
+        avx2.then_some(Self { avx512 })
+    }
+
+    /// The same CPU limited to AVX2 (to test the AVX2 kernels on an AVX-512 machine).
+    #[cfg(test)]
+    pub(crate) fn avx2_only(self) -> Self {
+        Self { avx512: false }
     }
 }
 
@@ -43,12 +55,9 @@ fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    let bits = i32::from(unsafe { p.cast::<u16>().read_unaligned() });
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
-}
+/// How far ahead of the values being multiplied the kernels prefetch (bytes). A prefetch past
+/// the end of a row touches the next row or nothing: prefetches never fault.
+const PREFETCH: usize = 1024;
 
 /// `sum(u8 × i8)` over each group of 4 bytes, as 8 `i32` lanes.
 #[inline]
@@ -57,12 +66,13 @@ fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 }
 
-/// One activation row quantized in blocks of 32: values, per-block scales and per-block sums.
+/// One activation row quantized in blocks of 32: values, per-block scales and per-block sums
+/// (as `f32`).
 #[derive(Clone, Copy)]
 pub(crate) struct Q8Ptr {
     pub qs: *const i8,
     pub d: *const f32,
-    pub sums: *const i32,
+    pub sums: *const f32,
 }
 
 /// One activation row quantized in blocks of 256: values, per-block scales, per-16 sums.
@@ -73,7 +83,29 @@ pub(crate) struct Q8KPtr {
     pub bsums: *const i16,
 }
 
-/// Q4_0 row (`blocks` × 18 bytes: f16 scale, 16 bytes of nibbles) · `N` Q8 rows.
+/// IEEE half to single without vector registers (a vector conversion of one scalar makes
+/// LLVM merge into a live register, chaining every block onto the previous one).
+#[inline(always)]
+fn f16_scalar(bits: u16) -> f32 {
+    // Exponent and mantissa moved into place, rebiased by a multiply (subnormals and zero
+    // included); the scales this reads are finite.
+    let magnitude = f32::from_bits(u32::from(bits & 0x7FFF) << 13) * f32::from_bits(0x7780_0000);
+    f32::from_bits(magnitude.to_bits() | (u32::from(bits & 0x8000) << 16))
+}
+
+#[inline(always)]
+unsafe fn u16_at(p: *const u8) -> u16 {
+    unsafe { p.cast::<u16>().read_unaligned() }
+}
+
+/// Q4_0 row, repacked ([`super::quant`]): `blocks` f16 scales, then the values: each pair of
+/// blocks `(2p, 2p + 1)` as 32 bytes whose low nibbles are block `2p`'s values in order and
+/// whose high nibbles are block `2p + 1`'s (plus 8); an odd last block keeps GGUF's own 16
+/// bytes (low nibbles values 0..16, high nibbles 16..32) · `N` Q8 rows.
+///
+/// Groups of 8 blocks convert their 8 scales in one instruction and multiply them with the
+/// activations' at once; each block then takes its lane by a permute. The `− 8` is folded into
+/// one multiply-add per group over the activations' block sums.
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; `row` valid for `blocks × 18` bytes and each activation for
@@ -85,32 +117,241 @@ pub(crate) unsafe fn q4_0<const N: usize>(
     a: [Q8Ptr; N],
 ) -> [f32; N] {
     let mask = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); N];
-    for b in 0..blocks {
+    // Two accumulators when there is one row, so consecutive blocks do not wait on each other.
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let mut fix = [_mm256_setzero_ps(); N];
+    let qs = unsafe { row.add(2 * blocks) };
+    let groups = blocks / 8;
+    for g in 0..groups {
         unsafe {
-            let blk = row.add(b * 18);
-            let dw = f16_at(blk);
-            let raw = _mm_loadu_si128(blk.add(2).cast());
-            // Elements 0..16 are the low nibbles, 16..32 the high ones.
-            let w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), mask);
+            _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(128 * g + PREFETCH).cast());
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast()));
+            let mut ds = [_mm256_setzero_ps(); N];
             for t in 0..N {
-                let x = _mm256_loadu_si256(a[t].qs.add(b * 32).cast());
-                // The nibbles are q + 8: subtract 8 · sum(x) in lane 0.
-                let fix = _mm256_setr_epi32(-8 * *a[t].sums.add(b), 0, 0, 0, 0, 0, 0, 0);
-                let p = _mm256_add_epi32(dot_u8i8(w, x), fix);
-                let scale = _mm256_set1_ps(dw * *a[t].d.add(b));
-                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc[t]);
+                ds[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
+                fix[t] = _mm256_fmadd_ps(ds[t], _mm256_loadu_ps(a[t].sums.add(8 * g)), fix[t]);
+            }
+            for j in 0..4 {
+                let b = 8 * g + 2 * j;
+                let raw = _mm256_loadu_si256(qs.add(16 * b).cast());
+                let w0 = _mm256_and_si256(raw, mask);
+                let w1 = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask);
+                for t in 0..N {
+                    let x0 = _mm256_loadu_si256(a[t].qs.add(32 * b).cast());
+                    let x1 = _mm256_loadu_si256(a[t].qs.add(32 * b + 32).cast());
+                    let p0 = _mm256_cvtepi32_ps(dot_u8i8(w0, x0));
+                    let p1 = _mm256_cvtepi32_ps(dot_u8i8(w1, x1));
+                    let s0 = _mm256_permutevar8x32_ps(ds[t], _mm256_set1_epi32(2 * j as i32));
+                    let s1 = _mm256_permutevar8x32_ps(ds[t], _mm256_set1_epi32(2 * j as i32 + 1));
+                    let k = if N == 1 { 1 } else { 0 };
+                    acc[t][0] = _mm256_fmadd_ps(s0, p0, acc[t][0]);
+                    acc[t][k] = _mm256_fmadd_ps(s1, p1, acc[t][k]);
+                }
             }
         }
     }
     let mut out = [0.0; N];
     for t in 0..N {
-        out[t] = hsum_ps(acc[t]);
+        out[t] = hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1])) - 8.0 * hsum_ps(fix[t]);
+    }
+    unsafe { q4_0_tail(row, blocks, 8 * groups, &a, &mut out) };
+    out
+}
+
+/// Blocks `from..blocks` of a repacked Q4_0 row (fewer than 8), one scale at a time.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_tail<const N: usize>(
+    row: *const u8,
+    blocks: usize,
+    from: usize,
+    a: &[Q8Ptr; N],
+    out: &mut [f32; N],
+) {
+    let mask = _mm256_set1_epi8(0x0F);
+    let qs = unsafe { row.add(2 * blocks) };
+    let mut b = from;
+    while b < blocks {
+        unsafe {
+            let paired = b + 1 < blocks;
+            let (w0, w1) = if paired {
+                let raw = _mm256_loadu_si256(qs.add(16 * b).cast());
+                (
+                    _mm256_and_si256(raw, mask),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask),
+                )
+            } else {
+                let raw = _mm_loadu_si128(qs.add(16 * b).cast());
+                let w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), mask);
+                (w, w)
+            };
+            for (i, w) in [w0, w1]
+                .into_iter()
+                .enumerate()
+                .take(if paired { 2 } else { 1 })
+            {
+                let blk = b + i;
+                let dw = f16_scalar(u16_at(row.add(2 * blk)));
+                for t in 0..N {
+                    let x = _mm256_loadu_si256(a[t].qs.add(32 * blk).cast());
+                    let p = hsum_epi32(dot_u8i8(w, x)) as f32 - 8.0 * *a[t].sums.add(blk);
+                    out[t] += dw * *a[t].d.add(blk) * p;
+                }
+            }
+            b += if paired { 2 } else { 1 };
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+fn hsum512(v: __m512) -> f32 {
+    _mm512_reduce_add_ps(v)
+}
+
+/// Lanes `2j` (low 8) and `2j + 1` (high 8) of an 8-lane vector spread over 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+fn pair_scales(ds: __m256, j: usize) -> __m512 {
+    let lo = 2 * j as i32;
+    let idx = _mm512_set_epi32(
+        lo + 1,
+        lo + 1,
+        lo + 1,
+        lo + 1,
+        lo + 1,
+        lo + 1,
+        lo + 1,
+        lo + 1,
+        lo,
+        lo,
+        lo,
+        lo,
+        lo,
+        lo,
+        lo,
+        lo,
+    );
+    _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(ds))
+}
+
+/// [`q4_0`] on AVX-512 VNNI: a pair of blocks is one 64-byte register and one `vpdpbusd`.
+///
+/// # Safety
+/// As [`q4_0`], and the CPU has AVX-512F/BW/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn q4_0_avx512<const N: usize>(
+    row: *const u8,
+    blocks: usize,
+    a: [Q8Ptr; N],
+) -> [f32; N] {
+    let mask = _mm512_set1_epi8(0x0F);
+    let mut acc = [[_mm512_setzero_ps(); 2]; N];
+    let mut fix = [_mm256_setzero_ps(); N];
+    let qs = unsafe { row.add(2 * blocks) };
+    let groups = blocks / 8;
+    for g in 0..groups {
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(128 * g + PREFETCH).cast());
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast()));
+            let mut ds = [_mm256_setzero_ps(); N];
+            for t in 0..N {
+                ds[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
+                fix[t] = _mm256_fmadd_ps(ds[t], _mm256_loadu_ps(a[t].sums.add(8 * g)), fix[t]);
+            }
+            for j in 0..4 {
+                let b = 8 * g + 2 * j;
+                let raw = _mm256_loadu_si256(qs.add(16 * b).cast());
+                let w = _mm512_and_si512(
+                    _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(raw),
+                        _mm256_srli_epi16::<4>(raw),
+                    ),
+                    mask,
+                );
+                let k = if N == 1 { j & 1 } else { 0 };
+                for t in 0..N {
+                    let x = _mm512_loadu_si512(a[t].qs.add(32 * b).cast());
+                    let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x));
+                    acc[t][k] = _mm512_fmadd_ps(pair_scales(ds[t], j), p, acc[t][k]);
+                }
+            }
+        }
+    }
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum512(_mm512_add_ps(acc[t][0], acc[t][1])) - 8.0 * hsum_ps(fix[t]);
+    }
+    unsafe { q4_0_tail(row, blocks, 8 * groups, &a, &mut out) };
+    out
+}
+
+/// [`q8_0`] on AVX-512 VNNI: a pair of blocks per `vpdpbusd`, the weights made unsigned by
+/// `+ 128` (a flip of the top bit) and `128 · Σx` taken off per group.
+///
+/// # Safety
+/// As [`q8_0`], and the CPU has AVX-512F/BW/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn q8_0_avx512<const N: usize>(
+    row: *const u8,
+    blocks: usize,
+    a: [Q8Ptr; N],
+) -> [f32; N] {
+    let flip = _mm512_set1_epi8(-128);
+    let mut acc = [[_mm512_setzero_ps(); 2]; N];
+    let mut fix = [_mm256_setzero_ps(); N];
+    let qs = unsafe { row.add(2 * blocks) };
+    let groups = blocks / 8;
+    for g in 0..groups {
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + PREFETCH).cast());
+            _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + 128 + PREFETCH).cast());
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast()));
+            let mut ds = [_mm256_setzero_ps(); N];
+            for t in 0..N {
+                ds[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
+                fix[t] = _mm256_fmadd_ps(ds[t], _mm256_loadu_ps(a[t].sums.add(8 * g)), fix[t]);
+            }
+            for j in 0..4 {
+                let b = 8 * g + 2 * j;
+                let w = _mm512_xor_si512(_mm512_loadu_si512(qs.add(32 * b).cast()), flip);
+                let k = if N == 1 { j & 1 } else { 0 };
+                for t in 0..N {
+                    let x = _mm512_loadu_si512(a[t].qs.add(32 * b).cast());
+                    let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x));
+                    acc[t][k] = _mm512_fmadd_ps(pair_scales(ds[t], j), p, acc[t][k]);
+                }
+            }
+        }
+    }
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum512(_mm512_add_ps(acc[t][0], acc[t][1])) - 128.0 * hsum_ps(fix[t]);
+    }
+    for b in 8 * groups..blocks {
+        unsafe {
+            let dw = f16_scalar(u16_at(row.add(2 * b)));
+            let w = _mm256_loadu_si256(qs.add(32 * b).cast());
+            let abs = _mm256_sign_epi8(w, w);
+            for t in 0..N {
+                let x = _mm256_loadu_si256(a[t].qs.add(32 * b).cast());
+                let p = hsum_epi32(dot_u8i8(abs, _mm256_sign_epi8(x, w))) as f32;
+                out[t] += dw * *a[t].d.add(b) * p;
+            }
+        }
     }
     out
 }
 
-/// Q8_0 row (`blocks` × 34 bytes: f16 scale, 32 signed bytes) · `N` Q8 rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Q8_0 row, repacked: `blocks` f16 scales, then `blocks` × 32 signed bytes · `N` Q8 rows.
 ///
 /// # Safety
 /// As [`q4_0`], with 34-byte blocks.
@@ -120,29 +361,64 @@ pub(crate) unsafe fn q8_0<const N: usize>(
     blocks: usize,
     a: [Q8Ptr; N],
 ) -> [f32; N] {
-    let mut acc = [_mm256_setzero_ps(); N];
-    for b in 0..blocks {
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let qs = unsafe { row.add(2 * blocks) };
+    let groups = blocks / 8;
+    for g in 0..groups {
         unsafe {
-            let blk = row.add(b * 34);
-            let dw = f16_at(blk);
-            let w = _mm256_loadu_si256(blk.add(2).cast());
-            let abs = _mm256_sign_epi8(w, w);
+            _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + PREFETCH).cast());
+            _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + 128 + PREFETCH).cast());
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast()));
+            let mut ds = [_mm256_setzero_ps(); N];
             for t in 0..N {
-                let x = _mm256_loadu_si256(a[t].qs.add(b * 32).cast());
-                let p = dot_u8i8(abs, _mm256_sign_epi8(x, w));
-                let scale = _mm256_set1_ps(dw * *a[t].d.add(b));
-                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc[t]);
+                ds[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
+            }
+            for j in 0..8 {
+                let b = 8 * g + j;
+                let w = _mm256_loadu_si256(qs.add(32 * b).cast());
+                let abs = _mm256_sign_epi8(w, w);
+                let k = if N == 1 { j & 1 } else { 0 };
+                for t in 0..N {
+                    let x = _mm256_loadu_si256(a[t].qs.add(32 * b).cast());
+                    let p = _mm256_cvtepi32_ps(dot_u8i8(abs, _mm256_sign_epi8(x, w)));
+                    let scale = _mm256_permutevar8x32_ps(ds[t], _mm256_set1_epi32(j as i32));
+                    acc[t][k] = _mm256_fmadd_ps(scale, p, acc[t][k]);
+                }
             }
         }
     }
     let mut out = [0.0; N];
     for t in 0..N {
-        out[t] = hsum_ps(acc[t]);
+        out[t] = hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1]));
+    }
+    for b in 8 * groups..blocks {
+        unsafe {
+            let dw = f16_scalar(u16_at(row.add(2 * b)));
+            let w = _mm256_loadu_si256(qs.add(32 * b).cast());
+            let abs = _mm256_sign_epi8(w, w);
+            for t in 0..N {
+                let x = _mm256_loadu_si256(a[t].qs.add(32 * b).cast());
+                let p = hsum_epi32(dot_u8i8(abs, _mm256_sign_epi8(x, w))) as f32;
+                out[t] += dw * *a[t].d.add(b) * p;
+            }
+        }
     }
     out
 }
 
-/// Q4_K row (`blocks` × 144 bytes) · `N` Q8_K rows.
+/// The 8 scales and 8 mins of a Q4_K block from its 12 packed bytes (ggml's
+/// `get_scale_min_k4` for all sub-blocks at once, on 32-bit words).
+#[inline(always)]
+fn q4k_scales_fast(s: [u32; 3]) -> [u32; 4] {
+    const M1: u32 = 0x3F3F_3F3F;
+    const M2: u32 = 0x0F0F_0F0F;
+    const M3: u32 = 0x0303_0303;
+    let sc_hi = (s[2] & M2) | (((s[0] >> 6) & M3) << 4);
+    let mn_hi = ((s[2] >> 4) & M2) | (((s[1] >> 6) & M3) << 4);
+    [s[0] & M1, sc_hi, s[1] & M1, mn_hi]
+}
+
+/// Q4_K row (`blocks` × 144 bytes, as stored) · `N` Q8_K rows.
 ///
 /// A block: f16 `d`, f16 `dmin`, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles; value
 /// `i` of sub-block `j` is `d · sc[j] · q − dmin · mn[j]`.
@@ -158,23 +434,29 @@ pub(crate) unsafe fn q4_k<const N: usize>(
 ) -> [f32; N] {
     let mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
+    // Byte pairs (2j, 2j+1) everywhere: broadcasts i16 lane j of a register.
+    let pick: [__m256i; 8] =
+        std::array::from_fn(|j| _mm256_set1_epi16((((2 * j + 1) << 8) | (2 * j)) as i16));
     let mut acc = [_mm256_setzero_ps(); N];
     let mut acc_min = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
         unsafe {
             let blk = row.add(b * 144);
-            let d = f16_at(blk);
-            let dmin = f16_at(blk.add(2));
-            let (sc, mn) = q4k_scales(&*blk.add(4).cast::<[u8; 12]>());
-            let mins = _mm256_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr().cast()));
+            let d = f16_scalar(u16_at(blk));
+            let dmin = f16_scalar(u16_at(blk.add(2)));
+            let words = blk.add(4).cast::<[u32; 3]>().read_unaligned();
+            let [s0, s1, m0, m1] = q4k_scales_fast(words.map(u32::from_le));
+            let scales = _mm_set_epi32(0, 0, s1 as i32, s0 as i32);
+            let sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales));
+            let mins = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
             let qs = blk.add(16);
             let mut sumi = [_mm256_setzero_si256(); N];
             for c in 0..4 {
                 let q = _mm256_loadu_si256(qs.add(32 * c).cast());
                 let lo = _mm256_and_si256(q, mask);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
-                let s_lo = _mm256_set1_epi16(i16::from(sc[2 * c]));
-                let s_hi = _mm256_set1_epi16(i16::from(sc[2 * c + 1]));
+                let s_lo = _mm256_shuffle_epi8(sc16, pick[2 * c]);
+                let s_hi = _mm256_shuffle_epi8(sc16, pick[2 * c + 1]);
                 for t in 0..N {
                     let x = a[t].qs.add(b * 256 + 64 * c);
                     let x_lo = _mm256_loadu_si256(x.cast());
@@ -190,8 +472,7 @@ pub(crate) unsafe fn q4_k<const N: usize>(
                     _mm256_fmadd_ps(_mm256_set1_ps(d * da), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
                 // Sub-block j sums activations 2j and 2j+1 of the per-16 sums.
                 let bs = _mm256_loadu_si256(a[t].bsums.add(b * 16).cast());
-                let pair = _mm256_madd_epi16(bs, ones);
-                let m = _mm256_mullo_epi32(pair, mins);
+                let m = _mm256_mullo_epi32(_mm256_madd_epi16(bs, ones), mins);
                 acc_min[t] =
                     _mm256_fmadd_ps(_mm256_set1_ps(dmin * da), _mm256_cvtepi32_ps(m), acc_min[t]);
             }
@@ -204,7 +485,7 @@ pub(crate) unsafe fn q4_k<const N: usize>(
     out
 }
 
-/// Q6_K row (`blocks` × 210 bytes) · `N` Q8_K rows.
+/// Q6_K row (`blocks` × 210 bytes, as stored) · `N` Q8_K rows.
 ///
 /// A block: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 signed 8-bit scales (one per
 /// 16 values), f16 `d`; value `i` is `d · sc[i / 16] · (q − 32)` with `q` in `0..64`.
@@ -219,12 +500,19 @@ pub(crate) unsafe fn q6_k<const N: usize>(
 ) -> [f32; N] {
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x03);
+    // Scales 2i (low half) and 2i+1 (high half) as i16 lanes, from the 16 scales widened.
+    let pick: [__m256i; 4] = std::array::from_fn(|i| {
+        let lo = (((4 * i + 1) << 8) | (4 * i)) as i16;
+        let hi = (((4 * i + 3) << 8) | (4 * i + 2)) as i16;
+        _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+    });
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
         unsafe {
             let blk = row.add(b * 210);
-            let scales = blk.add(192).cast::<i8>();
-            let d = f16_at(blk.add(208));
+            let scales = blk.add(192);
+            let d = f16_scalar(u16_at(blk.add(208)));
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.cast()));
             let mut sumi = [_mm256_setzero_si256(); N];
             for half in 0..2 {
                 let ql = blk.add(64 * half);
@@ -249,12 +537,14 @@ pub(crate) unsafe fn q6_k<const N: usize>(
                         _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m2)),
                     ),
                 ];
-                let sc = scales.add(8 * half);
+                // This half's 8 scales sit in i16 lanes 8·half .. 8·half + 8 of `sc16`.
+                let sc_half = if half == 0 {
+                    _mm256_permute2x128_si256::<0x00>(sc16, sc16)
+                } else {
+                    _mm256_permute2x128_si256::<0x11>(sc16, sc16)
+                };
                 for (i, q) in q.iter().enumerate() {
-                    let s = _mm256_set_m128i(
-                        _mm_set1_epi16(i16::from(*sc.add(2 * i + 1))),
-                        _mm_set1_epi16(i16::from(*sc.add(2 * i))),
-                    );
+                    let s = _mm256_shuffle_epi8(sc_half, pick[i]);
                     for t in 0..N {
                         let x =
                             _mm256_loadu_si256(a[t].qs.add(b * 256 + 128 * half + 32 * i).cast());
@@ -264,7 +554,6 @@ pub(crate) unsafe fn q6_k<const N: usize>(
                 }
             }
             // The stored q is the value + 32: subtract 32 · Σ sc[g] · sum16[g].
-            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.cast()));
             for t in 0..N {
                 let bs = _mm256_loadu_si256(a[t].bsums.add(b * 16).cast());
                 let fix = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, sc16));
@@ -304,7 +593,7 @@ pub(crate) unsafe fn f16<const N: usize>(row: *const u8, n: usize, a: [*const f3
         out[t] = hsum_ps(acc[t]);
     }
     for j in i..n {
-        let w = unsafe { f16_at(row.add(2 * j)) };
+        let w = f16_scalar(unsafe { u16_at(row.add(2 * j)) });
         for t in 0..N {
             out[t] += w * unsafe { *a[t].add(j) };
         }
@@ -496,36 +785,51 @@ pub(crate) fn silu_mul(_: Isa, gate: &mut [f32], up: &[f32]) {
     unsafe { silu_mul_avx2(gate, up) }
 }
 
-/// `row · acts[t0 + i]` for `i < N`: one weight row of `cols` values in `qtype`'s blocks.
+/// `out[i · stride + t] = row i · acts[t0 + t]` for `t < N` and every row of `data`: rows of
+/// `cols` values in `qtype`'s blocks, one after the other.
 ///
 /// # Panics
-/// When `row` is not one row of `cols` values, `acts` is not `cols` wide, lacks the form
-/// `qtype` multiplies with, or has fewer than `t0 + N` rows.
-#[inline]
-pub(crate) fn tile<const N: usize>(
-    _: Isa,
+/// When `data` is not whole rows, `acts` is not `cols` wide, lacks the form `qtype` multiplies
+/// with or has fewer than `t0 + N` rows, or `out` is too short.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows<const N: usize>(
+    isa: Isa,
     qtype: QType,
-    row: &[u8],
+    data: &[u8],
     cols: usize,
     acts: &Acts,
     t0: usize,
-) -> [f32; N] {
+    out: &mut [f32],
+    stride: usize,
+) {
     let blocks = cols / qtype.block();
-    assert!(cols % qtype.block() == 0 && row.len() == blocks * qtype.block_bytes());
+    let row_bytes = blocks * qtype.block_bytes();
+    assert!(cols % qtype.block() == 0 && data.len() % row_bytes == 0);
     assert!(acts.k == cols && t0 + N <= acts.m && acts.has_form_of(qtype));
-    let p = row.as_ptr();
-    // SAFETY: `Isa` proves the CPU features; `row` holds exactly `blocks` blocks (asserted);
-    // the activation pointers come from `Acts`, whose buffers hold `m` rows of `k == cols`
-    // values (with one scale per block and the sums) in the form `qtype` needs (asserted), and
-    // `t0 + N <= m`.
-    unsafe {
-        match qtype {
-            QType::Q4_0 => q4_0::<N>(p, blocks, acts.q8_ptrs::<N>(t0)),
-            QType::Q8_0 => q8_0::<N>(p, blocks, acts.q8_ptrs::<N>(t0)),
-            QType::Q4K => q4_k::<N>(p, blocks, acts.q8k_ptrs::<N>(t0)),
-            QType::Q6K => q6_k::<N>(p, blocks, acts.q8k_ptrs::<N>(t0)),
-            QType::F16 => f16::<N>(p, cols, acts.f32_ptrs::<N>(t0)),
-            QType::F32 => f32::<N>(p, cols, acts.f32_ptrs::<N>(t0)),
-        }
+    let n = data.len() / row_bytes;
+    assert!(n == 0 || out.len() >= (n - 1) * stride + N);
+    macro_rules! each_row {
+        ($kernel:ident, $ptrs:expr, $len:expr) => {{
+            let ptrs = $ptrs;
+            for (i, row) in data.chunks_exact(row_bytes).enumerate() {
+                // SAFETY: `Isa` proves the CPU features (the AVX-512 ones are checked by the
+                // caller of this arm); `row` holds exactly `blocks` blocks; the activation
+                // pointers come from `Acts`, whose buffers hold `m` rows of `k == cols` values
+                // (with one scale per block and the sums) in the form `qtype` needs, and
+                // `t0 + N <= m` (all asserted above).
+                let r = unsafe { $kernel::<N>(row.as_ptr(), $len, ptrs) };
+                out[i * stride..i * stride + N].copy_from_slice(&r);
+            }
+        }};
+    }
+    match qtype {
+        QType::Q4_0 if isa.avx512 => each_row!(q4_0_avx512, acts.q8_ptrs::<N>(t0), blocks),
+        QType::Q4_0 => each_row!(q4_0, acts.q8_ptrs::<N>(t0), blocks),
+        QType::Q8_0 if isa.avx512 => each_row!(q8_0_avx512, acts.q8_ptrs::<N>(t0), blocks),
+        QType::Q8_0 => each_row!(q8_0, acts.q8_ptrs::<N>(t0), blocks),
+        QType::Q4K => each_row!(q4_k, acts.q8k_ptrs::<N>(t0), blocks),
+        QType::Q6K => each_row!(q6_k, acts.q8k_ptrs::<N>(t0), blocks),
+        QType::F16 => each_row!(f16, acts.f32_ptrs::<N>(t0), cols),
+        QType::F32 => each_row!(f32, acts.f32_ptrs::<N>(t0), cols),
     }
 }

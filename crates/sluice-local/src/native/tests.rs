@@ -89,7 +89,8 @@ fn dequantization_matches_candle_for_every_format() {
 fn kernels_match_the_dequantized_product_for_every_format_and_tile() {
     let isa = isa();
     for qtype in ALL {
-        let (rows, cols) = (9, 768);
+        // Q4_0/Q8_0 rows of 27 blocks: 3 groups of 8 and a tail of 3.
+        let (rows, cols) = (9, if qtype.block() == 256 { 768 } else { 864 });
         let (w, dense) = matrix(qtype, rows, cols, 5);
         // 6 activation rows: one tile of 4 and two single rows.
         for m in [1, 6] {
@@ -98,6 +99,9 @@ fn kernels_match_the_dequantized_product_for_every_format_and_tile() {
             let seen = acts.seen(qtype);
             let mut out = vec![0.0; rows * m];
             w.dot_rows(isa, 0..rows, &acts, &mut out);
+            // The AVX2 kernels too, where AVX-512 ones would run.
+            let mut avx2 = vec![0.0; rows * m];
+            w.dot_rows(isa.avx2_only(), 0..rows, &acts, &mut avx2);
             for r in 0..rows {
                 for t in 0..m {
                     let expected: f64 = dense[r * cols..(r + 1) * cols]
@@ -105,11 +109,13 @@ fn kernels_match_the_dequantized_product_for_every_format_and_tile() {
                         .zip(&seen[t * cols..(t + 1) * cols])
                         .map(|(a, b)| f64::from(*a) * f64::from(*b))
                         .sum();
-                    let got = f64::from(out[r * m + t]);
-                    assert!(
-                        (got - expected).abs() <= 1e-4 * (1.0 + expected.abs()),
-                        "{qtype:?} m={m} row {r} token {t}: {got} vs {expected}"
-                    );
+                    for (kernel, got) in [("best", out[r * m + t]), ("avx2", avx2[r * m + t])] {
+                        let got = f64::from(got);
+                        assert!(
+                            (got - expected).abs() <= 1e-4 * (1.0 + expected.abs()),
+                            "{qtype:?} {kernel} m={m} row {r} token {t}: {got} vs {expected}"
+                        );
+                    }
                 }
             }
         }
@@ -267,4 +273,101 @@ fn positions_past_the_context_are_refused_and_past_4096_work() {
     );
     let err = s.forward(&[1_000_000], 0).unwrap_err();
     assert!(err.to_string().contains("out of range"), "{err}");
+}
+
+#[test]
+#[ignore = "a measurement: cargo test -p sluice-local --lib kernel_speed -- --ignored --nocapture"]
+fn kernel_speed() {
+    let isa = isa();
+    for qtype in ALL {
+        let (rows, cols) = (2816, 1024);
+        let (w, _) = matrix(qtype, rows, cols, 5);
+        for m in [1, 4] {
+            let mut acts = Acts::new(values(m * cols, 9), m, cols);
+            acts.prepare(qtype);
+            let mut out = vec![0.0; rows * m];
+            let started = std::time::Instant::now();
+            let reps = 50;
+            for _ in 0..reps {
+                w.dot_rows(isa, 0..rows, &acts, &mut out);
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let per_block = secs / (reps * rows * cols / 32 * m) as f64 * 1e9;
+            eprintln!(
+                "{qtype:?} m={m}: {:.2} ms per product, {per_block:.2} ns per 32 weights x token",
+                secs / reps as f64 * 1e3
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "a measurement: SLUICE_BENCH_GGUF=file cargo test --release -p sluice-local --lib decode_speed -- --ignored --nocapture"]
+fn decode_speed() {
+    let Some(path) = std::env::var_os("SLUICE_BENCH_GGUF") else {
+        return;
+    };
+    let threads = std::env::var("THREADS").map_or(2, |t| t.parse().unwrap());
+    let mut s = native_session(Path::new(&path), threads);
+    let tokens = prompt(344);
+    let started = std::time::Instant::now();
+    s.forward(&tokens, 0).unwrap();
+    eprintln!(
+        "prefill 344: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let started = std::time::Instant::now();
+    for i in 0..32 {
+        s.forward(&[7], 344 + i).unwrap();
+    }
+    eprintln!(
+        "decode: {:.2} ms per token",
+        started.elapsed().as_secs_f64() * 1e3 / 32.0
+    );
+    let mut s = native_session(Path::new(&path), threads);
+    let started = std::time::Instant::now();
+    for i in 0..32 {
+        s.forward(&[7], i).unwrap();
+    }
+    eprintln!(
+        "decode at 0..32: {:.2} ms per token",
+        started.elapsed().as_secs_f64() * 1e3 / 32.0
+    );
+}
+
+#[test]
+#[ignore = "a measurement: cargo test --release -p sluice-local --lib big_matrix_speed -- --ignored --nocapture"]
+fn big_matrix_speed() {
+    let isa = isa();
+    for qtype in [QType::Q4_0, QType::Q8_0, QType::F32] {
+        let (rows, cols) = (32000, 1024);
+        let (w, _) = matrix(qtype, rows, cols, 5);
+        let mut acts = Acts::new(values(cols, 9), 1, cols);
+        acts.prepare(qtype);
+        let mut out = vec![0.0; rows];
+        for threads in [1, 2, 1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let started = std::time::Instant::now();
+            let reps = 20;
+            for _ in 0..reps {
+                pool.install(|| {
+                    out.par_chunks_mut(rows / threads / 4)
+                        .enumerate()
+                        .for_each(|(i, c)| {
+                            let r0 = i * (rows / threads / 4);
+                            w.dot_rows(isa, r0..r0 + c.len(), &acts, c);
+                        })
+                });
+            }
+            let secs = started.elapsed().as_secs_f64() / reps as f64;
+            eprintln!(
+                "{qtype:?} {threads} threads: {:.2} ms, {:.1} GB/s",
+                secs * 1e3,
+                w.bytes() as f64 / secs / 1e9
+            );
+        }
+    }
 }
