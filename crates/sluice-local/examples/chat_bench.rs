@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --release -p sluice-local --example chat_bench -- \
-//!     --file target/bench-gguf/bench-llama-246m-q4_0.gguf [--gen 128] [--runs 3] [--ctx 1024]
+//!     --file target/bench-gguf/bench-llama-246m-q4_0.gguf [--gen 128] [--runs 3] [--ctx 1024] \
+//!     [--engine auto|native|candle]
 //! ```
 //!
 //! Timing, through the public API only (`ChatModel::generate_blocking`): the load is timed on its
@@ -20,7 +21,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use sluice_local::{ChatMessage, ChatModel, ChatRequest, LoadOptions, SamplingParams};
+use sluice_local::{ChatMessage, ChatModel, ChatRequest, Engine, LoadOptions, SamplingParams};
 
 /// The user message; `bench/local_chat_ref.py` has the same text.
 const PROMPT: &str = "You are reviewing the design of a small HTTP gateway that forwards chat \
@@ -34,6 +35,7 @@ struct Args {
     gen: usize,
     runs: usize,
     ctx: usize,
+    engine: Engine,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -42,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         gen: 128,
         runs: 3,
         ctx: 1024,
+        engine: Engine::Auto,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,6 +55,11 @@ fn parse_args() -> Result<Args, String> {
             "--gen" => args.gen = number(value()?)?,
             "--runs" => args.runs = number(value()?)?,
             "--ctx" => args.ctx = number(value()?)?,
+            "--engine" => {
+                let name = value()?;
+                args.engine = Engine::parse(&name)
+                    .ok_or(format!("--engine {name}: auto, native or candle"))?;
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -112,6 +120,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         parallel: 1,
         queue_capacity: 1,
         context_length: Some(args.ctx),
+        engine: args.engine,
+        threads: std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok()),
         ..LoadOptions::default()
     };
     let started = Instant::now();
@@ -133,10 +145,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gen.push((args.gen - 1) as f64 / (all - first));
     }
     let result = serde_json::json!({
-        "engine": "sluice-local",
+        "engine": format!("sluice-local/{}", model.engine()),
         "version": env!("CARGO_PKG_VERSION"),
         "file": args.file.display().to_string(),
-        "threads": candle_core::utils::get_num_threads(),
+        "threads": options.threads.unwrap_or_else(candle_core::utils::get_num_threads),
         "load_ms": (load_ms * 10.0).round() / 10.0,
         "warmup_ms": (warmup * 1e4).round() / 10.0,
         "prompt_tokens": prompt_tokens,

@@ -304,6 +304,7 @@ pub struct ChatModel {
     workers: Vec<JoinHandle<()>>,
     memory: MemoryUsage,
     path: PathBuf,
+    engine: &'static str,
 }
 
 /// What the slot threads share with the handle.
@@ -497,6 +498,7 @@ impl ChatModel {
             workers: Vec::new(),
             memory,
             path: path.to_path_buf(),
+            engine: chosen.name(),
         };
         for (i, weights) in slots.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
@@ -532,6 +534,11 @@ impl ChatModel {
     /// (see [`crate::estimate_memory`] for what is not counted).
     pub fn memory(&self) -> MemoryUsage {
         self.memory
+    }
+
+    /// The engine running it: `native` or `candle`.
+    pub fn engine(&self) -> &'static str {
+        self.engine
     }
 
     /// The file the model was loaded from.

@@ -23,14 +23,14 @@
 
 pub(crate) mod quant;
 mod simd;
+mod workers;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
-use rayon::prelude::*;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::gguf::{Architecture, ModelInfo};
@@ -286,7 +286,7 @@ pub(crate) struct Session {
     /// Per layer, `context × kv_dim` keys and values.
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
-    pool: Option<rayon::ThreadPool>,
+    workers: workers::Workers,
 }
 
 // === impl Session ===
@@ -299,20 +299,8 @@ impl Session {
         threads: usize,
         name: &str,
     ) -> Result<Self> {
-        let pool = if threads > 1 {
-            let name = name.to_owned();
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(move |i| format!("{name}-w{i}"))
-                    .build()
-                    .map_err(|e| {
-                        ErrorKind::Internal(format!("cannot start worker threads: {e}"))
-                    })?,
-            )
-        } else {
-            None
-        };
+        let workers = workers::Workers::new(threads, name)
+            .map_err(|e| ErrorKind::Internal(format!("cannot start worker threads: {e}")))?;
         let cache = context * model.kv_dim();
         let layers = model.layers.len();
         Ok(Self {
@@ -320,7 +308,7 @@ impl Session {
             values: (0..layers).map(|_| vec![0.0; cache]).collect(),
             model,
             context,
-            pool,
+            workers,
         })
     }
 
@@ -403,31 +391,27 @@ impl Session {
     /// token-major (`m × rows`).
     fn matmul(&self, jobs: &[(&QMatrix, &Acts)]) -> Vec<Vec<f32>> {
         let isa = self.model.isa;
-        let threads = self
-            .pool
-            .as_ref()
-            .map_or(1, rayon::ThreadPool::current_num_threads);
+        let threads = self.workers.threads();
         let mut outs: Vec<Vec<f32>> = jobs.iter().map(|(w, a)| vec![0.0; w.rows * a.m]).collect();
         let mut tasks = Vec::new();
         for (&(w, a), out) in jobs.iter().zip(outs.iter_mut()) {
-            // Several tasks per thread even out rows of unequal cost across the pool.
+            // Several tasks per thread even out rows of unequal cost across the threads.
             let rows = if threads == 1 {
                 w.rows
             } else {
                 w.rows.div_ceil(threads * 4).max(1)
             };
             for (i, chunk) in out.chunks_mut(rows * a.m).enumerate() {
-                tasks.push((w, a, i * rows, chunk));
+                tasks.push(Mutex::new((w, a, i * rows, chunk)));
             }
         }
-        let run = |(w, a, r0, chunk): (&QMatrix, &Acts, usize, &mut [f32])| {
+        self.workers.run(tasks.len(), &|i| {
+            let mut task = tasks[i].lock().unwrap_or_else(PoisonError::into_inner);
+            let (w, a, r0, ref mut chunk) = *task;
             let n = chunk.len() / a.m;
             w.dot_rows(isa, r0..r0 + n, a, chunk);
-        };
-        match &self.pool {
-            Some(pool) => pool.install(|| tasks.into_par_iter().for_each(run)),
-            None => tasks.into_iter().for_each(run),
-        }
+        });
+        drop(tasks);
         // Row-major by weight row → token-major.
         for (&(w, a), out) in jobs.iter().zip(outs.iter_mut()) {
             if a.m > 1 {
@@ -452,37 +436,25 @@ impl Session {
         let (keys, values) = (&self.keys[l], &self.values[l]);
         let isa = model.isa;
         let mut out = vec![0.0f32; m * heads * hd];
-        let one = |scores: &mut Vec<f32>, (i, out): (usize, &mut [f32])| {
+        let tasks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(hd).map(Mutex::new).collect();
+        self.workers.run(tasks.len(), &|i| {
             let (t, head) = (i / heads, i % heads);
-            let qv = &q[t * heads * hd + head * hd..][..hd];
-            let kv_head = head / group;
-            let len = position + t + 1;
-            scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for p in 0..len {
-                let s = simd::dot(isa, qv, &keys[p * kvd + kv_head * hd..][..hd]) * scale;
-                max = max.max(s);
-                scores.push(s);
-            }
-            let sum = simd::exp_sub_sum(isa, scores, max);
-            let inv = 1.0 / sum;
-            for (p, &s) in scores.iter().enumerate() {
-                simd::axpy(isa, out, s * inv, &values[p * kvd + kv_head * hd..][..hd]);
-            }
-        };
-        match &self.pool {
-            Some(pool) => pool.install(|| {
-                out.par_chunks_mut(hd)
-                    .enumerate()
-                    .for_each_init(Vec::new, one);
-            }),
-            None => {
-                let mut scores = Vec::new();
-                out.chunks_mut(hd)
-                    .enumerate()
-                    .for_each(|item| one(&mut scores, item));
-            }
-        }
+            let at = head / group * hd;
+            let mut out = tasks[i].lock().unwrap_or_else(PoisonError::into_inner);
+            let mut scores = Vec::new();
+            simd::attend(
+                isa,
+                &q[t * heads * hd + head * hd..][..hd],
+                &keys[at..],
+                &values[at..],
+                kvd,
+                position + t + 1,
+                scale,
+                &mut scores,
+                &mut out,
+            );
+        });
+        drop(tasks);
         out
     }
 }

@@ -633,6 +633,7 @@ pub(crate) unsafe fn f32<const N: usize>(row: *const u8, n: usize, a: [*const f3
 }
 
 /// `Σ a[i] · b[i]` (attention scores).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -663,6 +664,7 @@ fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += s · x` (attention's weighted sum of values).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn axpy_avx2(y: &mut [f32], s: f32, x: &[f32]) {
     let n = y.len().min(x.len());
@@ -761,24 +763,6 @@ fn silu_mul_avx2(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// [`dot_avx2`] behind the CPU proof.
-pub(crate) fn dot(_: Isa, a: &[f32], b: &[f32]) -> f32 {
-    // SAFETY: `Isa` proves AVX2, FMA and F16C.
-    unsafe { dot_avx2(a, b) }
-}
-
-/// [`axpy_avx2`] behind the CPU proof.
-pub(crate) fn axpy(_: Isa, y: &mut [f32], s: f32, x: &[f32]) {
-    // SAFETY: `Isa` proves AVX2, FMA and F16C.
-    unsafe { axpy_avx2(y, s, x) }
-}
-
-/// [`exp_sub_sum_avx2`] behind the CPU proof.
-pub(crate) fn exp_sub_sum(_: Isa, x: &mut [f32], max: f32) -> f32 {
-    // SAFETY: `Isa` proves AVX2, FMA and F16C.
-    unsafe { exp_sub_sum_avx2(x, max) }
-}
-
 /// [`silu_mul_avx2`] behind the CPU proof.
 pub(crate) fn silu_mul(_: Isa, gate: &mut [f32], up: &[f32]) {
     // SAFETY: `Isa` proves AVX2, FMA and F16C.
@@ -832,4 +816,53 @@ pub(crate) fn rows<const N: usize>(
         QType::F16 => each_row!(f16, acts.f32_ptrs::<N>(t0), cols),
         QType::F32 => each_row!(f32, acts.f32_ptrs::<N>(t0), cols),
     }
+}
+
+/// One head's attention over `len` cached positions: `out = softmax(scale · q·kₚ) · vₚ`, where
+/// `kₚ`/`vₚ` are `q.len()` values at `p · stride` in `keys`/`values`; `scores` is scratch.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attend_avx2(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    len: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert!(len == 0 || (len - 1) * stride + hd <= keys.len().min(values.len()));
+    assert!(out.len() == hd);
+    scores.clear();
+    scores.resize(len, 0.0);
+    let mut max = f32::NEG_INFINITY;
+    for (p, score) in scores.iter_mut().enumerate() {
+        let s = dot_avx2(q, &keys[p * stride..p * stride + hd]) * scale;
+        max = max.max(s);
+        *score = s;
+    }
+    let inv = 1.0 / exp_sub_sum_avx2(scores, max);
+    out.fill(0.0);
+    for (p, &w) in scores.iter().enumerate() {
+        axpy_avx2(out, w * inv, &values[p * stride..p * stride + hd]);
+    }
+}
+
+/// [`attend_avx2`] behind the CPU proof.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    _: Isa,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    len: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    // SAFETY: `Isa` proves AVX2, FMA and F16C.
+    unsafe { attend_avx2(q, keys, values, stride, len, scale, scores, out) }
 }

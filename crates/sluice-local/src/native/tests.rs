@@ -346,20 +346,17 @@ fn big_matrix_speed() {
         acts.prepare(qtype);
         let mut out = vec![0.0; rows];
         for threads in [1, 2, 1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let pool = super::workers::Workers::new(threads, "bench").unwrap();
             let started = std::time::Instant::now();
             let reps = 20;
+            let chunk = rows / threads / 4;
             for _ in 0..reps {
-                pool.install(|| {
-                    out.par_chunks_mut(rows / threads / 4)
-                        .enumerate()
-                        .for_each(|(i, c)| {
-                            let r0 = i * (rows / threads / 4);
-                            w.dot_rows(isa, r0..r0 + c.len(), &acts, c);
-                        })
+                let tasks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(chunk).map(Mutex::new).collect();
+                pool.run(tasks.len(), &|i| {
+                    let mut c = tasks[i].lock().unwrap();
+                    let r0 = i * chunk;
+                    let n = c.len();
+                    w.dot_rows(isa, r0..r0 + n, &acts, &mut c);
                 });
             }
             let secs = started.elapsed().as_secs_f64() / reps as f64;
