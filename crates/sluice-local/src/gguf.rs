@@ -4,7 +4,9 @@
 //! Only the header is read here (metadata and tensor infos, not tensor data), so
 //! [`estimate_memory`] is cheap enough for a pool to call before deciding to load.
 //!
-//! Memory model (candle 0.11 CPU, see `quantized_llama`/`quantized_qwen2`): quantized tensors are
+//! Memory model of the native engine: every tensor as stored (the file's size), one copy for all
+//! slots, plus the KV caches. Memory model of candle 0.11 CPU (see
+//! `quantized_llama`/`quantized_qwen2`): quantized tensors are
 //! held at their storage size; F32/F16/BF16 weights, norms and biases are dequantized to F32
 //! (so an F16 file costs about twice its size); `token_embd.weight` is always expanded to an F32
 //! lookup table, and kept quantized as well when the output projection is tied to it. The KV

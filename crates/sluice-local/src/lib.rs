@@ -1,7 +1,9 @@
 //! # sluice-local
 //!
-//! The local model runtime: GGUF chat models (`llama`, `qwen2`) run on candle (CPU by default;
-//! the `cuda` and `metal` features forward to candle's and are untested here), with the
+//! The local model runtime: GGUF chat models (`llama`, `qwen2`) run on sluice's own CPU engine
+//! (`native`: AVX2 / AVX-512 VNNI integer kernels over the file's quantized blocks) or, for
+//! what that engine does not run, on candle (the `cuda` and `metal` features forward to
+//! candle's and are untested here), with the
 //! tokenizer and chat template taken from the file and streaming generation on dedicated OS
 //! threads; BERT-family sentence embeddings behind a dynamic batching thread; and one pool
 //! that keeps both under a memory budget. No dependency on other sluice crates; the
@@ -42,7 +44,10 @@
 //! * `template`: `tokenizer.chat_template` on minijinja with `transformers` parity
 //!   (`raise_exception`, `strftime_now`, Python-exact `tojson`).
 //! * `stop`: stop strings spanning tokens (held back, never emitted).
-//! * [`model`]: [`ChatModel`], slot threads, bounded queue, sampling, streaming.
+//! * [`model`]: [`ChatModel`], slot threads, bounded queue, sampling, streaming; [`Engine`]
+//!   chooses the implementation.
+//! * `native`: the native engine (x86-64): weights as stored (`quant`), the kernels (`simd`),
+//!   a fork-join pool per sequence (`workers`), the llama/qwen2 forward pass.
 //! * [`pool`]: [`Pool`], loaded models under a memory budget: lazy single-flight loads,
 //!   LRU eviction of idle models (never one in use), keep-alive, pins, preload, SHA-256
 //!   checks, a [`PoolSnapshot`] for health; generic over a [`Loader`] ([`GgufLoader`] for
@@ -56,13 +61,13 @@
 //!
 //! ## Limits
 //!
-//! * llama positions are capped at 4096 (candle's rope table); Llama-3.1 rope scaling is ignored.
-//! * qwen2 slots each hold a copy of the weights (candle's qwen2 model is not `Clone`).
+//! * On candle: llama positions are capped at 4096 (its rope table) and Llama-3.1 rope scaling
+//!   is ignored; qwen2 slots each hold a copy of the weights (candle's qwen2 model is not
+//!   `Clone`); its CPU thread pool is process-wide (`CANDLE_NUM_THREADS`, read at the first
+//!   load). The native engine has none of these limits.
 //! * SentencePiece GGUFs (`tokenizer.ggml.model = "llama"`) are not supported.
 //! * Memory accounting excludes candle's lazily built x86 repack of K-quant weights and
-//!   attention transients.
-//! * candle's CPU thread pool is process-wide: set `CANDLE_NUM_THREADS` and
-//!   `CANDLE_BARRIER_POOL_SPIN_LIMIT` in the environment before the first load.
+//!   attention transients (both engines).
 
 pub mod discovery;
 pub mod embed;

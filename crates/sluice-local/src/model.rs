@@ -2,11 +2,12 @@
 //!
 //! # Threads and sequences
 //!
-//! Each sequence slot is a dedicated OS thread owning one candle `ModelWeights` value, which is
-//! where candle keeps the KV cache. For llama the slots are clones of one loaded model (the
-//! weights are `Arc`-shared, only the caches are per slot); candle's qwen2 `ModelWeights` is not
-//! `Clone`, so each qwen2 slot loads its own copy of the weights (the memory accounting counts
-//! `parallel` copies). Nothing runs on the caller's (tokio) threads except queueing:
+//! Each sequence slot is a dedicated OS thread owning its model state and KV cache: on the
+//! native engine a `native::Session` (the weights `Arc`-shared by all slots, its own worker
+//! threads); on candle a `ModelWeights` value. For llama candle's slots are clones of one
+//! loaded model (the weights are `Arc`-shared, only the caches are per slot); candle's qwen2
+//! `ModelWeights` is not `Clone`, so each qwen2 slot loads its own copy of the weights (the
+//! memory accounting counts `parallel` copies). Nothing runs on the caller's (tokio) threads except queueing:
 //! [`ChatModel::submit`] puts the request in a bounded FIFO and returns a [`Generation`] whose
 //! tokio channel carries the text deltas and the final [`Completion`]; a full queue is
 //! [`ErrorKind::QueueFull`] at once. Dropping the [`Generation`] cancels the request at the next
@@ -15,7 +16,7 @@
 //!
 //! candle's CPU matmuls share one process-wide thread pool, which serialises concurrent
 //! forwards from several slots; slots still overlap sampling, tokenizing and prompt rendering,
-//! and keep a long generation from blocking a short one.
+//! and keep a long generation from blocking a short one. Native slots compute independently.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;

@@ -485,6 +485,81 @@ pub(crate) unsafe fn q4_k<const N: usize>(
     out
 }
 
+/// [`q4_k`] on AVX-512: a chunk of 64 values (two sub-blocks) is one register, multiplied by
+/// `vpmaddubsw` and scaled and summed by `vpdpwssd`.
+///
+/// # Safety
+/// As [`q4_k`], and the CPU has AVX-512F/BW/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn q4_k_avx512<const N: usize>(
+    row: *const u8,
+    blocks: usize,
+    a: [Q8KPtr; N],
+) -> [f32; N] {
+    let mask = _mm512_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    // i16 lane 2c of the 8 scales in the low half, 2c + 1 in the high half (each 128-bit lane
+    // holds a copy of the scales; `vpshufb` picks within it).
+    let pick: [__m512i; 4] = std::array::from_fn(|c| {
+        let lo = (((4 * c + 1) << 8) | (4 * c)) as i16;
+        let hi = (((4 * c + 3) << 8) | (4 * c + 2)) as i16;
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_set1_epi16(lo)),
+            _mm256_set1_epi16(hi),
+        )
+    });
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut acc_min = [_mm256_setzero_ps(); N];
+    for b in 0..blocks {
+        unsafe {
+            let blk = row.add(b * 144);
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH).cast());
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 64).cast());
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 128).cast());
+            let d = f16_scalar(u16_at(blk));
+            let dmin = f16_scalar(u16_at(blk.add(2)));
+            let words = blk.add(4).cast::<[u32; 3]>().read_unaligned();
+            let [s0, s1, m0, m1] = q4k_scales_fast(words.map(u32::from_le));
+            let sc16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_set_epi32(
+                0, 0, s1 as i32, s0 as i32,
+            )));
+            let mins = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
+            let qs = blk.add(16);
+            let mut sumi = [_mm512_setzero_si512(); N];
+            for c in 0..4 {
+                let raw = _mm256_loadu_si256(qs.add(32 * c).cast());
+                let w = _mm512_and_si512(
+                    _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(raw),
+                        _mm256_srli_epi16::<4>(raw),
+                    ),
+                    mask,
+                );
+                let scale = _mm512_shuffle_epi8(sc16, pick[c]);
+                for t in 0..N {
+                    let x = _mm512_loadu_si512(a[t].qs.add(b * 256 + 64 * c).cast());
+                    let p = _mm512_maddubs_epi16(w, x);
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], p, scale);
+                }
+            }
+            for t in 0..N {
+                let da = *a[t].d.add(b);
+                acc[t] =
+                    _mm512_fmadd_ps(_mm512_set1_ps(d * da), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
+                let bs = _mm256_loadu_si256(a[t].bsums.add(b * 16).cast());
+                let m = _mm256_mullo_epi32(_mm256_madd_epi16(bs, ones), mins);
+                acc_min[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dmin * da), _mm256_cvtepi32_ps(m), acc_min[t]);
+            }
+        }
+    }
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum512(acc[t]) - hsum_ps(acc_min[t]);
+    }
+    out
+}
+
 /// Q6_K row (`blocks` × 210 bytes, as stored) · `N` Q8_K rows.
 ///
 /// A block: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 signed 8-bit scales (one per
@@ -566,6 +641,114 @@ pub(crate) unsafe fn q6_k<const N: usize>(
     let mut out = [0.0; N];
     for t in 0..N {
         out[t] = hsum_ps(acc[t]);
+    }
+    out
+}
+
+/// [`q6_k`] on AVX-512: 64 values per register (`ql` low or high nibbles of 64 bytes, with
+/// their two high bits), multiplied by `vpmaddubsw`, scaled per 16 values and summed by
+/// `vpdpwssd`.
+///
+/// # Safety
+/// As [`q6_k`], and the CPU has AVX-512F/BW/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn q6_k_avx512<const N: usize>(
+    row: *const u8,
+    blocks: usize,
+    a: [Q8KPtr; N],
+) -> [f32; N] {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m2 = _mm512_set1_epi8(0x03);
+    // Scale `first + k` in 128-bit lane `k` (as i16 lanes), from the 16 scales widened.
+    let spread = |first: i16| {
+        let f = first;
+        _mm512_set_epi16(
+            f + 3,
+            f + 3,
+            f + 3,
+            f + 3,
+            f + 3,
+            f + 3,
+            f + 3,
+            f + 3,
+            f + 2,
+            f + 2,
+            f + 2,
+            f + 2,
+            f + 2,
+            f + 2,
+            f + 2,
+            f + 2,
+            f + 1,
+            f + 1,
+            f + 1,
+            f + 1,
+            f + 1,
+            f + 1,
+            f + 1,
+            f + 1,
+            f,
+            f,
+            f,
+            f,
+            f,
+            f,
+            f,
+            f,
+        )
+    };
+    let idx = [spread(0), spread(4), spread(8), spread(12)];
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut acc_fix = [_mm256_setzero_ps(); N];
+    for b in 0..blocks {
+        unsafe {
+            let blk = row.add(b * 210);
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH).cast());
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 64).cast());
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 128).cast());
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 192).cast());
+            let scales = blk.add(192);
+            let d = f16_scalar(u16_at(blk.add(208)));
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.cast()));
+            let sc512 = _mm512_castsi256_si512(sc16);
+            let mut sumi = [_mm512_setzero_si512(); N];
+            for half in 0..2 {
+                let ql = _mm512_loadu_si512(blk.add(64 * half).cast());
+                let qh = _mm256_loadu_si256(blk.add(128 + 32 * half).cast());
+                let qhz =
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
+                let q = [
+                    _mm512_or_si512(
+                        _mm512_and_si512(ql, m4),
+                        _mm512_slli_epi16::<4>(_mm512_and_si512(qhz, m2)),
+                    ),
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                        _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srli_epi16::<4>(qhz), m2)),
+                    ),
+                ];
+                for (i, q) in q.iter().enumerate() {
+                    let scale = _mm512_permutexvar_epi16(idx[2 * half + i], sc512);
+                    for t in 0..N {
+                        let x =
+                            _mm512_loadu_si512(a[t].qs.add(b * 256 + 128 * half + 64 * i).cast());
+                        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(*q, x), scale);
+                    }
+                }
+            }
+            for t in 0..N {
+                let dd = _mm512_set1_ps(d * *a[t].d.add(b));
+                acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(sumi[t]), acc[t]);
+                // The stored q is the value + 32: take 32 · Σ sc[g] · sum16[g] off.
+                let bs = _mm256_loadu_si256(a[t].bsums.add(b * 16).cast());
+                let fix = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, sc16));
+                acc_fix[t] = _mm256_fmadd_ps(_mm512_castps512_ps256(dd), fix, acc_fix[t]);
+            }
+        }
+    }
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum512(acc[t]) - 32.0 * hsum_ps(acc_fix[t]);
     }
     out
 }
@@ -811,7 +994,9 @@ pub(crate) fn rows<const N: usize>(
         QType::Q4_0 => each_row!(q4_0, acts.q8_ptrs::<N>(t0), blocks),
         QType::Q8_0 if isa.avx512 => each_row!(q8_0_avx512, acts.q8_ptrs::<N>(t0), blocks),
         QType::Q8_0 => each_row!(q8_0, acts.q8_ptrs::<N>(t0), blocks),
+        QType::Q4K if isa.avx512 => each_row!(q4_k_avx512, acts.q8k_ptrs::<N>(t0), blocks),
         QType::Q4K => each_row!(q4_k, acts.q8k_ptrs::<N>(t0), blocks),
+        QType::Q6K if isa.avx512 => each_row!(q6_k_avx512, acts.q8k_ptrs::<N>(t0), blocks),
         QType::Q6K => each_row!(q6_k, acts.q8k_ptrs::<N>(t0), blocks),
         QType::F16 => each_row!(f16, acts.f32_ptrs::<N>(t0), cols),
         QType::F32 => each_row!(f32, acts.f32_ptrs::<N>(t0), cols),
