@@ -526,7 +526,7 @@ pub(crate) unsafe fn q4_k_avx512<const N: usize>(
             let mins = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
             let qs = blk.add(16);
             let mut sumi = [_mm512_setzero_si512(); N];
-            for c in 0..4 {
+            for (c, pick) in pick.iter().enumerate() {
                 let raw = _mm256_loadu_si256(qs.add(32 * c).cast());
                 let w = _mm512_and_si512(
                     _mm512_inserti64x4::<1>(
@@ -535,7 +535,7 @@ pub(crate) unsafe fn q4_k_avx512<const N: usize>(
                     ),
                     mask,
                 );
-                let scale = _mm512_shuffle_epi8(sc16, pick[c]);
+                let scale = _mm512_shuffle_epi8(sc16, *pick);
                 for t in 0..N {
                     let x = _mm512_loadu_si512(a[t].qs.add(b * 256 + 64 * c).cast());
                     let p = _mm512_maddubs_epi16(w, x);
