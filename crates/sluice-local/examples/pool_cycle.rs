@@ -91,7 +91,10 @@ fn main() {
         m.context_length = 2048;
         m.seed = 100 + i as u64;
         m.write(&path).unwrap();
-        specs.push(ModelSpec::new(format!("m{i}"), path));
+        let mut spec = ModelSpec::new(format!("m{i}"), path);
+        // As the gateway sets it when several sequences can run at once: one thread each.
+        spec.load.threads = Some(1);
+        specs.push(spec);
     }
     let estimate = GgufLoader.estimate(&specs[0]).unwrap();
     let budget = estimate * fit as u64 + estimate / 2;

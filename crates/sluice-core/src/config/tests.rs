@@ -220,3 +220,19 @@ fn route_errors_name_the_key() {
         assert_eq!(err.path, path, "{extra}: {err}");
     }
 }
+
+#[test]
+fn local_engine_is_one_of_three() {
+    assert_eq!(load("").unwrap().local.engine, "auto");
+    assert_eq!(
+        load("[local]\nengine = \"candle\"").unwrap().local.engine,
+        "candle"
+    );
+    assert_eq!(
+        load("[local]\nengine = \"native\"").unwrap().local.engine,
+        "native"
+    );
+    let err = load("[local]\nengine = \"gpu\"").unwrap_err();
+    assert_eq!(err.path, "local.engine");
+    assert!(err.to_string().contains("`gpu`"), "{err}");
+}

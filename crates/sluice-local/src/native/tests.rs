@@ -368,3 +368,30 @@ fn big_matrix_speed() {
         }
     }
 }
+
+#[test]
+fn a_format_the_engine_lacks_falls_back_to_candle_on_auto_and_is_refused_on_native() {
+    use crate::model::{Chosen, Engine};
+    let dir = crate::tests::TempDir::new();
+    let path = dir.path("q8.gguf");
+    TestModel::tiny(TestArch::Llama, TestDType::Q8_0)
+        .write(&path)
+        .unwrap();
+    let (mut content, _) = crate::gguf::read_header(&path).unwrap();
+    let info = ModelInfo::from_content(&content).unwrap();
+    let name = |engine| Chosen::decide(engine, &path, &content, &info).map(|c| c.name());
+    assert_eq!(name(Engine::Auto).unwrap(), "native");
+    assert_eq!(name(Engine::Candle).unwrap(), "candle");
+    content
+        .tensor_infos
+        .get_mut("blk.1.ffn_down.weight")
+        .unwrap()
+        .ggml_dtype = GgmlDType::Q5_0;
+    let name = |engine| Chosen::decide(engine, &path, &content, &info).map(|c| c.name());
+    assert_eq!(name(Engine::Auto).unwrap(), "candle");
+    let err = name(Engine::Native).unwrap_err().to_string();
+    assert!(
+        err.contains("native engine cannot run it") && err.contains("blk.1.ffn_down.weight"),
+        "{err}"
+    );
+}
