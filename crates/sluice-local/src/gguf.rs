@@ -316,7 +316,8 @@ pub fn estimate_memory(
 /// its header alone.
 ///
 /// - Native engine: the file size (the tensors as stored, plus the header the tokenizer is
-///   built from), one copy for all slots, plus the KV caches.
+///   built from) and F32 copies of the norms and biases, one copy for all slots, plus the KV
+///   caches.
 /// - candle: `file size` + F16/BF16→F32 expansion + the F32 embedding table − the quantized
 ///   embedding when it is not tied, times the weight copies (qwen2: one per slot), plus the KV
 ///   caches.
@@ -326,9 +327,10 @@ pub fn estimate_memory_with(path: &Path, options: &LoadOptions) -> Result<Memory
     let chosen = Chosen::decide(options.engine, path, &content, &info)?;
     let parallel = options.parallel.max(1);
     let context = chosen.context(&info, options.context_length);
+    #[cfg(target_arch = "x86_64")]
     if !matches!(chosen, Chosen::Candle) {
         return Ok(MemoryUsage {
-            weights_bytes: file_size,
+            weights_bytes: file_size + crate::native::vector_bytes(&content),
             kv_cache_bytes: info.kv_cache_bytes(context, parallel),
         });
     }

@@ -58,13 +58,25 @@ pub(crate) fn plan(content: &Content, info: &ModelInfo) -> std::result::Result<I
     Ok(isa)
 }
 
-/// Bytes the weights hold on this engine: the tensors as stored.
-pub(crate) fn weight_bytes(content: &Content) -> u64 {
+/// Bytes the weights hold on this engine beyond the tensor data itself: the F32 copies of the
+/// norms and biases (every 1-D tensor).
+pub(crate) fn vector_bytes(content: &Content) -> u64 {
     content
         .tensor_infos
         .values()
-        .map(|t| stored_bytes(t) as u64)
+        .filter(|t| t.shape.dims().len() == 1)
+        .map(|t| t.shape.elem_count() as u64 * 4)
         .sum()
+}
+
+/// Bytes the weights hold on this engine: the tensors as stored, plus [`vector_bytes`].
+pub(crate) fn weight_bytes(content: &Content) -> u64 {
+    let stored: u64 = content
+        .tensor_infos
+        .values()
+        .map(|t| stored_bytes(t) as u64)
+        .sum();
+    stored + vector_bytes(content)
 }
 
 fn stored_bytes(t: &TensorInfo) -> usize {
@@ -105,59 +117,95 @@ pub(crate) struct Model {
     vocab: usize,
 }
 
-/// Reads tensors out of a GGUF file.
-struct Reader<'a, R> {
+/// A GGUF file's tensor data, read whole into one buffer (one allocation per model, freed as
+/// one), with Q4_0/Q8_0 tensors repacked in place; tensors are views into it.
+struct Reader<'a> {
     path: &'a Path,
-    file: R,
     content: &'a Content,
+    blob: Arc<Vec<u8>>,
 }
 
-impl<R: Read + Seek> Reader<'_, R> {
-    fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| Error::invalid_file(self.path, format!("no tensor `{name}`")))
+impl<'a> Reader<'a> {
+    fn open(path: &'a Path, content: &'a Content) -> Result<Self> {
+        let bad = |reason: String| Error::invalid_file(path, reason);
+        let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        let size = file
+            .metadata()
+            .map_err(|e| bad(format!("cannot stat: {e}")))?
+            .len();
+        let start = content.tensor_data_offset;
+        let len = usize::try_from(size.saturating_sub(start))
+            .map_err(|_| bad("too large for this machine".into()))?;
+        let mut blob = vec![0u8; len];
+        file.seek(SeekFrom::Start(start))
+            .and_then(|_| file.read_exact(&mut blob))
+            .map_err(|e| bad(format!("reading the tensor data: {e}")))?;
+        for (name, info) in &content.tensor_infos {
+            let (at, len) = Self::span(path, name, info, blob.len())?;
+            if let Some(qtype) = QType::from_ggml(info.ggml_dtype) {
+                let cols = info.shape.dims().last().copied().unwrap_or(0);
+                quant::repack(qtype, cols, &mut blob[at..at + len]);
+            }
+        }
+        Ok(Self {
+            path,
+            content,
+            blob: Arc::new(blob),
+        })
     }
 
-    fn bytes(&mut self, name: &str) -> Result<(QType, Vec<usize>, Vec<u8>)> {
-        let info = self.info(name)?;
+    /// Where a tensor's bytes lie in the data; an error when they run past the end.
+    fn span(path: &Path, name: &str, info: &TensorInfo, data: usize) -> Result<(usize, usize)> {
+        let len = stored_bytes(info);
+        let at = usize::try_from(info.offset).unwrap_or(usize::MAX);
+        if at.checked_add(len).is_none_or(|end| end > data) {
+            return Err(Error::invalid_file(
+                path,
+                format!("tensor `{name}` runs past the end of the file (truncated?)"),
+            ));
+        }
+        Ok((at, len))
+    }
+
+    fn tensor(&self, name: &str) -> Result<(QType, Vec<usize>, usize)> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::invalid_file(self.path, format!("no tensor `{name}`")))?;
         let qtype = QType::from_ggml(info.ggml_dtype).ok_or_else(|| {
             Error::invalid_file(self.path, format!("`{name}`: {:?}", info.ggml_dtype))
         })?;
-        let dims = info.shape.dims().to_vec();
-        let len = stored_bytes(info);
-        let at = self.content.tensor_data_offset + info.offset;
-        let mut data = vec![0u8; len];
-        self.file
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| self.file.read_exact(&mut data))
-            .map_err(|e| Error::invalid_file(self.path, format!("reading `{name}`: {e}")))?;
-        Ok((qtype, dims, data))
+        let (at, _) = Self::span(self.path, name, info, self.blob.len())?;
+        Ok((qtype, info.shape.dims().to_vec(), at))
     }
 
-    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
-        let (qtype, dims, data) = self.bytes(name)?;
+    fn dims(&self, name: &str) -> Result<Vec<usize>> {
+        self.tensor(name).map(|(_, dims, _)| dims)
+    }
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+        let (qtype, dims, at) = self.tensor(name)?;
         if dims != [rows, cols] {
             return Err(Error::invalid_file(
                 self.path,
                 format!("`{name}` has shape {dims:?}, expected [{rows}, {cols}]"),
             ));
         }
-        QMatrix::new(qtype, rows, cols, data).ok_or_else(|| {
+        QMatrix::view(qtype, rows, cols, &self.blob, at).ok_or_else(|| {
             Error::invalid_file(self.path, format!("`{name}`: bad size for {qtype:?}"))
         })
     }
 
-    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
-        let (qtype, dims, data) = self.bytes(name)?;
-        if dims.iter().product::<usize>() != len {
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let (qtype, dims, at) = self.tensor(name)?;
+        if dims.iter().product::<usize>() != len || dims.last() != Some(&len) {
             return Err(Error::invalid_file(
                 self.path,
                 format!("`{name}` has shape {dims:?}, expected {len} values"),
             ));
         }
-        let m = QMatrix::new(qtype, 1, len, data).ok_or_else(|| {
+        let m = QMatrix::view(qtype, 1, len, &self.blob, at).ok_or_else(|| {
             Error::invalid_file(self.path, format!("`{name}`: bad size for {qtype:?}"))
         })?;
         let mut out = vec![0.0; len];
@@ -175,13 +223,7 @@ fn metadata_f32(md: &HashMap<String, Value>, key: &str) -> Option<f32> {
 impl Model {
     /// Loads the weights (the whole tensor data of the file, read once).
     pub(crate) fn load(path: &Path, content: &Content, info: &ModelInfo, isa: Isa) -> Result<Self> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::invalid_file(path, format!("cannot open: {e}")))?;
-        let mut r = Reader {
-            path,
-            file: std::io::BufReader::new(file),
-            content,
-        };
+        let r = Reader::open(path, content)?;
         let md = &content.metadata;
         let arch = info.architecture.as_str();
         let (h, hd) = (info.embedding_length, info.head_dim);
@@ -203,9 +245,7 @@ impl Model {
         }
         let embed = r.matrix("token_embd.weight", info.vocab_size, h)?;
         let ffn = r
-            .info("blk.0.ffn_gate.weight")?
-            .shape
-            .dims()
+            .dims("blk.0.ffn_gate.weight")?
             .first()
             .copied()
             .unwrap_or(0);
@@ -258,15 +298,12 @@ impl Model {
 
     /// Bytes the weights hold.
     pub(crate) fn bytes(&self) -> usize {
+        // The file's tensor data, which every matrix is a view into, and the F32 copies of
+        // the norms and biases.
         let vec = |v: &Vec<f32>| v.len() * 4;
-        let mut total =
-            self.embed.bytes() + vec(&self.norm) + self.output.as_ref().map_or(0, QMatrix::bytes);
+        let mut total = self.embed.blob_bytes() + vec(&self.norm);
         for l in &self.layers {
             total += vec(&l.attn_norm) + vec(&l.ffn_norm);
-            total += [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
-                .iter()
-                .map(|m| m.bytes())
-                .sum::<usize>();
             if let Some(b) = &l.bias {
                 total += b.iter().map(vec).sum::<usize>();
             }

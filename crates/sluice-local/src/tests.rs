@@ -563,8 +563,8 @@ fn memory_accounting_counts_slots() {
                 // F16 weights are held as F32: more than the file.
                 assert!(one.weights_bytes > file);
             } else {
-                // Held as stored.
-                assert_eq!(one.weights_bytes, file);
+                // Held as stored, with F32 copies of the norms (a few KB here).
+                assert!(one.weights_bytes >= file && one.weights_bytes - file < 16 * 1024);
             }
             let model = ChatModel::load(&path, &options(3)).expect("load");
             assert_eq!(model.memory().kv_cache_bytes, three.kv_cache_bytes);

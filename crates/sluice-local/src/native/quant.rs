@@ -5,6 +5,8 @@
 //! values, each row a run of blocks. Scalar dequantization ([`QMatrix::dequantize_row`]) is the
 //! reference the kernels are tested against and the embedding lookup.
 
+use std::sync::Arc;
+
 use super::simd::{self, Isa, Q8KPtr, Q8Ptr};
 
 /// A weight format this engine multiplies.
@@ -73,52 +75,83 @@ enum ActForm {
     Q8K,
 }
 
-/// A weight matrix: `rows` rows of `cols` values in the GGUF bytes of `qtype`.
+/// A weight matrix: `rows` rows of `cols` values in the GGUF bytes of `qtype` (Q4_0 and Q8_0
+/// repacked, see [`repack`]), a view into a buffer shared by all of a model's matrices.
 #[derive(Debug, Clone)]
 pub(crate) struct QMatrix {
     pub(crate) qtype: QType,
     pub(crate) rows: usize,
     pub(crate) cols: usize,
     row_bytes: usize,
-    data: Vec<u8>,
+    blob: Arc<Vec<u8>>,
+    offset: usize,
+}
+
+/// Bytes of one row of `cols` values of `qtype`; `None` when `cols` is not a whole number of
+/// blocks.
+pub(crate) fn row_bytes(qtype: QType, cols: usize) -> Option<usize> {
+    (cols > 0 && cols % qtype.block() == 0).then(|| cols / qtype.block() * qtype.block_bytes())
+}
+
+/// Rearranges rows of `cols` values of `qtype`, as stored in GGUF, into the layout the kernels
+/// read (a no-op except for Q4_0 and Q8_0); `data` must be whole rows.
+pub(crate) fn repack(qtype: QType, cols: usize, data: &mut [u8]) {
+    let (Some(scale_run), Some(row_bytes)) = (packed_scales(qtype), row_bytes(qtype, cols)) else {
+        return;
+    };
+    let mut packed = vec![0u8; row_bytes];
+    for row in data.chunks_exact_mut(row_bytes) {
+        pack(row, &mut packed, scale_run);
+        row.copy_from_slice(&packed);
+    }
 }
 
 // === impl QMatrix ===
 
 impl QMatrix {
-    /// Wraps `data`; `None` when `cols` is not a multiple of the block or the length is wrong.
-    pub(crate) fn new(qtype: QType, rows: usize, cols: usize, data: Vec<u8>) -> Option<Self> {
-        if cols == 0 || cols % qtype.block() != 0 {
+    /// Takes GGUF bytes of its own (repacking them); `None` when `cols` is not a multiple of
+    /// the block or the length is wrong.
+    #[cfg(test)]
+    pub(crate) fn new(qtype: QType, rows: usize, cols: usize, mut data: Vec<u8>) -> Option<Self> {
+        if data.len() != rows.checked_mul(row_bytes(qtype, cols)?)? {
             return None;
         }
-        let row_bytes = cols / qtype.block() * qtype.block_bytes();
-        if data.len() != rows.checked_mul(row_bytes)? {
-            return None;
-        }
-        let mut data = data;
-        if let Some(scale_run) = packed_scales(qtype) {
-            let mut packed = vec![0u8; row_bytes];
-            for row in data.chunks_exact_mut(row_bytes) {
-                pack(row, &mut packed, scale_run);
-                row.copy_from_slice(&packed);
-            }
-        }
-        Some(Self {
+        repack(qtype, cols, &mut data);
+        Self::view(qtype, rows, cols, &Arc::new(data), 0)
+    }
+
+    /// The matrix at `offset` of `blob`, already [`repack`]ed; `None` when `cols` is not a
+    /// multiple of the block or the rows run past the end.
+    pub(crate) fn view(
+        qtype: QType,
+        rows: usize,
+        cols: usize,
+        blob: &Arc<Vec<u8>>,
+        offset: usize,
+    ) -> Option<Self> {
+        let row_bytes = row_bytes(qtype, cols)?;
+        let end = offset.checked_add(rows.checked_mul(row_bytes)?)?;
+        (end <= blob.len()).then(|| Self {
             qtype,
             rows,
             cols,
             row_bytes,
-            data,
+            blob: Arc::clone(blob),
+            offset,
         })
     }
 
-    /// Bytes held.
-    pub(crate) fn bytes(&self) -> usize {
-        self.data.len()
+    fn data(&self) -> &[u8] {
+        &self.blob[self.offset..self.offset + self.rows * self.row_bytes]
+    }
+
+    /// Bytes of the buffer this matrix is a view into (shared with the model's others).
+    pub(crate) fn blob_bytes(&self) -> usize {
+        self.blob.len()
     }
 
     fn row(&self, r: usize) -> &[u8] {
-        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+        &self.data()[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
 
     /// Row `r` as f32 values, into `out` (`cols` long).
@@ -151,7 +184,7 @@ impl QMatrix {
             "activations not quantized for {:?}",
             self.qtype
         );
-        let data = &self.data[rows.start * self.row_bytes..rows.end * self.row_bytes];
+        let data = &self.data()[rows.start * self.row_bytes..rows.end * self.row_bytes];
         let m = acts.m;
         let mut t = 0;
         while t + 4 <= m {

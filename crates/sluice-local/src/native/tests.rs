@@ -363,7 +363,7 @@ fn big_matrix_speed() {
             eprintln!(
                 "{qtype:?} {threads} threads: {:.2} ms, {:.1} GB/s",
                 secs * 1e3,
-                w.bytes() as f64 / secs / 1e9
+                w.blob_bytes() as f64 / secs / 1e9
             );
         }
     }
@@ -394,4 +394,23 @@ fn a_format_the_engine_lacks_falls_back_to_candle_on_auto_and_is_refused_on_nati
         err.contains("native engine cannot run it") && err.contains("blk.1.ffn_down.weight"),
         "{err}"
     );
+}
+
+#[test]
+fn a_truncated_file_is_refused_with_the_tensor_it_cuts() {
+    let dir = crate::tests::TempDir::new();
+    let path = dir.path("cut.gguf");
+    TestModel::tiny(TestArch::Llama, TestDType::Q4_0)
+        .write(&path)
+        .unwrap();
+    let (content, size) = crate::gguf::read_header(&path).unwrap();
+    let info = ModelInfo::from_content(&content).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(size - 100).unwrap();
+    let isa = plan(&content, &info).unwrap();
+    let err = Model::load(&path, &content, &info, isa)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("runs past the end of the file"), "{err}");
 }
