@@ -418,6 +418,39 @@ fn q4k_scales_fast(s: [u32; 3]) -> [u32; 4] {
     [s[0] & M1, sc_hi, s[1] & M1, mn_hi]
 }
 
+/// A Q4_K block's `d`, `dmin`, its 8 scales as `i16` lanes and its 8 mins as `i32` lanes.
+///
+/// # Safety
+/// `blk` valid for 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_header(blk: *const u8) -> (f32, f32, __m128i, __m256i) {
+    let (d, dmin, words) = unsafe {
+        (
+            f16_scalar(u16_at(blk)),
+            f16_scalar(u16_at(blk.add(2))),
+            blk.add(4).cast::<[u32; 3]>().read_unaligned(),
+        )
+    };
+    let [s0, s1, m0, m1] = q4k_scales_fast(words.map(u32::from_le));
+    let scales = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, s1 as i32, s0 as i32));
+    let mins = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
+    (d, dmin, scales, mins)
+}
+
+/// `acc + dmin_da · Σⱼ mins[j] · (sum16[2j] + sum16[2j+1])`: a Q4_K block's min term for one
+/// activation row, whose 16 per-16 sums are at `bsums`.
+///
+/// # Safety
+/// `bsums` valid for 16 values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_mins(acc: __m256, bsums: *const i16, mins: __m256i, dmin_da: f32) -> __m256 {
+    let bs = unsafe { _mm256_loadu_si256(bsums.cast()) };
+    let m = _mm256_mullo_epi32(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)), mins);
+    _mm256_fmadd_ps(_mm256_set1_ps(dmin_da), _mm256_cvtepi32_ps(m), acc)
+}
+
 /// Q4_K row (`blocks` × 144 bytes, as stored) · `N` Q8_K rows.
 ///
 /// A block: f16 `d`, f16 `dmin`, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles; value
@@ -433,7 +466,6 @@ pub(crate) unsafe fn q4_k<const N: usize>(
     a: [Q8KPtr; N],
 ) -> [f32; N] {
     let mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
     // Byte pairs (2j, 2j+1) everywhere: broadcasts i16 lane j of a register.
     let pick: [__m256i; 8] =
         std::array::from_fn(|j| _mm256_set1_epi16((((2 * j + 1) << 8) | (2 * j)) as i16));
@@ -442,13 +474,8 @@ pub(crate) unsafe fn q4_k<const N: usize>(
     for b in 0..blocks {
         unsafe {
             let blk = row.add(b * 144);
-            let d = f16_scalar(u16_at(blk));
-            let dmin = f16_scalar(u16_at(blk.add(2)));
-            let words = blk.add(4).cast::<[u32; 3]>().read_unaligned();
-            let [s0, s1, m0, m1] = q4k_scales_fast(words.map(u32::from_le));
-            let scales = _mm_set_epi32(0, 0, s1 as i32, s0 as i32);
-            let sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales));
-            let mins = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
+            let (d, dmin, scales, mins) = q4k_header(blk);
+            let sc16 = _mm256_broadcastsi128_si256(scales);
             let qs = blk.add(16);
             let mut sumi = [_mm256_setzero_si256(); N];
             for c in 0..4 {
@@ -470,11 +497,7 @@ pub(crate) unsafe fn q4_k<const N: usize>(
                 let da = *a[t].d.add(b);
                 acc[t] =
                     _mm256_fmadd_ps(_mm256_set1_ps(d * da), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-                // Sub-block j sums activations 2j and 2j+1 of the per-16 sums.
-                let bs = _mm256_loadu_si256(a[t].bsums.add(b * 16).cast());
-                let m = _mm256_mullo_epi32(_mm256_madd_epi16(bs, ones), mins);
-                acc_min[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dmin * da), _mm256_cvtepi32_ps(m), acc_min[t]);
+                acc_min[t] = q4k_mins(acc_min[t], a[t].bsums.add(b * 16), mins, dmin * da);
             }
         }
     }
@@ -497,7 +520,6 @@ pub(crate) unsafe fn q4_k_avx512<const N: usize>(
     a: [Q8KPtr; N],
 ) -> [f32; N] {
     let mask = _mm512_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
     // i16 lane 2c of the 8 scales in the low half, 2c + 1 in the high half (each 128-bit lane
     // holds a copy of the scales; `vpshufb` picks within it).
     let pick: [__m512i; 4] = std::array::from_fn(|c| {
@@ -516,14 +538,8 @@ pub(crate) unsafe fn q4_k_avx512<const N: usize>(
             _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH).cast());
             _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 64).cast());
             _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 128).cast());
-            let d = f16_scalar(u16_at(blk));
-            let dmin = f16_scalar(u16_at(blk.add(2)));
-            let words = blk.add(4).cast::<[u32; 3]>().read_unaligned();
-            let [s0, s1, m0, m1] = q4k_scales_fast(words.map(u32::from_le));
-            let sc16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_set_epi32(
-                0, 0, s1 as i32, s0 as i32,
-            )));
-            let mins = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
+            let (d, dmin, scales, mins) = q4k_header(blk);
+            let sc16 = _mm512_broadcast_i32x4(scales);
             let qs = blk.add(16);
             let mut sumi = [_mm512_setzero_si512(); N];
             for (c, pick) in pick.iter().enumerate() {
@@ -546,10 +562,7 @@ pub(crate) unsafe fn q4_k_avx512<const N: usize>(
                 let da = *a[t].d.add(b);
                 acc[t] =
                     _mm512_fmadd_ps(_mm512_set1_ps(d * da), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
-                let bs = _mm256_loadu_si256(a[t].bsums.add(b * 16).cast());
-                let m = _mm256_mullo_epi32(_mm256_madd_epi16(bs, ones), mins);
-                acc_min[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dmin * da), _mm256_cvtepi32_ps(m), acc_min[t]);
+                acc_min[t] = q4k_mins(acc_min[t], a[t].bsums.add(b * 16), mins, dmin * da);
             }
         }
     }
