@@ -151,25 +151,6 @@ impl Chosen {
             Self::Candle => info.effective_context(requested),
         }
     }
-
-    /// What the model holds with `parallel` slots of `context` positions.
-    pub(crate) fn memory(
-        self,
-        content: &candle_core::quantized::gguf_file::Content,
-        info: &ModelInfo,
-        parallel: usize,
-        context: usize,
-    ) -> MemoryUsage {
-        let weights_bytes = match self {
-            #[cfg(target_arch = "x86_64")]
-            Self::Native(_) => crate::native::weight_bytes(content),
-            Self::Candle => gguf::held_weight_bytes(content, info) * info.weight_copies(parallel),
-        };
-        MemoryUsage {
-            weights_bytes,
-            kv_cache_bytes: info.kv_cache_bytes(context, parallel.max(1)),
-        }
-    }
 }
 
 impl Default for LoadOptions {
@@ -441,10 +422,11 @@ impl ChatModel {
         )?;
         let chosen = Chosen::decide(options.engine, path, &content, &info)?;
         let context_length = chosen.context(&info, options.context_length);
-        let mut memory = chosen.memory(&content, &info, options.parallel, context_length);
+        let kv_cache_bytes = info.kv_cache_bytes(context_length, options.parallel);
 
         let device = Device::Cpu;
         let mut slots = Vec::with_capacity(options.parallel);
+        let weights_bytes;
         match chosen {
             #[cfg(target_arch = "x86_64")]
             Chosen::Native(isa) => {
@@ -452,7 +434,7 @@ impl ChatModel {
                     crate::native::Model::load(path, &content, &info, isa)
                 }))
                 .map_err(|payload| panic_error("model loader", payload.as_ref()))??;
-                memory.weights_bytes = model.bytes() as u64;
+                weights_bytes = model.bytes() as u64;
                 let model = Arc::new(model);
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let threads = options
@@ -470,6 +452,8 @@ impl ChatModel {
                 }
             }
             Chosen::Candle => {
+                weights_bytes =
+                    gguf::held_weight_bytes(&content, &info) * info.weight_copies(options.parallel);
                 let first = Weights::load(path, info.architecture, &device)?;
                 for _ in 1..options.parallel {
                     slots.push(match &first {
@@ -481,6 +465,10 @@ impl ChatModel {
             }
         }
         drop(content);
+        let memory = MemoryUsage {
+            weights_bytes,
+            kv_cache_bytes,
+        };
 
         let shared = Arc::new(Shared {
             info,

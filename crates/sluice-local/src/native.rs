@@ -69,16 +69,6 @@ pub(crate) fn vector_bytes(content: &Content) -> u64 {
         .sum()
 }
 
-/// Bytes the weights hold on this engine: the tensors as stored, plus [`vector_bytes`].
-pub(crate) fn weight_bytes(content: &Content) -> u64 {
-    let stored: u64 = content
-        .tensor_infos
-        .values()
-        .map(|t| stored_bytes(t) as u64)
-        .sum();
-    stored + vector_bytes(content)
-}
-
 fn stored_bytes(t: &TensorInfo) -> usize {
     let elements = t.shape.elem_count();
     elements / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()

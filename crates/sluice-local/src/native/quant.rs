@@ -176,14 +176,8 @@ impl QMatrix {
         acts: &Acts,
         out: &mut [f32],
     ) {
-        assert_eq!(acts.k, self.cols, "activation width");
-        assert!(rows.end <= self.rows && out.len() >= rows.len() * acts.m);
-        let form = self.qtype.acts();
-        assert!(
-            acts.has(form),
-            "activations not quantized for {:?}",
-            self.qtype
-        );
+        // The widths, forms and output length are checked by `simd::rows`.
+        assert!(rows.end <= self.rows);
         let data = &self.data()[rows.start * self.row_bytes..rows.end * self.row_bytes];
         let m = acts.m;
         let mut t = 0;
@@ -273,22 +267,18 @@ fn deinterleave(paired: &[u8], out: &mut [u8; 32]) {
 }
 
 /// IEEE half to single (scalar; the kernels use F16C).
+#[inline]
 pub(crate) fn f16_to_f32(bits: u16) -> f32 {
-    let sign = u32::from(bits >> 15) << 31;
-    let exp = u32::from((bits >> 10) & 0x1F);
-    let man = u32::from(bits & 0x3FF);
-    let magnitude = match (exp, man) {
-        (0, 0) => 0,
-        (0, _) => {
-            // Subnormal: man · 2⁻²⁴.
-            let v = man as f32 / 16_777_216.0;
-            return if sign == 0 { v } else { -v };
-        }
-        (0x1F, 0) => 0xFF << 23,
-        (0x1F, m) => (0xFF << 23) | (m << 13),
-        (e, m) => ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(sign | magnitude)
+    let sign = u32::from(bits & 0x8000) << 16;
+    if bits & 0x7C00 == 0x7C00 {
+        // Infinity and NaN keep their mantissa.
+        return f32::from_bits(sign | 0x7F80_0000 | (u32::from(bits & 0x3FF) << 13));
+    }
+    // Exponent and mantissa moved into place, rebiased by a multiply by 2¹¹² (subnormals and
+    // zero included). No vector register: a vector conversion of one scalar makes LLVM merge
+    // into a live register, chaining every kernel block onto the previous one.
+    let magnitude = f32::from_bits(u32::from(bits & 0x7FFF) << 13) * f32::from_bits(0x7780_0000);
+    f32::from_bits(magnitude.to_bits() | sign)
 }
 
 fn f16_at(bytes: &[u8], at: usize) -> f32 {

@@ -16,7 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use super::quant::{Acts, QType};
+use super::quant::{f16_to_f32, Acts, QType};
 
 /// Proof that the CPU runs the kernels of this module (AVX2, FMA, F16C), and whether it also
 /// has AVX-512 with VNNI (`vpdpbusd`: 64 byte products per instruction).
@@ -83,19 +83,35 @@ pub(crate) struct Q8KPtr {
     pub bsums: *const i16,
 }
 
-/// IEEE half to single without vector registers (a vector conversion of one scalar makes
-/// LLVM merge into a live register, chaining every block onto the previous one).
-#[inline(always)]
-fn f16_scalar(bits: u16) -> f32 {
-    // Exponent and mantissa moved into place, rebiased by a multiply (subnormals and zero
-    // included); the scales this reads are finite.
-    let magnitude = f32::from_bits(u32::from(bits & 0x7FFF) << 13) * f32::from_bits(0x7780_0000);
-    f32::from_bits(magnitude.to_bits() | (u32::from(bits & 0x8000) << 16))
-}
-
 #[inline(always)]
 unsafe fn u16_at(p: *const u8) -> u16 {
     unsafe { p.cast::<u16>().read_unaligned() }
+}
+
+/// For the 8 blocks of group `g` of a repacked Q4_0/Q8_0 row: the weight scales times each
+/// activation row's, and `fix[t] += those · row t's block sums` when asked.
+///
+/// # Safety
+/// `row` valid for the group's 8 scales; each activation for the group's scales and sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_scales<const N: usize>(
+    row: *const u8,
+    g: usize,
+    a: &[Q8Ptr; N],
+    mut fix: Option<&mut [__m256; N]>,
+) -> [__m256; N] {
+    let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast())) };
+    let mut ds = [_mm256_setzero_ps(); N];
+    for t in 0..N {
+        unsafe {
+            ds[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
+            if let Some(fix) = fix.as_deref_mut() {
+                fix[t] = _mm256_fmadd_ps(ds[t], _mm256_loadu_ps(a[t].sums.add(8 * g)), fix[t]);
+            }
+        }
+    }
+    ds
 }
 
 /// Q4_0 row, repacked ([`super::quant`]): `blocks` f16 scales, then the values: each pair of
@@ -125,12 +141,7 @@ pub(crate) unsafe fn q4_0<const N: usize>(
     for g in 0..groups {
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(128 * g + PREFETCH).cast());
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast()));
-            let mut ds = [_mm256_setzero_ps(); N];
-            for t in 0..N {
-                ds[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
-                fix[t] = _mm256_fmadd_ps(ds[t], _mm256_loadu_ps(a[t].sums.add(8 * g)), fix[t]);
-            }
+            let ds = group_scales(row, g, &a, Some(&mut fix));
             for j in 0..4 {
                 let b = 8 * g + 2 * j;
                 let raw = _mm256_loadu_si256(qs.add(16 * b).cast());
@@ -190,7 +201,7 @@ unsafe fn q4_0_tail<const N: usize>(
                 .take(if paired { 2 } else { 1 })
             {
                 let blk = b + i;
-                let dw = f16_scalar(u16_at(row.add(2 * blk)));
+                let dw = f16_to_f32(u16_at(row.add(2 * blk)));
                 for t in 0..N {
                     let x = _mm256_loadu_si256(a[t].qs.add(32 * blk).cast());
                     let p = hsum_epi32(dot_u8i8(w, x)) as f32 - 8.0 * *a[t].sums.add(blk);
@@ -252,12 +263,7 @@ pub(crate) unsafe fn q4_0_avx512<const N: usize>(
     for g in 0..groups {
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(128 * g + PREFETCH).cast());
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast()));
-            let mut ds = [_mm256_setzero_ps(); N];
-            for t in 0..N {
-                ds[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
-                fix[t] = _mm256_fmadd_ps(ds[t], _mm256_loadu_ps(a[t].sums.add(8 * g)), fix[t]);
-            }
+            let ds = group_scales(row, g, &a, Some(&mut fix));
             for j in 0..4 {
                 let b = 8 * g + 2 * j;
                 let raw = _mm256_loadu_si256(qs.add(16 * b).cast());
@@ -305,12 +311,7 @@ pub(crate) unsafe fn q8_0_avx512<const N: usize>(
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + PREFETCH).cast());
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + 128 + PREFETCH).cast());
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast()));
-            let mut ds = [_mm256_setzero_ps(); N];
-            for t in 0..N {
-                ds[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
-                fix[t] = _mm256_fmadd_ps(ds[t], _mm256_loadu_ps(a[t].sums.add(8 * g)), fix[t]);
-            }
+            let ds = group_scales(row, g, &a, Some(&mut fix));
             for j in 0..4 {
                 let b = 8 * g + 2 * j;
                 let w = _mm512_xor_si512(_mm512_loadu_si512(qs.add(32 * b).cast()), flip);
@@ -329,7 +330,7 @@ pub(crate) unsafe fn q8_0_avx512<const N: usize>(
     }
     for b in 8 * groups..blocks {
         unsafe {
-            let dw = f16_scalar(u16_at(row.add(2 * b)));
+            let dw = f16_to_f32(u16_at(row.add(2 * b)));
             let w = _mm256_loadu_si256(qs.add(32 * b).cast());
             let abs = _mm256_sign_epi8(w, w);
             for t in 0..N {
@@ -368,11 +369,7 @@ pub(crate) unsafe fn q8_0<const N: usize>(
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + PREFETCH).cast());
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + 128 + PREFETCH).cast());
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast()));
-            let mut ds = [_mm256_setzero_ps(); N];
-            for t in 0..N {
-                ds[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
-            }
+            let ds = group_scales(row, g, &a, None);
             for j in 0..8 {
                 let b = 8 * g + j;
                 let w = _mm256_loadu_si256(qs.add(32 * b).cast());
@@ -393,7 +390,7 @@ pub(crate) unsafe fn q8_0<const N: usize>(
     }
     for b in 8 * groups..blocks {
         unsafe {
-            let dw = f16_scalar(u16_at(row.add(2 * b)));
+            let dw = f16_to_f32(u16_at(row.add(2 * b)));
             let w = _mm256_loadu_si256(qs.add(32 * b).cast());
             let abs = _mm256_sign_epi8(w, w);
             for t in 0..N {
@@ -427,8 +424,8 @@ fn q4k_scales_fast(s: [u32; 3]) -> [u32; 4] {
 unsafe fn q4k_header(blk: *const u8) -> (f32, f32, __m128i, __m256i) {
     let (d, dmin, words) = unsafe {
         (
-            f16_scalar(u16_at(blk)),
-            f16_scalar(u16_at(blk.add(2))),
+            f16_to_f32(u16_at(blk)),
+            f16_to_f32(u16_at(blk.add(2))),
             blk.add(4).cast::<[u32; 3]>().read_unaligned(),
         )
     };
@@ -599,7 +596,7 @@ pub(crate) unsafe fn q6_k<const N: usize>(
         unsafe {
             let blk = row.add(b * 210);
             let scales = blk.add(192);
-            let d = f16_scalar(u16_at(blk.add(208)));
+            let d = f16_to_f32(u16_at(blk.add(208)));
             let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.cast()));
             let mut sumi = [_mm256_setzero_si256(); N];
             for half in 0..2 {
@@ -721,7 +718,7 @@ pub(crate) unsafe fn q6_k_avx512<const N: usize>(
             _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 128).cast());
             _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 192).cast());
             let scales = blk.add(192);
-            let d = f16_scalar(u16_at(blk.add(208)));
+            let d = f16_to_f32(u16_at(blk.add(208)));
             let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.cast()));
             let sc512 = _mm512_castsi256_si512(sc16);
             let mut sumi = [_mm512_setzero_si512(); N];
@@ -789,7 +786,7 @@ pub(crate) unsafe fn f16<const N: usize>(row: *const u8, n: usize, a: [*const f3
         out[t] = hsum_ps(acc[t]);
     }
     for j in i..n {
-        let w = f16_scalar(unsafe { u16_at(row.add(2 * j)) });
+        let w = f16_to_f32(unsafe { u16_at(row.add(2 * j)) });
         for t in 0..N {
             out[t] += w * unsafe { *a[t].add(j) };
         }
