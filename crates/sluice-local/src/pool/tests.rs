@@ -130,6 +130,14 @@ fn harness(budget: u64, models: &[(&str, u64)]) -> Harness {
     harness_with(budget, &models, |_| {})
 }
 
+/// A failed assertion must not leave a load blocked on a closed gate: the runtime would wait
+/// for that blocking thread forever on its way down.
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.fake.open();
+    }
+}
+
 impl Harness {
     fn state(&self, name: &str) -> ModelState {
         self.pool.snapshot().model(name).unwrap().state
@@ -297,7 +305,12 @@ async fn concurrent_acquires_share_one_load() {
         let pool = h.pool.clone();
         tasks.spawn(async move { pool.acquire("a", None).await });
     }
-    eventually(|| h.pool.snapshot().model("a").unwrap().in_flight == 100).await;
+    // The load reserves before it starts (and blocks on the gate): wait for both.
+    eventually(|| {
+        h.pool.snapshot().model("a").unwrap().in_flight == 100
+            && h.fake.started.load(Ordering::SeqCst) >= 1
+    })
+    .await;
     let status = h.pool.snapshot().model("a").unwrap().clone();
     assert_eq!(status.state, ModelState::Loading);
     assert_eq!(status.bytes_reserved, 40);
