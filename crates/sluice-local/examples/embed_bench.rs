@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 use sluice_local::{BatchOptions, EmbedModel, Embedder};
 
+// As in the `sluice` binary: the allocator decides how often a forward pass's buffers fault in.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rate(seconds: f64, mut pass: impl FnMut() -> usize) -> f64 {
     let start = Instant::now();
     let mut done = 0;

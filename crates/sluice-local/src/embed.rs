@@ -14,6 +14,8 @@
 
 pub mod batcher;
 pub mod bert;
+#[cfg(target_arch = "x86_64")]
+mod packed;
 
 use std::path::{Path, PathBuf};
 

@@ -10,8 +10,11 @@
 //! * **Fused projections.** Query, key and value are one `[hidden, 3·hidden]` product; biases are
 //!   the product's initial value; GELU (erf form, as BERT uses) is a rational approximation
 //!   applied in place.
-//! * **Threads.** The matrix products use `gemm` on rayon's pool (shared with candle); attention
-//!   and the element-wise passes split across the same pool by sequence × head and by rows.
+//! * **Packed weights.** On x86_64 with AVX2 and FMA, the linear layers' weights are packed at
+//!   load for the kernels of `embed/packed.rs`, which do not copy them again on every product (as a
+//!   general `gemm` does); elsewhere the products run on `gemm`.
+//! * **Threads.** The products run on rayon's pool (shared with candle); attention and the
+//!   element-wise passes split across the same pool by sequence × head and by rows.
 
 #![allow(unsafe_code)]
 
@@ -65,11 +68,47 @@ fn default_position_type() -> String {
 }
 
 struct Linear {
-    /// `[out, in]`, as PyTorch stores it.
+    /// `[out, in]`, as PyTorch stores it; empty once packed.
     weight: Vec<f32>,
     bias: Vec<f32>,
     inputs: usize,
     outputs: usize,
+    /// The weight and bias packed for this CPU's kernels, where it has them.
+    #[cfg(target_arch = "x86_64")]
+    packed: Option<super::packed::Packed>,
+}
+
+impl Linear {
+    fn new(weight: Vec<f32>, bias: Vec<f32>, outputs: usize, inputs: usize) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(isa) = super::packed::Isa::detect() {
+            let packed = super::packed::Packed::new(isa, &weight, &bias, outputs, inputs);
+            return Self {
+                weight: Vec::new(),
+                bias: Vec::new(),
+                inputs,
+                outputs,
+                packed: Some(packed),
+            };
+        }
+        Self {
+            weight,
+            bias,
+            inputs,
+            outputs,
+            #[cfg(target_arch = "x86_64")]
+            packed: None,
+        }
+    }
+
+    /// Floats held.
+    fn floats(&self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = &self.packed {
+            return packed.floats();
+        }
+        self.weight.len() + self.bias.len()
+    }
 }
 
 struct Norm {
@@ -161,26 +200,22 @@ impl Bert {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
-            let mut linear = |name: &str, outputs: usize, inputs: usize| -> Result<Linear> {
-                Ok(Linear {
-                    weight: take(&format!("{p}.{name}.weight"), &[outputs, inputs])?,
-                    bias: take(&format!("{p}.{name}.bias"), &[outputs])?,
-                    inputs,
-                    outputs,
-                })
+            let mut linear = |name: &str, outputs: usize, inputs: usize| -> Result<_> {
+                Ok((
+                    take(&format!("{p}.{name}.weight"), &[outputs, inputs])?,
+                    take(&format!("{p}.{name}.bias"), &[outputs])?,
+                ))
             };
             let q = linear("attention.self.query", h, h)?;
             let k = linear("attention.self.key", h, h)?;
             let v = linear("attention.self.value", h, h)?;
-            let attn_out = linear("attention.output.dense", h, h)?;
-            let ffn_in = linear("intermediate.dense", i, h)?;
-            let ffn_out = linear("output.dense", h, i)?;
-            let qkv = Linear {
-                weight: [q.weight, k.weight, v.weight].concat(),
-                bias: [q.bias, k.bias, v.bias].concat(),
-                inputs: h,
-                outputs: 3 * h,
-            };
+            let (w, b) = linear("attention.output.dense", h, h)?;
+            let attn_out = Linear::new(w, b, h, h);
+            let (w, b) = linear("intermediate.dense", i, h)?;
+            let ffn_in = Linear::new(w, b, i, h);
+            let (w, b) = linear("output.dense", h, i)?;
+            let ffn_out = Linear::new(w, b, h, i);
+            let qkv = Linear::new([q.0, k.0, v.0].concat(), [q.1, k.1, v.1].concat(), 3 * h, h);
             let attn_norm = Norm {
                 gamma: take(&format!("{p}.attention.output.LayerNorm.weight"), &[h])?,
                 beta: take(&format!("{p}.attention.output.LayerNorm.bias"), &[h])?,
@@ -217,7 +252,7 @@ impl Bert {
 
     /// Bytes of weights held.
     pub fn weight_bytes(&self) -> u64 {
-        let linear = |l: &Linear| l.weight.len() + l.bias.len();
+        let linear = Linear::floats;
         let norm = |n: &Norm| n.gamma.len() + n.beta.len();
         let floats = self.word.len()
             + self.position.len()
@@ -397,6 +432,11 @@ impl SendPtr {
 fn linear(x: &[f32], rows: usize, layer: &Linear, out: &mut [f32]) {
     let (n, k) = (layer.outputs, layer.inputs);
     debug_assert_eq!(x.len(), rows * k);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(packed) = &layer.packed {
+        packed.forward(x, rows, out);
+        return;
+    }
     let out = &mut out[..rows * n];
     for row in out.chunks_exact_mut(n) {
         row.copy_from_slice(&layer.bias);
@@ -529,20 +569,40 @@ mod tests {
     #[test]
     fn linear_matches_a_naive_product() {
         let (rows, k, n) = (5, 7, 3);
-        let layer = Linear {
-            weight: (0..n * k).map(|i| (i as f32 * 0.37).sin()).collect(),
-            bias: vec![0.5, -1.0, 2.0],
+        let weight: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let bias = vec![0.5, -1.0, 2.0];
+        let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        // The packed kernels where the CPU has them, and `gemm` on the plain weight.
+        let packed = Linear::new(weight.clone(), bias.clone(), n, k);
+        let plain = Linear {
+            weight: weight.clone(),
+            bias: bias.clone(),
             inputs: k,
             outputs: n,
+            #[cfg(target_arch = "x86_64")]
+            packed: None,
         };
-        let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.11).cos()).collect();
-        let mut out = vec![0f32; rows * n];
-        linear(&x, rows, &layer, &mut out);
+        for layer in [&packed, &plain] {
+            let mut out = vec![0f32; rows * n];
+            linear(&x, rows, layer, &mut out);
+            check(&out, &x, &weight, &bias, rows, n, k);
+        }
+    }
+
+    fn check(
+        out: &[f32],
+        x: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        rows: usize,
+        n: usize,
+        k: usize,
+    ) {
         for r in 0..rows {
             for o in 0..n {
-                let want: f32 = layer.bias[o]
+                let want: f32 = bias[o]
                     + (0..k)
-                        .map(|i| x[r * k + i] * layer.weight[o * k + i])
+                        .map(|i| x[r * k + i] * weight[o * k + i])
                         .sum::<f32>();
                 assert!((out[r * n + o] - want).abs() < 1e-5, "({r},{o})");
             }
