@@ -744,6 +744,8 @@ fn generate(shared: &Shared, weights: &mut Weights, job: &Job) -> Result<Option<
     let mut sampler = LogitsProcessor::from_sampling(seed, sampling(&request.sampling));
     let mut stops = StopBuffer::new(&request.stop);
     let mut utf8 = Utf8Stream::default();
+    // SentencePiece: the space prefix of the answer's first word is not part of the answer.
+    let mut strip_space = shared.tokenizer.strip_first_space;
     let mut text = String::new();
     let mut token_ids: Vec<u32> = Vec::new();
     let emit = |delta: String, text: &mut String| -> bool {
@@ -770,7 +772,13 @@ fn generate(shared: &Shared, weights: &mut Weights, job: &Job) -> Result<Option<
         if !request.ignore_eos && shared.tokenizer.stop_ids.contains(&next) {
             break FinishReason::Stop;
         }
-        let piece = utf8.push(shared.tokenizer.token_bytes(next));
+        let mut piece = utf8.push(shared.tokenizer.token_bytes(next));
+        if strip_space && !piece.is_empty() {
+            strip_space = false;
+            if let Some(rest) = piece.strip_prefix(' ') {
+                piece = rest.to_owned();
+            }
+        }
         if !piece.is_empty() {
             let pushed = stops.push(&piece);
             if !emit(pushed.emit, &mut text) {

@@ -1,14 +1,16 @@
 //! The tokenizer of a GGUF chat model, built from its metadata (`tokenizer.ggml.*`).
 //!
-//! Only byte-level BPE (`tokenizer.ggml.model = "gpt2"`) is supported; SentencePiece GGUFs
-//! (`"llama"`) are rejected with [`ErrorKind::UnsupportedTokenizer`]. The pre-tokenizer follows
+//! Two kinds: byte-level BPE (`tokenizer.ggml.model = "gpt2"`: Llama 3, Qwen2, …) and
+//! SentencePiece (`"llama"`: Llama 2, Mistral, TinyLlama, …, see [`spm`]); others are rejected
+//! with [`ErrorKind::UnsupportedTokenizer`]. For byte-level BPE the pre-tokenizer follows
 //! `tokenizer.ggml.pre` like mistral.rs does (llama.cpp's names): `llama3`/`llama-bpe`/… → the
 //! Llama-3 split regex with `ignore_merges`, `qwen2`/… → NFC + the Qwen2 regex, `gpt-2`/`default`
 //! (or absent) → the GPT-2 regex, `starcoder`/`smollm` → digits then GPT-2. An unknown name is an
 //! error rather than a guess: a wrong split silently changes every token count.
 //!
-//! Encoding uses `tokenizers`; decoding is our own: every ordinary token maps to its bytes
-//! through the inverse GPT-2 byte table, control tokens decode to nothing, and [`Utf8Stream`]
+//! BPE encoding uses `tokenizers`; decoding is our own: every ordinary token maps to its bytes
+//! (through the inverse GPT-2 byte table; for SentencePiece `▁` is a space and `<0xXX>` a byte),
+//! control tokens decode to nothing, and [`Utf8Stream`]
 //! releases text only once it is valid UTF-8, so streamed deltas concatenate to exactly the
 //! final text.
 
@@ -24,6 +26,8 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokeni
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::gguf::lenient_u64;
+
+mod spm;
 
 const REGEX_GPT2: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -42,8 +46,10 @@ const ALTERNATE_STOP_TOKENS: &[&str] = &[
 ];
 
 /// GGUF `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
+const TOKEN_TYPE_UNKNOWN: i32 = 2;
 const TOKEN_TYPE_CONTROL: i32 = 3;
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+const TOKEN_TYPE_BYTE: i32 = 6;
 
 /// GPT-2's `bytes_to_unicode`: the printable stand-in character of every byte.
 pub(crate) fn byte_chars() -> [char; 256] {
@@ -63,9 +69,18 @@ pub(crate) fn byte_chars() -> [char; 256] {
     table
 }
 
-/// A byte-level BPE tokenizer with the special tokens a chat model needs.
+/// The encoder of either kind.
+enum Encoder {
+    Bpe(Box<Tokenizer>),
+    Spm(Box<spm::Spm>),
+}
+
+/// A GGUF model's tokenizer with the special tokens a chat model needs.
 pub(crate) struct GgufTokenizer {
-    tokenizer: Tokenizer,
+    encoder: Encoder,
+    /// SentencePiece with a space prefix: the first generated token's leading space is not
+    /// part of the answer (as Hugging Face's decoder strips it).
+    pub(crate) strip_first_space: bool,
     /// Bytes of every id; `None` for control tokens (decode to nothing).
     token_bytes: Vec<Option<Vec<u8>>>,
     pub(crate) tokens: Vec<String>,
@@ -81,14 +96,14 @@ pub(crate) struct GgufTokenizer {
 impl GgufTokenizer {
     pub(crate) fn from_metadata(md: &HashMap<String, Value>) -> Result<Self> {
         let model = crate::gguf::string(md, "tokenizer.ggml.model")?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(ErrorKind::UnsupportedTokenizer(format!(
-                "`tokenizer.ggml.model = {model:?}` (only byte-level BPE, \"gpt2\", is supported)"
+                "`tokenizer.ggml.model = {model:?}` (supported: byte-level BPE, \"gpt2\", and \
+                 SentencePiece, \"llama\")"
             ))
             .into());
         }
         let tokens = string_array(md, "tokenizer.ggml.tokens")?;
-        let merges = string_array(md, "tokenizer.ggml.merges")?;
         let types: Vec<i32> = match md.get("tokenizer.ggml.token_type") {
             Some(Value::Array(values)) => values
                 .iter()
@@ -134,8 +149,13 @@ impl GgufTokenizer {
         let eot = id("tokenizer.ggml.eot_token_id")?;
         let add_bos = match md.get("tokenizer.ggml.add_bos_token") {
             Some(Value::Bool(b)) => *b,
-            _ => false,
+            // SentencePiece models start with BOS unless they say otherwise (llama.cpp).
+            _ => model == "llama",
         };
+        if model == "llama" {
+            return Self::sentencepiece(md, tokens, &types, [bos, eos, eot], add_bos);
+        }
+        let merges = string_array(md, "tokenizer.ggml.merges")?;
 
         let pre = match md.get("tokenizer.ggml.pre") {
             Some(Value::String(s)) => s.as_str(),
@@ -240,19 +260,96 @@ impl GgufTokenizer {
             })
             .collect();
 
-        let mut stop_ids: Vec<u32> = [eos, eot].into_iter().flatten().collect();
-        for marker in ALTERNATE_STOP_TOKENS {
-            if let Some(&id) = tokens.iter().position(|t| t == marker).as_ref() {
-                if let Ok(id) = u32::try_from(id) {
-                    if !stop_ids.contains(&id) {
-                        stop_ids.push(id);
+        let stop_ids = stop_ids_of(&tokens, eos, eot);
+        Ok(Self {
+            encoder: Encoder::Bpe(Box::new(tokenizer)),
+            strip_first_space: false,
+            token_bytes,
+            tokens,
+            bos,
+            eos,
+            add_bos,
+            stop_ids,
+        })
+    }
+
+    /// The SentencePiece side of [`Self::from_metadata`].
+    fn sentencepiece(
+        md: &HashMap<String, Value>,
+        tokens: Vec<String>,
+        types: &[i32],
+        [bos, eos, eot]: [Option<u32>; 3],
+        add_bos: bool,
+    ) -> Result<Self> {
+        let scores: Vec<f32> = match md.get("tokenizer.ggml.scores") {
+            Some(Value::Array(values)) => values
+                .iter()
+                .map(|v| match *v {
+                    Value::F32(s) => Ok(s),
+                    Value::F64(s) => Ok(s as f32),
+                    _ => Err(()),
+                })
+                .collect::<Result<_, ()>>()
+                .map_err(|()| {
+                    Error::invalid_metadata("tokenizer.ggml.scores", "expected floats")
+                })?,
+            _ => {
+                return Err(Error::invalid_metadata(
+                    "tokenizer.ggml.scores",
+                    "SentencePiece needs the scores of its tokens",
+                ))
+            }
+        };
+        if scores.len() != tokens.len() {
+            return Err(Error::invalid_metadata(
+                "tokenizer.ggml.scores",
+                format!("{} scores for {} tokens", scores.len(), tokens.len()),
+            ));
+        }
+        let unk = match md
+            .get("tokenizer.ggml.unknown_token_id")
+            .and_then(lenient_u64)
+        {
+            Some(id) => u32::try_from(id)
+                .ok()
+                .filter(|&id| (id as usize) < tokens.len()),
+            None => None,
+        };
+        let add_space_prefix = match md.get("tokenizer.ggml.add_space_prefix") {
+            Some(Value::Bool(b)) => *b,
+            _ => true,
+        };
+        let markers = [bos, eos, eot];
+        let mut specials = Vec::new();
+        let token_bytes = tokens
+            .iter()
+            .zip(types)
+            .enumerate()
+            .map(|(i, (token, &kind))| {
+                let id = u32::try_from(i).unwrap_or(u32::MAX);
+                let marker = markers.contains(&Some(id));
+                if kind == TOKEN_TYPE_CONTROL || kind == TOKEN_TYPE_USER_DEFINED || marker {
+                    specials.push(id);
+                }
+                if kind == TOKEN_TYPE_CONTROL || kind == TOKEN_TYPE_UNKNOWN || marker {
+                    return None;
+                }
+                if kind == TOKEN_TYPE_BYTE {
+                    if let Some(b) = spm::byte_token(token) {
+                        return Some(vec![b]);
                     }
                 }
-            }
-        }
-
+                if kind == TOKEN_TYPE_USER_DEFINED {
+                    return Some(token.as_bytes().to_vec());
+                }
+                Some(token.replace(spm::SPACE, " ").into_bytes())
+            })
+            .collect();
+        let encoder = spm::Spm::new(&tokens, scores, &specials, unk, add_space_prefix);
+        let stop_ids = stop_ids_of(&tokens, eos, eot);
         Ok(Self {
-            tokenizer,
+            encoder: Encoder::Spm(Box::new(encoder)),
+            strip_first_space: add_space_prefix,
             token_bytes,
             tokens,
             bos,
@@ -264,11 +361,13 @@ impl GgufTokenizer {
 
     /// Encodes text with special tokens matched (`<|im_start|>` becomes one id) and nothing added.
     pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(Error::tokenizer)?;
-        Ok(encoding.get_ids().to_vec())
+        match &self.encoder {
+            Encoder::Bpe(tokenizer) => {
+                let encoding = tokenizer.encode(text, false).map_err(Error::tokenizer)?;
+                Ok(encoding.get_ids().to_vec())
+            }
+            Encoder::Spm(spm) => Ok(spm.encode(text)),
+        }
     }
 
     /// Encodes a rendered prompt, prepending BOS when the model asks for it
@@ -306,6 +405,21 @@ impl GgufTokenizer {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// EOS, EOT and the end-of-turn markers of the vocabulary.
+fn stop_ids_of(tokens: &[String], eos: Option<u32>, eot: Option<u32>) -> Vec<u32> {
+    let mut stop_ids: Vec<u32> = [eos, eot].into_iter().flatten().collect();
+    for marker in ALTERNATE_STOP_TOKENS {
+        if let Some(id) = tokens.iter().position(|t| t == marker) {
+            if let Ok(id) = u32::try_from(id) {
+                if !stop_ids.contains(&id) {
+                    stop_ids.push(id);
+                }
+            }
+        }
+    }
+    stop_ids
 }
 
 fn string_array(md: &HashMap<String, Value>, key: &str) -> Result<Vec<String>> {
@@ -397,5 +511,90 @@ mod tests {
         assert_eq!(stream.push(&[0xFF, b'b']), "\u{FFFD}b");
         assert_eq!(stream.push(&[0xE2]), "");
         assert_eq!(stream.finish(), "\u{FFFD}");
+    }
+
+    /// A Mistral-like SentencePiece vocabulary as GGUF metadata: `<unk> <s> </s>`, the byte
+    /// tokens, pieces with scores, and one user-defined token.
+    fn spm_metadata() -> HashMap<String, Value> {
+        let mut tokens = vec!["<unk>".to_owned(), "<s>".to_owned(), "</s>".to_owned()];
+        let mut types = vec![TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_CONTROL, TOKEN_TYPE_CONTROL];
+        let mut scores = vec![0.0f32; 3];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(TOKEN_TYPE_BYTE);
+            scores.push(0.0);
+        }
+        for (i, piece) in ["▁", "h", "i", "▁h", "▁hi", "!", "[INST]"]
+            .iter()
+            .enumerate()
+        {
+            tokens.push((*piece).to_owned());
+            types.push(if *piece == "[INST]" {
+                TOKEN_TYPE_USER_DEFINED
+            } else {
+                1
+            });
+            scores.push(-(i as f32));
+        }
+        let array = |values: Vec<Value>| Value::Array(values);
+        HashMap::from([
+            (
+                "tokenizer.ggml.model".to_owned(),
+                Value::String("llama".into()),
+            ),
+            (
+                "tokenizer.ggml.tokens".to_owned(),
+                array(tokens.into_iter().map(Value::String).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type".to_owned(),
+                array(types.into_iter().map(Value::I32).collect()),
+            ),
+            (
+                "tokenizer.ggml.scores".to_owned(),
+                array(scores.into_iter().map(Value::F32).collect()),
+            ),
+            ("tokenizer.ggml.bos_token_id".to_owned(), Value::U32(1)),
+            ("tokenizer.ggml.eos_token_id".to_owned(), Value::U32(2)),
+            ("tokenizer.ggml.unknown_token_id".to_owned(), Value::U32(0)),
+        ])
+    }
+
+    #[test]
+    fn sentencepiece_gguf_encodes_and_decodes() {
+        let tokenizer = GgufTokenizer::from_metadata(&spm_metadata()).unwrap();
+        let pieces = |ids: &[u32]| -> Vec<String> {
+            ids.iter()
+                .map(|&i| tokenizer.tokens[i as usize].clone())
+                .collect()
+        };
+        // BOS by default; the user-defined token is matched verbatim; "é" falls back to bytes.
+        let ids = tokenizer.encode_prompt("[INST]hi hé!").unwrap();
+        assert_eq!(
+            pieces(&ids),
+            ["<s>", "[INST]", "▁hi", "▁h", "<0xC3>", "<0xA9>", "!"]
+        );
+        assert_eq!(tokenizer.decode(&ids), "[INST] hi hé!");
+        assert_eq!(tokenizer.stop_ids, vec![2]);
+        assert_eq!(tokenizer.token_text(tokenizer.bos), "<s>");
+        assert!(tokenizer.strip_first_space);
+        assert_eq!(tokenizer.token_bytes(0), b"", "<unk> decodes to nothing");
+    }
+
+    #[test]
+    fn sentencepiece_without_scores_is_refused() {
+        let mut md = spm_metadata();
+        md.remove("tokenizer.ggml.scores");
+        let error = GgufTokenizer::from_metadata(&md).err().unwrap();
+        assert!(
+            error.to_string().contains("tokenizer.ggml.scores"),
+            "{error}"
+        );
+        md.insert(
+            "tokenizer.ggml.model".to_owned(),
+            Value::String("bert".into()),
+        );
+        let error = GgufTokenizer::from_metadata(&md).err().unwrap();
+        assert!(error.to_string().contains("\"bert\""), "{error}");
     }
 }
