@@ -288,6 +288,15 @@ mod tests {
         assert_eq!(pieces, ["h", "e", "llo"]);
     }
 
+    /// The pieces `text` encodes to with `tokens` and `scores` (no specials, space prefix on).
+    fn pieces_of(tokens: &[String], scores: Vec<f32>, text: &str) -> Vec<String> {
+        let spm = Spm::new(tokens, scores, &[], Some(0), true);
+        spm.encode(text)
+            .iter()
+            .map(|&i| tokens[i as usize].clone())
+            .collect()
+    }
+
     #[test]
     fn the_higher_score_wins_over_the_leftmost() {
         // "▁ab": "ab" (score -1) beats "▁a" (score -5), though "▁a" is further left.
@@ -298,12 +307,7 @@ mod tests {
             ("▁a", -5.0),
             ("ab", -1.0),
         ]);
-        let spm = Spm::new(&tokens, scores, &[], Some(0), true);
-        let pieces: Vec<String> = spm
-            .encode("ab")
-            .iter()
-            .map(|&i| tokens[i as usize].clone())
-            .collect();
+        let pieces = pieces_of(&tokens, scores, "ab");
         assert_eq!(pieces, ["▁", "ab"]);
         // Equal scores: the leftmost pair merges first ("▁a" then "b").
         let (tokens, scores) = vocab(&[
@@ -313,12 +317,7 @@ mod tests {
             ("▁a", -1.0),
             ("ab", -1.0),
         ]);
-        let spm = Spm::new(&tokens, scores, &[], Some(0), true);
-        let pieces: Vec<String> = spm
-            .encode("ab")
-            .iter()
-            .map(|&i| tokens[i as usize].clone())
-            .collect();
+        let pieces = pieces_of(&tokens, scores, "ab");
         assert_eq!(pieces, ["▁a", "b"]);
     }
 
