@@ -73,6 +73,7 @@ pub mod discovery;
 pub mod embed;
 pub mod error;
 pub mod gguf;
+pub mod memory;
 pub mod model;
 #[cfg(target_arch = "x86_64")]
 mod native;

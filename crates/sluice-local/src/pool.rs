@@ -1574,16 +1574,23 @@ fn dispose<M: Send + Sync + 'static>(models: Vec<Phase<M>>) {
     if models.is_empty() {
         return;
     }
+    let release = move || {
+        drop(models);
+        crate::memory::return_freed_memory();
+    };
     match tokio::runtime::Handle::try_current() {
-        Ok(handle) => drop(handle.spawn_blocking(move || drop(models))),
-        Err(_) => drop(models),
+        Ok(handle) => drop(handle.spawn_blocking(release)),
+        Err(_) => release(),
     }
 }
 
 /// Drops evicted models right here (already on a blocking thread), before the next load
 /// allocates.
 fn dispose_inline<M>(models: Vec<Phase<M>>) {
-    drop(models);
+    if !models.is_empty() {
+        drop(models);
+        crate::memory::return_freed_memory();
+    }
 }
 
 // === Lease ===
