@@ -372,6 +372,11 @@ pub trait Loader: Send + Sync + 'static {
 
     /// Loads the model and measures it.
     fn load(&self, spec: &ModelSpec) -> crate::Result<Loaded<Self::Model>>;
+
+    /// What runs a loaded model (`"native"`, `"candle"`), for health and `sluice models`.
+    fn engine(&self, _model: &Self::Model) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The [`Loader`] for GGUF chat models: [`crate::estimate_memory`] before, [`ChatModel::load`]
@@ -390,6 +395,10 @@ impl Loader for GgufLoader {
         let model = ChatModel::load(&spec.path, &spec.load)?;
         let bytes = model.memory().total();
         Ok(Loaded { model, bytes })
+    }
+
+    fn engine(&self, model: &ChatModel) -> Option<&'static str> {
+        Some(model.engine())
     }
 }
 
@@ -462,6 +471,14 @@ impl Loader for LocalLoader {
                     bytes,
                 })
             }
+        }
+    }
+
+    /// Chat models: their engine's; embedding models always run on sluice's own encoder.
+    fn engine(&self, model: &LocalModel) -> Option<&'static str> {
+        match model {
+            LocalModel::Chat(chat) => Some(chat.engine()),
+            LocalModel::Embedding(_) => Some("native"),
         }
     }
 }
@@ -752,6 +769,8 @@ pub struct ModelStatus {
     pub bytes_estimated: Option<u64>,
     /// The size measured after loading.
     pub bytes_measured: Option<u64>,
+    /// What runs it, once loaded ([`Loader::engine`]).
+    pub engine: Option<&'static str>,
     /// Bytes it counts against the budget now.
     pub bytes_reserved: u64,
     /// The last acquire or release; `None` when not loaded.
@@ -897,6 +916,7 @@ struct Entry<M> {
     phase: Phase<M>,
     estimated: Option<u64>,
     measured: Option<u64>,
+    engine: Option<&'static str>,
     reserved: u64,
     in_flight: usize,
     last_used: Instant,
@@ -1116,6 +1136,7 @@ impl<L: Loader, C: Clock> Pool<L, C> {
                             phase: Phase::Loading(tx),
                             estimated: None,
                             measured: None,
+                            engine: None,
                             reserved: 0,
                             in_flight: 1,
                             last_used: now,
@@ -1294,6 +1315,7 @@ impl<L: Loader, C: Clock> Pool<L, C> {
                         state: ModelState::Unloaded,
                         bytes_estimated: None,
                         bytes_measured: record.measured.map(|(_, bytes)| bytes),
+                        engine: None,
                         bytes_reserved: 0,
                         last_used: None,
                         in_flight: 0,
@@ -1317,6 +1339,7 @@ impl<L: Loader, C: Clock> Pool<L, C> {
                             },
                             bytes_estimated: entry.estimated,
                             bytes_measured: entry.measured,
+                            engine: entry.engine,
                             bytes_reserved: entry.reserved,
                             last_used: Some(entry.last_used),
                             in_flight: entry.in_flight,
@@ -1433,6 +1456,7 @@ impl<L: Loader, C: Clock> Inner<L, C> {
             .loader
             .load(spec)
             .map_err(|e| PoolError::load_failed(name, e))?;
+        let engine = self.loader.engine(&model);
         {
             let mut state = self.lock();
             if let Some(record) = state.models.get_mut(name) {
@@ -1440,6 +1464,7 @@ impl<L: Loader, C: Clock> Inner<L, C> {
             }
             if let Some(entry) = state.entries.get_mut(name).filter(|e| e.id == id) {
                 entry.measured = Some(bytes);
+                entry.engine = engine;
             }
         }
         match self.reserve(name, id, bytes, false) {

@@ -769,6 +769,7 @@ pub fn health(local: &LocalRuntime) -> serde_json::Value {
                 "state": m.state.as_str(),
                 "bytes_estimated": m.bytes_estimated,
                 "bytes_measured": m.bytes_measured,
+                "engine": m.engine,
                 "bytes_reserved": m.bytes_reserved,
                 "in_flight": m.in_flight,
                 "pinned": m.pinned,

@@ -73,6 +73,7 @@ fn models_lists_files_and_the_pool_of_a_running_gateway() {
     assert_eq!(v["gateway"], s.url(""), "{v}");
     let pool = &v["models"][0]["pool"];
     assert_eq!(pool["state"], "loaded", "{v}");
+    assert_eq!(pool["engine"], "native", "{v}");
     assert_eq!(pool["in_flight"], 0);
     assert!(pool["bytes_reserved"].as_u64().unwrap() > 80 << 20, "{v}");
     let unloads = pool["unloads_in_seconds"].as_u64().unwrap();

@@ -89,6 +89,10 @@ impl Loader for FakeLoader {
             bytes,
         })
     }
+
+    fn engine(&self, _model: &FakeModel) -> Option<&'static str> {
+        Some("fake")
+    }
 }
 
 struct Harness {
@@ -805,6 +809,7 @@ async fn snapshot_reports_state_bytes_use_and_expiry() {
             state: ModelState::Loaded,
             bytes_estimated: Some(40),
             bytes_measured: Some(35),
+            engine: Some("fake"),
             bytes_reserved: 35,
             last_used: Some(now),
             in_flight: 1,
@@ -939,5 +944,10 @@ async fn gguf_models_evict_each_other_under_a_budget_for_one() {
     let snapshot = pool.snapshot();
     assert_eq!(snapshot.model("first").unwrap().state, ModelState::Unloaded);
     assert_eq!(snapshot.model("second").unwrap().state, ModelState::Loaded);
+    assert_eq!(
+        snapshot.model("second").unwrap().engine,
+        Some(second.engine())
+    );
+    assert_eq!(snapshot.model("first").unwrap().engine, None, "unloaded");
     assert_eq!(snapshot.used, measured);
 }

@@ -174,12 +174,13 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     writeln!(
         out,
-        "{:width$}  {:9}  {:10}  {:>9}  {:8}  {:>9}  {:>4}  {:>5}  {:>7}  PATH",
-        "NAME", "KIND", "SOURCE", "SIZE", "STATE", "HELD", "BUSY", "IDLE", "UNLOADS"
+        "{:width$}  {:9}  {:10}  {:>9}  {:8}  {:6}  {:>9}  {:>4}  {:>5}  {:>7}  PATH",
+        "NAME", "KIND", "SOURCE", "SIZE", "STATE", "ENGINE", "HELD", "BUSY", "IDLE", "UNLOADS"
     )?;
     for r in &rows {
         let p = pool(&r.name).unwrap_or_default();
         let state = p["state"].as_str().unwrap_or("-");
+        let engine = p["engine"].as_str().unwrap_or("-");
         let held = p["bytes_reserved"]
             .as_u64()
             .filter(|&b| b > 0)
@@ -194,12 +195,13 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
         };
         writeln!(
             out,
-            "{:width$}  {:9}  {:10}  {:>9}  {:8}  {:>9}  {:>4}  {:>5}  {:>7}  {}",
+            "{:width$}  {:9}  {:10}  {:>9}  {:8}  {:6}  {:>9}  {:>4}  {:>5}  {:>7}  {}",
             r.name,
             r.kind,
             r.source,
             super::human_bytes(r.size),
             state,
+            engine,
             held,
             busy,
             seconds(&p["idle_seconds"]),
