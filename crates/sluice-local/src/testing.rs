@@ -3,7 +3,8 @@
 //! The weights come from a seeded SplitMix64 generator (candle's CPU device cannot be seeded),
 //! so the same [`TestModel`] always writes the same file. The metadata is real: llama.cpp's keys
 //! for `llama`/`qwen2`, a byte-level BPE vocabulary (the 256 GPT-2 byte tokens, a few merges and
-//! the template's control tokens), `tokenizer.ggml.pre`, BOS/EOS ids and a Jinja
+//! the template's control tokens) or a SentencePiece one ([`TestModel::sentencepiece`]),
+//! `tokenizer.ggml.pre`, BOS/EOS ids and a Jinja
 //! `tokenizer.chat_template`. Output rows of control tokens and of non-printable bytes are damped
 //! so random models mostly generate printable ASCII and rarely end early.
 
@@ -30,6 +31,11 @@ const LLAMA_SPECIALS: &[&str] = &[
     "<|eot_id|>",
 ];
 const QWEN2_SPECIALS: &[&str] = &["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+/// `<unk>` (type unknown), then BOS and EOS (control).
+const SPM_SPECIALS: &[&str] = &["<unk>", "<s>", "</s>"];
+
+/// Mistral-style template of the SentencePiece llama test model (`[INST]` is plain text).
+pub const SPM_TEMPLATE: &str = "{{- bos_token }}{%- for message in messages %}{%- if message['role'] == 'assistant' %}{{- ' ' + message['content'] + eos_token }}{%- else %}{{- '[INST] ' + message['content'] + ' [/INST]' }}{%- endif %}{%- endfor %}";
 
 const MERGES: &[(&str, &str)] = &[
     ("Ġ", "t"),
@@ -153,6 +159,12 @@ pub struct TestModel {
     /// size (e.g. 32000) for benchmarks; `0` for tests. No merge produces them, so they only
     /// change what the model can generate, not how prompts tokenize.
     pub extra_tokens: usize,
+    /// A SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`, as Llama 2 and Mistral
+    /// files have) instead of byte-level BPE: the 256 `<0xXX>` byte tokens, `▁` and the
+    /// printable ASCII characters, the merges' pieces with `▁` for `Ġ` and descending scores,
+    /// the fillers, then `<unk> <s> </s>`. Set [`TestModel::chat_template`] to match (e.g.
+    /// [`SPM_TEMPLATE`]).
+    pub sentencepiece: bool,
 }
 
 // === impl TestModel ===
@@ -177,13 +189,23 @@ impl TestModel {
                 TestArch::Qwen2 => QWEN2_TEMPLATE.to_owned(),
             }),
             extra_tokens: 0,
+            sentencepiece: false,
+        }
+    }
+
+    /// [`TestModel::tiny`] for `llama` with a SentencePiece vocabulary and [`SPM_TEMPLATE`].
+    pub fn tiny_sentencepiece(dtype: TestDType) -> Self {
+        Self {
+            sentencepiece: true,
+            chat_template: Some(SPM_TEMPLATE.to_owned()),
+            ..Self::tiny(TestArch::Llama, dtype)
         }
     }
 
     /// Pads the vocabulary with filler tokens to `vocab_size` tokens in all (see
     /// [`TestModel::extra_tokens`]); a size below the base vocabulary leaves it as it is.
     pub fn with_vocab_size(mut self, vocab_size: usize) -> Self {
-        let base = 256 + MERGES.len() + self.specials().len();
+        let base = self.vocabulary().0.len() - self.extra_tokens;
         self.extra_tokens = vocab_size.saturating_sub(base);
         self
     }
@@ -191,17 +213,34 @@ impl TestModel {
     /// The vocabulary: `(tokens, token types)`; ids 0..256 are the bytes.
     pub fn vocabulary(&self) -> (Vec<String>, Vec<i32>) {
         let chars = byte_chars();
-        let mut tokens: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
-        let mut types = vec![1; 256];
+        let spm = |t: String| {
+            if self.sentencepiece {
+                t.replace('Ġ', "▁")
+            } else {
+                t
+            }
+        };
+        let (mut tokens, mut types): (Vec<String>, Vec<i32>) = if self.sentencepiece {
+            let bytes = (0..=255u8).map(|b| format!("<0x{b:02X}>"));
+            let chars = std::iter::once("▁".to_owned())
+                .chain((0x21..=0x7Eu8).map(|b| char::from(b).to_string()));
+            let tokens: Vec<String> = bytes.chain(chars).collect();
+            let types = (0..tokens.len())
+                .map(|i| if i < 256 { 6 } else { 1 })
+                .collect();
+            (tokens, types)
+        } else {
+            (chars.iter().map(|c| c.to_string()).collect(), vec![1; 256])
+        };
         for (a, b) in MERGES {
-            tokens.push(format!("{a}{b}"));
+            tokens.push(spm(format!("{a}{b}")));
             types.push(1);
         }
         if self.extra_tokens > 0 {
             let mut seen: std::collections::HashSet<String> = tokens.iter().cloned().collect();
             let (mut n, mut added) = (0usize, 0usize);
             while added < self.extra_tokens {
-                let token = filler_token(n);
+                let token = spm(filler_token(n));
                 n += 1;
                 if seen.insert(token.clone()) {
                     tokens.push(token);
@@ -212,13 +251,14 @@ impl TestModel {
         }
         for special in self.specials() {
             tokens.push((*special).to_owned());
-            types.push(3);
+            types.push(if *special == "<unk>" { 2 } else { 3 });
         }
         (tokens, types)
     }
 
     fn specials(&self) -> &'static [&'static str] {
         match self.arch {
+            _ if self.sentencepiece => SPM_SPECIALS,
             TestArch::Llama => LLAMA_SPECIALS,
             TestArch::Qwen2 => QWEN2_SPECIALS,
         }
@@ -249,6 +289,7 @@ impl TestModel {
         let head_dim = self.hidden / self.heads;
         let u32_of = |v: usize| Value::U32(u32::try_from(v).unwrap_or(u32::MAX));
         let (bos, eos, pre, add_bos) = match self.arch {
+            _ if self.sentencepiece => (special_id("<s>"), special_id("</s>"), "", true),
             TestArch::Llama => (
                 special_id("<|begin_of_text|>"),
                 special_id("<|eot_id|>"),
@@ -298,8 +339,6 @@ impl TestModel {
             (format!("{arch}.rope.freq_base"), Value::F32(10_000.0)),
             (format!("{arch}.rope.dimension_count"), u32_of(head_dim)),
             (format!("{arch}.vocab_size"), u32_of(vocab)),
-            ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-            ("tokenizer.ggml.pre".into(), Value::String(pre.into())),
             (
                 "tokenizer.ggml.tokens".into(),
                 Value::Array(tokens.iter().cloned().map(Value::String).collect()),
@@ -308,19 +347,37 @@ impl TestModel {
                 "tokenizer.ggml.token_type".into(),
                 Value::Array(types.iter().map(|&t| Value::I32(t)).collect()),
             ),
-            (
-                "tokenizer.ggml.merges".into(),
-                Value::Array(
-                    MERGES
-                        .iter()
-                        .map(|(a, b)| Value::String(format!("{a} {b}")))
-                        .collect(),
-                ),
-            ),
             ("tokenizer.ggml.bos_token_id".into(), Value::U32(bos)),
             ("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)),
             ("tokenizer.ggml.add_bos_token".into(), Value::Bool(add_bos)),
         ];
+        if self.sentencepiece {
+            // Later pieces score lower: merges apply in vocabulary order, as in BPE.
+            let scores = (0..vocab).map(|i| Value::F32(-(i as f32)));
+            metadata.extend([
+                ("tokenizer.ggml.model".into(), Value::String("llama".into())),
+                (
+                    "tokenizer.ggml.scores".into(),
+                    Value::Array(scores.collect()),
+                ),
+                (
+                    "tokenizer.ggml.unknown_token_id".into(),
+                    Value::U32(special_id("<unk>")),
+                ),
+            ]);
+        } else {
+            let merges = MERGES
+                .iter()
+                .map(|(a, b)| Value::String(format!("{a} {b}")));
+            metadata.extend([
+                ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+                ("tokenizer.ggml.pre".into(), Value::String(pre.into())),
+                (
+                    "tokenizer.ggml.merges".into(),
+                    Value::Array(merges.collect()),
+                ),
+            ]);
+        }
         if let Some(template) = &self.chat_template {
             metadata.push((
                 "tokenizer.chat_template".into(),
@@ -330,12 +387,14 @@ impl TestModel {
 
         let mut rng = SplitMix64(self.seed);
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
-        // Damp rows of control tokens and non-printable bytes (see the module docs).
+        // Damp rows of control tokens and non-printable bytes (see the module docs); the
+        // specials come last in both vocabularies.
+        let specials_from = vocab - self.specials().len();
         let row_scale = |row: usize| -> f32 {
             match row {
                 0x20..=0x7E => 1.0,
                 0..=255 => 0.05,
-                r if r < 256 + MERGES.len() + self.extra_tokens => 1.0,
+                r if r < specials_from => 1.0,
                 _ => 0.05,
             }
         };

@@ -610,6 +610,59 @@ fn an_end_of_turn_token_stops_generation() {
     );
 }
 
+/// A SentencePiece (`tokenizer.ggml.model = "llama"`) file, as Llama 2 and Mistral GGUFs are:
+/// the prompt tokenizes by score with BOS first, generation runs on both engines, streamed
+/// deltas concatenate to the text, and the answer does not start with the space prefix.
+#[test]
+fn a_sentencepiece_model_tokenizes_and_chats_on_both_engines() {
+    let dir = TempDir::new();
+    let spec = TestModel::tiny_sentencepiece(TestDType::Q8_0);
+    let path = dir.path("spm.gguf");
+    spec.write(&path).expect("write");
+    let (tokens, _) = spec.vocabulary();
+    let id = |t: &str| tokens.iter().position(|x| x == t).expect("in vocab") as u32;
+    for engine in [Engine::Native, Engine::Candle] {
+        let model = load_on(&path, 1, engine);
+        let rendered = model.render_prompt(&messages()).expect("render");
+        assert_eq!(
+            rendered,
+            "<s>[INST] Be brief. [/INST][INST] Hello world, tell me a story. [/INST]"
+        );
+        let ids = model.tokenize(&rendered).expect("tokenize");
+        assert_eq!(ids[0], id("<s>"));
+        assert_eq!(
+            ids.iter().filter(|&&i| i == id("<s>")).count(),
+            1,
+            "one BOS"
+        );
+        // Merged by score (earlier pieces score higher): "ll" before "▁H", and "el" never;
+        // text after the BOS gets the space prefix.
+        let pieces: Vec<&str> = ids.iter().map(|&i| tokens[i as usize].as_str()).collect();
+        let hello = ["▁H", "e", "ll", "o", "▁world", ","];
+        assert!(pieces.windows(6).any(|w| w == hello), "{pieces:?}");
+        assert_eq!(&pieces[..3], ["<s>", "▁", "["], "{pieces:?}");
+        let (done, deltas) = run(&model, greedy(16));
+        assert_eq!(done.usage.prompt_tokens, ids.len(), "{engine:?}");
+        assert_eq!(done.usage.completion_tokens, 16, "{engine:?}");
+        assert_eq!(deltas.concat(), done.text, "{engine:?}");
+        assert!(!done.text.contains('▁'), "{engine:?}: {:?}", done.text);
+        assert!(!done.text.is_empty(), "{engine:?}");
+        // An answer whose first piece is "▁word" starts with "word".
+        let first_spaced = (0..64).find_map(|seed| {
+            let (done, deltas) = run(&model, sampled(seed, 3));
+            let first = tokens[done.token_ids[0] as usize].as_str();
+            (first.len() > "▁".len() && first.starts_with('▁')).then_some((done, deltas, first))
+        });
+        let (done, deltas, first) = first_spaced.expect("a seed whose first piece is spaced");
+        assert!(
+            done.text.starts_with(first.trim_start_matches('▁')),
+            "{engine:?}: {:?} from {first:?}",
+            done.text
+        );
+        assert_eq!(deltas.concat(), done.text);
+    }
+}
+
 #[test]
 fn the_q4_k_m_writer_mixes_q4k_and_q6k() {
     use candle_core::quantized::GgmlDType;
