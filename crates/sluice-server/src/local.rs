@@ -231,7 +231,21 @@ fn model_error(e: &sluice_local::Error) -> Error {
     }
 }
 
-/// The chat of an OpenAI request, for a local model.
+/// Fields of a chat request that the typed OpenAI request does not carry.
+#[derive(serde::Deserialize)]
+struct ChatExtras {
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    /// Not OpenAI's, but llama.cpp's, Ollama's and vLLM's: sample from the `top_k` likeliest.
+    #[serde(default)]
+    top_k: Option<u64>,
+}
+
+/// The chat of an OpenAI request, for a local model. What a local model cannot do is refused
+/// with a 400 naming the parameter, never silently dropped: `tools` (it would answer in text
+/// without knowing them), a `response_format` other than `text`, `n` above 1, `logprobs`.
 fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool), Error> {
     let r: sluice_types::openai::ChatCompletionRequest =
         serde_json::from_slice(body).map_err(|e| -> Error {
@@ -241,6 +255,35 @@ fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool), Error> {
             }
             .into()
         })?;
+    let extras: ChatExtras = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("invalid request body: {e}"), "n"))?;
+    if r.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(invalid(
+            "local models do not call tools: leave out `tools`, or route this request to a provider's model".into(),
+            "tools",
+        ));
+    }
+    if let Some(format) = &r.response_format {
+        let kind = format.get("type").and_then(|t| t.as_str()).unwrap_or("");
+        if kind != "text" {
+            return Err(invalid(
+                format!("local models answer in plain text: `response_format` `{kind}` is not supported"),
+                "response_format",
+            ));
+        }
+    }
+    if extras.n.is_some_and(|n| n != 1) {
+        return Err(invalid(
+            "local models return one choice: `n` must be 1".into(),
+            "n",
+        ));
+    }
+    if extras.logprobs == Some(true) {
+        return Err(invalid(
+            "local models do not return `logprobs`".into(),
+            "logprobs",
+        ));
+    }
     let messages = r
         .messages
         .iter()
@@ -273,6 +316,10 @@ fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool), Error> {
     req.sampling.temperature = r.temperature;
     req.sampling.top_p = r.top_p;
     req.sampling.seed = r.seed.map(|s| s as u64);
+    req.sampling.top_k = extras
+        .top_k
+        .filter(|&k| k > 0)
+        .map(|k| usize::try_from(k).unwrap_or(usize::MAX));
     let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
     Ok((req, include_usage))
 }

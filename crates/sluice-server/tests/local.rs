@@ -164,6 +164,40 @@ path = "{}"
         .any(|m| m["name"] == "tiny" && m["state"] == "loaded"));
 }
 
+/// What a local model cannot do is refused by name (400, the parameter in `param`), not
+/// dropped; what it can do (`top_k`, `response_format` text, `n` 1) is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_a_local_model_cannot_honour_are_refused_by_name() {
+    let llama = model_file("unsupported", TestArch::Llama);
+    let models = format!(
+        "[[models]]\nname = \"tiny\"\nprovider = \"here\"\npath = \"{}\"\n",
+        llama.display()
+    );
+    let (_fake, gw) = gateway("", &models).await;
+    let url = gw.url("/v1/chat/completions");
+    let tool = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
+    for (extra, param) in [
+        (json!({"tools": tool}), "tools"),
+        (
+            json!({"response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (json!({"n": 2}), "n"),
+        (json!({"logprobs": true}), "logprobs"),
+    ] {
+        let r = post_json(&url, chat("tiny", extra.clone()), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{extra}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"]["param"], param, "{extra}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    }
+    let extra = json!({"top_k": 1, "response_format": {"type": "text"}, "n": 1, "tools": []});
+    let r = post_json(&url, chat("tiny", extra), &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_cannot_fit_is_refused_and_a_route_falls_back() {
     let llama = model_file("too-big", TestArch::Llama);
