@@ -124,6 +124,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads: std::env::var("RAYON_NUM_THREADS")
             .ok()
             .and_then(|t| t.parse().ok()),
+        ..LoadOptions::default()
     };
     let started = Instant::now();
     let model = ChatModel::load(&args.file, &options)?;

@@ -324,7 +324,7 @@ pub fn estimate_memory(
 pub fn estimate_memory_with(path: &Path, options: &LoadOptions) -> Result<MemoryUsage> {
     let (content, file_size) = read_header(path)?;
     let info = ModelInfo::from_content(&content)?;
-    let chosen = Chosen::decide(options.engine, path, &content, &info)?;
+    let chosen = Chosen::decide(options.engine, options.device, path, &content, &info)?;
     let parallel = options.parallel.max(1);
     let context = chosen.context(&info, options.context_length);
     #[cfg(target_arch = "x86_64")]

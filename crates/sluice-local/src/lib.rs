@@ -69,6 +69,7 @@
 //! * Memory accounting excludes candle's lazily built x86 repack of K-quant weights and
 //!   attention transients (both engines).
 
+pub mod device;
 pub mod discovery;
 pub mod embed;
 pub mod error;
@@ -83,6 +84,7 @@ mod template;
 pub mod testing;
 mod tokenizer;
 
+pub use device::DeviceKind;
 pub use embed::{
     estimate_embedding_memory, is_embedding_model, BatchOptions, EmbedModel, EmbedOutput, Embedder,
     EmbedderStats, Pooling,

@@ -54,6 +54,8 @@ pub struct LoadOptions {
     /// Threads each sequence computes on (native engine); `None`: every core when `parallel`
     /// is 1, else 1. candle's pool is process-wide and set by `CANDLE_NUM_THREADS`.
     pub threads: Option<usize>,
+    /// Where the model runs ([`crate::device`]); a GPU runs candle.
+    pub device: crate::DeviceKind,
 }
 
 /// The implementation that runs a chat model.
@@ -105,11 +107,24 @@ pub(crate) enum Chosen {
 impl Chosen {
     pub(crate) fn decide(
         engine: Engine,
+        device: crate::DeviceKind,
         path: &Path,
         content: &candle_core::quantized::gguf_file::Content,
         info: &ModelInfo,
     ) -> Result<Self> {
         if engine == Engine::Candle {
+            return Ok(Self::Candle);
+        }
+        if device.is_gpu() {
+            if engine == Engine::Native {
+                return Err(Error::invalid_file(
+                    path,
+                    format!(
+                        "the native engine runs on the CPU, not on `{}`: use engine `auto` or `candle`",
+                        device.name()
+                    ),
+                ));
+            }
             return Ok(Self::Candle);
         }
         #[cfg(target_arch = "x86_64")]
@@ -161,6 +176,7 @@ impl Default for LoadOptions {
             context_length: None,
             engine: Engine::Auto,
             threads: None,
+            device: crate::DeviceKind::Cpu,
         }
     }
 }
@@ -420,11 +436,15 @@ impl ChatModel {
             tokenizer.token_text(tokenizer.bos),
             tokenizer.token_text(tokenizer.eos),
         )?;
-        let chosen = Chosen::decide(options.engine, path, &content, &info)?;
+        let chosen = Chosen::decide(options.engine, options.device, path, &content, &info)?;
         let context_length = chosen.context(&info, options.context_length);
         let kv_cache_bytes = info.kv_cache_bytes(context_length, options.parallel);
 
-        let device = Device::Cpu;
+        let device = match chosen {
+            Chosen::Candle => options.device.open()?,
+            #[cfg(target_arch = "x86_64")]
+            Chosen::Native(_) => Device::Cpu,
+        };
         let mut slots = Vec::with_capacity(options.parallel);
         let weights_bytes;
         match chosen {

@@ -610,6 +610,40 @@ fn an_end_of_turn_token_stops_generation() {
     );
 }
 
+/// A GPU device runs candle (the native engine is CPU-only, and asking it for a GPU is
+/// refused); a GPU backend this build lacks is a clear load error, not a quiet CPU fallback.
+#[test]
+fn a_gpu_device_runs_candle_or_says_why_not() {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::Q8_0));
+    let on = |engine, device| {
+        ChatModel::load(
+            &path,
+            &LoadOptions {
+                engine,
+                device,
+                ..LoadOptions::default()
+            },
+        )
+    };
+    let error = on(Engine::Native, crate::DeviceKind::Cuda(0))
+        .err()
+        .unwrap();
+    assert!(
+        error.to_string().contains("native engine runs on the CPU"),
+        "{error}"
+    );
+    if !cfg!(feature = "cuda") {
+        let error = on(Engine::Auto, crate::DeviceKind::Cuda(0)).err().unwrap();
+        assert!(error.to_string().contains("--features cuda"), "{error}");
+    }
+    if !cfg!(feature = "metal") {
+        let error = on(Engine::Candle, crate::DeviceKind::Metal).err().unwrap();
+        assert!(error.to_string().contains("--features metal"), "{error}");
+    }
+    assert!(on(Engine::Auto, crate::DeviceKind::Cpu).is_ok());
+}
+
 /// A SentencePiece (`tokenizer.ggml.model = "llama"`) file, as Llama 2 and Mistral GGUFs are:
 /// the prompt tokenizes by score with BOS first, generation runs on both engines, streamed
 /// deltas concatenate to the text, and the answer does not start with the space prefix.

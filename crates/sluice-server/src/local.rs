@@ -96,6 +96,7 @@ pub fn build(
 ) -> Result<Option<LocalRuntime>, Error> {
     // Validated by the config loader; a default-built config has it empty.
     let engine = Engine::parse(&config.local.engine).unwrap_or_default();
+    let device = sluice_local::DeviceKind::parse(&config.local.device).unwrap_or_default();
     let batch = BatchOptions {
         max_batch: config.local.max_batch,
         max_wait: config.local.max_wait,
@@ -107,6 +108,7 @@ pub fn build(
         spec.load.parallel = config.local.parallel;
         spec.load.queue_capacity = config.local.queue;
         spec.load.engine = engine;
+        spec.load.device = device;
         spec.batch = batch;
         specs.push(spec);
     }
@@ -129,6 +131,7 @@ pub fn build(
             context_length: l.context_length,
             engine,
             threads: None,
+            device,
         };
         spec.batch = batch;
         specs.push(spec);
@@ -143,6 +146,17 @@ pub fn build(
     };
     if let Some(b) = config.local.memory_budget {
         pool_config.memory_budget = b;
+    } else if device.is_gpu() {
+        // On a GPU the models' weights and caches are in its memory: the budget is a share of
+        // that (Metal's is the machine's memory, the default already).
+        match device.default_budget() {
+            Some(b) => pool_config.memory_budget = b,
+            None if device == sluice_local::DeviceKind::Metal => {}
+            None => tracing::warn!(
+                device = %device.name(),
+                "cannot read the GPU's memory (nvidia-smi): the budget is a share of the machine's memory; set `[local] memory_budget`"
+            ),
+        }
     }
     if let Some(k) = &config.local.keep_alive {
         pool_config.keep_alive =

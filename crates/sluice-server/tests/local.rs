@@ -198,6 +198,31 @@ async fn parameters_a_local_model_cannot_honour_are_refused_by_name() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// `[local] device = "cuda"` on a build without CUDA: the gateway starts, and a request to a
+/// local chat model gets an error that says why, not an answer computed on the CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_device_this_build_lacks_is_reported() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let llama = model_file("no-cuda", TestArch::Llama);
+    let models = format!(
+        "[[models]]\nname = \"tiny\"\nprovider = \"here\"\npath = \"{}\"\n",
+        llama.display()
+    );
+    let (_fake, gw) = gateway("device = \"cuda\"", &models).await;
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat("tiny", json!({})),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(r.status >= 500, "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("--features cuda"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_cannot_fit_is_refused_and_a_route_falls_back() {
     let llama = model_file("too-big", TestArch::Llama);

@@ -336,6 +336,9 @@ pub struct UninitializedLocalConfig {
     /// Which implementation runs chat models: `auto` (default: the native engine where the CPU
     /// and the file's formats allow it, else candle), `native` or `candle`.
     pub engine: Option<String>,
+    /// Where chat models run: `cpu` (default), `cuda`, `cuda:N` or `metal` (the GPUs need
+    /// sluice-local's `cuda` / `metal` cargo features).
+    pub device: Option<String>,
 }
 
 /// Validated `[local]`.
@@ -367,6 +370,8 @@ pub struct LocalConfig {
     pub threads: Option<usize>,
     /// `auto`, `native` or `candle`.
     pub engine: String,
+    /// `cpu`, `cuda`, `cuda:N` or `metal`.
+    pub device: String,
 }
 
 /// A `local` model's runtime settings.
@@ -679,6 +684,22 @@ impl UninitializedConfig {
                     return Err(ConfigError::new(
                         "local.engine",
                         format!("`{other}` is not one of `auto`, `native`, `candle`"),
+                    ))
+                }
+            },
+            device: match self.local.device.as_deref() {
+                None => "cpu".to_owned(),
+                Some(d @ ("cpu" | "cuda" | "metal")) => d.to_owned(),
+                Some(d)
+                    if d.strip_prefix("cuda:")
+                        .is_some_and(|n| n.parse::<usize>().is_ok()) =>
+                {
+                    d.to_owned()
+                }
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "local.device",
+                        format!("`{other}` is not one of `cpu`, `cuda`, `cuda:N`, `metal`"),
                     ))
                 }
             },

@@ -236,3 +236,17 @@ fn local_engine_is_one_of_three() {
     assert_eq!(err.path, "local.engine");
     assert!(err.to_string().contains("`gpu`"), "{err}");
 }
+
+#[test]
+fn local_device_is_cpu_cuda_or_metal() {
+    assert_eq!(load("").unwrap().local.device, "cpu");
+    for device in ["cpu", "cuda", "cuda:1", "metal"] {
+        let toml = format!("[local]\ndevice = \"{device}\"");
+        assert_eq!(load(&toml).unwrap().local.device, device);
+    }
+    for bad in ["gpu", "cuda:", "cuda:one"] {
+        let err = load(&format!("[local]\ndevice = \"{bad}\"")).unwrap_err();
+        assert_eq!(err.path, "local.device");
+        assert!(err.to_string().contains(&format!("`{bad}`")), "{err}");
+    }
+}

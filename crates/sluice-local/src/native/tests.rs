@@ -379,7 +379,9 @@ fn a_format_the_engine_lacks_falls_back_to_candle_on_auto_and_is_refused_on_nati
         .unwrap();
     let (mut content, _) = crate::gguf::read_header(&path).unwrap();
     let info = ModelInfo::from_content(&content).unwrap();
-    let name = |engine| Chosen::decide(engine, &path, &content, &info).map(|c| c.name());
+    let name = |engine| {
+        Chosen::decide(engine, crate::DeviceKind::Cpu, &path, &content, &info).map(|c| c.name())
+    };
     assert_eq!(name(Engine::Auto).unwrap(), "native");
     assert_eq!(name(Engine::Candle).unwrap(), "candle");
     content
@@ -387,7 +389,9 @@ fn a_format_the_engine_lacks_falls_back_to_candle_on_auto_and_is_refused_on_nati
         .get_mut("blk.1.ffn_down.weight")
         .unwrap()
         .ggml_dtype = GgmlDType::Q5_0;
-    let name = |engine| Chosen::decide(engine, &path, &content, &info).map(|c| c.name());
+    let name = |engine| {
+        Chosen::decide(engine, crate::DeviceKind::Cpu, &path, &content, &info).map(|c| c.name())
+    };
     assert_eq!(name(Engine::Auto).unwrap(), "candle");
     let err = name(Engine::Native).unwrap_err().to_string();
     assert!(
