@@ -3,7 +3,8 @@
 #   embeddings   all-MiniLM-L6-v2: sentence-transformers (PyTorch) at batch 1 and batch 32,
 #                against sluice-local's engine at batch 1, batch 32 and 32 concurrent callers
 #                through its dynamic batching (examples/embed_bench.rs), and through a running
-#                `sluice serve` over HTTP (1 and 32 concurrent clients, one sentence per request)
+#                `sluice serve` over HTTP (1 and 32 concurrent clients, one sentence per request,
+#                from Python threads; 32 clients again from wrk, installed from Debian if absent)
 #   chat         tokens per second on the same GGUF files (Q4_0, Q8_0, Q4_K_M), sluice-local's
 #                native engine and candle against llama.cpp (llama-cpp-python), one sequence,
 #                2 threads, alternating
@@ -61,6 +62,16 @@ for c in 1 32; do
   python3 bench/local_embed_http.py "http://127.0.0.1:$port" "$OUT/corpus.json" \
     --clients "$c" --seconds "$SECONDS_EACH" > "$OUT/embed-http-c$c.json"
 done
+# 32 clients again from wrk (C, one thread, bench/local_embed_wrk.lua): the Python clients take
+# their own share of the two cores, wrk a few microseconds per request.
+command -v wrk >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 || true
+if command -v wrk >/dev/null 2>&1; then
+  python3 -c 'import json, sys
+for s in json.load(open(sys.argv[1])):
+    print(json.dumps({"model": "all-MiniLM-L6-v2", "input": [s]}))' "$OUT/corpus.json" > "$OUT/bodies.jsonl"
+  BODIES="$OUT/bodies.jsonl" wrk -t1 -c32 -d"${SECONDS_EACH}s" -s bench/local_embed_wrk.lua \
+    "http://127.0.0.1:$port" | tail -n 1 > "$OUT/embed-http-wrk-c32.json"
+fi
 kill $pid; wait $pid 2>/dev/null || true
 trap - EXIT
 fi
@@ -105,6 +116,10 @@ if have("embed-st.json"):
       sl["concurrent32_sps"], sl["concurrent32_sps"] / st["batch32_sps"], sl["concurrent32_mean_batch"]))
   print("  sluice over HTTP: 1 client %.1f (%.2fx of ST batch 1, p50 %.2f ms), 32 clients %.1f (%.2fx of ST batch 32, p50 %.2f ms)" % (
       h1["sps"], h1["sps"] / st["batch1_sps"], h1["latency_ms_p50"], h32["sps"], h32["sps"] / st["batch32_sps"], h32["latency_ms_p50"]))
+  if have("embed-http-wrk-c32.json"):
+    w = j("embed-http-wrk-c32.json")
+    print("  sluice over HTTP from wrk: 32 clients %.1f (%.2fx of ST batch 32, p50 %.2f ms, %d errors)" % (
+        w["sps"], w["sps"] / st["batch32_sps"], w["latency_ms_p50"], w["errors"]))
   print("  load: sluice-local %.0f ms" % sl["load_ms"])
 import statistics
 for dtype in ("q4_0", "q8_0", "q4_k_m"):
