@@ -152,118 +152,16 @@ impl GgufTokenizer {
             // SentencePiece models start with BOS unless they say otherwise (llama.cpp).
             _ => model == "llama",
         };
-        if model == "llama" {
-            return Self::sentencepiece(md, tokens, &types, [bos, eos, eot], add_bos);
-        }
-        let merges = string_array(md, "tokenizer.ggml.merges")?;
-
-        let pre = match md.get("tokenizer.ggml.pre") {
-            Some(Value::String(s)) => s.as_str(),
-            Some(_) => {
-                return Err(Error::invalid_metadata(
-                    "tokenizer.ggml.pre",
-                    "expected a string",
-                ))
-            }
-            None => "default",
+        let markers = [bos, eos, eot];
+        let (encoder, token_bytes, strip_first_space) = if model == "llama" {
+            sentencepiece(md, &tokens, &types, markers)?
+        } else {
+            byte_level_bpe(md, &tokens, &types, markers)?
         };
-        let (regexes, ignore_merges, nfc): (&[&str], bool, bool) = match pre {
-            "llama3" | "llama-v3" | "llama-bpe" | "lfm2" | "pixtral" | "smaug-bpe" => {
-                (&[REGEX_LLAMA3], true, false)
-            }
-            "qwen2" | "deepseek-r1-qwen" | "hunyuan" => (&[REGEX_QWEN2], false, true),
-            "gpt-2" | "gpt2" | "phi-2" | "default" => (&[REGEX_GPT2], false, false),
-            "starcoder" | "smollm" => (&[r"\p{N}", REGEX_GPT2], false, false),
-            other => {
-                return Err(ErrorKind::UnsupportedTokenizer(format!(
-                    "pre-tokenizer `tokenizer.ggml.pre = {other:?}`"
-                ))
-                .into())
-            }
-        };
-
-        let mut vocab = tokenizers::models::bpe::Vocab::default();
-        for (i, token) in tokens.iter().enumerate() {
-            let id = u32::try_from(i)
-                .map_err(|_| Error::invalid_metadata("tokenizer.ggml.tokens", "too many tokens"))?;
-            vocab.entry(token.clone()).or_insert(id);
-        }
-        let merges: Vec<(String, String)> = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                    .ok_or_else(|| {
-                        Error::invalid_metadata(
-                            "tokenizer.ggml.merges",
-                            format!("merge {m:?} has no space"),
-                        )
-                    })
-            })
-            .collect::<Result<_>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(ignore_merges)
-            .build()
-            .map_err(Error::tokenizer)?;
-        let mut tokenizer = Tokenizer::new(bpe);
-        if nfc {
-            tokenizer
-                .with_normalizer(Some(NFC))
-                .map_err(Error::tokenizer)?;
-        }
-        let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
-        for regex in regexes {
-            let split = Split::new(
-                SplitPattern::Regex((*regex).to_owned()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(Error::tokenizer)?;
-            steps.push(split.into());
-        }
-        steps.push(ByteLevel::new(false, false, false).into());
-        tokenizer.with_pre_tokenizer(Some(Sequence::new(steps)));
-
-        let mut control = vec![false; tokens.len()];
-        let mut specials = Vec::new();
-        let mut user_defined = Vec::new();
-        for (i, (token, kind)) in tokens.iter().zip(&types).enumerate() {
-            let is_marker = [bos, eos, eot].contains(&u32::try_from(i).ok());
-            if *kind == TOKEN_TYPE_CONTROL || is_marker {
-                control[i] = true;
-                specials.push(AddedToken::from(token.clone(), true));
-            } else if *kind == TOKEN_TYPE_USER_DEFINED {
-                user_defined.push(AddedToken::from(token.clone(), false).normalized(false));
-            }
-        }
-        tokenizer
-            .add_special_tokens(specials)
-            .map_err(Error::tokenizer)?;
-        tokenizer
-            .add_tokens(user_defined)
-            .map_err(Error::tokenizer)?;
-
-        let chars = byte_chars();
-        let inverse: HashMap<char, u8> = (0..=255u8).map(|b| (chars[usize::from(b)], b)).collect();
-        let token_bytes = tokens
-            .iter()
-            .zip(&control)
-            .map(|(token, &is_control)| {
-                if is_control {
-                    return None;
-                }
-                let bytes: Option<Vec<u8>> =
-                    token.chars().map(|c| inverse.get(&c).copied()).collect();
-                // Tokens outside the byte alphabet (user-defined text) decode as their UTF-8.
-                Some(bytes.unwrap_or_else(|| token.as_bytes().to_vec()))
-            })
-            .collect();
-
         let stop_ids = stop_ids_of(&tokens, eos, eot);
         Ok(Self {
-            encoder: Encoder::Bpe(Box::new(tokenizer)),
-            strip_first_space: false,
+            encoder,
+            strip_first_space,
             token_bytes,
             tokens,
             bos,
@@ -272,93 +170,202 @@ impl GgufTokenizer {
             stop_ids,
         })
     }
+}
+/// What each kind builds: the encoder, the bytes of every id, and whether the answer's first
+/// space is the encoder's prefix (see [`GgufTokenizer::strip_first_space`]).
+type Parts = (Encoder, Vec<Option<Vec<u8>>>, bool);
 
-    /// The SentencePiece side of [`Self::from_metadata`].
-    fn sentencepiece(
-        md: &HashMap<String, Value>,
-        tokens: Vec<String>,
-        types: &[i32],
-        [bos, eos, eot]: [Option<u32>; 3],
-        add_bos: bool,
-    ) -> Result<Self> {
-        let scores: Vec<f32> = match md.get("tokenizer.ggml.scores") {
-            Some(Value::Array(values)) => values
-                .iter()
-                .map(|v| match *v {
-                    Value::F32(s) => Ok(s),
-                    Value::F64(s) => Ok(s as f32),
-                    _ => Err(()),
+/// The byte-level BPE side of [`GgufTokenizer::from_metadata`].
+fn byte_level_bpe(
+    md: &HashMap<String, Value>,
+    tokens: &[String],
+    types: &[i32],
+    [bos, eos, eot]: [Option<u32>; 3],
+) -> Result<Parts> {
+    let merges = string_array(md, "tokenizer.ggml.merges")?;
+
+    let pre = match md.get("tokenizer.ggml.pre") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => {
+            return Err(Error::invalid_metadata(
+                "tokenizer.ggml.pre",
+                "expected a string",
+            ))
+        }
+        None => "default",
+    };
+    let (regexes, ignore_merges, nfc): (&[&str], bool, bool) = match pre {
+        "llama3" | "llama-v3" | "llama-bpe" | "lfm2" | "pixtral" | "smaug-bpe" => {
+            (&[REGEX_LLAMA3], true, false)
+        }
+        "qwen2" | "deepseek-r1-qwen" | "hunyuan" => (&[REGEX_QWEN2], false, true),
+        "gpt-2" | "gpt2" | "phi-2" | "default" => (&[REGEX_GPT2], false, false),
+        "starcoder" | "smollm" => (&[r"\p{N}", REGEX_GPT2], false, false),
+        other => {
+            return Err(ErrorKind::UnsupportedTokenizer(format!(
+                "pre-tokenizer `tokenizer.ggml.pre = {other:?}`"
+            ))
+            .into())
+        }
+    };
+
+    let mut vocab = tokenizers::models::bpe::Vocab::default();
+    for (i, token) in tokens.iter().enumerate() {
+        let id = u32::try_from(i)
+            .map_err(|_| Error::invalid_metadata("tokenizer.ggml.tokens", "too many tokens"))?;
+        vocab.entry(token.clone()).or_insert(id);
+    }
+    let merges: Vec<(String, String)> = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| {
+                    Error::invalid_metadata(
+                        "tokenizer.ggml.merges",
+                        format!("merge {m:?} has no space"),
+                    )
                 })
-                .collect::<Result<_, ()>>()
-                .map_err(|()| {
-                    Error::invalid_metadata("tokenizer.ggml.scores", "expected floats")
-                })?,
-            _ => {
-                return Err(Error::invalid_metadata(
-                    "tokenizer.ggml.scores",
-                    "SentencePiece needs the scores of its tokens",
-                ))
+        })
+        .collect::<Result<_>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(ignore_merges)
+        .build()
+        .map_err(Error::tokenizer)?;
+    let mut tokenizer = Tokenizer::new(bpe);
+    if nfc {
+        tokenizer
+            .with_normalizer(Some(NFC))
+            .map_err(Error::tokenizer)?;
+    }
+    let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
+    for regex in regexes {
+        let split = Split::new(
+            SplitPattern::Regex((*regex).to_owned()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(Error::tokenizer)?;
+        steps.push(split.into());
+    }
+    steps.push(ByteLevel::new(false, false, false).into());
+    tokenizer.with_pre_tokenizer(Some(Sequence::new(steps)));
+
+    let mut control = vec![false; tokens.len()];
+    let mut specials = Vec::new();
+    let mut user_defined = Vec::new();
+    for (i, (token, kind)) in tokens.iter().zip(types).enumerate() {
+        let is_marker = [bos, eos, eot].contains(&u32::try_from(i).ok());
+        if *kind == TOKEN_TYPE_CONTROL || is_marker {
+            control[i] = true;
+            specials.push(AddedToken::from(token.clone(), true));
+        } else if *kind == TOKEN_TYPE_USER_DEFINED {
+            user_defined.push(AddedToken::from(token.clone(), false).normalized(false));
+        }
+    }
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(Error::tokenizer)?;
+    tokenizer
+        .add_tokens(user_defined)
+        .map_err(Error::tokenizer)?;
+
+    let chars = byte_chars();
+    let inverse: HashMap<char, u8> = (0..=255u8).map(|b| (chars[usize::from(b)], b)).collect();
+    let token_bytes = tokens
+        .iter()
+        .zip(&control)
+        .map(|(token, &is_control)| {
+            if is_control {
+                return None;
             }
-        };
-        if scores.len() != tokens.len() {
+            let bytes: Option<Vec<u8>> = token.chars().map(|c| inverse.get(&c).copied()).collect();
+            // Tokens outside the byte alphabet (user-defined text) decode as their UTF-8.
+            Some(bytes.unwrap_or_else(|| token.as_bytes().to_vec()))
+        })
+        .collect();
+    Ok((Encoder::Bpe(Box::new(tokenizer)), token_bytes, false))
+}
+
+/// The SentencePiece side of [`GgufTokenizer::from_metadata`].
+fn sentencepiece(
+    md: &HashMap<String, Value>,
+    tokens: &[String],
+    types: &[i32],
+    [bos, eos, eot]: [Option<u32>; 3],
+) -> Result<Parts> {
+    let scores: Vec<f32> = match md.get("tokenizer.ggml.scores") {
+        Some(Value::Array(values)) => values
+            .iter()
+            .map(|v| match *v {
+                Value::F32(s) => Ok(s),
+                Value::F64(s) => Ok(s as f32),
+                _ => Err(()),
+            })
+            .collect::<Result<_, ()>>()
+            .map_err(|()| Error::invalid_metadata("tokenizer.ggml.scores", "expected floats"))?,
+        _ => {
             return Err(Error::invalid_metadata(
                 "tokenizer.ggml.scores",
-                format!("{} scores for {} tokens", scores.len(), tokens.len()),
-            ));
+                "SentencePiece needs the scores of its tokens",
+            ))
         }
-        let unk = match md
-            .get("tokenizer.ggml.unknown_token_id")
-            .and_then(lenient_u64)
-        {
-            Some(id) => u32::try_from(id)
-                .ok()
-                .filter(|&id| (id as usize) < tokens.len()),
-            None => None,
-        };
-        let add_space_prefix = match md.get("tokenizer.ggml.add_space_prefix") {
-            Some(Value::Bool(b)) => *b,
-            _ => true,
-        };
-        let markers = [bos, eos, eot];
-        let mut specials = Vec::new();
-        let token_bytes = tokens
-            .iter()
-            .zip(types)
-            .enumerate()
-            .map(|(i, (token, &kind))| {
-                let id = u32::try_from(i).unwrap_or(u32::MAX);
-                let marker = markers.contains(&Some(id));
-                if kind == TOKEN_TYPE_CONTROL || kind == TOKEN_TYPE_USER_DEFINED || marker {
-                    specials.push(id);
-                }
-                if kind == TOKEN_TYPE_CONTROL || kind == TOKEN_TYPE_UNKNOWN || marker {
-                    return None;
-                }
-                if kind == TOKEN_TYPE_BYTE {
-                    if let Some(b) = spm::byte_token(token) {
-                        return Some(vec![b]);
-                    }
-                }
-                if kind == TOKEN_TYPE_USER_DEFINED {
-                    return Some(token.as_bytes().to_vec());
-                }
-                Some(token.replace(spm::SPACE, " ").into_bytes())
-            })
-            .collect();
-        let encoder = spm::Spm::new(&tokens, scores, &specials, unk, add_space_prefix);
-        let stop_ids = stop_ids_of(&tokens, eos, eot);
-        Ok(Self {
-            encoder: Encoder::Spm(Box::new(encoder)),
-            strip_first_space: add_space_prefix,
-            token_bytes,
-            tokens,
-            bos,
-            eos,
-            add_bos,
-            stop_ids,
-        })
+    };
+    if scores.len() != tokens.len() {
+        return Err(Error::invalid_metadata(
+            "tokenizer.ggml.scores",
+            format!("{} scores for {} tokens", scores.len(), tokens.len()),
+        ));
     }
+    let unk = match md
+        .get("tokenizer.ggml.unknown_token_id")
+        .and_then(lenient_u64)
+    {
+        Some(id) => u32::try_from(id)
+            .ok()
+            .filter(|&id| (id as usize) < tokens.len()),
+        None => None,
+    };
+    let add_space_prefix = match md.get("tokenizer.ggml.add_space_prefix") {
+        Some(Value::Bool(b)) => *b,
+        _ => true,
+    };
+    let markers = [bos, eos, eot];
+    let mut specials = Vec::new();
+    let token_bytes = tokens
+        .iter()
+        .zip(types)
+        .enumerate()
+        .map(|(i, (token, &kind))| {
+            let id = u32::try_from(i).unwrap_or(u32::MAX);
+            let marker = markers.contains(&Some(id));
+            if kind == TOKEN_TYPE_CONTROL || kind == TOKEN_TYPE_USER_DEFINED || marker {
+                specials.push(id);
+            }
+            if kind == TOKEN_TYPE_CONTROL || kind == TOKEN_TYPE_UNKNOWN || marker {
+                return None;
+            }
+            if kind == TOKEN_TYPE_BYTE {
+                if let Some(b) = spm::byte_token(token) {
+                    return Some(vec![b]);
+                }
+            }
+            if kind == TOKEN_TYPE_USER_DEFINED {
+                return Some(token.as_bytes().to_vec());
+            }
+            Some(token.replace(spm::SPACE, " ").into_bytes())
+        })
+        .collect();
+    let encoder = spm::Spm::new(tokens, scores, &specials, unk, add_space_prefix);
+    Ok((
+        Encoder::Spm(Box::new(encoder)),
+        token_bytes,
+        add_space_prefix,
+    ))
+}
 
+impl GgufTokenizer {
     /// Encodes text with special tokens matched (`<|im_start|>` becomes one id) and nothing added.
     pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match &self.encoder {
