@@ -68,46 +68,46 @@ fn default_position_type() -> String {
 }
 
 struct Linear {
-    /// `[out, in]`, as PyTorch stores it; empty once packed.
-    weight: Vec<f32>,
-    bias: Vec<f32>,
+    weights: LinearWeights,
     inputs: usize,
     outputs: usize,
-    /// The weight and bias packed for this CPU's kernels, where it has them.
+}
+
+/// A linear layer's weight and bias, as its product reads them.
+enum LinearWeights {
+    /// Packed for this CPU's kernels (`embed/packed.rs`).
     #[cfg(target_arch = "x86_64")]
-    packed: Option<super::packed::Packed>,
+    Packed(super::packed::Packed),
+    /// For `gemm`: the weight `[out, in]`, as PyTorch stores it.
+    Plain { weight: Vec<f32>, bias: Vec<f32> },
 }
 
 impl Linear {
+    /// Packed where the CPU runs the packed kernels, else plain.
     fn new(weight: Vec<f32>, bias: Vec<f32>, outputs: usize, inputs: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         if let Some(isa) = super::packed::Isa::detect() {
             let packed = super::packed::Packed::new(isa, &weight, &bias, outputs, inputs);
             return Self {
-                weight: Vec::new(),
-                bias: Vec::new(),
+                weights: LinearWeights::Packed(packed),
                 inputs,
                 outputs,
-                packed: Some(packed),
             };
         }
         Self {
-            weight,
-            bias,
+            weights: LinearWeights::Plain { weight, bias },
             inputs,
             outputs,
-            #[cfg(target_arch = "x86_64")]
-            packed: None,
         }
     }
 
     /// Floats held.
     fn floats(&self) -> usize {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(packed) = &self.packed {
-            return packed.floats();
+        match &self.weights {
+            #[cfg(target_arch = "x86_64")]
+            LinearWeights::Packed(packed) => packed.floats(),
+            LinearWeights::Plain { weight, bias } => weight.len() + bias.len(),
         }
-        self.weight.len() + self.bias.len()
     }
 }
 
@@ -432,14 +432,14 @@ impl SendPtr {
 fn linear(x: &[f32], rows: usize, layer: &Linear, out: &mut [f32]) {
     let (n, k) = (layer.outputs, layer.inputs);
     debug_assert_eq!(x.len(), rows * k);
-    #[cfg(target_arch = "x86_64")]
-    if let Some(packed) = &layer.packed {
-        packed.forward(x, rows, out);
-        return;
-    }
+    let (weight, bias) = match &layer.weights {
+        #[cfg(target_arch = "x86_64")]
+        LinearWeights::Packed(packed) => return packed.forward(x, rows, out),
+        LinearWeights::Plain { weight, bias } => (weight, bias),
+    };
     let out = &mut out[..rows * n];
     for row in out.chunks_exact_mut(n) {
-        row.copy_from_slice(&layer.bias);
+        row.copy_from_slice(bias);
     }
     let threads = if rows * n * k >= 1 << 18 {
         rayon::current_num_threads()
@@ -465,7 +465,7 @@ fn linear(x: &[f32], rows: usize, layer: &Linear, out: &mut [f32]) {
             x.as_ptr(),
             1,
             k as isize,
-            layer.weight.as_ptr(),
+            weight.as_ptr(),
             k as isize,
             1,
             1.0,
@@ -575,12 +575,12 @@ mod tests {
         // The packed kernels where the CPU has them, and `gemm` on the plain weight.
         let packed = Linear::new(weight.clone(), bias.clone(), n, k);
         let plain = Linear {
-            weight: weight.clone(),
-            bias: bias.clone(),
+            weights: LinearWeights::Plain {
+                weight: weight.clone(),
+                bias: bias.clone(),
+            },
             inputs: k,
             outputs: n,
-            #[cfg(target_arch = "x86_64")]
-            packed: None,
         };
         for layer in [&packed, &plain] {
             let mut out = vec![0f32; rows * n];
