@@ -248,6 +248,9 @@ fn model_error(e: &sluice_local::Error) -> Error {
 /// Fields of a chat request that the typed OpenAI request does not carry.
 #[derive(serde::Deserialize)]
 struct ChatExtras {
+    /// As Ollama takes it: see [`keep_alive_of`].
+    #[serde(default)]
+    keep_alive: Option<serde_json::Value>,
     #[serde(default)]
     n: Option<u64>,
     #[serde(default)]
@@ -260,7 +263,8 @@ struct ChatExtras {
 /// The chat of an OpenAI request, for a local model. What a local model cannot do is refused
 /// with a 400 naming the parameter, never silently dropped: `tools` (it would answer in text
 /// without knowing them), a `response_format` other than `text`, `n` above 1, `logprobs`.
-fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool), Error> {
+/// Returns the request, whether the stream ends with usage, and the request's own keep-alive.
+fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<KeepAlive>), Error> {
     let r: sluice_types::openai::ChatCompletionRequest =
         serde_json::from_slice(body).map_err(|e| -> Error {
             ErrorKind::InvalidRequest {
@@ -335,7 +339,7 @@ fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool), Error> {
         .filter(|&k| k > 0)
         .map(|k| usize::try_from(k).unwrap_or(usize::MAX));
     let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
-    Ok((req, include_usage))
+    Ok((req, include_usage, keep_alive_of(extras.keep_alive)?))
 }
 
 fn unix_secs() -> u64 {
@@ -372,8 +376,7 @@ pub async fn serve(
     let Some(local) = &state.local else {
         return Err(config_error("no local runtime".into()));
     };
-    let (request, include_usage) = chat_request(body)?;
-    let keep_alive = request_keep_alive(body)?;
+    let (request, include_usage, keep_alive) = chat_request(body)?;
     let lease = local
         .pool
         .acquire(upstream, keep_alive)
@@ -455,18 +458,8 @@ fn invalid(message: String, param: &'static str) -> Error {
     .into()
 }
 
-/// The request's own `keep_alive` (as Ollama takes it: a duration such as `"10m"`, a number
-/// of seconds, `0` to unload when done, a negative value to stay loaded), if it has one.
-fn request_keep_alive(body: &[u8]) -> Result<Option<KeepAlive>, Error> {
-    #[derive(serde::Deserialize)]
-    struct Extra {
-        keep_alive: Option<serde_json::Value>,
-    }
-    let extra: Extra = serde_json::from_slice(body)
-        .map_err(|e| invalid(format!("invalid request body: {e}"), "keep_alive"))?;
-    keep_alive_of(extra.keep_alive)
-}
-
+/// A request's own `keep_alive` (as Ollama takes it: a duration such as `"10m"`, a number of
+/// seconds, `0` to unload when done, a negative value to stay loaded), if it has one.
 fn keep_alive_of(value: Option<serde_json::Value>) -> Result<Option<KeepAlive>, Error> {
     let bad = |e: &dyn std::fmt::Display| invalid(format!("`keep_alive`: {e}"), "keep_alive");
     match value {

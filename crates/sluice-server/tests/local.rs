@@ -193,7 +193,13 @@ async fn parameters_a_local_model_cannot_honour_are_refused_by_name() {
         assert_eq!(v["error"]["param"], param, "{extra}: {v}");
         assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
     }
-    let extra = json!({"top_k": 1, "response_format": {"type": "text"}, "n": 1, "tools": []});
+    // The request's own keep-alive is read in the same pass, and checked.
+    let r = post_json(&url, chat("tiny", json!({"keep_alive": "soon"})), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "keep_alive");
+    let extra = json!({"top_k": 1, "response_format": {"type": "text"}, "n": 1, "tools": [], "keep_alive": "1h"});
     let r = post_json(&url, chat("tiny", extra), &[]).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 }
