@@ -1,7 +1,8 @@
 //! `[cache]` (the response cache's defaults and its stores' bounds) and the `cache = { ... }`
 //! policy overrides of `[[models]]` and `[[routes]]`.
 
-use super::ConfigError;
+use super::error::ConfigError;
+use super::values::{positive, MS};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -134,21 +135,13 @@ impl UninitializedCacheConfig {
             coalesce: self.coalesce,
         }
         .apply(&d.policy, "cache")?;
-        let nonzero = |v: Option<u64>, key: &str, default: u64| match v {
-            Some(0) => Err(ConfigError::new(
-                format!("cache.{key}"),
-                "must be greater than 0",
-            )),
-            Some(v) => Ok(v),
-            None => Ok(default),
-        };
         Ok(CacheConfig {
             policy,
-            memory_bytes: nonzero(self.memory_bytes, "memory_bytes", d.memory_bytes)?,
-            disk_bytes: nonzero(self.disk_bytes, "disk_bytes", d.disk_bytes)?,
-            store_timeout: Duration::from_millis(nonzero(
+            memory_bytes: positive(self.memory_bytes, "cache.memory_bytes", d.memory_bytes)?,
+            disk_bytes: positive(self.disk_bytes, "cache.disk_bytes", d.disk_bytes)?,
+            store_timeout: MS(positive(
                 self.store_timeout_ms,
-                "store_timeout_ms",
+                "cache.store_timeout_ms",
                 100,
             )?),
         })

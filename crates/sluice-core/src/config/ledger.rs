@@ -1,7 +1,8 @@
 //! `[keys]`, `[limits]` and `[spend]`: virtual keys, rate limits and budgets, and the spend
 //! log; plus the `limits = { ... }` of `[[models]]` and `[[routes]]`.
 
-use super::ConfigError;
+use super::error::ConfigError;
+use super::values::{positive, MS};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -121,20 +122,12 @@ impl UninitializedKeysConfig {
 
 impl UninitializedLimitsConfig {
     pub(crate) fn load(self) -> Result<LimitsConfig, ConfigError> {
-        let positive = |v: Option<u64>, key: &str, default: u64| match v {
-            Some(0) => Err(ConfigError::new(
-                format!("limits.{key}"),
-                "must be greater than 0",
-            )),
-            Some(v) => Ok(v),
-            None => Ok(default),
-        };
         Ok(LimitsConfig {
             default_completion_tokens: self.default_completion_tokens.unwrap_or(512),
-            lease: Duration::from_millis(positive(self.lease_ms, "lease_ms", 600_000)?),
-            redis_timeout: Duration::from_millis(positive(
+            lease: MS(positive(self.lease_ms, "limits.lease_ms", 600_000)?),
+            redis_timeout: MS(positive(
                 self.redis_timeout_ms,
-                "redis_timeout_ms",
+                "limits.redis_timeout_ms",
                 100,
             )?),
         })
@@ -143,16 +136,7 @@ impl UninitializedLimitsConfig {
 
 impl UninitializedSpendConfig {
     pub(crate) fn load(self) -> Result<SpendConfig, ConfigError> {
-        let batch_size = match self.batch_size {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "spend.batch_size",
-                    "must be greater than 0",
-                ))
-            }
-            Some(n) => n,
-            None => 512,
-        };
+        let batch_size = positive(self.batch_size, "spend.batch_size", 512)?;
         Ok(SpendConfig {
             enabled: self.enabled.unwrap_or(true),
             retention_days: self.retention_days.unwrap_or(30),

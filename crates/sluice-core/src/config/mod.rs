@@ -12,24 +12,28 @@
 
 use crate::env::{Env, OVERRIDE_PREFIX};
 use crate::presets::{self, Preset};
-use crate::secret::{Secret, ENV_PREFIX};
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod cache;
+mod error;
 mod ledger;
 mod routes;
 #[cfg(test)]
 mod tests;
+mod values;
+
+use values::{resolve_secret, MS};
 
 pub use cache::{
     CacheConfig, CachePolicy, UninitializedCacheConfig, UninitializedCachePolicy,
     DEFAULT_TTL as DEFAULT_CACHE_TTL,
 };
+pub use error::ConfigError;
 pub use ledger::{
     KeysConfig, LimitsConfig, SpendConfig, TargetLimits, UninitializedKeysConfig,
     UninitializedLimitsConfig, UninitializedSpendConfig,
@@ -38,36 +42,6 @@ pub use routes::{
     CanaryConfig, RouteConfig, RoutingConfig, UninitializedCanary, UninitializedRetry,
     UninitializedRoute, UninitializedRouting, UninitializedTiers,
 };
-
-/// A config that does not load: the key path at fault and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Dotted key path, e.g. `providers[0].base_url`; empty for the file as a whole.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "`{}`: {}", self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 // === Uninitialized (as written) ===
 
@@ -516,8 +490,6 @@ pub struct ModelConfig {
     pub local: Option<LocalModelConfig>,
 }
 
-const MS: fn(u64) -> Duration = Duration::from_millis;
-
 impl UninitializedConfig {
     /// Parses TOML text, with `SLUICE__SECTION__KEY` overrides from `env` applied first.
     pub fn parse(text: &str, env: &dyn Env) -> Result<Self, ConfigError> {
@@ -828,15 +800,6 @@ impl UninitializedConfig {
             spend,
             local,
         })
-    }
-}
-
-fn resolve_secret(value: &str, env: &dyn Env, path: &str) -> Result<Secret, ConfigError> {
-    match value.strip_prefix(ENV_PREFIX) {
-        Some(var) => env.get(var).map(Secret::new).ok_or_else(|| {
-            ConfigError::new(path, format!("environment variable `{var}` is not set"))
-        }),
-        None => Ok(Secret::new(value)),
     }
 }
 

@@ -1,14 +1,16 @@
 //! `[routing]` (defaults for every route and model) and `[[routes]]` (virtual models).
 
-use super::{CachePolicy, ConfigError, ModelConfig, Tier, UninitializedCachePolicy};
+use super::cache::{CachePolicy, UninitializedCachePolicy};
+use super::error::ConfigError;
+use super::ledger::TargetLimits;
+use super::values::MS;
+use super::{ModelConfig, Tier};
 use crate::breaker::BreakerConfig;
 use crate::retry::RetryPolicy;
 use crate::routing::{Strategy, TierRules};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-
-const MS: fn(u64) -> Duration = Duration::from_millis;
 
 /// `retry = { ... }` as written.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -170,7 +172,7 @@ pub struct UninitializedRoute {
     /// Response cache overrides.
     pub cache: Option<UninitializedCachePolicy>,
     /// Rate limits of this route, over every key.
-    pub limits: Option<super::TargetLimits>,
+    pub limits: Option<TargetLimits>,
 }
 
 /// Validated canary settings.
@@ -218,7 +220,7 @@ pub struct RouteConfig {
     /// Response cache policy.
     pub cache: CachePolicy,
     /// Rate limits over every key.
-    pub limits: super::TargetLimits,
+    pub limits: TargetLimits,
 }
 
 /// Validated `[routing]`.
