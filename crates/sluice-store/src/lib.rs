@@ -6,6 +6,7 @@
 //! hashes), with an absolute expiry in Unix milliseconds. Time is always passed in, so the
 //! logic runs on virtual time in tests. No other sluice crate is a dependency.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod error;

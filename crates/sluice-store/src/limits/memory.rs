@@ -16,7 +16,7 @@
 //! walks every name, drops what is expired and removes names left empty (and budget counters
 //! a day past their window), so memory stays bounded by the live state.
 
-use super::{
+use super::check::{
     millis, Check, CheckKind, Denial, Ticket, BUDGET_GRACE_MS, CONCURRENCY_RETRY_MS, NEVER_FITS_MS,
     WINDOW_SPAN_S,
 };

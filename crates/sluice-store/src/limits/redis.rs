@@ -65,9 +65,8 @@
 //!
 //! One Redis, not a Redis Cluster: a request's keys need not share a hash slot.
 
-use super::{
-    millis, Check, CheckKind, Denial, MemoryLimiter, Ticket, BUDGET_GRACE_MS, WINDOW_SPAN_S,
-};
+use super::check::{millis, Check, CheckKind, Denial, Ticket, BUDGET_GRACE_MS, WINDOW_SPAN_S};
+use super::memory::MemoryLimiter;
 use crate::redis::{RedisClient, Value};
 use crate::{unix_now_ms, StoreError, UnixMs};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

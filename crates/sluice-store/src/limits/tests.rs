@@ -2,6 +2,7 @@
 //! and the Redis limiter (the Redis at `REDIS_URL`) on one random sequence of admissions,
 //! settles and time steps, comparing every decision.
 
+use super::check::BUDGET_GRACE_MS;
 use super::*;
 use crate::redis::{RedisClient, Value};
 
