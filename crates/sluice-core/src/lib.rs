@@ -1,6 +1,7 @@
 //! sluice's pure logic: configuration (load, validate), errors and their HTTP mapping,
 //! provider presets and pricing. No network I/O: everything here is fast to compile and
 //! to test.
+#![forbid(unsafe_code)]
 
 pub mod breaker;
 pub mod cache;

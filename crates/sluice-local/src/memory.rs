@@ -10,6 +10,7 @@
 //! Where mimalloc is not the global allocator (tests, a library user's own allocator), the call
 //! only walks mimalloc's own empty heap.
 
+// Unsafe: the one FFI call into mimalloc (`mi_collect`).
 #![allow(unsafe_code)]
 
 /// `mi_collect(true)`: returns the memory mimalloc holds free (this thread's heap, abandoned

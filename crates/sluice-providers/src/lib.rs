@@ -5,6 +5,7 @@
 //! An adapter turns a validated client request into an upstream `http::Request` and an
 //! upstream error response into an [`sluice_core::Error`]. Success bodies of the `openai`
 //! type are OpenAI's own format and pass through as bytes.
+#![forbid(unsafe_code)]
 
 pub mod anthropic;
 pub mod chunks;

@@ -4,6 +4,7 @@
 //! Request flow (one path): request id → body read under `max_body_bytes` → light parse
 //! and validation → model resolution → provider adapter → upstream (pooled client) →
 //! response passed through as bytes, or relayed event by event for streams → metrics.
+#![forbid(unsafe_code)]
 
 pub mod admin_keys;
 mod auth;

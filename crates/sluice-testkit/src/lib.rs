@@ -30,6 +30,7 @@
 //! assert_eq!(resp.header("retry-after"), Some("1"));
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 
 mod behavior;
 mod body;

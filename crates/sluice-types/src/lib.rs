@@ -7,6 +7,7 @@
 //! Fields sluice does not know are never touched, so new OpenAI features pass through.
 //!
 //! No I/O lives in this crate.
+#![forbid(unsafe_code)]
 
 pub mod chat;
 pub mod embeddings;

@@ -1,4 +1,5 @@
 //! The `sluice` binary: parses the command line and hands off to one module per subcommand.
+#![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -16,6 +16,8 @@
 //! * **Threads.** The products run on rayon's pool (shared with candle); attention and the
 //!   element-wise passes split across the same pool by sequence × head and by rows.
 
+// Unsafe: `gemm`'s raw-pointer matrix product, with rayon tasks writing disjoint parts of
+// one buffer.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;

@@ -12,6 +12,8 @@
 //! and pass pointers valid for the lengths the block counts imply. [`super::quant`] wraps them
 //! in safe, length-checked calls.
 
+// Unsafe: the kernels read weight and activation buffers through raw pointers with x86
+// intrinsics, on CPU features the caller has checked (`Isa`).
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;

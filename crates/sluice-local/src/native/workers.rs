@@ -3,6 +3,8 @@
 //! sleeping threads per job would cost more than the work: between jobs the workers spin for
 //! [`SPIN`], then sleep until the next one.
 
+// Unsafe: a job's closure and the job itself reach the worker threads as lifetime-erased
+// pointers; `Workers::run` waits for every worker before they go out of scope.
 #![allow(unsafe_code)]
 
 use std::panic::AssertUnwindSafe;
