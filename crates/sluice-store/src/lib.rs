@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cache_stats;
 pub mod error;
 pub mod hex;
 pub mod ledger;
@@ -18,6 +19,7 @@ pub mod postgres;
 pub mod redis;
 pub mod redis_cache;
 pub mod sqlite;
+mod sqlite_file;
 pub mod sqlite_ledger;
 pub mod store;
 

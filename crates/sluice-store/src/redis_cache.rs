@@ -12,8 +12,8 @@
 //! `COUNTER_BATCH` writes their sum. `stats` walks the keys with `SCAN` and sums `STRLEN`
 //! (value bytes, exact at the time of the walk, O(entries): an admin call, not a hot one).
 
+use crate::cache_stats::{CacheStats, CounterDelta, PendingCounters};
 use crate::redis::{RedisClient, Value};
-use crate::store::{CacheStats, CounterDelta, PendingCounters};
 use crate::{hex, unix_now_ms, Key, StoreError, UnixMs};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};

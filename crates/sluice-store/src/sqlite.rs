@@ -16,14 +16,14 @@
 //! under 90% of it (so the deletion is not redone on every batch). Between two checks the
 //! file can overshoot by at most one batch.
 
-use crate::store::{CacheStats, CounterDelta, PendingCounters};
-use crate::{unix_now_ms, Key, StoreError, UnixMs};
+use crate::cache_stats::{CacheStats, CounterDelta, PendingCounters};
+use crate::{sqlite_file, unix_now_ms, Key, StoreError, UnixMs};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Statement};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -118,37 +118,8 @@ struct Inner {
 
 impl Inner {
     fn shutdown(&self) {
-        stop_writer(&self.tx, &self.thread, Msg::Shutdown, "sqlite cache");
+        sqlite_file::stop_writer(&self.tx, &self.thread, Msg::Shutdown, "sqlite cache");
     }
-}
-
-/// Sends `stop` to a writer thread and waits for it to end (once: later calls do nothing).
-pub(crate) fn stop_writer<M>(
-    tx: &mpsc::Sender<M>,
-    thread: &Mutex<Option<JoinHandle<()>>>,
-    stop: M,
-    what: &str,
-) {
-    let thread = thread.lock().unwrap_or_else(PoisonError::into_inner).take();
-    if let Some(thread) = thread {
-        let _ = tx.send(stop);
-        if thread.join().is_err() {
-            tracing::warn!("{what} writer panicked");
-        }
-    }
-}
-
-/// Opens a SQLite file for one writer thread: WAL where available, `synchronous=NORMAL`,
-/// a 5 s busy timeout (other processes, such as the CLI, may hold it briefly).
-pub(crate) fn open_wal(path: &Path, what: &str) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        tracing::debug!(mode, "{what}: WAL not available");
-    }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(conn)
 }
 
 impl Drop for Inner {
@@ -175,7 +146,7 @@ impl SqliteCache {
     /// Opens (or creates) the cache file at `path`, purges expired rows, and starts the
     /// writer thread.
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
-        let conn = open_wal(path, "sqlite cache")?;
+        let conn = sqlite_file::open_wal(path, "sqlite cache")?;
         migrate(&conn)?;
         let shared = Arc::new(Shared::default());
         let max_queued_puts = options.max_queued_puts;

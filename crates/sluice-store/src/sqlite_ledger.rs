@@ -57,7 +57,7 @@ struct Inner {
 
 impl Inner {
     fn shutdown(&self) {
-        crate::sqlite::stop_writer(&self.tx, &self.thread, Msg::Shutdown, "sqlite ledger");
+        crate::sqlite_file::stop_writer(&self.tx, &self.thread, Msg::Shutdown, "sqlite ledger");
     }
 }
 
@@ -84,7 +84,7 @@ impl SqliteLedger {
     /// Opens (or creates) the ledger file at `path`, applies retention, and starts the
     /// writer thread.
     pub fn open(path: &Path, options: LedgerOptions) -> Result<Self, StoreError> {
-        let conn = crate::sqlite::open_wal(path, "sqlite ledger")?;
+        let conn = crate::sqlite_file::open_wal(path, "sqlite ledger")?;
         migrate(&conn)?;
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();

@@ -1,0 +1,39 @@
+//! What both SQLite stores (the cache and the ledger) share: opening the file for the one
+//! thread that owns it, and stopping that thread.
+
+use crate::StoreError;
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Sends `stop` to a writer thread and waits for it to end (once: later calls do nothing).
+pub(crate) fn stop_writer<M>(
+    tx: &mpsc::Sender<M>,
+    thread: &Mutex<Option<JoinHandle<()>>>,
+    stop: M,
+    what: &str,
+) {
+    let thread = thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(thread) = thread {
+        let _ = tx.send(stop);
+        if thread.join().is_err() {
+            tracing::warn!("{what} writer panicked");
+        }
+    }
+}
+
+/// Opens a SQLite file for one writer thread: WAL where available, `synchronous=NORMAL`,
+/// a 5 s busy timeout (other processes, such as the CLI, may hold it briefly).
+pub(crate) fn open_wal(path: &Path, what: &str) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::debug!(mode, "{what}: WAL not available");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
