@@ -1,5 +1,7 @@
 use super::*;
 use crate::env::MapEnv;
+use std::path::PathBuf;
+use std::time::Duration;
 
 fn load(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml(text, &MapEnv::from_pairs([("KEY", "sk-test")]))

@@ -1,0 +1,320 @@
+//! `[[providers]]`: the upstreams models are served by, with their wire format, URL, key,
+//! headers, timeouts and connection pool.
+
+use super::error::ConfigError;
+use super::values::{positive, resolve_secret, MS};
+use crate::env::Env;
+use crate::presets::{self, Preset};
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+/// Provider wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderType {
+    /// OpenAI's API and every server compatible with it.
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Ollama's native API.
+    Ollama,
+    /// Google's Gemini API.
+    Gemini,
+    /// Models sluice runs itself (`sluice-local`).
+    Local,
+}
+
+impl ProviderType {
+    /// The config name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Ollama => "ollama",
+            Self::Gemini => "gemini",
+            Self::Local => "local",
+        }
+    }
+}
+
+/// `[[providers]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedProviderConfig {
+    /// Name models refer to.
+    pub name: String,
+    /// Wire format.
+    #[serde(rename = "type")]
+    pub kind: ProviderType,
+    /// A known OpenAI-compatible upstream; supplies `base_url` and `stream_usage`.
+    pub preset: Option<String>,
+    /// API root (with version path, e.g. `https://api.openai.com/v1`).
+    pub base_url: Option<String>,
+    /// Literal key or `env::VAR`.
+    pub api_key: Option<String>,
+    /// Extra headers sent upstream; values may be `env::VAR`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// TCP+TLS connect timeout.
+    pub connect_timeout_ms: Option<u64>,
+    /// Whole-request timeout.
+    pub timeout_ms: Option<u64>,
+    /// Longest silence between two reads of a response body (streams included).
+    pub chunk_timeout_ms: Option<u64>,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout_ms: Option<u64>,
+    /// Most idle connections kept per host.
+    pub pool_max_idle_per_host: Option<usize>,
+    /// Speak HTTP/2 without TLS negotiation (h2c), for local servers that support it.
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
+    /// Ask for `stream_options.include_usage` on streams so tokens can be counted.
+    pub stream_usage: Option<bool>,
+    /// Accept any model name as `provider/model` (and bare names if this is the only such provider).
+    #[serde(default)]
+    pub passthrough: bool,
+    /// `anthropic`: `max_tokens` sent when the client sets none (Anthropic requires it).
+    pub default_max_tokens: Option<u64>,
+    /// `anthropic`: mark system prompts of at least this many bytes for prompt caching.
+    pub cache_system_min_bytes: Option<usize>,
+    /// `ollama`: `keep_alive` sent when a request has none (`"5m"`, `"1h"`, `"-1"`, `"0"`).
+    pub keep_alive: Option<String>,
+}
+
+/// Validated `[[providers]]`.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Name.
+    pub name: String,
+    /// Wire format.
+    pub kind: ProviderType,
+    /// API root without a trailing slash.
+    pub base_url: String,
+    /// Resolved key.
+    pub api_key: Option<Secret>,
+    /// Extra headers, values resolved.
+    pub headers: Vec<(String, Secret)>,
+    /// Default 5 s.
+    pub connect_timeout: Duration,
+    /// Default 600 s.
+    pub timeout: Duration,
+    /// Default 120 s.
+    pub chunk_timeout: Duration,
+    /// Default 90 s.
+    pub pool_idle_timeout: Duration,
+    /// Default 256.
+    pub pool_max_idle_per_host: usize,
+    /// h2c.
+    pub http2_prior_knowledge: bool,
+    /// Ask for usage on streams.
+    pub stream_usage: bool,
+    /// Accept unconfigured model names.
+    pub passthrough: bool,
+    /// `anthropic`: default `max_tokens` (4096).
+    pub default_max_tokens: u64,
+    /// `anthropic`: prompt-caching threshold for system prompts.
+    pub cache_system_min_bytes: Option<usize>,
+    /// `ollama`: default `keep_alive`.
+    pub keep_alive: Option<String>,
+}
+
+/// Validates `[[providers]]`: unique names, each provider's own keys.
+pub(super) fn load_providers(
+    providers: Vec<UninitializedProviderConfig>,
+    env: &dyn Env,
+) -> Result<Vec<ProviderConfig>, ConfigError> {
+    let mut out = Vec::with_capacity(providers.len());
+    let mut names = HashSet::new();
+    for (i, p) in providers.into_iter().enumerate() {
+        let at = |key: &str| format!("providers[{i}].{key}");
+        if p.name.is_empty() {
+            return Err(ConfigError::new(at("name"), "must not be empty"));
+        }
+        if !names.insert(p.name.clone()) {
+            return Err(ConfigError::new(
+                at("name"),
+                format!("a provider named `{}` is already defined", p.name),
+            ));
+        }
+        out.push(load_provider(p, env, &at)?);
+    }
+    Ok(out)
+}
+
+/// One provider; `at` gives the key path of a key of it.
+fn load_provider(
+    p: UninitializedProviderConfig,
+    env: &dyn Env,
+    at: &dyn Fn(&str) -> String,
+) -> Result<ProviderConfig, ConfigError> {
+    let preset = find_preset(p.preset.as_deref(), at)?;
+    refuse_keys_of_other_types(&p, at)?;
+    let base_url = base_url(&p, preset, at)?;
+    let api_key = p
+        .api_key
+        .as_deref()
+        .map(|k| resolve_secret(k, env, &at("api_key")))
+        .transpose()?;
+    let headers = headers(&p.headers, env, at)?;
+    let timeout = |v: Option<u64>, key: &str, default: u64| positive(v, &at(key), default).map(MS);
+    Ok(ProviderConfig {
+        connect_timeout: timeout(p.connect_timeout_ms, "connect_timeout_ms", 5_000)?,
+        timeout: timeout(p.timeout_ms, "timeout_ms", 600_000)?,
+        chunk_timeout: timeout(p.chunk_timeout_ms, "chunk_timeout_ms", 120_000)?,
+        pool_idle_timeout: timeout(p.pool_idle_timeout_ms, "pool_idle_timeout_ms", 90_000)?,
+        pool_max_idle_per_host: p.pool_max_idle_per_host.unwrap_or(256),
+        http2_prior_knowledge: p.http2_prior_knowledge,
+        stream_usage: p
+            .stream_usage
+            .unwrap_or_else(|| preset.is_none_or(|pr| pr.stream_usage)),
+        passthrough: p.passthrough,
+        default_max_tokens: positive(p.default_max_tokens, &at("default_max_tokens"), 4096)?,
+        cache_system_min_bytes: p.cache_system_min_bytes,
+        keep_alive: p.keep_alive,
+        name: p.name,
+        kind: p.kind,
+        base_url,
+        api_key,
+        headers,
+    })
+}
+
+/// The preset named `name`, if any.
+fn find_preset(
+    name: Option<&str>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Option<&'static Preset>, ConfigError> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let preset = presets::find(name).ok_or_else(|| {
+        ConfigError::new(
+            at("preset"),
+            format!(
+                "unknown preset `{name}`; expected one of {}",
+                presets::names()
+            ),
+        )
+    })?;
+    Ok(Some(preset))
+}
+
+/// Refuses the keys that only apply to another provider type than `p`'s.
+fn refuse_keys_of_other_types(
+    p: &UninitializedProviderConfig,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    if p.kind != ProviderType::OpenAi && p.preset.is_some() {
+        return Err(ConfigError::new(
+            at("preset"),
+            "presets are for `type = \"openai\"` providers",
+        ));
+    }
+    if p.kind != ProviderType::Anthropic
+        && (p.default_max_tokens.is_some() || p.cache_system_min_bytes.is_some())
+    {
+        return Err(ConfigError::new(
+            at(if p.default_max_tokens.is_some() {
+                "default_max_tokens"
+            } else {
+                "cache_system_min_bytes"
+            }),
+            "only applies to `type = \"anthropic\"` providers",
+        ));
+    }
+    if p.kind != ProviderType::Ollama && p.keep_alive.is_some() {
+        return Err(ConfigError::new(
+            at("keep_alive"),
+            "only applies to `type = \"ollama\"` providers",
+        ));
+    }
+    if p.kind == ProviderType::Local
+        && (p.base_url.is_some() || p.api_key.is_some() || p.passthrough)
+    {
+        return Err(ConfigError::new(
+            at(if p.base_url.is_some() {
+                "base_url"
+            } else if p.api_key.is_some() {
+                "api_key"
+            } else {
+                "passthrough"
+            }),
+            "does not apply to `type = \"local\"` providers: sluice runs their models itself",
+        ));
+    }
+    Ok(())
+}
+
+/// The API root: as written without a trailing slash, else the preset's, else the type's
+/// default; it must be an http(s) URL with a host and no query or fragment.
+fn base_url(
+    p: &UninitializedProviderConfig,
+    preset: Option<&Preset>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<String, ConfigError> {
+    let base_url = match (&p.base_url, preset, p.kind) {
+        (None, None, ProviderType::Local) => "http://local.invalid".to_string(),
+        (Some(u), _, _) => u.trim_end_matches('/').to_string(),
+        (None, Some(pr), _) => pr.base_url.to_string(),
+        (None, None, ProviderType::Anthropic) => "https://api.anthropic.com".to_string(),
+        (None, None, ProviderType::Ollama) => "http://127.0.0.1:11434".to_string(),
+        (None, None, ProviderType::Gemini) => {
+            "https://generativelanguage.googleapis.com".to_string()
+        }
+        (None, None, ProviderType::OpenAi) => presets::PRESETS[0].base_url.to_string(),
+    };
+    let rest = base_url
+        .strip_prefix("http://")
+        .or_else(|| base_url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            ConfigError::new(
+                at("base_url"),
+                format!("`{base_url}` must start with http:// or https://"),
+            )
+        })?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
+        return Err(ConfigError::new(
+            at("base_url"),
+            format!("`{base_url}` is not a valid API root URL"),
+        ));
+    }
+    Ok(base_url)
+}
+
+/// The extra headers, names lowercased and values resolved.
+fn headers(
+    written: &BTreeMap<String, String>,
+    env: &dyn Env,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let mut headers = Vec::with_capacity(written.len());
+    for (name, value) in written {
+        let path = at(&format!("headers.{name}"));
+        if !is_token(name) {
+            return Err(ConfigError::new(path, "is not a valid HTTP header name"));
+        }
+        let value = resolve_secret(value, env, &path)?;
+        if value
+            .expose()
+            .bytes()
+            .any(|b| b == b'\r' || b == b'\n' || b == 0)
+        {
+            return Err(ConfigError::new(
+                path,
+                "header values must not contain line breaks",
+            ));
+        }
+        headers.push((name.to_ascii_lowercase(), value));
+    }
+    Ok(headers)
+}
+
+/// An HTTP token (RFC 9110): what a header name may be.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

@@ -1,0 +1,93 @@
+//! `[server]`: where sluice listens, how much it reads and waits for, and the admin API's key.
+
+use super::error::ConfigError;
+use super::values::{positive, resolve_secret, MS};
+use crate::env::Env;
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// `[server]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedServerConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: Option<u64>,
+    /// Largest non-streamed upstream response accepted.
+    pub max_response_bytes: Option<u64>,
+    /// Largest single SSE event accepted from an upstream.
+    pub max_event_bytes: Option<u64>,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: Option<u64>,
+    /// How long a client may take to send its request head and body.
+    pub request_read_timeout_ms: Option<u64>,
+    /// Most connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: Option<usize>,
+    /// Key of the admin API (`/admin/*`): literal or `env::VAR`.
+    pub master_key: Option<String>,
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Default 10 MiB.
+    pub max_body_bytes: u64,
+    /// Default 64 MiB.
+    pub max_response_bytes: u64,
+    /// Default 4 MiB.
+    pub max_event_bytes: u64,
+    /// Default 30 s.
+    pub shutdown_grace: Duration,
+    /// Default 60 s.
+    pub request_read_timeout: Duration,
+    /// Default 10,000.
+    pub max_connections: usize,
+    /// Admin API key; the admin API is off without it.
+    pub master_key: Option<Secret>,
+}
+
+impl UninitializedServerConfig {
+    /// Validates `[server]`, reading the master key from `env` when it is `env::VAR`.
+    pub(crate) fn load(self, env: &dyn Env) -> Result<ServerConfig, ConfigError> {
+        Ok(ServerConfig {
+            listen: listen_address(self.listen)?,
+            max_body_bytes: positive(self.max_body_bytes, "server.max_body_bytes", 10 << 20)?,
+            max_response_bytes: positive(
+                self.max_response_bytes,
+                "server.max_response_bytes",
+                64 << 20,
+            )?,
+            max_event_bytes: positive(self.max_event_bytes, "server.max_event_bytes", 4 << 20)?,
+            shutdown_grace: MS(self.shutdown_grace_ms.unwrap_or(30_000)),
+            request_read_timeout: MS(positive(
+                self.request_read_timeout_ms,
+                "server.request_read_timeout_ms",
+                60_000,
+            )?),
+            max_connections: positive(self.max_connections, "server.max_connections", 10_000)?,
+            master_key: self
+                .master_key
+                .as_deref()
+                .map(|k| resolve_secret(k, env, "server.master_key"))
+                .transpose()?,
+        })
+    }
+}
+
+/// `listen` as written, `127.0.0.1:8080` when absent.
+fn listen_address(listen: Option<String>) -> Result<SocketAddr, ConfigError> {
+    match listen {
+        None => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        Some(l) => l.parse().map_err(|_| {
+            ConfigError::new(
+                "server.listen",
+                format!("`{l}` is not an address such as `127.0.0.1:8080` or `[::1]:8080`"),
+            )
+        }),
+    }
+}
