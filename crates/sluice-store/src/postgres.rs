@@ -41,14 +41,16 @@
 //! EXISTS` under an advisory lock (replicas may start together), and `sluice_schema`
 //! holds its version: a newer one is refused.
 
-use crate::ledger::{
-    BudgetPeriod, Dimension, KeyRecord, LedgerOptions, Msg, Purged, Reply, Report, ReportRow,
-    SpendRecord, DAY_MS,
+use crate::ledger::counters::Counters;
+use crate::ledger::protocol::{Msg, Reply, RECORD_COLUMNS};
+use crate::ledger::types::{
+    BudgetPeriod, Dimension, KeyRecord, LedgerOptions, Purged, Report, ReportRow, SpendRecord,
+    DAY_MS,
 };
 use crate::{unix_now_ms, StoreError, UnixMs};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -209,32 +211,10 @@ fn opt_from_sql(n: Option<i64>) -> Option<u64> {
     n.map(from_sql)
 }
 
-/// Counters the handles and the writer share.
-#[derive(Debug, Default)]
-struct Shared {
-    /// Records sent and not yet written or given up.
-    queued: AtomicU64,
-    dropped: AtomicU64,
-    errors: AtomicU64,
-    written: AtomicU64,
-}
-
-impl Shared {
-    fn resolved(&self, n: usize, written: bool) {
-        let n = n as u64;
-        self.queued.fetch_sub(n, Relaxed);
-        if written {
-            self.written.fetch_add(n, Relaxed);
-        } else {
-            self.errors.fetch_add(n, Relaxed);
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     tx: mpsc::UnboundedSender<Msg>,
-    shared: Arc<Shared>,
+    shared: Arc<Counters>,
     max_queued: u64,
     thread: Option<JoinHandle<()>>,
 }
@@ -276,7 +256,7 @@ impl PgLedger {
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Counters::default());
         let max_queued = options.max_queued as u64;
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
@@ -316,9 +296,7 @@ impl PgLedger {
     /// See [`crate::Ledger::record`].
     pub fn record(&self, r: SpendRecord) {
         let shared = &self.inner.shared;
-        if shared.queued.fetch_add(1, Relaxed) >= self.inner.max_queued {
-            shared.queued.fetch_sub(1, Relaxed);
-            shared.dropped.fetch_add(1, Relaxed);
+        if !shared.enqueue(self.inner.max_queued) {
             return;
         }
         if self.inner.tx.send(Msg::Record(Box::new(r))).is_err() {
@@ -427,7 +405,7 @@ impl PgLedger {
 fn writer_thread(
     config: Config,
     options: LedgerOptions,
-    shared: Arc<Shared>,
+    shared: Arc<Counters>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     ready: std::sync::mpsc::SyncSender<Result<(), StoreError>>,
 ) {
@@ -656,7 +634,7 @@ impl Conn {
     async fn export(&self, since: UnixMs) -> Result<Vec<SpendRecord>, StoreError> {
         let sql = format!(
             "SELECT {} FROM spend_log WHERE ts_ms >= $1 ORDER BY ts_ms, id",
-            crate::ledger::RECORD_COLUMNS
+            RECORD_COLUMNS
         );
         let rows = self.client.query(&sql, &[&to_sql(since)]).await?;
         rows.iter()
@@ -1186,7 +1164,7 @@ impl Link {
 /// The writer task's state.
 struct Writer {
     link: Link,
-    shared: Arc<Shared>,
+    shared: Arc<Counters>,
     batch_size: usize,
     flush_interval: Duration,
     retention: Retention,
@@ -1203,7 +1181,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(config: Config, options: LedgerOptions, shared: Arc<Shared>) -> Self {
+    fn new(config: Config, options: LedgerOptions, shared: Arc<Counters>) -> Self {
         Self {
             link: Link {
                 config,

@@ -11,14 +11,17 @@
 //!
 //! Schema: see [`crate::ledger`]; version in `PRAGMA user_version`.
 
-use crate::ledger::{
-    current_windows, reads_rollups, BatchSums, BudgetPeriod, Dimension, KeyRecord, LedgerOptions,
-    Msg, Purged, Reply, Report, ReportRow, SpendRecord, DAY_MS, RECORD_COLUMNS,
+use crate::ledger::counters::Counters;
+use crate::ledger::protocol::{Msg, Reply, RECORD_COLUMNS};
+use crate::ledger::types::{
+    BudgetPeriod, Dimension, KeyRecord, LedgerOptions, Purged, Report, ReportRow, SpendRecord,
+    DAY_MS,
 };
 use crate::{unix_now_ms, StoreError, UnixMs};
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -39,18 +42,10 @@ fn from_sql(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    queued: AtomicU64,
-    dropped: AtomicU64,
-    errors: AtomicU64,
-    written: AtomicU64,
-}
-
 #[derive(Debug)]
 struct Inner {
     tx: mpsc::Sender<Msg>,
-    shared: Arc<Shared>,
+    shared: Arc<Counters>,
     max_queued: u64,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -86,7 +81,7 @@ impl SqliteLedger {
     pub fn open(path: &Path, options: LedgerOptions) -> Result<Self, StoreError> {
         let conn = crate::sqlite_file::open_wal(path, "sqlite ledger")?;
         migrate(&conn)?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
         let max_queued = options.max_queued as u64;
@@ -120,14 +115,11 @@ impl SqliteLedger {
     /// See [`crate::Ledger::record`].
     pub fn record(&self, r: SpendRecord) {
         let shared = &self.inner.shared;
-        if shared.queued.fetch_add(1, Relaxed) >= self.inner.max_queued {
-            shared.queued.fetch_sub(1, Relaxed);
-            shared.dropped.fetch_add(1, Relaxed);
+        if !shared.enqueue(self.inner.max_queued) {
             return;
         }
         if self.inner.tx.send(Msg::Record(Box::new(r))).is_err() {
-            shared.queued.fetch_sub(1, Relaxed);
-            shared.errors.fetch_add(1, Relaxed);
+            shared.resolved(1, false);
         }
     }
 
@@ -324,7 +316,7 @@ fn migrate_locked(conn: &Connection) -> Result<(), StoreError> {
 
 struct Writer {
     conn: Connection,
-    shared: Arc<Shared>,
+    shared: Arc<Counters>,
     options: LedgerOptions,
     /// Stopping: write what is queued without waiting for more.
     draining: bool,
@@ -759,4 +751,81 @@ impl Writer {
         tx.commit()?;
         Ok(purged)
     }
+}
+
+/// The group a record adds to in `spend_daily`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RollupKey {
+    day: u64,
+    key_id: String,
+    model: String,
+    provider: String,
+    route: String,
+}
+
+/// Sums of one roll-up group within a batch.
+#[derive(Debug, Clone, Default)]
+struct RollupSums {
+    key_name: String,
+    requests: u64,
+    errors: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cached_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    cost_nano_usd: u64,
+    latency_ms_sum: u64,
+}
+
+/// A batch's additions to `spend_daily` and `budget_spend`.
+#[derive(Debug, Default)]
+struct BatchSums {
+    rollups: HashMap<RollupKey, RollupSums>,
+    windows: HashMap<(String, String), u64>,
+}
+
+impl BatchSums {
+    fn add(&mut self, r: &SpendRecord) {
+        let key = RollupKey {
+            day: r.ts_ms / DAY_MS,
+            key_id: r.key_id.clone().unwrap_or_default(),
+            model: r.model.clone().unwrap_or_default(),
+            provider: r.provider.clone().unwrap_or_default(),
+            route: r.route.clone().unwrap_or_default(),
+        };
+        let s = self.rollups.entry(key).or_default();
+        if let Some(name) = &r.key_name {
+            s.key_name.clone_from(name);
+        }
+        s.requests += 1;
+        s.errors += u64::from(r.status >= 400);
+        s.prompt_tokens += r.prompt_tokens;
+        s.completion_tokens += r.completion_tokens;
+        s.cached_tokens += r.cached_tokens;
+        s.cache_write_tokens += r.cache_write_tokens;
+        s.reasoning_tokens += r.reasoning_tokens;
+        s.cost_nano_usd += r.cost_nano_usd;
+        s.latency_ms_sum += r.latency_ms;
+        if let (Some(id), true) = (&r.key_id, r.cost_nano_usd > 0) {
+            for period in [BudgetPeriod::Total, BudgetPeriod::Day, BudgetPeriod::Month] {
+                let (window, _) = period.window(r.ts_ms);
+                *self.windows.entry((id.clone(), window)).or_default() += r.cost_nano_usd;
+            }
+        }
+    }
+}
+
+/// Which source a report reads, by the retention in force.
+fn reads_rollups(since: UnixMs, now: UnixMs, retention_days: u64) -> bool {
+    retention_days > 0 && since < now.saturating_sub(retention_days * DAY_MS)
+}
+
+/// Ended budget windows: day windows before today's and month windows before this month's
+/// sort below these names.
+fn current_windows(now: UnixMs) -> (String, String) {
+    (
+        BudgetPeriod::Day.window(now).0,
+        BudgetPeriod::Month.window(now).0,
+    )
 }
