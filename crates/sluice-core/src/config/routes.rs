@@ -268,7 +268,9 @@ impl UninitializedRouting {
     }
 }
 
-/// Validates `[[routes]]` against the models.
+/// Validates `[[routes]]` against the models: unique names that are not model names,
+/// targets that are. What a route leaves out it takes from `defaults`, and its cache policy
+/// from `cache`.
 pub fn load_routes(
     routes: Vec<UninitializedRoute>,
     models: &[ModelConfig],
@@ -295,114 +297,153 @@ pub fn load_routes(
                 format!("a route named `{}` is already defined", r.name),
             ));
         }
-        if r.targets.is_empty() {
-            return Err(ConfigError::new(
-                at("targets"),
-                "must name at least one model",
-            ));
-        }
-        let mut targets = Vec::with_capacity(r.targets.len());
-        for (j, t) in r.targets.iter().enumerate() {
-            let idx = model_index(t).ok_or_else(|| {
-                ConfigError::new(
-                    format!("routes[{i}].targets[{j}]"),
-                    format!("no model named `{t}` is defined"),
-                )
-            })?;
-            if targets.contains(&idx) {
-                return Err(ConfigError::new(
-                    format!("routes[{i}].targets[{j}]"),
-                    format!("`{t}` is listed twice"),
-                ));
-            }
-            targets.push(idx);
-        }
-        let weights = match r.weights {
-            None => vec![1.0; targets.len()],
-            Some(w) if w.len() != targets.len() => {
-                return Err(ConfigError::new(
-                    at("weights"),
-                    format!("has {} entries for {} targets", w.len(), targets.len()),
-                ))
-            }
-            Some(w) if w.iter().any(|x| !x.is_finite() || *x < 0.0) => {
-                return Err(ConfigError::new(
-                    at("weights"),
-                    "must be non-negative numbers",
-                ))
-            }
-            Some(w) => w,
-        };
-        let retry = match &r.retry {
-            Some(x) => x.apply(defaults.retry, &at("retry"))?,
-            None => defaults.retry,
-        };
-        let tiers = match &r.tiers {
-            Some(x) => x.apply(&defaults.tiers, &at("tiers"))?,
-            None => defaults.tiers.clone(),
-        };
-        let nonzero = |v: Option<u64>, key: &str| match v {
-            Some(0) => Err(ConfigError::new(at(key), "must be greater than 0")),
-            v => Ok(v.map(MS)),
-        };
-        let canary = match r.canary {
-            None => None,
-            Some(c) => {
-                let target = model_index(&c.target).ok_or_else(|| {
-                    ConfigError::new(
-                        at("canary.target"),
-                        format!("no model named `{}` is defined", c.target),
-                    )
-                })?;
-                let stages = c.stages.unwrap_or_else(|| vec![10.0, 50.0, 100.0]);
-                if stages.is_empty()
-                    || stages
-                        .iter()
-                        .any(|s| !s.is_finite() || *s < 0.0 || *s > 100.0)
-                {
-                    return Err(ConfigError::new(
-                        at("canary.stages"),
-                        "must be percentages from 0 to 100",
-                    ));
-                }
-                let max_error_rate = c.max_error_rate.unwrap_or(0.02);
-                if !(0.0..=1.0).contains(&max_error_rate) {
-                    return Err(ConfigError::new(
-                        at("canary.max_error_rate"),
-                        "must be in [0, 1]",
-                    ));
-                }
-                Some(CanaryConfig {
-                    target,
-                    stages,
-                    stage_interval: nonzero(c.stage_interval_ms, "canary.stage_interval_ms")?,
-                    max_error_rate,
-                    max_p95: nonzero(c.max_p95_ms, "canary.max_p95_ms")?,
-                    window: nonzero(c.window_ms, "canary.window_ms")?
-                        .unwrap_or(Duration::from_secs(300)),
-                    min_requests: c.min_requests.unwrap_or(20),
-                })
-            }
-        };
-        let cache = match &r.cache {
-            Some(c) => c.apply(cache, &at("cache"))?,
-            None => *cache,
-        };
-        let limits = r.limits.unwrap_or_default().check(&at("limits"))?;
-        out.push(RouteConfig {
-            limits,
-            cache,
-            strategy: r.strategy.unwrap_or(Strategy::Fallback),
-            targets,
-            weights,
-            retry,
-            tiers,
-            timeout: nonzero(r.timeout_ms, "timeout_ms")?,
-            first_token_timeout: nonzero(r.first_token_timeout_ms, "first_token_timeout_ms")?,
-            fallback_response: r.fallback_response,
-            canary,
-            name: r.name,
-        });
+        out.push(load_route(r, &model_index, defaults, cache, &at)?);
     }
     Ok(out)
+}
+
+/// One route; `model_index` finds a model by name, `at` gives the key path of a key of the
+/// route.
+fn load_route(
+    r: UninitializedRoute,
+    model_index: &dyn Fn(&str) -> Option<usize>,
+    defaults: &RoutingConfig,
+    cache: &CachePolicy,
+    at: &dyn Fn(&str) -> String,
+) -> Result<RouteConfig, ConfigError> {
+    let targets = targets(&r.targets, model_index, at)?;
+    let weights = weights(r.weights, targets.len(), at)?;
+    let retry = match &r.retry {
+        Some(x) => x.apply(defaults.retry, &at("retry"))?,
+        None => defaults.retry,
+    };
+    let tiers = match &r.tiers {
+        Some(x) => x.apply(&defaults.tiers, &at("tiers"))?,
+        None => defaults.tiers.clone(),
+    };
+    let canary = match r.canary {
+        Some(c) => Some(load_canary(c, model_index, at)?),
+        None => None,
+    };
+    let cache = match &r.cache {
+        Some(c) => c.apply(cache, &at("cache"))?,
+        None => *cache,
+    };
+    let limits = r.limits.unwrap_or_default().check(&at("limits"))?;
+    Ok(RouteConfig {
+        limits,
+        cache,
+        strategy: r.strategy.unwrap_or(Strategy::Fallback),
+        targets,
+        weights,
+        retry,
+        tiers,
+        timeout: optional_ms(r.timeout_ms, &at("timeout_ms"))?,
+        first_token_timeout: optional_ms(r.first_token_timeout_ms, &at("first_token_timeout_ms"))?,
+        fallback_response: r.fallback_response,
+        canary,
+        name: r.name,
+    })
+}
+
+/// The indexes of the models a route names: at least one, each defined and listed once.
+fn targets(
+    names: &[String],
+    model_index: &dyn Fn(&str) -> Option<usize>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Vec<usize>, ConfigError> {
+    if names.is_empty() {
+        return Err(ConfigError::new(
+            at("targets"),
+            "must name at least one model",
+        ));
+    }
+    let mut targets = Vec::with_capacity(names.len());
+    for (j, t) in names.iter().enumerate() {
+        let idx = model_index(t).ok_or_else(|| {
+            ConfigError::new(
+                at(&format!("targets[{j}]")),
+                format!("no model named `{t}` is defined"),
+            )
+        })?;
+        if targets.contains(&idx) {
+            return Err(ConfigError::new(
+                at(&format!("targets[{j}]")),
+                format!("`{t}` is listed twice"),
+            ));
+        }
+        targets.push(idx);
+    }
+    Ok(targets)
+}
+
+/// The weights of `targets` targets: one each, non-negative; all 1 when absent.
+fn weights(
+    weights: Option<Vec<f64>>,
+    targets: usize,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Vec<f64>, ConfigError> {
+    match weights {
+        None => Ok(vec![1.0; targets]),
+        Some(w) if w.len() != targets => Err(ConfigError::new(
+            at("weights"),
+            format!("has {} entries for {} targets", w.len(), targets),
+        )),
+        Some(w) if w.iter().any(|x| !x.is_finite() || *x < 0.0) => Err(ConfigError::new(
+            at("weights"),
+            "must be non-negative numbers",
+        )),
+        Some(w) => Ok(w),
+    }
+}
+
+/// A route's canary: a defined candidate, stages that are percentages, an error rate that is
+/// a fraction.
+fn load_canary(
+    c: UninitializedCanary,
+    model_index: &dyn Fn(&str) -> Option<usize>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<CanaryConfig, ConfigError> {
+    let target = model_index(&c.target).ok_or_else(|| {
+        ConfigError::new(
+            at("canary.target"),
+            format!("no model named `{}` is defined", c.target),
+        )
+    })?;
+    let stages = c.stages.unwrap_or_else(|| vec![10.0, 50.0, 100.0]);
+    if stages.is_empty()
+        || stages
+            .iter()
+            .any(|s| !s.is_finite() || *s < 0.0 || *s > 100.0)
+    {
+        return Err(ConfigError::new(
+            at("canary.stages"),
+            "must be percentages from 0 to 100",
+        ));
+    }
+    let max_error_rate = c.max_error_rate.unwrap_or(0.02);
+    if !(0.0..=1.0).contains(&max_error_rate) {
+        return Err(ConfigError::new(
+            at("canary.max_error_rate"),
+            "must be in [0, 1]",
+        ));
+    }
+    Ok(CanaryConfig {
+        target,
+        stages,
+        stage_interval: optional_ms(c.stage_interval_ms, &at("canary.stage_interval_ms"))?,
+        max_error_rate,
+        max_p95: optional_ms(c.max_p95_ms, &at("canary.max_p95_ms"))?,
+        window: optional_ms(c.window_ms, &at("canary.window_ms"))?
+            .unwrap_or(Duration::from_secs(300)),
+        min_requests: c.min_requests.unwrap_or(20),
+    })
+}
+
+/// A `*_ms` value that may be left out but not be 0.
+fn optional_ms(value: Option<u64>, path: &str) -> Result<Option<Duration>, ConfigError> {
+    match value {
+        Some(0) => Err(ConfigError::new(path, "must be greater than 0")),
+        v => Ok(v.map(MS)),
+    }
 }
