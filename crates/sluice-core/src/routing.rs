@@ -5,10 +5,23 @@
 //! latencies, the request's estimated size, and a random source), so every strategy is
 //! tested without a network.
 
-use crate::config::{Price, Tier};
+use crate::config::Price;
+use serde::Deserialize;
+
+/// Size tier of a model, and of a request (see [`TierRules::classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Small, cheap, fast.
+    Small,
+    /// Medium.
+    Medium,
+    /// Large, premium.
+    Large,
+}
 
 /// How a route orders its targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// In the order configured.

@@ -30,6 +30,7 @@ mod storage;
 mod tests;
 mod values;
 
+pub use crate::routing::Tier;
 pub use cache::{
     CacheConfig, CachePolicy, UninitializedCacheConfig, UninitializedCachePolicy,
     DEFAULT_TTL as DEFAULT_CACHE_TTL,
@@ -119,18 +120,6 @@ impl Price {
             + nano(written, self.cache_write.unwrap_or(self.input))
             + nano(completion, self.output)
     }
-}
-
-/// Size tier of a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    /// Small, cheap, fast.
-    Small,
-    /// Medium.
-    Medium,
-    /// Large, premium.
-    Large,
 }
 
 /// A validated, immutable configuration.

@@ -3,11 +3,11 @@
 use super::cache::{CachePolicy, UninitializedCachePolicy};
 use super::error::ConfigError;
 use super::ledger::TargetLimits;
+use super::models::ModelConfig;
 use super::values::MS;
-use super::{ModelConfig, Tier};
 use crate::breaker::BreakerConfig;
 use crate::retry::RetryPolicy;
-use crate::routing::{Strategy, TierRules};
+use crate::routing::{Strategy, Tier, TierRules};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
