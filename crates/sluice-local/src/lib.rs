@@ -69,6 +69,11 @@
 //! * Memory accounting excludes candle's lazily built x86 repack of K-quant weights and
 //!   attention transients (both engines).
 
+// Unsafe code is allowed only in the modules that say why (`#![allow(unsafe_code)]`). There,
+// every unsafe block and impl states the invariant it relies on (`// SAFETY:`), and an unsafe
+// fn's own unsafe operations sit in such blocks too, under the fn's `# Safety` contract.
+#![warn(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+
 pub mod device;
 pub mod discovery;
 pub mod embed;

@@ -421,8 +421,10 @@ impl Bert {
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint regions of one buffer to rayon tasks (see `attention`).
+// SAFETY: used only to hand disjoint regions of one buffer to rayon tasks (see `attention`);
+// the buffer outlives them and only they write it while they run.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: the tasks share the pointer only to write disjoint regions.
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
     fn get(self) -> *mut f32 {

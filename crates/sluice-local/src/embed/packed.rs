@@ -133,11 +133,14 @@ impl Packed {
             1
         };
         let c = SendPtr(out.as_mut_ptr());
-        // SAFETY (both closures): `x` holds `rows × k` floats and `out` `rows × n` (checked
-        // above); each call writes only its own rows, or its own panels' columns, so concurrent
-        // calls never write the same element, and nothing reads `out` until they all return.
+        // SAFETY: `x` holds `rows × k` floats and `out` `rows × n` (checked above); each call
+        // writes only its own panels' columns, so concurrent calls never write the same element,
+        // and nothing reads `out` until they all return.
         let by_panels =
             |range: std::ops::Range<usize>| unsafe { self.panels_range(x, rows, c.get(), range) };
+        // SAFETY: `range` is a block of rows inside `0..rows`: its `range.len() × k` activations
+        // and the `range.len() × n` outputs from row `range.start` are inside `x` and `out`;
+        // each call writes only its own rows, and nothing reads `out` until they all return.
         let by_rows = |range: std::ops::Range<usize>| unsafe {
             let x = &x[range.start * k..range.end * k];
             self.panels_range(x, range.len(), c.get().add(range.start * n), 0..panels)
@@ -164,7 +167,8 @@ impl Packed {
     /// Panels `range` of the product, all rows.
     ///
     /// # Safety
-    /// `x` must hold `rows × inputs` floats and `c` point at `rows × outputs` writable floats.
+    /// `x` must hold `rows × inputs` floats, `c` point at `rows × outputs` writable floats, and
+    /// `range` lie inside the panels (`0..outputs.div_ceil(nr)`).
     unsafe fn panels_range(
         &self,
         x: &[f32],
@@ -183,24 +187,38 @@ impl Packed {
                 // over them.
                 let depth = DEPTH.min(k - k0);
                 for p in range.clone() {
-                    let b = self.panels.as_ptr().add((p * k + k0) * nr);
-                    let bias = self.bias.as_ptr().add(p * nr);
+                    // SAFETY: `p` is a panel (the caller's contract) and `k0 < k`: inside
+                    // `self.panels` (`panels × k × nr`) and `self.bias` (`panels × nr`).
+                    let (b, bias) = unsafe {
+                        (
+                            self.panels.as_ptr().add((p * k + k0) * nr),
+                            self.bias.as_ptr().add(p * nr),
+                        )
+                    };
                     let cols = nr.min(n - p * nr);
                     for r in (start..end).step_by(mr) {
+                        // SAFETY: `r < rows`, `k0 < k` and `p · nr < n`: inside `x`
+                        // (`rows × k`) and `c` (`rows × n`), as the caller guarantees.
+                        let (a, c) = unsafe { (x.as_ptr().add(r * k + k0), c.add(r * n + p * nr)) };
                         let tile = Tile {
                             k: depth,
-                            a: x.as_ptr().add(r * k + k0),
+                            a,
                             lda: k,
                             b,
                             bias: (k0 == 0).then_some(bias),
-                            c: c.add(r * n + p * nr),
+                            c,
                             ldc: n,
                             cols,
                         };
                         let m = mr.min(end - r);
-                        match self.isa {
-                            Isa::Avx512 => avx512(m, &tile),
-                            Isa::Avx2 => avx2(m, &tile),
+                        // SAFETY: `self.isa` came from `Isa::detect` on this machine (see
+                        // `Packed::new`); the tile's `m` rows (`r + m <= end <= rows`), `depth`
+                        // inputs and `cols` outputs are inside `x`, `c` and panel `p`.
+                        unsafe {
+                            match self.isa {
+                                Isa::Avx512 => avx512(m, &tile),
+                                Isa::Avx2 => avx2(m, &tile),
+                            }
                         }
                     }
                 }
@@ -219,8 +237,10 @@ const DEPTH: usize = 256;
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: hands disjoint columns of one output buffer to rayon tasks (see `Packed::forward`).
+// SAFETY: hands disjoint rows or columns of one output buffer to rayon tasks (see
+// `Packed::forward`); the buffer outlives them and only they write it while they run.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: the tasks share the pointer only to write disjoint elements.
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
     fn get(self) -> *mut f32 {
@@ -251,121 +271,152 @@ const MR_AVX2: usize = 6;
 /// # Safety
 /// The CPU has AVX-512F; `t` describes valid buffers for `m ≤ 12` rows.
 unsafe fn avx512(m: usize, t: &Tile) {
-    match m {
-        12 => tile_avx512::<12>(t),
-        11 => tile_avx512::<11>(t),
-        10 => tile_avx512::<10>(t),
-        9 => tile_avx512::<9>(t),
-        8 => tile_avx512::<8>(t),
-        7 => tile_avx512::<7>(t),
-        6 => tile_avx512::<6>(t),
-        5 => tile_avx512::<5>(t),
-        4 => tile_avx512::<4>(t),
-        3 => tile_avx512::<3>(t),
-        2 => tile_avx512::<2>(t),
-        1 => tile_avx512::<1>(t),
-        _ => unreachable!("tile of {m} rows"),
+    // SAFETY: the caller's contract (AVX-512F, `t` valid for `m` rows), and each arm runs the
+    // kernel of exactly `m` rows.
+    unsafe {
+        match m {
+            12 => tile_avx512::<12>(t),
+            11 => tile_avx512::<11>(t),
+            10 => tile_avx512::<10>(t),
+            9 => tile_avx512::<9>(t),
+            8 => tile_avx512::<8>(t),
+            7 => tile_avx512::<7>(t),
+            6 => tile_avx512::<6>(t),
+            5 => tile_avx512::<5>(t),
+            4 => tile_avx512::<4>(t),
+            3 => tile_avx512::<3>(t),
+            2 => tile_avx512::<2>(t),
+            1 => tile_avx512::<1>(t),
+            _ => unreachable!("tile of {m} rows"),
+        }
     }
 }
 
 /// # Safety
 /// The CPU has AVX2 and FMA; `t` describes valid buffers for `m ≤ 6` rows.
 unsafe fn avx2(m: usize, t: &Tile) {
-    match m {
-        6 => tile_avx2::<6>(t),
-        5 => tile_avx2::<5>(t),
-        4 => tile_avx2::<4>(t),
-        3 => tile_avx2::<3>(t),
-        2 => tile_avx2::<2>(t),
-        1 => tile_avx2::<1>(t),
-        _ => unreachable!("tile of {m} rows"),
+    // SAFETY: the caller's contract (AVX2 and FMA, `t` valid for `m` rows), and each arm runs the
+    // kernel of exactly `m` rows.
+    unsafe {
+        match m {
+            6 => tile_avx2::<6>(t),
+            5 => tile_avx2::<5>(t),
+            4 => tile_avx2::<4>(t),
+            3 => tile_avx2::<3>(t),
+            2 => tile_avx2::<2>(t),
+            1 => tile_avx2::<1>(t),
+            _ => unreachable!("tile of {m} rows"),
+        }
     }
 }
 
+/// One tile of `M` rows on AVX-512F.
+///
+/// # Safety
+/// The CPU has AVX-512F; `t.a` is valid for `M` rows (`lda` apart) of `k` floats, `t.b` for
+/// `k × 32` floats, `t.bias` (when set) for 32, and `t.c` for `M` rows (`ldc` apart) of `cols`
+/// writable floats.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_avx512<const M: usize>(t: &Tile) {
-    let mask = |from: usize| -> __mmask16 {
-        let n = t.cols.saturating_sub(from).min(16);
-        ((1u32 << n) - 1) as __mmask16
-    };
-    let mut acc = [[_mm512_setzero_ps(); 2]; M];
-    match t.bias {
-        Some(bias) => {
-            let lo = _mm512_loadu_ps(bias);
-            let hi = _mm512_loadu_ps(bias.add(16));
-            acc = [[lo, hi]; M];
-        }
-        None => {
-            for (i, [v0, v1]) in acc.iter_mut().enumerate() {
-                let c = t.c.add(i * t.ldc);
-                *v0 = _mm512_maskz_loadu_ps(mask(0), c);
-                *v1 = _mm512_maskz_loadu_ps(mask(16), c.add(16));
+    // SAFETY: the caller's contract: every load and store below is inside `t`'s buffers (rows
+    // `i < M` of `a` and `c`, steps `< k` of the panel). Outputs past `cols` are masked off,
+    // neither read nor written; their address may pass the end of `c`'s buffer, so it is
+    // computed with `wrapping_add`.
+    unsafe {
+        let mask = |from: usize| -> __mmask16 {
+            let n = t.cols.saturating_sub(from).min(16);
+            ((1u32 << n) - 1) as __mmask16
+        };
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        match t.bias {
+            Some(bias) => {
+                let lo = _mm512_loadu_ps(bias);
+                let hi = _mm512_loadu_ps(bias.add(16));
+                acc = [[lo, hi]; M];
+            }
+            None => {
+                for (i, [v0, v1]) in acc.iter_mut().enumerate() {
+                    let c = t.c.add(i * t.ldc);
+                    *v0 = _mm512_maskz_loadu_ps(mask(0), c);
+                    *v1 = _mm512_maskz_loadu_ps(mask(16), c.wrapping_add(16));
+                }
             }
         }
-    }
-    let mut b = t.b;
-    for step in 0..t.k {
-        let w0 = _mm512_loadu_ps(b);
-        let w1 = _mm512_loadu_ps(b.add(16));
-        for (i, [v0, v1]) in acc.iter_mut().enumerate() {
-            let v = _mm512_set1_ps(*t.a.add(i * t.lda + step));
-            *v0 = _mm512_fmadd_ps(v, w0, *v0);
-            *v1 = _mm512_fmadd_ps(v, w1, *v1);
+        let mut b = t.b;
+        for step in 0..t.k {
+            let w0 = _mm512_loadu_ps(b);
+            let w1 = _mm512_loadu_ps(b.add(16));
+            for (i, [v0, v1]) in acc.iter_mut().enumerate() {
+                let v = _mm512_set1_ps(*t.a.add(i * t.lda + step));
+                *v0 = _mm512_fmadd_ps(v, w0, *v0);
+                *v1 = _mm512_fmadd_ps(v, w1, *v1);
+            }
+            b = b.add(32);
         }
-        b = b.add(32);
-    }
-    for (i, [v0, v1]) in acc.iter().enumerate() {
-        let c = t.c.add(i * t.ldc);
-        if t.cols >= 32 {
-            _mm512_storeu_ps(c, *v0);
-            _mm512_storeu_ps(c.add(16), *v1);
-        } else {
-            _mm512_mask_storeu_ps(c, mask(0), *v0);
-            _mm512_mask_storeu_ps(c.add(16), mask(16), *v1);
+        for (i, [v0, v1]) in acc.iter().enumerate() {
+            let c = t.c.add(i * t.ldc);
+            if t.cols >= 32 {
+                _mm512_storeu_ps(c, *v0);
+                _mm512_storeu_ps(c.add(16), *v1);
+            } else {
+                _mm512_mask_storeu_ps(c, mask(0), *v0);
+                _mm512_mask_storeu_ps(c.wrapping_add(16), mask(16), *v1);
+            }
         }
     }
 }
 
+/// One tile of `M` rows on AVX2 and FMA.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `t.a` is valid for `M` rows (`lda` apart) of `k` floats, `t.b`
+/// for `k × 16` floats, `t.bias` (when set) for 16, and `t.c` for `M` rows (`ldc` apart) of
+/// `cols` writable floats.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2<const M: usize>(t: &Tile) {
-    let mut acc = [[_mm256_setzero_ps(); 2]; M];
-    match t.bias {
-        Some(bias) => {
-            let lo = _mm256_loadu_ps(bias);
-            let hi = _mm256_loadu_ps(bias.add(8));
-            acc = [[lo, hi]; M];
-        }
-        None => {
-            for (i, [v0, v1]) in acc.iter_mut().enumerate() {
-                let mut tmp = [0f32; 16];
-                let cols = t.cols.min(16);
-                std::ptr::copy_nonoverlapping(t.c.add(i * t.ldc), tmp.as_mut_ptr(), cols);
-                *v0 = _mm256_loadu_ps(tmp.as_ptr());
-                *v1 = _mm256_loadu_ps(tmp.as_ptr().add(8));
+    // SAFETY: the caller's contract: every load and store below is inside `t`'s buffers (rows
+    // `i < M` of `a` and `c`, steps `< k` of the panel); partial rows of `c` (`cols < 16`) go
+    // through a scratch copy of `cols` floats.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        match t.bias {
+            Some(bias) => {
+                let lo = _mm256_loadu_ps(bias);
+                let hi = _mm256_loadu_ps(bias.add(8));
+                acc = [[lo, hi]; M];
+            }
+            None => {
+                for (i, [v0, v1]) in acc.iter_mut().enumerate() {
+                    let mut tmp = [0f32; 16];
+                    let cols = t.cols.min(16);
+                    std::ptr::copy_nonoverlapping(t.c.add(i * t.ldc), tmp.as_mut_ptr(), cols);
+                    *v0 = _mm256_loadu_ps(tmp.as_ptr());
+                    *v1 = _mm256_loadu_ps(tmp.as_ptr().add(8));
+                }
             }
         }
-    }
-    let mut b = t.b;
-    for step in 0..t.k {
-        let w0 = _mm256_loadu_ps(b);
-        let w1 = _mm256_loadu_ps(b.add(8));
-        for (i, [v0, v1]) in acc.iter_mut().enumerate() {
-            let v = _mm256_broadcast_ss(&*t.a.add(i * t.lda + step));
-            *v0 = _mm256_fmadd_ps(v, w0, *v0);
-            *v1 = _mm256_fmadd_ps(v, w1, *v1);
+        let mut b = t.b;
+        for step in 0..t.k {
+            let w0 = _mm256_loadu_ps(b);
+            let w1 = _mm256_loadu_ps(b.add(8));
+            for (i, [v0, v1]) in acc.iter_mut().enumerate() {
+                let v = _mm256_broadcast_ss(&*t.a.add(i * t.lda + step));
+                *v0 = _mm256_fmadd_ps(v, w0, *v0);
+                *v1 = _mm256_fmadd_ps(v, w1, *v1);
+            }
+            b = b.add(16);
         }
-        b = b.add(16);
-    }
-    for (i, [v0, v1]) in acc.iter().enumerate() {
-        let c = t.c.add(i * t.ldc);
-        if t.cols >= 16 {
-            _mm256_storeu_ps(c, *v0);
-            _mm256_storeu_ps(c.add(8), *v1);
-        } else {
-            let mut tmp = [0f32; 16];
-            _mm256_storeu_ps(tmp.as_mut_ptr(), *v0);
-            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), *v1);
-            std::ptr::copy_nonoverlapping(tmp.as_ptr(), c, t.cols);
+        for (i, [v0, v1]) in acc.iter().enumerate() {
+            let c = t.c.add(i * t.ldc);
+            if t.cols >= 16 {
+                _mm256_storeu_ps(c, *v0);
+                _mm256_storeu_ps(c.add(8), *v1);
+            } else {
+                let mut tmp = [0f32; 16];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), *v0);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), *v1);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), c, t.cols);
+            }
         }
     }
 }
@@ -465,6 +516,8 @@ mod speed {
                 start.elapsed().as_secs_f64() / reps as f64
             };
             let ours = time(&mut || packed.forward(&x, rows, &mut out));
+            // SAFETY: `out` is `rows × n`, `x` `rows × k` and `w` `n × k` (read as its
+            // transpose), all row-major, as the dimensions and strides passed say.
             let theirs = time(&mut || unsafe {
                 gemm::gemm(
                     rows,

@@ -85,8 +85,13 @@ pub(crate) struct Q8KPtr {
     pub bsums: *const i16,
 }
 
+/// The `u16` at `p` (native byte order, little-endian on x86-64 as in GGUF), any alignment.
+///
+/// # Safety
+/// `p` valid for reading 2 bytes.
 #[inline(always)]
 unsafe fn u16_at(p: *const u8) -> u16 {
+    // SAFETY: the caller guarantees `p` is valid for 2 bytes; `read_unaligned` needs no alignment.
     unsafe { p.cast::<u16>().read_unaligned() }
 }
 
@@ -103,9 +108,12 @@ unsafe fn group_scales<const N: usize>(
     a: &[Q8Ptr; N],
     mut fix: Option<&mut [__m256; N]>,
 ) -> [__m256; N] {
+    // SAFETY: the caller guarantees `row` holds group `g`'s 8 f16 scales (16 bytes at `16 · g`).
     let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast())) };
     let mut ds = [_mm256_setzero_ps(); N];
     for t in 0..N {
+        // SAFETY: the caller guarantees each activation row's scales and block sums cover group `g`
+        // (8 floats at `8 · g`).
         unsafe {
             ds[t] = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
             if let Some(fix) = fix.as_deref_mut() {
@@ -138,9 +146,15 @@ pub(crate) unsafe fn q4_0<const N: usize>(
     // Two accumulators when there is one row, so consecutive blocks do not wait on each other.
     let mut acc = [[_mm256_setzero_ps(); 2]; N];
     let mut fix = [_mm256_setzero_ps(); N];
+    // SAFETY: `row` holds `blocks` 2-byte scales before the values (the caller's contract), so
+    // `row + 2 · blocks` stays inside it.
     let qs = unsafe { row.add(2 * blocks) };
     let groups = blocks / 8;
     for g in 0..groups {
+        // SAFETY: group `g < blocks / 8`: its 8 scales and the 128 bytes of values at
+        // `qs + 128 · g` lie inside `row`, and each activation row holds blocks `8g .. 8g + 8`
+        // (values, scales, sums), as the caller guarantees. The prefetch address is only computed
+        // (`wrapping_add`), and a prefetch never faults.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(128 * g + PREFETCH).cast());
             let ds = group_scales(row, g, &a, Some(&mut fix));
@@ -167,11 +181,16 @@ pub(crate) unsafe fn q4_0<const N: usize>(
     for t in 0..N {
         out[t] = hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1])) - 8.0 * hsum_ps(fix[t]);
     }
+    // SAFETY: the same row and activations as this call's; blocks `8 · groups .. blocks` are inside
+    // them.
     unsafe { q4_0_tail(row, blocks, 8 * groups, &a, &mut out) };
     out
 }
 
 /// Blocks `from..blocks` of a repacked Q4_0 row (fewer than 8), one scale at a time.
+///
+/// # Safety
+/// As [`q4_0`] for the same `row`, `blocks` and activations, and `from <= blocks`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_tail<const N: usize>(
     row: *const u8,
@@ -181,9 +200,13 @@ unsafe fn q4_0_tail<const N: usize>(
     out: &mut [f32; N],
 ) {
     let mask = _mm256_set1_epi8(0x0F);
+    // SAFETY: as in `q4_0`: `row` holds `blocks` 2-byte scales before the values.
     let qs = unsafe { row.add(2 * blocks) };
     let mut b = from;
     while b < blocks {
+        // SAFETY: `b < blocks`: a pair (`b + 1 < blocks`) reads its 32 bytes at `qs + 16 · b`, a
+        // last odd block its own 16; the scale of each block `blk < blocks` and each activation
+        // row's values, scale and sum of `blk` are inside the buffers the caller guarantees.
         unsafe {
             let paired = b + 1 < blocks;
             let (w0, w1) = if paired {
@@ -260,9 +283,13 @@ pub(crate) unsafe fn q4_0_avx512<const N: usize>(
     let mask = _mm512_set1_epi8(0x0F);
     let mut acc = [[_mm512_setzero_ps(); 2]; N];
     let mut fix = [_mm256_setzero_ps(); N];
+    // SAFETY: as in `q4_0`: `row` holds `blocks` 2-byte scales before the values.
     let qs = unsafe { row.add(2 * blocks) };
     let groups = blocks / 8;
     for g in 0..groups {
+        // SAFETY: as in `q4_0`: group `g < blocks / 8` lies inside `row`, and the 64 activation
+        // bytes read at `32 · b` are blocks `b` and `b + 1`, both below `8g + 8 <= blocks`.
+        // Prefetches never fault.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(128 * g + PREFETCH).cast());
             let ds = group_scales(row, g, &a, Some(&mut fix));
@@ -289,6 +316,8 @@ pub(crate) unsafe fn q4_0_avx512<const N: usize>(
     for t in 0..N {
         out[t] = hsum512(_mm512_add_ps(acc[t][0], acc[t][1])) - 8.0 * hsum_ps(fix[t]);
     }
+    // SAFETY: the same row and activations as this call's; blocks `8 · groups .. blocks` are inside
+    // them.
     unsafe { q4_0_tail(row, blocks, 8 * groups, &a, &mut out) };
     out
 }
@@ -307,9 +336,15 @@ pub(crate) unsafe fn q8_0_avx512<const N: usize>(
     let flip = _mm512_set1_epi8(-128);
     let mut acc = [[_mm512_setzero_ps(); 2]; N];
     let mut fix = [_mm256_setzero_ps(); N];
+    // SAFETY: `row` holds `blocks` 2-byte scales before the values (the caller's contract), so
+    // `row + 2 · blocks` stays inside it.
     let qs = unsafe { row.add(2 * blocks) };
     let groups = blocks / 8;
     for g in 0..groups {
+        // SAFETY: group `g < blocks / 8`: its 8 scales and the 256 bytes of values at
+        // `qs + 256 · g` lie inside `row`; each 64-byte load at `32 · b` is blocks `b` and
+        // `b + 1 < 8g + 8 <= blocks`, of the row and of each activation row (the caller's
+        // contract). Prefetches never fault.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + PREFETCH).cast());
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + 128 + PREFETCH).cast());
@@ -331,6 +366,8 @@ pub(crate) unsafe fn q8_0_avx512<const N: usize>(
         out[t] = hsum512(_mm512_add_ps(acc[t][0], acc[t][1])) - 128.0 * hsum_ps(fix[t]);
     }
     for b in 8 * groups..blocks {
+        // SAFETY: `b < blocks`: block `b`'s scale (at `2 · b`) and 32 values (at `qs + 32 · b`) lie
+        // inside `row`, and each activation row holds block `b`'s 32 values and scale.
         unsafe {
             let dw = f16_to_f32(u16_at(row.add(2 * b)));
             let w = _mm256_loadu_si256(qs.add(32 * b).cast());
@@ -365,9 +402,14 @@ pub(crate) unsafe fn q8_0<const N: usize>(
     a: [Q8Ptr; N],
 ) -> [f32; N] {
     let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    // SAFETY: `row` holds `blocks` 2-byte scales before the values (the caller's contract), so
+    // `row + 2 · blocks` stays inside it.
     let qs = unsafe { row.add(2 * blocks) };
     let groups = blocks / 8;
     for g in 0..groups {
+        // SAFETY: group `g < blocks / 8`: its 8 scales and the 256 bytes of values at
+        // `qs + 256 · g` lie inside `row`, and each activation row holds blocks `8g .. 8g + 8`
+        // (values, scales), as the caller guarantees. Prefetches never fault.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + PREFETCH).cast());
             _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(256 * g + 128 + PREFETCH).cast());
@@ -391,6 +433,8 @@ pub(crate) unsafe fn q8_0<const N: usize>(
         out[t] = hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1]));
     }
     for b in 8 * groups..blocks {
+        // SAFETY: `b < blocks`: block `b`'s scale (at `2 · b`) and 32 values (at `qs + 32 · b`) lie
+        // inside `row`, and each activation row holds block `b`'s 32 values and scale.
         unsafe {
             let dw = f16_to_f32(u16_at(row.add(2 * b)));
             let w = _mm256_loadu_si256(qs.add(32 * b).cast());
@@ -424,6 +468,8 @@ fn q4k_scales_fast(s: [u32; 3]) -> [u32; 4] {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k_header(blk: *const u8) -> (f32, f32, __m128i, __m256i) {
+    // SAFETY: the caller guarantees `blk` is valid for 16 bytes: `d` at 0, `dmin` at 2, the 12
+    // scale bytes at 4 (unaligned reads).
     let (d, dmin, words) = unsafe {
         (
             f16_to_f32(u16_at(blk)),
@@ -445,6 +491,7 @@ unsafe fn q4k_header(blk: *const u8) -> (f32, f32, __m128i, __m256i) {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k_mins(acc: __m256, bsums: *const i16, mins: __m256i, dmin_da: f32) -> __m256 {
+    // SAFETY: the caller guarantees `bsums` is valid for 16 `i16` values (32 bytes).
     let bs = unsafe { _mm256_loadu_si256(bsums.cast()) };
     let m = _mm256_mullo_epi32(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)), mins);
     _mm256_fmadd_ps(_mm256_set1_ps(dmin_da), _mm256_cvtepi32_ps(m), acc)
@@ -471,6 +518,9 @@ pub(crate) unsafe fn q4_k<const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     let mut acc_min = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
+        // SAFETY: `b < blocks`: block `b`'s 144 bytes (`blk`; `q4k_header` reads its first 16, the
+        // values are the 128 after them) lie inside `row`, and each activation row holds block
+        // `b`'s 256 values, its scale and its 16 sums (`q4k_mins`), as the caller guarantees.
         unsafe {
             let blk = row.add(b * 144);
             let (d, dmin, scales, mins) = q4k_header(blk);
@@ -532,6 +582,10 @@ pub(crate) unsafe fn q4_k_avx512<const N: usize>(
     let mut acc = [_mm512_setzero_ps(); N];
     let mut acc_min = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
+        // SAFETY: `b < blocks`: block `b`'s 144 bytes (`blk`; `q4k_header` reads its first 16, the
+        // values are the 128 after them) lie inside `row`, and each activation row holds block
+        // `b`'s 256 values, its scale and its 16 sums (`q4k_mins`), as the caller guarantees.
+        // Prefetches never fault.
         unsafe {
             let blk = row.add(b * 144);
             _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH).cast());
@@ -595,6 +649,9 @@ pub(crate) unsafe fn q6_k<const N: usize>(
     });
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
+        // SAFETY: `b < blocks`: block `b`'s 210 bytes (`blk`: low nibbles at 0, high bits at 128,
+        // scales at 192, `d` at 208) lie inside `row`, and each activation row holds block `b`'s
+        // 256 values, its scale and its 16 sums, as the caller guarantees.
         unsafe {
             let blk = row.add(b * 210);
             let scales = blk.add(192);
@@ -713,6 +770,9 @@ pub(crate) unsafe fn q6_k_avx512<const N: usize>(
     let mut acc = [_mm512_setzero_ps(); N];
     let mut acc_fix = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
+        // SAFETY: `b < blocks`: block `b`'s 210 bytes (`blk`: low nibbles at 0, high bits at 128,
+        // scales at 192, `d` at 208) lie inside `row`, and each activation row holds block `b`'s
+        // 256 values, its scale and its 16 sums, as the caller guarantees. Prefetches never fault.
         unsafe {
             let blk = row.add(b * 210);
             _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH).cast());
@@ -775,6 +835,8 @@ pub(crate) unsafe fn f16<const N: usize>(row: *const u8, n: usize, a: [*const f3
     let w16 = row.cast::<u16>();
     let mut i = 0;
     while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`: 8 halves of `row` and 8 floats of each activation row at `i`,
+        // inside the `n` values the caller guarantees.
         unsafe {
             let w = _mm256_cvtph_ps(_mm_loadu_si128(w16.add(i).cast()));
             for t in 0..N {
@@ -788,8 +850,11 @@ pub(crate) unsafe fn f16<const N: usize>(row: *const u8, n: usize, a: [*const f3
         out[t] = hsum_ps(acc[t]);
     }
     for j in i..n {
+        // SAFETY: `j < n`: half `j` of `row`, which the caller guarantees holds `n`.
         let w = f16_to_f32(unsafe { u16_at(row.add(2 * j)) });
         for t in 0..N {
+            // SAFETY: `j < n`: value `j` of activation row `t`, which the caller guarantees holds
+            // `n`.
             out[t] += w * unsafe { *a[t].add(j) };
         }
     }
@@ -806,6 +871,8 @@ pub(crate) unsafe fn f32<const N: usize>(row: *const u8, n: usize, a: [*const f3
     let w32 = row.cast::<f32>();
     let mut i = 0;
     while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`: 8 floats of `row` (unaligned load) and of each activation row at
+        // `i`, inside the `n` values the caller guarantees.
         unsafe {
             let w = _mm256_loadu_ps(w32.add(i));
             for t in 0..N {
@@ -819,8 +886,12 @@ pub(crate) unsafe fn f32<const N: usize>(row: *const u8, n: usize, a: [*const f3
         out[t] = hsum_ps(acc[t]);
     }
     for j in i..n {
+        // SAFETY: `j < n`: float `j` of `row` (unaligned read), which the caller guarantees holds
+        // `n`.
         let w = unsafe { w32.add(j).read_unaligned() };
         for t in 0..N {
+            // SAFETY: `j < n`: value `j` of activation row `t`, which the caller guarantees holds
+            // `n`.
             out[t] += w * unsafe { *a[t].add(j) };
         }
     }
@@ -991,11 +1062,11 @@ pub(crate) fn rows<const N: usize>(
         ($kernel:ident, $ptrs:expr, $len:expr) => {{
             let ptrs = $ptrs;
             for (i, row) in data.chunks_exact(row_bytes).enumerate() {
-                // SAFETY: `Isa` proves the CPU features (the AVX-512 ones are checked by the
-                // caller of this arm); `row` holds exactly `blocks` blocks; the activation
-                // pointers come from `Acts`, whose buffers hold `m` rows of `k == cols` values
-                // (with one scale per block and the sums) in the form `qtype` needs, and
-                // `t0 + N <= m` (all asserted above).
+                // SAFETY: `Isa` proves the CPU features (the AVX-512 ones are checked by the caller
+                // of this arm); `row` holds exactly `blocks` blocks; the activation pointers come
+                // from `Acts`, whose buffers hold `m` rows of `k == cols` values (with one scale
+                // per block and the sums) in the form `qtype` needs, and `t0 + N <= m` (all
+                // asserted above).
                 let r = unsafe { $kernel::<N>(row.as_ptr(), $len, ptrs) };
                 out[i * stride..i * stride + N].copy_from_slice(&r);
             }
