@@ -18,6 +18,7 @@
 //! would run after it on a miss, on the same [`RequestKey::canonical`] text.
 
 use crate::config::CachePolicy;
+use crate::operation::Operation;
 use serde_json::{Map, Number, Value};
 use std::time::Duration;
 
@@ -38,24 +39,6 @@ const IGNORED: &[&str] = &[
     "keep_alive",
 ];
 
-/// Which API a key belongs to (entries of different endpoints never mix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyEndpoint {
-    /// `/v1/chat/completions` (and `/v1/messages`, which is translated into it).
-    Chat,
-    /// `/v1/embeddings`.
-    Embeddings,
-}
-
-impl KeyEndpoint {
-    const fn as_str(self) -> &'static str {
-        match self {
-            Self::Chat => "chat",
-            Self::Embeddings => "embeddings",
-        }
-    }
-}
-
 /// A request's cache key and what the key's computation learned about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestKey {
@@ -74,7 +57,7 @@ pub struct NotAnObject;
 
 /// The key of a request to `target` (route or model name) on `endpoint`.
 pub fn request_key(
-    endpoint: KeyEndpoint,
+    endpoint: Operation,
     target: &str,
     body: &[u8],
 ) -> Result<RequestKey, NotAnObject> {
@@ -82,8 +65,8 @@ pub fn request_key(
         return Err(NotAnObject);
     };
     let deterministic = match endpoint {
-        KeyEndpoint::Embeddings => true,
-        KeyEndpoint::Chat => {
+        Operation::Embeddings => true,
+        Operation::Chat => {
             let zero_temperature = map
                 .get("temperature")
                 .and_then(Value::as_f64)

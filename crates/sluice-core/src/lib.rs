@@ -10,6 +10,7 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod keys;
+pub mod operation;
 pub mod presets;
 pub mod retry;
 pub mod rng;
@@ -19,4 +20,5 @@ pub mod simulate;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind};
+pub use operation::Operation;
 pub use secret::Secret;

@@ -29,7 +29,8 @@
 
 use crate::chunks::{compact_json, Answer, ChunkWriter, Delta, ToolCallOut};
 use crate::client::UpstreamBody;
-use crate::openai::{post, static_headers, uri};
+use crate::json::raw_arguments;
+use crate::outbound::{post, static_headers, uri};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Uri};
@@ -219,9 +220,7 @@ struct Metadata<'a> {
     user_id: &'a str,
 }
 
-/// Why a request cannot be expressed for Anthropic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Untranslatable(pub String);
+pub use crate::error::Untranslatable;
 
 fn image_block(url: &str) -> Block<'_> {
     if let Some(rest) = url.strip_prefix("data:") {
@@ -263,16 +262,6 @@ fn push_turn<'a>(messages: &mut Vec<WireMessage<'a>>, role: &'static str, blocks
             content: blocks,
         }),
     }
-}
-
-/// Tool-call arguments as raw JSON (checked, not rebuilt); `{}` when empty.
-pub(crate) fn raw_arguments(arguments: &str) -> Result<&RawValue, serde_json::Error> {
-    let text = if arguments.trim().is_empty() {
-        "{}"
-    } else {
-        arguments
-    };
-    serde_json::from_str(text)
 }
 
 /// The Messages API request body for `req`, sent to `upstream_model`.

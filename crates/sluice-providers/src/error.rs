@@ -8,6 +8,10 @@ use sluice_core::{Error, ErrorKind};
 /// Longest upstream error message passed on.
 const MAX_MESSAGE: usize = 2048;
 
+/// Why a request cannot be expressed in a provider's format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untranslatable(pub String);
+
 fn truncate(mut s: String) -> String {
     if s.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;

@@ -21,10 +21,10 @@
 //! tokens included). Not mapped: `n` > 1 (`candidateCount` is left at one so streams stay
 //! one choice), `logprobs`.
 
-use crate::anthropic::raw_arguments;
 use crate::chunks::{compact_json, completion, embedding_list, ChunkWriter, Delta, ToolCallOut};
 use crate::client::UpstreamBody;
-use crate::openai::{post, static_headers, uri};
+use crate::json::{raw_arguments, raw_array, EmbedRequest, TextInput};
+use crate::outbound::{post, static_headers, uri};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Uri};
@@ -108,9 +108,7 @@ pub enum Method {
     Embed,
 }
 
-/// Why a request cannot be expressed for Gemini.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Untranslatable(pub String);
+pub use crate::error::Untranslatable;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -640,34 +638,6 @@ impl StreamTranslator {
     }
 }
 
-/// An OpenAI embeddings request, as far as the native embedding APIs go.
-#[derive(Deserialize)]
-pub(crate) struct EmbedRequest<'a> {
-    #[serde(borrow)]
-    pub input: &'a RawValue,
-    #[serde(default)]
-    pub dimensions: Option<u64>,
-    #[serde(default, borrow)]
-    pub keep_alive: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    pub x_fake: Option<&'a RawValue>,
-}
-
-/// `input` of an embeddings request, when it is text.
-#[derive(Deserialize, Serialize)]
-#[serde(untagged)]
-pub(crate) enum TextInput<'a> {
-    One(#[serde(borrow)] Cow<'a, str>),
-    Many(#[serde(borrow)] Vec<Cow<'a, str>>),
-}
-
-impl<'a> EmbedRequest<'a> {
-    /// `input` when it is a string or a list of strings.
-    pub(crate) fn texts(&self) -> Option<TextInput<'a>> {
-        serde_json::from_str(self.input.get()).ok()
-    }
-}
-
 #[derive(Serialize)]
 struct BatchEmbed<'a> {
     requests: Vec<EmbedOne<'a>>,
@@ -747,15 +717,6 @@ pub fn from_embed_response(
             ..Usage::default()
         },
     ))
-}
-
-/// An embedding vector as compacted raw JSON; `Err` unless it is a JSON array.
-pub(crate) fn raw_array(raw: &RawValue) -> Result<Box<RawValue>, String> {
-    let text = compact_json(raw.get());
-    if !text.starts_with('[') {
-        return Err("an embedding is not a list of numbers".into());
-    }
-    RawValue::from_string(text.into_owned()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

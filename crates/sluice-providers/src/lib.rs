@@ -1,10 +1,13 @@
-//! Provider adapters: one module per upstream wire format (named after its config `type`),
-//! a closed [`Provider`] enum that dispatches to them statically, and the pooled HTTP client
-//! each provider owns.
+//! Dispatch to upstreams: one module per upstream wire format (named after its config
+//! `type`), the closed [`Provider`] type that dispatches to them statically, and the pooled
+//! HTTP client each provider owns.
 //!
-//! An adapter turns a validated client request into an upstream `http::Request` and an
-//! upstream error response into an [`sluice_core::Error`]. Success bodies of the `openai`
-//! type are OpenAI's own format and pass through as bytes.
+//! Given a request [`View`] and the client's body, [`Provider::prepare`] writes the upstream
+//! request (the body spliced, or translated for Anthropic, Gemini and Ollama) and picks the
+//! [`Reader`] of its answer, which turns it back into OpenAI's format whole or as a
+//! [`StreamReader`], event by event. Upstream error responses become
+//! [`sluice_core::Error`]s ([`error`]). Models sluice runs itself are
+//! [`Prepared::InProcess`]: the server hands them to the local runtime.
 #![forbid(unsafe_code)]
 
 pub mod anthropic;
@@ -12,11 +15,17 @@ pub mod chunks;
 pub mod client;
 pub mod error;
 pub mod gemini;
+mod json;
 pub mod ollama;
 pub mod openai;
+mod outbound;
 mod provider;
+pub mod reader;
 #[cfg(test)]
 mod test_support;
+pub mod view;
 
 pub use client::{HttpClient, UpstreamBody};
-pub use provider::{set_worker, Endpoint, Provider, Translation};
+pub use provider::{set_worker, Prepared, Provider};
+pub use reader::{Reader, StreamFault, StreamReader};
+pub use view::View;

@@ -16,13 +16,12 @@
 //! `prompt_eval_count`/`eval_count` as usage. Not mapped: `n`, `logprobs` (no Ollama
 //! counterpart); image URLs that are not data URLs (Ollama takes only inline images).
 
-use crate::anthropic::raw_arguments;
 use crate::chunks::{
     compact_json, completion, embedding_list, ChunkWriter, Delta, FunctionTool, ToolCallOut,
 };
 use crate::client::UpstreamBody;
-use crate::gemini::{raw_array, EmbedRequest};
-use crate::openai::{post, static_headers, uri};
+use crate::json::{raw_arguments, raw_array, EmbedRequest};
+use crate::outbound::{post, static_headers, uri};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::{Request, Uri};
@@ -79,9 +78,7 @@ impl Ollama {
     }
 }
 
-/// Why a request cannot be expressed for Ollama.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Untranslatable(pub String);
+pub use crate::error::Untranslatable;
 
 #[derive(Serialize)]
 struct WireChatRequest<'a> {

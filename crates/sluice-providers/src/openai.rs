@@ -3,12 +3,12 @@
 //! only the URL and the headers are the adapter's work.
 
 use crate::client::UpstreamBody;
-use crate::provider::Endpoint;
+use crate::outbound::{post, static_headers, uri};
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use http::{Method, Request, Uri};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::{Request, Uri};
 use sluice_core::config::ProviderConfig;
-use sluice_core::{Error, ErrorKind};
+use sluice_core::{Error, Operation};
 
 /// The config `type` of this adapter.
 pub const PROVIDER_TYPE: &str = "openai";
@@ -19,63 +19,6 @@ pub struct OpenAi {
     chat_uri: Uri,
     embeddings_uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-pub(crate) fn invalid(config: &ProviderConfig, what: &str) -> Error {
-    ErrorKind::Internal {
-        message: format!("provider `{}`: {what}", config.name),
-    }
-    .into()
-}
-
-/// `base_url` + `path` as a URI.
-pub(crate) fn uri(config: &ProviderConfig, path: &str) -> Result<Uri, Error> {
-    format!("{}{path}", config.base_url)
-        .parse()
-        .map_err(|_| invalid(config, "`base_url` does not form a valid URI"))
-}
-
-/// The headers every request of a provider carries: JSON content type, the key under
-/// `auth` (`(name, value)`), and the configured extra headers. Secrets are marked sensitive.
-pub(crate) fn static_headers(
-    config: &ProviderConfig,
-    auth: Option<(HeaderName, String)>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
-    let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-    if let Some((name, value)) = auth {
-        let mut v = HeaderValue::from_str(&value)
-            .map_err(|_| invalid(config, "`api_key` is not a valid header value"))?;
-        v.set_sensitive(true);
-        headers.push((name, v));
-    }
-    for (name, value) in &config.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| invalid(config, "header name is invalid"))?;
-        let mut value = HeaderValue::from_str(value.expose())
-            .map_err(|_| invalid(config, "header value is invalid"))?;
-        value.set_sensitive(true);
-        headers.push((name, value));
-    }
-    Ok(headers)
-}
-
-/// A `POST` of `body` to `uri` with `headers` and the request id.
-pub(crate) fn post(
-    uri: &Uri,
-    headers: &[(HeaderName, HeaderValue)],
-    body: Bytes,
-    request_id: &HeaderValue,
-) -> Request<UpstreamBody> {
-    let mut req = Request::new(UpstreamBody::new(body));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = uri.clone();
-    let h = req.headers_mut();
-    h.reserve(headers.len() + 1);
-    for (name, value) in headers {
-        h.insert(name.clone(), value.clone());
-    }
-    h.insert(HeaderName::from_static("x-request-id"), request_id.clone());
-    req
 }
 
 impl OpenAi {
@@ -95,13 +38,13 @@ impl OpenAi {
     /// The upstream request.
     pub fn request(
         &self,
-        endpoint: Endpoint,
+        op: Operation,
         body: Bytes,
         request_id: &HeaderValue,
     ) -> Request<UpstreamBody> {
-        let uri = match endpoint {
-            Endpoint::Chat => &self.chat_uri,
-            Endpoint::Embeddings => &self.embeddings_uri,
+        let uri = match op {
+            Operation::Chat => &self.chat_uri,
+            Operation::Embeddings => &self.embeddings_uri,
         };
         post(uri, &self.headers, body, request_id)
     }

@@ -1,24 +1,17 @@
 //! The closed set of providers, dispatched statically.
 
-use crate::anthropic::{Anthropic, RequestOptions};
+use crate::anthropic::{self, Anthropic};
 use crate::client::{self, HttpClient, UpstreamBody};
 use crate::gemini::{self, Gemini};
-use crate::ollama::Ollama;
+use crate::ollama::{self, Ollama};
 use crate::openai::OpenAi;
+use crate::reader::Reader;
+use crate::view::View;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use hyper::body::Incoming;
 use sluice_core::config::{ProviderConfig, ProviderType};
-use sluice_core::Error;
-
-/// Which API an upstream request goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// Chat completions.
-    Chat,
-    /// Embeddings.
-    Embeddings,
-}
+use sluice_core::{Error, ErrorKind, Operation};
 
 thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -39,19 +32,21 @@ enum Adapter {
     Local,
 }
 
-/// How requests to a provider are written and its answers read.
-#[derive(Debug, Clone)]
-pub enum Translation {
-    /// OpenAI's own format: bodies pass through.
-    None,
-    /// Anthropic's Messages API.
-    Anthropic(RequestOptions),
-    /// Ollama's native API, with the default `keep_alive`.
-    Ollama(Option<String>),
-    /// Google's Gemini API.
-    Gemini,
-    /// A model sluice runs itself (`sluice-local`): the server serves it in process.
-    Local,
+/// One upstream call, made ready.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per attempt and unpacked at once: boxing would add an allocation per request"
+)]
+pub enum Prepared {
+    /// An HTTP request to send, and how to read its answer.
+    Http {
+        /// The request, in the upstream's format.
+        request: http::Request<UpstreamBody>,
+        /// How the answer is read back into OpenAI's format.
+        reader: Reader,
+    },
+    /// A model sluice runs itself: the client's own body, served in process.
+    InProcess,
 }
 
 /// A configured provider: its adapter and its connection pool.
@@ -107,17 +102,6 @@ impl Provider {
         &self.config.name
     }
 
-    /// How requests must be translated for this provider.
-    pub fn translation(&self) -> Translation {
-        match &self.adapter {
-            Adapter::OpenAi(_) => Translation::None,
-            Adapter::Anthropic(a) => Translation::Anthropic(a.options),
-            Adapter::Ollama(o) => Translation::Ollama(o.keep_alive.clone()),
-            Adapter::Gemini(_) => Translation::Gemini,
-            Adapter::Local => Translation::Local,
-        }
-    }
-
     /// Whether the provider serves `/v1/embeddings`.
     pub fn has_embeddings(&self) -> bool {
         !matches!(self.adapter, Adapter::Anthropic(_))
@@ -128,38 +112,109 @@ impl Provider {
         self.config.stream_usage
     }
 
-    /// The upstream request for `endpoint` carrying `body` (already in the upstream's
-    /// format), for upstream model `model`, streamed or not (Gemini puts both in the URL).
-    pub fn request(
+    /// Whether the provider runs its models in process.
+    pub fn is_local(&self) -> bool {
+        matches!(self.adapter, Adapter::Local)
+    }
+
+    /// The upstream call for the client's `body` (read as `view`), sent to upstream model
+    /// `upstream`: the body spliced or translated into the upstream's format, the request
+    /// built, and the reader of its answer chosen. `Err` when the request cannot be
+    /// expressed for this provider (a 400 naming why).
+    pub fn prepare(
         &self,
-        endpoint: Endpoint,
-        model: &str,
-        stream: bool,
-        body: Bytes,
+        view: &View<'_>,
+        body: &Bytes,
+        upstream: &str,
         request_id: &HeaderValue,
-    ) -> Result<http::Request<UpstreamBody>, Error> {
-        Ok(match &self.adapter {
-            Adapter::OpenAi(a) => a.request(endpoint, body, request_id),
-            Adapter::Anthropic(a) => a.request(body, request_id),
-            Adapter::Ollama(o) => o.request(endpoint == Endpoint::Embeddings, body, request_id),
-            Adapter::Gemini(g) => {
-                let method = match (endpoint, stream) {
-                    (Endpoint::Embeddings, _) => gemini::Method::Embed,
-                    (Endpoint::Chat, true) => gemini::Method::Stream,
-                    (Endpoint::Chat, false) => gemini::Method::Generate,
+    ) -> Result<Prepared, Error> {
+        let (request, reader) = match (&self.adapter, view) {
+            (Adapter::Local, _) => return Ok(Prepared::InProcess),
+            (Adapter::OpenAi(a), View::Chat(c)) => {
+                let ask = c.stream && self.config.stream_usage;
+                let body = c.upstream_body(body, upstream, ask);
+                let reader = Reader::OpenAi {
+                    strip_usage: ask && !c.include_usage,
                 };
-                g.request(model, method, body, request_id)?
+                (a.request(Operation::Chat, body, request_id), reader)
             }
-            Adapter::Local => {
-                return Err(sluice_core::ErrorKind::Internal {
+            (Adapter::OpenAi(a), View::Embeddings(e)) => {
+                let body = e.upstream_body(body, upstream);
+                let reader = Reader::OpenAi { strip_usage: false };
+                (a.request(Operation::Embeddings, body, request_id), reader)
+            }
+            (Adapter::Anthropic(a), View::Chat(c)) => {
+                let full = full_request(body)?;
+                let translated = anthropic::to_request(&full, upstream, a.options)
+                    .map_err(|e| untranslatable("Anthropic", &e.0))?;
+                let reader = Reader::Anthropic {
+                    include_usage: c.include_usage,
+                };
+                (a.request(Bytes::from(translated), request_id), reader)
+            }
+            (Adapter::Anthropic(_), View::Embeddings(_)) => {
+                return Err(ErrorKind::InvalidRequest {
                     message: format!(
-                        "provider `{}` runs its models in process: no HTTP request",
-                        self.config.name
+                        "provider `{}` (type `{}`) has no embeddings API",
+                        self.name(),
+                        self.config.kind.as_str()
                     ),
+                    param: Some("model"),
                 }
                 .into())
             }
-        })
+            (Adapter::Ollama(o), View::Chat(c)) => {
+                let full = full_request(body)?;
+                let translated =
+                    ollama::to_chat_request(&full, body, upstream, o.keep_alive.as_deref())
+                        .map_err(|e| untranslatable("Ollama", &e.0))?;
+                let reader = Reader::Ollama {
+                    include_usage: c.include_usage,
+                };
+                (
+                    o.request(false, Bytes::from(translated), request_id),
+                    reader,
+                )
+            }
+            (Adapter::Ollama(o), View::Embeddings(_)) => {
+                let translated = ollama::to_embed_request(body, upstream, o.keep_alive.as_deref())
+                    .map_err(|e| untranslatable("Ollama", &e.0))?;
+                (
+                    o.request(true, Bytes::from(translated), request_id),
+                    Reader::OllamaEmbed,
+                )
+            }
+            (Adapter::Gemini(g), View::Chat(c)) => {
+                let full = full_request(body)?;
+                let translated =
+                    gemini::to_request(&full).map_err(|e| untranslatable("Gemini", &e.0))?;
+                let method = if c.stream {
+                    gemini::Method::Stream
+                } else {
+                    gemini::Method::Generate
+                };
+                let reader = Reader::Gemini {
+                    include_usage: c.include_usage,
+                };
+                let request = g.request(upstream, method, Bytes::from(translated), request_id)?;
+                (request, reader)
+            }
+            (Adapter::Gemini(g), View::Embeddings(e)) => {
+                let translated = gemini::to_embed_request(body, upstream)
+                    .map_err(|e| untranslatable("Gemini", &e.0))?;
+                let reader = Reader::GeminiEmbed {
+                    estimated_tokens: e.estimated_tokens(),
+                };
+                let request = g.request(
+                    upstream,
+                    gemini::Method::Embed,
+                    Bytes::from(translated),
+                    request_id,
+                )?;
+                (request, reader)
+            }
+        };
+        Ok(Prepared::Http { request, reader })
     }
 
     /// Sends a request on the pool and waits for the response head.
@@ -173,4 +228,23 @@ impl Provider {
             .await
             .map_err(|e| crate::error::from_transport(&self.config.name, &e))
     }
+}
+
+/// The whole request, for the translating adapters (only they pay for a full parse).
+fn full_request(body: &[u8]) -> Result<sluice_types::openai::ChatCompletionRequest, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        ErrorKind::InvalidRequest {
+            message: format!("invalid request body: {e}"),
+            param: None,
+        }
+        .into()
+    })
+}
+
+fn untranslatable(to: &str, why: &str) -> Error {
+    ErrorKind::InvalidRequest {
+        message: format!("cannot be sent to {to}: {why}"),
+        param: Some("messages"),
+    }
+    .into()
 }

@@ -1,11 +1,10 @@
 //! The endpoints that are not proxied: models, health, metrics.
 
 use crate::body::{error_response, json, ResponseBody};
-use crate::metrics::Endpoint;
 use crate::state::AppState;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
-use sluice_core::ErrorKind;
+use sluice_core::{ErrorKind, Operation};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -97,8 +96,8 @@ pub fn health_detailed(state: &AppState) -> Response<ResponseBody> {
         .enumerate()
         .map(|(i, d)| {
             let s = state.metrics.series(i);
-            let chat = s.endpoint(Endpoint::Chat);
-            let emb = s.endpoint(Endpoint::Embeddings);
+            let chat = s.endpoint(Operation::Chat);
+            let emb = s.endpoint(Operation::Embeddings);
             serde_json::json!({
                 "name": &*d.name,
                 "provider": state.providers[d.provider].name(),

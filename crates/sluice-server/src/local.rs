@@ -700,7 +700,7 @@ impl LocalStream {
             state
                 .metrics
                 .series(self.deployment)
-                .endpoint(crate::metrics::Endpoint::Chat)
+                .endpoint(sluice_core::Operation::Chat)
                 .latency
                 .observe(started.elapsed());
             state

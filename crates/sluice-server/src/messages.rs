@@ -4,7 +4,6 @@
 //! is turned back into Anthropic's format, errors included.
 
 use crate::body::{json, ResponseBody};
-use crate::metrics::Endpoint;
 use crate::proxy::{self, BodySource};
 use crate::state::AppState;
 use bytes::Bytes;
@@ -44,7 +43,7 @@ pub async fn serve(
     };
     let response = proxy::serve(
         state,
-        Endpoint::Chat,
+        sluice_core::Operation::Chat,
         parts,
         BodySource::Ready(Bytes::from(body)),
         request_id,

@@ -4,6 +4,7 @@
 //! one per passthrough provider, one for requests that never resolved a model), so
 //! recording is a few relaxed atomic adds: no map lookup, no lock, no allocation.
 
+use sluice_core::Operation;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -49,16 +50,8 @@ const UPSTREAM_ERRORS: [(UpstreamError, &str); 7] = [
     (UpstreamError::StreamCut, "stream_cut"),
 ];
 
-/// The endpoints measured separately.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/v1/chat/completions`.
-    Chat = 0,
-    /// `/v1/embeddings`.
-    Embeddings = 1,
-}
-
-const ENDPOINTS: [&str; 2] = ["chat", "embeddings"];
+/// The `endpoint` label of each operation's series, in [`Operation::index`] order.
+const ENDPOINTS: [&str; 2] = [Operation::Chat.as_str(), Operation::Embeddings.as_str()];
 
 /// A histogram with fixed buckets.
 #[derive(Debug, Default)]
@@ -195,9 +188,9 @@ pub struct RouteMetrics {
 }
 
 impl Series {
-    /// The measurements of `endpoint`.
-    pub fn endpoint(&self, endpoint: Endpoint) -> &EndpointMetrics {
-        &self.endpoints[endpoint as usize]
+    /// The measurements of operation `op`.
+    pub fn endpoint(&self, op: Operation) -> &EndpointMetrics {
+        &self.endpoints[op.index()]
     }
 }
 
@@ -453,7 +446,7 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let m = Metrics::new([("gpt", "openai")], ["auto"]);
-        let e = m.series(0).endpoint(Endpoint::Chat);
+        let e = m.series(0).endpoint(Operation::Chat);
         e.count_status(200);
         e.count_status(418);
         e.latency.observe(Duration::from_millis(3));
@@ -463,7 +456,7 @@ mod tests {
             ..Default::default()
         });
         e.upstream_error(UpstreamError::Timeout);
-        m.unresolved().endpoint(Endpoint::Chat).count_status(404);
+        m.unresolved().endpoint(Operation::Chat).count_status(404);
         let text = m.render();
         assert!(text.contains(r#"sluice_requests_total{model="gpt",provider="openai",endpoint="chat",status="200"} 1"#), "{text}");
         assert!(text.contains(r#"status="other"} 1"#));

@@ -13,8 +13,8 @@ use crate::body::{self, error_response, ResponseBody, UpstreamReadError};
 use crate::cache::entry::{self, Answer};
 use crate::cache::flight;
 use crate::cache::{self, Cache};
-use crate::metrics::{Endpoint, EndpointMetrics, UpstreamError};
-use crate::relay::{Relay, RelayParams, Translator};
+use crate::metrics::{EndpointMetrics, UpstreamError};
+use crate::relay::{Relay, RelayParams};
 use crate::state::{self, AppState, Plan, Resolved};
 use crate::tab::{self, End, Opening, Tab};
 use bytes::Bytes;
@@ -24,12 +24,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use sluice_core::cache as cache_key;
 use sluice_core::retry::{self, Next};
-use sluice_core::routing::RequestFacts;
-use sluice_core::{rng, Error, ErrorKind};
+use sluice_core::{rng, Error, ErrorKind, Operation as Endpoint};
 use sluice_providers::error as upstream_error;
-use sluice_providers::Provider;
-use sluice_providers::{anthropic, gemini, ollama, Translation};
-use sluice_types::{ChatRequest, EmbeddingsRequest, Usage};
+use sluice_providers::{Prepared, Provider, Reader, View};
+use sluice_types::Usage;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,170 +93,6 @@ struct Outcome {
     tab: Option<Tab>,
     /// Prompt tokens estimated from the request.
     estimated_prompt_tokens: u64,
-}
-
-/// The request body, read through the view of its endpoint.
-enum View<'a> {
-    Chat(ChatRequest<'a>),
-    Embeddings(EmbeddingsRequest<'a>),
-}
-
-impl View<'_> {
-    fn model(&self) -> &str {
-        match self {
-            Self::Chat(c) => &c.model,
-            Self::Embeddings(e) => &e.model,
-        }
-    }
-
-    fn stream(&self) -> bool {
-        matches!(self, Self::Chat(c) if c.stream)
-    }
-
-    fn facts(&self) -> RequestFacts {
-        match self {
-            Self::Chat(c) => RequestFacts {
-                prompt_tokens: c.estimated_prompt_tokens(),
-                max_tokens: c.max_tokens,
-                has_tools: c.has_tools,
-                message_count: c.message_count,
-            },
-            Self::Embeddings(e) => RequestFacts {
-                prompt_tokens: e.estimated_tokens(),
-                max_tokens: Some(0),
-                has_tools: false,
-                message_count: 1,
-            },
-        }
-    }
-
-    fn user(&self) -> Option<&str> {
-        match self {
-            Self::Chat(c) => c.user.as_deref(),
-            Self::Embeddings(_) => None,
-        }
-    }
-
-    /// The body for one upstream, and how to read its answer.
-    fn upstream_body(
-        &self,
-        body: &Bytes,
-        upstream: &str,
-        provider: &Provider,
-    ) -> Result<(Bytes, Wire), Error> {
-        match (self, provider.translation()) {
-            (Self::Chat(c), Translation::None) => {
-                let ask = c.stream && provider.stream_usage();
-                let strip_usage = ask && !c.include_usage;
-                Ok((
-                    c.upstream_body(body, upstream, ask),
-                    Wire::OpenAi { strip_usage },
-                ))
-            }
-            (Self::Embeddings(e), Translation::None) => Ok((
-                e.upstream_body(body, upstream),
-                Wire::OpenAi { strip_usage: false },
-            )),
-            (Self::Chat(c), Translation::Anthropic(options)) => {
-                // Only translating providers pay for a full parse of the request.
-                let full: sluice_types::openai::ChatCompletionRequest =
-                    serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
-                let translated = anthropic::to_request(&full, upstream, options)
-                    .map_err(|e| untranslatable("Anthropic", &e.0))?;
-                Ok((
-                    Bytes::from(translated),
-                    Wire::Anthropic {
-                        include_usage: c.include_usage,
-                    },
-                ))
-            }
-            (Self::Chat(c), Translation::Ollama(keep_alive)) => {
-                let full: sluice_types::openai::ChatCompletionRequest =
-                    serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
-                let translated =
-                    ollama::to_chat_request(&full, body, upstream, keep_alive.as_deref())
-                        .map_err(|e| untranslatable("Ollama", &e.0))?;
-                Ok((
-                    Bytes::from(translated),
-                    Wire::Ollama {
-                        include_usage: c.include_usage,
-                    },
-                ))
-            }
-            (Self::Embeddings(_), Translation::Ollama(keep_alive)) => {
-                let translated = ollama::to_embed_request(body, upstream, keep_alive.as_deref())
-                    .map_err(|e| untranslatable("Ollama", &e.0))?;
-                Ok((Bytes::from(translated), Wire::OllamaEmbed))
-            }
-            (Self::Chat(c), Translation::Gemini) => {
-                let full: sluice_types::openai::ChatCompletionRequest =
-                    serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
-                let translated =
-                    gemini::to_request(&full).map_err(|e| untranslatable("Gemini", &e.0))?;
-                Ok((
-                    Bytes::from(translated),
-                    Wire::Gemini {
-                        include_usage: c.include_usage,
-                    },
-                ))
-            }
-            (Self::Embeddings(e), Translation::Gemini) => {
-                let translated = gemini::to_embed_request(body, upstream)
-                    .map_err(|e| untranslatable("Gemini", &e.0))?;
-                Ok((
-                    Bytes::from(translated),
-                    Wire::GeminiEmbed {
-                        estimated_tokens: e.estimated_tokens(),
-                    },
-                ))
-            }
-            (_, Translation::Local) => Ok((body.clone(), Wire::Local)),
-            (Self::Embeddings(_), Translation::Anthropic(_)) => Err(ErrorKind::InvalidRequest {
-                message: format!(
-                    "provider `{}` (type `{}`) has no embeddings API",
-                    provider.name(),
-                    provider.config.kind.as_str()
-                ),
-                param: Some("model"),
-            }
-            .into()),
-        }
-    }
-}
-
-/// How an upstream's answer is read.
-#[derive(Debug, Clone, Copy)]
-enum Wire {
-    /// OpenAI's format: passed through; for a stream, hide the usage chunk sluice asked for.
-    OpenAi { strip_usage: bool },
-    /// Anthropic's format: translated; the client asked for a usage chunk or not.
-    Anthropic { include_usage: bool },
-    /// Ollama's native chat: translated (NDJSON streams).
-    Ollama { include_usage: bool },
-    /// Ollama's native embeddings: translated.
-    OllamaEmbed,
-    /// Gemini's `generateContent`: translated (SSE streams without an end marker).
-    Gemini { include_usage: bool },
-    /// Gemini's `batchEmbedContents`: translated; Gemini counts no tokens for them.
-    GeminiEmbed { estimated_tokens: u64 },
-    /// A model sluice runs itself: the request's own body, served in process.
-    Local,
-}
-
-fn untranslatable(to: &str, why: &str) -> Error {
-    ErrorKind::InvalidRequest {
-        message: format!("cannot be sent to {to}: {why}"),
-        param: Some("messages"),
-    }
-    .into()
-}
-
-fn invalid_body(e: &serde_json::Error) -> Error {
-    ErrorKind::InvalidRequest {
-        message: format!("invalid request body: {e}"),
-        param: None,
-    }
-    .into()
 }
 
 /// Serves one proxied request of `endpoint`.
@@ -466,10 +300,7 @@ async fn proxy(
         BodySource::Ready(b) => (b, "messages"),
     };
 
-    let view = match endpoint {
-        Endpoint::Chat => View::Chat(ChatRequest::parse(&body).map_err(invalid)?),
-        Endpoint::Embeddings => View::Embeddings(EmbeddingsRequest::parse(&body).map_err(invalid)?),
-    };
+    let view = View::parse(endpoint, &body).map_err(invalid)?;
     identity.check_model(view.model())?;
     let resolved = state.resolve(view.model())?;
     let overrides = state::overrides(&parts.headers, view.user())?;
@@ -544,7 +375,7 @@ async fn proxy(
     match leading {
         None => call.walk(outcome).await,
         Some((cache, leader, store_plan)) => {
-            let include_usage = matches!(&view, View::Chat(c) if c.include_usage);
+            let include_usage = view.include_usage();
             call.lead(cache, leader, store_plan, include_usage, outcome)
                 .await
         }
@@ -585,11 +416,7 @@ async fn cache_stage(
         Resolved::Passthrough { .. } => (view.model(), state.cache_config.policy),
     };
     let decision = if policy.enabled {
-        let key_endpoint = match endpoint {
-            Endpoint::Chat => cache_key::KeyEndpoint::Chat,
-            Endpoint::Embeddings => cache_key::KeyEndpoint::Embeddings,
-        };
-        cache_key::request_key(key_endpoint, target, body)
+        cache_key::request_key(endpoint, target, body)
             .ok()
             .map(|k| {
                 (
@@ -615,7 +442,7 @@ async fn cache_stage(
         return Stage::Upstream;
     };
     let stream = view.stream();
-    let include_usage = matches!(view, View::Chat(c) if c.include_usage);
+    let include_usage = view.include_usage();
     if lookup {
         if let Some(answer) = cache.lookup(&key).await {
             cache.metrics.hits.fetch_add(1, Relaxed);
@@ -908,7 +735,7 @@ async fn walk(call: &Call<'_>, outcome: &mut Outcome) -> Result<Response<Respons
             if let (true, Some(rm), 1) = (canary.is_some(), route_metrics, tried) {
                 rm.canary_requests.fetch_add(1, Relaxed);
             }
-            let (upstream_body, wire) = view.upstream_body(body, upstream_id, provider)?;
+            let prepared = provider.prepare(view, body, upstream_id, request_id)?;
             let deadline = route_deadline.map_or(now + provider.config.timeout, |d| {
                 d.min(now + provider.config.timeout)
             });
@@ -922,12 +749,11 @@ async fn walk(call: &Call<'_>, outcome: &mut Outcome) -> Result<Response<Respons
                 deadline,
                 first_token_timeout: plan.first_token_timeout,
                 stream: view.stream(),
-                wire,
                 model: view.model(),
                 upstream_model: upstream_id,
                 estimated_prompt_tokens: view.facts().prompt_tokens,
             };
-            match attempt.run(upstream_body, request_id).await {
+            match attempt.run(prepared, body).await {
                 Ok(response) => {
                     dep.breaker.success(Instant::now(), permit);
                     if let Some(c) = canary {
@@ -1113,7 +939,6 @@ struct Attempt<'a> {
     deadline: Instant,
     first_token_timeout: Option<Duration>,
     stream: bool,
-    wire: Wire,
     /// What the client asked for (translated answers name it).
     model: &'a str,
     /// The model id sent upstream.
@@ -1153,49 +978,37 @@ impl Attempt<'_> {
         .into()
     }
 
-    async fn run(
-        &self,
-        upstream_body: Bytes,
-        request_id: &HeaderValue,
-    ) -> Result<Response<ResponseBody>, Error> {
+    async fn run(&self, prepared: Prepared, body: &Bytes) -> Result<Response<ResponseBody>, Error> {
         let provider = self.provider;
         let dep = &self.state.deployments[self.deployment];
-        if matches!(self.wire, Wire::Local) && self.endpoint == Endpoint::Embeddings {
-            return crate::local::serve_embeddings(
-                self.state,
-                self.upstream_model,
-                self.model,
-                &upstream_body,
-            )
-            .await;
-        }
-        if matches!(self.wire, Wire::Local) {
-            return crate::local::serve(
-                self.state,
-                self.deployment,
-                self.upstream_model,
-                self.model,
-                &upstream_body,
-                self.stream,
-            )
-            .await;
-        }
+        let (upstream_req, reader) = match prepared {
+            Prepared::Http { request, reader } => (request, reader),
+            Prepared::InProcess if self.endpoint == Endpoint::Embeddings => {
+                return crate::local::serve_embeddings(
+                    self.state,
+                    self.upstream_model,
+                    self.model,
+                    body,
+                )
+                .await;
+            }
+            Prepared::InProcess => {
+                return crate::local::serve(
+                    self.state,
+                    self.deployment,
+                    self.upstream_model,
+                    self.model,
+                    body,
+                    self.stream,
+                )
+                .await;
+            }
+        };
         let metrics = self
             .state
             .metrics
             .series(self.deployment)
             .endpoint(self.endpoint);
-        let provider_endpoint = match self.endpoint {
-            Endpoint::Chat => sluice_providers::Endpoint::Chat,
-            Endpoint::Embeddings => sluice_providers::Endpoint::Embeddings,
-        };
-        let upstream_req = provider.request(
-            provider_endpoint,
-            self.upstream_model,
-            self.stream,
-            upstream_body,
-            request_id,
-        )?;
         let deadline = tokio::time::Instant::from_std(self.deadline);
         let chunk_timeout = provider.config.chunk_timeout;
         // A stream must show its first byte within `first_token_timeout_ms` of the try's
@@ -1253,8 +1066,7 @@ impl Attempt<'_> {
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        let is_ndjson = matches!(self.wire, Wire::Ollama { .. });
-        if self.stream && (is_sse || is_ndjson) {
+        if self.stream && (is_sse || reader.streams_lines()) {
             // Commit only once the first byte is here: until then, failing over is free.
             let first_deadline = match first_wait {
                 Some(_) => head_deadline,
@@ -1291,38 +1103,12 @@ impl Attempt<'_> {
             let ttft = self.attempt_started.elapsed();
             dep.ttft.observe(ttft);
             metrics.ttft.observe(self.started.elapsed());
-            let (strip_usage, translator) = match self.wire {
-                Wire::OpenAi { strip_usage } => (strip_usage, None),
-                Wire::Anthropic { include_usage } => (
-                    false,
-                    Some(Translator::Anthropic(anthropic::StreamTranslator::new(
-                        self.model,
-                        include_usage,
-                    ))),
-                ),
-                Wire::Ollama { include_usage } => (
-                    false,
-                    Some(Translator::Ollama(ollama::LineTranslator::new(
-                        self.model,
-                        include_usage,
-                    ))),
-                ),
-                Wire::Gemini { include_usage } => (
-                    false,
-                    Some(Translator::Gemini(gemini::StreamTranslator::new(
-                        self.model,
-                        include_usage,
-                    ))),
-                ),
-                Wire::OllamaEmbed | Wire::GeminiEmbed { .. } | Wire::Local => (false, None),
-            };
             let relay = Relay::new(
                 upstream,
                 first,
                 Arc::clone(self.state),
                 RelayParams {
-                    translator,
-                    strip_usage,
+                    reader: reader.stream(self.model, self.state.server.max_event_bytes as usize),
                     provider: provider.name().into(),
                     chunk_timeout,
                     deadline,
@@ -1344,44 +1130,25 @@ impl Attempt<'_> {
         .await
         .map_err(|e| self.read_error(e))?;
         dep.total.observe(self.attempt_started.elapsed());
-        let mut seen = None;
-        let bytes = match self.wire {
-            Wire::OpenAi { .. } => {
-                if let Some(u) = Usage::from_response(&bytes) {
-                    metrics.add_usage(&u);
-                    seen = Some(u);
+        let (bytes, seen) = reader
+            .whole(bytes, self.model)
+            .map_err(|message| -> Error {
+                ErrorKind::UpstreamProtocol {
+                    provider: provider.name().to_string(),
+                    message,
                 }
-                bytes
-            }
-            _ => {
-                let translated = match self.wire {
-                    Wire::Anthropic { .. } => anthropic::from_response(&bytes, self.model),
-                    Wire::Ollama { .. } => ollama::from_chat_response(&bytes, self.model),
-                    Wire::Gemini { .. } => gemini::from_response(&bytes, self.model),
-                    Wire::GeminiEmbed { estimated_tokens } => {
-                        gemini::from_embed_response(&bytes, self.model, estimated_tokens)
-                    }
-                    _ => ollama::from_embed_response(&bytes, self.model),
-                };
-                let (translated, usage) = translated.map_err(|message| -> Error {
-                    ErrorKind::UpstreamProtocol {
-                        provider: provider.name().to_string(),
-                        message,
-                    }
-                    .into()
-                })?;
-                metrics.add_usage(&usage);
-                seen = Some(usage);
-                Bytes::from(translated)
-            }
-        };
+                .into()
+            })?;
+        if let Some(u) = &seen {
+            metrics.add_usage(u);
+        }
         let mut r = Response::new(ResponseBody::full(bytes));
         if let Some(u) = seen {
             r.extensions_mut().insert(UsageSeen(u));
         }
         *r.status_mut() = head.status;
-        let content_type = match self.wire {
-            Wire::OpenAi { .. } => head.headers.get(http::header::CONTENT_TYPE).cloned(),
+        let content_type = match reader {
+            Reader::OpenAi { .. } => head.headers.get(http::header::CONTENT_TYPE).cloned(),
             _ => None,
         }
         .unwrap_or_else(|| HeaderValue::from_static("application/json"));

@@ -8,67 +8,13 @@
 //! event, never truncated silently. Dropping the relay (the client went away) drops the
 //! upstream body, which closes the upstream connection and so cancels the upstream request.
 
-use crate::metrics::{Endpoint, UpstreamError};
+use crate::metrics::UpstreamError;
 use crate::state::AppState;
 use crate::tab::{End, Tab};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
-use sluice_providers::anthropic::{StreamStep, StreamTranslator};
-use sluice_providers::gemini::StreamTranslator as GeminiTranslator;
-use sluice_providers::ollama::{LineStep, LineTranslator};
-
-/// Turns a non-OpenAI stream into OpenAI chunk events.
-pub enum Translator {
-    /// Anthropic's SSE events.
-    Anthropic(StreamTranslator),
-    /// Ollama's NDJSON lines.
-    Ollama(LineTranslator),
-    /// Gemini's SSE events, which have no end marker.
-    Gemini(GeminiTranslator),
-}
-
-impl Translator {
-    /// Feeds one event (or line); appends what it yields. `Err` carries an upstream error.
-    fn feed(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
-        match self {
-            Self::Anthropic(t) => match event_data(raw) {
-                None => Ok(false),
-                Some(data) => match t.on_event(&data, out) {
-                    StreamStep::Continue => Ok(false),
-                    StreamStep::Done => Ok(true),
-                    StreamStep::Error(m) => Err(m),
-                },
-            },
-            Self::Ollama(t) => match t.on_line(raw, out) {
-                LineStep::Continue => Ok(false),
-                LineStep::Done => Ok(true),
-                LineStep::Error(m) => Err(m),
-            },
-            Self::Gemini(t) => match event_data(raw) {
-                None => Ok(false),
-                Some(data) => t.on_event(&data, out).map(|()| false),
-            },
-        }
-    }
-
-    /// The upstream ended: whether that finishes the stream (appending what closes it).
-    fn end(&mut self, out: &mut Vec<u8>) -> bool {
-        match self {
-            Self::Gemini(t) => t.end(out),
-            Self::Anthropic(_) | Self::Ollama(_) => false,
-        }
-    }
-
-    fn usage(&self) -> Usage {
-        match self {
-            Self::Anthropic(t) => t.usage(),
-            Self::Ollama(t) => t.usage(),
-            Self::Gemini(t) => t.usage(),
-        }
-    }
-}
-use sluice_types::sse::{after_key, event_data, Keep, SseScanner};
+use sluice_providers::{StreamFault, StreamReader};
 use sluice_types::Usage;
 use std::convert::Infallible;
 use std::future::Future;
@@ -79,56 +25,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-/// What the relay has seen of the stream so far.
-#[derive(Debug, Default)]
-struct Seen {
-    done: bool,
-    finish: bool,
-    usage: Option<Usage>,
-    /// Events carrying content: the basis of an estimate when the upstream sends no usage
-    /// (OpenAI-compatible servers stream about one token per event).
-    content_events: u64,
-}
-
-impl Seen {
-    fn observe(&mut self, event: &[u8], strip_usage: bool) -> Keep {
-        let Some(data) = event_data(event) else {
-            return Keep::Yes;
-        };
-        if data.as_ref() == b"[DONE]" {
-            self.done = true;
-            return Keep::Yes;
-        }
-        if after_key(&data, b"\"usage\"").is_some_and(|v| !v.starts_with(b"null")) {
-            if let Some(u) = Usage::from_response(&data) {
-                self.usage = Some(u);
-                let usage_only =
-                    after_key(&data, b"\"choices\"").is_some_and(|v| v.starts_with(b"[]"));
-                if strip_usage && usage_only {
-                    return Keep::Drop;
-                }
-            }
-        }
-        if after_key(&data, b"\"content\"")
-            .is_some_and(|v| v.starts_with(b"\"") && !v.starts_with(b"\"\""))
-        {
-            self.content_events += 1;
-        }
-        if !self.finish
-            && after_key(&data, b"\"finish_reason\"").is_some_and(|v| v.starts_with(b"\""))
-        {
-            self.finish = true;
-        }
-        Keep::Yes
-    }
-}
-
 /// The streaming response body.
 pub struct Relay {
     upstream: Incoming,
-    scanner: SseScanner,
-    seen: Seen,
-    strip_usage: bool,
+    reader: StreamReader,
     provider: Box<str>,
     chunk_timeout: Duration,
     deadline: Instant,
@@ -142,7 +42,6 @@ pub struct Relay {
     series: usize,
     started: std::time::Instant,
     recorded: bool,
-    translator: Option<Translator>,
     estimated_prompt_tokens: u64,
     ttft: Duration,
     /// The request's tab, closed when the stream ends, with how it was served.
@@ -154,8 +53,8 @@ pub struct Relay {
 
 /// How to relay one stream.
 pub struct RelayParams {
-    /// Drop the usage chunk (sluice asked for it, the client did not).
-    pub strip_usage: bool,
+    /// Reads the upstream's events (translating them where the upstream is not OpenAI's).
+    pub reader: StreamReader,
     /// Provider name, for error messages.
     pub provider: Box<str>,
     /// Longest silence between two upstream reads.
@@ -166,8 +65,6 @@ pub struct RelayParams {
     pub series: usize,
     /// When the request arrived.
     pub started: std::time::Instant,
-    /// Translate the upstream's events (Anthropic's, Ollama's) into OpenAI chunks.
-    pub translator: Option<Translator>,
     /// Prompt tokens estimated from the request, used if the upstream reports no usage.
     pub estimated_prompt_tokens: u64,
     /// Arrival of the request to the stream's first byte.
@@ -195,14 +92,7 @@ impl Relay {
         let idle_until = p.deadline.min(Instant::now() + p.chunk_timeout);
         Self {
             upstream,
-            scanner: match p.translator {
-                Some(Translator::Ollama(_)) => {
-                    SseScanner::lines(state.server.max_event_bytes as usize)
-                }
-                _ => SseScanner::new(state.server.max_event_bytes as usize),
-            },
-            seen: Seen::default(),
-            strip_usage: p.strip_usage,
+            reader: p.reader,
             provider: p.provider,
             chunk_timeout: p.chunk_timeout,
             deadline: p.deadline,
@@ -215,7 +105,6 @@ impl Relay {
             series: p.series,
             started: p.started,
             recorded: false,
-            translator: p.translator,
             estimated_prompt_tokens: p.estimated_prompt_tokens,
             ttft: p.ttft,
             tab: None,
@@ -239,7 +128,7 @@ impl Relay {
         self.state
             .metrics
             .series(self.series)
-            .endpoint(Endpoint::Chat)
+            .endpoint(sluice_core::Operation::Chat)
     }
 
     /// Ends the stream with an error event.
@@ -262,118 +151,55 @@ impl Relay {
 
     /// The stream's usage: the upstream's, else the estimate the metrics count.
     pub fn usage(&self) -> Usage {
-        self.seen.usage.unwrap_or(Usage {
-            prompt_tokens: self.estimated_prompt_tokens,
-            completion_tokens: self.seen.content_events,
-            ..Usage::default()
-        })
+        self.reader.usage_or_estimate(self.estimated_prompt_tokens)
     }
 
     fn upstream_ended(&mut self) {
-        let tail = self.scanner.finish();
         self.ended = true;
-        if let (Some(t), false) = (self.translator.as_mut(), tail.is_empty()) {
-            // An unterminated last record (NDJSON without a final newline) still counts.
-            let mut out = Vec::new();
-            if let Ok(done) = t.feed(&tail, &mut out) {
-                self.seen.done |= done;
-                self.seen.usage = Some(t.usage());
-            }
-            if self.seen.done {
-                self.pending = (!out.is_empty()).then(|| Bytes::from(out));
-                return;
-            }
-        }
-        if let (Some(t), false) = (self.translator.as_mut(), self.seen.done) {
-            // Streams without an end marker (Gemini's) finish when the upstream closes.
-            let mut out = Vec::new();
-            if t.end(&mut out) {
-                self.seen.done = true;
-                self.seen.usage = Some(t.usage());
-                self.pending = Some(Bytes::from(out));
-                return;
-            }
-        }
-        if self.seen.done {
-            // A translated stream forwards only what the translator made of it.
-            self.pending = (!tail.is_empty() && self.translator.is_none()).then_some(tail);
-        } else if self.seen.finish {
-            // Finished but without the `[DONE]` marker some servers omit: complete it.
-            let mut out = tail.to_vec();
-            out.extend_from_slice(b"data: [DONE]\n\n");
-            self.pending = Some(Bytes::from(out));
-        } else {
-            let message = format!(
-                "upstream `{}` closed the stream before it finished",
-                self.provider
-            );
-            self.fail(UpstreamError::StreamCut, message, "stream_interrupted");
+        match self.reader.end() {
+            Ok(tail) => self.pending = tail,
+            Err(fault) => self.fault(fault),
         }
     }
 
-    /// Scans one read; returns what to forward now.
+    /// Ends the stream for `fault`.
+    fn fault(&mut self, fault: StreamFault) {
+        let p = &self.provider;
+        let (kind, message, code) = match fault {
+            StreamFault::TooLarge(limit) => (
+                UpstreamError::Protocol,
+                format!("upstream `{p}` sent an event larger than {limit} bytes (`server.max_event_bytes`)"),
+                "upstream_bad_response",
+            ),
+            StreamFault::Upstream(m) => (
+                UpstreamError::StreamCut,
+                format!("upstream `{p}` failed mid-stream: {m}"),
+                "stream_interrupted",
+            ),
+            StreamFault::Cut => (
+                UpstreamError::StreamCut,
+                format!("upstream `{p}` closed the stream before it finished"),
+                "stream_interrupted",
+            ),
+        };
+        self.fail(kind, message, code);
+    }
+
+    /// Scans one read; returns what to forward now (with the error event that ends the
+    /// stream, if the read ended it).
     fn on_data(&mut self, data: Bytes) -> Option<Bytes> {
-        if self.translator.is_some() {
-            return self.translate(data);
-        }
-        let Relay {
-            scanner,
-            seen,
-            strip_usage,
-            ..
-        } = self;
-        let strip = *strip_usage;
-        match scanner.push(data, |ev| seen.observe(ev, strip)) {
-            Ok(out) if out.is_empty() => None,
-            Ok(out) => Some(out),
-            Err(too_large) => {
-                let message = format!(
-                    "upstream `{}` sent an event larger than {} bytes (`server.max_event_bytes`)",
-                    self.provider, too_large.0
-                );
-                self.fail(UpstreamError::Protocol, message, "upstream_bad_response");
-                None
+        let (out, fault) = self.reader.push(data);
+        let Some(fault) = fault else {
+            return out;
+        };
+        self.fault(fault);
+        match (out, self.pending.take()) {
+            (Some(out), Some(error)) => {
+                let mut joined = out.to_vec();
+                joined.extend_from_slice(&error);
+                Some(Bytes::from(joined))
             }
-        }
-    }
-
-    /// Translates the complete events of one read into OpenAI chunks.
-    fn translate(&mut self, data: Bytes) -> Option<Bytes> {
-        let Relay {
-            scanner,
-            seen,
-            translator,
-            ..
-        } = self;
-        let translator = translator.as_mut()?;
-        let mut out = Vec::new();
-        let mut upstream_error = None;
-        let pushed = scanner.push(data, |ev| {
-            match translator.feed(ev, &mut out) {
-                Ok(done) => seen.done |= done,
-                Err(m) => upstream_error = Some(m),
-            }
-            Keep::Drop
-        });
-        seen.usage = Some(translator.usage());
-        if let Err(too_large) = pushed {
-            let message = format!(
-                "upstream `{}` sent an event larger than {} bytes (`server.max_event_bytes`)",
-                self.provider, too_large.0
-            );
-            self.fail(UpstreamError::Protocol, message, "upstream_bad_response");
-        } else if let Some(m) = upstream_error {
-            let message = format!("upstream `{}` failed mid-stream: {m}", self.provider);
-            self.fail(UpstreamError::StreamCut, message, "stream_interrupted");
-        }
-        match (out.is_empty(), self.pending.take()) {
-            (true, None) => None,
-            (true, Some(p)) => Some(p),
-            (false, None) => Some(Bytes::from(out)),
-            (false, Some(p)) => {
-                out.extend_from_slice(&p);
-                Some(Bytes::from(out))
-            }
+            (out, error) => out.or(error),
         }
     }
 
@@ -389,18 +215,11 @@ impl Relay {
         if let Some(dep) = self.state.deployments.get(self.series) {
             dep.total.observe(elapsed);
         }
-        match &self.seen.usage {
-            Some(u) => m.add_usage(u),
-            None => {
-                // The upstream sent no usage: count honestly, and say it is an estimate.
-                let estimate = Usage {
-                    prompt_tokens: self.estimated_prompt_tokens,
-                    completion_tokens: self.seen.content_events,
-                    ..Usage::default()
-                };
-                m.add_usage(&estimate);
-                m.add_estimated(&estimate);
-            }
+        let usage = self.usage();
+        m.add_usage(&usage);
+        if self.reader.reported_usage().is_none() {
+            // The upstream sent no usage: count honestly, and say it is an estimate.
+            m.add_estimated(&usage);
         }
         if !completed {
             self.state.metrics.client_disconnects.fetch_add(1, Relaxed);
@@ -415,8 +234,8 @@ impl Relay {
             cost = Some(tab.close(End {
                 deployment: Some(self.series),
                 status,
-                usage: self.usage(),
-                usage_estimated: self.seen.usage.is_none(),
+                usage,
+                usage_estimated: self.reader.reported_usage().is_none(),
                 ttft: Some(self.ttft),
                 cache,
                 attempts,

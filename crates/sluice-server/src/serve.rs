@@ -10,7 +10,6 @@ use crate::admin_keys;
 use crate::body::ResponseBody;
 use crate::handlers;
 use crate::messages;
-use crate::metrics::Endpoint;
 use crate::proxy;
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::state::AppState;
@@ -54,12 +53,26 @@ async fn route(
         (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
             let (parts, body) = req.into_parts();
             let source = proxy::BodySource::Incoming(body);
-            proxy::serve(&state, Endpoint::Chat, parts, source, &request_id).await
+            proxy::serve(
+                &state,
+                sluice_core::Operation::Chat,
+                parts,
+                source,
+                &request_id,
+            )
+            .await
         }
         (&Method::POST, "/v1/embeddings" | "/embeddings") => {
             let (parts, body) = req.into_parts();
             let source = proxy::BodySource::Incoming(body);
-            proxy::serve(&state, Endpoint::Embeddings, parts, source, &request_id).await
+            proxy::serve(
+                &state,
+                sluice_core::Operation::Embeddings,
+                parts,
+                source,
+                &request_id,
+            )
+            .await
         }
         (&Method::POST, "/v1/messages") => messages::serve(&state, req, &request_id).await,
         (&Method::GET, "/v1/models" | "/models") => handlers::models(&state, req.headers()).await,
