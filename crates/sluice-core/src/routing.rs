@@ -221,74 +221,83 @@ pub fn order(
     let mut list: Vec<Candidate> = candidates.to_vec();
     match strategy {
         Strategy::Fallback => {}
-        Strategy::Weighted => {
-            // Draw without replacement, each pick proportional to the remaining weights.
-            let mut ordered = Vec::with_capacity(list.len());
-            while !list.is_empty() {
-                let total: f64 = list.iter().map(|c| c.weight.max(0.0)).sum();
-                let mut at = unit() * total;
-                let mut pick = list.len() - 1;
-                if total > 0.0 {
-                    for (i, c) in list.iter().enumerate() {
-                        at -= c.weight.max(0.0);
-                        if at < 0.0 {
-                            pick = i;
-                            break;
-                        }
-                    }
-                } else {
-                    pick = 0;
-                }
-                ordered.push(list.remove(pick));
-            }
-            list = ordered;
-        }
-        Strategy::Cost => {
-            list.sort_by(|a, b| {
-                estimated_cost(a, facts, default_max_tokens).total_cmp(&estimated_cost(
-                    b,
-                    facts,
-                    default_max_tokens,
-                ))
-            });
-        }
-        Strategy::Latency => {
-            // Unmeasured deployments count as fastest, so they get measured.
-            let key = |c: &Candidate| c.latency_ms.unwrap_or(0.0);
-            list.sort_by(|a, b| key(a).total_cmp(&key(b)));
-            if list.len() > 2 {
-                // Power of two choices: of two random candidates the faster goes first, so
-                // load spreads instead of piling onto the single fastest deployment.
-                let n = list.len();
-                let i = ((unit() * n as f64) as usize).min(n - 1);
-                let mut j = ((unit() * (n - 1) as f64) as usize).min(n - 2);
-                if j >= i {
-                    j += 1;
-                }
-                let first = if key(&list[i]) <= key(&list[j]) { i } else { j };
-                let c = list.remove(first);
-                list.insert(0, c);
-            }
-        }
-        Strategy::Quality => {
-            list.sort_by(|a, b| b.quality.total_cmp(&a.quality));
-        }
+        Strategy::Weighted => list = by_weight(list, unit),
+        Strategy::Cost => by_cost(&mut list, facts, default_max_tokens),
+        Strategy::Latency => by_latency(&mut list, unit),
+        Strategy::Quality => list.sort_by(|a, b| b.quality.total_cmp(&a.quality)),
         Strategy::Tier => {
             if let Some(want) = tier {
-                let w = tier_rank(want);
-                // Same tier, then larger ones (closest first), then smaller (closest first),
-                // then untiered ones; the configured order breaks ties.
-                let key = |c: &Candidate| match c.tier.map(tier_rank) {
-                    Some(r) if r == w => 0,
-                    Some(r) if r > w => 1 + u16::from(r - w),
-                    Some(r) => 10 + u16::from(w - r),
-                    None => 100,
-                };
-                list.sort_by_key(key);
+                by_tier(&mut list, want);
             }
         }
     }
     list.into_iter().map(|c| c.deployment).collect()
+}
+
+/// Draws without replacement, each pick proportional to the remaining weights.
+fn by_weight(mut list: Vec<Candidate>, unit: &mut dyn FnMut() -> f64) -> Vec<Candidate> {
+    let mut ordered = Vec::with_capacity(list.len());
+    while !list.is_empty() {
+        let total: f64 = list.iter().map(|c| c.weight.max(0.0)).sum();
+        let mut at = unit() * total;
+        let mut pick = list.len() - 1;
+        if total > 0.0 {
+            for (i, c) in list.iter().enumerate() {
+                at -= c.weight.max(0.0);
+                if at < 0.0 {
+                    pick = i;
+                    break;
+                }
+            }
+        } else {
+            pick = 0;
+        }
+        ordered.push(list.remove(pick));
+    }
+    ordered
+}
+
+/// Cheapest first for a request of this size; unpriced candidates last.
+fn by_cost(list: &mut [Candidate], facts: &RequestFacts, default_max_tokens: u64) {
+    list.sort_by(|a, b| {
+        estimated_cost(a, facts, default_max_tokens).total_cmp(&estimated_cost(
+            b,
+            facts,
+            default_max_tokens,
+        ))
+    });
+}
+
+/// Fastest first, unmeasured deployments counting as fastest so that they get measured;
+/// then, among more than two, the faster of two random picks goes first, so load spreads
+/// instead of piling onto the single fastest deployment (power of two choices).
+fn by_latency(list: &mut Vec<Candidate>, unit: &mut dyn FnMut() -> f64) {
+    let key = |c: &Candidate| c.latency_ms.unwrap_or(0.0);
+    list.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    if list.len() > 2 {
+        let n = list.len();
+        let i = ((unit() * n as f64) as usize).min(n - 1);
+        let mut j = ((unit() * (n - 1) as f64) as usize).min(n - 2);
+        if j >= i {
+            j += 1;
+        }
+        let first = if key(&list[i]) <= key(&list[j]) { i } else { j };
+        let c = list.remove(first);
+        list.insert(0, c);
+    }
+}
+
+/// The wanted tier, then larger ones (closest first), then smaller ones (closest first),
+/// then untiered ones; the configured order breaks ties.
+fn by_tier(list: &mut [Candidate], want: Tier) {
+    let w = tier_rank(want);
+    let key = |c: &Candidate| match c.tier.map(tier_rank) {
+        Some(r) if r == w => 0,
+        Some(r) if r > w => 1 + u16::from(r - w),
+        Some(r) => 10 + u16::from(w - r),
+        None => 100,
+    };
+    list.sort_by_key(key);
 }
 
 #[cfg(test)]
