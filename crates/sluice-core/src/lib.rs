@@ -12,6 +12,7 @@ pub mod error;
 pub mod keys;
 pub mod operation;
 pub mod presets;
+pub mod pricing;
 pub mod retry;
 pub mod rng;
 pub mod routing;

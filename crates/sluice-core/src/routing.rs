@@ -5,7 +5,7 @@
 //! latencies, the request's estimated size, and a random source), so every strategy is
 //! tested without a network.
 
-use crate::config::Price;
+use crate::pricing::Price;
 use serde::Deserialize;
 
 /// Size tier of a model, and of a request (see [`TierRules::classify`]).

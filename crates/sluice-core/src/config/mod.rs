@@ -30,6 +30,7 @@ mod storage;
 mod tests;
 mod values;
 
+pub use crate::pricing::Price;
 pub use crate::routing::Tier;
 pub use cache::{
     CacheConfig, CachePolicy, UninitializedCacheConfig, UninitializedCachePolicy,
@@ -87,39 +88,6 @@ pub struct UninitializedConfig {
     /// `[local]`: the local model runtime.
     #[serde(default)]
     pub local: UninitializedLocalConfig,
-}
-
-/// Price of a model in USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// Prompt tokens.
-    pub input: f64,
-    /// Completion tokens.
-    pub output: f64,
-    /// Prompt tokens read from the provider's prompt cache (default: `input`).
-    pub cached_input: Option<f64>,
-    /// Prompt tokens written to the provider's prompt cache (default: `input`; Anthropic
-    /// charges 1.25x `input` for 5-minute cache writes).
-    pub cache_write: Option<f64>,
-}
-
-impl Price {
-    /// What `prompt` tokens (of which `cached` were prompt-cache reads and `written`
-    /// prompt-cache writes) and `completion` tokens (reasoning included) cost, in nano-USD
-    /// (USD per million tokens is nano-USD per thousandth of a token), each kind rounded
-    /// once, so sums of many requests are exact integers.
-    pub fn cost_nano_usd(&self, prompt: u64, cached: u64, written: u64, completion: u64) -> u64 {
-        let cached = cached.min(prompt);
-        let written = written.min(prompt - cached);
-        let nano = |tokens: u64, usd_per_million: f64| {
-            (tokens as f64 * usd_per_million * 1000.0).round() as u64
-        };
-        nano(prompt - cached - written, self.input)
-            + nano(cached, self.cached_input.unwrap_or(self.input))
-            + nano(written, self.cache_write.unwrap_or(self.input))
-            + nano(completion, self.output)
-    }
 }
 
 /// A validated, immutable configuration.

@@ -7,7 +7,7 @@ use super::error::ConfigError;
 use super::ledger::TargetLimits;
 use super::local::LocalConfig;
 use super::providers::{ProviderConfig, ProviderType};
-use super::Price;
+use crate::pricing::Price;
 use crate::routing::Tier;
 use serde::Deserialize;
 use std::collections::HashSet;
