@@ -1,0 +1,354 @@
+//! A connection with its prepared statements, and what runs on it: a batch's transaction
+//! (its statements are in `batch`), reports, exports, budget windows, retention, keys.
+
+use super::batch::{
+    BudgetColumns, DailyColumns, LogColumns, Sums, INSERT_LOG, UPSERT_BUDGET, UPSERT_DAILY,
+};
+use super::convert::{from_sql, opt_from_sql, opt_to_sql, to_sql};
+use super::queue::Pending;
+use crate::ledger::protocol::RECORD_COLUMNS;
+use crate::ledger::types::{
+    BudgetPeriod, Dimension, KeyRecord, Purged, Report, ReportRow, SpendRecord, DAY_MS,
+};
+use crate::{StoreError, UnixMs};
+use tokio_postgres::{Client, Row, Statement};
+
+/// What a key has spent in one budget window.
+const WINDOW_SPEND: &str =
+    r#"SELECT cost_nano_usd FROM budget_spend WHERE key_id = $1 AND "window" = $2"#;
+
+/// The columns of `keys`, in [`key_from_row`]'s order.
+const KEY_COLUMNS: &str = "id, name, hash, hint, models, rpm, tpm, max_concurrent, \
+    budget_nano_usd, budget_period, metadata, created_ms, expires_ms, revoked_ms";
+
+/// The retention settings, copied out of the options for the queries.
+#[derive(Clone, Copy)]
+pub(super) struct Retention {
+    pub(super) raw_days: u64,
+    pub(super) rollup_days: u64,
+}
+
+/// A connection with its prepared statements.
+pub(super) struct Conn {
+    client: Client,
+    insert_log: Statement,
+    upsert_daily: Statement,
+    upsert_budget: Statement,
+    window_spend: Statement,
+    key_by_hash: Statement,
+    key: Statement,
+    keys: Statement,
+    save_key: Statement,
+}
+
+impl Conn {
+    /// Whether the connection is gone (closed by either side).
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Prepares the statements on `client`.
+    pub(super) async fn prepare(client: Client) -> Result<Self, StoreError> {
+        let [by_hash, key, keys, save] = key_statements();
+        // Pipelined: one round trip for all of them.
+        let (insert_log, upsert_daily, upsert_budget, window_spend, key_by_hash, key, keys, save) =
+            tokio::try_join!(
+                client.prepare(INSERT_LOG),
+                client.prepare(UPSERT_DAILY),
+                client.prepare(UPSERT_BUDGET),
+                client.prepare(WINDOW_SPEND),
+                client.prepare(&by_hash),
+                client.prepare(&key),
+                client.prepare(&keys),
+                client.prepare(&save),
+            )?;
+        Ok(Self {
+            client,
+            insert_log,
+            upsert_daily,
+            upsert_budget,
+            window_spend,
+            key_by_hash,
+            key,
+            keys,
+            save_key: save,
+        })
+    }
+
+    /// Writes `batch` with its roll-ups and budget windows in one transaction.
+    pub(super) async fn write(&mut self, batch: &[Pending]) -> Result<(), StoreError> {
+        let log_columns = LogColumns::new(batch);
+        let sums = Sums::new(batch);
+        let daily_columns = DailyColumns::new(&sums);
+        let budget_columns = BudgetColumns::new(&sums);
+        let (log, daily, budget) = (
+            log_columns.params(),
+            daily_columns.params(),
+            budget_columns.params(),
+        );
+        let tx = self.client.transaction().await?;
+        // Pipelined: the three statements go in one round trip.
+        tokio::try_join!(
+            tx.execute(&self.insert_log, &log),
+            tx.execute(&self.upsert_daily, &daily),
+            tx.execute(&self.upsert_budget, &budget),
+        )?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Spend grouped by `by`, at or after `since`: from the raw log while `since` is within
+    /// `retention_days` of `now` (0: forever), else from the daily roll-ups.
+    pub(super) async fn report(
+        &self,
+        by: Dimension,
+        since: UnixMs,
+        now: UnixMs,
+        retention_days: u64,
+    ) -> Result<Report, StoreError> {
+        let raw = retention_days == 0
+            || since >= now.saturating_sub(retention_days.saturating_mul(DAY_MS));
+        let group = format!("COALESCE(NULLIF({}, ''), '-')", by.column());
+        let (table, requests, errors, since_column, since_value) = if raw {
+            (
+                "spend_log",
+                "count(*)",
+                "count(*) FILTER (WHERE status >= 400)",
+                "ts_ms",
+                to_sql(since),
+            )
+        } else {
+            (
+                "spend_daily",
+                "sum(requests)",
+                "sum(errors)",
+                "day",
+                to_sql(since / DAY_MS),
+            )
+        };
+        let sql = format!(
+            "SELECT {group}, {requests}::BIGINT, COALESCE({errors}, 0)::BIGINT,
+                 COALESCE(sum(prompt_tokens), 0)::BIGINT,
+                 COALESCE(sum(completion_tokens), 0)::BIGINT,
+                 COALESCE(sum(cached_tokens), 0)::BIGINT,
+                 COALESCE(sum(cache_write_tokens), 0)::BIGINT,
+                 COALESCE(sum(reasoning_tokens), 0)::BIGINT,
+                 COALESCE(sum(cost_nano_usd), 0)::BIGINT
+             FROM {table} WHERE {since_column} >= $1
+             GROUP BY 1 ORDER BY 9 DESC, {group} COLLATE \"C\""
+        );
+        let rows = self.client.query(&sql, &[&since_value]).await?;
+        let rows = rows
+            .iter()
+            .map(report_row)
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        Ok(Report {
+            rows,
+            from_rollups: !raw,
+        })
+    }
+
+    pub(super) async fn export(&self, since: UnixMs) -> Result<Vec<SpendRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM spend_log WHERE ts_ms >= $1 ORDER BY ts_ms, id",
+            RECORD_COLUMNS
+        );
+        let rows = self.client.query(&sql, &[&to_sql(since)]).await?;
+        rows.iter()
+            .map(record_from_row)
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    pub(super) async fn window_spend(&self, key_id: &str, window: &str) -> Result<u64, StoreError> {
+        let row = self
+            .client
+            .query_opt(&self.window_spend, &[&key_id, &window])
+            .await?;
+        Ok(match row {
+            Some(row) => from_sql(row.try_get(0)?),
+            None => 0,
+        })
+    }
+
+    pub(super) async fn purge(
+        &mut self,
+        now: UnixMs,
+        options: &Retention,
+    ) -> Result<Purged, StoreError> {
+        let tx = self.client.transaction().await?;
+        let mut purged = Purged::default();
+        if options.raw_days > 0 {
+            let before = now.saturating_sub(options.raw_days.saturating_mul(DAY_MS));
+            purged.records = tx
+                .execute("DELETE FROM spend_log WHERE ts_ms < $1", &[&to_sql(before)])
+                .await?;
+        }
+        if options.rollup_days > 0 {
+            let before = (now / DAY_MS).saturating_sub(options.rollup_days);
+            purged.rollups = tx
+                .execute("DELETE FROM spend_daily WHERE day < $1", &[&to_sql(before)])
+                .await?;
+        }
+        let (today, _) = BudgetPeriod::Day.window(now);
+        let (this_month, _) = BudgetPeriod::Month.window(now);
+        purged.windows = tx
+            .execute(
+                r#"DELETE FROM budget_spend
+                   WHERE (left("window", 2) = 'd:' AND "window" COLLATE "C" < $1)
+                      OR (left("window", 2) = 'm:' AND "window" COLLATE "C" < $2)"#,
+                &[&today, &this_month],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(purged)
+    }
+
+    pub(super) async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = self.client.query_opt(&self.key_by_hash, &[&hash]).await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    pub(super) async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = self.client.query_opt(&self.key, &[&id]).await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    pub(super) async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = self.client.query(&self.keys, &[]).await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub(super) async fn save_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let models = serde_json::to_string(&key.models)
+            .map_err(|e| StoreError::Protocol(format!("key models: {e}")))?;
+        let metadata = if key.metadata.is_empty() {
+            "{}"
+        } else {
+            key.metadata.as_str()
+        };
+        self.client
+            .execute(
+                &self.save_key,
+                &[
+                    &key.id,
+                    &key.name,
+                    &key.hash,
+                    &key.hint,
+                    &models,
+                    &opt_to_sql(key.rpm),
+                    &opt_to_sql(key.tpm),
+                    &opt_to_sql(key.max_concurrent),
+                    &opt_to_sql(key.budget_nano_usd),
+                    &key.budget_period.as_str(),
+                    &metadata,
+                    &to_sql(key.created_ms),
+                    &opt_to_sql(key.expires_ms),
+                    &opt_to_sql(key.revoked_ms),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn key_from_row(row: &Row) -> Result<KeyRecord, StoreError> {
+    let id: String = row.try_get(0)?;
+    let models: String = row.try_get(4)?;
+    let models = if models.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_str(&models).map_err(|e| {
+            StoreError::Protocol(format!(
+                "keys.models of {id} is not a JSON string array: {e}"
+            ))
+        })?
+    };
+    let period: String = row.try_get(9)?;
+    let budget_period = BudgetPeriod::parse(&period)
+        .ok_or_else(|| StoreError::Protocol(format!("keys.budget_period of {id} is {period:?}")))?;
+    Ok(KeyRecord {
+        id,
+        name: row.try_get(1)?,
+        hash: row.try_get(2)?,
+        hint: row.try_get(3)?,
+        models,
+        rpm: opt_from_sql(row.try_get(5)?),
+        tpm: opt_from_sql(row.try_get(6)?),
+        max_concurrent: opt_from_sql(row.try_get(7)?),
+        budget_nano_usd: opt_from_sql(row.try_get(8)?),
+        budget_period,
+        metadata: row.try_get(10)?,
+        created_ms: from_sql(row.try_get(11)?),
+        expires_ms: opt_from_sql(row.try_get(12)?),
+        revoked_ms: opt_from_sql(row.try_get(13)?),
+    })
+}
+
+/// The statements of the keys: by hash, by id (else the newest by name), all, and the
+/// upsert, in [`key_from_row`]'s column order.
+fn key_statements() -> [String; 4] {
+    let by_hash = format!("SELECT {KEY_COLUMNS} FROM keys WHERE hash = $1");
+    let key = format!(
+        "SELECT {KEY_COLUMNS} FROM keys WHERE id = $1 OR name = $1
+         ORDER BY (id = $1) DESC, created_ms DESC, id DESC LIMIT 1"
+    );
+    let keys = format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY created_ms, id");
+    let save = format!(
+        "INSERT INTO keys ({KEY_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, hash = EXCLUDED.hash,
+             hint = EXCLUDED.hint, models = EXCLUDED.models, rpm = EXCLUDED.rpm,
+             tpm = EXCLUDED.tpm, max_concurrent = EXCLUDED.max_concurrent,
+             budget_nano_usd = EXCLUDED.budget_nano_usd,
+             budget_period = EXCLUDED.budget_period, metadata = EXCLUDED.metadata,
+             created_ms = EXCLUDED.created_ms, expires_ms = EXCLUDED.expires_ms,
+             revoked_ms = EXCLUDED.revoked_ms"
+    );
+    [by_hash, key, keys, save]
+}
+
+/// A row of a report query.
+fn report_row(r: &Row) -> Result<ReportRow, tokio_postgres::Error> {
+    Ok(ReportRow {
+        group: r.try_get(0)?,
+        requests: from_sql(r.try_get(1)?),
+        errors: from_sql(r.try_get(2)?),
+        prompt_tokens: from_sql(r.try_get(3)?),
+        completion_tokens: from_sql(r.try_get(4)?),
+        cached_tokens: from_sql(r.try_get(5)?),
+        cache_write_tokens: from_sql(r.try_get(6)?),
+        reasoning_tokens: from_sql(r.try_get(7)?),
+        cost_nano_usd: from_sql(r.try_get(8)?),
+    })
+}
+
+/// A row of `spend_log`, its columns in [`RECORD_COLUMNS`]'s order.
+fn record_from_row(r: &Row) -> Result<SpendRecord, tokio_postgres::Error> {
+    let n = |i| -> Result<u64, tokio_postgres::Error> { Ok(from_sql(r.try_get(i)?)) };
+    let status: i32 = r.try_get(8)?;
+    let attempts: i32 = r.try_get(18)?;
+    Ok(SpendRecord {
+        ts_ms: n(0)?,
+        request_id: r.try_get(1)?,
+        key_id: r.try_get(2)?,
+        key_name: r.try_get(3)?,
+        endpoint: r.try_get(4)?,
+        route: r.try_get(5)?,
+        model: r.try_get(6)?,
+        provider: r.try_get(7)?,
+        status: u16::try_from(status).unwrap_or(0),
+        prompt_tokens: n(9)?,
+        completion_tokens: n(10)?,
+        cached_tokens: n(11)?,
+        cache_write_tokens: n(12)?,
+        reasoning_tokens: n(13)?,
+        cost_nano_usd: n(14)?,
+        latency_ms: n(15)?,
+        ttft_ms: opt_from_sql(r.try_get(16)?),
+        cache: r.try_get(17)?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        stream: r.try_get(19)?,
+        usage_estimated: r.try_get(20)?,
+    })
+}

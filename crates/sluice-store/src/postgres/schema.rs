@@ -1,0 +1,110 @@
+//! The schema in PostgreSQL: created if absent at open, under an advisory lock (replicas
+//! may start together); `sluice_schema` holds its version, and a newer one is refused.
+
+use crate::StoreError;
+use tokio_postgres::Client;
+
+/// The schema version this code reads and writes (in `sluice_schema`).
+const SCHEMA_VERSION: i32 = 1;
+
+/// The advisory lock that serializes schema creation across replicas ("sluice" + 1).
+const MIGRATION_LOCK: i64 = 0x736c_7569_6365_0001;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS spend_log (
+    id BIGSERIAL PRIMARY KEY,
+    ts_ms BIGINT NOT NULL,
+    request_id TEXT NOT NULL,
+    key_id TEXT,
+    key_name TEXT,
+    endpoint TEXT NOT NULL,
+    route TEXT,
+    model TEXT,
+    provider TEXT,
+    status INTEGER NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL,
+    cache_write_tokens BIGINT NOT NULL,
+    reasoning_tokens BIGINT NOT NULL,
+    cost_nano_usd BIGINT NOT NULL,
+    latency_ms BIGINT NOT NULL,
+    ttft_ms BIGINT,
+    cache TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    stream BOOLEAN NOT NULL,
+    usage_estimated BOOLEAN NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spend_log_ts_ms ON spend_log (ts_ms);
+CREATE INDEX IF NOT EXISTS spend_log_key_id_ts_ms ON spend_log (key_id, ts_ms);
+CREATE TABLE IF NOT EXISTS spend_daily (
+    day BIGINT NOT NULL,
+    key_id TEXT NOT NULL,
+    key_name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    route TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL,
+    cache_write_tokens BIGINT NOT NULL,
+    reasoning_tokens BIGINT NOT NULL,
+    cost_nano_usd BIGINT NOT NULL,
+    latency_ms_sum BIGINT NOT NULL,
+    PRIMARY KEY (day, key_id, model, provider, route)
+);
+CREATE TABLE IF NOT EXISTS budget_spend (
+    key_id TEXT NOT NULL,
+    "window" TEXT NOT NULL,
+    cost_nano_usd BIGINT NOT NULL,
+    PRIMARY KEY (key_id, "window")
+);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    hint TEXT NOT NULL,
+    models TEXT NOT NULL,
+    rpm BIGINT,
+    tpm BIGINT,
+    max_concurrent BIGINT,
+    budget_nano_usd BIGINT,
+    budget_period TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    expires_ms BIGINT,
+    revoked_ms BIGINT
+);
+"#;
+
+/// Creates the schema if absent, under an advisory lock; refuses a newer one.
+pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL client_min_messages = warning;
+         SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
+         CREATE TABLE IF NOT EXISTS sluice_schema (version INTEGER NOT NULL);"
+    ))
+    .await?;
+    let version: Option<i32> = tx
+        .query_one("SELECT max(version) FROM sluice_schema", &[])
+        .await?
+        .try_get(0)?;
+    if let Some(v) = version.filter(|&v| v > SCHEMA_VERSION) {
+        return Err(StoreError::Unavailable(format!(
+            "postgres ledger schema version {v} is newer than this sluice ({SCHEMA_VERSION})"
+        )));
+    }
+    tx.batch_execute(SCHEMA).await?;
+    if version.is_none() {
+        tx.execute(
+            "INSERT INTO sluice_schema (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
