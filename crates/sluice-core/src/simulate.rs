@@ -12,7 +12,7 @@
 //! Totals are scaled to a month: 30 days over the days the traffic spans (its first to its
 //! last timestamp, rounded up to whole days), or over `days` when given.
 
-use crate::config::Config;
+use crate::config::{Config, RouteConfig};
 use crate::routing::{self, Candidate, RequestFacts, Strategy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -141,22 +141,7 @@ impl<'c> Simulator<'c> {
             has_tools: false,
             message_count: 1,
         };
-        let candidates: Vec<Candidate> = route
-            .targets
-            .iter()
-            .zip(&route.weights)
-            .map(|(&d, &weight)| {
-                let m = &self.config.models[d];
-                Candidate {
-                    deployment: d,
-                    weight,
-                    price: m.price,
-                    quality: m.quality,
-                    tier: m.tier,
-                    latency_ms: None,
-                }
-            })
-            .collect();
+        let candidates = self.candidates(route);
         let tier = (route.strategy == Strategy::Tier).then(|| route.tiers.classify(&facts, b""));
         let strategy = if route.strategy == Strategy::Latency {
             Strategy::Fallback
@@ -184,19 +169,30 @@ impl<'c> Simulator<'c> {
             .ok_or_else(|| SimulateError(format!("route `{}` has no target", route.name)))
     }
 
+    /// A route's targets as its strategy sees them; no latency is measured here.
+    fn candidates(&self, route: &RouteConfig) -> Vec<Candidate> {
+        route
+            .targets
+            .iter()
+            .zip(&route.weights)
+            .map(|(&d, &weight)| {
+                let m = &self.config.models[d];
+                Candidate {
+                    deployment: d,
+                    weight,
+                    price: m.price,
+                    quality: m.quality,
+                    tier: m.tier,
+                    latency_ms: None,
+                }
+            })
+            .collect()
+    }
+
     /// Replays one record.
     pub fn add(&mut self, r: &Record) -> Result<(), SimulateError> {
         let current_model = self.model(&r.model);
-        let current_nano = match (r.cost_usd, current_model.and_then(|m| self.config.models[m].price)) {
-            (Some(c), _) => (c * NANO).round() as u64,
-            (None, Some(p)) => p.cost_nano_usd(r.prompt_tokens, r.cached_prompt_tokens, 0, r.completion_tokens),
-            (None, None) => {
-                return Err(SimulateError(format!(
-                    "no current cost for `{}`: record `cost_usd`, or give the config a model of that name with a price",
-                    r.model
-                )))
-            }
-        };
+        let current_nano = self.current_nano(r, current_model)?;
         let current_provider = r
             .provider
             .clone()
@@ -209,20 +205,8 @@ impl<'c> Simulator<'c> {
             })
             .unwrap_or_else(|| "unknown".to_string());
         let d = self.project(r)?;
+        let projected_nano = self.projected_nano(r, d, current_model)?;
         let model = &self.config.models[d];
-        let Some(price) = model.price else {
-            return Err(SimulateError(format!(
-                "model `{}` has no price: give it `price = {{ input, output }}`",
-                model.name
-            )));
-        };
-        // Prompt-cache reads stay reads only on the same model.
-        let cached = if current_model == Some(d) {
-            r.cached_prompt_tokens
-        } else {
-            0
-        };
-        let projected_nano = price.cost_nano_usd(r.prompt_tokens, cached, 0, r.completion_tokens);
         let projected_provider = self.config.providers[model.provider].name.clone();
         let now = self.sim.providers.entry(current_provider).or_default();
         now.current_requests += 1;
@@ -243,6 +227,47 @@ impl<'c> Simulator<'c> {
             });
         }
         Ok(())
+    }
+
+    /// What `r` cost: as recorded, else its tokens at the price of `model`, the config's
+    /// model of the name it asked for.
+    fn current_nano(&self, r: &Record, model: Option<usize>) -> Result<u64, SimulateError> {
+        match (r.cost_usd, model.and_then(|m| self.config.models[m].price)) {
+            (Some(c), _) => Ok((c * NANO).round() as u64),
+            (None, Some(p)) => Ok(p.cost_nano_usd(
+                r.prompt_tokens,
+                r.cached_prompt_tokens,
+                0,
+                r.completion_tokens,
+            )),
+            (None, None) => Err(SimulateError(format!(
+                "no current cost for `{}`: record `cost_usd`, or give the config a model of that name with a price",
+                r.model
+            ))),
+        }
+    }
+
+    /// What `r` would cost on deployment `d`; its prompt-cache reads stay reads only on the
+    /// model that served it (`current_model`).
+    fn projected_nano(
+        &self,
+        r: &Record,
+        d: usize,
+        current_model: Option<usize>,
+    ) -> Result<u64, SimulateError> {
+        let model = &self.config.models[d];
+        let Some(price) = model.price else {
+            return Err(SimulateError(format!(
+                "model `{}` has no price: give it `price = {{ input, output }}`",
+                model.name
+            )));
+        };
+        let cached = if current_model == Some(d) {
+            r.cached_prompt_tokens
+        } else {
+            0
+        };
+        Ok(price.cost_nano_usd(r.prompt_tokens, cached, 0, r.completion_tokens))
     }
 
     /// The result.
