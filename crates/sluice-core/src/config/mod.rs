@@ -7,6 +7,10 @@
 //!    span fields (unique names, models pointing at existing providers, URLs that parse),
 //!    returning an immutable [`Config`].
 //!
+//! Each section has a module of its own, with the section as written, as validated, and the
+//! load from one to the other; [`UninitializedConfig::load`] runs the loads one section
+//! after the other and stops at the first error. Everything public is re-exported here.
+//!
 //! With no file at all, [`Config::from_env`] builds providers from the usual API-key
 //! variables (see [`crate::env`]).
 
@@ -135,8 +139,9 @@ impl UninitializedConfig {
         })
     }
 
-    /// Checks cross-field rules and resolves secrets, giving the immutable config. Sections
-    /// are checked in file order, so the first error is the one nearest the top.
+    /// Checks cross-field rules and resolves secrets, giving the immutable config. The
+    /// sections are checked in a fixed order, providers before the models that name them and
+    /// models before the routes, and the first error is the one returned.
     pub fn load(self, env: &dyn Env) -> Result<Config, ConfigError> {
         let server = self.server.load(env)?;
         let storage = self.storage.load(env)?;
