@@ -252,3 +252,58 @@ fn local_device_is_cpu_cuda_or_metal() {
         assert!(err.to_string().contains(&format!("`{bad}`")), "{err}");
     }
 }
+
+#[test]
+fn error_messages_word_for_word() {
+    // `sluice serve --check` prints these, and the docs quote them.
+    let p = "[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[providers]]\nname = \"l\"\ntype = \"local\"\n";
+    let m = "[[models]]\nname = \"a\"\nprovider = \"p\"\n";
+    let r = "[[routes]]\nname = \"r\"\ntargets = [\"a\"]\n";
+    let cases = [
+        ("[server]\nlisten = \"nowhere\"".to_string(), "`server.listen`: `nowhere` is not an address such as `127.0.0.1:8080` or `[::1]:8080`"),
+        ("[server]\nmax_connections = 0".into(), "`server.max_connections`: must be greater than 0"),
+        ("[server]\nmaster_key = \"env::MISSING\"".into(), "`server.master_key`: environment variable `MISSING` is not set"),
+        ("[storage]\nredis_url = \"http://x\"".into(), "`storage.redis_url`: must start with redis:// (e.g. `redis://127.0.0.1:6379`)"),
+        ("[storage]\ndatabase_url = \"mysql://x\"".into(), "`storage.database_url`: must start with postgres:// (e.g. `postgres://sluice@127.0.0.1/sluice`)"),
+        ("[cache]\nstore_timeout_ms = 0".into(), "`cache.store_timeout_ms`: must be greater than 0"),
+        ("[limits]\nlease_ms = 0".into(), "`limits.lease_ms`: must be greater than 0"),
+        ("[spend]\nbatch_size = 0".into(), "`spend.batch_size`: must be greater than 0"),
+        ("[local]\nmemory_budget = 0".into(), "`local.memory_budget`: must be greater than 0 (bytes)"),
+        ("[local]\nembedding_queue = 0".into(), "`local.embedding_queue`: must be greater than 0"),
+        ("[local]\ndevice = \"gpu\"".into(), "`local.device`: `gpu` is not one of `cpu`, `cuda`, `cuda:N`, `metal`"),
+        (format!("{p}[[providers]]\nname = \"p\"\ntype = \"openai\""), "`providers[2].name`: a provider named `p` is already defined"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\npreset = \"nope\"".into(), "`providers[0].preset`: unknown preset `nope`; expected one of openai, anthropic, gemini, groq, deepseek, mistral, together, openrouter, fireworks, xai, vllm, llamacpp, ollama, lmstudio"),
+        ("[[providers]]\nname = \"a\"\ntype = \"anthropic\"\npreset = \"groq\"".into(), "`providers[0].preset`: presets are for `type = \"openai\"` providers"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\ncache_system_min_bytes = 1".into(), "`providers[0].cache_system_min_bytes`: only applies to `type = \"anthropic\"` providers"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\nkeep_alive = \"5m\"".into(), "`providers[0].keep_alive`: only applies to `type = \"ollama\"` providers"),
+        ("[[providers]]\nname = \"a\"\ntype = \"local\"\npassthrough = true".into(), "`providers[0].passthrough`: does not apply to `type = \"local\"` providers: sluice runs their models itself"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\nbase_url = \"ftp://x\"".into(), "`providers[0].base_url`: `ftp://x` must start with http:// or https://"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\nbase_url = \"https://x?q\"".into(), "`providers[0].base_url`: `https://x?q` is not a valid API root URL"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\nheaders = { \"b c\" = \"1\" }".into(), "`providers[0].headers.b c`: is not a valid HTTP header name"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\nheaders = { \"X-A\" = \"a\\nb\" }".into(), "`providers[0].headers.X-A`: header values must not contain line breaks"),
+        ("[[providers]]\nname = \"a\"\ntype = \"anthropic\"\ndefault_max_tokens = 0".into(), "`providers[0].default_max_tokens`: must be greater than 0"),
+        (format!("{p}{m}{m}"), "`models[1].name`: a model named `a` is already defined"),
+        (format!("{p}{m}price = {{ input = 1.0, output = 1.0, cache_write = -1.0 }}"), "`models[0].price`: prices must be non-negative numbers (USD per million tokens)"),
+        (format!("{p}{m}limits = {{ rpm = 0 }}"), "`models[0].limits.rpm`: must be greater than 0 (leave it out for no limit)"),
+        (format!("{p}{m}preload = true"), "`models[0].preload`: only applies to models of a `type = \"local\"` provider"),
+        (format!("{p}[[models]]\nname = \"a\"\nprovider = \"l\""), "`models[0].path`: a `local` model needs a path: its GGUF file, or its embedding model's directory"),
+        (format!("{p}{m}[routing]\nbreaker = {{ consecutive_failures = 0 }}"), "`routing.breaker.consecutive_failures`: must be at least 1"),
+        (format!("{p}{m}[[routes]]\nname = \"a\"\ntargets = [\"a\"]"), "`routes[0].name`: `a` is already a model name"),
+        (format!("{p}{m}{r}{r}"), "`routes[1].name`: a route named `r` is already defined"),
+        (format!("{p}{m}[[routes]]\nname = \"r\"\ntargets = [\"a\", \"a\"]"), "`routes[0].targets[1]`: `a` is listed twice"),
+        (format!("{p}{m}{r}weights = [1, 2]"), "`routes[0].weights`: has 2 entries for 1 targets"),
+        (format!("{p}{m}{r}canary = {{ target = \"a\", max_error_rate = 2.0 }}"), "`routes[0].canary.max_error_rate`: must be in [0, 1]"),
+        (format!("{p}{m}{r}canary = {{ target = \"a\", window_ms = 0 }}"), "`routes[0].canary.window_ms`: must be greater than 0"),
+        (format!("{p}{m}{r}first_token_timeout_ms = 0"), "`routes[0].first_token_timeout_ms`: must be greater than 0"),
+    ];
+    for (text, want) in cases {
+        assert_eq!(load(&text).unwrap_err().to_string(), want, "{text}");
+    }
+    let bad_override = MapEnv::from_pairs([("SLUICE__SERVER__LISTEN__X", "1")]);
+    assert_eq!(
+        Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"", &bad_override)
+            .unwrap_err()
+            .to_string(),
+        "`listen`: `SLUICE__SERVER__LISTEN__X` overrides a key that is not a table"
+    );
+}
