@@ -17,7 +17,8 @@
 //! file can overshoot by at most one batch.
 
 use crate::cache_stats::{CacheStats, CounterDelta, PendingCounters};
-use crate::{sqlite_file, unix_now_ms, Key, StoreError, UnixMs};
+use crate::sqlite_file::{self, from_sql, to_sql};
+use crate::{unix_now_ms, Key, StoreError, UnixMs};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Statement};
 use std::path::Path;
@@ -37,14 +38,6 @@ pub const ROW_OVERHEAD: u64 = 64;
 
 fn row_charge(value_len: u64) -> u64 {
     value_len + 32 + ROW_OVERHEAD
-}
-
-fn to_sql(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn from_sql(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
 }
 
 /// Tuning for [`SqliteCache::open_with`].

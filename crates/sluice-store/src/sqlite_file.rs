@@ -1,5 +1,5 @@
 //! What both SQLite stores (the cache and the ledger) share: opening the file for the one
-//! thread that owns it, and stopping that thread.
+//! thread that owns it, stopping that thread, and counts as SQLite stores them.
 
 use crate::StoreError;
 use rusqlite::Connection;
@@ -36,4 +36,14 @@ pub(crate) fn open_wal(path: &Path, what: &str) -> Result<Connection, StoreError
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
+}
+
+/// A count as SQLite stores it: `INTEGER` is signed, so past `i64::MAX` it is `i64::MAX`.
+pub(crate) fn to_sql(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A count read back from SQLite: a negative value is 0.
+pub(crate) fn from_sql(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }

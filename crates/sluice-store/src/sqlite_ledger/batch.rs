@@ -1,0 +1,184 @@
+//! A batch's one transaction: its records, and what they add to the daily roll-ups and to
+//! the budget windows, summed in memory first (so a batch of 512 records costs 512 inserts
+//! and a handful of upserts).
+
+use crate::ledger::types::{BudgetPeriod, SpendRecord, DAY_MS};
+use crate::sqlite_file::to_sql;
+use rusqlite::{params, Connection, Transaction};
+use std::collections::HashMap;
+
+/// Writes `records` with their roll-ups and budget windows in one transaction.
+pub(super) fn write(conn: &mut Connection, records: &[SpendRecord]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    insert(&tx, records)?;
+    let mut sums = BatchSums::default();
+    for r in records {
+        sums.add(r);
+    }
+    upsert_rollups(&tx, &sums.rollups)?;
+    upsert_windows(&tx, &sums.windows)?;
+    tx.commit()
+}
+
+/// The records, one insert each.
+fn insert(tx: &Transaction<'_>, records: &[SpendRecord]) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare(
+        "INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint, route,
+             model, provider, status, prompt_tokens, completion_tokens, cached_tokens,
+             cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms,
+             cache, attempts, stream, usage_estimated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+             ?17, ?18, ?19, ?20, ?21)",
+    )?;
+    for r in records {
+        insert.execute(params![
+            to_sql(r.ts_ms),
+            r.request_id,
+            r.key_id,
+            r.key_name,
+            r.endpoint,
+            r.route,
+            r.model,
+            r.provider,
+            r.status,
+            to_sql(r.prompt_tokens),
+            to_sql(r.completion_tokens),
+            to_sql(r.cached_tokens),
+            to_sql(r.cache_write_tokens),
+            to_sql(r.reasoning_tokens),
+            to_sql(r.cost_nano_usd),
+            to_sql(r.latency_ms),
+            r.ttft_ms.map(to_sql),
+            r.cache,
+            r.attempts,
+            r.stream,
+            r.usage_estimated,
+        ])?;
+    }
+    Ok(())
+}
+
+/// The batch's sums added to their daily roll-up rows (a non-empty key name replaces the
+/// row's: a key renamed during the day).
+fn upsert_rollups(
+    tx: &Transaction<'_>,
+    rollups: &HashMap<RollupKey, RollupSums>,
+) -> rusqlite::Result<()> {
+    let mut rollup = tx.prepare(
+        "INSERT INTO spend_daily (day, key_id, key_name, model, provider, route,
+             requests, errors, prompt_tokens, completion_tokens, cached_tokens,
+             cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms_sum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT (day, key_id, model, provider, route) DO UPDATE SET
+             key_name = CASE WHEN excluded.key_name = '' THEN key_name
+                             ELSE excluded.key_name END,
+             requests = requests + excluded.requests,
+             errors = errors + excluded.errors,
+             prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+             completion_tokens = completion_tokens + excluded.completion_tokens,
+             cached_tokens = cached_tokens + excluded.cached_tokens,
+             cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+             reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+             cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd,
+             latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
+    )?;
+    for (k, s) in rollups {
+        rollup.execute(params![
+            to_sql(k.day),
+            k.key_id,
+            s.key_name,
+            k.model,
+            k.provider,
+            k.route,
+            to_sql(s.requests),
+            to_sql(s.errors),
+            to_sql(s.prompt_tokens),
+            to_sql(s.completion_tokens),
+            to_sql(s.cached_tokens),
+            to_sql(s.cache_write_tokens),
+            to_sql(s.reasoning_tokens),
+            to_sql(s.cost_nano_usd),
+            to_sql(s.latency_ms_sum),
+        ])?;
+    }
+    Ok(())
+}
+
+/// The batch's spend added to each key's budget windows.
+fn upsert_windows(
+    tx: &Transaction<'_>,
+    windows: &HashMap<(String, String), u64>,
+) -> rusqlite::Result<()> {
+    let mut window = tx.prepare(
+        "INSERT INTO budget_spend (key_id, window, cost_nano_usd) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key_id, window) DO UPDATE SET
+             cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd",
+    )?;
+    for ((key_id, w), cost) in windows {
+        window.execute(params![key_id, w, to_sql(*cost)])?;
+    }
+    Ok(())
+}
+
+/// The group a record adds to in `spend_daily`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RollupKey {
+    day: u64,
+    key_id: String,
+    model: String,
+    provider: String,
+    route: String,
+}
+
+/// Sums of one roll-up group within a batch.
+#[derive(Debug, Clone, Default)]
+struct RollupSums {
+    key_name: String,
+    requests: u64,
+    errors: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cached_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    cost_nano_usd: u64,
+    latency_ms_sum: u64,
+}
+
+/// A batch's additions to `spend_daily` and `budget_spend`.
+#[derive(Debug, Default)]
+struct BatchSums {
+    rollups: HashMap<RollupKey, RollupSums>,
+    windows: HashMap<(String, String), u64>,
+}
+
+impl BatchSums {
+    fn add(&mut self, r: &SpendRecord) {
+        let key = RollupKey {
+            day: r.ts_ms / DAY_MS,
+            key_id: r.key_id.clone().unwrap_or_default(),
+            model: r.model.clone().unwrap_or_default(),
+            provider: r.provider.clone().unwrap_or_default(),
+            route: r.route.clone().unwrap_or_default(),
+        };
+        let s = self.rollups.entry(key).or_default();
+        if let Some(name) = &r.key_name {
+            s.key_name.clone_from(name);
+        }
+        s.requests += 1;
+        s.errors += u64::from(r.status >= 400);
+        s.prompt_tokens += r.prompt_tokens;
+        s.completion_tokens += r.completion_tokens;
+        s.cached_tokens += r.cached_tokens;
+        s.cache_write_tokens += r.cache_write_tokens;
+        s.reasoning_tokens += r.reasoning_tokens;
+        s.cost_nano_usd += r.cost_nano_usd;
+        s.latency_ms_sum += r.latency_ms;
+        if let (Some(id), true) = (&r.key_id, r.cost_nano_usd > 0) {
+            for period in [BudgetPeriod::Total, BudgetPeriod::Day, BudgetPeriod::Month] {
+                let (window, _) = period.window(r.ts_ms);
+                *self.windows.entry((id.clone(), window)).or_default() += r.cost_nano_usd;
+            }
+        }
+    }
+}

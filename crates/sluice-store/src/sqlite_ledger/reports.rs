@@ -1,0 +1,158 @@
+//! What is read from the spend log and the roll-ups (reports, exports, a budget window's
+//! spend), and retention.
+
+use crate::ledger::protocol::RECORD_COLUMNS;
+use crate::ledger::types::{
+    BudgetPeriod, Dimension, LedgerOptions, Purged, Report, ReportRow, SpendRecord, DAY_MS,
+};
+use crate::sqlite_file::{from_sql, to_sql};
+use crate::UnixMs;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+/// Spend grouped by `by`, at or after `since`: from the raw log while `since` is within
+/// `retention_days` of `now` (0: forever), else from the daily roll-ups.
+pub(super) fn report(
+    conn: &Connection,
+    by: Dimension,
+    since: UnixMs,
+    now: UnixMs,
+    retention_days: u64,
+) -> rusqlite::Result<Report> {
+    let from_rollups = reads_rollups(since, now, retention_days);
+    let col = by.column();
+    let sql = if from_rollups {
+        format!(
+            "SELECT coalesce(nullif({col}, ''), '-') AS g, sum(requests), sum(errors),
+                 sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),
+                 sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nano_usd)
+             FROM spend_daily WHERE day >= ?1 GROUP BY g
+             ORDER BY sum(cost_nano_usd) DESC, g"
+        )
+    } else {
+        format!(
+            "SELECT coalesce(nullif({col}, ''), '-') AS g, count(*), sum(status >= 400),
+                 sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),
+                 sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nano_usd)
+             FROM spend_log WHERE ts_ms >= ?1 GROUP BY g
+             ORDER BY sum(cost_nano_usd) DESC, g"
+        )
+    };
+    let bound = if from_rollups { since / DAY_MS } else { since };
+    let mut s = conn.prepare(&sql)?;
+    let rows = s.query_map(params![to_sql(bound)], report_row)?;
+    Ok(Report {
+        rows: rows.collect::<rusqlite::Result<_>>()?,
+        from_rollups,
+    })
+}
+
+/// Which source a report reads, by the retention in force.
+fn reads_rollups(since: UnixMs, now: UnixMs, retention_days: u64) -> bool {
+    retention_days > 0 && since < now.saturating_sub(retention_days * DAY_MS)
+}
+
+/// A row of a report query.
+fn report_row(r: &Row<'_>) -> rusqlite::Result<ReportRow> {
+    let n = |i| -> rusqlite::Result<u64> { Ok(from_sql(r.get::<_, i64>(i)?)) };
+    Ok(ReportRow {
+        group: r.get(0)?,
+        requests: n(1)?,
+        errors: n(2)?,
+        prompt_tokens: n(3)?,
+        completion_tokens: n(4)?,
+        cached_tokens: n(5)?,
+        cache_write_tokens: n(6)?,
+        reasoning_tokens: n(7)?,
+        cost_nano_usd: n(8)?,
+    })
+}
+
+/// The raw records at or after `since`, oldest first.
+pub(super) fn export(conn: &Connection, since: UnixMs) -> rusqlite::Result<Vec<SpendRecord>> {
+    let mut s = conn.prepare(&format!(
+        "SELECT {RECORD_COLUMNS} FROM spend_log WHERE ts_ms >= ?1 ORDER BY ts_ms, id"
+    ))?;
+    let rows = s.query_map(params![to_sql(since)], record_from_row)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+}
+
+/// A row of `spend_log`, its columns in [`RECORD_COLUMNS`]'s order.
+fn record_from_row(r: &Row<'_>) -> rusqlite::Result<SpendRecord> {
+    let n = |i| -> rusqlite::Result<u64> { Ok(from_sql(r.get::<_, i64>(i)?)) };
+    Ok(SpendRecord {
+        ts_ms: n(0)?,
+        request_id: r.get(1)?,
+        key_id: r.get(2)?,
+        key_name: r.get(3)?,
+        endpoint: r.get(4)?,
+        route: r.get(5)?,
+        model: r.get(6)?,
+        provider: r.get(7)?,
+        status: r.get(8)?,
+        prompt_tokens: n(9)?,
+        completion_tokens: n(10)?,
+        cached_tokens: n(11)?,
+        cache_write_tokens: n(12)?,
+        reasoning_tokens: n(13)?,
+        cost_nano_usd: n(14)?,
+        latency_ms: n(15)?,
+        ttft_ms: r.get::<_, Option<i64>>(16)?.map(from_sql),
+        cache: r.get(17)?,
+        attempts: r.get(18)?,
+        stream: r.get(19)?,
+        usage_estimated: r.get(20)?,
+    })
+}
+
+/// What `key_id` spent in budget `window`, in nano-USD (0 if nothing).
+pub(super) fn window_spend(conn: &Connection, key_id: &str, window: &str) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT cost_nano_usd FROM budget_spend WHERE key_id = ?1 AND window = ?2",
+        params![key_id, window],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|v| v.map_or(0, from_sql))
+}
+
+/// Deletes the raw records past `retention_days`, the roll-ups past
+/// `rollup_retention_days` (0: kept forever) and the budget windows that have ended.
+pub(super) fn purge(
+    conn: &mut Connection,
+    now: UnixMs,
+    options: &LedgerOptions,
+) -> rusqlite::Result<Purged> {
+    let tx = conn.transaction()?;
+    let mut purged = Purged::default();
+    if options.retention_days > 0 {
+        let horizon = now.saturating_sub(options.retention_days * DAY_MS);
+        purged.records = tx.execute(
+            "DELETE FROM spend_log WHERE ts_ms < ?1",
+            params![to_sql(horizon)],
+        )? as u64;
+    }
+    if options.rollup_retention_days > 0 {
+        let horizon = now.saturating_sub(options.rollup_retention_days * DAY_MS);
+        purged.rollups = tx.execute(
+            "DELETE FROM spend_daily WHERE day < ?1",
+            params![to_sql(horizon / DAY_MS)],
+        )? as u64;
+    }
+    let (day, month) = current_windows(now);
+    purged.windows = tx.execute(
+        "DELETE FROM budget_spend WHERE (window LIKE 'd:%' AND window < ?1)
+             OR (window LIKE 'm:%' AND window < ?2)",
+        params![day, month],
+    )? as u64;
+    tx.commit()?;
+    Ok(purged)
+}
+
+/// Ended budget windows: day windows before today's and month windows before this month's
+/// sort below these names.
+fn current_windows(now: UnixMs) -> (String, String) {
+    (
+        BudgetPeriod::Day.window(now).0,
+        BudgetPeriod::Month.window(now).0,
+    )
+}

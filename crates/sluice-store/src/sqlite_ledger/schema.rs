@@ -1,0 +1,108 @@
+//! The ledger's tables in the SQLite file, created at open; the version is in
+//! `PRAGMA user_version`, and a newer one is refused.
+
+use crate::StoreError;
+use rusqlite::Connection;
+
+/// The schema this code reads and writes.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Creates the tables in a new file; checks the version of an existing one.
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    // `BEGIN IMMEDIATE` takes the write lock first, so two processes opening a new file at
+    // once migrate it once: the second reads the first's version.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = migrate_locked(conn);
+    match &result {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(_) => {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+    result
+}
+
+/// The migration, under the write lock: the whole schema in one batch for a new file (the
+/// function is the schema, hence its length).
+fn migrate_locked(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match version {
+        0 => {
+            conn.execute_batch(
+                "CREATE TABLE spend_log (
+                     id INTEGER PRIMARY KEY,
+                     ts_ms INTEGER NOT NULL,
+                     request_id TEXT NOT NULL,
+                     key_id TEXT,
+                     key_name TEXT,
+                     endpoint TEXT NOT NULL,
+                     route TEXT,
+                     model TEXT,
+                     provider TEXT,
+                     status INTEGER NOT NULL,
+                     prompt_tokens INTEGER NOT NULL,
+                     completion_tokens INTEGER NOT NULL,
+                     cached_tokens INTEGER NOT NULL,
+                     cache_write_tokens INTEGER NOT NULL,
+                     reasoning_tokens INTEGER NOT NULL,
+                     cost_nano_usd INTEGER NOT NULL,
+                     latency_ms INTEGER NOT NULL,
+                     ttft_ms INTEGER,
+                     cache TEXT NOT NULL,
+                     attempts INTEGER NOT NULL,
+                     stream INTEGER NOT NULL,
+                     usage_estimated INTEGER NOT NULL
+                 );
+                 CREATE INDEX spend_log_ts ON spend_log (ts_ms);
+                 CREATE INDEX spend_log_key_ts ON spend_log (key_id, ts_ms);
+                 CREATE TABLE spend_daily (
+                     day INTEGER NOT NULL,
+                     key_id TEXT NOT NULL,
+                     key_name TEXT NOT NULL,
+                     model TEXT NOT NULL,
+                     provider TEXT NOT NULL,
+                     route TEXT NOT NULL,
+                     requests INTEGER NOT NULL,
+                     errors INTEGER NOT NULL,
+                     prompt_tokens INTEGER NOT NULL,
+                     completion_tokens INTEGER NOT NULL,
+                     cached_tokens INTEGER NOT NULL,
+                     cache_write_tokens INTEGER NOT NULL,
+                     reasoning_tokens INTEGER NOT NULL,
+                     cost_nano_usd INTEGER NOT NULL,
+                     latency_ms_sum INTEGER NOT NULL,
+                     PRIMARY KEY (day, key_id, model, provider, route)
+                 );
+                 CREATE TABLE budget_spend (
+                     key_id TEXT NOT NULL,
+                     window TEXT NOT NULL,
+                     cost_nano_usd INTEGER NOT NULL,
+                     PRIMARY KEY (key_id, window)
+                 );
+                 CREATE TABLE keys (
+                     id TEXT PRIMARY KEY NOT NULL,
+                     name TEXT NOT NULL,
+                     hash TEXT NOT NULL UNIQUE,
+                     hint TEXT NOT NULL,
+                     models TEXT NOT NULL,
+                     rpm INTEGER,
+                     tpm INTEGER,
+                     max_concurrent INTEGER,
+                     budget_nano_usd INTEGER,
+                     budget_period TEXT NOT NULL,
+                     metadata TEXT NOT NULL,
+                     created_ms INTEGER NOT NULL,
+                     expires_ms INTEGER,
+                     revoked_ms INTEGER
+                 );
+                 CREATE INDEX keys_name ON keys (name);
+                 PRAGMA user_version = 1;",
+            )?;
+            Ok(())
+        }
+        SCHEMA_VERSION => Ok(()),
+        other => Err(StoreError::Unavailable(format!(
+            "sqlite ledger schema version {other} is newer than this sluice ({SCHEMA_VERSION})"
+        ))),
+    }
+}

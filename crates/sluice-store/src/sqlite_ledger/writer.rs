@@ -1,0 +1,211 @@
+//! The writer thread: owns the connection, gathers records into batches and writes each in
+//! one transaction, answers queries between batches, purges hourly, and at shutdown writes
+//! what is still queued.
+
+use super::{batch, keys, reports};
+use crate::ledger::counters::Counters;
+use crate::ledger::protocol::{Msg, Reply};
+use crate::ledger::types::{LedgerOptions, Purged, SpendRecord};
+use crate::{unix_now_ms, StoreError};
+use rusqlite::Connection;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How often the writer applies retention.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Starts the writer thread on `conn`, fed by `rx`.
+pub(super) fn spawn(
+    conn: Connection,
+    shared: Arc<Counters>,
+    options: LedgerOptions,
+    rx: mpsc::Receiver<Msg>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("sluice-sqlite-ledger".into())
+        .spawn(move || {
+            let mut w = Writer {
+                conn,
+                shared,
+                options,
+                draining: false,
+            };
+            w.run(&rx);
+        })
+}
+
+struct Writer {
+    conn: Connection,
+    shared: Arc<Counters>,
+    options: LedgerOptions,
+    /// Stopping: write what is queued without waiting for more.
+    draining: bool,
+}
+
+/// What one batch gathered: records to write in one transaction, and what ended it.
+struct Gathered {
+    records: Vec<SpendRecord>,
+    /// A flush, answered once the records are written.
+    flush: Option<oneshot::Sender<()>>,
+    /// A query, answered once the records before it are written.
+    query: Option<Msg>,
+    /// The shutdown was asked for, or every handle is gone.
+    stop: bool,
+}
+
+// === impl Writer ===
+
+impl Writer {
+    fn run(&mut self, rx: &mpsc::Receiver<Msg>) {
+        self.maintain();
+        let mut next_purge = Instant::now() + PURGE_INTERVAL;
+        loop {
+            let wait = next_purge.saturating_duration_since(Instant::now());
+            let stop = match rx.recv_timeout(wait) {
+                Ok(first) => self.batch(first, rx),
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            if Instant::now() >= next_purge {
+                self.maintain();
+                next_purge = Instant::now() + PURGE_INTERVAL;
+            }
+            if stop {
+                break;
+            }
+        }
+        // Shutdown: whatever is still queued behind the stop message is written too, at once.
+        self.draining = true;
+        while let Ok(first) = rx.try_recv() {
+            self.batch(first, rx);
+        }
+    }
+
+    fn maintain(&mut self) {
+        match reports::purge(&mut self.conn, unix_now_ms(), &self.options) {
+            Ok(p) if p != Purged::default() => tracing::debug!(?p, "sqlite ledger: purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sqlite ledger: purge failed"),
+        }
+    }
+
+    /// Handles `first` and what follows it (see [`Writer::gather`]): writes the records
+    /// gathered in one transaction, then answers the flush or the query that ended the
+    /// gathering. Returns whether to stop.
+    fn batch(&mut self, first: Msg, rx: &mpsc::Receiver<Msg>) -> bool {
+        let gathered = self.gather(first, rx);
+        if !gathered.records.is_empty() {
+            self.write(&gathered.records);
+        }
+        if let Some(reply) = gathered.flush {
+            let _ = reply.send(());
+        }
+        if let Some(query) = gathered.query {
+            self.answer(query);
+        }
+        gathered.stop
+    }
+
+    /// Gathers records, starting with `first`, until `batch_size` of them are here,
+    /// `flush_interval` has passed since the first, or a flush, a query or the shutdown
+    /// arrives (so a light, steady load costs one commit per interval, not one per
+    /// request).
+    fn gather(&self, first: Msg, rx: &mpsc::Receiver<Msg>) -> Gathered {
+        let mut g = Gathered {
+            records: Vec::new(),
+            flush: None,
+            query: None,
+            stop: false,
+        };
+        let deadline = Instant::now() + self.options.flush_interval;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Record(r) => g.records.push(*r),
+                Msg::Flush(reply) => {
+                    g.flush = Some(reply);
+                    break;
+                }
+                Msg::Shutdown => {
+                    g.stop = true;
+                    break;
+                }
+                query => {
+                    g.query = Some(query);
+                    break;
+                }
+            }
+            if g.records.len() >= self.options.batch_size.max(1) {
+                break;
+            }
+            next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(mpsc::TryRecvError::Disconnected) => None,
+                Err(mpsc::TryRecvError::Empty) if self.draining => None,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(m) => Some(m),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            g.stop = true;
+                            None
+                        }
+                    }
+                }
+            };
+        }
+        g
+    }
+
+    /// Writes `records` in one transaction, and counts them written or failed.
+    fn write(&mut self, records: &[SpendRecord]) {
+        let n = records.len() as u64;
+        self.shared.queued.fetch_sub(n, Relaxed);
+        match batch::write(&mut self.conn, records) {
+            Ok(()) => {
+                self.shared.written.fetch_add(n, Relaxed);
+            }
+            Err(e) => {
+                self.shared.errors.fetch_add(n, Relaxed);
+                tracing::warn!(error = %e, records = n, "sqlite ledger: batch write failed");
+            }
+        }
+    }
+
+    fn answer(&mut self, query: Msg) {
+        let conn = &mut self.conn;
+        match query {
+            Msg::Report {
+                by,
+                since,
+                now,
+                reply,
+            } => {
+                let days = self.options.retention_days;
+                send(reply, reports::report(conn, by, since, now, days));
+            }
+            Msg::Export { since, reply } => send(reply, reports::export(conn, since)),
+            Msg::WindowSpend {
+                key_id,
+                window,
+                reply,
+            } => send(reply, reports::window_spend(conn, &key_id, &window)),
+            Msg::Purge { now, reply } => send(reply, reports::purge(conn, now, &self.options)),
+            Msg::KeyByHash { hash, reply } => send(reply, keys::by_hash(conn, &hash)),
+            Msg::Key { id, reply } => send(reply, keys::by_id_or_name(conn, &id)),
+            Msg::Keys(reply) => send(reply, keys::all(conn)),
+            Msg::SaveKey { key, reply } => send(reply, keys::save(conn, &key)),
+            Msg::Record(_) | Msg::Flush(_) | Msg::Shutdown => {}
+        }
+    }
+}
+
+/// Sends a query's outcome to its asker.
+fn send<T>(reply: Reply<T>, outcome: rusqlite::Result<T>) {
+    let _ = reply.send(outcome.map_err(StoreError::from));
+}
