@@ -1,0 +1,109 @@
+//! The real [`Loader`]s: [`GgufLoader`] for chat models and [`LocalLoader`] for both kinds.
+
+use super::loader::{Loaded, Loader};
+use super::spec::{ModelKind, ModelSpec};
+use crate::{ChatModel, Embedder};
+
+/// The [`Loader`] for GGUF chat models: [`crate::estimate_memory`] before, [`ChatModel::load`]
+/// and [`ChatModel::memory`] after, with [`ModelSpec::load`]'s options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GgufLoader;
+
+impl Loader for GgufLoader {
+    type Model = ChatModel;
+
+    fn estimate(&self, spec: &ModelSpec) -> crate::Result<u64> {
+        crate::estimate_memory_with(&spec.path, &spec.load).map(|usage| usage.total())
+    }
+
+    fn load(&self, spec: &ModelSpec) -> crate::Result<Loaded<ChatModel>> {
+        let model = ChatModel::load(&spec.path, &spec.load)?;
+        let bytes = model.memory().total();
+        Ok(Loaded { model, bytes })
+    }
+
+    fn engine(&self, model: &ChatModel) -> Option<&'static str> {
+        Some(model.engine())
+    }
+}
+
+/// A loaded model of either kind.
+#[derive(Debug)]
+pub enum LocalModel {
+    /// A chat model.
+    Chat(ChatModel),
+    /// An embedding model behind its batching thread.
+    Embedding(Embedder),
+}
+
+impl LocalModel {
+    /// The chat model, if it is one.
+    pub fn as_chat(&self) -> Option<&ChatModel> {
+        match self {
+            Self::Chat(m) => Some(m),
+            Self::Embedding(_) => None,
+        }
+    }
+
+    /// The embedder, if it is one.
+    pub fn as_embedder(&self) -> Option<&Embedder> {
+        match self {
+            Self::Embedding(e) => Some(e),
+            Self::Chat(_) => None,
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Self::Chat(_) => ModelKind::Chat,
+            Self::Embedding(_) => ModelKind::Embedding,
+        }
+    }
+}
+
+/// The [`Loader`] for both kinds ([`ModelSpec::kind`]): GGUF chat models as [`GgufLoader`]
+/// loads them, embedding directories as [`crate::EmbedModel`]s behind an [`Embedder`] with
+/// [`ModelSpec::batch`]'s options. An embedding model's estimate is its weights as `f32` plus
+/// one batch's scratch, before loading and after.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalLoader;
+
+impl Loader for LocalLoader {
+    type Model = LocalModel;
+
+    fn estimate(&self, spec: &ModelSpec) -> crate::Result<u64> {
+        match spec.kind {
+            ModelKind::Chat => GgufLoader.estimate(spec),
+            ModelKind::Embedding => {
+                crate::estimate_embedding_memory(&spec.path, spec.batch.max_batch)
+            }
+        }
+    }
+
+    fn load(&self, spec: &ModelSpec) -> crate::Result<Loaded<LocalModel>> {
+        match spec.kind {
+            ModelKind::Chat => GgufLoader.load(spec).map(|l| Loaded {
+                model: LocalModel::Chat(l.model),
+                bytes: l.bytes,
+            }),
+            ModelKind::Embedding => {
+                let model = crate::EmbedModel::load(&spec.path)?;
+                let bytes = model.memory_with_batch(spec.batch.max_batch);
+                let embedder = Embedder::new(model, spec.batch)?;
+                Ok(Loaded {
+                    model: LocalModel::Embedding(embedder),
+                    bytes,
+                })
+            }
+        }
+    }
+
+    /// Chat models: their engine's; embedding models always run on sluice's own encoder.
+    fn engine(&self, model: &LocalModel) -> Option<&'static str> {
+        match model {
+            LocalModel::Chat(chat) => Some(chat.engine()),
+            LocalModel::Embedding(_) => Some("native"),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! What the pool is told: each model's [`ModelSpec`] and the pool-wide [`PoolConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::budget::default_memory_budget;
+use super::keep_alive::KeepAlive;
+use crate::{BatchOptions, LoadOptions};
+
+/// A model the pool may load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// The name requests use.
+    pub name: String,
+    /// The model file.
+    pub path: PathBuf,
+    /// Expected SHA-256 of the file (of `model.safetensors` for an embedding model), hex (a
+    /// `sha256:` or `sha256-` prefix is accepted).
+    pub sha256: Option<String>,
+    /// Idle time before unloading; `None`: the pool's default. A request can override it.
+    pub keep_alive: Option<KeepAlive>,
+    /// Never unload for idleness or eviction.
+    pub pin: bool,
+    /// Load at start ([`Pool::preload_configured`](crate::pool::Pool::preload_configured)).
+    pub preload: bool,
+    /// How [`GgufLoader`](crate::pool::GgufLoader) loads it (sequence slots, queue, context
+    /// length).
+    pub load: LoadOptions,
+    /// What it is: a GGUF chat model or an embedding model directory.
+    pub kind: ModelKind,
+    /// How an embedding model batches requests.
+    pub batch: BatchOptions,
+}
+
+/// What a local model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A GGUF chat model ([`ChatModel`](crate::ChatModel)).
+    Chat,
+    /// A sentence-embedding model directory ([`crate::EmbedModel`]).
+    Embedding,
+}
+
+impl ModelKind {
+    /// `chat` or `embedding`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Embedding => "embedding",
+        }
+    }
+}
+
+// === impl ModelSpec ===
+
+impl ModelSpec {
+    /// A spec with defaults: no checksum, the pool's keep-alive, not pinned or preloaded.
+    /// The kind follows the path: a directory is an embedding model, a file a GGUF chat model.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let kind = if path.is_dir() {
+            ModelKind::Embedding
+        } else {
+            ModelKind::Chat
+        };
+        Self {
+            name: name.into(),
+            path,
+            kind,
+            batch: BatchOptions::default(),
+            sha256: None,
+            keep_alive: None,
+            pin: false,
+            preload: false,
+            load: LoadOptions::default(),
+        }
+    }
+}
+
+/// Pool-wide settings (`[local]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Bytes all loaded and loading models may hold together.
+    pub memory_budget: u64,
+    /// Keep-alive of models whose spec and request give none.
+    pub keep_alive: KeepAlive,
+    /// How long an acquire waits for models in use to free memory before it fails with
+    /// [`PoolErrorKind::BudgetBusy`](crate::pool::PoolErrorKind::BudgetBusy); zero fails at once.
+    pub busy_wait: Duration,
+}
+
+/// [`PoolConfig::busy_wait`]'s default.
+pub const DEFAULT_BUSY_WAIT: Duration = Duration::from_secs(30);
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            memory_budget: default_memory_budget(),
+            keep_alive: KeepAlive::default(),
+            busy_wait: DEFAULT_BUSY_WAIT,
+        }
+    }
+}
