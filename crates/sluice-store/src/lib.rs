@@ -15,6 +15,7 @@ pub mod hex;
 pub mod ledger;
 pub mod limits;
 pub mod memory;
+pub mod open;
 pub mod postgres;
 pub mod redis;
 pub mod redis_cache;

@@ -1,0 +1,68 @@
+//! Opening the stores a config names, for the server and the CLI alike: the ledger, the
+//! cache's persistent store and the limiter. Shared stores (PostgreSQL, Redis) when the
+//! config names them, else embedded ones (SQLite files in the data directory, which must
+//! exist; the limiter in process).
+
+use crate::ledger::{Ledger, LedgerOptions};
+use crate::limits::Limiter;
+use crate::postgres::PgLedger;
+use crate::redis_cache::RedisCache;
+use crate::sqlite::SqliteCache;
+use crate::sqlite_ledger::SqliteLedger;
+use crate::store::CacheStore;
+use crate::StoreError;
+use sluice_core::config::{CacheConfig, LimitsConfig, SpendConfig, StorageConfig};
+
+/// The ledger's file in the data directory, without `storage.database_url`.
+pub const LEDGER_FILE: &str = "ledger.sqlite";
+
+/// The cache store's file in the data directory, without `storage.redis_url`.
+pub const CACHE_FILE: &str = "cache.sqlite";
+
+/// The ledger (virtual keys and the spend log): PostgreSQL at `storage.database_url` when
+/// set, else SQLite at [`LEDGER_FILE`] in `storage.data_dir`; batched, bounded and
+/// retained as `spend` says. Blocks until the database is reached and its schema checked.
+pub fn ledger(storage: &StorageConfig, spend: &SpendConfig) -> Result<Ledger, StoreError> {
+    let options = LedgerOptions {
+        batch_size: spend.batch_size,
+        max_queued: spend.max_queued,
+        retention_days: spend.retention_days,
+        rollup_retention_days: spend.rollup_retention_days,
+        ..LedgerOptions::default()
+    };
+    match &storage.database_url {
+        Some(url) => Ok(Ledger::Postgres(PgLedger::open(url.expose(), options)?)),
+        None => Ok(Ledger::Sqlite(SqliteLedger::open(
+            &storage.data_dir.join(LEDGER_FILE),
+            options,
+        )?)),
+    }
+}
+
+/// The cache's persistent store: Redis at `storage.redis_url` when set (keys under
+/// `storage.redis_prefix`, each call limited to `cache.store_timeout`; it connects at first
+/// use), else SQLite at [`CACHE_FILE`] in `storage.data_dir`, bounded by
+/// `cache.disk_bytes`.
+pub fn cache_store(storage: &StorageConfig, cache: &CacheConfig) -> Result<CacheStore, StoreError> {
+    match &storage.redis_url {
+        Some(url) => Ok(CacheStore::Redis(RedisCache::new(
+            url.expose(),
+            &storage.redis_prefix,
+            cache.store_timeout,
+        )?)),
+        None => Ok(CacheStore::Sqlite(SqliteCache::open(
+            &storage.data_dir.join(CACHE_FILE),
+            cache.disk_bytes,
+        )?)),
+    }
+}
+
+/// The limiter: on Redis at `storage.redis_url` when set (global across replicas, keys under
+/// `storage.redis_prefix`, each call limited to `limits.redis_timeout`; it connects at first
+/// use), else in process.
+pub fn limiter(storage: &StorageConfig, limits: &LimitsConfig) -> Result<Limiter, StoreError> {
+    match &storage.redis_url {
+        Some(url) => Limiter::redis(url.expose(), &storage.redis_prefix, limits.redis_timeout),
+        None => Ok(Limiter::memory()),
+    }
+}
