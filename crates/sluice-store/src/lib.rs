@@ -1,12 +1,22 @@
-//! The state behind the gateway: the response cache's in-memory tier ([`MemoryTier`]) and
-//! its persistent stores ([`CacheStore`]: SQLite embedded, or Redis shared by replicas), and
-//! the small RESP2 client ([`redis::RedisClient`]) that the limits and budgets will use too.
+//! The state behind the gateway, each store embedded in one process or shared by replicas:
 //!
-//! Everything here stores opaque bytes under 32-byte keys that the caller made (BLAKE3
-//! hashes), with an absolute expiry in Unix milliseconds. Time is always passed in, so the
-//! logic runs on virtual time in tests. No other sluice crate is a dependency.
+//! - the response cache: opaque bytes under 32-byte keys the caller made (BLAKE3 hashes),
+//!   each with an absolute expiry, in an in-memory tier ([`MemoryTier`]) before a
+//!   persistent store ([`CacheStore`]: a SQLite file, or Redis);
+//! - the ledger ([`Ledger`]): virtual keys and the spend log, with daily roll-ups and budget
+//!   windows (a SQLite file, or PostgreSQL);
+//! - the limiter ([`Limiter`]): rate limits, concurrency limits and budgets, checked and
+//!   charged together per request (in process, or on Redis);
+//! - the small RESP2 client ([`RedisClient`]) the Redis stores use;
+//! - [`open`]: the functions that open each of them from sluice's config, for the server
+//!   and the CLI alike.
+//!
+//! The SQLite files and the PostgreSQL connection each live on a thread of their own, so
+//! the gateway's single-threaded runtimes never block on them. Time is passed in (Unix ms,
+//! [`UnixMs`]) wherever a decision depends on it, so the logic runs on virtual time in
+//! tests. The only sluice crate this one depends on is `sluice-core`, for the config types
+//! [`open`] reads.
 
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod cache_stats;
