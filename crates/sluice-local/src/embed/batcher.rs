@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::EmbedModel;
+use super::model::EmbedModel;
 use crate::{Error, ErrorKind, Result};
 
 /// Batching settings (per model, from `[local]` in the config).
