@@ -21,6 +21,8 @@
 //! [`plan`] says whether a file can run here (x86-64 with AVX2/FMA/F16C, and only the formats
 //! above); otherwise the model runs on candle.
 
+mod acts;
+mod format;
 pub(crate) mod quant;
 mod simd;
 mod workers;
@@ -34,7 +36,9 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::gguf::{Architecture, ModelInfo};
-use quant::{Acts, QMatrix, QType};
+use acts::Acts;
+use format::QType;
+use quant::QMatrix;
 pub(crate) use simd::Isa;
 
 /// Why a file cannot run on this engine (it then runs on candle), or the CPU proof when it can.

@@ -1,5 +1,6 @@
-//! GGUF weight matrices as stored in the file, activations quantized the way each weight format
-//! multiplies, and the length-checked, safe entry to the [`simd`] kernels.
+//! GGUF weight matrices as stored in the file (Q4_0 and Q8_0 repacked), their scalar
+//! dequantization, and the length-checked, safe entry to the [`simd`] kernels
+//! ([`QMatrix::dot_rows`]) for the activations of [`super::acts`].
 //!
 //! Weights stay in their GGUF block layout, byte for byte: a matrix is `rows` rows of `cols`
 //! values, each row a run of blocks. Scalar dequantization ([`QMatrix::dequantize_row`]) is the
@@ -7,73 +8,9 @@
 
 use std::sync::Arc;
 
-use super::simd::{self, Isa, Q8KPtr, Q8Ptr};
-
-/// A weight format this engine multiplies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum QType {
-    F32,
-    F16,
-    Q4_0,
-    Q8_0,
-    Q4K,
-    Q6K,
-}
-
-// === impl QType ===
-
-impl QType {
-    /// The GGML type id (`ggml_type`), as GGUF tensor infos store it.
-    pub(crate) fn from_ggml(dtype: candle_core::quantized::GgmlDType) -> Option<Self> {
-        use candle_core::quantized::GgmlDType as G;
-        Some(match dtype {
-            G::F32 => Self::F32,
-            G::F16 => Self::F16,
-            G::Q4_0 => Self::Q4_0,
-            G::Q8_0 => Self::Q8_0,
-            G::Q4K => Self::Q4K,
-            G::Q6K => Self::Q6K,
-            _ => return None,
-        })
-    }
-
-    /// Values per block.
-    pub(crate) fn block(self) -> usize {
-        match self {
-            Self::F32 | Self::F16 => 1,
-            Self::Q4_0 | Self::Q8_0 => 32,
-            Self::Q4K | Self::Q6K => 256,
-        }
-    }
-
-    /// Bytes per block.
-    pub(crate) fn block_bytes(self) -> usize {
-        match self {
-            Self::F32 => 4,
-            Self::F16 => 2,
-            Self::Q4_0 => 18,
-            Self::Q8_0 => 34,
-            Self::Q4K => 144,
-            Self::Q6K => 210,
-        }
-    }
-
-    /// The activation form this weight format multiplies with.
-    fn acts(self) -> ActForm {
-        match self {
-            Self::F32 | Self::F16 => ActForm::F32,
-            Self::Q4_0 | Self::Q8_0 => ActForm::Q8,
-            Self::Q4K | Self::Q6K => ActForm::Q8K,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ActForm {
-    F32,
-    Q8,
-    Q8K,
-}
+use super::acts::Acts;
+use super::format::{f16_to_f32, QType};
+use super::simd::{self, Isa};
 
 /// A weight matrix: `rows` rows of `cols` values in the GGUF bytes of `qtype` (Q4_0 and Q8_0
 /// repacked, see [`repack`]), a view into a buffer shared by all of a model's matrices.
@@ -266,21 +203,6 @@ fn deinterleave(paired: &[u8], out: &mut [u8; 32]) {
     }
 }
 
-/// IEEE half to single (scalar; the kernels use F16C).
-#[inline]
-pub(crate) fn f16_to_f32(bits: u16) -> f32 {
-    let sign = u32::from(bits & 0x8000) << 16;
-    if bits & 0x7C00 == 0x7C00 {
-        // Infinity and NaN keep their mantissa.
-        return f32::from_bits(sign | 0x7F80_0000 | (u32::from(bits & 0x3FF) << 13));
-    }
-    // Exponent and mantissa moved into place, rebiased by a multiply by 2¹¹² (subnormals and
-    // zero included). No vector register: a vector conversion of one scalar makes LLVM merge
-    // into a live register, chaining every kernel block onto the previous one.
-    let magnitude = f32::from_bits(u32::from(bits & 0x7FFF) << 13) * f32::from_bits(0x7780_0000);
-    f32::from_bits(magnitude.to_bits() | sign)
-}
-
 fn f16_at(bytes: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
 }
@@ -374,141 +296,4 @@ pub(crate) fn q4k_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
         mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
     }
     (sc, mn)
-}
-
-/// `m` activation rows of `k` values, with the quantized forms the weights ask for.
-#[derive(Debug, Default)]
-pub(crate) struct Acts {
-    pub(crate) m: usize,
-    pub(crate) k: usize,
-    /// `m × k` values.
-    pub(crate) x: Vec<f32>,
-    q8: Option<Quantized>,
-    q8k: Option<Quantized>,
-}
-
-/// Activations in 8 bits: `m × k` values, one scale per block, and per-block (Q8, as `f32`)
-/// or per-16 (Q8K, as `i16`) sums.
-#[derive(Debug, Default)]
-struct Quantized {
-    qs: Vec<i8>,
-    d: Vec<f32>,
-    sums32: Vec<f32>,
-    sums16: Vec<i16>,
-}
-
-// === impl Acts ===
-
-impl Acts {
-    /// Takes `m` rows of `k` values (`x.len() == m · k`).
-    pub(crate) fn new(x: Vec<f32>, m: usize, k: usize) -> Self {
-        assert_eq!(x.len(), m * k);
-        Self {
-            m,
-            k,
-            x,
-            q8: None,
-            q8k: None,
-        }
-    }
-
-    /// Makes sure the form `qtype` multiplies with is there.
-    pub(crate) fn prepare(&mut self, qtype: QType) {
-        match qtype.acts() {
-            ActForm::F32 => {}
-            ActForm::Q8 if self.q8.is_none() => self.q8 = Some(quantize(&self.x, 32, 32)),
-            ActForm::Q8K if self.q8k.is_none() => self.q8k = Some(quantize(&self.x, 256, 16)),
-            _ => {}
-        }
-    }
-
-    pub(super) fn has_form_of(&self, qtype: QType) -> bool {
-        self.has(qtype.acts())
-    }
-
-    fn has(&self, form: ActForm) -> bool {
-        match form {
-            ActForm::F32 => true,
-            ActForm::Q8 => self.q8.as_ref().is_some_and(|q| q.qs.len() == self.x.len()),
-            ActForm::Q8K => self
-                .q8k
-                .as_ref()
-                .is_some_and(|q| q.qs.len() == self.x.len()),
-        }
-    }
-
-    pub(super) fn q8_ptrs<const N: usize>(&self, t0: usize) -> [Q8Ptr; N] {
-        let q = self.q8.as_ref().expect("checked by dot_rows");
-        let blocks = self.k / 32;
-        std::array::from_fn(|i| {
-            let t = t0 + i;
-            Q8Ptr {
-                qs: q.qs[t * self.k..].as_ptr(),
-                d: q.d[t * blocks..].as_ptr(),
-                sums: q.sums32[t * blocks..].as_ptr(),
-            }
-        })
-    }
-
-    pub(super) fn q8k_ptrs<const N: usize>(&self, t0: usize) -> [Q8KPtr; N] {
-        let q = self.q8k.as_ref().expect("checked by dot_rows");
-        let blocks = self.k / 256;
-        std::array::from_fn(|i| {
-            let t = t0 + i;
-            Q8KPtr {
-                qs: q.qs[t * self.k..].as_ptr(),
-                d: q.d[t * blocks..].as_ptr(),
-                bsums: q.sums16[t * self.k / 16..].as_ptr(),
-            }
-        })
-    }
-
-    pub(super) fn f32_ptrs<const N: usize>(&self, t0: usize) -> [*const f32; N] {
-        std::array::from_fn(|i| self.x[(t0 + i) * self.k..].as_ptr())
-    }
-
-    /// The values as the kernels see them (dequantized `qtype` form), for tests.
-    #[cfg(test)]
-    pub(crate) fn seen(&self, qtype: QType) -> Vec<f32> {
-        let (q, block) = match qtype.acts() {
-            ActForm::F32 => return self.x.clone(),
-            ActForm::Q8 => (self.q8.as_ref().expect("prepared"), 32),
-            ActForm::Q8K => (self.q8k.as_ref().expect("prepared"), 256),
-        };
-        q.qs.iter()
-            .enumerate()
-            .map(|(i, &v)| f32::from(v) * q.d[i / block])
-            .collect()
-    }
-}
-
-/// Symmetric 8-bit quantization in blocks of `block` (`scale = max|x| / 127`), with sums over
-/// runs of `sum_every` values (`f32` per block when `sum_every == block`, else `i16`).
-fn quantize(x: &[f32], block: usize, sum_every: usize) -> Quantized {
-    let mut out = Quantized {
-        qs: vec![0; x.len()],
-        d: Vec::with_capacity(x.len() / block),
-        ..Quantized::default()
-    };
-    for (xs, qs) in x.chunks_exact(block).zip(out.qs.chunks_exact_mut(block)) {
-        let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        for (q, v) in qs.iter_mut().zip(xs) {
-            // Round half away from zero (as `roundf`, without the call); |v · id| ≤ 127.
-            let r = v * id;
-            *q = (r + 0.5f32.copysign(r)) as i8;
-        }
-        out.d.push(d);
-        for run in qs.chunks_exact(sum_every) {
-            let s: i32 = run.iter().map(|&v| i32::from(v)).sum();
-            if sum_every == block {
-                out.sums32.push(s as f32);
-            } else {
-                // |s| ≤ 16 · 127 fits.
-                out.sums16.push(s as i16);
-            }
-        }
-    }
-    out
 }

@@ -18,7 +18,8 @@
 
 use std::arch::x86_64::*;
 
-use super::quant::{f16_to_f32, Acts, QType};
+use super::acts::{Acts, Q8KPtr, Q8Ptr};
+use super::format::{f16_to_f32, QType};
 
 /// Proof that the CPU runs the kernels of this module (AVX2, FMA, F16C), and whether it also
 /// has AVX-512 with VNNI (`vpdpbusd`: 64 byte products per instruction).
@@ -66,23 +67,6 @@ const PREFETCH: usize = 1024;
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
-}
-
-/// One activation row quantized in blocks of 32: values, per-block scales and per-block sums
-/// (as `f32`).
-#[derive(Clone, Copy)]
-pub(crate) struct Q8Ptr {
-    pub qs: *const i8,
-    pub d: *const f32,
-    pub sums: *const f32,
-}
-
-/// One activation row quantized in blocks of 256: values, per-block scales, per-16 sums.
-#[derive(Clone, Copy)]
-pub(crate) struct Q8KPtr {
-    pub qs: *const i8,
-    pub d: *const f32,
-    pub bsums: *const i16,
 }
 
 /// The `u16` at `p` (native byte order, little-endian on x86-64 as in GGUF), any alignment.

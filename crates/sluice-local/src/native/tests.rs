@@ -6,7 +6,9 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use super::quant::{Acts, QMatrix, QType};
+use super::acts::Acts;
+use super::format::QType;
+use super::quant::QMatrix;
 use super::simd::Isa;
 use super::*;
 use crate::testing::{TestArch, TestDType, TestModel};
@@ -142,12 +144,12 @@ fn f16_conversion_covers_normals_subnormals_and_specials() {
     ] {
         let expected = half_reference(bits);
         assert_eq!(
-            quant::f16_to_f32(bits).to_bits(),
+            format::f16_to_f32(bits).to_bits(),
             expected.to_bits(),
             "{bits:#x}"
         );
     }
-    assert!(quant::f16_to_f32(0x7E00).is_nan());
+    assert!(format::f16_to_f32(0x7E00).is_nan());
 }
 
 /// The value of half-precision bits from the definition.

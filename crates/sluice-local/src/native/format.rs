@@ -1,0 +1,85 @@
+//! The number formats of the native engine: the GGUF weight formats it multiplies ([`QType`]),
+//! the activation form each multiplies with, and the scalar half-float conversion.
+
+/// A weight format this engine multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum QType {
+    F32,
+    F16,
+    Q4_0,
+    Q8_0,
+    Q4K,
+    Q6K,
+}
+
+// === impl QType ===
+
+impl QType {
+    /// The GGML type id (`ggml_type`), as GGUF tensor infos store it.
+    pub(crate) fn from_ggml(dtype: candle_core::quantized::GgmlDType) -> Option<Self> {
+        use candle_core::quantized::GgmlDType as G;
+        Some(match dtype {
+            G::F32 => Self::F32,
+            G::F16 => Self::F16,
+            G::Q4_0 => Self::Q4_0,
+            G::Q8_0 => Self::Q8_0,
+            G::Q4K => Self::Q4K,
+            G::Q6K => Self::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// Values per block.
+    pub(crate) fn block(self) -> usize {
+        match self {
+            Self::F32 | Self::F16 => 1,
+            Self::Q4_0 | Self::Q8_0 => 32,
+            Self::Q4K | Self::Q6K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub(crate) fn block_bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+            Self::Q4_0 => 18,
+            Self::Q8_0 => 34,
+            Self::Q4K => 144,
+            Self::Q6K => 210,
+        }
+    }
+
+    /// The activation form this weight format multiplies with.
+    pub(super) fn acts(self) -> ActForm {
+        match self {
+            Self::F32 | Self::F16 => ActForm::F32,
+            Self::Q4_0 | Self::Q8_0 => ActForm::Q8,
+            Self::Q4K | Self::Q6K => ActForm::Q8K,
+        }
+    }
+}
+
+/// The form of the activations a weight format multiplies with: as they are, or quantized to
+/// 8 bits in blocks of 32 (Q8) or 256 (Q8K).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ActForm {
+    F32,
+    Q8,
+    Q8K,
+}
+
+/// IEEE half to single (scalar; the kernels use F16C).
+#[inline]
+pub(crate) fn f16_to_f32(bits: u16) -> f32 {
+    let sign = u32::from(bits & 0x8000) << 16;
+    if bits & 0x7C00 == 0x7C00 {
+        // Infinity and NaN keep their mantissa.
+        return f32::from_bits(sign | 0x7F80_0000 | (u32::from(bits & 0x3FF) << 13));
+    }
+    // Exponent and mantissa moved into place, rebiased by a multiply by 2¹¹² (subnormals and
+    // zero included). No vector register: a vector conversion of one scalar makes LLVM merge
+    // into a live register, chaining every kernel block onto the previous one.
+    let magnitude = f32::from_bits(u32::from(bits & 0x7FFF) << 13) * f32::from_bits(0x7780_0000);
+    f32::from_bits(magnitude.to_bits() | sign)
+}
