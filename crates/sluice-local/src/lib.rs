@@ -77,6 +77,7 @@
 pub mod device;
 pub mod discovery;
 pub mod embed;
+mod engine;
 pub mod error;
 pub mod gguf;
 pub mod memory;

@@ -30,7 +30,10 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use tokio::sync::mpsc;
 
+use crate::engine::Chosen;
+pub use crate::engine::{Engine, LoadOptions};
 use crate::error::{panic_error, Error, ErrorKind, Result};
+use crate::gguf::file::{open, read_content, read_header};
 use crate::gguf::{self, Architecture, MemoryUsage, ModelInfo};
 use crate::stop::StopBuffer;
 use crate::template::{ChatMessage, ChatTemplate, DEFAULT_CHAT_TEMPLATE};
@@ -38,148 +41,6 @@ use crate::tokenizer::{GgufTokenizer, Utf8Stream};
 
 /// Prompt tokens per prefill forward: bounds the `(heads, chunk, kv_len)` attention scores.
 const PREFILL_CHUNK: usize = 512;
-
-/// How a model is loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadOptions {
-    /// Concurrent sequences (slot threads, KV caches). At least 1.
-    pub parallel: usize,
-    /// Requests that may wait when every slot is busy; one more is [`ErrorKind::QueueFull`].
-    /// `0`: accept only what an idle slot takes at once.
-    pub queue_capacity: usize,
-    /// Context length; `None`: the file's (on candle, capped at 4096 for llama: its rope table).
-    pub context_length: Option<usize>,
-    /// Which implementation runs the model.
-    pub engine: Engine,
-    /// Threads each sequence computes on (native engine); `None`: every core when `parallel`
-    /// is 1, else 1. candle's pool is process-wide and set by `CANDLE_NUM_THREADS`.
-    pub threads: Option<usize>,
-    /// Where the model runs ([`crate::device`]); a GPU runs candle.
-    pub device: crate::DeviceKind,
-}
-
-/// The implementation that runs a chat model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Engine {
-    /// The native engine when the CPU and the file's tensor formats allow it, else candle.
-    #[default]
-    Auto,
-    /// sluice's own CPU engine (x86-64 with AVX2/FMA/F16C; F32, F16, Q4_0, Q8_0, Q4_K, Q6_K
-    /// tensors); a file it cannot run is refused.
-    Native,
-    /// candle's `quantized_llama` / `quantized_qwen2` (any format candle reads).
-    Candle,
-}
-
-// === impl Engine ===
-
-impl Engine {
-    /// Parses `auto`, `native` or `candle`.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "auto" => Some(Self::Auto),
-            "native" => Some(Self::Native),
-            "candle" => Some(Self::Candle),
-            _ => None,
-        }
-    }
-
-    /// The config name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Native => "native",
-            Self::Candle => "candle",
-        }
-    }
-}
-
-/// The engine a file runs on, decided from its header before loading.
-#[derive(Clone, Copy)]
-pub(crate) enum Chosen {
-    #[cfg(target_arch = "x86_64")]
-    Native(crate::native::Isa),
-    Candle,
-}
-
-// === impl Chosen ===
-
-impl Chosen {
-    pub(crate) fn decide(
-        engine: Engine,
-        device: crate::DeviceKind,
-        path: &Path,
-        content: &candle_core::quantized::gguf_file::Content,
-        info: &ModelInfo,
-    ) -> Result<Self> {
-        if engine == Engine::Candle {
-            return Ok(Self::Candle);
-        }
-        if device.is_gpu() {
-            if engine == Engine::Native {
-                return Err(Error::invalid_file(
-                    path,
-                    format!(
-                        "the native engine runs on the CPU, not on `{}`: use engine `auto` or `candle`",
-                        device.name()
-                    ),
-                ));
-            }
-            return Ok(Self::Candle);
-        }
-        #[cfg(target_arch = "x86_64")]
-        let plan = crate::native::plan(content, info);
-        #[cfg(not(target_arch = "x86_64"))]
-        let plan: std::result::Result<(), String> = {
-            let _ = (content, info);
-            Err("it runs on x86-64 only".to_owned())
-        };
-        match (plan, engine) {
-            #[cfg(target_arch = "x86_64")]
-            (Ok(isa), _) => Ok(Self::Native(isa)),
-            (Err(reason), Engine::Native) => Err(Error::invalid_file(
-                path,
-                format!("the native engine cannot run it: {reason}"),
-            )),
-            #[allow(unreachable_patterns)]
-            _ => Ok(Self::Candle),
-        }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Self::Native(_) => "native",
-            Self::Candle => "candle",
-        }
-    }
-
-    /// The context a model runs with: the requested one, else the file's; candle's llama is
-    /// capped by its rope table.
-    pub(crate) fn context(self, info: &ModelInfo, requested: Option<usize>) -> usize {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Self::Native(_) => match requested {
-                Some(r) if r > 0 => info.context_length.min(r),
-                _ => info.context_length,
-            },
-            Self::Candle => info.effective_context(requested),
-        }
-    }
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            parallel: 1,
-            queue_capacity: 16,
-            context_length: None,
-            engine: Engine::Auto,
-            threads: None,
-            device: crate::DeviceKind::Cpu,
-        }
-    }
-}
 
 /// Sampling parameters; the defaults are OpenAI's (temperature 1, no top-p/top-k cut, random seed).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -344,8 +205,8 @@ enum Weights {
 
 impl Weights {
     fn load(path: &Path, architecture: Architecture, device: &Device) -> Result<Self> {
-        let mut reader = gguf::open(path)?;
-        let content = gguf::read_content(path, &mut reader)?;
+        let mut reader = open(path)?;
+        let content = read_content(path, &mut reader)?;
         let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| match architecture {
             Architecture::Llama => {
                 quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
@@ -405,7 +266,7 @@ impl ChatModel {
         if options.parallel == 0 {
             return Err(Error::invalid_request("`parallel` must be at least 1"));
         }
-        let (content, _) = gguf::read_header(path)?;
+        let (content, _) = read_header(path)?;
         let info = ModelInfo::from_content(&content)?;
         let tokenizer = GgufTokenizer::from_metadata(&content.metadata)?;
         if tokenizer.tokens.len() != info.vocab_size {

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::gguf::{Architecture, ModelInfo};
+use crate::gguf::info::{Architecture, ModelInfo};
 use acts::Acts;
 use format::QType;
 use quant::QMatrix;

@@ -702,7 +702,7 @@ fn the_q4_k_m_writer_mixes_q4k_and_q6k() {
     use candle_core::quantized::GgmlDType;
     let dir = TempDir::new();
     let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::Q4KM));
-    let (content, _) = crate::gguf::read_header(&path).expect("header");
+    let (content, _) = crate::gguf::file::read_header(&path).expect("header");
     let dtype = |name: &str| content.tensor_infos[name].ggml_dtype;
     assert_eq!(dtype("blk.0.attn_q.weight"), GgmlDType::Q4K);
     assert_eq!(dtype("blk.0.attn_v.weight"), GgmlDType::Q4K);

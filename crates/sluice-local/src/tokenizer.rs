@@ -25,7 +25,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::gguf::lenient_u64;
+use crate::gguf::metadata::{lenient_u64, string};
 
 mod spm;
 
@@ -95,7 +95,7 @@ pub(crate) struct GgufTokenizer {
 
 impl GgufTokenizer {
     pub(crate) fn from_metadata(md: &HashMap<String, Value>) -> Result<Self> {
-        let model = crate::gguf::string(md, "tokenizer.ggml.model")?;
+        let model = string(md, "tokenizer.ggml.model")?;
         if model != "gpt2" && model != "llama" {
             return Err(ErrorKind::UnsupportedTokenizer(format!(
                 "`tokenizer.ggml.model = {model:?}` (supported: byte-level BPE, \"gpt2\", and \

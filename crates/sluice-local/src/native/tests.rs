@@ -192,7 +192,7 @@ fn candle_logits(path: &Path, tokens: &[u32]) -> Vec<f32> {
 }
 
 fn native_session(path: &Path, threads: usize) -> Session {
-    let (content, _) = crate::gguf::read_header(path).unwrap();
+    let (content, _) = crate::gguf::file::read_header(path).unwrap();
     let info = ModelInfo::from_content(&content).unwrap();
     let isa = plan(&content, &info).expect("runs natively");
     let model = Arc::new(Model::load(path, &content, &info, isa).unwrap());
@@ -373,13 +373,13 @@ fn big_matrix_speed() {
 
 #[test]
 fn a_format_the_engine_lacks_falls_back_to_candle_on_auto_and_is_refused_on_native() {
-    use crate::model::{Chosen, Engine};
+    use crate::engine::{Chosen, Engine};
     let dir = crate::tests::TempDir::new();
     let path = dir.path("q8.gguf");
     TestModel::tiny(TestArch::Llama, TestDType::Q8_0)
         .write(&path)
         .unwrap();
-    let (mut content, _) = crate::gguf::read_header(&path).unwrap();
+    let (mut content, _) = crate::gguf::file::read_header(&path).unwrap();
     let info = ModelInfo::from_content(&content).unwrap();
     let name = |engine| {
         Chosen::decide(engine, crate::DeviceKind::Cpu, &path, &content, &info).map(|c| c.name())
@@ -409,7 +409,7 @@ fn a_truncated_file_is_refused_with_the_tensor_it_cuts() {
     TestModel::tiny(TestArch::Llama, TestDType::Q4_0)
         .write(&path)
         .unwrap();
-    let (content, size) = crate::gguf::read_header(&path).unwrap();
+    let (content, size) = crate::gguf::file::read_header(&path).unwrap();
     let info = ModelInfo::from_content(&content).unwrap();
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(size - 100).unwrap();
