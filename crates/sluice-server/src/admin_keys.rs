@@ -7,14 +7,14 @@
 //! the same fields, and `null` clears one. The secret is returned once, by create, and
 //! never again.
 
-use crate::body::{error_response, json, ResponseBody};
+use crate::response::{error_response, json, ResponseBody};
 use crate::state::AppState;
 use http::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 use sluice_core::{keys, Error, ErrorKind};
 use sluice_store::{BudgetPeriod, Dimension, KeyRecord, Ledger, Report};
 
-pub use crate::tab::usd;
+pub use crate::money::usd;
 
 fn bad(message: impl Into<String>) -> Error {
     ErrorKind::InvalidRequest {
@@ -289,7 +289,7 @@ async fn spec_of(
     state: &AppState,
     body: hyper::body::Incoming,
 ) -> Result<Map<String, Value>, Error> {
-    let bytes = crate::body::read_limited(
+    let bytes = crate::request_body::read_limited(
         body,
         None,
         false,

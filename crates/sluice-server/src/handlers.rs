@@ -1,6 +1,6 @@
 //! The endpoints that are not proxied: models, health, metrics.
 
-use crate::body::{error_response, json, ResponseBody};
+use crate::response::{error_response, json, ResponseBody};
 use crate::state::AppState;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
@@ -10,7 +10,7 @@ use std::time::Instant;
 
 /// `GET /v1/models`: every model and route, or those a virtual key may use.
 pub async fn models(state: &AppState, headers: &http::HeaderMap) -> Response<ResponseBody> {
-    let identity = match crate::auth::authenticate(state, headers).await {
+    let identity = match crate::pipeline::auth::authenticate(state, headers).await {
         Ok(i) => i,
         Err(e) => return error_response(&e),
     };
@@ -34,7 +34,7 @@ pub async fn model(
     headers: &http::HeaderMap,
     id: &str,
 ) -> Response<ResponseBody> {
-    if let Err(e) = crate::auth::authenticate(state, headers)
+    if let Err(e) = crate::pipeline::auth::authenticate(state, headers)
         .await
         .and_then(|i| i.check_model(id))
     {
@@ -222,7 +222,9 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
     if let Some(c) = &state.cache {
         c.render(&mut text);
     }
-    state.tab_metrics.render(state, &mut text);
+    state
+        .tab_metrics
+        .render(&state.limiter, state.ledger.as_ref(), &mut text);
     if let Some(local) = &state.local {
         crate::local::render(local, &mut text);
     }
@@ -329,7 +331,7 @@ pub async fn admin_canary(
             .into(),
         );
     };
-    let body = match crate::body::read_limited(
+    let body = match crate::request_body::read_limited(
         req.into_body(),
         None,
         false,

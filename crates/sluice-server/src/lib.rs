@@ -1,25 +1,29 @@
-//! The sluice HTTP server: accept loop, router, the proxy path with streaming relay,
-//! metrics, health, graceful shutdown.
+//! The sluice HTTP server: the accept loop and graceful shutdown ([`serve`]), the router,
+//! the request pipeline every proxied endpoint goes through ([`pipeline`], over the
+//! [`endpoint`] descriptions), the admin API, `/metrics` and `/health`.
 //!
-//! Request flow (one path): request id → body read under `max_body_bytes` → light parse
-//! and validation → model resolution → provider adapter → upstream (pooled client) →
-//! response passed through as bytes, or relayed event by event for streams → metrics.
+//! Layers, each importing only those below it: the components the gateway is built of
+//! (`keys`, `cache`, `local`, `metrics`, `money`, request and response bodies), the state
+//! built once from the config (`state`), the pipeline's stages, then the handlers, the
+//! router and the server. See README's Architecture section for the path of a request.
 #![forbid(unsafe_code)]
 
 pub mod admin_keys;
-mod auth;
-mod body;
 pub mod cache;
+mod endpoint;
 mod handlers;
+mod headers;
+mod keys;
 pub mod local;
-mod messages;
 pub mod metrics;
-mod proxy;
-mod relay;
+mod money;
+mod pipeline;
+mod request_body;
 mod request_id;
+mod response;
+mod router;
 mod serve;
 pub mod state;
-mod tab;
 
 pub use serve::Server;
 pub use state::AppState;

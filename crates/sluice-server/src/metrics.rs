@@ -5,6 +5,7 @@
 //! recording is a few relaxed atomic adds: no map lookup, no lock, no allocation.
 
 use sluice_core::Operation;
+use sluice_store::{CheckKind, Ledger, Limiter};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -436,6 +437,94 @@ impl Metrics {
         let _ = writeln!(out, "# HELP sluice_client_disconnects_total Clients that went away before their response was complete.\n# TYPE sluice_client_disconnects_total counter\nsluice_client_disconnects_total {}", self.client_disconnects.load(Relaxed));
         let _ = writeln!(out, "# HELP sluice_connections_total Client connections accepted.\n# TYPE sluice_connections_total counter\nsluice_connections_total {}", self.connections.load(Relaxed));
         out
+    }
+}
+
+/// Counters of authentication, limits and spend.
+#[derive(Debug, Default)]
+pub struct TabMetrics {
+    /// Requests refused with 401.
+    pub auth_failures: AtomicU64,
+    /// Refusals by requests per minute.
+    pub refused_rpm: AtomicU64,
+    /// Refusals by tokens per minute.
+    pub refused_tpm: AtomicU64,
+    /// Refusals by concurrent requests.
+    pub refused_concurrency: AtomicU64,
+    /// Refusals by budget.
+    pub refused_budget: AtomicU64,
+    /// Nano-USD spent upstream.
+    pub spent_nano_usd: AtomicU64,
+}
+
+impl TabMetrics {
+    /// Counts a refusal by a check of `kind` (`tokens`: a tokens-per-minute window).
+    pub fn refused(&self, kind: CheckKind, tokens: bool) {
+        let c = match (kind, tokens) {
+            (CheckKind::Budget { .. }, _) => &self.refused_budget,
+            (CheckKind::Concurrency { .. }, _) => &self.refused_concurrency,
+            (_, true) => &self.refused_tpm,
+            _ => &self.refused_rpm,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// Appends the Prometheus text of these counters, the spend log's and the limiter's.
+    pub fn render(&self, limiter: &Limiter, ledger: Option<&Ledger>, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP sluice_auth_failures_total Requests refused for a missing, unknown, revoked or expired key.\n# TYPE sluice_auth_failures_total counter\nsluice_auth_failures_total {}",
+            self.auth_failures.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_limit_refusals_total Requests refused by a rate limit, concurrency limit or budget.\n# TYPE sluice_limit_refusals_total counter"
+        );
+        for (limit, c) in [
+            ("rpm", &self.refused_rpm),
+            ("tpm", &self.refused_tpm),
+            ("concurrency", &self.refused_concurrency),
+            ("budget", &self.refused_budget),
+        ] {
+            let _ = writeln!(
+                out,
+                "sluice_limit_refusals_total{{limit=\"{limit}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_spend_usd_total Upstream spend priced by sluice, in USD.\n# TYPE sluice_spend_usd_total counter\nsluice_spend_usd_total {}",
+            crate::money::usd(self.spent_nano_usd.load(Relaxed))
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_limiter_fallbacks_total Limiter calls served in process because Redis failed.\n# TYPE sluice_limiter_fallbacks_total counter\nsluice_limiter_fallbacks_total {}",
+            limiter.fallbacks()
+        );
+        if let Some(l) = ledger {
+            let _ = writeln!(
+                out,
+                "# HELP sluice_spend_log_records_total Spend records by what became of them.\n# TYPE sluice_spend_log_records_total counter"
+            );
+            for (result, n) in [
+                ("written", l.written()),
+                ("dropped", l.dropped()),
+                ("failed", l.errors()),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "sluice_spend_log_records_total{{store=\"{}\",result=\"{result}\"}} {n}",
+                    l.kind()
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP sluice_spend_log_queued Spend records waiting for the writer.\n# TYPE sluice_spend_log_queued gauge\nsluice_spend_log_queued {}",
+                l.queued()
+            );
+        }
     }
 }
 

@@ -1,26 +1,17 @@
-//! The accept loop, the router, and graceful shutdown.
+//! The accept loop and graceful shutdown.
 //!
-//! sluice serves eight routes, so the router is a `match` on method and path: no route
-//! table, no boxing, no per-request allocation. Every connection is served by hyper
+//! Every connection is served by hyper
 //! (HTTP/1.1 with keep-alive, or HTTP/2 prior knowledge) and watched for graceful
 //! shutdown: on the signal the listener closes, in-flight requests (streams included)
 //! finish, and whatever is still running after `server.shutdown_grace_ms` is cut.
 
-use crate::admin_keys;
-use crate::body::ResponseBody;
-use crate::handlers;
-use crate::messages;
-use crate::proxy;
-use crate::request_id::{self, X_REQUEST_ID};
+use crate::router::route;
 use crate::state::AppState;
-use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use sluice_core::config::Config;
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -40,80 +31,6 @@ pub struct Server {
 
 /// A connection accepted by the acceptor, on its way to a worker.
 type Handoff = (std::net::TcpStream, OwnedSemaphorePermit);
-
-/// Routes one request.
-async fn route(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let request_id = request_id::for_request(req.headers());
-    let method = req.method().clone();
-    let path = req.uri().path();
-    let mut response = match (&method, path) {
-        (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
-            let (parts, body) = req.into_parts();
-            let source = proxy::BodySource::Incoming(body);
-            proxy::serve(
-                &state,
-                sluice_core::Operation::Chat,
-                parts,
-                source,
-                &request_id,
-            )
-            .await
-        }
-        (&Method::POST, "/v1/embeddings" | "/embeddings") => {
-            let (parts, body) = req.into_parts();
-            let source = proxy::BodySource::Incoming(body);
-            proxy::serve(
-                &state,
-                sluice_core::Operation::Embeddings,
-                parts,
-                source,
-                &request_id,
-            )
-            .await
-        }
-        (&Method::POST, "/v1/messages") => messages::serve(&state, req, &request_id).await,
-        (&Method::GET, "/v1/models" | "/models") => handlers::models(&state, req.headers()).await,
-        (&Method::GET, p) if p.starts_with("/v1/models/") => {
-            handlers::model(&state, req.headers(), &p["/v1/models/".len()..]).await
-        }
-        (&Method::GET, "/health") => handlers::health(),
-        (&Method::GET, "/health/detailed") => handlers::health_detailed(&state),
-        (&Method::GET, "/metrics") => handlers::metrics(&state),
-        (&Method::GET, "/admin/routes") => handlers::admin_routes(&state, req.headers()),
-        (&Method::GET, "/admin/cache") => handlers::admin_cache(&state, req.headers()).await,
-        (&Method::DELETE, "/admin/cache") => {
-            handlers::admin_cache_clear(&state, req.headers()).await
-        }
-        (_, p) if p == "/admin/keys" || p.starts_with("/admin/keys/") => {
-            let rest = p["/admin/keys".len()..].to_string();
-            admin_keys::serve(&state, &rest, req).await
-        }
-        (&Method::GET, "/admin/spend") => admin_keys::spend(&state, &req).await,
-        (&Method::POST, p) if p.starts_with("/admin/routes/") && p.ends_with("/canary") => {
-            let name = p["/admin/routes/".len()..p.len() - "/canary".len()].to_string();
-            handlers::admin_canary(&state, &name, req).await
-        }
-        (
-            m,
-            p @ ("/v1/chat/completions"
-            | "/chat/completions"
-            | "/v1/embeddings"
-            | "/embeddings"
-            | "/v1/messages"),
-        ) => handlers::method_not_allowed(m, p, "POST"),
-        (m, p @ ("/v1/models" | "/models" | "/health" | "/health/detailed" | "/metrics")) => {
-            handlers::method_not_allowed(m, p, "GET")
-        }
-        (m, p @ "/admin/cache") => handlers::method_not_allowed(m, p, "GET, DELETE"),
-        (m, p @ "/admin/spend") => handlers::method_not_allowed(m, p, "GET"),
-        (_, p) => handlers::not_found(p),
-    };
-    response.headers_mut().insert(X_REQUEST_ID, request_id);
-    Ok(response)
-}
 
 fn builder(state: &AppState) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -335,15 +252,7 @@ fn spawn_flusher(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
     let state = Arc::clone(state);
     Some(tokio::spawn(async move {
         if let Some(local) = &state.local {
-            let pool = local.pool.clone();
-            tokio::spawn(async move {
-                let report = pool
-                    .preload_configured(crate::local::preload_progress())
-                    .await;
-                if !report.failed.is_empty() {
-                    tracing::warn!(failed = ?report.failed, "local models that did not preload");
-                }
-            });
+            crate::local::preload(local);
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -352,9 +261,7 @@ fn spawn_flusher(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
                 cache.flush_counters();
             }
             if let Some(local) = &state.local {
-                for name in local.pool.sweep() {
-                    tracing::info!(model = %name, "local model unloaded: keep-alive over");
-                }
+                crate::local::sweep(local);
             }
         }
     }))

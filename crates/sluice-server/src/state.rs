@@ -6,8 +6,8 @@
 //! [`AppState::plan`] turns that into an ordered list of deployments to try: a model is a
 //! route of one target.
 
-use crate::auth::KeyCache;
 use crate::cache::Cache;
+use crate::keys::KeyCache;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -272,7 +272,7 @@ pub struct AppState {
     /// The models sluice runs itself, when the config has any.
     pub local: Option<crate::local::LocalRuntime>,
     /// Authentication, limit and spend counters.
-    pub tab_metrics: crate::tab::TabMetrics,
+    pub tab_metrics: crate::metrics::TabMetrics,
     /// Budget counters seeded from the spend log in this process, and when.
     seeded: Mutex<HashMap<String, Instant>>,
 }
@@ -294,11 +294,7 @@ impl AppState {
             .providers
             .iter()
             .position(|p| p.kind == sluice_core::config::ProviderType::Local);
-        let found = match local_provider {
-            Some(_) => crate::local::discover(&config),
-            None => Vec::new(),
-        };
-        let local = crate::local::build(&config, &found)?;
+        let (found, local) = crate::local::start(&config)?;
         let providers = config
             .providers
             .into_iter()
@@ -434,7 +430,7 @@ impl AppState {
             keys_config: config.keys,
             limits_config: config.limits,
             seeded: Mutex::new(HashMap::new()),
-            tab_metrics: crate::tab::TabMetrics::default(),
+            tab_metrics: crate::metrics::TabMetrics::default(),
             local,
             cache,
             cache_config: config.cache,

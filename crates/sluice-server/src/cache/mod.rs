@@ -2,7 +2,7 @@
 //! (SQLite in the data directory, or Redis shared by every replica), request coalescing,
 //! and the accounting of what hits saved.
 //!
-//! Stages of one cacheable request (see `proxy.rs`): key (`sluice_core::cache`), lookup
+//! Stages of one cacheable request (see `pipeline/cache.rs`): key (`sluice_core::cache`), lookup
 //! (memory, then the store; a semantic stage would come after the exact one, on a miss),
 //! coalescing ([`flight`]), the upstream call, then the store of a successful, complete
 //! answer. A store that fails degrades to a miss and a metric, never to a failed request.
@@ -11,14 +11,10 @@ pub mod entry;
 pub mod flight;
 
 use crate::metrics::Histogram;
-use crate::relay::Relay;
-use bytes::Bytes;
-use entry::{Answer, Assembler};
-use flight::{Flights, Leader};
-use http_body_util::BodyExt;
+use entry::Answer;
+use flight::Flights;
 use sluice_core::config::{CacheConfig, StorageConfig};
 use sluice_store::{CacheStore, CounterDelta, Key, MemoryTier};
-use sluice_types::sse::{Keep, SseScanner};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -29,6 +25,45 @@ pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the cache did for a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Not used (no cache, policy off, not deterministic, `no-cache`).
+    #[default]
+    Bypass,
+    /// Looked up, not found: answered upstream (and stored, when allowed).
+    Miss,
+    /// Answered from the cache.
+    Hit,
+    /// Answered by an identical request in flight.
+    Coalesced,
+}
+
+impl CacheStatus {
+    /// The spend log's word for it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Bypass => "bypass",
+            Self::Miss => "miss",
+            Self::Hit => "hit",
+            Self::Coalesced => "coalesced",
+        }
+    }
+
+    /// `x-sluice-cache`: a coalesced answer is a hit (with `x-sluice-coalesced: true`).
+    pub const fn header(self) -> &'static str {
+        match self {
+            Self::Coalesced => "hit",
+            other => other.as_str(),
+        }
+    }
+
+    /// Served without an upstream call of its own.
+    pub const fn served(self) -> bool {
+        matches!(self, Self::Hit | Self::Coalesced)
+    }
 }
 
 /// Counters of the cache, in atomics.
@@ -294,99 +329,4 @@ impl Cache {
     }
 }
 
-/// What to store when a streamed answer ends.
-pub struct StreamStore {
-    /// The leader of the flight.
-    pub leader: Leader,
-    /// Metadata known when the stream started; usage and latency are filled at the end.
-    pub meta: entry::Meta,
-    /// Whether to store at all (`no-store` still coalesces).
-    pub store: bool,
-    /// Entry lifetime.
-    pub ttl: Duration,
-    /// `max_entry_bytes`.
-    pub max_bytes: u64,
-    /// Price of the deployment, for the cost recorded with the entry.
-    pub price: Option<sluice_core::config::Price>,
-    /// When the request arrived.
-    pub started: std::time::Instant,
-}
-
-/// Drives a leader's upstream stream for every client of its flight, assembles it, and
-/// stores it if it ended cleanly. Ends early, dropping (so cancelling) the upstream stream,
-/// when every client has gone.
-pub async fn drive(cache: Arc<Cache>, mut relay: Box<Relay>, plan: StreamStore, max_event: usize) {
-    let flight = Arc::clone(plan.leader.flight());
-    let mut scanner = SseScanner::new(max_event);
-    let mut assembler = Assembler::default();
-    let mut abandoned = false;
-    loop {
-        tokio::select! {
-            biased;
-            () = flight.gone() => {
-                if flight.abandoned() {
-                    abandoned = true;
-                    break;
-                }
-            }
-            frame = relay.frame() => match frame {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if plan.store {
-                            let _ = scanner.push(data.clone(), |ev| {
-                                assembler.event(ev);
-                                Keep::Yes
-                            });
-                        }
-                        flight.push(data);
-                    }
-                }
-                None => break,
-                Some(Err(never)) => match never {},
-            }
-        }
-    }
-    if abandoned || !relay.ended_cleanly() {
-        drop(relay);
-        plan.leader.fail();
-        return;
-    }
-    let usage = relay.usage();
-    let mut meta = plan.meta;
-    meta.set_usage(&usage);
-    meta.cost_nano_usd = plan.price.map_or(0, |p| cost_nano_usd(&p, &usage));
-    meta.latency_ms = plan.started.elapsed().as_millis() as u64;
-    meta.created_ms = unix_ms();
-    drop(relay);
-    let body = if plan.store {
-        assembler.finish(&usage)
-    } else {
-        None
-    };
-    match body {
-        Some(body) => {
-            let answer = Answer { meta, body };
-            cache.insert(*plan.leader.key(), &answer, plan.ttl, plan.max_bytes);
-            plan.leader.done(Arc::new(answer));
-        }
-        None => plan.leader.fail(),
-    }
-}
-
-/// What `usage` cost at `price`, in nano-USD.
-pub fn cost_nano_usd(price: &sluice_core::config::Price, usage: &sluice_types::Usage) -> u64 {
-    price.cost_nano_usd(
-        usage.prompt_tokens,
-        usage.cached_prompt_tokens,
-        usage.cache_write_tokens,
-        usage.completion_tokens,
-    )
-}
-
-/// A whole body's bytes (for a non-streamed answer about to be stored).
-pub async fn whole(body: crate::body::ResponseBody) -> Bytes {
-    body.collect()
-        .await
-        .map(http_body_util::Collected::to_bytes)
-        .unwrap_or_default()
-}
+pub use crate::money::cost_nano_usd;

@@ -8,9 +8,9 @@
 //! event, never truncated silently. Dropping the relay (the client went away) drops the
 //! upstream body, which closes the upstream connection and so cancels the upstream request.
 
+use super::ending::{Ending, Tracked};
 use crate::metrics::UpstreamError;
 use crate::state::AppState;
-use crate::tab::{End, Tab};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
@@ -19,7 +19,6 @@ use sluice_types::Usage;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,11 +43,6 @@ pub struct Relay {
     recorded: bool,
     estimated_prompt_tokens: u64,
     ttft: Duration,
-    /// The request's tab, closed when the stream ends, with how it was served.
-    tab: Option<(Tab, u32, &'static str)>,
-    /// Send the cost as a last SSE comment (`: x-sluice-cost-usd 0.00225`) once the tab
-    /// closes: this relay's client is the one who paid.
-    cost_comment: bool,
 }
 
 /// How to relay one stream.
@@ -107,21 +101,7 @@ impl Relay {
             recorded: false,
             estimated_prompt_tokens: p.estimated_prompt_tokens,
             ttft: p.ttft,
-            tab: None,
-            cost_comment: false,
         }
-    }
-
-    /// Gives the stream the request's tab, to close when it ends: `attempts` upstream
-    /// tries, `cache` what the cache did.
-    pub fn attach(&mut self, tab: Tab, attempts: u32, cache: &'static str) {
-        self.tab = Some((tab, attempts, cache));
-    }
-
-    /// Ends a clean stream with an SSE comment that carries its cost, after `[DONE]`
-    /// (SSE readers skip comments, so no client is disturbed by it).
-    pub fn send_cost_comment(&mut self) {
-        self.cost_comment = true;
     }
 
     fn metrics(&self) -> &crate::metrics::EndpointMetrics {
@@ -142,11 +122,6 @@ impl Relay {
         self.pending = Some(error_event(&message, kind_str, code));
         self.ended = true;
         self.failed = true;
-    }
-
-    /// Whether the stream is over and finished as it should (not cut, not failed).
-    pub fn ended_cleanly(&self) -> bool {
-        self.ended && !self.failed && self.pending.is_none()
     }
 
     /// The stream's usage: the upstream's, else the estimate the metrics count.
@@ -203,46 +178,14 @@ impl Relay {
         }
     }
 
-    /// Records the stream's end; returns its cost when a tab was closed.
-    fn record(&mut self, completed: bool) -> Option<u64> {
-        if self.recorded {
-            return None;
+    /// Notes the stream's end in the deployment's latency average (once).
+    fn record(&mut self) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
         }
-        self.recorded = true;
-        let elapsed = self.started.elapsed();
-        let m = self.metrics();
-        m.latency.observe(elapsed);
         if let Some(dep) = self.state.deployments.get(self.series) {
-            dep.total.observe(elapsed);
+            dep.total.observe(self.started.elapsed());
         }
-        let usage = self.usage();
-        m.add_usage(&usage);
-        if self.reader.reported_usage().is_none() {
-            // The upstream sent no usage: count honestly, and say it is an estimate.
-            m.add_estimated(&usage);
-        }
-        if !completed {
-            self.state.metrics.client_disconnects.fetch_add(1, Relaxed);
-        }
-        let mut cost = None;
-        if let Some((tab, attempts, cache)) = self.tab.take() {
-            let status = match (self.failed, completed) {
-                (true, _) => 502,
-                (false, false) => 499,
-                (false, true) => 200,
-            };
-            cost = Some(tab.close(End {
-                deployment: Some(self.series),
-                status,
-                usage,
-                usage_estimated: self.reader.reported_usage().is_none(),
-                ttft: Some(self.ttft),
-                cache,
-                attempts,
-            }));
-        }
-        self.state.metrics.in_flight.fetch_sub(1, Relaxed);
-        cost
     }
 }
 
@@ -260,12 +203,7 @@ impl Body for Relay {
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
             if this.ended {
-                if let (Some(nano), true, false) =
-                    (this.record(true), this.cost_comment, this.failed)
-                {
-                    let comment = format!(": x-sluice-cost-usd {}\n\n", crate::tab::usd(nano));
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(comment)))));
-                }
+                this.record();
                 return Poll::Ready(None);
             }
             if let Some(data) = this.first.take() {
@@ -311,8 +249,19 @@ impl Body for Relay {
     }
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.record(false);
+impl Tracked for Relay {
+    fn ending(&mut self, completed: bool) -> Ending {
+        self.record();
+        let status = match (self.failed, completed) {
+            (true, _) => 502,
+            (false, false) => 499,
+            (false, true) => 200,
+        };
+        Ending {
+            status,
+            usage: self.usage(),
+            estimated: self.reader.reported_usage().is_none(),
+            ttft: Some(self.ttft),
+        }
     }
 }

@@ -10,7 +10,8 @@
 //! queues the spend record; neither waits for a store. A tab dropped without closing (a
 //! path that forgot, a panic) still frees what it holds.
 
-use crate::auth::Identity;
+use crate::cache::CacheStatus;
+use crate::keys::Identity;
 use crate::state::{AppState, Resolved};
 use sluice_core::config::{Price, TargetLimits};
 use sluice_core::{Error, ErrorKind};
@@ -30,6 +31,12 @@ enum Measure {
     Tokens,
     Lease,
     Cost,
+}
+
+impl Measure {
+    fn is_tokens(self) -> bool {
+        self == Self::Tokens
+    }
 }
 
 /// What [`Tab::open`] needs to know of the request.
@@ -66,8 +73,8 @@ pub struct End {
     pub usage_estimated: bool,
     /// Time to the first byte of a stream.
     pub ttft: Option<Duration>,
-    /// `hit`, `miss`, `bypass` or `coalesced`.
-    pub cache: &'static str,
+    /// What the cache did.
+    pub cache: CacheStatus,
     /// Upstream attempts.
     pub attempts: u32,
 }
@@ -88,14 +95,6 @@ pub struct Tab {
     stream: bool,
     ts_ms: u64,
     started: Instant,
-}
-
-/// `u64` nano-USD as a decimal USD string (`0.000123`).
-pub fn usd(nano: u64) -> String {
-    let s = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
-    let s = s.trim_end_matches('0');
-    s.strip_suffix('.')
-        .map_or_else(|| s.to_string(), |s| format!("{s}.0"))
 }
 
 fn price_of(state: &AppState, resolved: Resolved<'_>) -> Vec<Price> {
@@ -237,7 +236,7 @@ impl Tab {
                 if let (Some(c), Some(m)) =
                     (tab.checks.get(denial.index), tab.measures.get(denial.index))
                 {
-                    state.tab_metrics.refused(c.kind, *m);
+                    state.tab_metrics.refused(c.kind, m.is_tokens());
                 }
                 let e = tab.refusal(denial, o.model).await;
                 tab.record_refusal(&e);
@@ -343,7 +342,7 @@ impl Tab {
         let dep = end.deployment.and_then(|d| state.deployments.get(d));
         let cost = dep
             .and_then(|d| d.price)
-            .map_or(0, |p| crate::cache::cost_nano_usd(&p, &end.usage));
+            .map_or(0, |p| crate::money::cost_nano_usd(&p, &end.usage));
         self.settle(end.usage.total(), cost);
         if cost > 0 {
             state.tab_metrics.spent_nano_usd.fetch_add(cost, Relaxed);
@@ -361,7 +360,7 @@ impl Tab {
             r.reasoning_tokens = u.reasoning_tokens;
             r.cost_nano_usd = cost;
             r.ttft_ms = end.ttft.map(|t| t.as_millis() as u64);
-            r.cache = end.cache.to_string();
+            r.cache = end.cache.as_str().to_string();
             r.attempts = end.attempts;
             r.usage_estimated = end.usage_estimated;
             ledger.record(r);
@@ -471,89 +470,4 @@ async fn seed_now(state: &AppState, key_id: &str, window: &str, name: &str, ends
     }
 }
 
-/// Counters of authentication, limits and spend.
-#[derive(Debug, Default)]
-pub struct TabMetrics {
-    /// Requests refused with 401.
-    pub auth_failures: AtomicU64,
-    /// Refusals by requests per minute.
-    pub refused_rpm: AtomicU64,
-    /// Refusals by tokens per minute.
-    pub refused_tpm: AtomicU64,
-    /// Refusals by concurrent requests.
-    pub refused_concurrency: AtomicU64,
-    /// Refusals by budget.
-    pub refused_budget: AtomicU64,
-    /// Nano-USD spent upstream.
-    pub spent_nano_usd: AtomicU64,
-}
-
-impl TabMetrics {
-    fn refused(&self, kind: CheckKind, measure: Measure) {
-        let c = match (kind, measure) {
-            (CheckKind::Budget { .. }, _) => &self.refused_budget,
-            (CheckKind::Concurrency { .. }, _) => &self.refused_concurrency,
-            (_, Measure::Tokens) => &self.refused_tpm,
-            _ => &self.refused_rpm,
-        };
-        c.fetch_add(1, Relaxed);
-    }
-
-    /// Appends the Prometheus text of these counters, the spend log's and the limiter's.
-    pub fn render(&self, state: &AppState, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(
-            out,
-            "# HELP sluice_auth_failures_total Requests refused for a missing, unknown, revoked or expired key.\n# TYPE sluice_auth_failures_total counter\nsluice_auth_failures_total {}",
-            self.auth_failures.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sluice_limit_refusals_total Requests refused by a rate limit, concurrency limit or budget.\n# TYPE sluice_limit_refusals_total counter"
-        );
-        for (limit, c) in [
-            ("rpm", &self.refused_rpm),
-            ("tpm", &self.refused_tpm),
-            ("concurrency", &self.refused_concurrency),
-            ("budget", &self.refused_budget),
-        ] {
-            let _ = writeln!(
-                out,
-                "sluice_limit_refusals_total{{limit=\"{limit}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sluice_spend_usd_total Upstream spend priced by sluice, in USD.\n# TYPE sluice_spend_usd_total counter\nsluice_spend_usd_total {}",
-            usd(self.spent_nano_usd.load(Relaxed))
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sluice_limiter_fallbacks_total Limiter calls served in process because Redis failed.\n# TYPE sluice_limiter_fallbacks_total counter\nsluice_limiter_fallbacks_total {}",
-            state.limiter.fallbacks()
-        );
-        if let Some(l) = &state.ledger {
-            let _ = writeln!(
-                out,
-                "# HELP sluice_spend_log_records_total Spend records by what became of them.\n# TYPE sluice_spend_log_records_total counter"
-            );
-            for (result, n) in [
-                ("written", l.written()),
-                ("dropped", l.dropped()),
-                ("failed", l.errors()),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "sluice_spend_log_records_total{{store=\"{}\",result=\"{result}\"}} {n}",
-                    l.kind()
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP sluice_spend_log_queued Spend records waiting for the writer.\n# TYPE sluice_spend_log_queued gauge\nsluice_spend_log_queued {}",
-                l.queued()
-            );
-        }
-    }
-}
+pub use crate::money::usd;

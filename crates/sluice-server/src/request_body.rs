@@ -1,111 +1,12 @@
-//! Request bodies in (bounded, timed) and response bodies out.
+//! Request bodies in: read whole under a size limit and a deadline, and upstream bodies
+//! read whole under theirs.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use sluice_core::{Error, ErrorKind};
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
-
-use crate::relay::Relay;
-
-/// The body of every response sluice sends: whole bytes, or a relayed upstream stream.
-pub enum ResponseBody {
-    /// A body known in full.
-    Full(Option<Bytes>),
-    /// A whole event stream (a cached or degraded answer replayed as SSE): sent like a
-    /// relayed stream, chunked and without a length, as SSE clients expect.
-    Events(Option<Bytes>),
-    /// An upstream stream forwarded event by event.
-    Relay(Box<Relay>),
-    /// A stream re-framed in Anthropic's event format (`/v1/messages`).
-    Converted(Box<crate::messages::ToAnthropic>),
-    /// A stream read from a coalesced flight (see `cache::flight`).
-    Flight(Box<crate::cache::flight::FlightBody>),
-    /// A local model's answer, generated as it is sent.
-    Local(Box<crate::local::LocalStream>),
-}
-
-impl ResponseBody {
-    /// A whole body.
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
-        Self::Full(Some(bytes.into()))
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            Self::Full(b) | Self::Events(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Self::Relay(r) => Pin::new(&mut **r).poll_frame(cx),
-            Self::Converted(c) => Pin::new(&mut **c).poll_frame(cx),
-            Self::Flight(f) => Pin::new(&mut **f).poll_frame(cx),
-            Self::Local(l) => Pin::new(&mut **l).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, Self::Full(None) | Self::Events(None))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Self::Full(None) => SizeHint::with_exact(0),
-            Self::Relay(_)
-            | Self::Converted(_)
-            | Self::Flight(_)
-            | Self::Events(_)
-            | Self::Local(_) => SizeHint::default(),
-        }
-    }
-}
-
-/// A JSON response.
-pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
-    let mut r = Response::new(ResponseBody::full(body));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-/// An error in OpenAI's shape, with `Retry-After` when the error carries one.
-pub fn error_response(err: &Error) -> Response<ResponseBody> {
-    let body = sluice_types::ErrorBody {
-        message: &err.message(),
-        kind: err.error_type(),
-        param: err.param(),
-        code: err.code(),
-    }
-    .to_json();
-    let status = StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut r = json(status, body);
-    if let Some(v) = err
-        .retry_after()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        r.headers_mut().insert(http::header::RETRY_AFTER, v);
-    }
-    if matches!(err.kind(), ErrorKind::PayloadTooLarge { .. }) {
-        // The rest of the body was discarded; do not offer the connection for reuse.
-        r.headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    r
-}
 
 /// Reads a request body of at most `limit` bytes within `timeout`.
 ///
@@ -234,4 +135,29 @@ pub enum UpstreamReadError {
     Broken(String),
     /// Over `server.max_response_bytes`.
     TooLarge,
+}
+
+/// Reads a client body under the configured limits.
+pub async fn read_body(
+    server: &sluice_core::config::ServerConfig,
+    parts: &http::request::Parts,
+    incoming: Incoming,
+) -> Result<Bytes, Error> {
+    let content_length = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = parts
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    read_limited(
+        incoming,
+        content_length,
+        expects_continue,
+        server.max_body_bytes,
+        server.request_read_timeout,
+    )
+    .await
 }

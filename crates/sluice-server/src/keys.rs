@@ -1,13 +1,10 @@
-//! Who is calling: with `server.master_key` set, every `/v1` request carries
-//! `Authorization: Bearer <key>` (or Anthropic's `x-api-key`), and the key is the master key
-//! or a virtual key. Virtual keys are looked up by the hash of their secret, in a small
-//! in-process cache in front of the ledger (entries trusted for `keys.cache_ttl_ms`,
-//! unknown hashes for one second, so a client retrying with a bad key does not reach the
-//! database on every request). Without a master key, sluice is open and nobody is asked.
+//! Who a caller is ([`Identity`]) and the in-process cache of virtual keys in front of the
+//! ledger ([`KeyCache`]: entries trusted for `keys.cache_ttl_ms`, unknown hashes for one
+//! second, so a client retrying with a bad key does not reach the database on every
+//! request). The stage that authenticates a request is `pipeline::auth`.
 
-use crate::state::AppState;
 use http::HeaderMap;
-use sluice_core::{keys, Error, ErrorKind};
+use sluice_core::{Error, ErrorKind};
 use sluice_store::KeyRecord;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -70,14 +67,16 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    fn get(&self, hash: &str, ttl: Duration, now: Instant) -> Option<Option<Arc<KeyRecord>>> {
+    /// The cached lookup of `hash`, while fresh (`ttl` for a key, a second for no key).
+    pub fn get(&self, hash: &str, ttl: Duration, now: Instant) -> Option<Option<Arc<KeyRecord>>> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let (key, at) = entries.get(hash)?;
         let ttl = if key.is_some() { ttl } else { NEGATIVE_TTL };
         (now.duration_since(*at) < ttl).then(|| key.clone())
     }
 
-    fn put(&self, hash: String, key: Option<Arc<KeyRecord>>, now: Instant) {
+    /// Remembers the lookup of `hash`.
+    pub fn put(&self, hash: String, key: Option<Arc<KeyRecord>>, now: Instant) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
@@ -107,70 +106,4 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         })
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
-}
-
-fn unauthorized(message: &str) -> Error {
-    ErrorKind::Authentication {
-        message: message.to_string(),
-    }
-    .into()
-}
-
-/// Authenticates one `/v1` request.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Identity, Error> {
-    let result = identify(state, headers).await;
-    if result.as_ref().is_err_and(|e| e.status_code() == 401) {
-        state
-            .tab_metrics
-            .auth_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    result
-}
-
-async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Identity, Error> {
-    let Some(master) = &state.master_key else {
-        return Ok(Identity::Open);
-    };
-    let Some(token) = bearer(headers) else {
-        return Err(unauthorized(
-            "missing API key: send `Authorization: Bearer <key>`",
-        ));
-    };
-    if keys::same_secret(token, master.expose()) {
-        return Ok(Identity::Master);
-    }
-    let hash = keys::hash(token);
-    let now = Instant::now();
-    let ttl = state.keys_config.cache_ttl;
-    let key = match state.keys.get(&hash, ttl, now) {
-        Some(k) => k,
-        None => {
-            let Some(ledger) = &state.ledger else {
-                return Err(unauthorized("invalid API key"));
-            };
-            let found = ledger.key_by_hash(&hash).await.map_err(|e| -> Error {
-                tracing::warn!(error = %e, "key lookup failed");
-                ErrorKind::Unavailable {
-                    message: "cannot check the API key right now: the key store is unavailable"
-                        .into(),
-                }
-                .into()
-            })?;
-            let found = found.map(Arc::new);
-            state.keys.put(hash, found.clone(), now);
-            found
-        }
-    };
-    let Some(key) = key else {
-        return Err(unauthorized("invalid API key"));
-    };
-    let unix_ms = sluice_store::unix_now_ms();
-    if key.revoked_ms.is_some() {
-        return Err(unauthorized("this API key has been revoked"));
-    }
-    if key.expires_ms.is_some_and(|e| e <= unix_ms) {
-        return Err(unauthorized("this API key has expired"));
-    }
-    Ok(Identity::Key(key))
 }

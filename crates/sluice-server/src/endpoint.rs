@@ -1,0 +1,86 @@
+//! The proxied endpoints, each described once: its paths, the protocol its clients speak,
+//! the upstream operation it maps to, and its name in the spend log. The pipeline is
+//! generic over this description: an endpoint joins by being described here and, where
+//! providers differ, by a translation in `sluice-providers`.
+
+use sluice_core::Operation;
+
+/// The protocol an endpoint's clients speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OpenAI's: bodies and answers pass through the pipeline as they are.
+    OpenAi,
+    /// Anthropic's Messages API: the body is read into OpenAI's format on the way in, the
+    /// answer (errors and streams included) written back in Anthropic's on the way out.
+    Anthropic,
+}
+
+/// One proxied endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `POST /v1/messages`.
+    Messages,
+}
+
+impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Self; 3] = [Self::Chat, Self::Embeddings, Self::Messages];
+
+    /// The endpoint served at `path`, if any.
+    pub fn at(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.paths().contains(&path))
+    }
+
+    /// The paths it is served at (OpenAI's clients may omit the `/v1`).
+    pub const fn paths(self) -> &'static [&'static str] {
+        match self {
+            Self::Chat => &["/v1/chat/completions", "/chat/completions"],
+            Self::Embeddings => &["/v1/embeddings", "/embeddings"],
+            Self::Messages => &["/v1/messages"],
+        }
+    }
+
+    /// What its clients speak.
+    pub const fn protocol(self) -> Protocol {
+        match self {
+            Self::Chat | Self::Embeddings => Protocol::OpenAi,
+            Self::Messages => Protocol::Anthropic,
+        }
+    }
+
+    /// The upstream operation it maps to.
+    pub const fn operation(self) -> Operation {
+        match self {
+            Self::Chat | Self::Messages => Operation::Chat,
+            Self::Embeddings => Operation::Embeddings,
+        }
+    }
+
+    /// Its name in the spend log.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Embeddings => "embeddings",
+            Self::Messages => "messages",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_finds_its_endpoint() {
+        for e in Endpoint::ALL {
+            for p in e.paths() {
+                assert_eq!(Endpoint::at(p), Some(e), "{p}");
+            }
+        }
+        assert_eq!(Endpoint::at("/v1/models"), None);
+    }
+}

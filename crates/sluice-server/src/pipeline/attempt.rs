@@ -1,0 +1,259 @@
+//! One try on one deployment: the upstream call prepared by its provider
+//! ([`sluice_providers::Provider::prepare`]), sent on the worker's pool under the
+//! attempt's deadlines, and its answer read whole or handed to a relay; or, for a model
+//! sluice runs itself, the local runtime's answer.
+
+use super::answer::Answer;
+#[cfg(feature = "local")]
+use super::local;
+use super::relay::{Relay, RelayParams};
+use crate::request_body::{self, UpstreamReadError};
+use crate::state::AppState;
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http_body_util::BodyExt;
+use sluice_core::{Error, ErrorKind, Operation};
+use sluice_providers::error as upstream_error;
+use sluice_providers::{Prepared, Provider, Reader};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest upstream error body read.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// One try on one deployment.
+pub struct Attempt<'a> {
+    pub state: &'a Arc<AppState>,
+    pub provider: &'a Provider,
+    pub deployment: usize,
+    pub op: Operation,
+    pub started: Instant,
+    pub attempt_started: Instant,
+    pub deadline: Instant,
+    pub first_token_timeout: Option<Duration>,
+    pub stream: bool,
+    /// What the client asked for (translated answers name it).
+    pub model: &'a str,
+    /// The model id sent upstream.
+    pub upstream_model: &'a str,
+    /// Prompt tokens estimated from the request.
+    pub estimated_prompt_tokens: u64,
+}
+
+impl Attempt<'_> {
+    fn timeout(&self, message: String) -> Error {
+        ErrorKind::UpstreamTimeout {
+            provider: self.provider.name().to_string(),
+            message,
+        }
+        .into()
+    }
+
+    fn read_error(&self, e: UpstreamReadError) -> Error {
+        let name = self.provider.name().to_string();
+        match e {
+            UpstreamReadError::Timeout => ErrorKind::UpstreamTimeout {
+                provider: name,
+                message: "the response body did not arrive in time".into(),
+            },
+            UpstreamReadError::Broken(m) => ErrorKind::UpstreamConnect {
+                provider: name,
+                message: format!("the connection broke while reading the response: {m}"),
+            },
+            UpstreamReadError::TooLarge => ErrorKind::UpstreamProtocol {
+                provider: name,
+                message: format!(
+                    "response larger than {} bytes (`server.max_response_bytes`)",
+                    self.state.server.max_response_bytes
+                ),
+            },
+        }
+        .into()
+    }
+
+    /// Makes the try.
+    pub async fn run(&self, prepared: Prepared, body: &Bytes) -> Result<Answer, Error> {
+        let provider = self.provider;
+        let dep = &self.state.deployments[self.deployment];
+        let (upstream_req, reader) = match prepared {
+            Prepared::Http { request, reader } => (request, reader),
+            Prepared::InProcess => return self.in_process(body).await,
+        };
+        let metrics = self.state.metrics.series(self.deployment).endpoint(self.op);
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        let chunk_timeout = provider.config.chunk_timeout;
+        // A stream must show its first byte within `first_token_timeout_ms` of the try's
+        // start (response head included), else the next deployment gets the request.
+        let first_wait = match (self.stream, self.first_token_timeout) {
+            (true, Some(t)) => Some(t),
+            _ => None,
+        };
+        let head_deadline = first_wait.map_or(deadline, |t| {
+            deadline.min(tokio::time::Instant::from_std(self.attempt_started) + t)
+        });
+        let response =
+            match tokio::time::timeout_at(head_deadline, provider.send(upstream_req)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(match first_wait {
+                        Some(t) if head_deadline < deadline => self.timeout(format!(
+                            "no first token within {} ms (`first_token_timeout_ms`)",
+                            t.as_millis()
+                        )),
+                        _ => self.timeout(format!(
+                            "no response within {} ms",
+                            self.deadline
+                                .duration_since(self.attempt_started)
+                                .as_millis()
+                        )),
+                    })
+                }
+            };
+        let (head, mut upstream) = response.into_parts();
+
+        if !head.status.is_success() {
+            let header = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
+            let retry_after = match (header("retry-after"), header("retry-after-ms")) {
+                (Some(s), _) => Some(s.to_string()),
+                (None, Some(ms)) => ms
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .map(|ms| format!("{}", (ms / 1000.0).ceil())),
+                (None, None) => None,
+            };
+            let bytes =
+                request_body::read_upstream(upstream, MAX_ERROR_BODY, deadline, chunk_timeout)
+                    .await
+                    .unwrap_or_default();
+            return Err(upstream_error::from_response(
+                provider.name(),
+                head.status.as_u16(),
+                retry_after,
+                &bytes,
+            ));
+        }
+
+        let is_sse = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if self.stream && (is_sse || reader.streams_lines()) {
+            // Commit only once the first byte is here: until then, failing over is free.
+            let first_deadline = match first_wait {
+                Some(_) => head_deadline,
+                None => deadline.min(tokio::time::Instant::now() + chunk_timeout),
+            };
+            let wait = first_wait.unwrap_or(chunk_timeout);
+            let first = loop {
+                match tokio::time::timeout_at(first_deadline, upstream.frame()).await {
+                    Err(_) => {
+                        return Err(
+                            self.timeout(format!("no first token within {} ms", wait.as_millis()))
+                        )
+                    }
+                    Ok(None) => {
+                        return Err(ErrorKind::UpstreamProtocol {
+                            provider: provider.name().to_string(),
+                            message: "the stream ended before any data".into(),
+                        }
+                        .into())
+                    }
+                    Ok(Some(Err(e))) => {
+                        return Err(ErrorKind::UpstreamConnect {
+                            provider: provider.name().to_string(),
+                            message: format!("the stream broke before any data: {e}"),
+                        }
+                        .into())
+                    }
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => break data,
+                        _ => continue,
+                    },
+                }
+            };
+            let ttft = self.attempt_started.elapsed();
+            dep.ttft.observe(ttft);
+            metrics.ttft.observe(self.started.elapsed());
+            let relay = Relay::new(
+                upstream,
+                first,
+                Arc::clone(self.state),
+                RelayParams {
+                    reader: reader.stream(self.model, self.state.server.max_event_bytes as usize),
+                    provider: provider.name().into(),
+                    chunk_timeout,
+                    deadline,
+                    series: self.deployment,
+                    started: self.started,
+                    estimated_prompt_tokens: self.estimated_prompt_tokens,
+                    ttft: self.started.elapsed(),
+                },
+            );
+            return Ok(Answer::Stream(Box::new(relay)));
+        }
+
+        let bytes: Bytes = request_body::read_upstream(
+            upstream,
+            self.state.server.max_response_bytes,
+            deadline,
+            chunk_timeout,
+        )
+        .await
+        .map_err(|e| self.read_error(e))?;
+        dep.total.observe(self.attempt_started.elapsed());
+        let (bytes, seen) = reader
+            .whole(bytes, self.model)
+            .map_err(|message| -> Error {
+                ErrorKind::UpstreamProtocol {
+                    provider: provider.name().to_string(),
+                    message,
+                }
+                .into()
+            })?;
+        let content_type = match reader {
+            Reader::OpenAi { .. } => head.headers.get(http::header::CONTENT_TYPE).cloned(),
+            _ => None,
+        }
+        .unwrap_or_else(|| HeaderValue::from_static("application/json"));
+        Ok(Answer::Whole {
+            status: head.status,
+            content_type,
+            body: bytes,
+            usage: seen,
+        })
+    }
+
+    /// A model sluice runs itself.
+    async fn in_process(&self, body: &Bytes) -> Result<Answer, Error> {
+        #[cfg(feature = "local")]
+        {
+            match self.op {
+                Operation::Embeddings => {
+                    local::embeddings(self.state, self.upstream_model, self.model, body).await
+                }
+                Operation::Chat => {
+                    local::chat(
+                        self.state,
+                        self.upstream_model,
+                        self.model,
+                        body,
+                        self.stream,
+                    )
+                    .await
+                }
+            }
+        }
+        #[cfg(not(feature = "local"))]
+        {
+            let _ = (body, self.upstream_model);
+            Err(ErrorKind::Unavailable {
+                message: format!(
+                    "provider `{}` runs its models in process, and this build of sluice has no local runtime (cargo feature `local`)",
+                    self.provider.name()
+                ),
+            }
+            .into())
+        }
+    }
+}

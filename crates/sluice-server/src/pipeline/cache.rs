@@ -1,0 +1,388 @@
+//! The cache stage: the request's key and the policy's decision, a lookup (memory, then
+//! the store), coalescing with an identical request in flight, and, for the leader of a
+//! flight, the store of its answer once it is whole: at once for a whole answer, and for a
+//! stream when the task that drives it for every client of the flight sees it end cleanly.
+
+use super::answer::Answer;
+use super::ending::{Ending, Tracked};
+use super::finish::{Finish, Guarded, Outcome};
+use super::walk::Call;
+use crate::cache::entry::{self, Answer as Entry, Assembler, Meta};
+use crate::cache::flight::{self, FlightBody, Leader};
+use crate::cache::{self, Cache, CacheStatus};
+use crate::headers::X_SLUICE_CACHE;
+use crate::state::{AppState, Resolved};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use sluice_core::cache as cache_key;
+use sluice_core::config::Price;
+use sluice_core::{Error, ErrorKind};
+use sluice_providers::View;
+use sluice_types::sse::{Keep, SseScanner};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Rounds a released follower may rejoin a new flight before it calls on its own.
+const MAX_FLIGHT_ROUNDS: usize = 3;
+
+/// The request's `x-sluice-cache` directives.
+pub fn directives(headers: &HeaderMap) -> Result<cache_key::Directives, Error> {
+    match headers.get(&X_SLUICE_CACHE) {
+        None => Ok(cache_key::Directives::default()),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| String::from("`x-sluice-cache` must be ASCII"))
+            .and_then(cache_key::Directives::parse)
+            .map_err(|message| {
+                ErrorKind::InvalidRequest {
+                    message,
+                    param: None,
+                }
+                .into()
+            }),
+    }
+}
+
+/// What the cache stage reads of a request.
+pub struct Asked<'a> {
+    /// The body's view.
+    pub view: &'a View<'a>,
+    /// What its model resolved to.
+    pub resolved: Resolved<'a>,
+    /// The body, in OpenAI's format.
+    pub body: &'a Bytes,
+    /// `x-sluice-cache`.
+    pub directives: &'a cache_key::Directives,
+}
+
+/// What the cache stage made of a request.
+pub enum Stage {
+    /// Answered from the cache or from an identical request in flight.
+    Answered(Answer),
+    /// Not cacheable: call upstream, store nothing.
+    Upstream,
+    /// Call upstream as the leader of a flight, and store the answer by the plan.
+    Lead(Leader, StorePlan),
+}
+
+/// How a leader stores its answer.
+#[derive(Debug, Clone, Copy)]
+pub struct StorePlan {
+    store: bool,
+    ttl: Duration,
+    max_bytes: u64,
+    include_usage: bool,
+}
+
+/// Key, decision, lookup and coalescing of one request.
+pub async fn stage(
+    state: &AppState,
+    cache: &Arc<Cache>,
+    asked: &Asked<'_>,
+    outcome: &mut Outcome,
+) -> Stage {
+    let view = asked.view;
+    let (target, policy) = match asked.resolved {
+        Resolved::Model(d) => (&*state.deployments[d].name, state.deployments[d].cache),
+        Resolved::Route(r) => (
+            state.routes[r].config.name.as_str(),
+            state.routes[r].config.cache,
+        ),
+        Resolved::Passthrough { .. } => (view.model(), state.cache_config.policy),
+    };
+    let decision = if policy.enabled {
+        cache_key::request_key(view.operation(), target, asked.body)
+            .ok()
+            .map(|k| {
+                let decision = cache_key::decide(&policy, asked.directives, k.deterministic);
+                (k.key, decision)
+            })
+    } else {
+        None
+    };
+    let Some((
+        key,
+        cache_key::Decision::Use {
+            lookup,
+            store,
+            coalesce,
+            ttl,
+        },
+    )) = decision
+    else {
+        cache.metrics.bypasses.fetch_add(1, Relaxed);
+        outcome.cache = CacheStatus::Bypass;
+        return Stage::Upstream;
+    };
+    let stream = view.stream();
+    let include_usage = view.include_usage();
+    if lookup {
+        if let Some(entry) = cache.lookup(&key).await {
+            cache.metrics.hits.fetch_add(1, Relaxed);
+            cache.saved(&entry);
+            outcome.cache = CacheStatus::Hit;
+            return Stage::Answered(replay(state, &entry, stream, include_usage, outcome));
+        }
+        cache.metrics.misses.fetch_add(1, Relaxed);
+    }
+    outcome.cache = CacheStatus::Miss;
+    let plan = StorePlan {
+        store,
+        ttl,
+        max_bytes: policy.max_entry_bytes,
+        include_usage,
+    };
+    if coalesce {
+        for _ in 0..MAX_FLIGHT_ROUNDS {
+            match cache.flights.join(key) {
+                flight::Join::Leader(leader) => return Stage::Lead(leader, plan),
+                flight::Join::Follower(f) => {
+                    if let Some(a) = follow(state, &f, stream, include_usage, outcome).await {
+                        return Stage::Answered(a);
+                    }
+                }
+            }
+        }
+    }
+    Stage::Lead(cache.flights.solo(key), plan)
+}
+
+/// A stored (or coalesced) answer, in the client's mode.
+fn replay(
+    state: &AppState,
+    entry: &Entry,
+    stream: bool,
+    include_usage: bool,
+    outcome: &mut Outcome,
+) -> Answer {
+    outcome.deployment = state
+        .deployments
+        .iter()
+        .position(|d| *d.name == entry.meta.model);
+    outcome.cache_age = Some(cache::unix_ms().saturating_sub(entry.meta.created_ms) / 1000);
+    if stream {
+        if let Some(sse) = entry::to_sse(&entry.body, include_usage) {
+            return Answer::Events(sse);
+        }
+    }
+    Answer::json(entry.body.clone(), None)
+}
+
+/// Waits for an identical request's answer; `None` when that request failed.
+async fn follow(
+    state: &AppState,
+    flight: &Arc<flight::Flight>,
+    stream: bool,
+    include_usage: bool,
+    outcome: &mut Outcome,
+) -> Option<Answer> {
+    let cache = state.cache.as_ref()?;
+    let _waiting = flight.interest();
+    loop {
+        match flight.wait(stream.then_some(include_usage)).await {
+            flight::Status::Done(entry) => {
+                cache.metrics.coalesced.fetch_add(1, Relaxed);
+                cache.saved(&entry);
+                outcome.cache = CacheStatus::Coalesced;
+                return Some(replay(state, &entry, stream, include_usage, outcome));
+            }
+            flight::Status::Streaming => {
+                if let Some(body) = flight.subscribe(include_usage) {
+                    cache.metrics.coalesced.fetch_add(1, Relaxed);
+                    outcome.cache = CacheStatus::Coalesced;
+                    return Some(Answer::Stream(Box::new(Follower(body))));
+                }
+            }
+            flight::Status::Failed => return None,
+            flight::Status::Pending => {}
+        }
+    }
+}
+
+/// A coalesced client's copy of a leader's stream: ends the client's own request.
+struct Follower(FlightBody);
+
+impl Body for Follower {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().0).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Tracked for Follower {
+    fn ending(&mut self, completed: bool) -> Ending {
+        Ending::bare(if completed { 200 } else { 499 })
+    }
+}
+
+/// Calls upstream as the leader of `leader`'s flight: stores a successful, complete
+/// answer, and lets the flight's followers have it. A streamed answer is driven by a task
+/// of its own, which ends the request; the leader's client reads its copy from the flight.
+pub async fn lead(
+    call: &Call<'_>,
+    cache: &Arc<Cache>,
+    leader: Leader,
+    plan: StorePlan,
+    finish: &mut Finish,
+) -> Result<Answer, Error> {
+    let answer = call.walk(&mut finish.outcome).await?;
+    let Some(d) = finish
+        .outcome
+        .deployment
+        .filter(|_| !finish.outcome.degraded)
+    else {
+        return Ok(answer);
+    };
+    let state = call.state;
+    let dep = &state.deployments[d];
+    let meta = Meta {
+        model: dep.name.to_string(),
+        provider: state.providers[dep.provider].name().to_string(),
+        ..Meta::default()
+    };
+    match answer {
+        Answer::Stream(stream) => {
+            finish.set_head_status(200);
+            let driven = Guarded::new(stream, finish.hand_over(), false);
+            let flight = Arc::clone(leader.flight());
+            flight.start_stream(plan.include_usage);
+            let own = flight.subscribe(plan.include_usage);
+            let store = StreamStore {
+                leader,
+                meta,
+                plan,
+                price: dep.price,
+                started: call.started,
+            };
+            let max_event = state.server.max_event_bytes as usize;
+            tokio::spawn(drive(Arc::clone(cache), driven, store, max_event));
+            Ok(match own {
+                Some(copy) => Answer::Detached(copy),
+                None => Answer::Events(Bytes::new()),
+            })
+        }
+        Answer::Whole {
+            status,
+            content_type,
+            body,
+            usage,
+        } => {
+            let mut meta = meta;
+            if let Some(u) = &usage {
+                meta.set_usage(u);
+                meta.cost_nano_usd = dep.price.map_or(0, |p| cache::cost_nano_usd(&p, u));
+            }
+            meta.latency_ms = call.started.elapsed().as_millis() as u64;
+            meta.created_ms = cache::unix_ms();
+            let is_json = status == StatusCode::OK
+                && content_type.as_bytes().starts_with(b"application/json");
+            let entry = Entry {
+                meta,
+                body: body.clone(),
+            };
+            if plan.store && is_json {
+                cache.insert(*leader.key(), &entry, plan.ttl, plan.max_bytes);
+            }
+            if is_json {
+                leader.done(Arc::new(entry));
+            } else {
+                leader.fail();
+            }
+            Ok(Answer::Whole {
+                status,
+                content_type,
+                body,
+                usage,
+            })
+        }
+        other => Ok(other),
+    }
+}
+
+/// What to store when a streamed answer ends.
+struct StreamStore {
+    leader: Leader,
+    /// Known when the stream started; usage and latency are filled at the end.
+    meta: Meta,
+    plan: StorePlan,
+    price: Option<Price>,
+    started: Instant,
+}
+
+/// Drives a leader's upstream stream for every client of its flight, assembles it, and
+/// stores it if it ended cleanly. Ends early, dropping (so cancelling) the upstream stream,
+/// when every client has gone.
+async fn drive(cache: Arc<Cache>, mut stream: Guarded, store: StreamStore, max_event: usize) {
+    let flight = Arc::clone(store.leader.flight());
+    let mut scanner = SseScanner::new(max_event);
+    let mut assembler = Assembler::default();
+    let mut abandoned = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = flight.gone() => {
+                if flight.abandoned() {
+                    abandoned = true;
+                    break;
+                }
+            }
+            frame = stream.frame() => match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if store.plan.store {
+                            let _ = scanner.push(data.clone(), |ev| {
+                                assembler.event(ev);
+                                Keep::Yes
+                            });
+                        }
+                        flight.push(data);
+                    }
+                }
+                None => break,
+                Some(Err(never)) => match never {},
+            }
+        }
+    }
+    let ended = stream.ended().filter(|e| !abandoned && e.status == 200);
+    drop(stream);
+    let Some(end) = ended else {
+        store.leader.fail();
+        return;
+    };
+    let mut meta = store.meta;
+    meta.set_usage(&end.usage);
+    meta.cost_nano_usd = store
+        .price
+        .map_or(0, |p| cache::cost_nano_usd(&p, &end.usage));
+    meta.latency_ms = store.started.elapsed().as_millis() as u64;
+    meta.created_ms = cache::unix_ms();
+    let body = if store.plan.store {
+        assembler.finish(&end.usage)
+    } else {
+        None
+    };
+    match body {
+        Some(body) => {
+            let entry = Entry { meta, body };
+            let plan = store.plan;
+            cache.insert(*store.leader.key(), &entry, plan.ttl, plan.max_bytes);
+            store.leader.done(Arc::new(entry));
+        }
+        None => store.leader.fail(),
+    }
+}

@@ -1,0 +1,224 @@
+//! The one place a request ends. A [`Finish`] is opened when a proxied request arrives and
+//! owns everything its end settles: the in-flight count, the metrics (status, latency or
+//! cache-hit latency, tokens, client disconnects) and the tab (limits settled, the spend
+//! record queued, the cost). Whichever body ends the response completes it, exactly once:
+//! a whole answer when its head is built, a stream ([`Guarded`]) when it ends or is
+//! dropped, and a request dropped before any answer (the client left) when the guard is.
+
+use super::ending::{Ending, Tracked};
+use super::tab::{End, Tab};
+use crate::cache::CacheStatus;
+use crate::state::AppState;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use sluice_core::Operation;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// What the request came to, for headers, metrics and the spend record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// Deployment that answered (or was tried last).
+    pub deployment: Option<usize>,
+    /// Upstream tries.
+    pub attempts: u32,
+    /// The route the client named, if it named one.
+    pub route: Option<usize>,
+    /// Answered with the route's static fallback.
+    pub degraded: bool,
+    /// What the cache did.
+    pub cache: CacheStatus,
+    /// Seconds since the cached answer was stored.
+    pub cache_age: Option<u64>,
+    /// Prompt tokens estimated from the request.
+    pub estimated_prompt_tokens: u64,
+}
+
+/// The guard of one request. See the module docs.
+#[derive(Debug)]
+pub struct Finish {
+    state: Arc<AppState>,
+    op: Operation,
+    started: Instant,
+    /// What happened so far.
+    pub outcome: Outcome,
+    tab: Option<Tab>,
+    /// The status of the response head (what the status metrics count).
+    head_status: u16,
+    done: bool,
+}
+
+impl Finish {
+    /// Opens the guard of a request of `op` that arrived at `started`.
+    pub fn start(state: &Arc<AppState>, op: Operation, started: Instant) -> Self {
+        state.metrics.in_flight.fetch_add(1, Relaxed);
+        Self {
+            state: Arc::clone(state),
+            op,
+            started,
+            outcome: Outcome::default(),
+            tab: None,
+            head_status: 499,
+            done: false,
+        }
+    }
+
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The request's tab, opened past its limits.
+    pub fn set_tab(&mut self, tab: Tab) {
+        self.tab = Some(tab);
+    }
+
+    /// The status of the head sent (or about to be).
+    pub fn set_head_status(&mut self, status: u16) {
+        self.head_status = status;
+    }
+
+    /// Whether the answer came from an upstream (not the cache, not a degraded answer).
+    pub fn answered_upstream(&self, status: u16) -> bool {
+        (200..300).contains(&status) && !self.outcome.degraded && !self.outcome.cache.served()
+    }
+
+    /// Moves the request's end to another guard (a stream driven for a flight of
+    /// coalesced requests ends it, not this response); this one then ends nothing.
+    pub fn hand_over(&mut self) -> Self {
+        let handed = Self {
+            state: Arc::clone(&self.state),
+            op: self.op,
+            started: self.started,
+            outcome: self.outcome,
+            tab: self.tab.take(),
+            head_status: self.head_status,
+            done: self.done,
+        };
+        self.done = true;
+        handed
+    }
+
+    /// Ends the request (once; later calls do nothing). Returns its cost in nano-USD when a
+    /// tab was closed.
+    pub fn complete(&mut self, end: Ending) -> Option<u64> {
+        if std::mem::replace(&mut self.done, true) {
+            return None;
+        }
+        let state = &self.state;
+        let o = &self.outcome;
+        let metrics = match o.deployment {
+            Some(d) => state.metrics.series(d),
+            None => state.metrics.unresolved(),
+        }
+        .endpoint(self.op);
+        metrics.count_status(self.head_status);
+        let elapsed = self.started.elapsed();
+        match (&state.cache, o.cache.served()) {
+            (Some(c), true) => c.metrics.hit_latency.observe(elapsed),
+            _ => metrics.latency.observe(elapsed),
+        }
+        if !o.degraded && !o.cache.served() {
+            metrics.add_usage(&end.usage);
+            if end.estimated {
+                metrics.add_estimated(&end.usage);
+            }
+        }
+        if end.status == 499 {
+            state.metrics.client_disconnects.fetch_add(1, Relaxed);
+        }
+        state.metrics.in_flight.fetch_sub(1, Relaxed);
+        let tab = self.tab.take()?;
+        Some(tab.close(End {
+            deployment: o.deployment,
+            status: end.status,
+            usage: end.usage,
+            usage_estimated: end.estimated,
+            ttft: end.ttft,
+            cache: o.cache,
+            attempts: o.attempts,
+        }))
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        // Nothing ended the request: its client left before any answer.
+        let _ = self.complete(Ending::bare(499));
+    }
+}
+
+/// A streamed body that ends its request when it ends (see the module docs). For the
+/// client who paid, a clean end is followed by an SSE comment with the cost
+/// (`: x-sluice-cost-usd 0.00225`), which SSE readers skip.
+pub struct Guarded {
+    inner: Box<dyn Tracked>,
+    finish: Option<Finish>,
+    pays: bool,
+    /// How the stream ended, once it has.
+    ended: Option<Ending>,
+}
+
+impl Guarded {
+    /// `inner`, ending `finish` when it ends; `pays`: send the cost comment.
+    pub fn new(inner: Box<dyn Tracked>, finish: Finish, pays: bool) -> Self {
+        Self {
+            inner,
+            finish: Some(finish),
+            pays,
+            ended: None,
+        }
+    }
+
+    /// How the stream ended, once it has.
+    pub fn ended(&self) -> Option<Ending> {
+        self.ended
+    }
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                let Some(mut finish) = this.finish.take() else {
+                    return Poll::Ready(None);
+                };
+                let end = this.inner.ending(true);
+                this.ended = Some(end);
+                let cost = finish.complete(end);
+                match cost {
+                    Some(nano) if this.pays && end.status == 200 => {
+                        let comment = format!(": x-sluice-cost-usd {}\n\n", super::tab::usd(nano));
+                        Poll::Ready(Some(Ok(Frame::data(Bytes::from(comment)))))
+                    }
+                    _ => Poll::Ready(None),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(mut finish) = self.finish.take() {
+            let end = self.inner.ending(false);
+            finish.complete(end);
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The request pipeline of every proxied endpoint, one path left to right:
+//!
+//! ```text
+//! Finish opened (in flight) ─ auth ─ body read under max_body_bytes ─ (Anthropic → OpenAI)
+//!   ─ view (one borrowed parse) ─ model allowed? resolved ─ tab: limits and budget
+//!   ─ cache: lookup, coalescing ─ plan ─ walk: breaker, attempt, retry, fallback
+//!   ─ Answer ─ respond: headers; the Finish ends the request now (whole answers) or when
+//!     its stream ends (relayed, local, coalesced) or is dropped (client gone)
+//! ```
+//!
+//! Every stage is generic over the [`Endpoint`] description; provider differences live in
+//! `sluice-providers` ([`sluice_providers::Provider::prepare`]).
+
+mod answer;
+mod attempt;
+pub mod auth;
+mod cache;
+mod degraded;
+mod ending;
+mod finish;
+#[cfg(feature = "local")]
+mod local;
+mod messages;
+mod relay;
+pub mod tab;
+mod walk;
+
+use crate::endpoint::{Endpoint, Protocol};
+use crate::headers::{
+    X_SLUICE_ATTEMPTS, X_SLUICE_CACHE, X_SLUICE_CACHE_AGE, X_SLUICE_COALESCED, X_SLUICE_COST_USD,
+    X_SLUICE_DEGRADED, X_SLUICE_MODEL, X_SLUICE_PROVIDER, X_SLUICE_ROUTE,
+};
+use crate::response::{self, error_response, ResponseBody};
+use crate::state::{self, AppState, Resolved};
+use answer::Answer;
+use bytes::Bytes;
+use ending::Ending;
+use finish::{Finish, Guarded, Outcome};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use sluice_core::{Error, ErrorKind};
+use sluice_providers::anthropic::inbound;
+use sluice_providers::View;
+use sluice_types::Usage;
+use std::sync::Arc;
+use std::time::Instant;
+use tab::{Opening, Tab};
+use walk::Call;
+
+/// Serves one request of a proxied `endpoint`.
+pub async fn serve(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let mut finish = Finish::start(state, endpoint.operation(), started);
+    let mut client_model = None;
+    let result = run(
+        state,
+        endpoint,
+        req,
+        request_id,
+        &mut finish,
+        &mut client_model,
+    )
+    .await;
+    respond(state, endpoint, result, finish, client_model.as_deref())
+}
+
+/// The stages, from the request to its answer.
+async fn run(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    finish: &mut Finish,
+    client_model: &mut Option<String>,
+) -> Result<Answer, Error> {
+    let (parts, incoming) = req.into_parts();
+    // Who is asking comes before reading what they ask.
+    let identity = auth::authenticate(state, &parts.headers).await?;
+    let raw = crate::request_body::read_body(&state.server, &parts, incoming).await?;
+    let body = match endpoint.protocol() {
+        Protocol::OpenAi => raw,
+        Protocol::Anthropic => {
+            let (body, model, _) = inbound::to_openai(&raw).map_err(|e| -> Error {
+                ErrorKind::InvalidRequest {
+                    message: e.0,
+                    param: None,
+                }
+                .into()
+            })?;
+            *client_model = Some(model);
+            Bytes::from(body)
+        }
+    };
+    let view = View::parse(endpoint.operation(), &body).map_err(|e| -> Error {
+        ErrorKind::InvalidRequest {
+            message: e.message,
+            param: e.param,
+        }
+        .into()
+    })?;
+    identity.check_model(view.model())?;
+    let resolved = state.resolve(view.model())?;
+    let overrides = state::overrides(&parts.headers, view.user())?;
+    let directives = cache::directives(&parts.headers)?;
+    let facts = view.facts();
+    let o = &mut finish.outcome;
+    match resolved {
+        Resolved::Model(d) => o.deployment = Some(d),
+        Resolved::Route(r) => o.route = Some(r),
+        Resolved::Passthrough { .. } => {}
+    }
+    o.estimated_prompt_tokens = facts.prompt_tokens;
+    let opening = Opening {
+        endpoint: endpoint.label(),
+        model: view.model(),
+        resolved,
+        prompt_tokens: facts.prompt_tokens,
+        max_tokens: facts.max_tokens,
+        stream: view.stream(),
+        request_id: request_id.to_str().unwrap_or_default(),
+        started: finish.started(),
+    };
+    finish.set_tab(Tab::open(state, &identity, opening).await?);
+    // The cache stage: a hit or an identical request in flight answers before any plan.
+    let leading = match &state.cache {
+        None => None,
+        Some(c) => {
+            let asked = cache::Asked {
+                view: &view,
+                resolved,
+                body: &body,
+                directives: &directives,
+            };
+            match cache::stage(state, c, &asked, &mut finish.outcome).await {
+                cache::Stage::Answered(a) => return Ok(a),
+                cache::Stage::Upstream => None,
+                cache::Stage::Lead(leader, plan) => Some((c, leader, plan)),
+            }
+        }
+    };
+    let plan = state.plan(resolved, &facts, &body, &overrides, view.stream());
+    let call = Call {
+        state,
+        view: &view,
+        body: &body,
+        request_id,
+        started: finish.started(),
+        plan: &plan,
+        route_deadline: plan.timeout.map(|t| finish.started() + t),
+    };
+    match leading {
+        None => call.walk(&mut finish.outcome).await,
+        Some((c, leader, plan)) => cache::lead(&call, c, leader, plan, finish).await,
+    }
+}
+
+/// The answer as an HTTP response in the endpoint's protocol, with sluice's headers; the
+/// request ends here for whole answers, and with the stream for streams.
+fn respond(
+    state: &AppState,
+    endpoint: Endpoint,
+    result: Result<Answer, Error>,
+    mut finish: Finish,
+    client_model: Option<&str>,
+) -> Response<ResponseBody> {
+    let anthropic = endpoint.protocol() == Protocol::Anthropic;
+    let model = client_model.unwrap_or_default();
+    let (mut response, cost) = match result {
+        Err(e) => error(&mut finish, &e, anthropic),
+        Ok(Answer::Whole {
+            status,
+            content_type,
+            body,
+            usage,
+        }) => {
+            let (body, content_type) = if anthropic {
+                match inbound::from_openai(&body, model) {
+                    Ok(out) => (
+                        Bytes::from(out),
+                        HeaderValue::from_static("application/json"),
+                    ),
+                    Err(m) => {
+                        finish.set_head_status(502);
+                        let cost = finish.complete(Ending::bare(502));
+                        let body = inbound::error_body("api_error", &m);
+                        let r = response::json(http::StatusCode::BAD_GATEWAY, body);
+                        return with_headers(state, r, &finish.outcome, cost);
+                    }
+                }
+            } else {
+                (body, content_type)
+            };
+            finish.set_head_status(status.as_u16());
+            let end = whole_ending(&finish, status.as_u16(), usage);
+            let cost = finish.complete(end);
+            let mut r = response::json(status, body);
+            r.headers_mut().insert(CONTENT_TYPE, content_type);
+            (r, cost)
+        }
+        Ok(Answer::Events(events)) => {
+            finish.set_head_status(200);
+            let cost = finish.complete(Ending::bare(200));
+            (
+                streamed(ResponseBody::Events(Some(events)), anthropic, model),
+                cost,
+            )
+        }
+        Ok(Answer::Stream(stream)) => {
+            finish.set_head_status(200);
+            let outcome = finish.outcome;
+            let body = ResponseBody::stream(Guarded::new(stream, finish, true));
+            let r = streamed(body, anthropic, model);
+            return with_headers(state, r, &outcome, None);
+        }
+        Ok(Answer::Detached(copy)) => {
+            (streamed(ResponseBody::stream(copy), anthropic, model), None)
+        }
+    };
+    let outcome = finish.outcome;
+    response = with_headers(state, response, &outcome, cost);
+    response
+}
+
+/// An error response in the endpoint's protocol; the request ends with it.
+fn error(finish: &mut Finish, e: &Error, anthropic: bool) -> (Response<ResponseBody>, Option<u64>) {
+    let status = e.status_code();
+    finish.set_head_status(status);
+    let cost = finish.complete(Ending::bare(status));
+    let mut r = error_response(e);
+    if anthropic {
+        *r.body_mut() = ResponseBody::full(inbound::error_body(e.error_type(), &e.message()));
+    }
+    (r, cost)
+}
+
+/// How a whole answer ended: its usage, else (for an upstream's answer) the estimate.
+fn whole_ending(finish: &Finish, status: u16, usage: Option<Usage>) -> Ending {
+    match usage {
+        Some(usage) => Ending {
+            status,
+            usage,
+            estimated: false,
+            ttft: None,
+        },
+        None if finish.answered_upstream(status) => Ending {
+            status,
+            usage: Usage {
+                prompt_tokens: finish.outcome.estimated_prompt_tokens,
+                ..Usage::default()
+            },
+            estimated: true,
+            ttft: None,
+        },
+        None => Ending::bare(status),
+    }
+}
+
+/// An event stream, re-framed as Anthropic's for `/v1/messages`.
+fn streamed(body: ResponseBody, anthropic: bool, model: &str) -> Response<ResponseBody> {
+    if anthropic {
+        return response::sse(ResponseBody::stream(messages::ToAnthropic::new(
+            body, model,
+        )));
+    }
+    response::sse(body)
+}
+
+/// sluice's headers on a proxied answer.
+fn with_headers(
+    state: &AppState,
+    mut response: Response<ResponseBody>,
+    o: &Outcome,
+    cost: Option<u64>,
+) -> Response<ResponseBody> {
+    let h = response.headers_mut();
+    if let Some(d) = o.deployment {
+        let dep = &state.deployments[d];
+        h.insert(X_SLUICE_MODEL, dep.header_value.clone());
+        h.insert(
+            X_SLUICE_PROVIDER,
+            state.providers[dep.provider].header_value.clone(),
+        );
+    }
+    h.insert(X_SLUICE_ATTEMPTS, HeaderValue::from(o.attempts));
+    if let Some(r) = o.route {
+        h.insert(X_SLUICE_ROUTE, state.routes[r].header_value.clone());
+    }
+    if o.degraded {
+        h.insert(X_SLUICE_DEGRADED, HeaderValue::from_static("true"));
+    }
+    h.insert(X_SLUICE_CACHE, HeaderValue::from_static(o.cache.header()));
+    if o.cache == crate::cache::CacheStatus::Coalesced {
+        h.insert(X_SLUICE_COALESCED, HeaderValue::from_static("true"));
+    }
+    if let Some(age) = o.cache_age {
+        h.insert(X_SLUICE_CACHE_AGE, HeaderValue::from(age));
+    }
+    if let Some(nano) = cost {
+        if let Ok(v) = HeaderValue::from_str(&tab::usd(nano)) {
+            h.insert(X_SLUICE_COST_USD, v);
+        }
+    }
+    response
+}

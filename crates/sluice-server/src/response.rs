@@ -1,0 +1,116 @@
+//! Response bodies out: whole bytes or a stream, and the JSON, error and event-stream
+//! responses every handler builds.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use sluice_core::{Error, ErrorKind};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A streamed body of any kind (a relayed upstream stream, a local model's, a coalesced
+/// flight's, an Anthropic re-framing of one of them).
+pub type StreamBody = Pin<Box<dyn Body<Data = Bytes, Error = Infallible> + Send>>;
+
+/// The body of every response sluice sends: whole bytes, a replayed event stream, or a
+/// stream sent as it is made. An enum, so that the common whole body is no boxed trait object.
+pub enum ResponseBody {
+    /// A body known in full.
+    Full(Option<Bytes>),
+    /// A whole event stream (a cached or degraded answer replayed as SSE): sent like a
+    /// relayed stream, chunked and without a length, as SSE clients expect.
+    Events(Option<Bytes>),
+    /// A stream, sent frame by frame as it is made.
+    Stream(StreamBody),
+}
+
+impl ResponseBody {
+    /// A whole body.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self::Full(Some(bytes.into()))
+    }
+
+    /// A stream.
+    pub fn stream(body: impl Body<Data = Bytes, Error = Infallible> + Send + 'static) -> Self {
+        Self::Stream(Box::pin(body))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(b) | Self::Events(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Stream(s) => s.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Self::Full(None) | Self::Events(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Self::Full(None) => SizeHint::with_exact(0),
+            Self::Stream(_) | Self::Events(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// An error in OpenAI's shape, with `Retry-After` when the error carries one.
+pub fn error_response(err: &Error) -> Response<ResponseBody> {
+    let body = sluice_types::ErrorBody {
+        message: &err.message(),
+        kind: err.error_type(),
+        param: err.param(),
+        code: err.code(),
+    }
+    .to_json();
+    let status = StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut r = json(status, body);
+    if let Some(v) = err
+        .retry_after()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        r.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    if matches!(err.kind(), ErrorKind::PayloadTooLarge { .. }) {
+        // The rest of the body was discarded; do not offer the connection for reuse.
+        r.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// The headers of every event stream sluice sends, around `body`.
+pub fn sse(body: ResponseBody) -> Response<ResponseBody> {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    h.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    r
+}

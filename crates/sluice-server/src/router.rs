@@ -1,0 +1,62 @@
+//! The router: a `match` on method and path (a dozen routes need no route table, no
+//! boxing, no per-request allocation). The proxied endpoints are found by their
+//! description ([`Endpoint::at`]) and served by the pipeline; the rest are handlers.
+
+use crate::admin_keys;
+use crate::endpoint::Endpoint;
+use crate::handlers;
+use crate::pipeline;
+use crate::request_id::{self, X_REQUEST_ID};
+use crate::response::ResponseBody;
+use crate::state::AppState;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// Routes one request.
+pub async fn route(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let request_id = request_id::for_request(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path();
+    let mut response = match (&method, path, Endpoint::at(path)) {
+        (&Method::POST, _, Some(endpoint)) => {
+            pipeline::serve(&state, endpoint, req, &request_id).await
+        }
+        (m, p, Some(_)) => handlers::method_not_allowed(m, p, "POST"),
+        (&Method::GET, "/v1/models" | "/models", _) => {
+            handlers::models(&state, req.headers()).await
+        }
+        (&Method::GET, p, _) if p.starts_with("/v1/models/") => {
+            handlers::model(&state, req.headers(), &p["/v1/models/".len()..]).await
+        }
+        (&Method::GET, "/health", _) => handlers::health(),
+        (&Method::GET, "/health/detailed", _) => handlers::health_detailed(&state),
+        (&Method::GET, "/metrics", _) => handlers::metrics(&state),
+        (&Method::GET, "/admin/routes", _) => handlers::admin_routes(&state, req.headers()),
+        (&Method::GET, "/admin/cache", _) => handlers::admin_cache(&state, req.headers()).await,
+        (&Method::DELETE, "/admin/cache", _) => {
+            handlers::admin_cache_clear(&state, req.headers()).await
+        }
+        (_, p, _) if p == "/admin/keys" || p.starts_with("/admin/keys/") => {
+            let rest = p["/admin/keys".len()..].to_string();
+            admin_keys::serve(&state, &rest, req).await
+        }
+        (&Method::GET, "/admin/spend", _) => admin_keys::spend(&state, &req).await,
+        (&Method::POST, p, _) if p.starts_with("/admin/routes/") && p.ends_with("/canary") => {
+            let name = p["/admin/routes/".len()..p.len() - "/canary".len()].to_string();
+            handlers::admin_canary(&state, &name, req).await
+        }
+        (m, p @ ("/v1/models" | "/models" | "/health" | "/health/detailed" | "/metrics"), _) => {
+            handlers::method_not_allowed(m, p, "GET")
+        }
+        (m, p @ "/admin/cache", _) => handlers::method_not_allowed(m, p, "GET, DELETE"),
+        (m, p @ "/admin/spend", _) => handlers::method_not_allowed(m, p, "GET"),
+        (_, p, _) => handlers::not_found(p),
+    };
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    Ok(response)
+}
