@@ -4,6 +4,8 @@
 //! # The key
 //! A BLAKE3 hash of a canonical form of what the request means, under a versioned
 //! namespace (`sluice.cache.v1`) and the endpoint:
+//! - the caller's scope: the virtual key's id under the `key` scope (the default), so one
+//!   tenant's entries are never another's; nothing under `global`;
 //! - `model` is replaced by the resolved target (the route or model name as configured),
 //!   so aliases of one target share entries and two routes never do;
 //! - fields that do not change the answer are left out: `stream`, `stream_options`, `user`,
@@ -55,10 +57,14 @@ pub struct RequestKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotAnObject;
 
-/// The key of a request to `target` (route or model name) on `endpoint`.
+/// The key of a request to `target` (route or model name) on `endpoint`, in the cache
+/// `scope` of its caller: `Some(key id)` for a virtual key under the `key` scope (entries of
+/// two scopes never mix), `None` for the scope shared by callers without a virtual key, or
+/// by everyone under the `global` scope.
 pub fn request_key(
     endpoint: Operation,
     target: &str,
+    scope: Option<&str>,
     body: &[u8],
 ) -> Result<RequestKey, NotAnObject> {
     let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
@@ -82,6 +88,11 @@ pub fn request_key(
     let mut hasher = blake3::Hasher::new();
     for part in [NAMESPACE, endpoint.as_str(), target] {
         hasher.update(part.as_bytes());
+        hasher.update(&[0]);
+    }
+    if let Some(id) = scope {
+        hasher.update(b"key\0");
+        hasher.update(id.as_bytes());
         hasher.update(&[0]);
     }
     hasher.update(canonical.as_bytes());

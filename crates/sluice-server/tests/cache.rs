@@ -564,3 +564,115 @@ async fn a_stream_outlives_its_leaders_client() {
     assert_eq!(fake.request_count(), 1);
     assert_eq!(fake.cancelled_count(), 0, "the follower still wanted it");
 }
+
+/// Creates a virtual key with the secret `secret` (as an operator may supply it).
+async fn tenant(gw: &Gateway, secret: &str) {
+    let spec = json!({"name": secret, "key": secret}).to_string();
+    let r = post_json(&gw.url("/admin/keys"), spec, AUTH).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+async fn post_as(gw: &Gateway, secret: &str, body: &str) -> sluice_testkit::client::TestResponse {
+    let auth = format!("Bearer {secret}");
+    post_json(
+        &gw.url("/v1/chat/completions"),
+        body.to_string(),
+        &[("authorization", auth.as_str())],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_is_only_served_answers_cached_for_it() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", "").await;
+    tenant(&gw, "sk-tenant-a-0123456789abcdef").await;
+    tenant(&gw, "sk-tenant-b-0123456789abcdef").await;
+    let question = chat("what did I tell you?", json!({}));
+    let a = post_as(&gw, "sk-tenant-a-0123456789abcdef", &question).await;
+    assert_eq!(a.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(
+        post_as(&gw, "sk-tenant-a-0123456789abcdef", &question)
+            .await
+            .header("x-sluice-cache"),
+        Some("hit"),
+        "the same key is served its own answer"
+    );
+    let b = post_as(&gw, "sk-tenant-b-0123456789abcdef", &question).await;
+    assert_eq!(
+        b.header("x-sluice-cache"),
+        Some("miss"),
+        "another key never gets the first key's answer"
+    );
+    assert_eq!(fake.request_count(), 2);
+    // Streams and coalesced requests are scoped the same way: B's stream is B's entry.
+    let (_, cache, _) = stream_content_as(&gw, "sk-tenant-b-0123456789abcdef", &question).await;
+    assert_eq!(cache.as_deref(), Some("hit"));
+    assert_eq!(fake.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_global_scope_shares_answers_across_keys() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true\nscope = \"global\"", "").await;
+    tenant(&gw, "sk-tenant-a-0123456789abcdef").await;
+    tenant(&gw, "sk-tenant-b-0123456789abcdef").await;
+    let question = chat("shared", json!({}));
+    assert_eq!(
+        post_as(&gw, "sk-tenant-a-0123456789abcdef", &question)
+            .await
+            .header("x-sluice-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        post_as(&gw, "sk-tenant-b-0123456789abcdef", &question)
+            .await
+            .header("x-sluice-cache"),
+        Some("hit")
+    );
+    assert_eq!(fake.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_models_own_scope_overrides_the_default() {
+    let extra = "cache = { scope = \"global\" }";
+    let (fake, gw, _dir) = cached_gateway("enabled = true", extra).await;
+    tenant(&gw, "sk-tenant-a-0123456789abcdef").await;
+    tenant(&gw, "sk-tenant-b-0123456789abcdef").await;
+    let body = json!({"model": "emb", "input": "shared text"}).to_string();
+    for (secret, want) in [
+        ("sk-tenant-a-0123456789abcdef", "miss"),
+        ("sk-tenant-b-0123456789abcdef", "hit"),
+    ] {
+        let auth = format!("Bearer {secret}");
+        let r = post_json(
+            &gw.url("/v1/embeddings"),
+            body.clone(),
+            &[("authorization", auth.as_str())],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.header("x-sluice-cache"), Some(want), "{secret}");
+    }
+    assert_eq!(fake.request_count(), 1);
+}
+
+async fn stream_content_as(
+    gw: &Gateway,
+    secret: &str,
+    body: &str,
+) -> (String, Option<String>, usize) {
+    let mut v: Value = serde_json::from_str(body).unwrap();
+    v["stream"] = json!(true);
+    let auth = format!("Bearer {secret}");
+    let mut s = post_stream(
+        &gw.url("/v1/chat/completions"),
+        v.to_string(),
+        &[("authorization", auth.as_str())],
+    )
+    .await
+    .unwrap();
+    let cache = s.header("x-sluice-cache").map(str::to_string);
+    let (events, err) = s.collect_events().await;
+    assert!(err.is_none(), "{err:?}");
+    (events.join(""), cache, events.len())
+}

@@ -99,7 +99,7 @@ fn write_shuffled(g: &mut Gen, v: &Value, out: &mut String) {
 }
 
 fn key(body: &str) -> RequestKey {
-    request_key(Operation::Chat, "gpt-4o-mini", body.as_bytes()).expect("an object")
+    request_key(Operation::Chat, "gpt-4o-mini", None, body.as_bytes()).expect("an object")
 }
 
 #[test]
@@ -144,9 +144,10 @@ fn key_changes_with_anything_that_changes_the_answer() {
         assert_ne!(base.key, key(&Value::Object(other).to_string()).key);
         // Another target, another endpoint.
         let text = Value::Object(req.clone()).to_string();
-        let other_target = request_key(Operation::Chat, "gpt-4o", text.as_bytes());
+        let other_target = request_key(Operation::Chat, "gpt-4o", None, text.as_bytes());
         assert_ne!(base.key, other_target.expect("object").key);
-        let other_endpoint = request_key(Operation::Embeddings, "gpt-4o-mini", text.as_bytes());
+        let other_endpoint =
+            request_key(Operation::Embeddings, "gpt-4o-mini", None, text.as_bytes());
         assert_ne!(base.key, other_endpoint.expect("object").key);
     }
 }
@@ -174,10 +175,10 @@ fn determinism() {
     assert!(!key(r#"{"messages":[],"temperature":0.7}"#).deterministic);
     assert!(!key(r#"{"messages":[]}"#).deterministic);
     assert!(!key(r#"{"messages":[],"seed":null}"#).deterministic);
-    let e = request_key(Operation::Embeddings, "e", br#"{"input":"x"}"#).expect("object");
+    let e = request_key(Operation::Embeddings, "e", None, br#"{"input":"x"}"#).expect("object");
     assert!(e.deterministic);
-    assert!(request_key(Operation::Chat, "m", b"[1]").is_err());
-    assert!(request_key(Operation::Chat, "m", b"{").is_err());
+    assert!(request_key(Operation::Chat, "m", None, b"[1]").is_err());
+    assert!(request_key(Operation::Chat, "m", None, b"{").is_err());
 }
 
 #[test]
@@ -236,4 +237,17 @@ fn decisions() {
         decide(&on, &neither, true),
         Decision::Bypass(Bypass::Directives)
     );
+}
+
+#[test]
+fn two_keys_never_share_an_entry() {
+    let body = br#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+    let key = |scope| {
+        request_key(Operation::Chat, "m", scope, body)
+            .expect("an object")
+            .key
+    };
+    assert_ne!(key(Some("key-a")), key(Some("key-b")));
+    assert_ne!(key(Some("key-a")), key(None));
+    assert_eq!(key(Some("key-a")), key(Some("key-a")));
 }

@@ -9,6 +9,19 @@ use std::time::Duration;
 /// Default time an entry lives: 7 days.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Whose answers a cached answer may be served to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// Only to the virtual key whose request made it (callers without a virtual key share
+    /// one scope): one tenant's answers never reach another, and a hit tells nothing about
+    /// another tenant's prompts.
+    #[default]
+    Key,
+    /// To every caller: for a gateway that serves one application.
+    Global,
+}
+
 /// `cache = { ... }` of a model or route as written: each key overrides `[cache]`'s.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +37,8 @@ pub struct UninitializedCachePolicy {
     pub max_entry_bytes: Option<u64>,
     /// Let identical requests in flight wait for the first one's answer.
     pub coalesce: Option<bool>,
+    /// Whose answers are shared: `key` or `global`.
+    pub scope: Option<CacheScope>,
 }
 
 /// `[cache]` as written.
@@ -40,6 +55,8 @@ pub struct UninitializedCacheConfig {
     pub max_entry_bytes: Option<u64>,
     /// Coalesce identical in-flight requests (default `true`).
     pub coalesce: Option<bool>,
+    /// Whose answers are shared (default `key`).
+    pub scope: Option<CacheScope>,
     /// Bytes held by the in-memory tier (default 128 MiB).
     pub memory_bytes: Option<u64>,
     /// Bytes held by the SQLite file (default 1 GiB).
@@ -61,6 +78,8 @@ pub struct CachePolicy {
     pub max_entry_bytes: u64,
     /// Coalesce identical in-flight requests.
     pub coalesce: bool,
+    /// Whose answers are shared.
+    pub scope: CacheScope,
 }
 
 impl Default for CachePolicy {
@@ -71,6 +90,7 @@ impl Default for CachePolicy {
             nondeterministic: false,
             max_entry_bytes: 4 << 20,
             coalesce: true,
+            scope: CacheScope::Key,
         }
     }
 }
@@ -119,6 +139,7 @@ impl UninitializedCachePolicy {
             nondeterministic: self.nondeterministic.unwrap_or(base.nondeterministic),
             max_entry_bytes: self.max_entry_bytes.unwrap_or(base.max_entry_bytes),
             coalesce: self.coalesce.unwrap_or(base.coalesce),
+            scope: self.scope.unwrap_or(base.scope),
         })
     }
 }
@@ -133,6 +154,7 @@ impl UninitializedCacheConfig {
             nondeterministic: self.nondeterministic,
             max_entry_bytes: self.max_entry_bytes,
             coalesce: self.coalesce,
+            scope: self.scope,
         }
         .apply(&d.policy, "cache")?;
         Ok(CacheConfig {

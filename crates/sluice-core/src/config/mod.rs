@@ -37,7 +37,7 @@ mod values;
 pub use crate::pricing::Price;
 pub use crate::routing::Tier;
 pub use cache::{
-    CacheConfig, CachePolicy, UninitializedCacheConfig, UninitializedCachePolicy,
+    CacheConfig, CachePolicy, CacheScope, UninitializedCacheConfig, UninitializedCachePolicy,
     DEFAULT_TTL as DEFAULT_CACHE_TTL,
 };
 pub use error::ConfigError;

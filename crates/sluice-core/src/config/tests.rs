@@ -307,3 +307,13 @@ fn error_messages_word_for_word() {
         "`listen`: `SLUICE__SERVER__LISTEN__X` overrides a key that is not a table"
     );
 }
+
+#[test]
+fn cache_scope_is_per_key_unless_set_global() {
+    let c = load("").unwrap();
+    assert_eq!(c.cache.policy.scope, CacheScope::Key);
+    let c = load("[cache]\nscope = \"global\"").unwrap();
+    assert_eq!(c.cache.policy.scope, CacheScope::Global);
+    let err = load("[cache]\nscope = \"tenant\"").unwrap_err();
+    assert!(err.to_string().contains("scope"), "{err}");
+}

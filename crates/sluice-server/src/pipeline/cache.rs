@@ -17,7 +17,7 @@ use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use sluice_core::cache as cache_key;
-use sluice_core::config::Price;
+use sluice_core::config::{CacheScope, Price};
 use sluice_core::{Error, ErrorKind};
 use sluice_providers::View;
 use sluice_types::sse::{Keep, SseScanner};
@@ -59,6 +59,8 @@ pub struct Asked<'a> {
     pub body: &'a Bytes,
     /// `x-sluice-cache`.
     pub directives: &'a cache_key::Directives,
+    /// The virtual key's id, when the caller used one.
+    pub key_id: Option<&'a str>,
 }
 
 /// What the cache stage made of a request.
@@ -96,8 +98,14 @@ pub async fn stage(
         ),
         Resolved::Passthrough { .. } => (view.model(), state.cache_config.policy),
     };
+    // One tenant's answers never reach another (nor do its flights coalesce with theirs)
+    // unless the target's cache is `global`.
+    let scope = match policy.scope {
+        CacheScope::Key => asked.key_id,
+        CacheScope::Global => None,
+    };
     let decision = if policy.enabled {
-        cache_key::request_key(view.operation(), target, asked.body)
+        cache_key::request_key(view.operation(), target, scope, asked.body)
             .ok()
             .map(|k| {
                 let decision = cache_key::decide(&policy, asked.directives, k.deterministic);

@@ -136,6 +136,7 @@ async fn run(
                 resolved,
                 body: &body,
                 directives: &directives,
+                key_id: identity.key().map(|k| k.id.as_str()),
             };
             match cache::stage(state, c, &asked, &mut finish.outcome).await {
                 cache::Stage::Answered(a) => return Ok(a),
