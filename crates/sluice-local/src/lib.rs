@@ -37,27 +37,38 @@
 //!
 //! ## Pieces
 //!
-//! * [`gguf`]: header view ([`ModelInfo`]), [`estimate_memory`] (from file size + header) and
-//!   the accounting behind [`ChatModel::memory`].
-//! * `tokenizer`: byte-level BPE from `tokenizer.ggml.*`, pre-tokenizer chosen by
-//!   `tokenizer.ggml.pre`, UTF-8-safe streaming decode.
+//! * [`gguf`]: the header, read and checked against the file (`gguf/file`), its keys
+//!   (`gguf/metadata`) and the model's shape ([`ModelInfo`], `gguf/info`); [`estimate_memory`]
+//!   (from file size + header) and the accounting behind [`ChatModel::memory`].
+//! * `tokenizer`: the tokenizer from `tokenizer.ggml.*`, of either kind: byte-level BPE
+//!   (`tokenizer.ggml.model = "gpt2"`: Llama 3, Qwen2) with the pre-tokenizer chosen by
+//!   `tokenizer.ggml.pre`, or SentencePiece (`"llama"`: Llama 2, Mistral, TinyLlama) encoded by
+//!   score as llama.cpp does (`tokenizer/spm`); UTF-8-safe streaming decode.
 //! * `template`: `tokenizer.chat_template` on minijinja with `transformers` parity
 //!   (`raise_exception`, `strftime_now`, Python-exact `tojson`).
 //! * `stop`: stop strings spanning tokens (held back, never emitted).
-//! * [`model`]: [`ChatModel`], slot threads, bounded queue, sampling, streaming; [`Engine`]
-//!   chooses the implementation.
-//! * `native`: the native engine (x86-64): weights as stored (`quant`), the kernels (`simd`),
-//!   a fork-join pool per sequence (`workers`), the llama/qwen2 forward pass.
+//! * `engine`: [`Engine`] and the rest of [`LoadOptions`], and the engine a file runs on,
+//!   decided from its header (the native one where it can, else candle).
+//! * [`model`]: [`ChatModel`], slot threads, bounded queue, sampling, streaming.
+//! * `native`: the native engine (x86-64): the number formats (`format`), weights as stored
+//!   (`quant`), activations quantized as ggml does (`acts`), the kernels (`simd`), a fork-join
+//!   pool per sequence (`workers`), the llama/qwen2 forward pass.
 //! * [`pool`]: [`Pool`], loaded models under a memory budget: lazy single-flight loads,
 //!   LRU eviction of idle models (never one in use), keep-alive, pins, preload, SHA-256
 //!   checks, a [`PoolSnapshot`] for health; generic over a [`Loader`] ([`GgufLoader`] for
-//!   [`ChatModel`]s) and a [`Clock`].
+//!   [`ChatModel`]s, [`LocalLoader`] for both kinds) and a [`Clock`]. One file per job under
+//!   `pool/`.
 //! * [`embed`]: BERT-family sentence embeddings ([`EmbedModel`], safetensors in the
-//!   sentence-transformers layout) on an unpadded encoder, behind [`Embedder`]'s dynamic
-//!   batching thread.
+//!   sentence-transformers layout, `embed/model`) on an unpadded encoder (`embed/bert`, its
+//!   linear layers on weights packed at load, `embed/packed`), behind [`Embedder`]'s dynamic
+//!   batching thread (`embed/batcher`).
+//! * [`memory`]: hands freed memory back to the OS after an unload (mimalloc's `mi_collect`).
 //! * [`discovery`]: GGUF files in a models directory and models in Ollama's manifest store.
+//! * [`device`]: where a chat model runs ([`DeviceKind`]: the CPU, or a GPU on candle's
+//!   backends) and the memory a GPU offers the pool.
 //! * [`testing`]: seeded writer of tiny llama/qwen2 GGUF files in F32, F16, Q8_0, Q4_0 and
-//!   Q4_K_M, used by the tests and by benchmarks.
+//!   Q4_K_M, with a byte-level BPE or a SentencePiece vocabulary, used by the tests and by
+//!   benchmarks.
 //!
 //! ## Limits
 //!
@@ -65,9 +76,17 @@
 //!   is ignored; qwen2 slots each hold a copy of the weights (candle's qwen2 model is not
 //!   `Clone`); its CPU thread pool is process-wide (`CANDLE_NUM_THREADS`, read at the first
 //!   load). The native engine has none of these limits.
-//! * SentencePiece GGUFs (`tokenizer.ggml.model = "llama"`) are not supported.
 //! * Memory accounting excludes candle's lazily built x86 repack of K-quant weights and
 //!   attention transients (both engines).
+//!
+//! ## Unsafe code
+//!
+//! Five modules use `unsafe`, each allowing it in its first lines with the reason: the native
+//! kernels (`native/simd`) and worker pool (`native/workers`), the packed products
+//! (`embed/packed`) and `gemm` calls (`embed/bert`) of the encoder, and the `mi_collect` call
+//! (`memory`). Every unsafe block and impl there states the invariant it relies on
+//! (`// SAFETY:`, enforced by `clippy::undocumented_unsafe_blocks`), and every unsafe fn its
+//! contract (`# Safety`).
 
 // Unsafe code is allowed only in the modules that say why (`#![allow(unsafe_code)]`). There,
 // every unsafe block and impl states the invariant it relies on (`// SAFETY:`), and an unsafe
