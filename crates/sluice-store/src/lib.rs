@@ -17,6 +17,7 @@
 //! tests. The only sluice crate this one depends on is `sluice-core`, for the config types
 //! [`open`] reads.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod cache_stats;
