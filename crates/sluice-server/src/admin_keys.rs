@@ -7,6 +7,7 @@
 //! the same fields, and `null` clears one. The secret is returned once, by create, and
 //! never again.
 
+use crate::request_body::ClientBody;
 use crate::response::{error_response, json, ResponseBody};
 use crate::state::AppState;
 use http::{Response, StatusCode};
@@ -285,10 +286,7 @@ fn ledger(state: &AppState) -> Result<&Ledger, Error> {
     })
 }
 
-async fn spec_of(
-    state: &AppState,
-    body: hyper::body::Incoming,
-) -> Result<Map<String, Value>, Error> {
+async fn spec_of<B: ClientBody>(state: &AppState, body: B) -> Result<Map<String, Value>, Error> {
     let bytes = crate::request_body::read_limited(
         body,
         None,
@@ -323,10 +321,10 @@ fn ok(status: StatusCode, v: &Value) -> Response<ResponseBody> {
 }
 
 /// `/admin/keys` and `/admin/keys/{id}`: `rest` is what follows `/admin/keys`.
-pub async fn serve(
+pub async fn serve<B: ClientBody>(
     state: &AppState,
     rest: &str,
-    req: http::Request<hyper::body::Incoming>,
+    req: http::Request<B>,
 ) -> Response<ResponseBody> {
     match serve_keys(state, rest, req).await {
         Ok(r) => r,
@@ -334,10 +332,10 @@ pub async fn serve(
     }
 }
 
-async fn serve_keys(
+async fn serve_keys<B: ClientBody>(
     state: &AppState,
     rest: &str,
-    req: http::Request<hyper::body::Incoming>,
+    req: http::Request<B>,
 ) -> Result<Response<ResponseBody>, Error> {
     crate::handlers::admin_auth(state, req.headers())?;
     let ledger = ledger(state)?;
@@ -392,10 +390,7 @@ async fn serve_keys(
 }
 
 /// `GET /admin/spend?by=key|model|provider|route&since=7d`.
-pub async fn spend(
-    state: &AppState,
-    req: &http::Request<hyper::body::Incoming>,
-) -> Response<ResponseBody> {
+pub async fn spend<B>(state: &AppState, req: &http::Request<B>) -> Response<ResponseBody> {
     let result = async {
         crate::handlers::admin_auth(state, req.headers())?;
         let ledger = ledger(state)?;

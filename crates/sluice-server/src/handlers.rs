@@ -1,5 +1,6 @@
 //! The endpoints that are not proxied: models, health, metrics.
 
+use crate::request_body::ClientBody;
 use crate::response::{error_response, json, ResponseBody};
 use crate::state::AppState;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -311,10 +312,10 @@ pub fn admin_routes(state: &AppState, headers: &http::HeaderMap) -> Response<Res
 }
 
 /// `POST /admin/routes/{route}/canary` with `{"action": "advance" | "promote" | "rollback"}`.
-pub async fn admin_canary(
+pub async fn admin_canary<B: ClientBody>(
     state: &AppState,
     route: &str,
-    req: http::Request<hyper::body::Incoming>,
+    req: http::Request<B>,
 ) -> Response<ResponseBody> {
     if let Err(e) = admin_auth(state, req.headers()) {
         return error_response(&e);

@@ -25,5 +25,7 @@ mod router;
 mod serve;
 pub mod state;
 
+pub use request_body::ClientBody;
+pub use router::route;
 pub use serve::Server;
 pub use state::AppState;

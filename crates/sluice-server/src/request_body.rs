@@ -2,11 +2,24 @@
 //! read whole under theirs.
 
 use bytes::{Bytes, BytesMut};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use sluice_core::{Error, ErrorKind};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// A client's request body: hyper's `Incoming` on the wire; any body in tests that serve
+/// requests in process, without a socket.
+pub trait ClientBody:
+    Body<Data = Bytes, Error: std::fmt::Display> + Send + Unpin + 'static
+{
+}
+
+impl<B> ClientBody for B where
+    B: Body<Data = Bytes, Error: std::fmt::Display> + Send + Unpin + 'static
+{
+}
 
 /// Reads a request body of at most `limit` bytes within `timeout`.
 ///
@@ -14,8 +27,8 @@ use tokio::time::Instant;
 /// away, never held, so that a client that sends its whole body before reading gets the 413
 /// rather than a reset connection. The one exception is `Expect: 100-continue`, where the
 /// client waits and nothing needs to be drained.
-pub async fn read_limited(
-    mut body: Incoming,
+pub async fn read_limited<B: ClientBody>(
+    mut body: B,
     content_length: Option<u64>,
     expects_continue: bool,
     limit: u64,
@@ -95,7 +108,7 @@ impl Gather {
 }
 
 /// Reads and discards the rest of a body until it ends or `deadline`.
-async fn drain(mut body: Incoming, deadline: Instant) {
+async fn drain<B: ClientBody>(mut body: B, deadline: Instant) {
     while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, body.frame()).await {}
 }
 
@@ -138,10 +151,10 @@ pub enum UpstreamReadError {
 }
 
 /// Reads a client body under the configured limits.
-pub async fn read_body(
+pub async fn read_body<B: ClientBody>(
     server: &sluice_core::config::ServerConfig,
     parts: &http::request::Parts,
-    incoming: Incoming,
+    incoming: B,
 ) -> Result<Bytes, Error> {
     let content_length = parts
         .headers

@@ -6,18 +6,18 @@ use crate::admin_keys;
 use crate::endpoint::Endpoint;
 use crate::handlers;
 use crate::pipeline;
+use crate::request_body::ClientBody;
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::response::ResponseBody;
 use crate::state::AppState;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-/// Routes one request.
-pub async fn route(
+/// Routes one request: hyper's on the wire, any [`ClientBody`] in process (tests).
+pub async fn route<B: ClientBody>(
     state: Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let request_id = request_id::for_request(req.headers());
     let method = req.method().clone();

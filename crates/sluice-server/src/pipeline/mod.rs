@@ -30,6 +30,7 @@ use crate::headers::{
     X_SLUICE_ATTEMPTS, X_SLUICE_CACHE, X_SLUICE_CACHE_AGE, X_SLUICE_COALESCED, X_SLUICE_COST_USD,
     X_SLUICE_DEGRADED, X_SLUICE_MODEL, X_SLUICE_PROVIDER, X_SLUICE_ROUTE,
 };
+use crate::request_body::ClientBody;
 use crate::response::{self, error_response, ResponseBody};
 use crate::state::{self, AppState, Resolved};
 use answer::Answer;
@@ -38,7 +39,6 @@ use ending::Ending;
 use finish::{Finish, Guarded, Outcome};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use sluice_core::{Error, ErrorKind};
 use sluice_providers::anthropic::inbound;
 use sluice_providers::View;
@@ -49,10 +49,10 @@ use tab::{Opening, Tab};
 use walk::Call;
 
 /// Serves one request of a proxied `endpoint`.
-pub async fn serve(
+pub async fn serve<B: ClientBody>(
     state: &Arc<AppState>,
     endpoint: Endpoint,
-    req: Request<Incoming>,
+    req: Request<B>,
     request_id: &HeaderValue,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
@@ -71,10 +71,10 @@ pub async fn serve(
 }
 
 /// The stages, from the request to its answer.
-async fn run(
+async fn run<B: ClientBody>(
     state: &Arc<AppState>,
     endpoint: Endpoint,
-    req: Request<Incoming>,
+    req: Request<B>,
     request_id: &HeaderValue,
     finish: &mut Finish,
     client_model: &mut Option<String>,

@@ -1,0 +1,288 @@
+//! The pipeline in process: a request in, a response out, no socket between the client and
+//! the gateway. Each test pins one stage's decision (routing, auth, the body limit, the
+//! view, model resolution, limits, the walk's degraded answer, the guard's accounting)
+//! by calling the router the server calls for every request.
+//!
+//! The one upstream these tests name is a closed port (127.0.0.1:9): connecting to it fails
+//! at once, which is all the walk needs to reach its fallback.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use sluice_core::config::Config;
+use sluice_core::env::MapEnv;
+use sluice_server::AppState;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+const MASTER: &str = "sk-master-0123456789abcdef";
+
+/// The state of a gateway configured with `extra` after a provider `fake` (a closed port),
+/// a model `m` on it and a route `r` with a static fallback.
+fn gateway(extra_server: &str, extra: &str) -> Arc<AppState> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-pipeline-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{extra_server}
+[storage]
+data_dir = "{dir}"
+[[providers]]
+name = "fake"
+type = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key = "sk-upstream"
+[[models]]
+name = "m"
+provider = "fake"
+price = {{ input = 1.0, output = 2.0 }}
+[[routes]]
+name = "r"
+targets = ["m"]
+fallback_response = "busy, try later"
+{extra}
+"#,
+        dir = dir.display()
+    );
+    let config = Config::from_toml(&toml, &MapEnv::default()).expect("valid test config");
+    Arc::new(AppState::new(config, 1).expect("state"))
+}
+
+/// A request with a whole body and an optional bearer key.
+fn request(method: Method, path: &str, key: Option<&str>, body: &str) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    b.body(Full::new(Bytes::from(body.to_string())))
+        .expect("request")
+}
+
+async fn send(state: &Arc<AppState>, req: Request<Full<Bytes>>) -> (Response<()>, Value) {
+    let response = sluice_server::route(Arc::clone(state), req)
+        .await
+        .expect("infallible");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (Response::from_parts(parts, ()), v)
+}
+
+fn chat(model: &str) -> String {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_refused_in_openai_shape() {
+    let state = gateway("", "");
+    let (r, v) = send(&state, request(Method::POST, "/v1/nothing", None, "{}")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(v["error"]["message"].is_string(), "{v}");
+    let (r, _) = send(
+        &state,
+        request(Method::GET, "/v1/chat/completions", None, ""),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "POST");
+}
+
+#[tokio::test]
+async fn a_missing_key_is_refused_before_the_body_is_read() {
+    let state = gateway(&format!("master_key = \"{MASTER}\""), "");
+    // Not JSON at all: the 401 comes first, so the body was never looked at.
+    let (r, v) = send(
+        &state,
+        request(Method::POST, "/v1/chat/completions", None, "not json"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"]["type"], "authentication_error", "{v}");
+    let (r, v) = send(
+        &state,
+        request(
+            Method::POST,
+            "/v1/messages",
+            Some("sk-wrong-key-00000000000"),
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["type"], "error", "Anthropic's shape on /v1/messages: {v}");
+    assert_eq!(v["error"]["type"], "authentication_error", "{v}");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let state = gateway("max_body_bytes = 64", "");
+    let big = chat(&"m".repeat(100));
+    let (r, v) = send(
+        &state,
+        request(Method::POST, "/v1/chat/completions", None, &big),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let small = r#"{"model":"r","messages":[]}"#;
+    let (r, _) = send(
+        &state,
+        request(Method::POST, "/v1/chat/completions", None, small),
+    )
+    .await;
+    assert_ne!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "under the limit");
+}
+
+#[tokio::test]
+async fn the_view_refuses_bad_bodies_with_the_parameter_named() {
+    let state = gateway("", "");
+    let (r, v) = send(
+        &state,
+        request(Method::POST, "/v1/chat/completions", None, "{not json"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    let (r, v) = send(
+        &state,
+        request(
+            Method::POST,
+            "/v1/chat/completions",
+            None,
+            r#"{"messages":[]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["param"], "model", "{v}");
+}
+
+#[tokio::test]
+async fn an_unknown_model_is_404_and_counted_unresolved() {
+    let state = gateway("", "");
+    let (r, v) = send(
+        &state,
+        request(Method::POST, "/v1/chat/completions", None, &chat("nope")),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"]["code"], "model_not_found", "{v}");
+    assert_eq!(state.metrics.in_flight.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_route_whose_targets_all_fail_answers_its_fallback() {
+    let state = gateway("", "");
+    let (r, v) = send(
+        &state,
+        request(Method::POST, "/v1/chat/completions", None, &chat("r")),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK, "{v}");
+    assert_eq!(r.headers()["x-sluice-degraded"], "true");
+    assert_eq!(r.headers()["x-sluice-route"], "r");
+    assert_eq!(v["choices"][0]["message"]["content"], "busy, try later");
+    // The model alone has no fallback: the walk ends with the upstream's error.
+    let (r, v) = send(
+        &state,
+        request(Method::POST, "/v1/chat/completions", None, &chat("m")),
+    )
+    .await;
+    assert!(r.status().is_server_error(), "{}: {v}", r.status());
+    assert!(r.headers().contains_key("x-sluice-attempts"));
+    assert_eq!(state.metrics.in_flight.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_keys_rate_limit_refuses_the_next_request_with_a_retry_after() {
+    let state = gateway(&format!("master_key = \"{MASTER}\""), "");
+    let spec = json!({"name": "t", "key": "sk-tenant-0123456789abcd", "rpm": 1}).to_string();
+    let (r, v) = send(
+        &state,
+        request(Method::POST, "/admin/keys", Some(MASTER), &spec),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{v}");
+    let key = Some("sk-tenant-0123456789abcd");
+    let (r, _) = send(
+        &state,
+        request(Method::POST, "/v1/chat/completions", key, &chat("r")),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the first request passes the limit"
+    );
+    let (r, v) = send(
+        &state,
+        request(Method::POST, "/v1/chat/completions", key, &chat("r")),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{v}");
+    let after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=61).contains(&after), "retry-after {after}");
+}
+
+#[tokio::test]
+async fn the_request_id_is_kept_or_made() {
+    let state = gateway("", "");
+    let mut req = request(Method::POST, "/v1/chat/completions", None, &chat("r"));
+    req.headers_mut()
+        .insert("x-request-id", "req-abc".parse().unwrap());
+    let (r, _) = send(&state, req).await;
+    assert_eq!(r.headers()["x-request-id"], "req-abc");
+    let (r, _) = send(
+        &state,
+        request(Method::POST, "/v1/chat/completions", None, &chat("r")),
+    )
+    .await;
+    assert!(!r.headers()["x-request-id"].is_empty());
+}
+
+#[tokio::test]
+async fn a_request_dropped_before_its_answer_ends_once_as_a_disconnect() {
+    let state = gateway("", "");
+    // A body that never comes: the pipeline waits on it, then the client leaves (the
+    // timeout drops the request's future, as hyper does when a connection closes).
+    let req = Request::post("/v1/chat/completions").body(Hanging).unwrap();
+    let serving = sluice_server::route(Arc::clone(&state), req);
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(50), serving).await;
+    assert!(waited.is_err(), "the request waits for its body");
+    assert_eq!(state.metrics.in_flight.load(Relaxed), 0);
+    assert_eq!(state.metrics.client_disconnects.load(Relaxed), 1);
+}
+
+/// A request body that never sends anything.
+struct Hanging;
+
+impl Body for Hanging {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Pending
+    }
+}
