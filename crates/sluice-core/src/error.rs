@@ -5,6 +5,7 @@
 //! OpenAI's `{"error":{"message","type","param","code"}}`.
 
 use std::fmt;
+use std::time::Duration;
 
 /// What went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +70,8 @@ pub enum ErrorKind {
         code: Option<String>,
         /// The upstream's `error.param`, if it sent one.
         param: Option<String>,
-        /// The upstream's `Retry-After`, passed on with 429 and 503.
-        retry_after: Option<String>,
+        /// The upstream's `Retry-After` (or `retry-after-ms`), passed on with 429 and 503.
+        retry_after: Option<Duration>,
     },
     /// The upstream could not be reached, or broke the connection.
     UpstreamConnect {
@@ -99,15 +100,15 @@ pub enum ErrorKind {
     RateLimited {
         /// Why.
         message: String,
-        /// Seconds until a retry may succeed.
-        retry_after: Option<String>,
+        /// How long until a retry may succeed.
+        retry_after: Option<Duration>,
     },
     /// A virtual key's budget would be exceeded.
     BudgetExceeded {
         /// Why.
         message: String,
-        /// Seconds until the budget resets (none for a total budget).
-        retry_after: Option<String>,
+        /// How long until the budget resets (none for a total budget).
+        retry_after: Option<Duration>,
     },
     // --- server ---
     /// A local model cannot take the request now: its queue is full, or loading it would
@@ -116,8 +117,8 @@ pub enum ErrorKind {
     Overloaded {
         /// Why.
         message: String,
-        /// Seconds until a retry may succeed.
-        retry_after: Option<String>,
+        /// How long until a retry may succeed.
+        retry_after: Option<Duration>,
     },
     /// The gateway is shutting down or otherwise cannot take the request.
     Unavailable {
@@ -223,13 +224,14 @@ impl Error {
         }
     }
 
-    /// `Retry-After` to send with the response.
-    pub fn retry_after(&self) -> Option<&str> {
+    /// How long the client should wait before retrying; the HTTP layer writes it as
+    /// `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
         match &*self.0 {
             ErrorKind::UpstreamStatus { retry_after, .. }
             | ErrorKind::RateLimited { retry_after, .. }
             | ErrorKind::BudgetExceeded { retry_after, .. }
-            | ErrorKind::Overloaded { retry_after, .. } => retry_after.as_deref(),
+            | ErrorKind::Overloaded { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -392,7 +394,7 @@ mod tests {
             kind: None,
             code: None,
             param: None,
-            retry_after: Some("3".into()),
+            retry_after: Some(Duration::from_secs(3)),
         }
         .into()
     }
@@ -400,7 +402,7 @@ mod tests {
     #[test]
     fn statuses() {
         assert_eq!(upstream(429).status_code(), 429);
-        assert_eq!(upstream(429).retry_after(), Some("3"));
+        assert_eq!(upstream(429).retry_after(), Some(Duration::from_secs(3)));
         assert_eq!(upstream(401).status_code(), 401);
         assert_eq!(upstream(500).status_code(), 502);
         assert_eq!(upstream(503).status_code(), 502);

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 use sluice_core::{Error, ErrorKind};
+use std::time::Duration;
 
 /// Longest upstream error message passed on.
 const MAX_MESSAGE: usize = 2048;
@@ -32,11 +33,12 @@ fn as_text(v: &Value) -> Option<String> {
     }
 }
 
-/// An upstream's error response as an error, with its message, type, code and param kept.
+/// An upstream's error response as an error, with its message, type, code and param kept,
+/// and `retry_after` read from its `Retry-After` / `retry-after-ms` headers.
 pub fn from_response(
     provider: &str,
     status: u16,
-    retry_after: Option<String>,
+    retry_after: Option<Duration>,
     body: &[u8],
 ) -> Error {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
@@ -129,11 +131,11 @@ mod tests {
         let e = from_response(
             "p",
             429,
-            Some("7".into()),
+            Some(Duration::from_secs(7)),
             br#"[{"error":{"message":"slow down","code":429}}]"#,
         );
         assert_eq!(e.message(), "slow down");
         assert_eq!(e.code(), Some("429"));
-        assert_eq!(e.retry_after(), Some("7"));
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
     }
 }

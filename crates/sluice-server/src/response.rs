@@ -9,6 +9,7 @@ use sluice_core::{Error, ErrorKind};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// A streamed body of any kind (a relayed upstream stream, a local model's, a coalesced
 /// flight's, an Anthropic re-framing of one of them).
@@ -85,11 +86,9 @@ pub fn error_response(err: &Error) -> Response<ResponseBody> {
     .to_json();
     let status = StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut r = json(status, body);
-    if let Some(v) = err
-        .retry_after()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        r.headers_mut().insert(http::header::RETRY_AFTER, v);
+    if let Some(wait) = err.retry_after() {
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, retry_after_seconds(wait).into());
     }
     if matches!(err.kind(), ErrorKind::PayloadTooLarge { .. }) {
         // The rest of the body was discarded; do not offer the connection for reuse.
@@ -97,6 +96,12 @@ pub fn error_response(err: &Error) -> Response<ResponseBody> {
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     r
+}
+
+/// `Retry-After`'s value: whole seconds, rounded up (an upstream's `1.5` or
+/// `retry-after-ms: 1500` is sent as `2`).
+fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// The headers of every event stream sluice sends, around `body`.
@@ -113,4 +118,24 @@ pub fn sse(body: ResponseBody) -> Response<ResponseBody> {
         HeaderValue::from_static("no"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        assert_eq!(retry_after_seconds(Duration::from_secs(17)), 17);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 0);
+        let e: Error = ErrorKind::RateLimited {
+            message: "m".into(),
+            retry_after: Some(Duration::from_millis(200)),
+        }
+        .into();
+        let r = error_response(&e);
+        assert_eq!(r.headers()[http::header::RETRY_AFTER], "1");
+    }
 }

@@ -12,7 +12,7 @@ use crate::state::AppState;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http_body_util::BodyExt;
-use sluice_core::{Error, ErrorKind, Operation};
+use sluice_core::{retry, Error, ErrorKind, Operation};
 use sluice_providers::error as upstream_error;
 use sluice_providers::{Prepared, Provider, Reader};
 use std::sync::Arc;
@@ -113,15 +113,8 @@ impl Attempt<'_> {
 
         if !head.status.is_success() {
             let header = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
-            let retry_after = match (header("retry-after"), header("retry-after-ms")) {
-                (Some(s), _) => Some(s.to_string()),
-                (None, Some(ms)) => ms
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .map(|ms| format!("{}", (ms / 1000.0).ceil())),
-                (None, None) => None,
-            };
+            let retry_after =
+                retry::parse_retry_after(header("retry-after"), header("retry-after-ms"));
             let bytes =
                 request_body::read_upstream(upstream, MAX_ERROR_BODY, deadline, chunk_timeout)
                     .await

@@ -28,7 +28,8 @@ use tokio::sync::mpsc;
 fn overloaded(message: String, retry_after: Option<Duration>) -> Error {
     ErrorKind::Overloaded {
         message,
-        retry_after: retry_after.map(|d| format!("{}", d.as_secs().max(1))),
+        // Never "retry now": at least a second.
+        retry_after: retry_after.map(|d| d.max(Duration::from_secs(1))),
     }
     .into()
 }

@@ -118,8 +118,9 @@ fn target_limits(state: &AppState, resolved: Resolved<'_>) -> TargetLimits {
     }
 }
 
-fn retry_after(ms: Option<u64>) -> Option<String> {
-    ms.map(|ms| format!("{}", ms.div_ceil(1000).max(1)))
+/// A denial's wait; never zero, so the client is never told to retry at once.
+fn retry_after(ms: Option<u64>) -> Option<Duration> {
+    ms.map(|ms| Duration::from_millis(ms.max(1)))
 }
 
 // === impl Tab ===

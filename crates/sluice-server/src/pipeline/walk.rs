@@ -15,7 +15,7 @@ use crate::metrics::{EndpointMetrics, UpstreamError};
 use crate::state::{AppState, Plan};
 use bytes::Bytes;
 use http::header::HeaderValue;
-use sluice_core::retry::{self, Next};
+use sluice_core::retry::Next;
 use sluice_core::{rng, Error, ErrorKind};
 use sluice_providers::View;
 use std::sync::atomic::Ordering::Relaxed;
@@ -163,9 +163,7 @@ async fn walk(call: &Call<'_>, outcome: &mut Outcome) -> Result<Answer, Error> {
                     let failed_at = Instant::now();
                     dep.total.observe(failed_at - now);
                     let retry_after = match e.kind() {
-                        ErrorKind::UpstreamStatus { retry_after, .. } => {
-                            retry::parse_retry_after(retry_after.as_deref(), None)
-                        }
+                        ErrorKind::UpstreamStatus { retry_after, .. } => *retry_after,
                         _ => None,
                     };
                     if e.is_rate_limited() {
@@ -224,14 +222,12 @@ async fn walk(call: &Call<'_>, outcome: &mut Outcome) -> Result<Answer, Error> {
         }
     }
     if let (None, Some(until)) = (&last_error, cooldown_ends) {
-        let seconds = until
+        let left = until
             .saturating_duration_since(Instant::now())
-            .as_secs_f64()
-            .ceil()
-            .max(1.0);
+            .max(Duration::from_secs(1));
         return Err(ErrorKind::RateLimited {
             message: "every deployment that could answer is cooling down after a rate limit".into(),
-            retry_after: Some(format!("{seconds}")),
+            retry_after: Some(left),
         }
         .into());
     }
