@@ -13,7 +13,7 @@ use crate::state::AppState;
 use http::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 use sluice_core::{keys, Error, ErrorKind};
-use sluice_store::{BudgetPeriod, Dimension, KeyRecord, Ledger, Report};
+use sluice_store::{BudgetPeriod, Dimension, KeyRecord, Ledger, LimitId, Report};
 
 pub use crate::money::usd;
 
@@ -307,7 +307,11 @@ async fn spec_of<B: ClientBody>(state: &AppState, body: B) -> Result<Map<String,
 
 async fn current_spend(state: &AppState, ledger: &Ledger, k: &KeyRecord, now: u64) -> u64 {
     let (window, _) = k.budget_period.window(now);
-    let name = format!("key:{}:budget:{window}", k.id);
+    let name = LimitId::KeyBudget {
+        key: k.id.clone(),
+        window,
+    }
+    .name();
     if state.seeded_contains(&name) {
         if let Ok(spent) = state.limiter.spent(&name).await {
             return spent;

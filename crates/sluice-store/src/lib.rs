@@ -39,7 +39,7 @@ pub use error::StoreError;
 pub use ledger::{
     BudgetPeriod, Dimension, KeyRecord, Ledger, LedgerOptions, Report, ReportRow, SpendRecord,
 };
-pub use limits::{Check, CheckKind, Denial, Limiter, Ticket};
+pub use limits::{Check, CheckKind, Denial, LimitId, Limiter, Ticket};
 pub use memory::MemoryTier;
 pub use redis::RedisClient;
 pub use redis_cache::RedisCache;

@@ -46,12 +46,14 @@
 //! layout).
 
 mod check;
+mod id;
 mod memory;
 mod redis;
 #[cfg(test)]
 mod tests;
 
 pub use check::{Check, CheckKind, Denial, Ticket};
+pub use id::LimitId;
 pub use memory::MemoryLimiter;
 pub use redis::RedisLimiter;
 

@@ -15,7 +15,9 @@ use crate::keys::Identity;
 use crate::state::{AppState, Resolved};
 use sluice_core::config::{Price, TargetLimits};
 use sluice_core::{Error, ErrorKind};
-use sluice_store::{BudgetPeriod, Check, CheckKind, Denial, KeyRecord, SpendRecord, Ticket};
+use sluice_store::{
+    BudgetPeriod, Check, CheckKind, Denial, KeyRecord, LimitId, SpendRecord, Ticket,
+};
 use sluice_types::Usage;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -34,6 +36,15 @@ enum Measure {
 }
 
 impl Measure {
+    fn of(limit: &LimitId) -> Self {
+        match limit {
+            LimitId::KeyRpm(_) | LimitId::ModelRpm(_) => Self::Requests,
+            LimitId::KeyTpm(_) | LimitId::ModelTpm(_) => Self::Tokens,
+            LimitId::KeyConcurrency(_) | LimitId::ModelConcurrency(_) => Self::Lease,
+            LimitId::KeyBudget { .. } => Self::Cost,
+        }
+    }
+
     fn is_tokens(self) -> bool {
         self == Self::Tokens
     }
@@ -87,8 +98,8 @@ pub struct Tab {
     ticket: Option<Ticket>,
     /// The limits that apply, as the limiter takes them (no copy per call)...
     checks: Vec<Check>,
-    /// ...and what each one's actual value is at settle, index for index.
-    measures: Vec<Measure>,
+    /// ...and which limit each one is, index for index.
+    limits: Vec<LimitId>,
     endpoint: &'static str,
     request_id: Box<str>,
     route: Option<usize>,
@@ -110,12 +121,89 @@ fn price_of(state: &AppState, resolved: Resolved<'_>) -> Vec<Price> {
     }
 }
 
-fn target_limits(state: &AppState, resolved: Resolved<'_>) -> TargetLimits {
-    match resolved {
+/// The key's own limits that apply, as checks (its budget counter seeded first).
+async fn key_limits(
+    state: &Arc<AppState>,
+    k: &KeyRecord,
+    o: &Opening<'_>,
+    completion: u64,
+    now_ms: u64,
+) -> Vec<(LimitId, Check)> {
+    let id = || k.id.clone();
+    let est_tokens = o.prompt_tokens + completion;
+    let mut limits = Vec::new();
+    if let Some(limit) = k.rpm {
+        let kind = CheckKind::Window { limit, cost: 1 };
+        limits.push(checked(LimitId::KeyRpm(id()), kind));
+    }
+    if let Some(limit) = k.tpm {
+        let kind = CheckKind::Window {
+            limit,
+            cost: est_tokens,
+        };
+        limits.push(checked(LimitId::KeyTpm(id()), kind));
+    }
+    if let Some(limit) = k.max_concurrent {
+        let kind = CheckKind::Concurrency { limit };
+        limits.push(checked(LimitId::KeyConcurrency(id()), kind));
+    }
+    if let Some(limit) = k.budget_nano_usd {
+        // The dearest price the request may be served at; never less than a
+        // nano-dollar, so a spent budget refuses even unpriced requests.
+        let reserve = price_of(state, o.resolved)
+            .iter()
+            .map(|p| p.cost_nano_usd(o.prompt_tokens, 0, 0, completion))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let (window, window_ends) = k.budget_period.window(now_ms);
+        let kind = CheckKind::Budget {
+            limit,
+            reserve,
+            window_ends,
+        };
+        let budget = LimitId::KeyBudget {
+            key: id(),
+            window: window.clone(),
+        };
+        let (budget, check) = checked(budget, kind);
+        seed(state, &k.id, &window, &check.name, window_ends).await;
+        limits.push((budget, check));
+    }
+    limits
+}
+
+/// The requested model's or route's own limits, over every key, as checks.
+fn target_limits(state: &AppState, o: &Opening<'_>, est_tokens: u64) -> Vec<(LimitId, Check)> {
+    let target = match o.resolved {
         Resolved::Model(d) => state.deployments[d].limits,
         Resolved::Route(r) => state.routes[r].config.limits,
         Resolved::Passthrough { .. } => TargetLimits::default(),
+    };
+    let model = || o.model.to_string();
+    let mut limits = Vec::new();
+    if let Some(limit) = target.rpm {
+        let kind = CheckKind::Window { limit, cost: 1 };
+        limits.push(checked(LimitId::ModelRpm(model()), kind));
     }
+    if let Some(limit) = target.tpm {
+        let kind = CheckKind::Window {
+            limit,
+            cost: est_tokens,
+        };
+        limits.push(checked(LimitId::ModelTpm(model()), kind));
+    }
+    if let Some(limit) = target.max_concurrent {
+        let kind = CheckKind::Concurrency { limit };
+        limits.push(checked(LimitId::ModelConcurrency(model()), kind));
+    }
+    limits
+}
+
+/// A limit with its check.
+fn checked(id: LimitId, kind: CheckKind) -> (LimitId, Check) {
+    let check = id.check(kind);
+    (id, check)
 }
 
 /// A denial's wait; never zero, so the client is never told to retry at once.
@@ -138,84 +226,22 @@ impl Tab {
             .max_tokens
             .unwrap_or(state.limits_config.default_completion_tokens);
         let est_tokens = o.prompt_tokens + completion;
-        let mut checks = Vec::new();
+        let mut limits = Vec::new();
         if let Some(k) = &key {
-            let window = |limit, cost| CheckKind::Window { limit, cost };
-            if let Some(l) = k.rpm {
-                checks.push((named("key", &k.id, "rpm", window(l, 1)), Measure::Requests));
-            }
-            if let Some(l) = k.tpm {
-                let c = named("key", &k.id, "tpm", window(l, est_tokens));
-                checks.push((c, Measure::Tokens));
-            }
-            if let Some(l) = k.max_concurrent {
-                let c = named("key", &k.id, "conc", CheckKind::Concurrency { limit: l });
-                checks.push((c, Measure::Lease));
-            }
-            if let Some(limit) = k.budget_nano_usd {
-                // The dearest price the request may be served at; never less than a
-                // nano-dollar, so a spent budget refuses even unpriced requests.
-                let reserve = price_of(state, o.resolved)
-                    .iter()
-                    .map(|p| p.cost_nano_usd(o.prompt_tokens, 0, 0, completion))
-                    .max()
-                    .unwrap_or(0)
-                    .max(1);
-                let (w, window_ends) = k.budget_period.window(now_ms);
-                let c = Check {
-                    name: format!("key:{}:budget:{w}", k.id),
-                    kind: CheckKind::Budget {
-                        limit,
-                        reserve,
-                        window_ends,
-                    },
-                };
-                seed(state, &k.id, &w, &c.name, window_ends).await;
-                checks.push((c, Measure::Cost));
-            }
+            limits = key_limits(state, k, &o, completion, now_ms).await;
         }
-        let target = target_limits(state, o.resolved);
-        if let Some(l) = target.rpm {
-            let c = named(
-                "model",
-                o.model,
-                "rpm",
-                CheckKind::Window { limit: l, cost: 1 },
-            );
-            checks.push((c, Measure::Requests));
-        }
-        if let Some(l) = target.tpm {
-            let c = named(
-                "model",
-                o.model,
-                "tpm",
-                CheckKind::Window {
-                    limit: l,
-                    cost: est_tokens,
-                },
-            );
-            checks.push((c, Measure::Tokens));
-        }
-        if let Some(l) = target.max_concurrent {
-            let c = named(
-                "model",
-                o.model,
-                "conc",
-                CheckKind::Concurrency { limit: l },
-            );
-            checks.push((c, Measure::Lease));
-        }
+        limits.extend(target_limits(state, &o, est_tokens));
         let route = match o.resolved {
             Resolved::Route(r) => Some(r),
             _ => None,
         };
-        let (checks, measures) = checks.into_iter().unzip();
+        let (checks, limits) = limits.into_iter().map(|(id, c)| (c, id)).unzip();
         let mut tab = Self {
             state: Arc::clone(state),
             key,
             ticket: None,
             checks,
-            measures,
+            limits,
             endpoint: o.endpoint,
             request_id: o.request_id.into(),
             route,
@@ -234,10 +260,12 @@ impl Tab {
                 Ok(tab)
             }
             Ok(Err(denial)) => {
-                if let (Some(c), Some(m)) =
-                    (tab.checks.get(denial.index), tab.measures.get(denial.index))
+                if let (Some(c), Some(l)) =
+                    (tab.checks.get(denial.index), tab.limits.get(denial.index))
                 {
-                    state.tab_metrics.refused(c.kind, m.is_tokens());
+                    state
+                        .tab_metrics
+                        .refused(c.kind, Measure::of(l).is_tokens());
                 }
                 let e = tab.refusal(denial, o.model).await;
                 tab.record_refusal(&e);
@@ -253,10 +281,9 @@ impl Tab {
     }
 
     async fn refusal(&self, denial: Denial, model: &str) -> Error {
-        let (Some(check), Some(measure)) = (
-            self.checks.get(denial.index),
-            self.measures.get(denial.index),
-        ) else {
+        let (Some(check), Some(limit)) =
+            (self.checks.get(denial.index), self.limits.get(denial.index))
+        else {
             return ErrorKind::RateLimited {
                 message: "rate limit exceeded".into(),
                 retry_after: retry_after(denial.retry_after_ms),
@@ -264,11 +291,11 @@ impl Tab {
             .into();
         };
         let whose = match &self.key {
-            Some(k) if check.name.starts_with("key:") => format!("the key `{}`", k.name),
+            Some(k) if limit.key_id().is_some() => format!("the key `{}`", k.name),
             _ => format!("the model `{model}`"),
         };
         let after = retry_after(denial.retry_after_ms);
-        match (check.kind, *measure) {
+        match (check.kind, Measure::of(limit)) {
             (CheckKind::Budget { limit, reserve, .. }, _) => {
                 let spent = self.state.limiter.spent(&check.name).await.unwrap_or(0);
                 let period = self.key.as_ref().map_or(BudgetPeriod::Total, |k| k.budget_period);
@@ -378,8 +405,9 @@ impl Tab {
         let (checks, actual): (Vec<Check>, Vec<u64>) = self
             .checks
             .iter()
-            .zip(&self.measures)
-            .filter(|(_, m)| **m != Measure::Requests)
+            .zip(&self.limits)
+            .map(|(c, l)| (c, Measure::of(l)))
+            .filter(|(_, m)| *m != Measure::Requests)
             .map(|(c, m)| {
                 let actual = match m {
                     Measure::Tokens => tokens,
@@ -414,20 +442,13 @@ impl Drop for Tab {
         let tokens = self
             .checks
             .iter()
-            .zip(&self.measures)
-            .find_map(|(c, m)| match (c.kind, m) {
+            .zip(&self.limits)
+            .find_map(|(c, l)| match (c.kind, Measure::of(l)) {
                 (CheckKind::Window { cost, .. }, Measure::Tokens) => Some(cost),
                 _ => None,
             })
             .unwrap_or(0);
         self.settle(tokens, 0);
-    }
-}
-
-fn named(scope: &str, id: &str, what: &str, kind: CheckKind) -> Check {
-    Check {
-        name: format!("{scope}:{id}:{what}"),
-        kind,
     }
 }
 

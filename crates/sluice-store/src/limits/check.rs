@@ -20,8 +20,9 @@ pub(super) const BUDGET_GRACE_MS: u64 = 86_400_000;
 /// One limit to check, and charge when every check of the request passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    /// The counter's name, unique per limit, e.g. `key:{id}:rpm`, `model:{name}:tpm`,
-    /// `key:{id}:budget:d:2026-12-01`. The Redis limiter prefixes it.
+    /// The counter's name, unique per limit: a [`super::LimitId`]'s name (`key:{id}:rpm`,
+    /// `model:{name}:tpm`, `key:{id}:budget:d:2026-12-01`; see [`super::LimitId::check`]).
+    /// The Redis limiter prefixes it.
     pub name: String,
     /// What is checked.
     pub kind: CheckKind,
