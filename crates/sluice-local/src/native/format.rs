@@ -7,6 +7,9 @@ pub(crate) enum QType {
     F32,
     F16,
     Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
     Q4K,
     Q6K,
@@ -22,6 +25,9 @@ impl QType {
             G::F32 => Self::F32,
             G::F16 => Self::F16,
             G::Q4_0 => Self::Q4_0,
+            G::Q4_1 => Self::Q4_1,
+            G::Q5_0 => Self::Q5_0,
+            G::Q5_1 => Self::Q5_1,
             G::Q8_0 => Self::Q8_0,
             G::Q4K => Self::Q4K,
             G::Q6K => Self::Q6K,
@@ -33,7 +39,7 @@ impl QType {
     pub(crate) fn block(self) -> usize {
         match self {
             Self::F32 | Self::F16 => 1,
-            Self::Q4_0 | Self::Q8_0 => 32,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
             Self::Q4K | Self::Q6K => 256,
         }
     }
@@ -44,6 +50,9 @@ impl QType {
             Self::F32 => 4,
             Self::F16 => 2,
             Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q4K => 144,
             Self::Q6K => 210,
@@ -54,7 +63,7 @@ impl QType {
     pub(super) fn acts(self) -> ActForm {
         match self {
             Self::F32 | Self::F16 => ActForm::F32,
-            Self::Q4_0 | Self::Q8_0 => ActForm::Q8,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => ActForm::Q8,
             Self::Q4K | Self::Q6K => ActForm::Q8K,
         }
     }

@@ -1,4 +1,4 @@
-//! GGUF weight matrices as stored in the file (Q4_0 and Q8_0 repacked), their scalar
+//! GGUF weight matrices as stored in the file (the 32-value formats repacked, see [`Packing`]), their scalar
 //! dequantization, and the length-checked, safe entry to the [`simd`] kernels
 //! ([`QMatrix::dot_rows`]) for the activations of [`super::acts`].
 //!
@@ -12,7 +12,7 @@ use super::acts::Acts;
 use super::format::{f16_to_f32, QType};
 use super::simd::{self, Isa};
 
-/// A weight matrix: `rows` rows of `cols` values in the GGUF bytes of `qtype` (Q4_0 and Q8_0
+/// A weight matrix: `rows` rows of `cols` values in the GGUF bytes of `qtype` (32-value formats
 /// repacked, see [`repack`]), a view into a buffer shared by all of a model's matrices.
 #[derive(Debug, Clone)]
 pub(crate) struct QMatrix {
@@ -31,14 +31,14 @@ pub(crate) fn row_bytes(qtype: QType, cols: usize) -> Option<usize> {
 }
 
 /// Rearranges rows of `cols` values of `qtype`, as stored in GGUF, into the layout the kernels
-/// read (a no-op except for Q4_0 and Q8_0); `data` must be whole rows.
+/// read (a no-op except for the 32-value formats, see [`Packing`]); `data` must be whole rows.
 pub(crate) fn repack(qtype: QType, cols: usize, data: &mut [u8]) {
-    let (Some(scale_run), Some(row_bytes)) = (packed_scales(qtype), row_bytes(qtype, cols)) else {
+    let (Some(packing), Some(row_bytes)) = (Packing::of(qtype), row_bytes(qtype, cols)) else {
         return;
     };
     let mut packed = vec![0u8; row_bytes];
     for row in data.chunks_exact_mut(row_bytes) {
-        pack(row, &mut packed, scale_run);
+        packing.pack(row, &mut packed);
         row.copy_from_slice(&packed);
     }
 }
@@ -94,10 +94,10 @@ impl QMatrix {
     /// Row `r` as f32 values, into `out` (`cols` long).
     pub(crate) fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let row = self.row(r);
-        match packed_scales(self.qtype) {
-            Some(scale_run) => {
+        match Packing::of(self.qtype) {
+            Some(packing) => {
                 let mut raw = vec![0u8; row.len()];
-                unpack(row, &mut raw, scale_run);
+                packing.unpack(row, &mut raw);
                 dequantize(self.qtype, &raw, &mut out[..self.cols]);
             }
             None => dequantize(self.qtype, row, &mut out[..self.cols]),
@@ -129,51 +129,85 @@ impl QMatrix {
     }
 }
 
-/// For the formats held repacked, the bytes of a block after its f16 scale.
-///
-/// Q4_0 and Q8_0 rows are held as all the blocks' scales first, then all their values, so the
-/// kernels convert 8 scales with one instruction. Same bytes, another order.
-fn packed_scales(qtype: QType) -> Option<usize> {
-    match qtype {
-        QType::Q4_0 => Some(16),
-        QType::Q8_0 => Some(32),
-        _ => None,
-    }
+/// How a row of a 32-value format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) is held: field by field
+/// instead of block by block. A GGUF block is `halves` f16 fields (scale, then min), `high`
+/// bytes of fifth bits and `run` bytes of values; the row is held as every block's scale, then
+/// every block's min, then the fifth bits, then the values, nibble values (`run == 16`) pair by
+/// pair in [`interleave`]'s order. Same bytes, another order: the kernels convert 8 scales with
+/// one instruction and unpack two blocks' nibbles with one mask and one shift.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Packing {
+    halves: usize,
+    high: usize,
+    run: usize,
 }
 
-/// GGUF blocks (`scale, values`)* → `scale* values*`; Q4_0's values (16-byte runs) also go
-/// pair by pair into [`interleave`]'s order.
-fn pack(raw: &[u8], packed: &mut [u8], run: usize) {
-    let blocks = raw.len() / (run + 2);
-    let (scales, values) = packed.split_at_mut(2 * blocks);
-    for (b, blk) in raw.chunks_exact(run + 2).enumerate() {
-        scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
-        values[run * b..run * (b + 1)].copy_from_slice(&blk[2..]);
-    }
-    if run == 16 {
-        for pair in values.chunks_exact_mut(32) {
-            let mut out = [0u8; 32];
-            interleave(pair, &mut out);
-            pair.copy_from_slice(&out);
-        }
-    }
-}
+// === impl Packing ===
 
-/// The inverse of [`pack`].
-fn unpack(packed: &[u8], raw: &mut [u8], run: usize) {
-    let blocks = packed.len() / (run + 2);
-    let (scales, values) = packed.split_at(2 * blocks);
-    let mut values = values.to_vec();
-    if run == 16 {
-        for pair in values.chunks_exact_mut(32) {
-            let mut out = [0u8; 32];
-            deinterleave(pair, &mut out);
-            pair.copy_from_slice(&out);
+impl Packing {
+    pub(crate) fn of(qtype: QType) -> Option<Self> {
+        let (halves, high, run) = match qtype {
+            QType::Q4_0 => (1, 0, 16),
+            QType::Q4_1 => (2, 0, 16),
+            QType::Q5_0 => (1, 4, 16),
+            QType::Q5_1 => (2, 4, 16),
+            QType::Q8_0 => (1, 0, 32),
+            _ => return None,
+        };
+        Some(Self { halves, high, run })
+    }
+
+    fn block(self) -> usize {
+        2 * self.halves + self.high + self.run
+    }
+
+    /// Each field of block `b` of a row of `blocks`: its place in the GGUF block and in the
+    /// packed row, and its length.
+    fn fields(self, b: usize, blocks: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let halves = (0..self.halves).map(move |h| (2 * h, 2 * (h * blocks + b), 2));
+        let high_at = 2 * self.halves;
+        let high =
+            (self.high > 0).then_some((high_at, high_at * blocks + self.high * b, self.high));
+        let run_at = high_at + self.high;
+        let values = (run_at, run_at * blocks + self.run * b, self.run);
+        halves.chain(high).chain(std::iter::once(values))
+    }
+
+    /// GGUF blocks → the packed row.
+    fn pack(self, raw: &[u8], packed: &mut [u8]) {
+        let blocks = raw.len() / self.block();
+        for (b, blk) in raw.chunks_exact(self.block()).enumerate() {
+            for (at, to, len) in self.fields(b, blocks) {
+                packed[to..to + len].copy_from_slice(&blk[at..at + len]);
+            }
+        }
+        if self.run == 16 {
+            let values = &mut packed[(2 * self.halves + self.high) * blocks..];
+            for pair in values.chunks_exact_mut(32) {
+                let mut out = [0u8; 32];
+                interleave(pair, &mut out);
+                pair.copy_from_slice(&out);
+            }
         }
     }
-    for (b, blk) in raw.chunks_exact_mut(run + 2).enumerate() {
-        blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
-        blk[2..].copy_from_slice(&values[run * b..run * (b + 1)]);
+
+    /// The inverse of [`Packing::pack`].
+    fn unpack(self, packed: &[u8], raw: &mut [u8]) {
+        let blocks = packed.len() / self.block();
+        let mut packed = packed.to_vec();
+        if self.run == 16 {
+            let values = &mut packed[(2 * self.halves + self.high) * blocks..];
+            for pair in values.chunks_exact_mut(32) {
+                let mut out = [0u8; 32];
+                deinterleave(pair, &mut out);
+                pair.copy_from_slice(&out);
+            }
+        }
+        for (b, blk) in raw.chunks_exact_mut(self.block()).enumerate() {
+            for (at, from, len) in self.fields(b, blocks) {
+                blk[at..at + len].copy_from_slice(&packed[from..from + len]);
+            }
+        }
     }
 }
 
@@ -230,6 +264,7 @@ pub(crate) fn dequantize(qtype: QType, row: &[u8], out: &mut [f32]) {
                 }
             }
         }
+        QType::Q4_1 | QType::Q5_0 | QType::Q5_1 => dequantize_legacy(qtype, row, out),
         QType::Q8_0 => {
             for (blk, y) in row.chunks_exact(34).zip(out.chunks_exact_mut(32)) {
                 let d = f16_at(blk, 0);
@@ -281,6 +316,43 @@ pub(crate) fn dequantize(qtype: QType, row: &[u8], out: &mut [f32]) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Q4_1, Q5_0 and Q5_1 rows (ggml's `dequantize_row_q4_1`, `_q5_0`, `_q5_1`): a block is f16
+/// `d`, f16 `m` (Q4_1, Q5_1), 32 fifth bits (Q5_0, Q5_1: bit `j` of the little-endian `u32` is
+/// value `j`'s), 16 bytes of nibbles (byte `j`: value `j` low, value `j + 16` high); a value is
+/// `q · d + m`, or `(q − 16) · d` for Q5_0.
+fn dequantize_legacy(qtype: QType, row: &[u8], out: &mut [f32]) {
+    let Some(packing) = Packing::of(qtype) else {
+        return;
+    };
+    let min = packing.halves == 2;
+    for (blk, y) in row
+        .chunks_exact(packing.block())
+        .zip(out.chunks_exact_mut(32))
+    {
+        let d = f16_at(blk, 0);
+        let m = if min { f16_at(blk, 2) } else { 0.0 };
+        let at = 2 * packing.halves;
+        let qh = if packing.high == 4 {
+            u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]])
+        } else {
+            0
+        };
+        let qs = &blk[at + packing.high..];
+        for j in 0..16 {
+            let fifth = |i: usize| (((qh >> i) & 1) << 4) as u8;
+            let q0 = (qs[j] & 0x0F) | fifth(j);
+            let q1 = (qs[j] >> 4) | fifth(j + 16);
+            (y[j], y[j + 16]) = match qtype {
+                QType::Q5_0 => (
+                    f32::from(i16::from(q0) - 16) * d,
+                    f32::from(i16::from(q1) - 16) * d,
+                ),
+                _ => (f32::from(q0) * d + m, f32::from(q1) * d + m),
+            };
         }
     }
 }

