@@ -1,125 +1,27 @@
 //! Virtual keys and spend reports, for the admin API (`/admin/keys`, `/admin/spend`) and
 //! the CLI (`sluice keys`, `sluice spend`), which share these functions.
 //!
-//! A key is made from a JSON object of settings (`name`, `models`, `rpm`, `tpm`,
-//! `max_concurrent`, `budget_usd`, `budget_period`, `metadata`, `expires_at`,
-//! `expires_in`, and at creation only `key`, an operator's own secret); an update applies
-//! the same fields, and `null` clears one. The secret is returned once, by create, and
-//! never again.
+//! A key is made from a JSON object of settings, read into a [`NewKeySpec`]; an update
+//! applies a [`KeySpec`] (see [`crate::key_spec`] for the fields). The secret is returned
+//! once, by create, and never again.
 
+use crate::key_spec::bad;
 use crate::request_body::ClientBody;
 use crate::response::{error_response, json, ResponseBody};
 use crate::state::AppState;
 use http::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 use sluice_core::{keys, Error, ErrorKind};
-use sluice_store::{BudgetPeriod, Dimension, KeyRecord, Ledger, LimitId, Report};
+use sluice_store::{Dimension, KeyRecord, Ledger, LimitId, Report};
 
+pub use crate::key_spec::{KeySpec, NewKeySpec};
 pub use crate::money::usd;
-
-fn bad(message: impl Into<String>) -> Error {
-    ErrorKind::InvalidRequest {
-        message: message.into(),
-        param: None,
-    }
-    .into()
-}
 
 fn store_error(e: &sluice_store::StoreError) -> Error {
     ErrorKind::Unavailable {
         message: format!("the key store failed: {e}"),
     }
     .into()
-}
-
-fn positive(v: &Value, field: &str) -> Result<Option<u64>, Error> {
-    match v {
-        Value::Null => Ok(None),
-        Value::Number(n) => match n.as_u64() {
-            Some(0) | None => Err(bad(format!(
-                "`{field}` must be a positive integer, or null for no limit"
-            ))),
-            Some(n) => Ok(Some(n)),
-        },
-        _ => Err(bad(format!(
-            "`{field}` must be a positive integer, or null for no limit"
-        ))),
-    }
-}
-
-/// Applies the settings in `spec` to `key`; `now` is Unix ms.
-pub fn apply(key: &mut KeyRecord, spec: &Map<String, Value>, now: u64) -> Result<(), Error> {
-    for (field, v) in spec {
-        match field.as_str() {
-            "name" => match v.as_str().map(str::trim) {
-                Some(n) if !n.is_empty() && n.len() <= 200 => key.name = n.to_string(),
-                _ => return Err(bad("`name` must be a non-empty string of at most 200 bytes")),
-            },
-            "models" => {
-                key.models = match v {
-                    Value::Null => Vec::new(),
-                    Value::Array(a) => a
-                        .iter()
-                        .map(|m| m.as_str().map(str::to_string))
-                        .collect::<Option<Vec<_>>>()
-                        .ok_or_else(|| bad("`models` must be a list of model or route names"))?,
-                    _ => return Err(bad("`models` must be a list of model or route names")),
-                }
-            }
-            "rpm" => key.rpm = positive(v, "rpm")?,
-            "tpm" => key.tpm = positive(v, "tpm")?,
-            "max_concurrent" => key.max_concurrent = positive(v, "max_concurrent")?,
-            "budget_usd" => {
-                key.budget_nano_usd = match v {
-                    Value::Null => None,
-                    Value::Number(n) => match n.as_f64() {
-                        Some(usd) if usd.is_finite() && usd >= 0.0 => {
-                            Some((usd * 1e9).round() as u64)
-                        }
-                        _ => return Err(bad("`budget_usd` must be a non-negative number")),
-                    },
-                    _ => return Err(bad("`budget_usd` must be a non-negative number, or null")),
-                }
-            }
-            "budget_period" => {
-                key.budget_period = v.as_str().and_then(BudgetPeriod::parse).ok_or_else(|| {
-                    bad("`budget_period` must be `day`, `month` or `total`")
-                })?
-            }
-            "metadata" => {
-                key.metadata = match v {
-                    Value::Null => "{}".into(),
-                    Value::Object(_) => v.to_string(),
-                    _ => return Err(bad("`metadata` must be a JSON object")),
-                }
-            }
-            "expires_at" => {
-                key.expires_ms = match v {
-                    Value::Null => None,
-                    Value::Number(n) => Some(
-                        n.as_f64()
-                            .filter(|s| s.is_finite() && *s >= 0.0)
-                            .map(|s| (s * 1000.0) as u64)
-                            .ok_or_else(|| bad("`expires_at` must be Unix seconds"))?,
-                    ),
-                    _ => return Err(bad("`expires_at` must be Unix seconds, or null")),
-                }
-            }
-            "expires_in" => {
-                let d = v
-                    .as_str()
-                    .ok_or_else(|| bad("`expires_in` must be a duration such as `30d`"))
-                    .and_then(|s| keys::parse_duration(s).map_err(bad))?;
-                key.expires_ms = Some(now + d.as_millis() as u64);
-            }
-            other => {
-                return Err(bad(format!(
-                    "unknown field `{other}`; expected name, models, rpm, tpm, max_concurrent, budget_usd, budget_period, metadata, expires_at or expires_in"
-                )))
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A key as the admin API and the CLI show it: never the secret. `spent` is its spend in
@@ -155,26 +57,16 @@ pub fn key_json(k: &KeyRecord, spent: u64, now: u64) -> Value {
 /// Makes a key from `spec` and stores it; returns the record and its secret.
 pub async fn create(
     ledger: &Ledger,
-    spec: &Map<String, Value>,
+    spec: &NewKeySpec,
     now: u64,
 ) -> Result<(KeyRecord, String), Error> {
-    if !spec.get("name").is_some_and(Value::is_string) {
-        return Err(bad("a key needs a `name`"));
-    }
     let mut secret = keys::new_secret()
         .map_err(|message| -> Error { ErrorKind::Internal { message }.into() })?;
-    let mut spec = spec.clone();
-    if let Some(given) = spec.remove("key") {
+    if let Some(given) = &spec.secret {
         // An operator's own secret (a key moved from another gateway, say).
-        let given = given
-            .as_str()
-            .filter(|s| s.len() >= 20 && s.bytes().all(|b| b.is_ascii_graphic()))
-            .ok_or_else(|| {
-                bad("`key` must be a secret of at least 20 printable ASCII characters")
-            })?;
         secret.hash = keys::hash(given);
         secret.hint = keys::hint(given);
-        secret.secret = given.to_string();
+        secret.secret.clone_from(given);
         if ledger
             .key_by_hash(&secret.hash)
             .await
@@ -192,7 +84,7 @@ pub async fn create(
         created_ms: now,
         ..KeyRecord::default()
     };
-    apply(&mut key, &spec, now)?;
+    spec.settings.apply(&mut key, now);
     ledger.save_key(&key).await.map_err(|e| store_error(&e))?;
     Ok((key, secret.secret))
 }
@@ -215,11 +107,11 @@ pub async fn find(ledger: &Ledger, id: &str) -> Result<KeyRecord, Error> {
 pub async fn update(
     ledger: &Ledger,
     id: &str,
-    spec: &Map<String, Value>,
+    spec: &KeySpec,
     now: u64,
 ) -> Result<KeyRecord, Error> {
     let mut key = find(ledger, id).await?;
-    apply(&mut key, spec, now)?;
+    spec.apply(&mut key, now);
     ledger.save_key(&key).await.map_err(|e| store_error(&e))?;
     Ok(key)
 }
@@ -348,7 +240,7 @@ async fn serve_keys<B: ClientBody>(
     let method = req.method().clone();
     match (method, id.is_empty()) {
         (http::Method::POST, true) => {
-            let spec = spec_of(state, req.into_body()).await?;
+            let spec = NewKeySpec::from_json(spec_of(state, req.into_body()).await?)?;
             let (key, secret) = create(ledger, &spec, now).await?;
             state.keys.update(&key);
             tracing::info!(id = %key.id, name = %key.name, "key created");
@@ -371,7 +263,7 @@ async fn serve_keys<B: ClientBody>(
             Ok(ok(StatusCode::OK, &key_json(&k, spent, now)))
         }
         (http::Method::PATCH | http::Method::POST | http::Method::PUT, false) => {
-            let spec = spec_of(state, req.into_body()).await?;
+            let spec = KeySpec::from_json(spec_of(state, req.into_body()).await?)?;
             let k = update(ledger, id, &spec, now).await?;
             state.keys.update(&k);
             tracing::info!(id = %k.id, name = %k.name, "key updated");

@@ -13,6 +13,7 @@ pub mod cache;
 mod endpoint;
 mod handlers;
 mod headers;
+pub mod key_spec;
 mod keys;
 pub mod local;
 pub mod metrics;

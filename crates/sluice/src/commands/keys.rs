@@ -181,6 +181,8 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 if s.name.is_none() {
                     bail!("a key needs a name: --name NAME");
                 }
+                let spec =
+                    admin_keys::NewKeySpec::from_json(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let (key, secret) = admin_keys::create(&ledger, &spec, now)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -244,7 +246,8 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
             }
             KeysCommand::Update { id, settings } => {
-                let spec = settings.spec()?;
+                let spec = admin_keys::KeySpec::from_json(settings.spec()?)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let k = admin_keys::update(&ledger, &id, &spec, now)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
