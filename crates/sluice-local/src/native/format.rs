@@ -12,6 +12,7 @@ pub(crate) enum QType {
     Q5_1,
     Q8_0,
     Q4K,
+    Q5K,
     Q6K,
 }
 
@@ -30,6 +31,7 @@ impl QType {
             G::Q5_1 => Self::Q5_1,
             G::Q8_0 => Self::Q8_0,
             G::Q4K => Self::Q4K,
+            G::Q5K => Self::Q5K,
             G::Q6K => Self::Q6K,
             _ => return None,
         })
@@ -40,7 +42,7 @@ impl QType {
         match self {
             Self::F32 | Self::F16 => 1,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
-            Self::Q4K | Self::Q6K => 256,
+            Self::Q4K | Self::Q5K | Self::Q6K => 256,
         }
     }
 
@@ -55,6 +57,7 @@ impl QType {
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q4K => 144,
+            Self::Q5K => 176,
             Self::Q6K => 210,
         }
     }
@@ -64,7 +67,7 @@ impl QType {
         match self {
             Self::F32 | Self::F16 => ActForm::F32,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => ActForm::Q8,
-            Self::Q4K | Self::Q6K => ActForm::Q8K,
+            Self::Q4K | Self::Q5K | Self::Q6K => ActForm::Q8K,
         }
     }
 }

@@ -295,6 +295,7 @@ pub(crate) fn dequantize(qtype: QType, row: &[u8], out: &mut [f32]) {
                 }
             }
         }
+        QType::Q5K => dequantize_q5k(row, out),
         QType::Q6K => {
             for (blk, y) in row.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
                 let d = f16_at(blk, 208);
@@ -353,6 +354,31 @@ fn dequantize_legacy(qtype: QType, row: &[u8], out: &mut [f32]) {
                 ),
                 _ => (f32::from(q0) * d + m, f32::from(q1) * d + m),
             };
+        }
+    }
+}
+
+/// Q5_K rows (ggml's `dequantize_row_q5_K`): a block is f16 `d`, f16 `dmin`, Q4_K's 12 bytes of
+/// scales and mins, 32 bytes of fifth bits, 128 bytes of nibbles; chunk `c` of 64 values is
+/// sub-block `2c` (low nibbles of bytes `32c..32c + 32`, bit `2c` of `qh[l]`) then `2c + 1`
+/// (high nibbles, bit `2c + 1`), value `d · sc · q − dmin · mn`.
+fn dequantize_q5k(row: &[u8], out: &mut [f32]) {
+    for (blk, y) in row.chunks_exact(176).zip(out.chunks_exact_mut(256)) {
+        let d = f16_at(blk, 0);
+        let dmin = f16_at(blk, 2);
+        let mut s = [0u8; 12];
+        s.copy_from_slice(&blk[4..16]);
+        let (sc, mn) = q4k_scales(&s);
+        let (qh, qs) = (&blk[16..48], &blk[48..]);
+        for c in 0..4 {
+            for (half, j) in [(0, 2 * c), (1, 2 * c + 1)] {
+                let (dj, mj) = (d * f32::from(sc[j]), dmin * f32::from(mn[j]));
+                for l in 0..32 {
+                    let nibble = (qs[32 * c + l] >> (4 * half)) & 0x0F;
+                    let fifth = ((qh[l] >> j) & 1) << 4;
+                    y[64 * c + 32 * half + l] = dj * f32::from(nibble + fifth) - mj;
+                }
+            }
         }
     }
 }

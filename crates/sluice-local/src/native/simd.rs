@@ -16,6 +16,7 @@
 // intrinsics, on CPU features the caller has checked (`Isa`).
 #![allow(unsafe_code)]
 
+mod kquants;
 mod lanes;
 mod legacy;
 
@@ -23,6 +24,7 @@ use std::arch::x86_64::*;
 
 use super::acts::{Acts, Q8KPtr, Q8Ptr};
 use super::format::{f16_to_f32, QType};
+use kquants::*;
 use lanes::*;
 use legacy::*;
 
@@ -926,6 +928,8 @@ pub(crate) fn rows<const N: usize>(
         QType::Q8_0 => each_row!(q8_0, acts.q8_ptrs::<N>(t0), blocks),
         QType::Q4K if isa.avx512 => each_row!(q4_k_avx512, acts.q8k_ptrs::<N>(t0), blocks),
         QType::Q4K => each_row!(q4_k, acts.q8k_ptrs::<N>(t0), blocks),
+        QType::Q5K if isa.avx512 => each_row!(q5_k_avx512, acts.q8k_ptrs::<N>(t0), blocks),
+        QType::Q5K => each_row!(q5_k, acts.q8k_ptrs::<N>(t0), blocks),
         QType::Q6K if isa.avx512 => each_row!(q6_k_avx512, acts.q8k_ptrs::<N>(t0), blocks),
         QType::Q6K => each_row!(q6_k, acts.q8k_ptrs::<N>(t0), blocks),
         QType::F16 => each_row!(f16, acts.f32_ptrs::<N>(t0), cols),

@@ -45,6 +45,7 @@ fn ggml(qtype: QType) -> GgmlDType {
         QType::Q5_1 => GgmlDType::Q5_1,
         QType::Q8_0 => GgmlDType::Q8_0,
         QType::Q4K => GgmlDType::Q4K,
+        QType::Q5K => GgmlDType::Q5K,
         QType::Q6K => GgmlDType::Q6K,
     }
 }
@@ -64,7 +65,7 @@ fn matrix(qtype: QType, rows: usize, cols: usize, seed: u64) -> (QMatrix, Vec<f3
     (QMatrix::new(qtype, rows, cols, data).unwrap(), reference)
 }
 
-const ALL: [QType; 9] = [
+const ALL: [QType; 10] = [
     QType::F32,
     QType::F16,
     QType::Q4_0,
@@ -73,6 +74,7 @@ const ALL: [QType; 9] = [
     QType::Q5_1,
     QType::Q8_0,
     QType::Q4K,
+    QType::Q5K,
     QType::Q6K,
 ];
 
@@ -147,6 +149,58 @@ fn dequantization_of_hand_built_blocks_gives_their_values() {
     assert_eq!(known_block(QType::Q4_1).1[1], -0.75);
     assert_eq!(known_block(QType::Q5_0).1[0], 0.0);
     assert_eq!(known_block(QType::Q5_1).1[31], 6.75);
+}
+
+/// A Q5_K block built by hand: `d` = 0.5, `dmin` = 0.25, sub-block scales and mins with high
+/// bits (packed as `get_scale_min_k4` reads them), nibbles `i % 16` and `15 − i % 16`, fifth
+/// bits `0x5A`, `0x3C`, … per `l`; and the values its layout says it holds.
+fn known_q5k_block() -> (Vec<u8>, Vec<f32>) {
+    let sc: [u8; 8] = [1, 2, 3, 4, 17, 33, 49, 63];
+    let mn: [u8; 8] = [5, 6, 7, 8, 20, 40, 60, 10];
+    let mut bytes = vec![0x00, 0x38, 0x00, 0x34]; // 0.5, 0.25
+    let mut s = [0u8; 12];
+    for j in 0..4 {
+        s[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+        s[j + 4] = mn[j] | ((mn[j + 4] >> 4) << 6);
+        s[j + 8] = (sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4);
+    }
+    bytes.extend(s);
+    let qh: Vec<u8> = (0..32u8).map(|l| l.wrapping_mul(0x5A) ^ 0x3C).collect();
+    bytes.extend(&qh);
+    let qs: Vec<u8> = (0..128u8)
+        .map(|i| (i % 16) | ((15 - i % 16) << 4))
+        .collect();
+    bytes.extend(&qs);
+    let values = (0..256)
+        .map(|i| {
+            let (j, l) = (i / 32, i % 32);
+            let byte = qs[32 * (j / 2) + l];
+            let nibble = if j % 2 == 0 { byte & 0x0F } else { byte >> 4 };
+            let q = nibble + if qh[l] & (1 << j) != 0 { 16 } else { 0 };
+            0.5 * f32::from(sc[j]) * f32::from(q) - 0.25 * f32::from(mn[j])
+        })
+        .collect();
+    (bytes, values)
+}
+
+#[test]
+fn dequantization_of_a_hand_built_q5_k_block_gives_its_values() {
+    let (block, expected) = known_q5k_block();
+    assert_eq!(block.len(), QType::Q5K.block_bytes());
+    let m = QMatrix::new(QType::Q5K, 2, 512, block.repeat(4)).unwrap();
+    let mut out = vec![0.0; 512];
+    for r in 0..2 {
+        m.dequantize_row(r, &mut out);
+        for (i, (got, want)) in out.iter().zip(expected.repeat(2)).enumerate() {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{i}: {got} vs {want}"
+            );
+        }
+    }
+    // Value 255 (sub-block 7: scale 63, min 10; high nibble of byte 127 = 0; fifth bit 7 of
+    // qh[31] = 31 · 0x5A ^ 0x3C = 0xDA: set): 0.5 · 63 · 16 − 0.25 · 10.
+    assert_eq!(expected[255], 501.5);
 }
 
 #[test]
