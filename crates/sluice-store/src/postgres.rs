@@ -130,7 +130,7 @@ impl PgLedger {
     /// See [`crate::Ledger::record`].
     pub fn record(&self, r: SpendRecord) {
         let shared = &self.inner.shared;
-        if !shared.enqueue(self.inner.max_queued) {
+        if shared.enqueue(self.inner.max_queued).is_none() {
             return;
         }
         if self.inner.tx.send(Msg::Record(Box::new(r))).is_err() {

@@ -19,6 +19,8 @@ pub(crate) fn stop_writer<M>(
     let thread = thread.lock().unwrap_or_else(PoisonError::into_inner).take();
     if let Some(thread) = thread {
         let _ = tx.send(stop);
+        // A writer parked while it gathers a batch sees the stop at once.
+        thread.thread().unpark();
         if thread.join().is_err() {
             tracing::warn!("{what} writer panicked");
         }

@@ -37,7 +37,21 @@ struct Inner {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Counters>,
     max_queued: u64,
+    /// Records queued that make a full batch: the writer is woken for them.
+    batch_size: u64,
+    /// The writer, to wake: records do not wake it until a batch is full (it gathers them
+    /// for `flush_interval`, parked); flushes, queries and the shutdown wake it at once.
+    writer: std::thread::Thread,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    /// Sends a message the writer must see now.
+    fn send_now(&self, msg: Msg) -> Result<(), mpsc::SendError<Msg>> {
+        let sent = self.tx.send(msg);
+        self.writer.unpark();
+        sent
+    }
 }
 
 impl Inner {
@@ -74,12 +88,15 @@ impl SqliteLedger {
         let shared = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
         let max_queued = options.max_queued as u64;
+        let batch_size = options.batch_size.max(1) as u64;
         let thread = writer::spawn(conn, Arc::clone(&shared), options, rx)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 tx,
                 shared,
                 max_queued,
+                batch_size,
+                writer: thread.thread().clone(),
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -87,25 +104,29 @@ impl SqliteLedger {
 
     async fn ask<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.inner.tx.send(msg(reply)).map_err(|_| gone())?;
+        self.inner.send_now(msg(reply)).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
     /// See [`crate::Ledger::record`].
     pub fn record(&self, r: SpendRecord) {
         let shared = &self.inner.shared;
-        if !shared.enqueue(self.inner.max_queued) {
+        let Some(queued) = shared.enqueue(self.inner.max_queued) else {
             return;
-        }
+        };
         if self.inner.tx.send(Msg::Record(Box::new(r))).is_err() {
             shared.resolved(1, false);
+        }
+        if queued >= self.inner.batch_size {
+            // Costs an atomic swap unless the writer is parked.
+            self.inner.writer.unpark();
         }
     }
 
     /// See [`crate::Ledger::flush`].
     pub async fn flush(&self) {
         let (reply, done) = oneshot::channel();
-        if self.inner.tx.send(Msg::Flush(reply)).is_ok() {
+        if self.inner.send_now(Msg::Flush(reply)).is_ok() {
             let _ = done.await;
         }
     }

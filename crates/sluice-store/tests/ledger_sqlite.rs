@@ -266,3 +266,44 @@ async fn a_full_queue_drops_and_counts() {
     assert_eq!(ledger.dropped(), 1);
     assert_eq!(ledger.written(), 0);
 }
+
+#[tokio::test]
+async fn a_full_batch_is_written_without_waiting_for_the_interval() {
+    // The writer gathers records parked, woken by nothing until a batch is full: with an
+    // hour-long interval, a full batch must still be written at once, and a query answered.
+    let dir = temp_dir("full-batch");
+    let ledger = open(
+        &dir,
+        LedgerOptions {
+            batch_size: 4,
+            flush_interval: std::time::Duration::from_secs(3600),
+            ..LedgerOptions::default()
+        },
+    );
+    let now = sluice_store::unix_now_ms();
+    // The first record starts the batch; the others come once the writer is parked.
+    ledger.record(record(0, now));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for i in 1..4 {
+        ledger.record(record(i, now));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ledger.written() < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(ledger.written(), 4, "a full batch waits for no interval");
+    // One more record starts a batch that the hour would end; a query ends it now.
+    ledger.record(record(4, now));
+    let asked = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        ledger.report(Dimension::Key, now - 1_000, now + 1_000),
+    )
+    .await
+    .expect("a query wakes the gathering writer")
+    .unwrap();
+    let requests: u64 = asked.rows.iter().map(|r| r.requests).sum();
+    assert_eq!(
+        requests, 5,
+        "the records before the query are written first"
+    );
+}

@@ -18,15 +18,16 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Counts one more record queued, unless `max_queued` are already waiting: then it is
-    /// counted as dropped instead, and this returns false.
-    pub(crate) fn enqueue(&self, max_queued: u64) -> bool {
-        if self.queued.fetch_add(1, Relaxed) >= max_queued {
+    /// Counts one more record queued and returns how many are queued with it, unless
+    /// `max_queued` are already waiting: then it is counted as dropped instead (`None`).
+    pub(crate) fn enqueue(&self, max_queued: u64) -> Option<u64> {
+        let before = self.queued.fetch_add(1, Relaxed);
+        if before >= max_queued {
             self.queued.fetch_sub(1, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
-            return false;
+            return None;
         }
-        true
+        Some(before + 1)
     }
 
     /// `n` queued records are done with: written, or failed.

@@ -57,6 +57,14 @@ struct Gathered {
     stop: bool,
 }
 
+/// What [`Writer::next_before`] found.
+enum Next {
+    Msg(Msg),
+    Deadline,
+    /// Every handle is gone.
+    Gone,
+}
+
 // === impl Writer ===
 
 impl Writer {
@@ -113,7 +121,9 @@ impl Writer {
     /// Gathers records, starting with `first`, until `batch_size` of them are here,
     /// `flush_interval` has passed since the first, or a flush, a query or the shutdown
     /// arrives (so a light, steady load costs one commit per interval, not one per
-    /// request).
+    /// request). Between messages the thread is parked, not waiting on the channel, so
+    /// records sent meanwhile wake nothing: the handles wake it for a full batch and for
+    /// anything that must be answered.
     fn gather(&self, first: Msg, rx: &mpsc::Receiver<Msg>) -> Gathered {
         let mut g = Gathered {
             records: Vec::new(),
@@ -142,24 +152,33 @@ impl Writer {
             if g.records.len() >= self.options.batch_size.max(1) {
                 break;
             }
-            next = match rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(mpsc::TryRecvError::Disconnected) => None,
-                Err(mpsc::TryRecvError::Empty) if self.draining => None,
-                Err(mpsc::TryRecvError::Empty) => {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(m) => Some(m),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            g.stop = true;
-                            None
-                        }
-                    }
+            next = match self.next_before(rx, deadline) {
+                Next::Msg(m) => Some(m),
+                Next::Deadline => None,
+                Next::Gone => {
+                    g.stop = true;
+                    None
                 }
             };
         }
         g
+    }
+
+    /// The next message, parking until one is queued or `deadline` passes.
+    fn next_before(&self, rx: &mpsc::Receiver<Msg>, deadline: Instant) -> Next {
+        loop {
+            match rx.try_recv() {
+                Ok(m) => return Next::Msg(m),
+                Err(mpsc::TryRecvError::Disconnected) => return Next::Gone,
+                Err(mpsc::TryRecvError::Empty) if self.draining => return Next::Deadline,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Next::Deadline;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
     }
 
     /// Writes `records` in one transaction, and counts them written or failed.
