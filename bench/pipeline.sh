@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The request pipeline's cost, before and after a change, side by side in one run: two sluice
-# builds (given as git revisions or binaries) and a bare nginx proxy (the floor), interleaved
-# by ../shared/bench's harness at concurrency 1 and 64, with wrk. Each build serves
-# bench/sluice-bench.toml with its own data directory. Results go to
+# The request pipeline's cost, before and after a change, side by side in one run: two or
+# more sluice builds (given as git revisions or binaries) and a bare nginx proxy (the floor),
+# interleaved by ../shared/bench's harness at concurrency 1 and 64, with wrk. Each build
+# serves bench/sluice-bench.toml with its own data directory. Results go to
 # bench/results/pipeline-<timestamp>/.
 #
-# Usage: bench/pipeline.sh BEFORE AFTER [extra gateway-bench.sh args]
-#   BEFORE, AFTER: a path to a built `sluice` binary, or a git revision (built in a worktree
-#   under target/bench-worktrees with the shared target directory).
+# Usage: bench/pipeline.sh NAME=BUILD NAME=BUILD [...] [-- extra gateway-bench.sh args]
+#   BUILD: a path to a built `sluice` binary, or a git revision (built in a worktree under
+#   target/bench-worktrees with the shared target directory, cached by commit).
 # Needs ../shared/bench/setup.sh to have run once; installs Debian's nginx-light if absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +15,10 @@ ROOT="$PWD"
 HARNESS="$ROOT/../shared/bench"
 OUT="$ROOT/bench/results/pipeline-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
-[ $# -ge 2 ] || { sed -n 2,10p "$0"; exit 2; }
-BEFORE=$1 AFTER=$2
-shift 2
+builds=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do builds+=("$1"); shift; done
+[ "${1:-}" = "--" ] && shift
+[ ${#builds[@]} -ge 2 ] || { sed -n 2,10p "$0"; exit 2; }
 
 # A binary for a revision: built once in a worktree, cached by commit.
 binary_for() {
@@ -34,10 +35,12 @@ binary_for() {
   fi
   echo "$bin"
 }
-before_bin=$(binary_for "$BEFORE")
-after_bin=$(binary_for "$AFTER")
-echo "before: $BEFORE ($before_bin)" | tee "$OUT/builds.txt"
-echo "after: $AFTER ($after_bin)" | tee -a "$OUT/builds.txt"
+names=() bins=()
+for b in "${builds[@]}"; do
+  names+=("${b%%=*}")
+  bins+=("$(binary_for "${b#*=}")")
+  echo "${b%%=*}: ${b#*=} (${bins[-1]})" | tee -a "$OUT/builds.txt"
+done
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
@@ -51,14 +54,17 @@ start() { # NAME BIN PORT
   for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$3/health" && return; sleep 0.1; done
   echo "$1 did not start; see $OUT/$1.log" >&2; exit 1
 }
-start before "$before_bin" 8081
-start after "$after_bin" 8082
+targets=()
+for i in "${!names[@]}"; do
+  start "${names[$i]}" "${bins[$i]}" $((8081 + i))
+  targets+=("${names[$i]}=http://127.0.0.1:$((8081 + i))")
+done
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 "$HARNESS/nginx/run-nginx.sh" 18090 18080 > "$OUT/nginx.log" 2>&1 &
 pids+=($!)
 sleep 0.5
 
 "$HARNESS/gateway-bench.sh" --tool wrk --conc 1,64 --warmup 5 --out "$OUT/run" "$@" \
-  before=http://127.0.0.1:8081 after=http://127.0.0.1:8082 nginx=http://127.0.0.1:18090 \
+  "${targets[@]}" nginx=http://127.0.0.1:18090 \
   | tee "$OUT/table.txt"
 echo "results in $OUT"
