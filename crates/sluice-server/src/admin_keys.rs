@@ -160,12 +160,6 @@ pub fn report_json(by: Dimension, since: u64, report: &Report) -> Value {
     })
 }
 
-/// Parses `since` (`7d`, `24h`, ...) into Unix ms before `now`.
-pub fn since(value: &str, now: u64) -> Result<u64, Error> {
-    let d = keys::parse_duration(value).map_err(bad)?;
-    Ok(now.saturating_sub(d.as_millis() as u64))
-}
-
 // === the admin API ===
 
 fn ledger(state: &AppState) -> Result<&Ledger, Error> {
@@ -303,7 +297,7 @@ pub async fn spend<B>(state: &AppState, req: &http::Request<B>) -> Response<Resp
             }
         }
         let now = sluice_store::unix_now_ms();
-        let since = since(&since_text, now)?;
+        let since = sluice_store::ledger::since(&since_text, now).map_err(bad)?;
         ledger.flush().await;
         let report = ledger
             .report(by, since, now)

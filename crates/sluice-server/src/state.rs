@@ -15,13 +15,13 @@ use sluice_core::breaker::Breaker;
 use sluice_core::canary::Canary;
 use sluice_core::config::{
     CacheConfig, CachePolicy, Config, KeysConfig, LimitsConfig, Price, RouteConfig, RoutingConfig,
-    ServerConfig, StorageConfig, TargetLimits, Tier,
+    ServerConfig, TargetLimits, Tier,
 };
 use sluice_core::retry::RetryPolicy;
 use sluice_core::routing::{self, Candidate, Priority, RequestFacts, Strategy};
 use sluice_core::{rng, Error, ErrorKind, Secret};
 use sluice_providers::Provider;
-use sluice_store::{Ledger, LedgerOptions, Limiter};
+use sluice_store::{open, Ledger, Limiter};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -390,7 +390,7 @@ impl AppState {
             || deployments.iter().any(|d| d.cache.enabled)
             || routes.iter().any(|r| r.config.cache.enabled);
         let cache = if caches {
-            let store = crate::cache::open_store(&config.storage, &config.cache).map_err(|e| {
+            let store = open::cache_store(&config.storage, &config.cache).map_err(|e| {
                 Error::from(ErrorKind::Internal {
                     message: format!("cannot open the cache store: {e}"),
                 })
@@ -401,7 +401,7 @@ impl AppState {
         };
         let spend_enabled = config.spend.enabled;
         let ledger = if spend_enabled || config.server.master_key.is_some() {
-            Some(open_ledger(&config.storage, &config.spend).map_err(|e| {
+            Some(open::ledger(&config.storage, &config.spend).map_err(|e| {
                 Error::from(ErrorKind::Internal {
                     message: format!("cannot open the spend log and key store: {e}"),
                 })
@@ -409,19 +409,11 @@ impl AppState {
         } else {
             None
         };
-        let limiter = match &config.storage.redis_url {
-            Some(url) => Limiter::redis(
-                url.expose(),
-                &config.storage.redis_prefix,
-                config.limits.redis_timeout,
-            )
-            .map_err(|e| {
-                Error::from(ErrorKind::Internal {
-                    message: format!("cannot set up the Redis limiter: {e}"),
-                })
-            })?,
-            None => Limiter::memory(),
-        };
+        let limiter = open::limiter(&config.storage, &config.limits).map_err(|e| {
+            Error::from(ErrorKind::Internal {
+                message: format!("cannot set up the Redis limiter: {e}"),
+            })
+        })?;
         Ok(Self {
             ledger,
             spend_enabled,
@@ -637,33 +629,6 @@ impl AppState {
             Some(Name::Route(i)) => self.routes.get(*i),
             _ => None,
         }
-    }
-}
-
-/// Opens the ledger the storage config names: PostgreSQL at `database_url`, else SQLite at
-/// `data_dir/ledger.sqlite`.
-pub fn open_ledger(
-    storage: &StorageConfig,
-    spend: &sluice_core::config::SpendConfig,
-) -> Result<Ledger, sluice_store::StoreError> {
-    let options = LedgerOptions {
-        batch_size: spend.batch_size,
-        max_queued: spend.max_queued,
-        retention_days: spend.retention_days,
-        rollup_retention_days: spend.rollup_retention_days,
-        ..LedgerOptions::default()
-    };
-    match &storage.database_url {
-        Some(url) => Ok(Ledger::Postgres(sluice_store::postgres::PgLedger::open(
-            url.expose(),
-            options,
-        )?)),
-        None => Ok(Ledger::Sqlite(
-            sluice_store::sqlite_ledger::SqliteLedger::open(
-                &storage.data_dir.join("ledger.sqlite"),
-                options,
-            )?,
-        )),
     }
 }
 

@@ -38,8 +38,8 @@ pub(crate) mod protocol;
 pub(crate) mod types;
 
 pub use types::{
-    civil_from_days, days_from_civil, BudgetPeriod, Dimension, KeyRecord, LedgerOptions, Purged,
-    Report, ReportRow, SpendRecord, DAY_MS,
+    civil_from_days, days_from_civil, since, BudgetPeriod, Dimension, KeyRecord, LedgerOptions,
+    Purged, Report, ReportRow, SpendRecord, DAY_MS,
 };
 
 use crate::postgres::PgLedger;

@@ -12,6 +12,7 @@ use crate::sqlite_ledger::SqliteLedger;
 use crate::store::CacheStore;
 use crate::StoreError;
 use sluice_core::config::{CacheConfig, LimitsConfig, SpendConfig, StorageConfig};
+use std::path::Path;
 
 /// The ledger's file in the data directory, without `storage.database_url`.
 pub const LEDGER_FILE: &str = "ledger.sqlite";
@@ -37,6 +38,39 @@ pub fn ledger(storage: &StorageConfig, spend: &SpendConfig) -> Result<Ledger, St
             options,
         )?)),
     }
+}
+
+/// Whether `target` is a PostgreSQL URL (`postgres://`, `postgresql://`) rather than a path.
+pub fn is_database_url(target: &str) -> bool {
+    target.starts_with("postgres://") || target.starts_with("postgresql://")
+}
+
+/// A ledger named by a path or a URL, opened to be read (a spend log to replay, say):
+/// PostgreSQL when `target` is a URL ([`is_database_url`]), else the SQLite file at the
+/// path when its header says it is one. `None` when it is neither (a file of another kind,
+/// or none). Nothing is pruned: its retention is off (`retention_days = 0`).
+pub fn ledger_at(target: &Path) -> Result<Option<Ledger>, StoreError> {
+    let options = LedgerOptions {
+        retention_days: 0,
+        ..LedgerOptions::default()
+    };
+    let text = target.to_string_lossy();
+    if is_database_url(&text) {
+        return Ok(Some(Ledger::Postgres(PgLedger::open(&text, options)?)));
+    }
+    if !is_sqlite_file(target) {
+        return Ok(None);
+    }
+    Ok(Some(Ledger::Sqlite(SqliteLedger::open(target, options)?)))
+}
+
+/// Whether the file at `path` starts with SQLite's header.
+fn is_sqlite_file(path: &Path) -> bool {
+    let mut magic = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"SQLite format 3\0"
 }
 
 /// The cache's persistent store: Redis at `storage.redis_url` when set (keys under

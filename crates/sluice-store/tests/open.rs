@@ -122,6 +122,32 @@ async fn with_a_database_url_the_ledger_is_postgres() {
     postgres(format!("DROP SCHEMA {schema} CASCADE"));
 }
 
+#[tokio::test]
+async fn a_ledger_at_a_path_is_read_without_pruning_and_other_files_are_none() {
+    let dir = TempDir::new();
+    let mut config = config_in(&dir.0);
+    config.spend.retention_days = 1;
+    let ledger = open::ledger(&config.storage, &config.spend).expect("open");
+    ledger.record(record(now() - 3 * DAY_MS, "old"));
+    ledger.flush().await;
+    drop(ledger);
+    let path = dir.0.join(open::LEDGER_FILE);
+    let read = open::ledger_at(&path).expect("open").expect("a ledger");
+    assert!(matches!(read, Ledger::Sqlite(_)));
+    read.purge(now()).await.expect("purge");
+    assert_eq!(read.export(0).await.expect("export").len(), 1);
+
+    let jsonl = dir.0.join("traffic.jsonl");
+    std::fs::write(&jsonl, "{}\n").expect("write");
+    assert!(open::ledger_at(&jsonl).expect("not a ledger").is_none());
+    assert!(open::ledger_at(&dir.0.join("missing"))
+        .expect("none")
+        .is_none());
+    assert!(open::is_database_url("postgresql://u@h/db"));
+    let url = format!("postgres://postgres@127.0.0.1:{}/test", free_port());
+    assert!(open::ledger_at(Path::new(&url)).is_err());
+}
+
 #[test]
 fn a_ledger_that_cannot_be_opened_fails() {
     // No data directory: the SQLite file cannot be made (the caller makes the directory).

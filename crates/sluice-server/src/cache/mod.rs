@@ -13,7 +13,7 @@ pub mod flight;
 use crate::metrics::Histogram;
 use entry::Answer;
 use flight::Flights;
-use sluice_core::config::{CacheConfig, StorageConfig};
+use sluice_core::config::CacheConfig;
 use sluice_store::{CacheStore, CounterDelta, Key, MemoryTier};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -111,25 +111,6 @@ impl std::fmt::Debug for Cache {
             .field("store", &self.store_kind)
             .field("memory_entries", &self.memory.len())
             .finish_non_exhaustive()
-    }
-}
-
-/// Opens the persistent store of a config: Redis when `storage.redis_url` is set, else the
-/// SQLite file `cache.sqlite` in the data directory.
-pub fn open_store(
-    storage: &StorageConfig,
-    cache: &CacheConfig,
-) -> Result<CacheStore, sluice_store::StoreError> {
-    match &storage.redis_url {
-        Some(url) => Ok(CacheStore::Redis(sluice_store::RedisCache::new(
-            url.expose(),
-            &storage.redis_prefix,
-            cache.store_timeout,
-        )?)),
-        None => Ok(CacheStore::Sqlite(sluice_store::SqliteCache::open(
-            &storage.data_dir.join("cache.sqlite"),
-            cache.disk_bytes,
-        )?)),
     }
 }
 

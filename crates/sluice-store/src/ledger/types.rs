@@ -199,6 +199,13 @@ impl Dimension {
     }
 }
 
+/// The start of a report's period `text` long (`7d`, `24h`, `30m`; see
+/// [`sluice_core::keys::parse_duration`]) ending at `now`, in Unix ms.
+pub fn since(text: &str, now: UnixMs) -> Result<UnixMs, String> {
+    let d = sluice_core::keys::parse_duration(text)?;
+    Ok(now.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+}
+
 /// One row of a spend report.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReportRow {
@@ -282,6 +289,13 @@ mod tests {
         }
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_788), (2026, 12, 1));
+    }
+
+    #[test]
+    fn report_periods() {
+        assert_eq!(since("7d", 10 * DAY_MS), Ok(3 * DAY_MS));
+        assert_eq!(since("24h", DAY_MS / 2), Ok(0));
+        assert!(since("7x", DAY_MS).is_err());
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn open(config: &Config) -> anyhow::Result<sluice_store::CacheStore> {
-    sluice_server::cache::open_store(&config.storage, &config.cache)
+    sluice_store::open::cache_store(&config.storage, &config.cache)
         .context("cannot open the cache store")
 }
 
@@ -92,7 +92,11 @@ fn store_name(config: &Config) -> String {
         Some(_) => format!("redis (prefix `{}`)", config.storage.redis_prefix),
         None => format!(
             "sqlite ({})",
-            config.storage.data_dir.join("cache.sqlite").display()
+            config
+                .storage
+                .data_dir
+                .join(sluice_store::open::CACHE_FILE)
+                .display()
         ),
     }
 }

@@ -82,7 +82,7 @@ fn simulate(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let mut sim = Simulator::new(&config);
     if let Some(ledger) = spend_log(&a.log)? {
         let since = match &a.since {
-            Some(s) => sluice_server::admin_keys::since(s, sluice_store::unix_now_ms())
+            Some(s) => sluice_store::ledger::since(s, sluice_store::unix_now_ms())
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             None => 0,
         };
@@ -129,27 +129,13 @@ fn simulate(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
 
 /// The spend log at `log`, if it is one: a `postgres://` URL, or a SQLite file.
 fn spend_log(log: &std::path::Path) -> anyhow::Result<Option<sluice_store::Ledger>> {
-    let text = log.to_string_lossy();
-    let options = sluice_store::LedgerOptions {
-        retention_days: 0,
-        ..sluice_store::LedgerOptions::default()
-    };
-    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        let l = sluice_store::postgres::PgLedger::open(&text, options)
-            .context("cannot open the PostgreSQL spend log")?;
-        return Ok(Some(sluice_store::Ledger::Postgres(l)));
-    }
-    let mut magic = [0u8; 16];
-    let is_sqlite = std::fs::File::open(log)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok()
-        && &magic == b"SQLite format 3\0";
-    if !is_sqlite {
-        return Ok(None);
-    }
-    let l = sluice_store::sqlite_ledger::SqliteLedger::open(log, options)
-        .with_context(|| format!("cannot open the spend log `{}`", log.display()))?;
-    Ok(Some(sluice_store::Ledger::Sqlite(l)))
+    sluice_store::open::ledger_at(log).with_context(|| {
+        if sluice_store::open::is_database_url(&log.to_string_lossy()) {
+            "cannot open the PostgreSQL spend log".to_string()
+        } else {
+            format!("cannot open the spend log `{}`", log.display())
+        }
+    })
 }
 
 fn print(sim: &Simulation, a: &SimulateArgs) -> anyhow::Result<()> {

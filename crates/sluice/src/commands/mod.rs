@@ -44,7 +44,7 @@ pub fn open_ledger(config: &Config) -> anyhow::Result<sluice_store::Ledger> {
             config.storage.data_dir.display()
         )
     })?;
-    sluice_server::state::open_ledger(&config.storage, &config.spend)
+    sluice_store::open::ledger(&config.storage, &config.spend)
         .context("cannot open the key store and spend log")
 }
 

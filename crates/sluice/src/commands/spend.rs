@@ -95,7 +95,7 @@ pub fn run(args: SpendArgs) -> anyhow::Result<ExitCode> {
     let config = super::offline_config(config)?;
     let ledger = super::open_ledger(&config)?;
     let now = sluice_store::unix_now_ms();
-    let from = admin_keys::since(&since, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let from = sluice_store::ledger::since(&since, now).map_err(|e| anyhow::anyhow!("{e}"))?;
     super::runtime()?.block_on(async move {
         let report = ledger
             .report(by, from, now)
