@@ -1,0 +1,74 @@
+//! The local runtime's refusals in the gateway's error types: a model overloaded or out of
+//! memory (503 `model_overloaded` with Retry-After, retryable), a model that failed, a
+//! request for the wrong kind of model, a bad parameter.
+
+use sluice_core::{Error, ErrorKind};
+use sluice_local::pool::{ModelKind, PoolErrorKind};
+use std::time::Duration;
+
+pub(super) fn overloaded(message: String, retry_after: Option<Duration>) -> Error {
+    ErrorKind::Overloaded {
+        message,
+        // Never "retry now": at least a second.
+        retry_after: retry_after.map(|d| d.max(Duration::from_secs(1))),
+    }
+    .into()
+}
+
+pub(super) fn pool_error(e: &sluice_local::pool::PoolError) -> Error {
+    match e.kind() {
+        PoolErrorKind::TooLarge { .. } | PoolErrorKind::BudgetBusy { .. } => {
+            overloaded(e.to_string(), e.retry_after())
+        }
+        PoolErrorKind::NotFound { .. } => ErrorKind::ModelNotFound {
+            model: e.to_string(),
+        }
+        .into(),
+        _ => ErrorKind::UpstreamProtocol {
+            provider: "local".into(),
+            message: e.to_string(),
+        }
+        .into(),
+    }
+}
+
+pub(super) fn model_error(e: &sluice_local::Error) -> Error {
+    if e.is_queue_full() {
+        return overloaded(e.to_string(), Some(Duration::from_secs(1)));
+    }
+    match e.kind() {
+        sluice_local::ErrorKind::InvalidRequest { .. }
+        | sluice_local::ErrorKind::ContextLengthExceeded { .. } => ErrorKind::InvalidRequest {
+            message: e.to_string(),
+            param: Some("messages"),
+        }
+        .into(),
+        _ => ErrorKind::UpstreamProtocol {
+            provider: "local".into(),
+            message: e.to_string(),
+        }
+        .into(),
+    }
+}
+
+pub(super) fn wrong_kind(model: &str, kind: ModelKind) -> Error {
+    let message = match kind {
+        ModelKind::Embedding => {
+            format!("model `{model}` is an embedding model: use /v1/embeddings")
+        }
+        ModelKind::Chat => format!("model `{model}` is a chat model: use /v1/chat/completions"),
+    };
+    ErrorKind::InvalidRequest {
+        message,
+        param: Some("model"),
+    }
+    .into()
+}
+
+pub(super) fn invalid(message: String, param: &'static str) -> Error {
+    ErrorKind::InvalidRequest {
+        message,
+        param: Some(param),
+    }
+    .into()
+}

@@ -1,0 +1,130 @@
+//! Serving a request on a model sluice runs itself (see `crate::local` for the runtime): a
+//! lease on the loaded model (loading it first if need be), the chat submitted to the
+//! model's bounded queue or the inputs to its embedding batcher, and the answer as an
+//! OpenAI `chat.completion`, an embeddings list, or `chat.completion.chunk` events as
+//! tokens come, written by the providers' one chunk writer.
+//!
+//! When the model cannot take the request (its queue is full, or the memory it needs is
+//! held by models in use, or it can never fit the budget) the answer is 503
+//! `model_overloaded` with `Retry-After`, which is retryable: a route falls back to its
+//! next target.
+
+mod errors;
+mod request;
+mod stream;
+mod write;
+
+use errors::{invalid, model_error, pool_error, wrong_kind};
+use request::{chat_request, embedding_request};
+use stream::LocalStream;
+
+use super::answer::Answer;
+use crate::state::AppState;
+use bytes::Bytes;
+use sluice_core::{Error, ErrorKind};
+use sluice_local::pool::ModelKind;
+use sluice_local::ChatModel;
+use sluice_providers::chunks::{completion, ChunkWriter};
+use sluice_types::Usage;
+
+fn usage_of(u: sluice_local::Usage) -> Usage {
+    Usage {
+        prompt_tokens: u.prompt_tokens as u64,
+        completion_tokens: u.completion_tokens as u64,
+        ..Usage::default()
+    }
+}
+
+fn runtime(state: &AppState) -> Result<&crate::local::LocalRuntime, Error> {
+    state.local.as_ref().ok_or_else(|| {
+        ErrorKind::Internal {
+            message: "no local runtime".into(),
+        }
+        .into()
+    })
+}
+
+/// Serves one chat request on local model `upstream`; `model` is what the client asked for.
+pub async fn chat(
+    state: &AppState,
+    upstream: &str,
+    model: &str,
+    body: &Bytes,
+    stream: bool,
+) -> Result<Answer, Error> {
+    let local = runtime(state)?;
+    let (request, include_usage, keep_alive) = chat_request(body)?;
+    let lease = local
+        .pool
+        .acquire(upstream, keep_alive)
+        .await
+        .map_err(|e| pool_error(&e))?;
+    let chat: &ChatModel = lease
+        .as_chat()
+        .ok_or_else(|| wrong_kind(model, ModelKind::Embedding))?;
+    let generation = chat.submit(request).map_err(|e| model_error(&e))?;
+    let mut writer = ChunkWriter::new(model, "local");
+    writer.id = format!("chatcmpl-local-{:016x}", sluice_core::rng::next_u64());
+    if !stream {
+        let done = generation.collect().await.map_err(|e| model_error(&e))?;
+        drop(lease);
+        let usage = usage_of(done.usage);
+        let finish = done.finish_reason.as_str();
+        let body = completion("local", model, &done.text, &[], finish, &usage);
+        return Ok(Answer::json(Bytes::from(body), Some(usage)));
+    }
+    let events = generation.into_receiver();
+    Ok(Answer::Stream(Box::new(LocalStream::new(
+        lease,
+        events,
+        writer,
+        include_usage,
+    ))))
+}
+
+/// Serves one embeddings request on local model `upstream`; `model` is what the client asked
+/// for. The inputs join the model's next batch.
+pub async fn embeddings(
+    state: &AppState,
+    upstream: &str,
+    model: &str,
+    body: &Bytes,
+) -> Result<Answer, Error> {
+    let local = runtime(state)?;
+    let request = embedding_request(body)?;
+    if local
+        .pool
+        .spec(upstream)
+        .is_some_and(|s| s.kind == ModelKind::Chat)
+    {
+        return Err(wrong_kind(model, ModelKind::Chat));
+    }
+    let lease = local
+        .pool
+        .acquire(upstream, request.keep_alive)
+        .await
+        .map_err(|e| pool_error(&e))?;
+    let embedder = lease
+        .as_embedder()
+        .ok_or_else(|| wrong_kind(model, ModelKind::Chat))?;
+    let dimensions = embedder.model().dimensions();
+    if let Some(d) = request.dimensions.filter(|&d| d != dimensions as u64) {
+        return Err(invalid(
+            format!("this model's embeddings have {dimensions} dimensions; `dimensions` cannot change that (asked {d})"),
+            "dimensions",
+        ));
+    }
+    let (texts, base64) = (request.texts, request.base64);
+    let out = embedder
+        .submit(texts)
+        .map_err(|e| model_error(&e))?
+        .await
+        .map_err(|e| model_error(&e))?;
+    drop(lease);
+    let usage = Usage {
+        prompt_tokens: out.prompt_tokens as u64,
+        ..Usage::default()
+    };
+    let text = write::embeddings_body(&out.vectors, base64, model, usage.prompt_tokens);
+    Ok(Answer::json(Bytes::from(text), Some(usage)))
+}

@@ -1,0 +1,186 @@
+//! What a local model is asked, read from the client's body: the chat request (messages,
+//! sampling, stop strings, `keep_alive`, refusing what local models do not do) and the
+//! embeddings request (text inputs, encoding, dimensions).
+
+use super::errors::invalid;
+use sluice_core::{Error, ErrorKind};
+use sluice_local::pool::KeepAlive;
+use sluice_local::{ChatMessage, ChatRequest};
+
+/// Fields of a chat request that the typed OpenAI request does not carry.
+#[derive(serde::Deserialize)]
+struct ChatExtras {
+    /// As Ollama takes it: see [`keep_alive_of`].
+    #[serde(default)]
+    keep_alive: Option<serde_json::Value>,
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    /// Not OpenAI's, but llama.cpp's, Ollama's and vLLM's: sample from the `top_k` likeliest.
+    #[serde(default)]
+    top_k: Option<u64>,
+}
+
+/// The chat of an OpenAI request, for a local model. What a local model cannot do is refused
+/// with a 400 naming the parameter, never silently dropped: `tools` (it would answer in text
+/// without knowing them), a `response_format` other than `text`, `n` above 1, `logprobs`.
+/// Returns the request, whether the stream ends with usage, and the request's own keep-alive.
+pub(super) fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<KeepAlive>), Error> {
+    let r: sluice_types::openai::ChatCompletionRequest =
+        serde_json::from_slice(body).map_err(|e| -> Error {
+            ErrorKind::InvalidRequest {
+                message: format!("invalid request body: {e}"),
+                param: None,
+            }
+            .into()
+        })?;
+    let extras: ChatExtras = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("invalid request body: {e}"), "n"))?;
+    if r.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(invalid(
+            "local models do not call tools: leave out `tools`, or route this request to a provider's model".into(),
+            "tools",
+        ));
+    }
+    if let Some(format) = &r.response_format {
+        let kind = format.get("type").and_then(|t| t.as_str()).unwrap_or("");
+        if kind != "text" {
+            return Err(invalid(
+                format!("local models answer in plain text: `response_format` `{kind}` is not supported"),
+                "response_format",
+            ));
+        }
+    }
+    if extras.n.is_some_and(|n| n != 1) {
+        return Err(invalid(
+            "local models return one choice: `n` must be 1".into(),
+            "n",
+        ));
+    }
+    if extras.logprobs == Some(true) {
+        return Err(invalid(
+            "local models do not return `logprobs`".into(),
+            "logprobs",
+        ));
+    }
+    let messages = r
+        .messages
+        .iter()
+        .map(|m| {
+            use sluice_types::openai::Role;
+            let role = match m.role {
+                Role::System | Role::Developer => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::Tool | Role::Function => "tool",
+            };
+            ChatMessage::new(
+                role,
+                m.content.as_ref().map(|c| c.text()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut req = ChatRequest {
+        messages,
+        max_tokens: r
+            .max_completion_tokens
+            .or(r.max_tokens)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        stop: r
+            .stop
+            .map(sluice_types::openai::Stop::into_vec)
+            .unwrap_or_default(),
+        ..ChatRequest::default()
+    };
+    req.sampling.temperature = r.temperature;
+    req.sampling.top_p = r.top_p;
+    req.sampling.seed = r.seed.map(|s| s as u64);
+    req.sampling.top_k = extras
+        .top_k
+        .filter(|&k| k > 0)
+        .map(|k| usize::try_from(k).unwrap_or(usize::MAX));
+    let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
+    Ok((req, include_usage, keep_alive_of(extras.keep_alive)?))
+}
+
+/// A request's own `keep_alive` (as Ollama takes it: a duration such as `"10m"`, a number of
+/// seconds, `0` to unload when done, a negative value to stay loaded), if it has one.
+pub(super) fn keep_alive_of(value: Option<serde_json::Value>) -> Result<Option<KeepAlive>, Error> {
+    let bad = |e: &dyn std::fmt::Display| invalid(format!("`keep_alive`: {e}"), "keep_alive");
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => KeepAlive::parse(&s).map(Some).map_err(|e| bad(&e)),
+        Some(serde_json::Value::Number(n)) => match n.as_f64() {
+            Some(secs) if secs.is_finite() => Ok(Some(KeepAlive::from_secs_f64(secs))),
+            _ => Err(bad(&"not a number of seconds")),
+        },
+        Some(_) => Err(bad(&"a duration such as \"5m\", or a number of seconds")),
+    }
+}
+
+/// An OpenAI embeddings request for a local model, read in one pass.
+pub(super) struct EmbeddingRequest {
+    /// Text only: token arrays are another model's tokens.
+    pub texts: Vec<String>,
+    pub base64: bool,
+    pub dimensions: Option<u64>,
+    pub keep_alive: Option<KeepAlive>,
+}
+
+pub(super) fn embedding_request(body: &[u8]) -> Result<EmbeddingRequest, Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Input {
+        One(String),
+        Many(Vec<serde_json::Value>),
+    }
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        input: Input,
+        encoding_format: Option<String>,
+        dimensions: Option<u64>,
+        keep_alive: Option<serde_json::Value>,
+    }
+    let w: Wire = serde_json::from_slice(body).map_err(|e| {
+        invalid(
+            format!("invalid request body: {e}; `input` must be a string or an array of strings"),
+            "input",
+        )
+    })?;
+    let keep_alive = keep_alive_of(w.keep_alive)?;
+    let base64 = match w.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(invalid(
+                format!("`encoding_format` must be `float` or `base64`, not `{other}`"),
+                "encoding_format",
+            ))
+        }
+    };
+    let texts = match w.input {
+        Input::One(s) => vec![s],
+        Input::Many(items) => {
+            if items.is_empty() {
+                return Err(invalid("`input` must not be empty".into(), "input"));
+            }
+            items
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Ok(s),
+                    _ => Err(invalid(
+                        "local embedding models take text: `input` must be a string or an array of strings (token arrays are not accepted)".into(),
+                        "input",
+                    )),
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    Ok(EmbeddingRequest {
+        texts,
+        base64,
+        dimensions: w.dimensions,
+        keep_alive,
+    })
+}

@@ -1,0 +1,133 @@
+//! A local model's streamed answer: generation events written as OpenAI chunk events by
+//! the providers' chunk writer, ending the request (the guard's [`Tracked`]) when the
+//! generation ends or the client leaves.
+
+use super::usage_of;
+use crate::pipeline::ending::{Ending, Tracked};
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use sluice_local::pool::LocalModel;
+use sluice_local::GenerationEvent;
+use sluice_providers::chunks::{ChunkWriter, Delta};
+use sluice_types::Usage;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A local model's answer, streamed as OpenAI chunk events as tokens are generated. Holds
+/// the model's lease (so the pool does not evict it) until the stream ends; dropping it (the
+/// client left) cancels the generation at its next token.
+pub struct LocalStream {
+    _lease: sluice_local::pool::Lease<LocalModel>,
+    events: mpsc::UnboundedReceiver<sluice_local::Result<GenerationEvent>>,
+    writer: ChunkWriter,
+    include_usage: bool,
+    started: Instant,
+    first: Option<Duration>,
+    sent_role: bool,
+    /// How the stream ended, once it has.
+    ended: Option<Ending>,
+}
+
+impl LocalStream {
+    /// The stream of `events`, written by `writer`, holding `lease` until it ends.
+    pub(super) fn new(
+        lease: sluice_local::pool::Lease<LocalModel>,
+        events: mpsc::UnboundedReceiver<sluice_local::Result<GenerationEvent>>,
+        writer: ChunkWriter,
+        include_usage: bool,
+    ) -> Self {
+        Self {
+            _lease: lease,
+            events,
+            writer,
+            include_usage,
+            started: Instant::now(),
+            first: None,
+            sent_role: false,
+            ended: None,
+        }
+    }
+
+    fn end(&mut self, status: u16, usage: Usage) {
+        self.ended = Some(Ending {
+            status,
+            usage,
+            estimated: false,
+            ttft: self.first,
+        });
+    }
+}
+
+impl Body for LocalStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.ended.is_some() {
+            return Poll::Ready(None);
+        }
+        let mut out = Vec::new();
+        match this.events.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(GenerationEvent::Delta(text)))) => {
+                if this.first.is_none() {
+                    this.first = Some(this.started.elapsed());
+                }
+                let mut delta = Delta::content(&text);
+                if !this.sent_role {
+                    this.sent_role = true;
+                    delta.role = Some("assistant");
+                }
+                this.writer.delta(&mut out, delta, None);
+            }
+            Poll::Ready(Some(Ok(GenerationEvent::Done(done)))) => {
+                let usage = usage_of(done.usage);
+                if !this.sent_role {
+                    this.writer.delta(&mut out, Delta::role(), None);
+                }
+                let with_usage = this.include_usage.then_some(&usage);
+                this.writer
+                    .finish(&mut out, done.finish_reason.as_str(), with_usage);
+                this.end(200, usage);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let body = sluice_types::ErrorBody {
+                    message: &e.to_string(),
+                    kind: "upstream_error",
+                    param: None,
+                    code: Some("stream_interrupted"),
+                }
+                .to_json();
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&body);
+                out.extend_from_slice(b"\n\n");
+                this.end(502, Usage::default());
+            }
+            Poll::Ready(None) => {
+                out.extend_from_slice(b"data: {\"error\":{\"message\":\"the local model stopped before it finished\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_interrupted\"}}\n\n");
+                this.end(502, Usage::default());
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+    }
+}
+
+impl Tracked for LocalStream {
+    fn ending(&mut self, _completed: bool) -> Ending {
+        match self.ended {
+            Some(end) => end,
+            // The client left before the end: what is known.
+            _ => Ending {
+                ttft: self.first,
+                ..Ending::bare(499)
+            },
+        }
+    }
+}
