@@ -11,6 +11,8 @@ pub(crate) enum QType {
     Q5_0,
     Q5_1,
     Q8_0,
+    Q2K,
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
@@ -30,6 +32,8 @@ impl QType {
             G::Q5_0 => Self::Q5_0,
             G::Q5_1 => Self::Q5_1,
             G::Q8_0 => Self::Q8_0,
+            G::Q2K => Self::Q2K,
+            G::Q3K => Self::Q3K,
             G::Q4K => Self::Q4K,
             G::Q5K => Self::Q5K,
             G::Q6K => Self::Q6K,
@@ -42,7 +46,7 @@ impl QType {
         match self {
             Self::F32 | Self::F16 => 1,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
-            Self::Q4K | Self::Q5K | Self::Q6K => 256,
+            Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K => 256,
         }
     }
 
@@ -56,6 +60,8 @@ impl QType {
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::Q2K => 84,
+            Self::Q3K => 110,
             Self::Q4K => 144,
             Self::Q5K => 176,
             Self::Q6K => 210,
@@ -67,7 +73,7 @@ impl QType {
         match self {
             Self::F32 | Self::F16 => ActForm::F32,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => ActForm::Q8,
-            Self::Q4K | Self::Q5K | Self::Q6K => ActForm::Q8K,
+            Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K => ActForm::Q8K,
         }
     }
 }
@@ -94,4 +100,25 @@ pub(crate) fn f16_to_f32(bits: u16) -> f32 {
     // into a live register, chaining every kernel block onto the previous one.
     let magnitude = f32::from_bits(u32::from(bits & 0x7FFF) << 13) * f32::from_bits(0x7780_0000);
     f32::from_bits(magnitude.to_bits() | sign)
+}
+
+/// The 16 signed scales of a Q3_K block from its 12 packed bytes: 6-bit values, the low 4 bits
+/// of scale `i` in nibble `i` of the first 8 bytes (scales 0..8 in the low nibbles, 8..16 in the
+/// high ones), the high 2 bits in bits `2 · (i / 4)` of byte `8 + i % 4`; each minus 32.
+pub(crate) fn q3k_scales(s: &[u8; 12]) -> [i8; 16] {
+    const LOW: u32 = 0x0F0F_0F0F;
+    const TWO: u32 = 0x0303_0303;
+    let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (a0, a1, high) = (word(0), word(1), word(2));
+    let words = [
+        (a0 & LOW) | ((high & TWO) << 4),
+        (a1 & LOW) | (((high >> 2) & TWO) << 4),
+        ((a0 >> 4) & LOW) | (((high >> 4) & TWO) << 4),
+        ((a1 >> 4) & LOW) | (((high >> 6) & TWO) << 4),
+    ];
+    let mut out = [0i8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (words[i / 4].to_le_bytes()[i % 4] as i8) - 32;
+    }
+    out
 }

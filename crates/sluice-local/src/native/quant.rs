@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::acts::Acts;
-use super::format::{f16_to_f32, QType};
+use super::format::{f16_to_f32, q3k_scales, QType};
 use super::simd::{self, Isa};
 
 /// A weight matrix: `rows` rows of `cols` values in the GGUF bytes of `qtype` (32-value formats
@@ -295,6 +295,7 @@ pub(crate) fn dequantize(qtype: QType, row: &[u8], out: &mut [f32]) {
                 }
             }
         }
+        QType::Q2K | QType::Q3K => dequantize_planes(qtype, row, out),
         QType::Q5K => dequantize_q5k(row, out),
         QType::Q6K => {
             for (blk, y) in row.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
@@ -377,6 +378,53 @@ fn dequantize_q5k(row: &[u8], out: &mut [f32]) {
                     let nibble = (qs[32 * c + l] >> (4 * half)) & 0x0F;
                     let fifth = ((qh[l] >> j) & 1) << 4;
                     y[64 * c + 32 * half + l] = dj * f32::from(nibble + fifth) - mj;
+                }
+            }
+        }
+    }
+}
+
+/// Q2_K and Q3_K rows (ggml's `dequantize_row_q2_K`, `_q3_K`): 2-bit values in bit planes.
+/// Each half of a block (128 values) has 32 bytes; value `32j + l` of the half is bits
+/// `2j, 2j + 1` of byte `l`, in sub-block `2j + l / 16` of 16 values.
+///
+/// - Q2_K (84 bytes): 16 scale bytes (scale in the low nibble, min in the high one), the 64
+///   bytes of values, f16 `d`, f16 `dmin`; a value is `d · sc · q − dmin · mn`.
+/// - Q3_K (110 bytes): 32 bytes of third bits (bit `4 · half + j` of byte `l`), the 64 bytes
+///   of values, 12 bytes of 6-bit scales ([`q3k_scales`]), f16 `d`; a value is
+///   `d · sc · (q − 4)` where the third bit is clear, `d · sc · q` where it is set.
+fn dequantize_planes(qtype: QType, row: &[u8], out: &mut [f32]) {
+    let q3 = qtype == QType::Q3K;
+    let (block, qs_at) = if q3 { (110, 32) } else { (84, 16) };
+    for (blk, y) in row.chunks_exact(block).zip(out.chunks_exact_mut(256)) {
+        let (d, dmin) = if q3 {
+            (f16_at(blk, 108), 0.0)
+        } else {
+            (f16_at(blk, 80), f16_at(blk, 82))
+        };
+        let signed = if q3 {
+            let mut packed = [0u8; 12];
+            packed.copy_from_slice(&blk[96..108]);
+            q3k_scales(&packed)
+        } else {
+            [0; 16]
+        };
+        for half in 0..2 {
+            let qs = &blk[qs_at + 32 * half..];
+            for j in 0..4 {
+                for l in 0..32 {
+                    let s = 8 * half + 2 * j + l / 16;
+                    let q = (qs[l] >> (2 * j)) & 3;
+                    let i = 128 * half + 32 * j + l;
+                    y[i] = if q3 {
+                        let third = (blk[l] >> (4 * half + j)) & 1;
+                        let dl = d * f32::from(signed[s]);
+                        dl * f32::from(q as i8 - if third == 0 { 4 } else { 0 })
+                    } else {
+                        let sc = blk[s];
+                        let (dl, ml) = (d * f32::from(sc & 0x0F), dmin * f32::from(sc >> 4));
+                        dl * f32::from(q) - ml
+                    };
                 }
             }
         }

@@ -44,6 +44,8 @@ fn ggml(qtype: QType) -> GgmlDType {
         QType::Q5_0 => GgmlDType::Q5_0,
         QType::Q5_1 => GgmlDType::Q5_1,
         QType::Q8_0 => GgmlDType::Q8_0,
+        QType::Q2K => GgmlDType::Q2K,
+        QType::Q3K => GgmlDType::Q3K,
         QType::Q4K => GgmlDType::Q4K,
         QType::Q5K => GgmlDType::Q5K,
         QType::Q6K => GgmlDType::Q6K,
@@ -65,7 +67,7 @@ fn matrix(qtype: QType, rows: usize, cols: usize, seed: u64) -> (QMatrix, Vec<f3
     (QMatrix::new(qtype, rows, cols, data).unwrap(), reference)
 }
 
-const ALL: [QType; 10] = [
+const ALL: [QType; 12] = [
     QType::F32,
     QType::F16,
     QType::Q4_0,
@@ -73,6 +75,8 @@ const ALL: [QType; 10] = [
     QType::Q5_0,
     QType::Q5_1,
     QType::Q8_0,
+    QType::Q2K,
+    QType::Q3K,
     QType::Q4K,
     QType::Q5K,
     QType::Q6K,
@@ -201,6 +205,65 @@ fn dequantization_of_a_hand_built_q5_k_block_gives_its_values() {
     // Value 255 (sub-block 7: scale 63, min 10; high nibble of byte 127 = 0; fifth bit 7 of
     // qh[31] = 31 · 0x5A ^ 0x3C = 0xDA: set): 0.5 · 63 · 16 − 0.25 · 10.
     assert_eq!(expected[255], 501.5);
+}
+
+/// Q2_K and Q3_K blocks built by hand, and the values their layouts say they hold: value `i` is
+/// in half `i / 128`, shift `j = i % 128 / 32` of byte `l = i % 32` of that half's 32 bytes,
+/// sub-block `8 · half + 2j + l / 16`.
+fn known_plane_block(qtype: QType) -> (Vec<u8>, Vec<f32>) {
+    let qs: Vec<u8> = (0..64u32).map(|i| (i * 37 + 5) as u8).collect();
+    let hm: Vec<u8> = (0..32u32).map(|l| (l * 0x5B) as u8 ^ 0xC3).collect();
+    // Q3_K: unsigned 6-bit scales `u`, the value's scale is `u − 32`.
+    let u: Vec<u8> = (0..16u8).map(|i| (i * 7 + 3) % 64).collect();
+    let sc2: Vec<u8> = (0..16u8).map(|i| i | ((15 - i) << 4)).collect();
+    let mut bytes = Vec::new();
+    if qtype == QType::Q3K {
+        let mut packed = [0u8; 12];
+        for (i, &u) in u.iter().enumerate() {
+            packed[i % 8] |= (u & 0x0F) << (4 * (i / 8));
+            packed[8 + i % 4] |= (u >> 4) << (2 * (i / 4));
+        }
+        bytes.extend(&hm);
+        bytes.extend(&qs);
+        bytes.extend(packed);
+        bytes.extend([0x00, 0x38]); // d = 0.5
+    } else {
+        bytes.extend(&sc2);
+        bytes.extend(&qs);
+        bytes.extend([0x00, 0x38, 0x00, 0x34]); // d = 0.5, dmin = 0.25
+    }
+    let values = (0..256)
+        .map(|i| {
+            let (half, j, l) = (i / 128, i % 128 / 32, i % 32);
+            let s = 8 * half + 2 * j + l / 16;
+            let q = f32::from((qs[32 * half + l] >> (2 * j)) & 3);
+            if qtype == QType::Q3K {
+                let third = hm[l] & (1 << (4 * half + j)) != 0;
+                0.5 * (f32::from(u[s]) - 32.0) * (q - if third { 0.0 } else { 4.0 })
+            } else {
+                0.5 * f32::from(sc2[s] & 0x0F) * q - 0.25 * f32::from(sc2[s] >> 4)
+            }
+        })
+        .collect();
+    (bytes, values)
+}
+
+#[test]
+fn dequantization_of_hand_built_q2_k_and_q3_k_blocks_gives_their_values() {
+    for qtype in [QType::Q2K, QType::Q3K] {
+        let (block, expected) = known_plane_block(qtype);
+        assert_eq!(block.len(), qtype.block_bytes(), "{qtype:?}");
+        let m = QMatrix::new(qtype, 2, 512, block.repeat(4)).unwrap();
+        let mut out = vec![0.0; 512];
+        for r in 0..2 {
+            m.dequantize_row(r, &mut out);
+            assert_eq!(out, expected.repeat(2), "{qtype:?} row {r}");
+        }
+    }
+    // Q2_K value 0: byte 0 = 5, bits 0-1 = 1, scale byte 0xF0: 0.5 · 0 · 1 − 0.25 · 15.
+    assert_eq!(known_plane_block(QType::Q2K).1[0], -3.75);
+    // Q3_K value 0: q = 1, third bit 0 of 0xC3 set, scale 3 − 32: 0.5 · −29 · 1.
+    assert_eq!(known_plane_block(QType::Q3K).1[0], -14.5);
 }
 
 #[test]
