@@ -17,6 +17,7 @@ mod write;
 use errors::{invalid, model_error, pool_error, wrong_kind};
 use request::{chat_request, embedding_request};
 use stream::LocalStream;
+use write::usage_of;
 
 use super::answer::Answer;
 use crate::state::AppState;
@@ -26,14 +27,6 @@ use sluice_local::pool::ModelKind;
 use sluice_local::ChatModel;
 use sluice_providers::chunks::{completion, ChunkWriter};
 use sluice_types::Usage;
-
-fn usage_of(u: sluice_local::Usage) -> Usage {
-    Usage {
-        prompt_tokens: u.prompt_tokens as u64,
-        completion_tokens: u.completion_tokens as u64,
-        ..Usage::default()
-    }
-}
 
 fn runtime(state: &AppState) -> Result<&crate::local::LocalRuntime, Error> {
     state.local.as_ref().ok_or_else(|| {

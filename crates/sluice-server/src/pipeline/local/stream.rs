@@ -2,7 +2,7 @@
 //! the providers' chunk writer, ending the request (the guard's [`Tracked`]) when the
 //! generation ends or the client leaves.
 
-use super::usage_of;
+use super::write::usage_of;
 use crate::pipeline::ending::{Ending, Tracked};
 use bytes::Bytes;
 use http_body::{Body, Frame};

@@ -1,6 +1,7 @@
 //! What a local model's answers are written as: OpenAI's embeddings list (floats or
 //! base64). Chat answers and chunks come from the providers' chunk writer.
 
+use sluice_types::Usage;
 use std::fmt::Write;
 
 /// Little-endian `f32`s in standard base64, as OpenAI's `encoding_format: "base64"` answers.
@@ -76,4 +77,13 @@ fn floats(text: &mut String, v: &[f32]) {
         }
     }
     text.push(']');
+}
+
+/// A local generation's token counts as the gateway's usage.
+pub(super) fn usage_of(u: sluice_local::Usage) -> Usage {
+    Usage {
+        prompt_tokens: u.prompt_tokens as u64,
+        completion_tokens: u.completion_tokens as u64,
+        ..Usage::default()
+    }
 }
