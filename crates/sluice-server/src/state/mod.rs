@@ -1,0 +1,189 @@
+//! Everything a request needs, built once from the config: the names (providers with their
+//! pools, deployments with their breakers and latency averages, routes with their canaries;
+//! `registry`), the stores (cache, ledger, limiter; `stores`), metrics, the local runtime,
+//! and the pre-rendered `/v1/models` body.
+//!
+//! A request names a route, a model, or (on a passthrough provider) any upstream model.
+//! [`AppState::plan`] (`plan`) turns that into an ordered list of deployments to try.
+
+mod plan;
+mod registry;
+mod stores;
+
+pub use plan::{overrides, Overrides, Plan, Resolved, Step};
+pub use registry::{Deployment, Ewma, Fnv, Route};
+
+use crate::cache::Cache;
+use crate::keys::KeyCache;
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use registry::{Name, Registry};
+use sluice_core::config::{
+    CacheConfig, Config, KeysConfig, LimitsConfig, RoutingConfig, ServerConfig,
+};
+use sluice_core::routing::RequestFacts;
+use sluice_core::{Error, Secret};
+use sluice_providers::Provider;
+use sluice_store::{Ledger, Limiter};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+/// Shared, immutable (but for atomics and locks) state of a running gateway.
+#[derive(Debug)]
+pub struct AppState {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[routing]`.
+    pub routing: RoutingConfig,
+    /// Providers, in config order.
+    pub providers: Vec<Provider>,
+    /// Configured models in config order, then one catch-all per passthrough provider.
+    pub deployments: Vec<Deployment>,
+    /// Number of configured models (the catch-alls follow them).
+    pub configured_models: usize,
+    /// Routes, in config order.
+    pub routes: Vec<Route>,
+    index: registry::Index,
+    /// Catch-all deployments of passthrough providers.
+    passthrough: Vec<usize>,
+    /// Admin API key.
+    pub master_key: Option<Secret>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// `GET /v1/models`, rendered once.
+    pub models_json: Bytes,
+    /// When the gateway started.
+    pub started: Instant,
+    /// The response cache, when any model or route caches.
+    pub cache: Option<Arc<Cache>>,
+    /// `[cache]` as configured.
+    pub cache_config: CacheConfig,
+    /// Keys and the spend log: SQLite in the data directory, or PostgreSQL.
+    pub ledger: Option<Ledger>,
+    /// Write the spend log (`spend.enabled`).
+    pub spend_enabled: bool,
+    /// Rate limits and budgets: in process, or on Redis.
+    pub limiter: Limiter,
+    /// Virtual keys seen lately.
+    pub keys: KeyCache,
+    /// `[keys]`.
+    pub keys_config: KeysConfig,
+    /// `[limits]`.
+    pub limits_config: LimitsConfig,
+    /// The models sluice runs itself, when the config has any.
+    pub local: Option<crate::local::LocalRuntime>,
+    /// Authentication, limit and spend counters.
+    pub tab_metrics: crate::metrics::TabMetrics,
+    /// Budget counters seeded from the spend log in this process, and when.
+    seeded: Mutex<HashMap<String, Instant>>,
+}
+
+impl AppState {
+    /// Builds providers, pools (one per worker thread) and tables from a validated config.
+    pub fn new(mut config: Config, workers: usize) -> Result<Self, Error> {
+        let now = Instant::now();
+        let (found, local) = crate::local::start(&config)?;
+        let r = Registry::build(&mut config, &found, workers, now)?;
+        let metrics = Metrics::new(
+            r.deployments
+                .iter()
+                .map(|d| (&*d.name, r.providers[d.provider].name())),
+            r.routes.iter().map(|r| r.config.name.as_str()),
+        );
+        let caches = config.cache.policy.enabled
+            || r.deployments.iter().any(|d| d.cache.enabled)
+            || r.routes.iter().any(|r| r.config.cache.enabled);
+        let stores = stores::open(&config, caches)?;
+        Ok(Self {
+            ledger: stores.ledger,
+            spend_enabled: config.spend.enabled,
+            limiter: stores.limiter,
+            keys: KeyCache::default(),
+            keys_config: config.keys,
+            limits_config: config.limits,
+            seeded: Mutex::new(HashMap::new()),
+            tab_metrics: crate::metrics::TabMetrics::default(),
+            local,
+            cache: stores.cache,
+            cache_config: config.cache,
+            master_key: config.server.master_key.clone(),
+            server: config.server,
+            routing: config.routing,
+            providers: r.providers,
+            deployments: r.deployments,
+            configured_models: r.configured_models,
+            routes: r.routes,
+            index: r.index,
+            passthrough: r.passthrough,
+            metrics,
+            models_json: r.models_json,
+            started: now,
+        })
+    }
+
+    /// Whether budget counter `name` was seeded in this process.
+    pub fn seeded_contains(&self, name: &str) -> bool {
+        self.seeded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(name)
+    }
+
+    /// When budget counter `name` was last seeded, if ever.
+    pub fn seeded_at(&self, name: &str) -> Option<Instant> {
+        self.seeded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .copied()
+    }
+
+    /// Notes that budget counter `name` is seeded.
+    pub fn mark_seeded(&self, name: &str) {
+        let mut seeded = self.seeded.lock().unwrap_or_else(PoisonError::into_inner);
+        if seeded.len() >= 100_000 {
+            // Windows of days gone by: forget them all, the live ones are seeded again.
+            seeded.clear();
+        }
+        seeded.insert(name.to_string(), Instant::now());
+    }
+
+    fn names(&self) -> plan::Names<'_> {
+        plan::Names {
+            index: &self.index,
+            passthrough: &self.passthrough,
+            providers: &self.providers,
+            deployments: &self.deployments,
+            routes: &self.routes,
+            retry: self.routing.retry,
+        }
+    }
+
+    /// Resolves the `model` a client sent: a route or configured model, else
+    /// `provider/model` on a passthrough provider, else any name on the only passthrough
+    /// provider.
+    pub fn resolve<'u>(&self, model: &'u str) -> Result<Resolved<'u>, Error> {
+        self.names().resolve(model)
+    }
+
+    /// The deployments to try for one request, in order, with the policies that apply.
+    pub fn plan<'u>(
+        &self,
+        resolved: Resolved<'u>,
+        facts: &RequestFacts,
+        body: &[u8],
+        overrides: &Overrides<'_>,
+        stream: bool,
+    ) -> Plan<'u> {
+        self.names().plan(resolved, facts, body, overrides, stream)
+    }
+
+    /// A route by name.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        match self.index.get(name) {
+            Some(Name::Route(i)) => self.routes.get(*i),
+            _ => None,
+        }
+    }
+}

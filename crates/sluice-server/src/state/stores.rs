@@ -1,0 +1,48 @@
+//! The stores a gateway opens at start: the response cache (when anything caches), the
+//! ledger of keys and spend (when spend is logged or keys are on), and the limiter.
+
+use crate::cache::Cache;
+use sluice_core::config::Config;
+use sluice_core::{Error, ErrorKind};
+use sluice_store::{open, Ledger, Limiter};
+use std::sync::Arc;
+
+/// What [`open`] opened.
+pub(super) struct Stores {
+    pub cache: Option<Arc<Cache>>,
+    pub ledger: Option<Ledger>,
+    pub limiter: Limiter,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Error {
+    ErrorKind::Internal {
+        message: format!("{what}: {e}"),
+    }
+    .into()
+}
+
+/// Opens the stores `config` asks for; `caches`: some model or route caches.
+pub(super) fn open(config: &Config, caches: bool) -> Result<Stores, Error> {
+    let cache = if caches {
+        let store = open::cache_store(&config.storage, &config.cache)
+            .map_err(|e| internal("cannot open the cache store", e))?;
+        Some(Arc::new(Cache::new(&config.cache, Some(store))))
+    } else {
+        None
+    };
+    let ledger = if config.spend.enabled || config.server.master_key.is_some() {
+        Some(
+            open::ledger(&config.storage, &config.spend)
+                .map_err(|e| internal("cannot open the spend log and key store", e))?,
+        )
+    } else {
+        None
+    };
+    let limiter = open::limiter(&config.storage, &config.limits)
+        .map_err(|e| internal("cannot set up the Redis limiter", e))?;
+    Ok(Stores {
+        cache,
+        ledger,
+        limiter,
+    })
+}
