@@ -36,7 +36,7 @@ pub enum Engine {
     /// The native engine when the CPU and the file's tensor formats allow it, else candle.
     #[default]
     Auto,
-    /// sluice's own CPU engine (x86-64 with AVX2/FMA/F16C; F32, F16, Q4_0, Q4_1, Q5_0,
+    /// sluice's own CPU engine (x86-64 with AVX2/FMA/F16C; F32, F16, BF16, Q4_0, Q4_1, Q5_0,
     /// Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K tensors); a file it cannot run is refused.
     Native,
     /// candle's `quantized_llama` / `quantized_qwen2` (any format candle reads).

@@ -5,7 +5,7 @@
 //! and dispatch, and its quantized matmuls lack fast x86 kernels for some formats (Q4_0 fell
 //! back to a generic path, 0.30× llama.cpp). Here one token's step is a fixed sequence of
 //! row-parallel matrix-vector products on the [`simd`] kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F16, F32; activations quantized to 8 bits the way ggml does), with RMS norm, rotary embedding,
+//! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F16, BF16, F32; activations quantized to 8 bits the way ggml does), with RMS norm, rotary embedding,
 //! attention over an F32 KV cache and SwiGLU in between.
 //!
 //! - **Weights** stay as the file stores them (no F32 embedding table, no F16 expansion): the

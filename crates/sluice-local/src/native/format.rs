@@ -6,6 +6,7 @@
 pub(crate) enum QType {
     F32,
     F16,
+    BF16,
     Q4_0,
     Q4_1,
     Q5_0,
@@ -27,6 +28,7 @@ impl QType {
         Some(match dtype {
             G::F32 => Self::F32,
             G::F16 => Self::F16,
+            G::BF16 => Self::BF16,
             G::Q4_0 => Self::Q4_0,
             G::Q4_1 => Self::Q4_1,
             G::Q5_0 => Self::Q5_0,
@@ -44,7 +46,7 @@ impl QType {
     /// Values per block.
     pub(crate) fn block(self) -> usize {
         match self {
-            Self::F32 | Self::F16 => 1,
+            Self::F32 | Self::F16 | Self::BF16 => 1,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
             Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K => 256,
         }
@@ -54,7 +56,7 @@ impl QType {
     pub(crate) fn block_bytes(self) -> usize {
         match self {
             Self::F32 => 4,
-            Self::F16 => 2,
+            Self::F16 | Self::BF16 => 2,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
@@ -71,7 +73,7 @@ impl QType {
     /// The activation form this weight format multiplies with.
     pub(super) fn acts(self) -> ActForm {
         match self {
-            Self::F32 | Self::F16 => ActForm::F32,
+            Self::F32 | Self::F16 | Self::BF16 => ActForm::F32,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => ActForm::Q8,
             Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K => ActForm::Q8K,
         }

@@ -254,6 +254,12 @@ pub(crate) fn dequantize(qtype: QType, row: &[u8], out: &mut [f32]) {
                 *o = f16_at(row, 2 * i);
             }
         }
+        QType::BF16 => {
+            // The top half of an f32.
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
+            }
+        }
         QType::Q4_0 => {
             for (blk, y) in row.chunks_exact(18).zip(out.chunks_exact_mut(32)) {
                 let d = f16_at(blk, 0);

@@ -704,6 +704,48 @@ pub(crate) unsafe fn f16<const N: usize>(row: *const u8, n: usize, a: [*const f3
     out
 }
 
+/// BF16 row · `N` f32 rows of `n` values: a bfloat16 is the top half of an f32, widened by a
+/// shift.
+///
+/// # Safety
+/// AVX2/FMA present; `row` valid for `n` bfloat16 values and each activation for `n` floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn bf16<const N: usize>(
+    row: *const u8,
+    n: usize,
+    a: [*const f32; N],
+) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let w16 = row.cast::<u16>();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`: 8 values of `row` and 8 floats of each activation row at `i`,
+        // inside the `n` values the caller guarantees.
+        unsafe {
+            let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(w16.add(i).cast()));
+            let w = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide));
+            for t in 0..N {
+                acc[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(a[t].add(i)), acc[t]);
+            }
+        }
+        i += 8;
+    }
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum_ps(acc[t]);
+    }
+    for j in i..n {
+        // SAFETY: `j < n`: value `j` of `row`, which the caller guarantees holds `n`.
+        let w = f32::from_bits(u32::from(unsafe { u16_at(row.add(2 * j)) }) << 16);
+        for t in 0..N {
+            // SAFETY: `j < n`: value `j` of activation row `t`, which the caller guarantees holds
+            // `n`.
+            out[t] += w * unsafe { *a[t].add(j) };
+        }
+    }
+    out
+}
+
 /// F32 row · `N` f32 rows of `n` values.
 ///
 /// # Safety
@@ -937,6 +979,7 @@ pub(crate) fn rows<const N: usize>(
         QType::Q6K if isa.avx512 => each_row!(q6_k_avx512, acts.q8k_ptrs::<N>(t0), blocks),
         QType::Q6K => each_row!(q6_k, acts.q8k_ptrs::<N>(t0), blocks),
         QType::F16 => each_row!(f16, acts.f32_ptrs::<N>(t0), cols),
+        QType::BF16 => each_row!(bf16, acts.f32_ptrs::<N>(t0), cols),
         QType::F32 => each_row!(f32, acts.f32_ptrs::<N>(t0), cols),
     }
 }

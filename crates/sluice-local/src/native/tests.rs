@@ -39,6 +39,7 @@ fn ggml(qtype: QType) -> GgmlDType {
     match qtype {
         QType::F32 => GgmlDType::F32,
         QType::F16 => GgmlDType::F16,
+        QType::BF16 => GgmlDType::BF16,
         QType::Q4_0 => GgmlDType::Q4_0,
         QType::Q4_1 => GgmlDType::Q4_1,
         QType::Q5_0 => GgmlDType::Q5_0,
@@ -67,9 +68,10 @@ fn matrix(qtype: QType, rows: usize, cols: usize, seed: u64) -> (QMatrix, Vec<f3
     (QMatrix::new(qtype, rows, cols, data).unwrap(), reference)
 }
 
-const ALL: [QType; 12] = [
+const ALL: [QType; 13] = [
     QType::F32,
     QType::F16,
+    QType::BF16,
     QType::Q4_0,
     QType::Q4_1,
     QType::Q5_0,
@@ -264,6 +266,16 @@ fn dequantization_of_hand_built_q2_k_and_q3_k_blocks_gives_their_values() {
     assert_eq!(known_plane_block(QType::Q2K).1[0], -3.75);
     // Q3_K value 0: q = 1, third bit 0 of 0xC3 set, scale 3 − 32: 0.5 · −29 · 1.
     assert_eq!(known_plane_block(QType::Q3K).1[0], -14.5);
+}
+
+#[test]
+fn bf16_weights_are_the_top_halves_of_f32s() {
+    // 0x3F80: 1.0; 0xC0C0: −6.0; 0x4049: 3.140625; 0x0001: the smallest subnormal's top half.
+    let bytes = vec![0x80, 0x3F, 0xC0, 0xC0, 0x49, 0x40, 0x01, 0x00];
+    let m = QMatrix::new(QType::BF16, 1, 4, bytes).unwrap();
+    let mut out = vec![0.0; 4];
+    m.dequantize_row(0, &mut out);
+    assert_eq!(out, [1.0, -6.0, 3.140625, f32::from_bits(0x0001_0000)]);
 }
 
 #[test]
