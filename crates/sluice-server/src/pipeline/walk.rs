@@ -11,13 +11,15 @@ use super::answer::Answer;
 use super::attempt::Attempt;
 use super::degraded;
 use super::finish::Outcome;
-use crate::metrics::{EndpointMetrics, UpstreamError};
-use crate::state::{AppState, Plan};
+use crate::metrics::{EndpointMetrics, RouteMetrics, Series, UpstreamError};
+use crate::state::{AppState, Deployment, Plan, Step};
 use bytes::Bytes;
 use http::header::HeaderValue;
+use sluice_core::breaker::{Permit, Refusal};
+use sluice_core::canary::Canary;
 use sluice_core::retry::Next;
 use sluice_core::{rng, Error, ErrorKind};
-use sluice_providers::View;
+use sluice_providers::{Provider, View};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,44 +52,77 @@ impl Call<'_> {
     }
 }
 
+/// What the walk has seen so far.
+struct Walked<'a> {
+    route_metrics: Option<&'a RouteMetrics>,
+    /// Time spent in retry backoff.
+    waited: Duration,
+    last_error: Option<Error>,
+    /// Every deployment was skipped (breaker open or cooling down).
+    all_skipped: bool,
+    /// The soonest end of a rate-limit cooldown among skipped deployments.
+    cooldown_ends: Option<Instant>,
+}
+
+/// How one deployment's tries ended.
+enum Tried {
+    Answered(Answer),
+    /// An error no other deployment could help with.
+    Failed(Error),
+    /// On to the next deployment.
+    Next,
+    /// The route's deadline passed.
+    OutOfTime,
+}
+
 async fn walk(call: &Call<'_>, outcome: &mut Outcome) -> Result<Answer, Error> {
-    let endpoint = call.view.operation();
-    let Call {
-        state,
-        view,
-        body,
-        request_id,
-        started,
-        plan,
-        route_deadline,
-    } = *call;
-    let route_metrics = plan.route.and_then(|r| state.metrics.route(r));
-    let mut waited = Duration::ZERO;
-    let mut last_error: Option<Error> = None;
-    let mut all_skipped = true;
-    // The soonest end of a rate-limit cooldown among skipped deployments.
-    let mut cooldown_ends: Option<Instant> = None;
-    'steps: for (position, step) in plan.steps.iter().enumerate() {
+    let plan = call.plan;
+    let mut w = Walked {
+        route_metrics: plan.route.and_then(|r| call.state.metrics.route(r)),
+        waited: Duration::ZERO,
+        last_error: None,
+        all_skipped: true,
+        cooldown_ends: None,
+    };
+    for (position, step) in plan.steps.iter().enumerate() {
+        match call.deployment(step, &mut w, outcome).await {
+            Tried::Answered(answer) => {
+                if let (true, Some(rm)) = (position > 0, w.route_metrics) {
+                    rm.fallbacks.fetch_add(1, Relaxed);
+                }
+                return Ok(answer);
+            }
+            Tried::Failed(e) => return Err(e),
+            Tried::Next => {}
+            Tried::OutOfTime => {
+                w.last_error = Some(route_timeout(plan, call.state));
+                break;
+            }
+        }
+    }
+    call.exhausted(w, outcome)
+}
+
+impl Call<'_> {
+    /// One deployment of the plan: behind its breaker, tried, retried with backoff while
+    /// its failures are retryable.
+    async fn deployment(
+        &self,
+        step: &Step<'_>,
+        w: &mut Walked<'_>,
+        outcome: &mut Outcome,
+    ) -> Tried {
+        let Call {
+            state, view, plan, ..
+        } = *self;
         let dep = &state.deployments[step.deployment];
         let provider = &state.providers[dep.provider];
         let series = state.metrics.series(step.deployment);
-        let metrics = series.endpoint(endpoint);
-        let upstream_id = step.upstream.unwrap_or(&dep.upstream);
+        let endpoint = view.operation();
         if endpoint == sluice_core::Operation::Embeddings && !provider.has_embeddings() {
-            last_error = Some(
-                ErrorKind::InvalidRequest {
-                    message: format!(
-                        "model `{}` is served by provider `{}` (type `{}`), which has no embeddings API",
-                        dep.name,
-                        provider.name(),
-                        provider.config.kind.as_str()
-                    ),
-                    param: Some("model"),
-                }
-                .into(),
-            );
+            w.last_error = Some(no_embeddings(dep, provider));
             outcome.deployment = Some(step.deployment);
-            continue 'steps;
+            return Tried::Next;
         }
         let canary = match (step.canary, plan.route) {
             (true, Some(r)) => state.routes[r].canary.as_ref(),
@@ -96,152 +131,198 @@ async fn walk(call: &Call<'_>, outcome: &mut Outcome) -> Result<Answer, Error> {
         let mut tried = 0u32;
         loop {
             let now = Instant::now();
-            if route_deadline.is_some_and(|d| now >= d) {
-                last_error = Some(route_timeout(plan, state));
-                break 'steps;
+            if self.route_deadline.is_some_and(|d| now >= d) {
+                return Tried::OutOfTime;
             }
             let permit = match dep.breaker.try_acquire(now) {
                 Ok(p) => p,
                 Err(refusal) => {
-                    match refusal {
-                        sluice_core::breaker::Refusal::Open => {
-                            series.skipped_open.fetch_add(1, Relaxed)
-                        }
-                        sluice_core::breaker::Refusal::RateLimited => {
-                            if let Some(until) = dep.breaker.rate_limited_until(now) {
-                                cooldown_ends = Some(cooldown_ends.map_or(until, |c| c.min(until)));
-                            }
-                            series.skipped_rate_limited.fetch_add(1, Relaxed)
-                        }
-                    };
-                    continue 'steps;
+                    skipped(refusal, dep, series, now, w);
+                    return Tried::Next;
                 }
             };
-            all_skipped = false;
+            w.all_skipped = false;
             if tried > 0 {
                 series.retries.fetch_add(1, Relaxed);
             }
             tried += 1;
             outcome.attempts += 1;
             outcome.deployment = Some(step.deployment);
-            if let (true, Some(rm), 1) = (canary.is_some(), route_metrics, tried) {
+            if let (true, Some(rm), 1) = (canary.is_some(), w.route_metrics, tried) {
                 rm.canary_requests.fetch_add(1, Relaxed);
             }
-            let prepared = provider.prepare(view, body, upstream_id, request_id)?;
-            let deadline = route_deadline.map_or(now + provider.config.timeout, |d| {
-                d.min(now + provider.config.timeout)
-            });
-            let attempt = Attempt {
-                state,
-                provider,
-                deployment: step.deployment,
-                op: endpoint,
-                started,
-                attempt_started: now,
-                deadline,
-                first_token_timeout: plan.first_token_timeout,
-                stream: view.stream(),
-                model: view.model(),
-                upstream_model: upstream_id,
-                estimated_prompt_tokens: view.estimated_prompt_tokens(),
-            };
-            match attempt.run(prepared, body).await {
-                Ok(response) => {
+            let e = match self.attempt(step, now).await {
+                Ok(answer) => {
                     dep.breaker.success(Instant::now(), permit);
                     if let Some(c) = canary {
                         c.record(Instant::now(), now.elapsed(), true);
                     }
-                    if position > 0 {
-                        if let Some(rm) = route_metrics {
-                            rm.fallbacks.fetch_add(1, Relaxed);
-                        }
-                    }
-                    return Ok(response);
+                    return Tried::Answered(answer);
                 }
-                Err(e) => {
-                    count_upstream_error(metrics, &e);
-                    let failed_at = Instant::now();
-                    dep.total.observe(failed_at - now);
-                    let retry_after = match e.kind() {
-                        ErrorKind::UpstreamStatus { retry_after, .. } => *retry_after,
-                        _ => None,
-                    };
-                    if e.is_rate_limited() {
-                        dep.breaker.rate_limited(
-                            failed_at + retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN),
-                            permit,
-                        );
-                    } else if e.counts_against_deployment() {
-                        if dep.breaker.failure(failed_at, permit) {
-                            series.breaker_opened.fetch_add(1, Relaxed);
-                            tracing::warn!(model = %dep.name, error = %e, "circuit breaker opened");
-                        }
-                    } else {
-                        dep.breaker.cancelled(permit);
+                Err(e) => e,
+            };
+            count_upstream_error(series.endpoint(endpoint), &e);
+            let retry_after = self.failed(dep, series, canary, permit, now, &e);
+            if !e.allows_fallback() {
+                return Tried::Failed(e);
+            }
+            let retryable = e.is_retryable();
+            w.last_error = Some(e);
+            if !retryable {
+                return Tried::Next;
+            }
+            match plan.retry.next(tried, rng::unit(), w.waited, retry_after) {
+                Next::RetryAfter(wait) => {
+                    if self
+                        .route_deadline
+                        .is_some_and(|d| Instant::now() + wait >= d)
+                    {
+                        return Tried::Next;
                     }
-                    if let Some(c) = canary {
-                        if e.counts_against_deployment() {
-                            if let Some(reason) = c.record(failed_at, failed_at - now, false) {
-                                roll_back_logged(state, plan, &reason.to_string());
-                            }
-                        }
-                    }
-                    if !e.allows_fallback() {
-                        return Err(e);
-                    }
-                    let retryable = e.is_retryable();
-                    last_error = Some(e);
-                    if !retryable {
-                        continue 'steps;
-                    }
-                    match plan.retry.next(tried, rng::unit(), waited, retry_after) {
-                        Next::RetryAfter(wait) => {
-                            if route_deadline.is_some_and(|d| Instant::now() + wait >= d) {
-                                continue 'steps;
-                            }
-                            tokio::time::sleep(wait).await;
-                            waited += wait;
-                        }
-                        Next::NextDeployment => continue 'steps,
-                    }
+                    tokio::time::sleep(wait).await;
+                    w.waited += wait;
                 }
+                Next::NextDeployment => return Tried::Next,
             }
         }
     }
-    if let Some(r) = plan.route {
-        let route = &state.routes[r];
-        if let Some(rm) = route_metrics {
-            rm.exhausted.fetch_add(1, Relaxed);
-        }
-        if let (Some(text), View::Chat(chat)) = (&route.config.fallback_response, view) {
-            if let Some(rm) = route_metrics {
-                rm.degraded.fetch_add(1, Relaxed);
-            }
-            outcome.degraded = true;
-            return Ok(degraded::answer(&route.config.name, text, chat.stream));
-        }
-    }
-    if let (None, Some(until)) = (&last_error, cooldown_ends) {
-        let left = until
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1));
-        return Err(ErrorKind::RateLimited {
-            message: "every deployment that could answer is cooling down after a rate limit".into(),
-            retry_after: Some(left),
-        }
-        .into());
-    }
-    Err(last_error.unwrap_or_else(|| {
-        let message = if all_skipped {
-            "no healthy deployment: every target is behind an open circuit breaker or cooling down after a rate limit"
-        } else {
-            "every deployment failed"
+
+    /// One try of `step`, started `now`.
+    async fn attempt(&self, step: &Step<'_>, now: Instant) -> Result<Answer, Error> {
+        let Call {
+            state,
+            view,
+            body,
+            request_id,
+            started,
+            plan,
+            route_deadline,
+        } = *self;
+        let dep = &state.deployments[step.deployment];
+        let provider = &state.providers[dep.provider];
+        let upstream_id = step.upstream.unwrap_or(&dep.upstream);
+        let prepared = provider.prepare(view, body, upstream_id, request_id)?;
+        let deadline = route_deadline.map_or(now + provider.config.timeout, |d| {
+            d.min(now + provider.config.timeout)
+        });
+        let attempt = Attempt {
+            state,
+            provider,
+            deployment: step.deployment,
+            op: view.operation(),
+            started,
+            attempt_started: now,
+            deadline,
+            first_token_timeout: plan.first_token_timeout,
+            stream: view.stream(),
+            model: view.model(),
+            upstream_model: upstream_id,
+            estimated_prompt_tokens: view.estimated_prompt_tokens(),
         };
-        ErrorKind::Unavailable {
-            message: message.to_string(),
+        attempt.run(prepared, body).await
+    }
+
+    /// Settles a failed try with the deployment's breaker, latency average and canary;
+    /// returns the upstream's `Retry-After`, if it sent one.
+    fn failed(
+        &self,
+        dep: &Deployment,
+        series: &Series,
+        canary: Option<&Canary>,
+        permit: Permit,
+        started: Instant,
+        e: &Error,
+    ) -> Option<Duration> {
+        let failed_at = Instant::now();
+        dep.total.observe(failed_at - started);
+        let retry_after = match e.kind() {
+            ErrorKind::UpstreamStatus { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        if e.is_rate_limited() {
+            let until = failed_at + retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN);
+            dep.breaker.rate_limited(until, permit);
+        } else if e.counts_against_deployment() {
+            if dep.breaker.failure(failed_at, permit) {
+                series.breaker_opened.fetch_add(1, Relaxed);
+                tracing::warn!(model = %dep.name, error = %e, "circuit breaker opened");
+            }
+        } else {
+            dep.breaker.cancelled(permit);
         }
-        .into()
-    }))
+        if let (Some(c), true) = (canary, e.counts_against_deployment()) {
+            if let Some(reason) = c.record(failed_at, failed_at - started, false) {
+                roll_back_logged(self.state, self.plan, &reason.to_string());
+            }
+        }
+        retry_after
+    }
+
+    /// Every deployment failed or was skipped: the route's degraded answer, else a
+    /// cooldown's 429, else the last error.
+    fn exhausted(&self, w: Walked<'_>, outcome: &mut Outcome) -> Result<Answer, Error> {
+        if let Some(r) = self.plan.route {
+            let route = &self.state.routes[r];
+            if let Some(rm) = w.route_metrics {
+                rm.exhausted.fetch_add(1, Relaxed);
+            }
+            if let (Some(text), View::Chat(chat)) = (&route.config.fallback_response, self.view) {
+                if let Some(rm) = w.route_metrics {
+                    rm.degraded.fetch_add(1, Relaxed);
+                }
+                outcome.degraded = true;
+                return Ok(degraded::answer(&route.config.name, text, chat.stream));
+            }
+        }
+        if let (None, Some(until)) = (&w.last_error, w.cooldown_ends) {
+            let left = until
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            return Err(ErrorKind::RateLimited {
+                message: "every deployment that could answer is cooling down after a rate limit"
+                    .into(),
+                retry_after: Some(left),
+            }
+            .into());
+        }
+        Err(w.last_error.unwrap_or_else(|| {
+            let message = if w.all_skipped {
+                "no healthy deployment: every target is behind an open circuit breaker or cooling down after a rate limit"
+            } else {
+                "every deployment failed"
+            };
+            ErrorKind::Unavailable {
+                message: message.to_string(),
+            }
+            .into()
+        }))
+    }
+}
+
+/// Counts a deployment skipped by its breaker, and notes when a cooldown ends.
+fn skipped(refusal: Refusal, dep: &Deployment, series: &Series, now: Instant, w: &mut Walked<'_>) {
+    match refusal {
+        Refusal::Open => series.skipped_open.fetch_add(1, Relaxed),
+        Refusal::RateLimited => {
+            if let Some(until) = dep.breaker.rate_limited_until(now) {
+                w.cooldown_ends = Some(w.cooldown_ends.map_or(until, |c| c.min(until)));
+            }
+            series.skipped_rate_limited.fetch_add(1, Relaxed)
+        }
+    };
+}
+
+fn no_embeddings(dep: &Deployment, provider: &Provider) -> Error {
+    ErrorKind::InvalidRequest {
+        message: format!(
+            "model `{}` is served by provider `{}` (type `{}`), which has no embeddings API",
+            dep.name,
+            provider.name(),
+            provider.config.kind.as_str()
+        ),
+        param: Some("model"),
+    }
+    .into()
 }
 
 fn route_timeout(plan: &Plan<'_>, state: &AppState) -> Error {
