@@ -66,7 +66,7 @@ pub struct ToolCallOut<'a> {
     pub id: Option<Cow<'a, str>>,
     /// `"function"`, on the first delta of a call.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<&'static str>,
+    pub kind: Option<&'a str>,
     /// The function called.
     pub function: FunctionOut<'a>,
 }
@@ -123,6 +123,12 @@ pub struct Delta<'a> {
     /// A piece of content.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<&'a str>,
+    /// A piece of a refusal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<&'a str>,
+    /// A piece of reasoning, as DeepSeek-style APIs send it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<&'a str>,
     /// Tool-call deltas.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub tool_calls: &'a [ToolCallOut<'a>],
@@ -134,7 +140,7 @@ impl<'a> Delta<'a> {
         Self {
             role: Some("assistant"),
             content: Some(""),
-            tool_calls: &[],
+            ..Self::default()
         }
     }
 
@@ -161,25 +167,33 @@ struct Chunk<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<&'a str>,
     choices: &'a [ChunkChoice<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageOut>,
 }
 
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    finish_reason: Option<&'a str>,
+/// One choice of a chunk.
+#[derive(Debug, Serialize)]
+pub struct ChunkChoice<'a> {
+    /// The choice's index.
+    pub index: usize,
+    /// What it adds.
+    pub delta: Delta<'a>,
+    /// Why it ended, on its last chunk.
+    pub finish_reason: Option<&'a str>,
 }
 
-/// Writes the chunks of one translated stream.
+/// Writes the chunks of one stream: a translated one, a local model's, or a stored
+/// completion replayed.
 #[derive(Debug, Clone)]
 pub struct ChunkWriter {
     /// The stream's `id`.
     pub id: String,
     created: u64,
     model: String,
+    system_fingerprint: Option<String>,
 }
 
 impl ChunkWriter {
@@ -190,6 +204,23 @@ impl ChunkWriter {
             id: format!("chatcmpl-{id_prefix}-{created}"),
             created,
             model: model.to_string(),
+            system_fingerprint: None,
+        }
+    }
+
+    /// A writer for the stream of an existing completion: its `id`, `created`, `model`
+    /// and `system_fingerprint`.
+    pub fn of_completion(
+        id: &str,
+        created: u64,
+        model: &str,
+        system_fingerprint: Option<&str>,
+    ) -> Self {
+        Self {
+            id: id.to_string(),
+            created,
+            model: model.to_string(),
+            system_fingerprint: system_fingerprint.map(str::to_string),
         }
     }
 
@@ -199,6 +230,7 @@ impl ChunkWriter {
             object: "chat.completion.chunk",
             created: self.created,
             model: &self.model,
+            system_fingerprint: self.system_fingerprint.as_deref(),
             choices,
             usage,
         };
@@ -216,6 +248,11 @@ impl ChunkWriter {
             finish_reason: finish,
         };
         self.write(out, std::slice::from_ref(&choice), None);
+    }
+
+    /// A chunk with every choice in `choices`.
+    pub fn choices(&self, out: &mut Vec<u8>, choices: &[ChunkChoice<'_>]) {
+        self.write(out, choices, None);
     }
 
     /// The usage chunk OpenAI sends last when `stream_options.include_usage` is set.

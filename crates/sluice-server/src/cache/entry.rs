@@ -12,6 +12,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sluice_providers::chunks::{ChunkChoice, ChunkWriter, Delta, ToolCallOut};
 use sluice_types::sse::event_data;
 use sluice_types::Usage;
 use std::borrow::Cow;
@@ -361,117 +362,85 @@ impl Assembler {
 
 // === Completions into streams ===
 
-#[derive(Serialize)]
-struct ChunkOut<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system_fingerprint: Option<&'a str>,
-    choices: Vec<ChoiceOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<&'a UsageOut>,
+impl From<&UsageOut> for Usage {
+    fn from(u: &UsageOut) -> Self {
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_prompt_tokens: u
+                .prompt_tokens_details
+                .as_ref()
+                .map_or(0, |d| d.cached_tokens),
+            reasoning_tokens: u
+                .completion_tokens_details
+                .as_ref()
+                .map_or(0, |d| d.reasoning_tokens),
+            cache_write_tokens: 0,
+        }
+    }
 }
 
-#[derive(Serialize)]
-struct ChoiceOut<'a> {
-    index: usize,
-    delta: DeltaOut<'a>,
-    finish_reason: Option<&'a str>,
+/// A stored message as the one delta that carries all of it.
+fn whole_delta<'a>(m: &'a Message, calls: &'a [ToolCallOut<'a>]) -> Delta<'a> {
+    Delta {
+        role: Some("assistant"),
+        content: Some(m.content.as_deref().unwrap_or("")),
+        refusal: m.refusal.as_deref(),
+        reasoning_content: m.reasoning_content.as_deref(),
+        tool_calls: calls,
+    }
 }
 
-#[derive(Serialize, Default)]
-struct DeltaOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refusal: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<Vec<ToolCallOut<'a>>>,
-}
-
-#[derive(Serialize)]
-struct ToolCallOut<'a> {
-    index: usize,
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    function: &'a Function,
-}
-
-fn push_event(out: &mut Vec<u8>, chunk: &ChunkOut<'_>) {
-    out.extend_from_slice(b"data: ");
-    let _ = serde_json::to_writer(&mut *out, chunk);
-    out.extend_from_slice(b"\n\n");
-}
-
-/// A stored `chat.completion` as the event stream a streaming client expects: per choice
-/// one event with the whole message, then one with its finish reason, then usage when the
-/// client asked for it (`stream_options.include_usage`), then `[DONE]`. `None` if `body`
-/// is not a completion.
+/// A stored completion as the event stream a streaming client expects, written by the
+/// providers' chunk writer: per choice one event with the whole message, then one with its
+/// finish reason, then usage when the client asked for it (`stream_options.include_usage`),
+/// then `[DONE]`. `None` if `body` is not a completion.
 pub fn to_sse(body: &[u8], include_usage: bool) -> Option<Bytes> {
     let c: Completion = serde_json::from_slice(body).ok()?;
-    let mut out = Vec::with_capacity(body.len() + 512);
-    let base = |choices| ChunkOut {
-        id: &c.id,
-        object: "chat.completion.chunk",
-        created: c.created,
-        model: &c.model,
-        system_fingerprint: c.system_fingerprint.as_deref(),
-        choices,
-        usage: None,
-    };
-    let content: Vec<ChoiceOut<'_>> = c
+    let writer =
+        ChunkWriter::of_completion(&c.id, c.created, &c.model, c.system_fingerprint.as_deref());
+    let calls: Vec<Vec<ToolCallOut<'_>>> = c
         .choices
         .iter()
         .map(|ch| {
-            let m = &ch.message;
-            ChoiceOut {
-                index: ch.index,
-                delta: DeltaOut {
-                    role: Some("assistant"),
-                    content: Some(m.content.as_deref().unwrap_or("")),
-                    refusal: m.refusal.as_deref(),
-                    reasoning_content: m.reasoning_content.as_deref(),
-                    tool_calls: (!m.tool_calls.is_empty()).then(|| {
-                        m.tool_calls
-                            .iter()
-                            .enumerate()
-                            .map(|(i, t)| ToolCallOut {
-                                index: i,
-                                id: &t.id,
-                                kind: &t.kind,
-                                function: &t.function,
-                            })
-                            .collect()
-                    }),
-                },
-                finish_reason: None,
-            }
+            let calls = ch.message.tool_calls.iter().enumerate();
+            calls
+                .map(|(i, t)| ToolCallOut {
+                    kind: Some(&t.kind),
+                    ..ToolCallOut::new(
+                        Some(i),
+                        Cow::Borrowed(&t.id),
+                        Cow::Borrowed(&t.function.name),
+                        Cow::Borrowed(&t.function.arguments),
+                    )
+                })
+                .collect()
         })
         .collect();
-    push_event(&mut out, &base(content));
-    let finish: Vec<ChoiceOut<'_>> = c
+    let mut out = Vec::with_capacity(body.len() + 512);
+    let content: Vec<ChunkChoice<'_>> = c
         .choices
         .iter()
-        .map(|ch| ChoiceOut {
+        .zip(&calls)
+        .map(|(ch, calls)| ChunkChoice {
             index: ch.index,
-            delta: DeltaOut::default(),
+            delta: whole_delta(&ch.message, calls),
+            finish_reason: None,
+        })
+        .collect();
+    writer.choices(&mut out, &content);
+    let finish: Vec<ChunkChoice<'_>> = c
+        .choices
+        .iter()
+        .map(|ch| ChunkChoice {
+            index: ch.index,
+            delta: Delta::default(),
             finish_reason: Some(ch.finish_reason.as_deref().unwrap_or("stop")),
         })
         .collect();
-    push_event(&mut out, &base(finish));
-    if include_usage {
-        if let Some(u) = &c.usage {
-            let mut chunk = base(Vec::new());
-            chunk.usage = Some(u);
-            push_event(&mut out, &chunk);
-        }
+    writer.choices(&mut out, &finish);
+    if let (true, Some(u)) = (include_usage, &c.usage) {
+        writer.usage(&mut out, &Usage::from(u));
     }
     out.extend_from_slice(b"data: [DONE]\n\n");
     Some(Bytes::from(out))
@@ -551,6 +520,29 @@ mod tests {
         assert!(!std::str::from_utf8(&no_usage)
             .expect("utf-8")
             .contains("\"usage\""));
+    }
+
+    #[test]
+    fn a_completion_replays_as_these_chunks() {
+        let body = br#"{"id":"c","object":"chat.completion","created":7,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"no","tool_calls":[{"id":"t","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"},{"index":1,"message":{"role":"assistant","content":"hi","reasoning_content":"hm"},"finish_reason":null}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        let sse = to_sse(body, true).expect("a completion");
+        let head = r#"data: {"id":"c","object":"chat.completion.chunk","created":7,"model":"m","system_fingerprint":"fp","choices":"#;
+        let expected = [
+            format!(
+                r#"{head}[{{"index":0,"delta":{{"role":"assistant","content":"","refusal":"no","tool_calls":[{{"index":0,"id":"t","type":"function","function":{{"name":"f","arguments":"{{}}"}}}}]}},"finish_reason":null}},{{"index":1,"delta":{{"role":"assistant","content":"hi","reasoning_content":"hm"}},"finish_reason":null}}]}}"#
+            ),
+            format!(
+                r#"{head}[{{"index":0,"delta":{{}},"finish_reason":"tool_calls"}},{{"index":1,"delta":{{}},"finish_reason":"stop"}}]}}"#
+            ),
+            format!(
+                r#"{head}[],"usage":{{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,"prompt_tokens_details":{{"cached_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}}}}"#
+            ),
+            "data: [DONE]".to_string(),
+        ];
+        assert_eq!(
+            std::str::from_utf8(&sse).unwrap(),
+            expected.join("\n\n") + "\n\n"
+        );
     }
 
     #[test]

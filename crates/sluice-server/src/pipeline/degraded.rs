@@ -17,7 +17,7 @@ pub fn answer(route: &str, text: &str, stream: bool) -> Answer {
     let first = Delta {
         role: Some("assistant"),
         content: Some(text),
-        tool_calls: &[],
+        ..Delta::default()
     };
     writer.delta(&mut out, first, None);
     writer.finish(&mut out, "stop", None);
