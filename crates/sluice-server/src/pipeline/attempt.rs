@@ -11,8 +11,11 @@ use crate::request_body::{self, UpstreamReadError};
 use crate::state::AppState;
 use bytes::Bytes;
 use http::header::HeaderValue;
+use http::Response;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use sluice_core::{retry, Error, ErrorKind, Operation};
+use sluice_providers::client::UpstreamBody;
 use sluice_providers::error as upstream_error;
 use sluice_providers::{Prepared, Provider, Reader};
 use std::sync::Arc;
@@ -20,6 +23,18 @@ use std::time::{Duration, Instant};
 
 /// Longest upstream error body read.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// The deadlines of one try.
+struct Deadlines {
+    /// The try's end (the provider's timeout, or the route's deadline if sooner).
+    total: tokio::time::Instant,
+    /// The response head's (and a stream's first byte's) deadline.
+    head: tokio::time::Instant,
+    /// `first_token_timeout_ms`, for a stream.
+    first_wait: Option<Duration>,
+    /// Longest wait between two reads of the body.
+    chunk: Duration,
+}
 
 /// One try on one deployment.
 pub struct Attempt<'a> {
@@ -73,133 +88,173 @@ impl Attempt<'_> {
 
     /// Makes the try.
     pub async fn run(&self, prepared: Prepared, body: &Bytes) -> Result<Answer, Error> {
-        let provider = self.provider;
-        let dep = &self.state.deployments[self.deployment];
-        let (upstream_req, reader) = match prepared {
+        let (request, reader) = match prepared {
             Prepared::Http { request, reader } => (request, reader),
             Prepared::InProcess => return self.in_process(body).await,
         };
-        let metrics = self.state.metrics.series(self.deployment).endpoint(self.op);
-        let deadline = tokio::time::Instant::from_std(self.deadline);
-        let chunk_timeout = provider.config.chunk_timeout;
+        let deadlines = self.deadlines();
+        let response = self.send(request, &deadlines).await?;
+        let (head, upstream) = response.into_parts();
+        if !head.status.is_success() {
+            return Err(self.refused(&head, upstream, &deadlines).await);
+        }
+        let is_sse = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if self.stream && (is_sse || reader.streams_lines()) {
+            return self.relay(upstream, &reader, &deadlines).await;
+        }
+        self.whole(&head, upstream, &reader, &deadlines).await
+    }
+
+    /// The try's deadlines.
+    fn deadlines(&self) -> Deadlines {
+        let total = tokio::time::Instant::from_std(self.deadline);
         // A stream must show its first byte within `first_token_timeout_ms` of the try's
         // start (response head included), else the next deployment gets the request.
         let first_wait = match (self.stream, self.first_token_timeout) {
             (true, Some(t)) => Some(t),
             _ => None,
         };
-        let head_deadline = first_wait.map_or(deadline, |t| {
-            deadline.min(tokio::time::Instant::from_std(self.attempt_started) + t)
+        let head = first_wait.map_or(total, |t| {
+            total.min(tokio::time::Instant::from_std(self.attempt_started) + t)
         });
-        let response =
-            match tokio::time::timeout_at(head_deadline, provider.send(upstream_req)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(match first_wait {
-                        Some(t) if head_deadline < deadline => self.timeout(format!(
-                            "no first token within {} ms (`first_token_timeout_ms`)",
-                            t.as_millis()
-                        )),
-                        _ => self.timeout(format!(
-                            "no response within {} ms",
-                            self.deadline
-                                .duration_since(self.attempt_started)
-                                .as_millis()
-                        )),
-                    })
-                }
-            };
-        let (head, mut upstream) = response.into_parts();
-
-        if !head.status.is_success() {
-            let header = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
-            let retry_after =
-                retry::parse_retry_after(header("retry-after"), header("retry-after-ms"));
-            let bytes =
-                request_body::read_upstream(upstream, MAX_ERROR_BODY, deadline, chunk_timeout)
-                    .await
-                    .unwrap_or_default();
-            return Err(upstream_error::from_response(
-                provider.name(),
-                head.status.as_u16(),
-                retry_after,
-                &bytes,
-            ));
+        Deadlines {
+            total,
+            head,
+            first_wait,
+            chunk: self.provider.config.chunk_timeout,
         }
+    }
 
-        let is_sse = head
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if self.stream && (is_sse || reader.streams_lines()) {
-            // Commit only once the first byte is here: until then, failing over is free.
-            let first_deadline = match first_wait {
-                Some(_) => head_deadline,
-                None => deadline.min(tokio::time::Instant::now() + chunk_timeout),
-            };
-            let wait = first_wait.unwrap_or(chunk_timeout);
-            let first = loop {
-                match tokio::time::timeout_at(first_deadline, upstream.frame()).await {
-                    Err(_) => {
-                        return Err(
-                            self.timeout(format!("no first token within {} ms", wait.as_millis()))
-                        )
-                    }
-                    Ok(None) => {
-                        return Err(ErrorKind::UpstreamProtocol {
-                            provider: provider.name().to_string(),
-                            message: "the stream ended before any data".into(),
-                        }
-                        .into())
-                    }
-                    Ok(Some(Err(e))) => {
-                        return Err(ErrorKind::UpstreamConnect {
-                            provider: provider.name().to_string(),
-                            message: format!("the stream broke before any data: {e}"),
-                        }
-                        .into())
-                    }
-                    Ok(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) if !data.is_empty() => break data,
-                        _ => continue,
-                    },
-                }
-            };
-            let ttft = self.attempt_started.elapsed();
-            dep.ttft.observe(ttft);
-            metrics.ttft.observe(self.started.elapsed());
-            let relay = Relay::new(
-                upstream,
-                first,
-                Arc::clone(self.state),
-                RelayParams {
-                    reader: reader.stream(self.model, self.state.server.max_event_bytes as usize),
-                    provider: provider.name().into(),
-                    chunk_timeout,
-                    deadline,
-                    series: self.deployment,
-                    started: self.started,
-                    estimated_prompt_tokens: self.estimated_prompt_tokens,
-                    ttft: self.started.elapsed(),
-                },
-            );
-            return Ok(Answer::Stream(Box::new(relay)));
+    /// Sends the request; the response head must come before the head deadline.
+    async fn send(
+        &self,
+        request: http::Request<UpstreamBody>,
+        d: &Deadlines,
+    ) -> Result<Response<Incoming>, Error> {
+        match tokio::time::timeout_at(d.head, self.provider.send(request)).await {
+            Ok(r) => r,
+            Err(_) => Err(match d.first_wait {
+                Some(t) if d.head < d.total => self.timeout(format!(
+                    "no first token within {} ms (`first_token_timeout_ms`)",
+                    t.as_millis()
+                )),
+                _ => self.timeout(format!(
+                    "no response within {} ms",
+                    self.deadline
+                        .duration_since(self.attempt_started)
+                        .as_millis()
+                )),
+            }),
         }
+    }
 
-        let bytes: Bytes = request_body::read_upstream(
-            upstream,
-            self.state.server.max_response_bytes,
-            deadline,
-            chunk_timeout,
+    /// The upstream's refusal (a non-2xx status) as an error, with its `Retry-After`.
+    async fn refused(
+        &self,
+        head: &http::response::Parts,
+        upstream: Incoming,
+        d: &Deadlines,
+    ) -> Error {
+        let header = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
+        let retry_after = retry::parse_retry_after(header("retry-after"), header("retry-after-ms"));
+        let bytes = request_body::read_upstream(upstream, MAX_ERROR_BODY, d.total, d.chunk)
+            .await
+            .unwrap_or_default();
+        upstream_error::from_response(
+            self.provider.name(),
+            head.status.as_u16(),
+            retry_after,
+            &bytes,
         )
-        .await
-        .map_err(|e| self.read_error(e))?;
-        dep.total.observe(self.attempt_started.elapsed());
+    }
+
+    /// A streamed answer, committed once its first byte is here (until then, failing over
+    /// is free), then relayed.
+    async fn relay(
+        &self,
+        mut upstream: Incoming,
+        reader: &Reader,
+        d: &Deadlines,
+    ) -> Result<Answer, Error> {
+        let first_deadline = match d.first_wait {
+            Some(_) => d.head,
+            None => d.total.min(tokio::time::Instant::now() + d.chunk),
+        };
+        let wait = d.first_wait.unwrap_or(d.chunk);
+        let name = || self.provider.name().to_string();
+        let first = loop {
+            match tokio::time::timeout_at(first_deadline, upstream.frame()).await {
+                Err(_) => {
+                    return Err(
+                        self.timeout(format!("no first token within {} ms", wait.as_millis()))
+                    )
+                }
+                Ok(None) => {
+                    return Err(ErrorKind::UpstreamProtocol {
+                        provider: name(),
+                        message: "the stream ended before any data".into(),
+                    }
+                    .into())
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(ErrorKind::UpstreamConnect {
+                        provider: name(),
+                        message: format!("the stream broke before any data: {e}"),
+                    }
+                    .into())
+                }
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => break data,
+                    _ => continue,
+                },
+            }
+        };
+        self.state.deployments[self.deployment]
+            .ttft
+            .observe(self.attempt_started.elapsed());
+        let metrics = self.state.metrics.series(self.deployment).endpoint(self.op);
+        metrics.ttft.observe(self.started.elapsed());
+        let relay = Relay::new(
+            upstream,
+            first,
+            Arc::clone(self.state),
+            RelayParams {
+                reader: reader.stream(self.model, self.state.server.max_event_bytes as usize),
+                provider: self.provider.name().into(),
+                chunk_timeout: d.chunk,
+                deadline: d.total,
+                series: self.deployment,
+                started: self.started,
+                estimated_prompt_tokens: self.estimated_prompt_tokens,
+                ttft: self.started.elapsed(),
+            },
+        );
+        Ok(Answer::Stream(Box::new(relay)))
+    }
+
+    /// A whole answer, read under the response size limit, its usage read.
+    async fn whole(
+        &self,
+        head: &http::response::Parts,
+        upstream: Incoming,
+        reader: &Reader,
+        d: &Deadlines,
+    ) -> Result<Answer, Error> {
+        let max = self.state.server.max_response_bytes;
+        let bytes: Bytes = request_body::read_upstream(upstream, max, d.total, d.chunk)
+            .await
+            .map_err(|e| self.read_error(e))?;
+        self.state.deployments[self.deployment]
+            .total
+            .observe(self.attempt_started.elapsed());
         let (bytes, seen) = reader
             .whole(bytes, self.model)
             .map_err(|message| -> Error {
                 ErrorKind::UpstreamProtocol {
-                    provider: provider.name().to_string(),
+                    provider: self.provider.name().to_string(),
                     message,
                 }
                 .into()
