@@ -279,6 +279,18 @@ impl Metrics {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
+        self.render_requests(&mut out);
+        self.render_latency(&mut out);
+        self.render_tokens(&mut out);
+        self.render_errors(&mut out);
+        self.render_series_counters(&mut out);
+        self.render_routes(&mut out);
+        self.render_gauges(&mut out);
+        out
+    }
+
+    /// Requests answered, by series, endpoint and status.
+    fn render_requests(&self, out: &mut String) {
         out.push_str("# HELP sluice_requests_total Requests answered, by model, provider, endpoint and HTTP status.\n# TYPE sluice_requests_total counter\n");
         for s in &self.series {
             for (e, em) in ENDPOINTS.iter().zip(&s.endpoints) {
@@ -297,12 +309,16 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// The latency histograms: to the response's end, and to the first streamed byte.
+    fn render_latency(&self, out: &mut String) {
         out.push_str("# HELP sluice_request_duration_seconds Time from request received to response complete.\n# TYPE sluice_request_duration_seconds histogram\n");
         for s in &self.series {
             for (e, em) in ENDPOINTS.iter().zip(&s.endpoints) {
                 if em.latency.count() > 0 {
                     em.latency.render(
-                        &mut out,
+                        out,
                         "sluice_request_duration_seconds",
                         &format!("{},endpoint=\"{e}\"", s.labels),
                     );
@@ -314,12 +330,16 @@ impl Metrics {
             let em = &s.endpoints[0];
             if em.ttft.count() > 0 {
                 em.ttft.render(
-                    &mut out,
+                    out,
                     "sluice_time_to_first_token_seconds",
                     &format!("{},endpoint=\"chat\"", s.labels),
                 );
             }
         }
+    }
+
+    /// Tokens counted, and those of them estimated.
+    fn render_tokens(&self, out: &mut String) {
         out.push_str("# HELP sluice_tokens_total Tokens counted from upstream usage, by direction.\n# TYPE sluice_tokens_total counter\n");
         for s in &self.series {
             for (e, em) in ENDPOINTS.iter().zip(&s.endpoints) {
@@ -353,6 +373,10 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Upstream failures by kind.
+    fn render_errors(&self, out: &mut String) {
         out.push_str("# HELP sluice_upstream_errors_total Upstream failures, by kind.\n# TYPE sluice_upstream_errors_total counter\n");
         for s in &self.series {
             for (e, em) in ENDPOINTS.iter().zip(&s.endpoints) {
@@ -364,6 +388,10 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Per-deployment counters: retries, breaker skips and openings.
+    fn render_series_counters(&self, out: &mut String) {
         let per_series: [(&str, &str, SeriesCounter); 4] = [
             (
                 "sluice_retries_total",
@@ -400,6 +428,10 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Per-route counters: fallbacks, degraded answers, exhaustion, canaries.
+    fn render_routes(&self, out: &mut String) {
         let per_route: [(&str, &str, RouteCounter); 5] = [
             (
                 "sluice_route_fallbacks_total",
@@ -433,10 +465,13 @@ impl Metrics {
                 let _ = writeln!(out, "{metric}{{{}}} {}", r.label, get(r).load(Relaxed));
             }
         }
+    }
+
+    /// In flight, disconnects, connections.
+    fn render_gauges(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP sluice_requests_in_flight Requests being served now.\n# TYPE sluice_requests_in_flight gauge\nsluice_requests_in_flight {}", self.in_flight.load(Relaxed));
         let _ = writeln!(out, "# HELP sluice_client_disconnects_total Clients that went away before their response was complete.\n# TYPE sluice_client_disconnects_total counter\nsluice_client_disconnects_total {}", self.client_disconnects.load(Relaxed));
         let _ = writeln!(out, "# HELP sluice_connections_total Client connections accepted.\n# TYPE sluice_connections_total counter\nsluice_connections_total {}", self.connections.load(Relaxed));
-        out
     }
 }
 
