@@ -73,4 +73,15 @@ export SLUICE_SMOLLM2_GGUF
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
-cargo nextest run --workspace --locked --no-fail-fast "$@"
+# With arguments, one run as asked (`./test.sh -p sluice-server -E 'test(x)'`). Without, the
+# whole workspace, with sluice-server's tests that need no local model built without the
+# local runtime (they link no candle) and its local-model tests with it.
+if [ $# -gt 0 ]; then
+  cargo nextest run --locked --no-fail-fast "$@"
+  exit
+fi
+failed=0
+cargo nextest run --workspace --exclude sluice-server --locked --no-fail-fast || failed=1
+cargo nextest run -p sluice-server --no-default-features --locked --no-fail-fast || failed=1
+cargo nextest run -p sluice-server --test local --locked --no-fail-fast || failed=1
+exit "$failed"
