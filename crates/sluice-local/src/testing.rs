@@ -95,13 +95,40 @@ pub enum TestDType {
     /// `general.file_type = 15`: Q4K, with Q6K for `output` and for `attn_v`/`ffn_down` of the
     /// layers llama.cpp's `use_more_bits` picks; rows must be multiples of 256.
     Q4KM,
+    /// `general.file_type = 32`.
+    BF16,
+    /// `general.file_type = 3`; rows must be multiples of 32.
+    Q4_1,
+    /// `general.file_type = 8`; rows must be multiples of 32.
+    Q5_0,
+    /// `general.file_type = 9`; rows must be multiples of 32.
+    Q5_1,
+    /// `general.file_type = 10` (every matrix Q2_K); rows must be multiples of 256.
+    Q2K,
+    /// `general.file_type = 11` (every matrix Q3_K); rows must be multiples of 256.
+    Q3K,
+    /// `general.file_type = 16` (every matrix Q5_K); rows must be multiples of 256.
+    Q5K,
 }
 
 // === impl TestDType ===
 
 impl TestDType {
     /// Every dtype, for tests that loop over them.
-    pub const ALL: [TestDType; 5] = [Self::F32, Self::F16, Self::Q8_0, Self::Q4_0, Self::Q4KM];
+    pub const ALL: [TestDType; 12] = [
+        Self::F32,
+        Self::F16,
+        Self::Q8_0,
+        Self::Q4_0,
+        Self::Q4KM,
+        Self::BF16,
+        Self::Q4_1,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::Q2K,
+        Self::Q3K,
+        Self::Q5K,
+    ];
 
     fn file_type(self) -> u32 {
         match self {
@@ -110,6 +137,13 @@ impl TestDType {
             Self::Q4_0 => 2,
             Self::Q8_0 => 7,
             Self::Q4KM => 15,
+            Self::BF16 => 32,
+            Self::Q4_1 => 3,
+            Self::Q5_0 => 8,
+            Self::Q5_1 => 9,
+            Self::Q2K => 10,
+            Self::Q3K => 11,
+            Self::Q5K => 16,
         }
     }
 
@@ -120,6 +154,13 @@ impl TestDType {
             Self::Q8_0 => GgmlDType::Q8_0,
             Self::Q4_0 => GgmlDType::Q4_0,
             Self::Q4KM => GgmlDType::Q4K,
+            Self::BF16 => GgmlDType::BF16,
+            Self::Q4_1 => GgmlDType::Q4_1,
+            Self::Q5_0 => GgmlDType::Q5_0,
+            Self::Q5_1 => GgmlDType::Q5_1,
+            Self::Q2K => GgmlDType::Q2K,
+            Self::Q3K => GgmlDType::Q3K,
+            Self::Q5K => GgmlDType::Q5K,
         }
     }
 
@@ -172,7 +213,7 @@ pub struct TestModel {
 impl TestModel {
     /// 2 layers, 4 heads / 2 KV heads, hidden 64 (256 for K-quants), context 512.
     pub fn tiny(arch: TestArch, dtype: TestDType) -> Self {
-        let hidden = if dtype == TestDType::Q4KM { 256 } else { 64 };
+        let hidden = if dtype.block() == 256 { 256 } else { 64 };
         Self {
             arch,
             dtype,
