@@ -29,9 +29,15 @@ binary_for() {
   if [ ! -x "$bin" ]; then
     local wt="$ROOT/target/bench-worktrees/$rev"
     [ -d "$wt" ] || git worktree add --detach "$wt" "$rev" >&2
+    # Cargo hashes a workspace member's path relative to the workspace root, so every
+    # checkout shares the same artifacts, and their fingerprints name the files of the last
+    # checkout built: forget the workspace's own fingerprints (not its dependencies') before
+    # and after, or a build of another checkout is taken as fresh.
+    rm -rf "$ROOT"/target/release/.fingerprint/sluice*
     (cd "$wt" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked -p sluice >&2)
     mkdir -p "$(dirname "$bin")"
     cp "$ROOT/target/release/sluice" "$bin"
+    rm -rf "$ROOT"/target/release/.fingerprint/sluice*
   fi
   echo "$bin"
 }
