@@ -93,7 +93,8 @@ pub enum TestDType {
     /// `general.file_type = 2`; rows must be multiples of 32.
     Q4_0,
     /// `general.file_type = 15`: Q4K, with Q6K for `output` and for `attn_v`/`ffn_down` of the
-    /// layers llama.cpp's `use_more_bits` picks; rows must be multiples of 256.
+    /// layers llama.cpp's `use_more_bits` picks; rows must be multiples of 32, and those that
+    /// are not multiples of 256 take llama.cpp's fallbacks, Q5_0 and Q8_0.
     Q4KM,
     /// `general.file_type = 32`.
     BF16,
@@ -107,7 +108,8 @@ pub enum TestDType {
     Q2K,
     /// `general.file_type = 11` (every matrix Q3_K); rows must be multiples of 256.
     Q3K,
-    /// `general.file_type = 16` (every matrix Q5_K); rows must be multiples of 256.
+    /// `general.file_type = 16` (every matrix Q5_K); rows must be multiples of 32, and those that
+    /// are not multiples of 256 take llama.cpp's fallback, Q5_1.
     Q5K,
 }
 
@@ -307,7 +309,11 @@ impl TestModel {
 
     /// Writes the GGUF file.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let block = self.dtype.block();
+        // Q4_K and Q5_K rows of other lengths fall back to 32-value types (`quantize`).
+        let block = match self.dtype {
+            TestDType::Q4KM | TestDType::Q5K => 32,
+            other => other.block(),
+        };
         if !self.hidden.is_multiple_of(block)
             || !self.ffn.is_multiple_of(block)
             || !self.hidden.is_multiple_of(self.heads)
@@ -575,7 +581,17 @@ fn random(
     data
 }
 
+/// `rows × cols` values in `dtype`, or, when rows of `cols` are not whole K-quant blocks, in
+/// the 32-value type llama.cpp falls back to (`Q4_K` → `Q5_0`, `Q5_K` → `Q5_1`, `Q6_K` →
+/// `Q8_0`, as its `Q4_K_M` files of Qwen2.5 0.5B, hidden size 896, have them).
 fn quantize(data: Vec<f32>, rows: usize, cols: usize, dtype: GgmlDType) -> Result<QTensor> {
+    let dtype = match dtype {
+        _ if cols % dtype.block_size() == 0 => dtype,
+        GgmlDType::Q4K => GgmlDType::Q5_0,
+        GgmlDType::Q5K => GgmlDType::Q5_1,
+        GgmlDType::Q6K => GgmlDType::Q8_0,
+        other => other,
+    };
     let tensor = Tensor::from_vec(data, (rows, cols), &Device::Cpu).map_err(Error::backend)?;
     QTensor::quantize(&tensor, dtype).map_err(Error::backend)
 }

@@ -421,6 +421,40 @@ fn every_format_and_architecture_matches_candle() {
     }
 }
 
+/// llama.cpp's Q4_K_M of a model whose hidden size is not a multiple of 256 (Qwen2.5 0.5B's
+/// 896): the matrices with rows of `hidden` values fall back to Q5_0 (for Q4_K) and Q8_0 (for
+/// Q6_K), `ffn_down` stays Q4_K or Q6_K, so one step multiplies with both activation forms.
+#[test]
+fn a_q4_k_m_file_with_llama_cpp_fallback_types_matches_candle() {
+    let dir = crate::tests::TempDir::new();
+    for arch in [TestArch::Llama, TestArch::Qwen2] {
+        let path = dir.path(&format!("{arch:?}-q4km-896.gguf"));
+        TestModel {
+            hidden: 128,
+            ffn: 256,
+            ..TestModel::tiny(arch, TestDType::Q4KM)
+        }
+        .write(&path)
+        .unwrap();
+        let (content, _) = crate::gguf::file::read_header(&path).unwrap();
+        let mut types: Vec<String> = content
+            .tensor_infos
+            .values()
+            .map(|t| format!("{:?}", t.ggml_dtype))
+            .collect();
+        types.sort();
+        types.dedup();
+        for t in ["Q4K", "Q6K", "Q5_0", "Q8_0"] {
+            assert!(types.iter().any(|x| x == t), "{arch:?}: {types:?}");
+        }
+        let tokens = prompt(13);
+        let reference = candle_logits(&path, &tokens);
+        let ours = native_session(&path, 1).forward(&tokens, 0).unwrap();
+        let c = cosine(&ours, &reference);
+        assert!(c >= 0.999, "{arch:?}: cosine {c}");
+    }
+}
+
 #[test]
 fn prefill_in_chunks_token_by_token_and_on_threads_agree() {
     let dir = crate::tests::TempDir::new();
