@@ -5,9 +5,10 @@
 # serves bench/sluice-bench.toml with its own data directory. Results go to
 # bench/results/pipeline-<timestamp>/.
 #
-# Usage: bench/pipeline.sh NAME=BUILD NAME=BUILD [...] [-- extra gateway-bench.sh args]
+# Usage: bench/pipeline.sh NAME=BUILD[:EXTRA.toml] NAME=BUILD[:EXTRA.toml] [...] [-- extra gateway-bench.sh args]
 #   BUILD: a path to a built `sluice` binary, or a git revision (built in a worktree under
 #   target/bench-worktrees with the shared target directory, cached by commit).
+#   EXTRA.toml: appended to that build's config (e.g. bench/no-spend.toml).
 # Needs ../shared/bench/setup.sh to have run once; installs Debian's nginx-light if absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,20 +42,23 @@ binary_for() {
   fi
   echo "$bin"
 }
-names=() bins=()
+names=() bins=() extras=()
 for b in "${builds[@]}"; do
+  spec=${b#*=}
   names+=("${b%%=*}")
-  bins+=("$(binary_for "${b#*=}")")
-  echo "${b%%=*}: ${b#*=} (${bins[-1]})" | tee -a "$OUT/builds.txt"
+  bins+=("$(binary_for "${spec%%:*}")")
+  if [ "$spec" != "${spec%%:*}" ]; then extras+=("${spec#*:}"); else extras+=(""); fi
+  echo "${b%%=*}: $spec (${bins[-1]})" | tee -a "$OUT/builds.txt"
 done
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-start() { # NAME BIN PORT
+start() { # NAME BIN PORT EXTRA
   local dir="$OUT/$1-data"
   mkdir -p "$dir"
   sed "s|^data_dir = .*|data_dir = \"$dir\"|" bench/sluice-bench.toml > "$OUT/$1.toml"
+  if [ -n "$4" ]; then cat "$4" >> "$OUT/$1.toml"; fi
   SLUICE_LOG=warn "$2" serve --config "$OUT/$1.toml" --listen "127.0.0.1:$3" > "$OUT/$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$3/health" && return; sleep 0.1; done
@@ -62,7 +66,7 @@ start() { # NAME BIN PORT
 }
 targets=()
 for i in "${!names[@]}"; do
-  start "${names[$i]}" "${bins[$i]}" $((8081 + i))
+  start "${names[$i]}" "${bins[$i]}" $((8081 + i)) "${extras[$i]}"
   targets+=("${names[$i]}=http://127.0.0.1:$((8081 + i))")
 done
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
