@@ -77,4 +77,5 @@ sleep 0.5
 "$HARNESS/gateway-bench.sh" --tool wrk --conc 1,64 --warmup 5 --out "$OUT/run" "$@" \
   "${targets[@]}" nginx=http://127.0.0.1:18090 \
   | tee "$OUT/table.txt"
+rm -rf "$OUT"/*-data # each build's spend log: hundreds of MB after a run, not results
 echo "results in $OUT"
