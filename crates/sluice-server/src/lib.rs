@@ -19,6 +19,7 @@ pub mod local;
 pub mod metrics;
 mod money;
 mod pipeline;
+mod ready;
 mod request_body;
 mod request_id;
 mod response;

@@ -35,6 +35,7 @@ pub async fn route<B: ClientBody>(
         }
         (&Method::GET, "/health", _) => handlers::health(),
         (&Method::GET, "/health/detailed", _) => handlers::health_detailed(&state),
+        (&Method::GET, "/health/ready", _) => crate::ready::ready(&state).await,
         (&Method::GET, "/metrics", _) => handlers::metrics(&state),
         (&Method::GET, "/admin/routes", _) => handlers::admin_routes(&state, req.headers()),
         (&Method::GET, "/admin/cache", _) => handlers::admin_cache(&state, req.headers()).await,
@@ -50,9 +51,12 @@ pub async fn route<B: ClientBody>(
             let name = p["/admin/routes/".len()..p.len() - "/canary".len()].to_string();
             handlers::admin_canary(&state, &name, req).await
         }
-        (m, p @ ("/v1/models" | "/models" | "/health" | "/health/detailed" | "/metrics"), _) => {
-            handlers::method_not_allowed(m, p, "GET")
-        }
+        (
+            m,
+            p @ ("/v1/models" | "/models" | "/health" | "/health/detailed" | "/health/ready"
+            | "/metrics"),
+            _,
+        ) => handlers::method_not_allowed(m, p, "GET"),
         (m, p @ "/admin/cache", _) => handlers::method_not_allowed(m, p, "GET, DELETE"),
         (m, p @ "/admin/spend", _) => handlers::method_not_allowed(m, p, "GET"),
         (_, p, _) => handlers::not_found(p),

@@ -26,6 +26,11 @@ const MASTER: &str = "sk-master-0123456789abcdef";
 /// The state of a gateway configured with `extra` after a provider `fake` (a closed port),
 /// a model `m` on it and a route `r` with a static fallback.
 fn gateway(extra_server: &str, extra: &str) -> Arc<AppState> {
+    gateway_with(extra_server, "", extra)
+}
+
+/// [`gateway`] with `extra_storage` in `[storage]`.
+fn gateway_with(extra_server: &str, extra_storage: &str, extra: &str) -> Arc<AppState> {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "sluice-pipeline-{}-{}",
@@ -40,6 +45,7 @@ listen = "127.0.0.1:0"
 {extra_server}
 [storage]
 data_dir = "{dir}"
+{extra_storage}
 [[providers]]
 name = "fake"
 type = "openai"
@@ -285,4 +291,30 @@ impl Body for Hanging {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Poll::Pending
     }
+}
+
+#[tokio::test]
+async fn readiness_asks_each_store_the_config_uses() {
+    let state = gateway("", "");
+    let (r, v) = send(&state, request(Method::GET, "/health/ready", None, "")).await;
+    assert_eq!(r.status(), StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "ready", "{v}");
+    assert_eq!(
+        v["checks"]["ledger"]["status"], "ok",
+        "the SQLite spend log: {v}"
+    );
+    assert_eq!(v["checks"]["redis_limiter"]["status"], "off", "{v}");
+    let (r, _) = send(&state, request(Method::POST, "/health/ready", None, "")).await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn readiness_is_degraded_while_the_redis_limiter_is_unreachable() {
+    // Nothing listens on port 1: limits fall back to this process, which still serves.
+    let state = gateway_with("", "redis_url = \"redis://127.0.0.1:1\"", "");
+    let (r, v) = send(&state, request(Method::GET, "/health/ready", None, "")).await;
+    assert_eq!(r.status(), StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(v["checks"]["redis_limiter"]["status"], "failed", "{v}");
+    assert!(v["checks"]["redis_limiter"]["error"].is_string(), "{v}");
 }

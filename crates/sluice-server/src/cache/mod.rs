@@ -116,6 +116,17 @@ impl std::fmt::Debug for Cache {
 
 impl Cache {
     /// A cache with `store` behind an in-memory tier of `config.memory_bytes`.
+    /// Whether the store behind the memory tier answers a lookup (none: yes).
+    pub async fn store_answers(&self) -> Result<(), sluice_store::StoreError> {
+        match &self.store {
+            None => Ok(()),
+            Some(s) => s
+                .get(&[0u8; 32], sluice_store::unix_now_ms())
+                .await
+                .map(drop),
+        }
+    }
+
     pub fn new(config: &CacheConfig, store: Option<CacheStore>) -> Self {
         let store_kind = match &store {
             Some(CacheStore::Redis(_)) => "redis",
