@@ -783,6 +783,58 @@ pub(crate) unsafe fn f32<const N: usize>(row: *const u8, n: usize, a: [*const f3
     out
 }
 
+/// F32, F16 and BF16 rows · `N` f32 rows of `n` values on AVX-512: 16 weights per
+/// multiply-add, widened by `$load` from the weights at `$p`; the last `n % 16` values on the
+/// AVX2 kernel of the same format.
+macro_rules! wide_kernels {
+    ($($name:ident, $tail:ident, $bytes:literal, |$p:ident| $load:expr, $what:literal;)*) => {$(
+        #[doc = concat!("[`", stringify!($tail), "`] on AVX-512: ", $what, ".")]
+        ///
+        /// # Safety
+        #[doc = concat!("As [`", stringify!($tail), "`], and the CPU has AVX-512F/BW.")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+        pub(crate) unsafe fn $name<const N: usize>(
+            row: *const u8,
+            n: usize,
+            a: [*const f32; N],
+        ) -> [f32; N] {
+            let mut acc = [_mm512_setzero_ps(); N];
+            let mut i = 0;
+            while i + 16 <= n {
+                // SAFETY: `i + 16 <= n`: 16 weights of `row` (`$bytes` each) and 16 floats of
+                // each activation row at `i`, inside the `n` values the caller guarantees.
+                unsafe {
+                    let $p = row.add($bytes * i);
+                    let w = $load;
+                    for t in 0..N {
+                        acc[t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(a[t].add(i)), acc[t]);
+                    }
+                }
+                i += 16;
+            }
+            let rest = a.map(|p| p.wrapping_add(i));
+            // SAFETY: the values `i..n` (`i <= n`) of the same row and activation rows, in the
+            // same format, on a CPU with AVX2/FMA/F16C.
+            let mut out = unsafe { $tail::<N>(row.add($bytes * i), n - i, rest) };
+            for t in 0..N {
+                out[t] += _mm512_reduce_add_ps(acc[t]);
+            }
+            out
+        }
+    )*};
+}
+
+wide_kernels! {
+    f32_avx512, f32, 4, |p| _mm512_loadu_ps(p.cast()), "16 floats per load";
+    f16_avx512, f16, 2, |p| _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+        "16 halves converted per instruction";
+    bf16_avx512, bf16, 2,
+        |p| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+            _mm256_loadu_si256(p.cast()),
+        ))),
+        "16 values widened per shift";
+}
+
 /// `Σ a[i] · b[i]` (attention scores).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -978,8 +1030,11 @@ pub(crate) fn rows<const N: usize>(
         QType::Q5K => each_row!(q5_k, acts.q8k_ptrs::<N>(t0), blocks),
         QType::Q6K if isa.avx512 => each_row!(q6_k_avx512, acts.q8k_ptrs::<N>(t0), blocks),
         QType::Q6K => each_row!(q6_k, acts.q8k_ptrs::<N>(t0), blocks),
+        QType::F16 if isa.avx512 => each_row!(f16_avx512, acts.f32_ptrs::<N>(t0), cols),
         QType::F16 => each_row!(f16, acts.f32_ptrs::<N>(t0), cols),
+        QType::BF16 if isa.avx512 => each_row!(bf16_avx512, acts.f32_ptrs::<N>(t0), cols),
         QType::BF16 => each_row!(bf16, acts.f32_ptrs::<N>(t0), cols),
+        QType::F32 if isa.avx512 => each_row!(f32_avx512, acts.f32_ptrs::<N>(t0), cols),
         QType::F32 => each_row!(f32, acts.f32_ptrs::<N>(t0), cols),
     }
 }

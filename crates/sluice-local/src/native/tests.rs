@@ -282,8 +282,14 @@ fn bf16_weights_are_the_top_halves_of_f32s() {
 fn kernels_match_the_dequantized_product_for_every_format_and_tile() {
     let isa = isa();
     for qtype in ALL {
-        // Q4_0/Q8_0 rows of 27 blocks: 3 groups of 8 and a tail of 3.
-        let (rows, cols) = (9, if qtype.block() == 256 { 768 } else { 864 });
+        // Rows of 27 blocks of 32: 3 groups of 8 and a tail of 3.
+        // F32/F16/BF16 rows of 870: 54 runs of 16 (AVX-512), one of 8 and 6 single values.
+        let cols = match qtype.block() {
+            256 => 768,
+            32 => 864,
+            _ => 870,
+        };
+        let rows = 9;
         let (w, dense) = matrix(qtype, rows, cols, 5);
         // 6 activation rows: one tile of 4 and two single rows.
         for m in [1, 6] {
