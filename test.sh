@@ -7,9 +7,11 @@ cd "$(dirname "$0")"
 
 # Official SDKs (OpenAI, Anthropic), driven against a real sluice by the Python SDK tests.
 PYENV="$PWD/target/pyenv"
-if ! "$PYENV/bin/python" -c 'import openai, anthropic' >/dev/null 2>&1; then
+# kubernetes-validate checks deploy/k8s against the Kubernetes schemas (crates/sluice/tests/deploy.rs).
+if ! "$PYENV/bin/python" -c 'import openai, anthropic, kubernetes_validate' >/dev/null 2>&1; then
   python3 -m venv "$PYENV"
-  "$PYENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<3' 'anthropic>=0.40,<1'
+  "$PYENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<3' 'anthropic>=0.40,<1' \
+    'kubernetes-validate>=1.31,<2'
 fi
 export SLUICE_PYTHON="$PYENV/bin/python"
 export SLUICE_REQUIRE_PYTHON_SDK=1
