@@ -48,6 +48,7 @@ fn rows(config: &Config) -> Vec<Row> {
             path: l.path.clone(),
         });
     }
+    #[cfg(feature = "local")]
     for m in sluice_server::local::discover(config) {
         rows.push(Row {
             kind: kind(&m.path),
@@ -64,6 +65,7 @@ fn rows(config: &Config) -> Vec<Row> {
 }
 
 /// A directory is an embedding model, a file a GGUF chat model (as the pool decides).
+#[cfg(feature = "local")]
 fn kind(path: &std::path::Path) -> &'static str {
     sluice_local::ModelSpec::new("", path).kind.as_str()
 }
