@@ -120,6 +120,12 @@ pub enum ErrorKind {
         /// How long until a retry may succeed.
         retry_after: Option<Duration>,
     },
+    /// A local model whose file this gateway cannot run: an unsupported architecture or tensor
+    /// type, or an engine that cannot run it. Another deployment may answer.
+    ModelUnsupported {
+        /// What is missing.
+        message: String,
+    },
     /// The gateway is shutting down or otherwise cannot take the request.
     Unavailable {
         /// Why.
@@ -158,7 +164,9 @@ impl Error {
             | ErrorKind::UpstreamProtocol { .. } => 502,
             ErrorKind::UpstreamTimeout { .. } => 504,
             ErrorKind::RateLimited { .. } | ErrorKind::BudgetExceeded { .. } => 429,
-            ErrorKind::Unavailable { .. } | ErrorKind::Overloaded { .. } => 503,
+            ErrorKind::Unavailable { .. }
+            | ErrorKind::Overloaded { .. }
+            | ErrorKind::ModelUnsupported { .. } => 503,
             ErrorKind::Internal { .. } => 500,
         }
     }
@@ -192,7 +200,9 @@ impl Error {
             ErrorKind::UpstreamTimeout { .. } => "timeout_error",
             ErrorKind::RateLimited { .. } => "rate_limit_error",
             ErrorKind::BudgetExceeded { .. } => "insufficient_quota",
-            ErrorKind::Unavailable { .. } | ErrorKind::Overloaded { .. } => "service_unavailable",
+            ErrorKind::Unavailable { .. }
+            | ErrorKind::Overloaded { .. }
+            | ErrorKind::ModelUnsupported { .. } => "service_unavailable",
             ErrorKind::Internal { .. } => "server_error",
         }
     }
@@ -201,7 +211,7 @@ impl Error {
     pub fn param(&self) -> Option<&str> {
         match &*self.0 {
             ErrorKind::InvalidRequest { param, .. } => *param,
-            ErrorKind::ModelNotFound { .. } => Some("model"),
+            ErrorKind::ModelNotFound { .. } | ErrorKind::ModelUnsupported { .. } => Some("model"),
             ErrorKind::UpstreamStatus { param, .. } => param.as_deref(),
             _ => None,
         }
@@ -220,6 +230,7 @@ impl Error {
             ErrorKind::BudgetExceeded { .. } => Some("budget_exceeded"),
             ErrorKind::Authentication { .. } => Some("invalid_api_key"),
             ErrorKind::Overloaded { .. } => Some("model_overloaded"),
+            ErrorKind::ModelUnsupported { .. } => Some("model_unsupported"),
             _ => None,
         }
     }
@@ -255,6 +266,7 @@ impl Error {
             ErrorKind::UpstreamProtocol { .. } => "upstream_protocol",
             ErrorKind::Unavailable { .. } => "unavailable",
             ErrorKind::Overloaded { .. } => "overloaded",
+            ErrorKind::ModelUnsupported { .. } => "model_unsupported",
             ErrorKind::RateLimited { .. } => "rate_limited",
             ErrorKind::BudgetExceeded { .. } => "budget_exceeded",
             ErrorKind::Internal { .. } => "internal",
@@ -279,7 +291,8 @@ impl Error {
 
     /// Whether another deployment may succeed where this one failed: every retryable
     /// failure, and the failures that belong to one deployment rather than to the request
-    /// (its key is refused, it does not know the model, the prompt exceeds its context).
+    /// (its key is refused, it does not know the model, the prompt exceeds its context, it
+    /// cannot run the local model's file).
     pub fn allows_fallback(&self) -> bool {
         if self.is_retryable() {
             return true;
@@ -289,6 +302,7 @@ impl Error {
                 matches!(status, 401 | 403 | 404 | 413)
                     || code.as_deref() == Some("context_length_exceeded")
             }
+            ErrorKind::ModelUnsupported { .. } => true,
             _ => false,
         }
     }
@@ -350,6 +364,7 @@ impl Error {
                 format!("upstream `{provider}` sent an invalid response: {message}")
             }
             ErrorKind::Unavailable { message }
+            | ErrorKind::ModelUnsupported { message }
             | ErrorKind::RateLimited { message, .. }
             | ErrorKind::BudgetExceeded { message, .. }
             | ErrorKind::Overloaded { message, .. }
@@ -418,5 +433,19 @@ mod tests {
         let big: Error = ErrorKind::PayloadTooLarge { limit: 10 }.into();
         assert_eq!(big.status_code(), 413);
         assert!(std::mem::size_of::<Result<(), Error>>() <= 8);
+    }
+
+    #[test]
+    fn an_unsupported_local_model_is_a_503_that_says_so() {
+        let e: Error = ErrorKind::ModelUnsupported {
+            message: "unsupported model architecture `gemma3`".into(),
+        }
+        .into();
+        assert_eq!(e.status_code(), 503);
+        assert_eq!(e.code(), Some("model_unsupported"));
+        assert_eq!(e.param(), Some("model"));
+        assert_eq!(e.error_type(), "service_unavailable");
+        assert!(!e.is_retryable() && e.allows_fallback() && !e.counts_against_deployment());
+        assert!(e.message().contains("gemma3"));
     }
 }

@@ -28,12 +28,13 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::error::{ErrorKind, Result};
+use crate::gguf::raw::{read_string, read_u32, read_u64, scalar_size, skip};
 use crate::pool::ModelSpec;
 
 /// Media type of the GGUF layer in an Ollama manifest.
@@ -327,47 +328,6 @@ fn read_architecture(reader: &mut (impl Read + Seek)) -> std::io::Result<Option<
         }
     }
     Ok(None)
-}
-
-fn scalar_size(kind: u32) -> Option<u64> {
-    match kind {
-        0 | 1 | 7 => Some(1),
-        2 | 3 => Some(2),
-        4..=6 => Some(4),
-        10..=12 => Some(8),
-        _ => None,
-    }
-}
-
-fn read_u32(reader: &mut impl Read) -> std::io::Result<u32> {
-    let mut bytes = [0u8; 4];
-    reader.read_exact(&mut bytes)?;
-    Ok(u32::from_le_bytes(bytes))
-}
-
-fn read_u64(reader: &mut impl Read) -> std::io::Result<u64> {
-    let mut bytes = [0u8; 8];
-    reader.read_exact(&mut bytes)?;
-    Ok(u64::from_le_bytes(bytes))
-}
-
-fn read_string(reader: &mut impl Read, max: u64) -> std::io::Result<String> {
-    let len = read_u64(reader)?;
-    if len > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "string too long",
-        ));
-    }
-    let mut bytes = vec![0u8; len as usize];
-    reader.read_exact(&mut bytes)?;
-    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
-fn skip(reader: &mut impl Seek, bytes: u64) -> std::io::Result<()> {
-    let offset = i64::try_from(bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    reader.seek(SeekFrom::Current(offset)).map(drop)
 }
 
 // === Ollama ===

@@ -6,9 +6,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::Content;
 
 use crate::device::DeviceKind;
-#[cfg(doc)]
-use crate::error::ErrorKind;
-use crate::error::{Error, Result};
+use crate::error::{ErrorKind, Result};
 use crate::gguf::info::ModelInfo;
 
 /// How a model is loaded.
@@ -89,13 +87,15 @@ impl Chosen {
         }
         if device.is_gpu() {
             if engine == Engine::Native {
-                return Err(Error::invalid_file(
-                    path,
-                    format!(
-                        "the native engine runs on the CPU, not on `{}`: use engine `auto` or `candle`",
+                return Err(ErrorKind::UnsupportedByEngine {
+                    engine: "native",
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "it runs on the CPU, not on `{}`: use engine `auto` or `candle`",
                         device.name()
                     ),
-                ));
+                }
+                .into());
             }
             return Ok(Self::Candle);
         }
@@ -109,10 +109,12 @@ impl Chosen {
         match (plan, engine) {
             #[cfg(target_arch = "x86_64")]
             (Ok(isa), _) => Ok(Self::Native(isa)),
-            (Err(reason), Engine::Native) => Err(Error::invalid_file(
-                path,
-                format!("the native engine cannot run it: {reason}"),
-            )),
+            (Err(reason), Engine::Native) => Err(ErrorKind::UnsupportedByEngine {
+                engine: "native",
+                path: path.to_path_buf(),
+                reason,
+            }
+            .into()),
             #[allow(unreachable_patterns)]
             _ => Ok(Self::Candle),
         }

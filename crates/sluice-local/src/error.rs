@@ -2,7 +2,7 @@
 //!
 //! [`Error`] boxes an [`ErrorKind`] so `Result<T, Error>` stays one pointer wide. The kinds are
 //! grouped by who can fix them: the model file (`InvalidFile`, `UnsupportedArchitecture`,
-//! `MissingMetadata`, `InvalidMetadata`, `UnsupportedTokenizer`, `Template`), the request
+//! `UnsupportedTensorType`, `UnsupportedByEngine`, `MissingMetadata`, `InvalidMetadata`, `UnsupportedTokenizer`, `Template`), the request
 //! (`InvalidRequest`, `ContextLengthExceeded`, `TemplateRender`), load (`QueueFull`, which the
 //! server maps to 503 + `Retry-After`) and the runtime (`Io`, `Backend`, `Unloaded`, `Internal`).
 
@@ -36,6 +36,27 @@ pub enum ErrorKind {
     /// `general.architecture` names a model family this runtime cannot run.
     #[error("unsupported model architecture `{0}` (supported: `llama`, `qwen2`)")]
     UnsupportedArchitecture(String),
+    /// A tensor is stored in a type no engine here reads (e.g. the IQ types).
+    #[error(
+        "tensor `{tensor}` has type {dtype}, which this runtime cannot read (supported: F32, \
+         F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
+    )]
+    UnsupportedTensorType {
+        /// The first tensor of that type.
+        tensor: String,
+        /// ggml's name of the type (`IQ4_NL`), or its id when unknown.
+        dtype: String,
+    },
+    /// The engine asked for (`engine = "native"`) cannot run this file or device.
+    #[error("the {engine} engine cannot run `{path}`: {reason}")]
+    UnsupportedByEngine {
+        /// The engine.
+        engine: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What it lacks.
+        reason: String,
+    },
     /// A required GGUF metadata key is absent.
     #[error("missing GGUF metadata key `{0}`")]
     MissingMetadata(String),
@@ -99,6 +120,18 @@ impl Error {
     /// Whether the caller should retry later (the queue was full).
     pub fn is_queue_full(&self) -> bool {
         matches!(*self.0, ErrorKind::QueueFull { .. })
+    }
+
+    /// Whether the model file (or the engine asked for) is one this runtime cannot run: an
+    /// unsupported architecture or tensor type, or an engine that cannot run it. A valid file,
+    /// refused; the server answers 503 `model_unsupported`.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            *self.0,
+            ErrorKind::UnsupportedArchitecture(_)
+                | ErrorKind::UnsupportedTensorType { .. }
+                | ErrorKind::UnsupportedByEngine { .. }
+        )
     }
 
     pub(crate) fn backend(error: impl std::fmt::Display) -> Self {

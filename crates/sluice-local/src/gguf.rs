@@ -20,6 +20,7 @@
 pub(crate) mod file;
 pub(crate) mod info;
 pub(crate) mod metadata;
+pub(crate) mod raw;
 
 use std::path::Path;
 

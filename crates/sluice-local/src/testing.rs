@@ -596,6 +596,31 @@ fn quantize(data: Vec<f32>, rows: usize, cols: usize, dtype: GgmlDType) -> Resul
     QTensor::quantize(&tensor, dtype).map_err(Error::backend)
 }
 
+/// Rewrites the type id of tensor `tensor` in the GGUF file at `path` to `type_id` (e.g. 20,
+/// ggml's `IQ4_NL`), leaving its data as it is: a file whose tensor type no engine reads.
+pub fn set_tensor_type(path: &Path, tensor: &str, type_id: u32) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let io = |source| ErrorKind::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let entries =
+        crate::gguf::raw::tensor_entries(&mut std::io::BufReader::new(&mut file)).map_err(io)?;
+    let entry = entries
+        .iter()
+        .find(|t| t.name == tensor)
+        .ok_or_else(|| Error::invalid_metadata(tensor, "tensor missing from the file"))?;
+    file.seek(SeekFrom::Start(entry.type_offset))
+        .and_then(|_| file.write_all(&type_id.to_le_bytes()))
+        .map_err(io)?;
+    Ok(())
+}
+
 fn ones(len: usize) -> Result<QTensor> {
     let tensor =
         Tensor::ones(len, candle_core::DType::F32, &Device::Cpu).map_err(Error::backend)?;

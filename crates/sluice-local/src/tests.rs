@@ -478,18 +478,47 @@ fn corrupt_and_truncated_files_give_clear_errors() {
 #[test]
 fn an_unknown_architecture_is_rejected() {
     let dir = TempDir::new();
-    let spec = TestModel {
-        architecture_name: Some("mamba".into()),
-        ..TestModel::tiny(TestArch::Llama, TestDType::F32)
-    };
-    let path = write(&dir, &spec);
-    let err = ChatModel::load(&path, &LoadOptions::default()).expect_err("unknown arch");
-    assert!(
-        matches!(err.kind(), ErrorKind::UnsupportedArchitecture(a) if a == "mamba"),
-        "{err}"
-    );
-    assert!(err.to_string().contains("`mamba`"), "{err}");
-    assert!(estimate_memory(&path, 1, None).is_err());
+    for name in ["mamba", "gemma3", "phi3"] {
+        let spec = TestModel {
+            architecture_name: Some(name.into()),
+            ..TestModel::tiny(TestArch::Llama, TestDType::F32)
+        };
+        let path = write(&dir, &spec);
+        let err = ChatModel::load(&path, &LoadOptions::default()).expect_err("unknown arch");
+        assert!(
+            matches!(err.kind(), ErrorKind::UnsupportedArchitecture(a) if a == name),
+            "{err}"
+        );
+        assert!(err.is_unsupported());
+        assert!(err.to_string().contains(&format!("`{name}`")), "{err}");
+        let err = estimate_memory(&path, 1, None).expect_err("estimate");
+        assert!(err.is_unsupported(), "{err}");
+    }
+}
+
+#[test]
+fn a_tensor_type_no_engine_reads_is_named_with_its_tensor() {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::Q8_0));
+    for (id, name) in [(20, "IQ4_NL"), (17, "IQ2_XS"), (99, "type id 99")] {
+        crate::testing::set_tensor_type(&path, "blk.1.attn_q.weight", id).unwrap();
+        let load = ChatModel::load(&path, &LoadOptions::default()).expect_err("IQ type");
+        let estimate = estimate_memory(&path, 1, None).expect_err("IQ type");
+        for err in [load, estimate] {
+            assert!(
+                matches!(err.kind(), ErrorKind::UnsupportedTensorType { tensor, dtype }
+                    if tensor == "blk.1.attn_q.weight" && dtype == name),
+                "{err}"
+            );
+            assert!(err.is_unsupported());
+            let text = err.to_string();
+            assert!(!text.contains("not a valid GGUF"), "{text}");
+            assert!(
+                text.contains(name) && text.contains("blk.1.attn_q.weight"),
+                "{text}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -629,8 +658,10 @@ fn a_gpu_device_runs_candle_or_says_why_not() {
     let error = on(Engine::Native, crate::DeviceKind::Cuda(0))
         .err()
         .unwrap();
+    assert!(error.is_unsupported(), "{error}");
     assert!(
-        error.to_string().contains("native engine runs on the CPU"),
+        error.to_string().contains("native engine cannot run")
+            && error.to_string().contains("it runs on the CPU"),
         "{error}"
     );
     if !cfg!(feature = "cuda") {

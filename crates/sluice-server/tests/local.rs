@@ -274,6 +274,71 @@ targets = ["tiny", "gpt"]
     assert_eq!(fake.request_count(), 1);
 }
 
+/// Files the engine cannot run (an unsupported architecture, a tensor type no engine reads)
+/// are refused with 503 `model_unsupported` naming what is missing, never as a bad file or a
+/// 502 blaming an upstream; a route falls back past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_engine_cannot_run_is_refused_saying_what_is_missing() {
+    let gemma = model_file("gemma3", TestArch::Llama);
+    TestModel {
+        architecture_name: Some("gemma3".into()),
+        ..TestModel::tiny(TestArch::Llama, TestDType::Q8_0)
+    }
+    .write(&gemma)
+    .unwrap();
+    let iq = model_file("iq4nl", TestArch::Llama);
+    sluice_local::testing::set_tensor_type(&iq, "blk.0.ffn_up.weight", 20).unwrap();
+    let models = format!(
+        r#"
+[[models]]
+name = "gemma"
+provider = "here"
+path = "{}"
+[[models]]
+name = "iq"
+provider = "here"
+path = "{}"
+[[models]]
+name = "gpt"
+provider = "cloud"
+[[routes]]
+name = "auto"
+targets = ["iq", "gpt"]
+"#,
+        gemma.display(),
+        iq.display()
+    );
+    let (fake, gw) = gateway("", &models).await;
+    for (model, says) in [
+        ("gemma", vec!["architecture", "`gemma3`"]),
+        ("iq", vec!["IQ4_NL", "blk.0.ffn_up.weight"]),
+    ] {
+        let r = post_json(&gw.url("/v1/chat/completions"), chat(model, json!({})), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 503, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"]["code"], "model_unsupported", "{v}");
+        assert_eq!(v["error"]["type"], "service_unavailable", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        for word in says {
+            assert!(message.contains(word), "{message}");
+        }
+        assert!(!message.contains("not a valid GGUF"), "{message}");
+        assert!(!message.contains("upstream"), "{message}");
+    }
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat("auto", json!({})),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sluice-model"), Some("gpt"));
+    assert_eq!(fake.request_count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_in_the_models_dir_and_in_ollamas_store_are_served() {
     let root = std::env::temp_dir().join(format!(

@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
 
+use super::raw;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Reads a GGUF header (metadata and tensor infos), returning it with the file's size.
@@ -37,7 +38,7 @@ pub(crate) fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
 pub(crate) fn read_content<R: Read + Seek>(path: &Path, reader: &mut R) -> Result<Content> {
     let content = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(reader)))
         .map_err(|payload| crate::error::panic_error("GGUF header reader", payload.as_ref()))?
-        .map_err(|e| Error::invalid_file(path, e))?;
+        .map_err(|e| unreadable(path, reader, e))?;
     // The reader checks sizes against the file length for strings and arrays but not for
     // tensor data: check that every tensor lies inside the file.
     let end = reader
@@ -62,6 +63,22 @@ pub(crate) fn read_content<R: Read + Seek>(path: &Path, reader: &mut R) -> Resul
         }
     }
     Ok(content)
+}
+
+/// Why candle could not read the header: a tensor type it does not know (named, with its
+/// tensor), else an invalid file.
+fn unreadable<R: Read + Seek>(path: &Path, reader: &mut R, error: candle_core::Error) -> Error {
+    // The type ids candle's reader knows (`GgmlDType::from_u32`).
+    let known = |id: u32| matches!(id, 0..=3 | 6..=15 | 30);
+    let entries = raw::tensor_entries(reader).unwrap_or_default();
+    match entries.into_iter().find(|t| !known(t.type_id)) {
+        Some(t) => ErrorKind::UnsupportedTensorType {
+            tensor: t.name,
+            dtype: raw::ggml_type_name(t.type_id),
+        }
+        .into(),
+        None => Error::invalid_file(path, error),
+    }
 }
 
 /// Bytes `elements` values of `dtype` take in the file.

@@ -1,6 +1,8 @@
 //! The local runtime's refusals in the gateway's error types: a model overloaded or out of
-//! memory (503 `model_overloaded` with Retry-After, retryable), a model that failed, a
-//! request for the wrong kind of model, a bad parameter.
+//! memory (503 `model_overloaded` with Retry-After, retryable), a model file this gateway cannot
+//! run (503 `model_unsupported`, naming the architecture, tensor type or engine that is
+//! missing, or what is wrong with the file), a model that failed, a request for the wrong kind
+//! of model, a bad parameter.
 
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::{ModelKind, PoolErrorKind};
@@ -24,12 +26,33 @@ pub(super) fn pool_error(e: &sluice_local::pool::PoolError) -> Error {
             model: e.to_string(),
         }
         .into(),
+        PoolErrorKind::LoadFailed { source, .. } if cannot_run(source) => {
+            ErrorKind::ModelUnsupported {
+                message: e.to_string(),
+            }
+            .into()
+        }
         _ => ErrorKind::UpstreamProtocol {
             provider: "local".into(),
             message: e.to_string(),
         }
         .into(),
     }
+}
+
+/// Whether a load failed on the file itself (valid but unsupported, or not a usable GGUF file),
+/// not on the machine (I/O, a backend fault).
+fn cannot_run(e: &sluice_local::Error) -> bool {
+    use sluice_local::ErrorKind as K;
+    e.is_unsupported()
+        || matches!(
+            e.kind(),
+            K::InvalidFile { .. }
+                | K::MissingMetadata(_)
+                | K::InvalidMetadata { .. }
+                | K::UnsupportedTokenizer(_)
+                | K::Template(_)
+        )
 }
 
 pub(super) fn model_error(e: &sluice_local::Error) -> Error {
