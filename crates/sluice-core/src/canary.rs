@@ -7,6 +7,11 @@
 //! window: error rate above `max_error_rate`, or p95 latency above `max_p95`, with at least
 //! `min_requests` samples, sends the rollout to 0% and records why.
 //!
+//! Replicas share a rollout through [`SharedCanary`]: every change made here (an advance, a
+//! promotion, a rollback, manual or automatic) raises the canary's epoch, and a replica that
+//! reads a higher epoch from elsewhere adopts its stage ([`Canary::adopt`]); at equal epochs
+//! a rollback wins. Moving the shared state is the server's job.
+//!
 //! Time is passed in, so the logic is tested on virtual time.
 
 use crate::config::CanaryConfig;
@@ -39,6 +44,8 @@ pub enum Rollback {
     },
     /// An operator asked for it.
     Manual,
+    /// Another replica rolled it back.
+    Elsewhere,
 }
 
 impl std::fmt::Display for Rollback {
@@ -57,6 +64,7 @@ impl std::fmt::Display for Rollback {
                 limit.as_millis()
             ),
             Self::Manual => f.write_str("rolled back by an operator"),
+            Self::Elsewhere => f.write_str("rolled back on another replica"),
         }
     }
 }
@@ -69,6 +77,41 @@ struct Inner {
     samples: VecDeque<(Instant, Duration, bool)>,
     last_rollback: Option<Rollback>,
     rollbacks: u64,
+    /// Raised by every change; see [`SharedCanary`].
+    epoch: u64,
+}
+
+/// A rollout's state as replicas share it: its stage (`None`: rolled back) and the epoch of
+/// the change that set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedCanary {
+    /// Raised by every change.
+    pub epoch: u64,
+    /// Index into the stages; `None` once rolled back.
+    pub stage: Option<usize>,
+}
+
+impl SharedCanary {
+    /// `"{epoch} {stage}"`, `-` for rolled back.
+    pub fn encode(&self) -> String {
+        match self.stage {
+            Some(s) => format!("{} {s}", self.epoch),
+            None => format!("{} -", self.epoch),
+        }
+    }
+
+    /// Reads [`SharedCanary::encode`]'s text.
+    pub fn decode(text: &str) -> Option<Self> {
+        let (epoch, stage) = text.trim().split_once(' ')?;
+        let stage = match stage {
+            "-" => None,
+            s => Some(s.parse().ok()?),
+        };
+        Some(Self {
+            epoch: epoch.parse().ok()?,
+            stage,
+        })
+    }
 }
 
 /// The live state of one route's canary.
@@ -119,6 +162,7 @@ impl Canary {
                 samples: VecDeque::new(),
                 last_rollback: None,
                 rollbacks: 0,
+                epoch: 0,
             }),
         }
     }
@@ -192,6 +236,7 @@ impl Canary {
         };
         if let Some(reason) = &verdict {
             inner.stage = None;
+            inner.epoch += 1;
             inner.rollbacks += 1;
             inner.last_rollback = Some(reason.clone());
             inner.samples.clear();
@@ -209,6 +254,7 @@ impl Canary {
         };
         inner.stage = Some(next);
         inner.stage_started = now;
+        inner.epoch += 1;
         self.config.stages[next]
     }
 
@@ -218,6 +264,7 @@ impl Canary {
         let last = self.config.stages.len() - 1;
         inner.stage = Some(last);
         inner.stage_started = now;
+        inner.epoch += 1;
         self.config.stages[last]
     }
 
@@ -226,10 +273,41 @@ impl Canary {
         let mut inner = self.lock();
         if inner.stage.is_some() {
             inner.stage = None;
+            inner.epoch += 1;
             inner.rollbacks += 1;
             inner.last_rollback = Some(Rollback::Manual);
             inner.samples.clear();
         }
+    }
+
+    /// The state to share with other replicas.
+    pub fn shared(&self) -> SharedCanary {
+        let inner = self.lock();
+        SharedCanary {
+            epoch: inner.epoch,
+            stage: inner.stage,
+        }
+    }
+
+    /// Takes `other`'s stage if it is newer (a higher epoch; at an equal epoch, a rollback
+    /// over a live stage). Returns whether anything changed.
+    pub fn adopt(&self, other: SharedCanary, now: Instant) -> bool {
+        let mut inner = self.lock();
+        let newer = other.epoch > inner.epoch
+            || (other.epoch == inner.epoch && other.stage.is_none() && inner.stage.is_some());
+        let stage = other.stage.filter(|&s| s < self.config.stages.len());
+        if !newer || (other.stage.is_some() && stage.is_none()) {
+            return false;
+        }
+        if stage.is_none() && inner.stage.is_some() {
+            inner.rollbacks += 1;
+            inner.last_rollback = Some(Rollback::Elsewhere);
+            inner.samples.clear();
+        }
+        inner.epoch = other.epoch;
+        inner.stage = stage;
+        inner.stage_started = now;
+        true
     }
 
     /// State for health and metrics.
@@ -393,5 +471,61 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn replicas_converge_on_the_newest_change_and_a_rollback_wins_a_tie() {
+        let t0 = Instant::now();
+        let (a, b) = (Canary::new(config(), t0), Canary::new(config(), t0));
+        assert_eq!(a.shared(), b.shared());
+        a.roll_back();
+        let rolled = a.shared();
+        assert_eq!(rolled.stage, None);
+        assert!(b.adopt(rolled, t0), "b takes a's rollback");
+        assert_eq!(b.percent(t0), 0.0);
+        assert_eq!(
+            b.snapshot(t0).last_rollback.as_deref(),
+            Some("rolled back on another replica")
+        );
+        assert!(!b.adopt(rolled, t0), "nothing new the second time");
+        // b's own change is newer than a's state: a adopts it.
+        b.advance(t0);
+        assert!(a.adopt(b.shared(), t0));
+        assert_eq!(a.percent(t0), 10.0);
+        // Both change at once: the epochs tie, and the rollback wins on both sides.
+        a.advance(t0);
+        b.roll_back();
+        assert!(a.adopt(b.shared(), t0));
+        assert!(!b.adopt(a.shared(), t0));
+        assert_eq!((a.percent(t0), b.percent(t0)), (0.0, 0.0));
+        // An older state changes nothing; a stage past the config's is refused.
+        let old = SharedCanary {
+            epoch: 0,
+            stage: Some(2),
+        };
+        assert!(!a.adopt(old, t0));
+        let bad = SharedCanary {
+            epoch: 99,
+            stage: Some(7),
+        };
+        assert!(!a.adopt(bad, t0));
+    }
+
+    #[test]
+    fn the_shared_state_reads_back_what_it_wrote() {
+        for s in [
+            SharedCanary {
+                epoch: 0,
+                stage: Some(0),
+            },
+            SharedCanary {
+                epoch: 17,
+                stage: None,
+            },
+        ] {
+            assert_eq!(SharedCanary::decode(&s.encode()), Some(s));
+        }
+        assert_eq!(SharedCanary::decode("x 1"), None);
+        assert_eq!(SharedCanary::decode("3"), None);
     }
 }

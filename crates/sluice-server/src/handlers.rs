@@ -229,6 +229,9 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
     if let Some(local) = &state.local {
         crate::local::render(local, &mut text);
     }
+    if let Some(shared) = &state.shared_routing {
+        shared.render(&mut text);
+    }
     let mut r = Response::new(ResponseBody::full(text));
     r.headers_mut().insert(
         CONTENT_TYPE,

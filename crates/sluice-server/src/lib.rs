@@ -25,6 +25,7 @@ mod request_id;
 mod response;
 mod router;
 mod serve;
+pub mod shared_routing;
 pub mod state;
 
 pub use request_body::ClientBody;

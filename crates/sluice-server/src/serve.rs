@@ -243,10 +243,11 @@ impl Server {
 }
 
 /// Every second, sends the cache's counters to its store (where `sluice cache stats`
-/// reads them) and unloads the local models whose keep-alive ran out; at start, loads the
-/// local models marked `preload`.
+/// reads them), unloads the local models whose keep-alive ran out, and shares the routes'
+/// canary states with the other replicas; at start, loads the local models marked
+/// `preload` and takes the fleet's canary states.
 fn spawn_flusher(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
-    if state.cache.is_none() && state.local.is_none() {
+    if state.cache.is_none() && state.local.is_none() && state.shared_routing.is_none() {
         return None;
     }
     let state = Arc::clone(state);
@@ -254,9 +255,10 @@ fn spawn_flusher(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
         if let Some(local) = &state.local {
             crate::local::preload(local);
         }
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(crate::shared_routing::SYNC_INTERVAL);
         loop {
             tick.tick().await;
+            state.sync_routing().await;
             if let Some(cache) = &state.cache {
                 cache.flush_counters();
             }

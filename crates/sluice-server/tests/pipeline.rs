@@ -6,6 +6,8 @@
 //! The one upstream these tests name is a closed port (127.0.0.1:9): connecting to it fails
 //! at once, which is all the walk needs to reach its fallback.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
@@ -317,4 +319,86 @@ async fn readiness_is_degraded_while_the_redis_limiter_is_unreachable() {
     assert_eq!(v["status"], "degraded", "{v}");
     assert_eq!(v["checks"]["redis_limiter"]["status"], "failed", "{v}");
     assert!(v["checks"]["redis_limiter"]["error"].is_string(), "{v}");
+}
+
+/// `[storage]` of a fleet on one Redis, under a prefix of its own.
+fn fleet_storage() -> String {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    format!(
+        "redis_url = \"{url}\"\nredis_prefix = \"sluice-test-{}-{}:\"",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    )
+}
+
+/// A replica of the fleet on `storage`, with route `c` rolling out `m2`.
+fn replica(storage: &str) -> Arc<AppState> {
+    let extra = r#"
+[[models]]
+name = "m2"
+provider = "fake"
+[[routes]]
+name = "c"
+targets = ["m", "m2"]
+canary = { target = "m2", stages = [10, 50, 100] }
+"#;
+    gateway_with(&format!("master_key = \"{MASTER}\""), storage, extra)
+}
+
+async fn canary_of(state: &Arc<AppState>) -> Value {
+    let (_, v) = send(
+        state,
+        request(Method::GET, "/admin/routes", Some(MASTER), ""),
+    )
+    .await;
+    let routes = v["routes"].as_array().unwrap().clone();
+    let c = routes.iter().find(|r| r["name"] == "c").unwrap();
+    c["canary"].clone()
+}
+
+#[tokio::test]
+async fn a_canary_rolled_back_on_one_replica_is_rolled_back_on_the_others() {
+    let storage = fleet_storage();
+    let (a, b) = (replica(&storage), replica(&storage));
+    a.sync_routing().await;
+    b.sync_routing().await;
+    assert_eq!(canary_of(&b).await["percent"], 10.0);
+    let action = r#"{"action":"rollback"}"#;
+    let (r, v) = send(
+        &a,
+        request(Method::POST, "/admin/routes/c/canary", Some(MASTER), action),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK, "{v}");
+    // One sync round on each (the server runs one a second): a offers, b takes.
+    a.sync_routing().await;
+    b.sync_routing().await;
+    let on_b = canary_of(&b).await;
+    assert_eq!(on_b["percent"], 0.0, "{on_b}");
+    assert_eq!(
+        on_b["last_rollback"], "rolled back on another replica",
+        "{on_b}"
+    );
+    // A replica started afterwards takes the rollout where the fleet left it, not at its
+    // first stage.
+    let late = replica(&storage);
+    assert_eq!(canary_of(&late).await["percent"], 10.0);
+    late.sync_routing().await;
+    assert_eq!(canary_of(&late).await["percent"], 0.0);
+    // An advance anywhere brings the rollout back everywhere.
+    let action = r#"{"action":"advance"}"#;
+    send(
+        &b,
+        request(Method::POST, "/admin/routes/c/canary", Some(MASTER), action),
+    )
+    .await;
+    b.sync_routing().await;
+    a.sync_routing().await;
+    assert_eq!(canary_of(&a).await["percent"], 10.0);
+    let shared = |s: &AppState| {
+        let r = s.shared_routing.as_ref().unwrap();
+        (r.adopted.load(Relaxed), r.errors.load(Relaxed))
+    };
+    assert_eq!(shared(&b), (1, 0), "b took a's rollback");
+    assert_eq!(shared(&a), (1, 0), "a took b's advance");
 }

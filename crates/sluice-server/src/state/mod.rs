@@ -75,6 +75,8 @@ pub struct AppState {
     pub local: Option<crate::local::LocalRuntime>,
     /// Authentication, limit and spend counters.
     pub tab_metrics: crate::metrics::TabMetrics,
+    /// Routing state shared with the other replicas on Redis (`storage.redis_url`).
+    pub shared_routing: Option<crate::shared_routing::SharedRouting>,
     /// Budget counters seeded from the spend log in this process, and when.
     seeded: Mutex<HashMap<String, Instant>>,
 }
@@ -99,6 +101,7 @@ impl AppState {
             ledger: stores.ledger,
             spend_enabled: config.spend.enabled,
             limiter: stores.limiter,
+            shared_routing: stores.shared_routing,
             keys: KeyCache::default(),
             keys_config: config.keys,
             limits_config: config.limits,
@@ -177,6 +180,20 @@ impl AppState {
         stream: bool,
     ) -> Plan<'u> {
         self.names().plan(resolved, facts, body, overrides, stream)
+    }
+
+    /// One round of sharing the routes' canary states with the other replicas (nothing
+    /// without `storage.redis_url`); the server runs it every
+    /// [`crate::shared_routing::SYNC_INTERVAL`].
+    pub async fn sync_routing(&self) {
+        if let Some(shared) = &self.shared_routing {
+            let canaries = self.routes.iter().filter_map(|r| {
+                let canary = r.canary.as_ref()?;
+                let candidate = &*self.deployments[canary.config.target].name;
+                Some((r.config.name.as_str(), candidate, canary))
+            });
+            shared.sync(canaries).await;
+        }
     }
 
     /// A route by name.

@@ -1,7 +1,9 @@
 //! The stores a gateway opens at start: the response cache (when anything caches), the
-//! ledger of keys and spend (when spend is logged or keys are on), and the limiter.
+//! ledger of keys and spend (when spend is logged or keys are on), the limiter, and the
+//! routing state shared on Redis.
 
 use crate::cache::Cache;
+use crate::shared_routing::SharedRouting;
 use sluice_core::config::Config;
 use sluice_core::{Error, ErrorKind};
 use sluice_store::{open, Ledger, Limiter};
@@ -12,6 +14,7 @@ pub(super) struct Stores {
     pub cache: Option<Arc<Cache>>,
     pub ledger: Option<Ledger>,
     pub limiter: Limiter,
+    pub shared_routing: Option<SharedRouting>,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Error {
@@ -40,9 +43,21 @@ pub(super) fn open(config: &Config, caches: bool) -> Result<Stores, Error> {
     };
     let limiter = open::limiter(&config.storage, &config.limits)
         .map_err(|e| internal("cannot set up the Redis limiter", e))?;
+    let shared_routing = match &config.storage.redis_url {
+        None => None,
+        Some(url) => Some(
+            SharedRouting::new(
+                url.expose(),
+                &config.storage.redis_prefix,
+                config.limits.redis_timeout,
+            )
+            .map_err(|e| internal("cannot set up the shared routing state", e))?,
+        ),
+    };
     Ok(Stores {
         cache,
         ledger,
         limiter,
+        shared_routing,
     })
 }
