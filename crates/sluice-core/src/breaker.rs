@@ -280,6 +280,15 @@ impl Breaker {
         }
     }
 
+    /// Another replica's upstream answered 429 for this deployment: skip it until `until`
+    /// here too (a cooldown only ever grows).
+    pub fn cool_down(&self, until: Instant) {
+        let mut inner = self.lock();
+        if inner.rate_limited_until.is_none_or(|u| u < until) {
+            inner.rate_limited_until = Some(until);
+        }
+    }
+
     /// The request ended without a verdict on the deployment: frees a half-open probe.
     pub fn cancelled(&self, permit: Permit) {
         if permit.probe {
@@ -384,6 +393,17 @@ mod tests {
         assert_eq!(b.try_acquire(t0 + MS(100)), Err(Refusal::RateLimited));
         assert_eq!(b.try_acquire(t0 + MS(300)), Ok(NORMAL));
         assert_eq!(b.state(t0 + MS(300)), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_cooldown_from_elsewhere_only_ever_grows() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        b.cool_down(t0 + MS(300));
+        assert_eq!(b.try_acquire(t0 + MS(100)), Err(Refusal::RateLimited));
+        b.cool_down(t0 + MS(200));
+        assert_eq!(b.rate_limited_until(t0), Some(t0 + MS(300)));
+        assert_eq!(b.try_acquire(t0 + MS(300)), Ok(NORMAL));
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! Routing state shared by every replica on Redis (`storage.redis_url`): each route's canary
 //! stage, so that a rollback (manual or automatic) or an advance on one replica reaches the
 //! others within a sync interval, and a restarted replica takes the rollout where the fleet
-//! left it instead of at its first stage.
+//! left it instead of at its first stage; and each deployment's rate-limit cooldown, so that
+//! one replica's 429 with `Retry-After` from an upstream is honoured by all.
+//!
+//! Cooldowns: each round reads every deployment's `{prefix}cooldown:{deployment}` (one
+//! `MGET`), takes the later ones, and writes this replica's own later ones (`SET ... PXAT`,
+//! so the key expires when the cooldown ends).
 //!
 //! Once a second (and at start) each replica offers its canaries' [`SharedCanary`] to Redis
 //! with one script call per canary: Redis keeps the newer state (a higher epoch; at an equal
@@ -9,11 +14,12 @@
 //! unreachable: each replica keeps its own state, and `sluice_routing_sync_errors_total`
 //! counts the failed calls.
 
+use sluice_core::breaker::Breaker;
 use sluice_core::canary::{Canary, SharedCanary};
 use sluice_store::redis::Value;
 use sluice_store::{RedisClient, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often replicas sync.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -41,7 +47,7 @@ pub struct SharedRouting {
     prefix: String,
     /// Script calls that failed.
     pub errors: AtomicU64,
-    /// Canary states taken from other replicas.
+    /// Canary states and cooldowns taken from other replicas.
     pub adopted: AtomicU64,
 }
 
@@ -71,6 +77,59 @@ impl SharedRouting {
                 Err(e) => {
                     self.errors.fetch_add(1, Relaxed);
                     tracing::debug!(route, error = %e, "routing state sync failed");
+                }
+            }
+        }
+    }
+
+    /// One sync round over the deployments' cooldowns (`(deployment name, breaker)`).
+    pub async fn sync_cooldowns<'a>(&self, deployments: &[(&'a str, &'a Breaker)]) {
+        if deployments.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = deployments
+            .iter()
+            .map(|(name, _)| format!("{}cooldown:{name}", self.prefix))
+            .collect();
+        let mut mget: Vec<&[u8]> = vec![b"MGET"];
+        mget.extend(keys.iter().map(|k| k.as_bytes()));
+        let held = match self.client.cmd(&mget).await {
+            Ok(Value::Array(values)) => values,
+            Ok(other) => {
+                self.errors.fetch_add(1, Relaxed);
+                tracing::debug!(reply = ?other, "cooldown sync: unexpected reply");
+                return;
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Relaxed);
+                tracing::debug!(error = %e, "cooldown sync failed");
+                return;
+            }
+        };
+        let (now, now_ms) = (Instant::now(), unix_ms());
+        for ((key, (_, breaker)), remote) in keys.iter().zip(deployments).zip(held) {
+            let remote = match remote {
+                Value::Bulk(b) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()),
+                _ => None,
+            }
+            .unwrap_or(0u64);
+            let local = breaker
+                .rate_limited_until(now)
+                .map_or(0, |u| now_ms + u.duration_since(now).as_millis() as u64);
+            if remote > local && remote > now_ms {
+                breaker.cool_down(now + Duration::from_millis(remote - now_ms));
+                self.adopted.fetch_add(1, Relaxed);
+            } else if local > remote {
+                let (value, at) = (local.to_string(), local.to_string());
+                let set: [&[u8]; 5] = [
+                    b"SET",
+                    key.as_bytes(),
+                    value.as_bytes(),
+                    b"PXAT",
+                    at.as_bytes(),
+                ];
+                if self.client.cmd(&set).await.is_err() {
+                    self.errors.fetch_add(1, Relaxed);
                 }
             }
         }
@@ -111,8 +170,14 @@ impl SharedRouting {
         );
         let _ = writeln!(
             out,
-            "# HELP sluice_routing_adopted_total Canary states taken from other replicas.\n# TYPE sluice_routing_adopted_total counter\nsluice_routing_adopted_total {}",
+            "# HELP sluice_routing_adopted_total Canary states and rate-limit cooldowns taken from other replicas.\n# TYPE sluice_routing_adopted_total counter\nsluice_routing_adopted_total {}",
             self.adopted.load(Relaxed)
         );
     }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -402,3 +402,34 @@ async fn a_canary_rolled_back_on_one_replica_is_rolled_back_on_the_others() {
     assert_eq!(shared(&b), (1, 0), "b took a's rollback");
     assert_eq!(shared(&a), (1, 0), "a took b's advance");
 }
+
+#[tokio::test]
+async fn a_rate_limit_cooldown_on_one_replica_is_honoured_by_the_others() {
+    let storage = fleet_storage();
+    let (a, b) = (replica(&storage), replica(&storage));
+    let now = std::time::Instant::now();
+    // As if `m`'s upstream had answered a's request with 429 and `Retry-After: 30`.
+    a.deployments[0]
+        .breaker
+        .cool_down(now + std::time::Duration::from_secs(30));
+    assert_eq!(b.deployments[0].breaker.rate_limited_until(now), None);
+    a.sync_routing().await;
+    b.sync_routing().await;
+    let until = b.deployments[0].breaker.rate_limited_until(now);
+    let left = until.expect("b honours a's cooldown") - now;
+    assert!(left > std::time::Duration::from_secs(28), "{left:?}");
+    assert_eq!(
+        b.deployments[1].breaker.rate_limited_until(now),
+        None,
+        "m2 is not cooling down"
+    );
+    // b skips `m` now without trying it: every deployment that could answer is cooling down.
+    let asked = request(
+        Method::POST,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &chat("m"),
+    );
+    let (r, _) = send(&b, asked).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}

@@ -182,7 +182,8 @@ impl AppState {
         self.names().plan(resolved, facts, body, overrides, stream)
     }
 
-    /// One round of sharing the routes' canary states with the other replicas (nothing
+    /// One round of sharing the routes' canary states and the deployments' rate-limit
+    /// cooldowns with the other replicas (nothing
     /// without `storage.redis_url`); the server runs it every
     /// [`crate::shared_routing::SYNC_INTERVAL`].
     pub async fn sync_routing(&self) {
@@ -193,6 +194,12 @@ impl AppState {
                 Some((r.config.name.as_str(), candidate, canary))
             });
             shared.sync(canaries).await;
+            let deployments: Vec<(&str, &sluice_core::breaker::Breaker)> = self
+                .deployments
+                .iter()
+                .map(|d| (&*d.name, &d.breaker))
+                .collect();
+            shared.sync_cooldowns(&deployments).await;
         }
     }
 
