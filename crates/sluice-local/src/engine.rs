@@ -9,6 +9,11 @@ use crate::device::DeviceKind;
 use crate::error::{ErrorKind, Result};
 use crate::gguf::info::ModelInfo;
 
+/// The context a chat model runs with unless asked for another (or the file's own, if smaller):
+/// sizing the KV cache for a file's full context (32,768 positions and more) would reserve
+/// gigabytes of the memory budget for contexts few requests use.
+pub const DEFAULT_CONTEXT_LENGTH: usize = 8192;
+
 /// How a model is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -17,7 +22,8 @@ pub struct LoadOptions {
     /// Requests that may wait when every slot is busy; one more is [`ErrorKind::QueueFull`].
     /// `0`: accept only what an idle slot takes at once.
     pub queue_capacity: usize,
-    /// Context length; `None`: the file's (on candle, capped at 4096 for llama: its rope table).
+    /// Context length, capped at the file's; `None`: [`DEFAULT_CONTEXT_LENGTH`] (on candle,
+    /// llama is also capped at 4096: its rope table).
     pub context_length: Option<usize>,
     /// Which implementation runs the model.
     pub engine: Engine,
@@ -128,16 +134,16 @@ impl Chosen {
         }
     }
 
-    /// The context a model runs with: the requested one, else the file's; candle's llama is
-    /// capped by its rope table.
+    /// The context a model runs with: the requested one, else [`DEFAULT_CONTEXT_LENGTH`],
+    /// capped at the file's; candle's llama is also capped by its rope table.
     pub(crate) fn context(self, info: &ModelInfo, requested: Option<usize>) -> usize {
+        let requested = requested
+            .filter(|&r| r > 0)
+            .unwrap_or(DEFAULT_CONTEXT_LENGTH);
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Native(_) => match requested {
-                Some(r) if r > 0 => info.context_length.min(r),
-                _ => info.context_length,
-            },
-            Self::Candle => info.effective_context(requested),
+            Self::Native(_) => info.context_length.min(requested),
+            Self::Candle => info.effective_context(Some(requested)),
         }
     }
 }

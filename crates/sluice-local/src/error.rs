@@ -85,7 +85,10 @@ pub enum ErrorKind {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// The rendered prompt does not leave room for a single generated token.
-    #[error("prompt has {prompt_tokens} tokens but the context length is {context_length}")]
+    #[error(
+        "the prompt has {prompt_tokens} tokens but the model's context length is {context_length}: \
+         it must leave room for at least one generated token"
+    )]
     ContextLengthExceeded {
         /// Tokens in the rendered prompt.
         prompt_tokens: usize,

@@ -41,6 +41,8 @@ pub struct MemoryUsage {
     pub weights_bytes: u64,
     /// The KV caches of all sequence slots at full context.
     pub kv_cache_bytes: u64,
+    /// The context length (positions per sequence) the KV caches are sized for.
+    pub context_length: usize,
 }
 
 // === impl MemoryUsage ===
@@ -80,7 +82,7 @@ fn held_bytes(dtype: GgmlDType, elements: u64) -> u64 {
 }
 
 /// Predicts the memory a model will hold if loaded with `parallel` sequence slots and `context`
-/// positions (`None`: the file's context length) on the engine [`Engine::Auto`] picks, from the
+/// positions (`None`: [`crate::DEFAULT_CONTEXT_LENGTH`], or the file's if smaller) on the engine [`Engine::Auto`] picks, from the
 /// file size and its header alone. See [`estimate_memory_with`].
 pub fn estimate_memory(
     path: &Path,
@@ -117,6 +119,7 @@ pub fn estimate_memory_with(path: &Path, options: &LoadOptions) -> Result<Memory
         return Ok(MemoryUsage {
             weights_bytes: file_size + crate::native::vector_bytes(&content),
             kv_cache_bytes: info.kv_cache_bytes(context, parallel),
+            context_length: context,
         });
     }
     let mut weights = file_size;
@@ -135,6 +138,7 @@ pub fn estimate_memory_with(path: &Path, options: &LoadOptions) -> Result<Memory
     Ok(MemoryUsage {
         weights_bytes: weights * info.weight_copies(parallel),
         kv_cache_bytes: info.kv_cache_bytes(context, parallel),
+        context_length: context,
     })
 }
 

@@ -7,8 +7,9 @@
 //! threads); on candle a `ModelWeights` value. For llama candle's slots are clones of one
 //! loaded model (the weights are `Arc`-shared, only the caches are per slot); candle's qwen2
 //! `ModelWeights` is not `Clone`, so each qwen2 slot loads its own copy of the weights (the
-//! memory accounting counts `parallel` copies). Nothing runs on the caller's (tokio) threads except queueing:
-//! [`ChatModel::submit`] puts the request in a bounded FIFO and returns a [`Generation`] whose
+//! memory accounting counts `parallel` copies). Nothing runs on the caller's (tokio) threads
+//! except rendering and tokenizing the prompt (to refuse one too long for the context at once)
+//! and queueing: [`ChatModel::submit`] puts the request in a bounded FIFO and returns a [`Generation`] whose
 //! tokio channel carries the text deltas and the final [`Completion`]; a full queue is
 //! [`ErrorKind::QueueFull`] at once. Dropping the [`Generation`] cancels the request at the next
 //! token. Dropping the model fails queued and running requests with [`ErrorKind::Unloaded`] and
@@ -31,7 +32,7 @@ use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use tokio::sync::mpsc;
 
 use crate::engine::Chosen;
-pub use crate::engine::{Engine, LoadOptions};
+pub use crate::engine::{Engine, LoadOptions, DEFAULT_CONTEXT_LENGTH};
 use crate::error::{panic_error, Error, ErrorKind, Result};
 use crate::gguf::file::{open, read_content, read_header};
 use crate::gguf::{self, Architecture, MemoryUsage, ModelInfo};
@@ -190,6 +191,8 @@ struct QueueState {
 
 struct Job {
     request: ChatRequest,
+    /// The rendered prompt's tokens, checked against the context on submit.
+    prompt_ids: Vec<u32>,
     tx: mpsc::UnboundedSender<Result<GenerationEvent>>,
 }
 
@@ -349,6 +352,7 @@ impl ChatModel {
         let memory = MemoryUsage {
             weights_bytes,
             kv_cache_bytes,
+            context_length,
         };
 
         let shared = Arc::new(Shared {
@@ -453,9 +457,23 @@ impl ChatModel {
         self.shared.tokenizer.decode(ids)
     }
 
-    /// Queues a request. Never blocks: a full queue is [`ErrorKind::QueueFull`].
+    /// Queues a request. Never blocks: a full queue is [`ErrorKind::QueueFull`]. The prompt is
+    /// rendered and tokenized here, so that one too long for the context is refused at once
+    /// ([`ErrorKind::ContextLengthExceeded`]), before a stream starts.
     pub fn submit(&self, request: ChatRequest) -> Result<Generation> {
         validate(&request)?;
+        let prompt_ids = self.prompt_tokens(&request.messages)?;
+        if prompt_ids.is_empty() {
+            return Err(Error::invalid_request("the rendered prompt is empty"));
+        }
+        let context = self.shared.context_length;
+        if prompt_ids.len() >= context {
+            return Err(ErrorKind::ContextLengthExceeded {
+                prompt_tokens: prompt_ids.len(),
+                context_length: context,
+            }
+            .into());
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut queue = lock(&self.shared.queue);
@@ -469,7 +487,11 @@ impl ChatModel {
                 }
                 .into());
             }
-            queue.pending.push_back(Job { request, tx });
+            queue.pending.push_back(Job {
+                request,
+                prompt_ids,
+                tx,
+            });
         }
         self.shared.ready.notify_one();
         Ok(Generation { rx })
@@ -605,20 +627,8 @@ fn slot_loop(shared: &Shared, mut weights: Weights) {
 /// Runs one request on a slot; `Ok(None)` when the receiver went away (cancelled).
 fn generate(shared: &Shared, weights: &mut Weights, job: &Job) -> Result<Option<Completion>> {
     let request = &job.request;
-    let prompt = shared.template.render(&request.messages, true)?;
-    let prompt_ids = shared.tokenizer.encode_prompt(&prompt)?;
-    let context = shared.context_length;
-    if prompt_ids.is_empty() {
-        return Err(Error::invalid_request("the rendered prompt is empty"));
-    }
-    if prompt_ids.len() >= context {
-        return Err(ErrorKind::ContextLengthExceeded {
-            prompt_tokens: prompt_ids.len(),
-            context_length: context,
-        }
-        .into());
-    }
-    let room = context - prompt_ids.len();
+    let prompt_ids = &job.prompt_ids;
+    let room = shared.context_length - prompt_ids.len();
     let limit = request.max_tokens.map_or(room, |max| max.min(room));
 
     let seed = request.sampling.seed.unwrap_or_else(random_seed);

@@ -564,6 +564,52 @@ fn requests_are_validated_and_the_context_is_enforced() {
     assert_eq!(model.memory().kv_cache_bytes, 2 * 2 * 2 * 16 * 80 * 4);
 }
 
+/// A file whose own context is large (131,072 positions) is sized by the default context, not
+/// by its maximum: in the estimate, in what the loaded model holds, and in the context it runs.
+#[test]
+fn the_kv_cache_is_sized_by_the_default_context_not_the_files_maximum() {
+    let dir = TempDir::new();
+    for arch in [TestArch::Llama, TestArch::Qwen2] {
+        let spec = TestModel {
+            context_length: 131_072,
+            ..TestModel::tiny(arch, TestDType::Q8_0)
+        };
+        let path = write(&dir, &spec);
+        let info = crate::read_model_info(&path).expect("info");
+        assert_eq!(info.context_length, 131_072);
+        let estimate = estimate_memory(&path, 2, None).expect("estimate");
+        let default = crate::DEFAULT_CONTEXT_LENGTH;
+        assert_eq!(estimate.context_length, default);
+        assert_eq!(estimate.kv_cache_bytes, info.kv_cache_bytes(default, 2));
+        let model = ChatModel::load(
+            &path,
+            &LoadOptions {
+                parallel: 2,
+                ..LoadOptions::default()
+            },
+        )
+        .expect("load");
+        assert_eq!(model.context_length(), default);
+        let held = model.memory();
+        assert_eq!(held.context_length, default);
+        assert_eq!(
+            held.kv_cache_bytes, estimate.kv_cache_bytes,
+            "estimated as held"
+        );
+        // The estimate counts the whole file (the header too) for the weights.
+        assert!(held.weights_bytes <= estimate.weights_bytes);
+        // Asked for: up to the file's own.
+        for (asked, used) in [(1024, 1024), (1 << 20, 131_072)] {
+            let e = estimate_memory(&path, 1, Some(asked)).expect("estimate");
+            assert_eq!(e.context_length, used);
+            assert_eq!(e.kv_cache_bytes, info.kv_cache_bytes(used, 1));
+        }
+    }
+    // A file whose own context is smaller keeps it.
+    let path = write(&dir, &TestModel::tiny(TestArch::Qwen2, TestDType::Q8_0));
+    assert_eq!(estimate_memory(&path, 1, None).unwrap().context_length, 512);
+}
+
 #[test]
 fn memory_accounting_counts_slots() {
     let dir = TempDir::new();

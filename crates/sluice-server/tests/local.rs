@@ -339,6 +339,86 @@ targets = ["iq", "gpt"]
     assert_eq!(fake.request_count(), 1);
 }
 
+/// A model runs with its own `context_length` (shown in `/health/detailed`), else the file's
+/// when smaller than `[local] context_length`; a prompt too long for it is a 400 that says so,
+/// streamed or not; a `context_length` above the file's is a config error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_longer_than_the_context_is_a_400_and_health_shows_the_context() {
+    let llama = model_file("context", TestArch::Llama);
+    let models = format!(
+        r#"
+[[models]]
+name = "short"
+provider = "here"
+path = "{path}"
+context_length = 64
+[[models]]
+name = "whole"
+provider = "here"
+path = "{path}"
+"#,
+        path = llama.display()
+    );
+    let (_fake, gw) = gateway("context_length = 4096", &models).await;
+    let long = json!({"messages": [{"role": "user", "content": "hello ".repeat(40)}]});
+    for stream in [false, true] {
+        let body = chat(
+            "short",
+            json!({"stream": stream, "messages": long["messages"]}),
+        );
+        let r = post_json(&gw.url("/v1/chat/completions"), body, &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("context length is 64"), "{message}");
+    }
+    for model in ["short", "whole"] {
+        let r = post_json(&gw.url("/v1/chat/completions"), chat(model, json!({})), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let health = sluice_testkit::client::get(&gw.url("/health/detailed"))
+        .await
+        .unwrap()
+        .json();
+    let context = |name: &str| {
+        health["local"]["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["context_length"].clone())
+    };
+    assert_eq!(context("short"), Some(json!(64)), "{health}");
+    assert_eq!(
+        context("whole"),
+        Some(json!(512)),
+        "the file's own: {health}"
+    );
+
+    let toml = format!(
+        "[storage]\ndata_dir = \"{}\"\n[[providers]]\nname = \"here\"\ntype = \"local\"\n\
+         [[models]]\nname = \"big\"\nprovider = \"here\"\npath = \"{}\"\ncontext_length = 100000\n",
+        std::env::temp_dir()
+            .join("sluice-local-context-data")
+            .display(),
+        llama.display()
+    );
+    let config =
+        sluice_core::config::Config::from_toml(&toml, &sluice_core::env::MapEnv::default())
+            .unwrap();
+    let err = sluice_server::Server::bind(config).await.err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("`context_length` 100000 exceeds the file's context length 512"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_in_the_models_dir_and_in_ollamas_store_are_served() {
     let root = std::env::temp_dir().join(format!(

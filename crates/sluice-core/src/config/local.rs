@@ -1,11 +1,14 @@
 //! `[local]`: the runtime of the models sluice runs itself (memory budget, keep-alive,
-//! batching, threads, engine and device).
+//! batching, threads, context length, engine and device).
 
 use super::error::ConfigError;
 use super::values::{positive, MS};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// `[local] context_length` when absent (sluice-local's `DEFAULT_CONTEXT_LENGTH`).
+pub const DEFAULT_CONTEXT_LENGTH: usize = 8192;
 
 /// `[local]` as written: the local model runtime.
 #[derive(Debug, Default, Deserialize)]
@@ -17,6 +20,9 @@ pub struct UninitializedLocalConfig {
     pub keep_alive: Option<String>,
     /// Default sequences generated at once per model (default 1).
     pub parallel: Option<usize>,
+    /// Chat models: positions per sequence the KV cache is sized for, unless a model sets its
+    /// own (default 8192, or the file's own if smaller).
+    pub context_length: Option<usize>,
     /// Requests that may wait per model when every sequence is busy (default 16).
     pub queue: Option<usize>,
     /// A directory of GGUF files served by the first `local` provider (default
@@ -55,6 +61,8 @@ pub struct LocalConfig {
     pub keep_alive: Option<String>,
     /// Default parallel sequences.
     pub parallel: usize,
+    /// Default context length of chat models (capped at each file's own).
+    pub context_length: usize,
     /// Queue per model.
     pub queue: usize,
     /// Directory of GGUF files.
@@ -94,6 +102,11 @@ impl UninitializedLocalConfig {
             },
             keep_alive: self.keep_alive,
             parallel: positive(self.parallel, "local.parallel", 1)?,
+            context_length: positive(
+                self.context_length,
+                "local.context_length",
+                DEFAULT_CONTEXT_LENGTH,
+            )?,
             queue: self.queue.unwrap_or(16),
             models_dir: self.models_dir,
             ollama: self.ollama.unwrap_or(true),

@@ -45,7 +45,7 @@ pub struct UninitializedModelConfig {
     /// `local` models: load at start.
     #[serde(default)]
     pub preload: bool,
-    /// `local` models: context length (default the file's).
+    /// `local` models: context length, up to the file's (default `[local] context_length`).
     pub context_length: Option<usize>,
     /// `local` models: sequences generated at once (default `[local] parallel`).
     pub parallel: Option<usize>,
@@ -87,7 +87,8 @@ pub struct LocalModelConfig {
     pub pin: bool,
     /// Load at start.
     pub preload: bool,
-    /// Context length.
+    /// Context length (`None`: `[local] context_length`); a file's smaller own limit is checked
+    /// when the gateway starts.
     pub context_length: Option<usize>,
     /// Parallel sequences.
     pub parallel: usize,
@@ -195,6 +196,12 @@ fn local_model(
     })?;
     if m.parallel == Some(0) {
         return Err(ConfigError::new(at("parallel"), "must be greater than 0"));
+    }
+    if m.context_length == Some(0) {
+        return Err(ConfigError::new(
+            at("context_length"),
+            "must be greater than 0",
+        ));
     }
     Ok(LocalModelConfig {
         path,

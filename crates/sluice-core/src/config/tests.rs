@@ -240,6 +240,25 @@ fn local_engine_is_one_of_three() {
 }
 
 #[test]
+fn local_context_length_defaults_to_8192_and_models_may_set_their_own() {
+    assert_eq!(load("").unwrap().local.context_length, 8192);
+    let local = "[[providers]]\nname = \"l\"\ntype = \"local\"\n[[models]]\nname = \"m\"\nprovider = \"l\"\npath = \"m.gguf\"\n";
+    let c = load(&format!("[local]\ncontext_length = 2048\n{local}")).unwrap();
+    assert_eq!(c.local.context_length, 2048);
+    assert_eq!(c.models[0].local.as_ref().unwrap().context_length, None);
+    let c = load(&format!("{local}context_length = 32768\n")).unwrap();
+    assert_eq!(c.local.context_length, 8192);
+    assert_eq!(
+        c.models[0].local.as_ref().unwrap().context_length,
+        Some(32768)
+    );
+    let err = load("[local]\ncontext_length = 0").unwrap_err();
+    assert_eq!(err.path, "local.context_length");
+    let err = load(&format!("{local}context_length = 0\n")).unwrap_err();
+    assert_eq!(err.path, "models[0].context_length", "{err}");
+}
+
+#[test]
 fn local_device_is_cpu_cuda_or_metal() {
     assert_eq!(load("").unwrap().local.device, "cpu");
     for device in ["cpu", "cuda", "cuda:1", "metal"] {

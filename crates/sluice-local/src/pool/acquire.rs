@@ -147,6 +147,7 @@ impl<L: Loader, C: Clock> Pool<L, C> {
                 estimated: None,
                 measured: None,
                 engine: None,
+                context_length: None,
                 reserved: 0,
                 in_flight: 1,
                 last_used: now,

@@ -75,8 +75,11 @@ impl<L: Loader, C: Clock> Inner<L, C> {
             .loader
             .load(spec)
             .map_err(|e| PoolError::load_failed(name, e))?;
-        let engine = self.loader.engine(&model);
-        self.record_measurement(name, id, file, bytes, engine);
+        let shown = (
+            self.loader.engine(&model),
+            self.loader.context_length(&model),
+        );
+        self.record_measurement(name, id, file, bytes, shown);
         match self.reserve(name, id, bytes, false) {
             Ok(victims) => {
                 dispose_inline(victims);
@@ -133,14 +136,14 @@ impl<L: Loader, C: Clock> Inner<L, C> {
     }
 
     /// Remembers the measured size for the next load of an unchanged file, and shows it and
-    /// the engine on entry `id`.
+    /// the engine and context length on entry `id`.
     fn record_measurement(
         &self,
         name: &str,
         id: u64,
         file: Option<Fingerprint>,
         bytes: u64,
-        engine: Option<&'static str>,
+        (engine, context_length): (Option<&'static str>, Option<usize>),
     ) {
         let mut state = self.lock();
         if let Some(record) = state.models.get_mut(name) {
@@ -149,6 +152,7 @@ impl<L: Loader, C: Clock> Inner<L, C> {
         if let Some(entry) = state.entries.get_mut(name).filter(|e| e.id == id) {
             entry.measured = Some(bytes);
             entry.engine = engine;
+            entry.context_length = context_length;
         }
     }
 

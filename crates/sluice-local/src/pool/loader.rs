@@ -27,4 +27,9 @@ pub trait Loader: Send + Sync + 'static {
     fn engine(&self, _model: &Self::Model) -> Option<&'static str> {
         None
     }
+
+    /// The context length a loaded chat model runs with, for health.
+    fn context_length(&self, _model: &Self::Model) -> Option<usize> {
+        None
+    }
 }

@@ -25,6 +25,10 @@ impl Loader for GgufLoader {
     fn engine(&self, model: &ChatModel) -> Option<&'static str> {
         Some(model.engine())
     }
+
+    fn context_length(&self, model: &ChatModel) -> Option<usize> {
+        Some(model.context_length())
+    }
 }
 
 /// A loaded model of either kind.
@@ -105,5 +109,9 @@ impl Loader for LocalLoader {
             LocalModel::Chat(chat) => Some(chat.engine()),
             LocalModel::Embedding(_) => Some("native"),
         }
+    }
+
+    fn context_length(&self, model: &LocalModel) -> Option<usize> {
+        model.as_chat().map(ChatModel::context_length)
     }
 }

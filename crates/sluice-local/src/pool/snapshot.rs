@@ -45,6 +45,8 @@ pub struct ModelStatus {
     pub bytes_measured: Option<u64>,
     /// What runs it, once loaded ([`Loader::engine`]).
     pub engine: Option<&'static str>,
+    /// The context length a loaded chat model runs with ([`Loader::context_length`]).
+    pub context_length: Option<usize>,
     /// Bytes it counts against the budget now.
     pub bytes_reserved: u64,
     /// The last acquire or release; `None` when not loaded.
@@ -105,6 +107,7 @@ impl<L: Loader, C: Clock> Pool<L, C> {
                 bytes_estimated: None,
                 bytes_measured: record.measured.map(|(_, bytes)| bytes),
                 engine: None,
+                context_length: None,
                 bytes_reserved: 0,
                 last_used: None,
                 in_flight: 0,
@@ -129,6 +132,7 @@ impl<L: Loader, C: Clock> Pool<L, C> {
             bytes_estimated: entry.estimated,
             bytes_measured: entry.measured,
             engine: entry.engine,
+            context_length: entry.context_length,
             bytes_reserved: entry.reserved,
             last_used: Some(entry.last_used),
             in_flight: entry.in_flight,

@@ -58,6 +58,7 @@ pub(super) struct Entry<M> {
     pub(super) estimated: Option<u64>,
     pub(super) measured: Option<u64>,
     pub(super) engine: Option<&'static str>,
+    pub(super) context_length: Option<usize>,
     pub(super) reserved: u64,
     pub(super) in_flight: usize,
     pub(super) last_used: Instant,

@@ -810,6 +810,7 @@ async fn snapshot_reports_state_bytes_use_and_expiry() {
             bytes_estimated: Some(40),
             bytes_measured: Some(35),
             engine: Some("fake"),
+            context_length: None,
             bytes_reserved: 35,
             last_used: Some(now),
             in_flight: 1,

@@ -90,6 +90,11 @@ pub fn build(
     for m in found {
         let mut spec = m.to_spec();
         spec.load.parallel = config.local.parallel;
+        // Ollama's `num_ctx`, else `[local] context_length` (both capped at the file's).
+        spec.load.context_length = spec
+            .load
+            .context_length
+            .or(Some(config.local.context_length));
         spec.load.queue_capacity = config.local.queue;
         spec.load.engine = engine;
         spec.load.device = device;
@@ -112,7 +117,7 @@ pub fn build(
         spec.load = LoadOptions {
             parallel: l.parallel,
             queue_capacity: config.local.queue,
-            context_length: l.context_length,
+            context_length: Some(context_length(m, l, config)?),
             engine,
             threads: None,
             device,
@@ -154,6 +159,29 @@ pub fn build(
     Ok(Some(LocalRuntime {
         pool: Pool::new(LocalLoader, pool_config, specs),
     }))
+}
+
+/// A configured chat model's context length: its own, else `[local] context_length` (capped at
+/// the file's when it loads). Its own above the file's limit is a config error; a file that
+/// cannot be read now is left to its first load to report.
+fn context_length(
+    m: &sluice_core::config::ModelConfig,
+    l: &sluice_core::config::LocalModelConfig,
+    config: &Config,
+) -> Result<usize, Error> {
+    let Some(asked) = l.context_length else {
+        return Ok(config.local.context_length);
+    };
+    if sluice_local::is_embedding_model(&l.path) {
+        return Ok(asked);
+    }
+    match sluice_local::read_model_info(&l.path) {
+        Ok(info) if asked > info.context_length => Err(config_error(format!(
+            "model `{}`: `context_length` {asked} exceeds the file's context length {}",
+            m.name, info.context_length
+        ))),
+        _ => Ok(asked),
+    }
 }
 
 /// Sets the threads each chat sequence computes on: the native engine's per-slot workers
@@ -199,6 +227,7 @@ pub fn health(local: &LocalRuntime) -> serde_json::Value {
                 "bytes_estimated": m.bytes_estimated,
                 "bytes_measured": m.bytes_measured,
                 "engine": m.engine,
+                "context_length": m.context_length,
                 "bytes_reserved": m.bytes_reserved,
                 "in_flight": m.in_flight,
                 "pinned": m.pinned,

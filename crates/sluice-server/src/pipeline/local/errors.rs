@@ -61,6 +61,7 @@ pub(super) fn model_error(e: &sluice_local::Error) -> Error {
     }
     match e.kind() {
         sluice_local::ErrorKind::InvalidRequest { .. }
+        | sluice_local::ErrorKind::TemplateRender(_)
         | sluice_local::ErrorKind::ContextLengthExceeded { .. } => ErrorKind::InvalidRequest {
             message: e.to_string(),
             param: Some("messages"),
