@@ -119,7 +119,7 @@ pub fn health_detailed(state: &AppState) -> Response<ResponseBody> {
         "providers": providers,
         "models": models,
         "routes": routes_json(state, now),
-        "local": state.local.as_ref().map(crate::local::health),
+        "local": state.local.as_deref().map(crate::local::health),
         "cache": state.cache.as_ref().map(|c| {
             let (entries, bytes) = c.memory_usage();
             let m = &c.metrics;
@@ -232,12 +232,52 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
     if let Some(shared) = &state.shared_routing {
         shared.render(&mut text);
     }
+    state.reloads.render(&mut text);
     let mut r = Response::new(ResponseBody::full(text));
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// `POST /admin/config/reload`: reads the config again and swaps it in (see
+/// [`crate::live`]); a config that does not load is refused with its error and the current
+/// one keeps serving.
+pub fn admin_reload(state: &AppState, headers: &http::HeaderMap) -> Response<ResponseBody> {
+    if let Err(e) = admin_auth(state, headers) {
+        return error_response(&e);
+    }
+    let Some(reload) = state.reload_hook.get() else {
+        return error_response(
+            &ErrorKind::InvalidRequest {
+                message: "this gateway was not started from a config it can read again".into(),
+                param: None,
+            }
+            .into(),
+        );
+    };
+    match (reload.0)() {
+        Ok(changes) => {
+            let body = serde_json::json!({
+                "status": "reloaded",
+                "added": changes.added,
+                "removed": changes.removed,
+                "kept": changes.kept,
+            });
+            json(
+                StatusCode::OK,
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+        }
+        Err(message) => error_response(
+            &ErrorKind::InvalidRequest {
+                message,
+                param: None,
+            }
+            .into(),
+        ),
+    }
 }
 
 /// Any other path.

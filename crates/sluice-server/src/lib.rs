@@ -15,6 +15,7 @@ mod handlers;
 mod headers;
 pub mod key_spec;
 mod keys;
+pub mod live;
 pub mod local;
 pub mod metrics;
 mod money;

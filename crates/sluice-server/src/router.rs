@@ -47,6 +47,7 @@ pub async fn route<B: ClientBody>(
             admin_keys::serve(&state, &rest, req).await
         }
         (&Method::GET, "/admin/spend", _) => admin_keys::spend(&state, &req).await,
+        (&Method::POST, "/admin/config/reload", _) => handlers::admin_reload(&state, req.headers()),
         (&Method::POST, p, _) if p.starts_with("/admin/routes/") && p.ends_with("/canary") => {
             let name = p["/admin/routes/".len()..p.len() - "/canary".len()].to_string();
             handlers::admin_canary(&state, &name, req).await
@@ -59,6 +60,7 @@ pub async fn route<B: ClientBody>(
         ) => handlers::method_not_allowed(m, p, "GET"),
         (m, p @ "/admin/cache", _) => handlers::method_not_allowed(m, p, "GET, DELETE"),
         (m, p @ "/admin/spend", _) => handlers::method_not_allowed(m, p, "GET"),
+        (m, p @ "/admin/config/reload", _) => handlers::method_not_allowed(m, p, "POST"),
         (_, p, _) => handlers::not_found(p),
     };
     response.headers_mut().insert(X_REQUEST_ID, request_id);

@@ -5,6 +5,7 @@
 //! shutdown: on the signal the listener closes, in-flight requests (streams included)
 //! finish, and whatever is still running after `server.shutdown_grace_ms` is cut.
 
+use crate::live::Live;
 use crate::router::route;
 use crate::state::AppState;
 use hyper::service::service_fn;
@@ -25,7 +26,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 /// A bound, not yet running, gateway.
 pub struct Server {
     listener: TcpListener,
-    state: Arc<AppState>,
+    live: Arc<Live>,
     workers: usize,
 }
 
@@ -47,14 +48,15 @@ fn builder(state: &AppState) -> auto::Builder<TokioExecutor> {
 fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
-    state: &Arc<AppState>,
+    live: &Arc<Live>,
     stream: TcpStream,
     permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    state.metrics.connections.fetch_add(1, Relaxed);
-    let st = Arc::clone(state);
-    let service = service_fn(move |req| route(Arc::clone(&st), req));
+    live.get().metrics.connections.fetch_add(1, Relaxed);
+    let live = Arc::clone(live);
+    // Each request takes the state current when it arrives (see `live`).
+    let service = service_fn(move |req| route(live.get(), req));
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
@@ -105,17 +107,17 @@ async fn accept(
 }
 
 /// One worker thread: its own single-threaded runtime serving the connections handed to it.
-async fn worker(mut incoming: mpsc::UnboundedReceiver<Handoff>, state: Arc<AppState>) {
-    let builder = builder(&state);
+async fn worker(mut incoming: mpsc::UnboundedReceiver<Handoff>, live: Arc<Live>) {
+    let builder = builder(&live.get());
     let graceful = GracefulShutdown::new();
     // The acceptor drops its sender on shutdown, which ends this loop.
     while let Some((stream, permit)) = incoming.recv().await {
         match TcpStream::from_std(stream) {
-            Ok(stream) => serve_connection(&builder, &graceful, &state, stream, permit),
+            Ok(stream) => serve_connection(&builder, &graceful, &live, stream, permit),
             Err(e) => tracing::warn!(error = %e, "cannot register connection"),
         }
     }
-    drain(graceful, &state).await;
+    drain(graceful, &live.get()).await;
 }
 
 impl Server {
@@ -143,7 +145,7 @@ impl Server {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
         Ok(Self {
             listener,
-            state: Arc::new(state),
+            live: Arc::new(Live::new(Arc::new(state))),
             workers,
         })
     }
@@ -153,29 +155,33 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// The shared state.
-    pub fn state(&self) -> &Arc<AppState> {
-        &self.state
+    /// The state serving now.
+    pub fn state(&self) -> Arc<AppState> {
+        self.live.get()
+    }
+
+    /// The live state, to reload the config with ([`Live::reload`]).
+    pub fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live)
     }
 
     /// Serves on the current runtime until `shutdown` completes, then drains in-flight
     /// requests for up to `server.shutdown_grace_ms`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let Self {
-            listener, state, ..
-        } = self;
+        let Self { listener, live, .. } = self;
+        let state = live.get();
         let builder = builder(&state);
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
-        let flusher = spawn_flusher(&state);
+        let flusher = spawn_flusher(&live);
         tokio::pin!(shutdown);
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
-            serve_connection(&builder, &graceful, &state, stream, permit);
+            serve_connection(&builder, &graceful, &live, stream, permit);
         }
         drop(listener);
-        log_shutdown(&state);
-        drain(graceful, &state).await;
-        finish(&state, flusher).await;
+        log_shutdown(&live.get());
+        drain(graceful, &live.get()).await;
+        finish(&live.get(), flusher).await;
         Ok(())
     }
 
@@ -189,14 +195,15 @@ impl Server {
         }
         let Self {
             listener,
-            state,
+            live,
             workers,
         } = self;
+        let state = live.get();
         let mut senders = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
         for index in 0..workers {
             let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
-            let state = Arc::clone(&state);
+            let live = Arc::clone(&live);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -205,13 +212,13 @@ impl Server {
                     .name(format!("sluice-worker-{index}"))
                     .spawn(move || {
                         sluice_providers::set_worker(index);
-                        runtime.block_on(worker(rx, state));
+                        runtime.block_on(worker(rx, live));
                     })?,
             );
             senders.push(tx);
         }
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
-        let flusher = spawn_flusher(&state);
+        let flusher = spawn_flusher(&live);
         tokio::pin!(shutdown);
         let mut next = 0;
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
@@ -228,7 +235,7 @@ impl Server {
             next = (next + 1) % workers;
         }
         drop(listener);
-        log_shutdown(&state);
+        log_shutdown(&live.get());
         drop(senders);
         tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -237,7 +244,7 @@ impl Server {
         })
         .await
         .map_err(io::Error::other)?;
-        finish(&state, flusher).await;
+        finish(&live.get(), flusher).await;
         Ok(())
     }
 }
@@ -246,18 +253,21 @@ impl Server {
 /// reads them), unloads the local models whose keep-alive ran out, and shares the routes'
 /// canary states with the other replicas; at start, loads the local models marked
 /// `preload` and takes the fleet's canary states.
-fn spawn_flusher(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
+fn spawn_flusher(live: &Arc<Live>) -> Option<tokio::task::JoinHandle<()>> {
+    let state = live.get();
     if state.cache.is_none() && state.local.is_none() && state.shared_routing.is_none() {
         return None;
     }
-    let state = Arc::clone(state);
+    let live = Arc::clone(live);
     Some(tokio::spawn(async move {
         if let Some(local) = &state.local {
             crate::local::preload(local);
         }
+        drop(state);
         let mut tick = tokio::time::interval(crate::shared_routing::SYNC_INTERVAL);
         loop {
             tick.tick().await;
+            let state = live.get();
             state.sync_routing().await;
             if let Some(cache) = &state.cache {
                 cache.flush_counters();

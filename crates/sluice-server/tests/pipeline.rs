@@ -33,6 +33,12 @@ fn gateway(extra_server: &str, extra: &str) -> Arc<AppState> {
 
 /// [`gateway`] with `extra_storage` in `[storage]`.
 fn gateway_with(extra_server: &str, extra_storage: &str, extra: &str) -> Arc<AppState> {
+    let toml = config_text(&data_dir(), extra_server, extra_storage, extra);
+    Arc::new(AppState::new(parse(&toml), 1).expect("state"))
+}
+
+/// A fresh data directory.
+fn data_dir() -> std::path::PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "sluice-pipeline-{}-{}",
@@ -40,7 +46,21 @@ fn gateway_with(extra_server: &str, extra_storage: &str, extra: &str) -> Arc<App
         N.fetch_add(1, Relaxed)
     ));
     std::fs::create_dir_all(&dir).expect("data dir");
-    let toml = format!(
+    dir
+}
+
+fn parse(toml: &str) -> Config {
+    Config::from_toml(toml, &MapEnv::default()).expect("valid test config")
+}
+
+/// The config of [`gateway_with`], in `dir`.
+fn config_text(
+    dir: &std::path::Path,
+    extra_server: &str,
+    extra_storage: &str,
+    extra: &str,
+) -> String {
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
@@ -64,9 +84,7 @@ fallback_response = "busy, try later"
 {extra}
 "#,
         dir = dir.display()
-    );
-    let config = Config::from_toml(&toml, &MapEnv::default()).expect("valid test config");
-    Arc::new(AppState::new(config, 1).expect("state"))
+    )
 }
 
 /// A request with a whole body and an optional bearer key.
@@ -432,4 +450,71 @@ async fn a_rate_limit_cooldown_on_one_replica_is_honoured_by_the_others() {
     );
     let (r, _) = send(&b, asked).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_config_and_keeps_the_live_state() {
+    let dir = data_dir();
+    let server = format!("master_key = \"{MASTER}\"");
+    let text = |extra: &str| config_text(&dir, &server, "", extra);
+    let first = Arc::new(AppState::new(parse(&text("")), 1).expect("state"));
+    let live = Arc::new(sluice_server::live::Live::new(Arc::clone(&first)));
+    let now = std::time::Instant::now();
+    first.deployments[0]
+        .breaker
+        .cool_down(now + std::time::Duration::from_secs(30));
+    let added = "[[models]]\nname = \"m3\"\nprovider = \"fake\"\n";
+    let changes = live.reload(parse(&text(added))).expect("reloaded");
+    assert_eq!(changes.added, ["m3"]);
+    let second = live.get();
+    assert!(
+        !Arc::ptr_eq(&first, &second),
+        "new requests get the new state"
+    );
+    assert!(
+        second.deployments[0]
+            .breaker
+            .rate_limited_until(now)
+            .is_some(),
+        "m's cooldown kept"
+    );
+    let (_, v) = send(
+        &second,
+        request(Method::GET, "/v1/models", Some(MASTER), ""),
+    )
+    .await;
+    assert!(v.to_string().contains("\"m3\""), "{v}");
+    // What only a restart can change is refused, and the current state keeps serving.
+    let elsewhere = config_text(&data_dir(), &server, "", added);
+    let refused = live
+        .reload(parse(&elsewhere))
+        .expect_err("a new data_dir takes a restart");
+    assert!(refused.to_string().contains("restart"), "{refused}");
+    assert!(Arc::ptr_eq(&second, &live.get()));
+    // The admin endpoint reloads through the hook the process set (here: the config with m3
+    // removed again).
+    let hook_live = Arc::clone(&live);
+    let again = text("");
+    let hook = move || hook_live.reload(parse(&again)).map_err(|e| e.to_string());
+    let hook = sluice_server::state::reload::ReloadHook(Box::new(hook));
+    assert!(second.reload_hook.set(hook).is_ok(), "set once");
+    let (r, v) = send(
+        &second,
+        request(Method::POST, "/admin/config/reload", Some(MASTER), ""),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK, "{v}");
+    assert_eq!(v["removed"], json!(["m3"]), "{v}");
+    let (r, _) = send(
+        &live.get(),
+        request(Method::POST, "/admin/config/reload", None, ""),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the admin key is needed"
+    );
+    assert_eq!(first.reloads.ok.load(Relaxed), 2);
+    assert_eq!(first.reloads.failed.load(Relaxed), 1);
 }

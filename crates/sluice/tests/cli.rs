@@ -223,3 +223,91 @@ fn cost_simulate_reproduces_the_sample_and_projects_the_saving() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 1") && err.contains("gpt-5"), "{err}");
 }
+
+/// `GET path` on `addr`, the response as text.
+fn get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+    resp
+}
+
+#[test]
+fn sighup_reloads_the_config_file_and_keeps_the_old_one_when_the_new_is_invalid() {
+    let path = write_config("reload.toml", GOOD);
+    let mut child = sluice()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("sluice logs its address").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let hup = || {
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    assert!(!get(&addr, "/v1/models").contains("\"second\""));
+    // A model added to the file is listed after SIGHUP, without a restart.
+    let more = format!("{GOOD}\n[[models]]\nname = \"second\"\nprovider = \"openai\"\n");
+    std::fs::write(&path, more).unwrap();
+    hup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !get(&addr, "/v1/models").contains("\"second\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never showed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // An invalid file is refused: the config before it keeps serving.
+    std::fs::write(
+        &path,
+        GOOD.replace("provider = \"openai\"", "provider = \"nope\""),
+    )
+    .unwrap();
+    hup();
+    std::thread::sleep(Duration::from_millis(500));
+    let models = get(&addr, "/v1/models");
+    assert!(
+        models.contains("\"second\"") && models.contains("gpt-4o-mini"),
+        "{models}"
+    );
+    let metrics = get(&addr, "/metrics");
+    assert!(
+        metrics.contains("sluice_config_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_config_reloads_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rest: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
+    assert!(child.wait().unwrap().success());
+    assert!(
+        rest.contains("config reloaded") && rest.contains("added [second]"),
+        "{rest}"
+    );
+    assert!(
+        rest.contains("config reload refused") && rest.contains("nope"),
+        "{rest}"
+    );
+}

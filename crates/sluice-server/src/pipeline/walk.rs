@@ -125,7 +125,7 @@ impl Call<'_> {
             return Tried::Next;
         }
         let canary = match (step.canary, plan.route) {
-            (true, Some(r)) => state.routes[r].canary.as_ref(),
+            (true, Some(r)) => state.routes[r].canary.as_deref(),
             _ => None,
         };
         let mut tried = 0u32;

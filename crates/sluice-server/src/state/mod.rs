@@ -8,6 +8,7 @@
 
 mod plan;
 mod registry;
+pub mod reload;
 mod stores;
 
 pub use plan::{overrides, Overrides, Plan, Resolved, Step};
@@ -18,6 +19,22 @@ use crate::keys::KeyCache;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use registry::{Name, Registry};
+
+/// What a state hands on to the next one at a reload.
+struct Carried {
+    cache: Option<Arc<Cache>>,
+    ledger: Option<Ledger>,
+    limiter: Limiter,
+    shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
+    keys: Arc<KeyCache>,
+    local: Option<Arc<crate::local::LocalRuntime>>,
+    tab_metrics: Arc<crate::metrics::TabMetrics>,
+    seeded: Arc<Mutex<HashMap<String, Instant>>>,
+    found: Arc<Vec<crate::local::Found>>,
+    reloads: Arc<reload::Reloads>,
+    reload_hook: Arc<OnceLock<reload::ReloadHook>>,
+    started: Instant,
+}
 use sluice_core::config::{
     CacheConfig, Config, KeysConfig, LimitsConfig, RoutingConfig, ServerConfig,
 };
@@ -26,7 +43,7 @@ use sluice_core::{Error, Secret};
 use sluice_providers::Provider;
 use sluice_store::{Ledger, Limiter};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 /// Shared, immutable (but for atomics and locks) state of a running gateway.
@@ -66,19 +83,30 @@ pub struct AppState {
     /// Rate limits and budgets: in process, or on Redis.
     pub limiter: Limiter,
     /// Virtual keys seen lately.
-    pub keys: KeyCache,
+    pub keys: Arc<KeyCache>,
     /// `[keys]`.
     pub keys_config: KeysConfig,
     /// `[limits]`.
     pub limits_config: LimitsConfig,
     /// The models sluice runs itself, when the config has any.
-    pub local: Option<crate::local::LocalRuntime>,
+    pub local: Option<Arc<crate::local::LocalRuntime>>,
     /// Authentication, limit and spend counters.
-    pub tab_metrics: crate::metrics::TabMetrics,
+    pub tab_metrics: Arc<crate::metrics::TabMetrics>,
     /// Routing state shared with the other replicas on Redis (`storage.redis_url`).
-    pub shared_routing: Option<crate::shared_routing::SharedRouting>,
+    pub shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
     /// Budget counters seeded from the spend log in this process, and when.
-    seeded: Mutex<HashMap<String, Instant>>,
+    seeded: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Config reloads so far.
+    pub reloads: Arc<reload::Reloads>,
+    /// How to reload, when the gateway's config can be read again.
+    pub reload_hook: Arc<OnceLock<reload::ReloadHook>>,
+    /// Local models found on disk (kept across a reload).
+    found: Arc<Vec<crate::local::Found>>,
+    /// The settings a reload cannot change (`[storage]`, `[spend]`, `[local]`, `[cache]`'s
+    /// store, `server.listen`), as text.
+    fixed: String,
+    /// Upstream pools per provider.
+    workers: usize,
 }
 
 impl AppState {
@@ -87,28 +115,83 @@ impl AppState {
         let now = Instant::now();
         let (found, local) = crate::local::start(&config)?;
         let r = Registry::build(&mut config, &found, workers, now)?;
+        let caches = config.cache.policy.enabled
+            || r.deployments.iter().any(|d| d.cache.enabled)
+            || r.routes.iter().any(|r| r.config.cache.enabled);
+        let stores = stores::open(&config, caches)?;
+        let carried = Carried {
+            cache: stores.cache,
+            ledger: stores.ledger,
+            limiter: stores.limiter,
+            shared_routing: stores.shared_routing.map(Arc::new),
+            keys: Arc::default(),
+            local: local.map(Arc::new),
+            tab_metrics: Arc::default(),
+            seeded: Arc::default(),
+            found: Arc::new(found),
+            reloads: Arc::default(),
+            reload_hook: Arc::default(),
+            started: now,
+        };
+        Ok(Self::assemble(config, r, carried, workers))
+    }
+
+    /// A new state for `config`, carrying this one's stores, keys, local runtime and
+    /// counters, and (by name) the breakers, latency averages and canaries of the
+    /// deployments and routes it keeps. Refuses a config that changes what only a restart
+    /// can (see [`reload::fixed`]).
+    pub fn reload(&self, mut config: Config) -> Result<(Self, reload::Changes), Error> {
+        reload::check_fixed(&self.fixed, &config)?;
+        let now = Instant::now();
+        let mut r = Registry::build(&mut config, &self.found, self.workers, now)?;
+        reload::check_cache(self.cache.is_some(), &config, &r)?;
+        let old = reload::Old {
+            providers: &self.providers,
+            deployments: &self.deployments,
+            routes: &self.routes,
+        };
+        let changes = reload::carry(&old, &mut r);
+        let carried = Carried {
+            cache: self.cache.clone(),
+            ledger: self.ledger.clone(),
+            limiter: self.limiter.clone(),
+            shared_routing: self.shared_routing.clone(),
+            keys: Arc::clone(&self.keys),
+            local: self.local.clone(),
+            tab_metrics: Arc::clone(&self.tab_metrics),
+            seeded: Arc::clone(&self.seeded),
+            found: Arc::clone(&self.found),
+            reloads: Arc::clone(&self.reloads),
+            reload_hook: Arc::clone(&self.reload_hook),
+            started: self.started,
+        };
+        Ok((Self::assemble(config, r, carried, self.workers), changes))
+    }
+
+    fn assemble(config: Config, r: Registry, c: Carried, workers: usize) -> Self {
         let metrics = Metrics::new(
             r.deployments
                 .iter()
                 .map(|d| (&*d.name, r.providers[d.provider].name())),
             r.routes.iter().map(|r| r.config.name.as_str()),
         );
-        let caches = config.cache.policy.enabled
-            || r.deployments.iter().any(|d| d.cache.enabled)
-            || r.routes.iter().any(|r| r.config.cache.enabled);
-        let stores = stores::open(&config, caches)?;
-        Ok(Self {
-            ledger: stores.ledger,
+        Self {
+            fixed: reload::fixed(&config),
+            ledger: c.ledger,
             spend_enabled: config.spend.enabled,
-            limiter: stores.limiter,
-            shared_routing: stores.shared_routing,
-            keys: KeyCache::default(),
+            limiter: c.limiter,
+            shared_routing: c.shared_routing,
+            keys: c.keys,
             keys_config: config.keys,
             limits_config: config.limits,
-            seeded: Mutex::new(HashMap::new()),
-            tab_metrics: crate::metrics::TabMetrics::default(),
-            local,
-            cache: stores.cache,
+            seeded: c.seeded,
+            found: c.found,
+            reloads: c.reloads,
+            reload_hook: c.reload_hook,
+            workers,
+            tab_metrics: c.tab_metrics,
+            local: c.local,
+            cache: c.cache,
             cache_config: config.cache,
             master_key: config.server.master_key.clone(),
             server: config.server,
@@ -121,8 +204,8 @@ impl AppState {
             passthrough: r.passthrough,
             metrics,
             models_json: r.models_json,
-            started: now,
-        })
+            started: c.started,
+        }
     }
 
     /// Whether budget counter `name` was seeded in this process.
@@ -189,7 +272,7 @@ impl AppState {
     pub async fn sync_routing(&self) {
         if let Some(shared) = &self.shared_routing {
             let canaries = self.routes.iter().filter_map(|r| {
-                let canary = r.canary.as_ref()?;
+                let canary = r.canary.as_deref()?;
                 let candidate = &*self.deployments[canary.config.target].name;
                 Some((r.config.name.as_str(), candidate, canary))
             });
@@ -197,7 +280,7 @@ impl AppState {
             let deployments: Vec<(&str, &sluice_core::breaker::Breaker)> = self
                 .deployments
                 .iter()
-                .map(|d| (&*d.name, &d.breaker))
+                .map(|d| (&*d.name, &*d.breaker))
                 .collect();
             shared.sync_cooldowns(&deployments).await;
         }

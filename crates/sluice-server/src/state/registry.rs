@@ -16,6 +16,7 @@ use sluice_providers::Provider;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Weight of a new sample in the latency averages.
@@ -64,12 +65,12 @@ pub struct Deployment {
     pub tier: Option<Tier>,
     /// Quality rank.
     pub quality: f64,
-    /// Circuit breaker.
-    pub breaker: Breaker,
+    /// Circuit breaker (shared with the deployment of the same name across a reload).
+    pub breaker: Arc<Breaker>,
     /// Time to first byte of the response body.
-    pub ttft: Ewma,
+    pub ttft: Arc<Ewma>,
     /// Time to the end of the response.
-    pub total: Ewma,
+    pub total: Arc<Ewma>,
     /// Response cache policy.
     pub cache: CachePolicy,
     /// Rate limits over every key.
@@ -83,8 +84,8 @@ pub struct Route {
     pub config: RouteConfig,
     /// `x-sluice-route` value.
     pub header_value: HeaderValue,
-    /// The canary, if configured.
-    pub canary: Option<Canary>,
+    /// The canary, if configured (kept across a reload while its settings are unchanged).
+    pub canary: Option<Arc<Canary>>,
 }
 
 /// FNV-1a: model names are short and chosen by the operator, so a DoS-resistant hash buys
@@ -195,7 +196,7 @@ impl Registry {
             index.insert(r.name.clone().into_boxed_str(), Name::Route(i));
             routes.push(Route {
                 header_value: header_value(&r.name, "route")?,
-                canary: r.canary.clone().map(|c| Canary::new(c, now)),
+                canary: r.canary.clone().map(|c| Arc::new(Canary::new(c, now))),
                 config: r,
             });
         }
@@ -230,9 +231,9 @@ impl NewDeployment {
             price: m.price,
             tier: m.tier,
             quality: m.quality,
-            breaker: Breaker::new(self.breaker, self.now),
-            ttft: Ewma::default(),
-            total: Ewma::default(),
+            breaker: Arc::new(Breaker::new(self.breaker, self.now)),
+            ttft: Arc::default(),
+            total: Arc::default(),
             cache: m.cache,
             limits: m.limits,
         })
@@ -255,9 +256,9 @@ impl NewDeployment {
             price: None,
             tier: None,
             quality: 0.0,
-            breaker: Breaker::new(self.breaker, self.now),
-            ttft: Ewma::default(),
-            total: Ewma::default(),
+            breaker: Arc::new(Breaker::new(self.breaker, self.now)),
+            ttft: Arc::default(),
+            total: Arc::default(),
             cache: self.cache,
             limits: TargetLimits::default(),
         })

@@ -73,7 +73,7 @@ pub async fn start_with(toml: &str) -> Gateway {
     let config = Config::from_toml(toml, &MapEnv::default()).expect("valid test config");
     let server = Server::bind(config).await.expect("bind");
     let addr = server.local_addr().expect("addr");
-    let state = Arc::clone(server.state());
+    let state = server.state();
     let (tx, rx) = oneshot::channel::<()>();
     let join = tokio::spawn(server.run(async {
         let _ = rx.await;

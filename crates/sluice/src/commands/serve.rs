@@ -90,6 +90,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .count();
         let models = config.models.len();
         let server = sluice_server::Server::bind_with_workers(config, workers).await?;
+        reload_on_hangup(&server, args);
         let addr = server.local_addr()?;
         tracing::info!(%addr, providers, models, workers, "sluice listening");
         if upstreams == 0 {
@@ -99,6 +100,36 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("sluice stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Reloads the config from where it came (`--config`, `$SLUICE_CONFIG` or the environment)
+/// on SIGHUP and on `POST /admin/config/reload`.
+fn reload_on_hangup(server: &sluice_server::Server, args: ServeArgs) {
+    let live = server.live();
+    let hook = {
+        let live = std::sync::Arc::clone(&live);
+        move || match load(&args) {
+            Ok(config) => live.reload(config).map_err(|e| e.to_string()),
+            Err(e) => {
+                let message = format!("{e:#}");
+                live.refused(&message);
+                Err(message)
+            }
+        }
+    };
+    let hook = sluice_server::state::reload::ReloadHook(Box::new(hook));
+    let _ = live.get().reload_hook.set(hook);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if let Some(reload) = live.get().reload_hook.get() {
+                let _ = (reload.0)();
+            }
+        }
+    });
 }
 
 /// Completes on SIGINT or SIGTERM.

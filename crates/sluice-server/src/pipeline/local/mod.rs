@@ -29,7 +29,7 @@ use sluice_providers::chunks::{completion, ChunkWriter};
 use sluice_types::Usage;
 
 fn runtime(state: &AppState) -> Result<&crate::local::LocalRuntime, Error> {
-    state.local.as_ref().ok_or_else(|| {
+    state.local.as_deref().ok_or_else(|| {
         ErrorKind::Internal {
             message: "no local runtime".into(),
         }
