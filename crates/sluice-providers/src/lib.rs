@@ -21,6 +21,8 @@ pub mod openai;
 mod outbound;
 mod provider;
 pub mod reader;
+pub mod reframe;
+pub mod responses;
 #[cfg(test)]
 mod test_support;
 pub mod view;
@@ -28,4 +30,5 @@ pub mod view;
 pub use client::{HttpClient, UpstreamBody};
 pub use provider::{set_worker, Prepared, Provider};
 pub use reader::{Reader, StreamFault, StreamReader};
+pub use reframe::Reframe;
 pub use view::View;

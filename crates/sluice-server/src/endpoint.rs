@@ -13,6 +13,9 @@ pub enum Protocol {
     /// Anthropic's Messages API: the body is read into OpenAI's format on the way in, the
     /// answer (errors and streams included) written back in Anthropic's on the way out.
     Anthropic,
+    /// OpenAI's Responses API: the body is read into OpenAI chat on the way in, the answer
+    /// (streams included) written back as a `response` object or its event sequence.
+    Responses,
 }
 
 /// One proxied endpoint.
@@ -24,11 +27,18 @@ pub enum Endpoint {
     Embeddings,
     /// `POST /v1/messages`.
     Messages,
+    /// `POST /v1/responses`.
+    Responses,
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Self; 3] = [Self::Chat, Self::Embeddings, Self::Messages];
+    pub const ALL: [Self; 4] = [
+        Self::Chat,
+        Self::Embeddings,
+        Self::Messages,
+        Self::Responses,
+    ];
 
     /// The endpoint served at `path`, if any.
     pub fn at(path: &str) -> Option<Self> {
@@ -41,6 +51,7 @@ impl Endpoint {
             Self::Chat => &["/v1/chat/completions", "/chat/completions"],
             Self::Embeddings => &["/v1/embeddings", "/embeddings"],
             Self::Messages => &["/v1/messages"],
+            Self::Responses => &["/v1/responses", "/responses"],
         }
     }
 
@@ -49,13 +60,14 @@ impl Endpoint {
         match self {
             Self::Chat | Self::Embeddings => Protocol::OpenAi,
             Self::Messages => Protocol::Anthropic,
+            Self::Responses => Protocol::Responses,
         }
     }
 
     /// The upstream operation it maps to.
     pub const fn operation(self) -> Operation {
         match self {
-            Self::Chat | Self::Messages => Operation::Chat,
+            Self::Chat | Self::Messages | Self::Responses => Operation::Chat,
             Self::Embeddings => Operation::Embeddings,
         }
     }
@@ -66,6 +78,7 @@ impl Endpoint {
             Self::Chat => "chat",
             Self::Embeddings => "embeddings",
             Self::Messages => "messages",
+            Self::Responses => "responses",
         }
     }
 }

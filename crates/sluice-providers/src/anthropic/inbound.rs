@@ -900,3 +900,17 @@ impl StreamConverter {
         self.done = true;
     }
 }
+
+impl crate::reframe::Reframe for StreamConverter {
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        StreamConverter::on_event(self, data, out);
+    }
+
+    fn is_done(&self) -> bool {
+        StreamConverter::is_done(self)
+    }
+
+    fn finish_stream(&mut self, out: &mut Vec<u8>) {
+        StreamConverter::finish_stream(self, out);
+    }
+}

@@ -1,7 +1,7 @@
 //! The request pipeline of every proxied endpoint, one path left to right:
 //!
 //! ```text
-//! Finish opened (in flight) ─ auth ─ body read under max_body_bytes ─ (Anthropic → OpenAI)
+//! Finish opened (in flight) ─ auth ─ body read under max_body_bytes ─ edge (Anthropic, Responses → chat)
 //!   ─ view (one borrowed parse) ─ model allowed? resolved ─ tab: limits and budget
 //!   ─ cache: lookup, coalescing ─ plan ─ walk: breaker, attempt, retry, fallback
 //!   ─ Answer ─ respond: headers; the Finish ends the request now (whole answers) or when
@@ -16,16 +16,17 @@ mod attempt;
 pub mod auth;
 mod cache;
 mod degraded;
+mod edge;
 mod ending;
 mod finish;
 #[cfg(feature = "local")]
 mod local;
-mod messages;
+mod reframe;
 mod relay;
 pub mod tab;
 mod walk;
 
-use crate::endpoint::{Endpoint, Protocol};
+use crate::endpoint::Endpoint;
 use crate::headers::{
     X_SLUICE_ATTEMPTS, X_SLUICE_CACHE, X_SLUICE_CACHE_AGE, X_SLUICE_COALESCED, X_SLUICE_COST_USD,
     X_SLUICE_DEGRADED, X_SLUICE_MODEL, X_SLUICE_PROVIDER, X_SLUICE_ROUTE,
@@ -34,13 +35,12 @@ use crate::request_body::ClientBody;
 use crate::response::{self, error_response, ResponseBody};
 use crate::state::{self, AppState, Resolved};
 use answer::Answer;
-use bytes::Bytes;
+use edge::Edge;
 use ending::Ending;
 use finish::{Finish, Guarded, Outcome};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
 use sluice_core::{Error, ErrorKind};
-use sluice_providers::anthropic::inbound;
 use sluice_providers::View;
 use sluice_types::Usage;
 use std::sync::Arc;
@@ -57,17 +57,9 @@ pub async fn serve<B: ClientBody>(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut finish = Finish::start(state, endpoint.operation(), started);
-    let mut client_model = None;
-    let result = run(
-        state,
-        endpoint,
-        req,
-        request_id,
-        &mut finish,
-        &mut client_model,
-    )
-    .await;
-    respond(state, endpoint, result, finish, client_model.as_deref())
+    let mut edge = Edge::new(endpoint.protocol());
+    let result = run(state, endpoint, req, request_id, &mut finish, &mut edge).await;
+    respond(state, result, finish, edge)
 }
 
 /// The stages, from the request to its answer.
@@ -77,26 +69,14 @@ async fn run<B: ClientBody>(
     req: Request<B>,
     request_id: &HeaderValue,
     finish: &mut Finish,
-    client_model: &mut Option<String>,
+    edge: &mut Edge,
 ) -> Result<Answer, Error> {
     let (parts, incoming) = req.into_parts();
     // Who is asking comes before reading what they ask.
     let identity = auth::authenticate(state, &parts.headers).await?;
     let raw = crate::request_body::read_body(&state.server, &parts, incoming).await?;
-    let body = match endpoint.protocol() {
-        Protocol::OpenAi => raw,
-        Protocol::Anthropic => {
-            let (body, model, _) = inbound::to_openai(&raw).map_err(|e| -> Error {
-                ErrorKind::InvalidRequest {
-                    message: e.0,
-                    param: None,
-                }
-                .into()
-            })?;
-            *client_model = Some(model);
-            Bytes::from(body)
-        }
-    };
+    let (body, read) = Edge::read(endpoint.protocol(), raw)?;
+    *edge = read;
     let view = View::parse(endpoint.operation(), &body).map_err(|e| -> Error {
         ErrorKind::InvalidRequest {
             message: e.message,
@@ -165,50 +145,41 @@ async fn run<B: ClientBody>(
 /// request ends here for whole answers, and with the stream for streams.
 fn respond(
     state: &AppState,
-    endpoint: Endpoint,
     result: Result<Answer, Error>,
     mut finish: Finish,
-    client_model: Option<&str>,
+    edge: Edge,
 ) -> Response<ResponseBody> {
-    let anthropic = endpoint.protocol() == Protocol::Anthropic;
-    let model = client_model.unwrap_or_default();
-    let (mut response, cost) = match result {
-        Err(e) => error(&mut finish, &e, anthropic),
+    let (response, cost) = match result {
+        Err(e) => error(&mut finish, &e, &edge),
         Ok(Answer::Whole {
             status,
             content_type,
             body,
             usage,
-        }) => {
-            let (body, content_type) = if anthropic {
-                match inbound::from_openai(&body, model) {
-                    Ok(out) => (
-                        Bytes::from(out),
-                        HeaderValue::from_static("application/json"),
-                    ),
-                    Err(m) => {
-                        finish.set_head_status(502);
-                        let cost = finish.complete(Ending::bare(502));
-                        let body = inbound::error_body("api_error", &m);
-                        let r = response::json(http::StatusCode::BAD_GATEWAY, body);
-                        return with_headers(state, r, &finish.outcome, cost);
-                    }
-                }
-            } else {
-                (body, content_type)
-            };
-            finish.set_head_status(status.as_u16());
-            let end = whole_ending(&finish, status.as_u16(), usage);
-            let cost = finish.complete(end);
-            let mut r = response::json(status, body);
-            r.headers_mut().insert(CONTENT_TYPE, content_type);
-            (r, cost)
-        }
+        }) => match edge.whole(body, content_type) {
+            Ok((body, content_type)) => {
+                finish.set_head_status(status.as_u16());
+                let end = whole_ending(&finish, status.as_u16(), usage);
+                let cost = finish.complete(end);
+                let mut r = response::json(status, body);
+                r.headers_mut().insert(CONTENT_TYPE, content_type);
+                (r, cost)
+            }
+            Err(message) => {
+                let provider = finish.outcome.deployment.map_or("upstream".into(), |d| {
+                    state.providers[state.deployments[d].provider]
+                        .name()
+                        .to_string()
+                });
+                let e: Error = ErrorKind::UpstreamProtocol { provider, message }.into();
+                error(&mut finish, &e, &edge)
+            }
+        },
         Ok(Answer::Events(events)) => {
             finish.set_head_status(200);
             let cost = finish.complete(Ending::bare(200));
             (
-                streamed(ResponseBody::Events(Some(events)), anthropic, model),
+                response::sse(edge.stream(ResponseBody::Events(Some(events)))),
                 cost,
             )
         }
@@ -216,26 +187,25 @@ fn respond(
             finish.set_head_status(200);
             let outcome = finish.outcome;
             let body = ResponseBody::stream(Guarded::new(stream, finish, true));
-            let r = streamed(body, anthropic, model);
+            let r = response::sse(edge.stream(body));
             return with_headers(state, r, &outcome, None);
         }
         Ok(Answer::Detached(copy)) => {
-            (streamed(ResponseBody::stream(copy), anthropic, model), None)
+            (response::sse(edge.stream(ResponseBody::stream(copy))), None)
         }
     };
     let outcome = finish.outcome;
-    response = with_headers(state, response, &outcome, cost);
-    response
+    with_headers(state, response, &outcome, cost)
 }
 
 /// An error response in the endpoint's protocol; the request ends with it.
-fn error(finish: &mut Finish, e: &Error, anthropic: bool) -> (Response<ResponseBody>, Option<u64>) {
+fn error(finish: &mut Finish, e: &Error, edge: &Edge) -> (Response<ResponseBody>, Option<u64>) {
     let status = e.status_code();
     finish.set_head_status(status);
     let cost = finish.complete(Ending::bare(status));
     let mut r = error_response(e);
-    if anthropic {
-        *r.body_mut() = ResponseBody::full(inbound::error_body(e.error_type(), &e.message()));
+    if let Some(body) = edge.error_body(e.error_type(), &e.message()) {
+        *r.body_mut() = ResponseBody::full(body);
     }
     (r, cost)
 }
@@ -260,16 +230,6 @@ fn whole_ending(finish: &Finish, status: u16, usage: Option<Usage>) -> Ending {
         },
         None => Ending::bare(status),
     }
-}
-
-/// An event stream, re-framed as Anthropic's for `/v1/messages`.
-fn streamed(body: ResponseBody, anthropic: bool, model: &str) -> Response<ResponseBody> {
-    if anthropic {
-        return response::sse(ResponseBody::stream(messages::ToAnthropic::new(
-            body, model,
-        )));
-    }
-    response::sse(body)
 }
 
 /// sluice's headers on a proxied answer.

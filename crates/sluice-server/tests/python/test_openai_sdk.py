@@ -168,6 +168,97 @@ def test_raw_response_headers():
     check(raw.headers.get("x-request-id"), "no x-request-id generated")
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather now",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+WEATHER_CALL = {"tool_call": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+
+
+def test_responses_create():
+    r = client.responses.create(model="m", input="hi", instructions="Be brief.", max_output_tokens=50)
+    check(r.object == "response", f"object: {r.object!r}")
+    check(r.id.startswith("resp_"), f"id: {r.id!r}")
+    check(r.status == "completed", f"status: {r.status!r}")
+    check(r.output_text == EXPECTED_TEXT, f"output_text: {r.output_text!r}")
+    check(r.output[0].type == "message", f"output: {r.output!r}")
+    check(r.usage.input_tokens == 12, f"input_tokens: {r.usage.input_tokens}")
+    check(r.usage.output_tokens == 9, f"output_tokens: {r.usage.output_tokens}")
+    check(r.usage.total_tokens == 21, f"total_tokens: {r.usage.total_tokens}")
+
+
+def test_responses_stream_true():
+    stream = client.responses.create(model="m", input="hi", stream=True)
+    events = list(stream)
+    types = [e.type for e in events]
+    check(types[:2] == ["response.created", "response.in_progress"], f"types: {types}")
+    check(types[-1] == "response.completed", f"types: {types}")
+    check([e.sequence_number for e in events] == list(range(len(events))), "sequence numbers")
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    check(text == EXPECTED_TEXT, f"text: {text!r}")
+    final = events[-1].response
+    check(final.output_text == EXPECTED_TEXT, f"final: {final.output_text!r}")
+    check(final.usage.output_tokens == 5, f"usage: {final.usage!r}")
+
+
+def test_responses_function_call():
+    r = client.responses.create(
+        model="m", input="Weather in Paris?", tools=[WEATHER_TOOL], extra_body={"x_fake": WEATHER_CALL}
+    )
+    call = r.output[0]
+    check(call.type == "function_call", f"output: {r.output!r}")
+    check(call.name == "get_weather", f"name: {call.name!r}")
+    check(json.loads(call.arguments) == {"city": "Paris"}, f"arguments: {call.arguments!r}")
+    # And the result fed back.
+    r2 = client.responses.create(
+        model="m",
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 21}'},
+        ],
+        tools=[WEATHER_TOOL],
+    )
+    check(r2.output_text == EXPECTED_TEXT, f"output_text: {r2.output_text!r}")
+
+
+def test_responses_stream_helper_with_tools():
+    with client.responses.stream(
+        model="m", input="Weather in Paris?", tools=[WEATHER_TOOL], extra_body={"x_fake": WEATHER_CALL}
+    ) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.function_call_arguments.delta"]
+        final = stream.get_final_response()
+    check(len(deltas) >= 2, f"argument deltas: {deltas!r}")
+    check("".join(deltas) == '{"city":"Paris"}', f"deltas: {deltas!r}")
+    call = final.output[0]
+    check(call.type == "function_call" and call.call_id == "call_fake_1", f"final: {final.output!r}")
+    check(json.loads(call.arguments) == {"city": "Paris"}, f"arguments: {call.arguments!r}")
+
+
+def test_responses_structured_output():
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        answer: str
+
+    r = client.responses.parse(
+        model="m", input="yes or no?", text_format=Answer, extra_body={"x_fake": {"content": '{"answer":"yes"}'}}
+    )
+    check(r.output_parsed == Answer(answer="yes"), f"parsed: {r.output_parsed!r}")
+
+
+def test_responses_built_in_tool_is_refused():
+    try:
+        client.responses.create(model="m", input="news?", tools=[{"type": "web_search_preview"}])
+    except openai.BadRequestError as e:
+        check(e.status_code == 400, f"status: {e.status_code}")
+        check("web_search_preview" in str(e), f"message: {e}")
+    else:
+        raise AssertionError("a built-in tool was not refused")
+
+
 CHECKS = [
     test_chat_non_streaming,
     test_chat_streaming,
@@ -177,6 +268,12 @@ CHECKS = [
     test_upstream_400_passes_through,
     test_mid_stream_failure_raises_api_error,
     test_raw_response_headers,
+    test_responses_create,
+    test_responses_stream_true,
+    test_responses_function_call,
+    test_responses_stream_helper_with_tools,
+    test_responses_structured_output,
+    test_responses_built_in_tool_is_refused,
 ]
 
 

@@ -1,12 +1,12 @@
-//! `POST /v1/messages` streams: a stream of OpenAI chunks (relayed, local, coalesced or
-//! replayed from the cache) re-framed as Anthropic's event sequence, event by event. The
-//! rest of the endpoint's translation (the request in, whole answers and errors out) is
-//! `pipeline::respond`'s, from `sluice_providers::anthropic::inbound`.
+//! Streams in another API's format: a stream of OpenAI chunks (relayed, local, coalesced or
+//! replayed from the cache) re-framed event by event by a [`Reframe`] translation of
+//! `sluice-providers` (Anthropic's Messages events for `/v1/messages`, the Responses API's
+//! events for `/v1/responses`).
 
 use crate::response::ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use sluice_providers::anthropic::inbound::StreamConverter;
+use sluice_providers::Reframe;
 use sluice_types::sse::{event_data, Keep, SseScanner};
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -15,27 +15,27 @@ use std::task::{Context, Poll};
 /// Longest OpenAI event re-framed (sluice's own chunks, so far below any real limit).
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
-/// A stream of OpenAI chunks re-framed as Anthropic's event sequence, event by event.
-pub struct ToAnthropic {
+/// A stream of OpenAI chunks re-framed by `C`, event by event.
+pub struct Reframed<C> {
     inner: ResponseBody,
     scanner: SseScanner,
-    converter: StreamConverter,
+    converter: C,
     ended: bool,
 }
 
-impl ToAnthropic {
-    /// Re-frames `inner` as the answer of `model`.
-    pub fn new(inner: ResponseBody, model: &str) -> Self {
+impl<C: Reframe> Reframed<C> {
+    /// Re-frames `inner` with `converter`.
+    pub fn new(inner: ResponseBody, converter: C) -> Self {
         Self {
             inner,
             scanner: SseScanner::new(MAX_EVENT_BYTES),
-            converter: StreamConverter::new(model),
+            converter,
             ended: false,
         }
     }
 }
 
-impl Body for ToAnthropic {
+impl<C: Reframe + Unpin> Body for Reframed<C> {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -55,7 +55,7 @@ impl Body for ToAnthropic {
                         continue;
                     };
                     let mut out = Vec::new();
-                    let ToAnthropic {
+                    let Reframed {
                         scanner, converter, ..
                     } = this;
                     let _ = scanner.push(data, |ev| {

@@ -1,0 +1,118 @@
+//! A whole `chat.completion` answer written back as a Responses API `response` object.
+
+use super::object::{suffix, ContentPart, Echo, OutputItem, Parts, ResponseObject, Status};
+use crate::chunks::now_secs;
+use serde::Deserialize;
+use sluice_types::Usage;
+use std::borrow::Cow;
+
+#[derive(Deserialize)]
+struct InCompletion<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    created: Option<u64>,
+    #[serde(default, borrow)]
+    choices: Vec<InChoice<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InChoice<'a> {
+    #[serde(default, borrow)]
+    message: Option<InAnswer<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InAnswer<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<InCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct InCall<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<InFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InFunction<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// The `response` object for an OpenAI `chat.completion` body, echoing `echo`.
+pub fn from_chat(body: &[u8], echo: &Echo) -> Result<Vec<u8>, String> {
+    let v: InCompletion<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("invalid chat completion: {e}"))?;
+    let choice = v.choices.first();
+    let status = Status::of_finish(choice.and_then(|c| c.finish_reason.as_deref()));
+    let id = suffix(v.id.as_deref().unwrap_or("sluice"));
+    let output = output_items(choice.and_then(|c| c.message.as_ref()), id, status);
+    let usage = Usage::from_response(body).unwrap_or_default();
+    let response_id = format!("resp_{id}");
+    let object = ResponseObject::new(
+        echo,
+        Parts {
+            id: &response_id,
+            created_at: v.created.unwrap_or_else(now_secs),
+            status,
+            output: &output,
+            usage: Some(&usage),
+            error: None,
+        },
+    );
+    serde_json::to_vec(&object).map_err(|e| e.to_string())
+}
+
+/// The output items of the assistant's answer: its message (text and refusal), then one
+/// `function_call` per tool call.
+fn output_items(msg: Option<&InAnswer<'_>>, id: &str, status: Status) -> Vec<OutputItem> {
+    let mut output = Vec::new();
+    let Some(msg) = msg else {
+        return output;
+    };
+    let mut content = Vec::new();
+    if let Some(t) = msg.content.as_deref().filter(|t| !t.is_empty()) {
+        content.push(ContentPart::text(t.to_owned()));
+    }
+    if let Some(r) = msg.refusal.as_deref().filter(|r| !r.is_empty()) {
+        content.push(ContentPart::Refusal {
+            refusal: r.to_owned(),
+        });
+    }
+    if !content.is_empty() {
+        output.push(OutputItem::Message {
+            id: format!("msg_{id}"),
+            status: status.item_status(),
+            role: "assistant",
+            content,
+        });
+    }
+    for (n, call) in msg.tool_calls.iter().flatten().enumerate() {
+        let function = call.function.as_ref();
+        output.push(OutputItem::FunctionCall {
+            id: format!("fc_{id}_{n}"),
+            call_id: call.id.as_deref().unwrap_or_default().to_owned(),
+            name: function
+                .and_then(|f| f.name.as_deref())
+                .unwrap_or_default()
+                .to_owned(),
+            arguments: function
+                .and_then(|f| f.arguments.as_deref())
+                .unwrap_or("{}")
+                .to_owned(),
+            status: "completed",
+        });
+    }
+    output
+}

@@ -1,0 +1,731 @@
+//! A Responses API request read into an OpenAI chat request (see the mapping in
+//! [`crate::responses`]). Typed structs that borrow from the body; opaque JSON (schemas,
+//! arguments, metadata) stays raw.
+
+use super::object::Echo;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// Why a Responses request cannot be served: a message and the top-level field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest {
+    /// What is wrong, naming the exact field.
+    pub message: String,
+    /// The top-level request field at fault.
+    pub param: Option<&'static str>,
+}
+
+fn bad(param: &'static str, message: String) -> BadRequest {
+    BadRequest {
+        message,
+        param: Some(param),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InRequest<'a> {
+    #[serde(borrow)]
+    model: Cow<'a, str>,
+    #[serde(default, borrow)]
+    input: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    instructions: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tool_choice: Option<&'a RawValue>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(default, borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default, borrow)]
+    reasoning: Option<InReasoning<'a>>,
+    #[serde(default, borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(default)]
+    store: Option<bool>,
+    #[serde(default, borrow)]
+    previous_response_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    truncation: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    include: Option<Vec<Cow<'a, str>>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default, borrow)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    service_tier: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    prompt_cache_key: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    safety_identifier: Option<Cow<'a, str>>,
+    #[serde(default)]
+    background: Option<bool>,
+    /// The testkit's per-request control of its fake upstream, carried over.
+    #[serde(default, borrow)]
+    x_fake: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct InReasoning<'a> {
+    #[serde(default, borrow)]
+    effort: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    summary: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    generate_summary: Option<Cow<'a, str>>,
+}
+
+/// An input item: the fields of every item type side by side.
+#[derive(Deserialize)]
+struct InItem<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    role: Option<Cow<'a, str>>,
+    /// A string or a list of parts.
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    call_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+    /// A string or a list of parts.
+    #[serde(default, borrow)]
+    output: Option<&'a RawValue>,
+}
+
+/// A content part: the fields of every part type side by side.
+#[derive(Deserialize)]
+struct InPart<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    image_url: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    detail: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    file_data: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    filename: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InTool<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    description: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    parameters: Option<&'a RawValue>,
+    #[serde(default)]
+    strict: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct InToolChoice<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InText<'a> {
+    #[serde(default, borrow)]
+    format: Option<InFormat<'a>>,
+    #[serde(default, borrow)]
+    verbosity: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InFormat<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    description: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    schema: Option<&'a RawValue>,
+    #[serde(default)]
+    strict: Option<bool>,
+}
+
+/// A JSON string, borrowed when it has no escapes.
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+#[derive(Serialize)]
+struct OutRequest<'a> {
+    model: &'a str,
+    messages: Vec<OutMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<OutTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<OutToolChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<OutFormat<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verbosity: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_tier: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_cache_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    safety_identifier: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x_fake: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+enum OutMessage<'a> {
+    System {
+        content: Cow<'a, str>,
+    },
+    User {
+        content: OutContent<'a>,
+    },
+    Assistant {
+        content: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<OutCall<'a>>,
+    },
+    Tool {
+        tool_call_id: Cow<'a, str>,
+        content: Cow<'a, str>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutContent<'a> {
+    Text(Cow<'a, str>),
+    Parts(Vec<OutPart<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutPart<'a> {
+    Text { text: Cow<'a, str> },
+    ImageUrl { image_url: OutImage<'a> },
+    File { file: OutFile<'a> },
+}
+
+#[derive(Serialize)]
+struct OutImage<'a> {
+    url: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct OutFile<'a> {
+    file_data: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct OutCall<'a> {
+    id: Cow<'a, str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    name: Cow<'a, str>,
+    arguments: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct OutTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutFunctionSpec<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunctionSpec<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutToolChoice<'a> {
+    Mode(&'static str),
+    Named {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        function: NamedFunction<'a>,
+    },
+}
+
+#[derive(Serialize)]
+struct NamedFunction<'a> {
+    name: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutFormat<'a> {
+    JsonSchema { json_schema: OutSchema<'a> },
+    JsonObject,
+}
+
+#[derive(Serialize)]
+struct OutSchema<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+/// A translated request: the chat body, whether it streams, and what the answer echoes.
+#[derive(Debug)]
+pub struct Translated {
+    /// The OpenAI chat request body.
+    pub body: Vec<u8>,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// The request's settings, for the `response` object.
+    pub echo: Echo,
+}
+
+/// The OpenAI chat request for a Responses API request body.
+pub fn to_chat(body: &[u8]) -> Result<Translated, BadRequest> {
+    let r: InRequest<'_> = serde_json::from_slice(body).map_err(|e| BadRequest {
+        message: format!("invalid Responses request: {e}"),
+        param: None,
+    })?;
+    refuse_unsupported(&r)?;
+    let mut messages = Vec::new();
+    if let Some(i) = r.instructions.as_deref().filter(|i| !i.is_empty()) {
+        messages.push(OutMessage::System {
+            content: Cow::Borrowed(i),
+        });
+    }
+    let input = r
+        .input
+        .ok_or_else(|| bad("input", "input: Field required".into()))?;
+    read_input(input, &mut messages)?;
+    let tools = match r.tools {
+        Some(t) => parse::<Vec<InTool<'_>>>(t, "tools")?,
+        None => Vec::new(),
+    };
+    let text = r.text.map(|t| parse::<InText<'_>>(t, "text")).transpose()?;
+    let out = out_request(&r, messages, &tools, text.as_ref())?;
+    let body = serde_json::to_vec(&out).map_err(|e| BadRequest {
+        message: e.to_string(),
+        param: None,
+    })?;
+    Ok(Translated {
+        body,
+        stream: out.stream,
+        echo: echo(&r),
+    })
+}
+
+/// The chat request for `r`, its `messages` already read.
+fn out_request<'a>(
+    r: &'a InRequest<'a>,
+    messages: Vec<OutMessage<'a>>,
+    tools: &'a [InTool<'a>],
+    text: Option<&'a InText<'a>>,
+) -> Result<OutRequest<'a>, BadRequest> {
+    let stream = r.stream.unwrap_or(false);
+    Ok(OutRequest {
+        model: &r.model,
+        messages,
+        max_tokens: r.max_output_tokens,
+        temperature: r.temperature,
+        top_p: r.top_p,
+        stream,
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: true,
+        }),
+        tools: out_tools(tools)?,
+        tool_choice: r.tool_choice.map(out_tool_choice).transpose()?,
+        parallel_tool_calls: r.parallel_tool_calls,
+        response_format: text
+            .and_then(|t| t.format.as_ref())
+            .map(out_format)
+            .transpose()?
+            .flatten(),
+        reasoning_effort: r.reasoning.as_ref().and_then(|x| x.effort.as_deref()),
+        verbosity: text.and_then(|t| t.verbosity.as_deref()),
+        user: r.user.as_deref(),
+        service_tier: r.service_tier.as_deref(),
+        prompt_cache_key: r.prompt_cache_key.as_deref(),
+        safety_identifier: r.safety_identifier.as_deref(),
+        x_fake: r.x_fake.filter(|x| x.get() != "null"),
+    })
+}
+
+/// Parameters sluice cannot honour: 400 naming the field.
+fn refuse_unsupported(r: &InRequest<'_>) -> Result<(), BadRequest> {
+    if r.previous_response_id.is_some() {
+        return Err(bad(
+            "previous_response_id",
+            "previous_response_id is not supported: sluice does not store responses; send the \
+             conversation's earlier items in `input` instead"
+                .into(),
+        ));
+    }
+    if let Some(t) = r.truncation.as_deref().filter(|t| *t != "disabled") {
+        return Err(bad(
+            "truncation",
+            format!("truncation: `{t}` is not supported: sluice does not truncate input; use `disabled`"),
+        ));
+    }
+    if r.background == Some(true) {
+        return Err(bad(
+            "background",
+            "background: true is not supported: sluice answers in the request".into(),
+        ));
+    }
+    for (i, v) in r.include.iter().flatten().enumerate() {
+        if v != "reasoning.encrypted_content" {
+            return Err(bad(
+                "include",
+                format!("include[{i}]: `{v}` is not supported"),
+            ));
+        }
+    }
+    // Accepted and not acted on: sluice stores no responses, and adds no obfuscation.
+    let _ = (r.store, r.stream_options);
+    Ok(())
+}
+
+fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue, field: &'static str) -> Result<T, BadRequest> {
+    serde_json::from_str(raw.get()).map_err(|e| bad(field, format!("{field}: {e}")))
+}
+
+/// The echo of `r`'s settings.
+fn echo(r: &InRequest<'_>) -> Echo {
+    let raw = |v: Option<&RawValue>, default: &str| -> Box<RawValue> {
+        let text = v.map_or(default, |v| v.get());
+        let text = if text == "null" { default } else { text };
+        RawValue::from_string(text.to_owned())
+            .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).unwrap_or_default())
+    };
+    let reasoning = r.reasoning.as_ref();
+    Echo {
+        model: r.model.to_string(),
+        instructions: r.instructions.as_ref().map(|i| i.to_string()),
+        tools: raw(r.tools, "[]"),
+        tool_choice: raw(r.tool_choice, "\"auto\""),
+        parallel_tool_calls: r.parallel_tool_calls.unwrap_or(true),
+        temperature: r.temperature,
+        top_p: r.top_p,
+        max_output_tokens: r.max_output_tokens,
+        metadata: raw(r.metadata, "{}"),
+        text: raw(r.text, r#"{"format":{"type":"text"}}"#),
+        effort: reasoning
+            .and_then(|x| x.effort.as_ref())
+            .map(|e| e.to_string()),
+        summary: reasoning
+            .and_then(|x| x.summary.as_ref().or(x.generate_summary.as_ref()))
+            .map(|s| s.to_string()),
+        user: r.user.as_ref().map(|u| u.to_string()),
+    }
+}
+
+/// `input`: a string (one user message) or a list of items.
+fn read_input<'a>(
+    input: &'a RawValue,
+    messages: &mut Vec<OutMessage<'a>>,
+) -> Result<(), BadRequest> {
+    if input.get().starts_with('"') {
+        let s: Str<'a> = parse(input, "input")?;
+        messages.push(OutMessage::User {
+            content: OutContent::Text(s.0),
+        });
+        return Ok(());
+    }
+    let items: Vec<InItem<'a>> = parse(input, "input")?;
+    for (i, item) in items.into_iter().enumerate() {
+        read_item(i, item, messages)?;
+    }
+    Ok(())
+}
+
+fn read_item<'a>(
+    i: usize,
+    item: InItem<'a>,
+    messages: &mut Vec<OutMessage<'a>>,
+) -> Result<(), BadRequest> {
+    match item.kind.as_deref().unwrap_or("message") {
+        "message" => messages.push(message(i, item)?),
+        "function_call" => {
+            let call = OutCall {
+                id: item.call_id.ok_or_else(|| missing(i, "call_id"))?,
+                kind: "function",
+                function: OutFunction {
+                    name: item.name.ok_or_else(|| missing(i, "name"))?,
+                    arguments: item.arguments.unwrap_or(Cow::Borrowed("{}")),
+                },
+            };
+            match messages.last_mut() {
+                Some(OutMessage::Assistant { tool_calls, .. }) => tool_calls.push(call),
+                _ => messages.push(OutMessage::Assistant {
+                    content: None,
+                    tool_calls: vec![call],
+                }),
+            }
+        }
+        "function_call_output" => messages.push(OutMessage::Tool {
+            tool_call_id: item.call_id.ok_or_else(|| missing(i, "call_id"))?,
+            content: match item.output {
+                Some(o) => joined_text(i, o, "output")?,
+                None => return Err(missing(i, "output")),
+            },
+        }),
+        // Chat has no field that carries reasoning back to the model.
+        "reasoning" => {}
+        "item_reference" => {
+            return Err(bad(
+                "input",
+                format!(
+                "input[{i}].type: `item_reference` is not supported: sluice does not store items"
+            ),
+            ))
+        }
+        other => {
+            return Err(bad(
+                "input",
+                format!("input[{i}].type: unknown or unsupported item type `{other}`"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn missing(i: usize, field: &str) -> BadRequest {
+    bad("input", format!("input[{i}].{field}: Field required"))
+}
+
+/// A `message` item as a chat message.
+fn message<'a>(i: usize, item: InItem<'a>) -> Result<OutMessage<'a>, BadRequest> {
+    let content = item.content.ok_or_else(|| missing(i, "content"))?;
+    let role = item.role.ok_or_else(|| missing(i, "role"))?;
+    Ok(match role.as_ref() {
+        "system" | "developer" => OutMessage::System {
+            content: joined_text(i, content, "content")?,
+        },
+        "assistant" => OutMessage::Assistant {
+            content: Some(joined_text(i, content, "content")?.into_owned()),
+            tool_calls: Vec::new(),
+        },
+        "user" => OutMessage::User {
+            content: user_content(i, content)?,
+        },
+        other => {
+            return Err(bad(
+                "input",
+                format!(
+                "input[{i}].role: `{other}` is not `user`, `assistant`, `system` or `developer`"
+            ),
+            ))
+        }
+    })
+}
+
+/// A string, or the text of a list of text parts joined.
+fn joined_text<'a>(i: usize, raw: &'a RawValue, field: &str) -> Result<Cow<'a, str>, BadRequest> {
+    if raw.get().starts_with('"') {
+        return Ok(parse::<Str<'a>>(raw, "input")?.0);
+    }
+    let parts: Vec<InPart<'a>> = parse(raw, "input")?;
+    let mut text = String::new();
+    for (j, p) in parts.iter().enumerate() {
+        match p.kind.as_ref() {
+            "input_text" | "output_text" | "text" => text.push_str(p.text.as_deref().unwrap_or("")),
+            "refusal" => text.push_str(p.refusal.as_deref().unwrap_or("")),
+            other => {
+                return Err(bad(
+                    "input",
+                    format!("input[{i}].{field}[{j}].type: `{other}` is not supported here (text parts only)"),
+                ))
+            }
+        }
+    }
+    Ok(Cow::Owned(text))
+}
+
+/// A user message's content: a string, or its parts as chat parts.
+fn user_content<'a>(i: usize, raw: &'a RawValue) -> Result<OutContent<'a>, BadRequest> {
+    if raw.get().starts_with('"') {
+        return Ok(OutContent::Text(parse::<Str<'a>>(raw, "input")?.0));
+    }
+    let parts: Vec<InPart<'a>> = parse(raw, "input")?;
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, p) in parts.into_iter().enumerate() {
+        let at = || format!("input[{i}].content[{j}]");
+        out.push(match p.kind.as_ref() {
+            "input_text" | "output_text" | "text" => OutPart::Text {
+                text: p.text.unwrap_or(Cow::Borrowed("")),
+            },
+            "input_image" => OutPart::ImageUrl {
+                image_url: OutImage {
+                    url: p.image_url.ok_or_else(|| {
+                        bad("input", format!("{}.image_url: required (images given by file_id are not supported)", at()))
+                    })?,
+                    detail: p.detail,
+                },
+            },
+            "input_file" => OutPart::File {
+                file: OutFile {
+                    file_data: p.file_data.ok_or_else(|| {
+                        bad("input", format!("{}.file_data: required (files given by file_id or file_url are not supported)", at()))
+                    })?,
+                    filename: p.filename,
+                },
+            },
+            other => {
+                return Err(bad(
+                    "input",
+                    format!("{}.type: unknown or unsupported part type `{other}`", at()),
+                ))
+            }
+        });
+    }
+    Ok(OutContent::Parts(out))
+}
+
+/// Function tools as chat tools; built-in tools refused by name.
+fn out_tools<'a>(tools: &'a [InTool<'a>]) -> Result<Vec<OutTool<'a>>, BadRequest> {
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.kind != "function" {
+                return Err(bad(
+                    "tools",
+                    format!(
+                        "tools[{i}].type: `{}` is a built-in tool; sluice serves function tools only",
+                        t.kind
+                    ),
+                ));
+            }
+            Ok(OutTool {
+                kind: "function",
+                function: OutFunctionSpec {
+                    name: t
+                        .name
+                        .as_deref()
+                        .ok_or_else(|| bad("tools", format!("tools[{i}].name: Field required")))?,
+                    description: t.description.as_deref(),
+                    parameters: t.parameters,
+                    strict: t.strict,
+                },
+            })
+        })
+        .collect()
+}
+
+fn out_tool_choice(raw: &RawValue) -> Result<OutToolChoice<'_>, BadRequest> {
+    if raw.get().starts_with('"') {
+        let mode: Str<'_> = parse(raw, "tool_choice")?;
+        return match mode.0.as_ref() {
+            "auto" => Ok(OutToolChoice::Mode("auto")),
+            "none" => Ok(OutToolChoice::Mode("none")),
+            "required" => Ok(OutToolChoice::Mode("required")),
+            other => Err(bad(
+                "tool_choice",
+                format!("tool_choice: unknown mode `{other}`"),
+            )),
+        };
+    }
+    let c: InToolChoice<'_> = parse(raw, "tool_choice")?;
+    match (c.kind.as_ref(), c.name) {
+        ("function", Some(name)) => Ok(OutToolChoice::Named {
+            kind: "function",
+            function: NamedFunction { name },
+        }),
+        ("function", None) => Err(bad(
+            "tool_choice",
+            "tool_choice.name: Field required".into(),
+        )),
+        (other, _) => Err(bad(
+            "tool_choice",
+            format!(
+                "tool_choice.type: `{other}` is not supported; sluice serves function tools only"
+            ),
+        )),
+    }
+}
+
+fn out_format<'a>(f: &'a InFormat<'a>) -> Result<Option<OutFormat<'a>>, BadRequest> {
+    match f.kind.as_ref() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(OutFormat::JsonObject)),
+        "json_schema" => Ok(Some(OutFormat::JsonSchema {
+            json_schema: OutSchema {
+                name: f
+                    .name
+                    .as_deref()
+                    .ok_or_else(|| bad("text", "text.format.name: Field required".into()))?,
+                description: f.description.as_deref(),
+                schema: f.schema,
+                strict: f.strict,
+            },
+        })),
+        other => Err(bad(
+            "text",
+            format!("text.format.type: unknown format `{other}`"),
+        )),
+    }
+}

@@ -1,0 +1,318 @@
+//! The Responses API `response` object: what the request echoes into it ([`Echo`]), its
+//! output items, status and usage, written the same way for whole answers and for the
+//! snapshots a stream carries.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sluice_types::Usage;
+
+/// The request's settings, echoed back in every `response` object.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    /// The model the client asked for.
+    pub model: String,
+    /// `instructions`.
+    pub instructions: Option<String>,
+    /// `tools`, as the client sent them (`[]` when absent).
+    pub tools: Box<RawValue>,
+    /// `tool_choice`, as sent (`"auto"` when absent).
+    pub tool_choice: Box<RawValue>,
+    /// `parallel_tool_calls` (default true).
+    pub parallel_tool_calls: bool,
+    /// `temperature`.
+    pub temperature: Option<f64>,
+    /// `top_p`.
+    pub top_p: Option<f64>,
+    /// `max_output_tokens`.
+    pub max_output_tokens: Option<u64>,
+    /// `metadata`, as sent (`{}` when absent).
+    pub metadata: Box<RawValue>,
+    /// `text`, as sent (`{"format":{"type":"text"}}` when absent).
+    pub text: Box<RawValue>,
+    /// `reasoning.effort`.
+    pub effort: Option<String>,
+    /// `reasoning.summary`.
+    pub summary: Option<String>,
+    /// `user`.
+    pub user: Option<String>,
+}
+
+/// Where a response stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Streaming, not finished.
+    InProgress,
+    /// Finished normally (a stop or tool calls).
+    Completed,
+    /// Cut short; the reason is `max_output_tokens` or `content_filter`.
+    Incomplete(&'static str),
+    /// Failed midway.
+    Failed,
+}
+
+impl Status {
+    /// The status a chat `finish_reason` ends a response with.
+    pub fn of_finish(finish: Option<&str>) -> Self {
+        match finish {
+            Some("length") => Self::Incomplete("max_output_tokens"),
+            Some("content_filter") => Self::Incomplete("content_filter"),
+            _ => Self::Completed,
+        }
+    }
+
+    /// The `status` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+            Self::Incomplete(_) => "incomplete",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The status of an output item once the response ends so.
+    pub fn item_status(self) -> &'static str {
+        match self {
+            Self::Incomplete(_) => "incomplete",
+            Self::InProgress => "in_progress",
+            _ => "completed",
+        }
+    }
+}
+
+/// One output item.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputItem {
+    /// The assistant's message.
+    Message {
+        /// `msg_...`.
+        id: String,
+        /// `in_progress`, `completed` or `incomplete`.
+        status: &'static str,
+        /// Always `assistant`.
+        role: &'static str,
+        /// Its parts.
+        content: Vec<ContentPart>,
+    },
+    /// A call of a function tool.
+    FunctionCall {
+        /// `fc_...`.
+        id: String,
+        /// The id a `function_call_output` answers.
+        call_id: String,
+        /// The function's name.
+        name: String,
+        /// Its arguments, JSON text.
+        arguments: String,
+        /// `in_progress` or `completed`.
+        status: &'static str,
+    },
+}
+
+impl OutputItem {
+    /// The item's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Message { id, .. } | Self::FunctionCall { id, .. } => id,
+        }
+    }
+
+    /// Sets the item's status.
+    pub fn set_status(&mut self, to: &'static str) {
+        match self {
+            Self::Message { status, .. } | Self::FunctionCall { status, .. } => *status = to,
+        }
+    }
+}
+
+/// A part of the assistant's message.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    /// Text.
+    OutputText {
+        /// The text.
+        text: String,
+        /// Always empty: chat answers carry no annotations.
+        annotations: [(); 0],
+        /// Always empty.
+        logprobs: [(); 0],
+    },
+    /// The model refused.
+    Refusal {
+        /// Its explanation.
+        refusal: String,
+    },
+}
+
+impl ContentPart {
+    /// A text part.
+    pub fn text(text: String) -> Self {
+        Self::OutputText {
+            text,
+            annotations: [],
+            logprobs: [],
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ResponseUsage {
+    input_tokens: u64,
+    input_tokens_details: InputDetails,
+    output_tokens: u64,
+    output_tokens_details: OutputDetails,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct InputDetails {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct OutputDetails {
+    reasoning_tokens: u64,
+}
+
+impl From<&Usage> for ResponseUsage {
+    fn from(u: &Usage) -> Self {
+        Self {
+            input_tokens: u.prompt_tokens,
+            input_tokens_details: InputDetails {
+                cached_tokens: u.cached_prompt_tokens,
+            },
+            output_tokens: u.completion_tokens,
+            output_tokens_details: OutputDetails {
+                reasoning_tokens: u.reasoning_tokens,
+            },
+            total_tokens: u.prompt_tokens + u.completion_tokens,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Incomplete {
+    reason: &'static str,
+}
+
+/// `error` of a failed response.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Failure<'a> {
+    /// A machine-readable code.
+    pub code: &'a str,
+    /// What went wrong.
+    pub message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Reasoning<'a> {
+    effort: Option<&'a str>,
+    summary: Option<&'a str>,
+}
+
+/// A `response` object, borrowed from its parts.
+#[derive(Serialize)]
+pub struct ResponseObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: &'static str,
+    error: Option<Failure<'a>>,
+    incomplete_details: Option<Incomplete>,
+    instructions: Option<&'a str>,
+    max_output_tokens: Option<u64>,
+    model: &'a str,
+    output: &'a [OutputItem],
+    output_text: String,
+    parallel_tool_calls: bool,
+    previous_response_id: Option<()>,
+    reasoning: Reasoning<'a>,
+    store: bool,
+    temperature: Option<f64>,
+    text: &'a RawValue,
+    tool_choice: &'a RawValue,
+    tools: &'a RawValue,
+    top_p: Option<f64>,
+    truncation: &'static str,
+    usage: Option<ResponseUsage>,
+    user: Option<&'a str>,
+    metadata: &'a RawValue,
+}
+
+/// What a response is made of, besides the request's echo.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    /// `resp_...`.
+    pub id: &'a str,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Where it stands.
+    pub status: Status,
+    /// Its output items.
+    pub output: &'a [OutputItem],
+    /// Its usage, once known.
+    pub usage: Option<&'a Usage>,
+    /// Why it failed.
+    pub error: Option<Failure<'a>>,
+}
+
+impl<'a> ResponseObject<'a> {
+    /// The object for `parts` of a request that echoes `echo`.
+    pub fn new(echo: &'a Echo, parts: Parts<'a>) -> Self {
+        Self {
+            id: parts.id,
+            object: "response",
+            created_at: parts.created_at,
+            status: parts.status.as_str(),
+            error: parts.error,
+            incomplete_details: match parts.status {
+                Status::Incomplete(reason) => Some(Incomplete { reason }),
+                _ => None,
+            },
+            instructions: echo.instructions.as_deref(),
+            max_output_tokens: echo.max_output_tokens,
+            model: &echo.model,
+            output: parts.output,
+            output_text: output_text(parts.output),
+            parallel_tool_calls: echo.parallel_tool_calls,
+            previous_response_id: None,
+            reasoning: Reasoning {
+                effort: echo.effort.as_deref(),
+                summary: echo.summary.as_deref(),
+            },
+            store: false,
+            temperature: echo.temperature,
+            text: &echo.text,
+            tool_choice: &echo.tool_choice,
+            tools: &echo.tools,
+            top_p: echo.top_p,
+            truncation: "disabled",
+            usage: parts.usage.map(ResponseUsage::from),
+            user: echo.user.as_deref(),
+            metadata: &echo.metadata,
+        }
+    }
+}
+
+/// The text of every `output_text` part, joined.
+fn output_text(output: &[OutputItem]) -> String {
+    let mut text = String::new();
+    for item in output {
+        if let OutputItem::Message { content, .. } = item {
+            for part in content {
+                if let ContentPart::OutputText { text: t, .. } = part {
+                    text.push_str(t);
+                }
+            }
+        }
+    }
+    text
+}
+
+/// The id suffix shared by a response and its items: the chat completion's id without
+/// its `chatcmpl-` prefix.
+pub fn suffix(chat_id: &str) -> &str {
+    chat_id.trim_start_matches("chatcmpl-")
+}

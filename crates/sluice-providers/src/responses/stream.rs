@@ -1,0 +1,536 @@
+//! A stream of OpenAI `chat.completion.chunk` events re-framed as the Responses API's
+//! event sequence: `response.created`, `response.in_progress`, then per output item
+//! `response.output_item.added`, its parts (`response.content_part.added`,
+//! `response.output_text.delta`/`.done` or `response.refusal.delta`/`.done`,
+//! `response.content_part.done`) or its arguments (`response.function_call_arguments.delta`
+//! /`.done`), `response.output_item.done`; last `response.completed`,
+//! `response.incomplete` or, on an error midway, `response.failed`. Every event carries its
+//! `sequence_number`.
+
+use super::object::{
+    suffix, ContentPart, Echo, Failure, OutputItem, Parts, ResponseObject, Status,
+};
+use crate::chunks::now_secs;
+use crate::reframe::Reframe;
+use serde::{Deserialize, Serialize};
+use sluice_types::Usage;
+use std::borrow::Cow;
+
+#[derive(Deserialize)]
+struct InChunk<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Vec<InChoice<'a>>,
+    #[serde(default, borrow)]
+    error: Option<InError<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<InDelta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<InCallDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct InCallDelta<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<InFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InFunction<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InError<'a> {
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    code: Option<Cow<'a, str>>,
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    sequence_number: u64,
+    #[serde(flatten)]
+    body: T,
+}
+
+#[derive(Serialize)]
+struct ResponseEv<'a> {
+    response: ResponseObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ItemEv<'a> {
+    output_index: usize,
+    item: &'a OutputItem,
+}
+
+#[derive(Serialize)]
+struct PartEv<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    content_index: usize,
+    part: &'a ContentPart,
+}
+
+#[derive(Serialize)]
+struct TextEv<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    content_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<[(); 0]>,
+}
+
+#[derive(Serialize)]
+struct ArgsEv<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+/// Numbers and writes events.
+#[derive(Debug, Default)]
+struct Writer {
+    seq: u64,
+}
+
+impl Writer {
+    fn emit(&mut self, out: &mut Vec<u8>, kind: &str, body: impl Serialize) {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        let env = Envelope {
+            kind,
+            sequence_number: self.seq,
+            body,
+        };
+        // Writing plain structs of strings and numbers into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &env);
+        out.extend_from_slice(b"\n\n");
+        self.seq += 1;
+    }
+}
+
+/// Turns a stream of OpenAI chunks into the Responses API's event sequence.
+#[derive(Debug)]
+pub struct StreamConverter {
+    echo: Echo,
+    w: Writer,
+    id: String,
+    suffix: String,
+    created_at: u64,
+    started: bool,
+    output: Vec<OutputItem>,
+    /// The output index of the open message.
+    message: Option<usize>,
+    /// Open function calls: chat tool-call index → output index.
+    tools: Vec<(u64, usize)>,
+    finish: Option<String>,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+impl StreamConverter {
+    /// A converter for a request that echoes `echo`.
+    pub fn new(echo: Echo) -> Self {
+        Self {
+            echo,
+            w: Writer::default(),
+            id: String::new(),
+            suffix: String::new(),
+            created_at: now_secs(),
+            started: false,
+            output: Vec::new(),
+            message: None,
+            tools: Vec::new(),
+            finish: None,
+            usage: None,
+            done: false,
+        }
+    }
+
+    /// Writes a `response` snapshot event.
+    fn snapshot(
+        &mut self,
+        out: &mut Vec<u8>,
+        kind: &str,
+        status: Status,
+        error: Option<Failure<'_>>,
+    ) {
+        let parts = Parts {
+            id: &self.id,
+            created_at: self.created_at,
+            status,
+            output: if status == Status::InProgress {
+                &[]
+            } else {
+                &self.output
+            },
+            usage: self.usage.as_ref(),
+            error,
+        };
+        let response = ResponseObject::new(&self.echo, parts);
+        self.w.emit(out, kind, ResponseEv { response });
+    }
+
+    fn start(&mut self, out: &mut Vec<u8>, chat_id: &str) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.suffix = suffix(chat_id).to_owned();
+        self.id = format!("resp_{}", self.suffix);
+        self.snapshot(out, "response.created", Status::InProgress, None);
+        self.snapshot(out, "response.in_progress", Status::InProgress, None);
+    }
+
+    /// Opens an output item; returns its index.
+    fn open_item(&mut self, out: &mut Vec<u8>, item: OutputItem) -> usize {
+        let output_index = self.output.len();
+        self.output.push(item);
+        let item = &self.output[output_index];
+        self.w.emit(
+            out,
+            "response.output_item.added",
+            ItemEv { output_index, item },
+        );
+        output_index
+    }
+
+    /// The open message's index, opening one if none is.
+    fn message(&mut self, out: &mut Vec<u8>) -> usize {
+        if let Some(i) = self.message {
+            return i;
+        }
+        let id = match self.output.len() {
+            0 => format!("msg_{}", self.suffix),
+            n => format!("msg_{}_{n}", self.suffix),
+        };
+        let item = OutputItem::Message {
+            id,
+            status: "in_progress",
+            role: "assistant",
+            content: Vec::new(),
+        };
+        let i = self.open_item(out, item);
+        self.message = Some(i);
+        i
+    }
+
+    /// Makes the last part of the message at `index` a text part (or a refusal), closing
+    /// the last one and opening another if it is of the other kind.
+    fn part(&mut self, out: &mut Vec<u8>, index: usize, refusal: bool) {
+        let same = match self.parts(index).last() {
+            Some(ContentPart::Refusal { .. }) => refusal,
+            Some(ContentPart::OutputText { .. }) => !refusal,
+            None => false,
+        };
+        if same {
+            return;
+        }
+        self.close_part(out, index);
+        let part = if refusal {
+            ContentPart::Refusal {
+                refusal: String::new(),
+            }
+        } else {
+            ContentPart::text(String::new())
+        };
+        if let Some(parts) = self.parts_mut(index) {
+            parts.push(part);
+        }
+        let content_index = self.parts(index).len().saturating_sub(1);
+        if let Some(part) = parts_of(&self.output, index).get(content_index) {
+            let item_id = self.output[index].id();
+            let ev = PartEv {
+                item_id,
+                output_index: index,
+                content_index,
+                part,
+            };
+            self.w.emit(out, "response.content_part.added", ev);
+        }
+    }
+
+    /// Appends a piece of text (or of a refusal) to the open message, opening the message
+    /// and the part as needed.
+    fn on_text(&mut self, out: &mut Vec<u8>, piece: &str, refusal: bool) {
+        let index = self.message(out);
+        self.part(out, index, refusal);
+        let content_index = self.parts(index).len().saturating_sub(1);
+        match self.parts_mut(index).and_then(|p| p.last_mut()) {
+            Some(ContentPart::OutputText { text, .. }) => text.push_str(piece),
+            Some(ContentPart::Refusal { refusal, .. }) => refusal.push_str(piece),
+            None => {}
+        }
+        let kind = if refusal {
+            "response.refusal.delta"
+        } else {
+            "response.output_text.delta"
+        };
+        let ev = TextEv {
+            item_id: self.output[index].id(),
+            output_index: index,
+            content_index,
+            delta: Some(piece),
+            text: None,
+            refusal: None,
+            logprobs: (!refusal).then_some([]),
+        };
+        self.w.emit(out, kind, ev);
+    }
+
+    fn parts(&self, index: usize) -> &[ContentPart] {
+        parts_of(&self.output, index)
+    }
+
+    fn parts_mut(&mut self, index: usize) -> Option<&mut Vec<ContentPart>> {
+        match &mut self.output[index] {
+            OutputItem::Message { content, .. } => Some(content),
+            OutputItem::FunctionCall { .. } => None,
+        }
+    }
+
+    /// Closes the last part of the message at `index`, if any.
+    fn close_part(&mut self, out: &mut Vec<u8>, index: usize) {
+        let Some(content_index) = self.parts(index).len().checked_sub(1) else {
+            return;
+        };
+        let item_id = self.output[index].id();
+        let part = &parts_of(&self.output, index)[content_index];
+        let (kind, text, refusal) = match part {
+            ContentPart::OutputText { text, .. } => {
+                ("response.output_text.done", Some(text.as_str()), None)
+            }
+            ContentPart::Refusal { refusal } => {
+                ("response.refusal.done", None, Some(refusal.as_str()))
+            }
+        };
+        let ev = TextEv {
+            item_id,
+            output_index: index,
+            content_index,
+            delta: None,
+            text,
+            refusal,
+            logprobs: text.map(|_| []),
+        };
+        self.w.emit(out, kind, ev);
+        let ev = PartEv {
+            item_id,
+            output_index: index,
+            content_index,
+            part,
+        };
+        self.w.emit(out, "response.content_part.done", ev);
+    }
+
+    fn close_message(&mut self, out: &mut Vec<u8>, status: &'static str) {
+        let Some(index) = self.message.take() else {
+            return;
+        };
+        self.close_part(out, index);
+        self.output[index].set_status(status);
+        let ev = ItemEv {
+            output_index: index,
+            item: &self.output[index],
+        };
+        self.w.emit(out, "response.output_item.done", ev);
+    }
+
+    fn on_tool(&mut self, out: &mut Vec<u8>, call: &InCallDelta<'_>) {
+        let tool = call.index.unwrap_or(0);
+        let function = call.function.as_ref();
+        let index = match self.tools.iter().find(|(t, _)| *t == tool) {
+            Some(&(_, i)) => i,
+            None => {
+                self.close_message(out, "completed");
+                let item = OutputItem::FunctionCall {
+                    id: format!("fc_{}_{}", self.suffix, self.output.len()),
+                    call_id: call.id.as_deref().unwrap_or_default().to_owned(),
+                    name: function
+                        .and_then(|f| f.name.as_deref())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    arguments: String::new(),
+                    status: "in_progress",
+                };
+                let i = self.open_item(out, item);
+                self.tools.push((tool, i));
+                i
+            }
+        };
+        let Some(piece) = function
+            .and_then(|f| f.arguments.as_deref())
+            .filter(|a| !a.is_empty())
+        else {
+            return;
+        };
+        if let OutputItem::FunctionCall { arguments, .. } = &mut self.output[index] {
+            arguments.push_str(piece);
+        }
+        let ev = ArgsEv {
+            item_id: self.output[index].id(),
+            output_index: index,
+            delta: Some(piece),
+            arguments: None,
+            name: None,
+        };
+        self.w
+            .emit(out, "response.function_call_arguments.delta", ev);
+    }
+
+    fn close_tools(&mut self, out: &mut Vec<u8>) {
+        for (_, index) in std::mem::take(&mut self.tools) {
+            self.output[index].set_status("completed");
+            let item = &self.output[index];
+            if let OutputItem::FunctionCall {
+                id,
+                name,
+                arguments,
+                ..
+            } = item
+            {
+                let ev = ArgsEv {
+                    item_id: id,
+                    output_index: index,
+                    delta: None,
+                    arguments: Some(arguments),
+                    name: Some(name),
+                };
+                self.w
+                    .emit(out, "response.function_call_arguments.done", ev);
+            }
+            let ev = ItemEv {
+                output_index: index,
+                item,
+            };
+            self.w.emit(out, "response.output_item.done", ev);
+        }
+    }
+
+    fn fail(&mut self, out: &mut Vec<u8>, err: &InError<'_>) {
+        self.start(out, "sluice");
+        let failure = Failure {
+            code: err
+                .code
+                .as_deref()
+                .or(err.kind.as_deref())
+                .unwrap_or("server_error"),
+            message: err.message.as_deref().unwrap_or("upstream error"),
+        };
+        self.snapshot(out, "response.failed", Status::Failed, Some(failure));
+        self.done = true;
+    }
+
+    fn on_chunk(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let Ok(v) = serde_json::from_slice::<InChunk<'_>>(data) else {
+            return;
+        };
+        if let Some(err) = &v.error {
+            return self.fail(out, err);
+        }
+        self.start(out, v.id.as_deref().unwrap_or("sluice"));
+        if let Some(u) = Usage::from_response(data) {
+            self.usage = Some(u);
+        }
+        let Some(choice) = v.choices.first() else {
+            return;
+        };
+        if let Some(d) = &choice.delta {
+            if let Some(t) = d.content.as_deref().filter(|t| !t.is_empty()) {
+                self.on_text(out, t, false);
+            }
+            if let Some(r) = d.refusal.as_deref().filter(|r| !r.is_empty()) {
+                self.on_text(out, r, true);
+            }
+            for call in d.tool_calls.iter().flatten() {
+                self.on_tool(out, call);
+            }
+        }
+        if let Some(f) = choice.finish_reason.as_deref() {
+            self.finish = Some(f.to_owned());
+        }
+    }
+}
+
+/// The parts of the message at `index` (none for a function call).
+fn parts_of(output: &[OutputItem], index: usize) -> &[ContentPart] {
+    match &output[index] {
+        OutputItem::Message { content, .. } => content,
+        OutputItem::FunctionCall { .. } => &[],
+    }
+}
+
+impl Reframe for StreamConverter {
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        if data == b"[DONE]" {
+            return self.finish_stream(out);
+        }
+        self.on_chunk(data, out);
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Closes the open items, then `response.completed` or `response.incomplete` with the
+    /// whole response and its usage.
+    fn finish_stream(&mut self, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        self.start(out, "sluice");
+        let status = Status::of_finish(self.finish.as_deref());
+        self.close_message(out, status.item_status());
+        self.close_tools(out);
+        let kind = match status {
+            Status::Incomplete(_) => "response.incomplete",
+            _ => "response.completed",
+        };
+        self.snapshot(out, kind, status, None);
+        self.done = true;
+    }
+}

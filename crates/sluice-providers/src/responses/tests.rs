@@ -1,0 +1,306 @@
+//! Unit tests of the Responses API translation, both directions, streams included.
+
+use super::answer::from_chat;
+use super::inbound::{to_chat, Translated};
+use super::object::Echo;
+use super::stream::StreamConverter;
+use crate::reframe::Reframe;
+use serde_json::{json, Value};
+
+fn chat(body: Value) -> (Value, Translated) {
+    let t = to_chat(body.to_string().as_bytes()).unwrap();
+    (serde_json::from_slice(&t.body).unwrap(), t)
+}
+
+fn echo(body: Value) -> Echo {
+    chat(body).1.echo
+}
+
+#[test]
+fn a_string_input_is_one_user_message_after_the_instructions() {
+    let (c, t) = chat(
+        json!({"model": "m", "input": "hi", "instructions": "Be brief.",
+                             "max_output_tokens": 10, "top_p": 0.9, "stream": true}),
+    );
+    assert_eq!(
+        c["messages"],
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+    );
+    assert_eq!(c["max_tokens"], 10);
+    assert_eq!(c["top_p"], 0.9);
+    assert_eq!(c["stream_options"], json!({"include_usage": true}));
+    assert!(t.stream);
+    assert_eq!(t.echo.model, "m");
+}
+
+#[test]
+fn items_become_chat_messages() {
+    let (c, _) = chat(json!({"model": "m", "input": [
+        {"role": "developer", "content": "Rules."},
+        {"role": "user", "content": [
+            {"type": "input_text", "text": "Look"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"},
+            {"type": "input_file", "file_data": "data:application/pdf;base64,BBBB", "filename": "a.pdf"}
+        ]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Calling."}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call", "call_id": "c2", "name": "g", "arguments": "{\"a\":1}"},
+        {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_text", "text": "one"}]},
+        {"type": "function_call_output", "call_id": "c2", "output": "two"}
+    ]}));
+    assert_eq!(
+        c["messages"],
+        json!([
+            {"role": "system", "content": "Rules."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Look"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}},
+                {"type": "file", "file": {"file_data": "data:application/pdf;base64,BBBB", "filename": "a.pdf"}}
+            ]},
+            {"role": "assistant", "content": "Calling.", "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{\"a\":1}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "c1", "content": "one"},
+            {"role": "tool", "tool_call_id": "c2", "content": "two"}
+        ])
+    );
+}
+
+#[test]
+fn tools_choice_and_formats_map_to_chat() {
+    let (c, t) = chat(json!({"model": "m", "input": "x",
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+        "tool_choice": "required", "parallel_tool_calls": true,
+        "text": {"format": {"type": "json_object"}, "verbosity": "low"},
+        "reasoning": {"effort": "high", "summary": "auto"}}));
+    assert_eq!(
+        c["tools"],
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+    );
+    assert_eq!(c["tool_choice"], "required");
+    assert_eq!(c["parallel_tool_calls"], true);
+    assert_eq!(c["response_format"], json!({"type": "json_object"}));
+    assert_eq!(c["verbosity"], "low");
+    assert_eq!(c["reasoning_effort"], "high");
+    assert_eq!(t.echo.summary.as_deref(), Some("auto"));
+}
+
+#[test]
+fn what_cannot_be_honoured_is_refused_naming_the_field() {
+    let refused = |extra: Value| {
+        let mut body = json!({"model": "m", "input": "x"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        to_chat(body.to_string().as_bytes()).unwrap_err()
+    };
+    let e = refused(
+        json!({"tools": [{"type": "function", "name": "f"}, {"type": "code_interpreter"}]}),
+    );
+    assert_eq!(e.param, Some("tools"));
+    assert!(
+        e.message.starts_with("tools[1].type: `code_interpreter`"),
+        "{}",
+        e.message
+    );
+    let e = refused(json!({"previous_response_id": "resp_x"}));
+    assert_eq!(e.param, Some("previous_response_id"));
+    let e = refused(
+        json!({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}),
+    );
+    assert!(
+        e.message.contains("input[0].content[0].image_url"),
+        "{}",
+        e.message
+    );
+    let e = refused(json!({"background": true}));
+    assert_eq!(e.param, Some("background"));
+    let e = refused(json!({"prompt": {"id": "p"}}));
+    assert!(
+        e.message.contains("unknown field `prompt`"),
+        "{}",
+        e.message
+    );
+    let e = to_chat(br#"{"model":"m"}"#).unwrap_err();
+    assert_eq!(e.param, Some("input"));
+}
+
+#[test]
+fn a_whole_answer_becomes_a_response() {
+    let body = json!({"id": "chatcmpl-abc", "created": 5, "choices": [{"index": 0,
+        "message": {"role": "assistant", "content": "Hi", "refusal": null,
+                    "tool_calls": [{"id": "call_1", "type": "function",
+                                    "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+        "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 4,
+                  "prompt_tokens_details": {"cached_tokens": 3},
+                  "completion_tokens_details": {"reasoning_tokens": 2}}});
+    let e = echo(json!({"model": "m", "input": "x", "metadata": {"k": "v"}}));
+    let v: Value =
+        serde_json::from_slice(&from_chat(body.to_string().as_bytes(), &e).unwrap()).unwrap();
+    assert_eq!(v["id"], "resp_abc");
+    assert_eq!(v["created_at"], 5);
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["incomplete_details"], Value::Null);
+    assert_eq!(v["metadata"], json!({"k": "v"}));
+    assert_eq!(v["tools"], json!([]));
+    assert_eq!(v["tool_choice"], "auto");
+    assert_eq!(
+        v["output"][0]["content"][0],
+        json!({"type": "output_text", "text": "Hi", "annotations": [], "logprobs": []})
+    );
+    assert_eq!(
+        v["output"][1],
+        json!({"type": "function_call", "id": "fc_abc_0", "call_id": "call_1", "name": "f",
+               "arguments": "{\"a\":1}", "status": "completed"})
+    );
+    assert_eq!(
+        v["usage"],
+        json!({"input_tokens": 10, "input_tokens_details": {"cached_tokens": 3},
+               "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 2},
+               "total_tokens": 14})
+    );
+}
+
+#[test]
+fn refusals_and_content_filters_end_incomplete_or_refused() {
+    let body = json!({"id": "chatcmpl-r", "choices": [{"message": {"content": null,
+        "refusal": "I can't."}, "finish_reason": "content_filter"}]});
+    let e = echo(json!({"model": "m", "input": "x"}));
+    let v: Value =
+        serde_json::from_slice(&from_chat(body.to_string().as_bytes(), &e).unwrap()).unwrap();
+    assert_eq!(v["status"], "incomplete");
+    assert_eq!(v["incomplete_details"]["reason"], "content_filter");
+    assert_eq!(
+        v["output"][0]["content"][0],
+        json!({"type": "refusal", "refusal": "I can't."})
+    );
+    assert_eq!(v["output_text"], "");
+}
+
+/// Feeds chat chunks (data payloads) to a converter; returns the events' data.
+fn convert(chunks: &[Value], done: bool) -> Vec<Value> {
+    let mut c = StreamConverter::new(echo(json!({"model": "m", "input": "x"})));
+    let mut out = Vec::new();
+    for chunk in chunks {
+        c.on_event(chunk.to_string().as_bytes(), &mut out);
+    }
+    if done {
+        c.on_event(b"[DONE]", &mut out);
+    } else {
+        c.finish_stream(&mut out);
+    }
+    assert!(c.is_done());
+    let text = String::from_utf8(out).unwrap();
+    let evs: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    for (i, e) in evs.iter().enumerate() {
+        assert_eq!(e["sequence_number"], i);
+    }
+    evs
+}
+
+fn types(evs: &[Value]) -> Vec<&str> {
+    evs.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+fn delta(d: Value, finish: Value) -> Value {
+    json!({"id": "chatcmpl-s", "choices": [{"index": 0, "delta": d, "finish_reason": finish}]})
+}
+
+#[test]
+fn text_then_parallel_tool_calls_stream_as_items() {
+    let evs = convert(
+        &[
+            delta(json!({"role": "assistant", "content": "Let"}), Value::Null),
+            delta(json!({"content": " me"}), Value::Null),
+            delta(
+                json!({"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "f", "arguments": ""}}]}),
+                Value::Null,
+            ),
+            delta(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\""}}]}),
+                Value::Null,
+            ),
+            delta(
+                json!({"tool_calls": [{"index": 1, "id": "c1", "function": {"name": "g", "arguments": "{}"}}]}),
+                Value::Null,
+            ),
+            delta(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}),
+                Value::Null,
+            ),
+            delta(json!({}), json!("tool_calls")),
+            json!({"id": "chatcmpl-s", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}),
+        ],
+        true,
+    );
+    assert_eq!(
+        types(&evs),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    assert_eq!(evs[0]["response"]["id"], "resp_s");
+    assert_eq!(evs[6]["text"], "Let me");
+    assert_eq!(evs[13]["output_index"], 1);
+    assert_eq!(evs[13]["delta"], ":1}");
+    assert_eq!(evs[14]["arguments"], "{\"a\":1}");
+    assert_eq!(evs[16]["arguments"], "{}");
+    let done = &evs[18]["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["output"].as_array().unwrap().len(), 3);
+    assert_eq!(done["output"][2]["call_id"], "c1");
+    assert_eq!(done["usage"]["total_tokens"], 7);
+}
+
+#[test]
+fn a_refusal_streams_as_a_refusal_part() {
+    let evs = convert(&[delta(json!({"refusal": "No."}), json!("stop"))], false);
+    let t = types(&evs);
+    assert!(t.contains(&"response.refusal.delta") && t.contains(&"response.refusal.done"));
+    assert_eq!(
+        evs.last().unwrap()["response"]["output"][0]["content"][0]["refusal"],
+        "No."
+    );
+}
+
+#[test]
+fn an_error_midway_fails_the_response() {
+    let evs = convert(
+        &[
+            delta(json!({"content": "Hi"}), Value::Null),
+            json!({"error": {"message": "upstream broke", "type": "upstream_error", "code": "stream_interrupted"}}),
+        ],
+        false,
+    );
+    let last = evs.last().unwrap();
+    assert_eq!(last["type"], "response.failed");
+    assert_eq!(last["response"]["status"], "failed");
+    assert_eq!(
+        last["response"]["error"],
+        json!({"code": "stream_interrupted", "message": "upstream broke"})
+    );
+}

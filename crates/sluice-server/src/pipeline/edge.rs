@@ -1,0 +1,98 @@
+//! The client's protocol at the pipeline's edges: a body in another API's format read into
+//! OpenAI chat on the way in, and the answer (whole, streamed or an error) written back in
+//! that format on the way out. The translations are `sluice-providers`'
+//! (`anthropic::inbound`, `responses`); OpenAI's protocol passes through.
+
+use super::reframe::Reframed;
+use crate::endpoint::Protocol;
+use crate::response::ResponseBody;
+use bytes::Bytes;
+use http::header::HeaderValue;
+use sluice_core::{Error, ErrorKind};
+use sluice_providers::anthropic::inbound;
+use sluice_providers::responses::{answer, inbound as responses, object::Echo, stream};
+
+/// What the way out needs to know of the request, per protocol.
+pub(super) enum Edge {
+    /// OpenAI's own: nothing to translate.
+    OpenAi,
+    /// Anthropic's Messages API, for the model asked for.
+    Anthropic { model: String },
+    /// OpenAI's Responses API, with the settings its answers echo.
+    Responses(Box<Echo>),
+}
+
+impl Edge {
+    /// The edge of `protocol` before its body is read: errors already take its shape.
+    pub(super) fn new(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Anthropic => Self::Anthropic {
+                model: String::new(),
+            },
+            Protocol::OpenAi | Protocol::Responses => Self::OpenAi,
+        }
+    }
+
+    /// Reads `raw`, a body in `protocol`, into OpenAI chat.
+    pub(super) fn read(protocol: Protocol, raw: Bytes) -> Result<(Bytes, Self), Error> {
+        match protocol {
+            Protocol::OpenAi => Ok((raw, Self::OpenAi)),
+            Protocol::Anthropic => {
+                let (body, model, _) = inbound::to_openai(&raw).map_err(|e| -> Error {
+                    ErrorKind::InvalidRequest {
+                        message: e.0,
+                        param: None,
+                    }
+                    .into()
+                })?;
+                Ok((Bytes::from(body), Self::Anthropic { model }))
+            }
+            Protocol::Responses => {
+                let t = responses::to_chat(&raw).map_err(|e| -> Error {
+                    ErrorKind::InvalidRequest {
+                        message: e.message,
+                        param: e.param,
+                    }
+                    .into()
+                })?;
+                Ok((Bytes::from(t.body), Self::Responses(Box::new(t.echo))))
+            }
+        }
+    }
+
+    /// A whole answer's body and content type in the client's protocol; `Err` says why the
+    /// upstream's answer could not be read.
+    pub(super) fn whole(
+        &self,
+        body: Bytes,
+        content_type: HeaderValue,
+    ) -> Result<(Bytes, HeaderValue), String> {
+        let json = || HeaderValue::from_static("application/json");
+        match self {
+            Self::OpenAi => Ok((body, content_type)),
+            Self::Anthropic { model } => Ok((inbound::from_openai(&body, model)?.into(), json())),
+            Self::Responses(echo) => Ok((answer::from_chat(&body, echo)?.into(), json())),
+        }
+    }
+
+    /// An error's body in the client's protocol, where it differs from OpenAI's.
+    pub(super) fn error_body(&self, kind: &str, message: &str) -> Option<Bytes> {
+        match self {
+            Self::Anthropic { .. } => Some(inbound::error_body(kind, message).into()),
+            Self::OpenAi | Self::Responses(_) => None,
+        }
+    }
+
+    /// An event stream of OpenAI chunks, re-framed in the client's protocol.
+    pub(super) fn stream(self, body: ResponseBody) -> ResponseBody {
+        match self {
+            Self::OpenAi => body,
+            Self::Anthropic { model } => {
+                ResponseBody::stream(Reframed::new(body, inbound::StreamConverter::new(&model)))
+            }
+            Self::Responses(echo) => {
+                ResponseBody::stream(Reframed::new(body, stream::StreamConverter::new(*echo)))
+            }
+        }
+    }
+}
