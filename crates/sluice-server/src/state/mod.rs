@@ -54,7 +54,7 @@ pub struct AppState {
     /// `[routing]`.
     pub routing: RoutingConfig,
     /// Providers, in config order.
-    pub providers: Vec<Provider>,
+    pub providers: Vec<Arc<Provider>>,
     /// Configured models in config order, then one catch-all per passthrough provider.
     pub deployments: Vec<Deployment>,
     /// Number of configured models (the catch-alls follow them).

@@ -10,6 +10,7 @@ use sluice_core::retry::RetryPolicy;
 use sluice_core::routing::{self, Candidate, Priority, RequestFacts, Strategy};
 use sluice_core::{rng, Error, ErrorKind};
 use sluice_providers::Provider;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the client's `model` named.
@@ -117,7 +118,7 @@ pub fn overrides<'h>(
 pub(super) struct Names<'a> {
     pub index: &'a Index,
     pub passthrough: &'a [usize],
-    pub providers: &'a [Provider],
+    pub providers: &'a [Arc<Provider>],
     pub deployments: &'a [Deployment],
     pub routes: &'a [Route],
     /// `[routing]`'s retry policy, for a model named alone.

@@ -131,7 +131,7 @@ pub(super) type Index = HashMap<Box<str>, Name, BuildHasherDefault<Fnv>>;
 
 /// Everything named, as [`super::AppState`] holds it.
 pub(super) struct Registry {
-    pub providers: Vec<Provider>,
+    pub providers: Vec<Arc<Provider>>,
     pub deployments: Vec<Deployment>,
     pub configured_models: usize,
     pub routes: Vec<Route>,
@@ -155,7 +155,7 @@ impl Registry {
             .position(|p| p.kind == sluice_core::config::ProviderType::Local);
         let providers = std::mem::take(&mut config.providers)
             .into_iter()
-            .map(|p| Provider::new(p, workers))
+            .map(|p| Provider::new(p, workers).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let models = std::mem::take(&mut config.models);
         let route_configs = std::mem::take(&mut config.routes);
@@ -265,7 +265,11 @@ impl NewDeployment {
     }
 }
 
-fn render_models(deployments: &[Deployment], routes: &[Route], providers: &[Provider]) -> Bytes {
+fn render_models(
+    deployments: &[Deployment],
+    routes: &[Route],
+    providers: &[Arc<Provider>],
+) -> Bytes {
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

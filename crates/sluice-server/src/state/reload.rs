@@ -4,8 +4,8 @@
 //! canary while its settings are the same), and what changed, for the log.
 
 use super::registry::{Deployment, Registry, Route};
-use sluice_core::config::Config;
-use sluice_core::{Error, ErrorKind};
+use sluice_core::config::{Config, ProviderConfig};
+use sluice_core::{Error, ErrorKind, Secret};
 use sluice_providers::Provider;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -115,7 +115,7 @@ impl std::fmt::Display for Changes {
 
 /// The names of the state a reload replaces.
 pub(super) struct Old<'a> {
-    pub providers: &'a [Provider],
+    pub providers: &'a [Arc<Provider>],
     pub deployments: &'a [Deployment],
     pub routes: &'a [Route],
 }
@@ -123,6 +123,16 @@ pub(super) struct Old<'a> {
 /// Hands `old`'s live state to the same deployments and routes of `new`; says what changed.
 pub(super) fn carry(old: &Old<'_>, new: &mut Registry) -> Changes {
     let mut changes = Changes::default();
+    // An unchanged provider keeps its connection pools.
+    for p in &mut new.providers {
+        if let Some(o) = old
+            .providers
+            .iter()
+            .find(|o| same_provider(&o.config, &p.config))
+        {
+            *p = Arc::clone(o);
+        }
+    }
     for d in &mut new.deployments {
         let provider = new.providers[d.provider].name();
         let same = old.deployments.iter().find(|o| {
@@ -169,4 +179,17 @@ fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut v: Vec<String> = names.cloned().collect();
     v.sort();
     v
+}
+
+/// Whether two providers' settings are the same, secrets' values included.
+fn same_provider(a: &ProviderConfig, b: &ProviderConfig) -> bool {
+    let secret = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_string());
+    let headers = |h: &[(String, Secret)]| -> Vec<(String, String)> {
+        h.iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect()
+    };
+    format!("{a:?}") == format!("{b:?}")
+        && secret(&a.api_key) == secret(&b.api_key)
+        && headers(&a.headers) == headers(&b.headers)
 }
