@@ -122,6 +122,55 @@ async fn usage_details_and_the_spend_record_count_the_call() {
     assert_eq!(rec.endpoint, "responses");
     assert_eq!((rec.prompt_tokens, rec.completion_tokens), (100, 40));
     assert_eq!(rec.cached_tokens, 30);
+    // Token metrics count it too (under the chat operation's series, as /v1/messages).
+    let metrics = sluice_testkit::client::get(&gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text();
+    for line in [
+        "endpoint=\"chat\",direction=\"in\"} 100",
+        "endpoint=\"chat\",direction=\"out\"} 40",
+        "endpoint=\"chat\",direction=\"cached_in\"} 30",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("sluice_tokens_total{") && l.ends_with(line)),
+            "{line}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_cache_answers_a_repeated_response_whole_and_streamed() {
+    let fake = FakeUpstream::start().await;
+    let gw = start_with(&common::config_for(
+        &fake.base_url(),
+        "[cache]\nenabled = true",
+    ))
+    .await;
+    let nonce = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    let body = json!({"model": "m", "input": nonce, "temperature": 0});
+    let first = create(&gw, body.clone()).await;
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let second = create(&gw, body.clone()).await;
+    assert_eq!(second.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(second.json()["output_text"], first.json()["output_text"]);
+    assert_eq!(fake.request_count(), 1);
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let evs = events(&gw, streamed).await;
+    assert_eq!(
+        fake.request_count(),
+        1,
+        "the stream was answered from the cache"
+    );
+    let (last, v) = evs.last().unwrap();
+    assert_eq!(last, "response.completed");
+    assert_eq!(
+        v["response"]["output_text"],
+        "Hello from the fake upstream."
+    );
 }
 
 #[tokio::test]
