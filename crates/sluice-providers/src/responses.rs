@@ -26,9 +26,13 @@
 //!   reasoning), `total_tokens`. Streams become the Responses event sequence
 //!   ([`stream::StreamConverter`]).
 //!
+//! `previous_response_id`: the server looks up the conversation it names and passes it to
+//! [`inbound::to_chat`], which puts its chat messages between the instructions and the
+//! input; [`inbound::Translated::input`] and the answer's assistant message
+//! ([`object::assistant_message`], [`object::transcript`]) are what the server keeps.
+//!
 //! Refused with a 400 naming the field: built-in tools (anything but `type: "function"`),
-//! a `tool_choice` naming one, `previous_response_id` (sluice stores no responses),
-//! `item_reference` items, image and file parts given only by `file_id`/`file_url`,
+//! a `tool_choice` naming one, `item_reference` items, image and file parts given only by `file_id`/`file_url`,
 //! `truncation: "auto"`, `background: true`, `include` values other than
 //! `reasoning.encrypted_content`, unknown item or part types and unknown fields.
 

@@ -3,13 +3,15 @@
 //! [`endpoint`] descriptions), the admin API, `/metrics` and `/health`.
 //!
 //! Layers, each importing only those below it: the components the gateway is built of
-//! (`keys`, `cache`, `local`, `metrics`, `money`, request and response bodies), the state
+//! (`keys`, `cache`, `conversations`, `local`, `metrics`, `money`, request and response
+//! bodies), the state
 //! built once from the config (`state`), the pipeline's stages, then the handlers, the
 //! router and the server. See README's Architecture section for the path of a request.
 #![forbid(unsafe_code)]
 
 pub mod admin_keys;
 pub mod cache;
+mod conversations;
 mod endpoint;
 mod handlers;
 mod headers;

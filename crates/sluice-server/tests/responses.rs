@@ -450,11 +450,6 @@ async fn what_cannot_be_honoured_is_refused_by_name() {
             "tool_choice",
             "file_search",
         ),
-        (
-            json!({"previous_response_id": "resp_1"}),
-            "previous_response_id",
-            "does not store",
-        ),
         (json!({"truncation": "auto"}), "truncation", "auto"),
         (
             json!({"input": [{"type": "item_reference", "id": "x"}]}),
@@ -540,4 +535,121 @@ targets = ["a", "b"]
     assert!(fa.request_count() >= 1);
     let evs = events(&gw, json!({"model": "r", "input": "hi", "stream": true})).await;
     assert_eq!(evs.last().unwrap().0, "response.completed");
+}
+
+#[tokio::test]
+async fn previous_response_id_continues_a_stored_conversation() {
+    let (fake, gw) = setup("").await;
+    let r1 = create(&gw, json!({"model": "m", "input": "My name is Ann."})).await;
+    assert_eq!(r1.status, 200, "{}", r1.text());
+    let id1 = r1.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(r1.json()["store"], true);
+    let body = json!({"model": "m", "input": "What is my name?", "instructions": "Be brief.",
+                      "previous_response_id": id1, "stream": true});
+    let evs = events(&gw, body).await;
+    let done = &evs.last().unwrap().1["response"];
+    assert_eq!(done["previous_response_id"], id1.as_str());
+    let id2 = done["id"].as_str().unwrap().to_owned();
+    assert_ne!(id1, id2);
+    let sent = fake.last_request().unwrap().json().unwrap();
+    let answer = "Hello from the fake upstream.";
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "system", "content": "Be brief."},
+               {"role": "user", "content": "My name is Ann."},
+               {"role": "assistant", "content": answer},
+               {"role": "user", "content": "What is my name?"}])
+    );
+    // The streamed answer was kept too, tool calls included.
+    let body = json!({"model": "m", "input": "Call it", "previous_response_id": id2,
+                      "x_fake": {"tool_call": {"name": "f", "arguments": "{}"}}});
+    let r3 = create(&gw, body).await;
+    assert_eq!(r3.status, 200, "{}", r3.text());
+    let sent = fake.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 5, "{sent}");
+    assert_eq!(
+        sent["messages"][3],
+        json!({"role": "assistant", "content": answer})
+    );
+    let id3 = r3.json()["id"].as_str().unwrap().to_owned();
+    let body = json!({"model": "m", "previous_response_id": id3, "input": [
+        {"type": "function_call_output", "call_id": "call_fake_1", "output": "done"}]});
+    assert_eq!(create(&gw, body).await.status, 200);
+    let sent = fake.last_request().unwrap().json().unwrap();
+    assert_eq!(
+        sent["messages"][5],
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_fake_1",
+               "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
+    );
+    assert_eq!(
+        sent["messages"][6],
+        json!({"role": "tool", "tool_call_id": "call_fake_1", "content": "done"})
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_or_unstored_previous_response_is_refused() {
+    let (fake, gw) = setup("").await;
+    let r = create(
+        &gw,
+        json!({"model": "m", "input": "x", "previous_response_id": "resp_nope"}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let e = &r.json()["error"];
+    assert_eq!(e["type"], "invalid_request_error");
+    assert_eq!(e["param"], "previous_response_id");
+    assert_eq!(e["code"], "previous_response_not_found");
+    assert!(e["message"].as_str().unwrap().contains("resp_nope"));
+    let r = create(&gw, json!({"model": "m", "input": "x", "store": false})).await;
+    assert_eq!(r.json()["store"], false);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = create(
+        &gw,
+        json!({"model": "m", "input": "y", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("store: false"));
+    assert_eq!(fake.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_key_sees_only_its_own_responses() {
+    let fake = FakeUpstream::start().await;
+    let toml = common::config_for(&fake.base_url(), "").replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmaster_key = \"sk-admin\"",
+    );
+    let gw = start_with(&toml).await;
+    let mut keys = Vec::new();
+    for name in ["resp-a", "resp-b"] {
+        let r = post_json(
+            &gw.url("/admin/keys"),
+            json!({"name": name}).to_string(),
+            &[("authorization", "Bearer sk-admin")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 201, "{}", r.text());
+        keys.push(format!("Bearer {}", r.json()["key"].as_str().unwrap()));
+    }
+    let ask = |key: &str, body: Value| {
+        let url = gw.url("/v1/responses");
+        let key = key.to_owned();
+        async move {
+            post_json(&url, body.to_string(), &[("authorization", &key)])
+                .await
+                .unwrap()
+        }
+    };
+    let r = ask(&keys[0], json!({"model": "m", "input": "secret"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let mine = json!({"model": "m", "input": "again", "previous_response_id": id});
+    assert_eq!(ask(&keys[0], mine.clone()).await.status, 200);
+    assert_eq!(ask(&keys[1], mine).await.status, 404);
 }

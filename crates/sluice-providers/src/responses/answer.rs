@@ -1,6 +1,8 @@
 //! A whole `chat.completion` answer written back as a Responses API `response` object.
 
-use super::object::{suffix, ContentPart, Echo, OutputItem, Parts, ResponseObject, Status};
+use super::object::{
+    assistant_message, item_id, ContentPart, Echo, OutputItem, Parts, ResponseObject, Status,
+};
 use crate::chunks::now_secs;
 use serde::Deserialize;
 use sluice_types::Usage;
@@ -8,8 +10,6 @@ use std::borrow::Cow;
 
 #[derive(Deserialize)]
 struct InCompletion<'a> {
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
     #[serde(default)]
     created: Option<u64>,
     #[serde(default, borrow)]
@@ -50,20 +50,26 @@ struct InFunction<'a> {
     arguments: Option<Cow<'a, str>>,
 }
 
+/// A whole answer as a Responses API answer.
+#[derive(Debug)]
+pub struct Whole {
+    /// The `response` object.
+    pub body: Vec<u8>,
+    /// The chat `assistant` message it was, for a stored conversation.
+    pub assistant: Vec<u8>,
+}
+
 /// The `response` object for an OpenAI `chat.completion` body, echoing `echo`.
-pub fn from_chat(body: &[u8], echo: &Echo) -> Result<Vec<u8>, String> {
+pub fn from_chat(body: &[u8], echo: &Echo) -> Result<Whole, String> {
     let v: InCompletion<'_> =
         serde_json::from_slice(body).map_err(|e| format!("invalid chat completion: {e}"))?;
     let choice = v.choices.first();
     let status = Status::of_finish(choice.and_then(|c| c.finish_reason.as_deref()));
-    let id = suffix(v.id.as_deref().unwrap_or("sluice"));
-    let output = output_items(choice.and_then(|c| c.message.as_ref()), id, status);
+    let output = output_items(choice.and_then(|c| c.message.as_ref()), &echo.id, status);
     let usage = Usage::from_response(body).unwrap_or_default();
-    let response_id = format!("resp_{id}");
     let object = ResponseObject::new(
         echo,
         Parts {
-            id: &response_id,
             created_at: v.created.unwrap_or_else(now_secs),
             status,
             output: &output,
@@ -71,7 +77,10 @@ pub fn from_chat(body: &[u8], echo: &Echo) -> Result<Vec<u8>, String> {
             error: None,
         },
     );
-    serde_json::to_vec(&object).map_err(|e| e.to_string())
+    Ok(Whole {
+        body: serde_json::to_vec(&object).map_err(|e| e.to_string())?,
+        assistant: assistant_message(&output),
+    })
 }
 
 /// The output items of the assistant's answer: its message (text and refusal), then one
@@ -92,16 +101,16 @@ fn output_items(msg: Option<&InAnswer<'_>>, id: &str, status: Status) -> Vec<Out
     }
     if !content.is_empty() {
         output.push(OutputItem::Message {
-            id: format!("msg_{id}"),
+            id: item_id(id, "msg", 0),
             status: status.item_status(),
             role: "assistant",
             content,
         });
     }
-    for (n, call) in msg.tool_calls.iter().flatten().enumerate() {
+    for call in msg.tool_calls.iter().flatten() {
         let function = call.function.as_ref();
         output.push(OutputItem::FunctionCall {
-            id: format!("fc_{id}_{n}"),
+            id: item_id(id, "fc", output.len()),
             call_id: call.id.as_deref().unwrap_or_default().to_owned(),
             name: function
                 .and_then(|f| f.name.as_deref())

@@ -2,7 +2,7 @@
 //! [`crate::responses`]). Typed structs that borrow from the body; opaque JSON (schemas,
 //! arguments, metadata) stays raw.
 
-use super::object::Echo;
+use super::object::{new_id, Echo};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -178,7 +178,7 @@ struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
 #[derive(Serialize)]
 struct OutRequest<'a> {
     model: &'a str,
-    messages: Vec<OutMessage<'a>>,
+    messages: Vec<Msg<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,6 +216,15 @@ struct OutRequest<'a> {
 #[derive(Serialize)]
 struct StreamOptions {
     include_usage: bool,
+}
+
+/// A chat message: one read from the request, or one of a stored conversation as it was
+/// stored.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Msg<'a> {
+    Read(OutMessage<'a>),
+    Stored(&'a RawValue),
 }
 
 #[derive(Serialize)]
@@ -338,29 +347,62 @@ struct OutSchema<'a> {
 pub struct Translated {
     /// The OpenAI chat request body.
     pub body: Vec<u8>,
+    /// With `store` (the default): the conversation's chat messages so far (the previous
+    /// response's, then this request's input, without `instructions`), a JSON array to keep
+    /// with the answer.
+    pub input: Option<Vec<u8>>,
     /// Whether the client asked for a stream.
     pub stream: bool,
     /// The request's settings, for the `response` object.
     pub echo: Echo,
 }
 
-/// The OpenAI chat request for a Responses API request body.
-pub fn to_chat(body: &[u8]) -> Result<Translated, BadRequest> {
+#[derive(Deserialize)]
+struct Previous<'a> {
+    #[serde(default, borrow)]
+    previous_response_id: Option<Cow<'a, str>>,
+}
+
+/// The body's `previous_response_id`, if it has one (read before [`to_chat`], which needs
+/// the conversation it names).
+pub fn previous_response_id(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Previous<'_>>(body)
+        .ok()?
+        .previous_response_id
+        .map(Cow::into_owned)
+}
+
+/// The OpenAI chat request for a Responses API request body; `history` is the stored
+/// conversation (a JSON array of chat messages) its `previous_response_id` names.
+pub fn to_chat(body: &[u8], history: Option<&[u8]>) -> Result<Translated, BadRequest> {
     let r: InRequest<'_> = serde_json::from_slice(body).map_err(|e| BadRequest {
         message: format!("invalid Responses request: {e}"),
         param: None,
     })?;
-    refuse_unsupported(&r)?;
+    refuse_unsupported(&r, history.is_some())?;
+    let history: Vec<&RawValue> = match history {
+        Some(h) => serde_json::from_slice(h).map_err(|e| BadRequest {
+            message: format!("the stored conversation cannot be read: {e}"),
+            param: Some("previous_response_id"),
+        })?,
+        None => Vec::new(),
+    };
     let mut messages = Vec::new();
     if let Some(i) = r.instructions.as_deref().filter(|i| !i.is_empty()) {
-        messages.push(OutMessage::System {
+        messages.push(Msg::Read(OutMessage::System {
             content: Cow::Borrowed(i),
-        });
+        }));
     }
+    let first = messages.len();
+    messages.extend(history.into_iter().map(Msg::Stored));
     let input = r
         .input
         .ok_or_else(|| bad("input", "input: Field required".into()))?;
     read_input(input, &mut messages)?;
+    let kept = match r.store {
+        Some(false) => None,
+        _ => Some(serde_json::to_vec(&messages[first..]).unwrap_or_default()),
+    };
     let tools = match r.tools {
         Some(t) => parse::<Vec<InTool<'_>>>(t, "tools")?,
         None => Vec::new(),
@@ -373,6 +415,7 @@ pub fn to_chat(body: &[u8]) -> Result<Translated, BadRequest> {
     })?;
     Ok(Translated {
         body,
+        input: kept,
         stream: out.stream,
         echo: echo(&r),
     })
@@ -381,7 +424,7 @@ pub fn to_chat(body: &[u8]) -> Result<Translated, BadRequest> {
 /// The chat request for `r`, its `messages` already read.
 fn out_request<'a>(
     r: &'a InRequest<'a>,
-    messages: Vec<OutMessage<'a>>,
+    messages: Vec<Msg<'a>>,
     tools: &'a [InTool<'a>],
     text: Option<&'a InText<'a>>,
 ) -> Result<OutRequest<'a>, BadRequest> {
@@ -415,13 +458,11 @@ fn out_request<'a>(
 }
 
 /// Parameters sluice cannot honour: 400 naming the field.
-fn refuse_unsupported(r: &InRequest<'_>) -> Result<(), BadRequest> {
-    if r.previous_response_id.is_some() {
+fn refuse_unsupported(r: &InRequest<'_>, resolved: bool) -> Result<(), BadRequest> {
+    if r.previous_response_id.is_some() && !resolved {
         return Err(bad(
             "previous_response_id",
-            "previous_response_id is not supported: sluice does not store responses; send the \
-             conversation's earlier items in `input` instead"
-                .into(),
+            "previous_response_id was not resolved to a stored conversation".into(),
         ));
     }
     if let Some(t) = r.truncation.as_deref().filter(|t| *t != "disabled") {
@@ -444,8 +485,8 @@ fn refuse_unsupported(r: &InRequest<'_>) -> Result<(), BadRequest> {
             ));
         }
     }
-    // Accepted and not acted on: sluice stores no responses, and adds no obfuscation.
-    let _ = (r.store, r.stream_options);
+    // Accepted and not acted on: sluice adds no obfuscation.
+    let _ = r.stream_options;
     Ok(())
 }
 
@@ -463,6 +504,9 @@ fn echo(r: &InRequest<'_>) -> Echo {
     };
     let reasoning = r.reasoning.as_ref();
     Echo {
+        id: new_id(),
+        previous_response_id: r.previous_response_id.as_ref().map(|p| p.to_string()),
+        store: r.store.unwrap_or(true),
         model: r.model.to_string(),
         instructions: r.instructions.as_ref().map(|i| i.to_string()),
         tools: raw(r.tools, "[]"),
@@ -484,15 +528,12 @@ fn echo(r: &InRequest<'_>) -> Echo {
 }
 
 /// `input`: a string (one user message) or a list of items.
-fn read_input<'a>(
-    input: &'a RawValue,
-    messages: &mut Vec<OutMessage<'a>>,
-) -> Result<(), BadRequest> {
+fn read_input<'a>(input: &'a RawValue, messages: &mut Vec<Msg<'a>>) -> Result<(), BadRequest> {
     if input.get().starts_with('"') {
         let s: Str<'a> = parse(input, "input")?;
-        messages.push(OutMessage::User {
+        messages.push(Msg::Read(OutMessage::User {
             content: OutContent::Text(s.0),
-        });
+        }));
         return Ok(());
     }
     let items: Vec<InItem<'a>> = parse(input, "input")?;
@@ -505,10 +546,10 @@ fn read_input<'a>(
 fn read_item<'a>(
     i: usize,
     item: InItem<'a>,
-    messages: &mut Vec<OutMessage<'a>>,
+    messages: &mut Vec<Msg<'a>>,
 ) -> Result<(), BadRequest> {
     match item.kind.as_deref().unwrap_or("message") {
-        "message" => messages.push(message(i, item)?),
+        "message" => messages.push(Msg::Read(message(i, item)?)),
         "function_call" => {
             let call = OutCall {
                 id: item.call_id.ok_or_else(|| missing(i, "call_id"))?,
@@ -519,27 +560,27 @@ fn read_item<'a>(
                 },
             };
             match messages.last_mut() {
-                Some(OutMessage::Assistant { tool_calls, .. }) => tool_calls.push(call),
-                _ => messages.push(OutMessage::Assistant {
+                Some(Msg::Read(OutMessage::Assistant { tool_calls, .. })) => tool_calls.push(call),
+                _ => messages.push(Msg::Read(OutMessage::Assistant {
                     content: None,
                     tool_calls: vec![call],
-                }),
+                })),
             }
         }
-        "function_call_output" => messages.push(OutMessage::Tool {
+        "function_call_output" => messages.push(Msg::Read(OutMessage::Tool {
             tool_call_id: item.call_id.ok_or_else(|| missing(i, "call_id"))?,
             content: match item.output {
                 Some(o) => joined_text(i, o, "output")?,
                 None => return Err(missing(i, "output")),
             },
-        }),
+        })),
         // Chat has no field that carries reasoning back to the model.
         "reasoning" => {}
         "item_reference" => {
             return Err(bad(
                 "input",
                 format!(
-                "input[{i}].type: `item_reference` is not supported: sluice does not store items"
+                "input[{i}].type: `item_reference` is not supported (stored items are not addressable; continue with previous_response_id)"
             ),
             ))
         }

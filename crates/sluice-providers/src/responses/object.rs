@@ -9,6 +9,12 @@ use sluice_types::Usage;
 /// The request's settings, echoed back in every `response` object.
 #[derive(Debug, Clone)]
 pub struct Echo {
+    /// The response's id, `resp_` and 32 hex digits, made when the request is read.
+    pub id: String,
+    /// `previous_response_id`.
+    pub previous_response_id: Option<String>,
+    /// `store` (default true).
+    pub store: bool,
     /// The model the client asked for.
     pub model: String,
     /// `instructions`.
@@ -227,7 +233,7 @@ pub struct ResponseObject<'a> {
     output: &'a [OutputItem],
     output_text: String,
     parallel_tool_calls: bool,
-    previous_response_id: Option<()>,
+    previous_response_id: Option<&'a str>,
     reasoning: Reasoning<'a>,
     store: bool,
     temperature: Option<f64>,
@@ -244,8 +250,6 @@ pub struct ResponseObject<'a> {
 /// What a response is made of, besides the request's echo.
 #[derive(Debug, Clone, Copy)]
 pub struct Parts<'a> {
-    /// `resp_...`.
-    pub id: &'a str,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
     /// Where it stands.
@@ -262,7 +266,7 @@ impl<'a> ResponseObject<'a> {
     /// The object for `parts` of a request that echoes `echo`.
     pub fn new(echo: &'a Echo, parts: Parts<'a>) -> Self {
         Self {
-            id: parts.id,
+            id: &echo.id,
             object: "response",
             created_at: parts.created_at,
             status: parts.status.as_str(),
@@ -277,12 +281,12 @@ impl<'a> ResponseObject<'a> {
             output: parts.output,
             output_text: output_text(parts.output),
             parallel_tool_calls: echo.parallel_tool_calls,
-            previous_response_id: None,
+            previous_response_id: echo.previous_response_id.as_deref(),
             reasoning: Reasoning {
                 effort: echo.effort.as_deref(),
                 summary: echo.summary.as_deref(),
             },
-            store: false,
+            store: echo.store,
             temperature: echo.temperature,
             text: &echo.text,
             tool_choice: &echo.tool_choice,
@@ -311,8 +315,90 @@ fn output_text(output: &[OutputItem]) -> String {
     text
 }
 
-/// The id suffix shared by a response and its items: the chat completion's id without
-/// its `chatcmpl-` prefix.
-pub fn suffix(chat_id: &str) -> &str {
-    chat_id.trim_start_matches("chatcmpl-")
+/// A new response id: `resp_` and 32 random hex digits.
+pub fn new_id() -> String {
+    let (a, b) = (sluice_core::rng::next_u64(), sluice_core::rng::next_u64());
+    format!("resp_{a:016x}{b:016x}")
+}
+
+/// The id of the output item at `index` of response `id`: `msg_...` or `fc_...`.
+pub fn item_id(id: &str, prefix: &str, index: usize) -> String {
+    format!("{prefix}_{}_{index}", id.trim_start_matches("resp_"))
+}
+
+#[derive(Serialize)]
+struct AssistantMessage<'a> {
+    role: &'static str,
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<StoredCall<'a>>,
+}
+
+#[derive(Serialize)]
+struct StoredCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: StoredFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct StoredFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// The chat `assistant` message that `output` was, for a stored conversation: its text
+/// (or, without text, its refusal) and its tool calls.
+pub fn assistant_message(output: &[OutputItem]) -> Vec<u8> {
+    let mut text = String::new();
+    let mut refusal = String::new();
+    let mut tool_calls = Vec::new();
+    for item in output {
+        match item {
+            OutputItem::Message { content, .. } => {
+                for part in content {
+                    match part {
+                        ContentPart::OutputText { text: t, .. } => text.push_str(t),
+                        ContentPart::Refusal { refusal: r } => refusal.push_str(r),
+                    }
+                }
+            }
+            OutputItem::FunctionCall {
+                call_id,
+                name,
+                arguments,
+                ..
+            } => tool_calls.push(StoredCall {
+                id: call_id,
+                kind: "function",
+                function: StoredFunction { name, arguments },
+            }),
+        }
+    }
+    let content = match (text.is_empty(), refusal.is_empty()) {
+        (false, _) => Some(text),
+        (true, false) => Some(refusal),
+        (true, true) => None,
+    };
+    let m = AssistantMessage {
+        role: "assistant",
+        content,
+        tool_calls,
+    };
+    serde_json::to_vec(&m).unwrap_or_default()
+}
+
+/// A stored conversation: the chat messages of `input` (a JSON array) followed by the
+/// `assistant` message that answered them.
+pub fn transcript(input: &[u8], assistant: &[u8]) -> Vec<u8> {
+    let body = input.strip_suffix(b"]").unwrap_or(b"[");
+    let mut out = Vec::with_capacity(input.len() + assistant.len() + 2);
+    out.extend_from_slice(body);
+    if body.len() > 1 {
+        out.push(b',');
+    }
+    out.extend_from_slice(assistant);
+    out.push(b']');
+    out
 }

@@ -8,7 +8,8 @@
 //! `sequence_number`.
 
 use super::object::{
-    suffix, ContentPart, Echo, Failure, OutputItem, Parts, ResponseObject, Status,
+    assistant_message, item_id, ContentPart, Echo, Failure, OutputItem, Parts, ResponseObject,
+    Status,
 };
 use crate::chunks::now_secs;
 use crate::reframe::Reframe;
@@ -18,8 +19,6 @@ use std::borrow::Cow;
 
 #[derive(Deserialize)]
 struct InChunk<'a> {
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     choices: Vec<InChoice<'a>>,
     #[serde(default, borrow)]
@@ -150,13 +149,14 @@ impl Writer {
     }
 }
 
+/// Called with the `assistant` chat message a completed (or incomplete) stream was.
+pub type OnDone = Box<dyn FnOnce(Vec<u8>) + Send>;
+
 /// Turns a stream of OpenAI chunks into the Responses API's event sequence.
-#[derive(Debug)]
 pub struct StreamConverter {
     echo: Echo,
     w: Writer,
-    id: String,
-    suffix: String,
+    on_done: Option<OnDone>,
     created_at: u64,
     started: bool,
     output: Vec<OutputItem>,
@@ -175,8 +175,7 @@ impl StreamConverter {
         Self {
             echo,
             w: Writer::default(),
-            id: String::new(),
-            suffix: String::new(),
+            on_done: None,
             created_at: now_secs(),
             started: false,
             output: Vec::new(),
@@ -188,6 +187,13 @@ impl StreamConverter {
         }
     }
 
+    /// Calls `f` with the answer's `assistant` message when the stream completes (not when
+    /// it fails).
+    pub fn on_done(mut self, f: OnDone) -> Self {
+        self.on_done = Some(f);
+        self
+    }
+
     /// Writes a `response` snapshot event.
     fn snapshot(
         &mut self,
@@ -197,7 +203,6 @@ impl StreamConverter {
         error: Option<Failure<'_>>,
     ) {
         let parts = Parts {
-            id: &self.id,
             created_at: self.created_at,
             status,
             output: if status == Status::InProgress {
@@ -212,13 +217,11 @@ impl StreamConverter {
         self.w.emit(out, kind, ResponseEv { response });
     }
 
-    fn start(&mut self, out: &mut Vec<u8>, chat_id: &str) {
+    fn start(&mut self, out: &mut Vec<u8>) {
         if self.started {
             return;
         }
         self.started = true;
-        self.suffix = suffix(chat_id).to_owned();
-        self.id = format!("resp_{}", self.suffix);
         self.snapshot(out, "response.created", Status::InProgress, None);
         self.snapshot(out, "response.in_progress", Status::InProgress, None);
     }
@@ -241,12 +244,8 @@ impl StreamConverter {
         if let Some(i) = self.message {
             return i;
         }
-        let id = match self.output.len() {
-            0 => format!("msg_{}", self.suffix),
-            n => format!("msg_{}_{n}", self.suffix),
-        };
         let item = OutputItem::Message {
-            id,
+            id: item_id(&self.echo.id, "msg", self.output.len()),
             status: "in_progress",
             role: "assistant",
             content: Vec::new(),
@@ -385,7 +384,7 @@ impl StreamConverter {
             None => {
                 self.close_message(out, "completed");
                 let item = OutputItem::FunctionCall {
-                    id: format!("fc_{}_{}", self.suffix, self.output.len()),
+                    id: item_id(&self.echo.id, "fc", self.output.len()),
                     call_id: call.id.as_deref().unwrap_or_default().to_owned(),
                     name: function
                         .and_then(|f| f.name.as_deref())
@@ -449,7 +448,7 @@ impl StreamConverter {
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, err: &InError<'_>) {
-        self.start(out, "sluice");
+        self.start(out);
         let failure = Failure {
             code: err
                 .code
@@ -469,7 +468,7 @@ impl StreamConverter {
         if let Some(err) = &v.error {
             return self.fail(out, err);
         }
-        self.start(out, v.id.as_deref().unwrap_or("sluice"));
+        self.start(out);
         if let Some(u) = Usage::from_response(data) {
             self.usage = Some(u);
         }
@@ -522,7 +521,7 @@ impl Reframe for StreamConverter {
         if self.done {
             return;
         }
-        self.start(out, "sluice");
+        self.start(out);
         let status = Status::of_finish(self.finish.as_deref());
         self.close_message(out, status.item_status());
         self.close_tools(out);
@@ -532,5 +531,8 @@ impl Reframe for StreamConverter {
         };
         self.snapshot(out, kind, status, None);
         self.done = true;
+        if let Some(f) = self.on_done.take() {
+            f(assistant_message(&self.output));
+        }
     }
 }

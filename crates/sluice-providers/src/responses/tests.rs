@@ -2,13 +2,13 @@
 
 use super::answer::from_chat;
 use super::inbound::{to_chat, Translated};
-use super::object::Echo;
+use super::object::{transcript, Echo};
 use super::stream::StreamConverter;
 use crate::reframe::Reframe;
 use serde_json::{json, Value};
 
 fn chat(body: Value) -> (Value, Translated) {
-    let t = to_chat(body.to_string().as_bytes()).unwrap();
+    let t = to_chat(body.to_string().as_bytes(), None).unwrap();
     (serde_json::from_slice(&t.body).unwrap(), t)
 }
 
@@ -93,7 +93,7 @@ fn what_cannot_be_honoured_is_refused_naming_the_field() {
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }
-        to_chat(body.to_string().as_bytes()).unwrap_err()
+        to_chat(body.to_string().as_bytes(), None).unwrap_err()
     };
     let e = refused(
         json!({"tools": [{"type": "function", "name": "f"}, {"type": "code_interpreter"}]}),
@@ -122,7 +122,7 @@ fn what_cannot_be_honoured_is_refused_naming_the_field() {
         "{}",
         e.message
     );
-    let e = to_chat(br#"{"model":"m"}"#).unwrap_err();
+    let e = to_chat(br#"{"model":"m"}"#, None).unwrap_err();
     assert_eq!(e.param, Some("input"));
 }
 
@@ -138,8 +138,10 @@ fn a_whole_answer_becomes_a_response() {
                   "completion_tokens_details": {"reasoning_tokens": 2}}});
     let e = echo(json!({"model": "m", "input": "x", "metadata": {"k": "v"}}));
     let v: Value =
-        serde_json::from_slice(&from_chat(body.to_string().as_bytes(), &e).unwrap()).unwrap();
-    assert_eq!(v["id"], "resp_abc");
+        serde_json::from_slice(&from_chat(body.to_string().as_bytes(), &e).unwrap().body).unwrap();
+    assert_eq!(v["id"], e.id);
+    assert!(e.id.starts_with("resp_") && e.id.len() == 37, "{}", e.id);
+    assert_eq!(v["store"], true);
     assert_eq!(v["created_at"], 5);
     assert_eq!(v["status"], "completed");
     assert_eq!(v["incomplete_details"], Value::Null);
@@ -152,7 +154,7 @@ fn a_whole_answer_becomes_a_response() {
     );
     assert_eq!(
         v["output"][1],
-        json!({"type": "function_call", "id": "fc_abc_0", "call_id": "call_1", "name": "f",
+        json!({"type": "function_call", "id": format!("fc_{}_1", &e.id[5..]), "call_id": "call_1", "name": "f",
                "arguments": "{\"a\":1}", "status": "completed"})
     );
     assert_eq!(
@@ -169,7 +171,7 @@ fn refusals_and_content_filters_end_incomplete_or_refused() {
         "refusal": "I can't."}, "finish_reason": "content_filter"}]});
     let e = echo(json!({"model": "m", "input": "x"}));
     let v: Value =
-        serde_json::from_slice(&from_chat(body.to_string().as_bytes(), &e).unwrap()).unwrap();
+        serde_json::from_slice(&from_chat(body.to_string().as_bytes(), &e).unwrap().body).unwrap();
     assert_eq!(v["status"], "incomplete");
     assert_eq!(v["incomplete_details"]["reason"], "content_filter");
     assert_eq!(
@@ -263,7 +265,10 @@ fn text_then_parallel_tool_calls_stream_as_items() {
             "response.completed",
         ]
     );
-    assert_eq!(evs[0]["response"]["id"], "resp_s");
+    assert!(evs[0]["response"]["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("resp_"));
     assert_eq!(evs[6]["text"], "Let me");
     assert_eq!(evs[13]["output_index"], 1);
     assert_eq!(evs[13]["delta"], ":1}");
@@ -302,5 +307,62 @@ fn an_error_midway_fails_the_response() {
     assert_eq!(
         last["response"]["error"],
         json!({"code": "stream_interrupted", "message": "upstream broke"})
+    );
+}
+
+#[test]
+fn a_stored_conversation_goes_before_the_input_and_is_kept_with_the_answer() {
+    let history = br#"[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"}]"#;
+    let body = json!({"model": "m", "instructions": "Be brief.", "input": "Again",
+                      "previous_response_id": "resp_1"});
+    let t = to_chat(body.to_string().as_bytes(), Some(history)).unwrap();
+    let c: Value = serde_json::from_slice(&t.body).unwrap();
+    assert_eq!(
+        c["messages"],
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+               {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Again"}])
+    );
+    assert_eq!(t.echo.previous_response_id.as_deref(), Some("resp_1"));
+    let input = t.input.unwrap();
+    let answer = json!({"choices": [{"message": {"content": "Bye"}, "finish_reason": "stop"}]});
+    let whole = from_chat(answer.to_string().as_bytes(), &t.echo).unwrap();
+    let kept: Value = serde_json::from_slice(&transcript(&input, &whole.assistant)).unwrap();
+    assert_eq!(
+        kept,
+        json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+               {"role": "user", "content": "Again"}, {"role": "assistant", "content": "Bye"}])
+    );
+    assert_eq!(transcript(b"[]", b"{}"), b"[{}]");
+    assert_eq!(
+        super::inbound::previous_response_id(body.to_string().as_bytes()).as_deref(),
+        Some("resp_1")
+    );
+    let unstored = json!({"model": "m", "input": "x", "store": false});
+    assert!(to_chat(unstored.to_string().as_bytes(), None)
+        .unwrap()
+        .input
+        .is_none());
+    let e = to_chat(body.to_string().as_bytes(), None).unwrap_err();
+    assert_eq!(e.param, Some("previous_response_id"));
+}
+
+#[test]
+fn a_streamed_answer_is_handed_over_for_keeping() {
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let k = std::sync::Arc::clone(&kept);
+    let mut c = StreamConverter::new(echo(json!({"model": "m", "input": "x"})))
+        .on_done(Box::new(move |m| *k.lock().unwrap() = m));
+    let mut out = Vec::new();
+    let call = json!({"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "f", "arguments": "{}"}}]});
+    c.on_event(
+        delta(call, json!("tool_calls")).to_string().as_bytes(),
+        &mut out,
+    );
+    c.on_event(b"[DONE]", &mut out);
+    let m: Value = serde_json::from_slice(&kept.lock().unwrap()).unwrap();
+    assert_eq!(
+        m,
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c0", "type": "function",
+               "function": {"name": "f", "arguments": "{}"}}]})
     );
 }

@@ -75,7 +75,8 @@ async fn run<B: ClientBody>(
     // Who is asking comes before reading what they ask.
     let identity = auth::authenticate(state, &parts.headers).await?;
     let raw = crate::request_body::read_body(&state.server, &parts, incoming).await?;
-    let (body, read) = Edge::read(endpoint.protocol(), raw)?;
+    let owner = identity.key().map(|k| k.id.as_str());
+    let (body, read) = Edge::read(endpoint.protocol(), raw, owner)?;
     *edge = read;
     let view = View::parse(endpoint.operation(), &body).map_err(|e| -> Error {
         ErrorKind::InvalidRequest {

@@ -259,6 +259,19 @@ def test_responses_built_in_tool_is_refused():
         raise AssertionError("a built-in tool was not refused")
 
 
+def test_responses_previous_response_id():
+    first = client.responses.create(model="m", input="My name is Ann.")
+    second = client.responses.create(model="m", input="What is my name?", previous_response_id=first.id)
+    check(second.previous_response_id == first.id, f"previous: {second.previous_response_id!r}")
+    check(second.output_text == EXPECTED_TEXT, f"output_text: {second.output_text!r}")
+    try:
+        client.responses.create(model="m", input="x", previous_response_id="resp_unknown")
+    except openai.NotFoundError as e:
+        check(e.status_code == 404, f"status: {e.status_code}")
+    else:
+        raise AssertionError("an unknown previous_response_id was not refused")
+
+
 CHECKS = [
     test_chat_non_streaming,
     test_chat_streaming,
@@ -274,6 +287,7 @@ CHECKS = [
     test_responses_stream_helper_with_tools,
     test_responses_structured_output,
     test_responses_built_in_tool_is_refused,
+    test_responses_previous_response_id,
 ]
 
 
