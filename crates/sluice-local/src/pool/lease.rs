@@ -48,10 +48,19 @@ impl<L: Loader, C: Clock> Release<L::Model> for Inner<L, C> {
                 garbage.push(entry.phase);
             }
         }
-        drop(state);
+        // The lease's own reference: while the pool's entry still holds the model (checked
+        // under the lock, which eviction and unloading take), letting it go is a reference
+        // count, not a model, and goes now; only the last reference needs the blocking
+        // thread. (Sent there in every case, a late-running drop kept an evicted model alive
+        // past the load it was evicted for.)
         if let Some(model) = model {
-            garbage.push(Phase::Loaded(model));
+            if state.entries.get(name).is_some_and(|e| e.id == id) {
+                drop(model);
+            } else {
+                garbage.push(Phase::Loaded(model));
+            }
         }
+        drop(state);
         dispose(garbage);
         self.changed.notify_one();
         if freed {
