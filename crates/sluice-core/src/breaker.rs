@@ -280,6 +280,35 @@ impl Breaker {
         }
     }
 
+    /// When an open breaker's cooldown ends, if it is open (not yet half-open) at `now`.
+    pub fn open_until(&self, now: Instant) -> Option<Instant> {
+        let inner = self.lock();
+        match (inner.state, inner.opened_at) {
+            (BreakerState::Open, Some(at)) => Some(at + self.config.cooldown).filter(|u| *u > now),
+            _ => None,
+        }
+    }
+
+    /// Another replica's breaker for this deployment opened: open this one too, until
+    /// `until` (then half-open, as if it had opened here). A breaker already open for
+    /// longer, or half-open with its probe out, is left as it is.
+    pub fn open_elsewhere(&self, until: Instant, now: Instant) {
+        let mut inner = self.lock();
+        let opened_at = until.checked_sub(self.config.cooldown).unwrap_or(now);
+        let later = match (inner.state, inner.opened_at) {
+            (BreakerState::Closed, _) => true,
+            (BreakerState::Open, Some(at)) => at < opened_at,
+            (BreakerState::Open, None) => true,
+            (BreakerState::HalfOpen, _) => !inner.probe_out,
+        };
+        if later && until > now {
+            inner.state = BreakerState::Open;
+            inner.opened_at = Some(opened_at);
+            inner.probe_out = false;
+            inner.consecutive = 0;
+        }
+    }
+
     /// Another replica's upstream answered 429 for this deployment: skip it until `until`
     /// here too (a cooldown only ever grows).
     pub fn cool_down(&self, until: Instant) {
@@ -404,6 +433,27 @@ mod tests {
         b.cool_down(t0 + MS(200));
         assert_eq!(b.rate_limited_until(t0), Some(t0 + MS(300)));
         assert_eq!(b.try_acquire(t0 + MS(300)), Ok(NORMAL));
+    }
+
+    #[test]
+    fn a_breaker_opened_elsewhere_opens_here_until_the_same_end() {
+        let t0 = Instant::now();
+        let (a, b) = (Breaker::new(config(), t0), Breaker::new(config(), t0));
+        for _ in 0..3 {
+            a.failure(t0, NORMAL);
+        }
+        let until = a.open_until(t0).expect("a is open");
+        assert_eq!(b.open_until(t0), None);
+        b.open_elsewhere(until, t0 + MS(100));
+        assert_eq!(b.try_acquire(t0 + MS(200)), Err(Refusal::Open));
+        assert_eq!(b.open_until(t0 + MS(200)), Some(until));
+        // Then half-open, as on a: one probe.
+        assert_eq!(b.try_acquire(until), Ok(Permit { probe: true }));
+        assert_eq!(b.try_acquire(until), Err(Refusal::Open));
+        // An end already past changes nothing.
+        let c = Breaker::new(config(), t0);
+        c.open_elsewhere(t0, t0 + MS(1));
+        assert_eq!(c.state(t0 + MS(1)), BreakerState::Closed);
     }
 
     #[test]

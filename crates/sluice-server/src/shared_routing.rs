@@ -1,12 +1,15 @@
 //! Routing state shared by every replica on Redis (`storage.redis_url`): each route's canary
 //! stage, so that a rollback (manual or automatic) or an advance on one replica reaches the
 //! others within a sync interval, and a restarted replica takes the rollout where the fleet
-//! left it instead of at its first stage; and each deployment's rate-limit cooldown, so that
-//! one replica's 429 with `Retry-After` from an upstream is honoured by all.
+//! left it instead of at its first stage; each deployment's rate-limit cooldown, so that one
+//! replica's 429 with `Retry-After` from an upstream is honoured by all; and each
+//! deployment's open breaker, so that a dead upstream found by one replica is skipped by all.
 //!
-//! Cooldowns: each round reads every deployment's `{prefix}cooldown:{deployment}` (one
-//! `MGET`), takes the later ones, and writes this replica's own later ones (`SET ... PXAT`,
-//! so the key expires when the cooldown ends).
+//! Breakers: each round reads every deployment's `{prefix}cooldown:{deployment}` (a 429's
+//! cooldown) and `{prefix}open:{deployment}` (an open breaker's end) with one `MGET` each,
+//! takes the later ones, and writes this replica's own later ones (`SET ... PXAT`, so a key
+//! expires when its deadline passes). A breaker opened elsewhere opens here until the same
+//! end, then goes half-open here as there (each replica sends its own probe).
 //!
 //! Once a second (and at start) each replica offers its canaries' [`SharedCanary`] to Redis
 //! with one script call per canary: Redis keeps the newer state (a higher epoch; at an equal
@@ -82,27 +85,29 @@ impl SharedRouting {
         }
     }
 
-    /// One sync round over the deployments' cooldowns (`(deployment name, breaker)`).
-    pub async fn sync_cooldowns<'a>(&self, deployments: &[(&'a str, &'a Breaker)]) {
+    /// One sync round over the deployments' breakers (`(deployment name, breaker)`): their
+    /// rate-limit cooldowns and their open states.
+    pub async fn sync_breakers<'a>(&self, deployments: &[(&'a str, &'a Breaker)]) {
+        for hold in [Hold::Cooldown, Hold::Open] {
+            self.sync_hold(hold, deployments).await;
+        }
+    }
+
+    async fn sync_hold<'a>(&self, hold: Hold, deployments: &[(&'a str, &'a Breaker)]) {
         if deployments.is_empty() {
             return;
         }
         let keys: Vec<String> = deployments
             .iter()
-            .map(|(name, _)| format!("{}cooldown:{name}", self.prefix))
+            .map(|(name, _)| format!("{}{}:{name}", self.prefix, hold.key()))
             .collect();
         let mut mget: Vec<&[u8]> = vec![b"MGET"];
         mget.extend(keys.iter().map(|k| k.as_bytes()));
         let held = match self.client.cmd(&mget).await {
             Ok(Value::Array(values)) => values,
-            Ok(other) => {
+            other => {
                 self.errors.fetch_add(1, Relaxed);
-                tracing::debug!(reply = ?other, "cooldown sync: unexpected reply");
-                return;
-            }
-            Err(e) => {
-                self.errors.fetch_add(1, Relaxed);
-                tracing::debug!(error = %e, "cooldown sync failed");
+                tracing::debug!(reply = ?other, "breaker state sync failed");
                 return;
             }
         };
@@ -113,20 +118,20 @@ impl SharedRouting {
                 _ => None,
             }
             .unwrap_or(0u64);
-            let local = breaker
-                .rate_limited_until(now)
+            let local = hold
+                .local(breaker, now)
                 .map_or(0, |u| now_ms + u.duration_since(now).as_millis() as u64);
             if remote > local && remote > now_ms {
-                breaker.cool_down(now + Duration::from_millis(remote - now_ms));
+                hold.adopt(breaker, now + Duration::from_millis(remote - now_ms), now);
                 self.adopted.fetch_add(1, Relaxed);
             } else if local > remote {
-                let (value, at) = (local.to_string(), local.to_string());
+                let value = local.to_string();
                 let set: [&[u8]; 5] = [
                     b"SET",
                     key.as_bytes(),
                     value.as_bytes(),
                     b"PXAT",
-                    at.as_bytes(),
+                    value.as_bytes(),
                 ];
                 if self.client.cmd(&set).await.is_err() {
                     self.errors.fetch_add(1, Relaxed);
@@ -180,4 +185,36 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A deadline a deployment's breaker holds that the fleet shares.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// A 429's cooldown.
+    Cooldown,
+    /// An open breaker's cooldown.
+    Open,
+}
+
+impl Hold {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Cooldown => "cooldown",
+            Self::Open => "open",
+        }
+    }
+
+    fn local(self, breaker: &Breaker, now: Instant) -> Option<Instant> {
+        match self {
+            Self::Cooldown => breaker.rate_limited_until(now),
+            Self::Open => breaker.open_until(now),
+        }
+    }
+
+    fn adopt(self, breaker: &Breaker, until: Instant, now: Instant) {
+        match self {
+            Self::Cooldown => breaker.cool_down(until),
+            Self::Open => breaker.open_elsewhere(until, now),
+        }
+    }
 }

@@ -518,3 +518,32 @@ async fn a_reload_swaps_the_config_and_keeps_the_live_state() {
     assert_eq!(first.reloads.ok.load(Relaxed), 2);
     assert_eq!(first.reloads.failed.load(Relaxed), 1);
 }
+
+#[tokio::test]
+async fn a_breaker_opened_on_one_replica_opens_on_the_others() {
+    let storage = fleet_storage();
+    let (a, b) = (replica(&storage), replica(&storage));
+    // `m`'s upstream is a closed port: requests on a fail until its breaker opens.
+    for _ in 0..10 {
+        let asked = request(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(MASTER),
+            &chat("m"),
+        );
+        send(&a, asked).await;
+    }
+    let now = std::time::Instant::now();
+    assert!(
+        a.deployments[0].breaker.open_until(now).is_some(),
+        "a's breaker opened"
+    );
+    assert_eq!(b.deployments[0].breaker.open_until(now), None);
+    a.sync_routing().await;
+    b.sync_routing().await;
+    assert!(
+        b.deployments[0].breaker.open_until(now).is_some(),
+        "b skips the dead upstream before a request of its own finds it"
+    );
+    assert_eq!(b.deployments[1].breaker.open_until(now), None, "m2 is fine");
+}

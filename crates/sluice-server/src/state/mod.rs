@@ -266,7 +266,7 @@ impl AppState {
     }
 
     /// One round of sharing the routes' canary states and the deployments' rate-limit
-    /// cooldowns with the other replicas (nothing
+    /// cooldowns and open breakers with the other replicas (nothing
     /// without `storage.redis_url`); the server runs it every
     /// [`crate::shared_routing::SYNC_INTERVAL`].
     pub async fn sync_routing(&self) {
@@ -282,7 +282,7 @@ impl AppState {
                 .iter()
                 .map(|d| (&*d.name, &*d.breaker))
                 .collect();
-            shared.sync_cooldowns(&deployments).await;
+            shared.sync_breakers(&deployments).await;
         }
     }
 
