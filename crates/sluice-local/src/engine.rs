@@ -7,7 +7,7 @@ use candle_core::quantized::gguf_file::Content;
 
 use crate::device::DeviceKind;
 use crate::error::{ErrorKind, Result};
-use crate::gguf::info::ModelInfo;
+use crate::gguf::info::{KvCacheType, ModelInfo};
 
 /// The context a chat model runs with unless asked for another (or the file's own, if smaller):
 /// sizing the KV cache for a file's full context (32,768 positions and more) would reserve
@@ -32,6 +32,8 @@ pub struct LoadOptions {
     pub threads: Option<usize>,
     /// Where the model runs ([`crate::device`]); a GPU runs candle.
     pub device: DeviceKind,
+    /// The native engine's KV cache type (candle's is always F32).
+    pub kv_cache: KvCacheType,
 }
 
 /// The implementation that runs a chat model.
@@ -126,6 +128,15 @@ impl Chosen {
         }
     }
 
+    /// Bytes per cached key or value: the native engine's cache is `kv`, candle's F32.
+    pub(crate) fn kv_value_bytes(self, kv: KvCacheType) -> u64 {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Native(_) => kv.value_bytes(),
+            Self::Candle => 4,
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -157,6 +168,7 @@ impl Default for LoadOptions {
             engine: Engine::Auto,
             threads: None,
             device: DeviceKind::Cpu,
+            kv_cache: KvCacheType::F32,
         }
     }
 }

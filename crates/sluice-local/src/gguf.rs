@@ -10,7 +10,8 @@
 //! held at their storage size; F32/F16/BF16 weights, norms and biases are dequantized to F32
 //! (so an F16 file costs about twice its size); `token_embd.weight` is always expanded to an F32
 //! lookup table, and kept quantized as well when the output projection is tied to it. The KV
-//! cache is F32: `2 × layers × kv_heads × head_dim × context × 4` bytes per sequence.
+//! cache is `2 × layers × kv_heads × head_dim × context × 4` bytes per sequence on candle (F32),
+//! and on the native engine as well unless its cache is F16 (`LoadOptions::kv_cache`): half.
 //! Not counted: the lazily built x86 repack of Q4K/Q6K matmul weights (up to +33 % of those
 //! tensors after the first forward) and attention transients.
 //!
@@ -32,7 +33,7 @@ use crate::engine::Engine;
 use crate::engine::{Chosen, LoadOptions};
 use crate::error::Result;
 use file::{read_header, stored_bytes};
-pub use info::{Architecture, ModelInfo};
+pub use info::{Architecture, KvCacheType, ModelInfo};
 
 /// Bytes a loaded model holds, or is predicted to hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,7 +119,11 @@ pub fn estimate_memory_with(path: &Path, options: &LoadOptions) -> Result<Memory
     if !matches!(chosen, Chosen::Candle) {
         return Ok(MemoryUsage {
             weights_bytes: file_size + crate::native::vector_bytes(&content),
-            kv_cache_bytes: info.kv_cache_bytes(context, parallel),
+            kv_cache_bytes: info.kv_cache_bytes(
+                context,
+                parallel,
+                chosen.kv_value_bytes(options.kv_cache),
+            ),
             context_length: context,
         });
     }
@@ -137,7 +142,11 @@ pub fn estimate_memory_with(path: &Path, options: &LoadOptions) -> Result<Memory
     }
     Ok(MemoryUsage {
         weights_bytes: weights * info.weight_copies(parallel),
-        kv_cache_bytes: info.kv_cache_bytes(context, parallel),
+        kv_cache_bytes: info.kv_cache_bytes(
+            context,
+            parallel,
+            chosen.kv_value_bytes(options.kv_cache),
+        ),
         context_length: context,
     })
 }

@@ -120,7 +120,7 @@ pub use gguf::{
 };
 pub use model::{
     ChatModel, ChatRequest, Completion, Engine, FinishReason, Generation, GenerationEvent,
-    LoadOptions, SamplingParams, Usage, DEFAULT_CONTEXT_LENGTH,
+    KvCacheType, LoadOptions, SamplingParams, Usage, DEFAULT_CONTEXT_LENGTH,
 };
 pub use pool::{
     default_memory_budget, plan_eviction, Clock, GgufLoader, KeepAlive, Lease, Loaded, Loader,

@@ -35,6 +35,7 @@ use crate::engine::Chosen;
 pub use crate::engine::{Engine, LoadOptions, DEFAULT_CONTEXT_LENGTH};
 use crate::error::{panic_error, Error, ErrorKind, Result};
 use crate::gguf::file::{open, read_content, read_header};
+pub use crate::gguf::KvCacheType;
 use crate::gguf::{self, Architecture, MemoryUsage, ModelInfo};
 use crate::stop::StopBuffer;
 use crate::template::{ChatMessage, ChatTemplate, DEFAULT_CHAT_TEMPLATE};
@@ -302,7 +303,11 @@ impl ChatModel {
         )?;
         let chosen = Chosen::decide(options.engine, options.device, path, &content, &info)?;
         let context_length = chosen.context(&info, options.context_length);
-        let kv_cache_bytes = info.kv_cache_bytes(context_length, options.parallel);
+        let kv_cache_bytes = info.kv_cache_bytes(
+            context_length,
+            options.parallel,
+            chosen.kv_value_bytes(options.kv_cache),
+        );
 
         let device = match chosen {
             Chosen::Candle => options.device.open()?,
@@ -329,6 +334,7 @@ impl ChatModel {
                     let session = crate::native::Session::new(
                         Arc::clone(&model),
                         context_length,
+                        options.kv_cache,
                         threads,
                         &format!("sluice-local-{i}"),
                     )?;

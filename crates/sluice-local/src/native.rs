@@ -6,7 +6,7 @@
 //! back to a generic path, 0.30× llama.cpp). Here one token's step is a fixed sequence of
 //! row-parallel matrix-vector products on the [`simd`] kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F16, BF16, F32; activations quantized to 8 bits the way ggml does), with RMS norm, rotary embedding,
-//! attention over an F32 KV cache and SwiGLU in between.
+//! attention over an F32 KV cache (or F16, [`crate::KvCacheType`]) and SwiGLU in between.
 //!
 //! - **Weights** stay as the file stores them (no F32 embedding table, no F16 expansion): the
 //!   memory a model holds is its tensor bytes plus the KV caches. All slots share one copy.
@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::gguf::info::{Architecture, ModelInfo};
+use crate::gguf::info::{Architecture, KvCacheType, ModelInfo};
 use acts::Acts;
 use format::QType;
 use quant::QMatrix;
@@ -315,18 +315,81 @@ pub(crate) struct Session {
     model: Arc<Model>,
     context: usize,
     /// Per layer, `context × kv_dim` keys and values.
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    cache: Cache,
     workers: workers::Workers,
+}
+
+/// A slot's KV cache: per layer, `context × kv_dim` keys, then as many values.
+enum Cache {
+    F32(Vec<[Vec<f32>; 2]>),
+    /// F16 bits.
+    F16(Vec<[Vec<u16>; 2]>),
+}
+
+// === impl Cache ===
+
+impl Cache {
+    fn new(kind: KvCacheType, layers: usize, len: usize) -> Self {
+        match kind {
+            KvCacheType::F32 => Self::F32(
+                (0..layers)
+                    .map(|_| [vec![0.0; len], vec![0.0; len]])
+                    .collect(),
+            ),
+            KvCacheType::F16 => {
+                Self::F16((0..layers).map(|_| [vec![0; len], vec![0; len]]).collect())
+            }
+        }
+    }
+
+    /// Writes keys `k` and values `v` of layer `l` from value `at` on.
+    fn store(&mut self, isa: Isa, l: usize, at: usize, k: &[f32], v: &[f32]) {
+        match self {
+            Self::F32(layers) => {
+                layers[l][0][at..at + k.len()].copy_from_slice(k);
+                layers[l][1][at..at + v.len()].copy_from_slice(v);
+            }
+            Self::F16(layers) => {
+                simd::to_f16(isa, k, &mut layers[l][0][at..at + k.len()]);
+                simd::to_f16(isa, v, &mut layers[l][1][at..at + v.len()]);
+            }
+        }
+    }
+
+    /// One head's attention over layer `l`, its keys and values from value `at` on, every
+    /// `stride` values ([`simd::attend`]).
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        isa: Isa,
+        (l, at, stride): (usize, usize, usize),
+        q: &[f32],
+        len: usize,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        match self {
+            Self::F32(layers) => {
+                let [k, v] = &layers[l];
+                simd::attend(isa, q, &k[at..], &v[at..], stride, len, scale, scores, out);
+            }
+            Self::F16(layers) => {
+                let [k, v] = &layers[l];
+                simd::attend_f16(isa, q, &k[at..], &v[at..], stride, len, scale, scores, out);
+            }
+        }
+    }
 }
 
 // === impl Session ===
 
 impl Session {
-    /// A slot with room for `context` positions, computing on `threads` threads.
+    /// A slot with room for `context` positions in a `kv` cache, computing on `threads` threads.
     pub(crate) fn new(
         model: Arc<Model>,
         context: usize,
+        kv: KvCacheType,
         threads: usize,
         name: &str,
     ) -> Result<Self> {
@@ -335,8 +398,7 @@ impl Session {
         let cache = context * model.kv_dim();
         let layers = model.layers.len();
         Ok(Self {
-            keys: (0..layers).map(|_| vec![0.0; cache]).collect(),
-            values: (0..layers).map(|_| vec![0.0; cache]).collect(),
+            cache: Cache::new(kv, layers, cache),
             model,
             context,
             workers,
@@ -390,8 +452,7 @@ impl Session {
             apply_rope(&mut q, &rope, hd, model.neox);
             apply_rope(&mut k, &rope, hd, model.neox);
             let at = position * kvd;
-            self.keys[l][at..at + m * kvd].copy_from_slice(&k);
-            self.values[l][at..at + m * kvd].copy_from_slice(&v);
+            self.cache.store(model.isa, l, at, &k, &v);
             let att = self.attention(l, &q, position, m);
             let mut acts = Acts::new(att, m, h);
             acts.prepare(layer.wo.qtype);
@@ -464,7 +525,6 @@ impl Session {
         let (hd, heads, kvd) = (model.head_dim, model.heads, model.kv_dim());
         let group = heads / model.kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let (keys, values) = (&self.keys[l], &self.values[l]);
         let isa = model.isa;
         let mut out = vec![0.0f32; m * heads * hd];
         let tasks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(hd).map(Mutex::new).collect();
@@ -473,12 +533,10 @@ impl Session {
             let at = head / group * hd;
             let mut out = tasks[i].lock().unwrap_or_else(PoisonError::into_inner);
             let mut scores = Vec::new();
-            simd::attend(
+            self.cache.attend(
                 isa,
+                (l, at, kvd),
                 &q[t * heads * hd + head * hd..][..hd],
-                &keys[at..],
-                &values[at..],
-                kvd,
                 position + t + 1,
                 scale,
                 &mut scores,

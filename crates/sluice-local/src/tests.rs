@@ -580,7 +580,7 @@ fn the_kv_cache_is_sized_by_the_default_context_not_the_files_maximum() {
         let estimate = estimate_memory(&path, 2, None).expect("estimate");
         let default = crate::DEFAULT_CONTEXT_LENGTH;
         assert_eq!(estimate.context_length, default);
-        assert_eq!(estimate.kv_cache_bytes, info.kv_cache_bytes(default, 2));
+        assert_eq!(estimate.kv_cache_bytes, info.kv_cache_bytes(default, 2, 4));
         let model = ChatModel::load(
             &path,
             &LoadOptions {
@@ -602,8 +602,21 @@ fn the_kv_cache_is_sized_by_the_default_context_not_the_files_maximum() {
         for (asked, used) in [(1024, 1024), (1 << 20, 131_072)] {
             let e = estimate_memory(&path, 1, Some(asked)).expect("estimate");
             assert_eq!(e.context_length, used);
-            assert_eq!(e.kv_cache_bytes, info.kv_cache_bytes(used, 1));
+            assert_eq!(e.kv_cache_bytes, info.kv_cache_bytes(used, 1, 4));
         }
+    }
+    // An F16 cache (native engine) holds half, estimated as held.
+    let path = write(&dir, &TestModel::tiny(TestArch::Qwen2, TestDType::Q8_0));
+    let f16 = LoadOptions {
+        kv_cache: crate::KvCacheType::F16,
+        ..LoadOptions::default()
+    };
+    let model = ChatModel::load(&path, &f16).expect("load");
+    if model.engine() == "native" {
+        let f32 = estimate_memory(&path, 1, None).unwrap();
+        let estimate = crate::estimate_memory_with(&path, &f16).unwrap();
+        assert_eq!(estimate.kv_cache_bytes * 2, f32.kv_cache_bytes);
+        assert_eq!(model.memory().kv_cache_bytes, estimate.kv_cache_bytes);
     }
     // A file whose own context is smaller keeps it.
     let path = write(&dir, &TestModel::tiny(TestArch::Qwen2, TestDType::Q8_0));

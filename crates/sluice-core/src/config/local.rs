@@ -50,6 +50,8 @@ pub struct UninitializedLocalConfig {
     /// Where chat models run: `cpu` (default), `cuda`, `cuda:N` or `metal` (the GPUs need
     /// sluice-local's `cuda` / `metal` cargo features).
     pub device: Option<String>,
+    /// The native engine's KV cache: `f32` (default) or `f16` (half the memory).
+    pub kv_cache: Option<String>,
 }
 
 /// Validated `[local]`.
@@ -85,6 +87,8 @@ pub struct LocalConfig {
     pub engine: String,
     /// `cpu`, `cuda`, `cuda:N` or `metal`.
     pub device: String,
+    /// `f32` or `f16`.
+    pub kv_cache: String,
 }
 
 impl UninitializedLocalConfig {
@@ -121,6 +125,16 @@ impl UninitializedLocalConfig {
             },
             engine: engine(self.engine.as_deref())?,
             device: device(self.device.as_deref())?,
+            kv_cache: match self.kv_cache.as_deref() {
+                None => "f32".to_owned(),
+                Some(k @ ("f32" | "f16")) => k.to_owned(),
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "local.kv_cache",
+                        format!("`{other}` is not one of `f32`, `f16`"),
+                    ))
+                }
+            },
         })
     }
 }

@@ -259,6 +259,18 @@ fn local_context_length_defaults_to_8192_and_models_may_set_their_own() {
 }
 
 #[test]
+fn local_kv_cache_is_f32_or_f16() {
+    assert_eq!(load("").unwrap().local.kv_cache, "f32");
+    assert_eq!(
+        load("[local]\nkv_cache = \"f16\"").unwrap().local.kv_cache,
+        "f16"
+    );
+    let err = load("[local]\nkv_cache = \"q4\"").unwrap_err();
+    assert_eq!(err.path, "local.kv_cache");
+    assert!(err.to_string().contains("`q4`"), "{err}");
+}
+
+#[test]
 fn local_device_is_cpu_cuda_or_metal() {
     assert_eq!(load("").unwrap().local.device, "cpu");
     for device in ["cpu", "cuda", "cuda:1", "metal"] {

@@ -38,6 +38,38 @@ impl Architecture {
     }
 }
 
+/// What the native engine's KV cache holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KvCacheType {
+    /// F32: 4 bytes a value.
+    #[default]
+    F32,
+    /// F16, as llama.cpp's default cache: 2 bytes a value (the softmax weights are rounded to
+    /// F16 too, as llama.cpp's product does).
+    F16,
+}
+
+// === impl KvCacheType ===
+
+impl KvCacheType {
+    /// Parses `f32` or `f16`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "f32" => Some(Self::F32),
+            "f16" => Some(Self::F16),
+            _ => None,
+        }
+    }
+
+    /// Bytes per cached value.
+    pub fn value_bytes(self) -> u64 {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+        }
+    }
+}
+
 /// The shape of a GGUF chat model, read from its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelInfo {
@@ -204,14 +236,15 @@ impl ModelInfo {
         }
     }
 
-    /// F32 KV cache bytes for `parallel` sequences of `context` positions.
-    pub fn kv_cache_bytes(&self, context: usize, parallel: usize) -> u64 {
+    /// KV cache bytes for `parallel` sequences of `context` positions at `value_bytes` per
+    /// cached value (candle's F32 cache: 4; the native engine's F16 cache: 2).
+    pub fn kv_cache_bytes(&self, context: usize, parallel: usize, value_bytes: u64) -> u64 {
         2 * self.block_count as u64
             * self.head_count_kv as u64
             * self.head_dim as u64
             * context as u64
             * parallel as u64
-            * 4
+            * value_bytes
     }
 
     /// How many copies of the weights `parallel` slots hold: llama slots share one (its

@@ -16,6 +16,7 @@
 // intrinsics, on CPU features the caller has checked (`Isa`).
 #![allow(unsafe_code)]
 
+mod attention;
 mod kquants;
 mod lanes;
 mod legacy;
@@ -24,6 +25,7 @@ use std::arch::x86_64::*;
 
 use super::acts::{Acts, Q8KPtr, Q8Ptr};
 use super::format::{f16_to_f32, QType};
+use attention::{axpy_f16, axpy_f16_avx512, to_f16_avx2};
 use kquants::*;
 use lanes::*;
 use legacy::*;
@@ -1086,4 +1088,93 @@ pub(crate) fn attend(
 ) {
     // SAFETY: `Isa` proves AVX2, FMA and F16C.
     unsafe { attend_avx2(q, keys, values, stride, len, scale, scores, out) }
+}
+
+/// Writes `src` into the cache `dst` as halves.
+///
+/// # Panics
+/// When the lengths differ.
+pub(crate) fn to_f16(_: Isa, src: &[f32], dst: &mut [u16]) {
+    // SAFETY: `Isa` proves AVX2, FMA and F16C.
+    unsafe { to_f16_avx2(src, dst) }
+}
+
+/// One head's attention over `len` cached positions of an F16 cache (`attention`):
+/// `out = softmax(scale · q·kₚ) · vₚ`, where
+/// `kₚ`/`vₚ` are `q.len()` halves at `p · stride` in `keys`/`values`; `scores` is scratch. The
+/// scores are the F16 weight kernel ([`f16`]) over the key rows; the softmax weights are rounded
+/// to F16 before they multiply the values, as llama.cpp's F16 product does.
+macro_rules! attend_fn {
+    ($name:ident, $features:literal, $dot:ident, $axpy:ident) => {
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        fn $name(
+            q: &[f32],
+            keys: &[u16],
+            values: &[u16],
+            stride: usize,
+            len: usize,
+            scale: f32,
+            scores: &mut Vec<f32>,
+            out: &mut [f32],
+        ) {
+            let hd = q.len();
+            assert!(len == 0 || (len - 1) * stride + hd <= keys.len().min(values.len()));
+            assert!(out.len() == hd);
+            scores.clear();
+            scores.resize(len, 0.0);
+            let mut max = f32::NEG_INFINITY;
+            for (p, score) in scores.iter_mut().enumerate() {
+                let key = keys[p * stride..p * stride + hd].as_ptr().cast();
+                // SAFETY: the CPU features are this function's; `key` points at `hd` halves
+                // (sliced above) and `q` holds `hd` floats.
+                let [s] = unsafe { $dot::<1>(key, hd, [q.as_ptr()]) };
+                let s = s * scale;
+                max = max.max(s);
+                *score = s;
+            }
+            let inv = 1.0 / exp_sub_sum_avx2(scores, max);
+            out.fill(0.0);
+            for (p, &w) in scores.iter().enumerate() {
+                let w = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+                    _mm_set_ss(w * inv),
+                )));
+                // SAFETY: as above for value `p`; `out` holds `hd` floats.
+                unsafe { $axpy(out.as_mut_ptr(), w, values.as_ptr().add(p * stride), hd) };
+            }
+        }
+    };
+}
+
+attend_fn!(attend_f16_avx2, "avx2,fma,f16c", f16, axpy_f16);
+attend_fn!(
+    attend_f16_avx512,
+    "avx512f,avx512bw,avx512vnni,avx2,fma,f16c",
+    f16_avx512,
+    axpy_f16_avx512
+);
+
+/// One head's attention over the F16 cache, on AVX-512 where the CPU has it.
+///
+/// # Panics
+/// When a position's key or value lies outside `keys`/`values`, or `out` is not `q.len()` long.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_f16(
+    isa: Isa,
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    stride: usize,
+    len: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    if isa.avx512 {
+        // SAFETY: `Isa` proves AVX-512F/BW/VNNI as well as AVX2, FMA and F16C.
+        unsafe { attend_f16_avx512(q, keys, values, stride, len, scale, scores, out) }
+    } else {
+        // SAFETY: `Isa` proves AVX2, FMA and F16C.
+        unsafe { attend_f16_avx2(q, keys, values, stride, len, scale, scores, out) }
+    }
 }

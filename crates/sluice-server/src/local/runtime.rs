@@ -12,7 +12,7 @@ use serde_json::json;
 use sluice_core::config::Config;
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::{KeepAlive, LocalLoader, ModelKind, ModelSpec, Pool, PoolConfig};
-use sluice_local::{BatchOptions, Engine, LoadOptions};
+use sluice_local::{BatchOptions, Engine, KvCacheType, LoadOptions};
 use std::time::Instant;
 
 /// The local runtime of a gateway: one pool for every local model.
@@ -81,6 +81,7 @@ pub fn build(
     // Validated by the config loader; a default-built config has it empty.
     let engine = Engine::parse(&config.local.engine).unwrap_or_default();
     let device = sluice_local::DeviceKind::parse(&config.local.device).unwrap_or_default();
+    let kv_cache = KvCacheType::parse(&config.local.kv_cache).unwrap_or_default();
     let batch = BatchOptions {
         max_batch: config.local.max_batch,
         max_wait: config.local.max_wait,
@@ -98,6 +99,7 @@ pub fn build(
         spec.load.queue_capacity = config.local.queue;
         spec.load.engine = engine;
         spec.load.device = device;
+        spec.load.kv_cache = kv_cache;
         spec.batch = batch;
         specs.push(spec);
     }
@@ -121,6 +123,7 @@ pub fn build(
             engine,
             threads: None,
             device,
+            kv_cache,
         };
         spec.batch = batch;
         specs.push(spec);
