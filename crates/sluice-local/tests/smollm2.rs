@@ -12,7 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice_local::{ChatMessage, ChatModel, ChatRequest, Engine, LoadOptions, SamplingParams};
+use sluice_local::{
+    ChatMessage, ChatModel, ChatRequest, Engine, KvCacheType, LoadOptions, SamplingParams,
+};
 
 #[derive(serde::Deserialize)]
 struct Reference {
@@ -46,9 +48,14 @@ fn file() -> Option<PathBuf> {
 }
 
 fn load(path: &Path, engine: Engine) -> ChatModel {
+    load_with(path, engine, KvCacheType::F32)
+}
+
+fn load_with(path: &Path, engine: Engine, kv_cache: KvCacheType) -> ChatModel {
     let options = LoadOptions {
         engine,
         context_length: Some(1024),
+        kv_cache,
         ..LoadOptions::default()
     };
     ChatModel::load(path, &options).expect("load SmolLM2")
@@ -75,7 +82,19 @@ fn the_real_q4_1_file_runs_natively_and_answers_as_llama_cpp() {
     let Some(path) = file() else {
         return;
     };
-    let native = load(&path, Engine::Auto);
+    follows_llama_cpp(&load(&path, Engine::Auto));
+}
+
+/// The same with the F16 KV cache (`[local] kv_cache = "f16"`).
+#[test]
+fn the_f16_kv_cache_answers_as_llama_cpp_too() {
+    let Some(path) = file() else {
+        return;
+    };
+    follows_llama_cpp(&load_with(&path, Engine::Auto, KvCacheType::F16));
+}
+
+fn follows_llama_cpp(native: &ChatModel) {
     assert_eq!(native.engine(), "native", "Q4_1 and Q8_0 run natively");
     let mut whole = 0;
     let prompts = reference().prompts;
