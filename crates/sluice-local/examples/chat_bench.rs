@@ -5,7 +5,7 @@
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --release -p sluice-local --example chat_bench -- \
 //!     --file target/bench-gguf/bench-llama-246m-q4_0.gguf [--gen 128] [--runs 3] [--ctx 1024] \
-//!     [--engine auto|native|candle]
+//!     [--engine auto|native|candle] [--kv f32|f16]
 //! ```
 //!
 //! Timing, through the public API only (`ChatModel::generate_blocking`): the load is timed on its
@@ -21,7 +21,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use sluice_local::{ChatMessage, ChatModel, ChatRequest, Engine, LoadOptions, SamplingParams};
+use sluice_local::{
+    ChatMessage, ChatModel, ChatRequest, Engine, KvCacheType, LoadOptions, SamplingParams,
+};
 
 /// The user message; `bench/local_chat_ref.py` has the same text.
 const PROMPT: &str = "You are reviewing the design of a small HTTP gateway that forwards chat \
@@ -36,6 +38,7 @@ struct Args {
     runs: usize,
     ctx: usize,
     engine: Engine,
+    kv: KvCacheType,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         runs: 3,
         ctx: 1024,
         engine: Engine::Auto,
+        kv: KvCacheType::F32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,6 +63,10 @@ fn parse_args() -> Result<Args, String> {
                 let name = value()?;
                 args.engine = Engine::parse(&name)
                     .ok_or(format!("--engine {name}: auto, native or candle"))?;
+            }
+            "--kv" => {
+                let name = value()?;
+                args.kv = KvCacheType::parse(&name).ok_or(format!("--kv {name}: f32 or f16"))?;
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -121,6 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         queue_capacity: 1,
         context_length: Some(args.ctx),
         engine: args.engine,
+        kv_cache: args.kv,
         threads: std::env::var("RAYON_NUM_THREADS")
             .ok()
             .and_then(|t| t.parse().ok()),
