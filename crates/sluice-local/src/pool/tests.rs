@@ -362,8 +362,11 @@ async fn evicts_the_least_recently_used_idle_model() {
     h.touch("c").await;
     assert_eq!(h.loaded(), ["a", "c"]);
     assert_eq!(h.pool.used(), 80);
-    // The evicted model was dropped before the new one loaded.
-    assert_eq!(h.fake.drops.load(Ordering::SeqCst), 1);
+    // The evicted model is dropped. Usually before the new one loads; but the load's watch
+    // channel holds a reference to the model it announced until the loading thread lets
+    // go of its sender, which a loaded machine can delay past the eviction (seen in CI), so
+    // the drop is awaited rather than asserted at once.
+    eventually(|| h.fake.drops.load(Ordering::SeqCst) == 1).await;
 }
 
 #[tokio::test]
