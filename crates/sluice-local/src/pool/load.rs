@@ -43,6 +43,10 @@ impl<L: Loader, C: Clock> Inner<L, C> {
                 );
                 drop(state);
                 tx.send_replace(Some(Ok(model)));
+                // The channel's value holds the model until the last sender and receiver
+                // go: let go of the sender now, not after the notifications, so an eviction
+                // soon after is not kept from dropping the model.
+                drop(tx);
                 self.changed.notify_one();
                 self.freed.notify_waiters();
             }
