@@ -12,6 +12,7 @@
 pub mod chat;
 pub mod embeddings;
 pub mod error;
+pub mod multipart;
 pub mod openai;
 pub mod splice;
 pub mod sse;
