@@ -2,7 +2,7 @@
 //!
 //! Uploads (audio to transcribe, images to edit, files for batches) are read as they
 //! arrive and never held whole: the caller feeds the body's frames in with
-//! [`Multipart::push`] and takes [`Event`]s out with [`Multipart::next`]: a part's
+//! [`Multipart::push`] and takes [`Event`]s out with [`Multipart::next_event`]: a part's
 //! headers, slices of its body (the buffer's own bytes, no copy), its end, and the end of
 //! the body. The reader holds back only as many bytes as could be the start of a
 //! boundary, so its memory is one frame plus the boundary, whatever the part's size.
@@ -153,7 +153,7 @@ impl Multipart {
     }
 
     /// The next event from what was pushed so far; `Ok(None)` when more bytes are needed.
-    pub fn next(&mut self) -> Result<Option<Event>, MultipartError> {
+    pub fn next_event(&mut self) -> Result<Option<Event>, MultipartError> {
         loop {
             match self.stage {
                 Stage::Done => return Ok(None),

@@ -28,7 +28,7 @@ fn read(bytes: &[u8], chunk: usize) -> Result<Vec<(PartHead, Vec<u8>)>, Multipar
     let mut ended = false;
     for piece in bytes.chunks(chunk.max(1)) {
         m.push(piece);
-        while let Some(e) = m.next()? {
+        while let Some(e) = m.next_event()? {
             match e {
                 Event::Part(h) => parts.push((h, Vec::new())),
                 Event::Data(d) => parts.last_mut().expect("a part").1.extend_from_slice(&d),
@@ -72,11 +72,11 @@ fn memory_stays_one_frame_plus_the_boundary() {
         format!("--{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\n")
             .as_bytes(),
     );
-    assert!(matches!(m.next().unwrap(), Some(Event::Part(_))));
+    assert!(matches!(m.next_event().unwrap(), Some(Event::Part(_))));
     let frame = vec![b'x'; 64 * 1024];
     for _ in 0..100 {
         m.push(&frame);
-        while let Some(Event::Data(_)) = m.next().unwrap() {}
+        while let Some(Event::Data(_)) = m.next_event().unwrap() {}
         assert!(m.buf.len() < B.len() + 8, "held {}", m.buf.len());
     }
 }
