@@ -71,7 +71,17 @@ pub fn request_key(
         return Err(NotAnObject);
     };
     let deterministic = match endpoint {
-        Operation::Embeddings => true,
+        // The same text, voice, format and speed is the same audio; rankings and
+        // classifications are functions of their input.
+        Operation::Embeddings | Operation::Speech | Operation::Rerank | Operation::Moderation => {
+            true
+        }
+        // Sampled images, and uploads (never cached: their bodies are not JSON).
+        Operation::ImageGeneration
+        | Operation::ImageEdit
+        | Operation::ImageVariation
+        | Operation::Transcription
+        | Operation::Translation => false,
         Operation::Chat => {
             let zero_temperature = map
                 .get("temperature")

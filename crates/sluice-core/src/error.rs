@@ -28,10 +28,12 @@ pub enum ErrorKind {
         /// What is refused.
         message: String,
     },
-    /// Body larger than `server.max_body_bytes`.
+    /// Body larger than `server.max_body_bytes` (or, for uploads, `server.max_upload_bytes`).
     PayloadTooLarge {
         /// The limit in bytes.
         limit: u64,
+        /// The setting that holds it.
+        setting: &'static str,
     },
     /// The request names a model or route that is not configured.
     ModelNotFound {
@@ -120,6 +122,16 @@ pub enum ErrorKind {
         /// How long until a retry may succeed.
         retry_after: Option<Duration>,
     },
+    /// The provider a deployment lives on has no API for the endpoint (Anthropic has no
+    /// embeddings, Ollama no speech): a 404 naming the provider; a route falls back past it.
+    EndpointUnsupported {
+        /// Provider name.
+        provider: String,
+        /// Its `type`.
+        kind: &'static str,
+        /// The endpoint, as its path.
+        endpoint: &'static str,
+    },
     /// A local model whose file this gateway cannot run: an unsupported architecture or tensor
     /// type, or an engine that cannot run it. Another deployment may answer.
     ModelUnsupported {
@@ -155,7 +167,9 @@ impl Error {
             ErrorKind::Authentication { .. } => 401,
             ErrorKind::Permission { .. } => 403,
             ErrorKind::PayloadTooLarge { .. } => 413,
-            ErrorKind::ModelNotFound { .. } | ErrorKind::NotFound { .. } => 404,
+            ErrorKind::ModelNotFound { .. }
+            | ErrorKind::NotFound { .. }
+            | ErrorKind::EndpointUnsupported { .. } => 404,
             ErrorKind::MethodNotAllowed { .. } => 405,
             ErrorKind::ClientTimeout { .. } => 408,
             ErrorKind::UpstreamStatus { status, .. } if (400..500).contains(status) => *status,
@@ -180,7 +194,9 @@ impl Error {
             ErrorKind::PayloadTooLarge { .. } => "request_too_large",
             ErrorKind::Authentication { .. } => "authentication_error",
             ErrorKind::Permission { .. } => "permission_error",
-            ErrorKind::ModelNotFound { .. } | ErrorKind::NotFound { .. } => "not_found_error",
+            ErrorKind::ModelNotFound { .. }
+            | ErrorKind::NotFound { .. }
+            | ErrorKind::EndpointUnsupported { .. } => "not_found_error",
             ErrorKind::UpstreamStatus {
                 status,
                 kind: Some(kind),
@@ -231,6 +247,7 @@ impl Error {
             ErrorKind::Authentication { .. } => Some("invalid_api_key"),
             ErrorKind::Overloaded { .. } => Some("model_overloaded"),
             ErrorKind::ModelUnsupported { .. } => Some("model_unsupported"),
+            ErrorKind::EndpointUnsupported { .. } => Some("endpoint_not_supported"),
             _ => None,
         }
     }
@@ -267,6 +284,7 @@ impl Error {
             ErrorKind::Unavailable { .. } => "unavailable",
             ErrorKind::Overloaded { .. } => "overloaded",
             ErrorKind::ModelUnsupported { .. } => "model_unsupported",
+            ErrorKind::EndpointUnsupported { .. } => "endpoint_unsupported",
             ErrorKind::RateLimited { .. } => "rate_limited",
             ErrorKind::BudgetExceeded { .. } => "budget_exceeded",
             ErrorKind::Internal { .. } => "internal",
@@ -302,7 +320,7 @@ impl Error {
                 matches!(status, 401 | 403 | 404 | 413)
                     || code.as_deref() == Some("context_length_exceeded")
             }
-            ErrorKind::ModelUnsupported { .. } => true,
+            ErrorKind::ModelUnsupported { .. } | ErrorKind::EndpointUnsupported { .. } => true,
             _ => false,
         }
     }
@@ -329,9 +347,16 @@ impl Error {
     pub fn message(&self) -> String {
         match &*self.0 {
             ErrorKind::InvalidRequest { message, .. } => message.clone(),
-            ErrorKind::PayloadTooLarge { limit } => {
-                format!("request body is larger than the limit of {limit} bytes (`server.max_body_bytes`)")
+            ErrorKind::PayloadTooLarge { limit, setting } => {
+                format!("request body is larger than the limit of {limit} bytes (`{setting}`)")
             }
+            ErrorKind::EndpointUnsupported {
+                provider,
+                kind,
+                endpoint,
+            } => format!(
+                "provider `{provider}` (type `{kind}`) does not serve {endpoint}"
+            ),
             ErrorKind::ModelNotFound { model } => format!(
                 "the model `{model}` does not exist: it is not a configured model or route (see GET /v1/models)"
             ),
@@ -430,7 +455,11 @@ mod tests {
         }
         .into();
         assert_eq!(t.status_code(), 504);
-        let big: Error = ErrorKind::PayloadTooLarge { limit: 10 }.into();
+        let big: Error = ErrorKind::PayloadTooLarge {
+            limit: 10,
+            setting: "server.max_body_bytes",
+        }
+        .into();
         assert_eq!(big.status_code(), 413);
         assert!(std::mem::size_of::<Result<(), Error>>() <= 8);
     }

@@ -1,5 +1,8 @@
 //! Presets for OpenAI-compatible upstreams: base URL, the environment variable that holds
-//! the key, and whether the upstream accepts `stream_options.include_usage`.
+//! the key, whether the upstream accepts `stream_options.include_usage`, and which of
+//! OpenAI's operations it serves.
+
+use crate::operation::Operation;
 
 /// One OpenAI-compatible upstream that sluice knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,4 +108,35 @@ pub fn names() -> String {
         .map(|p| p.name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The operations a preset's upstream serves, where it serves fewer than OpenAI's whole
+/// API (`None`: every one). A provider's `endpoints` key overrides it.
+pub fn serves(name: &str) -> Option<&'static [Operation]> {
+    use Operation::{
+        Chat, Embeddings, ImageEdit, ImageGeneration, ImageVariation, Moderation, Rerank, Speech,
+        Transcription, Translation,
+    };
+    Some(match name {
+        // OpenAI has no rerank.
+        "openai" => &[
+            Chat,
+            Embeddings,
+            Speech,
+            Transcription,
+            Translation,
+            ImageGeneration,
+            ImageEdit,
+            ImageVariation,
+            Moderation,
+        ],
+        "anthropic" | "deepseek" | "openrouter" | "xai" | "lmstudio" | "ollama" => &[Chat],
+        "gemini" => &[Chat, Embeddings, ImageGeneration],
+        "groq" => &[Chat, Speech, Transcription, Translation],
+        "mistral" => &[Chat, Embeddings, Moderation],
+        "together" | "fireworks" => &[Chat, Embeddings, ImageGeneration, Transcription, Rerank],
+        "vllm" => &[Chat, Embeddings, Rerank, Transcription, Translation],
+        "llamacpp" => &[Chat, Embeddings, Rerank],
+        _ => return None,
+    })
 }

@@ -92,13 +92,31 @@ pub struct Candidate {
     /// Weight for `weighted` (default 1).
     pub weight: f64,
     /// Price per million tokens, if known.
-    pub price: Option<Price>,
+    pub price: Option<TokenPrice>,
     /// Quality rank (higher is better).
     pub quality: f64,
     /// Size tier, if configured.
     pub tier: Option<Tier>,
     /// Observed latency (EWMA, ms), if any request has been measured.
     pub latency_ms: Option<f64>,
+}
+
+/// The part of a price that cost routing compares: USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenPrice {
+    /// Prompt tokens.
+    pub input: f64,
+    /// Completion tokens.
+    pub output: f64,
+}
+
+impl From<&Price> for TokenPrice {
+    fn from(p: &Price) -> Self {
+        Self {
+            input: p.input,
+            output: p.output,
+        }
+    }
 }
 
 /// What a strategy knows of the request.
@@ -367,14 +385,7 @@ mod tests {
 
     #[test]
     fn cost_orders_by_estimated_price() {
-        let price = |input: f64, output: f64| {
-            Some(Price {
-                input,
-                output,
-                cached_input: None,
-                cache_write: None,
-            })
-        };
+        let price = |input: f64, output: f64| Some(TokenPrice { input, output });
         let mut cheap = c(0);
         cheap.price = price(0.15, 0.6);
         let mut dear = c(1);

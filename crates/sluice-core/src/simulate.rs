@@ -13,7 +13,7 @@
 //! last timestamp, rounded up to whole days), or over `days` when given.
 
 use crate::config::{Config, RouteConfig};
-use crate::routing::{self, Candidate, RequestFacts, Strategy};
+use crate::routing::{self, Candidate, RequestFacts, Strategy, TokenPrice};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -180,7 +180,7 @@ impl<'c> Simulator<'c> {
                 Candidate {
                     deployment: d,
                     weight,
-                    price: m.price,
+                    price: m.price.as_ref().map(TokenPrice::from),
                     quality: m.quality,
                     tier: m.tier,
                     latency_ms: None,
@@ -232,7 +232,7 @@ impl<'c> Simulator<'c> {
     /// What `r` cost: as recorded, else its tokens at the price of `model`, the config's
     /// model of the name it asked for.
     fn current_nano(&self, r: &Record, model: Option<usize>) -> Result<u64, SimulateError> {
-        match (r.cost_usd, model.and_then(|m| self.config.models[m].price)) {
+        match (r.cost_usd, model.and_then(|m| self.config.models[m].price.as_ref())) {
             (Some(c), _) => Ok((c * NANO).round() as u64),
             (None, Some(p)) => Ok(p.cost_nano_usd(
                 r.prompt_tokens,
@@ -256,7 +256,7 @@ impl<'c> Simulator<'c> {
         current_model: Option<usize>,
     ) -> Result<u64, SimulateError> {
         let model = &self.config.models[d];
-        let Some(price) = model.price else {
+        let Some(price) = &model.price else {
             return Err(SimulateError(format!(
                 "model `{}` has no price: give it `price = {{ input, output }}`",
                 model.name

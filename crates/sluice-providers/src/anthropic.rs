@@ -444,6 +444,7 @@ impl WireUsage {
             cached_prompt_tokens: read,
             reasoning_tokens: 0,
             cache_write_tokens: write,
+            ..Usage::default()
         }
     }
 }

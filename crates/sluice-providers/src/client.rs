@@ -1,16 +1,63 @@
 //! The pooled, keep-alive HTTP client of one provider: HTTP/1.1 and HTTP/2 (ALPN over TLS,
 //! or prior knowledge for h2c), rustls with the webpki roots, no OpenSSL.
 
+use crate::upload::UploadBody;
 use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sluice_core::config::ProviderConfig;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-/// Body type of upstream requests: the (possibly spliced) client body, sent whole.
-pub type UpstreamBody = Full<Bytes>;
+/// Body of an upstream request: the (possibly spliced or translated) client body, sent
+/// whole; or a multipart upload streamed from its spool.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// A body in memory.
+    Whole(Full<Bytes>),
+    /// An upload, its files read from disk as they are sent.
+    Upload(UploadBody),
+}
+
+impl UpstreamBody {
+    /// A body in memory.
+    pub fn new(body: Bytes) -> Self {
+        Self::Whole(Full::new(body))
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            Self::Whole(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+            Self::Upload(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Whole(b) => b.is_end_stream(),
+            Self::Upload(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Whole(b) => b.size_hint(),
+            Self::Upload(b) => b.size_hint(),
+        }
+    }
+}
 
 /// One provider's connection pool.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;

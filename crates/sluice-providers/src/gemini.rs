@@ -422,6 +422,7 @@ impl WireUsage {
             cached_prompt_tokens: self.cached_content_token_count,
             reasoning_tokens: self.thoughts_token_count,
             cache_write_tokens: 0,
+            ..Usage::default()
         }
     }
 }

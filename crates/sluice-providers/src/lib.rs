@@ -25,10 +25,12 @@ pub mod reframe;
 pub mod responses;
 #[cfg(test)]
 mod test_support;
+pub mod upload;
 pub mod view;
 
 pub use client::{HttpClient, UpstreamBody};
 pub use provider::{set_worker, Prepared, Provider};
 pub use reader::{Reader, StreamFault, StreamReader};
 pub use reframe::Reframe;
+pub use upload::{SpooledFile, Upload, UploadBody};
 pub use view::View;

@@ -4,6 +4,7 @@
 
 use crate::client::UpstreamBody;
 use crate::outbound::{post, static_headers, uri};
+use crate::upload::UploadBody;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::{Request, Uri};
@@ -16,8 +17,8 @@ pub const PROVIDER_TYPE: &str = "openai";
 /// The `openai` adapter: URIs and headers built once at start.
 #[derive(Debug)]
 pub struct OpenAi {
-    chat_uri: Uri,
-    embeddings_uri: Uri,
+    /// One URI per operation, in [`Operation::index`] order.
+    uris: Vec<Uri>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -29,8 +30,10 @@ impl OpenAi {
             .as_ref()
             .map(|k| (AUTHORIZATION, format!("Bearer {}", k.expose())));
         Ok(Self {
-            chat_uri: uri(config, "/chat/completions")?,
-            embeddings_uri: uri(config, "/embeddings")?,
+            uris: Operation::ALL
+                .iter()
+                .map(|op| uri(config, op.path()))
+                .collect::<Result<_, _>>()?,
             headers: static_headers(config, auth)?,
         })
     }
@@ -42,10 +45,31 @@ impl OpenAi {
         body: Bytes,
         request_id: &HeaderValue,
     ) -> Request<UpstreamBody> {
-        let uri = match op {
-            Operation::Chat => &self.chat_uri,
-            Operation::Embeddings => &self.embeddings_uri,
-        };
-        post(uri, &self.headers, body, request_id)
+        post(&self.uris[op.index()], &self.headers, body, request_id)
+    }
+
+    /// An upload to the upstream: the multipart body streamed from its spool.
+    pub fn upload(
+        &self,
+        op: Operation,
+        content_type: &str,
+        body: UploadBody,
+        request_id: &HeaderValue,
+    ) -> Result<Request<UpstreamBody>, Error> {
+        let mut req = post(
+            &self.uris[op.index()],
+            &self.headers,
+            Bytes::new(),
+            request_id,
+        );
+        *req.body_mut() = UpstreamBody::Upload(body);
+        let ct = HeaderValue::from_str(content_type).map_err(|_| -> Error {
+            sluice_core::ErrorKind::Internal {
+                message: "a multipart content type is not a header value".into(),
+            }
+            .into()
+        })?;
+        req.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+        Ok(req)
     }
 }

@@ -102,9 +102,34 @@ impl Provider {
         &self.config.name
     }
 
-    /// Whether the provider serves `/v1/embeddings`.
-    pub fn has_embeddings(&self) -> bool {
-        !matches!(self.adapter, Adapter::Anthropic(_))
+    /// Whether the provider serves `op`: an `openai` provider what its `endpoints` (or
+    /// preset) say, else every operation; the others what their APIs have.
+    pub fn serves(&self, op: Operation) -> bool {
+        match &self.adapter {
+            Adapter::OpenAi(_) => self
+                .config
+                .operations
+                .as_ref()
+                .is_none_or(|ops| ops.contains(&op)),
+            Adapter::Anthropic(_) => op == Operation::Chat,
+            Adapter::Ollama(_) | Adapter::Gemini(_) => {
+                matches!(op, Operation::Chat | Operation::Embeddings)
+            }
+            Adapter::Local => matches!(
+                op,
+                Operation::Chat | Operation::Embeddings | Operation::Rerank
+            ),
+        }
+    }
+
+    /// The 404 for an operation the provider does not serve.
+    pub fn unsupported(&self, op: Operation) -> Error {
+        ErrorKind::EndpointUnsupported {
+            provider: self.name().to_string(),
+            kind: self.config.kind.as_str(),
+            endpoint: endpoint_path(op),
+        }
+        .into()
     }
 
     /// Whether the upstream accepts `stream_options.include_usage`.
@@ -128,8 +153,37 @@ impl Provider {
         upstream: &str,
         request_id: &HeaderValue,
     ) -> Result<Prepared, Error> {
+        if !self.serves(view.operation()) {
+            return Err(self.unsupported(view.operation()));
+        }
         let (request, reader) = match (&self.adapter, view) {
             (Adapter::Local, _) => return Ok(Prepared::InProcess),
+            (Adapter::OpenAi(a), View::Media(m)) => {
+                let op = view.operation();
+                let reader = match op {
+                    Operation::Speech if !m.stream => Reader::Audio,
+                    Operation::ImageGeneration => Reader::Media { images: true },
+                    _ => Reader::Media { images: false },
+                };
+                (
+                    a.request(op, m.upstream_body(body, upstream), request_id),
+                    reader,
+                )
+            }
+            (Adapter::OpenAi(a), View::Upload(op, u)) => {
+                let (content_type, upload) = u.body(upstream).map_err(|e| -> Error {
+                    ErrorKind::Internal {
+                        message: format!("a spooled upload could not be read: {e}"),
+                    }
+                    .into()
+                })?;
+                let images = matches!(op, Operation::ImageEdit | Operation::ImageVariation);
+                let request = a.upload(*op, &content_type, upload, request_id)?;
+                (request, Reader::Media { images })
+            }
+            (_, View::Media(_) | View::Upload(..)) => {
+                return Err(self.unsupported(view.operation()))
+            }
             (Adapter::OpenAi(a), View::Chat(c)) => {
                 let ask = c.stream && self.config.stream_usage;
                 let body = c.upstream_body(body, upstream, ask);
@@ -153,15 +207,7 @@ impl Provider {
                 (a.request(Bytes::from(translated), request_id), reader)
             }
             (Adapter::Anthropic(_), View::Embeddings(_)) => {
-                return Err(ErrorKind::InvalidRequest {
-                    message: format!(
-                        "provider `{}` (type `{}`) has no embeddings API",
-                        self.name(),
-                        self.config.kind.as_str()
-                    ),
-                    param: Some("model"),
-                }
-                .into())
+                return Err(self.unsupported(Operation::Embeddings))
             }
             (Adapter::Ollama(o), View::Chat(c)) => {
                 let full = full_request(body)?;
@@ -227,6 +273,22 @@ impl Provider {
             .request(request)
             .await
             .map_err(|e| crate::error::from_transport(&self.config.name, &e))
+    }
+}
+
+/// The client-facing path of an operation, for messages.
+fn endpoint_path(op: Operation) -> &'static str {
+    match op {
+        Operation::Chat => "/v1/chat/completions",
+        Operation::Embeddings => "/v1/embeddings",
+        Operation::Speech => "/v1/audio/speech",
+        Operation::Transcription => "/v1/audio/transcriptions",
+        Operation::Translation => "/v1/audio/translations",
+        Operation::ImageGeneration => "/v1/images/generations",
+        Operation::ImageEdit => "/v1/images/edits",
+        Operation::ImageVariation => "/v1/images/variations",
+        Operation::Rerank => "/v1/rerank",
+        Operation::Moderation => "/v1/moderations",
     }
 }
 

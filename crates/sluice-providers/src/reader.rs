@@ -45,13 +45,30 @@ pub enum Reader {
         /// Tokens estimated from the request, reported as usage.
         estimated_tokens: u64,
     },
+    /// A media endpoint's answer in OpenAI's format (a transcript in any
+    /// `response_format`, images, a ranking, a classification): passed through; usage read
+    /// from its `usage`, `duration` and (for images) `data`. Streams are OpenAI's typed
+    /// events, finished by their `*.done` or `*.completed` event.
+    Media {
+        /// The answer's `data` holds images, counted.
+        images: bool,
+    },
+    /// Audio bytes (text to speech): piped to the client as they arrive, never buffered
+    /// whole.
+    Audio,
 }
 
 impl Reader {
     /// Whether the answer is passed through in the upstream's own format (its content type
     /// kept).
     pub fn passes_through(self) -> bool {
-        matches!(self, Self::OpenAi { .. })
+        matches!(self, Self::OpenAi { .. } | Self::Media { .. } | Self::Audio)
+    }
+
+    /// Whether the answer is raw bytes to pipe through as they arrive, whatever the
+    /// client's `stream`.
+    pub fn pipes(self) -> bool {
+        matches!(self, Self::Audio)
     }
 
     /// Whether a streamed answer comes as newline-delimited JSON rather than SSE (so the
@@ -69,6 +86,11 @@ impl Reader {
                 let usage = Usage::from_response(&body);
                 return Ok((body, usage));
             }
+            Self::Media { images } => {
+                let usage = Usage::from_media_response(&body, images);
+                return Ok((body, usage));
+            }
+            Self::Audio => return Ok((body, None)),
             Self::Anthropic { .. } => anthropic::from_response(&body, model),
             Self::Ollama { .. } => ollama::from_chat_response(&body, model),
             Self::Gemini { .. } => gemini::from_response(&body, model),
@@ -83,7 +105,10 @@ impl Reader {
     /// A reader for the answer as a stream, with events of at most `max_event` bytes.
     pub fn stream(self, model: &str, max_event: usize) -> StreamReader {
         let decoder = match self {
-            Self::OpenAi { strip_usage } => Decoder::Passthrough { strip_usage },
+            Self::OpenAi { strip_usage } => Decoder::Passthrough {
+                strip_usage,
+                typed: false,
+            },
             Self::Anthropic { include_usage } => {
                 Decoder::Anthropic(AnthropicStream::new(model, include_usage))
             }
@@ -94,9 +119,14 @@ impl Reader {
                 Decoder::Gemini(GeminiStream::new(model, include_usage))
             }
             // Embeddings do not stream: read whatever comes as OpenAI's format.
-            Self::OllamaEmbed | Self::GeminiEmbed { .. } => {
-                Decoder::Passthrough { strip_usage: false }
-            }
+            Self::OllamaEmbed | Self::GeminiEmbed { .. } => Decoder::Passthrough {
+                strip_usage: false,
+                typed: false,
+            },
+            Self::Media { .. } | Self::Audio => Decoder::Passthrough {
+                strip_usage: false,
+                typed: true,
+            },
         };
         let scanner = match decoder {
             Decoder::Ollama(_) => SseScanner::lines(max_event),
@@ -123,7 +153,11 @@ pub enum StreamFault {
 
 /// Turns a non-OpenAI stream into OpenAI chunks, or watches an OpenAI one pass.
 enum Decoder {
-    Passthrough { strip_usage: bool },
+    /// `typed`: OpenAI's typed events (media endpoints), finished by a `*.done` event.
+    Passthrough {
+        strip_usage: bool,
+        typed: bool,
+    },
     Anthropic(AnthropicStream),
     Ollama(LineTranslator),
     Gemini(GeminiStream),
@@ -190,13 +224,25 @@ struct Seen {
 }
 
 impl Seen {
-    fn observe(&mut self, event: &[u8], strip_usage: bool) -> Keep {
+    fn observe(&mut self, event: &[u8], strip_usage: bool, typed: bool) -> Keep {
         let Some(data) = event_data(event) else {
             return Keep::Yes;
         };
         if data.as_ref() == b"[DONE]" {
             self.done = true;
             return Keep::Yes;
+        }
+        // The typed events of the media endpoints end with `transcript.text.done`,
+        // `speech.audio.done`, `image_generation.completed` and the like.
+        if let Some(kind) = after_key(&data, b"\"type\"").filter(|_| typed) {
+            let kind = kind
+                .split(|&b| b == b',' || b == b'}')
+                .next()
+                .unwrap_or_default();
+            let kind = kind.trim_ascii_end();
+            if kind.ends_with(b".done\"") || kind.ends_with(b".completed\"") {
+                self.done = true;
+            }
         }
         if after_key(&data, b"\"usage\"").is_some_and(|v| !v.starts_with(b"null")) {
             if let Some(u) = Usage::from_response(&data) {
@@ -238,8 +284,8 @@ impl StreamReader {
             decoder,
             seen,
         } = self;
-        if let Decoder::Passthrough { strip_usage } = *decoder {
-            return match scanner.push(data, |ev| seen.observe(ev, strip_usage)) {
+        if let Decoder::Passthrough { strip_usage, typed } = *decoder {
+            return match scanner.push(data, |ev| seen.observe(ev, strip_usage, typed)) {
                 Ok(out) if out.is_empty() => (None, None),
                 Ok(out) => (Some(out), None),
                 Err(too_large) => (None, Some(StreamFault::TooLarge(too_large.0))),

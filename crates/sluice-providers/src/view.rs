@@ -2,9 +2,10 @@
 //! routing, limits, caching and the adapters act on, borrowed from the body (see
 //! `sluice_types`). Everything else passes through untouched.
 
+use crate::upload::Upload;
 use sluice_core::routing::RequestFacts;
 use sluice_core::Operation;
-use sluice_types::{ChatRequest, EmbeddingsRequest, InvalidRequest};
+use sluice_types::{ChatRequest, EmbeddingsRequest, InvalidRequest, MediaKind, MediaRequest};
 
 /// The body of one request, read once.
 #[derive(Debug)]
@@ -13,15 +14,31 @@ pub enum View<'a> {
     Chat(ChatRequest<'a>),
     /// An embeddings request.
     Embeddings(EmbeddingsRequest<'a>),
+    /// A JSON media request: speech, image generation, rerank or moderation.
+    Media(MediaRequest<'a>),
+    /// A multipart upload (transcription, translation, image edit or variation), spooled.
+    Upload(Operation, &'a Upload),
 }
 
 impl<'a> View<'a> {
-    /// Reads `body` as a request of `op`.
+    /// Reads `body` as a request of `op` (an upload operation is read by the server's
+    /// spooler instead: [`View::Upload`]).
     pub fn parse(op: Operation, body: &'a [u8]) -> Result<Self, InvalidRequest> {
-        Ok(match op {
-            Operation::Chat => Self::Chat(ChatRequest::parse(body)?),
-            Operation::Embeddings => Self::Embeddings(EmbeddingsRequest::parse(body)?),
-        })
+        let media = |kind| MediaRequest::parse(kind, body).map(Self::Media);
+        match op {
+            Operation::Chat => Ok(Self::Chat(ChatRequest::parse(body)?)),
+            Operation::Embeddings => Ok(Self::Embeddings(EmbeddingsRequest::parse(body)?)),
+            Operation::Speech => media(MediaKind::Speech),
+            Operation::ImageGeneration => media(MediaKind::ImageGeneration),
+            Operation::Rerank => media(MediaKind::Rerank),
+            Operation::Moderation => media(MediaKind::Moderation),
+            Operation::Transcription
+            | Operation::Translation
+            | Operation::ImageEdit
+            | Operation::ImageVariation => Err(InvalidRequest::body(
+                "this endpoint takes a multipart/form-data upload",
+            )),
+        }
     }
 }
 
@@ -31,6 +48,13 @@ impl View<'_> {
         match self {
             Self::Chat(_) => Operation::Chat,
             Self::Embeddings(_) => Operation::Embeddings,
+            Self::Media(m) => match m.kind {
+                MediaKind::Speech => Operation::Speech,
+                MediaKind::ImageGeneration => Operation::ImageGeneration,
+                MediaKind::Rerank => Operation::Rerank,
+                MediaKind::Moderation => Operation::Moderation,
+            },
+            Self::Upload(op, _) => *op,
         }
     }
 
@@ -39,12 +63,19 @@ impl View<'_> {
         match self {
             Self::Chat(c) => &c.model,
             Self::Embeddings(e) => &e.model,
+            Self::Media(m) => &m.model,
+            Self::Upload(_, u) => &u.model,
         }
     }
 
     /// Whether the client asked for a stream.
     pub fn stream(&self) -> bool {
-        matches!(self, Self::Chat(c) if c.stream)
+        match self {
+            Self::Chat(c) => c.stream,
+            Self::Embeddings(_) => false,
+            Self::Media(m) => m.stream,
+            Self::Upload(_, u) => u.stream(),
+        }
     }
 
     /// Whether a streaming client asked for the usage chunk.
@@ -57,6 +88,9 @@ impl View<'_> {
         match self {
             Self::Chat(c) => c.estimated_prompt_tokens(),
             Self::Embeddings(e) => e.estimated_tokens(),
+            Self::Media(m) => m.estimated_tokens(),
+            // Audio and images: the upstream counts; the prompt field is text.
+            Self::Upload(_, u) => u.field("prompt").map_or(0, |p| p.len() as u64 / 4),
         }
     }
 
@@ -69,8 +103,8 @@ impl View<'_> {
                 has_tools: c.has_tools,
                 message_count: c.message_count,
             },
-            Self::Embeddings(e) => RequestFacts {
-                prompt_tokens: e.estimated_tokens(),
+            Self::Embeddings(_) | Self::Media(_) | Self::Upload(..) => RequestFacts {
+                prompt_tokens: self.estimated_prompt_tokens(),
                 max_tokens: Some(0),
                 has_tools: false,
                 message_count: 1,
@@ -82,7 +116,8 @@ impl View<'_> {
     pub fn user(&self) -> Option<&str> {
         match self {
             Self::Chat(c) => c.user.as_deref(),
-            Self::Embeddings(_) => None,
+            Self::Upload(_, u) => u.field("user"),
+            Self::Embeddings(_) | Self::Media(_) => None,
         }
     }
 }

@@ -29,15 +29,39 @@ pub enum Endpoint {
     Messages,
     /// `POST /v1/responses`.
     Responses,
+    /// `POST /v1/audio/speech`.
+    Speech,
+    /// `POST /v1/audio/transcriptions` (multipart).
+    Transcriptions,
+    /// `POST /v1/audio/translations` (multipart).
+    Translations,
+    /// `POST /v1/images/generations`.
+    ImageGenerations,
+    /// `POST /v1/images/edits` (multipart).
+    ImageEdits,
+    /// `POST /v1/images/variations` (multipart).
+    ImageVariations,
+    /// `POST /v1/rerank`.
+    Rerank,
+    /// `POST /v1/moderations`.
+    Moderations,
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 12] = [
         Self::Chat,
         Self::Embeddings,
         Self::Messages,
         Self::Responses,
+        Self::Speech,
+        Self::Transcriptions,
+        Self::Translations,
+        Self::ImageGenerations,
+        Self::ImageEdits,
+        Self::ImageVariations,
+        Self::Rerank,
+        Self::Moderations,
     ];
 
     /// The endpoint served at `path`, if any.
@@ -52,15 +76,23 @@ impl Endpoint {
             Self::Embeddings => &["/v1/embeddings", "/embeddings"],
             Self::Messages => &["/v1/messages"],
             Self::Responses => &["/v1/responses", "/responses"],
+            Self::Speech => &["/v1/audio/speech", "/audio/speech"],
+            Self::Transcriptions => &["/v1/audio/transcriptions", "/audio/transcriptions"],
+            Self::Translations => &["/v1/audio/translations", "/audio/translations"],
+            Self::ImageGenerations => &["/v1/images/generations", "/images/generations"],
+            Self::ImageEdits => &["/v1/images/edits", "/images/edits"],
+            Self::ImageVariations => &["/v1/images/variations", "/images/variations"],
+            Self::Rerank => &["/v1/rerank", "/rerank", "/v2/rerank"],
+            Self::Moderations => &["/v1/moderations", "/moderations"],
         }
     }
 
     /// What its clients speak.
     pub const fn protocol(self) -> Protocol {
         match self {
-            Self::Chat | Self::Embeddings => Protocol::OpenAi,
             Self::Messages => Protocol::Anthropic,
             Self::Responses => Protocol::Responses,
+            _ => Protocol::OpenAi,
         }
     }
 
@@ -69,6 +101,14 @@ impl Endpoint {
         match self {
             Self::Chat | Self::Messages | Self::Responses => Operation::Chat,
             Self::Embeddings => Operation::Embeddings,
+            Self::Speech => Operation::Speech,
+            Self::Transcriptions => Operation::Transcription,
+            Self::Translations => Operation::Translation,
+            Self::ImageGenerations => Operation::ImageGeneration,
+            Self::ImageEdits => Operation::ImageEdit,
+            Self::ImageVariations => Operation::ImageVariation,
+            Self::Rerank => Operation::Rerank,
+            Self::Moderations => Operation::Moderation,
         }
     }
 
@@ -79,6 +119,14 @@ impl Endpoint {
             Self::Embeddings => "embeddings",
             Self::Messages => "messages",
             Self::Responses => "responses",
+            Self::Speech => "speech",
+            Self::Transcriptions => "transcriptions",
+            Self::Translations => "translations",
+            Self::ImageGenerations => "image_generations",
+            Self::ImageEdits => "image_edits",
+            Self::ImageVariations => "image_variations",
+            Self::Rerank => "rerank",
+            Self::Moderations => "moderations",
         }
     }
 }

@@ -30,6 +30,7 @@ mod router;
 mod serve;
 pub mod shared_routing;
 pub mod state;
+mod upload;
 
 pub use request_body::ClientBody;
 pub use router::route;

@@ -52,7 +52,18 @@ const UPSTREAM_ERRORS: [(UpstreamError, &str); 7] = [
 ];
 
 /// The `endpoint` label of each operation's series, in [`Operation::index`] order.
-const ENDPOINTS: [&str; 2] = [Operation::Chat.as_str(), Operation::Embeddings.as_str()];
+const ENDPOINTS: [&str; OPERATIONS] = {
+    let mut labels = [""; OPERATIONS];
+    let mut i = 0;
+    while i < OPERATIONS {
+        labels[i] = Operation::ALL[i].as_str();
+        i += 1;
+    }
+    labels
+};
+
+/// How many operations there are.
+const OPERATIONS: usize = Operation::ALL.len();
 
 /// A histogram with fixed buckets.
 #[derive(Debug, Default)]
@@ -156,7 +167,7 @@ impl EndpointMetrics {
 #[derive(Debug)]
 pub struct Series {
     labels: String,
-    endpoints: [EndpointMetrics; 2],
+    endpoints: [EndpointMetrics; OPERATIONS],
     /// Tries after the first on this deployment.
     pub retries: AtomicU64,
     /// Requests that skipped this deployment: breaker open.

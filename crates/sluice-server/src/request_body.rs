@@ -35,7 +35,12 @@ pub async fn read_limited<B: ClientBody>(
     timeout: Duration,
 ) -> Result<Bytes, Error> {
     let deadline = Instant::now() + timeout;
-    let too_large = || Error::from(ErrorKind::PayloadTooLarge { limit });
+    let too_large = || {
+        Error::from(ErrorKind::PayloadTooLarge {
+            limit,
+            setting: "server.max_body_bytes",
+        })
+    };
     if content_length.is_some_and(|n| n > limit) {
         if !expects_continue {
             drain(body, deadline).await;

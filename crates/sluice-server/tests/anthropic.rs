@@ -182,11 +182,13 @@ async fn embeddings_on_anthropic_are_refused_clearly() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status, 400);
+    // A provider without the endpoint is a 404 naming it (issue 16); a route falls back past it.
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "endpoint_not_supported");
     assert!(r.json()["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("no embeddings API"));
+        .contains("does not serve /v1/embeddings"));
 }
 
 // === Against sluice-testkit's fake anthropic shape, controlled per request by `x_fake` ===

@@ -35,6 +35,7 @@
 mod behavior;
 mod body;
 pub mod client;
+pub mod media;
 mod native;
 pub mod responses;
 mod upstream;

@@ -423,14 +423,25 @@ async fn handle(
             };
             json_response(status, body)
         }
-        None => route(
-            &shared,
-            &parts.method,
-            parts.uri.path(),
-            parsed,
-            &behavior,
-            guard,
-        ),
+        None => {
+            let content_type = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if parts.method == Method::POST && crate::media::is_media(parts.uri.path()) {
+                crate::media::route(parts.uri.path(), content_type, &body, &behavior, guard)
+            } else {
+                route(
+                    &shared,
+                    &parts.method,
+                    parts.uri.path(),
+                    parsed,
+                    &behavior,
+                    guard,
+                )
+            }
+        }
     };
     response.headers_mut().extend(extra_headers);
     Ok(response)

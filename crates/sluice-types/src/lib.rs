@@ -12,6 +12,7 @@
 pub mod chat;
 pub mod embeddings;
 pub mod error;
+pub mod media;
 pub mod multipart;
 pub mod openai;
 pub mod splice;
@@ -21,6 +22,7 @@ pub mod usage;
 pub use chat::ChatRequest;
 pub use embeddings::EmbeddingsRequest;
 pub use error::{ErrorBody, ErrorType};
+pub use media::{MediaKind, MediaRequest, MediaUnits};
 pub use usage::Usage;
 
 /// A request body that failed validation: the message says what is wrong, `param` names

@@ -1,4 +1,7 @@
-//! Token usage as OpenAI reports it, normalised into the four kinds that cost money.
+//! Usage as OpenAI reports it, normalised into the kinds that cost money: tokens (chat's
+//! `prompt_tokens`/`completion_tokens` and the newer APIs' `input_tokens`/`output_tokens`),
+//! and for media the seconds of audio (`{"type": "duration", "seconds": N}`, or
+//! `verbose_json`'s top-level `duration`) and the images made (`data`).
 
 use serde::Deserialize;
 
@@ -16,6 +19,12 @@ pub struct Usage {
     /// Prompt tokens written to the provider's prompt cache (Anthropic's
     /// `cache_creation_input_tokens`), included in `prompt_tokens`.
     pub cache_write_tokens: u64,
+    /// Characters of text spoken (text to speech, counted from the request).
+    pub characters: u64,
+    /// Milliseconds of audio heard (speech to text).
+    pub audio_ms: u64,
+    /// Images made.
+    pub images: u64,
 }
 
 #[derive(Deserialize)]
@@ -41,22 +50,36 @@ pub(crate) struct WireUsage {
     prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
     completion_tokens_details: Option<CompletionDetails>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    output_tokens_details: Option<CompletionDetails>,
+    /// `{"type": "duration", "seconds": N}` (speech to text).
+    #[serde(default)]
+    seconds: Option<f64>,
 }
 
 impl From<WireUsage> for Usage {
     fn from(w: WireUsage) -> Self {
         Self {
-            prompt_tokens: w.prompt_tokens.unwrap_or(0),
-            completion_tokens: w.completion_tokens.unwrap_or(0),
+            prompt_tokens: w.prompt_tokens.or(w.input_tokens).unwrap_or(0),
+            completion_tokens: w.completion_tokens.or(w.output_tokens).unwrap_or(0),
             cached_prompt_tokens: w
                 .prompt_tokens_details
+                .or(w.input_tokens_details)
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
             reasoning_tokens: w
                 .completion_tokens_details
+                .or(w.output_tokens_details)
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
-            cache_write_tokens: 0,
+            audio_ms: w.seconds.map_or(0, seconds_to_ms),
+            ..Self::default()
         }
     }
 }
@@ -65,6 +88,25 @@ impl From<WireUsage> for Usage {
 struct WithUsage {
     #[serde(default)]
     usage: Option<WireUsage>,
+}
+
+fn seconds_to_ms(s: f64) -> u64 {
+    if s.is_finite() && s > 0.0 {
+        (s * 1000.0).round() as u64
+    } else {
+        0
+    }
+}
+
+/// A media answer's billable parts: `usage`, `duration` and `data`.
+#[derive(Deserialize)]
+struct MediaAnswer<'a> {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    duration: Option<f64>,
+    #[serde(borrow, default)]
+    data: Option<Vec<&'a serde_json::value::RawValue>>,
 }
 
 impl Usage {
@@ -76,6 +118,22 @@ impl Usage {
             .ok()
             .and_then(|w| w.usage)
             .map(Self::from)
+    }
+
+    /// Reads a media endpoint's JSON answer: its `usage` (tokens or audio seconds),
+    /// `verbose_json`'s `duration`, and the number of images in `data` (for images
+    /// endpoints, `images` says so). `None` when the body has none of them (or is not JSON:
+    /// audio bytes, text transcripts).
+    pub fn from_media_response(body: &[u8], images: bool) -> Option<Self> {
+        let a: MediaAnswer<'_> = serde_json::from_slice(body).ok()?;
+        let mut usage = a.usage.map(Self::from);
+        if let Some(d) = a.duration.map(seconds_to_ms).filter(|&ms| ms > 0) {
+            usage.get_or_insert_with(Self::default).audio_ms = d;
+        }
+        if let (true, Some(data)) = (images, &a.data) {
+            usage.get_or_insert_with(Self::default).images = data.len() as u64;
+        }
+        usage
     }
 
     /// Total tokens.
@@ -98,10 +156,41 @@ mod tests {
                 completion_tokens: 5,
                 cached_prompt_tokens: 4,
                 reasoning_tokens: 2,
-                cache_write_tokens: 0,
+                ..Usage::default()
             }
         );
         assert_eq!(u.total(), 15);
+    }
+
+    #[test]
+    fn media_usage_tokens_seconds_and_images() {
+        let t = Usage::from_media_response(br#"{"text":"hi","usage":{"type":"tokens","input_tokens":14,"input_token_details":{"audio_tokens":14},"output_tokens":45,"total_tokens":59}}"#, false).unwrap();
+        assert_eq!((t.prompt_tokens, t.completion_tokens), (14, 45));
+        let d = Usage::from_media_response(
+            br#"{"text":"hi","usage":{"type":"duration","seconds":9}}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(d.audio_ms, 9_000);
+        let v = Usage::from_media_response(
+            br#"{"task":"transcribe","duration":8.47,"text":"x","segments":[]}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(v.audio_ms, 8_470);
+        let i = Usage::from_media_response(br#"{"created":1,"data":[{"url":"u"},{"b64_json":"x"}],"usage":{"input_tokens":50,"output_tokens":4160,"total_tokens":4210}}"#, true).unwrap();
+        assert_eq!(
+            (i.images, i.prompt_tokens, i.completion_tokens),
+            (2, 50, 4160)
+        );
+        assert_eq!(
+            Usage::from_media_response(b"1\n00:00:00,000 --> 00:00:01,000\nhi", false),
+            None
+        );
+        assert_eq!(
+            Usage::from_media_response(br#"{"results":[]}"#, false),
+            None
+        );
     }
 
     #[test]

@@ -167,13 +167,7 @@ fn load_model(
 
 /// Every price must be a non-negative number.
 fn check_price(price: &Price, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
-    let all = [
-        Some(price.input),
-        Some(price.output),
-        price.cached_input,
-        price.cache_write,
-    ];
-    if all.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
+    if price.values().iter().any(|v| !v.is_finite() || *v < 0.0) {
         return Err(ConfigError::new(
             at("price"),
             "prices must be non-negative numbers (USD per million tokens)",

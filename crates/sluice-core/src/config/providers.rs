@@ -4,6 +4,7 @@
 use super::error::ConfigError;
 use super::values::{positive, resolve_secret, MS};
 use crate::env::Env;
+use crate::operation::Operation;
 use crate::presets::{self, Preset};
 use crate::secret::Secret;
 use serde::Deserialize;
@@ -81,6 +82,10 @@ pub struct UninitializedProviderConfig {
     pub cache_system_min_bytes: Option<usize>,
     /// `ollama`: `keep_alive` sent when a request has none (`"5m"`, `"1h"`, `"-1"`, `"0"`).
     pub keep_alive: Option<String>,
+    /// `openai`: the operations the upstream serves (`chat`, `embeddings`, `speech`,
+    /// `transcription`, `translation`, `image_generation`, `image_edit`,
+    /// `image_variation`, `rerank`, `moderation`); default: the preset's, else all.
+    pub endpoints: Option<Vec<String>>,
 }
 
 /// Validated `[[providers]]`.
@@ -118,6 +123,8 @@ pub struct ProviderConfig {
     pub cache_system_min_bytes: Option<usize>,
     /// `ollama`: default `keep_alive`.
     pub keep_alive: Option<String>,
+    /// `openai`: the operations the upstream serves (`None`: all of them).
+    pub operations: Option<Vec<Operation>>,
 }
 
 /// Validates `[[providers]]`: unique names, each provider's own keys.
@@ -159,7 +166,9 @@ fn load_provider(
         .transpose()?;
     let headers = headers(&p.headers, env, at)?;
     let timeout = |v: Option<u64>, key: &str, default: u64| positive(v, &at(key), default).map(MS);
+    let operations = operations(&p, preset, at)?;
     Ok(ProviderConfig {
+        operations,
         connect_timeout: timeout(p.connect_timeout_ms, "connect_timeout_ms", 5_000)?,
         timeout: timeout(p.timeout_ms, "timeout_ms", 600_000)?,
         chunk_timeout: timeout(p.chunk_timeout_ms, "chunk_timeout_ms", 120_000)?,
@@ -179,6 +188,44 @@ fn load_provider(
         api_key,
         headers,
     })
+}
+
+/// The operations an `openai` provider serves: `endpoints` as written, else its preset's.
+fn operations(
+    p: &UninitializedProviderConfig,
+    preset: Option<&Preset>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Option<Vec<Operation>>, ConfigError> {
+    let Some(names) = &p.endpoints else {
+        return Ok(preset
+            .and_then(|pr| presets::serves(pr.name))
+            .map(<[_]>::to_vec));
+    };
+    if p.kind != ProviderType::OpenAi {
+        return Err(ConfigError::new(
+            at("endpoints"),
+            "only applies to `type = \"openai\"` providers",
+        ));
+    }
+    names
+        .iter()
+        .map(|n| {
+            Operation::ALL
+                .into_iter()
+                .find(|op| op.as_str() == n)
+                .ok_or_else(|| {
+                    let all: Vec<_> = Operation::ALL.iter().map(|o| o.as_str()).collect();
+                    ConfigError::new(
+                        at("endpoints"),
+                        format!(
+                            "unknown endpoint `{n}`; expected some of {}",
+                            all.join(", ")
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// The preset named `name`, if any.

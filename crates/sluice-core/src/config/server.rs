@@ -28,6 +28,12 @@ pub struct UninitializedServerConfig {
     pub max_connections: Option<usize>,
     /// Key of the admin API (`/admin/*`): literal or `env::VAR`.
     pub master_key: Option<String>,
+    /// Largest multipart upload accepted (audio, images, files).
+    pub max_upload_bytes: Option<u64>,
+    /// How long a client may take to send an upload.
+    pub upload_read_timeout_ms: Option<u64>,
+    /// Where uploads are spooled while they are relayed.
+    pub upload_dir: Option<std::path::PathBuf>,
 }
 
 /// Validated `[server]`.
@@ -49,6 +55,12 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Admin API key; the admin API is off without it.
     pub master_key: Option<Secret>,
+    /// Default 100 MiB.
+    pub max_upload_bytes: u64,
+    /// Default 600 s.
+    pub upload_read_timeout: Duration,
+    /// Default: the system's temporary directory.
+    pub upload_dir: std::path::PathBuf,
 }
 
 impl UninitializedServerConfig {
@@ -70,6 +82,17 @@ impl UninitializedServerConfig {
                 60_000,
             )?),
             max_connections: positive(self.max_connections, "server.max_connections", 10_000)?,
+            max_upload_bytes: positive(
+                self.max_upload_bytes,
+                "server.max_upload_bytes",
+                100 << 20,
+            )?,
+            upload_read_timeout: MS(positive(
+                self.upload_read_timeout_ms,
+                "server.upload_read_timeout_ms",
+                600_000,
+            )?),
+            upload_dir: self.upload_dir.unwrap_or_else(std::env::temp_dir),
             master_key: self
                 .master_key
                 .as_deref()

@@ -51,6 +51,7 @@ impl Meta {
             cached_prompt_tokens: self.cached_prompt_tokens,
             reasoning_tokens: self.reasoning_tokens,
             cache_write_tokens: 0,
+            ..Usage::default()
         }
     }
 
@@ -376,6 +377,7 @@ impl From<&UsageOut> for Usage {
                 .as_ref()
                 .map_or(0, |d| d.reasoning_tokens),
             cache_write_tokens: 0,
+            ..Usage::default()
         }
     }
 }
@@ -496,6 +498,7 @@ mod tests {
             cached_prompt_tokens: 2,
             reasoning_tokens: 0,
             cache_write_tokens: 0,
+            ..Usage::default()
         };
         let body = assemble(stream.as_bytes(), &usage).expect("storable");
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");

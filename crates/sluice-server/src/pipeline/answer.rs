@@ -27,6 +27,16 @@ pub enum Answer {
     Events(Bytes),
     /// A stream that ends the request when it ends.
     Stream(Box<dyn Tracked>),
+    /// Raw bytes piped as they arrive (text-to-speech audio), in the upstream's content
+    /// type and, when it sent one, length: ends the request when it ends.
+    Piped {
+        /// The upstream's content type.
+        content_type: HeaderValue,
+        /// The upstream's `Content-Length`, if it sent one.
+        content_length: Option<HeaderValue>,
+        /// The body.
+        body: Box<dyn Tracked>,
+    },
     /// A client's copy of a stream whose upstream is driven for a flight of coalesced
     /// requests: the driven stream ends the request (its guard was handed over).
     Detached(FlightBody),

@@ -6,6 +6,7 @@
 use super::answer::Answer;
 #[cfg(feature = "local")]
 use super::local;
+use super::pipe::Pipe;
 use super::relay::{Relay, RelayParams};
 use crate::request_body::{self, UpstreamReadError};
 use crate::state::AppState;
@@ -102,6 +103,9 @@ impl Attempt<'_> {
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if reader.pipes() && !is_sse {
+            return Ok(self.pipe(&head, upstream, &deadlines));
+        }
         if self.stream && (is_sse || reader.streams_lines()) {
             return self.relay(upstream, &reader, &deadlines).await;
         }
@@ -235,6 +239,24 @@ impl Attempt<'_> {
         Ok(Answer::Stream(Box::new(relay)))
     }
 
+    /// Raw bytes (audio) piped to the client as they come.
+    fn pipe(&self, head: &http::response::Parts, upstream: Incoming, d: &Deadlines) -> Answer {
+        let ttft = self.started.elapsed();
+        self.state.deployments[self.deployment]
+            .ttft
+            .observe(self.attempt_started.elapsed());
+        let content_type = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+        Answer::Piped {
+            content_type,
+            content_length: head.headers.get(http::header::CONTENT_LENGTH).cloned(),
+            body: Box::new(Pipe::new(upstream, d.chunk, d.total, ttft)),
+        }
+    }
+
     /// A whole answer, read under the response size limit, its usage read.
     async fn whole(
         &self,
@@ -259,9 +281,9 @@ impl Attempt<'_> {
                 }
                 .into()
             })?;
-        let content_type = match reader {
-            Reader::OpenAi { .. } => head.headers.get(http::header::CONTENT_TYPE).cloned(),
-            _ => None,
+        let content_type = match reader.passes_through() {
+            true => head.headers.get(http::header::CONTENT_TYPE).cloned(),
+            false => None,
         }
         .unwrap_or_else(|| HeaderValue::from_static("application/json"));
         Ok(Answer::Whole {
@@ -280,6 +302,14 @@ impl Attempt<'_> {
                 Operation::Embeddings => {
                     local::embeddings(self.state, self.upstream_model, self.model, body).await
                 }
+                Operation::Speech
+                | Operation::Transcription
+                | Operation::Translation
+                | Operation::ImageGeneration
+                | Operation::ImageEdit
+                | Operation::ImageVariation
+                | Operation::Moderation
+                | Operation::Rerank => Err(self.provider.unsupported(self.op)),
                 Operation::Chat => {
                     local::chat(
                         self.state,

@@ -274,7 +274,7 @@ pub async fn lead(
                 leader,
                 meta,
                 plan,
-                price: dep.price,
+                price: dep.price.clone(),
                 started: call.started,
             };
             let max_event = state.server.max_event_bytes as usize;
@@ -293,7 +293,7 @@ pub async fn lead(
             let mut meta = meta;
             if let Some(u) = &usage {
                 meta.set_usage(u);
-                meta.cost_nano_usd = dep.price.map_or(0, |p| cache::cost_nano_usd(&p, u));
+                meta.cost_nano_usd = dep.price.as_ref().map_or(0, |p| cache::cost_nano_usd(p, u));
             }
             meta.latency_ms = call.started.elapsed().as_millis() as u64;
             meta.created_ms = cache::unix_ms();

@@ -21,6 +21,7 @@ mod ending;
 mod finish;
 #[cfg(feature = "local")]
 mod local;
+mod pipe;
 mod reframe;
 mod relay;
 pub mod tab;
@@ -35,13 +36,14 @@ use crate::request_body::ClientBody;
 use crate::response::{self, error_response, ResponseBody};
 use crate::state::{self, AppState, Resolved};
 use answer::Answer;
+use bytes::Bytes;
 use edge::Edge;
 use ending::Ending;
 use finish::{Finish, Guarded, Outcome};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
 use sluice_core::{Error, ErrorKind};
-use sluice_providers::View;
+use sluice_providers::{Upload, View};
 use sluice_types::Usage;
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,17 +76,29 @@ async fn run<B: ClientBody>(
     let (parts, incoming) = req.into_parts();
     // Who is asking comes before reading what they ask.
     let identity = auth::authenticate(state, &parts.headers).await?;
-    let raw = crate::request_body::read_body(&state.server, &parts, incoming).await?;
+    let op = endpoint.operation();
     let owner = identity.key().map(|k| k.id.as_str());
-    let (body, read) = Edge::read(endpoint.protocol(), raw, owner)?;
-    *edge = read;
-    let view = View::parse(endpoint.operation(), &body).map_err(|e| -> Error {
-        ErrorKind::InvalidRequest {
-            message: e.message,
-            param: e.param,
-        }
-        .into()
-    })?;
+    // An upload is spooled as it arrives; every other body is read whole.
+    let (body, upload) = if op.is_upload() {
+        let upload = crate::upload::receive(&state.server, op, &parts, incoming).await?;
+        (Bytes::new(), upload)
+    } else {
+        let raw = crate::request_body::read_body(&state.server, &parts, incoming).await?;
+        let (body, read) = Edge::read(endpoint.protocol(), raw, owner)?;
+        *edge = read;
+        (body, Upload::default())
+    };
+    let view = if op.is_upload() {
+        View::Upload(op, &upload)
+    } else {
+        View::parse(op, &body).map_err(|e| -> Error {
+            ErrorKind::InvalidRequest {
+                message: e.message,
+                param: e.param,
+            }
+            .into()
+        })?
+    };
     identity.check_model(view.model())?;
     let resolved = state.resolve(view.model())?;
     let overrides = state::overrides(&parts.headers, view.user())?;
@@ -106,10 +120,16 @@ async fn run<B: ClientBody>(
         stream: view.stream(),
         request_id: request_id.to_str().unwrap_or_default(),
         started: finish.started(),
+        units: match &view {
+            View::Media(m) => Some(&m.units),
+            _ => None,
+        },
     };
     finish.set_tab(Tab::open(state, &identity, opening).await?);
     // The cache stage: a hit or an identical request in flight answers before any plan.
     let leading = match &state.cache {
+        // Uploads are never cached: their bodies are spooled, not hashed.
+        Some(_) if op.is_upload() => None,
         None => None,
         Some(c) => {
             let asked = cache::Asked {
@@ -189,6 +209,21 @@ fn respond(
             let outcome = finish.outcome;
             let body = ResponseBody::stream(Guarded::new(stream, finish, true));
             let r = response::sse(edge.stream(body));
+            return with_headers(state, r, &outcome, None);
+        }
+        Ok(Answer::Piped {
+            content_type,
+            content_length,
+            body,
+        }) => {
+            finish.set_head_status(200);
+            let outcome = finish.outcome;
+            // Audio has no comments: the cost goes to the spend log only.
+            let mut r = Response::new(ResponseBody::stream(Guarded::new(body, finish, false)));
+            r.headers_mut().insert(CONTENT_TYPE, content_type);
+            if let Some(len) = content_length {
+                r.headers_mut().insert(http::header::CONTENT_LENGTH, len);
+            }
             return with_headers(state, r, &outcome, None);
         }
         Ok(Answer::Detached(copy)) => {

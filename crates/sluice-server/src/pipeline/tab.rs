@@ -14,11 +14,12 @@ use crate::cache::CacheStatus;
 use crate::keys::Identity;
 use crate::state::{AppState, Resolved};
 use sluice_core::config::{Price, TargetLimits};
+use sluice_core::pricing::Billed;
 use sluice_core::{Error, ErrorKind};
 use sluice_store::{
     BudgetPeriod, Check, CheckKind, Denial, KeyRecord, LimitId, SpendRecord, Ticket,
 };
-use sluice_types::Usage;
+use sluice_types::{MediaUnits, Usage};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +70,8 @@ pub struct Opening<'a> {
     pub request_id: &'a str,
     /// When the request arrived.
     pub started: Instant,
+    /// What a media request is billed by that only the request tells.
+    pub units: Option<&'a MediaUnits>,
 }
 
 /// How a request ended.
@@ -106,16 +109,18 @@ pub struct Tab {
     stream: bool,
     ts_ms: u64,
     started: Instant,
+    /// A media request's units (characters, images asked for, their size and quality).
+    units: Option<Box<MediaUnits>>,
 }
 
-fn price_of(state: &AppState, resolved: Resolved<'_>) -> Vec<Price> {
+fn price_of<'s>(state: &'s AppState, resolved: Resolved<'_>) -> Vec<&'s Price> {
     match resolved {
-        Resolved::Model(d) => state.deployments[d].price.into_iter().collect(),
+        Resolved::Model(d) => state.deployments[d].price.iter().collect(),
         Resolved::Route(r) => state.routes[r]
             .config
             .targets
             .iter()
-            .filter_map(|&d| state.deployments[d].price)
+            .filter_map(|&d| state.deployments[d].price.as_ref())
             .collect(),
         Resolved::Passthrough { .. } => Vec::new(),
     }
@@ -248,6 +253,7 @@ impl Tab {
             stream: o.stream,
             ts_ms: now_ms,
             started: o.started,
+            units: o.units.map(|u| Box::new(u.clone())),
         };
         if tab.checks.is_empty() {
             return Ok(tab);
@@ -369,8 +375,8 @@ impl Tab {
         let state = Arc::clone(&self.state);
         let dep = end.deployment.and_then(|d| state.deployments.get(d));
         let cost = dep
-            .and_then(|d| d.price)
-            .map_or(0, |p| crate::money::cost_nano_usd(&p, &end.usage));
+            .and_then(|d| d.price.as_ref())
+            .map_or(0, |p| self.cost(p, &end));
         self.settle(end.usage.total(), cost);
         if cost > 0 {
             state.tab_metrics.spent_nano_usd.fetch_add(cost, Relaxed);
@@ -394,6 +400,32 @@ impl Tab {
             ledger.record(r);
         }
         cost
+    }
+
+    /// What the request cost at `price`: its tokens, and for media its characters, audio,
+    /// images and the per-request price (answered requests only).
+    fn cost(&self, price: &Price, end: &End) -> u64 {
+        let u = &end.usage;
+        let tokens = crate::money::cost_nano_usd(price, u);
+        let answered = (200..300).contains(&end.status)
+            && matches!(end.cache, CacheStatus::Bypass | CacheStatus::Miss);
+        if !answered {
+            return tokens;
+        }
+        let asked = self.units.as_deref();
+        let billed = Billed {
+            characters: u.characters.max(asked.map_or(0, |a| a.characters)),
+            audio_ms: u.audio_ms,
+            images: if u.images > 0 {
+                u.images
+            } else {
+                asked.map_or(0, |a| a.images)
+            },
+            image_size: asked.and_then(|a| a.image_size),
+            image_quality: asked.and_then(|a| a.image_quality.as_deref()),
+            request: true,
+        };
+        tokens + price.units_nano_usd(&billed)
     }
 
     /// Hands the limiter the actual tokens and cost (once).

@@ -19,7 +19,7 @@ use sluice_core::breaker::{Permit, Refusal};
 use sluice_core::canary::Canary;
 use sluice_core::retry::Next;
 use sluice_core::{rng, Error, ErrorKind};
-use sluice_providers::{Provider, View};
+use sluice_providers::View;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,8 +119,8 @@ impl Call<'_> {
         let provider = &state.providers[dep.provider];
         let series = state.metrics.series(step.deployment);
         let endpoint = view.operation();
-        if endpoint == sluice_core::Operation::Embeddings && !provider.has_embeddings() {
-            w.last_error = Some(no_embeddings(dep, provider));
+        if !provider.serves(endpoint) {
+            w.last_error = Some(provider.unsupported(endpoint));
             outcome.deployment = Some(step.deployment);
             return Tried::Next;
         }
@@ -310,19 +310,6 @@ fn skipped(refusal: Refusal, dep: &Deployment, series: &Series, now: Instant, w:
             series.skipped_rate_limited.fetch_add(1, Relaxed)
         }
     };
-}
-
-fn no_embeddings(dep: &Deployment, provider: &Provider) -> Error {
-    ErrorKind::InvalidRequest {
-        message: format!(
-            "model `{}` is served by provider `{}` (type `{}`), which has no embeddings API",
-            dep.name,
-            provider.name(),
-            provider.config.kind.as_str()
-        ),
-        param: Some("model"),
-    }
-    .into()
 }
 
 fn route_timeout(plan: &Plan<'_>, state: &AppState) -> Error {

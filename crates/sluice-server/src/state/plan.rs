@@ -239,7 +239,10 @@ impl Names<'_> {
                 Candidate {
                     deployment: d,
                     weight,
-                    price: dep.price,
+                    price: dep
+                        .price
+                        .as_ref()
+                        .map(sluice_core::routing::TokenPrice::from),
                     quality: dep.quality,
                     tier: dep.tier,
                     latency_ms: first.get().or_else(|| second.get()),

@@ -1,0 +1,109 @@
+//! Pipes an upstream's raw answer (text-to-speech audio) to the client as it arrives,
+//! never buffering it whole, under the provider's `chunk_timeout_ms` between reads and the
+//! request's deadline. Audio has no error event: a stream that breaks or stalls is cut
+//! short, and the response carries the upstream's `Content-Length` when it sent one, so the
+//! client sees a short body as an error. Dropping the pipe (the client left) drops the
+//! upstream body, which cancels the upstream request.
+
+use super::ending::{Ending, Tracked};
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use sluice_types::Usage;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// The piped response body.
+pub struct Pipe {
+    upstream: Incoming,
+    chunk_timeout: Duration,
+    deadline: Instant,
+    timer: Pin<Box<Sleep>>,
+    ended: bool,
+    failed: bool,
+    ttft: Duration,
+}
+
+impl Pipe {
+    /// Pipes `upstream` (its head already read).
+    pub fn new(
+        upstream: Incoming,
+        chunk_timeout: Duration,
+        deadline: Instant,
+        ttft: Duration,
+    ) -> Self {
+        let idle_until = deadline.min(Instant::now() + chunk_timeout);
+        Self {
+            upstream,
+            chunk_timeout,
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(idle_until)),
+            ended: false,
+            failed: false,
+            ttft,
+        }
+    }
+}
+
+impl Body for Pipe {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let next = this.deadline.min(Instant::now() + this.chunk_timeout);
+                    this.timer.as_mut().reset(next);
+                    if !data.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    this.ended = true;
+                    this.failed = true;
+                }
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => {
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        this.ended = true;
+                        this.failed = true;
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl Tracked for Pipe {
+    fn ending(&mut self, completed: bool) -> Ending {
+        let status = match (self.failed, completed) {
+            (true, _) => 502,
+            (false, false) => 499,
+            (false, true) => 200,
+        };
+        Ending {
+            status,
+            // Speech is billed by the characters of the request (the tab knows them).
+            usage: Usage::default(),
+            estimated: false,
+            ttft: Some(self.ttft),
+        }
+    }
+}

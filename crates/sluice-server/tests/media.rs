@@ -1,0 +1,312 @@
+//! The media endpoints (issue 16) over real loopback HTTP, against the fake upstream's
+//! documented wire formats: speech piped as it arrives, multipart uploads spooled and
+//! streamed upstream, images, rerank and moderation passed through; priced by character,
+//! audio second and image; routes falling back past providers without the endpoint.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use sluice_testkit::client::post_json;
+use sluice_testkit::media::{checksum, fake_audio};
+use sluice_testkit::FakeUpstream;
+
+const BOUNDARY: &str = "test-boundary-b6f1";
+
+/// A multipart body: text fields, then a file part.
+fn form(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        out.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some((field, filename, data)) = file {
+        out.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .as_bytes(),
+        );
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    out
+}
+
+async fn post_form(gw: &Gateway, path: &str, body: Vec<u8>) -> sluice_testkit::TestResponse {
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    post_json(&gw.url(path), body, &[("content-type", ct.as_str())])
+        .await
+        .unwrap()
+}
+
+/// Models on the fake: `tts` at $15 per million characters, `stt` at $0.006 a minute,
+/// `img` by size and quality, `rr` and `mod` per request.
+const MEDIA_MODELS: &str = r#"
+[[models]]
+name = "tts"
+provider = "fake"
+upstream = "tts-1"
+price = { character = 15.0 }
+[[models]]
+name = "stt"
+provider = "fake"
+upstream = "whisper-1"
+price = { audio_minute = 0.006 }
+[[models]]
+name = "img"
+provider = "fake"
+price = { image = { "1024x1024" = 0.04, "1024x1024/hd" = 0.08 } }
+[[models]]
+name = "rr"
+provider = "fake"
+price = { request = 0.002 }
+[[models]]
+name = "mod"
+provider = "fake"
+"#;
+
+async fn media_gateway() -> (FakeUpstream, Gateway) {
+    let fake = FakeUpstream::start().await;
+    let config = config_for(&fake.base_url(), "") + MEDIA_MODELS;
+    (fake, start_with(&config).await)
+}
+
+#[tokio::test]
+async fn speech_is_piped_in_the_upstreams_format_and_priced_by_character() {
+    let (fake, gw) = media_gateway().await;
+    let input = "Read this lesson aloud, please.";
+    let body = json!({"model": "tts", "input": input, "voice": "alloy"}).to_string();
+    let r = post_json(&gw.url("/v1/audio/speech"), body, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.header("content-type"), Some("audio/mpeg"));
+    assert_eq!(&r.body[..], &fake_audio(input)[..]);
+    // 31 characters at $15 per million.
+    assert_eq!(
+        r.header("x-sluice-cost-usd"),
+        None,
+        "a stream's cost is known at its end"
+    );
+    let seen = fake.last_request().unwrap();
+    assert_eq!(seen.path, "/v1/audio/speech");
+    assert_eq!(seen.json().unwrap()["model"], "tts-1");
+}
+
+#[tokio::test]
+async fn speech_as_sse_events_passes_through_to_its_done_event() {
+    let (_fake, gw) = media_gateway().await;
+    let body =
+        json!({"model": "tts", "input": "hi there", "voice": "alloy", "stream_format": "sse"})
+            .to_string();
+    let r = post_json(&gw.url("/v1/audio/speech"), body, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(text.contains("speech.audio.delta"), "{text}");
+    assert!(text.contains("speech.audio.done"), "{text}");
+    assert!(!text.contains("error"), "{text}");
+}
+
+#[tokio::test]
+async fn a_transcription_upload_reaches_the_upstream_whole_in_every_format() {
+    let (fake, gw) = media_gateway().await;
+    let audio: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    for (format, needle) in [
+        ("json", "\"text\""),
+        ("text", "heard"),
+        ("srt", "00:00:00,000 -->"),
+        ("vtt", "WEBVTT"),
+        ("verbose_json", "\"duration\""),
+    ] {
+        let body = form(
+            &[("model", "stt"), ("response_format", format)],
+            Some(("file", "lesson.wav", &audio)),
+        );
+        let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+        assert_eq!(r.status, 200, "{format}: {:?}", r.body);
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        assert!(text.contains(needle), "{format}: {text}");
+        assert!(
+            text.contains(&format!(
+                "model whisper-1 heard 200000 bytes of lesson.wav checksum {:016x}",
+                checksum(&audio)
+            )),
+            "{format}: {text}"
+        );
+        assert_eq!(r.header("x-sluice-model"), Some("stt"));
+    }
+    // Priced by the upstream's seconds: 200,000 bytes is 12.5 s, reported as 13 s (json).
+    let body = form(&[("model", "stt")], Some(("file", "a.mp3", &audio)));
+    let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+    assert_eq!(r.header("x-sluice-cost-usd"), Some("0.0013"));
+    assert_eq!(
+        fake.last_request().unwrap().path,
+        "/v1/audio/transcriptions"
+    );
+    // Translations take the same upload.
+    let body = form(&[("model", "stt")], Some(("file", "a.mp3", b"RIFF....")));
+    let r = post_form(&gw, "/v1/audio/translations", body).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(fake.last_request().unwrap().path, "/v1/audio/translations");
+}
+
+#[tokio::test]
+async fn a_streamed_transcription_relays_its_events() {
+    let (_fake, gw) = media_gateway().await;
+    let body = form(
+        &[("model", "stt"), ("stream", "true")],
+        Some(("file", "a.wav", b"RIFFdata")),
+    );
+    let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(text.contains("transcript.text.delta"), "{text}");
+    assert!(text.contains("transcript.text.done"), "{text}");
+    assert!(!text.contains("stream_interrupted"), "{text}");
+}
+
+#[tokio::test]
+async fn bad_uploads_are_clear_400s_and_413s() {
+    let fake = FakeUpstream::start().await;
+    let config = config_for(&fake.base_url(), "")
+        .replace("[storage]", "max_upload_bytes = 100000\n[storage]")
+        + MEDIA_MODELS;
+    let gw = start_with(&config).await;
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (form(&[("model", "stt")], None), 400, "no `file` file part"),
+        (
+            form(&[("model", "stt")], Some(("file", "notes.exe", b"MZ"))),
+            400,
+            "unsupported file type",
+        ),
+        (form(&[], Some(("file", "a.wav", b"x"))), 400, "model"),
+        (
+            form(
+                &[("model", "stt")],
+                Some(("file", "a.wav", &vec![0u8; 200_000])),
+            ),
+            413,
+            "server.max_upload_bytes",
+        ),
+        (b"not multipart at all".to_vec(), 400, "boundary"),
+    ];
+    for (body, status, needle) in cases {
+        let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+        assert_eq!(r.status, status, "{needle}: {:?}", r.body);
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
+    let r = post_json(
+        &gw.url("/v1/audio/transcriptions"),
+        r#"{"model":"stt"}"#,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "JSON is not an upload");
+    assert_eq!(fake.request_count(), 0, "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn images_rerank_and_moderation_pass_through_priced() {
+    let (fake, gw) = media_gateway().await;
+    let body = json!({"model": "img", "prompt": "a lighthouse", "n": 2, "size": "1024x1024", "quality": "hd"});
+    let r = post_json(&gw.url("/v1/images/generations"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
+    assert_eq!(r.header("x-sluice-cost-usd"), Some("0.16"));
+
+    let body = form(
+        &[("model", "img"), ("prompt", "add a boat"), ("n", "3")],
+        Some(("image", "base.png", b"\x89PNG....")),
+    );
+    let r = post_form(&gw, "/v1/images/edits", body).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 3);
+    assert_eq!(fake.last_request().unwrap().path, "/v1/images/edits");
+
+    let body = json!({"model": "rr", "query": "capital of france", "documents": ["Berlin is in Germany", {"text": "Paris is the capital of France"}], "top_n": 1, "return_documents": true});
+    let r = post_json(&gw.url("/v1/rerank"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let v = r.json();
+    assert_eq!(v["results"][0]["index"], 1);
+    assert_eq!(
+        v["results"][0]["document"]["text"],
+        "Paris is the capital of France"
+    );
+    assert_eq!(r.header("x-sluice-cost-usd"), Some("0.002"));
+    assert_eq!(fake.last_request().unwrap().path, "/v1/rerank");
+
+    let r = post_json(
+        &gw.url("/v1/rerank"),
+        json!({"model": "rr", "query": "q", "documents": [1, 2]}).to_string(),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "documents");
+
+    let body = json!({"model": "mod", "input": ["hello", "I will kill the process"]});
+    let r = post_json(&gw.url("/v1/moderations"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["results"][1]["flagged"], true);
+}
+
+#[tokio::test]
+async fn a_route_falls_back_past_a_provider_without_the_endpoint() {
+    let fake = FakeUpstream::start().await;
+    let other = FakeUpstream::start().await;
+    let extra = format!(
+        r#"
+[[providers]]
+name = "chat-only"
+type = "openai"
+base_url = "{}"
+endpoints = ["chat"]
+[[models]]
+name = "tts-a"
+provider = "chat-only"
+[[models]]
+name = "tts-b"
+provider = "fake"
+[[routes]]
+name = "voice"
+targets = ["tts-a", "tts-b"]
+"#,
+        other.base_url()
+    );
+    let gw = start_with(&(config_for(&fake.base_url(), "") + &extra)).await;
+    let body = json!({"model": "voice", "input": "hello", "voice": "alloy"}).to_string();
+    let r = post_json(&gw.url("/v1/audio/speech"), body.clone(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.header("x-sluice-provider"), Some("fake"));
+    assert_eq!(other.request_count(), 0);
+    // Alone, the provider's lack is a 404 naming it.
+    let body = json!({"model": "tts-a", "input": "hello", "voice": "alloy"}).to_string();
+    let r = post_json(&gw.url("/v1/audio/speech"), body, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "endpoint_not_supported");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("provider `chat-only`"));
+}
