@@ -8,6 +8,8 @@
 //! - the limiter ([`Limiter`]): rate limits, concurrency limits and budgets, checked and
 //!   charged together per request (in process, or on Redis);
 //! - the small RESP2 client ([`RedisClient`]) the Redis stores use;
+//! - the Files API's files ([`FileStore`]): metadata in SQLite or PostgreSQL, contents in
+//!   a directory;
 //! - [`open`]: the functions that open each of them from sluice's config, for the server
 //!   and the CLI alike.
 //!
@@ -22,6 +24,7 @@
 
 mod cache_stats;
 pub mod error;
+pub mod files;
 pub mod hex;
 pub mod ledger;
 pub mod limits;
@@ -36,6 +39,7 @@ pub mod sqlite_ledger;
 pub mod store;
 
 pub use error::StoreError;
+pub use files::{FileIndex, FileObject, FileStore, NewFile, Owner, Purpose, Upload};
 pub use ledger::{
     BudgetPeriod, Dimension, KeyRecord, Ledger, LedgerOptions, Report, ReportRow, SpendRecord,
 };

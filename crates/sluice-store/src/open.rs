@@ -1,8 +1,9 @@
 //! Opening the stores a config names, for the server and the CLI alike: the ledger, the
-//! cache's persistent store and the limiter. Shared stores (PostgreSQL, Redis) when the
+//! cache's persistent store, the limiter and the files. Shared stores (PostgreSQL, Redis) when the
 //! config names them, else embedded ones (SQLite files in the data directory, which must
 //! exist; the limiter in process).
 
+use crate::files::{Contents, FileIndex, FileStore, PgIndex, SqliteIndex};
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::limits::Limiter;
 use crate::postgres::PgLedger;
@@ -11,7 +12,7 @@ use crate::sqlite::SqliteCache;
 use crate::sqlite_ledger::SqliteLedger;
 use crate::store::CacheStore;
 use crate::StoreError;
-use sluice_core::config::{CacheConfig, LimitsConfig, SpendConfig, StorageConfig};
+use sluice_core::config::{CacheConfig, FilesConfig, LimitsConfig, SpendConfig, StorageConfig};
 use std::path::Path;
 
 /// The ledger's file in the data directory, without `storage.database_url`.
@@ -19,6 +20,32 @@ pub const LEDGER_FILE: &str = "ledger.sqlite";
 
 /// The cache store's file in the data directory, without `storage.redis_url`.
 pub const CACHE_FILE: &str = "cache.sqlite";
+
+/// The files' index in the data directory, without `storage.database_url`.
+pub const FILES_FILE: &str = "files.sqlite";
+
+/// The Files API's store: metadata in the `files` table of `storage.database_url` when set,
+/// else in [`FILES_FILE`] in `storage.data_dir`; contents in `files.dir` (default
+/// `<data_dir>/files`, created if absent). With PostgreSQL and no `files.dir`, replicas
+/// would each keep contents of their own: that is logged as a warning. Blocks until the
+/// database is reached.
+pub fn files(storage: &StorageConfig, files: &FilesConfig) -> Result<FileStore, StoreError> {
+    let index = match &storage.database_url {
+        Some(url) => {
+            if files.dir.is_none() {
+                tracing::warn!(
+                    "files: metadata is in PostgreSQL but contents in the local `{}`; set \
+                     [files] dir to a directory every replica mounts",
+                    files.dir_in(&storage.data_dir).display()
+                );
+            }
+            FileIndex::Postgres(PgIndex::open(url.expose())?)
+        }
+        None => FileIndex::Sqlite(SqliteIndex::open(&storage.data_dir.join(FILES_FILE))?),
+    };
+    let contents = Contents::open(&files.dir_in(&storage.data_dir))?;
+    Ok(FileStore::new(index, contents))
+}
 
 /// The ledger (virtual keys and the spend log): PostgreSQL at `storage.database_url` when
 /// set, else SQLite at [`LEDGER_FILE`] in `storage.data_dir`; batched, bounded and

@@ -22,6 +22,7 @@ use std::path::Path;
 
 mod cache;
 mod error;
+mod files;
 mod ledger;
 mod local;
 mod models;
@@ -41,6 +42,7 @@ pub use cache::{
     DEFAULT_TTL as DEFAULT_CACHE_TTL,
 };
 pub use error::ConfigError;
+pub use files::{FilesConfig, UninitializedFilesConfig};
 pub use ledger::{
     KeysConfig, LimitsConfig, SpendConfig, TargetLimits, UninitializedKeysConfig,
     UninitializedLimitsConfig, UninitializedSpendConfig,
@@ -92,6 +94,9 @@ pub struct UninitializedConfig {
     /// `[local]`: the local model runtime.
     #[serde(default)]
     pub local: UninitializedLocalConfig,
+    /// `[files]`: the Files API's store.
+    #[serde(default)]
+    pub files: UninitializedFilesConfig,
 }
 
 /// A validated, immutable configuration.
@@ -119,6 +124,8 @@ pub struct Config {
     pub spend: SpendConfig,
     /// `[local]`.
     pub local: LocalConfig,
+    /// `[files]`.
+    pub files: FilesConfig,
 }
 
 impl UninitializedConfig {
@@ -150,6 +157,7 @@ impl UninitializedConfig {
         let limits = self.limits.load()?;
         let spend = self.spend.load()?;
         let local = self.local.load()?;
+        let files = self.files.load()?;
         let providers = providers::load_providers(self.providers, env)?;
         let models = models::load_models(self.models, &providers, &cache.policy, &local)?;
         let routing = self.routing.load()?;
@@ -166,6 +174,7 @@ impl UninitializedConfig {
             limits,
             spend,
             local,
+            files,
         })
     }
 }

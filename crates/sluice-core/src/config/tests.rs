@@ -348,3 +348,27 @@ fn cache_scope_is_per_key_unless_set_global() {
     let err = load("[cache]\nscope = \"tenant\"").unwrap_err();
     assert!(err.to_string().contains("scope"), "{err}");
 }
+
+#[test]
+fn files_and_upload_limit() {
+    let c = Config::test_default();
+    assert_eq!(c.server.max_upload_bytes, 100_000_000);
+    assert!(c.files.enabled);
+    assert_eq!(c.files.dir_in(Path::new("/d")), PathBuf::from("/d/files"));
+    let c =
+        load("[server]\nmax_upload_bytes = 5\n[files]\nenabled = false\ndir = \"/shared/files\"")
+            .unwrap();
+    assert_eq!(c.server.max_upload_bytes, 5);
+    assert!(!c.files.enabled);
+    assert_eq!(
+        c.files.dir_in(Path::new("/d")),
+        PathBuf::from("/shared/files")
+    );
+    for (text, path) in [
+        ("[files]\ndir = \"\"", "files.dir"),
+        ("[files]\nbucket = \"x\"", "files.bucket"),
+        ("[server]\nmax_upload_bytes = 0", "server.max_upload_bytes"),
+    ] {
+        assert_eq!(load(text).unwrap_err().path, path, "{text}");
+    }
+}
