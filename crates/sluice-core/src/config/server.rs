@@ -16,8 +16,6 @@ pub struct UninitializedServerConfig {
     pub listen: Option<String>,
     /// Largest request body accepted.
     pub max_body_bytes: Option<u64>,
-    /// Largest upload body accepted (multipart endpoints such as `/v1/files`).
-    pub max_upload_bytes: Option<u64>,
     /// Largest non-streamed upstream response accepted.
     pub max_response_bytes: Option<u64>,
     /// Largest single SSE event accepted from an upstream.
@@ -45,8 +43,6 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Default 10 MiB.
     pub max_body_bytes: u64,
-    /// Default 100 MB (100,000,000 bytes).
-    pub max_upload_bytes: u64,
     /// Default 64 MiB.
     pub max_response_bytes: u64,
     /// Default 4 MiB.
@@ -73,11 +69,6 @@ impl UninitializedServerConfig {
         Ok(ServerConfig {
             listen: listen_address(self.listen)?,
             max_body_bytes: positive(self.max_body_bytes, "server.max_body_bytes", 10 << 20)?,
-            max_upload_bytes: positive(
-                self.max_upload_bytes,
-                "server.max_upload_bytes",
-                100_000_000,
-            )?,
             max_response_bytes: positive(
                 self.max_response_bytes,
                 "server.max_response_bytes",

@@ -352,7 +352,7 @@ fn cache_scope_is_per_key_unless_set_global() {
 #[test]
 fn files_and_upload_limit() {
     let c = Config::test_default();
-    assert_eq!(c.server.max_upload_bytes, 100_000_000);
+    assert_eq!(c.server.max_upload_bytes, 100 << 20);
     assert!(c.files.enabled);
     assert_eq!(c.files.dir_in(Path::new("/d")), PathBuf::from("/d/files"));
     let c =
