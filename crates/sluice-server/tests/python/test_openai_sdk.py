@@ -272,6 +272,65 @@ def test_responses_previous_response_id():
         raise AssertionError("an unknown previous_response_id was not refused")
 
 
+def test_audio_speech_streams_the_audio():
+    text = "Read this aloud."
+    # The fake speaks 64 bytes of audio per character.
+    with client.audio.speech.with_streaming_response.create(model="m", voice="alloy", input=text) as r:
+        check(r.headers["content-type"] == "audio/mpeg", f"content-type: {r.headers['content-type']!r}")
+        pieces = list(r.iter_bytes())
+    audio = b"".join(pieces)
+    check(len(audio) == 64 * len(text), f"audio bytes: {len(audio)}")
+    whole = client.audio.speech.create(model="m", voice="alloy", input=text)
+    check(whole.content == audio, "the same text, the same audio")
+
+
+def test_audio_transcription_uploads_the_file():
+    audio = bytes(range(256)) * 400
+    r = client.audio.transcriptions.create(model="m", file=("lesson.wav", audio, "audio/wav"))
+    check(f"model upstream-m heard {len(audio)} bytes of lesson.wav" in r.text, f"text: {r.text!r}")
+    srt = client.audio.transcriptions.create(
+        model="m", file=("lesson.wav", audio, "audio/wav"), response_format="srt"
+    )
+    check(isinstance(srt, str) and "-->" in srt, f"srt: {srt!r}")
+    verbose = client.audio.transcriptions.create(
+        model="m", file=("lesson.wav", audio, "audio/wav"), response_format="verbose_json"
+    )
+    check(verbose.duration > 0, f"duration: {verbose.duration!r}")
+    translated = client.audio.translations.create(model="m", file=("talk.mp3", audio, "audio/mpeg"))
+    check("talk.mp3" in translated.text, f"translation: {translated.text!r}")
+
+
+def test_audio_transcription_stream():
+    stream = client.audio.transcriptions.create(
+        model="m", file=("a.wav", b"RIFF" * 100, "audio/wav"), stream=True
+    )
+    kinds = [event.type for event in stream]
+    check(kinds[-1] == "transcript.text.done", f"events: {kinds!r}")
+    check("transcript.text.delta" in kinds, f"events: {kinds!r}")
+
+
+def test_audio_bad_upload_is_refused():
+    try:
+        client.audio.transcriptions.create(model="m", file=("virus.exe", b"MZ", "application/octet-stream"))
+    except openai.BadRequestError as e:
+        check("unsupported file type" in str(e), f"message: {e}")
+    else:
+        raise AssertionError("an .exe upload was not refused")
+
+
+def test_images_generate_and_edit():
+    r = client.images.generate(model="m", prompt="a lighthouse at dusk", n=2, size="1024x1024")
+    check(len(r.data) == 2, f"images: {len(r.data)}")
+    check(r.data[0].b64_json, "b64_json")
+    edited = client.images.edit(model="m", image=("base.png", b"\x89PNG\r\n", "image/png"), prompt="add a boat")
+    check(len(edited.data) == 1, f"edited: {len(edited.data)}")
+
+
+def test_moderations():
+    r = client.moderations.create(model="m", input=["hello", "I will kill the process"])
+    check(not r.results[0].flagged and r.results[1].flagged, f"results: {r.results!r}")
+
+
 CHECKS = [
     test_chat_non_streaming,
     test_chat_streaming,
@@ -288,6 +347,12 @@ CHECKS = [
     test_responses_structured_output,
     test_responses_built_in_tool_is_refused,
     test_responses_previous_response_id,
+    test_audio_speech_streams_the_audio,
+    test_audio_transcription_uploads_the_file,
+    test_audio_transcription_stream,
+    test_audio_bad_upload_is_refused,
+    test_images_generate_and_edit,
+    test_moderations,
 ]
 
 
