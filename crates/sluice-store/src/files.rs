@@ -16,9 +16,9 @@
 //!
 //! For other parts of sluice (batches), the API is: [`FileStore::create`] (from bytes),
 //! [`FileStore::create_from_reader`] (from any `AsyncRead`), [`FileStore::upload`] (an
-//! [`Upload`] written piece by piece, then [`Upload::finish`]), [`FileStore::get`] (the
-//! metadata by id and owner) and [`FileStore::open`] (the metadata and the content, for
-//! reading).
+//! [`Upload`] written piece by piece, then [`Upload::finish`] with its [`NewFile`]: owner,
+//! purpose, name, expiry), [`FileStore::get`] (the metadata by id and owner) and
+//! [`FileStore::open`] (the metadata and the content, for reading).
 //!
 //! The files: `types` (the metadata, owners, purposes, listing), `id` (ids), `contents`
 //! (the directory), `sqlite` and `postgres` (the index).
@@ -152,25 +152,24 @@ impl FileStore {
     }
 
     /// Starts a new file: write its content into the [`Upload`], then
-    /// [`Upload::finish`] it. Until then it is listed nowhere; dropped unfinished, it leaves
-    /// nothing behind.
-    pub async fn upload(&self, new: NewFile) -> Result<Upload, StoreError> {
+    /// [`Upload::finish`] it with what the file is. Until then it is listed nowhere;
+    /// dropped unfinished, it leaves nothing behind.
+    pub async fn upload(&self) -> Result<Upload, StoreError> {
         self.purge_now_and_then().await;
         let id = id::new_id()?;
         let partial = self.inner.contents.begin(&id).await?;
         Ok(Upload {
             store: self.clone(),
             id,
-            new,
             partial,
         })
     }
 
     /// A new file of `bytes`.
     pub async fn create(&self, new: NewFile, bytes: &[u8]) -> Result<FileObject, StoreError> {
-        let mut upload = self.upload(new).await?;
+        let mut upload = self.upload().await?;
         upload.write(bytes).await?;
-        upload.finish().await
+        upload.finish(new).await
     }
 
     /// A new file of what `reader` reads until its end.
@@ -179,7 +178,7 @@ impl FileStore {
         new: NewFile,
         mut reader: R,
     ) -> Result<FileObject, StoreError> {
-        let mut upload = self.upload(new).await?;
+        let mut upload = self.upload().await?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = reader.read(&mut buf).await?;
@@ -188,7 +187,7 @@ impl FileStore {
             }
             upload.write(&buf[..n]).await?;
         }
-        upload.finish().await
+        upload.finish(new).await
     }
 
     /// The file `id` of `owner`: `None` when there is none, it is another owner's, or it
@@ -281,7 +280,6 @@ impl FileStore {
 pub struct Upload {
     store: FileStore,
     id: String,
-    new: NewFile,
     partial: Partial,
 }
 
@@ -303,15 +301,10 @@ impl Upload {
         self.partial.write(data).await
     }
 
-    /// Makes the content durable under the file's id, then stores its metadata: the file
-    /// exists from now on. On a failure nothing is left: no content, no row.
-    pub async fn finish(self) -> Result<FileObject, StoreError> {
-        let Self {
-            store,
-            id,
-            new,
-            partial,
-        } = self;
+    /// Makes the content durable under the file's id, then stores its metadata (`new`):
+    /// the file exists from now on. On a failure nothing is left: no content, no row.
+    pub async fn finish(self, new: NewFile) -> Result<FileObject, StoreError> {
+        let Self { store, id, partial } = self;
         let committed = partial.commit().await;
         let bytes = match committed {
             Ok(bytes) => bytes,

@@ -232,10 +232,7 @@ async fn a_cut_upload_leaves_nothing_behind() {
     let dir = TempDir::new();
     let store = sqlite_store(&dir.0);
     let owner = Owner::Master;
-    let mut upload = store
-        .upload(new(&owner, Purpose::Batch, "big.jsonl"))
-        .await
-        .expect("upload");
+    let mut upload = store.upload().await.expect("upload");
     let id = upload.id().to_string();
     upload.write(&[b'x'; 100_000]).await.expect("write");
     assert_eq!(upload.bytes(), 100_000);
