@@ -13,6 +13,7 @@ pub mod admin_keys;
 pub mod cache;
 mod conversations;
 mod endpoint;
+mod files;
 mod handlers;
 mod headers;
 pub mod key_spec;

@@ -4,6 +4,7 @@
 
 use crate::admin_keys;
 use crate::endpoint::Endpoint;
+use crate::files;
 use crate::handlers;
 use crate::pipeline;
 use crate::request_body::ClientBody;
@@ -33,6 +34,7 @@ pub async fn route<B: ClientBody>(
         (&Method::GET, p, _) if p.starts_with("/v1/models/") => {
             handlers::model(&state, req.headers(), &p["/v1/models/".len()..]).await
         }
+        (_, p, _) if files::is_files_path(p) => files::serve(&state, req).await,
         (&Method::GET, "/health", _) => handlers::health(),
         (&Method::GET, "/health/detailed", _) => handlers::health_detailed(&state),
         (&Method::GET, "/health/ready", _) => crate::ready::ready(&state).await,

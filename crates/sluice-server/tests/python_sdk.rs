@@ -21,6 +21,10 @@ const ANTHROPIC_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/python/test_anthropic_sdk.py"
 );
+const FILES_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python/test_openai_files.py"
+);
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn python() -> String {
@@ -149,4 +153,9 @@ async fn official_python_sdk_works_against_sluice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_anthropic_sdk_works_against_messages() {
     drive("anthropic", ANTHROPIC_SCRIPT, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_drives_the_files_api() {
+    drive("openai", FILES_SCRIPT, "/v1").await;
 }

@@ -30,6 +30,8 @@ pub const FILES_FILE: &str = "files.sqlite";
 /// would each keep contents of their own: that is logged as a warning. Blocks until the
 /// database is reached.
 pub fn files(storage: &StorageConfig, files: &FilesConfig) -> Result<FileStore, StoreError> {
+    // First: it creates the data directory when the contents live in it.
+    let contents = Contents::open(&files.dir_in(&storage.data_dir))?;
     let index = match &storage.database_url {
         Some(url) => {
             if files.dir.is_none() {
@@ -43,7 +45,6 @@ pub fn files(storage: &StorageConfig, files: &FilesConfig) -> Result<FileStore, 
         }
         None => FileIndex::Sqlite(SqliteIndex::open(&storage.data_dir.join(FILES_FILE))?),
     };
-    let contents = Contents::open(&files.dir_in(&storage.data_dir))?;
     Ok(FileStore::new(index, contents))
 }
 

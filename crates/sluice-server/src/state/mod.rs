@@ -26,6 +26,7 @@ struct Carried {
     ledger: Option<Ledger>,
     limiter: Limiter,
     shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
+    files: Option<FileStore>,
     keys: Arc<KeyCache>,
     local: Option<Arc<crate::local::LocalRuntime>>,
     tab_metrics: Arc<crate::metrics::TabMetrics>,
@@ -41,7 +42,7 @@ use sluice_core::config::{
 use sluice_core::routing::RequestFacts;
 use sluice_core::{Error, Secret};
 use sluice_providers::Provider;
-use sluice_store::{Ledger, Limiter};
+use sluice_store::{FileStore, Ledger, Limiter};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
@@ -92,6 +93,8 @@ pub struct AppState {
     pub local: Option<Arc<crate::local::LocalRuntime>>,
     /// Authentication, limit and spend counters.
     pub tab_metrics: Arc<crate::metrics::TabMetrics>,
+    /// The Files API's files (`/v1/files`), unless `[files]` is off.
+    pub files: Option<FileStore>,
     /// Routing state shared with the other replicas on Redis (`storage.redis_url`).
     pub shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
     /// Budget counters seeded from the spend log in this process, and when.
@@ -124,6 +127,7 @@ impl AppState {
             ledger: stores.ledger,
             limiter: stores.limiter,
             shared_routing: stores.shared_routing.map(Arc::new),
+            files: stores.files,
             keys: Arc::default(),
             local: local.map(Arc::new),
             tab_metrics: Arc::default(),
@@ -156,6 +160,7 @@ impl AppState {
             ledger: self.ledger.clone(),
             limiter: self.limiter.clone(),
             shared_routing: self.shared_routing.clone(),
+            files: self.files.clone(),
             keys: Arc::clone(&self.keys),
             local: self.local.clone(),
             tab_metrics: Arc::clone(&self.tab_metrics),
@@ -181,6 +186,7 @@ impl AppState {
             spend_enabled: config.spend.enabled,
             limiter: c.limiter,
             shared_routing: c.shared_routing,
+            files: c.files,
             keys: c.keys,
             keys_config: config.keys,
             limits_config: config.limits,

@@ -48,10 +48,11 @@ impl Reloads {
 /// their values: rotate a secret with a restart).
 pub fn fixed(config: &Config) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         config.storage,
         config.spend,
         config.local,
+        config.files,
         config.server.listen,
         (
             config.cache.memory_bytes,
@@ -67,8 +68,8 @@ pub(super) fn check_fixed(current: &str, config: &Config) -> Result<(), Error> {
         return Ok(());
     }
     Err(ErrorKind::InvalidRequest {
-        message: "this config changes [storage], [spend], [local], the cache's store or \
-                  server.listen, which take a restart; nothing was reloaded"
+        message: "this config changes [storage], [spend], [local], [files], the cache's \
+                  store or server.listen, which take a restart; nothing was reloaded"
             .into(),
         param: None,
     }

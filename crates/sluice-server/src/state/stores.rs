@@ -1,12 +1,12 @@
 //! The stores a gateway opens at start: the response cache (when anything caches), the
-//! ledger of keys and spend (when spend is logged or keys are on), the limiter, and the
-//! routing state shared on Redis.
+//! ledger of keys and spend (when spend is logged or keys are on), the limiter, the
+//! routing state shared on Redis, and the Files API's files (unless `[files]` is off).
 
 use crate::cache::Cache;
 use crate::shared_routing::SharedRouting;
 use sluice_core::config::Config;
 use sluice_core::{Error, ErrorKind};
-use sluice_store::{open, Ledger, Limiter};
+use sluice_store::{open, FileStore, Ledger, Limiter};
 use std::sync::Arc;
 
 /// What [`open`] opened.
@@ -15,6 +15,7 @@ pub(super) struct Stores {
     pub ledger: Option<Ledger>,
     pub limiter: Limiter,
     pub shared_routing: Option<SharedRouting>,
+    pub files: Option<FileStore>,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Error {
@@ -54,10 +55,18 @@ pub(super) fn open(config: &Config, caches: bool) -> Result<Stores, Error> {
             .map_err(|e| internal("cannot set up the shared routing state", e))?,
         ),
     };
+    let files = match config.files.enabled {
+        true => Some(
+            open::files(&config.storage, &config.files)
+                .map_err(|e| internal("cannot open the files store", e))?,
+        ),
+        false => None,
+    };
     Ok(Stores {
         cache,
         ledger,
         limiter,
         shared_routing,
+        files,
     })
 }
