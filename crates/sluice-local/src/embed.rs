@@ -10,13 +10,18 @@
 //! without `modules.json` gets mean pooling and normalisation.
 //!
 //! [`EmbedModel`] (in `model`) loads such a directory and embeds a batch; [`Embedder`] (in
-//! [`batcher`]) puts a model behind a thread that gathers concurrent requests into batches.
+//! `embedder`) puts a model behind a thread ([`batcher`]) that gathers concurrent requests into
+//! batches. `files` reads the directory's files. The encoder and the batching thread also
+//! serve cross-encoders (the `rerank` module), which pair texts as two segments.
 
 pub mod batcher;
 pub mod bert;
+mod embedder;
+pub(crate) mod files;
 mod model;
 #[cfg(target_arch = "x86_64")]
 mod packed;
 
-pub use batcher::{BatchOptions, EmbedOutput, Embedder, EmbedderStats};
+pub use batcher::{BatchOptions, BatchStats, EmbedderStats};
+pub use embedder::{EmbedOutput, Embedder};
 pub use model::{estimate_embedding_memory, is_embedding_model, EmbedModel, Pooling};

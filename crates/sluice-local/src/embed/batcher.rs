@@ -1,5 +1,5 @@
-//! Dynamic batching: one thread per loaded embedding model takes requests from a bounded
-//! queue and runs the inputs of many requests as one batch.
+//! Dynamic batching: one thread per loaded encoder model (embeddings, reranking) takes
+//! requests from a bounded queue and runs the inputs of many requests as one batch.
 //!
 //! The thread takes the first waiting request, then every request already waiting, up to
 //! `max_batch` inputs. If that leaves room, it waits up to `max_wait` (counted from the first
@@ -8,6 +8,11 @@
 //! order. A request whose inputs exceed `max_batch` runs whole, as successive batches of at
 //! most `max_batch` inputs. A full queue refuses at once with [`ErrorKind::QueueFull`] (the
 //! server's 503 with `Retry-After`).
+//!
+//! What a model does with a batch is the [`Batched`] trait: tokenize a request into inputs,
+//! run inputs as one batch (a row each), assemble a request's answer from its rows. The
+//! `Embedder` (embeddings) and `Reranker` (cross-encoder scores) are thin typed fronts over a
+//! [`Batcher`] of their model.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -16,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::model::EmbedModel;
 use crate::{Error, ErrorKind, Result};
 
 /// Batching settings (per model, from `[local]` in the config).
@@ -40,32 +44,57 @@ impl Default for BatchOptions {
     }
 }
 
-/// One request's answer: a vector per input, and the tokens they took.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EmbedOutput {
-    /// One vector per input, in order.
-    pub vectors: Vec<Vec<f32>>,
-    /// Tokens of all inputs after truncation, special tokens included.
-    pub prompt_tokens: usize,
+/// What a [`Batcher`] runs: requests tokenized into inputs, inputs encoded many at a time.
+pub(crate) trait Batched: Send + Sync + 'static {
+    /// One caller's request (texts to embed; a query and its documents).
+    type Request: Send + 'static;
+    /// One input, tokenized.
+    type Tokens: Send + 'static;
+    /// What one input yields (a vector; a score).
+    type Row: Send + 'static;
+    /// One request's answer.
+    type Output: Send + 'static;
+
+    /// The batching thread's name.
+    const THREAD: &'static str;
+
+    /// Inputs the request holds (what [`BatchOptions::max_batch`] counts).
+    fn inputs(request: &Self::Request) -> usize;
+
+    /// Tokenizes a request: one sequence per input.
+    fn tokenize(&self, request: Self::Request) -> Result<Vec<Self::Tokens>>;
+
+    /// Tokens of one tokenized input, as the encoder sees them.
+    fn token_count(tokens: &Self::Tokens) -> usize;
+
+    /// Runs inputs as one batch: one row per input, in order.
+    fn run(&self, batch: &[&Self::Tokens]) -> Result<Vec<Self::Row>>;
+
+    /// A request's answer from its rows (in order) and its tokens.
+    fn answer(rows: Vec<Self::Row>, prompt_tokens: usize) -> Self::Output;
 }
 
-/// Counters of an [`Embedder`].
+/// Counters of a batching thread (an `Embedder`'s or a `Reranker`'s).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EmbedderStats {
+pub struct BatchStats {
     /// Batches run.
     pub batches: u64,
     /// Requests answered.
     pub requests: u64,
-    /// Inputs embedded.
+    /// Inputs run (texts embedded, documents scored).
     pub inputs: u64,
     /// Requests waiting now.
     pub queued: usize,
 }
 
-struct Job {
-    texts: Vec<String>,
+/// The counters of an `Embedder`.
+pub type EmbedderStats = BatchStats;
+
+struct Job<M: Batched> {
+    request: M::Request,
+    inputs: usize,
     arrived: Instant,
-    reply: oneshot::Sender<Result<EmbedOutput>>,
+    reply: oneshot::Sender<Result<M::Output>>,
 }
 
 #[derive(Default)]
@@ -76,27 +105,20 @@ struct Counters {
     queued: AtomicUsize,
 }
 
-/// An [`EmbedModel`] behind its batching thread. Dropping it stops the thread once the
-/// requests already queued are answered.
-pub struct Embedder {
-    model: Arc<EmbedModel>,
-    tx: SyncSender<Job>,
+/// A model behind its batching thread. Dropping it stops the thread once the requests
+/// already queued are answered.
+pub(crate) struct Batcher<M: Batched> {
+    model: Arc<M>,
+    tx: SyncSender<Job<M>>,
     options: BatchOptions,
     counters: Arc<Counters>,
 }
 
-impl std::fmt::Debug for Embedder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Embedder")
-            .field("model", &self.model)
-            .field("options", &self.options)
-            .finish()
-    }
-}
+// === impl Batcher ===
 
-impl Embedder {
+impl<M: Batched> Batcher<M> {
     /// Starts the batching thread for `model`.
-    pub fn new(model: EmbedModel, options: BatchOptions) -> Result<Self> {
+    pub(crate) fn new(model: M, options: BatchOptions) -> Result<Self> {
         let options = BatchOptions {
             max_batch: options.max_batch.max(1),
             queue: options.queue.max(1),
@@ -112,9 +134,11 @@ impl Embedder {
             counters: counters.clone(),
         };
         std::thread::Builder::new()
-            .name("sluice-embed".into())
+            .name(M::THREAD.into())
             .spawn(move || worker.run())
-            .map_err(|e| ErrorKind::Internal(format!("cannot start the embedding thread: {e}")))?;
+            .map_err(|e| {
+                ErrorKind::Internal(format!("cannot start the `{}` thread: {e}", M::THREAD))
+            })?;
         Ok(Self {
             model,
             tx,
@@ -124,18 +148,18 @@ impl Embedder {
     }
 
     /// The model.
-    pub fn model(&self) -> &EmbedModel {
+    pub(crate) fn model(&self) -> &M {
         &self.model
     }
 
     /// The settings in force.
-    pub fn options(&self) -> BatchOptions {
+    pub(crate) fn options(&self) -> BatchOptions {
         self.options
     }
 
     /// Counters since start.
-    pub fn stats(&self) -> EmbedderStats {
-        EmbedderStats {
+    pub(crate) fn stats(&self) -> BatchStats {
+        BatchStats {
             batches: self.counters.batches.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
             inputs: self.counters.inputs.load(Ordering::Relaxed),
@@ -143,15 +167,15 @@ impl Embedder {
         }
     }
 
-    /// Queues `texts`; refuses at once with [`ErrorKind::QueueFull`] when the queue is full.
-    /// The returned future resolves to one vector per text.
-    pub fn submit(
+    /// Queues `request`; refuses at once with [`ErrorKind::QueueFull`] when the queue is full.
+    pub(crate) fn submit(
         &self,
-        texts: Vec<String>,
-    ) -> Result<impl std::future::Future<Output = Result<EmbedOutput>> + Send + 'static> {
+        request: M::Request,
+    ) -> Result<impl std::future::Future<Output = Result<M::Output>> + Send + 'static> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            texts,
+            inputs: M::inputs(&request),
+            request,
             arrived: Instant::now(),
             reply,
         };
@@ -168,35 +192,30 @@ impl Embedder {
         }
         Ok(async move {
             answer.await.unwrap_or_else(|_| {
-                Err(ErrorKind::Internal("embedding thread ended".into()).into())
+                Err(ErrorKind::Internal(format!("the `{}` thread ended", M::THREAD)).into())
             })
         })
     }
-
-    /// [`Self::submit`] and wait.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<EmbedOutput> {
-        self.submit(texts)?.await
-    }
 }
 
-struct Worker {
-    model: Arc<EmbedModel>,
-    rx: Receiver<Job>,
+struct Worker<M: Batched> {
+    model: Arc<M>,
+    rx: Receiver<Job<M>>,
     options: BatchOptions,
     counters: Arc<Counters>,
 }
 
-impl Worker {
+impl<M: Batched> Worker<M> {
     fn run(self) {
         let mut previous_jobs = 1;
         while let Ok(first) = self.rx.recv() {
             let deadline = first.arrived + self.options.max_wait;
-            let mut inputs = first.texts.len();
+            let mut inputs = first.inputs;
             let mut jobs = vec![first];
             while inputs < self.options.max_batch {
                 match self.rx.try_recv() {
                     Ok(job) => {
-                        inputs += job.texts.len();
+                        inputs += job.inputs;
                         jobs.push(job);
                     }
                     Err(_) => break,
@@ -209,7 +228,7 @@ impl Worker {
                 };
                 match self.rx.recv_timeout(left) {
                     Ok(job) => {
-                        inputs += job.texts.len();
+                        inputs += job.inputs;
                         jobs.push(job);
                     }
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
@@ -223,33 +242,28 @@ impl Worker {
         }
     }
 
-    fn run_batch(&self, jobs: Vec<Job>) {
+    fn run_batch(&self, jobs: Vec<Job<M>>) {
         let model = &*self.model;
-        // Tokenize; a job whose text fails is answered alone.
+        // Tokenize; a job whose input fails is answered alone.
         let mut ready = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let tokens: Result<Vec<Vec<u32>>> =
-                job.texts.iter().map(|t| model.tokenize(t)).collect();
-            match tokens {
+            match model.tokenize(job.request) {
                 Ok(tokens) => ready.push((job.reply, tokens)),
                 Err(e) => {
                     let _ = job.reply.send(Err(e));
                 }
             }
         }
-        let all: Vec<&[u32]> = ready
-            .iter()
-            .flat_map(|(_, t)| t.iter().map(Vec::as_slice))
-            .collect();
+        let all: Vec<&M::Tokens> = ready.iter().flat_map(|(_, t)| t.iter()).collect();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut vectors = Vec::with_capacity(all.len());
+            let mut rows = Vec::with_capacity(all.len());
             for chunk in all.chunks(self.options.max_batch) {
-                vectors.extend(model.embed_tokens(chunk)?);
+                rows.extend(model.run(chunk)?);
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
             }
-            Ok::<_, Error>(vectors)
+            Ok::<_, Error>(rows)
         }))
-        .unwrap_or_else(|p| Err(crate::error::panic_error("the embedding batch", &*p)));
+        .unwrap_or_else(|p| Err(crate::error::panic_error(M::THREAD, &*p)));
         self.counters
             .inputs
             .fetch_add(all.len() as u64, Ordering::Relaxed);
@@ -257,15 +271,12 @@ impl Worker {
             .requests
             .fetch_add(ready.len() as u64, Ordering::Relaxed);
         match result {
-            Ok(vectors) => {
-                let mut vectors = vectors.into_iter();
+            Ok(rows) => {
+                let mut rows = rows.into_iter();
                 for (reply, tokens) in ready {
-                    let prompt_tokens = tokens.iter().map(Vec::len).sum();
-                    let mine = vectors.by_ref().take(tokens.len()).collect();
-                    let _ = reply.send(Ok(EmbedOutput {
-                        vectors: mine,
-                        prompt_tokens,
-                    }));
+                    let prompt_tokens = tokens.iter().map(M::token_count).sum();
+                    let mine = rows.by_ref().take(tokens.len()).collect();
+                    let _ = reply.send(Ok(M::answer(mine, prompt_tokens)));
                 }
             }
             Err(e) => {

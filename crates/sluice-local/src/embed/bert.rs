@@ -138,8 +138,32 @@ pub struct Bert {
     eps: f32,
 }
 
+/// Where a sequence starts in the batch's token rows, and its length.
+type Span = (usize, usize);
+
 /// Named `f32` tensors (flattened) with their shapes.
 pub type Weights = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// One sequence to encode: its token ids (special tokens included) and where its second
+/// segment starts; tokens from there on get token type 1. For a single text that is its
+/// length.
+#[derive(Debug, Clone, Copy)]
+pub struct Segments<'a> {
+    /// Token ids.
+    pub ids: &'a [u32],
+    /// Index of the first token of type 1.
+    pub second: usize,
+}
+
+impl<'a> Segments<'a> {
+    /// A sequence of one segment.
+    pub fn one(ids: &'a [u32]) -> Self {
+        Self {
+            ids,
+            second: ids.len(),
+        }
+    }
+}
 
 impl Bert {
     /// Builds the encoder from `config` and tensors named as in Hugging Face checkpoints (with
@@ -284,41 +308,19 @@ impl Bert {
     }
 
     /// Encodes sequences of token ids (each already holding its special tokens and at most
-    /// `max_position_embeddings` long) and returns the last hidden states of all tokens, end
-    /// to end: `[sum of lengths, hidden]`.
+    /// `max_position_embeddings` long), all of token type 0, and returns the last hidden states
+    /// of all tokens, end to end: `[sum of lengths, hidden]`.
     pub fn forward(&self, sequences: &[&[u32]]) -> Result<Vec<f32>> {
+        let segments: Vec<Segments<'_>> = sequences.iter().map(|ids| Segments::one(ids)).collect();
+        self.forward_segments(&segments)
+    }
+
+    /// [`Self::forward`] for sequences that may hold a second segment (a cross-encoder's
+    /// `[CLS] query [SEP] document [SEP]`): its tokens get token type 1.
+    pub fn forward_segments(&self, sequences: &[Segments<'_>]) -> Result<Vec<f32>> {
         let h = self.config.hidden_size;
-        let tokens: usize = sequences.iter().map(|s| s.len()).sum();
-        let mut starts = Vec::with_capacity(sequences.len());
-        let mut x = vec![0f32; tokens * h];
-        let mut at = 0;
-        for seq in sequences {
-            if seq.len() > self.config.max_position_embeddings {
-                return Err(Error::invalid_request(format!(
-                    "sequence of {} tokens exceeds the model's {} positions",
-                    seq.len(),
-                    self.config.max_position_embeddings
-                )));
-            }
-            starts.push((at, seq.len()));
-            for (pos, &id) in seq.iter().enumerate() {
-                let id = id as usize;
-                if id >= self.config.vocab_size {
-                    return Err(Error::invalid_request(format!(
-                        "token id {id} is outside the vocabulary ({})",
-                        self.config.vocab_size
-                    )));
-                }
-                let row = &mut x[(at + pos) * h..(at + pos + 1) * h];
-                let word = &self.word[id * h..(id + 1) * h];
-                let position = &self.position[pos * h..(pos + 1) * h];
-                let segment = &self.token_type[..h];
-                for j in 0..h {
-                    row[j] = word[j] + position[j] + segment[j];
-                }
-            }
-            at += seq.len();
-        }
+        let (mut x, starts) = self.embeddings(sequences)?;
+        let tokens: usize = starts.iter().map(|&(_, len)| len).sum();
         if tokens == 0 {
             return Ok(x);
         }
@@ -340,6 +342,50 @@ impl Bert {
             layer_norm(&mut x, h, &layer.ffn_norm, self.eps);
         }
         Ok(x)
+    }
+
+    /// The embedding layer's sum (word + position + token type) of every token, end to end,
+    /// and where each sequence starts and how long it is.
+    fn embeddings(&self, sequences: &[Segments<'_>]) -> Result<(Vec<f32>, Vec<Span>)> {
+        let h = self.config.hidden_size;
+        let tokens: usize = sequences.iter().map(|s| s.ids.len()).sum();
+        let mut starts = Vec::with_capacity(sequences.len());
+        let mut x = vec![0f32; tokens * h];
+        let mut at = 0;
+        for seq in sequences {
+            let len = seq.ids.len();
+            if len > self.config.max_position_embeddings {
+                return Err(Error::invalid_request(format!(
+                    "sequence of {len} tokens exceeds the model's {} positions",
+                    self.config.max_position_embeddings
+                )));
+            }
+            if seq.second < len && self.config.type_vocab_size < 2 {
+                return Err(Error::invalid_request(
+                    "the model has one token type: it cannot encode a pair",
+                ));
+            }
+            starts.push((at, len));
+            for (pos, &id) in seq.ids.iter().enumerate() {
+                let id = id as usize;
+                if id >= self.config.vocab_size {
+                    return Err(Error::invalid_request(format!(
+                        "token id {id} is outside the vocabulary ({})",
+                        self.config.vocab_size
+                    )));
+                }
+                let kind = usize::from(pos >= seq.second);
+                let row = &mut x[(at + pos) * h..(at + pos + 1) * h];
+                let word = &self.word[id * h..(id + 1) * h];
+                let position = &self.position[pos * h..(pos + 1) * h];
+                let segment = &self.token_type[kind * h..(kind + 1) * h];
+                for j in 0..h {
+                    row[j] = word[j] + position[j] + segment[j];
+                }
+            }
+            at += len;
+        }
+        Ok((x, starts))
     }
 
     /// Self-attention of every sequence and head from the fused `[tokens, 3·hidden]`

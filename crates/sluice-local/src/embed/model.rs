@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
-use super::bert::{Bert, BertConfig, Weights};
-use crate::{Error, ErrorKind, Result};
+use super::bert::{Bert, BertConfig};
+use super::files::{
+    is_encoder_dir, is_sequence_classifier, load_weights, read_json, read_optional_json,
+    safetensors_elements, TOKENIZER_BYTES,
+};
+use crate::{Error, Result};
 
 /// How token states become one vector (`1_Pooling/config.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,33 +45,11 @@ impl std::fmt::Debug for EmbedModel {
     }
 }
 
-/// Whether `path` is a directory holding an embedding model ([`EmbedModel::load`]'s layout).
+/// Whether `path` is a directory holding an embedding model ([`EmbedModel::load`]'s layout):
+/// an encoder's files whose `config.json` does not describe a sequence classifier (that is a
+/// cross-encoder, see the `rerank` module).
 pub fn is_embedding_model(path: &Path) -> bool {
-    path.is_dir()
-        && path.join("config.json").is_file()
-        && path.join("tokenizer.json").is_file()
-        && path.join("model.safetensors").is_file()
-}
-
-fn io(path: &Path, source: std::io::Error) -> Error {
-    ErrorKind::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-    .into()
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read(path).map_err(|e| io(path, e))?;
-    serde_json::from_slice(&text).map_err(|e| Error::invalid_file(path, e))
-}
-
-fn read_optional_json(path: &Path) -> Result<Option<serde_json::Value>> {
-    if path.is_file() {
-        read_json(path).map(Some)
-    } else {
-        Ok(None)
-    }
+    is_encoder_dir(path) && !is_sequence_classifier(path)
 }
 
 /// The model's settings from its sentence-transformers files.
@@ -144,51 +126,15 @@ pub fn estimate_embedding_memory(dir: &Path, max_batch: usize) -> Result<u64> {
     Ok(weights + scratch + TOKENIZER_BYTES)
 }
 
-/// A vocabulary of 30k WordPiece tokens with its maps, roughly.
-const TOKENIZER_BYTES: u64 = 8 << 20;
-
-/// Elements in a safetensors file, from its header (without reading the tensors).
-fn safetensors_elements(path: &Path) -> Result<u64> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| io(path, e))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| io(path, e))?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return Err(Error::invalid_file(path, "safetensors header too large"));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|e| io(path, e))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| Error::invalid_file(path, e))?;
-    Ok(header
-        .iter()
-        .filter(|(k, _)| k.as_str() != "__metadata__")
-        .filter_map(|(_, v)| v.get("shape")?.as_array().cloned())
-        .map(|shape| shape.iter().filter_map(|d| d.as_u64()).product::<u64>())
-        .sum())
-}
-
-fn load_weights(path: &Path) -> Result<Weights> {
-    let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
-        .map_err(|e| Error::invalid_file(path, e))?;
-    tensors
-        .into_iter()
-        .map(|(name, t)| {
-            let shape = t.dims().to_vec();
-            let data = t
-                .to_dtype(candle_core::DType::F32)
-                .and_then(|t| t.flatten_all())
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(Error::backend)?;
-            Ok((name, (shape, data)))
-        })
-        .collect()
-}
-
 impl EmbedModel {
     /// Loads the model in directory `dir` (blocks: reads the weights).
     pub fn load(dir: &Path) -> Result<Self> {
+        if is_sequence_classifier(dir) {
+            return Err(Error::invalid_metadata(
+                "architectures",
+                "a sequence classifier is a cross-encoder: load it as a reranker",
+            ));
+        }
         let layout = layout(dir)?;
         let tokenizer_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(Error::tokenizer)?;
