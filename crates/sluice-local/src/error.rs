@@ -2,8 +2,9 @@
 //!
 //! [`Error`] boxes an [`ErrorKind`] so `Result<T, Error>` stays one pointer wide. The kinds are
 //! grouped by who can fix them: the model file (`InvalidFile`, `UnsupportedArchitecture`,
-//! `UnsupportedTensorType`, `UnsupportedByEngine`, `MissingMetadata`, `InvalidMetadata`, `UnsupportedTokenizer`, `Template`), the request
-//! (`InvalidRequest`, `ContextLengthExceeded`, `TemplateRender`), load (`QueueFull`, which the
+//! `UnsupportedTensorType`, `UnsupportedByEngine`, `UnsupportedActivation`,
+//! `UnsupportedLabels`, `MissingMetadata`, `InvalidMetadata`, `UnsupportedTokenizer`, `Template`), the request
+//! (`InvalidRequest`, `ContextLengthExceeded`, `TemplateRender`, `InvalidRerank`), load (`QueueFull`, which the
 //! server maps to 503 + `Retry-After`) and the runtime (`Io`, `Backend`, `Unloaded`, `Internal`).
 
 use std::path::PathBuf;
@@ -57,6 +58,16 @@ pub enum ErrorKind {
         /// What it lacks.
         reason: String,
     },
+    /// A cross-encoder's configuration names an activation this runtime does not apply (it
+    /// applies `Sigmoid`, `Identity` and `Tanh` from `torch.nn`).
+    #[error(
+        "unsupported cross-encoder activation `{0}` (supported: torch.nn's `Sigmoid`, \
+         `Identity`, `Tanh`)"
+    )]
+    UnsupportedActivation(String),
+    /// A cross-encoder has other than one label: it gives no single relevance score.
+    #[error("the cross-encoder has {0} labels; a reranker needs exactly one (one score per pair)")]
+    UnsupportedLabels(usize),
     /// A required GGUF metadata key is absent.
     #[error("missing GGUF metadata key `{0}`")]
     MissingMetadata(String),
@@ -84,6 +95,9 @@ pub enum ErrorKind {
     /// A request parameter is out of range.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A rerank request that cannot be scored (no query, no documents, too many).
+    #[error("invalid rerank request: {0}")]
+    InvalidRerank(RerankInputError),
     /// The rendered prompt does not leave room for a single generated token.
     #[error(
         "the prompt has {prompt_tokens} tokens but the model's context length is {context_length}: \
@@ -112,6 +126,26 @@ pub enum ErrorKind {
     Internal(String),
 }
 
+/// Why a rerank request was refused before it was queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RerankInputError {
+    /// The query is empty.
+    #[error("the query is empty")]
+    EmptyQuery,
+    /// The documents list is empty.
+    #[error("no documents to rank")]
+    NoDocuments,
+    /// More documents than one request may hold.
+    #[error("{count} documents, more than the {max} a request may hold")]
+    TooManyDocuments {
+        /// Documents given.
+        count: usize,
+        /// Documents allowed.
+        max: usize,
+    },
+}
+
 // === impl Error ===
 
 impl Error {
@@ -134,6 +168,21 @@ impl Error {
             ErrorKind::UnsupportedArchitecture(_)
                 | ErrorKind::UnsupportedTensorType { .. }
                 | ErrorKind::UnsupportedByEngine { .. }
+                | ErrorKind::UnsupportedActivation(_)
+                | ErrorKind::UnsupportedLabels(_)
+        )
+    }
+
+    /// Whether the request itself is at fault (the server's 400): a parameter out of range,
+    /// a prompt too long or refused by the template, a rerank request without query or
+    /// documents or with too many.
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(
+            *self.0,
+            ErrorKind::InvalidRequest(_)
+                | ErrorKind::TemplateRender(_)
+                | ErrorKind::ContextLengthExceeded { .. }
+                | ErrorKind::InvalidRerank(_)
         )
     }
 

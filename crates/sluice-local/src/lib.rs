@@ -5,8 +5,8 @@
 //! what that engine does not run, on candle (the `cuda` and `metal` features forward to
 //! candle's and are untested here), with the
 //! tokenizer and chat template taken from the file and streaming generation on dedicated OS
-//! threads; BERT-family sentence embeddings behind a dynamic batching thread; and one pool
-//! that keeps both under a memory budget. No dependency on other sluice crates; the
+//! threads; BERT-family sentence embeddings and cross-encoder reranking behind a dynamic
+//! batching thread; and one pool that keeps them under a memory budget. No dependency on other sluice crates; the
 //! server wires it in.
 //!
 //! ## Using it
@@ -61,7 +61,14 @@
 //! * [`embed`]: BERT-family sentence embeddings ([`EmbedModel`], safetensors in the
 //!   sentence-transformers layout, `embed/model`) on an unpadded encoder (`embed/bert`, its
 //!   linear layers on weights packed at load, `embed/packed`), behind [`Embedder`]'s dynamic
-//!   batching thread (`embed/batcher`).
+//!   batching thread (`embed/batcher`, generic over what it batches).
+//! * [`rerank`]: cross-encoder reranking ([`CrossEncoder`], a sentence-transformers
+//!   `CrossEncoder` directory of a one-label `BertForSequenceClassification`): pairs tokenized
+//!   `[CLS] query [SEP] document [SEP]` and cut `longest_first`, the same encoder with the
+//!   document as token type 1, BERT's pooler and classifier, the activation
+//!   sentence-transformers picks ([`Activation`]); behind [`Reranker`]'s batching thread, which
+//!   is the embeddings' one. Scores match sentence-transformers' `CrossEncoder.predict`
+//!   (`tests/rerank.rs`, on fixtures made by `scripts/make-cross-encoder-fixture.py`).
 //! * [`memory`]: hands freed memory back to the OS after an unload (mimalloc's `mi_collect`).
 //! * [`discovery`]: GGUF files in a models directory and models in Ollama's manifest store.
 //! * [`device`]: where a chat model runs ([`DeviceKind`]: the CPU, or a GPU on candle's
@@ -104,6 +111,7 @@ pub mod model;
 #[cfg(target_arch = "x86_64")]
 mod native;
 pub mod pool;
+pub mod rerank;
 mod stop;
 mod template;
 pub mod testing;
@@ -111,10 +119,10 @@ mod tokenizer;
 
 pub use device::DeviceKind;
 pub use embed::{
-    estimate_embedding_memory, is_embedding_model, BatchOptions, EmbedModel, EmbedOutput, Embedder,
-    EmbedderStats, Pooling,
+    estimate_embedding_memory, is_embedding_model, BatchOptions, BatchStats, EmbedModel,
+    EmbedOutput, Embedder, EmbedderStats, Pooling,
 };
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, RerankInputError, Result};
 pub use gguf::{
     estimate_memory, estimate_memory_with, read_model_info, Architecture, MemoryUsage, ModelInfo,
 };
@@ -126,6 +134,10 @@ pub use pool::{
     default_memory_budget, plan_eviction, Clock, GgufLoader, KeepAlive, Lease, Loaded, Loader,
     LocalLoader, LocalModel, ModelKind, ModelSpec, ModelState, ModelStatus, Pool, PoolConfig,
     PoolError, PoolErrorKind, PoolSnapshot, PreloadEvent, PreloadReport, SystemClock,
+};
+pub use rerank::{
+    estimate_rerank_memory, is_reranker_model, Activation, CrossEncoder, RerankOutput, Reranker,
+    MAX_RERANK_DOCUMENTS,
 };
 pub use template::{ChatMessage, DEFAULT_CHAT_TEMPLATE};
 
