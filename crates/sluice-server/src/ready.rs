@@ -5,7 +5,9 @@
 //! - the ledger (keys and the spend log, SQLite or PostgreSQL): without it no virtual key can
 //!   be looked up, so it failing makes the replica **not ready** (503);
 //! - the limiter on Redis and the cache store: sluice serves without them (limits fall back
-//!   to in-process counting, the cache misses), so them failing makes it **degraded** (200).
+//!   to in-process counting, the cache misses), so them failing makes it **degraded** (200);
+//! - the files (`/v1/files`: their index and their contents' directory): only the Files API
+//!   needs them, so them failing makes it **degraded** too.
 
 use crate::response::{json, ResponseBody};
 use crate::state::AppState;
@@ -68,10 +70,16 @@ pub async fn ready(state: &AppState) -> Response<ResponseBody> {
             Some(c) => Check::of(c.store_answers()).await,
         }
     };
-    let (ledger, limiter, cache) = tokio::join!(ledger, limiter, cache);
+    let files = async {
+        match &state.files {
+            None => Check::Off,
+            Some(f) => Check::of(f.check()).await,
+        }
+    };
+    let (ledger, limiter, cache, files) = tokio::join!(ledger, limiter, cache, files);
     let (code, status) = if ledger.failed() {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
-    } else if limiter.failed() || cache.failed() {
+    } else if limiter.failed() || cache.failed() || files.failed() {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ready")
@@ -82,6 +90,7 @@ pub async fn ready(state: &AppState) -> Response<ResponseBody> {
             "ledger": ledger.json(),
             "redis_limiter": limiter.json(),
             "cache_store": cache.json(),
+            "files": files.json(),
         },
     });
     json(code, serde_json::to_vec(&body).unwrap_or_default())

@@ -557,6 +557,26 @@ async fn expiry_is_kept_and_a_big_upload_streams_through() {
 }
 
 #[tokio::test]
+async fn readiness_checks_the_files_store() {
+    let dir = data_dir("ready");
+    let gw = gateway(&dir, "", "").await;
+    let r = TestClient::new()
+        .get(&gw.url("/health/ready"))
+        .await
+        .unwrap();
+    assert_eq!(r.json()["checks"]["files"]["status"], "ok", "{}", r.text());
+    // The contents' directory gone (a shared mount lost): degraded, not down.
+    std::fs::remove_dir_all(dir.join("files")).unwrap();
+    let r = TestClient::new()
+        .get(&gw.url("/health/ready"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "degraded", "{}", r.text());
+    assert_eq!(r.json()["checks"]["files"]["status"], "failed");
+}
+
+#[tokio::test]
 async fn files_off_is_not_found() {
     let dir = data_dir("off");
     let gw = gateway(&dir, "", "[files]\nenabled = false").await;
@@ -565,4 +585,114 @@ async fn files_off_is_not_found() {
     assert!(!dir.join("files").exists());
     let v: Value = r.json();
     assert_eq!(v["error"]["type"], "not_found_error");
+}
+
+/// A fresh PostgreSQL schema (at `DATABASE_URL`) and the URL that selects it.
+fn postgres_schema() -> (String, String) {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!(
+        "files_{}_{}",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    );
+    let out = std::process::Command::new("psql")
+        .args([&base, "-X", "-q", "-c", &format!("CREATE SCHEMA {schema}")])
+        .output()
+        .expect("psql is installed (test.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sep = if base.contains('?') { '&' } else { '?' };
+    (
+        format!("{base}{sep}options=-csearch_path%3D{schema}"),
+        schema,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_files_through_postgres_and_one_directory() {
+    let (database, schema) = postgres_schema();
+    let shared = data_dir("shared");
+    let storage = format!(
+        "database_url = \"{database}\"\n[files]\ndir = \"{}\"",
+        shared.join("contents").display()
+    );
+    // The `[storage]` keys follow its `data_dir` line; `[files]` then opens its own table.
+    let config = |dir: PathBuf| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+master_key = "{MASTER}"
+[storage]
+data_dir = "{}"
+{storage}
+[[providers]]
+name = "fake"
+type = "openai"
+base_url = "http://127.0.0.1:9"
+[[models]]
+name = "m"
+provider = "fake"
+"#,
+            dir.display()
+        )
+    };
+    let a = start_with(&config(data_dir("replica-a"))).await;
+    let b = start_with(&config(data_dir("replica-b"))).await;
+    let key = new_key(&a, "tenant").await;
+    let lines = b"{\"custom_id\":\"x\"}\n";
+    let r = upload(
+        &a,
+        &key,
+        &[
+            Part::Field("purpose", "batch"),
+            Part::File("file", "in.jsonl", lines),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(shared.join("contents").join(&id).exists());
+    assert_eq!(
+        get(&b, &format!("/v1/files/{id}"), &key).await.json(),
+        r.json()
+    );
+    assert_eq!(
+        &get(&b, &format!("/v1/files/{id}/content"), &key).await.body[..],
+        &lines[..]
+    );
+    assert_eq!(
+        get(&b, "/v1/files", &key).await.json()["data"][0]["id"],
+        id.as_str()
+    );
+    assert_not_found(&get(&b, &format!("/v1/files/{id}"), MASTER).await, &id);
+    let r = call(
+        &b,
+        Method::DELETE,
+        &format!("/v1/files/{id}"),
+        Vec::new(),
+        &key,
+    )
+    .await;
+    assert_eq!(r.json()["deleted"], true);
+    assert_not_found(
+        &get(&a, &format!("/v1/files/{id}/content"), &key).await,
+        &id,
+    );
+    drop((a, b));
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let _ = std::process::Command::new("psql")
+        .args([
+            &base,
+            "-X",
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA {schema} CASCADE"),
+        ])
+        .output();
 }

@@ -236,6 +236,23 @@ impl FileStore {
         Ok(true)
     }
 
+    /// A cheap check that both halves answer: the index (a lookup) and the contents'
+    /// directory (it is there, and a directory: a shared mount that went away fails).
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.inner
+            .index
+            .get("file-ready", &Owner::Master, unix_now_s())
+            .await?;
+        let dir = tokio::fs::metadata(self.inner.contents.dir()).await?;
+        if !dir.is_dir() {
+            return Err(StoreError::Unavailable(format!(
+                "`{}` is not a directory",
+                self.inner.contents.dir().display()
+            )));
+        }
+        Ok(())
+    }
+
     /// Deletes the files expired by now (rows, then contents); how many.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
         let mut purged = 0;
