@@ -35,7 +35,7 @@ use serde::Deserialize;
 
 use crate::error::{ErrorKind, Result};
 use crate::gguf::raw::{read_string, read_u32, read_u64, scalar_size, skip};
-use crate::pool::ModelSpec;
+use crate::pool::{ModelKind, ModelSpec};
 
 /// Media type of the GGUF layer in an Ollama manifest.
 pub const OLLAMA_MODEL_MEDIA_TYPE: &str = "application/vnd.ollama.image.model";
@@ -70,7 +70,8 @@ pub enum Source {
     },
 }
 
-/// A usable model: a GGUF chat model file, or an embedding model directory.
+/// A usable model: a GGUF chat model file, or an embedding model or cross-encoder (reranker)
+/// directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveredModel {
     /// The name to serve it as.
@@ -95,12 +96,18 @@ pub struct DiscoveredModel {
 
 impl DiscoveredModel {
     /// Whether the runtime supports the architecture (`llama`, `qwen2` chat; `bert` embedding
-    /// directories); `false` when unknown.
+    /// and reranker directories); `false` when unknown.
     pub fn is_supported(&self) -> bool {
         matches!(
             self.architecture.as_deref(),
             Some("llama" | "qwen2" | "bert")
         )
+    }
+
+    /// What it is: a chat model (a file), an embedding model or a reranker (a directory whose
+    /// `config.json` names a `...ForSequenceClassification`), as [`ModelSpec::kind`] decides.
+    pub fn kind(&self) -> ModelKind {
+        ModelKind::of_path(&self.path)
     }
 
     /// A pool spec for it: name, path, checksum and context length; the rest default.
@@ -168,7 +175,7 @@ pub fn scan_models_dir(dir: &Path) -> Result<Discovery> {
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     for entry in sorted_entries(dir)? {
-        if crate::embed::is_embedding_model(&entry) {
+        if crate::embed::is_embedding_model(&entry) || crate::rerank::is_reranker_model(&entry) {
             match probe_embedding_dir(&entry) {
                 Ok(model) => discovery.add(&mut seen, model),
                 Err(reason) => discovery.skip(&entry, reason),
@@ -220,8 +227,9 @@ pub fn scan_models_dir(dir: &Path) -> Result<Discovery> {
     Ok(discovery)
 }
 
-/// An embedding model directory ([`crate::embed::is_embedding_model`]), named after the
-/// directory; its architecture is `config.json`'s `model_type`.
+/// An embedding model or cross-encoder directory ([`crate::embed::is_embedding_model`],
+/// [`crate::rerank::is_reranker_model`]), named after the directory; its architecture is
+/// `config.json`'s `model_type`.
 fn probe_embedding_dir(dir: &Path) -> std::result::Result<DiscoveredModel, String> {
     let name = dir
         .file_name()

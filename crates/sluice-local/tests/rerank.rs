@@ -283,3 +283,56 @@ fn unsupported_heads_are_refused_by_name() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_loads_a_discovered_reranker_and_counts_its_memory() {
+    use sluice_local::discovery::scan_models_dir;
+    use sluice_local::pool::{LocalLoader, ModelKind, Pool, PoolConfig};
+
+    // A models directory holding the fixture as `my-reranker/`.
+    let models = std::env::temp_dir().join(format!("sluice-rerank-models-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&models);
+    std::fs::create_dir_all(&models).expect("models dir");
+    let dir = models.join("my-reranker");
+    std::fs::create_dir_all(&dir).expect("model dir");
+    for entry in std::fs::read_dir(fixtures().join("sigmoid")).expect("fixture") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
+    }
+    let found = scan_models_dir(&models).expect("scan");
+    let model = found.model("my-reranker").expect("discovered");
+    assert_eq!(model.kind(), ModelKind::Rerank);
+    assert!(model.is_supported(), "{:?}", model.architecture);
+    let mut spec = model.to_spec();
+    assert_eq!(spec.kind, ModelKind::Rerank);
+    spec.batch = options(8);
+    let estimate = sluice_local::estimate_rerank_memory(&dir, 8).expect("estimate");
+
+    let pool = Pool::new(LocalLoader, PoolConfig::default(), [spec]);
+    let lease = pool.acquire("my-reranker", None).await.expect("lease");
+    assert_eq!(lease.kind(), ModelKind::Rerank);
+    assert!(lease.as_embedder().is_none() && lease.as_chat().is_none());
+    let reranker = lease.as_reranker().expect("a reranker");
+    let measured = reranker.model().memory_with_batch(8);
+    let status = pool.snapshot();
+    let status = status.model("my-reranker").expect("status");
+    assert_eq!(status.bytes_measured, Some(measured));
+    assert_eq!(status.engine, Some("native"));
+    // The estimate counts the file's tensors as `f32`, the measurement what is held (the
+    // linear layers packed with their padding to the kernel's width); both add one batch's
+    // scratch and the tokenizer.
+    let off = (measured as f64 - estimate as f64).abs() / estimate as f64;
+    assert!(off < 0.01, "estimate {estimate}, measured {measured}");
+
+    let fixture = fixture();
+    let request = &fixture.models["sigmoid"].requests[0];
+    let answer = reranker
+        .score(request.query.clone(), request.documents.clone())
+        .await
+        .expect("scores");
+    for (got, want) in answer.scores.iter().zip(&request.scores) {
+        assert!((got - want).abs() <= TOLERANCE, "{got} against {want}");
+    }
+    drop(lease);
+    let _ = std::fs::remove_dir_all(models);
+}

@@ -124,11 +124,11 @@ impl<L: Loader, C: Clock> Inner<L, C> {
             state.models.get(name).and_then(|r| r.verified)
         };
         if file.is_none() || verified != file {
-            // An embedding model's checksum is its weights file's.
+            // A directory's (embedding model, reranker) checksum is its weights file's.
             let weights = spec.path.join("model.safetensors");
             let path = match spec.kind {
                 ModelKind::Chat => &spec.path,
-                ModelKind::Embedding => &weights,
+                ModelKind::Embedding | ModelKind::Rerank => &weights,
             };
             verify_sha256(name, path, expected)?;
             let mut state = self.lock();

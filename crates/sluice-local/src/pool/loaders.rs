@@ -1,8 +1,8 @@
-//! The real [`Loader`]s: [`GgufLoader`] for chat models and [`LocalLoader`] for both kinds.
+//! The real [`Loader`]s: [`GgufLoader`] for chat models and [`LocalLoader`] for every kind.
 
 use super::loader::{Loaded, Loader};
 use super::spec::{ModelKind, ModelSpec};
-use crate::{ChatModel, Embedder};
+use crate::{ChatModel, CrossEncoder, Embedder, Reranker};
 
 /// The [`Loader`] for GGUF chat models: [`crate::estimate_memory`] before, [`ChatModel::load`]
 /// and [`ChatModel::memory`] after, with [`ModelSpec::load`]'s options.
@@ -31,13 +31,15 @@ impl Loader for GgufLoader {
     }
 }
 
-/// A loaded model of either kind.
+/// A loaded model of any kind.
 #[derive(Debug)]
 pub enum LocalModel {
     /// A chat model.
     Chat(ChatModel),
     /// An embedding model behind its batching thread.
     Embedding(Embedder),
+    /// A cross-encoder behind its batching thread.
+    Rerank(Reranker),
 }
 
 impl LocalModel {
@@ -45,7 +47,7 @@ impl LocalModel {
     pub fn as_chat(&self) -> Option<&ChatModel> {
         match self {
             Self::Chat(m) => Some(m),
-            Self::Embedding(_) => None,
+            _ => None,
         }
     }
 
@@ -53,7 +55,15 @@ impl LocalModel {
     pub fn as_embedder(&self) -> Option<&Embedder> {
         match self {
             Self::Embedding(e) => Some(e),
-            Self::Chat(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The reranker, if it is one.
+    pub fn as_reranker(&self) -> Option<&Reranker> {
+        match self {
+            Self::Rerank(r) => Some(r),
+            _ => None,
         }
     }
 
@@ -62,14 +72,16 @@ impl LocalModel {
         match self {
             Self::Chat(_) => ModelKind::Chat,
             Self::Embedding(_) => ModelKind::Embedding,
+            Self::Rerank(_) => ModelKind::Rerank,
         }
     }
 }
 
-/// The [`Loader`] for both kinds ([`ModelSpec::kind`]): GGUF chat models as [`GgufLoader`]
-/// loads them, embedding directories as [`crate::EmbedModel`]s behind an [`Embedder`] with
-/// [`ModelSpec::batch`]'s options. An embedding model's estimate is its weights as `f32` plus
-/// one batch's scratch, before loading and after.
+/// The [`Loader`] for every kind ([`ModelSpec::kind`]): GGUF chat models as [`GgufLoader`]
+/// loads them, embedding directories as [`crate::EmbedModel`]s behind an [`Embedder`] and
+/// cross-encoder directories as [`CrossEncoder`]s behind a [`Reranker`], both with
+/// [`ModelSpec::batch`]'s options. An encoder's estimate is its weights as `f32` plus one
+/// batch's scratch (`max_batch` sequences of the longest length), before loading and after.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalLoader;
 
@@ -82,6 +94,7 @@ impl Loader for LocalLoader {
             ModelKind::Embedding => {
                 crate::estimate_embedding_memory(&spec.path, spec.batch.max_batch)
             }
+            ModelKind::Rerank => crate::estimate_rerank_memory(&spec.path, spec.batch.max_batch),
         }
     }
 
@@ -100,14 +113,24 @@ impl Loader for LocalLoader {
                     bytes,
                 })
             }
+            ModelKind::Rerank => {
+                let model = CrossEncoder::load(&spec.path)?;
+                let bytes = model.memory_with_batch(spec.batch.max_batch);
+                let reranker = Reranker::new(model, spec.batch)?;
+                Ok(Loaded {
+                    model: LocalModel::Rerank(reranker),
+                    bytes,
+                })
+            }
         }
     }
 
-    /// Chat models: their engine's; embedding models always run on sluice's own encoder.
+    /// Chat models: their engine's; embedding models and rerankers always run on sluice's own
+    /// encoder.
     fn engine(&self, model: &LocalModel) -> Option<&'static str> {
         match model {
             LocalModel::Chat(chat) => Some(chat.engine()),
-            LocalModel::Embedding(_) => Some("native"),
+            LocalModel::Embedding(_) | LocalModel::Rerank(_) => Some("native"),
         }
     }
 

@@ -14,7 +14,7 @@ pub struct ModelSpec {
     pub name: String,
     /// The model file.
     pub path: PathBuf,
-    /// Expected SHA-256 of the file (of `model.safetensors` for an embedding model), hex (a
+    /// Expected SHA-256 of the file (of `model.safetensors` for a directory), hex (a
     /// `sha256:` or `sha256-` prefix is accepted).
     pub sha256: Option<String>,
     /// Idle time before unloading; `None`: the pool's default. A request can override it.
@@ -26,9 +26,10 @@ pub struct ModelSpec {
     /// How [`GgufLoader`](crate::pool::GgufLoader) loads it (sequence slots, queue, context
     /// length).
     pub load: LoadOptions,
-    /// What it is: a GGUF chat model or an embedding model directory.
+    /// What it is: a GGUF chat model, an embedding model or a cross-encoder directory.
     pub kind: ModelKind,
-    /// How an embedding model batches requests.
+    /// How an embedding model or a reranker batches requests (a reranker's `max_batch`
+    /// counts (query, document) pairs).
     pub batch: BatchOptions,
 }
 
@@ -39,14 +40,30 @@ pub enum ModelKind {
     Chat,
     /// A sentence-embedding model directory ([`crate::EmbedModel`]).
     Embedding,
+    /// A cross-encoder directory ([`crate::CrossEncoder`]): `/v1/rerank`.
+    Rerank,
 }
 
 impl ModelKind {
-    /// `chat` or `embedding`.
+    /// `chat`, `embedding` or `rerank`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Chat => "chat",
             Self::Embedding => "embedding",
+            Self::Rerank => "rerank",
+        }
+    }
+
+    /// What the model at `path` is: a directory whose `config.json` names a
+    /// `...ForSequenceClassification` is a reranker ([`crate::is_reranker_model`]), another
+    /// directory an embedding model, a file a GGUF chat model.
+    pub fn of_path(path: &std::path::Path) -> Self {
+        if !path.is_dir() {
+            Self::Chat
+        } else if crate::is_reranker_model(path) {
+            Self::Rerank
+        } else {
+            Self::Embedding
         }
     }
 }
@@ -55,14 +72,10 @@ impl ModelKind {
 
 impl ModelSpec {
     /// A spec with defaults: no checksum, the pool's keep-alive, not pinned or preloaded.
-    /// The kind follows the path: a directory is an embedding model, a file a GGUF chat model.
+    /// The kind follows the path ([`ModelKind::of_path`]).
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        let kind = if path.is_dir() {
-            ModelKind::Embedding
-        } else {
-            ModelKind::Chat
-        };
+        let kind = ModelKind::of_path(&path);
         Self {
             name: name.into(),
             path,
