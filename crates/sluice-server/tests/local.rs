@@ -657,3 +657,95 @@ path = "{}"
     assert_eq!(minilm["kind"], "embedding", "{health}");
     assert_eq!(minilm["state"], "loaded", "{health}");
 }
+
+/// The cross-encoder fixture of sluice-local (a random-initialised one-label BERT saved by
+/// sentence-transformers) and the scores `CrossEncoder.predict` gave it.
+fn cross_encoder(activation: &str) -> (std::path::PathBuf, Value) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sluice-local/tests/fixtures/cross-encoder");
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    (
+        dir.join(activation),
+        reference["models"][activation].clone(),
+    )
+}
+
+#[tokio::test]
+async fn local_rerank_matches_sentence_transformers_over_http() {
+    let (sigmoid, reference) = cross_encoder("sigmoid");
+    // From the config, and from a models directory by its directory name.
+    let root = std::env::temp_dir().join(format!(
+        "sluice-local-rerank-{}-{}",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    ));
+    let models_dir = root.join("models");
+    std::fs::create_dir_all(&models_dir).unwrap();
+    std::os::unix::fs::symlink(&sigmoid, models_dir.join("tiny-cross-encoder")).unwrap();
+    let local = format!("models_dir = \"{}\"\nmax_wait_ms = 5", models_dir.display());
+    let models = format!(
+        "[[models]]\nname = \"ce\"\nprovider = \"here\"\npath = \"{}\"\nprice = {{ request = 0.001 }}\n",
+        sigmoid.display()
+    );
+    let (_fake, gw) = gateway(&local, &models).await;
+    let url = gw.url("/v1/rerank");
+    for name in ["ce", "tiny-cross-encoder"] {
+        for req in reference["requests"].as_array().unwrap() {
+            let docs = req["documents"].as_array().unwrap();
+            if docs.is_empty() || req["query"].as_str().unwrap().is_empty() {
+                continue;
+            }
+            let body = json!({"model": name, "query": req["query"], "documents": docs, "return_documents": true});
+            let r = post_json(&url, body.to_string(), &[]).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            let v = r.json();
+            let results = v["results"].as_array().unwrap();
+            assert_eq!(results.len(), docs.len());
+            let mut last = f64::INFINITY;
+            for res in results {
+                let i = res["index"].as_u64().unwrap() as usize;
+                let score = res["relevance_score"].as_f64().unwrap();
+                let want = req["scores"][i].as_f64().unwrap();
+                assert!(
+                    (score - want).abs() < 1e-4,
+                    "{name} doc {i}: {score} vs {want}"
+                );
+                assert!(score <= last, "sorted by score");
+                last = score;
+                assert_eq!(res["document"]["text"], docs[i]);
+            }
+            let tokens: u64 = req["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap())
+                .sum();
+            assert_eq!(v["usage"]["prompt_tokens"], tokens);
+        }
+    }
+    // top_n, the price per request, and bad input.
+    let body =
+        json!({"model": "ce", "query": "canal locks", "documents": ["a", "b", "c"], "top_n": 2});
+    let r = post_json(&url, body.to_string(), &[]).await.unwrap();
+    assert_eq!(r.json()["results"].as_array().unwrap().len(), 2);
+    assert_eq!(r.header("x-sluice-cost-usd"), Some("0.001"));
+    let body = json!({"model": "ce", "query": "q", "documents": [{"title": "no text"}]});
+    let r = post_json(&url, body.to_string(), &[]).await.unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "documents");
+    // A reranker is not an embedding model.
+    let r = post_json(
+        &gw.url("/v1/embeddings"),
+        json!({"model": "ce", "input": "x"}).to_string(),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("is a reranker: use /v1/rerank"),
+        "{}",
+        r.text()
+    );
+}

@@ -308,8 +308,10 @@ impl Attempt<'_> {
                 | Operation::ImageGeneration
                 | Operation::ImageEdit
                 | Operation::ImageVariation
-                | Operation::Moderation
-                | Operation::Rerank => Err(self.provider.unsupported(self.op)),
+                | Operation::Moderation => Err(self.provider.unsupported(self.op)),
+                Operation::Rerank => {
+                    local::rerank(self.state, self.upstream_model, self.model, body).await
+                }
                 Operation::Chat => {
                     local::chat(
                         self.state,

@@ -60,9 +60,12 @@ pub(super) fn model_error(e: &sluice_local::Error) -> Error {
         return overloaded(e.to_string(), Some(Duration::from_secs(1)));
     }
     match e.kind() {
-        sluice_local::ErrorKind::InvalidRequest { .. }
-        | sluice_local::ErrorKind::TemplateRender(_)
-        | sluice_local::ErrorKind::ContextLengthExceeded { .. } => ErrorKind::InvalidRequest {
+        sluice_local::ErrorKind::InvalidRerank(_) => ErrorKind::InvalidRequest {
+            message: e.to_string(),
+            param: Some("documents"),
+        }
+        .into(),
+        _ if e.is_invalid_request() => ErrorKind::InvalidRequest {
             message: e.to_string(),
             param: Some("messages"),
         }
@@ -81,6 +84,7 @@ pub(super) fn wrong_kind(model: &str, kind: ModelKind) -> Error {
             format!("model `{model}` is an embedding model: use /v1/embeddings")
         }
         ModelKind::Chat => format!("model `{model}` is a chat model: use /v1/chat/completions"),
+        ModelKind::Rerank => format!("model `{model}` is a reranker: use /v1/rerank"),
     };
     ErrorKind::InvalidRequest {
         message,

@@ -15,7 +15,7 @@ mod stream;
 mod write;
 
 use errors::{invalid, model_error, pool_error, wrong_kind};
-use request::{chat_request, embedding_request};
+use request::{chat_request, embedding_request, rerank_request};
 use stream::LocalStream;
 use write::usage_of;
 
@@ -85,12 +85,13 @@ pub async fn embeddings(
 ) -> Result<Answer, Error> {
     let local = runtime(state)?;
     let request = embedding_request(body)?;
-    if local
+    if let Some(kind) = local
         .pool
         .spec(upstream)
-        .is_some_and(|s| s.kind == ModelKind::Chat)
+        .map(|s| s.kind)
+        .filter(|&k| k != ModelKind::Embedding)
     {
-        return Err(wrong_kind(model, ModelKind::Chat));
+        return Err(wrong_kind(model, kind));
     }
     let lease = local
         .pool
@@ -99,7 +100,7 @@ pub async fn embeddings(
         .map_err(|e| pool_error(&e))?;
     let embedder = lease
         .as_embedder()
-        .ok_or_else(|| wrong_kind(model, ModelKind::Chat))?;
+        .ok_or_else(|| wrong_kind(model, lease.kind()))?;
     let dimensions = embedder.model().dimensions();
     if let Some(d) = request.dimensions.filter(|&d| d != dimensions as u64) {
         return Err(invalid(
@@ -119,5 +120,47 @@ pub async fn embeddings(
         ..Usage::default()
     };
     let text = write::embeddings_body(&out.vectors, base64, model, usage.prompt_tokens);
+    Ok(Answer::json(Bytes::from(text), Some(usage)))
+}
+
+/// Serves one rerank request on local cross-encoder `upstream`; `model` is what the client
+/// asked for. The (query, document) pairs join the model's next batch; the answer is the
+/// shape Cohere, Jina and vLLM share, sorted by score.
+pub async fn rerank(
+    state: &AppState,
+    upstream: &str,
+    model: &str,
+    body: &Bytes,
+) -> Result<Answer, Error> {
+    let local = runtime(state)?;
+    let request = rerank_request(body)?;
+    if let Some(kind) = local
+        .pool
+        .spec(upstream)
+        .map(|s| s.kind)
+        .filter(|&k| k != ModelKind::Rerank)
+    {
+        return Err(wrong_kind(model, kind));
+    }
+    let lease = local
+        .pool
+        .acquire(upstream, request.keep_alive)
+        .await
+        .map_err(|e| pool_error(&e))?;
+    let reranker = lease
+        .as_reranker()
+        .ok_or_else(|| wrong_kind(model, lease.kind()))?;
+    let documents: Vec<String> = request.documents.iter().map(|d| d.text.clone()).collect();
+    let out = reranker
+        .submit(request.query.clone(), documents)
+        .map_err(|e| model_error(&e))?
+        .await
+        .map_err(|e| model_error(&e))?;
+    drop(lease);
+    let usage = Usage {
+        prompt_tokens: out.prompt_tokens as u64,
+        ..Usage::default()
+    };
+    let text = write::rerank_body(&request, &out.scores, model, usage.prompt_tokens);
     Ok(Answer::json(Bytes::from(text), Some(usage)))
 }

@@ -184,3 +184,75 @@ pub(super) fn embedding_request(body: &[u8]) -> Result<EmbeddingRequest, Error> 
         keep_alive,
     })
 }
+
+/// A rerank document: a string, or an object whose `text` is ranked (the object is what
+/// `return_documents` gives back).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum WireDocument {
+    Text(String),
+    Object(serde_json::Map<String, serde_json::Value>),
+}
+
+/// One document of a rerank request.
+pub(super) struct RerankDocument {
+    /// The text scored.
+    pub text: String,
+    /// What `return_documents` answers with: `{"text": ...}`, or the client's object.
+    pub returned: serde_json::Value,
+}
+
+/// A rerank request for a local cross-encoder.
+pub(super) struct RerankRequest {
+    pub query: String,
+    pub documents: Vec<RerankDocument>,
+    pub top_n: Option<usize>,
+    pub return_documents: bool,
+    pub keep_alive: Option<KeepAlive>,
+}
+
+#[derive(serde::Deserialize)]
+struct RerankWire {
+    query: String,
+    documents: Vec<WireDocument>,
+    #[serde(default)]
+    top_n: Option<usize>,
+    #[serde(default)]
+    return_documents: Option<bool>,
+    #[serde(default)]
+    keep_alive: Option<serde_json::Value>,
+}
+
+/// The rerank request (the pipeline's view has checked its shape).
+pub(super) fn rerank_request(body: &[u8]) -> Result<RerankRequest, Error> {
+    let w: RerankWire = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("invalid request body: {e}"), "documents"))?;
+    let documents = w
+        .documents
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            WireDocument::Text(t) => Ok(RerankDocument {
+                returned: serde_json::json!({ "text": t }),
+                text: t,
+            }),
+            WireDocument::Object(o) => match o.get("text").and_then(|t| t.as_str()) {
+                Some(t) => Ok(RerankDocument {
+                    text: t.to_string(),
+                    returned: serde_json::Value::Object(o),
+                }),
+                None => Err(invalid(
+                    format!("`documents[{i}]` must be a string or an object with a string `text`"),
+                    "documents",
+                )),
+            },
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RerankRequest {
+        query: w.query,
+        documents,
+        top_n: w.top_n,
+        return_documents: w.return_documents.unwrap_or(false),
+        keep_alive: keep_alive_of(w.keep_alive)?,
+    })
+}

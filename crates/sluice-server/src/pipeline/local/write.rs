@@ -87,3 +87,34 @@ pub(super) fn usage_of(u: sluice_local::Usage) -> Usage {
         ..Usage::default()
     }
 }
+
+/// A rerank answer: `results` of `index` and `relevance_score` (and `document` when asked),
+/// by descending score, at most `top_n`; usage in tokens.
+pub(super) fn rerank_body(
+    request: &super::request::RerankRequest,
+    scores: &[f32],
+    model: &str,
+    prompt_tokens: u64,
+) -> String {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let top = request.top_n.unwrap_or(order.len()).min(order.len());
+    let results: Vec<serde_json::Value> = order[..top]
+        .iter()
+        .map(|&i| {
+            let mut r = serde_json::json!({ "index": i, "relevance_score": scores[i] });
+            if request.return_documents {
+                r["document"] = request.documents[i].returned.clone();
+            }
+            r
+        })
+        .collect();
+    serde_json::json!({
+        "id": format!("rerank-local-{:016x}", sluice_core::rng::next_u64()),
+        "object": "list",
+        "model": model,
+        "results": results,
+        "usage": { "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens },
+    })
+    .to_string()
+}
