@@ -231,6 +231,7 @@ impl Attempt<'_> {
                 chunk_timeout: d.chunk,
                 deadline: d.total,
                 series: self.deployment,
+                op: self.op,
                 started: self.started,
                 estimated_prompt_tokens: self.estimated_prompt_tokens,
                 ttft: self.started.elapsed(),

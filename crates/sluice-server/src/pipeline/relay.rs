@@ -39,6 +39,7 @@ pub struct Relay {
     failed: bool,
     state: Arc<AppState>,
     series: usize,
+    op: sluice_core::Operation,
     started: std::time::Instant,
     recorded: bool,
     estimated_prompt_tokens: u64,
@@ -57,6 +58,8 @@ pub struct RelayParams {
     pub deadline: Instant,
     /// Metrics series.
     pub series: usize,
+    /// The operation, for the series' endpoint.
+    pub op: sluice_core::Operation,
     /// When the request arrived.
     pub started: std::time::Instant,
     /// Prompt tokens estimated from the request, used if the upstream reports no usage.
@@ -97,6 +100,7 @@ impl Relay {
             failed: false,
             state,
             series: p.series,
+            op: p.op,
             started: p.started,
             recorded: false,
             estimated_prompt_tokens: p.estimated_prompt_tokens,
@@ -105,10 +109,7 @@ impl Relay {
     }
 
     fn metrics(&self) -> &crate::metrics::EndpointMetrics {
-        self.state
-            .metrics
-            .series(self.series)
-            .endpoint(sluice_core::Operation::Chat)
+        self.state.metrics.series(self.series).endpoint(self.op)
     }
 
     /// Ends the stream with an error event.
