@@ -23,7 +23,7 @@
 //! spend_log(id INTEGER PRIMARY KEY, ts_ms, request_id, key_id, key_name, endpoint, route,
 //!           model, provider, status, prompt_tokens, completion_tokens, cached_tokens,
 //!           cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms,
-//!           cache, attempts, stream, usage_estimated)
+//!           cache, attempts, stream, usage_estimated, batch_id)
 //! spend_daily(day, key_id, key_name, model, provider, route, requests, errors,
 //!             prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
 //!             reasoning_tokens, cost_nano_usd, latency_ms_sum,

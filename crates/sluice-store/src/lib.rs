@@ -10,6 +10,7 @@
 //! - the small RESP2 client ([`RedisClient`]) the Redis stores use;
 //! - the Files API's files ([`FileStore`]): metadata in SQLite or PostgreSQL, contents in
 //!   a directory;
+//! - the Batch API's batches ([`BatchStore`]): beside the files' metadata;
 //! - [`open`]: the functions that open each of them from sluice's config, for the server
 //!   and the CLI alike.
 //!
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod batches;
 mod cache_stats;
 pub mod error;
 pub mod files;
@@ -38,6 +40,7 @@ mod sqlite_file;
 pub mod sqlite_ledger;
 pub mod store;
 
+pub use batches::BatchStore;
 pub use error::StoreError;
 pub use files::{FileIndex, FileObject, FileStore, NewFile, Owner, Purpose, Upload};
 pub use ledger::{

@@ -141,6 +141,7 @@ fn rec(ts_ms: u64, key: Option<&str>, model: Option<&str>, cost: u64) -> SpendRe
         attempts: 1,
         stream: false,
         usage_estimated: false,
+        batch_id: None,
     }
 }
 
@@ -167,6 +168,7 @@ async fn records_are_batched_and_flushed() {
         );
         r.stream = i % 2 == 0;
         r.ttft_ms = (i % 3 == 0).then_some(i);
+        r.batch_id = (i % 4 == 0).then(|| "batch_x".to_string());
         expected_cost += r.cost_nano_usd;
         expected_prompt += r.prompt_tokens;
         ledger.record(r);
@@ -190,6 +192,8 @@ async fn records_are_batched_and_flushed() {
     assert_eq!(row.get::<_, i64>(2), expected_prompt as i64);
     assert_eq!(row.get::<_, i64>(3), 500);
     assert_eq!(row.get::<_, i64>(4), 334);
+    let batch = "SELECT count(*) FROM spend_log WHERE batch_id = 'batch_x'";
+    assert_eq!(count(&db, batch).await, 250);
     // Every field survives the trip.
     let first = db
         .query_one(
@@ -950,12 +954,12 @@ async fn a_newer_schema_is_refused() {
     let db = t.client().await;
     assert_eq!(
         count(&db, "SELECT max(version)::BIGINT FROM sluice_schema").await,
-        1
+        2
     );
     // Opening again keeps the one version row.
     drop(t.open(options()));
     assert_eq!(count(&db, "SELECT count(*) FROM sluice_schema").await, 1);
-    db.batch_execute("UPDATE sluice_schema SET version = 2")
+    db.batch_execute("UPDATE sluice_schema SET version = 3")
         .await
         .expect("bump");
     let err = PgLedger::open(&t.url, options()).expect_err("newer schema");
@@ -1079,4 +1083,32 @@ fn day_numbers_match_the_window_names() {
         BudgetPeriod::Day.window(ts).0,
         format!("d:{y:04}-{m:02}-{d:02}")
     );
+}
+
+#[tokio::test]
+async fn a_version_1_schema_gains_batch_id() {
+    let t = TestDb::new();
+    let ledger = t.open(options());
+    ledger.record(rec(unix_now_ms(), None, Some("m"), 1));
+    ledger.flush().await;
+    drop(ledger);
+    let db = t.client().await;
+    db.batch_execute(
+        "DROP INDEX spend_log_batch_id; ALTER TABLE spend_log DROP COLUMN batch_id;
+         UPDATE sluice_schema SET version = 1;",
+    )
+    .await
+    .expect("back to version 1");
+    let ledger = t.open(options());
+    let mut r = rec(unix_now_ms() + 1, None, Some("m"), 2);
+    r.batch_id = Some("batch_y".into());
+    ledger.record(r);
+    ledger.flush().await;
+    let version = "SELECT max(version)::BIGINT FROM sluice_schema";
+    assert_eq!(count(&db, version).await, 2);
+    let with = "SELECT count(*) FROM spend_log WHERE batch_id = 'batch_y'";
+    assert_eq!(count(&db, with).await, 1);
+    let records = ledger.export(0).await.expect("export");
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1].batch_id.as_deref(), Some("batch_y"));
 }

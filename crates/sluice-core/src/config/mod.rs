@@ -20,6 +20,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
 
+mod batches;
 mod cache;
 mod error;
 mod files;
@@ -37,6 +38,7 @@ mod values;
 
 pub use crate::pricing::Price;
 pub use crate::routing::Tier;
+pub use batches::{BatchesConfig, UninitializedBatchesConfig};
 pub use cache::{
     CacheConfig, CachePolicy, CacheScope, UninitializedCacheConfig, UninitializedCachePolicy,
     DEFAULT_TTL as DEFAULT_CACHE_TTL,
@@ -97,6 +99,9 @@ pub struct UninitializedConfig {
     /// `[files]`: the Files API's store.
     #[serde(default)]
     pub files: UninitializedFilesConfig,
+    /// `[batches]`: the Batch API, run by sluice.
+    #[serde(default)]
+    pub batches: UninitializedBatchesConfig,
 }
 
 /// A validated, immutable configuration.
@@ -126,6 +131,8 @@ pub struct Config {
     pub local: LocalConfig,
     /// `[files]`.
     pub files: FilesConfig,
+    /// `[batches]`.
+    pub batches: BatchesConfig,
 }
 
 impl UninitializedConfig {
@@ -158,6 +165,7 @@ impl UninitializedConfig {
         let spend = self.spend.load()?;
         let local = self.local.load()?;
         let files = self.files.load()?;
+        let batches = self.batches.load()?;
         let providers = providers::load_providers(self.providers, env)?;
         let models = models::load_models(self.models, &providers, &cache.policy, &local)?;
         let routing = self.routing.load()?;
@@ -175,6 +183,7 @@ impl UninitializedConfig {
             spend,
             local,
             files,
+            batches,
         })
     }
 }

@@ -14,15 +14,20 @@ const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 /// A new id.
 pub fn new_id() -> Result<String, StoreError> {
-    let mut id = String::with_capacity(PREFIX.len() + RANDOM_CHARS);
-    id.push_str(PREFIX);
+    random_id(PREFIX)
+}
+
+/// `prefix` and 24 random letters and digits (batches' ids use it too).
+pub fn random_id(prefix: &str) -> Result<String, StoreError> {
+    let mut id = String::with_capacity(prefix.len() + RANDOM_CHARS);
+    id.push_str(prefix);
     let mut buf = [0u8; 64];
-    while id.len() < PREFIX.len() + RANDOM_CHARS {
+    while id.len() < prefix.len() + RANDOM_CHARS {
         getrandom::getrandom(&mut buf)
             .map_err(|e| StoreError::Unavailable(format!("no random source: {e}")))?;
         // 248 = 4 * 62: bytes above it are skipped so every character is equally likely.
         for &b in buf.iter().filter(|&&b| b < 248) {
-            if id.len() == PREFIX.len() + RANDOM_CHARS {
+            if id.len() == prefix.len() + RANDOM_CHARS {
                 break;
             }
             id.push(char::from(ALPHABET[usize::from(b % 62)]));

@@ -148,7 +148,7 @@ impl PgIndex {
 
     /// Runs `op` with the connection on the index's thread, within [`OP_TIMEOUT`]; a
     /// connection that failed is dropped so the next operation connects anew.
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(Arc<Client>) -> Fut + Send + 'static,

@@ -83,7 +83,7 @@ impl SqliteIndex {
     }
 
     /// Runs `f` on the index's thread.
-    async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

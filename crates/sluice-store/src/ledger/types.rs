@@ -53,6 +53,8 @@ pub struct SpendRecord {
     pub stream: bool,
     /// The upstream sent no usage: the tokens are sluice's estimate.
     pub usage_estimated: bool,
+    /// The batch (`batch_…`) whose line this request was; `None` for a client's request.
+    pub batch_id: Option<String>,
 }
 
 /// How often a budget resets.

@@ -16,11 +16,12 @@ pub(super) const INSERT_LOG: &str =
     "INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint,
         route, model, provider, status, prompt_tokens, completion_tokens, cached_tokens,
         cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache,
-        attempts, stream, usage_estimated)
+        attempts, stream, usage_estimated, batch_id)
     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
         $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::BIGINT[], $11::BIGINT[],
         $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[],
-        $17::BIGINT[], $18::TEXT[], $19::INTEGER[], $20::BOOLEAN[], $21::BOOLEAN[])";
+        $17::BIGINT[], $18::TEXT[], $19::INTEGER[], $20::BOOLEAN[], $21::BOOLEAN[],
+        $22::TEXT[])";
 
 /// The batch's additions to the daily roll-ups, given [`DailyColumns`].
 pub(super) const UPSERT_DAILY: &str = "INSERT INTO spend_daily AS t (day, key_id, key_name, model,
@@ -70,6 +71,7 @@ pub(super) struct LogColumns<'a> {
     attempts: Vec<i32>,
     stream: Vec<bool>,
     usage_estimated: Vec<bool>,
+    batch_id: Vec<Option<&'a str>>,
 }
 
 impl<'a> LogColumns<'a> {
@@ -105,6 +107,7 @@ impl<'a> LogColumns<'a> {
             attempts: Vec::with_capacity(n),
             stream: Vec::with_capacity(n),
             usage_estimated: Vec::with_capacity(n),
+            batch_id: Vec::with_capacity(n),
         }
     }
 
@@ -131,9 +134,10 @@ impl<'a> LogColumns<'a> {
             .push(i32::try_from(r.attempts).unwrap_or(i32::MAX));
         self.stream.push(r.stream);
         self.usage_estimated.push(r.usage_estimated);
+        self.batch_id.push(r.batch_id.as_deref());
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 21] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 22] {
         [
             &self.ts_ms,
             &self.request_id,
@@ -156,6 +160,7 @@ impl<'a> LogColumns<'a> {
             &self.attempts,
             &self.stream,
             &self.usage_estimated,
+            &self.batch_id,
         ]
     }
 }

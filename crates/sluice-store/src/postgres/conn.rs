@@ -350,5 +350,6 @@ fn record_from_row(r: &Row) -> Result<SpendRecord, tokio_postgres::Error> {
         attempts: u32::try_from(attempts).unwrap_or(0),
         stream: r.try_get(19)?,
         usage_estimated: r.try_get(20)?,
+        batch_id: r.try_get(21)?,
     })
 }

@@ -1,11 +1,13 @@
 //! The schema in PostgreSQL: created if absent at open, under an advisory lock (replicas
 //! may start together); `sluice_schema` holds its version, and a newer one is refused.
+//! Versions: 1, the first schema; 2, `spend_log.batch_id` (the batch a record's request was
+//! a line of), added to a version-1 database in place.
 
 use crate::StoreError;
 use tokio_postgres::Client;
 
 /// The schema version this code reads and writes (in `sluice_schema`).
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// The advisory lock that serializes schema creation across replicas ("sluice" + 1).
 const MIGRATION_LOCK: i64 = 0x736c_7569_6365_0001;
@@ -77,6 +79,8 @@ CREATE TABLE IF NOT EXISTS keys (
     expires_ms BIGINT,
     revoked_ms BIGINT
 );
+ALTER TABLE spend_log ADD COLUMN IF NOT EXISTS batch_id TEXT;
+CREATE INDEX IF NOT EXISTS spend_log_batch_id ON spend_log (batch_id) WHERE batch_id IS NOT NULL;
 "#;
 
 /// Creates the schema if absent, under an advisory lock; refuses a newer one.
@@ -98,12 +102,19 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         )));
     }
     tx.batch_execute(SCHEMA).await?;
-    if version.is_none() {
-        tx.execute(
-            "INSERT INTO sluice_schema (version) VALUES ($1)",
-            &[&SCHEMA_VERSION],
-        )
-        .await?;
+    match version {
+        None => {
+            tx.execute(
+                "INSERT INTO sluice_schema (version) VALUES ($1)",
+                &[&SCHEMA_VERSION],
+            )
+            .await?;
+        }
+        Some(v) if v < SCHEMA_VERSION => {
+            tx.execute("UPDATE sluice_schema SET version = $1", &[&SCHEMA_VERSION])
+                .await?;
+        }
+        Some(_) => {}
     }
     tx.commit().await?;
     Ok(())

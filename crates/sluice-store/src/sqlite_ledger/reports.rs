@@ -101,6 +101,7 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<SpendRecord> {
         attempts: r.get(18)?,
         stream: r.get(19)?,
         usage_estimated: r.get(20)?,
+        batch_id: r.get(21)?,
     })
 }
 

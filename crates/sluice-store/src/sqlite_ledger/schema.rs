@@ -1,11 +1,13 @@
 //! The ledger's tables in the SQLite file, created at open; the version is in
-//! `PRAGMA user_version`, and a newer one is refused.
+//! `PRAGMA user_version`, and a newer one is refused. Versions: 1, the first schema; 2,
+//! `spend_log.batch_id` (the batch a record's request was a line of), added to a version-1
+//! file in place.
 
 use crate::StoreError;
 use rusqlite::Connection;
 
 /// The schema this code reads and writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Creates the tables in a new file; checks the version of an existing one.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -22,14 +24,37 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     result
 }
 
-/// The migration, under the write lock: the whole schema in one batch for a new file (the
-/// function is the schema, hence its length).
+/// The migration, under the write lock: each version's step in turn, from the file's.
 fn migrate_locked(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     match version {
         0 => {
-            conn.execute_batch(
-                "CREATE TABLE spend_log (
+            create_v1(conn)?;
+            add_batch_id(conn)
+        }
+        1 => add_batch_id(conn),
+        SCHEMA_VERSION => Ok(()),
+        other => Err(StoreError::Unavailable(format!(
+            "sqlite ledger schema version {other} is newer than this sluice ({SCHEMA_VERSION})"
+        ))),
+    }
+}
+
+/// Version 2: the batch a record belongs to (`NULL` for a request that was not a batch's).
+fn add_batch_id(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "ALTER TABLE spend_log ADD COLUMN batch_id TEXT;
+         CREATE INDEX spend_log_batch ON spend_log (batch_id) WHERE batch_id IS NOT NULL;
+         PRAGMA user_version = 2;",
+    )?;
+    Ok(())
+}
+
+/// Version 1, the whole first schema in one batch for a new file (the function is the
+/// schema, hence its length).
+fn create_v1(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE spend_log (
                      id INTEGER PRIMARY KEY,
                      ts_ms INTEGER NOT NULL,
                      request_id TEXT NOT NULL,
@@ -97,12 +122,6 @@ fn migrate_locked(conn: &Connection) -> Result<(), StoreError> {
                  );
                  CREATE INDEX keys_name ON keys (name);
                  PRAGMA user_version = 1;",
-            )?;
-            Ok(())
-        }
-        SCHEMA_VERSION => Ok(()),
-        other => Err(StoreError::Unavailable(format!(
-            "sqlite ledger schema version {other} is newer than this sluice ({SCHEMA_VERSION})"
-        ))),
-    }
+    )?;
+    Ok(())
 }
