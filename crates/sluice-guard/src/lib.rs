@@ -1,0 +1,20 @@
+//! Guardrails: what must not leave for a third party, and what must not reach a user.
+//!
+//! - [`detect`]: the built-in detectors (email, phone, payment card, IBAN, US SSN, Aadhaar,
+//!   PAN, IP address, secrets), each checked as its issuer checks it;
+//! - [`json`]: the string values of a JSON body, found in one pass without a tree;
+//! - [`policy`]: guardrails compiled from config and their verdict on a body: pass, block
+//!   or redact (typed placeholders, restorable in the answer).
+//!
+//! No I/O: the server decides where guardrails apply and what a verdict does to a request.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod checksum;
+pub mod detect;
+pub mod json;
+pub mod policy;
+
+pub use detect::Builtin;
+pub use policy::{check, restore, Action, Finding, Guardrail, Verdict};
