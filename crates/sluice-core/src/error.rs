@@ -122,6 +122,16 @@ pub enum ErrorKind {
         /// How long until a retry may succeed.
         retry_after: Option<Duration>,
     },
+    /// A guardrail refused the request (or its answer): nothing was sent upstream (or to
+    /// the client). Names the guardrail and the detector, never the value.
+    GuardrailBlocked {
+        /// The guardrail.
+        guardrail: String,
+        /// The detector that found something.
+        detector: String,
+        /// The answer was refused, not the request.
+        answer: bool,
+    },
     /// The provider a deployment lives on has no API for the endpoint (Anthropic has no
     /// embeddings, Ollama no speech): a 404 naming the provider; a route falls back past it.
     EndpointUnsupported {
@@ -163,7 +173,7 @@ impl Error {
     /// HTTP status for this error: the one table of the mapping.
     pub fn status_code(&self) -> u16 {
         match &*self.0 {
-            ErrorKind::InvalidRequest { .. } => 400,
+            ErrorKind::InvalidRequest { .. } | ErrorKind::GuardrailBlocked { .. } => 400,
             ErrorKind::Authentication { .. } => 401,
             ErrorKind::Permission { .. } => 403,
             ErrorKind::PayloadTooLarge { .. } => 413,
@@ -190,6 +200,7 @@ impl Error {
         match &*self.0 {
             ErrorKind::InvalidRequest { .. }
             | ErrorKind::ClientTimeout { .. }
+            | ErrorKind::GuardrailBlocked { .. }
             | ErrorKind::MethodNotAllowed { .. } => "invalid_request_error",
             ErrorKind::PayloadTooLarge { .. } => "request_too_large",
             ErrorKind::Authentication { .. } => "authentication_error",
@@ -248,6 +259,7 @@ impl Error {
             ErrorKind::Overloaded { .. } => Some("model_overloaded"),
             ErrorKind::ModelUnsupported { .. } => Some("model_unsupported"),
             ErrorKind::EndpointUnsupported { .. } => Some("endpoint_not_supported"),
+            ErrorKind::GuardrailBlocked { .. } => Some("guardrail_blocked"),
             _ => None,
         }
     }
@@ -285,6 +297,7 @@ impl Error {
             ErrorKind::Overloaded { .. } => "overloaded",
             ErrorKind::ModelUnsupported { .. } => "model_unsupported",
             ErrorKind::EndpointUnsupported { .. } => "endpoint_unsupported",
+            ErrorKind::GuardrailBlocked { .. } => "guardrail_blocked",
             ErrorKind::RateLimited { .. } => "rate_limited",
             ErrorKind::BudgetExceeded { .. } => "budget_exceeded",
             ErrorKind::Internal { .. } => "internal",
@@ -350,6 +363,14 @@ impl Error {
             ErrorKind::PayloadTooLarge { limit, setting } => {
                 format!("request body is larger than the limit of {limit} bytes (`{setting}`)")
             }
+            ErrorKind::GuardrailBlocked {
+                guardrail,
+                detector,
+                answer,
+            } => format!(
+                "{} blocked by guardrail `{guardrail}`: detector `{detector}` found a value it guards",
+                if *answer { "the answer was" } else { "the request was" }
+            ),
             ErrorKind::EndpointUnsupported {
                 provider,
                 kind,

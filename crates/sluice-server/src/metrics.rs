@@ -501,9 +501,28 @@ pub struct TabMetrics {
     pub refused_budget: AtomicU64,
     /// Nano-USD spent upstream.
     pub spent_nano_usd: AtomicU64,
+    /// Values guardrails found, by guardrail, detector and action (locked only when
+    /// something is found).
+    pub guardrail_findings:
+        std::sync::Mutex<std::collections::BTreeMap<(String, String, &'static str), u64>>,
 }
 
 impl TabMetrics {
+    /// Counts what guardrails found.
+    pub fn guarded(&self, findings: &[sluice_guard::Finding]) {
+        if findings.is_empty() {
+            return;
+        }
+        let mut m = self
+            .guardrail_findings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for f in findings {
+            *m.entry((f.guardrail.clone(), f.detector.clone(), f.action.as_str()))
+                .or_insert(0) += 1;
+        }
+    }
+
     /// Counts a refusal by a check of `kind` (`tokens`: a tokens-per-minute window).
     pub fn refused(&self, kind: CheckKind, tokens: bool) {
         let c = match (kind, tokens) {
@@ -544,6 +563,23 @@ impl TabMetrics {
             "# HELP sluice_spend_usd_total Upstream spend priced by sluice, in USD.\n# TYPE sluice_spend_usd_total counter\nsluice_spend_usd_total {}",
             crate::money::usd(self.spent_nano_usd.load(Relaxed))
         );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_guardrail_findings_total Values guardrails found, by guardrail, detector and action (the values are never logged).\n# TYPE sluice_guardrail_findings_total counter"
+        );
+        let findings = self
+            .guardrail_findings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((guardrail, detector, action), n) in findings.iter() {
+            let _ = writeln!(
+                out,
+                "sluice_guardrail_findings_total{{guardrail=\"{}\",detector=\"{}\",action=\"{action}\"}} {n}",
+                escape(guardrail),
+                escape(detector)
+            );
+        }
+        drop(findings);
         let _ = writeln!(
             out,
             "# HELP sluice_limiter_fallbacks_total Limiter calls served in process because Redis failed.\n# TYPE sluice_limiter_fallbacks_total counter\nsluice_limiter_fallbacks_total {}",

@@ -24,6 +24,7 @@ mod batches;
 mod cache;
 mod error;
 mod files;
+mod guardrails;
 mod ledger;
 mod local;
 mod models;
@@ -45,6 +46,7 @@ pub use cache::{
 };
 pub use error::ConfigError;
 pub use files::{FilesConfig, UninitializedFilesConfig};
+pub use guardrails::{GuardrailConfig, UninitializedGuardrail};
 pub use ledger::{
     KeysConfig, LimitsConfig, SpendConfig, TargetLimits, UninitializedKeysConfig,
     UninitializedLimitsConfig, UninitializedSpendConfig,
@@ -102,6 +104,9 @@ pub struct UninitializedConfig {
     /// `[batches]`: the Batch API, run by sluice.
     #[serde(default)]
     pub batches: UninitializedBatchesConfig,
+    /// `[[guardrails]]`.
+    #[serde(default)]
+    pub guardrails: Vec<UninitializedGuardrail>,
 }
 
 /// A validated, immutable configuration.
@@ -133,6 +138,8 @@ pub struct Config {
     pub files: FilesConfig,
     /// `[batches]`.
     pub batches: BatchesConfig,
+    /// `[[guardrails]]`, in file order (models and routes refer to them by index).
+    pub guardrails: Vec<GuardrailConfig>,
 }
 
 impl UninitializedConfig {
@@ -166,10 +173,13 @@ impl UninitializedConfig {
         let local = self.local.load()?;
         let files = self.files.load()?;
         let batches = self.batches.load()?;
+        let guardrails = guardrails::load_guardrails(self.guardrails)?;
         let providers = providers::load_providers(self.providers, env)?;
-        let models = models::load_models(self.models, &providers, &cache.policy, &local)?;
+        let models =
+            models::load_models(self.models, &providers, &cache.policy, &local, &guardrails)?;
         let routing = self.routing.load()?;
-        let routes = routes::load_routes(self.routes, &models, &routing, &cache.policy)?;
+        let routes =
+            routes::load_routes(self.routes, &models, &routing, &cache.policy, &guardrails)?;
         Ok(Config {
             server,
             storage,
@@ -184,6 +194,7 @@ impl UninitializedConfig {
             local,
             files,
             batches,
+            guardrails,
         })
     }
 }

@@ -4,6 +4,7 @@
 
 use super::cache::{CachePolicy, UninitializedCachePolicy};
 use super::error::ConfigError;
+use super::guardrails::GuardrailConfig;
 use super::ledger::TargetLimits;
 use super::local::LocalConfig;
 use super::providers::{ProviderConfig, ProviderType};
@@ -49,6 +50,8 @@ pub struct UninitializedModelConfig {
     pub context_length: Option<usize>,
     /// `local` models: sequences generated at once (default `[local] parallel`).
     pub parallel: Option<usize>,
+    /// The `[[guardrails]]` applied to this model's requests and answers.
+    pub guardrails: Option<Vec<String>>,
 }
 
 /// Validated `[[models]]`.
@@ -72,6 +75,8 @@ pub struct ModelConfig {
     pub limits: TargetLimits,
     /// Runtime settings of a model on a `local` provider.
     pub local: Option<LocalModelConfig>,
+    /// Its guardrails: indexes into the config's `[[guardrails]]`.
+    pub guardrails: Vec<usize>,
 }
 
 /// A `local` model's runtime settings.
@@ -102,6 +107,7 @@ pub(super) fn load_models(
     providers: &[ProviderConfig],
     cache: &CachePolicy,
     local: &LocalConfig,
+    guardrails: &[GuardrailConfig],
 ) -> Result<Vec<ModelConfig>, ConfigError> {
     let mut out = Vec::with_capacity(models.len());
     let mut names = HashSet::new();
@@ -116,7 +122,11 @@ pub(super) fn load_models(
                 format!("a model named `{}` is already defined", m.name),
             ));
         }
-        out.push(load_model(m, providers, cache, local, &at)?);
+        let guards =
+            super::guardrails::resolve(m.guardrails.as_deref(), guardrails, &at("guardrails"))?;
+        let mut model = load_model(m, providers, cache, local, &at)?;
+        model.guardrails = guards;
+        out.push(model);
     }
     Ok(out)
 }
@@ -153,6 +163,7 @@ fn load_model(
         None
     };
     Ok(ModelConfig {
+        guardrails: Vec::new(),
         local: local_model,
         limits,
         cache: cache_policy,

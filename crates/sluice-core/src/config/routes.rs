@@ -2,6 +2,7 @@
 
 use super::cache::{CachePolicy, UninitializedCachePolicy};
 use super::error::ConfigError;
+use super::guardrails::GuardrailConfig;
 use super::ledger::TargetLimits;
 use super::models::ModelConfig;
 use super::values::MS;
@@ -173,6 +174,9 @@ pub struct UninitializedRoute {
     pub cache: Option<UninitializedCachePolicy>,
     /// Rate limits of this route, over every key.
     pub limits: Option<TargetLimits>,
+    /// The `[[guardrails]]` applied to this route's requests and answers (besides its
+    /// targets').
+    pub guardrails: Option<Vec<String>>,
 }
 
 /// Validated canary settings.
@@ -221,6 +225,8 @@ pub struct RouteConfig {
     pub cache: CachePolicy,
     /// Rate limits over every key.
     pub limits: TargetLimits,
+    /// Its own guardrails (its targets' apply too): indexes into `[[guardrails]]`.
+    pub guardrails: Vec<usize>,
 }
 
 /// Validated `[routing]`.
@@ -276,6 +282,7 @@ pub fn load_routes(
     models: &[ModelConfig],
     defaults: &RoutingConfig,
     cache: &CachePolicy,
+    guardrails: &[GuardrailConfig],
 ) -> Result<Vec<RouteConfig>, ConfigError> {
     let model_index = |name: &str| models.iter().position(|m| m.name == name);
     let mut names = HashSet::new();
@@ -297,7 +304,11 @@ pub fn load_routes(
                 format!("a route named `{}` is already defined", r.name),
             ));
         }
-        out.push(load_route(r, &model_index, defaults, cache, &at)?);
+        let guards =
+            super::guardrails::resolve(r.guardrails.as_deref(), guardrails, &at("guardrails"))?;
+        let mut route = load_route(r, &model_index, defaults, cache, &at)?;
+        route.guardrails = guards;
+        out.push(route);
     }
     Ok(out)
 }
@@ -343,6 +354,7 @@ fn load_route(
         fallback_response: r.fallback_response,
         canary,
         name: r.name,
+        guardrails: Vec::new(),
     })
 }
 

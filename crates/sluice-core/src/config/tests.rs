@@ -372,3 +372,24 @@ fn files_and_upload_limit() {
         assert_eq!(load(text).unwrap_err().path, path, "{text}");
     }
 }
+
+#[test]
+fn guardrails_are_checked_at_load() {
+    let p = "[[providers]]\nname = \"a\"\ntype = \"openai\"\n";
+    let ok = format!("{p}[[guardrails]]\nname = \"pii\"\ndetectors = [\"email\", \"card\"]\naction = \"redact\"\nrestore = true\n[[models]]\nname = \"m\"\nprovider = \"a\"\nguardrails = [\"pii\"]\n[[routes]]\nname = \"r\"\ntargets = [\"m\"]\nguardrails = [\"pii\"]\n");
+    let c = Config::from_toml(&ok, &MapEnv::default()).unwrap();
+    assert_eq!(c.guardrails.len(), 1);
+    assert_eq!(c.models[0].guardrails, vec![0]);
+    assert_eq!(c.routes[0].guardrails, vec![0]);
+    for (text, at, want) in [
+        (format!("{p}[[guardrails]]\nname = \"g\"\ndetectors = [\"mail\"]\naction = \"log\"\n"), "guardrails[0].detectors", "unknown detector `mail`"),
+        (format!("{p}[[guardrails]]\nname = \"g\"\npatterns = {{ x = \"(\" }}\naction = \"log\"\n"), "guardrails[0].detectors", "invalid pattern"),
+        (format!("{p}[[guardrails]]\nname = \"g\"\ndetectors = [\"ip\"]\naction = \"mask\"\n"), "guardrails[0].action", "redact"),
+        (format!("{p}[[guardrails]]\nname = \"g\"\ndetectors = [\"ip\"]\naction = \"log\"\nrestore = true\n"), "guardrails[0].restore", "only applies"),
+        (format!("{p}[[models]]\nname = \"m\"\nprovider = \"a\"\nguardrails = [\"nope\"]\n"), "models[0].guardrails", "no guardrail named `nope`"),
+    ] {
+        let e = Config::from_toml(&text, &MapEnv::default()).unwrap_err();
+        assert_eq!(e.path, at, "{text}");
+        assert!(e.message.contains(want), "{}", e.message);
+    }
+}

@@ -16,8 +16,31 @@ struct Run<'a> {
     start: usize,
     end: usize,
     text: &'a [u8],
-    digits: Vec<u8>,
+    digits: Digits,
     plus: bool,
+}
+
+/// The digits of a run, on the stack (runs longer than any number detected are cut).
+struct Digits {
+    buf: [u8; 24],
+    len: usize,
+}
+
+impl Digits {
+    fn push(&mut self, d: u8) {
+        if self.len < self.buf.len() {
+            self.buf[self.len] = d;
+        }
+        self.len += 1;
+    }
+}
+
+impl std::ops::Deref for Digits {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len.min(self.buf.len())]
+    }
 }
 
 impl Run<'_> {
@@ -52,6 +75,14 @@ pub(super) fn runs(t: &[u8], set: Builtins, out: &mut Vec<Hit>) {
     }
     let mut i = 0;
     while i < t.len() {
+        // Most of a text is not digits: skip to the next candidate in a tight loop.
+        match t[i..]
+            .iter()
+            .position(|&b| b.is_ascii_digit() || b == b'+' || b == b'(')
+        {
+            Some(p) => i += p,
+            None => break,
+        }
         let starts = t[i].is_ascii_digit()
             || (matches!(t[i], b'+' | b'(') && t.get(i + 1).is_some_and(u8::is_ascii_digit));
         if !starts || (i > 0 && (is_word(t[i - 1]) || t[i - 1] == b'.')) {
@@ -81,8 +112,11 @@ fn read_run(t: &[u8], start: usize) -> Run<'_> {
         j += 1;
     }
     let mut end = j;
-    let mut digits = Vec::with_capacity(20);
-    while j < t.len() && digits.len() <= 20 {
+    let mut digits = Digits {
+        buf: [0; 24],
+        len: 0,
+    };
+    while j < t.len() && digits.len <= 20 {
         if t[j].is_ascii_digit() {
             digits.push(t[j]);
             j += 1;
@@ -111,7 +145,10 @@ fn read_run(t: &[u8], start: usize) -> Run<'_> {
 }
 
 fn classify(run: &Run<'_>, set: Builtins) -> Option<Builtin> {
-    let n = run.digits.len();
+    let n = run.digits.len;
+    if n < 9 && !(set.contains(Builtin::Ip) && run.text.contains(&b'.')) {
+        return None;
+    }
     let groups = run.groups();
     if set.contains(Builtin::Ssn) && is_ssn(run, &groups) {
         return Some(Builtin::Ssn);

@@ -60,6 +60,14 @@ pub(super) fn pans(t: &[u8], out: &mut Vec<Hit>) {
     }
     let mut i = 0;
     while i + 10 <= t.len() {
+        // Skip to the next run of five capitals.
+        match t[i..t.len() - 5]
+            .windows(5)
+            .position(|w| w.iter().all(u8::is_ascii_uppercase))
+        {
+            Some(p) => i += p,
+            None => return,
+        }
         let w = &t[i..i + 10];
         let shape = w[..5].iter().all(u8::is_ascii_uppercase)
             && w[5..9].iter().all(u8::is_ascii_digit)
@@ -82,6 +90,19 @@ pub(super) fn pans(t: &[u8], out: &mut Vec<Hit>) {
 pub(super) fn ibans(t: &[u8], out: &mut Vec<Hit>) {
     let mut i = 0;
     while i + 15 <= t.len() {
+        // Skip to the next two capitals followed by two digits.
+        match t[i..].windows(4).position(|w| {
+            w[2].is_ascii_digit()
+                && w[3].is_ascii_digit()
+                && w[0].is_ascii_uppercase()
+                && w[1].is_ascii_uppercase()
+        }) {
+            Some(p) => i += p,
+            None => return,
+        }
+        if i + 15 > t.len() {
+            return;
+        }
         let head = t[i].is_ascii_uppercase()
             && t[i + 1].is_ascii_uppercase()
             && t[i + 2].is_ascii_digit()

@@ -36,6 +36,9 @@ pub struct Outcome {
     pub cache_age: Option<u64>,
     /// Prompt tokens estimated from the request.
     pub estimated_prompt_tokens: u64,
+    /// What the upstream used for an answer that ended in an error anyway (a guardrail
+    /// refused it): the tab charges it.
+    pub spent: Option<sluice_types::Usage>,
 }
 
 /// The guard of one request. See the module docs.

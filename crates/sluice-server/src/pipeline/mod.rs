@@ -19,6 +19,7 @@ mod degraded;
 mod edge;
 mod ending;
 mod finish;
+mod guard;
 #[cfg(feature = "local")]
 mod local;
 mod pipe;
@@ -42,7 +43,7 @@ use ending::Ending;
 use finish::{Finish, Guarded, Outcome};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
-use sluice_core::{Error, ErrorKind};
+use sluice_core::{Error, ErrorKind, Operation};
 use sluice_providers::{Upload, View};
 use sluice_types::Usage;
 use std::sync::Arc;
@@ -77,32 +78,90 @@ async fn run<B: ClientBody>(
     // Who is asking comes before reading what they ask.
     let identity = auth::authenticate(state, &parts.headers).await?;
     let op = endpoint.operation();
+    let (body, upload) = read(state, endpoint, &parts, incoming, &identity, edge).await?;
+    let first = parse(op, &body, &upload)?;
+    identity.check_model(first.model())?;
+    let resolved = state.resolve(first.model())?;
+    // Guardrails see the request before anything else does (cache keys included).
+    let mut guarded = guard::Guarded::default();
+    let redacted = guard::request(state, resolved, &body, &mut guarded)?;
+    let redacted_view;
+    let (view, body) = match &redacted {
+        Some(b) => {
+            redacted_view = parse(op, b, &upload)?;
+            (&redacted_view, b)
+        }
+        None => (&first, &body),
+    };
+    let asked = Asked {
+        endpoint,
+        headers: &parts.headers,
+        identity: &identity,
+        view,
+        body,
+        resolved,
+        request_id,
+    };
+    let answer = stages(state, &asked, finish).await;
+    guard_answer(state, &guarded, answer, finish)
+}
+
+/// The request's body: an upload spooled as it arrives, every other body read whole (and,
+/// for Anthropic's and the Responses API's clients, read into chat).
+async fn read<B: ClientBody>(
+    state: &AppState,
+    endpoint: Endpoint,
+    parts: &http::request::Parts,
+    incoming: B,
+    identity: &crate::keys::Identity,
+    edge: &mut Edge,
+) -> Result<(Bytes, Upload), Error> {
+    let op = endpoint.operation();
+    if op.is_upload() {
+        let upload = crate::upload::receive(&state.server, op, parts, incoming).await?;
+        return Ok((Bytes::new(), upload));
+    }
+    let raw = crate::request_body::read_body(&state.server, parts, incoming).await?;
     let owner = identity.key().map(|k| k.id.as_str());
-    // An upload is spooled as it arrives; every other body is read whole.
-    let (body, upload) = if op.is_upload() {
-        let upload = crate::upload::receive(&state.server, op, &parts, incoming).await?;
-        (Bytes::new(), upload)
-    } else {
-        let raw = crate::request_body::read_body(&state.server, &parts, incoming).await?;
-        let (body, read) = Edge::read(endpoint.protocol(), raw, owner)?;
-        *edge = read;
-        (body, Upload::default())
-    };
-    let view = if op.is_upload() {
-        View::Upload(op, &upload)
-    } else {
-        View::parse(op, &body).map_err(|e| -> Error {
-            ErrorKind::InvalidRequest {
-                message: e.message,
-                param: e.param,
-            }
-            .into()
-        })?
-    };
-    identity.check_model(view.model())?;
-    let resolved = state.resolve(view.model())?;
-    let overrides = state::overrides(&parts.headers, view.user())?;
-    let directives = cache::directives(&parts.headers)?;
+    let (body, read) = Edge::read(endpoint.protocol(), raw, owner)?;
+    *edge = read;
+    Ok((body, Upload::default()))
+}
+
+/// The request read through its operation's view.
+fn parse<'a>(op: Operation, body: &'a [u8], upload: &'a Upload) -> Result<View<'a>, Error> {
+    if op.is_upload() {
+        return Ok(View::Upload(op, upload));
+    }
+    View::parse(op, body).map_err(|e| -> Error {
+        ErrorKind::InvalidRequest {
+            message: e.message,
+            param: e.param,
+        }
+        .into()
+    })
+}
+
+/// What the stages after reading know of the request.
+struct Asked<'a> {
+    endpoint: Endpoint,
+    headers: &'a http::HeaderMap,
+    identity: &'a crate::keys::Identity,
+    view: &'a View<'a>,
+    body: &'a Bytes,
+    resolved: Resolved<'a>,
+    request_id: &'a HeaderValue,
+}
+
+/// The tab, the cache, the plan and the walk.
+async fn stages(
+    state: &Arc<AppState>,
+    a: &Asked<'_>,
+    finish: &mut Finish,
+) -> Result<Answer, Error> {
+    let (view, body, resolved) = (a.view, a.body, a.resolved);
+    let overrides = state::overrides(a.headers, view.user())?;
+    let directives = cache::directives(a.headers)?;
     let facts = view.facts();
     let o = &mut finish.outcome;
     match resolved {
@@ -112,32 +171,32 @@ async fn run<B: ClientBody>(
     }
     o.estimated_prompt_tokens = facts.prompt_tokens;
     let opening = Opening {
-        endpoint: endpoint.label(),
+        endpoint: a.endpoint.label(),
         model: view.model(),
         resolved,
         prompt_tokens: facts.prompt_tokens,
         max_tokens: facts.max_tokens,
         stream: view.stream(),
-        request_id: request_id.to_str().unwrap_or_default(),
+        request_id: a.request_id.to_str().unwrap_or_default(),
         started: finish.started(),
-        units: match &view {
+        units: match view {
             View::Media(m) => Some(&m.units),
             _ => None,
         },
     };
-    finish.set_tab(Tab::open(state, &identity, opening).await?);
+    finish.set_tab(Tab::open(state, a.identity, opening).await?);
     // The cache stage: a hit or an identical request in flight answers before any plan.
     let leading = match &state.cache {
         // Uploads are never cached: their bodies are spooled, not hashed.
-        Some(_) if op.is_upload() => None,
+        Some(_) if view.operation().is_upload() => None,
         None => None,
         Some(c) => {
             let asked = cache::Asked {
-                view: &view,
+                view,
                 resolved,
-                body: &body,
+                body,
                 directives: &directives,
-                key_id: identity.key().map(|k| k.id.as_str()),
+                key_id: a.identity.key().map(|k| k.id.as_str()),
             };
             match cache::stage(state, c, &asked, &mut finish.outcome).await {
                 cache::Stage::Answered(a) => return Ok(a),
@@ -146,12 +205,12 @@ async fn run<B: ClientBody>(
             }
         }
     };
-    let plan = state.plan(resolved, &facts, &body, &overrides, view.stream());
+    let plan = state.plan(resolved, &facts, body, &overrides, view.stream());
     let call = Call {
         state,
-        view: &view,
-        body: &body,
-        request_id,
+        view,
+        body,
+        request_id: a.request_id,
         started: finish.started(),
         plan: &plan,
         route_deadline: plan.timeout.map(|t| finish.started() + t),
@@ -159,6 +218,39 @@ async fn run<B: ClientBody>(
     match leading {
         None => call.walk(&mut finish.outcome).await,
         Some((c, leader, plan)) => cache::lead(&call, c, leader, plan, finish).await,
+    }
+}
+
+/// A whole answer through the answer guardrails (and redacted values put back). A blocked
+/// answer is an error whose tab still counts what the upstream used.
+fn guard_answer(
+    state: &AppState,
+    guarded: &guard::Guarded,
+    answer: Result<Answer, Error>,
+    finish: &mut Finish,
+) -> Result<Answer, Error> {
+    if !guarded.touches_answers() {
+        return answer;
+    }
+    match answer {
+        Ok(Answer::Whole {
+            status,
+            content_type,
+            body,
+            usage,
+        }) => match guarded.answer(state, body) {
+            Ok(body) => Ok(Answer::Whole {
+                status,
+                content_type,
+                body,
+                usage,
+            }),
+            Err(e) => {
+                finish.outcome.spent = Some(usage.unwrap_or_default());
+                Err(e)
+            }
+        },
+        other => other,
     }
 }
 
@@ -238,7 +330,17 @@ fn respond(
 fn error(finish: &mut Finish, e: &Error, edge: &Edge) -> (Response<ResponseBody>, Option<u64>) {
     let status = e.status_code();
     finish.set_head_status(status);
-    let cost = finish.complete(Ending::bare(status));
+    let ending = match finish.outcome.spent {
+        // The upstream answered (and was paid) before a guardrail refused the answer.
+        Some(usage) => Ending {
+            status,
+            usage,
+            estimated: false,
+            ttft: None,
+        },
+        None => Ending::bare(status),
+    };
+    let cost = finish.complete(ending);
     let mut r = error_response(e);
     if let Some(body) = edge.error_body(e.error_type(), &e.message()) {
         *r.body_mut() = ResponseBody::full(body);

@@ -95,6 +95,8 @@ pub struct AppState {
     pub tab_metrics: Arc<crate::metrics::TabMetrics>,
     /// The Files API's files (`/v1/files`), unless `[files]` is off.
     pub files: Option<FileStore>,
+    /// `[[guardrails]]`, compiled.
+    pub guardrails: Vec<sluice_core::config::GuardrailConfig>,
     /// Routing state shared with the other replicas on Redis (`storage.redis_url`).
     pub shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
     /// Budget counters seeded from the spend log in this process, and when.
@@ -187,6 +189,7 @@ impl AppState {
             limiter: c.limiter,
             shared_routing: c.shared_routing,
             files: c.files,
+            guardrails: config.guardrails,
             keys: c.keys,
             keys_config: config.keys,
             limits_config: config.limits,

@@ -75,6 +75,8 @@ pub struct Deployment {
     pub cache: CachePolicy,
     /// Rate limits over every key.
     pub limits: TargetLimits,
+    /// Its guardrails: indexes into [`AppState::guardrails`](super::AppState::guardrails).
+    pub guardrails: Vec<usize>,
 }
 
 /// A route with its live canary.
@@ -236,6 +238,7 @@ impl NewDeployment {
             total: Arc::default(),
             cache: m.cache,
             limits: m.limits,
+            guardrails: m.guardrails,
         })
     }
 
@@ -261,6 +264,7 @@ impl NewDeployment {
             total: Arc::default(),
             cache: self.cache,
             limits: TargetLimits::default(),
+            guardrails: Vec::new(),
         })
     }
 }

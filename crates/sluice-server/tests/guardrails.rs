@@ -1,0 +1,188 @@
+//! Guardrails (issue 19) over loopback HTTP against the fake upstream: personal data
+//! redacted before it leaves (and put back in the answer when asked), requests blocked with
+//! nothing sent upstream, answers checked, every finding counted, never logged.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use sluice_testkit::client::{get, post_json};
+use sluice_testkit::FakeUpstream;
+
+const PII: &str = "Hi, I am ann@example.com, phone +1 415-555-0132, card 4111 1111 1111 1111.";
+
+fn config(fake: &FakeUpstream, guardrails: &str, on_model: &str) -> String {
+    let base = config_for(&fake.base_url(), "");
+    // `m` gets the guardrails; everything else of the common config stays.
+    base.replace(
+        "price = { input = 1.0, output = 2.0 }",
+        &format!("price = {{ input = 1.0, output = 2.0 }}\nguardrails = [{on_model}]"),
+    ) + guardrails
+}
+
+fn chat(content: &str, answer: Option<&str>) -> String {
+    let mut body = json!({"model": "m", "messages": [{"role": "user", "content": content}]});
+    if let Some(a) = answer {
+        body["x_fake"] = json!({"content": a});
+    }
+    body.to_string()
+}
+
+#[tokio::test]
+async fn redacted_values_never_reach_the_upstream_and_come_back_restored() {
+    let fake = FakeUpstream::start().await;
+    let guards = r#"
+[[guardrails]]
+name = "pii"
+detectors = ["email", "phone", "card"]
+action = "redact"
+restore = true
+"#;
+    let gw = start_with(&config(&fake, guards, "\"pii\"")).await;
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat(PII, Some("Noted, [EMAIL_1]; I will call [PHONE_1].")),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = String::from_utf8_lossy(&fake.last_request().unwrap().body).to_string();
+    for value in ["ann@example.com", "415-555-0132", "4111 1111 1111 1111"] {
+        assert!(
+            !sent.contains(value),
+            "{value} reached the upstream: {sent}"
+        );
+    }
+    assert!(
+        sent.contains("Hi, I am [EMAIL_1], phone [PHONE_1], card [CARD_1]."),
+        "{sent}"
+    );
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Noted, ann@example.com; I will call +1 415-555-0132."
+    );
+    // The same through Anthropic's API.
+    let body =
+        json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": PII}]});
+    let r = post_json(&gw.url("/v1/messages"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = String::from_utf8_lossy(&fake.last_request().unwrap().body).to_string();
+    assert!(
+        !sent.contains("ann@example.com") && sent.contains("[EMAIL_1]"),
+        "{sent}"
+    );
+    let metrics = get(&gw.url("/metrics")).await.unwrap().text();
+    assert!(
+        metrics.contains(
+            r#"sluice_guardrail_findings_total{guardrail="pii",detector="email",action="redact"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("ann@example.com"));
+}
+
+#[tokio::test]
+async fn a_blocking_guardrail_refuses_with_nothing_sent_upstream() {
+    let fake = FakeUpstream::start().await;
+    let guards = r#"
+[[guardrails]]
+name = "pii"
+detectors = ["email", "phone", "card"]
+action = "block"
+"#;
+    let gw = start_with(&config(&fake, guards, "\"pii\"")).await;
+    let r = post_json(&gw.url("/v1/chat/completions"), chat(PII, None), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "guardrail_blocked");
+    assert!(
+        e["message"].as_str().unwrap().contains("guardrail `pii`"),
+        "{e}"
+    );
+    assert!(
+        !r.text().contains("ann@example.com"),
+        "the value is never echoed"
+    );
+    assert_eq!(fake.request_count(), 0, "no upstream call");
+    // A clean request goes through.
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat("hello there", None),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn answers_are_checked_before_they_reach_the_client() {
+    let fake = FakeUpstream::start().await;
+    let guards = r#"
+[[guardrails]]
+name = "no-secrets-out"
+detectors = ["secret"]
+action = "block"
+apply_to = "answers"
+[[guardrails]]
+name = "ids"
+patterns = { employee = 'EMP-\d{6}' }
+action = "redact"
+apply_to = "both"
+[[guardrails]]
+name = "brand"
+patterns = { upstream = 'fake upstream' }
+action = "redact"
+apply_to = "answers"
+"#;
+    let on = "\"no-secrets-out\", \"ids\", \"brand\"";
+    let gw = start_with(&config(&fake, guards, on)).await;
+    let leaked = "Your key is sk-proj-abcdefghijklmnopqrstuvwxyz0123456789";
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat("what is my key?", Some(leaked)),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("the answer was blocked"));
+    assert!(!r.text().contains("sk-proj-"));
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat("badge EMP-123456", Some("Badge EMP-654321 noted")),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = String::from_utf8_lossy(&fake.last_request().unwrap().body).to_string();
+    assert!(sent.contains("badge [EMPLOYEE_1]"), "{sent}");
+    // The fake says what it was told, and that was redacted on the way in.
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Badge [EMPLOYEE_2] noted"
+    );
+    // An answers-only guardrail: the request passes untouched, the answer is redacted.
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat("say hello", None),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Hello from the [UPSTREAM_1]."
+    );
+}
