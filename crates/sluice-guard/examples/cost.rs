@@ -2,6 +2,8 @@
 //! issue's worst case) over a realistic body with no personal data, and over one with some
 //! to redact. Run by bench/guard.sh: `cargo run --release -p sluice-guard --example cost`.
 
+#![allow(clippy::print_stdout)] // a benchmark program prints its result
+
 use sluice_guard::{check, Action, Builtin, Guardrail};
 use std::time::Instant;
 
