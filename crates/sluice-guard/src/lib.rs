@@ -14,6 +14,7 @@
 mod checksum;
 pub mod detect;
 pub mod json;
+mod kind;
 pub mod policy;
 
 pub use detect::Builtin;

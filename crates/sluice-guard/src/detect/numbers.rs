@@ -4,8 +4,8 @@
 //! alone, then the first kind it is valid as wins, in the order SSN, card, Aadhaar, IPv4,
 //! phone.
 
-use super::{bounded, is_word, Builtin, Builtins, Hit};
 use crate::checksum::{luhn, verhoeff};
+use crate::kind::{bounded, is_word, Builtin, Builtins, Hit};
 
 fn is_sep(b: u8) -> bool {
     matches!(b, b' ' | b'-' | b'.' | b'(' | b')')

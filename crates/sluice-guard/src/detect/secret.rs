@@ -2,7 +2,7 @@
 //! bearer tokens. One regular expression (compiled once) whose literal prefixes make the
 //! scan of a text without any of them a fast search for those prefixes.
 
-use super::{Builtin, Hit};
+use crate::kind::{Builtin, Hit};
 use regex::Regex;
 use std::sync::LazyLock;
 

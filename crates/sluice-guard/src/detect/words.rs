@@ -1,7 +1,7 @@
 //! Detectors of values made of letters and digits: email addresses, PANs, IBANs.
 
-use super::{bounded, Builtin, Hit};
 use crate::checksum::iban_mod97;
+use crate::kind::{bounded, Builtin, Hit};
 
 fn is_local(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
@@ -107,7 +107,7 @@ pub(super) fn ibans(t: &[u8], out: &mut Vec<Hit>) {
             && t[i + 1].is_ascii_uppercase()
             && t[i + 2].is_ascii_digit()
             && t[i + 3].is_ascii_digit()
-            && (i == 0 || !super::is_word(t[i - 1]));
+            && (i == 0 || !crate::kind::is_word(t[i - 1]));
         if !head {
             i += 1;
             continue;
