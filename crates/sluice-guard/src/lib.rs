@@ -4,7 +4,8 @@
 //!   PAN, IP address, secrets), each checked as its issuer checks it;
 //! - [`json`]: the string values of a JSON body, found in one pass without a tree;
 //! - [`policy`]: guardrails compiled from config and their verdict on a body: pass, block
-//!   or redact (typed placeholders, restorable in the answer).
+//!   or redact (typed placeholders, restorable in the answer);
+//! - [`stream`]: the same over an answer that arrives in pieces, held back by a window.
 //!
 //! No I/O: the server decides where guardrails apply and what a verdict does to a request.
 
@@ -16,6 +17,7 @@ pub mod detect;
 pub mod json;
 mod kind;
 pub mod policy;
+pub mod stream;
 
 pub use detect::Builtin;
 pub use policy::{check, restore, Action, Finding, Guardrail, Verdict};

@@ -101,7 +101,7 @@ impl Guardrail {
     }
 
     /// What it finds in `text`: (start, end, detector name, placeholder label).
-    fn find<'s>(&'s self, text: &str, hits: &mut Vec<Hit>, out: &mut Vec<Found<'s>>) {
+    pub(crate) fn find<'s>(&'s self, text: &str, hits: &mut Vec<Hit>, out: &mut Vec<Found<'s>>) {
         hits.clear();
         detect::scan(text, self.builtins, hits);
         out.extend(hits.iter().map(|h| Found {
@@ -123,12 +123,12 @@ impl Guardrail {
     }
 }
 
-struct Found<'s> {
-    start: usize,
-    end: usize,
-    detector: &'s str,
+pub(crate) struct Found<'s> {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) detector: &'s str,
     label: &'s str,
-    guardrail: &'s Guardrail,
+    pub(crate) guardrail: &'s Guardrail,
 }
 
 /// One value a guardrail found (the value itself is never kept here).
@@ -209,7 +209,7 @@ pub fn check(guardrails: &[&Guardrail], body: &str) -> Verdict {
 
 /// Placeholders by value: the same value gets the same one.
 #[derive(Default)]
-struct Numbering {
+pub(crate) struct Numbering {
     by_value: HashMap<String, String>,
     counts: HashMap<String, usize>,
     order: Vec<(String, String)>,
@@ -235,7 +235,11 @@ impl Numbering {
 
 /// `text` with the values of redacting guardrails replaced (overlaps: the earliest, then
 /// the longest, wins); `None` when nothing is redacted.
-fn redact(text: &str, found: &mut [Found<'_>], numbering: &mut Numbering) -> Option<String> {
+pub(crate) fn redact(
+    text: &str,
+    found: &mut [Found<'_>],
+    numbering: &mut Numbering,
+) -> Option<String> {
     found.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
     let mut out = String::with_capacity(text.len());
     let mut at = 0;

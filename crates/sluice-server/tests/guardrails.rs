@@ -186,3 +186,86 @@ apply_to = "answers"
         "Hello from the [UPSTREAM_1]."
     );
 }
+
+/// The content of a streamed chat answer, and whether it ended in an error event.
+fn streamed(body: &str) -> (String, Option<serde_json::Value>) {
+    let mut text = String::new();
+    let mut error = None;
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        if v.get("error").is_some() {
+            error = Some(v["error"].clone());
+        } else if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(c);
+        }
+    }
+    (text, error)
+}
+
+/// A streamed chat request whose answer comes in pieces of three characters.
+fn chat_stream(content: &str, answer: &str) -> String {
+    let chars: Vec<char> = answer.chars().collect();
+    let pieces: Vec<String> = chars.chunks(3).map(|c| c.iter().collect()).collect();
+    json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": content}], "x_fake": {"pieces": pieces}}).to_string()
+}
+
+#[tokio::test]
+async fn streamed_answers_are_held_back_redacted_restored_and_blocked() {
+    let fake = FakeUpstream::start().await;
+    let guards = r#"
+[[guardrails]]
+name = "pii"
+detectors = ["email"]
+action = "redact"
+restore = true
+[[guardrails]]
+name = "out"
+detectors = ["card"]
+action = "redact"
+apply_to = "answers"
+[[guardrails]]
+name = "keys"
+detectors = ["secret"]
+action = "block"
+apply_to = "answers"
+"#;
+    let gw = start_with(&config(&fake, guards, "\"pii\", \"out\", \"keys\"")).await;
+    let url = gw.url("/v1/chat/completions");
+    // A placeholder of the request's redaction, split over chunks, comes back whole.
+    let r = post_json(
+        &url,
+        chat_stream(
+            "I am ann@example.com",
+            "Hello [EMAIL_1], your card 4111 1111 1111 1111 is on file.",
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (text, error) = streamed(&r.text());
+    assert_eq!(error, None, "{}", r.text());
+    assert_eq!(
+        text,
+        "Hello ann@example.com, your card [CARD_1] is on file."
+    );
+    assert!(!r.text().contains("4111"), "{}", r.text());
+    // A secret in the answer ends the stream before it leaves.
+    let leak = format!(
+        "{} and the key is sk-proj-abcdefghijklmnopqrstuvwxyz0123456789 ok",
+        "word ".repeat(80)
+    );
+    let r = post_json(&url, chat_stream("key?", &leak), &[])
+        .await
+        .unwrap();
+    let (text, error) = streamed(&r.text());
+    assert!(!r.text().contains("sk-proj-"), "{}", r.text());
+    assert!(!text.contains("sk-proj"));
+    assert_eq!(error.unwrap()["code"], "guardrail_blocked");
+}

@@ -40,6 +40,8 @@ pub enum Answer {
     /// A client's copy of a stream whose upstream is driven for a flight of coalesced
     /// requests: the driven stream ends the request (its guard was handed over).
     Detached(FlightBody),
+    /// A coalesced follower's copy, through the answer guardrails.
+    DetachedGuarded(Box<super::guard_stream::GuardedStream<FlightBody>>),
 }
 
 impl Answer {

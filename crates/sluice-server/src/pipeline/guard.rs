@@ -5,10 +5,13 @@
 //! value with a typed placeholder (and, with `restore`, puts it back in the answer). What
 //! they find is counted by guardrail, detector and action; the values are never logged.
 
+use super::guard_stream::EventFilter;
 use crate::state::{AppState, Resolved};
 use bytes::Bytes;
 use sluice_core::{Error, ErrorKind};
+use sluice_guard::stream::Holdback;
 use sluice_guard::{Finding, Guardrail, Verdict};
+use std::sync::Arc;
 
 /// What the request stage leaves for the answer.
 #[derive(Default)]
@@ -99,6 +102,19 @@ pub fn request(
 }
 
 impl Guarded {
+    /// The filter of a streamed (or replayed) answer's events.
+    pub fn filter(&self, state: &Arc<AppState>) -> EventFilter {
+        let guards = self
+            .answers
+            .iter()
+            .map(|&g| Arc::clone(&state.guardrails[g].guard))
+            .collect();
+        EventFilter::new(
+            Holdback::new(guards, self.restore.clone()),
+            Arc::clone(state),
+        )
+    }
+
     /// Whether a whole answer needs this stage.
     pub fn touches_answers(&self) -> bool {
         !self.answers.is_empty() || !self.restore.is_empty()

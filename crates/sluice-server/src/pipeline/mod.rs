@@ -20,6 +20,7 @@ mod edge;
 mod ending;
 mod finish;
 mod guard;
+mod guard_stream;
 #[cfg(feature = "local")]
 mod local;
 mod pipe;
@@ -224,7 +225,7 @@ async fn stages(
 /// A whole answer through the answer guardrails (and redacted values put back). A blocked
 /// answer is an error whose tab still counts what the upstream used.
 fn guard_answer(
-    state: &AppState,
+    state: &Arc<AppState>,
     guarded: &guard::Guarded,
     answer: Result<Answer, Error>,
     finish: &mut Finish,
@@ -250,6 +251,13 @@ fn guard_answer(
                 Err(e)
             }
         },
+        Ok(Answer::Stream(inner)) => Ok(Answer::Stream(Box::new(
+            guard_stream::GuardedStream::new(inner, guarded.filter(state)),
+        ))),
+        Ok(Answer::Events(events)) => Ok(Answer::Events(guarded.filter(state).whole(&events))),
+        Ok(Answer::Detached(copy)) => Ok(Answer::DetachedGuarded(Box::new(
+            guard_stream::GuardedStream::new(copy, guarded.filter(state)),
+        ))),
         other => other,
     }
 }
@@ -319,6 +327,9 @@ fn respond(
             return with_headers(state, r, &outcome, None);
         }
         Ok(Answer::Detached(copy)) => {
+            (response::sse(edge.stream(ResponseBody::stream(copy))), None)
+        }
+        Ok(Answer::DetachedGuarded(copy)) => {
             (response::sse(edge.stream(ResponseBody::stream(copy))), None)
         }
     };

@@ -1,0 +1,251 @@
+//! Answer guardrails on a streamed chat answer: the content deltas of the first choice go
+//! through a hold-back window ([`sluice_guard::stream::Holdback`]), so a value split across
+//! chunks is redacted (or blocks the stream) before any of it leaves, and placeholders of
+//! the request's redaction are put back whole. Events without content (the role, tool
+//! calls, usage, `[DONE]`) pass as they are, after what is held back is released. A block
+//! ends the stream with an error event (`guardrail_blocked`) and cancels the upstream.
+
+use super::ending::{Ending, Tracked};
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use serde_json::Value;
+use sluice_guard::stream::Holdback;
+use sluice_guard::Finding;
+use sluice_types::sse::{event_data, Keep, SseScanner};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// The guarded stream: a live stream (the request's own, or a coalesced follower's copy)
+/// through an [`EventFilter`].
+pub struct GuardedStream<B> {
+    inner: B,
+    filter: EventFilter,
+    ended: bool,
+}
+
+impl<B> GuardedStream<B> {
+    /// Guards `inner`'s content.
+    pub fn new(inner: B, filter: EventFilter) -> Self {
+        Self {
+            inner,
+            filter,
+            ended: false,
+        }
+    }
+}
+
+/// Chat chunk events in, the same events out with their content held back and guarded.
+pub struct EventFilter {
+    scanner: SseScanner,
+    holdback: Holdback,
+    /// The last content chunk, as the shape of a chunk that releases held-back text.
+    template: Option<Value>,
+    out: VecDeque<Bytes>,
+    blocked: bool,
+    state: Arc<crate::state::AppState>,
+}
+
+impl EventFilter {
+    /// A filter guarding with `holdback`.
+    pub fn new(holdback: Holdback, state: Arc<crate::state::AppState>) -> Self {
+        Self {
+            scanner: SseScanner::new(4 << 20),
+            holdback,
+            template: None,
+            out: VecDeque::new(),
+            blocked: false,
+            state,
+        }
+    }
+
+    /// Whole events (a cached answer replayed) through the filter at once.
+    pub fn whole(mut self, events: &Bytes) -> Bytes {
+        self.push(events.clone());
+        self.end();
+        self.out
+            .into_iter()
+            .flat_map(|b| b.to_vec())
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    /// Takes the next bytes of the stream.
+    fn push(&mut self, data: Bytes) {
+        let mut events = Vec::new();
+        let pushed = self.scanner.push(data, |ev| {
+            events.push(Bytes::copy_from_slice(ev));
+            Keep::Drop
+        });
+        if pushed.is_err() {
+            self.blocked = true;
+        }
+        for ev in events {
+            if !self.blocked {
+                self.on_event(&ev);
+            }
+        }
+    }
+
+    /// The stream ended.
+    fn end(&mut self) {
+        let tail = self.scanner.finish();
+        if !tail.is_empty() && !self.blocked {
+            self.on_event(&tail);
+        }
+        if !self.blocked {
+            self.release_rest();
+        }
+        self.state
+            .tab_metrics
+            .guarded(&self.holdback.take_findings());
+    }
+
+    /// Takes one event of the inner stream.
+    fn on_event(&mut self, raw: &[u8]) {
+        let Some(data) = event_data(raw) else {
+            self.out.push_back(Bytes::copy_from_slice(raw));
+            return;
+        };
+        if data.as_ref() == b"[DONE]" {
+            self.release_rest();
+            self.out.push_back(Bytes::copy_from_slice(raw));
+            return;
+        }
+        let Ok(mut chunk) = serde_json::from_slice::<Value>(&data) else {
+            self.out.push_back(Bytes::copy_from_slice(raw));
+            return;
+        };
+        let content = chunk["choices"][0]["delta"]["content"]
+            .as_str()
+            .map(str::to_string);
+        let finishes = !chunk["choices"][0]["finish_reason"].is_null();
+        let released = match content {
+            Some(text) => {
+                self.template = Some(chunk.clone());
+                match self.holdback.push(&text) {
+                    Ok(t) => t,
+                    Err(f) => return self.block(f),
+                }
+            }
+            None => String::new(),
+        };
+        let released = if finishes {
+            match self.holdback.finish() {
+                Ok(rest) => released + &rest,
+                Err(f) => return self.block(f),
+            }
+        } else {
+            released
+        };
+        let has_content = chunk["choices"][0]["delta"].get("content").is_some();
+        if has_content {
+            if released.is_empty() && !finishes && !carries_more(&chunk) {
+                return;
+            }
+            chunk["choices"][0]["delta"]["content"] = Value::String(released);
+        } else if !released.is_empty() {
+            self.push_content(released);
+        }
+        self.push_chunk(&chunk);
+    }
+
+    /// Releases everything held back, as a content chunk of its own.
+    fn release_rest(&mut self) {
+        match self.holdback.finish() {
+            Ok(rest) if !rest.is_empty() => self.push_content(rest),
+            Ok(_) => {}
+            Err(f) => self.block(f),
+        }
+    }
+
+    fn push_content(&mut self, text: String) {
+        let Some(mut chunk) = self.template.clone() else {
+            return;
+        };
+        chunk["choices"][0]["delta"] = serde_json::json!({ "content": text });
+        chunk["choices"][0]["finish_reason"] = Value::Null;
+        self.push_chunk(&chunk);
+    }
+
+    fn push_chunk(&mut self, chunk: &Value) {
+        let mut event = b"data: ".to_vec();
+        event.extend_from_slice(chunk.to_string().as_bytes());
+        event.extend_from_slice(b"\n\n");
+        self.out.push_back(Bytes::from(event));
+    }
+
+    fn block(&mut self, f: Finding) {
+        self.state.tab_metrics.guarded(std::slice::from_ref(&f));
+        let e: sluice_core::Error = sluice_core::ErrorKind::GuardrailBlocked {
+            guardrail: f.guardrail,
+            detector: f.detector,
+            answer: true,
+        }
+        .into();
+        let body = sluice_types::ErrorBody {
+            message: &e.message(),
+            kind: e.error_type(),
+            param: None,
+            code: e.code(),
+        }
+        .to_json();
+        let mut event = b"data: ".to_vec();
+        event.extend_from_slice(&body);
+        event.extend_from_slice(b"\n\n");
+        self.out.push_back(Bytes::from(event));
+        self.blocked = true;
+    }
+}
+
+/// Whether a chunk says more than its content: a role, tool calls, usage.
+fn carries_more(chunk: &Value) -> bool {
+    let delta = &chunk["choices"][0]["delta"];
+    delta.get("role").is_some() || delta.get("tool_calls").is_some() || !chunk["usage"].is_null()
+}
+
+impl<B: Body<Data = Bytes, Error = Infallible> + Unpin> Body for GuardedStream<B> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(b) = this.filter.out.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.ended || this.filter.blocked {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.filter.push(data);
+                    }
+                }
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(None) => {
+                    this.filter.end();
+                    this.ended = true;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Tracked for GuardedStream<Box<dyn Tracked>> {
+    fn ending(&mut self, completed: bool) -> Ending {
+        let blocked = self.filter.blocked;
+        let mut ending = self.inner.ending(completed || blocked);
+        if blocked {
+            ending.status = 400;
+        }
+        ending
+    }
+}
