@@ -13,7 +13,7 @@ mod body;
 mod upload;
 mod wire;
 
-use wire::store_error;
+pub use wire::store_error;
 
 use crate::keys::Identity;
 use crate::pipeline::auth::authenticate;
@@ -33,7 +33,8 @@ pub fn is_files_path(path: &str) -> bool {
     path == PREFIX || path.starts_with("/v1/files/")
 }
 
-fn owner(identity: &Identity) -> Owner {
+/// Whose files a caller's are (the master's for the master key and an open gateway).
+pub fn owner(identity: &Identity) -> Owner {
     match identity.key() {
         Some(k) => Owner::Key(k.id.clone()),
         None => Owner::Master,

@@ -229,6 +229,9 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
     if let Some(local) = &state.local {
         crate::local::render(local, &mut text);
     }
+    if let Some(batches) = &state.batches {
+        batches.render(&mut text);
+    }
     if let Some(shared) = &state.shared_routing {
         shared.render(&mut text);
     }

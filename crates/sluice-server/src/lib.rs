@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_keys;
+pub mod batches;
 pub mod cache;
 mod conversations;
 mod endpoint;

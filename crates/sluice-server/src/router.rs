@@ -3,6 +3,7 @@
 //! description ([`Endpoint::at`]) and served by the pipeline; the rest are handlers.
 
 use crate::admin_keys;
+use crate::batches;
 use crate::endpoint::Endpoint;
 use crate::files;
 use crate::handlers;
@@ -35,6 +36,7 @@ pub async fn route<B: ClientBody>(
             handlers::model(&state, req.headers(), &p["/v1/models/".len()..]).await
         }
         (_, p, _) if files::is_files_path(p) => files::serve(&state, req).await,
+        (_, p, _) if batches::api::is_batches_path(p) => batches::api::serve(&state, req).await,
         (&Method::GET, "/health", _) => handlers::health(),
         (&Method::GET, "/health/detailed", _) => handlers::health_detailed(&state),
         (&Method::GET, "/health/ready", _) => crate::ready::ready(&state).await,

@@ -3,7 +3,9 @@
 //! Every connection is served by hyper
 //! (HTTP/1.1 with keep-alive, or HTTP/2 prior knowledge) and watched for graceful
 //! shutdown: on the signal the listener closes, in-flight requests (streams included)
-//! finish, and whatever is still running after `server.shutdown_grace_ms` is cut.
+//! finish, and whatever is still running after `server.shutdown_grace_ms` is cut. Batches
+//! run on the acceptor's runtime (`batches::executor`); on the signal they stop starting
+//! lines, and their lines in flight finish and are recorded within the same grace.
 
 use crate::live::Live;
 use crate::router::route;
@@ -174,14 +176,16 @@ impl Server {
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
         let flusher = spawn_flusher(&live);
+        let batches = spawn_batches(&live);
         tokio::pin!(shutdown);
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
             serve_connection(&builder, &graceful, &live, stream, permit);
         }
         drop(listener);
         log_shutdown(&live.get());
-        drain(graceful, &live.get()).await;
-        finish(&live.get(), flusher).await;
+        let state = live.get();
+        tokio::join!(drain(graceful, &state), stop_batches(&state, batches));
+        finish(&state, flusher).await;
         Ok(())
     }
 
@@ -219,6 +223,7 @@ impl Server {
         }
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
         let flusher = spawn_flusher(&live);
+        let batches = spawn_batches(&live);
         tokio::pin!(shutdown);
         let mut next = 0;
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
@@ -237,14 +242,15 @@ impl Server {
         drop(listener);
         log_shutdown(&live.get());
         drop(senders);
-        tokio::task::spawn_blocking(move || {
+        let state = live.get();
+        let workers = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
-        })
-        .await
-        .map_err(io::Error::other)?;
-        finish(&live.get(), flusher).await;
+        });
+        let (joined, ()) = tokio::join!(workers, stop_batches(&state, batches));
+        joined.map_err(io::Error::other)?;
+        finish(&state, flusher).await;
         Ok(())
     }
 }
@@ -277,6 +283,28 @@ fn spawn_flusher(live: &Arc<Live>) -> Option<tokio::task::JoinHandle<()>> {
             }
         }
     }))
+}
+
+/// Runs the batches' executor, when batches are on.
+fn spawn_batches(live: &Arc<Live>) -> Option<tokio::task::JoinHandle<()>> {
+    live.get().batches.as_ref()?;
+    Some(tokio::spawn(crate::batches::executor::run(Arc::clone(
+        live,
+    ))))
+}
+
+/// Stops the batches: no line starts; the lines in flight finish and are recorded, within
+/// the shutdown grace (after it they are cut, and run again at the next start).
+async fn stop_batches(state: &AppState, executor: Option<tokio::task::JoinHandle<()>>) {
+    let (Some(batches), Some(mut executor)) = (&state.batches, executor) else {
+        return;
+    };
+    batches.stop();
+    let grace = state.server.shutdown_grace;
+    if tokio::time::timeout(grace, &mut executor).await.is_err() {
+        tracing::warn!("grace period over: cutting the batch lines still in flight");
+        executor.abort();
+    }
 }
 
 /// After the drain: the last counters and every pending store write reach the store.

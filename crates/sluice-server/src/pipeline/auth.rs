@@ -3,6 +3,10 @@
 //! or a virtual key, looked up by the hash of its secret through the [`KeyCache`] in front of
 //! the ledger. Without a master key, sluice is open and nobody is asked.
 //!
+//! A request sluice makes itself, a batch's line, comes as a [`Caller::BatchLine`]: already
+//! authenticated as the key that created the batch. Only code in this process can make one
+//! (no header, nothing on the wire says it), so a client cannot claim it.
+//!
 //! [`KeyCache`]: crate::keys::KeyCache
 
 use crate::keys::{bearer, Identity};
@@ -11,6 +15,38 @@ use http::HeaderMap;
 use sluice_core::{keys, Error, ErrorKind};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Who a request comes from.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A client: authenticated from its request's headers.
+    Client,
+    /// A line of a batch, run in process as the key that created the batch.
+    BatchLine {
+        /// The batch's creator, as it was authenticated when the batch was made.
+        identity: Identity,
+        /// The batch (`batch_…`): its lines' spend records carry it.
+        batch_id: Arc<str>,
+    },
+}
+
+impl Caller {
+    /// The batch whose line this is.
+    pub fn batch_id(&self) -> Option<&str> {
+        match self {
+            Self::BatchLine { batch_id, .. } => Some(batch_id),
+            Self::Client => None,
+        }
+    }
+
+    /// Who the caller is: a client authenticated now, a batch line as its batch's key.
+    pub async fn identity(&self, state: &AppState, headers: &HeaderMap) -> Result<Identity, Error> {
+        match self {
+            Self::Client => authenticate(state, headers).await,
+            Self::BatchLine { identity, .. } => Ok(identity.clone()),
+        }
+    }
+}
 
 fn unauthorized(message: &str) -> Error {
     ErrorKind::Authentication {

@@ -38,6 +38,7 @@ use crate::request_body::ClientBody;
 use crate::response::{self, error_response, ResponseBody};
 use crate::state::{self, AppState, Resolved};
 use answer::Answer;
+pub use auth::Caller;
 use bytes::Bytes;
 use edge::Edge;
 use ending::Ending;
@@ -52,17 +53,38 @@ use std::time::Instant;
 use tab::{Opening, Tab};
 use walk::Call;
 
-/// Serves one request of a proxied `endpoint`.
+/// Serves one client request of a proxied `endpoint`.
 pub async fn serve<B: ClientBody>(
     state: &Arc<AppState>,
     endpoint: Endpoint,
     req: Request<B>,
     request_id: &HeaderValue,
 ) -> Response<ResponseBody> {
+    serve_as(state, endpoint, req, request_id, &Caller::Client).await
+}
+
+/// Serves one request of a proxied `endpoint` from `caller` (a client, or a batch's line
+/// run in process).
+pub async fn serve_as<B: ClientBody>(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    req: Request<B>,
+    request_id: &HeaderValue,
+    caller: &Caller,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut finish = Finish::start(state, endpoint.operation(), started);
     let mut edge = Edge::new(endpoint.protocol());
-    let result = run(state, endpoint, req, request_id, &mut finish, &mut edge).await;
+    let result = run(
+        state,
+        endpoint,
+        req,
+        request_id,
+        caller,
+        &mut finish,
+        &mut edge,
+    )
+    .await;
     respond(state, result, finish, edge)
 }
 
@@ -72,12 +94,13 @@ async fn run<B: ClientBody>(
     endpoint: Endpoint,
     req: Request<B>,
     request_id: &HeaderValue,
+    caller: &Caller,
     finish: &mut Finish,
     edge: &mut Edge,
 ) -> Result<Answer, Error> {
     let (parts, incoming) = req.into_parts();
     // Who is asking comes before reading what they ask.
-    let identity = auth::authenticate(state, &parts.headers).await?;
+    let identity = caller.identity(state, &parts.headers).await?;
     let op = endpoint.operation();
     let (body, upload) = read(state, endpoint, &parts, incoming, &identity, edge).await?;
     let first = parse(op, &body, &upload)?;
@@ -102,6 +125,7 @@ async fn run<B: ClientBody>(
         body,
         resolved,
         request_id,
+        batch_id: caller.batch_id(),
     };
     let answer = stages(state, &asked, finish).await;
     guard_answer(state, &guarded, answer, finish)
@@ -152,6 +176,8 @@ struct Asked<'a> {
     body: &'a Bytes,
     resolved: Resolved<'a>,
     request_id: &'a HeaderValue,
+    /// The batch whose line this is (`None`: a client's request).
+    batch_id: Option<&'a str>,
 }
 
 /// The tab, the cache, the plan and the walk.
@@ -184,6 +210,7 @@ async fn stages(
             View::Media(m) => Some(&m.units),
             _ => None,
         },
+        batch_id: a.batch_id,
     };
     finish.set_tab(Tab::open(state, a.identity, opening).await?);
     // The cache stage: a hit or an identical request in flight answers before any plan.

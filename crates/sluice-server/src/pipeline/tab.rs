@@ -72,6 +72,8 @@ pub struct Opening<'a> {
     pub started: Instant,
     /// What a media request is billed by that only the request tells.
     pub units: Option<&'a MediaUnits>,
+    /// The batch whose line the request is.
+    pub batch_id: Option<&'a str>,
 }
 
 /// How a request ended.
@@ -111,6 +113,8 @@ pub struct Tab {
     started: Instant,
     /// A media request's units (characters, images asked for, their size and quality).
     units: Option<Box<MediaUnits>>,
+    /// The batch whose line the request is.
+    batch_id: Option<Box<str>>,
 }
 
 fn price_of<'s>(state: &'s AppState, resolved: Resolved<'_>) -> Vec<&'s Price> {
@@ -254,6 +258,7 @@ impl Tab {
             ts_ms: now_ms,
             started: o.started,
             units: o.units.map(|u| Box::new(u.clone())),
+            batch_id: o.batch_id.map(Into::into),
         };
         if tab.checks.is_empty() {
             return Ok(tab);
@@ -357,6 +362,7 @@ impl Tab {
             stream: self.stream,
             latency_ms: self.started.elapsed().as_millis() as u64,
             cache: "bypass".into(),
+            batch_id: self.batch_id.as_deref().map(str::to_string),
             ..SpendRecord::default()
         }
     }

@@ -27,6 +27,7 @@ struct Carried {
     limiter: Limiter,
     shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
     files: Option<FileStore>,
+    batches: Option<Arc<crate::batches::Batches>>,
     keys: Arc<KeyCache>,
     local: Option<Arc<crate::local::LocalRuntime>>,
     tab_metrics: Arc<crate::metrics::TabMetrics>,
@@ -97,6 +98,8 @@ pub struct AppState {
     pub files: Option<FileStore>,
     /// `[[guardrails]]`, compiled.
     pub guardrails: Vec<sluice_core::config::GuardrailConfig>,
+    /// The Batch API's batches (`/v1/batches`), unless `[batches]` or `[files]` is off.
+    pub batches: Option<Arc<crate::batches::Batches>>,
     /// Routing state shared with the other replicas on Redis (`storage.redis_url`).
     pub shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
     /// Budget counters seeded from the spend log in this process, and when.
@@ -124,12 +127,18 @@ impl AppState {
             || r.deployments.iter().any(|d| d.cache.enabled)
             || r.routes.iter().any(|r| r.config.cache.enabled);
         let stores = stores::open(&config, caches)?;
+        let batches = stores
+            .files
+            .clone()
+            .filter(|_| config.batches.enabled)
+            .map(|f| Arc::new(crate::batches::Batches::new(f, config.batches)));
         let carried = Carried {
             cache: stores.cache,
             ledger: stores.ledger,
             limiter: stores.limiter,
             shared_routing: stores.shared_routing.map(Arc::new),
             files: stores.files,
+            batches,
             keys: Arc::default(),
             local: local.map(Arc::new),
             tab_metrics: Arc::default(),
@@ -163,6 +172,7 @@ impl AppState {
             limiter: self.limiter.clone(),
             shared_routing: self.shared_routing.clone(),
             files: self.files.clone(),
+            batches: self.batches.clone(),
             keys: Arc::clone(&self.keys),
             local: self.local.clone(),
             tab_metrics: Arc::clone(&self.tab_metrics),
@@ -190,6 +200,7 @@ impl AppState {
             shared_routing: c.shared_routing,
             files: c.files,
             guardrails: config.guardrails,
+            batches: c.batches,
             keys: c.keys,
             keys_config: config.keys,
             limits_config: config.limits,

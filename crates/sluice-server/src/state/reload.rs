@@ -48,11 +48,12 @@ impl Reloads {
 /// their values: rotate a secret with a restart).
 pub fn fixed(config: &Config) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         config.storage,
         config.spend,
         config.local,
         config.files,
+        config.batches,
         config.server.listen,
         (
             config.cache.memory_bytes,
@@ -68,9 +69,10 @@ pub(super) fn check_fixed(current: &str, config: &Config) -> Result<(), Error> {
         return Ok(());
     }
     Err(ErrorKind::InvalidRequest {
-        message: "this config changes [storage], [spend], [local], [files], the cache's \
+        message:
+            "this config changes [storage], [spend], [local], [files], [batches], the cache's \
                   store or server.listen, which take a restart; nothing was reloaded"
-            .into(),
+                .into(),
         param: None,
     }
     .into())
