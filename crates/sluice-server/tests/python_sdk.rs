@@ -25,6 +25,10 @@ const FILES_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/python/test_openai_files.py"
 );
+const BATCHES_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python/test_openai_batches.py"
+);
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn python() -> String {
@@ -158,4 +162,9 @@ async fn official_anthropic_sdk_works_against_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_drives_the_files_api() {
     drive("openai", FILES_SCRIPT, "/v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_drives_the_batch_api() {
+    drive("openai", BATCHES_SCRIPT, "/v1").await;
 }
