@@ -1,0 +1,168 @@
+//! A batch interrupted by SIGTERM, through the real binary: the stopping gateway starts no
+//! more lines, finishes and records those in flight, and the restarted one resumes the batch
+//! where it stopped; every line reaches the upstream once and is charged once.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use common::{temp_dir, Serving};
+use http::Method;
+use serde_json::{json, Value};
+use sluice_testkit::client::TestClient;
+use sluice_testkit::{Behavior, FakeUpstream};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const LINES: usize = 200;
+const BOUNDARY: &str = "sigterm-batch-boundary";
+
+fn config(dir: &Path, upstream: &str) -> PathBuf {
+    let path = dir.join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace_ms = 10000
+[storage]
+data_dir = "{data}"
+[batches]
+concurrency = 4
+[[providers]]
+name = "fake"
+type = "openai"
+base_url = "{upstream}"
+[[models]]
+name = "m"
+provider = "fake"
+price = {{ input = 1.0, output = 2.0 }}
+"#,
+            data = dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn request(s: &Serving, method: Method, path: &str, body: Vec<u8>, ct: &str) -> Value {
+    let headers = [("content-type", ct)];
+    let r = TestClient::new()
+        .request(
+            method,
+            &s.url(path),
+            body.into(),
+            if ct.is_empty() { &[] } else { &headers },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    r.try_json().unwrap_or(Value::String(r.text()))
+}
+
+async fn upload(s: &Serving, data: &[u8]) -> String {
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let f = request(s, Method::POST, "/v1/files", body, &ct).await;
+    f["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_by_sigterm_completes_after_restart_with_every_line_once() {
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Behavior::new().with_delay_ms(40));
+    let dir = temp_dir("batch-sigterm");
+    let cfg = config(&dir, &fake.base_url());
+    let first = Serving::start(&cfg);
+    let input: Vec<String> = (0..LINES)
+        .map(|i| {
+            json!({"custom_id": format!("r-{i}"), "method": "POST", "url": "/v1/chat/completions",
+                   "body": {"model": "m", "messages": [{"role": "user", "content": format!("q {i}")}]}})
+            .to_string()
+        })
+        .collect();
+    let file = upload(&first, input.join("\n").as_bytes()).await;
+    let body = json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    let b = request(
+        &first,
+        Method::POST,
+        "/v1/batches",
+        body.to_string().into_bytes(),
+        "application/json",
+    )
+    .await;
+    let id = b["id"].as_str().unwrap().to_string();
+    assert!(fake.wait_requests(30, Duration::from_secs(30)).await);
+    // SIGTERM mid-batch: the gateway exits cleanly after its lines in flight.
+    assert!(first.stop(), "the first gateway did not exit cleanly");
+    let answered_before = fake.request_count();
+    assert!((30..LINES).contains(&answered_before), "{answered_before}");
+    let second = Serving::start(&cfg);
+    let until = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let b = request(
+            &second,
+            Method::GET,
+            &format!("/v1/batches/{id}"),
+            Vec::new(),
+            "",
+        )
+        .await;
+        if b["status"] == "completed" {
+            break b;
+        }
+        assert!(Instant::now() < until, "not completed: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": LINES, "completed": LINES, "failed": 0}),
+        "{done}"
+    );
+    // Every line reached the upstream once: none was lost, none was sent again.
+    assert_eq!(fake.request_count(), LINES);
+    let out_id = done["output_file_id"].as_str().unwrap();
+    let content = request(
+        &second,
+        Method::GET,
+        &format!("/v1/files/{out_id}/content"),
+        Vec::new(),
+        "",
+    )
+    .await;
+    let text = content
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| content.to_string());
+    let ids: HashSet<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["custom_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!((text.lines().count(), ids.len()), (LINES, LINES));
+    assert!(second.stop());
+    // ...and was charged once: one spend record per line, each with the batch's id.
+    let ledger = sluice_store::open::ledger_at(&dir.join("data").join("ledger.sqlite"))
+        .unwrap()
+        .unwrap();
+    let records = ledger.export(0).await.unwrap();
+    let ours: Vec<_> = records
+        .iter()
+        .filter(|r| r.batch_id.as_deref() == Some(id.as_str()))
+        .collect();
+    assert_eq!(ours.len(), LINES);
+    let distinct: HashSet<&str> = ours.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(distinct.len(), LINES);
+    assert!(ours.iter().all(|r| r.status == 200 && r.cost_nano_usd > 0));
+}
