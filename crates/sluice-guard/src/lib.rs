@@ -5,7 +5,8 @@
 //! - [`json`]: the string values of a JSON body, found in one pass without a tree;
 //! - [`policy`]: guardrails compiled from config and their verdict on a body: pass, block
 //!   or redact (typed placeholders, restorable in the answer);
-//! - [`stream`]: the same over an answer that arrives in pieces, held back by a window.
+//! - [`stream`]: the same over an answer that arrives in pieces, held back by a window;
+//! - [`webhook`]: the webhook guardrail's payload and verdicts.
 //!
 //! No I/O: the server decides where guardrails apply and what a verdict does to a request.
 
@@ -18,6 +19,7 @@ pub mod json;
 mod kind;
 pub mod policy;
 pub mod stream;
+pub mod webhook;
 
 pub use detect::Builtin;
 pub use policy::{check, restore, Action, Finding, Guardrail, Verdict};

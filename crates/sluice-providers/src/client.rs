@@ -64,21 +64,33 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// Builds the pooled client for `config`.
 pub fn build(config: &ProviderConfig) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
+    builder()
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
         .http2_only(config.http2_prior_knowledge)
-        .build(https)
+        .build(connector(config.connect_timeout))
+}
+
+/// A pooled client for calls that are not to a provider (guardrail webhooks).
+pub fn plain(connect_timeout: std::time::Duration) -> HttpClient {
+    builder().build(connector(connect_timeout))
+}
+
+fn builder() -> hyper_util::client::legacy::Builder {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.timer(TokioTimer::new()).pool_timer(TokioTimer::new());
+    b
+}
+
+fn connector(connect_timeout: std::time::Duration) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http)
 }

@@ -269,3 +269,71 @@ apply_to = "answers"
     assert!(!text.contains("sk-proj"));
     assert_eq!(error.unwrap()["code"], "guardrail_blocked");
 }
+
+#[tokio::test]
+async fn a_webhook_allows_denies_or_rewrites_and_fails_as_configured() {
+    let fake = FakeUpstream::start().await;
+    // The webhook: denies what mentions "forbidden", rewrites "rude" requests politely.
+    let (hook, calls) = fake_provider(|seen| {
+        let text = seen.json["body"].to_string();
+        if text.contains("forbidden") {
+            (200, "application/json", full(r#"{"action":"deny","reason":"off topic"}"#))
+        } else if text.contains("rude") {
+            (
+                200,
+                "application/json",
+                full(r#"{"action":"rewrite","body":{"model":"m","messages":[{"role":"user","content":"please"}]}}"#),
+            )
+        } else {
+            (200, "application/json", full(r#"{"action":"allow"}"#))
+        }
+    })
+    .await;
+    let guards = format!(
+        r#"
+[[guardrails]]
+name = "policy"
+webhook = {{ url = "http://{hook}/check", timeout_ms = 2000, headers = {{ authorization = "Bearer hook-secret" }} }}
+[[guardrails]]
+name = "down"
+webhook = {{ url = "http://127.0.0.1:9/never", timeout_ms = 300, on_error = "allow" }}
+"#
+    );
+    let gw = start_with(&config(&fake, &guards, "\"policy\", \"down\"")).await;
+    let url = gw.url("/v1/chat/completions");
+    let r = post_json(&url, chat("hello", None), &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_json(&url, chat("something forbidden", None), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "guardrail_blocked");
+    assert!(r.text().contains("off topic"), "{}", r.text());
+    let before = fake.request_count();
+    let r = post_json(&url, chat("a rude request", None), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fake.request_count(), before + 1);
+    let sent = fake.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["messages"][0]["content"], "please");
+    {
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls[0].json["phase"], "request");
+        assert_eq!(calls[0].json["guardrail"], "policy");
+        assert_eq!(calls[0].headers["authorization"], "Bearer hook-secret");
+    }
+
+    // Fail closed (the default): an unreachable webhook denies.
+    let closed = r#"
+[[guardrails]]
+name = "closed"
+webhook = { url = "http://127.0.0.1:9/never", timeout_ms = 300 }
+"#;
+    let gw = start_with(&config(&fake, closed, "\"closed\"")).await;
+    let r = post_json(&gw.url("/v1/chat/completions"), chat("hello", None), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("webhook failed"), "{}", r.text());
+}

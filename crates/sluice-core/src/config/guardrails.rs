@@ -5,6 +5,8 @@
 //! detector or an invalid pattern.
 
 use super::error::ConfigError;
+use super::values::{positive, resolve_secret};
+use crate::env::Env;
 use serde::Deserialize;
 use sluice_guard::{Action, Guardrail};
 use std::collections::{BTreeMap, HashSet};
@@ -23,20 +25,55 @@ pub struct UninitializedGuardrail {
     /// Custom detectors: name = regular expression.
     #[serde(default)]
     pub patterns: BTreeMap<String, String>,
-    /// `redact`, `block` or `log`.
-    pub action: String,
+    /// `redact`, `block` or `log` (required with detectors).
+    pub action: Option<String>,
     /// `redact`: put the values back in the answer.
     #[serde(default)]
     pub restore: bool,
     /// `requests` (default), `answers` or `both`.
     pub apply_to: Option<String>,
+    /// A webhook that allows, denies or rewrites what the guardrail applies to.
+    pub webhook: Option<UninitializedWebhook>,
+}
+
+/// `webhook = { url, timeout_ms, on_error, headers }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedWebhook {
+    /// Where to POST (http or https).
+    pub url: String,
+    /// How long to wait for its verdict (default 1,000 ms).
+    pub timeout_ms: Option<u64>,
+    /// `allow` (fail open) or `deny` (fail closed, the default) when it does not answer
+    /// in time or answers something else than a verdict.
+    pub on_error: Option<String>,
+    /// Headers sent with each call; values may be `env::VAR`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A validated webhook.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: String,
+    /// How long to wait.
+    pub timeout: std::time::Duration,
+    /// Allow when the webhook fails (else deny).
+    pub fail_open: bool,
+    /// Headers sent with each call.
+    pub headers: Vec<(String, crate::secret::Secret)>,
 }
 
 /// A validated guardrail.
 #[derive(Debug, Clone)]
 pub struct GuardrailConfig {
-    /// The compiled detectors and action.
-    pub guard: Arc<Guardrail>,
+    /// Its name.
+    pub name: String,
+    /// The compiled detectors and action (none for a webhook-only guardrail).
+    pub guard: Option<Arc<Guardrail>>,
+    /// The webhook, if any.
+    pub webhook: Option<WebhookConfig>,
     /// `redact`: the answer gets the values back.
     pub restore: bool,
     /// Applied to requests.
@@ -48,12 +85,13 @@ pub struct GuardrailConfig {
 impl GuardrailConfig {
     /// Its name.
     pub fn name(&self) -> &str {
-        &self.guard.name
+        &self.name
     }
 }
 
 pub(super) fn load_guardrails(
     raw: Vec<UninitializedGuardrail>,
+    env: &dyn Env,
 ) -> Result<Vec<GuardrailConfig>, ConfigError> {
     let mut names = HashSet::new();
     raw.into_iter()
@@ -66,9 +104,22 @@ pub(super) fn load_guardrails(
                     format!("must be a unique, non-empty name (`{}`)", g.name),
                 ));
             }
-            let action = Action::parse(&g.action).ok_or_else(|| {
-                ConfigError::new(at("action"), "must be `redact`, `block` or `log`")
-            })?;
+            let webhook = g
+                .webhook
+                .map(|w| load_webhook(w, env, &at("webhook")))
+                .transpose()?;
+            let action = match (g.action.as_deref(), &webhook) {
+                (Some(a), _) => Action::parse(a).ok_or_else(|| {
+                    ConfigError::new(at("action"), "must be `redact`, `block` or `log`")
+                })?,
+                (None, Some(_)) => Action::Log,
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        at("action"),
+                        "is required: `redact`, `block` or `log`",
+                    ))
+                }
+            };
             if g.restore && action != Action::Redact {
                 return Err(ConfigError::new(
                     at("restore"),
@@ -87,16 +138,70 @@ pub(super) fn load_guardrails(
                 }
             };
             let patterns: Vec<(String, String)> = g.patterns.into_iter().collect();
-            let guard = Guardrail::new(&g.name, &g.detectors, &patterns, action)
-                .map_err(|e| ConfigError::new(at("detectors"), e))?;
+            let guard = if g.detectors.is_empty() && patterns.is_empty() && webhook.is_some() {
+                None
+            } else {
+                let guard = Guardrail::new(&g.name, &g.detectors, &patterns, action)
+                    .map_err(|e| ConfigError::new(at("detectors"), e))?;
+                Some(Arc::new(guard))
+            };
             Ok(GuardrailConfig {
-                guard: Arc::new(guard),
+                name: g.name,
+                guard,
+                webhook,
                 restore: g.restore,
                 requests,
                 answers,
             })
         })
         .collect()
+}
+
+fn load_webhook(
+    w: UninitializedWebhook,
+    env: &dyn Env,
+    at: &str,
+) -> Result<WebhookConfig, ConfigError> {
+    let rest = w
+        .url
+        .strip_prefix("http://")
+        .or_else(|| w.url.strip_prefix("https://"));
+    if rest.is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace)) {
+        return Err(ConfigError::new(
+            format!("{at}.url"),
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let fail_open = match w.on_error.as_deref() {
+        None | Some("deny") => false,
+        Some("allow") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{at}.on_error"),
+                format!("must be `allow` or `deny`, not `{other}`"),
+            ))
+        }
+    };
+    let headers = w
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                resolve_secret(v, env, &format!("{at}.headers.{k}"))?,
+            ))
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(WebhookConfig {
+        url: w.url,
+        timeout: std::time::Duration::from_millis(positive(
+            w.timeout_ms,
+            &format!("{at}.timeout_ms"),
+            1_000,
+        )?),
+        fail_open,
+        headers,
+    })
 }
 
 /// The guardrails `names` refers to, as indexes into `all`.

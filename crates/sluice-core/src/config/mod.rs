@@ -46,7 +46,9 @@ pub use cache::{
 };
 pub use error::ConfigError;
 pub use files::{FilesConfig, UninitializedFilesConfig};
-pub use guardrails::{GuardrailConfig, UninitializedGuardrail};
+pub use guardrails::{
+    GuardrailConfig, UninitializedGuardrail, UninitializedWebhook, WebhookConfig,
+};
 pub use ledger::{
     KeysConfig, LimitsConfig, SpendConfig, TargetLimits, UninitializedKeysConfig,
     UninitializedLimitsConfig, UninitializedSpendConfig,
@@ -173,7 +175,7 @@ impl UninitializedConfig {
         let local = self.local.load()?;
         let files = self.files.load()?;
         let batches = self.batches.load()?;
-        let guardrails = guardrails::load_guardrails(self.guardrails)?;
+        let guardrails = guardrails::load_guardrails(self.guardrails, env)?;
         let providers = providers::load_providers(self.providers, env)?;
         let models =
             models::load_models(self.models, &providers, &cache.policy, &local, &guardrails)?;

@@ -387,6 +387,9 @@ fn guardrails_are_checked_at_load() {
         (format!("{p}[[guardrails]]\nname = \"g\"\ndetectors = [\"ip\"]\naction = \"mask\"\n"), "guardrails[0].action", "redact"),
         (format!("{p}[[guardrails]]\nname = \"g\"\ndetectors = [\"ip\"]\naction = \"log\"\nrestore = true\n"), "guardrails[0].restore", "only applies"),
         (format!("{p}[[models]]\nname = \"m\"\nprovider = \"a\"\nguardrails = [\"nope\"]\n"), "models[0].guardrails", "no guardrail named `nope`"),
+        (format!("{p}[[guardrails]]\nname = \"g\"\nwebhook = {{ url = \"ftp://x\" }}\n"), "guardrails[0].webhook.url", "http://"),
+        (format!("{p}[[guardrails]]\nname = \"g\"\nwebhook = {{ url = \"http://h/x\", on_error = \"ignore\" }}\n"), "guardrails[0].webhook.on_error", "`allow` or `deny`"),
+        (format!("{p}[[guardrails]]\nname = \"g\"\n"), "guardrails[0].action", "is required"),
     ] {
         let e = Config::from_toml(&text, &MapEnv::default()).unwrap_err();
         assert_eq!(e.path, at, "{text}");

@@ -1,15 +1,19 @@
 //! The guardrails stage: the `[[guardrails]]` of the model or route asked for (a route's
 //! own and every target's) run over the request's text before it goes anywhere (cache,
-//! coalescing, upstream) and, for those that apply to answers, over a whole answer before
-//! it reaches the client. A block is a 400 `guardrail_blocked`; a redaction replaces each
-//! value with a typed placeholder (and, with `restore`, puts it back in the answer). What
-//! they find is counted by guardrail, detector and action; the values are never logged.
+//! coalescing, upstream) and, for those that apply to answers, over the answer before it
+//! reaches the client (streams through [`super::guard_stream`]). A block is a 400
+//! `guardrail_blocked`; a redaction replaces each value with a typed placeholder (and, with
+//! `restore`, puts it back in the answer); a webhook allows, denies or rewrites
+//! ([`super::guard_hook`]). What they find is counted by guardrail, detector and action;
+//! the values are never logged.
 
+use super::guard_hook;
 use super::guard_stream::EventFilter;
 use crate::state::{AppState, Resolved};
 use bytes::Bytes;
 use sluice_core::{Error, ErrorKind};
 use sluice_guard::stream::Holdback;
+use sluice_guard::webhook::Phase;
 use sluice_guard::{Finding, Guardrail, Verdict};
 use std::sync::Arc;
 
@@ -50,10 +54,33 @@ fn blocked(f: Finding, answer: bool) -> Error {
     .into()
 }
 
-/// Runs the request guardrails over `body`: `Ok(Some(body))` when values were redacted.
-pub fn request(
+/// The detectors of the guardrails `indexes` (those that have detectors).
+fn detectors(state: &AppState, indexes: &[usize]) -> Vec<Arc<Guardrail>> {
+    indexes
+        .iter()
+        .filter_map(|&g| state.guardrails[g].guard.clone())
+        .collect()
+}
+
+/// The guardrails' detectors over `text`, counted.
+fn detect(state: &AppState, guards: &[Arc<Guardrail>], text: &str) -> Verdict {
+    let refs: Vec<&Guardrail> = guards.iter().map(|g| &**g).collect();
+    let verdict = sluice_guard::check(&refs, text);
+    match &verdict {
+        Verdict::Pass(findings) | Verdict::Redacted { findings, .. } => {
+            state.tab_metrics.guarded(findings);
+        }
+        Verdict::Blocked(f) => state.tab_metrics.guarded(std::slice::from_ref(f)),
+    }
+    verdict
+}
+
+/// Runs the request guardrails over `body` (detectors, then webhooks): `Ok(Some(body))`
+/// when it was redacted or rewritten.
+pub async fn request(
     state: &AppState,
     resolved: Resolved<'_>,
+    model: &str,
     body: &Bytes,
     guarded: &mut Guarded,
 ) -> Result<Option<Bytes>, Error> {
@@ -67,87 +94,69 @@ pub fn request(
         .copied()
         .filter(|&g| configs[g].answers)
         .collect();
-    let on_requests: Vec<&Guardrail> = all
+    let on_requests: Vec<usize> = all
         .iter()
-        .filter(|&&g| configs[g].requests)
-        .map(|&g| &*configs[g].guard)
+        .copied()
+        .filter(|&g| configs[g].requests)
         .collect();
-    if on_requests.is_empty() {
-        return Ok(None);
-    }
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Ok(None);
-    };
-    match sluice_guard::check(&on_requests, text) {
-        Verdict::Pass(findings) => {
-            state.tab_metrics.guarded(&findings);
-            Ok(None)
-        }
-        Verdict::Blocked(f) => {
-            state.tab_metrics.guarded(std::slice::from_ref(&f));
-            Err(blocked(f, false))
-        }
-        Verdict::Redacted {
-            body,
-            findings,
-            placeholders,
-        } => {
-            state.tab_metrics.guarded(&findings);
-            if all.iter().any(|&g| configs[g].restore) {
-                guarded.restore = placeholders;
+    let guards = detectors(state, &on_requests);
+    let detected = match std::str::from_utf8(body) {
+        Ok(text) if !guards.is_empty() => match detect(state, &guards, text) {
+            Verdict::Pass(_) => None,
+            Verdict::Blocked(f) => return Err(blocked(f, false)),
+            Verdict::Redacted {
+                body, placeholders, ..
+            } => {
+                if on_requests.iter().any(|&g| configs[g].restore) {
+                    guarded.restore = placeholders;
+                }
+                Some(Bytes::from(body))
             }
-            Ok(Some(Bytes::from(body)))
-        }
-    }
+        },
+        _ => None,
+    };
+    let current = detected.as_ref().unwrap_or(body);
+    let hooked = guard_hook::run(state, &on_requests, Phase::Request, model, current).await?;
+    Ok(hooked.or(detected))
 }
 
 impl Guarded {
     /// The filter of a streamed (or replayed) answer's events.
     pub fn filter(&self, state: &Arc<AppState>) -> EventFilter {
-        let guards = self
-            .answers
-            .iter()
-            .map(|&g| Arc::clone(&state.guardrails[g].guard))
-            .collect();
         EventFilter::new(
-            Holdback::new(guards, self.restore.clone()),
+            Holdback::new(detectors(state, &self.answers), self.restore.clone()),
             Arc::clone(state),
         )
     }
 
-    /// Whether a whole answer needs this stage.
+    /// Whether an answer needs this stage.
     pub fn touches_answers(&self) -> bool {
         !self.answers.is_empty() || !self.restore.is_empty()
     }
 
-    /// Runs the answer guardrails over a whole answer, then puts redacted values back.
-    pub fn answer(&self, state: &AppState, body: Bytes) -> Result<Bytes, Error> {
+    /// Runs the answer guardrails over a whole answer (detectors, then webhooks), then
+    /// puts redacted values back.
+    pub async fn answer(&self, state: &AppState, model: &str, body: Bytes) -> Result<Bytes, Error> {
         let Ok(text) = std::str::from_utf8(&body) else {
             return Ok(body);
         };
-        let guards: Vec<&Guardrail> = self
-            .answers
-            .iter()
-            .map(|&g| &*state.guardrails[g].guard)
-            .collect();
-        let mut out = match sluice_guard::check(&guards, text) {
-            Verdict::Pass(findings) => {
-                state.tab_metrics.guarded(&findings);
-                None
-            }
-            Verdict::Blocked(f) => {
-                state.tab_metrics.guarded(std::slice::from_ref(&f));
-                return Err(blocked(f, true));
-            }
-            Verdict::Redacted { body, findings, .. } => {
-                state.tab_metrics.guarded(&findings);
-                Some(body)
-            }
+        let guards = detectors(state, &self.answers);
+        let mut out = match detect(state, &guards, text) {
+            Verdict::Pass(_) => None,
+            Verdict::Blocked(f) => return Err(blocked(f, true)),
+            Verdict::Redacted { body, .. } => Some(Bytes::from(body)),
         };
-        if !self.restore.is_empty() {
-            let current = out.as_deref().unwrap_or(text);
-            out = Some(sluice_guard::restore(current, &self.restore));
+        let current = out.clone().unwrap_or_else(|| body.clone());
+        if let Some(rewritten) =
+            guard_hook::run(state, &self.answers, Phase::Answer, model, &current).await?
+        {
+            out = Some(rewritten);
         }
-        Ok(out.map_or(body, Bytes::from))
+        if !self.restore.is_empty() {
+            let current = out.as_ref().unwrap_or(&body);
+            let text = std::str::from_utf8(current).unwrap_or_default();
+            out = Some(Bytes::from(sluice_guard::restore(text, &self.restore)));
+        }
+        Ok(out.unwrap_or(body))
     }
 }

@@ -20,6 +20,7 @@ mod edge;
 mod ending;
 mod finish;
 mod guard;
+mod guard_hook;
 mod guard_stream;
 #[cfg(feature = "local")]
 mod local;
@@ -108,7 +109,7 @@ async fn run<B: ClientBody>(
     let resolved = state.resolve(first.model())?;
     // Guardrails see the request before anything else does (cache keys included).
     let mut guarded = guard::Guarded::default();
-    let redacted = guard::request(state, resolved, &body, &mut guarded)?;
+    let redacted = guard::request(state, resolved, first.model(), &body, &mut guarded).await?;
     let redacted_view;
     let (view, body) = match &redacted {
         Some(b) => {
@@ -128,7 +129,7 @@ async fn run<B: ClientBody>(
         batch_id: caller.batch_id(),
     };
     let answer = stages(state, &asked, finish).await;
-    guard_answer(state, &guarded, answer, finish)
+    guard_answer(state, &guarded, view.model(), answer, finish).await
 }
 
 /// The request's body: an upload spooled as it arrives, every other body read whole (and,
@@ -251,9 +252,10 @@ async fn stages(
 
 /// A whole answer through the answer guardrails (and redacted values put back). A blocked
 /// answer is an error whose tab still counts what the upstream used.
-fn guard_answer(
+async fn guard_answer(
     state: &Arc<AppState>,
     guarded: &guard::Guarded,
+    model: &str,
     answer: Result<Answer, Error>,
     finish: &mut Finish,
 ) -> Result<Answer, Error> {
@@ -266,7 +268,7 @@ fn guard_answer(
             content_type,
             body,
             usage,
-        }) => match guarded.answer(state, body) {
+        }) => match guarded.answer(state, model, body).await {
             Ok(body) => Ok(Answer::Whole {
                 status,
                 content_type,

@@ -100,6 +100,8 @@ pub struct AppState {
     pub guardrails: Vec<sluice_core::config::GuardrailConfig>,
     /// The Batch API's batches (`/v1/batches`), unless `[batches]` or `[files]` is off.
     pub batches: Option<Arc<crate::batches::Batches>>,
+    /// The client of guardrail webhooks (when a guardrail has one).
+    pub webhook_client: Option<sluice_providers::HttpClient>,
     /// Routing state shared with the other replicas on Redis (`storage.redis_url`).
     pub shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
     /// Budget counters seeded from the spend log in this process, and when.
@@ -199,6 +201,11 @@ impl AppState {
             limiter: c.limiter,
             shared_routing: c.shared_routing,
             files: c.files,
+            webhook_client: config
+                .guardrails
+                .iter()
+                .any(|g| g.webhook.is_some())
+                .then(|| sluice_providers::client::plain(std::time::Duration::from_secs(5))),
             guardrails: config.guardrails,
             batches: c.batches,
             keys: c.keys,
