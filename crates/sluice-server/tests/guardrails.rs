@@ -96,10 +96,25 @@ detectors = ["email", "phone", "card"]
 action = "block"
 "#;
     let gw = start_with(&config(&fake, guards, "\"pii\"")).await;
-    let r = post_json(&gw.url("/v1/chat/completions"), chat(PII, None), &[])
-        .await
-        .unwrap();
+    let request_id = format!("guard-block-{}", sluice_store::unix_now_ms());
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat(PII, None),
+        &[("x-request-id", request_id.as_str())],
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
+    // Recorded in the spend log, with what the guardrail found (never the value).
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let records = ledger.export(0).await.unwrap();
+    let record = records
+        .iter()
+        .find(|rec| rec.request_id == request_id)
+        .expect("a spend record for the blocked request");
+    assert_eq!(record.status, 400);
+    assert_eq!(record.guardrails.as_deref(), Some("pii:email:block=1"));
     let e = &r.json()["error"];
     assert_eq!(e["code"], "guardrail_blocked");
     assert!(

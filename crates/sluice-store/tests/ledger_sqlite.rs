@@ -42,6 +42,7 @@ fn record(i: u64, ts_ms: u64) -> SpendRecord {
         stream: i % 2 == 1,
         usage_estimated: false,
         batch_id: (i % 4 == 0).then(|| format!("batch_{i}")),
+        guardrails: (i % 3 == 0).then(|| "pii:email:redact=2,pii:card:block=1".into()),
     }
 }
 
@@ -310,7 +311,7 @@ async fn a_full_batch_is_written_without_waiting_for_the_interval() {
 }
 
 #[tokio::test]
-async fn a_version_1_file_gains_batch_id_and_keeps_its_records() {
+async fn a_version_1_file_gains_batch_id_and_guardrails_and_keeps_its_records() {
     let dir = temp_dir("v1");
     let ledger = open(&dir, LedgerOptions::default());
     let now = sluice_store::unix_now_ms();
@@ -321,16 +322,21 @@ async fn a_version_1_file_gains_batch_id_and_keeps_its_records() {
     let conn = rusqlite::Connection::open(dir.join("ledger.sqlite")).unwrap();
     conn.execute_batch(
         "DROP INDEX spend_log_batch; ALTER TABLE spend_log DROP COLUMN batch_id;
-         PRAGMA user_version = 1;",
+         ALTER TABLE spend_log DROP COLUMN guardrails; PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);
     let ledger = open(&dir, LedgerOptions::default());
     ledger.record(record(4, now + 1));
+    ledger.record(record(6, now + 2));
     ledger.flush().await;
     let records = ledger.export(0).await.unwrap();
-    assert_eq!(records.len(), 2);
+    assert_eq!(records.len(), 3);
     assert_eq!(records[0].batch_id, None);
     assert_eq!(records[1].batch_id.as_deref(), Some("batch_4"));
+    assert_eq!(
+        records[2].guardrails.as_deref(),
+        Some("pii:email:redact=2,pii:card:block=1")
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -142,6 +142,7 @@ fn rec(ts_ms: u64, key: Option<&str>, model: Option<&str>, cost: u64) -> SpendRe
         stream: false,
         usage_estimated: false,
         batch_id: None,
+        guardrails: (cost % 3 == 0).then(|| "pii:email:redact=1".into()),
     }
 }
 
@@ -954,12 +955,12 @@ async fn a_newer_schema_is_refused() {
     let db = t.client().await;
     assert_eq!(
         count(&db, "SELECT max(version)::BIGINT FROM sluice_schema").await,
-        2
+        3
     );
     // Opening again keeps the one version row.
     drop(t.open(options()));
     assert_eq!(count(&db, "SELECT count(*) FROM sluice_schema").await, 1);
-    db.batch_execute("UPDATE sluice_schema SET version = 3")
+    db.batch_execute("UPDATE sluice_schema SET version = 4")
         .await
         .expect("bump");
     let err = PgLedger::open(&t.url, options()).expect_err("newer schema");
@@ -1086,7 +1087,7 @@ fn day_numbers_match_the_window_names() {
 }
 
 #[tokio::test]
-async fn a_version_1_schema_gains_batch_id() {
+async fn a_version_1_schema_gains_batch_id_and_guardrails() {
     let t = TestDb::new();
     let ledger = t.open(options());
     ledger.record(rec(unix_now_ms(), None, Some("m"), 1));
@@ -1095,20 +1096,22 @@ async fn a_version_1_schema_gains_batch_id() {
     let db = t.client().await;
     db.batch_execute(
         "DROP INDEX spend_log_batch_id; ALTER TABLE spend_log DROP COLUMN batch_id;
-         UPDATE sluice_schema SET version = 1;",
+         ALTER TABLE spend_log DROP COLUMN guardrails; UPDATE sluice_schema SET version = 1;",
     )
     .await
     .expect("back to version 1");
     let ledger = t.open(options());
     let mut r = rec(unix_now_ms() + 1, None, Some("m"), 2);
     r.batch_id = Some("batch_y".into());
+    r.guardrails = Some("pii:card:redact=1".into());
     ledger.record(r);
     ledger.flush().await;
     let version = "SELECT max(version)::BIGINT FROM sluice_schema";
-    assert_eq!(count(&db, version).await, 2);
+    assert_eq!(count(&db, version).await, 3);
     let with = "SELECT count(*) FROM spend_log WHERE batch_id = 'batch_y'";
     assert_eq!(count(&db, with).await, 1);
     let records = ledger.export(0).await.expect("export");
     assert_eq!(records.len(), 2);
     assert_eq!(records[1].batch_id.as_deref(), Some("batch_y"));
+    assert_eq!(records[1].guardrails.as_deref(), Some("pii:card:redact=1"));
 }

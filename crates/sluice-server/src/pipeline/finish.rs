@@ -75,6 +75,13 @@ impl Finish {
         self.started
     }
 
+    /// What guardrails found, for the spend record (the latest summary wins).
+    pub fn note_guardrails(&mut self, summary: Option<String>) {
+        if let (Some(tab), Some(s)) = (self.tab.as_mut(), summary) {
+            tab.set_guardrails(s);
+        }
+    }
+
     /// The request's tab, opened past its limits.
     pub fn set_tab(&mut self, tab: Tab) {
         self.tab = Some(tab);

@@ -24,6 +24,8 @@ pub struct Guarded {
     answers: Vec<usize>,
     /// Placeholders to put back in the answer.
     restore: Vec<(String, String)>,
+    /// What was found, for the spend record.
+    found: Vec<Finding>,
 }
 
 /// The guardrails of what `resolved` names, as indexes into the config's.
@@ -62,16 +64,21 @@ fn detectors(state: &AppState, indexes: &[usize]) -> Vec<Arc<Guardrail>> {
         .collect()
 }
 
-/// The guardrails' detectors over `text`, counted.
-fn detect(state: &AppState, guards: &[Arc<Guardrail>], text: &str) -> Verdict {
+/// The guardrails' detectors over `text`, counted (in metrics and in `found`).
+fn detect(
+    state: &AppState,
+    guards: &[Arc<Guardrail>],
+    text: &str,
+    found: &mut Vec<Finding>,
+) -> Verdict {
     let refs: Vec<&Guardrail> = guards.iter().map(|g| &**g).collect();
     let verdict = sluice_guard::check(&refs, text);
-    match &verdict {
-        Verdict::Pass(findings) | Verdict::Redacted { findings, .. } => {
-            state.tab_metrics.guarded(findings);
-        }
-        Verdict::Blocked(f) => state.tab_metrics.guarded(std::slice::from_ref(f)),
-    }
+    let findings = match &verdict {
+        Verdict::Pass(findings) | Verdict::Redacted { findings, .. } => findings.as_slice(),
+        Verdict::Blocked(f) => std::slice::from_ref(f),
+    };
+    state.tab_metrics.guarded(findings);
+    found.extend_from_slice(findings);
     verdict
 }
 
@@ -101,7 +108,7 @@ pub async fn request(
         .collect();
     let guards = detectors(state, &on_requests);
     let detected = match std::str::from_utf8(body) {
-        Ok(text) if !guards.is_empty() => match detect(state, &guards, text) {
+        Ok(text) if !guards.is_empty() => match detect(state, &guards, text, &mut guarded.found) {
             Verdict::Pass(_) => None,
             Verdict::Blocked(f) => return Err(blocked(f, false)),
             Verdict::Redacted {
@@ -116,7 +123,15 @@ pub async fn request(
         _ => None,
     };
     let current = detected.as_ref().unwrap_or(body);
-    let hooked = guard_hook::run(state, &on_requests, Phase::Request, model, current).await?;
+    let hooked = guard_hook::run(
+        state,
+        &on_requests,
+        Phase::Request,
+        model,
+        current,
+        &mut guarded.found,
+    )
+    .await?;
     Ok(hooked.or(detected))
 }
 
@@ -129,6 +144,25 @@ impl Guarded {
         )
     }
 
+    /// What was found, for the spend record: `guardrail:detector:action=count`, joined by
+    /// `,`; `None` when nothing was.
+    pub fn summary(&self) -> Option<String> {
+        if self.found.is_empty() {
+            return None;
+        }
+        let mut counts: std::collections::BTreeMap<(&str, &str, &str), u32> = Default::default();
+        for f in &self.found {
+            *counts
+                .entry((&f.guardrail, &f.detector, f.action.as_str()))
+                .or_insert(0) += 1;
+        }
+        let parts: Vec<String> = counts
+            .into_iter()
+            .map(|((g, d, a), n)| format!("{g}:{d}:{a}={n}"))
+            .collect();
+        Some(parts.join(","))
+    }
+
     /// Whether an answer needs this stage.
     pub fn touches_answers(&self) -> bool {
         !self.answers.is_empty() || !self.restore.is_empty()
@@ -136,19 +170,32 @@ impl Guarded {
 
     /// Runs the answer guardrails over a whole answer (detectors, then webhooks), then
     /// puts redacted values back.
-    pub async fn answer(&self, state: &AppState, model: &str, body: Bytes) -> Result<Bytes, Error> {
+    pub async fn answer(
+        &mut self,
+        state: &AppState,
+        model: &str,
+        body: Bytes,
+    ) -> Result<Bytes, Error> {
         let Ok(text) = std::str::from_utf8(&body) else {
             return Ok(body);
         };
         let guards = detectors(state, &self.answers);
-        let mut out = match detect(state, &guards, text) {
+        let mut out = match detect(state, &guards, text, &mut self.found) {
             Verdict::Pass(_) => None,
             Verdict::Blocked(f) => return Err(blocked(f, true)),
             Verdict::Redacted { body, .. } => Some(Bytes::from(body)),
         };
         let current = out.clone().unwrap_or_else(|| body.clone());
-        if let Some(rewritten) =
-            guard_hook::run(state, &self.answers, Phase::Answer, model, &current).await?
+        let answers = self.answers.clone();
+        if let Some(rewritten) = guard_hook::run(
+            state,
+            &answers,
+            Phase::Answer,
+            model,
+            &current,
+            &mut self.found,
+        )
+        .await?
         {
             out = Some(rewritten);
         }

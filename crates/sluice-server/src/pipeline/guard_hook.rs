@@ -21,6 +21,7 @@ pub async fn run(
     phase: Phase,
     model: &str,
     body: &Bytes,
+    found: &mut Vec<Finding>,
 ) -> Result<Option<Bytes>, Error> {
     let mut rewritten: Option<Bytes> = None;
     for &g in indexes {
@@ -51,10 +52,12 @@ pub async fn run(
             HookVerdict::Allow => {}
             HookVerdict::Deny(reason) => {
                 state.tab_metrics.guarded(&[finding(Action::Block)]);
+                found.push(finding(Action::Block));
                 return Err(denied(config.name(), reason, phase));
             }
             HookVerdict::Rewrite(new) => {
                 state.tab_metrics.guarded(&[finding(Action::Redact)]);
+                found.push(finding(Action::Redact));
                 rewritten = Some(Bytes::from(new));
             }
         }

@@ -107,29 +107,37 @@ async fn run<B: ClientBody>(
     let first = parse(op, &body, &upload)?;
     identity.check_model(first.model())?;
     let resolved = state.resolve(first.model())?;
-    // Guardrails see the request before anything else does (cache keys included).
-    let mut guarded = guard::Guarded::default();
-    let redacted = guard::request(state, resolved, first.model(), &body, &mut guarded).await?;
-    let redacted_view;
-    let (view, body) = match &redacted {
-        Some(b) => {
-            redacted_view = parse(op, b, &upload)?;
-            (&redacted_view, b)
-        }
-        None => (&first, &body),
-    };
     let asked = Asked {
         endpoint,
         headers: &parts.headers,
         identity: &identity,
-        view,
-        body,
+        view: &first,
+        body: &body,
         resolved,
         request_id,
         batch_id: caller.batch_id(),
     };
-    let answer = stages(state, &asked, finish).await;
-    guard_answer(state, &guarded, view.model(), answer, finish).await
+    open_tab(state, &asked, finish).await?;
+    // Guardrails see the request before anything else does (cache keys included), once
+    // its tab is open (a blocked request is counted and recorded like any other).
+    let mut guarded = guard::Guarded::default();
+    let redacted = guard::request(state, resolved, first.model(), &body, &mut guarded).await;
+    finish.note_guardrails(guarded.summary());
+    let answer = match redacted? {
+        None => stages(state, &asked, finish).await,
+        Some(b) => {
+            let view = parse(op, &b, &upload)?;
+            let asked = Asked {
+                view: &view,
+                body: &b,
+                ..asked
+            };
+            stages(state, &asked, finish).await
+        }
+    };
+    let answer = guard_answer(state, &mut guarded, first.model(), answer, finish).await;
+    finish.note_guardrails(guarded.summary());
+    answer
 }
 
 /// The request's body: an upload spooled as it arrives, every other body read whole (and,
@@ -181,15 +189,9 @@ struct Asked<'a> {
     batch_id: Option<&'a str>,
 }
 
-/// The tab, the cache, the plan and the walk.
-async fn stages(
-    state: &Arc<AppState>,
-    a: &Asked<'_>,
-    finish: &mut Finish,
-) -> Result<Answer, Error> {
-    let (view, body, resolved) = (a.view, a.body, a.resolved);
-    let overrides = state::overrides(a.headers, view.user())?;
-    let directives = cache::directives(a.headers)?;
+/// The tab: every limit and the budget checked and charged.
+async fn open_tab(state: &Arc<AppState>, a: &Asked<'_>, finish: &mut Finish) -> Result<(), Error> {
+    let (view, resolved) = (a.view, a.resolved);
     let facts = view.facts();
     let o = &mut finish.outcome;
     match resolved {
@@ -214,6 +216,19 @@ async fn stages(
         batch_id: a.batch_id,
     };
     finish.set_tab(Tab::open(state, a.identity, opening).await?);
+    Ok(())
+}
+
+/// The cache, the plan and the walk.
+async fn stages(
+    state: &Arc<AppState>,
+    a: &Asked<'_>,
+    finish: &mut Finish,
+) -> Result<Answer, Error> {
+    let (view, body, resolved) = (a.view, a.body, a.resolved);
+    let overrides = state::overrides(a.headers, view.user())?;
+    let directives = cache::directives(a.headers)?;
+    let facts = view.facts();
     // The cache stage: a hit or an identical request in flight answers before any plan.
     let leading = match &state.cache {
         // Uploads are never cached: their bodies are spooled, not hashed.
@@ -254,7 +269,7 @@ async fn stages(
 /// answer is an error whose tab still counts what the upstream used.
 async fn guard_answer(
     state: &Arc<AppState>,
-    guarded: &guard::Guarded,
+    guarded: &mut guard::Guarded,
     model: &str,
     answer: Result<Answer, Error>,
     finish: &mut Finish,

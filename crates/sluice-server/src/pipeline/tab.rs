@@ -115,6 +115,8 @@ pub struct Tab {
     units: Option<Box<MediaUnits>>,
     /// The batch whose line the request is.
     batch_id: Option<Box<str>>,
+    /// What guardrails found (see [`Tab::set_guardrails`]).
+    guardrails: Option<String>,
 }
 
 fn price_of<'s>(state: &'s AppState, resolved: Resolved<'_>) -> Vec<&'s Price> {
@@ -259,6 +261,7 @@ impl Tab {
             started: o.started,
             units: o.units.map(|u| Box::new(u.clone())),
             batch_id: o.batch_id.map(Into::into),
+            guardrails: None,
         };
         if tab.checks.is_empty() {
             return Ok(tab);
@@ -363,6 +366,7 @@ impl Tab {
             latency_ms: self.started.elapsed().as_millis() as u64,
             cache: "bypass".into(),
             batch_id: self.batch_id.as_deref().map(str::to_string),
+            guardrails: self.guardrails.clone(),
             ..SpendRecord::default()
         }
     }
@@ -373,6 +377,11 @@ impl Tab {
             r.status = e.status_code();
             ledger.record(r);
         }
+    }
+
+    /// Notes what guardrails found, for the spend record.
+    pub fn set_guardrails(&mut self, summary: String) {
+        self.guardrails = Some(summary);
     }
 
     /// Closes the tab: prices the usage, settles the limits, queues the spend record.

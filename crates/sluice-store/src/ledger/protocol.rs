@@ -51,4 +51,4 @@ pub(crate) enum Msg {
 pub(crate) const RECORD_COLUMNS: &str = "ts_ms, request_id, key_id, key_name, endpoint, route, \
      model, provider, status, prompt_tokens, completion_tokens, cached_tokens, \
      cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache, attempts, \
-     stream, usage_estimated, batch_id";
+     stream, usage_estimated, batch_id, guardrails";

@@ -55,6 +55,9 @@ pub struct SpendRecord {
     pub usage_estimated: bool,
     /// The batch (`batch_…`) whose line this request was; `None` for a client's request.
     pub batch_id: Option<String>,
+    /// What guardrails found, `guardrail:detector:action=count` joined by `,` (never the
+    /// values); `None` when none applied or found anything.
+    pub guardrails: Option<String>,
 }
 
 /// How often a budget resets.

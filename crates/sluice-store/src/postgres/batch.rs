@@ -16,12 +16,12 @@ pub(super) const INSERT_LOG: &str =
     "INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint,
         route, model, provider, status, prompt_tokens, completion_tokens, cached_tokens,
         cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache,
-        attempts, stream, usage_estimated, batch_id)
+        attempts, stream, usage_estimated, batch_id, guardrails)
     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
         $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::BIGINT[], $11::BIGINT[],
         $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[],
         $17::BIGINT[], $18::TEXT[], $19::INTEGER[], $20::BOOLEAN[], $21::BOOLEAN[],
-        $22::TEXT[])";
+        $22::TEXT[], $23::TEXT[])";
 
 /// The batch's additions to the daily roll-ups, given [`DailyColumns`].
 pub(super) const UPSERT_DAILY: &str = "INSERT INTO spend_daily AS t (day, key_id, key_name, model,
@@ -72,6 +72,7 @@ pub(super) struct LogColumns<'a> {
     stream: Vec<bool>,
     usage_estimated: Vec<bool>,
     batch_id: Vec<Option<&'a str>>,
+    guardrails: Vec<Option<&'a str>>,
 }
 
 impl<'a> LogColumns<'a> {
@@ -108,6 +109,7 @@ impl<'a> LogColumns<'a> {
             stream: Vec::with_capacity(n),
             usage_estimated: Vec::with_capacity(n),
             batch_id: Vec::with_capacity(n),
+            guardrails: Vec::with_capacity(n),
         }
     }
 
@@ -135,9 +137,10 @@ impl<'a> LogColumns<'a> {
         self.stream.push(r.stream);
         self.usage_estimated.push(r.usage_estimated);
         self.batch_id.push(r.batch_id.as_deref());
+        self.guardrails.push(r.guardrails.as_deref());
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 22] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 23] {
         [
             &self.ts_ms,
             &self.request_id,
@@ -161,6 +164,7 @@ impl<'a> LogColumns<'a> {
             &self.stream,
             &self.usage_estimated,
             &self.batch_id,
+            &self.guardrails,
         ]
     }
 }

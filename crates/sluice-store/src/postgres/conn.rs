@@ -351,5 +351,6 @@ fn record_from_row(r: &Row) -> Result<SpendRecord, tokio_postgres::Error> {
         stream: r.try_get(19)?,
         usage_estimated: r.try_get(20)?,
         batch_id: r.try_get(21)?,
+        guardrails: r.try_get(22)?,
     })
 }

@@ -26,9 +26,9 @@ fn insert(tx: &Transaction<'_>, records: &[SpendRecord]) -> rusqlite::Result<()>
         "INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint, route,
              model, provider, status, prompt_tokens, completion_tokens, cached_tokens,
              cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms,
-             cache, attempts, stream, usage_estimated, batch_id)
+             cache, attempts, stream, usage_estimated, batch_id, guardrails)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-             ?17, ?18, ?19, ?20, ?21, ?22)",
+             ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     )?;
     for r in records {
         insert.execute(params![
@@ -54,6 +54,7 @@ fn insert(tx: &Transaction<'_>, records: &[SpendRecord]) -> rusqlite::Result<()>
             r.stream,
             r.usage_estimated,
             r.batch_id,
+            r.guardrails,
         ])?;
     }
     Ok(())

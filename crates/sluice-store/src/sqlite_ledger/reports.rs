@@ -102,6 +102,7 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<SpendRecord> {
         stream: r.get(19)?,
         usage_estimated: r.get(20)?,
         batch_id: r.get(21)?,
+        guardrails: r.get(22)?,
     })
 }
 

@@ -7,7 +7,7 @@ use crate::StoreError;
 use rusqlite::Connection;
 
 /// The schema this code reads and writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Creates the tables in a new file; checks the version of an existing one.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -30,9 +30,14 @@ fn migrate_locked(conn: &Connection) -> Result<(), StoreError> {
     match version {
         0 => {
             create_v1(conn)?;
-            add_batch_id(conn)
+            add_batch_id(conn)?;
+            add_guardrails(conn)
         }
-        1 => add_batch_id(conn),
+        1 => {
+            add_batch_id(conn)?;
+            add_guardrails(conn)
+        }
+        2 => add_guardrails(conn),
         SCHEMA_VERSION => Ok(()),
         other => Err(StoreError::Unavailable(format!(
             "sqlite ledger schema version {other} is newer than this sluice ({SCHEMA_VERSION})"
@@ -46,6 +51,15 @@ fn add_batch_id(conn: &Connection) -> Result<(), StoreError> {
         "ALTER TABLE spend_log ADD COLUMN batch_id TEXT;
          CREATE INDEX spend_log_batch ON spend_log (batch_id) WHERE batch_id IS NOT NULL;
          PRAGMA user_version = 2;",
+    )?;
+    Ok(())
+}
+
+/// Version 3: what guardrails found in a record's request and answer.
+fn add_guardrails(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "ALTER TABLE spend_log ADD COLUMN guardrails TEXT;
+         PRAGMA user_version = 3;",
     )?;
     Ok(())
 }
