@@ -781,3 +781,39 @@ async fn every_answered_request_has_its_record() {
     );
     assert!(metrics.contains("sluice_spend_usd_total"));
 }
+
+#[tokio::test]
+async fn a_budget_reserves_what_a_media_request_will_cost() {
+    // $15 per million characters: 1,000 characters cost $0.015.
+    let extra = "[[models]]\nname = \"tts\"\nprovider = \"fake\"\nprice = { character = 15.0 }\n";
+    let (fake, gw, _dir) = gateway("media-budget", extra).await;
+    let (key, _) = create_key(&gw, json!({"name": "voice", "budget_usd": 0.01})).await;
+    let speech =
+        |chars: usize| json!({"model": "tts", "voice": "alloy", "input": "a".repeat(chars)});
+    // 1,000 characters would cost more than the whole budget: refused before any upstream call.
+    let r = call(
+        &gw,
+        Method::POST,
+        "/v1/audio/speech",
+        speech(1_000),
+        Some(&key),
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "insufficient_quota");
+    assert_eq!(fake.request_count(), 0);
+    // 100 characters ($0.0015) fit.
+    let r = call(
+        &gw,
+        Method::POST,
+        "/v1/audio/speech",
+        speech(100),
+        Some(&key),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.body.len(),
+        100 * sluice_testkit::media::AUDIO_BYTES_PER_CHAR
+    );
+}

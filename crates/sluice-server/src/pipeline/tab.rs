@@ -161,9 +161,22 @@ async fn key_limits(
     if let Some(limit) = k.budget_nano_usd {
         // The dearest price the request may be served at; never less than a
         // nano-dollar, so a spent budget refuses even unpriced requests.
+        // Media units known from the request (characters to speak, images asked for) are
+        // reserved too; audio seconds are known only from the answer.
+        let asked = o.units.map(|u| Billed {
+            characters: u.characters,
+            images: u.images,
+            image_size: u.image_size,
+            image_quality: u.image_quality.as_deref(),
+            request: true,
+            ..Billed::default()
+        });
         let reserve = price_of(state, o.resolved)
             .iter()
-            .map(|p| p.cost_nano_usd(o.prompt_tokens, 0, 0, completion))
+            .map(|p| {
+                p.cost_nano_usd(o.prompt_tokens, 0, 0, completion)
+                    + asked.as_ref().map_or(0, |b| p.units_nano_usd(b))
+            })
             .max()
             .unwrap_or(0)
             .max(1);
