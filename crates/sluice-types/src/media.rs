@@ -5,7 +5,7 @@
 //! before any upstream is called. The rest of the body passes through untouched.
 
 use crate::chat::{expect_object, model_field};
-use crate::splice::{self, Edit};
+use crate::splice;
 use crate::{json_error, InvalidRequest};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -245,14 +245,7 @@ impl<'a> MediaRequest<'a> {
 
     /// The body to send upstream, with `model` replaced when it differs.
     pub fn upstream_body(&self, body: &Bytes, upstream_model: &str) -> Bytes {
-        if upstream_model == self.model {
-            return body.clone();
-        }
-        let edit = Edit {
-            span: self.model_span.clone(),
-            with: serde_json::to_vec(upstream_model).unwrap_or_default(),
-        };
-        splice::apply(body, vec![edit])
+        splice::replace_model(body, &self.model_span, &self.model, upstream_model)
     }
 
     /// Input tokens estimated from the size of the text read.

@@ -23,6 +23,24 @@ pub fn object_end(body: &[u8]) -> Option<usize> {
     (body[end] == b'}').then_some(end)
 }
 
+/// `body` with the `model` value at `span` (currently `current`) replaced by `upstream`;
+/// the same `Bytes` when they are equal.
+pub fn replace_model(
+    body: &Bytes,
+    span: &std::ops::Range<usize>,
+    current: &str,
+    upstream: &str,
+) -> Bytes {
+    if upstream == current {
+        return body.clone();
+    }
+    let edit = Edit {
+        span: span.clone(),
+        with: serde_json::to_vec(upstream).unwrap_or_default(),
+    };
+    apply(body, vec![edit])
+}
+
 /// Applies `edits` (any order, non-overlapping) to `body`. No edits: the same `Bytes`, no copy.
 pub fn apply(body: &Bytes, mut edits: Vec<Edit>) -> Bytes {
     if edits.is_empty() {

@@ -75,6 +75,31 @@ pub async fn chat(
     ))))
 }
 
+/// A lease on local model `upstream` (loaded first if need be), which must be of `kind`
+/// (`model`: what the client asked for, named in the refusal).
+async fn lease_of(
+    state: &AppState,
+    upstream: &str,
+    model: &str,
+    kind: ModelKind,
+    keep_alive: Option<sluice_local::pool::KeepAlive>,
+) -> Result<sluice_local::pool::Lease<sluice_local::pool::LocalModel>, Error> {
+    let local = runtime(state)?;
+    if let Some(other) = local
+        .pool
+        .spec(upstream)
+        .map(|s| s.kind)
+        .filter(|&k| k != kind)
+    {
+        return Err(wrong_kind(model, other));
+    }
+    local
+        .pool
+        .acquire(upstream, keep_alive)
+        .await
+        .map_err(|e| pool_error(&e))
+}
+
 /// Serves one embeddings request on local model `upstream`; `model` is what the client asked
 /// for. The inputs join the model's next batch.
 pub async fn embeddings(
@@ -83,21 +108,15 @@ pub async fn embeddings(
     model: &str,
     body: &Bytes,
 ) -> Result<Answer, Error> {
-    let local = runtime(state)?;
     let request = embedding_request(body)?;
-    if let Some(kind) = local
-        .pool
-        .spec(upstream)
-        .map(|s| s.kind)
-        .filter(|&k| k != ModelKind::Embedding)
-    {
-        return Err(wrong_kind(model, kind));
-    }
-    let lease = local
-        .pool
-        .acquire(upstream, request.keep_alive)
-        .await
-        .map_err(|e| pool_error(&e))?;
+    let lease = lease_of(
+        state,
+        upstream,
+        model,
+        ModelKind::Embedding,
+        request.keep_alive,
+    )
+    .await?;
     let embedder = lease
         .as_embedder()
         .ok_or_else(|| wrong_kind(model, lease.kind()))?;
@@ -132,21 +151,15 @@ pub async fn rerank(
     model: &str,
     body: &Bytes,
 ) -> Result<Answer, Error> {
-    let local = runtime(state)?;
     let request = rerank_request(body)?;
-    if let Some(kind) = local
-        .pool
-        .spec(upstream)
-        .map(|s| s.kind)
-        .filter(|&k| k != ModelKind::Rerank)
-    {
-        return Err(wrong_kind(model, kind));
-    }
-    let lease = local
-        .pool
-        .acquire(upstream, request.keep_alive)
-        .await
-        .map_err(|e| pool_error(&e))?;
+    let lease = lease_of(
+        state,
+        upstream,
+        model,
+        ModelKind::Rerank,
+        request.keep_alive,
+    )
+    .await?;
     let reranker = lease
         .as_reranker()
         .ok_or_else(|| wrong_kind(model, lease.kind()))?;
