@@ -30,6 +30,7 @@ mod local;
 mod models;
 mod overrides;
 mod providers;
+mod responses;
 mod routes;
 mod server;
 mod storage;
@@ -56,6 +57,7 @@ pub use ledger::{
 pub use local::{LocalConfig, UninitializedLocalConfig};
 pub use models::{LocalModelConfig, ModelConfig, UninitializedModelConfig};
 pub use providers::{ProviderConfig, ProviderType, UninitializedProviderConfig};
+pub use responses::{ResponsesConfig, UninitializedResponsesConfig};
 pub use routes::{
     CanaryConfig, RouteConfig, RoutingConfig, UninitializedCanary, UninitializedRetry,
     UninitializedRoute, UninitializedRouting, UninitializedTiers,
@@ -109,6 +111,9 @@ pub struct UninitializedConfig {
     /// `[[guardrails]]`.
     #[serde(default)]
     pub guardrails: Vec<UninitializedGuardrail>,
+    /// `[responses]`: the Responses API's stored responses.
+    #[serde(default)]
+    pub responses: UninitializedResponsesConfig,
 }
 
 /// A validated, immutable configuration.
@@ -142,6 +147,8 @@ pub struct Config {
     pub batches: BatchesConfig,
     /// `[[guardrails]]`, in file order (models and routes refer to them by index).
     pub guardrails: Vec<GuardrailConfig>,
+    /// `[responses]`.
+    pub responses: ResponsesConfig,
 }
 
 impl UninitializedConfig {
@@ -176,6 +183,7 @@ impl UninitializedConfig {
         let files = self.files.load()?;
         let batches = self.batches.load()?;
         let guardrails = guardrails::load_guardrails(self.guardrails, env)?;
+        let responses = self.responses.load()?;
         let providers = providers::load_providers(self.providers, env)?;
         let models =
             models::load_models(self.models, &providers, &cache.policy, &local, &guardrails)?;
@@ -197,6 +205,7 @@ impl UninitializedConfig {
             files,
             batches,
             guardrails,
+            responses,
         })
     }
 }

@@ -396,3 +396,20 @@ fn guardrails_are_checked_at_load() {
         assert!(e.message.contains(want), "{}", e.message);
     }
 }
+
+#[test]
+fn responses_retention_and_size() {
+    let c = Config::test_default();
+    assert_eq!(c.responses.ttl, Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(c.responses.max_bytes, 32 << 20);
+    let c = load("[responses]\nttl_seconds = 60\nmax_bytes = 1000").unwrap();
+    assert_eq!(c.responses.ttl, Duration::from_secs(60));
+    assert_eq!(c.responses.max_bytes, 1000);
+    for (text, path) in [
+        ("[responses]\nttl_seconds = 0", "responses.ttl_seconds"),
+        ("[responses]\nmax_bytes = 0", "responses.max_bytes"),
+        ("[responses]\nttl = 5", "responses.ttl"),
+    ] {
+        assert_eq!(load(text).unwrap_err().path, path, "{text}");
+    }
+}
