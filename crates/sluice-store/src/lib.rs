@@ -11,6 +11,7 @@
 //! - the Files API's files ([`FileStore`]): metadata in SQLite or PostgreSQL, contents in
 //!   a directory;
 //! - the Batch API's batches ([`BatchStore`]): beside the files' metadata;
+//! - the Responses API's stored responses ([`ResponseStore`]): SQLite or PostgreSQL;
 //! - [`open`]: the functions that open each of them from sluice's config, for the server
 //!   and the CLI alike.
 //!
@@ -32,12 +33,15 @@ pub mod ledger;
 pub mod limits;
 pub mod memory;
 pub mod open;
+mod pg_worker;
 pub mod postgres;
 pub mod redis;
 pub mod redis_cache;
+pub mod responses;
 pub mod sqlite;
 mod sqlite_file;
 pub mod sqlite_ledger;
+mod sqlite_worker;
 pub mod store;
 
 pub use batches::BatchStore;
@@ -50,6 +54,7 @@ pub use limits::{Check, CheckKind, Denial, LimitId, Limiter, Ticket};
 pub use memory::MemoryTier;
 pub use redis::RedisClient;
 pub use redis_cache::RedisCache;
+pub use responses::{ResponseOptions, ResponseStore};
 pub use sqlite::{SqliteCache, SqliteOptions};
 pub use store::{CacheStats, CacheStore, CounterDelta};
 

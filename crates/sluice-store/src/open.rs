@@ -8,11 +8,14 @@ use crate::ledger::{Ledger, LedgerOptions};
 use crate::limits::Limiter;
 use crate::postgres::PgLedger;
 use crate::redis_cache::RedisCache;
+use crate::responses::{Backend, PgResponses, ResponseOptions, ResponseStore, SqliteResponses};
 use crate::sqlite::SqliteCache;
 use crate::sqlite_ledger::SqliteLedger;
 use crate::store::CacheStore;
 use crate::StoreError;
-use sluice_core::config::{CacheConfig, FilesConfig, LimitsConfig, SpendConfig, StorageConfig};
+use sluice_core::config::{
+    CacheConfig, FilesConfig, LimitsConfig, ResponsesConfig, SpendConfig, StorageConfig,
+};
 use std::path::Path;
 
 /// The ledger's file in the data directory, without `storage.database_url`.
@@ -46,6 +49,29 @@ pub fn files(storage: &StorageConfig, files: &FilesConfig) -> Result<FileStore, 
         None => FileIndex::Sqlite(SqliteIndex::open(&storage.data_dir.join(FILES_FILE))?),
     };
     Ok(FileStore::new(index, contents))
+}
+
+/// The stored responses' file in the data directory, without `storage.database_url`.
+pub const RESPONSES_FILE: &str = "responses.sqlite";
+
+/// The Responses API's stored responses: the `responses` table of `storage.database_url`
+/// when set, else [`RESPONSES_FILE`] in `storage.data_dir`; kept and bounded as
+/// `responses` says. Blocks until the database is reached.
+pub fn responses(
+    storage: &StorageConfig,
+    responses: &ResponsesConfig,
+) -> Result<ResponseStore, StoreError> {
+    let backend = match &storage.database_url {
+        Some(url) => Backend::Postgres(PgResponses::open(url.expose())?),
+        None => Backend::Sqlite(SqliteResponses::open(
+            &storage.data_dir.join(RESPONSES_FILE),
+        )?),
+    };
+    let options = ResponseOptions {
+        ttl_s: responses.ttl.as_secs().max(1),
+        max_bytes: responses.max_bytes,
+    };
+    Ok(ResponseStore::new(backend, options))
 }
 
 /// The ledger (virtual keys and the spend log): PostgreSQL at `storage.database_url` when
