@@ -38,6 +38,7 @@
 
 pub mod answer;
 pub mod inbound;
+pub mod items;
 pub mod object;
 pub mod stream;
 #[cfg(test)]

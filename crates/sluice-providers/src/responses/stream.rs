@@ -149,8 +149,17 @@ impl Writer {
     }
 }
 
-/// Called with the `assistant` chat message a completed (or incomplete) stream was.
-pub type OnDone = Box<dyn FnOnce(Vec<u8>) + Send>;
+/// What a completed (or incomplete) stream was, for the response store.
+#[derive(Debug)]
+pub struct Done {
+    /// The chat `assistant` message it was.
+    pub assistant: Vec<u8>,
+    /// The `response` object its last event carried.
+    pub response: Vec<u8>,
+}
+
+/// Called with what a completed (or incomplete) stream was.
+pub type OnDone = Box<dyn FnOnce(Done) + Send>;
 
 /// Turns a stream of OpenAI chunks into the Responses API's event sequence.
 pub struct StreamConverter {
@@ -187,8 +196,8 @@ impl StreamConverter {
         }
     }
 
-    /// Calls `f` with the answer's `assistant` message when the stream completes (not when
-    /// it fails).
+    /// Calls `f` with the answer's `assistant` message and `response` object when the
+    /// stream completes (not when it fails).
     pub fn on_done(mut self, f: OnDone) -> Self {
         self.on_done = Some(f);
         self
@@ -532,7 +541,18 @@ impl Reframe for StreamConverter {
         self.snapshot(out, kind, status, None);
         self.done = true;
         if let Some(f) = self.on_done.take() {
-            f(assistant_message(&self.output));
+            let parts = Parts {
+                created_at: self.created_at,
+                status,
+                output: &self.output,
+                usage: self.usage.as_ref(),
+                error: None,
+            };
+            let response = ResponseObject::new(&self.echo, parts);
+            f(Done {
+                assistant: assistant_message(&self.output),
+                response: serde_json::to_vec(&response).unwrap_or_default(),
+            });
         }
     }
 }

@@ -350,8 +350,9 @@ fn a_stored_conversation_goes_before_the_input_and_is_kept_with_the_answer() {
 fn a_streamed_answer_is_handed_over_for_keeping() {
     let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let k = std::sync::Arc::clone(&kept);
-    let mut c = StreamConverter::new(echo(json!({"model": "m", "input": "x"})))
-        .on_done(Box::new(move |m| *k.lock().unwrap() = m));
+    let mut c = StreamConverter::new(echo(json!({"model": "m", "input": "x"}))).on_done(Box::new(
+        move |d| *k.lock().unwrap() = vec![d.assistant, d.response],
+    ));
     let mut out = Vec::new();
     let call = json!({"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "f", "arguments": "{}"}}]});
     c.on_event(
@@ -359,10 +360,17 @@ fn a_streamed_answer_is_handed_over_for_keeping() {
         &mut out,
     );
     c.on_event(b"[DONE]", &mut out);
-    let m: Value = serde_json::from_slice(&kept.lock().unwrap()).unwrap();
+    let kept = kept.lock().unwrap();
+    let m: Value = serde_json::from_slice(&kept[0]).unwrap();
     assert_eq!(
         m,
         json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c0", "type": "function",
                "function": {"name": "f", "arguments": "{}"}}]})
     );
+    let r: Value = serde_json::from_slice(&kept[1]).unwrap();
+    assert_eq!(
+        (r["object"].as_str(), r["status"].as_str()),
+        (Some("response"), Some("completed"))
+    );
+    assert_eq!(r["output"][0]["call_id"], "c0");
 }
