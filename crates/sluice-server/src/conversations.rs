@@ -1,93 +1,125 @@
-//! Stored Responses API conversations, for `previous_response_id`: each response's chat
-//! messages (its input, the conversation before it, and its answer), by response id and
-//! owner (the virtual key that made it). Kept in the gateway's memory: at most
-//! [`CAPACITY`] responses (the oldest go first), each for [`RETENTION`]; a restart or
-//! another replica does not know them.
+//! Stored Responses API responses as the gateway uses them (the store is
+//! `sluice_store::responses`): who owns one, what continuing one with
+//! `previous_response_id` finds (404 in OpenAI's shape when there is none for the owner,
+//! 400 saying why when it was not stored), what a new response keeps, and a store's
+//! failure as the client sees it.
 
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use sluice_core::{Error, ErrorKind};
+use sluice_store::files::unix_now_s;
+use sluice_store::responses::{Content, Kept, NewResponse, Pending, ResponseStore, Withheld};
+use sluice_store::{Owner, StoreError};
 
-/// Most responses kept.
-pub const CAPACITY: usize = 10_000;
-
-/// How long a response is kept.
-pub const RETENTION: Duration = Duration::from_secs(60 * 60);
-
-/// What a `previous_response_id` finds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// The conversation so far: a JSON array of chat messages.
-    Found(Bytes),
-    /// The response was made with `store: false`.
-    NotStored,
-    /// No such response for this owner (unknown, expired, or another key's).
-    Missing,
+/// The owner of what `key_id` (a virtual key's id, or none: the master key, or anyone on a
+/// gateway without keys) makes.
+pub fn owner(key_id: Option<&str>) -> Owner {
+    match key_id {
+        Some(id) => Owner::Key(id.to_owned()),
+        None => Owner::Master,
+    }
 }
 
-struct Kept {
-    owner: Option<String>,
-    messages: Option<Bytes>,
-    at: Instant,
+/// What `previous_response_id` names: the response's stored content.
+#[derive(Debug)]
+pub struct Previous {
+    /// The chat messages that continue it.
+    pub conversation: Bytes,
+    /// Its input items.
+    pub input_items: Bytes,
+    /// Its `response` object.
+    pub response: Bytes,
 }
 
-#[derive(Default)]
-struct Store {
-    by_id: HashMap<String, Kept>,
-    order: VecDeque<String>,
-}
-
-static STORE: LazyLock<Mutex<Store>> = LazyLock::new(Mutex::default);
-
-/// Keeps response `id` of `owner`: its conversation, or `None` for `store: false`.
-pub fn keep(id: String, owner: Option<&str>, messages: Option<Vec<u8>>) {
-    let Ok(mut s) = STORE.lock() else {
-        return;
-    };
-    while s.order.len() >= CAPACITY {
-        if let Some(old) = s.order.pop_front() {
-            s.by_id.remove(&old);
+/// The stored response `id` of `owner`, to continue.
+pub async fn previous(store: &ResponseStore, id: &str, owner: &Owner) -> Result<Previous, Error> {
+    let found = store.get(id, owner).await.map_err(|e| store_error(&e))?;
+    match found.map(|r| r.kept) {
+        Some(Kept::Content(c)) => Ok(Previous {
+            conversation: c.conversation,
+            input_items: c.input_items,
+            response: c.response,
+        }),
+        Some(Kept::Withheld(why)) => Err(ErrorKind::InvalidRequest {
+            message: withheld_message(id, why),
+            param: Some("previous_response_id"),
         }
-    }
-    s.order.push_back(id.clone());
-    let kept = Kept {
-        owner: owner.map(str::to_owned),
-        messages: messages.map(Bytes::from),
-        at: Instant::now(),
-    };
-    s.by_id.insert(id, kept);
-}
-
-/// The conversation of response `id`, as `owner` may see it.
-pub fn find(id: &str, owner: Option<&str>) -> Lookup {
-    let Ok(s) = STORE.lock() else {
-        return Lookup::Missing;
-    };
-    match s.by_id.get(id) {
-        Some(k) if k.owner.as_deref() == owner && k.at.elapsed() < RETENTION => match &k.messages {
-            Some(m) => Lookup::Found(m.clone()),
-            None => Lookup::NotStored,
-        },
-        _ => Lookup::Missing,
+        .into()),
+        None => Err(ErrorKind::UpstreamStatus {
+            provider: "sluice".into(),
+            status: 404,
+            message: format!("Previous response with id '{id}' not found."),
+            kind: Some("invalid_request_error".into()),
+            code: Some("previous_response_not_found".into()),
+            param: Some("previous_response_id".into()),
+            retry_after: None,
+        }
+        .into()),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn withheld_message(id: &str, why: Withheld) -> String {
+    match why {
+        Withheld::NotStored => format!(
+            "previous_response_id: response '{id}' was created with store: false, so it \
+             cannot be continued; send its conversation in `input` instead"
+        ),
+        Withheld::TooLarge => format!(
+            "previous_response_id: response '{id}' was larger than the gateway's \
+             responses.max_bytes and was not stored; send its conversation in `input` instead"
+        ),
+    }
+}
 
-    #[test]
-    fn a_response_is_found_by_its_owner_only() {
-        keep("resp_t1".into(), Some("key_a"), Some(b"[1]".to_vec()));
-        keep("resp_t2".into(), None, None);
-        assert_eq!(
-            find("resp_t1", Some("key_a")),
-            Lookup::Found(Bytes::from_static(b"[1]"))
-        );
-        assert_eq!(find("resp_t1", Some("key_b")), Lookup::Missing);
-        assert_eq!(find("resp_t1", None), Lookup::Missing);
-        assert_eq!(find("resp_t2", None), Lookup::NotStored);
-        assert_eq!(find("resp_unknown", None), Lookup::Missing);
+/// What a new response keeps, when it was made with `store: true`.
+#[derive(Debug)]
+pub struct Keeping {
+    /// The conversation's chat messages so far, without the answer (a JSON array).
+    pub messages: Vec<u8>,
+    /// Its input items (a JSON array).
+    pub input_items: Vec<u8>,
+}
+
+/// Starts storing response `id` of `owner`: its `response` object and, with `kept`, its
+/// input items and conversation (closed by the answer's chat `assistant` message);
+/// without, only that it was made with `store: false`.
+pub fn keep(
+    store: &ResponseStore,
+    id: String,
+    owner: Owner,
+    kept: Option<Keeping>,
+    response: Vec<u8>,
+    assistant: &[u8],
+) -> Pending {
+    let content = kept.map(|k| Content {
+        response: Bytes::from(response),
+        input_items: Bytes::from(k.input_items),
+        conversation: Bytes::from(sluice_providers::responses::object::transcript(
+            &k.messages,
+            assistant,
+        )),
+    });
+    store.put(NewResponse {
+        id,
+        owner,
+        created_at: unix_now_s(),
+        content,
+    })
+}
+
+/// A failure of the store as the client sees it: 503 while it cannot be reached, else
+/// 500; the cause is logged, not sent.
+pub fn store_error(e: &StoreError) -> Error {
+    tracing::warn!(error = %e, "responses store");
+    match e {
+        StoreError::Unavailable(_) | StoreError::Timeout(_) | StoreError::Postgres(_) => {
+            ErrorKind::Unavailable {
+                message: "the responses store is unavailable right now".into(),
+            }
+            .into()
+        }
+        _ => ErrorKind::Internal {
+            message: "the responses store failed".into(),
+        }
+        .into(),
     }
 }

@@ -3,7 +3,7 @@
 //! [`endpoint`] descriptions), the admin API, `/metrics` and `/health`.
 //!
 //! Layers, each importing only those below it: the components the gateway is built of
-//! (`keys`, `cache`, `conversations`, `local`, `metrics`, `money`, request and response
+//! (`keys`, `cache`, `conversations` (stored responses), `local`, `metrics`, `money`, request and response
 //! bodies), the state
 //! built once from the config (`state`), the pipeline's stages, then the handlers, the
 //! router and the server. See README's Architecture section for the path of a request.
@@ -32,6 +32,7 @@ mod router;
 mod serve;
 pub mod shared_routing;
 pub mod state;
+mod stored_responses;
 mod upload;
 
 pub use request_body::ClientBody;

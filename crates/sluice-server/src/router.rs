@@ -12,6 +12,7 @@ use crate::request_body::ClientBody;
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::response::ResponseBody;
 use crate::state::AppState;
+use crate::stored_responses;
 use http::{Method, Request, Response};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub async fn route<B: ClientBody>(
         }
         (_, p, _) if files::is_files_path(p) => files::serve(&state, req).await,
         (_, p, _) if batches::api::is_batches_path(p) => batches::api::serve(&state, req).await,
+        (_, p, _) if stored_responses::is_stored_path(p) => {
+            stored_responses::serve(&state, req).await
+        }
         (&Method::GET, "/health", _) => handlers::health(),
         (&Method::GET, "/health/detailed", _) => handlers::health_detailed(&state),
         (&Method::GET, "/health/ready", _) => crate::ready::ready(&state).await,

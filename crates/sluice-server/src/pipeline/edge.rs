@@ -4,15 +4,14 @@
 //! (`anthropic::inbound`, `responses`); OpenAI's protocol passes through.
 
 use super::reframe::Reframed;
-use crate::conversations::{self, Lookup};
+use super::turn::Turn;
 use crate::endpoint::Protocol;
 use crate::response::ResponseBody;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use sluice_core::{Error, ErrorKind};
 use sluice_providers::anthropic::inbound;
-use sluice_providers::responses::object::{transcript, Echo};
-use sluice_providers::responses::{answer, inbound as responses, stream};
+use sluice_store::responses::{Pending, ResponseStore};
 
 /// What the way out needs to know of the request, per protocol.
 pub(super) enum Edge {
@@ -20,26 +19,13 @@ pub(super) enum Edge {
     OpenAi,
     /// Anthropic's Messages API, for the model asked for.
     Anthropic { model: String },
-    /// OpenAI's Responses API: the settings its answers echo, and what is kept of them.
+    /// OpenAI's Responses API: the settings its answers echo, and what is stored of them.
     Responses(Box<Turn>),
 }
 
-/// A Responses API request on its way: what its answer echoes and what is kept of it.
-pub(super) struct Turn {
-    echo: Echo,
-    /// The virtual key that asked.
-    owner: Option<String>,
-    /// The conversation so far, to keep with the answer (`None` with `store: false`).
-    input: Option<Vec<u8>>,
-}
-
-impl Turn {
-    /// Keeps the conversation with its answer, the chat `assistant` message.
-    fn keep(id: String, owner: Option<&str>, input: Option<&[u8]>, assistant: &[u8]) {
-        let messages = input.map(|i| transcript(i, assistant));
-        conversations::keep(id, owner, messages);
-    }
-}
+/// A whole answer in the client's protocol: its body, content type, and the storing of
+/// it (Responses API) under way.
+pub(super) type Whole = (Bytes, HeaderValue, Option<Pending>);
 
 impl Edge {
     /// The edge of `protocol` before its body is read: errors already take its shape.
@@ -53,11 +39,12 @@ impl Edge {
     }
 
     /// Reads `raw`, a body in `protocol` sent by `owner` (a virtual key's id), into OpenAI
-    /// chat.
-    pub(super) fn read(
+    /// chat; `responses` is where Responses API answers are stored.
+    pub(super) async fn read(
         protocol: Protocol,
         raw: Bytes,
         owner: Option<&str>,
+        responses: &ResponseStore,
     ) -> Result<(Bytes, Self), Error> {
         match protocol {
             Protocol::OpenAi => Ok((raw, Self::OpenAi)),
@@ -72,48 +59,28 @@ impl Edge {
                 Ok((Bytes::from(body), Self::Anthropic { model }))
             }
             Protocol::Responses => {
-                let history = match responses::previous_response_id(&raw) {
-                    Some(id) => Some(previous(&id, owner)?),
-                    None => None,
-                };
-                let t = responses::to_chat(&raw, history.as_deref()).map_err(|e| -> Error {
-                    ErrorKind::InvalidRequest {
-                        message: e.message,
-                        param: e.param,
-                    }
-                    .into()
-                })?;
-                let turn = Turn {
-                    echo: t.echo,
-                    owner: owner.map(str::to_owned),
-                    input: t.input,
-                };
-                Ok((Bytes::from(t.body), Self::Responses(Box::new(turn))))
+                let (body, turn) = Turn::read(responses, &raw, owner).await?;
+                Ok((body, Self::Responses(Box::new(turn))))
             }
         }
     }
 
-    /// A whole answer's body and content type in the client's protocol; `Err` says why the
-    /// upstream's answer could not be read.
+    /// A whole answer's body and content type in the client's protocol, and its storing;
+    /// `Err` says why the upstream's answer could not be read.
     pub(super) fn whole(
-        &self,
+        &mut self,
         body: Bytes,
         content_type: HeaderValue,
-    ) -> Result<(Bytes, HeaderValue), String> {
+    ) -> Result<Whole, String> {
         let json = || HeaderValue::from_static("application/json");
         match self {
-            Self::OpenAi => Ok((body, content_type)),
-            Self::Anthropic { model } => Ok((inbound::from_openai(&body, model)?.into(), json())),
+            Self::OpenAi => Ok((body, content_type, None)),
+            Self::Anthropic { model } => {
+                Ok((inbound::from_openai(&body, model)?.into(), json(), None))
+            }
             Self::Responses(turn) => {
-                let whole = answer::from_chat(&body, &turn.echo)?;
-                let id = turn.echo.id.clone();
-                Turn::keep(
-                    id,
-                    turn.owner.as_deref(),
-                    turn.input.as_deref(),
-                    &whole.assistant,
-                );
-                Ok((whole.body.into(), json()))
+                let (body, pending) = turn.whole(&body)?;
+                Ok((body.into(), json(), Some(pending)))
             }
         }
     }
@@ -133,40 +100,7 @@ impl Edge {
             Self::Anthropic { model } => {
                 ResponseBody::stream(Reframed::new(body, inbound::StreamConverter::new(&model)))
             }
-            Self::Responses(turn) => {
-                let Turn { echo, owner, input } = *turn;
-                let id = echo.id.clone();
-                let converter = stream::StreamConverter::new(echo).on_done(Box::new(move |m| {
-                    Turn::keep(id, owner.as_deref(), input.as_deref(), &m);
-                }));
-                ResponseBody::stream(Reframed::new(body, converter))
-            }
+            Self::Responses(turn) => turn.stream(body),
         }
-    }
-}
-
-/// The stored conversation `previous_response_id` names: 404 in OpenAI's shape when there is
-/// none for `owner`, 400 when that response was not stored.
-fn previous(id: &str, owner: Option<&str>) -> Result<Bytes, Error> {
-    match conversations::find(id, owner) {
-        Lookup::Found(messages) => Ok(messages),
-        Lookup::NotStored => Err(ErrorKind::InvalidRequest {
-            message: format!(
-                "previous_response_id: response '{id}' was created with store: false, so it \
-                 cannot be continued; send its conversation in `input` instead"
-            ),
-            param: Some("previous_response_id"),
-        }
-        .into()),
-        Lookup::Missing => Err(ErrorKind::UpstreamStatus {
-            provider: "sluice".into(),
-            status: 404,
-            message: format!("Previous response with id '{id}' not found."),
-            kind: Some("invalid_request_error".into()),
-            code: Some("previous_response_not_found".into()),
-            param: Some("previous_response_id".into()),
-            retry_after: None,
-        }
-        .into()),
     }
 }

@@ -28,6 +28,7 @@ mod pipe;
 mod reframe;
 mod relay;
 pub mod tab;
+mod turn;
 mod walk;
 
 use crate::endpoint::Endpoint;
@@ -86,7 +87,7 @@ pub async fn serve_as<B: ClientBody>(
         &mut edge,
     )
     .await;
-    respond(state, result, finish, edge)
+    respond(state, result, finish, edge).await
 }
 
 /// The stages, from the request to its answer.
@@ -157,7 +158,7 @@ async fn read<B: ClientBody>(
     }
     let raw = crate::request_body::read_body(&state.server, parts, incoming).await?;
     let owner = identity.key().map(|k| k.id.as_str());
-    let (body, read) = Edge::read(endpoint.protocol(), raw, owner)?;
+    let (body, read) = Edge::read(endpoint.protocol(), raw, owner, &state.responses).await?;
     *edge = read;
     Ok((body, Upload::default()))
 }
@@ -307,12 +308,13 @@ async fn guard_answer(
 }
 
 /// The answer as an HTTP response in the endpoint's protocol, with sluice's headers; the
-/// request ends here for whole answers, and with the stream for streams.
-fn respond(
+/// request ends here for whole answers (once what the edge stores of them is stored), and
+/// with the stream for streams.
+async fn respond(
     state: &AppState,
     result: Result<Answer, Error>,
     mut finish: Finish,
-    edge: Edge,
+    mut edge: Edge,
 ) -> Response<ResponseBody> {
     let (response, cost) = match result {
         Err(e) => error(&mut finish, &e, &edge),
@@ -322,7 +324,13 @@ fn respond(
             body,
             usage,
         }) => match edge.whole(body, content_type) {
-            Ok((body, content_type)) => {
+            Ok((body, content_type, storing)) => {
+                if let Some(Err(e)) = match storing {
+                    Some(s) => Some(s.await),
+                    None => None,
+                } {
+                    tracing::warn!(error = %e, "a response was not stored");
+                }
                 finish.set_head_status(status.as_u16());
                 let end = whole_ending(&finish, status.as_u16(), usage);
                 let cost = finish.complete(end);

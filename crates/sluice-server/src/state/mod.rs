@@ -28,6 +28,7 @@ struct Carried {
     shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
     files: Option<FileStore>,
     batches: Option<Arc<crate::batches::Batches>>,
+    responses: ResponseStore,
     keys: Arc<KeyCache>,
     local: Option<Arc<crate::local::LocalRuntime>>,
     tab_metrics: Arc<crate::metrics::TabMetrics>,
@@ -43,7 +44,7 @@ use sluice_core::config::{
 use sluice_core::routing::RequestFacts;
 use sluice_core::{Error, Secret};
 use sluice_providers::Provider;
-use sluice_store::{FileStore, Ledger, Limiter};
+use sluice_store::{FileStore, Ledger, Limiter, ResponseStore};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
@@ -102,6 +103,8 @@ pub struct AppState {
     pub batches: Option<Arc<crate::batches::Batches>>,
     /// The client of guardrail webhooks (when a guardrail has one).
     pub webhook_client: Option<sluice_providers::HttpClient>,
+    /// The Responses API's stored responses.
+    pub responses: ResponseStore,
     /// Routing state shared with the other replicas on Redis (`storage.redis_url`).
     pub shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
     /// Budget counters seeded from the spend log in this process, and when.
@@ -141,6 +144,7 @@ impl AppState {
             shared_routing: stores.shared_routing.map(Arc::new),
             files: stores.files,
             batches,
+            responses: stores.responses,
             keys: Arc::default(),
             local: local.map(Arc::new),
             tab_metrics: Arc::default(),
@@ -175,6 +179,7 @@ impl AppState {
             shared_routing: self.shared_routing.clone(),
             files: self.files.clone(),
             batches: self.batches.clone(),
+            responses: self.responses.clone(),
             keys: Arc::clone(&self.keys),
             local: self.local.clone(),
             tab_metrics: Arc::clone(&self.tab_metrics),
@@ -208,6 +213,7 @@ impl AppState {
                 .then(|| sluice_providers::client::plain(std::time::Duration::from_secs(5))),
             guardrails: config.guardrails,
             batches: c.batches,
+            responses: c.responses,
             keys: c.keys,
             keys_config: config.keys,
             limits_config: config.limits,

@@ -48,12 +48,13 @@ impl Reloads {
 /// their values: rotate a secret with a restart).
 pub fn fixed(config: &Config) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         config.storage,
         config.spend,
         config.local,
         config.files,
         config.batches,
+        config.responses,
         config.server.listen,
         (
             config.cache.memory_bytes,
@@ -70,8 +71,8 @@ pub(super) fn check_fixed(current: &str, config: &Config) -> Result<(), Error> {
     }
     Err(ErrorKind::InvalidRequest {
         message:
-            "this config changes [storage], [spend], [local], [files], [batches], the cache's \
-                  store or server.listen, which take a restart; nothing was reloaded"
+            "this config changes [storage], [spend], [local], [files], [batches], [responses], the \
+             cache's store or server.listen, which take a restart; nothing was reloaded"
                 .into(),
         param: None,
     }

@@ -1,12 +1,13 @@
 //! The stores a gateway opens at start: the response cache (when anything caches), the
 //! ledger of keys and spend (when spend is logged or keys are on), the limiter, the
-//! routing state shared on Redis, and the Files API's files (unless `[files]` is off).
+//! routing state shared on Redis, the Files API's files (unless `[files]` is off) and the
+//! Responses API's stored responses.
 
 use crate::cache::Cache;
 use crate::shared_routing::SharedRouting;
 use sluice_core::config::Config;
 use sluice_core::{Error, ErrorKind};
-use sluice_store::{open, FileStore, Ledger, Limiter};
+use sluice_store::{open, FileStore, Ledger, Limiter, ResponseStore};
 use std::sync::Arc;
 
 /// What [`open`] opened.
@@ -16,6 +17,7 @@ pub(super) struct Stores {
     pub limiter: Limiter,
     pub shared_routing: Option<SharedRouting>,
     pub files: Option<FileStore>,
+    pub responses: ResponseStore,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Error {
@@ -62,7 +64,10 @@ pub(super) fn open(config: &Config, caches: bool) -> Result<Stores, Error> {
         ),
         false => None,
     };
+    let responses = open::responses(&config.storage, &config.responses)
+        .map_err(|e| internal("cannot open the responses store", e))?;
     Ok(Stores {
+        responses,
         cache,
         ledger,
         limiter,
