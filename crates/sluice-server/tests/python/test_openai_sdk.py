@@ -272,6 +272,47 @@ def test_responses_previous_response_id():
         raise AssertionError("an unknown previous_response_id was not refused")
 
 
+def test_responses_retrieve_input_items_and_delete():
+    first = client.responses.create(model="m", input="My name is Ann.")
+    second = client.responses.create(
+        model="m",
+        input=[{"role": "user", "content": "What is my name?"}],
+        previous_response_id=first.id,
+    )
+    got = client.responses.retrieve(second.id)
+    check(got.id == second.id, f"id: {got.id!r}")
+    check(got.output_text == EXPECTED_TEXT, f"output_text: {got.output_text!r}")
+    check(got.previous_response_id == first.id, f"previous: {got.previous_response_id!r}")
+    # The conversation's items, newest first: this input, the first answer, the first input.
+    items = list(client.responses.input_items.list(second.id))
+    kinds = [(i.type, i.role) for i in items]
+    check(kinds == [("message", "user"), ("message", "assistant"), ("message", "user")], f"items: {kinds!r}")
+    check(items[0].content[0].text == "What is my name?", f"first item: {items[0]!r}")
+    check(items[2].content[0].text == "My name is Ann.", f"last item: {items[2]!r}")
+    # Paged one at a time by the SDK's cursor, oldest first.
+    paged = [i.id for i in client.responses.input_items.list(second.id, limit=1, order="asc")]
+    check(paged == [i.id for i in reversed(items)], f"paged: {paged!r}")
+    # A streamed response is stored once its stream completes.
+    with client.responses.stream(model="m", input="streamed") as stream:
+        final = stream.get_final_response()
+    check(client.responses.retrieve(final.id).output_text == EXPECTED_TEXT, "the streamed response")
+    client.responses.delete(second.id)
+    for call in (lambda: client.responses.retrieve(second.id), lambda: client.responses.delete(second.id)):
+        try:
+            call()
+        except openai.NotFoundError as e:
+            check(e.status_code == 404, f"status: {e.status_code}")
+        else:
+            raise AssertionError("a deleted response was found")
+    unstored = client.responses.create(model="m", input="x", store=False)
+    try:
+        client.responses.retrieve(unstored.id)
+    except openai.NotFoundError:
+        pass
+    else:
+        raise AssertionError("a store: false response was retrieved")
+
+
 def test_audio_speech_streams_the_audio():
     text = "Read this aloud."
     # The fake speaks 64 bytes of audio per character.
@@ -347,6 +388,7 @@ CHECKS = [
     test_responses_structured_output,
     test_responses_built_in_tool_is_refused,
     test_responses_previous_response_id,
+    test_responses_retrieve_input_items_and_delete,
     test_audio_speech_streams_the_audio,
     test_audio_transcription_uploads_the_file,
     test_audio_transcription_stream,
