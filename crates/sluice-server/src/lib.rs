@@ -23,6 +23,7 @@ pub mod live;
 pub mod local;
 pub mod metrics;
 mod money;
+mod multipart_body;
 mod pipeline;
 mod ready;
 mod request_body;

@@ -5,15 +5,13 @@
 //! before reading when `Content-Length` is over `server.max_upload_bytes`, and as soon as
 //! the body passes it otherwise; a cut or malformed upload leaves no spool behind.
 
+use crate::multipart_body::malformed;
 use crate::request_body::ClientBody;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http_body_util::BodyExt;
 use sluice_core::config::ServerConfig;
 use sluice_core::{Error, ErrorKind, Operation};
 use sluice_providers::{SpooledFile, Upload};
 use sluice_types::multipart::{self, Event, Multipart};
 use tokio::io::AsyncWriteExt;
-use tokio::time::Instant;
 
 /// Most parts in one upload.
 const MAX_PARTS: usize = 64;
@@ -24,14 +22,6 @@ fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Error {
     ErrorKind::InvalidRequest {
         message: message.into(),
         param,
-    }
-    .into()
-}
-
-fn too_large(limit: u64) -> Error {
-    ErrorKind::PayloadTooLarge {
-        limit,
-        setting: "server.max_upload_bytes",
     }
     .into()
 }
@@ -50,23 +40,9 @@ pub async fn receive<B: ClientBody>(
     server: &ServerConfig,
     op: Operation,
     parts: &http::request::Parts,
-    mut body: B,
+    body: B,
 ) -> Result<Upload, Error> {
-    let limit = server.max_upload_bytes;
-    let announced = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit) {
-        return Err(too_large(limit));
-    }
-    let content_type = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let boundary = multipart::boundary(content_type).map_err(|e| invalid(e.0, None))?;
+    let (mut frames, boundary) = crate::multipart_body::open(server, parts, body)?;
     let mut reader = Reader {
         multipart: Multipart::new(&boundary, MAX_PARTS),
         upload: Upload::default(),
@@ -76,33 +52,11 @@ pub async fn receive<B: ClientBody>(
         dir: &server.upload_dir,
         op,
     };
-    let deadline = Instant::now() + server.upload_read_timeout;
-    let mut received = 0u64;
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                return Err(ErrorKind::ClientTimeout {
-                    limit_ms: server.upload_read_timeout.as_millis() as u64,
-                }
-                .into())
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(invalid(format!("could not read the upload: {e}"), None))
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        received += data.len() as u64;
-        if received > limit {
-            return Err(too_large(limit));
-        }
+    while let Some(data) = frames.next().await? {
         reader.multipart.push(&data);
         reader.drain().await?;
     }
-    reader.multipart.finish().map_err(|e| invalid(e.0, None))?;
+    reader.multipart.finish().map_err(malformed)?;
     reader.finish(op)
 }
 
@@ -127,11 +81,7 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// Takes every event the reader has so far.
     async fn drain(&mut self) -> Result<(), Error> {
-        while let Some(event) = self
-            .multipart
-            .next_event()
-            .map_err(|e| invalid(e.0, None))?
-        {
+        while let Some(event) = self.multipart.next_event().map_err(malformed)? {
             match event {
                 Event::Part(head) => self.begin(head).await?,
                 Event::Data(d) => self.data(&d).await?,

@@ -7,14 +7,12 @@
 //! otherwise. Whatever fails (a bad body, a missing part, an unsupported type, a cut
 //! connection) drops the upload, which leaves nothing behind.
 
+use crate::multipart_body::malformed;
 use crate::request_body::ClientBody;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http_body_util::BodyExt;
 use sluice_core::config::ServerConfig;
 use sluice_core::{Error, ErrorKind};
 use sluice_store::files::{unix_now_s, FileObject, FileStore, NewFile, Owner, Purpose, Upload};
-use sluice_types::multipart::{self, Event, Multipart, PartHead};
-use tokio::time::Instant;
+use sluice_types::multipart::{Event, Multipart, PartHead};
 
 use super::wire::{self, store_error};
 
@@ -38,40 +36,15 @@ fn invalid(message: impl Into<String>, param: &'static str) -> Error {
     .into()
 }
 
-fn malformed(e: multipart::MultipartError) -> Error {
-    ErrorKind::InvalidRequest {
-        message: e.0,
-        param: None,
-    }
-    .into()
-}
-
-fn too_large(limit: u64) -> Error {
-    ErrorKind::PayloadTooLarge {
-        limit,
-        setting: "server.max_upload_bytes",
-    }
-    .into()
-}
-
 /// Reads the upload and stores the file for `owner`.
 pub async fn receive<B: ClientBody>(
     server: &ServerConfig,
     store: &FileStore,
     owner: Owner,
     parts: &http::request::Parts,
-    mut body: B,
+    body: B,
 ) -> Result<FileObject, Error> {
-    let limit = server.max_upload_bytes;
-    let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    if header(CONTENT_LENGTH)
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > limit)
-    {
-        return Err(too_large(limit));
-    }
-    let boundary =
-        multipart::boundary(header(CONTENT_TYPE).unwrap_or_default()).map_err(malformed)?;
+    let (mut frames, boundary) = crate::multipart_body::open(server, parts, body)?;
     let mut form = Form {
         multipart: Multipart::new(&boundary, MAX_PARTS),
         store,
@@ -81,27 +54,7 @@ pub async fn receive<B: ClientBody>(
         anchor: None,
         seconds: None,
     };
-    let deadline = Instant::now() + server.upload_read_timeout;
-    let mut received = 0u64;
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                let limit_ms = server.upload_read_timeout.as_millis() as u64;
-                return Err(ErrorKind::ClientTimeout { limit_ms }.into());
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(invalid(format!("could not read the upload: {e}"), "file"))
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        received += data.len() as u64;
-        if received > limit {
-            return Err(too_large(limit));
-        }
+    while let Some(data) = frames.next().await? {
         form.multipart.push(&data);
         form.drain().await?;
     }
