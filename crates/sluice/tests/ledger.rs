@@ -254,9 +254,21 @@ async fn the_spend_log_is_complete_after_sigterm_under_load() {
     );
     let hash = sluice_core::keys::hash(&secret);
     let mut hash_stored = false;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let text =
-            String::from_utf8_lossy(&std::fs::read(entry.unwrap().path()).unwrap()).into_owned();
+    // Every file under the data directory (the files store keeps a directory there).
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.clone()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    for path in files {
+        let text = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
         assert!(
             !text.contains(&secret["sk-sluice-".len()..]),
             "the secret is in a file"
