@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
@@ -113,6 +114,8 @@ pub struct Completion {
     pub usage: Usage,
     /// Every sampled token id, in order.
     pub token_ids: Vec<u32>,
+    /// How long the request waited in the queue for a slot.
+    pub queue_wait: Duration,
 }
 
 /// One item of a [`Generation`] stream.
@@ -195,6 +198,8 @@ struct Job {
     /// The rendered prompt's tokens, checked against the context on submit.
     prompt_ids: Vec<u32>,
     tx: mpsc::UnboundedSender<Result<GenerationEvent>>,
+    /// When it was queued.
+    submitted: Instant,
 }
 
 /// One slot's model state (weights + KV cache).
@@ -497,6 +502,7 @@ impl ChatModel {
                 request,
                 prompt_ids,
                 tx,
+                submitted: Instant::now(),
             });
         }
         self.shared.ready.notify_one();
@@ -632,6 +638,8 @@ fn slot_loop(shared: &Shared, mut weights: Weights) {
 
 /// Runs one request on a slot; `Ok(None)` when the receiver went away (cancelled).
 fn generate(shared: &Shared, weights: &mut Weights, job: &Job) -> Result<Option<Completion>> {
+    // Taken off the queue just now: the wait ends here.
+    let queue_wait = job.submitted.elapsed();
     let request = &job.request;
     let prompt_ids = &job.prompt_ids;
     let room = shared.context_length - prompt_ids.len();
@@ -727,5 +735,6 @@ fn generate(shared: &Shared, weights: &mut Weights, job: &Job) -> Result<Option<
             completion_tokens: token_ids.len(),
         },
         token_ids,
+        queue_wait,
     }))
 }

@@ -45,6 +45,7 @@
 //! load, measure), `sweep` (keep-alive), `preload` and `snapshot` are what the pool does;
 //! `state` is what they share. The rules' inputs and outputs each have a file: `spec`,
 //! `keep_alive`, `clock`, `loader` (the trait) and `loaders` (the real ones), `error`,
+//! `events` (what an observer is told: load times, evictions),
 //! `eviction` (the plan), `budget` (the machine's memory) and `checksum`.
 
 mod acquire;
@@ -52,6 +53,7 @@ mod budget;
 mod checksum;
 mod clock;
 mod error;
+mod events;
 mod eviction;
 mod handle;
 mod keep_alive;
@@ -71,6 +73,7 @@ pub use budget::{
 pub use checksum::{sha256_file, verify_sha256};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{PoolError, PoolErrorKind, BUSY_RETRY_AFTER};
+pub use events::{Eviction, PoolEvents};
 pub use eviction::{plan_eviction, PlanError, Resident};
 pub use handle::Pool;
 pub use keep_alive::{KeepAlive, DEFAULT_KEEP_ALIVE};

@@ -11,6 +11,7 @@
 
 pub mod admin_keys;
 pub mod batches;
+mod budget_use;
 pub mod cache;
 mod conversations;
 mod endpoint;
@@ -19,6 +20,7 @@ mod handlers;
 mod headers;
 pub mod key_spec;
 mod keys;
+mod label;
 pub mod live;
 pub mod local;
 pub mod metrics;

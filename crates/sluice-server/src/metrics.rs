@@ -4,6 +4,7 @@
 //! one per passthrough provider, one for requests that never resolved a model), so
 //! recording is a few relaxed atomic adds: no map lookup, no lock, no allocation.
 
+use crate::label::escape;
 use sluice_core::Operation;
 use sluice_store::{CheckKind, Ledger, Limiter};
 use std::fmt::Write;
@@ -16,10 +17,12 @@ const STATUSES: [u16; 19] = [
 ];
 const STATUS_SLOTS: usize = STATUSES.len() + 1;
 
-/// Upper bounds (seconds) of the latency histograms.
-const BUCKETS: [f64; 17] = [
+/// Upper bounds (seconds) of the latency histograms: from half a millisecond (a cache hit)
+/// to ten minutes (a long generation, a local model's load), so that quantiles such as a p95
+/// (`histogram_quantile`) stay meaningful up to minutes.
+const BUCKETS: [f64; 19] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0, 120.0,
+    60.0, 120.0, 300.0, 600.0,
 ];
 
 /// Kinds of upstream failure counted by `sluice_upstream_errors_total`.
@@ -98,7 +101,7 @@ impl Histogram {
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
 
-    fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Relaxed)).sum()
     }
 }
@@ -204,12 +207,6 @@ impl Series {
     pub fn endpoint(&self, op: Operation) -> &EndpointMetrics {
         &self.endpoints[op.index()]
     }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// All of sluice's metrics.
@@ -505,6 +502,8 @@ pub struct TabMetrics {
     /// something is found).
     pub guardrail_findings:
         std::sync::Mutex<std::collections::BTreeMap<(String, String, &'static str), u64>>,
+    /// The keys nearest their budget (read from the spend log in the background).
+    pub budget_use: crate::budget_use::BudgetUse,
 }
 
 impl TabMetrics {
@@ -606,6 +605,7 @@ impl TabMetrics {
                 "# HELP sluice_spend_log_queued Spend records waiting for the writer.\n# TYPE sluice_spend_log_queued gauge\nsluice_spend_log_queued {}",
                 l.queued()
             );
+            self.budget_use.render(out);
         }
     }
 }

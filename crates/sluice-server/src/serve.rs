@@ -257,11 +257,16 @@ impl Server {
 
 /// Every second, sends the cache's counters to its store (where `sluice cache stats`
 /// reads them), unloads the local models whose keep-alive ran out, and shares the routes'
-/// canary states with the other replicas; at start, loads the local models marked
+/// canary states with the other replicas; every minute, reads the keys' budget use from
+/// the spend log (`sluice_key_budget_used_ratio`); at start, loads the local models marked
 /// `preload` and takes the fleet's canary states.
 fn spawn_flusher(live: &Arc<Live>) -> Option<tokio::task::JoinHandle<()>> {
     let state = live.get();
-    if state.cache.is_none() && state.local.is_none() && state.shared_routing.is_none() {
+    if state.cache.is_none()
+        && state.local.is_none()
+        && state.shared_routing.is_none()
+        && state.ledger.is_none()
+    {
         return None;
     }
     let live = Arc::clone(live);
@@ -280,6 +285,12 @@ fn spawn_flusher(live: &Arc<Live>) -> Option<tokio::task::JoinHandle<()>> {
             }
             if let Some(local) = &state.local {
                 crate::local::sweep(local);
+            }
+            if let Some(ledger) = &state.ledger {
+                let budgets = &state.tab_metrics.budget_use;
+                budgets
+                    .refresh_if_due(ledger, sluice_store::unix_now_ms())
+                    .await;
             }
         }
     }))

@@ -155,6 +155,16 @@ path = "{}"
         "{metrics}"
     );
     assert!(metrics.contains("sluice_local_memory_budget_bytes "));
+    // One load of `tiny`, on the native engine; chat requests' queue waits; nothing
+    // evicted; nothing queued now.
+    for line in [
+        "sluice_local_model_load_duration_seconds_count{model=\"tiny\",engine=\"native\"} 1",
+        "sluice_local_model_evictions_total{model=\"tiny\",reason=\"memory\"} 0",
+        "sluice_local_queue_depth{model=\"tiny\"} 0",
+        "sluice_local_queue_wait_seconds_bucket{model=\"tiny\",le=\"+Inf\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     let local = &health["local"];
     assert!(local["memory_used"].as_u64().unwrap() > 0, "{health}");
     assert!(local["models"]

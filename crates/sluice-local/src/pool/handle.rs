@@ -1,12 +1,13 @@
 //! [`Pool`], the handle: construction, the budget, and the configured models.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
 
 use super::clock::{Clock, SystemClock};
 use super::error::{PoolError, PoolErrorKind};
+use super::events::PoolEvents;
 use super::loader::Loader;
 use super::spec::{ModelSpec, PoolConfig};
 use super::state::{Inner, Record, State};
@@ -63,12 +64,19 @@ impl<L: Loader, C: Clock> Pool<L, C> {
                 }),
                 changed: Notify::new(),
                 freed: Notify::new(),
+                events: OnceLock::new(),
             }),
         };
         for spec in models {
             pool.insert_model(spec);
         }
         pool
+    }
+
+    /// Tells `events` of every load and eviction from now on; `false` (and nothing changes)
+    /// when an observer was set before.
+    pub fn set_events(&self, events: Arc<dyn PoolEvents>) -> bool {
+        self.inner.events.set(events).is_ok()
     }
 
     /// The memory budget.

@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use super::clock::Clock;
+use super::events::Eviction;
 use super::keep_alive::KeepAlive;
 use super::loader::Loader;
 use super::state::{dispose, Inner, Phase};
@@ -45,6 +46,7 @@ impl<L: Loader, C: Clock> Release<L::Model> for Inner<L, C> {
         if unload {
             if let Some(entry) = state.entries.remove(name) {
                 tracing::info!(model = %name, "unloading local model (keep_alive 0)");
+                self.evicted(name, Eviction::KeepAlive);
                 garbage.push(entry.phase);
             }
         }

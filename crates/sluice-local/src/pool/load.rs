@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::checksum::verify_sha256;
 use super::clock::Clock;
 use super::error::PoolError;
+use super::events::Eviction;
 use super::eviction::{plan_eviction, Resident};
 use super::loader::{Loaded, Loader};
 use super::spec::{ModelKind, ModelSpec};
@@ -16,6 +17,7 @@ use crate::error::panic_error;
 impl<L: Loader, C: Clock> Inner<L, C> {
     /// The load job of entry `id`, on a blocking thread.
     pub(super) fn run_load(&self, name: &str, id: u64, spec: &ModelSpec) {
+        let started = self.clock.now();
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.load(name, id, spec)))
             .unwrap_or_else(|payload| {
                 Err(PoolError::load_failed(
@@ -42,6 +44,10 @@ impl<L: Loader, C: Clock> Inner<L, C> {
                     "loaded local model"
                 );
                 drop(state);
+                if let Some(events) = self.events.get() {
+                    let took = self.clock.now().saturating_duration_since(started);
+                    events.loaded(name, self.loader.engine(&model), took);
+                }
                 tx.send_replace(Some(Ok(model)));
                 // The channel's value holds the model until the last sender and receiver
                 // go: let go of the sender now, not after the notifications, so an eviction
@@ -192,6 +198,7 @@ impl<L: Loader, C: Clock> Inner<L, C> {
                     for_model = %name,
                     "evicting idle local model"
                 );
+                self.evicted(&victim, Eviction::Memory);
                 evicted.push(entry.phase);
             }
         }

@@ -32,4 +32,10 @@ pub trait Loader: Send + Sync + 'static {
     fn context_length(&self, _model: &Self::Model) -> Option<usize> {
         None
     }
+
+    /// Requests waiting in the loaded model's own queue for a slot or a batch, for metrics.
+    /// Called under the pool's lock: reads a counter or a short lock of the model's, no more.
+    fn queued(&self, _model: &Self::Model) -> usize {
+        0
+    }
 }

@@ -29,6 +29,10 @@ impl Loader for GgufLoader {
     fn context_length(&self, model: &ChatModel) -> Option<usize> {
         Some(model.context_length())
     }
+
+    fn queued(&self, model: &ChatModel) -> usize {
+        model.queued()
+    }
 }
 
 /// A loaded model of any kind.
@@ -136,5 +140,13 @@ impl Loader for LocalLoader {
 
     fn context_length(&self, model: &LocalModel) -> Option<usize> {
         model.as_chat().map(ChatModel::context_length)
+    }
+
+    fn queued(&self, model: &LocalModel) -> usize {
+        match model {
+            LocalModel::Chat(chat) => chat.queued(),
+            LocalModel::Embedding(e) => e.stats().queued,
+            LocalModel::Rerank(r) => r.stats().queued,
+        }
     }
 }

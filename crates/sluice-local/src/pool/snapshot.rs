@@ -53,6 +53,8 @@ pub struct ModelStatus {
     pub last_used: Option<Instant>,
     /// Leases held plus acquires waiting for the load.
     pub in_flight: usize,
+    /// Requests waiting in the loaded model's own queue ([`Loader::queued`]).
+    pub queued: usize,
     /// Pinned.
     pub pinned: bool,
     /// The keep-alive that applies when it goes idle.
@@ -111,12 +113,16 @@ impl<L: Loader, C: Clock> Pool<L, C> {
                 bytes_reserved: 0,
                 last_used: None,
                 in_flight: 0,
+                queued: 0,
                 pinned: record.pinned,
                 keep_alive: self.inner.keep_alive(&record.spec),
                 expires_at: None,
             };
         };
-        let loaded = matches!(entry.phase, Phase::Loaded(_));
+        let (loaded, queued) = match &entry.phase {
+            Phase::Loaded(model) => (true, self.inner.loader.queued(model)),
+            Phase::Loading(_) => (false, 0),
+        };
         let expires_at = if loaded && entry.in_flight == 0 && !record.pinned {
             entry.keep_alive.expires_at(entry.last_used)
         } else {
@@ -136,6 +142,7 @@ impl<L: Loader, C: Clock> Pool<L, C> {
             bytes_reserved: entry.reserved,
             last_used: Some(entry.last_used),
             in_flight: entry.in_flight,
+            queued,
             pinned: record.pinned,
             keep_alive: entry.keep_alive,
             expires_at,

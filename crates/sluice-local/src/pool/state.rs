@@ -3,13 +3,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
 use super::clock::Clock;
 use super::error::PoolError;
+use super::events::{Eviction, PoolEvents};
 use super::keep_alive::KeepAlive;
 use super::loader::Loader;
 use super::spec::{ModelSpec, PoolConfig};
@@ -25,6 +26,8 @@ pub(super) struct Inner<L: Loader, C: Clock> {
     pub(super) changed: Notify,
     /// Woken (all waiters) whenever a lease ends or a model unloads.
     pub(super) freed: Notify,
+    /// Told of loads and evictions, once set ([`Pool::set_events`](crate::pool::Pool::set_events)).
+    pub(super) events: OnceLock<Arc<dyn PoolEvents>>,
 }
 
 /// What `Inner::state` guards.
@@ -93,6 +96,13 @@ impl<L: Loader, C: Clock> Inner<L, C> {
 
     pub(super) fn keep_alive(&self, spec: &ModelSpec) -> KeepAlive {
         spec.keep_alive.unwrap_or(self.config.keep_alive)
+    }
+
+    /// Tells the observer, if any, that `model` left memory.
+    pub(super) fn evicted(&self, model: &str, reason: Eviction) {
+        if let Some(events) = self.events.get() {
+            events.evicted(model, reason);
+        }
     }
 }
 

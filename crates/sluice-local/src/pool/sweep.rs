@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::clock::Clock;
+use super::events::Eviction;
 use super::handle::Pool;
 use super::loader::Loader;
 use super::state::{dispose, Phase};
@@ -35,6 +36,7 @@ impl<L: Loader, C: Clock> Pool<L, C> {
         for name in &expired {
             if let Some(entry) = state.entries.remove(name) {
                 tracing::info!(model = %name, bytes = entry.reserved, "unloading idle local model");
+                self.inner.evicted(name, Eviction::KeepAlive);
                 models.push(entry.phase);
             }
         }

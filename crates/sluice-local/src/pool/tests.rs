@@ -93,6 +93,10 @@ impl Loader for FakeLoader {
     fn engine(&self, _model: &FakeModel) -> Option<&'static str> {
         Some("fake")
     }
+
+    fn queued(&self, _model: &FakeModel) -> usize {
+        3
+    }
 }
 
 struct Harness {
@@ -558,6 +562,50 @@ async fn a_smaller_measurement_lowers_the_reservation() {
     assert_eq!(h.loaded(), ["a", "b"]);
 }
 
+/// Records what the pool tells its observer.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl PoolEvents for Recorder {
+    fn loaded(&self, model: &str, engine: Option<&'static str>, _took: Duration) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("loaded {model} {engine:?}"));
+    }
+
+    fn evicted(&self, model: &str, reason: Eviction) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("evicted {model} {}", reason.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn the_observer_hears_loads_and_evictions_with_their_reasons() {
+    let h = harness(100, &[("a", 60), ("b", 60)]);
+    let recorder = Arc::new(Recorder::default());
+    assert!(h
+        .pool
+        .set_events(Arc::clone(&recorder) as Arc<dyn PoolEvents>));
+    assert!(!h.pool.set_events(Arc::new(Recorder::default())));
+    h.touch("a").await;
+    h.clock.advance(MINUTE);
+    h.touch("b").await; // `a` makes room
+    h.clock.advance(10 * MINUTE);
+    assert_eq!(h.pool.sweep(), ["b"]);
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [
+            "loaded a Some(\"fake\")",
+            "evicted a memory",
+            "loaded b Some(\"fake\")",
+            "evicted b keep_alive",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn idle_models_unload_after_keep_alive() {
     let h = harness(100, &[("a", 40)]);
@@ -817,6 +865,7 @@ async fn snapshot_reports_state_bytes_use_and_expiry() {
             bytes_reserved: 35,
             last_used: Some(now),
             in_flight: 1,
+            queued: 3,
             pinned: false,
             keep_alive: KeepAlive::For(DEFAULT_KEEP_ALIVE),
             expires_at: None,

@@ -10,10 +10,14 @@
 mod absent;
 mod found;
 #[cfg(feature = "local")]
+mod metrics;
+#[cfg(feature = "local")]
 mod runtime;
 
 #[cfg(not(feature = "local"))]
 pub use absent::{health, preload, render, start, sweep, LocalRuntime};
 pub use found::Found;
+#[cfg(feature = "local")]
+pub use metrics::{LocalMetrics, ModelMetrics};
 #[cfg(feature = "local")]
 pub use runtime::{discover, health, preload, render, start, sweep, LocalRuntime};

@@ -13,13 +13,18 @@ use sluice_core::config::Config;
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::{KeepAlive, LocalLoader, ModelKind, ModelSpec, Pool, PoolConfig};
 use sluice_local::{BatchOptions, Engine, KvCacheType, LoadOptions};
+use std::sync::Arc;
 use std::time::Instant;
+
+use super::metrics::LocalMetrics;
 
 /// The local runtime of a gateway: one pool for every local model.
 #[derive(Debug)]
 pub struct LocalRuntime {
     /// The models, by their upstream name.
     pub pool: Pool<LocalLoader>,
+    /// Their load times, evictions and queue waits.
+    pub metrics: Arc<LocalMetrics>,
 }
 
 fn config_error(message: String) -> Error {
@@ -159,9 +164,10 @@ pub fn build(
         memory_budget = pool_config.memory_budget,
         "local model runtime"
     );
-    Ok(Some(LocalRuntime {
-        pool: Pool::new(LocalLoader, pool_config, specs),
-    }))
+    let metrics = Arc::new(LocalMetrics::new(specs.iter().map(|s| s.name.as_str())));
+    let pool = Pool::new(LocalLoader, pool_config, specs);
+    pool.set_events(Arc::clone(&metrics) as Arc<dyn sluice_local::pool::PoolEvents>);
+    Ok(Some(LocalRuntime { pool, metrics }))
 }
 
 /// A configured chat model's context length: its own, else `[local] context_length` (capped at
@@ -259,7 +265,7 @@ pub fn render(local: &LocalRuntime, out: &mut String) {
         s.used
     );
     type Value = fn(&sluice_local::pool::ModelStatus) -> u64;
-    let series: [(&str, &str, Value); 3] = [
+    let series: [(&str, &str, Value); 4] = [
         (
             "sluice_local_model_loaded",
             "1 while a local model is in memory (loading counts), else 0.",
@@ -275,6 +281,11 @@ pub fn render(local: &LocalRuntime, out: &mut String) {
             "Requests holding or waiting for a local model.",
             |m| m.in_flight as u64,
         ),
+        (
+            "sluice_local_queue_depth",
+            "Requests waiting in a loaded local model's queue for a slot or a batch.",
+            |m| m.queued as u64,
+        ),
     ];
     for (name, help, value) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -282,6 +293,7 @@ pub fn render(local: &LocalRuntime, out: &mut String) {
             let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", m.name, value(m));
         }
     }
+    local.metrics.render(out);
 }
 
 /// Renders preload progress on stderr: a bar redrawn in place when stderr is a terminal, one

@@ -56,11 +56,15 @@ pub async fn chat(
         .as_chat()
         .ok_or_else(|| wrong_kind(model, ModelKind::Embedding))?;
     let generation = chat.submit(request).map_err(|e| model_error(&e))?;
+    let measured = local.metrics.model(upstream).cloned();
     let mut writer = ChunkWriter::new(model, "local");
     writer.id = format!("chatcmpl-local-{:016x}", sluice_core::rng::next_u64());
     if !stream {
         let done = generation.collect().await.map_err(|e| model_error(&e))?;
         drop(lease);
+        if let Some(m) = &measured {
+            m.queue_wait.observe(done.queue_wait);
+        }
         let usage = usage_of(done.usage);
         let finish = done.finish_reason.as_str();
         let body = completion("local", model, &done.text, &[], finish, &usage);
@@ -72,6 +76,7 @@ pub async fn chat(
         events,
         writer,
         include_usage,
+        measured,
     ))))
 }
 

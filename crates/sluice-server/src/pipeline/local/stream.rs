@@ -3,6 +3,7 @@
 //! generation ends or the client leaves.
 
 use super::write::usage_of;
+use crate::local::ModelMetrics;
 use crate::pipeline::ending::{Ending, Tracked};
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -12,6 +13,7 @@ use sluice_providers::chunks::{ChunkWriter, Delta};
 use sluice_types::Usage;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -24,6 +26,8 @@ pub struct LocalStream {
     events: mpsc::UnboundedReceiver<sluice_local::Result<GenerationEvent>>,
     writer: ChunkWriter,
     include_usage: bool,
+    /// The model's measurements: the queue wait is recorded when the generation ends.
+    measured: Option<Arc<ModelMetrics>>,
     started: Instant,
     first: Option<Duration>,
     sent_role: bool,
@@ -38,12 +42,14 @@ impl LocalStream {
         events: mpsc::UnboundedReceiver<sluice_local::Result<GenerationEvent>>,
         writer: ChunkWriter,
         include_usage: bool,
+        measured: Option<Arc<ModelMetrics>>,
     ) -> Self {
         Self {
             _lease: lease,
             events,
             writer,
             include_usage,
+            measured,
             started: Instant::now(),
             first: None,
             sent_role: false,
@@ -88,6 +94,9 @@ impl Body for LocalStream {
                 this.writer.delta(&mut out, delta, None);
             }
             Poll::Ready(Some(Ok(GenerationEvent::Done(done)))) => {
+                if let Some(m) = &this.measured {
+                    m.queue_wait.observe(done.queue_wait);
+                }
                 let usage = usage_of(done.usage);
                 if !this.sent_role {
                     this.writer.delta(&mut out, Delta::role(), None);

@@ -1,0 +1,148 @@
+//! The local runtime's own measurements: load times by model and engine, evictions by
+//! model and reason (told by the pool, [`PoolEvents`]), and the time chat requests wait in a
+//! model's queue for a slot (recorded as their answers end).
+//!
+//! Every model is known when the runtime starts, so each has its series from the start and
+//! recording is a map lookup that takes no lock (the map never changes) and relaxed atomic
+//! adds.
+
+use crate::metrics::Histogram;
+use sluice_local::pool::{Eviction, PoolEvents};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Engines with their own load-time series; any other counts under `other`.
+const ENGINES: [&str; 2] = ["native", "candle"];
+
+/// One model's measurements.
+#[derive(Debug, Default)]
+pub struct ModelMetrics {
+    label: String,
+    /// Load times, by engine in [`ENGINES`] order, then `other`.
+    loads: [Histogram; ENGINES.len() + 1],
+    /// Evictions, in [`Eviction::ALL`] order.
+    evictions: [AtomicU64; Eviction::ALL.len()],
+    /// Time chat requests waited for a slot.
+    pub queue_wait: Histogram,
+}
+
+/// Every local model's measurements.
+#[derive(Debug, Default)]
+pub struct LocalMetrics {
+    models: Vec<Arc<ModelMetrics>>,
+    by_name: HashMap<String, usize>,
+}
+
+// === impl LocalMetrics ===
+
+impl LocalMetrics {
+    /// Series for each of `names` (the pool's model names).
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut metrics = Self::default();
+        for name in names {
+            if metrics.by_name.contains_key(name) {
+                continue;
+            }
+            metrics
+                .by_name
+                .insert(name.to_owned(), metrics.models.len());
+            metrics.models.push(Arc::new(ModelMetrics {
+                label: format!("model=\"{}\"", crate::label::escape(name)),
+                ..ModelMetrics::default()
+            }));
+        }
+        metrics
+    }
+
+    /// The measurements of model `name`.
+    pub fn model(&self, name: &str) -> Option<&Arc<ModelMetrics>> {
+        self.by_name.get(name).map(|&i| &self.models[i])
+    }
+
+    /// Appends the series in Prometheus' text format.
+    pub fn render(&self, out: &mut String) {
+        const LOAD: &str = "sluice_local_model_load_duration_seconds";
+        let _ = writeln!(out, "# HELP {LOAD} Time a local model took to load (reserve, checksum, load, measure), by model and engine.\n# TYPE {LOAD} histogram");
+        for m in &self.models {
+            for (engine, h) in ENGINES.iter().chain(&["other"]).zip(&m.loads) {
+                if h.count() > 0 {
+                    h.render(out, LOAD, &format!("{},engine=\"{engine}\"", m.label));
+                }
+            }
+        }
+        const EVICTIONS: &str = "sluice_local_model_evictions_total";
+        let _ = writeln!(out, "# HELP {EVICTIONS} Loaded local models unloaded, by model and reason (memory: to make room for another load; keep_alive: idle past their keep-alive).\n# TYPE {EVICTIONS} counter");
+        for m in &self.models {
+            for (reason, c) in Eviction::ALL.iter().zip(&m.evictions) {
+                let _ = writeln!(
+                    out,
+                    "{EVICTIONS}{{{},reason=\"{}\"}} {}",
+                    m.label,
+                    reason.as_str(),
+                    c.load(Relaxed)
+                );
+            }
+        }
+        const WAIT: &str = "sluice_local_queue_wait_seconds";
+        let _ = writeln!(out, "# HELP {WAIT} Time a chat request waited in a local model's queue for a slot.\n# TYPE {WAIT} histogram");
+        for m in &self.models {
+            if m.queue_wait.count() > 0 {
+                m.queue_wait.render(out, WAIT, &m.label);
+            }
+        }
+    }
+}
+
+impl PoolEvents for LocalMetrics {
+    fn loaded(&self, model: &str, engine: Option<&'static str>, took: Duration) {
+        if let Some(m) = self.model(model) {
+            let slot = engine
+                .and_then(|e| ENGINES.iter().position(|known| *known == e))
+                .unwrap_or(ENGINES.len());
+            m.loads[slot].observe(took);
+        }
+    }
+
+    fn evicted(&self, model: &str, reason: Eviction) {
+        if let Some(m) = self.model(model) {
+            m.evictions[reason.index()].fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_loads_by_engine_evictions_by_reason_and_queue_waits() {
+        let m = LocalMetrics::new(["qwen", "minilm"]);
+        m.loaded("qwen", Some("native"), Duration::from_secs(75));
+        m.loaded("qwen", Some("vulkan"), Duration::from_secs(1));
+        m.loaded("nobody", Some("native"), Duration::from_secs(1));
+        m.evicted("qwen", Eviction::Memory);
+        m.evicted("minilm", Eviction::KeepAlive);
+        m.model("qwen")
+            .expect("configured")
+            .queue_wait
+            .observe(Duration::from_millis(40));
+        let mut text = String::new();
+        m.render(&mut text);
+        for line in [
+            r#"sluice_local_model_load_duration_seconds_bucket{model="qwen",engine="native",le="60"} 0"#,
+            r#"sluice_local_model_load_duration_seconds_bucket{model="qwen",engine="native",le="120"} 1"#,
+            r#"sluice_local_model_load_duration_seconds_count{model="qwen",engine="other"} 1"#,
+            r#"sluice_local_model_evictions_total{model="qwen",reason="memory"} 1"#,
+            r#"sluice_local_model_evictions_total{model="qwen",reason="keep_alive"} 0"#,
+            r#"sluice_local_model_evictions_total{model="minilm",reason="keep_alive"} 1"#,
+            r#"sluice_local_queue_wait_seconds_bucket{model="qwen",le="0.05"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("engine=\"candle\""), "{text}");
+        assert!(!text.contains("nobody"), "{text}");
+    }
+}
