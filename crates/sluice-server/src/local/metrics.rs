@@ -2,8 +2,8 @@
 //! model and reason (told by the pool, [`PoolEvents`]), and the time chat requests wait in a
 //! model's queue for a slot (recorded as their answers end).
 //!
-//! Every model is known when the runtime starts, so each has its series from the start and
-//! recording is a map lookup that takes no lock (the map never changes) and relaxed atomic
+//! Every model is known when the runtime starts, so each has its series from the start (a
+//! rate sees the first load) and recording is a map lookup that takes no lock (the map never changes) and relaxed atomic
 //! adds.
 
 use crate::metrics::Histogram;
@@ -66,9 +66,11 @@ impl LocalMetrics {
     pub fn render(&self, out: &mut String) {
         const LOAD: &str = "sluice_local_model_load_duration_seconds";
         let _ = writeln!(out, "# HELP {LOAD} Time a local model took to load (reserve, checksum, load, measure), by model and engine.\n# TYPE {LOAD} histogram");
+        // The known engines' series exist from the start (so that `increase()` sees a
+        // model's first load); `other` once something else loaded.
         for m in &self.models {
-            for (engine, h) in ENGINES.iter().chain(&["other"]).zip(&m.loads) {
-                if h.count() > 0 {
+            for (i, (engine, h)) in ENGINES.iter().chain(&["other"]).zip(&m.loads).enumerate() {
+                if i < ENGINES.len() || h.count() > 0 {
                     h.render(out, LOAD, &format!("{},engine=\"{engine}\"", m.label));
                 }
             }
@@ -89,9 +91,7 @@ impl LocalMetrics {
         const WAIT: &str = "sluice_local_queue_wait_seconds";
         let _ = writeln!(out, "# HELP {WAIT} Time a chat request waited in a local model's queue for a slot.\n# TYPE {WAIT} histogram");
         for m in &self.models {
-            if m.queue_wait.count() > 0 {
-                m.queue_wait.render(out, WAIT, &m.label);
-            }
+            m.queue_wait.render(out, WAIT, &m.label);
         }
     }
 }
@@ -142,7 +142,12 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
-        assert!(!text.contains("engine=\"candle\""), "{text}");
+        assert!(text.contains(r#"sluice_local_model_load_duration_seconds_count{model="minilm",engine="candle"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"sluice_local_queue_wait_seconds_count{model="minilm"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"model="minilm",engine="other""#), "{text}");
         assert!(!text.contains("nobody"), "{text}");
     }
 }
