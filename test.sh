@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need (cargo-nextest, a Python venv with
-# the official OpenAI SDK, Redis, PostgreSQL, the all-MiniLM-L6-v2 embedding model), then every
-# test of the workspace.
+# the official OpenAI SDK, Redis, PostgreSQL, promtool, the all-MiniLM-L6-v2 embedding model),
+# then every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,6 +15,13 @@ if ! "$PYENV/bin/python" -c 'import openai, anthropic, kubernetes_validate' >/de
 fi
 export SLUICE_PYTHON="$PYENV/bin/python"
 export SLUICE_REQUIRE_PYTHON_SDK=1
+
+# promtool (Debian's `prometheus` package) checks and unit-tests deploy/prometheus/alerts.yml
+# (crates/sluice/tests/observability.rs).
+if ! command -v promtool >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+export SLUICE_REQUIRE_PROMTOOL=1
 
 # Redis for sluice-store's tests: the one at REDIS_URL, else the usual local one, else a
 # throwaway server stopped on exit (the Redis-down tests start their own `redis-server`).

@@ -37,6 +37,52 @@ impl ResponseBody {
     pub fn stream(body: impl Body<Data = Bytes, Error = Infallible> + Send + 'static) -> Self {
         Self::Stream(Box::pin(body))
     }
+
+    /// This body, a stream polled and dropped inside `span` (what it logs as it ends carries
+    /// the request's id); whole bodies as they are.
+    pub fn in_span(self, span: tracing::Span) -> Self {
+        match self {
+            Self::Stream(inner) => Self::stream(InSpan {
+                inner: Some(inner),
+                span,
+            }),
+            whole => whole,
+        }
+    }
+}
+
+/// A stream entered into its request's span whenever it runs: polled, and dropped.
+struct InSpan {
+    inner: Option<StreamBody>,
+    span: tracing::Span,
+}
+
+impl Body for InSpan {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        match &mut this.inner {
+            Some(inner) => inner.as_mut().poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for InSpan {
+    fn drop(&mut self) {
+        let _entered = self.span.enter();
+        drop(self.inner.take());
+    }
 }
 
 impl Body for ResponseBody {

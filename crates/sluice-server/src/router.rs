@@ -16,18 +16,37 @@ use crate::stored_responses;
 use http::{Method, Request, Response};
 use std::convert::Infallible;
 use std::sync::Arc;
+use tracing::Instrument;
 
-/// Routes one request: hyper's on the wire, any [`ClientBody`] in process (tests).
+/// Routes one request: hyper's on the wire, any [`ClientBody`] in process (tests). The
+/// request runs in a span carrying its id (`request_id`), so every line it logs has it, a
+/// stream's included (its body is polled in the span).
 pub async fn route<B: ClientBody>(
     state: Arc<AppState>,
     req: Request<B>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let request_id = request_id::for_request(req.headers());
+    let span =
+        tracing::info_span!("request", request_id = %request_id.to_str().unwrap_or_default());
+    let response = dispatch(state, req, &request_id)
+        .instrument(span.clone())
+        .await;
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(X_REQUEST_ID, request_id);
+    Ok(Response::from_parts(parts, body.in_span(span)))
+}
+
+/// The handler of one request, by method and path.
+async fn dispatch<B: ClientBody>(
+    state: Arc<AppState>,
+    req: Request<B>,
+    request_id: &http::HeaderValue,
+) -> Response<ResponseBody> {
     let method = req.method().clone();
     let path = req.uri().path();
-    let mut response = match (&method, path, Endpoint::at(path)) {
+    match (&method, path, Endpoint::at(path)) {
         (&Method::POST, _, Some(endpoint)) => {
-            pipeline::serve(&state, endpoint, req, &request_id).await
+            pipeline::serve(&state, endpoint, req, request_id).await
         }
         (m, p, Some(_)) => handlers::method_not_allowed(m, p, "POST"),
         (&Method::GET, "/v1/models" | "/models", _) => {
@@ -70,7 +89,5 @@ pub async fn route<B: ClientBody>(
         (m, p @ "/admin/spend", _) => handlers::method_not_allowed(m, p, "GET"),
         (m, p @ "/admin/config/reload", _) => handlers::method_not_allowed(m, p, "POST"),
         (_, p, _) => handlers::not_found(p),
-    };
-    response.headers_mut().insert(X_REQUEST_ID, request_id);
-    Ok(response)
+    }
 }

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod commands;
+mod logging;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,7 +36,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    commands::init_logging();
+    logging::init();
     let result = match cli.command {
         Command::Serve(args) => commands::serve::run(args),
         Command::Cache(args) => commands::cache::run(args),

@@ -62,7 +62,7 @@ pub use routes::{
     CanaryConfig, RouteConfig, RoutingConfig, UninitializedCanary, UninitializedRetry,
     UninitializedRoute, UninitializedRouting, UninitializedTiers,
 };
-pub use server::{ServerConfig, UninitializedServerConfig};
+pub use server::{LogFormat, ServerConfig, UninitializedServerConfig};
 pub use storage::{StorageConfig, UninitializedStorageConfig};
 
 /// The config file as written.

@@ -34,6 +34,20 @@ pub struct UninitializedServerConfig {
     pub upload_read_timeout_ms: Option<u64>,
     /// Where uploads are spooled while they are relayed.
     pub upload_dir: Option<std::path::PathBuf>,
+    /// How log lines are written: `text` (default) or `json`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// How `sluice serve` writes its log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// tracing's human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line, with every field of the event and of its spans (a request's
+    /// `request_id`) as keys.
+    Json,
 }
 
 /// Validated `[server]`.
@@ -61,6 +75,8 @@ pub struct ServerConfig {
     pub upload_read_timeout: Duration,
     /// Default: the system's temporary directory.
     pub upload_dir: std::path::PathBuf,
+    /// Default `text`.
+    pub log_format: LogFormat,
 }
 
 impl UninitializedServerConfig {
@@ -93,6 +109,7 @@ impl UninitializedServerConfig {
                 600_000,
             )?),
             upload_dir: self.upload_dir.unwrap_or_else(std::env::temp_dir),
+            log_format: self.log_format.unwrap_or_default(),
             master_key: self
                 .master_key
                 .as_deref()

@@ -142,6 +142,12 @@ impl Finish {
             state.metrics.client_disconnects.fetch_add(1, Relaxed);
         }
         state.metrics.in_flight.fetch_sub(1, Relaxed);
+        tracing::debug!(
+            status = end.status,
+            model = o.deployment.map(|d| &*state.deployments[d].name),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "request finished"
+        );
         let tab = self.tab.take()?;
         Some(tab.close(End {
             deployment: o.deployment,

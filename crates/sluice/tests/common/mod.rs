@@ -59,8 +59,12 @@ impl Serving {
             let line = lines.next().expect("sluice logs its address").unwrap();
             log.lock().unwrap().push_str(&line);
             log.lock().unwrap().push('\n');
+            // A text line (`addr=127.0.0.1:8080`) or a JSON one (`"addr":"127.0.0.1:8080"`).
             if let Some(rest) = line.split("addr=").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_string();
+            }
+            if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+                break rest.split('"').next().unwrap().to_string();
             }
         };
         // Keep reading so the child never blocks on a full pipe.
