@@ -62,7 +62,14 @@ provider = "openai"
 name = "r"
 targets = ["claude", "gpt"]
 "#,
-        dir = std::env::temp_dir().join("sluice-test-data").display(),
+        dir = std::env::temp_dir()
+            .join("sluice-test-data")
+            .join(
+                env!("CARGO_MANIFEST_DIR")
+                    .trim_start_matches('/')
+                    .replace('/', "_")
+            )
+            .display(),
         openai = openai.base_url(),
     ))
     .await

@@ -51,7 +51,14 @@ name = "embed"
 provider = "google"
 upstream = "text-embedding-004"
 "#,
-        dir = std::env::temp_dir().join("sluice-test-data").display(),
+        dir = std::env::temp_dir()
+            .join("sluice-test-data")
+            .join(
+                env!("CARGO_MANIFEST_DIR")
+                    .trim_start_matches('/')
+                    .replace('/', "_")
+            )
+            .display(),
     ))
     .await
 }

@@ -76,7 +76,14 @@ name = "minilm"
 provider = "ollama"
 upstream = "all-minilm"
 "#,
-        dir = std::env::temp_dir().join("sluice-test-data").display(),
+        dir = std::env::temp_dir()
+            .join("sluice-test-data")
+            .join(
+                env!("CARGO_MANIFEST_DIR")
+                    .trim_start_matches('/')
+                    .replace('/', "_")
+            )
+            .display(),
     ))
     .await
 }

@@ -520,7 +520,14 @@ name = "r"
 strategy = "fallback"
 targets = ["a", "b"]
 "#,
-        dir = std::env::temp_dir().join("sluice-test-data").display(),
+        dir = std::env::temp_dir()
+            .join("sluice-test-data")
+            .join(
+                env!("CARGO_MANIFEST_DIR")
+                    .trim_start_matches('/')
+                    .replace('/', "_")
+            )
+            .display(),
         a = fa.base_url(),
         b = fb.base_url(),
     );

@@ -59,7 +59,14 @@ provider = "pc"
 tier = "medium"
 {extra}
 "#,
-        dir = std::env::temp_dir().join("sluice-test-data").display(),
+        dir = std::env::temp_dir()
+            .join("sluice-test-data")
+            .join(
+                env!("CARGO_MANIFEST_DIR")
+                    .trim_start_matches('/')
+                    .replace('/', "_")
+            )
+            .display(),
         a = fa.base_url(),
         b = fb.base_url(),
         c = fc.base_url(),

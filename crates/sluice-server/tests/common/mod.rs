@@ -65,7 +65,14 @@ price = {{ input = 1.0, output = 2.0 }}
 name = "emb"
 provider = "fake"
 "#,
-        dir = std::env::temp_dir().join("sluice-test-data").display()
+        dir = std::env::temp_dir()
+            .join("sluice-test-data")
+            .join(
+                env!("CARGO_MANIFEST_DIR")
+                    .trim_start_matches('/')
+                    .replace('/', "_")
+            )
+            .display()
     )
 }
 
@@ -220,7 +227,14 @@ provider = "openai"
 name = "r"
 targets = ["native", "gpt"]
 "#,
-            dir = std::env::temp_dir().join("sluice-test-data").display(),
+            dir = std::env::temp_dir()
+                .join("sluice-test-data")
+                .join(
+                    env!("CARGO_MANIFEST_DIR")
+                        .trim_start_matches('/')
+                        .replace('/', "_")
+                )
+                .display(),
             native = fake.url(""),
             openai = openai.base_url(),
         ))
