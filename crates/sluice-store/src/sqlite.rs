@@ -139,8 +139,11 @@ impl SqliteCache {
     /// Opens (or creates) the cache file at `path`, purges expired rows, and starts the
     /// writer thread.
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
-        let conn = sqlite_file::open_wal(path, "sqlite cache")?;
-        migrate(&conn)?;
+        let conn = sqlite_file::retry_busy(|| {
+            let conn = sqlite_file::open_wal(path, "sqlite cache")?;
+            migrate(&conn)?;
+            Ok(conn)
+        })?;
         let shared = Arc::new(Shared::default());
         let max_queued_puts = options.max_queued_puts;
         let (tx, rx) = mpsc::channel();

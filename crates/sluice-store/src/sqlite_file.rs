@@ -40,6 +40,27 @@ pub(crate) fn open_wal(path: &Path, what: &str) -> Result<Connection, StoreError
     Ok(conn)
 }
 
+/// Runs `open` again while SQLite answers "database is locked" for up to 5 s: the first
+/// opening of a new file (the switch to WAL, the schema's creation) takes locks that
+/// SQLite does not wait for with its busy timeout, so two processes that create one file at
+/// once (a gateway and the CLI, two replicas on one directory) would otherwise fail.
+pub(crate) fn retry_busy<T>(
+    mut open: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match open() {
+            Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A count as SQLite stores it: `INTEGER` is signed, so past `i64::MAX` it is `i64::MAX`.
 pub(crate) fn to_sql(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)

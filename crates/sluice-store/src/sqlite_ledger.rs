@@ -83,8 +83,11 @@ impl SqliteLedger {
     /// Opens (or creates) the ledger file at `path`, applies retention, and starts the
     /// writer thread.
     pub fn open(path: &Path, options: LedgerOptions) -> Result<Self, StoreError> {
-        let conn = crate::sqlite_file::open_wal(path, "sqlite ledger")?;
-        schema::migrate(&conn)?;
+        let conn = crate::sqlite_file::retry_busy(|| {
+            let conn = crate::sqlite_file::open_wal(path, "sqlite ledger")?;
+            schema::migrate(&conn)?;
+            Ok(conn)
+        })?;
         let shared = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
         let max_queued = options.max_queued as u64;

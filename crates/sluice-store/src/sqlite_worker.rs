@@ -45,8 +45,11 @@ impl SqliteWorker {
         thread: &str,
         what: &'static str,
     ) -> Result<Self, StoreError> {
-        let mut conn = open_wal(path, what)?;
-        conn.execute_batch(schema)?;
+        let mut conn = crate::sqlite_file::retry_busy(|| {
+            let conn = open_wal(path, what)?;
+            conn.execute_batch(schema)?;
+            Ok(conn)
+        })?;
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name(format!("sluice-{thread}"))

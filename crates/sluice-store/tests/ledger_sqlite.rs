@@ -340,3 +340,27 @@ async fn a_version_1_file_gains_batch_id_and_guardrails_and_keeps_its_records() 
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn many_openers_of_a_new_file_at_once_all_succeed() {
+    // Replicas on one directory, or a gateway and the CLI: the first opening of a new file
+    // (WAL switch, schema) takes locks SQLite's busy timeout does not wait for.
+    for round in 0..5 {
+        let dir = temp_dir(&format!("openers-{round}"));
+        let path = dir.join("ledger.sqlite");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let openers: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SqliteLedger::open(&path, LedgerOptions::default()).map(drop)
+                })
+            })
+            .collect();
+        for o in openers {
+            o.join().unwrap().expect("opened");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

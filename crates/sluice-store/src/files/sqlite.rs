@@ -64,8 +64,11 @@ fn gone() -> StoreError {
 impl SqliteIndex {
     /// Opens (or creates) the index at `path` and starts its thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = open_wal(path, "files index")?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = crate::sqlite_file::retry_busy(|| {
+            let conn = open_wal(path, "files index")?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        })?;
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("sluice-files".into())
