@@ -77,8 +77,12 @@ def test_batch_runs_to_completion():
 def test_cancel():
     f = client.files.create(file=("input.jsonl", io.BytesIO(lines(3, "c"))), purpose="batch")
     b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
-    c = client.batches.cancel(b.id)
-    check(c.status in ("cancelling", "cancelled", "completed", "finalizing"), f"status: {c.status}")
+    try:
+        c = client.batches.cancel(b.id)
+        check(c.status in ("cancelling", "cancelled", "completed", "finalizing"), f"status: {c.status}")
+    except openai.ConflictError as e:
+        # Three fast lines may finish before the cancel arrives: then it is refused as such.
+        check(e.code == "batch_not_cancellable", f"conflict: {e}")
     done = wait(b.id, {"cancelled", "completed"})
     counts = done.request_counts
     check(counts.completed <= 3, f"counts: {counts!r}")
