@@ -152,7 +152,7 @@ pub fn report_json(by: Dimension, since: u64, report: &Report) -> Value {
         })
         .collect();
     json!({
-        "by": by.column().trim_end_matches("_name"),
+        "by": by.name(),
         "since": since / 1000,
         "from_rollups": report.from_rollups,
         "total_usd": report.rows.iter().map(|r| r.cost_nano_usd).sum::<u64>() as f64 / 1e9,
@@ -279,7 +279,7 @@ async fn serve_keys<B: ClientBody>(
     }
 }
 
-/// `GET /admin/spend?by=key|model|provider|route&since=7d`.
+/// `GET /admin/spend?by=key|model|provider|route|day&since=7d`.
 pub async fn spend<B>(state: &AppState, req: &http::Request<B>) -> Response<ResponseBody> {
     let result = async {
         crate::handlers::admin_auth(state, req.headers())?;
@@ -289,8 +289,9 @@ pub async fn spend<B>(state: &AppState, req: &http::Request<B>) -> Response<Resp
         for pair in req.uri().query().unwrap_or_default().split('&') {
             match pair.split_once('=') {
                 Some(("by", v)) => {
-                    by = Dimension::parse(v)
-                        .ok_or_else(|| bad("`by` must be `key`, `model`, `provider` or `route`"))?
+                    by = Dimension::parse(v).ok_or_else(|| {
+                        bad("`by` must be `key`, `model`, `provider`, `route` or `day`")
+                    })?
                 }
                 Some(("since", v)) => since_text = v.to_string(),
                 _ => {}

@@ -364,3 +364,43 @@ fn many_openers_of_a_new_file_at_once_all_succeed() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[tokio::test]
+async fn a_report_by_day_reads_the_rollups_oldest_first() {
+    let dir = temp_dir("by-day");
+    // The raw log still holds these records: by day reads the roll-ups all the same.
+    let ledger = open(&dir, LedgerOptions::default());
+    // 2026-11-30T23:59:59.999Z, then two on 2026-12-01 and one on 2026-12-03.
+    let nov30 = 1_796_083_199_999;
+    for (i, ts) in [nov30 + 1, nov30 + 2 * DAY_MS + 1, nov30, nov30 + 3_600_000]
+        .into_iter()
+        .enumerate()
+    {
+        ledger.record(record(i as u64 + 1, ts));
+    }
+    ledger.flush().await;
+    let now = nov30 + 3 * DAY_MS;
+    let by_day = ledger
+        .report(Dimension::Day, nov30 - DAY_MS, now)
+        .await
+        .unwrap();
+    assert!(by_day.from_rollups);
+    let days: Vec<(&str, u64, u64)> = by_day
+        .rows
+        .iter()
+        .map(|r| (r.group.as_str(), r.requests, r.cost_nano_usd))
+        .collect();
+    // `record(i, _)` costs 1000 + i.
+    assert_eq!(
+        days,
+        [
+            ("2026-11-30", 1, 1_003),
+            ("2026-12-01", 2, 1_001 + 1_004),
+            ("2026-12-03", 1, 1_002)
+        ]
+    );
+    let later = ledger.report(Dimension::Day, nov30 + 2, now).await.unwrap();
+    assert_eq!(later.rows.len(), 2);
+    assert_eq!(Dimension::parse("day"), Some(Dimension::Day));
+    assert_eq!(Dimension::Day.name(), "day");
+}

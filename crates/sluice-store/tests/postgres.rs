@@ -1115,3 +1115,44 @@ async fn a_version_1_schema_gains_batch_id_and_guardrails() {
     assert_eq!(records[1].batch_id.as_deref(), Some("batch_y"));
     assert_eq!(records[1].guardrails.as_deref(), Some("pii:card:redact=1"));
 }
+
+#[tokio::test]
+async fn a_report_by_day_reads_the_rollups_oldest_first() {
+    let t = TestDb::new();
+    // Retention 0 keeps the raw log forever: by day still reads the roll-ups.
+    let ledger = t.open(LedgerOptions {
+        retention_days: 0,
+        ..options()
+    });
+    // 2026-11-30T23:59:59.999Z, then two on 2026-12-01 and one on 2026-12-03.
+    let nov30 = 1_796_083_199_999;
+    for (ts, cost) in [
+        (nov30 + 1, 20),
+        (nov30 + 2 * DAY_MS + 1, 40),
+        (nov30, 10),
+        (nov30 + 3_600_000, 30),
+    ] {
+        ledger.record(rec(ts, Some("alice"), Some("gpt"), cost));
+    }
+    ledger.flush().await;
+    let now = nov30 + 3 * DAY_MS;
+    let by_day = ledger
+        .report(Dimension::Day, nov30 - DAY_MS, now)
+        .await
+        .expect("by day");
+    assert!(by_day.from_rollups);
+    assert_eq!(
+        summary(&by_day),
+        [
+            row("2026-11-30", 1, 0, 10),
+            row("2026-12-01", 2, 0, 50),
+            row("2026-12-03", 1, 0, 40)
+        ]
+    );
+    // From the day of `since`: 2026-12-01 and after.
+    let later = ledger
+        .report(Dimension::Day, nov30 + 2, now)
+        .await
+        .expect("later");
+    assert_eq!(later.rows.len(), 2);
+}

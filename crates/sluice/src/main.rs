@@ -28,7 +28,7 @@ enum Command {
     Cost(commands::cost::CostArgs),
     /// Virtual keys: create, list, show, update, revoke.
     Keys(commands::keys::KeysArgs),
-    /// The spend log: reports by key, model, provider or route.
+    /// The spend log: reports by key, model, provider, route or day.
     Spend(commands::spend::SpendArgs),
     /// Local models: what is configured and found on disk, and what a running gateway holds.
     Models(commands::models::ModelsArgs),

@@ -179,27 +179,44 @@ pub enum Dimension {
     Provider,
     /// Route (`-` for requests that named a model).
     Route,
+    /// UTC day (`YYYY-MM-DD`), oldest first: always read from the daily roll-ups (one row
+    /// a day, however many records), so a period starts at a UTC midnight.
+    Day,
 }
 
 impl Dimension {
-    /// Parses `key`, `model`, `provider` or `route`.
+    /// Parses `key`, `model`, `provider`, `route` or `day`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "key" => Some(Self::Key),
             "model" => Some(Self::Model),
             "provider" => Some(Self::Provider),
             "route" => Some(Self::Route),
+            "day" => Some(Self::Day),
             _ => None,
         }
     }
 
-    /// The column it groups by (in both `spend_log` and `spend_daily`).
+    /// Its name, as [`Dimension::parse`] reads it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Model => "model",
+            Self::Provider => "provider",
+            Self::Route => "route",
+            Self::Day => "day",
+        }
+    }
+
+    /// The column it groups by (in both `spend_log` and `spend_daily`; `day` is only in
+    /// `spend_daily`, days since the Unix epoch).
     pub const fn column(self) -> &'static str {
         match self {
             Self::Key => "key_name",
             Self::Model => "model",
             Self::Provider => "provider",
             Self::Route => "route",
+            Self::Day => "day",
         }
     }
 }
@@ -234,7 +251,8 @@ pub struct ReportRow {
     pub cost_nano_usd: u64,
 }
 
-/// A spend report: rows ordered by cost, highest first.
+/// A spend report: rows ordered by cost, highest first (by [`Dimension::Day`]: by day,
+/// oldest first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     /// The groups.

@@ -106,9 +106,21 @@ impl Conn {
         now: UnixMs,
         retention_days: u64,
     ) -> Result<Report, StoreError> {
-        let raw = retention_days == 0
-            || since >= now.saturating_sub(retention_days.saturating_mul(DAY_MS));
-        let group = format!("COALESCE(NULLIF({}, ''), '-')", by.column());
+        let by_day = by == Dimension::Day;
+        let raw = !by_day
+            && (retention_days == 0
+                || since >= now.saturating_sub(retention_days.saturating_mul(DAY_MS)));
+        let group = if by_day {
+            "to_char(to_timestamp(day * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')".to_string()
+        } else {
+            format!("COALESCE(NULLIF({}, ''), '-')", by.column())
+        };
+        // By day, oldest first (the date sorts as text); else by cost, highest first.
+        let order = if by_day {
+            "1".to_string()
+        } else {
+            format!("9 DESC, {group} COLLATE \"C\"")
+        };
         let (table, requests, errors, since_column, since_value) = if raw {
             (
                 "spend_log",
@@ -135,7 +147,7 @@ impl Conn {
                  COALESCE(sum(reasoning_tokens), 0)::BIGINT,
                  COALESCE(sum(cost_nano_usd), 0)::BIGINT
              FROM {table} WHERE {since_column} >= $1
-             GROUP BY 1 ORDER BY 9 DESC, {group} COLLATE \"C\""
+             GROUP BY 1 ORDER BY {order}"
         );
         let rows = self.client.query(&sql, &[&since_value]).await?;
         let rows = rows

@@ -10,7 +10,7 @@ use crate::UnixMs;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 /// Spend grouped by `by`, at or after `since`: from the raw log while `since` is within
-/// `retention_days` of `now` (0: forever), else from the daily roll-ups.
+/// `retention_days` of `now` (0: forever), else (and always by day) from the daily roll-ups.
 pub(super) fn report(
     conn: &Connection,
     by: Dimension,
@@ -18,9 +18,16 @@ pub(super) fn report(
     now: UnixMs,
     retention_days: u64,
 ) -> rusqlite::Result<Report> {
-    let from_rollups = reads_rollups(since, now, retention_days);
+    let from_rollups = by == Dimension::Day || reads_rollups(since, now, retention_days);
     let col = by.column();
-    let sql = if from_rollups {
+    let sql = if by == Dimension::Day {
+        // The primary key starts with `day`: one range of the index, one row a day.
+        "SELECT date(day * 86400, 'unixepoch') AS g, sum(requests), sum(errors),
+             sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),
+             sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nano_usd)
+         FROM spend_daily WHERE day >= ?1 GROUP BY day ORDER BY day"
+            .to_string()
+    } else if from_rollups {
         format!(
             "SELECT coalesce(nullif({col}, ''), '-') AS g, sum(requests), sum(errors),
                  sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),

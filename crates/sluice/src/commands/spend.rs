@@ -1,4 +1,4 @@
-//! `sluice spend report`: spend grouped by key, model, provider or route, from the config's
+//! `sluice spend report`: spend grouped by key, model, provider, route or day, from the config's
 //! spend log (the SQLite ledger in the data directory, or PostgreSQL).
 
 use anyhow::Context;
@@ -17,9 +17,9 @@ pub struct SpendArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum SpendCommand {
-    /// Requests, tokens and USD per group, highest spend first.
+    /// Requests, tokens and USD per group, highest spend first (by day: oldest first).
     Report {
-        /// Group by `key`, `model`, `provider` or `route`.
+        /// Group by `key`, `model`, `provider`, `route` or `day`.
         #[arg(long, default_value = "key")]
         by: String,
         /// How far back (`24h`, `7d`, `30d`).
@@ -91,7 +91,7 @@ pub fn run(args: SpendArgs) -> anyhow::Result<ExitCode> {
         json,
     } = args.command;
     let by = Dimension::parse(&by)
-        .with_context(|| format!("`--by {by}`: expected key, model, provider or route"))?;
+        .with_context(|| format!("`--by {by}`: expected key, model, provider, route or day"))?;
     let config = super::offline_config(config)?;
     let ledger = super::open_ledger(&config)?;
     let now = sluice_store::unix_now_ms();
@@ -112,6 +112,7 @@ pub fn run(args: SpendArgs) -> anyhow::Result<ExitCode> {
             Dimension::Model => "MODEL",
             Dimension::Provider => "PROVIDER",
             Dimension::Route => "ROUTE",
+            Dimension::Day => "DAY",
         };
         let header = [
             group,
