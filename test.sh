@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need (cargo-nextest, a Python venv with
-# the official OpenAI SDK, Redis, PostgreSQL, promtool, the all-MiniLM-L6-v2 embedding model),
-# then every test of the workspace.
+# the official OpenAI SDK and Playwright, Redis, PostgreSQL, promtool, Chromium, the
+# all-MiniLM-L6-v2 embedding model), then every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 # Official SDKs (OpenAI, Anthropic), driven against a real sluice by the Python SDK tests.
 PYENV="$PWD/target/pyenv"
 # kubernetes-validate checks deploy/k8s against the Kubernetes schemas (crates/sluice/tests/deploy.rs).
-if ! "$PYENV/bin/python" -c 'import openai, anthropic, kubernetes_validate' >/dev/null 2>&1; then
+# Playwright drives Chromium through the web console (crates/sluice-server/tests/console.rs).
+if ! "$PYENV/bin/python" -c 'import openai, anthropic, kubernetes_validate, playwright' >/dev/null 2>&1; then
   python3 -m venv "$PYENV"
   "$PYENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<3' 'anthropic>=0.40,<1' \
-    'kubernetes-validate>=1.31,<2'
+    'kubernetes-validate>=1.31,<2' 'playwright>=1.40,<2'
 fi
 export SLUICE_PYTHON="$PYENV/bin/python"
 export SLUICE_REQUIRE_PYTHON_SDK=1
@@ -22,6 +23,15 @@ if ! command -v promtool >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 export SLUICE_REQUIRE_PROMTOOL=1
+
+# Debian's Chromium for the console's browser test: Playwright is pointed at it (its own
+# browser download would need a host outside the package registries).
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+SLUICE_CHROMIUM=$(command -v chromium)
+export SLUICE_CHROMIUM
+export SLUICE_REQUIRE_BROWSER=1
 
 # Redis for sluice-store's tests: the one at REDIS_URL, else the usual local one, else a
 # throwaway server stopped on exit (the Redis-down tests start their own `redis-server`).

@@ -1,6 +1,7 @@
 //! The sluice HTTP server: the accept loop and graceful shutdown ([`serve`]), the router,
 //! the request pipeline every proxied endpoint goes through ([`pipeline`], over the
-//! [`endpoint`] descriptions), the admin API, `/metrics` and `/health`.
+//! [`endpoint`] descriptions), the admin API, the web console (`/ui`), `/metrics` and
+//! `/health`.
 //!
 //! Layers, each importing only those below it: the components the gateway is built of
 //! (`keys`, `cache`, `conversations` (stored responses), `local`, `metrics`, `money`, request and response
@@ -13,6 +14,7 @@ pub mod admin_keys;
 pub mod batches;
 mod budget_use;
 pub mod cache;
+mod console;
 mod conversations;
 mod endpoint;
 mod files;

@@ -4,6 +4,7 @@
 
 use crate::admin_keys;
 use crate::batches;
+use crate::console;
 use crate::endpoint::Endpoint;
 use crate::files;
 use crate::handlers;
@@ -60,6 +61,7 @@ async fn dispatch<B: ClientBody>(
         (_, p, _) if stored_responses::is_stored_path(p) => {
             stored_responses::serve(&state, req).await
         }
+        (m, p, _) if console::is_console_path(p) => console::serve(m, p, req.headers()),
         (&Method::GET, "/health", _) => handlers::health(),
         (&Method::GET, "/health/detailed", _) => handlers::health_detailed(&state),
         (&Method::GET, "/health/ready", _) => crate::ready::ready(&state).await,

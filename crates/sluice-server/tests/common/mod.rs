@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod script;
+
 use sluice_core::config::Config;
 use sluice_core::env::MapEnv;
 use sluice_server::Server;

@@ -1,0 +1,264 @@
+//! The web console (`/ui`): its files and their headers over loopback, the admin calls it
+//! makes, and a real browser (Debian's Chromium, driven by Playwright for Python) signing in
+//! and using it against a gateway in front of the fake upstream.
+//!
+//! The browser test runs `tests/browser/test_console.py`; without Playwright or Chromium it
+//! is skipped, unless `SLUICE_REQUIRE_BROWSER=1` (set by `./test.sh`, which installs both).
+//! Its screenshots go to `$SLUICE_SCREENSHOTS` (default `target/console-screenshots`).
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use common::script::{importable, python, run_script};
+use common::{start_with, Gateway};
+use http::Method;
+use serde_json::{json, Value};
+use sluice_testkit::client::{TestClient, TestResponse};
+use sluice_testkit::FakeUpstream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const MASTER: &str = "sk-console-master-0123456789";
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/test_console.py");
+
+fn data_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-console-{}-{}",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A gateway with a master key, the SQLite ledger, the cache, models `m` and `c` (priced)
+/// and route `r` to `m` with `c` as its canary.
+async fn gateway() -> (FakeUpstream, Gateway) {
+    let fake = FakeUpstream::start().await;
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+master_key = "{MASTER}"
+[storage]
+data_dir = "{dir}"
+[cache]
+enabled = true
+[[providers]]
+name = "fake"
+type = "openai"
+base_url = "{upstream}"
+[[models]]
+name = "m"
+provider = "fake"
+price = {{ input = 1.0, output = 2.0 }}
+[[models]]
+name = "c"
+provider = "fake"
+price = {{ input = 1.0, output = 2.0 }}
+[[routes]]
+name = "r"
+targets = ["m"]
+canary = {{ target = "c", stages = [10, 50, 100], max_error_rate = 0.5, min_requests = 100, window_ms = 60000 }}
+"#,
+        dir = data_dir().display(),
+        upstream = fake.base_url(),
+    );
+    let gw = start_with(&toml).await;
+    (fake, gw)
+}
+
+async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+    TestClient::new()
+        .request(Method::GET, &gw.url(path), bytes::Bytes::new(), headers)
+        .await
+        .expect("request")
+}
+
+async fn send(gw: &Gateway, method: Method, path: &str, body: &str) -> TestResponse {
+    let auth = format!("Bearer {MASTER}");
+    TestClient::new()
+        .request(
+            method,
+            &gw.url(path),
+            bytes::Bytes::from(body.to_string()),
+            &[("authorization", &auth)],
+        )
+        .await
+        .expect("request")
+}
+
+/// The headers every answer under `/ui` carries.
+fn assert_secured(r: &TestResponse) {
+    let csp = r.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("set-cookie"), None);
+}
+
+#[tokio::test]
+async fn the_page_is_served_without_data_and_with_its_security_headers() {
+    let (_fake, gw) = gateway().await;
+    for path in ["/ui", "/ui/"] {
+        let r = get(&gw, path, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_secured(&r);
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+        assert_eq!(r.header("cache-control"), Some("no-cache"));
+        let page = r.text();
+        assert!(page.contains(r#"<form id="login""#), "{page}");
+        // No data in the page: no key, no model, no route, no inline script.
+        for absent in [MASTER, "\"m\"", "canary", "<script>"] {
+            assert!(!page.contains(absent), "{absent} in {page}");
+        }
+    }
+    let r = get(&gw, "/ui/app.js", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_secured(&r);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        get(&gw, "/ui/style.css", &[]).await.header("content-type"),
+        Some("text/css; charset=utf-8")
+    );
+    let r = get(&gw, "/ui/nope.js", &[]).await;
+    assert_eq!(r.status, 404);
+    assert_secured(&r);
+    assert_eq!(r.json()["error"]["type"], "not_found_error", "{}", r.text());
+    let r = send(&gw, Method::POST, "/ui", "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+}
+
+#[tokio::test]
+async fn files_are_revalidated_by_etag_and_the_vendored_bundle_is_cached_for_good() {
+    let (_fake, gw) = gateway().await;
+    let r = get(&gw, "/ui/app.js", &[]).await;
+    let etag = r.header("etag").expect("an etag").to_string();
+    let again = get(&gw, "/ui/app.js", &[("if-none-match", &etag)]).await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    assert_secured(&again);
+    let other = get(&gw, "/ui/app.js", &[("if-none-match", "\"0\"")]).await;
+    assert_eq!(other.status, 200);
+    let r = get(&gw, "/ui/vendor/uplot-1.6.32/uPlot.iife.min.js", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let license = get(&gw, "/ui/vendor/uplot-1.6.32/LICENSE", &[]).await;
+    assert!(license.text().contains("MIT License"), "{}", license.text());
+}
+
+/// Every file the page and its modules name (`src=`, `href=`, `from './x.js'`) is served:
+/// a file left out of the binary's list fails here, not in a browser.
+#[tokio::test]
+async fn every_file_the_page_names_is_served() {
+    let (_fake, gw) = gateway().await;
+    let mut queue = vec!["/ui".to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(path) = queue.pop() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let r = get(&gw, &path, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        let text = r.text();
+        for (open, close) in [("src=\"", '"'), ("href=\"", '"'), ("from './", '\'')] {
+            for part in text.split(open).skip(1) {
+                let target = &part[..part.find(close).unwrap()];
+                if let Some(rest) = target.strip_prefix("/ui/") {
+                    queue.push(format!("/ui/{rest}"));
+                } else if open.starts_with("from") {
+                    queue.push(format!("/ui/{target}"));
+                }
+            }
+        }
+    }
+    assert!(seen.len() >= 8, "{seen:?}");
+}
+
+#[tokio::test]
+async fn spend_by_day_reads_the_rollups_behind_the_master_key() {
+    let (_fake, gw) = gateway().await;
+    let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        let r = send(&gw, Method::POST, "/v1/chat/completions", &chat.to_string()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = get(&gw, "/admin/spend?by=day&since=30d", &[]).await;
+    assert_eq!(r.status, 401);
+    let r = send(&gw, Method::GET, "/admin/spend?by=day&since=30d", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = r.json();
+    assert_eq!(v["by"], "day");
+    assert_eq!(v["from_rollups"], true);
+    let days = sluice_store::unix_now_ms() / sluice_store::ledger::DAY_MS;
+    let (y, m, d) = sluice_store::ledger::civil_from_days(days as i64);
+    let today = format!("{y:04}-{m:02}-{d:02}");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["group"], today.as_str());
+    assert_eq!(rows[0]["requests"], 3);
+    assert!(rows[0]["cost_usd"].as_f64().unwrap() > 0.0, "{v}");
+    let r = send(&gw, Method::GET, "/admin/spend?by=week", "").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("`day`"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_signs_in_and_uses_the_console() {
+    let python = python();
+    let chromium = std::env::var("SLUICE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let py = python.clone();
+    let available = tokio::task::spawn_blocking(move || importable(&py, "playwright.sync_api"))
+        .await
+        .unwrap()
+        .and_then(|()| {
+            std::path::Path::new(&chromium)
+                .exists()
+                .then_some(())
+                .ok_or_else(|| format!("no Chromium at `{chromium}` (set SLUICE_CHROMIUM)"))
+        });
+    if let Err(why) = available {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "the browser test is required (SLUICE_REQUIRE_BROWSER=1) but cannot run: {why}; \
+             run ./test.sh, which installs Chromium and Playwright"
+        );
+        eprintln!("SKIPPED {SCRIPT}: {why} (run ./test.sh, which installs them)");
+        return;
+    }
+    let (_fake, gw) = gateway().await;
+    let base_url = gw.url("");
+    let shots = std::env::var("SLUICE_SCREENSHOTS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/console-screenshots"
+        )
+        .into()
+    });
+    let run = tokio::task::spawn_blocking(move || {
+        run_script(
+            &python,
+            SCRIPT,
+            &[
+                ("SLUICE_BASE_URL", base_url.as_str()),
+                ("SLUICE_MASTER_KEY", MASTER),
+                ("SLUICE_CHROMIUM", chromium.as_str()),
+                ("SLUICE_SCREENSHOTS", shots.as_str()),
+            ],
+            Duration::from_secs(180),
+        )
+    })
+    .await
+    .unwrap();
+    run.assert_passed(SCRIPT);
+}
