@@ -7,6 +7,11 @@
 //! passed. Half-open: exactly one probe is let through; its success closes the breaker, its
 //! failure opens it for another cooldown.
 //!
+//! Replicas of a fleet share one probe: a replica that finds another replica's probe out
+//! holds its own back ([`Breaker::probe_elsewhere`]), and a replica told that another's probe
+//! closed the breaker closes its own ([`Breaker::closed_elsewhere`]). Moving that news
+//! between replicas is the server's job.
+//!
 //! A rate-limit answer is not a failure: it puts the deployment in a cooldown of the
 //! upstream's `Retry-After`, during which it is skipped like an open breaker.
 //!
@@ -106,6 +111,8 @@ struct Inner {
     opened_at: Option<Instant>,
     probe_out: bool,
     probe_sent: Option<Instant>,
+    /// Another replica holds the fleet's probe: no probe leaves here before this.
+    probe_elsewhere_until: Option<Instant>,
     consecutive: u32,
     buckets: [Bucket; BUCKETS],
     rate_limited_until: Option<Instant>,
@@ -129,6 +136,7 @@ impl Breaker {
                 opened_at: None,
                 probe_out: false,
                 probe_sent: None,
+                probe_elsewhere_until: None,
                 consecutive: 0,
                 buckets: [Bucket::default(); BUCKETS],
                 rate_limited_until: None,
@@ -145,6 +153,11 @@ impl Breaker {
 
     fn slice_len(&self) -> Duration {
         (self.config.window / BUCKETS as u32).max(Duration::from_millis(1))
+    }
+
+    /// How long an opening lasts.
+    pub fn cooldown(&self) -> Duration {
+        self.config.cooldown
     }
 
     /// The state at `now` (an open breaker whose cooldown is over reads as half-open).
@@ -165,6 +178,11 @@ impl Breaker {
         let mut inner = self.lock();
         if inner.rate_limited_until.is_some_and(|until| now < until) {
             return Err(Refusal::RateLimited);
+        }
+        if inner.state != BreakerState::Closed
+            && inner.probe_elsewhere_until.is_some_and(|until| now < until)
+        {
+            return Err(Refusal::Open);
         }
         match inner.state {
             BreakerState::Closed => Ok(Permit { probe: false }),
@@ -233,11 +251,16 @@ impl Breaker {
         self.record(&mut inner, now, true);
         inner.consecutive = 0;
         if permit.probe {
-            inner.probe_out = false;
-            inner.state = BreakerState::Closed;
-            inner.opened_at = None;
-            inner.buckets = [Bucket::default(); BUCKETS];
+            Self::close(&mut inner);
         }
+    }
+
+    fn close(inner: &mut Inner) {
+        inner.probe_out = false;
+        inner.probe_elsewhere_until = None;
+        inner.state = BreakerState::Closed;
+        inner.opened_at = None;
+        inner.buckets = [Bucket::default(); BUCKETS];
     }
 
     /// The request failed in a way that counts against the deployment. Returns `true` when
@@ -265,6 +288,7 @@ impl Breaker {
         if open {
             inner.state = BreakerState::Open;
             inner.opened_at = Some(now);
+            inner.probe_elsewhere_until = None;
         }
         opened
     }
@@ -305,8 +329,50 @@ impl Breaker {
             inner.state = BreakerState::Open;
             inner.opened_at = Some(opened_at);
             inner.probe_out = false;
+            inner.probe_elsewhere_until = None;
             inner.consecutive = 0;
         }
+    }
+
+    /// When the breaker's current opening ends (or ended: it may be half-open by now);
+    /// `None` while closed. It names the opening the fleet's probe is for.
+    pub fn opening_end(&self) -> Option<Instant> {
+        let inner = self.lock();
+        match (inner.state, inner.opened_at) {
+            (BreakerState::Closed, _) | (_, None) => None,
+            (_, Some(at)) => Some(at + self.config.cooldown),
+        }
+    }
+
+    /// Another replica holds the fleet's probe for this opening: hands the local probe
+    /// `permit` back and sends none from here before `until` (when the caller asks the
+    /// fleet again).
+    pub fn probe_elsewhere(&self, permit: Permit, until: Instant) {
+        let mut inner = self.lock();
+        if permit.probe {
+            inner.probe_out = false;
+        }
+        if inner.state != BreakerState::Closed {
+            inner.probe_elsewhere_until = Some(until);
+        }
+    }
+
+    /// Another replica's probe closed the opening that ended at `end`: closes this breaker
+    /// if its own opening ended then or before (a later opening is news of its own) and no
+    /// probe of its own is out. Returns whether it closed.
+    pub fn closed_elsewhere(&self, end: Instant) -> bool {
+        let mut inner = self.lock();
+        let ours = match (inner.state, inner.opened_at) {
+            (BreakerState::Closed, _) => return false,
+            (_, Some(at)) => at + self.config.cooldown,
+            (_, None) => end,
+        };
+        if ours > end || inner.probe_out {
+            return false;
+        }
+        Self::close(&mut inner);
+        inner.consecutive = 0;
+        true
     }
 
     /// Another replica's upstream answered 429 for this deployment: skip it until `until`
@@ -494,5 +560,48 @@ mod tests {
         assert_eq!(b.state(t0 + MS(10)), BreakerState::Open);
         assert!(!b.failure(t0 + MS(400), early));
         assert_eq!(b.state(t0 + MS(500)), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn a_probe_held_elsewhere_holds_this_one_back_until_asked_again() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for _ in 0..3 {
+            b.failure(t0, NORMAL);
+        }
+        let probe = b.try_acquire(t0 + MS(500)).unwrap();
+        assert!(probe.probe);
+        b.probe_elsewhere(probe, t0 + MS(600));
+        assert_eq!(b.try_acquire(t0 + MS(599)), Err(Refusal::Open));
+        assert_eq!(b.state(t0 + MS(599)), BreakerState::HalfOpen);
+        // Time to ask the fleet again: the local probe is free.
+        assert_eq!(b.try_acquire(t0 + MS(600)), Ok(Permit { probe: true }));
+    }
+
+    #[test]
+    fn a_probe_that_closed_the_breaker_elsewhere_closes_it_here() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        for _ in 0..3 {
+            b.failure(t0, NORMAL);
+        }
+        let end = b.opening_end().expect("open");
+        assert_eq!(end, t0 + MS(500));
+        // News of an earlier opening's probe changes nothing.
+        assert!(!b.closed_elsewhere(end - MS(1)));
+        let probe = b.try_acquire(end).unwrap();
+        b.probe_elsewhere(probe, end + MS(100));
+        assert!(b.closed_elsewhere(end));
+        assert_eq!(b.state(end + MS(1)), BreakerState::Closed);
+        assert_eq!(b.opening_end(), None);
+        assert_eq!(b.try_acquire(end + MS(1)), Ok(NORMAL));
+        // A probe of this replica's own that is out keeps the breaker as it is.
+        for _ in 0..3 {
+            b.failure(end + MS(10), NORMAL);
+        }
+        let end = b.opening_end().unwrap();
+        let _mine = b.try_acquire(end).unwrap();
+        assert!(!b.closed_elsewhere(end));
+        assert_eq!(b.state(end), BreakerState::HalfOpen);
     }
 }

@@ -9,7 +9,18 @@
 //! cooldown) and `{prefix}open:{deployment}` (an open breaker's end) with one `MGET` each,
 //! takes the later ones, and writes this replica's own later ones (`SET ... PXAT`, so a key
 //! expires when its deadline passes). A breaker opened elsewhere opens here until the same
-//! end, then goes half-open here as there (each replica sends its own probe).
+//! end, then goes half-open here as there.
+//!
+//! Half-open, the fleet sends one probe: the replica whose breaker hands out a probe first
+//! claims `{prefix}probe:{deployment}` (`SET NX`, for a cooldown: a probe whose outcome
+//! never comes is given up then, as in the breaker). Other replicas find it taken, hold
+//! their own probe back (asking again every [`PROBE_RECHECK`] at most) and skip the
+//! deployment meanwhile. The probe's success writes `{prefix}closed:{deployment}` (the end
+//! of the opening it closed); replicas read it when they ask to probe and in every round,
+//! and close their breakers for that opening. Its failure reopens the breaker on the
+//! prober, which shares the new opening like any other. A probe that ends without a verdict
+//! (the client left, a 429) frees the claim. Redis unreachable: each replica probes on its
+//! own.
 //!
 //! Once a second (and at start) each replica offers its canaries' [`SharedCanary`] to Redis
 //! with one script call per canary: Redis keeps the newer state (a higher epoch; at an equal
@@ -17,11 +28,12 @@
 //! unreachable: each replica keeps its own state, and `sluice_routing_sync_errors_total`
 //! counts the failed calls.
 
-use sluice_core::breaker::Breaker;
+use sluice_core::breaker::{Breaker, Permit, Refusal};
 use sluice_core::canary::{Canary, SharedCanary};
 use sluice_store::redis::Value;
 use sluice_store::{RedisClient, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often replicas sync.
@@ -43,14 +55,72 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 ";
 
+/// Longest a replica that found the fleet's probe taken waits before it asks again.
+pub const PROBE_RECHECK: Duration = Duration::from_millis(200);
+
+/// Slack when two replicas' ends of one opening are compared (they travel as unix
+/// milliseconds and come back as instants).
+const SAME_OPENING_MS: u64 = 10;
+
+/// How long the news of a closing probe is kept (the replicas read it within a round; a
+/// later opening ends later, so old news never closes it).
+const CLOSED_KEPT: Duration = Duration::from_secs(60);
+
+/// KEYS[1] the deployment's probe key, KEYS[2] its closed key; ARGV[1] the end of the
+/// opening to probe (unix ms), ARGV[2] this replica's token, ARGV[3] the claim's time to
+/// live (ms), ARGV[4] [`SAME_OPENING_MS`]. Returns -2 when a probe already closed that
+/// opening, -1 when the probe is this replica's, else the ms the other claim has left.
+const CLAIM: &str = r"
+local closed = tonumber(redis.call('GET', KEYS[2]) or '')
+if closed and closed + tonumber(ARGV[4]) >= tonumber(ARGV[1]) then
+  return -2
+end
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  return -1
+end
+if redis.call('GET', KEYS[1]) == ARGV[2] then
+  return -1
+end
+return math.max(redis.call('PTTL', KEYS[1]), 0)
+";
+
+/// KEYS[1] a probe key; ARGV[1] this replica's token. Frees the claim if it is ours.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// The fleet's probe of one opening of a deployment's breaker, held by this replica:
+/// settle it with [`SharedRouting::settle_probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetProbe {
+    /// End of the opening probed, unix ms.
+    end_ms: u64,
+}
+
+/// What a fleet probe's request proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeVerdict {
+    /// It succeeded: the breaker closed; every replica closes its own.
+    Closed,
+    /// It failed: the breaker reopened here (shared like any opening).
+    Failed,
+    /// No verdict (the client left, a 429): another replica may probe.
+    None,
+}
+
 /// The shared routing state of one gateway.
 #[derive(Debug)]
 pub struct SharedRouting {
     client: RedisClient,
     prefix: String,
+    /// Names this replica's probe claims.
+    token: String,
     /// Script calls that failed.
     pub errors: AtomicU64,
-    /// Canary states and cooldowns taken from other replicas.
+    /// Canary states, cooldowns, open breakers and closings taken from other replicas.
     pub adopted: AtomicU64,
 }
 
@@ -60,6 +130,11 @@ impl SharedRouting {
         Ok(Self {
             client: RedisClient::new(url, op_timeout)?,
             prefix: prefix.to_string(),
+            token: format!(
+                "{}-{:016x}",
+                std::process::id(),
+                sluice_core::rng::next_u64()
+            ),
             errors: AtomicU64::new(0),
             adopted: AtomicU64::new(0),
         })
@@ -91,6 +166,139 @@ impl SharedRouting {
         for hold in [Hold::Cooldown, Hold::Open] {
             self.sync_hold(hold, deployments).await;
         }
+        self.sync_closed(deployments).await;
+    }
+
+    /// Closes the breakers whose opening another replica's probe closed.
+    async fn sync_closed<'a>(&self, deployments: &[(&'a str, &'a Breaker)]) {
+        let opened: Vec<_> = deployments
+            .iter()
+            .filter(|(_, b)| b.opening_end().is_some())
+            .collect();
+        if opened.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = opened
+            .iter()
+            .map(|(name, _)| self.key("closed", name))
+            .collect();
+        let mut mget: Vec<&[u8]> = vec![b"MGET"];
+        mget.extend(keys.iter().map(|k| k.as_bytes()));
+        let Ok(Value::Array(held)) = self.client.cmd(&mget).await else {
+            self.errors.fetch_add(1, Relaxed);
+            return;
+        };
+        for ((name, breaker), closed) in opened.into_iter().zip(held) {
+            if let Some(end) = parse_ms(&closed) {
+                if breaker.closed_elsewhere(instant_of(end + SAME_OPENING_MS)) {
+                    self.adopted.fetch_add(1, Relaxed);
+                    tracing::info!(model = name, "circuit breaker closed by the fleet's probe");
+                }
+            }
+        }
+    }
+
+    fn key(&self, what: &str, deployment: &str) -> String {
+        format!("{}{what}:{deployment}", self.prefix)
+    }
+
+    /// Checks a half-open breaker's probe `permit` against the fleet (other permits pass as
+    /// they are). Ok with the fleet's probe when this replica holds it now; Ok without one
+    /// when a probe elsewhere already closed this opening (the breaker closes here too) or
+    /// Redis did not answer (the replica probes on its own); refused while another
+    /// replica's probe is out.
+    pub async fn claim_probe(
+        &self,
+        name: &str,
+        breaker: &Breaker,
+        permit: Permit,
+    ) -> Result<(Permit, Option<FleetProbe>), Refusal> {
+        let Some(end) = breaker.opening_end().filter(|_| permit.probe) else {
+            return Ok((permit, None));
+        };
+        let end_ms = unix_ms_of(end);
+        let (probe, closed) = (self.key("probe", name), self.key("closed", name));
+        let (end_text, ttl) = (
+            end_ms.to_string(),
+            breaker.cooldown().as_millis().to_string(),
+        );
+        let reply = self
+            .client
+            .cmd(&[
+                b"EVAL",
+                CLAIM.as_bytes(),
+                b"2",
+                probe.as_bytes(),
+                closed.as_bytes(),
+                end_text.as_bytes(),
+                self.token.as_bytes(),
+                ttl.as_bytes(),
+                SAME_OPENING_MS.to_string().as_bytes(),
+            ])
+            .await;
+        match reply {
+            Ok(Value::Int(-1)) => Ok((permit, Some(FleetProbe { end_ms }))),
+            Ok(Value::Int(-2)) => {
+                breaker.cancelled(permit);
+                if breaker.closed_elsewhere(end) {
+                    self.adopted.fetch_add(1, Relaxed);
+                }
+                Ok((Permit { probe: false }, None))
+            }
+            Ok(Value::Int(left)) => {
+                let wait = Duration::from_millis(left.max(1) as u64).min(PROBE_RECHECK);
+                breaker.probe_elsewhere(permit, Instant::now() + wait);
+                Err(Refusal::Open)
+            }
+            other => {
+                self.errors.fetch_add(1, Relaxed);
+                tracing::debug!(model = name, reply = ?other, "fleet probe claim failed: probing alone");
+                Ok((permit, None))
+            }
+        }
+    }
+
+    /// Tells the fleet what its probe, held here, proved (in the background: the request
+    /// that probed does not wait).
+    pub fn settle_probe(self: &Arc<Self>, name: &str, probe: FleetProbe, verdict: ProbeVerdict) {
+        if verdict == ProbeVerdict::Failed {
+            // The reopened breaker is shared by the next round; the claim runs out with the
+            // new opening's cooldown still ahead, so no replica probes early.
+            return;
+        }
+        let (shared, name) = (Arc::clone(self), name.to_string());
+        tokio::spawn(async move { shared.settle(&name, probe, verdict).await });
+    }
+
+    async fn settle(&self, name: &str, probe: FleetProbe, verdict: ProbeVerdict) {
+        let reply = if verdict == ProbeVerdict::Closed {
+            let end = probe.end_ms.to_string();
+            let kept = CLOSED_KEPT.as_millis().to_string();
+            let closed = self.key("closed", name);
+            self.client
+                .cmd(&[
+                    b"SET",
+                    closed.as_bytes(),
+                    end.as_bytes(),
+                    b"PX",
+                    kept.as_bytes(),
+                ])
+                .await
+        } else {
+            let key = self.key("probe", name);
+            self.client
+                .cmd(&[
+                    b"EVAL",
+                    RELEASE.as_bytes(),
+                    b"1",
+                    key.as_bytes(),
+                    self.token.as_bytes(),
+                ])
+                .await
+        };
+        if reply.is_err() {
+            self.errors.fetch_add(1, Relaxed);
+        }
     }
 
     async fn sync_hold<'a>(&self, hold: Hold, deployments: &[(&'a str, &'a Breaker)]) {
@@ -113,11 +321,7 @@ impl SharedRouting {
         };
         let (now, now_ms) = (Instant::now(), unix_ms());
         for ((key, (_, breaker)), remote) in keys.iter().zip(deployments).zip(held) {
-            let remote = match remote {
-                Value::Bulk(b) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()),
-                _ => None,
-            }
-            .unwrap_or(0u64);
+            let remote = parse_ms(&remote).unwrap_or(0);
             let local = hold
                 .local(breaker, now)
                 .map_or(0, |u| now_ms + u.duration_since(now).as_millis() as u64);
@@ -175,7 +379,7 @@ impl SharedRouting {
         );
         let _ = writeln!(
             out,
-            "# HELP sluice_routing_adopted_total Canary states and rate-limit cooldowns taken from other replicas.\n# TYPE sluice_routing_adopted_total counter\nsluice_routing_adopted_total {}",
+            "# HELP sluice_routing_adopted_total Canary states, rate-limit cooldowns, open breakers and probes' closings taken from other replicas.\n# TYPE sluice_routing_adopted_total counter\nsluice_routing_adopted_total {}",
             self.adopted.load(Relaxed)
         );
     }
@@ -185,6 +389,34 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `at` in unix milliseconds.
+fn unix_ms_of(at: Instant) -> u64 {
+    let (now, now_ms) = (Instant::now(), unix_ms());
+    match at.checked_duration_since(now) {
+        Some(ahead) => now_ms + ahead.as_millis() as u64,
+        None => now_ms.saturating_sub((now - at).as_millis() as u64),
+    }
+}
+
+/// Unix milliseconds `ms` as an instant.
+fn instant_of(ms: u64) -> Instant {
+    let (now, now_ms) = (Instant::now(), unix_ms());
+    if ms >= now_ms {
+        now + Duration::from_millis(ms - now_ms)
+    } else {
+        now.checked_sub(Duration::from_millis(now_ms - ms))
+            .unwrap_or(now)
+    }
+}
+
+/// A key's value read as unix milliseconds.
+fn parse_ms(value: &Value) -> Option<u64> {
+    match value {
+        Value::Bulk(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
 }
 
 /// A deadline a deployment's breaker holds that the fleet shares.

@@ -553,3 +553,90 @@ async fn a_breaker_opened_on_one_replica_opens_on_the_others() {
     );
     assert_eq!(b.deployments[1].breaker.open_until(now), None, "m2 is fine");
 }
+
+/// A replica of a fleet on `storage` whose `m` is at `upstream`, with a breaker that opens
+/// at the first failure and half-opens 300 ms later (route `r` answers its fallback while
+/// `m` is skipped).
+fn probing_replica(storage: &str, upstream: &str) -> Arc<AppState> {
+    let breaker = "[routing]\nretry = { attempts = 1 }\n\
+        breaker = { consecutive_failures = 1, cooldown_ms = 300 }\n";
+    let server = format!("master_key = \"{MASTER}\"");
+    let text = config_text(&data_dir(), &server, storage, breaker)
+        .replace("http://127.0.0.1:9/v1", upstream);
+    Arc::new(AppState::new(parse(&text), 1).expect("state"))
+}
+
+async fn ask_r(state: &Arc<AppState>) -> (StatusCode, bool) {
+    let asked = request(
+        Method::POST,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &chat("r"),
+    );
+    let (r, _) = send(state, asked).await;
+    (r.status(), r.headers().contains_key("x-sluice-degraded"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_breaker_sends_one_probe_for_the_whole_fleet() {
+    use sluice_core::breaker::BreakerState;
+    use sluice_testkit::{Behavior, FakeUpstream};
+    use std::time::{Duration, Instant};
+    let fake = FakeUpstream::start().await;
+    let storage = fleet_storage();
+    let a = probing_replica(&storage, &fake.base_url());
+    let b = probing_replica(&storage, &fake.base_url());
+    fake.set_default(Behavior::new().with_status(500));
+    assert_eq!(ask_r(&a).await, (StatusCode::OK, true), "a's failure opens");
+    a.sync_routing().await;
+    b.sync_routing().await;
+    assert!(b.deployments[0]
+        .breaker
+        .open_until(Instant::now())
+        .is_some());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    for s in [&a, &b] {
+        let state = s.deployments[0].breaker.state(Instant::now());
+        assert_eq!(state, BreakerState::HalfOpen);
+    }
+    // The upstream is back, slowly: a's request is the fleet's probe, and while it is out b
+    // sends none of its own (its route answers its fallback without asking `m`).
+    fake.set_default(Behavior::new().with_delay_ms(400));
+    let before = fake.request_count();
+    let probing = Arc::clone(&a);
+    let probe = tokio::spawn(async move { ask_r(&probing).await });
+    assert!(fake.wait_requests(before + 1, Duration::from_secs(2)).await);
+    assert_eq!(ask_r(&b).await, (StatusCode::OK, true), "b skips `m`");
+    assert_eq!(ask_r(&b).await, (StatusCode::OK, true), "b skips `m`");
+    assert_eq!(probe.await.unwrap(), (StatusCode::OK, false), "a's probe");
+    assert_eq!(fake.request_count(), before + 1, "one probe for the fleet");
+    // Its success closes the breaker on b too (its next round or its next ask).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while b.deployments[0].breaker.state(Instant::now()) != BreakerState::Closed {
+        assert!(Instant::now() < deadline, "b's breaker is still not closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.sync_routing().await;
+    }
+    fake.set_default(Behavior::new());
+    assert_eq!(ask_r(&b).await, (StatusCode::OK, false));
+    let adopted = b.shared_routing.as_ref().unwrap().adopted.load(Relaxed);
+    assert!(
+        adopted >= 2,
+        "b took a's opening and a's closing: {adopted}"
+    );
+    assert_eq!(b.shared_routing.as_ref().unwrap().errors.load(Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_unreachable_each_replica_probes_on_its_own() {
+    use sluice_testkit::{Behavior, FakeUpstream};
+    use std::time::Duration;
+    let fake = FakeUpstream::start().await;
+    let a = probing_replica("redis_url = \"redis://127.0.0.1:1\"", &fake.base_url());
+    fake.set_default(Behavior::new().with_status(500));
+    assert_eq!(ask_r(&a).await, (StatusCode::OK, true));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    fake.set_default(Behavior::new());
+    assert_eq!(ask_r(&a).await, (StatusCode::OK, false), "a probes alone");
+    assert!(a.shared_routing.as_ref().unwrap().errors.load(Relaxed) >= 1);
+}

@@ -12,6 +12,7 @@ use super::attempt::Attempt;
 use super::degraded;
 use super::finish::Outcome;
 use crate::metrics::{EndpointMetrics, RouteMetrics, Series, UpstreamError};
+use crate::shared_routing::{FleetProbe, ProbeVerdict};
 use crate::state::{AppState, Deployment, Plan, Step};
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -134,7 +135,7 @@ impl Call<'_> {
             if self.route_deadline.is_some_and(|d| now >= d) {
                 return Tried::OutOfTime;
             }
-            let permit = match dep.breaker.try_acquire(now) {
+            let (permit, fleet_probe) = match self.acquire(dep, now).await {
                 Ok(p) => p,
                 Err(refusal) => {
                     skipped(refusal, dep, series, now, w);
@@ -154,6 +155,7 @@ impl Call<'_> {
             let e = match self.attempt(step, now).await {
                 Ok(answer) => {
                     dep.breaker.success(Instant::now(), permit);
+                    self.settle_probe(dep, fleet_probe, ProbeVerdict::Closed);
                     if let Some(c) = canary {
                         c.record(Instant::now(), now.elapsed(), true);
                     }
@@ -162,7 +164,8 @@ impl Call<'_> {
                 Err(e) => e,
             };
             count_upstream_error(series.endpoint(endpoint), &e);
-            let retry_after = self.failed(dep, series, canary, permit, now, &e);
+            let (retry_after, verdict) = self.failed(dep, series, canary, permit, now, &e);
+            self.settle_probe(dep, fleet_probe, verdict);
             if !e.allows_fallback() {
                 return Tried::Failed(e);
             }
@@ -184,6 +187,29 @@ impl Call<'_> {
                 }
                 Next::NextDeployment => return Tried::Next,
             }
+        }
+    }
+
+    /// Leave from `dep`'s breaker to send a request `now`; a half-open breaker's probe is
+    /// the fleet's with shared routing state (see [`crate::shared_routing`]).
+    async fn acquire(
+        &self,
+        dep: &Deployment,
+        now: Instant,
+    ) -> Result<(Permit, Option<FleetProbe>), Refusal> {
+        let permit = dep.breaker.try_acquire(now)?;
+        match &self.state.shared_routing {
+            Some(shared) if permit.probe => {
+                shared.claim_probe(&dep.name, &dep.breaker, permit).await
+            }
+            _ => Ok((permit, None)),
+        }
+    }
+
+    /// Tells the fleet what its probe proved, if this request was it.
+    fn settle_probe(&self, dep: &Deployment, probe: Option<FleetProbe>, verdict: ProbeVerdict) {
+        if let (Some(shared), Some(probe)) = (&self.state.shared_routing, probe) {
+            shared.settle_probe(&dep.name, probe, verdict);
         }
     }
 
@@ -223,7 +249,8 @@ impl Call<'_> {
     }
 
     /// Settles a failed try with the deployment's breaker, latency average and canary;
-    /// returns the upstream's `Retry-After`, if it sent one.
+    /// returns the upstream's `Retry-After`, if it sent one, and what the try proved about
+    /// the deployment.
     fn failed(
         &self,
         dep: &Deployment,
@@ -232,30 +259,33 @@ impl Call<'_> {
         permit: Permit,
         started: Instant,
         e: &Error,
-    ) -> Option<Duration> {
+    ) -> (Option<Duration>, ProbeVerdict) {
         let failed_at = Instant::now();
         dep.total.observe(failed_at - started);
         let retry_after = match e.kind() {
             ErrorKind::UpstreamStatus { retry_after, .. } => *retry_after,
             _ => None,
         };
-        if e.is_rate_limited() {
+        let verdict = if e.is_rate_limited() {
             let until = failed_at + retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN);
             dep.breaker.rate_limited(until, permit);
+            ProbeVerdict::None
         } else if e.counts_against_deployment() {
             if dep.breaker.failure(failed_at, permit) {
                 series.breaker_opened.fetch_add(1, Relaxed);
                 tracing::warn!(model = %dep.name, error = %e, "circuit breaker opened");
             }
+            ProbeVerdict::Failed
         } else {
             dep.breaker.cancelled(permit);
-        }
+            ProbeVerdict::None
+        };
         if let (Some(c), true) = (canary, e.counts_against_deployment()) {
             if let Some(reason) = c.record(failed_at, failed_at - started, false) {
                 roll_back_logged(self.state, self.plan, &reason.to_string());
             }
         }
-        retry_after
+        (retry_after, verdict)
     }
 
     /// Every deployment failed or was skipped: the route's degraded answer, else a
