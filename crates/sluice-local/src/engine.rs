@@ -17,7 +17,7 @@ pub const DEFAULT_CONTEXT_LENGTH: usize = 8192;
 /// How a model is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Concurrent sequences (slot threads, KV caches). At least 1.
+    /// Concurrent sequences (KV caches; on candle, a thread each). At least 1.
     pub parallel: usize,
     /// Requests that may wait when every slot is busy; one more is [`ErrorKind::QueueFull`].
     /// `0`: accept only what an idle slot takes at once.
@@ -27,8 +27,9 @@ pub struct LoadOptions {
     pub context_length: Option<usize>,
     /// Which implementation runs the model.
     pub engine: Engine,
-    /// Threads each sequence computes on (native engine); `None`: every core when `parallel`
-    /// is 1, else 1. candle's pool is process-wide and set by `CANDLE_NUM_THREADS`.
+    /// Threads the model's forward passes compute on (native engine; all its sequences run in
+    /// each pass); `None`: every core. candle's pool is process-wide and set by
+    /// `CANDLE_NUM_THREADS`.
     pub threads: Option<usize>,
     /// Where the model runs ([`crate::device`]); a GPU runs candle.
     pub device: DeviceKind,

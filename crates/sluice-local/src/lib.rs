@@ -49,10 +49,12 @@
 //! * `stop`: stop strings spanning tokens (held back, never emitted).
 //! * `engine`: [`Engine`] and the rest of [`LoadOptions`], and the engine a file runs on,
 //!   decided from its header (the native one where it can, else candle).
-//! * [`model`]: [`ChatModel`], slot threads, bounded queue, sampling, streaming.
+//! * [`model`]: [`ChatModel`]: the bounded queue, continuous batching with prompt reuse
+//!   (native) or a thread per slot (candle), sampling, stop strings, streaming.
 //! * `native`: the native engine (x86-64): the number formats (`format`), weights as stored
-//!   (`quant`), activations quantized as ggml does (`acts`), the kernels (`simd`), a fork-join
-//!   pool per sequence (`workers`), the llama/qwen2 forward pass.
+//!   (`quant`, `weights`), activations quantized as ggml does (`acts`), the kernels (`simd`), a
+//!   fork-join pool per model (`workers`), KV caches (`cache`), the llama/qwen2 forward pass
+//!   over several slots' rows at once (`batch`).
 //! * [`pool`]: [`Pool`], loaded models under a memory budget: lazy single-flight loads,
 //!   LRU eviction of idle models (never one in use), keep-alive, pins, preload, SHA-256
 //!   checks, a [`PoolSnapshot`] for health; generic over a [`Loader`] ([`GgufLoader`] for

@@ -2,165 +2,56 @@
 //!
 //! # Threads and sequences
 //!
-//! Each sequence slot is a dedicated OS thread owning its model state and KV cache: on the
-//! native engine a `native::Session` (the weights `Arc`-shared by all slots, its own worker
-//! threads); on candle a `ModelWeights` value. For llama candle's slots are clones of one
-//! loaded model (the weights are `Arc`-shared, only the caches are per slot); candle's qwen2
-//! `ModelWeights` is not `Clone`, so each qwen2 slot loads its own copy of the weights (the
-//! memory accounting counts `parallel` copies). Nothing runs on the caller's (tokio) threads
-//! except rendering and tokenizing the prompt (to refuse one too long for the context at once)
-//! and queueing: [`ChatModel::submit`] puts the request in a bounded FIFO and returns a [`Generation`] whose
-//! tokio channel carries the text deltas and the final [`Completion`]; a full queue is
-//! [`ErrorKind::QueueFull`] at once. Dropping the [`Generation`] cancels the request at the next
-//! token. Dropping the model fails queued and running requests with [`ErrorKind::Unloaded`] and
-//! joins the slot threads.
+//! A model holds `parallel` sequence slots, each with a KV cache. Nothing runs on the caller's
+//! (tokio) threads except rendering and tokenizing the prompt (to refuse one too long for the
+//! context at once) and queueing: [`ChatModel::submit`] puts the request in a bounded FIFO and
+//! returns a [`Generation`] whose tokio channel carries the text deltas and the final
+//! [`Completion`]; a full queue is [`ErrorKind::QueueFull`] at once. Dropping the
+//! [`Generation`] cancels the request at the next token. Dropping the model fails queued and
+//! running requests with [`ErrorKind::Unloaded`] and joins its threads.
 //!
-//! candle's CPU matmuls share one process-wide thread pool, which serialises concurrent
-//! forwards from several slots; slots still overlap sampling, tokenizing and prompt rendering,
-//! and keep a long generation from blocking a short one. Native slots compute independently.
+//! - **Native engine** ([`batching`]): one scheduler thread runs all running sequences in one
+//!   forward pass per step (continuous batching), on one pool of `threads` workers; requests
+//!   join and leave between steps, prompts go in by chunks, and a slot's cache is reused by a
+//!   request whose prompt begins with what it holds.
+//! - **candle** ([`slots`]): a thread per slot, one request at a time. llama slots are clones
+//!   of one loaded model (`Arc`-shared weights); candle's qwen2 `ModelWeights` is not `Clone`,
+//!   so each qwen2 slot loads its own copy (the memory accounting counts `parallel` copies).
+//!   candle's CPU matmuls share one process-wide thread pool, which serialises concurrent
+//!   forwards; slots still overlap sampling and keep a long generation from blocking a short
+//!   one.
+//!
+//! Both drive a [`sequence::Sequence`] per request: sampling, text, stop strings, usage.
 
-use std::collections::VecDeque;
+#[cfg(target_arch = "x86_64")]
+mod batching;
+mod queue;
+mod sequence;
+mod slots;
+mod types;
+
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use candle_core::Device;
 use tokio::sync::mpsc;
 
 use crate::engine::Chosen;
 pub use crate::engine::{Engine, LoadOptions, DEFAULT_CONTEXT_LENGTH};
 use crate::error::{panic_error, Error, ErrorKind, Result};
-use crate::gguf::file::{open, read_content, read_header};
+use crate::gguf::file::read_header;
 pub use crate::gguf::KvCacheType;
-use crate::gguf::{self, Architecture, MemoryUsage, ModelInfo};
-use crate::stop::StopBuffer;
+use crate::gguf::{self, MemoryUsage, ModelInfo};
 use crate::template::{ChatMessage, ChatTemplate, DEFAULT_CHAT_TEMPLATE};
-use crate::tokenizer::{GgufTokenizer, Utf8Stream};
-
-/// Prompt tokens per prefill forward: bounds the `(heads, chunk, kv_len)` attention scores.
-const PREFILL_CHUNK: usize = 512;
-
-/// Sampling parameters; the defaults are OpenAI's (temperature 1, no top-p/top-k cut, random seed).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SamplingParams {
-    /// `0` is greedy (argmax). `None`: 1.
-    pub temperature: Option<f64>,
-    /// Nucleus sampling; `None` or `>= 1` disables it.
-    pub top_p: Option<f64>,
-    /// Top-k sampling; `None` or `0` disables it.
-    pub top_k: Option<usize>,
-    /// Seed of the sampler; the same seed, prompt and model give the same output.
-    pub seed: Option<u64>,
-}
-
-/// A chat completion request.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ChatRequest {
-    /// The conversation, rendered through the model's chat template.
-    pub messages: Vec<ChatMessage>,
-    /// Completion token limit; `None`: until EOS or the context is full.
-    pub max_tokens: Option<usize>,
-    /// Stop strings; the matched text is not returned.
-    pub stop: Vec<String>,
-    /// Sampling.
-    pub sampling: SamplingParams,
-    /// Keep generating past EOS/end-of-turn tokens (llama.cpp's `ignore_eos`).
-    pub ignore_eos: bool,
-}
-
-/// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// EOS / end-of-turn token or a stop string.
-    Stop,
-    /// `max_tokens` or the context length was reached.
-    Length,
-}
-
-// === impl FinishReason ===
-
-impl FinishReason {
-    /// OpenAI's `finish_reason` string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-        }
-    }
-}
-
-/// Token counts of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Usage {
-    /// Tokens of the rendered prompt (including a BOS the runtime added).
-    pub prompt_tokens: usize,
-    /// Tokens sampled, including the EOS or the token that completed a stop string.
-    pub completion_tokens: usize,
-}
-
-/// The result of a finished generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completion {
-    /// The generated text (all deltas concatenated).
-    pub text: String,
-    /// Why it ended.
-    pub finish_reason: FinishReason,
-    /// Token counts.
-    pub usage: Usage,
-    /// Every sampled token id, in order.
-    pub token_ids: Vec<u32>,
-    /// How long the request waited in the queue for a slot.
-    pub queue_wait: Duration,
-}
-
-/// One item of a [`Generation`] stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GenerationEvent {
-    /// New text, always valid UTF-8 and never part of a stop string.
-    Delta(String),
-    /// The last event: the whole result.
-    Done(Completion),
-}
-
-/// A submitted request: a stream of [`GenerationEvent`]s ending with `Done` or an error.
-#[derive(Debug)]
-pub struct Generation {
-    rx: mpsc::UnboundedReceiver<Result<GenerationEvent>>,
-}
-
-// === impl Generation ===
-
-impl Generation {
-    /// The next event; `None` after `Done` or an error.
-    pub async fn next(&mut self) -> Option<Result<GenerationEvent>> {
-        self.rx.recv().await
-    }
-
-    /// The next event, blocking the thread (not for use inside an async runtime).
-    pub fn blocking_next(&mut self) -> Option<Result<GenerationEvent>> {
-        self.rx.blocking_recv()
-    }
-
-    /// Waits for the end and returns the [`Completion`].
-    pub async fn collect(mut self) -> Result<Completion> {
-        while let Some(event) = self.next().await {
-            if let GenerationEvent::Done(completion) = event? {
-                return Ok(completion);
-            }
-        }
-        Err(ErrorKind::Internal("generation ended without a result".into()).into())
-    }
-
-    /// The underlying channel, e.g. to wrap in a `Stream`.
-    pub fn into_receiver(self) -> mpsc::UnboundedReceiver<Result<GenerationEvent>> {
-        self.rx
-    }
-}
+use crate::tokenizer::GgufTokenizer;
+use queue::{lock, QueueState, Shared};
+use sequence::Job;
+pub use types::{
+    ChatRequest, Completion, FinishReason, Generation, GenerationEvent, SamplingParams, Usage,
+};
 
 /// A loaded chat model.
 pub struct ChatModel {
@@ -171,98 +62,46 @@ pub struct ChatModel {
     engine: &'static str,
 }
 
-/// What the slot threads share with the handle.
-struct Shared {
-    info: ModelInfo,
-    context_length: usize,
-    tokenizer: GgufTokenizer,
-    template: ChatTemplate,
-    chat_template_source: String,
-    queue: Mutex<QueueState>,
-    ready: Condvar,
-    queue_capacity: usize,
-    slots: usize,
-    device: Device,
-}
-
-#[derive(Default)]
-struct QueueState {
-    pending: VecDeque<Job>,
-    /// Slots generating right now.
-    busy: usize,
-    closed: bool,
-}
-
-struct Job {
-    request: ChatRequest,
-    /// The rendered prompt's tokens, checked against the context on submit.
-    prompt_ids: Vec<u32>,
-    tx: mpsc::UnboundedSender<Result<GenerationEvent>>,
-    /// When it was queued.
-    submitted: Instant,
-}
-
-/// One slot's model state (weights + KV cache).
-enum Weights {
-    Llama(quantized_llama::ModelWeights),
-    Qwen2(quantized_qwen2::ModelWeights),
+/// What runs a model's sequences.
+enum Runner {
+    /// The native engine: one scheduler thread batching every sequence.
     #[cfg(target_arch = "x86_64")]
-    Native(crate::native::Session),
+    Native(crate::native::Batch),
+    /// candle: a thread per slot.
+    Candle(Vec<slots::Weights>),
 }
 
-// === impl Weights ===
+// === impl Runner ===
 
-impl Weights {
-    fn load(path: &Path, architecture: Architecture, device: &Device) -> Result<Self> {
-        let mut reader = open(path)?;
-        let content = read_content(path, &mut reader)?;
-        let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| match architecture {
-            Architecture::Llama => {
-                quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
-                    .map(Weights::Llama)
-            }
-            Architecture::Qwen2 => {
-                quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, device)
-                    .map(Weights::Qwen2)
-            }
-        }))
-        .map_err(|payload| panic_error("model loader", payload.as_ref()))?;
-        loaded.map_err(|e| Error::invalid_file(path, format!("cannot load the weights: {e}")))
-    }
-
-    /// Runs `tokens` at `position ..` and returns the last one's logits (F32, one row).
-    fn forward(&mut self, tokens: &[u32], position: usize, device: &Device) -> Result<Tensor> {
-        let candle = |input: candle_core::Result<Tensor>| -> Result<Tensor> {
-            input.and_then(|t| t.unsqueeze(0)).map_err(Error::backend)
+impl Runner {
+    fn spawn(self, shared: &Arc<Shared>, parallel: usize) -> Result<Vec<JoinHandle<()>>> {
+        let thread = |name: String, run: Box<dyn FnOnce(&Shared) + Send>| {
+            let shared = Arc::clone(shared);
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || run(&shared))
+                .map_err(|e| {
+                    Error::from(ErrorKind::Internal(format!("cannot start a thread: {e}")))
+                })
         };
-        let logits = match self {
-            Self::Llama(w) => w.forward(&candle(Tensor::new(tokens, device))?, position),
-            Self::Qwen2(w) => w.forward(&candle(Tensor::new(tokens, device))?, position),
+        match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Native(s) => {
-                let logits = s.forward(tokens, position)?;
-                let n = logits.len();
-                return Tensor::from_vec(logits, n, device).map_err(Error::backend);
-            }
-        };
-        logits
-            .and_then(|l| l.squeeze(0))
-            .and_then(|l| l.to_dtype(candle_core::DType::F32))
-            .map_err(Error::backend)
+            Self::Native(batch) => Ok(vec![thread(
+                "sluice-local-batch".into(),
+                Box::new(move |shared| batching::batch_loop(shared, batch, parallel)),
+            )?]),
+            Self::Candle(weights) => weights
+                .into_iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    thread(
+                        format!("sluice-local-{i}"),
+                        Box::new(move |shared| slots::slot_loop(shared, w)),
+                    )
+                })
+                .collect(),
+        }
     }
-}
-
-static SEED_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn random_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ SEED_COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-}
-
-fn lock(mutex: &Mutex<QueueState>) -> MutexGuard<'_, QueueState> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 // === impl ChatModel ===
@@ -319,46 +158,36 @@ impl ChatModel {
             #[cfg(target_arch = "x86_64")]
             Chosen::Native(_) => Device::Cpu,
         };
-        let mut slots = Vec::with_capacity(options.parallel);
-        let weights_bytes;
-        match chosen {
+        let (runner, weights_bytes) = match chosen {
             #[cfg(target_arch = "x86_64")]
             Chosen::Native(isa) => {
                 let model = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     crate::native::Model::load(path, &content, &info, isa)
                 }))
                 .map_err(|payload| panic_error("model loader", payload.as_ref()))??;
-                weights_bytes = model.bytes() as u64;
-                let model = Arc::new(model);
+                let weights_bytes = model.bytes() as u64;
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let threads = options
-                    .threads
-                    .filter(|&t| t > 0)
-                    .unwrap_or(if options.parallel > 1 { 1 } else { cores });
-                for i in 0..options.parallel {
-                    let session = crate::native::Session::new(
-                        Arc::clone(&model),
-                        context_length,
-                        options.kv_cache,
-                        threads,
-                        &format!("sluice-local-{i}"),
-                    )?;
-                    slots.push(Weights::Native(session));
-                }
+                let threads = options.threads.filter(|&t| t > 0).unwrap_or(cores);
+                let batch = crate::native::Batch::new(
+                    Arc::new(model),
+                    options.parallel,
+                    context_length,
+                    options.kv_cache,
+                    threads,
+                    "sluice-local",
+                )?;
+                (Runner::Native(batch), weights_bytes)
             }
-            Chosen::Candle => {
-                weights_bytes =
-                    gguf::held_weight_bytes(&content, &info) * info.weight_copies(options.parallel);
-                let first = Weights::load(path, info.architecture, &device)?;
-                for _ in 1..options.parallel {
-                    slots.push(match &first {
-                        Weights::Llama(w) => Weights::Llama(w.clone()),
-                        _ => Weights::load(path, info.architecture, &device)?,
-                    });
-                }
-                slots.push(first);
-            }
-        }
+            Chosen::Candle => (
+                Runner::Candle(slots::Weights::load_slots(
+                    path,
+                    info.architecture,
+                    &device,
+                    options.parallel,
+                )?),
+                gguf::held_weight_bytes(&content, &info) * info.weight_copies(options.parallel),
+            ),
+        };
         drop(content);
         let memory = MemoryUsage {
             weights_bytes,
@@ -385,14 +214,7 @@ impl ChatModel {
             path: path.to_path_buf(),
             engine: chosen.name(),
         };
-        for (i, weights) in slots.into_iter().enumerate() {
-            let shared = Arc::clone(&shared);
-            let handle = std::thread::Builder::new()
-                .name(format!("sluice-local-{i}"))
-                .spawn(move || slot_loop(&shared, weights))
-                .map_err(|e| ErrorKind::Internal(format!("cannot start a slot thread: {e}")))?;
-            model.workers.push(handle);
-        }
+        model.workers = runner.spawn(&shared, options.parallel)?;
         tracing::info!(
             path = %model.path.display(),
             architecture = model.shared.info.architecture.as_str(),
@@ -581,160 +403,4 @@ fn validate(request: &ChatRequest) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Maps request parameters to candle's sampler.
-fn sampling(params: &SamplingParams) -> Sampling {
-    let temperature = params.temperature.unwrap_or(1.0);
-    if temperature < 1e-7 {
-        return Sampling::ArgMax;
-    }
-    let k = params.top_k.filter(|&k| k > 0);
-    let p = params.top_p.filter(|&p| p < 1.0);
-    match (k, p) {
-        (None, None) => Sampling::All { temperature },
-        (Some(k), None) => Sampling::TopK { k, temperature },
-        (None, Some(p)) => Sampling::TopP { p, temperature },
-        (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
-    }
-}
-
-// --- slot threads ---
-
-fn slot_loop(shared: &Shared, mut weights: Weights) {
-    loop {
-        let job = {
-            let mut queue = lock(&shared.queue);
-            loop {
-                if queue.closed {
-                    return;
-                }
-                if let Some(job) = queue.pending.pop_front() {
-                    queue.busy += 1;
-                    break job;
-                }
-                queue = shared
-                    .ready
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        };
-        let tx = job.tx.clone();
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| generate(shared, &mut weights, &job)));
-        let outcome = match result {
-            Ok(Ok(Some(completion))) => Some(Ok(GenerationEvent::Done(completion))),
-            Ok(Ok(None)) => None, // cancelled: nobody is listening
-            Ok(Err(error)) => Some(Err(error)),
-            Err(payload) => Some(Err(panic_error("generation", payload.as_ref()))),
-        };
-        // Free the slot before the caller hears the result, so a follow-up request is admitted.
-        lock(&shared.queue).busy -= 1;
-        if let Some(outcome) = outcome {
-            let _ = tx.send(outcome);
-        }
-    }
-}
-
-/// Runs one request on a slot; `Ok(None)` when the receiver went away (cancelled).
-fn generate(shared: &Shared, weights: &mut Weights, job: &Job) -> Result<Option<Completion>> {
-    // Taken off the queue just now: the wait ends here.
-    let queue_wait = job.submitted.elapsed();
-    let request = &job.request;
-    let prompt_ids = &job.prompt_ids;
-    let room = shared.context_length - prompt_ids.len();
-    let limit = request.max_tokens.map_or(room, |max| max.min(room));
-
-    let seed = request.sampling.seed.unwrap_or_else(random_seed);
-    let mut sampler = LogitsProcessor::from_sampling(seed, sampling(&request.sampling));
-    let mut stops = StopBuffer::new(&request.stop);
-    let mut utf8 = Utf8Stream::default();
-    // SentencePiece: the space prefix of the answer's first word is not part of the answer.
-    let mut strip_space = shared.tokenizer.strip_first_space;
-    let mut text = String::new();
-    let mut token_ids: Vec<u32> = Vec::new();
-    let emit = |delta: String, text: &mut String| -> bool {
-        if delta.is_empty() {
-            return true;
-        }
-        text.push_str(&delta);
-        job.tx.send(Ok(GenerationEvent::Delta(delta))).is_ok()
-    };
-
-    let device = &shared.device;
-    let mut stopped_by_string = false;
-    let mut position = 0;
-    let mut logits = None;
-    for chunk in prompt_ids.chunks(PREFILL_CHUNK) {
-        logits = Some(weights.forward(chunk, position, device)?);
-        position += chunk.len();
-    }
-    let mut row = logits.ok_or_else(|| Error::invalid_request("the rendered prompt is empty"))?;
-
-    let finish_reason = loop {
-        let next = sampler.sample(&row).map_err(Error::backend)?;
-        token_ids.push(next);
-        if !request.ignore_eos && shared.tokenizer.stop_ids.contains(&next) {
-            break FinishReason::Stop;
-        }
-        let mut piece = utf8.push(shared.tokenizer.token_bytes(next));
-        if strip_space && !piece.is_empty() {
-            strip_space = false;
-            if let Some(rest) = piece.strip_prefix(' ') {
-                piece = rest.to_owned();
-            }
-        }
-        if !piece.is_empty() {
-            let pushed = stops.push(&piece);
-            if !emit(pushed.emit, &mut text) {
-                return Ok(None);
-            }
-            if pushed.stopped {
-                stopped_by_string = true;
-                break FinishReason::Stop;
-            }
-        }
-        if token_ids.len() >= limit {
-            break FinishReason::Length;
-        }
-        if lock(&shared.queue).closed {
-            return Err(ErrorKind::Unloaded.into());
-        }
-        if job.tx.is_closed() {
-            return Ok(None);
-        }
-        row = weights.forward(&[next], position, device)?;
-        position += 1;
-    };
-
-    // Unless a stop string matched, whatever was held back is ordinary output.
-    let mut finish_reason = finish_reason;
-    if !stopped_by_string {
-        let tail = utf8.finish();
-        let mut rest = String::new();
-        let mut stopped = false;
-        if !tail.is_empty() {
-            let pushed = stops.push(&tail);
-            rest = pushed.emit;
-            stopped = pushed.stopped;
-        }
-        if stopped {
-            finish_reason = FinishReason::Stop;
-        } else {
-            rest.push_str(&stops.finish());
-        }
-        if !emit(rest, &mut text) {
-            return Ok(None);
-        }
-    }
-    Ok(Some(Completion {
-        text,
-        finish_reason,
-        usage: Usage {
-            prompt_tokens: prompt_ids.len(),
-            completion_tokens: token_ids.len(),
-        },
-        token_ids,
-        queue_wait,
-    }))
 }

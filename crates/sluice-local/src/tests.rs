@@ -1,5 +1,7 @@
 //! End-to-end tests against tiny models the tests write into temporary directories.
 
+mod batching;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -106,10 +108,15 @@ fn run(model: &ChatModel, request: ChatRequest) -> (Completion, Vec<String>) {
     (result(completion), deltas)
 }
 
-/// What a generation produced, without the time it waited (which differs run to run).
+/// What a generation produced, without the time it waited and how much of its prompt a slot
+/// had cached (which differ run to run; `tests/batching.rs` checks the latter).
 fn result(completion: Completion) -> Completion {
     Completion {
         queue_wait: std::time::Duration::ZERO,
+        usage: crate::Usage {
+            cached_prompt_tokens: 0,
+            ..completion.usage
+        },
         ..completion
     }
 }

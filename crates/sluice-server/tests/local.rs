@@ -73,7 +73,7 @@ async fn a_local_model_answers_whole_and_streamed() {
 name = "tiny"
 provider = "here"
 path = "{}"
-price = {{ input = 1.0, output = 2.0 }}
+price = {{ input = 1.0, output = 2.0, cached_input = 0.5 }}
 [[models]]
 name = "tiny-qwen"
 provider = "here"
@@ -125,9 +125,20 @@ path = "{}"
             }
         }
         assert_eq!(text, whole, "{model}");
-        assert_eq!(streamed_usage.as_ref(), Some(usage), "{model}");
+        // The same prompt again: its slot kept every prompt token but the last.
+        let mut streamed_usage = streamed_usage.expect("usage in the stream");
+        let prompt = usage["prompt_tokens"].as_u64().unwrap();
+        assert_eq!(
+            usage["prompt_tokens_details"]["cached_tokens"], 0,
+            "{model}"
+        );
+        let cached = streamed_usage["prompt_tokens_details"]["cached_tokens"].take();
+        assert_eq!(cached, prompt - 1, "{model}");
+        streamed_usage["prompt_tokens_details"]["cached_tokens"] = json!(0);
+        assert_eq!(&streamed_usage, usage, "{model}");
     }
-    // Priced like any model: 1 $/M in, 2 $/M out; in the spend log too.
+    // Priced like any model: 1 $/M in, 0.5 $/M for the reused prompt tokens, 2 $/M out; in
+    // the spend log too.
     let r = post_json(
         &gw.url("/v1/chat/completions"),
         chat("tiny", json!({})),
@@ -136,7 +147,12 @@ path = "{}"
     .await
     .unwrap();
     let u = &r.json()["usage"];
-    let nano = u["prompt_tokens"].as_u64().unwrap() * 1_000
+    let cached = u["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(cached > 0, "{u}");
+    let nano = (u["prompt_tokens"].as_u64().unwrap() - cached) * 1_000
+        + cached * 500
         + u["completion_tokens"].as_u64().unwrap() * 2_000;
     assert_eq!(
         r.header("x-sluice-cost-usd").map(str::to_string),

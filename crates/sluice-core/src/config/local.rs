@@ -41,8 +41,8 @@ pub struct UninitializedLocalConfig {
     pub embedding_queue: Option<usize>,
     /// How long a request waits for memory held by models in use before 503 (default 30000).
     pub memory_wait_ms: Option<u64>,
-    /// Threads one chat sequence's matrix products use (default: all cores when at most one
-    /// sequence can run at a time, else 1 so that sequences run side by side).
+    /// Threads a chat model's forward passes use, all its running sequences batched in each
+    /// pass (native engine; default: all cores).
     pub threads: Option<usize>,
     /// Which implementation runs chat models: `auto` (default: the native engine where the CPU
     /// and the file's formats allow it, else candle), `native` or `candle`.
@@ -81,7 +81,7 @@ pub struct LocalConfig {
     pub embedding_queue: usize,
     /// Longest wait for memory held by models in use.
     pub memory_wait: Duration,
-    /// Threads per chat sequence (`None`: chosen from the concurrency).
+    /// Threads per chat model's forward passes (`None`: all cores).
     pub threads: Option<usize>,
     /// `auto`, `native` or `candle`.
     pub engine: String,

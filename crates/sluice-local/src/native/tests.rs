@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
@@ -11,6 +14,8 @@ use super::format::QType;
 use super::quant::QMatrix;
 use super::simd::Isa;
 use super::*;
+use crate::error::ErrorKind;
+use crate::gguf::info::KvCacheType;
 use crate::testing::{TestArch, TestDType, TestModel};
 
 fn isa() -> Isa {
@@ -523,6 +528,58 @@ fn prefill_in_chunks_token_by_token_and_on_threads_agree() {
             cosine(&whole, &threaded) > 0.99999,
             "{dtype:?} chunked on 2 threads"
         );
+    }
+}
+
+/// One pass over several slots (a decode step of two, a prefill of a third) gives each slot the
+/// logits it gets alone: every row attends to its own slot's cache only.
+#[test]
+fn a_batched_pass_gives_each_slot_the_logits_it_gets_alone() {
+    let dir = crate::tests::TempDir::new();
+    for (arch, dtype) in [
+        (TestArch::Llama, TestDType::Q4_0),
+        (TestArch::Qwen2, TestDType::Q4KM),
+    ] {
+        let path = dir.path(&format!("{arch:?}-{dtype:?}-batch.gguf"));
+        TestModel::tiny(arch, dtype).write(&path).unwrap();
+        let (content, _) = crate::gguf::file::read_header(&path).unwrap();
+        let info = ModelInfo::from_content(&content).unwrap();
+        let isa = plan(&content, &info).expect("runs natively");
+        let model = Arc::new(Model::load(&path, &content, &info, isa).unwrap());
+        let mut batch =
+            Batch::new(Arc::clone(&model), 3, 256, KvCacheType::F32, 2, "test").unwrap();
+        let (a, b, c) = (prompt(9), prompt(5)[1..].to_vec(), prompt(14)[3..].to_vec());
+        let step = |slot, tokens, position| Step {
+            slot,
+            tokens,
+            position,
+        };
+        batch
+            .forward(&[step(0, &a[..], 0), step(1, &b[..], 0)])
+            .unwrap();
+        let together = batch
+            .forward(&[
+                step(1, &[7][..], b.len()),
+                step(0, &[3][..], a.len()),
+                step(2, &c[..], 0),
+            ])
+            .unwrap();
+        let alone = |tokens: &[u32], next: Option<u32>| {
+            let mut s = Session::new(Arc::clone(&model), 256, KvCacheType::F32, 1, "t").unwrap();
+            let logits = s.forward(tokens, 0).unwrap();
+            next.map_or(logits, |t| s.forward(&[t], tokens.len()).unwrap())
+        };
+        let expected = [alone(&b, Some(7)), alone(&a, Some(3)), alone(&c, None)];
+        assert_eq!(together.len(), 3);
+        for (i, (ours, want)) in together.iter().zip(&expected).enumerate() {
+            let cos = cosine(ours, want);
+            assert!(cos > 0.99999, "{arch:?} step {i}: cosine {cos}");
+        }
+        // Two steps of one slot in a pass, and a slot out of range, are refused.
+        assert!(batch
+            .forward(&[step(0, &[1][..], 10), step(0, &[2][..], 11)])
+            .is_err());
+        assert!(batch.forward(&[step(3, &[1][..], 0)]).is_err());
     }
 }
 

@@ -84,6 +84,7 @@ pub(super) fn usage_of(u: sluice_local::Usage) -> Usage {
     Usage {
         prompt_tokens: u.prompt_tokens as u64,
         completion_tokens: u.completion_tokens as u64,
+        cached_prompt_tokens: u.cached_prompt_tokens as u64,
         ..Usage::default()
     }
 }

@@ -1,0 +1,213 @@
+//! [`Sequence`]: one request's generation, token by token, whatever runs the forward passes.
+//! It samples the next token from the logits it is given, turns tokens into text (UTF-8
+//! across tokens, the first space of SentencePiece answers, stop strings held back), streams
+//! the text to the caller, and says whether to feed a token, or that the request ended.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use tokio::sync::mpsc;
+
+use super::types::{ChatRequest, Completion, FinishReason, GenerationEvent, SamplingParams, Usage};
+use crate::error::{Error, Result};
+use crate::stop::StopBuffer;
+use crate::tokenizer::{GgufTokenizer, Utf8Stream};
+
+/// Prompt tokens per prefill forward: bounds the `(heads, chunk, kv_len)` attention scores.
+pub(super) const PREFILL_CHUNK: usize = 512;
+
+/// A queued request.
+pub(super) struct Job {
+    pub(super) request: ChatRequest,
+    /// The rendered prompt's tokens, checked against the context on submit.
+    pub(super) prompt_ids: Vec<u32>,
+    pub(super) tx: mpsc::UnboundedSender<Result<GenerationEvent>>,
+    /// When it was queued.
+    pub(super) submitted: std::time::Instant,
+}
+
+/// What to do after a token was sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Run this token and sample again from its logits.
+    Feed(u32),
+    /// The request is complete: call [`Sequence::finish`].
+    Finished(FinishReason),
+    /// Nobody is listening any more: drop the sequence.
+    Cancelled,
+}
+
+/// A request being generated.
+pub(super) struct Sequence {
+    job: Job,
+    queue_wait: Duration,
+    /// Completion tokens allowed: `max_tokens`, within the room the context leaves.
+    limit: usize,
+    /// Prompt tokens whose KV entries were reused from an earlier request.
+    cached: usize,
+    sampler: LogitsProcessor,
+    stops: StopBuffer,
+    utf8: Utf8Stream,
+    /// SentencePiece: the space prefix of the answer's first word is not part of the answer.
+    strip_space: bool,
+    text: String,
+    token_ids: Vec<u32>,
+    stopped_by_string: bool,
+}
+
+// === impl Sequence ===
+
+impl Sequence {
+    /// Starts `job` on a context of `context` positions, the first `cached` prompt tokens
+    /// already in the KV cache. The queue wait ends here.
+    pub(super) fn start(
+        job: Job,
+        context: usize,
+        cached: usize,
+        tokenizer: &GgufTokenizer,
+    ) -> Self {
+        let room = context.saturating_sub(job.prompt_ids.len());
+        let limit = job.request.max_tokens.map_or(room, |max| max.min(room));
+        let seed = job.request.sampling.seed.unwrap_or_else(random_seed);
+        Self {
+            queue_wait: job.submitted.elapsed(),
+            limit,
+            cached,
+            sampler: LogitsProcessor::from_sampling(seed, sampling(&job.request.sampling)),
+            stops: StopBuffer::new(&job.request.stop),
+            utf8: Utf8Stream::default(),
+            strip_space: tokenizer.strip_first_space,
+            text: String::new(),
+            token_ids: Vec::new(),
+            stopped_by_string: false,
+            job,
+        }
+    }
+
+    /// The prompt's tokens.
+    pub(super) fn prompt(&self) -> &[u32] {
+        &self.job.prompt_ids
+    }
+
+    /// Whether the caller went away.
+    pub(super) fn is_cancelled(&self) -> bool {
+        self.job.tx.is_closed()
+    }
+
+    /// Samples a token from the last position's `logits` and streams its text.
+    pub(super) fn step(&mut self, tokenizer: &GgufTokenizer, logits: Vec<f32>) -> Result<Next> {
+        let n = logits.len();
+        let logits = Tensor::from_vec(logits, n, &Device::Cpu).map_err(Error::backend)?;
+        let next = self.sampler.sample(&logits).map_err(Error::backend)?;
+        self.token_ids.push(next);
+        if !self.job.request.ignore_eos && tokenizer.stop_ids.contains(&next) {
+            return Ok(Next::Finished(FinishReason::Stop));
+        }
+        let mut piece = self.utf8.push(tokenizer.token_bytes(next));
+        if self.strip_space && !piece.is_empty() {
+            self.strip_space = false;
+            if let Some(rest) = piece.strip_prefix(' ') {
+                piece = rest.to_owned();
+            }
+        }
+        if !piece.is_empty() {
+            let pushed = self.stops.push(&piece);
+            if !self.emit(pushed.emit) {
+                return Ok(Next::Cancelled);
+            }
+            if pushed.stopped {
+                self.stopped_by_string = true;
+                return Ok(Next::Finished(FinishReason::Stop));
+            }
+        }
+        if self.token_ids.len() >= self.limit {
+            return Ok(Next::Finished(FinishReason::Length));
+        }
+        if self.is_cancelled() {
+            return Ok(Next::Cancelled);
+        }
+        Ok(Next::Feed(next))
+    }
+
+    /// Ends the request: streams the text held back and sends the [`Completion`].
+    pub(super) fn finish(mut self, reason: FinishReason) {
+        let mut finish_reason = reason;
+        // Unless a stop string matched, whatever was held back is ordinary output.
+        if !self.stopped_by_string {
+            let tail = self.utf8.finish();
+            let mut rest = String::new();
+            let mut stopped = false;
+            if !tail.is_empty() {
+                let pushed = self.stops.push(&tail);
+                rest = pushed.emit;
+                stopped = pushed.stopped;
+            }
+            if stopped {
+                finish_reason = FinishReason::Stop;
+            } else {
+                rest.push_str(&self.stops.finish());
+            }
+            if !self.emit(rest) {
+                return;
+            }
+        }
+        let completion = Completion {
+            text: std::mem::take(&mut self.text),
+            finish_reason,
+            usage: Usage {
+                prompt_tokens: self.job.prompt_ids.len(),
+                cached_prompt_tokens: self.cached,
+                completion_tokens: self.token_ids.len(),
+            },
+            token_ids: std::mem::take(&mut self.token_ids),
+            queue_wait: self.queue_wait,
+        };
+        let _ = self.job.tx.send(Ok(GenerationEvent::Done(completion)));
+    }
+
+    /// Ends the request with an error.
+    pub(super) fn fail(self, error: Error) {
+        fail(&self.job, error);
+    }
+
+    /// Sends a delta; `false` when the caller went away.
+    fn emit(&mut self, delta: String) -> bool {
+        if delta.is_empty() {
+            return true;
+        }
+        self.text.push_str(&delta);
+        self.job.tx.send(Ok(GenerationEvent::Delta(delta))).is_ok()
+    }
+}
+
+/// Ends a job that could not run with an error.
+pub(super) fn fail(job: &Job, error: Error) {
+    let _ = job.tx.send(Err(error));
+}
+
+/// Maps request parameters to candle's sampler.
+fn sampling(params: &SamplingParams) -> Sampling {
+    let temperature = params.temperature.unwrap_or(1.0);
+    if temperature < 1e-7 {
+        return Sampling::ArgMax;
+    }
+    let k = params.top_k.filter(|&k| k > 0);
+    let p = params.top_p.filter(|&p| p < 1.0);
+    match (k, p) {
+        (None, None) => Sampling::All { temperature },
+        (Some(k), None) => Sampling::TopK { k, temperature },
+        (None, Some(p)) => Sampling::TopP { p, temperature },
+        (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+    }
+}
+
+static SEED_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ SEED_COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+}

@@ -1,0 +1,128 @@
+//! The public types of a chat generation: the request, its events and its result.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::error::{ErrorKind, Result};
+use crate::template::ChatMessage;
+
+/// Sampling parameters; the defaults are OpenAI's (temperature 1, no top-p/top-k cut, random seed).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SamplingParams {
+    /// `0` is greedy (argmax). `None`: 1.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling; `None` or `>= 1` disables it.
+    pub top_p: Option<f64>,
+    /// Top-k sampling; `None` or `0` disables it.
+    pub top_k: Option<usize>,
+    /// Seed of the sampler; the same seed, prompt and model give the same output.
+    pub seed: Option<u64>,
+}
+
+/// A chat completion request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatRequest {
+    /// The conversation, rendered through the model's chat template.
+    pub messages: Vec<ChatMessage>,
+    /// Completion token limit; `None`: until EOS or the context is full.
+    pub max_tokens: Option<usize>,
+    /// Stop strings; the matched text is not returned.
+    pub stop: Vec<String>,
+    /// Sampling.
+    pub sampling: SamplingParams,
+    /// Keep generating past EOS/end-of-turn tokens (llama.cpp's `ignore_eos`).
+    pub ignore_eos: bool,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// EOS / end-of-turn token or a stop string.
+    Stop,
+    /// `max_tokens` or the context length was reached.
+    Length,
+}
+
+// === impl FinishReason ===
+
+impl FinishReason {
+    /// OpenAI's `finish_reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Tokens of the rendered prompt (including a BOS the runtime added).
+    pub prompt_tokens: usize,
+    /// Of `prompt_tokens`, those whose keys and values were kept from an earlier request
+    /// with the same beginning (multi-turn chat) and not run again.
+    pub cached_prompt_tokens: usize,
+    /// Tokens sampled, including the EOS or the token that completed a stop string.
+    pub completion_tokens: usize,
+}
+
+/// The result of a finished generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The generated text (all deltas concatenated).
+    pub text: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// Every sampled token id, in order.
+    pub token_ids: Vec<u32>,
+    /// How long the request waited in the queue for a slot.
+    pub queue_wait: Duration,
+}
+
+/// One item of a [`Generation`] stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenerationEvent {
+    /// New text, always valid UTF-8 and never part of a stop string.
+    Delta(String),
+    /// The last event: the whole result.
+    Done(Completion),
+}
+
+/// A submitted request: a stream of [`GenerationEvent`]s ending with `Done` or an error.
+#[derive(Debug)]
+pub struct Generation {
+    pub(super) rx: mpsc::UnboundedReceiver<Result<GenerationEvent>>,
+}
+
+// === impl Generation ===
+
+impl Generation {
+    /// The next event; `None` after `Done` or an error.
+    pub async fn next(&mut self) -> Option<Result<GenerationEvent>> {
+        self.rx.recv().await
+    }
+
+    /// The next event, blocking the thread (not for use inside an async runtime).
+    pub fn blocking_next(&mut self) -> Option<Result<GenerationEvent>> {
+        self.rx.blocking_recv()
+    }
+
+    /// Waits for the end and returns the [`Completion`].
+    pub async fn collect(mut self) -> Result<Completion> {
+        while let Some(event) = self.next().await {
+            if let GenerationEvent::Done(completion) = event? {
+                return Ok(completion);
+            }
+        }
+        Err(ErrorKind::Internal("generation ended without a result".into()).into())
+    }
+
+    /// The underlying channel, e.g. to wrap in a `Stream`.
+    pub fn into_receiver(self) -> mpsc::UnboundedReceiver<Result<GenerationEvent>> {
+        self.rx
+    }
+}

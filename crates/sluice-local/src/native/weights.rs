@@ -1,0 +1,253 @@
+//! A GGUF chat model's weights as the native engine holds them: the file's tensor data read
+//! into one buffer (32-value formats repacked in place), matrices as views into it, norms and
+//! biases as F32 vectors.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
+
+use super::format::QType;
+use super::quant::{self, QMatrix};
+use super::simd::Isa;
+use crate::error::{Error, ErrorKind, Result};
+use crate::gguf::info::{Architecture, ModelInfo};
+
+pub(super) fn stored_bytes(t: &TensorInfo) -> usize {
+    let elements = t.shape.elem_count();
+    elements / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()
+}
+
+/// One transformer block's weights.
+pub(super) struct Layer {
+    pub(super) attn_norm: Vec<f32>,
+    pub(super) wq: QMatrix,
+    pub(super) wk: QMatrix,
+    pub(super) wv: QMatrix,
+    pub(super) bias: Option<[Vec<f32>; 3]>,
+    pub(super) wo: QMatrix,
+    pub(super) ffn_norm: Vec<f32>,
+    pub(super) gate: QMatrix,
+    pub(super) up: QMatrix,
+    pub(super) down: QMatrix,
+}
+
+/// A loaded model's weights, shared by its slots.
+pub(crate) struct Model {
+    pub(super) isa: Isa,
+    pub(super) hidden: usize,
+    pub(super) heads: usize,
+    pub(super) kv_heads: usize,
+    pub(super) head_dim: usize,
+    pub(super) eps: f32,
+    pub(super) neox: bool,
+    /// `θᵢ` of each rotary pair, frequency factors applied.
+    pub(super) inv_freq: Vec<f32>,
+    pub(super) embed: QMatrix,
+    pub(super) layers: Vec<Layer>,
+    pub(super) norm: Vec<f32>,
+    /// `None`: tied to `embed`.
+    pub(super) output: Option<QMatrix>,
+    pub(super) vocab: usize,
+}
+
+/// A GGUF file's tensor data, read whole into one buffer (one allocation per model, freed as
+/// one), with the 32-value formats' tensors repacked in place; tensors are views into it.
+struct Reader<'a> {
+    path: &'a Path,
+    content: &'a Content,
+    blob: Arc<Vec<u8>>,
+}
+
+impl<'a> Reader<'a> {
+    fn open(path: &'a Path, content: &'a Content) -> Result<Self> {
+        let bad = |reason: String| Error::invalid_file(path, reason);
+        let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        let size = file
+            .metadata()
+            .map_err(|e| bad(format!("cannot stat: {e}")))?
+            .len();
+        let start = content.tensor_data_offset;
+        let len = usize::try_from(size.saturating_sub(start))
+            .map_err(|_| bad("too large for this machine".into()))?;
+        let mut blob = vec![0u8; len];
+        file.seek(SeekFrom::Start(start))
+            .and_then(|_| file.read_exact(&mut blob))
+            .map_err(|e| bad(format!("reading the tensor data: {e}")))?;
+        for (name, info) in &content.tensor_infos {
+            let (at, len) = Self::span(path, name, info, blob.len())?;
+            if let Some(qtype) = QType::from_ggml(info.ggml_dtype) {
+                let cols = info.shape.dims().last().copied().unwrap_or(0);
+                quant::repack(qtype, cols, &mut blob[at..at + len]);
+            }
+        }
+        Ok(Self {
+            path,
+            content,
+            blob: Arc::new(blob),
+        })
+    }
+
+    /// Where a tensor's bytes lie in the data; an error when they run past the end.
+    fn span(path: &Path, name: &str, info: &TensorInfo, data: usize) -> Result<(usize, usize)> {
+        let len = stored_bytes(info);
+        let at = usize::try_from(info.offset).unwrap_or(usize::MAX);
+        if at.checked_add(len).is_none_or(|end| end > data) {
+            return Err(Error::invalid_file(
+                path,
+                format!("tensor `{name}` runs past the end of the file (truncated?)"),
+            ));
+        }
+        Ok((at, len))
+    }
+
+    fn tensor(&self, name: &str) -> Result<(QType, Vec<usize>, usize)> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::invalid_file(self.path, format!("no tensor `{name}`")))?;
+        let qtype = QType::from_ggml(info.ggml_dtype).ok_or_else(|| {
+            Error::invalid_file(self.path, format!("`{name}`: {:?}", info.ggml_dtype))
+        })?;
+        let (at, _) = Self::span(self.path, name, info, self.blob.len())?;
+        Ok((qtype, info.shape.dims().to_vec(), at))
+    }
+
+    fn dims(&self, name: &str) -> Result<Vec<usize>> {
+        self.tensor(name).map(|(_, dims, _)| dims)
+    }
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+        let (qtype, dims, at) = self.tensor(name)?;
+        if dims != [rows, cols] {
+            return Err(Error::invalid_file(
+                self.path,
+                format!("`{name}` has shape {dims:?}, expected [{rows}, {cols}]"),
+            ));
+        }
+        QMatrix::view(qtype, rows, cols, &self.blob, at).ok_or_else(|| {
+            Error::invalid_file(self.path, format!("`{name}`: bad size for {qtype:?}"))
+        })
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let (qtype, dims, at) = self.tensor(name)?;
+        if dims.iter().product::<usize>() != len || dims.last() != Some(&len) {
+            return Err(Error::invalid_file(
+                self.path,
+                format!("`{name}` has shape {dims:?}, expected {len} values"),
+            ));
+        }
+        let m = QMatrix::view(qtype, 1, len, &self.blob, at).ok_or_else(|| {
+            Error::invalid_file(self.path, format!("`{name}`: bad size for {qtype:?}"))
+        })?;
+        let mut out = vec![0.0; len];
+        m.dequantize_row(0, &mut out);
+        Ok(out)
+    }
+}
+
+fn metadata_f32(md: &HashMap<String, Value>, key: &str) -> Option<f32> {
+    md.get(key).and_then(|v| v.to_f32().ok())
+}
+
+// === impl Model ===
+
+impl Model {
+    /// Loads the weights (the whole tensor data of the file, read once).
+    pub(crate) fn load(path: &Path, content: &Content, info: &ModelInfo, isa: Isa) -> Result<Self> {
+        let r = Reader::open(path, content)?;
+        let md = &content.metadata;
+        let arch = info.architecture.as_str();
+        let (h, hd) = (info.embedding_length, info.head_dim);
+        let kvd = info.head_count_kv * hd;
+        let eps = metadata_f32(md, &format!("{arch}.attention.layer_norm_rms_epsilon"))
+            .ok_or_else(|| {
+                ErrorKind::MissingMetadata(format!("{arch}.attention.layer_norm_rms_epsilon"))
+            })?;
+        let base = metadata_f32(md, &format!("{arch}.rope.freq_base")).unwrap_or(10_000.0);
+        let mut inv_freq: Vec<f32> = (0..hd)
+            .step_by(2)
+            .map(|i| 1.0 / base.powf(i as f32 / hd as f32))
+            .collect();
+        if content.tensor_infos.contains_key("rope_freqs.weight") {
+            let factors = r.vector("rope_freqs.weight", hd / 2)?;
+            for (f, factor) in inv_freq.iter_mut().zip(factors) {
+                *f /= factor;
+            }
+        }
+        let embed = r.matrix("token_embd.weight", info.vocab_size, h)?;
+        let ffn = r
+            .dims("blk.0.ffn_gate.weight")?
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let mut layers = Vec::with_capacity(info.block_count);
+        for l in 0..info.block_count {
+            let name = |n: &str| format!("blk.{l}.{n}");
+            let bias = match info.architecture {
+                Architecture::Qwen2 => Some([
+                    r.vector(&name("attn_q.bias"), h)?,
+                    r.vector(&name("attn_k.bias"), kvd)?,
+                    r.vector(&name("attn_v.bias"), kvd)?,
+                ]),
+                Architecture::Llama => None,
+            };
+            layers.push(Layer {
+                attn_norm: r.vector(&name("attn_norm.weight"), h)?,
+                wq: r.matrix(&name("attn_q.weight"), h, h)?,
+                wk: r.matrix(&name("attn_k.weight"), kvd, h)?,
+                wv: r.matrix(&name("attn_v.weight"), kvd, h)?,
+                bias,
+                wo: r.matrix(&name("attn_output.weight"), h, h)?,
+                ffn_norm: r.vector(&name("ffn_norm.weight"), h)?,
+                gate: r.matrix(&name("ffn_gate.weight"), ffn, h)?,
+                up: r.matrix(&name("ffn_up.weight"), ffn, h)?,
+                down: r.matrix(&name("ffn_down.weight"), h, ffn)?,
+            });
+        }
+        let norm = r.vector("output_norm.weight", h)?;
+        let output = if info.tied_embeddings {
+            None
+        } else {
+            Some(r.matrix("output.weight", info.vocab_size, h)?)
+        };
+        Ok(Self {
+            isa,
+            hidden: h,
+            heads: info.head_count,
+            kv_heads: info.head_count_kv,
+            head_dim: hd,
+            eps,
+            neox: info.architecture == Architecture::Qwen2,
+            inv_freq,
+            embed,
+            layers,
+            norm,
+            output,
+            vocab: info.vocab_size,
+        })
+    }
+
+    /// Bytes the weights hold.
+    pub(crate) fn bytes(&self) -> usize {
+        // The file's tensor data, which every matrix is a view into, and the F32 copies of
+        // the norms and biases.
+        let vec = |v: &Vec<f32>| v.len() * 4;
+        let mut total = self.embed.blob_bytes() + vec(&self.norm);
+        for l in &self.layers {
+            total += vec(&l.attn_norm) + vec(&l.ffn_norm);
+            if let Some(b) = &l.bias {
+                total += b.iter().map(vec).sum::<usize>();
+            }
+        }
+        total
+    }
+
+    pub(super) fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
