@@ -16,6 +16,7 @@ mod budget_use;
 pub mod cache;
 mod console;
 mod conversations;
+mod drain;
 mod endpoint;
 mod files;
 mod handlers;

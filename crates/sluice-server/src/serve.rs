@@ -2,18 +2,20 @@
 //!
 //! Every connection is served by hyper
 //! (HTTP/1.1 with keep-alive, or HTTP/2 prior knowledge) and watched for graceful
-//! shutdown: on the signal the listener closes, in-flight requests (streams included)
-//! finish, and whatever is still running after `server.shutdown_grace_ms` is cut. Batches
+//! shutdown: on the signal the connections waiting in the accept queue are taken and the
+//! listener closes, in-flight requests (streams included, and the requests of connections
+//! taken before they arrived) finish (see `drain`), and whatever is still running after
+//! `server.shutdown_grace_ms` is cut. Batches
 //! run on the acceptor's runtime (`batches::executor`); on the signal they stop starting
 //! lines, and their lines in flight finish and are recorded within the same grace.
 
+use crate::drain::{self, Drain, Watched};
 use crate::live::Live;
 use crate::router::route;
 use crate::state::AppState;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use sluice_core::config::Config;
 use std::future::Future;
 use std::io;
@@ -32,8 +34,9 @@ pub struct Server {
     workers: usize,
 }
 
-/// A connection accepted by the acceptor, on its way to a worker.
-type Handoff = (std::net::TcpStream, OwnedSemaphorePermit);
+/// A connection accepted by the acceptor, on its way to a worker, with its connection slot
+/// (none for one taken from the accept queue at shutdown).
+type Handoff = (std::net::TcpStream, Option<OwnedSemaphorePermit>);
 
 fn builder(state: &AppState) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -49,33 +52,48 @@ fn builder(state: &AppState) -> auto::Builder<TokioExecutor> {
 /// Serves one connection on the current runtime; `permit` holds its connection slot.
 fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+    drain: &Drain,
     live: &Arc<Live>,
     stream: TcpStream,
-    permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 ) {
     let _ = stream.set_nodelay(true);
     live.get().metrics.connections.fetch_add(1, Relaxed);
     let live = Arc::clone(live);
     // Each request takes the state current when it arrives (see `live`).
     let service = service_fn(move |req| route(live.get(), req));
+    let (stream, first_read) = Watched::new(stream);
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
-    let conn = graceful.watch(conn);
+    let conn = drain.watch(conn, first_read, |conn| conn.graceful_shutdown());
     tokio::spawn(async move {
-        let _ = conn.await;
+        conn.await;
         drop(permit);
     });
 }
 
+/// Serves the connections waiting in `listener`'s accept queue, then closes it.
+fn serve_queued(
+    listener: TcpListener,
+    slots: &Arc<Semaphore>,
+    mut serve: impl FnMut(std::net::TcpStream, Option<OwnedSemaphorePermit>),
+) {
+    let queued = drain::take_queued(listener);
+    if !queued.is_empty() {
+        tracing::debug!(
+            connections = queued.len(),
+            "serving the accept queue before the drain"
+        );
+    }
+    for stream in queued {
+        serve(stream, Arc::clone(slots).try_acquire_owned().ok());
+    }
+}
+
 /// Waits for in-flight requests for up to the grace period.
-async fn drain(graceful: GracefulShutdown, state: &AppState) {
-    let grace = state.server.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+async fn drain(drain: Drain, state: &AppState) {
+    if !drain.shutdown(state.server.shutdown_grace).await {
         tracing::warn!(
             in_flight = state.metrics.in_flight.load(Relaxed),
             "grace period over: cutting the requests still in flight"
@@ -111,15 +129,15 @@ async fn accept(
 /// One worker thread: its own single-threaded runtime serving the connections handed to it.
 async fn worker(mut incoming: mpsc::UnboundedReceiver<Handoff>, live: Arc<Live>) {
     let builder = builder(&live.get());
-    let graceful = GracefulShutdown::new();
+    let connections = Drain::new();
     // The acceptor drops its sender on shutdown, which ends this loop.
     while let Some((stream, permit)) = incoming.recv().await {
         match TcpStream::from_std(stream) {
-            Ok(stream) => serve_connection(&builder, &graceful, &live, stream, permit),
+            Ok(stream) => serve_connection(&builder, &connections, &live, stream, permit),
             Err(e) => tracing::warn!(error = %e, "cannot register connection"),
         }
     }
-    drain(graceful, &live.get()).await;
+    drain(connections, &live.get()).await;
 }
 
 impl Server {
@@ -173,18 +191,25 @@ impl Server {
         let Self { listener, live, .. } = self;
         let state = live.get();
         let builder = builder(&state);
-        let graceful = GracefulShutdown::new();
+        let connections = Drain::new();
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
         let flusher = spawn_flusher(&live);
         let batches = spawn_batches(&live);
         tokio::pin!(shutdown);
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
-            serve_connection(&builder, &graceful, &live, stream, permit);
+            serve_connection(&builder, &connections, &live, stream, Some(permit));
         }
-        drop(listener);
+        serve_queued(
+            listener,
+            &slots,
+            |stream, permit| match TcpStream::from_std(stream) {
+                Ok(s) => serve_connection(&builder, &connections, &live, s, permit),
+                Err(e) => tracing::warn!(error = %e, "cannot register connection"),
+            },
+        );
         log_shutdown(&live.get());
         let state = live.get();
-        tokio::join!(drain(graceful, &state), stop_batches(&state, batches));
+        tokio::join!(drain(connections, &state), stop_batches(&state, batches));
         finish(&state, flusher).await;
         Ok(())
     }
@@ -234,12 +259,17 @@ impl Server {
                     continue;
                 }
             };
-            if senders[next].send((stream, permit)).is_err() {
+            if senders[next].send((stream, Some(permit))).is_err() {
                 tracing::error!(worker = next, "worker thread is gone");
             }
             next = (next + 1) % workers;
         }
-        drop(listener);
+        serve_queued(listener, &slots, |stream, permit| {
+            if senders[next].send((stream, permit)).is_err() {
+                tracing::error!(worker = next, "worker thread is gone");
+            }
+            next = (next + 1) % workers;
+        });
         log_shutdown(&live.get());
         drop(senders);
         let state = live.get();

@@ -620,6 +620,79 @@ async fn graceful_shutdown_finishes_in_flight_streams() {
         .unwrap();
 }
 
+/// `POST /v1/chat/completions` with [`CHAT`], closing the connection after the answer.
+fn raw_chat() -> Vec<u8> {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: sluice\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{CHAT}",
+        CHAT.len()
+    )
+    .into_bytes()
+}
+
+/// Everything the gateway sends on `stream` until it closes it (a reset counts as the end).
+async fn read_all(mut stream: tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(SECS5, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A load balancer sends a request to a replica as long as it listens: a connection the
+/// gateway took just before its shutdown, whose request had not arrived yet, is answered
+/// (not dropped unread, which the balancer cannot retry for a POST).
+#[tokio::test]
+async fn shutdown_answers_a_connection_taken_before_its_request_arrived() {
+    use tokio::io::AsyncWriteExt;
+    let (_fake, mut gw) = setup("").await;
+    let mut early = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let server = gw.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    early.write_all(&raw_chat()).await.unwrap();
+    let answer = read_all(early).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    tokio::time::timeout(SECS5, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// Connections still in the kernel's accept queue when the shutdown comes (here: behind
+/// `max_connections = 1`, held by an idle keep-alive connection) are taken and answered
+/// before the listener closes, not reset with it.
+#[tokio::test]
+async fn shutdown_answers_the_connections_waiting_in_the_accept_queue() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = sluice_testkit::FakeUpstream::start().await;
+    let toml = config_for(&fake.base_url(), "").replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_connections = 1",
+    );
+    let mut gw = start_with(&toml).await;
+    let mut holder = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    holder
+        .write_all(b"GET /health HTTP/1.1\r\nhost: sluice\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = holder.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut queued = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    queued.write_all(&raw_chat()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let server = gw.begin_shutdown();
+    let answer = read_all(queued).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    tokio::time::timeout(SECS5, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    drop(holder);
+}
+
 #[tokio::test]
 async fn shutdown_cuts_what_outlives_the_grace_period() {
     let fake = sluice_testkit::FakeUpstream::start().await;
