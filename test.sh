@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need (cargo-nextest, a Python venv with
-# the official OpenAI SDK and Playwright, Redis, PostgreSQL, promtool, Chromium, the
-# all-MiniLM-L6-v2 embedding model), then every test of the workspace.
+# the official OpenAI SDK and Playwright, Redis, PostgreSQL, promtool, Chromium, nginx,
+# the all-MiniLM-L6-v2 embedding model), then every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -32,6 +32,13 @@ fi
 SLUICE_CHROMIUM=$(command -v chromium)
 export SLUICE_CHROMIUM
 export SLUICE_REQUIRE_BROWSER=1
+
+# nginx (Debian's package) is the load balancer in front of the fleet test's three gateways
+# (crates/sluice/tests/fleet.rs).
+if ! command -v nginx >/dev/null 2>&1 && ! [ -x /usr/sbin/nginx ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+fi
+export SLUICE_REQUIRE_NGINX=1
 
 # Redis for sluice-store's tests: the one at REDIS_URL, else the usual local one, else a
 # throwaway server stopped on exit (the Redis-down tests start their own `redis-server`).

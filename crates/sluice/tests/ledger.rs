@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{sluice, temp_dir, unique, Serving};
+use common::{drop_schema, postgres_schema, sluice, temp_dir, unique, Serving};
 use serde_json::{json, Value};
 use sluice_testkit::client::{post_stream, TestClient};
 use sluice_testkit::{Behavior, FakeUpstream};
@@ -81,41 +81,6 @@ async fn ask(url: &str, key: &str) -> u16 {
         )
         .await
         .map_or(0, |r| r.status)
-}
-
-/// A fresh PostgreSQL schema for this test, and the URL that selects it.
-fn postgres_schema(name: &str) -> (String, String) {
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = unique(name).replace('-', "_");
-    let out = std::process::Command::new("psql")
-        .args([&base, "-X", "-q", "-c", &format!("CREATE SCHEMA {schema}")])
-        .output()
-        .expect("psql is installed (test.sh)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sep = if base.contains('?') { '&' } else { '?' };
-    (
-        format!("{base}{sep}options=-csearch_path%3D{schema}"),
-        schema,
-    )
-}
-
-fn drop_schema(schema: &str) {
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let _ = std::process::Command::new("psql")
-        .args([
-            &base,
-            "-X",
-            "-q",
-            "-c",
-            &format!("DROP SCHEMA {schema} CASCADE"),
-        ])
-        .output();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

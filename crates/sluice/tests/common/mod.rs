@@ -30,6 +30,41 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A fresh PostgreSQL schema for this test, and the URL that selects it.
+pub fn postgres_schema(name: &str) -> (String, String) {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = unique(name).replace('-', "_");
+    let out = std::process::Command::new("psql")
+        .args([&base, "-X", "-q", "-c", &format!("CREATE SCHEMA {schema}")])
+        .output()
+        .expect("psql is installed (test.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sep = if base.contains('?') { '&' } else { '?' };
+    (
+        format!("{base}{sep}options=-csearch_path%3D{schema}"),
+        schema,
+    )
+}
+
+pub fn drop_schema(schema: &str) {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let _ = std::process::Command::new("psql")
+        .args([
+            &base,
+            "-X",
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA {schema} CASCADE"),
+        ])
+        .output();
+}
+
 /// A running `sluice serve` and its address.
 pub struct Serving {
     pub child: Child,
