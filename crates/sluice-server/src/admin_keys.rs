@@ -279,33 +279,114 @@ async fn serve_keys<B: ClientBody>(
     }
 }
 
-/// `GET /admin/spend?by=key|model|provider|route|day&since=7d`.
+/// `GET /admin/spend?by=key|model|provider|route|day&since=7d`, or with `from=YYYY-MM-DD`
+/// and `to=YYYY-MM-DD` (UTC days, both included) for a range.
 pub async fn spend<B>(state: &AppState, req: &http::Request<B>) -> Response<ResponseBody> {
     let result = async {
         crate::handlers::admin_auth(state, req.headers())?;
         let ledger = ledger(state)?;
+        let now = sluice_store::unix_now_ms();
+        let query = SpendQuery::parse(req.uri().query().unwrap_or_default(), now)?;
+        ledger.flush().await;
+        let report = ledger
+            .report_between(query.by, query.since, query.until, now)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok::<_, Error>(ok(
+            StatusCode::OK,
+            &report_json(query.by, query.since, &report),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|e| error_response(&e))
+}
+
+/// What `/admin/spend` is asked: a grouping and a period, in Unix ms.
+#[derive(Debug, PartialEq, Eq)]
+struct SpendQuery {
+    by: Dimension,
+    since: u64,
+    until: u64,
+}
+
+impl SpendQuery {
+    /// Reads `by`, and `since` (a duration back from `now`, default `7d`) or `from` and
+    /// `to` (UTC days; `to` alone ends a `since` period).
+    fn parse(query: &str, now: u64) -> Result<Self, Error> {
         let mut by = Dimension::Key;
-        let mut since_text = "7d".to_string();
-        for pair in req.uri().query().unwrap_or_default().split('&') {
+        let (mut since, mut from, mut to) = (None, None, None);
+        for pair in query.split('&') {
             match pair.split_once('=') {
                 Some(("by", v)) => {
                     by = Dimension::parse(v).ok_or_else(|| {
                         bad("`by` must be `key`, `model`, `provider`, `route` or `day`")
                     })?
                 }
-                Some(("since", v)) => since_text = v.to_string(),
+                Some(("since", v)) => since = Some(v),
+                Some(("from", v)) => from = Some(day_param("from", v)?),
+                Some(("to", v)) => to = Some(day_param("to", v)?),
                 _ => {}
             }
         }
-        let now = sluice_store::unix_now_ms();
-        let since = sluice_store::ledger::since(&since_text, now).map_err(bad)?;
-        ledger.flush().await;
-        let report = ledger
-            .report(by, since, now)
-            .await
-            .map_err(|e| store_error(&e))?;
-        Ok::<_, Error>(ok(StatusCode::OK, &report_json(by, since, &report)))
+        let since = match (since, from) {
+            (Some(_), Some(_)) => return Err(bad("give either `since` or `from`, not both")),
+            (_, Some(day)) => day * sluice_store::ledger::DAY_MS,
+            (text, None) => sluice_store::ledger::since(text.unwrap_or("7d"), now).map_err(bad)?,
+        };
+        let until = to.map_or(u64::MAX, |day| (day + 1) * sluice_store::ledger::DAY_MS);
+        if until <= since {
+            return Err(bad("the period is backwards: `to` is before its start"));
+        }
+        Ok(Self { by, since, until })
     }
-    .await;
-    result.unwrap_or_else(|e| error_response(&e))
+}
+
+/// A `from` or `to` day: its number (days since 1970-01-01).
+fn day_param(name: &str, text: &str) -> Result<u64, Error> {
+    sluice_store::ledger::parse_day(text)
+        .and_then(|d| u64::try_from(d).ok())
+        .ok_or_else(|| {
+            bad(format!(
+                "`{name}` must be a UTC date written YYYY-MM-DD, not `{text}`"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_store::ledger::DAY_MS;
+
+    #[test]
+    fn spend_queries_read_a_period() {
+        let now = 20_790 * DAY_MS + 5;
+        let q = SpendQuery::parse("by=day&from=2026-12-01&to=2026-12-02", now).unwrap();
+        assert_eq!(
+            q,
+            SpendQuery {
+                by: Dimension::Day,
+                since: 20_788 * DAY_MS,
+                until: 20_790 * DAY_MS
+            }
+        );
+        let q = SpendQuery::parse("since=1d", now).unwrap();
+        assert_eq!(
+            (q.by, q.since, q.until),
+            (Dimension::Key, now - DAY_MS, u64::MAX)
+        );
+        let one_day = SpendQuery::parse("from=2026-12-01&to=2026-12-01", now).unwrap();
+        assert_eq!(one_day.until - one_day.since, DAY_MS);
+        for (query, says) in [
+            ("from=2026-12-02&to=2026-12-01", "backwards"),
+            ("from=2026-02-30", "`from` must be a UTC date"),
+            ("to=yesterday", "`to` must be a UTC date"),
+            ("since=7d&from=2026-12-01", "either"),
+            ("by=week", "`day`"),
+            ("since=7x", "7x"),
+        ] {
+            let e = SpendQuery::parse(query, now).unwrap_err();
+            assert_eq!(e.status_code(), 400, "{query}");
+            assert!(e.to_string().contains(says), "{query}: {e}");
+        }
+    }
 }

@@ -38,8 +38,8 @@ pub(crate) mod protocol;
 pub(crate) mod types;
 
 pub use types::{
-    civil_from_days, days_from_civil, since, BudgetPeriod, Dimension, KeyRecord, LedgerOptions,
-    Purged, Report, ReportRow, SpendRecord, DAY_MS,
+    civil_from_days, days_from_civil, parse_day, since, BudgetPeriod, Dimension, KeyRecord,
+    LedgerOptions, Purged, Report, ReportRow, SpendRecord, DAY_MS,
 };
 
 use crate::postgres::PgLedger;
@@ -84,7 +84,20 @@ impl Ledger {
         since: UnixMs,
         now: UnixMs,
     ) -> Result<Report, StoreError> {
-        both!(self, l => l.report(by, since, now).await)
+        self.report_between(by, since, UnixMs::MAX, now).await
+    }
+
+    /// Spend grouped by `by`, of the records at or after `since` and before `until` (Unix
+    /// ms). Read from the daily roll-ups, the period is whole UTC days: from `since`'s day
+    /// to the day holding the last millisecond before `until`.
+    pub async fn report_between(
+        &self,
+        by: Dimension,
+        since: UnixMs,
+        until: UnixMs,
+        now: UnixMs,
+    ) -> Result<Report, StoreError> {
+        both!(self, l => l.report_between(by, since, until, now).await)
     }
 
     /// The raw records at or after `since`, oldest first (for replays such as

@@ -141,9 +141,21 @@ impl SqliteLedger {
         since: UnixMs,
         now: UnixMs,
     ) -> Result<Report, StoreError> {
+        self.report_between(by, since, UnixMs::MAX, now).await
+    }
+
+    /// See [`crate::Ledger::report_between`].
+    pub async fn report_between(
+        &self,
+        by: Dimension,
+        since: UnixMs,
+        until: UnixMs,
+        now: UnixMs,
+    ) -> Result<Report, StoreError> {
         self.ask(|reply| Msg::Report {
             by,
             since,
+            until,
             now,
             reply,
         })

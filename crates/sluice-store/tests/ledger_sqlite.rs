@@ -401,6 +401,21 @@ async fn a_report_by_day_reads_the_rollups_oldest_first() {
     );
     let later = ledger.report(Dimension::Day, nov30 + 2, now).await.unwrap();
     assert_eq!(later.rows.len(), 2);
+    // A range: roll-ups in whole days, up to the day holding `until`'s last millisecond.
+    let two_days = ledger
+        .report_between(Dimension::Day, nov30, nov30 + 1 + DAY_MS, now)
+        .await
+        .unwrap();
+    let groups: Vec<&str> = two_days.rows.iter().map(|r| r.group.as_str()).collect();
+    assert_eq!(groups, ["2026-11-30", "2026-12-01"]);
+    // From the raw log, to the millisecond: the last one of 2026-11-30 and the first of
+    // 2026-12-01.
+    let raw = ledger
+        .report_between(Dimension::Model, nov30, nov30 + 2, now)
+        .await
+        .unwrap();
+    assert!(!raw.from_rollups);
+    assert_eq!(raw.rows.iter().map(|r| r.requests).sum::<u64>(), 2);
     assert_eq!(Dimension::parse("day"), Some(Dimension::Day));
     assert_eq!(Dimension::Day.name(), "day");
 }

@@ -15,6 +15,7 @@ pub(crate) enum Msg {
     Report {
         by: Dimension,
         since: UnixMs,
+        until: UnixMs,
         now: UnixMs,
         reply: Reply<Report>,
     },

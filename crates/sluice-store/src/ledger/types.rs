@@ -135,6 +135,21 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The day number of a UTC date written `YYYY-MM-DD`; `None` for anything else (a month
+/// 13, a 30 February).
+pub fn parse_day(text: &str) -> Option<i64> {
+    let mut parts = text.splitn(3, '-');
+    let mut next = |len: usize| {
+        parts
+            .next()
+            .filter(|p| p.len() == len && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+    };
+    let (y, m, d) = (next(4)?, next(2)?, next(2)?);
+    let day = days_from_civil(i64::from(y), m, d);
+    (civil_from_days(day) == (i64::from(y), m, d)).then_some(day)
+}
+
 /// A virtual key as stored (the secret itself is never stored).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -312,6 +327,27 @@ mod tests {
         }
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_788), (2026, 12, 1));
+    }
+
+    #[test]
+    fn dates_parse_strictly() {
+        assert_eq!(parse_day("2026-12-01"), Some(20_788));
+        assert_eq!(parse_day("1970-01-01"), Some(0));
+        assert_eq!(parse_day("2024-02-29"), Some(19_782));
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "2026-1-01",
+            "26-12-01",
+            "2026-12-01x",
+            "2026/12/01",
+            "",
+            "2026-12",
+            "+026-12-01",
+            "2026-00-10",
+        ] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
     }
 
     #[test]

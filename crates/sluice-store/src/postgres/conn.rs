@@ -11,6 +11,7 @@ use crate::ledger::types::{
     BudgetPeriod, Dimension, KeyRecord, Purged, Report, ReportRow, SpendRecord, DAY_MS,
 };
 use crate::{StoreError, UnixMs};
+use std::ops::Range;
 use tokio_postgres::{Client, Row, Statement};
 
 /// What a key has spent in one budget window.
@@ -97,15 +98,17 @@ impl Conn {
         Ok(())
     }
 
-    /// Spend grouped by `by`, at or after `since`: from the raw log while `since` is within
-    /// `retention_days` of `now` (0: forever), else from the daily roll-ups.
+    /// Spend grouped by `by`, in `period`: from the raw log while its start is within
+    /// `retention_days` of `now` (0: forever), else (and always by day) from the daily
+    /// roll-ups, in whole UTC days.
     pub(super) async fn report(
         &self,
         by: Dimension,
-        since: UnixMs,
+        period: Range<UnixMs>,
         now: UnixMs,
         retention_days: u64,
     ) -> Result<Report, StoreError> {
+        let since = period.start;
         let by_day = by == Dimension::Day;
         let raw = !by_day
             && (retention_days == 0
@@ -121,13 +124,14 @@ impl Conn {
         } else {
             format!("9 DESC, {group} COLLATE \"C\"")
         };
-        let (table, requests, errors, since_column, since_value) = if raw {
+        let (table, requests, errors, column, from, to) = if raw {
             (
                 "spend_log",
                 "count(*)",
                 "count(*) FILTER (WHERE status >= 400)",
                 "ts_ms",
                 to_sql(since),
+                to_sql(period.end),
             )
         } else {
             (
@@ -136,6 +140,7 @@ impl Conn {
                 "sum(errors)",
                 "day",
                 to_sql(since / DAY_MS),
+                to_sql(period.end.div_ceil(DAY_MS)),
             )
         };
         let sql = format!(
@@ -146,10 +151,10 @@ impl Conn {
                  COALESCE(sum(cache_write_tokens), 0)::BIGINT,
                  COALESCE(sum(reasoning_tokens), 0)::BIGINT,
                  COALESCE(sum(cost_nano_usd), 0)::BIGINT
-             FROM {table} WHERE {since_column} >= $1
+             FROM {table} WHERE {column} >= $1 AND {column} < $2
              GROUP BY 1 ORDER BY {order}"
         );
-        let rows = self.client.query(&sql, &[&since_value]).await?;
+        let rows = self.client.query(&sql, &[&from, &to]).await?;
         let rows = rows
             .iter()
             .map(report_row)

@@ -198,11 +198,12 @@ async fn serve(link: &mut Link, retention: Retention, query: Msg) {
         Msg::Report {
             by,
             since,
+            until,
             now,
             reply,
         } => {
             let days = retention.raw_days;
-            let op = async |c: &mut Conn| c.report(by, since, now, days).await;
+            let op = async |c: &mut Conn| c.report(by, since..until, now, days).await;
             answer(link, OP_TIMEOUT, reply, op).await;
         }
         Msg::Export { since, reply } => {

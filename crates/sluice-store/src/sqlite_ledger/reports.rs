@@ -8,16 +8,18 @@ use crate::ledger::types::{
 use crate::sqlite_file::{from_sql, to_sql};
 use crate::UnixMs;
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::ops::Range;
 
-/// Spend grouped by `by`, at or after `since`: from the raw log while `since` is within
+/// Spend grouped by `by`, in `period`: from the raw log while `since` is within
 /// `retention_days` of `now` (0: forever), else (and always by day) from the daily roll-ups.
 pub(super) fn report(
     conn: &Connection,
     by: Dimension,
-    since: UnixMs,
+    period: Range<UnixMs>,
     now: UnixMs,
     retention_days: u64,
 ) -> rusqlite::Result<Report> {
+    let since = period.start;
     let from_rollups = by == Dimension::Day || reads_rollups(since, now, retention_days);
     let col = by.column();
     let sql = if by == Dimension::Day {
@@ -25,14 +27,14 @@ pub(super) fn report(
         "SELECT date(day * 86400, 'unixepoch') AS g, sum(requests), sum(errors),
              sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),
              sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nano_usd)
-         FROM spend_daily WHERE day >= ?1 GROUP BY day ORDER BY day"
+         FROM spend_daily WHERE day >= ?1 AND day < ?2 GROUP BY day ORDER BY day"
             .to_string()
     } else if from_rollups {
         format!(
             "SELECT coalesce(nullif({col}, ''), '-') AS g, sum(requests), sum(errors),
                  sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),
                  sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nano_usd)
-             FROM spend_daily WHERE day >= ?1 GROUP BY g
+             FROM spend_daily WHERE day >= ?1 AND day < ?2 GROUP BY g
              ORDER BY sum(cost_nano_usd) DESC, g"
         )
     } else {
@@ -40,13 +42,17 @@ pub(super) fn report(
             "SELECT coalesce(nullif({col}, ''), '-') AS g, count(*), sum(status >= 400),
                  sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),
                  sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nano_usd)
-             FROM spend_log WHERE ts_ms >= ?1 GROUP BY g
+             FROM spend_log WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY g
              ORDER BY sum(cost_nano_usd) DESC, g"
         )
     };
-    let bound = if from_rollups { since / DAY_MS } else { since };
+    let (from, to) = if from_rollups {
+        (since / DAY_MS, period.end.div_ceil(DAY_MS))
+    } else {
+        (since, period.end)
+    };
     let mut s = conn.prepare(&sql)?;
-    let rows = s.query_map(params![to_sql(bound)], report_row)?;
+    let rows = s.query_map(params![to_sql(from), to_sql(to)], report_row)?;
     Ok(Report {
         rows: rows.collect::<rusqlite::Result<_>>()?,
         from_rollups,

@@ -202,11 +202,13 @@ impl Writer {
             Msg::Report {
                 by,
                 since,
+                until,
                 now,
                 reply,
             } => {
                 let days = self.options.retention_days;
-                send(reply, reports::report(conn, by, since, now, days));
+                let period = since..until;
+                send(reply, reports::report(conn, by, period, now, days));
             }
             Msg::Export { since, reply } => send(reply, reports::export(conn, since)),
             Msg::WindowSpend {
