@@ -73,6 +73,11 @@ static ASSETS: &[Asset] = &[
     asset!("format.js", "text/javascript; charset=utf-8"),
     asset!("prometheus.js", "text/javascript; charset=utf-8"),
     asset!("overview.js", "text/javascript; charset=utf-8"),
+    asset!("spend.js", "text/javascript; charset=utf-8"),
+    asset!("keys.js", "text/javascript; charset=utf-8"),
+    asset!("routes.js", "text/javascript; charset=utf-8"),
+    asset!("cache.js", "text/javascript; charset=utf-8"),
+    asset!("models.js", "text/javascript; charset=utf-8"),
     asset!(
         "vendor/uplot-1.6.32/uPlot.iife.min.js" => "vendor/uplot-1.6.32/uPlot.iife.min.js",
         "text/javascript; charset=utf-8",

@@ -186,7 +186,7 @@ async fn every_file_the_page_names_is_served() {
 }
 
 #[tokio::test]
-async fn spend_by_day_reads_the_rollups_behind_the_master_key() {
+async fn spend_by_day_and_by_range_behind_the_master_key() {
     let (_fake, gw) = gateway().await;
     let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
     for _ in 0..3 {
@@ -208,6 +208,19 @@ async fn spend_by_day_reads_the_rollups_behind_the_master_key() {
     assert_eq!(rows[0]["group"], today.as_str());
     assert_eq!(rows[0]["requests"], 3);
     assert!(rows[0]["cost_usd"].as_f64().unwrap() > 0.0, "{v}");
+    // A range of days: today alone has the three; a range ending yesterday has none.
+    let path = format!("/admin/spend?by=model&from={today}&to={today}");
+    let v = send(&gw, Method::GET, &path, "").await.json();
+    assert_eq!(v["rows"][0]["group"], "m", "{v}");
+    assert_eq!(v["rows"][0]["requests"], 3, "{v}");
+    let (y, m, d) = sluice_store::ledger::civil_from_days(days as i64 - 1);
+    let path = format!("/admin/spend?by=model&from={y:04}-{m:02}-{d:02}&to={y:04}-{m:02}-{d:02}");
+    let v = send(&gw, Method::GET, &path, "").await.json();
+    assert_eq!(v["rows"], json!([]), "{v}");
+    let path = format!("/admin/spend?from={today}&to={y:04}-{m:02}-{d:02}");
+    let r = send(&gw, Method::GET, &path, "").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("backwards"), "{}", r.text());
     let r = send(&gw, Method::GET, "/admin/spend?by=week", "").await;
     assert_eq!(r.status, 400);
     assert!(r.text().contains("`day`"), "{}", r.text());

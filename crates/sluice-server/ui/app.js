@@ -2,9 +2,14 @@
 // (#overview, #spend, …). Pages render into #page and stop their timers when left.
 
 import { ApiError, call, session, UNAUTHORIZED } from './api.js';
+import * as cache from './cache.js';
+import * as keys from './keys.js';
+import * as models from './models.js';
 import * as overview from './overview.js';
+import * as routes from './routes.js';
+import * as spend from './spend.js';
 
-const PAGES = { overview };
+const PAGES = { overview, spend, keys, routes, cache, models };
 
 const form = document.getElementById('login');
 const keyInput = document.getElementById('login-key');

@@ -34,7 +34,11 @@ export function chart(parent, title, labels, { fmt = String, bars = false, xRang
     },
   }, [[], ...labels.map(() => [])], figure);
   return {
-    set: (data) => plot.setData(data),
+    /** New data; `range` (`[from, to]`, Unix seconds) sets the x axis for it. */
+    set: (data, range) => {
+      plot.setData(data);
+      if (range) plot.setScale('x', { min: range[0], max: range[1] });
+    },
     destroy: () => plot.destroy(),
   };
 }

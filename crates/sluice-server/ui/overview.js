@@ -13,6 +13,8 @@ const REFRESH_MS = 5000;
 const KEEP = 360;
 
 let timer = null;
+/** Bumped by `stop`: a render still loading when its page is left starts no timer. */
+let generation = 0;
 
 /** What one read of `/metrics` says, in counters since the gateway started. */
 function snapshot(text) {
@@ -89,11 +91,14 @@ class Live {
     const pts = this.points.slice(1);
     const xs = pts.map((p) => p.snap.t);
     const col = (k) => pts.map((p) => p[k]);
-    this.charts.traffic.set([xs, col('requests'), col('errors')]);
-    this.charts.latency.set([xs, col('p50'), col('p95')]);
-    this.charts.tokens.set([xs, col('tokensIn'), col('tokensOut')]);
-    this.charts.money.set([xs, col('spend'), col('saved')]);
-    this.charts.cache.set([xs, col('hitRate')]);
+    // At least the last minute, so a first point or two do not stretch the axis.
+    const last = xs.at(-1);
+    const range = last === undefined ? null : [Math.min(xs[0], last - 60), last];
+    this.charts.traffic.set([xs, col('requests'), col('errors')], range);
+    this.charts.latency.set([xs, col('p50'), col('p95')], range);
+    this.charts.tokens.set([xs, col('tokensIn'), col('tokensOut')], range);
+    this.charts.money.set([xs, col('spend'), col('saved')], range);
+    this.charts.cache.set([xs, col('hitRate')], range);
   }
 }
 
@@ -120,6 +125,7 @@ async function daily(parent) {
 }
 
 export async function render(el) {
+  const mine = generation;
   const totals = h('div', { class: 'tiles', id: 'overview-totals' });
   const liveBox = h('div', { class: 'charts' });
   const dailyBox = h('div', { class: 'charts' });
@@ -146,10 +152,17 @@ export async function render(el) {
     }
   };
   await Promise.all([read(), daily(dailyBox)]);
-  timer = setInterval(read, REFRESH_MS);
+  if (mine !== generation) return;
+  // A second read soon after the first starts the live charts without a 5 s wait.
+  timer = setTimeout(() => {
+    read();
+    timer = setInterval(read, REFRESH_MS);
+  }, 1000);
 }
 
 export function stop() {
+  generation += 1;
+  clearTimeout(timer);
   clearInterval(timer);
   timer = null;
 }
