@@ -46,6 +46,8 @@
 //!   score as llama.cpp does (`tokenizer/spm`); UTF-8-safe streaming decode.
 //! * `template`: `tokenizer.chat_template` on minijinja with `transformers` parity
 //!   (`raise_exception`, `strftime_now`, Python-exact `tojson`).
+//! * [`constrain`]: constrained decoding: a JSON Schema (or "any JSON object") compiled to a
+//!   byte-level matcher, and per-token masks over the vocabulary's byte trie.
 //! * `stop`: stop strings spanning tokens (held back, never emitted).
 //! * `engine`: [`Engine`] and the rest of [`LoadOptions`], and the engine a file runs on,
 //!   decided from its header (the native one where it can, else candle).
@@ -102,6 +104,7 @@
 // fn's own unsafe operations sit in such blocks too, under the fn's `# Safety` contract.
 #![warn(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
+pub mod constrain;
 pub mod device;
 pub mod discovery;
 pub mod embed;
@@ -119,6 +122,7 @@ mod template;
 pub mod testing;
 mod tokenizer;
 
+pub use constrain::{Grammar, SchemaError};
 pub use device::DeviceKind;
 pub use embed::{
     estimate_embedding_memory, is_embedding_model, BatchOptions, BatchStats, EmbedModel,

@@ -30,6 +30,7 @@ mod sequence;
 mod slots;
 mod types;
 
+use crate::constrain::Constraint;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -206,6 +207,7 @@ impl ChatModel {
             queue_capacity: options.queue_capacity,
             slots: options.parallel,
             device,
+            token_trie: std::sync::OnceLock::new(),
         });
         let mut model = Self {
             shared: Arc::clone(&shared),
@@ -307,6 +309,10 @@ impl ChatModel {
             }
             .into());
         }
+        let constraint = request
+            .constraint
+            .as_ref()
+            .map(|grammar| Constraint::new(Arc::clone(grammar), self.shared.token_trie()));
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut queue = lock(&self.shared.queue);
@@ -323,6 +329,7 @@ impl ChatModel {
             queue.pending.push_back(Job {
                 request,
                 prompt_ids,
+                constraint,
                 tx,
                 submitted: Instant::now(),
             });

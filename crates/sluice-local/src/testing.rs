@@ -17,6 +17,8 @@ use candle_core::{Device, Tensor};
 use crate::error::{Error, ErrorKind, Result};
 use crate::tokenizer::byte_chars;
 
+pub mod json_schema;
+
 /// Llama-3-style chat template of the llama test model.
 pub const LLAMA_TEMPLATE: &str = "{{- bos_token }}\n{%- for message in messages %}\n    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n{%- endif %}\n";
 

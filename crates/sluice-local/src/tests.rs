@@ -1,6 +1,7 @@
 //! End-to-end tests against tiny models the tests write into temporary directories.
 
 mod batching;
+mod constrained;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

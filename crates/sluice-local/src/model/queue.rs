@@ -2,11 +2,12 @@
 //! template, and the queue of requests waiting for a slot.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use candle_core::Device;
 
 use super::sequence::Job;
+use crate::constrain::TokenTrie;
 use crate::gguf::ModelInfo;
 use crate::template::ChatTemplate;
 use crate::tokenizer::GgufTokenizer;
@@ -23,6 +24,25 @@ pub(super) struct Shared {
     pub(super) queue_capacity: usize,
     pub(super) slots: usize,
     pub(super) device: Device,
+    /// The vocabulary's byte trie for constrained requests, built by the first one.
+    pub(super) token_trie: OnceLock<Arc<TokenTrie>>,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// The vocabulary's byte trie (built on first use: a few milliseconds for 150k tokens).
+    pub(super) fn token_trie(&self) -> Arc<TokenTrie> {
+        let trie = self.token_trie.get_or_init(|| {
+            let t = &self.tokenizer;
+            Arc::new(TokenTrie::new(
+                t.tokens.len(),
+                |id| t.token_bytes(id),
+                &t.stop_ids,
+            ))
+        });
+        Arc::clone(trie)
+    }
 }
 
 #[derive(Default)]

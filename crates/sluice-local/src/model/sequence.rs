@@ -11,7 +11,8 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use tokio::sync::mpsc;
 
 use super::types::{ChatRequest, Completion, FinishReason, GenerationEvent, SamplingParams, Usage};
-use crate::error::{Error, Result};
+use crate::constrain::{Constraint, ConstraintError};
+use crate::error::{Error, ErrorKind, Result};
 use crate::stop::StopBuffer;
 use crate::tokenizer::{GgufTokenizer, Utf8Stream};
 
@@ -23,6 +24,8 @@ pub(super) struct Job {
     pub(super) request: ChatRequest,
     /// The rendered prompt's tokens, checked against the context on submit.
     pub(super) prompt_ids: Vec<u32>,
+    /// The request's constraint over this model's vocabulary, if it has one.
+    pub(super) constraint: Option<Constraint>,
     pub(super) tx: mpsc::UnboundedSender<Result<GenerationEvent>>,
     /// When it was queued.
     pub(super) submitted: std::time::Instant,
@@ -55,6 +58,7 @@ pub(super) struct Sequence {
     text: String,
     token_ids: Vec<u32>,
     stopped_by_string: bool,
+    constraint: Option<Constraint>,
 }
 
 // === impl Sequence ===
@@ -63,7 +67,7 @@ impl Sequence {
     /// Starts `job` on a context of `context` positions, the first `cached` prompt tokens
     /// already in the KV cache. The queue wait ends here.
     pub(super) fn start(
-        job: Job,
+        mut job: Job,
         context: usize,
         cached: usize,
         tokenizer: &GgufTokenizer,
@@ -82,6 +86,7 @@ impl Sequence {
             text: String::new(),
             token_ids: Vec::new(),
             stopped_by_string: false,
+            constraint: job.constraint.take(),
             job,
         }
     }
@@ -97,11 +102,25 @@ impl Sequence {
     }
 
     /// Samples a token from the last position's `logits` and streams its text.
-    pub(super) fn step(&mut self, tokenizer: &GgufTokenizer, logits: Vec<f32>) -> Result<Next> {
+    pub(super) fn step(&mut self, tokenizer: &GgufTokenizer, mut logits: Vec<f32>) -> Result<Next> {
+        if let Some(constraint) = &mut self.constraint {
+            constraint.apply(&mut logits).map_err(constraint_error)?;
+        }
         let n = logits.len();
         let logits = Tensor::from_vec(logits, n, &Device::Cpu).map_err(Error::backend)?;
         let next = self.sampler.sample(&logits).map_err(Error::backend)?;
         self.token_ids.push(next);
+        // A constrained value ends with its last byte: no stop token is needed after it.
+        let mut complete = false;
+        if let Some(constraint) = &mut self.constraint {
+            if constraint
+                .accept(next, tokenizer.token_bytes(next))
+                .map_err(constraint_error)?
+            {
+                return Ok(Next::Finished(FinishReason::Stop));
+            }
+            complete = constraint.finished();
+        }
         if !self.job.request.ignore_eos && tokenizer.stop_ids.contains(&next) {
             return Ok(Next::Finished(FinishReason::Stop));
         }
@@ -121,6 +140,9 @@ impl Sequence {
                 self.stopped_by_string = true;
                 return Ok(Next::Finished(FinishReason::Stop));
             }
+        }
+        if complete {
+            return Ok(Next::Finished(FinishReason::Stop));
         }
         if self.token_ids.len() >= self.limit {
             return Ok(Next::Finished(FinishReason::Length));
@@ -180,6 +202,10 @@ impl Sequence {
         self.text.push_str(&delta);
         self.job.tx.send(Ok(GenerationEvent::Delta(delta))).is_ok()
     }
+}
+
+fn constraint_error(e: ConstraintError) -> Error {
+    ErrorKind::Internal(format!("constrained decoding: {e}")).into()
 }
 
 /// Ends a job that could not run with an error.

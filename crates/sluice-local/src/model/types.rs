@@ -1,9 +1,11 @@
 //! The public types of a chat generation: the request, its events and its result.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::constrain::Grammar;
 use crate::error::{ErrorKind, Result};
 use crate::template::ChatMessage;
 
@@ -31,8 +33,13 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
     /// Sampling.
     pub sampling: SamplingParams,
-    /// Keep generating past EOS/end-of-turn tokens (llama.cpp's `ignore_eos`).
+    /// Keep generating past EOS/end-of-turn tokens (llama.cpp's `ignore_eos`). A constrained
+    /// request still ends when its value is complete.
     pub ignore_eos: bool,
+    /// Output constrained to a JSON Schema or to any JSON object (`response_format`): every
+    /// token that would break it is masked before sampling, and generation ends when the
+    /// value is complete.
+    pub constraint: Option<Arc<Grammar>>,
 }
 
 /// Why generation ended.

@@ -5,7 +5,8 @@
 use super::errors::invalid;
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::KeepAlive;
-use sluice_local::{ChatMessage, ChatRequest};
+use sluice_local::{ChatMessage, ChatRequest, Grammar};
+use std::sync::Arc;
 
 /// Fields of a chat request that the typed OpenAI request does not carry.
 #[derive(serde::Deserialize)]
@@ -24,7 +25,7 @@ struct ChatExtras {
 
 /// The chat of an OpenAI request, for a local model. What a local model cannot do is refused
 /// with a 400 naming the parameter, never silently dropped: `tools` (it would answer in text
-/// without knowing them), a `response_format` other than `text`, `n` above 1, `logprobs`.
+/// without knowing them), a JSON schema outside the supported subset, `n` above 1, `logprobs`.
 /// Returns the request, whether the stream ends with usage, and the request's own keep-alive.
 pub(super) fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<KeepAlive>), Error> {
     let r: sluice_types::openai::ChatCompletionRequest =
@@ -43,15 +44,12 @@ pub(super) fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<Kee
             "tools",
         ));
     }
-    if let Some(format) = &r.response_format {
-        let kind = format.get("type").and_then(|t| t.as_str()).unwrap_or("");
-        if kind != "text" {
-            return Err(invalid(
-                format!("local models answer in plain text: `response_format` `{kind}` is not supported"),
-                "response_format",
-            ));
-        }
-    }
+    let constraint = r
+        .response_format
+        .as_ref()
+        .map(constraint_of)
+        .transpose()?
+        .flatten();
     if extras.n.is_some_and(|n| n != 1) {
         return Err(invalid(
             "local models return one choice: `n` must be 1".into(),
@@ -91,6 +89,7 @@ pub(super) fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<Kee
             .stop
             .map(sluice_types::openai::Stop::into_vec)
             .unwrap_or_default(),
+        constraint,
         ..ChatRequest::default()
     };
     req.sampling.temperature = r.temperature;
@@ -102,6 +101,39 @@ pub(super) fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<Kee
         .map(|k| usize::try_from(k).unwrap_or(usize::MAX));
     let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
     Ok((req, include_usage, keep_alive_of(extras.keep_alive)?))
+}
+
+/// The constraint of a `response_format`: none for `text`, any JSON object for `json_object`,
+/// the compiled schema for `json_schema` (a schema outside the supported subset, or invalid, is
+/// a 400 naming the keyword and where it is).
+fn constraint_of(format: &serde_json::Value) -> Result<Option<Arc<Grammar>>, Error> {
+    let kind = format.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    match kind {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(Arc::new(Grammar::json_object()))),
+        "json_schema" => {
+            let schema = format
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or_else(|| {
+                    invalid(
+                        "`response_format.json_schema.schema` is missing".into(),
+                        "response_format",
+                    )
+                })?;
+            let grammar = Grammar::from_json_schema(schema).map_err(|e| {
+                invalid(
+                    format!("`response_format.json_schema.schema`: {e}"),
+                    "response_format",
+                )
+            })?;
+            Ok(Some(Arc::new(grammar)))
+        }
+        other => Err(invalid(
+            format!("`response_format` `{other}` is not supported (use `text`, `json_object` or `json_schema`)"),
+            "response_format",
+        )),
+    }
 }
 
 /// A request's own `keep_alive` (as Ollama takes it: a duration such as `"10m"`, a number of

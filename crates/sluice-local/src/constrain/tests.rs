@@ -1,0 +1,354 @@
+//! The matcher on hand-written texts, and random sampling under the mask: whatever tokens a
+//! sampler picks among the allowed ones, the output parses and validates.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::guide::Constraint;
+use super::matcher::Matcher;
+use super::schema::Grammar;
+use super::vocab::{allows, TokenTrie};
+use crate::testing::json_schema::validate;
+
+/// Multi-byte tokens of the test vocabulary, beside every single byte: JSON punctuation runs,
+/// words, digits, whitespace runs, escapes and UTF-8 (whole and split) as BPE vocabularies
+/// have them.
+const PIECES: &[&str] = &[
+    "{\"", "\":", "\": ", "\",", "\"}", "\"]", "},", "}]", "[{", "[\"", "\", \"", ", ", "{\n  \"",
+    "\n", "\n  ", "\n    ", "  ", "    ", "true", "false", "null", "nul", "tr", "name", "age",
+    "ag", "tags", "id", "kind", "\"name", "\"age\":", "123", "0.", "1e", "-1", "00", "é", "日本",
+    "\\u", "\\ud83d", "\\n", "\\\"", "abc", " the", "xyz\"", "\"}}", "]}", "\"\"", ",\"",
+];
+
+/// Id of the stop token (after the 256 bytes and the pieces).
+fn stop_id() -> u32 {
+    (256 + PIECES.len()) as u32
+}
+
+fn vocabulary() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    v.extend(PIECES.iter().map(|p| p.as_bytes().to_vec()));
+    // Two UTF-8 halves, the way byte-level BPE splits characters.
+    v.push(vec![0xe6]);
+    v.push(vec![0x97, 0xa5]);
+    v.push(Vec::new()); // the stop token: a control token, no bytes
+    v
+}
+
+fn trie() -> Arc<TokenTrie> {
+    let vocab = vocabulary();
+    let stop = (vocab.len() - 1) as u32;
+    assert_eq!(stop, stop_id() + 2);
+    Arc::new(TokenTrie::new(
+        vocab.len(),
+        |id| vocab[id as usize].as_slice(),
+        &[stop],
+    ))
+}
+
+/// SplitMix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Samples random allowed tokens until a stop token; two picks in three go to the tokens that
+/// bring the value closest to its end, so that random output ends (random JSON nests without end).
+fn sample(grammar: &Arc<Grammar>, seed: u64) -> String {
+    let vocab = vocabulary();
+    let trie = trie();
+    let stop = trie.stop_ids()[0];
+    let mut constraint = Constraint::new(Arc::clone(grammar), trie);
+    let mut rng = Rng(seed);
+    let mut out = Vec::new();
+    for _ in 0..20_000 {
+        let mask = constraint.mask();
+        let allowed: Vec<u32> = (0..vocab.len() as u32)
+            .filter(|&id| allows(&mask, id))
+            .collect();
+        assert!(
+            !allowed.is_empty(),
+            "stuck after {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        // Two picks in three go to the tokens that bring the value closest to its end.
+        let pool = if rng.below(3) != 0 {
+            closest(&constraint, &allowed, &vocab, stop)
+        } else {
+            allowed
+        };
+        let id = pool[rng.below(pool.len())];
+        let bytes = &vocab[id as usize];
+        if constraint
+            .accept(id, bytes)
+            .expect("an allowed token is accepted")
+        {
+            return String::from_utf8(out).expect("UTF-8 output");
+        }
+        out.extend_from_slice(bytes);
+    }
+    let text = String::from_utf8_lossy(&out);
+    panic!(
+        "no end after 20000 tokens: {:?}",
+        &text[text.len().saturating_sub(300)..]
+    );
+}
+
+/// The allowed tokens after which the value is least deep.
+fn closest(constraint: &Constraint, allowed: &[u32], vocab: &[Vec<u8>], stop: u32) -> Vec<u32> {
+    if allowed.contains(&stop) && rand_free_stop(constraint) {
+        return vec![stop];
+    }
+    let distance = |id: u32| {
+        let mut m = constraint.matcher().clone();
+        if id == stop || !m.advance(&vocab[id as usize]) {
+            return u32::MAX;
+        }
+        m.distance()
+    };
+    let best = allowed
+        .iter()
+        .map(|&id| distance(id))
+        .min()
+        .unwrap_or(u32::MAX);
+    allowed
+        .iter()
+        .copied()
+        .filter(|&id| distance(id) == best)
+        .collect()
+}
+
+fn rand_free_stop(constraint: &Constraint) -> bool {
+    constraint.matcher().accepts()
+}
+
+/// Samples `runs` outputs under `schema` and checks each parses and validates.
+fn check_random(schema: &Value, runs: u64) -> Vec<Value> {
+    let grammar = Arc::new(Grammar::from_json_schema(schema).expect("schema compiles"));
+    (0..runs)
+        .map(|seed| {
+            let text = sample(&grammar, seed);
+            let value: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            if let Err(e) = validate(schema, &value) {
+                panic!("{e}\n{text}");
+            }
+            value
+        })
+        .collect()
+}
+
+fn matches(schema: &Value, text: &str) -> bool {
+    let grammar = Arc::new(Grammar::from_json_schema(schema).expect("schema compiles"));
+    let mut m = Matcher::new(grammar);
+    m.advance(text.as_bytes()) && m.accepts()
+}
+
+#[test]
+fn objects_with_required_and_optional_properties_validate() {
+    let schema = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}, "ok": {"type": "boolean"}},
+        "required": ["name", "age"],
+        "additionalProperties": false
+    });
+    let values = check_random(&schema, 60);
+    assert!(
+        values.iter().any(|v| v.get("ok").is_some()),
+        "optional property never produced"
+    );
+    assert!(
+        values.iter().any(|v| v.get("ok").is_none()),
+        "optional property always produced"
+    );
+}
+
+#[test]
+fn arrays_with_item_schemas_and_lengths_validate() {
+    let schema =
+        json!({"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 4});
+    let values = check_random(&schema, 60);
+    assert!(values
+        .iter()
+        .all(|v| (2..=4).contains(&v.as_array().map_or(0, Vec::len))));
+}
+
+#[test]
+fn enums_and_consts_validate() {
+    check_random(&json!({"enum": ["red", "green", 3, null, {"a": [1]}]}), 40);
+    check_random(
+        &json!({"type": "object", "properties": {"v": {"const": "x\"y"}}, "required": ["v"], "additionalProperties": false}),
+        10,
+    );
+}
+
+#[test]
+fn strings_with_lengths_validate() {
+    let values = check_random(
+        &json!({"type": "string", "minLength": 3, "maxLength": 5}),
+        80,
+    );
+    assert!(
+        values
+            .iter()
+            .any(|v| v.as_str().is_some_and(|s| !s.is_ascii())),
+        "no non-ASCII string"
+    );
+}
+
+#[test]
+fn scalars_validate() {
+    for t in ["number", "integer", "boolean", "null", "string"] {
+        check_random(&json!({"type": t}), 40);
+    }
+    check_random(&json!({"type": ["integer", "null"]}), 40);
+}
+
+#[test]
+fn nesting_any_of_one_of_and_refs_validate() {
+    let schema = json!({
+        "$defs": {
+            "leaf": {"type": "object", "properties": {"kind": {"const": "leaf"}, "id": {"type": "integer"}}, "required": ["kind", "id"], "additionalProperties": false},
+            "tree": {"type": "object", "properties": {"kind": {"const": "tree"}, "children": {"type": "array", "maxItems": 3, "items": {"$ref": "#/$defs/node"}}}, "required": ["kind", "children"], "additionalProperties": false},
+            "node": {"oneOf": [{"$ref": "#/$defs/leaf"}, {"$ref": "#/$defs/tree"}]}
+        },
+        "type": "object",
+        "properties": {"root": {"$ref": "#/$defs/node"}, "note": {"anyOf": [{"type": "string", "maxLength": 8}, {"type": "null"}]}},
+        "required": ["root"],
+        "additionalProperties": false
+    });
+    check_random(&schema, 60);
+}
+
+#[test]
+fn json_object_and_open_objects_validate() {
+    let object = Arc::new(Grammar::json_object());
+    for seed in 0..60 {
+        let text = sample(&object, seed);
+        let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(value.is_object(), "{text}");
+    }
+    check_random(
+        &json!({"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}),
+        40,
+    );
+    check_random(
+        &json!({"type": "object", "additionalProperties": {"type": "boolean"}}),
+        40,
+    );
+}
+
+#[test]
+fn the_matcher_refuses_what_breaks_the_schema() {
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string", "maxLength": 2}}, "required": ["a"], "additionalProperties": false});
+    assert!(matches(&schema, r#"{"a": 1, "b": "xy"}"#));
+    assert!(matches(&schema, "{\n  \"b\": \"\",\n  \"a\": -0\n}"));
+    assert!(!matches(&schema, r#"{"b": "x"}"#), "missing required");
+    assert!(!matches(&schema, r#"{"a": 1, "a": 2}"#), "duplicate key");
+    assert!(!matches(&schema, r#"{"a": 1, "c": 2}"#), "extra key");
+    assert!(!matches(&schema, r#"{"a": 1.5}"#), "fraction in an integer");
+    assert!(!matches(&schema, r#"{"a": 01}"#), "leading zero");
+    assert!(
+        !matches(&schema, r#"{"a": 1, "b": "xyz"}"#),
+        "string too long"
+    );
+    assert!(!matches(&schema, r#"{"a": 1} "#), "text after the value");
+    assert!(
+        !matches(&schema, &format!("{{{}\"a\": 1}}", " ".repeat(17))),
+        "whitespace run too long"
+    );
+    let open = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    assert!(
+        matches(&open, r#"{"a": 1, "ab": [true]}"#),
+        "other keys are any value"
+    );
+    assert!(
+        !matches(&open, r#"{"a": 1, "a": "x"}"#),
+        "a declared key is not repeated as another"
+    );
+    assert!(
+        !matches(&open, r#"{"\u0061": "x"}"#),
+        "other keys have no escapes"
+    );
+    let required =
+        json!({"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]});
+    assert!(matches(&required, r#"{"x": 1, "id": 2}"#));
+    assert!(matches(&required, r#"{"idx": 1, "i": 1, "id": 2}"#));
+    assert!(!matches(&required, r#"{"idx": 1}"#), "missing required");
+    let string = json!({"type": "string"});
+    assert!(matches(&string, r#""é\n\u00e9\ud7ff""#));
+    assert!(!matches(&string, r#""\ud800""#), "lone surrogate");
+    assert!(!matches(&string, "\"\u{1}\""), "raw control character");
+    assert!(!matches(&string, "\"\u{e9}"), "unclosed");
+    assert!(matches(&json!({"type": "number"}), "-12.5e+03"));
+    assert!(
+        !matches(&json!({"type": "number"}), "1e999"),
+        "exponent too large for an f64"
+    );
+}
+
+#[test]
+fn the_stop_token_is_allowed_only_when_the_value_is_complete() {
+    let trie = trie();
+    let stop = trie.stop_ids()[0];
+    let mut c = Constraint::new(
+        Arc::new(Grammar::from_json_schema(&json!({"type": "integer"})).expect("compiles")),
+        trie,
+    );
+    assert!(!allows(&c.mask(), stop));
+    assert!(!c.accept(stop, &[]).is_ok_and(|s| s));
+    assert_eq!(c.accept(u32::from(b'4'), b"4"), Ok(false));
+    assert!(allows(&c.mask(), stop));
+    assert!(allows(&c.mask(), u32::from(b'2')), "a number may go on");
+    assert!(
+        !allows(&c.mask(), u32::from(b' ')),
+        "nothing follows the root value"
+    );
+    assert_eq!(c.accept(stop, &[]), Ok(true));
+}
+
+#[test]
+fn unsupported_keywords_and_dangling_refs_are_named() {
+    let error = |schema: Value| {
+        Grammar::from_json_schema(&schema)
+            .expect_err("refused")
+            .to_string()
+    };
+    let e = error(
+        json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "multipleOf": 2}}}),
+    );
+    assert!(
+        e.contains("`minimum`") && e.contains("`multipleOf`") && e.contains("/properties/n"),
+        "{e}"
+    );
+    let e = error(json!({"type": "string", "pattern": "^a$"}));
+    assert!(e.contains("`pattern`"), "{e}");
+    let e = error(json!({"$ref": "#/$defs/missing"}));
+    assert!(e.contains("points nowhere"), "{e}");
+    let e = error(json!({"$ref": "https://example.com/s.json"}));
+    assert!(e.contains("only references into this schema"), "{e}");
+    let e = error(json!({"type": "strin"}));
+    assert!(e.contains("unknown type `strin`"), "{e}");
+    let e = error(json!({"type": "object", "required": ["x"], "properties": {}}));
+    assert!(e.contains("`x` is required"), "{e}");
+    let e = error(
+        json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+    );
+    assert!(e.contains("cycle"), "{e}");
+    let e = error(json!({"type": "string", "minLength": 3, "maxLength": 2}));
+    assert!(e.contains("`maxLength` is below `minLength`"), "{e}");
+    let e = error(json!(3));
+    assert!(e.contains("must be an object"), "{e}");
+}
