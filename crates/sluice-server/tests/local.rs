@@ -137,6 +137,17 @@ path = "{}"
         streamed_usage["prompt_tokens_details"]["cached_tokens"] = json!(0);
         assert_eq!(&streamed_usage, usage, "{model}");
     }
+    // `ignore_eos` (llama.cpp's extension): exactly `max_tokens`, ended by the length.
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat("tiny", json!({"ignore_eos": true, "max_tokens": 30})),
+        &[],
+    )
+    .await
+    .unwrap();
+    let v = r.json();
+    assert_eq!(v["usage"]["completion_tokens"], 30, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
     // Priced like any model: 1 $/M in, 0.5 $/M for the reused prompt tokens, 2 $/M out; in
     // the spend log too.
     let r = post_json(

@@ -21,6 +21,10 @@ struct ChatExtras {
     /// Not OpenAI's, but llama.cpp's, Ollama's and vLLM's: sample from the `top_k` likeliest.
     #[serde(default)]
     top_k: Option<u64>,
+    /// llama.cpp's and vLLM's: keep generating past the end-of-turn token, up to `max_tokens`
+    /// (benchmarks that need answers of one length).
+    #[serde(default)]
+    ignore_eos: Option<bool>,
 }
 
 /// The chat of an OpenAI request, for a local model. What a local model cannot do is refused
@@ -99,6 +103,7 @@ pub(super) fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<Kee
         .top_k
         .filter(|&k| k > 0)
         .map(|k| usize::try_from(k).unwrap_or(usize::MAX));
+    req.ignore_eos = extras.ignore_eos.unwrap_or(false);
     let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
     Ok((req, include_usage, keep_alive_of(extras.keep_alive)?))
 }
