@@ -38,6 +38,7 @@ pub mod postgres;
 pub mod redis;
 pub mod redis_cache;
 pub mod responses;
+mod sql_int;
 pub mod sqlite;
 mod sqlite_file;
 pub mod sqlite_ledger;

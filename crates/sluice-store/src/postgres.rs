@@ -45,12 +45,11 @@
 //! `writer` is the task there, `queue` the records waiting with their tries and the
 //! flushes, `link` the connection and its reconnects, `backoff` the waits after failures,
 //! `schema` the migration, `conn` the prepared statements and queries, `batch` a batch's
-//! statements and their columns, `convert` the integer conversions.
+//! statements and their columns (integers converted by `crate::sql_int`).
 
 mod backoff;
 mod batch;
 mod conn;
-mod convert;
 mod link;
 mod queue;
 mod runtime;

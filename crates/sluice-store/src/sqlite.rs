@@ -17,7 +17,8 @@
 //! file can overshoot by at most one batch.
 
 use crate::cache_stats::{CacheStats, CounterDelta, PendingCounters};
-use crate::sqlite_file::{self, from_sql, to_sql};
+use crate::sql_int::{from_sql, to_sql};
+use crate::sqlite_file;
 use crate::{unix_now_ms, Key, StoreError, UnixMs};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Statement};

@@ -60,13 +60,3 @@ pub(crate) fn retry_busy<T>(
         }
     }
 }
-
-/// A count as SQLite stores it: `INTEGER` is signed, so past `i64::MAX` it is `i64::MAX`.
-pub(crate) fn to_sql(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// A count read back from SQLite: a negative value is 0.
-pub(crate) fn from_sql(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}

@@ -1,30 +1,21 @@
 //! The files' metadata in PostgreSQL (the ledger's database, `storage.database_url`), shared
-//! by replicas: table `files`, created if absent under an advisory lock.
-//!
-//! Why a thread: a PostgreSQL connection is a task that must keep being polled on one
-//! runtime, and the gateway runs several single-threaded ones. So the connection lives on a
-//! dedicated thread running a current-thread runtime; each operation is spawned there and
-//! its answer awaited from whichever runtime asked (`PgIndex::run`). The connection is made
-//! at open (which blocks until it is, or fails) and anew at the next operation after it
-//! broke; each operation has a time limit of [`OP_TIMEOUT`].
+//! by replicas: table `files`, created if absent under an advisory lock, on a
+//! [`PgWorker`]'s connection.
 
 use super::types::{FileObject, FileStatus, ListQuery, Order, Owner, Page, Purpose};
+use crate::pg_worker::{PgWorker, Schema};
+use crate::sql_int::{from_sql, to_sql};
 use crate::StoreError;
-use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
-use std::time::Duration;
-use tokio::runtime::Handle;
-use tokio::sync::oneshot;
-use tokio_postgres::{Client, Config, NoTls, Row};
+use tokio_postgres::Row;
 
-/// Time limit of one operation (the connect included).
-pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The table and its indexes, created under advisory lock "sluice" + 2.
+const SCHEMA: Schema = Schema {
+    name: "files",
+    ddl: DDL,
+    lock: 0x736c_7569_6365_0002,
+};
 
-/// The advisory lock that serializes the table's creation across replicas ("sluice" + 2).
-const MIGRATION_LOCK: i64 = 0x736c_7569_6365_0002;
-
-const SCHEMA: &str = "
+const DDL: &str = "
 CREATE TABLE IF NOT EXISTS files (
     seq BIGSERIAL PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -43,137 +34,38 @@ CREATE INDEX IF NOT EXISTS files_expires_at ON files (expires_at) WHERE expires_
 /// The columns read back, in [`file_from_row`]'s order.
 const COLUMNS: &str = "id, owner, purpose, filename, bytes, created_at, expires_at, status";
 
-/// The connection, made anew when it broke.
-#[derive(Debug)]
-struct Link {
-    config: Config,
-    client: tokio::sync::Mutex<Option<Arc<Client>>>,
-}
-
-impl Link {
-    /// The live connection, connecting first if there is none (on the index's runtime).
-    async fn client(&self) -> Result<Arc<Client>, StoreError> {
-        let mut slot = self.client.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(Arc::clone(c));
-        }
-        *slot = None;
-        let (mut client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres files connection ended");
-            }
-        });
-        migrate(&mut client).await?;
-        let client = Arc::new(client);
-        *slot = Some(Arc::clone(&client));
-        Ok(client)
-    }
-}
-
-#[derive(Debug)]
-struct Inner {
-    handle: Handle,
-    link: Arc<Link>,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let stop = self
-            .stop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(stop) = stop {
-            let _ = stop.send(());
-        }
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
-            if thread.join().is_err() {
-                tracing::warn!("postgres files thread panicked");
-            }
-        }
-    }
-}
-
-/// The PostgreSQL index of files. Cheap to clone; the last clone dropped stops the thread.
+/// The PostgreSQL index of files. Cheap to clone; the last clone dropped stops its thread.
 #[derive(Debug, Clone)]
 pub struct PgIndex {
-    inner: Arc<Inner>,
-}
-
-fn gone() -> StoreError {
-    StoreError::Unavailable("postgres files thread stopped".into())
+    worker: PgWorker,
 }
 
 // === impl PgIndex ===
 
 impl PgIndex {
-    /// Starts the thread, connects to `url` and creates the table if absent. Blocks the
-    /// caller until connected, or failed.
+    /// Connects to `url` and creates the table if absent; blocks until connected, or failed.
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let mut config: Config = url.parse()?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("sluice");
-        }
-        let (handle, stop, thread) = start_thread()?;
-        let this = Self {
-            inner: Arc::new(Inner {
-                handle,
-                link: Arc::new(Link {
-                    config,
-                    client: tokio::sync::Mutex::new(None),
-                }),
-                stop: Mutex::new(Some(stop)),
-                thread: Mutex::new(Some(thread)),
-            }),
-        };
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let link = Arc::clone(&this.inner.link);
-        this.inner.handle.spawn(async move {
-            let connected = tokio::time::timeout(OP_TIMEOUT, link.client()).await;
-            let _ = tx.send(connected.map_err(|_| StoreError::Timeout(OP_TIMEOUT)));
-        });
-        rx.recv().map_err(|_| gone())??.map(|_| this)
+        Ok(Self {
+            worker: PgWorker::open(url, SCHEMA)?,
+        })
     }
 
-    /// Runs `op` with the connection on the index's thread, within [`OP_TIMEOUT`]; a
-    /// connection that failed is dropped so the next operation connects anew.
-    pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    /// Runs `op` with the connection (the batches' tables live in this database too).
+    pub(crate) fn run<T, F, Fut>(
+        &self,
+        op: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(Arc<Client>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send,
+        F: FnOnce(std::sync::Arc<tokio_postgres::Client>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send,
     {
-        let link = Arc::clone(&self.inner.link);
-        let task = self.inner.handle.spawn(async move {
-            let work = async {
-                let client = link.client().await?;
-                op(client).await.map_err(StoreError::from)
-            };
-            match tokio::time::timeout(OP_TIMEOUT, work).await {
-                Ok(done) => done,
-                Err(_) => {
-                    *link.client.lock().await = None;
-                    Err(StoreError::Timeout(OP_TIMEOUT))
-                }
-            }
-        });
-        task.await.map_err(|_| gone())?
+        self.worker.run(op)
     }
 
     /// See [`super::FileIndex::insert`].
     pub async fn insert(&self, file: FileObject) -> Result<(), StoreError> {
-        self.run(move |c| async move {
+        self.worker.run(move |c| async move {
             c.execute(
                 "INSERT INTO files (id, owner, purpose, filename, bytes, created_at, expires_at, status)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -203,6 +95,7 @@ impl PgIndex {
     ) -> Result<Option<FileObject>, StoreError> {
         let (id, owner) = (id.to_string(), owner.as_stored().to_string());
         let row = self
+            .worker
             .run(move |c| async move {
                 let sql = format!(
                     "SELECT {COLUMNS} FROM files WHERE id = $1 AND owner = $2
@@ -224,6 +117,7 @@ impl PgIndex {
         let (owner, q) = (owner.as_stored().to_string(), query.clone());
         let limit = q.limit;
         let rows = self
+            .worker
             .run(move |c| async move {
                 let (cmp, dir) = match q.order {
                     Order::Asc => (">", "ASC"),
@@ -261,20 +155,22 @@ impl PgIndex {
     /// See [`super::FileIndex::delete`].
     pub async fn delete(&self, id: &str, owner: &Owner) -> Result<bool, StoreError> {
         let (id, owner) = (id.to_string(), owner.as_stored().to_string());
-        self.run(move |c| async move {
-            c.execute(
-                "DELETE FROM files WHERE id = $1 AND owner = $2",
-                &[&id, &owner],
-            )
+        self.worker
+            .run(move |c| async move {
+                c.execute(
+                    "DELETE FROM files WHERE id = $1 AND owner = $2",
+                    &[&id, &owner],
+                )
+                .await
+                .map(|n| n > 0)
+            })
             .await
-            .map(|n| n > 0)
-        })
-        .await
     }
 
     /// See [`super::FileIndex::take_expired`].
     pub async fn take_expired(&self, now: u64, limit: usize) -> Result<Vec<String>, StoreError> {
         let rows = self
+            .worker
             .run(move |c| async move {
                 c.query(
                     "DELETE FROM files WHERE seq IN (SELECT seq FROM files
@@ -288,44 +184,6 @@ impl PgIndex {
             .map(|r| r.try_get(0).map_err(StoreError::from))
             .collect()
     }
-}
-
-/// The index's thread: a current-thread runtime that runs until `stop`.
-fn start_thread() -> Result<(Handle, oneshot::Sender<()>, JoinHandle<()>), StoreError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let handle = runtime.handle().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("sluice-pg-files".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let _ = stopped.await;
-            });
-        })?;
-    Ok((handle, stop, thread))
-}
-
-/// Creates the table if absent, under an advisory lock (replicas may start together).
-async fn migrate(client: &mut Client) -> Result<(), StoreError> {
-    let tx = client.transaction().await?;
-    tx.batch_execute(&format!(
-        "SET LOCAL client_min_messages = warning;
-         SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
-         {SCHEMA}"
-    ))
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-fn to_sql(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn from_sql(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
 }
 
 /// A row of [`COLUMNS`].

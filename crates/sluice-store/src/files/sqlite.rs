@@ -6,7 +6,8 @@
 //! The thread runs whatever closure it is sent with the connection (`SqliteIndex::run`).
 
 use super::types::{FileObject, ListQuery, Owner, Page};
-use crate::sqlite_file::{from_sql, open_wal, stop_writer, to_sql};
+use crate::sql_int::{from_sql, to_sql};
+use crate::sqlite_file::{open_wal, stop_writer};
 use crate::StoreError;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;

@@ -5,9 +5,9 @@
 //! Each statement's text and the columns it is given are kept side by side here: their
 //! orders must agree.
 
-use super::convert::{opt_to_sql, to_sql};
 use super::queue::Pending;
 use crate::ledger::types::{BudgetPeriod, SpendRecord, DAY_MS};
+use crate::sql_int::{opt_to_sql, to_sql};
 use std::collections::BTreeMap;
 use tokio_postgres::types::ToSql;
 

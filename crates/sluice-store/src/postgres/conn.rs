@@ -4,12 +4,12 @@
 use super::batch::{
     BudgetColumns, DailyColumns, LogColumns, Sums, INSERT_LOG, UPSERT_BUDGET, UPSERT_DAILY,
 };
-use super::convert::{from_sql, opt_from_sql, opt_to_sql, to_sql};
 use super::queue::Pending;
 use crate::ledger::protocol::RECORD_COLUMNS;
 use crate::ledger::types::{
     BudgetPeriod, Dimension, KeyRecord, Purged, Report, ReportRow, SpendRecord, DAY_MS,
 };
+use crate::sql_int::{from_sql, opt_from_sql, opt_to_sql, to_sql};
 use crate::{StoreError, UnixMs};
 use std::ops::Range;
 use tokio_postgres::{Client, Row, Statement};

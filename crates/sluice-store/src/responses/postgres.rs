@@ -5,6 +5,7 @@
 use super::types::{Content, Kept, StoredResponse, Withheld, PURGE_BATCH};
 use crate::files::Owner;
 use crate::pg_worker::{PgWorker, Schema};
+use crate::sql_int::{from_sql, to_sql};
 use crate::StoreError;
 use bytes::Bytes;
 use std::future::Future;
@@ -38,14 +39,6 @@ const COLUMNS: &str =
 #[derive(Debug, Clone)]
 pub struct PgResponses {
     worker: PgWorker,
-}
-
-fn to_sql(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn from_sql(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
 }
 
 // === impl PgResponses ===

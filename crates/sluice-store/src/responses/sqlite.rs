@@ -4,7 +4,7 @@
 
 use super::types::{Content, Kept, StoredResponse, Withheld, PURGE_BATCH};
 use crate::files::Owner;
-use crate::sqlite_file::{from_sql, to_sql};
+use crate::sql_int::{from_sql, to_sql};
 use crate::sqlite_worker::SqliteWorker;
 use crate::StoreError;
 use bytes::Bytes;

@@ -3,7 +3,7 @@
 //! and a handful of upserts).
 
 use crate::ledger::types::{BudgetPeriod, SpendRecord, DAY_MS};
-use crate::sqlite_file::to_sql;
+use crate::sql_int::to_sql;
 use rusqlite::{params, Connection, Transaction};
 use std::collections::HashMap;
 

@@ -1,7 +1,7 @@
 //! The virtual keys: lookups by hash and by id or name, the list, and the upsert.
 
 use crate::ledger::types::{BudgetPeriod, KeyRecord};
-use crate::sqlite_file::{from_sql, to_sql};
+use crate::sql_int::{from_sql, to_sql};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 /// The columns of `keys`, in [`key_from_row`]'s order.

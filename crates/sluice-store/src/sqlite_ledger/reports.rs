@@ -5,7 +5,7 @@ use crate::ledger::protocol::RECORD_COLUMNS;
 use crate::ledger::types::{
     BudgetPeriod, Dimension, LedgerOptions, Purged, Report, ReportRow, SpendRecord, DAY_MS,
 };
-use crate::sqlite_file::{from_sql, to_sql};
+use crate::sql_int::{from_sql, to_sql};
 use crate::UnixMs;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::ops::Range;
