@@ -100,6 +100,13 @@ impl SharedCanary {
         }
     }
 
+    /// Whether this state is newer than `other`: a higher epoch, or at an equal epoch a
+    /// rollback over a live stage.
+    pub fn supersedes(&self, other: &Self) -> bool {
+        self.epoch > other.epoch
+            || (self.epoch == other.epoch && self.stage.is_none() && other.stage.is_some())
+    }
+
     /// Reads [`SharedCanary::encode`]'s text.
     pub fn decode(text: &str) -> Option<Self> {
         let (epoch, stage) = text.trim().split_once(' ')?;
@@ -293,8 +300,11 @@ impl Canary {
     /// over a live stage). Returns whether anything changed.
     pub fn adopt(&self, other: SharedCanary, now: Instant) -> bool {
         let mut inner = self.lock();
-        let newer = other.epoch > inner.epoch
-            || (other.epoch == inner.epoch && other.stage.is_none() && inner.stage.is_some());
+        let ours = SharedCanary {
+            epoch: inner.epoch,
+            stage: inner.stage,
+        };
+        let newer = other.supersedes(&ours);
         let stage = other.stage.filter(|&s| s < self.config.stages.len());
         if !newer || (other.stage.is_some() && stage.is_none()) {
             return false;

@@ -14,6 +14,7 @@ pub mod admin_keys;
 pub mod batches;
 mod budget_use;
 pub mod cache;
+mod canary_file;
 mod console;
 mod conversations;
 mod drain;

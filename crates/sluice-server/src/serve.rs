@@ -287,7 +287,8 @@ impl Server {
 
 /// Every second, sends the cache's counters to its store (where `sluice cache stats`
 /// reads them), unloads the local models whose keep-alive ran out, and shares the routes'
-/// canary states with the other replicas; every minute, reads the keys' budget use from
+/// canary states with the other replicas (without Redis: keeps them in `routing.sqlite`);
+/// every minute, reads the keys' budget use from
 /// the spend log (`sluice_key_budget_used_ratio`); at start, loads the local models marked
 /// `preload` and takes the fleet's canary states.
 fn spawn_flusher(live: &Arc<Live>) -> Option<tokio::task::JoinHandle<()>> {
@@ -295,6 +296,7 @@ fn spawn_flusher(live: &Arc<Live>) -> Option<tokio::task::JoinHandle<()>> {
     if state.cache.is_none()
         && state.local.is_none()
         && state.shared_routing.is_none()
+        && !state.keeps_canaries()
         && state.ledger.is_none()
     {
         return None;
@@ -353,6 +355,8 @@ async fn finish(state: &AppState, flusher: Option<tokio::task::JoinHandle<()>>) 
     if let Some(f) = flusher {
         f.abort();
     }
+    // The canaries' last changes reach Redis or the canaries' file.
+    state.sync_routing().await;
     if let Some(c) = &state.cache {
         c.flush().await;
     }

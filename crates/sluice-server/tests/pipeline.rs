@@ -640,3 +640,48 @@ async fn with_redis_unreachable_each_replica_probes_on_its_own() {
     assert_eq!(ask_r(&a).await, (StatusCode::OK, false), "a probes alone");
     assert!(a.shared_routing.as_ref().unwrap().errors.load(Relaxed) >= 1);
 }
+
+#[tokio::test]
+async fn without_redis_a_canarys_stage_and_rollback_outlive_a_restart() {
+    let dir = data_dir();
+    let extra = r#"
+[[models]]
+name = "m2"
+provider = "fake"
+[[routes]]
+name = "c"
+targets = ["m", "m2"]
+canary = { target = "m2", stages = [10, 50, 100] }
+"#;
+    let text = config_text(&dir, &format!("master_key = \"{MASTER}\""), "", extra);
+    let start = || Arc::new(AppState::new(parse(&text), 1).expect("state"));
+    let act = |state: &Arc<AppState>, action: &str| {
+        let body = format!(r#"{{"action":"{action}"}}"#);
+        let req = request(Method::POST, "/admin/routes/c/canary", Some(MASTER), &body);
+        let state = Arc::clone(state);
+        async move {
+            let (r, v) = send(&state, req).await;
+            assert_eq!(r.status(), StatusCode::OK, "{v}");
+        }
+    };
+    let first = start();
+    assert_eq!(canary_of(&first).await["percent"], 10.0);
+    act(&first, "advance").await;
+    // The round the server runs every second and at shutdown.
+    first.sync_routing().await;
+    drop(first);
+    // Restarted: the rollout resumes at its stage before any round of its own.
+    let second = start();
+    assert_eq!(canary_of(&second).await["percent"], 50.0);
+    act(&second, "rollback").await;
+    second.sync_routing().await;
+    drop(second);
+    let third = start();
+    let canary = canary_of(&third).await;
+    assert_eq!(canary["percent"], 0.0, "{canary}");
+    assert!(dir.join("routing.sqlite").exists());
+    // An advance after the rollback starts the rollout again, and that is kept too.
+    act(&third, "advance").await;
+    third.sync_routing().await;
+    assert_eq!(canary_of(&start()).await["percent"], 10.0);
+}

@@ -14,6 +14,9 @@ use std::time::Duration;
 /// The master key: with `server.master_key` set, every `/v1` request needs a key.
 const AUTH: &[(&str, &str)] = &[("authorization", "Bearer sk-admin")];
 
+/// Gateways started by this test process.
+static GATEWAYS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Providers `pa`, `pb`, `pc` at three fake upstreams, models `a`, `b`, `c` on them, plus
 /// `extra` (routes, `[routing]`...).
 async fn three(extra: &str) -> (FakeUpstream, FakeUpstream, FakeUpstream, common::Gateway) {
@@ -59,6 +62,8 @@ provider = "pc"
 tier = "medium"
 {extra}
 "#,
+        // A directory of its own: without Redis a route's canary state is kept there, and
+        // the canary tests must not see each other's rollouts.
         dir = std::env::temp_dir()
             .join("sluice-test-data")
             .join(
@@ -66,6 +71,11 @@ tier = "medium"
                     .trim_start_matches('/')
                     .replace('/', "_")
             )
+            .join(format!(
+                "routing-{}-{}",
+                std::process::id(),
+                GATEWAYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ))
             .display(),
         a = fa.base_url(),
         b = fb.base_url(),

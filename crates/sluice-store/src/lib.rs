@@ -12,6 +12,7 @@
 //!   a directory;
 //! - the Batch API's batches ([`BatchStore`]): beside the files' metadata;
 //! - the Responses API's stored responses ([`ResponseStore`]): SQLite or PostgreSQL;
+//! - the embedded gateway's canary rollouts ([`RoutingFile`]), kept across restarts;
 //! - [`open`]: the functions that open each of them from sluice's config, for the server
 //!   and the CLI alike.
 //!
@@ -38,6 +39,7 @@ pub mod postgres;
 pub mod redis;
 pub mod redis_cache;
 pub mod responses;
+pub mod routing_file;
 mod sql_int;
 pub mod sqlite;
 mod sqlite_file;
@@ -56,6 +58,7 @@ pub use memory::MemoryTier;
 pub use redis::RedisClient;
 pub use redis_cache::RedisCache;
 pub use responses::{ResponseOptions, ResponseStore};
+pub use routing_file::RoutingFile;
 pub use sqlite::{SqliteCache, SqliteOptions};
 pub use store::{CacheStats, CacheStore, CounterDelta};
 

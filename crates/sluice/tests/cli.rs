@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -310,4 +312,74 @@ fn sighup_reloads_the_config_file_and_keeps_the_old_one_when_the_new_is_invalid(
         rest.contains("config reload refused") && rest.contains("nope"),
         "{rest}"
     );
+}
+
+/// `method path` on `addr` with the admin key `key` and a JSON `body`: the response's body.
+fn admin_call(addr: &str, method: &str, path: &str, key: &str, body: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    resp.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// Without Redis a canary's state is kept in the data directory: a rollback made just
+/// before a SIGTERM (written at shutdown, not only by the next once-a-second round) is still
+/// in force after the restart.
+#[test]
+fn a_canary_rolled_back_just_before_sigterm_stays_rolled_back_after_a_restart() {
+    let dir = common::temp_dir("canary");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+master_key = "sk-admin"
+[storage]
+data_dir = "{}"
+[[providers]]
+name = "openai"
+type = "openai"
+api_key = "sk-x"
+[[models]]
+name = "a"
+provider = "openai"
+[[models]]
+name = "b"
+provider = "openai"
+[[routes]]
+name = "r"
+targets = ["a", "b"]
+canary = {{ target = "b", stages = [10, 50, 100] }}
+"#,
+        dir.display()
+    );
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, text).unwrap();
+    let percent = |s: &common::Serving| {
+        let routes = admin_call(&s.addr, "GET", "/admin/routes", "sk-admin", "");
+        let v: serde_json::Value = serde_json::from_str(&routes).unwrap();
+        v["routes"][0]["canary"]["percent"].as_f64().unwrap()
+    };
+    let s = common::Serving::start(&path);
+    assert_eq!(percent(&s), 10.0);
+    let rollback = r#"{"action":"rollback"}"#;
+    admin_call(
+        &s.addr,
+        "POST",
+        "/admin/routes/r/canary",
+        "sk-admin",
+        rollback,
+    );
+    assert!(s.stop());
+    let s = common::Serving::start(&path);
+    assert_eq!(percent(&s), 0.0, "the rollback outlived the restart");
+    assert!(s.stop());
 }

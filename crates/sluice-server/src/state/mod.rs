@@ -26,6 +26,7 @@ struct Carried {
     ledger: Option<Ledger>,
     limiter: Limiter,
     shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
+    canary_file: Option<Arc<sluice_store::RoutingFile>>,
     files: Option<FileStore>,
     batches: Option<Arc<crate::batches::Batches>>,
     responses: ResponseStore,
@@ -107,6 +108,8 @@ pub struct AppState {
     pub responses: ResponseStore,
     /// Routing state shared with the other replicas on Redis (`storage.redis_url`).
     pub shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
+    /// Without Redis: the file that keeps the canaries' states across restarts.
+    canary_file: Option<Arc<sluice_store::RoutingFile>>,
     /// Budget counters seeded from the spend log in this process, and when.
     seeded: Arc<Mutex<HashMap<String, Instant>>>,
     /// Config reloads so far.
@@ -142,6 +145,7 @@ impl AppState {
             ledger: stores.ledger,
             limiter: stores.limiter,
             shared_routing: stores.shared_routing.map(Arc::new),
+            canary_file: stores.canary_file.map(Arc::new),
             files: stores.files,
             batches,
             responses: stores.responses,
@@ -154,7 +158,12 @@ impl AppState {
             reload_hook: Arc::default(),
             started: now,
         };
-        Ok(Self::assemble(config, r, carried, workers))
+        let state = Self::assemble(config, r, carried, workers);
+        if let Some(file) = &state.canary_file {
+            // Before the first request: a restarted gateway resumes its rollouts.
+            crate::canary_file::sync(file, &state.rollouts());
+        }
+        Ok(state)
     }
 
     /// A new state for `config`, carrying this one's stores, keys, local runtime and
@@ -177,6 +186,7 @@ impl AppState {
             ledger: self.ledger.clone(),
             limiter: self.limiter.clone(),
             shared_routing: self.shared_routing.clone(),
+            canary_file: self.canary_file.clone(),
             files: self.files.clone(),
             batches: self.batches.clone(),
             responses: self.responses.clone(),
@@ -205,6 +215,7 @@ impl AppState {
             spend_enabled: config.spend.enabled,
             limiter: c.limiter,
             shared_routing: c.shared_routing,
+            canary_file: c.canary_file,
             files: c.files,
             webhook_client: config
                 .guardrails
@@ -298,11 +309,32 @@ impl AppState {
         self.names().plan(resolved, facts, body, overrides, stream)
     }
 
+    /// Whether the canaries' states are kept in `routing.sqlite` (no Redis).
+    pub fn keeps_canaries(&self) -> bool {
+        self.canary_file.is_some()
+    }
+
+    /// The routes' canary rollouts, as the canaries' file keys them.
+    fn rollouts(&self) -> Vec<crate::canary_file::Rollout> {
+        self.routes
+            .iter()
+            .filter_map(|r| {
+                let canary = r.canary.as_ref()?;
+                let candidate = &*self.deployments[canary.config.target].name;
+                let key = crate::canary_file::key(&r.config.name, candidate);
+                Some((key, Arc::clone(canary)))
+            })
+            .collect()
+    }
+
     /// One round of sharing the routes' canary states and the deployments' rate-limit
-    /// cooldowns and open breakers with the other replicas (nothing
-    /// without `storage.redis_url`); the server runs it every
-    /// [`crate::shared_routing::SYNC_INTERVAL`].
+    /// cooldowns and open breakers with the other replicas (without `storage.redis_url`:
+    /// of keeping the canary states in the data directory's `routing.sqlite`); the server
+    /// runs it every [`crate::shared_routing::SYNC_INTERVAL`] and at shutdown.
     pub async fn sync_routing(&self) {
+        if let Some(file) = &self.canary_file {
+            crate::canary_file::sync_async(file, self.rollouts()).await;
+        }
         if let Some(shared) = &self.shared_routing {
             let canaries = self.routes.iter().filter_map(|r| {
                 let canary = r.canary.as_deref()?;

@@ -1,13 +1,13 @@
 //! The stores a gateway opens at start: the response cache (when anything caches), the
 //! ledger of keys and spend (when spend is logged or keys are on), the limiter, the
-//! routing state shared on Redis, the Files API's files (unless `[files]` is off) and the
-//! Responses API's stored responses.
+//! routing state shared on Redis (or, without Redis, the canaries' file), the Files API's
+//! files (unless `[files]` is off) and the Responses API's stored responses.
 
 use crate::cache::Cache;
 use crate::shared_routing::SharedRouting;
 use sluice_core::config::Config;
 use sluice_core::{Error, ErrorKind};
-use sluice_store::{open, FileStore, Ledger, Limiter, ResponseStore};
+use sluice_store::{open, FileStore, Ledger, Limiter, ResponseStore, RoutingFile};
 use std::sync::Arc;
 
 /// What [`open`] opened.
@@ -16,6 +16,7 @@ pub(super) struct Stores {
     pub ledger: Option<Ledger>,
     pub limiter: Limiter,
     pub shared_routing: Option<SharedRouting>,
+    pub canary_file: Option<RoutingFile>,
     pub files: Option<FileStore>,
     pub responses: ResponseStore,
 }
@@ -57,6 +58,13 @@ pub(super) fn open(config: &Config, caches: bool) -> Result<Stores, Error> {
             .map_err(|e| internal("cannot set up the shared routing state", e))?,
         ),
     };
+    let canary_file = match &config.storage.redis_url {
+        Some(_) => None,
+        None => Some(
+            RoutingFile::open(&config.storage.data_dir)
+                .map_err(|e| internal("cannot open the routing state file", e))?,
+        ),
+    };
     let files = match config.files.enabled {
         true => Some(
             open::files(&config.storage, &config.files)
@@ -72,6 +80,7 @@ pub(super) fn open(config: &Config, caches: bool) -> Result<Stores, Error> {
         ledger,
         limiter,
         shared_routing,
+        canary_file,
         files,
     })
 }
