@@ -165,6 +165,15 @@ pub enum ErrorKind {
 pub struct Error(Box<ErrorKind>);
 
 impl Error {
+    /// A 400 `invalid_request_error` about field `param`.
+    pub fn invalid_request(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        ErrorKind::InvalidRequest {
+            message: message.into(),
+            param,
+        }
+        .into()
+    }
+
     /// The kind.
     pub fn kind(&self) -> &ErrorKind {
         &self.0

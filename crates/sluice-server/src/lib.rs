@@ -25,6 +25,7 @@ mod headers;
 pub mod key_spec;
 mod keys;
 mod label;
+mod list_wire;
 pub mod live;
 pub mod local;
 pub mod metrics;

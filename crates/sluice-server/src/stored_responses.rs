@@ -195,23 +195,13 @@ fn includable(value: &str) -> Result<(), Error> {
 }
 
 fn invalid(message: String, param: &'static str) -> Error {
-    ErrorKind::InvalidRequest {
-        message,
-        param: Some(param),
-    }
-    .into()
+    Error::invalid_request(message, Some(param))
 }
 
 /// `404` in OpenAI's shape: another key's response, an expired one, one made with
 /// `store: false` and one that never was all answer alike.
 fn not_found(id: &str) -> Response<ResponseBody> {
-    let body = sluice_types::ErrorBody {
-        message: &format!("Response with id '{id}' not found."),
-        kind: "invalid_request_error",
-        param: None,
-        code: None,
-    };
-    json(StatusCode::NOT_FOUND, body.to_json())
+    crate::list_wire::not_found(&format!("Response with id '{id}' not found."), None, None)
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 //! create request and the listing's query as clients send them, and the batches' own errors.
 
 use crate::endpoint::Endpoint;
+use crate::list_wire;
 use crate::response::{json, ResponseBody};
 use http::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use sluice_core::{Error, ErrorKind};
+use sluice_core::Error;
 use sluice_store::batches::{Batch, BatchPage, MAX_LIST_LIMIT};
 
 /// The endpoints a batch may run, as OpenAI names them.
@@ -92,38 +93,19 @@ pub fn batch(b: &Batch) -> Response<ResponseBody> {
     )
 }
 
-/// `200` with a listing: `{"object":"list","data":[...],"first_id","last_id","has_more"}`.
+/// `200` with a page of the listing.
 pub fn list(page: &BatchPage) -> Response<ResponseBody> {
-    #[derive(Serialize)]
-    struct List<'a> {
-        object: &'static str,
-        data: Vec<Wire<'a>>,
-        first_id: Option<&'a str>,
-        last_id: Option<&'a str>,
-        has_more: bool,
-    }
-    let body = List {
-        object: "list",
-        data: page.batches.iter().map(wire).collect(),
-        first_id: page.batches.first().map(|b| b.id.as_str()),
-        last_id: page.batches.last().map(|b| b.id.as_str()),
-        has_more: page.has_more,
-    };
-    json(
-        StatusCode::OK,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
+    let data: Vec<Wire<'_>> = page.batches.iter().map(wire).collect();
+    list_wire::page(&data, |b| b.id, page.has_more)
 }
 
 /// `404` in OpenAI's shape: another key's batch answers as one that never was.
 pub fn not_found(id: &str) -> Response<ResponseBody> {
-    let body = sluice_types::ErrorBody {
-        message: &format!("No such Batch object: {id}"),
-        kind: "invalid_request_error",
-        param: Some("batch_id"),
-        code: Some("batch_not_found"),
-    };
-    json(StatusCode::NOT_FOUND, body.to_json())
+    list_wire::not_found(
+        &format!("No such Batch object: {id}"),
+        Some("batch_id"),
+        Some("batch_not_found"),
+    )
 }
 
 /// `409`: a batch that has ended cannot be cancelled.
@@ -138,11 +120,7 @@ pub fn cannot_cancel(b: &Batch) -> Response<ResponseBody> {
 }
 
 pub(super) fn invalid(message: String, param: &'static str) -> Error {
-    ErrorKind::InvalidRequest {
-        message,
-        param: Some(param),
-    }
-    .into()
+    Error::invalid_request(message, Some(param))
 }
 
 /// `POST /v1/batches` as sent.
@@ -217,26 +195,10 @@ pub fn create(body: &[u8]) -> Result<Create, Error> {
 /// The listing's query: `after`, `limit` (1 to 100, default 20).
 pub fn list_query(query: Option<&str>) -> Result<(Option<String>, usize), Error> {
     let (mut after, mut limit) = (None, 20);
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (name, value) in list_wire::pairs(query) {
         match name {
             "after" if !value.is_empty() => after = Some(value.to_string()),
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        invalid(
-                            format!("limit must be an integer from 1 to {MAX_LIST_LIMIT}, not `{value}`"),
-                            "limit",
-                        )
-                    })?;
-            }
+            "limit" => limit = list_wire::limit(value, MAX_LIST_LIMIT)?,
             _ => {}
         }
     }

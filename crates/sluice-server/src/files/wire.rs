@@ -2,6 +2,7 @@
 //! them, the listing's query string, and the files' own errors (a file that is not there,
 //! a store that failed).
 
+use crate::list_wire;
 use crate::response::{json, ResponseBody};
 use http::{Response, StatusCode};
 use serde::Serialize;
@@ -46,27 +47,10 @@ pub fn file(f: &FileObject) -> Response<ResponseBody> {
     )
 }
 
-/// `200` with a listing: `{"object":"list","data":[...],"first_id","last_id","has_more"}`.
+/// `200` with a page of the listing.
 pub fn list(page: &Page) -> Response<ResponseBody> {
-    #[derive(Serialize)]
-    struct List<'a> {
-        object: &'static str,
-        data: Vec<Wire<'a>>,
-        first_id: Option<&'a str>,
-        last_id: Option<&'a str>,
-        has_more: bool,
-    }
-    let body = List {
-        object: "list",
-        data: page.files.iter().map(wire).collect(),
-        first_id: page.files.first().map(|f| f.id.as_str()),
-        last_id: page.files.last().map(|f| f.id.as_str()),
-        has_more: page.has_more,
-    };
-    json(
-        StatusCode::OK,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
+    let data: Vec<Wire<'_>> = page.files.iter().map(wire).collect();
+    list_wire::page(&data, |f| f.id, page.has_more)
 }
 
 /// `200` with `{"id","object":"file","deleted":true}`.
@@ -78,13 +62,11 @@ pub fn deleted(id: &str) -> Response<ResponseBody> {
 /// `404` in OpenAI's shape: what a file of another key, an expired one, or one that never
 /// was all answer alike.
 pub fn not_found(id: &str) -> Response<ResponseBody> {
-    let body = sluice_types::ErrorBody {
-        message: &format!("No such File object: {id}"),
-        kind: "invalid_request_error",
-        param: Some("id"),
-        code: Some("file_not_found"),
-    };
-    json(StatusCode::NOT_FOUND, body.to_json())
+    list_wire::not_found(
+        &format!("No such File object: {id}"),
+        Some("id"),
+        Some("file_not_found"),
+    )
 }
 
 /// A failure of the store as the client sees it: 503 while it cannot be reached, else 500;
@@ -105,44 +87,20 @@ pub fn store_error(e: &StoreError) -> Error {
     }
 }
 
-fn invalid(message: String, param: &'static str) -> Error {
-    ErrorKind::InvalidRequest {
-        message,
-        param: Some(param),
-    }
-    .into()
-}
-
 /// The listing's query string: `after`, `limit` (1 to 10,000; default 10,000), `order`
 /// (`asc`, `desc`; default `desc`), `purpose`. Unknown parameters are ignored, as OpenAI
 /// does; a bad value of a known one is a 400 naming it.
 pub fn list_query(query: Option<&str>) -> Result<ListQuery, Error> {
     let mut q = ListQuery::default();
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (name, value) in list_wire::pairs(query) {
         match name {
             "after" if !value.is_empty() => q.after = Some(value.to_string()),
-            "limit" => {
-                q.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        invalid(
-                            format!("limit must be an integer from 1 to {MAX_LIST_LIMIT}, not `{value}`"),
-                            "limit",
-                        )
-                    })?;
-            }
+            "limit" => q.limit = list_wire::limit(value, MAX_LIST_LIMIT)?,
             "order" => {
                 q.order = Order::parse(value).ok_or_else(|| {
-                    invalid(
+                    Error::invalid_request(
                         format!("order must be `asc` or `desc`, not `{value}`"),
-                        "order",
+                        Some("order"),
                     )
                 })?;
             }
@@ -157,12 +115,12 @@ pub fn list_query(query: Option<&str>) -> Result<ListQuery, Error> {
 pub fn purpose(value: &str) -> Result<Purpose, Error> {
     Purpose::parse(value).ok_or_else(|| {
         let known: Vec<&str> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
-        invalid(
+        Error::invalid_request(
             format!(
                 "unknown purpose `{value}`: expected one of {}",
                 known.join(", ")
             ),
-            "purpose",
+            Some("purpose"),
         )
     })
 }
