@@ -95,13 +95,14 @@ pub struct DiscoveredModel {
 // === impl DiscoveredModel ===
 
 impl DiscoveredModel {
-    /// Whether the runtime supports the architecture (`llama`, `qwen2` chat; `bert` embedding
-    /// and reranker directories); `false` when unknown.
+    /// Whether the runtime supports the architecture (a chat [`crate::Architecture`]; `bert`
+    /// embedding and reranker directories); `false` when unknown.
     pub fn is_supported(&self) -> bool {
-        matches!(
-            self.architecture.as_deref(),
-            Some("llama" | "qwen2" | "bert")
-        )
+        match self.architecture.as_deref() {
+            Some("bert") => true,
+            Some(name) => crate::Architecture::parse(name).is_ok(),
+            None => false,
+        }
     }
 
     /// What it is: a chat model (a file), an embedding model or a reranker (a directory whose

@@ -2,6 +2,7 @@
 //!
 //! [`Error`] boxes an [`ErrorKind`] so `Result<T, Error>` stays one pointer wide. The kinds are
 //! grouped by who can fix them: the model file (`InvalidFile`, `UnsupportedArchitecture`,
+//! `UnsupportedFeature`,
 //! `UnsupportedTensorType`, `UnsupportedByEngine`, `UnsupportedActivation`,
 //! `UnsupportedLabels`, `MissingMetadata`, `InvalidMetadata`, `UnsupportedTokenizer`, `Template`), the request
 //! (`InvalidRequest`, `ContextLengthExceeded`, `TemplateRender`, `InvalidRerank`), load (`QueueFull`, which the
@@ -35,8 +36,12 @@ pub enum ErrorKind {
         reason: String,
     },
     /// `general.architecture` names a model family this runtime cannot run.
-    #[error("unsupported model architecture `{0}` (supported: `llama`, `qwen2`)")]
+    #[error("unsupported model architecture `{0}` (supported: `llama`, `qwen2`, `phi3`)")]
     UnsupportedArchitecture(String),
+    /// A supported architecture with a feature this runtime does not implement (e.g. Phi-3's
+    /// LongRoPE of the 128k-context files): the feature and the architecture.
+    #[error("unsupported model feature: {0}")]
+    UnsupportedFeature(String),
     /// A tensor is stored in a type no engine here reads (e.g. the IQ types).
     #[error(
         "tensor `{tensor}` has type {dtype}, which this runtime cannot read (supported: F32, \
@@ -167,6 +172,7 @@ impl Error {
             *self.0,
             ErrorKind::UnsupportedArchitecture(_)
                 | ErrorKind::UnsupportedTensorType { .. }
+                | ErrorKind::UnsupportedFeature(_)
                 | ErrorKind::UnsupportedByEngine { .. }
                 | ErrorKind::UnsupportedActivation(_)
                 | ErrorKind::UnsupportedLabels(_)

@@ -33,6 +33,20 @@ const LLAMA_SPECIALS: &[&str] = &[
     "<|eot_id|>",
 ];
 const QWEN2_SPECIALS: &[&str] = &["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+/// Phi-3's: SentencePiece's `<unk> <s> </s>`, then its added chat tokens (a subset).
+const PHI3_SPECIALS: &[&str] = &[
+    "<unk>",
+    "<s>",
+    "</s>",
+    "<|endoftext|>",
+    "<|assistant|>",
+    "<|system|>",
+    "<|end|>",
+    "<|user|>",
+];
+
+/// Phi-3.5-mini-instruct's chat template.
+pub const PHI3_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";
 /// `<unk>` (type unknown), then BOS and EOS (control).
 const SPM_SPECIALS: &[&str] = &["<unk>", "<s>", "</s>"];
 
@@ -81,6 +95,23 @@ pub enum TestArch {
     Llama,
     /// `qwen2`: ChatML template, `pre = "qwen2"`, q/k/v biases, output tied to the embeddings.
     Qwen2,
+    /// `phi3`: as llama.cpp's converter writes Phi-3 mini: fused `attn_qkv` (q, k, v rows) and
+    /// `ffn_up` (gate rows, then up rows), no `ffn_gate`, separate `output.weight`, a
+    /// SentencePiece vocabulary with Phi-3's chat tokens and [`PHI3_TEMPLATE`].
+    Phi3,
+}
+
+// === impl TestArch ===
+
+impl TestArch {
+    /// `general.architecture`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Phi3 => "phi3",
+        }
+    }
 }
 
 /// The tensor type of the weight matrices (norms and biases stay F32, as llama.cpp writes them).
@@ -210,6 +241,9 @@ pub struct TestModel {
     /// the fillers, then `<unk> <s> </s>`. Set [`TestModel::chat_template`] to match (e.g.
     /// [`SPM_TEMPLATE`]).
     pub sentencepiece: bool,
+    /// Phi-3's LongRoPE (the 128k-context files): `rope_factors_long`/`rope_factors_short`
+    /// tensors and `phi3.rope.scaling.*` keys, as llama.cpp's converter writes them.
+    pub long_rope: bool,
 }
 
 // === impl TestModel ===
@@ -232,9 +266,11 @@ impl TestModel {
             chat_template: Some(match arch {
                 TestArch::Llama => LLAMA_TEMPLATE.to_owned(),
                 TestArch::Qwen2 => QWEN2_TEMPLATE.to_owned(),
+                TestArch::Phi3 => PHI3_TEMPLATE.to_owned(),
             }),
             extra_tokens: 0,
-            sentencepiece: false,
+            sentencepiece: arch == TestArch::Phi3,
+            long_rope: false,
         }
     }
 
@@ -303,6 +339,7 @@ impl TestModel {
 
     fn specials(&self) -> &'static [&'static str] {
         match self.arch {
+            TestArch::Phi3 => PHI3_SPECIALS,
             _ if self.sentencepiece => SPM_SPECIALS,
             TestArch::Llama => LLAMA_SPECIALS,
             TestArch::Qwen2 => QWEN2_SPECIALS,
@@ -331,13 +368,11 @@ impl TestModel {
             let at = tokens.iter().position(|t| t == name).unwrap_or(0);
             u32::try_from(at).unwrap_or(0)
         };
-        let arch = match self.arch {
-            TestArch::Llama => "llama",
-            TestArch::Qwen2 => "qwen2",
-        };
+        let arch = self.arch.name();
         let head_dim = self.hidden / self.heads;
         let u32_of = |v: usize| Value::U32(u32::try_from(v).unwrap_or(u32::MAX));
         let (bos, eos, pre, add_bos) = match self.arch {
+            TestArch::Phi3 => (special_id("<s>"), special_id("<|endoftext|>"), "", false),
             _ if self.sentencepiece => (special_id("<s>"), special_id("</s>"), "", true),
             TestArch::Llama => (
                 special_id("<|begin_of_text|>"),
@@ -461,7 +496,7 @@ impl TestModel {
             quantize(embd, vocab, self.hidden, embd_dtype)?,
         ));
         tensors.push(("output_norm.weight".into(), ones(self.hidden)?));
-        if self.arch == TestArch::Llama {
+        if self.arch != TestArch::Qwen2 {
             let output = random(&mut rng, vocab, self.hidden, logit_scale, Some(&row_scale));
             let dtype = if self.dtype == TestDType::Q4KM {
                 GgmlDType::Q6K
@@ -477,21 +512,33 @@ impl TestModel {
         let kv_dim = self.kv_heads * head_dim;
         for layer in 0..self.layers {
             let more_bits = use_more_bits(layer, self.layers);
+            // llama.cpp's Q4_K_M: Q6_K for `attn_v`/`ffn_down` of the `use_more_bits` layers,
+            // Q5_K for a fused `attn_qkv`.
             let dtype_of = |name: &str| match self.dtype {
                 TestDType::Q4KM if more_bits && (name == "attn_v" || name == "ffn_down") => {
                     GgmlDType::Q6K
                 }
+                TestDType::Q4KM if name == "attn_qkv" => GgmlDType::Q5K,
                 other => other.base(),
             };
-            let matrices = [
-                ("attn_q", q_dim, self.hidden),
-                ("attn_k", kv_dim, self.hidden),
-                ("attn_v", kv_dim, self.hidden),
-                ("attn_output", self.hidden, q_dim),
-                ("ffn_gate", self.ffn, self.hidden),
-                ("ffn_up", self.ffn, self.hidden),
-                ("ffn_down", self.hidden, self.ffn),
-            ];
+            let h = self.hidden;
+            let matrices: Vec<(&str, usize, usize)> = match self.arch {
+                TestArch::Phi3 => vec![
+                    ("attn_qkv", q_dim + 2 * kv_dim, h),
+                    ("attn_output", h, q_dim),
+                    ("ffn_up", 2 * self.ffn, h),
+                    ("ffn_down", h, self.ffn),
+                ],
+                TestArch::Llama | TestArch::Qwen2 => vec![
+                    ("attn_q", q_dim, h),
+                    ("attn_k", kv_dim, h),
+                    ("attn_v", kv_dim, h),
+                    ("attn_output", h, q_dim),
+                    ("ffn_gate", self.ffn, h),
+                    ("ffn_up", self.ffn, h),
+                    ("ffn_down", h, self.ffn),
+                ],
+            };
             for (name, rows, cols) in matrices {
                 let scale = (3.0 / cols as f32).sqrt();
                 let data = random(&mut rng, rows, cols, scale, None);
@@ -512,6 +559,23 @@ impl TestModel {
             }
         }
 
+        if self.long_rope {
+            metadata.extend([
+                (format!("{arch}.rope.scaling.attn_factor"), Value::F32(1.19)),
+                (
+                    format!("{arch}.rope.scaling.original_context_length"),
+                    u32_of(self.context_length / 32),
+                ),
+            ]);
+            for name in ["rope_factors_long", "rope_factors_short"] {
+                let data = random(&mut rng, 1, head_dim / 2, 0.5, None);
+                let factors = data.iter().map(|v| 1.5 + v).collect::<Vec<f32>>();
+                let t = Tensor::from_vec(factors, head_dim / 2, &Device::Cpu)
+                    .map_err(Error::backend)?;
+                let t = QTensor::quantize(&t, GgmlDType::F32).map_err(Error::backend)?;
+                tensors.push((format!("{name}.weight"), t));
+            }
+        }
         let metadata_refs: Vec<(&str, &Value)> =
             metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let tensor_refs: Vec<(&str, &QTensor)> =

@@ -123,9 +123,9 @@ fn result(completion: Completion) -> Completion {
 }
 
 #[test]
-fn every_dtype_loads_and_generates_for_both_architectures() {
+fn every_dtype_loads_and_generates_for_every_architecture() {
     let dir = TempDir::new();
-    for (arch, dtype, engine) in [TestArch::Llama, TestArch::Qwen2]
+    for (arch, dtype, engine) in [TestArch::Llama, TestArch::Qwen2, TestArch::Phi3]
         .into_iter()
         .flat_map(|a| TestDType::ALL.into_iter().map(move |d| (a, d)))
         .flat_map(|(a, d)| [Engine::Native, Engine::Candle].map(|e| (a, d, e)))
@@ -156,6 +156,7 @@ fn every_dtype_loads_and_generates_for_both_architectures() {
             let expected_arch = match arch {
                 TestArch::Llama => crate::Architecture::Llama,
                 TestArch::Qwen2 => crate::Architecture::Qwen2,
+                TestArch::Phi3 => crate::Architecture::Phi3,
             };
             assert_eq!(model.info().architecture, expected_arch);
             // The estimate (file size, + corrections on candle) and the accounting of what the
@@ -494,7 +495,7 @@ fn corrupt_and_truncated_files_give_clear_errors() {
 #[test]
 fn an_unknown_architecture_is_rejected() {
     let dir = TempDir::new();
-    for name in ["mamba", "gemma3", "phi3"] {
+    for name in ["mamba", "gemma3", "phi"] {
         let spec = TestModel {
             architecture_name: Some(name.into()),
             ..TestModel::tiny(TestArch::Llama, TestDType::F32)
@@ -510,6 +511,37 @@ fn an_unknown_architecture_is_rejected() {
         let err = estimate_memory(&path, 1, None).expect_err("estimate");
         assert!(err.is_unsupported(), "{err}");
     }
+}
+
+/// Phi-3's 128k-context files (LongRoPE) are refused by name, by both engines.
+#[test]
+fn a_phi3_file_with_long_rope_is_refused_by_name() {
+    let dir = TempDir::new();
+    let spec = TestModel {
+        long_rope: true,
+        ..TestModel::tiny(TestArch::Phi3, TestDType::Q8_0)
+    };
+    let path = write(&dir, &spec);
+    for engine in [Engine::Auto, Engine::Candle] {
+        let options = LoadOptions {
+            engine,
+            ..LoadOptions::default()
+        };
+        let err = ChatModel::load(&path, &options).expect_err("LongRoPE");
+        assert!(
+            matches!(err.kind(), ErrorKind::UnsupportedFeature(_)),
+            "{engine:?}: {err}"
+        );
+        assert!(err.is_unsupported());
+        let message = err.to_string();
+        assert!(
+            message.contains("LongRoPE") && message.contains("`phi3`"),
+            "{message}"
+        );
+    }
+    assert!(estimate_memory(&path, 1, None)
+        .expect_err("estimate")
+        .is_unsupported());
 }
 
 #[test]

@@ -98,6 +98,26 @@ fn models_dir_finds_gguf_files_one_level_deep() {
     assert!(skipped[3].1.contains("no `GGUF` magic"));
 }
 
+/// Every chat architecture the runtime runs is discovered as supported; others are not.
+#[test]
+fn discovery_supports_every_chat_architecture_it_runs() {
+    let dir = TempDir::new();
+    for arch in [TestArch::Llama, TestArch::Qwen2, TestArch::Phi3] {
+        TestModel::tiny(arch, TestDType::Q8_0)
+            .write(&dir.path(&format!("{}.gguf", arch.name())))
+            .unwrap();
+    }
+    let found = scan_models_dir(&dir.0).unwrap();
+    for arch in [TestArch::Llama, TestArch::Qwen2, TestArch::Phi3] {
+        let model = found.model(arch.name()).unwrap();
+        assert_eq!(model.architecture.as_deref(), Some(arch.name()));
+        assert!(model.is_supported(), "{arch:?}");
+    }
+    let mut other = found.model("llama").unwrap().clone();
+    other.architecture = Some("mamba".into());
+    assert!(!other.is_supported());
+}
+
 #[test]
 fn a_missing_models_dir_is_an_error() {
     let dir = TempDir::new();

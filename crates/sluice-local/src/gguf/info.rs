@@ -16,6 +16,9 @@ pub enum Architecture {
     Llama,
     /// `general.architecture = "qwen2"` (Qwen2, Qwen2.5).
     Qwen2,
+    /// `general.architecture = "phi3"` (Phi-3, Phi-3.5 mini: fused `attn_qkv` and gate/up
+    /// `ffn_up`; the 128k-context files' LongRoPE is refused).
+    Phi3,
 }
 
 // === impl Architecture ===
@@ -26,13 +29,17 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Phi3 => "phi3",
         }
     }
 
-    fn parse(name: &str) -> Result<Self> {
+    /// The architecture of a `general.architecture` string; unknown names are
+    /// [`ErrorKind::UnsupportedArchitecture`].
+    pub fn parse(name: &str) -> Result<Self> {
         match name {
             "llama" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
+            "phi3" => Ok(Self::Phi3),
             other => Err(ErrorKind::UnsupportedArchitecture(other.to_owned()).into()),
         }
     }
@@ -132,8 +139,8 @@ impl ModelInfo {
             }
         }
         let context_length = match architecture {
-            // candle's qwen2 sizes its rope table from this key: required.
-            Architecture::Qwen2 => strict_u32(md, &key("context_length"))?,
+            // candle's qwen2 and phi3 size their rope tables from this key: required.
+            Architecture::Qwen2 | Architecture::Phi3 => strict_u32(md, &key("context_length"))?,
             Architecture::Llama => match md.get(&key("context_length")) {
                 Some(value) => lenient_u64(value)
                     .and_then(|v| usize::try_from(v).ok())
@@ -143,8 +150,11 @@ impl ModelInfo {
                 None => LLAMA_MAX_POSITIONS,
             },
         };
-        if architecture == Architecture::Llama {
+        if matches!(architecture, Architecture::Llama | Architecture::Phi3) {
             strict_u32(md, &key("rope.dimension_count"))?;
+        }
+        if architecture == Architecture::Phi3 {
+            strict_u32(md, &key("feed_forward_length"))?;
         }
         if block_count == 0 || head_count == 0 || head_count_kv == 0 || embedding_length == 0 {
             return Err(Error::invalid_metadata(
@@ -181,25 +191,12 @@ impl ModelInfo {
             }
         };
         tensor(content, "output_norm.weight")?;
-        let mut names = vec![
-            "attn_q.weight",
-            "attn_k.weight",
-            "attn_v.weight",
-            "attn_output.weight",
-            "attn_norm.weight",
-            "ffn_norm.weight",
-            "ffn_gate.weight",
-            "ffn_up.weight",
-            "ffn_down.weight",
-        ];
-        if architecture == Architecture::Qwen2 {
-            names.extend(["attn_q.bias", "attn_k.bias", "attn_v.bias"]);
-        }
         for layer in 0..block_count {
-            for name in &names {
-                tensor(content, &format!("blk.{layer}.{name}"))?;
+            for name in required_tensors(content, architecture, layer) {
+                tensor(content, &name)?;
             }
         }
+        refuse_features(content, architecture)?;
         let tied_embeddings = !content.tensor_infos.contains_key("output.weight");
 
         Ok(Self {
@@ -247,12 +244,50 @@ impl ModelInfo {
             * value_bytes
     }
 
-    /// How many copies of the weights `parallel` slots hold: llama slots share one (its
-    /// `ModelWeights` is `Clone` with `Arc`'d tensors), qwen2 slots each load their own.
+    /// How many copies of the weights `parallel` slots hold on candle: llama and phi3 slots
+    /// share one (their `ModelWeights` are `Clone` with `Arc`'d tensors), qwen2 slots each load
+    /// their own.
     pub(crate) fn weight_copies(&self, parallel: usize) -> u64 {
         match self.architecture {
-            Architecture::Llama => 1,
+            Architecture::Llama | Architecture::Phi3 => 1,
             Architecture::Qwen2 => parallel.max(1) as u64,
         }
     }
+}
+
+/// The tensors layer `layer` must have: q/k/v separate or fused (`attn_qkv`, Phi-3), gate and
+/// up separate or fused (Phi-3's `ffn_up` holds both), qwen2's q/k/v biases.
+fn required_tensors(content: &Content, architecture: Architecture, layer: usize) -> Vec<String> {
+    let name = |n: &str| format!("blk.{layer}.{n}");
+    let has = |n: &str| content.tensor_infos.contains_key(&name(n));
+    let mut names = vec!["attn_output.weight", "attn_norm.weight", "ffn_norm.weight"];
+    names.extend(["ffn_up.weight", "ffn_down.weight"]);
+    if architecture != Architecture::Phi3 {
+        names.push("ffn_gate.weight");
+    }
+    if architecture == Architecture::Phi3 && has("attn_qkv.weight") {
+        names.push("attn_qkv.weight");
+    } else {
+        names.extend(["attn_q.weight", "attn_k.weight", "attn_v.weight"]);
+    }
+    if architecture == Architecture::Qwen2 {
+        names.extend(["attn_q.bias", "attn_k.bias", "attn_v.bias"]);
+    }
+    names.into_iter().map(name).collect()
+}
+
+/// Refuses, by name, features of a supported architecture that no engine here implements.
+fn refuse_features(content: &Content, architecture: Architecture) -> Result<()> {
+    let has = |n: &str| content.tensor_infos.contains_key(n);
+    if architecture == Architecture::Phi3
+        && (has("rope_factors_long.weight") || has("rope_factors_short.weight"))
+    {
+        return Err(ErrorKind::UnsupportedFeature(
+            "LongRoPE (`rope_factors_long`/`rope_factors_short`, Phi-3's 128k-context files) is \
+             not implemented for `phi3`; the 4k-context files run"
+                .into(),
+        )
+        .into());
+    }
+    Ok(())
 }

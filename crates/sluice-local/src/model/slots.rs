@@ -1,12 +1,12 @@
 //! candle's sequence slots: one OS thread per slot, each owning a copy of the model state
-//! (weights `Arc`-shared for llama; a full copy for qwen2, whose `ModelWeights` is not
+//! (weights `Arc`-shared for llama and phi3; a full copy for qwen2, whose `ModelWeights` is not
 //! `Clone`) and its KV cache, generating one request at a time.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen2};
 
 use super::queue::{lock, Shared};
 use super::sequence::{Job, Next, Sequence, PREFILL_CHUNK};
@@ -18,6 +18,7 @@ use crate::gguf::Architecture;
 pub(super) enum Weights {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
 }
 
 // === impl Weights ===
@@ -35,6 +36,7 @@ impl Weights {
         for _ in 1..parallel {
             slots.push(match &first {
                 Self::Llama(w) => Self::Llama(w.clone()),
+                Self::Phi3(w) => Self::Phi3(w.clone()),
                 Self::Qwen2(_) => Self::load(path, architecture, device)?,
             });
         }
@@ -54,6 +56,11 @@ impl Weights {
                 quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, device)
                     .map(Self::Qwen2)
             }
+            // candle's phi3 takes the rope base as 10000 (Phi-3 and 3.5 mini's).
+            Architecture::Phi3 => {
+                quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, device)
+                    .map(Self::Phi3)
+            }
         }))
         .map_err(|payload| panic_error("model loader", payload.as_ref()))?;
         loaded.map_err(|e| Error::invalid_file(path, format!("cannot load the weights: {e}")))
@@ -67,6 +74,7 @@ impl Weights {
         let logits = match self {
             Self::Llama(w) => w.forward(&input, position),
             Self::Qwen2(w) => w.forward(&input, position),
+            Self::Phi3(w) => w.forward(&input, position),
         };
         logits
             .and_then(|l| l.squeeze(0))

@@ -78,6 +78,16 @@ impl QMatrix {
         })
     }
 
+    /// Rows `first .. first + n` as a matrix of their own (a view into the same buffer).
+    pub(crate) fn rows_view(&self, first: usize, n: usize) -> Option<Self> {
+        (first.checked_add(n)? <= self.rows).then(|| Self {
+            rows: n,
+            offset: self.offset + first * self.row_bytes,
+            blob: Arc::clone(&self.blob),
+            ..*self
+        })
+    }
+
     fn data(&self) -> &[u8] {
         &self.blob[self.offset..self.offset + self.rows * self.row_bytes]
     }

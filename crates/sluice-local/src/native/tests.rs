@@ -370,7 +370,7 @@ fn half_reference(bits: u16) -> f32 {
 // --- whole models against candle ---
 
 fn candle_logits(path: &Path, tokens: &[u32]) -> Vec<f32> {
-    use candle_transformers::models::{quantized_llama, quantized_qwen2};
+    use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen2};
     let mut reader = std::io::BufReader::new(std::fs::File::open(path).unwrap());
     let content = Content::read(&mut reader).unwrap();
     let arch = content.metadata["general.architecture"]
@@ -384,6 +384,11 @@ fn candle_logits(path: &Path, tokens: &[u32]) -> Vec<f32> {
     let logits = if arch == "qwen2" {
         let mut m =
             quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &Device::Cpu).unwrap();
+        m.forward(&input, 0).unwrap()
+    } else if arch == "phi3" {
+        let mut m =
+            quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, &Device::Cpu)
+                .unwrap();
         m.forward(&input, 0).unwrap()
     } else {
         let mut m =
@@ -451,7 +456,7 @@ fn prompt(n: usize) -> Vec<u32> {
 #[test]
 fn every_format_and_architecture_matches_candle() {
     let dir = crate::tests::TempDir::new();
-    for arch in [TestArch::Llama, TestArch::Qwen2] {
+    for arch in [TestArch::Llama, TestArch::Qwen2, TestArch::Phi3] {
         for dtype in TestDType::ALL {
             let path = dir.path(&format!("{arch:?}-{dtype:?}.gguf"));
             TestModel::tiny(arch, dtype).write(&path).unwrap();
@@ -477,7 +482,7 @@ fn every_format_and_architecture_matches_candle() {
 #[test]
 fn a_q4_k_m_file_with_llama_cpp_fallback_types_matches_candle() {
     let dir = crate::tests::TempDir::new();
-    for arch in [TestArch::Llama, TestArch::Qwen2] {
+    for arch in [TestArch::Llama, TestArch::Qwen2, TestArch::Phi3] {
         let path = dir.path(&format!("{arch:?}-q4km-896.gguf"));
         TestModel {
             hidden: 128,

@@ -133,6 +133,25 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// Consecutive row ranges of `parts` rows each of one `[sum(parts), cols]` matrix, as
+    /// views (Phi-3's fused `attn_qkv` and gate/up `ffn_up`).
+    fn split<const N: usize>(
+        &self,
+        name: &str,
+        parts: [usize; N],
+        cols: usize,
+    ) -> Result<[QMatrix; N]> {
+        let whole = self.matrix(name, parts.iter().sum(), cols)?;
+        let bad = || Error::invalid_file(self.path, format!("`{name}`: bad split"));
+        let mut at = 0;
+        let mut out = Vec::with_capacity(N);
+        for n in parts {
+            out.push(whole.rows_view(at, n).ok_or_else(bad)?);
+            at += n;
+        }
+        out.try_into().map_err(|_| bad())
+    }
+
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         let (qtype, dims, at) = self.tensor(name)?;
         if dims.iter().product::<usize>() != len || dims.last() != Some(&len) {
@@ -163,7 +182,6 @@ impl Model {
         let md = &content.metadata;
         let arch = info.architecture.as_str();
         let (h, hd) = (info.embedding_length, info.head_dim);
-        let kvd = info.head_count_kv * hd;
         let eps = metadata_f32(md, &format!("{arch}.attention.layer_norm_rms_epsilon"))
             .ok_or_else(|| {
                 ErrorKind::MissingMetadata(format!("{arch}.attention.layer_norm_rms_epsilon"))
@@ -180,34 +198,18 @@ impl Model {
             }
         }
         let embed = r.matrix("token_embd.weight", info.vocab_size, h)?;
-        let ffn = r
-            .dims("blk.0.ffn_gate.weight")?
-            .first()
-            .copied()
-            .unwrap_or(0);
+        let ffn = match info.architecture {
+            // Phi-3's `ffn_up` holds the gate rows, then the up rows.
+            Architecture::Phi3 => r.dims("blk.0.ffn_up.weight")?.first().copied().unwrap_or(0) / 2,
+            _ => r
+                .dims("blk.0.ffn_gate.weight")?
+                .first()
+                .copied()
+                .unwrap_or(0),
+        };
         let mut layers = Vec::with_capacity(info.block_count);
         for l in 0..info.block_count {
-            let name = |n: &str| format!("blk.{l}.{n}");
-            let bias = match info.architecture {
-                Architecture::Qwen2 => Some([
-                    r.vector(&name("attn_q.bias"), h)?,
-                    r.vector(&name("attn_k.bias"), kvd)?,
-                    r.vector(&name("attn_v.bias"), kvd)?,
-                ]),
-                Architecture::Llama => None,
-            };
-            layers.push(Layer {
-                attn_norm: r.vector(&name("attn_norm.weight"), h)?,
-                wq: r.matrix(&name("attn_q.weight"), h, h)?,
-                wk: r.matrix(&name("attn_k.weight"), kvd, h)?,
-                wv: r.matrix(&name("attn_v.weight"), kvd, h)?,
-                bias,
-                wo: r.matrix(&name("attn_output.weight"), h, h)?,
-                ffn_norm: r.vector(&name("ffn_norm.weight"), h)?,
-                gate: r.matrix(&name("ffn_gate.weight"), ffn, h)?,
-                up: r.matrix(&name("ffn_up.weight"), ffn, h)?,
-                down: r.matrix(&name("ffn_down.weight"), h, ffn)?,
-            });
+            layers.push(Self::layer(&r, info, l, ffn)?);
         }
         let norm = r.vector("output_norm.weight", h)?;
         let output = if info.tied_embeddings {
@@ -222,13 +224,61 @@ impl Model {
             kv_heads: info.head_count_kv,
             head_dim: hd,
             eps,
-            neox: info.architecture == Architecture::Qwen2,
+            neox: info.architecture != Architecture::Llama,
             inv_freq,
             embed,
             layers,
             norm,
             output,
             vocab: info.vocab_size,
+        })
+    }
+
+    /// Layer `l`'s weights; q/k/v and gate/up are views into the fused matrices where the file
+    /// has them (Phi-3).
+    fn layer(r: &Reader<'_>, info: &ModelInfo, l: usize, ffn: usize) -> Result<Layer> {
+        let (h, kvd) = (info.embedding_length, info.head_count_kv * info.head_dim);
+        let name = |n: &str| format!("blk.{l}.{n}");
+        let fused_qkv = r
+            .content
+            .tensor_infos
+            .contains_key(&name("attn_qkv.weight"));
+        let [wq, wk, wv] = if fused_qkv {
+            r.split(&name("attn_qkv.weight"), [h, kvd, kvd], h)?
+        } else {
+            [
+                r.matrix(&name("attn_q.weight"), h, h)?,
+                r.matrix(&name("attn_k.weight"), kvd, h)?,
+                r.matrix(&name("attn_v.weight"), kvd, h)?,
+            ]
+        };
+        let [gate, up] = if info.architecture == Architecture::Phi3 {
+            r.split(&name("ffn_up.weight"), [ffn, ffn], h)?
+        } else {
+            [
+                r.matrix(&name("ffn_gate.weight"), ffn, h)?,
+                r.matrix(&name("ffn_up.weight"), ffn, h)?,
+            ]
+        };
+        let bias = match info.architecture {
+            Architecture::Qwen2 => Some([
+                r.vector(&name("attn_q.bias"), h)?,
+                r.vector(&name("attn_k.bias"), kvd)?,
+                r.vector(&name("attn_v.bias"), kvd)?,
+            ]),
+            Architecture::Llama | Architecture::Phi3 => None,
+        };
+        Ok(Layer {
+            attn_norm: r.vector(&name("attn_norm.weight"), h)?,
+            wq,
+            wk,
+            wv,
+            bias,
+            wo: r.matrix(&name("attn_output.weight"), h, h)?,
+            ffn_norm: r.vector(&name("ffn_norm.weight"), h)?,
+            gate,
+            up,
+            down: r.matrix(&name("ffn_down.weight"), h, ffn)?,
         })
     }
 
