@@ -122,7 +122,7 @@ mod template;
 pub mod testing;
 mod tokenizer;
 
-pub use constrain::{Grammar, SchemaError};
+pub use constrain::{Constraint, ConstraintError, Grammar, SchemaError};
 pub use device::DeviceKind;
 pub use embed::{
     estimate_embedding_memory, is_embedding_model, BatchOptions, BatchStats, EmbedModel,

@@ -30,7 +30,7 @@ mod sequence;
 mod slots;
 mod types;
 
-use crate::constrain::Constraint;
+use crate::constrain::{Constraint, Grammar};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -290,6 +290,17 @@ impl ChatModel {
     /// Text of token ids (control tokens skipped).
     pub fn detokenize(&self, ids: &[u32]) -> String {
         self.shared.tokenizer.decode(ids)
+    }
+
+    /// The bytes token `id` decodes to (empty for control tokens).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.shared.tokenizer.token_bytes(id)
+    }
+
+    /// A fresh [`Constraint`] of `grammar` over this model's vocabulary, as a request with that
+    /// constraint gets (for sampling outside [`ChatModel::submit`], and for measuring it).
+    pub fn constraint(&self, grammar: Arc<Grammar>) -> Constraint {
+        Constraint::new(grammar, self.shared.token_trie())
     }
 
     /// Queues a request. Never blocks: a full queue is [`ErrorKind::QueueFull`]. The prompt is

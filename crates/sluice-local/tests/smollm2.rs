@@ -140,3 +140,39 @@ fn follows_llama_cpp(native: &ChatModel) {
         prompts.len()
     );
 }
+
+/// A JSON answer under a schema: greedy SmolLM2 asked for a country's capital answers an
+/// object that parses, validates, and names Paris.
+#[test]
+fn a_json_schema_answer_parses_validates_and_makes_sense() {
+    let Some(path) = file() else {
+        return;
+    };
+    let model = load(&path, Engine::Auto);
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "country": {"type": "string", "maxLength": 40},
+            "capital": {"type": "string", "maxLength": 40},
+            "population_millions": {"type": "number"}
+        },
+        "required": ["country", "capital"],
+        "additionalProperties": false
+    });
+    let grammar = sluice_local::Grammar::from_json_schema(&schema).expect("compiles");
+    let request = ChatRequest {
+        constraint: Some(std::sync::Arc::new(grammar)),
+        ..greedy(
+            "What is the capital of France? Answer in JSON with the country and its capital.",
+            200,
+        )
+    };
+    let done = model
+        .generate_blocking(request, |_| {})
+        .expect("generation");
+    eprintln!("{}", done.text);
+    let value: serde_json::Value = serde_json::from_str(&done.text).expect("parses");
+    sluice_local::testing::json_schema::validate(&schema, &value).expect("validates");
+    let capital = value["capital"].as_str().unwrap_or_default();
+    assert!(capital.contains("Paris"), "{}", done.text);
+}

@@ -68,8 +68,8 @@ impl Constraint {
         mask
     }
 
-    /// Sets the logits of disallowed tokens to −∞.
-    pub(crate) fn apply(&mut self, logits: &mut [f32]) -> Result<(), ConstraintError> {
+    /// Sets the logits of disallowed tokens to −∞ (`logits`: one per vocabulary id).
+    pub fn apply(&mut self, logits: &mut [f32]) -> Result<(), ConstraintError> {
         let mask = self.mask();
         let mut any = false;
         for (id, logit) in logits.iter_mut().enumerate() {
@@ -86,8 +86,9 @@ impl Constraint {
         }
     }
 
-    /// Takes the token sampled; returns whether it ends the output (a stop token).
-    pub(crate) fn accept(&mut self, id: u32, bytes: &[u8]) -> Result<bool, ConstraintError> {
+    /// Takes the token sampled (`bytes`: what it decodes to); returns whether it ends the
+    /// output (a stop token, allowed only once the value is complete).
+    pub fn accept(&mut self, id: u32, bytes: &[u8]) -> Result<bool, ConstraintError> {
         if self.trie.stop_ids().contains(&id) {
             return if self.matcher.accepts() {
                 Ok(true)
@@ -108,7 +109,7 @@ impl Constraint {
     }
 
     /// Whether the value is complete and nothing but a stop token may follow.
-    pub(crate) fn finished(&self) -> bool {
+    pub fn finished(&self) -> bool {
         self.matcher.finished()
     }
 }

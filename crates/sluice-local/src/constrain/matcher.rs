@@ -434,6 +434,47 @@ impl Matcher {
     }
 }
 
+/// The characters of `token` read inside a string from a character boundary, if it stays
+/// inside (no closing quote, no escape, no control byte) and ends on a character boundary.
+pub(crate) fn plain_chars(token: &[u8]) -> Option<u32> {
+    let mut lex = Lex::Plain;
+    let mut chars = 0;
+    for &b in token {
+        if b == b'\\' {
+            return None;
+        }
+        match lex.step(b) {
+            Step::Go {
+                lex: next,
+                starts_char,
+            } => {
+                lex = next;
+                chars += u32::from(starts_char);
+            }
+            Step::Close | Step::Invalid => return None,
+        }
+    }
+    (lex == Lex::Plain).then_some(chars)
+}
+
+/// When the one parse is inside a string at a character boundary: how many more characters
+/// it takes. Then plain tokens (see [`plain_chars`]) are allowed by their length alone.
+pub(crate) fn in_plain_string(g: &Grammar, states: &[State]) -> Option<u32> {
+    let [state] = states else { return None };
+    let Frame::Str {
+        node,
+        chars,
+        lex: Lex::Plain,
+    } = state.top
+    else {
+        return None;
+    };
+    let Node::String { max, .. } = *g.node(node) else {
+        return None;
+    };
+    Some(max.map_or(u32::MAX, |max| max.saturating_sub(chars)))
+}
+
 /// Every state `state` becomes after byte `b`, appended to `out` (without duplicates).
 pub(crate) fn step(g: &Grammar, state: &State, b: u8, out: &mut Vec<State>) {
     let mut add = |s: State| {

@@ -6,7 +6,7 @@
 //! every token is allowed and the pass visits most nodes; after structure (`{`, `:`, `,`)
 //! almost all subtrees die at their first byte.
 
-use super::matcher::{step, State};
+use super::matcher::{in_plain_string, plain_chars, step, State};
 use super::schema::Grammar;
 
 /// One node: the token bytes from the root to here end with `byte`.
@@ -22,12 +22,98 @@ struct TrieNode {
     last: u32,
 }
 
-/// A vocabulary's ordinary tokens as a byte trie, and the ids that end generation.
-#[derive(Debug)]
-pub(crate) struct TokenTrie {
+/// Tokens in preorder trie form.
+#[derive(Debug, Default)]
+struct Walk {
     nodes: Vec<TrieNode>,
     tokens: Vec<u32>,
     depth: usize,
+}
+
+// === impl Walk ===
+
+impl Walk {
+    /// The trie of `sorted` (bytes ascending).
+    fn new(sorted: &[(&[u8], u32)]) -> Self {
+        let mut walk = Self::default();
+        let mut path: Vec<usize> = Vec::new();
+        let mut previous: &[u8] = &[];
+        for &(token, id) in sorted {
+            let common = token
+                .iter()
+                .zip(previous)
+                .take_while(|(a, b)| a == b)
+                .count();
+            for closed in path.drain(common..) {
+                walk.nodes[closed].end = walk.nodes.len() as u32;
+            }
+            for (depth, &byte) in token.iter().enumerate().skip(common) {
+                path.push(walk.nodes.len());
+                walk.nodes.push(TrieNode {
+                    byte,
+                    depth: depth as u16 + 1,
+                    end: 0,
+                    first: 0,
+                    last: 0,
+                });
+            }
+            let Some(&at) = path.last() else { continue };
+            let node = &mut walk.nodes[at];
+            if node.first == node.last {
+                node.first = walk.tokens.len() as u32;
+            }
+            walk.tokens.push(id);
+            node.last = walk.tokens.len() as u32;
+            walk.depth = walk.depth.max(token.len());
+            previous = token;
+        }
+        for closed in path {
+            walk.nodes[closed].end = walk.nodes.len() as u32;
+        }
+        walk
+    }
+
+    /// Sets the tokens whose bytes keep one of `states` alive.
+    fn walk(&self, grammar: &Grammar, states: &[State], mask: &mut Mask) {
+        let mut levels: Vec<Vec<State>> = vec![Vec::new(); self.depth + 1];
+        levels[0].extend_from_slice(states);
+        let mut i = 0;
+        while i < self.nodes.len() {
+            let node = self.nodes[i];
+            let depth = usize::from(node.depth);
+            let (parents, children) = levels.split_at_mut(depth);
+            let (parent, child) = (&parents[depth - 1], &mut children[0]);
+            child.clear();
+            for state in parent {
+                step(grammar, state, node.byte, child);
+            }
+            if child.is_empty() {
+                i = node.end as usize;
+                continue;
+            }
+            for &id in &self.tokens[node.first as usize..node.last as usize] {
+                set(mask, id);
+            }
+            i += 1;
+        }
+    }
+}
+
+fn set(mask: &mut Mask, id: u32) {
+    mask[id as usize / 64] |= 1 << (id % 64);
+}
+
+/// A vocabulary's ordinary tokens as a byte trie, and the ids that end generation.
+///
+/// Inside a string most tokens are plain text, allowed whatever comes after the string: they
+/// are kept apart with their character counts (`plain`), and only the others (`special`:
+/// tokens with a quote, a backslash, a control byte or broken UTF-8) are walked there.
+#[derive(Debug)]
+pub(crate) struct TokenTrie {
+    all: Walk,
+    special: Walk,
+    /// Tokens that stay inside a string from a character boundary, with their characters.
+    plain: Vec<(u32, u32)>,
     vocab_size: usize,
     stop_ids: Vec<u32>,
 }
@@ -51,48 +137,21 @@ impl TokenTrie {
             .filter(|(b, _)| !b.is_empty())
             .collect();
         sorted.sort_unstable();
-        let mut trie = Self {
-            nodes: Vec::new(),
-            tokens: Vec::with_capacity(sorted.len()),
-            depth: 0,
+        let mut plain = Vec::new();
+        let mut special = Vec::new();
+        for &(token, id) in &sorted {
+            match plain_chars(token) {
+                Some(chars) => plain.push((id, chars)),
+                None => special.push((token, id)),
+            }
+        }
+        Self {
+            all: Walk::new(&sorted),
+            special: Walk::new(&special),
+            plain,
             vocab_size,
             stop_ids: stop_ids.to_vec(),
-        };
-        let mut path: Vec<usize> = Vec::new();
-        let mut previous: &[u8] = &[];
-        for (token, id) in sorted {
-            let common = token
-                .iter()
-                .zip(previous)
-                .take_while(|(a, b)| a == b)
-                .count();
-            for closed in path.drain(common..) {
-                trie.nodes[closed].end = trie.nodes.len() as u32;
-            }
-            for (depth, &byte) in token.iter().enumerate().skip(common) {
-                path.push(trie.nodes.len());
-                trie.nodes.push(TrieNode {
-                    byte,
-                    depth: depth as u16 + 1,
-                    end: 0,
-                    first: 0,
-                    last: 0,
-                });
-            }
-            let Some(&at) = path.last() else { continue };
-            let node = &mut trie.nodes[at];
-            if node.first == node.last {
-                node.first = trie.tokens.len() as u32;
-            }
-            trie.tokens.push(id);
-            node.last = trie.tokens.len() as u32;
-            trie.depth = trie.depth.max(token.len());
-            previous = token;
         }
-        for closed in path {
-            trie.nodes[closed].end = trie.nodes.len() as u32;
-        }
-        trie
     }
 
     pub(crate) fn stop_ids(&self) -> &[u32] {
@@ -103,31 +162,20 @@ impl TokenTrie {
     /// ids where the value may end.
     pub(crate) fn mask(&self, grammar: &Grammar, states: &[State]) -> Mask {
         let mut mask = vec![0u64; self.vocab_size.div_ceil(64)];
-        let mut set = |id: u32| mask[id as usize / 64] |= 1 << (id % 64);
-        let mut levels: Vec<Vec<State>> = vec![Vec::new(); self.depth + 1];
-        levels[0].extend_from_slice(states);
-        let mut i = 0;
-        while i < self.nodes.len() {
-            let node = self.nodes[i];
-            let depth = usize::from(node.depth);
-            let (parents, children) = levels.split_at_mut(depth);
-            let (parent, child) = (&parents[depth - 1], &mut children[0]);
-            child.clear();
-            for state in parent {
-                step(grammar, state, node.byte, child);
+        match in_plain_string(grammar, states) {
+            Some(room) => {
+                for &(id, chars) in &self.plain {
+                    if chars <= room {
+                        set(&mut mask, id);
+                    }
+                }
+                self.special.walk(grammar, states, &mut mask);
             }
-            if child.is_empty() {
-                i = node.end as usize;
-                continue;
-            }
-            for &id in &self.tokens[node.first as usize..node.last as usize] {
-                set(id);
-            }
-            i += 1;
+            None => self.all.walk(grammar, states, &mut mask),
         }
         if states.iter().any(State::accepts) {
             for &id in &self.stop_ids {
-                set(id);
+                set(&mut mask, id);
             }
         }
         mask
