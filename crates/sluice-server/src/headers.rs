@@ -18,6 +18,9 @@ pub const X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache")
 pub const X_SLUICE_COALESCED: HeaderName = HeaderName::from_static("x-sluice-coalesced");
 /// `x-sluice-cache-age`: seconds since a cached answer was stored.
 pub const X_SLUICE_CACHE_AGE: HeaderName = HeaderName::from_static("x-sluice-cache-age");
+/// A semantic hit's cosine similarity to the cached question (4 decimals).
+pub const X_SLUICE_CACHE_SIMILARITY: HeaderName =
+    HeaderName::from_static("x-sluice-cache-similarity");
 /// `x-sluice-cost-usd`: what the request cost (absent on streams, whose cost is known only
 /// at their end: it follows `[DONE]` as an SSE comment).
 pub const X_SLUICE_COST_USD: HeaderName = HeaderName::from_static("x-sluice-cost-usd");

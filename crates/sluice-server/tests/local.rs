@@ -879,3 +879,119 @@ async fn local_rerank_matches_sentence_transformers_over_http() {
         r.text()
     );
 }
+
+/// The semantic cache on the local all-MiniLM-L6-v2: a reworded question after a miss is
+/// answered from the cache (headers, no upstream call, spend as a semantic hit); a question
+/// with other numbers, entities or direction, another system prompt, another key's scope and
+/// a request with tools are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reworded_question_is_a_semantic_hit_and_near_misses_are_not() {
+    let models = format!(
+        r#"
+[[models]]
+name = "minilm"
+provider = "here"
+path = "{}"
+[[models]]
+name = "gpt"
+provider = "cloud"
+upstream = "gpt-4o-mini"
+price = {{ input = 1.0, output = 2.0 }}
+cache = {{ enabled = true, scope = "global", semantic = {{ model = "minilm", threshold = 0.8 }} }}
+"#,
+        minilm_dir().display()
+    );
+    let (fake, gw) = gateway("max_wait_ms = 1", &models).await;
+    let ask = |text: &str, system: &str, extra: Value| {
+        let mut body = json!({
+            "model": "gpt",
+            "temperature": 0,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            body[k] = x.clone();
+        }
+        body.to_string()
+    };
+    let url = gw.url("/v1/chat/completions");
+    let first = post_json(
+        &url,
+        ask("What is the capital of France?", "Be brief.", json!({})),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(fake.request_count(), 1);
+    let first_text = first.json()["choices"][0]["message"]["content"].clone();
+
+    // Reworded: served from the entry, whole and streamed.
+    let again = post_json(
+        &url,
+        ask("Tell me the capital of France.", "Be brief.", json!({})),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(
+        again.header("x-sluice-cache"),
+        Some("semantic-hit"),
+        "{}",
+        again.text()
+    );
+    let similarity: f32 = again
+        .header("x-sluice-cache-similarity")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.8..=1.0).contains(&similarity), "{similarity}");
+    assert_eq!(again.json()["choices"][0]["message"]["content"], first_text);
+    assert_eq!(fake.request_count(), 1);
+    let streamed = post_json(
+        &url,
+        ask(
+            "What's the capital city of France?",
+            "Be brief.",
+            json!({"stream": true}),
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(streamed.header("x-sluice-cache"), Some("semantic-hit"));
+    assert!(
+        streamed.text().contains("data: [DONE]"),
+        "{}",
+        streamed.text()
+    );
+    assert_eq!(fake.request_count(), 1);
+
+    // Near misses and bypasses each reach the upstream.
+    for (i, (text, system, extra)) in [
+        ("What is the capital of Germany?", "Be brief.", json!({})),
+        ("What is the capital of France?", "Answer in French.", json!({})),
+        (
+            "Tell me the capital of France.",
+            "Be brief.",
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = post_json(&url, ask(text, system, extra), &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_ne!(r.header("x-sluice-cache"), Some("semantic-hit"), "{text} / {system}");
+        assert_eq!(fake.request_count(), 2 + i, "{text} / {system}");
+    }
+    let metrics = sluice_testkit::client::get(&gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("sluice_cache_semantic_hits_total 2"),
+        "{metrics}"
+    );
+}

@@ -210,7 +210,7 @@ fn decisions() {
     );
     let all = CachePolicy {
         nondeterministic: true,
-        ..on
+        ..on.clone()
     };
     assert!(matches!(decide(&all, &none, false), Decision::Use { .. }));
     assert_eq!(

@@ -4,6 +4,7 @@
 use super::error::ConfigError;
 use super::values::{positive, MS};
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default time an entry lives: 7 days.
@@ -20,6 +21,51 @@ pub enum CacheScope {
     Key,
     /// To every caller: for a gateway that serves one application.
     Global,
+}
+
+/// The similarity a semantic hit needs when `threshold` is not set.
+pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.9;
+
+/// `semantic = { model = "...", threshold = 0.9 }` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedSemantic {
+    /// The embedding model (a `[[models]]` name) that embeds the last user message.
+    pub model: String,
+    /// Cosine similarity from which a stored question counts as the same (0 to 1).
+    pub threshold: Option<f32>,
+}
+
+/// The semantic stage of a target's cache: a question worded differently from a cached one
+/// is answered from it when their embeddings are this similar and the checks agree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticPolicy {
+    /// The embedding model's name.
+    pub model: Arc<str>,
+    /// Cosine similarity needed.
+    pub threshold: f32,
+}
+
+impl UninitializedSemantic {
+    fn load(&self, at: &str) -> Result<SemanticPolicy, ConfigError> {
+        if self.model.is_empty() {
+            return Err(ConfigError::new(
+                format!("{at}.semantic.model"),
+                "must name a model",
+            ));
+        }
+        let threshold = self.threshold.unwrap_or(DEFAULT_SEMANTIC_THRESHOLD);
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            return Err(ConfigError::new(
+                format!("{at}.semantic.threshold"),
+                "must be greater than 0 and at most 1",
+            ));
+        }
+        Ok(SemanticPolicy {
+            model: Arc::from(self.model.as_str()),
+            threshold,
+        })
+    }
 }
 
 /// `cache = { ... }` of a model or route as written: each key overrides `[cache]`'s.
@@ -39,6 +85,8 @@ pub struct UninitializedCachePolicy {
     pub coalesce: Option<bool>,
     /// Whose answers are shared: `key` or `global`.
     pub scope: Option<CacheScope>,
+    /// The semantic stage, after the exact lookup.
+    pub semantic: Option<UninitializedSemantic>,
 }
 
 /// `[cache]` as written.
@@ -57,6 +105,8 @@ pub struct UninitializedCacheConfig {
     pub coalesce: Option<bool>,
     /// Whose answers are shared (default `key`).
     pub scope: Option<CacheScope>,
+    /// The semantic stage of every target without its own (default: none).
+    pub semantic: Option<UninitializedSemantic>,
     /// Bytes held by the in-memory tier (default 128 MiB).
     pub memory_bytes: Option<u64>,
     /// Bytes held by the SQLite file (default 1 GiB).
@@ -66,7 +116,7 @@ pub struct UninitializedCacheConfig {
 }
 
 /// How one target (a model or a route) caches, `[cache]` merged with its own overrides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CachePolicy {
     /// Cache at all.
     pub enabled: bool,
@@ -80,6 +130,8 @@ pub struct CachePolicy {
     pub coalesce: bool,
     /// Whose answers are shared.
     pub scope: CacheScope,
+    /// The semantic stage, if any.
+    pub semantic: Option<SemanticPolicy>,
 }
 
 impl Default for CachePolicy {
@@ -91,12 +143,13 @@ impl Default for CachePolicy {
             max_entry_bytes: 4 << 20,
             coalesce: true,
             scope: CacheScope::Key,
+            semantic: None,
         }
     }
 }
 
 /// Validated `[cache]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     /// The policy of targets without their own.
     pub policy: CachePolicy,
@@ -140,6 +193,10 @@ impl UninitializedCachePolicy {
             max_entry_bytes: self.max_entry_bytes.unwrap_or(base.max_entry_bytes),
             coalesce: self.coalesce.unwrap_or(base.coalesce),
             scope: self.scope.unwrap_or(base.scope),
+            semantic: match &self.semantic {
+                Some(s) => Some(s.load(at)?),
+                None => base.semantic.clone(),
+            },
         })
     }
 }
@@ -155,6 +212,7 @@ impl UninitializedCacheConfig {
             max_entry_bytes: self.max_entry_bytes,
             coalesce: self.coalesce,
             scope: self.scope,
+            semantic: self.semantic,
         }
         .apply(&d.policy, "cache")?;
         Ok(CacheConfig {

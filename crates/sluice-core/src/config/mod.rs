@@ -42,7 +42,8 @@ pub use crate::pricing::Price;
 pub use crate::routing::Tier;
 pub use batches::{BatchesConfig, UninitializedBatchesConfig};
 pub use cache::{
-    CacheConfig, CachePolicy, CacheScope, UninitializedCacheConfig, UninitializedCachePolicy,
+    CacheConfig, CachePolicy, CacheScope, SemanticPolicy, UninitializedCacheConfig,
+    UninitializedCachePolicy, UninitializedSemantic, DEFAULT_SEMANTIC_THRESHOLD,
     DEFAULT_TTL as DEFAULT_CACHE_TTL,
 };
 pub use error::ConfigError;

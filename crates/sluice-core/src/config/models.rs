@@ -153,7 +153,7 @@ fn load_model(
     }
     let cache_policy = match &m.cache {
         Some(c) => c.apply(cache, &at("cache"))?,
-        None => *cache,
+        None => cache.clone(),
     };
     let limits = m.limits.unwrap_or_default().check(&at("limits"))?;
     let local_model = if providers[provider].kind == ProviderType::Local {

@@ -338,7 +338,7 @@ fn load_route(
     };
     let cache = match &r.cache {
         Some(c) => c.apply(cache, &at("cache"))?,
-        None => *cache,
+        None => cache.clone(),
     };
     let limits = r.limits.unwrap_or_default().check(&at("limits"))?;
     Ok(RouteConfig {

@@ -9,6 +9,8 @@
 
 pub mod entry;
 pub mod flight;
+pub mod same_question;
+pub mod semantic;
 
 use crate::metrics::Histogram;
 use entry::Answer;
@@ -39,6 +41,8 @@ pub enum CacheStatus {
     Hit,
     /// Answered by an identical request in flight.
     Coalesced,
+    /// Answered from the cache by a question worded differently ([`semantic`]).
+    SemanticHit,
 }
 
 impl CacheStatus {
@@ -49,6 +53,7 @@ impl CacheStatus {
             Self::Miss => "miss",
             Self::Hit => "hit",
             Self::Coalesced => "coalesced",
+            Self::SemanticHit => "semantic-hit",
         }
     }
 
@@ -62,7 +67,7 @@ impl CacheStatus {
 
     /// Served without an upstream call of its own.
     pub const fn served(self) -> bool {
-        matches!(self, Self::Hit | Self::Coalesced)
+        matches!(self, Self::Hit | Self::Coalesced | Self::SemanticHit)
     }
 }
 
@@ -77,6 +82,10 @@ pub struct CacheMetrics {
     pub bypasses: AtomicU64,
     /// Answered from an identical request's flight.
     pub coalesced: AtomicU64,
+    /// Answered from the cache by a question worded differently.
+    pub semantic_hits: AtomicU64,
+    /// Semantic candidates at or above the threshold that the wording checks refused.
+    pub semantic_refused: AtomicU64,
     /// Answers stored.
     pub stores: AtomicU64,
     /// Answers not stored: larger than `max_entry_bytes`.
@@ -103,6 +112,8 @@ pub struct Cache {
     flushed: Mutex<CounterDelta>,
     /// Which store is behind the memory tier (`sqlite`, `redis`).
     pub store_kind: &'static str,
+    /// The semantic stage's index.
+    pub semantic: semantic::SemanticIndex,
 }
 
 impl std::fmt::Debug for Cache {
@@ -115,7 +126,6 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    /// A cache with `store` behind an in-memory tier of `config.memory_bytes`.
     /// Whether the store behind the memory tier answers a lookup (none: yes).
     pub async fn store_answers(&self) -> Result<(), sluice_store::StoreError> {
         match &self.store {
@@ -127,6 +137,7 @@ impl Cache {
         }
     }
 
+    /// A cache with `store` behind an in-memory tier of `config.memory_bytes`.
     pub fn new(config: &CacheConfig, store: Option<CacheStore>) -> Self {
         let store_kind = match &store {
             Some(CacheStore::Redis(_)) => "redis",
@@ -140,6 +151,7 @@ impl Cache {
             metrics: CacheMetrics::default(),
             flushed: Mutex::new(CounterDelta::default()),
             store_kind,
+            semantic: semantic::SemanticIndex::new(semantic::DEFAULT_MAX_ITEMS),
         }
     }
 
@@ -196,6 +208,7 @@ impl Cache {
     /// Drops every entry of the memory tier and of the store; how many the store held.
     pub async fn clear(&self) -> Result<u64, sluice_store::StoreError> {
         self.memory.clear();
+        self.semantic.clear();
         match &self.store {
             Some(s) => s.clear().await,
             None => Ok(0),
@@ -251,7 +264,7 @@ impl Cache {
     /// Appends the cache's series to a Prometheus exposition.
     pub fn render(&self, out: &mut String) {
         let m = &self.metrics;
-        let counters: [(&str, &str, &AtomicU64); 7] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "sluice_cache_hits_total",
                 "Requests answered from the cache.",
@@ -271,6 +284,16 @@ impl Cache {
                 "sluice_cache_coalesced_total",
                 "Requests answered by waiting for an identical request in flight.",
                 &m.coalesced,
+            ),
+            (
+                "sluice_cache_semantic_hits_total",
+                "Requests answered from the cache by a question worded differently (semantic stage).",
+                &m.semantic_hits,
+            ),
+            (
+                "sluice_cache_semantic_refused_total",
+                "Semantic candidates above the threshold that the wording checks refused.",
+                &m.semantic_refused,
             ),
             ("sluice_cache_stores_total", "Answers stored.", &m.stores),
             (

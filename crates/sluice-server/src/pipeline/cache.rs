@@ -6,6 +6,7 @@
 use super::answer::Answer;
 use super::ending::{Ending, Tracked};
 use super::finish::{Finish, Guarded, Outcome};
+use super::semantic::{self, Pending, Probe};
 use super::walk::Call;
 use crate::cache::entry::{self, Answer as Entry, Assembler, Meta};
 use crate::cache::flight::{self, FlightBody, Leader};
@@ -20,6 +21,7 @@ use sluice_core::cache as cache_key;
 use sluice_core::config::{CacheScope, Price};
 use sluice_core::{Error, ErrorKind};
 use sluice_providers::View;
+use sluice_store::Key;
 use sluice_types::sse::{Keep, SseScanner};
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -74,12 +76,23 @@ pub enum Stage {
 }
 
 /// How a leader stores its answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct StorePlan {
     store: bool,
     ttl: Duration,
     max_bytes: u64,
     include_usage: bool,
+    /// The question to index with the answer (semantic stage).
+    semantic: Option<Pending>,
+}
+
+/// Stores a leader's answer by the plan (and indexes its question for the semantic stage).
+fn store(cache: &Cache, key: Key, entry: &Entry, plan: StorePlan) {
+    if cache.insert(key, entry, plan.ttl, plan.max_bytes) {
+        if let Some(pending) = plan.semantic {
+            semantic::remember(cache, pending, key, plan.ttl);
+        }
+    }
 }
 
 /// Key, decision, lookup and coalescing of one request.
@@ -91,12 +104,12 @@ pub async fn stage(
 ) -> Stage {
     let view = asked.view;
     let (target, policy) = match asked.resolved {
-        Resolved::Model(d) => (&*state.deployments[d].name, state.deployments[d].cache),
+        Resolved::Model(d) => (&*state.deployments[d].name, &state.deployments[d].cache),
         Resolved::Route(r) => (
             state.routes[r].config.name.as_str(),
-            state.routes[r].config.cache,
+            &state.routes[r].config.cache,
         ),
-        Resolved::Passthrough { .. } => (view.model(), state.cache_config.policy),
+        Resolved::Passthrough { .. } => (view.model(), &state.cache_config.policy),
     };
     // One tenant's answers never reach another (nor do its flights coalesce with theirs)
     // unless the target's cache is `global`.
@@ -108,7 +121,7 @@ pub async fn stage(
         cache_key::request_key(view.operation(), target, scope, asked.body)
             .ok()
             .map(|k| {
-                let decision = cache_key::decide(&policy, asked.directives, k.deterministic);
+                let decision = cache_key::decide(policy, asked.directives, k.deterministic);
                 (k.key, decision)
             })
     } else {
@@ -130,12 +143,35 @@ pub async fn stage(
     };
     let stream = view.stream();
     let include_usage = view.include_usage();
+    let mut pending = None;
     if lookup {
         if let Some(entry) = cache.lookup(&key).await {
             cache.metrics.hits.fetch_add(1, Relaxed);
             cache.saved(&entry);
             outcome.cache = CacheStatus::Hit;
             return Stage::Answered(replay(state, &entry, stream, include_usage, outcome));
+        }
+        if let Some(policy) = &policy.semantic {
+            match semantic::probe(
+                state,
+                cache,
+                policy,
+                (view.operation(), asked.body),
+                target,
+                scope,
+            )
+            .await
+            {
+                Some(Probe::Hit { entry, similarity }) => {
+                    cache.metrics.semantic_hits.fetch_add(1, Relaxed);
+                    cache.saved(&entry);
+                    outcome.cache = CacheStatus::SemanticHit;
+                    outcome.cache_similarity = Some(similarity);
+                    return Stage::Answered(replay(state, &entry, stream, include_usage, outcome));
+                }
+                Some(Probe::Miss(p)) => pending = Some(p),
+                None => {}
+            }
         }
         cache.metrics.misses.fetch_add(1, Relaxed);
     }
@@ -145,6 +181,7 @@ pub async fn stage(
         ttl,
         max_bytes: policy.max_entry_bytes,
         include_usage,
+        semantic: pending,
     };
     if coalesce {
         for _ in 0..MAX_FLIGHT_ROUNDS {
@@ -304,7 +341,7 @@ pub async fn lead(
                 body: body.clone(),
             };
             if plan.store && is_json {
-                cache.insert(*leader.key(), &entry, plan.ttl, plan.max_bytes);
+                store(cache, *leader.key(), &entry, plan);
             }
             if is_json {
                 leader.done(Arc::new(entry));
@@ -387,8 +424,7 @@ async fn drive(cache: Arc<Cache>, mut stream: Guarded, store: StreamStore, max_e
     match body {
         Some(body) => {
             let entry = Entry { meta, body };
-            let plan = store.plan;
-            cache.insert(*store.leader.key(), &entry, plan.ttl, plan.max_bytes);
+            self::store(&cache, *store.leader.key(), &entry, store.plan);
             store.leader.done(Arc::new(entry));
         }
         None => store.leader.fail(),

@@ -34,6 +34,8 @@ pub struct Outcome {
     pub cache: CacheStatus,
     /// Seconds since the cached answer was stored.
     pub cache_age: Option<u64>,
+    /// A semantic hit's similarity to the cached question.
+    pub cache_similarity: Option<f32>,
     /// Prompt tokens estimated from the request.
     pub estimated_prompt_tokens: u64,
     /// What the upstream used for an answer that ended in an error anyway (a guardrail

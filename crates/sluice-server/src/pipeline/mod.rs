@@ -27,14 +27,16 @@ mod local;
 mod pipe;
 mod reframe;
 mod relay;
+mod semantic;
 pub mod tab;
 mod turn;
 mod walk;
 
 use crate::endpoint::Endpoint;
 use crate::headers::{
-    X_SLUICE_ATTEMPTS, X_SLUICE_CACHE, X_SLUICE_CACHE_AGE, X_SLUICE_COALESCED, X_SLUICE_COST_USD,
-    X_SLUICE_DEGRADED, X_SLUICE_MODEL, X_SLUICE_PROVIDER, X_SLUICE_ROUTE,
+    X_SLUICE_ATTEMPTS, X_SLUICE_CACHE, X_SLUICE_CACHE_AGE, X_SLUICE_CACHE_SIMILARITY,
+    X_SLUICE_COALESCED, X_SLUICE_COST_USD, X_SLUICE_DEGRADED, X_SLUICE_MODEL, X_SLUICE_PROVIDER,
+    X_SLUICE_ROUTE,
 };
 use crate::request_body::ClientBody;
 use crate::response::{self, error_response, ResponseBody};
@@ -462,6 +464,11 @@ fn with_headers(
     }
     if let Some(age) = o.cache_age {
         h.insert(X_SLUICE_CACHE_AGE, HeaderValue::from(age));
+    }
+    if let Some(similarity) = o.cache_similarity {
+        if let Ok(v) = HeaderValue::from_str(&format!("{similarity:.4}")) {
+            h.insert(X_SLUICE_CACHE_SIMILARITY, v);
+        }
     }
     if let Some(nano) = cost {
         if let Ok(v) = HeaderValue::from_str(&tab::usd(nano)) {

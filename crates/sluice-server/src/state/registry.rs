@@ -165,7 +165,7 @@ impl Registry {
             Index::with_capacity_and_hasher(models.len() + route_configs.len(), Default::default());
         let new = NewDeployment {
             breaker: config.routing.breaker,
-            cache: config.cache.policy,
+            cache: config.cache.policy.clone(),
             now,
         };
         let mut deployments = Vec::with_capacity(models.len());
@@ -262,7 +262,7 @@ impl NewDeployment {
             breaker: Arc::new(Breaker::new(self.breaker, self.now)),
             ttft: Arc::default(),
             total: Arc::default(),
-            cache: self.cache,
+            cache: self.cache.clone(),
             limits: TargetLimits::default(),
             guardrails: Vec::new(),
         })

@@ -147,6 +147,31 @@ pub async fn embeddings(
     Ok(Answer::json(Bytes::from(text), Some(usage)))
 }
 
+/// The embedding of `text` by local embedding model `upstream` (`model`: its name in the
+/// config), for the semantic cache.
+pub async fn embed_text(
+    state: &AppState,
+    upstream: &str,
+    model: &str,
+    text: String,
+) -> Result<Vec<f32>, Error> {
+    let lease = lease_of(state, upstream, model, ModelKind::Embedding, None).await?;
+    let embedder = lease
+        .as_embedder()
+        .ok_or_else(|| wrong_kind(model, lease.kind()))?;
+    let out = embedder
+        .submit(vec![text])
+        .map_err(|e| model_error(&e))?
+        .await
+        .map_err(|e| model_error(&e))?;
+    out.vectors.into_iter().next().ok_or_else(|| {
+        ErrorKind::Internal {
+            message: "the embedding model returned no vector".into(),
+        }
+        .into()
+    })
+}
+
 /// Serves one rerank request on local cross-encoder `upstream`; `model` is what the client
 /// asked for. The (query, document) pairs join the model's next batch; the answer is the
 /// shape Cohere, Jina and vLLM share, sorted by score.

@@ -1,0 +1,213 @@
+//! The cache's semantic stage, after an exact miss: a chat request whose last user message
+//! is worded differently from one answered before, in an otherwise identical request, is
+//! answered from that entry.
+//!
+//! - **The context**: the request with its last user message blanked, keyed like the exact
+//!   cache (target, scope, every other field): a hit may differ from its entry only in the
+//!   wording of that message.
+//! - **Bypassed**: requests with tools, tool calls or tool results, `n` above 1, a last
+//!   message that is not the user's or has parts other than text, and requests the exact
+//!   cache does not look up (`no-cache`, non-deterministic).
+//! - **Match**: the message's embedding (the policy's embedding model, a local one) against
+//!   the context's stored questions, most similar first, from `threshold` on; served only
+//!   when [`same_question`] agrees.
+//! - **Miss**: the embedding waits in the store plan and joins the index when the answer is
+//!   stored.
+
+use crate::cache::entry::Answer as Entry;
+use crate::cache::same_question::same_question;
+use crate::cache::semantic::normalise;
+use crate::cache::Cache;
+use crate::state::AppState;
+use serde_json::Value;
+use sluice_core::config::SemanticPolicy;
+use sluice_core::{Error, ErrorKind, Operation};
+use sluice_store::Key;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+/// A missed question, to index with its answer.
+#[derive(Debug)]
+pub struct Pending {
+    context: Key,
+    vector: Vec<f32>,
+    question: String,
+}
+
+/// What the stage found.
+pub enum Probe {
+    /// A stored answer to the same question in other words.
+    Hit { entry: Entry, similarity: f32 },
+    /// Nothing: index the answer under this question once it is stored.
+    Miss(Pending),
+}
+
+/// Looks the request up by meaning; `None` when it bypasses the stage (or the embedding
+/// failed, which is logged: the request goes on as an exact miss).
+pub async fn probe(
+    state: &AppState,
+    cache: &Cache,
+    policy: &SemanticPolicy,
+    (operation, body): (Operation, &[u8]),
+    target: &str,
+    scope: Option<&str>,
+) -> Option<Probe> {
+    if operation != Operation::Chat {
+        return None;
+    }
+    let (question, context_body) = split(body)?;
+    let context =
+        sluice_core::cache::request_key(Operation::Chat, target, scope, &context_body).ok()?;
+    let vector = match embed(state, &policy.model, question.clone()).await {
+        Ok(v) => normalise(v),
+        Err(e) => {
+            tracing::warn!(error = %e, model = %policy.model, "semantic cache: embedding failed");
+            return None;
+        }
+    };
+    let refused = std::cell::Cell::new(0u64);
+    let found = cache
+        .semantic
+        .find(&context.key, &vector, policy.threshold, |stored| {
+            let same = same_question(stored, &question).is_ok();
+            refused.set(refused.get() + u64::from(!same));
+            same
+        });
+    cache
+        .metrics
+        .semantic_refused
+        .fetch_add(refused.get(), Relaxed);
+    if let Some(m) = found {
+        if let Some(entry) = cache.lookup(&m.key).await {
+            return Some(Probe::Hit {
+                entry,
+                similarity: m.similarity,
+            });
+        }
+    }
+    Some(Probe::Miss(Pending {
+        context: context.key,
+        vector,
+        question,
+    }))
+}
+
+/// Indexes a stored answer's question.
+pub fn remember(cache: &Cache, pending: Pending, key: Key, ttl: Duration) {
+    cache
+        .semantic
+        .insert(pending.context, pending.vector, key, pending.question, ttl);
+}
+
+/// The last user message's text, and the body with that message's content blanked; `None`
+/// for a request the stage does not take.
+fn split(body: &[u8]) -> Option<(String, Vec<u8>)> {
+    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    let has = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
+    if has("tools") || has("functions") || map.get("n").and_then(Value::as_u64).unwrap_or(1) > 1 {
+        return None;
+    }
+    let messages = map.get_mut("messages")?.as_array_mut()?;
+    let tool_turns = messages.iter().any(|m| {
+        m.get("role").and_then(Value::as_str) == Some("tool")
+            || m.get("tool_calls").is_some_and(|t| !t.is_null())
+            || m.get("function_call").is_some_and(|t| !t.is_null())
+    });
+    if tool_turns {
+        return None;
+    }
+    let last = messages.last_mut()?;
+    if last.get("role").and_then(Value::as_str) != Some("user") {
+        return None;
+    }
+    let question = text_of(last.get("content")?)?;
+    if question.trim().is_empty() {
+        return None;
+    }
+    last["content"] = Value::String(String::new());
+    Some((question, serde_json::to_vec(&map).ok()?))
+}
+
+/// A message's text: a string, or text parts only.
+fn text_of(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => p.get("text").and_then(Value::as_str),
+                _ => None,
+            })
+            .collect::<Option<Vec<&str>>>()
+            .map(|texts| texts.join("\n")),
+        _ => None,
+    }
+}
+
+/// The embedding of `text` by the config's model `model`: a model sluice runs itself.
+async fn embed(state: &AppState, model: &str, text: String) -> Result<Vec<f32>, Error> {
+    let unusable = |why: &str| -> Error {
+        ErrorKind::Unavailable {
+            message: format!("the semantic cache's model `{model}` {why}"),
+        }
+        .into()
+    };
+    let d = state
+        .deployments
+        .iter()
+        .find(|d| &*d.name == model)
+        .ok_or_else(|| unusable("is not configured"))?;
+    if !state.providers[d.provider].is_local() {
+        return Err(unusable("is not a local model"));
+    }
+    #[cfg(feature = "local")]
+    {
+        super::local::embed_text(state, &d.upstream, model, text).await
+    }
+    #[cfg(not(feature = "local"))]
+    {
+        let _ = text;
+        Err(unusable("needs a build with local models"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn question(body: serde_json::Value) -> Option<String> {
+        split(body.to_string().as_bytes()).map(|(q, _)| q)
+    }
+
+    #[test]
+    fn takes_the_last_user_message_and_blanks_it_in_the_context() {
+        let a = serde_json::json!({"model": "m", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is the capital of France?"}]});
+        let (q, context) = split(a.to_string().as_bytes()).unwrap();
+        assert_eq!(q, "What is the capital of France?");
+        let mut b = a.clone();
+        b["messages"][1]["content"] = serde_json::json!("Tell me France's capital.");
+        assert_eq!(split(b.to_string().as_bytes()).unwrap().1, context);
+        // Text parts are joined.
+        let parts = serde_json::json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]});
+        assert_eq!(question(parts).as_deref(), Some("a\nb"));
+    }
+
+    #[test]
+    fn tools_tool_turns_n_and_other_last_roles_bypass() {
+        for body in [
+            serde_json::json!({"tools": [{"type": "function"}], "messages": [{"role": "user", "content": "x"}]}),
+            serde_json::json!({"n": 2, "messages": [{"role": "user", "content": "x"}]}),
+            serde_json::json!({"messages": [{"role": "assistant", "tool_calls": [{}]}, {"role": "tool", "content": "r"}, {"role": "user", "content": "x"}]}),
+            serde_json::json!({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}),
+            serde_json::json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]}),
+            serde_json::json!({"messages": [{"role": "user", "content": "  "}]}),
+        ] {
+            assert_eq!(question(body.clone()), None, "{body}");
+        }
+    }
+}
