@@ -215,7 +215,16 @@ async fn parameters_a_local_model_cannot_honour_are_refused_by_name() {
     let url = gw.url("/v1/chat/completions");
     let tool = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
     for (extra, param) in [
-        (json!({"tools": tool}), "tools"),
+        (json!({"tools": tool}), "tool_choice"),
+        (json!({"tools": tool, "tool_choice": "auto"}), "tool_choice"),
+        (
+            json!({"tools": tool, "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string", "format": "email"}}}}}], "tool_choice": "required"}),
+            "tools",
+        ),
         (
             json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "^a"}}}}),
             "response_format",
@@ -330,6 +339,107 @@ async fn json_schema_answers_validate_whole_and_streamed() {
                 })
                 .collect();
             assert_eq!(text, whole, "the same seed streams the same answer");
+        }
+    }
+}
+
+/// Forced tool calls (`tool_choice` `required` with one or two tools, or a named one): the
+/// answer is a `tool_calls` message whose arguments parse and validate against the tool's
+/// `parameters`, with `finish_reason` `tool_calls`; streamed, the same call in deltas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_tool_call_validates_whole_and_streamed() {
+    // The tools' description makes a long prompt in the test vocabulary (about a token a
+    // byte): a context of 2048 positions.
+    let llama = model_file("tools", TestArch::Llama);
+    TestModel {
+        context_length: 2048,
+        ..TestModel::tiny(TestArch::Llama, TestDType::Q8_0)
+    }
+    .write(&llama)
+    .unwrap();
+    let models = format!(
+        "[[models]]\nname = \"tiny\"\nprovider = \"here\"\npath = \"{}\"\n",
+        llama.display()
+    );
+    let (_fake, gw) = gateway("", &models).await;
+    let url = gw.url("/v1/chat/completions");
+    let weather = json!({
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 16}, "unit": {"enum": ["c", "f"]}},
+        "required": ["city", "unit"],
+        "additionalProperties": false
+    });
+    let add = json!({
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+        "additionalProperties": false
+    });
+    let tool = |name: &str, parameters: &Value| json!({"type": "function", "function": {"name": name, "description": "d", "parameters": parameters}});
+    let cases = [
+        (json!([tool("weather", &weather)]), json!("required")),
+        (
+            json!([tool("weather", &weather), tool("add", &add)]),
+            json!("required"),
+        ),
+        (
+            json!([tool("weather", &weather), tool("add", &add)]),
+            json!({"type": "function", "function": {"name": "add"}}),
+        ),
+    ];
+    for (tools, choice) in cases {
+        for seed in 0..2 {
+            let extra = json!({"tools": tools, "tool_choice": choice, "temperature": 1, "seed": seed, "max_tokens": 480});
+            let r = post_json(&url, chat("tiny", extra.clone()), &[])
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            let v = r.json();
+            let choice0 = &v["choices"][0];
+            assert_eq!(choice0["finish_reason"], "tool_calls", "{v}");
+            assert!(choice0["message"]["content"].is_null(), "{v}");
+            let call = &choice0["message"]["tool_calls"][0];
+            assert_eq!(call["type"], "function");
+            let name = call["function"]["name"].as_str().unwrap().to_string();
+            let arguments = call["function"]["arguments"].as_str().unwrap().to_string();
+            let parsed: Value =
+                serde_json::from_str(&arguments).unwrap_or_else(|e| panic!("{e}: {arguments}"));
+            let schema = if name == "add" { &add } else { &weather };
+            assert!(name == "add" || name == "weather", "{v}");
+            if choice.is_object() {
+                assert_eq!(name, "add");
+            }
+            sluice_local::testing::json_schema::validate(schema, &parsed)
+                .unwrap_or_else(|e| panic!("{e}: {arguments}"));
+
+            let mut streamed = extra;
+            streamed["stream"] = json!(true);
+            let mut s = post_stream(&url, chat("tiny", streamed), &[])
+                .await
+                .unwrap();
+            assert_eq!(s.status, 200);
+            let (events, err) = s.collect_events().await;
+            assert!(err.is_none(), "{err:?}");
+            let (mut streamed_name, mut streamed_arguments, mut finish) =
+                (String::new(), String::new(), String::new());
+            for e in &events[..events.len() - 1] {
+                let c: Value = serde_json::from_str(e).unwrap();
+                if let Some(f) = c["choices"][0]["finish_reason"].as_str() {
+                    finish = f.to_string();
+                }
+                let delta = &c["choices"][0]["delta"]["tool_calls"][0];
+                if let Some(n) = delta["function"]["name"].as_str() {
+                    streamed_name.push_str(n);
+                }
+                if let Some(a) = delta["function"]["arguments"].as_str() {
+                    streamed_arguments.push_str(a);
+                }
+            }
+            assert_eq!(finish, "tool_calls");
+            assert_eq!(streamed_name, name);
+            let streamed: Value = serde_json::from_str(&streamed_arguments)
+                .unwrap_or_else(|e| panic!("{e}: {streamed_arguments}"));
+            assert_eq!(streamed, parsed, "the same seed streams the same call");
         }
     }
 }

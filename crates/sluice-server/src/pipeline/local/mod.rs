@@ -12,6 +12,7 @@
 mod errors;
 mod request;
 mod stream;
+mod tools;
 mod write;
 
 use errors::{invalid, model_error, pool_error, wrong_kind};
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::ModelKind;
 use sluice_local::ChatModel;
-use sluice_providers::chunks::{completion, ChunkWriter};
+use sluice_providers::chunks::{completion, ChunkWriter, ToolCallOut};
 use sluice_types::Usage;
 
 fn runtime(state: &AppState) -> Result<&crate::local::LocalRuntime, Error> {
@@ -46,7 +47,12 @@ pub async fn chat(
     stream: bool,
 ) -> Result<Answer, Error> {
     let local = runtime(state)?;
-    let (request, include_usage, keep_alive) = chat_request(body)?;
+    let request::LocalChat {
+        request,
+        include_usage,
+        keep_alive,
+        tool_call,
+    } = chat_request(body)?;
     let lease = local
         .pool
         .acquire(upstream, keep_alive)
@@ -67,7 +73,23 @@ pub async fn chat(
         }
         let usage = usage_of(done.usage);
         let finish = done.finish_reason.as_str();
-        let body = completion("local", model, &done.text, &[], finish, &usage);
+        let body = match &tool_call {
+            None => completion("local", model, &done.text, &[], finish, &usage),
+            Some(shape) => {
+                let (name, arguments) = tools::call_of(shape, &done.text);
+                let call =
+                    ToolCallOut::new(None, tools::call_id().into(), name.into(), arguments.into());
+                sluice_providers::chunks::Answer {
+                    id: &writer.id,
+                    model,
+                    content: None,
+                    tool_calls: &[call],
+                    finish: tool_finish(done.finish_reason),
+                    usage: &usage,
+                }
+                .to_vec()
+            }
+        };
         return Ok(Answer::json(Bytes::from(body), Some(usage)));
     }
     let events = generation.into_receiver();
@@ -77,7 +99,16 @@ pub async fn chat(
         writer,
         include_usage,
         measured,
+        tool_call,
     ))))
+}
+
+/// `finish_reason` of a forced tool call: `tool_calls` once its arguments are complete.
+fn tool_finish(reason: sluice_local::FinishReason) -> &'static str {
+    match reason {
+        sluice_local::FinishReason::Stop => "tool_calls",
+        sluice_local::FinishReason::Length => "length",
+    }
 }
 
 /// A lease on local model `upstream` (loaded first if need be), which must be of `kind`

@@ -3,6 +3,7 @@
 //! embeddings request (text inputs, encoding, dimensions).
 
 use super::errors::invalid;
+use super::tools::{plan, CallShape};
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::KeepAlive;
 use sluice_local::{ChatMessage, ChatRequest, Grammar};
@@ -27,11 +28,22 @@ struct ChatExtras {
     ignore_eos: Option<bool>,
 }
 
+/// A chat request for a local model, read from the client's body.
+pub(super) struct LocalChat {
+    pub request: ChatRequest,
+    /// Whether the stream ends with usage.
+    pub include_usage: bool,
+    /// The request's own keep-alive.
+    pub keep_alive: Option<KeepAlive>,
+    /// A forced tool call: how the answer becomes it.
+    pub tool_call: Option<CallShape>,
+}
+
 /// The chat of an OpenAI request, for a local model. What a local model cannot do is refused
 /// with a 400 naming the parameter, never silently dropped: `tools` (it would answer in text
-/// without knowing them), a JSON schema outside the supported subset, `n` above 1, `logprobs`.
-/// Returns the request, whether the stream ends with usage, and the request's own keep-alive.
-pub(super) fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<KeepAlive>), Error> {
+/// without being told to call one: `tool_choice` `auto`), a JSON schema outside the supported
+/// subset, `n` above 1, `logprobs`.
+pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
     let r: sluice_types::openai::ChatCompletionRequest =
         serde_json::from_slice(body).map_err(|e| -> Error {
             ErrorKind::InvalidRequest {
@@ -42,13 +54,18 @@ pub(super) fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<Kee
         })?;
     let extras: ChatExtras = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("invalid request body: {e}"), "n"))?;
-    if r.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+    let tool = plan(&r)?;
+    if tool.is_some()
+        && r.response_format
+            .as_ref()
+            .is_some_and(|f| f["type"] != "text")
+    {
         return Err(invalid(
-            "local models do not call tools: leave out `tools`, or route this request to a provider's model".into(),
-            "tools",
+            "a forced tool call is constrained to the tool's parameters: leave out `response_format`".into(),
+            "response_format",
         ));
     }
-    let constraint = r
+    let mut constraint = r
         .response_format
         .as_ref()
         .map(constraint_of)
@@ -83,6 +100,16 @@ pub(super) fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<Kee
             )
         })
         .collect();
+    let mut messages: Vec<ChatMessage> = messages;
+    if let Some(tool) = &tool {
+        constraint = Some(Arc::clone(&tool.grammar));
+        match messages.first_mut() {
+            Some(first) if first.role == "system" => {
+                first.content = format!("{}\n\n{}", first.content, tool.system.content);
+            }
+            _ => messages.insert(0, tool.system.clone()),
+        }
+    }
     let mut req = ChatRequest {
         messages,
         max_tokens: r
@@ -105,7 +132,12 @@ pub(super) fn chat_request(body: &[u8]) -> Result<(ChatRequest, bool, Option<Kee
         .map(|k| usize::try_from(k).unwrap_or(usize::MAX));
     req.ignore_eos = extras.ignore_eos.unwrap_or(false);
     let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
-    Ok((req, include_usage, keep_alive_of(extras.keep_alive)?))
+    Ok(LocalChat {
+        request: req,
+        include_usage,
+        keep_alive: keep_alive_of(extras.keep_alive)?,
+        tool_call: tool.map(|t| t.shape),
+    })
 }
 
 /// The constraint of a `response_format`: none for `text`, any JSON object for `json_object`,

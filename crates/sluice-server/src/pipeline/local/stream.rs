@@ -2,6 +2,7 @@
 //! the providers' chunk writer, ending the request (the guard's [`Tracked`]) when the
 //! generation ends or the client leaves.
 
+use super::tools::{call_id, call_of, CallShape};
 use super::write::usage_of;
 use crate::local::ModelMetrics;
 use crate::pipeline::ending::{Ending, Tracked};
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use sluice_local::pool::LocalModel;
 use sluice_local::GenerationEvent;
-use sluice_providers::chunks::{ChunkWriter, Delta};
+use sluice_providers::chunks::{ChunkWriter, Delta, ToolCallOut};
 use sluice_types::Usage;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -31,6 +32,8 @@ pub struct LocalStream {
     started: Instant,
     first: Option<Duration>,
     sent_role: bool,
+    /// A forced tool call: its shape, its id, and the text so far.
+    tool: Option<(CallShape, String, String)>,
     /// How the stream ended, once it has.
     ended: Option<Ending>,
 }
@@ -43,6 +46,7 @@ impl LocalStream {
         writer: ChunkWriter,
         include_usage: bool,
         measured: Option<Arc<ModelMetrics>>,
+        tool_call: Option<CallShape>,
     ) -> Self {
         Self {
             _lease: lease,
@@ -53,6 +57,7 @@ impl LocalStream {
             started: Instant::now(),
             first: None,
             sent_role: false,
+            tool: tool_call.map(|shape| (shape, call_id(), String::new())),
             ended: None,
         }
     }
@@ -86,12 +91,50 @@ impl Body for LocalStream {
                 if this.first.is_none() {
                     this.first = Some(this.started.elapsed());
                 }
-                let mut delta = Delta::content(&text);
-                if !this.sent_role {
-                    this.sent_role = true;
-                    delta.role = Some("assistant");
+                let first = !this.sent_role;
+                this.sent_role = true;
+                match &mut this.tool {
+                    None => {
+                        let mut delta = Delta::content(&text);
+                        if first {
+                            delta.role = Some("assistant");
+                        }
+                        this.writer.delta(&mut out, delta, None);
+                    }
+                    // The arguments as they come: the first delta names the call.
+                    Some((CallShape::Arguments { name }, id, sent)) => {
+                        let call = if sent.is_empty() {
+                            ToolCallOut::new(
+                                Some(0),
+                                id.as_str().into(),
+                                name.as_str().into(),
+                                text.as_str().into(),
+                            )
+                        } else {
+                            ToolCallOut::arguments(0, &text)
+                        };
+                        sent.push_str(&text);
+                        let mut delta = Delta::tool_calls(std::slice::from_ref(&call));
+                        if first {
+                            delta.role = Some("assistant");
+                        }
+                        this.writer.delta(&mut out, delta, None);
+                    }
+                    // The call is sent whole at the end, once its name is known.
+                    Some((CallShape::Wrapped, _, held)) => {
+                        held.push_str(&text);
+                        if first {
+                            this.writer.delta(
+                                &mut out,
+                                Delta {
+                                    role: Some("assistant"),
+                                    ..Delta::default()
+                                },
+                                None,
+                            );
+                        }
+                    }
                 }
-                this.writer.delta(&mut out, delta, None);
             }
             Poll::Ready(Some(Ok(GenerationEvent::Done(done)))) => {
                 if let Some(m) = &this.measured {
@@ -102,8 +145,27 @@ impl Body for LocalStream {
                     this.writer.delta(&mut out, Delta::role(), None);
                 }
                 let with_usage = this.include_usage.then_some(&usage);
-                this.writer
-                    .finish(&mut out, done.finish_reason.as_str(), with_usage);
+                let mut finish = done.finish_reason.as_str();
+                if let Some((shape, id, text)) = &this.tool {
+                    if let CallShape::Wrapped = shape {
+                        let (name, arguments) = call_of(shape, text);
+                        let call = ToolCallOut::new(
+                            Some(0),
+                            id.as_str().into(),
+                            name.into(),
+                            arguments.into(),
+                        );
+                        this.writer.delta(
+                            &mut out,
+                            Delta::tool_calls(std::slice::from_ref(&call)),
+                            None,
+                        );
+                    }
+                    if done.finish_reason == sluice_local::FinishReason::Stop {
+                        finish = "tool_calls";
+                    }
+                }
+                this.writer.finish(&mut out, finish, with_usage);
                 this.end(200, usage);
             }
             Poll::Ready(Some(Err(e))) => {
