@@ -1105,3 +1105,48 @@ cache = {{ enabled = true, scope = "global", semantic = {{ model = "minilm", thr
         "{metrics}"
     );
 }
+
+/// The real SmolLM2 file (`SLUICE_SMOLLM2_GGUF`, which the test command sets; skipped without
+/// it), greedy, asked for the weather with a forced call: the call's arguments validate and
+/// name the city asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smollm2_makes_a_forced_tool_call_that_makes_sense() {
+    let Some(file) = std::env::var_os("SLUICE_SMOLLM2_GGUF") else {
+        eprintln!("skipped: SLUICE_SMOLLM2_GGUF is not set");
+        return;
+    };
+    let models = format!(
+        "[[models]]\nname = \"smol\"\nprovider = \"here\"\npath = \"{}\"\n",
+        std::path::Path::new(&file).display()
+    );
+    let (_fake, gw) = gateway("context_length = 2048", &models).await;
+    let parameters = json!({
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 40}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"],
+        "additionalProperties": false
+    });
+    let body = json!({
+        "model": "smol",
+        "temperature": 0,
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "What is the weather in Paris, in celsius?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "The current weather in a city.", "parameters": parameters}}],
+        "tool_choice": "required"
+    });
+    let r = post_json(&gw.url("/v1/chat/completions"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    eprintln!("{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "get_weather");
+    let arguments: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    sluice_local::testing::json_schema::validate(&parameters, &arguments).unwrap();
+    assert!(
+        arguments["city"].as_str().unwrap().contains("Paris"),
+        "{arguments}"
+    );
+}
