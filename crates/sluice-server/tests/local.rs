@@ -1150,3 +1150,67 @@ async fn smollm2_makes_a_forced_tool_call_that_makes_sense() {
         "{arguments}"
     );
 }
+
+/// The semantic cache's quality on `tests/fixtures/semantic_pairs.json` (30 paraphrases, 30
+/// near misses: another number, entity, direction or topic) with all-MiniLM-L6-v2: precision
+/// and recall of a hit at several thresholds, with the wording checks and without. Prints the
+/// table (`--no-capture`, see BENCHMARKS.md); holds the default threshold to a precision of
+/// at least 0.98 with the checks.
+#[test]
+fn semantic_cache_precision_and_recall_on_labelled_pairs() {
+    use sluice_server::cache::same_question::same_question;
+    let set: Value = serde_json::from_str(include_str!("fixtures/semantic_pairs.json")).unwrap();
+    let pairs = set["pairs"].as_array().unwrap();
+    let model = sluice_local::EmbedModel::load(&minilm_dir()).expect("load MiniLM");
+    let texts: Vec<&str> = pairs
+        .iter()
+        .flat_map(|p| [p["a"].as_str().unwrap(), p["b"].as_str().unwrap()])
+        .collect();
+    let vectors = model.embed(&texts).unwrap();
+    let scored: Vec<(f64, bool, bool, &str)> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (a, b) = (texts[2 * i], texts[2 * i + 1]);
+            let similarity = cosine(&vectors[2 * i], &vectors[2 * i + 1]);
+            let same = p["same"].as_bool().unwrap();
+            (
+                similarity,
+                same,
+                same_question(a, b).is_ok(),
+                p["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let at = |threshold: f64, checks: bool| {
+        let hit = |s: &(f64, bool, bool, &str)| s.0 >= threshold && (!checks || s.2);
+        let tp = scored.iter().filter(|s| hit(s) && s.1).count() as f64;
+        let fp = scored.iter().filter(|s| hit(s) && !s.1).count() as f64;
+        let positives = scored.iter().filter(|s| s.1).count() as f64;
+        let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 1.0 };
+        (precision, tp / positives, fp as usize)
+    };
+    println!("threshold | checks | precision | recall | false hits");
+    for threshold in [0.70, 0.75, 0.80, 0.85, 0.90, 0.95] {
+        for checks in [false, true] {
+            let (p, r, fp) = at(threshold, checks);
+            println!("{threshold:.2} | {checks} | {p:.3} | {r:.3} | {fp}");
+        }
+    }
+    for kind in ["number", "entity", "direction", "topic"] {
+        let of: Vec<_> = scored.iter().filter(|s| s.3 == kind).collect();
+        let above = of.iter().filter(|s| s.0 >= 0.9).count();
+        let passed = of.iter().filter(|s| s.0 >= 0.9 && s.2).count();
+        println!(
+            "{kind}: {} pairs, {above} at ≥ 0.90 by the vectors, {passed} of them pass the checks",
+            of.len()
+        );
+    }
+    let threshold = f64::from(sluice_core::config::DEFAULT_SEMANTIC_THRESHOLD);
+    let (precision, recall, _) = at(threshold, true);
+    assert!(
+        precision >= 0.98,
+        "precision {precision} at the default threshold"
+    );
+    assert!(recall > 0.3, "recall {recall} at the default threshold");
+}

@@ -24,7 +24,7 @@ pub enum CacheScope {
 }
 
 /// The similarity a semantic hit needs when `threshold` is not set.
-pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.9;
+pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.85;
 
 /// `semantic = { model = "...", threshold = 0.9 }` as written.
 #[derive(Debug, Clone, Deserialize)]
