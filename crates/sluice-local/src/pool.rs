@@ -42,7 +42,8 @@
 //! # Layout
 //!
 //! [`handle`](Pool) holds the configured models; `acquire`, `lease`, `load` (reserve, verify,
-//! load, measure), `sweep` (keep-alive), `preload` and `snapshot` are what the pool does;
+//! load, measure), `sweep` (keep-alive), `unload` (an operator's), `preload` and `snapshot`
+//! are what the pool does;
 //! `state` is what they share. The rules' inputs and outputs each have a file: `spec`,
 //! `keep_alive`, `clock`, `loader` (the trait) and `loaders` (the real ones), `error`,
 //! `events` (what an observer is told: load times, evictions),
@@ -66,6 +67,7 @@ mod snapshot;
 mod spec;
 mod state;
 mod sweep;
+mod unload;
 
 pub use budget::{
     default_memory_budget, parse_meminfo_total, DEFAULT_BUDGET_PERCENT, FALLBACK_MEMORY_BUDGET,
@@ -83,6 +85,7 @@ pub use loaders::{GgufLoader, LocalLoader, LocalModel};
 pub use preload::{PreloadEvent, PreloadReport};
 pub use snapshot::{ModelState, ModelStatus, PoolSnapshot};
 pub use spec::{ModelKind, ModelSpec, PoolConfig, DEFAULT_BUSY_WAIT};
+pub use unload::Unload;
 
 #[cfg(test)]
 mod tests;

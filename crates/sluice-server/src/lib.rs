@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_keys;
+mod admin_local;
 pub mod batches;
 mod budget_use;
 pub mod cache;

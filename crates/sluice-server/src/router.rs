@@ -3,6 +3,7 @@
 //! description ([`Endpoint::at`]) and served by the pipeline; the rest are handlers.
 
 use crate::admin_keys;
+use crate::admin_local;
 use crate::batches;
 use crate::console;
 use crate::endpoint::Endpoint;
@@ -76,6 +77,9 @@ async fn dispatch<B: ClientBody>(
             admin_keys::serve(&state, &rest, req).await
         }
         (&Method::GET, "/admin/spend", _) => admin_keys::spend(&state, &req).await,
+        (m, p, _) if p.starts_with(admin_local::PREFIX) => {
+            admin_local::serve(&state, m, p, req.headers()).await
+        }
         (&Method::POST, "/admin/config/reload", _) => handlers::admin_reload(&state, req.headers()),
         (&Method::POST, p, _) if p.starts_with("/admin/routes/") && p.ends_with("/canary") => {
             let name = p["/admin/routes/".len()..p.len() - "/canary".len()].to_string();

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::script::{importable, python, run_script};
+use common::script::{browser, run_script, screenshots_dir};
 use common::{start_with, Gateway};
 use http::Method;
 use serde_json::{json, Value};
@@ -228,36 +228,15 @@ async fn spend_by_day_and_by_range_behind_the_master_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_signs_in_and_uses_the_console() {
-    let python = python();
-    let chromium = std::env::var("SLUICE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let py = python.clone();
-    let available = tokio::task::spawn_blocking(move || importable(&py, "playwright.sync_api"))
+    let Some((python, chromium)) = tokio::task::spawn_blocking(|| browser(SCRIPT))
         .await
         .unwrap()
-        .and_then(|()| {
-            std::path::Path::new(&chromium)
-                .exists()
-                .then_some(())
-                .ok_or_else(|| format!("no Chromium at `{chromium}` (set SLUICE_CHROMIUM)"))
-        });
-    if let Err(why) = available {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "the browser test is required (SLUICE_REQUIRE_BROWSER=1) but cannot run: {why}; \
-             run ./test.sh, which installs Chromium and Playwright"
-        );
-        eprintln!("SKIPPED {SCRIPT}: {why} (run ./test.sh, which installs them)");
+    else {
         return;
-    }
+    };
     let (_fake, gw) = gateway().await;
     let base_url = gw.url("");
-    let shots = std::env::var("SLUICE_SCREENSHOTS").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../target/console-screenshots"
-        )
-        .into()
-    });
+    let shots = screenshots_dir();
     let run = tokio::task::spawn_blocking(move || {
         run_script(
             &python,

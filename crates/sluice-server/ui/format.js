@@ -17,6 +17,14 @@ export function seconds(v) {
   return v < 1 ? `${(v * 1000).toFixed(v < 0.01 ? 2 : 0)} ms` : `${v.toFixed(2)} s`;
 }
 
+/** Whole seconds as `42 s`, `3 min 5 s`, `2 h 10 min`. */
+export function duration(s) {
+  if (s == null) return '–';
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
 export function bytes(v) {
   if (v == null) return '–';
   const units = ['B', 'KB', 'MB', 'GB', 'TB'];

@@ -1,5 +1,6 @@
-// Local models (`type = "local"` providers): the pool's memory against its budget, and each
-// model's state, engine, size and idle time. `/health/detailed` (`local`).
+// Local models (`type = "local"` providers): the pool's memory against its budget, each
+// model's state, engine, size and idle time (`/health/detailed`'s `local`), and load and
+// unload buttons (`POST /admin/local/models/{name}/load|unload`).
 
 import { call } from './api.js';
 import { errorLine, h, table, tile } from './dom.js';
@@ -12,11 +13,22 @@ let generation = 0;
 export async function render(el) {
   const mine = generation;
   const body = h('div');
-  el.append(h('h2', {}, 'Local models'), body);
+  const status = h('p', { class: 'error', role: 'alert', id: 'models-status' });
+  el.append(h('h2', {}, 'Local models'), status, body);
+  const act = (name, action) => async () => {
+    status.textContent = action === 'load' ? `Loading ${name}…` : '';
+    try {
+      await call(`/admin/local/models/${encodeURIComponent(name)}/${action}`, { method: 'POST' });
+      status.textContent = '';
+    } catch (e) {
+      status.textContent = e.message;
+    }
+    await refresh();
+  };
   const refresh = async () => {
     try {
       const { local } = await call('/health/detailed');
-      body.replaceChildren(...(local ? pool(local) : [h('p', { class: 'note' }, 'No local models are configured (no provider of `type = "local"`).')]));
+      body.replaceChildren(...(local ? pool(local, act) : [h('p', { class: 'note' }, 'No local models are configured (no provider of `type = "local"`).')]));
     } catch (e) {
       body.replaceChildren(errorLine(e));
     }
@@ -31,7 +43,7 @@ export function stop() {
   timer = null;
 }
 
-function pool(local) {
+function pool(local, act) {
   const share = local.memory_budget ? local.memory_used / local.memory_budget : 0;
   return [
     h('div', { class: 'tiles' },
@@ -48,8 +60,11 @@ function pool(local) {
       ['Counted', (m) => fmt.bytes(m.bytes_reserved)],
       ['Context', (m) => fmt.num(m.context_length)],
       ['In flight', (m) => fmt.num(m.in_flight)],
-      ['Idle', (m) => (m.idle_seconds == null ? '–' : fmt.seconds(m.idle_seconds))],
-      ['Unloads in', (m) => (m.pinned ? 'pinned' : m.unloads_in_seconds == null ? '–' : fmt.seconds(m.unloads_in_seconds))],
+      ['Idle', (m) => fmt.duration(m.idle_seconds)],
+      ['Unloads in', (m) => (m.pinned ? 'pinned' : fmt.duration(m.unloads_in_seconds))],
+      ['', (m) => (m.state === 'unloaded'
+        ? h('button', { type: 'button', class: 'load', onclick: act(m.name, 'load') }, 'Load')
+        : h('button', { type: 'button', class: 'unload', disabled: m.state !== 'loaded', onclick: act(m.name, 'unload') }, 'Unload'))],
     ], local.models, { id: 'local-models' }),
   ];
 }

@@ -10,19 +10,22 @@ pub enum Eviction {
     Memory,
     /// Its keep-alive ran out (or was zero when its last lease ended).
     KeepAlive,
+    /// An operator unloaded it ([`Pool::unload`](super::Pool::unload)).
+    Operator,
 }
 
 // === impl Eviction ===
 
 impl Eviction {
     /// Every reason, in a fixed order (for metric series).
-    pub const ALL: [Self; 2] = [Self::Memory, Self::KeepAlive];
+    pub const ALL: [Self; 3] = [Self::Memory, Self::KeepAlive, Self::Operator];
 
     /// Lowercase name for metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Memory => "memory",
             Self::KeepAlive => "keep_alive",
+            Self::Operator => "operator",
         }
     }
 
@@ -31,6 +34,7 @@ impl Eviction {
         match self {
             Self::Memory => 0,
             Self::KeepAlive => 1,
+            Self::Operator => 2,
         }
     }
 }

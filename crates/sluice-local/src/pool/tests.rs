@@ -1004,3 +1004,22 @@ async fn gguf_models_evict_each_other_under_a_budget_for_one() {
     assert_eq!(snapshot.model("first").unwrap().engine, None, "unloaded");
     assert_eq!(snapshot.used, measured);
 }
+
+#[tokio::test]
+async fn an_operator_unloads_an_idle_model_even_pinned_but_not_one_in_use() {
+    let h = harness(100, &[("a", 40), ("b", 40)]);
+    assert_eq!(h.pool.unload("a").unwrap(), Unload::NotLoaded);
+    h.touch("a").await;
+    h.pool.set_pinned("a", true).unwrap();
+    assert_eq!(h.pool.unload("a").unwrap(), Unload::Unloaded { bytes: 40 });
+    assert!(h.loaded().is_empty());
+    assert_eq!(h.pool.used(), 0);
+    eventually(|| h.fake.drops.load(Ordering::SeqCst) == 1).await;
+    let lease = h.pool.acquire("b", None).await.unwrap();
+    assert_eq!(h.pool.unload("b").unwrap(), Unload::InUse { in_flight: 1 });
+    assert_eq!(h.loaded(), ["b"]);
+    drop(lease);
+    assert_eq!(h.pool.unload("b").unwrap(), Unload::Unloaded { bytes: 40 });
+    let e = h.pool.unload("nope").unwrap_err();
+    assert!(matches!(e.kind(), PoolErrorKind::NotFound(_)), "{e}");
+}

@@ -40,3 +40,13 @@ pub fn preload(local: &LocalRuntime) {
 pub fn sweep(local: &LocalRuntime) {
     match *local {}
 }
+
+/// Never called: there is no runtime.
+pub async fn load(local: &LocalRuntime, _name: &str) -> Result<serde_json::Value, Error> {
+    match *local {}
+}
+
+/// Never called: there is no runtime.
+pub fn unload(local: &LocalRuntime, _name: &str) -> Result<serde_json::Value, Error> {
+    match *local {}
+}

@@ -8,6 +8,8 @@
 
 #[cfg(not(feature = "local"))]
 mod absent;
+#[cfg(feature = "local")]
+mod admin;
 mod found;
 #[cfg(feature = "local")]
 mod metrics;
@@ -15,7 +17,9 @@ mod metrics;
 mod runtime;
 
 #[cfg(not(feature = "local"))]
-pub use absent::{health, preload, render, start, sweep, LocalRuntime};
+pub use absent::{health, load, preload, render, start, sweep, unload, LocalRuntime};
+#[cfg(feature = "local")]
+pub use admin::{load, unload};
 pub use found::Found;
 #[cfg(feature = "local")]
 pub use metrics::{LocalMetrics, ModelMetrics};

@@ -101,3 +101,42 @@ pub fn run_script(python: &str, script: &str, env: &[(&str, &str)], timeout: Dur
         stderr: err.join().expect("stderr reader"),
     }
 }
+
+/// The interpreter and the Chromium for a browser test of `script`: `None` (after saying why)
+/// when Playwright or Chromium is missing, unless `SLUICE_REQUIRE_BROWSER=1` (set by
+/// `./test.sh`, which installs both), where that fails the test. Chromium is
+/// `$SLUICE_CHROMIUM`, else `/usr/bin/chromium`. Blocking.
+pub fn browser(script: &str) -> Option<(String, String)> {
+    let python = python();
+    let chromium = std::env::var("SLUICE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let available = importable(&python, "playwright.sync_api").and_then(|()| {
+        std::path::Path::new(&chromium)
+            .exists()
+            .then_some(())
+            .ok_or_else(|| format!("no Chromium at `{chromium}` (set SLUICE_CHROMIUM)"))
+    });
+    match available {
+        Ok(()) => Some((python, chromium)),
+        Err(why) => {
+            assert!(
+                std::env::var("SLUICE_REQUIRE_BROWSER").as_deref() != Ok("1"),
+                "the browser test is required (SLUICE_REQUIRE_BROWSER=1) but cannot run: {why}; \
+                 run ./test.sh, which installs Chromium and Playwright"
+            );
+            eprintln!("SKIPPED {script}: {why} (run ./test.sh, which installs them)");
+            None
+        }
+    }
+}
+
+/// Where browser tests write their screenshots: `$SLUICE_SCREENSHOTS`, else
+/// `target/console-screenshots` in the workspace.
+pub fn screenshots_dir() -> String {
+    std::env::var("SLUICE_SCREENSHOTS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/console-screenshots"
+        )
+        .into()
+    })
+}
