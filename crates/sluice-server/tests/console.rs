@@ -254,3 +254,51 @@ async fn a_real_browser_signs_in_and_uses_the_console() {
     .unwrap();
     run.assert_passed(SCRIPT);
 }
+
+/// Without the master key (none, or a wrong one) no admin call the console makes answers
+/// data: each is a 401 in the API's error shape, and nothing changes.
+#[tokio::test]
+async fn every_admin_call_the_console_makes_needs_the_master_key() {
+    let (_fake, gw) = gateway().await;
+    let calls = [
+        (Method::GET, "/admin/routes"),
+        (Method::GET, "/admin/keys"),
+        (Method::POST, "/admin/keys"),
+        (Method::PATCH, "/admin/keys/someone"),
+        (Method::DELETE, "/admin/keys/someone"),
+        (Method::GET, "/admin/spend?by=day&since=30d"),
+        (
+            Method::GET,
+            "/admin/spend?by=model&from=2026-12-01&to=2026-12-04",
+        ),
+        (Method::POST, "/admin/routes/r/canary"),
+        (Method::GET, "/admin/cache"),
+        (Method::DELETE, "/admin/cache"),
+        (Method::POST, "/admin/local/models/m/load"),
+        (Method::POST, "/admin/local/models/m/unload"),
+    ];
+    for auth in [
+        None,
+        Some("Bearer sk-wrong"),
+        Some("sk-console-master-0123456789"),
+    ] {
+        for (method, path) in &calls {
+            let headers: Vec<(&str, &str)> =
+                auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
+            let r = TestClient::new()
+                .request(
+                    method.clone(),
+                    &gw.url(path),
+                    bytes::Bytes::from_static(br#"{"action":"rollback","name":"x"}"#),
+                    &headers,
+                )
+                .await
+                .expect("request");
+            assert_eq!(r.status, 401, "{method} {path} with {auth:?}: {}", r.text());
+            assert_eq!(r.json()["error"]["type"], "authentication_error", "{path}");
+        }
+    }
+    // The canary did not move.
+    let v = send(&gw, Method::GET, "/admin/routes", "").await.json();
+    assert_eq!(v["routes"][0]["canary"]["rollbacks"], 0, "{v}");
+}
