@@ -884,3 +884,46 @@ fn attention_over_the_f16_cache_is_the_formula() {
         }
     }
 }
+
+/// The shapes of the common `llama`-architecture files, against candle: Mistral 7B / Llama 3 8B
+/// (a GQA ratio of 4 with head size 128, Mistral's 32,768-token vocabulary), TinyLlama (ratio
+/// 8, head size 64), SmolLM2 135M (its real width: hidden 576, 9 heads / 3 KV heads, 49,152
+/// tokens) and Llama 3.x's 128,256-token vocabulary; widths and depths scaled down where the
+/// real ones would not fit a test.
+#[test]
+fn llama_family_shapes_match_candle() {
+    let dir = crate::tests::TempDir::new();
+    // (name, hidden, heads, kv heads, ffn, vocabulary)
+    let shapes = [
+        ("mistral-llama3-8b", 1024, 8, 2, 512, 32_768),
+        ("tinyllama", 512, 8, 1, 512, 32_000),
+        ("smollm2-135m", 576, 9, 3, 1536, 49_152),
+        ("llama3.2", 256, 4, 1, 512, 128_256),
+    ];
+    for (name, hidden, heads, kv_heads, ffn, vocab) in shapes {
+        // K-quant blocks of 256 across a head size of 128 in the first.
+        let dtypes: &[TestDType] = if hidden == 1024 {
+            &[TestDType::Q4_0, TestDType::Q4KM]
+        } else {
+            &[TestDType::Q4_0]
+        };
+        for &dtype in dtypes {
+            let path = dir.path(&format!("{name}-{dtype:?}.gguf"));
+            let spec = TestModel {
+                hidden,
+                heads,
+                kv_heads,
+                ffn,
+                ..TestModel::tiny(TestArch::Llama, dtype)
+            }
+            .with_vocab_size(vocab);
+            spec.write(&path).unwrap();
+            let tokens = prompt(13);
+            let reference = candle_logits(&path, &tokens);
+            let ours = native_session(&path, 2).forward(&tokens, 0).unwrap();
+            assert_eq!(ours.len(), vocab, "{name}");
+            let c = cosine(&ours, &reference);
+            assert!(c >= 0.999, "{name} {dtype:?}: cosine {c}");
+        }
+    }
+}
