@@ -91,10 +91,29 @@ impl Chosen {
         content: &Content,
         info: &ModelInfo,
     ) -> Result<Self> {
+        let no_candle = |reason: String| -> crate::error::Error {
+            ErrorKind::UnsupportedByEngine {
+                engine: "candle",
+                path: path.to_path_buf(),
+                reason: format!(
+                    "candle has no `{}` implementation here (the native engine runs it{reason})",
+                    info.architecture.as_str()
+                ),
+            }
+            .into()
+        };
+        let candle = info.architecture.runs_on_candle();
         if engine == Engine::Candle {
-            return Ok(Self::Candle);
+            return if candle {
+                Ok(Self::Candle)
+            } else {
+                Err(no_candle(String::new()))
+            };
         }
         if device.is_gpu() {
+            if !candle {
+                return Err(no_candle(" on the CPU only".into()));
+            }
             if engine == Engine::Native {
                 return Err(ErrorKind::UnsupportedByEngine {
                     engine: "native",
@@ -124,6 +143,7 @@ impl Chosen {
                 reason,
             }
             .into()),
+            (Err(reason), _) if !candle => Err(no_candle(format!("; not this file: {reason}"))),
             #[allow(unreachable_patterns)]
             _ => Ok(Self::Candle),
         }

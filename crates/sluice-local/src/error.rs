@@ -36,7 +36,7 @@ pub enum ErrorKind {
         reason: String,
     },
     /// `general.architecture` names a model family this runtime cannot run.
-    #[error("unsupported model architecture `{0}` (supported: `llama`, `qwen2`, `phi3`)")]
+    #[error("unsupported model architecture `{0}` (supported: `llama`, `qwen2`, `phi3`, `gemma2`, `gemma3`)")]
     UnsupportedArchitecture(String),
     /// A supported architecture with a feature this runtime does not implement (e.g. Phi-3's
     /// LongRoPE of the 128k-context files): the feature and the architecture.

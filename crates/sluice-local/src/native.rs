@@ -1,4 +1,4 @@
-//! sluice's own CPU engine for GGUF chat models (llama, qwen2, phi3): the transformer forward pass
+//! sluice's own CPU engine for GGUF chat models (llama, qwen2, phi3, gemma2, gemma3): the transformer forward pass
 //! written directly over the file's quantized blocks, without a tensor library.
 //!
 //! Why: through candle every operation of a decode step is a tensor op with its own allocation
@@ -28,6 +28,7 @@ mod acts;
 mod batch;
 mod cache;
 mod format;
+mod hparams;
 mod ops;
 pub(crate) mod quant;
 mod simd;
@@ -52,16 +53,15 @@ pub(crate) fn plan(content: &Content, info: &ModelInfo) -> std::result::Result<I
             return Err(format!("tensor `{name}` is {:?}", tensor.ggml_dtype));
         }
     }
-    if matches!(info.architecture, Architecture::Llama | Architecture::Phi3) {
-        let key = format!("{}.rope.dimension_count", info.architecture.as_str());
-        let key = key.as_str();
-        let rope = content.metadata.get(key).and_then(|v| v.to_u32().ok());
-        if rope.map(|r| r as usize) != Some(info.head_dim) {
-            return Err(format!(
-                "`{key}` differs from the head size {}",
-                info.head_dim
-            ));
-        }
+    // Partial rotary embeddings are not implemented: the rope must span the head.
+    let key = format!("{}.rope.dimension_count", info.architecture.as_str());
+    let rope = content.metadata.get(&key).and_then(|v| v.to_u32().ok());
+    let required = matches!(info.architecture, Architecture::Llama | Architecture::Phi3);
+    if (required || rope.is_some()) && rope.map(|r| r as usize) != Some(info.head_dim) {
+        return Err(format!(
+            "`{key}` differs from the head size {}",
+            info.head_dim
+        ));
     }
     Ok(isa)
 }

@@ -45,6 +45,22 @@ const PHI3_SPECIALS: &[&str] = &[
     "<|user|>",
 ];
 
+/// Gemma's (SentencePiece): `<unk>`, BOS, EOS and the turn markers.
+const GEMMA_SPECIALS: &[&str] = &[
+    "<unk>",
+    "<bos>",
+    "<eos>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+];
+
+/// Gemma 2's chat template (text only): no system role, which it refuses.
+pub const GEMMA2_TEMPLATE: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}";
+
+/// Gemma 3's chat template (text only): a system message becomes the first user turn's
+/// opening paragraph.
+pub const GEMMA3_TEMPLATE: &str = "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}{%- if (message['role'] == 'assistant') -%}{%- set role = 'model' -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}";
+
 /// Phi-3.5-mini-instruct's chat template.
 pub const PHI3_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";
 /// `<unk>` (type unknown), then BOS and EOS (control).
@@ -99,6 +115,16 @@ pub enum TestArch {
     /// `ffn_up` (gate rows, then up rows), no `ffn_gate`, separate `output.weight`, a
     /// SentencePiece vocabulary with Phi-3's chat tokens and [`PHI3_TEMPLATE`].
     Phi3,
+    /// `gemma2`: as llama.cpp's converter writes Gemma 2: head size from
+    /// `attention.key_length` (twice hidden / heads here), post-attention and post-FFN norms,
+    /// soft-capping keys (attention 1.5, final 2.0: far below the real 50 and 30, so that the
+    /// caps bend this model's small logits), `attention.sliding_window`, output tied to the embeddings, a
+    /// SentencePiece vocabulary without space prefix and [`GEMMA2_TEMPLATE`].
+    Gemma2,
+    /// `gemma3`: as [`TestArch::Gemma2`] plus `attn_q_norm`/`attn_k_norm`, a global rope base of
+    /// 1,000,000 (sliding layers: llama.cpp's default 10,000), no soft-capping,
+    /// [`GEMMA3_TEMPLATE`].
+    Gemma3,
 }
 
 // === impl TestArch ===
@@ -110,7 +136,13 @@ impl TestArch {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
             Self::Phi3 => "phi3",
+            Self::Gemma2 => "gemma2",
+            Self::Gemma3 => "gemma3",
         }
+    }
+
+    fn is_gemma(self) -> bool {
+        matches!(self, Self::Gemma2 | Self::Gemma3)
     }
 }
 
@@ -244,6 +276,10 @@ pub struct TestModel {
     /// Phi-3's LongRoPE (the 128k-context files): `rope_factors_long`/`rope_factors_short`
     /// tensors and `phi3.rope.scaling.*` keys, as llama.cpp's converter writes them.
     pub long_rope: bool,
+    /// `{arch}.attention.key_length` (Gemma: its own); `None`: hidden / heads.
+    pub head_dim: Option<usize>,
+    /// `{arch}.attention.sliding_window` (Gemma).
+    pub sliding_window: Option<usize>,
 }
 
 // === impl TestModel ===
@@ -267,10 +303,14 @@ impl TestModel {
                 TestArch::Llama => LLAMA_TEMPLATE.to_owned(),
                 TestArch::Qwen2 => QWEN2_TEMPLATE.to_owned(),
                 TestArch::Phi3 => PHI3_TEMPLATE.to_owned(),
+                TestArch::Gemma2 => GEMMA2_TEMPLATE.to_owned(),
+                TestArch::Gemma3 => GEMMA3_TEMPLATE.to_owned(),
             }),
             extra_tokens: 0,
-            sentencepiece: arch == TestArch::Phi3,
+            sentencepiece: arch == TestArch::Phi3 || arch.is_gemma(),
             long_rope: false,
+            head_dim: arch.is_gemma().then_some(2 * hidden / 4),
+            sliding_window: arch.is_gemma().then_some(512),
         }
     }
 
@@ -340,6 +380,7 @@ impl TestModel {
     fn specials(&self) -> &'static [&'static str] {
         match self.arch {
             TestArch::Phi3 => PHI3_SPECIALS,
+            TestArch::Gemma2 | TestArch::Gemma3 => GEMMA_SPECIALS,
             _ if self.sentencepiece => SPM_SPECIALS,
             TestArch::Llama => LLAMA_SPECIALS,
             TestArch::Qwen2 => QWEN2_SPECIALS,
@@ -369,10 +410,13 @@ impl TestModel {
             u32::try_from(at).unwrap_or(0)
         };
         let arch = self.arch.name();
-        let head_dim = self.hidden / self.heads;
+        let head_dim = self.head_dim.unwrap_or(self.hidden / self.heads);
         let u32_of = |v: usize| Value::U32(u32::try_from(v).unwrap_or(u32::MAX));
         let (bos, eos, pre, add_bos) = match self.arch {
             TestArch::Phi3 => (special_id("<s>"), special_id("<|endoftext|>"), "", false),
+            TestArch::Gemma2 | TestArch::Gemma3 => {
+                (special_id("<bos>"), special_id("<eos>"), "", true)
+            }
             _ if self.sentencepiece => (special_id("<s>"), special_id("</s>"), "", true),
             TestArch::Llama => (
                 special_id("<|begin_of_text|>"),
@@ -420,7 +464,14 @@ impl TestModel {
                 format!("{arch}.attention.layer_norm_rms_epsilon"),
                 Value::F32(1e-5),
             ),
-            (format!("{arch}.rope.freq_base"), Value::F32(10_000.0)),
+            (
+                format!("{arch}.rope.freq_base"),
+                Value::F32(if self.arch == TestArch::Gemma3 {
+                    1_000_000.0
+                } else {
+                    10_000.0
+                }),
+            ),
             (format!("{arch}.rope.dimension_count"), u32_of(head_dim)),
             (format!("{arch}.vocab_size"), u32_of(vocab)),
             (
@@ -496,7 +547,7 @@ impl TestModel {
             quantize(embd, vocab, self.hidden, embd_dtype)?,
         ));
         tensors.push(("output_norm.weight".into(), ones(self.hidden)?));
-        if self.arch != TestArch::Qwen2 {
+        if matches!(self.arch, TestArch::Llama | TestArch::Phi3) {
             let output = random(&mut rng, vocab, self.hidden, logit_scale, Some(&row_scale));
             let dtype = if self.dtype == TestDType::Q4KM {
                 GgmlDType::Q6K
@@ -529,7 +580,7 @@ impl TestModel {
                     ("ffn_up", 2 * self.ffn, h),
                     ("ffn_down", h, self.ffn),
                 ],
-                TestArch::Llama | TestArch::Qwen2 => vec![
+                _ => vec![
                     ("attn_q", q_dim, h),
                     ("attn_k", kv_dim, h),
                     ("attn_v", kv_dim, h),
@@ -549,6 +600,22 @@ impl TestModel {
             }
             tensors.push((format!("blk.{layer}.attn_norm.weight"), ones(self.hidden)?));
             tensors.push((format!("blk.{layer}.ffn_norm.weight"), ones(self.hidden)?));
+            if self.arch.is_gemma() {
+                let mut norms = vec![
+                    ("post_attention_norm", self.hidden),
+                    ("post_ffw_norm", self.hidden),
+                ];
+                if self.arch == TestArch::Gemma3 {
+                    norms.extend([("attn_q_norm", head_dim), ("attn_k_norm", head_dim)]);
+                }
+                for (name, len) in norms {
+                    let data = random(&mut rng, 1, len, 0.5, None);
+                    let data = data.iter().map(|v| 1.0 + v).collect::<Vec<f32>>();
+                    let t = Tensor::from_vec(data, len, &Device::Cpu).map_err(Error::backend)?;
+                    let t = QTensor::quantize(&t, GgmlDType::F32).map_err(Error::backend)?;
+                    tensors.push((format!("blk.{layer}.{name}.weight"), t));
+                }
+            }
             if self.arch == TestArch::Qwen2 {
                 for (name, len) in [("attn_q", q_dim), ("attn_k", kv_dim), ("attn_v", kv_dim)] {
                     let data = random(&mut rng, 1, len, 0.1, None);
@@ -559,6 +626,22 @@ impl TestModel {
             }
         }
 
+        if self.arch.is_gemma() {
+            metadata.extend([
+                (format!("{arch}.attention.key_length"), u32_of(head_dim)),
+                (format!("{arch}.attention.value_length"), u32_of(head_dim)),
+                ("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false)),
+            ]);
+            if let Some(window) = self.sliding_window {
+                metadata.push((format!("{arch}.attention.sliding_window"), u32_of(window)));
+            }
+        }
+        if self.arch == TestArch::Gemma2 {
+            metadata.extend([
+                (format!("{arch}.attn_logit_softcapping"), Value::F32(1.5)),
+                (format!("{arch}.final_logit_softcapping"), Value::F32(2.0)),
+            ]);
+        }
         if self.long_rope {
             metadata.extend([
                 (format!("{arch}.rope.scaling.attn_factor"), Value::F32(1.19)),

@@ -157,6 +157,8 @@ fn every_dtype_loads_and_generates_for_every_architecture() {
                 TestArch::Llama => crate::Architecture::Llama,
                 TestArch::Qwen2 => crate::Architecture::Qwen2,
                 TestArch::Phi3 => crate::Architecture::Phi3,
+                TestArch::Gemma2 => crate::Architecture::Gemma2,
+                TestArch::Gemma3 => crate::Architecture::Gemma3,
             };
             assert_eq!(model.info().architecture, expected_arch);
             // The estimate (file size, + corrections on candle) and the accounting of what the
@@ -175,6 +177,60 @@ fn every_dtype_loads_and_generates_for_every_architecture() {
             );
         }
     }
+}
+
+/// Gemma 2 and 3 generate on the native engine (their only one: candle is refused by name),
+/// through their templates: Gemma 2's refuses a system message (a 400), Gemma 3's folds it
+/// into the first user turn.
+#[test]
+fn gemma_loads_and_generates_natively_through_its_template() {
+    let dir = TempDir::new();
+    for arch in [TestArch::Gemma2, TestArch::Gemma3] {
+        for dtype in [TestDType::Q8_0, TestDType::Q4KM, TestDType::F16] {
+            let path = write(&dir, &TestModel::tiny(arch, dtype));
+            let model = load_on(&path, 1, Engine::Auto);
+            assert_eq!(model.engine(), "native", "{arch:?}");
+            let request = ChatRequest {
+                messages: vec![ChatMessage::new("user", "Hello world, tell me a story.")],
+                ..greedy(12)
+            };
+            let (done, deltas) = run(&model, request.clone());
+            assert_eq!(done.usage.completion_tokens, 12, "{arch:?} {dtype:?}");
+            assert_eq!(deltas.concat(), done.text);
+            assert_eq!(run(&model, request).0.token_ids, done.token_ids);
+            let with_system = model.generate_blocking(greedy(4), |_| {});
+            match arch {
+                TestArch::Gemma2 => {
+                    let err = with_system.expect_err("Gemma 2 has no system role");
+                    assert!(err.is_invalid_request(), "{err}");
+                    assert!(err.to_string().contains("System role"), "{err}");
+                }
+                _ => assert_eq!(with_system.expect("folded").usage.completion_tokens, 4),
+            }
+        }
+        let path = write(&dir, &TestModel::tiny(arch, TestDType::Q8_0));
+        let options = LoadOptions {
+            engine: Engine::Candle,
+            ..LoadOptions::default()
+        };
+        let err = ChatModel::load(&path, &options).expect_err("no candle gemma");
+        assert!(err.is_unsupported(), "{err}");
+        assert!(
+            err.to_string().contains(&format!("`{}`", arch.name())),
+            "{err}"
+        );
+    }
+    let template = crate::template::ChatTemplate::new(
+        crate::testing::GEMMA3_TEMPLATE.to_owned(),
+        "<bos>".into(),
+        "<eos>".into(),
+    )
+    .unwrap();
+    assert_eq!(
+        template.render(&messages(), true).unwrap(),
+        "<bos><start_of_turn>user\nBe brief.\n\nHello world, tell me a story.<end_of_turn>\n\
+         <start_of_turn>model\n"
+    );
 }
 
 #[test]
@@ -495,7 +551,7 @@ fn corrupt_and_truncated_files_give_clear_errors() {
 #[test]
 fn an_unknown_architecture_is_rejected() {
     let dir = TempDir::new();
-    for name in ["mamba", "gemma3", "phi"] {
+    for name in ["mamba", "gemma", "phi"] {
         let spec = TestModel {
             architecture_name: Some(name.into()),
             ..TestModel::tiny(TestArch::Llama, TestDType::F32)

@@ -519,9 +519,9 @@ targets = ["tiny", "gpt"]
 /// 502 blaming an upstream; a route falls back past them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_the_engine_cannot_run_is_refused_saying_what_is_missing() {
-    let gemma = model_file("gemma3", TestArch::Llama);
+    let gemma = model_file("mamba", TestArch::Llama);
     TestModel {
-        architecture_name: Some("gemma3".into()),
+        architecture_name: Some("mamba".into()),
         ..TestModel::tiny(TestArch::Llama, TestDType::Q8_0)
     }
     .write(&gemma)
@@ -550,7 +550,7 @@ targets = ["iq", "gpt"]
     );
     let (fake, gw) = gateway("", &models).await;
     for (model, says) in [
-        ("gemma", vec!["architecture", "`gemma3`"]),
+        ("gemma", vec!["architecture", "`mamba`"]),
         ("iq", vec!["IQ4_NL", "blk.0.ffn_up.weight"]),
     ] {
         let r = post_json(&gw.url("/v1/chat/completions"), chat(model, json!({})), &[])

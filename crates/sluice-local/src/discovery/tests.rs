@@ -102,13 +102,20 @@ fn models_dir_finds_gguf_files_one_level_deep() {
 #[test]
 fn discovery_supports_every_chat_architecture_it_runs() {
     let dir = TempDir::new();
-    for arch in [TestArch::Llama, TestArch::Qwen2, TestArch::Phi3] {
+    let all = [
+        TestArch::Llama,
+        TestArch::Qwen2,
+        TestArch::Phi3,
+        TestArch::Gemma2,
+        TestArch::Gemma3,
+    ];
+    for arch in all {
         TestModel::tiny(arch, TestDType::Q8_0)
             .write(&dir.path(&format!("{}.gguf", arch.name())))
             .unwrap();
     }
     let found = scan_models_dir(&dir.0).unwrap();
-    for arch in [TestArch::Llama, TestArch::Qwen2, TestArch::Phi3] {
+    for arch in all {
         let model = found.model(arch.name()).unwrap();
         assert_eq!(model.architecture.as_deref(), Some(arch.name()));
         assert!(model.is_supported(), "{arch:?}");

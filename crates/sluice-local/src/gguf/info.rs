@@ -19,6 +19,10 @@ pub enum Architecture {
     /// `general.architecture = "phi3"` (Phi-3, Phi-3.5 mini: fused `attn_qkv` and gate/up
     /// `ffn_up`; the 128k-context files' LongRoPE is refused).
     Phi3,
+    /// `general.architecture = "gemma2"` (Gemma 2; native engine only).
+    Gemma2,
+    /// `general.architecture = "gemma3"` (Gemma 3 text; native engine only).
+    Gemma3,
 }
 
 // === impl Architecture ===
@@ -30,7 +34,15 @@ impl Architecture {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
             Self::Phi3 => "phi3",
+            Self::Gemma2 => "gemma2",
+            Self::Gemma3 => "gemma3",
         }
+    }
+
+    /// Whether candle (the fallback engine) has an implementation: not for Gemma (candle has no
+    /// quantized Gemma 2, and its Gemma 3 slides its window differently from llama.cpp).
+    pub fn runs_on_candle(self) -> bool {
+        !matches!(self, Self::Gemma2 | Self::Gemma3)
     }
 
     /// The architecture of a `general.architecture` string; unknown names are
@@ -40,6 +52,8 @@ impl Architecture {
             "llama" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
             "phi3" => Ok(Self::Phi3),
+            "gemma2" => Ok(Self::Gemma2),
+            "gemma3" => Ok(Self::Gemma3),
             other => Err(ErrorKind::UnsupportedArchitecture(other.to_owned()).into()),
         }
     }
@@ -94,7 +108,7 @@ pub struct ModelInfo {
     pub head_count: usize,
     /// Key/value heads (grouped-query attention).
     pub head_count_kv: usize,
-    /// `embedding_length / head_count`.
+    /// `{arch}.attention.key_length` where present (Gemma), else `embedding_length / head_count`.
     pub head_dim: usize,
     /// `{arch}.context_length` as written in the file.
     pub context_length: usize,
@@ -141,6 +155,7 @@ impl ModelInfo {
         let context_length = match architecture {
             // candle's qwen2 and phi3 size their rope tables from this key: required.
             Architecture::Qwen2 | Architecture::Phi3 => strict_u32(md, &key("context_length"))?,
+            Architecture::Gemma2 | Architecture::Gemma3 => strict_u32(md, &key("context_length"))?,
             Architecture::Llama => match md.get(&key("context_length")) {
                 Some(value) => lenient_u64(value)
                     .and_then(|v| usize::try_from(v).ok())
@@ -162,7 +177,14 @@ impl ModelInfo {
                 "zero layers, heads or embedding length",
             ));
         }
-        if !embedding_length.is_multiple_of(head_count) || !head_count.is_multiple_of(head_count_kv)
+        // Gemma's head size is its own key (`attention.key_length`), not hidden / heads.
+        let key_length = match md.get(&key("attention.key_length")) {
+            Some(_) => Some(strict_u32(md, &key("attention.key_length"))?),
+            None => None,
+        };
+        if (key_length.is_none() && !embedding_length.is_multiple_of(head_count))
+            || !head_count.is_multiple_of(head_count_kv)
+            || key_length == Some(0)
         {
             return Err(Error::invalid_metadata(
                 &key("attention.head_count"),
@@ -177,7 +199,7 @@ impl ModelInfo {
                 "must be positive",
             ));
         }
-        let head_dim = embedding_length / head_count;
+        let head_dim = key_length.unwrap_or(embedding_length / head_count);
 
         let embd = tensor(content, "token_embd.weight")?;
         let dims = embd.shape.dims();
@@ -250,6 +272,7 @@ impl ModelInfo {
     pub(crate) fn weight_copies(&self, parallel: usize) -> u64 {
         match self.architecture {
             Architecture::Llama | Architecture::Phi3 => 1,
+            Architecture::Gemma2 | Architecture::Gemma3 => 1,
             Architecture::Qwen2 => parallel.max(1) as u64,
         }
     }
@@ -272,6 +295,12 @@ fn required_tensors(content: &Content, architecture: Architecture, layer: usize)
     }
     if architecture == Architecture::Qwen2 {
         names.extend(["attn_q.bias", "attn_k.bias", "attn_v.bias"]);
+    }
+    if matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3) {
+        names.extend(["post_attention_norm.weight", "post_ffw_norm.weight"]);
+    }
+    if architecture == Architecture::Gemma3 {
+        names.extend(["attn_q_norm.weight", "attn_k_norm.weight"]);
     }
     names.into_iter().map(name).collect()
 }

@@ -61,6 +61,11 @@ impl Weights {
                 quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, device)
                     .map(Self::Phi3)
             }
+            // `Chosen::decide` keeps these off candle.
+            Architecture::Gemma2 | Architecture::Gemma3 => Err(candle_core::Error::Msg(format!(
+                "candle has no `{}` implementation here",
+                architecture.as_str()
+            ))),
         }))
         .map_err(|payload| panic_error("model loader", payload.as_ref()))?;
         loaded.map_err(|e| Error::invalid_file(path, format!("cannot load the weights: {e}")))

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::acts::Acts;
 use super::cache::Cache;
-use super::ops::{add_into, add_rows, apply_rope, rms_norm, rope_table};
+use super::ops::{add_into, add_rows, apply_rope, gelu_mul, rms_norm, rope_table};
 use super::quant::QMatrix;
 use super::simd;
 use super::weights::Model;
@@ -70,14 +70,23 @@ impl Batch {
         let rows = self.rows(steps)?;
         let model = Arc::clone(&self.model);
         let (m, h, hd, kvd) = (rows.len(), model.hidden, model.head_dim, model.kv_dim());
+        let hp = &model.hp;
         let mut x = vec![0.0f32; m * h];
         let tokens = steps.iter().flat_map(|s| s.tokens);
         for (row, &t) in x.chunks_exact_mut(h).zip(tokens) {
             model.embed.dequantize_row(t as usize, row);
         }
-        let rope = rope_table(&model.inv_freq, rows.iter().map(|r| r.position));
+        if hp.embed_scale != 1.0 {
+            x.iter_mut().for_each(|v| *v *= hp.embed_scale);
+        }
+        let ropes: Vec<Vec<(f32, f32)>> = hp
+            .inv_freqs
+            .iter()
+            .map(|f| rope_table(f, rows.iter().map(|r| r.position)))
+            .collect();
         for (l, layer) in model.layers.iter().enumerate() {
-            let mut acts = Acts::new(rms_norm(&x, &layer.attn_norm, h, model.eps), m, h);
+            let (window, rope) = hp.layers[l];
+            let mut acts = Acts::new(rms_norm(&x, &layer.attn_norm, h, hp.eps), m, h);
             for w in [&layer.wq, &layer.wk, &layer.wv] {
                 acts.prepare(w.qtype);
             }
@@ -93,31 +102,48 @@ impl Batch {
                 add_rows(&mut k, bk);
                 add_rows(&mut v, bv);
             }
-            apply_rope(&mut q, &rope, hd, model.neox);
-            apply_rope(&mut k, &rope, hd, model.neox);
+            if let Some([qn, kn]) = &layer.qk_norm {
+                q = rms_norm(&q, qn, hd, hp.eps);
+                k = rms_norm(&k, kn, hd, hp.eps);
+            }
+            apply_rope(&mut q, &ropes[rope], hd, hp.neox);
+            apply_rope(&mut k, &ropes[rope], hd, hp.neox);
             for (i, r) in rows.iter().enumerate() {
                 let span = i * kvd..(i + 1) * kvd;
                 let cache = &mut self.caches[r.slot];
                 cache.store(model.isa, l, r.position * kvd, &k[span.clone()], &v[span]);
             }
-            let att = self.attention(l, &q, &rows);
-            let mut acts = Acts::new(att, m, h);
+            let att = self.attention(l, &q, &rows, window);
+            let mut acts = Acts::new(att, m, model.q_dim());
             acts.prepare(layer.wo.qtype);
-            let o = self.matmul(&[(&layer.wo, &acts)]);
-            add_into(&mut x, &o[0]);
+            let mut o = self.matmul(&[(&layer.wo, &acts)]).pop().unwrap_or_default();
+            if let Some([post, _]) = &layer.post_norms {
+                o = rms_norm(&o, post, h, hp.eps);
+            }
+            add_into(&mut x, &o);
 
-            let mut acts = Acts::new(rms_norm(&x, &layer.ffn_norm, h, model.eps), m, h);
+            let mut acts = Acts::new(rms_norm(&x, &layer.ffn_norm, h, hp.eps), m, h);
             acts.prepare(layer.gate.qtype);
             acts.prepare(layer.up.qtype);
             let mut gu = self.matmul(&[(&layer.gate, &acts), (&layer.up, &acts)]);
             let up = gu.pop().unwrap_or_default();
             let mut gate = gu.pop().unwrap_or_default();
-            simd::silu_mul(model.isa, &mut gate, &up);
+            if hp.gelu {
+                gelu_mul(&mut gate, &up);
+            } else {
+                simd::silu_mul(model.isa, &mut gate, &up);
+            }
             let ffn = layer.down.cols;
             let mut acts = Acts::new(gate, m, ffn);
             acts.prepare(layer.down.qtype);
-            let d = self.matmul(&[(&layer.down, &acts)]);
-            add_into(&mut x, &d[0]);
+            let mut d = self
+                .matmul(&[(&layer.down, &acts)])
+                .pop()
+                .unwrap_or_default();
+            if let Some([_, post]) = &layer.post_norms {
+                d = rms_norm(&d, post, h, hp.eps);
+            }
+            add_into(&mut x, &d);
         }
         // Only each step's last row goes through the output projection.
         let mut last = Vec::with_capacity(steps.len() * h);
@@ -126,11 +152,14 @@ impl Batch {
             end += s.tokens.len();
             last.extend_from_slice(&x[(end - 1) * h..end * h]);
         }
-        let last = rms_norm(&last, &model.norm, h, model.eps);
+        let last = rms_norm(&last, &model.norm, h, hp.eps);
         let output = model.output.as_ref().unwrap_or(&model.embed);
         let mut acts = Acts::new(last, steps.len(), h);
         acts.prepare(output.qtype);
-        let logits = self.matmul(&[(output, &acts)]).pop().unwrap_or_default();
+        let mut logits = self.matmul(&[(output, &acts)]).pop().unwrap_or_default();
+        if let Some(cap) = hp.final_softcap {
+            logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        }
         Ok(logits
             .chunks_exact(model.vocab)
             .map(<[f32]>::to_vec)
@@ -214,12 +243,16 @@ impl Batch {
     }
 
     /// Causal attention of each row's query over its slot's cache of layer `l`, up to and
-    /// including the row's own position.
-    fn attention(&self, l: usize, q: &[f32], rows: &[Row]) -> Vec<f32> {
+    /// including the row's own position, over its last `window` positions only where the layer
+    /// slides.
+    fn attention(&self, l: usize, q: &[f32], rows: &[Row], window: Option<usize>) -> Vec<f32> {
         let model = &self.model;
         let (hd, heads, kvd) = (model.head_dim, model.heads, model.kv_dim());
         let group = heads / model.kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scoring = simd::Scoring {
+            scale: model.hp.attn_scale,
+            cap: model.hp.attn_softcap,
+        };
         let isa = model.isa;
         let mut out = vec![0.0f32; rows.len() * heads * hd];
         let tasks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(hd).map(Mutex::new).collect();
@@ -229,12 +262,14 @@ impl Batch {
             let at = head / group * hd;
             let mut out = tasks[i].lock().unwrap_or_else(PoisonError::into_inner);
             let mut scores = Vec::new();
+            let end = row.position + 1;
+            let start = window.map_or(0, |w| end.saturating_sub(w));
             self.caches[row.slot].attend(
                 isa,
-                (l, at, kvd),
+                (l, at + start * kvd, kvd),
                 &q[t * heads * hd + head * hd..][..hd],
-                row.position + 1,
-                scale,
+                end - start,
+                scoring,
                 &mut scores,
                 &mut out,
             );

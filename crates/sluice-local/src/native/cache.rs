@@ -1,7 +1,7 @@
 //! A sequence slot's KV cache: per layer, `context × kv_dim` keys, then as many values, in F32
 //! or F16.
 
-use super::simd::{self, Isa};
+use super::simd::{self, Isa, Scoring};
 use crate::gguf::info::KvCacheType;
 
 /// A slot's KV cache: per layer, `context × kv_dim` keys, then as many values.
@@ -50,18 +50,38 @@ impl Cache {
         (l, at, stride): (usize, usize, usize),
         q: &[f32],
         len: usize,
-        scale: f32,
+        scoring: Scoring,
         scores: &mut Vec<f32>,
         out: &mut [f32],
     ) {
         match self {
             Self::F32(layers) => {
                 let [k, v] = &layers[l];
-                simd::attend(isa, q, &k[at..], &v[at..], stride, len, scale, scores, out);
+                simd::attend(
+                    isa,
+                    q,
+                    &k[at..],
+                    &v[at..],
+                    stride,
+                    len,
+                    scoring,
+                    scores,
+                    out,
+                );
             }
             Self::F16(layers) => {
                 let [k, v] = &layers[l];
-                simd::attend_f16(isa, q, &k[at..], &v[at..], stride, len, scale, scores, out);
+                simd::attend_f16(
+                    isa,
+                    q,
+                    &k[at..],
+                    &v[at..],
+                    stride,
+                    len,
+                    scoring,
+                    scores,
+                    out,
+                );
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The small vector operations of a forward pass: rotary embedding, RMS norm, additions.
+//! The small vector operations of a forward pass: rotary embedding, RMS norm, additions,
+//! Gemma's GELU gate.
 
 /// `cos`/`sin` of every rotary pair for each of `positions` (one row each).
 pub(super) fn rope_table(
@@ -60,5 +61,16 @@ pub(super) fn add_rows(x: &mut [f32], bias: &[f32]) {
 pub(super) fn add_into(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
+    }
+}
+
+/// `gate ← gelu(gate) · up`, GELU's tanh approximation (as ggml's `gelu` and Gemma's
+/// `gelu_pytorch_tanh`).
+pub(super) fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for (g, u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        let inner = SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x);
+        *g = 0.5 * x * (1.0 + inner.tanh()) * u;
     }
 }

@@ -1041,6 +1041,33 @@ pub(crate) fn rows<const N: usize>(
     }
 }
 
+/// How a head's raw scores `q·k` become attention logits: times `scale`, then, where `cap` is
+/// set (Gemma 2), soft-capped to `cap · tanh(s / cap)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scoring {
+    pub(crate) scale: f32,
+    pub(crate) cap: Option<f32>,
+}
+
+// === impl Scoring ===
+
+impl Scoring {
+    /// `scale` alone.
+    #[cfg(test)]
+    pub(crate) fn scale(scale: f32) -> Self {
+        Self { scale, cap: None }
+    }
+
+    #[inline]
+    fn apply(self, s: f32) -> f32 {
+        let s = s * self.scale;
+        match self.cap {
+            Some(cap) => cap * (s / cap).tanh(),
+            None => s,
+        }
+    }
+}
+
 /// One head's attention over `len` cached positions: `out = softmax(scale · q·kₚ) · vₚ`, where
 /// `kₚ`/`vₚ` are `q.len()` values at `p · stride` in `keys`/`values`; `scores` is scratch.
 #[allow(clippy::too_many_arguments)]
@@ -1051,7 +1078,7 @@ fn attend_avx2(
     values: &[f32],
     stride: usize,
     len: usize,
-    scale: f32,
+    scoring: Scoring,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
@@ -1062,7 +1089,7 @@ fn attend_avx2(
     scores.resize(len, 0.0);
     let mut max = f32::NEG_INFINITY;
     for (p, score) in scores.iter_mut().enumerate() {
-        let s = dot_avx2(q, &keys[p * stride..p * stride + hd]) * scale;
+        let s = scoring.apply(dot_avx2(q, &keys[p * stride..p * stride + hd]));
         max = max.max(s);
         *score = s;
     }
@@ -1082,12 +1109,12 @@ pub(crate) fn attend(
     values: &[f32],
     stride: usize,
     len: usize,
-    scale: f32,
+    scoring: Scoring,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     // SAFETY: `Isa` proves AVX2, FMA and F16C.
-    unsafe { attend_avx2(q, keys, values, stride, len, scale, scores, out) }
+    unsafe { attend_avx2(q, keys, values, stride, len, scoring, scores, out) }
 }
 
 /// Writes `src` into the cache `dst` as halves.
@@ -1114,7 +1141,7 @@ macro_rules! attend_fn {
             values: &[u16],
             stride: usize,
             len: usize,
-            scale: f32,
+            scoring: Scoring,
             scores: &mut Vec<f32>,
             out: &mut [f32],
         ) {
@@ -1129,7 +1156,7 @@ macro_rules! attend_fn {
                 // SAFETY: the CPU features are this function's; `key` points at `hd` halves
                 // (sliced above) and `q` holds `hd` floats.
                 let [s] = unsafe { $dot::<1>(key, hd, [q.as_ptr()]) };
-                let s = s * scale;
+                let s = scoring.apply(s);
                 max = max.max(s);
                 *score = s;
             }
@@ -1166,15 +1193,15 @@ pub(crate) fn attend_f16(
     values: &[u16],
     stride: usize,
     len: usize,
-    scale: f32,
+    scoring: Scoring,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     if isa.avx512 {
         // SAFETY: `Isa` proves AVX-512F/BW/VNNI as well as AVX2, FMA and F16C.
-        unsafe { attend_f16_avx512(q, keys, values, stride, len, scale, scores, out) }
+        unsafe { attend_f16_avx512(q, keys, values, stride, len, scoring, scores, out) }
     } else {
         // SAFETY: `Isa` proves AVX2, FMA and F16C.
-        unsafe { attend_f16_avx2(q, keys, values, stride, len, scale, scores, out) }
+        unsafe { attend_f16_avx2(q, keys, values, stride, len, scoring, scores, out) }
     }
 }

@@ -871,7 +871,7 @@ fn attention_over_the_f16_cache_is_the_formula() {
             &values,
             stride,
             len,
-            0.125,
+            simd::Scoring::scale(0.125),
             &mut scratch,
             &mut out,
         );
@@ -924,6 +924,239 @@ fn llama_family_shapes_match_candle() {
             assert_eq!(ours.len(), vocab, "{name}");
             let c = cosine(&ours, &reference);
             assert!(c >= 0.999, "{name} {dtype:?}: cosine {c}");
+        }
+    }
+}
+
+/// A sliding layer attends to its last `window` positions only (llama.cpp's standard SWA): with
+/// two sliding layers of window 4, the last position's logits depend on the last 7 tokens
+/// (each layer reaches 3 back), so changing any earlier token leaves them bit for bit, and
+/// changing the 7th from last moves them. Gemma 2 (whose odd layers are global, so every token
+/// counts) and Gemma 3 (both layers slide).
+#[test]
+fn gemma_sliding_layers_see_only_their_window() {
+    let dir = crate::tests::TempDir::new();
+    for arch in [TestArch::Gemma3, TestArch::Gemma2] {
+        let path = dir.path(&format!("{arch:?}-swa.gguf"));
+        TestModel {
+            sliding_window: Some(4),
+            ..TestModel::tiny(arch, TestDType::Q8_0)
+        }
+        .write(&path)
+        .unwrap();
+        let base = prompt(21);
+        let logits = |tokens: &[u32]| native_session(&path, 1).forward(tokens, 0).unwrap();
+        let reference = logits(&base);
+        let mut early = base.clone();
+        for t in &mut early[..14] {
+            *t = (*t + 5) % 250;
+        }
+        let mut inside = base.clone();
+        inside[14] = (inside[14] + 5) % 250;
+        let (early, inside) = (logits(&early), logits(&inside));
+        match arch {
+            TestArch::Gemma3 => assert_eq!(early, reference, "{arch:?}"),
+            _ => assert_ne!(early, reference, "{arch:?}: layer 1 is global"),
+        }
+        assert_ne!(inside, reference, "{arch:?}");
+        // Decode steps slide too: token by token gives the prefill's logits.
+        let mut session = native_session(&path, 1);
+        let mut last = Vec::new();
+        for (i, &t) in base.iter().enumerate() {
+            last = session.forward(&[t], i).unwrap();
+        }
+        assert!(cosine(&last, &reference) > 0.99999, "{arch:?}");
+    }
+}
+
+// --- Gemma against a reference forward pass ---
+//
+// candle's `quantized_gemma3` gates its feed-forward with SiLU where Gemma (and llama.cpp) use
+// GELU, slides its window over one position more than llama.cpp and not at all in decode
+// steps, and candle has no quantized Gemma 2: the reference is this plain F64 forward pass
+// over the file's dequantized tensors, written from llama.cpp's `gemma2.cpp`/`gemma3.cpp`.
+
+/// A GGUF file's tensors, dequantized, and its metadata.
+struct Dense {
+    md: std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>,
+    tensors: std::collections::HashMap<String, Vec<f64>>,
+}
+
+impl Dense {
+    fn read(path: &Path) -> Self {
+        let mut reader = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+        let content = Content::read(&mut reader).unwrap();
+        let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
+        let tensors = names
+            .into_iter()
+            .map(|name| {
+                let t = content.tensor(&mut reader, &name, &Device::Cpu).unwrap();
+                let values = t.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
+                let values = values.to_vec1::<f32>().unwrap();
+                (name, values.into_iter().map(f64::from).collect())
+            })
+            .collect();
+        Self {
+            md: content.metadata,
+            tensors,
+        }
+    }
+
+    fn t(&self, name: &str) -> &[f64] {
+        &self.tensors[name]
+    }
+
+    fn u(&self, key: &str) -> usize {
+        self.md[key].to_u32().unwrap() as usize
+    }
+
+    fn f(&self, key: &str) -> Option<f64> {
+        self.md.get(key).map(|v| f64::from(v.to_f32().unwrap()))
+    }
+}
+
+/// `W · x` for a row-major `W` of `x.len()` columns.
+fn matvec(w: &[f64], x: &[f64]) -> Vec<f64> {
+    w.chunks_exact(x.len())
+        .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
+        .collect()
+}
+
+fn rms(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
+    let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64 + eps).sqrt();
+    x.iter().zip(w).map(|(v, w)| v * inv * w).collect()
+}
+
+/// Rotates one head's pairs `(i, i + d/2)` by `pos · base^(−2i/d)` (NEOX).
+fn rope_neox(x: &mut [f64], pos: usize, base: f64) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let theta = pos as f64 * base.powf(-2.0 * i as f64 / x.len() as f64);
+        let (s, c) = theta.sin_cos();
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a * c - b * s;
+        x[i + half] = a * s + b * c;
+    }
+}
+
+fn gelu_tanh(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+}
+
+/// The last token's logits of a Gemma 2 or 3 file over `tokens` (positions 0 ..).
+fn gemma_reference_logits(path: &Path, tokens: &[u32]) -> Vec<f32> {
+    let d = Dense::read(path);
+    let arch = d.md["general.architecture"].to_string().unwrap().clone();
+    let gemma2 = arch == "gemma2";
+    let key = |k: &str| format!("{arch}.{k}");
+    let (h, heads, kv) = (
+        d.u(&key("embedding_length")),
+        d.u(&key("attention.head_count")),
+        d.u(&key("attention.head_count_kv")),
+    );
+    let (hd, layers) = (d.u(&key("attention.key_length")), d.u(&key("block_count")));
+    let eps = d.f(&key("attention.layer_norm_rms_epsilon")).unwrap();
+    let base = d.f(&key("rope.freq_base")).unwrap_or(10_000.0);
+    let window = d.u(&key("attention.sliding_window"));
+    let cap = |value: f64, key: &str| match d.f(key) {
+        Some(c) if gemma2 => c * (value / c).tanh(),
+        _ => value,
+    };
+    let (embed, n) = (d.t("token_embd.weight"), tokens.len());
+    let mut x: Vec<Vec<f64>> = tokens
+        .iter()
+        .map(|&t| {
+            let row = &embed[t as usize * h..(t as usize + 1) * h];
+            row.iter().map(|v| v * (h as f64).sqrt()).collect()
+        })
+        .collect();
+    for l in 0..layers {
+        let w = |name: &str| d.t(&format!("blk.{l}.{name}.weight"));
+        let sliding = if gemma2 { l % 2 == 0 } else { l % 6 < 5 };
+        let base_l = if sliding && !gemma2 { 10_000.0 } else { base };
+        let (mut qs, mut ks, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+        for (pos, xt) in x.iter().enumerate() {
+            let xn = rms(xt, w("attn_norm"), eps);
+            let (mut q, mut k) = (matvec(w("attn_q"), &xn), matvec(w("attn_k"), &xn));
+            for (v, norm, count) in [(&mut q, "attn_q_norm", heads), (&mut k, "attn_k_norm", kv)] {
+                for head in v.chunks_exact_mut(hd).take(count) {
+                    if !gemma2 {
+                        let normed = rms(head, w(norm), eps);
+                        head.copy_from_slice(&normed);
+                    }
+                    rope_neox(head, pos, base_l);
+                }
+            }
+            qs.push(q);
+            ks.push(k);
+            vs.push(matvec(w("attn_v"), &xn));
+        }
+        for t in 0..n {
+            let mut o = vec![0.0; heads * hd];
+            for head in 0..heads {
+                let g = head / (heads / kv);
+                let q = &qs[t][head * hd..(head + 1) * hd];
+                let seen: Vec<usize> = (0..=t).filter(|&s| !sliding || t - s < window).collect();
+                let scores: Vec<f64> = seen
+                    .iter()
+                    .map(|&s| {
+                        let k = &ks[s][g * hd..(g + 1) * hd];
+                        let raw =
+                            q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt();
+                        cap(raw, &key("attn_logit_softcapping"))
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for (&s, p) in seen.iter().zip(&e) {
+                    for i in 0..hd {
+                        o[head * hd + i] += p / sum * vs[s][g * hd + i];
+                    }
+                }
+            }
+            let attn = rms(&matvec(w("attn_output"), &o), w("post_attention_norm"), eps);
+            x[t].iter_mut().zip(&attn).for_each(|(a, b)| *a += b);
+            let xn = rms(&x[t], w("ffn_norm"), eps);
+            let (g, u) = (matvec(w("ffn_gate"), &xn), matvec(w("ffn_up"), &xn));
+            let a: Vec<f64> = g.iter().zip(&u).map(|(g, u)| gelu_tanh(*g) * u).collect();
+            let down = rms(&matvec(w("ffn_down"), &a), w("post_ffw_norm"), eps);
+            x[t].iter_mut().zip(&down).for_each(|(a, b)| *a += b);
+        }
+    }
+    let out = rms(&x[n - 1], d.t("output_norm.weight"), eps);
+    matvec(embed, &out)
+        .into_iter()
+        .map(|v| cap(v, &key("final_logit_softcapping")) as f32)
+        .collect()
+}
+
+/// Gemma 2 (2 layers: sliding, then global) and Gemma 3 (7 layers: 5 sliding with rope base
+/// 10,000, the sixth global with 1,000,000, then sliding) in every tensor type against the
+/// reference, over a prompt longer than the window (8), so sliding layers drop positions.
+#[test]
+fn gemma_matches_a_reference_forward_pass_for_every_format() {
+    let dir = crate::tests::TempDir::new();
+    for arch in [TestArch::Gemma2, TestArch::Gemma3] {
+        for dtype in TestDType::ALL {
+            let path = dir.path(&format!("{arch:?}-{dtype:?}-ref.gguf"));
+            TestModel {
+                layers: if arch == TestArch::Gemma3 { 7 } else { 2 },
+                sliding_window: Some(8),
+                ..TestModel::tiny(arch, dtype)
+            }
+            .write(&path)
+            .unwrap();
+            let tokens = prompt(13);
+            let reference = gemma_reference_logits(&path, &tokens);
+            let ours = native_session(&path, 2).forward(&tokens, 0).unwrap();
+            assert_eq!(ours.len(), reference.len());
+            let c = cosine(&ours, &reference);
+            let floor = match dtype {
+                TestDType::F32 | TestDType::F16 | TestDType::BF16 => 0.99999,
+                _ => 0.999,
+            };
+            assert!(c >= floor, "{arch:?} {dtype:?}: cosine {c}");
         }
     }
 }

@@ -2,17 +2,17 @@
 //! into one buffer (32-value formats repacked in place), matrices as views into it, norms and
 //! biases as F32 vectors.
 
-use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
+use candle_core::quantized::gguf_file::{Content, TensorInfo};
 
 use super::format::QType;
+use super::hparams::HParams;
 use super::quant::{self, QMatrix};
 use super::simd::Isa;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::gguf::info::{Architecture, ModelInfo};
 
 pub(super) fn stored_bytes(t: &TensorInfo) -> usize {
@@ -27,7 +27,11 @@ pub(super) struct Layer {
     pub(super) wk: QMatrix,
     pub(super) wv: QMatrix,
     pub(super) bias: Option<[Vec<f32>; 3]>,
+    /// Gemma 3's per-head RMS norms of q and k (before rope).
+    pub(super) qk_norm: Option<[Vec<f32>; 2]>,
     pub(super) wo: QMatrix,
+    /// Gemma's norms of the attention and feed-forward outputs (before the residual add).
+    pub(super) post_norms: Option<[Vec<f32>; 2]>,
     pub(super) ffn_norm: Vec<f32>,
     pub(super) gate: QMatrix,
     pub(super) up: QMatrix,
@@ -41,10 +45,7 @@ pub(crate) struct Model {
     pub(super) heads: usize,
     pub(super) kv_heads: usize,
     pub(super) head_dim: usize,
-    pub(super) eps: f32,
-    pub(super) neox: bool,
-    /// `θᵢ` of each rotary pair, frequency factors applied.
-    pub(super) inv_freq: Vec<f32>,
+    pub(super) hp: HParams,
     pub(super) embed: QMatrix,
     pub(super) layers: Vec<Layer>,
     pub(super) norm: Vec<f32>,
@@ -169,34 +170,19 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn metadata_f32(md: &HashMap<String, Value>, key: &str) -> Option<f32> {
-    md.get(key).and_then(|v| v.to_f32().ok())
-}
-
 // === impl Model ===
 
 impl Model {
     /// Loads the weights (the whole tensor data of the file, read once).
     pub(crate) fn load(path: &Path, content: &Content, info: &ModelInfo, isa: Isa) -> Result<Self> {
         let r = Reader::open(path, content)?;
-        let md = &content.metadata;
-        let arch = info.architecture.as_str();
         let (h, hd) = (info.embedding_length, info.head_dim);
-        let eps = metadata_f32(md, &format!("{arch}.attention.layer_norm_rms_epsilon"))
-            .ok_or_else(|| {
-                ErrorKind::MissingMetadata(format!("{arch}.attention.layer_norm_rms_epsilon"))
-            })?;
-        let base = metadata_f32(md, &format!("{arch}.rope.freq_base")).unwrap_or(10_000.0);
-        let mut inv_freq: Vec<f32> = (0..hd)
-            .step_by(2)
-            .map(|i| 1.0 / base.powf(i as f32 / hd as f32))
-            .collect();
-        if content.tensor_infos.contains_key("rope_freqs.weight") {
-            let factors = r.vector("rope_freqs.weight", hd / 2)?;
-            for (f, factor) in inv_freq.iter_mut().zip(factors) {
-                *f /= factor;
-            }
-        }
+        let rope_freqs = if content.tensor_infos.contains_key("rope_freqs.weight") {
+            Some(r.vector("rope_freqs.weight", hd / 2)?)
+        } else {
+            None
+        };
+        let hp = HParams::read(&content.metadata, info, rope_freqs)?;
         let embed = r.matrix("token_embd.weight", info.vocab_size, h)?;
         let ffn = match info.architecture {
             // Phi-3's `ffn_up` holds the gate rows, then the up rows.
@@ -223,9 +209,7 @@ impl Model {
             heads: info.head_count,
             kv_heads: info.head_count_kv,
             head_dim: hd,
-            eps,
-            neox: info.architecture != Architecture::Llama,
-            inv_freq,
+            hp,
             embed,
             layers,
             norm,
@@ -237,17 +221,18 @@ impl Model {
     /// Layer `l`'s weights; q/k/v and gate/up are views into the fused matrices where the file
     /// has them (Phi-3).
     fn layer(r: &Reader<'_>, info: &ModelInfo, l: usize, ffn: usize) -> Result<Layer> {
-        let (h, kvd) = (info.embedding_length, info.head_count_kv * info.head_dim);
+        let (h, hd) = (info.embedding_length, info.head_dim);
+        let (qd, kvd) = (info.head_count * hd, info.head_count_kv * hd);
         let name = |n: &str| format!("blk.{l}.{n}");
         let fused_qkv = r
             .content
             .tensor_infos
             .contains_key(&name("attn_qkv.weight"));
         let [wq, wk, wv] = if fused_qkv {
-            r.split(&name("attn_qkv.weight"), [h, kvd, kvd], h)?
+            r.split(&name("attn_qkv.weight"), [qd, kvd, kvd], h)?
         } else {
             [
-                r.matrix(&name("attn_q.weight"), h, h)?,
+                r.matrix(&name("attn_q.weight"), qd, h)?,
                 r.matrix(&name("attn_k.weight"), kvd, h)?,
                 r.matrix(&name("attn_v.weight"), kvd, h)?,
             ]
@@ -266,7 +251,27 @@ impl Model {
                 r.vector(&name("attn_k.bias"), kvd)?,
                 r.vector(&name("attn_v.bias"), kvd)?,
             ]),
-            Architecture::Llama | Architecture::Phi3 => None,
+            _ => None,
+        };
+        let gemma = matches!(
+            info.architecture,
+            Architecture::Gemma2 | Architecture::Gemma3
+        );
+        let qk_norm = if info.architecture == Architecture::Gemma3 {
+            Some([
+                r.vector(&name("attn_q_norm.weight"), hd)?,
+                r.vector(&name("attn_k_norm.weight"), hd)?,
+            ])
+        } else {
+            None
+        };
+        let post_norms = if gemma {
+            Some([
+                r.vector(&name("post_attention_norm.weight"), h)?,
+                r.vector(&name("post_ffw_norm.weight"), h)?,
+            ])
+        } else {
+            None
         };
         Ok(Layer {
             attn_norm: r.vector(&name("attn_norm.weight"), h)?,
@@ -274,7 +279,9 @@ impl Model {
             wk,
             wv,
             bias,
-            wo: r.matrix(&name("attn_output.weight"), h, h)?,
+            qk_norm,
+            wo: r.matrix(&name("attn_output.weight"), h, qd)?,
+            post_norms,
             ffn_norm: r.vector(&name("ffn_norm.weight"), h)?,
             gate,
             up,
@@ -290,11 +297,19 @@ impl Model {
         let mut total = self.embed.blob_bytes() + vec(&self.norm);
         for l in &self.layers {
             total += vec(&l.attn_norm) + vec(&l.ffn_norm);
+            for extra in [&l.qk_norm, &l.post_norms].into_iter().flatten() {
+                total += extra.iter().map(vec).sum::<usize>();
+            }
             if let Some(b) = &l.bias {
                 total += b.iter().map(vec).sum::<usize>();
             }
         }
         total
+    }
+
+    /// Query (and attention output) width: heads × head size (Gemma's differs from hidden).
+    pub(super) fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
     }
 
     pub(super) fn kv_dim(&self) -> usize {
