@@ -11,7 +11,7 @@ PYENV="$PWD/target/pyenv"
 # Playwright drives Chromium through the web console (crates/sluice-server/tests/console.rs).
 if ! "$PYENV/bin/python" -c 'import openai, anthropic, kubernetes_validate, playwright' >/dev/null 2>&1; then
   python3 -m venv "$PYENV"
-  "$PYENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<3' 'anthropic>=0.40,<1' \
+  "$PYENV/bin/python" -m pip install -q --disable-pip-version-check 'openai>=1.40,<3' 'anthropic>=0.40,<1' \
     'kubernetes-validate>=1.31,<2' 'playwright>=1.40,<2'
 fi
 export SLUICE_PYTHON="$PYENV/bin/python"
