@@ -1,7 +1,7 @@
 """The console's local models page in a real browser (Chromium under Playwright): the pool,
 and a model loaded and unloaded with its buttons.
 
-Run by tests/local.rs against a gateway with one local model, `tiny` (a small GGUF file the
+Run by tests/local/console.rs against a gateway with one local model, `tiny` (a small GGUF file the
 test writes), and the master key in `SLUICE_MASTER_KEY`; the same environment as
 test_console.py otherwise. One line per check, then `N passed, N failed`.
 """
