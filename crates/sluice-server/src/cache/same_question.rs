@@ -95,19 +95,14 @@ impl Parsed {
 /// (nearest key term before, directional word, nearest key term after) for each
 /// directional word, sorted.
 fn directions(tokens: &[(String, bool)]) -> Vec<(String, String, String)> {
-    let term = |mut range: Box<dyn Iterator<Item = usize>>| {
-        range
-            .find(|&j| tokens[j].1)
-            .map(|j| tokens[j].0.clone())
-            .unwrap_or_default()
-    };
+    let term = |t: Option<&(String, bool)>| t.map(|(w, _)| w.clone()).unwrap_or_default();
     let mut out: Vec<(String, String, String)> = tokens
         .iter()
         .enumerate()
         .filter(|(_, (w, _))| DIRECTIONAL.contains(&w.as_str()))
         .map(|(i, (w, _))| {
-            let before = term(Box::new((0..i).rev()));
-            let after = term(Box::new(i + 1..tokens.len()));
+            let before = term(tokens[..i].iter().rev().find(|t| t.1));
+            let after = term(tokens[i + 1..].iter().find(|t| t.1));
             (before, w.clone(), after)
         })
         .collect();

@@ -154,11 +154,10 @@ async fn embed(state: &AppState, model: &str, text: String) -> Result<Vec<f32>, 
         }
         .into()
     };
-    let d = state
-        .deployments
-        .iter()
-        .find(|d| &*d.name == model)
-        .ok_or_else(|| unusable("is not configured"))?;
+    let d = match state.resolve(model) {
+        Ok(crate::state::Resolved::Model(d)) => &state.deployments[d],
+        _ => return Err(unusable("is not a configured model")),
+    };
     if !state.providers[d.provider].is_local() {
         return Err(unusable("is not a local model"));
     }
