@@ -65,6 +65,12 @@ pub struct Behavior {
     /// `completion_tokens_details.reasoning_tokens`; Anthropic's `input_tokens`,
     /// `cache_read_input_tokens`, `cache_creation_input_tokens` and `output_tokens`).
     pub usage: Option<FakeUsage>,
+    /// Answer with exactly these bytes instead (see `replay.rs`): for a streamed request,
+    /// one write per element (whole SSE events, or NDJSON lines, framing included); for a
+    /// whole one, the first element is the JSON body. `chunk_delay_ms` and
+    /// `cut_after_chunks` still apply. For transcripts taken from a provider's documented
+    /// format that the other fields cannot describe.
+    pub replay: Option<Vec<String>>,
 }
 
 /// Token counts the fake reports.
@@ -208,6 +214,16 @@ impl Behavior {
             name: name.into(),
             arguments: arguments.into(),
         });
+        self
+    }
+
+    /// Answers with exactly `events` (see [`replay`](Self::replay)).
+    pub fn with_replay<I, S>(mut self, events: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.replay = Some(events.into_iter().map(Into::into).collect());
         self
     }
 

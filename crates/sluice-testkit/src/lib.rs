@@ -37,6 +37,7 @@ mod body;
 pub mod client;
 pub mod media;
 mod native;
+mod replay;
 pub mod responses;
 mod upstream;
 

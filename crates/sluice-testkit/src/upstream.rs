@@ -544,6 +544,12 @@ fn route(
     mut guard: CancelGuard,
 ) -> Response<FakeBody> {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    if let (&Method::POST, Some(events)) = (method, &behavior.replay) {
+        let body = parsed.and_then(Result::ok);
+        let mut resp = crate::replay::response(path, body.as_ref(), events, behavior, guard);
+        add_request_id(&mut resp, id);
+        return resp;
+    }
     if method == Method::POST {
         if let Some(api) = Api::of(path) {
             return native_response(&api, id, parsed, behavior, guard);
