@@ -221,6 +221,9 @@ struct Seen {
     /// Events carrying content: the basis of an estimate when the upstream sends no usage
     /// (OpenAI-compatible servers stream about one token per event).
     content_events: u64,
+    /// The message of an error event the upstream sent in the stream (`data: {"error":
+    /// {...}}`, as OpenAI and vLLM report a failure midway): the stream ends there.
+    upstream_error: Option<String>,
 }
 
 impl Seen {
@@ -231,6 +234,14 @@ impl Seen {
         if data.as_ref() == b"[DONE]" {
             self.done = true;
             return Keep::Yes;
+        }
+        if self.upstream_error.is_some() {
+            return Keep::Drop;
+        }
+        if after_key(&data, b"\"error\"").is_some_and(|v| v.starts_with(b"{")) {
+            // The relay ends the stream with its own error event, which names this one.
+            self.upstream_error = Some(error_message(&data));
+            return Keep::Drop;
         }
         // The typed events of the media endpoints end with `transcript.text.done`,
         // `speech.audio.done`, `image_generation.completed` and the like.
@@ -268,6 +279,25 @@ impl Seen {
     }
 }
 
+/// The `error.message` of an OpenAI-shaped error event (the whole event when it has none).
+fn error_message(data: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        error: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Event>(data) {
+        Ok(Event {
+            error: Detail { message: Some(m) },
+        }) => m,
+        _ => String::from_utf8_lossy(data).into_owned(),
+    }
+}
+
 /// Reads one streamed answer. See the module docs.
 pub struct StreamReader {
     scanner: SseScanner,
@@ -285,9 +315,11 @@ impl StreamReader {
             seen,
         } = self;
         if let Decoder::Passthrough { strip_usage, typed } = *decoder {
-            return match scanner.push(data, |ev| seen.observe(ev, strip_usage, typed)) {
-                Ok(out) if out.is_empty() => (None, None),
-                Ok(out) => (Some(out), None),
+            let pushed = scanner.push(data, |ev| seen.observe(ev, strip_usage, typed));
+            let fault = seen.upstream_error.take().map(StreamFault::Upstream);
+            return match pushed {
+                Ok(out) if out.is_empty() => (None, fault),
+                Ok(out) => (Some(out), fault),
                 Err(too_large) => (None, Some(StreamFault::TooLarge(too_large.0))),
             };
         }
@@ -421,6 +453,21 @@ mod tests {
             1,
             "one content event"
         );
+    }
+
+    #[test]
+    fn an_error_event_midway_is_a_fault_not_passed_on() {
+        let mut r = Reader::OpenAi { strip_usage: false }.stream("m", 1 << 16);
+        let (out, fault) = all(
+            &mut r,
+            &[
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+                b"data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n",
+            ],
+        );
+        assert_eq!(fault, Some(StreamFault::Upstream("boom".into())));
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("\"hi\"") && !text.contains("boom"), "{text}");
     }
 
     #[test]
