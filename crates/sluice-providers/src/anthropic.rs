@@ -18,7 +18,11 @@
 //!   `tools` → `tools` with `input_schema`; `tool_choice` `auto`/`required`/`none`/named →
 //!   `auto`/`any`/`none`/`tool`; `parallel_tool_calls: false` →
 //!   `disable_parallel_tool_use`; `user` → `metadata.user_id`.
-//! - Back: text blocks join into `content`, `tool_use` blocks become `tool_calls`;
+//! - `reasoning_effort` → `thinking` (`enabled`, a budget from the effort, see
+//!   [`crate::reasoning`], kept below `max_tokens`; `none` leaves thinking off).
+//! - Back: text blocks join into `content`, `thinking` blocks into `reasoning_content`
+//!   (streamed as `reasoning_content` deltas; `signature_delta` and `redacted_thinking`
+//!   have no chat counterpart and are dropped), `tool_use` blocks become `tool_calls`;
 //!   `stop_reason` `end_turn`/`stop_sequence` → `stop`, `max_tokens` → `length`, `tool_use` →
 //!   `tool_calls`, `refusal` → `content_filter`; usage counts cache reads and writes as
 //!   prompt tokens, with cache reads as `cached_tokens`.
@@ -117,6 +121,8 @@ struct WireRequest<'a> {
     tool_choice: Option<WireToolChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<Metadata<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<Thinking>,
     /// The testkit's per-request control of its fake upstream, carried over (see
     /// [`ChatCompletionRequest::x_fake`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -218,6 +224,40 @@ struct WireToolChoice<'a> {
 #[derive(Serialize)]
 struct Metadata<'a> {
     user_id: &'a str,
+}
+
+/// `thinking`: extended thinking on, with a budget below `max_tokens`.
+#[derive(Serialize)]
+struct Thinking {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    budget_tokens: u64,
+}
+
+/// Anthropic's `thinking` for `reasoning_effort`, within `max_tokens` (Anthropic wants
+/// the budget at least 1,024 tokens and below `max_tokens`).
+fn thinking(effort: Option<&str>, max_tokens: u64) -> Result<Option<Thinking>, Untranslatable> {
+    let Some(effort) = effort else {
+        return Ok(None);
+    };
+    let budget = crate::reasoning::budget(effort).ok_or_else(|| {
+        Untranslatable(format!(
+            "`reasoning_effort` `{effort}` is not one of none, minimal, low, medium, high"
+        ))
+    })?;
+    let Some(budget) = budget else {
+        return Ok(None);
+    };
+    let budget = budget.min(max_tokens.saturating_sub(1));
+    if budget < 1024 {
+        return Err(Untranslatable(format!(
+            "`reasoning_effort` needs `max_tokens` above 1024: Anthropic's thinking budget is at least 1024 tokens and below `max_tokens` ({max_tokens})"
+        )));
+    }
+    Ok(Some(Thinking {
+        kind: "enabled",
+        budget_tokens: budget,
+    }))
 }
 
 pub use crate::error::Untranslatable;
@@ -385,9 +425,10 @@ pub fn to_request(
             .get_or_insert_with(|| choice("auto"))
             .disable_parallel_tool_use = Some(true);
     }
+    let max_tokens = req.output_cap().unwrap_or(options.default_max_tokens);
     let wire = WireRequest {
         model: upstream_model,
-        max_tokens: req.output_cap().unwrap_or(options.default_max_tokens),
+        max_tokens,
         messages,
         system,
         temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
@@ -401,6 +442,7 @@ pub fn to_request(
         tools,
         tool_choice,
         metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
+        thinking: thinking(req.reasoning_effort.as_deref(), max_tokens)?,
         x_fake: req.x_fake.as_ref(),
     };
     serde_json::to_vec(&wire).map_err(|e| Untranslatable(e.to_string()))
@@ -469,6 +511,9 @@ struct WireBlock<'a> {
     kind: Cow<'a, str>,
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
+    /// A `thinking` block's text.
+    #[serde(default, borrow)]
+    thinking: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -493,10 +538,13 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
     let r: WireResponse<'_> = serde_json::from_slice(body)
         .map_err(|e| format!("not an Anthropic Messages response: {e}"))?;
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
     for block in r.content {
         match block.kind.as_ref() {
             "text" => text.push_str(block.text.as_deref().unwrap_or("")),
+            // `redacted_thinking` is encrypted: nothing a client could read.
+            "thinking" => reasoning.push_str(block.thinking.as_deref().unwrap_or("")),
             "tool_use" => tool_calls.push(ToolCallOut::new(
                 None,
                 block.id.unwrap_or_default(),
@@ -514,6 +562,7 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
         id: &id,
         model,
         content: (!text.is_empty() || tool_calls.is_empty()).then_some(text.as_str()),
+        reasoning: (!reasoning.is_empty()).then_some(reasoning.as_str()),
         tool_calls: &tool_calls,
         finish: finish_reason(r.stop_reason.as_deref()),
         usage: &usage,
@@ -584,6 +633,8 @@ struct WireDelta<'a> {
     #[serde(default, borrow)]
     partial_json: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     stop_reason: Option<Cow<'a, str>>,
 }
 
@@ -650,6 +701,8 @@ impl StreamTranslator {
                     self.writer.delta(out, Delta::tool_calls(&call), None);
                 } else if let Some(text) = block.text.as_deref().filter(|t| !t.is_empty()) {
                     self.writer.delta(out, Delta::content(text), None);
+                } else if let Some(t) = block.thinking.as_deref().filter(|t| !t.is_empty()) {
+                    self.writer.delta(out, Delta::reasoning(t), None);
                 }
             }
             "content_block_delta" => {
@@ -660,6 +713,11 @@ impl StreamTranslator {
                     Some("text_delta") => {
                         if let Some(text) = delta.text.as_deref() {
                             self.writer.delta(out, Delta::content(text), None);
+                        }
+                    }
+                    Some("thinking_delta") => {
+                        if let Some(t) = delta.thinking.as_deref().filter(|t| !t.is_empty()) {
+                            self.writer.delta(out, Delta::reasoning(t), None);
                         }
                     }
                     Some("input_json_delta") => {

@@ -152,6 +152,14 @@ impl<'a> Delta<'a> {
         }
     }
 
+    /// A piece of reasoning (`reasoning_content`).
+    pub fn reasoning(text: &'a str) -> Self {
+        Self {
+            reasoning_content: Some(text),
+            ..Self::default()
+        }
+    }
+
     /// Tool-call deltas.
     pub fn tool_calls(calls: &'a [ToolCallOut<'a>]) -> Self {
         Self {
@@ -292,6 +300,8 @@ struct CompletionChoice<'a> {
 struct CompletionMessage<'a> {
     role: &'static str,
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     tool_calls: &'a [ToolCallOut<'a>],
 }
@@ -305,6 +315,9 @@ pub struct Answer<'a> {
     pub model: &'a str,
     /// The assistant's text (`null` when `None`).
     pub content: Option<&'a str>,
+    /// Its reasoning, as `reasoning_content` (DeepSeek's and vLLM's field), when the
+    /// upstream returned any.
+    pub reasoning: Option<&'a str>,
     /// Tool calls, without `index`.
     pub tool_calls: &'a [ToolCallOut<'a>],
     /// OpenAI's `finish_reason`.
@@ -326,6 +339,7 @@ impl Answer<'_> {
                 message: CompletionMessage {
                     role: "assistant",
                     content: self.content,
+                    reasoning_content: self.reasoning,
                     tool_calls: self.tool_calls,
                 },
                 finish_reason: self.finish,
@@ -336,11 +350,13 @@ impl Answer<'_> {
     }
 }
 
-/// A whole `chat.completion` body with one choice, its id `chatcmpl-{id_prefix}-{created}`.
+/// A whole `chat.completion` body with one choice, its id `chatcmpl-{id_prefix}-{created}`;
+/// `reasoning` (when not empty) is the message's `reasoning_content`.
 pub fn completion(
     id_prefix: &str,
     model: &str,
     content: &str,
+    reasoning: &str,
     tool_calls: &[ToolCallOut<'_>],
     finish: &str,
     usage: &Usage,
@@ -350,6 +366,7 @@ pub fn completion(
         id: &id,
         model,
         content: Some(content),
+        reasoning: (!reasoning.is_empty()).then_some(reasoning),
         tool_calls,
         finish,
         usage,

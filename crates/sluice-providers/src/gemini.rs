@@ -13,7 +13,10 @@
 //! `toolConfig.functionCallingConfig` (`AUTO`, `ANY`, `NONE`, or `ANY` restricted to the
 //! named function); `temperature`, `top_p`, `max_tokens`, `stop`, `seed` →
 //! `generationConfig`; `response_format` JSON → `responseMimeType: application/json` (with
-//! `responseSchema` for a JSON schema). Back: text parts, `functionCall` parts as
+//! `responseSchema` for a JSON schema); `reasoning_effort` → `thinkingConfig` (a
+//! `thinkingBudget` from the effort, see [`crate::reasoning`], with `includeThoughts`;
+//! `none` is a budget of 0). Back: text parts, thought parts (`thought: true`, Gemini's
+//! thought summaries) as `reasoning_content`, `functionCall` parts as
 //! `tool_calls` (ids made up as `call_N` where Gemini sends none), `finishReason` (`STOP` →
 //! `stop`, `MAX_TOKENS` → `length`, `SAFETY`/`RECITATION`/`BLOCKLIST`/`PROHIBITED_CONTENT`/
 //! `SPII` → `content_filter`), a prompt blocked by `promptFeedback.blockReason` as an empty
@@ -189,6 +192,34 @@ struct GenerationConfig<'a> {
     response_mime_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_schema: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<ThinkingConfig>,
+}
+
+/// `generationConfig.thinkingConfig`: the budget, and thought summaries asked for (they
+/// come back as `reasoning_content`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ThinkingConfig {
+    thinking_budget: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    include_thoughts: bool,
+}
+
+/// Gemini's `thinkingConfig` for `reasoning_effort` (`none`: a budget of 0, thinking off).
+fn thinking_config(effort: Option<&str>) -> Result<Option<ThinkingConfig>, Untranslatable> {
+    let Some(effort) = effort else {
+        return Ok(None);
+    };
+    let budget = crate::reasoning::budget(effort).ok_or_else(|| {
+        Untranslatable(format!(
+            "`reasoning_effort` `{effort}` is not one of none, minimal, low, medium, high"
+        ))
+    })?;
+    Ok(Some(ThinkingConfig {
+        thinking_budget: budget.unwrap_or(0),
+        include_thoughts: budget.is_some(),
+    }))
 }
 
 impl GenerationConfig<'_> {
@@ -200,6 +231,7 @@ impl GenerationConfig<'_> {
             && self.seed.is_none()
             && self.response_mime_type.is_none()
             && self.response_schema.is_none()
+            && self.thinking_config.is_none()
     }
 }
 
@@ -342,6 +374,7 @@ pub fn to_request(req: &ChatCompletionRequest) -> Result<Vec<u8>, Untranslatable
             Stop::Many(v) => v.as_slice(),
         }),
         seed: req.seed,
+        thinking_config: thinking_config(req.reasoning_effort.as_deref())?,
         ..GenerationConfig::default()
     };
     let format = req.response_format.as_ref();
@@ -496,24 +529,36 @@ pub fn finish_reason(reason: &str, tools: bool) -> &'static str {
     }
 }
 
-/// Text and function calls (as stream deltas, numbered from `first_call`) of a candidate's
-/// parts.
-fn read_parts<'a>(
-    content: Option<&'a WireContent<'a>>,
-    first_call: usize,
-) -> (Cow<'a, str>, Vec<ToolCallOut<'a>>) {
+/// What a candidate's parts say.
+struct Read<'a> {
+    /// The answer's text.
+    text: Cow<'a, str>,
+    /// Thought summaries (`thought: true` parts): the reasoning.
+    thoughts: Cow<'a, str>,
+    /// Function calls, as stream deltas.
+    calls: Vec<ToolCallOut<'a>>,
+}
+
+fn append<'a>(to: &mut Cow<'a, str>, t: &'a str) {
+    if to.is_empty() {
+        *to = Cow::Borrowed(t);
+    } else {
+        to.to_mut().push_str(t);
+    }
+}
+
+/// Text, thoughts and function calls (as stream deltas, numbered from `first_call`) of a
+/// candidate's parts.
+fn read_parts<'a>(content: Option<&'a WireContent<'a>>, first_call: usize) -> Read<'a> {
     let mut text = Cow::Borrowed("");
+    let mut thoughts = Cow::Borrowed("");
     let mut calls = Vec::new();
     for part in content.map(|c| c.parts.as_slice()).unwrap_or_default() {
-        // Thought summaries are not part of the answer.
-        if part.thought == Some(true) {
-            continue;
-        }
         if let Some(t) = part.text.as_deref() {
-            if text.is_empty() {
-                text = Cow::Borrowed(t);
+            if part.thought == Some(true) {
+                append(&mut thoughts, t);
             } else {
-                text.to_mut().push_str(t);
+                append(&mut text, t);
             }
         }
         if let Some(fc) = &part.function_call {
@@ -529,7 +574,11 @@ fn read_parts<'a>(
             ));
         }
     }
-    (text, calls)
+    Read {
+        text,
+        thoughts,
+        calls,
+    }
 }
 
 /// A `chat.completion` body for a `generateContent` response.
@@ -537,27 +586,33 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
     let r: WireResponse<'_> =
         serde_json::from_slice(body).map_err(|e| format!("not a Gemini response: {e}"))?;
     let usage = r.usage_metadata.unwrap_or_default().normalised();
-    let (text, mut calls, finish) = match r.candidates.first() {
+    let (mut read, finish) = match r.candidates.first() {
         Some(c) => {
-            let (text, calls) = read_parts(c.content.as_ref(), 0);
+            let read = read_parts(c.content.as_ref(), 0);
             let finish = finish_reason(
                 c.finish_reason.as_deref().unwrap_or("STOP"),
-                !calls.is_empty(),
+                !read.calls.is_empty(),
             );
-            (text, calls, finish)
+            (read, finish)
         }
         // No candidate: the prompt itself was blocked (promptFeedback.blockReason).
-        None if r.prompt_feedback.is_some() => (Cow::Borrowed(""), Vec::new(), "content_filter"),
+        None if r.prompt_feedback.is_some() => (read_parts(None, 0), "content_filter"),
         None => return Err("Gemini answered without a candidate".into()),
     };
     // A whole message's tool calls carry no `index`.
-    for call in &mut calls {
+    for call in &mut read.calls {
         call.index = None;
     }
-    Ok((
-        completion("gemini", model, &text, &calls, finish, &usage),
-        usage,
-    ))
+    let body = completion(
+        "gemini",
+        model,
+        &read.text,
+        &read.thoughts,
+        &read.calls,
+        finish,
+        &usage,
+    );
+    Ok((body, usage))
 }
 
 /// Translates `streamGenerateContent?alt=sse` events into OpenAI chunk events. Gemini's
@@ -608,13 +663,17 @@ impl StreamTranslator {
         }
         match r.candidates.first() {
             Some(c) => {
-                let (text, calls) = read_parts(c.content.as_ref(), self.calls);
-                if !text.is_empty() {
-                    self.writer.delta(out, Delta::content(&text), None);
+                let read = read_parts(c.content.as_ref(), self.calls);
+                if !read.thoughts.is_empty() {
+                    self.writer
+                        .delta(out, Delta::reasoning(&read.thoughts), None);
                 }
-                if !calls.is_empty() {
-                    self.calls += calls.len();
-                    self.writer.delta(out, Delta::tool_calls(&calls), None);
+                if !read.text.is_empty() {
+                    self.writer.delta(out, Delta::content(&read.text), None);
+                }
+                if !read.calls.is_empty() {
+                    self.calls += read.calls.len();
+                    self.writer.delta(out, Delta::tool_calls(&read.calls), None);
                 }
                 if let Some(reason) = &c.finish_reason {
                     self.finish = Some(finish_reason(reason, self.calls > 0));

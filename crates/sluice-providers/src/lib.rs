@@ -21,6 +21,7 @@ pub mod openai;
 mod outbound;
 mod provider;
 pub mod reader;
+pub mod reasoning;
 pub mod reframe;
 pub mod responses;
 #[cfg(test)]

@@ -10,8 +10,10 @@
 //! `images`, assistant `tool_calls` with arguments as objects, `tool` messages → `tool`
 //! role), `tools`; `temperature`, `top_p`, `seed`, `stop`, `max_tokens` → `options`
 //! (`num_predict` for the cap); `response_format` JSON → `format: "json"`, a JSON schema →
-//! `format: schema`; `keep_alive` from the request body or the provider's config. Back:
-//! `message.content`, `tool_calls` (ids made up: Ollama sends none), `done_reason`
+//! `format: schema`; `keep_alive` from the request body or the provider's config;
+//! `reasoning_effort` → `think: true` (`false` for `none`). Back: `message.content`,
+//! `message.thinking` as `reasoning_content`, `tool_calls` (ids made up: Ollama sends
+//! none), `done_reason`
 //! (`length` → `length`, else `stop`, `tool_calls` when tools were called), and
 //! `prompt_eval_count`/`eval_count` as usage. Not mapped: `n`, `logprobs` (no Ollama
 //! counterpart); image URLs that are not data URLs (Ollama takes only inline images).
@@ -93,6 +95,9 @@ struct WireChatRequest<'a> {
     format: Option<Format<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     keep_alive: Option<KeepAlive<'a>>,
+    /// `think`: `true`, or `false` for `reasoning_effort: "none"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    think: Option<bool>,
     /// The testkit's per-request control of its fake upstream, carried over (see
     /// [`ChatCompletionRequest::x_fake`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -295,6 +300,7 @@ pub fn to_chat_request(
         tools,
         format,
         keep_alive: keep_alive(keep_alive_of(raw), default_keep_alive),
+        think: req.reasoning_effort.as_deref().map(|e| e != "none"),
         x_fake: req.x_fake.as_ref(),
     };
     serde_json::to_vec(&wire).map_err(|e| Untranslatable(e.to_string()))
@@ -304,6 +310,9 @@ pub fn to_chat_request(
 struct WireMessage<'a> {
     #[serde(default, borrow)]
     content: Cow<'a, str>,
+    /// The model's reasoning, when `think` was on.
+    #[serde(default, borrow)]
+    thinking: Cow<'a, str>,
     #[serde(default, borrow)]
     tool_calls: Vec<WireToolCall<'a>>,
 }
@@ -389,7 +398,15 @@ pub fn from_chat_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), 
         call.index = None;
     }
     let reason = finish(r.done_reason.as_deref(), !calls.is_empty());
-    let body = completion("ollama", model, &r.message.content, &calls, reason, &usage);
+    let body = completion(
+        "ollama",
+        model,
+        &r.message.content,
+        &r.message.thinking,
+        &calls,
+        reason,
+        &usage,
+    );
     Ok((body, usage))
 }
 
@@ -447,6 +464,10 @@ impl LineTranslator {
         if !self.started {
             self.started = true;
             self.writer.delta(out, Delta::role(), None);
+        }
+        if !r.message.thinking.is_empty() {
+            self.writer
+                .delta(out, Delta::reasoning(&r.message.thinking), None);
         }
         if !r.message.content.is_empty() {
             self.writer

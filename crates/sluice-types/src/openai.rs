@@ -53,6 +53,10 @@ pub struct ChatCompletionRequest {
     /// Seed.
     #[serde(default)]
     pub seed: Option<i64>,
+    /// How hard a reasoning model thinks (`minimal`, `low`, `medium`, `high`; `none`):
+    /// translated into a thinking budget for providers that take one.
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
     /// `x_fake`: the per-request control of `sluice-testkit`'s fake upstream. The
     /// OpenAI-compatible path forwards every unknown field as it is; the translating
     /// adapters build a new body from the fields they know, and carry this one over so that

@@ -316,3 +316,65 @@ fn round_trip_through_anthropic_keeps_what_both_formats_express() {
         );
     }
 }
+
+#[test]
+fn thinking_blocks_become_reasoning_content() {
+    let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "c",
+        "content": [{"type": "thinking", "thinking": "Let me see.", "signature": "sig"},
+                    {"type": "redacted_thinking", "data": "xx"},
+                    {"type": "text", "text": "Yes."}],
+        "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 9}});
+    let (out, _) = from_response(body.to_string().as_bytes(), "m").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let message = &v["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], "Let me see.");
+    assert_eq!(message["content"], "Yes.");
+    let stream = [
+        json!({"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me"}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_stop"}),
+    ]
+    .map(|e| format!("event: x\ndata: {e}"))
+    .join("\n\n");
+    let (events, done, _) = run_stream(&stream, false);
+    assert!(done);
+    let deltas: Vec<&serde_json::Value> = events
+        .iter()
+        .map(|e| &e["choices"][0]["delta"])
+        .filter(|d| d.get("reasoning_content").is_some())
+        .collect();
+    assert_eq!(deltas, [&json!({"reasoning_content": "Let me"})]);
+}
+
+#[test]
+fn reasoning_effort_becomes_a_thinking_budget_below_max_tokens() {
+    let wire = translate(
+        json!({"model": "m", "max_tokens": 8000, "reasoning_effort": "medium",
+               "messages": [{"role": "user", "content": "hi"}]}),
+        OPTIONS,
+    );
+    assert_eq!(
+        wire["thinking"],
+        json!({"type": "enabled", "budget_tokens": 4096})
+    );
+    let wire = translate(
+        json!({"model": "m", "max_tokens": 2000, "reasoning_effort": "high",
+               "messages": [{"role": "user", "content": "hi"}]}),
+        OPTIONS,
+    );
+    assert_eq!(wire["thinking"]["budget_tokens"], 1999);
+    let none = translate(
+        json!({"model": "m", "reasoning_effort": "none", "messages": [{"role": "user", "content": "hi"}]}),
+        OPTIONS,
+    );
+    assert!(none.get("thinking").is_none());
+    let req: ChatCompletionRequest =
+        serde_json::from_value(json!({"model": "m", "max_tokens": 500,
+        "reasoning_effort": "low", "messages": [{"role": "user", "content": "hi"}]}))
+        .unwrap();
+    let err = to_request(&req, "c", OPTIONS).unwrap_err();
+    assert!(err.0.contains("max_tokens"), "{}", err.0);
+}

@@ -249,3 +249,35 @@ fn round_trip_through_gemini_keeps_what_both_formats_express() {
         );
     }
 }
+
+#[test]
+fn thoughts_become_reasoning_content_and_effort_a_thinking_budget() {
+    let body = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"text": "Hm.", "thought": true}, {"text": "Yes."}]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 1, "thoughtsTokenCount": 7}});
+    let (out, usage) = from_response(body.to_string().as_bytes(), "m").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["choices"][0]["message"]["reasoning_content"], "Hm.");
+    assert_eq!(v["choices"][0]["message"]["content"], "Yes.");
+    assert_eq!((usage.completion_tokens, usage.reasoning_tokens), (8, 7));
+    let mut t = StreamTranslator::new("g", false);
+    let mut out = Vec::new();
+    t.on_event(body.to_string().as_bytes(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(r#""delta":{"reasoning_content":"Hm."}"#),
+        "{text}"
+    );
+    let wire = translate(json!({"model": "g", "reasoning_effort": "high",
+        "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(
+        wire["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 16384, "includeThoughts": true})
+    );
+    let off = translate(json!({"model": "g", "reasoning_effort": "none",
+        "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(
+        off["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 0})
+    );
+}

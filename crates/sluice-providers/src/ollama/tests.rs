@@ -203,3 +203,25 @@ fn round_trip_through_ollama_keeps_what_both_formats_express() {
         );
     }
 }
+
+#[test]
+fn thinking_becomes_reasoning_content_and_effort_think() {
+    let line = json!({"model": "q", "message": {"role": "assistant", "content": "Yes.", "thinking": "Hm."},
+        "done": true, "done_reason": "stop", "prompt_eval_count": 2, "eval_count": 3});
+    let (out, _) = from_chat_response(line.to_string().as_bytes(), "m").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["choices"][0]["message"]["reasoning_content"], "Hm.");
+    let mut t = LineTranslator::new("m", false);
+    let mut out = Vec::new();
+    t.on_line(line.to_string().as_bytes(), &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(r#""delta":{"reasoning_content":"Hm."}"#),
+        "{text}"
+    );
+    let wire = translate(
+        json!({"model": "q", "reasoning_effort": "low", "messages": [{"role": "user", "content": "hi"}]}),
+        None,
+    );
+    assert_eq!(wire["think"], true);
+}

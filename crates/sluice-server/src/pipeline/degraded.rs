@@ -9,7 +9,7 @@ use sluice_types::Usage;
 /// `text` as the answer of route `route`, whole or streamed.
 pub fn answer(route: &str, text: &str, stream: bool) -> Answer {
     if !stream {
-        let body = completion("degraded", route, text, &[], "stop", &Usage::default());
+        let body = completion("degraded", route, text, "", &[], "stop", &Usage::default());
         return Answer::json(Bytes::from(body), None);
     }
     let writer = ChunkWriter::new(route, "degraded");

@@ -74,7 +74,7 @@ pub async fn chat(
         let usage = usage_of(done.usage);
         let finish = done.finish_reason.as_str();
         let body = match &tool_call {
-            None => completion("local", model, &done.text, &[], finish, &usage),
+            None => completion("local", model, &done.text, "", &[], finish, &usage),
             Some(shape) => {
                 let (name, arguments) = tools::call_of(shape, &done.text);
                 let call =
@@ -83,6 +83,7 @@ pub async fn chat(
                     id: &writer.id,
                     model,
                     content: None,
+                    reasoning: None,
                     tool_calls: &[call],
                     finish: tool_finish(done.finish_reason),
                     usage: &usage,
