@@ -4,6 +4,15 @@
 //!
 //! Format: Anthropic's API reference, "Messages" and "Streaming Messages".
 //!
+//! Reasoning: `thinking` (`enabled` with `budget_tokens`) becomes chat's `reasoning_effort`
+//! (see [`crate::reasoning`]); the answer's `reasoning_content` (whatever the upstream:
+//! Anthropic's thinking, Gemini's thought summaries, Ollama's `thinking`, DeepSeek's or
+//! vLLM's `reasoning_content`) comes back as a `thinking` block before the text, streamed
+//! as `thinking_delta`s, with an empty `signature`: chat carries none, so Anthropic would
+//! not accept the block back, and `thinking` blocks of earlier turns are dropped on the way
+//! in. A chat `refusal` is written as text (Anthropic's models refuse in words; its
+//! `refusal` stop reason is what `content_filter` becomes).
+//!
 //! Both directions go through typed structs that borrow from the input (`Cow<str>` for
 //! text, `&RawValue` for opaque JSON such as tool inputs and schemas), never through a
 //! `serde_json::Value` tree.
@@ -41,6 +50,20 @@ struct InRequest<'a> {
     tool_choice: Option<InToolChoice<'a>>,
     #[serde(default, borrow)]
     metadata: Option<InMetadata<'a>>,
+    #[serde(default, borrow)]
+    thinking: Option<InThinking<'a>>,
+    /// The testkit's per-request control of its fake upstream, carried over.
+    #[serde(default, borrow)]
+    x_fake: Option<&'a RawValue>,
+}
+
+/// `thinking`: `{"type": "enabled", "budget_tokens": N}` or `{"type": "disabled"}`.
+#[derive(Deserialize)]
+struct InThinking<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    budget_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +204,10 @@ struct OutRequest<'a> {
     parallel_tool_calls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x_fake: Option<&'a RawValue>,
 }
 
 #[derive(Serialize)]
@@ -339,6 +366,21 @@ pub fn to_openai(body: &[u8]) -> Result<(Vec<u8>, String, bool), BadRequest> {
         }
     }
     let stream = r.stream.unwrap_or(false);
+    let reasoning_effort = match &r.thinking {
+        None => None,
+        Some(t) if t.kind == "disabled" => None,
+        Some(t) if t.kind == "enabled" => {
+            Some(crate::reasoning::effort(t.budget_tokens.ok_or_else(
+                || BadRequest("thinking.enabled.budget_tokens: Field required".into()),
+            )?))
+        }
+        Some(t) => {
+            return Err(BadRequest(format!(
+                "thinking.type: `{}` is not `enabled` or `disabled`",
+                t.kind
+            )))
+        }
+    };
     let tools = r.tools.as_ref().map(|tools| {
         tools
             .iter()
@@ -380,9 +422,22 @@ pub fn to_openai(body: &[u8]) -> Result<(Vec<u8>, String, bool), BadRequest> {
             .as_ref()
             .and_then(|m| m.user_id)
             .filter(|u| u.get() != "null"),
+        reasoning_effort,
+        x_fake: r.x_fake,
     };
     let body = serde_json::to_vec(&out).map_err(|e| BadRequest(e.to_string()))?;
     Ok((body, r.model.into_owned(), stream))
+}
+
+/// The Messages API id of a completion id: `msg_` and the id without `chatcmpl-` (an id
+/// that already is Anthropic's, from an Anthropic upstream, kept as it is).
+fn message_id(completion_id: &str) -> String {
+    let id = completion_id.trim_start_matches("chatcmpl-");
+    if id.starts_with("msg_") {
+        id.to_owned()
+    } else {
+        format!("msg_{id}")
+    }
 }
 
 /// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
@@ -434,6 +489,10 @@ struct InAnswer<'a> {
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     tool_calls: Option<Vec<InCall<'a>>>,
 }
 
@@ -469,6 +528,11 @@ struct OutAnswer<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum OutBlock<'a> {
+    Thinking {
+        thinking: &'a str,
+        /// Always empty: chat carries no signature (see the module docs).
+        signature: &'static str,
+    },
     Text {
         text: &'a str,
     },
@@ -503,8 +567,22 @@ pub fn from_openai(body: &[u8], model: &str) -> Result<Vec<u8>, String> {
     let msg = choice.and_then(|c| c.message.as_ref());
     let mut content = Vec::new();
     if let Some(t) = msg
-        .and_then(|m| m.content.as_deref())
+        .and_then(|m| m.reasoning_content.as_deref())
         .filter(|t| !t.is_empty())
+    {
+        content.push(OutBlock::Thinking {
+            thinking: t,
+            signature: "",
+        });
+    }
+    // A refusal is the model's own words: Anthropic's models write theirs as text.
+    for t in [
+        msg.and_then(|m| m.content.as_deref()),
+        msg.and_then(|m| m.refusal.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|t| !t.is_empty())
     {
         content.push(OutBlock::Text { text: t });
     }
@@ -523,7 +601,7 @@ pub fn from_openai(body: &[u8], model: &str) -> Result<Vec<u8>, String> {
     let usage = Usage::from_response(body).unwrap_or_default();
     let id = v.id.as_deref().unwrap_or("sluice");
     let out = OutAnswer {
-        id: format!("msg_{}", id.trim_start_matches("chatcmpl-")),
+        id: message_id(id),
         kind: "message",
         role: "assistant",
         model,
@@ -581,6 +659,7 @@ pub fn error_body(kind: &str, message: &str) -> Vec<u8> {
 #[derive(Debug, PartialEq, Eq)]
 enum Block {
     None,
+    Thinking(usize),
     Text(usize),
     Tool(usize),
 }
@@ -656,11 +735,16 @@ struct StartUsage {
     output_tokens: u64,
 }
 
+/// `delta` of `content_block_delta`, tagged with its wire type.
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type")]
 enum BlockDelta<'a> {
-    TextDelta { text: &'a str },
-    InputJsonDelta { partial_json: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
 }
 
 #[derive(Serialize)]
@@ -704,6 +788,10 @@ struct InChunkChoice<'a> {
 struct InDelta<'a> {
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<InCallDelta<'a>>>,
 }
@@ -755,7 +843,7 @@ impl StreamConverter {
             out,
             &Event::MessageStart {
                 message: StartMessage {
-                    id: format!("msg_{}", id.trim_start_matches("chatcmpl-")),
+                    id: message_id(id),
                     kind: "message",
                     role: "assistant",
                     model: &self.model,
@@ -774,14 +862,48 @@ impl StreamConverter {
     fn close_block(&mut self, out: &mut Vec<u8>) {
         let index = match self.block {
             Block::None => return,
-            Block::Text(i) | Block::Tool(i) => i,
+            Block::Thinking(i) | Block::Text(i) | Block::Tool(i) => i,
         };
         event(out, &Event::ContentBlockStop { index });
         self.block = Block::None;
     }
 
+    /// The index of the open block of kind `kind` (`Block::Text` or `Block::Thinking`),
+    /// closing another one and opening it if need be.
+    fn open(&mut self, out: &mut Vec<u8>, kind: fn(usize) -> Block) -> usize {
+        let probe = kind(0);
+        match (&self.block, &probe) {
+            (Block::Text(i), Block::Text(_)) | (Block::Thinking(i), Block::Thinking(_)) => {
+                return *i
+            }
+            _ => {}
+        }
+        self.close_block(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.block = kind(index);
+        let content_block = match probe {
+            Block::Thinking(_) => OutBlock::Thinking {
+                thinking: "",
+                signature: "",
+            },
+            _ => OutBlock::Text { text: "" },
+        };
+        event(
+            out,
+            &Event::ContentBlockStart {
+                index,
+                content_block,
+            },
+        );
+        index
+    }
+
     /// Feeds the `data` of one OpenAI SSE event; appends Anthropic events to `out`.
     pub fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
         if data == b"[DONE]" {
             self.finish_stream(out);
             return;
@@ -804,32 +926,26 @@ impl StreamConverter {
             return;
         };
         let delta = choice.delta.as_ref();
-        if let Some(text) = delta
-            .and_then(|d| d.content.as_deref())
+        if let Some(t) = delta
+            .and_then(|d| d.reasoning_content.as_deref())
             .filter(|t| !t.is_empty())
         {
-            if !matches!(self.block, Block::Text(_)) {
-                self.close_block(out);
-                let index = self.next_index;
-                self.next_index += 1;
-                self.block = Block::Text(index);
-                event(
-                    out,
-                    &Event::ContentBlockStart {
-                        index,
-                        content_block: OutBlock::Text { text: "" },
-                    },
-                );
-            }
-            if let Block::Text(index) = self.block {
-                event(
-                    out,
-                    &Event::ContentBlockDelta {
-                        index,
-                        delta: BlockDelta::TextDelta { text },
-                    },
-                );
-            }
+            let index = self.open(out, Block::Thinking);
+            let delta = BlockDelta::Thinking { thinking: t };
+            event(out, &Event::ContentBlockDelta { index, delta });
+        }
+        // A refusal is the model's own words: Anthropic's models write theirs as text.
+        for text in [
+            delta.and_then(|d| d.content.as_deref()),
+            delta.and_then(|d| d.refusal.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|t| !t.is_empty())
+        {
+            let index = self.open(out, Block::Text);
+            let delta = BlockDelta::Text { text };
+            event(out, &Event::ContentBlockDelta { index, delta });
         }
         for call in delta
             .and_then(|d| d.tool_calls.as_ref())
@@ -868,7 +984,7 @@ impl StreamConverter {
                     out,
                     &Event::ContentBlockDelta {
                         index,
-                        delta: BlockDelta::InputJsonDelta { partial_json: args },
+                        delta: BlockDelta::InputJson { partial_json: args },
                     },
                 );
             }

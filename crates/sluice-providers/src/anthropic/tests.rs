@@ -378,3 +378,102 @@ fn reasoning_effort_becomes_a_thinking_budget_below_max_tokens() {
     let err = to_request(&req, "c", OPTIONS).unwrap_err();
     assert!(err.0.contains("max_tokens"), "{}", err.0);
 }
+
+fn messages_stream(chunks: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let mut c = inbound::StreamConverter::new("m");
+    let mut out = Vec::new();
+    for chunk in chunks {
+        c.on_event(chunk.to_string().as_bytes(), &mut out);
+    }
+    c.on_event(b"[DONE]", &mut out);
+    String::from_utf8(out)
+        .unwrap()
+        .split("\n\n")
+        .filter_map(|e| e.lines().nth(1)?.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn inbound_reasoning_becomes_a_thinking_block_and_refusals_text() {
+    let chunk = |delta: serde_json::Value| json!({"id": "chatcmpl-msg_7", "choices": [{"index": 0, "delta": delta}]});
+    let evs = messages_stream(&[
+        chunk(json!({"role": "assistant", "reasoning_content": "Hm."})),
+        chunk(json!({"content": "No."})),
+        chunk(json!({"refusal": " Sorry."})),
+    ]);
+    let kinds: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(evs[0]["message"]["id"], "msg_7");
+    assert_eq!(
+        evs[1]["content_block"],
+        json!({"type": "thinking", "thinking": "", "signature": ""})
+    );
+    assert_eq!(
+        evs[2]["delta"],
+        json!({"type": "thinking_delta", "thinking": "Hm."})
+    );
+    assert_eq!(
+        evs[6]["delta"],
+        json!({"type": "text_delta", "text": " Sorry."})
+    );
+    let whole = json!({"id": "chatcmpl-1", "choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": null, "refusal": "No.", "reasoning_content": "Hm."}}]});
+    let out: serde_json::Value =
+        serde_json::from_slice(&inbound::from_openai(whole.to_string().as_bytes(), "m").unwrap())
+            .unwrap();
+    assert_eq!(
+        out["content"],
+        json!([{"type": "thinking", "thinking": "Hm.", "signature": ""}, {"type": "text", "text": "No."}])
+    );
+    assert_eq!(out["id"], "msg_1");
+}
+
+#[test]
+fn inbound_stream_ends_with_one_error_event() {
+    let mut c = inbound::StreamConverter::new("m");
+    let mut out = Vec::new();
+    let err = json!({"error": {"message": "boom", "type": "upstream_error"}}).to_string();
+    c.on_event(err.as_bytes(), &mut out);
+    c.on_event(err.as_bytes(), &mut out);
+    c.on_event(b"[DONE]", &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches("event: ").count(), 1, "{text}");
+}
+
+#[test]
+fn inbound_thinking_becomes_reasoning_effort() {
+    let body = |thinking: serde_json::Value| {
+        json!({"model": "m", "max_tokens": 9000, "thinking": thinking,
+               "messages": [{"role": "user", "content": "hi"}]})
+        .to_string()
+    };
+    let effort = |thinking| {
+        let (out, _, _) = inbound::to_openai(body(thinking).as_bytes()).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out).unwrap()["reasoning_effort"].clone()
+    };
+    assert_eq!(
+        effort(json!({"type": "enabled", "budget_tokens": 1024})),
+        "low"
+    );
+    assert_eq!(
+        effort(json!({"type": "enabled", "budget_tokens": 5000})),
+        "medium"
+    );
+    assert_eq!(effort(json!({"type": "disabled"})), serde_json::Value::Null);
+    assert!(inbound::to_openai(body(json!({"type": "sometimes"})).as_bytes()).is_err());
+}
