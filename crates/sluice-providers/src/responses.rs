@@ -19,7 +19,11 @@
 //!   `safety_identifier` as they are; `max_output_tokens` → `max_tokens`;
 //!   `reasoning.effort` → `reasoning_effort`; `text.format` `json_schema`/`json_object` →
 //!   `response_format`; `text.verbosity` → `verbosity`.
-//! - Back: the assistant's text and refusal → a `message` item with `output_text` and
+//! - Back: the assistant's `reasoning_content` (any upstream's reasoning, see
+//!   [`crate::reasoning`]) → a `reasoning` item with one `summary_text` part, streamed as
+//!   `response.reasoning_summary_text.delta`s (summaries, because what Anthropic and Gemini
+//!   return are summaries of their thinking, and summaries are what Responses clients
+//!   render); the assistant's text and refusal → a `message` item with `output_text` and
 //!   `refusal` parts; each tool call → a `function_call` item; `finish_reason` `length` →
 //!   `status: "incomplete"` with reason `max_output_tokens`, `content_filter` → reason
 //!   `content_filter`; usage → `input_tokens` (with cached), `output_tokens` (with

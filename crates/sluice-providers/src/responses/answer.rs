@@ -2,6 +2,7 @@
 
 use super::object::{
     assistant_message, item_id, ContentPart, Echo, OutputItem, Parts, ResponseObject, Status,
+    SummaryText,
 };
 use crate::chunks::now_secs;
 use serde::Deserialize;
@@ -30,6 +31,8 @@ struct InAnswer<'a> {
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<InCall<'a>>>,
 }
@@ -83,13 +86,19 @@ pub fn from_chat(body: &[u8], echo: &Echo) -> Result<Whole, String> {
     })
 }
 
-/// The output items of the assistant's answer: its message (text and refusal), then one
-/// `function_call` per tool call.
+/// The output items of the assistant's answer: its reasoning, its message (text and
+/// refusal), then one `function_call` per tool call.
 fn output_items(msg: Option<&InAnswer<'_>>, id: &str, status: Status) -> Vec<OutputItem> {
     let mut output = Vec::new();
     let Some(msg) = msg else {
         return output;
     };
+    if let Some(r) = msg.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
+        output.push(OutputItem::Reasoning {
+            id: item_id(id, "rs", 0),
+            summary: vec![SummaryText::new(r.to_owned())],
+        });
+    }
     let mut content = Vec::new();
     if let Some(t) = msg.content.as_deref().filter(|t| !t.is_empty()) {
         content.push(ContentPart::text(t.to_owned()));
@@ -101,7 +110,7 @@ fn output_items(msg: Option<&InAnswer<'_>>, id: &str, status: Status) -> Vec<Out
     }
     if !content.is_empty() {
         output.push(OutputItem::Message {
-            id: item_id(id, "msg", 0),
+            id: item_id(id, "msg", output.len()),
             status: status.item_status(),
             role: "assistant",
             content,

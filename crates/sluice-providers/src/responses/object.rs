@@ -90,6 +90,13 @@ impl Status {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutputItem {
+    /// The model's reasoning (a chat answer's `reasoning_content`), as one summary part.
+    Reasoning {
+        /// `rs_...`.
+        id: String,
+        /// Its summary parts.
+        summary: Vec<SummaryText>,
+    },
     /// The assistant's message.
     Message {
         /// `msg_...`.
@@ -120,14 +127,37 @@ impl OutputItem {
     /// The item's id.
     pub fn id(&self) -> &str {
         match self {
-            Self::Message { id, .. } | Self::FunctionCall { id, .. } => id,
+            Self::Reasoning { id, .. }
+            | Self::Message { id, .. }
+            | Self::FunctionCall { id, .. } => id,
         }
     }
 
-    /// Sets the item's status.
+    /// Sets the item's status (reasoning items have none).
     pub fn set_status(&mut self, to: &'static str) {
         match self {
             Self::Message { status, .. } | Self::FunctionCall { status, .. } => *status = to,
+            Self::Reasoning { .. } => {}
+        }
+    }
+}
+
+/// A part of a reasoning item's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryText {
+    /// Always `summary_text`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The text.
+    pub text: String,
+}
+
+impl SummaryText {
+    /// A summary part of `text`.
+    pub fn new(text: String) -> Self {
+        Self {
+            kind: "summary_text",
+            text,
         }
     }
 }
@@ -321,7 +351,7 @@ pub fn new_id() -> String {
     format!("resp_{a:016x}{b:016x}")
 }
 
-/// The id of the output item at `index` of response `id`: `msg_...` or `fc_...`.
+/// The id of the output item at `index` of response `id`: `rs_...`, `msg_...` or `fc_...`.
 pub fn item_id(id: &str, prefix: &str, index: usize) -> String {
     format!("{prefix}_{}_{index}", id.trim_start_matches("resp_"))
 }
@@ -374,6 +404,8 @@ pub fn assistant_message(output: &[OutputItem]) -> Vec<u8> {
                 kind: "function",
                 function: StoredFunction { name, arguments },
             }),
+            // Chat has no field that carries reasoning back to a model.
+            OutputItem::Reasoning { .. } => {}
         }
     }
     let content = match (text.is_empty(), refusal.is_empty()) {

@@ -1,6 +1,9 @@
 //! A stream of OpenAI `chat.completion.chunk` events re-framed as the Responses API's
 //! event sequence: `response.created`, `response.in_progress`, then per output item
-//! `response.output_item.added`, its parts (`response.content_part.added`,
+//! `response.output_item.added`, for reasoning its summary part
+//! (`response.reasoning_summary_part.added`, `response.reasoning_summary_text.delta`/`.done`,
+//! `response.reasoning_summary_part.done`), for a message its parts
+//! (`response.content_part.added`,
 //! `response.output_text.delta`/`.done` or `response.refusal.delta`/`.done`,
 //! `response.content_part.done`) or its arguments (`response.function_call_arguments.delta`
 //! /`.done`), `response.output_item.done`; last `response.completed`,
@@ -9,7 +12,7 @@
 
 use super::object::{
     assistant_message, item_id, ContentPart, Echo, Failure, OutputItem, Parts, ResponseObject,
-    Status,
+    Status, SummaryText,
 };
 use crate::chunks::now_secs;
 use crate::reframe::Reframe;
@@ -39,6 +42,8 @@ struct InDelta<'a> {
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<InCallDelta<'a>>>,
 }
@@ -115,6 +120,25 @@ struct TextEv<'a> {
 }
 
 #[derive(Serialize)]
+struct SummaryPartEv<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    summary_index: usize,
+    part: &'a SummaryText,
+}
+
+#[derive(Serialize)]
+struct SummaryTextEv<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    summary_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+}
+
+#[derive(Serialize)]
 struct ArgsEv<'a> {
     item_id: &'a str,
     output_index: usize,
@@ -169,10 +193,14 @@ pub struct StreamConverter {
     created_at: u64,
     started: bool,
     output: Vec<OutputItem>,
+    /// The output index of the open reasoning item.
+    reasoning: Option<usize>,
     /// The output index of the open message.
     message: Option<usize>,
-    /// Open function calls: chat tool-call index → output index.
+    /// Function calls: chat tool-call index → output index.
     tools: Vec<(u64, usize)>,
+    /// How many of `tools` are closed (their `output_item.done` sent).
+    tools_closed: usize,
     finish: Option<String>,
     usage: Option<Usage>,
     done: bool,
@@ -188,8 +216,10 @@ impl StreamConverter {
             created_at: now_secs(),
             started: false,
             output: Vec::new(),
+            reasoning: None,
             message: None,
             tools: Vec::new(),
+            tools_closed: 0,
             finish: None,
             usage: None,
             done: false,
@@ -248,11 +278,91 @@ impl StreamConverter {
         output_index
     }
 
-    /// The open message's index, opening one if none is.
+    /// Appends a piece of reasoning to the open reasoning item (one summary part), opening
+    /// it (and closing what is open) first if need be.
+    fn on_reasoning(&mut self, out: &mut Vec<u8>, piece: &str) {
+        let index = match self.reasoning {
+            Some(i) => i,
+            None => {
+                self.close_message(out, "completed");
+                self.close_tools(out);
+                let item = OutputItem::Reasoning {
+                    id: item_id(&self.echo.id, "rs", self.output.len()),
+                    summary: Vec::new(),
+                };
+                let i = self.open_item(out, item);
+                if let OutputItem::Reasoning { summary, .. } = &mut self.output[i] {
+                    summary.push(SummaryText::new(String::new()));
+                }
+                if let OutputItem::Reasoning { id, summary } = &self.output[i] {
+                    let ev = SummaryPartEv {
+                        item_id: id,
+                        output_index: i,
+                        summary_index: 0,
+                        part: &summary[0],
+                    };
+                    self.w
+                        .emit(out, "response.reasoning_summary_part.added", ev);
+                }
+                self.reasoning = Some(i);
+                i
+            }
+        };
+        if let OutputItem::Reasoning { summary, .. } = &mut self.output[index] {
+            if let Some(part) = summary.last_mut() {
+                part.text.push_str(piece);
+            }
+        }
+        let ev = SummaryTextEv {
+            item_id: self.output[index].id(),
+            output_index: index,
+            summary_index: 0,
+            delta: Some(piece),
+            text: None,
+        };
+        self.w
+            .emit(out, "response.reasoning_summary_text.delta", ev);
+    }
+
+    /// Closes the open reasoning item, if any: its text and part done, then the item.
+    fn close_reasoning(&mut self, out: &mut Vec<u8>) {
+        let Some(index) = self.reasoning.take() else {
+            return;
+        };
+        let OutputItem::Reasoning { id, summary } = &self.output[index] else {
+            return;
+        };
+        for (summary_index, part) in summary.iter().enumerate() {
+            let ev = SummaryTextEv {
+                item_id: id,
+                output_index: index,
+                summary_index,
+                delta: None,
+                text: Some(&part.text),
+            };
+            self.w.emit(out, "response.reasoning_summary_text.done", ev);
+            let ev = SummaryPartEv {
+                item_id: id,
+                output_index: index,
+                summary_index,
+                part,
+            };
+            self.w.emit(out, "response.reasoning_summary_part.done", ev);
+        }
+        let ev = ItemEv {
+            output_index: index,
+            item: &self.output[index],
+        };
+        self.w.emit(out, "response.output_item.done", ev);
+    }
+
+    /// The open message's index, opening one (and closing what is open) if none is.
     fn message(&mut self, out: &mut Vec<u8>) -> usize {
         if let Some(i) = self.message {
             return i;
         }
+        self.close_reasoning(out);
+        self.close_tools(out);
         let item = OutputItem::Message {
             id: item_id(&self.echo.id, "msg", self.output.len()),
             status: "in_progress",
@@ -334,7 +444,7 @@ impl StreamConverter {
     fn parts_mut(&mut self, index: usize) -> Option<&mut Vec<ContentPart>> {
         match &mut self.output[index] {
             OutputItem::Message { content, .. } => Some(content),
-            OutputItem::FunctionCall { .. } => None,
+            OutputItem::FunctionCall { .. } | OutputItem::Reasoning { .. } => None,
         }
     }
 
@@ -391,6 +501,9 @@ impl StreamConverter {
         let index = match self.tools.iter().find(|(t, _)| *t == tool) {
             Some(&(_, i)) => i,
             None => {
+                // Parallel calls stay open until the answer ends: a chat stream may go back
+                // to an earlier call's arguments after the next call started.
+                self.close_reasoning(out);
                 self.close_message(out, "completed");
                 let item = OutputItem::FunctionCall {
                     id: item_id(&self.echo.id, "fc", self.output.len()),
@@ -427,8 +540,14 @@ impl StreamConverter {
             .emit(out, "response.function_call_arguments.delta", ev);
     }
 
+    /// Closes the open function calls: their arguments done, then the items.
     fn close_tools(&mut self, out: &mut Vec<u8>) {
-        for (_, index) in std::mem::take(&mut self.tools) {
+        let open: Vec<usize> = self.tools[self.tools_closed..]
+            .iter()
+            .map(|&(_, i)| i)
+            .collect();
+        self.tools_closed = self.tools.len();
+        for index in open {
             self.output[index].set_status("completed");
             let item = &self.output[index];
             if let OutputItem::FunctionCall {
@@ -485,6 +604,9 @@ impl StreamConverter {
             return;
         };
         if let Some(d) = &choice.delta {
+            if let Some(r) = d.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
+                self.on_reasoning(out, r);
+            }
             if let Some(t) = d.content.as_deref().filter(|t| !t.is_empty()) {
                 self.on_text(out, t, false);
             }
@@ -505,7 +627,7 @@ impl StreamConverter {
 fn parts_of(output: &[OutputItem], index: usize) -> &[ContentPart] {
     match &output[index] {
         OutputItem::Message { content, .. } => content,
-        OutputItem::FunctionCall { .. } => &[],
+        OutputItem::FunctionCall { .. } | OutputItem::Reasoning { .. } => &[],
     }
 }
 
@@ -532,6 +654,7 @@ impl Reframe for StreamConverter {
         }
         self.start(out);
         let status = Status::of_finish(self.finish.as_deref());
+        self.close_reasoning(out);
         self.close_message(out, status.item_status());
         self.close_tools(out);
         let kind = match status {

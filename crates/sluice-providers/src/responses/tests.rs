@@ -374,3 +374,48 @@ fn a_streamed_answer_is_handed_over_for_keeping() {
     );
     assert_eq!(r["output"][0]["call_id"], "c0");
 }
+
+#[test]
+fn reasoning_content_becomes_a_reasoning_item_with_a_summary() {
+    let body = json!({"id": "chatcmpl-r", "choices": [{"message": {"content": "Yes.",
+        "reasoning_content": "Hm."}, "finish_reason": "stop"}]});
+    let e = echo(json!({"model": "m", "input": "x"}));
+    let v: Value =
+        serde_json::from_slice(&from_chat(body.to_string().as_bytes(), &e).unwrap().body).unwrap();
+    assert_eq!(
+        v["output"][0],
+        json!({"type": "reasoning", "id": format!("rs_{}_0", &e.id[5..]),
+               "summary": [{"type": "summary_text", "text": "Hm."}]})
+    );
+    assert_eq!(v["output"][1]["id"], format!("msg_{}_1", &e.id[5..]));
+    assert_eq!(v["output_text"], "Yes.");
+    let evs = convert(
+        &[
+            delta(
+                json!({"role": "assistant", "reasoning_content": "H"}),
+                Value::Null,
+            ),
+            delta(json!({"reasoning_content": "m."}), Value::Null),
+            delta(json!({"content": "Yes."}), json!("stop")),
+        ],
+        true,
+    );
+    assert_eq!(
+        types(&evs)[2..9],
+        [
+            "response.output_item.added",
+            "response.reasoning_summary_part.added",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.done",
+            "response.reasoning_summary_part.done",
+            "response.output_item.done",
+        ]
+    );
+    assert_eq!(evs[4]["summary_index"], 0);
+    assert_eq!(evs[6]["text"], "Hm.");
+    assert_eq!(evs[8]["item"]["summary"][0]["text"], "Hm.");
+    assert_eq!(evs[9]["output_index"], 1);
+    let last = evs.last().unwrap();
+    assert_eq!(last["response"]["output"][0]["type"], "reasoning");
+}
