@@ -17,7 +17,7 @@ pub const MAX_LIMIT: usize = 100;
 pub const DEFAULT_LIMIT: usize = 20;
 
 /// The `include` values OpenAI documents for responses and their input items. sluice keeps
-/// items as sent (image URLs included) and produces no reasoning, logprobs or built-in
+/// items as sent (image URLs included) and produces no encrypted reasoning, logprobs or built-in
 /// tool results, so each asks for nothing more.
 pub const INCLUDABLE: &[&str] = &[
     "message.input_image.image_url",

@@ -1,0 +1,382 @@
+//! The cases: inbound APIs, upstream formats, scenarios, the requests each inbound API sends
+//! in a scenario, and one case run against a real gateway and compared with its golden.
+
+use super::checks;
+use super::common::start_with;
+use super::normalize::Ids;
+use serde_json::{json, Value};
+use sluice_testkit::client::{post_json, post_stream};
+use sluice_testkit::{Behavior, FakeUpstream};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// The client's API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    Chat,
+    Messages,
+    Responses,
+}
+
+impl Inbound {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Messages => "messages",
+            Self::Responses => "responses",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Self::Chat => "/v1/chat/completions",
+            Self::Messages => "/v1/messages",
+            Self::Responses => "/v1/responses",
+        }
+    }
+}
+
+/// The upstream's wire format (the provider `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Ollama,
+}
+
+impl Upstream {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::Ollama => "ollama",
+        }
+    }
+
+    fn stream_extension(self) -> &'static str {
+        match self {
+            Self::Ollama => "ndjson",
+            _ => "sse",
+        }
+    }
+
+    /// Upstream events cut after in the `cut` scenario: the first content delta has passed.
+    fn cut_after(self) -> usize {
+        match self {
+            Self::Anthropic => 4,
+            Self::OpenAi => 2,
+            Self::Gemini | Self::Ollama => 1,
+        }
+    }
+}
+
+/// Every scenario; a case runs where its upstream format has a transcript for it.
+pub const SCENARIOS: [&str; 8] = [
+    "text",
+    "tools",
+    "reasoning",
+    "refusal",
+    "content_filter",
+    "max_tokens",
+    "error_midway",
+    "cut",
+];
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
+}
+
+/// An upstream transcript, if the format has one for the scenario.
+fn transcript(upstream: Upstream, scenario: &str, kind: &str) -> Option<String> {
+    let file = dir()
+        .join("upstream")
+        .join(upstream.name())
+        .join(format!("{scenario}.{kind}"));
+    std::fs::read_to_string(file).ok()
+}
+
+/// A stream transcript split into what the fake writes one at a time: SSE events (each
+/// with its blank line) or NDJSON lines.
+fn events(text: &str, upstream: Upstream) -> Vec<String> {
+    let sep = if upstream == Upstream::Ollama {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    text.split_inclusive(sep)
+        .filter(|e| !e.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+const QUESTION: &str = "What is the weather in Paris and Rome?";
+
+fn schema() -> Value {
+    json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+}
+
+/// The client's request in `scenario`.
+fn request(inbound: Inbound, scenario: &str, stream: bool) -> Value {
+    let tools = scenario == "tools";
+    let reasoning = scenario == "reasoning";
+    let mut body = match inbound {
+        Inbound::Chat => json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": QUESTION}
+            ],
+            "max_tokens": 2048,
+        }),
+        Inbound::Messages => json!({
+            "model": "m",
+            "system": "Be brief.",
+            "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": 2048,
+        }),
+        Inbound::Responses => json!({
+            "model": "m",
+            "instructions": "Be brief.",
+            "input": QUESTION,
+            "max_output_tokens": 2048,
+        }),
+    };
+    let description = "Current weather of a city";
+    match (inbound, tools) {
+        (Inbound::Chat, true) => {
+            body["tools"] = json!([{"type": "function", "function": {
+                "name": "get_weather", "description": description, "parameters": schema()}}]);
+        }
+        (Inbound::Messages, true) => {
+            body["tools"] = json!([{"name": "get_weather", "description": description,
+                "input_schema": schema()}]);
+        }
+        (Inbound::Responses, true) => {
+            body["tools"] = json!([{"type": "function", "name": "get_weather",
+                "description": description, "parameters": schema()}]);
+        }
+        (_, false) => {}
+    }
+    match (inbound, reasoning) {
+        (Inbound::Chat, true) => body["reasoning_effort"] = json!("low"),
+        (Inbound::Messages, true) => {
+            body["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
+        }
+        (Inbound::Responses, true) => {
+            body["reasoning"] = json!({"effort": "low", "summary": "auto"});
+        }
+        (_, false) => {}
+    }
+    if stream {
+        body["stream"] = json!(true);
+        if inbound == Inbound::Chat {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+    }
+    body
+}
+
+/// A gateway with model `m` on provider `up` of the upstream's type at `fake`.
+async fn gateway(upstream: Upstream, fake: &FakeUpstream) -> super::common::Gateway {
+    let base = match upstream {
+        Upstream::OpenAi => fake.base_url(),
+        _ => fake.url(""),
+    };
+    start_with(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "{dir}"
+[[providers]]
+name = "up"
+type = "{kind}"
+base_url = "{base}"
+api_key = "test-key"
+[[models]]
+name = "m"
+provider = "up"
+upstream = "up-model"
+"#,
+        dir = std::env::temp_dir()
+            .join("sluice-test-data")
+            .join("conformance")
+            .display(),
+        kind = upstream.name(),
+    ))
+    .await
+}
+
+/// What one call gave: the upstream request, and the client's status and body.
+struct Call {
+    upstream_request: String,
+    status: u16,
+    body: Vec<u8>,
+}
+
+async fn call(
+    inbound: Inbound,
+    upstream: Upstream,
+    scenario: &str,
+    stream: bool,
+    behavior: Behavior,
+) -> Call {
+    let fake = FakeUpstream::start().await;
+    let gw = gateway(upstream, &fake).await;
+    fake.push(behavior);
+    let body = request(inbound, scenario, stream).to_string();
+    let url = gw.url(inbound.path());
+    let (status, body) = if stream {
+        let mut s = post_stream(&url, body, &[]).await.expect("stream opens");
+        let status = s.status;
+        // A stream the gateway ends on purpose still ends cleanly for the client.
+        let body = s.collect_body().await.expect("the stream ends cleanly");
+        (status, body.to_vec())
+    } else {
+        let r = post_json(&url, body, &[]).await.expect("answered");
+        (r.status, r.body.to_vec())
+    };
+    let sent = fake.last_request().expect("the upstream was called");
+    let target = match &sent.query {
+        Some(q) => format!("{} {}?{q}", sent.method, sent.path),
+        None => format!("{} {}", sent.method, sent.path),
+    };
+    let json = serde_json::to_string_pretty(&sent.json().unwrap_or(Value::Null)).unwrap();
+    Call {
+        upstream_request: format!("{target}\n{json}"),
+        status,
+        body,
+    }
+}
+
+/// A streamed body, normalised event by event: `event:` lines and comments as they are,
+/// `data:` JSON compacted.
+fn stream_text(body: &[u8], ids: &mut Ids) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::new();
+    for line in text.lines() {
+        if let Some(data) = line.strip_prefix("data: ") {
+            out.push_str("data: ");
+            out.push_str(&ids.json_line(data));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs one case; `Some` says what differs from its golden (or what check failed).
+pub async fn run(inbound: Inbound, upstream: Upstream, scenario: &str) -> Option<String> {
+    let (whole, stream, cut) = match scenario {
+        "cut" => (
+            None,
+            transcript(
+                upstream,
+                "text",
+                &format!("stream.{}", upstream.stream_extension()),
+            ),
+            true,
+        ),
+        _ => (
+            transcript(upstream, scenario, "whole.json"),
+            transcript(
+                upstream,
+                scenario,
+                &format!("stream.{}", upstream.stream_extension()),
+            ),
+            false,
+        ),
+    };
+    if whole.is_none() && stream.is_none() {
+        return None;
+    }
+    let name = format!("{} × {} × {scenario}", inbound.name(), upstream.name());
+    let mut golden = format!("# {name}\n");
+    let mut problems = Vec::new();
+    let mut whole_body = None;
+    if let Some(w) = whole {
+        let c = call(
+            inbound,
+            upstream,
+            scenario,
+            false,
+            Behavior::new().with_replay([w]),
+        )
+        .await;
+        let _ = write!(
+            golden,
+            "\n## whole: upstream request\n{}\n\n## whole: answer, status {}\n{}\n",
+            c.upstream_request,
+            c.status,
+            Ids::default().json_pretty(&c.body)
+        );
+        whole_body = Some(c.body);
+    }
+    if let Some(s) = stream {
+        let mut behavior = Behavior::new().with_replay(events(&s, upstream));
+        if cut {
+            behavior = behavior.with_cut_after_chunks(upstream.cut_after());
+        }
+        let c = call(inbound, upstream, scenario, true, behavior).await;
+        let _ = write!(
+            golden,
+            "\n## stream: upstream request\n{}\n\n## stream: events, status {}\n{}",
+            c.upstream_request,
+            c.status,
+            stream_text(&c.body, &mut Ids::default())
+        );
+        if let Err(e) = checks::stream(inbound, &c.body, whole_body.as_deref()) {
+            problems.push(format!("{name}: {e}"));
+        }
+    }
+    let file = dir()
+        .join("golden")
+        .join(inbound.name())
+        .join(upstream.name())
+        .join(format!("{scenario}.txt"));
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, &golden).unwrap();
+    } else {
+        match std::fs::read_to_string(&file) {
+            Ok(expected) if expected == golden => {}
+            Ok(expected) => problems.push(format!(
+                "{name}: differs from {}:\n{}",
+                file.display(),
+                diff(&expected, &golden)
+            )),
+            Err(_) => problems.push(format!(
+                "{name}: no golden at {} (SLUICE_BLESS=1 writes it; review it)",
+                file.display()
+            )),
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("\n"))
+}
+
+/// The first lines that differ, with their line numbers.
+fn diff(expected: &str, got: &str) -> String {
+    let (e, g): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), got.lines().collect());
+    let mut out = String::new();
+    let mut shown = 0;
+    for i in 0..e.len().max(g.len()) {
+        let (a, b) = (e.get(i).copied(), g.get(i).copied());
+        if a != b {
+            let _ = writeln!(
+                out,
+                "line {}:\n  golden: {}\n  now:    {}",
+                i + 1,
+                a.unwrap_or("<none>"),
+                b.unwrap_or("<none>")
+            );
+            shown += 1;
+            if shown == 5 {
+                break;
+            }
+        }
+    }
+    out
+}
