@@ -1,7 +1,9 @@
 //! The official OpenAI and Anthropic Python SDKs against a real sluice, over loopback HTTP.
 //!
 //! Runs `tests/python/test_openai_sdk.py` and `tests/python/test_anthropic_sdk.py` with the
-//! gateway's base URL in `SLUICE_BASE_URL`. The interpreter is `$SLUICE_PYTHON`, or `python3`.
+//! gateway's base URL in `SLUICE_BASE_URL`; `test_anthropic_sdk_upstreams.py` and
+//! `test_openai_responses_upstreams.py` against a gateway whose models sit on Anthropic,
+//! Gemini and OpenAI-compatible upstreams (one fake speaking all three). The interpreter is `$SLUICE_PYTHON`, or `python3`.
 //! Without the SDK's module a test is skipped, unless `SLUICE_REQUIRE_PYTHON_SDK=1` (set by
 //! `./test.sh`, which installs the SDKs).
 
@@ -10,6 +12,8 @@
 mod common;
 
 use common::script::{importable, python, run_script};
+use serde_json::json;
+use sluice_testkit::FakeUpstream;
 use std::time::Duration;
 
 const OPENAI_SCRIPT: &str = concat!(
@@ -28,10 +32,19 @@ const BATCHES_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/python/test_openai_batches.py"
 );
+const ANTHROPIC_UPSTREAMS_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python/test_anthropic_sdk_upstreams.py"
+);
+const RESPONSES_UPSTREAMS_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python/test_openai_responses_upstreams.py"
+);
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Runs `script` (which needs `module`) against a fresh gateway at `path` of its URL.
-async fn drive(module: &'static str, script: &'static str, path: &'static str) {
+/// The Python interpreter, when it has `module`; `None` (the test skipped) when it has not
+/// and the SDKs are not required.
+async fn python_with(module: &'static str, script: &str) -> Option<String> {
     let python = python();
     let py = python.clone();
     let available = tokio::task::spawn_blocking(move || importable(&py, module))
@@ -47,10 +60,13 @@ async fn drive(module: &'static str, script: &'static str, path: &'static str) {
         eprintln!(
             "SKIPPED {script}: {why} (run ./test.sh, which installs the SDKs, or set SLUICE_PYTHON)"
         );
-        return;
+        return None;
     }
+    Some(python)
+}
 
-    let (_fake, gw) = common::setup("").await;
+/// Runs `script` against `gw` at `path` of its URL.
+async fn run(python: String, script: &'static str, gw: &common::Gateway, path: &'static str) {
     let base_url = gw.url(path);
     let run = tokio::task::spawn_blocking(move || {
         run_script(
@@ -65,6 +81,104 @@ async fn drive(module: &'static str, script: &'static str, path: &'static str) {
     run.assert_passed(script);
 }
 
+/// Runs `script` (which needs `module`) against a fresh gateway at `path` of its URL.
+async fn drive(module: &'static str, script: &'static str, path: &'static str) {
+    let Some(python) = python_with(module, script).await else {
+        return;
+    };
+    let (_fake, gw) = common::setup("").await;
+    run(python, script, &gw, path).await;
+}
+
+/// A fake upstream speaking every format, and a gateway with model `claude` on an
+/// `anthropic` provider, `gem` on a `gemini` one and `oai` on an `openai` one, all at it.
+async fn upstreams() -> (FakeUpstream, common::Gateway) {
+    let fake = FakeUpstream::start().await;
+    let mut toml = common::config_for(&fake.base_url(), "");
+    for (name, kind) in [
+        ("claude", "anthropic"),
+        ("gem", "gemini"),
+        ("oai", "openai"),
+    ] {
+        let base = if kind == "openai" {
+            fake.base_url()
+        } else {
+            fake.url("")
+        };
+        toml.push_str(&format!(
+            "[[providers]]\nname = \"{kind}\"\ntype = \"{kind}\"\nbase_url = \"{base}\"\napi_key = \"k\"\n\
+             [[models]]\nname = \"{name}\"\nprovider = \"{kind}\"\nupstream = \"{name}-upstream\"\n"
+        ));
+    }
+    let gw = common::start_with(&toml).await;
+    (fake, gw)
+}
+
+/// The bodies of the requests `fake` received at paths ending with `path`.
+fn sent(fake: &FakeUpstream, path: &str) -> Vec<serde_json::Value> {
+    fake.requests()
+        .iter()
+        .filter(|r| r.path.ends_with(path))
+        .filter_map(|r| r.json())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_sdk_streams_tools_and_thinking_over_anthropic_and_openai_upstreams() {
+    let script = ANTHROPIC_UPSTREAMS_SCRIPT;
+    let Some(python) = python_with("anthropic", script).await else {
+        return;
+    };
+    let (fake, gw) = upstreams().await;
+    run(python, script, &gw, "").await;
+    // Thinking went upstream in each format's own terms.
+    let anthropic = sent(&fake, "/v1/messages");
+    assert!(
+        anthropic
+            .iter()
+            .any(|b| b["thinking"] == json!({"type": "enabled", "budget_tokens": 1024})),
+        "{anthropic:?}"
+    );
+    let openai = sent(&fake, "/chat/completions");
+    assert!(
+        openai.iter().any(|b| b["reasoning_effort"] == "low"),
+        "{openai:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_sdk_drives_responses_over_anthropic_and_gemini_upstreams() {
+    let script = RESPONSES_UPSTREAMS_SCRIPT;
+    let Some(python) = python_with("openai", script).await else {
+        return;
+    };
+    let (fake, gw) = upstreams().await;
+    run(python, script, &gw, "/v1").await;
+    // A continued response's upstream request carries the first call's input and answer.
+    let anthropic = sent(&fake, "/v1/messages");
+    let continued = |bodies: &[serde_json::Value], first: &str| {
+        bodies.iter().any(|b| {
+            let text = b.to_string();
+            text.contains(first)
+                && text.contains("What is my name?")
+                && text.contains("Hello from the fake upstream.")
+        })
+    };
+    assert!(
+        continued(&anthropic, "My name is Ann (claude)."),
+        "{anthropic:?}"
+    );
+    let gemini = sent(&fake, ":generateContent");
+    assert!(continued(&gemini, "My name is Ann (gem)."), "{gemini:?}");
+    // Structured output reached Gemini as its response schema.
+    assert!(
+        gemini.iter().any(
+            |b| b["generationConfig"]["responseMimeType"] == "application/json"
+                && b["generationConfig"]["responseSchema"]["properties"]["answer"].is_object()
+        ),
+        "{gemini:?}"
+    );
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_works_against_sluice() {
     drive("openai", OPENAI_SCRIPT, "/v1").await;
