@@ -26,6 +26,14 @@ pub struct UsageOut {
     total_tokens: u64,
     prompt_tokens_details: CachedTokens,
     completion_tokens_details: ReasoningTokens,
+    /// Prompt tokens written to the prompt cache (Anthropic's name; only when there are
+    /// any), so that a Messages API answer made from this one can say so.
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_creation_input_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -50,6 +58,7 @@ impl From<&Usage> for UsageOut {
             completion_tokens_details: ReasoningTokens {
                 reasoning_tokens: u.reasoning_tokens,
             },
+            cache_creation_input_tokens: u.cache_write_tokens,
         }
     }
 }

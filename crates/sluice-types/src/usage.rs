@@ -58,6 +58,10 @@ pub(crate) struct WireUsage {
     input_tokens_details: Option<PromptDetails>,
     #[serde(default)]
     output_tokens_details: Option<CompletionDetails>,
+    /// Prompt tokens written to the prompt cache, as Anthropic names them (sluice's own
+    /// chat answers from an Anthropic upstream carry it, as LiteLLM's do).
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
     /// `{"type": "duration", "seconds": N}` (speech to text).
     #[serde(default)]
     seconds: Option<f64>,
@@ -78,6 +82,7 @@ impl From<WireUsage> for Usage {
                 .or(w.output_tokens_details)
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
+            cache_write_tokens: w.cache_creation_input_tokens.unwrap_or(0),
             audio_ms: w.seconds.map_or(0, seconds_to_ms),
             ..Self::default()
         }
@@ -191,6 +196,15 @@ mod tests {
             Usage::from_media_response(br#"{"results":[]}"#, false),
             None
         );
+    }
+
+    #[test]
+    fn reads_cache_writes_under_anthropics_name() {
+        let u = Usage::from_response(
+            br#"{"usage":{"prompt_tokens":30,"completion_tokens":5,"cache_creation_input_tokens":5,"prompt_tokens_details":{"cached_tokens":10}}}"#,
+        )
+        .unwrap();
+        assert_eq!((u.cache_write_tokens, u.cached_prompt_tokens), (5, 10));
     }
 
     #[test]

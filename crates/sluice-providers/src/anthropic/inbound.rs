@@ -455,14 +455,18 @@ pub fn stop_reason(finish: Option<&str>) -> &'static str {
 struct AnthropicUsage {
     input_tokens: u64,
     output_tokens: u64,
+    cache_creation_input_tokens: u64,
     cache_read_input_tokens: u64,
 }
 
 impl From<&Usage> for AnthropicUsage {
     fn from(u: &Usage) -> Self {
         Self {
-            input_tokens: u.prompt_tokens.saturating_sub(u.cached_prompt_tokens),
+            input_tokens: u
+                .prompt_tokens
+                .saturating_sub(u.cached_prompt_tokens + u.cache_write_tokens),
             output_tokens: u.completion_tokens,
+            cache_creation_input_tokens: u.cache_write_tokens,
             cache_read_input_tokens: u.cached_prompt_tokens,
         }
     }

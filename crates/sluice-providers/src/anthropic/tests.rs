@@ -477,3 +477,18 @@ fn inbound_thinking_becomes_reasoning_effort() {
     assert_eq!(effort(json!({"type": "disabled"})), serde_json::Value::Null);
     assert!(inbound::to_openai(body(json!({"type": "sometimes"})).as_bytes()).is_err());
 }
+
+#[test]
+fn cache_writes_reach_a_messages_answer() {
+    let body = json!({"id": "msg_1", "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 15, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 10, "output_tokens": 2}});
+    let (chat, _) = from_response(body.to_string().as_bytes(), "m").unwrap();
+    let chat_json: serde_json::Value = serde_json::from_slice(&chat).unwrap();
+    assert_eq!(chat_json["usage"]["cache_creation_input_tokens"], 5);
+    let back: serde_json::Value =
+        serde_json::from_slice(&inbound::from_openai(&chat, "m").unwrap()).unwrap();
+    assert_eq!(
+        back["usage"],
+        json!({"input_tokens": 15, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 10, "output_tokens": 2})
+    );
+}
