@@ -50,7 +50,12 @@ pub fn from_response(
             Some(Value::Object(e)) => {
                 message = e.get("message").and_then(as_text);
                 kind = e.get("type").and_then(as_text);
-                code = e.get("code").and_then(as_text);
+                // Google's shape (`{"code": 400, "status": "INVALID_ARGUMENT"}`): the
+                // status names the error, the code only repeats the HTTP status.
+                code = match (e.get("code"), e.get("status")) {
+                    (Some(Value::Number(_)), Some(Value::String(s))) => Some(s.clone()),
+                    (c, _) => c.and_then(as_text),
+                };
                 param = e.get("param").and_then(as_text);
             }
             Some(other) => message = as_text(other),
@@ -137,5 +142,12 @@ mod tests {
         assert_eq!(e.message(), "slow down");
         assert_eq!(e.code(), Some("429"));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        let e = from_response(
+            "p",
+            400,
+            None,
+            br#"{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}"#,
+        );
+        assert_eq!(e.code(), Some("INVALID_ARGUMENT"));
     }
 }
