@@ -62,6 +62,15 @@ impl Upstream {
         }
     }
 
+    /// The status of the `rejected` scenario's error: Ollama's for a model it does not have,
+    /// the others' for a request they refuse.
+    fn rejected_status(self) -> u16 {
+        match self {
+            Self::Ollama => 404,
+            _ => 400,
+        }
+    }
+
     /// Upstream events cut after in the `cut` scenario: the first content delta has passed.
     fn cut_after(self) -> usize {
         match self {
@@ -73,7 +82,7 @@ impl Upstream {
 }
 
 /// Every scenario; a case runs where its upstream format has a transcript for it.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "text",
     "tools",
     "reasoning",
@@ -82,6 +91,7 @@ pub const SCENARIOS: [&str; 8] = [
     "max_tokens",
     "error_midway",
     "cut",
+    "rejected",
 ];
 
 fn dir() -> PathBuf {
@@ -270,6 +280,9 @@ fn stream_text(body: &[u8], ids: &mut Ids) -> String {
 
 /// Runs one case; `Some` says what differs from its golden (or what check failed).
 pub async fn run(inbound: Inbound, upstream: Upstream, scenario: &str) -> Option<String> {
+    if scenario == "rejected" {
+        return rejected(inbound, upstream).await;
+    }
     let (whole, stream, cut) = match scenario {
         "cut" => (
             None,
@@ -332,6 +345,40 @@ pub async fn run(inbound: Inbound, upstream: Upstream, scenario: &str) -> Option
             problems.push(format!("{name}: {e}"));
         }
     }
+    compare(&name, inbound, upstream, scenario, &golden, problems)
+}
+
+/// The `rejected` scenario: the upstream refuses the request with its own error body, whole
+/// and streamed; the client gets the status and an error in its API's shape.
+async fn rejected(inbound: Inbound, upstream: Upstream) -> Option<String> {
+    let body = transcript(upstream, "rejected", "error.json")?;
+    let status = upstream.rejected_status();
+    let name = format!("{} × {} × rejected", inbound.name(), upstream.name());
+    let mut golden = format!("# {name}\n");
+    for stream in [false, true] {
+        let behavior = Behavior::new().with_error(status, body.trim_end());
+        let c = call(inbound, upstream, "rejected", stream, behavior).await;
+        let mode = if stream { "stream" } else { "whole" };
+        let _ = write!(
+            golden,
+            "\n## {mode}: answer, status {}\n{}\n",
+            c.status,
+            Ids::default().json_pretty(&c.body)
+        );
+    }
+    compare(&name, inbound, upstream, "rejected", &golden, Vec::new())
+}
+
+/// Compares `golden` with the file of the case (or writes it, with `SLUICE_BLESS`); `Some`
+/// lists `problems` and what differs.
+fn compare(
+    name: &str,
+    inbound: Inbound,
+    upstream: Upstream,
+    scenario: &str,
+    golden: &str,
+    mut problems: Vec<String>,
+) -> Option<String> {
     let file = dir()
         .join("golden")
         .join(inbound.name())
@@ -339,14 +386,14 @@ pub async fn run(inbound: Inbound, upstream: Upstream, scenario: &str) -> Option
         .join(format!("{scenario}.txt"));
     if std::env::var_os("SLUICE_BLESS").is_some() {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, &golden).unwrap();
+        std::fs::write(&file, golden).unwrap();
     } else {
         match std::fs::read_to_string(&file) {
             Ok(expected) if expected == golden => {}
             Ok(expected) => problems.push(format!(
                 "{name}: differs from {}:\n{}",
                 file.display(),
-                diff(&expected, &golden)
+                diff(&expected, golden)
             )),
             Err(_) => problems.push(format!(
                 "{name}: no golden at {} (SLUICE_BLESS=1 writes it; review it)",
