@@ -21,8 +21,12 @@
 //! - `reasoning_effort` → `thinking` (`enabled`, a budget from the effort, see
 //!   [`crate::reasoning`], kept below `max_tokens`; `none` leaves thinking off).
 //! - Back: text blocks join into `content`, `thinking` blocks into `reasoning_content`
-//!   (streamed as `reasoning_content` deltas; `signature_delta` and `redacted_thinking`
-//!   have no chat counterpart and are dropped), `tool_use` blocks become `tool_calls`;
+//!   (streamed as `reasoning_content` deltas), and, signed, into `thinking_blocks` (the
+//!   field LiteLLM uses: `{"type": "thinking", "thinking", "signature"}`, or
+//!   `redacted_thinking` with its `data`; streamed as a delta carrying the signature when
+//!   `signature_delta` comes); an assistant message's `thinking_blocks` go back first in
+//!   its turn, so that Anthropic accepts a thinking turn that called tools. `tool_use`
+//!   blocks become `tool_calls`;
 //!   `stop_reason` `end_turn`/`stop_sequence` → `stop`, `max_tokens` → `length`, `tool_use` →
 //!   `tool_calls`, `refusal` → `content_filter`; usage counts cache reads and writes as
 //!   prompt tokens, with cache reads as `cached_tokens`.
@@ -31,7 +35,7 @@
 //! `frequency_penalty` have no Messages API equivalent and are dropped; `response_format` has
 //! no native JSON mode and is dropped (the model still follows instructions in the prompt).
 
-use crate::chunks::{compact_json, Answer, ChunkWriter, Delta, ToolCallOut};
+use crate::chunks::{compact_json, Answer, ChunkWriter, Delta, ThinkingBlockOut, ToolCallOut};
 use crate::client::UpstreamBody;
 use crate::json::raw_arguments;
 use crate::outbound::{post, static_headers, uri};
@@ -139,6 +143,13 @@ struct WireMessage<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Block<'a> {
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
+    RedactedThinking {
+        data: &'a str,
+    },
     Text {
         text: &'a str,
     },
@@ -324,7 +335,24 @@ pub fn to_request(
                 push_turn(&mut messages, "user", blocks);
             }
             Role::Assistant => {
-                let mut blocks = m.content.as_ref().map(content_blocks).unwrap_or_default();
+                // Signed thinking goes first, as Anthropic returned it: a thinking turn
+                // that called tools is refused without it.
+                let mut blocks: Vec<Block<'_>> = m
+                    .thinking_blocks
+                    .iter()
+                    .flatten()
+                    .filter_map(|b| match (b.kind.as_str(), &b.signature, &b.data) {
+                        ("thinking", Some(signature), _) => Some(Block::Thinking {
+                            thinking: b.thinking.as_deref().unwrap_or(""),
+                            signature,
+                        }),
+                        ("redacted_thinking", _, Some(data)) => {
+                            Some(Block::RedactedThinking { data })
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                blocks.extend(m.content.as_ref().map(content_blocks).unwrap_or_default());
                 for call in m.tool_calls.iter().flatten() {
                     let input = raw_arguments(&call.function.arguments).map_err(|e| {
                         Untranslatable(format!(
@@ -514,6 +542,12 @@ struct WireBlock<'a> {
     /// A `thinking` block's text.
     #[serde(default, borrow)]
     thinking: Option<Cow<'a, str>>,
+    /// A `thinking` block's signature.
+    #[serde(default, borrow)]
+    signature: Option<Cow<'a, str>>,
+    /// A `redacted_thinking` block's data.
+    #[serde(default, borrow)]
+    data: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -540,15 +574,27 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
-    for block in r.content {
+    let mut signed = Vec::new();
+    for block in &r.content {
         match block.kind.as_ref() {
             "text" => text.push_str(block.text.as_deref().unwrap_or("")),
-            // `redacted_thinking` is encrypted: nothing a client could read.
-            "thinking" => reasoning.push_str(block.thinking.as_deref().unwrap_or("")),
+            "thinking" => {
+                let thinking = block.thinking.as_deref().unwrap_or("");
+                reasoning.push_str(thinking);
+                if let Some(signature) = block.signature.as_deref() {
+                    signed.push(ThinkingBlockOut::signed(thinking, signature));
+                }
+            }
+            // Encrypted: nothing a client could read, but Anthropic wants it back.
+            "redacted_thinking" => {
+                if let Some(data) = block.data.as_deref() {
+                    signed.push(ThinkingBlockOut::redacted(data));
+                }
+            }
             "tool_use" => tool_calls.push(ToolCallOut::new(
                 None,
-                block.id.unwrap_or_default(),
-                block.name.unwrap_or_default(),
+                block.id.clone().unwrap_or_default(),
+                block.name.clone().unwrap_or_default(),
                 block
                     .input
                     .map_or(Cow::Borrowed("{}"), |i| compact_json(i.get())),
@@ -564,6 +610,7 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
         content: (!text.is_empty() || tool_calls.is_empty()).then_some(text.as_str()),
         reasoning: (!reasoning.is_empty()).then_some(reasoning.as_str()),
         tool_calls: &tool_calls,
+        thinking_blocks: &signed,
         finish: finish_reason(r.stop_reason.as_deref()),
         usage: &usage,
     };
@@ -635,6 +682,8 @@ struct WireDelta<'a> {
     #[serde(default, borrow)]
     thinking: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
+    signature: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     stop_reason: Option<Cow<'a, str>>,
 }
 
@@ -703,6 +752,12 @@ impl StreamTranslator {
                     self.writer.delta(out, Delta::content(text), None);
                 } else if let Some(t) = block.thinking.as_deref().filter(|t| !t.is_empty()) {
                     self.writer.delta(out, Delta::reasoning(t), None);
+                } else if let (true, Some(data)) =
+                    (block.kind == "redacted_thinking", block.data.as_deref())
+                {
+                    let blocks = [ThinkingBlockOut::redacted(data)];
+                    self.writer
+                        .delta(out, Delta::thinking_blocks(&blocks), None);
                 }
             }
             "content_block_delta" => {
@@ -718,6 +773,13 @@ impl StreamTranslator {
                     Some("thinking_delta") => {
                         if let Some(t) = delta.thinking.as_deref().filter(|t| !t.is_empty()) {
                             self.writer.delta(out, Delta::reasoning(t), None);
+                        }
+                    }
+                    Some("signature_delta") => {
+                        if let Some(signature) = delta.signature.as_deref() {
+                            let blocks = [ThinkingBlockOut::signed("", signature)];
+                            self.writer
+                                .delta(out, Delta::thinking_blocks(&blocks), None);
                         }
                     }
                     Some("input_json_delta") => {

@@ -141,6 +141,51 @@ pub struct Delta<'a> {
     /// Tool-call deltas.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub tool_calls: &'a [ToolCallOut<'a>],
+    /// Signed thinking (Anthropic's signature of the reasoning streamed so far, or a
+    /// redacted block).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub thinking_blocks: &'a [ThinkingBlockOut<'a>],
+}
+
+/// A block of signed thinking, in a message's or a delta's `thinking_blocks` (the field
+/// LiteLLM uses for them): `{"type": "thinking", "thinking", "signature"}` or
+/// `{"type": "redacted_thinking", "data"}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThinkingBlockOut<'a> {
+    /// `thinking` or `redacted_thinking`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The thinking's text (empty in a delta: it came as `reasoning_content`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<&'a str>,
+    /// Its signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<&'a str>,
+    /// A redacted block's data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<&'a str>,
+}
+
+impl<'a> ThinkingBlockOut<'a> {
+    /// A signed thinking block.
+    pub fn signed(thinking: &'a str, signature: &'a str) -> Self {
+        Self {
+            kind: "thinking",
+            thinking: Some(thinking),
+            signature: Some(signature),
+            data: None,
+        }
+    }
+
+    /// A redacted thinking block.
+    pub fn redacted(data: &'a str) -> Self {
+        Self {
+            kind: "redacted_thinking",
+            thinking: None,
+            signature: None,
+            data: Some(data),
+        }
+    }
 }
 
 impl<'a> Delta<'a> {
@@ -173,6 +218,14 @@ impl<'a> Delta<'a> {
     pub fn tool_calls(calls: &'a [ToolCallOut<'a>]) -> Self {
         Self {
             tool_calls: calls,
+            ..Self::default()
+        }
+    }
+
+    /// Signed thinking.
+    pub fn thinking_blocks(blocks: &'a [ThinkingBlockOut<'a>]) -> Self {
+        Self {
+            thinking_blocks: blocks,
             ..Self::default()
         }
     }
@@ -313,6 +366,8 @@ struct CompletionMessage<'a> {
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     tool_calls: &'a [ToolCallOut<'a>],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    thinking_blocks: &'a [ThinkingBlockOut<'a>],
 }
 
 /// The parts of a whole `chat.completion` body with one choice.
@@ -329,6 +384,8 @@ pub struct Answer<'a> {
     pub reasoning: Option<&'a str>,
     /// Tool calls, without `index`.
     pub tool_calls: &'a [ToolCallOut<'a>],
+    /// Signed thinking, as an Anthropic upstream returned it.
+    pub thinking_blocks: &'a [ThinkingBlockOut<'a>],
     /// OpenAI's `finish_reason`.
     pub finish: &'a str,
     /// Usage.
@@ -350,6 +407,7 @@ impl Answer<'_> {
                     content: self.content,
                     reasoning_content: self.reasoning,
                     tool_calls: self.tool_calls,
+                    thinking_blocks: self.thinking_blocks,
                 },
                 finish_reason: self.finish,
             }],
@@ -377,6 +435,7 @@ pub fn completion(
         content: Some(content),
         reasoning: (!reasoning.is_empty()).then_some(reasoning),
         tool_calls,
+        thinking_blocks: &[],
         finish,
         usage,
     }

@@ -139,9 +139,21 @@ async fn anthropic_sdk_streams_tools_and_thinking_over_anthropic_and_openai_upst
             .any(|b| b["thinking"] == json!({"type": "enabled", "budget_tokens": 1024})),
         "{anthropic:?}"
     );
+    // Anthropic's signed thinking went back to it first in its turn; nothing of the sort
+    // went to the OpenAI-compatible upstream, whose thinking had no signature.
+    assert!(
+        anthropic.iter().any(|b| b["messages"][1]["content"][0]
+            == json!({"type": "thinking", "thinking": "The user asks about Paris. Check the forecast.",
+                      "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxB"})),
+        "{anthropic:?}"
+    );
     let openai = sent(&fake, "/chat/completions");
     assert!(
         openai.iter().any(|b| b["reasoning_effort"] == "low"),
+        "{openai:?}"
+    );
+    assert!(
+        openai.iter().all(|b| !b.to_string().contains("thinking")),
         "{openai:?}"
     );
 }

@@ -136,6 +136,29 @@ pub struct Message {
     /// The call a tool message answers.
     #[serde(default)]
     pub tool_call_id: Option<String>,
+    /// An assistant message's signed thinking, as Anthropic returned it (the
+    /// `thinking_blocks` LiteLLM also uses): sent back so that Anthropic accepts a thinking
+    /// turn that called tools.
+    #[serde(default)]
+    pub thinking_blocks: Option<Vec<ThinkingBlock>>,
+}
+
+/// One block of signed thinking: `{"type": "thinking", "thinking", "signature"}` or
+/// `{"type": "redacted_thinking", "data"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ThinkingBlock {
+    /// `thinking` or `redacted_thinking`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The thinking's text.
+    #[serde(default)]
+    pub thinking: Option<String>,
+    /// Anthropic's signature of it.
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// A redacted block's encrypted thinking.
+    #[serde(default)]
+    pub data: Option<String>,
 }
 
 /// Message content: a string or parts.

@@ -8,9 +8,11 @@
 //! (see [`crate::reasoning`]); the answer's `reasoning_content` (whatever the upstream:
 //! Anthropic's thinking, Gemini's thought summaries, Ollama's `thinking`, DeepSeek's or
 //! vLLM's `reasoning_content`) comes back as a `thinking` block before the text, streamed
-//! as `thinking_delta`s, with an empty `signature`: chat carries none, so Anthropic would
-//! not accept the block back, and `thinking` blocks of earlier turns are dropped on the way
-//! in. A chat `refusal` is written as text (Anthropic's models refuse in words; its
+//! as `thinking_delta`s. Its `signature` is Anthropic's when the upstream is Anthropic (chat
+//! carries it in `thinking_blocks`, the field LiteLLM uses, and the stream as a
+//! `signature_delta`), else empty; signed `thinking` and `redacted_thinking` blocks of
+//! earlier turns go back upstream the same way (Anthropic refuses a thinking turn that
+//! called tools without them), unsigned ones are dropped on the way in. A chat `refusal` is written as text (Anthropic's models refuse in words; its
 //! `refusal` stop reason is what `content_filter` becomes).
 //!
 //! Both directions go through typed structs that borrow from the input (`Cow<str>` for
@@ -95,6 +97,12 @@ struct InBlock<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     input: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    signature: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -232,7 +240,23 @@ enum OutMessage<'a> {
         content: String,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         tool_calls: Vec<OutCall<'a>>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        thinking_blocks: Vec<Signed<'a>>,
     },
+}
+
+/// A block of signed thinking, carried through chat as `thinking_blocks` (see the module
+/// docs), both ways.
+#[derive(Serialize, Deserialize)]
+struct Signed<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    signature: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    data: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize)]
@@ -302,6 +326,9 @@ pub fn to_openai(body: &[u8]) -> Result<(Vec<u8>, String, bool), BadRequest> {
                 id: None,
                 name: None,
                 input: None,
+                thinking: None,
+                signature: None,
+                data: None,
             }],
             Some(Blocks::List(list)) => list,
             None => {
@@ -337,9 +364,29 @@ pub fn to_openai(body: &[u8]) -> Result<(Vec<u8>, String, bool), BadRequest> {
             "assistant" => {
                 let mut content = String::new();
                 let mut tool_calls = Vec::new();
+                let mut thinking_blocks = Vec::new();
                 for b in blocks {
                     match b.kind.as_deref() {
                         Some("text") => content.push_str(b.text.as_deref().unwrap_or("")),
+                        // Only Anthropic's own (signed) thinking can go back to a model.
+                        Some("thinking")
+                            if b.signature.as_deref().is_some_and(|s| !s.is_empty()) =>
+                        {
+                            thinking_blocks.push(Signed {
+                                kind: Cow::Borrowed("thinking"),
+                                thinking: b.thinking,
+                                signature: b.signature,
+                                data: None,
+                            })
+                        }
+                        Some("redacted_thinking") if b.data.is_some() => {
+                            thinking_blocks.push(Signed {
+                                kind: Cow::Borrowed("redacted_thinking"),
+                                thinking: None,
+                                signature: None,
+                                data: b.data,
+                            })
+                        }
                         Some("tool_use") => tool_calls.push(OutCall {
                             id: b.id,
                             kind: "function",
@@ -356,6 +403,7 @@ pub fn to_openai(body: &[u8]) -> Result<(Vec<u8>, String, bool), BadRequest> {
                 messages.push(OutMessage::Assistant {
                     content,
                     tool_calls,
+                    thinking_blocks,
                 });
             }
             other => {
@@ -498,6 +546,8 @@ struct InAnswer<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<InCall<'a>>>,
+    #[serde(default, borrow)]
+    thinking_blocks: Option<Vec<Signed<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -534,8 +584,11 @@ struct OutAnswer<'a> {
 enum OutBlock<'a> {
     Thinking {
         thinking: &'a str,
-        /// Always empty: chat carries no signature (see the module docs).
-        signature: &'static str,
+        /// Anthropic's, carried in `thinking_blocks`; else empty (see the module docs).
+        signature: &'a str,
+    },
+    RedactedThinking {
+        data: &'a str,
     },
     Text {
         text: &'a str,
@@ -570,9 +623,21 @@ pub fn from_openai(body: &[u8], model: &str) -> Result<Vec<u8>, String> {
     let choice = v.choices.first();
     let msg = choice.and_then(|c| c.message.as_ref());
     let mut content = Vec::new();
+    let signed = msg
+        .and_then(|m| m.thinking_blocks.as_deref())
+        .unwrap_or_default();
+    for b in signed {
+        match (b.kind.as_ref(), &b.data) {
+            ("redacted_thinking", Some(data)) => content.push(OutBlock::RedactedThinking { data }),
+            _ => content.push(OutBlock::Thinking {
+                thinking: b.thinking.as_deref().unwrap_or(""),
+                signature: b.signature.as_deref().unwrap_or(""),
+            }),
+        }
+    }
     if let Some(t) = msg
         .and_then(|m| m.reasoning_content.as_deref())
-        .filter(|t| !t.is_empty())
+        .filter(|t| !t.is_empty() && signed.is_empty())
     {
         content.push(OutBlock::Thinking {
             thinking: t,
@@ -749,6 +814,8 @@ enum BlockDelta<'a> {
     Text { text: &'a str },
     #[serde(rename = "input_json_delta")]
     InputJson { partial_json: &'a str },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: &'a str },
 }
 
 #[derive(Serialize)]
@@ -798,6 +865,8 @@ struct InDelta<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<InCallDelta<'a>>>,
+    #[serde(default, borrow)]
+    thinking_blocks: Option<Vec<Signed<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -903,6 +972,33 @@ impl StreamConverter {
         index
     }
 
+    /// Signed thinking: a signature ends the open thinking block (`signature_delta`), a
+    /// redacted block is a block of its own.
+    fn on_signed(&mut self, out: &mut Vec<u8>, b: &Signed<'_>) {
+        match (b.kind.as_ref(), b.signature.as_deref(), b.data.as_deref()) {
+            ("thinking", Some(signature), _) => {
+                let index = self.open(out, Block::Thinking);
+                let delta = BlockDelta::Signature { signature };
+                event(out, &Event::ContentBlockDelta { index, delta });
+            }
+            ("redacted_thinking", _, Some(data)) => {
+                self.close_block(out);
+                let index = self.next_index;
+                self.next_index += 1;
+                let content_block = OutBlock::RedactedThinking { data };
+                event(
+                    out,
+                    &Event::ContentBlockStart {
+                        index,
+                        content_block,
+                    },
+                );
+                event(out, &Event::ContentBlockStop { index });
+            }
+            _ => {}
+        }
+    }
+
     /// Feeds the `data` of one OpenAI SSE event; appends Anthropic events to `out`.
     pub fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
         if self.done {
@@ -937,6 +1033,12 @@ impl StreamConverter {
             let index = self.open(out, Block::Thinking);
             let delta = BlockDelta::Thinking { thinking: t };
             event(out, &Event::ContentBlockDelta { index, delta });
+        }
+        for b in delta
+            .and_then(|d| d.thinking_blocks.as_deref())
+            .unwrap_or_default()
+        {
+            self.on_signed(out, b);
         }
         // A refusal is the model's own words: Anthropic's models write theirs as text.
         for text in [

@@ -492,3 +492,80 @@ fn cache_writes_reach_a_messages_answer() {
         json!({"input_tokens": 15, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 10, "output_tokens": 2})
     );
 }
+
+#[test]
+fn signed_thinking_round_trips_through_chat() {
+    // Anthropic → chat: the signature rides in `thinking_blocks`, whole and streamed.
+    let body = json!({"id": "msg_1", "content": [
+            {"type": "thinking", "thinking": "Hm.", "signature": "sig1"},
+            {"type": "redacted_thinking", "data": "enc"},
+            {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}],
+        "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 9}});
+    let (chat, _) = from_response(body.to_string().as_bytes(), "m").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&chat).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["thinking_blocks"],
+        json!([{"type": "thinking", "thinking": "Hm.", "signature": "sig1"},
+               {"type": "redacted_thinking", "data": "enc"}])
+    );
+    let stream = [
+        json!({"type": "message_start", "message": {"id": "msg_1"}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig1"}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_stop"}),
+    ]
+    .map(|e| format!("event: x\ndata: {e}"))
+    .join("\n\n");
+    let (events, _, _) = run_stream(&stream, false);
+    assert!(
+        events.iter().any(|e| e["choices"][0]["delta"]
+            == json!({"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": "sig1"}]})),
+        "{events:?}"
+    );
+    // chat → /v1/messages: the blocks come back signed.
+    let back: serde_json::Value =
+        serde_json::from_slice(&inbound::from_openai(&chat, "m").unwrap()).unwrap();
+    assert_eq!(
+        back["content"][0],
+        json!({"type": "thinking", "thinking": "Hm.", "signature": "sig1"})
+    );
+    assert_eq!(
+        back["content"][1],
+        json!({"type": "redacted_thinking", "data": "enc"})
+    );
+    let evs = messages_stream(&[
+        json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"reasoning_content": "Hm."}}]}),
+        json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"thinking_blocks": [
+            {"type": "thinking", "thinking": "", "signature": "sig1"}]}}]}),
+    ]);
+    assert_eq!(
+        evs[3]["delta"],
+        json!({"type": "signature_delta", "signature": "sig1"})
+    );
+    assert_eq!(evs[3]["index"], 0);
+    // /v1/messages → chat → Anthropic: signed blocks go back first in their turn, unsigned
+    // ones are dropped.
+    let request = json!({"model": "m", "max_tokens": 2048, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "Hm.", "signature": "sig1"},
+            {"type": "thinking", "thinking": "unsigned", "signature": ""},
+            {"type": "redacted_thinking", "data": "enc"},
+            {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}]});
+    let (chat_request, _, _) = inbound::to_openai(request.to_string().as_bytes()).unwrap();
+    let chat_request: serde_json::Value = serde_json::from_slice(&chat_request).unwrap();
+    assert_eq!(
+        chat_request["messages"][1]["thinking_blocks"],
+        json!([{"type": "thinking", "thinking": "Hm.", "signature": "sig1"},
+               {"type": "redacted_thinking", "data": "enc"}])
+    );
+    let wire = translate(chat_request, OPTIONS);
+    assert_eq!(
+        wire["messages"][1]["content"],
+        json!([{"type": "thinking", "thinking": "Hm.", "signature": "sig1"},
+               {"type": "redacted_thinking", "data": "enc"},
+               {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}])
+    );
+}

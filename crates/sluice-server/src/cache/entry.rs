@@ -390,6 +390,7 @@ fn whole_delta<'a>(m: &'a Message, calls: &'a [ToolCallOut<'a>]) -> Delta<'a> {
         refusal: m.refusal.as_deref(),
         reasoning_content: m.reasoning_content.as_deref(),
         tool_calls: calls,
+        thinking_blocks: &[],
     }
 }
 

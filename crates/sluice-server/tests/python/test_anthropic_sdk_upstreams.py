@@ -134,6 +134,20 @@ def test_messages_stream_with_thinking():
         check(final.content[1].text == ANSWER, f"{model}: text: {final.content[1]!r}")
         check(final.stop_reason == "end_turn", f"{model}: stop_reason: {final.stop_reason!r}")
         check(final.usage.output_tokens == 30, f"{model}: usage: {final.usage!r}")
+        signed = model == "claude"
+        check(bool(final.content[0].signature) == signed, f"{model}: signature: {final.content[0]!r}")
+        # The thinking goes back with the next turn (signed blocks reach Anthropic as they were).
+        reply = client.messages.create(
+            model=model,
+            max_tokens=2048,
+            thinking={"type": "enabled", "budget_tokens": 1024},
+            messages=[
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": [b.model_dump() for b in final.content]},
+                {"role": "user", "content": "And in Rome?"},
+            ],
+        )
+        check(reply.content[-1].type == "text", f"{model}: reply: {reply!r}")
 
 
 def main():

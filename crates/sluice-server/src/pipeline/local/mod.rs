@@ -85,6 +85,7 @@ pub async fn chat(
                     content: None,
                     reasoning: None,
                     tool_calls: &[call],
+                    thinking_blocks: &[],
                     finish: tool_finish(done.finish_reason),
                     usage: &usage,
                 }
