@@ -8,8 +8,8 @@
 //!
 //! What maps: messages (`system`/`developer` → `system`, images from data URLs →
 //! `images`, assistant `tool_calls` with arguments as objects, `tool` messages → `tool`
-//! role), `tools`; `temperature`, `top_p`, `seed`, `stop`, `max_tokens` → `options`
-//! (`num_predict` for the cap); `response_format` JSON → `format: "json"`, a JSON schema →
+//! role, with `tool_name`: the function of the call it answers), `tools`; `temperature`,
+//! `top_p`, `seed`, `stop`, `max_tokens` → `options` (`num_predict` for the cap); `response_format` JSON → `format: "json"`, a JSON schema →
 //! `format: schema`; `keep_alive` from the request body or the provider's config;
 //! `reasoning_effort` → `think: true` (`false` for `none`). Back: `message.content`,
 //! `message.thinking` as `reasoning_content`, `tool_calls` (ids made up: Ollama sends
@@ -112,6 +112,9 @@ struct OutMessage<'a> {
     images: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<Vec<OutCall<'a>>>,
+    /// A tool message's function: which call it answers, as Ollama tells them apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_name: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -192,6 +195,7 @@ pub fn to_chat_request(
     default_keep_alive: Option<&str>,
 ) -> Result<Vec<u8>, Untranslatable> {
     let mut messages = Vec::with_capacity(req.messages.len());
+    let mut call_names: Vec<(&str, &str)> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
         let role = match m.role {
             Role::System | Role::Developer => "system",
@@ -248,11 +252,24 @@ pub fn to_chat_request(
                     .collect::<Result<Vec<_>, Untranslatable>>()?,
             ),
         };
+        for c in m.tool_calls.iter().flatten() {
+            call_names.push((&c.id, &c.function.name));
+        }
+        let tool_name = match m.role {
+            Role::Tool | Role::Function => m
+                .tool_call_id
+                .as_deref()
+                .and_then(|id| call_names.iter().find(|(c, _)| *c == id))
+                .map(|&(_, name)| name)
+                .or(m.name.as_deref()),
+            _ => None,
+        };
         messages.push(OutMessage {
             role,
             content,
             images,
             tool_calls,
+            tool_name,
         });
     }
     let tools = req

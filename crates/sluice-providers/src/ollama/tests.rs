@@ -53,7 +53,7 @@ fn request_maps_messages_options_tools_format_and_keep_alive() {
         m[2]["tool_calls"][0]["function"]["arguments"],
         json!({"x": 1})
     );
-    assert_eq!(m[3], json!({"role": "tool", "content": "2"}));
+    assert_eq!(m[3], json!({"role": "tool", "content": "2", "tool_name": "f"}));
     assert_eq!(out["tools"][0]["function"]["name"], "f");
     let defaulted = translate(
         json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
@@ -224,4 +224,21 @@ fn thinking_becomes_reasoning_content_and_effort_think() {
         None,
     );
     assert_eq!(wire["think"], true);
+}
+
+#[test]
+fn tool_results_name_their_function() {
+    let wire = translate(
+        json!({"model": "q", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c2", "content": "2"},
+            {"role": "tool", "tool_call_id": "c1", "content": "1"}]}),
+        None,
+    );
+    assert_eq!(wire["messages"][2]["tool_name"], "g");
+    assert_eq!(wire["messages"][3]["tool_name"], "f");
+    assert!(wire["messages"][1].get("tool_name").is_none());
 }
