@@ -82,9 +82,10 @@ impl Upstream {
 }
 
 /// Every scenario; a case runs where its upstream format has a transcript for it.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 10] = [
     "text",
     "tools",
+    "tool_result",
     "reasoning",
     "refusal",
     "content_filter",
@@ -127,9 +128,69 @@ fn schema() -> Value {
     json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
 }
 
+/// The weather each call of the `tool_result` scenario answered.
+const RESULTS: [(&str, &str, &str); 2] =
+    [("a", "Paris", "18 C, sunny"), ("b", "Rome", "22 C, clear")];
+
+/// The turns of the `tool_result` scenario after the question, in each inbound API's terms:
+/// the assistant's two parallel calls, then their results.
+fn tool_turns(inbound: Inbound) -> Vec<Value> {
+    let args = |city: &str| json!({"city": city});
+    match inbound {
+        Inbound::Chat => {
+            let calls: Vec<Value> = RESULTS
+                .iter()
+                .map(|(id, city, _)| {
+                    json!({"id": format!("call_{id}"), "type": "function",
+                    "function": {"name": "get_weather", "arguments": args(city).to_string()}})
+                })
+                .collect();
+            let mut turns =
+                vec![json!({"role": "assistant", "content": null, "tool_calls": calls})];
+            turns.extend(RESULTS.iter().map(|(id, _, result)| {
+                json!({"role": "tool", "tool_call_id": format!("call_{id}"), "content": result})
+            }));
+            turns
+        }
+        Inbound::Messages => {
+            let uses: Vec<Value> = RESULTS
+                .iter()
+                .map(|(id, city, _)| {
+                    json!({"type": "tool_use", "id": format!("toolu_{id}"),
+                    "name": "get_weather", "input": args(city)})
+                })
+                .collect();
+            let results: Vec<Value> = RESULTS
+                .iter()
+                .map(|(id, _, result)| {
+                    json!({"type": "tool_result",
+                    "tool_use_id": format!("toolu_{id}"), "content": result})
+                })
+                .collect();
+            vec![
+                json!({"role": "assistant", "content": uses}),
+                json!({"role": "user", "content": results}),
+            ]
+        }
+        Inbound::Responses => {
+            let mut items: Vec<Value> = RESULTS
+                .iter()
+                .map(|(id, city, _)| {
+                    json!({"type": "function_call", "call_id": format!("call_{id}"),
+                    "name": "get_weather", "arguments": args(city).to_string()})
+                })
+                .collect();
+            items.extend(RESULTS.iter().map(|(id, _, result)| {
+                json!({"type": "function_call_output", "call_id": format!("call_{id}"), "output": result})
+            }));
+            items
+        }
+    }
+}
+
 /// The client's request in `scenario`.
 fn request(inbound: Inbound, scenario: &str, stream: bool) -> Value {
-    let tools = scenario == "tools";
+    let tools = matches!(scenario, "tools" | "tool_result");
     let reasoning = scenario == "reasoning";
     let mut body = match inbound {
         Inbound::Chat => json!({
@@ -178,6 +239,21 @@ fn request(inbound: Inbound, scenario: &str, stream: bool) -> Value {
             body["reasoning"] = json!({"effort": "low", "summary": "auto"});
         }
         (_, false) => {}
+    }
+    if scenario == "tool_result" {
+        let turns = tool_turns(inbound);
+        match inbound {
+            Inbound::Chat | Inbound::Messages => {
+                if let Some(messages) = body["messages"].as_array_mut() {
+                    messages.extend(turns);
+                }
+            }
+            Inbound::Responses => {
+                let mut input = vec![json!({"role": "user", "content": QUESTION})];
+                input.extend(turns);
+                body["input"] = json!(input);
+            }
+        }
     }
     if stream {
         body["stream"] = json!(true);
@@ -284,6 +360,16 @@ pub async fn run(inbound: Inbound, upstream: Upstream, scenario: &str) -> Option
         return rejected(inbound, upstream).await;
     }
     let (whole, stream, cut) = match scenario {
+        // The upstream answers the results with text: the request is what this checks.
+        "tool_result" => (
+            transcript(upstream, "text", "whole.json"),
+            transcript(
+                upstream,
+                "text",
+                &format!("stream.{}", upstream.stream_extension()),
+            ),
+            false,
+        ),
         "cut" => (
             None,
             transcript(
