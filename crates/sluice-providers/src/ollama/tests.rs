@@ -53,7 +53,10 @@ fn request_maps_messages_options_tools_format_and_keep_alive() {
         m[2]["tool_calls"][0]["function"]["arguments"],
         json!({"x": 1})
     );
-    assert_eq!(m[3], json!({"role": "tool", "content": "2", "tool_name": "f"}));
+    assert_eq!(
+        m[3],
+        json!({"role": "tool", "content": "2", "tool_name": "f"})
+    );
     assert_eq!(out["tools"][0]["function"]["name"], "f");
     let defaulted = translate(
         json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
