@@ -44,6 +44,7 @@ pub mod answer;
 pub mod inbound;
 pub mod items;
 pub mod object;
+mod signed;
 pub mod stream;
 #[cfg(test)]
 mod tests;

@@ -182,6 +182,25 @@ async fn openai_sdk_drives_responses_over_anthropic_and_gemini_upstreams() {
     );
     let gemini = sent(&fake, ":generateContent");
     assert!(continued(&gemini, "My name is Ann (gem)."), "{gemini:?}");
+    // Anthropic's signed thinking went back to it, through the stored conversation and
+    // through the replayed encrypted_content.
+    let signed = json!({"type": "thinking", "thinking": "The user asks about Paris. Check the forecast.",
+                        "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxB"});
+    let with_thinking = |bodies: &[serde_json::Value], marker: &str| {
+        bodies.iter().any(|b| {
+            b.to_string().contains(marker)
+                && b["messages"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["role"] == "assistant" && m["content"][0] == signed)
+        })
+    };
+    assert!(with_thinking(&anthropic, "And Rome?\""), "{anthropic:?}");
+    assert!(
+        with_thinking(&anthropic, "And Rome? (replayed)"),
+        "{anthropic:?}"
+    );
     // Structured output reached Gemini as its response schema.
     assert!(
         gemini.iter().any(

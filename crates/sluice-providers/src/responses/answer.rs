@@ -35,6 +35,8 @@ struct InAnswer<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<InCall<'a>>>,
+    #[serde(default, borrow)]
+    thinking_blocks: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -68,7 +70,7 @@ pub fn from_chat(body: &[u8], echo: &Echo) -> Result<Whole, String> {
         serde_json::from_slice(body).map_err(|e| format!("invalid chat completion: {e}"))?;
     let choice = v.choices.first();
     let status = Status::of_finish(choice.and_then(|c| c.finish_reason.as_deref()));
-    let output = output_items(choice.and_then(|c| c.message.as_ref()), &echo.id, status);
+    let output = output_items(choice.and_then(|c| c.message.as_ref()), echo, status);
     let usage = Usage::from_response(body).unwrap_or_default();
     let object = ResponseObject::new(
         echo,
@@ -88,16 +90,23 @@ pub fn from_chat(body: &[u8], echo: &Echo) -> Result<Whole, String> {
 
 /// The output items of the assistant's answer: its reasoning, its message (text and
 /// refusal), then one `function_call` per tool call.
-fn output_items(msg: Option<&InAnswer<'_>>, id: &str, status: Status) -> Vec<OutputItem> {
+fn output_items(msg: Option<&InAnswer<'_>>, echo: &Echo, status: Status) -> Vec<OutputItem> {
+    let id = &echo.id;
     let mut output = Vec::new();
     let Some(msg) = msg else {
         return output;
     };
-    if let Some(r) = msg.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
-        output.push(OutputItem::Reasoning {
-            id: item_id(id, "rs", 0),
-            summary: vec![SummaryText::new(r.to_owned())],
-        });
+    let reasoning = msg.reasoning_content.as_deref().filter(|r| !r.is_empty());
+    let signed = msg.thinking_blocks.filter(|b| b.get() != "null");
+    if reasoning.is_some() || signed.is_some() {
+        output.push(OutputItem::reasoning(
+            item_id(id, "rs", 0),
+            reasoning
+                .map(|r| vec![SummaryText::new(r.to_owned())])
+                .unwrap_or_default(),
+            signed.map(ToOwned::to_owned),
+            echo.encrypted_reasoning,
+        ));
     }
     let mut content = Vec::new();
     if let Some(t) = msg.content.as_deref().filter(|t| !t.is_empty()) {

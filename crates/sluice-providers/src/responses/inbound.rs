@@ -106,6 +106,9 @@ struct InItem<'a> {
     /// A string or a list of parts.
     #[serde(default, borrow)]
     output: Option<&'a RawValue>,
+    /// A `reasoning` item's, as sluice wrote it (see [`super::object::ENCRYPTED_PREFIX`]).
+    #[serde(default, borrow)]
+    encrypted_content: Option<Cow<'a, str>>,
 }
 
 /// A content part: the fields of every part type side by side.
@@ -240,6 +243,9 @@ enum OutMessage<'a> {
         content: Option<String>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         tool_calls: Vec<OutCall<'a>>,
+        /// Signed thinking from a `reasoning` item's `encrypted_content`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thinking_blocks: Option<Box<RawValue>>,
     },
     Tool {
         tool_call_id: Cow<'a, str>,
@@ -524,6 +530,11 @@ fn echo(r: &InRequest<'_>) -> Echo {
             .and_then(|x| x.summary.as_ref().or(x.generate_summary.as_ref()))
             .map(|s| s.to_string()),
         user: r.user.as_ref().map(|u| u.to_string()),
+        encrypted_reasoning: r
+            .include
+            .iter()
+            .flatten()
+            .any(|v| v == "reasoning.encrypted_content"),
     }
 }
 
@@ -537,19 +548,40 @@ fn read_input<'a>(input: &'a RawValue, messages: &mut Vec<Msg<'a>>) -> Result<()
         return Ok(());
     }
     let items: Vec<InItem<'a>> = parse(input, "input")?;
+    let mut thinking = None;
     for (i, item) in items.into_iter().enumerate() {
-        read_item(i, item, messages)?;
+        read_item(i, item, messages, &mut thinking)?;
     }
     Ok(())
 }
 
+/// The signed thinking in a `reasoning` item's `encrypted_content`, when sluice wrote it.
+fn signed_thinking(encrypted: Option<&str>) -> Option<Box<RawValue>> {
+    let json = encrypted?.strip_prefix(super::object::ENCRYPTED_PREFIX)?;
+    serde_json::from_str::<Box<RawValue>>(json)
+        .ok()
+        .filter(|raw| raw.get().starts_with('['))
+}
+
+/// Reads one item; `thinking` is the signed thinking of a `reasoning` item read before,
+/// which goes with the next assistant message.
 fn read_item<'a>(
     i: usize,
     item: InItem<'a>,
     messages: &mut Vec<Msg<'a>>,
+    thinking: &mut Option<Box<RawValue>>,
 ) -> Result<(), BadRequest> {
     match item.kind.as_deref().unwrap_or("message") {
-        "message" => messages.push(Msg::Read(message(i, item)?)),
+        "message" => {
+            let mut m = message(i, item)?;
+            if let OutMessage::Assistant {
+                thinking_blocks, ..
+            } = &mut m
+            {
+                *thinking_blocks = thinking.take();
+            }
+            messages.push(Msg::Read(m));
+        }
         "function_call" => {
             let call = OutCall {
                 id: item.call_id.ok_or_else(|| missing(i, "call_id"))?,
@@ -560,10 +592,13 @@ fn read_item<'a>(
                 },
             };
             match messages.last_mut() {
-                Some(Msg::Read(OutMessage::Assistant { tool_calls, .. })) => tool_calls.push(call),
+                Some(Msg::Read(OutMessage::Assistant { tool_calls, .. })) if thinking.is_none() => {
+                    tool_calls.push(call)
+                }
                 _ => messages.push(Msg::Read(OutMessage::Assistant {
                     content: None,
                     tool_calls: vec![call],
+                    thinking_blocks: thinking.take(),
                 })),
             }
         }
@@ -574,8 +609,9 @@ fn read_item<'a>(
                 None => return Err(missing(i, "output")),
             },
         })),
-        // Chat has no field that carries reasoning back to the model.
-        "reasoning" => {}
+        // Only sluice's signed thinking goes back to the model (Anthropic wants it back);
+        // chat has no field for other reasoning.
+        "reasoning" => *thinking = signed_thinking(item.encrypted_content.as_deref()),
         "item_reference" => {
             return Err(bad(
                 "input",
@@ -609,6 +645,7 @@ fn message<'a>(i: usize, item: InItem<'a>) -> Result<OutMessage<'a>, BadRequest>
         "assistant" => OutMessage::Assistant {
             content: Some(joined_text(i, content, "content")?.into_owned()),
             tool_calls: Vec::new(),
+            thinking_blocks: None,
         },
         "user" => OutMessage::User {
             content: user_content(i, content)?,

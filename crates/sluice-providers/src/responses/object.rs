@@ -41,7 +41,15 @@ pub struct Echo {
     pub summary: Option<String>,
     /// `user`.
     pub user: Option<String>,
+    /// `include` has `reasoning.encrypted_content`: reasoning items carry their signed
+    /// thinking (see [`ENCRYPTED_PREFIX`]).
+    pub encrypted_reasoning: bool,
 }
+
+/// How a reasoning item's `encrypted_content` begins when it is sluice's: the signed
+/// thinking an Anthropic upstream returned (its `thinking_blocks`, JSON) follows. Sent back
+/// in `input`, it goes back to the model with the turn it belongs to.
+pub const ENCRYPTED_PREFIX: &str = "sluice-thinking:";
 
 /// Where a response stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +104,13 @@ pub enum OutputItem {
         id: String,
         /// Its summary parts.
         summary: Vec<SummaryText>,
+        /// Its signed thinking, when asked for (`include`), see [`ENCRYPTED_PREFIX`].
+        #[serde(skip_serializing_if = "Option::is_none")]
+        encrypted_content: Option<String>,
+        /// The signed thinking (chat `thinking_blocks`, JSON), kept for the stored
+        /// conversation.
+        #[serde(skip)]
+        signed: Option<Box<RawValue>>,
     },
     /// The assistant's message.
     Message {
@@ -362,6 +377,30 @@ struct AssistantMessage<'a> {
     content: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<StoredCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_blocks: Option<&'a RawValue>,
+}
+
+impl OutputItem {
+    /// A reasoning item: its summary, and its signed thinking (chat `thinking_blocks`),
+    /// written into `encrypted_content` when `encrypted` (the client asked for it).
+    pub fn reasoning(
+        id: String,
+        summary: Vec<SummaryText>,
+        signed: Option<Box<RawValue>>,
+        encrypted: bool,
+    ) -> Self {
+        let encrypted_content = signed
+            .as_ref()
+            .filter(|_| encrypted)
+            .map(|s| format!("{ENCRYPTED_PREFIX}{}", s.get()));
+        Self::Reasoning {
+            id,
+            summary,
+            encrypted_content,
+            signed,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -384,6 +423,7 @@ pub fn assistant_message(output: &[OutputItem]) -> Vec<u8> {
     let mut text = String::new();
     let mut refusal = String::new();
     let mut tool_calls = Vec::new();
+    let mut thinking_blocks = None;
     for item in output {
         match item {
             OutputItem::Message { content, .. } => {
@@ -404,8 +444,10 @@ pub fn assistant_message(output: &[OutputItem]) -> Vec<u8> {
                 kind: "function",
                 function: StoredFunction { name, arguments },
             }),
-            // Chat has no field that carries reasoning back to a model.
-            OutputItem::Reasoning { .. } => {}
+            // Only signed thinking goes back to a model (Anthropic wants it back).
+            OutputItem::Reasoning { signed, .. } => {
+                thinking_blocks = thinking_blocks.or(signed.as_deref());
+            }
         }
     }
     let content = match (text.is_empty(), refusal.is_empty()) {
@@ -417,6 +459,7 @@ pub fn assistant_message(output: &[OutputItem]) -> Vec<u8> {
         role: "assistant",
         content,
         tool_calls,
+        thinking_blocks,
     };
     serde_json::to_vec(&m).unwrap_or_default()
 }

@@ -46,6 +46,8 @@ struct InDelta<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<InCallDelta<'a>>>,
+    #[serde(default, borrow)]
+    thinking_blocks: Option<Vec<super::signed::InBlock<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +197,8 @@ pub struct StreamConverter {
     output: Vec<OutputItem>,
     /// The output index of the open reasoning item.
     reasoning: Option<usize>,
+    /// Its signed thinking.
+    signed: super::signed::Signed,
     /// The output index of the open message.
     message: Option<usize>,
     /// Function calls: chat tool-call index → output index.
@@ -217,6 +221,7 @@ impl StreamConverter {
             started: false,
             output: Vec::new(),
             reasoning: None,
+            signed: super::signed::Signed::default(),
             message: None,
             tools: Vec::new(),
             tools_closed: 0,
@@ -278,36 +283,38 @@ impl StreamConverter {
         output_index
     }
 
-    /// Appends a piece of reasoning to the open reasoning item (one summary part), opening
-    /// it (and closing what is open) first if need be.
+    /// The open reasoning item's index (one summary part), opening it (and closing what is
+    /// open) first if need be.
+    fn reasoning_item(&mut self, out: &mut Vec<u8>) -> usize {
+        if let Some(i) = self.reasoning {
+            return i;
+        }
+        self.close_message(out, "completed");
+        self.close_tools(out);
+        let id = item_id(&self.echo.id, "rs", self.output.len());
+        let item = OutputItem::reasoning(id, Vec::new(), None, false);
+        let i = self.open_item(out, item);
+        if let OutputItem::Reasoning { summary, .. } = &mut self.output[i] {
+            summary.push(SummaryText::new(String::new()));
+        }
+        if let OutputItem::Reasoning { id, summary, .. } = &self.output[i] {
+            let ev = SummaryPartEv {
+                item_id: id,
+                output_index: i,
+                summary_index: 0,
+                part: &summary[0],
+            };
+            self.w
+                .emit(out, "response.reasoning_summary_part.added", ev);
+        }
+        self.reasoning = Some(i);
+        i
+    }
+
+    /// Appends a piece of reasoning to the open reasoning item.
     fn on_reasoning(&mut self, out: &mut Vec<u8>, piece: &str) {
-        let index = match self.reasoning {
-            Some(i) => i,
-            None => {
-                self.close_message(out, "completed");
-                self.close_tools(out);
-                let item = OutputItem::Reasoning {
-                    id: item_id(&self.echo.id, "rs", self.output.len()),
-                    summary: Vec::new(),
-                };
-                let i = self.open_item(out, item);
-                if let OutputItem::Reasoning { summary, .. } = &mut self.output[i] {
-                    summary.push(SummaryText::new(String::new()));
-                }
-                if let OutputItem::Reasoning { id, summary } = &self.output[i] {
-                    let ev = SummaryPartEv {
-                        item_id: id,
-                        output_index: i,
-                        summary_index: 0,
-                        part: &summary[0],
-                    };
-                    self.w
-                        .emit(out, "response.reasoning_summary_part.added", ev);
-                }
-                self.reasoning = Some(i);
-                i
-            }
-        };
+        let index = self.reasoning_item(out);
+        self.signed.thought(piece);
         if let OutputItem::Reasoning { summary, .. } = &mut self.output[index] {
             if let Some(part) = summary.last_mut() {
                 part.text.push_str(piece);
@@ -324,12 +331,19 @@ impl StreamConverter {
             .emit(out, "response.reasoning_summary_text.delta", ev);
     }
 
-    /// Closes the open reasoning item, if any: its text and part done, then the item.
+    /// Closes the open reasoning item, if any: its text and part done, then the item (with
+    /// its signed thinking).
     fn close_reasoning(&mut self, out: &mut Vec<u8>) {
         let Some(index) = self.reasoning.take() else {
             return;
         };
-        let OutputItem::Reasoning { id, summary } = &self.output[index] else {
+        if let OutputItem::Reasoning { id, summary, .. } = &mut self.output[index] {
+            let (id, summary) = (std::mem::take(id), std::mem::take(summary));
+            let signed = self.signed.take();
+            self.output[index] =
+                OutputItem::reasoning(id, summary, signed, self.echo.encrypted_reasoning);
+        }
+        let OutputItem::Reasoning { id, summary, .. } = &self.output[index] else {
             return;
         };
         for (summary_index, part) in summary.iter().enumerate() {
@@ -606,6 +620,10 @@ impl StreamConverter {
         if let Some(d) = &choice.delta {
             if let Some(r) = d.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
                 self.on_reasoning(out, r);
+            }
+            for b in d.thinking_blocks.iter().flatten() {
+                self.reasoning_item(out);
+                self.signed.block(b);
             }
             if let Some(t) = d.content.as_deref().filter(|t| !t.is_empty()) {
                 self.on_text(out, t, false);

@@ -419,3 +419,63 @@ fn reasoning_content_becomes_a_reasoning_item_with_a_summary() {
     let last = evs.last().unwrap();
     assert_eq!(last["response"]["output"][0]["type"], "reasoning");
 }
+
+#[test]
+fn signed_thinking_rides_in_encrypted_content_and_goes_back() {
+    let blocks = json!([{"type": "thinking", "thinking": "Hm.", "signature": "sig1"}]);
+    let body = json!({"id": "chatcmpl-r", "choices": [{"finish_reason": "tool_calls", "message": {
+        "content": null, "reasoning_content": "Hm.", "thinking_blocks": blocks,
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]});
+    let asked =
+        echo(json!({"model": "m", "input": "x", "include": ["reasoning.encrypted_content"]}));
+    let whole = from_chat(body.to_string().as_bytes(), &asked).unwrap();
+    let v: Value = serde_json::from_slice(&whole.body).unwrap();
+    let encrypted = v["output"][0]["encrypted_content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let decoded = |e: &str| -> Value {
+        serde_json::from_str(e.strip_prefix("sluice-thinking:").unwrap()).unwrap()
+    };
+    assert_eq!(decoded(&encrypted), blocks);
+    // Not asked: not sent, but the stored conversation keeps it.
+    let plain = from_chat(
+        body.to_string().as_bytes(),
+        &echo(json!({"model": "m", "input": "x"})),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&plain.body).unwrap();
+    assert!(v["output"][0].get("encrypted_content").is_none());
+    let stored: Value = serde_json::from_slice(&plain.assistant).unwrap();
+    assert_eq!(stored["thinking_blocks"], blocks);
+    // Sent back, it goes with the assistant's turn.
+    let (chat_body, _) = chat(json!({"model": "m", "input": [
+        {"role": "user", "content": "x"},
+        {"type": "reasoning", "summary": [], "encrypted_content": encrypted},
+        {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "ok"}]}));
+    assert_eq!(chat_body["messages"][1]["thinking_blocks"], blocks);
+    assert_eq!(chat_body["messages"][1]["tool_calls"][0]["id"], "call_1");
+    // Streamed: the signature delta completes the block.
+    let mut c = StreamConverter::new(asked);
+    let mut out = Vec::new();
+    for d in [
+        json!({"reasoning_content": "Hm."}),
+        json!({"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": "sig1"}]}),
+        json!({"content": "Yes."}),
+    ] {
+        c.on_event(delta(d, Value::Null).to_string().as_bytes(), &mut out);
+    }
+    c.on_event(b"[DONE]", &mut out);
+    let text = String::from_utf8(out).unwrap();
+    let done: Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .find(|e| e["type"] == "response.output_item.done")
+        .unwrap();
+    assert_eq!(
+        decoded(done["item"]["encrypted_content"].as_str().unwrap()),
+        blocks
+    );
+}

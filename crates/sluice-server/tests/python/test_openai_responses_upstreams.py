@@ -153,6 +153,30 @@ def test_responses_stream_with_reasoning():
         check(kinds == ["reasoning", "message"], f"{model}: output: {final.output!r}")
         check(final.output[0].summary[0].text == "".join(THOUGHT), f"{model}: reasoning: {final.output[0]!r}")
         check(final.output_text == ANSWER, f"{model}: output_text: {final.output_text!r}")
+        if model != "claude":
+            continue
+        # Anthropic's signed thinking goes back with the turn it belongs to: through a
+        # stored response (previous_response_id), and through encrypted_content replayed
+        # by a client that stores nothing (store=False, as Codex does).
+        again = client.responses.create(
+            model=model, input="And Rome?", previous_response_id=final.id, reasoning={"effort": "low"}
+        )
+        check(again.status == "completed", f"{model}: continued: {again!r}")
+        with client.responses.stream(
+            model=model, input="Weather in Paris?", reasoning={"effort": "low"}, store=False,
+            include=["reasoning.encrypted_content"],
+            extra_body={"x_fake": {"replay": thinking_transcript(model)}},
+        ) as stream:
+            unstored = stream.get_final_response()
+        encrypted = unstored.output[0].encrypted_content
+        check(encrypted and encrypted.startswith("sluice-thinking:"), f"{model}: encrypted: {encrypted!r}")
+        replayed = client.responses.create(
+            model=model, store=False, reasoning={"effort": "low"},
+            input=[{"role": "user", "content": "Weather in Paris?"}]
+            + [o.model_dump(exclude_none=True) for o in unstored.output]
+            + [{"role": "user", "content": "And Rome? (replayed)"}],
+        )
+        check(replayed.status == "completed", f"{model}: replayed: {replayed!r}")
 
 
 def main():
