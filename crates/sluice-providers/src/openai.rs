@@ -19,6 +19,8 @@ pub const PROVIDER_TYPE: &str = "openai";
 pub struct OpenAi {
     /// One URI per operation, in [`Operation::index`] order.
     uris: Vec<Uri>,
+    /// `POST {base_url}/responses`, for Responses API requests sent natively.
+    responses_uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -34,6 +36,7 @@ impl OpenAi {
                 .iter()
                 .map(|op| uri(config, op.path()))
                 .collect::<Result<_, _>>()?,
+            responses_uri: uri(config, "/responses")?,
             headers: static_headers(config, auth)?,
         })
     }
@@ -46,6 +49,11 @@ impl OpenAi {
         request_id: &HeaderValue,
     ) -> Request<UpstreamBody> {
         post(&self.uris[op.index()], &self.headers, body, request_id)
+    }
+
+    /// A Responses API request, sent as it is to `{base_url}/responses`.
+    pub fn responses(&self, body: Bytes, request_id: &HeaderValue) -> Request<UpstreamBody> {
+        post(&self.responses_uri, &self.headers, body, request_id)
     }
 
     /// An upload to the upstream: the multipart body streamed from its spool.

@@ -137,6 +137,35 @@ impl Provider {
         self.config.stream_usage
     }
 
+    /// Whether Responses API requests go to this provider natively (`responses = "native"`).
+    pub fn responses_native(&self) -> bool {
+        matches!(self.adapter, Adapter::OpenAi(_))
+            && self.config.responses == sluice_core::config::ResponsesMode::Native
+    }
+
+    /// The upstream call for a Responses API request `body` (as the client sent it, its
+    /// `previous_response_id` expanded) to a native provider, for upstream model `upstream`.
+    pub fn prepare_responses(
+        &self,
+        body: &Bytes,
+        upstream: &str,
+        request_id: &HeaderValue,
+    ) -> Result<Prepared, Error> {
+        let Adapter::OpenAi(a) = &self.adapter else {
+            return Err(self.unsupported(Operation::Chat));
+        };
+        let body = crate::responses::native::with_model(body, upstream).map_err(|message| {
+            Error::from(ErrorKind::InvalidRequest {
+                message,
+                param: None,
+            })
+        })?;
+        Ok(Prepared::Http {
+            request: a.responses(body, request_id),
+            reader: Reader::Responses,
+        })
+    }
+
     /// Whether the provider runs its models in process.
     pub fn is_local(&self) -> bool {
         matches!(self.adapter, Adapter::Local)

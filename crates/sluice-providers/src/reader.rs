@@ -56,13 +56,19 @@ pub enum Reader {
     /// Audio bytes (text to speech): piped to the client as they arrive, never buffered
     /// whole.
     Audio,
+    /// A Responses API answer from a native upstream: passed through; usage read from the
+    /// `response` object (whole) or the event that ends the stream.
+    Responses,
 }
 
 impl Reader {
     /// Whether the answer is passed through in the upstream's own format (its content type
     /// kept).
     pub fn passes_through(self) -> bool {
-        matches!(self, Self::OpenAi { .. } | Self::Media { .. } | Self::Audio)
+        matches!(
+            self,
+            Self::OpenAi { .. } | Self::Media { .. } | Self::Audio | Self::Responses
+        )
     }
 
     /// Whether the answer is raw bytes to pipe through as they arrive, whatever the
@@ -82,7 +88,7 @@ impl Reader {
     /// the upstream's body could not be read.
     pub fn whole(self, body: Bytes, model: &str) -> Result<(Bytes, Option<Usage>), String> {
         let translated = match self {
-            Self::OpenAi { .. } => {
+            Self::OpenAi { .. } | Self::Responses => {
                 let usage = Usage::from_response(&body);
                 return Ok((body, usage));
             }
@@ -107,7 +113,7 @@ impl Reader {
         let decoder = match self {
             Self::OpenAi { strip_usage } => Decoder::Passthrough {
                 strip_usage,
-                typed: false,
+                events: Events::Chat,
             },
             Self::Anthropic { include_usage } => {
                 Decoder::Anthropic(AnthropicStream::new(model, include_usage))
@@ -121,11 +127,15 @@ impl Reader {
             // Embeddings do not stream: read whatever comes as OpenAI's format.
             Self::OllamaEmbed | Self::GeminiEmbed { .. } => Decoder::Passthrough {
                 strip_usage: false,
-                typed: false,
+                events: Events::Chat,
             },
             Self::Media { .. } | Self::Audio => Decoder::Passthrough {
                 strip_usage: false,
-                typed: true,
+                events: Events::Typed,
+            },
+            Self::Responses => Decoder::Passthrough {
+                strip_usage: false,
+                events: Events::Responses,
             },
         };
         let scanner = match decoder {
@@ -151,13 +161,21 @@ pub enum StreamFault {
     Cut,
 }
 
+/// The events of a stream passed through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Events {
+    /// Chat completion chunks, finished by `[DONE]` (or a `finish_reason`).
+    Chat,
+    /// OpenAI's typed events (media endpoints), finished by a `*.done` event.
+    Typed,
+    /// The Responses API's events, finished by `response.completed`,
+    /// `response.incomplete`, `response.failed` or `error`.
+    Responses,
+}
+
 /// Turns a non-OpenAI stream into OpenAI chunks, or watches an OpenAI one pass.
 enum Decoder {
-    /// `typed`: OpenAI's typed events (media endpoints), finished by a `*.done` event.
-    Passthrough {
-        strip_usage: bool,
-        typed: bool,
-    },
+    Passthrough { strip_usage: bool, events: Events },
     Anthropic(AnthropicStream),
     Ollama(LineTranslator),
     Gemini(GeminiStream),
@@ -227,10 +245,15 @@ struct Seen {
 }
 
 impl Seen {
-    fn observe(&mut self, event: &[u8], strip_usage: bool, typed: bool) -> Keep {
+    fn observe(&mut self, event: &[u8], strip_usage: bool, events: Events) -> Keep {
         let Some(data) = event_data(event) else {
             return Keep::Yes;
         };
+        if events == Events::Responses {
+            self.observe_responses(&data);
+            return Keep::Yes;
+        }
+        let typed = events == Events::Typed;
         if data.as_ref() == b"[DONE]" {
             self.done = true;
             return Keep::Yes;
@@ -298,6 +321,25 @@ fn error_message(data: &[u8]) -> String {
     }
 }
 
+impl Seen {
+    /// One event of a native Responses stream.
+    fn observe_responses(&mut self, data: &[u8]) {
+        let Some(kind) = crate::responses::native::event_kind(data) else {
+            return;
+        };
+        if kind == "response.output_text.delta" || kind == "response.function_call_arguments.delta"
+        {
+            self.content_events += 1;
+        }
+        if crate::responses::native::ends_stream(&kind) {
+            self.done = true;
+            if let Some(u) = crate::responses::native::event_usage(data) {
+                self.usage = Some(u);
+            }
+        }
+    }
+}
+
 /// Reads one streamed answer. See the module docs.
 pub struct StreamReader {
     scanner: SseScanner,
@@ -314,8 +356,12 @@ impl StreamReader {
             decoder,
             seen,
         } = self;
-        if let Decoder::Passthrough { strip_usage, typed } = *decoder {
-            let pushed = scanner.push(data, |ev| seen.observe(ev, strip_usage, typed));
+        if let Decoder::Passthrough {
+            strip_usage,
+            events,
+        } = *decoder
+        {
+            let pushed = scanner.push(data, |ev| seen.observe(ev, strip_usage, events));
             let fault = seen.upstream_error.take().map(StreamFault::Upstream);
             return match pushed {
                 Ok(out) if out.is_empty() => (None, fault),

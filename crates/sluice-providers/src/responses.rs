@@ -43,6 +43,7 @@
 pub mod answer;
 pub mod inbound;
 pub mod items;
+pub mod native;
 pub mod object;
 mod signed;
 pub mod stream;

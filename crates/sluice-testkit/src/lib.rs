@@ -7,7 +7,7 @@
 //! and `GET /v1/models`, and the native shapes of the other providers (Anthropic's
 //! `/v1/messages`, Gemini's `/v1beta/models/{model}:generateContent`,
 //! `:streamGenerateContent` and `:batchEmbedContents`, Ollama's `/api/chat` and
-//! `/api/embed`), records every request, and can be told per request —
+//! `/api/embed`), OpenAI's Responses API (`/v1/responses`), records every request, and can be told per request —
 //! through a [`Behavior`] — to delay, fail with a status, hang, reset the
 //! connection, cut a stream short or stream forever. It also counts
 //! connections and responses abandoned by the client, so tests can check that
@@ -37,6 +37,7 @@ mod body;
 pub mod client;
 pub mod media;
 mod native;
+mod openai_responses;
 mod replay;
 pub mod responses;
 mod upstream;

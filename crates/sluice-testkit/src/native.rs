@@ -34,6 +34,8 @@ pub(crate) enum Api {
     Ollama,
     /// `POST /api/embed`.
     OllamaEmbed,
+    /// `POST /v1/responses` (OpenAI's Responses API).
+    Responses,
 }
 
 impl Api {
@@ -43,6 +45,7 @@ impl Api {
             "/v1/messages" => Some(Self::Anthropic),
             "/api/chat" => Some(Self::Ollama),
             "/api/embed" => Some(Self::OllamaEmbed),
+            "/v1/responses" => Some(Self::Responses),
             p => {
                 let (model, method) = p.strip_prefix("/v1beta/models/")?.rsplit_once(':')?;
                 let model = model.to_owned();
@@ -91,6 +94,9 @@ impl Api {
                 json!({"error": {"code": status, "message": message, "status": s}})
             }
             Self::Ollama | Self::OllamaEmbed => json!({"error": message}),
+            Self::Responses => {
+                return responses::error_json(message, responses::error_type_for(status))
+            }
         };
         Bytes::from(v.to_string())
     }
@@ -208,6 +214,7 @@ pub(crate) fn answer(api: &Api, id: u64, body: Option<&Value>, behavior: &Behavi
         }
         Api::GeminiEmbed => Answer::Whole(gemini_embed(body)),
         Api::OllamaEmbed => Answer::Whole(ollama_embed(body)),
+        Api::Responses => crate::openai_responses::answer(id, body, behavior),
     }
 }
 

@@ -57,7 +57,7 @@ pub use ledger::{
 };
 pub use local::{LocalConfig, UninitializedLocalConfig};
 pub use models::{LocalModelConfig, ModelConfig, UninitializedModelConfig};
-pub use providers::{ProviderConfig, ProviderType, UninitializedProviderConfig};
+pub use providers::{ProviderConfig, ProviderType, ResponsesMode, UninitializedProviderConfig};
 pub use responses::{ResponsesConfig, UninitializedResponsesConfig};
 pub use routes::{
     CanaryConfig, RouteConfig, RoutingConfig, UninitializedCanary, UninitializedRetry,

@@ -40,6 +40,26 @@ impl ProviderType {
     }
 }
 
+/// How an `openai` provider is sent `POST /v1/responses` requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponsesMode {
+    /// Translated to chat completions (`POST {base_url}/chat/completions`) and back.
+    Chat,
+    /// Sent as they are to `POST {base_url}/responses` (OpenAI's own API).
+    Native,
+}
+
+impl ResponsesMode {
+    /// The config name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Native => "native",
+        }
+    }
+}
+
 /// `[[providers]]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +106,9 @@ pub struct UninitializedProviderConfig {
     /// `transcription`, `translation`, `image_generation`, `image_edit`,
     /// `image_variation`, `rerank`, `moderation`); default: the preset's, else all.
     pub endpoints: Option<Vec<String>>,
+    /// `openai`: how `/v1/responses` requests are sent (`native` or `chat`); default
+    /// `native` for OpenAI's own API (the `openai` preset, or no `base_url`), else `chat`.
+    pub responses: Option<ResponsesMode>,
 }
 
 /// Validated `[[providers]]`.
@@ -125,6 +148,8 @@ pub struct ProviderConfig {
     pub keep_alive: Option<String>,
     /// `openai`: the operations the upstream serves (`None`: all of them).
     pub operations: Option<Vec<Operation>>,
+    /// How `/v1/responses` requests are sent (always `Chat` for other types than `openai`).
+    pub responses: ResponsesMode,
 }
 
 /// Validates `[[providers]]`: unique names, each provider's own keys.
@@ -167,8 +192,10 @@ fn load_provider(
     let headers = headers(&p.headers, env, at)?;
     let timeout = |v: Option<u64>, key: &str, default: u64| positive(v, &at(key), default).map(MS);
     let operations = operations(&p, preset, at)?;
+    let responses = responses_mode(&p, preset, at)?;
     Ok(ProviderConfig {
         operations,
+        responses,
         connect_timeout: timeout(p.connect_timeout_ms, "connect_timeout_ms", 5_000)?,
         timeout: timeout(p.timeout_ms, "timeout_ms", 600_000)?,
         chunk_timeout: timeout(p.chunk_timeout_ms, "chunk_timeout_ms", 120_000)?,
@@ -188,6 +215,33 @@ fn load_provider(
         api_key,
         headers,
     })
+}
+
+/// How an `openai` provider is sent Responses API requests: as written, else natively to
+/// OpenAI's own API (its preset, or the default `base_url`), else translated to chat.
+fn responses_mode(
+    p: &UninitializedProviderConfig,
+    preset: Option<&Preset>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<ResponsesMode, ConfigError> {
+    if p.kind != ProviderType::OpenAi {
+        return match p.responses {
+            Some(_) => Err(ConfigError::new(
+                at("responses"),
+                "only applies to `type = \"openai\"` providers (the others are always translated)",
+            )),
+            None => Ok(ResponsesMode::Chat),
+        };
+    }
+    let openai_itself = match preset {
+        Some(pr) => pr.name == "openai" && p.base_url.is_none(),
+        None => p.base_url.is_none(),
+    };
+    Ok(p.responses.unwrap_or(if openai_itself {
+        ResponsesMode::Native
+    } else {
+        ResponsesMode::Chat
+    }))
 }
 
 /// The operations an `openai` provider serves: `endpoints` as written, else its preset's.

@@ -413,3 +413,44 @@ fn responses_retention_and_size() {
         assert_eq!(load(text).unwrap_err().path, path, "{text}");
     }
 }
+
+#[test]
+fn responses_go_native_only_to_openai_itself_unless_told() {
+    let mode = |provider: &str| {
+        let text =
+            format!("[[providers]]\n{provider}\n[[models]]\nname = \"m\"\nprovider = \"p\"\n");
+        load(&text).map(|c| c.providers[0].responses)
+    };
+    // OpenAI's own API: its preset, or no base_url at all.
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"\npreset = \"openai\"").unwrap(),
+        ResponsesMode::Native
+    );
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"").unwrap(),
+        ResponsesMode::Native
+    );
+    // A custom base_url without the key is translated to chat (the contract).
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"").unwrap(),
+        ResponsesMode::Chat
+    );
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"\npreset = \"groq\"").unwrap(),
+        ResponsesMode::Chat
+    );
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nresponses = \"native\"")
+            .unwrap(),
+        ResponsesMode::Native
+    );
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"\npreset = \"openai\"\nresponses = \"chat\"").unwrap(),
+        ResponsesMode::Chat
+    );
+    let e = mode("name = \"p\"\ntype = \"anthropic\"\nresponses = \"native\"").unwrap_err();
+    assert_eq!(e.path, "providers[0].responses", "{e}");
+    assert!(
+        load("[[providers]]\nname = \"p\"\ntype = \"openai\"\nresponses = \"both\"\n").is_err()
+    );
+}

@@ -16,6 +16,17 @@ pub struct BadRequest {
     pub param: Option<&'static str>,
 }
 
+impl BadRequest {
+    /// The 400 in OpenAI's shape.
+    pub fn to_error(&self) -> sluice_core::Error {
+        sluice_core::ErrorKind::InvalidRequest {
+            message: self.message.clone(),
+            param: self.param,
+        }
+        .into()
+    }
+}
+
 fn bad(param: &'static str, message: String) -> BadRequest {
     BadRequest {
         message,
@@ -361,6 +372,10 @@ pub struct Translated {
     pub stream: bool,
     /// The request's settings, for the `response` object.
     pub echo: Echo,
+    /// What only a native upstream can honour (a built-in tool, `truncation: "auto"`,
+    /// an `include` chat cannot answer): the 400 a translated upstream's try gets. The
+    /// chat `body` leaves it out.
+    pub native_only: Option<BadRequest>,
 }
 
 #[derive(Deserialize)]
@@ -414,6 +429,7 @@ pub fn to_chat(body: &[u8], history: Option<&[u8]>) -> Result<Translated, BadReq
         None => Vec::new(),
     };
     let text = r.text.map(|t| parse::<InText<'_>>(t, "text")).transpose()?;
+    let native_only = native_only(&r, &tools)?;
     let out = out_request(&r, messages, &tools, text.as_ref())?;
     let body = serde_json::to_vec(&out).map_err(|e| BadRequest {
         message: e.to_string(),
@@ -424,6 +440,7 @@ pub fn to_chat(body: &[u8], history: Option<&[u8]>) -> Result<Translated, BadReq
         input: kept,
         stream: out.stream,
         echo: echo(&r),
+        native_only,
     })
 }
 
@@ -446,7 +463,7 @@ fn out_request<'a>(
             include_usage: true,
         }),
         tools: out_tools(tools)?,
-        tool_choice: r.tool_choice.map(out_tool_choice).transpose()?,
+        tool_choice: r.tool_choice.map(out_tool_choice).transpose()?.flatten(),
         parallel_tool_calls: r.parallel_tool_calls,
         response_format: text
             .and_then(|t| t.format.as_ref())
@@ -471,25 +488,11 @@ fn refuse_unsupported(r: &InRequest<'_>, resolved: bool) -> Result<(), BadReques
             "previous_response_id was not resolved to a stored conversation".into(),
         ));
     }
-    if let Some(t) = r.truncation.as_deref().filter(|t| *t != "disabled") {
-        return Err(bad(
-            "truncation",
-            format!("truncation: `{t}` is not supported: sluice does not truncate input; use `disabled`"),
-        ));
-    }
     if r.background == Some(true) {
         return Err(bad(
             "background",
             "background: true is not supported: sluice answers in the request".into(),
         ));
-    }
-    for (i, v) in r.include.iter().flatten().enumerate() {
-        if v != "reasoning.encrypted_content" {
-            return Err(bad(
-                "include",
-                format!("include[{i}]: `{v}` is not supported"),
-            ));
-        }
     }
     // Accepted and not acted on: sluice adds no obfuscation.
     let _ = r.stream_options;
@@ -498,6 +501,49 @@ fn refuse_unsupported(r: &InRequest<'_>, resolved: bool) -> Result<(), BadReques
 
 fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue, field: &'static str) -> Result<T, BadRequest> {
     serde_json::from_str(raw.get()).map_err(|e| bad(field, format!("{field}: {e}")))
+}
+
+/// The first thing in `r` only a native upstream can honour, as the 400 a translated
+/// upstream's try gets: a built-in tool (or a `tool_choice` naming one), `truncation:
+/// "auto"`, an `include` value chat has no answer for.
+fn native_only(r: &InRequest<'_>, tools: &[InTool<'_>]) -> Result<Option<BadRequest>, BadRequest> {
+    const ONLY_NATIVE: &str = "only providers with `responses = \"native\"` have it";
+    if let Some((i, t)) = tools.iter().enumerate().find(|(_, t)| t.kind != "function") {
+        return Ok(Some(bad(
+            "tools",
+            format!(
+                "tools[{i}].type: `{}` is a built-in tool; {ONLY_NATIVE}, the others take function tools only",
+                t.kind
+            ),
+        )));
+    }
+    if let Some(raw) = r.tool_choice.filter(|c| c.get().starts_with('{')) {
+        let c: InToolChoice<'_> = parse(raw, "tool_choice")?;
+        if c.kind != "function" {
+            return Ok(Some(bad(
+                "tool_choice",
+                format!(
+                    "tool_choice.type: `{}` is a built-in tool; {ONLY_NATIVE}",
+                    c.kind
+                ),
+            )));
+        }
+    }
+    if let Some(t) = r.truncation.as_deref().filter(|t| *t != "disabled") {
+        return Ok(Some(bad(
+            "truncation",
+            format!("truncation: `{t}` is not supported through chat: sluice does not truncate input; use `disabled` ({ONLY_NATIVE})"),
+        )));
+    }
+    for (i, v) in r.include.iter().flatten().enumerate() {
+        if v != "reasoning.encrypted_content" {
+            return Ok(Some(bad(
+                "include",
+                format!("include[{i}]: `{v}` is not supported through chat ({ONLY_NATIVE})"),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The echo of `r`'s settings.
@@ -723,21 +769,13 @@ fn user_content<'a>(i: usize, raw: &'a RawValue) -> Result<OutContent<'a>, BadRe
     Ok(OutContent::Parts(out))
 }
 
-/// Function tools as chat tools; built-in tools refused by name.
+/// Function tools as chat tools; built-in tools left out (see [`native_only`]).
 fn out_tools<'a>(tools: &'a [InTool<'a>]) -> Result<Vec<OutTool<'a>>, BadRequest> {
     tools
         .iter()
         .enumerate()
+        .filter(|(_, t)| t.kind == "function")
         .map(|(i, t)| {
-            if t.kind != "function" {
-                return Err(bad(
-                    "tools",
-                    format!(
-                        "tools[{i}].type: `{}` is a built-in tool; sluice serves function tools only",
-                        t.kind
-                    ),
-                ));
-            }
             Ok(OutTool {
                 kind: "function",
                 function: OutFunctionSpec {
@@ -754,13 +792,14 @@ fn out_tools<'a>(tools: &'a [InTool<'a>]) -> Result<Vec<OutTool<'a>>, BadRequest
         .collect()
 }
 
-fn out_tool_choice(raw: &RawValue) -> Result<OutToolChoice<'_>, BadRequest> {
+/// `tool_choice` for chat; one naming a built-in tool is left out (see [`native_only`]).
+fn out_tool_choice(raw: &RawValue) -> Result<Option<OutToolChoice<'_>>, BadRequest> {
     if raw.get().starts_with('"') {
         let mode: Str<'_> = parse(raw, "tool_choice")?;
         return match mode.0.as_ref() {
-            "auto" => Ok(OutToolChoice::Mode("auto")),
-            "none" => Ok(OutToolChoice::Mode("none")),
-            "required" => Ok(OutToolChoice::Mode("required")),
+            "auto" => Ok(Some(OutToolChoice::Mode("auto"))),
+            "none" => Ok(Some(OutToolChoice::Mode("none"))),
+            "required" => Ok(Some(OutToolChoice::Mode("required"))),
             other => Err(bad(
                 "tool_choice",
                 format!("tool_choice: unknown mode `{other}`"),
@@ -769,20 +808,15 @@ fn out_tool_choice(raw: &RawValue) -> Result<OutToolChoice<'_>, BadRequest> {
     }
     let c: InToolChoice<'_> = parse(raw, "tool_choice")?;
     match (c.kind.as_ref(), c.name) {
-        ("function", Some(name)) => Ok(OutToolChoice::Named {
+        ("function", Some(name)) => Ok(Some(OutToolChoice::Named {
             kind: "function",
             function: NamedFunction { name },
-        }),
+        })),
         ("function", None) => Err(bad(
             "tool_choice",
             "tool_choice.name: Field required".into(),
         )),
-        (other, _) => Err(bad(
-            "tool_choice",
-            format!(
-                "tool_choice.type: `{other}` is not supported; sluice serves function tools only"
-            ),
-        )),
+        _ => Ok(None),
     }
 }
 

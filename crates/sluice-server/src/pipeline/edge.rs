@@ -65,16 +65,39 @@ impl Edge {
         }
     }
 
-    /// A whole answer's body and content type in the client's protocol, and its storing;
-    /// `Err` says why the upstream's answer could not be read.
+    /// A Responses API request as native upstreams are sent it (`None` for other
+    /// protocols).
+    pub(super) fn native_body(&self) -> Option<&Bytes> {
+        match self {
+            Self::Responses(turn) => Some(turn.native_body()),
+            Self::OpenAi | Self::Anthropic { .. } => None,
+        }
+    }
+
+    /// What only a native Responses upstream can honour, if the request asks for any.
+    pub(super) fn native_only(&self) -> Option<&sluice_providers::responses::inbound::BadRequest> {
+        match self {
+            Self::Responses(turn) => turn.native_only(),
+            Self::OpenAi | Self::Anthropic { .. } => None,
+        }
+    }
+
+    /// A whole answer's body and content type in the client's protocol (`native`: it
+    /// already is, from a native Responses upstream), and its storing; `Err` says why the
+    /// upstream's answer could not be read.
     pub(super) fn whole(
         &mut self,
         body: Bytes,
         content_type: HeaderValue,
+        native: bool,
     ) -> Result<Whole, String> {
         let json = || HeaderValue::from_static("application/json");
         match self {
             Self::OpenAi => Ok((body, content_type, None)),
+            Self::Responses(turn) if native => {
+                let (body, pending) = turn.native_whole(body)?;
+                Ok((body, content_type, Some(pending)))
+            }
             Self::Anthropic { model } => {
                 Ok((inbound::from_openai(&body, model)?.into(), json(), None))
             }
@@ -93,10 +116,12 @@ impl Edge {
         }
     }
 
-    /// An event stream of OpenAI chunks, re-framed in the client's protocol.
-    pub(super) fn stream(self, body: ResponseBody) -> ResponseBody {
+    /// An event stream of OpenAI chunks, re-framed in the client's protocol (`native`: a
+    /// native Responses upstream's events, passed on).
+    pub(super) fn stream(self, body: ResponseBody, native: bool) -> ResponseBody {
         match self {
             Self::OpenAi => body,
+            Self::Responses(turn) if native => turn.native_stream(body),
             Self::Anthropic { model } => {
                 ResponseBody::stream(Reframed::new(body, inbound::StreamConverter::new(&model)))
             }

@@ -41,6 +41,8 @@ pub struct Outcome {
     /// What the upstream used for an answer that ended in an error anyway (a guardrail
     /// refused it): the tab charges it.
     pub spent: Option<sluice_types::Usage>,
+    /// The answer came from a native Responses upstream, in the Responses API's format.
+    pub native: bool,
 }
 
 /// The guard of one request. See the module docs.

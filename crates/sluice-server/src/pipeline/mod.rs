@@ -50,6 +50,7 @@ use finish::{Finish, Guarded, Outcome};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
 use sluice_core::{Error, ErrorKind, Operation};
+use sluice_providers::responses::inbound::BadRequest;
 use sluice_providers::{Upload, View};
 use sluice_types::Usage;
 use std::sync::Arc;
@@ -110,6 +111,12 @@ async fn run<B: ClientBody>(
     let first = parse(op, &body, &upload)?;
     identity.check_model(first.model())?;
     let resolved = state.resolve(first.model())?;
+    let native_body = edge.native_body().cloned();
+    let native_only = edge.native_only().cloned();
+    let native = native_body
+        .as_ref()
+        .filter(|_| state.may_answer_natively(resolved));
+    only_natively(native, native_only.as_ref())?;
     let asked = Asked {
         endpoint,
         headers: &parts.headers,
@@ -119,6 +126,8 @@ async fn run<B: ClientBody>(
         resolved,
         request_id,
         batch_id: caller.batch_id(),
+        native,
+        native_only: native_only.as_ref(),
     };
     open_tab(state, &asked, finish).await?;
     // Guardrails see the request before anything else does (cache keys included), once
@@ -126,7 +135,17 @@ async fn run<B: ClientBody>(
     let mut guarded = guard::Guarded::default();
     let redacted = guard::request(state, resolved, first.model(), &body, &mut guarded).await;
     finish.note_guardrails(guarded.summary());
-    let answer = match redacted? {
+    let redacted = redacted?;
+    // A request the guardrails rewrote, or whose answer they read, goes through chat, where
+    // they act; never around them to a native upstream.
+    let asked = Asked {
+        native: asked
+            .native
+            .filter(|_| redacted.is_none() && !guarded.touches_answers()),
+        ..asked
+    };
+    only_natively(asked.native, asked.native_only)?;
+    let answer = match redacted {
         None => stages(state, &asked, finish).await,
         Some(b) => {
             let view = parse(op, &b, &upload)?;
@@ -190,6 +209,19 @@ struct Asked<'a> {
     request_id: &'a HeaderValue,
     /// The batch whose line this is (`None`: a client's request).
     batch_id: Option<&'a str>,
+    /// A Responses API request as native upstreams are sent it, when one may answer it.
+    native: Option<&'a Bytes>,
+    /// What of it only a native upstream can honour.
+    native_only: Option<&'a BadRequest>,
+}
+
+/// The 400 of a request that asks for what only a native Responses upstream can honour
+/// when none may answer it.
+fn only_natively(native: Option<&Bytes>, native_only: Option<&BadRequest>) -> Result<(), Error> {
+    match (native, native_only) {
+        (None, Some(b)) => Err(b.to_error()),
+        _ => Ok(()),
+    }
 }
 
 /// The tab: every limit and the budget checked and charged.
@@ -236,6 +268,8 @@ async fn stages(
     let leading = match &state.cache {
         // Uploads are never cached: their bodies are spooled, not hashed.
         Some(_) if view.operation().is_upload() => None,
+        // Native Responses answers carry their upstream's own ids: never replayed or shared.
+        Some(_) if a.native.is_some() => None,
         None => None,
         Some(c) => {
             let asked = cache::Asked {
@@ -261,6 +295,8 @@ async fn stages(
         started: finish.started(),
         plan: &plan,
         route_deadline: plan.timeout.map(|t| finish.started() + t),
+        native: a.native,
+        native_only: a.native_only,
     };
     match leading {
         None => call.walk(&mut finish.outcome).await,
@@ -325,7 +361,7 @@ async fn respond(
             content_type,
             body,
             usage,
-        }) => match edge.whole(body, content_type) {
+        }) => match edge.whole(body, content_type, finish.outcome.native) {
             Ok((body, content_type, storing)) => {
                 if let Some(Err(e)) = match storing {
                     Some(s) => Some(s.await),
@@ -354,7 +390,7 @@ async fn respond(
             finish.set_head_status(200);
             let cost = finish.complete(Ending::bare(200));
             (
-                response::sse(edge.stream(ResponseBody::Events(Some(events)))),
+                response::sse(edge.stream(ResponseBody::Events(Some(events)), false)),
                 cost,
             )
         }
@@ -362,7 +398,7 @@ async fn respond(
             finish.set_head_status(200);
             let outcome = finish.outcome;
             let body = ResponseBody::stream(Guarded::new(stream, finish, true));
-            let r = response::sse(edge.stream(body));
+            let r = response::sse(edge.stream(body, outcome.native));
             return with_headers(state, r, &outcome, None);
         }
         Ok(Answer::Piped {
@@ -380,12 +416,14 @@ async fn respond(
             }
             return with_headers(state, r, &outcome, None);
         }
-        Ok(Answer::Detached(copy)) => {
-            (response::sse(edge.stream(ResponseBody::stream(copy))), None)
-        }
-        Ok(Answer::DetachedGuarded(copy)) => {
-            (response::sse(edge.stream(ResponseBody::stream(copy))), None)
-        }
+        Ok(Answer::Detached(copy)) => (
+            response::sse(edge.stream(ResponseBody::stream(copy), false)),
+            None,
+        ),
+        Ok(Answer::DetachedGuarded(copy)) => (
+            response::sse(edge.stream(ResponseBody::stream(copy), false)),
+            None,
+        ),
     };
     let outcome = finish.outcome;
     with_headers(state, response, &outcome, cost)

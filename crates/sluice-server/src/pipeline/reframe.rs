@@ -1,11 +1,13 @@
 //! Streams in another API's format: a stream of OpenAI chunks (relayed, local, coalesced or
 //! replayed from the cache) re-framed event by event by a [`Reframe`] translation of
 //! `sluice-providers` (Anthropic's Messages events for `/v1/messages`, the Responses API's
-//! events for `/v1/responses`).
+//! events for `/v1/responses`); and a native upstream's Responses events passed on as they
+//! came, [`Watched`] on the way.
 
 use crate::response::ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use sluice_providers::responses::native::NativeWatcher;
 use sluice_providers::Reframe;
 use sluice_types::sse::{event_data, Keep, SseScanner};
 use std::convert::Infallible;
@@ -77,6 +79,82 @@ impl<C: Reframe + Unpin> Body for Reframed<C> {
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                     }
                 }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// A native Responses stream passed on event by event as it came, watched by a
+/// [`NativeWatcher`] (which stores the completed response and words sluice's own error
+/// event in the Responses API's shape).
+pub struct Watched {
+    inner: ResponseBody,
+    scanner: SseScanner,
+    watcher: NativeWatcher,
+    ended: bool,
+}
+
+impl Watched {
+    /// Watches `inner` with `watcher`.
+    pub fn new(inner: ResponseBody, watcher: NativeWatcher) -> Self {
+        Self {
+            inner,
+            scanner: SseScanner::new(MAX_EVENT_BYTES),
+            watcher,
+            ended: false,
+        }
+    }
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let mut rewritten = Vec::new();
+                    let Watched {
+                        scanner, watcher, ..
+                    } = this;
+                    let kept = scanner
+                        .push(data, |ev| watcher.on_event(ev, &mut rewritten))
+                        .unwrap_or_default();
+                    let out = match (kept.is_empty(), rewritten.is_empty()) {
+                        (true, true) => continue,
+                        (false, true) => kept,
+                        (_, false) => {
+                            let mut all = kept.to_vec();
+                            all.extend_from_slice(&rewritten);
+                            Bytes::from(all)
+                        }
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    let tail = this.scanner.finish();
+                    if tail.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                }
+                other => return other,
             }
         }
     }

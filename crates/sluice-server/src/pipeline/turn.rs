@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use sluice_core::{Error, ErrorKind};
 use sluice_providers::responses::items::{self, Earlier};
 use sluice_providers::responses::object::Echo;
-use sluice_providers::responses::{answer, inbound, stream};
+use sluice_providers::responses::{answer, inbound, native, stream};
 use sluice_store::responses::{Pending, ResponseStore};
 use sluice_store::Owner;
 use std::convert::Infallible;
@@ -19,10 +19,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use super::reframe::Reframed;
+use super::reframe::{Reframed, Watched};
 
 /// A Responses API request: what its answer echoes and what is stored of it.
 pub(super) struct Turn {
+    /// The request as native upstreams are sent it (its `previous_response_id` expanded).
+    native: Bytes,
+    /// What only a native upstream can honour: the 400 of a translated try.
+    native_only: Option<inbound::BadRequest>,
     echo: Echo,
     owner: Owner,
     store: ResponseStore,
@@ -38,7 +42,7 @@ impl Turn {
     /// Reads `raw`, sent by `key_id`, into an OpenAI chat body.
     pub(super) async fn read(
         store: &ResponseStore,
-        raw: &[u8],
+        raw: &Bytes,
         key_id: Option<&str>,
     ) -> Result<(Bytes, Self), Error> {
         let owner = conversations::owner(key_id);
@@ -63,7 +67,22 @@ impl Turn {
             }
             None => None,
         };
+        let native = match &previous {
+            Some(p) => {
+                let earlier = Earlier {
+                    input_items: &p.input_items,
+                    response: &p.response,
+                };
+                Bytes::from(
+                    native::expand(raw, earlier)
+                        .map_err(|e| invalid(e, Some("previous_response_id")))?,
+                )
+            }
+            None => raw.clone(),
+        };
         let turn = Self {
+            native,
+            native_only: t.native_only,
             echo: t.echo,
             owner,
             store: store.clone(),
@@ -86,6 +105,54 @@ impl Turn {
         Ok((whole.body, pending))
     }
 
+    /// The request as native upstreams are sent it.
+    pub(super) fn native_body(&self) -> &Bytes {
+        &self.native
+    }
+
+    /// What only a native upstream can honour, if the request asks for any of it.
+    pub(super) fn native_only(&self) -> Option<&inbound::BadRequest> {
+        self.native_only.as_ref()
+    }
+
+    /// A native upstream's whole `response` object, passed on as it came, and its storing
+    /// (under the upstream's id), under way.
+    pub(super) fn native_whole(&mut self, body: Bytes) -> Result<(Bytes, Pending), String> {
+        let kept = native::kept(&body)?;
+        let pending = conversations::keep(
+            &self.store,
+            kept.id,
+            self.owner.clone(),
+            self.keeping.take(),
+            body.to_vec(),
+            &kept.assistant,
+        );
+        Ok((body, pending))
+    }
+
+    /// A native upstream's event stream, passed on as it came, stored when it completes.
+    pub(super) fn native_stream(self, body: ResponseBody) -> ResponseBody {
+        let Self {
+            owner,
+            store,
+            keeping,
+            ..
+        } = self;
+        let slot: Slot = Arc::default();
+        let filled = Arc::clone(&slot);
+        let watcher = native::NativeWatcher::new(Box::new(move |kept, response| {
+            let pending =
+                conversations::keep(&store, kept.id, owner, keeping, response, &kept.assistant);
+            *filled.lock().unwrap_or_else(PoisonError::into_inner) = Some(pending);
+        }));
+        ResponseBody::stream(Held {
+            inner: ResponseBody::stream(Watched::new(body, watcher)),
+            slot,
+            pending: None,
+            held: None,
+        })
+    }
+
     /// A stream of chat chunks as the Responses event sequence, stored when it completes.
     pub(super) fn stream(self, body: ResponseBody) -> ResponseBody {
         let Self {
@@ -93,6 +160,7 @@ impl Turn {
             owner,
             store,
             keeping,
+            ..
         } = self;
         let id = echo.id.clone();
         let slot: Slot = Arc::default();

@@ -20,6 +20,7 @@ use sluice_core::breaker::{Permit, Refusal};
 use sluice_core::canary::Canary;
 use sluice_core::retry::Next;
 use sluice_core::{rng, Error, ErrorKind};
+use sluice_providers::responses::inbound::BadRequest;
 use sluice_providers::View;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -44,6 +45,18 @@ pub struct Call<'a> {
     pub plan: &'a Plan<'a>,
     /// The route's deadline, if it has a `timeout_ms`.
     pub route_deadline: Option<Instant>,
+    /// A Responses API request as native upstreams are sent it (`responses = "native"`);
+    /// `None` for every other request, and for one that must go through chat.
+    pub native: Option<&'a Bytes>,
+    /// What of it only a native upstream can honour: a translated try's 400.
+    pub native_only: Option<&'a BadRequest>,
+}
+
+impl Call<'_> {
+    /// The native Responses body, when `provider` takes it.
+    fn native_for(&self, provider: &sluice_providers::Provider) -> Option<&Bytes> {
+        self.native.filter(|_| provider.responses_native())
+    }
 }
 
 impl Call<'_> {
@@ -149,6 +162,7 @@ impl Call<'_> {
             tried += 1;
             outcome.attempts += 1;
             outcome.deployment = Some(step.deployment);
+            outcome.native = self.native_for(provider).is_some();
             if let (true, Some(rm), 1) = (canary.is_some(), w.route_metrics, tried) {
                 rm.canary_requests.fetch_add(1, Relaxed);
             }
@@ -223,11 +237,18 @@ impl Call<'_> {
             started,
             plan,
             route_deadline,
+            ..
         } = *self;
         let dep = &state.deployments[step.deployment];
         let provider = &state.providers[dep.provider];
         let upstream_id = step.upstream.unwrap_or(&dep.upstream);
-        let prepared = provider.prepare(view, body, upstream_id, request_id)?;
+        let prepared = match self.native_for(provider) {
+            Some(native) => provider.prepare_responses(native, upstream_id, request_id)?,
+            None => match self.native_only {
+                Some(refused) => return Err(refused.to_error()),
+                None => provider.prepare(view, body, upstream_id, request_id)?,
+            },
+        };
         let deadline = route_deadline.map_or(now + provider.config.timeout, |d| {
             d.min(now + provider.config.timeout)
         });

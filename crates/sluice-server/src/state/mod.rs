@@ -309,6 +309,11 @@ impl AppState {
         self.names().plan(resolved, facts, body, overrides, stream)
     }
 
+    /// Whether a Responses API request for `resolved` may be answered by a native upstream.
+    pub fn may_answer_natively(&self, resolved: Resolved<'_>) -> bool {
+        self.names().may_answer_natively(resolved)
+    }
+
     /// Whether the canaries' states are kept in `routing.sqlite` (no Redis).
     pub fn keeps_canaries(&self) -> bool {
         self.canary_file.is_some()

@@ -159,6 +159,23 @@ impl Names<'_> {
         .into())
     }
 
+    /// Whether a Responses API request for `resolved` may be answered by a native upstream
+    /// (an `openai` provider with `responses = "native"` among its deployments).
+    pub fn may_answer_natively(&self, resolved: Resolved<'_>) -> bool {
+        let native = |d: usize| self.providers[self.deployments[d].provider].responses_native();
+        match resolved {
+            Resolved::Model(d) | Resolved::Passthrough { deployment: d, .. } => native(d),
+            Resolved::Route(r) => {
+                let route = &self.routes[r];
+                route.config.targets.iter().any(|&d| native(d))
+                    || route
+                        .canary
+                        .as_ref()
+                        .is_some_and(|c| native(c.config.target))
+            }
+        }
+    }
+
     /// The deployments to try for one request, in order, with the policies that apply.
     pub(super) fn plan<'u>(
         &self,

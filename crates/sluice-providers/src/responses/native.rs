@@ -1,0 +1,452 @@
+//! Responses API requests sent natively, to an `openai` provider with `responses =
+//! "native"` (OpenAI's own API): the request as the client sent it, but for `model` (the
+//! upstream's id) and a `previous_response_id`, which sluice expands itself (the earlier
+//! conversation's items go first in `input`, so any provider can continue any response);
+//! the answer passed through as it came, read only for what sluice stores of it (its id,
+//! and the chat `assistant` message it was) and for its usage.
+
+use super::items::Earlier;
+use super::object::{assistant_message, ContentPart, OutputItem};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sluice_types::sse::{event_data, Keep};
+use sluice_types::Usage;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// The body a native upstream is sent for `raw`, a Responses request that continues
+/// `earlier`: without `previous_response_id`, its `input` the earlier conversation's items
+/// (their input items, then their response's output) before its own. Ids sluice made up for
+/// listing (`msg_<hex>_in0`, `fc_<hex>_1`, ...) are left out, so the upstream sees items as
+/// a client would send them; ids of the upstream's own items (reasoning included) stay.
+pub fn expand(raw: &[u8], earlier: Earlier<'_>) -> Result<Vec<u8>, String> {
+    let mut fields: BTreeMap<Cow<'_, str>, &RawValue> =
+        serde_json::from_slice(raw).map_err(|e| format!("invalid Responses request: {e}"))?;
+    fields.remove("previous_response_id");
+    let stored: Vec<&RawValue> = serde_json::from_slice(earlier.input_items)
+        .map_err(|e| format!("stored input items: {e}"))?;
+    let answered: OutputOf<'_> =
+        serde_json::from_slice(earlier.response).map_err(|e| format!("stored response: {e}"))?;
+    let mut input = String::from("[");
+    for item in stored.into_iter().chain(answered.output) {
+        push(&mut input, &without_made_up_id(item)?);
+    }
+    match fields.get("input") {
+        Some(v) if v.get().starts_with('"') => {
+            push(
+                &mut input,
+                &format!("{{\"role\":\"user\",\"content\":{}}}", v.get()),
+            );
+        }
+        Some(v) => {
+            let items: Vec<&RawValue> =
+                serde_json::from_str(v.get()).map_err(|e| format!("input: {e}"))?;
+            for item in items {
+                push(&mut input, item.get());
+            }
+        }
+        None => {}
+    }
+    input.push(']');
+    let input = RawValue::from_string(input).map_err(|e| e.to_string())?;
+    fields.insert(Cow::Borrowed("input"), &input);
+    serde_json::to_vec(&fields).map_err(|e| e.to_string())
+}
+
+fn push(out: &mut String, item: &str) {
+    if out.len() > 1 {
+        out.push(',');
+    }
+    out.push_str(item);
+}
+
+#[derive(Deserialize)]
+struct OutputOf<'a> {
+    #[serde(default, borrow)]
+    output: Vec<&'a RawValue>,
+}
+
+/// `item` without its `id` when sluice made that id up.
+fn without_made_up_id(item: &RawValue) -> Result<Cow<'_, str>, String> {
+    #[derive(Deserialize)]
+    struct Id<'a> {
+        #[serde(default, borrow)]
+        id: Option<Cow<'a, str>>,
+    }
+    let id: Id<'_> = serde_json::from_str(item.get()).map_err(|e| e.to_string())?;
+    if !id.id.as_deref().is_some_and(is_made_up) {
+        return Ok(Cow::Borrowed(item.get()));
+    }
+    let mut fields: BTreeMap<Cow<'_, str>, &RawValue> =
+        serde_json::from_str(item.get()).map_err(|e| e.to_string())?;
+    fields.remove("id");
+    serde_json::to_string(&fields)
+        .map(Cow::Owned)
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `id` is one sluice gives the items of responses it answers through chat or lists:
+/// `<prefix>_<32 hex digits>_<index>` or `..._in<index>`.
+fn is_made_up(id: &str) -> bool {
+    let Some((_, rest)) = id.split_once('_') else {
+        return false;
+    };
+    let Some((hex, index)) = rest.split_once('_') else {
+        return false;
+    };
+    let index = index.strip_prefix("in").unwrap_or(index);
+    hex.len() == 32
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && !index.is_empty()
+        && index.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `body` (a Responses request) with `model` set to `upstream`; the same buffer when it
+/// already names it.
+pub fn with_model(body: &bytes::Bytes, upstream: &str) -> Result<bytes::Bytes, String> {
+    #[derive(Deserialize)]
+    struct Model<'a> {
+        #[serde(borrow)]
+        model: &'a RawValue,
+    }
+    let m: Model<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("invalid Responses request: {e}"))?;
+    let raw = m.model.get();
+    if serde_json::from_str::<Cow<'_, str>>(raw).is_ok_and(|s| s == upstream) {
+        return Ok(body.clone());
+    }
+    let start = raw.as_ptr() as usize - body.as_ptr() as usize;
+    let mut out = Vec::with_capacity(body.len() + upstream.len());
+    out.extend_from_slice(&body[..start]);
+    out.extend_from_slice(&serde_json::to_vec(upstream).map_err(|e| e.to_string())?);
+    out.extend_from_slice(&body[start + raw.len()..]);
+    Ok(out.into())
+}
+
+/// What sluice keeps of a native answer: its id and the chat `assistant` message it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// The upstream's response id.
+    pub id: String,
+    /// The answer as a chat `assistant` message (text, refusal, tool calls).
+    pub assistant: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct InResponse<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    output: Vec<InItem<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InItem<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    content: Vec<InPart<'a>>,
+    #[serde(default, borrow)]
+    call_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InPart<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+}
+
+/// Reads a native `response` object for what is kept of it. Output items other than
+/// messages and function calls (reasoning, built-in tools' calls) have no chat form and
+/// are kept only in the stored response object.
+pub fn kept(response: &[u8]) -> Result<Kept, String> {
+    let r: InResponse<'_> =
+        serde_json::from_slice(response).map_err(|e| format!("invalid response object: {e}"))?;
+    let mut output = Vec::new();
+    for item in r.output {
+        match &*item.kind {
+            "message" => {
+                let content = item
+                    .content
+                    .into_iter()
+                    .filter_map(|p| match &*p.kind {
+                        "output_text" => Some(ContentPart::text(p.text?.into_owned())),
+                        "refusal" => Some(ContentPart::Refusal {
+                            refusal: p.refusal?.into_owned(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                output.push(OutputItem::Message {
+                    id: String::new(),
+                    status: "completed",
+                    role: "assistant",
+                    content,
+                });
+            }
+            "function_call" => output.push(OutputItem::FunctionCall {
+                id: String::new(),
+                call_id: item.call_id.unwrap_or_default().into_owned(),
+                name: item.name.unwrap_or_default().into_owned(),
+                arguments: item.arguments.unwrap_or(Cow::Borrowed("{}")).into_owned(),
+                status: "completed",
+            }),
+            _ => {}
+        }
+    }
+    Ok(Kept {
+        id: r.id.into_owned(),
+        assistant: assistant_message(&output),
+    })
+}
+
+/// The usage a native stream event reports: the `response.usage` of `response.completed`,
+/// `response.incomplete` and `response.failed`.
+pub fn event_usage(data: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        #[serde(default, borrow)]
+        response: Option<&'a RawValue>,
+    }
+    let e: Event<'_> = serde_json::from_slice(data).ok()?;
+    Usage::from_response(e.response?.get().as_bytes())
+}
+
+/// The kinds of event that end a native stream.
+pub fn ends_stream(kind: &str) -> bool {
+    matches!(
+        kind,
+        "response.completed" | "response.incomplete" | "response.failed" | "error"
+    )
+}
+
+#[derive(Deserialize)]
+struct EventHead<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    sequence_number: Option<u64>,
+    #[serde(default, borrow)]
+    response: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    error: Option<InError<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InError<'a> {
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    code: Option<Cow<'a, str>>,
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// The kind of a native stream event (`None` when it has none: not a Responses event).
+pub fn event_kind(data: &[u8]) -> Option<String> {
+    serde_json::from_slice::<EventHead<'_>>(data)
+        .ok()?
+        .kind
+        .map(Cow::into_owned)
+}
+
+/// Called with what is kept of a completed (or incomplete) native stream, and its
+/// `response` object.
+pub type OnDone = Box<dyn FnOnce(Kept, Vec<u8>) + Send>;
+
+/// Watches a native event stream pass to the client: hands the `response` object of its
+/// `response.completed` (or `response.incomplete`) event to [`OnDone`] before that event is
+/// sent, and rewrites the error sluice ends a failed stream with (OpenAI's chat shape,
+/// `{"error": {...}}`) as the Responses API's `error` event.
+pub struct NativeWatcher {
+    last_sequence: Option<u64>,
+    on_done: Option<OnDone>,
+}
+
+impl NativeWatcher {
+    /// A watcher that calls `on_done` when the stream completes.
+    pub fn new(on_done: OnDone) -> Self {
+        Self {
+            last_sequence: None,
+            on_done: Some(on_done),
+        }
+    }
+
+    /// Reads one raw event: whether it goes to the client as it is; what replaces a
+    /// dropped one is appended to `out`.
+    pub fn on_event(&mut self, event: &[u8], out: &mut Vec<u8>) -> Keep {
+        let Some(data) = event_data(event) else {
+            return Keep::Yes;
+        };
+        let Ok(head) = serde_json::from_slice::<EventHead<'_>>(&data) else {
+            return Keep::Yes;
+        };
+        if let Some(n) = head.sequence_number {
+            self.last_sequence = Some(n);
+        }
+        match (head.kind.as_deref(), head.error) {
+            (Some("response.completed" | "response.incomplete"), _) => {
+                if let (Some(response), Some(done)) = (head.response, self.on_done.take()) {
+                    let response = response.get().as_bytes();
+                    if let Ok(k) = kept(response) {
+                        done(k, response.to_vec());
+                    }
+                }
+                Keep::Yes
+            }
+            (None, Some(err)) => {
+                self.error_event(&err, out);
+                Keep::Drop
+            }
+            _ => Keep::Yes,
+        }
+    }
+
+    /// The Responses API's `error` event for sluice's own error of a failed stream.
+    fn error_event(&self, err: &InError<'_>, out: &mut Vec<u8>) {
+        #[derive(serde::Serialize)]
+        struct ErrorEvent<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            code: &'a str,
+            message: &'a str,
+            param: Option<&'a str>,
+            sequence_number: u64,
+        }
+        let e = ErrorEvent {
+            kind: "error",
+            code: err
+                .code
+                .as_deref()
+                .or(err.kind.as_deref())
+                .unwrap_or("server_error"),
+            message: err.message.as_deref().unwrap_or("upstream error"),
+            param: None,
+            sequence_number: self.last_sequence.map_or(0, |n| n + 1),
+        };
+        out.extend_from_slice(b"event: error\ndata: ");
+        out.extend_from_slice(&serde_json::to_vec(&e).unwrap_or_default());
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn made_up_ids_are_told_from_the_upstreams() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        assert!(is_made_up(&format!("msg_{hex}_in0")));
+        assert!(is_made_up(&format!("fc_{hex}_12")));
+        assert!(!is_made_up(
+            "msg_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
+        ));
+        assert!(!is_made_up("rs_abc"));
+        assert!(!is_made_up(&format!("msg_{hex}_inx")));
+    }
+
+    #[test]
+    fn expanding_puts_the_earlier_conversation_first_and_drops_the_pointer() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        let items = format!(
+            r#"[{{"id":"msg_{hex}_in0","type":"message","role":"user","content":[{{"type":"input_text","text":"My name is Ann."}}],"status":"completed"}}]"#
+        );
+        let response = r#"{"id":"resp_up","output":[{"id":"rs_up1","type":"reasoning","summary":[]},{"id":"msg_up2","type":"message","role":"assistant","content":[{"type":"output_text","text":"Hi Ann.","annotations":[]}],"status":"completed"}]}"#;
+        let raw = br#"{"model":"m","previous_response_id":"resp_up","input":"What is my name?","store":true}"#;
+        let out = expand(
+            raw,
+            Earlier {
+                input_items: items.as_bytes(),
+                response: response.as_bytes(),
+            },
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert!(v.get("previous_response_id").is_none());
+        assert_eq!(v["store"], json!(true));
+        let input = v["input"].as_array().unwrap();
+        assert_eq!(input.len(), 4);
+        assert!(input[0].get("id").is_none(), "made-up id left out");
+        assert_eq!(input[0]["content"][0]["text"], "My name is Ann.");
+        assert_eq!(input[1]["id"], "rs_up1", "the upstream's own ids stay");
+        assert_eq!(input[2]["id"], "msg_up2");
+        assert_eq!(
+            input[3],
+            json!({"role": "user", "content": "What is my name?"})
+        );
+    }
+
+    #[test]
+    fn the_model_is_spliced_and_nothing_else_moves() {
+        let body = bytes::Bytes::from_static(br#"{"model": "alias",  "input":"hi"}"#);
+        let out = with_model(&body, "gpt-4.1").unwrap();
+        assert_eq!(&out[..], br#"{"model": "gpt-4.1",  "input":"hi"}"#);
+        let same = with_model(&body, "alias").unwrap();
+        assert_eq!(same.as_ptr(), body.as_ptr(), "the same buffer");
+    }
+
+    #[test]
+    fn a_native_answer_is_kept_as_its_chat_message() {
+        let body = br#"{"id":"resp_x","object":"response","output":[{"type":"reasoning","id":"rs_1","summary":[]},{"type":"message","id":"m","role":"assistant","content":[{"type":"output_text","text":"Hello","annotations":[]}]},{"type":"function_call","id":"fc","call_id":"call_1","name":"f","arguments":"{\"a\":1}"}]}"#;
+        let k = kept(body).unwrap();
+        assert_eq!(k.id, "resp_x");
+        let m: Value = serde_json::from_slice(&k.assistant).unwrap();
+        assert_eq!(m["content"], "Hello");
+        assert_eq!(m["tool_calls"][0]["id"], "call_1");
+        assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+    }
+
+    #[test]
+    fn the_watcher_hands_over_the_completed_response_and_rewrites_sluices_error() {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let put = std::sync::Arc::clone(&got);
+        let mut w = NativeWatcher::new(Box::new(move |k, response| {
+            assert_eq!(k.id, "resp_x");
+            *put.lock().unwrap() = Some(response);
+        }));
+        let mut out = Vec::new();
+        let created = b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_x\",\"output\":[]}}\n\n";
+        assert!(matches!(w.on_event(created, &mut out), Keep::Yes));
+        assert!(got.lock().unwrap().is_none());
+        let done = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":7,\"response\":{\"id\":\"resp_x\",\"output\":[]}}\n\n";
+        assert!(matches!(w.on_event(done, &mut out), Keep::Yes));
+        assert_eq!(
+            got.lock().unwrap().as_deref(),
+            Some(&br#"{"id":"resp_x","output":[]}"#[..])
+        );
+        let failed = b"data: {\"error\":{\"message\":\"cut\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_interrupted\"}}\n\n";
+        assert!(matches!(w.on_event(failed, &mut out), Keep::Drop));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("event: error\ndata: "), "{text}");
+        let v: Value =
+            serde_json::from_str(text.trim_start_matches("event: error\ndata: ").trim()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "stream_interrupted");
+        assert_eq!(v["sequence_number"], 8);
+    }
+
+    #[test]
+    fn usage_comes_from_the_final_events_response() {
+        let data = br#"{"type":"response.completed","sequence_number":3,"response":{"id":"r","usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":4},"output_tokens":7,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":17}}}"#;
+        let u = event_usage(data).unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.cached_prompt_tokens,
+                u.completion_tokens,
+                u.reasoning_tokens
+            ),
+            (10, 4, 7, 2)
+        );
+    }
+}
