@@ -40,6 +40,10 @@ const RESPONSES_UPSTREAMS_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/python/test_openai_responses_upstreams.py"
 );
+const NATIVE_RESPONSES_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python/test_openai_responses_native.py"
+);
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The Python interpreter, when it has `module`; `None` (the test skipped) when it has not
@@ -228,4 +232,14 @@ async fn official_python_sdk_drives_the_files_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_drives_the_batch_api() {
     drive("openai", BATCHES_SCRIPT, "/v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_drives_a_native_responses_upstream() {
+    let script = NATIVE_RESPONSES_SCRIPT;
+    let Some(python) = python_with("openai", script).await else {
+        return;
+    };
+    let (_fake, gw) = common::setup("responses = \"native\"").await;
+    run(python, script, &gw, "/v1").await;
 }

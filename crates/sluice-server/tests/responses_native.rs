@@ -156,6 +156,8 @@ async fn previous_response_id_is_expanded_by_sluice_for_the_native_upstream() {
     )
     .await;
     assert_eq!(second.status, 200, "{}", second.text());
+    // The answer says what it continued, though the upstream never saw the pointer.
+    assert_eq!(second.json()["previous_response_id"], json!(first_id));
     let sent = upstream_bodies(&fake, "/v1/responses");
     assert_eq!(sent.len(), 2);
     let second_sent = &sent[1];
@@ -189,6 +191,26 @@ async fn previous_response_id_is_expanded_by_sluice_for_the_native_upstream() {
         .unwrap();
     assert_eq!(items.status, 200, "{}", items.text());
     assert_eq!(items.json()["data"].as_array().unwrap().len(), 3);
+    // Streamed, every `response` object says it too, the stored one included.
+    let raw = stream_text(
+        &gw,
+        &json!({"model": "m", "input": "Again?", "previous_response_id": second_id,
+                "stream": true}),
+    )
+    .await;
+    let all = events(&raw);
+    for (name, data) in all.iter().filter(|(_, d)| d.get("response").is_some()) {
+        assert_eq!(
+            data["response"]["previous_response_id"],
+            json!(second_id),
+            "{name}"
+        );
+    }
+    let third = all[0].1["response"]["id"].as_str().unwrap();
+    let stored = get(&gw.url(&format!("/v1/responses/{third}")))
+        .await
+        .unwrap();
+    assert_eq!(stored.json()["previous_response_id"], json!(second_id));
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use super::items::Earlier;
 use super::object::{assistant_message, ContentPart, OutputItem};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sluice_types::sse::{event_data, Keep};
+use sluice_types::sse::event_data;
 use sluice_types::Usage;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -262,56 +262,88 @@ pub fn event_kind(data: &[u8]) -> Option<String> {
 /// `response` object.
 pub type OnDone = Box<dyn FnOnce(Kept, Vec<u8>) + Send>;
 
-/// Watches a native event stream pass to the client: hands the `response` object of its
-/// `response.completed` (or `response.incomplete`) event to [`OnDone`] before that event is
-/// sent, and rewrites the error sluice ends a failed stream with (OpenAI's chat shape,
-/// `{"error": {...}}`) as the Responses API's `error` event.
+/// Watches a native event stream pass to the client, writing each event on: hands the
+/// `response` object of its `response.completed` (or `response.incomplete`) event to
+/// [`OnDone`] before that event is sent; puts back the `previous_response_id` sluice
+/// expanded (the upstream never saw it) into the `response` objects of its events; and
+/// rewrites the error sluice ends a failed stream with (OpenAI's chat shape, `{"error":
+/// {...}}`) as the Responses API's `error` event.
 pub struct NativeWatcher {
     last_sequence: Option<u64>,
+    previous: Option<String>,
     on_done: Option<OnDone>,
 }
 
 impl NativeWatcher {
-    /// A watcher that calls `on_done` when the stream completes.
-    pub fn new(on_done: OnDone) -> Self {
+    /// A watcher of the answer to a request that continued `previous` (if it did), which
+    /// calls `on_done` when the stream completes.
+    pub fn new(previous: Option<String>, on_done: OnDone) -> Self {
         Self {
             last_sequence: None,
+            previous,
             on_done: Some(on_done),
         }
     }
 
-    /// Reads one raw event: whether it goes to the client as it is; what replaces a
-    /// dropped one is appended to `out`.
-    pub fn on_event(&mut self, event: &[u8], out: &mut Vec<u8>) -> Keep {
-        let Some(data) = event_data(event) else {
-            return Keep::Yes;
+    /// Reads one raw event and appends what the client gets of it to `out`.
+    pub fn on_event(&mut self, event: &[u8], out: &mut Vec<u8>) {
+        let head = event_data(event).and_then(|data| {
+            let head = serde_json::from_slice::<EventHead<'_>>(&data).ok()?;
+            Some((
+                head.kind.map(Cow::into_owned),
+                head.sequence_number,
+                head.error.map(|e| {
+                    (
+                        e.message.map(Cow::into_owned),
+                        e.code.or(e.kind).map(Cow::into_owned),
+                    )
+                }),
+                head.response.is_some(),
+            ))
+        });
+        let Some((kind, sequence, error, has_response)) = head else {
+            out.extend_from_slice(event);
+            return;
         };
-        let Ok(head) = serde_json::from_slice::<EventHead<'_>>(&data) else {
-            return Keep::Yes;
-        };
-        if let Some(n) = head.sequence_number {
+        if let Some(n) = sequence {
             self.last_sequence = Some(n);
         }
-        match (head.kind.as_deref(), head.error) {
-            (Some("response.completed" | "response.incomplete"), _) => {
-                if let (Some(response), Some(done)) = (head.response, self.on_done.take()) {
-                    let response = response.get().as_bytes();
-                    if let Ok(k) = kept(response) {
-                        done(k, response.to_vec());
-                    }
-                }
-                Keep::Yes
+        if let (None, Some((message, code))) = (&kind, error) {
+            self.error_event(message.as_deref(), code.as_deref(), out);
+            return;
+        }
+        let restored = match (&self.previous, has_response) {
+            (Some(id), true) => restore_previous(event, id),
+            _ => None,
+        };
+        let event = restored.as_deref().unwrap_or(event);
+        if matches!(
+            kind.as_deref(),
+            Some("response.completed" | "response.incomplete")
+        ) {
+            self.completed(event);
+        }
+        out.extend_from_slice(event);
+    }
+
+    /// Hands the `response` object of the completing `event` to [`OnDone`].
+    fn completed(&mut self, event: &[u8]) {
+        let Some(data) = event_data(event) else {
+            return;
+        };
+        let Ok(head) = serde_json::from_slice::<EventHead<'_>>(&data) else {
+            return;
+        };
+        if let (Some(response), Some(done)) = (head.response, self.on_done.take()) {
+            let response = response.get().as_bytes();
+            if let Ok(k) = kept(response) {
+                done(k, response.to_vec());
             }
-            (None, Some(err)) => {
-                self.error_event(&err, out);
-                Keep::Drop
-            }
-            _ => Keep::Yes,
         }
     }
 
     /// The Responses API's `error` event for sluice's own error of a failed stream.
-    fn error_event(&self, err: &InError<'_>, out: &mut Vec<u8>) {
+    fn error_event(&self, message: Option<&str>, code: Option<&str>, out: &mut Vec<u8>) {
         #[derive(serde::Serialize)]
         struct ErrorEvent<'a> {
             #[serde(rename = "type")]
@@ -323,12 +355,8 @@ impl NativeWatcher {
         }
         let e = ErrorEvent {
             kind: "error",
-            code: err
-                .code
-                .as_deref()
-                .or(err.kind.as_deref())
-                .unwrap_or("server_error"),
-            message: err.message.as_deref().unwrap_or("upstream error"),
+            code: code.unwrap_or("server_error"),
+            message: message.unwrap_or("upstream error"),
             param: None,
             sequence_number: self.last_sequence.map_or(0, |n| n + 1),
         };
@@ -336,6 +364,32 @@ impl NativeWatcher {
         out.extend_from_slice(&serde_json::to_vec(&e).unwrap_or_default());
         out.extend_from_slice(b"\n\n");
     }
+}
+
+/// `raw` (a `response` object, or an event carrying one) with the `previous_response_id`
+/// it answers `null` to set to `id`; `None` when it has no such `null`.
+pub fn restore_previous(raw: &[u8], id: &str) -> Option<Vec<u8>> {
+    const KEY: &[u8] = b"\"previous_response_id\"";
+    let at = memchr::memmem::find(raw, KEY)? + KEY.len();
+    let skip = |from: usize| {
+        from + raw[from..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count()
+    };
+    let colon = skip(at);
+    if raw.get(colon) != Some(&b':') {
+        return None;
+    }
+    let value = skip(colon + 1);
+    if !raw[value..].starts_with(b"null") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() + id.len() + 2);
+    out.extend_from_slice(&raw[..value]);
+    out.extend_from_slice(&serde_json::to_vec(id).ok()?);
+    out.extend_from_slice(&raw[value + 4..]);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -410,22 +464,34 @@ mod tests {
     fn the_watcher_hands_over_the_completed_response_and_rewrites_sluices_error() {
         let got = std::sync::Arc::new(std::sync::Mutex::new(None));
         let put = std::sync::Arc::clone(&got);
-        let mut w = NativeWatcher::new(Box::new(move |k, response| {
-            assert_eq!(k.id, "resp_x");
-            *put.lock().unwrap() = Some(response);
-        }));
+        let mut w = NativeWatcher::new(
+            Some("resp_before".into()),
+            Box::new(move |k, response| {
+                assert_eq!(k.id, "resp_x");
+                *put.lock().unwrap() = Some(response);
+            }),
+        );
         let mut out = Vec::new();
-        let created = b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_x\",\"output\":[]}}\n\n";
-        assert!(matches!(w.on_event(created, &mut out), Keep::Yes));
+        let created = b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_x\",\"previous_response_id\":null,\"output\":[]}}\n\n";
+        w.on_event(created, &mut out);
         assert!(got.lock().unwrap().is_none());
-        let done = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":7,\"response\":{\"id\":\"resp_x\",\"output\":[]}}\n\n";
-        assert!(matches!(w.on_event(done, &mut out), Keep::Yes));
+        let delta = b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"\\\"previous_response_id\\\":null\"}\n\n";
+        w.on_event(delta, &mut out);
+        let done = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":7,\"response\":{\"id\":\"resp_x\",\"previous_response_id\": null,\"output\":[]}}\n\n";
+        w.on_event(done, &mut out);
         assert_eq!(
             got.lock().unwrap().as_deref(),
-            Some(&br#"{"id":"resp_x","output":[]}"#[..])
+            Some(&br#"{"id":"resp_x","previous_response_id": "resp_before","output":[]}"#[..])
         );
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.matches("\"resp_before\"").count(), 2, "{text}");
+        assert!(
+            text.contains(&String::from_utf8_lossy(delta).into_owned()),
+            "text is text"
+        );
+        out.clear();
         let failed = b"data: {\"error\":{\"message\":\"cut\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_interrupted\"}}\n\n";
-        assert!(matches!(w.on_event(failed, &mut out), Keep::Drop));
+        w.on_event(failed, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("event: error\ndata: "), "{text}");
         let v: Value =

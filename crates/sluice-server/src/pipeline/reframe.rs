@@ -128,22 +128,18 @@ impl Body for Watched {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    let mut rewritten = Vec::new();
+                    let mut out = Vec::new();
                     let Watched {
                         scanner, watcher, ..
                     } = this;
-                    let kept = scanner
-                        .push(data, |ev| watcher.on_event(ev, &mut rewritten))
-                        .unwrap_or_default();
-                    let out = match (kept.is_empty(), rewritten.is_empty()) {
-                        (true, true) => continue,
-                        (false, true) => kept,
-                        (_, false) => {
-                            let mut all = kept.to_vec();
-                            all.extend_from_slice(&rewritten);
-                            Bytes::from(all)
-                        }
-                    };
+                    let _ = scanner.push(data, |ev| {
+                        watcher.on_event(ev, &mut out);
+                        Keep::Drop
+                    });
+                    if out.is_empty() {
+                        continue;
+                    }
+                    let out = Bytes::from(out);
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
                 Poll::Ready(None) => {

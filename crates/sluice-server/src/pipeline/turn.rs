@@ -118,6 +118,11 @@ impl Turn {
     /// A native upstream's whole `response` object, passed on as it came, and its storing
     /// (under the upstream's id), under way.
     pub(super) fn native_whole(&mut self, body: Bytes) -> Result<(Bytes, Pending), String> {
+        // The upstream never saw the `previous_response_id` sluice expanded: it goes back.
+        let body = match &self.echo.previous_response_id {
+            Some(id) => native::restore_previous(&body, id).map_or(body, Bytes::from),
+            None => body,
+        };
         let kept = native::kept(&body)?;
         let pending = conversations::keep(
             &self.store,
@@ -133,6 +138,7 @@ impl Turn {
     /// A native upstream's event stream, passed on as it came, stored when it completes.
     pub(super) fn native_stream(self, body: ResponseBody) -> ResponseBody {
         let Self {
+            echo,
             owner,
             store,
             keeping,
@@ -140,11 +146,15 @@ impl Turn {
         } = self;
         let slot: Slot = Arc::default();
         let filled = Arc::clone(&slot);
-        let watcher = native::NativeWatcher::new(Box::new(move |kept, response| {
-            let pending =
-                conversations::keep(&store, kept.id, owner, keeping, response, &kept.assistant);
-            *filled.lock().unwrap_or_else(PoisonError::into_inner) = Some(pending);
-        }));
+        let previous = echo.previous_response_id;
+        let watcher = native::NativeWatcher::new(
+            previous,
+            Box::new(move |kept, response| {
+                let pending =
+                    conversations::keep(&store, kept.id, owner, keeping, response, &kept.assistant);
+                *filled.lock().unwrap_or_else(PoisonError::into_inner) = Some(pending);
+            }),
+        );
         ResponseBody::stream(Held {
             inner: ResponseBody::stream(Watched::new(body, watcher)),
             slot,
