@@ -4,6 +4,7 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // a benchmark program prints its table
 
+use sluice_providers::responses::{answer, inbound, items, native, stream};
 use sluice_providers::{anthropic, gemini, ollama};
 use sluice_types::openai::ChatCompletionRequest;
 use sluice_types::sse::event_data;
@@ -106,4 +107,72 @@ fn main() {
     time("inbound /v1/messages: request", || {
         black_box(anthropic::inbound::to_openai(in_req).unwrap());
     });
+    responses(&read);
+}
+
+/// `/v1/responses`: what the gateway does per request besides its pipeline, natively (the
+/// edge's reading, which every Responses request pays, the model spliced, the answer read
+/// for what is stored and its usage) and translated (the same reading, and the chat answer
+/// written back), against chat's own view of a chat request.
+fn responses(read: &dyn Fn(&str) -> Vec<u8>) {
+    let native_resp = read("openai/responses_text.json");
+    let native_stream = read("openai/responses_stream_text.sse");
+    let body = bytes::Bytes::from_static(
+        br#"{"model":"fake-model","input":[{"role":"user","content":"Say hello."}],"max_output_tokens":16}"#,
+    );
+    let chat_answer = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1741476542,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":36,"completion_tokens":10,"total_tokens":46}}"#;
+    let chat_body = bytes::Bytes::from_static(REQUEST.as_bytes());
+    time(
+        "chat (for scale): the view of a chat request and its model spliced",
+        || {
+            let v = sluice_types::ChatRequest::parse(&chat_body).unwrap();
+            black_box(v.upstream_body(&chat_body, "gpt-4.1", false));
+        },
+    );
+    let edge = || {
+        let t = inbound::to_chat(&body, None).unwrap();
+        let kept = items::input_items(&body, &t.echo.id, None).unwrap();
+        (t, kept)
+    };
+    time(
+        "responses: the edge's reading (to chat, input items kept)",
+        || {
+            black_box(edge());
+        },
+    );
+    time("responses native: request (model spliced)", || {
+        black_box(native::with_model(&body, "gpt-4.1").unwrap());
+    });
+    time("responses native: whole answer read (kept, usage)", || {
+        black_box(native::kept(&native_resp).unwrap());
+        black_box(sluice_types::Usage::from_response(&native_resp));
+    });
+    time("responses native: whole stream watched (17 events)", || {
+        let mut w = native::NativeWatcher::new(None, Box::new(|k, r| drop(black_box((k, r)))));
+        let mut out = Vec::new();
+        for e in native_stream.split_inclusive(|&b| b == b'\n') {
+            w.on_event(e, &mut out);
+        }
+        black_box(out);
+    });
+    let (t, _) = edge();
+    time("responses translated: whole answer written back", || {
+        black_box(answer::from_chat(chat_answer, &t.echo).unwrap());
+    });
+    let chunks: Vec<String> = ["Hello", "!", " How", " can", " I", " help", " you", " today", "?"]
+        .iter()
+        .map(|p| format!(r#"{{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{p}"}},"finish_reason":null}}]}}"#))
+        .chain([r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":36,"completion_tokens":10,"total_tokens":46}}"#.to_owned(), "[DONE]".to_owned()])
+        .collect();
+    time(
+        "responses translated: whole stream written back (11 chunks)",
+        || {
+            let mut c = stream::StreamConverter::new(t.echo.clone());
+            let mut out = Vec::new();
+            for ch in &chunks {
+                sluice_providers::Reframe::on_event(&mut c, ch.as_bytes(), &mut out);
+            }
+            black_box(out);
+        },
+    );
 }
