@@ -250,8 +250,7 @@ impl Seen {
             return Keep::Yes;
         };
         if events == Events::Responses {
-            self.observe_responses(&data);
-            return Keep::Yes;
+            return self.observe_responses(&data);
         }
         let typed = events == Events::Typed;
         if data.as_ref() == b"[DONE]" {
@@ -322,11 +321,17 @@ fn error_message(data: &[u8]) -> String {
 }
 
 impl Seen {
-    /// One event of a native Responses stream.
-    fn observe_responses(&mut self, data: &[u8]) {
+    /// One event of a native Responses stream. Its `error` event ends it as a fault: the
+    /// relay ends the stream with its own error event, which names this one's message (and
+    /// is written back in the Responses API's shape).
+    fn observe_responses(&mut self, data: &[u8]) -> Keep {
         let Some(kind) = crate::responses::native::event_kind(data) else {
-            return;
+            return Keep::Yes;
         };
+        if kind == "error" {
+            self.upstream_error = Some(crate::responses::native::error_message(data));
+            return Keep::Drop;
+        }
         if kind == "response.output_text.delta" || kind == "response.function_call_arguments.delta"
         {
             self.content_events += 1;
@@ -337,6 +342,7 @@ impl Seen {
                 self.usage = Some(u);
             }
         }
+        Keep::Yes
     }
 }
 
@@ -514,6 +520,30 @@ mod tests {
         assert_eq!(fault, Some(StreamFault::Upstream("boom".into())));
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.contains("\"hi\"") && !text.contains("boom"), "{text}");
+    }
+
+    #[test]
+    fn native_responses_streams_finish_on_their_last_event_and_fault_on_an_error_event() {
+        let created = b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"r\"}}\n\n";
+        let delta = b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"hi\"}\n\n";
+        let done = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"r\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n";
+        let mut r = Reader::Responses.stream("m", 1 << 16);
+        let (out, fault) = all(&mut r, &[created, delta, done]);
+        assert_eq!(fault, None);
+        assert_eq!(
+            out.len(),
+            created.len() + delta.len() + done.len(),
+            "as it came"
+        );
+        assert_eq!(r.reported_usage().map(|u| u.prompt_tokens), Some(5));
+        let mut r = Reader::Responses.stream("m", 1 << 16);
+        let (_, fault) = all(&mut r, &[created, delta]);
+        assert_eq!(fault, Some(StreamFault::Cut));
+        let error = b"event: error\ndata: {\"type\":\"error\",\"sequence_number\":2,\"code\":\"server_error\",\"message\":\"overloaded\",\"param\":null}\n\n";
+        let mut r = Reader::Responses.stream("m", 1 << 16);
+        let (out, fault) = all(&mut r, &[created, error]);
+        assert_eq!(fault, Some(StreamFault::Upstream("overloaded".into())));
+        assert_eq!(out, created, "the relay's own error event names it");
     }
 
     #[test]

@@ -220,11 +220,24 @@ pub fn event_usage(data: &[u8]) -> Option<Usage> {
     Usage::from_response(e.response?.get().as_bytes())
 }
 
+/// The `message` of a native stream's `error` event (the whole event when it has none).
+pub fn error_message(data: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct ErrorEvent<'a> {
+        #[serde(default, borrow)]
+        message: Option<Cow<'a, str>>,
+    }
+    match serde_json::from_slice::<ErrorEvent<'_>>(data) {
+        Ok(ErrorEvent { message: Some(m) }) => m.into_owned(),
+        _ => String::from_utf8_lossy(data).into_owned(),
+    }
+}
+
 /// The kinds of event that end a native stream.
 pub fn ends_stream(kind: &str) -> bool {
     matches!(
         kind,
-        "response.completed" | "response.incomplete" | "response.failed" | "error"
+        "response.completed" | "response.incomplete" | "response.failed"
     )
 }
 
