@@ -17,7 +17,9 @@
 //! `thinkingBudget` from the effort, see [`crate::reasoning`], with `includeThoughts`;
 //! `none` is a budget of 0). Back: text parts, thought parts (`thought: true`, Gemini's
 //! thought summaries) as `reasoning_content`, `functionCall` parts as
-//! `tool_calls` (ids made up as `call_N` where Gemini sends none), `finishReason` (`STOP` →
+//! `tool_calls` (ids made up as `call_N` where Gemini sends none; a call's
+//! `thoughtSignature` rides in its id, hex after `__thought__`, and goes back with the call,
+//! as Gemini 3 requires), `finishReason` (`STOP` →
 //! `stop`, `MAX_TOKENS` → `length`, `SAFETY`/`RECITATION`/`BLOCKLIST`/`PROHIBITED_CONTENT`/
 //! `SPII` → `content_filter`), a prompt blocked by `promptFeedback.blockReason` as an empty
 //! answer with `finish_reason: content_filter`, and `usageMetadata` (cached and thinking
@@ -134,7 +136,51 @@ struct WireRequest<'a> {
 #[derive(Serialize)]
 struct Turn<'a> {
     role: &'static str,
-    parts: Vec<WirePart<'a>>,
+    parts: Vec<TurnPart<'a>>,
+}
+
+/// A part of a turn, with the thought signature Gemini gave the function call it replays.
+#[derive(Serialize)]
+struct TurnPart<'a> {
+    #[serde(flatten)]
+    part: WirePart<'a>,
+    #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
+    thought_signature: Option<String>,
+}
+
+impl<'a> From<WirePart<'a>> for TurnPart<'a> {
+    fn from(part: WirePart<'a>) -> Self {
+        Self {
+            part,
+            thought_signature: None,
+        }
+    }
+}
+
+/// What separates a tool call's id from the thought signature Gemini gave the call (hex):
+/// Gemini 3 refuses a replayed function call without its signature, and the id is the one
+/// field every client sends back as it got it.
+const SIGNATURE_MARK: &str = "__thought__";
+
+/// A tool call id carrying Gemini's `signature`.
+fn signed_id(id: &str, signature: &str) -> String {
+    let mut out = String::with_capacity(id.len() + SIGNATURE_MARK.len() + 2 * signature.len());
+    out.push_str(id);
+    out.push_str(SIGNATURE_MARK);
+    for b in signature.bytes() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The thought signature a tool call id carries, if it carries one.
+fn signature_of(id: &str) -> Option<String> {
+    let (_, hex) = id.split_once(SIGNATURE_MARK)?;
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 #[derive(Serialize)]
@@ -274,7 +320,7 @@ fn image_part(url: &str) -> WirePart<'_> {
     WirePart::FileData { file_uri: url }
 }
 
-fn push_turn<'a>(contents: &mut Vec<Turn<'a>>, role: &'static str, parts: Vec<WirePart<'a>>) {
+fn push_turn<'a>(contents: &mut Vec<Turn<'a>>, role: &'static str, parts: Vec<TurnPart<'a>>) {
     if parts.is_empty() {
         return;
     }
@@ -282,6 +328,10 @@ fn push_turn<'a>(contents: &mut Vec<Turn<'a>>, role: &'static str, parts: Vec<Wi
         Some(last) if last.role == role => last.parts.extend(parts),
         _ => contents.push(Turn { role, parts }),
     }
+}
+
+fn turn_parts(c: &Option<Content>) -> Vec<TurnPart<'_>> {
+    parts(c).into_iter().map(TurnPart::from).collect()
 }
 
 fn parts(c: &Option<Content>) -> Vec<WirePart<'_>> {
@@ -317,9 +367,9 @@ pub fn to_request(req: &ChatCompletionRequest) -> Result<Vec<u8>, Untranslatable
     for (i, m) in req.messages.iter().enumerate() {
         match m.role {
             Role::System | Role::Developer => system.extend(parts(&m.content)),
-            Role::User => push_turn(&mut contents, "user", parts(&m.content)),
+            Role::User => push_turn(&mut contents, "user", turn_parts(&m.content)),
             Role::Assistant => {
-                let mut ps = parts(&m.content);
+                let mut ps = turn_parts(&m.content);
                 for call in m.tool_calls.iter().flatten() {
                     call_names.insert(&call.id, &call.function.name);
                     let args = raw_arguments(&call.function.arguments).map_err(|e| {
@@ -327,9 +377,12 @@ pub fn to_request(req: &ChatCompletionRequest) -> Result<Vec<u8>, Untranslatable
                             "`messages[{i}].tool_calls`: arguments are not JSON: {e}"
                         ))
                     })?;
-                    ps.push(WirePart::FunctionCall {
-                        name: &call.function.name,
-                        args,
+                    ps.push(TurnPart {
+                        part: WirePart::FunctionCall {
+                            name: &call.function.name,
+                            args,
+                        },
+                        thought_signature: signature_of(&call.id),
                     });
                 }
                 push_turn(&mut contents, "model", ps);
@@ -355,7 +408,7 @@ pub fn to_request(req: &ChatCompletionRequest) -> Result<Vec<u8>, Untranslatable
                 push_turn(
                     &mut contents,
                     "user",
-                    vec![WirePart::FunctionResponse { name, response }],
+                    vec![WirePart::FunctionResponse { name, response }.into()],
                 );
             }
         }
@@ -497,6 +550,10 @@ struct WireResponsePart<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(default)]
     thought: Option<bool>,
+    /// Gemini's signature of its thinking, on (at least) the first function call of a
+    /// step; carried in the call's id (see [`SIGNATURE_MARK`]).
+    #[serde(default, borrow)]
+    thought_signature: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     function_call: Option<WireFunctionCall<'a>>,
 }
@@ -563,11 +620,17 @@ fn read_parts<'a>(content: Option<&'a WireContent<'a>>, first_call: usize) -> Re
         }
         if let Some(fc) = &part.function_call {
             let n = first_call + calls.len();
+            let id = fc
+                .id
+                .as_deref()
+                .map_or_else(|| Cow::Owned(format!("call_{n}")), Cow::Borrowed);
+            let id = match part.thought_signature.as_deref() {
+                Some(signature) => Cow::Owned(signed_id(&id, signature)),
+                None => id,
+            };
             calls.push(ToolCallOut::new(
                 Some(n),
-                fc.id
-                    .as_deref()
-                    .map_or_else(|| Cow::Owned(format!("call_{n}")), Cow::Borrowed),
+                id,
                 Cow::Borrowed(&fc.name),
                 fc.args
                     .map_or(Cow::Borrowed("{}"), |a| compact_json(a.get())),

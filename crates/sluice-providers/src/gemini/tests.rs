@@ -281,3 +281,39 @@ fn thoughts_become_reasoning_content_and_effort_a_thinking_budget() {
         json!({"thinkingBudget": 0})
     );
 }
+
+#[test]
+fn thought_signatures_ride_in_call_ids_and_go_back() {
+    let body = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "Q2lR+/=="},
+            {"functionCall": {"name": "g", "args": {}}}]}, "finishReason": "STOP"}]});
+    let (out, _) = from_response(body.to_string().as_bytes(), "m").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let calls = &v["choices"][0]["message"]["tool_calls"];
+    let signed = calls[0]["id"].as_str().unwrap().to_owned();
+    assert!(signed.starts_with("call_0__thought__"), "{signed}");
+    assert!(
+        signed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "{signed}"
+    );
+    assert_eq!(calls[1]["id"], "call_1");
+    let wire = translate(json!({"model": "g", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": signed, "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}},
+            {"id": "call_1", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": signed, "content": "1"},
+        {"role": "tool", "tool_call_id": "call_1", "content": "2"}]}));
+    let parts = &wire["contents"][1]["parts"];
+    assert_eq!(
+        parts[0],
+        json!({"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "Q2lR+/=="})
+    );
+    assert_eq!(parts[1], json!({"functionCall": {"name": "g", "args": {}}}));
+    assert_eq!(
+        wire["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "f"
+    );
+}
