@@ -40,6 +40,9 @@ impl Inbound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upstream {
     OpenAi,
+    /// An `openai` provider with `responses = "native"`: `/v1/responses` goes to it as it is
+    /// (the other inbound APIs reach it as chat, as [`Upstream::OpenAi`]).
+    OpenAiResponses,
     Anthropic,
     Gemini,
     Ollama,
@@ -49,6 +52,7 @@ impl Upstream {
     pub fn name(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
+            Self::OpenAiResponses => "openai_responses",
             Self::Anthropic => "anthropic",
             Self::Gemini => "gemini",
             Self::Ollama => "ollama",
@@ -71,9 +75,18 @@ impl Upstream {
         }
     }
 
+    /// The provider `type`.
+    fn kind(self) -> &'static str {
+        match self {
+            Self::OpenAiResponses => "openai",
+            other => other.name(),
+        }
+    }
+
     /// Upstream events cut after in the `cut` scenario: the first content delta has passed.
     fn cut_after(self) -> usize {
         match self {
+            Self::OpenAiResponses => 5,
             Self::Anthropic => 4,
             Self::OpenAi => 2,
             Self::Gemini | Self::Ollama => 1,
@@ -266,9 +279,10 @@ fn request(inbound: Inbound, scenario: &str, stream: bool) -> Value {
 
 /// A gateway with model `m` on provider `up` of the upstream's type at `fake`.
 async fn gateway(upstream: Upstream, fake: &FakeUpstream) -> super::common::Gateway {
-    let base = match upstream {
-        Upstream::OpenAi => fake.base_url(),
-        _ => fake.url(""),
+    let (base, extra) = match upstream {
+        Upstream::OpenAi => (fake.base_url(), ""),
+        Upstream::OpenAiResponses => (fake.base_url(), "responses = \"native\"\n"),
+        _ => (fake.url(""), ""),
     };
     start_with(&format!(
         r#"
@@ -281,7 +295,7 @@ name = "up"
 type = "{kind}"
 base_url = "{base}"
 api_key = "test-key"
-[[models]]
+{extra}[[models]]
 name = "m"
 provider = "up"
 upstream = "up-model"
@@ -290,7 +304,7 @@ upstream = "up-model"
             .join("sluice-test-data")
             .join("conformance")
             .display(),
-        kind = upstream.name(),
+        kind = upstream.kind(),
     ))
     .await
 }

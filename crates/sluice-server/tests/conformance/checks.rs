@@ -323,10 +323,17 @@ fn responses(evs: &[Event], whole: Option<&Value>) -> Result<(), String> {
     ensure(
         matches!(
             end,
-            "response.completed" | "response.incomplete" | "response.failed"
+            "response.completed" | "response.incomplete" | "response.failed" | "error"
         ),
         || format!("the stream ends with {end}"),
     )?;
+    if end == "error" {
+        // An `error` event ends a stream that failed midway (native upstreams).
+        return ensure(
+            last["message"].is_string() && last["code"].is_string(),
+            || format!("an error event without code or message: {last}"),
+        );
+    }
     let id = &datas[0]["response"]["id"];
     ensure(&last["response"]["id"] == id, || {
         "the last event names another response".into()
@@ -388,8 +395,10 @@ fn responses(evs: &[Event], whole: Option<&Value>) -> Result<(), String> {
         &json!(output),
         &last["response"]["output"],
     )?;
+    // sluice's own ids (`resp_` and 32 hex digits) name their items after the response; a
+    // native upstream's are its own.
     let prefix = id.as_str().unwrap_or("").trim_start_matches("resp_");
-    for item in &output {
+    for item in output.iter().filter(|_| prefix.len() == 32) {
         let item_id = item["id"].as_str().unwrap_or("");
         ensure(item_id.contains(prefix), || {
             format!("item id {item_id} is not of response {id}")

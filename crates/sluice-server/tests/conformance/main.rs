@@ -1,6 +1,7 @@
 //! The conformance suite (issue 15): every inbound API (`/v1/chat/completions`,
 //! `/v1/messages`, `/v1/responses`) over every upstream format (OpenAI-compatible chat,
-//! Anthropic, Gemini, Ollama), whole and streamed, in the scenarios agents depend on: plain
+//! Anthropic, Gemini, Ollama; and `/v1/responses` over a native Responses upstream), whole
+//! and streamed, in the scenarios agents depend on: plain
 //! text, parallel tool calls with arguments streamed in pieces, reasoning, refusals, content
 //! filters, token limits, errors midway and a connection cut midway.
 //!
@@ -55,6 +56,7 @@ pair!(messages_over_anthropic, Messages, Anthropic);
 pair!(messages_over_gemini, Messages, Gemini);
 pair!(messages_over_ollama, Messages, Ollama);
 pair!(responses_over_openai, Responses, OpenAi);
+pair!(responses_over_native_openai, Responses, OpenAiResponses);
 pair!(responses_over_anthropic, Responses, Anthropic);
 pair!(responses_over_gemini, Responses, Gemini);
 pair!(responses_over_ollama, Responses, Ollama);
