@@ -260,7 +260,9 @@ impl Seen {
         if self.upstream_error.is_some() {
             return Keep::Drop;
         }
-        if after_key(&data, b"\"error\"").is_some_and(|v| v.starts_with(b"{")) {
+        // An error event is an object whose first key is `error` (OpenAI's and vLLM's
+        // shape); a look at its first bytes keeps content events from paying for a scan.
+        if data.trim_ascii_start().starts_with(b"{\"error\"") {
             // The relay ends the stream with its own error event, which names this one.
             self.upstream_error = Some(error_message(&data));
             return Keep::Drop;
