@@ -82,7 +82,7 @@ pub fn request_key(
         | Operation::ImageVariation
         | Operation::Transcription
         | Operation::Translation => false,
-        Operation::Chat => {
+        Operation::Chat | Operation::Completion => {
             let zero_temperature = map
                 .get("temperature")
                 .and_then(Value::as_f64)

@@ -24,11 +24,13 @@ pub enum Operation {
     Rerank,
     /// Content classified (`/v1/moderations`).
     Moderation,
+    /// Legacy text completions (`/v1/completions`): a prompt continued, no chat template.
+    Completion,
 }
 
 impl Operation {
     /// Every operation, in the order of [`Self::index`].
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Chat,
         Self::Embeddings,
         Self::Speech,
@@ -39,6 +41,7 @@ impl Operation {
         Self::ImageVariation,
         Self::Rerank,
         Self::Moderation,
+        Self::Completion,
     ];
 
     /// The label in metrics and cache keys.
@@ -54,6 +57,7 @@ impl Operation {
             Self::ImageVariation => "image_variation",
             Self::Rerank => "rerank",
             Self::Moderation => "moderation",
+            Self::Completion => "completion",
         }
     }
 
@@ -70,6 +74,7 @@ impl Operation {
             Self::ImageVariation => "/images/variations",
             Self::Rerank => "/rerank",
             Self::Moderation => "/moderations",
+            Self::Completion => "/completions",
         }
     }
 

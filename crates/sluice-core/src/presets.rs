@@ -114,8 +114,8 @@ pub fn names() -> String {
 /// API (`None`: every one). A provider's `endpoints` key overrides it.
 pub fn serves(name: &str) -> Option<&'static [Operation]> {
     use Operation::{
-        Chat, Embeddings, ImageEdit, ImageGeneration, ImageVariation, Moderation, Rerank, Speech,
-        Transcription, Translation,
+        Chat, Completion, Embeddings, ImageEdit, ImageGeneration, ImageVariation, Moderation,
+        Rerank, Speech, Transcription, Translation,
     };
     Some(match name {
         // OpenAI has no rerank.
@@ -129,14 +129,32 @@ pub fn serves(name: &str) -> Option<&'static [Operation]> {
             ImageEdit,
             ImageVariation,
             Moderation,
+            Completion,
         ],
-        "anthropic" | "deepseek" | "openrouter" | "xai" | "lmstudio" | "ollama" => &[Chat],
+        // DeepSeek's legacy completions (FIM) answer only under its `/beta` base URL: a
+        // provider with that `base_url` lists `completion` in its `endpoints`.
+        "anthropic" | "deepseek" => &[Chat],
+        "openrouter" | "xai" | "lmstudio" | "ollama" => &[Chat, Completion],
         "gemini" => &[Chat, Embeddings, ImageGeneration],
         "groq" => &[Chat, Speech, Transcription, Translation],
         "mistral" => &[Chat, Embeddings, Moderation],
-        "together" | "fireworks" => &[Chat, Embeddings, ImageGeneration, Transcription, Rerank],
-        "vllm" => &[Chat, Embeddings, Rerank, Transcription, Translation],
-        "llamacpp" => &[Chat, Embeddings, Rerank],
+        "together" | "fireworks" => &[
+            Chat,
+            Completion,
+            Embeddings,
+            ImageGeneration,
+            Transcription,
+            Rerank,
+        ],
+        "vllm" => &[
+            Chat,
+            Completion,
+            Embeddings,
+            Rerank,
+            Transcription,
+            Translation,
+        ],
+        "llamacpp" => &[Chat, Completion, Embeddings, Rerank],
         _ => return None,
     })
 }

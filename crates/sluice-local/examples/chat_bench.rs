@@ -91,7 +91,7 @@ fn request(max_tokens: usize) -> ChatRequest {
             ..SamplingParams::default()
         },
         ignore_eos: true,
-        constraint: None,
+        ..ChatRequest::default()
     }
 }
 

@@ -304,11 +304,14 @@ impl ChatModel {
     }
 
     /// Queues a request. Never blocks: a full queue is [`ErrorKind::QueueFull`]. The prompt is
-    /// rendered and tokenized here, so that one too long for the context is refused at once
+    /// rendered (unless it is a [`ChatRequest::raw_prompt`]) and tokenized here, so that one too long for the context is refused at once
     /// ([`ErrorKind::ContextLengthExceeded`]), before a stream starts.
     pub fn submit(&self, request: ChatRequest) -> Result<Generation> {
         validate(&request)?;
-        let prompt_ids = self.prompt_tokens(&request.messages)?;
+        let prompt_ids = match &request.raw_prompt {
+            Some(text) => self.shared.tokenizer.encode_prompt(text)?,
+            None => self.prompt_tokens(&request.messages)?,
+        };
         if prompt_ids.is_empty() {
             return Err(Error::invalid_request("the rendered prompt is empty"));
         }

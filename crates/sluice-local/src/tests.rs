@@ -358,6 +358,24 @@ fn prompt_tokens_equal_the_tokenized_rendered_template() {
 }
 
 #[test]
+fn a_raw_prompt_is_tokenized_as_it_is_without_the_template() {
+    for arch in [TestArch::Llama, TestArch::Qwen2] {
+        let (_dir, model) = model(arch, TestDType::F32, 1);
+        let text = "Once upon a time";
+        let plain = model.tokenize(text).expect("tokenize");
+        let request = ChatRequest {
+            raw_prompt: Some(text.into()),
+            ..greedy(3)
+        };
+        let (done, _) = run(&model, request);
+        // Llama's tokenizer asks for BOS; the template's markers never appear.
+        let bos = usize::from(arch == TestArch::Llama);
+        assert_eq!(done.usage.prompt_tokens, plain.len() + bos, "{arch:?}");
+        assert_eq!(done.usage.completion_tokens, 3, "{arch:?}");
+    }
+}
+
+#[test]
 fn the_chat_template_from_metadata_is_used() {
     let (_dir, llama) = model(TestArch::Llama, TestDType::F32, 1);
     assert_eq!(

@@ -26,6 +26,7 @@ pub mod reframe;
 pub mod responses;
 #[cfg(test)]
 mod test_support;
+pub mod text_completion;
 pub mod upload;
 pub mod view;
 

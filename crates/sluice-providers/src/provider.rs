@@ -117,7 +117,7 @@ impl Provider {
             }
             Adapter::Local => matches!(
                 op,
-                Operation::Chat | Operation::Embeddings | Operation::Rerank
+                Operation::Chat | Operation::Embeddings | Operation::Rerank | Operation::Completion
             ),
         }
     }
@@ -210,7 +210,15 @@ impl Provider {
                 let request = a.upload(*op, &content_type, upload, request_id)?;
                 (request, Reader::Media { images })
             }
-            (_, View::Media(_) | View::Upload(..)) => {
+            (Adapter::OpenAi(a), View::Completion(c)) => {
+                let ask = c.stream && self.config.stream_usage;
+                let body = c.upstream_body(body, upstream, ask);
+                let reader = Reader::OpenAi {
+                    strip_usage: ask && !c.include_usage,
+                };
+                (a.request(Operation::Completion, body, request_id), reader)
+            }
+            (_, View::Media(_) | View::Upload(..) | View::Completion(_)) => {
                 return Err(self.unsupported(view.operation()))
             }
             (Adapter::OpenAi(a), View::Chat(c)) => {
@@ -318,6 +326,7 @@ fn endpoint_path(op: Operation) -> &'static str {
         Operation::ImageVariation => "/v1/images/variations",
         Operation::Rerank => "/v1/rerank",
         Operation::Moderation => "/v1/moderations",
+        Operation::Completion => "/v1/completions",
     }
 }
 

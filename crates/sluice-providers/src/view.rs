@@ -5,7 +5,9 @@
 use crate::upload::Upload;
 use sluice_core::routing::RequestFacts;
 use sluice_core::Operation;
-use sluice_types::{ChatRequest, EmbeddingsRequest, InvalidRequest, MediaKind, MediaRequest};
+use sluice_types::{
+    ChatRequest, CompletionRequest, EmbeddingsRequest, InvalidRequest, MediaKind, MediaRequest,
+};
 
 /// The body of one request, read once.
 #[derive(Debug)]
@@ -18,6 +20,8 @@ pub enum View<'a> {
     Media(MediaRequest<'a>),
     /// A multipart upload (transcription, translation, image edit or variation), spooled.
     Upload(Operation, &'a Upload),
+    /// A legacy text completion.
+    Completion(CompletionRequest<'a>),
 }
 
 impl<'a> View<'a> {
@@ -32,6 +36,7 @@ impl<'a> View<'a> {
             Operation::ImageGeneration => media(MediaKind::ImageGeneration),
             Operation::Rerank => media(MediaKind::Rerank),
             Operation::Moderation => media(MediaKind::Moderation),
+            Operation::Completion => Ok(Self::Completion(CompletionRequest::parse(body)?)),
             Operation::Transcription
             | Operation::Translation
             | Operation::ImageEdit
@@ -55,6 +60,7 @@ impl View<'_> {
                 MediaKind::Moderation => Operation::Moderation,
             },
             Self::Upload(op, _) => *op,
+            Self::Completion(_) => Operation::Completion,
         }
     }
 
@@ -65,6 +71,7 @@ impl View<'_> {
             Self::Embeddings(e) => &e.model,
             Self::Media(m) => &m.model,
             Self::Upload(_, u) => &u.model,
+            Self::Completion(c) => &c.model,
         }
     }
 
@@ -75,12 +82,17 @@ impl View<'_> {
             Self::Embeddings(_) => false,
             Self::Media(m) => m.stream,
             Self::Upload(_, u) => u.stream(),
+            Self::Completion(c) => c.stream,
         }
     }
 
     /// Whether a streaming client asked for the usage chunk.
     pub fn include_usage(&self) -> bool {
-        matches!(self, Self::Chat(c) if c.include_usage)
+        match self {
+            Self::Chat(c) => c.include_usage,
+            Self::Completion(c) => c.include_usage,
+            _ => false,
+        }
     }
 
     /// Prompt tokens, estimated from the body.
@@ -91,6 +103,7 @@ impl View<'_> {
             Self::Media(m) => m.estimated_tokens(),
             // Audio and images: the upstream counts; the prompt field is text.
             Self::Upload(_, u) => u.field("prompt").map_or(0, |p| p.len() as u64 / 4),
+            Self::Completion(c) => c.estimated_prompt_tokens(),
         }
     }
 
@@ -102,6 +115,13 @@ impl View<'_> {
                 max_tokens: c.max_tokens,
                 has_tools: c.has_tools,
                 message_count: c.message_count,
+            },
+            // The completion budget is OpenAI's default when `max_tokens` is absent.
+            Self::Completion(c) => RequestFacts {
+                prompt_tokens: c.estimated_prompt_tokens(),
+                max_tokens: Some(c.output_cap()),
+                has_tools: false,
+                message_count: 1,
             },
             Self::Embeddings(_) | Self::Media(_) | Self::Upload(..) => RequestFacts {
                 prompt_tokens: self.estimated_prompt_tokens(),
@@ -117,6 +137,7 @@ impl View<'_> {
         match self {
             Self::Chat(c) => c.user.as_deref(),
             Self::Upload(_, u) => u.field("user"),
+            Self::Completion(c) => c.user.as_deref(),
             Self::Embeddings(_) | Self::Media(_) => None,
         }
     }

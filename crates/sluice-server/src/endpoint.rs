@@ -45,11 +45,13 @@ pub enum Endpoint {
     Rerank,
     /// `POST /v1/moderations`.
     Moderations,
+    /// `POST /v1/completions` (legacy text completions).
+    Completions,
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Chat,
         Self::Embeddings,
         Self::Messages,
@@ -62,6 +64,7 @@ impl Endpoint {
         Self::ImageVariations,
         Self::Rerank,
         Self::Moderations,
+        Self::Completions,
     ];
 
     /// The endpoint served at `path`, if any.
@@ -84,6 +87,7 @@ impl Endpoint {
             Self::ImageVariations => &["/v1/images/variations", "/images/variations"],
             Self::Rerank => &["/v1/rerank", "/rerank", "/v2/rerank"],
             Self::Moderations => &["/v1/moderations", "/moderations"],
+            Self::Completions => &["/v1/completions", "/completions"],
         }
     }
 
@@ -109,6 +113,7 @@ impl Endpoint {
             Self::ImageVariations => Operation::ImageVariation,
             Self::Rerank => Operation::Rerank,
             Self::Moderations => Operation::Moderation,
+            Self::Completions => Operation::Completion,
         }
     }
 
@@ -127,6 +132,7 @@ impl Endpoint {
             Self::ImageVariations => "image_variations",
             Self::Rerank => "rerank",
             Self::Moderations => "moderations",
+            Self::Completions => "completions",
         }
     }
 }

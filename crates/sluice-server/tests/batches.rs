@@ -171,6 +171,44 @@ async fn spend_of(gw: &Gateway, batch: &str) -> Vec<sluice_store::SpendRecord> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_legacy_completions_runs_through_the_pipeline() {
+    let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let dir = data_dir("completions");
+    let gw = gateway(&dir, &fa, &fb, "").await;
+    let input: Vec<String> = (0..3)
+        .map(|i| {
+            json!({"custom_id": format!("c-{i}"), "method": "POST", "url": "/v1/completions",
+                   "body": {"model": "a", "prompt": format!("Once upon a time {i}")}})
+            .to_string()
+        })
+        .collect();
+    let file = upload(
+        &gw,
+        MASTER,
+        "batch",
+        "in.jsonl",
+        input.join("\n").as_bytes(),
+    )
+    .await;
+    let id = create(&gw, MASTER, &file, "/v1/completions").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = wait_for(&gw, MASTER, &id, Duration::from_secs(60), |s| {
+        s == "completed"
+    })
+    .await;
+    assert_eq!(b["request_counts"]["completed"], 3, "{b}");
+    for l in lines(&gw, MASTER, &b["output_file_id"]).await {
+        assert_eq!(l["response"]["body"]["object"], "text_completion", "{l}");
+    }
+    assert_eq!(fa.request_count(), 3);
+    let spend = spend_of(&gw, &id).await;
+    assert_eq!(spend.len(), 3);
+    assert!(spend.iter().all(|r| r.endpoint == "completions"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_lines_over_a_failing_first_target_are_each_answered_once() {
     let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
     fa.set_default(Behavior::new().with_status(500));
@@ -343,7 +381,7 @@ async fn create_refuses_what_cannot_run() {
             "input_file_id",
         ),
         (
-            json!({"input_file_id": notes, "endpoint": "/v1/completions", "completion_window": "24h"}),
+            json!({"input_file_id": notes, "endpoint": "/v1/moderations", "completion_window": "24h"}),
             "endpoint",
         ),
         (

@@ -3,8 +3,9 @@
 //!
 //! [`FakeUpstream`] is a real HTTP/1.1 server on a loopback port, meant to sit
 //! behind the gateway in integration tests and benchmarks. It serves
-//! `POST /v1/chat/completions` (plain and SSE streaming), `POST /v1/embeddings`
-//! and `GET /v1/models`, and the native shapes of the other providers (Anthropic's
+//! `POST /v1/chat/completions` (plain and SSE streaming), `POST /v1/completions`
+//! (legacy text completions, plain and streaming), `POST /v1/embeddings` and
+//! `GET /v1/models`, and the native shapes of the other providers (Anthropic's
 //! `/v1/messages`, Gemini's `/v1beta/models/{model}:generateContent`,
 //! `:streamGenerateContent` and `:batchEmbedContents`, Ollama's `/api/chat` and
 //! `/api/embed`), OpenAI's Responses API (`/v1/responses`), records every request, and can be told per request —
@@ -35,6 +36,7 @@
 mod behavior;
 mod body;
 pub mod client;
+mod completions;
 pub mod media;
 mod native;
 mod openai_responses;

@@ -585,6 +585,11 @@ fn route(
             add_request_id(&mut resp, id);
             resp
         }
+        (&Method::POST, "/v1/completions") => {
+            let mut resp = crate::completions::answer(id, parsed, behavior, guard);
+            add_request_id(&mut resp, id);
+            resp
+        }
         (&Method::POST, "/v1/embeddings") => {
             guard.disarm();
             let out = json_body(parsed).and_then(|v| responses::embeddings(&v));

@@ -5,7 +5,7 @@
 //! that sluice acts on, and records where `model` and `stream_options` sit so they can be
 //! rewritten by splicing. Every other field is skipped unparsed and forwarded as it came.
 
-use crate::splice::{self, Edit};
+use crate::splice::ModelAndUsage;
 use crate::{json_error, span_in, InvalidRequest};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -117,7 +117,10 @@ pub(crate) fn model_field<'a>(
     Ok((model, span))
 }
 
-fn opt_u64(raw: Option<&RawValue>, param: &'static str) -> Result<Option<u64>, InvalidRequest> {
+pub(crate) fn opt_u64(
+    raw: Option<&RawValue>,
+    param: &'static str,
+) -> Result<Option<u64>, InvalidRequest> {
     raw.map(|r| {
         serde_json::from_str::<u64>(r.get()).map_err(|_| {
             InvalidRequest::param(param, format!("`{param}` must be a non-negative integer"))
@@ -126,12 +129,58 @@ fn opt_u64(raw: Option<&RawValue>, param: &'static str) -> Result<Option<u64>, I
     .transpose()
 }
 
-fn opt_f64(raw: Option<&RawValue>, param: &'static str) -> Result<Option<f64>, InvalidRequest> {
+pub(crate) fn opt_f64(
+    raw: Option<&RawValue>,
+    param: &'static str,
+) -> Result<Option<f64>, InvalidRequest> {
     raw.map(|r| {
         serde_json::from_str::<f64>(r.get())
             .map_err(|_| InvalidRequest::param(param, format!("`{param}` must be a number")))
     })
     .transpose()
+}
+
+/// `stream`, `stream_options.include_usage`, and where `stream_options` sits (for splicing).
+pub(crate) fn stream_fields<'a>(
+    body: &'a [u8],
+    stream: Option<&'a RawValue>,
+    stream_options: Option<&'a RawValue>,
+) -> Result<StreamFields<'a>, InvalidRequest> {
+    let streams = match stream {
+        None => false,
+        Some(r) => serde_json::from_str::<bool>(r.get())
+            .map_err(|_| InvalidRequest::param("stream", "`stream` must be a boolean"))?,
+    };
+    let Some(r) = stream_options else {
+        return Ok(StreamFields {
+            stream: streams,
+            include_usage: false,
+            options: None,
+        });
+    };
+    let opts: StreamOptions = serde_json::from_str(r.get()).map_err(|_| {
+        InvalidRequest::param(
+            "stream_options",
+            "`stream_options` must be an object such as {\"include_usage\": true}",
+        )
+    })?;
+    let span = span_in(body, r.get())
+        .ok_or_else(|| InvalidRequest::body("internal: `stream_options` not borrowed from body"))?;
+    Ok(StreamFields {
+        stream: streams,
+        include_usage: opts.include_usage.unwrap_or(false),
+        options: Some((span, r.get())),
+    })
+}
+
+/// A request's `stream` and `stream_options`, read.
+pub(crate) struct StreamFields<'a> {
+    /// `"stream": true`.
+    pub stream: bool,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// Where `stream_options` sits, and its raw value.
+    pub options: Option<(Range<usize>, &'a str)>,
 }
 
 impl<'a> ChatRequest<'a> {
@@ -184,26 +233,11 @@ impl<'a> ChatRequest<'a> {
             }
         }
 
-        let stream = match wire.stream {
-            None => false,
-            Some(r) => serde_json::from_str::<bool>(r.get())
-                .map_err(|_| InvalidRequest::param("stream", "`stream` must be a boolean"))?,
-        };
-        let mut include_usage = false;
-        let mut stream_options = None;
-        if let Some(r) = wire.stream_options {
-            let opts: StreamOptions = serde_json::from_str(r.get()).map_err(|_| {
-                InvalidRequest::param(
-                    "stream_options",
-                    "`stream_options` must be an object such as {\"include_usage\": true}",
-                )
-            })?;
-            include_usage = opts.include_usage.unwrap_or(false);
-            let span = span_in(body, r.get()).ok_or_else(|| {
-                InvalidRequest::body("internal: `stream_options` not borrowed from body")
-            })?;
-            stream_options = Some((span, r.get()));
-        }
+        let StreamFields {
+            stream,
+            include_usage,
+            options: stream_options,
+        } = stream_fields(body, wire.stream, wire.stream_options)?;
         let max_tokens = match opt_u64(wire.max_completion_tokens, "max_completion_tokens")? {
             Some(v) => Some(v),
             None => opt_u64(wire.max_tokens, "max_tokens")?,
@@ -233,35 +267,14 @@ impl<'a> ChatRequest<'a> {
     /// for a stream, `stream_options.include_usage` set when `force_usage` asks for it so that
     /// sluice can count tokens. Without changes it is the same buffer.
     pub fn upstream_body(&self, body: &Bytes, upstream_model: &str, force_usage: bool) -> Bytes {
-        let mut edits = Vec::new();
-        if upstream_model != self.model {
-            edits.push(Edit {
-                span: self.model_span.clone(),
-                with: serde_json::to_vec(upstream_model).unwrap_or_default(),
-            });
+        ModelAndUsage {
+            model: &self.model,
+            model_span: &self.model_span,
+            stream: self.stream,
+            include_usage: self.include_usage,
+            stream_options: self.stream_options.as_ref(),
         }
-        if self.stream && force_usage && !self.include_usage {
-            match &self.stream_options {
-                Some((span, raw)) => {
-                    let mut map: serde_json::Map<String, serde_json::Value> =
-                        serde_json::from_str(raw).unwrap_or_default();
-                    map.insert("include_usage".into(), serde_json::Value::Bool(true));
-                    edits.push(Edit {
-                        span: span.clone(),
-                        with: serde_json::to_vec(&map).unwrap_or_default(),
-                    });
-                }
-                None => {
-                    if let Some(end) = splice::object_end(body) {
-                        edits.push(Edit {
-                            span: end..end,
-                            with: br#","stream_options":{"include_usage":true}"#.to_vec(),
-                        });
-                    }
-                }
-            }
-        }
-        splice::apply(body, edits)
+        .apply(body, upstream_model, force_usage)
     }
 
     /// Prompt tokens estimated from the size of the messages (about four bytes a token,

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chat;
+pub mod completions;
 pub mod embeddings;
 pub mod error;
 pub mod media;
@@ -20,6 +21,7 @@ pub mod sse;
 pub mod usage;
 
 pub use chat::ChatRequest;
+pub use completions::CompletionRequest;
 pub use embeddings::EmbeddingsRequest;
 pub use error::{ErrorBody, ErrorType};
 pub use media::{MediaKind, MediaRequest, MediaUnits};

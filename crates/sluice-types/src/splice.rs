@@ -41,6 +41,60 @@ pub fn replace_model(
     apply(body, vec![edit])
 }
 
+/// Where a request body's `model` and `stream_options` sit, and what the client asked of
+/// its stream: enough to write the upstream's body by splicing (chat and legacy completions
+/// share it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ModelAndUsage<'a> {
+    /// The `model` the client sent.
+    pub model: &'a str,
+    /// Where its value sits.
+    pub model_span: &'a Range<usize>,
+    /// `"stream": true`.
+    pub stream: bool,
+    /// The client asked for the usage chunk.
+    pub include_usage: bool,
+    /// Where `stream_options` sits, and its raw value.
+    pub stream_options: Option<&'a (Range<usize>, &'a str)>,
+}
+
+impl ModelAndUsage<'_> {
+    /// `body` with `model` replaced by `upstream_model` when it differs and, for a stream,
+    /// `stream_options.include_usage` set when `force_usage` asks for it (other
+    /// `stream_options` kept). Without changes it is the same buffer.
+    pub fn apply(&self, body: &Bytes, upstream_model: &str, force_usage: bool) -> Bytes {
+        let mut edits = Vec::new();
+        if upstream_model != self.model {
+            edits.push(Edit {
+                span: self.model_span.clone(),
+                with: serde_json::to_vec(upstream_model).unwrap_or_default(),
+            });
+        }
+        if self.stream && force_usage && !self.include_usage {
+            match self.stream_options {
+                Some((span, raw)) => {
+                    let mut map: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(raw).unwrap_or_default();
+                    map.insert("include_usage".into(), serde_json::Value::Bool(true));
+                    edits.push(Edit {
+                        span: span.clone(),
+                        with: serde_json::to_vec(&map).unwrap_or_default(),
+                    });
+                }
+                None => {
+                    if let Some(end) = object_end(body) {
+                        edits.push(Edit {
+                            span: end..end,
+                            with: br#","stream_options":{"include_usage":true}"#.to_vec(),
+                        });
+                    }
+                }
+            }
+        }
+        apply(body, edits)
+    }
+}
+
 /// Applies `edits` (any order, non-overlapping) to `body`. No edits: the same `Bytes`, no copy.
 pub fn apply(body: &Bytes, mut edits: Vec<Edit>) -> Bytes {
     if edits.is_empty() {

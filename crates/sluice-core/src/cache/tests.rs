@@ -182,6 +182,23 @@ fn determinism() {
 }
 
 #[test]
+fn legacy_completions_are_keyed_like_chat_but_apart_from_it() {
+    let completion = |body: &str| {
+        request_key(Operation::Completion, "m", None, body.as_bytes()).expect("an object")
+    };
+    let body = r#"{"prompt":"Once","temperature":0}"#;
+    assert!(completion(body).deterministic);
+    assert!(completion(r#"{"prompt":"Once","seed":4}"#).deterministic);
+    assert!(!completion(r#"{"prompt":"Once"}"#).deterministic);
+    let chat = request_key(Operation::Chat, "m", None, body.as_bytes()).expect("an object");
+    assert_ne!(
+        completion(body).key,
+        chat.key,
+        "one body, two endpoints: two entries"
+    );
+}
+
+#[test]
 fn directives_parse() {
     assert_eq!(Directives::parse(""), Ok(Directives::default()));
     let d = Directives::parse("no-cache, TTL=60").expect("valid");

@@ -27,6 +27,10 @@ pub struct SamplingParams {
 pub struct ChatRequest {
     /// The conversation, rendered through the model's chat template.
     pub messages: Vec<ChatMessage>,
+    /// A raw prompt (legacy text completions): tokenized as it is (special tokens matched,
+    /// BOS added when the model asks for it), without the chat template; `messages` is then
+    /// ignored.
+    pub raw_prompt: Option<String>,
     /// Completion token limit; `None`: until EOS or the context is full.
     pub max_tokens: Option<usize>,
     /// Stop strings; the matched text is not returned.

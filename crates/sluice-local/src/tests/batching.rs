@@ -142,6 +142,28 @@ fn a_follow_up_turn_reuses_the_cached_prompt() {
     assert_eq!(again.token_ids, second.token_ids);
 }
 
+/// A raw prompt (legacy text completions) that extends an earlier one reuses the slot's
+/// cache as chat turns do, and still gets what it gets alone.
+#[test]
+fn a_raw_prompt_extending_another_reuses_the_cached_prompt() {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::Q8_0));
+    let model = load(&path, 1);
+    let raw = |text: &str| ChatRequest {
+        raw_prompt: Some(text.into()),
+        ..ask("ignored", 6)
+    };
+    let first = model
+        .generate_blocking(raw("The river ran past the mill"), |_| {})
+        .unwrap();
+    assert_eq!(first.usage.cached_prompt_tokens, 0);
+    let longer = "The river ran past the mill and under the bridge";
+    let second = model.generate_blocking(raw(longer), |_| {}).unwrap();
+    assert!(second.usage.cached_prompt_tokens > 0, "{:?}", second.usage);
+    assert!(second.usage.cached_prompt_tokens < second.usage.prompt_tokens);
+    assert_eq!(second.token_ids, alone(&path, raw(longer)).token_ids);
+}
+
 /// A request cancelled mid-generation frees its slot for the next one, and candle (no batching)
 /// never reports reused tokens.
 #[test]

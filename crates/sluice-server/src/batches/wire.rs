@@ -11,7 +11,12 @@ use sluice_core::Error;
 use sluice_store::batches::{Batch, BatchPage, MAX_LIST_LIMIT};
 
 /// The endpoints a batch may run, as OpenAI names them.
-pub const ENDPOINTS: [&str; 3] = ["/v1/chat/completions", "/v1/embeddings", "/v1/responses"];
+pub const ENDPOINTS: [&str; 4] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+];
 
 /// The only completion window.
 pub const WINDOW: &str = "24h";
@@ -214,6 +219,11 @@ mod tests {
         let ok = create(br#"{"input_file_id":"file-a","endpoint":"/v1/embeddings","completion_window":"24h","metadata":{"k":"v"}}"#)
             .unwrap();
         assert_eq!(ok.endpoint, Endpoint::Embeddings);
+        let text = create(
+            br#"{"input_file_id":"f","endpoint":"/v1/completions","completion_window":"24h"}"#,
+        )
+        .unwrap();
+        assert_eq!(text.endpoint, Endpoint::Completions);
         assert_eq!(ok.metadata.as_deref(), Some(r#"{"k":"v"}"#));
         for (bad, param) in [
             (
@@ -221,7 +231,7 @@ mod tests {
                 "input_file_id",
             ),
             (
-                r#"{"input_file_id":"f","endpoint":"/v1/completions","completion_window":"24h"}"#,
+                r#"{"input_file_id":"f","endpoint":"/v1/moderations","completion_window":"24h"}"#,
                 "endpoint",
             ),
             (

@@ -11,6 +11,7 @@ pub mod entry;
 pub mod flight;
 pub mod same_question;
 pub mod semantic;
+pub mod text;
 
 use crate::metrics::Histogram;
 use entry::Answer;

@@ -313,6 +313,16 @@ impl Attempt<'_> {
                 Operation::Rerank => {
                     local::rerank(self.state, self.upstream_model, self.model, body).await
                 }
+                Operation::Completion => {
+                    local::text_completion(
+                        self.state,
+                        self.upstream_model,
+                        self.model,
+                        body,
+                        self.stream,
+                    )
+                    .await
+                }
                 Operation::Chat => {
                     local::chat(
                         self.state,

@@ -10,6 +10,7 @@ use super::semantic::{self, Pending, Probe};
 use super::walk::Call;
 use crate::cache::entry::{self, Answer as Entry, Assembler, Meta};
 use crate::cache::flight::{self, FlightBody, Leader};
+use crate::cache::text::{self, TextAssembler};
 use crate::cache::{self, Cache, CacheStatus};
 use crate::headers::X_SLUICE_CACHE;
 use crate::state::{AppState, Resolved};
@@ -19,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use sluice_core::cache as cache_key;
 use sluice_core::config::{CacheScope, Price};
-use sluice_core::{Error, ErrorKind};
+use sluice_core::{Error, ErrorKind, Operation};
 use sluice_providers::View;
 use sluice_store::Key;
 use sluice_types::sse::{Keep, SseScanner};
@@ -82,6 +83,8 @@ pub struct StorePlan {
     ttl: Duration,
     max_bytes: u64,
     include_usage: bool,
+    /// The request's operation: how a stream is assembled into an entry.
+    op: Operation,
     /// The question to index with the answer (semantic stage).
     semantic: Option<Pending>,
 }
@@ -143,13 +146,19 @@ pub async fn stage(
     };
     let stream = view.stream();
     let include_usage = view.include_usage();
+    let op = view.operation();
+    let mode = Mode {
+        op,
+        stream,
+        include_usage,
+    };
     let mut pending = None;
     if lookup {
         if let Some(entry) = cache.lookup(&key).await {
             cache.metrics.hits.fetch_add(1, Relaxed);
             cache.saved(&entry);
             outcome.cache = CacheStatus::Hit;
-            return Stage::Answered(replay(state, &entry, stream, include_usage, outcome));
+            return Stage::Answered(replay(state, &entry, mode, outcome));
         }
         if let Some(policy) = &policy.semantic {
             match semantic::probe(
@@ -167,7 +176,7 @@ pub async fn stage(
                     cache.saved(&entry);
                     outcome.cache = CacheStatus::SemanticHit;
                     outcome.cache_similarity = Some(similarity);
-                    return Stage::Answered(replay(state, &entry, stream, include_usage, outcome));
+                    return Stage::Answered(replay(state, &entry, mode, outcome));
                 }
                 Some(Probe::Miss(p)) => pending = Some(p),
                 None => {}
@@ -181,6 +190,7 @@ pub async fn stage(
         ttl,
         max_bytes: policy.max_entry_bytes,
         include_usage,
+        op,
         semantic: pending,
     };
     if coalesce {
@@ -188,7 +198,7 @@ pub async fn stage(
             match cache.flights.join(key) {
                 flight::Join::Leader(leader) => return Stage::Lead(leader, plan),
                 flight::Join::Follower(f) => {
-                    if let Some(a) = follow(state, &f, stream, include_usage, outcome).await {
+                    if let Some(a) = follow(state, &f, mode, outcome).await {
                         return Stage::Answered(a);
                     }
                 }
@@ -198,21 +208,29 @@ pub async fn stage(
     Stage::Lead(cache.flights.solo(key), plan)
 }
 
-/// A stored (or coalesced) answer, in the client's mode.
-fn replay(
-    state: &AppState,
-    entry: &Entry,
+/// How a client asked for its answer.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// The request's operation (chat's entries replay as chunks, text completions' as
+    /// `text_completion` events).
+    op: Operation,
     stream: bool,
     include_usage: bool,
-    outcome: &mut Outcome,
-) -> Answer {
+}
+
+/// A stored (or coalesced) answer, in the client's mode.
+fn replay(state: &AppState, entry: &Entry, mode: Mode, outcome: &mut Outcome) -> Answer {
     outcome.deployment = state
         .deployments
         .iter()
         .position(|d| *d.name == entry.meta.model);
     outcome.cache_age = Some(cache::unix_ms().saturating_sub(entry.meta.created_ms) / 1000);
-    if stream {
-        if let Some(sse) = entry::to_sse(&entry.body, include_usage) {
+    if mode.stream {
+        let sse = match mode.op {
+            Operation::Completion => text::to_sse(&entry.body, mode.include_usage),
+            _ => entry::to_sse(&entry.body, mode.include_usage),
+        };
+        if let Some(sse) = sse {
             return Answer::Events(sse);
         }
     }
@@ -223,10 +241,10 @@ fn replay(
 async fn follow(
     state: &AppState,
     flight: &Arc<flight::Flight>,
-    stream: bool,
-    include_usage: bool,
+    mode: Mode,
     outcome: &mut Outcome,
 ) -> Option<Answer> {
+    let (stream, include_usage) = (mode.stream, mode.include_usage);
     let cache = state.cache.as_ref()?;
     let _waiting = flight.interest();
     loop {
@@ -235,7 +253,7 @@ async fn follow(
                 cache.metrics.coalesced.fetch_add(1, Relaxed);
                 cache.saved(&entry);
                 outcome.cache = CacheStatus::Coalesced;
-                return Some(replay(state, &entry, stream, include_usage, outcome));
+                return Some(replay(state, &entry, mode, outcome));
             }
             flight::Status::Streaming => {
                 if let Some(body) = flight.subscribe(include_usage) {
@@ -375,7 +393,10 @@ struct StreamStore {
 async fn drive(cache: Arc<Cache>, mut stream: Guarded, store: StreamStore, max_event: usize) {
     let flight = Arc::clone(store.leader.flight());
     let mut scanner = SseScanner::new(max_event);
-    let mut assembler = Assembler::default();
+    let mut assembler = match store.plan.op {
+        Operation::Completion => Assembling::Text(TextAssembler::default()),
+        _ => Assembling::Chat(Assembler::default()),
+    };
     let mut abandoned = false;
     loop {
         tokio::select! {
@@ -428,5 +449,27 @@ async fn drive(cache: Arc<Cache>, mut stream: Guarded, store: StreamStore, max_e
             store.leader.done(Arc::new(entry));
         }
         None => store.leader.fail(),
+    }
+}
+
+/// A stream assembled into its entry's form.
+enum Assembling {
+    Chat(Assembler),
+    Text(TextAssembler),
+}
+
+impl Assembling {
+    fn event(&mut self, event: &[u8]) {
+        match self {
+            Self::Chat(a) => a.event(event),
+            Self::Text(a) => a.event(event),
+        }
+    }
+
+    fn finish(self, usage: &sluice_types::Usage) -> Option<Bytes> {
+        match self {
+            Self::Chat(a) => a.finish(usage),
+            Self::Text(a) => a.finish(usage),
+        }
     }
 }

@@ -317,12 +317,21 @@ impl Call<'_> {
             if let Some(rm) = w.route_metrics {
                 rm.exhausted.fetch_add(1, Relaxed);
             }
-            if let (Some(text), View::Chat(chat)) = (&route.config.fallback_response, self.view) {
+            let degraded = match (&route.config.fallback_response, self.view) {
+                (Some(text), View::Chat(c)) => {
+                    Some(degraded::answer(&route.config.name, text, c.stream))
+                }
+                (Some(text), View::Completion(c)) => {
+                    Some(degraded::text_answer(&route.config.name, text, c.stream))
+                }
+                _ => None,
+            };
+            if let Some(answer) = degraded {
                 if let Some(rm) = w.route_metrics {
                     rm.degraded.fetch_add(1, Relaxed);
                 }
                 outcome.degraded = true;
-                return Ok(degraded::answer(&route.config.name, text, chat.stream));
+                return Ok(answer);
             }
         }
         if let (None, Some(until)) = (&w.last_error, w.cooldown_ends) {

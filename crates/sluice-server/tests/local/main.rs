@@ -6,6 +6,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod completions;
 mod console;
 mod constrained;
 mod semantic_cache;

@@ -56,6 +56,12 @@ fn cannot_run(e: &sluice_local::Error) -> bool {
 }
 
 pub(super) fn model_error(e: &sluice_local::Error) -> Error {
+    model_error_on(e, "messages")
+}
+
+/// A model's refusal or failure; a refused request names `prompt_param`, the field that holds
+/// the prompt (`messages` for chat, `prompt` for text completions).
+pub(super) fn model_error_on(e: &sluice_local::Error, prompt_param: &'static str) -> Error {
     if e.is_queue_full() {
         return overloaded(e.to_string(), Some(Duration::from_secs(1)));
     }
@@ -67,7 +73,7 @@ pub(super) fn model_error(e: &sluice_local::Error) -> Error {
         .into(),
         _ if e.is_invalid_request() => ErrorKind::InvalidRequest {
             message: e.to_string(),
-            param: Some("messages"),
+            param: Some(prompt_param),
         }
         .into(),
         _ => ErrorKind::UpstreamProtocol {

@@ -2,7 +2,8 @@
 //! lease on the loaded model (loading it first if need be), the chat submitted to the
 //! model's bounded queue or the inputs to its embedding batcher, and the answer as an
 //! OpenAI `chat.completion`, an embeddings list, or `chat.completion.chunk` events as
-//! tokens come, written by the providers' one chunk writer.
+//! tokens come, written by the providers' one chunk writer; a legacy text completion's raw
+//! prompt (`text.rs`) to the same queue, answered as a `text_completion` or its events.
 //!
 //! When the model cannot take the request (its queue is full, or the memory it needs is
 //! held by models in use, or it can never fit the budget) the answer is 503
@@ -12,12 +13,16 @@
 mod errors;
 mod request;
 mod stream;
+mod text;
+mod text_stream;
 mod tools;
 mod write;
 
-use errors::{invalid, model_error, pool_error, wrong_kind};
+use errors::{invalid, model_error, model_error_on, pool_error, wrong_kind};
 use request::{chat_request, embedding_request, rerank_request};
 use stream::LocalStream;
+use text::{text_request, LocalText};
+use text_stream::LocalTextStream;
 use write::usage_of;
 
 use super::answer::Answer;
@@ -27,6 +32,7 @@ use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::ModelKind;
 use sluice_local::ChatModel;
 use sluice_providers::chunks::{completion, ChunkWriter, ToolCallOut};
+use sluice_providers::text_completion::{TextChoice, TextWriter};
 use sluice_types::Usage;
 
 fn runtime(state: &AppState) -> Result<&crate::local::LocalRuntime, Error> {
@@ -103,6 +109,60 @@ pub async fn chat(
         measured,
         tool_call,
     ))))
+}
+
+/// Serves one legacy text completion on local chat model `upstream`; `model` is what the
+/// client asked for. The prompt is tokenized as it is (no chat template) and joins the same
+/// queue and batches as chat requests.
+pub async fn text_completion(
+    state: &AppState,
+    upstream: &str,
+    model: &str,
+    body: &Bytes,
+    stream: bool,
+) -> Result<Answer, Error> {
+    let local = runtime(state)?;
+    let LocalText {
+        request,
+        include_usage,
+        keep_alive,
+        echo,
+    } = text_request(body)?;
+    let lease = lease_of(state, upstream, model, ModelKind::Chat, keep_alive).await?;
+    let chat: &ChatModel = lease
+        .as_chat()
+        .ok_or_else(|| wrong_kind(model, lease.kind()))?;
+    let generation = chat
+        .submit(request)
+        .map_err(|e| model_error_on(&e, "prompt"))?;
+    let measured = local.metrics.model(upstream).cloned();
+    let writer = TextWriter::new(model, "local", sluice_core::rng::next_u64());
+    if stream {
+        return Ok(Answer::Stream(Box::new(LocalTextStream::new(
+            lease,
+            generation.into_receiver(),
+            writer,
+            include_usage,
+            echo,
+            measured,
+        ))));
+    }
+    let done = generation
+        .collect()
+        .await
+        .map_err(|e| model_error_on(&e, "prompt"))?;
+    drop(lease);
+    if let Some(m) = &measured {
+        m.queue_wait.observe(done.queue_wait);
+    }
+    let usage = usage_of(done.usage);
+    let text = match echo {
+        Some(prompt) => prompt + &done.text,
+        None => done.text,
+    };
+    let choice = TextChoice::first(&text, Some(done.finish_reason.as_str()));
+    let body = writer.whole(&[choice], &usage);
+    Ok(Answer::json(Bytes::from(body), Some(usage)))
 }
 
 /// `finish_reason` of a forced tool call: `tool_calls` once its arguments are complete.

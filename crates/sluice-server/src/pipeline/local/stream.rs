@@ -169,25 +169,42 @@ impl Body for LocalStream {
                 this.end(200, usage);
             }
             Poll::Ready(Some(Err(e))) => {
-                let body = sluice_types::ErrorBody {
-                    message: &e.to_string(),
-                    kind: "upstream_error",
-                    param: None,
-                    code: Some("stream_interrupted"),
-                }
-                .to_json();
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(&body);
-                out.extend_from_slice(b"\n\n");
+                interrupted(&mut out, Interrupted::Failed(&e.to_string()));
                 this.end(502, Usage::default());
             }
             Poll::Ready(None) => {
-                out.extend_from_slice(b"data: {\"error\":{\"message\":\"the local model stopped before it finished\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_interrupted\"}}\n\n");
+                interrupted(&mut out, Interrupted::Stopped);
                 this.end(502, Usage::default());
             }
         }
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
     }
+}
+
+/// Why a local stream ended before its generation did.
+pub(super) enum Interrupted<'a> {
+    /// The generation failed, saying this.
+    Failed(&'a str),
+    /// The generation's channel closed without a result.
+    Stopped,
+}
+
+/// The error event that ends a local stream cut short (`stream_interrupted`).
+pub(super) fn interrupted(out: &mut Vec<u8>, why: Interrupted<'_>) {
+    let message = match why {
+        Interrupted::Failed(m) => m,
+        Interrupted::Stopped => "the local model stopped before it finished",
+    };
+    let body = sluice_types::ErrorBody {
+        message,
+        kind: "upstream_error",
+        param: None,
+        code: Some("stream_interrupted"),
+    }
+    .to_json();
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"\n\n");
 }
 
 impl Tracked for LocalStream {
