@@ -81,6 +81,43 @@ def test_chat_streaming_with_usage():
     check(len(with_usage) == 1, f"{len(with_usage)} chunks carry usage")
 
 
+def test_completions_create():
+    r = client.completions.create(model="m", prompt="Once upon a time", max_tokens=7)
+    check(r.object == "text_completion", f"object: {r.object!r}")
+    check(len(r.choices) == 1, f"choices: {r.choices!r}")
+    check(r.choices[0].text == EXPECTED_TEXT, f"text: {r.choices[0].text!r}")
+    check(r.choices[0].finish_reason == "stop", f"finish_reason: {r.choices[0].finish_reason!r}")
+    check(r.usage is not None and r.usage.total_tokens == 21, f"usage: {r.usage!r}")
+
+
+def test_completions_stream():
+    stream = client.completions.create(
+        model="m",
+        prompt="Once upon a time",
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    check(chunks, "no chunks")
+    check(all(c.object == "text_completion" for c in chunks), "a chunk is not a text_completion")
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    check(text == EXPECTED_TEXT, f"text: {text!r}")
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    check(finishes == ["stop"], f"finish reasons: {finishes!r}")
+    last = chunks[-1]
+    check(last.usage is not None and last.usage.prompt_tokens == 12, f"last chunk: {last!r}")
+
+
+def test_completions_without_a_prompt_is_a_400():
+    try:
+        client.completions.create(model="m", prompt=None)
+    except openai.BadRequestError as e:
+        check(e.status_code == 400, f"status: {e.status_code}")
+        check(e.param == "prompt", f"param: {e.param!r}")
+    else:
+        raise AssertionError("a completion without a prompt was accepted")
+
+
 def test_embeddings():
     r = client.embeddings.create(model="emb", input=["a", "bb"])
     check(r.object == "list", f"object: {r.object!r}")
@@ -395,6 +432,9 @@ CHECKS = [
     test_audio_bad_upload_is_refused,
     test_images_generate_and_edit,
     test_moderations,
+    test_completions_create,
+    test_completions_stream,
+    test_completions_without_a_prompt_is_a_400,
 ]
 
 
