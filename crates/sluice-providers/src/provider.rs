@@ -213,7 +213,7 @@ impl Provider {
             (Adapter::OpenAi(a), View::Completion(c)) => {
                 let ask = c.stream && self.config.stream_usage;
                 let body = c.upstream_body(body, upstream, ask);
-                let reader = Reader::OpenAi {
+                let reader = Reader::TextCompletion {
                     strip_usage: ask && !c.include_usage,
                 };
                 (a.request(Operation::Completion, body, request_id), reader)

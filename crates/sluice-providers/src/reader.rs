@@ -23,6 +23,12 @@ pub enum Reader {
         /// Drop the usage-only chunk (the client did not ask for it).
         strip_usage: bool,
     },
+    /// OpenAI's legacy text completions (`text_completion` objects): passed through as
+    /// [`Self::OpenAi`] is; a stream's pieces are `choices[].text`.
+    TextCompletion {
+        /// Drop the usage-only event (the client did not ask for it).
+        strip_usage: bool,
+    },
     /// Anthropic's Messages API: translated.
     Anthropic {
         /// The client asked for a usage chunk.
@@ -67,7 +73,11 @@ impl Reader {
     pub fn passes_through(self) -> bool {
         matches!(
             self,
-            Self::OpenAi { .. } | Self::Media { .. } | Self::Audio | Self::Responses
+            Self::OpenAi { .. }
+                | Self::TextCompletion { .. }
+                | Self::Media { .. }
+                | Self::Audio
+                | Self::Responses
         )
     }
 
@@ -88,7 +98,7 @@ impl Reader {
     /// the upstream's body could not be read.
     pub fn whole(self, body: Bytes, model: &str) -> Result<(Bytes, Option<Usage>), String> {
         let translated = match self {
-            Self::OpenAi { .. } | Self::Responses => {
+            Self::OpenAi { .. } | Self::TextCompletion { .. } | Self::Responses => {
                 let usage = Usage::from_response(&body);
                 return Ok((body, usage));
             }
@@ -114,6 +124,10 @@ impl Reader {
             Self::OpenAi { strip_usage } => Decoder::Passthrough {
                 strip_usage,
                 events: Events::Chat,
+            },
+            Self::TextCompletion { strip_usage } => Decoder::Passthrough {
+                strip_usage,
+                events: Events::Text,
             },
             Self::Anthropic { include_usage } => {
                 Decoder::Anthropic(AnthropicStream::new(model, include_usage))
@@ -166,6 +180,8 @@ pub enum StreamFault {
 enum Events {
     /// Chat completion chunks, finished by `[DONE]` (or a `finish_reason`).
     Chat,
+    /// Legacy text completion objects, finished as chat's are; their pieces are `text`.
+    Text,
     /// OpenAI's typed events (media endpoints), finished by a `*.done` event.
     Typed,
     /// The Responses API's events, finished by `response.completed`,
@@ -289,8 +305,11 @@ impl Seen {
                 }
             }
         }
-        if after_key(&data, b"\"content\"")
-            .is_some_and(|v| v.starts_with(b"\"") && !v.starts_with(b"\"\""))
+        let piece: &[u8] = match events {
+            Events::Text => b"\"text\"",
+            _ => b"\"content\"",
+        };
+        if after_key(&data, piece).is_some_and(|v| v.starts_with(b"\"") && !v.starts_with(b"\"\""))
         {
             self.content_events += 1;
         }
@@ -546,6 +565,34 @@ mod tests {
         let (out, fault) = all(&mut r, &[created, error]);
         assert_eq!(fault, Some(StreamFault::Upstream("overloaded".into())));
         assert_eq!(out, created, "the relay's own error event names it");
+    }
+
+    #[test]
+    fn a_text_completion_stream_counts_its_pieces_and_hides_the_asked_for_usage() {
+        let parts: [&'static [u8]; 3] = [
+            b"data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[{\"text\":\"Once\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+            b"data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[{\"text\":\" upon\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+            b"data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[{\"text\":\"\",\"index\":0,\"finish_reason\":\"length\"}]}\n\n",
+        ];
+        let mut r = Reader::TextCompletion { strip_usage: true }.stream("m", 1 << 16);
+        let (out, fault) = all(&mut r, &parts);
+        assert_eq!(fault, None);
+        assert!(
+            out.ends_with(b"data: [DONE]\n\n"),
+            "finished without [DONE]: completed"
+        );
+        assert_eq!(
+            r.usage_or_estimate(3).completion_tokens,
+            2,
+            "two pieces of text"
+        );
+        let mut r = Reader::TextCompletion { strip_usage: true }.stream("m", 1 << 16);
+        let (out, _) = all(
+            &mut r,
+            &[b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n"],
+        );
+        assert!(!String::from_utf8_lossy(&out).contains("usage"));
+        assert_eq!(r.reported_usage().map(|u| u.completion_tokens), Some(2));
     }
 
     #[test]

@@ -97,14 +97,14 @@ pub fn health_detailed(state: &AppState) -> Response<ResponseBody> {
         .enumerate()
         .map(|(i, d)| {
             let s = state.metrics.series(i);
-            let chat = s.endpoint(Operation::Chat);
-            let emb = s.endpoint(Operation::Embeddings);
+            // Every endpoint's requests to the model (chat, completions, embeddings, media).
+            let ops = Operation::ALL.map(|op| s.endpoint(op));
             serde_json::json!({
                 "name": &*d.name,
                 "provider": state.providers[d.provider].name(),
                 "upstream": &*d.upstream,
-                "requests": chat.requests() + emb.requests(),
-                "upstream_errors": chat.upstream_errors() + emb.upstream_errors(),
+                "requests": ops.iter().map(|e| e.requests()).sum::<u64>(),
+                "upstream_errors": ops.iter().map(|e| e.upstream_errors()).sum::<u64>(),
                 "breaker": d.breaker.state(now).as_str(),
                 "rate_limited_for_ms": d.breaker.rate_limited_until(now).map(|u| u.duration_since(now).as_millis() as u64),
                 "latency_ewma_ms": {"ttft": d.ttft.get(), "total": d.total.get()},

@@ -143,6 +143,44 @@ async fn spend_records_say_completions_with_the_upstreams_exact_usage() {
         ),
         "{metrics}"
     );
+    // `/health/detailed` counts them among the model's requests.
+    let d = get(&gw.url("/health/detailed")).await.unwrap().json();
+    let m = d["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "m")
+        .unwrap();
+    assert_eq!(m["requests"], 2, "{m}");
+}
+
+#[tokio::test]
+async fn a_stream_without_usage_is_counted_by_its_pieces() {
+    let (fake, gw) = setup("stream_usage = false").await;
+    let id = format!("cmpl-estimate-{}", sluice_store::unix_now_ms());
+    let body = completion(json!({"stream": true}));
+    let mut s = post_stream(
+        &gw.url("/v1/completions"),
+        body,
+        &[("x-request-id", id.as_str())],
+    )
+    .await
+    .unwrap();
+    let (_, err) = s.collect_events().await;
+    assert!(err.is_none(), "{err:?}");
+    let sent = fake.last_request().unwrap().json().unwrap();
+    assert!(sent.get("stream_options").is_none(), "{sent}");
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let records = ledger.export(0).await.unwrap();
+    let rec = records
+        .iter()
+        .find(|r| r.request_id == id)
+        .expect("a spend record");
+    assert!(rec.usage_estimated);
+    // The fake streams its five default pieces, one a token.
+    assert_eq!(rec.completion_tokens, 5);
+    assert!(rec.prompt_tokens > 0);
 }
 
 #[tokio::test]
