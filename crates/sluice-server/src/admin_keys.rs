@@ -41,6 +41,7 @@ pub fn key_json(k: &KeyRecord, spent: u64, now: u64) -> Value {
         "hint": k.hint,
         "status": status,
         "models": k.models,
+        "guardrails": k.guardrails,
         "rpm": k.rpm,
         "tpm": k.tpm,
         "max_concurrent": k.max_concurrent,
@@ -235,6 +236,8 @@ async fn serve_keys<B: ClientBody>(
     match (method, id.is_empty()) {
         (http::Method::POST, true) => {
             let spec = NewKeySpec::from_json(spec_of(state, req.into_body()).await?)?;
+            spec.settings
+                .check_guardrails(|g| state.guardrail(g).is_some())?;
             let (key, secret) = create(ledger, &spec, now).await?;
             state.keys.update(&key);
             tracing::info!(id = %key.id, name = %key.name, "key created");
@@ -258,6 +261,7 @@ async fn serve_keys<B: ClientBody>(
         }
         (http::Method::PATCH | http::Method::POST | http::Method::PUT, false) => {
             let spec = KeySpec::from_json(spec_of(state, req.into_body()).await?)?;
+            spec.check_guardrails(|g| state.guardrail(g).is_some())?;
             let k = update(ledger, id, &spec, now).await?;
             state.keys.update(&k);
             tracing::info!(id = %k.id, name = %k.name, "key updated");

@@ -33,6 +33,10 @@ pub struct KeySpec {
     /// The models and routes it may use (empty: all).
     #[serde(default, deserialize_with = "models")]
     pub models: Option<Vec<String>>,
+    /// The `[[guardrails]]` applied to its requests besides the model's and the route's
+    /// (`null` or empty: none of its own).
+    #[serde(default, deserialize_with = "guardrails")]
+    pub guardrails: Option<Vec<String>>,
     /// Requests per minute (`Some(None)`: no limit).
     #[serde(default, deserialize_with = "rpm")]
     pub rpm: Option<Option<u64>>,
@@ -83,6 +87,9 @@ impl KeySpec {
         if let Some(models) = &self.models {
             key.models.clone_from(models);
         }
+        if let Some(guardrails) = &self.guardrails {
+            key.guardrails.clone_from(guardrails);
+        }
         key.rpm = self.rpm.unwrap_or(key.rpm);
         key.tpm = self.tpm.unwrap_or(key.tpm);
         key.max_concurrent = self.max_concurrent.unwrap_or(key.max_concurrent);
@@ -94,6 +101,21 @@ impl KeySpec {
         key.expires_ms = self.expires_ms.unwrap_or(key.expires_ms);
         if let Some(d) = self.expires_in {
             key.expires_ms = Some(now + d.as_millis() as u64);
+        }
+    }
+}
+
+impl KeySpec {
+    /// Refuses guardrail names that `known` does not know (the config's `[[guardrails]]`),
+    /// with a 400 that names the first.
+    pub fn check_guardrails(&self, known: impl Fn(&str) -> bool) -> Result<(), Error> {
+        match self.guardrails.iter().flatten().find(|g| !known(g)) {
+            Some(g) => Err(ErrorKind::InvalidRequest {
+                message: format!("no guardrail named `{g}` is configured (`[[guardrails]]`)"),
+                param: Some("guardrails"),
+            }
+            .into()),
+            None => Ok(()),
         }
     }
 }
@@ -150,6 +172,24 @@ fn models<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Err
             .map(|m| m.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(wrong),
+        _ => Err(wrong()),
+    })
+}
+
+fn guardrails<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let wrong = || "`guardrails` must be a list of guardrail names".to_string();
+    field(d, |v| match v {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(a) => {
+            let mut names = a
+                .iter()
+                .map(|m| m.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(wrong)?;
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|n| seen.insert(n.clone()));
+            Ok(names)
+        }
         _ => Err(wrong()),
     })
 }
@@ -294,5 +334,22 @@ mod tests {
         assert_eq!(n.secret.as_deref(), Some("sk-0123456789012345678901"));
         assert_eq!(n.settings.name.as_deref(), Some("n"));
         assert!(new(json!({"name": "n", "key": "short"})).is_err());
+    }
+
+    #[test]
+    fn guardrails_are_names_checked_against_the_config() {
+        let s = spec(json!({"guardrails": ["pii", "secrets", "pii"]})).unwrap();
+        assert_eq!(s.guardrails, Some(vec!["pii".into(), "secrets".into()]));
+        assert!(s.check_guardrails(|g| g == "pii" || g == "secrets").is_ok());
+        let e = s.check_guardrails(|g| g == "pii").unwrap_err();
+        assert_eq!(e.status_code(), 400);
+        assert!(e.message().contains("`secrets`"), "{}", e.message());
+        let mut k = KeyRecord::default();
+        s.apply(&mut k, 0);
+        assert_eq!(k.guardrails, ["pii", "secrets"]);
+        spec(json!({"guardrails": null})).unwrap().apply(&mut k, 0);
+        assert!(k.guardrails.is_empty());
+        let e = spec(json!({"guardrails": "pii"})).unwrap_err();
+        assert_eq!(e, "`guardrails` must be a list of guardrail names");
     }
 }

@@ -9,6 +9,7 @@ import * as fmt from './format.js';
 const FIELDS = [
   ['name', 'Name', 'text'],
   ['models', 'Models and routes (comma-separated; empty: all)', 'list'],
+  ['guardrails', 'Guardrails (comma-separated; besides the model\'s)', 'list'],
   ['rpm', 'Requests a minute', 'int'],
   ['tpm', 'Tokens a minute', 'int'],
   ['max_concurrent', 'In flight', 'int'],
@@ -116,6 +117,7 @@ function keyTable(keys, refresh) {
     ['Secret', (k) => h('code', {}, k.hint)],
     ['Status', (k) => h('span', { class: `badge ${k.status}` }, k.status)],
     ['Models', (k) => (k.models.length ? k.models.join(', ') : 'all')],
+    ['Guardrails', (k) => (k.guardrails?.length ? k.guardrails.join(', ') : '–')],
     ['RPM', (k) => limit(k.rpm)],
     ['TPM', (k) => limit(k.tpm)],
     ['In flight', (k) => limit(k.max_concurrent)],

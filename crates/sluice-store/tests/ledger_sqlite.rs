@@ -182,6 +182,7 @@ fn key(id: &str, name: &str, created_ms: u64) -> KeyRecord {
         created_ms,
         expires_ms: None,
         revoked_ms: None,
+        guardrails: vec!["pii".into()],
     }
 }
 
@@ -322,11 +323,20 @@ async fn a_version_1_file_gains_batch_id_and_guardrails_and_keeps_its_records() 
     let conn = rusqlite::Connection::open(dir.join("ledger.sqlite")).unwrap();
     conn.execute_batch(
         "DROP INDEX spend_log_batch; ALTER TABLE spend_log DROP COLUMN batch_id;
-         ALTER TABLE spend_log DROP COLUMN guardrails; PRAGMA user_version = 1;",
+         ALTER TABLE spend_log DROP COLUMN guardrails; ALTER TABLE keys DROP COLUMN guardrails;
+         INSERT INTO keys (id, name, hash, hint, models, budget_period, metadata, created_ms)
+         VALUES ('key_old', 'old', 'ff', 'h', '[]', 'total', '{}', 1);
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);
     let ledger = open(&dir, LedgerOptions::default());
+    let old = ledger.key("key_old").await.unwrap().expect("the older key");
+    assert!(old.guardrails.is_empty());
+    let mut k = key("key_new", "new", now);
+    k.guardrails = vec!["pii".into(), "secrets".into()];
+    ledger.save_key(&k).await.unwrap();
+    assert_eq!(ledger.key("key_new").await.unwrap(), Some(k));
     ledger.record(record(4, now + 1));
     ledger.record(record(6, now + 2));
     ledger.flush().await;

@@ -674,6 +674,7 @@ fn full_key(n: u32) -> KeyRecord {
         created_ms: 1_700_000_000_000 + u64::from(n),
         expires_ms: Some(1_800_000_000_000),
         revoked_ms: None,
+        guardrails: vec!["pii".into(), "secrets".into()],
     }
 }
 
@@ -701,6 +702,7 @@ async fn keys_round_trip() {
         created_ms: 1_600_000_000_000,
         expires_ms: None,
         revoked_ms: None,
+        guardrails: vec![],
     };
     ledger.save_key(&full).await.expect("save full");
     ledger.save_key(&bare).await.expect("save bare");
@@ -955,12 +957,12 @@ async fn a_newer_schema_is_refused() {
     let db = t.client().await;
     assert_eq!(
         count(&db, "SELECT max(version)::BIGINT FROM sluice_schema").await,
-        3
+        4
     );
     // Opening again keeps the one version row.
     drop(t.open(options()));
     assert_eq!(count(&db, "SELECT count(*) FROM sluice_schema").await, 1);
-    db.batch_execute("UPDATE sluice_schema SET version = 4")
+    db.batch_execute("UPDATE sluice_schema SET version = 5")
         .await
         .expect("bump");
     let err = PgLedger::open(&t.url, options()).expect_err("newer schema");
@@ -1096,7 +1098,8 @@ async fn a_version_1_schema_gains_batch_id_and_guardrails() {
     let db = t.client().await;
     db.batch_execute(
         "DROP INDEX spend_log_batch_id; ALTER TABLE spend_log DROP COLUMN batch_id;
-         ALTER TABLE spend_log DROP COLUMN guardrails; UPDATE sluice_schema SET version = 1;",
+         ALTER TABLE spend_log DROP COLUMN guardrails; ALTER TABLE keys DROP COLUMN guardrails;
+         UPDATE sluice_schema SET version = 1;",
     )
     .await
     .expect("back to version 1");
@@ -1107,7 +1110,11 @@ async fn a_version_1_schema_gains_batch_id_and_guardrails() {
     ledger.record(r);
     ledger.flush().await;
     let version = "SELECT max(version)::BIGINT FROM sluice_schema";
-    assert_eq!(count(&db, version).await, 3);
+    assert_eq!(count(&db, version).await, 4);
+    let mut k = full_key(9);
+    k.guardrails = vec!["pii".into()];
+    ledger.save_key(&k).await.expect("a key with guardrails");
+    assert_eq!(ledger.key(&k.id).await.expect("read"), Some(k));
     let with = "SELECT count(*) FROM spend_log WHERE batch_id = 'batch_y'";
     assert_eq!(count(&db, with).await, 1);
     let records = ledger.export(0).await.expect("export");

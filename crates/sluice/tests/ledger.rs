@@ -377,3 +377,39 @@ async fn keys_spend_and_cost_commands_read_what_a_gateway_recorded() {
     let total = text.lines().find(|l| l.starts_with("total")).unwrap();
     assert!(total.contains("$0.00"), "{text}");
 }
+
+#[test]
+fn keys_commands_set_guardrails_the_config_defines() {
+    let dir = temp_dir("key-guards");
+    let guards = "[[guardrails]]\nname = \"pii\"\ndetectors = [\"email\"]\naction = \"block\"\n";
+    let cfg = config(&dir, "http://127.0.0.1:9", guards);
+    let keys = |args: &[&str]| {
+        sluice()
+            .arg("keys")
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let out = keys(&["create", "--name", "k", "--guardrails", "pii,nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`nope`"), "{err}");
+    let out = keys(&["create", "--name", "k", "--guardrails", "pii"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&keys(&["show", "k"]).stdout).unwrap();
+    assert_eq!(shown["guardrails"], json!(["pii"]));
+    let out = keys(&["update", "k", "--guardrails", "none"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&keys(&["show", "k"]).stdout).unwrap();
+    assert_eq!(shown["guardrails"], json!([]));
+}

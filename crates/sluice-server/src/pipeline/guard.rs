@@ -1,5 +1,5 @@
 //! The guardrails stage: the `[[guardrails]]` of the model or route asked for (a route's
-//! own and every target's) run over the request's text before it goes anywhere (cache,
+//! own and every target's) and of the caller's virtual key, each once, run over the request's text before it goes anywhere (cache,
 //! coalescing, upstream) and, for those that apply to answers, over the answer before it
 //! reaches the client (streams through [`super::guard_stream`]). A block is a 400
 //! `guardrail_blocked`; a redaction replaces each value with a typed placeholder (and, with
@@ -15,6 +15,7 @@ use sluice_core::{Error, ErrorKind};
 use sluice_guard::stream::Holdback;
 use sluice_guard::webhook::Phase;
 use sluice_guard::{Finding, Guardrail, Verdict};
+use sluice_store::KeyRecord;
 use std::sync::Arc;
 
 /// What the request stage leaves for the answer.
@@ -28,8 +29,14 @@ pub struct Guarded {
     found: Vec<Finding>,
 }
 
-/// The guardrails of what `resolved` names, as indexes into the config's.
-fn applying(state: &AppState, resolved: Resolved<'_>) -> Vec<usize> {
+/// The guardrails of what `resolved` names and of the caller's key, as indexes into the
+/// config's. A key's guardrail that the config no longer has refuses the request (503,
+/// fail closed): what it kept from the upstream would otherwise go out.
+fn applying(
+    state: &AppState,
+    resolved: Resolved<'_>,
+    key: Option<&KeyRecord>,
+) -> Result<Vec<usize>, Error> {
     let mut out: Vec<usize> = match resolved {
         Resolved::Model(d) => state.deployments[d].guardrails.clone(),
         Resolved::Route(r) => {
@@ -42,9 +49,20 @@ fn applying(state: &AppState, resolved: Resolved<'_>) -> Vec<usize> {
         }
         Resolved::Passthrough { .. } => Vec::new(),
     };
+    for name in key.map(|k| k.guardrails.as_slice()).unwrap_or_default() {
+        let g = state.guardrail(name).ok_or_else(|| -> Error {
+            ErrorKind::Unavailable {
+                message: format!(
+                    "the key's guardrail `{name}` is not configured: its requests are refused until it is, or it is removed from the key"
+                ),
+            }
+            .into()
+        })?;
+        out.push(g);
+    }
     out.sort_unstable();
     out.dedup();
-    out
+    Ok(out)
 }
 
 fn blocked(f: Finding, answer: bool) -> Error {
@@ -87,11 +105,12 @@ fn detect(
 pub async fn request(
     state: &AppState,
     resolved: Resolved<'_>,
+    key: Option<&KeyRecord>,
     model: &str,
     body: &Bytes,
     guarded: &mut Guarded,
 ) -> Result<Option<Bytes>, Error> {
-    let all = applying(state, resolved);
+    let all = applying(state, resolved, key)?;
     if all.is_empty() {
         return Ok(None);
     }

@@ -133,7 +133,8 @@ async fn run<B: ClientBody>(
     // Guardrails see the request before anything else does (cache keys included), once
     // its tab is open (a blocked request is counted and recorded like any other).
     let mut guarded = guard::Guarded::default();
-    let redacted = guard::request(state, resolved, first.model(), &body, &mut guarded).await;
+    let key = identity.key().map(|k| &**k);
+    let redacted = guard::request(state, resolved, key, first.model(), &body, &mut guarded).await;
     finish.note_guardrails(guarded.summary());
     let redacted = redacted?;
     // A request the guardrails rewrote, or whose answer they read, goes through chat, where

@@ -290,6 +290,11 @@ impl AppState {
         }
     }
 
+    /// The `[[guardrails]]` entry named `name`, as an index into [`Self::guardrails`].
+    pub fn guardrail(&self, name: &str) -> Option<usize> {
+        self.guardrails.iter().position(|g| g.name == name)
+    }
+
     /// Resolves the `model` a client sent: a route or configured model, else
     /// `provider/model` on a passthrough provider, else any name on the only passthrough
     /// provider.

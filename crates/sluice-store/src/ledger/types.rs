@@ -163,6 +163,9 @@ pub struct KeyRecord {
     pub hint: String,
     /// Models and routes the key may use; empty: all.
     pub models: Vec<String>,
+    /// The `[[guardrails]]` (by name) applied to this key's requests, besides the model's
+    /// and the route's.
+    pub guardrails: Vec<String>,
     /// Requests per minute.
     pub rpm: Option<u64>,
     /// Tokens per minute.

@@ -20,7 +20,7 @@ const WINDOW_SPEND: &str =
 
 /// The columns of `keys`, in [`key_from_row`]'s order.
 const KEY_COLUMNS: &str = "id, name, hash, hint, models, rpm, tpm, max_concurrent, \
-    budget_nano_usd, budget_period, metadata, created_ms, expires_ms, revoked_ms";
+    budget_nano_usd, budget_period, metadata, created_ms, expires_ms, revoked_ms, guardrails";
 
 /// The retention settings, copied out of the options for the queries.
 #[derive(Clone, Copy)]
@@ -239,6 +239,8 @@ impl Conn {
     pub(super) async fn save_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
         let models = serde_json::to_string(&key.models)
             .map_err(|e| StoreError::Protocol(format!("key models: {e}")))?;
+        let guardrails = serde_json::to_string(&key.guardrails)
+            .map_err(|e| StoreError::Protocol(format!("key guardrails: {e}")))?;
         let metadata = if key.metadata.is_empty() {
             "{}"
         } else {
@@ -262,6 +264,7 @@ impl Conn {
                     &to_sql(key.created_ms),
                     &opt_to_sql(key.expires_ms),
                     &opt_to_sql(key.revoked_ms),
+                    &guardrails,
                 ],
             )
             .await?;
@@ -281,6 +284,15 @@ fn key_from_row(row: &Row) -> Result<KeyRecord, StoreError> {
             ))
         })?
     };
+    let guardrails: Option<String> = row.try_get(14)?;
+    let guardrails = match guardrails.filter(|g| !g.is_empty()) {
+        None => Vec::new(),
+        Some(g) => serde_json::from_str(&g).map_err(|e| {
+            StoreError::Protocol(format!(
+                "keys.guardrails of {id} is not a JSON string array: {e}"
+            ))
+        })?,
+    };
     let period: String = row.try_get(9)?;
     let budget_period = BudgetPeriod::parse(&period)
         .ok_or_else(|| StoreError::Protocol(format!("keys.budget_period of {id} is {period:?}")))?;
@@ -299,6 +311,7 @@ fn key_from_row(row: &Row) -> Result<KeyRecord, StoreError> {
         created_ms: from_sql(row.try_get(11)?),
         expires_ms: opt_from_sql(row.try_get(12)?),
         revoked_ms: opt_from_sql(row.try_get(13)?),
+        guardrails,
     })
 }
 
@@ -313,14 +326,14 @@ fn key_statements() -> [String; 4] {
     let keys = format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY created_ms, id");
     let save = format!(
         "INSERT INTO keys ({KEY_COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, hash = EXCLUDED.hash,
              hint = EXCLUDED.hint, models = EXCLUDED.models, rpm = EXCLUDED.rpm,
              tpm = EXCLUDED.tpm, max_concurrent = EXCLUDED.max_concurrent,
              budget_nano_usd = EXCLUDED.budget_nano_usd,
              budget_period = EXCLUDED.budget_period, metadata = EXCLUDED.metadata,
              created_ms = EXCLUDED.created_ms, expires_ms = EXCLUDED.expires_ms,
-             revoked_ms = EXCLUDED.revoked_ms"
+             revoked_ms = EXCLUDED.revoked_ms, guardrails = EXCLUDED.guardrails"
     );
     [by_hash, key, keys, save]
 }

@@ -2,13 +2,14 @@
 //! may start together); `sluice_schema` holds its version, and a newer one is refused.
 //! Versions: 1, the first schema; 2, `spend_log.batch_id` (the batch a record's request was
 //! a line of), added to a version-1 database in place; 3, `spend_log.guardrails` (what
-//! guardrails found), added likewise.
+//! guardrails found), added likewise; 4, `keys.guardrails` (a key's own guardrails, a JSON
+//! array of names), added likewise.
 
 use crate::StoreError;
 use tokio_postgres::Client;
 
 /// The schema version this code reads and writes (in `sluice_schema`).
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 /// The advisory lock that serializes schema creation across replicas ("sluice" + 1).
 const MIGRATION_LOCK: i64 = 0x736c_7569_6365_0001;
@@ -83,6 +84,7 @@ CREATE TABLE IF NOT EXISTS keys (
 ALTER TABLE spend_log ADD COLUMN IF NOT EXISTS batch_id TEXT;
 CREATE INDEX IF NOT EXISTS spend_log_batch_id ON spend_log (batch_id) WHERE batch_id IS NOT NULL;
 ALTER TABLE spend_log ADD COLUMN IF NOT EXISTS guardrails TEXT;
+ALTER TABLE keys ADD COLUMN IF NOT EXISTS guardrails TEXT;
 "#;
 
 /// Creates the schema if absent, under an advisory lock; refuses a newer one.

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 /// The columns of `keys`, in [`key_from_row`]'s order.
 const KEY_COLUMNS: &str = "id, name, hash, hint, models, rpm, tpm, max_concurrent, \
-     budget_nano_usd, budget_period, metadata, created_ms, expires_ms, revoked_ms";
+     budget_nano_usd, budget_period, metadata, created_ms, expires_ms, revoked_ms, guardrails";
 
 /// The key whose secret hashes to `hash`.
 pub(super) fn by_hash(conn: &Connection, hash: &str) -> rusqlite::Result<Option<KeyRecord>> {
@@ -43,17 +43,18 @@ pub(super) fn all(conn: &Connection) -> rusqlite::Result<Vec<KeyRecord>> {
 /// Inserts `k`, or replaces the key with its id.
 pub(super) fn save(conn: &Connection, k: &KeyRecord) -> rusqlite::Result<()> {
     let models = serde_json::to_string(&k.models).unwrap_or_else(|_| "[]".into());
+    let guardrails = serde_json::to_string(&k.guardrails).unwrap_or_else(|_| "[]".into());
     conn.execute(
         &format!(
             "INSERT INTO keys ({KEY_COLUMNS}) VALUES
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, hash = excluded.hash,
                  hint = excluded.hint, models = excluded.models, rpm = excluded.rpm,
                  tpm = excluded.tpm, max_concurrent = excluded.max_concurrent,
                  budget_nano_usd = excluded.budget_nano_usd,
                  budget_period = excluded.budget_period, metadata = excluded.metadata,
                  created_ms = excluded.created_ms, expires_ms = excluded.expires_ms,
-                 revoked_ms = excluded.revoked_ms"
+                 revoked_ms = excluded.revoked_ms, guardrails = excluded.guardrails"
         ),
         params![
             k.id,
@@ -70,6 +71,7 @@ pub(super) fn save(conn: &Connection, k: &KeyRecord) -> rusqlite::Result<()> {
             to_sql(k.created_ms),
             k.expires_ms.map(to_sql),
             k.revoked_ms.map(to_sql),
+            guardrails,
         ],
     )?;
     Ok(())
@@ -81,6 +83,7 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     };
     let models: String = r.get(4)?;
     let period: String = r.get(9)?;
+    let guardrails: Option<String> = r.get(14)?;
     Ok(KeyRecord {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -96,5 +99,8 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         created_ms: from_sql(r.get(11)?),
         expires_ms: opt(12)?,
         revoked_ms: opt(13)?,
+        guardrails: guardrails
+            .and_then(|g| serde_json::from_str(&g).ok())
+            .unwrap_or_default(),
     })
 }

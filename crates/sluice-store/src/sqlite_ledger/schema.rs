@@ -1,13 +1,14 @@
 //! The ledger's tables in the SQLite file, created at open; the version is in
 //! `PRAGMA user_version`, and a newer one is refused. Versions: 1, the first schema; 2,
 //! `spend_log.batch_id` (the batch a record's request was a line of), added to a version-1
-//! file in place.
+//! file in place; 3, `spend_log.guardrails`; 4, `keys.guardrails` (a key's own guardrails,
+//! a JSON array of names), each added in place.
 
 use crate::StoreError;
 use rusqlite::Connection;
 
 /// The schema this code reads and writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Creates the tables in a new file; checks the version of an existing one.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -31,13 +32,19 @@ fn migrate_locked(conn: &Connection) -> Result<(), StoreError> {
         0 => {
             create_v1(conn)?;
             add_batch_id(conn)?;
-            add_guardrails(conn)
+            add_guardrails(conn)?;
+            add_key_guardrails(conn)
         }
         1 => {
             add_batch_id(conn)?;
-            add_guardrails(conn)
+            add_guardrails(conn)?;
+            add_key_guardrails(conn)
         }
-        2 => add_guardrails(conn),
+        2 => {
+            add_guardrails(conn)?;
+            add_key_guardrails(conn)
+        }
+        3 => add_key_guardrails(conn),
         SCHEMA_VERSION => Ok(()),
         other => Err(StoreError::Unavailable(format!(
             "sqlite ledger schema version {other} is newer than this sluice ({SCHEMA_VERSION})"
@@ -60,6 +67,15 @@ fn add_guardrails(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "ALTER TABLE spend_log ADD COLUMN guardrails TEXT;
          PRAGMA user_version = 3;",
+    )?;
+    Ok(())
+}
+
+/// Version 4: a key's own guardrails (`NULL`: none).
+fn add_key_guardrails(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "ALTER TABLE keys ADD COLUMN guardrails TEXT;
+         PRAGMA user_version = 4;",
     )?;
     Ok(())
 }

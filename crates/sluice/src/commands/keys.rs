@@ -65,6 +65,10 @@ struct Settings {
     /// Models and routes the key may use, comma-separated (`all` for every one).
     #[arg(long)]
     models: Option<String>,
+    /// The config's `[[guardrails]]` applied to the key's requests besides the model's and
+    /// route's, comma-separated (`none` for none of its own).
+    #[arg(long)]
+    guardrails: Option<String>,
     /// Requests per minute (`none`: no limit).
     #[arg(long)]
     rpm: Option<String>,
@@ -116,6 +120,15 @@ impl Settings {
             };
             m.insert("models".into(), Value::Array(list));
         }
+        if let Some(guardrails) = &self.guardrails {
+            let list: Vec<Value> = guardrails
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && *s != "none")
+                .map(Value::from)
+                .collect();
+            m.insert("guardrails".into(), Value::Array(list));
+        }
         for (k, v) in [
             ("rpm", &self.rpm),
             ("tpm", &self.tpm),
@@ -166,6 +179,7 @@ fn opt(v: &Value) -> String {
 pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
     let config = super::offline_config(args.config)?;
     let ledger = super::open_ledger(&config)?;
+    let known = |g: &str| config.guardrails.iter().any(|c| c.name == g);
     let now = sluice_store::unix_now_ms();
     super::runtime()?.block_on(async move {
         let mut out = std::io::stdout().lock();
@@ -183,6 +197,9 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 }
                 let spec =
                     admin_keys::NewKeySpec::from_json(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+                spec.settings
+                    .check_guardrails(known)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let (key, secret) = admin_keys::create(&ledger, &spec, now)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -247,6 +264,8 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             }
             KeysCommand::Update { id, settings } => {
                 let spec = admin_keys::KeySpec::from_json(settings.spec()?)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                spec.check_guardrails(known)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let k = admin_keys::update(&ledger, &id, &spec, now)
                     .await
