@@ -346,7 +346,7 @@ impl Seen {
     /// relay ends the stream with its own error event, which names this one's message (and
     /// is written back in the Responses API's shape).
     fn observe_responses(&mut self, data: &[u8]) -> Keep {
-        let Some(kind) = crate::responses::native::event_kind(data) else {
+        let Some(kind) = crate::responses::native::head(data).kind else {
             return Keep::Yes;
         };
         if kind == "error" {
@@ -357,7 +357,7 @@ impl Seen {
         {
             self.content_events += 1;
         }
-        if crate::responses::native::ends_stream(&kind) {
+        if crate::responses::native::ends_stream(kind) {
             self.done = true;
             if let Some(u) = crate::responses::native::event_usage(data) {
                 self.usage = Some(u);

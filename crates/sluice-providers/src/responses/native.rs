@@ -243,14 +243,8 @@ pub fn ends_stream(kind: &str) -> bool {
 
 #[derive(Deserialize)]
 struct EventHead<'a> {
-    #[serde(rename = "type", default, borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(default)]
-    sequence_number: Option<u64>,
     #[serde(default, borrow)]
     response: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    error: Option<InError<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -263,12 +257,66 @@ struct InError<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
-/// The kind of a native stream event (`None` when it has none: not a Responses event).
-pub fn event_kind(data: &[u8]) -> Option<String> {
-    serde_json::from_slice::<EventHead<'_>>(data)
-        .ok()?
-        .kind
-        .map(Cow::into_owned)
+/// What decides how a native stream event is handled: its `type` and `sequence_number`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'a> {
+    /// The event's `type` (`None`: not a Responses event, e.g. sluice's own error).
+    pub kind: Option<&'a str>,
+    /// Its `sequence_number`.
+    pub sequence: Option<u64>,
+}
+
+impl Head<'_> {
+    /// Whether the event carries the `response` object: `response.created`,
+    /// `response.in_progress`, `response.completed` and the like (one dot), not the
+    /// events of its items and parts.
+    pub fn carries_response(&self) -> bool {
+        self.kind
+            .and_then(|k| k.strip_prefix("response."))
+            .is_some_and(|rest| !rest.contains('.'))
+    }
+}
+
+/// The [`Head`] of an event's `data`: read off its first bytes when it starts as OpenAI
+/// writes events (`{"type":"...","sequence_number":N`), so the rest (a whole `response`
+/// object, for some) is not scanned; else parsed.
+pub fn head(data: &[u8]) -> Head<'_> {
+    if let Some(h) = fast_head(data) {
+        return h;
+    }
+    #[derive(Deserialize)]
+    struct Full<'a> {
+        #[serde(rename = "type", default, borrow)]
+        kind: Option<&'a str>,
+        #[serde(default)]
+        sequence_number: Option<u64>,
+    }
+    match serde_json::from_slice::<Full<'_>>(data) {
+        Ok(f) => Head {
+            kind: f.kind,
+            sequence: f.sequence_number,
+        },
+        Err(_) => Head {
+            kind: None,
+            sequence: None,
+        },
+    }
+}
+
+fn fast_head(data: &[u8]) -> Option<Head<'_>> {
+    let rest = data.strip_prefix(b"{\"type\":\"")?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    let kind = std::str::from_utf8(&rest[..end]).ok()?;
+    let rest = rest[end + 1..].strip_prefix(b",\"sequence_number\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let sequence = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    Some(Head {
+        kind: Some(kind),
+        sequence: Some(sequence),
+    })
 }
 
 /// Called with what is kept of a completed (or incomplete) native stream, and its
@@ -300,43 +348,45 @@ impl NativeWatcher {
 
     /// Reads one raw event and appends what the client gets of it to `out`.
     pub fn on_event(&mut self, event: &[u8], out: &mut Vec<u8>) {
-        let head = event_data(event).and_then(|data| {
-            let head = serde_json::from_slice::<EventHead<'_>>(&data).ok()?;
-            Some((
-                head.kind.map(Cow::into_owned),
-                head.sequence_number,
-                head.error.map(|e| {
-                    (
-                        e.message.map(Cow::into_owned),
-                        e.code.or(e.kind).map(Cow::into_owned),
-                    )
-                }),
-                head.response.is_some(),
-            ))
-        });
-        let Some((kind, sequence, error, has_response)) = head else {
+        let Some(data) = event_data(event) else {
             out.extend_from_slice(event);
             return;
         };
-        if let Some(n) = sequence {
+        let h = head(&data);
+        if let Some(n) = h.sequence {
             self.last_sequence = Some(n);
         }
-        if let (None, Some((message, code))) = (&kind, error) {
-            self.error_event(message.as_deref(), code.as_deref(), out);
+        if h.kind.is_none() && data.starts_with(b"{\"error\"") {
+            self.sluices_error(&data, out);
             return;
         }
-        let restored = match (&self.previous, has_response) {
-            (Some(id), true) => restore_previous(event, id),
+        let restored = match &self.previous {
+            Some(id) if h.carries_response() => restore_previous(event, id),
             _ => None,
         };
+        let completes = matches!(h.kind, Some("response.completed" | "response.incomplete"));
         let event = restored.as_deref().unwrap_or(event);
-        if matches!(
-            kind.as_deref(),
-            Some("response.completed" | "response.incomplete")
-        ) {
+        if completes {
             self.completed(event);
         }
         out.extend_from_slice(event);
+    }
+
+    /// sluice's own error event (`{"error": {...}}`), as the Responses API's `error` event.
+    fn sluices_error(&self, data: &[u8], out: &mut Vec<u8>) {
+        #[derive(Deserialize)]
+        struct Sluices<'a> {
+            #[serde(borrow)]
+            error: InError<'a>,
+        }
+        match serde_json::from_slice::<Sluices<'_>>(data) {
+            Ok(Sluices { error: e }) => self.error_event(
+                e.message.as_deref(),
+                e.code.as_deref().or(e.kind.as_deref()),
+                out,
+            ),
+            Err(_) => self.error_event(None, None, out),
+        }
     }
 
     /// Hands the `response` object of the completing `event` to [`OnDone`].
@@ -512,6 +562,25 @@ mod tests {
         assert_eq!(v["type"], "error");
         assert_eq!(v["code"], "stream_interrupted");
         assert_eq!(v["sequence_number"], 8);
+    }
+
+    #[test]
+    fn heads_are_read_off_the_first_bytes_or_parsed() {
+        let fast = br#"{"type":"response.output_text.delta","sequence_number":12,"delta":"x"}"#;
+        assert_eq!(
+            head(fast),
+            Head {
+                kind: Some("response.output_text.delta"),
+                sequence: Some(12)
+            }
+        );
+        let other_order =
+            br#"{"sequence_number":3,"response":{"type":"nested"},"type":"response.created"}"#;
+        let h = head(other_order);
+        assert_eq!((h.kind, h.sequence), (Some("response.created"), Some(3)));
+        assert!(h.carries_response());
+        assert!(!head(fast).carries_response());
+        assert_eq!(head(br#"{"error":{"message":"x"}}"#).kind, None);
     }
 
     #[test]
