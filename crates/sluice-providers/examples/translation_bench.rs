@@ -147,6 +147,14 @@ fn responses(read: &dyn Fn(&str) -> Vec<u8>) {
         black_box(native::kept(&native_resp).unwrap());
         black_box(sluice_types::Usage::from_response(&native_resp));
     });
+    time(
+        "responses native: whole stream read as it passes (17 events)",
+        || {
+            let mut r = sluice_providers::Reader::Responses.stream("m", 1 << 20);
+            black_box(r.push(bytes::Bytes::from(native_stream.clone())));
+            black_box(r.end().ok());
+        },
+    );
     time("responses native: whole stream watched (17 events)", || {
         let mut w = native::NativeWatcher::new(None, Box::new(|k, r| drop(black_box((k, r)))));
         let mut out = Vec::new();
@@ -164,6 +172,19 @@ fn responses(read: &dyn Fn(&str) -> Vec<u8>) {
         .map(|p| format!(r#"{{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{p}"}},"finish_reason":null}}]}}"#))
         .chain([r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":36,"completion_tokens":10,"total_tokens":46}}"#.to_owned(), "[DONE]".to_owned()])
         .collect();
+    let sse: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| format!("data: {c}\n\n").into_bytes())
+        .collect();
+    time(
+        "chat (for scale): whole stream read as it passes (11 chunks)",
+        || {
+            let mut r =
+                sluice_providers::Reader::OpenAi { strip_usage: false }.stream("m", 1 << 20);
+            black_box(r.push(bytes::Bytes::from(sse.clone())));
+            black_box(r.end().ok());
+        },
+    );
     time(
         "responses translated: whole stream written back (11 chunks)",
         || {
