@@ -428,3 +428,32 @@ targets = ["m", "c"]
     assert_eq!(r.json()["error"]["param"], "tools");
     assert_eq!(chat_fake.request_count(), 0);
 }
+
+#[tokio::test]
+async fn a_routes_degraded_answer_after_native_failures_is_written_as_a_response() {
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Behavior::new().with_status(500));
+    let toml = config_for(&fake.base_url(), "responses = \"native\"")
+        + r#"
+[[routes]]
+name = "r"
+targets = ["m"]
+fallback_response = "We are busy, please retry in a minute."
+"#;
+    let gw = start_with(&toml).await;
+    let r = create(&gw, &json!({"model": "r", "input": "hi"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sluice-degraded"), Some("true"));
+    let v = r.json();
+    assert_eq!(v["object"], "response");
+    assert_eq!(
+        v["output"][0]["content"][0]["text"],
+        "We are busy, please retry in a minute."
+    );
+    let raw = stream_text(&gw, &json!({"model": "r", "input": "hi", "stream": true})).await;
+    assert_eq!(
+        events(&raw).last().map(|e| e.0.as_str()),
+        Some("response.completed"),
+        "{raw}"
+    );
+}

@@ -331,6 +331,8 @@ impl Call<'_> {
                     rm.degraded.fetch_add(1, Relaxed);
                 }
                 outcome.degraded = true;
+                // The route's own answer is chat's, whatever the last try was.
+                outcome.native = false;
                 return Ok(answer);
             }
         }
