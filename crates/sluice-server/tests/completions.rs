@@ -341,6 +341,44 @@ async fn a_streamed_completion_is_stored_and_served_whole() {
 }
 
 #[tokio::test]
+async fn answer_guardrails_hold_back_and_redact_a_streamed_completions_text() {
+    let fake = FakeUpstream::start().await;
+    let config = config_for(&fake.base_url(), "").replace(
+        "price = { input = 1.0, output = 2.0 }",
+        "price = { input = 1.0, output = 2.0 }\nguardrails = [\"out\"]",
+    ) + "[[guardrails]]\nname = \"out\"\ndetectors = [\"card\"]\naction = \"redact\"\napply_to = \"answers\"\n";
+    let gw = start_with(&config).await;
+    let answer = "Your card 4111 1111 1111 1111 is on file.";
+    let chars: Vec<char> = answer.chars().collect();
+    let pieces: Vec<String> = chars.chunks(3).map(|c| c.iter().collect()).collect();
+    let body = completion(
+        json!({"stream": true, "stream_options": {"include_usage": true},
+        "x_fake": {"pieces": pieces, "content": answer}}),
+    );
+    let (text, events, _) = streamed(&gw, body).await;
+    assert_eq!(text, "Your card [CARD_1] is on file.");
+    assert!(events.iter().all(|e| e["object"] == "text_completion"));
+    assert!(
+        !events.iter().any(|e| e.to_string().contains("4111")),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().unwrap()["choices"],
+        json!([]),
+        "the usage event passes"
+    );
+    // Whole, too.
+    let body = completion(json!({"x_fake": {"content": answer}}));
+    let r = post_json(&gw.url("/v1/completions"), body, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json()["choices"][0]["text"],
+        "Your card [CARD_1] is on file."
+    );
+}
+
+#[tokio::test]
 async fn bad_input_is_a_400_naming_the_field_before_any_upstream_call() {
     let (fake, gw) = setup("").await;
     let cases = [

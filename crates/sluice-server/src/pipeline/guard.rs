@@ -8,10 +8,10 @@
 //! the values are never logged.
 
 use super::guard_hook;
-use super::guard_stream::EventFilter;
+use super::guard_stream::{EventFilter, Pieces};
 use crate::state::{AppState, Resolved};
 use bytes::Bytes;
-use sluice_core::{Error, ErrorKind};
+use sluice_core::{Error, ErrorKind, Operation};
 use sluice_guard::stream::Holdback;
 use sluice_guard::webhook::Phase;
 use sluice_guard::{Finding, Guardrail, Verdict};
@@ -155,11 +155,12 @@ pub async fn request(
 }
 
 impl Guarded {
-    /// The filter of a streamed (or replayed) answer's events.
-    pub fn filter(&self, state: &Arc<AppState>) -> EventFilter {
+    /// The filter of a streamed (or replayed) answer's events, of an `op` request.
+    pub fn filter(&self, state: &Arc<AppState>, op: Operation) -> EventFilter {
         EventFilter::new(
             Holdback::new(detectors(state, &self.answers), self.restore.clone()),
             Arc::clone(state),
+            Pieces::of(op),
         )
     }
 

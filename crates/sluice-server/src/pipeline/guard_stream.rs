@@ -1,5 +1,5 @@
-//! Answer guardrails on a streamed chat answer: the content deltas of the first choice go
-//! through a hold-back window ([`sluice_guard::stream::Holdback`]), so a value split across
+//! Answer guardrails on a streamed chat answer: the content deltas of the first choice (a
+//! legacy text completion's: its `text` pieces) go through a hold-back window ([`sluice_guard::stream::Holdback`]), so a value split across
 //! chunks is redacted (or blocks the stream) before any of it leaves, and placeholders of
 //! the request's redaction are put back whole. Events without content (the role, tool
 //! calls, usage, `[DONE]`) pass as they are, after what is held back is released. A block
@@ -37,10 +37,47 @@ impl<B> GuardedStream<B> {
     }
 }
 
+/// Where a stream's events carry their text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pieces {
+    /// Chat chunks: `choices[0].delta.content`.
+    Chat,
+    /// Legacy text completions: `choices[0].text`.
+    Text,
+}
+
+impl Pieces {
+    /// The pieces of an `op` request's stream.
+    pub fn of(op: sluice_core::Operation) -> Self {
+        match op {
+            sluice_core::Operation::Completion => Self::Text,
+            _ => Self::Chat,
+        }
+    }
+
+    /// The text's key, and the object in `chunk` that holds it (`Null` when there is none:
+    /// a usage chunk's `choices` are empty).
+    fn holder(self, chunk: &Value) -> (&Value, &'static str) {
+        match self {
+            Self::Chat => (&chunk["choices"][0]["delta"], "content"),
+            Self::Text => (&chunk["choices"][0], "text"),
+        }
+    }
+
+    /// Sets the text of a chunk that has one.
+    fn set(self, chunk: &mut Value, text: String) {
+        match self {
+            Self::Chat => chunk["choices"][0]["delta"]["content"] = Value::String(text),
+            Self::Text => chunk["choices"][0]["text"] = Value::String(text),
+        }
+    }
+}
+
 /// Chat chunk events in, the same events out with their content held back and guarded.
 pub struct EventFilter {
     scanner: SseScanner,
     holdback: Holdback,
+    pieces: Pieces,
     /// The last content chunk, as the shape of a chunk that releases held-back text.
     template: Option<Value>,
     out: VecDeque<Bytes>,
@@ -50,10 +87,11 @@ pub struct EventFilter {
 
 impl EventFilter {
     /// A filter guarding with `holdback`.
-    pub fn new(holdback: Holdback, state: Arc<crate::state::AppState>) -> Self {
+    pub fn new(holdback: Holdback, state: Arc<crate::state::AppState>, pieces: Pieces) -> Self {
         Self {
             scanner: SseScanner::new(4 << 20),
             holdback,
+            pieces,
             template: None,
             out: VecDeque::new(),
             blocked: false,
@@ -118,9 +156,9 @@ impl EventFilter {
             self.out.push_back(Bytes::copy_from_slice(raw));
             return;
         };
-        let content = chunk["choices"][0]["delta"]["content"]
-            .as_str()
-            .map(str::to_string);
+        let (holder, key) = self.pieces.holder(&chunk);
+        let content = holder[key].as_str().map(str::to_string);
+        let has_content = holder.get(key).is_some();
         let finishes = !chunk["choices"][0]["finish_reason"].is_null();
         let released = match content {
             Some(text) => {
@@ -140,12 +178,11 @@ impl EventFilter {
         } else {
             released
         };
-        let has_content = chunk["choices"][0]["delta"].get("content").is_some();
         if has_content {
             if released.is_empty() && !finishes && !carries_more(&chunk) {
                 return;
             }
-            chunk["choices"][0]["delta"]["content"] = Value::String(released);
+            self.pieces.set(&mut chunk, released);
         } else if !released.is_empty() {
             self.push_content(released);
         }
@@ -165,7 +202,10 @@ impl EventFilter {
         let Some(mut chunk) = self.template.clone() else {
             return;
         };
-        chunk["choices"][0]["delta"] = serde_json::json!({ "content": text });
+        match self.pieces {
+            Pieces::Chat => chunk["choices"][0]["delta"] = serde_json::json!({ "content": text }),
+            Pieces::Text => chunk["choices"][0]["text"] = Value::String(text),
+        }
         chunk["choices"][0]["finish_reason"] = Value::Null;
         self.push_chunk(&chunk);
     }

@@ -158,7 +158,7 @@ async fn run<B: ClientBody>(
             stages(state, &asked, finish).await
         }
     };
-    let answer = guard_answer(state, &mut guarded, first.model(), answer, finish).await;
+    let answer = guard_answer(state, &mut guarded, (op, first.model()), answer, finish).await;
     finish.note_guardrails(guarded.summary());
     answer
 }
@@ -310,7 +310,7 @@ async fn stages(
 async fn guard_answer(
     state: &Arc<AppState>,
     guarded: &mut guard::Guarded,
-    model: &str,
+    (op, model): (Operation, &str),
     answer: Result<Answer, Error>,
     finish: &mut Finish,
 ) -> Result<Answer, Error> {
@@ -336,11 +336,11 @@ async fn guard_answer(
             }
         },
         Ok(Answer::Stream(inner)) => Ok(Answer::Stream(Box::new(
-            guard_stream::GuardedStream::new(inner, guarded.filter(state)),
+            guard_stream::GuardedStream::new(inner, guarded.filter(state, op)),
         ))),
-        Ok(Answer::Events(events)) => Ok(Answer::Events(guarded.filter(state).whole(&events))),
+        Ok(Answer::Events(events)) => Ok(Answer::Events(guarded.filter(state, op).whole(&events))),
         Ok(Answer::Detached(copy)) => Ok(Answer::DetachedGuarded(Box::new(
-            guard_stream::GuardedStream::new(copy, guarded.filter(state)),
+            guard_stream::GuardedStream::new(copy, guarded.filter(state, op)),
         ))),
         other => other,
     }
