@@ -132,6 +132,14 @@ pub enum ErrorKind {
         /// The answer was refused, not the request.
         answer: bool,
     },
+    /// The answer did not validate against the request's JSON schema (after the retries a
+    /// `validate_json` guardrail allows): a 502 that says why.
+    OutputInvalid {
+        /// The guardrail.
+        guardrail: String,
+        /// Where and why it failed.
+        reason: String,
+    },
     /// The provider a deployment lives on has no API for the endpoint (Anthropic has no
     /// embeddings, Ollama no speech): a 404 naming the provider; a route falls back past it.
     EndpointUnsupported {
@@ -194,7 +202,8 @@ impl Error {
             ErrorKind::UpstreamStatus { status, .. } if (400..500).contains(status) => *status,
             ErrorKind::UpstreamStatus { .. }
             | ErrorKind::UpstreamConnect { .. }
-            | ErrorKind::UpstreamProtocol { .. } => 502,
+            | ErrorKind::UpstreamProtocol { .. }
+            | ErrorKind::OutputInvalid { .. } => 502,
             ErrorKind::UpstreamTimeout { .. } => 504,
             ErrorKind::RateLimited { .. } | ErrorKind::BudgetExceeded { .. } => 429,
             ErrorKind::Unavailable { .. }
@@ -230,9 +239,9 @@ impl Error {
                 400..=499 => "invalid_request_error",
                 _ => "upstream_error",
             },
-            ErrorKind::UpstreamConnect { .. } | ErrorKind::UpstreamProtocol { .. } => {
-                "upstream_error"
-            }
+            ErrorKind::UpstreamConnect { .. }
+            | ErrorKind::UpstreamProtocol { .. }
+            | ErrorKind::OutputInvalid { .. } => "upstream_error",
             ErrorKind::UpstreamTimeout { .. } => "timeout_error",
             ErrorKind::RateLimited { .. } => "rate_limit_error",
             ErrorKind::BudgetExceeded { .. } => "insufficient_quota",
@@ -269,6 +278,7 @@ impl Error {
             ErrorKind::ModelUnsupported { .. } => Some("model_unsupported"),
             ErrorKind::EndpointUnsupported { .. } => Some("endpoint_not_supported"),
             ErrorKind::GuardrailBlocked { .. } => Some("guardrail_blocked"),
+            ErrorKind::OutputInvalid { .. } => Some("output_validation_failed"),
             _ => None,
         }
     }
@@ -307,6 +317,7 @@ impl Error {
             ErrorKind::ModelUnsupported { .. } => "model_unsupported",
             ErrorKind::EndpointUnsupported { .. } => "endpoint_unsupported",
             ErrorKind::GuardrailBlocked { .. } => "guardrail_blocked",
+            ErrorKind::OutputInvalid { .. } => "output_invalid",
             ErrorKind::RateLimited { .. } => "rate_limited",
             ErrorKind::BudgetExceeded { .. } => "budget_exceeded",
             ErrorKind::Internal { .. } => "internal",
@@ -379,6 +390,9 @@ impl Error {
             } => format!(
                 "{} blocked by guardrail `{guardrail}`: detector `{detector}` found a value it guards",
                 if *answer { "the answer was" } else { "the request was" }
+            ),
+            ErrorKind::OutputInvalid { guardrail, reason } => format!(
+                "the answer does not match the request's JSON schema (guardrail `{guardrail}`): {reason}"
             ),
             ErrorKind::EndpointUnsupported {
                 provider,

@@ -6,7 +6,9 @@
 //! - [`policy`]: guardrails compiled from config and their verdict on a body: pass, block
 //!   or redact (typed placeholders, restorable in the answer);
 //! - [`stream`]: the same over an answer that arrives in pieces, held back by a window;
-//! - [`webhook`]: the webhook guardrail's payload and verdicts.
+//! - [`webhook`]: the webhook guardrail's payload and verdicts;
+//! - [`schema`]: a JSON Schema validator for the subset structured outputs accept (answers
+//!   checked against a request's `response_format`).
 //!
 //! No I/O: the server decides where guardrails apply and what a verdict does to a request.
 
@@ -18,6 +20,8 @@ pub mod detect;
 pub mod json;
 mod kind;
 pub mod policy;
+pub mod schema;
+mod schema_format;
 pub mod stream;
 pub mod webhook;
 

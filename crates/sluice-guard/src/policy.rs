@@ -17,6 +17,13 @@ pub enum Action {
     Block,
     /// Count and record only.
     Log,
+    /// An answer that did not match the request's JSON schema was asked for again
+    /// (`validate_json`; not a configurable action).
+    Retry,
+    /// An answer that did not match the request's JSON schema was refused.
+    Error,
+    /// An answer that did not match the request's JSON schema was passed, flagged.
+    Pass,
 }
 
 impl Action {
@@ -26,6 +33,9 @@ impl Action {
             Self::Redact => "redact",
             Self::Block => "block",
             Self::Log => "log",
+            Self::Retry => "retry",
+            Self::Error => "error",
+            Self::Pass => "pass",
         }
     }
 

@@ -10,6 +10,11 @@ pub const X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-prov
 pub const X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
 /// `x-sluice-route`.
 pub const X_SLUICE_ROUTE: HeaderName = HeaderName::from_static("x-sluice-route");
+/// `x-sluice-output-valid`: `false` on an answer that failed its JSON schema and was
+/// passed (`validate_json = { on_failure = "pass" }`).
+pub const X_SLUICE_OUTPUT_VALID: HeaderName = HeaderName::from_static("x-sluice-output-valid");
+/// `x-sluice-output-invalid`: why that answer failed.
+pub const X_SLUICE_OUTPUT_INVALID: HeaderName = HeaderName::from_static("x-sluice-output-invalid");
 /// `x-sluice-degraded`.
 pub const X_SLUICE_DEGRADED: HeaderName = HeaderName::from_static("x-sluice-degraded");
 /// `x-sluice-cache`: `hit`, `miss` or `bypass` on responses; directives on requests.

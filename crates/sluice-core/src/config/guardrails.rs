@@ -34,6 +34,28 @@ pub struct UninitializedGuardrail {
     pub apply_to: Option<String>,
     /// A webhook that allows, denies or rewrites what the guardrail applies to.
     pub webhook: Option<UninitializedWebhook>,
+    /// Answers to `response_format: json_schema` requests checked against the schema.
+    pub validate_json: Option<UninitializedValidateJson>,
+}
+
+/// `validate_json = { retries, on_failure }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UninitializedValidateJson {
+    /// How often to ask again when an answer does not validate (default 1).
+    pub retries: Option<u32>,
+    /// `error` (default: 502 `output_validation_failed`) or `pass` (the answer with
+    /// `x-sluice-output-valid: false`).
+    pub on_failure: Option<String>,
+}
+
+/// A validated `validate_json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidateJson {
+    /// How often to ask again.
+    pub retries: u32,
+    /// Pass an answer that still fails (with a header) rather than refuse it.
+    pub pass: bool,
 }
 
 /// `webhook = { url, timeout_ms, on_error, headers }` as written.
@@ -80,6 +102,8 @@ pub struct GuardrailConfig {
     pub requests: bool,
     /// Applied to answers.
     pub answers: bool,
+    /// Answers validated against the request's JSON schema.
+    pub validate_json: Option<ValidateJson>,
 }
 
 impl GuardrailConfig {
@@ -108,12 +132,17 @@ pub(super) fn load_guardrails(
                 .webhook
                 .map(|w| load_webhook(w, env, &at("webhook")))
                 .transpose()?;
-            let action = match (g.action.as_deref(), &webhook) {
+            let validate_json = g
+                .validate_json
+                .map(|v| load_validate_json(v, &at("validate_json")))
+                .transpose()?;
+            let only_checks = webhook.is_some() || validate_json.is_some();
+            let action = match (g.action.as_deref(), only_checks) {
                 (Some(a), _) => Action::parse(a).ok_or_else(|| {
                     ConfigError::new(at("action"), "must be `redact`, `block` or `log`")
                 })?,
-                (None, Some(_)) => Action::Log,
-                (None, None) => {
+                (None, true) => Action::Log,
+                (None, false) => {
                     return Err(ConfigError::new(
                         at("action"),
                         "is required: `redact`, `block` or `log`",
@@ -138,7 +167,7 @@ pub(super) fn load_guardrails(
                 }
             };
             let patterns: Vec<(String, String)> = g.patterns.into_iter().collect();
-            let guard = if g.detectors.is_empty() && patterns.is_empty() && webhook.is_some() {
+            let guard = if g.detectors.is_empty() && patterns.is_empty() && only_checks {
                 None
             } else {
                 let guard = Guardrail::new(&g.name, &g.detectors, &patterns, action)
@@ -152,9 +181,31 @@ pub(super) fn load_guardrails(
                 restore: g.restore,
                 requests,
                 answers,
+                validate_json,
             })
         })
         .collect()
+}
+
+fn load_validate_json(v: UninitializedValidateJson, at: &str) -> Result<ValidateJson, ConfigError> {
+    let pass = match v.on_failure.as_deref() {
+        None | Some("error") => false,
+        Some("pass") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{at}.on_failure"),
+                format!("must be `error` or `pass`, not `{other}`"),
+            ))
+        }
+    };
+    let retries = v.retries.unwrap_or(1);
+    if retries > 5 {
+        return Err(ConfigError::new(
+            format!("{at}.retries"),
+            "must be at most 5",
+        ));
+    }
+    Ok(ValidateJson { retries, pass })
 }
 
 fn load_webhook(

@@ -49,7 +49,8 @@ pub use cache::{
 pub use error::ConfigError;
 pub use files::{FilesConfig, UninitializedFilesConfig};
 pub use guardrails::{
-    GuardrailConfig, UninitializedGuardrail, UninitializedWebhook, WebhookConfig,
+    GuardrailConfig, UninitializedGuardrail, UninitializedValidateJson, UninitializedWebhook,
+    ValidateJson, WebhookConfig,
 };
 pub use ledger::{
     KeysConfig, LimitsConfig, SpendConfig, TargetLimits, UninitializedKeysConfig,

@@ -381,6 +381,24 @@ fn guardrails_are_checked_at_load() {
     assert_eq!(c.guardrails.len(), 1);
     assert_eq!(c.models[0].guardrails, vec![0]);
     assert_eq!(c.routes[0].guardrails, vec![0]);
+    assert_eq!(c.guardrails[0].validate_json, None);
+    let json = format!("{p}[[guardrails]]\nname = \"shape\"\nvalidate_json = {{}}\n[[guardrails]]\nname = \"lax\"\nvalidate_json = {{ retries = 0, on_failure = \"pass\" }}\n");
+    let c = Config::from_toml(&json, &MapEnv::default()).unwrap();
+    assert!(c.guardrails[0].guard.is_none(), "no detectors needed");
+    assert_eq!(
+        c.guardrails[0].validate_json,
+        Some(ValidateJson {
+            retries: 1,
+            pass: false
+        })
+    );
+    assert_eq!(
+        c.guardrails[1].validate_json,
+        Some(ValidateJson {
+            retries: 0,
+            pass: true
+        })
+    );
     for (text, at, want) in [
         (format!("{p}[[guardrails]]\nname = \"g\"\ndetectors = [\"mail\"]\naction = \"log\"\n"), "guardrails[0].detectors", "unknown detector `mail`"),
         (format!("{p}[[guardrails]]\nname = \"g\"\npatterns = {{ x = \"(\" }}\naction = \"log\"\n"), "guardrails[0].detectors", "invalid pattern"),
@@ -390,6 +408,8 @@ fn guardrails_are_checked_at_load() {
         (format!("{p}[[guardrails]]\nname = \"g\"\nwebhook = {{ url = \"ftp://x\" }}\n"), "guardrails[0].webhook.url", "http://"),
         (format!("{p}[[guardrails]]\nname = \"g\"\nwebhook = {{ url = \"http://h/x\", on_error = \"ignore\" }}\n"), "guardrails[0].webhook.on_error", "`allow` or `deny`"),
         (format!("{p}[[guardrails]]\nname = \"g\"\n"), "guardrails[0].action", "is required"),
+        (format!("{p}[[guardrails]]\nname = \"g\"\nvalidate_json = {{ on_failure = \"drop\" }}\n"), "guardrails[0].validate_json.on_failure", "`error` or `pass`"),
+        (format!("{p}[[guardrails]]\nname = \"g\"\nvalidate_json = {{ retries = 9 }}\n"), "guardrails[0].validate_json.retries", "at most 5"),
     ] {
         let e = Config::from_toml(&text, &MapEnv::default()).unwrap_err();
         assert_eq!(e.path, at, "{text}");

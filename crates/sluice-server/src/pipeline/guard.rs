@@ -7,15 +7,18 @@
 //! ([`super::guard_hook`]). What they find is counted by guardrail, detector and action;
 //! the values are never logged.
 
+use super::answer::Answer;
 use super::guard_hook;
+use super::guard_json::{self, Validation};
 use super::guard_stream::{EventFilter, Pieces};
 use crate::state::{AppState, Resolved};
 use bytes::Bytes;
 use sluice_core::{Error, ErrorKind, Operation};
 use sluice_guard::stream::Holdback;
 use sluice_guard::webhook::Phase;
-use sluice_guard::{Finding, Guardrail, Verdict};
+use sluice_guard::{Action, Finding, Guardrail, Verdict};
 use sluice_store::KeyRecord;
+use sluice_types::Usage;
 use std::sync::Arc;
 
 /// What the request stage leaves for the answer.
@@ -27,6 +30,12 @@ pub struct Guarded {
     restore: Vec<(String, String)>,
     /// What was found, for the spend record.
     found: Vec<Finding>,
+    /// The check of the answer against the request's JSON schema.
+    validation: Option<Validation>,
+    /// The usage of answers asked for again, charged with the last.
+    carried: Option<Usage>,
+    /// Why a passed answer failed its schema (`on_failure = "pass"`).
+    invalid: Option<String>,
 }
 
 /// The guardrails of what `resolved` names and of the caller's key, as indexes into the
@@ -115,6 +124,7 @@ pub async fn request(
         return Ok(None);
     }
     let configs = &state.guardrails;
+    guarded.validation = Validation::of(state, &all, body);
     guarded.answers = all
         .iter()
         .copied()
@@ -162,6 +172,7 @@ impl Guarded {
             Arc::clone(state),
             Pieces::of(op),
         )
+        .validating(self.validation.clone())
     }
 
     /// What was found, for the spend record: `guardrail:detector:action=count`, joined by
@@ -185,7 +196,104 @@ impl Guarded {
 
     /// Whether an answer needs this stage.
     pub fn touches_answers(&self) -> bool {
-        !self.answers.is_empty() || !self.restore.is_empty()
+        !self.answers.is_empty() || !self.restore.is_empty() || self.validation.is_some()
+    }
+
+    /// Whether answers are validated against a JSON schema (such requests bypass the
+    /// cache: an answer asked for again must not be replayed).
+    pub fn validating(&self) -> bool {
+        self.validation.is_some()
+    }
+
+    /// Whether `answer` (a whole answer) fails its schema with tries left: the retry is
+    /// counted and the answer's usage carried to the next.
+    pub fn retry(&mut self, state: &AppState, answer: &Result<Answer, Error>) -> bool {
+        let Some(v) = self.validation.as_mut().filter(|v| v.retries > 0) else {
+            return false;
+        };
+        let Ok(Answer::Whole {
+            status,
+            body,
+            usage,
+            ..
+        }) = answer
+        else {
+            return false;
+        };
+        if !status.is_success() || v.check_answer(body).is_ok() {
+            return false;
+        }
+        v.retries -= 1;
+        let f = v.finding(Action::Retry);
+        state.tab_metrics.guarded(std::slice::from_ref(&f));
+        self.found.push(f);
+        if let Some(u) = usage {
+            self.carried = Some(guard_json::add(self.carried.unwrap_or_default(), *u));
+        }
+        true
+    }
+
+    /// The usage to charge: `usage` and that of the answers asked for again.
+    pub fn charged(&self, usage: Option<Usage>) -> Option<Usage> {
+        match (usage, self.carried) {
+            (Some(u), Some(c)) => Some(guard_json::add(u, c)),
+            (u, c) => u.or(c),
+        }
+    }
+
+    /// The last whole answer's check: `Err` (502) when it fails and is refused; when it
+    /// fails and is passed, the reason is kept for [`Self::flag`].
+    pub fn validate(
+        &mut self,
+        state: &AppState,
+        status: http::StatusCode,
+        body: &[u8],
+    ) -> Result<(), Error> {
+        let Some(v) = &self.validation else {
+            return Ok(());
+        };
+        if !status.is_success() {
+            return Ok(());
+        }
+        let Err(reason) = v.check_answer(body) else {
+            return Ok(());
+        };
+        let f = v.finding(if v.pass { Action::Pass } else { Action::Error });
+        state.tab_metrics.guarded(std::slice::from_ref(&f));
+        self.found.push(f);
+        if v.pass {
+            self.invalid = Some(reason);
+            Ok(())
+        } else {
+            Err(v.error(reason))
+        }
+    }
+
+    /// Marks a passed answer that failed its schema: `x-sluice-output-valid: false` and
+    /// the reason in `x-sluice-output-invalid`.
+    pub fn flag<B>(&self, response: &mut http::Response<B>) {
+        let Some(reason) = &self.invalid else {
+            return;
+        };
+        let printable: String = reason
+            .chars()
+            .map(|c| {
+                if c == ' ' || c.is_ascii_graphic() {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .take(300)
+            .collect();
+        let headers = response.headers_mut();
+        headers.insert(
+            crate::headers::X_SLUICE_OUTPUT_VALID,
+            http::HeaderValue::from_static("false"),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&printable) {
+            headers.insert(crate::headers::X_SLUICE_OUTPUT_INVALID, v);
+        }
     }
 
     /// Runs the answer guardrails over a whole answer (detectors, then webhooks), then

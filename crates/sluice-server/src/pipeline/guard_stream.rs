@@ -4,8 +4,13 @@
 //! the request's redaction are put back whole. Events without content (the role, tool
 //! calls, usage, `[DONE]`) pass as they are, after what is held back is released. A block
 //! ends the stream with an error event (`guardrail_blocked`) and cancels the upstream.
+//! With a `validate_json` guardrail the first choice's content is gathered and checked
+//! against the request's schema at `[DONE]`: a failure refused ends the stream with an
+//! error event (`output_validation_failed`) instead of `[DONE]`; a failure passed is
+//! counted only (the headers are gone).
 
 use super::ending::{Ending, Tracked};
+use super::guard_json::Validation;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use serde_json::Value;
@@ -82,6 +87,10 @@ pub struct EventFilter {
     template: Option<Value>,
     out: VecDeque<Bytes>,
     blocked: bool,
+    /// The status a blocked stream ends with (400 a guardrail's block, 502 a schema's).
+    status: u16,
+    /// The schema check and the content gathered for it (`None` once checked).
+    validation: Option<(Validation, String)>,
     state: Arc<crate::state::AppState>,
 }
 
@@ -95,8 +104,38 @@ impl EventFilter {
             template: None,
             out: VecDeque::new(),
             blocked: false,
+            status: 400,
+            validation: None,
             state,
         }
+    }
+
+    /// Checks the first choice's content against a JSON schema when the stream ends.
+    pub fn validating(mut self, validation: Option<Validation>) -> Self {
+        self.validation = validation.map(|v| (v, String::new()));
+        self
+    }
+
+    /// The schema check, once: `false` when it refuses the stream (an error event is out).
+    fn validated(&mut self) -> bool {
+        let Some((v, text)) = self.validation.take() else {
+            return true;
+        };
+        let Err(reason) = v.check_text(&text) else {
+            return true;
+        };
+        let action = if v.pass {
+            sluice_guard::Action::Pass
+        } else {
+            sluice_guard::Action::Error
+        };
+        self.state.tab_metrics.guarded(&[v.finding(action)]);
+        if v.pass {
+            return true;
+        }
+        self.fail(&v.error(reason));
+        self.status = 502;
+        false
     }
 
     /// Whole events (a cached answer replayed) through the filter at once.
@@ -136,6 +175,9 @@ impl EventFilter {
         if !self.blocked {
             self.release_rest();
         }
+        if !self.blocked {
+            self.validated();
+        }
         self.state
             .tab_metrics
             .guarded(&self.holdback.take_findings());
@@ -149,7 +191,9 @@ impl EventFilter {
         };
         if data.as_ref() == b"[DONE]" {
             self.release_rest();
-            self.out.push_back(Bytes::copy_from_slice(raw));
+            if !self.blocked && self.validated() {
+                self.out.push_back(Bytes::copy_from_slice(raw));
+            }
             return;
         }
         let Ok(mut chunk) = serde_json::from_slice::<Value>(&data) else {
@@ -160,6 +204,9 @@ impl EventFilter {
         let content = holder[key].as_str().map(str::to_string);
         let has_content = holder.get(key).is_some();
         let finishes = !chunk["choices"][0]["finish_reason"].is_null();
+        if let (Some((_, gathered)), Some(text)) = (&mut self.validation, &content) {
+            gathered.push_str(text);
+        }
         let released = match content {
             Some(text) => {
                 self.template = Some(chunk.clone());
@@ -225,6 +272,11 @@ impl EventFilter {
             answer: true,
         }
         .into();
+        self.fail(&e);
+    }
+
+    /// Ends the stream with the error event of `e`.
+    fn fail(&mut self, e: &sluice_core::Error) {
         let body = sluice_types::ErrorBody {
             message: &e.message(),
             kind: e.error_type(),
@@ -284,7 +336,7 @@ impl Tracked for GuardedStream<Box<dyn Tracked>> {
         let blocked = self.filter.blocked;
         let mut ending = self.inner.ending(completed || blocked);
         if blocked {
-            ending.status = 400;
+            ending.status = self.filter.status;
         }
         ending
     }

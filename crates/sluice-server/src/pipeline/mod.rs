@@ -21,6 +21,7 @@ mod ending;
 mod finish;
 mod guard;
 mod guard_hook;
+mod guard_json;
 mod guard_stream;
 #[cfg(feature = "local")]
 mod local;
@@ -80,17 +81,20 @@ pub async fn serve_as<B: ClientBody>(
     let started = Instant::now();
     let mut finish = Finish::start(state, endpoint.operation(), started);
     let mut edge = Edge::new(endpoint.protocol());
+    let mut guarded = guard::Guarded::default();
     let result = run(
         state,
         endpoint,
         req,
-        request_id,
-        caller,
+        (request_id, caller),
         &mut finish,
         &mut edge,
+        &mut guarded,
     )
     .await;
-    respond(state, result, finish, edge).await
+    let mut response = respond(state, result, finish, edge).await;
+    guarded.flag(&mut response);
+    response
 }
 
 /// The stages, from the request to its answer.
@@ -98,10 +102,10 @@ async fn run<B: ClientBody>(
     state: &Arc<AppState>,
     endpoint: Endpoint,
     req: Request<B>,
-    request_id: &HeaderValue,
-    caller: &Caller,
+    (request_id, caller): (&HeaderValue, &Caller),
     finish: &mut Finish,
     edge: &mut Edge,
+    guarded: &mut guard::Guarded,
 ) -> Result<Answer, Error> {
     let (parts, incoming) = req.into_parts();
     // Who is asking comes before reading what they ask.
@@ -128,13 +132,13 @@ async fn run<B: ClientBody>(
         batch_id: caller.batch_id(),
         native,
         native_only: native_only.as_ref(),
+        no_cache: false,
     };
     open_tab(state, &asked, finish).await?;
     // Guardrails see the request before anything else does (cache keys included), once
     // its tab is open (a blocked request is counted and recorded like any other).
-    let mut guarded = guard::Guarded::default();
     let key = identity.key().map(|k| &**k);
-    let redacted = guard::request(state, resolved, key, first.model(), &body, &mut guarded).await;
+    let redacted = guard::request(state, resolved, key, first.model(), &body, guarded).await;
     finish.note_guardrails(guarded.summary());
     let redacted = redacted?;
     // A request the guardrails rewrote, or whose answer they read, goes through chat, where
@@ -143,22 +147,28 @@ async fn run<B: ClientBody>(
         native: asked
             .native
             .filter(|_| redacted.is_none() && !guarded.touches_answers()),
+        no_cache: guarded.validating(),
         ..asked
     };
     only_natively(asked.native, asked.native_only)?;
-    let answer = match redacted {
-        None => stages(state, &asked, finish).await,
+    let view;
+    let asked = match &redacted {
+        None => asked,
         Some(b) => {
-            let view = parse(op, &b, &upload)?;
-            let asked = Asked {
+            view = parse(op, b, &upload)?;
+            Asked {
                 view: &view,
-                body: &b,
+                body: b,
                 ..asked
-            };
-            stages(state, &asked, finish).await
+            }
         }
     };
-    let answer = guard_answer(state, &mut guarded, (op, first.model()), answer, finish).await;
+    let mut answer = stages(state, &asked, finish).await;
+    // An answer that fails its JSON schema is asked for again while tries are left.
+    while guarded.retry(state, &answer) {
+        answer = stages(state, &asked, finish).await;
+    }
+    let answer = guard_answer(state, guarded, (op, first.model()), answer, finish).await;
     finish.note_guardrails(guarded.summary());
     answer
 }
@@ -214,6 +224,8 @@ struct Asked<'a> {
     native: Option<&'a Bytes>,
     /// What of it only a native upstream can honour.
     native_only: Option<&'a BadRequest>,
+    /// Around the cache (answers validated against a JSON schema).
+    no_cache: bool,
 }
 
 /// The 400 of a request that asks for what only a native Responses upstream can honour
@@ -271,6 +283,8 @@ async fn stages(
         Some(_) if view.operation().is_upload() => None,
         // Native Responses answers carry their upstream's own ids: never replayed or shared.
         Some(_) if a.native.is_some() => None,
+        // An answer that may be asked for again (it failed its schema) is never replayed.
+        Some(_) if a.no_cache => None,
         None => None,
         Some(c) => {
             let asked = cache::Asked {
@@ -323,18 +337,25 @@ async fn guard_answer(
             content_type,
             body,
             usage,
-        }) => match guarded.answer(state, model, body).await {
-            Ok(body) => Ok(Answer::Whole {
-                status,
-                content_type,
-                body,
-                usage,
-            }),
-            Err(e) => {
-                finish.outcome.spent = Some(usage.unwrap_or_default());
-                Err(e)
+        }) => {
+            let usage = guarded.charged(usage);
+            let checked = match guarded.validate(state, status, &body) {
+                Ok(()) => guarded.answer(state, model, body).await,
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(body) => Ok(Answer::Whole {
+                    status,
+                    content_type,
+                    body,
+                    usage,
+                }),
+                Err(e) => {
+                    finish.outcome.spent = Some(usage.unwrap_or_default());
+                    Err(e)
+                }
             }
-        },
+        }
         Ok(Answer::Stream(inner)) => Ok(Answer::Stream(Box::new(
             guard_stream::GuardedStream::new(inner, guarded.filter(state, op)),
         ))),
@@ -342,6 +363,11 @@ async fn guard_answer(
         Ok(Answer::Detached(copy)) => Ok(Answer::DetachedGuarded(Box::new(
             guard_stream::GuardedStream::new(copy, guarded.filter(state, op)),
         ))),
+        // A retry that failed still charges the answers before it.
+        Err(e) => {
+            finish.outcome.spent = guarded.charged(None).or(finish.outcome.spent);
+            Err(e)
+        }
         other => other,
     }
 }
