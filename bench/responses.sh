@@ -15,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-BIN="${1:-$ROOT/target/release/sluice}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="${1:-$TARGET/release/sluice}"
 [ "${1:-}" != "" ] && shift
 [ "${1:-}" = "--" ] && shift
 CONC=1,64 DURATION=10 REPEAT=3
@@ -32,7 +33,7 @@ mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 if [ ! -x "$BIN" ]; then cargo build --release --locked -p sluice; fi
 cargo build --release --locked -p sluice-testkit --bin fake-upstream
-FAKE="$ROOT/target/release/fake-upstream"
+FAKE="$TARGET/release/fake-upstream"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
