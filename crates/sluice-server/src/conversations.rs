@@ -80,8 +80,10 @@ pub struct Keeping {
 }
 
 /// Starts storing response `id` of `owner`: its `response` object and, with `kept`, its
-/// input items and conversation (closed by the answer's chat `assistant` message);
-/// without, only that it was made with `store: false`.
+/// input items and conversation (closed by the answer's chat `assistant` message), and
+/// answers the write to wait for before the answer goes out; without `kept`, only that it
+/// was made with `store: false`, a marker nobody waits for (the write goes on unawaited:
+/// continuing the response in the instant before it lands is a 404 rather than a 400).
 pub fn keep(
     store: &ResponseStore,
     id: String,
@@ -89,7 +91,8 @@ pub fn keep(
     kept: Option<Keeping>,
     response: Vec<u8>,
     assistant: &[u8],
-) -> Pending {
+) -> Option<Pending> {
+    let awaited = kept.is_some();
     let content = kept.map(|k| Content {
         response: Bytes::from(response),
         input_items: Bytes::from(k.input_items),
@@ -98,12 +101,13 @@ pub fn keep(
             assistant,
         )),
     });
-    store.put(NewResponse {
+    let pending = store.put(NewResponse {
         id,
         owner,
         created_at: unix_now_s(),
         content,
-    })
+    });
+    awaited.then_some(pending)
 }
 
 /// A failure of the store as the client sees it: 503 while it cannot be reached, else

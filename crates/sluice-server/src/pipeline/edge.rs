@@ -96,14 +96,14 @@ impl Edge {
             Self::OpenAi => Ok((body, content_type, None)),
             Self::Responses(turn) if native => {
                 let (body, pending) = turn.native_whole(body)?;
-                Ok((body, content_type, Some(pending)))
+                Ok((body, content_type, pending))
             }
             Self::Anthropic { model } => {
                 Ok((inbound::from_openai(&body, model)?.into(), json(), None))
             }
             Self::Responses(turn) => {
                 let (body, pending) = turn.whole(&body)?;
-                Ok((body.into(), json(), Some(pending)))
+                Ok((body.into(), json(), pending))
             }
         }
     }

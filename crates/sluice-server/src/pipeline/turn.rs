@@ -92,7 +92,7 @@ impl Turn {
     }
 
     /// A whole chat answer as a `response` object, and its storing, under way.
-    pub(super) fn whole(&mut self, body: &[u8]) -> Result<(Vec<u8>, Pending), String> {
+    pub(super) fn whole(&mut self, body: &[u8]) -> Result<(Vec<u8>, Option<Pending>), String> {
         let whole = answer::from_chat(body, &self.echo)?;
         let pending = conversations::keep(
             &self.store,
@@ -117,7 +117,7 @@ impl Turn {
 
     /// A native upstream's whole `response` object, passed on as it came, and its storing
     /// (under the upstream's id), under way.
-    pub(super) fn native_whole(&mut self, body: Bytes) -> Result<(Bytes, Pending), String> {
+    pub(super) fn native_whole(&mut self, body: Bytes) -> Result<(Bytes, Option<Pending>), String> {
         // The upstream never saw the `previous_response_id` sluice expanded: it goes back.
         let body = match &self.echo.previous_response_id {
             Some(id) => native::restore_previous(&body, id).map_or(body, Bytes::from),
@@ -152,7 +152,7 @@ impl Turn {
             Box::new(move |kept, response| {
                 let pending =
                     conversations::keep(&store, kept.id, owner, keeping, response, &kept.assistant);
-                *filled.lock().unwrap_or_else(PoisonError::into_inner) = Some(pending);
+                *filled.lock().unwrap_or_else(PoisonError::into_inner) = pending;
             }),
         );
         ResponseBody::stream(Held {
@@ -178,7 +178,7 @@ impl Turn {
         let converter = stream::StreamConverter::new(echo).on_done(Box::new(move |done| {
             let pending =
                 conversations::keep(&store, id, owner, keeping, done.response, &done.assistant);
-            *filled.lock().unwrap_or_else(PoisonError::into_inner) = Some(pending);
+            *filled.lock().unwrap_or_else(PoisonError::into_inner) = pending;
         }));
         let reframed = ResponseBody::stream(Reframed::new(body, converter));
         ResponseBody::stream(Held {
