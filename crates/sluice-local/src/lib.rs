@@ -49,6 +49,9 @@
 //! * [`constrain`]: constrained decoding: a JSON Schema (or "any JSON object") compiled to a
 //!   byte-level matcher, and per-token masks over the vocabulary's byte trie.
 //! * `stop`: stop strings spanning tokens (held back, never emitted).
+//! * [`tools`]: a chat template's tool format ([`ToolFormat`]) and what a request that lets the
+//!   model call tools asks ([`ToolCalls`]); the model watches the output for a call
+//!   (`model/calls`), constrains it to the tools' grammar and streams it apart from text.
 //! * `engine`: [`Engine`] and the rest of [`LoadOptions`], and the engine a file runs on,
 //!   decided from its header (the native one where it can, else candle).
 //! * [`model`]: [`ChatModel`]: the bounded queue, continuous batching with prompt reuse
@@ -121,6 +124,7 @@ mod stop;
 mod template;
 pub mod testing;
 mod tokenizer;
+pub mod tools;
 
 pub use constrain::{Constraint, ConstraintError, Grammar, SchemaError};
 pub use device::DeviceKind;
@@ -146,6 +150,7 @@ pub use rerank::{
     MAX_RERANK_DOCUMENTS,
 };
 pub use template::{ChatMessage, DEFAULT_CHAT_TEMPLATE};
+pub use tools::{CallStart, ToolCalls, ToolFormat};
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod batching;
+mod calls;
 mod queue;
 mod sequence;
 mod slots;
@@ -48,6 +49,7 @@ pub use crate::gguf::KvCacheType;
 use crate::gguf::{self, MemoryUsage, ModelInfo};
 use crate::template::{ChatMessage, ChatTemplate, DEFAULT_CHAT_TEMPLATE};
 use crate::tokenizer::GgufTokenizer;
+use crate::tools::ToolFormat;
 use queue::{lock, QueueState, Shared};
 use sequence::Job;
 pub use types::{
@@ -287,6 +289,22 @@ impl ChatModel {
             .encode_prompt(&self.render_prompt(messages)?)
     }
 
+    /// The prompt of `messages` with `tools` (OpenAI's tool objects) rendered by the template.
+    pub fn render_prompt_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<String> {
+        self.shared
+            .template
+            .render_with_tools(messages, tools, true)
+    }
+
+    /// The chat template's tool format.
+    pub fn tool_format(&self) -> ToolFormat {
+        ToolFormat::of_template(&self.shared.chat_template_source)
+    }
+
     /// Text of token ids (control tokens skipped).
     pub fn detokenize(&self, ids: &[u32]) -> String {
         self.shared.tokenizer.decode(ids)
@@ -310,7 +328,9 @@ impl ChatModel {
         validate(&request)?;
         let prompt_ids = match &request.raw_prompt {
             Some(text) => self.shared.tokenizer.encode_prompt(text)?,
-            None => self.prompt_tokens(&request.messages)?,
+            None => self.shared.tokenizer.encode_prompt(
+                &self.render_prompt_with_tools(&request.messages, request.tools.as_deref())?,
+            )?,
         };
         if prompt_ids.is_empty() {
             return Err(Error::invalid_request("the rendered prompt is empty"));
@@ -327,6 +347,10 @@ impl ChatModel {
             .constraint
             .as_ref()
             .map(|grammar| Constraint::new(Arc::clone(grammar), self.shared.token_trie()));
+        let watch = request
+            .tool_calls
+            .clone()
+            .map(|spec| calls::CallWatch::new(spec, self.shared.token_trie()));
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut queue = lock(&self.shared.queue);
@@ -344,6 +368,7 @@ impl ChatModel {
                 request,
                 prompt_ids,
                 constraint,
+                watch,
                 tx,
                 submitted: Instant::now(),
             });
@@ -368,6 +393,7 @@ impl ChatModel {
         while let Some(event) = generation.blocking_next() {
             match event? {
                 GenerationEvent::Delta(text) => on_delta(&text),
+                GenerationEvent::Call { .. } => {}
                 GenerationEvent::Done(completion) => return Ok(completion),
             }
         }

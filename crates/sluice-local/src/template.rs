@@ -6,7 +6,7 @@
 //! `minijinja_contrib::pycompat`, `raise_exception(msg)` failing the render, `strftime_now(fmt)`
 //! (UTC), and a `tojson` filter whose output matches Python's `json.dumps(x, ensure_ascii=False)`
 //! byte for byte (minijinja's own HTML-escapes `<`, `>`, `&`, `'`). Variables: `messages`,
-//! `add_generation_prompt`, `bos_token`, `eos_token`, `tools` (none).
+//! `add_generation_prompt`, `bos_token`, `eos_token`, `tools` (OpenAI's tool objects, or none).
 
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, ErrorKind as JinjaErrorKind};
@@ -20,12 +20,23 @@ pub const DEFAULT_CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_s
 const TEMPLATE_NAME: &str = "chat";
 
 /// One chat message as the template sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant`, `tool` …
     pub role: String,
     /// The message text.
     pub content: String,
+    /// An assistant message's calls, as templates with a tool format read them:
+    /// `{"type": "function", "id": …, "function": {"name": …, "arguments": {…}}}` (arguments
+    /// as a JSON value, not a string).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A `tool` message: the call it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A `tool` message: the function that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 // === impl ChatMessage ===
@@ -36,6 +47,7 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            ..Self::default()
         }
     }
 }
@@ -87,6 +99,17 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with `tools` (OpenAI's tool objects) for templates that
+    /// render them.
+    pub(crate) fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -96,7 +119,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
-            tools => Value::from(()),
+            tools => tools.map_or(Value::from(()), |t| Value::from(minijinja::value::Serde(t))),
         };
         template
             .render(context)

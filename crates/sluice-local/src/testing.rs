@@ -25,6 +25,32 @@ pub const LLAMA_TEMPLATE: &str = "{{- bos_token }}\n{%- for message in messages 
 /// ChatML template (Qwen2.5-style default system prompt) of the qwen2 test model.
 pub const QWEN2_TEMPLATE: &str = "{%- for message in messages %}\n    {%- if loop.first and message['role'] != 'system' %}\n        {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n    {%- endif %}\n    {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n";
 
+/// A ChatML template with Qwen2.5's (Hermes) tool format, written for the tests from its
+/// documented shape: the tools as JSON lines in `<tools>` in the system turn, an assistant's
+/// calls as `<tool_call>` JSON, tool results as a user turn of `<tool_response>` blocks.
+pub const HERMES_TEMPLATE: &str = concat!(
+    "{% if tools %}{{ '<|im_start|>system\\n' }}",
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}",
+    "{{ '# Tools\\n\\nYou may call one or more functions. Function signatures within <tools></tools>:\\n<tools>' }}",
+    "{% for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}",
+    "{{ '\\n</tools>\\n\\nFor each call, return a JSON object with the function name and arguments within <tool_call></tool_call>:\\n' }}",
+    "{{ '<tool_call>\\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}",
+    "{% elif messages[0]['role'] == 'system' %}{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{% endif %}",
+    "{% for message in messages %}",
+    "{% if message.role == 'user' or (message.role == 'assistant' and not message.tool_calls) %}",
+    "{{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
+    "{% elif message.role == 'assistant' %}{{ '<|im_start|>assistant' }}",
+    "{% if message.content %}{{ '\\n' + message.content }}{% endif %}",
+    "{% for call in message.tool_calls %}{{ '\\n<tool_call>\\n{\"name\": \"' + call.function.name + '\", \"arguments\": ' + (call.function.arguments | tojson) + '}\\n</tool_call>' }}{% endfor %}",
+    "{{ '<|im_end|>\\n' }}",
+    "{% elif message.role == 'tool' %}",
+    "{% if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{ '<|im_start|>user' }}{% endif %}",
+    "{{ '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}",
+    "{% if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{ '<|im_end|>\\n' }}{% endif %}",
+    "{% endif %}{% endfor %}",
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+);
+
 const LLAMA_SPECIALS: &[&str] = &[
     "<|begin_of_text|>",
     "<|end_of_text|>",
@@ -280,6 +306,10 @@ pub struct TestModel {
     pub head_dim: Option<usize>,
     /// `{arch}.attention.sliding_window` (Gemma).
     pub sliding_window: Option<usize>,
+    /// Qwen2.5's tool-call markers `<tool_call>` and `</tool_call>` as user-defined tokens
+    /// (decoded as text, not damped: a random model writes them), before the control tokens;
+    /// use with [`HERMES_TEMPLATE`].
+    pub tool_tokens: bool,
 }
 
 // === impl TestModel ===
@@ -311,6 +341,7 @@ impl TestModel {
             long_rope: false,
             head_dim: arch.is_gemma().then_some(2 * hidden / 4),
             sliding_window: arch.is_gemma().then_some(512),
+            tool_tokens: false,
         }
     }
 
@@ -368,6 +399,12 @@ impl TestModel {
                     types.push(1);
                     added += 1;
                 }
+            }
+        }
+        if self.tool_tokens {
+            for marker in ["<tool_call>", "</tool_call>"] {
+                tokens.push(marker.to_owned());
+                types.push(4);
             }
         }
         for special in self.specials() {

@@ -2,6 +2,7 @@
 
 mod batching;
 mod constrained;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -441,7 +442,7 @@ fn concurrent_sequences_match_sequential_runs() {
                     scope.spawn(move || loop {
                         match generation.blocking_next().expect("event").expect("ok") {
                             GenerationEvent::Done(done) => break result(done),
-                            GenerationEvent::Delta(_) => {}
+                            GenerationEvent::Delta(_) | GenerationEvent::Call { .. } => {}
                         }
                     })
                 })

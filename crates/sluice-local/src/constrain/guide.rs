@@ -103,6 +103,13 @@ impl Constraint {
         Ok(false)
     }
 
+    /// Feeds text already generated (a call's first bytes, after its marker); `false` if it
+    /// cannot begin the value.
+    pub(crate) fn advance(&mut self, bytes: &[u8]) -> bool {
+        self.current = None;
+        bytes.is_empty() || self.matcher.advance(bytes)
+    }
+
     #[cfg(test)]
     pub(crate) fn matcher(&self) -> &Matcher {
         &self.matcher

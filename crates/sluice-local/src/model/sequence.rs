@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use tokio::sync::mpsc;
 
+use super::calls::CallWatch;
 use super::types::{ChatRequest, Completion, FinishReason, GenerationEvent, SamplingParams, Usage};
 use crate::constrain::{Constraint, ConstraintError};
 use crate::error::{Error, ErrorKind, Result};
@@ -26,6 +27,8 @@ pub(super) struct Job {
     pub(super) prompt_ids: Vec<u32>,
     /// The request's constraint over this model's vocabulary, if it has one.
     pub(super) constraint: Option<Constraint>,
+    /// The request's tool-call watch, if the model may call tools.
+    pub(super) watch: Option<CallWatch>,
     pub(super) tx: mpsc::UnboundedSender<Result<GenerationEvent>>,
     /// When it was queued.
     pub(super) submitted: std::time::Instant,
@@ -59,6 +62,7 @@ pub(super) struct Sequence {
     token_ids: Vec<u32>,
     stopped_by_string: bool,
     constraint: Option<Constraint>,
+    watch: Option<CallWatch>,
 }
 
 // === impl Sequence ===
@@ -87,6 +91,7 @@ impl Sequence {
             token_ids: Vec::new(),
             stopped_by_string: false,
             constraint: job.constraint.take(),
+            watch: job.watch.take(),
             job,
         }
     }
@@ -119,7 +124,7 @@ impl Sequence {
             {
                 return Ok(Next::Finished(FinishReason::Stop));
             }
-            complete = constraint.finished();
+            complete = self.watch.is_none() && constraint.finished();
         }
         if !self.job.request.ignore_eos && tokenizer.stop_ids.contains(&next) {
             return Ok(Next::Finished(FinishReason::Stop));
@@ -131,7 +136,11 @@ impl Sequence {
                 piece = rest.to_owned();
             }
         }
-        if !piece.is_empty() {
+        if self.watch.is_some() {
+            if let Some(next) = self.route(piece)? {
+                return Ok(next);
+            }
+        } else if !piece.is_empty() {
             let pushed = self.stops.push(&piece);
             if !self.emit(pushed.emit) {
                 return Ok(Next::Cancelled);
@@ -153,6 +162,74 @@ impl Sequence {
         Ok(Next::Feed(next))
     }
 
+    /// Routes a piece of a generation that may call tools: content through the stop strings,
+    /// call text as [`GenerationEvent::Call`]s. `Some` when the request ends here.
+    fn route(&mut self, piece: String) -> Result<Option<Next>> {
+        let Some(mut watch) = self.watch.take() else {
+            return Ok(None);
+        };
+        let next = self.route_with(&mut watch, piece);
+        self.watch = Some(watch);
+        next
+    }
+
+    fn route_with(&mut self, watch: &mut CallWatch, piece: String) -> Result<Option<Next>> {
+        if watch.in_call() {
+            if !piece.is_empty() {
+                let index = watch.push_call(&piece);
+                if !self.send(GenerationEvent::Call { index, text: piece }) {
+                    return Ok(Some(Next::Cancelled));
+                }
+            }
+            return Ok(self.call_ended(watch));
+        }
+        let pushed = self.stops.push(&piece);
+        let routed = watch.push_text(&pushed.emit);
+        let mut content = routed.content;
+        if let Some(mut first) = routed.call {
+            // What the stop strings held back follows the marker: it is the call's.
+            first.push_str(&self.stops.finish());
+            self.stops = StopBuffer::new(&self.job.request.stop);
+            match watch.constraint(&first) {
+                Ok(constraint) => {
+                    self.constraint = Some(constraint);
+                    if !self.emit(content) {
+                        return Ok(Some(Next::Cancelled));
+                    }
+                    if !first.is_empty() {
+                        let index = watch.push_call(&first);
+                        if !self.send(GenerationEvent::Call { index, text: first }) {
+                            return Ok(Some(Next::Cancelled));
+                        }
+                    }
+                    return Ok(self.call_ended(watch));
+                }
+                Err(text) => content.push_str(&text),
+            }
+        }
+        if !self.emit(content) {
+            return Ok(Some(Next::Cancelled));
+        }
+        if pushed.stopped {
+            self.stopped_by_string = true;
+            return Ok(Some(Next::Finished(FinishReason::Stop)));
+        }
+        Ok(None)
+    }
+
+    /// After call text: ends the call if its value is complete (and the answer, with one
+    /// call allowed).
+    fn call_ended(&mut self, watch: &mut CallWatch) -> Option<Next> {
+        if !self.constraint.as_ref().is_some_and(Constraint::finished) {
+            return None;
+        }
+        self.constraint = None;
+        watch.end_call();
+        watch
+            .ends_after_call()
+            .then_some(Next::Finished(FinishReason::Stop))
+    }
+
     /// Ends the request: streams the text held back and sends the [`Completion`].
     pub(super) fn finish(mut self, reason: FinishReason) {
         let mut finish_reason = reason;
@@ -171,13 +248,31 @@ impl Sequence {
             } else {
                 rest.push_str(&self.stops.finish());
             }
+            if let Some(watch) = &mut self.watch {
+                if watch.in_call() {
+                    rest.clear();
+                } else {
+                    let mut routed = watch.push_text(&rest);
+                    routed.content.push_str(&watch.finish());
+                    rest = routed.content;
+                }
+            }
             if !self.emit(rest) {
                 return;
             }
         }
+        let (calls, calls_complete) = match self.watch.take() {
+            Some(watch) => {
+                let complete = !watch.in_call();
+                (watch.calls, complete)
+            }
+            None => (Vec::new(), true),
+        };
         let completion = Completion {
             text: std::mem::take(&mut self.text),
             finish_reason,
+            calls,
+            calls_complete,
             usage: Usage {
                 prompt_tokens: self.job.prompt_ids.len(),
                 cached_prompt_tokens: self.cached,
@@ -200,7 +295,12 @@ impl Sequence {
             return true;
         }
         self.text.push_str(&delta);
-        self.job.tx.send(Ok(GenerationEvent::Delta(delta))).is_ok()
+        self.send(GenerationEvent::Delta(delta))
+    }
+
+    /// Sends an event; `false` when the caller went away.
+    fn send(&self, event: GenerationEvent) -> bool {
+        self.job.tx.send(Ok(event)).is_ok()
     }
 }
 

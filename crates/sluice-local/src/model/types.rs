@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use crate::constrain::Grammar;
 use crate::error::{ErrorKind, Result};
 use crate::template::ChatMessage;
+use crate::tools::ToolCalls;
 
 /// Sampling parameters; the defaults are OpenAI's (temperature 1, no top-p/top-k cut, random seed).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,6 +45,11 @@ pub struct ChatRequest {
     /// token that would break it is masked before sampling, and generation ends when the
     /// value is complete.
     pub constraint: Option<Arc<Grammar>>,
+    /// OpenAI's tool objects, rendered by a chat template that has a tool format.
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// The model may call tools: calls are watched for, constrained and streamed as
+    /// [`GenerationEvent::Call`].
+    pub tool_calls: Option<ToolCalls>,
 }
 
 /// Why generation ended.
@@ -82,12 +88,17 @@ pub struct Usage {
 /// The result of a finished generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
-    /// The generated text (all deltas concatenated).
+    /// The generated text (all deltas concatenated; calls are not text).
     pub text: String,
     /// Why it ended.
     pub finish_reason: FinishReason,
     /// Token counts.
     pub usage: Usage,
+    /// The calls made (with [`ChatRequest::tool_calls`]): each one's JSON text, the last one
+    /// cut short if generation ended inside it.
+    pub calls: Vec<String>,
+    /// Whether the last call is complete.
+    pub calls_complete: bool,
     /// Every sampled token id, in order.
     pub token_ids: Vec<u32>,
     /// How long the request waited in the queue for a slot.
@@ -99,6 +110,13 @@ pub struct Completion {
 pub enum GenerationEvent {
     /// New text, always valid UTF-8 and never part of a stop string.
     Delta(String),
+    /// More of call `index`'s JSON text (`{"name": …, <arguments>: …}`).
+    Call {
+        /// Which call of the answer, from 0.
+        index: usize,
+        /// The text.
+        text: String,
+    },
     /// The last event: the whole result.
     Done(Completion),
 }

@@ -36,7 +36,7 @@ fn wait(mut generation: crate::Generation) -> Completion {
     loop {
         match generation.blocking_next().expect("event").expect("ok") {
             GenerationEvent::Done(done) => break done,
-            GenerationEvent::Delta(_) => {}
+            GenerationEvent::Delta(_) | GenerationEvent::Call { .. } => {}
         }
     }
 }

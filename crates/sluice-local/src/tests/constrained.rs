@@ -152,7 +152,7 @@ fn constrained_sequences_batch_with_free_ones() {
         let done = loop {
             match generation.blocking_next().expect("event").expect("ok") {
                 GenerationEvent::Done(done) => break done,
-                GenerationEvent::Delta(_) => {}
+                GenerationEvent::Delta(_) | GenerationEvent::Call { .. } => {}
             }
         };
         let value: Value = serde_json::from_str(&done.text).expect("parses");
@@ -162,7 +162,7 @@ fn constrained_sequences_batch_with_free_ones() {
     let done = loop {
         match together.blocking_next().expect("event").expect("ok") {
             GenerationEvent::Done(done) => break done,
-            GenerationEvent::Delta(_) => {}
+            GenerationEvent::Delta(_) | GenerationEvent::Call { .. } => {}
         }
     };
     assert_eq!(done.token_ids, alone.token_ids);

@@ -10,6 +10,7 @@ mod completions;
 mod console;
 mod constrained;
 mod semantic_cache;
+mod tools;
 
 use common::start_with;
 use serde_json::{json, Value};
@@ -220,8 +221,23 @@ async fn parameters_a_local_model_cannot_honour_are_refused_by_name() {
     let url = gw.url("/v1/chat/completions");
     let tool = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
     for (extra, param) in [
-        (json!({"tools": tool}), "tool_choice"),
-        (json!({"tools": tool, "tool_choice": "auto"}), "tool_choice"),
+        (
+            json!({"tools": tool, "tool_choice": "sometimes"}),
+            "tool_choice",
+        ),
+        (json!({"tool_choice": "required"}), "tool_choice"),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "", "parameters": {}}}]}),
+            "tools",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "a b", "parameters": {}}}]}),
+            "tools",
+        ),
+        (
+            json!({"tools": tool, "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
         (
             json!({"tools": tool, "tool_choice": {"type": "function", "function": {"name": "g"}}}),
             "tool_choice",

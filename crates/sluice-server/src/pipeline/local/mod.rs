@@ -10,6 +10,7 @@
 //! `model_overloaded` with `Retry-After`, which is retryable: a route falls back to its
 //! next target.
 
+mod calls;
 mod errors;
 mod request;
 mod stream;
@@ -54,10 +55,10 @@ pub async fn chat(
 ) -> Result<Answer, Error> {
     let local = runtime(state)?;
     let request::LocalChat {
-        request,
+        mut request,
         include_usage,
         keep_alive,
-        tool_call,
+        tools,
     } = chat_request(body)?;
     let lease = local
         .pool
@@ -67,6 +68,7 @@ pub async fn chat(
     let chat: &ChatModel = lease
         .as_chat()
         .ok_or_else(|| wrong_kind(model, ModelKind::Embedding))?;
+    let tool_call = tools::prepare(tools, chat.tool_format(), &mut request)?;
     let generation = chat.submit(request).map_err(|e| model_error(&e))?;
     let measured = local.metrics.model(upstream).cloned();
     let mut writer = ChunkWriter::new(model, "local");
@@ -78,26 +80,7 @@ pub async fn chat(
             m.queue_wait.observe(done.queue_wait);
         }
         let usage = usage_of(done.usage);
-        let finish = done.finish_reason.as_str();
-        let body = match &tool_call {
-            None => completion("local", model, &done.text, "", &[], finish, &usage),
-            Some(shape) => {
-                let (name, arguments) = tools::call_of(shape, &done.text);
-                let call =
-                    ToolCallOut::new(None, tools::call_id().into(), name.into(), arguments.into());
-                sluice_providers::chunks::Answer {
-                    id: &writer.id,
-                    model,
-                    content: None,
-                    reasoning: None,
-                    tool_calls: &[call],
-                    thinking_blocks: &[],
-                    finish: tool_finish(done.finish_reason),
-                    usage: &usage,
-                }
-                .to_vec()
-            }
-        };
+        let body = whole_body(&writer.id, model, tool_call.as_ref(), &done, &usage);
         return Ok(Answer::json(Bytes::from(body), Some(usage)));
     }
     let events = generation.into_receiver();
@@ -165,11 +148,68 @@ pub async fn text_completion(
     Ok(Answer::json(Bytes::from(body), Some(usage)))
 }
 
-/// `finish_reason` of a forced tool call: `tool_calls` once its arguments are complete.
-fn tool_finish(reason: sluice_local::FinishReason) -> &'static str {
-    match reason {
-        sluice_local::FinishReason::Stop => "tool_calls",
-        sluice_local::FinishReason::Length => "length",
+/// A whole answer: text, or the calls (and the text before them).
+fn whole_body(
+    id: &str,
+    model: &str,
+    shape: Option<&tools::CallShape>,
+    done: &sluice_local::Completion,
+    usage: &Usage,
+) -> Vec<u8> {
+    let (content, calls): (Option<&str>, Vec<(String, String)>) = match shape {
+        None => (Some(&done.text), Vec::new()),
+        Some(shape @ tools::CallShape::Watched { .. }) => (
+            Some(done.text.as_str()).filter(|t| !t.is_empty() || done.calls.is_empty()),
+            done.calls
+                .iter()
+                .map(|c| tools::call_of(shape, c))
+                .filter(|(name, _)| !name.is_empty())
+                .collect(),
+        ),
+        Some(shape) => (None, vec![tools::call_of(shape, &done.text)]),
+    };
+    if calls.is_empty() {
+        let text = content.unwrap_or_default();
+        return completion(
+            "local",
+            model,
+            text,
+            "",
+            &[],
+            done.finish_reason.as_str(),
+            usage,
+        );
+    }
+    let out: Vec<ToolCallOut> = calls
+        .into_iter()
+        .map(|(name, arguments)| {
+            ToolCallOut::new(None, tools::call_id().into(), name.into(), arguments.into())
+        })
+        .collect();
+    sluice_providers::chunks::Answer {
+        id,
+        model,
+        content,
+        reasoning: None,
+        tool_calls: &out,
+        thinking_blocks: &[],
+        finish: tool_finish(shape, done),
+        usage,
+    }
+    .to_vec()
+}
+
+/// `finish_reason` of an answer that may call: `tool_calls` once the calls are complete.
+fn tool_finish(shape: Option<&tools::CallShape>, done: &sluice_local::Completion) -> &'static str {
+    let complete = match shape {
+        None => false,
+        Some(tools::CallShape::Watched { .. }) => !done.calls.is_empty() && done.calls_complete,
+        Some(_) => done.finish_reason == sluice_local::FinishReason::Stop,
+    };
+    if complete {
+        "tool_calls"
+    } else {
+        done.finish_reason.as_str()
     }
 }
 

@@ -3,7 +3,7 @@
 //! embeddings request (text inputs, encoding, dimensions).
 
 use super::errors::invalid;
-use super::tools::{plan, CallShape};
+use super::tools::{asked, offers, Asked};
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::KeepAlive;
 use sluice_local::{ChatMessage, ChatRequest, Grammar};
@@ -35,14 +35,14 @@ pub(super) struct LocalChat {
     pub include_usage: bool,
     /// The request's own keep-alive.
     pub keep_alive: Option<KeepAlive>,
-    /// A forced tool call: how the answer becomes it.
-    pub tool_call: Option<CallShape>,
+    /// The tools asked, fitted to the model's tool format once it is known.
+    pub tools: Option<Asked>,
 }
 
 /// The chat of an OpenAI request, for a local model. What a local model cannot do is refused
-/// with a 400 naming the parameter, never silently dropped: `tools` (it would answer in text
-/// without being told to call one: `tool_choice` `auto`), a JSON schema outside the supported
-/// subset, `n` above 1, `logprobs`.
+/// with a 400 naming the parameter, never silently dropped: a JSON schema outside the
+/// supported subset, `n` above 1, `logprobs`; the tools are checked here and fitted to the
+/// model's tool format once it is loaded ([`super::tools::prepare`]).
 pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
     let r: sluice_types::openai::ChatCompletionRequest =
         serde_json::from_slice(body).map_err(|e| -> Error {
@@ -54,18 +54,18 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
         })?;
     let extras: ChatExtras = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("invalid request body: {e}"), "n"))?;
-    let tool = plan(&r)?;
-    if tool.is_some()
+    let tools = asked(&r)?;
+    if offers(&tools)
         && r.response_format
             .as_ref()
             .is_some_and(|f| f["type"] != "text")
     {
         return Err(invalid(
-            "a forced tool call is constrained to the tool's parameters: leave out `response_format`".into(),
+            "on a local model, tool calls are constrained to the tools' parameters: leave out `response_format` (or set `tool_choice` to `none`)".into(),
             "response_format",
         ));
     }
-    let mut constraint = r
+    let constraint = r
         .response_format
         .as_ref()
         .map(constraint_of)
@@ -83,33 +83,7 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
             "logprobs",
         ));
     }
-    let messages = r
-        .messages
-        .iter()
-        .map(|m| {
-            use sluice_types::openai::Role;
-            let role = match m.role {
-                Role::System | Role::Developer => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-                Role::Tool | Role::Function => "tool",
-            };
-            ChatMessage::new(
-                role,
-                m.content.as_ref().map(|c| c.text()).unwrap_or_default(),
-            )
-        })
-        .collect();
-    let mut messages: Vec<ChatMessage> = messages;
-    if let Some(tool) = &tool {
-        constraint = Some(Arc::clone(&tool.grammar));
-        match messages.first_mut() {
-            Some(first) if first.role == "system" => {
-                first.content = format!("{}\n\n{}", first.content, tool.system.content);
-            }
-            _ => messages.insert(0, tool.system.clone()),
-        }
-    }
+    let messages = messages_of(&r.messages);
     let mut req = ChatRequest {
         messages,
         max_tokens: r
@@ -136,8 +110,56 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
         request: req,
         include_usage,
         keep_alive: keep_alive_of(extras.keep_alive)?,
-        tool_call: tool.map(|t| t.shape),
+        tools,
     })
+}
+
+/// The conversation as the chat template reads it: roles, text, an assistant's calls (their
+/// arguments as JSON values) and the call a tool result answers (with the function's name,
+/// found among the earlier calls).
+fn messages_of(messages: &[sluice_types::openai::Message]) -> Vec<ChatMessage> {
+    use sluice_types::openai::Role;
+    let mut names: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    messages
+        .iter()
+        .map(|m| {
+            let role = match m.role {
+                Role::System | Role::Developer => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::Tool | Role::Function => "tool",
+            };
+            let mut message = ChatMessage::new(
+                role,
+                m.content.as_ref().map(|c| c.text()).unwrap_or_default(),
+            );
+            if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_empty()) {
+                message.tool_calls = Some(
+                    calls
+                        .iter()
+                        .map(|c| {
+                            names.insert(&c.id, &c.function.name);
+                            let arguments = serde_json::from_str(&c.function.arguments)
+                                .unwrap_or_else(|_| serde_json::json!(c.function.arguments));
+                            serde_json::json!({
+                                "type": "function",
+                                "id": c.id,
+                                "function": {"name": c.function.name, "arguments": arguments}
+                            })
+                        })
+                        .collect(),
+                );
+            }
+            if role == "tool" {
+                message.tool_call_id = m.tool_call_id.clone();
+                message.name = m.name.clone().or_else(|| {
+                    let id = m.tool_call_id.as_deref()?;
+                    names.get(id).map(|n| (*n).to_owned())
+                });
+            }
+            message
+        })
+        .collect()
 }
 
 /// The constraint of a `response_format`: none for `text`, any JSON object for `json_object`,

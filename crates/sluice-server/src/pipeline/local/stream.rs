@@ -2,6 +2,7 @@
 //! the providers' chunk writer, ending the request (the guard's [`Tracked`]) when the
 //! generation ends or the client leaves.
 
+use super::calls::CallScanner;
 use super::tools::{call_id, call_of, CallShape};
 use super::write::usage_of;
 use crate::local::ModelMetrics;
@@ -34,6 +35,9 @@ pub struct LocalStream {
     sent_role: bool,
     /// A forced tool call: its shape, its id, and the text so far.
     tool: Option<(CallShape, String, String)>,
+    /// The calls of an answer that may call: each one's reader and id, and whether its
+    /// first delta (with the name) went out.
+    calls: Vec<(CallScanner, String, bool)>,
     /// How the stream ended, once it has.
     ended: Option<Ending>,
 }
@@ -58,8 +62,47 @@ impl LocalStream {
             first: None,
             sent_role: false,
             tool: tool_call.map(|shape| (shape, call_id(), String::new())),
+            calls: Vec::new(),
             ended: None,
         }
+    }
+
+    /// A delta of call `index` (of an answer that may call): nothing until the function's
+    /// name is known, then the name, then the arguments as they come.
+    /// Returns whether it wrote one.
+    fn call_delta(&mut self, out: &mut Vec<u8>, index: usize, text: &str, first: bool) -> bool {
+        let key = match &self.tool {
+            Some((CallShape::Watched { key }, ..)) => *key,
+            _ => return false,
+        };
+        while self.calls.len() <= index {
+            self.calls.push((CallScanner::new(key), call_id(), false));
+        }
+        let (scanner, id, named) = &mut self.calls[index];
+        let arguments = scanner.push(text);
+        let call = if *named {
+            if arguments.is_empty() {
+                return false;
+            }
+            ToolCallOut::arguments(index, &arguments)
+        } else {
+            let Some(name) = scanner.take_name() else {
+                return false;
+            };
+            *named = true;
+            ToolCallOut::new(
+                Some(index),
+                id.as_str().into(),
+                name.into(),
+                arguments.as_str().into(),
+            )
+        };
+        let mut delta = Delta::tool_calls(std::slice::from_ref(&call));
+        if first {
+            delta.role = Some("assistant");
+        }
+        self.writer.delta(out, delta, None);
+        true
     }
 
     fn end(&mut self, status: u16, usage: Usage) {
@@ -94,7 +137,7 @@ impl Body for LocalStream {
                 let first = !this.sent_role;
                 this.sent_role = true;
                 match &mut this.tool {
-                    None => {
+                    None | Some((CallShape::Watched { .. }, ..)) => {
                         let mut delta = Delta::content(&text);
                         if first {
                             delta.role = Some("assistant");
@@ -136,6 +179,15 @@ impl Body for LocalStream {
                     }
                 }
             }
+            Poll::Ready(Some(Ok(GenerationEvent::Call { index, text }))) => {
+                if this.first.is_none() {
+                    this.first = Some(this.started.elapsed());
+                }
+                let first = !this.sent_role;
+                if this.call_delta(&mut out, index, &text, first) {
+                    this.sent_role = true;
+                }
+            }
             Poll::Ready(Some(Ok(GenerationEvent::Done(done)))) => {
                 if let Some(m) = &this.measured {
                     m.queue_wait.observe(done.queue_wait);
@@ -161,7 +213,11 @@ impl Body for LocalStream {
                             None,
                         );
                     }
-                    if done.finish_reason == sluice_local::FinishReason::Stop {
+                    let complete = match shape {
+                        CallShape::Watched { .. } => !done.calls.is_empty() && done.calls_complete,
+                        _ => done.finish_reason == sluice_local::FinishReason::Stop,
+                    };
+                    if complete {
                         finish = "tool_calls";
                     }
                 }

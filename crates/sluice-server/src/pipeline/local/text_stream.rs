@@ -91,6 +91,8 @@ impl Body for LocalTextStream {
                 this.first.get_or_insert_with(|| this.started.elapsed());
                 this.writer.text(&mut out, &text);
             }
+            // A text completion offers no tools: no calls come.
+            Poll::Ready(Some(Ok(GenerationEvent::Call { .. }))) => {}
             Poll::Ready(Some(Ok(GenerationEvent::Done(done)))) => {
                 if let Some(m) = &this.measured {
                     m.queue_wait.observe(done.queue_wait);

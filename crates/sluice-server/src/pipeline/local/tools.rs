@@ -1,156 +1,308 @@
-//! Forced tool calls on a local model: `tools` with `tool_choice` `required` or a named
-//! function. The model's output is constrained to the call (the function's `parameters`
-//! schema; with several tools, `{"name": …, "arguments": …}` of one of them), the tools are
-//! described to it in a system message (the fallback prompt: chat templates' own tool formats
-//! are not rendered yet), and the answer is OpenAI's `tool_calls` with `finish_reason`
-//! `tool_calls`. `tool_choice` `none` answers in text without the tools; `auto` (the default
-//! with tools) is refused, naming `tool_choice`: a local model does not yet decide by itself.
+//! Tools on a local model: `tools`, `tool_choice` and `parallel_tool_calls`, and the calls
+//! and results of earlier turns, in the model's own tool format (see
+//! [`sluice_local::ToolFormat`]).
+//!
+//! * `auto` (the default with tools): the tools go to a chat template that renders them, or
+//!   into the fallback prompt (a system message describing them and asking for
+//!   `<tool_call>{"name": …, "arguments": …}</tool_call>`); the model answers in text or starts
+//!   a call, whose JSON is then constrained to one of the tools (name and arguments).
+//! * `required` or a named function: the whole answer is constrained to the call (the
+//!   function's `parameters`; with several tools, `{"name": …, "arguments": …}` of one of
+//!   them), the tools described in the fallback prompt.
+//! * `none`: the tools are not offered; the model answers in text.
+//!
+//! Earlier calls and results are rendered by a template with a tool format as it defines
+//! (Qwen's `<tool_response>`, Llama's `ipython` turn); under the fallback, an assistant's calls
+//! become `<tool_call>` text and a tool result a user turn in `<tool_response>`.
 
 use super::errors::invalid;
 use serde_json::{json, Value};
 use sluice_core::Error;
-use sluice_local::{ChatMessage, Grammar};
+use sluice_local::{ChatMessage, ChatRequest, Grammar, ToolCalls, ToolFormat};
 use sluice_types::openai::{ChatCompletionRequest, Tool, ToolChoice};
 use std::sync::Arc;
 
-/// How the constrained output becomes the call.
+/// How the answer becomes calls.
 #[derive(Debug, Clone)]
 pub(super) enum CallShape {
-    /// One function: the output is its arguments.
+    /// Forced, one function: the output is its arguments.
     Arguments { name: String },
-    /// Several: the output is `{"name": …, "arguments": …}`.
+    /// Forced, several: the output is `{"name": …, "arguments": …}`.
     Wrapped,
+    /// The model may call: calls come apart from the text, their arguments under `key`.
+    Watched { key: &'static str },
 }
 
-/// A request's forced call: its shape, its constraint and the prompt that describes the tools.
-pub(super) struct ToolPlan {
-    pub shape: CallShape,
-    pub grammar: Arc<Grammar>,
-    pub system: ChatMessage,
+/// What a request asks about tools.
+pub(super) struct Asked {
+    tools: Vec<Tool>,
+    choice: Choice,
+    /// `parallel_tool_calls` (default true).
+    parallel: bool,
 }
 
-/// The forced call of `r`, if it has one (`None` without tools or with `tool_choice` `none`).
-pub(super) fn plan(r: &ChatCompletionRequest) -> Result<Option<ToolPlan>, Error> {
+enum Choice {
+    None,
+    Auto,
+    /// `required` (all tools) or a named one.
+    Forced(Vec<usize>),
+}
+
+/// The tools of `r` (`None` without any), checked: every tool named as OpenAI requires
+/// (`^[a-zA-Z0-9_-]{1,64}$`), its `parameters` a schema sluice can constrain to, `tool_choice`
+/// `none`, `auto`, `required` or a function among `tools`.
+pub(super) fn asked(r: &ChatCompletionRequest) -> Result<Option<Asked>, Error> {
     let tools = match r.tools.as_deref() {
-        None | Some([]) => return Ok(None),
+        None | Some([]) => {
+            let forced = match &r.tool_choice {
+                Some(ToolChoice::Mode(mode)) => mode == "required",
+                Some(ToolChoice::Named { .. }) => true,
+                None => false,
+            };
+            if forced {
+                return Err(invalid("`tool_choice` needs `tools`".into(), "tool_choice"));
+            }
+            return Ok(None);
+        }
         Some(tools) => tools,
     };
-    let chosen: Vec<&Tool> = match &r.tool_choice {
-        Some(ToolChoice::Mode(mode)) if mode == "none" => return Ok(None),
-        Some(ToolChoice::Mode(mode)) if mode == "required" => tools.iter().collect(),
-        Some(ToolChoice::Named { function }) => {
-            let tool = tools
-                .iter()
-                .find(|t| t.function.name == function.name)
-                .ok_or_else(|| {
-                    invalid(
-                        format!("`tool_choice` names `{}`, which is not among `tools`", function.name),
-                        "tool_choice",
-                    )
-                })?;
-            vec![tool]
-        }
-        _ => {
-            return Err(invalid(
-                "local models call tools only when told to: set `tool_choice` to `required` or to a named function (`auto` is not supported)".into(),
-                "tool_choice",
-            ))
-        }
-    };
     for tool in tools {
-        if tool.function.name.is_empty() {
+        let name = &tool.function.name;
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
             return Err(invalid(
-                "every tool needs a `function.name`".into(),
+                format!("every tool needs a `function.name` of 1 to 64 letters, digits, `_` or `-` (got `{name}`)"),
                 "tools",
             ));
         }
+        compile(&parameters(tool), name)?;
     }
-    let parameters = |t: &Tool| {
-        t.function
-            .parameters
-            .clone()
-            .unwrap_or_else(|| json!({"type": "object"}))
-    };
-    let compile = |schema: &Value, name: &str| {
-        Grammar::from_json_schema(schema)
-            .map_err(|e| invalid(format!("the parameters of tool `{name}`: {e}"), "tools"))
-    };
-    let (shape, grammar) = match chosen.as_slice() {
-        [one] => {
-            let name = one.function.name.clone();
-            let grammar = compile(&parameters(one), &name)?;
-            (CallShape::Arguments { name }, grammar)
-        }
-        several => {
-            if several
-                .iter()
-                .any(|t| parameters(t).to_string().contains("\"$ref\""))
-            {
+    let choice = match &r.tool_choice {
+        None => Choice::Auto,
+        Some(ToolChoice::Mode(mode)) => match mode.as_str() {
+            "none" => Choice::None,
+            "auto" => Choice::Auto,
+            "required" => Choice::Forced((0..tools.len()).collect()),
+            other => {
                 return Err(invalid(
-                    "with several tools to choose from, parameters with `$ref` are not supported: name the function in `tool_choice`".into(),
-                    "tools",
-                ));
+                    format!(
+                    "`tool_choice` must be `none`, `auto`, `required` or a function, not `{other}`"
+                ),
+                    "tool_choice",
+                ))
             }
-            let branches: Vec<Value> = several
+        },
+        Some(ToolChoice::Named { function }) => {
+            let at = tools
                 .iter()
-                .map(|t| {
-                    json!({
-                        "type": "object",
-                        "properties": {"name": {"const": t.function.name}, "arguments": parameters(t)},
-                        "required": ["name", "arguments"],
-                        "additionalProperties": false
-                    })
-                })
-                .collect();
-            (
-                CallShape::Wrapped,
-                compile(&json!({"anyOf": branches}), "…")?,
-            )
+                .position(|t| t.function.name == function.name)
+                .ok_or_else(|| {
+                    invalid(
+                        format!(
+                            "`tool_choice` names `{}`, which is not among `tools`",
+                            function.name
+                        ),
+                        "tool_choice",
+                    )
+                })?;
+            Choice::Forced(vec![at])
         }
     };
-    Ok(Some(ToolPlan {
-        system: ChatMessage::new("system", prompt(tools, &shape)),
-        shape,
-        grammar: Arc::new(grammar),
+    Ok(Some(Asked {
+        tools: tools.to_vec(),
+        choice,
+        parallel: r.parallel_tool_calls.unwrap_or(true),
     }))
 }
 
-/// The fallback prompt: the tools, and the call to answer with.
-fn prompt(tools: &[Tool], shape: &CallShape) -> String {
+/// Whether the request forces a call or lets the model call (then its `response_format` has
+/// no place: the calls are constrained to the tools).
+pub(super) fn offers(asked: &Option<Asked>) -> bool {
+    asked
+        .as_ref()
+        .is_some_and(|a| !matches!(a.choice, Choice::None))
+}
+
+/// Fits `request` to the model's tool `format`: the history of calls and results, then the
+/// tools asked. Returns how the answer becomes calls, if it may.
+pub(super) fn prepare(
+    asked: Option<Asked>,
+    format: ToolFormat,
+    request: &mut ChatRequest,
+) -> Result<Option<CallShape>, Error> {
+    if !format.renders_tools() {
+        fallback_history(&mut request.messages);
+    }
+    let Some(asked) = asked else {
+        return Ok(None);
+    };
+    match &asked.choice {
+        Choice::None => Ok(None),
+        Choice::Forced(chosen) => {
+            let chosen: Vec<&Tool> = chosen.iter().map(|&i| &asked.tools[i]).collect();
+            let (shape, grammar) = forced(&chosen)?;
+            request.constraint = Some(Arc::new(grammar));
+            add_system(&mut request.messages, forced_prompt(&asked.tools, &shape));
+            Ok(Some(shape))
+        }
+        Choice::Auto => {
+            let key = format.arguments_key();
+            let refs: Vec<&Tool> = asked.tools.iter().collect();
+            let grammar = wrapped(&refs, key)?;
+            if format.renders_tools() {
+                request.tools = Some(asked.tools.iter().map(tool_object).collect());
+            } else {
+                add_system(&mut request.messages, auto_prompt(&asked.tools));
+            }
+            request.tool_calls = Some(ToolCalls {
+                start: format.start(),
+                grammar: Arc::new(grammar),
+                parallel: asked.parallel && format.parallel(),
+            });
+            Ok(Some(CallShape::Watched { key }))
+        }
+    }
+}
+
+fn parameters(t: &Tool) -> Value {
+    t.function
+        .parameters
+        .clone()
+        .unwrap_or_else(|| json!({"type": "object"}))
+}
+
+fn compile(schema: &Value, name: &str) -> Result<Grammar, Error> {
+    Grammar::from_json_schema(schema)
+        .map_err(|e| invalid(format!("the parameters of tool `{name}`: {e}"), "tools"))
+}
+
+/// A forced call's shape and grammar.
+fn forced(chosen: &[&Tool]) -> Result<(CallShape, Grammar), Error> {
+    match chosen {
+        [one] => {
+            let name = one.function.name.clone();
+            let grammar = compile(&parameters(one), &name)?;
+            Ok((CallShape::Arguments { name }, grammar))
+        }
+        several => Ok((CallShape::Wrapped, wrapped(several, "arguments")?)),
+    }
+}
+
+/// The grammar of `{"name": …, <key>: …}` of one of `tools`.
+fn wrapped(tools: &[&Tool], key: &str) -> Result<Grammar, Error> {
+    if tools
+        .iter()
+        .any(|t| parameters(t).to_string().contains("\"$ref\""))
+    {
+        return Err(invalid(
+            "parameters with `$ref` can be constrained only in a call forced to one function: name it in `tool_choice`".into(),
+            "tools",
+        ));
+    }
+    let branches: Vec<Value> = tools
+        .iter()
+        .map(|t| {
+            json!({
+                "type": "object",
+                "properties": {"name": {"const": t.function.name}, key: parameters(t)},
+                "required": ["name", key],
+                "additionalProperties": false
+            })
+        })
+        .collect();
+    compile(&json!({"anyOf": branches}), "…")
+}
+
+/// A tool as templates read it: OpenAI's object.
+fn tool_object(t: &Tool) -> Value {
+    let mut function = json!({"name": t.function.name, "parameters": parameters(t)});
+    if let Some(d) = &t.function.description {
+        function["description"] = json!(d);
+    }
+    json!({"type": "function", "function": function})
+}
+
+/// Adds `text` to the system message (first), or puts one first.
+fn add_system(messages: &mut Vec<ChatMessage>, text: String) {
+    match messages.first_mut() {
+        Some(first) if first.role == "system" => {
+            first.content = format!("{}\n\n{}", first.content, text);
+        }
+        _ => messages.insert(0, ChatMessage::new("system", text)),
+    }
+}
+
+/// The tools, one a line.
+fn described(tools: &[Tool]) -> String {
     let mut text = String::from("You have these functions:\n");
     for t in tools {
-        let parameters = t
-            .function
-            .parameters
-            .clone()
-            .unwrap_or_else(|| json!({"type": "object"}));
         text.push_str(&format!(
             "- {}: {} Arguments (JSON Schema): {}\n",
             t.function.name,
             t.function.description.as_deref().unwrap_or(""),
-            parameters
+            parameters(t)
         ));
     }
+    text
+}
+
+/// The fallback prompt of a forced call.
+fn forced_prompt(tools: &[Tool], shape: &CallShape) -> String {
+    let mut text = described(tools);
     match shape {
         CallShape::Arguments { name } => text.push_str(&format!(
             "Call `{name}` now: answer with only its arguments, as a JSON object."
         )),
-        CallShape::Wrapped => text.push_str(
+        _ => text.push_str(
             "Call one of them now: answer with only {\"name\": the function, \"arguments\": its arguments as a JSON object}.",
         ),
     }
     text
 }
 
-/// The call in a finished answer: the function's name and its arguments as JSON text.
+/// The fallback prompt of `auto`: the model may answer or call.
+fn auto_prompt(tools: &[Tool]) -> String {
+    let mut text = described(tools);
+    text.push_str(
+        "To call a function, answer with <tool_call>{\"name\": the function, \"arguments\": its arguments as a JSON object}</tool_call>; otherwise answer in text.",
+    );
+    text
+}
+
+/// Earlier calls and results for a template without a tool format: an assistant's calls as
+/// `<tool_call>` text, a result as a user turn in `<tool_response>`.
+fn fallback_history(messages: &mut [ChatMessage]) {
+    for m in messages.iter_mut() {
+        if let Some(calls) = m.tool_calls.take() {
+            for call in calls {
+                let f = &call["function"];
+                let text = json!({"name": f["name"], "arguments": f["arguments"]});
+                if !m.content.is_empty() {
+                    m.content.push('\n');
+                }
+                m.content
+                    .push_str(&format!("<tool_call>\n{text}\n</tool_call>"));
+            }
+        }
+        if m.role == "tool" {
+            m.role = "user".into();
+            m.content = format!("<tool_response>\n{}\n</tool_response>", m.content);
+            m.tool_call_id = None;
+            m.name = None;
+        }
+    }
+}
+
+/// The call in a forced answer: the function's name and its arguments as JSON text.
 pub(super) fn call_of(shape: &CallShape, text: &str) -> (String, String) {
     match shape {
         CallShape::Arguments { name } => (name.clone(), text.trim().to_owned()),
-        CallShape::Wrapped => {
-            let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-            let name = value["name"].as_str().unwrap_or_default().to_owned();
-            (name, value["arguments"].to_string())
-        }
+        CallShape::Wrapped => super::calls::CallScanner::read("arguments", text),
+        CallShape::Watched { key } => super::calls::CallScanner::read(key, text),
     }
 }
 

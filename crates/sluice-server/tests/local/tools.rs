@@ -1,0 +1,329 @@
+//! Tools on local models with `tool_choice` `auto`: the model answers in text or calls, in
+//! its template's tool format; a call is OpenAI's `tool_calls` whose arguments validate,
+//! streamed as argument deltas that make the same call; results go back in the next turn.
+
+use super::*;
+
+fn hermes_file(name: &str) -> std::path::PathBuf {
+    let path = model_file(name, TestArch::Qwen2);
+    TestModel {
+        tool_tokens: true,
+        chat_template: Some(sluice_local::testing::HERMES_TEMPLATE.to_owned()),
+        context_length: 2048,
+        ..TestModel::tiny(TestArch::Qwen2, TestDType::Q8_0)
+    }
+    .write(&path)
+    .unwrap();
+    path
+}
+
+fn weather() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["c", "f"]}},
+        "required": ["city", "unit"],
+        "additionalProperties": false
+    })
+}
+
+fn tools() -> Value {
+    json!([{"type": "function", "function": {"name": "weather", "description": "d", "parameters": weather()}}])
+}
+
+/// A streamed answer's content, calls (name, arguments) by index, and finish reason.
+fn read_stream(events: &[String]) -> (String, Vec<(String, String)>, String) {
+    let (mut content, mut calls, mut finish) =
+        (String::new(), Vec::<(String, String)>::new(), String::new());
+    for e in &events[..events.len() - 1] {
+        let c: Value = serde_json::from_str(e).unwrap();
+        let choice = &c["choices"][0];
+        if let Some(f) = choice["finish_reason"].as_str() {
+            finish = f.to_string();
+        }
+        if let Some(t) = choice["delta"]["content"].as_str() {
+            content.push_str(t);
+        }
+        for call in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let index = call["index"].as_u64().unwrap() as usize;
+            if calls.len() <= index {
+                assert!(
+                    call["id"].is_string() && call["function"]["name"].is_string(),
+                    "{call}"
+                );
+                calls.resize(index + 1, Default::default());
+            }
+            if let Some(n) = call["function"]["name"].as_str() {
+                calls[index].0.push_str(n);
+            }
+            if let Some(a) = call["function"]["arguments"].as_str() {
+                calls[index].1.push_str(a);
+            }
+        }
+    }
+    (content, calls, finish)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_answers_in_text_or_calls_that_validate_whole_and_streamed() {
+    let models = format!(
+        "[[models]]\nname = \"tiny\"\nprovider = \"here\"\npath = \"{}\"\n",
+        hermes_file("auto").display()
+    );
+    let (_fake, gw) = gateway("", &models).await;
+    let url = gw.url("/v1/chat/completions");
+    let mut called = 0;
+    for seed in 0..8 {
+        let mut extra =
+            json!({"tools": tools(), "temperature": 1, "seed": seed, "max_tokens": 200});
+        if seed % 2 == 1 {
+            extra["tool_choice"] = json!("auto");
+            extra["parallel_tool_calls"] = json!(false);
+        }
+        let r = post_json(&url, chat("tiny", extra.clone()), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        let message = &v["choices"][0]["message"];
+        let content = message["content"].as_str().unwrap_or_default().to_string();
+        assert!(!content.contains("<tool_call>"), "{v}");
+        let calls: Vec<(String, String)> = message["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                assert!(c["id"].as_str().unwrap().starts_with("call_"), "{c}");
+                (
+                    c["function"]["name"].as_str().unwrap().to_string(),
+                    c["function"]["arguments"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let finish = v["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if finish == "tool_calls" {
+            assert!(!calls.is_empty(), "{v}");
+            if seed % 2 == 1 {
+                assert_eq!(calls.len(), 1, "parallel_tool_calls false: {v}");
+            }
+            for (name, arguments) in &calls {
+                assert_eq!(name, "weather");
+                let parsed: Value =
+                    serde_json::from_str(arguments).unwrap_or_else(|e| panic!("{e}: {arguments}"));
+                sluice_local::testing::json_schema::validate(&weather(), &parsed)
+                    .unwrap_or_else(|e| panic!("{e}: {arguments}"));
+            }
+            called += 1;
+        } else {
+            assert!(calls.is_empty() || finish == "length", "{v}");
+        }
+
+        extra["stream"] = json!(true);
+        let mut s = post_stream(&url, chat("tiny", extra), &[]).await.unwrap();
+        assert_eq!(s.status, 200);
+        let (events, err) = s.collect_events().await;
+        assert!(err.is_none(), "{err:?}");
+        let (streamed_content, streamed_calls, streamed_finish) = read_stream(&events);
+        assert_eq!(
+            streamed_content, content,
+            "the same seed streams the same text"
+        );
+        assert_eq!(
+            streamed_calls, calls,
+            "the same seed streams the same calls"
+        );
+        assert_eq!(streamed_finish, finish);
+    }
+    assert!(called > 0, "no seed called the tool");
+
+    // `none`: the tools are not offered, the answer is text.
+    let r = post_json(
+        &url,
+        chat("tiny", json!({"tools": tools(), "tool_choice": "none", "temperature": 1, "seed": 1, "max_tokens": 40})),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert!(v["choices"][0]["message"]["tool_calls"].is_null(), "{v}");
+    assert_ne!(v["choices"][0]["finish_reason"], "tool_calls");
+}
+
+/// A two-turn tool loop: the call and its result go back, rendered through the template's
+/// tool format (and through the fallback's for a template without one), and the model
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_results_are_fed_back_in_the_next_turn() {
+    let models = format!(
+        "[[models]]\nname = \"hermes\"\nprovider = \"here\"\npath = \"{}\"\n[[models]]\nname = \"plain\"\nprovider = \"here\"\npath = \"{}\"\n",
+        hermes_file("loop").display(),
+        model_file("loop-plain", TestArch::Qwen2).display()
+    );
+    let (_fake, gw) = gateway("", &models).await;
+    let url = gw.url("/v1/chat/completions");
+    for model in ["hermes", "plain"] {
+        let messages = json!([
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"c\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 21}"}
+        ]);
+        let body = json!({"model": model, "messages": messages, "tools": tools(), "temperature": 0, "max_tokens": 8});
+        let r = post_json(&url, body.to_string(), &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        let v = r.json();
+        let usage = &v["usage"];
+        // The result is in the prompt: more tokens than the question alone.
+        assert!(
+            usage["prompt_tokens"].as_u64().unwrap() > 40,
+            "{model}: {v}"
+        );
+    }
+}
+
+/// The real SmolLM2 file (skipped without `SLUICE_SMOLLM2_GGUF`), greedy, with `auto` and a
+/// question that needs the tool: its template has no tool format, so the fallback prompt
+/// offers the tools; the answer is a call whose arguments validate, or text, never a broken
+/// call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smollm2_with_auto_answers_with_a_valid_call_or_text() {
+    let Some(file) = std::env::var_os("SLUICE_SMOLLM2_GGUF") else {
+        eprintln!("skipped: SLUICE_SMOLLM2_GGUF is not set");
+        return;
+    };
+    let models = format!(
+        "[[models]]\nname = \"smol\"\nprovider = \"here\"\npath = \"{}\"\n",
+        std::path::Path::new(&file).display()
+    );
+    let (_fake, gw) = gateway("context_length = 2048", &models).await;
+    let parameters = json!({
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 40}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"],
+        "additionalProperties": false
+    });
+    let body = json!({
+        "model": "smol",
+        "temperature": 0,
+        "max_tokens": 120,
+        "messages": [{"role": "user", "content": "What is the weather in Paris right now? Use the tool."}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "The current weather in a city.", "parameters": parameters}}],
+        "tool_choice": "auto"
+    });
+    let r = post_json(&gw.url("/v1/chat/completions"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    eprintln!("{v}");
+    let message = &v["choices"][0]["message"];
+    match message["tool_calls"].as_array() {
+        Some(calls) => {
+            assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+            for call in calls {
+                assert_eq!(call["function"]["name"], "get_weather");
+                let arguments: Value =
+                    serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+                sluice_local::testing::json_schema::validate(&parameters, &arguments).unwrap();
+            }
+        }
+        None => {
+            let text = message["content"].as_str().unwrap();
+            assert!(!text.contains("<tool_call>"), "{text}");
+        }
+    }
+}
+
+/// `/v1/messages` and `/v1/responses` become chat before a local model answers: tools work
+/// there too, whole and streamed, as each API's own calls (`tool_use` blocks, `function_call`
+/// items) whose arguments validate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_work_through_messages_and_responses() {
+    let models = format!(
+        "[[models]]\nname = \"tiny\"\nprovider = \"here\"\npath = \"{}\"\n",
+        hermes_file("apis").display()
+    );
+    let (_fake, gw) = gateway("", &models).await;
+    let anthropic_tools =
+        json!([{"name": "weather", "description": "d", "input_schema": weather()}]);
+    let body = json!({
+        "model": "tiny", "max_tokens": 200, "temperature": 1,
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": anthropic_tools, "tool_choice": {"type": "any"}
+    });
+    let r = post_json(&gw.url("/v1/messages"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["stop_reason"], "tool_use", "{v}");
+    let block = v["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "tool_use")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(block["name"], "weather");
+    sluice_local::testing::json_schema::validate(&weather(), &block["input"]).unwrap();
+
+    // Auto through /v1/messages: a call when the model makes one, text otherwise.
+    for seed in 0..3 {
+        let mut auto = body.clone();
+        auto["tool_choice"] = json!({"type": "auto"});
+        auto["stream"] = json!(true);
+        auto["metadata"] = json!({"user_id": format!("u{seed}")});
+        let mut s = post_stream(&gw.url("/v1/messages"), auto.to_string(), &[])
+            .await
+            .unwrap();
+        assert_eq!(s.status, 200);
+        let (events, err) = s.collect_events().await;
+        assert!(err.is_none(), "{err:?}");
+        let mut inputs: Vec<String> = Vec::new();
+        for e in &events {
+            let Ok(c) = serde_json::from_str::<Value>(e) else {
+                continue;
+            };
+            if c["type"] == "content_block_start" && c["content_block"]["type"] == "tool_use" {
+                inputs.push(String::new());
+            }
+            if c["delta"]["type"] == "input_json_delta" {
+                inputs
+                    .last_mut()
+                    .unwrap()
+                    .push_str(c["delta"]["partial_json"].as_str().unwrap());
+            }
+        }
+        for input in inputs {
+            let parsed: Value =
+                serde_json::from_str(&input).unwrap_or_else(|e| panic!("{e}: {input}"));
+            sluice_local::testing::json_schema::validate(&weather(), &parsed).unwrap();
+        }
+    }
+
+    let body = json!({
+        "model": "tiny", "max_output_tokens": 200, "temperature": 1,
+        "input": "Weather in Paris?",
+        "tools": [{"type": "function", "name": "weather", "description": "d", "parameters": weather()}],
+        "tool_choice": "required"
+    });
+    let r = post_json(&gw.url("/v1/responses"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let item = v["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(item["name"], "weather");
+    let arguments: Value = serde_json::from_str(item["arguments"].as_str().unwrap()).unwrap();
+    sluice_local::testing::json_schema::validate(&weather(), &arguments).unwrap();
+}
