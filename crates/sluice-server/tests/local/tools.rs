@@ -277,7 +277,7 @@ async fn tools_work_through_messages_and_responses() {
         let mut auto = body.clone();
         auto["tool_choice"] = json!({"type": "auto"});
         auto["stream"] = json!(true);
-        auto["metadata"] = json!({"user_id": format!("u{seed}")});
+        auto["seed"] = json!(seed);
         let mut s = post_stream(&gw.url("/v1/messages"), auto.to_string(), &[])
             .await
             .unwrap();
@@ -285,6 +285,7 @@ async fn tools_work_through_messages_and_responses() {
         let (events, err) = s.collect_events().await;
         assert!(err.is_none(), "{err:?}");
         let mut inputs: Vec<String> = Vec::new();
+        let mut stop = String::new();
         for e in &events {
             let Ok(c) = serde_json::from_str::<Value>(e) else {
                 continue;
@@ -292,12 +293,19 @@ async fn tools_work_through_messages_and_responses() {
             if c["type"] == "content_block_start" && c["content_block"]["type"] == "tool_use" {
                 inputs.push(String::new());
             }
+            if let Some(reason) = c["delta"]["stop_reason"].as_str() {
+                stop = reason.to_string();
+            }
             if c["delta"]["type"] == "input_json_delta" {
                 inputs
                     .last_mut()
                     .unwrap()
                     .push_str(c["delta"]["partial_json"].as_str().unwrap());
             }
+        }
+        if stop == "max_tokens" {
+            // The last call may be cut short.
+            inputs.pop();
         }
         for input in inputs {
             let parsed: Value =
