@@ -25,6 +25,9 @@ action = "block"
 name = "audit"
 detectors = ["email"]
 action = "log"
+[[guardrails]]
+name = "shape"
+validate_json = { retries = 0 }
 "#;
 
 /// A fresh data directory.
@@ -137,6 +140,27 @@ async fn key_guardrails(database: Option<&str>) {
     let r = chat_as(&gw, &plain, "m", EMAIL).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(fake.request_count(), 1);
+
+    // A key's `validate_json` guardrail checks its structured answers.
+    let r = admin(
+        &gw,
+        Method::POST,
+        "/admin/keys",
+        json!({"name": "shaped", "guardrails": ["shape"]}),
+    )
+    .await;
+    let shaped = r.json()["key"].as_str().unwrap().to_string();
+    let structured = json!({
+        "model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}},
+        "x_fake": {"content": "not JSON"}
+    });
+    let path = "/v1/chat/completions";
+    let r = call(&gw, Method::POST, path, structured.clone(), &shaped).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "output_validation_failed");
+    let r = call(&gw, Method::POST, path, structured, &plain).await;
+    assert_eq!(r.status, 200, "{}", r.text());
 
     // A PATCH to an unknown name changes nothing; to `audit`, the model's own: applied once.
     let r = admin(

@@ -263,7 +263,10 @@ async fn streams_are_checked_at_their_end() {
     let r = post_json(&url, chat_stream(VALID), &[]).await.unwrap();
     let (text, done, error) = streamed(&r.text());
     assert_eq!((text.as_str(), done, error), (VALID, true, None));
-    let r = post_json(&url, chat_stream(INVALID), &[]).await.unwrap();
+    let id = unique("stream");
+    let r = post_json(&url, chat_stream(INVALID), &[("x-request-id", id.as_str())])
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     let (text, done, error) = streamed(&r.text());
     assert_eq!(text, INVALID, "the bytes were already sent");
@@ -275,6 +278,19 @@ async fn streams_are_checked_at_their_end() {
         "{error}"
     );
     assert_eq!(fake.request_count(), 2, "a stream is not asked again");
+    // Its record ends the moment the stream does: wait for it.
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        ledger.flush().await;
+        let records = ledger.export(0).await.unwrap();
+        if let Some(r) = records.iter().find(|r| r.request_id == id) {
+            break r.status;
+        }
+        assert!(std::time::Instant::now() < deadline, "no spend record");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, 502);
     let metrics = get(&gw.url("/metrics")).await.unwrap().text();
     assert!(
         metrics.contains(
