@@ -25,6 +25,8 @@ pub struct UninitializedLocalConfig {
     pub context_length: Option<usize>,
     /// Requests that may wait per model when every sequence is busy (default 16).
     pub queue: Option<usize>,
+    /// Most choices (`n`) one chat request may ask of a local model (default 8).
+    pub max_n: Option<usize>,
     /// A directory of GGUF files served by the first `local` provider (default
     /// `<data_dir>/models`).
     pub models_dir: Option<PathBuf>,
@@ -67,6 +69,8 @@ pub struct LocalConfig {
     pub context_length: usize,
     /// Queue per model.
     pub queue: usize,
+    /// Most choices (`n`) per chat request.
+    pub max_n: usize,
     /// Directory of GGUF files.
     pub models_dir: Option<PathBuf>,
     /// Serve Ollama's models too.
@@ -112,6 +116,7 @@ impl UninitializedLocalConfig {
                 DEFAULT_CONTEXT_LENGTH,
             )?,
             queue: self.queue.unwrap_or(16),
+            max_n: positive(self.max_n, "local.max_n", 8)?,
             models_dir: self.models_dir,
             ollama: self.ollama.unwrap_or(true),
             ollama_dir: self.ollama_dir,

@@ -25,6 +25,8 @@ pub struct LocalRuntime {
     pub pool: Pool<LocalLoader>,
     /// Their load times, evictions and queue waits.
     pub metrics: Arc<LocalMetrics>,
+    /// Most choices (`n`) per chat request (`[local] max_n`).
+    pub max_n: usize,
 }
 
 fn config_error(message: String) -> Error {
@@ -167,7 +169,11 @@ pub fn build(
     let metrics = Arc::new(LocalMetrics::new(specs.iter().map(|s| s.name.as_str())));
     let pool = Pool::new(LocalLoader, pool_config, specs);
     pool.set_events(Arc::clone(&metrics) as Arc<dyn sluice_local::pool::PoolEvents>);
-    Ok(Some(LocalRuntime { pool, metrics }))
+    Ok(Some(LocalRuntime {
+        pool,
+        metrics,
+        max_n: config.local.max_n,
+    }))
 }
 
 /// A configured chat model's context length: its own, else `[local] context_length` (capped at

@@ -258,7 +258,10 @@ async fn parameters_a_local_model_cannot_honour_are_refused_by_name() {
             json!({"response_format": {"type": "yaml"}}),
             "response_format",
         ),
-        (json!({"n": 2}), "n"),
+        (json!({"n": 9}), "n"),
+        (json!({"n": 0}), "n"),
+        (json!({"n": 2, "stream": true}), "n"),
+        (json!({"n": 2, "tools": tool}), "n"),
         (json!({"logprobs": true}), "logprobs"),
     ] {
         let r = post_json(&url, chat("tiny", extra.clone()), &[])

@@ -335,3 +335,52 @@ async fn tools_work_through_messages_and_responses() {
     let arguments: Value = serde_json::from_str(item["arguments"].as_str().unwrap()).unwrap();
     sluice_local::testing::json_schema::validate(&weather(), &arguments).unwrap();
 }
+
+/// `n` above 1 on a local model: that many choices of the same prompt, each as one alone with
+/// its seed (`seed + i`) would be, prompt tokens counted once and completion tokens summed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_are_each_what_one_alone_would_be() {
+    let models = format!(
+        "[[models]]\nname = \"tiny\"\nprovider = \"here\"\npath = \"{}\"\n",
+        model_file("n", TestArch::Llama).display()
+    );
+    let (_fake, gw) = gateway("parallel = 2", &models).await;
+    let url = gw.url("/v1/chat/completions");
+    let r = post_json(
+        &url,
+        chat(
+            "tiny",
+            json!({"n": 3, "temperature": 1, "seed": 5, "max_tokens": 12}),
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{v}");
+    let mut completion_tokens = 0;
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i, "{v}");
+        let alone = post_json(
+            &url,
+            chat(
+                "tiny",
+                json!({"temperature": 1, "seed": 5 + i, "max_tokens": 12}),
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .json();
+        assert_eq!(
+            c["message"]["content"], alone["choices"][0]["message"]["content"],
+            "{v}"
+        );
+        assert_eq!(c["finish_reason"], alone["choices"][0]["finish_reason"]);
+        completion_tokens += alone["usage"]["completion_tokens"].as_u64().unwrap();
+        assert_eq!(v["usage"]["prompt_tokens"], alone["usage"]["prompt_tokens"]);
+    }
+    assert_eq!(v["usage"]["completion_tokens"], completion_tokens, "{v}");
+}

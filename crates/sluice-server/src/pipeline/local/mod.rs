@@ -59,7 +59,11 @@ pub async fn chat(
         include_usage,
         keep_alive,
         tools,
+        n,
     } = chat_request(body)?;
+    if n > 1 {
+        check_n(n, local.max_n, stream, tools::offers(&tools))?;
+    }
     let lease = local
         .pool
         .acquire(upstream, keep_alive)
@@ -69,6 +73,9 @@ pub async fn chat(
         .as_chat()
         .ok_or_else(|| wrong_kind(model, ModelKind::Embedding))?;
     let tool_call = tools::prepare(tools, chat.tool_format(), &mut request)?;
+    if n > 1 {
+        return choices(chat, request, n as usize, model, local, upstream).await;
+    }
     let generation = chat.submit(request).map_err(|e| model_error(&e))?;
     let measured = local.metrics.model(upstream).cloned();
     let mut writer = ChunkWriter::new(model, "local");
@@ -146,6 +153,71 @@ pub async fn text_completion(
     let choice = TextChoice::first(&text, Some(done.finish_reason.as_str()));
     let body = writer.whole(&[choice], &usage);
     Ok(Answer::json(Bytes::from(body), Some(usage)))
+}
+
+/// Refuses an `n` above 1 that a local model cannot give: above `[local] max_n`, streamed, or
+/// with tools.
+fn check_n(n: u64, max: usize, stream: bool, tools: bool) -> Result<(), Error> {
+    let why = if n > max as u64 {
+        format!("`n` is at most {max} on local models (`[local] max_n`)")
+    } else if stream {
+        "local models stream one choice: `n` above 1 needs `stream: false`".to_owned()
+    } else if tools {
+        "local models call tools in one choice: `n` above 1 needs no tools (or `tool_choice: none`)"
+            .to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(invalid(why, "n"))
+}
+
+/// `n` choices of one request: `n` generations of the same prompt, queued together (the
+/// `i`th with `seed + i` when a seed is given), answered in one `chat.completion`
+/// (prompt tokens counted once, completion tokens summed).
+async fn choices(
+    chat: &ChatModel,
+    request: sluice_local::ChatRequest,
+    n: usize,
+    model: &str,
+    local: &crate::local::LocalRuntime,
+    upstream: &str,
+) -> Result<Answer, Error> {
+    let mut generations = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut one = request.clone();
+        one.sampling.seed = request.sampling.seed.map(|s| s.wrapping_add(i as u64));
+        generations.push(chat.submit(one).map_err(|e| model_error(&e))?);
+    }
+    let mut done = Vec::with_capacity(n);
+    for generation in generations {
+        done.push(generation.collect().await.map_err(|e| model_error(&e))?);
+    }
+    let measured = local.metrics.model(upstream).cloned();
+    let mut usage = Usage::default();
+    let mut choices = Vec::with_capacity(n);
+    for (index, d) in done.iter().enumerate() {
+        if let Some(m) = &measured {
+            m.queue_wait.observe(d.queue_wait);
+        }
+        let one = usage_of(d.usage);
+        if index == 0 {
+            usage.prompt_tokens = one.prompt_tokens;
+            usage.cached_prompt_tokens = one.cached_prompt_tokens;
+        }
+        usage.completion_tokens += one.completion_tokens;
+        choices.push(serde_json::json!({
+            "index": index,
+            "message": {"role": "assistant", "content": d.text},
+            "finish_reason": d.finish_reason.as_str(),
+            "logprobs": null,
+        }));
+    }
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&completion("local", model, "", "", &[], "stop", &usage))
+            .unwrap_or_default();
+    body["id"] = format!("chatcmpl-local-{:016x}", sluice_core::rng::next_u64()).into();
+    body["choices"] = choices.into();
+    Ok(Answer::json(Bytes::from(body.to_string()), Some(usage)))
 }
 
 /// A whole answer: text, or the calls (and the text before them).

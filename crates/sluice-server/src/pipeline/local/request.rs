@@ -37,11 +37,13 @@ pub(super) struct LocalChat {
     pub keep_alive: Option<KeepAlive>,
     /// The tools asked, fitted to the model's tool format once it is known.
     pub tools: Option<Asked>,
+    /// Choices asked (`n`).
+    pub n: u64,
 }
 
 /// The chat of an OpenAI request, for a local model. What a local model cannot do is refused
 /// with a 400 naming the parameter, never silently dropped: a JSON schema outside the
-/// supported subset, `n` above 1, `logprobs`; the tools are checked here and fitted to the
+/// supported subset, `logprobs`; the tools are checked here and fitted to the
 /// model's tool format once it is loaded ([`super::tools::prepare`]).
 pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
     let r: sluice_types::openai::ChatCompletionRequest =
@@ -71,11 +73,8 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
         .map(constraint_of)
         .transpose()?
         .flatten();
-    if extras.n.is_some_and(|n| n != 1) {
-        return Err(invalid(
-            "local models return one choice: `n` must be 1".into(),
-            "n",
-        ));
+    if extras.n == Some(0) {
+        return Err(invalid("`n` must be at least 1".into(), "n"));
     }
     if extras.logprobs == Some(true) {
         return Err(invalid(
@@ -111,6 +110,7 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
         include_usage,
         keep_alive: keep_alive_of(extras.keep_alive)?,
         tools,
+        n: extras.n.unwrap_or(1),
     })
 }
 
