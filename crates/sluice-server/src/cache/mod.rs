@@ -12,6 +12,7 @@ pub mod flight;
 pub mod same_question;
 pub mod semantic;
 pub mod text;
+pub mod vector_scan;
 
 use crate::metrics::Histogram;
 use entry::Answer;
