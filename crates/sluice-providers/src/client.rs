@@ -1,10 +1,13 @@
-//! The pooled, keep-alive HTTP client of one provider: HTTP/1.1 and HTTP/2 (ALPN over TLS,
-//! or prior knowledge for h2c), rustls with the webpki roots, no OpenSSL.
+//! The pooled, keep-alive HTTP client of one provider: for a plain `http://` upstream in
+//! HTTP/1.1, [`crate::h1`]'s client, whose connections are driven in the request's own task;
+//! else hyper-util's pooled client: HTTP/1.1 and HTTP/2 (ALPN over TLS, or prior knowledge
+//! for h2c), rustls with the webpki roots, no OpenSSL. One pool per worker thread either way.
 
-use crate::upload::UploadBody;
+use crate::h1::{self, H1Body, H1Client};
+pub use crate::upstream_body::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -13,48 +16,82 @@ use sluice_core::config::ProviderConfig;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// Body of an upstream request: the (possibly spliced or translated) client body, sent
-/// whole; or a multipart upload streamed from its spool.
+/// The body of an upstream's answer, read as it arrives.
 #[derive(Debug)]
-pub enum UpstreamBody {
-    /// A body in memory.
-    Whole(Full<Bytes>),
-    /// An upload, its files read from disk as they are sent.
-    Upload(UploadBody),
+pub enum ResponseBody {
+    /// On a connection of hyper-util's pooled client (driven by its own task).
+    Pooled(Incoming),
+    /// On a connection driven by its reader ([`crate::h1`]).
+    Driven(H1Body),
 }
 
-impl UpstreamBody {
-    /// A body in memory.
-    pub fn new(body: Bytes) -> Self {
-        Self::Whole(Full::new(body))
-    }
-}
-
-impl Body for UpstreamBody {
+impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = std::io::Error;
+    type Error = hyper::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            Self::Whole(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
-            Self::Upload(b) => Pin::new(b).poll_frame(cx),
+            Self::Pooled(b) => Pin::new(b).poll_frame(cx),
+            Self::Driven(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Whole(b) => b.is_end_stream(),
-            Self::Upload(b) => b.is_end_stream(),
+            Self::Pooled(b) => b.is_end_stream(),
+            Self::Driven(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Whole(b) => b.size_hint(),
-            Self::Upload(b) => b.size_hint(),
+            Self::Pooled(b) => b.size_hint(),
+            Self::Driven(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A provider's client: one pool per worker thread.
+pub(crate) enum Upstream {
+    /// Plain HTTP/1.1.
+    Driven(H1Client),
+    /// TLS or HTTP/2: hyper-util's client, one per worker thread.
+    Pooled(Box<[HttpClient]>),
+}
+
+impl Upstream {
+    /// The client for `config` with `pools` pools.
+    pub(crate) fn new(config: &ProviderConfig, pools: usize) -> Self {
+        match H1Client::new(config, pools) {
+            Some(c) => Self::Driven(c),
+            None => Self::Pooled((0..pools.max(1)).map(|_| build(config)).collect()),
+        }
+    }
+
+    /// Sends `request` on worker `worker`'s pool and waits for the response head.
+    pub(crate) async fn send(
+        &self,
+        provider: &str,
+        worker: usize,
+        request: http::Request<UpstreamBody>,
+    ) -> Result<http::Response<ResponseBody>, sluice_core::Error> {
+        match self {
+            Self::Driven(c) => c
+                .send(worker, request)
+                .await
+                .map(|r| r.map(ResponseBody::Driven))
+                .map_err(|e| match e {
+                    h1::Failure::Connect(e) => crate::error::from_connect(provider, &*e),
+                    h1::Failure::Http(e) => crate::error::from_exchange(provider, &e),
+                }),
+            Self::Pooled(clients) => clients[worker % clients.len()]
+                .request(request)
+                .await
+                .map(|r| r.map(ResponseBody::Pooled))
+                .map_err(|e| crate::error::from_transport(provider, &e)),
         }
     }
 }

@@ -89,13 +89,7 @@ pub fn from_response(
 
 /// A transport failure of the pooled client.
 pub fn from_transport(provider: &str, err: &hyper_util::client::legacy::Error) -> Error {
-    let mut detail = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
+    let detail = chain(err);
     if err.is_connect() {
         ErrorKind::UpstreamConnect {
             provider: provider.to_string(),
@@ -108,6 +102,36 @@ pub fn from_transport(provider: &str, err: &hyper_util::client::legacy::Error) -
         }
     }
     .into()
+}
+
+/// A connection that could not be made (the driven HTTP/1.1 client's).
+pub fn from_connect(provider: &str, err: &(dyn std::error::Error + 'static)) -> Error {
+    ErrorKind::UpstreamConnect {
+        provider: provider.to_string(),
+        message: format!("client error (Connect): {}", chain(err)),
+    }
+    .into()
+}
+
+/// An exchange that failed before a response head (the driven HTTP/1.1 client's).
+pub fn from_exchange(provider: &str, err: &hyper::Error) -> Error {
+    ErrorKind::UpstreamConnect {
+        provider: provider.to_string(),
+        message: format!("connection failed before a response: {}", chain(err)),
+    }
+    .into()
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut detail = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    detail
 }
 
 #[cfg(test)]

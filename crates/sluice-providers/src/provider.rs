@@ -1,7 +1,7 @@
 //! The closed set of providers, dispatched statically.
 
 use crate::anthropic::{self, Anthropic};
-use crate::client::{self, HttpClient, UpstreamBody};
+use crate::client::{ResponseBody, Upstream, UpstreamBody};
 use crate::gemini::{self, Gemini};
 use crate::ollama::{self, Ollama};
 use crate::openai::OpenAi;
@@ -9,7 +9,6 @@ use crate::reader::Reader;
 use crate::view::View;
 use bytes::Bytes;
 use http::header::HeaderValue;
-use hyper::body::Incoming;
 use sluice_core::config::{ProviderConfig, ProviderType};
 use sluice_core::{Error, ErrorKind, Operation};
 
@@ -56,7 +55,7 @@ pub struct Provider {
     /// `x-sluice-provider` value, built once.
     pub header_value: HeaderValue,
     /// One pool per worker thread.
-    clients: Box<[HttpClient]>,
+    client: Upstream,
     adapter: Adapter,
 }
 
@@ -90,7 +89,7 @@ impl Provider {
             })
         })?;
         Ok(Self {
-            clients: (0..pools.max(1)).map(|_| client::build(&config)).collect(),
+            client: Upstream::new(&config, pools),
             header_value,
             adapter,
             config,
@@ -304,12 +303,9 @@ impl Provider {
     pub async fn send(
         &self,
         request: http::Request<UpstreamBody>,
-    ) -> Result<http::Response<Incoming>, Error> {
+    ) -> Result<http::Response<ResponseBody>, Error> {
         let worker = WORKER.with(std::cell::Cell::get);
-        self.clients[worker % self.clients.len()]
-            .request(request)
-            .await
-            .map_err(|e| crate::error::from_transport(&self.config.name, &e))
+        self.client.send(&self.config.name, worker, request).await
     }
 }
 

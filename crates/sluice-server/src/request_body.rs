@@ -4,8 +4,8 @@
 use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use sluice_core::{Error, ErrorKind};
+use sluice_providers::ResponseBody;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -120,7 +120,7 @@ async fn drain<B: ClientBody>(mut body: B, deadline: Instant) {
 /// Reads an upstream body of at most `limit` bytes, with the total `deadline` and at most
 /// `idle` between two reads.
 pub async fn read_upstream(
-    mut body: Incoming,
+    mut body: ResponseBody,
     limit: u64,
     deadline: Instant,
     idle: Duration,

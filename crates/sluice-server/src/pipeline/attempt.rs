@@ -14,10 +14,10 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::Response;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use sluice_core::{retry, Error, ErrorKind, Operation};
 use sluice_providers::client::UpstreamBody;
 use sluice_providers::error as upstream_error;
+use sluice_providers::ResponseBody;
 use sluice_providers::{Prepared, Provider, Reader};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,7 +137,7 @@ impl Attempt<'_> {
         &self,
         request: http::Request<UpstreamBody>,
         d: &Deadlines,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<ResponseBody>, Error> {
         match tokio::time::timeout_at(d.head, self.provider.send(request)).await {
             Ok(r) => r,
             Err(_) => Err(match d.first_wait {
@@ -159,7 +159,7 @@ impl Attempt<'_> {
     async fn refused(
         &self,
         head: &http::response::Parts,
-        upstream: Incoming,
+        upstream: ResponseBody,
         d: &Deadlines,
     ) -> Error {
         let header = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
@@ -179,7 +179,7 @@ impl Attempt<'_> {
     /// is free), then relayed.
     async fn relay(
         &self,
-        mut upstream: Incoming,
+        mut upstream: ResponseBody,
         reader: &Reader,
         d: &Deadlines,
     ) -> Result<Answer, Error> {
@@ -241,7 +241,7 @@ impl Attempt<'_> {
     }
 
     /// Raw bytes (audio) piped to the client as they come.
-    fn pipe(&self, head: &http::response::Parts, upstream: Incoming, d: &Deadlines) -> Answer {
+    fn pipe(&self, head: &http::response::Parts, upstream: ResponseBody, d: &Deadlines) -> Answer {
         let ttft = self.started.elapsed();
         self.state.deployments[self.deployment]
             .ttft
@@ -262,7 +262,7 @@ impl Attempt<'_> {
     async fn whole(
         &self,
         head: &http::response::Parts,
-        upstream: Incoming,
+        upstream: ResponseBody,
         reader: &Reader,
         d: &Deadlines,
     ) -> Result<Answer, Error> {

@@ -8,7 +8,7 @@
 use super::ending::{Ending, Tracked};
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
+use sluice_providers::ResponseBody;
 use sluice_types::Usage;
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 /// The piped response body.
 pub struct Pipe {
-    upstream: Incoming,
+    upstream: ResponseBody,
     chunk_timeout: Duration,
     deadline: Instant,
     timer: Pin<Box<Sleep>>,
@@ -31,7 +31,7 @@ pub struct Pipe {
 impl Pipe {
     /// Pipes `upstream` (its head already read).
     pub fn new(
-        upstream: Incoming,
+        upstream: ResponseBody,
         chunk_timeout: Duration,
         deadline: Instant,
         ttft: Duration,

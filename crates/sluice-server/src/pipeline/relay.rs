@@ -13,7 +13,7 @@ use crate::metrics::UpstreamError;
 use crate::state::AppState;
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
+use sluice_providers::ResponseBody;
 use sluice_providers::{StreamFault, StreamReader};
 use sluice_types::Usage;
 use std::convert::Infallible;
@@ -26,7 +26,7 @@ use tokio::time::{Instant, Sleep};
 
 /// The streaming response body.
 pub struct Relay {
-    upstream: Incoming,
+    upstream: ResponseBody,
     reader: StreamReader,
     provider: Box<str>,
     chunk_timeout: Duration,
@@ -85,7 +85,7 @@ fn error_event(message: &str, kind: &str, code: &str) -> Bytes {
 
 impl Relay {
     /// Starts relaying `upstream`, whose first bytes `first` were already read.
-    pub fn new(upstream: Incoming, first: Bytes, state: Arc<AppState>, p: RelayParams) -> Self {
+    pub fn new(upstream: ResponseBody, first: Bytes, state: Arc<AppState>, p: RelayParams) -> Self {
         let idle_until = p.deadline.min(Instant::now() + p.chunk_timeout);
         Self {
             upstream,
