@@ -127,6 +127,81 @@ async fn batches_rollups_windows_and_reports_agree() {
     assert_eq!(ledger.window_spend("nobody", "total").await.unwrap(), 0);
 }
 
+/// Batches are written many records to a statement, the rest one by one: every field of
+/// every record comes back as it was recorded, in order, whatever the batch's size.
+#[tokio::test]
+async fn every_record_comes_back_as_recorded_whatever_the_batch_size() {
+    for (n, batch_size) in [
+        (1, 512),
+        (31, 512),
+        (32, 512),
+        (100, 512),
+        (1_000, 512),
+        (70, 33),
+    ] {
+        let dir = temp_dir("fields");
+        let ledger = open(
+            &dir,
+            LedgerOptions {
+                batch_size,
+                ..LedgerOptions::default()
+            },
+        );
+        let now = sluice_store::unix_now_ms();
+        let recorded: Vec<SpendRecord> = (0..n)
+            .map(|i| {
+                let mut r = record(i, now - 10_000 + i);
+                // The optional fields empty on some records, set on others.
+                r.ttft_ms = (i % 2 == 0).then_some(i);
+                r.usage_estimated = i % 7 == 0;
+                r.attempts = 1 + u32::try_from(i % 3).unwrap();
+                r
+            })
+            .collect();
+        for r in &recorded {
+            ledger.record(r.clone());
+        }
+        ledger.flush().await;
+        assert_eq!(
+            ledger.written(),
+            n,
+            "{n} records in batches of {batch_size}"
+        );
+        assert_eq!(
+            ledger.export(0).await.unwrap(),
+            recorded,
+            "{n} in {batch_size}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// No query reads the log by key: the `(key_id, ts_ms)` index an older file has is dropped
+/// when it is opened (the time index stays).
+#[tokio::test]
+async fn the_key_index_of_an_older_file_is_dropped() {
+    let dir = temp_dir("key-index");
+    drop(open(&dir, LedgerOptions::default()));
+    let indexes = |conn: &rusqlite::Connection| -> Vec<String> {
+        let mut s = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'spend_log' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    let conn = rusqlite::Connection::open(dir.join("ledger.sqlite")).unwrap();
+    assert_eq!(indexes(&conn), ["spend_log_batch", "spend_log_ts"]);
+    conn.execute_batch("CREATE INDEX spend_log_key_ts ON spend_log (key_id, ts_ms);")
+        .unwrap();
+    drop(conn);
+    drop(open(&dir, LedgerOptions::default()));
+    let conn = rusqlite::Connection::open(dir.join("ledger.sqlite")).unwrap();
+    assert_eq!(indexes(&conn), ["spend_log_batch", "spend_log_ts"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn retention_purges_old_records_and_ended_windows() {
     let dir = temp_dir("purge");

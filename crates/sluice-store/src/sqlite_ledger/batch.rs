@@ -1,10 +1,11 @@
-//! A batch's one transaction: its records, and what they add to the daily roll-ups and to
-//! the budget windows, summed in memory first (so a batch of 512 records costs 512 inserts
-//! and a handful of upserts).
+//! A batch's one transaction: its records, inserted many rows to a statement, and what they
+//! add to the daily roll-ups and to the budget windows, summed in memory first (so a batch
+//! of 512 records costs 16 inserts and a handful of upserts).
 
+use crate::ledger::protocol::RECORD_COLUMNS;
 use crate::ledger::types::{BudgetPeriod, SpendRecord, DAY_MS};
 use crate::sql_int::to_sql;
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, Statement, ToSql, Transaction};
 use std::collections::HashMap;
 
 /// Writes `records` with their roll-ups and budget windows in one transaction.
@@ -20,42 +21,80 @@ pub(super) fn write(conn: &mut Connection, records: &[SpendRecord]) -> rusqlite:
     tx.commit()
 }
 
-/// The records, one insert each.
+/// Records one statement inserts at once: a batch of 512 is 16 statements, not 512.
+const ROWS_PER_INSERT: usize = 32;
+
+/// Columns of a `spend_log` row that a record fills.
+const COLUMNS: usize = 23;
+
+/// `INSERT INTO spend_log` of `rows` records.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO spend_log ({RECORD_COLUMNS}) VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 1..=COLUMNS {
+            if col > 1 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", row * COLUMNS + col));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The records: [`ROWS_PER_INSERT`] to a statement, the rest one by one.
 fn insert(tx: &Transaction<'_>, records: &[SpendRecord]) -> rusqlite::Result<()> {
-    let mut insert = tx.prepare(
-        "INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint, route,
-             model, provider, status, prompt_tokens, completion_tokens, cached_tokens,
-             cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms,
-             cache, attempts, stream, usage_estimated, batch_id, guardrails)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-             ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
-    )?;
-    for r in records {
-        insert.execute(params![
-            to_sql(r.ts_ms),
-            r.request_id,
-            r.key_id,
-            r.key_name,
-            r.endpoint,
-            r.route,
-            r.model,
-            r.provider,
-            r.status,
-            to_sql(r.prompt_tokens),
-            to_sql(r.completion_tokens),
-            to_sql(r.cached_tokens),
-            to_sql(r.cache_write_tokens),
-            to_sql(r.reasoning_tokens),
-            to_sql(r.cost_nano_usd),
-            to_sql(r.latency_ms),
-            r.ttft_ms.map(to_sql),
-            r.cache,
-            r.attempts,
-            r.stream,
-            r.usage_estimated,
-            r.batch_id,
-            r.guardrails,
-        ])?;
+    let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut many = tx.prepare(&insert_sql(ROWS_PER_INSERT))?;
+        for chunk in chunks.by_ref() {
+            for (row, r) in chunk.iter().enumerate() {
+                bind(&mut many, row * COLUMNS, r)?;
+            }
+            many.raw_execute()?;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut one = tx.prepare(&insert_sql(1))?;
+        for r in rest {
+            bind(&mut one, 0, r)?;
+            one.raw_execute()?;
+        }
+    }
+    Ok(())
+}
+
+/// Binds `r` to the parameters after `at`, in [`RECORD_COLUMNS`]' order.
+fn bind(s: &mut Statement<'_>, at: usize, r: &SpendRecord) -> rusqlite::Result<()> {
+    let values: [&dyn ToSql; COLUMNS] = [
+        &to_sql(r.ts_ms),
+        &r.request_id,
+        &r.key_id,
+        &r.key_name,
+        &r.endpoint,
+        &r.route,
+        &r.model,
+        &r.provider,
+        &r.status,
+        &to_sql(r.prompt_tokens),
+        &to_sql(r.completion_tokens),
+        &to_sql(r.cached_tokens),
+        &to_sql(r.cache_write_tokens),
+        &to_sql(r.reasoning_tokens),
+        &to_sql(r.cost_nano_usd),
+        &to_sql(r.latency_ms),
+        &r.ttft_ms.map(to_sql),
+        &r.cache,
+        &r.attempts,
+        &r.stream,
+        &r.usage_estimated,
+        &r.batch_id,
+        &r.guardrails,
+    ];
+    for (i, v) in values.into_iter().enumerate() {
+        s.raw_bind_parameter(at + i + 1, v)?;
     }
     Ok(())
 }
@@ -64,7 +103,7 @@ fn insert(tx: &Transaction<'_>, records: &[SpendRecord]) -> rusqlite::Result<()>
 /// row's: a key renamed during the day).
 fn upsert_rollups(
     tx: &Transaction<'_>,
-    rollups: &HashMap<RollupKey, RollupSums>,
+    rollups: &HashMap<RollupKey<'_>, RollupSums<'_>>,
 ) -> rusqlite::Result<()> {
     let mut rollup = tx.prepare(
         "INSERT INTO spend_daily (day, key_id, key_name, model, provider, route,
@@ -109,7 +148,7 @@ fn upsert_rollups(
 /// The batch's spend added to each key's budget windows.
 fn upsert_windows(
     tx: &Transaction<'_>,
-    windows: &HashMap<(String, String), u64>,
+    windows: &HashMap<(&str, String), u64>,
 ) -> rusqlite::Result<()> {
     let mut window = tx.prepare(
         "INSERT INTO budget_spend (key_id, window, cost_nano_usd) VALUES (?1, ?2, ?3)
@@ -124,18 +163,18 @@ fn upsert_windows(
 
 /// The group a record adds to in `spend_daily`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct RollupKey {
+struct RollupKey<'a> {
     day: u64,
-    key_id: String,
-    model: String,
-    provider: String,
-    route: String,
+    key_id: &'a str,
+    model: &'a str,
+    provider: &'a str,
+    route: &'a str,
 }
 
 /// Sums of one roll-up group within a batch.
 #[derive(Debug, Clone, Default)]
-struct RollupSums {
-    key_name: String,
+struct RollupSums<'a> {
+    key_name: &'a str,
     requests: u64,
     errors: u64,
     prompt_tokens: u64,
@@ -147,25 +186,25 @@ struct RollupSums {
     latency_ms_sum: u64,
 }
 
-/// A batch's additions to `spend_daily` and `budget_spend`.
+/// A batch's additions to `spend_daily` and `budget_spend`, borrowing the records' text.
 #[derive(Debug, Default)]
-struct BatchSums {
-    rollups: HashMap<RollupKey, RollupSums>,
-    windows: HashMap<(String, String), u64>,
+struct BatchSums<'a> {
+    rollups: HashMap<RollupKey<'a>, RollupSums<'a>>,
+    windows: HashMap<(&'a str, String), u64>,
 }
 
-impl BatchSums {
-    fn add(&mut self, r: &SpendRecord) {
+impl<'a> BatchSums<'a> {
+    fn add(&mut self, r: &'a SpendRecord) {
         let key = RollupKey {
             day: r.ts_ms / DAY_MS,
-            key_id: r.key_id.clone().unwrap_or_default(),
-            model: r.model.clone().unwrap_or_default(),
-            provider: r.provider.clone().unwrap_or_default(),
-            route: r.route.clone().unwrap_or_default(),
+            key_id: r.key_id.as_deref().unwrap_or_default(),
+            model: r.model.as_deref().unwrap_or_default(),
+            provider: r.provider.as_deref().unwrap_or_default(),
+            route: r.route.as_deref().unwrap_or_default(),
         };
         let s = self.rollups.entry(key).or_default();
         if let Some(name) = &r.key_name {
-            s.key_name.clone_from(name);
+            s.key_name = name;
         }
         s.requests += 1;
         s.errors += u64::from(r.status >= 400);
@@ -179,7 +218,7 @@ impl BatchSums {
         if let (Some(id), true) = (&r.key_id, r.cost_nano_usd > 0) {
             for period in [BudgetPeriod::Total, BudgetPeriod::Day, BudgetPeriod::Month] {
                 let (window, _) = period.window(r.ts_ms);
-                *self.windows.entry((id.clone(), window)).or_default() += r.cost_nano_usd;
+                *self.windows.entry((id, window)).or_default() += r.cost_nano_usd;
             }
         }
     }

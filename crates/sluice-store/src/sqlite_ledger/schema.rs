@@ -25,8 +25,24 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     result
 }
 
-/// The migration, under the write lock: each version's step in turn, from the file's.
+/// The migration, under the write lock: each version's step in turn, from the file's; then
+/// the indexes no query needs dropped.
 fn migrate_locked(conn: &Connection) -> Result<(), StoreError> {
+    migrate_version(conn)?;
+    drop_unused_indexes(conn)
+}
+
+/// No query reads `spend_log` by key (reports group the log by a column over a time range,
+/// budget windows are in `budget_spend`), so the `(key_id, ts_ms)` index of the first
+/// schema only cost every record an index insert: dropped, without a version change, so
+/// that an older sluice still opens the file.
+fn drop_unused_indexes(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("DROP INDEX IF EXISTS spend_log_key_ts;")?;
+    Ok(())
+}
+
+/// Each version's step in turn, from the file's.
+fn migrate_version(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     match version {
         0 => {
@@ -109,7 +125,6 @@ fn create_v1(conn: &Connection) -> Result<(), StoreError> {
                      usage_estimated INTEGER NOT NULL
                  );
                  CREATE INDEX spend_log_ts ON spend_log (ts_ms);
-                 CREATE INDEX spend_log_key_ts ON spend_log (key_id, ts_ms);
                  CREATE TABLE spend_daily (
                      day INTEGER NOT NULL,
                      key_id TEXT NOT NULL,
