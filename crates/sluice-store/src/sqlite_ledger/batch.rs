@@ -1,23 +1,51 @@
 //! A batch's one transaction: its records, inserted many rows to a statement, and what they
 //! add to the daily roll-ups and to the budget windows, summed in memory first (so a batch
-//! of 512 records costs 16 inserts and a handful of upserts).
+//! of 512 records costs 16 inserts and a handful of upserts). The statements are prepared
+//! once, for the writer's life ([`Statements`]): the many-row insert takes longer to parse
+//! than a batch takes to insert.
 
 use crate::ledger::protocol::RECORD_COLUMNS;
 use crate::ledger::types::{BudgetPeriod, SpendRecord, DAY_MS};
 use crate::sql_int::to_sql;
-use rusqlite::{params, Connection, Statement, ToSql, Transaction};
+use rusqlite::{params, Connection, Statement, ToSql};
 use std::collections::HashMap;
 
+/// The writer's prepared statements, on its connection.
+pub(super) struct Statements<'c> {
+    /// [`ROWS_PER_INSERT`] records.
+    many: Statement<'c>,
+    /// One record.
+    one: Statement<'c>,
+    rollup: Statement<'c>,
+    window: Statement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    pub(super) fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(Self {
+            many: conn.prepare(&insert_sql(ROWS_PER_INSERT))?,
+            one: conn.prepare(&insert_sql(1))?,
+            rollup: conn.prepare(ROLLUP_SQL)?,
+            window: conn.prepare(WINDOW_SQL)?,
+        })
+    }
+}
+
 /// Writes `records` with their roll-ups and budget windows in one transaction.
-pub(super) fn write(conn: &mut Connection, records: &[SpendRecord]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    insert(&tx, records)?;
+pub(super) fn write(
+    conn: &Connection,
+    s: &mut Statements<'_>,
+    records: &[SpendRecord],
+) -> rusqlite::Result<()> {
+    // The writer is the connection's only user and nests no transaction.
+    let tx = conn.unchecked_transaction()?;
+    insert(s, records)?;
     let mut sums = BatchSums::default();
     for r in records {
         sums.add(r);
     }
-    upsert_rollups(&tx, &sums.rollups)?;
-    upsert_windows(&tx, &sums.windows)?;
+    upsert_rollups(&mut s.rollup, &sums.rollups)?;
+    upsert_windows(&mut s.window, &sums.windows)?;
     tx.commit()
 }
 
@@ -44,24 +72,17 @@ fn insert_sql(rows: usize) -> String {
 }
 
 /// The records: [`ROWS_PER_INSERT`] to a statement, the rest one by one.
-fn insert(tx: &Transaction<'_>, records: &[SpendRecord]) -> rusqlite::Result<()> {
+fn insert(s: &mut Statements<'_>, records: &[SpendRecord]) -> rusqlite::Result<()> {
     let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
-    if chunks.len() > 0 {
-        let mut many = tx.prepare(&insert_sql(ROWS_PER_INSERT))?;
-        for chunk in chunks.by_ref() {
-            for (row, r) in chunk.iter().enumerate() {
-                bind(&mut many, row * COLUMNS, r)?;
-            }
-            many.raw_execute()?;
+    for chunk in chunks.by_ref() {
+        for (row, r) in chunk.iter().enumerate() {
+            bind(&mut s.many, row * COLUMNS, r)?;
         }
+        s.many.raw_execute()?;
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut one = tx.prepare(&insert_sql(1))?;
-        for r in rest {
-            bind(&mut one, 0, r)?;
-            one.raw_execute()?;
-        }
+    for r in chunks.remainder() {
+        bind(&mut s.one, 0, r)?;
+        s.one.raw_execute()?;
     }
     Ok(())
 }
@@ -99,30 +120,36 @@ fn bind(s: &mut Statement<'_>, at: usize, r: &SpendRecord) -> rusqlite::Result<(
     Ok(())
 }
 
-/// The batch's sums added to their daily roll-up rows (a non-empty key name replaces the
-/// row's: a key renamed during the day).
+/// Adds a batch's sums to a daily roll-up row (a non-empty key name replaces the row's: a
+/// key renamed during the day).
+const ROLLUP_SQL: &str = "INSERT INTO spend_daily (day, key_id, key_name, model, provider, route,
+         requests, errors, prompt_tokens, completion_tokens, cached_tokens,
+         cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms_sum)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+     ON CONFLICT (day, key_id, model, provider, route) DO UPDATE SET
+         key_name = CASE WHEN excluded.key_name = '' THEN key_name
+                         ELSE excluded.key_name END,
+         requests = requests + excluded.requests,
+         errors = errors + excluded.errors,
+         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+         completion_tokens = completion_tokens + excluded.completion_tokens,
+         cached_tokens = cached_tokens + excluded.cached_tokens,
+         cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+         reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+         cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd,
+         latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum";
+
+/// Adds a batch's spend to a key's budget window.
+const WINDOW_SQL: &str = "INSERT INTO budget_spend (key_id, window, cost_nano_usd)
+     VALUES (?1, ?2, ?3)
+     ON CONFLICT (key_id, window) DO UPDATE SET
+         cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd";
+
+/// The batch's sums added to their daily roll-up rows.
 fn upsert_rollups(
-    tx: &Transaction<'_>,
+    rollup: &mut Statement<'_>,
     rollups: &HashMap<RollupKey<'_>, RollupSums<'_>>,
 ) -> rusqlite::Result<()> {
-    let mut rollup = tx.prepare(
-        "INSERT INTO spend_daily (day, key_id, key_name, model, provider, route,
-             requests, errors, prompt_tokens, completion_tokens, cached_tokens,
-             cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms_sum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-         ON CONFLICT (day, key_id, model, provider, route) DO UPDATE SET
-             key_name = CASE WHEN excluded.key_name = '' THEN key_name
-                             ELSE excluded.key_name END,
-             requests = requests + excluded.requests,
-             errors = errors + excluded.errors,
-             prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-             completion_tokens = completion_tokens + excluded.completion_tokens,
-             cached_tokens = cached_tokens + excluded.cached_tokens,
-             cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
-             reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
-             cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd,
-             latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
-    )?;
     for (k, s) in rollups {
         rollup.execute(params![
             to_sql(k.day),
@@ -147,14 +174,9 @@ fn upsert_rollups(
 
 /// The batch's spend added to each key's budget windows.
 fn upsert_windows(
-    tx: &Transaction<'_>,
+    window: &mut Statement<'_>,
     windows: &HashMap<(&str, String), u64>,
 ) -> rusqlite::Result<()> {
-    let mut window = tx.prepare(
-        "INSERT INTO budget_spend (key_id, window, cost_nano_usd) VALUES (?1, ?2, ?3)
-         ON CONFLICT (key_id, window) DO UPDATE SET
-             cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd",
-    )?;
     for ((key_id, w), cost) in windows {
         window.execute(params![key_id, w, to_sql(*cost)])?;
     }

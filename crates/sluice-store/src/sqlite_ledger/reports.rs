@@ -133,11 +133,12 @@ pub(super) fn window_spend(conn: &Connection, key_id: &str, window: &str) -> rus
 /// Deletes the raw records past `retention_days`, the roll-ups past
 /// `rollup_retention_days` (0: kept forever) and the budget windows that have ended.
 pub(super) fn purge(
-    conn: &mut Connection,
+    conn: &Connection,
     now: UnixMs,
     options: &LedgerOptions,
 ) -> rusqlite::Result<Purged> {
-    let tx = conn.transaction()?;
+    // The writer is the connection's only user and nests no transaction.
+    let tx = conn.unchecked_transaction()?;
     let mut purged = Purged::default();
     if options.retention_days > 0 {
         let horizon = now.saturating_sub(options.retention_days * DAY_MS);

@@ -29,7 +29,8 @@ pub(super) fn spawn(
         .name("sluice-sqlite-ledger".into())
         .spawn(move || {
             let mut w = Writer {
-                conn,
+                conn: &conn,
+                statements: None,
                 shared,
                 options,
                 draining: false,
@@ -38,8 +39,10 @@ pub(super) fn spawn(
         })
 }
 
-struct Writer {
-    conn: Connection,
+struct Writer<'c> {
+    conn: &'c Connection,
+    /// Prepared at the first batch, kept for the writer's life.
+    statements: Option<batch::Statements<'c>>,
     shared: Arc<Counters>,
     options: LedgerOptions,
     /// Stopping: write what is queued without waiting for more.
@@ -67,7 +70,7 @@ enum Next {
 
 // === impl Writer ===
 
-impl Writer {
+impl<'c> Writer<'c> {
     fn run(&mut self, rx: &mpsc::Receiver<Msg>) {
         self.maintain();
         let mut next_purge = Instant::now() + PURGE_INTERVAL;
@@ -94,7 +97,7 @@ impl Writer {
     }
 
     fn maintain(&mut self) {
-        match reports::purge(&mut self.conn, unix_now_ms(), &self.options) {
+        match reports::purge(self.conn, unix_now_ms(), &self.options) {
             Ok(p) if p != Purged::default() => tracing::debug!(?p, "sqlite ledger: purged"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sqlite ledger: purge failed"),
@@ -185,7 +188,15 @@ impl Writer {
     fn write(&mut self, records: &[SpendRecord]) {
         let n = records.len() as u64;
         self.shared.queued.fetch_sub(n, Relaxed);
-        match batch::write(&mut self.conn, records) {
+        let written = match &mut self.statements {
+            Some(s) => batch::write(self.conn, s, records),
+            None => batch::Statements::prepare(self.conn).and_then(|mut s| {
+                let written = batch::write(self.conn, &mut s, records);
+                self.statements = Some(s);
+                written
+            }),
+        };
+        match written {
             Ok(()) => {
                 self.shared.written.fetch_add(n, Relaxed);
             }
@@ -197,7 +208,7 @@ impl Writer {
     }
 
     fn answer(&mut self, query: Msg) {
-        let conn = &mut self.conn;
+        let conn = self.conn;
         match query {
             Msg::Report {
                 by,
