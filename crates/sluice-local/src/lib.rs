@@ -138,7 +138,7 @@ pub use gguf::{
 };
 pub use model::{
     ChatModel, ChatRequest, Completion, Engine, FinishReason, Generation, GenerationEvent,
-    KvCacheType, LoadOptions, SamplingParams, Usage, DEFAULT_CONTEXT_LENGTH,
+    KvCacheType, LoadOptions, SamplingParams, TokenLogprob, Usage, DEFAULT_CONTEXT_LENGTH,
 };
 pub use pool::{
     default_memory_budget, plan_eviction, Clock, GgufLoader, KeepAlive, Lease, Loaded, Loader,

@@ -53,7 +53,8 @@ use crate::tools::ToolFormat;
 use queue::{lock, QueueState, Shared};
 use sequence::Job;
 pub use types::{
-    ChatRequest, Completion, FinishReason, Generation, GenerationEvent, SamplingParams, Usage,
+    ChatRequest, Completion, FinishReason, Generation, GenerationEvent, SamplingParams,
+    TokenLogprob, Usage,
 };
 
 /// A loaded chat model.

@@ -11,7 +11,9 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use tokio::sync::mpsc;
 
 use super::calls::CallWatch;
-use super::types::{ChatRequest, Completion, FinishReason, GenerationEvent, SamplingParams, Usage};
+use super::types::{
+    ChatRequest, Completion, FinishReason, GenerationEvent, SamplingParams, TokenLogprob, Usage,
+};
 use crate::constrain::{Constraint, ConstraintError};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stop::StopBuffer;
@@ -63,6 +65,7 @@ pub(super) struct Sequence {
     stopped_by_string: bool,
     constraint: Option<Constraint>,
     watch: Option<CallWatch>,
+    logprobs: Vec<TokenLogprob>,
 }
 
 // === impl Sequence ===
@@ -92,6 +95,7 @@ impl Sequence {
             stopped_by_string: false,
             constraint: job.constraint.take(),
             watch: job.watch.take(),
+            logprobs: Vec::new(),
             job,
         }
     }
@@ -111,6 +115,7 @@ impl Sequence {
         if let Some(constraint) = &mut self.constraint {
             constraint.apply(&mut logits).map_err(constraint_error)?;
         }
+        let kept = self.job.request.logprobs.map(|_| logits.clone());
         let n = logits.len();
         let logits = Tensor::from_vec(logits, n, &Device::Cpu).map_err(Error::backend)?;
         let next = self.sampler.sample(&logits).map_err(Error::backend)?;
@@ -128,6 +133,10 @@ impl Sequence {
         }
         if !self.job.request.ignore_eos && tokenizer.stop_ids.contains(&next) {
             return Ok(Next::Finished(FinishReason::Stop));
+        }
+        if let (Some(logits), Some(top)) = (kept, self.job.request.logprobs) {
+            self.logprobs
+                .push(token_logprob(tokenizer, &logits, next, top));
         }
         let mut piece = self.utf8.push(tokenizer.token_bytes(next));
         if self.strip_space && !piece.is_empty() {
@@ -273,6 +282,7 @@ impl Sequence {
             finish_reason,
             calls,
             calls_complete,
+            logprobs: std::mem::take(&mut self.logprobs),
             usage: Usage {
                 prompt_tokens: self.job.prompt_ids.len(),
                 cached_prompt_tokens: self.cached,
@@ -301,6 +311,43 @@ impl Sequence {
     /// Sends an event; `false` when the caller went away.
     fn send(&self, event: GenerationEvent) -> bool {
         self.job.tx.send(Ok(event)).is_ok()
+    }
+}
+
+/// Token `id`'s log probability under `logits` (log-softmax), and the `top` likeliest.
+fn token_logprob(tokenizer: &GgufTokenizer, logits: &[f32], id: u32, top: usize) -> TokenLogprob {
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits
+        .iter()
+        .filter(|x| x.is_finite())
+        .map(|&x| (x - max).exp())
+        .sum();
+    let lse = max + sum.ln();
+    let logprob = |i: usize| logits[i] - lse;
+    let mut best: Vec<usize> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (i, x) in logits.iter().enumerate() {
+            if !x.is_finite() {
+                continue;
+            }
+            if best.len() < top || *x > logits[best[best.len() - 1]] {
+                let at = best.partition_point(|&b| logits[b] >= *x);
+                best.insert(at, i);
+                best.truncate(top);
+            }
+        }
+    }
+    TokenLogprob {
+        bytes: tokenizer.token_bytes(id).to_vec(),
+        logprob: logprob(id as usize),
+        top: best
+            .into_iter()
+            .map(|i| (tokenizer.token_bytes(i as u32).to_vec(), logprob(i)))
+            .collect(),
     }
 }
 

@@ -50,6 +50,21 @@ pub struct ChatRequest {
     /// The model may call tools: calls are watched for, constrained and streamed as
     /// [`GenerationEvent::Call`].
     pub tool_calls: Option<ToolCalls>,
+    /// Log probabilities of the sampled tokens, with this many likeliest alternatives each
+    /// ([`Completion::logprobs`]).
+    pub logprobs: Option<usize>,
+}
+
+/// A sampled token's log probability (natural log, of the model's distribution at
+/// temperature 1, after a constraint's mask), with the likeliest alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's bytes (a piece of a character when it splits one).
+    pub bytes: Vec<u8>,
+    /// Its log probability.
+    pub logprob: f32,
+    /// The likeliest tokens at that position, most likely first: bytes and log probability.
+    pub top: Vec<(Vec<u8>, f32)>,
 }
 
 /// Why generation ended.
@@ -86,7 +101,7 @@ pub struct Usage {
 }
 
 /// The result of a finished generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     /// The generated text (all deltas concatenated; calls are not text).
     pub text: String,
@@ -99,6 +114,8 @@ pub struct Completion {
     pub calls: Vec<String>,
     /// Whether the last call is complete.
     pub calls_complete: bool,
+    /// With [`ChatRequest::logprobs`]: each sampled token's, end-of-turn tokens excepted.
+    pub logprobs: Vec<TokenLogprob>,
     /// Every sampled token id, in order.
     pub token_ids: Vec<u32>,
     /// How long the request waited in the queue for a slot.
@@ -106,7 +123,7 @@ pub struct Completion {
 }
 
 /// One item of a [`Generation`] stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum GenerationEvent {
     /// New text, always valid UTF-8 and never part of a stop string.
     Delta(String),

@@ -262,7 +262,13 @@ async fn parameters_a_local_model_cannot_honour_are_refused_by_name() {
         (json!({"n": 0}), "n"),
         (json!({"n": 2, "stream": true}), "n"),
         (json!({"n": 2, "tools": tool}), "n"),
-        (json!({"logprobs": true}), "logprobs"),
+        (json!({"logprobs": true, "stream": true}), "logprobs"),
+        (json!({"logprobs": true, "tools": tool}), "logprobs"),
+        (json!({"top_logprobs": 3}), "top_logprobs"),
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
     ] {
         let r = post_json(&url, chat("tiny", extra.clone()), &[])
             .await

@@ -384,3 +384,65 @@ async fn n_choices_are_each_what_one_alone_would_be() {
     }
     assert_eq!(v["usage"]["completion_tokens"], completion_tokens, "{v}");
 }
+
+/// `logprobs` with `top_logprobs` on a local model, greedy: each token's log probability is
+/// the likeliest of its alternatives (listed most likely first), the tokens make the text,
+/// and with `n` each choice has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprobs_are_the_sampled_tokens_with_their_alternatives() {
+    let models = format!(
+        "[[models]]\nname = \"tiny\"\nprovider = \"here\"\npath = \"{}\"\n",
+        model_file("logprobs", TestArch::Llama).display()
+    );
+    let (_fake, gw) = gateway("", &models).await;
+    let url = gw.url("/v1/chat/completions");
+    let r = post_json(
+        &url,
+        chat(
+            "tiny",
+            json!({"logprobs": true, "top_logprobs": 3, "max_tokens": 10, "n": 2}),
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    for choice in v["choices"].as_array().unwrap() {
+        let content = choice["logprobs"]["content"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"));
+        assert!(!content.is_empty(), "{v}");
+        let mut bytes = Vec::new();
+        for t in content {
+            let logprob = t["logprob"].as_f64().unwrap();
+            assert!(logprob <= 0.0, "{t}");
+            let top = t["top_logprobs"].as_array().unwrap();
+            assert_eq!(top.len(), 3, "{t}");
+            assert_eq!(
+                top[0]["token"], t["token"],
+                "greedy takes the likeliest: {t}"
+            );
+            assert!((top[0]["logprob"].as_f64().unwrap() - logprob).abs() < 1e-6);
+            assert!(top
+                .windows(2)
+                .all(|w| w[0]["logprob"].as_f64() >= w[1]["logprob"].as_f64()));
+            bytes.extend(
+                t["bytes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.as_u64().unwrap() as u8),
+            );
+        }
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            choice["message"]["content"].as_str().unwrap(),
+            "{v}"
+        );
+    }
+    let r = post_json(&url, chat("tiny", json!({"max_tokens": 4})), &[])
+        .await
+        .unwrap();
+    assert!(r.json()["choices"][0]["logprobs"].is_null());
+}

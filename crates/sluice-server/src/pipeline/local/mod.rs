@@ -73,6 +73,7 @@ pub async fn chat(
         .as_chat()
         .ok_or_else(|| wrong_kind(model, ModelKind::Embedding))?;
     let tool_call = tools::prepare(tools, chat.tool_format(), &mut request)?;
+    let logprobs = request.logprobs.is_some();
     if n > 1 {
         return choices(chat, request, n as usize, model, local, upstream).await;
     }
@@ -87,7 +88,10 @@ pub async fn chat(
             m.queue_wait.observe(done.queue_wait);
         }
         let usage = usage_of(done.usage);
-        let body = whole_body(&writer.id, model, tool_call.as_ref(), &done, &usage);
+        let mut body = whole_body(&writer.id, model, tool_call.as_ref(), &done, &usage);
+        if logprobs {
+            body = with_logprobs(&body, &done);
+        }
         return Ok(Answer::json(Bytes::from(body), Some(usage)));
     }
     let events = generation.into_receiver();
@@ -209,7 +213,7 @@ async fn choices(
             "index": index,
             "message": {"role": "assistant", "content": d.text},
             "finish_reason": d.finish_reason.as_str(),
-            "logprobs": null,
+            "logprobs": write::logprobs_json(request.logprobs.is_some(), &d.logprobs),
         }));
     }
     let mut body: serde_json::Value =
@@ -218,6 +222,15 @@ async fn choices(
     body["id"] = format!("chatcmpl-local-{:016x}", sluice_core::rng::next_u64()).into();
     body["choices"] = choices.into();
     Ok(Answer::json(Bytes::from(body.to_string()), Some(usage)))
+}
+
+/// A whole answer with its tokens' `logprobs`.
+fn with_logprobs(body: &[u8], done: &sluice_local::Completion) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.to_vec();
+    };
+    v["choices"][0]["logprobs"] = write::logprobs_json(true, &done.logprobs);
+    v.to_string().into_bytes()
 }
 
 /// A whole answer: text, or the calls (and the text before them).

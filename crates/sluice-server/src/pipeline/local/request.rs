@@ -19,6 +19,8 @@ struct ChatExtras {
     n: Option<u64>,
     #[serde(default)]
     logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<u64>,
     /// Not OpenAI's, but llama.cpp's, Ollama's and vLLM's: sample from the `top_k` likeliest.
     #[serde(default)]
     top_k: Option<u64>,
@@ -43,7 +45,7 @@ pub(super) struct LocalChat {
 
 /// The chat of an OpenAI request, for a local model. What a local model cannot do is refused
 /// with a 400 naming the parameter, never silently dropped: a JSON schema outside the
-/// supported subset, `logprobs`; the tools are checked here and fitted to the
+/// supported subset, `logprobs` streamed or with tools; the tools are checked here and fitted to the
 /// model's tool format once it is loaded ([`super::tools::prepare`]).
 pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
     let r: sluice_types::openai::ChatCompletionRequest =
@@ -76,12 +78,7 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
     if extras.n == Some(0) {
         return Err(invalid("`n` must be at least 1".into(), "n"));
     }
-    if extras.logprobs == Some(true) {
-        return Err(invalid(
-            "local models do not return `logprobs`".into(),
-            "logprobs",
-        ));
-    }
+    let logprobs = logprobs_of(&extras, r.stream.unwrap_or(false), offers(&tools))?;
     let messages = messages_of(&r.messages);
     let mut req = ChatRequest {
         messages,
@@ -94,6 +91,7 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
             .map(sluice_types::openai::Stop::into_vec)
             .unwrap_or_default(),
         constraint,
+        logprobs,
         ..ChatRequest::default()
     };
     req.sampling.temperature = r.temperature;
@@ -112,6 +110,34 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
         tools,
         n: extras.n.unwrap_or(1),
     })
+}
+
+/// `logprobs` and `top_logprobs` (0 to 20, only with `logprobs`): the alternatives asked per
+/// token. Local models give them in whole answers without tools.
+fn logprobs_of(extras: &ChatExtras, stream: bool, tools: bool) -> Result<Option<usize>, Error> {
+    let top = extras.top_logprobs;
+    if extras.logprobs != Some(true) {
+        if top.is_some_and(|t| t > 0) {
+            return Err(invalid(
+                "`top_logprobs` needs `logprobs: true`".into(),
+                "top_logprobs",
+            ));
+        }
+        return Ok(None);
+    }
+    if top.is_some_and(|t| t > 20) {
+        return Err(invalid(
+            "`top_logprobs` must be between 0 and 20".into(),
+            "top_logprobs",
+        ));
+    }
+    if stream || tools {
+        return Err(invalid(
+            "local models return `logprobs` in whole answers without tools (`stream: false`, no `tools` or `tool_choice: none`)".into(),
+            "logprobs",
+        ));
+    }
+    Ok(Some(top.unwrap_or(0) as usize))
 }
 
 /// The conversation as the chat template reads it: roles, text, an assistant's calls (their

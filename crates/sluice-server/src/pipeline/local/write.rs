@@ -119,3 +119,30 @@ pub(super) fn rerank_body(
     })
     .to_string()
 }
+
+/// A choice's `logprobs` in OpenAI's shape: `{"content": [{token, logprob, bytes,
+/// top_logprobs}]}`, or `null` when they were not asked for.
+pub(super) fn logprobs_json(
+    asked: bool,
+    tokens: &[sluice_local::TokenLogprob],
+) -> serde_json::Value {
+    if !asked {
+        return serde_json::Value::Null;
+    }
+    let entry = |bytes: &[u8], logprob: f32| {
+        serde_json::json!({
+            "token": String::from_utf8_lossy(bytes),
+            "logprob": logprob,
+            "bytes": bytes,
+        })
+    };
+    let content: Vec<serde_json::Value> = tokens
+        .iter()
+        .map(|t| {
+            let mut e = entry(&t.bytes, t.logprob);
+            e["top_logprobs"] = t.top.iter().map(|(b, l)| entry(b, *l)).collect();
+            e
+        })
+        .collect();
+    serde_json::json!({ "content": content })
+}
