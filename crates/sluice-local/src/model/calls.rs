@@ -173,6 +173,53 @@ fn held_prefix(text: &str, marker: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::constrain::Grammar;
+    use crate::tools::ToolFormat;
+
+    fn watch(format: ToolFormat, parallel: bool) -> CallWatch {
+        let bytes: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        let trie = TokenTrie::new(bytes.len(), |id| bytes[id as usize].as_slice(), &[]);
+        let schema = serde_json::json!({"type": "object", "properties": {"name": {"const": "f"}}});
+        let spec = ToolCalls {
+            start: format.start(),
+            grammar: Arc::new(Grammar::from_json_schema(&schema).expect("compiles")),
+            parallel,
+        };
+        CallWatch::new(spec, Arc::new(trie))
+    }
+
+    #[test]
+    fn a_marker_splits_text_from_a_call_and_later_text_is_dropped() {
+        let mut w = watch(ToolFormat::Hermes, true);
+        assert_eq!(w.push_text("Sure <tool").content, "Sure ");
+        let routed = w.push_text("_call>\n{\"na");
+        assert_eq!(
+            (routed.content.as_str(), routed.call.as_deref()),
+            ("", Some("\n{\"na"))
+        );
+        assert!(w.in_call());
+        assert!(w.constraint("\n{\"na").is_ok());
+        w.end_call();
+        // The closing marker and what follows are dropped; another call may start.
+        assert_eq!(w.push_text("\n</tool_call>\nok").content, "");
+        assert_eq!(w.push_text("<tool_call>{").call.as_deref(), Some("{"));
+        assert_eq!(w.finish(), "");
+    }
+
+    #[test]
+    fn a_leading_call_must_open_the_answer() {
+        let mut w = watch(ToolFormat::Llama3, false);
+        assert_eq!(w.push_text("  ").content, "");
+        assert_eq!(w.push_text("{\"name").call.as_deref(), Some("{\"name"));
+        let mut text = watch(ToolFormat::Llama3, false);
+        assert_eq!(text.push_text(" Hi {").content, " Hi {");
+        assert!(!text.in_call());
+        // A start that cannot be a call becomes text and ends the watch.
+        let mut bad = watch(ToolFormat::Hermes, true);
+        assert!(bad.push_text("<tool_call>]").call.is_some());
+        assert_eq!(bad.constraint("]").err().as_deref(), Some("<tool_call>]"));
+        assert_eq!(bad.push_text("<tool_call>").content, "<tool_call>");
+    }
 
     #[test]
     fn held_prefix_finds_a_marker_start() {
