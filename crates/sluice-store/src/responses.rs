@@ -58,7 +58,8 @@ macro_rules! both {
 // === impl Backend ===
 
 impl Backend {
-    /// Stores `r` (replacing a row of its id), then, with `purge_before`, deletes up to
+    /// Stores `r` (replacing a row of its id and owner; a row of its id and another owner
+    /// stays as it was, and `r` is not stored), then, with `purge_before`, deletes up to
     /// [`PURGE_BATCH`] rows expired by then. Started at once.
     pub fn put(&self, r: StoredResponse, purge_before: Option<u64>) -> Pending {
         both!(self, b => Box::pin(b.put(r, purge_before)))

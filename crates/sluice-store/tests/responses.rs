@@ -109,6 +109,23 @@ async fn exercise(store: &ResponseStore) {
     assert_eq!(store.get(&id, &Owner::Master).await.expect("get"), None);
     assert!(!store.delete(&id, &bob).await.expect("delete"));
     assert_eq!(store.get("resp_../x", &alice).await.expect("bad id"), None);
+    // The same id from another owner (an upstream's ids are not sluice's to choose) never
+    // replaces the first owner's response; the same owner's replaces it.
+    store
+        .put(new(&id, &bob, Some(content("bob's"))))
+        .await
+        .expect("put");
+    let got = store
+        .get(&id, &alice)
+        .await
+        .expect("get")
+        .expect("still alice's");
+    assert_eq!(got.kept, Kept::Content(content("one")));
+    assert_eq!(store.get(&id, &bob).await.expect("get"), None);
+    store
+        .put(new(&id, &alice, Some(content("one"))))
+        .await
+        .expect("put again");
 
     // `store: false` and too large: known, without content, not deletable.
     let off = format!("{id}_off");

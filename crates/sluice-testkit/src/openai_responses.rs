@@ -18,7 +18,8 @@ pub(crate) fn answer(id: u64, body: Option<&Value>, behavior: &Behavior) -> Answ
         .unwrap_or(responses::FAKE_MODEL_ID);
     let stream = field("stream") == Some(&Value::Bool(true));
     let r = Response {
-        id: format!("resp_fake_{id}"),
+        // Unique across fakes, as OpenAI's are: gateways store responses by these ids.
+        id: format!("resp_fake_{id}_{:016x}", unique(id)),
         item_id: format!("msg_fake_{id}"),
         model: model.to_owned(),
         store: field("store").and_then(Value::as_bool).unwrap_or(true),
@@ -126,6 +127,12 @@ pub(crate) fn answer(id: u64, body: Option<&Value>, behavior: &Behavior) -> Answ
         events: events.0,
         endless: None,
     }
+}
+
+/// A number no other fake (of any process) is likely to pair with `id`.
+fn unique(id: u64) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one((id, std::process::id()))
 }
 
 /// The events written so far, numbered.

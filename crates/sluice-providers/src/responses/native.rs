@@ -164,6 +164,29 @@ struct InPart<'a> {
     refusal: Option<Cow<'a, str>>,
 }
 
+/// The `id` of a native `response` object: read off its first bytes when it starts as
+/// OpenAI writes it (`{"id":"..."`), else parsed.
+pub fn response_id(response: &[u8]) -> Result<String, String> {
+    let fast = response
+        .trim_ascii_start()
+        .strip_prefix(b"{\"id\":\"")
+        .and_then(|rest| {
+            let end = memchr::memchr2(b'"', b'\\', rest)?;
+            (rest[end] == b'"').then(|| std::str::from_utf8(&rest[..end]).ok())?
+        });
+    if let Some(id) = fast {
+        return Ok(id.to_owned());
+    }
+    #[derive(Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+    }
+    serde_json::from_slice::<Id<'_>>(response)
+        .map(|r| r.id.into_owned())
+        .map_err(|e| format!("invalid response object: {e}"))
+}
+
 /// Reads a native `response` object for what is kept of it. Output items other than
 /// messages and function calls (reasoning, built-in tools' calls) have no chat form and
 /// are kept only in the stored response object.
@@ -581,6 +604,19 @@ mod tests {
         assert!(h.carries_response());
         assert!(!head(fast).carries_response());
         assert_eq!(head(br#"{"error":{"message":"x"}}"#).kind, None);
+    }
+
+    #[test]
+    fn a_response_id_is_read_off_the_first_bytes_or_parsed() {
+        assert_eq!(
+            response_id(br#"{"id":"resp_1","object":"response"}"#).unwrap(),
+            "resp_1"
+        );
+        assert_eq!(
+            response_id(br#"{"object":"response", "id": "resp_2"}"#).unwrap(),
+            "resp_2"
+        );
+        assert!(response_id(br#"{"object":"response"}"#).is_err());
     }
 
     #[test]

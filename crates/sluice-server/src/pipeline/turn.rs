@@ -123,14 +123,21 @@ impl Turn {
             Some(id) => native::restore_previous(&body, id).map_or(body, Bytes::from),
             None => body,
         };
-        let kept = native::kept(&body)?;
+        // Without `store`, only the id is kept: the answer is not read for its message.
+        let (id, assistant, response) = match self.keeping {
+            Some(_) => {
+                let kept = native::kept(&body)?;
+                (kept.id, kept.assistant, body.to_vec())
+            }
+            None => (native::response_id(&body)?, Vec::new(), Vec::new()),
+        };
         let pending = conversations::keep(
             &self.store,
-            kept.id,
+            id,
             self.owner.clone(),
             self.keeping.take(),
-            body.to_vec(),
-            &kept.assistant,
+            response,
+            &assistant,
         );
         Ok((body, pending))
     }

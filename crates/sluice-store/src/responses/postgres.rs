@@ -65,8 +65,9 @@ impl PgResponses {
             c.execute(
                 "INSERT INTO responses (id, owner, created_at, expires_at, withheld, response,
                  input_items, conversation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (id) DO UPDATE SET owner = $2, created_at = $3, expires_at = $4,
-                 withheld = $5, response = $6, input_items = $7, conversation = $8",
+                 ON CONFLICT (id) DO UPDATE SET created_at = $3, expires_at = $4,
+                 withheld = $5, response = $6, input_items = $7, conversation = $8
+                 WHERE responses.owner = $2",
                 &[
                     &r.id,
                     &r.owner.as_stored(),
