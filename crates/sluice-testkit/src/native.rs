@@ -214,7 +214,14 @@ pub(crate) fn answer(api: &Api, id: u64, body: Option<&Value>, behavior: &Behavi
         }
         Api::GeminiEmbed => Answer::Whole(gemini_embed(body)),
         Api::OllamaEmbed => Answer::Whole(ollama_embed(body)),
-        Api::Responses => crate::openai_responses::answer(id, body, behavior),
+        Api::Responses => match crate::openai_responses::answer(id, body, behavior) {
+            crate::openai_responses::Answer::Whole(b) => Answer::Whole(b),
+            crate::openai_responses::Answer::Events(events) => Answer::Stream {
+                content_type: "text/event-stream",
+                events,
+                endless: None,
+            },
+        },
     }
 }
 

@@ -5,10 +5,17 @@
 //! `response.completed`, each `event: <type>` with its `sequence_number`.
 
 use crate::behavior::{Behavior, FakeToolCall, FakeUsage};
-use crate::native::Answer;
 use crate::responses::{self, COMPLETION_TOKENS, PROMPT_TOKENS};
 use bytes::Bytes;
 use serde_json::{json, Value};
+
+/// How the fake answers a Responses request.
+pub(crate) enum Answer {
+    /// A whole `response` object.
+    Whole(Bytes),
+    /// The event sequence, one item per SSE event.
+    Events(Vec<Bytes>),
+}
 
 /// The answer to a Responses request `body` (request `id` of the fake), under `behavior`.
 pub(crate) fn answer(id: u64, body: Option<&Value>, behavior: &Behavior) -> Answer {
@@ -122,11 +129,7 @@ pub(crate) fn answer(id: u64, body: Option<&Value>, behavior: &Behavior) -> Answ
         "response.completed",
         json!({"response": r.object("completed", vec![item])}),
     );
-    Answer::Stream {
-        content_type: "text/event-stream",
-        events: events.0,
-        endless: None,
-    }
+    Answer::Events(events.0)
 }
 
 /// A number no other fake (of any process) is likely to pair with `id`.
