@@ -173,6 +173,10 @@ pub enum StreamFault {
     Upstream(String),
     /// The upstream closed the stream before it finished.
     Cut,
+    /// The upstream ended the stream with a failure event of its own format, which the
+    /// client got (a native Responses stream's `response.failed`): a failure, with nothing
+    /// more to send.
+    Reported(String),
 }
 
 /// The events of a stream passed through.
@@ -258,6 +262,8 @@ struct Seen {
     /// The message of an error event the upstream sent in the stream (`data: {"error":
     /// {...}}`, as OpenAI and vLLM report a failure midway): the stream ends there.
     upstream_error: Option<String>,
+    /// The message of a failure event passed on to the client ([`StreamFault::Reported`]).
+    reported_failure: Option<String>,
 }
 
 impl Seen {
@@ -357,6 +363,9 @@ impl Seen {
         {
             self.content_events += 1;
         }
+        if kind == "response.failed" {
+            self.reported_failure = Some(crate::responses::native::failure_message(data));
+        }
         if crate::responses::native::ends_stream(kind) {
             self.done = true;
             if let Some(u) = crate::responses::native::event_usage(data) {
@@ -389,7 +398,11 @@ impl StreamReader {
         } = *decoder
         {
             let pushed = scanner.push(data, |ev| seen.observe(ev, strip_usage, events));
-            let fault = seen.upstream_error.take().map(StreamFault::Upstream);
+            let fault = seen
+                .upstream_error
+                .take()
+                .map(StreamFault::Upstream)
+                .or_else(|| seen.reported_failure.take().map(StreamFault::Reported));
             return match pushed {
                 Ok(out) if out.is_empty() => (None, fault),
                 Ok(out) => (Some(out), fault),
@@ -560,6 +573,15 @@ mod tests {
         let mut r = Reader::Responses.stream("m", 1 << 16);
         let (_, fault) = all(&mut r, &[created, delta]);
         assert_eq!(fault, Some(StreamFault::Cut));
+        let failed = b"event: response.failed\ndata: {\"type\":\"response.failed\",\"sequence_number\":2,\"response\":{\"id\":\"r\",\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"model crashed\"}}}\n\n";
+        let mut r = Reader::Responses.stream("m", 1 << 16);
+        let (out, fault) = all(&mut r, &[created, failed]);
+        assert_eq!(fault, Some(StreamFault::Reported("model crashed".into())));
+        assert_eq!(
+            out.len(),
+            created.len() + failed.len(),
+            "the failure event passes on"
+        );
         let error = b"event: error\ndata: {\"type\":\"error\",\"sequence_number\":2,\"code\":\"server_error\",\"message\":\"overloaded\",\"param\":null}\n\n";
         let mut r = Reader::Responses.stream("m", 1 << 16);
         let (out, fault) = all(&mut r, &[created, error]);

@@ -457,3 +457,38 @@ fallback_response = "We are busy, please retry in a minute."
         "{raw}"
     );
 }
+
+#[tokio::test]
+async fn a_native_response_failed_event_is_passed_on_and_counted_as_a_failure() {
+    let (fake, gw) = native().await;
+    let failed = r#"{"type":"response.failed","sequence_number":1,"response":{"id":"resp_up_failed","object":"response","status":"failed","error":{"code":"server_error","message":"The model crashed."},"output":[],"usage":{"input_tokens":7,"output_tokens":0,"total_tokens":7}}}"#;
+    fake.push(Behavior::new().with_replay([
+        r#"event: response.created
+data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_up_failed","object":"response","status":"in_progress","output":[]}}
+
+"#
+        .to_owned(),
+        format!("event: response.failed\ndata: {failed}\n\n"),
+    ]));
+    let mut s = post_stream(
+        &gw.url("/v1/responses"),
+        json!({"model": "m", "input": "hi", "stream": true}).to_string(),
+        &[],
+    )
+    .await
+    .unwrap();
+    let id = s.header("x-request-id").unwrap().to_owned();
+    let raw = String::from_utf8(s.collect_body().await.unwrap().to_vec()).unwrap();
+    let all = events(&raw);
+    let names: Vec<&str> = all.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["response.created", "response.failed"], "{raw}");
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let records = ledger.export(0).await.unwrap();
+    let rec = records.iter().find(|r| r.request_id == id).unwrap();
+    assert_eq!(rec.status, 502, "a failure, not a success");
+    assert_eq!(rec.prompt_tokens, 7);
+    // A failed response is not stored.
+    let stored = get(&gw.url("/v1/responses/resp_up_failed")).await.unwrap();
+    assert_eq!(stored.status, 404);
+}

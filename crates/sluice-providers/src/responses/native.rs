@@ -256,6 +256,25 @@ pub fn error_message(data: &[u8]) -> String {
     }
 }
 
+/// The `response.error.message` of a native stream's `response.failed` event.
+pub fn failure_message(data: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Failed<'a> {
+        #[serde(borrow)]
+        response: FailedResponse<'a>,
+    }
+    #[derive(Deserialize)]
+    struct FailedResponse<'a> {
+        #[serde(default, borrow)]
+        error: Option<InError<'a>>,
+    }
+    serde_json::from_slice::<Failed<'_>>(data)
+        .ok()
+        .and_then(|f| f.response.error)
+        .and_then(|e| e.message.map(Cow::into_owned))
+        .unwrap_or_else(|| "the response failed".to_owned())
+}
+
 /// The kinds of event that end a native stream.
 pub fn ends_stream(kind: &str) -> bool {
     matches!(

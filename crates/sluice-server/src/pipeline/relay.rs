@@ -142,6 +142,13 @@ impl Relay {
     fn fault(&mut self, fault: StreamFault) {
         let p = &self.provider;
         let (kind, message, code) = match fault {
+            // The client has the upstream's own failure event: counted, nothing added.
+            StreamFault::Reported(_) => {
+                self.metrics().upstream_error(UpstreamError::StreamCut);
+                self.ended = true;
+                self.failed = true;
+                return;
+            }
             StreamFault::TooLarge(limit) => (
                 UpstreamError::Protocol,
                 format!("upstream `{p}` sent an event larger than {limit} bytes (`server.max_event_bytes`)"),
