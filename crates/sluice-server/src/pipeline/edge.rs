@@ -67,7 +67,7 @@ impl Edge {
 
     /// A Responses API request as native upstreams are sent it (`None` for other
     /// protocols).
-    pub(super) fn native_body(&self) -> Option<&Bytes> {
+    pub(super) fn native_body(&self) -> Option<Result<Bytes, Error>> {
         match self {
             Self::Responses(turn) => Some(turn.native_body()),
             Self::OpenAi | Self::Anthropic { .. } => None,

@@ -115,11 +115,12 @@ async fn run<B: ClientBody>(
     let first = parse(op, &body, &upload)?;
     identity.check_model(first.model())?;
     let resolved = state.resolve(first.model())?;
-    let native_body = edge.native_body().cloned();
+    let native_body = match state.may_answer_natively(resolved) {
+        true => edge.native_body().transpose()?,
+        false => None,
+    };
     let native_only = edge.native_only().cloned();
-    let native = native_body
-        .as_ref()
-        .filter(|_| state.may_answer_natively(resolved));
+    let native = native_body.as_ref();
     only_natively(native, native_only.as_ref())?;
     let asked = Asked {
         endpoint,

@@ -23,8 +23,11 @@ use super::reframe::{Reframed, Watched};
 
 /// A Responses API request: what its answer echoes and what is stored of it.
 pub(super) struct Turn {
-    /// The request as native upstreams are sent it (its `previous_response_id` expanded).
-    native: Bytes,
+    /// The request as the client sent it.
+    raw: Bytes,
+    /// What its `previous_response_id` named: the stored input items and response object
+    /// a native upstream's request is expanded with.
+    earlier: Option<(Bytes, Bytes)>,
     /// What only a native upstream can honour: the 400 of a translated try.
     native_only: Option<inbound::BadRequest>,
     echo: Echo,
@@ -67,21 +70,9 @@ impl Turn {
             }
             None => None,
         };
-        let native = match &previous {
-            Some(p) => {
-                let earlier = Earlier {
-                    input_items: &p.input_items,
-                    response: &p.response,
-                };
-                Bytes::from(
-                    native::expand(raw, earlier)
-                        .map_err(|e| invalid(e, Some("previous_response_id")))?,
-                )
-            }
-            None => raw.clone(),
-        };
         let turn = Self {
-            native,
+            raw: raw.clone(),
+            earlier: previous.map(|p| (p.input_items, p.response)),
             native_only: t.native_only,
             echo: t.echo,
             owner,
@@ -105,9 +96,20 @@ impl Turn {
         Ok((whole.body, pending))
     }
 
-    /// The request as native upstreams are sent it.
-    pub(super) fn native_body(&self) -> &Bytes {
-        &self.native
+    /// The request as native upstreams are sent it: as sent, or with its
+    /// `previous_response_id` expanded (done only for a request a native upstream may
+    /// answer).
+    pub(super) fn native_body(&self) -> Result<Bytes, Error> {
+        let Some((input_items, response)) = &self.earlier else {
+            return Ok(self.raw.clone());
+        };
+        let earlier = Earlier {
+            input_items,
+            response,
+        };
+        native::expand(&self.raw, earlier)
+            .map(Bytes::from)
+            .map_err(|e| invalid(e, Some("previous_response_id")))
     }
 
     /// What only a native upstream can honour, if the request asks for any of it.
