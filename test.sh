@@ -9,10 +9,12 @@ cd "$(dirname "$0")"
 PYENV="$PWD/target/pyenv"
 # kubernetes-validate checks deploy/k8s against the Kubernetes schemas (crates/sluice/tests/deploy.rs).
 # Playwright drives Chromium through the web console (crates/sluice-server/tests/console.rs).
-if ! "$PYENV/bin/python" -c 'import openai, anthropic, kubernetes_validate, playwright' >/dev/null 2>&1; then
+# opentelemetry-proto's generated classes decode the OTLP traces sluice sends
+# (crates/sluice-server/tests/traces.rs).
+if ! "$PYENV/bin/python" -c 'import openai, anthropic, kubernetes_validate, playwright, opentelemetry.proto' >/dev/null 2>&1; then
   python3 -m venv "$PYENV"
   "$PYENV/bin/python" -m pip install -q --disable-pip-version-check 'openai>=1.40,<3' 'anthropic>=0.40,<1' \
-    'kubernetes-validate>=1.31,<2' 'playwright>=1.40,<2'
+    'kubernetes-validate>=1.31,<2' 'playwright>=1.40,<2' 'opentelemetry-proto>=1.20,<2'
 fi
 export SLUICE_PYTHON="$PYENV/bin/python"
 export SLUICE_REQUIRE_PYTHON_SDK=1

@@ -293,6 +293,31 @@ impl Breaker {
         opened
     }
 
+    /// The deployment's active health check failed (as many times in a row as configured):
+    /// opens a closed breaker at `now` for a cooldown, as if requests had failed, and a
+    /// half-open one whose probe is not out (its cooldown is then counted from `now`). An
+    /// open breaker still cooling down is left as it is. Returns `true` when it opened a
+    /// closed breaker.
+    pub fn trip(&self, now: Instant) -> bool {
+        let mut inner = self.lock();
+        let cooled = inner
+            .opened_at
+            .is_none_or(|at| now >= at + self.config.cooldown);
+        let reopen = match inner.state {
+            BreakerState::Closed => true,
+            BreakerState::Open => cooled && !inner.probe_out,
+            BreakerState::HalfOpen => !inner.probe_out,
+        };
+        if !reopen {
+            return false;
+        }
+        let was_closed = inner.state == BreakerState::Closed;
+        inner.state = BreakerState::Open;
+        inner.opened_at = Some(now);
+        inner.probe_elsewhere_until = None;
+        was_closed
+    }
+
     /// The upstream answered 429: skip the deployment until `until`; not a failure.
     pub fn rate_limited(&self, until: Instant, permit: Permit) {
         let mut inner = self.lock();
@@ -432,6 +457,30 @@ mod tests {
         b.success(t0 + MS(510), probe);
         assert_eq!(b.state(t0 + MS(510)), BreakerState::Closed);
         assert_eq!(b.try_acquire(t0 + MS(511)), Ok(Permit { probe: false }));
+    }
+
+    #[test]
+    fn a_failed_health_check_trips_a_closed_breaker_and_its_probe_closes_it() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        assert!(b.trip(t0));
+        assert_eq!(b.try_acquire(t0 + MS(10)), Err(Refusal::Open));
+        // Still cooling down: a second trip changes nothing (the opening keeps its end).
+        assert!(!b.trip(t0 + MS(100)));
+        assert_eq!(b.open_until(t0 + MS(100)), Some(t0 + MS(500)));
+        // Cooled: the next check is the probe, and its success closes the breaker.
+        let probe = b.try_acquire(t0 + MS(500)).unwrap();
+        assert!(probe.probe);
+        // A trip while that probe is out leaves the probe's verdict to decide.
+        assert!(!b.trip(t0 + MS(501)));
+        b.success(t0 + MS(510), probe);
+        assert_eq!(b.state(t0 + MS(510)), BreakerState::Closed);
+        // Half-open without a probe out: a trip opens it for a cooldown from then.
+        assert!(b.trip(t0 + MS(600)));
+        // Cooled again and still failing: reopened (not a new opening), until 1600.
+        assert!(!b.trip(t0 + MS(1100)));
+        assert_eq!(b.state(t0 + MS(1100)), BreakerState::Open);
+        assert_eq!(b.open_until(t0 + MS(1100)), Some(t0 + MS(1600)));
     }
 
     #[test]

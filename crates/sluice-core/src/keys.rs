@@ -72,6 +72,14 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     x == y
 }
 
+/// A tag that proves `message` was written by a holder of `secret`, for `context` (a
+/// keyed BLAKE3 hash whose key is derived from the secret and the context), as 32 hex
+/// digits. Replicas that share the secret read each other's tags.
+pub fn tag(secret: &str, context: &str, message: &str) -> String {
+    let key = blake3::derive_key(context, secret.as_bytes());
+    hex(&blake3::keyed_hash(&key, message.as_bytes()).as_bytes()[..16])
+}
+
 /// Parses a duration such as `30s`, `15m`, `24h`, `7d`, `2w` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -98,6 +106,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_depend_on_the_secret_the_context_and_the_message() {
+        let t = tag("master", "cursor", "1.2");
+        assert_eq!(t.len(), 32);
+        assert_eq!(t, tag("master", "cursor", "1.2"));
+        assert_ne!(t, tag("other", "cursor", "1.2"));
+        assert_ne!(t, tag("master", "other", "1.2"));
+        assert_ne!(t, tag("master", "cursor", "1.3"));
+    }
 
     #[test]
     fn secrets_are_unique_hashed_and_hinted() {

@@ -90,6 +90,17 @@ pub const PRESETS: &[Preset] = &[
         true,
     ),
     p("xai", "https://api.x.ai/v1", "XAI_API_KEY", true),
+    // Rerank (and Jina's embeddings) only: `{base_url}/rerank` takes the shape sluice sends
+    // (`query`, `documents` as strings or objects with `text`, `top_n`, `return_documents`)
+    // and answers `results` of `index`, `relevance_score` and `document`. Cohere's is its v1
+    // API, whose rerank has that shape; it reports `meta.billed_units`, not `usage`.
+    p("jina", "https://api.jina.ai/v1", "JINA_API_KEY", false),
+    p(
+        "cohere",
+        "https://api.cohere.com/v1",
+        "COHERE_API_KEY",
+        false,
+    ),
     p("vllm", "http://127.0.0.1:8000/v1", "", true),
     p("llamacpp", "http://127.0.0.1:8080/v1", "", true),
     p("ollama", "http://127.0.0.1:11434/v1", "", true),
@@ -155,6 +166,8 @@ pub fn serves(name: &str) -> Option<&'static [Operation]> {
             Translation,
         ],
         "llamacpp" => &[Chat, Completion, Embeddings, Rerank],
+        "jina" => &[Embeddings, Rerank],
+        "cohere" => &[Rerank],
         _ => return None,
     })
 }

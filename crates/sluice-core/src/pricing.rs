@@ -33,6 +33,13 @@ pub struct Price {
     /// USD per request (a rerank search, a moderation), whatever it holds.
     #[serde(default)]
     pub request: Option<f64>,
+    /// Prompt tokens of a batch forwarded to the provider's Batch API (default: half of
+    /// `input`).
+    #[serde(default)]
+    pub batch_input: Option<f64>,
+    /// Completion tokens of a forwarded batch (default: half of `output`).
+    #[serde(default)]
+    pub batch_output: Option<f64>,
 }
 
 /// What an image costs: `image = 0.04`, or `image = { "1024x1024" = 0.04,
@@ -157,6 +164,24 @@ impl Price {
             audio_minute: None,
             image: None,
             request: None,
+            batch_input: None,
+            batch_output: None,
+        }
+    }
+
+    /// The price of a line of a batch forwarded to the provider's Batch API: `batch_input`
+    /// and `batch_output` when set, else half of `input` and `output`; cached prompt tokens
+    /// and cache writes at half their price (at `batch_input` when those are not set).
+    /// OpenAI bills batches at half its prices.
+    pub fn batch(&self) -> Self {
+        Self {
+            input: self.batch_input.unwrap_or(self.input / 2.0),
+            output: self.batch_output.unwrap_or(self.output / 2.0),
+            cached_input: self.cached_input.map(|p| p / 2.0),
+            cache_write: self.cache_write.map(|p| p / 2.0),
+            batch_input: None,
+            batch_output: None,
+            ..self.clone()
         }
     }
 
@@ -190,6 +215,8 @@ impl Price {
                 self.character,
                 self.audio_minute,
                 self.request,
+                self.batch_input,
+                self.batch_output,
             ]
             .into_iter()
             .flatten(),
@@ -265,6 +292,30 @@ image = { "1024x1024" = 0.04, "1024x1024/hd" = 0.08, "default" = 0.02 }"#,
         let flat: Price = toml::from_str("image = 0.05").unwrap();
         assert_eq!(flat.units_nano_usd(&image(None, None, 3)), 150_000_000);
         assert!(toml::from_str::<Price>("image = { \"big\" = 1.0 }").is_err());
+    }
+
+    #[test]
+    fn a_forwarded_batch_is_billed_at_the_batch_price_or_half() {
+        let p = Price {
+            cached_input: Some(1.0),
+            ..Price::tokens(2.0, 8.0)
+        };
+        let half = p.batch();
+        assert_eq!(
+            (half.input, half.output, half.cached_input),
+            (1.0, 4.0, Some(0.5))
+        );
+        assert_eq!(
+            half.cost_nano_usd(1_000, 0, 0, 1_000),
+            1_000_000 + 4_000_000
+        );
+        let set: Price =
+            toml::from_str("input = 2.0\noutput = 8.0\nbatch_input = 0.3\nbatch_output = 1.5")
+                .unwrap();
+        let b = set.batch();
+        assert_eq!((b.input, b.output, b.cached_input), (0.3, 1.5, None));
+        // Cached tokens without a price of their own are billed at the batch input price.
+        assert_eq!(b.cost_nano_usd(1_000, 500, 0, 0), 300_000);
     }
 
     #[test]

@@ -282,6 +282,25 @@ pub fn restore(body: &str, placeholders: &[(String, String)]) -> String {
     out
 }
 
+/// What guardrails found, for the spend record: `guardrail:detector:action=count`, joined
+/// by `,`; `None` when nothing was.
+pub fn summarize(found: &[Finding]) -> Option<String> {
+    if found.is_empty() {
+        return None;
+    }
+    let mut counts: std::collections::BTreeMap<(&str, &str, &str), u32> = Default::default();
+    for f in found {
+        *counts
+            .entry((&f.guardrail, &f.detector, f.action.as_str()))
+            .or_insert(0) += 1;
+    }
+    let parts: Vec<String> = counts
+        .into_iter()
+        .map(|((g, d, a), n)| format!("{g}:{d}:{a}={n}"))
+        .collect();
+    Some(parts.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

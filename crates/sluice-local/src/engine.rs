@@ -35,6 +35,12 @@ pub struct LoadOptions {
     pub device: DeviceKind,
     /// The native engine's KV cache type (candle's is always F32).
     pub kv_cache: KvCacheType,
+    /// Native engine: KV caches kept beyond the `parallel` running sequences' for finished
+    /// sequences, so that a follow-up request whose prompt extends one (the next turn of a
+    /// chat) runs only its new tokens. Each is a running sequence's size and counted in the
+    /// model's memory; the least recently used is reused first. `0`: only the running
+    /// sequences' caches are kept (candle keeps none).
+    pub prompt_cache_slots: usize,
 }
 
 /// The implementation that runs a chat model.
@@ -158,6 +164,17 @@ impl Chosen {
         }
     }
 
+    /// KV caches a model holds with `options`: one per running sequence, and on the native
+    /// engine the prompt cache's too.
+    pub(crate) fn kv_slots(self, options: &LoadOptions) -> usize {
+        let parallel = options.parallel.max(1);
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Native(_) => parallel + options.prompt_cache_slots,
+            Self::Candle => parallel,
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -190,6 +207,7 @@ impl Default for LoadOptions {
             threads: None,
             device: DeviceKind::Cpu,
             kv_cache: KvCacheType::F32,
+            prompt_cache_slots: 0,
         }
     }
 }

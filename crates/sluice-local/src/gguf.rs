@@ -105,7 +105,7 @@ pub fn estimate_memory(
 ///
 /// - Native engine: the file size (the tensors as stored, plus the header the tokenizer is
 ///   built from) and F32 copies of the norms and biases, one copy for all slots, plus the KV
-///   caches.
+///   caches (the running sequences' and [`LoadOptions::prompt_cache_slots`]).
 /// - candle: `file size` + F16/BF16→F32 expansion + the F32 embedding table − the quantized
 ///   embedding when it is not tied, times the weight copies (qwen2: one per slot), plus the KV
 ///   caches.
@@ -121,7 +121,7 @@ pub fn estimate_memory_with(path: &Path, options: &LoadOptions) -> Result<Memory
             weights_bytes: file_size + crate::native::vector_bytes(&content),
             kv_cache_bytes: info.kv_cache_bytes(
                 context,
-                parallel,
+                chosen.kv_slots(options),
                 chosen.kv_value_bytes(options.kv_cache),
             ),
             context_length: context,

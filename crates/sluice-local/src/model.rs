@@ -13,7 +13,8 @@
 //! - **Native engine** ([`batching`]): one scheduler thread runs all running sequences in one
 //!   forward pass per step (continuous batching), on one pool of `threads` workers; requests
 //!   join and leave between steps, prompts go in by chunks, and a slot's cache is reused by a
-//!   request whose prompt begins with what it holds.
+//!   request whose prompt begins with what it holds; [`LoadOptions::prompt_cache_slots`] more
+//!   slots keep finished sequences' caches for that.
 //! - **candle** ([`slots`]): a thread per slot, one request at a time. llama slots are clones
 //!   of one loaded model (`Arc`-shared weights); candle's qwen2 `ModelWeights` is not `Clone`,
 //!   so each qwen2 slot loads its own copy (the memory accounting counts `parallel` copies).
@@ -153,7 +154,7 @@ impl ChatModel {
         let context_length = chosen.context(&info, options.context_length);
         let kv_cache_bytes = info.kv_cache_bytes(
             context_length,
-            options.parallel,
+            chosen.kv_slots(options),
             chosen.kv_value_bytes(options.kv_cache),
         );
 
@@ -174,7 +175,7 @@ impl ChatModel {
                 let threads = options.threads.filter(|&t| t > 0).unwrap_or(cores);
                 let batch = crate::native::Batch::new(
                     Arc::new(model),
-                    options.parallel,
+                    chosen.kv_slots(options),
                     context_length,
                     options.kv_cache,
                     threads,
@@ -242,7 +243,8 @@ impl ChatModel {
         self.shared.context_length
     }
 
-    /// Memory held: weights as loaded plus all slots' KV caches at full context
+    /// Memory held: weights as loaded plus all slots' KV caches at full context (the prompt
+    /// cache's included)
     /// (see [`crate::estimate_memory`] for what is not counted).
     pub fn memory(&self) -> MemoryUsage {
         self.memory

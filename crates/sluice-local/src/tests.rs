@@ -780,6 +780,17 @@ fn memory_accounting_counts_slots() {
             let model = ChatModel::load(&path, &options(3)).expect("load");
             assert_eq!(model.memory().kv_cache_bytes, three.kv_cache_bytes);
             assert!(model.memory().total() <= three.total(), "{engine:?}");
+            // The prompt cache's slots are counted like running ones, on the native engine
+            // (candle keeps none).
+            let kept = LoadOptions {
+                prompt_cache_slots: 2,
+                ..options(1)
+            };
+            let estimate = estimate_memory_with(&path, &kept).expect("estimate");
+            let slots = if engine == Engine::Native { 3 } else { 1 };
+            assert_eq!(estimate.kv_cache_bytes, slots * one.kv_cache_bytes);
+            let model = ChatModel::load(&path, &kept).expect("load");
+            assert_eq!(model.memory().kv_cache_bytes, estimate.kv_cache_bytes);
         }
     }
 }

@@ -38,7 +38,7 @@
 use crate::chunks::{compact_json, Answer, ChunkWriter, Delta, ThinkingBlockOut, ToolCallOut};
 use crate::client::UpstreamBody;
 use crate::json::raw_arguments;
-use crate::outbound::{post, static_headers, uri};
+use crate::outbound::{get, post, static_headers, uri};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Uri};
@@ -61,6 +61,8 @@ pub const API_VERSION: &str = "2023-06-01";
 #[derive(Debug)]
 pub struct Anthropic {
     messages_uri: Uri,
+    /// `GET {base_url}/v1/models`, the health check's model list.
+    models_uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Translation settings.
     pub options: RequestOptions,
@@ -81,6 +83,7 @@ impl Anthropic {
         ));
         Ok(Self {
             messages_uri: uri(config, "/v1/messages")?,
+            models_uri: uri(config, "/v1/models")?,
             headers,
             options: RequestOptions {
                 default_max_tokens: config.default_max_tokens,
@@ -92,6 +95,11 @@ impl Anthropic {
     /// The upstream request carrying a translated body.
     pub fn request(&self, body: Bytes, request_id: &HeaderValue) -> Request<UpstreamBody> {
         post(&self.messages_uri, &self.headers, body, request_id)
+    }
+
+    /// `GET {base_url}/v1/models` with the key and version headers.
+    pub fn list_models(&self, request_id: &HeaderValue) -> Request<UpstreamBody> {
+        get(&self.models_uri, &self.headers, request_id)
     }
 }
 

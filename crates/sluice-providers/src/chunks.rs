@@ -80,6 +80,15 @@ pub struct ToolCallOut<'a> {
     pub function: FunctionOut<'a>,
 }
 
+/// An id for a tool call whose upstream gave it none (Gemini without `id`, Ollama): `call_`
+/// and 24 random hex digits, so the calls of every turn of a conversation have ids of their
+/// own (a later turn's `call_0` would collide with an earlier one's when the conversation
+/// goes on at a provider that requires unique ids, such as Anthropic's `tool_use` ids).
+pub fn made_up_call_id() -> String {
+    let (a, b) = (sluice_core::rng::next_u64(), sluice_core::rng::next_u64());
+    format!("call_{a:016x}{:08x}", b >> 32)
+}
+
 impl<'a> ToolCallOut<'a> {
     /// A whole call (or the first delta of one): id, `type`, name and arguments.
     pub fn new(

@@ -1,9 +1,11 @@
 //! The pooled, keep-alive HTTP client of one provider: for a plain `http://` upstream in
 //! HTTP/1.1, [`crate::h1`]'s client, whose connections are driven in the request's own task;
 //! else hyper-util's pooled client: HTTP/1.1 and HTTP/2 (ALPN over TLS, or prior knowledge
-//! for h2c), rustls with the webpki roots, no OpenSSL. One pool per worker thread either way.
+//! for h2c), rustls with the webpki roots, no OpenSSL. One pool per worker thread either way,
+//! and, with `max_connections`, a bound on the requests in flight ([`crate::slots`]).
 
 use crate::h1::{self, H1Body, H1Client};
+use crate::slots::{Slot, Slots};
 pub use crate::upstream_body::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -16,9 +18,16 @@ use sluice_core::config::ProviderConfig;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// The body of an upstream's answer, read as it arrives.
+/// The body of an upstream's answer, read as it arrives, holding the request's slot (see
+/// [`crate::slots`]) until it ended.
 #[derive(Debug)]
-pub enum ResponseBody {
+pub struct ResponseBody {
+    inner: Inner,
+    slot: Option<Slot>,
+}
+
+#[derive(Debug)]
+enum Inner {
     /// On a connection of hyper-util's pooled client (driven by its own task).
     Pooled(Incoming),
     /// On a connection driven by its reader ([`crate::h1`]).
@@ -33,29 +42,41 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Pooled(b) => Pin::new(b).poll_frame(cx),
-            Self::Driven(b) => Pin::new(b).poll_frame(cx),
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Pooled(b) => Pin::new(b).poll_frame(cx),
+            Inner::Driven(b) => Pin::new(b).poll_frame(cx),
+        };
+        // Ended (its connection back in the pool) or failed: the slot is free for the next.
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || this.is_end_stream() {
+            this.slot = None;
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Pooled(b) => b.is_end_stream(),
-            Self::Driven(b) => b.is_end_stream(),
+        match &self.inner {
+            Inner::Pooled(b) => b.is_end_stream(),
+            Inner::Driven(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Pooled(b) => b.size_hint(),
-            Self::Driven(b) => b.size_hint(),
+        match &self.inner {
+            Inner::Pooled(b) => b.size_hint(),
+            Inner::Driven(b) => b.size_hint(),
         }
     }
 }
 
-/// A provider's client: one pool per worker thread.
-pub(crate) enum Upstream {
+/// A provider's client: its connection pools and its slots.
+pub(crate) struct Upstream {
+    pools: Pools,
+    slots: Slots,
+}
+
+/// A provider's connection pools: one per worker thread.
+enum Pools {
     /// Plain HTTP/1.1.
     Driven(H1Client),
     /// TLS or HTTP/2: hyper-util's client, one per worker thread.
@@ -65,34 +86,48 @@ pub(crate) enum Upstream {
 impl Upstream {
     /// The client for `config` with `pools` pools.
     pub(crate) fn new(config: &ProviderConfig, pools: usize) -> Self {
-        match H1Client::new(config, pools) {
-            Some(c) => Self::Driven(c),
-            None => Self::Pooled((0..pools.max(1)).map(|_| build(config)).collect()),
+        Self {
+            pools: match H1Client::new(config, pools) {
+                Some(c) => Pools::Driven(c),
+                None => Pools::Pooled((0..pools.max(1)).map(|_| build(config)).collect()),
+            },
+            slots: Slots::new(config.max_connections, pools),
         }
     }
 
-    /// Sends `request` on worker `worker`'s pool and waits for the response head.
+    /// Closes worker `worker`'s idle connections beyond the `keep` most recently used
+    /// (plain HTTP/1.1 upstreams; hyper-util's pools keep theirs to their idle timeout).
+    pub(crate) fn shrink_idle(&self, worker: usize, keep: usize) {
+        if let Pools::Driven(c) = &self.pools {
+            c.shrink_idle(worker, keep);
+        }
+    }
+
+    /// Sends `request` on worker `worker`'s pool, once it has a slot, and waits for the
+    /// response head.
     pub(crate) async fn send(
         &self,
         provider: &str,
         worker: usize,
         request: http::Request<UpstreamBody>,
     ) -> Result<http::Response<ResponseBody>, sluice_core::Error> {
-        match self {
-            Self::Driven(c) => c
+        let slot = self.slots.take(worker).await;
+        let response = match &self.pools {
+            Pools::Driven(c) => c
                 .send(worker, request)
                 .await
-                .map(|r| r.map(ResponseBody::Driven))
+                .map(|r| r.map(Inner::Driven))
                 .map_err(|e| match e {
                     h1::Failure::Connect(e) => crate::error::from_connect(provider, &*e),
                     h1::Failure::Http(e) => crate::error::from_exchange(provider, &e),
                 }),
-            Self::Pooled(clients) => clients[worker % clients.len()]
+            Pools::Pooled(clients) => clients[worker % clients.len()]
                 .request(request)
                 .await
-                .map(|r| r.map(ResponseBody::Pooled))
+                .map(|r| r.map(Inner::Pooled))
                 .map_err(|e| crate::error::from_transport(provider, &e)),
-        }
+        }?;
+        Ok(response.map(|inner| ResponseBody { inner, slot }))
     }
 }
 

@@ -17,19 +17,22 @@
 //! `thinkingBudget` from the effort, see [`crate::reasoning`], with `includeThoughts`;
 //! `none` is a budget of 0). Back: text parts, thought parts (`thought: true`, Gemini's
 //! thought summaries) as `reasoning_content`, `functionCall` parts as
-//! `tool_calls` (ids made up as `call_N` where Gemini sends none; a call's
+//! `tool_calls` (ids made up as `call_` and 24 random hex digits where Gemini sends none; a call's
 //! `thoughtSignature` rides in its id, hex after `__thought__`, and goes back with the call,
 //! as Gemini 3 requires), `finishReason` (`STOP` →
 //! `stop`, `MAX_TOKENS` → `length`, `SAFETY`/`RECITATION`/`BLOCKLIST`/`PROHIBITED_CONTENT`/
-//! `SPII` → `content_filter`), a prompt blocked by `promptFeedback.blockReason` as an empty
+//! `SPII` → `content_filter`; `MALFORMED_FUNCTION_CALL` and `UNEXPECTED_TOOL_CALL` an error,
+//! so the try fails over), a prompt blocked by `promptFeedback.blockReason` as an empty
 //! answer with `finish_reason: content_filter`, and `usageMetadata` (cached and thinking
 //! tokens included). Not mapped: `n` > 1 (`candidateCount` is left at one so streams stay
 //! one choice), `logprobs`.
 
-use crate::chunks::{compact_json, completion, embedding_list, ChunkWriter, Delta, ToolCallOut};
+use crate::chunks::{
+    compact_json, completion, embedding_list, made_up_call_id, ChunkWriter, Delta, ToolCallOut,
+};
 use crate::client::UpstreamBody;
 use crate::json::{raw_arguments, raw_array, EmbedRequest, TextInput};
-use crate::outbound::{post, static_headers, uri};
+use crate::outbound::{get, post, static_headers, uri};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Uri};
@@ -51,6 +54,8 @@ pub const PROVIDER_TYPE: &str = "gemini";
 #[derive(Debug)]
 pub struct Gemini {
     base_url: String,
+    /// `GET {base_url}/v1beta/models`, the health check's model list.
+    models_uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     config_name: String,
 }
@@ -65,12 +70,18 @@ impl Gemini {
             )
         });
         // Checks that the base URL forms a URI at start rather than per request.
-        uri(config, "/v1beta/models")?;
+        let models_uri = uri(config, "/v1beta/models")?;
         Ok(Self {
+            models_uri,
             base_url: config.base_url.clone(),
             headers: static_headers(config, auth)?,
             config_name: config.name.clone(),
         })
+    }
+
+    /// `GET {base_url}/v1beta/models` with the key header.
+    pub fn list_models(&self, request_id: &HeaderValue) -> Request<UpstreamBody> {
+        get(&self.models_uri, &self.headers, request_id)
     }
 
     /// The upstream request: `generateContent`, `streamGenerateContent?alt=sse` or
@@ -586,6 +597,17 @@ pub fn finish_reason(reason: &str, tools: bool) -> &'static str {
     }
 }
 
+/// Why an answer that Gemini ended with `reason` is a failed try rather than an answer:
+/// `MALFORMED_FUNCTION_CALL` (the model wrote a call that does not parse) and
+/// `UNEXPECTED_TOOL_CALL` (a call to a tool the request did not offer) come without a usable
+/// message, which reported as `stop` would read as an empty answer. As a failure (502,
+/// `upstream_error`) the route's retries and fallbacks get to serve the request.
+fn failed_finish(reason: &str) -> Option<String> {
+    matches!(reason, "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL").then(|| {
+        format!("Gemini ended its answer with {reason}: the model's function call was not usable")
+    })
+}
+
 /// What a candidate's parts say.
 struct Read<'a> {
     /// The answer's text.
@@ -623,7 +645,7 @@ fn read_parts<'a>(content: Option<&'a WireContent<'a>>, first_call: usize) -> Re
             let id = fc
                 .id
                 .as_deref()
-                .map_or_else(|| Cow::Owned(format!("call_{n}")), Cow::Borrowed);
+                .map_or_else(|| Cow::Owned(made_up_call_id()), Cow::Borrowed);
             let id = match part.thought_signature.as_deref() {
                 Some(signature) => Cow::Owned(signed_id(&id, signature)),
                 None => id,
@@ -651,6 +673,9 @@ pub fn from_response(body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), Strin
     let usage = r.usage_metadata.unwrap_or_default().normalised();
     let (mut read, finish) = match r.candidates.first() {
         Some(c) => {
+            if let Some(failure) = c.finish_reason.as_deref().and_then(failed_finish) {
+                return Err(failure);
+            }
             let read = read_parts(c.content.as_ref(), 0);
             let finish = finish_reason(
                 c.finish_reason.as_deref().unwrap_or("STOP"),
@@ -719,6 +744,13 @@ impl StreamTranslator {
         }
         if let Some(u) = r.usage_metadata {
             self.usage = u.normalised();
+        }
+        let ended = r
+            .candidates
+            .first()
+            .and_then(|c| c.finish_reason.as_deref());
+        if let Some(failure) = ended.and_then(failed_finish) {
+            return Err(failure);
         }
         if !self.started {
             self.started = true;

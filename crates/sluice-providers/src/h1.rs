@@ -81,6 +81,11 @@ impl H1Client {
         })
     }
 
+    /// Closes worker `worker`'s idle connections beyond the `keep` most recently used.
+    pub fn shrink_idle(&self, worker: usize, keep: usize) {
+        self.pools[worker % self.pools.len()].shrink(keep);
+    }
+
     /// Sends `request` (an absolute URI on the base URL's host) on worker `worker`'s pool
     /// and waits for the response head.
     pub async fn send(

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod anthropic;
+pub mod batch_api;
 pub mod chunks;
 pub mod client;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod reader;
 pub mod reasoning;
 pub mod reframe;
 pub mod responses;
+mod slots;
 #[cfg(test)]
 mod test_support;
 pub mod text_completion;

@@ -19,11 +19,12 @@
 //! counterpart); image URLs that are not data URLs (Ollama takes only inline images).
 
 use crate::chunks::{
-    compact_json, completion, embedding_list, ChunkWriter, Delta, FunctionTool, ToolCallOut,
+    compact_json, completion, embedding_list, made_up_call_id, ChunkWriter, Delta, FunctionTool,
+    ToolCallOut,
 };
 use crate::client::UpstreamBody;
 use crate::json::{raw_arguments, raw_array, EmbedRequest};
-use crate::outbound::{post, static_headers, uri};
+use crate::outbound::{get, post, static_headers, uri};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::{Request, Uri};
@@ -44,6 +45,8 @@ pub const PROVIDER_TYPE: &str = "ollama";
 pub struct Ollama {
     chat_uri: Uri,
     embed_uri: Uri,
+    /// `GET {base_url}/api/tags`, the health check's model list.
+    tags_uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// `keep_alive` sent when the request has none.
     pub keep_alive: Option<String>,
@@ -59,9 +62,15 @@ impl Ollama {
         Ok(Self {
             chat_uri: uri(config, "/api/chat")?,
             embed_uri: uri(config, "/api/embed")?,
+            tags_uri: uri(config, "/api/tags")?,
             headers: static_headers(config, auth)?,
             keep_alive: config.keep_alive.clone(),
         })
+    }
+
+    /// `GET {base_url}/api/tags`: the models the server has.
+    pub fn list_models(&self, request_id: &HeaderValue) -> Request<UpstreamBody> {
+        get(&self.tags_uri, &self.headers, request_id)
     }
 
     /// The upstream request for chat (`embeddings = false`) or embeddings.
@@ -374,7 +383,7 @@ impl WireChat<'_> {
     }
 }
 
-/// OpenAI tool calls for Ollama's (which have no ids: `call_N` stands in), numbered from
+/// OpenAI tool calls for Ollama's (which have no ids: [`made_up_call_id`] stands in), numbered from
 /// `first_index`.
 fn tool_calls<'a>(calls: &'a [WireToolCall<'a>], first_index: usize) -> Vec<ToolCallOut<'a>> {
     calls
@@ -383,7 +392,7 @@ fn tool_calls<'a>(calls: &'a [WireToolCall<'a>], first_index: usize) -> Vec<Tool
         .map(|(i, c)| {
             ToolCallOut::new(
                 Some(first_index + i),
-                Cow::Owned(format!("call_{}", first_index + i)),
+                Cow::Owned(made_up_call_id()),
                 Cow::Borrowed(&c.function.name),
                 c.function
                     .arguments

@@ -3,7 +3,7 @@
 //! only the URL and the headers are the adapter's work.
 
 use crate::client::UpstreamBody;
-use crate::outbound::{post, static_headers, uri};
+use crate::outbound::{get, post, static_headers, uri};
 use crate::upload::UploadBody;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
@@ -21,6 +21,8 @@ pub struct OpenAi {
     uris: Vec<Uri>,
     /// `POST {base_url}/responses`, for Responses API requests sent natively.
     responses_uri: Uri,
+    /// `GET {base_url}/models`, the health check's model list.
+    models_uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -37,6 +39,7 @@ impl OpenAi {
                 .map(|op| uri(config, op.path()))
                 .collect::<Result<_, _>>()?,
             responses_uri: uri(config, "/responses")?,
+            models_uri: uri(config, "/models")?,
             headers: static_headers(config, auth)?,
         })
     }
@@ -49,6 +52,11 @@ impl OpenAi {
         request_id: &HeaderValue,
     ) -> Request<UpstreamBody> {
         post(&self.uris[op.index()], &self.headers, body, request_id)
+    }
+
+    /// `GET {base_url}/models`: the cheapest request that proves the upstream answers.
+    pub fn list_models(&self, request_id: &HeaderValue) -> Request<UpstreamBody> {
+        get(&self.models_uri, &self.headers, request_id)
     }
 
     /// A Responses API request, sent as it is to `{base_url}/responses`.

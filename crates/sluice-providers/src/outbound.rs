@@ -46,6 +46,18 @@ pub(crate) fn static_headers(
     Ok(headers)
 }
 
+/// A `GET` of `uri` with `headers` and the request id (a health check's model list).
+pub(crate) fn get(
+    uri: &Uri,
+    headers: &[(HeaderName, HeaderValue)],
+    request_id: &HeaderValue,
+) -> Request<UpstreamBody> {
+    let mut req = post(uri, headers, Bytes::new(), request_id);
+    *req.method_mut() = Method::GET;
+    req.headers_mut().remove(CONTENT_TYPE);
+    req
+}
+
 /// A `POST` of `body` to `uri` with `headers` and the request id.
 pub(crate) fn post(
     uri: &Uri,

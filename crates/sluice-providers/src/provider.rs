@@ -9,7 +9,7 @@ use crate::reader::Reader;
 use crate::view::View;
 use bytes::Bytes;
 use http::header::HeaderValue;
-use sluice_core::config::{ProviderConfig, ProviderType};
+use sluice_core::config::{HealthCheckKind, ProviderConfig, ProviderType};
 use sluice_core::{Error, ErrorKind, Operation};
 
 thread_local! {
@@ -57,6 +57,8 @@ pub struct Provider {
     /// One pool per worker thread.
     client: Upstream,
     adapter: Adapter,
+    /// OpenAI's Files and Batch APIs, for an `openai` provider with `batch = "native"`.
+    batch_api: Option<crate::batch_api::BatchApi>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -88,12 +90,24 @@ impl Provider {
                 ),
             })
         })?;
+        let native_batches = config.kind == ProviderType::OpenAi
+            && config.batch == sluice_core::config::BatchMode::Native;
+        let batch_api = native_batches
+            .then(|| crate::batch_api::BatchApi::new(&config))
+            .transpose()?;
         Ok(Self {
             client: Upstream::new(&config, pools),
             header_value,
             adapter,
+            batch_api,
             config,
         })
+    }
+
+    /// Closes worker `worker`'s idle upstream connections beyond the `keep` most recently
+    /// used (the server calls it when a burst is over, see `sluice-server`'s `trim`).
+    pub fn shrink_idle(&self, worker: usize, keep: usize) {
+        self.client.shrink_idle(worker, keep);
     }
 
     /// The provider's name.
@@ -136,6 +150,12 @@ impl Provider {
         self.config.stream_usage
     }
 
+    /// OpenAI's Files and Batch APIs of this provider, when its batches are forwarded there
+    /// (`batch = "native"`).
+    pub fn batch_api(&self) -> Option<&crate::batch_api::BatchApi> {
+        self.batch_api.as_ref()
+    }
+
     /// Whether Responses API requests go to this provider natively (`responses = "native"`).
     pub fn responses_native(&self) -> bool {
         matches!(self.adapter, Adapter::OpenAi(_))
@@ -163,6 +183,46 @@ impl Provider {
             request: a.responses(body, request_id),
             reader: Reader::Responses,
         })
+    }
+
+    /// The request of the provider's active health check (`health_check`): its model list,
+    /// or a chat completion of one token from the upstream model named (translated like a
+    /// client's). `Err` for a local provider (nothing to check over HTTP).
+    pub fn health_request(
+        &self,
+        kind: &HealthCheckKind,
+        request_id: &HeaderValue,
+    ) -> Result<http::Request<UpstreamBody>, Error> {
+        let model = match kind {
+            HealthCheckKind::Chat { model } => model,
+            HealthCheckKind::Models => {
+                return match &self.adapter {
+                    Adapter::OpenAi(a) => Ok(a.list_models(request_id)),
+                    Adapter::Anthropic(a) => Ok(a.list_models(request_id)),
+                    Adapter::Gemini(g) => Ok(g.list_models(request_id)),
+                    Adapter::Ollama(o) => Ok(o.list_models(request_id)),
+                    Adapter::Local => Err(self.unsupported(Operation::Chat)),
+                }
+            }
+        };
+        let body = Bytes::from(
+            serde_json::json!({
+                "model": model,
+                "messages": [{"role": "user", "content": "ping"}],
+                "max_tokens": 1,
+            })
+            .to_string(),
+        );
+        let view = View::parse(Operation::Chat, &body).map_err(|e| -> Error {
+            ErrorKind::Internal {
+                message: format!("health check request: {e:?}"),
+            }
+            .into()
+        })?;
+        match self.prepare(&view, &body, model, request_id)? {
+            Prepared::Http { request, .. } => Ok(request),
+            Prepared::InProcess => Err(self.unsupported(Operation::Chat)),
+        }
     }
 
     /// Whether the provider runs its models in process.

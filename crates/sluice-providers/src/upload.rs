@@ -56,6 +56,20 @@ impl Upload {
             .map(|(_, v)| v.as_str())
     }
 
+    /// What an image edit or variation is billed by: `n` (default 1), `size` and `quality`
+    /// as the form gives them (a size that is not `WIDTHxHEIGHT`, `auto` included, is none).
+    pub fn image_units(&self) -> sluice_types::MediaUnits {
+        sluice_types::MediaUnits {
+            images: self
+                .field("n")
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(1),
+            image_size: self.field("size").and_then(sluice_types::media::image_size),
+            image_quality: self.field("quality").map(str::to_ascii_lowercase),
+            ..sluice_types::MediaUnits::default()
+        }
+    }
+
     /// Whether the client asked for a stream (`stream=true`).
     pub fn stream(&self) -> bool {
         self.field("stream")
@@ -65,6 +79,12 @@ impl Upload {
     /// The upload as a multipart body for the upstream, naming `model`: its content type
     /// and the body. Fails only if a spooled file cannot be opened.
     pub fn body(&self, model: &str) -> std::io::Result<(String, UploadBody)> {
+        self.form(Some(model))
+    }
+
+    /// The upload as a multipart body, with a `model` field first when `model` is given
+    /// (the Files API has none): its content type and the body.
+    pub fn form(&self, model: Option<&str>) -> std::io::Result<(String, UploadBody)> {
         let boundary = format!(
             "sluice-{:016x}{:016x}",
             sluice_core::rng::next_u64(),
@@ -72,7 +92,9 @@ impl Upload {
         );
         let mut pieces = VecDeque::new();
         let mut head = Vec::with_capacity(512);
-        text_part(&mut head, &boundary, "model", model);
+        if let Some(model) = model {
+            text_part(&mut head, &boundary, "model", model);
+        }
         for (name, value) in &self.fields {
             text_part(&mut head, &boundary, name, value);
         }

@@ -11,6 +11,7 @@
 
 #![allow(clippy::print_stdout)] // a benchmark program prints its table
 
+use sluice_server::cache::index_record::Question;
 use sluice_server::cache::semantic::{normalise, Scan, SemanticIndex};
 use std::time::{Duration, Instant};
 
@@ -91,7 +92,6 @@ fn main() {
         })
         .collect();
     let context = [1u8; 32];
-    let ttl = Duration::from_secs(3600);
     let truth: Vec<Option<usize>> = queries.iter().map(|(_, q)| before(&items, q)).collect();
     let cosines: Vec<f32> = queries.iter().map(|(t, q)| dot(&items[*t], q)).collect();
     println!(
@@ -124,14 +124,19 @@ fn main() {
             },
         );
         for (i, v) in items.iter().enumerate() {
-            index.insert(context, v.clone(), key(i), String::new(), ttl);
+            let question = Question {
+                context,
+                vector: v.clone(),
+                text: String::new(),
+            };
+            index.insert(question, key(i), u64::MAX);
         }
         let mut times = Vec::new();
         let mut found = 0usize;
         let mut expected = 0usize;
         for ((_, q), want) in queries.iter().zip(&truth) {
             let t = Instant::now();
-            let m = index.find(&context, q, THRESHOLD, |_| true);
+            let m = index.find(&context, q, THRESHOLD, 0, |_| true);
             times.push(t.elapsed());
             if let Some(w) = want {
                 expected += 1;

@@ -17,7 +17,7 @@ use sluice_store::{Dimension, KeyRecord, Ledger, LimitId, Report};
 pub use crate::key_spec::{KeySpec, NewKeySpec};
 pub use crate::money::usd;
 
-fn store_error(e: &sluice_store::StoreError) -> Error {
+pub(crate) fn store_error(e: &sluice_store::StoreError) -> Error {
     ErrorKind::Unavailable {
         message: format!("the key store failed: {e}"),
     }
@@ -163,7 +163,7 @@ pub fn report_json(by: Dimension, since: u64, report: &Report) -> Value {
 
 // === the admin API ===
 
-fn ledger(state: &AppState) -> Result<&Ledger, Error> {
+pub(crate) fn ledger(state: &AppState) -> Result<&Ledger, Error> {
     state.ledger.as_ref().ok_or_else(|| {
         ErrorKind::InvalidRequest {
             message: "the spend log and key store are off (`spend.enabled = false` and no `server.master_key`)".into(),

@@ -74,6 +74,7 @@ static ASSETS: &[Asset] = &[
     asset!("prometheus.js", "text/javascript; charset=utf-8"),
     asset!("overview.js", "text/javascript; charset=utf-8"),
     asset!("spend.js", "text/javascript; charset=utf-8"),
+    asset!("requests.js", "text/javascript; charset=utf-8"),
     asset!("keys.js", "text/javascript; charset=utf-8"),
     asset!("routes.js", "text/javascript; charset=utf-8"),
     asset!("cache.js", "text/javascript; charset=utf-8"),

@@ -88,6 +88,7 @@ pub fn health_detailed(state: &AppState) -> Response<ResponseBody> {
                 "base_url": p.config.base_url,
                 "passthrough": p.config.passthrough,
                 "models": models,
+                "health_check": state.health_checks.json(p),
             })
         })
         .collect();
@@ -235,7 +236,14 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
     if let Some(shared) = &state.shared_routing {
         shared.render(&mut text);
     }
+    state.health_checks.render(&state.providers, &mut text);
     state.reloads.render(&mut text);
+    if let Some(tracer) = &state.tracer {
+        tracer.render(&mut text);
+    }
+    if let Some(sampler) = &state.samples {
+        sampler.writer().render(&mut text);
+    }
     let mut r = Response::new(ResponseBody::full(text));
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -313,6 +321,31 @@ pub fn method_not_allowed(
 
 /// Checks the admin key: `Ok` for the master key, else the error to answer with.
 /// Admits the master key only.
+/// A status page (`/metrics`, `/health/detailed`): open unless `server.public_status` is
+/// `false`, then behind the master key.
+pub fn status(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    page: fn(&AppState) -> Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    match state.server.public_status {
+        true => page(state),
+        false => admin(state, headers, page),
+    }
+}
+
+/// A page behind the master key (`/admin/metrics`, `/admin/health`: the console's reads).
+pub fn admin(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    page: fn(&AppState) -> Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    match admin_auth(state, headers) {
+        Ok(()) => page(state),
+        Err(e) => error_response(&e),
+    }
+}
+
 pub(crate) fn admin_auth(
     state: &AppState,
     headers: &http::HeaderMap,

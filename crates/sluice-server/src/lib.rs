@@ -12,6 +12,9 @@
 
 pub mod admin_keys;
 mod admin_local;
+mod admin_query;
+mod admin_requests;
+mod admin_samples;
 pub mod batches;
 mod budget_use;
 pub mod cache;
@@ -23,6 +26,8 @@ mod endpoint;
 mod files;
 mod handlers;
 mod headers;
+pub mod health_check;
+mod health_status;
 pub mod key_spec;
 mod keys;
 mod label;
@@ -38,10 +43,13 @@ mod request_body;
 mod request_id;
 mod response;
 mod router;
+pub mod samples;
 mod serve;
 pub mod shared_routing;
 pub mod state;
 mod stored_responses;
+pub mod trace;
+pub mod trim;
 mod upload;
 
 pub use request_body::ClientBody;

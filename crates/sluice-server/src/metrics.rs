@@ -584,6 +584,11 @@ impl TabMetrics {
             "# HELP sluice_limiter_fallbacks_total Limiter calls served in process because Redis failed.\n# TYPE sluice_limiter_fallbacks_total counter\nsluice_limiter_fallbacks_total {}",
             limiter.fallbacks()
         );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_limiter_settles_dropped_total Limiter settles that never reached Redis (their call failed, or too many were queued).\n# TYPE sluice_limiter_settles_dropped_total counter\nsluice_limiter_settles_dropped_total {}",
+            limiter.settles_dropped()
+        );
         if let Some(l) = ledger {
             let _ = writeln!(
                 out,

@@ -1,5 +1,7 @@
 //! `GET /health/ready`: whether this replica should take traffic. `/health` says the process
-//! is alive; this one asks each store the config uses for a cheap answer, within
+//! is alive; this one is 503 `draining` once the shutdown began (a request can still arrive
+//! then, on a connection taken before it), and otherwise asks each store the config uses for
+//! a cheap answer, within
 //! [`CHECK_TIMEOUT`] each, all at once:
 //!
 //! - the ledger (keys and the spend log, SQLite or PostgreSQL): without it no virtual key can
@@ -52,6 +54,13 @@ impl Check {
 
 /// `GET /health/ready`.
 pub async fn ready(state: &AppState) -> Response<ResponseBody> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        let body = serde_json::json!({"status": "draining"});
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::to_vec(&body).unwrap_or_default(),
+        );
+    }
     let ledger = async {
         match &state.ledger {
             None => Check::Off,

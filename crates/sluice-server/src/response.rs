@@ -5,15 +5,52 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use sluice_core::{Error, ErrorKind};
 use std::convert::Infallible;
+use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// A streamed body of any kind (a relayed upstream stream, a local model's, a coalesced
-/// flight's, an Anthropic re-framing of one of them).
-pub type StreamBody = Pin<Box<dyn Body<Data = Bytes, Error = Infallible> + Send>>;
+/// flight's, an Anthropic re-framing of one of them, an upstream's piped audio).
+pub type StreamBody = Pin<Box<dyn Body<Data = Bytes, Error = Aborted> + Send>>;
+
+/// A body that broke off midway and cannot say so in its own bytes: an upstream's piped
+/// answer (text-to-speech audio) cut or stalled before its end, a file's content that
+/// could not be read to its end. Event streams never give it (they end with an error
+/// event); only such pipes do.
+///
+/// Returned from `poll_frame`, it makes hyper abort the response rather than end it: a
+/// body error on the server side is a user body error that ends the connection's
+/// dispatch, so over HTTP/1.1 the terminating zero-length chunk is never written and the
+/// connection is closed (a body with a `Content-Length` is left short of it), and over
+/// HTTP/2 the stream is reset (`RST_STREAM`, `INTERNAL_ERROR`). Either way the client's
+/// HTTP library reports an incomplete body instead of a short one that looks whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aborted(());
+
+impl Aborted {
+    /// The abort of a body that broke off midway.
+    pub(crate) fn midway() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for Aborted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the response body broke off midway")
+    }
+}
+
+impl std::error::Error for Aborted {}
+
+impl From<Infallible> for Aborted {
+    fn from(never: Infallible) -> Self {
+        match never {}
+    }
+}
 
 /// The body of every response sluice sends: whole bytes, a replayed event stream, or a
 /// stream sent as it is made. An enum, so that the common whole body is no boxed trait object.
@@ -33,9 +70,13 @@ impl ResponseBody {
         Self::Full(Some(bytes.into()))
     }
 
-    /// A stream.
-    pub fn stream(body: impl Body<Data = Bytes, Error = Infallible> + Send + 'static) -> Self {
-        Self::Stream(Box::pin(body))
+    /// A stream: one that cannot fail, or one that can abort (see [`Aborted`]).
+    pub fn stream<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Aborted>,
+    {
+        Self::Stream(Box::pin(body.map_err(Into::into)))
     }
 
     /// This body, a stream polled and dropped inside `span` (what it logs as it ends carries
@@ -59,12 +100,12 @@ struct InSpan {
 
 impl Body for InSpan {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = self.get_mut();
         let _entered = this.span.enter();
         match &mut this.inner {
@@ -87,12 +128,12 @@ impl Drop for InSpan {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         match self.get_mut() {
             Self::Full(b) | Self::Events(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(s) => s.as_mut().poll_frame(cx),

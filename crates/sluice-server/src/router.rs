@@ -4,6 +4,8 @@
 
 use crate::admin_keys;
 use crate::admin_local;
+use crate::admin_requests;
+use crate::admin_samples;
 use crate::batches;
 use crate::console;
 use crate::endpoint::Endpoint;
@@ -64,9 +66,17 @@ async fn dispatch<B: ClientBody>(
         }
         (m, p, _) if console::is_console_path(p) => console::serve(m, p, req.headers()),
         (&Method::GET, "/health", _) => handlers::health(),
-        (&Method::GET, "/health/detailed", _) => handlers::health_detailed(&state),
+        (&Method::GET, "/health/detailed", _) => {
+            handlers::status(&state, req.headers(), handlers::health_detailed)
+        }
         (&Method::GET, "/health/ready", _) => crate::ready::ready(&state).await,
-        (&Method::GET, "/metrics", _) => handlers::metrics(&state),
+        (&Method::GET, "/metrics", _) => handlers::status(&state, req.headers(), handlers::metrics),
+        (&Method::GET, "/admin/health", _) => {
+            handlers::admin(&state, req.headers(), handlers::health_detailed)
+        }
+        (&Method::GET, "/admin/metrics", _) => {
+            handlers::admin(&state, req.headers(), handlers::metrics)
+        }
         (&Method::GET, "/admin/routes", _) => handlers::admin_routes(&state, req.headers()),
         (&Method::GET, "/admin/cache", _) => handlers::admin_cache(&state, req.headers()).await,
         (&Method::DELETE, "/admin/cache", _) => {
@@ -77,6 +87,8 @@ async fn dispatch<B: ClientBody>(
             admin_keys::serve(&state, &rest, req).await
         }
         (&Method::GET, "/admin/spend", _) => admin_keys::spend(&state, &req).await,
+        (&Method::GET, "/admin/requests", _) => admin_requests::serve(&state, &req).await,
+        (&Method::GET, "/admin/samples", _) => admin_samples::serve(&state, &req).await,
         (m, p, _) if p.starts_with(admin_local::PREFIX) => {
             admin_local::serve(&state, m, p, req.headers()).await
         }
@@ -92,7 +104,12 @@ async fn dispatch<B: ClientBody>(
             _,
         ) => handlers::method_not_allowed(m, p, "GET"),
         (m, p @ "/admin/cache", _) => handlers::method_not_allowed(m, p, "GET, DELETE"),
-        (m, p @ "/admin/spend", _) => handlers::method_not_allowed(m, p, "GET"),
+        (
+            m,
+            p @ ("/admin/spend" | "/admin/requests" | "/admin/samples" | "/admin/health"
+            | "/admin/metrics"),
+            _,
+        ) => handlers::method_not_allowed(m, p, "GET"),
         (m, p @ "/admin/config/reload", _) => handlers::method_not_allowed(m, p, "POST"),
         (_, p, _) => handlers::not_found(p),
     }

@@ -13,6 +13,7 @@ use crate::drain::{self, Drain, Watched};
 use crate::live::Live;
 use crate::router::route;
 use crate::state::AppState;
+use crate::trim::{self, Load, Release};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -32,6 +33,7 @@ pub struct Server {
     listener: TcpListener,
     live: Arc<Live>,
     workers: usize,
+    release: Option<Release>,
 }
 
 /// A connection accepted by the acceptor, on its way to a worker, with its connection slot
@@ -54,14 +56,20 @@ fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
     drain: &Drain,
     live: &Arc<Live>,
+    load: &Arc<Load>,
     stream: TcpStream,
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let _ = stream.set_nodelay(true);
     live.get().metrics.connections.fetch_add(1, Relaxed);
+    load.opened();
+    let load = Arc::clone(load);
     let live = Arc::clone(live);
     // Each request takes the state current when it arrives (see `live`).
-    let service = service_fn(move |req| route(live.get(), req));
+    // Boxed per request: hyper keeps a connection's request future in a box of that future's
+    // size (9 KiB) for the connection's whole life, so an idle keep-alive connection would
+    // hold one, touched by its last request; this way it holds a pointer.
+    let service = service_fn(move |req| Box::pin(route(live.get(), req)));
     let (stream, first_read) = Watched::new(stream);
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -69,6 +77,7 @@ fn serve_connection(
     let conn = drain.watch(conn, first_read, |conn| conn.graceful_shutdown());
     tokio::spawn(async move {
         conn.await;
+        load.closed();
         drop(permit);
     });
 }
@@ -126,18 +135,39 @@ async fn accept(
     }
 }
 
+/// Starts worker `index`'s watch over its load (see `trim`), on the current runtime.
+fn watch_load(live: &Arc<Live>, index: usize, release: Option<Release>) -> Arc<Load> {
+    let load = Arc::new(Load::default());
+    tokio::spawn(trim::watch(
+        Arc::clone(&load),
+        Arc::clone(live),
+        index,
+        release,
+    ));
+    load
+}
+
 /// One worker thread: its own single-threaded runtime serving the connections handed to it.
-async fn worker(mut incoming: mpsc::UnboundedReceiver<Handoff>, live: Arc<Live>) {
+async fn worker(
+    mut incoming: mpsc::UnboundedReceiver<Handoff>,
+    live: Arc<Live>,
+    index: usize,
+    release: Option<Release>,
+) {
     let builder = builder(&live.get());
     let connections = Drain::new();
+    let load = watch_load(&live, index, release);
     // The acceptor drops its sender on shutdown, which ends this loop.
     while let Some((stream, permit)) = incoming.recv().await {
         match TcpStream::from_std(stream) {
-            Ok(stream) => serve_connection(&builder, &connections, &live, stream, permit),
+            Ok(stream) => serve_connection(&builder, &connections, &live, &load, stream, permit),
             Err(e) => tracing::warn!(error = %e, "cannot register connection"),
         }
     }
-    drain(connections, &live.get()).await;
+    let state = live.get();
+    drain(connections, &state).await;
+    // This thread's last settles go to Redis before its runtime ends.
+    state.limiter.flush(LIMITER_FLUSH).await;
 }
 
 impl Server {
@@ -167,7 +197,15 @@ impl Server {
             listener,
             live: Arc::new(Live::new(Arc::new(state))),
             workers,
+            release: None,
         })
+    }
+
+    /// When a burst of connections is over, each worker calls `release` on its thread to hand
+    /// its allocator's free memory back (see `trim`).
+    pub fn release_memory_with(mut self, release: Release) -> Self {
+        self.release = Some(release);
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -188,26 +226,34 @@ impl Server {
     /// Serves on the current runtime until `shutdown` completes, then drains in-flight
     /// requests for up to `server.shutdown_grace_ms`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let Self { listener, live, .. } = self;
+        let Self {
+            listener,
+            live,
+            release,
+            ..
+        } = self;
         let state = live.get();
         let builder = builder(&state);
         let connections = Drain::new();
+        let load = watch_load(&live, 0, release);
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
         let flusher = spawn_flusher(&live);
         let batches = spawn_batches(&live);
+        let checks = crate::health_check::spawn(&live);
         tokio::pin!(shutdown);
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
-            serve_connection(&builder, &connections, &live, stream, Some(permit));
+            serve_connection(&builder, &connections, &live, &load, stream, Some(permit));
         }
+        checks.abort();
+        log_shutdown(&live.get());
         serve_queued(
             listener,
             &slots,
             |stream, permit| match TcpStream::from_std(stream) {
-                Ok(s) => serve_connection(&builder, &connections, &live, s, permit),
+                Ok(s) => serve_connection(&builder, &connections, &live, &load, s, permit),
                 Err(e) => tracing::warn!(error = %e, "cannot register connection"),
             },
         );
-        log_shutdown(&live.get());
         let state = live.get();
         tokio::join!(drain(connections, &state), stop_batches(&state, batches));
         finish(&state, flusher).await;
@@ -226,6 +272,7 @@ impl Server {
             listener,
             live,
             workers,
+            release,
         } = self;
         let state = live.get();
         let mut senders = Vec::with_capacity(workers);
@@ -241,7 +288,7 @@ impl Server {
                     .name(format!("sluice-worker-{index}"))
                     .spawn(move || {
                         sluice_providers::set_worker(index);
-                        runtime.block_on(worker(rx, live));
+                        runtime.block_on(worker(rx, live, index, release));
                     })?,
             );
             senders.push(tx);
@@ -249,6 +296,7 @@ impl Server {
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
         let flusher = spawn_flusher(&live);
         let batches = spawn_batches(&live);
+        let checks = crate::health_check::spawn(&live);
         tokio::pin!(shutdown);
         let mut next = 0;
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
@@ -264,13 +312,14 @@ impl Server {
             }
             next = (next + 1) % workers;
         }
+        checks.abort();
+        log_shutdown(&live.get());
         serve_queued(listener, &slots, |stream, permit| {
             if senders[next].send((stream, permit)).is_err() {
                 tracing::error!(worker = next, "worker thread is gone");
             }
             next = (next + 1) % workers;
         });
-        log_shutdown(&live.get());
         drop(senders);
         let state = live.get();
         let workers = tokio::task::spawn_blocking(move || {
@@ -286,7 +335,7 @@ impl Server {
 }
 
 /// Every second, sends the cache's counters to its store (where `sluice cache stats`
-/// reads them), unloads the local models whose keep-alive ran out, and shares the routes'
+/// reads them) and reads the semantic index's records the other replicas added to it, unloads the local models whose keep-alive ran out, and shares the routes'
 /// canary states with the other replicas (without Redis: keeps them in `routing.sqlite`);
 /// every minute, reads the keys' budget use from
 /// the spend log (`sluice_key_budget_used_ratio`); at start, loads the local models marked
@@ -314,6 +363,7 @@ fn spawn_flusher(live: &Arc<Live>) -> Option<tokio::task::JoinHandle<()>> {
             state.sync_routing().await;
             if let Some(cache) = &state.cache {
                 cache.flush_counters();
+                cache.sync_index().await;
             }
             if let Some(local) = &state.local {
                 crate::local::sweep(local);
@@ -350,6 +400,9 @@ async fn stop_batches(state: &AppState, executor: Option<tokio::task::JoinHandle
     }
 }
 
+/// How long a shutdown waits for the limiter's queued settles to reach Redis.
+const LIMITER_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// After the drain: the last counters and every pending store write reach the store.
 async fn finish(state: &AppState, flusher: Option<tokio::task::JoinHandle<()>>) {
     if let Some(f) = flusher {
@@ -357,6 +410,10 @@ async fn finish(state: &AppState, flusher: Option<tokio::task::JoinHandle<()>>) 
     }
     // The canaries' last changes reach Redis or the canaries' file.
     state.sync_routing().await;
+    // The limits' last settles reach Redis (those the workers' runtimes had no time to send).
+    if !state.limiter.flush(LIMITER_FLUSH).await {
+        tracing::warn!("limiter: settles still queued at shutdown were not sent");
+    }
     if let Some(c) = &state.cache {
         c.flush().await;
     }
@@ -369,9 +426,23 @@ async fn finish(state: &AppState, flusher: Option<tokio::task::JoinHandle<()>>) 
             "spend log flushed"
         );
     }
+    // The last requests' spans reach the OTLP receiver.
+    if let Some(t) = &state.tracer {
+        t.flush(TRACE_FLUSH_TIMEOUT).await;
+    }
+    // The last sampled payloads reach their store.
+    if let Some(s) = &state.samples {
+        s.writer().flush(TRACE_FLUSH_TIMEOUT).await;
+    }
 }
 
+/// Longest wait at shutdown for the last spans to be exported (and for the last samples
+/// to be written).
+const TRACE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The shutdown began: `/health/ready` says `draining` from now on.
 fn log_shutdown(state: &AppState) {
+    state.draining.store(true, Relaxed);
     tracing::info!(
         in_flight = state.metrics.in_flight.load(Relaxed),
         grace_ms = state.server.shutdown_grace.as_millis() as u64,

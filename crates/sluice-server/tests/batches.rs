@@ -1,6 +1,9 @@
 //! `/v1/batches` over real loopback HTTP, run by sluice itself against fake upstreams: a
 //! batch of 1,000 lines over a route whose first target fails, every line answered once;
-//! malformed lines reported per line; cancel mid-run; per-key ownership; refusals at create.
+//! malformed lines reported per line; cancel mid-run; per-key ownership; refusals at create;
+//! lines of every endpoint (completions, moderations, embeddings, responses); a batch whose
+//! completion window passes mid-run (`expired`); lines waiting for interactive traffic
+//! (`yield_above`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -208,6 +211,43 @@ async fn a_batch_of_legacy_completions_runs_through_the_pipeline() {
     assert!(spend.iter().all(|r| r.endpoint == "completions"));
 }
 
+#[tokio::test]
+async fn a_batch_of_moderations_runs_through_the_pipeline() {
+    let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let dir = data_dir("moderations");
+    let gw = gateway(&dir, &fa, &fb, "").await;
+    let input: Vec<String> = (0..3)
+        .map(|i| {
+            json!({"custom_id": format!("m-{i}"), "method": "POST", "url": "/v1/moderations",
+                   "body": {"model": "a", "input": format!("text {i}")}})
+            .to_string()
+        })
+        .collect();
+    let file = upload(
+        &gw,
+        MASTER,
+        "batch",
+        "in.jsonl",
+        input.join("\n").as_bytes(),
+    )
+    .await;
+    let id = create(&gw, MASTER, &file, "/v1/moderations").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = wait_for(&gw, MASTER, &id, Duration::from_secs(60), |s| {
+        s == "completed"
+    })
+    .await;
+    assert_eq!(b["request_counts"]["completed"], 3, "{b}");
+    for l in lines(&gw, MASTER, &b["output_file_id"]).await {
+        assert!(l["response"]["body"]["results"].is_array(), "{l}");
+    }
+    let spend = spend_of(&gw, &id).await;
+    assert_eq!(spend.len(), 3);
+    assert!(spend.iter().all(|r| r.endpoint == "moderations"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_lines_over_a_failing_first_target_are_each_answered_once() {
     let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
@@ -381,7 +421,7 @@ async fn create_refuses_what_cannot_run() {
             "input_file_id",
         ),
         (
-            json!({"input_file_id": notes, "endpoint": "/v1/moderations", "completion_window": "24h"}),
+            json!({"input_file_id": notes, "endpoint": "/v1/audio/speech", "completion_window": "24h"}),
             "endpoint",
         ),
         (
@@ -526,4 +566,267 @@ async fn a_batch_is_its_keys_and_runs_as_that_key() {
     assert!(spend
         .iter()
         .all(|r| r.key_id.as_deref() == Some(alice_id.as_str())));
+}
+
+#[tokio::test]
+async fn a_key_revoked_mid_batch_stops_it() {
+    let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    fb.set_default(Behavior::new().with_delay_ms(100));
+    let dir = data_dir("revoked");
+    let gw = gateway(&dir, &fa, &fb, "[batches]\nconcurrency = 1").await;
+    let (alice, alice_id) = new_key(&gw, "alice").await;
+    let input: Vec<String> = (0..40).map(|i| chat_line(&format!("k-{i}"), "b")).collect();
+    let file = upload(
+        &gw,
+        &alice,
+        "batch",
+        "in.jsonl",
+        input.join("\n").as_bytes(),
+    )
+    .await;
+    let id = create(&gw, &alice, &file, "/v1/chat/completions").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(fb.wait_requests(3, Duration::from_secs(10)).await);
+    let r = call(
+        &gw,
+        Method::DELETE,
+        &format!("/admin/keys/{alice_id}"),
+        Vec::new(),
+        MASTER,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The key no longer reads its batch; the master sees it in the store.
+    let until = Instant::now() + Duration::from_secs(30);
+    let b = loop {
+        let b = gw
+            .state
+            .batches
+            .as_ref()
+            .unwrap()
+            .store
+            .get_any(&id)
+            .await
+            .unwrap()
+            .unwrap();
+        if b.status == sluice_store::batches::BatchStatus::Failed {
+            break b;
+        }
+        assert!(Instant::now() < until, "not stopped: {b:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        b.errors.as_deref().unwrap().contains("key_revoked"),
+        "{b:?}"
+    );
+    let done = b.counts.completed;
+    assert!((3..40).contains(&done), "{b:?}");
+    // No line started after the revocation was seen (within a second): the upstream got the
+    // lines that ran, and nothing since.
+    let reached = fb.request_count() as u64;
+    assert_eq!(reached, done);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fb.request_count() as u64, reached);
+    // The lines that did not run are in the error file (`batch_failed`), not counted as
+    // failed (as for a cancelled batch).
+    assert_eq!((b.counts.total, b.counts.failed), (40, 0), "{b:?}");
+    assert!(b.error_file_id.is_some());
+    assert_eq!(spend_of(&gw, &id).await.len() as u64, done);
+}
+
+/// A batch of `lines` on `endpoint`, created as the master, run to `completed`.
+async fn run_batch(gw: &Gateway, endpoint: &str, lines: &[Value]) -> (String, Value) {
+    let input: Vec<String> = lines.iter().map(Value::to_string).collect();
+    let file = upload(gw, MASTER, "batch", "in.jsonl", input.join("\n").as_bytes()).await;
+    let id = create(gw, MASTER, &file, endpoint).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = wait_for(gw, MASTER, &id, Duration::from_secs(60), |s| {
+        !matches!(s, "validating" | "in_progress" | "finalizing")
+    })
+    .await;
+    (id, b)
+}
+
+#[tokio::test]
+async fn a_batch_of_embeddings_runs_through_the_pipeline() {
+    let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let dir = data_dir("embeddings");
+    let gw = gateway(&dir, &fa, &fb, "").await;
+    let input: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({"custom_id": format!("e-{i}"), "method": "POST", "url": "/v1/embeddings",
+                   "body": {"model": "r", "input": [format!("text {i}"), "and more"]}})
+        })
+        .collect();
+    let (id, b) = run_batch(&gw, "/v1/embeddings", &input).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["request_counts"]["completed"], 3, "{b}");
+    let out = lines(&gw, MASTER, &b["output_file_id"]).await;
+    assert_eq!(out.len(), 3);
+    for l in &out {
+        assert_eq!(l["response"]["status_code"], 200, "{l}");
+        let body = &l["response"]["body"];
+        assert_eq!(body["object"], "list", "{l}");
+        assert_eq!(body["data"].as_array().unwrap().len(), 2, "{l}");
+        assert_eq!(body["model"], "a", "the route's target that answered: {l}");
+    }
+    assert_eq!(fa.request_count(), 3, "through the route's first target");
+    let spend = spend_of(&gw, &id).await;
+    assert_eq!(spend.len(), 3);
+    assert!(spend.iter().all(|r| r.endpoint == "embeddings"));
+}
+
+#[tokio::test]
+async fn a_batch_of_responses_runs_through_the_pipeline() {
+    let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let dir = data_dir("responses");
+    let gw = gateway(&dir, &fa, &fb, "").await;
+    let input: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({"custom_id": format!("r-{i}"), "method": "POST", "url": "/v1/responses",
+                   "body": {"model": "b", "input": format!("Say hello {i}"), "instructions": "Be brief."}})
+        })
+        .collect();
+    let (id, b) = run_batch(&gw, "/v1/responses", &input).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["request_counts"]["completed"], 3, "{b}");
+    let out = lines(&gw, MASTER, &b["output_file_id"]).await;
+    let ids: HashSet<&str> = out
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, HashSet::from(["r-0", "r-1", "r-2"]));
+    for l in &out {
+        let body = &l["response"]["body"];
+        assert_eq!(body["object"], "response", "{l}");
+        assert_eq!(body["status"], "completed", "{l}");
+        assert!(
+            body["output"].as_array().is_some_and(|o| !o.is_empty()),
+            "{l}"
+        );
+    }
+    assert_eq!(fb.request_count(), 3);
+    let spend = spend_of(&gw, &id).await;
+    assert_eq!(spend.len(), 3);
+    assert!(spend.iter().all(|r| r.endpoint == "responses"));
+    // A chat line in a Responses batch is reported on its line.
+    let mixed = vec![
+        input[0].clone(),
+        serde_json::from_str(&chat_line("c-0", "b")).unwrap(),
+    ];
+    let (_, b) = run_batch(&gw, "/v1/responses", &mixed).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    let errors = lines(&gw, MASTER, &b["error_file_id"]).await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["error"]["code"], "mismatched_endpoint");
+}
+
+#[tokio::test]
+async fn a_batch_whose_completion_window_passes_expires() {
+    let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    fb.set_default(Behavior::new().with_delay_ms(400));
+    let dir = data_dir("expired");
+    let gw = gateway(&dir, &fa, &fb, "[batches]\nconcurrency = 1").await;
+    let input: Vec<String> = (0..20).map(|i| chat_line(&format!("x-{i}"), "b")).collect();
+    let file = upload(
+        &gw,
+        MASTER,
+        "batch",
+        "in.jsonl",
+        input.join("\n").as_bytes(),
+    )
+    .await;
+    // The window is 24 hours through the API; made here with 2 seconds left.
+    let batches = gw.state.batches.as_ref().unwrap();
+    let batch = batches
+        .store
+        .create(sluice_store::batches::NewBatch {
+            owner: sluice_store::files::Owner::Master,
+            endpoint: "/v1/chat/completions".into(),
+            input_file_id: file,
+            completion_window: "24h".into(),
+            metadata: None,
+            expires_at: sluice_store::unix_now_ms() / 1000 + 2,
+        })
+        .await
+        .unwrap();
+    batches.wake();
+    let b = wait_for(&gw, MASTER, &batch.id, Duration::from_secs(60), |s| {
+        matches!(s, "expired" | "completed" | "failed")
+    })
+    .await;
+    assert_eq!(b["status"], "expired", "{b}");
+    assert!(b["expired_at"].as_u64().is_some(), "{b}");
+    let done = b["request_counts"]["completed"].as_u64().unwrap();
+    assert!((1..20).contains(&done), "{b}");
+    let out = lines(&gw, MASTER, &b["output_file_id"]).await;
+    let errors = lines(&gw, MASTER, &b["error_file_id"]).await;
+    assert_eq!(out.len() as u64, done);
+    assert_eq!(out.len() + errors.len(), 20, "every line reported once");
+    assert!(errors.iter().all(|l| l["error"]["code"] == "batch_expired"));
+    assert_eq!(
+        fb.request_count() as u64,
+        done,
+        "no line started after the window"
+    );
+    assert_eq!(spend_of(&gw, &batch.id).await.len() as u64, done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_lines_wait_while_interactive_traffic_is_above_yield_above() {
+    let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let dir = data_dir("yield");
+    let gw = std::sync::Arc::new(gateway(&dir, &fa, &fb, "[batches]\nyield_above = 0").await);
+    // A client's request in flight on `a` for 2 seconds.
+    let slow = {
+        let gw = std::sync::Arc::clone(&gw);
+        tokio::spawn(async move {
+            let body = json!({"model": "a", "messages": [{"role": "user", "content": "hi"}],
+                              "x_fake": {"delay_ms": 2000}});
+            post(&gw, "/v1/chat/completions", body, MASTER).await
+        })
+    };
+    assert!(fa.wait_requests(1, Duration::from_secs(10)).await);
+    let input: Vec<String> = (0..3).map(|i| chat_line(&format!("y-{i}"), "b")).collect();
+    let file = upload(
+        &gw,
+        MASTER,
+        "batch",
+        "in.jsonl",
+        input.join("\n").as_bytes(),
+    )
+    .await;
+    let id = create(&gw, MASTER, &file, "/v1/chat/completions").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !slow.is_finished(),
+        "the client's request is still in flight"
+    );
+    assert_eq!(fb.request_count(), 0, "no batch line started beside it");
+    let metrics = sluice_testkit::client::get(&gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text();
+    let yields: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_batch_yields_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(yields >= 1, "{metrics}");
+    assert_eq!(slow.await.unwrap().status, 200);
+    let b = wait_for(&gw, MASTER, &id, Duration::from_secs(60), |s| {
+        s == "completed"
+    })
+    .await;
+    assert_eq!(b["request_counts"]["completed"], 3, "{b}");
+    assert_eq!(fb.request_count(), 3);
 }

@@ -676,3 +676,251 @@ async fn stream_content_as(
     assert!(err.is_none(), "{err:?}");
     (events.join(""), cache, events.len())
 }
+
+/// `tts` on the fake at $15 per million characters.
+const TTS: &str = r#"
+[[models]]
+name = "tts"
+provider = "fake"
+upstream = "tts-1"
+price = { character = 15.0 }
+"#;
+
+fn speech(input: &str, extra: Value) -> String {
+    let mut v = json!({"model": "tts", "input": input, "voice": "alloy"});
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v.to_string()
+}
+
+async fn say(gw: &Gateway, body: &str, id: &str) -> sluice_testkit::client::TestResponse {
+    let mut headers = AUTH.to_vec();
+    headers.push(("x-request-id", id));
+    post_json(&gw.url("/v1/audio/speech"), body.to_string(), &headers)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn speech_is_cached_as_the_same_bytes() {
+    use sluice_testkit::media::fake_audio;
+    let (fake, gw, _dir) = cached_gateway("enabled = true", TTS).await;
+    let input = "Read this lesson aloud, please, in a calm voice.";
+    let body = speech(input, json!({}));
+    let first = say(&gw, &body, "tts-first").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(&first.body[..], &fake_audio(input)[..]);
+    let second = say(&gw, &body, "tts-second").await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(second.header("content-type"), Some("audio/mpeg"));
+    assert_eq!(second.body, first.body, "the same bytes");
+    assert_eq!(fake.request_count(), 1, "no upstream call for the hit");
+
+    // Another voice, speed or format is another answer.
+    for other in [
+        json!({"voice": "nova"}),
+        json!({"speed": 1.25}),
+        json!({"response_format": "opus"}),
+    ] {
+        let r = say(&gw, &speech(input, other.clone()), "tts-other").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-sluice-cache"), Some("miss"), "{other}");
+    }
+    assert_eq!(fake.request_count(), 4);
+
+    let metrics = get(&gw.url("/metrics")).await.unwrap().text();
+    assert!(metrics.contains("sluice_cache_hits_total 1"), "{metrics}");
+    assert!(metrics.contains("sluice_cache_misses_total 4"), "{metrics}");
+    // The hit saved what the first answer cost: characters at $15 per million.
+    let saved: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_cache_saved_usd_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cost = input.len() as f64 * 15.0 / 1e6;
+    assert!((saved - cost).abs() < 1e-9, "saved {saved}, cost {cost}");
+
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let records = ledger.export(0).await.unwrap();
+    let find = |id: &str| records.iter().find(|r| r.request_id == id).unwrap();
+    let (miss, hit) = (find("tts-first"), find("tts-second"));
+    assert_eq!((miss.cache.as_str(), hit.cache.as_str()), ("miss", "hit"));
+    assert_eq!(miss.cost_nano_usd, (input.len() * 15_000) as u64);
+    assert_eq!(hit.cost_nano_usd, 0, "a hit costs nothing");
+    assert_eq!(hit.endpoint, "speech");
+}
+
+/// Speech whose upstream is cut after two of its four frames (200 characters: 12,800
+/// bytes of audio), chunked or with the upstream's `Content-Length`.
+fn cut_speech(with_length: bool) -> String {
+    let mut fake = json!({"cut_after_chunks": 2});
+    if with_length {
+        fake["headers"] = json!([["content-length", (200 * 64).to_string()]]);
+    }
+    speech(&"a".repeat(200), json!({ "x_fake": fake }))
+}
+
+/// `POST /v1/audio/speech` with `body` over a raw HTTP/1.1 connection closed after the
+/// answer: everything the gateway sent until it closed the connection.
+async fn raw_speech(gw: &Gateway, body: &str, id: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/audio/speech HTTP/1.1\r\nhost: sluice\r\nauthorization: Bearer sk-admin\r\n\
+         x-request-id: {id}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the gateway closed the connection");
+    out
+}
+
+/// The body of a raw HTTP/1.1 answer, after its head.
+fn raw_body(answer: &[u8]) -> &[u8] {
+    let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    &answer[at + 4..]
+}
+
+/// Audio has no error event: a speech upstream cut midway aborts the client's response
+/// (no final chunk, or a body short of its length, and the connection closed), so the
+/// client's HTTP library reports an incomplete body instead of a short file that looks
+/// whole; the request is recorded as failed (502) and nothing is cached.
+#[tokio::test]
+async fn a_cut_speech_stream_is_aborted_recorded_as_failed_and_not_cached() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", TTS).await;
+    for with_length in [false, true] {
+        let body = cut_speech(with_length);
+        let id = format!("tts-cut-{with_length}");
+        let mut headers = AUTH.to_vec();
+        headers.push(("x-request-id", &id));
+        let mut s = post_stream(&gw.url("/v1/audio/speech"), body.clone(), &headers)
+            .await
+            .unwrap();
+        assert_eq!(s.header("x-sluice-cache"), Some("miss"), "{id}");
+        assert_eq!(s.header("content-length").is_some(), with_length, "{id}");
+        let got = s.collect_body().await;
+        assert!(
+            matches!(got, Err(sluice_testkit::client::ClientError::Body(_))),
+            "{id}: the client sees the cut, not a short body: {:?}",
+            got.map(|b| b.len())
+        );
+
+        let raw_id = format!("tts-cut-raw-{with_length}");
+        let answer = raw_speech(&gw, &body, &raw_id).await;
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{text}");
+        let audio = raw_body(&answer);
+        if with_length {
+            assert!(text.contains("content-length: 12800"), "{text}");
+            assert!(audio.len() < 200 * 64, "{id}: {} bytes", audio.len());
+        } else {
+            assert!(text.contains("transfer-encoding: chunked"), "{text}");
+            assert!(!audio.ends_with(b"\r\n0\r\n\r\n"), "{id}: no final chunk");
+        }
+    }
+    assert_eq!(fake.request_count(), 4, "the cut audio was never stored");
+
+    // An uncut answer over the same raw connection ends with its final chunk.
+    let whole = raw_speech(&gw, &speech(&"c".repeat(200), json!({})), "tts-whole").await;
+    assert!(raw_body(&whole).ends_with(b"\r\n0\r\n\r\n"));
+
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let records = ledger.export(0).await.unwrap();
+    let status = |id: &str| records.iter().find(|r| r.request_id == id).unwrap().status;
+    for with_length in [false, true] {
+        assert_eq!(status(&format!("tts-cut-{with_length}")), 502);
+        assert_eq!(status(&format!("tts-cut-raw-{with_length}")), 502);
+    }
+    assert_eq!(status("tts-whole"), 200);
+}
+
+#[tokio::test]
+async fn speech_over_max_entry_bytes_is_piped_but_not_stored() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true\nmax_entry_bytes = 4096", TTS).await;
+    let body = speech(&"b".repeat(200), json!({}));
+    for _ in 0..2 {
+        let r = say(&gw, &body, "tts-big").await;
+        assert_eq!((r.status, r.body.len()), (200, 200 * 64));
+        assert_eq!(r.header("x-sluice-cache"), Some("miss"));
+    }
+    assert_eq!(fake.request_count(), 2);
+    let metrics = get(&gw.url("/metrics")).await.unwrap().text();
+    assert!(
+        metrics.contains("sluice_cache_too_large_total 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn speech_is_never_cached_with_the_cache_off() {
+    let (fake, gw, _dir) = cached_gateway("enabled = false", TTS).await;
+    let body = speech("hello there", json!({}));
+    for _ in 0..2 {
+        let r = say(&gw, &body, "tts-off").await;
+        assert_eq!(r.status, 200);
+        assert_ne!(r.header("x-sluice-cache"), Some("hit"));
+    }
+    assert_eq!(fake.request_count(), 2);
+}
+
+#[tokio::test]
+async fn cached_speech_still_reaches_its_client_as_it_arrives() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", TTS).await;
+    // Four frames a second apart: the first is read while the upstream is still sending.
+    let body = speech(
+        &"c".repeat(200),
+        json!({"x_fake": {"chunk_delay_ms": 1000}}),
+    );
+    let mut s =
+        sluice_testkit::client::post_stream(&gw.url("/v1/audio/speech"), body.clone(), AUTH)
+            .await
+            .unwrap();
+    assert_eq!(s.header("x-sluice-cache"), Some("miss"));
+    let first = s.next_chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    assert_eq!(fake.cancelled_count(), 0);
+    // Leaving now cancels the upstream midway (so it had not finished), and stores nothing.
+    drop(s);
+    assert!(fake.wait_cancelled(1, Duration::from_secs(10)).await);
+    let again = say(&gw, &body, "tts-again").await;
+    assert_eq!(again.header("x-sluice-cache"), Some("miss"));
+}
+
+#[tokio::test]
+async fn identical_speech_requests_at_once_make_one_upstream_call() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", TTS).await;
+    let gw = Arc::new(gw);
+    let body = speech("together now", json!({"x_fake": {"delay_ms": 1000}}));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (gw, body) = (Arc::clone(&gw), body.clone());
+        tasks.push(tokio::spawn(async move {
+            say(&gw, &body, &format!("tts-together-{i}")).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert_eq!(fake.request_count(), 1);
+    for a in &answers {
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body, answers[0].body);
+        assert_eq!(a.header("content-type"), Some("audio/mpeg"));
+    }
+    let coalesced = answers
+        .iter()
+        .filter(|a| a.header("x-sluice-coalesced") == Some("true"))
+        .count();
+    assert!(coalesced >= 10, "{coalesced} of 20 waited for the leader");
+}

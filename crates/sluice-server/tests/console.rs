@@ -61,6 +61,8 @@ price = {{ input = 1.0, output = 2.0 }}
 name = "r"
 targets = ["m"]
 canary = {{ target = "c", stages = [10, 50, 100], max_error_rate = 0.5, min_requests = 100, window_ms = 60000 }}
+[observability]
+sample_rate = 1.0
 "#,
         dir = data_dir().display(),
         upstream = fake.base_url(),
@@ -276,6 +278,10 @@ async fn every_admin_call_the_console_makes_needs_the_master_key() {
         (Method::DELETE, "/admin/cache"),
         (Method::POST, "/admin/local/models/m/load"),
         (Method::POST, "/admin/local/models/m/unload"),
+        (Method::GET, "/admin/requests"),
+        (Method::GET, "/admin/samples"),
+        (Method::GET, "/admin/metrics"),
+        (Method::GET, "/admin/health"),
     ];
     for auth in [
         None,
@@ -301,4 +307,71 @@ async fn every_admin_call_the_console_makes_needs_the_master_key() {
     // The canary did not move.
     let v = send(&gw, Method::GET, "/admin/routes", "").await.json();
     assert_eq!(v["routes"][0]["canary"]["rollbacks"], 0, "{v}");
+}
+
+/// Every data call in the console's scripts goes to `/admin/*` (behind the master key):
+/// the metrics and the deployments' health through `/admin/metrics` and `/admin/health`,
+/// never the public `/metrics` and `/health/detailed`.
+#[tokio::test]
+async fn the_console_reads_only_behind_the_master_key() {
+    let ui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+    let mut calls = Vec::new();
+    for entry in std::fs::read_dir(&ui).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "js") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (i, _) in text.match_indices("call(") {
+                let rest = &text[i + "call(".len()..];
+                if let Some(quoted) = rest.strip_prefix(['\'', '`', '"']) {
+                    let end = quoted.find(['\'', '`', '"']).unwrap();
+                    calls.push((path.clone(), quoted[..end].to_owned()));
+                }
+            }
+        }
+    }
+    assert!(calls.len() >= 10, "{calls:?}");
+    for (file, call) in &calls {
+        assert!(call.starts_with("/admin/"), "{}: {call}", file.display());
+    }
+    let (_fake, gw) = gateway().await;
+    let auth = format!("Bearer {MASTER}");
+    let r = get(&gw, "/admin/metrics", &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("sluice_requests_total"), "{}", r.text());
+    let r = get(&gw, "/admin/health", &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["providers"][0]["name"], "fake", "{}", r.text());
+}
+
+/// `server.public_status = false`: `/metrics` and `/health/detailed` need the master key;
+/// `/health` and `/health/ready` (no data) stay open.
+#[tokio::test]
+async fn status_pages_can_be_put_behind_the_master_key() {
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+master_key = "{MASTER}"
+public_status = false
+"#
+    );
+    let gw = start_with(&toml).await;
+    let auth = format!("Bearer {MASTER}");
+    for path in ["/metrics", "/health/detailed"] {
+        let r = get(&gw, path, &[]).await;
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "authentication_error");
+        let r = get(&gw, path, &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    for path in ["/health", "/health/ready"] {
+        assert_eq!(get(&gw, path, &[]).await.status, 200, "{path}");
+    }
+    // Without a master key the setting would lock everyone out: refused at load.
+    let e = sluice_core::config::Config::from_toml(
+        "[server]\npublic_status = false\n",
+        &sluice_core::env::MapEnv(Default::default()),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("server.public_status"), "{e}");
 }

@@ -659,6 +659,34 @@ async fn shutdown_answers_a_connection_taken_before_its_request_arrived() {
         .unwrap();
 }
 
+/// Once the shutdown began, a readiness probe that still reaches the gateway (on a
+/// connection taken before) is told `draining`, 503: the replica is not to get new traffic.
+#[tokio::test]
+async fn readiness_is_draining_once_the_shutdown_began() {
+    use tokio::io::AsyncWriteExt;
+    let (_fake, mut gw) = setup("").await;
+    let r = sluice_testkit::client::get(&gw.url("/health/ready"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut early = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let server = gw.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    early
+        .write_all(b"GET /health/ready HTTP/1.1\r\nhost: sluice\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_all(early).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains(r#""status":"draining""#), "{answer:?}");
+    tokio::time::timeout(SECS5, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 /// Connections still in the kernel's accept queue when the shutdown comes (here: behind
 /// `max_connections = 1`, held by an idle keep-alive connection) are taken and answered
 /// before the listener closes, not reset with it.

@@ -252,6 +252,7 @@ apply_to = "answers"
 "#;
     let gw = start_with(&config(&fake, guards, "\"pii\", \"out\", \"keys\"")).await;
     let url = gw.url("/v1/chat/completions");
+    let ids = [0, 1].map(|i| format!("guard-stream-{i}-{}", sluice_store::unix_now_ms()));
     // A placeholder of the request's redaction, split over chunks, comes back whole.
     let r = post_json(
         &url,
@@ -259,7 +260,7 @@ apply_to = "answers"
             "I am ann@example.com",
             "Hello [EMAIL_1], your card 4111 1111 1111 1111 is on file.",
         ),
-        &[],
+        &[("x-request-id", ids[0].as_str())],
     )
     .await
     .unwrap();
@@ -276,13 +277,30 @@ apply_to = "answers"
         "{} and the key is sk-proj-abcdefghijklmnopqrstuvwxyz0123456789 ok",
         "word ".repeat(80)
     );
-    let r = post_json(&url, chat_stream("key?", &leak), &[])
-        .await
-        .unwrap();
+    let r = post_json(
+        &url,
+        chat_stream("key?", &leak),
+        &[("x-request-id", ids[1].as_str())],
+    )
+    .await
+    .unwrap();
     let (text, error) = streamed(&r.text());
     assert!(!r.text().contains("sk-proj-"), "{}", r.text());
     assert!(!text.contains("sk-proj"));
     assert_eq!(error.unwrap()["code"], "guardrail_blocked");
+    // The spend records say what the request's and the stream's guardrails found.
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let records = ledger.export(0).await.unwrap();
+    let found = |id: &str| {
+        let record = records.iter().find(|rec| rec.request_id == id).unwrap();
+        (record.status, record.guardrails.clone())
+    };
+    assert_eq!(
+        found(&ids[0]),
+        (200, Some("out:card:redact=1,pii:email:redact=1".into()))
+    );
+    assert_eq!(found(&ids[1]), (400, Some("keys:secret:block=1".into())));
 }
 
 #[tokio::test]

@@ -310,3 +310,109 @@ targets = ["tts-a", "tts-b"]
         .unwrap()
         .contains("provider `chat-only`"));
 }
+
+#[tokio::test]
+async fn an_image_variation_upload_reaches_the_upstream_priced_per_image() {
+    let (fake, gw) = media_gateway().await;
+    let png: Vec<u8> = b"\x89PNG\r\n\x1a\n"
+        .iter()
+        .copied()
+        .chain((0..50_000u32).map(|i| (i * 7 % 251) as u8))
+        .collect();
+    let body = form(
+        &[("model", "img"), ("n", "2"), ("size", "1024x1024")],
+        Some(("image", "base.png", &png)),
+    );
+    let r = post_form(&gw, "/v1/images/variations", body).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
+    assert_eq!(r.header("x-sluice-cost-usd"), Some("0.08"));
+    let seen = fake.last_request().unwrap();
+    assert_eq!(seen.path, "/v1/images/variations");
+    let sent = &seen.body[..];
+    assert!(
+        sent.windows(png.len()).any(|w| w == &png[..]),
+        "the image reached the upstream whole"
+    );
+
+    // Without its image: a 400 before any upstream call.
+    let before = fake.request_count();
+    let body = form(&[("model", "img"), ("n", "1")], None);
+    let r = post_form(&gw, "/v1/images/variations", body).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(fake.request_count(), before);
+}
+
+#[tokio::test]
+async fn the_jina_and_cohere_presets_serve_rerank_only_where_they_have_it() {
+    let fake = FakeUpstream::start().await;
+    let extra = format!(
+        r#"
+[[providers]]
+name = "jina"
+type = "openai"
+preset = "jina"
+base_url = "{0}"
+[[providers]]
+name = "cohere"
+type = "openai"
+preset = "cohere"
+base_url = "{0}"
+[[models]]
+name = "jina-rr"
+provider = "jina"
+upstream = "jina-reranker-v2-base-multilingual"
+[[models]]
+name = "cohere-rr"
+provider = "cohere"
+upstream = "rerank-english-v3.0"
+"#,
+        fake.base_url()
+    );
+    let gw = start_with(&(config_for(&fake.base_url(), "") + &extra)).await;
+    for (model, upstream) in [
+        ("jina-rr", "jina-reranker-v2-base-multilingual"),
+        ("cohere-rr", "rerank-english-v3.0"),
+    ] {
+        let body = json!({"model": model, "query": "capital of france", "documents": ["Berlin", {"text": "Paris is the capital of France"}], "top_n": 1, "return_documents": true});
+        let r = post_json(&gw.url("/v1/rerank"), body.to_string(), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        assert_eq!(r.json()["results"][0]["index"], 1, "{model}");
+        let seen = fake.last_request().unwrap();
+        assert_eq!(seen.path, "/v1/rerank", "{model}: {{base_url}}/rerank");
+        let sent = seen.json().unwrap();
+        assert_eq!(sent["model"], upstream);
+        assert_eq!(
+            sent["documents"][1]["text"],
+            "Paris is the capital of France"
+        );
+        assert_eq!(sent["return_documents"], true);
+    }
+    // Neither serves chat; Cohere's preset serves no embeddings either.
+    for (path, model, body) in [
+        (
+            "/v1/chat/completions",
+            "jina-rr",
+            json!({"model": "jina-rr", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/embeddings",
+            "cohere-rr",
+            json!({"model": "cohere-rr", "input": "hi"}),
+        ),
+    ] {
+        let r = post_json(&gw.url(path), body.to_string(), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 404, "{model}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "endpoint_not_supported");
+    }
+    let body = json!({"model": "jina-rr", "input": "hi"});
+    let r = post_json(&gw.url("/v1/embeddings"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "Jina serves embeddings: {}", r.text());
+}

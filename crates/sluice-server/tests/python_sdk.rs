@@ -32,6 +32,10 @@ const BATCHES_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/python/test_openai_batches.py"
 );
+const FORWARDED_BATCHES_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python/test_openai_batches_forwarded.py"
+);
 const ANTHROPIC_UPSTREAMS_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/python/test_anthropic_sdk_upstreams.py"
@@ -232,6 +236,51 @@ async fn official_python_sdk_drives_the_files_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_drives_the_batch_api() {
     drive("openai", BATCHES_SCRIPT, "/v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_drives_a_batch_forwarded_to_the_upstreams_batch_api() {
+    let script = FORWARDED_BATCHES_SCRIPT;
+    let Some(python) = python_with("openai", script).await else {
+        return;
+    };
+    let fake = FakeUpstream::start().await;
+    // Slow enough that the script sees the batch running and cancels it before it ends.
+    fake.set_batch_outcome(sluice_testkit::BatchOutcome::Complete { after_polls: 20 });
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-sdk-forwarded-{}-{}",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    ));
+    // A data directory of its own: no other test's batch is forwarded here.
+    let toml = common::config_for(&fake.base_url(), "batch = \"native\"").replace(
+        "[storage]\n",
+        &format!("[storage]\ndata_dir = \"{}\"\n#", dir.display()),
+    ) + "[batches]\npoll_interval_ms = 50\n";
+    let gw = common::start_with(&toml).await;
+    run(python, script, &gw, "/v1").await;
+    let sent = |method: &str, suffix: &str| {
+        fake.requests()
+            .iter()
+            .filter(|r| {
+                r.method.as_str() == method
+                    && r.path.starts_with("/v1/batches")
+                    && r.path.ends_with(suffix)
+            })
+            .count()
+    };
+    assert_eq!(sent("POST", "/v1/batches"), 2);
+    assert_eq!(sent("POST", "/cancel"), 1);
+    let uploaded = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/files")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&uploaded.body).contains("\"upstream-m\""));
+    assert!(fake
+        .requests()
+        .iter()
+        .all(|r| r.path != "/v1/chat/completions"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

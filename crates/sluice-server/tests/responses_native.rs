@@ -429,6 +429,48 @@ targets = ["m", "c"]
     assert_eq!(chat_fake.request_count(), 0);
 }
 
+/// Fields the Responses API has that sluice's translation does not know (newer ones, a
+/// reusable `prompt` standing for `input`) reach native upstreams as sent; a model served
+/// through chat refuses them by name, sending nothing.
+#[tokio::test]
+async fn unknown_fields_go_to_native_upstreams_as_sent_and_are_refused_by_name_elsewhere() {
+    let native_fake = FakeUpstream::start().await;
+    native_fake.set_recording(true);
+    let chat_fake = FakeUpstream::start().await;
+    let toml = config_for(&native_fake.base_url(), "responses = \"native\"")
+        + &format!(
+            r#"
+[[providers]]
+name = "compat"
+type = "openai"
+base_url = "{}"
+[[models]]
+name = "c"
+provider = "compat"
+"#,
+            chat_fake.base_url()
+        );
+    let gw = start_with(&toml).await;
+    let body = json!({"model": "m", "prompt": {"id": "pmpt_1", "version": "2"},
+                      "max_tool_calls": 2, "store": false});
+    let r = create(&gw, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut expected = body.clone();
+    expected["model"] = json!("upstream-m");
+    assert_eq!(native_fake.take_requests()[0].json().unwrap(), expected);
+    let mut on_chat = body.clone();
+    on_chat["model"] = json!("c");
+    on_chat["input"] = json!("hi");
+    let r = create(&gw, &on_chat).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("`max_tool_calls` is not supported through chat"),
+        "{message}"
+    );
+    assert_eq!(chat_fake.request_count(), 0);
+}
+
 #[tokio::test]
 async fn a_routes_degraded_answer_after_native_failures_is_written_as_a_response() {
     let fake = FakeUpstream::start().await;

@@ -6,10 +6,11 @@ import * as cache from './cache.js';
 import * as keys from './keys.js';
 import * as models from './models.js';
 import * as overview from './overview.js';
+import * as requests from './requests.js';
 import * as routes from './routes.js';
 import * as spend from './spend.js';
 
-const PAGES = { overview, spend, keys, routes, cache, models };
+const PAGES = { overview, spend, requests, keys, routes, cache, models };
 
 const form = document.getElementById('login');
 const keyInput = document.getElementById('login-key');

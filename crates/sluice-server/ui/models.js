@@ -1,5 +1,5 @@
 // Local models (`type = "local"` providers): the pool's memory against its budget, each
-// model's state, engine, size and idle time (`/health/detailed`'s `local`), and load and
+// model's state, engine, size and idle time (`/admin/health`'s `local`, as `/health/detailed` says it), and load and
 // unload buttons (`POST /admin/local/models/{name}/load|unload`).
 
 import { call } from './api.js';
@@ -27,7 +27,7 @@ export async function render(el) {
   };
   const refresh = async () => {
     try {
-      const { local } = await call('/health/detailed');
+      const { local } = await call('/admin/health');
       body.replaceChildren(...(local ? pool(local, act) : [h('p', { class: 'note' }, 'No local models are configured (no provider of `type = "local"`).')]));
     } catch (e) {
       body.replaceChildren(errorLine(e));

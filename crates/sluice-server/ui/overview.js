@@ -143,7 +143,7 @@ export async function render(el) {
   el.append(status);
   const read = async () => {
     try {
-      const now = snapshot(await call('/metrics', { text: true }));
+      const now = snapshot(await call('/admin/metrics', { text: true }));
       totals.replaceChildren(...tiles(now));
       live.add(now);
       status.textContent = '';

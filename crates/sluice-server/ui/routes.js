@@ -1,5 +1,5 @@
 // Routes: targets with their breaker state and cooldown, the canary's stage with advance,
-// promote and rollback. `/admin/routes`, `/health/detailed` (the deployments' breakers),
+// promote and rollback. `/admin/routes`, `/admin/health` (`/health/detailed` behind the key: the deployments' breakers),
 // `POST /admin/routes/{route}/canary`.
 
 import { call } from './api.js';
@@ -11,7 +11,7 @@ export async function render(el) {
   el.append(h('h2', {}, 'Routes'), body);
   const refresh = async () => {
     try {
-      const [{ routes }, health] = await Promise.all([call('/admin/routes'), call('/health/detailed')]);
+      const [{ routes }, health] = await Promise.all([call('/admin/routes'), call('/admin/health')]);
       const models = new Map(health.models.map((m) => [m.name, m]));
       body.replaceChildren(
         ...(routes.length ? routes.map((r) => route(r, models, refresh)) : [h('p', { class: 'note' }, 'No routes are configured.')]),

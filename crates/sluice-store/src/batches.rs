@@ -17,6 +17,10 @@
 //! runs, released when it stops). A lease that ran out (a replica gone) lets another take the
 //! batch over.
 //!
+//! A batch forwarded to a provider's own Batch API has a row in `batch_upstreams` (its
+//! provider, the upstream's input file and batch ids, the upstream's counts while it runs:
+//! [`Forward`]), so a restarted gateway polls it again rather than sending it twice.
+//!
 //! The files: this one (the operations), `types`, `sql` (one statement text for both
 //! stores).
 
@@ -24,7 +28,7 @@ mod sql;
 pub mod types;
 
 pub use types::{
-    Batch, BatchPage, BatchStatus, LineResult, NewBatch, Outcome, RequestCounts, Times,
+    Batch, BatchPage, BatchStatus, Forward, LineResult, NewBatch, Outcome, RequestCounts, Times,
     MAX_LIST_LIMIT, PREFIX,
 };
 
@@ -72,20 +76,33 @@ CREATE TABLE IF NOT EXISTS batch_results (
     body TEXT NOT NULL,
     PRIMARY KEY (batch_id, line)
 );
+CREATE TABLE IF NOT EXISTS batch_upstreams (
+    batch_id TEXT NOT NULL PRIMARY KEY,
+    provider TEXT NOT NULL,
+    file_id TEXT,
+    create_sent BIGINT NOT NULL DEFAULT 0,
+    upstream_id TEXT,
+    completed BIGINT NOT NULL DEFAULT 0,
+    failed BIGINT NOT NULL DEFAULT 0,
+    cancel_sent BIGINT NOT NULL DEFAULT 0
+);
 ";
 
 /// The advisory lock that serializes the tables' creation across replicas ("sluice" + 3).
 const MIGRATION_LOCK: i64 = 0x736c_7569_6365_0003;
 
 /// The columns a [`Batch`] is read from, in [`batch`]'s order; the counts of a batch not yet
-/// final are counted from its results.
+/// final are counted from its results, plus, for a forwarded batch, the upstream's counts
+/// (zeroed when its results are collected).
 const COLUMNS: &str = "id, owner, endpoint, input_file_id, completion_window, status,
     output_file_id, error_file_id, errors, metadata, created_at, in_progress_at, expires_at,
     finalizing_at, completed_at, failed_at, expired_at, cancelling_at, cancelled_at, total,
     COALESCE(completed, (SELECT count(*) FROM batch_results r
-        WHERE r.batch_id = batches.id AND r.failed = 0)),
+        WHERE r.batch_id = batches.id AND r.failed = 0)
+        + COALESCE((SELECT u.completed FROM batch_upstreams u WHERE u.batch_id = batches.id), 0)),
     COALESCE(failed, (SELECT count(*) FROM batch_results r
-        WHERE r.batch_id = batches.id AND r.failed = 1))";
+        WHERE r.batch_id = batches.id AND r.failed = 1)
+        + COALESCE((SELECT u.failed FROM batch_upstreams u WHERE u.batch_id = batches.id), 0))";
 
 /// Batches and their lines' results. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -205,7 +222,8 @@ impl BatchStore {
         owner: &Owner,
     ) -> Result<Option<Batch>, StoreError> {
         self.execute(
-            "UPDATE batches SET status = 'cancelling', cancelling_at = $3
+            "UPDATE batches SET status = 'cancelling', cancelling_at = $3,
+                 lease_until = CASE WHEN runner IS NULL THEN 0 ELSE lease_until END
              WHERE id = $1 AND owner = $2 AND status IN ('validating', 'in_progress')",
             vec![id.into(), owner.as_stored().into(), unix_now_s().into()],
         )
@@ -375,6 +393,18 @@ impl BatchStore {
         .map(drop)
     }
 
+    /// Lets go of the lease of batch `id` until `until_ms` (a forwarded batch between two
+    /// polls): nobody runs it, and it is not runnable before then (a cancel makes it so at
+    /// once).
+    pub async fn park(&self, id: &str, runner: &str, until_ms: u64) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE batches SET runner = NULL, lease_until = $3 WHERE id = $1 AND runner = $2",
+            vec![id.into(), runner.into(), until_ms.into()],
+        )
+        .await
+        .map(drop)
+    }
+
     /// Lets go of every lease (an embedded store at start: its data directory is one
     /// gateway's, so a lease left by a killed process is nobody's).
     pub async fn release_all(&self) -> Result<(), StoreError> {
@@ -390,10 +420,100 @@ impl BatchStore {
     pub async fn runnable(&self, now_ms: u64, limit: usize) -> Result<Vec<Batch>, StoreError> {
         self.batches(
             "WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling')
-             AND (runner IS NULL OR lease_until < $1) ORDER BY seq LIMIT $2",
+             AND lease_until < $1 ORDER BY seq LIMIT $2",
             vec![now_ms.into(), (limit as u64).into()],
         )
         .await
+    }
+
+    /// Marks batch `id` as forwarded to `provider` (once: a second call keeps the first).
+    pub async fn forward_to(&self, id: &str, provider: &str) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO batch_upstreams (batch_id, provider) VALUES ($1, $2)
+             ON CONFLICT (batch_id) DO NOTHING",
+            vec![id.into(), provider.into()],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The upstream state of batch `id`, when it was forwarded.
+    pub async fn forwarded(&self, id: &str) -> Result<Option<Forward>, StoreError> {
+        let rows = sql::query(
+            self.ready().await?,
+            "SELECT provider, file_id, create_sent, upstream_id, completed, failed, cancel_sent
+             FROM batch_upstreams WHERE batch_id = $1"
+                .into(),
+            vec![id.into()],
+        )
+        .await?;
+        Ok(rows.first().map(forward))
+    }
+
+    /// The upstream input file of batch `id` is uploaded.
+    pub async fn forward_file(&self, id: &str, file_id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE batch_upstreams SET file_id = $2 WHERE batch_id = $1",
+            vec![id.into(), file_id.into()],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// A create is about to be sent for batch `id`.
+    pub async fn forward_create_sent(&self, id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE batch_upstreams SET create_sent = 1 WHERE batch_id = $1",
+            vec![id.into()],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The upstream batch of batch `id` is `upstream_id`.
+    pub async fn forward_made(&self, id: &str, upstream_id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE batch_upstreams SET upstream_id = $2 WHERE batch_id = $1",
+            vec![id.into(), upstream_id.into()],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The upstream's counts of batch `id`, as polled (zeroed when its results are
+    /// collected into the batch's own).
+    pub async fn forward_counts(
+        &self,
+        id: &str,
+        completed: u64,
+        failed: u64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE batch_upstreams SET completed = $2, failed = $3 WHERE batch_id = $1",
+            vec![id.into(), completed.into(), failed.into()],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The cancel of batch `id` was passed on upstream.
+    pub async fn forward_cancel_sent(&self, id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE batch_upstreams SET cancel_sent = 1 WHERE batch_id = $1",
+            vec![id.into()],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Batch `id` failed with OpenAI's `errors` object (JSON text), kept for when it ends.
+    pub async fn set_errors(&self, id: &str, errors: String) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE batches SET errors = $2 WHERE id = $1",
+            vec![id.into(), errors.into()],
+        )
+        .await
+        .map(drop)
     }
 
     /// Whether the store is embedded (one gateway's).
@@ -440,6 +560,18 @@ fn batch(r: &Cells) -> Result<Batch, StoreError> {
             failed: cell(r, 21).uint(),
         },
     })
+}
+
+fn forward(r: &Cells) -> Forward {
+    Forward {
+        provider: cell(r, 0).text(),
+        file_id: cell(r, 1).opt_text(),
+        create_sent: cell(r, 2).uint() == 1,
+        upstream_id: cell(r, 3).opt_text(),
+        completed: cell(r, 4).uint(),
+        failed: cell(r, 5).uint(),
+        cancel_sent: cell(r, 6).uint() == 1,
+    }
 }
 
 fn line_result(r: &Cells) -> LineResult {

@@ -330,14 +330,15 @@ impl Upload {
                 return Err(e);
             }
         };
+        let created_at = unix_now_s();
         let file = FileObject {
             id,
             owner: new.owner,
             purpose: new.purpose,
             filename: new.filename,
             bytes,
-            created_at: unix_now_s(),
-            expires_at: new.expires_at,
+            created_at,
+            expires_at: new.expires_after.map(|s| created_at.saturating_add(s)),
             status: FileStatus::Processed,
         };
         if let Err(e) = store.inner.index.insert(file.clone()).await {

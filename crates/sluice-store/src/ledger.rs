@@ -34,9 +34,11 @@
 //! ```
 
 pub(crate) mod counters;
+pub(crate) mod log;
 pub(crate) mod protocol;
 pub(crate) mod types;
 
+pub use log::{LogPage, LogPosition, LogQuery, LogRow, StatusFilter};
 pub use types::{
     civil_from_days, days_from_civil, parse_day, since, BudgetPeriod, Dimension, KeyRecord,
     LedgerOptions, Purged, Report, ReportRow, SpendRecord, DAY_MS,
@@ -104,6 +106,12 @@ impl Ledger {
     /// `sluice cost simulate`).
     pub async fn export(&self, since: UnixMs) -> Result<Vec<SpendRecord>, StoreError> {
         both!(self, l => l.export(since).await)
+    }
+
+    /// A page of the request log: the records `query` matches, newest first, the search
+    /// bounded by its `scan_limit` (see [`log`]).
+    pub async fn log(&self, query: LogQuery) -> Result<LogPage, StoreError> {
+        both!(self, l => l.log(query).await)
     }
 
     /// What `key_id` spent in budget `window` (see [`BudgetPeriod::window`]), in nano-USD,

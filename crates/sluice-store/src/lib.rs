@@ -2,7 +2,8 @@
 //!
 //! - the response cache: opaque bytes under 32-byte keys the caller made (BLAKE3 hashes),
 //!   each with an absolute expiry, in an in-memory tier ([`MemoryTier`]) before a
-//!   persistent store ([`CacheStore`]: a SQLite file, or Redis);
+//!   persistent store ([`CacheStore`]: a SQLite file, or Redis), with the semantic index's
+//!   records beside their entries ([`IndexRecord`]);
 //! - the ledger ([`Ledger`]): virtual keys and the spend log, with daily roll-ups and budget
 //!   windows (a SQLite file, or PostgreSQL);
 //! - the limiter ([`Limiter`]): rate limits, concurrency limits and budgets, checked and
@@ -30,6 +31,7 @@ mod cache_stats;
 pub mod error;
 pub mod files;
 pub mod hex;
+pub mod index_records;
 pub mod ledger;
 pub mod limits;
 pub mod memory;
@@ -40,6 +42,7 @@ pub mod redis;
 pub mod redis_cache;
 pub mod responses;
 pub mod routing_file;
+pub mod samples;
 mod sql_int;
 pub mod sqlite;
 mod sqlite_file;
@@ -50,6 +53,7 @@ pub mod store;
 pub use batches::BatchStore;
 pub use error::StoreError;
 pub use files::{FileIndex, FileObject, FileStore, NewFile, Owner, Purpose, Upload};
+pub use index_records::{IndexCursor, IndexRecord};
 pub use ledger::{
     BudgetPeriod, Dimension, KeyRecord, Ledger, LedgerOptions, Report, ReportRow, SpendRecord,
 };
@@ -59,6 +63,7 @@ pub use redis::RedisClient;
 pub use redis_cache::RedisCache;
 pub use responses::{ResponseOptions, ResponseStore};
 pub use routing_file::RoutingFile;
+pub use samples::SampleStore;
 pub use sqlite::{SqliteCache, SqliteOptions};
 pub use store::{CacheStats, CacheStore, CounterDelta};
 

@@ -1,8 +1,10 @@
 //! Rate limits, concurrency limits and budgets: checked and charged together, atomically,
 //! for one request ([`Limiter::admit`]), and settled when the request ends
-//! ([`Limiter::settle`]). In process ([`Limiter::Memory`], a [`MemoryLimiter`]) or global
-//! across replicas on Redis ([`Limiter::Redis`], a [`RedisLimiter`]: one Lua script per call,
-//! so two replicas never both take the last unit).
+//! ([`Limiter::settle`], or [`Limiter::settle_later`] without waiting). In process
+//! ([`Limiter::Memory`], a [`MemoryLimiter`]) or global across replicas on Redis
+//! ([`Limiter::Redis`], a [`RedisLimiter`]: one Lua script decides each ticket, so two
+//! replicas never both take the last unit; the tickets of a thread's concurrent requests
+//! share one call).
 //!
 //! Semantics, the same for both (the Redis scripts are a transcription of the memory code,
 //! and a property test runs both on one random sequence and compares every decision):
@@ -133,6 +135,34 @@ impl Limiter {
                 Ok(())
             }
             Self::Redis(r) => r.settle(ticket, checks, actual, now).await,
+        }
+    }
+
+    /// [`Limiter::settle`] without waiting: in process at once; on Redis queued, and sent
+    /// with this thread's next call (a crash loses the queued ones: see [`RedisLimiter`]).
+    /// On Redis it needs a tokio runtime.
+    pub fn settle_later(&self, ticket: &Ticket, checks: &[Check], actual: &[u64], now: UnixMs) {
+        match self {
+            Self::Memory(m) => m.settle(ticket, checks, actual, now),
+            Self::Redis(r) => r.settle_later(ticket, checks, actual, now),
+        }
+    }
+
+    /// Settles given to [`Limiter::settle_later`] that never reached Redis (their call
+    /// failed, or too many were queued); always 0 for the memory limiter.
+    pub fn settles_dropped(&self) -> u64 {
+        match self {
+            Self::Memory(_) => 0,
+            Self::Redis(r) => r.settles_dropped(),
+        }
+    }
+
+    /// Sends what is queued for Redis, waiting up to `limit` (for a shutdown); whether
+    /// nothing is left. The memory limiter has nothing to send.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        match self {
+            Self::Memory(_) => true,
+            Self::Redis(r) => r.flush(limit).await,
         }
     }
 

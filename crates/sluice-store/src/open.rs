@@ -9,6 +9,7 @@ use crate::limits::Limiter;
 use crate::postgres::PgLedger;
 use crate::redis_cache::RedisCache;
 use crate::responses::{Backend, PgResponses, ResponseOptions, ResponseStore, SqliteResponses};
+use crate::samples::{self, PgSamples, SampleStore, SqliteSamples};
 use crate::sqlite::SqliteCache;
 use crate::sqlite_ledger::SqliteLedger;
 use crate::store::CacheStore;
@@ -72,6 +73,22 @@ pub fn responses(
         max_bytes: responses.max_bytes,
     };
     Ok(ResponseStore::new(backend, options))
+}
+
+/// The sampled payloads' file in the data directory, without `storage.database_url`.
+pub const SAMPLES_FILE: &str = "samples.sqlite";
+
+/// The sampled payloads (`[observability] sample_rate`): the `samples` table of
+/// `storage.database_url` when set, else [`SAMPLES_FILE`] in `storage.data_dir`. Blocks
+/// until the database is reached.
+pub fn samples(storage: &StorageConfig) -> Result<SampleStore, StoreError> {
+    let backend = match &storage.database_url {
+        Some(url) => samples::Backend::Postgres(PgSamples::open(url.expose())?),
+        None => {
+            samples::Backend::Sqlite(SqliteSamples::open(&storage.data_dir.join(SAMPLES_FILE))?)
+        }
+    };
+    Ok(SampleStore::new(backend))
 }
 
 /// The ledger (virtual keys and the spend log): PostgreSQL at `storage.database_url` when

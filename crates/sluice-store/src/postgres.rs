@@ -179,6 +179,15 @@ impl PgLedger {
         self.ask(|reply| Msg::Export { since, reply }).await
     }
 
+    /// See [`crate::Ledger::log`].
+    pub async fn log(
+        &self,
+        query: crate::ledger::log::LogQuery,
+    ) -> Result<crate::ledger::log::LogPage, StoreError> {
+        let query = Box::new(query);
+        self.ask(|reply| Msg::Log { query, reply }).await
+    }
+
     /// See [`crate::Ledger::window_spend`].
     pub async fn window_spend(&self, key_id: &str, window: &str) -> Result<u64, StoreError> {
         self.ask(|reply| Msg::WindowSpend {

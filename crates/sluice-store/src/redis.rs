@@ -323,6 +323,8 @@ struct Inner {
     down_until_ms: AtomicU64,
     /// Operations running at once, all threads together: bounds the open connections.
     slots: tokio::sync::Semaphore,
+    /// Requests written (single commands and pipelines alike).
+    round_trips: AtomicU64,
 }
 
 /// A Redis client: cheap to clone, usable from any thread and runtime; connections are
@@ -360,6 +362,7 @@ impl RedisClient {
                 epoch: Instant::now(),
                 down_until_ms: AtomicU64::new(0),
                 slots: tokio::sync::Semaphore::new(DEFAULT_MAX_CONNECTIONS),
+                round_trips: AtomicU64::new(0),
             }),
         }
     }
@@ -384,6 +387,12 @@ impl RedisClient {
             inner.slots = tokio::sync::Semaphore::new(max.max(1));
         }
         self
+    }
+
+    /// Round trips this client (and its clones) attempted: every command or pipeline,
+    /// failed ones included, connection handshakes not (for tests and metrics).
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(Relaxed)
     }
 
     /// The per-operation time limit.
@@ -418,6 +427,7 @@ impl RedisClient {
     }
 
     async fn run(&self, request: &[u8], replies: usize) -> Result<Vec<Value>, StoreError> {
+        self.inner.round_trips.fetch_add(1, Relaxed);
         let limit = self.inner.op_timeout;
         match tokio::time::timeout(limit, self.run_untimed(request, replies)).await {
             Ok(result) => result,

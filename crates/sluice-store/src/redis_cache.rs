@@ -6,6 +6,13 @@
 //! `{prefix}cache:stats`, fields `hits`, `misses`, `saved_nano_usd`, `saved_ms`, grown with
 //! `HINCRBY`. `get` pipelines `GET` and `PTTL` to recover the expiry.
 //!
+//! The semantic index's records go to the stream `{prefix}cache:semantic` (fields `k`: the
+//! entry's key, `r`: the record, `e`: the entry's expiry in Unix ms), appended in the same
+//! pipeline as the entry's `SET` and trimmed to about [`INDEX_STREAM_LEN`] records. A stream,
+//! because every replica must learn the records the others add: each reads it from where it
+//! stopped (`XRANGE` after its last id), the whole of it at start. Records whose entry has
+//! expired are skipped by readers and trimmed with the oldest.
+//!
 //! `put` is fire and forget: it spawns a task on the current tokio runtime (so the socket
 //! stays on that worker's thread and pool), at most `MAX_IN_FLIGHT` at once; past that,
 //! puts are dropped and counted. Counter increments add to atomics, and one task per
@@ -13,6 +20,7 @@
 //! (value bytes, exact at the time of the walk, O(entries): an admin call, not a hot one).
 
 use crate::cache_stats::{CacheStats, CounterDelta, PendingCounters};
+use crate::index_records::{IndexCursor, IndexRecord};
 use crate::redis::{RedisClient, Value};
 use crate::{hex, unix_now_ms, Key, StoreError, UnixMs};
 use bytes::Bytes;
@@ -24,6 +32,12 @@ use tokio::sync::Notify;
 /// Puts (and counter writes) running at once, beyond which puts are dropped.
 const MAX_IN_FLIGHT: usize = 1_024;
 
+/// Records the semantic stream keeps, about (`XADD MAXLEN ~`): the server's index bound.
+pub const INDEX_STREAM_LEN: usize = 100_000;
+
+/// Records read from the semantic stream per round trip.
+const INDEX_READ_BATCH: usize = 512;
+
 /// How long counter increments gather before one write.
 const COUNTER_BATCH: Duration = Duration::from_millis(500);
 
@@ -32,6 +46,7 @@ struct Inner {
     client: RedisClient,
     prefix: Vec<u8>,
     stats_key: Vec<u8>,
+    index_key: Vec<u8>,
     in_flight: AtomicUsize,
     idle: Notify,
     errors: AtomicU64,
@@ -214,6 +229,52 @@ impl AsyncBatch for Measure {
     }
 }
 
+/// The first error reply of a pipeline's, as an error.
+fn first_error(replies: Vec<Value>) -> Result<(), StoreError> {
+    match replies.into_iter().find_map(|r| match r {
+        Value::Error(e) => Some(e),
+        _ => None,
+    }) {
+        Some(e) => Err(StoreError::Reply(e)),
+        None => Ok(()),
+    }
+}
+
+/// One `XRANGE` entry: its id, and the record when its fields are whole.
+fn stream_entry(entry: Value) -> Result<(Bytes, Option<IndexRecord>), StoreError> {
+    let bad = || StoreError::Protocol("XRANGE: expected [id, [field, value, ...]]".into());
+    let Value::Array(parts) = entry else {
+        return Err(bad());
+    };
+    let Ok([Value::Bulk(id), Value::Array(fields)]) = <[Value; 2]>::try_from(parts) else {
+        return Err(bad());
+    };
+    let (mut key, mut record, mut expires_at) = (None, None, None);
+    for pair in fields.chunks_exact(2) {
+        if let [Value::Bulk(name), Value::Bulk(value)] = pair {
+            match &name[..] {
+                b"k" => key = Key::try_from(&value[..]).ok(),
+                b"r" => record = Some(value.clone()),
+                b"e" => {
+                    expires_at = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|s| s.parse::<UnixMs>().ok());
+                }
+                _ => {}
+            }
+        }
+    }
+    let record = match (key, record, expires_at) {
+        (Some(key), Some(record), Some(expires_at)) => Some(IndexRecord {
+            key,
+            record,
+            expires_at,
+        }),
+        _ => None,
+    };
+    Ok((id, record))
+}
+
 fn counter(fields: &[Value], i: usize) -> u64 {
     match fields.get(i) {
         Some(Value::Bulk(b)) => std::str::from_utf8(b)
@@ -240,11 +301,14 @@ impl RedisCache {
     pub fn with_client(client: RedisClient, prefix: &str) -> Self {
         let mut stats_key = prefix.as_bytes().to_vec();
         stats_key.extend_from_slice(b"cache:stats");
+        let mut index_key = prefix.as_bytes().to_vec();
+        index_key.extend_from_slice(b"cache:semantic");
         Self {
             inner: Arc::new(Inner {
                 client,
                 prefix: prefix.as_bytes().to_vec(),
                 stats_key,
+                index_key,
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 errors: AtomicU64::new(0),
@@ -285,6 +349,12 @@ impl RedisCache {
     /// (by the wall clock), counted as an error outside a runtime, dropped past
     /// `MAX_IN_FLIGHT`.
     pub fn put(&self, key: Key, value: Bytes, expires_at: UnixMs) {
+        self.put_indexed(key, value, expires_at, None);
+    }
+
+    /// [`Self::put`], and the semantic index's record of the entry appended to the stream
+    /// in the same pipeline.
+    pub fn put_indexed(&self, key: Key, value: Bytes, expires_at: UnixMs, index: Option<Bytes>) {
         let now = unix_now_ms();
         if expires_at <= now {
             return;
@@ -309,18 +379,93 @@ impl RedisCache {
             let k = inner.entry_key(&key);
             let ttl = (expires_at - now).to_string();
             let set = [&b"SET"[..], &k, &value, b"PX", ttl.as_bytes()];
-            if let Err(e) = inner.client.cmd(&set).await {
+            let result = match &index {
+                None => inner.client.cmd(&set).await.map(drop),
+                Some(record) => {
+                    let (len, expires) = (INDEX_STREAM_LEN.to_string(), expires_at.to_string());
+                    let add: [&[u8]; 12] = [
+                        b"XADD",
+                        &inner.index_key,
+                        b"MAXLEN",
+                        b"~",
+                        len.as_bytes(),
+                        b"*",
+                        b"k",
+                        &key,
+                        b"r",
+                        record,
+                        b"e",
+                        expires.as_bytes(),
+                    ];
+                    inner
+                        .client
+                        .pipeline(&[&set, &add])
+                        .await
+                        .and_then(first_error)
+                }
+            };
+            if let Err(e) = result {
                 inner.failed("put", &e);
             }
             inner.end();
         });
     }
 
-    /// Unlinks every entry under the prefix (the counters stay); returns how many.
+    /// Unlinks every entry under the prefix and the semantic stream (the counters stay);
+    /// returns how many entries.
     pub async fn clear(&self) -> Result<u64, StoreError> {
         let mut unlink = Unlink(0);
         self.inner.scan_entries(&mut unlink).await?;
+        self.inner
+            .client
+            .cmd(&[b"UNLINK", &self.inner.index_key])
+            .await?;
         Ok(unlink.0)
+    }
+
+    /// The semantic records appended after `cursor` (all of them on a first read) whose
+    /// entries are live at `now`, in the order they were written; `cursor` moves past them.
+    pub async fn index_since(
+        &self,
+        cursor: &mut IndexCursor,
+        now: UnixMs,
+    ) -> Result<Vec<IndexRecord>, StoreError> {
+        let mut out = Vec::new();
+        loop {
+            // After the last id read (exclusive), or from the start while none was read.
+            let start = if cursor.last.is_empty() {
+                b"-".to_vec()
+            } else {
+                [&b"("[..], &cursor.last[..]].concat()
+            };
+            let count = INDEX_READ_BATCH.to_string();
+            let reply = self
+                .inner
+                .client
+                .cmd(&[
+                    b"XRANGE",
+                    &self.inner.index_key,
+                    &start,
+                    b"+",
+                    b"COUNT",
+                    count.as_bytes(),
+                ])
+                .await?;
+            let Value::Array(entries) = reply else {
+                return Err(StoreError::Protocol("XRANGE: expected an array".into()));
+            };
+            let read = entries.len();
+            for entry in entries {
+                let (id, record) = stream_entry(entry)?;
+                cursor.started = true;
+                cursor.last = id.to_vec();
+                out.extend(record.filter(|r| r.expires_at > now));
+            }
+            cursor.started = true;
+            if read < INDEX_READ_BATCH {
+                return Ok(out);
+            }
+        }
     }
 
     /// Entries and value bytes (a `SCAN` + `STRLEN` walk), and the counters.

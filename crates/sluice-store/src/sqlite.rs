@@ -8,15 +8,18 @@
 //! counters' pending increments. The queue is bounded in puts: past `max_queued_puts` waiting,
 //! a put is dropped and counted rather than grow memory without bound.
 //!
-//! On disk: `cache_entries(key, value, expires_at)` and `cache_counters(name, value)`, schema
-//! version in `PRAGMA user_version`. Expired rows are purged on open and every
-//! `purge_interval` (60 s) of wall time. A row is charged `length(value) + 32 +
-//! ROW_OVERHEAD` bytes (a running total, recounted at each purge); after each batch, if
+//! On disk: `cache_entries(key, value, expires_at, semantic)` and `cache_counters(name,
+//! value)`, schema version in `PRAGMA user_version`. `semantic` is the semantic index's
+//! record of the entry's question, or NULL (a column added in place to an older file, whose
+//! version stays 1: an older sluice still opens it). Expired rows are purged on open and every
+//! `purge_interval` (60 s) of wall time. A row is charged `length(value) +
+//! length(semantic) + 32 + ROW_OVERHEAD` bytes (a running total, recounted at each purge); after each batch, if
 //! the total is past `max_disk_bytes`, the soonest-expiring rows are deleted until it is
 //! under 90% of it (so the deletion is not redone on every batch). Between two checks the
 //! file can overshoot by at most one batch.
 
 use crate::cache_stats::{CacheStats, CounterDelta, PendingCounters};
+use crate::index_records::{IndexCursor, IndexRecord};
 use crate::sql_int::{from_sql, to_sql};
 use crate::sqlite_file;
 use crate::{unix_now_ms, Key, StoreError, UnixMs};
@@ -78,6 +81,12 @@ enum Msg {
         key: Key,
         value: Bytes,
         expires_at: UnixMs,
+        index: Option<Bytes>,
+    },
+    /// Every live entry's index record.
+    Index {
+        now: UnixMs,
+        reply: Reply<Vec<IndexRecord>>,
     },
     Clear(Reply<u64>),
     Stats(Reply<CacheStats>),
@@ -176,6 +185,12 @@ impl SqliteCache {
 
     /// Queues a write; dropped (and counted) when `max_queued_puts` are already waiting.
     pub fn put(&self, key: Key, value: Bytes, expires_at: UnixMs) {
+        self.put_indexed(key, value, expires_at, None);
+    }
+
+    /// [`Self::put`] with the semantic index's record of the entry, kept in the same row
+    /// (and so expired and evicted with it).
+    pub fn put_indexed(&self, key: Key, value: Bytes, expires_at: UnixMs, index: Option<Bytes>) {
         let shared = &self.inner.shared;
         if shared.queued_puts.fetch_add(1, Relaxed) >= self.inner.max_queued_puts {
             shared.queued_puts.fetch_sub(1, Relaxed);
@@ -186,12 +201,28 @@ impl SqliteCache {
             key,
             value,
             expires_at,
+            index,
         };
         if self.inner.tx.send(msg).is_err() {
             shared.queued_puts.fetch_sub(1, Relaxed);
             shared.errors.fetch_add(1, Relaxed);
             tracing::debug!("sqlite cache put: writer gone");
         }
+    }
+
+    /// The index records of the live entries when `cursor` has read nothing yet; nothing
+    /// after (this file has one writer, whose records its own index already holds).
+    pub async fn index_since(
+        &self,
+        cursor: &mut IndexCursor,
+        now: UnixMs,
+    ) -> Result<Vec<IndexRecord>, StoreError> {
+        if cursor.started {
+            return Ok(Vec::new());
+        }
+        let records = self.ask(|reply| Msg::Index { now, reply }).await?;
+        cursor.started = true;
+        Ok(records)
     }
 
     /// Deletes every entry; returns how many rows were deleted.
@@ -268,14 +299,31 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
                  PRAGMA user_version = 1;
                  COMMIT;",
             )?;
-            Ok(())
+            add_semantic_column(conn)
         }
-        SCHEMA_VERSION => Ok(()),
+        SCHEMA_VERSION => add_semantic_column(conn),
         other => Err(StoreError::Unavailable(format!(
             "sqlite cache schema version {other} is newer than this sluice ({SCHEMA_VERSION})"
         ))),
     }
 }
+
+/// Adds `cache_entries.semantic` to a file made before it (no version change: a nullable
+/// column an older sluice does not read).
+fn add_semantic_column(conn: &Connection) -> Result<(), StoreError> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('cache_entries') WHERE name = 'semantic'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE cache_entries ADD COLUMN semantic BLOB")?;
+    }
+    Ok(())
+}
+
+/// The bytes of a row charged beside its key and overhead.
+const CHARGED_LEN: &str = "length(value) + coalesce(length(semantic), 0)";
 
 /// The writer thread's state: prepared statements and the running byte total.
 struct Writer<'c> {
@@ -349,19 +397,22 @@ impl<'c> Writer<'c> {
             max_disk_bytes,
             disk_bytes: 0,
             select: conn.prepare("SELECT value, expires_at FROM cache_entries WHERE key = ?1")?,
-            length: conn.prepare("SELECT length(value) FROM cache_entries WHERE key = ?1")?,
+            length: conn.prepare(&format!(
+                "SELECT {CHARGED_LEN} FROM cache_entries WHERE key = ?1"
+            ))?,
             upsert: conn.prepare(
-                "INSERT INTO cache_entries (key, value, expires_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                "INSERT INTO cache_entries (key, value, expires_at, semantic) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+                     expires_at = excluded.expires_at, semantic = excluded.semantic",
             )?,
             delete: conn.prepare("DELETE FROM cache_entries WHERE key = ?1")?,
             add_counter: conn.prepare(
                 "INSERT INTO cache_counters (name, value) VALUES (?1, ?2)
                  ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
             )?,
-            oldest: conn.prepare(
-                "SELECT key, length(value) FROM cache_entries ORDER BY expires_at, rowid LIMIT 256",
-            )?,
+            oldest: conn.prepare(&format!(
+                "SELECT key, {CHARGED_LEN} FROM cache_entries ORDER BY expires_at, rowid LIMIT 256"
+            ))?,
         })
     }
 
@@ -390,11 +441,15 @@ impl<'c> Writer<'c> {
                     key,
                     value,
                     expires_at,
+                    index,
                 } => {
                     self.shared.queued_puts.fetch_sub(1, Relaxed);
-                    if let Err(e) = self.put(&key, &value, expires_at) {
+                    if let Err(e) = self.put(&key, &value, expires_at, index.as_deref()) {
                         self.error("put", &e);
                     }
+                }
+                Msg::Index { now, reply } => {
+                    let _ = reply.send(self.index(now).map_err(StoreError::from));
                 }
                 Msg::Clear(reply) => {
                     let _ = reply.send(self.clear().map_err(StoreError::from));
@@ -462,8 +517,14 @@ impl<'c> Writer<'c> {
         Ok(())
     }
 
-    fn put(&mut self, key: &Key, value: &[u8], expires_at: UnixMs) -> rusqlite::Result<()> {
-        let charge = row_charge(value.len() as u64);
+    fn put(
+        &mut self,
+        key: &Key,
+        value: &[u8],
+        expires_at: UnixMs,
+        index: Option<&[u8]>,
+    ) -> rusqlite::Result<()> {
+        let charge = row_charge((value.len() + index.map_or(0, <[u8]>::len)) as u64);
         if charge > self.max_disk_bytes || expires_at <= unix_now_ms() {
             return self.delete(key);
         }
@@ -471,9 +532,36 @@ impl<'c> Writer<'c> {
             self.disk_bytes = self.disk_bytes.saturating_sub(row_charge(len));
         }
         self.upsert
-            .execute(params![&key[..], value, to_sql(expires_at)])?;
+            .execute(params![&key[..], value, to_sql(expires_at), index])?;
         self.disk_bytes += charge;
         Ok(())
+    }
+
+    fn index(&mut self, now: UnixMs) -> rusqlite::Result<Vec<IndexRecord>> {
+        let mut select = self.conn.prepare(
+            "SELECT key, semantic, expires_at FROM cache_entries
+             WHERE semantic IS NOT NULL AND expires_at > ?1 ORDER BY expires_at",
+        )?;
+        let rows = select.query_map(params![to_sql(now)], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, record, expires_at) = row?;
+            // A key of another length is not one this code wrote: skipped.
+            if let Ok(key) = Key::try_from(key.as_slice()) {
+                out.push(IndexRecord {
+                    key,
+                    record: Bytes::from(record),
+                    expires_at: from_sql(expires_at),
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn clear(&mut self) -> rusqlite::Result<u64> {
@@ -550,7 +638,7 @@ impl<'c> Writer<'c> {
     /// Counts the charged bytes from scratch.
     fn recount(&mut self) {
         let counted = self.conn.query_row(
-            "SELECT count(*), coalesce(sum(length(value)), 0) FROM cache_entries",
+            &format!("SELECT count(*), coalesce(sum({CHARGED_LEN}), 0) FROM cache_entries"),
             [],
             |r| Ok((from_sql(r.get(0)?), from_sql(r.get(1)?))),
         );

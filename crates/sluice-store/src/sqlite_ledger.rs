@@ -167,6 +167,15 @@ impl SqliteLedger {
         self.ask(|reply| Msg::Export { since, reply }).await
     }
 
+    /// See [`crate::Ledger::log`].
+    pub async fn log(
+        &self,
+        query: crate::ledger::log::LogQuery,
+    ) -> Result<crate::ledger::log::LogPage, StoreError> {
+        let query = Box::new(query);
+        self.ask(|reply| Msg::Log { query, reply }).await
+    }
+
     /// See [`crate::Ledger::window_spend`].
     pub async fn window_spend(&self, key_id: &str, window: &str) -> Result<u64, StoreError> {
         let (key_id, window) = (key_id.to_string(), window.to_string());

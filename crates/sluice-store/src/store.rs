@@ -3,6 +3,7 @@
 
 pub use crate::cache_stats::{CacheStats, CounterDelta};
 
+use crate::index_records::{IndexCursor, IndexRecord};
 use crate::redis_cache::RedisCache;
 use crate::sqlite::SqliteCache;
 use crate::{Key, StoreError, UnixMs};
@@ -40,6 +41,30 @@ impl CacheStore {
         match self {
             Self::Sqlite(s) => s.put(key, value, expires_at),
             Self::Redis(r) => r.put(key, value, expires_at),
+        }
+    }
+
+    /// [`Self::put`] with the semantic index's record of the entry, stored beside it and
+    /// gone with it (SQLite: in its row; Redis: in the semantic stream, see
+    /// [`crate::redis_cache`]).
+    pub fn put_indexed(&self, key: Key, value: Bytes, expires_at: UnixMs, index: Bytes) {
+        match self {
+            Self::Sqlite(s) => s.put_indexed(key, value, expires_at, Some(index)),
+            Self::Redis(r) => r.put_indexed(key, value, expires_at, Some(index)),
+        }
+    }
+
+    /// The index records written since `cursor` (every live one on its first read; SQLite:
+    /// nothing after that, Redis: what the replicas appended since) whose entries are live
+    /// at `now`.
+    pub async fn index_since(
+        &self,
+        cursor: &mut IndexCursor,
+        now: UnixMs,
+    ) -> Result<Vec<IndexRecord>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.index_since(cursor, now).await,
+            Self::Redis(r) => r.index_since(cursor, now).await,
         }
     }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{unique, TempDir};
-use sluice_store::batches::{BatchStatus, LineResult, NewBatch, Outcome};
+use sluice_store::batches::{BatchStatus, Forward, LineResult, NewBatch, Outcome};
 use sluice_store::files::{FileIndex, Owner, PgIndex, SqliteIndex};
 use sluice_store::BatchStore;
 use tokio_postgres::NoTls;
@@ -128,6 +128,78 @@ async fn exercise(store: &BatchStore) {
         .transition(&second.id, BatchStatus::Validating, BatchStatus::Failed)
         .await
         .expect("t"));
+    forwarding(store, &me).await;
+}
+
+async fn runnable(store: &BatchStore, id: &str, at: u64) -> bool {
+    let found = store.runnable(at, 100).await.expect("runnable");
+    found.iter().any(|x| x.id == id)
+}
+
+/// A forwarded batch's upstream state, step by step; the upstream's counts in the batch's
+/// until zeroed; a parked batch not runnable before its time unless cancelled.
+async fn forwarding(store: &BatchStore, me: &Owner) {
+    let b = store.create(new_batch(me)).await.expect("create");
+    assert!(store.forwarded(&b.id).await.expect("forwarded").is_none());
+    store.forward_to(&b.id, "oai").await.expect("forward");
+    store.forward_to(&b.id, "other").await.expect("again");
+    store.forward_file(&b.id, "file-up").await.expect("file");
+    store.forward_create_sent(&b.id).await.expect("sent");
+    store.forward_made(&b.id, "batch_up").await.expect("made");
+    assert!(store.start(&b.id, 5).await.expect("start"));
+    assert!(store
+        .record(&b.id, result(1, Outcome::Failed))
+        .await
+        .expect("record"));
+    store.forward_counts(&b.id, 3, 1).await.expect("counts");
+    let f = store
+        .forwarded(&b.id)
+        .await
+        .expect("forwarded")
+        .expect("there");
+    assert_eq!(
+        f,
+        Forward {
+            provider: "oai".into(),
+            file_id: Some("file-up".into()),
+            create_sent: true,
+            upstream_id: Some("batch_up".into()),
+            completed: 3,
+            failed: 1,
+            cancel_sent: false,
+        }
+    );
+    let now = store.get(&b.id, me).await.expect("get").expect("there");
+    assert_eq!(
+        (now.counts.total, now.counts.completed, now.counts.failed),
+        (5, 3, 2)
+    );
+    store.forward_counts(&b.id, 0, 0).await.expect("zeroed");
+    let now = store.get(&b.id, me).await.expect("get").expect("there");
+    assert_eq!((now.counts.completed, now.counts.failed), (0, 1));
+    // Parked until 5000: not runnable before, runnable at once when cancelled.
+    assert!(store.claim(&b.id, "r1", 1000, 2000).await.expect("claim"));
+    store.park(&b.id, "r1", 5000).await.expect("park");
+    assert!(!runnable(store, &b.id, 4000).await);
+    assert!(runnable(store, &b.id, 5001).await);
+    store.request_cancel(&b.id, me).await.expect("cancel");
+    assert!(runnable(store, &b.id, 4000).await);
+    store.forward_cancel_sent(&b.id).await.expect("cancel sent");
+    store
+        .set_errors(&b.id, r#"{"object":"list","data":[]}"#.into())
+        .await
+        .expect("errors");
+    let f = store
+        .forwarded(&b.id)
+        .await
+        .expect("forwarded")
+        .expect("there");
+    assert!(f.cancel_sent);
+    let now = store.get(&b.id, me).await.expect("get").expect("there");
+    assert_eq!(
+        now.errors.as_deref(),
+        Some(r#"{"object":"list","data":[]}"#)
+    );
 }
 
 #[tokio::test]

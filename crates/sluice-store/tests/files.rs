@@ -73,7 +73,7 @@ fn new(owner: &Owner, purpose: Purpose, filename: &str) -> NewFile {
         owner: owner.clone(),
         purpose,
         filename: filename.into(),
-        expires_at: None,
+        expires_after: None,
     }
 }
 
@@ -204,8 +204,9 @@ async fn exercise(store: &FileStore) {
 
     // An expired file is absent, and purged with its content.
     let mut gone = new(&alice, Purpose::BatchOutput, "out.jsonl");
-    gone.expires_at = Some(sluice_store::files::unix_now_s() - 1);
+    gone.expires_after = Some(0);
     let e = store.create(gone, b"old").await.expect("create");
+    assert_eq!(e.expires_at, Some(e.created_at), "one reading of the clock");
     assert_eq!(store.get(&e.id, &alice).await.expect("get"), None);
     assert!(store.contents().dir().join(&e.id).exists());
     assert!(store.purge_expired().await.expect("purge") >= 1);

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod common;
+
 use sluice_store::ledger::{Purged, DAY_MS};
 use sluice_store::sqlite_ledger::SqliteLedger;
 use sluice_store::{BudgetPeriod, Dimension, KeyRecord, Ledger, LedgerOptions, SpendRecord};
@@ -503,4 +505,11 @@ async fn a_report_by_day_reads_the_rollups_oldest_first() {
     assert_eq!(raw.rows.iter().map(|r| r.requests).sum::<u64>(), 2);
     assert_eq!(Dimension::parse("day"), Some(Dimension::Day));
     assert_eq!(Dimension::Day.name(), "day");
+}
+
+#[tokio::test]
+async fn the_request_log_pages_filters_and_bounds_its_search() {
+    let dir = temp_dir("request-log");
+    let ledger = open(&dir, LedgerOptions::default());
+    common::request_log::check(&ledger).await;
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{free_port, now, redis_url, unique, Server};
+use common::{free_port, now, redis_url, Prefix, Server};
 use sluice_store::redis::Value;
 use sluice_store::{Check, CheckKind, Limiter, RedisClient, Ticket};
 use std::sync::{Arc, Barrier};
@@ -42,78 +42,6 @@ fn budget(name: &str, limit: u64, reserve: u64, window_ends: Option<u64>) -> Che
             reserve,
             window_ends,
         },
-    }
-}
-
-/// A test's own key prefix, its keys deleted when dropped (even when the test failed).
-struct Prefix(String);
-
-impl Prefix {
-    fn new() -> Self {
-        Self(format!("{}:", unique("sluice-test:limits")))
-    }
-}
-
-impl std::ops::Deref for Prefix {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for Prefix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        let prefix = self.0.clone();
-        // Its own thread and runtime: `drop` may run inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(delete_keys(&prefix));
-        })
-        .join();
-    }
-}
-
-/// Deletes every key under `prefix`.
-async fn delete_keys(prefix: &str) {
-    let client = RedisClient::new(&redis_url(), OP_TIMEOUT).expect("url");
-    let pattern = format!("{prefix}*");
-    let mut cursor = b"0".to_vec();
-    loop {
-        let reply = client
-            .cmd(&[
-                b"SCAN",
-                &cursor,
-                b"MATCH",
-                pattern.as_bytes(),
-                b"COUNT",
-                b"1000",
-            ])
-            .await
-            .expect("scan");
-        let Value::Array(mut parts) = reply else {
-            panic!("SCAN: {reply:?}");
-        };
-        let (Some(Value::Array(keys)), Some(Value::Bulk(next))) = (parts.pop(), parts.pop()) else {
-            panic!("SCAN: {parts:?}");
-        };
-        for key in keys {
-            if let Value::Bulk(k) = key {
-                client.cmd(&[b"DEL", &k]).await.expect("del");
-            }
-        }
-        if &next[..] == b"0" {
-            return;
-        }
-        cursor = next.to_vec();
     }
 }
 
@@ -181,6 +109,19 @@ async fn two_replicas_admit_exactly_the_window_limit() {
     let tpm = [window("key:k1:tpm", 1_000, 7)];
     let tickets = tokio::task::block_in_place(|| hammer(&prefix, &tpm, 16, 20));
     assert_eq!(tickets.len(), 142);
+}
+
+/// The gateway's acceptance case: two replicas, 100 requests at once against an rpm of 30,
+/// exactly 30 admitted (each replica's requests go out in shared calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_admit_exactly_30_of_100_at_once() {
+    let prefix = Prefix::new();
+    let rpm = [
+        window("key:k0:rpm", 30, 1),
+        concurrency("key:k0:conc", 1_000),
+    ];
+    let tickets = tokio::task::block_in_place(|| hammer(&prefix, &rpm, 50, 1));
+    assert_eq!(tickets.len(), 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

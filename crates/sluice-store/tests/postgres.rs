@@ -542,14 +542,15 @@ async fn reports_fall_back_to_rollups_past_retention() {
         .await
         .expect("after");
     assert_eq!(after, long);
-    // retention_days = 0 keeps the raw log forever: always read from it.
+    // retention_days = 0 keeps the raw log forever: a period that is not whole UTC days
+    // is always read from it (whole days read the roll-ups, which outlive the purge).
     drop(ledger);
     let forever = t.open(LedgerOptions {
         retention_days: 0,
         ..options()
     });
     let raw = forever
-        .report(Dimension::Key, 0, now)
+        .report(Dimension::Key, 1, now)
         .await
         .expect("forever");
     assert!(!raw.from_rollups);
@@ -1177,4 +1178,11 @@ async fn a_report_by_day_reads_the_rollups_oldest_first() {
         .expect("range");
     assert!(!raw.from_rollups);
     assert_eq!(raw.rows.iter().map(|r| r.requests).sum::<u64>(), 2);
+}
+
+#[tokio::test]
+async fn the_request_log_pages_filters_and_bounds_its_search() {
+    let db = TestDb::new();
+    let ledger = sluice_store::Ledger::Postgres(db.open(options()));
+    common::request_log::check(&ledger).await;
 }

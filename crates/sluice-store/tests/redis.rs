@@ -109,6 +109,83 @@ async fn put_get_and_expiry() {
     cleanup(&cache, &prefix).await;
 }
 
+/// The semantic index's records on the stream two replicas share: a replica's first read
+/// gets every live record (whichever replica wrote it), later reads only the new ones;
+/// records of expired entries are skipped, a put without a record adds none, and `clear`
+/// removes the stream.
+#[tokio::test]
+async fn index_records_are_shared_through_the_stream() {
+    use sluice_store::IndexCursor;
+    let prefix = unique("sluice-test:") + ":";
+    let (a, b) = (store(&prefix), store(&prefix));
+    // B reads before anything was written (no stream yet), then what A writes.
+    let mut on_b = IndexCursor::default();
+    assert!(b
+        .index_since(&mut on_b, now())
+        .await
+        .expect("read")
+        .is_empty());
+    assert!(on_b.started());
+    let t = now();
+    a.put_indexed(
+        key(1),
+        Bytes::from_static(b"a1"),
+        t + 60_000,
+        Some("q1".into()),
+    );
+    a.put_indexed(
+        key(2),
+        Bytes::from_static(b"a2"),
+        t + 200,
+        Some("q2".into()),
+    );
+    a.put(key(3), Bytes::from_static(b"a3"), t + 60_000);
+    a.flush().await;
+    assert_eq!(a.errors(), 0);
+    let first = b.index_since(&mut on_b, now()).await.expect("read");
+    let got: Vec<_> = first.iter().map(|r| (r.key, r.record.clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (key(1), Bytes::from_static(b"q1")),
+            (key(2), Bytes::from_static(b"q2"))
+        ]
+    );
+    assert_eq!(first[0].expires_at, t + 60_000);
+    assert!(b
+        .index_since(&mut on_b, now())
+        .await
+        .expect("read")
+        .is_empty());
+    // B writes one: A's reader (from the start) sees both of B's and A's, B's own sees it.
+    b.put_indexed(
+        key(4),
+        Bytes::from_static(b"a4"),
+        t + 60_000,
+        Some("q4".into()),
+    );
+    b.flush().await;
+    let next = b.index_since(&mut on_b, now()).await.expect("read");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].key, key(4));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut on_a = IndexCursor::default();
+    let keys: Vec<_> = a
+        .index_since(&mut on_a, now())
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.key)
+        .collect();
+    assert_eq!(keys, vec![key(1), key(4)], "key 2 expired");
+    cleanup(&a, &prefix).await;
+    assert!(a
+        .index_since(&mut IndexCursor::default(), now())
+        .await
+        .expect("read")
+        .is_empty());
+}
+
 #[tokio::test]
 async fn clear_touches_only_its_prefix() {
     let (a, b) = (

@@ -176,3 +176,103 @@ async fn a_newer_schema_is_refused_not_clobbered() {
     let err = SqliteCache::open(&path, 1 << 20).expect_err("newer schema");
     assert_eq!(err.kind(), "unavailable");
 }
+
+/// The semantic index's records live in their entries' rows: read back after a restart
+/// (every live one on a cursor's first read, nothing after), gone when their entry expires,
+/// is replaced by a put without one, or is evicted by the byte bound.
+#[tokio::test]
+async fn index_records_live_and_die_with_their_entries() {
+    use sluice_store::IndexCursor;
+    let dir = TempDir::new();
+    let t = now();
+    {
+        let store = open(&dir, 1 << 20);
+        store.put_indexed(key(1), Bytes::from_static(b"a1"), t + 60_000, "q1".into());
+        store.put_indexed(key(2), Bytes::from_static(b"a2"), t + 300, "q2".into());
+        store.put_indexed(key(3), Bytes::from_static(b"a3"), t + 60_000, "q3".into());
+        store.put(key(3), Bytes::from_static(b"a3 again"), t + 60_000);
+        store.put(key(4), Bytes::from_static(b"a4"), t + 60_000);
+        store.flush().await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let store = open(&dir, 1 << 20);
+    let mut cursor = IndexCursor::default();
+    let records = store.index_since(&mut cursor, now()).await.expect("read");
+    let got: Vec<_> = records.iter().map(|r| (r.key, r.record.clone())).collect();
+    assert_eq!(got, vec![(key(1), Bytes::from_static(b"q1"))]);
+    assert_eq!(records[0].expires_at, t + 60_000);
+    assert!(cursor.started());
+    assert!(store
+        .index_since(&mut cursor, now())
+        .await
+        .expect("read")
+        .is_empty());
+
+    // Records are charged with their rows: the byte bound evicts the soonest-expiring
+    // rows, records included.
+    let bounded = TempDir::new();
+    let store = open(&bounded, 10_000);
+    for n in 0..20u32 {
+        let record = Bytes::from(vec![b'r'; 1_000]);
+        store.put_indexed(
+            key(n),
+            Bytes::from_static(b"a"),
+            t + 60_000 + u64::from(n),
+            record,
+        );
+    }
+    store.flush().await;
+    let stats = store.stats().await.expect("stats");
+    assert!(stats.entries < 20, "{stats:?}");
+    let left = store
+        .index_since(&mut IndexCursor::default(), now())
+        .await
+        .expect("read");
+    assert_eq!(left.len() as u64, stats.entries);
+    assert!(left.iter().all(|r| r.key != key(0)), "the oldest evicted");
+    assert!(left.iter().any(|r| r.key == key(19)));
+}
+
+/// A file made before the semantic column gains it in place, keeps its entries and its
+/// version (an older sluice still opens it).
+#[tokio::test]
+async fn an_older_file_gains_the_semantic_column() {
+    let dir = TempDir::new();
+    let path = dir.0.join("cache.db");
+    let t = now();
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE cache_entries (key BLOB PRIMARY KEY NOT NULL, value BLOB NOT NULL,
+                 expires_at INTEGER NOT NULL);
+             CREATE INDEX cache_entries_expires_at ON cache_entries (expires_at);
+             CREATE TABLE cache_counters (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
+             PRAGMA user_version = 1;",
+        )
+        .expect("old schema");
+        conn.execute(
+            "INSERT INTO cache_entries VALUES (?1, ?2, ?3)",
+            rusqlite::params![&key(1)[..], &b"old"[..], (t + 60_000) as i64],
+        )
+        .expect("old row");
+    }
+    let store = open(&dir, 1 << 20);
+    assert_eq!(
+        store.get(&key(1), now()).await.expect("get"),
+        Some((Bytes::from_static(b"old"), t + 60_000))
+    );
+    store.put_indexed(key(2), Bytes::from_static(b"new"), t + 60_000, "q".into());
+    store.flush().await;
+    assert_eq!(store.errors(), 0);
+    let records = store
+        .index_since(&mut sluice_store::IndexCursor::default(), now())
+        .await
+        .expect("read");
+    assert_eq!(records.len(), 1);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 1);
+}

@@ -8,14 +8,17 @@
 //! `GET /v1/models`, and the native shapes of the other providers (Anthropic's
 //! `/v1/messages`, Gemini's `/v1beta/models/{model}:generateContent`,
 //! `:streamGenerateContent` and `:batchEmbedContents`, Ollama's `/api/chat` and
-//! `/api/embed`), OpenAI's Responses API (`/v1/responses`), records every request, and can be told per request —
+//! `/api/embed`), OpenAI's Responses API (`/v1/responses`), OpenAI's Files and Batch APIs
+//! (`/v1/files`, `/v1/batches`; see [`BatchOutcome`]), records every request, and can be told per request —
 //! through a [`Behavior`] — to delay, fail with a status, hang, reset the
 //! connection, cut a stream short or stream forever. It also counts
 //! connections and responses abandoned by the client, so tests can check that
 //! the gateway propagates cancellation.
 //!
 //! The [`client`] module sends requests to the gateway (or to the fake)
-//! over real sockets.
+//! over real sockets. [`fuzz`] is the mutation fuzzer of the parser tests.
+//! over real sockets; [`load`] is a raw HTTP/1.1 client for latency and load
+//! measurements (benchmarks, memory tests).
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -37,8 +40,11 @@ mod behavior;
 mod body;
 pub mod client;
 mod completions;
+pub mod fuzz;
+pub mod load;
 pub mod media;
 mod native;
+mod openai_batches;
 mod openai_responses;
 mod replay;
 pub mod responses;
@@ -47,4 +53,5 @@ mod upstream;
 pub use behavior::{Behavior, FakeToolCall, FakeUsage};
 pub use body::CutError;
 pub use client::{ClientError, TestClient, TestResponse, TestStream};
+pub use openai_batches::BatchOutcome;
 pub use upstream::{FakeUpstream, RecordedRequest};

@@ -74,6 +74,7 @@ struct Shared {
     chaos: Mutex<Option<Chaos>>,
     recording: AtomicBool,
     next_id: AtomicU64,
+    batch_api: crate::openai_batches::State,
 }
 
 /// Locks a mutex, ignoring poisoning (the data stays usable for a fake).
@@ -123,6 +124,7 @@ impl FakeUpstream {
             chaos: Mutex::new(None),
             recording: AtomicBool::new(true),
             next_id: AtomicU64::new(1),
+            batch_api: crate::openai_batches::State::default(),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Self { addr, shared, task })
@@ -171,6 +173,17 @@ impl FakeUpstream {
             state: 0x853c_49e6_748f_ea9b,
             next: 0,
         });
+    }
+
+    /// Sets how the fake's batches (`POST /v1/batches`) made from now on end (default:
+    /// completed at the second poll).
+    pub fn set_batch_outcome(&self, outcome: crate::BatchOutcome) {
+        self.shared.batch_api.set_outcome(outcome);
+    }
+
+    /// Polls (`GET /v1/batches/{id}`) of every batch so far.
+    pub fn batch_polls(&self) -> u64 {
+        self.shared.batch_api.polls()
     }
 
     /// Turns recording of requests on or off (on by default). Counters keep
@@ -429,7 +442,21 @@ async fn handle(
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            if parts.method == Method::POST && crate::media::is_media(parts.uri.path()) {
+            if crate::openai_batches::is_batch_api(parts.uri.path()) {
+                guard.disarm();
+                let a =
+                    shared
+                        .batch_api
+                        .route(&parts.method, parts.uri.path(), content_type, &body);
+                let mut resp = json_response(a.status, a.body);
+                if !a.json {
+                    resp.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                }
+                resp
+            } else if parts.method == Method::POST && crate::media::is_media(parts.uri.path()) {
                 crate::media::route(parts.uri.path(), content_type, &body, &behavior, guard)
             } else {
                 route(

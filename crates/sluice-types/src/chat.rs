@@ -29,6 +29,8 @@ struct Message<'a> {
     role: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
+    #[serde(default)]
+    thinking_blocks: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +88,21 @@ pub struct ChatRequest<'a> {
     pub content_bytes: usize,
     /// The `user` field, when given.
     pub user: Option<Cow<'a, str>>,
+    /// An assistant message carries `thinking_blocks` (Anthropic's signed thinking, as
+    /// sluice's translation writes it into chat).
+    pub signed_thinking: bool,
+}
+
+/// `body` with every message's `thinking_blocks` removed (a rare path: the body is read
+/// and written again). `None` if it does not parse, which [`ChatRequest::parse`] has ruled out.
+fn without_thinking_blocks(body: &Bytes) -> Option<Bytes> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    for m in v.get_mut("messages")?.as_array_mut()? {
+        if let Some(m) = m.as_object_mut() {
+            m.remove("thinking_blocks");
+        }
+    }
+    serde_json::to_vec(&v).ok().map(Bytes::from)
 }
 
 /// Checks that the body starts like a JSON object, with a clear message when it does not.
@@ -200,6 +217,7 @@ impl<'a> ChatRequest<'a> {
             ));
         }
         let mut content_bytes = 0;
+        let signed_thinking = messages.iter().any(|m| m.thinking_blocks.is_some());
         for (i, m) in messages.iter().enumerate() {
             match m.role.as_deref() {
                 None => {
@@ -260,21 +278,29 @@ impl<'a> ChatRequest<'a> {
             message_count: messages.len(),
             content_bytes,
             user: wire.user,
+            signed_thinking,
         })
     }
 
     /// The body to send upstream: `model` replaced by `upstream_model` when it differs, and,
     /// for a stream, `stream_options.include_usage` set when `force_usage` asks for it so that
-    /// sluice can count tokens. Without changes it is the same buffer.
+    /// sluice can count tokens; messages' `thinking_blocks` left out (Anthropic's signed
+    /// thinking means nothing to another model, and OpenAI refuses a message field it does
+    /// not know: a conversation begun on Anthropic falls back to an OpenAI model with the
+    /// thinking's text still in `reasoning_content`). Without changes it is the same buffer.
     pub fn upstream_body(&self, body: &Bytes, upstream_model: &str, force_usage: bool) -> Bytes {
-        ModelAndUsage {
+        let out = ModelAndUsage {
             model: &self.model,
             model_span: &self.model_span,
             stream: self.stream,
             include_usage: self.include_usage,
             stream_options: self.stream_options.as_ref(),
         }
-        .apply(body, upstream_model, force_usage)
+        .apply(body, upstream_model, force_usage);
+        match self.signed_thinking {
+            true => without_thinking_blocks(&out).unwrap_or(out),
+            false => out,
+        }
     }
 
     /// Prompt tokens estimated from the size of the messages (about four bytes a token,
@@ -304,6 +330,24 @@ mod tests {
         assert!(r.has_tools);
         assert_eq!(r.user.as_deref(), Some("u1"));
         assert_eq!(r.message_count, 1);
+    }
+
+    #[test]
+    fn signed_thinking_is_not_sent_to_openai_format_upstreams() {
+        let text = r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"a","reasoning_content":"r","thinking_blocks":[{"type":"thinking","thinking":"r","signature":"s"}]},{"role":"user","content":"more"}]}"#;
+        let body = Bytes::from(text);
+        let r = ChatRequest::parse(&body).unwrap();
+        assert!(r.signed_thinking);
+        let v: serde_json::Value =
+            serde_json::from_slice(&r.upstream_body(&body, "gpt-4o", false)).unwrap();
+        assert_eq!(v["model"], "gpt-4o");
+        assert_eq!(v["messages"][1].get("thinking_blocks"), None);
+        assert_eq!(v["messages"][1]["reasoning_content"], "r");
+        assert_eq!(v["messages"].as_array().unwrap().len(), 3);
+        let plain = Bytes::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+        let r = ChatRequest::parse(&plain).unwrap();
+        assert!(!r.signed_thinking);
+        assert_eq!(r.upstream_body(&plain, "m", false), plain);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! load balancer (Debian's nginx, `proxy_next_upstream error timeout`), under steady load
 //! from several clients (whole and streamed chat) against the fake upstream. Each replica is
 //! restarted in turn, twice (SIGTERM, drain, start), and every replica reloads its config
-//! (SIGHUP), with no client request failing; then a key's rpm holds exactly across the replicas, a
-//! canary rolled back on one replica is rolled back on every replica within 2 s, and the
+//! (SIGHUP), with no client request failing; then a key's rpm and a key's budget hold exactly
+//! across the replicas (no replica overspends the budget at its boundary), a canary rolled back on one replica is rolled back on every replica within 2 s, and the
 //! spend log in PostgreSQL holds exactly one record per answered request.
 //!
 //! nginx: the test is skipped without it unless `SLUICE_REQUIRE_NGINX=1` (set by `./test.sh`,
@@ -458,6 +458,10 @@ async fn a_fleet_behind_nginx_restarts_and_reloads_without_failing_a_request() {
         "rpm 20 over the fleet"
     );
 
+    // A budget is exact over the fleet: room for exactly 10 requests, 40 at once through
+    // every replica; no replica overspends it.
+    budget_holds_over_the_fleet(&url, &replicas[0]).await;
+
     // A canary rolled back on one replica is rolled back on every replica within 2 s.
     for replica in &replicas {
         assert_eq!(canary_percent(replica).await, 50.0);
@@ -523,11 +527,286 @@ async fn a_fleet_behind_nginx_restarts_and_reloads_without_failing_a_request() {
         "SELECT count(*) FROM spend_log WHERE key_name = 'limited' AND status = 200",
     );
     assert_eq!(limited.trim(), "20");
+    let budget = psql(
+        &database,
+        "SELECT count(*) || '|' || coalesce(sum(cost_nano_usd), 0) FROM spend_log \
+         WHERE key_name = 'budget' AND status = 200",
+    );
+    assert_eq!(
+        budget.trim(),
+        format!("10|{}", 10 * PER_REQUEST),
+        "the budget's worth of answers, each at its price"
+    );
     drop_schema(&schema);
     eprintln!(
         "fleet test: {} requests answered in {:?}; {drained} in flight at the SIGTERMs; \
          {refused} connections refused and sent elsewhere by nginx",
         recorded.len(),
         began.elapsed()
+    );
+}
+
+/// Each budgeted request costs exactly its estimate: 5 prompt tokens (estimated from "hi") at
+/// $1 and `max_tokens` 9 completion tokens at $2 per million = 23,000 nano-USD.
+const PER_REQUEST: u64 = 5 * 1_000 + 9 * 2_000;
+
+/// A chat request to `m` whose actual cost is its estimate ([`PER_REQUEST`]).
+fn exact_chat() -> String {
+    let mut b = Behavior::new();
+    b.usage = Some(sluice_testkit::FakeUsage {
+        prompt_tokens: 5,
+        completion_tokens: 9,
+        ..sluice_testkit::FakeUsage::default()
+    });
+    json!({
+        "model": "m",
+        "max_tokens": 9,
+        "messages": [{"role": "user", "content": "hi"}],
+        "x_fake": b.to_json(),
+    })
+    .to_string()
+}
+
+/// A key with room for exactly 10 requests (made on `replica`), sent 40 at once through the
+/// load balancer at `url`: exactly 10 answered, 30 refused as `budget_exceeded`, and once
+/// they settled the next request is refused too (the spend is the budget exactly).
+async fn budget_holds_over_the_fleet(url: &str, replica: &Serving) {
+    let budget_usd = (10 * PER_REQUEST) as f64 / 1e9;
+    let made = admin(
+        &replica.url("/admin/keys"),
+        Some(json!({"name": "budget", "budget_usd": budget_usd})),
+    )
+    .await;
+    let auth = bearer(made["key"].as_str().unwrap());
+    let burst: Vec<_> = (0..40)
+        .map(|_| {
+            let (url, auth) = (url.to_string(), auth.clone());
+            tokio::spawn(async move {
+                let r = TestClient::new()
+                    .post_json(&url, exact_chat(), &[("authorization", &auth)])
+                    .await
+                    .unwrap();
+                let code = r.json()["error"]["code"].as_str().map(str::to_string);
+                (
+                    r.status,
+                    code,
+                    r.header("x-sluice-cost-usd").map(str::to_string),
+                )
+            })
+        })
+        .collect();
+    let mut statuses = BTreeMap::new();
+    for b in burst {
+        let (status, code, cost) = b.await.unwrap();
+        match status {
+            200 => assert_eq!(cost.as_deref(), Some("0.000023")),
+            429 => assert_eq!(code.as_deref(), Some("budget_exceeded")),
+            _ => {}
+        }
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(
+        statuses,
+        BTreeMap::from([(200, 10), (429, 30)]),
+        "a budget of 10 requests over the fleet"
+    );
+    // Settled: the spend is the budget exactly, so the next request is refused on any
+    // replica.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = TestClient::new()
+        .post_json(url, exact_chat(), &[("authorization", &auth)])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 429, "{}", r.text());
+}
+
+/// How long before a SIGKILL an answered request may have ended and still lack its spend
+/// record: the ledger writer's flush interval (1 s), and time for the batch in flight on a
+/// loaded machine.
+const UNFLUSHED: Duration = Duration::from_millis(2500);
+
+/// One request's fate, with when it began and ended.
+struct Timed {
+    rid: String,
+    began: Instant,
+    ended: Instant,
+    outcome: Result<(), String>,
+}
+
+/// A client of streams (`stream`) or whole requests through nginx until `stop`, each timed.
+async fn timed_client(
+    url: String,
+    key: String,
+    id: usize,
+    stream: bool,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Timed>>>,
+) {
+    let http = TestClient::new().with_timeout(Duration::from_secs(30));
+    let auth = bearer(&key);
+    let mut n = 0;
+    while !stop.load(Relaxed) {
+        n += 1;
+        let rid = format!("kill-{id}-{n}");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-request-id", rid.as_str()),
+        ];
+        let began = Instant::now();
+        let outcome = if stream {
+            match post_stream(&url, chat(true), &headers).await {
+                Ok(mut s) if s.status == 200 => match s.collect_events().await {
+                    (events, None) if events.last().map(String::as_str) == Some("[DONE]") => Ok(()),
+                    (_, err) => Err(format!("stream ended early: {err:?}")),
+                },
+                Ok(s) => Err(format!("status {}", s.status)),
+                Err(e) => Err(format!("{e:?}")),
+            }
+        } else {
+            match http.post_json(&url, chat(false), &headers).await {
+                Ok(r) if r.status == 200 => Ok(()),
+                Ok(r) => Err(format!("status {}: {}", r.status, r.text())),
+                Err(e) => Err(format!("{e:?}")),
+            }
+        };
+        let ended = Instant::now();
+        log.lock().unwrap().push(Timed {
+            rid,
+            began,
+            ended,
+            outcome,
+        });
+    }
+}
+
+/// A replica killed with SIGKILL in the middle of streams: only the requests it had in
+/// flight fail (nginx cannot move a response it has begun to relay), every request begun
+/// after the kill is answered by the other replicas, and the spend log misses only records
+/// of requests answered within the writer's flush interval (1 s) before the kill: the
+/// records the killed replica had queued but not yet written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_stream_loses_only_its_streams_and_unflushed_spend() {
+    let Some(bin) = nginx_binary() else {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_NGINX").is_err(),
+            "SLUICE_REQUIRE_NGINX is set but nginx is not installed"
+        );
+        eprintln!("skipped: nginx is not installed (./test.sh installs it)");
+        return;
+    };
+    let fake = FakeUpstream::start().await;
+    // Streams of about a second: a kill always finds some in flight.
+    fake.set_default(Behavior::new().with_delay_ms(10).with_chunk_delay_ms(150));
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let (database, schema) = postgres_schema("sluice_kill");
+    let storage = format!(
+        "redis_url = \"{redis}\"\nredis_prefix = \"{}:\"\ndatabase_url = \"{database}\"",
+        unique("sluice-kill")
+    );
+    let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
+    let mut replicas = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let dir = temp_dir(&format!("kill-{i}"));
+        let config = write_config(&dir, *port, &fake.base_url(), &storage, "");
+        replicas.push(start(config).await);
+    }
+    let nginx = Nginx::start(&bin, &ports);
+    let url = nginx.url("/v1/chat/completions");
+    let made = admin(
+        &replicas[0].url("/admin/keys"),
+        Some(json!({"name": "load"})),
+    )
+    .await;
+    let key = made["key"].as_str().unwrap().to_string();
+
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..9)
+        .map(|i| {
+            let (url, key) = (url.clone(), key.clone());
+            let (stop, log) = (Arc::clone(&stop_load), Arc::clone(&log));
+            tokio::spawn(timed_client(url, key, i, i % 3 != 0, stop, log))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut killed = replicas.remove(1);
+    let killed_at = Instant::now();
+    killed.child.kill().unwrap(); // SIGKILL
+    killed.child.wait().unwrap();
+    // A request sent while the signal was on its way was in flight too.
+    let dead_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop_load.store(true, Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    for (i, replica) in replicas.into_iter().enumerate() {
+        assert!(stop(replica).await, "replica {i} exits 0");
+    }
+
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    let failed: Vec<&Timed> = log.iter().filter(|t| t.outcome.is_err()).collect();
+    // Only requests in flight at the kill failed; every later one was answered.
+    for t in &failed {
+        assert!(
+            t.began < dead_at && t.ended >= killed_at,
+            "{} failed without being in flight at the kill (began {:?} after it, ended {:?} \
+             after it, the kill took {:?}): {:?}",
+            t.rid,
+            t.began.saturating_duration_since(killed_at),
+            t.ended.saturating_duration_since(killed_at),
+            dead_at - killed_at,
+            t.outcome
+        );
+    }
+    assert!(!failed.is_empty(), "the kill found no request in flight");
+    let after = log.iter().filter(|t| t.began > dead_at).count();
+    assert!(after > 20, "only {after} requests after the kill");
+    assert!(
+        failed.len() <= 9,
+        "more failures than clients: {}",
+        failed.len()
+    );
+
+    // The spend log: one record per answered request, but for requests answered within the
+    // flush interval before the kill (the killed replica's unwritten records); none for a
+    // failed request.
+    let rows = psql(
+        &database,
+        "SELECT request_id, count(*) FROM spend_log WHERE key_name = 'load' GROUP BY request_id",
+    );
+    let mut recorded = BTreeMap::new();
+    for line in rows.lines() {
+        let (rid, n) = line.split_once('|').unwrap();
+        recorded.insert(rid.to_string(), n.to_string());
+    }
+    let (mut lost, mut oldest_lost) = (0, Duration::ZERO);
+    for t in &log {
+        match (&t.outcome, recorded.get(&t.rid)) {
+            (Ok(()), Some(n)) => assert_eq!(n, "1", "{} has {n} records", t.rid),
+            (Ok(()), None) => {
+                lost += 1;
+                oldest_lost = oldest_lost.max(killed_at.saturating_duration_since(t.ended));
+                // Sent before the replica was dead, and answered at most the flush interval
+                // before the kill: an answer the replica wrote just before it died can reach
+                // the client (through nginx) after the kill began.
+                assert!(
+                    t.began < dead_at && killed_at.saturating_duration_since(t.ended) < UNFLUSHED,
+                    "{} has no record: began {:?} after the replica was dead, answered {:?} \
+                     before the kill",
+                    t.rid,
+                    t.began.saturating_duration_since(dead_at),
+                    killed_at.saturating_duration_since(t.ended)
+                );
+            }
+            (Err(_), _) => {}
+        }
+    }
+    drop_schema(&schema);
+    eprintln!(
+        "kill test: {} requests, {} failed at the kill, {after} after it, {lost} spend records \
+         lost (answered at most {oldest_lost:?} before the kill)",
+        log.len(),
+        failed.len()
     );
 }

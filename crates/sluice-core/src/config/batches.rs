@@ -1,4 +1,5 @@
-//! `[batches]`: OpenAI's Batch API (`/v1/batches`) run by sluice itself. Its state lives
+//! `[batches]`: OpenAI's Batch API (`/v1/batches`), run by sluice itself or forwarded to a
+//! provider's own. Its state lives
 //! beside the files' (`files.sqlite`, or the PostgreSQL of `storage.database_url`), so it
 //! needs `[files]` on.
 
@@ -19,6 +20,8 @@ pub struct UninitializedBatchesConfig {
     pub max_running: Option<usize>,
     /// Most lines in one input file (default 50,000, OpenAI's bound).
     pub max_lines: Option<u64>,
+    /// How often a batch forwarded to a provider's Batch API is polled (default 30,000 ms).
+    pub poll_interval_ms: Option<u64>,
 }
 
 /// Validated `[batches]`.
@@ -34,6 +37,8 @@ pub struct BatchesConfig {
     pub max_running: usize,
     /// Most lines in one input file.
     pub max_lines: u64,
+    /// How often a forwarded batch is polled.
+    pub poll_interval: std::time::Duration,
 }
 
 impl Default for BatchesConfig {
@@ -44,6 +49,7 @@ impl Default for BatchesConfig {
             yield_above: 64,
             max_running: 4,
             max_lines: 50_000,
+            poll_interval: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -57,11 +63,18 @@ impl UninitializedBatchesConfig {
             yield_above: self.yield_above.unwrap_or(d.yield_above),
             max_running: self.max_running.unwrap_or(d.max_running),
             max_lines: self.max_lines.unwrap_or(d.max_lines),
+            poll_interval: self
+                .poll_interval_ms
+                .map_or(d.poll_interval, std::time::Duration::from_millis),
         };
         for (key, value) in [
             ("batches.concurrency", c.concurrency as u64),
             ("batches.max_running", c.max_running as u64),
             ("batches.max_lines", c.max_lines),
+            (
+                "batches.poll_interval_ms",
+                c.poll_interval.as_millis() as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));

@@ -34,6 +34,23 @@ pub struct UninitializedSemantic {
     pub model: String,
     /// Cosine similarity from which a stored question counts as the same (0 to 1).
     pub threshold: Option<f32>,
+    /// A reranker model (a `[[models]]` name) that must score the two questions as the same.
+    pub reranker: Option<String>,
+    /// The reranker's score from which the two count as the same.
+    pub rerank_threshold: Option<f32>,
+}
+
+/// The reranker score a semantic hit needs when `rerank_threshold` is not set (a
+/// cross-encoder's sigmoid output: more likely the same question than not).
+pub const DEFAULT_RERANK_THRESHOLD: f32 = 0.5;
+
+/// A cross-encoder that confirms a semantic candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RerankCheck {
+    /// The reranker model's name.
+    pub model: Arc<str>,
+    /// The score needed (in the model's own scale: 0 to 1 for a sigmoid head).
+    pub threshold: f32,
 }
 
 /// The semantic stage of a target's cache: a question worded differently from a cached one
@@ -44,6 +61,8 @@ pub struct SemanticPolicy {
     pub model: Arc<str>,
     /// Cosine similarity needed.
     pub threshold: f32,
+    /// The reranker's check, if one is configured.
+    pub reranker: Option<RerankCheck>,
 }
 
 impl UninitializedSemantic {
@@ -61,9 +80,35 @@ impl UninitializedSemantic {
                 "must be greater than 0 and at most 1",
             ));
         }
+        let reranker = match (&self.reranker, self.rerank_threshold) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{at}.semantic.rerank_threshold"),
+                    "needs `reranker`",
+                ))
+            }
+            (Some(m), _) if m.is_empty() => {
+                return Err(ConfigError::new(
+                    format!("{at}.semantic.reranker"),
+                    "must name a model",
+                ))
+            }
+            (Some(_), Some(t)) if !t.is_finite() => {
+                return Err(ConfigError::new(
+                    format!("{at}.semantic.rerank_threshold"),
+                    "must be a finite number",
+                ))
+            }
+            (Some(m), t) => Some(RerankCheck {
+                model: Arc::from(m.as_str()),
+                threshold: t.unwrap_or(DEFAULT_RERANK_THRESHOLD),
+            }),
+        };
         Ok(SemanticPolicy {
             model: Arc::from(self.model.as_str()),
             threshold,
+            reranker,
         })
     }
 }

@@ -10,6 +10,9 @@ use std::time::Duration;
 /// `[local] context_length` when absent (sluice-local's `DEFAULT_CONTEXT_LENGTH`).
 pub const DEFAULT_CONTEXT_LENGTH: usize = 8192;
 
+/// `[local] prompt_cache_slots` when absent.
+pub const DEFAULT_PROMPT_CACHE_SLOTS: usize = 1;
+
 /// `[local]` as written: the local model runtime.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +57,10 @@ pub struct UninitializedLocalConfig {
     pub device: Option<String>,
     /// The native engine's KV cache: `f32` (default) or `f16` (half the memory).
     pub kv_cache: Option<String>,
+    /// Native engine: finished conversations' KV caches kept per chat model beyond its
+    /// `parallel` running ones, for follow-up requests that extend them (default 1; `0`: none
+    /// beyond the running ones'). Each costs a running sequence's KV cache in the budget.
+    pub prompt_cache_slots: Option<usize>,
 }
 
 /// Validated `[local]`.
@@ -93,6 +100,8 @@ pub struct LocalConfig {
     pub device: String,
     /// `f32` or `f16`.
     pub kv_cache: String,
+    /// KV caches kept for prompt reuse per chat model beyond the running ones.
+    pub prompt_cache_slots: usize,
 }
 
 impl UninitializedLocalConfig {
@@ -140,6 +149,9 @@ impl UninitializedLocalConfig {
                     ))
                 }
             },
+            prompt_cache_slots: self
+                .prompt_cache_slots
+                .unwrap_or(DEFAULT_PROMPT_CACHE_SLOTS),
         })
     }
 }

@@ -25,9 +25,11 @@ mod cache;
 mod error;
 mod files;
 mod guardrails;
+mod health;
 mod ledger;
 mod local;
 mod models;
+mod observability;
 mod overrides;
 mod providers;
 mod responses;
@@ -42,9 +44,9 @@ pub use crate::pricing::Price;
 pub use crate::routing::Tier;
 pub use batches::{BatchesConfig, UninitializedBatchesConfig};
 pub use cache::{
-    CacheConfig, CachePolicy, CacheScope, SemanticPolicy, UninitializedCacheConfig,
-    UninitializedCachePolicy, UninitializedSemantic, DEFAULT_SEMANTIC_THRESHOLD,
-    DEFAULT_TTL as DEFAULT_CACHE_TTL,
+    CacheConfig, CachePolicy, CacheScope, RerankCheck, SemanticPolicy, UninitializedCacheConfig,
+    UninitializedCachePolicy, UninitializedSemantic, DEFAULT_RERANK_THRESHOLD,
+    DEFAULT_SEMANTIC_THRESHOLD, DEFAULT_TTL as DEFAULT_CACHE_TTL,
 };
 pub use error::ConfigError;
 pub use files::{FilesConfig, UninitializedFilesConfig};
@@ -52,13 +54,17 @@ pub use guardrails::{
     GuardrailConfig, UninitializedGuardrail, UninitializedValidateJson, UninitializedWebhook,
     ValidateJson, WebhookConfig,
 };
+pub use health::{HealthCheckConfig, HealthCheckKind, UninitializedHealthCheck};
 pub use ledger::{
     KeysConfig, LimitsConfig, SpendConfig, TargetLimits, UninitializedKeysConfig,
     UninitializedLimitsConfig, UninitializedSpendConfig,
 };
 pub use local::{LocalConfig, UninitializedLocalConfig};
 pub use models::{LocalModelConfig, ModelConfig, UninitializedModelConfig};
-pub use providers::{ProviderConfig, ProviderType, ResponsesMode, UninitializedProviderConfig};
+pub use observability::{ObservabilityConfig, OtlpEndpoint, UninitializedObservabilityConfig};
+pub use providers::{
+    BatchMode, ProviderConfig, ProviderType, ResponsesMode, UninitializedProviderConfig,
+};
 pub use responses::{ResponsesConfig, UninitializedResponsesConfig};
 pub use routes::{
     CanaryConfig, RouteConfig, RoutingConfig, UninitializedCanary, UninitializedRetry,
@@ -116,6 +122,9 @@ pub struct UninitializedConfig {
     /// `[responses]`: the Responses API's stored responses.
     #[serde(default)]
     pub responses: UninitializedResponsesConfig,
+    /// `[observability]`: traces.
+    #[serde(default)]
+    pub observability: UninitializedObservabilityConfig,
 }
 
 /// A validated, immutable configuration.
@@ -151,6 +160,8 @@ pub struct Config {
     pub guardrails: Vec<GuardrailConfig>,
     /// `[responses]`.
     pub responses: ResponsesConfig,
+    /// `[observability]`.
+    pub observability: ObservabilityConfig,
 }
 
 impl UninitializedConfig {
@@ -186,6 +197,7 @@ impl UninitializedConfig {
         let batches = self.batches.load()?;
         let guardrails = guardrails::load_guardrails(self.guardrails, env)?;
         let responses = self.responses.load()?;
+        let observability = self.observability.load()?;
         let providers = providers::load_providers(self.providers, env)?;
         let models =
             models::load_models(self.models, &providers, &cache.policy, &local, &guardrails)?;
@@ -208,6 +220,7 @@ impl UninitializedConfig {
             batches,
             guardrails,
             responses,
+            observability,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! headers, timeouts and connection pool.
 
 use super::error::ConfigError;
+use super::health::{load_health_check, HealthCheckConfig, UninitializedHealthCheck};
 use super::values::{positive, resolve_secret, MS};
 use crate::env::Env;
 use crate::operation::Operation;
@@ -60,6 +61,31 @@ impl ResponsesMode {
     }
 }
 
+/// Who runs the `/v1/batches` batches whose lines all go to an `openai` provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchMode {
+    /// sluice runs each line through its own pipeline.
+    Sluice,
+    /// The batch is forwarded to the upstream's own Batch API (`{base_url}/files` and
+    /// `{base_url}/batches`), polled, and billed at the batch price.
+    Native,
+}
+
+impl BatchMode {
+    /// The config name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Sluice => "sluice",
+            Self::Native => "native",
+        }
+    }
+}
+
+/// `max_connections` when the config sets none: requests in flight to one provider at once
+/// (see `sluice-providers`' `slots`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// `[[providers]]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +114,8 @@ pub struct UninitializedProviderConfig {
     pub pool_idle_timeout_ms: Option<u64>,
     /// Most idle connections kept per host.
     pub pool_max_idle_per_host: Option<usize>,
+    /// Most requests in flight to the provider at once (`0`: no bound).
+    pub max_connections: Option<usize>,
     /// Speak HTTP/2 without TLS negotiation (h2c), for local servers that support it.
     #[serde(default)]
     pub http2_prior_knowledge: bool,
@@ -109,6 +137,12 @@ pub struct UninitializedProviderConfig {
     /// `openai`: how `/v1/responses` requests are sent (`native` or `chat`); default
     /// `native` for OpenAI's own API (the `openai` preset, or no `base_url`), else `chat`.
     pub responses: Option<ResponsesMode>,
+    /// `openai`: who runs batches of this provider's models (`native` or `sluice`);
+    /// default `native` for OpenAI's own API (the `openai` preset, or no `base_url`), else
+    /// `sluice`.
+    pub batch: Option<BatchMode>,
+    /// An active check of the upstream at an interval, feeding the breakers (default: none).
+    pub health_check: Option<UninitializedHealthCheck>,
 }
 
 /// Validated `[[providers]]`.
@@ -134,6 +168,9 @@ pub struct ProviderConfig {
     pub pool_idle_timeout: Duration,
     /// Default 256.
     pub pool_max_idle_per_host: usize,
+    /// Requests in flight at once, shared out among the worker threads; more wait for one to
+    /// end. `0`: no bound.
+    pub max_connections: usize,
     /// h2c.
     pub http2_prior_knowledge: bool,
     /// Ask for usage on streams.
@@ -150,6 +187,10 @@ pub struct ProviderConfig {
     pub operations: Option<Vec<Operation>>,
     /// How `/v1/responses` requests are sent (always `Chat` for other types than `openai`).
     pub responses: ResponsesMode,
+    /// Who runs batches of its models (always `Sluice` for other types than `openai`).
+    pub batch: BatchMode,
+    /// The active health check, when configured.
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 /// Validates `[[providers]]`: unique names, each provider's own keys.
@@ -193,14 +234,22 @@ fn load_provider(
     let timeout = |v: Option<u64>, key: &str, default: u64| positive(v, &at(key), default).map(MS);
     let operations = operations(&p, preset, at)?;
     let responses = responses_mode(&p, preset, at)?;
+    let batch = batch_mode(&p, preset, at)?;
+    let health_check = p
+        .health_check
+        .map(|h| load_health_check(h, p.kind == ProviderType::Local, at))
+        .transpose()?;
     Ok(ProviderConfig {
+        health_check,
         operations,
         responses,
+        batch,
         connect_timeout: timeout(p.connect_timeout_ms, "connect_timeout_ms", 5_000)?,
         timeout: timeout(p.timeout_ms, "timeout_ms", 600_000)?,
         chunk_timeout: timeout(p.chunk_timeout_ms, "chunk_timeout_ms", 120_000)?,
         pool_idle_timeout: timeout(p.pool_idle_timeout_ms, "pool_idle_timeout_ms", 90_000)?,
         pool_max_idle_per_host: p.pool_max_idle_per_host.unwrap_or(256),
+        max_connections: p.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         http2_prior_knowledge: p.http2_prior_knowledge,
         stream_usage: p
             .stream_usage
@@ -233,15 +282,43 @@ fn responses_mode(
             None => Ok(ResponsesMode::Chat),
         };
     }
-    let openai_itself = match preset {
-        Some(pr) => pr.name == "openai" && p.base_url.is_none(),
-        None => p.base_url.is_none(),
-    };
-    Ok(p.responses.unwrap_or(if openai_itself {
+    Ok(p.responses.unwrap_or(if openai_itself(p, preset) {
         ResponsesMode::Native
     } else {
         ResponsesMode::Chat
     }))
+}
+
+/// Who runs an `openai` provider's batches: as written, else OpenAI's own API (its preset,
+/// or the default `base_url`) natively, else sluice.
+fn batch_mode(
+    p: &UninitializedProviderConfig,
+    preset: Option<&Preset>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<BatchMode, ConfigError> {
+    if p.kind != ProviderType::OpenAi {
+        return match p.batch {
+            Some(_) => Err(ConfigError::new(
+                at("batch"),
+                "only applies to `type = \"openai\"` providers (sluice runs the others' batches)",
+            )),
+            None => Ok(BatchMode::Sluice),
+        };
+    }
+    Ok(p.batch.unwrap_or(if openai_itself(p, preset) {
+        BatchMode::Native
+    } else {
+        BatchMode::Sluice
+    }))
+}
+
+/// Whether the provider is OpenAI's own API: its preset without another `base_url`, or
+/// no `base_url` at all.
+fn openai_itself(p: &UninitializedProviderConfig, preset: Option<&Preset>) -> bool {
+    match preset {
+        Some(pr) => pr.name == "openai" && p.base_url.is_none(),
+        None => p.base_url.is_none(),
+    }
 }
 
 /// The operations an `openai` provider serves: `endpoints` as written, else its preset's.

@@ -36,6 +36,8 @@ pub struct UninitializedServerConfig {
     pub upload_dir: Option<std::path::PathBuf>,
     /// How log lines are written: `text` (default) or `json`.
     pub log_format: Option<LogFormat>,
+    /// Whether `/metrics` and `/health/detailed` answer without the master key.
+    pub public_status: Option<bool>,
 }
 
 /// How `sluice serve` writes its log lines.
@@ -77,12 +79,23 @@ pub struct ServerConfig {
     pub upload_dir: std::path::PathBuf,
     /// Default `text`.
     pub log_format: LogFormat,
+    /// `/metrics` and `/health/detailed` answer without the master key (default `true`:
+    /// Prometheus and load balancers read them); `false`: only with it, like `/admin/*`.
+    pub public_status: bool,
 }
 
 impl UninitializedServerConfig {
     /// Validates `[server]`, reading the master key from `env` when it is `env::VAR`.
     pub(crate) fn load(self, env: &dyn Env) -> Result<ServerConfig, ConfigError> {
+        let public_status = self.public_status.unwrap_or(true);
+        if !public_status && self.master_key.is_none() {
+            return Err(ConfigError::new(
+                "server.public_status",
+                "`false` needs `server.master_key`: without it nobody could read /metrics",
+            ));
+        }
         Ok(ServerConfig {
+            public_status,
             listen: listen_address(self.listen)?,
             max_body_bytes: positive(self.max_body_bytes, "server.max_body_bytes", 10 << 20)?,
             max_response_bytes: positive(

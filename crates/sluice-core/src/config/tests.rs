@@ -271,6 +271,15 @@ fn local_kv_cache_is_f32_or_f16() {
 }
 
 #[test]
+fn local_prompt_cache_slots_default_to_one() {
+    assert_eq!(load("").unwrap().local.prompt_cache_slots, 1);
+    let off = load("[local]\nprompt_cache_slots = 0").unwrap();
+    assert_eq!(off.local.prompt_cache_slots, 0);
+    let err = load("[local]\nprompt_cache_slots = -1").unwrap_err();
+    assert!(err.to_string().contains("prompt_cache_slots"), "{err}");
+}
+
+#[test]
 fn local_device_is_cpu_cuda_or_metal() {
     assert_eq!(load("").unwrap().local.device, "cpu");
     for device in ["cpu", "cuda", "cuda:1", "metal"] {
@@ -303,7 +312,7 @@ fn error_messages_word_for_word() {
         ("[local]\nembedding_queue = 0".into(), "`local.embedding_queue`: must be greater than 0"),
         ("[local]\ndevice = \"gpu\"".into(), "`local.device`: `gpu` is not one of `cpu`, `cuda`, `cuda:N`, `metal`"),
         (format!("{p}[[providers]]\nname = \"p\"\ntype = \"openai\""), "`providers[2].name`: a provider named `p` is already defined"),
-        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\npreset = \"nope\"".into(), "`providers[0].preset`: unknown preset `nope`; expected one of openai, anthropic, gemini, groq, deepseek, mistral, together, openrouter, fireworks, xai, vllm, llamacpp, ollama, lmstudio"),
+        ("[[providers]]\nname = \"a\"\ntype = \"openai\"\npreset = \"nope\"".into(), "`providers[0].preset`: unknown preset `nope`; expected one of openai, anthropic, gemini, groq, deepseek, mistral, together, openrouter, fireworks, xai, jina, cohere, vllm, llamacpp, ollama, lmstudio"),
         ("[[providers]]\nname = \"a\"\ntype = \"anthropic\"\npreset = \"groq\"".into(), "`providers[0].preset`: presets are for `type = \"openai\"` providers"),
         ("[[providers]]\nname = \"a\"\ntype = \"openai\"\ncache_system_min_bytes = 1".into(), "`providers[0].cache_system_min_bytes`: only applies to `type = \"anthropic\"` providers"),
         ("[[providers]]\nname = \"a\"\ntype = \"openai\"\nkeep_alive = \"5m\"".into(), "`providers[0].keep_alive`: only applies to `type = \"ollama\"` providers"),
@@ -473,4 +482,130 @@ fn responses_go_native_only_to_openai_itself_unless_told() {
     assert!(
         load("[[providers]]\nname = \"p\"\ntype = \"openai\"\nresponses = \"both\"\n").is_err()
     );
+}
+
+#[test]
+fn a_semantic_stage_may_name_a_reranker() {
+    let with = |semantic: &str| {
+        let text = format!(
+            "[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\ncache = {{ enabled = true, semantic = {semantic} }}\n"
+        );
+        load(&text).map(|c| c.models[0].cache.semantic.clone().unwrap())
+    };
+    let plain = with("{ model = \"e\" }").unwrap();
+    assert_eq!(plain.reranker, None);
+    let checked = with("{ model = \"e\", reranker = \"r\" }").unwrap();
+    let check = checked.reranker.unwrap();
+    assert_eq!(
+        (&*check.model, check.threshold),
+        ("r", DEFAULT_RERANK_THRESHOLD)
+    );
+    let tuned = with("{ model = \"e\", reranker = \"r\", rerank_threshold = -2.5 }").unwrap();
+    assert_eq!(tuned.reranker.unwrap().threshold, -2.5);
+    for semantic in [
+        "{ model = \"e\", rerank_threshold = 0.5 }",
+        "{ model = \"e\", reranker = \"\" }",
+        "{ model = \"e\", reranker = \"r\", rerank_threshold = nan }",
+    ] {
+        let e = with(semantic).unwrap_err();
+        assert!(
+            e.path.starts_with("models[0].cache.semantic.re"),
+            "{semantic}: {}",
+            e.path
+        );
+    }
+}
+
+#[test]
+fn batches_are_forwarded_only_by_openai_itself_unless_told() {
+    let mode = |provider: &str| {
+        let text =
+            format!("[[providers]]\n{provider}\n[[models]]\nname = \"m\"\nprovider = \"p\"\n");
+        load(&text).map(|c| c.providers[0].batch)
+    };
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"\npreset = \"openai\"").unwrap(),
+        BatchMode::Native
+    );
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"").unwrap(),
+        BatchMode::Native
+    );
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"").unwrap(),
+        BatchMode::Sluice
+    );
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"\npreset = \"groq\"").unwrap(),
+        BatchMode::Sluice
+    );
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nbatch = \"native\"")
+            .unwrap(),
+        BatchMode::Native
+    );
+    assert_eq!(
+        mode("name = \"p\"\ntype = \"openai\"\nbatch = \"sluice\"").unwrap(),
+        BatchMode::Sluice
+    );
+    let e = mode("name = \"p\"\ntype = \"ollama\"\nbatch = \"native\"").unwrap_err();
+    assert_eq!(e.path, "providers[0].batch", "{e}");
+    let c = load("[batches]\npoll_interval_ms = 250").unwrap();
+    assert_eq!(c.batches.poll_interval, Duration::from_millis(250));
+    assert_eq!(
+        load("").unwrap().batches.poll_interval,
+        Duration::from_secs(30)
+    );
+    assert!(load("[batches]\npoll_interval_ms = 0").is_err());
+}
+
+#[test]
+fn a_provider_bounds_its_requests_in_flight_to_1024_unless_set() {
+    let provider = |extra: &str| {
+        load(&format!(
+            "[[providers]]\nname = \"up\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n{extra}"
+        ))
+        .unwrap()
+        .providers[0]
+            .max_connections
+    };
+    assert_eq!(provider(""), 1024);
+    assert_eq!(provider("max_connections = 64"), 64);
+    assert_eq!(provider("max_connections = 0"), 0, "no bound");
+    let err = load("[[providers]]\nname = \"up\"\ntype = \"openai\"\nmax_connections = -1\n");
+    assert!(err.is_err(), "a negative bound is refused");
+}
+
+#[test]
+fn a_health_check_takes_its_defaults_and_is_off_without_one() {
+    let provider = |check: &str| {
+        format!("[[providers]]\nname = \"p\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n{check}\n")
+    };
+    let c = load(&provider("")).unwrap();
+    assert_eq!(c.providers[0].health_check, None, "off by default");
+    let c = load(&provider("health_check = {}")).unwrap();
+    assert_eq!(
+        c.providers[0].health_check,
+        Some(HealthCheckConfig {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            kind: HealthCheckKind::Models,
+            failures: 2,
+        })
+    );
+    let c = load(&provider(
+        "health_check = { kind = \"chat\", model = \"gpt-4o-mini\", interval_ms = 10000 }",
+    ))
+    .unwrap();
+    let h = c.providers[0].health_check.clone().unwrap();
+    assert_eq!(h.interval, Duration::from_secs(10));
+    assert_eq!(
+        h.kind,
+        HealthCheckKind::Chat {
+            model: "gpt-4o-mini".into()
+        }
+    );
+    let local = "[[providers]]\nname = \"l\"\ntype = \"local\"\nhealth_check = {}\n";
+    let e = load(local).unwrap_err();
+    assert_eq!(e.path, "providers[0].health_check", "{e}");
 }

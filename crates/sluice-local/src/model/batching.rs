@@ -7,11 +7,18 @@
 //! - **Prefill in chunks**: a prompt enters the cache a chunk per step ([`PREFILL_CHUNK`]
 //!   tokens when nothing else runs; [`SHARED_CHUNK`] in all per step while other sequences
 //!   are generating), so a long prompt delays the others' next token by one chunk at most.
-//! - **Prompt reuse**: a slot keeps the tokens its cache holds after its request ends. A new
-//!   request takes the free slot whose tokens share the longest prefix with its prompt (unless
-//!   that would throw away most of another conversation's cache: then the least recently used
-//!   slot) and runs only the rest (multi-turn chat: the earlier turns are in the cache
+//! - **Prompt reuse**: a slot keeps the tokens its cache holds after its request ends, and the
+//!   model has [`crate::LoadOptions::prompt_cache_slots`] slots beyond its `parallel` running
+//!   ones, so that up to that many finished sequences' caches outlive the running ones'. A new
+//!   request takes the free slot whose tokens share the longest prefix with its prompt, truncated
+//!   to that prefix (a prompt that diverges inside the cached tokens keeps only the common part),
+//!   when the shared prefix is at least half of what the slot holds (it throws away less of
+//!   another conversation than it saves; no minimum: the cache is used where it is, so any
+//!   shared token is one not run). Otherwise it takes an empty slot, else the least recently
+//!   used one (whose cache is thrown away beyond what it shares: LRU eviction). It
+//!   runs only the rest of its prompt (multi-turn chat: the earlier turns are in the cache
 //!   already). The reused tokens are reported as [`super::types::Usage::cached_prompt_tokens`].
+//!   Slots are per model: a cache is never reused across models or KV cache types.
 
 use std::panic::AssertUnwindSafe;
 
@@ -37,45 +44,57 @@ struct Slots {
     held: Vec<Vec<u32>>,
     /// Per slot, whether a sequence runs in it.
     busy: Vec<bool>,
-    /// Per slot, the step it was last taken at (least recently used goes first on a tie).
+    /// Per slot, when it was last taken or released (the least recently used is evicted first,
+    /// and goes first on a tie).
     taken: Vec<u64>,
     clock: u64,
+    /// Sequences that may run at once (the other slots only keep finished ones' caches).
+    parallel: usize,
 }
 
 // === impl Slots ===
 
 impl Slots {
-    fn new(n: usize) -> Self {
+    /// `slots` caches, at most `parallel` of them running.
+    fn new(slots: usize, parallel: usize) -> Self {
         Self {
-            held: vec![Vec::new(); n],
-            busy: vec![false; n],
-            taken: vec![0; n],
+            held: vec![Vec::new(); slots],
+            busy: vec![false; slots],
+            taken: vec![0; slots],
             clock: 0,
+            parallel: parallel.min(slots),
         }
     }
 
+    /// Sequences that may start now.
     fn free(&self) -> usize {
-        self.busy.iter().filter(|b| !**b).count()
+        let busy = self.busy.iter().filter(|b| **b).count();
+        self.parallel.saturating_sub(busy)
     }
 
     /// Takes a free slot for `prompt` and returns it with the number of prompt tokens its
-    /// cache already holds. The slot sharing the longest prefix with the prompt, when that
-    /// prefix is at least half of what the slot holds (little of another conversation is thrown
-    /// away); else the least recently used slot. The last prompt token is always left to run,
-    /// for its logits.
+    /// cache already holds (see the module's doc for which slot). The last prompt token is
+    /// always left to run, for its logits.
     fn take(&mut self, prompt: &[u32]) -> Option<(usize, usize)> {
+        if self.free() == 0 {
+            return None;
+        }
         let free = || (0..self.held.len()).filter(|&s| !self.busy[s]);
         let common = |s: usize| common_prefix(&self.held[s], prompt);
-        let (best, shared) = free()
+        let held = |s: usize| self.held[s].len();
+        // Reuse is free (the slot's cache is used where it is): any shared prefix is worth
+        // taking, unless it throws away more of another conversation than it saves.
+        let worth = |s: usize, c: usize| c * 2 >= held(s);
+        let best = free()
             .map(|s| (s, common(s)))
-            .max_by_key(|&(s, c)| (c, std::cmp::Reverse(self.taken[s])))?;
-        let (slot, shared) = if shared > 0 && shared * 2 >= self.held[best].len() {
-            (best, shared)
-        } else {
-            let oldest = free().min_by_key(|&s| self.taken[s])?;
-            (oldest, common(oldest))
+            .filter(|&(s, c)| c > 0 && worth(s, c))
+            .max_by_key(|&(s, c)| (c, self.taken[s]));
+        let slot = match best {
+            Some((s, _)) => s,
+            // An empty slot, else the least recently used.
+            None => free().min_by_key(|&s| (held(s) > 0, self.taken[s]))?,
         };
-        let reuse = shared.min(prompt.len().saturating_sub(1));
+        let reuse = common(slot).min(prompt.len().saturating_sub(1));
         self.held[slot].truncate(reuse);
         self.busy[slot] = true;
         self.clock += 1;
@@ -85,6 +104,8 @@ impl Slots {
 
     fn release(&mut self, slot: usize) {
         self.busy[slot] = false;
+        self.clock += 1;
+        self.taken[slot] = self.clock;
     }
 
     /// Forgets what a slot's cache holds (after a failed pass left it unknown).
@@ -99,8 +120,9 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 
 /// The scheduler thread of a native model: admits, steps and retires sequences until the model
 /// is dropped.
-pub(super) fn batch_loop(shared: &Shared, mut batch: Batch, slots: usize) {
-    let mut state = Slots::new(slots);
+/// At most `parallel` sequences run at once; the batch's other slots keep finished ones' caches.
+pub(super) fn batch_loop(shared: &Shared, mut batch: Batch, parallel: usize) {
+    let mut state = Slots::new(batch.slots(), parallel);
     let mut running: Vec<Running> = Vec::new();
     while admit(shared, &mut state, &mut running) {
         // Callers that went away free their slots before the pass.

@@ -64,6 +64,11 @@ impl Batch {
         })
     }
 
+    /// The number of slots (KV caches).
+    pub(crate) fn slots(&self) -> usize {
+        self.caches.len()
+    }
+
     /// Runs every step in one pass, appending to the slots' KV caches, and returns the logits
     /// of each step's last token, in the order of `steps`.
     pub(crate) fn forward(&mut self, steps: &[Step<'_>]) -> Result<Vec<Vec<f32>>> {

@@ -56,6 +56,12 @@ impl Isa {
     pub(crate) fn avx2_only(self) -> Self {
         Self { avx512: false }
     }
+
+    /// Whether the AVX-512 VNNI kernels run.
+    #[cfg(test)]
+    pub(crate) fn has_avx512(self) -> bool {
+        self.avx512
+    }
 }
 
 /// Q4_0 row, repacked ([`super::quant`]): `blocks` f16 scales, then the values: each pair of

@@ -187,3 +187,131 @@ fn a_cancelled_sequence_leaves_and_candle_reuses_nothing() {
         assert_eq!(done.usage.cached_prompt_tokens, 0);
     }
 }
+
+/// A model with `kept` prompt cache slots beyond its `parallel` running ones.
+fn load_keeping(path: &Path, parallel: usize, kept: usize) -> ChatModel {
+    let options = crate::LoadOptions {
+        parallel,
+        queue_capacity: 4,
+        prompt_cache_slots: kept,
+        ..crate::LoadOptions::default()
+    };
+    ChatModel::load(path, &options).expect("load test model")
+}
+
+/// `turn` answered with `answer`, then asked `question`.
+fn follow_up(turn: &[ChatMessage], answer: &str, question: &str) -> Vec<ChatMessage> {
+    let mut next = turn.to_vec();
+    next.push(ChatMessage::new("assistant", answer));
+    next.push(ChatMessage::new("user", question));
+    next
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// With one prompt cache slot, a conversation's cache outlives another conversation run in
+/// between on the model's only running slot: its next turn reuses it (reported as cached
+/// tokens), and gets a fresh model's tokens and log probabilities (within float rounding: the
+/// kept tokens were computed in other passes). Without the slot, the other conversation took
+/// the cache and the next turn runs from (almost) the start.
+#[test]
+fn a_kept_conversation_outlives_another_and_answers_as_a_fresh_model() {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::Q4KM));
+    for kept in [1, 0] {
+        let model = load_keeping(&path, 1, kept);
+        let turn = vec![ChatMessage::new("user", "Tell me about the sea.")];
+        let first = model
+            .generate_blocking(chat(turn.clone(), 12), |_| {})
+            .unwrap();
+        let other = model
+            .generate_blocking(ask("Something else entirely, please.", 6), |_| {})
+            .unwrap();
+        assert!(other.usage.cached_prompt_tokens < other.usage.prompt_tokens / 2);
+        let first_prompt = model.prompt_tokens(&turn).unwrap().len();
+        let request = ChatRequest {
+            logprobs: Some(2),
+            ..chat(follow_up(&turn, &first.text, "And the mountains?"), 12)
+        };
+        let second = model.generate_blocking(request.clone(), |_| {}).unwrap();
+        let cached = second.usage.cached_prompt_tokens;
+        if kept == 0 {
+            assert!(
+                cached < first_prompt,
+                "{cached} cached without a prompt cache"
+            );
+            continue;
+        }
+        assert!(cached >= first_prompt, "{cached} < {first_prompt}");
+        let fresh = alone(&path, request);
+        assert_eq!(second.token_ids, fresh.token_ids);
+        assert_eq!(second.logprobs.len(), fresh.logprobs.len());
+        let largest = second
+            .logprobs
+            .iter()
+            .zip(&fresh.logprobs)
+            .map(|(a, b)| (a.logprob - b.logprob).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("largest log probability difference, reused against fresh: {largest}");
+        assert!(largest < 1e-3, "{largest}");
+    }
+}
+
+/// A prompt that diverges inside the cached tokens (late enough for its prefix to be worth the
+/// cache: at least half of it) reuses exactly the common prefix and gets what it gets alone.
+#[test]
+fn a_prompt_diverging_inside_the_cache_reuses_the_common_prefix() {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::Q8_0));
+    let model = load_keeping(&path, 1, 1);
+    let story = "Tell me a story about the sea, its waves, its tides and its ships, ";
+    let sea = ask(&format!("{story}in the evening."), 2);
+    let sky = ask(&format!("{story}at dawn."), 8);
+    model.generate_blocking(sea.clone(), |_| {}).unwrap();
+    let common = common_prefix(
+        &model.prompt_tokens(&sea.messages).unwrap(),
+        &model.prompt_tokens(&sky.messages).unwrap(),
+    );
+    let done = model.generate_blocking(sky.clone(), |_| {}).unwrap();
+    assert_eq!(done.usage.cached_prompt_tokens, common);
+    assert!(common > 0 && common < done.usage.prompt_tokens);
+    assert_eq!(done.token_ids, alone(&path, sky).token_ids);
+}
+
+/// One running slot and one prompt cache slot keep two conversations; a third takes the least
+/// recently used one's cache (LRU eviction): the other's next turn still reuses its cache,
+/// the evicted one's does not.
+#[test]
+fn a_third_conversation_evicts_the_least_recently_used() {
+    let dir = TempDir::new();
+    let path = write(&dir, &TestModel::tiny(TestArch::Llama, TestDType::Q8_0));
+    let model = load_keeping(&path, 1, 1);
+    let turns: Vec<Vec<ChatMessage>> = [
+        "Tell me about the sea.",
+        "Why is grass green?",
+        "Name a bird.",
+    ]
+    .iter()
+    .map(|q| vec![ChatMessage::new("user", *q)])
+    .collect();
+    let answers: Vec<Completion> = turns
+        .iter()
+        .map(|t| model.generate_blocking(chat(t.clone(), 6), |_| {}).unwrap())
+        .collect();
+    let next = |i: usize| {
+        let request = chat(follow_up(&turns[i], &answers[i].text, "Go on."), 4);
+        let done = model.generate_blocking(request, |_| {}).unwrap();
+        (
+            done.usage.cached_prompt_tokens,
+            model.prompt_tokens(&turns[i]).unwrap().len(),
+        )
+    };
+    // The second conversation was used after the first: kept.
+    let (cached, first_prompt) = next(1);
+    assert!(cached >= first_prompt, "{cached} < {first_prompt}");
+    // The first was the least recently used when the third came: evicted.
+    let (cached, first_prompt) = next(0);
+    assert!(cached < first_prompt, "{cached} cached after eviction");
+}

@@ -107,7 +107,15 @@ fn responses() {
         call["function"]["arguments"],
         r#"{"location":"Boston, MA"}"#
     );
-    assert_eq!(call["id"], "call_0");
+    let id = call["id"].as_str().unwrap();
+    assert!(id.starts_with("call_") && id.len() == 29, "{id}");
+    // Each answer's made-up ids are its own: a later turn's first call never repeats it.
+    let (again, _) = from_response(CALL.as_bytes(), "g").unwrap();
+    let again: serde_json::Value = serde_json::from_slice(&again).unwrap();
+    assert_ne!(
+        again["choices"][0]["message"]["tool_calls"][0]["id"],
+        call["id"]
+    );
     let (body, _) = from_response(BLOCKED.as_bytes(), "g").unwrap();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
@@ -291,21 +299,28 @@ fn thought_signatures_ride_in_call_ids_and_go_back() {
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let calls = &v["choices"][0]["message"]["tool_calls"];
     let signed = calls[0]["id"].as_str().unwrap().to_owned();
-    assert!(signed.starts_with("call_0__thought__"), "{signed}");
+    assert!(
+        signed.starts_with("call_") && signed[5..].find("__thought__") == Some(24),
+        "{signed}"
+    );
     assert!(
         signed
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
         "{signed}"
     );
-    assert_eq!(calls[1]["id"], "call_1");
+    let second = calls[1]["id"].as_str().unwrap().to_owned();
+    assert!(
+        second.starts_with("call_") && !second.contains("__thought__"),
+        "{second}"
+    );
     let wire = translate(json!({"model": "g", "messages": [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": null, "tool_calls": [
             {"id": signed, "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}},
-            {"id": "call_1", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+            {"id": second, "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": signed, "content": "1"},
-        {"role": "tool", "tool_call_id": "call_1", "content": "2"}]}));
+        {"role": "tool", "tool_call_id": second, "content": "2"}]}));
     let parts = &wire["contents"][1]["parts"];
     assert_eq!(
         parts[0],
@@ -316,4 +331,24 @@ fn thought_signatures_ride_in_call_ids_and_go_back() {
         wire["contents"][2]["parts"][0]["functionResponse"]["name"],
         "f"
     );
+}
+
+#[test]
+fn a_malformed_function_call_is_a_failed_try_not_an_empty_answer() {
+    for reason in ["MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"] {
+        let body = json!({"candidates": [{"content": {"role": "model", "parts": []},
+            "finishReason": reason}], "usageMetadata": {"promptTokenCount": 9}});
+        let e = from_response(body.to_string().as_bytes(), "g").unwrap_err();
+        assert!(e.contains(reason), "{e}");
+        let mut t = StreamTranslator::new("g", false);
+        let mut out = Vec::new();
+        let e = t
+            .on_event(body.to_string().as_bytes(), &mut out)
+            .unwrap_err();
+        assert!(e.contains(reason), "{e}");
+        assert!(out.is_empty(), "nothing written before the failure");
+    }
+    let stop = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]},
+        "finishReason": "STOP"}]});
+    assert!(from_response(stop.to_string().as_bytes(), "g").is_ok());
 }

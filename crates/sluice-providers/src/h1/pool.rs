@@ -1,7 +1,8 @@
 //! A worker's idle connections to one upstream: the most recently used is taken first,
 //! one found closed is dropped and the next tried, at most `pool_max_idle_per_host` are
 //! kept, and none longer than `pool_idle_timeout_ms` (a timer task on the worker's runtime
-//! closes them, and ends while the pool is empty).
+//! closes them, and ends while the pool is empty); after a burst the server shrinks it to the
+//! few most recently used ([`Pool::shrink`]).
 
 use super::conn::Conn;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -79,6 +80,24 @@ impl Pool {
             inner.reaping = true;
             runtime.spawn(reap(Arc::downgrade(self)));
         }
+    }
+
+    /// Closes the idle connections beyond the `keep` most recently used (after a burst: the
+    /// connections it opened, and their buffers, are not kept for the idle timeout).
+    pub(super) fn shrink(&self, keep: usize) {
+        let surplus = {
+            let mut inner = self.lock();
+            let extra = inner.idle.len().saturating_sub(keep);
+            inner.idle.drain(..extra).collect::<Vec<_>>()
+        };
+        // Closed outside the lock.
+        drop(surplus);
+    }
+
+    /// How many idle connections the pool holds.
+    #[cfg(test)]
+    pub(super) fn idle(&self) -> usize {
+        self.lock().idle.len()
     }
 
     /// Closes the expired connections; the next expiry, or `None` (and no more reaping)

@@ -226,6 +226,39 @@ async fn no_connection_is_kept_when_the_pool_keeps_none() {
 }
 
 #[tokio::test]
+async fn shrinking_closes_the_idle_connections_beyond_the_most_recently_used() {
+    let up = Upstream::start(Mode::KeepAlive).await;
+    let c = client(&up, 90_000, 256);
+    // Four requests at once: four connections, idle in the pool afterwards.
+    let answers = futures_join4(&c, &up.base_url).await;
+    assert!(answers.iter().all(|a| a == "ok"));
+    assert_eq!(up.count(|s| &s.accepted), 4);
+    assert_eq!(c.pools[0].idle(), 4);
+    c.shrink_idle(0, 1);
+    assert!(up.wait_for(|s| &s.closed_by_client, 3).await);
+    assert_eq!(c.pools[0].idle(), 1);
+    // The one kept still serves.
+    assert_eq!(text(send(&c, &up.base_url).await.unwrap()).await, "ok");
+    assert_eq!(up.count(|s| &s.accepted), 4);
+    c.shrink_idle(7, 0);
+    assert!(up.wait_for(|s| &s.closed_by_client, 4).await);
+}
+
+async fn futures_join4(c: &H1Client, base_url: &str) -> Vec<String> {
+    let (a, b, d, e) = tokio::join!(
+        send(c, base_url),
+        send(c, base_url),
+        send(c, base_url),
+        send(c, base_url)
+    );
+    let mut out = Vec::new();
+    for r in [a, b, d, e] {
+        out.push(text(r.unwrap()).await);
+    }
+    out
+}
+
+#[tokio::test]
 async fn a_body_streams_as_it_arrives_and_its_connection_is_reused() {
     let up = Upstream::start(Mode::TwoPieces).await;
     let c = client(&up, 90_000, 256);

@@ -6,6 +6,7 @@ use super::object::{new_id, Echo};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// Why a Responses request cannot be served: a message and the top-level field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,11 +396,65 @@ pub fn previous_response_id(body: &[u8]) -> Option<String> {
 
 /// The OpenAI chat request for a Responses API request body; `history` is the stored
 /// conversation (a JSON array of chat messages) its `previous_response_id` names.
+///
+/// A top-level field this translation does not know (one the Responses API added since, or
+/// a reusable `prompt`) is left out of the chat body and makes the request native-only: a
+/// native upstream gets it as sent, a translated try is a 400 naming it. So is a request
+/// without `input` (a `prompt` can stand for it).
 pub fn to_chat(body: &[u8], history: Option<&[u8]>) -> Result<Translated, BadRequest> {
-    let r: InRequest<'_> = serde_json::from_slice(body).map_err(|e| BadRequest {
+    match serde_json::from_slice::<InRequest<'_>>(body) {
+        Ok(r) => translate(r, history, Vec::new()),
+        Err(e) if unknown_field(&e).is_some() => {
+            let (known, unknown) = without_unknown_fields(body)?;
+            translate(read_request(&known)?, history, unknown)
+        }
+        Err(e) => Err(invalid_request(&e)),
+    }
+}
+
+fn read_request(body: &[u8]) -> Result<InRequest<'_>, BadRequest> {
+    serde_json::from_slice(body).map_err(|e| invalid_request(&e))
+}
+
+fn invalid_request(e: &serde_json::Error) -> BadRequest {
+    BadRequest {
         message: format!("invalid Responses request: {e}"),
         param: None,
-    })?;
+    }
+}
+
+/// The field serde's `deny_unknown_fields` error names, if `e` is one.
+fn unknown_field(e: &serde_json::Error) -> Option<String> {
+    let text = e.to_string();
+    let rest = text.strip_prefix("unknown field `")?;
+    rest.split_once('`').map(|(field, _)| field.to_owned())
+}
+
+/// `body` without the top-level fields [`InRequest`] does not know, and their names (a
+/// rare path: the object is read field by field and written again).
+fn without_unknown_fields(body: &[u8]) -> Result<(Vec<u8>, Vec<String>), BadRequest> {
+    let mut fields: BTreeMap<Cow<'_, str>, &RawValue> =
+        serde_json::from_slice(body).map_err(|e| invalid_request(&e))?;
+    let mut unknown = Vec::new();
+    loop {
+        let known = serde_json::to_vec(&fields).map_err(|e| invalid_request(&e))?;
+        let Err(e) = serde_json::from_slice::<InRequest<'_>>(&known) else {
+            return Ok((known, unknown));
+        };
+        match unknown_field(&e) {
+            Some(field) if fields.remove(field.as_str()).is_some() => unknown.push(field),
+            // Another fault: the caller's read reports it.
+            _ => return Ok((known, unknown)),
+        }
+    }
+}
+
+/// [`to_chat`] of a request read; `unknown` are the fields it had that were left out.
+fn translate(
+    r: InRequest<'_>,
+    history: Option<&[u8]>,
+    unknown: Vec<String>,
+) -> Result<Translated, BadRequest> {
     refuse_unsupported(&r, history.is_some())?;
     let history: Vec<&RawValue> = match history {
         Some(h) => serde_json::from_slice(h).map_err(|e| BadRequest {
@@ -416,20 +471,29 @@ pub fn to_chat(body: &[u8], history: Option<&[u8]>) -> Result<Translated, BadReq
     }
     let first = messages.len();
     messages.extend(history.into_iter().map(Msg::Stored));
-    let input = r
-        .input
-        .ok_or_else(|| bad("input", "input: Field required".into()))?;
-    read_input(input, &mut messages)?;
+    if let Some(input) = r.input {
+        read_input(input, &mut messages)?;
+    }
     let kept = match r.store {
         Some(false) => None,
         _ => Some(serde_json::to_vec(&messages[first..]).unwrap_or_default()),
     };
+    if r.input.is_none() && messages.is_empty() {
+        // No input (a `prompt` stands for it): native-only (see `beyond_chat`). The chat
+        // body, never sent, still reads as a request for the pipeline's view.
+        messages.push(Msg::Read(OutMessage::User {
+            content: OutContent::Text(Cow::Borrowed("")),
+        }));
+    }
     let tools = match r.tools {
         Some(t) => parse::<Vec<InTool<'_>>>(t, "tools")?,
         None => Vec::new(),
     };
     let text = r.text.map(|t| parse::<InText<'_>>(t, "text")).transpose()?;
-    let native_only = native_only(&r, &tools)?;
+    let native_only = match native_only(&r, &tools)? {
+        Some(b) => Some(b),
+        None => beyond_chat(&r, &unknown),
+    };
     let out = out_request(&r, messages, &tools, text.as_ref())?;
     let body = serde_json::to_vec(&out).map_err(|e| BadRequest {
         message: e.to_string(),
@@ -544,6 +608,22 @@ fn native_only(r: &InRequest<'_>, tools: &[InTool<'_>]) -> Result<Option<BadRequ
         }
     }
     Ok(None)
+}
+
+/// What of `r` chat has no field for: a field this translation does not know, or no
+/// `input` at all.
+fn beyond_chat(r: &InRequest<'_>, unknown: &[String]) -> Option<BadRequest> {
+    if let Some(field) = unknown.first() {
+        return Some(BadRequest {
+            message: format!(
+                "`{field}` is not supported through chat (only providers with `responses = \"native\"` have it)"
+            ),
+            param: None,
+        });
+    }
+    r.input
+        .is_none()
+        .then(|| bad("input", "input: Field required".into()))
 }
 
 /// The echo of `r`'s settings.

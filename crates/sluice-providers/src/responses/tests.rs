@@ -126,14 +126,36 @@ fn what_cannot_be_honoured_is_refused_naming_the_field() {
     );
     let e = refused(json!({"background": true}));
     assert_eq!(e.param, Some("background"));
-    let e = refused(json!({"prompt": {"id": "p"}}));
+    // A malformed known field is still the request's fault.
+    let e = refused(json!({"max_output_tokens": "many"}));
+    assert!(e.message.contains("invalid type"), "{}", e.message);
+}
+
+/// Fields this translation does not know (the API's newer ones, a reusable `prompt`) are
+/// for native upstreams: left out of the chat body, and a translated try's 400 names one.
+#[test]
+fn unknown_fields_are_native_only() {
+    let body = json!({"model": "m", "input": "x", "prompt": {"id": "pmpt_1"},
+                      "max_tool_calls": 3, "temperature": 0.5});
+    let t = to_chat(body.to_string().as_bytes(), None).unwrap();
+    let chat: Value = serde_json::from_slice(&t.body).unwrap();
+    assert_eq!(chat["temperature"], 0.5);
+    assert_eq!(chat["messages"][0]["content"], "x");
+    assert!(chat.get("prompt").is_none() && chat.get("max_tool_calls").is_none());
+    let e = t.native_only.unwrap();
     assert!(
-        e.message.contains("unknown field `prompt`"),
+        e.message
+            .starts_with("`max_tool_calls` is not supported through chat"),
         "{}",
         e.message
     );
-    let e = to_chat(br#"{"model":"m"}"#, None).unwrap_err();
-    assert_eq!(e.param, Some("input"));
+    // Without `input` (a `prompt` can stand for it), only a native upstream can answer.
+    let t = to_chat(br#"{"model":"m","prompt":{"id":"pmpt_1"}}"#, None).unwrap();
+    assert!(t.native_only.unwrap().message.contains("`prompt`"));
+    let t = to_chat(br#"{"model":"m"}"#, None).unwrap();
+    assert_eq!(t.native_only.unwrap().param, Some("input"));
+    // Not an object: still the request's fault.
+    assert!(to_chat(b"[1]", None).is_err());
 }
 
 #[test]

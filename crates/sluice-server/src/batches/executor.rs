@@ -6,6 +6,11 @@
 //! finish and record their lines in flight, and lets go of the leases, so the next start
 //! resumes them at once.
 //!
+//! A batch forwarded to a provider's Batch API is run one step at a time: after each poll
+//! it is parked (its lease let go, not runnable before `[batches] poll_interval_ms`), so it
+//! holds no slot of `max_running` while the upstream works; a cancel makes it runnable at
+//! once.
+//!
 //! What a kill (SIGKILL, a crash) can cost: the lines in flight at that moment, whose
 //! results were not recorded, run again at the next start (and are charged again if their
 //! spend records had been written). An embedded store's leases are cleared at start (its
@@ -110,10 +115,24 @@ async fn supervise(run: Run) -> String {
     tracing::info!(batch = %id, status = run.batch.status.as_str(), "running batch");
     batches.metrics.running.fetch_add(1, Relaxed);
     let renew = tokio::spawn(renew(Arc::clone(&batches), id.clone()));
-    run.go().await;
+    let parked = super::start::go(run).await;
     renew.abort();
     batches.forget(&id);
-    if let Err(e) = batches.store.release(&id, &batches.runner_id).await {
+    let store = &batches.store;
+    let let_go = if parked {
+        // A forwarded batch: not runnable again before its next poll.
+        let every = batches.config.poll_interval;
+        let until = sluice_store::unix_now_ms() + every.as_millis() as u64;
+        let waker = Arc::clone(&batches);
+        tokio::spawn(async move {
+            tokio::time::sleep(every).await;
+            waker.wake();
+        });
+        store.park(&id, &batches.runner_id, until).await
+    } else {
+        store.release(&id, &batches.runner_id).await
+    };
+    if let Err(e) = let_go {
         tracing::warn!(batch = %id, error = %e, "cannot let go of a batch's lease");
     }
     batches.metrics.running.fetch_sub(1, Relaxed);

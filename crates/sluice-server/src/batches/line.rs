@@ -131,7 +131,18 @@ pub async fn run(state: &Arc<AppState>, batches: &Batches, line: Line<'_>) -> Li
         let status = response.status().as_u16();
         match response.into_body().collect().await {
             Ok(c) => (status, c.to_bytes()),
-            Err(never) => match never {},
+            // Only a piped answer (speech, which batches do not take) can break off.
+            Err(aborted) => {
+                let message = aborted.to_string();
+                let custom_id = Some(line.custom_id);
+                return not_run(
+                    batch_id,
+                    line.number,
+                    custom_id,
+                    "stream_interrupted",
+                    &message,
+                );
+            }
         }
     };
     answered(&id, line.number, line.custom_id, status, &body)

@@ -1,6 +1,6 @@
-//! OpenAI's Batch API (`/v1/batches`), run by sluice itself: every line of a batch's input
-//! file goes through the whole request pipeline in process, as the key that created the
-//! batch, so keys, limits, budgets, the cache, routes with their fallbacks and the spend log
+//! OpenAI's Batch API (`/v1/batches`), run by sluice itself (or forwarded, see `forward`):
+//! every line of a batch's input file goes through the whole request pipeline in process,
+//! as the key that created the batch, so keys, limits, budgets, the cache, routes with their fallbacks and the spend log
 //! (each record with the batch's id) apply to it as to any request, for any model or route,
 //! local models included.
 //!
@@ -16,15 +16,20 @@
 //! counters), `api` (the endpoints), `wire` (the JSON), `input` (reading and checking the
 //! input file's lines), `line` (one line through the pipeline), `runner` (one batch, start
 //! to end), `output` (the output and error files), `executor` (the background task that
-//! finds batches to run, holds their leases and stops them at shutdown).
+//! finds batches to run, holds their leases and stops them at shutdown), `forward` (a batch
+//! forwarded to a provider's own Batch API when every line's model is on one that has it:
+//! uploaded, polled, its results collected and charged at the batch price), `start` (which
+//! of the two ways a batch goes).
 
 pub mod api;
 pub mod executor;
+mod forward;
 pub mod handle;
 mod input;
 mod line;
 mod output;
 mod runner;
+mod start;
 mod wire;
 
 pub use handle::Batches;

@@ -1,9 +1,10 @@
 //! A batch's end: its results written out, in line order, as its output file (lines
 //! answered 2xx) and error file (malformed lines and other answers), both through the files'
 //! store with purpose `batch_output` and owned by the batch's owner; for a cancelled or
-//! expired batch, every line that never ran is in the error file too (`batch_cancelled`,
-//! `batch_expired`). A file with no line is not written (its id stays `null`). Then the
-//! batch takes its final status, and its results are deleted.
+//! expired batch (or a forwarded one that failed), every line that never ran is in the error
+//! file too (`batch_cancelled`, `batch_expired`, `batch_failed`). A file with no line is not
+//! written (its id stays `null`). Then the batch takes its final status, and its results are
+//! deleted.
 
 use super::handle::Batches;
 use super::input::{self, Lines, Read};
@@ -54,7 +55,7 @@ impl Files<'_> {
             owner: self.batch.owner.clone(),
             purpose: Purpose::BatchOutput,
             filename: format!("{}_{kind}.jsonl", self.batch.id),
-            expires_at: None,
+            expires_after: None,
         };
         Ok(Some(upload.finish(new).await.map_err(text)?.id))
     }
@@ -108,6 +109,10 @@ fn not_run(to: BatchStatus) -> Option<(&'static str, &'static str)> {
         BatchStatus::Expired => Some((
             "batch_expired",
             "This request could not be executed before the completion window expired.",
+        )),
+        BatchStatus::Failed => Some((
+            "batch_failed",
+            "This request was not run: the batch failed.",
         )),
         _ => None,
     }

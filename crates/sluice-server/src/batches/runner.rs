@@ -40,7 +40,12 @@ enum End {
     Expired,
     /// The gateway is stopping (or another gateway took the batch over).
     Stopped,
+    /// Its key was revoked, expired or deleted.
+    KeyStopped,
 }
+
+/// How often a running batch looks whether its key still works.
+const KEY_CHECK: Duration = Duration::from_secs(1);
 
 /// A batch being run.
 pub struct Run {
@@ -102,17 +107,24 @@ impl Run {
             }
             End::Cancelled => BatchStatus::Cancelled,
             End::Expired => BatchStatus::Expired,
+            End::KeyStopped => {
+                let errors = key_stopped_errors(&self.batch);
+                store
+                    .set_errors(&self.batch.id, errors)
+                    .await
+                    .map_err(internal)?;
+                BatchStatus::Failed
+            }
         };
         output::finish(&self.batches, &self.batch, to).await?;
         tracing::info!(batch = %self.batch.id, status = to.as_str(), "batch ended");
         Ok(())
     }
 
-    /// The caller its lines run as: the key that created it (looked up again, so a key
-    /// revoked since fails its lines).
-    async fn caller(&self) -> Result<Caller, String> {
+    /// Who its lines run as: the key that created it, looked up again.
+    pub(super) async fn identity(&self) -> Result<Identity, String> {
         let state = self.live.get();
-        let identity = match &self.batch.owner {
+        Ok(match &self.batch.owner {
             Owner::Master if state.master_key.is_some() => Identity::Master,
             Owner::Master => Identity::Open,
             Owner::Key(id) => {
@@ -121,9 +133,38 @@ impl Run {
                 let key = key.ok_or_else(|| format!("the key `{id}` is gone"))?;
                 Identity::Key(Arc::new(key))
             }
+        })
+    }
+
+    /// Whether the key that owns the batch was revoked, has expired or is gone (read from
+    /// the key store: a revocation through any replica counts). A store that cannot be
+    /// read stops nothing.
+    pub(super) async fn key_stopped(&self) -> bool {
+        let Owner::Key(id) = &self.batch.owner else {
+            return false;
         };
+        let Some(ledger) = self.live.get().ledger.clone() else {
+            return false;
+        };
+        match ledger.key(id).await {
+            Ok(Some(k)) => {
+                k.revoked_ms.is_some()
+                    || k.expires_ms
+                        .is_some_and(|e| e <= sluice_store::unix_now_ms())
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(batch = %self.batch.id, error = %e, "cannot read the batch's key");
+                false
+            }
+        }
+    }
+
+    /// The caller its lines run as: the key that created it (looked up again, so a key
+    /// revoked since fails its lines).
+    async fn caller(&self) -> Result<Caller, String> {
         Ok(Caller::BatchLine {
-            identity,
+            identity: self.identity().await?,
             batch_id: Arc::from(self.batch.id.as_str()),
         })
     }
@@ -156,9 +197,9 @@ impl Run {
         Ok(None)
     }
 
-    /// Reads the whole input: counts its lines and records the malformed ones. `None`: the
-    /// batch failed (no input file, no lines, too many).
-    async fn validate(&self) -> Result<Option<u64>, String> {
+    /// Reads the whole input: counts its lines and records the malformed ones (once, so
+    /// again after a restart). `None`: the batch failed (no input file, no lines, too many).
+    pub(super) async fn validate(&self) -> Result<Option<u64>, String> {
         let Some(mut lines) = self.lines().await? else {
             let m = format!("the input file `{}` is gone", self.batch.input_file_id);
             return self.fail("input_file_not_found", m).await;
@@ -196,11 +237,16 @@ impl Run {
 
     /// Records a line's result (once) and counts it.
     async fn record(&self, result: LineResult) -> Result<(), String> {
-        record(&self.batches, &self.batch.id, result).await
+        record(&self.batches, &self.batch.id, result)
+            .await
+            .map(drop)
     }
 
     /// Runs every line without a result; how it ended.
     async fn dispatch(&self) -> Result<End, String> {
+        if self.key_stopped().await {
+            return Ok(End::KeyStopped);
+        }
         let caller = Arc::new(self.caller().await?);
         let done: HashSet<u64> = self
             .batches
@@ -216,9 +262,16 @@ impl Run {
         let (max, mut seen) = (self.max_line(), HashSet::new());
         let slots = Arc::new(Semaphore::new(self.batches.config.concurrency));
         let mut running = JoinSet::new();
+        let mut key_checked: Option<std::time::Instant> = None;
         let end = loop {
             if let Some(end) = self.interrupted() {
                 break end;
+            }
+            if key_checked.is_none_or(|t| t.elapsed() >= KEY_CHECK) {
+                key_checked = Some(std::time::Instant::now());
+                if self.key_stopped().await {
+                    break End::KeyStopped;
+                }
             }
             let Some(read) = lines.next(max).await.map_err(|e| e.to_string())? else {
                 break End::Done;
@@ -309,6 +362,18 @@ impl Run {
     }
 }
 
+/// The `errors` of a batch stopped because its key no longer works.
+pub(super) fn key_stopped_errors(batch: &Batch) -> String {
+    let key = match &batch.owner {
+        Owner::Key(id) => id.as_str(),
+        Owner::Master => "",
+    };
+    serde_json::json!({"object": "list", "data": [{"code": "key_revoked",
+        "message": format!("the key `{key}` that owns the batch was revoked, expired or deleted: no line starts any more"),
+        "param": null, "line": null}]})
+    .to_string()
+}
+
 /// OpenAI's name of a batch's endpoint, as a static path.
 fn endpoint_path(endpoint: &str) -> &'static str {
     super::wire::ENDPOINTS
@@ -317,8 +382,13 @@ fn endpoint_path(endpoint: &str) -> &'static str {
         .unwrap_or(super::wire::ENDPOINTS[0])
 }
 
-/// Records `result` of batch `batch_id` (once) and counts it.
-async fn record(batches: &Batches, batch_id: &str, result: LineResult) -> Result<(), String> {
+/// Records `result` of batch `batch_id` (once) and counts it; whether it was recorded now
+/// (`false`: the line had a result already).
+pub(super) async fn record(
+    batches: &Batches,
+    batch_id: &str,
+    result: LineResult,
+) -> Result<bool, String> {
     let outcome = result.outcome;
     let fresh = batches
         .store
@@ -333,5 +403,5 @@ async fn record(batches: &Batches, batch_id: &str, result: LineResult) -> Result
         };
         c.fetch_add(1, Relaxed);
     }
-    Ok(())
+    Ok(fresh)
 }

@@ -11,11 +11,12 @@ use sluice_core::Error;
 use sluice_store::batches::{Batch, BatchPage, MAX_LIST_LIMIT};
 
 /// The endpoints a batch may run, as OpenAI names them.
-pub const ENDPOINTS: [&str; 4] = [
+pub const ENDPOINTS: [&str; 5] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
     "/v1/responses",
+    "/v1/moderations",
 ];
 
 /// The only completion window.
@@ -231,7 +232,7 @@ mod tests {
                 "input_file_id",
             ),
             (
-                r#"{"input_file_id":"f","endpoint":"/v1/moderations","completion_window":"24h"}"#,
+                r#"{"input_file_id":"f","endpoint":"/v1/audio/speech","completion_window":"24h"}"#,
                 "endpoint",
             ),
             (

@@ -6,13 +6,16 @@
 //! assembled into that form as it passes ([`Assembler`]); a streaming client is served an
 //! entry by [`to_sse`], which writes it as `chat.completion.chunk` events.
 //!
+//! Audio from text-to-speech is kept as the upstream sent it, with its content type in the
+//! metadata, and replayed byte for byte.
+//!
 //! Wire form: `SLC1`, the metadata's length (u32, little endian), the metadata as JSON, the
 //! body.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use sluice_providers::chunks::{ChunkChoice, ChunkWriter, Delta, ToolCallOut};
+use sluice_providers::chunks::{ChunkChoice, ChunkWriter, Delta, ThinkingBlockOut, ToolCallOut};
 use sluice_types::sse::event_data;
 use sluice_types::Usage;
 use std::borrow::Cow;
@@ -40,6 +43,10 @@ pub struct Meta {
     pub cost_nano_usd: u64,
     /// How long the upstream took to answer, in ms.
     pub latency_ms: u64,
+    /// The content type of a raw answer (text-to-speech audio), replayed as it came; `None`
+    /// for the OpenAI JSON bodies of every other entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
 }
 
 impl Meta {
@@ -140,6 +147,23 @@ struct DeltaIn<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(borrow)]
     tool_calls: Option<Vec<ToolCallIn<'a>>>,
+    #[serde(borrow)]
+    thinking_blocks: Option<Vec<ThinkingBlockIn<'a>>>,
+}
+
+/// A block of signed thinking in a delta (Anthropic's, as its translation writes it: a
+/// signature with empty `thinking`, the text having come as `reasoning_content`, or a
+/// redacted block), or in a replayed message (with its text).
+#[derive(Deserialize)]
+struct ThinkingBlockIn<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    signature: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +195,64 @@ struct Message {
     reasoning_content: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCall>,
+    /// Signed thinking (Anthropic's), which a client must send back with the turn: kept so
+    /// that a cached answer replays it as the upstream's did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    thinking_blocks: Vec<ThinkingBlock>,
+    /// How much of `reasoning_content` the blocks so far cover (while assembling).
+    #[serde(skip)]
+    reasoning_signed: usize,
+}
+
+/// A stored block of signed thinking: `thinking` with its text and signature, or
+/// `redacted_thinking` with its data.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq, Clone)]
+struct ThinkingBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thinking: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
+}
+
+impl Message {
+    /// Adds a streamed block: a signature with empty text signs the reasoning streamed
+    /// since the previous block.
+    fn sign(&mut self, b: ThinkingBlockIn<'_>) {
+        let reasoning = self.reasoning_content.as_deref().unwrap_or("");
+        let thinking = match (b.kind.as_ref(), b.thinking.as_deref()) {
+            ("thinking", None | Some("")) => Some(
+                reasoning
+                    .get(self.reasoning_signed..)
+                    .unwrap_or("")
+                    .to_owned(),
+            ),
+            (_, t) => t.map(str::to_owned),
+        };
+        self.reasoning_signed = reasoning.len();
+        self.thinking_blocks.push(ThinkingBlock {
+            kind: b.kind.into_owned(),
+            thinking,
+            signature: b.signature.map(Cow::into_owned),
+            data: b.data.map(Cow::into_owned),
+        });
+    }
+
+    /// Whether the reasoning is exactly the signed blocks' text, in order, so that it
+    /// replays as the upstream streamed it: each block's text, then its signature.
+    fn reasoning_is_signed(&self) -> bool {
+        let signed = self
+            .thinking_blocks
+            .iter()
+            .filter_map(|b| b.thinking.as_deref());
+        let mut joined = String::new();
+        signed.for_each(|t| joined.push_str(t));
+        !self.thinking_blocks.is_empty()
+            && self.reasoning_content.as_deref().unwrap_or("") == joined
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq, Clone)]
@@ -317,6 +399,9 @@ impl Assembler {
             append(&mut m.content, c.delta.content);
             append(&mut m.refusal, c.delta.refusal);
             append(&mut m.reasoning_content, c.delta.reasoning_content);
+            for b in c.delta.thinking_blocks.unwrap_or_default() {
+                m.sign(b);
+            }
             for t in c.delta.tool_calls.unwrap_or_default() {
                 while m.tool_calls.len() <= t.index {
                     m.tool_calls.push(ToolCall {
@@ -382,15 +467,68 @@ impl From<&UsageOut> for Usage {
     }
 }
 
-/// A stored message as the one delta that carries all of it.
-fn whole_delta<'a>(m: &'a Message, calls: &'a [ToolCallOut<'a>]) -> Delta<'a> {
+/// A stored message as the one delta that carries all of it (but reasoning replayed block
+/// by block before it: see [`signed_deltas`]).
+fn whole_delta<'a>(
+    m: &'a Message,
+    calls: &'a [ToolCallOut<'a>],
+    blocks: &'a [ThinkingBlockOut<'a>],
+) -> Delta<'a> {
+    let signed = m.reasoning_is_signed();
     Delta {
-        role: Some("assistant"),
+        role: (!signed).then_some("assistant"),
         content: Some(m.content.as_deref().unwrap_or("")),
         refusal: m.refusal.as_deref(),
-        reasoning_content: m.reasoning_content.as_deref(),
+        reasoning_content: m.reasoning_content.as_deref().filter(|_| !signed),
         tool_calls: calls,
-        thinking_blocks: &[],
+        thinking_blocks: if signed { &[] } else { blocks },
+    }
+}
+
+/// A stored block as a chunk writes it; `streamed`: its text left out (it goes as
+/// `reasoning_content` before it, as Anthropic's translation streams it).
+fn block_out(b: &ThinkingBlock, streamed: bool) -> ThinkingBlockOut<'_> {
+    match b.kind.as_str() {
+        "redacted_thinking" => ThinkingBlockOut::redacted(b.data.as_deref().unwrap_or("")),
+        _ => ThinkingBlockOut::signed(
+            if streamed {
+                ""
+            } else {
+                b.thinking.as_deref().unwrap_or("")
+            },
+            b.signature.as_deref().unwrap_or(""),
+        ),
+    }
+}
+
+/// A message's signed reasoning as the upstream streamed it, when its blocks cover it
+/// (see [`Message::reasoning_is_signed`]): per block its text as `reasoning_content`, then
+/// the block with its signature; the first event names the role.
+fn signed_deltas(writer: &ChunkWriter, out: &mut Vec<u8>, index: usize, m: &Message) {
+    if !m.reasoning_is_signed() {
+        return;
+    }
+    let mut role = Some("assistant");
+    for b in &m.thinking_blocks {
+        let block = [block_out(b, true)];
+        let mut delta = Delta::thinking_blocks(&block);
+        if let Some(t) = b.thinking.as_deref().filter(|t| !t.is_empty()) {
+            let text = Delta {
+                role: role.take(),
+                ..Delta::reasoning(t)
+            };
+            writer.choices(out, &[chunk_choice(index, text)]);
+        }
+        delta.role = role.take();
+        writer.choices(out, &[chunk_choice(index, delta)]);
+    }
+}
+
+fn chunk_choice(index: usize, delta: Delta<'_>) -> ChunkChoice<'_> {
+    ChunkChoice {
+        index,
+        delta,
+        finish_reason: None,
     }
 }
 
@@ -420,15 +558,24 @@ pub fn to_sse(body: &[u8], include_usage: bool) -> Option<Bytes> {
                 .collect()
         })
         .collect();
+    let blocks: Vec<Vec<ThinkingBlockOut<'_>>> = c
+        .choices
+        .iter()
+        .map(|ch| {
+            let blocks = ch.message.thinking_blocks.iter();
+            blocks.map(|b| block_out(b, false)).collect()
+        })
+        .collect();
     let mut out = Vec::with_capacity(body.len() + 512);
+    for ch in &c.choices {
+        signed_deltas(&writer, &mut out, ch.index, &ch.message);
+    }
     let content: Vec<ChunkChoice<'_>> = c
         .choices
         .iter()
-        .zip(&calls)
-        .map(|(ch, calls)| ChunkChoice {
-            index: ch.index,
-            delta: whole_delta(&ch.message, calls),
-            finish_reason: None,
+        .zip(calls.iter().zip(&blocks))
+        .map(|(ch, (calls, blocks))| {
+            chunk_choice(ch.index, whole_delta(&ch.message, calls, blocks))
         })
         .collect();
     writer.choices(&mut out, &content);
@@ -524,6 +671,55 @@ mod tests {
         assert!(!std::str::from_utf8(&no_usage)
             .expect("utf-8")
             .contains("\"usage\""));
+    }
+
+    #[test]
+    fn signed_thinking_is_kept_and_replayed_as_it_streamed() {
+        let head = r#"data: {"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":"#;
+        let event = |delta: &str| format!("{head}{delta},\"finish_reason\":null}}]}}\n\n");
+        let stream = [
+            event(r#"{"role":"assistant","reasoning_content":"Let me "}"#),
+            event(r#"{"reasoning_content":"think."}"#),
+            event(r#"{"thinking_blocks":[{"type":"thinking","thinking":"","signature":"sig1"}]}"#),
+            event(r#"{"thinking_blocks":[{"type":"redacted_thinking","data":"opaque"}]}"#),
+            event(r#"{"content":"Hi"}"#),
+            format!("{head}{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n"),
+        ]
+        .concat();
+        let usage = Usage::default();
+        let body = assemble(stream.as_bytes(), &usage).expect("storable");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let m = &v["choices"][0]["message"];
+        assert_eq!(m["reasoning_content"], "Let me think.");
+        assert_eq!(
+            m["thinking_blocks"],
+            serde_json::json!([
+                {"type": "thinking", "thinking": "Let me think.", "signature": "sig1"},
+                {"type": "redacted_thinking", "data": "opaque"}
+            ])
+        );
+        // Replayed as a stream: the reasoning, then its signature, as the upstream sent
+        // them; assembled again, the same completion.
+        let sse = to_sse(&body, false).expect("a completion");
+        let text = std::str::from_utf8(&sse).unwrap();
+        let reasoning = text
+            .find(r#""reasoning_content":"Let me think.""#)
+            .expect(text);
+        let signature = text.find(r#""signature":"sig1""#).expect(text);
+        assert!(reasoning < signature, "{text}");
+        assert!(!text.contains(r#""thinking":"Let me"#), "{text}");
+        assert_eq!(assemble(&sse, &usage), Some(body));
+
+        // A whole answer's blocks (stored as it came) replay with their signature too.
+        let whole = br#"{"id":"c","object":"chat.completion","created":7,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","reasoning_content":"Hm.","thinking_blocks":[{"type":"thinking","thinking":"Hm.","signature":"s2"}]},"finish_reason":"stop"}]}"#;
+        let sse = to_sse(whole, false).expect("a completion");
+        let again = assemble(&sse, &usage).expect("storable");
+        let again: serde_json::Value = serde_json::from_slice(&again).unwrap();
+        assert_eq!(
+            again["choices"][0]["message"]["thinking_blocks"][0]["signature"],
+            "s2"
+        );
+        assert_eq!(again["choices"][0]["message"]["reasoning_content"], "Hm.");
     }
 
     #[test]

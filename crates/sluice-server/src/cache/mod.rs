@@ -3,12 +3,15 @@
 //! and the accounting of what hits saved.
 //!
 //! Stages of one cacheable request (see `pipeline/cache.rs`): key (`sluice_core::cache`), lookup
-//! (memory, then the store; a semantic stage would come after the exact one, on a miss),
+//! (memory, then the store; then the [`semantic`] stage, on a miss),
 //! coalescing ([`flight`]), the upstream call, then the store of a successful, complete
 //! answer. A store that fails degrades to a miss and a metric, never to a failed request.
 
 pub mod entry;
 pub mod flight;
+pub mod index_record;
+#[cfg(test)]
+mod index_tests;
 pub mod same_question;
 pub mod semantic;
 pub mod text;
@@ -17,10 +20,11 @@ pub mod vector_scan;
 use crate::metrics::Histogram;
 use entry::Answer;
 use flight::Flights;
+use index_record::Question;
 use sluice_core::config::CacheConfig;
-use sluice_store::{CacheStore, CounterDelta, Key, MemoryTier};
+use sluice_store::{CacheStore, CounterDelta, IndexCursor, Key, MemoryTier};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,6 +92,8 @@ pub struct CacheMetrics {
     pub semantic_hits: AtomicU64,
     /// Semantic candidates at or above the threshold that the wording checks refused.
     pub semantic_refused: AtomicU64,
+    /// Semantic candidates past the wording checks that the reranker refused.
+    pub semantic_rerank_refused: AtomicU64,
     /// Answers stored.
     pub stores: AtomicU64,
     /// Answers not stored: larger than `max_entry_bytes`.
@@ -116,6 +122,10 @@ pub struct Cache {
     pub store_kind: &'static str,
     /// The semantic stage's index.
     pub semantic: semantic::SemanticIndex,
+    /// How far the index has read the store's records (see [`Cache::sync_index`]).
+    index_cursor: tokio::sync::Mutex<IndexCursor>,
+    /// Whether the index has read the store's records once.
+    index_loaded: AtomicBool,
 }
 
 impl std::fmt::Debug for Cache {
@@ -154,6 +164,8 @@ impl Cache {
             flushed: Mutex::new(CounterDelta::default()),
             store_kind,
             semantic: semantic::SemanticIndex::new(semantic::DEFAULT_MAX_ITEMS),
+            index_cursor: tokio::sync::Mutex::new(IndexCursor::default()),
+            index_loaded: AtomicBool::new(false),
         }
     }
 
@@ -179,9 +191,17 @@ impl Cache {
         }
     }
 
-    /// Stores `answer` under `key` for `ttl`, unless it is over `max_bytes`. The memory tier
-    /// has it at once; the store gets it in the background.
-    pub fn insert(&self, key: Key, answer: &Answer, ttl: Duration, max_bytes: u64) -> bool {
+    /// Stores `answer` under `key` for `ttl`, unless it is over `max_bytes`, with the
+    /// `question` it answers for the semantic stage (indexed, and kept with the entry in
+    /// the store). The memory tier and the index have it at once; the store gets it in the
+    /// background.
+    pub fn insert(
+        &self,
+        key: Key,
+        answer: &Answer,
+        (ttl, max_bytes): (Duration, u64),
+        question: Option<Question>,
+    ) -> bool {
         let raw = answer.encode();
         if raw.len() as u64 > max_bytes {
             self.metrics.too_large.fetch_add(1, Relaxed);
@@ -190,11 +210,103 @@ impl Cache {
         let now = unix_ms();
         let expires_at = now.saturating_add(ttl.as_millis() as u64);
         self.memory.insert(key, raw.clone(), expires_at, now);
-        if let Some(store) = &self.store {
-            store.put(key, raw, expires_at);
+        match (&self.store, question) {
+            (Some(store), Some(q)) => {
+                store.put_indexed(key, raw, expires_at, q.encode());
+                self.semantic.insert(q, key, expires_at);
+            }
+            (Some(store), None) => store.put(key, raw, expires_at),
+            (None, Some(q)) => self.semantic.insert(q, key, expires_at),
+            (None, None) => {}
         }
         self.metrics.stores.fetch_add(1, Relaxed);
         true
+    }
+
+    /// The answer of the most similar question of `context` at or above `threshold` that
+    /// `same` accepts, and its similarity (see [`Self::similar`] and [`Self::indexed`]).
+    pub async fn find_similar(
+        &self,
+        context: &Key,
+        vector: &[f32],
+        threshold: f32,
+        same: impl Fn(&str) -> bool,
+    ) -> Option<(Answer, f32)> {
+        for c in self.similar(context, vector, threshold, same).await {
+            if let Some(answer) = self.indexed(&c.found.key).await {
+                return Some((answer, c.found.similarity));
+            }
+        }
+        None
+    }
+
+    /// The [`semantic::MAX_CANDIDATES`] questions of `context` most similar to `vector` at
+    /// or above `threshold` that `same` accepts, best first; the store's records are read
+    /// first if they never were.
+    pub async fn similar(
+        &self,
+        context: &Key,
+        vector: &[f32],
+        threshold: f32,
+        same: impl Fn(&str) -> bool,
+    ) -> Vec<semantic::Candidate> {
+        self.load_index().await;
+        let at = (threshold, unix_ms());
+        self.semantic
+            .candidates(context, vector, at, same, semantic::MAX_CANDIDATES)
+    }
+
+    /// The answer of an indexed question's entry; when the entry is gone from the cache
+    /// (expired, or evicted from both tiers), the question leaves the index.
+    pub async fn indexed(&self, key: &Key) -> Option<Answer> {
+        let answer = self.lookup(key).await;
+        if answer.is_none() {
+            self.semantic.forget(key);
+        }
+        answer
+    }
+
+    /// Reads the store's index records into the index once, before the first semantic
+    /// lookup (a restarted gateway keeps its semantic entries); later calls return at once.
+    pub async fn load_index(&self) {
+        if !self.index_loaded.load(Relaxed) {
+            let mut cursor = self.index_cursor.lock().await;
+            if !self.index_loaded.load(Relaxed) {
+                self.read_index(&mut cursor).await;
+            }
+        }
+    }
+
+    /// Reads the index records the store has gained since the last read (on Redis, those
+    /// the other replicas wrote); skipped when a read is already under way. Run every
+    /// second by the gateway's background task.
+    pub async fn sync_index(&self) {
+        if let Ok(mut cursor) = self.index_cursor.try_lock() {
+            self.read_index(&mut cursor).await;
+        }
+    }
+
+    async fn read_index(&self, cursor: &mut IndexCursor) {
+        let Some(store) = &self.store else {
+            self.index_loaded.store(true, Relaxed);
+            return;
+        };
+        match store.index_since(cursor, unix_ms()).await {
+            Ok(records) => {
+                for r in records {
+                    if let Some(q) = Question::decode(&r.record) {
+                        self.semantic.insert(q, r.key, r.expires_at);
+                    }
+                }
+                self.index_loaded.store(true, Relaxed);
+            }
+            Err(e) => {
+                self.metrics.store_get_errors.fetch_add(1, Relaxed);
+                tracing::debug!(error = %e, "semantic index: reading the store's records failed");
+                // Not retried per request: the background task tries again.
+                self.index_loaded.store(true, Relaxed);
+            }
+        }
     }
 
     /// Counts an answer served without an upstream call.
@@ -266,7 +378,7 @@ impl Cache {
     /// Appends the cache's series to a Prometheus exposition.
     pub fn render(&self, out: &mut String) {
         let m = &self.metrics;
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "sluice_cache_hits_total",
                 "Requests answered from the cache.",
@@ -296,6 +408,11 @@ impl Cache {
                 "sluice_cache_semantic_refused_total",
                 "Semantic candidates above the threshold that the wording checks refused.",
                 &m.semantic_refused,
+            ),
+            (
+                "sluice_cache_semantic_rerank_refused_total",
+                "Semantic candidates past the wording checks that the reranker scored below rerank_threshold.",
+                &m.semantic_rerank_refused,
             ),
             ("sluice_cache_stores_total", "Answers stored.", &m.stores),
             (

@@ -1,9 +1,9 @@
 //! A file's content as a response body: read from disk a chunk at a time as the client
 //! takes it, never whole.
 
+use crate::response::Aborted;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -31,12 +31,12 @@ impl FileBody {
 
 impl Body for FileBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = self.get_mut();
         if this.remaining == 0 {
             return Poll::Ready(None);
@@ -46,11 +46,11 @@ impl Body for FileBody {
         match Pin::new(&mut this.file).poll_read(cx, &mut read) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) if read.filled().is_empty() => {
-                // Shorter than announced (cut by another replica's delete): end here; the
+                // Shorter than announced (cut by another replica's delete): abort, so the
                 // client sees the body fall short of its length.
                 tracing::warn!(missing = this.remaining, "file content ended early");
                 this.remaining = 0;
-                Poll::Ready(None)
+                Poll::Ready(Some(Err(Aborted::midway())))
             }
             Poll::Ready(Ok(())) => {
                 let chunk = Bytes::copy_from_slice(read.filled());
@@ -60,7 +60,7 @@ impl Body for FileBody {
             Poll::Ready(Err(e)) => {
                 tracing::warn!(error = %e, "reading a file's content failed");
                 this.remaining = 0;
-                Poll::Ready(None)
+                Poll::Ready(Some(Err(Aborted::midway())))
             }
         }
     }

@@ -11,7 +11,7 @@ use crate::multipart_body::malformed;
 use crate::request_body::ClientBody;
 use sluice_core::config::ServerConfig;
 use sluice_core::{Error, ErrorKind};
-use sluice_store::files::{unix_now_s, FileObject, FileStore, NewFile, Owner, Purpose, Upload};
+use sluice_store::files::{FileObject, FileStore, NewFile, Owner, Purpose, Upload};
 use sluice_types::multipart::{Event, Multipart, PartHead};
 
 use super::wire::{self, store_error};
@@ -189,15 +189,14 @@ impl Form<'_> {
         if upload.bytes() == 0 {
             return Err(invalid("the uploaded file is empty", "file"));
         }
-        let expires_at = expiry(self.anchor.as_deref(), self.seconds.as_deref())?;
+        let expires_after = expiry(self.anchor.as_deref(), self.seconds.as_deref())?;
         let new = NewFile {
             owner,
             purpose,
             filename,
             // As OpenAI's: batch input files expire after 30 days unless told otherwise.
-            expires_at: expires_at.or_else(|| {
-                (purpose == Purpose::Batch).then(|| unix_now_s() + BATCH_EXPIRY_SECONDS)
-            }),
+            expires_after: expires_after
+                .or((purpose == Purpose::Batch).then_some(BATCH_EXPIRY_SECONDS)),
         };
         upload.finish(new).await.map_err(|e| store_error(&e))
     }
@@ -217,13 +216,14 @@ fn check_type(purpose: Purpose, filename: &str) -> Result<(), Error> {
     ))
 }
 
-/// `expires_after`: the anchor (`created_at`, the only one) and seconds from it.
+/// `expires_after`: the anchor (`created_at`, the only one) and seconds from it, read as
+/// those seconds.
 fn expiry(anchor: Option<&str>, seconds: Option<&str>) -> Result<Option<u64>, Error> {
     let param = "expires_after";
     match (anchor.map(str::trim), seconds.map(str::trim)) {
         (None, None) => Ok(None),
         (Some("created_at"), Some(s)) => match s.parse::<u64>() {
-            Ok(n) if EXPIRY_SECONDS.contains(&n) => Ok(Some(unix_now_s() + n)),
+            Ok(n) if EXPIRY_SECONDS.contains(&n) => Ok(Some(n)),
             _ => Err(invalid(
                 format!(
                     "expires_after[seconds] must be an integer from 3600 to 2592000, not `{s}`"

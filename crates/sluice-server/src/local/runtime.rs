@@ -107,6 +107,7 @@ pub fn build(
         spec.load.engine = engine;
         spec.load.device = device;
         spec.load.kv_cache = kv_cache;
+        spec.load.prompt_cache_slots = config.local.prompt_cache_slots;
         spec.batch = batch;
         specs.push(spec);
     }
@@ -131,6 +132,7 @@ pub fn build(
             threads: None,
             device,
             kv_cache,
+            prompt_cache_slots: config.local.prompt_cache_slots,
         };
         spec.batch = batch;
         specs.push(spec);

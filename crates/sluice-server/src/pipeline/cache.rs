@@ -1,30 +1,35 @@
 //! The cache stage: the request's key and the policy's decision, a lookup (memory, then
 //! the store), coalescing with an identical request in flight, and, for the leader of a
 //! flight, the store of its answer once it is whole: at once for a whole answer, and for a
-//! stream when the task that drives it for every client of the flight sees it end cleanly.
+//! stream when the task that drives it for every client of the flight sees it end cleanly,
+//! and for text-to-speech audio when the client's copy of it ends cleanly (see
+//! `audio_cache`).
 
 use super::answer::Answer;
+use super::audio_cache;
 use super::ending::{Ending, Tracked};
 use super::finish::{Finish, Guarded, Outcome};
-use super::semantic::{self, Pending, Probe};
+use super::semantic::{self, Probe};
 use super::walk::Call;
 use crate::cache::entry::{self, Answer as Entry, Assembler, Meta};
 use crate::cache::flight::{self, FlightBody, Leader};
+use crate::cache::index_record::Question;
 use crate::cache::text::{self, TextAssembler};
 use crate::cache::{self, Cache, CacheStatus};
 use crate::headers::X_SLUICE_CACHE;
+use crate::response::Aborted;
 use crate::state::{AppState, Resolved};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use sluice_core::cache as cache_key;
 use sluice_core::config::{CacheScope, Price};
+use sluice_core::pricing::Billed;
 use sluice_core::{Error, ErrorKind, Operation};
 use sluice_providers::View;
 use sluice_store::Key;
 use sluice_types::sse::{Keep, SseScanner};
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -86,16 +91,12 @@ pub struct StorePlan {
     /// The request's operation: how a stream is assembled into an entry.
     op: Operation,
     /// The question to index with the answer (semantic stage).
-    semantic: Option<Pending>,
+    semantic: Option<Question>,
 }
 
 /// Stores a leader's answer by the plan (and indexes its question for the semantic stage).
 fn store(cache: &Cache, key: Key, entry: &Entry, plan: StorePlan) {
-    if cache.insert(key, entry, plan.ttl, plan.max_bytes) {
-        if let Some(pending) = plan.semantic {
-            semantic::remember(cache, pending, key, plan.ttl);
-        }
-    }
+    cache.insert(key, entry, (plan.ttl, plan.max_bytes), plan.semantic);
 }
 
 /// Key, decision, lookup and coalescing of one request.
@@ -120,7 +121,9 @@ pub async fn stage(
         CacheScope::Key => asked.key_id,
         CacheScope::Global => None,
     };
-    let decision = if policy.enabled {
+    // Speech as SSE events is not cached (its audio as bytes is).
+    let sse_speech = view.operation() == Operation::Speech && view.stream();
+    let decision = if policy.enabled && !sse_speech {
         cache_key::request_key(view.operation(), target, scope, asked.body)
             .ok()
             .map(|k| {
@@ -225,6 +228,19 @@ fn replay(state: &AppState, entry: &Entry, mode: Mode, outcome: &mut Outcome) ->
         .iter()
         .position(|d| *d.name == entry.meta.model);
     outcome.cache_age = Some(cache::unix_ms().saturating_sub(entry.meta.created_ms) / 1000);
+    // Audio, replayed as it came.
+    if let Some(content_type) = entry
+        .meta
+        .content_type
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        return Answer::Piped {
+            content_type,
+            content_length: Some(HeaderValue::from(entry.body.len())),
+            body: Box::new(audio_cache::Replay::new(entry.body.clone())),
+        };
+    }
     if mode.stream {
         let sse = match mode.op {
             Operation::Completion => text::to_sse(&entry.body, mode.include_usage),
@@ -273,13 +289,15 @@ struct Follower(FlightBody);
 
 impl Body for Follower {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.get_mut().0).poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        Pin::new(&mut self.get_mut().0)
+            .poll_frame(cx)
+            .map_err(Aborted::from)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -373,6 +391,39 @@ pub async fn lead(
                 usage,
             })
         }
+        Answer::Piped {
+            content_type,
+            content_length,
+            body,
+        } => {
+            let mut meta = meta;
+            meta.content_type = content_type.to_str().ok().map(str::to_string);
+            meta.cost_nano_usd = match (&dep.price, call.view) {
+                (Some(p), View::Media(m)) => p.units_nano_usd(&Billed {
+                    characters: m.units.characters,
+                    audio_ms: 0,
+                    images: 0,
+                    image_size: None,
+                    image_quality: None,
+                    request: true,
+                }),
+                _ => 0,
+            };
+            let keep = audio_cache::Keep {
+                cache: Arc::clone(cache),
+                leader,
+                store: plan.store,
+                ttl: plan.ttl,
+                max_bytes: plan.max_bytes,
+                meta,
+                started: call.started,
+            };
+            Ok(Answer::Piped {
+                content_type,
+                content_length,
+                body: Box::new(audio_cache::Tee::new(body, keep)),
+            })
+        }
         other => Ok(other),
     }
 }
@@ -420,7 +471,8 @@ async fn drive(cache: Arc<Cache>, mut stream: Guarded, store: StreamStore, max_e
                     }
                 }
                 None => break,
-                Some(Err(never)) => match never {},
+                // The stream ended its request as it aborted (see `Guarded`).
+                Some(Err(_)) => break,
             }
         }
     }

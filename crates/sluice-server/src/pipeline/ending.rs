@@ -2,10 +2,10 @@
 //! that ends a request (a relayed upstream stream, a local model's stream, a coalesced
 //! follower's copy) has to say to the guard that closes the request (see `finish`).
 
+use crate::response::Aborted;
 use bytes::Bytes;
 use http_body::Body;
 use sluice_types::Usage;
-use std::convert::Infallible;
 use std::time::Duration;
 
 /// The end of a request, as recorded in its spend record and metrics.
@@ -35,8 +35,14 @@ impl Ending {
 }
 
 /// A streamed body that can say how it ended.
-pub trait Tracked: Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static {
+pub trait Tracked: Body<Data = Bytes, Error = Aborted> + Send + Unpin + 'static {
     /// How the stream went: called once, when it has ended (`completed`) or when it is
     /// dropped before its end (the client left: `!completed`).
     fn ending(&mut self, completed: bool) -> Ending;
+
+    /// What guardrails found of the request and of this stream, for the spend record
+    /// (`None`: nothing, or the stream was not guarded).
+    fn guardrails(&self) -> Option<String> {
+        None
+    }
 }

@@ -2,17 +2,19 @@
 //! owns everything its end settles: the in-flight count, the metrics (status, latency or
 //! cache-hit latency, tokens, client disconnects) and the tab (limits settled, the spend
 //! record queued, the cost). Whichever body ends the response completes it, exactly once:
-//! a whole answer when its head is built, a stream ([`Guarded`]) when it ends or is
+//! a whole answer when its head is built, a stream ([`Guarded`]) when it ends, aborts or is
 //! dropped, and a request dropped before any answer (the client left) when the guard is.
 
 use super::ending::{Ending, Tracked};
 use super::tab::{End, Tab};
+use super::traced::{Ended, Recording};
 use crate::cache::CacheStatus;
+use crate::response::Aborted;
+use crate::samples::{Draft, Ended as SampleEnd};
 use crate::state::AppState;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use sluice_core::Operation;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub struct Outcome {
     pub spent: Option<sluice_types::Usage>,
     /// The answer came from a native Responses upstream, in the Responses API's format.
     pub native: bool,
+    /// The deployment that answered is its route's canary candidate.
+    pub canary: bool,
 }
 
 /// The guard of one request. See the module docs.
@@ -57,11 +61,20 @@ pub struct Finish {
     /// The status of the response head (what the status metrics count).
     head_status: u16,
     done: bool,
+    /// The request's trace, when the gateway sends traces.
+    trace: Option<Arc<Recording>>,
+    /// What is kept of a sampled request.
+    sample: Option<Box<(Draft, String)>>,
 }
 
 impl Finish {
-    /// Opens the guard of a request of `op` that arrived at `started`.
-    pub fn start(state: &Arc<AppState>, op: Operation, started: Instant) -> Self {
+    /// Opens the guard of a request of `op` that arrived at `started` with `headers`.
+    pub fn start(
+        state: &Arc<AppState>,
+        op: Operation,
+        started: Instant,
+        headers: &http::HeaderMap,
+    ) -> Self {
         state.metrics.in_flight.fetch_add(1, Relaxed);
         Self {
             state: Arc::clone(state),
@@ -71,7 +84,35 @@ impl Finish {
             tab: None,
             head_status: 499,
             done: false,
+            trace: state
+                .tracer
+                .as_ref()
+                .map(|_| Recording::begin(headers, started)),
+            sample: None,
         }
+    }
+
+    /// Samples this request (its body as sent upstream, its request id), when the
+    /// gateway samples and picks it; `draft` is not called otherwise.
+    pub fn sample(&mut self, draft: impl FnOnce() -> Draft, request_id: &str) {
+        let Some(sampler) = self.state.samples.as_ref().filter(|s| s.picks()) else {
+            return;
+        };
+        let mut d = draft();
+        d.request = sampler.bound(d.request);
+        self.sample = Some(Box::new((d, request_id.to_string())));
+    }
+
+    /// The whole answer the client gets, when the request is sampled.
+    pub fn sample_answer(&mut self, body: &Bytes) {
+        if let (Some(s), Some(sampler)) = (self.sample.as_mut(), &self.state.samples) {
+            s.0.response = Some(sampler.bound(body.clone()));
+        }
+    }
+
+    /// The request's trace, when the gateway sends traces.
+    pub fn trace(&self) -> Option<&Arc<Recording>> {
+        self.trace.as_ref()
     }
 
     /// When the request arrived.
@@ -112,6 +153,8 @@ impl Finish {
             tab: self.tab.take(),
             head_status: self.head_status,
             done: self.done,
+            trace: self.trace.take(),
+            sample: self.sample.take(),
         };
         self.done = true;
         handed
@@ -152,17 +195,59 @@ impl Finish {
             elapsed_ms = elapsed.as_millis() as u64,
             "request finished"
         );
-        let tab = self.tab.take()?;
-        Some(tab.close(End {
-            deployment: o.deployment,
-            status: end.status,
-            usage: end.usage,
-            usage_estimated: end.estimated,
-            ttft: end.ttft,
-            cache: o.cache,
-            attempts: o.attempts,
-        }))
+        let cost = self.tab.take().map(|tab| {
+            tab.close(End {
+                deployment: o.deployment,
+                status: end.status,
+                usage: end.usage,
+                usage_estimated: end.estimated,
+                ttft: end.ttft,
+                cache: o.cache,
+                attempts: o.attempts,
+            })
+        });
+        if let (Some(recording), Some(tracer)) = (self.trace.take(), &state.tracer) {
+            let ended = Ended {
+                op: self.op,
+                status: end.status,
+                head_status: self.head_status,
+                usage: end.usage,
+                cost,
+                deployment: o.deployment,
+                route: o.route,
+                degraded: o.degraded,
+                cache: o.cache,
+                attempts: o.attempts,
+            };
+            tracer.submit(recording.spans(state, &ended));
+        }
+        if let Some(sample) = self.sample.take() {
+            keep_sample(state, *sample, self.op, o, end.status);
+        }
+        cost
     }
+}
+
+/// Hands a sampled request to the sampler, with how it ended.
+fn keep_sample(
+    state: &AppState,
+    (draft, request_id): (Draft, String),
+    op: Operation,
+    o: &Outcome,
+    status: u16,
+) {
+    let Some(sampler) = &state.samples else {
+        return;
+    };
+    let ended = SampleEnd {
+        request_id,
+        endpoint: op.as_str(),
+        route: o.route.map(|r| state.routes[r].config.name.clone()),
+        deployment: o.deployment.map(|d| state.deployments[d].name.to_string()),
+        canary: o.canary,
+        status,
+    };
+    sampler.keep(draft, ended);
 }
 
 impl Drop for Finish {
@@ -174,7 +259,8 @@ impl Drop for Finish {
 
 /// A streamed body that ends its request when it ends (see the module docs). For the
 /// client who paid, a clean end is followed by an SSE comment with the cost
-/// (`: x-sluice-cost-usd 0.00225`), which SSE readers skip.
+/// (`: x-sluice-cost-usd 0.00225`), which SSE readers skip. A pipe that breaks off
+/// ([`Aborted`]) ends the request as the pipe tells it (a 502), then passes the abort on.
 pub struct Guarded {
     inner: Box<dyn Tracked>,
     finish: Option<Finish>,
@@ -202,12 +288,12 @@ impl Guarded {
 
 impl Body for Guarded {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
@@ -216,6 +302,7 @@ impl Body for Guarded {
                 };
                 let end = this.inner.ending(true);
                 this.ended = Some(end);
+                finish.note_guardrails(this.inner.guardrails());
                 let cost = finish.complete(end);
                 match cost {
                     Some(nano) if this.pays && end.status == 200 => {
@@ -224,6 +311,16 @@ impl Body for Guarded {
                     }
                     _ => Poll::Ready(None),
                 }
+            }
+            Poll::Ready(Some(Err(aborted))) => {
+                // The stream says how it failed (a 502); the response is aborted.
+                if let Some(mut finish) = this.finish.take() {
+                    let end = this.inner.ending(true);
+                    this.ended = Some(end);
+                    finish.note_guardrails(this.inner.guardrails());
+                    finish.complete(end);
+                }
+                Poll::Ready(Some(Err(aborted)))
             }
             other => other,
         }
@@ -238,6 +335,7 @@ impl Drop for Guarded {
     fn drop(&mut self) {
         if let Some(mut finish) = self.finish.take() {
             let end = self.inner.ending(false);
+            finish.note_guardrails(self.inner.guardrails());
             finish.complete(end);
         }
     }

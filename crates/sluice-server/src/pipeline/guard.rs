@@ -173,25 +173,12 @@ impl Guarded {
             Pieces::of(op),
         )
         .validating(self.validation.clone())
+        .after(self.found.clone())
     }
 
-    /// What was found, for the spend record: `guardrail:detector:action=count`, joined by
-    /// `,`; `None` when nothing was.
+    /// What was found, for the spend record (see [`sluice_guard::summarize`]).
     pub fn summary(&self) -> Option<String> {
-        if self.found.is_empty() {
-            return None;
-        }
-        let mut counts: std::collections::BTreeMap<(&str, &str, &str), u32> = Default::default();
-        for f in &self.found {
-            *counts
-                .entry((&f.guardrail, &f.detector, f.action.as_str()))
-                .or_insert(0) += 1;
-        }
-        let parts: Vec<String> = counts
-            .into_iter()
-            .map(|((g, d, a), n)| format!("{g}:{d}:{a}={n}"))
-            .collect();
-        Some(parts.join(","))
+        sluice_guard::summarize(&self.found)
     }
 
     /// Whether an answer needs this stage.

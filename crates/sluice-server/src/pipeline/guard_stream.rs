@@ -18,7 +18,6 @@ use sluice_guard::stream::Holdback;
 use sluice_guard::Finding;
 use sluice_types::sse::{event_data, Keep, SseScanner};
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -91,6 +90,8 @@ pub struct EventFilter {
     status: u16,
     /// The schema check and the content gathered for it (`None` once checked).
     validation: Option<(Validation, String)>,
+    /// What the request's guardrails found, then what this stream's did.
+    found: Vec<Finding>,
     state: Arc<crate::state::AppState>,
 }
 
@@ -106,8 +107,22 @@ impl EventFilter {
             blocked: false,
             status: 400,
             validation: None,
+            found: Vec::new(),
             state,
         }
+    }
+
+    /// Counts what the guardrails found of the request before the stream's own findings, so
+    /// that the stream's spend record says all of it.
+    pub fn after(mut self, found: Vec<Finding>) -> Self {
+        self.found = found;
+        self
+    }
+
+    /// Counts findings in the metrics and for the spend record.
+    fn count(&mut self, findings: Vec<Finding>) {
+        self.state.tab_metrics.guarded(&findings);
+        self.found.extend(findings);
     }
 
     /// Checks the first choice's content against a JSON schema when the stream ends.
@@ -129,7 +144,7 @@ impl EventFilter {
         } else {
             sluice_guard::Action::Error
         };
-        self.state.tab_metrics.guarded(&[v.finding(action)]);
+        self.count(vec![v.finding(action)]);
         if v.pass {
             return true;
         }
@@ -178,9 +193,8 @@ impl EventFilter {
         if !self.blocked {
             self.validated();
         }
-        self.state
-            .tab_metrics
-            .guarded(&self.holdback.take_findings());
+        let findings = self.holdback.take_findings();
+        self.count(findings);
     }
 
     /// Takes one event of the inner stream.
@@ -265,7 +279,7 @@ impl EventFilter {
     }
 
     fn block(&mut self, f: Finding) {
-        self.state.tab_metrics.guarded(std::slice::from_ref(&f));
+        self.count(vec![f.clone()]);
         let e: sluice_core::Error = sluice_core::ErrorKind::GuardrailBlocked {
             guardrail: f.guardrail,
             detector: f.detector,
@@ -298,14 +312,14 @@ fn carries_more(chunk: &Value) -> bool {
     delta.get("role").is_some() || delta.get("tool_calls").is_some() || !chunk["usage"].is_null()
 }
 
-impl<B: Body<Data = Bytes, Error = Infallible> + Unpin> Body for GuardedStream<B> {
+impl<B: Body<Data = Bytes> + Unpin> Body for GuardedStream<B> {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         loop {
             if let Some(b) = this.filter.out.pop_front() {
@@ -320,7 +334,7 @@ impl<B: Body<Data = Bytes, Error = Infallible> + Unpin> Body for GuardedStream<B
                         this.filter.push(data);
                     }
                 }
-                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(Some(Err(aborted))) => return Poll::Ready(Some(Err(aborted))),
                 Poll::Ready(None) => {
                     this.filter.end();
                     this.ended = true;
@@ -339,5 +353,9 @@ impl Tracked for GuardedStream<Box<dyn Tracked>> {
             ending.status = self.filter.status;
         }
         ending
+    }
+
+    fn guardrails(&self) -> Option<String> {
+        sluice_guard::summarize(&self.filter.found)
     }
 }

@@ -13,6 +13,7 @@
 
 mod answer;
 mod attempt;
+mod audio_cache;
 pub mod auth;
 mod cache;
 mod degraded;
@@ -30,6 +31,7 @@ mod reframe;
 mod relay;
 mod semantic;
 pub mod tab;
+mod traced;
 mod turn;
 mod walk;
 
@@ -42,6 +44,7 @@ use crate::headers::{
 use crate::request_body::ClientBody;
 use crate::response::{self, error_response, ResponseBody};
 use crate::state::{self, AppState, Resolved};
+use crate::trace::span::{Attribute, Value};
 use answer::Answer;
 pub use auth::Caller;
 use bytes::Bytes;
@@ -79,7 +82,7 @@ pub async fn serve_as<B: ClientBody>(
     caller: &Caller,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    let mut finish = Finish::start(state, endpoint.operation(), started);
+    let mut finish = Finish::start(state, endpoint.operation(), started, req.headers());
     let mut edge = Edge::new(endpoint.protocol());
     let mut guarded = guard::Guarded::default();
     let result = run(
@@ -142,6 +145,15 @@ async fn run<B: ClientBody>(
     let redacted = guard::request(state, resolved, key, first.model(), &body, guarded).await;
     finish.note_guardrails(guarded.summary());
     let redacted = redacted?;
+    finish.sample(
+        || crate::samples::Draft {
+            request: redacted.clone().unwrap_or_else(|| body.clone()),
+            model: first.model().to_string(),
+            key_id: identity.key().map(|k| k.id.clone()),
+            response: None,
+        },
+        request_id.to_str().unwrap_or_default(),
+    );
     // A request the guardrails rewrote, or whose answer they read, goes through chat, where
     // they act; never around them to a native upstream.
     let asked = Asked {
@@ -249,6 +261,11 @@ async fn open_tab(state: &Arc<AppState>, a: &Asked<'_>, finish: &mut Finish) -> 
         Resolved::Passthrough { .. } => {}
     }
     o.estimated_prompt_tokens = facts.prompt_tokens;
+    // An image upload is billed by the size and quality its form asks for.
+    let upload_units = match view {
+        View::Upload(Operation::ImageEdit | Operation::ImageVariation, u) => Some(u.image_units()),
+        _ => None,
+    };
     let opening = Opening {
         endpoint: a.endpoint.label(),
         model: view.model(),
@@ -260,12 +277,50 @@ async fn open_tab(state: &Arc<AppState>, a: &Asked<'_>, finish: &mut Finish) -> 
         started: finish.started(),
         units: match view {
             View::Media(m) => Some(&m.units),
-            _ => None,
+            _ => upload_units.as_ref(),
         },
         batch_id: a.batch_id,
     };
-    finish.set_tab(Tab::open(state, a.identity, opening).await?);
+    let opened = Tab::open(state, a.identity, opening).await;
+    if let Some(t) = finish.trace() {
+        t.note_request(view.model(), a.identity.key());
+        t.event("sluice.limits", limits_event(&opened));
+    }
+    finish.set_tab(opened?);
     Ok(())
+}
+
+/// The limits' decision, as the request span's event says it.
+fn limits_event(opened: &Result<Tab, Error>) -> Vec<Attribute> {
+    match opened {
+        Ok(tab) => vec![
+            ("sluice.limits.outcome", Value::Static("admitted")),
+            ("sluice.limits.checked", (tab.limit_count() as u64).into()),
+        ],
+        Err(e) => vec![
+            ("sluice.limits.outcome", Value::Static("refused")),
+            ("error.type", Value::Static(e.metric_label())),
+            ("sluice.limits.message", e.message().as_str().into()),
+        ],
+    }
+}
+
+/// The cache's decision, as the request span's event says it.
+fn cache_event(o: &Outcome, staged: &cache::Stage) -> Vec<Attribute> {
+    let mut a = vec![("sluice.cache.status", Value::Static(o.cache.as_str()))];
+    if let cache::Stage::Lead(..) = staged {
+        a.push(("sluice.cache.leads_flight", Value::Bool(true)));
+    }
+    if let Some(age) = o.cache_age {
+        a.push(("sluice.cache.age_s", age.into()));
+    }
+    if let Some(similarity) = o.cache_similarity {
+        a.push((
+            "sluice.cache.similarity",
+            Value::Float(f64::from(similarity)),
+        ));
+    }
+    a
 }
 
 /// The cache, the plan and the walk.
@@ -295,7 +350,11 @@ async fn stages(
                 directives: &directives,
                 key_id: a.identity.key().map(|k| k.id.as_str()),
             };
-            match cache::stage(state, c, &asked, &mut finish.outcome).await {
+            let staged = cache::stage(state, c, &asked, &mut finish.outcome).await;
+            if let Some(t) = finish.trace() {
+                t.event("sluice.cache", cache_event(&finish.outcome, &staged));
+            }
+            match staged {
                 cache::Stage::Answered(a) => return Ok(a),
                 cache::Stage::Upstream => None,
                 cache::Stage::Lead(leader, plan) => Some((c, leader, plan)),
@@ -303,7 +362,9 @@ async fn stages(
         }
     };
     let plan = state.plan(resolved, &facts, body, &overrides, view.stream());
+    let trace = finish.trace().cloned();
     let call = Call {
+        trace: trace.as_deref(),
         state,
         view,
         body,
@@ -398,6 +459,7 @@ async fn respond(
                     tracing::warn!(error = %e, "a response was not stored");
                 }
                 finish.set_head_status(status.as_u16());
+                finish.sample_answer(&body);
                 let end = whole_ending(&finish, status.as_u16(), usage);
                 let cost = finish.complete(end);
                 let mut r = response::json(status, body);

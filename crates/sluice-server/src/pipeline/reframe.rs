@@ -4,13 +4,13 @@
 //! events for `/v1/responses`); and a native upstream's Responses events passed on as they
 //! came, [`Watched`] on the way.
 
+use crate::response::Aborted;
 use crate::response::ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use sluice_providers::responses::native::NativeWatcher;
 use sluice_providers::Reframe;
 use sluice_types::sse::{event_data, Keep, SseScanner};
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -39,12 +39,12 @@ impl<C: Reframe> Reframed<C> {
 
 impl<C: Reframe + Unpin> Body for Reframed<C> {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = self.get_mut();
         loop {
             if this.ended {
@@ -70,7 +70,7 @@ impl<C: Reframe + Unpin> Body for Reframed<C> {
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                     }
                 }
-                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(Some(Err(aborted))) => return Poll::Ready(Some(Err(aborted))),
                 Poll::Ready(None) => {
                     this.ended = true;
                     if !this.converter.is_done() {
@@ -112,12 +112,12 @@ impl Watched {
 
 impl Body for Watched {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = self.get_mut();
         loop {
             if this.ended {

@@ -10,13 +10,13 @@
 
 use super::ending::{Ending, Tracked};
 use crate::metrics::UpstreamError;
+use crate::response::Aborted;
 use crate::state::AppState;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use sluice_providers::ResponseBody;
 use sluice_providers::{StreamFault, StreamReader};
 use sluice_types::Usage;
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -199,12 +199,12 @@ impl Relay {
 
 impl Body for Relay {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = self.get_mut();
         loop {
             if let Some(b) = this.pending.take() {

@@ -10,36 +10,28 @@
 //!   cache does not look up (`no-cache`, non-deterministic).
 //! - **Match**: the message's embedding (the policy's embedding model, a local one) against
 //!   the context's stored questions, most similar first, from `threshold` on; served only
-//!   when [`same_question`] agrees.
-//! - **Miss**: the embedding waits in the store plan and joins the index when the answer is
-//!   stored.
+//!   when [`same_question`] agrees and, where a reranker is configured, when the
+//!   cross-encoder scores the pair at or above `rerank_threshold` ([`confirm`]).
+//! - **Miss**: the embedding waits in the store plan and joins the index (and the store,
+//!   beside the entry) when the answer is stored.
 
 use crate::cache::entry::Answer as Entry;
+use crate::cache::index_record::Question;
 use crate::cache::same_question::same_question;
-use crate::cache::semantic::normalise;
+use crate::cache::semantic::{normalise, Candidate};
 use crate::cache::Cache;
 use crate::state::AppState;
 use serde_json::Value;
-use sluice_core::config::SemanticPolicy;
+use sluice_core::config::{RerankCheck, SemanticPolicy};
 use sluice_core::{Error, ErrorKind, Operation};
-use sluice_store::Key;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
-
-/// A missed question, to index with its answer.
-#[derive(Debug)]
-pub struct Pending {
-    context: Key,
-    vector: Vec<f32>,
-    question: String,
-}
 
 /// What the stage found.
 pub enum Probe {
     /// A stored answer to the same question in other words.
     Hit { entry: Entry, similarity: f32 },
     /// Nothing: index the answer under this question once it is stored.
-    Miss(Pending),
+    Miss(Question),
 }
 
 /// Looks the request up by meaning; `None` when it bypasses the stage (or the embedding
@@ -65,38 +57,65 @@ pub async fn probe(
             return None;
         }
     };
-    let refused = std::cell::Cell::new(0u64);
-    let found = cache
-        .semantic
-        .find(&context.key, &vector, policy.threshold, |stored| {
+    let refused = &cache.metrics.semantic_refused;
+    let mut candidates = cache
+        .similar(&context.key, &vector, policy.threshold, |stored| {
             let same = same_question(stored, &question).is_ok();
-            refused.set(refused.get() + u64::from(!same));
+            refused.fetch_add(u64::from(!same), Relaxed);
             same
-        });
-    cache
-        .metrics
-        .semantic_refused
-        .fetch_add(refused.get(), Relaxed);
-    if let Some(m) = found {
-        if let Some(entry) = cache.lookup(&m.key).await {
+        })
+        .await;
+    if let Some(check) = &policy.reranker {
+        if !candidates.is_empty() {
+            candidates = confirm(state, cache, check, &question, candidates).await;
+        }
+    }
+    for c in candidates {
+        if let Some(entry) = cache.indexed(&c.found.key).await {
             return Some(Probe::Hit {
                 entry,
-                similarity: m.similarity,
+                similarity: c.found.similarity,
             });
         }
     }
-    Some(Probe::Miss(Pending {
+    Some(Probe::Miss(Question {
         context: context.key,
         vector,
-        question,
+        text: question,
     }))
 }
 
-/// Indexes a stored answer's question.
-pub fn remember(cache: &Cache, pending: Pending, key: Key, ttl: Duration) {
+/// The candidates the reranker scores as the same question as `question` (at or above the
+/// check's threshold), in their order; the others are counted as refused. A reranker that
+/// fails refuses them all (logged): a hit is served only when the check could agree.
+async fn confirm(
+    state: &AppState,
+    cache: &Cache,
+    check: &RerankCheck,
+    question: &str,
+    candidates: Vec<Candidate>,
+) -> Vec<Candidate> {
+    let documents = candidates.iter().map(|c| c.question.clone()).collect();
+    let scores = match rerank(state, &check.model, question.to_owned(), documents).await {
+        Ok(scores) if scores.len() == candidates.len() => scores,
+        other => {
+            let error = other.err().map_or_else(
+                || String::from("not one score per candidate"),
+                |e| e.to_string(),
+            );
+            tracing::warn!(model = %check.model, %error, "semantic cache: the reranker failed; candidates refused");
+            vec![f32::NEG_INFINITY; candidates.len()]
+        }
+    };
+    let (kept, refused): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .zip(scores)
+        .partition(|(_, score)| *score >= check.threshold);
     cache
-        .semantic
-        .insert(pending.context, pending.vector, key, pending.question, ttl);
+        .metrics
+        .semantic_rerank_refused
+        .fetch_add(refused.len() as u64, Relaxed);
+    kept.into_iter().map(|(c, _)| c).collect()
 }
 
 /// The last user message's text, and the body with that message's content blanked; `None`
@@ -146,29 +165,56 @@ fn text_of(content: &Value) -> Option<String> {
     }
 }
 
-/// The embedding of `text` by the config's model `model`: a model sluice runs itself.
-async fn embed(state: &AppState, model: &str, text: String) -> Result<Vec<f32>, Error> {
-    let unusable = |why: &str| -> Error {
-        ErrorKind::Unavailable {
-            message: format!("the semantic cache's model `{model}` {why}"),
-        }
-        .into()
-    };
+fn unusable(model: &str, why: &str) -> Error {
+    ErrorKind::Unavailable {
+        message: format!("the semantic cache's model `{model}` {why}"),
+    }
+    .into()
+}
+
+/// The upstream name of `model`, a model sluice runs itself.
+fn local_upstream<'s>(state: &'s AppState, model: &str) -> Result<&'s str, Error> {
     let d = match state.resolve(model) {
         Ok(crate::state::Resolved::Model(d)) => &state.deployments[d],
-        _ => return Err(unusable("is not a configured model")),
+        _ => return Err(unusable(model, "is not a configured model")),
     };
     if !state.providers[d.provider].is_local() {
-        return Err(unusable("is not a local model"));
+        return Err(unusable(model, "is not a local model"));
     }
+    Ok(&d.upstream)
+}
+
+/// The embedding of `text` by the config's model `model`: a model sluice runs itself.
+async fn embed(state: &AppState, model: &str, text: String) -> Result<Vec<f32>, Error> {
+    let upstream = local_upstream(state, model)?;
     #[cfg(feature = "local")]
     {
-        super::local::embed_text(state, &d.upstream, model, text).await
+        super::local::embed_text(state, upstream, model, text).await
     }
     #[cfg(not(feature = "local"))]
     {
-        let _ = text;
-        Err(unusable("needs a build with local models"))
+        let _ = (upstream, text);
+        Err(unusable(model, "needs a build with local models"))
+    }
+}
+
+/// The scores of (`query`, each document) by the config's reranker `model`, a cross-encoder
+/// sluice runs itself.
+async fn rerank(
+    state: &AppState,
+    model: &str,
+    query: String,
+    documents: Vec<String>,
+) -> Result<Vec<f32>, Error> {
+    let upstream = local_upstream(state, model)?;
+    #[cfg(feature = "local")]
+    {
+        super::local::rerank_texts(state, upstream, model, query, documents).await
+    }
+    #[cfg(not(feature = "local"))]
+    {
+        let _ = (upstream, query, documents);
+        Err(unusable(model, "needs a build with local models"))
     }
 }
 

@@ -307,6 +307,11 @@ impl Tab {
         }
     }
 
+    /// How many limits (rates, concurrency, budgets) the request was checked against.
+    pub fn limit_count(&self) -> usize {
+        self.checks.len()
+    }
+
     async fn refusal(&self, denial: Denial, model: &str) -> Error {
         let (Some(check), Some(limit)) =
             (self.checks.get(denial.index), self.limits.get(denial.index))
@@ -480,19 +485,11 @@ impl Tab {
         if checks.is_empty() {
             return;
         }
-        let limiter = self.state.limiter.clone();
-        let settle = async move {
-            let now = sluice_store::unix_now_ms();
-            if let Err(e) = limiter.settle(&ticket, &checks, &actual, now).await {
-                tracing::warn!(error = %e, "limiter settle failed");
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                h.spawn(settle);
-            }
-            Err(_) => tracing::warn!("no runtime to settle the limits on"),
-        }
+        // Off the request path: on Redis, queued and sent with this thread's next call.
+        let now = sluice_store::unix_now_ms();
+        self.state
+            .limiter
+            .settle_later(&ticket, &checks, &actual, now);
     }
 }
 
@@ -509,6 +506,76 @@ impl Drop for Tab {
             })
             .unwrap_or(0);
         self.settle(tokens, 0);
+    }
+}
+
+/// The budget check of key `k` now, reserving `reserve`: its id, its window and when
+/// that ends, and the check under `limit`.
+fn budget_check(k: &KeyRecord, reserve: u64, limit: u64) -> (String, Option<u64>, Check) {
+    let (window, window_ends) = k.budget_period.window(sluice_store::unix_now_ms());
+    let id = LimitId::KeyBudget {
+        key: k.id.clone(),
+        window: window.clone(),
+    };
+    let check = id.check(CheckKind::Budget {
+        limit,
+        reserve,
+        window_ends,
+    });
+    (window, window_ends, check)
+}
+
+/// Whether key `k`'s budget is spent now (a batch is then not forwarded: run by sluice,
+/// each of its lines is refused as any request would be).
+pub async fn budget_spent(state: &Arc<AppState>, k: &KeyRecord) -> bool {
+    let Some(limit) = k.budget_nano_usd else {
+        return false;
+    };
+    let (window, ends, check) = budget_check(k, 0, limit);
+    seed(state, &k.id, &window, &check.name, ends).await;
+    state
+        .limiter
+        .spent(&check.name)
+        .await
+        .is_ok_and(|spent| spent >= limit)
+}
+
+/// Charges a batch line that a provider's own Batch API answered: its cost counted in the
+/// spend metrics and the key's budget, its spend record queued as it is. Nothing is
+/// admitted or refused: the work was done upstream.
+pub async fn charge_upstream_line(
+    state: &Arc<AppState>,
+    key: Option<&KeyRecord>,
+    record: SpendRecord,
+) {
+    let cost = record.cost_nano_usd;
+    if cost > 0 {
+        state.tab_metrics.spent_nano_usd.fetch_add(cost, Relaxed);
+        if let Some(k) = key.filter(|k| k.budget_nano_usd.is_some()) {
+            add_to_budget(state, k, cost, &record.request_id).await;
+        }
+    }
+    if let (Some(ledger), true) = (&state.ledger, state.spend_enabled) {
+        ledger.record(record);
+    }
+}
+
+/// Adds `cost` to key `k`'s budget counter: an admission that reserves nothing under no
+/// limit, settled at `cost`.
+async fn add_to_budget(state: &Arc<AppState>, k: &KeyRecord, cost: u64, request_id: &str) {
+    let (window, ends, check) = budget_check(k, 0, i64::MAX as u64);
+    seed(state, &k.id, &window, &check.name, ends).await;
+    let now = sluice_store::unix_now_ms();
+    let id = format!("{request_id}#{}", NEXT_ID.fetch_add(1, Relaxed));
+    let checks = [check];
+    let lease = state.limits_config.lease;
+    let settled = match state.limiter.admit(&id, &checks, now, lease).await {
+        Ok(Ok(ticket)) => state.limiter.settle(&ticket, &checks, &[cost], now).await,
+        Ok(Err(_)) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = settled {
+        tracing::warn!(error = %e, "cannot count a batch line's cost in its key's budget");
     }
 }
 

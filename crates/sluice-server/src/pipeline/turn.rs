@@ -5,6 +5,7 @@
 //! finds it stored, on any replica. A stream that fails is not stored.
 
 use crate::conversations::{self, Keeping};
+use crate::response::Aborted;
 use crate::response::ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -14,7 +15,6 @@ use sluice_providers::responses::object::Echo;
 use sluice_providers::responses::{answer, inbound, native, stream};
 use sluice_store::responses::{Pending, ResponseStore};
 use sluice_store::Owner;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -212,12 +212,12 @@ struct Held {
 
 impl Body for Held {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = self.get_mut();
         loop {
             if let Some(p) = this.pending.as_mut() {

@@ -11,9 +11,12 @@ use super::answer::Answer;
 use super::attempt::Attempt;
 use super::degraded;
 use super::finish::Outcome;
+use super::traced::Recording;
 use crate::metrics::{EndpointMetrics, RouteMetrics, Series, UpstreamError};
 use crate::shared_routing::{FleetProbe, ProbeVerdict};
 use crate::state::{AppState, Deployment, Plan, Step};
+use crate::trace::context::SpanId;
+use crate::trace::span::{Attribute, Value};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use sluice_core::breaker::{Permit, Refusal};
@@ -21,13 +24,17 @@ use sluice_core::canary::Canary;
 use sluice_core::retry::Next;
 use sluice_core::{rng, Error, ErrorKind};
 use sluice_providers::responses::inbound::BadRequest;
-use sluice_providers::View;
+use sluice_providers::{Prepared, View};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Cooldown after a 429 without `Retry-After`.
 const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// W3C Trace Context's headers, sent upstream when the gateway traces.
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 /// One request on its way upstream: everything the walk along its plan needs.
 pub struct Call<'a> {
@@ -50,6 +57,8 @@ pub struct Call<'a> {
     pub native: Option<&'a Bytes>,
     /// What of it only a native upstream can honour: a translated try's 400.
     pub native_only: Option<&'a BadRequest>,
+    /// The request's trace, when the gateway sends traces.
+    pub trace: Option<&'a Recording>,
 }
 
 impl Call<'_> {
@@ -152,6 +161,9 @@ impl Call<'_> {
                 Ok(p) => p,
                 Err(refusal) => {
                     skipped(refusal, dep, series, now, w);
+                    if let Some(t) = self.trace {
+                        t.event("sluice.deployment_skipped", skip_event(refusal, dep));
+                    }
                     return Tried::Next;
                 }
             };
@@ -163,10 +175,18 @@ impl Call<'_> {
             outcome.attempts += 1;
             outcome.deployment = Some(step.deployment);
             outcome.native = self.native_for(provider).is_some();
+            outcome.canary = canary.is_some();
             if let (true, Some(rm), 1) = (canary.is_some(), w.route_metrics, tried) {
                 rm.canary_requests.fetch_add(1, Relaxed);
             }
-            let e = match self.attempt(step, now).await {
+            let span = self
+                .trace
+                .map(|t| t.attempt(step.deployment, step.upstream.unwrap_or(&dep.upstream)));
+            let tried_once = self.attempt(step, now, span).await;
+            if let (Some(t), Some(span)) = (self.trace, span) {
+                t.attempt_ended(span, &tried_once);
+            }
+            let e = match tried_once {
                 Ok(answer) => {
                     dep.breaker.success(Instant::now(), permit);
                     self.settle_probe(dep, fleet_probe, ProbeVerdict::Closed);
@@ -227,8 +247,13 @@ impl Call<'_> {
         }
     }
 
-    /// One try of `step`, started `now`.
-    async fn attempt(&self, step: &Step<'_>, now: Instant) -> Result<Answer, Error> {
+    /// One try of `step`, started `now` (in span `span` of the request's trace).
+    async fn attempt(
+        &self,
+        step: &Step<'_>,
+        now: Instant,
+        span: Option<SpanId>,
+    ) -> Result<Answer, Error> {
         let Call {
             state,
             view,
@@ -242,13 +267,23 @@ impl Call<'_> {
         let dep = &state.deployments[step.deployment];
         let provider = &state.providers[dep.provider];
         let upstream_id = step.upstream.unwrap_or(&dep.upstream);
-        let prepared = match self.native_for(provider) {
+        let mut prepared = match self.native_for(provider) {
             Some(native) => provider.prepare_responses(native, upstream_id, request_id)?,
             None => match self.native_only {
                 Some(refused) => return Err(refused.to_error()),
                 None => provider.prepare(view, body, upstream_id, request_id)?,
             },
         };
+        if let (Some(t), Some(span), Prepared::Http { request, .. }) =
+            (self.trace, span, &mut prepared)
+        {
+            let h = request.headers_mut();
+            h.insert(TRACEPARENT, t.upstream_header(span));
+            match t.trace_state() {
+                Some(state) => h.insert(TRACESTATE, state),
+                None => h.remove(TRACESTATE),
+            };
+        }
         let deadline = route_deadline.map_or(now + provider.config.timeout, |d| {
             d.min(now + provider.config.timeout)
         });
@@ -359,6 +394,18 @@ impl Call<'_> {
             .into()
         }))
     }
+}
+
+/// The request span's event of a deployment skipped by its breaker.
+fn skip_event(refusal: Refusal, dep: &Deployment) -> Vec<Attribute> {
+    let why = match refusal {
+        Refusal::Open => "breaker_open",
+        Refusal::RateLimited => "rate_limited",
+    };
+    vec![
+        ("sluice.model", Value::Str(dep.name.clone())),
+        ("sluice.skip_reason", Value::Static(why)),
+    ]
 }
 
 /// Counts a deployment skipped by its breaker, and notes when a cooldown ends.

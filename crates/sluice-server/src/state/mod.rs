@@ -37,6 +37,10 @@ struct Carried {
     found: Arc<Vec<crate::local::Found>>,
     reloads: Arc<reload::Reloads>,
     reload_hook: Arc<OnceLock<reload::ReloadHook>>,
+    tracer: Option<Arc<crate::trace::Tracer>>,
+    draining: Arc<AtomicBool>,
+    samples: Option<Arc<crate::samples::Writer>>,
+    health_checks: Arc<crate::health_status::Checks>,
     started: Instant,
 }
 use sluice_core::config::{
@@ -47,6 +51,7 @@ use sluice_core::{Error, Secret};
 use sluice_providers::Provider;
 use sluice_store::{FileStore, Ledger, Limiter, ResponseStore};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
@@ -106,6 +111,8 @@ pub struct AppState {
     pub webhook_client: Option<sluice_providers::HttpClient>,
     /// The Responses API's stored responses.
     pub responses: ResponseStore,
+    /// The providers' active health checks so far (kept across reloads).
+    pub health_checks: Arc<crate::health_status::Checks>,
     /// Routing state shared with the other replicas on Redis (`storage.redis_url`).
     pub shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
     /// Without Redis: the file that keeps the canaries' states across restarts.
@@ -114,8 +121,17 @@ pub struct AppState {
     seeded: Arc<Mutex<HashMap<String, Instant>>>,
     /// Config reloads so far.
     pub reloads: Arc<reload::Reloads>,
+    /// Where requests' spans go, when `[observability] otlp_endpoint` is set.
+    pub tracer: Option<Arc<crate::trace::Tracer>>,
+    /// Payload sampling, when `[observability] sample_rate` is above 0.
+    pub samples: Option<Arc<crate::samples::Sampler>>,
+    /// The samples' writer (kept across reloads).
+    sample_writer: Option<Arc<crate::samples::Writer>>,
     /// How to reload, when the gateway's config can be read again.
     pub reload_hook: Arc<OnceLock<reload::ReloadHook>>,
+    /// The server stopped taking connections and drains (`/health/ready` says so); kept
+    /// across reloads.
+    pub draining: Arc<AtomicBool>,
     /// Local models found on disk (kept across a reload).
     found: Arc<Vec<crate::local::Found>>,
     /// The settings a reload cannot change (`[storage]`, `[spend]`, `[local]`, `[cache]`'s
@@ -156,6 +172,20 @@ impl AppState {
             found: Arc::new(found),
             reloads: Arc::default(),
             reload_hook: Arc::default(),
+            tracer: crate::trace::Tracer::start(&config.observability).map_err(|e| {
+                sluice_core::ErrorKind::Internal {
+                    message: format!("cannot start the OTLP exporter: {e}"),
+                }
+            })?,
+            draining: Arc::default(),
+            samples: stores
+                .samples
+                .map(crate::samples::Writer::start)
+                .transpose()
+                .map_err(|e| sluice_core::ErrorKind::Internal {
+                    message: format!("cannot start the samples' writer: {e}"),
+                })?,
+            health_checks: Arc::default(),
             started: now,
         };
         let state = Self::assemble(config, r, carried, workers);
@@ -197,6 +227,10 @@ impl AppState {
             found: Arc::clone(&self.found),
             reloads: Arc::clone(&self.reloads),
             reload_hook: Arc::clone(&self.reload_hook),
+            tracer: self.tracer.clone(),
+            draining: Arc::clone(&self.draining),
+            samples: self.sample_writer.clone(),
+            health_checks: Arc::clone(&self.health_checks),
             started: self.started,
         };
         Ok((Self::assemble(config, r, carried, self.workers), changes))
@@ -209,12 +243,19 @@ impl AppState {
                 .map(|d| (&*d.name, r.providers[d.provider].name())),
             r.routes.iter().map(|r| r.config.name.as_str()),
         );
+        let samples = crate::samples::Sampler::new(
+            c.samples.as_ref(),
+            &config.observability,
+            &config.guardrails,
+        )
+        .map(Arc::new);
         Self {
             fixed: reload::fixed(&config),
             ledger: c.ledger,
             spend_enabled: config.spend.enabled,
             limiter: c.limiter,
             shared_routing: c.shared_routing,
+            health_checks: c.health_checks,
             canary_file: c.canary_file,
             files: c.files,
             webhook_client: config
@@ -232,6 +273,10 @@ impl AppState {
             found: c.found,
             reloads: c.reloads,
             reload_hook: c.reload_hook,
+            tracer: c.tracer,
+            draining: c.draining,
+            samples,
+            sample_writer: c.samples,
             workers,
             tab_metrics: c.tab_metrics,
             local: c.local,

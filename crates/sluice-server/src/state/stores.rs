@@ -1,13 +1,14 @@
 //! The stores a gateway opens at start: the response cache (when anything caches), the
 //! ledger of keys and spend (when spend is logged or keys are on), the limiter, the
 //! routing state shared on Redis (or, without Redis, the canaries' file), the Files API's
-//! files (unless `[files]` is off) and the Responses API's stored responses.
+//! files (unless `[files]` is off), the Responses API's stored responses and the sampled
+//! payloads (with `[observability] sample_rate`).
 
 use crate::cache::Cache;
 use crate::shared_routing::SharedRouting;
 use sluice_core::config::Config;
 use sluice_core::{Error, ErrorKind};
-use sluice_store::{open, FileStore, Ledger, Limiter, ResponseStore, RoutingFile};
+use sluice_store::{open, FileStore, Ledger, Limiter, ResponseStore, RoutingFile, SampleStore};
 use std::sync::Arc;
 
 /// What [`open`] opened.
@@ -19,6 +20,7 @@ pub(super) struct Stores {
     pub canary_file: Option<RoutingFile>,
     pub files: Option<FileStore>,
     pub responses: ResponseStore,
+    pub samples: Option<SampleStore>,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Error {
@@ -74,7 +76,15 @@ pub(super) fn open(config: &Config, caches: bool) -> Result<Stores, Error> {
     };
     let responses = open::responses(&config.storage, &config.responses)
         .map_err(|e| internal("cannot open the responses store", e))?;
+    let samples = match config.observability.sample_rate > 0.0 {
+        true => Some(
+            open::samples(&config.storage)
+                .map_err(|e| internal("cannot open the samples store", e))?,
+        ),
+        false => None,
+    };
     Ok(Stores {
+        samples,
         responses,
         cache,
         ledger,

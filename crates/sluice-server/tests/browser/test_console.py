@@ -2,7 +2,7 @@
 
 Run by tests/console.rs, which starts a fake upstream and a gateway in front of it (master
 key in `SLUICE_MASTER_KEY`, models `m` and `c`, route `r` with `c` as its canary, the cache
-on) and passes its URL in `SLUICE_BASE_URL`, the browser in `SLUICE_CHROMIUM` and where to
+on, every request's payload sampled) and passes its URL in `SLUICE_BASE_URL`, the browser in `SLUICE_CHROMIUM` and where to
 write screenshots in `SLUICE_SCREENSHOTS`. Plain script, no pytest: the checks run in order
 on one page (each builds on the one before); one line is printed per check, then
 `N passed, N failed`; the exit code is non-zero if any check failed.
@@ -192,6 +192,52 @@ def test_a_key_is_revoked():
     check(status == 401, f"a revoked key answered {status}")
 
 
+def test_the_request_log_shows_the_keys_requests_newest_first():
+    # One answer the upstream refuses (400), recorded like any other.
+    status, _ = chat(x_fake={"status": 400})
+    check(status == 400, f"refused chat: {status}")
+    go("requests", "Requests")
+    rows = page.locator("#requests-table tbody tr")
+    # Newest first: the refused one on top, then the key's (a revoked key's 401 never
+    # reached the log: it had no key to charge).
+    expect(rows.first).to_contain_text("400")
+    expect(rows.nth(1)).to_contain_text("console-key")
+    page.fill("#requests-form input[name=key]", "console-key")
+    page.click("#requests-form button[type=submit]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("200")
+    expect(page.locator("#requests-note")).to_contain_text("the end of the log")
+    # Its sampled payload: the body as sent upstream and the answer.
+    rows.first.locator("button.sample").click()
+    view = page.locator("#sample-view")
+    expect(view).to_contain_text("Request (as sent upstream)")
+    expect(view.locator("pre").first).to_contain_text('"hi"')
+    expect(view.locator("pre").nth(1)).to_contain_text("chat.completion")
+    shot("requests")
+    page.fill("#requests-form input[name=key]", "")
+    page.select_option("#requests-form select[name=status]", "errors")
+    page.click("#requests-form button[type=submit]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("400")
+    rows.first.locator("button.sample").click()
+    expect(page.locator("#sample-view")).to_contain_text("Not kept (a stream, or an error)")
+    # Paged by cursor, one row a page, through the API.
+    status, page1 = api("GET", "/admin/requests?limit=1")
+    check(status == 200 and len(page1["data"]) == 1 and page1["next_cursor"], f"{page1}")
+    status, page2 = api("GET", f"/admin/requests?limit=1&cursor={page1['next_cursor']}")
+    check(status == 200 and page2["data"][0]["key_name"] == "console-key", f"{page2}")
+    check(page2["data"][0]["id"] < page1["data"][0]["id"], "pages out of order")
+    # A cursor altered by hand is refused, and a filter that names no column too.
+    forged = page1["next_cursor"].replace(".", "9.", 1)
+    status, body = api("GET", f"/admin/requests?cursor={forged}")
+    check(status == 400 and "cursor" in body["error"]["message"], f"{status} {body}")
+    status, body = api("GET", "/admin/requests?colour=red")
+    check(status == 400 and "colour" in body["error"]["message"], f"{status} {body}")
+    # Without the master key: nothing.
+    status, body = api("GET", "/admin/requests", key="sk-not-the-master-key")
+    check(status == 401 and "data" not in body, f"{status} {body}")
+
+
 def test_a_canary_rollback_is_reflected_in_the_admin_api():
     go("routes", "Routes")
     route = page.locator("section.route[data-route=r]")
@@ -229,8 +275,9 @@ def test_the_local_models_page_says_there_are_none():
 
 def test_the_overview_counts_every_request_and_plots_them_live():
     go("overview", "Overview")
-    # The three at the start, the new key's and its refused one after revocation (401).
-    expect(tile("requests")).to_have_text("5")
+    # The three at the start, the new key's, its refused one after revocation (401) and
+    # the one the upstream refused (400).
+    expect(tile("requests")).to_have_text("6")
     # Reads at 0 s, 1 s and 6 s: two live points.
     page.wait_for_timeout(6_500)
     check(page.locator(".chart .u-legend").count() >= 8, "legends")
@@ -251,6 +298,7 @@ CHECKS = [
     test_a_key_is_created_its_secret_shown_once_and_it_works,
     test_a_keys_limits_are_edited,
     test_a_key_is_revoked,
+    test_the_request_log_shows_the_keys_requests_newest_first,
     test_a_canary_rollback_is_reflected_in_the_admin_api,
     test_the_cache_is_shown_and_cleared,
     test_the_local_models_page_says_there_are_none,

@@ -144,7 +144,7 @@ async fn what_a_local_model_cannot_do_with_a_prompt_is_refused_by_name() {
         (json!({"max_tokens": 0}), "max_tokens"),
         (json!({"stop": 7}), "stop"),
     ] {
-        let r = post_json(
+        let r = super::post_json_slow(
             &gw.url("/v1/completions"),
             completion("tiny", "x", extra.clone()),
             &[],
@@ -171,7 +171,7 @@ async fn smollm2_continues_a_prompt_as_text() {
     );
     let (_fake, gw) = gateway("context_length = 2048", &models).await;
     let prompt = "The capital of France is";
-    let r = post_json(
+    let r = super::post_json_slow(
         &gw.url("/v1/completions"),
         completion("smol", prompt, json!({"max_tokens": 8})),
         &[],
@@ -187,7 +187,7 @@ async fn smollm2_continues_a_prompt_as_text() {
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() <= 8, "{v}");
 
     // A stop string ends the completion there, not included.
-    let r = post_json(
+    let r = super::post_json_slow(
         &gw.url("/v1/completions"),
         completion("smol", prompt, json!({"max_tokens": 8, "stop": ["Paris"]})),
         &[],
@@ -212,7 +212,7 @@ async fn smollm2_continues_a_prompt_as_text() {
     let together = join_in_order(prompts.map(|p| {
         let url = gw.url("/v1/completions");
         let body = completion("smol", p, json!({"max_tokens": 12}));
-        tokio::spawn(async move { post_json(&url, body, &[]).await.unwrap().json() })
+        tokio::spawn(async move { super::post_json_slow(&url, body, &[]).await.unwrap().json() })
     }))
     .await;
     for (p, v) in prompts.iter().zip(&together) {

@@ -126,7 +126,7 @@ async fn a_forced_tool_call_validates_whole_and_streamed() {
     for (tools, choice) in cases {
         for seed in 0..2 {
             let extra = json!({"tools": tools, "tool_choice": choice, "temperature": 1, "seed": seed, "max_tokens": 480});
-            let r = post_json(&url, chat("tiny", extra.clone()), &[])
+            let r = super::post_json_slow(&url, chat("tiny", extra.clone()), &[])
                 .await
                 .unwrap();
             assert_eq!(r.status, 200, "{}", r.text());
@@ -150,7 +150,7 @@ async fn a_forced_tool_call_validates_whole_and_streamed() {
 
             let mut streamed = extra;
             streamed["stream"] = json!(true);
-            let mut s = post_stream(&url, chat("tiny", streamed), &[])
+            let mut s = super::post_stream_slow(&url, chat("tiny", streamed), &[])
                 .await
                 .unwrap();
             assert_eq!(s.status, 200);
@@ -208,7 +208,7 @@ async fn smollm2_makes_a_forced_tool_call_that_makes_sense() {
         "tools": [{"type": "function", "function": {"name": "get_weather", "description": "The current weather in a city.", "parameters": parameters}}],
         "tool_choice": "required"
     });
-    let r = post_json(&gw.url("/v1/chat/completions"), body.to_string(), &[])
+    let r = super::post_json_slow(&gw.url("/v1/chat/completions"), body.to_string(), &[])
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());

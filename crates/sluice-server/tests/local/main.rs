@@ -15,8 +15,37 @@ mod tools;
 use common::start_with;
 use serde_json::{json, Value};
 use sluice_local::testing::{cosine, minilm_dir, TestArch, TestDType, TestModel};
-use sluice_testkit::client::{post_json, post_stream};
+use sluice_testkit::client::{
+    post_json, post_stream, ClientError, TestClient, TestResponse, TestStream,
+};
 use sluice_testkit::FakeUpstream;
+
+/// How long a call to a real model file may take: the test build runs SmolLM2 on a machine
+/// that builds and tests other crates at the same time, where 48 tokens have taken more than
+/// the client's default 30 s.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// [`post_json`] with [`SLOW`]'s time limit.
+async fn post_json_slow(
+    url: &str,
+    body: impl Into<bytes::Bytes>,
+    headers: &[(&str, &str)],
+) -> Result<TestResponse, ClientError> {
+    TestClient::new()
+        .with_timeout(SLOW)
+        .post_json(url, body, headers)
+        .await
+}
+
+/// [`post_stream`] with [`SLOW`]'s time limit (for the head and each chunk).
+async fn post_stream_slow(
+    url: &str,
+    body: impl Into<bytes::Bytes>,
+    headers: &[(&str, &str)],
+) -> Result<TestStream, ClientError> {
+    let method = http::Method::POST;
+    sluice_testkit::client::open_stream(method, url, body.into(), headers, SLOW).await
+}
 
 fn model_file(name: &str, arch: TestArch) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -88,7 +117,10 @@ path = "{}"
         llama.display(),
         qwen.display()
     );
-    let (_fake, gw) = gateway("", &models).await;
+    // No kept caches: every request of a model runs on its one slot, whose cache the next
+    // request reuses as far as its prompt shares it (`a_second_turn_reuses_the_kept_conversation`
+    // has the kept ones).
+    let (_fake, gw) = gateway("prompt_cache_slots = 0", &models).await;
     for model in ["tiny", "tiny-qwen"] {
         let r = post_json(&gw.url("/v1/chat/completions"), chat(model, json!({})), &[])
             .await
@@ -840,4 +872,61 @@ async fn local_rerank_matches_sentence_transformers_over_http() {
         "{}",
         r.text()
     );
+}
+
+/// `[local] prompt_cache_slots`: a conversation's second turn, after another conversation ran
+/// on the model's only running sequence, reuses the first turn's KV cache: `cached_tokens`
+/// covers the first turn's prompt and is priced at `cached_input`. With `prompt_cache_slots =
+/// 0` the other conversation took that cache and the second turn runs (almost) whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_turn_reuses_the_kept_conversation() {
+    let llama = model_file("kept", TestArch::Llama);
+    let models = format!(
+        r#"
+[[models]]
+name = "tiny"
+provider = "here"
+path = "{}"
+price = {{ input = 1.0, output = 2.0, cached_input = 0.5 }}
+"#,
+        llama.display()
+    );
+    for kept in [1, 0] {
+        let (_fake, gw) = gateway(&format!("prompt_cache_slots = {kept}"), &models).await;
+        let ask = |messages: Value| chat("tiny", json!({ "messages": messages }));
+        let question = json!({"role": "user", "content": "Tell me about the sea."});
+        let url = gw.url("/v1/chat/completions");
+        let first = post_json(&url, ask(json!([question])), &[])
+            .await
+            .unwrap()
+            .json();
+        let other = json!([{"role": "user", "content": "Something else entirely, please."}]);
+        let r = post_json(&url, ask(other), &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let answer = first["choices"][0]["message"]["content"].clone();
+        let turn = json!([
+            question,
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "And the mountains?"},
+        ]);
+        let r = post_json(&url, ask(turn), &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let u = &r.json()["usage"];
+        let cached = u["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        let first_prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
+        if kept == 0 {
+            assert!(cached < first_prompt, "{u}");
+            continue;
+        }
+        assert!(cached >= first_prompt, "{u} after {}", first["usage"]);
+        let nano = (u["prompt_tokens"].as_u64().unwrap() - cached) * 1_000
+            + cached * 500
+            + u["completion_tokens"].as_u64().unwrap() * 2_000;
+        assert_eq!(
+            r.header("x-sluice-cost-usd").map(str::to_string),
+            Some(sluice_server::admin_keys::usd(nano))
+        );
+    }
 }

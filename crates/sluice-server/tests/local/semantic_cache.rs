@@ -118,6 +118,67 @@ cache = {{ enabled = true, scope = "global", semantic = {{ model = "minilm", thr
     );
 }
 
+/// A reranker confirms a semantic candidate: served when the cross-encoder scores the pair
+/// at or above `rerank_threshold`, refused (a miss, counted) below it, and refused when the
+/// reranker fails (here: `reranker` names an embedding model). On sluice-local's random
+/// cross-encoder fixture, whose sigmoid scores lie between 0.3 and 0.45: a threshold of
+/// 0.01 passes every pair, one of 0.99 none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reranker_confirms_or_refuses_semantic_candidates() {
+    let (ce, _) = cross_encoder("sigmoid");
+    let target = |name: &str, rerank: &str| {
+        format!(
+            "[[models]]\nname = \"{name}\"\nprovider = \"cloud\"\nupstream = \"gpt-4o-mini\"\n\
+             cache = {{ enabled = true, scope = \"global\", semantic = {{ model = \"minilm\", threshold = 0.8, {rerank} }} }}\n"
+        )
+    };
+    let models = format!(
+        "[[models]]\nname = \"minilm\"\nprovider = \"here\"\npath = \"{}\"\n\
+         [[models]]\nname = \"ce\"\nprovider = \"here\"\npath = \"{}\"\n{}{}{}",
+        minilm_dir().display(),
+        ce.display(),
+        target("lenient", "reranker = \"ce\", rerank_threshold = 0.01"),
+        target("strict", "reranker = \"ce\", rerank_threshold = 0.99"),
+        target("broken", "reranker = \"minilm\""),
+    );
+    let (fake, gw) = gateway("max_wait_ms = 1", &models).await;
+    let url = gw.url("/v1/chat/completions");
+    let ask = |model: &str, text: &str| {
+        json!({"model": model, "temperature": 0, "messages": [{"role": "user", "content": text}]})
+            .to_string()
+    };
+    let mut calls = 0;
+    for (model, want) in [
+        ("lenient", "semantic-hit"),
+        ("strict", "miss"),
+        ("broken", "miss"),
+    ] {
+        let first = post_json(&url, ask(model, "What is the capital of France?"), &[])
+            .await
+            .unwrap();
+        assert_eq!(first.header("x-sluice-cache"), Some("miss"), "{model}");
+        let again = post_json(&url, ask(model, "Tell me the capital of France."), &[])
+            .await
+            .unwrap();
+        assert_eq!(again.status, 200, "{}", again.text());
+        assert_eq!(again.header("x-sluice-cache"), Some(want), "{model}");
+        calls += 1 + usize::from(want == "miss");
+        assert_eq!(fake.request_count(), calls, "{model}");
+    }
+    let metrics = sluice_testkit::client::get(&gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("sluice_cache_semantic_rerank_refused_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_cache_semantic_hits_total 1"),
+        "{metrics}"
+    );
+}
+
 /// The semantic cache's quality on `tests/fixtures/semantic_pairs.json` (30 paraphrases, 30
 /// near misses: another number, entity, direction or topic) with all-MiniLM-L6-v2: precision
 /// and recall of a hit at several thresholds, with the wording checks and without. Prints the

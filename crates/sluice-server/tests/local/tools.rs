@@ -175,7 +175,9 @@ async fn tool_results_are_fed_back_in_the_next_turn() {
             {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 21}"}
         ]);
         let body = json!({"model": model, "messages": messages, "tools": tools(), "temperature": 0, "max_tokens": 8});
-        let r = post_json(&url, body.to_string(), &[]).await.unwrap();
+        let r = super::post_json_slow(&url, body.to_string(), &[])
+            .await
+            .unwrap();
         assert_eq!(r.status, 200, "{model}: {}", r.text());
         let v = r.json();
         let usage = &v["usage"];
@@ -218,7 +220,7 @@ async fn smollm2_with_auto_answers_with_a_valid_call_or_text() {
         "tools": [{"type": "function", "function": {"name": "get_weather", "description": "The current weather in a city.", "parameters": parameters}}],
         "tool_choice": "auto"
     });
-    let r = post_json(&gw.url("/v1/chat/completions"), body.to_string(), &[])
+    let r = super::post_json_slow(&gw.url("/v1/chat/completions"), body.to_string(), &[])
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());

@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 
+import httpx
 import openai
 from openai import OpenAI
 
@@ -362,6 +363,30 @@ def test_audio_speech_streams_the_audio():
     check(whole.content == audio, "the same text, the same audio")
 
 
+def test_audio_speech_cut_midway_raises():
+    # 200 characters: 12,800 bytes of audio in four frames, the upstream cut after two and
+    # sending no length. Audio has no error event: sluice aborts the response, so the SDK
+    # raises instead of returning a short file that looks whole.
+    text = "a" * 200
+    cut = {"x_fake": {"cut_after_chunks": 2}}
+    try:
+        short = client.audio.speech.create(model="m", voice="alloy", input=text, extra_body=cut)
+    except (openai.APIConnectionError, httpx.HTTPError):
+        pass
+    else:
+        raise AssertionError(f"a cut upstream gave {len(short.content)} bytes as whole audio")
+    with client.audio.speech.with_streaming_response.create(
+        model="m", voice="alloy", input=text, extra_body=cut
+    ) as r:
+        got = []
+        try:
+            for piece in r.iter_bytes():
+                got.append(piece)
+        except httpx.HTTPError:
+            return
+    raise AssertionError(f"a cut upstream's stream ended cleanly after {len(b''.join(got))} bytes")
+
+
 def test_audio_transcription_uploads_the_file():
     audio = bytes(range(256)) * 400
     r = client.audio.transcriptions.create(model="m", file=("lesson.wav", audio, "audio/wav"))
@@ -404,6 +429,14 @@ def test_images_generate_and_edit():
     check(len(edited.data) == 1, f"edited: {len(edited.data)}")
 
 
+def test_images_create_variation():
+    r = client.images.create_variation(
+        model="m", image=("base.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64, "image/png"), n=2, size="1024x1024"
+    )
+    check(len(r.data) == 2, f"variations: {len(r.data)}")
+    check(r.data[1].b64_json, "b64_json")
+
+
 def test_moderations():
     r = client.moderations.create(model="m", input=["hello", "I will kill the process"])
     check(not r.results[0].flagged and r.results[1].flagged, f"results: {r.results!r}")
@@ -427,10 +460,12 @@ CHECKS = [
     test_responses_previous_response_id,
     test_responses_retrieve_input_items_and_delete,
     test_audio_speech_streams_the_audio,
+    test_audio_speech_cut_midway_raises,
     test_audio_transcription_uploads_the_file,
     test_audio_transcription_stream,
     test_audio_bad_upload_is_refused,
     test_images_generate_and_edit,
+    test_images_create_variation,
     test_moderations,
     test_completions_create,
     test_completions_stream,

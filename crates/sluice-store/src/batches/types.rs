@@ -1,5 +1,6 @@
 //! What the store keeps about a batch ([`Batch`]), its life ([`BatchStatus`]), its counts
-//! ([`RequestCounts`]), and the result of one of its lines ([`LineResult`]).
+//! ([`RequestCounts`]), the result of one of its lines ([`LineResult`]), and the upstream
+//! state of a batch forwarded to a provider's Batch API ([`Forward`]).
 
 use crate::files::Owner;
 
@@ -193,4 +194,24 @@ pub struct BatchPage {
     pub batches: Vec<Batch>,
     /// More follow the last one.
     pub has_more: bool,
+}
+
+/// A forwarded batch's upstream state: one row of `batch_upstreams`, written step by step
+/// as the forwarding goes, so a restart resumes at the step it stopped at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forward {
+    /// The provider (by name) the batch was forwarded to.
+    pub provider: String,
+    /// The upstream's input file, once uploaded.
+    pub file_id: Option<String>,
+    /// A create was sent (it may have made a batch whose id never came back).
+    pub create_sent: bool,
+    /// The upstream's batch, once made.
+    pub upstream_id: Option<String>,
+    /// The upstream's completed lines, as last polled (0 once collected).
+    pub completed: u64,
+    /// The upstream's failed lines, as last polled (0 once collected).
+    pub failed: u64,
+    /// The cancel was passed on upstream.
+    pub cancel_sent: bool,
 }

@@ -177,8 +177,9 @@ pub struct NewFile {
     pub purpose: Purpose,
     /// Its name (metadata only: contents are stored under the id).
     pub filename: String,
-    /// When it expires, Unix seconds.
-    pub expires_at: Option<u64>,
+    /// Seconds after its creation it expires (its `expires_at` is its `created_at` plus
+    /// these, from one reading of the clock).
+    pub expires_after: Option<u64>,
 }
 
 /// The order of a listing, by creation.

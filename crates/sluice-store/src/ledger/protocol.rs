@@ -1,6 +1,7 @@
 //! What a ledger handle and its writer thread share, the same for both implementations: the
 //! messages the handle sends, and the columns a record is read back from.
 
+use super::log::{LogPage, LogQuery};
 use super::types::{Dimension, KeyRecord, Purged, Report, SpendRecord};
 use crate::{StoreError, UnixMs};
 use tokio::sync::oneshot;
@@ -22,6 +23,10 @@ pub(crate) enum Msg {
     Export {
         since: UnixMs,
         reply: Reply<Vec<SpendRecord>>,
+    },
+    Log {
+        query: Box<LogQuery>,
+        reply: Reply<LogPage>,
     },
     WindowSpend {
         key_id: String,

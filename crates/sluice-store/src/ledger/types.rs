@@ -246,6 +246,23 @@ pub fn since(text: &str, now: UnixMs) -> Result<UnixMs, String> {
     Ok(now.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
 }
 
+/// Whether a spend report of `period` grouped by `by` reads the daily roll-ups rather than
+/// the raw log: always by day; for a period of whole UTC days (the roll-ups hold the same
+/// sums, in a few hundred rows a day instead of every request's); and for a period that
+/// starts past the raw log's retention (`retention_days`, 0: forever).
+pub fn reads_rollups(
+    by: Dimension,
+    period: &std::ops::Range<UnixMs>,
+    now: UnixMs,
+    retention_days: u64,
+) -> bool {
+    let whole_days =
+        period.start % DAY_MS == 0 && (period.end == UnixMs::MAX || period.end % DAY_MS == 0);
+    let past_retention = retention_days > 0
+        && period.start < now.saturating_sub(retention_days.saturating_mul(DAY_MS));
+    by == Dimension::Day || whole_days || past_retention
+}
+
 /// One row of a spend report.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReportRow {

@@ -1,9 +1,10 @@
-//! The global limiter: the state in Redis, every admission one Lua script (`EVALSHA`) that
-//! checks every check of the request and, only if all pass, charges all of them; Redis runs
-//! a script alone, so no two replicas ever both take the last unit. A settle is one more
-//! script, when it has anything to do. The scripts transcribe the memory limiter (same
-//! decisions, same `now`: the caller's clock, never Redis `TIME`), with as few Redis calls
-//! as that allows: each call inside a script costs about as much as the work it does.
+//! The global limiter: the state in Redis, every admission decided by a Lua script
+//! (`EVALSHA`) that checks every check of the request and, only if all pass, charges all of
+//! them; Redis runs a script alone, so no two replicas ever both take the last unit. A
+//! settle runs in the same script, when it has anything to do. The script transcribes the
+//! memory limiter (same decisions, same `now`: the caller's clock, never Redis `TIME`), with
+//! as few Redis calls as that allows: each call inside a script costs about as much as the
+//! work it does.
 //!
 //! Layout, for a configured `prefix` and a check named `name` (`K` = `{prefix}lim:{name}`):
 //! - Window: `K#w`, a HASH: one field per 1-second bucket (second -> units), plus `t`, the
@@ -47,7 +48,34 @@
 //! settle left with nothing (an rpm-only request) makes no call. A reservation whose lease
 //! has ended (`Ticket::lease_ends`) is released with nothing spent.
 //!
-//! The scripts are loaded once with `SCRIPT LOAD` and run with `EVALSHA`; after `NOSCRIPT`
+//! Batches: one call carries many tickets. Each thread (a sluice worker runs one runtime on
+//! one thread) has its own queue per limiter, a lane: an admission or a settle joins it, and
+//! when no call is out for that lane, a task (a flight) is spawned that sends everything
+//! queued, up to [`MAX_BATCH`] admissions and as many settles, in one script call, hands
+//! each admission its own answer, and goes again while more was queued meanwhile. So a
+//! request costs at most one round trip on its way in, shared with the requests of its
+//! thread that arrived while the previous call was out, and its settle rides on a later
+//! call, off the request path: settles alone wait up to `SETTLE_WAIT` (2 ms) for an
+//! admission to ride with, so that one client's next request does not wait for its
+//! previous request's settle call. Within a call the settles run first, then the admissions
+//! one after the other, each atomic on its own, exactly as if sent alone. An admission
+//! whose caller stopped waiting while its call was out (the request was cancelled) is
+//! given back: its concurrency slots and reservations are released by a settle queued for
+//! the next call (its windows keep the charge, as for any request dropped before its end).
+//!
+//! Settles the caller does not wait for ([`RedisLimiter::settle_later`], the gateway's)
+//! wait in the lane, at most [`SETTLE_QUEUE`] per thread; beyond that a settle is dropped
+//! and counted ([`RedisLimiter::settles_dropped`]), like one whose call failed. What a
+//! crash (SIGKILL) loses is the queued settles and those in the call that was out: in
+//! practice the requests that ended during the last round trip, never more than
+//! [`SETTLE_QUEUE`] + [`MAX_BATCH`] per worker thread. A lost settle costs what a replica
+//! that dies mid-request costs: its lease and its reservation end when the lease does
+//! (`[limits] lease`), its token window keeps the estimate (over-counted, never under),
+//! and its budget counter misses the actual cost until the counter is seeded again from
+//! the durable spend log (after it expires, or Redis restarts). [`RedisLimiter::flush`]
+//! sends the queued settles at shutdown.
+//!
+//! The script is loaded once with `SCRIPT LOAD` and run with `EVALSHA`; after `NOSCRIPT`
 //! (a restarted or flushed Redis) the call is sent again as `EVAL`, which caches it anew.
 //! The arguments come formatted from here (seconds, expiries, members, retry-afters, a
 //! window settle's signed correction) and the kinds of the checks as one string (`w`, `c`,
@@ -55,362 +83,174 @@
 //! on the way in (9 million USD in nano-USD), below which the script's arithmetic is exact.
 //!
 //! Failures fail open: when a script call fails (Redis down, a timeout, an error reply),
-//! the admission goes to an in-process [`MemoryLimiter`] (the ticket says `fallback: true`,
-//! and its settle goes there too), is counted ([`RedisLimiter::fallbacks`]) and logged at
-//! warn at most once per `WARN_EVERY`. The client's backoff makes the calls during an
-//! outage fail at once. `spent`, `seed` and the settle of a Redis ticket return the error.
-//! While failing over, each replica enforces every limit on its own (so up to the limit per
-//! replica). A call that timed out may still have run: its charges stay in Redis until
-//! their leases or windows end.
+//! each admission of its batch goes to an in-process [`MemoryLimiter`] (the ticket says
+//! `fallback: true`, and its settle goes there too), is counted
+//! ([`RedisLimiter::fallbacks`]) and logged at warn at most once per `WARN_EVERY`. The
+//! client's backoff makes the calls during an outage fail at once. `spent`, `seed` and the
+//! awaited settle of a Redis ticket return the error; a settle not waited for is counted
+//! ([`RedisLimiter::settles_dropped`]). While failing over, each replica enforces every
+//! limit on its own (so up to the limit per replica). A call that timed out may still have
+//! run: its charges stay in Redis until their leases or windows end.
 //!
 //! One Redis, not a Redis Cluster: a request's keys need not share a hash slot.
 
-use super::check::{millis, Check, CheckKind, Denial, Ticket, BUDGET_GRACE_MS, WINDOW_SPAN_S};
+mod encode;
+mod lane;
+mod lua;
+
+use super::check::{millis, Check, Denial, Ticket, BUDGET_GRACE_MS};
 use super::memory::MemoryLimiter;
 use crate::redis::{RedisClient, Value};
 use crate::{unix_now_ms, StoreError, UnixMs};
+use encode::{num, Keys, Part};
+use lane::{Admit, AdmitReply, Batch, Claim, Flying, Lane, Settle};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// At most one warning per this long.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
-/// The largest number the scripts take (Lua numbers are doubles, exact up to 2^53).
-const MAX_EXACT: u64 = (1 << 53) - 1;
+/// The most admissions, and the most settles, one script call carries (Redis runs nothing
+/// else while the script runs: about 40 µs per admission with four checks).
+pub const MAX_BATCH: usize = 64;
 
-/// How much longer than its longest lease a concurrency or reservation key is kept, at
-/// least (when less is left, the scripts extend it to the lease plus twice this).
-const LEASE_GRACE_MS: u64 = 60_000;
+/// The most settles waiting in one thread's lane; more are dropped (and counted).
+pub const SETTLE_QUEUE: usize = 4_096;
 
-/// Helpers both scripts share.
-macro_rules! lua_prelude {
-    () => {
-        r"
-local call, tonumber, byte, format = redis.call, tonumber, string.byte, string.format
-"
-    };
+/// How long queued settles wait for an admission to share their call.
+const SETTLE_WAIT: Duration = Duration::from_millis(2);
+
+/// How often [`RedisLimiter::flush`] looks again at a lane whose flight is out.
+const FLUSH_POLL: Duration = Duration::from_millis(2);
+
+static NEXT_LIMITER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// This thread's lanes, by limiter id; the `Weak` tells when a limiter is gone.
+type Lanes = HashMap<u64, (Weak<Inner>, Arc<Lane>)>;
+
+thread_local! {
+    static LANES: RefCell<Lanes> = RefCell::new(HashMap::new());
 }
 
-/// KEYS, per check: window: buckets; concurrency: leases; budget: spent, reserved,
-/// reservation leases. ARGV: kinds (one of `w`, `c`, `b` per check), now, the second of
-/// now, then per check: `w` limit cost; `c` limit; `b` limit reserve member
-/// (`{id}:{reserve}`) retry-ms (-1: none); then, if any check is `c` or `b`: ticket id,
-/// lease expiry, the keys' minimum time to live (lease + 60 s).
-/// Reply: `{1}` admitted, `{0, index, retry_ms (-1: none)}` refused.
-const ADMIT_LUA: &str = concat!(
-    lua_prelude!(),
-    r"
-local kinds, nows, secs = ARGV[1], ARGV[2], ARGV[3]
-local now, sec = tonumber(nows), tonumber(secs)
-local low = sec - 60
-local n = #kinds
--- Per window check i: st[i] its total, st[n + i] its current bucket, st[2n + i] its `o`.
-local st = {}
-
--- Releases the reservations whose lease ended (expiry <= now); returns their total.
-local function release(leases, reserved)
-  local gone = call('ZRANGEBYSCORE', leases, '-inf', nows)
-  if #gone == 0 then return 0 end
-  local freed = 0
-  for _, m in ipairs(gone) do freed = freed + (tonumber(string.match(m, ':(%d+)$')) or 0) end
-  call('ZREMRANGEBYSCORE', leases, '-inf', nows)
-  if freed > 0 then call('DECRBY', reserved, format('%d', freed)) end
-  return freed
-end
-
-local k, a = 1, 4
-for i = 1, n do
-  local kind = byte(kinds, i)
-  if kind == 119 then -- w
-    local key = KEYS[k]
-    local limit, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    k, a = k + 1, a + 2
-    local v = call('HMGET', key, 't', 'o', secs)
-    local t, o = tonumber(v[1]), tonumber(v[2])
-    if not (t and o and o >= low) then
-      local moved = true
-      if t and o and low - o <= 20 then
-        -- Expire the buckets from `o` to the window's start (one a second, mostly).
-        local fs, gone = {}, {}
-        for b = o, low - 1 do fs[#fs + 1] = b end
-        local vs = call('HMGET', key, unpack(fs))
-        for j = 1, #fs do
-          if vs[j] then
-            t = t - tonumber(vs[j])
-            gone[#gone + 1] = fs[j]
-          end
-        end
-        if #gone > 0 then call('HDEL', key, unpack(gone)) end
-        o = low
-      else
-        -- A new key, a long gap, or buckets without a total: count every bucket.
-        local f = call('HGETALL', key)
-        local had, gone = t, {}
-        t, o = 0, nil
-        for j = 1, #f, 2 do
-          local b = tonumber(f[j])
-          if b then
-            if b < low then
-              gone[#gone + 1] = f[j]
-            else
-              t = t + tonumber(f[j + 1])
-              if not o or b < o then o = b end
-            end
-          end
-        end
-        if #gone > 0 then call('HDEL', key, unpack(gone)) end
-        if had then o = o or low else moved = o ~= nil end
-      end
-      -- Written now, whatever the other checks decide.
-      if moved then call('HSET', key, 't', format('%d', t), 'o', format('%d', o)) end
-    end
-    if t + cost > limit then
-      -- Retry when enough of the oldest buckets have left the window for `cost`.
-      local retry = 60000
-      if cost <= limit then
-        local f = call('HGETALL', key)
-        local bs, units = {}, {}
-        for j = 1, #f, 2 do
-          local b = tonumber(f[j])
-          if b then
-            bs[#bs + 1] = b
-            units[b] = tonumber(f[j + 1])
-          end
-        end
-        table.sort(bs)
-        local used = t
-        for _, b in ipairs(bs) do
-          used = used - units[b]
-          if used + cost <= limit then
-            retry = (b + 61) * 1000 - now
-            break
-          end
-        end
-      end
-      return {0, i - 1, retry}
-    end
-    st[i], st[n + i], st[2 * n + i] = t, v[3], o
-  elseif kind == 99 then -- c
-    local key, limit = KEYS[k], tonumber(ARGV[a])
-    k, a = k + 1, a + 1
-    -- Every member counts, unless that is too many: then only the live ones.
-    if call('ZCARD', key) + 1 > limit then
-      local open = '(' .. nows
-      if call('ZCOUNT', key, open, '+inf') + 1 > limit then
-        local retry = 1000
-        local first = call('ZRANGEBYSCORE', key, open, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-        if first[2] then retry = math.min(retry, tonumber(first[2]) - now) end
-        return {0, i - 1, retry}
-      end
-    end
-  else -- b
-    local spent, reserved, leases = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-    local limit, reserve = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    local retry = ARGV[a + 3]
-    k, a = k + 3, a + 4
-    local v = call('MGET', spent, reserved)
-    local need = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0) + reserve
-    -- Every reservation counts, unless that is too much: then only the live ones.
-    if need > limit and need - release(leases, reserved) > limit then
-      return {0, i - 1, tonumber(retry)}
-    end
-  end
-end
-
--- Every check passed: charge them all.
-local id, expiry, gc = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-k, a = 1, 4
-for i = 1, n do
-  local kind = byte(kinds, i)
-  if kind == 119 then
-    local key, cost = KEYS[k], tonumber(ARGV[a + 1])
-    k, a = k + 1, a + 2
-    if cost > 0 then
-      local b, o = st[n + i], st[2 * n + i]
-      local units = cost
-      if b then units = units + tonumber(b) end
-      local t = format('%d', st[i] + cost)
-      if o and o <= sec then
-        call('HSET', key, secs, format('%d', units), 't', t)
-      else
-        call('HSET', key, secs, format('%d', units), 't', t, 'o', secs)
-      end
-      if not b then call('PEXPIRE', key, 65000) end
-    end
-  elseif kind == 99 then
-    local key = KEYS[k]
-    k, a = k + 1, a + 1
-    call('ZADD', key, expiry, id)
-    -- Less than the lease plus a minute left: extend, and drop the expired leases.
-    if call('PTTL', key) < gc then
-      call('PEXPIRE', key, format('%d', gc + 60000))
-      call('ZREMRANGEBYSCORE', key, '-inf', nows)
-    end
-  else
-    local reserved, leases = KEYS[k + 1], KEYS[k + 2]
-    local reserve, member = ARGV[a + 1], ARGV[a + 2]
-    k, a = k + 3, a + 4
-    if call('ZADD', leases, expiry, member) == 1 then call('INCRBY', reserved, reserve) end
-    -- The same, for both keys: they keep one expiry.
-    if call('PTTL', leases) < gc then
-      local ms = format('%d', gc + 60000)
-      call('PEXPIRE', leases, ms)
-      call('PEXPIRE', reserved, ms)
-      release(leases, reserved)
-    end
-  end
-end
-return {1}
-"
-);
-
-/// KEYS as for admit, for the checks sent. ARGV: kinds, the second the ticket was admitted
-/// in, then per check: `w` actual - cost (signed; only sent when not 0 and the bucket is
-/// still in the window); `c` ticket id; `b` member (`{id}:{reserve}`) reserve, what is
-/// spent (the actual cost; 0 when the lease has ended), spent-ttl-ms (-1: no window end).
-/// Reply: 1.
-const SETTLE_LUA: &str = concat!(
-    lua_prelude!(),
-    r"
-local kinds, ats = ARGV[1], ARGV[2]
-local at = tonumber(ats)
-local k, a = 1, 3
-for i = 1, #kinds do
-  local kind = byte(kinds, i)
-  if kind == 119 then -- w: correct the bucket, never below zero
-    local key, delta = KEYS[k], tonumber(ARGV[a])
-    k, a = k + 1, a + 1
-    local v = call('HMGET', key, ats, 't', 'o')
-    local b = tonumber(v[1]) or 0
-    local left = b + delta
-    if left < 0 then left = 0 end
-    if left ~= b then
-      local t, o = tonumber(v[2]), tonumber(v[3])
-      if not t then
-        -- No total (a new key): the next admission counts the buckets.
-        call('HSET', key, ats, format('%d', left))
-      elseif o and o <= at then
-        call('HSET', key, ats, format('%d', left), 't', format('%d', t + left - b))
-      else
-        call('HSET', key, ats, format('%d', left), 't', format('%d', t + left - b), 'o', ats)
-      end
-      if not v[1] then call('PEXPIRE', key, 65000) end
-    end
-  elseif kind == 99 then -- c: the lease ends
-    call('ZREM', KEYS[k], ARGV[a])
-    k, a = k + 1, a + 1
-  else -- b: the reservation ends, and what it cost is spent
-    local spent, reserved, leases = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-    local actual = ARGV[a + 2]
-    if call('ZREM', leases, ARGV[a]) == 1 then
-      call('DECRBY', reserved, ARGV[a + 1])
-      if actual ~= '0' and call('INCRBY', spent, actual) == tonumber(actual)
-          and ARGV[a + 3] ~= '-1' then
-        call('PEXPIRE', spent, ARGV[a + 3])
-      end
-    end
-    k, a = k + 3, a + 4
-  end
-end
-return 1
-"
-);
-
-/// A script's source and, once loaded, its SHA1.
+/// The script's source and, once loaded, its SHA1.
 #[derive(Debug)]
 struct Script {
     src: &'static str,
     sha: OnceLock<String>,
 }
 
-impl Script {
-    const fn new(src: &'static str) -> Self {
-        Self {
-            src,
-            sha: OnceLock::new(),
-        }
-    }
-}
-
-#[derive(Debug)]
 struct Inner {
+    id: u64,
     client: RedisClient,
-    prefix: String,
-    admit: Script,
-    settle: Script,
+    keys: Keys,
+    script: Script,
     fallback: MemoryLimiter,
     fallbacks: AtomicU64,
+    settles_dropped: AtomicU64,
+    /// Every thread's lane, for [`RedisLimiter::flush`].
+    lanes: Mutex<Vec<Arc<Lane>>>,
     epoch: Instant,
     /// When the last warning went out (ms since `epoch`, plus 1; 0: never).
     warned_at: AtomicU64,
 }
 
-/// The Redis limiter. Cheap to clone; clones share the client, the scripts' SHA1s, the
-/// fallback and the counters.
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("client", &self.client)
+            .field("prefix", &self.keys.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Redis limiter. Cheap to clone; clones share the client, the script's SHA1, the
+/// lanes, the fallback and the counters.
 #[derive(Debug, Clone)]
 pub struct RedisLimiter {
     inner: Arc<Inner>,
 }
 
-/// A number for the scripts: decimal, capped at [`MAX_EXACT`].
-fn num(n: u64) -> Vec<u8> {
-    n.min(MAX_EXACT).to_string().into_bytes()
+/// A copy of `e` for each of the callers whose batch it failed.
+fn copy(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Timeout(d) => StoreError::Timeout(*d),
+        StoreError::Protocol(s) => StoreError::Protocol(s.clone()),
+        StoreError::Reply(s) => StoreError::Reply(s.clone()),
+        StoreError::Io(io) => StoreError::Io(std::io::Error::new(io.kind(), io.to_string())),
+        other => StoreError::Unavailable(other.to_string()),
+    }
 }
 
-/// `Some(n)` as [`num`], `None` as `-1`.
-fn num_or_none(n: Option<u64>) -> Vec<u8> {
-    n.map_or_else(|| b"-1".to_vec(), num)
-}
-
-/// A reservation's member in the leases ZSET: `{ticket id}:{amount}`.
-fn member(id: &str, reserve: u64) -> Vec<u8> {
-    format!("{id}:{}", reserve.min(MAX_EXACT)).into_bytes()
-}
-
-/// `actual - cost` (both capped), signed decimal.
-fn delta(cost: u64, actual: u64) -> Vec<u8> {
-    let (cost, actual) = (cost.min(MAX_EXACT), actual.min(MAX_EXACT));
-    if actual >= cost {
-        (actual - cost).to_string().into_bytes()
-    } else {
-        format!("-{}", cost - actual).into_bytes()
+/// Reads one admission's entry of the script's reply.
+fn admit_reply(reply: Value) -> Result<Result<(), Denial>, StoreError> {
+    let bad = || StoreError::Protocol("limiter admit: unexpected reply".into());
+    let Value::Array(parts) = reply else {
+        return Err(bad());
+    };
+    match parts.as_slice() {
+        [Value::Int(1)] => Ok(Ok(())),
+        [Value::Int(0), Value::Int(index), Value::Int(retry)] => Ok(Err(Denial {
+            index: usize::try_from(*index).map_err(|_| bad())?,
+            retry_after_ms: u64::try_from(*retry).ok(),
+        })),
+        _ => Err(bad()),
     }
 }
 
 // === impl Inner ===
 
 impl Inner {
-    fn key(&self, name: &str, suffix: &str) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + 4 + name.len() + suffix.len());
-        k.extend_from_slice(self.prefix.as_bytes());
-        k.extend_from_slice(b"lim:");
-        k.extend_from_slice(name.as_bytes());
-        k.extend_from_slice(suffix.as_bytes());
-        k
+    /// This thread's lane (made and registered on first use).
+    fn lane(self: &Arc<Self>) -> Arc<Lane> {
+        let found = LANES.try_with(|lanes| {
+            let mut lanes = lanes.borrow_mut();
+            if let Some((_, lane)) = lanes.get(&self.id) {
+                return Arc::clone(lane);
+            }
+            // A new limiter on this thread: forget the lanes of limiters that are gone.
+            lanes.retain(|_, (limiter, _)| limiter.strong_count() > 0);
+            let lane = Arc::new(Lane::default());
+            lanes.insert(self.id, (Arc::downgrade(self), Arc::clone(&lane)));
+            self.register(&lane);
+            lane
+        });
+        // A thread being torn down: a lane of its own for this call.
+        found.unwrap_or_else(|_| {
+            let lane = Arc::new(Lane::default());
+            self.register(&lane);
+            lane
+        })
     }
 
-    /// Appends the keys of `check`, in the order the scripts read them.
-    fn push_keys(&self, keys: &mut Vec<Vec<u8>>, check: &Check) {
-        match check.kind {
-            CheckKind::Window { .. } => keys.push(self.key(&check.name, "#w")),
-            CheckKind::Concurrency { .. } => keys.push(self.key(&check.name, "")),
-            CheckKind::Budget { .. } => {
-                keys.push(self.key(&check.name, ""));
-                keys.push(self.key(&check.name, "#reserved"));
-                keys.push(self.key(&check.name, "#leases"));
+    fn register(&self, lane: &Arc<Lane>) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget the lanes of threads that ended (held here only) once they are empty.
+        lanes.retain(|l| Arc::strong_count(l) > 1 || !l.is_empty());
+        lanes.push(Arc::clone(lane));
+    }
+
+    /// Starts a flight for `lane` on this runtime; without one, leaves the lane idle (what
+    /// is queued goes with the next call, or [`RedisLimiter::flush`]).
+    fn take_off(self: &Arc<Self>, lane: Arc<Lane>) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(fly(Arc::clone(self), Flying::new(lane)));
+            }
+            Err(_) => {
+                lane.set_idle();
+                tracing::warn!("redis limiter: no runtime to send the queued calls on");
             }
         }
     }
 
-    /// Runs `script` with `EVALSHA` (loading it first if this process has not yet), or
+    /// Runs the script with `EVALSHA` (loading it first if this process has not yet), or
     /// `EVAL` after `NOSCRIPT`.
-    async fn eval(
-        &self,
-        script: &Script,
-        keys: &[Vec<u8>],
-        args: &[Vec<u8>],
-    ) -> Result<Value, StoreError> {
+    async fn eval(&self, argv_tail: &[&[u8]], numkeys: usize) -> Result<Value, StoreError> {
+        let script = &self.script;
         let sha = match script.sha.get() {
             Some(sha) => sha.as_str(),
             None => {
@@ -429,11 +269,10 @@ impl Inner {
                 script.sha.get_or_init(|| sha).as_str()
             }
         };
-        let numkeys = keys.len().to_string();
-        let mut argv: Vec<&[u8]> = Vec::with_capacity(3 + keys.len() + args.len());
+        let numkeys = numkeys.to_string();
+        let mut argv: Vec<&[u8]> = Vec::with_capacity(3 + argv_tail.len());
         argv.extend([&b"EVALSHA"[..], sha.as_bytes(), numkeys.as_bytes()]);
-        argv.extend(keys.iter().map(Vec::as_slice));
-        argv.extend(args.iter().map(Vec::as_slice));
+        argv.extend_from_slice(argv_tail);
         match self.client.cmd(&argv).await {
             Err(StoreError::Reply(e)) if e.starts_with("NOSCRIPT") => {
                 argv[0] = b"EVAL";
@@ -441,6 +280,83 @@ impl Inner {
                 self.client.cmd(&argv).await
             }
             other => other,
+        }
+    }
+
+    /// Sends `batch` in one script call and hands out the answers; returns the settles
+    /// that release what the admissions nobody waits for any more took.
+    async fn send(&self, batch: Batch) -> Vec<Settle> {
+        let parts = || {
+            let settles = batch.settles.iter().map(|s| &s.part);
+            settles.chain(batch.admits.iter().map(|a| &a.part))
+        };
+        let counts = [
+            batch.settles.len().to_string().into_bytes(),
+            batch.admits.len().to_string().into_bytes(),
+        ];
+        let numkeys = parts().map(|p| p.keys.len()).sum();
+        let mut tail: Vec<&[u8]> = Vec::with_capacity(numkeys + 64);
+        tail.extend(parts().flat_map(|p| p.keys.iter().map(Vec::as_slice)));
+        tail.extend(counts.iter().map(Vec::as_slice));
+        tail.extend(parts().flat_map(|p| p.args.iter().map(Vec::as_slice)));
+        let reply = self.eval(&tail, numkeys).await.and_then(|v| match v {
+            Value::Array(entries) if entries.len() == batch.admits.len() => Ok(entries),
+            other => Err(StoreError::Protocol(format!(
+                "limiter: unexpected reply {other:?}"
+            ))),
+        });
+        self.answer(batch, reply)
+    }
+
+    fn answer(&self, batch: Batch, reply: Result<Vec<Value>, StoreError>) -> Vec<Settle> {
+        let mut releases = Vec::new();
+        match reply {
+            Ok(entries) => {
+                for s in batch.settles {
+                    if let Some(tx) = s.reply {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                for (a, entry) in batch.admits.into_iter().zip(entries) {
+                    // Admitted, but the request was cancelled meanwhile: give it back.
+                    if let Err(Ok(Ok(()))) = a.reply.send(admit_reply(entry)) {
+                        releases.extend(
+                            Keys::release(&a.part).map(|part| Settle { part, reply: None }),
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                let what = if batch.admits.is_empty() {
+                    "settle"
+                } else {
+                    "admit"
+                };
+                self.warn(what, &e);
+                for s in batch.settles {
+                    match s.reply {
+                        Some(tx) => {
+                            let _ = tx.send(Err(copy(&e)));
+                        }
+                        None => {
+                            self.settles_dropped.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+                for a in batch.admits {
+                    let _ = a.reply.send(Err(copy(&e)));
+                }
+            }
+        }
+        releases
+    }
+
+    /// Queues `settles` on `lane`, whose flight (the caller) sends them next.
+    fn requeue(&self, lane: &Lane, settles: Vec<Settle>) {
+        for settle in settles {
+            if lane.push_settle(settle, SETTLE_QUEUE).is_err() {
+                self.settles_dropped.fetch_add(1, Relaxed);
+            }
         }
     }
 
@@ -468,20 +384,22 @@ impl Inner {
     }
 }
 
-/// Reads the admit script's reply.
-fn admit_reply(reply: Value) -> Result<Result<(), Denial>, StoreError> {
-    let bad = || StoreError::Protocol("limiter admit: unexpected reply".into());
-    let Value::Array(parts) = reply else {
-        return Err(bad());
-    };
-    match parts.as_slice() {
-        [Value::Int(1)] => Ok(Ok(())),
-        [Value::Int(0), Value::Int(index), Value::Int(retry)] => Ok(Err(Denial {
-            index: usize::try_from(*index).map_err(|_| bad())?,
-            retry_after_ms: u64::try_from(*retry).ok(),
-        })),
-        _ => Err(bad()),
+/// A flight: sends its lane's queue, batch after batch, until it is empty. Settles alone
+/// wait up to [`SETTLE_WAIT`] for an admission to go with (nobody waits for them; the
+/// admission does, and a request that follows another at once would otherwise wait for the
+/// other's settle call before its own).
+async fn fly(inner: Arc<Inner>, flying: Flying) {
+    loop {
+        if flying.lane().settles_only() {
+            flying.lane().admission(SETTLE_WAIT).await;
+        }
+        let Some(batch) = flying.lane().next(MAX_BATCH) else {
+            break;
+        };
+        let releases = inner.send(batch).await;
+        inner.requeue(flying.lane(), releases);
     }
+    flying.land();
 }
 
 // === impl RedisLimiter ===
@@ -500,12 +418,19 @@ impl RedisLimiter {
     pub fn with_client(client: RedisClient, prefix: &str) -> Self {
         Self {
             inner: Arc::new(Inner {
+                id: NEXT_LIMITER_ID.fetch_add(1, Relaxed),
                 client,
-                prefix: prefix.to_owned(),
-                admit: Script::new(ADMIT_LUA),
-                settle: Script::new(SETTLE_LUA),
+                keys: Keys {
+                    prefix: prefix.to_owned(),
+                },
+                script: Script {
+                    src: lua::RUN_LUA,
+                    sha: OnceLock::new(),
+                },
                 fallback: MemoryLimiter::new(),
                 fallbacks: AtomicU64::new(0),
+                settles_dropped: AtomicU64::new(0),
+                lanes: Mutex::new(Vec::new()),
                 epoch: Instant::now(),
                 warned_at: AtomicU64::new(0),
             }),
@@ -527,7 +452,14 @@ impl RedisLimiter {
         self.inner.fallbacks.load(Relaxed)
     }
 
-    /// Checks every check and charges them all if all pass, in one script; when the script
+    /// Settles not waited for that never reached Redis: their call failed, or their
+    /// thread's queue was full.
+    pub fn settles_dropped(&self) -> u64 {
+        self.inner.settles_dropped.load(Relaxed)
+    }
+
+    /// Checks every check and charges them all if all pass, atomically, in a script call
+    /// shared with the admissions and settles this thread queued meanwhile; when the call
     /// fails, the fallback decides.
     pub async fn admit(
         &self,
@@ -546,50 +478,16 @@ impl RedisLimiter {
         if checks.is_empty() {
             return Ok(ticket);
         }
-        let mut kinds = Vec::with_capacity(checks.len());
-        let mut keys = Vec::with_capacity(3 * checks.len());
-        let mut args = Vec::with_capacity(6 + 4 * checks.len());
-        args.extend([Vec::new(), num(now), num(now / 1_000)]); // the kinds go first
-        let mut leasing = false;
-        for check in checks {
-            self.inner.push_keys(&mut keys, check);
-            match check.kind {
-                CheckKind::Window { limit, cost } => {
-                    kinds.push(b'w');
-                    args.extend([num(limit), num(cost)]);
-                }
-                CheckKind::Concurrency { limit } => {
-                    kinds.push(b'c');
-                    args.push(num(limit));
-                    leasing = true;
-                }
-                CheckKind::Budget {
-                    limit,
-                    reserve,
-                    window_ends,
-                } => {
-                    kinds.push(b'b');
-                    let retry = window_ends.map(|end| end.saturating_sub(now));
-                    args.extend([
-                        num(limit),
-                        num(reserve),
-                        member(id, reserve),
-                        num_or_none(retry),
-                    ]);
-                    leasing = true;
-                }
-            }
+        let part = self.inner.keys.admit(&ticket, checks, lease_ms);
+        let (tx, rx) = oneshot::channel::<AdmitReply>();
+        let lane = self.inner.lane();
+        if lane.push_admit(Admit { part, reply: tx }) {
+            self.inner.take_off(lane);
         }
-        if leasing {
-            args.extend([
-                id.as_bytes().to_vec(),
-                num(ticket.lease_ends),
-                num(lease_ms.saturating_add(LEASE_GRACE_MS)),
-            ]);
-        }
-        args[0] = kinds;
-        let reply = self.inner.eval(&self.inner.admit, &keys, &args).await;
-        match reply.and_then(admit_reply) {
+        let reply = rx
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("limiter call dropped".into())));
+        match reply {
             Ok(decision) => decision.map(|()| ticket),
             Err(e) => {
                 self.inner.fallbacks.fetch_add(1, Relaxed);
@@ -605,7 +503,7 @@ impl RedisLimiter {
         }
     }
 
-    /// Ends an admission in one script (a fallback ticket: in the fallback).
+    /// Ends an admission (a fallback ticket: in the fallback), and waits until Redis has.
     pub async fn settle(
         &self,
         ticket: &Ticket,
@@ -613,68 +511,101 @@ impl RedisLimiter {
         actual: &[u64],
         now: UnixMs,
     ) -> Result<(), StoreError> {
+        let Some(part) = self.settle_part(ticket, checks, actual, now) else {
+            return Ok(());
+        };
+        let (tx, rx) = oneshot::channel();
+        self.queue_settle(Settle {
+            part,
+            reply: Some(tx),
+        })?;
+        let reply = rx
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("limiter call dropped".into())));
+        if let Err(e) = &reply {
+            self.inner.warn("settle", e);
+        }
+        reply
+    }
+
+    /// Ends an admission without waiting: the settle is queued and goes with this thread's
+    /// next call (see the module's documentation for what a crash loses). Needs a tokio
+    /// runtime to send it on.
+    pub fn settle_later(&self, ticket: &Ticket, checks: &[Check], actual: &[u64], now: UnixMs) {
+        let Some(part) = self.settle_part(ticket, checks, actual, now) else {
+            return;
+        };
+        if self.queue_settle(Settle { part, reply: None }).is_err() {
+            self.inner.settles_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// What a settle sends; `None` when nothing (a fallback ticket is settled here).
+    fn settle_part(
+        &self,
+        ticket: &Ticket,
+        checks: &[Check],
+        actual: &[u64],
+        now: UnixMs,
+    ) -> Option<Part> {
         if ticket.fallback {
             self.inner.fallback.settle(ticket, checks, actual, now);
-            return Ok(());
+            return None;
         }
-        // A window bucket out of the window is left alone (as is one with nothing to
-        // correct): such checks are not sent, and a settle left with none sends nothing.
-        let in_window = ticket.at / 1_000 >= (now / 1_000).saturating_sub(WINDOW_SPAN_S);
-        let mut kinds = Vec::with_capacity(checks.len());
-        let mut keys = Vec::with_capacity(3 * checks.len());
-        let mut args = Vec::with_capacity(2 + 4 * checks.len());
-        args.extend([Vec::new(), num(ticket.at / 1_000)]); // the kinds go first
-                                                           // A reservation whose lease has ended is released, and nothing is spent.
-        let live = ticket.lease_ends > now;
-        for (i, check) in checks.iter().enumerate() {
-            let actual = actual.get(i).copied();
-            match check.kind {
-                CheckKind::Window { cost, .. } => {
-                    let actual = actual.unwrap_or(cost);
-                    if !in_window || actual.min(MAX_EXACT) == cost.min(MAX_EXACT) {
-                        continue;
+        self.inner.keys.settle(ticket, checks, actual, now)
+    }
+
+    fn queue_settle(&self, settle: Settle) -> Result<(), StoreError> {
+        let lane = self.inner.lane();
+        match lane.push_settle(settle, SETTLE_QUEUE) {
+            Ok(true) => {
+                self.inner.take_off(lane);
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(_) => Err(StoreError::Unavailable(
+                "limiter: too many settles queued".into(),
+            )),
+        }
+    }
+
+    /// Sends everything queued on every thread's lane, and waits for the calls out, for up
+    /// to `limit`: for a shutdown, after the worker threads stopped (their queues may hold
+    /// settles their runtimes had no time to send). Returns whether every lane is empty.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let lanes: Vec<Arc<Lane>> = {
+                let lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                lanes.clone()
+            };
+            let mut busy = false;
+            for lane in lanes {
+                match lane.claim(MAX_BATCH) {
+                    Claim::Batch(batch) => {
+                        let flying = Flying::new(lane);
+                        let releases = self.inner.send(batch).await;
+                        self.inner.requeue(flying.lane(), releases);
+                        drop(flying);
+                        busy = true; // look again: there may be more
                     }
-                    kinds.push(b'w');
-                    args.push(delta(cost, actual));
-                }
-                CheckKind::Concurrency { .. } => {
-                    kinds.push(b'c');
-                    args.push(ticket.id.as_bytes().to_vec());
-                }
-                CheckKind::Budget {
-                    reserve,
-                    window_ends,
-                    ..
-                } => {
-                    kinds.push(b'b');
-                    let ttl = window_ends
-                        .map(|end| end.saturating_sub(now).saturating_add(BUDGET_GRACE_MS));
-                    args.extend([
-                        member(&ticket.id, reserve),
-                        num(reserve),
-                        num(if live { actual.unwrap_or(reserve) } else { 0 }),
-                        num_or_none(ttl),
-                    ]);
+                    Claim::Busy => busy = true,
+                    Claim::Empty => {}
                 }
             }
-            self.inner.push_keys(&mut keys, check);
-        }
-        if kinds.is_empty() {
-            return Ok(());
-        }
-        args[0] = kinds;
-        match self.inner.eval(&self.inner.settle, &keys, &args).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.inner.warn("settle", &e);
-                Err(e)
+            if !busy {
+                return true;
             }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(FLUSH_POLL).await;
         }
     }
 
     /// What budget counter `name` has spent; 0 if absent.
     pub async fn spent(&self, name: &str) -> Result<u64, StoreError> {
-        let key = self.inner.key(name, "");
+        let key = self.inner.keys.key(name, "");
         match self.inner.client.cmd(&[b"GET", &key]).await? {
             Value::Nil => Ok(0),
             Value::Bulk(b) => std::str::from_utf8(&b)
@@ -695,7 +626,7 @@ impl RedisLimiter {
         spent: u64,
         window_ends: Option<UnixMs>,
     ) -> Result<(), StoreError> {
-        let key = self.inner.key(name, "");
+        let key = self.inner.keys.key(name, "");
         let value = num(spent);
         let ttl = window_ends.map(|end| {
             end.saturating_sub(unix_now_ms())

@@ -1,6 +1,9 @@
 //! Unit tests of the memory limiter on virtual time, and a property test running the memory
 //! and the Redis limiter (the Redis at `REDIS_URL`) on one random sequence of admissions,
-//! settles and time steps, comparing every decision.
+//! settles and time steps, comparing every decision. On Redis, bursts of admissions are made
+//! at once (they share a script call) and some settles are queued
+//! ([`Limiter::settle_later`]) to ride on the next call: the memory limiter takes the same
+//! sequence one by one.
 
 use super::check::BUDGET_GRACE_MS;
 use super::*;
@@ -477,34 +480,51 @@ async fn memory_and_redis_decide_alike() {
         );
         match rng.range(0, 99) {
             0..=49 => {
-                let mut pool = vec![
-                    window("rpm", 12, rng.range(0, 3)),
-                    window("tpm", 60, rng.range(0, 30)),
-                    concurrency("conc", 2),
-                    budget(&day, 3_000, rng.range(0, 400), day_ends),
-                    budget(&total, 8_000, rng.range(0, 300), None),
-                ];
-                // A random subset, in a random order.
-                let mut checks = Vec::new();
-                while !pool.is_empty() && (checks.is_empty() || rng.chance(60)) {
-                    let i = usize::try_from(rng.range(0, pool.len() as u64 - 1)).expect("index");
-                    checks.push(pool.swap_remove(i));
-                }
-                // Whole quarter seconds, like the time steps: expiries meet `now` exactly.
-                let lease = Duration::from_millis(250 * rng.range(1, 40));
-                let id = format!("t{step}");
-                let m = memory
-                    .admit(&id, &checks, now, lease)
-                    .await
-                    .expect("memory");
-                let r = redis.admit(&id, &checks, now, lease).await.expect("redis");
-                assert_eq!(m, r, "step {step}: admit {checks:?} at +{}", now - start);
-                match m {
-                    Ok(ticket) => {
-                        admitted += 1;
-                        outstanding.push((ticket, checks));
+                // Now and then a burst: on Redis, one script call for all of them.
+                let burst = if rng.chance(30) { rng.range(2, 8) } else { 1 };
+                let mut asked = Vec::new();
+                for n in 0..burst {
+                    let mut pool = vec![
+                        window("rpm", 12, rng.range(0, 3)),
+                        window("tpm", 60, rng.range(0, 30)),
+                        concurrency("conc", 2),
+                        budget(&day, 3_000, rng.range(0, 400), day_ends),
+                        budget(&total, 8_000, rng.range(0, 300), None),
+                    ];
+                    // A random subset, in a random order.
+                    let mut checks = Vec::new();
+                    while !pool.is_empty() && (checks.is_empty() || rng.chance(60)) {
+                        let i =
+                            usize::try_from(rng.range(0, pool.len() as u64 - 1)).expect("index");
+                        checks.push(pool.swap_remove(i));
                     }
-                    Err(d) => refused[kind_index(&checks[d.index].kind)] += 1,
+                    // Whole quarter seconds, like the time steps: expiries meet `now` exactly.
+                    let lease = Duration::from_millis(250 * rng.range(1, 40));
+                    asked.push((format!("t{step}-{n}"), checks, lease));
+                }
+                // Spawned in order, so queued in order (this runtime has one thread).
+                let runs: Vec<_> = asked
+                    .iter()
+                    .map(|(id, checks, lease)| {
+                        let (redis, id, checks, lease) =
+                            (redis.clone(), id.clone(), checks.clone(), *lease);
+                        tokio::spawn(async move { redis.admit(&id, &checks, now, lease).await })
+                    })
+                    .collect();
+                for ((id, checks, lease), run) in asked.into_iter().zip(runs) {
+                    let m = memory
+                        .admit(&id, &checks, now, lease)
+                        .await
+                        .expect("memory");
+                    let r = run.await.expect("task").expect("redis");
+                    assert_eq!(m, r, "step {step}: admit {checks:?} at +{}", now - start);
+                    match m {
+                        Ok(ticket) => {
+                            admitted += 1;
+                            outstanding.push((ticket, checks));
+                        }
+                        Err(d) => refused[kind_index(&checks[d.index].kind)] += 1,
+                    }
                 }
             }
             50..=79 if !outstanding.is_empty() => {
@@ -529,13 +549,20 @@ async fn memory_and_redis_decide_alike() {
                     .settle(&ticket, &checks, &actual, now)
                     .await
                     .expect("memory");
-                redis
-                    .settle(&ticket, &checks, &actual, now)
-                    .await
-                    .expect("redis");
+                if rng.chance(50) {
+                    // Goes with the next call, before its admissions.
+                    redis.settle_later(&ticket, &checks, &actual, now);
+                } else {
+                    redis
+                        .settle(&ticket, &checks, &actual, now)
+                        .await
+                        .expect("redis");
+                }
                 settled += 1;
             }
             80..=81 => {
+                // A seed is a call of its own: what is queued goes first.
+                assert!(redis.flush(Duration::from_secs(5)).await);
                 let spent = rng.range(0, 1_500);
                 for l in [&memory, &redis] {
                     l.seed(&day, spent, day_ends).await.expect("seed");
@@ -550,6 +577,7 @@ async fn memory_and_redis_decide_alike() {
             }
         }
         if step % 100 == 0 {
+            assert!(redis.flush(Duration::from_secs(5)).await);
             for name in [&day, &total] {
                 assert_eq!(
                     memory.spent(name).await.expect("memory"),
@@ -567,4 +595,5 @@ async fn memory_and_redis_decide_alike() {
         "{admitted} / {refused:?}"
     );
     assert_eq!(redis.fallbacks(), 0);
+    assert_eq!(redis.settles_dropped(), 0);
 }

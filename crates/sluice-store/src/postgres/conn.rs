@@ -5,13 +5,16 @@ use super::batch::{
     BudgetColumns, DailyColumns, LogColumns, Sums, INSERT_LOG, UPSERT_BUDGET, UPSERT_DAILY,
 };
 use super::queue::Pending;
+use crate::ledger::log::{self, LogPage, LogPosition, LogQuery, LogRow, StatusFilter, TsRange};
 use crate::ledger::protocol::RECORD_COLUMNS;
 use crate::ledger::types::{
-    BudgetPeriod, Dimension, KeyRecord, Purged, Report, ReportRow, SpendRecord, DAY_MS,
+    reads_rollups, BudgetPeriod, Dimension, KeyRecord, Purged, Report, ReportRow, SpendRecord,
+    DAY_MS,
 };
 use crate::sql_int::{from_sql, opt_from_sql, opt_to_sql, to_sql};
 use crate::{StoreError, UnixMs};
 use std::ops::Range;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 /// What a key has spent in one budget window.
@@ -98,9 +101,8 @@ impl Conn {
         Ok(())
     }
 
-    /// Spend grouped by `by`, in `period`: from the raw log while its start is within
-    /// `retention_days` of `now` (0: forever), else (and always by day) from the daily
-    /// roll-ups, in whole UTC days.
+    /// Spend grouped by `by`, in `period`: from the daily roll-ups, in whole UTC days, where
+    /// [`reads_rollups`] says, else from the raw log.
     pub(super) async fn report(
         &self,
         by: Dimension,
@@ -110,9 +112,7 @@ impl Conn {
     ) -> Result<Report, StoreError> {
         let since = period.start;
         let by_day = by == Dimension::Day;
-        let raw = !by_day
-            && (retention_days == 0
-                || since >= now.saturating_sub(retention_days.saturating_mul(DAY_MS)));
+        let raw = !reads_rollups(by, &period, now, retention_days);
         let group = if by_day {
             "to_char(to_timestamp(day * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')".to_string()
         } else {
@@ -175,6 +175,63 @@ impl Conn {
             .map(record_from_row)
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()
             .map_err(StoreError::from)
+    }
+
+    /// A page of the request log (see [`crate::ledger::log`]).
+    pub(super) async fn log(&self, q: &LogQuery) -> Result<LogPage, StoreError> {
+        let after = q.after.unwrap_or(log::START);
+        let searched = TsRange::edge(q, after);
+        let after_ts = to_sql(after.ts_ms);
+        // Without filters a page examines no more than it shows: no edge to find.
+        let edge = match q.filters() {
+            false => None,
+            true => {
+                let sql = log::edge_sql(|n| format!("${n}"));
+                let offset = i64::from(q.scan_limit.max(1)) - 1;
+                let params: [&(dyn ToSql + Sync); 5] =
+                    [&searched.low, &searched.high, &after_ts, &after.id, &offset];
+                match self.client.query_opt(&sql, &params).await? {
+                    Some(r) => Some(LogPosition {
+                        ts_ms: from_sql(r.try_get(0)?),
+                        id: r.try_get(1)?,
+                    }),
+                    None => None,
+                }
+            }
+        };
+        let bound = edge.unwrap_or(log::NO_EDGE);
+        let read = TsRange::page(q, after, bound);
+        let (low, high) = q.status.map_or((0, 1000), StatusFilter::range);
+        let (low, high) = (i32::from(low), i32::from(high));
+        let (bound_ts, limit) = (to_sql(bound.ts_ms), i64::from(q.limit) + 1);
+        let params: [&(dyn ToSql + Sync); 14] = [
+            &read.low,
+            &read.high,
+            &after_ts,
+            &after.id,
+            &bound_ts,
+            &bound.id,
+            &q.key,
+            &q.model,
+            &q.route,
+            &q.provider,
+            &q.endpoint,
+            &low,
+            &high,
+            &limit,
+        ];
+        let sql = log::page_sql(RECORD_COLUMNS, |n| format!("${n}"));
+        let rows = self.client.query(&sql, &params).await?;
+        let found = rows
+            .iter()
+            .map(|r| {
+                Ok(LogRow {
+                    record: record_from_row(r)?,
+                    id: r.try_get(23)?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        Ok(LogPage::assemble(found, q.limit, edge))
     }
 
     pub(super) async fn window_spend(&self, key_id: &str, window: &str) -> Result<u64, StoreError> {

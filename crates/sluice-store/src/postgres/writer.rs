@@ -209,6 +209,9 @@ async fn serve(link: &mut Link, retention: Retention, query: Msg) {
         Msg::Export { since, reply } => {
             answer(link, PURGE_TIMEOUT, reply, async |c| c.export(since).await).await;
         }
+        Msg::Log { query, reply } => {
+            answer(link, OP_TIMEOUT, reply, async |c| c.log(&query).await).await;
+        }
         Msg::WindowSpend {
             key_id,
             window,

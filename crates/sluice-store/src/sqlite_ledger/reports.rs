@@ -1,17 +1,19 @@
 //! What is read from the spend log and the roll-ups (reports, exports, a budget window's
 //! spend), and retention.
 
+use crate::ledger::log::{self, LogPage, LogPosition, LogQuery, LogRow, StatusFilter, TsRange};
 use crate::ledger::protocol::RECORD_COLUMNS;
 use crate::ledger::types::{
-    BudgetPeriod, Dimension, LedgerOptions, Purged, Report, ReportRow, SpendRecord, DAY_MS,
+    reads_rollups, BudgetPeriod, Dimension, LedgerOptions, Purged, Report, ReportRow, SpendRecord,
+    DAY_MS,
 };
 use crate::sql_int::{from_sql, to_sql};
 use crate::UnixMs;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::ops::Range;
 
-/// Spend grouped by `by`, in `period`: from the raw log while `since` is within
-/// `retention_days` of `now` (0: forever), else (and always by day) from the daily roll-ups.
+/// Spend grouped by `by`, in `period`: from the daily roll-ups where [`reads_rollups`]
+/// says, else from the raw log.
 pub(super) fn report(
     conn: &Connection,
     by: Dimension,
@@ -20,7 +22,7 @@ pub(super) fn report(
     retention_days: u64,
 ) -> rusqlite::Result<Report> {
     let since = period.start;
-    let from_rollups = by == Dimension::Day || reads_rollups(since, now, retention_days);
+    let from_rollups = reads_rollups(by, &period, now, retention_days);
     let col = by.column();
     let sql = if by == Dimension::Day {
         // The primary key starts with `day`: one range of the index, one row a day.
@@ -59,11 +61,6 @@ pub(super) fn report(
     })
 }
 
-/// Which source a report reads, by the retention in force.
-fn reads_rollups(since: UnixMs, now: UnixMs, retention_days: u64) -> bool {
-    retention_days > 0 && since < now.saturating_sub(retention_days * DAY_MS)
-}
-
 /// A row of a report query.
 fn report_row(r: &Row<'_>) -> rusqlite::Result<ReportRow> {
     let n = |i| -> rusqlite::Result<u64> { Ok(from_sql(r.get::<_, i64>(i)?)) };
@@ -87,6 +84,59 @@ pub(super) fn export(conn: &Connection, since: UnixMs) -> rusqlite::Result<Vec<S
     ))?;
     let rows = s.query_map(params![to_sql(since)], record_from_row)?;
     rows.collect::<rusqlite::Result<Vec<_>>>()
+}
+
+/// A page of the request log (see [`crate::ledger::log`]).
+pub(super) fn log(conn: &Connection, q: &LogQuery) -> rusqlite::Result<LogPage> {
+    let after = q.after.unwrap_or(log::START);
+    let searched = TsRange::edge(q, after);
+    let after_ts = to_sql(after.ts_ms);
+    // Without filters a page examines no more than it shows: no edge to find.
+    let edge = match q.filters() {
+        false => None,
+        true => {
+            let mut s = conn.prepare(&log::edge_sql(|n| format!("?{n}")))?;
+            let offset = i64::from(q.scan_limit.max(1)) - 1;
+            let (low, high) = (searched.low, searched.high);
+            s.query_row(params![low, high, after_ts, after.id, offset], |r| {
+                Ok(LogPosition {
+                    ts_ms: from_sql(r.get(0)?),
+                    id: r.get(1)?,
+                })
+            })
+            .optional()?
+        }
+    };
+    let bound = edge.unwrap_or(log::NO_EDGE);
+    let read = TsRange::page(q, after, bound);
+    let status = q.status.map_or((0, 1000), StatusFilter::range);
+    let mut s = conn.prepare(&log::page_sql(RECORD_COLUMNS, |n| format!("?{n}")))?;
+    let rows = s.query_map(
+        params![
+            read.low,
+            read.high,
+            after_ts,
+            after.id,
+            to_sql(bound.ts_ms),
+            bound.id,
+            q.key,
+            q.model,
+            q.route,
+            q.provider,
+            q.endpoint,
+            status.0,
+            status.1,
+            i64::from(q.limit) + 1,
+        ],
+        |r| {
+            Ok(LogRow {
+                record: record_from_row(r)?,
+                id: r.get(23)?,
+            })
+        },
+    )?;
+    let found = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(LogPage::assemble(found, q.limit, edge))
 }
 
 /// A row of `spend_log`, its columns in [`RECORD_COLUMNS`]'s order.

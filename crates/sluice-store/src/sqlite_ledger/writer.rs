@@ -222,6 +222,7 @@ impl<'c> Writer<'c> {
                 send(reply, reports::report(conn, by, period, now, days));
             }
             Msg::Export { since, reply } => send(reply, reports::export(conn, since)),
+            Msg::Log { query, reply } => send(reply, reports::log(conn, &query)),
             Msg::WindowSpend {
                 key_id,
                 window,

@@ -3,7 +3,8 @@
 // Each test binary uses a different subset, so `expect` would be unfulfilled in some.
 #![allow(dead_code)]
 
-use sluice_store::Key;
+use sluice_store::redis::Value;
+use sluice_store::{Key, RedisClient};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -97,4 +98,78 @@ impl Drop for Server {
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
+}
+
+pub mod request_log;
+
+/// A test's own key prefix, its keys deleted when dropped (even when the test failed).
+pub struct Prefix(String);
+
+impl Prefix {
+    pub fn new() -> Self {
+        Self(format!("{}:", unique("sluice-test:limits")))
+    }
+}
+
+impl std::ops::Deref for Prefix {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        // Its own thread and runtime: `drop` may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(delete_keys(&prefix));
+        })
+        .join();
+    }
+}
+
+/// Deletes every key under `prefix`.
+async fn delete_keys(prefix: &str) {
+    let client = RedisClient::new(&redis_url(), Duration::from_secs(5)).expect("url");
+    let pattern = format!("{prefix}*");
+    let mut cursor = b"0".to_vec();
+    loop {
+        let reply = client
+            .cmd(&[
+                b"SCAN",
+                &cursor,
+                b"MATCH",
+                pattern.as_bytes(),
+                b"COUNT",
+                b"1000",
+            ])
+            .await
+            .expect("scan");
+        let Value::Array(mut parts) = reply else {
+            panic!("SCAN: {reply:?}");
+        };
+        let (Some(Value::Array(keys)), Some(Value::Bulk(next))) = (parts.pop(), parts.pop()) else {
+            panic!("SCAN: {parts:?}");
+        };
+        for key in keys {
+            if let Value::Bulk(k) = key {
+                client.cmd(&[b"DEL", &k]).await.expect("del");
+            }
+        }
+        if &next[..] == b"0" {
+            return;
+        }
+        cursor = next.to_vec();
+    }
 }

@@ -90,7 +90,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .filter(|p| p.kind != sluice_core::config::ProviderType::Local)
             .count();
         let models = config.models.len();
-        let server = sluice_server::Server::bind_with_workers(config, workers).await?;
+        let server = sluice_server::Server::bind_with_workers(config, workers)
+            .await?
+            .release_memory_with(crate::alloc::release);
         reload_on_hangup(&server, args);
         let addr = server.local_addr()?;
         tracing::info!(%addr, providers, models, workers, "sluice listening");

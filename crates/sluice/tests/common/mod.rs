@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+/// The binary under test: `SLUICE_BIN` (a release build, for `bench/soak.sh`), else cargo's.
 pub fn sluice() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let bin = std::env::var_os("SLUICE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sluice").into());
+    let mut c = Command::new(bin);
     c.env_remove("SLUICE_CONFIG").env("SLUICE_LOG", "info");
     c
 }

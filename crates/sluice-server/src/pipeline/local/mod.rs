@@ -390,6 +390,27 @@ pub async fn embed_text(
     })
 }
 
+/// The scores of (`query`, document) for each of `documents` by local cross-encoder
+/// `upstream` (`model`: its name in the config), for the semantic cache's reranker check.
+pub async fn rerank_texts(
+    state: &AppState,
+    upstream: &str,
+    model: &str,
+    query: String,
+    documents: Vec<String>,
+) -> Result<Vec<f32>, Error> {
+    let lease = lease_of(state, upstream, model, ModelKind::Rerank, None).await?;
+    let reranker = lease
+        .as_reranker()
+        .ok_or_else(|| wrong_kind(model, lease.kind()))?;
+    let out = reranker
+        .submit(query, documents)
+        .map_err(|e| model_error(&e))?
+        .await
+        .map_err(|e| model_error(&e))?;
+    Ok(out.scores)
+}
+
 /// Serves one rerank request on local cross-encoder `upstream`; `model` is what the client
 /// asked for. The (query, document) pairs join the model's next batch; the answer is the
 /// shape Cohere, Jina and vLLM share, sorted by score.

@@ -7,13 +7,13 @@ use super::tools::{call_id, call_of, CallShape};
 use super::write::usage_of;
 use crate::local::ModelMetrics;
 use crate::pipeline::ending::{Ending, Tracked};
+use crate::response::Aborted;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use sluice_local::pool::LocalModel;
 use sluice_local::GenerationEvent;
 use sluice_providers::chunks::{ChunkWriter, Delta, ToolCallOut};
 use sluice_types::Usage;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -117,12 +117,12 @@ impl LocalStream {
 
 impl Body for LocalStream {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = self.get_mut();
         if this.ended.is_some() {
             return Poll::Ready(None);

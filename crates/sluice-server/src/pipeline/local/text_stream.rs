@@ -6,13 +6,13 @@ use super::stream::{interrupted, Interrupted};
 use super::write::usage_of;
 use crate::local::ModelMetrics;
 use crate::pipeline::ending::{Ending, Tracked};
+use crate::response::Aborted;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use sluice_local::pool::LocalModel;
 use sluice_local::GenerationEvent;
 use sluice_providers::text_completion::TextWriter;
 use sluice_types::Usage;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -70,12 +70,12 @@ impl LocalTextStream {
 
 impl Body for LocalTextStream {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = self.get_mut();
         if this.ended.is_some() {
             return Poll::Ready(None);

@@ -1,0 +1,206 @@
+//! A forwarded batch's results, collected when the upstream batch has ended: its output and
+//! error files read as they stream in, each line rewritten as sluice's own (its `id` and
+//! `custom_id` sluice's, the answer's `model` the one the client asked for) and recorded
+//! once in the batch's results; a line recorded for the first time that the upstream
+//! answered is charged then, at the batch price, with one spend record carrying the
+//! batch's id. A restart in the middle collects again: recorded lines are neither written
+//! nor charged twice.
+
+use super::super::line::request_id;
+use super::super::runner::{record, Run};
+use super::input::{self, Asked};
+use super::upstream::{self, Failure, UpstreamBatch};
+use crate::endpoint::Endpoint;
+use crate::state::AppState;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sluice_providers::Provider;
+use sluice_store::batches::{LineResult, Outcome};
+use sluice_store::{KeyRecord, SpendRecord};
+use sluice_types::Usage;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A line of the upstream's output or error file.
+#[derive(Deserialize)]
+struct Upstream<'a> {
+    custom_id: Option<String>,
+    #[serde(borrow)]
+    response: Option<UpstreamResponse<'a>>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamResponse<'a> {
+    status_code: u16,
+    #[serde(default)]
+    request_id: Option<String>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+}
+
+/// The line as sluice writes it.
+#[derive(Serialize)]
+struct Line<'a> {
+    id: &'a str,
+    custom_id: &'a str,
+    response: Option<Answered<'a>>,
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct Answered<'a> {
+    status_code: u16,
+    request_id: &'a str,
+    body: &'a RawValue,
+}
+
+/// What collecting a batch needs.
+pub struct Collector<'a> {
+    /// The batch.
+    pub run: &'a Run,
+    /// The gateway's state.
+    pub state: Arc<AppState>,
+    /// The provider it was forwarded to.
+    pub provider: &'a Provider,
+    /// The key that owns the batch, if any (and if it still exists).
+    pub key: Option<Arc<KeyRecord>>,
+    /// Its lines by `custom_id`.
+    pub asked: HashMap<String, Asked>,
+}
+
+impl Collector<'_> {
+    /// Reads the upstream batch's output and error files into the batch's results.
+    pub async fn collect(&self, b: &UpstreamBatch) -> Result<(), Failure> {
+        let Some(api) = self.provider.batch_api() else {
+            return Err(Failure::Refused("the provider has no batch API".into()));
+        };
+        for file in [&b.output_file_id, &b.error_file_id].into_iter().flatten() {
+            let mut body = upstream::send(self.provider, api.content(file)).await?;
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(data) = upstream::next_frame(self.provider, &mut body).await? {
+                buf.extend_from_slice(&data);
+                while let Some(at) = buf.iter().position(|&c| c == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=at).collect();
+                    self.line(&line).await?;
+                }
+            }
+            self.line(&buf).await?;
+        }
+        Ok(())
+    }
+
+    /// Records one upstream line (blank and unknown lines skipped).
+    async fn line(&self, text: &[u8]) -> Result<(), Failure> {
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let up: Upstream<'_> = serde_json::from_slice(text).map_err(|e| {
+            Failure::Refused(format!(
+                "the provider's batch output has a line that is not OpenAI's format: {e}"
+            ))
+        })?;
+        let custom_id = up.custom_id.unwrap_or_default();
+        let Some(asked) = self.asked.get(&custom_id) else {
+            tracing::warn!(batch = %self.run.batch.id, custom_id, "the upstream answered a line the batch does not have");
+            return Ok(());
+        };
+        let id = request_id(&self.run.batch.id, asked.line);
+        let response = up.response.as_ref();
+        let request_id = response
+            .and_then(|r| r.request_id.clone())
+            .unwrap_or_else(|| id.clone());
+        let body = response
+            .and_then(|r| r.body)
+            .map(|b| restore_model(b, &asked.model));
+        let answered = match (response, &body) {
+            (Some(r), Some(body)) => Some(Answered {
+                status_code: r.status_code,
+                request_id: &request_id,
+                body,
+            }),
+            _ => None,
+        };
+        let status = answered.as_ref().map(|a| a.status_code);
+        let completed = status.is_some_and(|s| (200..300).contains(&s)) && up.error.is_none();
+        let line = Line {
+            id: &id,
+            custom_id: &custom_id,
+            response: answered,
+            error: up.error,
+        };
+        let result = LineResult {
+            line: asked.line,
+            outcome: if completed {
+                Outcome::Completed
+            } else {
+                Outcome::Failed
+            },
+            text: serde_json::to_string(&line).unwrap_or_default(),
+        };
+        let fresh = record(&self.run.batches, &self.run.batch.id, result)
+            .await
+            .map_err(Failure::Transient)?;
+        if let (true, Some(status), Some(body)) = (fresh, status, &body) {
+            self.charge(asked, status, body.get().as_bytes(), request_id)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Writes the spend record of a line the upstream answered, at the batch price.
+    async fn charge(&self, asked: &Asked, status: u16, body: &[u8], request_id: String) {
+        let state = &self.state;
+        let endpoint = Endpoint::at(&self.run.batch.endpoint).unwrap_or(Endpoint::Chat);
+        let target = input::target(state, &asked.model, endpoint);
+        let deployment = target.as_ref().map(|t| &state.deployments[t.deployment]);
+        let usage = Usage::from_response(body);
+        let price = deployment
+            .and_then(|d| d.price.as_ref())
+            .map(sluice_core::config::Price::batch);
+        let u = usage.unwrap_or_default();
+        let cost = price.map_or(0, |p| crate::money::cost_nano_usd(&p, &u));
+        let key = self.key.as_deref();
+        let record = SpendRecord {
+            ts_ms: sluice_store::unix_now_ms(),
+            request_id,
+            key_id: key.map(|k| k.id.clone()),
+            key_name: key.map(|k| k.name.clone()),
+            endpoint: endpoint.label().to_string(),
+            // A configured model by its name; a passthrough one as the client named it.
+            model: Some(
+                deployment
+                    .filter(|d| !d.upstream.is_empty())
+                    .map_or_else(|| asked.model.clone(), |d| d.name.to_string()),
+            ),
+            provider: Some(self.provider.name().to_string()),
+            status,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_tokens: u.cached_prompt_tokens,
+            cache_write_tokens: u.cache_write_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+            cost_nano_usd: cost,
+            cache: "bypass".into(),
+            attempts: 1,
+            usage_estimated: false,
+            batch_id: Some(self.run.batch.id.clone()),
+            ..SpendRecord::default()
+        };
+        crate::pipeline::tab::charge_upstream_line(state, key, record).await;
+    }
+}
+
+/// `body` (an answer) with its `model` the one the client asked for, when it names one.
+fn restore_model(body: &RawValue, model: &str) -> Box<RawValue> {
+    let text = body.get().as_bytes();
+    let rewritten = match input::model_of(text) {
+        Some((_, span)) if !model.is_empty() => input::with_model(text, &span, model),
+        _ => text.to_vec(),
+    };
+    String::from_utf8(rewritten)
+        .ok()
+        .and_then(|s| RawValue::from_string(s).ok())
+        .unwrap_or_else(|| body.to_owned())
+}

@@ -1,0 +1,130 @@
+//! Memory given back after a burst. Thousands of connections, their requests and the upstream
+//! connections they opened leave the worker's allocator holding freed pages and its upstream
+//! pools holding idle connections (up to `pool_max_idle_per_host` each, with their buffers)
+//! long after the load ended. Each worker looks at its load once a [`TICK`]: its open client
+//! connections plus the requests in flight; when it fell to half or less of its highest since
+//! the last look that found a fall, and by at least [`MIN_FALL`], the burst is over: the
+//! worker closes its idle plain-HTTP upstream connections beyond the [`KEEP_IDLE`] most
+//! recently used of each provider, then asks the allocator to hand its free pages back
+//! ([`Release`], given by the binary, which knows its allocator). A steady load, however high,
+//! never triggers it; the look costs a few atomic loads.
+
+use crate::live::Live;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a worker looks at its load.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Idle upstream connections a worker keeps per provider once a burst is over.
+pub const KEEP_IDLE: usize = 16;
+
+/// The smallest fall that ends a burst (connections plus requests).
+pub const MIN_FALL: usize = 64;
+
+/// Hands the allocator's free memory back to the operating system, on the calling thread
+/// (the `sluice` binary passes mimalloc's collection).
+pub type Release = fn();
+
+/// A worker's load: its open client connections, and the highest load seen since the last
+/// fall.
+#[derive(Debug, Default)]
+pub struct Load {
+    open: AtomicUsize,
+    high: AtomicUsize,
+}
+
+impl Load {
+    /// A connection opened.
+    pub fn opened(&self) {
+        let now = self.open.fetch_add(1, Relaxed) + 1;
+        self.high.fetch_max(now, Relaxed);
+    }
+
+    /// A connection closed.
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+
+    /// Whether the load (open connections plus `in_flight`) fell from a burst since the last
+    /// fall; a fall starts the count again from the load now.
+    pub fn fell(&self, in_flight: usize) -> bool {
+        let now = self.open.load(Relaxed) + in_flight;
+        let high = self.high.fetch_max(now, Relaxed).max(now);
+        if high >= now + MIN_FALL && now <= high / 2 {
+            self.high.store(now, Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Worker `worker`'s watch over its load (runs on its runtime until the shutdown begins).
+pub async fn watch(load: Arc<Load>, live: Arc<Live>, worker: usize, release: Option<Release>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let state = live.get();
+        if state.draining.load(Relaxed) {
+            // The server stops: the worker's runtime ends with its connections.
+            return;
+        }
+        let in_flight = usize::try_from(state.metrics.in_flight.load(Relaxed)).unwrap_or(0);
+        if load.fell(in_flight) {
+            for provider in &state.providers {
+                provider.shrink_idle(worker, KEEP_IDLE);
+            }
+            drop(state);
+            if let Some(release) = release {
+                release();
+            }
+            tracing::debug!(
+                worker,
+                "load fell: idle upstream connections closed, memory released"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_over_when_the_load_halved_by_at_least_the_minimum() {
+        let load = Load::default();
+        for _ in 0..200 {
+            load.opened();
+        }
+        assert!(!load.fell(0), "a steady load");
+        for _ in 0..99 {
+            load.closed();
+        }
+        assert!(!load.fell(0), "101 of 200 is not half");
+        load.closed();
+        assert!(load.fell(0), "100 of 200");
+        assert!(!load.fell(0), "counted again from the fall");
+        for _ in 0..100 {
+            load.closed();
+        }
+        assert!(load.fell(0), "from 100 to none");
+    }
+
+    #[test]
+    fn a_small_fall_or_requests_in_flight_are_not_a_burst_s_end() {
+        let load = Load::default();
+        for _ in 0..40 {
+            load.opened();
+        }
+        for _ in 0..40 {
+            load.closed();
+        }
+        assert!(!load.fell(0), "40 is below the minimum fall");
+        assert!(!load.fell(300), "requests in flight are load");
+        assert!(!load.fell(200), "300 to 200 is not half");
+        assert!(load.fell(0));
+    }
+}

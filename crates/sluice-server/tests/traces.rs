@@ -1,0 +1,443 @@
+//! OpenTelemetry traces over OTLP/HTTP, received by a real OTLP decoder:
+//! `tests/python/otlp_receiver.py` parses each export with opentelemetry-proto's generated
+//! classes (the `opentelemetry-proto` package, installed by `./test.sh`) and hands the
+//! spans back as JSON. Without the package the tests are skipped, unless
+//! `SLUICE_REQUIRE_PYTHON_SDK=1`.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use common::script::{importable, python};
+use common::{config_for, start_with, Gateway};
+use serde_json::{json, Value};
+use sluice_testkit::client::{post_json, TestClient};
+use sluice_testkit::responses::{COMPLETION_TOKENS, PROMPT_TOKENS};
+use sluice_testkit::{Behavior, FakeUpstream};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RECEIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otlp_receiver.py");
+
+/// The client's trace context.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// The receiver process, killed when dropped.
+struct Receiver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    /// Starts the receiver, or `None` (the test skipped) without opentelemetry-proto.
+    fn start() -> Option<Self> {
+        let python = python();
+        if let Err(why) = importable(&python, "opentelemetry.proto.collector.trace.v1") {
+            assert!(
+                std::env::var("SLUICE_REQUIRE_PYTHON_SDK").as_deref() != Ok("1"),
+                "opentelemetry-proto is required (SLUICE_REQUIRE_PYTHON_SDK=1): {why}; run ./test.sh"
+            );
+            eprintln!("SKIPPED: {why} (run ./test.sh, which installs opentelemetry-proto)");
+            return None;
+        }
+        let mut child = Command::new(&python)
+            .arg(RECEIVER)
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
+        Some(Self { child, port })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn spans(&self) -> Vec<Value> {
+        let url = format!("http://127.0.0.1:{}/spans", self.port);
+        let r = TestClient::new().get(&url).await.unwrap();
+        serde_json::from_slice::<Vec<Value>>(&r.body).unwrap()
+    }
+
+    /// The spans of `trace`, once there are `n` of them (10 s at most).
+    async fn trace(&self, trace: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let spans: Vec<Value> = self
+                .spans()
+                .await
+                .into_iter()
+                .filter(|s| s["trace_id"] == trace)
+                .collect();
+            if spans.len() >= n || Instant::now() > deadline {
+                assert_eq!(spans.len(), n, "spans of {trace}: {spans:#?}");
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn observability(endpoint: &str, extra: &str) -> String {
+    format!(
+        "[observability]\notlp_endpoint = \"{endpoint}\"\notlp_flush_interval_ms = 50\n{extra}\n"
+    )
+}
+
+async fn traced_gateway(receiver: &Receiver, extra: &str) -> (FakeUpstream, Gateway) {
+    let fake = FakeUpstream::start().await;
+    let config = format!(
+        "{}\n{}",
+        config_for(&fake.base_url(), ""),
+        observability(&receiver.endpoint(), extra)
+    );
+    (fake, start_with(&config).await)
+}
+
+/// The span's parent's id, its attribute `key`.
+fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
+    &span["attributes"][key]
+}
+
+/// `traceparent`'s trace id and parent span id.
+fn parts(traceparent: &str) -> (String, String) {
+    let p: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(p.len(), 4, "{traceparent}");
+    assert_eq!(p[0], "00");
+    (p[1].to_string(), p[2].to_string())
+}
+
+#[tokio::test]
+async fn a_retried_request_is_one_server_span_with_two_attempts_in_the_clients_trace() {
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
+    let (fake, gw) = traced_gateway(&receiver, "").await;
+    fake.push(Behavior::new().with_status(503));
+    let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        common::CHAT,
+        &[("traceparent", &traceparent), ("tracestate", "vendor=x")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sluice-attempts"), Some("2"));
+
+    let spans = receiver.trace(TRACE_ID, 3).await;
+    let server: Vec<&Value> = spans.iter().filter(|s| s["kind"] == "server").collect();
+    assert_eq!(server.len(), 1, "{spans:#?}");
+    let request = server[0];
+    assert_eq!(request["name"], "chat m");
+    assert_eq!(request["parent_span_id"], CLIENT_SPAN);
+    assert_eq!(request["trace_state"], "vendor=x");
+    // Sampled, with a remote parent.
+    assert_eq!(request["flags"], 0x301);
+    assert_eq!(request["resource"]["service.name"], "sluice");
+    assert_eq!(attr(request, "gen_ai.operation.name"), "chat");
+    assert_eq!(attr(request, "gen_ai.request.model"), "m");
+    assert_eq!(attr(request, "gen_ai.response.model"), "upstream-m");
+    assert_eq!(attr(request, "gen_ai.provider.name"), "openai");
+    assert_eq!(attr(request, "sluice.provider"), "fake");
+    assert_eq!(attr(request, "gen_ai.usage.input_tokens"), PROMPT_TOKENS);
+    assert_eq!(
+        attr(request, "gen_ai.usage.output_tokens"),
+        COMPLETION_TOKENS
+    );
+    assert_eq!(attr(request, "http.response.status_code"), 200);
+    assert_eq!(attr(request, "sluice.attempts"), 2);
+    assert_eq!(attr(request, "sluice.cache.status"), "bypass");
+    assert!(attr(request, "sluice.cost_usd").as_f64().unwrap() > 0.0);
+    assert_eq!(request["status"]["code"], 0);
+    let events: Vec<&str> = request["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["sluice.limits"]);
+    assert_eq!(
+        request["events"][0]["attributes"]["sluice.limits.outcome"],
+        "admitted"
+    );
+
+    let mut attempts: Vec<&Value> = spans.iter().filter(|s| s["kind"] == "client").collect();
+    attempts.sort_by_key(|s| attr(s, "sluice.attempt").as_u64());
+    assert_eq!(attempts.len(), 2);
+    for (n, a) in attempts.iter().enumerate() {
+        assert_eq!(a["parent_span_id"], request["span_id"]);
+        assert_eq!(a["name"], "chat upstream-m");
+        assert_eq!(attr(a, "sluice.attempt"), n as u64 + 1);
+        assert_eq!(attr(a, "gen_ai.request.model"), "upstream-m");
+        assert_eq!(attr(a, "gen_ai.provider.name"), "openai");
+        assert!(a["start"].as_u64() >= request["start"].as_u64());
+        assert!(a["end"].as_u64() <= request["end"].as_u64());
+    }
+    assert_eq!(attr(attempts[0], "http.response.status_code"), 503);
+    assert_eq!(attr(attempts[0], "error.type"), "upstream_5xx");
+    assert_eq!(attempts[0]["status"]["code"], 2);
+    assert_eq!(attr(attempts[1], "http.response.status_code"), 200);
+    assert_eq!(attempts[1]["status"]["code"], 0);
+
+    // Each upstream request carried the trace, its parent the try's span.
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 2);
+    for (req, attempt) in seen.iter().zip(&attempts) {
+        let (trace, parent) = parts(req.header("traceparent").unwrap());
+        assert_eq!(trace, TRACE_ID);
+        assert_eq!(parent, attempt["span_id"].as_str().unwrap());
+        assert_eq!(req.header("tracestate"), Some("vendor=x"));
+    }
+
+    let metrics = TestClient::new().get(&gw.url("/metrics")).await.unwrap();
+    assert!(
+        metrics
+            .text()
+            .contains("sluice_trace_spans_dropped_total{reason=\"queue_full\"} 0"),
+        "{}",
+        metrics.text()
+    );
+}
+
+#[tokio::test]
+async fn a_request_without_traceparent_starts_a_trace_and_a_stream_ends_its_spans_at_its_end() {
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
+    let (fake, gw) = traced_gateway(&receiver, "").await;
+    // A malformed traceparent is ignored: a trace of sluice's own.
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        common::CHAT_STREAM,
+        &[("traceparent", "00-xyz-01")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let sent = fake.last_request().unwrap();
+    let (trace, parent) = parts(sent.header("traceparent").unwrap());
+    assert_ne!(trace, "0".repeat(32));
+    let spans = receiver.trace(&trace, 2).await;
+    let request = spans.iter().find(|s| s["kind"] == "server").unwrap();
+    let attempt = spans.iter().find(|s| s["kind"] == "client").unwrap();
+    assert_eq!(request["parent_span_id"], "");
+    assert_eq!(request["flags"], 0x101);
+    assert_eq!(attempt["span_id"], parent.as_str());
+    assert_eq!(attempt["parent_span_id"], request["span_id"]);
+    assert!(
+        attr(request, "gen_ai.usage.output_tokens")
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    // The streamed try ends with the stream.
+    assert_eq!(attempt["end"], request["end"]);
+
+    // Embeddings: their own operation name.
+    let r = post_json(
+        &gw.url("/v1/embeddings"),
+        r#"{"model":"emb","input":"hi"}"#,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (trace, _) = parts(fake.last_request().unwrap().header("traceparent").unwrap());
+    let spans = receiver.trace(&trace, 2).await;
+    let request = spans.iter().find(|s| s["kind"] == "server").unwrap();
+    assert_eq!(request["name"], "embeddings emb");
+    assert_eq!(attr(request, "gen_ai.operation.name"), "embeddings");
+
+    // A request refused before any try: a server span with its error, no attempt.
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#,
+        &[("traceparent", &format!("00-{TRACE_ID}-{CLIENT_SPAN}-01"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 404);
+    let spans = receiver.trace(TRACE_ID, 1).await;
+    assert_eq!(attr(&spans[0], "http.response.status_code"), 404);
+    assert_eq!(attr(&spans[0], "error.type"), "404");
+    assert_eq!(spans[0]["name"], "chat");
+}
+
+#[tokio::test]
+async fn cache_decisions_and_keys_show_on_the_request_span() {
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-traces-{}-{}",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = FakeUpstream::start().await;
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+master_key = "sk-master"
+[storage]
+data_dir = "{dir}"
+[cache]
+enabled = true
+nondeterministic = true
+[[providers]]
+name = "fake"
+type = "anthropic"
+base_url = "http://{addr}"
+api_key = "sk-upstream"
+[[models]]
+name = "m"
+provider = "fake"
+upstream = "claude-x"
+{obs}
+"#,
+        dir = dir.display(),
+        addr = fake.addr(),
+        obs = observability(&receiver.endpoint(), ""),
+    );
+    let gw = start_with(&config).await;
+    let r = TestClient::new()
+        .request(
+            http::Method::POST,
+            &gw.url("/admin/keys"),
+            json!({"name": "team-a"}).to_string().into(),
+            &[("authorization", "Bearer sk-master")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    let auth = format!("Bearer {key}");
+    for (n, trace) in ["1", "2"].iter().enumerate() {
+        let traceparent = format!("00-{}-{CLIENT_SPAN}-01", trace.repeat(32));
+        let r = post_json(
+            &gw.url("/v1/chat/completions"),
+            common::CHAT,
+            &[("authorization", &auth), ("traceparent", &traceparent)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let spans = receiver.trace(&trace.repeat(32), 2 - n).await;
+        let request = spans.iter().find(|s| s["kind"] == "server").unwrap();
+        assert_eq!(attr(request, "sluice.key.name"), "team-a");
+        assert_eq!(attr(request, "gen_ai.provider.name"), "anthropic");
+        let cache = request["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "sluice.cache")
+            .unwrap();
+        let status = ["miss", "hit"][n];
+        assert_eq!(attr(request, "sluice.cache.status"), status);
+        assert_eq!(cache["attributes"]["sluice.cache.status"], status);
+        let limits = request["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "sluice.limits")
+            .unwrap();
+        assert!(limits["time"].as_u64() <= cache["time"].as_u64());
+    }
+    assert_eq!(fake.request_count(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn spans_are_dropped_and_counted_when_the_receiver_falls_behind_and_flushed_at_shutdown() {
+    // A receiver that accepts connections and never answers: the exporter's first post
+    // waits, its queue of one fills, and later requests' spans are dropped.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake = FakeUpstream::start().await;
+    let config = format!(
+        "{}\n{}",
+        config_for(&fake.base_url(), ""),
+        observability(
+            &format!("http://{}", stuck.local_addr().unwrap()),
+            "otlp_queue = 1\notlp_max_batch = 1\notlp_timeout_ms = 30000"
+        )
+    );
+    let gw = start_with(&config).await;
+    for _ in 0..6 {
+        let r = post_json(&gw.url("/v1/chat/completions"), common::CHAT, &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let metrics = TestClient::new().get(&gw.url("/metrics")).await.unwrap();
+    let dropped = metrics
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_trace_spans_dropped_total{reason=\"queue_full\"} "))
+        .map(|n| n.parse::<u64>().unwrap())
+        .unwrap();
+    // Six requests of two spans each: one request with the exporter, one queued.
+    assert!(dropped >= 6, "{}", metrics.text());
+    drop(gw);
+
+    // At shutdown, what is queued is sent before the gateway stops.
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
+    let config = format!(
+        "{}\n{}",
+        config_for(&fake.base_url(), ""),
+        "[observability]\notlp_endpoint = \"ENDPOINT\"\notlp_flush_interval_ms = 600000\n"
+            .replace("ENDPOINT", &receiver.endpoint())
+    );
+    let mut gw = start_with(&config).await;
+    let traceparent = format!("00-{}-{CLIENT_SPAN}-01", "5".repeat(32));
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        common::CHAT,
+        &[("traceparent", &traceparent)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(receiver.spans().await.is_empty());
+    gw.begin_shutdown().await.unwrap().unwrap();
+    let spans = receiver.trace(&"5".repeat(32), 2).await;
+    assert_eq!(spans.len(), 2);
+}
+
+#[tokio::test]
+async fn without_an_endpoint_nothing_is_traced_or_sent_upstream() {
+    let (fake, gw) = common::setup("").await;
+    let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        common::CHAT,
+        &[("traceparent", &traceparent)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(gw.state.tracer.is_none());
+    assert_eq!(fake.last_request().unwrap().header("traceparent"), None);
+    let metrics = TestClient::new().get(&gw.url("/metrics")).await.unwrap();
+    assert!(!metrics.text().contains("sluice_trace_"));
+}
