@@ -29,6 +29,9 @@ pub(crate) struct Counters {
     pub cancelled: AtomicUsize,
     pub requests: AtomicUsize,
     pub connections: AtomicUsize,
+    /// Connections open now, and the most ever open at once.
+    pub open: AtomicUsize,
+    pub peak_open: AtomicUsize,
     /// Woken (all waiters) whenever a counter changes.
     pub changed: Notify,
 }
@@ -37,6 +40,24 @@ impl Counters {
     pub fn bump(&self, counter: &AtomicUsize) {
         counter.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
+    }
+}
+
+/// One open connection, counted in [`Counters::open`] (and the peak) while it lives.
+#[derive(Debug)]
+pub(crate) struct OpenGuard(Arc<Counters>);
+
+impl OpenGuard {
+    pub fn new(counters: Arc<Counters>) -> Self {
+        let now = counters.open.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.peak_open.fetch_max(now, Ordering::SeqCst);
+        Self(counters)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

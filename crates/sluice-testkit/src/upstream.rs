@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::behavior::Behavior;
-use crate::body::{CancelGuard, Counters, FakeBody, SseStream, Ticker};
+use crate::body::{CancelGuard, Counters, FakeBody, OpenGuard, SseStream, Ticker};
 use crate::native::{self, Api, Shape};
 use crate::responses::{self, ChatRequest, ChunkFactory};
 
@@ -224,6 +224,11 @@ impl FakeUpstream {
         self.shared.counters.connections.load(Ordering::SeqCst)
     }
 
+    /// The most TCP connections that were open at once so far.
+    pub fn peak_open_connections(&self) -> usize {
+        self.shared.counters.peak_open.load(Ordering::SeqCst)
+    }
+
     /// Waits until [`cancelled_count`](Self::cancelled_count) reaches `n`;
     /// `false` if `timeout` passed first.
     pub async fn wait_cancelled(&self, n: usize, timeout: Duration) -> bool {
@@ -289,6 +294,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let _open = OpenGuard::new(Arc::clone(&shared.counters));
     let reset = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(ConnIo {
         inner: stream,

@@ -5,9 +5,12 @@
 //! and its open descriptors to its idle count plus the few idle upstream connections each
 //! worker keeps after a burst (`trim::KEEP_IDLE`): the thousands the burst opened were closed.
 //! The 4,096 requests in flight shared the provider's default `max_connections` (1,024)
-//! upstream connections, the rest waiting their turn: the upstream accepted at most twice that
-//! over the whole test (a connection beyond a worker's 256 idle ones is closed when it comes
-//! back and may be opened again), not one per request. The peak is asserted
+//! upstream connections, the rest waiting their turn: at most that many were open at once,
+//! plus each worker's idle ones (a request whose slot was just freed may open a connection
+//! while the answer's is still on its way back to the pool), and the 8,192 requests reused
+//! them: at most one connection accepted for every two requests (the count varies from run
+//! to run: a connection beyond a worker's 256 idle ones is closed when it comes back, and
+//! may be opened again). The peak is asserted
 //! loosely (this is an unoptimised build, and a loaded machine's), and printed: issue 22's
 //! 64 MiB peak is bench/tail.sh's to measure on the release build (BENCHMARKS.md).
 
@@ -33,6 +36,12 @@ const WORKERS: usize = 2;
 const SLACK_KIB: u64 = 2 * MIB;
 /// The provider's default bound on requests in flight (`max_connections`).
 const MAX_UPSTREAM: usize = 1024;
+/// Idle upstream connections a worker's pool keeps (`pool_max_idle_per_host`'s default, 256).
+const POOL_IDLE: usize = 256;
+/// Open upstream connections beyond `max_connections`: each worker's idle ones. A request
+/// whose slot was just freed may find the answer's connection not yet back in the pool and
+/// open another; the one coming back then waits idle (or is closed past the pool's 256).
+const OPEN_SLACK: usize = WORKERS * POOL_IDLE;
 /// Highest peak accepted on this debug build (KiB): 233 MiB before the bound and the
 /// allocator's lazy commit; see the figures this test prints.
 const PEAK_BOUND_KIB: u64 = PEAK_BOUND_MIB * MIB;
@@ -204,14 +213,22 @@ async fn after_4096_busy_keep_alive_connections_memory_and_descriptors_come_back
         (after, after_fds) = (rss_kib(pid), fds(pid));
     }
     let upstream = fake.connections_accepted();
+    let upstream_open = fake.peak_open_connections();
     eprintln!(
         "idle {idle} KiB, {idle_fds} descriptors; peak with {CONNECTIONS} connections {peak} KiB, \
-         {upstream} upstream connections; {:.1} s after they closed {after} KiB, {after_fds} descriptors",
+         {upstream} upstream connections accepted, at most {upstream_open} open at once; \
+         {:.1} s after they closed {after} KiB, {after_fds} descriptors",
         closed.elapsed().as_secs_f64()
     );
     assert!(
-        upstream <= 2 * MAX_UPSTREAM,
-        "{upstream} upstream connections for {CONNECTIONS} requests in flight, above max_connections"
+        upstream_open <= MAX_UPSTREAM + OPEN_SLACK,
+        "{upstream_open} upstream connections open at once for {CONNECTIONS} requests in flight, \
+         above max_connections ({MAX_UPSTREAM}) + {OPEN_SLACK}"
+    );
+    assert!(
+        upstream <= CONNECTIONS,
+        "{upstream} upstream connections accepted for {} requests: connections were not reused",
+        2 * CONNECTIONS
     );
     assert!(
         peak <= PEAK_BOUND_KIB,
