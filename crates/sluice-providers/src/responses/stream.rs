@@ -203,8 +203,8 @@ pub struct StreamConverter {
     message: Option<usize>,
     /// Function calls: chat tool-call index → output index.
     tools: Vec<(u64, usize)>,
-    /// How many of `tools` are closed (their `output_item.done` sent).
-    tools_closed: usize,
+    /// The output indices of the calls not closed yet (their `output_item.done` not sent).
+    open_calls: Vec<usize>,
     finish: Option<String>,
     usage: Option<Usage>,
     done: bool,
@@ -224,7 +224,7 @@ impl StreamConverter {
             signed: super::signed::Signed::default(),
             message: None,
             tools: Vec::new(),
-            tools_closed: 0,
+            open_calls: Vec::new(),
             finish: None,
             usage: None,
             done: false,
@@ -513,12 +513,20 @@ impl StreamConverter {
         let tool = call.index.unwrap_or(0);
         let function = call.function.as_ref();
         let index = match self.tools.iter().find(|(t, _)| *t == tool) {
-            Some(&(_, i)) => i,
+            Some(&(_, i)) => {
+                // A chat stream that goes back to a call it left (OpenAI's never do) opens
+                // it again: its pieces still go out, and it is closed again at the end.
+                if !self.open_calls.contains(&i) {
+                    self.open_calls.push(i);
+                }
+                i
+            }
             None => {
-                // Parallel calls stay open until the answer ends: a chat stream may go back
-                // to an earlier call's arguments after the next call started.
+                // A call is complete when the next one starts, as OpenAI streams them:
+                // each call's `.done` events come before the next call is added.
                 self.close_reasoning(out);
                 self.close_message(out, "completed");
+                self.close_tools(out);
                 let item = OutputItem::FunctionCall {
                     id: item_id(&self.echo.id, "fc", self.output.len()),
                     call_id: call.id.as_deref().unwrap_or_default().to_owned(),
@@ -531,6 +539,7 @@ impl StreamConverter {
                 };
                 let i = self.open_item(out, item);
                 self.tools.push((tool, i));
+                self.open_calls.push(i);
                 i
             }
         };
@@ -556,12 +565,7 @@ impl StreamConverter {
 
     /// Closes the open function calls: their arguments done, then the items.
     fn close_tools(&mut self, out: &mut Vec<u8>) {
-        let open: Vec<usize> = self.tools[self.tools_closed..]
-            .iter()
-            .map(|&(_, i)| i)
-            .collect();
-        self.tools_closed = self.tools.len();
-        for index in open {
+        for index in std::mem::take(&mut self.open_calls) {
             self.output[index].set_status("completed");
             let item = &self.output[index];
             if let OutputItem::FunctionCall {

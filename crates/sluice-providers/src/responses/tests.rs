@@ -246,28 +246,25 @@ fn delta(d: Value, finish: Value) -> Value {
     json!({"id": "chatcmpl-s", "choices": [{"index": 0, "delta": d, "finish_reason": finish}]})
 }
 
+fn call(index: u64, id: Option<&str>, arguments: &str) -> Value {
+    let mut c = json!({"index": index, "function": {"arguments": arguments}});
+    if let Some(id) = id {
+        c["id"] = json!(id);
+        c["function"]["name"] = json!(format!("f{index}"));
+    }
+    delta(json!({ "tool_calls": [c] }), Value::Null)
+}
+
 #[test]
-fn text_then_parallel_tool_calls_stream_as_items() {
+fn text_then_parallel_tool_calls_stream_as_items_each_done_when_the_next_starts() {
     let evs = convert(
         &[
             delta(json!({"role": "assistant", "content": "Let"}), Value::Null),
             delta(json!({"content": " me"}), Value::Null),
-            delta(
-                json!({"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "f", "arguments": ""}}]}),
-                Value::Null,
-            ),
-            delta(
-                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\""}}]}),
-                Value::Null,
-            ),
-            delta(
-                json!({"tool_calls": [{"index": 1, "id": "c1", "function": {"name": "g", "arguments": "{}"}}]}),
-                Value::Null,
-            ),
-            delta(
-                json!({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}),
-                Value::Null,
-            ),
+            call(0, Some("c0"), ""),
+            call(0, None, "{\"a\""),
+            call(0, None, ":1}"),
+            call(1, Some("c1"), "{}"),
             delta(json!({}), json!("tool_calls")),
             json!({"id": "chatcmpl-s", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}),
         ],
@@ -287,11 +284,11 @@ fn text_then_parallel_tool_calls_stream_as_items() {
             "response.output_item.done",
             "response.output_item.added",
             "response.function_call_arguments.delta",
-            "response.output_item.added",
-            "response.function_call_arguments.delta",
             "response.function_call_arguments.delta",
             "response.function_call_arguments.done",
             "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
             "response.function_call_arguments.done",
             "response.output_item.done",
             "response.completed",
@@ -302,15 +299,52 @@ fn text_then_parallel_tool_calls_stream_as_items() {
         .unwrap()
         .starts_with("resp_"));
     assert_eq!(evs[6]["text"], "Let me");
-    assert_eq!(evs[13]["output_index"], 1);
-    assert_eq!(evs[13]["delta"], ":1}");
-    assert_eq!(evs[14]["arguments"], "{\"a\":1}");
+    assert_eq!(evs[12]["output_index"], 1);
+    assert_eq!(evs[12]["arguments"], "{\"a\":1}");
+    assert_eq!(evs[13]["item"]["status"], "completed");
+    assert_eq!(evs[14]["output_index"], 2);
     assert_eq!(evs[16]["arguments"], "{}");
     let done = &evs[18]["response"];
     assert_eq!(done["status"], "completed");
     assert_eq!(done["output"].as_array().unwrap().len(), 3);
     assert_eq!(done["output"][2]["call_id"], "c1");
     assert_eq!(done["usage"]["total_tokens"], 7);
+}
+
+#[test]
+fn a_call_the_upstream_goes_back_to_is_done_again_at_the_end() {
+    let evs = convert(
+        &[
+            call(0, Some("c0"), "{\"a\""),
+            call(1, Some("c1"), "{}"),
+            call(0, None, ":1}"),
+            delta(json!({}), json!("tool_calls")),
+        ],
+        true,
+    );
+    assert_eq!(
+        types(&evs)[2..],
+        [
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    assert_eq!(
+        (&evs[8]["output_index"], &evs[8]["delta"]),
+        (&json!(0), &json!(":1}"))
+    );
+    assert_eq!(evs[11]["arguments"], "{\"a\":1}");
+    assert_eq!(evs[13]["response"]["output"][0]["arguments"], "{\"a\":1}");
 }
 
 #[test]

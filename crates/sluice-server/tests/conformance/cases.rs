@@ -95,7 +95,7 @@ impl Upstream {
 }
 
 /// Every scenario; a case runs where its upstream format has a transcript for it.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "text",
     "tools",
     "tool_result",
@@ -106,6 +106,8 @@ pub const SCENARIOS: [&str; 10] = [
     "error_midway",
     "cut",
     "rejected",
+    // An agent's turn: reasoning, then text, then parallel calls (OpenAI's format only).
+    "agent",
 ];
 
 fn dir() -> PathBuf {
@@ -203,8 +205,8 @@ fn tool_turns(inbound: Inbound) -> Vec<Value> {
 
 /// The client's request in `scenario`.
 fn request(inbound: Inbound, scenario: &str, stream: bool) -> Value {
-    let tools = matches!(scenario, "tools" | "tool_result");
-    let reasoning = scenario == "reasoning";
+    let tools = matches!(scenario, "tools" | "tool_result" | "agent");
+    let reasoning = matches!(scenario, "reasoning" | "agent");
     let mut body = match inbound {
         Inbound::Chat => json!({
             "model": "m",

@@ -365,6 +365,8 @@ fn responses(evs: &[Event], whole: Option<&Value>) -> Result<(), String> {
     })?;
     let mut items: Vec<Value> = Vec::new();
     let mut done: Vec<Option<Value>> = Vec::new();
+    // Per item: how many content (or summary) parts were added.
+    let mut parts: Vec<u64> = Vec::new();
     for d in &datas[2..datas.len() - 1] {
         let kind = d["type"].as_str().unwrap_or("");
         if kind == "response.output_item.added" {
@@ -375,16 +377,15 @@ fn responses(evs: &[Event], whole: Option<&Value>) -> Result<(), String> {
                     items.len()
                 )
             })?;
-            // Parallel function calls may stream side by side; nothing else overlaps.
-            let overlapping = items.iter().zip(&done).any(|(item, done)| {
-                done.is_none()
-                    && !(item["type"] == "function_call" && d["item"]["type"] == "function_call")
-            });
-            ensure(!overlapping, || {
+            // One item at a time, as OpenAI streams them: parallel function calls too (each
+            // call's `function_call_arguments.done` and `output_item.done` come before the
+            // next call is added).
+            ensure(done.iter().all(Option::is_some), || {
                 format!("item {} is added while another is open", items.len())
             })?;
             items.push(d["item"].clone());
             done.push(None);
+            parts.push(0);
             continue;
         }
         let i = d["output_index"]
@@ -394,6 +395,7 @@ fn responses(evs: &[Event], whole: Option<&Value>) -> Result<(), String> {
             format!("{kind} for item {i}, which is not open")
         })?;
         let item_id = &items[i]["id"];
+        indices_in_order(d, kind, &mut parts[i])?;
         if kind == "response.output_item.done" {
             ensure(&d["item"]["id"] == item_id, || {
                 "output_item.done names another item".into()
@@ -435,6 +437,27 @@ fn responses(evs: &[Event], whole: Option<&Value>) -> Result<(), String> {
         &function_arguments(anonymous(&last["response"])),
         &function_arguments(anonymous(w)),
     )
+}
+
+/// An event's `content_index` (or `summary_index`): a part is added at the next index, and
+/// every other event names the last part added (`added`: how many parts the item has).
+fn indices_in_order(d: &Value, kind: &str, added: &mut u64) -> Result<(), String> {
+    let Some(index) = d["content_index"].as_u64().or(d["summary_index"].as_u64()) else {
+        return Ok(());
+    };
+    if kind.ends_with("_part.added") {
+        ensure(index == *added, || {
+            format!("{kind} at index {index} after {added} parts")
+        })?;
+        *added += 1;
+        return Ok(());
+    }
+    ensure(index + 1 == *added, || {
+        format!(
+            "{kind} at index {index}, the last part added is {}",
+            *added as i64 - 1
+        )
+    })
 }
 
 /// A response with its function calls' `arguments` parsed (see [`parsed_arguments`]).

@@ -117,6 +117,53 @@ def test_responses_stream_with_tools():
         check(json.loads(call.arguments) == {"city": "Paris"}, f"{model}: arguments: {call.arguments!r}")
 
 
+def parallel_calls_transcript(model):
+    """The upstream's stream of two calls (Paris, then Rome), in the upstream's own format."""
+    if model == "claude":
+        def ev(name, data):
+            return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+
+        out = [ev("message_start", {"type": "message_start", "message": {
+            "id": "msg_sdk2", "type": "message", "role": "assistant", "model": "up", "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 1}}})]
+        for i, city in enumerate(["Paris", "Rome"]):
+            out.append(ev("content_block_start", {"type": "content_block_start", "index": i, "content_block": {
+                "type": "tool_use", "id": f"toolu_{i}", "name": "get_weather", "input": {}}}))
+            for piece in ['{"city": ', json.dumps(city) + "}"]:
+                out.append(ev("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                      "delta": {"type": "input_json_delta", "partial_json": piece}}))
+            out.append(ev("content_block_stop", {"type": "content_block_stop", "index": i}))
+        out.append(ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use",
+                                                                           "stop_sequence": None},
+                                        "usage": {"output_tokens": 30}}))
+        out.append(ev("message_stop", {"type": "message_stop"}))
+        return out
+    parts = [{"functionCall": {"name": "get_weather", "args": {"city": c}}} for c in ["Paris", "Rome"]]
+    c = {"content": {"role": "model", "parts": parts}, "index": 0, "finishReason": "STOP"}
+    usage = {"promptTokenCount": 12, "candidatesTokenCount": 10, "totalTokenCount": 22}
+    return [f"data: {json.dumps({'candidates': [c], 'usageMetadata': usage})}\n\n"]
+
+
+def test_responses_stream_parallel_calls_end_one_by_one():
+    for model in MODELS:
+        with client.responses.stream(
+            model=model, input="Weather in Paris and Rome?", tools=[WEATHER_TOOL],
+            extra_body={"x_fake": {"replay": parallel_calls_transcript(model)}},
+        ) as stream:
+            events = list(stream)
+            final = stream.get_final_response()
+        # Each call is done (arguments, then the item) before the next one is added, as
+        # OpenAI streams them.
+        order = [(e.type, e.output_index) for e in events if e.type in (
+            "response.output_item.added", "response.function_call_arguments.done", "response.output_item.done")]
+        expected = [(kind, i) for i in (0, 1) for kind in (
+            "response.output_item.added", "response.function_call_arguments.done", "response.output_item.done")]
+        check(order == expected, f"{model}: order: {order!r}")
+        check([e.sequence_number for e in events] == list(range(len(events))), f"{model}: sequence numbers")
+        cities = [json.loads(o.arguments)["city"] for o in final.output if o.type == "function_call"]
+        check(cities == ["Paris", "Rome"], f"{model}: final: {final.output!r}")
+
+
 def test_responses_structured_output():
     from pydantic import BaseModel
 
