@@ -737,6 +737,7 @@ impl StreamTranslator {
                     self.writer.id = format!("chatcmpl-{}", msg.id);
                     if let Some(u) = &msg.usage {
                         self.usage.merge(u);
+                        self.writer.prompt_usage(out, &self.usage.normalised());
                     }
                 }
                 self.writer.delta(out, Delta::role(), None);

@@ -18,6 +18,16 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The start of the comment [`ChunkWriter::prompt_usage`] writes.
+const PROMPT_USAGE: &str = ": x-sluice-prompt-usage ";
+
+/// The usage of a [`ChunkWriter::prompt_usage`] comment, if `event` is one.
+pub fn prompt_usage_of(event: &[u8]) -> Option<Usage> {
+    let line = event.strip_prefix(PROMPT_USAGE.as_bytes())?;
+    let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    Usage::from_response(&line[..end])
+}
+
 /// OpenAI's `usage` object.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct UsageOut {
@@ -337,6 +347,22 @@ impl ChunkWriter {
     /// The usage chunk OpenAI sends last when `stream_options.include_usage` is set.
     pub fn usage(&self, out: &mut Vec<u8>, usage: &Usage) {
         self.write(out, &[], Some(usage.into()));
+    }
+
+    /// The prompt's usage as the upstream counted it before its first content, as an SSE
+    /// comment (`: x-sluice-prompt-usage {"usage":{...}}`), which clients skip: it lets a
+    /// Messages API stream's `message_start` carry the upstream's count.
+    pub fn prompt_usage(&self, out: &mut Vec<u8>, usage: &Usage) {
+        let prompt = Usage {
+            prompt_tokens: usage.prompt_tokens,
+            cached_prompt_tokens: usage.cached_prompt_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
+            ..Usage::default()
+        };
+        out.extend_from_slice(PROMPT_USAGE.as_bytes());
+        out.extend_from_slice(b"{\"usage\":");
+        let _ = serde_json::to_writer(&mut *out, &UsageOut::from(&prompt));
+        out.extend_from_slice(b"}\n\n");
     }
 
     /// The end of a finished stream: the finish chunk, the usage chunk when asked for, and

@@ -754,6 +754,9 @@ impl StreamTranslator {
         }
         if !self.started {
             self.started = true;
+            if self.usage.prompt_tokens > 0 {
+                self.writer.prompt_usage(out, &self.usage);
+            }
             self.writer.delta(out, Delta::role(), None);
         }
         match r.candidates.first() {

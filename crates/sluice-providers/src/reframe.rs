@@ -13,4 +13,9 @@ pub trait Reframe {
 
     /// Closes a stream that ended without `[DONE]`; appends the closing events to `out`.
     fn finish_stream(&mut self, out: &mut Vec<u8>);
+
+    /// The prompt's usage as the upstream counted it before its first content (a
+    /// [`crate::chunks::ChunkWriter::prompt_usage`] comment); most protocols have no use
+    /// for it.
+    fn on_prompt_usage(&mut self, _usage: sluice_types::Usage) {}
 }

@@ -53,7 +53,8 @@ async fn messages_are_served_by_any_provider() {
 #[tokio::test]
 async fn streams_come_back_as_anthropic_events() {
     let (_fake, gw) = setup("").await;
-    let body = json!({"model": "m", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let question = "Tell me about Paris in one sentence, please.";
+    let body = json!({"model": "m", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": question}]});
     let mut s = post_stream(&gw.url("/v1/messages"), body.to_string(), &[])
         .await
         .unwrap();
@@ -84,6 +85,51 @@ async fn streams_come_back_as_anthropic_events() {
     let delta = datas.iter().find(|d| d["type"] == "message_delta").unwrap();
     assert_eq!(delta["delta"]["stop_reason"], "end_turn");
     assert_eq!(delta["usage"]["output_tokens"], 5);
+    // The upstream counts the prompt only in its last chunk: message_start carries sluice's
+    // estimate (the chat content `[{"text":"...","type":"text"}]`, 71 bytes at four a token,
+    // and four tokens of framing), message_delta the upstream's.
+    assert_eq!(datas[0]["message"]["usage"]["input_tokens"], 18 + 4);
+    assert_eq!(datas[0]["message"]["usage"]["output_tokens"], 0);
+    assert_eq!(delta["usage"]["input_tokens"], 12);
+}
+
+/// An upstream that counts the prompt in its first chunk (vLLM's `continuous_usage_stats`
+/// does): message_start carries its figure, not sluice's estimate.
+#[tokio::test]
+async fn message_start_carries_the_upstreams_count_when_its_first_chunk_has_one() {
+    let (fake, gw) = setup("").await;
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value, completion: u64| {
+        let usage = json!({"prompt_tokens": 321, "completion_tokens": completion,
+            "total_tokens": 321 + completion, "prompt_tokens_details": {"cached_tokens": 300}});
+        let c = json!({"id": "chatcmpl-u", "object": "chat.completion.chunk", "model": "x",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "usage": usage});
+        format!("data: {c}\n\n")
+    };
+    fake.push(sluice_testkit::Behavior::new().with_replay([
+        chunk(json!({"role": "assistant", "content": ""}), json!(null), 0),
+        chunk(json!({"content": "Hi."}), json!(null), 1),
+        chunk(json!({}), json!("stop"), 2),
+        "data: [DONE]\n\n".to_string(),
+    ]));
+    let body = json!({"model": "m", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let mut s = post_stream(&gw.url("/v1/messages"), body.to_string(), &[])
+        .await
+        .unwrap();
+    let raw = String::from_utf8(s.collect_body().await.unwrap().to_vec()).unwrap();
+    let datas: Vec<serde_json::Value> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let start = &datas[0]["message"]["usage"];
+    assert_eq!(datas[0]["type"], "message_start");
+    // Anthropic counts cache reads apart from input_tokens.
+    assert_eq!(start["input_tokens"], 21, "{start}");
+    assert_eq!(start["cache_read_input_tokens"], 300);
+    assert_eq!(start["output_tokens"], 0);
+    let delta = datas.iter().find(|d| d["type"] == "message_delta").unwrap();
+    assert_eq!(delta["usage"]["input_tokens"], 21);
+    assert_eq!(delta["usage"]["output_tokens"], 2);
 }
 
 #[tokio::test]

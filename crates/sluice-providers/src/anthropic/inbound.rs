@@ -744,6 +744,9 @@ pub struct StreamConverter {
     tools: Vec<(u64, usize)>,
     finish: Option<String>,
     usage: Usage,
+    /// The prompt's tokens as sluice estimated them, for `message_start` when the upstream
+    /// has not counted them by its first chunk.
+    input_estimate: u64,
     done: bool,
 }
 
@@ -795,13 +798,7 @@ struct StartMessage<'a> {
     content: [(); 0],
     stop_reason: Option<&'a str>,
     stop_sequence: Option<&'a str>,
-    usage: StartUsage,
-}
-
-#[derive(Serialize)]
-struct StartUsage {
-    input_tokens: u64,
-    output_tokens: u64,
+    usage: AnthropicUsage,
 }
 
 /// `delta` of `content_block_delta`, tagged with its wire type.
@@ -898,8 +895,16 @@ impl StreamConverter {
             tools: Vec::new(),
             finish: None,
             usage: Usage::default(),
+            input_estimate: 0,
             done: false,
         }
+    }
+
+    /// `message_start` says the prompt is `tokens` long unless the upstream's first chunk
+    /// counts it (the exact figure comes with `message_delta` in any case).
+    pub fn input_estimate(mut self, tokens: u64) -> Self {
+        self.input_estimate = tokens;
+        self
     }
 
     /// Whether the stream has been closed with `message_stop`.
@@ -912,6 +917,12 @@ impl StreamConverter {
             return;
         }
         self.started = true;
+        // The upstream's count when its first chunk has one, sluice's estimate if not.
+        let mut usage = AnthropicUsage::from(&self.usage);
+        if self.usage.prompt_tokens == 0 {
+            usage.input_tokens = self.input_estimate;
+        }
+        usage.output_tokens = 0;
         event(
             out,
             &Event::MessageStart {
@@ -923,10 +934,7 @@ impl StreamConverter {
                     content: [],
                     stop_reason: None,
                     stop_sequence: None,
-                    usage: StartUsage {
-                        input_tokens: 0,
-                        output_tokens: 0,
-                    },
+                    usage,
                 },
             },
         );
@@ -1018,10 +1026,10 @@ impl StreamConverter {
             self.done = true;
             return;
         }
-        self.start(out, v.id.as_deref().unwrap_or("sluice"));
         if let Some(u) = Usage::from_response(data) {
             self.usage = u;
         }
+        self.start(out, v.id.as_deref().unwrap_or("sluice"));
         let Some(choice) = v.choices.first() else {
             return;
         };
@@ -1134,5 +1142,12 @@ impl crate::reframe::Reframe for StreamConverter {
 
     fn finish_stream(&mut self, out: &mut Vec<u8>) {
         StreamConverter::finish_stream(self, out);
+    }
+
+    /// `message_start` carries it (if it has not gone yet), as Anthropic's own does.
+    fn on_prompt_usage(&mut self, usage: Usage) {
+        if !self.started {
+            self.usage = usage;
+        }
     }
 }

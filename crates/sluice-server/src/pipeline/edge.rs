@@ -17,8 +17,10 @@ use sluice_store::responses::{Pending, ResponseStore};
 pub(super) enum Edge {
     /// OpenAI's own: nothing to translate.
     OpenAi,
-    /// Anthropic's Messages API, for the model asked for.
-    Anthropic { model: String },
+    /// Anthropic's Messages API, for the model asked for; `input_estimate`: the prompt's
+    /// tokens as sluice estimates them, for a stream's `message_start` when the upstream
+    /// has not counted them yet (see [`Edge::estimate_input`]).
+    Anthropic { model: String, input_estimate: u64 },
     /// OpenAI's Responses API: the settings its answers echo, and what is stored of them.
     Responses(Box<Turn>),
 }
@@ -33,6 +35,7 @@ impl Edge {
         match protocol {
             Protocol::Anthropic => Self::Anthropic {
                 model: String::new(),
+                input_estimate: 0,
             },
             Protocol::OpenAi | Protocol::Responses => Self::OpenAi,
         }
@@ -56,12 +59,28 @@ impl Edge {
                     }
                     .into()
                 })?;
-                Ok((Bytes::from(body), Self::Anthropic { model }))
+                let input_estimate = 0;
+                Ok((
+                    Bytes::from(body),
+                    Self::Anthropic {
+                        model,
+                        input_estimate,
+                    },
+                ))
             }
             Protocol::Responses => {
                 let (body, turn) = Turn::read(responses, &raw, owner).await?;
                 Ok((body, Self::Responses(Box::new(turn))))
             }
+        }
+    }
+
+    /// Notes the prompt's estimated tokens (the figure limits and routing use), which an
+    /// Anthropic stream's `message_start` reports unless the upstream's first chunk counts
+    /// them: OpenAI-format upstreams count them only in their last chunk.
+    pub(super) fn estimate_input(&mut self, tokens: u64) {
+        if let Self::Anthropic { input_estimate, .. } = self {
+            *input_estimate = tokens;
         }
     }
 
@@ -98,7 +117,7 @@ impl Edge {
                 let (body, pending) = turn.native_whole(body)?;
                 Ok((body, content_type, pending))
             }
-            Self::Anthropic { model } => {
+            Self::Anthropic { model, .. } => {
                 Ok((inbound::from_openai(&body, model)?.into(), json(), None))
             }
             Self::Responses(turn) => {
@@ -122,8 +141,13 @@ impl Edge {
         match self {
             Self::OpenAi => body,
             Self::Responses(turn) if native => turn.native_stream(body),
-            Self::Anthropic { model } => {
-                ResponseBody::stream(Reframed::new(body, inbound::StreamConverter::new(&model)))
+            Self::Anthropic {
+                model,
+                input_estimate,
+            } => {
+                let converter =
+                    inbound::StreamConverter::new(&model).input_estimate(input_estimate);
+                ResponseBody::stream(Reframed::new(body, converter))
             }
             Self::Responses(turn) => turn.stream(body),
         }

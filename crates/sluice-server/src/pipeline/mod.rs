@@ -116,6 +116,7 @@ async fn run<B: ClientBody>(
     let op = endpoint.operation();
     let (body, upload) = read(state, endpoint, &parts, incoming, &identity, edge).await?;
     let first = parse(op, &body, &upload)?;
+    edge.estimate_input(first.estimated_prompt_tokens());
     identity.check_model(first.model())?;
     let resolved = state.resolve(first.model())?;
     let native_body = match state.may_answer_natively(resolved) {

@@ -8,6 +8,7 @@ use crate::response::Aborted;
 use crate::response::ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use sluice_providers::chunks::prompt_usage_of;
 use sluice_providers::responses::native::NativeWatcher;
 use sluice_providers::Reframe;
 use sluice_types::sse::{event_data, Keep, SseScanner};
@@ -63,6 +64,8 @@ impl<C: Reframe + Unpin> Body for Reframed<C> {
                     let _ = scanner.push(data, |ev| {
                         if let Some(d) = event_data(ev) {
                             converter.on_event(&d, &mut out);
+                        } else if let Some(u) = prompt_usage_of(ev) {
+                            converter.on_prompt_usage(u);
                         }
                         Keep::Drop
                     });

@@ -220,6 +220,12 @@ fn messages(evs: &[Event], whole: Option<&Value>) -> Result<(), String> {
     ensure(datas[0]["type"] == "message_start", || {
         "the first event is not message_start".into()
     })?;
+    // Claude Code and the Anthropic SDK read the prompt's size from message_start.
+    let start = &datas[0]["message"]["usage"];
+    ensure(
+        start["input_tokens"].as_u64().is_some_and(|n| n > 0),
+        || format!("message_start has usage {start}"),
+    )?;
     let last = &datas[datas.len() - 1];
     let failed = last["type"] == "error";
     ensure(failed || last["type"] == "message_stop", || {

@@ -43,6 +43,7 @@ def test_messages_streaming():
     check(text == EXPECTED, f"text: {text!r}")
     check(final.stop_reason == "end_turn", f"stop_reason: {final.stop_reason!r}")
     check(final.usage.output_tokens == 5, f"usage: {final.usage!r}")
+    check(final.usage.input_tokens == 12, f"usage: {final.usage!r}")
 
 
 def test_messages_raw_events():
@@ -53,6 +54,12 @@ def test_messages_raw_events():
     )
     kinds = [e.type for e in events]
     check(kinds[0] == "message_start" and kinds[-1] == "message_stop", f"events: {kinds}")
+    # The OpenAI-format upstream counts the prompt at the end: message_start has sluice's
+    # estimate (not 0), message_delta the upstream's 12, which the SDK's final message keeps.
+    start = events[0].message.usage.input_tokens
+    check(start > 0, f"message_start input_tokens: {start}")
+    delta = next(e for e in events if e.type == "message_delta")
+    check(delta.usage.input_tokens == 12, f"message_delta usage: {delta.usage!r}")
 
 
 def test_unknown_model_is_not_found():

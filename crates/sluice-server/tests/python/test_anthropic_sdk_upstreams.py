@@ -125,9 +125,17 @@ def test_messages_stream_with_thinking():
             messages=[{"role": "user", "content": "Weather in Paris?"}],
             extra_body={"x_fake": {"replay": thinking_transcript(model)}},
         ) as stream:
-            thoughts = [e.thinking for e in stream if e.type == "thinking"]
+            events = list(stream)
+            thoughts = [e.thinking for e in events if e.type == "thinking"]
             final = stream.get_final_message()
         check(thoughts == THOUGHT, f"{model}: thinking events: {thoughts!r}")
+        # Anthropic's count is in its message_start, which sluice's carries; the OpenAI-format
+        # upstream's comes at the end (message_start has sluice's estimate).
+        start = next(e for e in events if e.type == "message_start").message.usage.input_tokens
+        if model == "claude":
+            check(start == 12, f"{model}: message_start input_tokens: {start}")
+        check(start > 0, f"{model}: message_start input_tokens: {start}")
+        check(final.usage.input_tokens == 12, f"{model}: usage: {final.usage!r}")
         kinds = [b.type for b in final.content]
         check(kinds == ["thinking", "text"], f"{model}: content: {final.content!r}")
         check(final.content[0].thinking == "".join(THOUGHT), f"{model}: thinking: {final.content[0]!r}")
