@@ -651,4 +651,30 @@ mod tests {
         assert_eq!(usage["usage"]["total_tokens"], 0);
         assert_eq!(events[3], "[DONE]");
     }
+
+    #[test]
+    fn the_prompt_usage_comment_carries_the_prompts_count_only() {
+        let w = ChunkWriter::new("m", "x");
+        let mut out = Vec::new();
+        let usage = Usage {
+            prompt_tokens: 40,
+            cached_prompt_tokens: 10,
+            cache_write_tokens: 5,
+            completion_tokens: 3,
+            ..Usage::default()
+        };
+        w.prompt_usage(&mut out, &usage);
+        assert!(out.starts_with(b": x-sluice-prompt-usage {"), "{out:?}");
+        assert!(out.ends_with(b"}\n\n"));
+        let back = prompt_usage_of(&out).unwrap();
+        assert_eq!(
+            back,
+            Usage {
+                completion_tokens: 0,
+                ..usage
+            }
+        );
+        assert!(prompt_usage_of(b": x-sluice-cost-usd 0.1\n\n").is_none());
+        assert!(prompt_usage_of(b"data: {}\n\n").is_none());
+    }
 }

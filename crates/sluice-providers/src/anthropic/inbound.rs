@@ -1116,6 +1116,12 @@ impl StreamConverter {
         }
         self.start(out, "sluice");
         self.close_block(out);
+        // An upstream that never counted (one that ignores `include_usage`) leaves the
+        // estimate standing: message_delta's usage replaces message_start's in the SDKs.
+        let mut usage = AnthropicUsage::from(&self.usage);
+        if self.usage.prompt_tokens == 0 {
+            usage.input_tokens = self.input_estimate;
+        }
         event(
             out,
             &Event::MessageDelta {
@@ -1123,7 +1129,7 @@ impl StreamConverter {
                     stop_reason: stop_reason(self.finish.as_deref()),
                     stop_sequence: None,
                 },
-                usage: (&self.usage).into(),
+                usage,
             },
         );
         event(out, &Event::MessageStop);

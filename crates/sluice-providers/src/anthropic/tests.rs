@@ -444,6 +444,41 @@ fn inbound_reasoning_becomes_a_thinking_block_and_refusals_text() {
 }
 
 #[test]
+fn inbound_usage_is_the_estimate_until_the_upstream_counts() {
+    let chunk = |delta: serde_json::Value, usage: serde_json::Value| json!({"id": "chatcmpl-u", "choices": [{"index": 0, "delta": delta}], "usage": usage});
+    let run = |chunks: &[serde_json::Value]| {
+        let mut c = inbound::StreamConverter::new("m").input_estimate(7);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            c.on_event(chunk.to_string().as_bytes(), &mut out);
+        }
+        c.on_event(b"[DONE]", &mut out);
+        let evs: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .split("\n\n")
+            .filter_map(|e| e.lines().nth(1)?.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let start = evs[0]["message"]["usage"]["input_tokens"].clone();
+        let delta = evs.iter().find(|e| e["type"] == "message_delta").unwrap();
+        (start, delta["usage"].clone())
+    };
+    let counted = json!({"prompt_tokens": 40, "completion_tokens": 3});
+    // Counted at the end (OpenAI): the estimate first, the count last.
+    let (start, last) = run(&[
+        chunk(json!({"role": "assistant", "content": "Hi"}), json!(null)),
+        json!({"id": "chatcmpl-u", "choices": [], "usage": counted}),
+    ]);
+    assert_eq!((start, &last["input_tokens"]), (json!(7), &json!(40)));
+    // Counted on the first chunk: the count throughout.
+    let (start, _) = run(&[chunk(json!({"content": "Hi"}), counted.clone())]);
+    assert_eq!(start, 40);
+    // Never counted: the estimate stands in message_delta too (the SDKs take its figure).
+    let (start, last) = run(&[chunk(json!({"content": "Hi"}), json!(null))]);
+    assert_eq!((start, &last["input_tokens"]), (json!(7), &json!(7)));
+}
+
+#[test]
 fn inbound_stream_ends_with_one_error_event() {
     let mut c = inbound::StreamConverter::new("m");
     let mut out = Vec::new();
