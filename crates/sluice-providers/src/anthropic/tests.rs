@@ -443,6 +443,48 @@ fn inbound_reasoning_becomes_a_thinking_block_and_refusals_text() {
     assert_eq!(out["id"], "msg_1");
 }
 
+/// Interleaved thinking between tool calls: each block stops before the next starts, at
+/// the next index, and every delta is for the open block.
+#[test]
+fn inbound_interleaved_thinking_text_and_calls_are_blocks_in_order() {
+    let chunk = |delta: serde_json::Value| json!({"id": "chatcmpl-i", "choices": [{"index": 0, "delta": delta}]});
+    let call = |index: u64, id: Option<&str>, args: &str| {
+        let mut c = json!({"index": index, "function": {"arguments": args}});
+        if let Some(id) = id {
+            c["id"] = json!(id);
+            c["function"]["name"] = json!("f");
+        }
+        chunk(json!({ "tool_calls": [c] }))
+    };
+    let evs = messages_stream(&[
+        chunk(json!({"reasoning_content": "First Paris."})),
+        call(0, Some("c0"), "{}"),
+        chunk(json!({"reasoning_content": "Now Rome."})),
+        chunk(json!({"content": "Checking."})),
+        call(1, Some("c1"), "{\"a\":"),
+        call(1, None, "1}"),
+    ]);
+    let mut open: Option<u64> = None;
+    let mut started = Vec::new();
+    for e in &evs[1..evs.len() - 2] {
+        let index = e["index"].as_u64().unwrap();
+        match e["type"].as_str().unwrap() {
+            "content_block_start" => {
+                assert_eq!((open, index), (None, started.len() as u64), "{e}");
+                open = Some(index);
+                started.push(e["content_block"]["type"].as_str().unwrap().to_owned());
+            }
+            "content_block_stop" => assert_eq!(open.take(), Some(index), "{e}"),
+            _ => assert_eq!(open, Some(index), "{e}"),
+        }
+    }
+    assert_eq!(open, None);
+    assert_eq!(
+        started,
+        ["thinking", "tool_use", "thinking", "text", "tool_use"]
+    );
+}
+
 #[test]
 fn inbound_usage_is_the_estimate_until_the_upstream_counts() {
     let chunk = |delta: serde_json::Value, usage: serde_json::Value| json!({"id": "chatcmpl-u", "choices": [{"index": 0, "delta": delta}], "usage": usage});

@@ -311,6 +311,65 @@ fn text_then_parallel_tool_calls_stream_as_items_each_done_when_the_next_starts(
     assert_eq!(done["usage"]["total_tokens"], 7);
 }
 
+/// Interleaved thinking (Anthropic's between tool calls): reasoning, a call, reasoning again,
+/// text, a call. Every item is added at the next index once the one before is done, and
+/// every event in between names the open item (and its last part).
+#[test]
+fn interleaved_reasoning_text_and_calls_are_numbered_in_order() {
+    let think = |t: &str| delta(json!({ "reasoning_content": t }), Value::Null);
+    let evs = convert(
+        &[
+            think("First Paris."),
+            call(0, Some("c0"), "{\"city\":\"Paris\"}"),
+            think("Now Rome."),
+            delta(json!({"content": "Checking Rome."}), Value::Null),
+            call(1, Some("c1"), "{\"city\":"),
+            call(1, None, "\"Rome\"}"),
+            delta(json!({}), json!("tool_calls")),
+        ],
+        true,
+    );
+    let mut open: Option<u64> = None;
+    let mut added = 0;
+    for e in &evs[2..evs.len() - 1] {
+        let kind = e["type"].as_str().unwrap();
+        let index = e["output_index"].as_u64().unwrap();
+        match kind {
+            "response.output_item.added" => {
+                assert_eq!((open, index), (None, added), "{e}");
+                open = Some(index);
+                added += 1;
+            }
+            "response.output_item.done" => {
+                assert_eq!(open.take(), Some(index), "{e}");
+            }
+            _ => assert_eq!(open, Some(index), "{e}"),
+        }
+        for key in ["content_index", "summary_index"] {
+            assert!(e.get(key).is_none_or(|i| i == 0), "{e}");
+        }
+    }
+    assert_eq!((open, added), (None, 5));
+    let output = &evs[evs.len() - 1]["response"]["output"];
+    let kinds: Vec<&str> = output
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "reasoning",
+            "function_call",
+            "reasoning",
+            "message",
+            "function_call"
+        ]
+    );
+    assert_eq!(output[4]["arguments"], "{\"city\":\"Rome\"}");
+}
+
 #[test]
 fn a_call_the_upstream_goes_back_to_is_done_again_at_the_end() {
     let evs = convert(
