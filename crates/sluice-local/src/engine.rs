@@ -155,12 +155,13 @@ impl Chosen {
         }
     }
 
-    /// Bytes per cached key or value: the native engine's cache is `kv`, candle's F32.
-    pub(crate) fn kv_value_bytes(self, kv: KvCacheType) -> u64 {
+    /// The KV cache a model holds: the native engine's is `kv` (for its head size), candle's
+    /// F32.
+    pub(crate) fn kv_type(self, kv: KvCacheType, info: &ModelInfo) -> KvCacheType {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Native(_) => kv.value_bytes(),
-            Self::Candle => 4,
+            Self::Native(_) => kv.for_head(info.head_dim),
+            Self::Candle => KvCacheType::F32,
         }
     }
 

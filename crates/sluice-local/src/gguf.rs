@@ -122,7 +122,7 @@ pub fn estimate_memory_with(path: &Path, options: &LoadOptions) -> Result<Memory
             kv_cache_bytes: info.kv_cache_bytes(
                 context,
                 chosen.kv_slots(options),
-                chosen.kv_value_bytes(options.kv_cache),
+                chosen.kv_type(options.kv_cache, &info),
             ),
             context_length: context,
         });
@@ -145,7 +145,7 @@ pub fn estimate_memory_with(path: &Path, options: &LoadOptions) -> Result<Memory
         kv_cache_bytes: info.kv_cache_bytes(
             context,
             parallel,
-            chosen.kv_value_bytes(options.kv_cache),
+            chosen.kv_type(options.kv_cache, &info),
         ),
         context_length: context,
     })

@@ -152,11 +152,9 @@ impl ChatModel {
         )?;
         let chosen = Chosen::decide(options.engine, options.device, path, &content, &info)?;
         let context_length = chosen.context(&info, options.context_length);
-        let kv_cache_bytes = info.kv_cache_bytes(
-            context_length,
-            chosen.kv_slots(options),
-            chosen.kv_value_bytes(options.kv_cache),
-        );
+        let kv_type = chosen.kv_type(options.kv_cache, &info);
+        let mut kv_cache_bytes =
+            info.kv_cache_bytes(context_length, chosen.kv_slots(options), kv_type);
 
         let device = match chosen {
             Chosen::Candle => options.device.open()?,
@@ -177,10 +175,12 @@ impl ChatModel {
                     Arc::new(model),
                     chosen.kv_slots(options),
                     context_length,
-                    options.kv_cache,
+                    kv_type,
                     threads,
                     "sluice-local",
                 )?;
+                // What the caches hold, as allocated (the estimate computes the same).
+                kv_cache_bytes = batch.kv_bytes();
                 (Runner::Native(batch), weights_bytes)
             }
             Chosen::Candle => (

@@ -703,7 +703,10 @@ fn the_kv_cache_is_sized_by_the_default_context_not_the_files_maximum() {
         let estimate = estimate_memory(&path, 2, None).expect("estimate");
         let default = crate::DEFAULT_CONTEXT_LENGTH;
         assert_eq!(estimate.context_length, default);
-        assert_eq!(estimate.kv_cache_bytes, info.kv_cache_bytes(default, 2, 4));
+        assert_eq!(
+            estimate.kv_cache_bytes,
+            info.kv_cache_bytes(default, 2, crate::KvCacheType::F32)
+        );
         let model = ChatModel::load(
             &path,
             &LoadOptions {
@@ -725,7 +728,10 @@ fn the_kv_cache_is_sized_by_the_default_context_not_the_files_maximum() {
         for (asked, used) in [(1024, 1024), (1 << 20, 131_072)] {
             let e = estimate_memory(&path, 1, Some(asked)).expect("estimate");
             assert_eq!(e.context_length, used);
-            assert_eq!(e.kv_cache_bytes, info.kv_cache_bytes(used, 1, 4));
+            assert_eq!(
+                e.kv_cache_bytes,
+                info.kv_cache_bytes(used, 1, crate::KvCacheType::F32)
+            );
         }
     }
     // An F16 cache (native engine) holds half, estimated as held.
@@ -739,6 +745,31 @@ fn the_kv_cache_is_sized_by_the_default_context_not_the_files_maximum() {
         let f32 = estimate_memory(&path, 1, None).unwrap();
         let estimate = crate::estimate_memory_with(&path, &f16).unwrap();
         assert_eq!(estimate.kv_cache_bytes * 2, f32.kv_cache_bytes);
+        assert_eq!(model.memory().kv_cache_bytes, estimate.kv_cache_bytes);
+        // Q8_0 needs heads of whole blocks: this file's heads of 16 values get F16.
+        let q8 = LoadOptions {
+            kv_cache: crate::KvCacheType::Q8_0,
+            ..LoadOptions::default()
+        };
+        let estimate = crate::estimate_memory_with(&path, &q8).unwrap();
+        assert_eq!(estimate.kv_cache_bytes * 2, f32.kv_cache_bytes);
+    }
+    // Heads of 64 values in Q8_0: 34 bytes for 32 values, estimated as held.
+    let spec = TestModel {
+        hidden: 256,
+        ffn: 512,
+        ..TestModel::tiny(TestArch::Llama, TestDType::Q8_0)
+    };
+    let path = write(&dir, &spec);
+    let q8 = LoadOptions {
+        kv_cache: crate::KvCacheType::Q8_0,
+        ..LoadOptions::default()
+    };
+    let model = ChatModel::load(&path, &q8).expect("load");
+    if model.engine() == "native" {
+        let f32 = estimate_memory(&path, 1, None).unwrap();
+        let estimate = crate::estimate_memory_with(&path, &q8).unwrap();
+        assert_eq!(estimate.kv_cache_bytes * 128, f32.kv_cache_bytes * 34);
         assert_eq!(model.memory().kv_cache_bytes, estimate.kv_cache_bytes);
     }
     // A file whose own context is smaller keeps it.

@@ -101,6 +101,28 @@ fn the_f16_kv_cache_answers_as_llama_cpp_too() {
     follows_llama_cpp(&load_with(&path, Engine::Auto, KvCacheType::F16));
 }
 
+/// The same with the Q8_0 KV cache (`[local] kv_cache = "q8_0"`; SmolLM2's heads are 64
+/// values, two blocks each).
+#[test]
+fn the_q8_0_kv_cache_answers_as_llama_cpp_too() {
+    let Some(path) = file() else {
+        return;
+    };
+    let model = load_with(&path, Engine::Auto, KvCacheType::Q8_0);
+    let f16 = sluice_local::estimate_memory_with(
+        &path,
+        &LoadOptions {
+            context_length: Some(1024),
+            kv_cache: KvCacheType::F16,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("estimate");
+    // 34 bytes for 32 values where F16 takes 64.
+    assert_eq!(model.memory().kv_cache_bytes * 64, f16.kv_cache_bytes * 34);
+    follows_llama_cpp(&model);
+}
+
 fn follows_llama_cpp(native: &ChatModel) {
     assert_eq!(native.engine(), "native", "Q4_1 and Q8_0 run natively");
     let prompts = reference().prompts;

@@ -55,7 +55,8 @@ pub struct UninitializedLocalConfig {
     /// Where chat models run: `cpu` (default), `cuda`, `cuda:N` or `metal` (the GPUs need
     /// sluice-local's `cuda` / `metal` cargo features).
     pub device: Option<String>,
-    /// The native engine's KV cache: `f32` (default) or `f16` (half the memory).
+    /// The native engine's KV cache: `f32` (default), `f16` (half the memory) or `q8_0`
+    /// (53% of F16's).
     pub kv_cache: Option<String>,
     /// Native engine: finished conversations' KV caches kept per chat model beyond its
     /// `parallel` running ones, for follow-up requests that extend them (default 1; `0`: none
@@ -98,7 +99,7 @@ pub struct LocalConfig {
     pub engine: String,
     /// `cpu`, `cuda`, `cuda:N` or `metal`.
     pub device: String,
-    /// `f32` or `f16`.
+    /// `f32`, `f16` or `q8_0`.
     pub kv_cache: String,
     /// KV caches kept for prompt reuse per chat model beyond the running ones.
     pub prompt_cache_slots: usize,
@@ -141,11 +142,11 @@ impl UninitializedLocalConfig {
             device: device(self.device.as_deref())?,
             kv_cache: match self.kv_cache.as_deref() {
                 None => "f32".to_owned(),
-                Some(k @ ("f32" | "f16")) => k.to_owned(),
+                Some(k @ ("f32" | "f16" | "q8_0")) => k.to_owned(),
                 Some(other) => {
                     return Err(ConfigError::new(
                         "local.kv_cache",
-                        format!("`{other}` is not one of `f32`, `f16`"),
+                        format!("`{other}` is not one of `f32`, `f16`, `q8_0`"),
                     ))
                 }
             },

@@ -259,12 +259,12 @@ fn local_context_length_defaults_to_8192_and_models_may_set_their_own() {
 }
 
 #[test]
-fn local_kv_cache_is_f32_or_f16() {
+fn local_kv_cache_is_f32_f16_or_q8_0() {
     assert_eq!(load("").unwrap().local.kv_cache, "f32");
-    assert_eq!(
-        load("[local]\nkv_cache = \"f16\"").unwrap().local.kv_cache,
-        "f16"
-    );
+    for kv in ["f16", "q8_0"] {
+        let toml = format!("[local]\nkv_cache = \"{kv}\"");
+        assert_eq!(load(&toml).unwrap().local.kv_cache, kv);
+    }
     let err = load("[local]\nkv_cache = \"q4\"").unwrap_err();
     assert_eq!(err.path, "local.kv_cache");
     assert!(err.to_string().contains("`q4`"), "{err}");

@@ -68,25 +68,49 @@ pub enum KvCacheType {
     /// F16, as llama.cpp's default cache: 2 bytes a value (the softmax weights are rounded to
     /// F16 too, as llama.cpp's product does).
     F16,
+    /// Q8_0, as llama.cpp's `q8_0` cache: blocks of 32 values in 34 bytes (a scale each), 1.0625
+    /// bytes a value. A block spans part of one head: files whose head size is not a multiple of
+    /// 32 get F16 instead ([`KvCacheType::for_head`]).
+    Q8_0,
 }
 
 // === impl KvCacheType ===
 
 impl KvCacheType {
-    /// Parses `f32` or `f16`.
+    /// Parses `f32`, `f16` or `q8_0`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "f32" => Some(Self::F32),
             "f16" => Some(Self::F16),
+            "q8_0" => Some(Self::Q8_0),
             _ => None,
         }
     }
 
-    /// Bytes per cached value.
-    pub fn value_bytes(self) -> u64 {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::F32 => 4,
-            Self::F16 => 2,
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Q8_0 => "q8_0",
+        }
+    }
+
+    /// The type a model with heads of `head_dim` values holds: Q8_0 needs whole blocks per
+    /// head, else F16.
+    pub fn for_head(self, head_dim: usize) -> Self {
+        match self {
+            Self::Q8_0 if head_dim % 32 != 0 => Self::F16,
+            other => other,
+        }
+    }
+
+    /// Bytes `values` cached values take (a multiple of 32 for Q8_0).
+    pub fn bytes(self, values: u64) -> u64 {
+        match self {
+            Self::F32 => 4 * values,
+            Self::F16 => 2 * values,
+            Self::Q8_0 => values.div_ceil(32) * 34,
         }
     }
 }
@@ -255,15 +279,11 @@ impl ModelInfo {
         }
     }
 
-    /// KV cache bytes for `parallel` sequences of `context` positions at `value_bytes` per
-    /// cached value (candle's F32 cache: 4; the native engine's F16 cache: 2).
-    pub fn kv_cache_bytes(&self, context: usize, parallel: usize, value_bytes: u64) -> u64 {
-        2 * self.block_count as u64
-            * self.head_count_kv as u64
-            * self.head_dim as u64
-            * context as u64
-            * parallel as u64
-            * value_bytes
+    /// KV cache bytes for `parallel` sequences of `context` positions in a `kv` cache (candle's
+    /// is F32).
+    pub fn kv_cache_bytes(&self, context: usize, parallel: usize, kv: KvCacheType) -> u64 {
+        let per_position = kv.bytes((self.head_count_kv * self.head_dim) as u64);
+        2 * self.block_count as u64 * per_position * context as u64 * parallel as u64
     }
 
     /// How many copies of the weights `parallel` slots hold on candle: llama and phi3 slots

@@ -56,6 +56,7 @@ impl Batch {
             .map_err(|e| ErrorKind::Internal(format!("cannot start worker threads: {e}")))?;
         let len = context * model.kv_dim();
         let layers = model.layers.len();
+        let kv = kv.for_head(model.head_dim);
         Ok(Self {
             caches: (0..slots).map(|_| Cache::new(kv, layers, len)).collect(),
             model,
@@ -67,6 +68,11 @@ impl Batch {
     /// The number of slots (KV caches).
     pub(crate) fn slots(&self) -> usize {
         self.caches.len()
+    }
+
+    /// Bytes the slots' KV caches hold.
+    pub(crate) fn kv_bytes(&self) -> u64 {
+        self.caches.iter().map(|c| c.bytes() as u64).sum()
     }
 
     /// Runs every step in one pass, appending to the slots' KV caches, and returns the logits

@@ -1,5 +1,5 @@
-//! A sequence slot's KV cache: per layer, `context × kv_dim` keys, then as many values, in F32
-//! or F16.
+//! A sequence slot's KV cache: per layer, `context × kv_dim` keys, then as many values, in F32,
+//! F16 or Q8_0 blocks.
 
 use super::simd::{self, Isa, Scoring};
 use crate::gguf::info::KvCacheType;
@@ -9,6 +9,10 @@ pub(super) enum Cache {
     F32(Vec<[Vec<f32>; 2]>),
     /// F16 bits.
     F16(Vec<[Vec<u16>; 2]>),
+    /// Q8_0 blocks of 32 values, 34 bytes each: a position's `kv_dim` values are whole blocks
+    /// (the head size is a multiple of 32, [`KvCacheType::for_head`]), so value `at` is the
+    /// start of block `at / 32`.
+    Q8_0(Vec<[Vec<u8>; 2]>),
 }
 
 // === impl Cache ===
@@ -24,6 +28,27 @@ impl Cache {
             KvCacheType::F16 => {
                 Self::F16((0..layers).map(|_| [vec![0; len], vec![0; len]]).collect())
             }
+            KvCacheType::Q8_0 => {
+                let bytes = len / 32 * simd::Q8_0_BLOCK_BYTES;
+                Self::Q8_0(
+                    (0..layers)
+                        .map(|_| [vec![0; bytes], vec![0; bytes]])
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// Bytes the keys and values hold.
+    pub(super) fn bytes(&self) -> usize {
+        fn sum<T>(layers: &[[Vec<T>; 2]]) -> usize {
+            let values: usize = layers.iter().map(|[k, v]| k.len() + v.len()).sum();
+            values * std::mem::size_of::<T>()
+        }
+        match self {
+            Self::F32(layers) => sum(layers),
+            Self::F16(layers) => sum(layers),
+            Self::Q8_0(layers) => sum(layers),
         }
     }
 
@@ -37,6 +62,12 @@ impl Cache {
             Self::F16(layers) => {
                 simd::to_f16(isa, k, &mut layers[l][0][at..at + k.len()]);
                 simd::to_f16(isa, v, &mut layers[l][1][at..at + v.len()]);
+            }
+            Self::Q8_0(layers) => {
+                let bytes = |n: usize| n / 32 * simd::Q8_0_BLOCK_BYTES;
+                let (at, k_end, v_end) = (bytes(at), bytes(at + k.len()), bytes(at + v.len()));
+                simd::to_q8_0(isa, k, &mut layers[l][0][at..k_end]);
+                simd::to_q8_0(isa, v, &mut layers[l][1][at..v_end]);
             }
         }
     }
@@ -77,6 +108,21 @@ impl Cache {
                     &k[at..],
                     &v[at..],
                     stride,
+                    len,
+                    scoring,
+                    scores,
+                    out,
+                );
+            }
+            Self::Q8_0(layers) => {
+                let [k, v] = &layers[l];
+                let at = at / 32 * simd::Q8_0_BLOCK_BYTES;
+                simd::attend_q8_0(
+                    isa,
+                    q,
+                    &k[at..],
+                    &v[at..],
+                    stride / 32,
                     len,
                     scoring,
                     scores,

@@ -18,6 +18,7 @@
 
 mod attention;
 mod kquants;
+mod kv_q8;
 mod lanes;
 mod legacy;
 
@@ -27,6 +28,8 @@ use super::acts::{Acts, Q8KPtr, Q8Ptr};
 use super::format::{f16_to_f32, QType};
 use attention::{axpy_f16, axpy_f16_avx512, to_f16_avx2};
 use kquants::*;
+pub(crate) use kv_q8::BLOCK_BYTES as Q8_0_BLOCK_BYTES;
+use kv_q8::{add_value, quantize_query, score, to_q8_0_avx2};
 use lanes::*;
 use legacy::*;
 
@@ -1210,4 +1213,77 @@ pub(crate) fn attend_f16(
         // SAFETY: `Isa` proves AVX2, FMA and F16C.
         unsafe { attend_f16_avx2(q, keys, values, stride, len, scoring, scores, out) }
     }
+}
+
+/// Writes `src` into the cache `dst` as Q8_0 blocks.
+///
+/// # Panics
+/// When `src` is not whole blocks or `dst` is not as many blocks.
+pub(crate) fn to_q8_0(_: Isa, src: &[f32], dst: &mut [u8]) {
+    assert!(src.len() % 32 == 0 && dst.len() == src.len() / 32 * Q8_0_BLOCK_BYTES);
+    // SAFETY: `Isa` proves AVX2, FMA and F16C.
+    unsafe { to_q8_0_avx2(src, dst) }
+}
+
+/// One head's attention over `len` cached positions of a Q8_0 cache: keys and values are
+/// `q.len() / 32` blocks every `stride` blocks from the start of `keys`/`values`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attend_q8_0_avx2(
+    q: &[f32],
+    keys: &[u8],
+    values: &[u8],
+    stride: usize,
+    len: usize,
+    scoring: Scoring,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let blocks = q.len() / 32;
+    let last = len.saturating_sub(1) * stride + blocks;
+    assert!(q.len() % 32 == 0 && out.len() == q.len());
+    assert!(len == 0 || last * Q8_0_BLOCK_BYTES <= keys.len().min(values.len()));
+    let (qs, ds) = quantize_query(q);
+    scores.clear();
+    scores.resize(len, 0.0);
+    let mut max = f32::NEG_INFINITY;
+    for (p, s) in scores.iter_mut().enumerate() {
+        // SAFETY: position `p < len`: its `blocks` blocks lie inside `keys` (asserted above).
+        let raw = unsafe { score(keys.as_ptr().add(p * stride * Q8_0_BLOCK_BYTES), &qs, &ds) };
+        *s = scoring.apply(raw);
+        max = max.max(*s);
+    }
+    let inv = 1.0 / exp_sub_sum_avx2(scores, max);
+    out.fill(0.0);
+    for (p, &w) in scores.iter().enumerate() {
+        // SAFETY: as above, in `values`; `out` holds `32 · blocks` floats.
+        unsafe {
+            add_value(
+                out,
+                w * inv,
+                values.as_ptr().add(p * stride * Q8_0_BLOCK_BYTES),
+            )
+        };
+    }
+}
+
+/// [`attend_q8_0_avx2`] behind the CPU proof (AVX2 on every CPU: a head is a few blocks).
+///
+/// # Panics
+/// When `q` is not whole blocks, a position's key or value lies outside `keys`/`values`, or
+/// `out` is not `q.len()` long.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_q8_0(
+    _: Isa,
+    q: &[f32],
+    keys: &[u8],
+    values: &[u8],
+    stride: usize,
+    len: usize,
+    scoring: Scoring,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    // SAFETY: `Isa` proves AVX2, FMA and F16C.
+    unsafe { attend_q8_0_avx2(q, keys, values, stride, len, scoring, scores, out) }
 }
