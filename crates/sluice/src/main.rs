@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod alloc;
 mod commands;
+mod config_watch;
 mod logging;
 
 #[global_allocator]

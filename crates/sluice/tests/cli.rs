@@ -314,6 +314,87 @@ fn sighup_reloads_the_config_file_and_keeps_the_old_one_when_the_new_is_invalid(
     );
 }
 
+/// Writes `text` as Kubernetes updates a ConfigMap volume: into a new timestamped directory,
+/// then swaps the `..data` symlink to it (`dir/sluice.toml` links to `..data/sluice.toml`).
+fn configmap_update(dir: &std::path::Path, version: u32, text: &str) {
+    let data = dir.join(format!("..2026_12_05_{version}"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("sluice.toml"), text).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(data.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    let link = dir.join("sluice.toml");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/sluice.toml", &link).unwrap();
+    }
+}
+
+#[test]
+fn a_watched_config_reloads_when_its_configmap_is_updated() {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-watch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = GOOD.replace("[server]\n", "[server]\nwatch_config_ms = 100\n");
+    configmap_update(&dir, 1, &good);
+    let mut child = sluice()
+        .args(["serve", "--config"])
+        .arg(dir.join("sluice.toml"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("sluice logs its address").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    assert!(!get(&addr, "/v1/models").contains("\"second\""));
+    // A model added to the ConfigMap is listed without a signal or a call.
+    let more = format!("{good}\n[[models]]\nname = \"second\"\nprovider = \"openai\"\n");
+    configmap_update(&dir, 2, &more);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !get(&addr, "/v1/models").contains("\"second\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never showed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // An invalid update is refused once; the config before it keeps serving.
+    configmap_update(
+        &dir,
+        3,
+        &good.replace("provider = \"openai\"", "provider = \"nope\""),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !get(&addr, "/metrics").contains("sluice_config_reloads_total{result=\"failed\"} 1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refusal never showed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let models = get(&addr, "/v1/models");
+    assert!(models.contains("\"second\""), "{models}");
+    let metrics = get(&addr, "/metrics");
+    assert!(
+        metrics.contains("sluice_config_reloads_total{result=\"ok\"} 1")
+            && metrics.contains("sluice_config_reloads_total{result=\"failed\"} 1"),
+        "refused once, not at every tick: {metrics}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rest: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
+    assert!(child.wait().unwrap().success());
+    assert!(rest.contains("config file changed"), "{rest}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `method path` on `addr` with the admin key `key` and a JSON `body`: the response's body.
 fn admin_call(addr: &str, method: &str, path: &str, key: &str, body: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();

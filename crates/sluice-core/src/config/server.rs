@@ -38,6 +38,8 @@ pub struct UninitializedServerConfig {
     pub log_format: Option<LogFormat>,
     /// Whether `/metrics` and `/health/detailed` answer without the master key.
     pub public_status: Option<bool>,
+    /// How often `sluice serve` reads its config file for a change (0: never).
+    pub watch_config_ms: Option<u64>,
 }
 
 /// How `sluice serve` writes its log lines.
@@ -82,7 +84,14 @@ pub struct ServerConfig {
     /// `/metrics` and `/health/detailed` answer without the master key (default `true`:
     /// Prometheus and load balancers read them); `false`: only with it, like `/admin/*`.
     pub public_status: bool,
+    /// How often `sluice serve` reads its config file and reloads it when its content
+    /// changed (a Kubernetes ConfigMap's update); `None` (default): only on SIGHUP or
+    /// `POST /admin/config/reload`.
+    pub watch_config: Option<Duration>,
 }
+
+/// Shortest `watch_config_ms` accepted: reading the file more often buys nothing.
+const MIN_WATCH_MS: u64 = 100;
 
 impl UninitializedServerConfig {
     /// Validates `[server]`, reading the master key from `env` when it is `env::VAR`.
@@ -96,6 +105,7 @@ impl UninitializedServerConfig {
         }
         Ok(ServerConfig {
             public_status,
+            watch_config: watch_interval(self.watch_config_ms)?,
             listen: listen_address(self.listen)?,
             max_body_bytes: positive(self.max_body_bytes, "server.max_body_bytes", 10 << 20)?,
             max_response_bytes: positive(
@@ -129,6 +139,18 @@ impl UninitializedServerConfig {
                 .map(|k| resolve_secret(k, env, "server.master_key"))
                 .transpose()?,
         })
+    }
+}
+
+/// `watch_config_ms` as written: off when absent or 0, at least [`MIN_WATCH_MS`].
+fn watch_interval(ms: Option<u64>) -> Result<Option<Duration>, ConfigError> {
+    match ms.unwrap_or(0) {
+        0 => Ok(None),
+        ms if ms < MIN_WATCH_MS => Err(ConfigError::new(
+            "server.watch_config_ms",
+            format!("must be 0 (off) or at least {MIN_WATCH_MS}"),
+        )),
+        ms => Ok(Some(MS(ms))),
     }
 }
 

@@ -302,6 +302,7 @@ fn error_messages_word_for_word() {
     let cases = [
         ("[server]\nlisten = \"nowhere\"".to_string(), "`server.listen`: `nowhere` is not an address such as `127.0.0.1:8080` or `[::1]:8080`"),
         ("[server]\nmax_connections = 0".into(), "`server.max_connections`: must be greater than 0"),
+        ("[server]\nwatch_config_ms = 50".into(), "`server.watch_config_ms`: must be 0 (off) or at least 100"),
         ("[server]\nmaster_key = \"env::MISSING\"".into(), "`server.master_key`: environment variable `MISSING` is not set"),
         ("[storage]\nredis_url = \"http://x\"".into(), "`storage.redis_url`: must start with redis:// (e.g. `redis://127.0.0.1:6379`)"),
         ("[storage]\ndatabase_url = \"mysql://x\"".into(), "`storage.database_url`: must start with postgres:// (e.g. `postgres://sluice@127.0.0.1/sluice`)"),
@@ -608,4 +609,23 @@ fn a_health_check_takes_its_defaults_and_is_off_without_one() {
     let local = "[[providers]]\nname = \"l\"\ntype = \"local\"\nhealth_check = {}\n";
     let e = load(local).unwrap_err();
     assert_eq!(e.path, "providers[0].health_check", "{e}");
+}
+
+#[test]
+fn the_config_file_is_watched_only_when_an_interval_is_set() {
+    assert_eq!(load("").unwrap().server.watch_config, None);
+    assert_eq!(
+        load("[server]\nwatch_config_ms = 0")
+            .unwrap()
+            .server
+            .watch_config,
+        None
+    );
+    assert_eq!(
+        load("[server]\nwatch_config_ms = 2000")
+            .unwrap()
+            .server
+            .watch_config,
+        Some(Duration::from_secs(2))
+    );
 }

@@ -48,8 +48,9 @@ impl Reloads {
 /// their values: rotate a secret with a restart).
 pub fn fixed(config: &Config) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         config.server.log_format,
+        config.server.watch_config,
         config.observability,
         config.storage,
         config.spend,
@@ -74,8 +75,8 @@ pub(super) fn check_fixed(current: &str, config: &Config) -> Result<(), Error> {
     Err(ErrorKind::InvalidRequest {
         message:
             "this config changes [storage], [spend], [local], [files], [batches], [responses], \
-             [observability], the cache's store, server.listen or server.log_format, which take a restart; nothing was \
-             reloaded"
+             [observability], the cache's store, server.listen, server.log_format or \
+             server.watch_config_ms, which take a restart; nothing was reloaded"
                 .into(),
         param: None,
     }

@@ -44,11 +44,7 @@ fn probe_ollama(env: &dyn Env) -> Option<String> {
 
 fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let env = ProcessEnv;
-    let path = args
-        .config
-        .clone()
-        .or_else(|| env.get(SLUICE_CONFIG).map(PathBuf::from));
-    let mut config = match &path {
+    let mut config = match &config_path(args) {
         Some(p) => Config::from_file(p, &env)
             .with_context(|| format!("invalid config `{}`", p.display()))?,
         None => Config::from_env(&env, probe_ollama(&env)).context("invalid environment config")?,
@@ -106,9 +102,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Reloads the config from where it came (`--config`, `$SLUICE_CONFIG` or the environment)
-/// on SIGHUP and on `POST /admin/config/reload`.
+/// on SIGHUP, on `POST /admin/config/reload` and, with `[server] watch_config_ms`, when the
+/// file changed.
 fn reload_on_hangup(server: &sluice_server::Server, args: ServeArgs) {
     let live = server.live();
+    watch_config(&live, &args);
     let hook = {
         let live = std::sync::Arc::clone(&live);
         move || match load(&args) {
@@ -133,6 +131,30 @@ fn reload_on_hangup(server: &sluice_server::Server, args: ServeArgs) {
             }
         }
     });
+}
+
+/// Reloads the config file when its content changes, every `[server] watch_config_ms`.
+fn watch_config(live: &std::sync::Arc<sluice_server::live::Live>, args: &ServeArgs) {
+    let Some(every) = live.get().server.watch_config else {
+        return;
+    };
+    let Some(path) = config_path(args) else {
+        tracing::warn!("server.watch_config_ms is set but the config comes from the environment: nothing to watch");
+        return;
+    };
+    let live = std::sync::Arc::clone(live);
+    crate::config_watch::spawn(path, every, move || {
+        if let Some(reload) = live.get().reload_hook.get() {
+            let _ = (reload.0)();
+        }
+    });
+}
+
+/// The config file `sluice serve` reads: `--config`, else `$SLUICE_CONFIG`.
+fn config_path(args: &ServeArgs) -> Option<PathBuf> {
+    args.config
+        .clone()
+        .or_else(|| ProcessEnv.get(SLUICE_CONFIG).map(PathBuf::from))
 }
 
 /// Completes on SIGINT or SIGTERM.
