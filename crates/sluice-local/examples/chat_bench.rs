@@ -5,7 +5,7 @@
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --release -p sluice-local --example chat_bench -- \
 //!     --file target/bench-gguf/bench-llama-246m-q4_0.gguf [--gen 128] [--runs 3] [--ctx 1024] \
-//!     [--engine auto|native|candle] [--kv f32|f16]
+//!     [--engine auto|native|candle] [--kv f32|f16|q8_0]
 //! ```
 //!
 //! Timing, through the public API only (`ChatModel::generate_blocking`): the load is timed on its
@@ -15,6 +15,12 @@
 //! gen tok/s is `gen - 1` over the difference (each further token is one forward + one sample).
 //! Medians over `--runs`. candle's CPU thread count comes from `RAYON_NUM_THREADS` (default: the
 //! physical cores) and is reported as `threads`.
+//!
+//! Each request's message begins with its own number (`[3] You are reviewing …`), so that no
+//! request reuses another's KV cache (the native engine keeps a finished sequence's cache for
+//! a prompt that extends it); `cached_prompt_tokens` reports the most any request reused.
+//! Memory: the model's own count of its weights and KV caches, and the process's resident
+//! memory after the runs (`VmRSS`).
 
 #![allow(clippy::print_stdout)] // a benchmark program prints its result
 
@@ -66,7 +72,8 @@ fn parse_args() -> Result<Args, String> {
             }
             "--kv" => {
                 let name = value()?;
-                args.kv = KvCacheType::parse(&name).ok_or(format!("--kv {name}: f32 or f16"))?;
+                args.kv =
+                    KvCacheType::parse(&name).ok_or(format!("--kv {name}: f32, f16 or q8_0"))?;
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -80,9 +87,14 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn request(max_tokens: usize) -> ChatRequest {
+/// Request `n`'s message: the prompt behind its own number.
+fn message(n: usize) -> ChatMessage {
+    ChatMessage::new("user", format!("[{n}] {PROMPT}"))
+}
+
+fn request(n: usize, max_tokens: usize) -> ChatRequest {
     ChatRequest {
-        messages: vec![ChatMessage::new("user", PROMPT)],
+        messages: vec![message(n)],
         max_tokens: Some(max_tokens),
         stop: Vec::new(),
         sampling: SamplingParams {
@@ -95,13 +107,21 @@ fn request(max_tokens: usize) -> ChatRequest {
     }
 }
 
-/// Seconds and token ids of one request of `max_tokens`, checking it produced exactly that many.
+/// One request's seconds, token ids and prompt tokens reused from a kept cache.
+struct Timed {
+    seconds: f64,
+    ids: Vec<u32>,
+    cached: usize,
+}
+
+/// Request `n` of `max_tokens`, timed, checking it produced exactly that many.
 fn timed(
     model: &ChatModel,
+    n: usize,
     max_tokens: usize,
-) -> Result<(f64, Vec<u32>), Box<dyn std::error::Error>> {
+) -> Result<Timed, Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let completion = model.generate_blocking(request(max_tokens), |_| {})?;
+    let completion = model.generate_blocking(request(n, max_tokens), |_| {})?;
     let seconds = started.elapsed().as_secs_f64();
     if completion.usage.completion_tokens != max_tokens {
         return Err(format!(
@@ -110,7 +130,19 @@ fn timed(
         )
         .into());
     }
-    Ok((seconds, completion.token_ids))
+    Ok(Timed {
+        seconds,
+        ids: completion.token_ids,
+        cached: completion.usage.cached_prompt_tokens,
+    })
+}
+
+/// The process's resident memory in MiB (`VmRSS`), where `/proc` has it.
+fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -139,21 +171,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let model = ChatModel::load(&args.file, &options)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let prompt_tokens = model
-        .prompt_tokens(&[ChatMessage::new("user", PROMPT)])?
-        .len();
+    let prompt_tokens = model.prompt_tokens(&[message(0)])?.len();
 
     // Warm-up: thread pool, allocator, and candle's lazy repacking of the weights into its
     // x86 kernels' layout (done at the first matmul that uses them, not at load).
-    let (warmup, _) = timed(&model, 8)?;
-    let (mut prefill, mut gen, mut ids) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..args.runs {
-        let (first, _) = timed(&model, 1)?;
-        let (all, all_ids) = timed(&model, args.gen)?;
-        ids = all_ids;
-        prefill.push(prompt_tokens as f64 / first);
-        gen.push((args.gen - 1) as f64 / (all - first));
+    let warmup = timed(&model, 0, 8)?.seconds;
+    let (mut prefill, mut gen, mut ids, mut cached) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for run in 0..args.runs {
+        let first = timed(&model, 2 * run + 1, 1)?;
+        let all = timed(&model, 2 * run + 2, args.gen)?;
+        cached = cached.max(first.cached).max(all.cached);
+        ids = all.ids;
+        prefill.push(prompt_tokens as f64 / first.seconds);
+        gen.push((args.gen - 1) as f64 / (all.seconds - first.seconds));
     }
+    let memory = model.memory();
     let result = serde_json::json!({
         "engine": format!("sluice-local/{}", model.engine()),
         "version": env!("CARGO_PKG_VERSION"),
@@ -166,6 +198,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gen_tokens": args.gen,
         "gen_tps": (median(gen) * 100.0).round() / 100.0,
         "runs": args.runs,
+        "kv": args.kv.as_str(),
+        "cached_prompt_tokens": cached,
+        "weights_bytes": memory.weights_bytes,
+        "kv_cache_bytes": memory.kv_cache_bytes,
+        "rss_mib": rss_mib(),
         "first_ids": &ids[..ids.len().min(8)],
     });
     println!("{result}");
