@@ -338,6 +338,7 @@ impl ChatModel {
         if prompt_ids.is_empty() {
             return Err(Error::invalid_request("the rendered prompt is empty"));
         }
+        let prompt_tokens = prompt_ids.len();
         let context = self.shared.context_length;
         if prompt_ids.len() >= context {
             return Err(ErrorKind::ContextLengthExceeded {
@@ -377,7 +378,7 @@ impl ChatModel {
             });
         }
         self.shared.ready.notify_one();
-        Ok(Generation { rx })
+        Ok(Generation { rx, prompt_tokens })
     }
 
     /// Queues a request and waits for its [`Completion`].

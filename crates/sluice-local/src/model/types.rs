@@ -142,11 +142,19 @@ pub enum GenerationEvent {
 #[derive(Debug)]
 pub struct Generation {
     pub(super) rx: mpsc::UnboundedReceiver<Result<GenerationEvent>>,
+    /// The prompt's length in tokens (known when it is submitted).
+    pub(super) prompt_tokens: usize,
 }
 
 // === impl Generation ===
 
 impl Generation {
+    /// The prompt's length in tokens, as [`Completion`]'s usage will count it (its part
+    /// reused from a kept prompt cache is known only then).
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
     /// The next event; `None` after `Done` or an error.
     pub async fn next(&mut self) -> Option<Result<GenerationEvent>> {
         self.rx.recv().await

@@ -290,10 +290,22 @@ async fn tools_work_through_messages_and_responses() {
         assert!(err.is_none(), "{err:?}");
         let mut inputs: Vec<String> = Vec::new();
         let mut stop = String::new();
+        let mut told = None;
         for e in &events {
             let Ok(c) = serde_json::from_str::<Value>(e) else {
                 continue;
             };
+            // message_start tells the prompt's length as the model tokenized it: the
+            // input_tokens and cache reads that message_delta counts at the end.
+            if c["type"] == "message_start" {
+                told = c["message"]["usage"]["input_tokens"].as_u64();
+            }
+            if c["type"] == "message_delta" {
+                let u = &c["usage"];
+                let counted = u["input_tokens"].as_u64().unwrap()
+                    + u["cache_read_input_tokens"].as_u64().unwrap();
+                assert_eq!(told, Some(counted), "{c}");
+            }
             if c["type"] == "content_block_start" && c["content_block"]["type"] == "tool_use" {
                 inputs.push(String::new());
             }

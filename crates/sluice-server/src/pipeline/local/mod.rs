@@ -94,15 +94,12 @@ pub async fn chat(
         }
         return Ok(Answer::json(Bytes::from(body), Some(usage)));
     }
+    let prompt_tokens = generation.prompt_tokens() as u64;
     let events = generation.into_receiver();
-    Ok(Answer::Stream(Box::new(LocalStream::new(
-        lease,
-        events,
-        writer,
-        include_usage,
-        measured,
-        tool_call,
-    ))))
+    let stream = LocalStream::new(lease, events, writer, include_usage, measured, tool_call);
+    Ok(Answer::Stream(Box::new(
+        stream.prompt_tokens(prompt_tokens),
+    )))
 }
 
 /// Serves one legacy text completion on local chat model `upstream`; `model` is what the

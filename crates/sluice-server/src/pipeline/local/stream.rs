@@ -40,6 +40,9 @@ pub struct LocalStream {
     calls: Vec<(CallScanner, String, bool)>,
     /// How the stream ended, once it has.
     ended: Option<Ending>,
+    /// The prompt's length, told (as a prompt-usage comment) with the first frame; `None`
+    /// once told.
+    prompt_tokens: Option<u64>,
 }
 
 impl LocalStream {
@@ -64,7 +67,15 @@ impl LocalStream {
             tool: tool_call.map(|shape| (shape, call_id(), String::new())),
             calls: Vec::new(),
             ended: None,
+            prompt_tokens: None,
         }
+    }
+
+    /// Tells the prompt's length before the first token, for a Messages API stream's
+    /// `message_start` (see [`ChunkWriter::prompt_usage`]).
+    pub(super) fn prompt_tokens(mut self, tokens: u64) -> Self {
+        self.prompt_tokens = Some(tokens);
+        self
     }
 
     /// A delta of call `index` (of an answer that may call): nothing until the function's
@@ -128,9 +139,19 @@ impl Body for LocalStream {
             return Poll::Ready(None);
         }
         let mut out = Vec::new();
-        match this.events.poll_recv(cx) {
+        let event = match this.events.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(GenerationEvent::Delta(text)))) => {
+            Poll::Ready(event) => event,
+        };
+        if let Some(prompt_tokens) = this.prompt_tokens.take() {
+            let usage = Usage {
+                prompt_tokens,
+                ..Usage::default()
+            };
+            this.writer.prompt_usage(&mut out, &usage);
+        }
+        match event {
+            Some(Ok(GenerationEvent::Delta(text))) => {
                 if this.first.is_none() {
                     this.first = Some(this.started.elapsed());
                 }
@@ -179,7 +200,7 @@ impl Body for LocalStream {
                     }
                 }
             }
-            Poll::Ready(Some(Ok(GenerationEvent::Call { index, text }))) => {
+            Some(Ok(GenerationEvent::Call { index, text })) => {
                 if this.first.is_none() {
                     this.first = Some(this.started.elapsed());
                 }
@@ -188,7 +209,7 @@ impl Body for LocalStream {
                     this.sent_role = true;
                 }
             }
-            Poll::Ready(Some(Ok(GenerationEvent::Done(done)))) => {
+            Some(Ok(GenerationEvent::Done(done))) => {
                 if let Some(m) = &this.measured {
                     m.queue_wait.observe(done.queue_wait);
                 }
@@ -224,11 +245,11 @@ impl Body for LocalStream {
                 this.writer.finish(&mut out, finish, with_usage);
                 this.end(200, usage);
             }
-            Poll::Ready(Some(Err(e))) => {
+            Some(Err(e)) => {
                 interrupted(&mut out, Interrupted::Failed(&e.to_string()));
                 this.end(502, Usage::default());
             }
-            Poll::Ready(None) => {
+            None => {
                 interrupted(&mut out, Interrupted::Stopped);
                 this.end(502, Usage::default());
             }
