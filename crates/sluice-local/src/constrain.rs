@@ -4,6 +4,8 @@
 //!
 //! * `schema`: a JSON Schema (the subset [`Grammar::from_json_schema`] documents) compiled to a
 //!   graph of value nodes; unsupported keywords are a [`SchemaError`] naming them.
+//! * `one_of`: the proof that a `oneOf`'s branches are disjoint (else it is refused), which
+//!   makes matching one of them matching exactly one.
 //! * `matcher`: the byte-level pushdown matcher of a grammar (a set of parses, each a stack of
 //!   frames shared persistently), which is also what keeps the output valid JSON: UTF-8,
 //!   escapes, number syntax, bounded whitespace and nesting.
@@ -13,12 +15,23 @@
 
 mod guide;
 mod matcher;
+mod one_of;
 mod schema;
 mod vocab;
 
 pub use guide::{Constraint, ConstraintError};
 pub use schema::{Grammar, SchemaError};
 pub(crate) use vocab::TokenTrie;
+
+impl Grammar {
+    /// Compiles a JSON Schema (the subset `schema` documents; a `oneOf` only when `one_of`
+    /// shows its branches disjoint).
+    pub fn from_json_schema(schema: &serde_json::Value) -> Result<Self, SchemaError> {
+        let (grammar, one_ofs) = schema::compile(schema)?;
+        one_of::check(&grammar, &one_ofs)?;
+        Ok(grammar)
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -7,8 +7,9 @@
 //! keyword is a [`SchemaError`] naming it, never silently dropped: the matcher would produce
 //! output the schema's validator then rejects.
 //!
-//! `oneOf` is compiled as `anyOf`: with branches that overlap, a value can match more than one.
-//! `$ref`s may recurse (`#`); nesting is bounded by the matcher's depth limit.
+//! `oneOf` is compiled as `anyOf` once its branches are shown to be disjoint (`one_of`): a
+//! `oneOf` whose branches may overlap is refused. `$ref`s may recurse (`#`); nesting is
+//! bounded by the matcher's depth limit.
 
 use std::collections::HashMap;
 
@@ -131,6 +132,30 @@ impl KeyTrie {
     pub(crate) fn property(&self, at: u32) -> Option<u8> {
         self.nodes[at as usize].property
     }
+
+    /// The property whose key is `key` (JSON-encoded, without quotes).
+    pub(crate) fn find(&self, key: &[u8]) -> Option<usize> {
+        let mut at = 0;
+        for &b in key {
+            at = self.step(at, b)?;
+        }
+        self.property(at).map(usize::from)
+    }
+
+    /// Property `i`'s key (JSON-encoded, without quotes).
+    pub(crate) fn key(&self, i: usize) -> Vec<u8> {
+        let bit = 1u64 << i;
+        let (mut key, mut at) = (Vec::new(), 0usize);
+        while self.nodes[at].property != Some(i as u8) {
+            let below = |n: u32| self.nodes[n as usize].below & bit != 0;
+            let Some(&(b, next)) = self.nodes[at].children.iter().find(|(_, n)| below(*n)) else {
+                break;
+            };
+            key.push(b);
+            at = next as usize;
+        }
+        key
+    }
 }
 
 /// A compiled schema: node 0 is the root value.
@@ -152,23 +177,25 @@ pub struct SchemaError {
 
 // === impl Grammar ===
 
-impl Grammar {
-    /// Compiles a JSON Schema (see the module docs for the subset).
-    pub fn from_json_schema(schema: &Value) -> Result<Self, SchemaError> {
-        let mut compiler = Compiler {
-            root: schema,
-            nodes: Vec::new(),
-            refs: HashMap::new(),
-        };
-        let root = compiler.compile(schema, "")?;
-        let grammar = Self {
-            nodes: compiler.nodes,
-            root,
-        };
-        grammar.check_alias_cycles()?;
-        Ok(grammar)
-    }
+/// Compiles a JSON Schema (see the module docs for the subset): the grammar, and each
+/// `oneOf`'s union node with where it is (for `one_of::check`).
+pub(crate) fn compile(schema: &Value) -> Result<(Grammar, Vec<(NodeId, String)>), SchemaError> {
+    let mut compiler = Compiler {
+        root: schema,
+        nodes: Vec::new(),
+        refs: HashMap::new(),
+        one_ofs: Vec::new(),
+    };
+    let root = compiler.compile(schema, "")?;
+    let grammar = Grammar {
+        nodes: compiler.nodes,
+        root,
+    };
+    grammar.check_alias_cycles()?;
+    Ok((grammar, compiler.one_ofs))
+}
 
+impl Grammar {
     /// Any JSON object (`response_format` `json_object`).
     pub fn json_object() -> Self {
         let mut nodes = vec![Node::Union(Vec::new())];
@@ -255,6 +282,8 @@ struct Compiler<'a> {
     nodes: Vec<Node>,
     /// `$ref` targets compiled so far.
     refs: HashMap<String, NodeId>,
+    /// Each `oneOf`'s union node and where it is.
+    one_ofs: Vec<(NodeId, String)>,
 }
 
 fn err(path: &str, message: impl Into<String>) -> SchemaError {
@@ -477,6 +506,9 @@ impl<'a> Compiler<'a> {
             alternatives.push(self.compile(branch, &format!("{path}/{i}"))?);
         }
         self.nodes[id as usize] = Node::Union(alternatives);
+        if keyword == "oneOf" {
+            self.one_ofs.push((id, path.to_owned()));
+        }
         Ok(id)
     }
 

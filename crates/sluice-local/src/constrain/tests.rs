@@ -352,3 +352,69 @@ fn unsupported_keywords_and_dangling_refs_are_named() {
     let e = error(json!(3));
     assert!(e.contains("must be an object"), "{e}");
 }
+
+/// A `oneOf` whose branches cannot overlap is compiled, and its answers match exactly one
+/// branch; one whose branches may overlap is refused naming `oneOf` and the branches.
+#[test]
+fn one_of_is_compiled_only_with_disjoint_branches() {
+    let disjoint = [
+        json!({"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}),
+        json!({"oneOf": [{"const": "a"}, {"enum": ["b", 1]}, {"type": "boolean"}]}),
+        json!({"oneOf": [{"type": "integer"}, {"const": 1.5}]}),
+        json!({"oneOf": [{"type": "string", "maxLength": 2}, {"type": "string", "minLength": 3, "maxLength": 5}]}),
+        json!({"oneOf": [{"type": "array", "maxItems": 1}, {"type": "array", "minItems": 2, "maxItems": 3}]}),
+        json!({"oneOf": [
+            {"type": "object", "properties": {"kind": {"const": "cat"}, "lives": {"type": "integer"}}, "required": ["kind"]},
+            {"type": "object", "properties": {"kind": {"const": "dog"}, "good": {"type": "boolean"}}, "required": ["kind", "good"]}
+        ]}),
+        // Told apart by a key the other object does not allow.
+        json!({"oneOf": [
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": false},
+            {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"], "additionalProperties": false}
+        ]}),
+        json!({"$defs": {"x": {"type": "number"}}, "oneOf": [{"$ref": "#/$defs/x"}, {"anyOf": [{"type": "string"}, {"type": "null"}]}]}),
+    ];
+    for schema in &disjoint {
+        Grammar::from_json_schema(schema).unwrap_or_else(|e| panic!("{schema}: {e}"));
+        check_random(schema, 30);
+    }
+    let overlapping = [
+        (
+            json!({"oneOf": [{"type": "integer"}, {"type": "number"}]}),
+            "0 and 1",
+        ),
+        (
+            json!({"oneOf": [{"type": "string"}, {"const": "a"}]}),
+            "0 and 1",
+        ),
+        (
+            json!({"oneOf": [{"enum": [1, 2]}, {"type": "null"}, {"const": 1.0}]}),
+            "0 and 2",
+        ),
+        (
+            json!({"oneOf": [{"type": "string", "maxLength": 3}, {"type": "string", "minLength": 3}]}),
+            "0 and 1",
+        ),
+        (
+            json!({"oneOf": [
+                {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]}
+            ]}),
+            "0 and 1",
+        ),
+        (json!({"oneOf": [{"type": "object"}, true]}), "0 and 1"),
+        (
+            json!({"type": "object", "properties": {"p": {"oneOf": [{"type": "array"}, {"type": "array", "maxItems": 2}]}}}),
+            "0 and 1",
+        ),
+    ];
+    for (schema, branches) in overlapping {
+        let e = Grammar::from_json_schema(&schema)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("`oneOf` branches") && e.contains(branches) && e.contains("/oneOf`"),
+            "{schema}: {e}"
+        );
+    }
+}
