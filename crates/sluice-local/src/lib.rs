@@ -30,6 +30,7 @@
 //!     match event? {
 //!         GenerationEvent::Delta(text) => { /* send an SSE chunk */ let _ = text; }
 //!         GenerationEvent::Done(done) => { let _ = (done.finish_reason.as_str(), done.usage); }
+//!         _ => {} // calls (with tools), log probabilities (when asked)
 //!     }
 //! }
 //! # let _ = budget; Ok(()) }

@@ -331,9 +331,12 @@ impl ChatModel {
         validate(&request)?;
         let prompt_ids = match &request.raw_prompt {
             Some(text) => self.shared.tokenizer.encode_prompt(text)?,
-            None => self.shared.tokenizer.encode_prompt(
-                &self.render_prompt_with_tools(&request.messages, request.tools.as_deref())?,
-            )?,
+            None => {
+                let mut prompt =
+                    self.render_prompt_with_tools(&request.messages, request.tools.as_deref())?;
+                prompt.push_str(request.answer_prefix.as_deref().unwrap_or_default());
+                self.shared.tokenizer.encode_prompt(&prompt)?
+            }
         };
         if prompt_ids.is_empty() {
             return Err(Error::invalid_request("the rendered prompt is empty"));
@@ -397,7 +400,7 @@ impl ChatModel {
         while let Some(event) = generation.blocking_next() {
             match event? {
                 GenerationEvent::Delta(text) => on_delta(&text),
-                GenerationEvent::Call { .. } => {}
+                GenerationEvent::Call { .. } | GenerationEvent::Logprobs(_) => {}
                 GenerationEvent::Done(completion) => return Ok(completion),
             }
         }

@@ -300,7 +300,7 @@ fn a_stop_sequence_spanning_tokens_is_honoured_and_not_emitted() {
         stop: vec!["never-matches".into(), stop.clone()],
         ..greedy(60)
     };
-    let (done, deltas) = run(&model, request);
+    let (done, deltas) = run(&model, request.clone());
     assert_eq!(done.finish_reason, FinishReason::Stop);
     assert_eq!(done.text, prefix);
     assert_eq!(deltas.concat(), prefix);
@@ -310,6 +310,34 @@ fn a_stop_sequence_spanning_tokens_is_honoured_and_not_emitted() {
         i + 2,
         "stops on the token completing the stop string"
     );
+    // With log probabilities, each token's come before the text it makes; the tokens held
+    // back as the stop string only with the completion, which has them all.
+    let mut generation = model
+        .submit(ChatRequest {
+            logprobs: Some(1),
+            ..request
+        })
+        .expect("submit");
+    let (mut streamed, mut text) = (Vec::new(), String::new());
+    let done = loop {
+        match generation.blocking_next().expect("event").expect("ok") {
+            GenerationEvent::Logprobs(tokens) => streamed.extend(tokens),
+            GenerationEvent::Delta(d) => {
+                text.push_str(&d);
+                let bytes: Vec<u8> = streamed.iter().flat_map(|t| t.bytes.clone()).collect();
+                let sent = String::from_utf8_lossy(&bytes);
+                assert!(
+                    sent.trim_start().starts_with(text.trim_start()),
+                    "{sent:?} {text:?}"
+                );
+            }
+            GenerationEvent::Call { .. } => unreachable!("no tools"),
+            GenerationEvent::Done(done) => break done,
+        }
+    };
+    assert_eq!(done.logprobs.len(), i + 2);
+    assert!(streamed.len() < done.logprobs.len());
+    assert_eq!(streamed[..], done.logprobs[..streamed.len()]);
 }
 
 #[test]
@@ -442,7 +470,9 @@ fn concurrent_sequences_match_sequential_runs() {
                     scope.spawn(move || loop {
                         match generation.blocking_next().expect("event").expect("ok") {
                             GenerationEvent::Done(done) => break result(done),
-                            GenerationEvent::Delta(_) | GenerationEvent::Call { .. } => {}
+                            GenerationEvent::Delta(_)
+                            | GenerationEvent::Call { .. }
+                            | GenerationEvent::Logprobs(_) => {}
                         }
                     })
                 })

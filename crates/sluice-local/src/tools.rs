@@ -67,6 +67,16 @@ impl ToolFormat {
         }
     }
 
+    /// What a forced call's answer begins with, before its JSON: the call marker (Hermes; put
+    /// in the prompt as [`crate::ChatRequest::answer_prefix`]), or nothing (Llama 3's call is
+    /// the whole answer).
+    pub fn forced_prefix(self) -> Option<&'static str> {
+        match self {
+            Self::Hermes => Some("<tool_call>\n"),
+            Self::Llama3 | Self::Fallback => None,
+        }
+    }
+
     /// Whether one turn may hold several calls.
     pub fn parallel(self) -> bool {
         !matches!(self, Self::Llama3)

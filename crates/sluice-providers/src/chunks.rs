@@ -272,6 +272,9 @@ pub struct ChunkChoice<'a> {
     pub delta: Delta<'a>,
     /// Why it ended, on its last chunk.
     pub finish_reason: Option<&'a str>,
+    /// The log probabilities of the tokens it adds (`{"content": [...]}`), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<&'a serde_json::Value>,
 }
 
 /// Writes the chunks of one stream: a translated one, a local model's, or a stored
@@ -335,6 +338,7 @@ impl ChunkWriter {
             index: 0,
             delta,
             finish_reason: finish,
+            logprobs: None,
         };
         self.write(out, std::slice::from_ref(&choice), None);
     }
@@ -369,6 +373,12 @@ impl ChunkWriter {
     /// `[DONE]`.
     pub fn finish(&self, out: &mut Vec<u8>, finish: &str, usage: Option<&Usage>) {
         self.delta(out, Delta::default(), Some(finish));
+        self.end(out, usage);
+    }
+
+    /// The end of a stream whose choices have each sent their finish chunk: the usage chunk
+    /// when asked for, and `[DONE]`.
+    pub fn end(&self, out: &mut Vec<u8>, usage: Option<&Usage>) {
         if let Some(u) = usage {
             self.usage(out, u);
         }

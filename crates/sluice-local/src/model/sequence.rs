@@ -66,6 +66,8 @@ pub(super) struct Sequence {
     constraint: Option<Constraint>,
     watch: Option<CallWatch>,
     logprobs: Vec<TokenLogprob>,
+    /// Of `logprobs`, those sent as [`GenerationEvent::Logprobs`].
+    logprobs_sent: usize,
 }
 
 // === impl Sequence ===
@@ -96,6 +98,7 @@ impl Sequence {
             constraint: job.constraint.take(),
             watch: job.watch.take(),
             logprobs: Vec::new(),
+            logprobs_sent: 0,
             job,
         }
     }
@@ -308,8 +311,21 @@ impl Sequence {
         self.send(GenerationEvent::Delta(delta))
     }
 
-    /// Sends an event; `false` when the caller went away.
-    fn send(&self, event: GenerationEvent) -> bool {
+    /// Sends an event, after the log probabilities of the tokens that made it (when asked);
+    /// `false` when the caller went away.
+    fn send(&mut self, event: GenerationEvent) -> bool {
+        if self.logprobs_sent < self.logprobs.len() {
+            let new = self.logprobs[self.logprobs_sent..].to_vec();
+            self.logprobs_sent = self.logprobs.len();
+            if self
+                .job
+                .tx
+                .send(Ok(GenerationEvent::Logprobs(new)))
+                .is_err()
+            {
+                return false;
+            }
+        }
         self.job.tx.send(Ok(event)).is_ok()
     }
 }

@@ -47,6 +47,9 @@ pub struct ChatRequest {
     pub constraint: Option<Arc<Grammar>>,
     /// OpenAI's tool objects, rendered by a chat template that has a tool format.
     pub tools: Option<Vec<serde_json::Value>>,
+    /// Text the answer begins with, put in the prompt after the rendered conversation (a
+    /// tool format's call marker, when a call is forced); not part of the output.
+    pub answer_prefix: Option<String>,
     /// The model may call tools: calls are watched for, constrained and streamed as
     /// [`GenerationEvent::Call`].
     pub tool_calls: Option<ToolCalls>,
@@ -127,6 +130,10 @@ pub struct Completion {
 pub enum GenerationEvent {
     /// New text, always valid UTF-8 and never part of a stop string.
     Delta(String),
+    /// With [`ChatRequest::logprobs`]: the tokens sampled since the last event, sent just
+    /// before the text or call they make (the [`Completion`] has them all, those held back
+    /// as a stop string included).
+    Logprobs(Vec<TokenLogprob>),
     /// More of call `index`'s JSON text (`{"name": …, <arguments>: …}`).
     Call {
         /// Which call of the answer, from 0.

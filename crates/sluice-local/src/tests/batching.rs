@@ -34,9 +34,9 @@ fn alone(path: &Path, request: ChatRequest) -> Completion {
 
 fn wait(mut generation: crate::Generation) -> Completion {
     loop {
-        match generation.blocking_next().expect("event").expect("ok") {
-            GenerationEvent::Done(done) => break done,
-            GenerationEvent::Delta(_) | GenerationEvent::Call { .. } => {}
+        if let GenerationEvent::Done(done) = generation.blocking_next().expect("event").expect("ok")
+        {
+            break done;
         }
     }
 }

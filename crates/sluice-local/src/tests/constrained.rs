@@ -150,9 +150,10 @@ fn constrained_sequences_batch_with_free_ones() {
     let together = model.submit(free).expect("submit");
     for (schema, mut generation) in constrained {
         let done = loop {
-            match generation.blocking_next().expect("event").expect("ok") {
-                GenerationEvent::Done(done) => break done,
-                GenerationEvent::Delta(_) | GenerationEvent::Call { .. } => {}
+            if let GenerationEvent::Done(done) =
+                generation.blocking_next().expect("event").expect("ok")
+            {
+                break done;
             }
         };
         let value: Value = serde_json::from_str(&done.text).expect("parses");
@@ -160,9 +161,8 @@ fn constrained_sequences_batch_with_free_ones() {
     }
     let mut together = together;
     let done = loop {
-        match together.blocking_next().expect("event").expect("ok") {
-            GenerationEvent::Done(done) => break done,
-            GenerationEvent::Delta(_) | GenerationEvent::Call { .. } => {}
+        if let GenerationEvent::Done(done) = together.blocking_next().expect("event").expect("ok") {
+            break done;
         }
     };
     assert_eq!(done.token_ids, alone.token_ids);

@@ -91,6 +91,7 @@ fn watched_calls_validate_and_stream_apart_from_text() {
                     calls[index].push_str(&text);
                 }
                 GenerationEvent::Done(done) => break done,
+                GenerationEvent::Logprobs(_) => {}
             }
         };
         assert_eq!(text, done.text);

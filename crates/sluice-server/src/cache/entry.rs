@@ -529,6 +529,7 @@ fn chunk_choice(index: usize, delta: Delta<'_>) -> ChunkChoice<'_> {
         index,
         delta,
         finish_reason: None,
+        logprobs: None,
     }
 }
 
@@ -586,6 +587,7 @@ pub fn to_sse(body: &[u8], include_usage: bool) -> Option<Bytes> {
             index: ch.index,
             delta: Delta::default(),
             finish_reason: Some(ch.finish_reason.as_deref().unwrap_or("stop")),
+            logprobs: None,
         })
         .collect();
     writer.choices(&mut out, &finish);

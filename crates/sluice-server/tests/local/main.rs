@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod choices;
 #[path = "../common/mod.rs"]
 mod common;
 mod completions;
@@ -292,10 +293,6 @@ async fn parameters_a_local_model_cannot_honour_are_refused_by_name() {
         ),
         (json!({"n": 9}), "n"),
         (json!({"n": 0}), "n"),
-        (json!({"n": 2, "stream": true}), "n"),
-        (json!({"n": 2, "tools": tool}), "n"),
-        (json!({"logprobs": true, "stream": true}), "logprobs"),
-        (json!({"logprobs": true, "tools": tool}), "logprobs"),
         (json!({"top_logprobs": 3}), "top_logprobs"),
         (
             json!({"logprobs": true, "top_logprobs": 21}),

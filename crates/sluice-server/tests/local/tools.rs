@@ -462,3 +462,86 @@ async fn logprobs_are_the_sampled_tokens_with_their_alternatives() {
         .unwrap();
     assert!(r.json()["choices"][0]["logprobs"].is_null());
 }
+
+/// A forced call (`required`, a named function) on a model whose template renders tools: the
+/// prompt is the template's own rendering of the tools, then its call marker (`<tool_call>`)
+/// where the answer starts, exactly; the answer is the call, whose arguments validate, whole
+/// and streamed alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_calls_use_the_templates_tool_format() {
+    let file = hermes_file("forced");
+    let models = format!(
+        "[[models]]\nname = \"tiny\"\nprovider = \"here\"\npath = \"{}\"\n",
+        file.display()
+    );
+    let (_fake, gw) = gateway("", &models).await;
+    let url = gw.url("/v1/chat/completions");
+    let forecast =
+        json!({"type": "function", "function": {"name": "forecast", "parameters": weather()}});
+    let two = json!([tools()[0], forecast]);
+    // The prompt the template gives the tools, with the marker after it.
+    let model =
+        sluice_local::ChatModel::load(&file, &sluice_local::LoadOptions::default()).unwrap();
+    let messages = [sluice_local::ChatMessage::new("user", "hello")];
+    let bos = model.prompt_tokens(&messages).unwrap().len()
+        - model
+            .tokenize(&model.render_prompt(&messages).unwrap())
+            .unwrap()
+            .len();
+    let tool_objects = two.as_array().unwrap().clone();
+    let rendered = model
+        .render_prompt_with_tools(&messages, Some(&tool_objects))
+        .unwrap();
+    assert!(rendered.contains("<tools>"), "{rendered}");
+    let expected = bos
+        + model
+            .tokenize(&format!("{rendered}<tool_call>\n"))
+            .unwrap()
+            .len();
+    for choice in [
+        json!("required"),
+        json!({"type": "function", "function": {"name": "forecast"}}),
+    ] {
+        for seed in 0..3 {
+            let extra = json!({"tools": two, "tool_choice": choice, "temperature": 1, "seed": seed, "max_tokens": 200});
+            let r = post_json(&url, chat("tiny", extra.clone()), &[])
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            let v = r.json();
+            assert_eq!(v["usage"]["prompt_tokens"], expected, "{v}");
+            assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+            let message = &v["choices"][0]["message"];
+            let calls: Vec<(String, String)> = message["tool_calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let f = &c["function"];
+                    (
+                        f["name"].as_str().unwrap().to_string(),
+                        f["arguments"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(calls.len(), 1, "{v}");
+            if choice.is_object() {
+                assert_eq!(calls[0].0, "forecast", "{v}");
+            }
+            let arguments: Value = serde_json::from_str(&calls[0].1).unwrap();
+            sluice_local::testing::json_schema::validate(&weather(), &arguments)
+                .unwrap_or_else(|e| panic!("{e}: {arguments}"));
+
+            let mut streamed = extra;
+            streamed["stream"] = json!(true);
+            let mut s = post_stream(&url, chat("tiny", streamed), &[])
+                .await
+                .unwrap();
+            let (events, err) = s.collect_events().await;
+            assert!(err.is_none(), "{err:?}");
+            let (content, streamed_calls, finish) = read_stream(&events);
+            assert_eq!((content.as_str(), finish.as_str()), ("", "tool_calls"));
+            assert_eq!(streamed_calls, calls, "the same seed streams the same call");
+        }
+    }
+}

@@ -11,12 +11,14 @@
 //! next target.
 
 mod calls;
+mod choice;
 mod errors;
 mod request;
 mod stream;
 mod text;
 mod text_stream;
 mod tools;
+mod whole;
 mod write;
 
 use errors::{invalid, model_error, model_error_on, pool_error, wrong_kind};
@@ -32,7 +34,7 @@ use bytes::Bytes;
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::ModelKind;
 use sluice_local::ChatModel;
-use sluice_providers::chunks::{completion, ChunkWriter, ToolCallOut};
+use sluice_providers::chunks::ChunkWriter;
 use sluice_providers::text_completion::{TextChoice, TextWriter};
 use sluice_types::Usage;
 
@@ -61,9 +63,7 @@ pub async fn chat(
         tools,
         n,
     } = chat_request(body)?;
-    if n > 1 {
-        check_n(n, local.max_n, stream, tools::offers(&tools))?;
-    }
+    check_n(n, local.max_n)?;
     let lease = local
         .pool
         .acquire(upstream, keep_alive)
@@ -74,32 +74,60 @@ pub async fn chat(
         .ok_or_else(|| wrong_kind(model, ModelKind::Embedding))?;
     let tool_call = tools::prepare(tools, chat.tool_format(), &mut request)?;
     let logprobs = request.logprobs.is_some();
-    if n > 1 {
-        return choices(chat, request, n as usize, model, local, upstream).await;
-    }
-    let generation = chat.submit(request).map_err(|e| model_error(&e))?;
+    let generations = submit(chat, &request, n as usize)?;
     let measured = local.metrics.model(upstream).cloned();
     let mut writer = ChunkWriter::new(model, "local");
     writer.id = format!("chatcmpl-local-{:016x}", sluice_core::rng::next_u64());
     if !stream {
-        let done = generation.collect().await.map_err(|e| model_error(&e))?;
+        let mut done = Vec::with_capacity(generations.len());
+        for generation in generations {
+            done.push(generation.collect().await.map_err(|e| model_error(&e))?);
+        }
         drop(lease);
         if let Some(m) = &measured {
-            m.queue_wait.observe(done.queue_wait);
+            for d in &done {
+                m.queue_wait.observe(d.queue_wait);
+            }
         }
-        let usage = usage_of(done.usage);
-        let mut body = whole_body(&writer.id, model, tool_call.as_ref(), &done, &usage);
-        if logprobs {
-            body = with_logprobs(&body, &done);
-        }
+        let answer = whole::Whole {
+            id: &writer.id,
+            model,
+            shape: tool_call.as_ref(),
+            logprobs,
+        };
+        let (body, usage) = answer.body(&done);
         return Ok(Answer::json(Bytes::from(body), Some(usage)));
     }
-    let prompt_tokens = generation.prompt_tokens() as u64;
-    let events = generation.into_receiver();
-    let stream = LocalStream::new(lease, events, writer, include_usage, measured, tool_call);
+    let prompt_tokens = generations.first().map_or(0, |g| g.prompt_tokens()) as u64;
+    let events = generations
+        .into_iter()
+        .map(sluice_local::Generation::into_receiver)
+        .collect();
+    let shape = stream::Shape {
+        calls: tool_call,
+        logprobs,
+        include_usage,
+    };
+    let stream = LocalStream::new(lease, events, writer, shape, measured);
     Ok(Answer::Stream(Box::new(
         stream.prompt_tokens(prompt_tokens),
     )))
+}
+
+/// `n` generations of the same request, queued together (the `i`th with `seed + i` when a
+/// seed is given).
+fn submit(
+    chat: &ChatModel,
+    request: &sluice_local::ChatRequest,
+    n: usize,
+) -> Result<Vec<sluice_local::Generation>, Error> {
+    (0..n)
+        .map(|i| {
+            let mut one = request.clone();
+            one.sampling.seed = request.sampling.seed.map(|s| s.wrapping_add(i as u64));
+            chat.submit(one).map_err(|e| model_error(&e))
+        })
+        .collect()
 }
 
 /// Serves one legacy text completion on local chat model `upstream`; `model` is what the
@@ -156,143 +184,13 @@ pub async fn text_completion(
     Ok(Answer::json(Bytes::from(body), Some(usage)))
 }
 
-/// Refuses an `n` above 1 that a local model cannot give: above `[local] max_n`, streamed, or
-/// with tools.
-fn check_n(n: u64, max: usize, stream: bool, tools: bool) -> Result<(), Error> {
-    let why = if n > max as u64 {
-        format!("`n` is at most {max} on local models (`[local] max_n`)")
-    } else if stream {
-        "local models stream one choice: `n` above 1 needs `stream: false`".to_owned()
-    } else if tools {
-        "local models call tools in one choice: `n` above 1 needs no tools (or `tool_choice: none`)"
-            .to_owned()
-    } else {
-        return Ok(());
-    };
-    Err(invalid(why, "n"))
-}
-
-/// `n` choices of one request: `n` generations of the same prompt, queued together (the
-/// `i`th with `seed + i` when a seed is given), answered in one `chat.completion`
-/// (prompt tokens counted once, completion tokens summed).
-async fn choices(
-    chat: &ChatModel,
-    request: sluice_local::ChatRequest,
-    n: usize,
-    model: &str,
-    local: &crate::local::LocalRuntime,
-    upstream: &str,
-) -> Result<Answer, Error> {
-    let mut generations = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut one = request.clone();
-        one.sampling.seed = request.sampling.seed.map(|s| s.wrapping_add(i as u64));
-        generations.push(chat.submit(one).map_err(|e| model_error(&e))?);
+/// Refuses an `n` above `[local] max_n`.
+fn check_n(n: u64, max: usize) -> Result<(), Error> {
+    if n > max as u64 {
+        let why = format!("`n` is at most {max} on local models (`[local] max_n`)");
+        return Err(invalid(why, "n"));
     }
-    let mut done = Vec::with_capacity(n);
-    for generation in generations {
-        done.push(generation.collect().await.map_err(|e| model_error(&e))?);
-    }
-    let measured = local.metrics.model(upstream).cloned();
-    let mut usage = Usage::default();
-    let mut choices = Vec::with_capacity(n);
-    for (index, d) in done.iter().enumerate() {
-        if let Some(m) = &measured {
-            m.queue_wait.observe(d.queue_wait);
-        }
-        let one = usage_of(d.usage);
-        if index == 0 {
-            usage.prompt_tokens = one.prompt_tokens;
-            usage.cached_prompt_tokens = one.cached_prompt_tokens;
-        }
-        usage.completion_tokens += one.completion_tokens;
-        choices.push(serde_json::json!({
-            "index": index,
-            "message": {"role": "assistant", "content": d.text},
-            "finish_reason": d.finish_reason.as_str(),
-            "logprobs": write::logprobs_json(request.logprobs.is_some(), &d.logprobs),
-        }));
-    }
-    let mut body: serde_json::Value =
-        serde_json::from_slice(&completion("local", model, "", "", &[], "stop", &usage))
-            .unwrap_or_default();
-    body["id"] = format!("chatcmpl-local-{:016x}", sluice_core::rng::next_u64()).into();
-    body["choices"] = choices.into();
-    Ok(Answer::json(Bytes::from(body.to_string()), Some(usage)))
-}
-
-/// A whole answer with its tokens' `logprobs`.
-fn with_logprobs(body: &[u8], done: &sluice_local::Completion) -> Vec<u8> {
-    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return body.to_vec();
-    };
-    v["choices"][0]["logprobs"] = write::logprobs_json(true, &done.logprobs);
-    v.to_string().into_bytes()
-}
-
-/// A whole answer: text, or the calls (and the text before them).
-fn whole_body(
-    id: &str,
-    model: &str,
-    shape: Option<&tools::CallShape>,
-    done: &sluice_local::Completion,
-    usage: &Usage,
-) -> Vec<u8> {
-    let (content, calls): (Option<&str>, Vec<(String, String)>) = match shape {
-        None => (Some(&done.text), Vec::new()),
-        Some(shape @ tools::CallShape::Watched { .. }) => (
-            Some(done.text.as_str()).filter(|t| !t.is_empty() || done.calls.is_empty()),
-            done.calls
-                .iter()
-                .map(|c| tools::call_of(shape, c))
-                .filter(|(name, _)| !name.is_empty())
-                .collect(),
-        ),
-        Some(shape) => (None, vec![tools::call_of(shape, &done.text)]),
-    };
-    if calls.is_empty() {
-        let text = content.unwrap_or_default();
-        return completion(
-            "local",
-            model,
-            text,
-            "",
-            &[],
-            done.finish_reason.as_str(),
-            usage,
-        );
-    }
-    let out: Vec<ToolCallOut> = calls
-        .into_iter()
-        .map(|(name, arguments)| {
-            ToolCallOut::new(None, tools::call_id().into(), name.into(), arguments.into())
-        })
-        .collect();
-    sluice_providers::chunks::Answer {
-        id,
-        model,
-        content,
-        reasoning: None,
-        tool_calls: &out,
-        thinking_blocks: &[],
-        finish: tool_finish(shape, done),
-        usage,
-    }
-    .to_vec()
-}
-
-/// `finish_reason` of an answer that may call: `tool_calls` once the calls are complete.
-fn tool_finish(shape: Option<&tools::CallShape>, done: &sluice_local::Completion) -> &'static str {
-    let complete = match shape {
-        None => false,
-        Some(tools::CallShape::Watched { .. }) => !done.calls.is_empty() && done.calls_complete,
-        Some(_) => done.finish_reason == sluice_local::FinishReason::Stop,
-    };
-    if complete {
-        "tool_calls"
-    } else {
-        done.finish_reason.as_str()
-    }
+    Ok(())
 }
 
 /// A lease on local model `upstream` (loaded first if need be), which must be of `kind`

@@ -45,8 +45,8 @@ pub(super) struct LocalChat {
 
 /// The chat of an OpenAI request, for a local model. What a local model cannot do is refused
 /// with a 400 naming the parameter, never silently dropped: a JSON schema outside the
-/// supported subset, `logprobs` streamed or with tools; the tools are checked here and fitted to the
-/// model's tool format once it is loaded ([`super::tools::prepare`]).
+/// supported subset, `top_logprobs` without `logprobs`; the tools are checked here and fitted to
+/// the model's tool format once it is loaded ([`super::tools::prepare`]).
 pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
     let r: sluice_types::openai::ChatCompletionRequest =
         serde_json::from_slice(body).map_err(|e| -> Error {
@@ -78,7 +78,7 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
     if extras.n == Some(0) {
         return Err(invalid("`n` must be at least 1".into(), "n"));
     }
-    let logprobs = logprobs_of(&extras, r.stream.unwrap_or(false), offers(&tools))?;
+    let logprobs = logprobs_of(&extras)?;
     let messages = messages_of(&r.messages);
     let mut req = ChatRequest {
         messages,
@@ -113,8 +113,8 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
 }
 
 /// `logprobs` and `top_logprobs` (0 to 20, only with `logprobs`): the alternatives asked per
-/// token. Local models give them in whole answers without tools.
-fn logprobs_of(extras: &ChatExtras, stream: bool, tools: bool) -> Result<Option<usize>, Error> {
+/// token.
+fn logprobs_of(extras: &ChatExtras) -> Result<Option<usize>, Error> {
     let top = extras.top_logprobs;
     if extras.logprobs != Some(true) {
         if top.is_some_and(|t| t > 0) {
@@ -129,12 +129,6 @@ fn logprobs_of(extras: &ChatExtras, stream: bool, tools: bool) -> Result<Option<
         return Err(invalid(
             "`top_logprobs` must be between 0 and 20".into(),
             "top_logprobs",
-        ));
-    }
-    if stream || tools {
-        return Err(invalid(
-            "local models return `logprobs` in whole answers without tools (`stream: false`, no `tools` or `tool_choice: none`)".into(),
-            "logprobs",
         ));
     }
     Ok(Some(top.unwrap_or(0) as usize))

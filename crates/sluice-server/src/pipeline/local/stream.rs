@@ -1,9 +1,11 @@
-//! A local model's streamed answer: generation events written as OpenAI chunk events by
-//! the providers' chunk writer, ending the request (the guard's [`Tracked`]) when the
-//! generation ends or the client leaves.
+//! A local model's streamed answer: the events of its generations (one per choice, `n` of
+//! them) written as OpenAI chunk events by the providers' chunk writer, each choice's deltas
+//! as they come under its `index` ([`ChoiceStream`]), then usage and `[DONE]` once every
+//! choice has finished; the request (the guard's [`Tracked`]) ends when they all have or the
+//! client leaves.
 
-use super::calls::CallScanner;
-use super::tools::{call_id, call_of, CallShape};
+use super::choice::ChoiceStream;
+use super::tools::CallShape;
 use super::write::usage_of;
 use crate::local::ModelMetrics;
 use crate::pipeline::ending::{Ending, Tracked};
@@ -12,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use sluice_local::pool::LocalModel;
 use sluice_local::GenerationEvent;
-use sluice_providers::chunks::{ChunkWriter, Delta, ToolCallOut};
+use sluice_providers::chunks::{ChunkChoice, ChunkWriter, Delta};
 use sluice_types::Usage;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,24 +22,26 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// The events of one generation.
+pub(super) type Events = mpsc::UnboundedReceiver<sluice_local::Result<GenerationEvent>>;
+
 /// A local model's answer, streamed as OpenAI chunk events as tokens are generated. Holds
 /// the model's lease (so the pool does not evict it) until the stream ends; dropping it (the
-/// client left) cancels the generation at its next token.
+/// client left) cancels the generations at their next token.
 pub struct LocalStream {
     _lease: sluice_local::pool::Lease<LocalModel>,
-    events: mpsc::UnboundedReceiver<sluice_local::Result<GenerationEvent>>,
+    /// Per choice, its events (`None` once it finished) and its writer.
+    choices: Vec<(Option<Events>, ChoiceStream)>,
     writer: ChunkWriter,
     include_usage: bool,
-    /// The model's measurements: the queue wait is recorded when the generation ends.
+    /// The model's measurements: each choice's queue wait is recorded when it ends.
     measured: Option<Arc<ModelMetrics>>,
     started: Instant,
     first: Option<Duration>,
-    sent_role: bool,
-    /// A forced tool call: its shape, its id, and the text so far.
-    tool: Option<(CallShape, String, String)>,
-    /// The calls of an answer that may call: each one's reader and id, and whether its
-    /// first delta (with the name) went out.
-    calls: Vec<(CallScanner, String, bool)>,
+    /// With several choices, the chunk opening each of them in order is still to come.
+    opening: bool,
+    /// The choices' usage so far: the prompt counted once, completions summed.
+    usage: Usage,
     /// How the stream ended, once it has.
     ended: Option<Ending>,
     /// The prompt's length, told (as a prompt-usage comment) with the first frame; `None`
@@ -45,75 +49,109 @@ pub struct LocalStream {
     prompt_tokens: Option<u64>,
 }
 
+/// How one choice's stream is written.
+pub(super) struct Shape {
+    /// How its answer becomes calls, if it may.
+    pub calls: Option<CallShape>,
+    /// Whether its tokens' log probabilities are sent.
+    pub logprobs: bool,
+    pub include_usage: bool,
+}
+
 impl LocalStream {
-    /// The stream of `events`, written by `writer`, holding `lease` until it ends.
+    /// The stream of the choices whose events are `events`, written by `writer`, holding
+    /// `lease` until it ends.
     pub(super) fn new(
         lease: sluice_local::pool::Lease<LocalModel>,
-        events: mpsc::UnboundedReceiver<sluice_local::Result<GenerationEvent>>,
+        events: Vec<Events>,
         writer: ChunkWriter,
-        include_usage: bool,
+        shape: Shape,
         measured: Option<Arc<ModelMetrics>>,
-        tool_call: Option<CallShape>,
     ) -> Self {
+        let opening = events.len() > 1;
+        let choices = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let choice = ChoiceStream::new(i, shape.calls.clone(), shape.logprobs);
+                (Some(e), choice)
+            })
+            .collect();
         Self {
             _lease: lease,
-            events,
+            choices,
             writer,
-            include_usage,
+            include_usage: shape.include_usage,
             measured,
             started: Instant::now(),
             first: None,
-            sent_role: false,
-            tool: tool_call.map(|shape| (shape, call_id(), String::new())),
-            calls: Vec::new(),
+            opening,
+            usage: Usage::default(),
             ended: None,
             prompt_tokens: None,
         }
     }
 
-    /// Tells the prompt's length before the first token, for a Messages API stream's
+    /// Tells the prompt's length with the first frame, for a Messages API stream's
     /// `message_start` (see [`ChunkWriter::prompt_usage`]).
     pub(super) fn prompt_tokens(mut self, tokens: u64) -> Self {
         self.prompt_tokens = Some(tokens);
         self
     }
 
-    /// A delta of call `index` (of an answer that may call): nothing until the function's
-    /// name is known, then the name, then the arguments as they come.
-    /// Returns whether it wrote one.
-    fn call_delta(&mut self, out: &mut Vec<u8>, index: usize, text: &str, first: bool) -> bool {
-        let key = match &self.tool {
-            Some((CallShape::Watched { key }, ..)) => *key,
-            _ => return false,
-        };
-        while self.calls.len() <= index {
-            self.calls.push((CallScanner::new(key), call_id(), false));
+    /// One chunk naming every choice's role, in order (clients build their choices as they
+    /// first appear).
+    fn open(&mut self, out: &mut Vec<u8>) {
+        let opening: Vec<ChunkChoice<'_>> = (0..self.choices.len())
+            .map(|index| ChunkChoice {
+                index,
+                delta: Delta::role(),
+                finish_reason: None,
+                logprobs: None,
+            })
+            .collect();
+        self.writer.choices(out, &opening);
+        for (_, choice) in &mut self.choices {
+            choice.role_sent();
         }
-        let (scanner, id, named) = &mut self.calls[index];
-        let arguments = scanner.push(text);
-        let call = if *named {
-            if arguments.is_empty() {
-                return false;
-            }
-            ToolCallOut::arguments(index, &arguments)
-        } else {
-            let Some(name) = scanner.take_name() else {
-                return false;
+    }
+
+    /// Writes the events of choice `i` that are ready; `Err` when its generation failed or
+    /// stopped short (the stream then ends).
+    fn drain(
+        &mut self,
+        i: usize,
+        out: &mut Vec<u8>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Interrupted<String>> {
+        let (events, choice) = &mut self.choices[i];
+        let Some(rx) = events else { return Ok(()) };
+        loop {
+            let event = match rx.poll_recv(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(None) => return Err(Interrupted::Stopped),
+                Poll::Ready(Some(Err(e))) => return Err(Interrupted::Failed(e.to_string())),
+                Poll::Ready(Some(Ok(event))) => event,
             };
-            *named = true;
-            ToolCallOut::new(
-                Some(index),
-                id.as_str().into(),
-                name.into(),
-                arguments.as_str().into(),
-            )
-        };
-        let mut delta = Delta::tool_calls(std::slice::from_ref(&call));
-        if first {
-            delta.role = Some("assistant");
+            if self.first.is_none() && !matches!(event, GenerationEvent::Logprobs(_)) {
+                self.first = Some(self.started.elapsed());
+            }
+            if let GenerationEvent::Done(done) = &event {
+                if let Some(m) = &self.measured {
+                    m.queue_wait.observe(done.queue_wait);
+                }
+                let one = usage_of(done.usage);
+                if i == 0 {
+                    self.usage.prompt_tokens = one.prompt_tokens;
+                    self.usage.cached_prompt_tokens = one.cached_prompt_tokens;
+                }
+                self.usage.completion_tokens += one.completion_tokens;
+                *events = None;
+                choice.event(&self.writer, out, event);
+                return Ok(());
+            }
+            choice.event(&self.writer, out, event);
         }
-        self.writer.delta(out, delta, None);
-        true
     }
 
     fn end(&mut self, status: u16, usage: Usage) {
@@ -139,10 +177,6 @@ impl Body for LocalStream {
             return Poll::Ready(None);
         }
         let mut out = Vec::new();
-        let event = match this.events.poll_recv(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(event) => event,
-        };
         if let Some(prompt_tokens) = this.prompt_tokens.take() {
             let usage = Usage {
                 prompt_tokens,
@@ -150,124 +184,43 @@ impl Body for LocalStream {
             };
             this.writer.prompt_usage(&mut out, &usage);
         }
-        match event {
-            Some(Ok(GenerationEvent::Delta(text))) => {
-                if this.first.is_none() {
-                    this.first = Some(this.started.elapsed());
-                }
-                let first = !this.sent_role;
-                this.sent_role = true;
-                match &mut this.tool {
-                    None | Some((CallShape::Watched { .. }, ..)) => {
-                        let mut delta = Delta::content(&text);
-                        if first {
-                            delta.role = Some("assistant");
-                        }
-                        this.writer.delta(&mut out, delta, None);
-                    }
-                    // The arguments as they come: the first delta names the call.
-                    Some((CallShape::Arguments { name }, id, sent)) => {
-                        let call = if sent.is_empty() {
-                            ToolCallOut::new(
-                                Some(0),
-                                id.as_str().into(),
-                                name.as_str().into(),
-                                text.as_str().into(),
-                            )
-                        } else {
-                            ToolCallOut::arguments(0, &text)
-                        };
-                        sent.push_str(&text);
-                        let mut delta = Delta::tool_calls(std::slice::from_ref(&call));
-                        if first {
-                            delta.role = Some("assistant");
-                        }
-                        this.writer.delta(&mut out, delta, None);
-                    }
-                    // The call is sent whole at the end, once its name is known.
-                    Some((CallShape::Wrapped, _, held)) => {
-                        held.push_str(&text);
-                        if first {
-                            this.writer.delta(
-                                &mut out,
-                                Delta {
-                                    role: Some("assistant"),
-                                    ..Delta::default()
-                                },
-                                None,
-                            );
-                        }
-                    }
-                }
-            }
-            Some(Ok(GenerationEvent::Call { index, text })) => {
-                if this.first.is_none() {
-                    this.first = Some(this.started.elapsed());
-                }
-                let first = !this.sent_role;
-                if this.call_delta(&mut out, index, &text, first) {
-                    this.sent_role = true;
-                }
-            }
-            Some(Ok(GenerationEvent::Done(done))) => {
-                if let Some(m) = &this.measured {
-                    m.queue_wait.observe(done.queue_wait);
-                }
-                let usage = usage_of(done.usage);
-                if !this.sent_role {
-                    this.writer.delta(&mut out, Delta::role(), None);
-                }
-                let with_usage = this.include_usage.then_some(&usage);
-                let mut finish = done.finish_reason.as_str();
-                if let Some((shape, id, text)) = &this.tool {
-                    if let CallShape::Wrapped = shape {
-                        let (name, arguments) = call_of(shape, text);
-                        let call = ToolCallOut::new(
-                            Some(0),
-                            id.as_str().into(),
-                            name.into(),
-                            arguments.into(),
-                        );
-                        this.writer.delta(
-                            &mut out,
-                            Delta::tool_calls(std::slice::from_ref(&call)),
-                            None,
-                        );
-                    }
-                    let complete = match shape {
-                        CallShape::Watched { .. } => !done.calls.is_empty() && done.calls_complete,
-                        _ => done.finish_reason == sluice_local::FinishReason::Stop,
-                    };
-                    if complete {
-                        finish = "tool_calls";
-                    }
-                }
-                this.writer.finish(&mut out, finish, with_usage);
-                this.end(200, usage);
-            }
-            Some(Err(e)) => {
-                interrupted(&mut out, Interrupted::Failed(&e.to_string()));
+        if std::mem::take(&mut this.opening) {
+            this.open(&mut out);
+        }
+        for i in 0..this.choices.len() {
+            if let Err(why) = this.drain(i, &mut out, cx) {
+                let why = match &why {
+                    Interrupted::Failed(m) => Interrupted::Failed(m.as_str()),
+                    Interrupted::Stopped => Interrupted::Stopped,
+                };
+                interrupted(&mut out, why);
                 this.end(502, Usage::default());
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
             }
-            None => {
-                interrupted(&mut out, Interrupted::Stopped);
-                this.end(502, Usage::default());
-            }
+        }
+        if this.choices.iter().all(|(events, _)| events.is_none()) {
+            let usage = this.usage;
+            this.writer
+                .end(&mut out, this.include_usage.then_some(&usage));
+            this.end(200, usage);
+        }
+        if out.is_empty() {
+            return Poll::Pending;
         }
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
     }
 }
 
 /// Why a local stream ended before its generation did.
-pub(super) enum Interrupted<'a> {
+pub(super) enum Interrupted<M> {
     /// The generation failed, saying this.
-    Failed(&'a str),
+    Failed(M),
     /// The generation's channel closed without a result.
     Stopped,
 }
 
 /// The error event that ends a local stream cut short (`stream_interrupted`).
-pub(super) fn interrupted(out: &mut Vec<u8>, why: Interrupted<'_>) {
+pub(super) fn interrupted(out: &mut Vec<u8>, why: Interrupted<&str>) {
     let message = match why {
         Interrupted::Failed(m) => m,
         Interrupted::Stopped => "the local model stopped before it finished",

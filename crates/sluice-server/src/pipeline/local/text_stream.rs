@@ -91,8 +91,8 @@ impl Body for LocalTextStream {
                 this.first.get_or_insert_with(|| this.started.elapsed());
                 this.writer.text(&mut out, &text);
             }
-            // A text completion offers no tools: no calls come.
-            Poll::Ready(Some(Ok(GenerationEvent::Call { .. }))) => {}
+            // A text completion offers no tools and asks no log probabilities: neither comes.
+            Poll::Ready(Some(Ok(GenerationEvent::Call { .. } | GenerationEvent::Logprobs(_)))) => {}
             Poll::Ready(Some(Ok(GenerationEvent::Done(done)))) => {
                 if let Some(m) = &this.measured {
                     m.queue_wait.observe(done.queue_wait);
@@ -104,7 +104,7 @@ impl Body for LocalTextStream {
                 this.end(200, usage);
             }
             Poll::Ready(Some(Err(e))) => {
-                interrupted(&mut out, Interrupted::Failed(&e.to_string()));
+                interrupted(&mut out, Interrupted::Failed(e.to_string().as_str()));
                 this.end(502, Usage::default());
             }
             Poll::Ready(None) => {

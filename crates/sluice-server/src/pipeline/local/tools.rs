@@ -6,9 +6,12 @@
 //!   into the fallback prompt (a system message describing them and asking for
 //!   `<tool_call>{"name": …, "arguments": …}</tool_call>`); the model answers in text or starts
 //!   a call, whose JSON is then constrained to one of the tools (name and arguments).
-//! * `required` or a named function: the whole answer is constrained to the call (the
-//!   function's `parameters`; with several tools, `{"name": …, "arguments": …}` of one of
-//!   them), the tools described in the fallback prompt.
+//! * `required` or a named function: the whole answer is constrained to the call. With a
+//!   template that renders tools, the tools go to the template and the answer is the call in
+//!   its format (`{"name": …, <key>: …}` of one of the chosen tools, after the format's call
+//!   marker, which is put at the end of the prompt); else (or when the parameters hold a
+//!   `$ref`) the tools are described in the fallback prompt and the answer is the function's
+//!   `parameters` (with several tools, `{"name": …, "arguments": …}` of one of them).
 //! * `none`: the tools are not offered; the model answers in text.
 //!
 //! Earlier calls and results are rendered by a template with a tool format as it defines
@@ -29,6 +32,10 @@ pub(super) enum CallShape {
     Arguments { name: String },
     /// Forced, several: the output is `{"name": …, "arguments": …}`.
     Wrapped,
+    /// Forced, in the template's own tool format: the output is the call's
+    /// `{"name": …, <key>: …}` (after the format's call marker, put in the prompt), read as it
+    /// streams like a call the model starts itself.
+    Framed { key: &'static str },
     /// The model may call: calls come apart from the text, their arguments under `key`.
     Watched { key: &'static str },
 }
@@ -144,6 +151,13 @@ pub(super) fn prepare(
         Choice::None => Ok(None),
         Choice::Forced(chosen) => {
             let chosen: Vec<&Tool> = chosen.iter().map(|&i| &asked.tools[i]).collect();
+            if format.renders_tools() && !has_ref(&chosen) {
+                let key = format.arguments_key();
+                request.constraint = Some(Arc::new(wrapped(&chosen, key)?));
+                request.tools = Some(asked.tools.iter().map(tool_object).collect());
+                request.answer_prefix = format.forced_prefix().map(str::to_owned);
+                return Ok(Some(CallShape::Framed { key }));
+            }
             let (shape, grammar) = forced(&chosen)?;
             request.constraint = Some(Arc::new(grammar));
             add_system(&mut request.messages, forced_prompt(&asked.tools, &shape));
@@ -192,12 +206,17 @@ fn forced(chosen: &[&Tool]) -> Result<(CallShape, Grammar), Error> {
     }
 }
 
-/// The grammar of `{"name": …, <key>: …}` of one of `tools`.
-fn wrapped(tools: &[&Tool], key: &str) -> Result<Grammar, Error> {
-    if tools
+/// Whether any of `tools` has a `$ref` in its parameters (which point into the parameters
+/// alone: a call's wrapper object cannot hold them).
+fn has_ref(tools: &[&Tool]) -> bool {
+    tools
         .iter()
         .any(|t| parameters(t).to_string().contains("\"$ref\""))
-    {
+}
+
+/// The grammar of `{"name": …, <key>: …}` of one of `tools`.
+fn wrapped(tools: &[&Tool], key: &str) -> Result<Grammar, Error> {
+    if has_ref(tools) {
         return Err(invalid(
             "parameters with `$ref` can be constrained only in a call forced to one function: name it in `tool_choice`".into(),
             "tools",
@@ -300,9 +319,11 @@ fn fallback_history(messages: &mut [ChatMessage]) {
 /// The call in a forced answer: the function's name and its arguments as JSON text.
 pub(super) fn call_of(shape: &CallShape, text: &str) -> (String, String) {
     match shape {
-        CallShape::Arguments { name } => (name.clone(), text.trim().to_owned()),
+        CallShape::Arguments { name } => (name.clone(), text.trim_start().to_owned()),
         CallShape::Wrapped => super::calls::CallScanner::read("arguments", text),
-        CallShape::Watched { key } => super::calls::CallScanner::read(key, text),
+        CallShape::Watched { key } | CallShape::Framed { key } => {
+            super::calls::CallScanner::read(key, text)
+        }
     }
 }
 
