@@ -4,7 +4,11 @@
 //! ```text
 //! cargo run --release -p sluice-local --example constrained_bench -- \
 //!     --file target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf [--runs 5] [--gen 128]
+//! cargo run --release -p sluice-local --example constrained_bench -- --print-setup
 //! ```
+//!
+//! `--print-setup` prints the prompt and the schema (one JSON line) for llama.cpp's side of the
+//! comparison, `bench/local_constrained_ref.py` (`bench/local-constrained.sh` runs both).
 //!
 //! Decode step, both ways, through the public API: a 1-token request (the prefill and one
 //! sample) and a whole one of the same prompt; the step is the difference over the further
@@ -92,6 +96,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut file, mut runs, mut gen) = (PathBuf::new(), 5usize, 128usize);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--print-setup" {
+            // For llama.cpp's side of the comparison (bench/local_constrained_ref.py).
+            println!(
+                "{}",
+                serde_json::json!({"prompt": PROMPT, "schema": schema()})
+            );
+            return Ok(());
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--file" => file = PathBuf::from(value),
