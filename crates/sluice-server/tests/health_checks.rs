@@ -421,9 +421,12 @@ async fn one_replicas_checks_steer_the_fleet_on_redis() {
     fa.set_default(Behavior::new().with_status(500));
     let storage = fleet_storage();
     let check = "health_check = { interval_ms = 100, failures = 1 }";
-    // Only the first replica checks; the second learns from it through Redis.
-    let checking = start(&config(&fa, &fb, check, &storage)).await;
-    let other = start(&config(&fa, &fb, "", &storage)).await;
+    // Only the first replica checks; the second learns from it through Redis. A cooldown
+    // of 5 s: with 2 s a loaded machine could reach the routes below after the breaker
+    // half-opened, and a request of the other replica's then took the fleet's probe.
+    let cooldown = |c: String| c.replace("cooldown_ms = 2000", "cooldown_ms = 5000");
+    let checking = start(&cooldown(config(&fa, &fb, check, &storage))).await;
+    let other = start(&cooldown(config(&fa, &fb, "", &storage))).await;
     wait_breaker(&checking, "open").await;
     wait_breaker(&other, "open").await;
     for _ in 0..3 {
