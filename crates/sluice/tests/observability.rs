@@ -199,7 +199,7 @@ fn the_alerts_pass_promtool_and_each_fires_on_its_unit_test() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(names.len(), 9, "{names:?}");
     for name in names {
         assert!(
             tests.contains(&format!(

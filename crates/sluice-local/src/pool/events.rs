@@ -43,6 +43,13 @@ impl Eviction {
 /// sweeper, a lease's drop), some of them under the pool's lock: an observer only records,
 /// and never calls back into the pool.
 pub trait PoolEvents: Send + Sync + 'static {
+    /// Model `model`'s load began (a load that hangs is seen only through this and
+    /// [`load_ended`](Self::load_ended)).
+    fn load_started(&self, _model: &str) {}
+
+    /// Model `model`'s load ended, loaded or failed (before [`loaded`](Self::loaded)).
+    fn load_ended(&self, _model: &str) {}
+
     /// Model `model` loaded in `took` (reserving, checksum, load and measure), run by `engine`
     /// ([`Loader::engine`](super::Loader::engine)).
     fn loaded(&self, model: &str, engine: Option<&'static str>, took: Duration);

@@ -18,6 +18,10 @@ impl<L: Loader, C: Clock> Inner<L, C> {
     /// The load job of entry `id`, on a blocking thread.
     pub(super) fn run_load(&self, name: &str, id: u64, spec: &ModelSpec) {
         let started = self.clock.now();
+        tracing::info!(model = %name, "loading local model");
+        if let Some(events) = self.events.get() {
+            events.load_started(name);
+        }
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.load(name, id, spec)))
             .unwrap_or_else(|payload| {
                 Err(PoolError::load_failed(
@@ -25,6 +29,9 @@ impl<L: Loader, C: Clock> Inner<L, C> {
                     panic_error("model loader", payload.as_ref()),
                 ))
             });
+        if let Some(events) = self.events.get() {
+            events.load_ended(name);
+        }
         let mut state = self.lock();
         let Some(entry) = state.entries.get_mut(name).filter(|e| e.id == id) else {
             return;

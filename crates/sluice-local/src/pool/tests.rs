@@ -567,6 +567,14 @@ async fn a_smaller_measurement_lowers_the_reservation() {
 struct Recorder(Mutex<Vec<String>>);
 
 impl PoolEvents for Recorder {
+    fn load_started(&self, model: &str) {
+        self.0.lock().unwrap().push(format!("loading {model}"));
+    }
+
+    fn load_ended(&self, model: &str) {
+        self.0.lock().unwrap().push(format!("load ended {model}"));
+    }
+
     fn loaded(&self, model: &str, engine: Option<&'static str>, _took: Duration) {
         self.0
             .lock()
@@ -598,8 +606,12 @@ async fn the_observer_hears_loads_and_evictions_with_their_reasons() {
     assert_eq!(
         *recorder.0.lock().unwrap(),
         [
+            "loading a",
+            "load ended a",
             "loaded a Some(\"fake\")",
+            "loading b",
             "evicted a memory",
+            "load ended b",
             "loaded b Some(\"fake\")",
             "evicted b keep_alive",
         ]
@@ -753,8 +765,17 @@ async fn preload_loads_configured_models_with_progress() {
 #[tokio::test]
 async fn a_failed_load_releases_its_reservation_and_the_next_acquire_retries() {
     let h = harness(100, &[("a", 40)]);
+    let recorder = Arc::new(Recorder::default());
+    assert!(h
+        .pool
+        .set_events(Arc::clone(&recorder) as Arc<dyn PoolEvents>));
     h.fake.fail_next.lock().unwrap().insert("a".into());
     let error = h.pool.acquire("a", None).await.unwrap_err();
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        ["loading a", "load ended a"],
+        "a failed load ends too"
+    );
     assert!(matches!(error.kind(), PoolErrorKind::LoadFailed { name, .. } if name == "a"));
     assert!(error.to_string().contains("fake load failure"), "{error}");
     assert_eq!(error.status_code(), 500);

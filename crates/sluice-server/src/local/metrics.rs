@@ -1,6 +1,7 @@
-//! The local runtime's own measurements: load times by model and engine, evictions by
-//! model and reason (told by the pool, [`PoolEvents`]), and the time chat requests wait in a
-//! model's queue for a slot (recorded as their answers end).
+//! The local runtime's own measurements: load times by model and engine, how long a load
+//! still running has been running, evictions by model and reason (told by the pool,
+//! [`PoolEvents`]), and the time chat requests wait in a model's queue for a slot (recorded
+//! as their answers end).
 //!
 //! Every model is known when the runtime starts, so each has its series from the start (a
 //! rate sees the first load) and recording is a map lookup that takes no lock (the map never changes) and relaxed atomic
@@ -11,8 +12,8 @@ use sluice_local::pool::{Eviction, PoolEvents};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Engines with their own load-time series; any other counts under `other`.
 const ENGINES: [&str; 2] = ["native", "candle"];
@@ -27,6 +28,16 @@ pub struct ModelMetrics {
     evictions: [AtomicU64; Eviction::ALL.len()],
     /// Time chat requests waited for a slot.
     pub queue_wait: Histogram,
+    /// When the load running now began (the pool runs one load of a model at a time).
+    loading_since: Mutex<Option<Instant>>,
+}
+
+impl ModelMetrics {
+    fn loading_since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.loading_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Every local model's measurements.
@@ -75,6 +86,12 @@ impl LocalMetrics {
                 }
             }
         }
+        const RUNNING: &str = "sluice_local_model_load_running_seconds";
+        let _ = writeln!(out, "# HELP {RUNNING} How long the load of a local model running now has been running (0: none is).\n# TYPE {RUNNING} gauge");
+        for m in &self.models {
+            let running = m.loading_since().map_or(0.0, |t| t.elapsed().as_secs_f64());
+            let _ = writeln!(out, "{RUNNING}{{{}}} {running:.3}", m.label);
+        }
         const EVICTIONS: &str = "sluice_local_model_evictions_total";
         let _ = writeln!(out, "# HELP {EVICTIONS} Loaded local models unloaded, by model and reason (memory: to make room for another load; keep_alive: idle past their keep-alive).\n# TYPE {EVICTIONS} counter");
         for m in &self.models {
@@ -97,6 +114,18 @@ impl LocalMetrics {
 }
 
 impl PoolEvents for LocalMetrics {
+    fn load_started(&self, model: &str) {
+        if let Some(m) = self.model(model) {
+            *m.loading_since() = Some(Instant::now());
+        }
+    }
+
+    fn load_ended(&self, model: &str) {
+        if let Some(m) = self.model(model) {
+            *m.loading_since() = None;
+        }
+    }
+
     fn loaded(&self, model: &str, engine: Option<&'static str>, took: Duration) {
         if let Some(m) = self.model(model) {
             let slot = engine
@@ -149,5 +178,32 @@ mod tests {
         );
         assert!(!text.contains(r#"model="minilm",engine="other""#), "{text}");
         assert!(!text.contains("nobody"), "{text}");
+    }
+
+    /// The value of `series` in `text`.
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{text}"))
+    }
+
+    #[test]
+    fn a_load_still_running_shows_how_long_it_has_run() {
+        let m = LocalMetrics::new(["qwen", "minilm"]);
+        let running = |m: &LocalMetrics, model: &str| {
+            let mut text = String::new();
+            m.render(&mut text);
+            value(
+                &text,
+                &format!("sluice_local_model_load_running_seconds{{model=\"{model}\"}}"),
+            )
+        };
+        assert_eq!(running(&m, "qwen"), 0.0, "no load yet");
+        m.load_started("qwen");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(running(&m, "qwen") >= 0.02);
+        assert_eq!(running(&m, "minilm"), 0.0);
+        m.load_ended("qwen");
+        assert_eq!(running(&m, "qwen"), 0.0, "ended, loaded or failed");
     }
 }
