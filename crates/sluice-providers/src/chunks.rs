@@ -595,6 +595,8 @@ struct FunctionToolSpec<'a, S> {
     name: &'a str,
     description: Option<&'a str>,
     parameters: ToolSchema<S>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
 }
 
 /// A tool's JSON schema: the client's, or `{"type": "object"}`.
@@ -617,8 +619,16 @@ impl<'a, S> FunctionTool<'a, S> {
                 name,
                 description,
                 parameters: schema.map_or(ToolSchema::Object { kind: "object" }, ToolSchema::Given),
+                strict: None,
             },
         }
+    }
+
+    /// The same tool, with the client's `strict` (asks the upstream to hold its calls to
+    /// the schema).
+    pub(crate) fn strict(mut self, strict: Option<bool>) -> Self {
+        self.function.strict = strict;
+        self
     }
 }
 

@@ -54,6 +54,12 @@ struct InRequest<'a> {
     metadata: Option<InMetadata<'a>>,
     #[serde(default, borrow)]
     thinking: Option<InThinking<'a>>,
+    /// Structured output: `{"format": {"type": "json_schema", "schema": ...}}`.
+    #[serde(default, borrow)]
+    output_config: Option<InOutputConfig<'a>>,
+    /// The structured outputs beta's place for the same format (still accepted).
+    #[serde(default, borrow)]
+    output_format: Option<InOutputFormat<'a>>,
     /// The testkit's per-request control of its fake upstream, carried over.
     #[serde(default, borrow)]
     x_fake: Option<&'a RawValue>,
@@ -66,6 +72,22 @@ struct InThinking<'a> {
     kind: Cow<'a, str>,
     #[serde(default)]
     budget_tokens: Option<u64>,
+}
+
+/// `output_config` (what else it holds, such as `effort`, is not read here).
+#[derive(Deserialize)]
+struct InOutputConfig<'a> {
+    #[serde(default, borrow)]
+    format: Option<InOutputFormat<'a>>,
+}
+
+/// A structured output format: `{"type": "json_schema", "schema": {...}}`.
+#[derive(Deserialize)]
+struct InOutputFormat<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    schema: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +147,8 @@ struct InTool<'a> {
     description: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     input_schema: Option<&'a RawValue>,
+    #[serde(default)]
+    strict: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -215,7 +239,24 @@ struct OutRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_effort: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<OutFormat<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     x_fake: Option<&'a RawValue>,
+}
+
+/// Chat's `response_format` of a structured output request.
+#[derive(Serialize)]
+struct OutFormat<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    json_schema: OutSchema<'a>,
+}
+
+#[derive(Serialize)]
+struct OutSchema<'a> {
+    name: &'static str,
+    schema: &'a RawValue,
+    strict: bool,
 }
 
 #[derive(Serialize)]
@@ -432,9 +473,13 @@ pub fn to_openai(body: &[u8]) -> Result<(Vec<u8>, String, bool), BadRequest> {
     let tools = r.tools.as_ref().map(|tools| {
         tools
             .iter()
-            .map(|t| FunctionTool::new(&t.name, t.description.as_deref(), t.input_schema))
+            .map(|t| {
+                FunctionTool::new(&t.name, t.description.as_deref(), t.input_schema)
+                    .strict(t.strict)
+            })
             .collect()
     });
+    let response_format = response_format(&r)?;
     let tool_choice = r.tool_choice.as_ref().map(|c| match c.kind.as_deref() {
         Some("any") => OutToolChoice::Mode("required"),
         Some("none") => OutToolChoice::Mode("none"),
@@ -471,10 +516,39 @@ pub fn to_openai(body: &[u8]) -> Result<(Vec<u8>, String, bool), BadRequest> {
             .and_then(|m| m.user_id)
             .filter(|u| u.get() != "null"),
         reasoning_effort,
+        response_format,
         x_fake: r.x_fake,
     };
     let body = serde_json::to_vec(&out).map_err(|e| BadRequest(e.to_string()))?;
     Ok((body, r.model.into_owned(), stream))
+}
+
+/// Chat's `response_format` of a request's structured output (`output_config.format`, or
+/// the beta's `output_format`): its schema, strict as Anthropic's always is.
+fn response_format<'a>(r: &InRequest<'a>) -> Result<Option<OutFormat<'a>>, BadRequest> {
+    let (format, at) = match (&r.output_config, &r.output_format) {
+        (Some(InOutputConfig { format: Some(f) }), _) => (f, "output_config.format"),
+        (_, Some(f)) => (f, "output_format"),
+        _ => return Ok(None),
+    };
+    if format.kind != "json_schema" {
+        return Err(BadRequest(format!(
+            "{at}.type: `{}` is not `json_schema`",
+            format.kind
+        )));
+    }
+    let schema = format
+        .schema
+        .filter(|s| s.get().starts_with('{'))
+        .ok_or_else(|| BadRequest(format!("{at}.schema: a JSON Schema object is required")))?;
+    Ok(Some(OutFormat {
+        kind: "json_schema",
+        json_schema: OutSchema {
+            name: "output",
+            schema,
+            strict: true,
+        },
+    }))
 }
 
 /// The Messages API id of a completion id: `msg_` and the id without `chatcmpl-` (an id

@@ -556,6 +556,53 @@ fn inbound_thinking_becomes_reasoning_effort() {
 }
 
 #[test]
+fn inbound_structured_output_becomes_a_json_schema_format() {
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    let chat = |extra: serde_json::Value| {
+        let mut body = json!({"model": "m", "max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"name": "f", "strict": true, "input_schema": {"type": "object"}},
+                      {"name": "g"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        inbound::to_openai(body.to_string().as_bytes())
+            .map(|(out, _, _)| serde_json::from_slice::<serde_json::Value>(&out).unwrap())
+    };
+    let want = json!({"type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": true}});
+    let ga = chat(json!({"output_config": {"format": {"type": "json_schema", "schema": schema}, "effort": "low"}}))
+        .unwrap();
+    assert_eq!(ga["response_format"], want);
+    assert_eq!(ga["tools"][0]["function"]["strict"], true);
+    assert!(ga["tools"][1]["function"].get("strict").is_none());
+    let beta = chat(json!({"output_format": {"type": "json_schema", "schema": schema}})).unwrap();
+    assert_eq!(beta["response_format"], want);
+    assert!(chat(json!({})).unwrap().get("response_format").is_none());
+    assert!(chat(json!({"output_config": {"effort": "low"}}))
+        .unwrap()
+        .get("response_format")
+        .is_none());
+    for (bad, at) in [
+        (
+            json!({"output_config": {"format": {"type": "text"}}}),
+            "output_config.format.type",
+        ),
+        (
+            json!({"output_format": {"type": "json_schema"}}),
+            "output_format.schema",
+        ),
+        (
+            json!({"output_format": {"type": "json_schema", "schema": "x"}}),
+            "output_format.schema",
+        ),
+    ] {
+        let e = chat(bad).unwrap_err();
+        assert!(e.0.starts_with(at), "{}", e.0);
+    }
+}
+
+#[test]
 fn cache_writes_reach_a_messages_answer() {
     let body = json!({"id": "msg_1", "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
         "usage": {"input_tokens": 15, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 10, "output_tokens": 2}});
