@@ -34,11 +34,12 @@ pub struct UninitializedGuardrail {
     pub apply_to: Option<String>,
     /// A webhook that allows, denies or rewrites what the guardrail applies to.
     pub webhook: Option<UninitializedWebhook>,
-    /// Answers to `response_format: json_schema` requests checked against the schema.
+    /// Answers checked against the request's schemas: `response_format: json_schema`, and
+    /// each tool call's arguments against its tool's `parameters`.
     pub validate_json: Option<UninitializedValidateJson>,
 }
 
-/// `validate_json = { retries, on_failure }` as written.
+/// `validate_json = { retries, on_failure, tools }` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UninitializedValidateJson {
@@ -47,6 +48,9 @@ pub struct UninitializedValidateJson {
     /// `error` (default: 502 `output_validation_failed`) or `pass` (the answer with
     /// `x-sluice-output-valid: false`).
     pub on_failure: Option<String>,
+    /// Check tool calls too: each call names a tool the request offered, and its arguments
+    /// match that tool's `parameters` (default `true`).
+    pub tools: Option<bool>,
 }
 
 /// A validated `validate_json`.
@@ -56,6 +60,8 @@ pub struct ValidateJson {
     pub retries: u32,
     /// Pass an answer that still fails (with a header) rather than refuse it.
     pub pass: bool,
+    /// Check tool calls against the offered tools' schemas.
+    pub tools: bool,
 }
 
 /// `webhook = { url, timeout_ms, on_error, headers }` as written.
@@ -205,7 +211,11 @@ fn load_validate_json(v: UninitializedValidateJson, at: &str) -> Result<Validate
             "must be at most 5",
         ));
     }
-    Ok(ValidateJson { retries, pass })
+    Ok(ValidateJson {
+        retries,
+        pass,
+        tools: v.tools.unwrap_or(true),
+    })
 }
 
 fn load_webhook(

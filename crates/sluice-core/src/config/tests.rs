@@ -392,21 +392,23 @@ fn guardrails_are_checked_at_load() {
     assert_eq!(c.models[0].guardrails, vec![0]);
     assert_eq!(c.routes[0].guardrails, vec![0]);
     assert_eq!(c.guardrails[0].validate_json, None);
-    let json = format!("{p}[[guardrails]]\nname = \"shape\"\nvalidate_json = {{}}\n[[guardrails]]\nname = \"lax\"\nvalidate_json = {{ retries = 0, on_failure = \"pass\" }}\n");
+    let json = format!("{p}[[guardrails]]\nname = \"shape\"\nvalidate_json = {{}}\n[[guardrails]]\nname = \"lax\"\nvalidate_json = {{ retries = 0, on_failure = \"pass\", tools = false }}\n");
     let c = Config::from_toml(&json, &MapEnv::default()).unwrap();
     assert!(c.guardrails[0].guard.is_none(), "no detectors needed");
     assert_eq!(
         c.guardrails[0].validate_json,
         Some(ValidateJson {
             retries: 1,
-            pass: false
+            pass: false,
+            tools: true
         })
     );
     assert_eq!(
         c.guardrails[1].validate_json,
         Some(ValidateJson {
             retries: 0,
-            pass: true
+            pass: true,
+            tools: false
         })
     );
     for (text, at, want) in [

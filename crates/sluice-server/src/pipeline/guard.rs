@@ -8,13 +8,13 @@
 //! the values are never logged.
 
 use super::answer::Answer;
+use super::guard_gather::Pieces;
 use super::guard_hook;
 use super::guard_json::{self, Validation};
-use super::guard_stream::{EventFilter, Pieces};
+use super::guard_stream::EventFilter;
 use crate::state::{AppState, Resolved};
 use bytes::Bytes;
 use sluice_core::{Error, ErrorKind, Operation};
-use sluice_guard::stream::Holdback;
 use sluice_guard::webhook::Phase;
 use sluice_guard::{Action, Finding, Guardrail, Verdict};
 use sluice_store::KeyRecord;
@@ -30,7 +30,7 @@ pub struct Guarded {
     restore: Vec<(String, String)>,
     /// What was found, for the spend record.
     found: Vec<Finding>,
-    /// The check of the answer against the request's JSON schema.
+    /// The check of the answer against the request's schemas (`response_format`, tools).
     validation: Option<Validation>,
     /// The usage of answers asked for again, charged with the last.
     carried: Option<Usage>,
@@ -124,7 +124,7 @@ pub async fn request(
         return Ok(None);
     }
     let configs = &state.guardrails;
-    guarded.validation = Validation::of(state, &all, body);
+    guarded.validation = Validation::of(state, &all, body)?;
     guarded.answers = all
         .iter()
         .copied()
@@ -168,7 +168,7 @@ impl Guarded {
     /// The filter of a streamed (or replayed) answer's events, of an `op` request.
     pub fn filter(&self, state: &Arc<AppState>, op: Operation) -> EventFilter {
         EventFilter::new(
-            Holdback::new(detectors(state, &self.answers), self.restore.clone()),
+            (detectors(state, &self.answers), self.restore.clone()),
             Arc::clone(state),
             Pieces::of(op),
         )
@@ -207,11 +207,14 @@ impl Guarded {
         else {
             return false;
         };
-        if !status.is_success() || v.check_answer(body).is_ok() {
+        if !status.is_success() {
             return false;
         }
+        let Err(failure) = v.check_answer(body) else {
+            return false;
+        };
         v.retries -= 1;
-        let f = v.finding(Action::Retry);
+        let f = v.finding(failure.check, Action::Retry);
         state.tab_metrics.guarded(std::slice::from_ref(&f));
         self.found.push(f);
         if let Some(u) = usage {
@@ -242,17 +245,18 @@ impl Guarded {
         if !status.is_success() {
             return Ok(());
         }
-        let Err(reason) = v.check_answer(body) else {
+        let Err(failure) = v.check_answer(body) else {
             return Ok(());
         };
-        let f = v.finding(if v.pass { Action::Pass } else { Action::Error });
+        let action = if v.pass { Action::Pass } else { Action::Error };
+        let f = v.finding(failure.check, action);
         state.tab_metrics.guarded(std::slice::from_ref(&f));
         self.found.push(f);
         if v.pass {
-            self.invalid = Some(reason);
+            self.invalid = Some(failure.reason);
             Ok(())
         } else {
-            Err(v.error(reason))
+            Err(v.error(failure.reason))
         }
     }
 

@@ -1,21 +1,25 @@
-//! Answer guardrails on a streamed chat answer: the content deltas of the first choice (a
-//! legacy text completion's: its `text` pieces) go through a hold-back window ([`sluice_guard::stream::Holdback`]), so a value split across
-//! chunks is redacted (or blocks the stream) before any of it leaves, and placeholders of
-//! the request's redaction are put back whole. Events without content (the role, tool
-//! calls, usage, `[DONE]`) pass as they are, after what is held back is released. A block
-//! ends the stream with an error event (`guardrail_blocked`) and cancels the upstream.
-//! With a `validate_json` guardrail the first choice's content is gathered and checked
-//! against the request's schema at `[DONE]`: a failure refused ends the stream with an
-//! error event (`output_validation_failed`) instead of `[DONE]`; a failure passed is
-//! counted only (the headers are gone).
+//! Answer guardrails on a streamed chat answer: each choice's content deltas (a legacy
+//! text completion's: its `text` pieces) go through a hold-back window of its own
+//! ([`sluice_guard::stream::Holdback`]), so a value split across chunks is redacted (or
+//! blocks the stream) before any of it leaves, and placeholders of the request's redaction
+//! are put back whole. Events without content (the role, tool calls, usage, `[DONE]`) pass
+//! as they are, after what is held back is released. A block ends the stream with an error
+//! event (`guardrail_blocked`) and cancels the upstream. With no detector and nothing to
+//! put back, content is not held back at all.
+//!
+//! With a `validate_json` guardrail every choice's content and tool calls are gathered
+//! ([`super::guard_gather`]) and checked against the request's schemas at `[DONE]`: a
+//! failure refused ends the stream with an error event (`output_validation_failed`)
+//! instead of `[DONE]`; a failure passed is counted only (the headers are gone).
 
 use super::ending::{Ending, Tracked};
+use super::guard_gather::{Gathered, Pieces};
 use super::guard_json::Validation;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use serde_json::Value;
 use sluice_guard::stream::Holdback;
-use sluice_guard::Finding;
+use sluice_guard::{Finding, Guardrail};
 use sluice_types::sse::{event_data, Keep, SseScanner};
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -41,68 +45,52 @@ impl<B> GuardedStream<B> {
     }
 }
 
-/// Where a stream's events carry their text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pieces {
-    /// Chat chunks: `choices[0].delta.content`.
-    Chat,
-    /// Legacy text completions: `choices[0].text`.
-    Text,
+/// One choice's held-back text.
+struct Held {
+    index: u64,
+    holdback: Holdback,
+    /// Its last content entry, as the shape of one that releases held-back text.
+    template: Option<Value>,
 }
 
-impl Pieces {
-    /// The pieces of an `op` request's stream.
-    pub fn of(op: sluice_core::Operation) -> Self {
-        match op {
-            sluice_core::Operation::Completion => Self::Text,
-            _ => Self::Chat,
-        }
-    }
-
-    /// The text's key, and the object in `chunk` that holds it (`Null` when there is none:
-    /// a usage chunk's `choices` are empty).
-    fn holder(self, chunk: &Value) -> (&Value, &'static str) {
-        match self {
-            Self::Chat => (&chunk["choices"][0]["delta"], "content"),
-            Self::Text => (&chunk["choices"][0], "text"),
-        }
-    }
-
-    /// Sets the text of a chunk that has one.
-    fn set(self, chunk: &mut Value, text: String) {
-        match self {
-            Self::Chat => chunk["choices"][0]["delta"]["content"] = Value::String(text),
-            Self::Text => chunk["choices"][0]["text"] = Value::String(text),
-        }
-    }
-}
-
-/// Chat chunk events in, the same events out with their content held back and guarded.
+/// Chat chunk events in, the same events out with each choice's content held back and
+/// guarded.
 pub struct EventFilter {
     scanner: SseScanner,
-    holdback: Holdback,
+    /// The answer guardrails' detectors, and the placeholders to put back: what each
+    /// choice's hold-back is made of (neither: content passes as it comes).
+    guards: Vec<Arc<Guardrail>>,
+    restore: Vec<(String, String)>,
+    held: Vec<Held>,
     pieces: Pieces,
-    /// The last content chunk, as the shape of a chunk that releases held-back text.
-    template: Option<Value>,
+    /// A content chunk without its choices, as the shell of one that releases text.
+    shell: Option<Value>,
     out: VecDeque<Bytes>,
     blocked: bool,
     /// The status a blocked stream ends with (400 a guardrail's block, 502 a schema's).
     status: u16,
-    /// The schema check and the content gathered for it (`None` once checked).
-    validation: Option<(Validation, String)>,
+    /// The schema check and what it gathered of the choices (`None` once checked).
+    validation: Option<(Validation, Gathered)>,
     /// What the request's guardrails found, then what this stream's did.
     found: Vec<Finding>,
     state: Arc<crate::state::AppState>,
 }
 
 impl EventFilter {
-    /// A filter guarding with `holdback`.
-    pub fn new(holdback: Holdback, state: Arc<crate::state::AppState>, pieces: Pieces) -> Self {
+    /// A filter guarding with the detectors of `guards`, putting `restore`'s
+    /// placeholders back.
+    pub fn new(
+        (guards, restore): (Vec<Arc<Guardrail>>, Vec<(String, String)>),
+        state: Arc<crate::state::AppState>,
+        pieces: Pieces,
+    ) -> Self {
         Self {
             scanner: SseScanner::new(4 << 20),
-            holdback,
+            guards,
+            restore,
+            held: Vec::new(),
             pieces,
-            template: None,
+            shell: None,
             out: VecDeque::new(),
             blocked: false,
             status: 400,
@@ -125,18 +113,19 @@ impl EventFilter {
         self.found.extend(findings);
     }
 
-    /// Checks the first choice's content against a JSON schema when the stream ends.
+    /// Checks every choice's content and tool calls against the request's schemas when
+    /// the stream ends.
     pub fn validating(mut self, validation: Option<Validation>) -> Self {
-        self.validation = validation.map(|v| (v, String::new()));
+        self.validation = validation.map(|v| (v, Gathered::default()));
         self
     }
 
     /// The schema check, once: `false` when it refuses the stream (an error event is out).
     fn validated(&mut self) -> bool {
-        let Some((v, text)) = self.validation.take() else {
+        let Some((v, gathered)) = self.validation.take() else {
             return true;
         };
-        let Err(reason) = v.check_text(&text) else {
+        let Err(failure) = v.check_gathered(&gathered) else {
             return true;
         };
         let action = if v.pass {
@@ -144,11 +133,11 @@ impl EventFilter {
         } else {
             sluice_guard::Action::Error
         };
-        self.count(vec![v.finding(action)]);
+        self.count(vec![v.finding(failure.check, action)]);
         if v.pass {
             return true;
         }
-        self.fail(&v.error(reason));
+        self.fail(&v.error(failure.reason));
         self.status = 502;
         false
     }
@@ -193,8 +182,17 @@ impl EventFilter {
         if !self.blocked {
             self.validated();
         }
-        let findings = self.holdback.take_findings();
+        let findings: Vec<Finding> = self
+            .held
+            .iter_mut()
+            .flat_map(|h| h.holdback.take_findings())
+            .collect();
         self.count(findings);
+    }
+
+    /// Whether content passes as it comes: nothing to detect or put back.
+    fn inert(&self) -> bool {
+        self.guards.is_empty() && self.restore.is_empty()
     }
 
     /// Takes one event of the inner stream.
@@ -210,64 +208,119 @@ impl EventFilter {
             }
             return;
         }
-        let Ok(mut chunk) = serde_json::from_slice::<Value>(&data) else {
+        let Ok(chunk) = serde_json::from_slice::<Value>(&data) else {
             self.out.push_back(Bytes::copy_from_slice(raw));
             return;
         };
-        let (holder, key) = self.pieces.holder(&chunk);
-        let content = holder[key].as_str().map(str::to_string);
-        let has_content = holder.get(key).is_some();
-        let finishes = !chunk["choices"][0]["finish_reason"].is_null();
-        if let (Some((_, gathered)), Some(text)) = (&mut self.validation, &content) {
-            gathered.push_str(text);
+        if let Some((_, gathered)) = &mut self.validation {
+            gathered.take(&chunk, self.pieces);
         }
-        let released = match content {
-            Some(text) => {
-                self.template = Some(chunk.clone());
-                match self.holdback.push(&text) {
-                    Ok(t) => t,
-                    Err(f) => return self.block(f),
+        if self.inert() {
+            self.out.push_back(Bytes::copy_from_slice(raw));
+            return;
+        }
+        self.hold(chunk);
+    }
+
+    /// The hold-back of choice `index`.
+    fn held(&mut self, index: u64) -> &mut Held {
+        let at = match self.held.iter().position(|h| h.index == index) {
+            Some(at) => at,
+            None => {
+                self.held.push(Held {
+                    index,
+                    holdback: Holdback::new(self.guards.clone(), self.restore.clone()),
+                    template: None,
+                });
+                self.held.len() - 1
+            }
+        };
+        &mut self.held[at]
+    }
+
+    /// A chunk through its choices' hold-backs: each content piece replaced by what may
+    /// be released; a chunk that is left with nothing to say is dropped.
+    fn hold(&mut self, mut chunk: Value) {
+        let pieces = self.pieces;
+        let mut keep = !chunk["usage"].is_null();
+        let mut before = Vec::new();
+        let entries = match chunk["choices"].as_array_mut() {
+            Some(entries) if !entries.is_empty() => std::mem::take(entries),
+            _ => return self.push_chunk(&chunk),
+        };
+        let mut kept = Vec::with_capacity(entries.len());
+        for (position, mut entry) in entries.into_iter().enumerate() {
+            let index = entry["index"].as_u64().unwrap_or(position as u64);
+            let (holder, key) = pieces.holder_of(&entry);
+            let content = holder[key].as_str().map(str::to_string);
+            let has_content = holder.get(key).is_some();
+            let finishes = !entry["finish_reason"].is_null();
+            let held = self.held(index);
+            let mut released = match content {
+                Some(text) => {
+                    held.template = Some(entry.clone());
+                    held.holdback.push(&text)
+                }
+                None => Ok(String::new()),
+            };
+            if finishes {
+                released = released.and_then(|r| Ok(r + &held.holdback.finish()?));
+            }
+            let released = match released {
+                Ok(r) => r,
+                Err(f) => return self.block(f),
+            };
+            if has_content {
+                keep |= !released.is_empty() || finishes || carries_more(&entry);
+                pieces.set(&mut entry, released);
+            } else {
+                keep = true;
+                if !released.is_empty() {
+                    before.push((index, released));
                 }
             }
-            None => String::new(),
-        };
-        let released = if finishes {
-            match self.holdback.finish() {
-                Ok(rest) => released + &rest,
+            kept.push(entry);
+        }
+        if self.shell.is_none() {
+            self.shell = Some(chunk.clone());
+        }
+        for (index, text) in before {
+            self.push_content(index, text);
+        }
+        if keep {
+            chunk["choices"] = Value::Array(kept);
+            self.push_chunk(&chunk);
+        }
+    }
+
+    /// Releases everything held back, each choice's as a content chunk of its own.
+    fn release_rest(&mut self) {
+        for at in 0..self.held.len() {
+            let index = self.held[at].index;
+            match self.held[at].holdback.finish() {
+                Ok(rest) if !rest.is_empty() => self.push_content(index, rest),
+                Ok(_) => {}
                 Err(f) => return self.block(f),
             }
-        } else {
-            released
-        };
-        if has_content {
-            if released.is_empty() && !finishes && !carries_more(&chunk) {
-                return;
-            }
-            self.pieces.set(&mut chunk, released);
-        } else if !released.is_empty() {
-            self.push_content(released);
-        }
-        self.push_chunk(&chunk);
-    }
-
-    /// Releases everything held back, as a content chunk of its own.
-    fn release_rest(&mut self) {
-        match self.holdback.finish() {
-            Ok(rest) if !rest.is_empty() => self.push_content(rest),
-            Ok(_) => {}
-            Err(f) => self.block(f),
         }
     }
 
-    fn push_content(&mut self, text: String) {
-        let Some(mut chunk) = self.template.clone() else {
+    /// A chunk of choice `index` with `text` as its content.
+    fn push_content(&mut self, index: u64, text: String) {
+        let template = self
+            .held
+            .iter()
+            .find(|h| h.index == index)
+            .and_then(|h| h.template.clone());
+        let (Some(mut chunk), Some(mut entry)) = (self.shell.clone(), template) else {
             return;
         };
         match self.pieces {
-            Pieces::Chat => chunk["choices"][0]["delta"] = serde_json::json!({ "content": text }),
-            Pieces::Text => chunk["choices"][0]["text"] = Value::String(text),
+            Pieces::Chat => entry["delta"] = serde_json::json!({ "content": text }),
+            Pieces::Text => entry["text"] = Value::String(text),
         }
-        chunk["choices"][0]["finish_reason"] = Value::Null;
+        entry["finish_reason"] = Value::Null;
+        chunk["choices"] = Value::Array(vec![entry]);
         self.push_chunk(&chunk);
     }
 
@@ -306,10 +359,10 @@ impl EventFilter {
     }
 }
 
-/// Whether a chunk says more than its content: a role, tool calls, usage.
-fn carries_more(chunk: &Value) -> bool {
-    let delta = &chunk["choices"][0]["delta"];
-    delta.get("role").is_some() || delta.get("tool_calls").is_some() || !chunk["usage"].is_null()
+/// Whether a choice's entry says more than its content: a role, tool calls.
+fn carries_more(entry: &Value) -> bool {
+    let delta = &entry["delta"];
+    delta.get("role").is_some() || delta.get("tool_calls").is_some()
 }
 
 impl<B: Body<Data = Bytes> + Unpin> Body for GuardedStream<B> {

@@ -21,6 +21,7 @@ mod edge;
 mod ending;
 mod finish;
 mod guard;
+mod guard_gather;
 mod guard_hook;
 mod guard_json;
 mod guard_stream;
