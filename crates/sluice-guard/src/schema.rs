@@ -11,12 +11,55 @@
 //! provider enforces) are ignored, as is a `pattern` that does not compile and a `$ref`
 //! outside the schema.
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// How deep `$ref`s may nest without reading into the value (a schema that refers to
 /// itself in a loop fails instead of recursing forever).
 const MAX_DEPTH: usize = 256;
+
+/// Compiled `pattern`s kept per thread, at most this many (the cache is emptied when full):
+/// a request's schema is checked again on every answer, and compiling a pattern costs far
+/// more than matching it.
+const CACHED_PATTERNS: usize = 64;
+
+/// The compiled size up to which a pattern is kept (larger ones are compiled for each use,
+/// so the cache stays a few MiB per thread at most).
+const CACHED_PATTERN_BYTES: usize = 64 << 10;
+
+thread_local! {
+    static PATTERNS: RefCell<HashMap<String, Option<Regex>>> = RefCell::new(HashMap::new());
+}
+
+/// Whether `pattern` matches `s` (`None`: the pattern does not compile), compiled once per
+/// thread. The match runs on the cached regex itself: a clone would start with an empty
+/// match cache, which costs about what the match does.
+fn matches(pattern: &str, s: &str) -> Option<bool> {
+    PATTERNS.with(|c| {
+        let mut cache = c.borrow_mut();
+        if let Some(hit) = cache.get(pattern) {
+            return hit.as_ref().map(|r| r.is_match(s));
+        }
+        let small = RegexBuilder::new(pattern)
+            .size_limit(CACHED_PATTERN_BYTES)
+            .build();
+        let regex = match small {
+            Ok(r) => Some(r),
+            Err(regex::Error::CompiledTooBig(_)) => {
+                return Regex::new(pattern).ok().map(|r| r.is_match(s))
+            }
+            Err(_) => None,
+        };
+        let matched = regex.as_ref().map(|r| r.is_match(s));
+        if cache.len() >= CACHED_PATTERNS {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), regex);
+        matched
+    })
+}
 
 /// Checks `value` against `schema` (whose `$ref`s point into `schema` itself). The error
 /// says where (`$.items[2].name`) and why the value fails.
@@ -172,15 +215,7 @@ impl Validator<'_> {
             return fail(at, format!("has {n} properties, more than `maxProperties`"));
         }
         let properties = map.get("properties").and_then(Value::as_object);
-        let patterns: Vec<(Regex, &Value)> = map
-            .get("patternProperties")
-            .and_then(Value::as_object)
-            .map(|p| {
-                p.iter()
-                    .filter_map(|(k, s)| Regex::new(k).ok().map(|r| (r, s)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let patterns = map.get("patternProperties").and_then(Value::as_object);
         let additional = map.get("additionalProperties");
         for (name, v) in o {
             let len = at.len();
@@ -191,8 +226,8 @@ impl Validator<'_> {
                 matched = true;
                 self.check(s, v, at, depth + 1)?;
             }
-            for (r, s) in &patterns {
-                if r.is_match(name) {
+            for (p, s) in patterns.into_iter().flatten() {
+                if matches(p, name) == Some(true) {
                     matched = true;
                     self.check(s, v, at, depth + 1)?;
                 }
@@ -301,7 +336,7 @@ fn string(map: &Map<String, Value>, s: &str, at: &str) -> Result<(), String> {
         );
     }
     if let Some(p) = map.get("pattern").and_then(Value::as_str) {
-        if Regex::new(p).is_ok_and(|r| !r.is_match(s)) {
+        if matches(p, s) == Some(false) {
             return fail(at, format!("does not match the `pattern` {p:?}"));
         }
     }

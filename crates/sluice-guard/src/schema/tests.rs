@@ -179,6 +179,34 @@ fn string_lengths_and_patterns() {
 }
 
 #[test]
+fn patterns_are_compiled_once_and_judged_the_same_from_the_cache() {
+    // Twice each (the second from the thread's cache), and more patterns than it keeps.
+    for round in 0..2 {
+        for n in 0..100 {
+            let schema = json!({"pattern": format!("^x{{{n}}}$")});
+            ok(schema.clone(), json!("x".repeat(n)));
+            bad(schema, json!("x".repeat(n + 1)), "does not match");
+        }
+        bad(json!({"pattern": "^\\d+$"}), json!("1a"), "does not match");
+        ok(json!({"pattern": "("}), json!("any"));
+        // Too large to keep (its compiled size), still checked.
+        let n = (1..400)
+            .find(|n| {
+                let p = format!("^\\w{{{n}}}$");
+                let small = regex::RegexBuilder::new(&p)
+                    .size_limit(super::CACHED_PATTERN_BYTES)
+                    .build();
+                small.is_err() && regex::Regex::new(&p).is_ok()
+            })
+            .expect("a pattern too large to keep");
+        let big = json!({"pattern": format!("^\\w{{{n}}}$")});
+        ok(big.clone(), json!("é".repeat(n)));
+        bad(big, json!("é".repeat(n - 1)), "does not match");
+        let _ = round;
+    }
+}
+
+#[test]
 fn numbers_bounds_and_multiples() {
     let s = json!({"minimum": 1, "maximum": 10});
     ok(s.clone(), json!(1));
