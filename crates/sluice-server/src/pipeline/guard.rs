@@ -36,6 +36,8 @@ pub struct Guarded {
     carried: Option<Usage>,
     /// Why a passed answer failed its schema (`on_failure = "pass"`).
     invalid: Option<String>,
+    /// The last whole answer was checked and found valid (it is not checked again).
+    valid: bool,
 }
 
 /// The guardrails of what `resolved` names and of the caller's key, as indexes into the
@@ -211,6 +213,7 @@ impl Guarded {
             return false;
         }
         let Err(failure) = v.check_answer(body) else {
+            self.valid = true;
             return false;
         };
         v.retries -= 1;
@@ -242,7 +245,7 @@ impl Guarded {
         let Some(v) = &self.validation else {
             return Ok(());
         };
-        if !status.is_success() {
+        if !status.is_success() || self.valid {
             return Ok(());
         }
         let Err(failure) = v.check_answer(body) else {
