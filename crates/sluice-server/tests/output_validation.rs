@@ -820,3 +820,46 @@ async fn every_choice_of_a_stream_is_checked_and_kept_apart() {
         r.text()
     );
 }
+
+#[tokio::test]
+async fn messages_and_responses_tool_calls_are_checked_streamed_and_whole() {
+    // A Messages stream whose tool_use input misses the schema ends with an `error` event.
+    let fake = FakeUpstream::start().await;
+    let gw = start_with(&config(&fake.base_url(), &guard(1, "error"))).await;
+    let body = json!({"model": "m", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [{"name": "get_weather", "input_schema": weather_tools()[0]["function"]["parameters"]}],
+        "x_fake": {"tool_call": {"name": "get_weather", "arguments": "{\"city\": 75001}"}}});
+    let r = post_json(&gw.url("/v1/messages"), body.to_string(), &[])
+        .await
+        .unwrap();
+    let text = r.text();
+    assert!(
+        text.contains("event: tool_use") || text.contains("\"tool_use\""),
+        "{text}"
+    );
+    assert!(text.contains("event: error"), "{text}");
+    assert!(
+        text.contains("tool call 0 to `get_weather`: $.city"),
+        "{text}"
+    );
+    assert!(!text.contains("event: message_stop"), "{text}");
+
+    // The Responses API's function tools, whole.
+    let bad = calling("get_weather", r#"{"city": 75001}"#);
+    let (url, seen) = scripted_messages(vec![bad]).await;
+    let gw = start_with(&config(&url, &guard(1, "error"))).await;
+    let body = json!({"model": "m", "input": "Weather in Paris?", "tools": [{"type": "function",
+        "name": "get_weather", "parameters": weather_tools()[0]["function"]["parameters"]}]});
+    let r = post_json(&gw.url("/v1/responses"), body.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "output_validation_failed");
+    assert!(
+        r.text().contains("tool call 0 to `get_weather`: $.city"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
