@@ -36,6 +36,7 @@
 pub(crate) mod counters;
 pub(crate) mod log;
 pub(crate) mod protocol;
+pub(crate) mod sources;
 pub(crate) mod types;
 
 pub use log::{LogPage, LogPosition, LogQuery, LogRow, StatusFilter};

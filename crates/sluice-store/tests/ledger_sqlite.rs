@@ -513,3 +513,10 @@ async fn the_request_log_pages_filters_and_bounds_its_search() {
     let ledger = open(&dir, LedgerOptions::default());
     common::request_log::check(&ledger).await;
 }
+
+#[tokio::test]
+async fn reports_from_partial_days_and_rollups_equal_the_raw_sums() {
+    let dir = temp_dir("split-reports");
+    let ledger = open(&dir, LedgerOptions::default());
+    common::split_reports::check(&ledger).await;
+}

@@ -543,18 +543,25 @@ async fn reports_fall_back_to_rollups_past_retention() {
         .expect("after");
     assert_eq!(after, long);
     // retention_days = 0 keeps the raw log forever: a period that is not whole UTC days
-    // is always read from it (whole days read the roll-ups, which outlive the purge).
+    // is read to the millisecond, its partial first day from the raw log and its whole
+    // days from the roll-ups, which outlive the purge (so they still count its records).
     drop(ledger);
     let forever = t.open(LedgerOptions {
         retention_days: 0,
         ..options()
     });
-    let raw = forever
+    let exact = forever
         .report(Dimension::Key, 1, now)
         .await
         .expect("forever");
-    assert!(!raw.from_rollups);
-    assert_eq!(summary(&raw), [row("alice", 1, 0, 300)]);
+    assert!(!exact.from_rollups);
+    assert_eq!(summary(&exact), summary(&long));
+    // Within a day past the purge: the raw log alone, which no longer has them.
+    let raw = forever
+        .report_between(Dimension::Key, old - 5, old + 5, now)
+        .await
+        .expect("raw");
+    assert!(raw.rows.is_empty());
 }
 
 #[tokio::test]
@@ -1185,4 +1192,11 @@ async fn the_request_log_pages_filters_and_bounds_its_search() {
     let db = TestDb::new();
     let ledger = sluice_store::Ledger::Postgres(db.open(options()));
     common::request_log::check(&ledger).await;
+}
+
+#[tokio::test]
+async fn reports_from_partial_days_and_rollups_equal_the_raw_sums() {
+    let db = TestDb::new();
+    let ledger = sluice_store::Ledger::Postgres(db.open(options()));
+    common::split_reports::check(&ledger).await;
 }

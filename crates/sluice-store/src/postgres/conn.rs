@@ -7,9 +7,9 @@ use super::batch::{
 use super::queue::Pending;
 use crate::ledger::log::{self, LogPage, LogPosition, LogQuery, LogRow, StatusFilter, TsRange};
 use crate::ledger::protocol::RECORD_COLUMNS;
+use crate::ledger::sources::ReportSources;
 use crate::ledger::types::{
-    reads_rollups, BudgetPeriod, Dimension, KeyRecord, Purged, Report, ReportRow, SpendRecord,
-    DAY_MS,
+    BudgetPeriod, Dimension, KeyRecord, Purged, Report, ReportRow, SpendRecord, DAY_MS,
 };
 use crate::sql_int::{from_sql, opt_from_sql, opt_to_sql, to_sql};
 use crate::{StoreError, UnixMs};
@@ -101,8 +101,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Spend grouped by `by`, in `period`: from the daily roll-ups, in whole UTC days, where
-    /// [`reads_rollups`] says, else from the raw log.
+    /// Spend grouped by `by`, in `period`: by day from the daily roll-ups; else from the
+    /// sources [`ReportSources::plan`] picks (the raw records of the partial days at the
+    /// period's edges, the roll-ups of the whole days between).
     pub(super) async fn report(
         &self,
         by: Dimension,
@@ -110,58 +111,37 @@ impl Conn {
         now: UnixMs,
         retention_days: u64,
     ) -> Result<Report, StoreError> {
-        let since = period.start;
-        let by_day = by == Dimension::Day;
-        let raw = !reads_rollups(by, &period, now, retention_days);
-        let group = if by_day {
-            "to_char(to_timestamp(day * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')".to_string()
+        let sources = ReportSources::plan(by, &period, now, retention_days);
+        let days = [to_sql(sources.days.start), to_sql(sources.days.end)];
+        let rows = if by == Dimension::Day {
+            // By day, oldest first (the date sorts as text).
+            let sql = format!(
+                "SELECT to_char(to_timestamp(day * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+                     {ROLLUP_SUMS}
+                 FROM spend_daily WHERE day >= $1 AND day < $2 GROUP BY 1 ORDER BY 1"
+            );
+            self.client.query(&sql, &[&days[0], &days[1]]).await?
         } else {
-            format!("COALESCE(NULLIF({}, ''), '-')", by.column())
+            let (head, tail) = (&sources.head, &sources.tail);
+            let bounds = [
+                to_sql(head.start),
+                to_sql(head.end),
+                days[0],
+                days[1],
+                to_sql(tail.start),
+                to_sql(tail.end),
+            ];
+            let params: Vec<&(dyn ToSql + Sync)> =
+                bounds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
+            self.client.query(&split_sql(by.column()), &params).await?
         };
-        // By day, oldest first (the date sorts as text); else by cost, highest first.
-        let order = if by_day {
-            "1".to_string()
-        } else {
-            format!("9 DESC, {group} COLLATE \"C\"")
-        };
-        let (table, requests, errors, column, from, to) = if raw {
-            (
-                "spend_log",
-                "count(*)",
-                "count(*) FILTER (WHERE status >= 400)",
-                "ts_ms",
-                to_sql(since),
-                to_sql(period.end),
-            )
-        } else {
-            (
-                "spend_daily",
-                "sum(requests)",
-                "sum(errors)",
-                "day",
-                to_sql(since / DAY_MS),
-                to_sql(period.end.div_ceil(DAY_MS)),
-            )
-        };
-        let sql = format!(
-            "SELECT {group}, {requests}::BIGINT, COALESCE({errors}, 0)::BIGINT,
-                 COALESCE(sum(prompt_tokens), 0)::BIGINT,
-                 COALESCE(sum(completion_tokens), 0)::BIGINT,
-                 COALESCE(sum(cached_tokens), 0)::BIGINT,
-                 COALESCE(sum(cache_write_tokens), 0)::BIGINT,
-                 COALESCE(sum(reasoning_tokens), 0)::BIGINT,
-                 COALESCE(sum(cost_nano_usd), 0)::BIGINT
-             FROM {table} WHERE {column} >= $1 AND {column} < $2
-             GROUP BY 1 ORDER BY {order}"
-        );
-        let rows = self.client.query(&sql, &[&from, &to]).await?;
         let rows = rows
             .iter()
             .map(report_row)
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
         Ok(Report {
             rows,
-            from_rollups: !raw,
+            from_rollups: sources.from_rollups,
         })
     }
 
@@ -393,6 +373,42 @@ fn key_statements() -> [String; 4] {
              revoked_ms = EXCLUDED.revoked_ms, guardrails = EXCLUDED.guardrails"
     );
     [by_hash, key, keys, save]
+}
+
+/// The sums of a report read from the roll-ups, each a `BIGINT`.
+const ROLLUP_SUMS: &str = "sum(requests)::BIGINT, sum(errors)::BIGINT,
+    sum(prompt_tokens)::BIGINT, sum(completion_tokens)::BIGINT, sum(cached_tokens)::BIGINT,
+    sum(cache_write_tokens)::BIGINT, sum(reasoning_tokens)::BIGINT,
+    sum(cost_nano_usd)::BIGINT";
+
+/// A report grouped by `col`, highest cost first: raw records in `[$1, $2)` and `[$5, $6)`
+/// (ms), roll-ups in days `[$3, $4)`. An empty range costs one probe of its index.
+fn split_sql(col: &str) -> String {
+    let group = format!("COALESCE(NULLIF({col}, ''), '-')");
+    let raw = |from: u8, to: u8| {
+        format!(
+            "SELECT {group} AS g, count(*)::BIGINT, count(*) FILTER (WHERE status >= 400)::BIGINT,
+                 sum(prompt_tokens)::BIGINT, sum(completion_tokens)::BIGINT,
+                 sum(cached_tokens)::BIGINT, sum(cache_write_tokens)::BIGINT,
+                 sum(reasoning_tokens)::BIGINT, sum(cost_nano_usd)::BIGINT
+             FROM spend_log WHERE ts_ms >= ${from} AND ts_ms < ${to} GROUP BY 1"
+        )
+    };
+    format!(
+        "SELECT g, sum(n)::BIGINT, sum(e)::BIGINT, sum(p)::BIGINT, sum(c)::BIGINT,
+             sum(cr)::BIGINT, sum(cw)::BIGINT, sum(r)::BIGINT, sum(usd)::BIGINT
+         FROM (
+             {head}
+             UNION ALL
+             SELECT {group}, {ROLLUP_SUMS} FROM spend_daily WHERE day >= $3 AND day < $4
+             GROUP BY 1
+             UNION ALL
+             {tail}
+         ) AS parts (g, n, e, p, c, cr, cw, r, usd)
+         GROUP BY g ORDER BY 9 DESC, g COLLATE \"C\"",
+        head = raw(1, 2),
+        tail = raw(5, 6),
+    )
 }
 
 /// A row of a report query.

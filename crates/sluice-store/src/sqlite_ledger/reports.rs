@@ -3,17 +3,18 @@
 
 use crate::ledger::log::{self, LogPage, LogPosition, LogQuery, LogRow, StatusFilter, TsRange};
 use crate::ledger::protocol::RECORD_COLUMNS;
+use crate::ledger::sources::ReportSources;
 use crate::ledger::types::{
-    reads_rollups, BudgetPeriod, Dimension, LedgerOptions, Purged, Report, ReportRow, SpendRecord,
-    DAY_MS,
+    BudgetPeriod, Dimension, LedgerOptions, Purged, Report, ReportRow, SpendRecord, DAY_MS,
 };
 use crate::sql_int::{from_sql, to_sql};
 use crate::UnixMs;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::ops::Range;
 
-/// Spend grouped by `by`, in `period`: from the daily roll-ups where [`reads_rollups`]
-/// says, else from the raw log.
+/// Spend grouped by `by`, in `period`: by day from the daily roll-ups; else from the
+/// sources [`ReportSources::plan`] picks (the raw records of the partial days at the
+/// period's edges, the roll-ups of the whole days between).
 pub(super) fn report(
     conn: &Connection,
     by: Dimension,
@@ -21,44 +22,67 @@ pub(super) fn report(
     now: UnixMs,
     retention_days: u64,
 ) -> rusqlite::Result<Report> {
-    let since = period.start;
-    let from_rollups = reads_rollups(by, &period, now, retention_days);
-    let col = by.column();
-    let sql = if by == Dimension::Day {
+    let sources = ReportSources::plan(by, &period, now, retention_days);
+    let days = (to_sql(sources.days.start), to_sql(sources.days.end));
+    let rows = if by == Dimension::Day {
         // The primary key starts with `day`: one range of the index, one row a day.
-        "SELECT date(day * 86400, 'unixepoch') AS g, sum(requests), sum(errors),
-             sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),
-             sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nano_usd)
-         FROM spend_daily WHERE day >= ?1 AND day < ?2 GROUP BY day ORDER BY day"
-            .to_string()
-    } else if from_rollups {
-        format!(
-            "SELECT coalesce(nullif({col}, ''), '-') AS g, sum(requests), sum(errors),
+        let mut s = conn.prepare(
+            "SELECT date(day * 86400, 'unixepoch') AS g, sum(requests), sum(errors),
                  sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),
                  sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nano_usd)
-             FROM spend_daily WHERE day >= ?1 AND day < ?2 GROUP BY g
-             ORDER BY sum(cost_nano_usd) DESC, g"
-        )
+             FROM spend_daily WHERE day >= ?1 AND day < ?2 GROUP BY day ORDER BY day",
+        )?;
+        let rows = s.query_map(params![days.0, days.1], report_row)?;
+        rows.collect::<rusqlite::Result<_>>()?
     } else {
-        format!(
-            "SELECT coalesce(nullif({col}, ''), '-') AS g, count(*), sum(status >= 400),
-                 sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),
-                 sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nano_usd)
-             FROM spend_log WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY g
-             ORDER BY sum(cost_nano_usd) DESC, g"
-        )
+        let mut s = conn.prepare(&split_sql(by.column()))?;
+        let (head, tail) = (&sources.head, &sources.tail);
+        let rows = s.query_map(
+            params![
+                to_sql(head.start),
+                to_sql(head.end),
+                days.0,
+                days.1,
+                to_sql(tail.start),
+                to_sql(tail.end)
+            ],
+            report_row,
+        )?;
+        rows.collect::<rusqlite::Result<_>>()?
     };
-    let (from, to) = if from_rollups {
-        (since / DAY_MS, period.end.div_ceil(DAY_MS))
-    } else {
-        (since, period.end)
-    };
-    let mut s = conn.prepare(&sql)?;
-    let rows = s.query_map(params![to_sql(from), to_sql(to)], report_row)?;
     Ok(Report {
-        rows: rows.collect::<rusqlite::Result<_>>()?,
-        from_rollups,
+        rows,
+        from_rollups: sources.from_rollups,
     })
+}
+
+/// A report grouped by `col`, highest cost first: raw records in `[?1, ?2)` and
+/// `[?5, ?6)` (ms), roll-ups in days `[?3, ?4)`. An empty range costs one probe of its
+/// index.
+fn split_sql(col: &str) -> String {
+    let raw = |from: u8, to: u8| {
+        format!(
+            "SELECT coalesce(nullif({col}, ''), '-') AS g, count(*) AS n, sum(status >= 400) AS e,
+                 sum(prompt_tokens) AS p, sum(completion_tokens) AS c, sum(cached_tokens) AS cr,
+                 sum(cache_write_tokens) AS cw, sum(reasoning_tokens) AS r,
+                 sum(cost_nano_usd) AS usd
+             FROM spend_log WHERE ts_ms >= ?{from} AND ts_ms < ?{to} GROUP BY g"
+        )
+    };
+    format!(
+        "SELECT g, sum(n), sum(e), sum(p), sum(c), sum(cr), sum(cw), sum(r), sum(usd) FROM (
+             {head}
+             UNION ALL
+             SELECT coalesce(nullif({col}, ''), '-') AS g, sum(requests), sum(errors),
+                 sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens),
+                 sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nano_usd)
+             FROM spend_daily WHERE day >= ?3 AND day < ?4 GROUP BY g
+             UNION ALL
+             {tail}
+         ) GROUP BY g ORDER BY sum(usd) DESC, g",
+        head = raw(1, 2),
+        tail = raw(5, 6),
+    )
 }
 
 /// A row of a report query.

@@ -101,6 +101,7 @@ pub fn free_port() -> u16 {
 }
 
 pub mod request_log;
+pub mod split_reports;
 
 /// A test's own key prefix, its keys deleted when dropped (even when the test failed).
 pub struct Prefix(String);
