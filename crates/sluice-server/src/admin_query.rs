@@ -11,6 +11,27 @@ pub(crate) fn bad(message: impl Into<String>, param: &'static str) -> Error {
     Error::invalid_request(message, Some(param))
 }
 
+/// `text` as a whole number in `range`, else the 400 of parameter `name` that says so.
+pub(crate) fn number(
+    text: &str,
+    name: &'static str,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, Error> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            bad(
+                format!(
+                    "`{name}` must be a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+                name,
+            )
+        })
+}
+
 /// The master key (the admin API answers only with one, so it is there when this runs).
 pub(crate) fn master(state: &AppState) -> &str {
     state.master_key.as_ref().map_or("", |k| k.expose())

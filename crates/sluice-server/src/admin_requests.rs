@@ -5,7 +5,7 @@
 //! made with the master key: one that was altered is refused, and replicas that share the
 //! master key read each other's.
 
-use crate::admin_query::{self, bad, decode, master};
+use crate::admin_query::{self, bad, decode, master, number};
 use crate::response::{error_response, json, ResponseBody};
 use crate::state::AppState;
 use http::{Response, StatusCode};
@@ -142,26 +142,6 @@ fn instant(text: &str, end: bool) -> Option<UnixMs> {
         _ => return None,
     };
     Some(day * DAY_MS + ((h * 60 + m) * 60 + s) * 1000)
-}
-
-fn number(
-    text: &str,
-    name: &'static str,
-    range: std::ops::RangeInclusive<u32>,
-) -> Result<u32, Error> {
-    text.parse::<u32>()
-        .ok()
-        .filter(|n| range.contains(n))
-        .ok_or_else(|| {
-            bad(
-                format!(
-                    "`{name}` must be a whole number from {} to {}",
-                    range.start(),
-                    range.end()
-                ),
-                name,
-            )
-        })
 }
 
 /// The cursor of `position`: `TS.ID.TAG`.

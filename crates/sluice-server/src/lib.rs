@@ -10,6 +10,7 @@
 //! router and the server. See README's Architecture section for the path of a request.
 #![forbid(unsafe_code)]
 
+mod admin_history;
 pub mod admin_keys;
 mod admin_local;
 mod admin_query;
@@ -28,6 +29,7 @@ mod handlers;
 mod headers;
 pub mod health_check;
 mod health_status;
+pub mod history;
 pub mod key_spec;
 mod keys;
 mod label;

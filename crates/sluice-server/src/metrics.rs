@@ -20,7 +20,7 @@ const STATUS_SLOTS: usize = STATUSES.len() + 1;
 /// Upper bounds (seconds) of the latency histograms: from half a millisecond (a cache hit)
 /// to ten minutes (a long generation, a local model's load), so that quantiles such as a p95
 /// (`histogram_quantile`) stay meaningful up to minutes.
-const BUCKETS: [f64; 19] = [
+pub const BUCKETS: [f64; 19] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 120.0, 300.0, 600.0,
 ];
@@ -104,6 +104,14 @@ impl Histogram {
     pub(crate) fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Relaxed)).sum()
     }
+
+    /// Adds the observations so far to `into`, bucket by bucket (not cumulative: slot `i`
+    /// counts those above `BUCKETS[i - 1]` up to `BUCKETS[i]`, the last those above all).
+    pub fn add_counts(&self, into: &mut [u64; BUCKETS.len() + 1]) {
+        for (sum, c) in into.iter_mut().zip(&self.counts) {
+            *sum += c.load(Relaxed);
+        }
+    }
 }
 
 /// The measurements of one endpoint of one series.
@@ -158,6 +166,22 @@ impl EndpointMetrics {
     /// Requests answered so far, any status.
     pub fn requests(&self) -> u64 {
         self.status.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Requests answered with a status of 400 or more so far (those under `other` are not
+    /// counted: it gathers every status without a slot, successes too).
+    pub fn errors(&self) -> u64 {
+        STATUSES
+            .iter()
+            .zip(&self.status)
+            .filter(|(s, _)| **s >= 400)
+            .map(|(_, c)| c.load(Relaxed))
+            .sum()
+    }
+
+    /// Prompt and completion tokens so far.
+    pub fn tokens(&self) -> (u64, u64) {
+        (self.tokens_in.load(Relaxed), self.tokens_out.load(Relaxed))
     }
 
     /// Upstream failures so far.
@@ -277,6 +301,11 @@ impl Metrics {
     pub fn series(&self, index: usize) -> &Series {
         let last = self.series.len() - 1;
         &self.series[index.min(last)]
+    }
+
+    /// Every endpoint of every series.
+    pub fn endpoints(&self) -> impl Iterator<Item = &EndpointMetrics> {
+        self.series.iter().flat_map(|s| s.endpoints.iter())
     }
 
     /// The series for requests that never resolved a model.

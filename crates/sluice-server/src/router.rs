@@ -2,6 +2,7 @@
 //! boxing, no per-request allocation). The proxied endpoints are found by their
 //! description ([`Endpoint::at`]) and served by the pipeline; the rest are handlers.
 
+use crate::admin_history;
 use crate::admin_keys;
 use crate::admin_local;
 use crate::admin_requests;
@@ -89,6 +90,7 @@ async fn dispatch<B: ClientBody>(
         (&Method::GET, "/admin/spend", _) => admin_keys::spend(&state, &req).await,
         (&Method::GET, "/admin/requests", _) => admin_requests::serve(&state, &req).await,
         (&Method::GET, "/admin/samples", _) => admin_samples::serve(&state, &req).await,
+        (&Method::GET, "/admin/history", _) => admin_history::serve(&state, &req),
         (m, p, _) if p.starts_with(admin_local::PREFIX) => {
             admin_local::serve(&state, m, p, req.headers()).await
         }
@@ -106,8 +108,8 @@ async fn dispatch<B: ClientBody>(
         (m, p @ "/admin/cache", _) => handlers::method_not_allowed(m, p, "GET, DELETE"),
         (
             m,
-            p @ ("/admin/spend" | "/admin/requests" | "/admin/samples" | "/admin/health"
-            | "/admin/metrics"),
+            p @ ("/admin/spend" | "/admin/requests" | "/admin/samples" | "/admin/history"
+            | "/admin/health" | "/admin/metrics"),
             _,
         ) => handlers::method_not_allowed(m, p, "GET"),
         (m, p @ "/admin/config/reload", _) => handlers::method_not_allowed(m, p, "POST"),

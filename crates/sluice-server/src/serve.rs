@@ -135,6 +135,22 @@ async fn accept(
     }
 }
 
+/// Starts the task that ends each minute of the overview's history (see `history`) in the
+/// state `live` serves.
+fn spawn_history(live: &Arc<Live>) -> tokio::task::JoinHandle<()> {
+    let live = Arc::clone(live);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(crate::history::to_next_minute()).await;
+            let state = live.get();
+            let minute = crate::history::now_minute();
+            state
+                .history
+                .turn(&state.metrics, state.kept_counts(), minute);
+        }
+    })
+}
+
 /// Starts worker `index`'s watch over its load (see `trim`), on the current runtime.
 fn watch_load(live: &Arc<Live>, index: usize, release: Option<Release>) -> Arc<Load> {
     let load = Arc::new(Load::default());
@@ -240,11 +256,13 @@ impl Server {
         let flusher = spawn_flusher(&live);
         let batches = spawn_batches(&live);
         let checks = crate::health_check::spawn(&live);
+        let history = spawn_history(&live);
         tokio::pin!(shutdown);
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
             serve_connection(&builder, &connections, &live, &load, stream, Some(permit));
         }
         checks.abort();
+        history.abort();
         log_shutdown(&live.get());
         serve_queued(
             listener,
@@ -297,6 +315,7 @@ impl Server {
         let flusher = spawn_flusher(&live);
         let batches = spawn_batches(&live);
         let checks = crate::health_check::spawn(&live);
+        let history = spawn_history(&live);
         tokio::pin!(shutdown);
         let mut next = 0;
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
@@ -313,6 +332,7 @@ impl Server {
             next = (next + 1) % workers;
         }
         checks.abort();
+        history.abort();
         log_shutdown(&live.get());
         serve_queued(listener, &slots, |stream, permit| {
             if senders[next].send((stream, permit)).is_err() {

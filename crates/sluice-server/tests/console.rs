@@ -228,6 +228,106 @@ async fn spend_by_day_and_by_range_behind_the_master_key() {
     assert!(r.text().contains("`day`"), "{}", r.text());
 }
 
+/// The overview's history (`/admin/history`): the minute in progress shows the requests
+/// just served (latency quantiles, tokens, spend and the cache's hits included), behind the
+/// master key; bad parameters are a 400 in the API's error shape.
+#[tokio::test]
+async fn the_history_counts_this_minute_behind_the_master_key() {
+    let (_fake, gw) = gateway().await;
+    // A miss, a hit and one the cache bypasses; then one the gateway refuses (no such model).
+    for extra in [
+        json!({"temperature": 0}),
+        json!({"temperature": 0}),
+        json!({}),
+    ] {
+        let mut chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        chat.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = send(&gw, Method::POST, "/v1/chat/completions", &chat.to_string()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let unknown = json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]});
+    let r = send(
+        &gw,
+        Method::POST,
+        "/v1/chat/completions",
+        &unknown.to_string(),
+    )
+    .await;
+    assert!(r.status >= 400, "{}", r.text());
+    assert_eq!(get(&gw, "/admin/history", &[]).await.status, 401);
+
+    let r = send(&gw, Method::GET, "/admin/history", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = r.json();
+    assert_eq!(
+        (v["minutes"].as_u64(), v["step_minutes"].as_u64()),
+        (Some(1440), Some(1))
+    );
+    let points = v["points"].as_array().unwrap();
+    // A new gateway: at most the minute it started in and the current one.
+    assert!((1..=2).contains(&points.len()), "{v}");
+    let now = points.last().unwrap();
+    assert_eq!(now["partial"], true, "{v}");
+    let sum = |k: &str| points.iter().map(|p| p[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("requests"), 4, "{v}");
+    assert_eq!(sum("errors"), 1, "{v}");
+    assert_eq!((sum("cache_hits"), sum("cache_lookups")), (1, 2), "{v}");
+    assert!(sum("tokens_in") > 0 && sum("tokens_out") > 0, "{v}");
+    let p95 = points
+        .iter()
+        .filter_map(|p| p["p95_seconds"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(p95 > 0.0 && p95 < 10.0, "{v}");
+    let p50 = now["p50_seconds"].as_f64().unwrap_or(0.0);
+    assert!(p50 <= p95, "{v}");
+    let spend: f64 = points
+        .iter()
+        .map(|p| p["spend_usd"].as_f64().unwrap())
+        .sum();
+    assert!(spend > 0.0, "{v}");
+    let t = now["t"].as_u64().unwrap();
+    let unix = sluice_store::unix_now_ms() / 1000;
+    assert!(t % 60 == 0 && t <= unix && unix - t < 61, "{v}");
+
+    // Steps merge minutes: one step of 60 holds everything (unless the hour just turned).
+    let v: Value = send(&gw, Method::GET, "/admin/history?minutes=2&step=60", "")
+        .await
+        .json();
+    let merged = v["points"].as_array().unwrap();
+    assert!((1..=2).contains(&merged.len()), "{v}");
+    assert_eq!(
+        merged
+            .iter()
+            .map(|p| p["requests"].as_u64().unwrap())
+            .sum::<u64>(),
+        4
+    );
+    assert!(
+        merged.iter().all(|p| p["t"].as_u64().unwrap() % 3600 == 0),
+        "{v}"
+    );
+
+    for (query, param) in [
+        ("minutes=0", "minutes"),
+        ("minutes=1441", "minutes"),
+        ("minutes=soon", "minutes"),
+        ("step=0", "step"),
+        ("step=61", "step"),
+        ("since=1h", "query"),
+        ("minutes=%zz", "query"),
+    ] {
+        let r = send(&gw, Method::GET, &format!("/admin/history?{query}"), "").await;
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        let e = r.json();
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{query}: {e}");
+        assert_eq!(e["error"]["param"], param, "{query}: {e}");
+    }
+    let r = send(&gw, Method::POST, "/admin/history", "").await;
+    assert_eq!(r.status, 405, "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_signs_in_and_uses_the_console() {
     let Some((python, chromium)) = tokio::task::spawn_blocking(|| browser(SCRIPT))
@@ -280,6 +380,8 @@ async fn every_admin_call_the_console_makes_needs_the_master_key() {
         (Method::POST, "/admin/local/models/m/unload"),
         (Method::GET, "/admin/requests"),
         (Method::GET, "/admin/samples"),
+        (Method::GET, "/admin/history"),
+        (Method::GET, "/admin/history?minutes=60&step=5"),
         (Method::GET, "/admin/metrics"),
         (Method::GET, "/admin/health"),
     ];

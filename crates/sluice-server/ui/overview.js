@@ -1,6 +1,8 @@
-// Overview: totals since the gateway started, a live view (the gateway's `/metrics` read
-// every few seconds while the page is open: rates, p50/p95 latency, cache hit rate) and
-// the last 30 days from the spend log's daily roll-ups (`/admin/spend?by=day`).
+// Overview: totals since the gateway started (the gateway's `/metrics`), the last 24 hours
+// a minute at a time from the gateway's memory (`/admin/history`: requests, errors, p50/p95
+// latency, tokens, spend, cache hit rate and savings), both read again every few seconds
+// while the page is open, and the last 30 days from the spend log's daily roll-ups
+// (`/admin/spend?by=day`).
 
 import { call } from './api.js';
 import { chart } from './chart.js';
@@ -9,9 +11,6 @@ import * as fmt from './format.js';
 import * as prom from './prometheus.js';
 
 const REFRESH_MS = 5000;
-/** Live points kept: half an hour at REFRESH_MS. */
-const KEEP = 360;
-
 let timer = null;
 /** Bumped by `stop`: a render still loading when its page is left starts no timer. */
 let generation = 0;
@@ -21,7 +20,6 @@ function snapshot(text) {
   const s = prom.parse(text);
   const hits = prom.total(s, 'sluice_cache_hits_total') + prom.total(s, 'sluice_cache_coalesced_total');
   return {
-    t: Date.now() / 1000,
     requests: prom.total(s, 'sluice_requests_total'),
     errors: prom.total(s, 'sluice_requests_total', (l) => Number(l.status) >= 400),
     latency: prom.buckets(s, 'sluice_request_duration_seconds'),
@@ -47,58 +45,57 @@ function tiles(now) {
   ];
 }
 
-/** The live series: one point per read after the first, each over the interval before it. */
-class Live {
+/** Points the history keeps: the server's 24 hours, a minute each. */
+const DAY_MINUTES = 1440;
+
+/**
+ * The last 24 hours, a point a minute, from the gateway's memory (`/admin/history`): drawn
+ * whole when the page opens (a reload loses nothing), then its last two minutes read again
+ * every few seconds, so the minute in progress grows and new minutes arrive.
+ */
+class History {
   constructor(parent) {
     this.points = [];
-    this.first = null;
+    this.summary = h('p', { class: 'note', id: 'history-summary' });
+    parent.append(this.summary);
     this.charts = {
-      traffic: chart(parent, 'Requests and errors per second', ['requests/s', 'errors/s'], { fmt: fmt.num }),
+      traffic: chart(parent, 'Requests and errors a minute', ['requests', 'errors'], { fmt: fmt.num }),
       latency: chart(parent, 'Latency p50 and p95', ['p50', 'p95'], { fmt: fmt.seconds }),
-      tokens: chart(parent, 'Tokens per second', ['in', 'out'], { fmt: fmt.num }),
-      money: chart(parent, 'Spend and cache savings since this page opened', ['spend', 'saved'], { fmt: fmt.usd }),
+      tokens: chart(parent, 'Tokens a minute', ['in', 'out'], { fmt: fmt.num }),
+      money: chart(parent, 'Spend and cache savings a minute', ['spend', 'saved'], { fmt: fmt.usd }),
       cache: chart(parent, 'Cache hit rate', ['hit rate'], { fmt: fmt.pct }),
     };
   }
 
-  add(now) {
-    const before = this.points.at(-1)?.snap ?? null;
-    this.first ??= now;
-    if (before) {
-      const dt = Math.max(now.t - before.t, 1e-3);
-      const lat = prom.delta(now.latency, before.latency);
-      const lookups = now.lookups - before.lookups;
-      this.points.push({
-        snap: now,
-        requests: (now.requests - before.requests) / dt,
-        errors: (now.errors - before.errors) / dt,
-        p50: prom.quantile(lat, 0.5),
-        p95: prom.quantile(lat, 0.95),
-        tokensIn: (now.tokensIn - before.tokensIn) / dt,
-        tokensOut: (now.tokensOut - before.tokensOut) / dt,
-        spend: now.spend - this.first.spend,
-        saved: now.saved - this.first.saved,
-        hitRate: lookups > 0 ? (now.hits - before.hits) / lookups : null,
-      });
-    } else {
-      this.points.push({ snap: now });
-    }
-    if (this.points.length > KEEP) this.points.shift();
+  /** Reads the last `minutes` minutes and merges them in (a minute read again replaces its point). */
+  async read(minutes) {
+    const answer = await call(`/admin/history?minutes=${minutes}`);
+    const fresh = new Map(answer.points.map((p) => [p.t, p]));
+    const kept = this.points.filter((p) => !fresh.has(p.t));
+    const latest = answer.points.at(-1)?.t ?? 0;
+    this.points = [...kept, ...answer.points]
+      .filter((p) => p.t > latest - DAY_MINUTES * 60)
+      .sort((a, b) => a.t - b.t);
     this.draw();
   }
 
   draw() {
-    const pts = this.points.slice(1);
-    const xs = pts.map((p) => p.snap.t);
+    const pts = this.points;
+    const xs = pts.map((p) => p.t);
     const col = (k) => pts.map((p) => p[k]);
-    // At least the last minute, so a first point or two do not stretch the axis.
+    const total = pts.reduce((n, p) => n + p.requests, 0);
+    const errors = pts.reduce((n, p) => n + p.errors, 0);
+    this.summary.textContent = `${fmt.num(total)} requests (${fmt.num(errors)} errors) in the last `
+      + `${pts.length} minute${pts.length === 1 ? '' : 's'} this gateway has kept (at most 24 hours; `
+      + 'a restart starts again).';
+    // At least the last ten minutes, so a first point or two do not stretch the axis.
     const last = xs.at(-1);
-    const range = last === undefined ? null : [Math.min(xs[0], last - 60), last];
+    const range = last === undefined ? null : [Math.min(xs[0], last - 600), last + 60];
     this.charts.traffic.set([xs, col('requests'), col('errors')], range);
-    this.charts.latency.set([xs, col('p50'), col('p95')], range);
-    this.charts.tokens.set([xs, col('tokensIn'), col('tokensOut')], range);
-    this.charts.money.set([xs, col('spend'), col('saved')], range);
-    this.charts.cache.set([xs, col('hitRate')], range);
+    this.charts.latency.set([xs, col('p50_seconds'), col('p95_seconds')], range);
+    this.charts.tokens.set([xs, col('tokens_in'), col('tokens_out')], range);
+    this.charts.money.set([xs, col('spend_usd'), col('saved_usd')], range);
+    this.charts.cache.set([xs, col('cache_hit_rate')], range);
   }
 }
 
@@ -127,42 +124,36 @@ async function daily(parent) {
 export async function render(el) {
   const mine = generation;
   const totals = h('div', { class: 'tiles', id: 'overview-totals' });
-  const liveBox = h('div', { class: 'charts' });
+  const historyBox = h('div', { class: 'charts', id: 'overview-history' });
   const dailyBox = h('div', { class: 'charts' });
   el.append(
     h('h2', {}, 'Overview'),
     h('p', { class: 'note' }, 'Totals since the gateway started.'),
     totals,
-    h('h3', {}, `Live, every ${REFRESH_MS / 1000} s while this page is open`),
-    liveBox,
+    h('h3', {}, `Last 24 hours, a minute at a time, from the gateway's memory (read every ${REFRESH_MS / 1000} s while this page is open)`),
+    historyBox,
     h('h3', {}, 'Last 30 days, from the daily roll-ups of the spend log'),
     dailyBox,
   );
-  const live = new Live(liveBox);
+  const history = new History(historyBox);
   const status = h('p', { class: 'error', role: 'alert' });
   el.append(status);
-  const read = async () => {
+  const read = async (minutes) => {
     try {
-      const now = snapshot(await call('/admin/metrics', { text: true }));
-      totals.replaceChildren(...tiles(now));
-      live.add(now);
+      const [text] = await Promise.all([call('/admin/metrics', { text: true }), history.read(minutes)]);
+      totals.replaceChildren(...tiles(snapshot(text)));
       status.textContent = '';
     } catch (e) {
       status.textContent = e.message;
     }
   };
-  await Promise.all([read(), daily(dailyBox)]);
+  await Promise.all([read(DAY_MINUTES), daily(dailyBox)]);
   if (mine !== generation) return;
-  // A second read soon after the first starts the live charts without a 5 s wait.
-  timer = setTimeout(() => {
-    read();
-    timer = setInterval(read, REFRESH_MS);
-  }, 1000);
+  timer = setInterval(() => read(2), REFRESH_MS);
 }
 
 export function stop() {
   generation += 1;
-  clearTimeout(timer);
   clearInterval(timer);
   timer = null;
 }

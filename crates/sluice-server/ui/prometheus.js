@@ -32,12 +32,6 @@ export function buckets(samples, name) {
   return [...byLe].sort((a, b) => a[0] - b[0]);
 }
 
-/** `now - before`, bucket by bucket (the requests between two reads). */
-export function delta(now, before) {
-  const old = new Map(before);
-  return now.map(([le, c]) => [le, c - (old.get(le) ?? 0)]);
-}
-
 /**
  * The `q` quantile of cumulative buckets, interpolated inside its bucket as Prometheus'
  * `histogram_quantile` does; `null` without observations.

@@ -41,6 +41,7 @@ struct Carried {
     draining: Arc<AtomicBool>,
     samples: Option<Arc<crate::samples::Writer>>,
     health_checks: Arc<crate::health_status::Checks>,
+    history: Arc<crate::history::History>,
     started: Instant,
 }
 use sluice_core::config::{
@@ -75,8 +76,8 @@ pub struct AppState {
     passthrough: Vec<usize>,
     /// Admin API key.
     pub master_key: Option<Secret>,
-    /// Metrics.
-    pub metrics: Metrics,
+    /// Metrics (shared, so the history can tell a reload's new ones from the old).
+    pub metrics: Arc<Metrics>,
     /// `GET /v1/models`, rendered once.
     pub models_json: Bytes,
     /// When the gateway started.
@@ -113,6 +114,8 @@ pub struct AppState {
     pub responses: ResponseStore,
     /// The providers' active health checks so far (kept across reloads).
     pub health_checks: Arc<crate::health_status::Checks>,
+    /// What was served minute by minute, the last 24 hours (kept across reloads).
+    pub history: Arc<crate::history::History>,
     /// Routing state shared with the other replicas on Redis (`storage.redis_url`).
     pub shared_routing: Option<Arc<crate::shared_routing::SharedRouting>>,
     /// Without Redis: the file that keeps the canaries' states across restarts.
@@ -186,6 +189,7 @@ impl AppState {
                     message: format!("cannot start the samples' writer: {e}"),
                 })?,
             health_checks: Arc::default(),
+            history: Arc::default(),
             started: now,
         };
         let state = Self::assemble(config, r, carried, workers);
@@ -231,6 +235,7 @@ impl AppState {
             draining: Arc::clone(&self.draining),
             samples: self.sample_writer.clone(),
             health_checks: Arc::clone(&self.health_checks),
+            history: Arc::clone(&self.history),
             started: self.started,
         };
         Ok((Self::assemble(config, r, carried, self.workers), changes))
@@ -256,6 +261,7 @@ impl AppState {
             limiter: c.limiter,
             shared_routing: c.shared_routing,
             health_checks: c.health_checks,
+            history: c.history,
             canary_file: c.canary_file,
             files: c.files,
             webhook_client: config
@@ -291,10 +297,27 @@ impl AppState {
             routes: r.routes,
             index: r.index,
             passthrough: r.passthrough,
-            metrics,
+            metrics: Arc::new(metrics),
             models_json: r.models_json,
             started: c.started,
         }
+    }
+
+    /// What the counters a reload keeps say now (spend, the cache's hits, lookups and
+    /// savings), for the overview's history.
+    pub fn kept_counts(&self) -> crate::history::Counts {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut c = crate::history::Counts {
+            spend_nano_usd: self.tab_metrics.spent_nano_usd.load(Relaxed),
+            ..crate::history::Counts::default()
+        };
+        if let Some(cache) = &self.cache {
+            let m = &cache.metrics;
+            c.cache_hits = m.hits.load(Relaxed) + m.coalesced.load(Relaxed);
+            c.cache_lookups = c.cache_hits + m.misses.load(Relaxed);
+            c.saved_nano_usd = m.saved_nano_usd.load(Relaxed);
+        }
+        c
     }
 
     /// Whether budget counter `name` was seeded in this process.

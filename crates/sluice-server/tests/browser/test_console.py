@@ -102,6 +102,9 @@ def test_the_right_key_shows_the_overview_with_the_real_numbers():
     spend = tile("spend").inner_text()
     check(spend.startswith("$") and float(spend[1:]) > 0, f"spend: {spend}")
     expect(page.locator("figcaption", has_text="Spend a day")).to_be_visible()
+    # The last 24 hours come from the gateway's memory (`/admin/history`), drawn on load.
+    expect(page.locator("#history-summary")).to_contain_text("3 requests (0 errors)")
+    expect(page.locator("#overview-history figcaption", has_text="Latency p50 and p95")).to_be_visible()
     check(page.locator(".chart canvas").count() >= 8, "charts drawn")
     check(MASTER not in page.url, f"key in the URL: {page.url}")
     check(page.evaluate("() => document.cookie") == "", "a cookie was set")
@@ -273,13 +276,23 @@ def test_the_local_models_page_says_there_are_none():
     shot("models")
 
 
-def test_the_overview_counts_every_request_and_plots_them_live():
+def test_the_overview_counts_every_request_and_plots_its_history():
     go("overview", "Overview")
     # The three at the start, the new key's, its refused one after revocation (401) and
     # the one the upstream refused (400).
     expect(tile("requests")).to_have_text("6")
-    # Reads at 0 s, 1 s and 6 s: two live points.
-    page.wait_for_timeout(6_500)
+    # A fresh page draws the history from the server, not from its own reads: every
+    # request is in it, the refused ones as errors, with their latency.
+    page.reload()
+    expect(tile("requests")).to_have_text("6")
+    expect(page.locator("#history-summary")).to_contain_text("6 requests (2 errors)")
+    status, history = api("GET", "/admin/history?minutes=60")
+    check(status == 200, f"history: {status} {history}")
+    check(sum(p["requests"] for p in history["points"]) == 6, f"history: {history}")
+    check(any(p["p95_seconds"] for p in history["points"]), f"no p95: {history}")
+    # The minute in progress is read again every 5 s: a request now shows without a reload.
+    check(chat()[0] == 200, "one more request")
+    expect(page.locator("#history-summary")).to_contain_text("7 requests (2 errors)", timeout=12_000)
     check(page.locator(".chart .u-legend").count() >= 8, "legends")
     shot("overview-live")
 
@@ -302,7 +315,7 @@ CHECKS = [
     test_a_canary_rollback_is_reflected_in_the_admin_api,
     test_the_cache_is_shown_and_cleared,
     test_the_local_models_page_says_there_are_none,
-    test_the_overview_counts_every_request_and_plots_them_live,
+    test_the_overview_counts_every_request_and_plots_its_history,
     test_no_console_errors,
 ]
 
