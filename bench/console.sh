@@ -120,7 +120,7 @@ measure() { # label
     for by in key model provider route; do
       echo "spend: by $by, 30 days|/admin/spend?by=$by&from=$from&to=$today"
     done
-    echo "spend: by key, since=7d (raw log; the CLI's default, not a console call)|/admin/spend?by=key&since=7d"
+    echo "spend: by key, since=7d (the CLI's default, not a console call: the partial first day from the raw log, whole days from the roll-ups)|/admin/spend?by=key&since=7d"
     echo "keys: list (200 keys, spend in window)|/admin/keys"
     echo "routes|/admin/routes"
     echo "cache|/admin/cache"
@@ -136,6 +136,24 @@ measure() { # label
   } | while IFS='|' read -r what path; do
     printf '| %s | %s | %s |\n' "$1" "$what" "$(timed "$path" | sed 's/ / | /')"
   done
+}
+
+# For scale, the rolling 7 days summed from the raw log alone (the plan sluice used before the
+# reports read whole days from the roll-ups), run by the database's own client: a warm-up,
+# then 5 timed; prints "median max". CLIENT: a command that reads SQL on stdin.
+RAW_WEEK_SQL="SELECT coalesce(nullif(key_name, ''), '-') AS g, count(*), sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
+  sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens), sum(cache_write_tokens),
+  sum(reasoning_tokens), sum(cost_nano_usd)
+FROM spend_log WHERE ts_ms >= $(( NOW_MS - 7 * 86400000 )) GROUP BY g ORDER BY 9 DESC;"
+raw_week() { # CLIENT...
+  local t=() t0
+  echo "$RAW_WEEK_SQL" | "$@" > /dev/null
+  for _ in 1 2 3 4 5; do
+    t0=$(date +%s%N)
+    echo "$RAW_WEEK_SQL" | "$@" > /dev/null
+    t+=("$(( ($(date +%s%N) - t0) / 1000000 ))")
+  done
+  printf '%s\n' "${t[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.3f | %.3f\n", a[3]/1000, a[5]/1000}'
 }
 
 echo "| ledger | call | median s | slowest s |" > "$OUT/results.md"
@@ -157,6 +175,7 @@ echo "sqlite: $ROWS records seeded in $(( $(date +%s) - t0 )) s, $(du -h "$DATA/
 start "$OUT/sqlite.toml"
 make_keys
 measure sqlite | tee -a "$OUT/results.md"
+echo "| sqlite | spend: by key, 7 days summed from the raw log alone (the old plan; sqlite3) | $(raw_week sqlite3 "$DATA/ledger.sqlite") |" | tee -a "$OUT/results.md"
 stop
 
 # PostgreSQL: the same in a schema of its own.
@@ -176,5 +195,6 @@ echo "postgres: $ROWS records seeded in $(( $(date +%s) - t0 )) s" | tee -a "$OU
 start "$OUT/postgres.toml"
 make_keys
 measure postgres | tee -a "$OUT/results.md"
+echo "| postgres | spend: by key, 7 days summed from the raw log alone (the old plan; psql) | $(raw_week psql "$PG_URL" -X -q) |" | tee -a "$OUT/results.md"
 stop
 echo "results in $OUT/results.md"
