@@ -54,10 +54,10 @@ const DAY_MINUTES = 1440;
  * every few seconds, so the minute in progress grows and new minutes arrive.
  */
 class History {
-  constructor(parent) {
+  /** Charts in `parent`, the sums of what they show in `summary`. */
+  constructor(parent, summary) {
     this.points = [];
-    this.summary = h('p', { class: 'note', id: 'history-summary' });
-    parent.append(this.summary);
+    this.summary = summary;
     this.charts = {
       traffic: chart(parent, 'Requests and errors a minute', ['requests', 'errors'], { fmt: fmt.num }),
       latency: chart(parent, 'Latency p50 and p95', ['p50', 'p95'], { fmt: fmt.seconds }),
@@ -125,17 +125,19 @@ export async function render(el) {
   const mine = generation;
   const totals = h('div', { class: 'tiles', id: 'overview-totals' });
   const historyBox = h('div', { class: 'charts', id: 'overview-history' });
+  const summary = h('p', { class: 'note', id: 'history-summary' });
   const dailyBox = h('div', { class: 'charts' });
   el.append(
     h('h2', {}, 'Overview'),
     h('p', { class: 'note' }, 'Totals since the gateway started.'),
     totals,
     h('h3', {}, `Last 24 hours, a minute at a time, from the gateway's memory (read every ${REFRESH_MS / 1000} s while this page is open)`),
+    summary,
     historyBox,
     h('h3', {}, 'Last 30 days, from the daily roll-ups of the spend log'),
     dailyBox,
   );
-  const history = new History(historyBox);
+  const history = new History(historyBox, summary);
   const status = h('p', { class: 'error', role: 'alert' });
   el.append(status);
   const read = async (minutes) => {
