@@ -140,7 +140,9 @@ measure() { # label
 
 # For scale, the rolling 7 days summed from the raw log alone (the plan sluice used before the
 # reports read whole days from the roll-ups), run by the database's own client: a warm-up,
-# then 5 timed; prints "median max". CLIENT: a command that reads SQL on stdin.
+# then 5 timed; prints "median max". CLIENT: a command that reads SQL on stdin. (psql's
+# figure is the server's, as sluice's is; the sqlite3 shell's default page cache makes its
+# figure several times sluice's own for the same query.)
 RAW_WEEK_SQL="SELECT coalesce(nullif(key_name, ''), '-') AS g, count(*), sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
   sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens), sum(cache_write_tokens),
   sum(reasoning_tokens), sum(cost_nano_usd)
