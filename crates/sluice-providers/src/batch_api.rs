@@ -85,6 +85,7 @@ impl BatchApi {
             model: String::new(),
             fields: vec![("purpose".into(), "batch".into())],
             files: vec![file],
+            live: None,
         };
         let (content_type, body) = upload.form(None).map_err(|e| {
             Error::from(ErrorKind::Internal {

@@ -38,5 +38,5 @@ pub use client::{HttpClient, ResponseBody, UpstreamBody};
 pub use provider::{set_worker, Prepared, Provider};
 pub use reader::{Reader, StreamFault, StreamReader};
 pub use reframe::Reframe;
-pub use upload::{SpooledFile, Upload, UploadBody};
+pub use upload::{Feed, Growing, SpooledFile, Upload, UploadBody};
 pub use view::View;

@@ -3,48 +3,32 @@
 //! new `multipart/form-data` body whose file parts stream from disk, so an upload is never
 //! held whole in memory and a fallback can send it again.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, ReadBuf};
+use std::task::{Context, Poll};
 
-/// Bytes read from a spooled file per frame.
-const READ_CHUNK: usize = 64 * 1024;
+mod form;
+mod growing;
 
-/// A file part of an upload, spooled to disk. The spool is removed when it is dropped (a
-/// body still streaming it keeps its own open handle).
-#[derive(Debug)]
-pub struct SpooledFile {
-    /// The form field (`file`, `image`, `image[]`, `mask`).
-    pub field: String,
-    /// The client's file name.
-    pub filename: String,
-    /// The part's content type, if the client sent one.
-    pub content_type: Option<String>,
-    /// Where it is spooled.
-    pub path: PathBuf,
-    /// Its length in bytes.
-    pub len: u64,
-}
+pub use form::SpooledFile;
+use form::{fixed_form, FixedBody, PartRef};
+pub use growing::{Feed, Growing};
 
-impl Drop for SpooledFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// A client's multipart upload, read and spooled.
+/// A client's multipart upload, read and spooled; or, while it is still arriving, what
+/// came before its first file and the spool that grows.
 #[derive(Debug, Default)]
 pub struct Upload {
     /// The `model` field.
     pub model: String,
-    /// The other text fields, in order.
+    /// The other text fields, in order (of an upload still arriving, those before its
+    /// first file).
     pub fields: Vec<(String, String)>,
-    /// The file parts, in order.
+    /// The file parts, in order (none while the upload is still arriving: they are in
+    /// `live`).
     pub files: Vec<SpooledFile>,
+    /// The upload as it arrives, when it was handed on before its end.
+    pub live: Option<std::sync::Arc<Growing>>,
 }
 
 impl Upload {
@@ -83,91 +67,41 @@ impl Upload {
     }
 
     /// The upload as a multipart body, with a `model` field first when `model` is given
-    /// (the Files API has none): its content type and the body.
+    /// (the Files API has none): its content type and the body. An upload still arriving
+    /// gives a body that follows its spool (see [`growing`]).
     pub fn form(&self, model: Option<&str>) -> std::io::Result<(String, UploadBody)> {
-        let boundary = format!(
-            "sluice-{:016x}{:016x}",
-            sluice_core::rng::next_u64(),
-            sluice_core::rng::next_u64()
-        );
-        let mut pieces = VecDeque::new();
-        let mut head = Vec::with_capacity(512);
-        if let Some(model) = model {
-            text_part(&mut head, &boundary, "model", model);
+        if let Some(live) = &self.live {
+            let (content_type, made) = live.body(model)?;
+            let kind = match made {
+                growing::Made::Fixed(b) => Kind::Fixed(b),
+                growing::Made::Following(b) => Kind::Following(b),
+            };
+            return Ok((content_type, UploadBody(kind)));
         }
-        for (name, value) in &self.fields {
-            text_part(&mut head, &boundary, name, value);
-        }
-        let mut len = 0u64;
-        for f in &self.files {
-            part_head(&mut head, &boundary, &f.field, Some(f));
-            len += head.len() as u64 + f.len;
-            pieces.push_back(Piece::Bytes(Bytes::from(std::mem::take(&mut head))));
-            let file = std::fs::File::open(&f.path)?;
-            pieces.push_back(Piece::File(tokio::fs::File::from_std(file), f.len));
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        len += head.len() as u64;
-        pieces.push_back(Piece::Bytes(Bytes::from(head)));
-        let content_type = format!("multipart/form-data; boundary={boundary}");
-        Ok((
-            content_type,
-            UploadBody {
-                pieces,
-                remaining: len,
-            },
-        ))
+        let parts = self
+            .fields
+            .iter()
+            .map(|(name, value)| PartRef::Field(name, value))
+            .chain(self.files.iter().map(PartRef::File));
+        let (content_type, body) = fixed_form(model, parts)?;
+        Ok((content_type, UploadBody(Kind::Fixed(body))))
     }
 }
 
-/// Form field names and file names are quoted; quotes and line breaks are escaped as the
-/// HTML standard's form encoding does.
-fn escaped(s: &str) -> String {
-    s.replace('"', "%22")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
-}
+/// The body of an upload to the upstream, its files read from disk a chunk at a time as
+/// the connection takes them: of known length (sent as `Content-Length`) when the upload
+/// had arrived whole, else chunked, following the spool as it grows.
+pub struct UploadBody(Kind);
 
-fn part_head(out: &mut Vec<u8>, boundary: &str, name: &str, file: Option<&SpooledFile>) {
-    out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-    out.extend_from_slice(
-        format!("Content-Disposition: form-data; name=\"{}\"", escaped(name)).as_bytes(),
-    );
-    if let Some(f) = file {
-        out.extend_from_slice(format!("; filename=\"{}\"", escaped(&f.filename)).as_bytes());
-        let ct = f
-            .content_type
-            .as_deref()
-            .unwrap_or("application/octet-stream");
-        out.extend_from_slice(format!("\r\nContent-Type: {ct}").as_bytes());
-    }
-    out.extend_from_slice(b"\r\n\r\n");
-}
-
-fn text_part(out: &mut Vec<u8>, boundary: &str, name: &str, value: &str) {
-    part_head(out, boundary, name, None);
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-enum Piece {
-    Bytes(Bytes),
-    /// An open spooled file and the bytes left to read of it.
-    File(tokio::fs::File, u64),
-}
-
-/// The body of an upload to the upstream: its length known (sent as `Content-Length`), its
-/// files read from disk a chunk at a time as the connection takes them.
-pub struct UploadBody {
-    pieces: VecDeque<Piece>,
-    remaining: u64,
+enum Kind {
+    Fixed(FixedBody),
+    Following(growing::Following),
 }
 
 impl std::fmt::Debug for UploadBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UploadBody")
-            .field("remaining", &self.remaining)
+            .field("size", &self.size_hint())
             .finish()
     }
 }
@@ -177,52 +111,27 @@ impl Body for UploadBody {
     type Error = std::io::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let this = &mut *self;
-        loop {
-            let Some(front) = this.pieces.front_mut() else {
-                return Poll::Ready(None);
-            };
-            let data = match front {
-                Piece::Bytes(b) => std::mem::take(b),
-                Piece::File(_, 0) => Bytes::new(),
-                Piece::File(file, left) => {
-                    let want = READ_CHUNK.min(usize::try_from(*left).unwrap_or(READ_CHUNK));
-                    let mut buf = BytesMut::zeroed(want);
-                    let mut read = ReadBuf::new(&mut buf);
-                    ready!(Pin::new(file).poll_read(cx, &mut read))?;
-                    let n = read.filled().len();
-                    if n == 0 {
-                        return Poll::Ready(Some(Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "a spooled upload is shorter than when it was received",
-                        ))));
-                    }
-                    *left -= n as u64;
-                    buf.truncate(n);
-                    if *left > 0 {
-                        this.remaining -= n as u64;
-                        return Poll::Ready(Some(Ok(Frame::data(buf.freeze()))));
-                    }
-                    buf.freeze()
-                }
-            };
-            this.pieces.pop_front();
-            if !data.is_empty() {
-                this.remaining -= data.len() as u64;
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
+        match &mut self.get_mut().0 {
+            Kind::Fixed(b) => Pin::new(b).poll_frame(cx),
+            Kind::Following(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == 0
+        match &self.0 {
+            Kind::Fixed(b) => b.is_end_stream(),
+            Kind::Following(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        match &self.0 {
+            Kind::Fixed(b) => b.size_hint(),
+            Kind::Following(_) => SizeHint::default(),
+        }
     }
 }
 

@@ -4,12 +4,17 @@
 //! costs a frame of memory; the spool is what a fallback sends again. Refused with 413
 //! before reading when `Content-Length` is over `server.max_upload_bytes`, and as soon as
 //! the body passes it otherwise; a cut or malformed upload leaves no spool behind.
+//!
+//! An upload whose `model` field comes before its first (required) file is handed on
+//! early: at the file's first bytes, [`receive`] returns what came so far with the rest of
+//! the body still to read ([`Rest`]), so the first try upstream starts while the client
+//! sends; the parts after that go to the upload's [`Feed`], which the tries' bodies follow.
 
-use crate::multipart_body::malformed;
+use crate::multipart_body::{malformed, Frames};
 use crate::request_body::ClientBody;
 use sluice_core::config::ServerConfig;
 use sluice_core::{Error, ErrorKind, Operation};
-use sluice_providers::{SpooledFile, Upload};
+use sluice_providers::{Feed, SpooledFile, Upload};
 use sluice_types::multipart::{self, Event, Multipart};
 use tokio::io::AsyncWriteExt;
 
@@ -35,13 +40,53 @@ fn file_fields(op: Operation) -> (&'static [&'static str], &'static str) {
     }
 }
 
-/// Reads the upload of `op`: its fields, its files spooled.
-pub async fn receive<B: ClientBody>(
-    server: &ServerConfig,
+/// An upload read: whole, or handed on at its first file's first bytes with the rest of
+/// the body still to read.
+pub enum Received<'a, B> {
+    /// Read to its end and checked.
+    Whole(Upload),
+    /// Still arriving: the upload so far (its `live` part following the spool) and the
+    /// rest of the body, which must be read alongside the tries.
+    Early(Upload, Box<Rest<'a, B>>),
+}
+
+/// The rest of an upload handed on early.
+pub struct Rest<'a, B> {
+    frames: Frames<B>,
+    reader: Reader<'a>,
+}
+
+impl<B: ClientBody> Rest<'_, B> {
+    /// Reads the rest of the upload into its spool. Its end (whole, or the error) is the
+    /// end of every body following it.
+    pub async fn finish(mut self: Box<Self>) -> Result<(), Error> {
+        let result = self.read().await;
+        if let Some(feed) = self.reader.feed.take() {
+            match &result {
+                Ok(()) => feed.whole(),
+                Err(e) => feed.fail(e.message()),
+            }
+        }
+        result
+    }
+
+    async fn read(&mut self) -> Result<(), Error> {
+        while let Some(data) = self.frames.next().await? {
+            self.reader.multipart.push(&data);
+            self.reader.drain().await?;
+        }
+        self.reader.multipart.finish().map_err(malformed)
+    }
+}
+
+/// Reads the upload of `op`: its fields, its files spooled; handed on early once its
+/// model is known and its first file's bytes begin.
+pub async fn receive<'a, B: ClientBody>(
+    server: &'a ServerConfig,
     op: Operation,
     parts: &http::request::Parts,
     body: B,
-) -> Result<Upload, Error> {
+) -> Result<Received<'a, B>, Error> {
     let (mut frames, boundary) = crate::multipart_body::open(server, parts, body)?;
     let mut reader = Reader {
         multipart: Multipart::new(&boundary, MAX_PARTS),
@@ -51,13 +96,18 @@ pub async fn receive<B: ClientBody>(
         files: file_fields(op).0,
         dir: &server.upload_dir,
         op,
+        feed: None,
     };
     while let Some(data) = frames.next().await? {
         reader.multipart.push(&data);
         reader.drain().await?;
+        if reader.feed.is_some() {
+            let upload = std::mem::take(&mut reader.upload);
+            return Ok(Received::Early(upload, Box::new(Rest { frames, reader })));
+        }
     }
     reader.multipart.finish().map_err(malformed)?;
-    reader.finish(op)
+    reader.finish(op).map(Received::Whole)
 }
 
 /// The part being read.
@@ -66,6 +116,8 @@ enum Current {
     Field(String, Vec<u8>),
     /// A file part, spooled.
     File(SpooledFile, tokio::fs::File),
+    /// A file part of an upload handed on early, spooled: its length is the feed's.
+    Fed(tokio::fs::File),
 }
 
 struct Reader<'a> {
@@ -76,6 +128,8 @@ struct Reader<'a> {
     files: &'static [&'static str],
     dir: &'a std::path::Path,
     op: Operation,
+    /// Where the parts go once the upload has been handed on early.
+    feed: Option<Feed>,
 }
 
 impl Reader<'_> {
@@ -129,7 +183,13 @@ impl Reader<'_> {
                     path,
                     len: 0,
                 };
-                Current::File(spooled, file)
+                match &self.feed {
+                    Some(feed) => {
+                        feed.begin_file(spooled);
+                        Current::Fed(file)
+                    }
+                    None => Current::File(spooled, file),
+                }
             }
         });
         Ok(())
@@ -151,8 +211,40 @@ impl Reader<'_> {
                 file.write_all(d).await.map_err(spool_error)?;
                 spooled.len += d.len() as u64;
             }
+            Some(Current::Fed(file)) => {
+                // Flushed before the feed counts it, so a body following the spool
+                // reads only bytes that are in it.
+                file.write_all(d).await.map_err(spool_error)?;
+                file.flush().await.map_err(spool_error)?;
+                if let Some(feed) = &self.feed {
+                    feed.grew(d.len() as u64);
+                }
+            }
             None => {}
         }
+        self.hand_on().await
+    }
+
+    /// Hands the upload on early when it can be: its model known, its first file the
+    /// endpoint's required one and begun. From here on its parts go to the feed.
+    async fn hand_on(&mut self) -> Result<(), Error> {
+        let required = file_fields(self.op).1;
+        let ready = self.feed.is_none()
+            && !self.upload.model.is_empty()
+            && self.upload.files.is_empty()
+            && matches!(&self.current, Some(Current::File(f, _))
+                if f.len > 0 && f.field.trim_end_matches("[]") == required);
+        if !ready {
+            return Ok(());
+        }
+        let Some(Current::File(spooled, mut file)) = self.current.take() else {
+            return Ok(());
+        };
+        file.flush().await.map_err(spool_error)?;
+        let (feed, growing) = Feed::start(self.upload.fields.clone(), spooled);
+        self.upload.live = Some(growing);
+        self.feed = Some(feed);
+        self.current = Some(Current::Fed(file));
         Ok(())
     }
 
@@ -161,15 +253,27 @@ impl Reader<'_> {
             Some(Current::Field(name, value)) => {
                 let value = String::from_utf8(value)
                     .map_err(|_| invalid(format!("the field `{name}` is not UTF-8 text"), None))?;
-                if name == "model" {
-                    self.upload.model = value;
-                } else {
-                    self.upload.fields.push((name, value));
+                match (&self.feed, name == "model") {
+                    // Handed on, the model is the one the tries were routed by.
+                    (Some(_), true) => {}
+                    (Some(feed), false) => feed.field(name, value),
+                    (None, true) => self.upload.model = value,
+                    (None, false) => self.upload.fields.push((name, value)),
                 }
             }
             Some(Current::File(spooled, mut file)) => {
                 file.flush().await.map_err(spool_error)?;
                 self.upload.files.push(spooled);
+            }
+            Some(Current::Fed(mut file)) => {
+                file.flush().await.map_err(spool_error)?;
+                let len = self.feed.as_ref().map_or(0, Feed::end_file);
+                if len == 0 {
+                    return Err(invalid(
+                        "an uploaded file is empty",
+                        Some(file_fields(self.op).1),
+                    ));
+                }
             }
             None => {}
         }

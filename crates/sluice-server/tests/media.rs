@@ -416,3 +416,191 @@ upstream = "rerank-english-v3.0"
         .unwrap();
     assert_eq!(r.status, 200, "Jina serves embeddings: {}", r.text());
 }
+
+/// A gateway whose uploads spool in a directory of their own, with route `stt-routed`
+/// (targets `stt-down`, a provider that refuses connections, then `stt`).
+async fn upload_gateway() -> (FakeUpstream, Gateway, SpoolDir) {
+    let fake = FakeUpstream::start().await;
+    let spool = SpoolDir::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = closed.local_addr().unwrap();
+    drop(closed);
+    let extra = format!(
+        r#"
+[[providers]]
+name = "down"
+type = "openai"
+base_url = "http://{down}/v1"
+[[models]]
+name = "stt-down"
+provider = "down"
+upstream = "whisper-1"
+[[routes]]
+name = "stt-routed"
+targets = ["stt-down", "stt"]
+"#
+    );
+    let config = config_for(&fake.base_url(), "").replace(
+        "[storage]",
+        &format!("upload_dir = \"{}\"\n[storage]", spool.path().display()),
+    ) + MEDIA_MODELS
+        + &extra;
+    (fake, start_with(&config).await, spool)
+}
+
+/// A directory of its own for a test's spooled uploads, removed at the end.
+struct SpoolDir(std::path::PathBuf);
+
+impl SpoolDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-media-spool-{}-{:016x}",
+            std::process::id(),
+            sluice_core::rng::next_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for SpoolDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts a raw HTTP/1.1 upload of `body` to the transcriptions endpoint and sends its
+/// first `first` bytes; the rest is the caller's to send (or not).
+async fn start_upload(gw: &Gateway, body: &[u8], first: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nhost: sluice\r\n\
+         content-type: multipart/form-data; boundary={BOUNDARY}\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body[..first]).await.unwrap();
+    conn
+}
+
+/// Sends the rest of an upload begun by [`start_upload`] and reads the answer: its status
+/// line and body.
+async fn end_upload(mut conn: tokio::net::TcpStream, rest: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(rest).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        conn.read_to_end(&mut out),
+    )
+    .await
+    .expect("the gateway answers")
+    .unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.lines().next().unwrap_or_default().to_string();
+    (status, text)
+}
+
+/// Waits until `dir` holds no spooled upload; whether it came to that.
+async fn spool_empties(dir: &std::path::Path) -> bool {
+    for _ in 0..500 {
+        if std::fs::read_dir(dir).unwrap().next().is_none() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// The upload's first try starts while the client is still sending: the upstream has the
+/// request's head (and its model) before the client has sent half the file, and gets the
+/// whole file, chunked, once the client has.
+#[tokio::test]
+async fn an_uploads_first_try_starts_while_the_body_is_still_arriving() {
+    let (fake, gw, spool) = upload_gateway().await;
+    let audio: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let body = form(&[("model", "stt")], Some(("file", "talk.wav", &audio)));
+    let half = body.len() / 2;
+    let conn = start_upload(&gw, &body, half).await;
+    let ten = std::time::Duration::from_secs(10);
+    assert!(fake.wait_started(1, ten).await, "the try starts mid-upload");
+    assert_eq!(fake.request_count(), 0, "its body is still arriving");
+    let (status, text) = end_upload(conn, &body[half..]).await;
+    assert!(status.contains(" 200 "), "{text}");
+    let heard = format!(
+        "model whisper-1 heard 2000000 bytes of talk.wav checksum {:016x}",
+        checksum(&audio)
+    );
+    assert!(text.contains(&heard), "{text}");
+    let seen = fake.last_request().unwrap();
+    assert_eq!(seen.header("content-length"), None, "sent chunked");
+    assert_eq!(fake.started_count(), 1, "one try");
+    assert!(spool_empties(spool.path()).await, "the spool is removed");
+}
+
+/// A client that stops mid-upload aborts the try under way (the upstream's request body
+/// breaks off; it never sees a whole, short upload), leaves no spool, and the gateway
+/// goes on serving.
+#[tokio::test]
+async fn a_client_that_stops_mid_upload_aborts_the_try_cleanly() {
+    let (fake, gw, spool) = upload_gateway().await;
+    let audio = vec![7u8; 1_000_000];
+    let body = form(&[("model", "stt")], Some(("file", "cut.wav", &audio)));
+    let conn = start_upload(&gw, &body, body.len() / 3).await;
+    let ten = std::time::Duration::from_secs(10);
+    assert!(fake.wait_started(1, ten).await);
+    drop(conn);
+    assert!(fake.wait_broken_bodies(1, ten).await, "the try is aborted");
+    assert_eq!(
+        fake.request_count(),
+        0,
+        "no upload reached the upstream whole"
+    );
+    assert!(spool_empties(spool.path()).await, "the spool is removed");
+    let body = form(&[("model", "stt")], Some(("file", "a.wav", b"RIFFdata")));
+    let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+/// A fallback started while the upload is still arriving sends it again from the spool,
+/// following it to its end; one started after it ended sends it with its length.
+#[tokio::test]
+async fn fallbacks_replay_an_upload_from_its_spool_during_and_after_its_arrival() {
+    let (fake, gw, spool) = upload_gateway().await;
+    let audio: Vec<u8> = (0..1_500_000u32).map(|i| (i % 239) as u8).collect();
+    let heard = format!(
+        "heard 1500000 bytes of f.wav checksum {:016x}",
+        checksum(&audio)
+    );
+    // The first target refuses the connection mid-upload; the second follows the spool.
+    let body = form(&[("model", "stt-routed")], Some(("file", "f.wav", &audio)));
+    let half = body.len() / 2;
+    let conn = start_upload(&gw, &body, half).await;
+    let ten = std::time::Duration::from_secs(10);
+    assert!(
+        fake.wait_started(1, ten).await,
+        "the fallback starts mid-upload"
+    );
+    let (status, text) = end_upload(conn, &body[half..]).await;
+    assert!(status.contains(" 200 "), "{text}");
+    assert!(text.contains(&heard), "{text}");
+    // The first try fails once the upload is whole (a 500): the retry has its length.
+    fake.push(sluice_testkit::Behavior::new().with_status(500));
+    let body = form(&[("model", "stt-routed")], Some(("file", "f.wav", &audio)));
+    let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(String::from_utf8_lossy(&r.body).contains(&heard));
+    let seen = fake.take_requests();
+    let last = seen.last().unwrap();
+    assert_eq!(
+        last.header("content-length"),
+        Some(last.body.len().to_string().as_str())
+    );
+    assert!(spool_empties(spool.path()).await, "the spools are removed");
+}

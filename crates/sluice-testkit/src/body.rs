@@ -28,6 +28,10 @@ use crate::native::Shape;
 pub(crate) struct Counters {
     pub cancelled: AtomicUsize,
     pub requests: AtomicUsize,
+    /// Requests whose head arrived (their body may still be arriving).
+    pub started: AtomicUsize,
+    /// Requests whose body broke off before its end (the client aborted it).
+    pub broken_bodies: AtomicUsize,
     pub connections: AtomicUsize,
     /// Connections open now, and the most ever open at once.
     pub open: AtomicUsize,

@@ -212,6 +212,32 @@ impl FakeUpstream {
         self.shared.counters.requests.load(Ordering::SeqCst)
     }
 
+    /// Number of requests whose head arrived, counted before their body is read: a
+    /// request still sending its body counts here and not yet in
+    /// [`request_count`](Self::request_count).
+    pub fn started_count(&self) -> usize {
+        self.shared.counters.started.load(Ordering::SeqCst)
+    }
+
+    /// Number of requests whose body broke off before its end (the client aborted it
+    /// mid-body); they get no response and are not in [`request_count`](Self::request_count).
+    pub fn broken_body_count(&self) -> usize {
+        self.shared.counters.broken_bodies.load(Ordering::SeqCst)
+    }
+
+    /// Waits until [`started_count`](Self::started_count) reaches `n`; `false` if
+    /// `timeout` passed first.
+    pub async fn wait_started(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, || self.started_count() >= n).await
+    }
+
+    /// Waits until [`broken_body_count`](Self::broken_body_count) reaches `n`; `false` if
+    /// `timeout` passed first.
+    pub async fn wait_broken_bodies(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, || self.broken_body_count() >= n)
+            .await
+    }
+
     /// Number of responses abandoned before they were completely sent: the
     /// client went away during `delay_ms`, while `hang`ing, or in the middle
     /// of a stream.
@@ -382,8 +408,15 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<FakeBody>, DropConnection> {
     let (parts, body) = req.into_parts();
+    shared.counters.bump(&shared.counters.started);
     // A body that cannot be read means the connection is already broken.
-    let body = body.collect().await.map_err(|_| DropConnection)?.to_bytes();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            shared.counters.bump(&shared.counters.broken_bodies);
+            return Err(DropConnection);
+        }
+    };
 
     if shared.recording.load(Ordering::SeqCst) {
         lock(&shared.requests).push(RecordedRequest {

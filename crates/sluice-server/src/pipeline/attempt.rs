@@ -18,7 +18,7 @@ use sluice_core::{retry, Error, ErrorKind, Operation};
 use sluice_providers::client::UpstreamBody;
 use sluice_providers::error as upstream_error;
 use sluice_providers::ResponseBody;
-use sluice_providers::{Prepared, Provider, Reader};
+use sluice_providers::{Growing, Prepared, Provider, Reader};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,9 @@ pub struct Attempt<'a> {
     pub upstream_model: &'a str,
     /// Prompt tokens estimated from the request.
     pub estimated_prompt_tokens: u64,
+    /// The upload the try sends while it is still arriving: the try's deadlines count
+    /// from its end, not from the try's start.
+    pub arriving: Option<&'a Arc<Growing>>,
 }
 
 impl Attempt<'_> {
@@ -93,8 +96,7 @@ impl Attempt<'_> {
             Prepared::Http { request, reader } => (request, reader),
             Prepared::InProcess => return self.in_process(body).await,
         };
-        let deadlines = self.deadlines();
-        let response = self.send(request, &deadlines).await?;
+        let (response, deadlines) = self.send(request).await?;
         let (head, upstream) = response.into_parts();
         if !head.status.is_success() {
             return Err(self.refused(&head, upstream, &deadlines).await);
@@ -112,9 +114,10 @@ impl Attempt<'_> {
         self.whole(&head, upstream, &reader, &deadlines).await
     }
 
-    /// The try's deadlines.
-    fn deadlines(&self) -> Deadlines {
-        let total = tokio::time::Instant::from_std(self.deadline);
+    /// The try's deadlines, `shift` later than its start says (the time its upload took
+    /// to arrive).
+    fn deadlines(&self, shift: Duration) -> Deadlines {
+        let total = tokio::time::Instant::from_std(self.deadline + shift);
         // A stream must show its first byte within `first_token_timeout_ms` of the try's
         // start (response head included), else the next deployment gets the request.
         let first_wait = match (self.stream, self.first_token_timeout) {
@@ -122,7 +125,7 @@ impl Attempt<'_> {
             _ => None,
         };
         let head = first_wait.map_or(total, |t| {
-            total.min(tokio::time::Instant::from_std(self.attempt_started) + t)
+            total.min(tokio::time::Instant::from_std(self.attempt_started + shift) + t)
         });
         Deadlines {
             total,
@@ -132,14 +135,24 @@ impl Attempt<'_> {
         }
     }
 
-    /// Sends the request; the response head must come before the head deadline.
+    /// Sends the request; the response head must come before the head deadline (counted
+    /// from the upload's end while the request's upload still arrives). The deadlines used.
     async fn send(
         &self,
         request: http::Request<UpstreamBody>,
-        d: &Deadlines,
-    ) -> Result<Response<ResponseBody>, Error> {
-        match tokio::time::timeout_at(d.head, self.provider.send(request)).await {
-            Ok(r) => r,
+    ) -> Result<(Response<ResponseBody>, Deadlines), Error> {
+        let sending = self.provider.send(request);
+        tokio::pin!(sending);
+        let mut shift = Duration::ZERO;
+        if let Some(upload) = self.arriving {
+            tokio::select! {
+                r = &mut sending => return r.map(|r| (r, self.deadlines(shift))),
+                () = upload.arrived() => shift = self.attempt_started.elapsed(),
+            }
+        }
+        let d = self.deadlines(shift);
+        match tokio::time::timeout_at(d.head, sending).await {
+            Ok(r) => r.map(|r| (r, d)),
             Err(_) => Err(match d.first_wait {
                 Some(t) if d.head < d.total => self.timeout(format!(
                     "no first token within {} ms (`first_token_timeout_ms`)",

@@ -114,9 +114,76 @@ async fn run<B: ClientBody>(
     let (parts, incoming) = req.into_parts();
     // Who is asking comes before reading what they ask.
     let identity = caller.identity(state, &parts.headers).await?;
+    let (body, upload, rest) = read(state, endpoint, &parts, incoming, &identity, edge).await?;
+    let read = Read {
+        headers: &parts.headers,
+        identity: &identity,
+        body: &body,
+        upload: &upload,
+    };
+    let answering = answer(
+        state,
+        endpoint,
+        read,
+        (request_id, caller),
+        finish,
+        edge,
+        guarded,
+    );
+    match rest {
+        None => answering.await,
+        Some(rest) => alongside(answering, rest.finish()).await,
+    }
+}
+
+/// The request as read: its headers, who asks, its body or upload.
+struct Read<'a> {
+    headers: &'a http::HeaderMap,
+    identity: &'a crate::keys::Identity,
+    body: &'a Bytes,
+    upload: &'a Upload,
+}
+
+/// Answers a request while the rest of its upload arrives: the upload's end is awaited
+/// only as long as the answer is; an upload that fails (cut, too large, malformed) ends
+/// the request with its error at once, the try under way dropped (its upstream request
+/// aborted, never counted against the deployment).
+async fn alongside(
+    answering: impl std::future::Future<Output = Result<Answer, Error>>,
+    rest: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<Answer, Error> {
+    tokio::pin!(answering, rest);
+    let mut arrived = false;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut rest, if !arrived => match r {
+                Ok(()) => arrived = true,
+                Err(e) => return Err(e),
+            },
+            a = &mut answering => return a,
+        }
+    }
+}
+
+/// The stages after reading, from the view to the answer.
+async fn answer(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    read: Read<'_>,
+    (request_id, caller): (&HeaderValue, &Caller),
+    finish: &mut Finish,
+    edge: &mut Edge,
+    guarded: &mut guard::Guarded,
+) -> Result<Answer, Error> {
+    let Read {
+        headers,
+        identity,
+        body,
+        upload,
+    } = read;
     let op = endpoint.operation();
-    let (body, upload) = read(state, endpoint, &parts, incoming, &identity, edge).await?;
-    let first = parse(op, &body, &upload)?;
+    let first = parse(op, body, upload)?;
     edge.estimate_input(first.estimated_prompt_tokens());
     identity.check_model(first.model())?;
     let resolved = state.resolve(first.model())?;
@@ -129,10 +196,10 @@ async fn run<B: ClientBody>(
     only_natively(native, native_only.as_ref())?;
     let asked = Asked {
         endpoint,
-        headers: &parts.headers,
-        identity: &identity,
+        headers,
+        identity,
         view: &first,
-        body: &body,
+        body,
         resolved,
         request_id,
         batch_id: caller.batch_id(),
@@ -144,7 +211,7 @@ async fn run<B: ClientBody>(
     // Guardrails see the request before anything else does (cache keys included), once
     // its tab is open (a blocked request is counted and recorded like any other).
     let key = identity.key().map(|k| &**k);
-    let redacted = guard::request(state, resolved, key, first.model(), &body, guarded).await;
+    let redacted = guard::request(state, resolved, key, first.model(), body, guarded).await;
     finish.note_guardrails(guarded.summary());
     let redacted = redacted?;
     finish.sample(
@@ -170,7 +237,7 @@ async fn run<B: ClientBody>(
     let asked = match &redacted {
         None => asked,
         Some(b) => {
-            view = parse(op, b, &upload)?;
+            view = parse(op, b, upload)?;
             Asked {
                 view: &view,
                 body: b,
@@ -188,26 +255,32 @@ async fn run<B: ClientBody>(
     answer
 }
 
-/// The request's body: an upload spooled as it arrives, every other body read whole (and,
-/// for Anthropic's and the Responses API's clients, read into chat).
-async fn read<B: ClientBody>(
-    state: &AppState,
+/// The request's body: an upload spooled as it arrives (with the rest of it still to read
+/// when it was handed on early), every other body read whole (and, for Anthropic's and the
+/// Responses API's clients, read into chat).
+async fn read<'a, B: ClientBody>(
+    state: &'a AppState,
     endpoint: Endpoint,
     parts: &http::request::Parts,
     incoming: B,
     identity: &crate::keys::Identity,
     edge: &mut Edge,
-) -> Result<(Bytes, Upload), Error> {
+) -> Result<(Bytes, Upload, Option<Box<crate::upload::Rest<'a, B>>>), Error> {
+    use crate::upload::Received;
     let op = endpoint.operation();
     if op.is_upload() {
-        let upload = crate::upload::receive(&state.server, op, parts, incoming).await?;
-        return Ok((Bytes::new(), upload));
+        return Ok(
+            match crate::upload::receive(&state.server, op, parts, incoming).await? {
+                Received::Whole(upload) => (Bytes::new(), upload, None),
+                Received::Early(upload, rest) => (Bytes::new(), upload, Some(rest)),
+            },
+        );
     }
     let raw = crate::request_body::read_body(&state.server, parts, incoming).await?;
     let owner = identity.key().map(|k| k.id.as_str());
     let (body, read) = Edge::read(endpoint.protocol(), raw, owner, &state.responses).await?;
     *edge = read;
-    Ok((body, Upload::default()))
+    Ok((body, Upload::default(), None))
 }
 
 /// The request read through its operation's view.

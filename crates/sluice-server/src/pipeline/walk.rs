@@ -300,6 +300,10 @@ impl Call<'_> {
             model: view.model(),
             upstream_model: upstream_id,
             estimated_prompt_tokens: view.estimated_prompt_tokens(),
+            arriving: match view {
+                View::Upload(_, u) => u.live.as_ref(),
+                _ => None,
+            },
         };
         attempt.run(prepared, body).await
     }
