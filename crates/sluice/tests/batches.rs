@@ -1,6 +1,8 @@
 //! A batch interrupted by SIGTERM, through the real binary: the stopping gateway starts no
 //! more lines, finishes and records those in flight, and the restarted one resumes the batch
-//! where it stopped; every line reaches the upstream once and is charged once.
+//! where it stopped; every line reaches the upstream once and is charged once. Killed by
+//! SIGKILL instead, the lines in flight run again after the restart, each charged once (its
+//! killed run never ended, so never recorded), and no line that had a result goes uncharged.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -11,6 +13,7 @@ use http::Method;
 use serde_json::{json, Value};
 use sluice_testkit::client::TestClient;
 use sluice_testkit::{Behavior, FakeUpstream};
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -165,4 +168,106 @@ async fn a_batch_cut_by_sigterm_completes_after_restart_with_every_line_once() {
     let distinct: HashSet<&str> = ours.iter().map(|r| r.request_id.as_str()).collect();
     assert_eq!(distinct.len(), LINES);
     assert!(ours.iter().all(|r| r.status == 200 && r.cost_nano_usd > 0));
+}
+
+/// The batch's `LINES` lines, uploaded and run on `s`: its id.
+async fn start_batch(s: &Serving) -> String {
+    let input: Vec<String> = (0..LINES)
+        .map(|i| {
+            json!({"custom_id": format!("r-{i}"), "method": "POST", "url": "/v1/chat/completions",
+                   "body": {"model": "m", "messages": [{"role": "user", "content": format!("q {i}")}]}})
+            .to_string()
+        })
+        .collect();
+    let file = upload(s, input.join("\n").as_bytes()).await;
+    let body = json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    let b = request(
+        s,
+        Method::POST,
+        "/v1/batches",
+        body.to_string().into_bytes(),
+        "application/json",
+    )
+    .await;
+    b["id"].as_str().unwrap().to_string()
+}
+
+/// Waits until batch `id` has completed on `s`: the batch and its output's `custom_id`s.
+async fn completed(s: &Serving, id: &str) -> (Value, HashSet<String>) {
+    let until = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let b = request(s, Method::GET, &format!("/v1/batches/{id}"), Vec::new(), "").await;
+        if b["status"] == "completed" {
+            break b;
+        }
+        assert!(Instant::now() < until, "not completed: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out_id = done["output_file_id"].as_str().unwrap();
+    let path = format!("/v1/files/{out_id}/content");
+    let content = request(s, Method::GET, &path, Vec::new(), "").await;
+    let text = content
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| content.to_string());
+    let ids: HashSet<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["custom_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        text.lines().count(),
+        LINES,
+        "one output line per input line"
+    );
+    (done, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_killed_by_sigkill_completes_after_restart_its_lines_charged_once() {
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Behavior::new().with_delay_ms(40));
+    let dir = temp_dir("batch-sigkill");
+    let cfg = config(&dir, &fake.base_url());
+    let mut first = Serving::start(&cfg);
+    let id = start_batch(&first).await;
+    assert!(fake.wait_requests(30, Duration::from_secs(30)).await);
+    // SIGKILL mid-batch: nothing is finished, flushed or let go.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    drop(first);
+    let second = Serving::start(&cfg);
+    let (done, ids) = completed(&second, &id).await;
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": LINES, "completed": LINES, "failed": 0}),
+        "{done}"
+    );
+    assert_eq!(ids.len(), LINES, "every line answered once");
+    // The lines in flight at the kill (at most `concurrency`, 4) reached the upstream twice.
+    let again = fake.request_count() - LINES;
+    assert!(again <= 4, "{again} lines ran again");
+    assert!(second.stop());
+    let ledger = sluice_store::open::ledger_at(&dir.join("data").join("ledger.sqlite"))
+        .unwrap()
+        .unwrap();
+    let mut charged: HashMap<String, usize> = HashMap::new();
+    for r in ledger.export(0).await.unwrap() {
+        if r.batch_id.as_deref() == Some(id.as_str()) {
+            assert!(r.status == 200 && r.cost_nano_usd > 0, "{r:?}");
+            *charged.entry(r.request_id.clone()).or_default() += 1;
+        }
+    }
+    // Every line is charged: a line's spend record is written before its result, so a
+    // line that has a result (and is not run again) was charged...
+    assert_eq!(charged.len(), LINES, "a line went uncharged");
+    // ...and the lines run again were charged once: their killed runs never ended. Only a
+    // kill between a line's spend record and its result (one SQLite insert) charges twice.
+    let twice: Vec<_> = charged.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.len() <= again, "charged twice: {twice:?}");
+    assert!(charged.values().all(|n| *n <= 2), "{charged:?}");
 }

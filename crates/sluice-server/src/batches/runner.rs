@@ -315,6 +315,12 @@ impl Run {
                     body: request.body,
                 };
                 let result = line::run(&state, &batches, line).await;
+                // The line's spend record is written before its result: a gateway killed
+                // between the two runs the line again (charged twice, see docs/batches.md)
+                // rather than keeping a result that was never charged.
+                if let Some(ledger) = &state.ledger {
+                    ledger.flush().await;
+                }
                 if let Err(e) = record(&batches, &batch_id, result).await {
                     tracing::warn!(batch = %batch_id, line = number, error = %e, "cannot record a batch line");
                 }
