@@ -696,3 +696,111 @@ provider = "fake"
         ])
         .output();
 }
+
+/// The stored content of `len` bytes under `dir`'s contents directory.
+fn stored_content(dir: &Path, len: u64) -> PathBuf {
+    let mut todo = vec![dir.join("files")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(p);
+            } else if meta.len() == len {
+                return p;
+            }
+        }
+    }
+    panic!("no stored content of {len} bytes");
+}
+
+/// Cuts a stored content short on disk (as a delete through another replica can).
+fn cut_short(path: &Path) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(1_000_000).unwrap();
+}
+
+/// A content that cannot be read to its end (its file cut short on disk after the answer
+/// began) aborts the download instead of ending it short: over HTTP/1.1 the body stops
+/// before its `Content-Length` and the connection is closed; over HTTP/2 (h2c, prior
+/// knowledge) the stream is reset, so the client's library reports an error.
+#[tokio::test]
+async fn a_content_cut_short_aborts_the_download_over_http1_and_http2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LEN: usize = 40_000_000;
+    let dir = data_dir("cut-content");
+    let gw = gateway(&dir, "", "").await;
+    // One content of `LEN` bytes stored at a time, so the one cut is the one being read.
+    let store = |name: &'static str| {
+        let gw = &gw;
+        async move {
+            let big = vec![b'x'; LEN];
+            let r = upload(
+                gw,
+                MASTER,
+                &[
+                    Part::Field("purpose", "batch"),
+                    Part::File("file", name, &big),
+                ],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["id"].as_str().unwrap().to_string()
+        }
+    };
+    let first = store("one.jsonl").await;
+    let ten = std::time::Duration::from_secs(10);
+    // HTTP/1.1: the head says 40 MB; the body stops short and the connection closes.
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "GET /v1/files/{}/content HTTP/1.1\r\nhost: sluice\r\nauthorization: Bearer {MASTER}\r\n\r\n",
+        first
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut got = vec![0u8; 64 * 1024];
+    let n = tokio::time::timeout(ten, conn.read(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    got.truncate(n);
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(&format!("content-length: {LEN}")), "{text}");
+    cut_short(&stored_content(&dir, LEN as u64));
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(ten, conn.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection is closed, not left hanging");
+    let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body = got.len() - at + rest.len();
+    assert!(body < LEN, "the body falls short of its length: {body}");
+    // HTTP/2 with prior knowledge: the stream is reset; the client sees an error.
+    use http_body_util::{BodyExt, Empty};
+    let second = store("two.jsonl").await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, h2) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(h2);
+    let req = http::Request::get(gw.url(&format!("/v1/files/{second}/content")))
+        .header("authorization", format!("Bearer {MASTER}"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(ten, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    cut_short(&stored_content(&dir, LEN as u64));
+    let collected = tokio::time::timeout(ten, resp.into_body().collect()).await;
+    let e = collected
+        .expect("the stream ends")
+        .expect_err("reset, not a clean end");
+    assert!(
+        format!("{e:?}").contains("Reset") || e.to_string().contains("stream"),
+        "{e:?}"
+    );
+}

@@ -604,3 +604,56 @@ async fn fallbacks_replay_an_upload_from_its_spool_during_and_after_its_arrival(
     );
     assert!(spool_empties(spool.path()).await, "the spools are removed");
 }
+
+/// Over HTTP/2 (h2c, prior knowledge), speech whose upstream is cut midway resets the
+/// client's stream: the bytes sent before the cut arrive, then an error, never a clean
+/// end of a short file.
+#[tokio::test]
+async fn a_cut_speech_stream_resets_the_http2_stream() {
+    use http_body_util::{BodyExt, Full};
+    let (_fake, gw) = media_gateway().await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, h2) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(h2);
+    let ten = std::time::Duration::from_secs(10);
+    for (cut, whole) in [(Some(2), false), (None, true)] {
+        let body = json!({"model": "tts", "input": "a".repeat(400), "voice": "alloy",
+                          "x_fake": {"cut_after_chunks": cut}});
+        let req = http::Request::post(gw.url("/v1/audio/speech"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap();
+        let resp = tokio::time::timeout(ten, send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let mut body = resp.into_body();
+        let mut got = 0usize;
+        let end = loop {
+            match tokio::time::timeout(ten, body.frame()).await.unwrap() {
+                None => break Ok(()),
+                Some(Ok(f)) => got += f.into_data().map_or(0, |d| d.len()),
+                Some(Err(e)) => break Err(e),
+            }
+        };
+        match whole {
+            // The same connection still serves: the reset was the stream's alone.
+            true => {
+                assert!(end.is_ok(), "{end:?}");
+                assert_eq!(got, fake_audio(&"a".repeat(400)).len());
+            }
+            false => {
+                let e = end.expect_err("a reset, not a clean end");
+                assert!(format!("{e:?}").contains("Reset"), "{e:?}");
+                assert_eq!(got, 2 * 4096, "the bytes before the cut arrive first");
+            }
+        }
+    }
+}
