@@ -41,6 +41,21 @@ pub struct LoadOptions {
     /// model's memory; the least recently used is reused first. `0`: only the running
     /// sequences' caches are kept (candle keeps none).
     pub prompt_cache_slots: usize,
+    /// Native engine: how the weights come into memory (candle reads them).
+    pub weights: Weights,
+}
+
+/// How the native engine brings a model's weights into memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Weights {
+    /// Mapped from the file, copy-on-write: the tensors the engine uses as the file stores
+    /// them (K-quants, F16, BF16, F32) stay the file's pages, loaded on first use and shared
+    /// with every other mapping of the file; the 32-value formats' tensors, repacked at load,
+    /// become the process's own (the default; llama.cpp maps its files too).
+    #[default]
+    Mapped,
+    /// Read whole into the process's own memory.
+    Read,
 }
 
 /// The implementation that runs a chat model.
@@ -209,6 +224,7 @@ impl Default for LoadOptions {
             device: DeviceKind::Cpu,
             kv_cache: KvCacheType::F32,
             prompt_cache_slots: 0,
+            weights: Weights::Mapped,
         }
     }
 }

@@ -96,8 +96,9 @@
 //!
 //! ## Unsafe code
 //!
-//! Five modules use `unsafe`, each allowing it in its first lines with the reason: the native
-//! kernels (`native/simd`) and worker pool (`native/workers`), the packed products
+//! Six modules use `unsafe`, each allowing it in its first lines with the reason: the native
+//! kernels (`native/simd`), worker pool (`native/workers`) and weights' file mapping
+//! (`native/blob`), the packed products
 //! (`embed/packed`) and `gemm` calls (`embed/bert`) of the encoder, and the `mi_collect` call
 //! (`memory`). Every unsafe block and impl there states the invariant it relies on
 //! (`// SAFETY:`, enforced by `clippy::undocumented_unsafe_blocks`), and every unsafe fn its
@@ -139,7 +140,7 @@ pub use gguf::{
 };
 pub use model::{
     ChatModel, ChatRequest, Completion, Engine, FinishReason, Generation, GenerationEvent,
-    KvCacheType, LoadOptions, SamplingParams, TokenLogprob, Usage, DEFAULT_CONTEXT_LENGTH,
+    KvCacheType, LoadOptions, SamplingParams, TokenLogprob, Usage, Weights, DEFAULT_CONTEXT_LENGTH,
 };
 pub use pool::{
     default_memory_budget, plan_eviction, Clock, GgufLoader, KeepAlive, Lease, Loaded, Loader,

@@ -43,7 +43,7 @@ use candle_core::Device;
 use tokio::sync::mpsc;
 
 use crate::engine::Chosen;
-pub use crate::engine::{Engine, LoadOptions, DEFAULT_CONTEXT_LENGTH};
+pub use crate::engine::{Engine, LoadOptions, Weights, DEFAULT_CONTEXT_LENGTH};
 use crate::error::{panic_error, Error, ErrorKind, Result};
 use crate::gguf::file::read_header;
 pub use crate::gguf::KvCacheType;
@@ -165,7 +165,7 @@ impl ChatModel {
             #[cfg(target_arch = "x86_64")]
             Chosen::Native(isa) => {
                 let model = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    crate::native::Model::load(path, &content, &info, isa)
+                    crate::native::Model::load(path, &content, &info, isa, options.weights)
                 }))
                 .map_err(|payload| panic_error("model loader", payload.as_ref()))??;
                 let weights_bytes = model.bytes() as u64;

@@ -9,7 +9,8 @@
 //! attention over an F32 KV cache (or F16, [`crate::KvCacheType`]) and SwiGLU in between.
 //!
 //! - **Weights** stay as the file stores them (no F32 embedding table, no F16 expansion): the
-//!   memory a model holds is its tensor bytes plus the KV caches. All slots share one copy.
+//!   memory a model holds is its tensor bytes plus the KV caches. All slots share one copy,
+//!   mapped from the file by default ([`blob`]).
 //! - **Continuous batching** ([`Batch`]): one forward pass runs the rows of several sequence
 //!   slots at once (each slot's next token, or a chunk of its prompt), so every weight row is
 //!   read once per step for all of them; each row attends to its own slot's KV cache.
@@ -26,6 +27,7 @@
 
 mod acts;
 mod batch;
+mod blob;
 mod cache;
 mod format;
 mod hparams;

@@ -62,6 +62,9 @@ pub struct UninitializedLocalConfig {
     /// `parallel` running ones, for follow-up requests that extend them (default 1; `0`: none
     /// beyond the running ones'). Each costs a running sequence's KV cache in the budget.
     pub prompt_cache_slots: Option<usize>,
+    /// Native engine: map the weights from the file (default `true`: the tensors used as
+    /// stored stay the file's pages, shared and loaded on first use) or read them (`false`).
+    pub mmap: Option<bool>,
 }
 
 /// Validated `[local]`.
@@ -103,6 +106,8 @@ pub struct LocalConfig {
     pub kv_cache: String,
     /// KV caches kept for prompt reuse per chat model beyond the running ones.
     pub prompt_cache_slots: usize,
+    /// Map the native engine's weights from their files.
+    pub mmap: bool,
 }
 
 impl UninitializedLocalConfig {
@@ -153,6 +158,7 @@ impl UninitializedLocalConfig {
             prompt_cache_slots: self
                 .prompt_cache_slots
                 .unwrap_or(DEFAULT_PROMPT_CACHE_SLOTS),
+            mmap: self.mmap.unwrap_or(true),
         })
     }
 }

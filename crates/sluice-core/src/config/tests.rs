@@ -271,6 +271,14 @@ fn local_kv_cache_is_f32_f16_or_q8_0() {
 }
 
 #[test]
+fn local_weights_are_mapped_unless_mmap_is_off() {
+    assert!(load("").unwrap().local.mmap);
+    assert!(!load("[local]\nmmap = false").unwrap().local.mmap);
+    let err = load("[local]\nmmap = \"no\"").unwrap_err();
+    assert!(err.to_string().contains("mmap"), "{err}");
+}
+
+#[test]
 fn local_prompt_cache_slots_default_to_one() {
     assert_eq!(load("").unwrap().local.prompt_cache_slots, 1);
     let off = load("[local]\nprompt_cache_slots = 0").unwrap();

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use super::acts::Acts;
+use super::blob::Blob;
 use super::format::{f16_to_f32, q3k_scales, QType};
 use super::simd::{self, Isa};
 
@@ -20,7 +21,7 @@ pub(crate) struct QMatrix {
     pub(crate) rows: usize,
     pub(crate) cols: usize,
     row_bytes: usize,
-    blob: Arc<Vec<u8>>,
+    blob: Arc<Blob>,
     offset: usize,
 }
 
@@ -54,7 +55,7 @@ impl QMatrix {
             return None;
         }
         repack(qtype, cols, &mut data);
-        Self::view(qtype, rows, cols, &Arc::new(data), 0)
+        Self::view(qtype, rows, cols, &Arc::new(Blob::Read(data)), 0)
     }
 
     /// The matrix at `offset` of `blob`, already [`repack`]ed; `None` when `cols` is not a
@@ -63,7 +64,7 @@ impl QMatrix {
         qtype: QType,
         rows: usize,
         cols: usize,
-        blob: &Arc<Vec<u8>>,
+        blob: &Arc<Blob>,
         offset: usize,
     ) -> Option<Self> {
         let row_bytes = row_bytes(qtype, cols)?;

@@ -14,6 +14,7 @@ use super::format::QType;
 use super::quant::QMatrix;
 use super::simd::Isa;
 use super::*;
+use crate::engine::Weights;
 use crate::error::ErrorKind;
 use crate::gguf::info::KvCacheType;
 use crate::testing::{TestArch, TestDType, TestModel};
@@ -443,7 +444,7 @@ fn the_real_smollm2_files_matrices_multiply_as_dequantized() {
     let (content, _) = crate::gguf::file::read_header(path).unwrap();
     let info = ModelInfo::from_content(&content).unwrap();
     let isa = plan(&content, &info).expect("runs natively");
-    let model = Model::load(path, &content, &info, isa).unwrap();
+    let model = Model::load(path, &content, &info, isa, Weights::Mapped).unwrap();
     let mut matrices = vec![("embedding".to_string(), &model.embed)];
     for (l, layer) in model.layers.iter().enumerate().take(4) {
         for (name, m) in [
@@ -577,7 +578,8 @@ fn native_session_on(path: &Path, threads: usize, kv: KvCacheType, isa: Option<I
     let (content, _) = crate::gguf::file::read_header(path).unwrap();
     let info = ModelInfo::from_content(&content).unwrap();
     let best = plan(&content, &info).expect("runs natively");
-    let model = Arc::new(Model::load(path, &content, &info, isa.unwrap_or(best)).unwrap());
+    let model =
+        Arc::new(Model::load(path, &content, &info, isa.unwrap_or(best), Weights::Mapped).unwrap());
     Session::new(model, info.context_length, kv, threads, "test").unwrap()
 }
 
@@ -731,7 +733,7 @@ fn a_batched_pass_gives_each_slot_the_logits_it_gets_alone() {
         let (content, _) = crate::gguf::file::read_header(&path).unwrap();
         let info = ModelInfo::from_content(&content).unwrap();
         let isa = plan(&content, &info).expect("runs natively");
-        let model = Arc::new(Model::load(&path, &content, &info, isa).unwrap());
+        let model = Arc::new(Model::load(&path, &content, &info, isa, Weights::Mapped).unwrap());
         let mut batch =
             Batch::new(Arc::clone(&model), 3, 256, KvCacheType::F32, 2, "test").unwrap();
         let (a, b, c) = (prompt(9), prompt(5)[1..].to_vec(), prompt(14)[3..].to_vec());
@@ -927,7 +929,7 @@ fn a_truncated_file_is_refused_with_the_tensor_it_cuts() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(size - 100).unwrap();
     let isa = plan(&content, &info).unwrap();
-    let err = Model::load(&path, &content, &info, isa)
+    let err = Model::load(&path, &content, &info, isa, Weights::Mapped)
         .err()
         .expect("refused")
         .to_string();
@@ -1615,5 +1617,75 @@ fn gemma_matches_a_reference_forward_pass_for_every_format() {
             };
             assert!(c >= floor, "{arch:?} {dtype:?}: cosine {c}");
         }
+    }
+}
+
+/// Resident and copied (anonymous) kB of this process's mappings of `path`, from
+/// `/proc/self/smaps`.
+fn mapped_kb(path: &Path) -> (usize, usize) {
+    let path = path.canonicalize().unwrap();
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let (mut ours, mut rss, mut anon) = (false, 0, 0);
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: `start-end perms offset dev inode [pathname]`.
+            ours = fields.nth(4).map(Path::new) == Some(path.as_path());
+            continue;
+        }
+        let kb = || fields.clone().next().and_then(|v| v.parse::<usize>().ok());
+        match first {
+            "Rss:" if ours => rss += kb().unwrap_or(0),
+            "Anonymous:" if ours => anon += kb().unwrap_or(0),
+            _ => {}
+        }
+    }
+    (rss, anon)
+}
+
+/// Mapped weights give the read weights' logits; the tensors used as stored (a K-quant file's)
+/// stay the file's pages (none copied into the process), the repacked ones (Q4_0) are copied;
+/// the mapping goes with the model.
+#[test]
+fn mapped_weights_stay_the_files_pages_where_they_are_used_as_stored() {
+    let dir = crate::tests::TempDir::new();
+    for (dtype, repacked) in [(TestDType::Q4KM, false), (TestDType::Q4_0, true)] {
+        let path = dir.path(&format!("mapped-{dtype:?}.gguf"));
+        TestModel::tiny(TestArch::Llama, dtype)
+            .write(&path)
+            .unwrap();
+        let (content, _) = crate::gguf::file::read_header(&path).unwrap();
+        let info = ModelInfo::from_content(&content).unwrap();
+        let isa = plan(&content, &info).expect("runs natively");
+        let load = |how| Arc::new(Model::load(&path, &content, &info, isa, how).unwrap());
+        let tokens = prompt(7);
+        let logits = |model: &Arc<Model>| {
+            Session::new(Arc::clone(model), 256, KvCacheType::F32, 1, "test")
+                .unwrap()
+                .forward(&tokens, 0)
+                .unwrap()
+        };
+        let read = load(Weights::Read);
+        assert_eq!(mapped_kb(&path), (0, 0), "{dtype:?}: read, not mapped");
+        let mapped = load(Weights::Mapped);
+        assert_eq!(
+            logits(&read),
+            logits(&mapped),
+            "{dtype:?}: the same weights"
+        );
+        let (rss, anon) = mapped_kb(&path);
+        assert!(rss > 0, "{dtype:?}: the pass read the mapped pages");
+        if repacked {
+            assert!(2 * anon >= rss, "{dtype:?}: {anon} of {rss} kB copied");
+        } else {
+            assert_eq!(anon, 0, "{dtype:?}: {rss} kB resident, none copied");
+        }
+        drop(mapped);
+        assert_eq!(
+            mapped_kb(&path),
+            (0, 0),
+            "{dtype:?}: unmapped with the model"
+        );
     }
 }

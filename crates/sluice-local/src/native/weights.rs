@@ -1,17 +1,18 @@
-//! A GGUF chat model's weights as the native engine holds them: the file's tensor data read
-//! into one buffer (32-value formats repacked in place), matrices as views into it, norms and
-//! biases as F32 vectors.
+//! A GGUF chat model's weights as the native engine holds them: the file's tensor data mapped
+//! or read into one buffer ([`Blob`]; 32-value formats repacked in place), matrices as views
+//! into it, norms and biases as F32 vectors.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, TensorInfo};
 
+use super::blob::Blob;
 use super::format::QType;
 use super::hparams::HParams;
 use super::quant::{self, QMatrix};
 use super::simd::Isa;
+use crate::engine::Weights;
 use crate::error::{Error, Result};
 use crate::gguf::info::{Architecture, ModelInfo};
 
@@ -54,29 +55,17 @@ pub(crate) struct Model {
     pub(super) vocab: usize,
 }
 
-/// A GGUF file's tensor data, read whole into one buffer (one allocation per model, freed as
+/// A GGUF file's tensor data in one buffer (one mapping or allocation per model, freed as
 /// one), with the 32-value formats' tensors repacked in place; tensors are views into it.
 struct Reader<'a> {
     path: &'a Path,
     content: &'a Content,
-    blob: Arc<Vec<u8>>,
+    blob: Arc<Blob>,
 }
 
 impl<'a> Reader<'a> {
-    fn open(path: &'a Path, content: &'a Content) -> Result<Self> {
-        let bad = |reason: String| Error::invalid_file(path, reason);
-        let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-        let size = file
-            .metadata()
-            .map_err(|e| bad(format!("cannot stat: {e}")))?
-            .len();
-        let start = content.tensor_data_offset;
-        let len = usize::try_from(size.saturating_sub(start))
-            .map_err(|_| bad("too large for this machine".into()))?;
-        let mut blob = vec![0u8; len];
-        file.seek(SeekFrom::Start(start))
-            .and_then(|_| file.read_exact(&mut blob))
-            .map_err(|e| bad(format!("reading the tensor data: {e}")))?;
+    fn open(path: &'a Path, content: &'a Content, how: Weights) -> Result<Self> {
+        let mut blob = Blob::open(path, content.tensor_data_offset, how)?;
         for (name, info) in &content.tensor_infos {
             let (at, len) = Self::span(path, name, info, blob.len())?;
             if let Some(qtype) = QType::from_ggml(info.ggml_dtype) {
@@ -84,6 +73,7 @@ impl<'a> Reader<'a> {
                 quant::repack(qtype, cols, &mut blob[at..at + len]);
             }
         }
+        blob.prefetch();
         Ok(Self {
             path,
             content,
@@ -173,9 +163,15 @@ impl<'a> Reader<'a> {
 // === impl Model ===
 
 impl Model {
-    /// Loads the weights (the whole tensor data of the file, read once).
-    pub(crate) fn load(path: &Path, content: &Content, info: &ModelInfo, isa: Isa) -> Result<Self> {
-        let r = Reader::open(path, content)?;
+    /// Loads the weights (the whole tensor data of the file, mapped or read as `how` says).
+    pub(crate) fn load(
+        path: &Path,
+        content: &Content,
+        info: &ModelInfo,
+        isa: Isa,
+        how: Weights,
+    ) -> Result<Self> {
+        let r = Reader::open(path, content, how)?;
         let (h, hd) = (info.embedding_length, info.head_dim);
         let rope_freqs = if content.tensor_infos.contains_key("rope_freqs.weight") {
             Some(r.vector("rope_freqs.weight", hd / 2)?)

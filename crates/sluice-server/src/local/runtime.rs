@@ -12,7 +12,7 @@ use serde_json::json;
 use sluice_core::config::Config;
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::{KeepAlive, LocalLoader, ModelKind, ModelSpec, Pool, PoolConfig};
-use sluice_local::{BatchOptions, Engine, KvCacheType, LoadOptions};
+use sluice_local::{BatchOptions, Engine, KvCacheType, LoadOptions, Weights};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -89,6 +89,11 @@ pub fn build(
     let engine = Engine::parse(&config.local.engine).unwrap_or_default();
     let device = sluice_local::DeviceKind::parse(&config.local.device).unwrap_or_default();
     let kv_cache = KvCacheType::parse(&config.local.kv_cache).unwrap_or_default();
+    let weights = if config.local.mmap {
+        Weights::Mapped
+    } else {
+        Weights::Read
+    };
     let batch = BatchOptions {
         max_batch: config.local.max_batch,
         max_wait: config.local.max_wait,
@@ -108,6 +113,7 @@ pub fn build(
         spec.load.device = device;
         spec.load.kv_cache = kv_cache;
         spec.load.prompt_cache_slots = config.local.prompt_cache_slots;
+        spec.load.weights = weights;
         spec.batch = batch;
         specs.push(spec);
     }
@@ -133,6 +139,7 @@ pub fn build(
             device,
             kv_cache,
             prompt_cache_slots: config.local.prompt_cache_slots,
+            weights,
         };
         spec.batch = batch;
         specs.push(spec);
