@@ -2,9 +2,11 @@
 //! reloads it when its content changed, as SIGHUP would. Content, not timestamps: a
 //! Kubernetes ConfigMap volume updates its files by swapping a symlink to a new directory
 //! (the file's own mtime can stay), and an editor's save that changes nothing reloads
-//! nothing. A file that cannot be read for a moment (the swap, a half-written save) is
-//! read again at the next tick; a changed file the reload refuses is not tried again until
-//! it changes once more (the refusal is logged and counted once).
+//! nothing. A change is acted on once two reads a tick apart agree: a save that truncates the
+//! file and then writes it is read half-written now and then (an empty file is a config
+//! without routes), and one tick later the same. A file that cannot be read for a moment (the
+//! swap) is read again at the next tick; a changed file the reload refuses is not tried
+//! again until it changes once more (the refusal is logged and counted once).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
@@ -17,12 +19,40 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// What the watcher knows between reads: the content last acted on (or started with), and a
+/// different content read at the previous tick, waiting for a second read to agree.
+#[derive(Debug)]
+struct Seen {
+    applied: Option<u64>,
+    pending: Option<u64>,
+}
+
+impl Seen {
+    /// Whether content `now`, read at this tick, is a change to act on.
+    fn read(&mut self, now: u64) -> bool {
+        if self.applied == Some(now) {
+            self.pending = None;
+            return false;
+        }
+        if self.pending.replace(now) != Some(now) {
+            return false;
+        }
+        self.applied = Some(now);
+        self.pending = None;
+        true
+    }
+}
+
 /// Watches `path` every `every` on the current runtime, calling `reload` when the file's
-/// content differs from what it was at the previous successful read (the first read sets
-/// the baseline: the config the gateway started with was read just before).
+/// content, read the same at two ticks in a row, differs from what it was when last acted on
+/// (the first read sets the baseline: the config the gateway started with was read just
+/// before).
 pub fn spawn(path: PathBuf, every: Duration, reload: impl Fn() + Send + 'static) {
     tokio::spawn(async move {
-        let mut seen = tokio::fs::read(&path).await.ok().map(|b| fingerprint(&b));
+        let mut seen = Seen {
+            applied: tokio::fs::read(&path).await.ok().map(|b| fingerprint(&b)),
+            pending: None,
+        };
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -35,7 +65,7 @@ pub fn spawn(path: PathBuf, every: Duration, reload: impl Fn() + Send + 'static)
                     continue;
                 }
             };
-            if seen.replace(now) != Some(now) {
+            if seen.read(now) {
                 tracing::info!(path = %path.display(), "config file changed: reloading");
                 reload();
             }
@@ -49,9 +79,42 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use std::sync::Arc;
 
-    /// Ten ticks or more of the watcher's 20 ms.
+    #[test]
+    fn a_change_counts_once_two_reads_agree_and_a_half_written_save_does_not() {
+        let (a, b, empty) = (fingerprint(b"a"), fingerprint(b"b"), fingerprint(b""));
+        let mut seen = Seen {
+            applied: Some(a),
+            pending: None,
+        };
+        assert!(!seen.read(a), "the content it started with");
+        assert!(!seen.read(empty), "truncated by a save, read once");
+        assert!(!seen.read(b), "written: read once");
+        assert!(seen.read(b), "read the same a tick later");
+        assert!(!seen.read(b), "acted on once");
+        assert!(!seen.read(empty), "the same content saved again: truncated");
+        assert!(!seen.read(b), "and written: what was acted on");
+        assert!(!seen.read(empty), "a pending change");
+        assert!(!seen.read(b), "back before it was read twice");
+        assert!(!seen.read(b));
+        let mut unread = Seen {
+            applied: None,
+            pending: None,
+        };
+        assert!(!unread.read(a), "a file missing at the start, read once");
+        assert!(unread.read(a), "and twice");
+    }
+
+    /// Writes `content` to `path` the way a ConfigMap update or an atomic save does: into a
+    /// file beside it, renamed over it.
+    fn swap(path: &std::path::Path, content: &str) {
+        let next = path.with_extension("next");
+        std::fs::write(&next, content).unwrap();
+        std::fs::rename(&next, path).unwrap();
+    }
+
+    /// Twenty ticks or more of the watcher's 20 ms.
     async fn settle() {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
 
     #[tokio::test]
@@ -71,19 +134,19 @@ mod tests {
             0,
             "the starting content is the baseline"
         );
-        std::fs::write(&path, "b").unwrap();
+        swap(&path, "b");
         settle().await;
         assert_eq!(reloads.load(SeqCst), 1);
-        std::fs::write(&path, "b").unwrap();
+        swap(&path, "b");
         settle().await;
         assert_eq!(reloads.load(SeqCst), 1, "the same content again");
         std::fs::remove_file(&path).unwrap();
         settle().await;
         assert_eq!(reloads.load(SeqCst), 1, "a missing file is skipped");
-        std::fs::write(&path, "b").unwrap();
+        swap(&path, "b");
         settle().await;
         assert_eq!(reloads.load(SeqCst), 1, "back as it was");
-        std::fs::write(&path, "c").unwrap();
+        swap(&path, "c");
         settle().await;
         assert_eq!(reloads.load(SeqCst), 2);
         std::fs::remove_dir_all(&dir).unwrap();
