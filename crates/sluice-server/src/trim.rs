@@ -6,8 +6,11 @@
 //! the last look that found a fall, and by at least [`MIN_FALL`], the burst is over: the
 //! worker closes its idle plain-HTTP upstream connections beyond the [`KEEP_IDLE`] most
 //! recently used of each provider, then asks the allocator to hand its free pages back
-//! ([`Release`], given by the binary, which knows its allocator). A steady load, however high,
-//! never triggers it; the look costs a few atomic loads.
+//! ([`Release`], given by the binary, which knows its allocator). The burst's requests still in
+//! flight at that look return their connections to the pools as they finish, so the worker
+//! does it again at each of the next [`SETTLE_TICKS`] looks while the load stays down (a load
+//! that rises again ends that). A steady load, however high, never triggers it; the look costs
+//! a few atomic loads.
 
 use crate::live::Live;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -22,6 +25,9 @@ pub const KEEP_IDLE: usize = 16;
 
 /// The smallest fall that ends a burst (connections plus requests).
 pub const MIN_FALL: usize = 64;
+
+/// Looks after a burst's end at which the worker trims again.
+pub const SETTLE_TICKS: u32 = 10;
 
 /// Hands the allocator's free memory back to the operating system, on the calling thread
 /// (the `sluice` binary passes mimalloc's collection).
@@ -47,10 +53,15 @@ impl Load {
         self.open.fetch_sub(1, Relaxed);
     }
 
+    /// The load now: open connections plus `in_flight`.
+    fn now(&self, in_flight: usize) -> usize {
+        self.open.load(Relaxed) + in_flight
+    }
+
     /// Whether the load (open connections plus `in_flight`) fell from a burst since the last
     /// fall; a fall starts the count again from the load now.
     pub fn fell(&self, in_flight: usize) -> bool {
-        let now = self.open.load(Relaxed) + in_flight;
+        let now = self.now(in_flight);
         let high = self.high.fetch_max(now, Relaxed).max(now);
         if high >= now + MIN_FALL && now <= high / 2 {
             self.high.store(now, Relaxed);
@@ -61,10 +72,40 @@ impl Load {
     }
 }
 
+/// The watch's memory between looks: how many more looks trim after the last burst's end,
+/// and the load at that end.
+#[derive(Debug, Default)]
+struct Settle {
+    left: u32,
+    floor: usize,
+}
+
+impl Settle {
+    /// Whether this look trims: at a burst's end, and at the looks after it while the load
+    /// stays at or below what it was at that end (or [`KEEP_IDLE`]).
+    fn look(&mut self, load: &Load, in_flight: usize) -> bool {
+        if load.fell(in_flight) {
+            self.left = SETTLE_TICKS;
+            self.floor = load.now(in_flight);
+            return true;
+        }
+        if self.left == 0 {
+            return false;
+        }
+        if load.now(in_flight) > self.floor.max(KEEP_IDLE) {
+            self.left = 0;
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+}
+
 /// Worker `worker`'s watch over its load (runs on its runtime until the shutdown begins).
 pub async fn watch(load: Arc<Load>, live: Arc<Live>, worker: usize, release: Option<Release>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut settle = Settle::default();
     loop {
         tick.tick().await;
         let state = live.get();
@@ -73,7 +114,7 @@ pub async fn watch(load: Arc<Load>, live: Arc<Live>, worker: usize, release: Opt
             return;
         }
         let in_flight = usize::try_from(state.metrics.in_flight.load(Relaxed)).unwrap_or(0);
-        if load.fell(in_flight) {
+        if settle.look(&load, in_flight) {
             for provider in &state.providers {
                 provider.shrink_idle(worker, KEEP_IDLE);
             }
@@ -111,6 +152,38 @@ mod tests {
             load.closed();
         }
         assert!(load.fell(0), "from 100 to none");
+    }
+
+    #[test]
+    fn the_looks_after_a_burst_s_end_trim_until_the_load_rises_or_they_run_out() {
+        let load = Load::default();
+        let mut settle = Settle::default();
+        for _ in 0..200 {
+            load.opened();
+        }
+        assert!(!settle.look(&load, 0), "a steady load");
+        for _ in 0..150 {
+            load.closed();
+        }
+        assert!(settle.look(&load, 0), "the burst's end");
+        for i in 0..SETTLE_TICKS {
+            assert!(settle.look(&load, 0), "look {i} after the end");
+        }
+        assert!(!settle.look(&load, 0), "the looks after the end ran out");
+
+        for _ in 0..150 {
+            load.opened();
+        }
+        for _ in 0..150 {
+            load.closed();
+        }
+        assert!(settle.look(&load, 0), "a second burst's end");
+        assert!(settle.look(&load, 0));
+        assert!(!settle.look(&load, 30), "the load rose again");
+        assert!(
+            !settle.look(&load, 0),
+            "and the looks after the end are over"
+        );
     }
 
     #[test]
