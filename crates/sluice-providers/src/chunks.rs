@@ -28,6 +28,14 @@ pub fn prompt_usage_of(event: &[u8]) -> Option<Usage> {
     Usage::from_response(&line[..end])
 }
 
+/// What follows a [`ChunkWriter::prompt_usage`] comment at the start of `events`, if they
+/// start with one.
+pub fn strip_prompt_usage(events: &[u8]) -> Option<&[u8]> {
+    let line = events.strip_prefix(PROMPT_USAGE.as_bytes())?;
+    let end = line.windows(2).position(|w| w == b"\n\n")?;
+    Some(&line[end + 2..])
+}
+
 /// OpenAI's `usage` object.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct UsageOut {
@@ -696,5 +704,9 @@ mod tests {
         );
         assert!(prompt_usage_of(b": x-sluice-cost-usd 0.1\n\n").is_none());
         assert!(prompt_usage_of(b"data: {}\n\n").is_none());
+        w.delta(&mut out, Delta::role(), None);
+        let rest = strip_prompt_usage(&out).unwrap();
+        assert!(rest.starts_with(b"data: {"), "{rest:?}");
+        assert_eq!(strip_prompt_usage(rest), None);
     }
 }

@@ -152,6 +152,40 @@ async fn streams_are_translated_event_by_event() {
     assert!(m.contains(r#"sluice_tokens_total{model="claude",provider="anthropic",endpoint="chat",direction="out"} 15"#), "{m}");
 }
 
+/// The prompt-usage comment a translated stream carries for `/v1/messages`' `message_start`
+/// is sluice's own: a chat client's stream has none, and a Messages client's `message_start`
+/// has the upstream's count from it.
+#[tokio::test]
+async fn the_prompt_usage_comment_stays_inside() {
+    let (addr, _seen) = fake_anthropic().await;
+    let openai = FakeUpstream::start().await;
+    let gw = gateway(addr, &openai).await;
+    let body = json!({"model": "claude", "stream": true,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let mut s = post_stream(&gw.url("/v1/chat/completions"), body.to_string(), &[])
+        .await
+        .unwrap();
+    let raw = String::from_utf8(s.collect_body().await.unwrap().to_vec()).unwrap();
+    assert!(raw.starts_with("data: "), "{raw}");
+    assert!(!raw.contains("x-sluice-prompt-usage"), "{raw}");
+    assert!(raw.contains("\"content\":\"Hello\""), "{raw}");
+
+    let body = json!({"model": "claude", "stream": true, "max_tokens": 50,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let mut s = post_stream(&gw.url("/v1/messages"), body.to_string(), &[])
+        .await
+        .unwrap();
+    let raw = String::from_utf8(s.collect_body().await.unwrap().to_vec()).unwrap();
+    assert!(!raw.contains("x-sluice-prompt-usage"), "{raw}");
+    let start: serde_json::Value = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .unwrap();
+    assert_eq!(start["type"], "message_start");
+    assert_eq!(start["message"]["usage"]["input_tokens"], 25, "{start}");
+}
+
 #[tokio::test]
 async fn overloaded_anthropic_falls_back() {
     let (addr, _seen) = fake_anthropic().await;

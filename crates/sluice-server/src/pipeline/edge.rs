@@ -3,7 +3,7 @@
 //! that format on the way out. The translations are `sluice-providers`'
 //! (`anthropic::inbound`, `responses`); OpenAI's protocol passes through.
 
-use super::reframe::Reframed;
+use super::reframe::{Reframed, Unannotated};
 use super::turn::Turn;
 use crate::endpoint::Protocol;
 use crate::response::ResponseBody;
@@ -139,7 +139,12 @@ impl Edge {
     /// native Responses upstream's events, passed on).
     pub(super) fn stream(self, body: ResponseBody, native: bool) -> ResponseBody {
         match self {
-            Self::OpenAi => body,
+            // A stream made by a translation may begin with the comment meant for re-framing;
+            // whole events (cached, degraded) never do.
+            Self::OpenAi => match body {
+                ResponseBody::Stream(_) => ResponseBody::stream(Unannotated::new(body)),
+                whole => whole,
+            },
             Self::Responses(turn) if native => turn.native_stream(body),
             Self::Anthropic {
                 model,

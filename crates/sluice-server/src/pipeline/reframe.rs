@@ -1,14 +1,15 @@
 //! Streams in another API's format: a stream of OpenAI chunks (relayed, local, coalesced or
 //! replayed from the cache) re-framed event by event by a [`Reframe`] translation of
 //! `sluice-providers` (Anthropic's Messages events for `/v1/messages`, the Responses API's
-//! events for `/v1/responses`); and a native upstream's Responses events passed on as they
-//! came, [`Watched`] on the way.
+//! events for `/v1/responses`); a native upstream's Responses events passed on as they
+//! came, [`Watched`] on the way; and OpenAI chunks passed on to OpenAI's clients without the
+//! prompt-usage comment meant for the re-framing ([`Unannotated`]).
 
 use crate::response::Aborted;
 use crate::response::ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use sluice_providers::chunks::prompt_usage_of;
+use sluice_providers::chunks::{prompt_usage_of, strip_prompt_usage};
 use sluice_providers::responses::native::NativeWatcher;
 use sluice_providers::Reframe;
 use sluice_types::sse::{event_data, Keep, SseScanner};
@@ -88,6 +89,60 @@ impl<C: Reframe + Unpin> Body for Reframed<C> {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+/// A stream of OpenAI chunks for an OpenAI client: the frames before its first data event
+/// lose a leading prompt-usage comment (which translated streams write before their first
+/// chunk for [`Reframed`]'s `message_start`); every frame after it is passed on untouched.
+pub struct Unannotated {
+    inner: ResponseBody,
+    checking: bool,
+}
+
+impl Unannotated {
+    /// Passes on `inner` without its prompt-usage comment.
+    pub fn new(inner: ResponseBody) -> Self {
+        Self {
+            inner,
+            checking: true,
+        }
+    }
+}
+
+impl Body for Unannotated {
+    type Data = Bytes;
+    type Error = Aborted;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        let this = self.get_mut();
+        loop {
+            let polled = Pin::new(&mut this.inner).poll_frame(cx);
+            if !this.checking {
+                return polled;
+            }
+            let Poll::Ready(Some(Ok(frame))) = polled else {
+                return polled;
+            };
+            let mut data = match frame.into_data() {
+                Ok(data) => data,
+                Err(other) => return Poll::Ready(Some(Ok(other))),
+            };
+            if let Some(rest) = strip_prompt_usage(&data) {
+                data = data.slice(data.len() - rest.len()..);
+            }
+            this.checking = !data.windows(5).any(|w| w == b"data:");
+            if !data.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
 }
 
