@@ -29,6 +29,8 @@ struct Message<'a> {
     role: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a RawValue>,
     #[serde(default)]
     thinking_blocks: Option<serde::de::IgnoredAny>,
 }
@@ -84,7 +86,8 @@ pub struct ChatRequest<'a> {
     pub has_tools: bool,
     /// Number of messages.
     pub message_count: usize,
-    /// Bytes of message content: the basis of prompt-token estimates.
+    /// Bytes of message content, of assistant messages' tool calls and of the tools'
+    /// definitions: the basis of prompt-token estimates.
     pub content_bytes: usize,
     /// The `user` field, when given.
     pub user: Option<Cow<'a, str>>,
@@ -249,7 +252,9 @@ impl<'a> ChatRequest<'a> {
                 }
                 content_bytes += c.get().len();
             }
+            content_bytes += m.tool_calls.map_or(0, |t| t.get().len());
         }
+        content_bytes += wire.tools.map_or(0, |t| t.get().len());
 
         let StreamFields {
             stream,
@@ -303,9 +308,9 @@ impl<'a> ChatRequest<'a> {
         }
     }
 
-    /// Prompt tokens estimated from the size of the messages (about four bytes a token,
-    /// plus a few tokens of framing per message), for limits and routing before the
-    /// provider has counted.
+    /// Prompt tokens estimated from the size of the messages, their tool calls and the tools'
+    /// definitions (about four bytes a token, plus a few tokens of framing per message), for
+    /// limits and routing before the provider has counted.
     pub fn estimated_prompt_tokens(&self) -> u64 {
         (self.content_bytes as u64).div_ceil(4) + 4 * self.message_count as u64
     }
@@ -330,6 +335,22 @@ mod tests {
         assert!(r.has_tools);
         assert_eq!(r.user.as_deref(), Some("u1"));
         assert_eq!(r.message_count, 1);
+    }
+
+    /// Tools' definitions and earlier tool calls are prompt tokens too (a request with a few
+    /// tools sends hundreds of tokens of schema with a one-line question).
+    #[test]
+    fn the_estimate_counts_tools_and_tool_calls() {
+        let plain = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let tools = r#"[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]"#;
+        let call = r#"[{"id":"c1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]"#;
+        let body = format!(
+            r#"{{"model":"m","tools":{tools},"messages":[{{"role":"user","content":"hi"}},{{"role":"assistant","content":null,"tool_calls":{call}}}]}}"#
+        );
+        let with = parse(&body).unwrap();
+        let bytes = r#""hi""#.len() + tools.len() + call.len();
+        assert_eq!(with.content_bytes, bytes);
+        assert!(with.estimated_prompt_tokens() > plain.estimated_prompt_tokens() + 40);
     }
 
     #[test]
