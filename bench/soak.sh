@@ -24,15 +24,19 @@ status=0
 SLUICE_SOAK_SECS="$SOAK_SECS" SLUICE_SOAK_TOLERANCE=0.05 SLUICE_SOAK_SAMPLES="$PWD/$OUT/samples.csv" \
   cargo test -p sluice --no-default-features --test soak -- --nocapture \
   >"$OUT/test.log" 2>&1 || status=$?
-# Per minute: mean and peak RSS, peak descriptors and sockets.
+# Per minute: mean and peak RSS, and the mean of its parts (the heap and stacks, file pages,
+# shared memory such as SQLite's WAL index), peak descriptors and sockets.
 awk -F, 'NR > 1 { m = int($1 / 60); n[m]++; rss[m] += $2; if ($2 > peak[m]) peak[m] = $2;
-                  if ($3 > fds[m]) fds[m] = $3; if ($4 > socks[m]) socks[m] = $4 }
-         END { print "| minute | mean RSS (MiB) | peak RSS (MiB) | peak fds | peak sockets |";
-               print "| --- | --- | --- | --- | --- |";
+                  if ($3 > fds[m]) fds[m] = $3; if ($4 > socks[m]) socks[m] = $4;
+                  anon[m] += $5; file[m] += $6; shm[m] += $7 }
+         END { print "| minute | mean RSS (MiB) | peak RSS (MiB) | anon | file | shmem | peak fds | peak sockets |";
+               print "| --- | --- | --- | --- | --- | --- | --- | --- |";
                for (i = 0; i in n; i++)
-                 printf "| %d | %.1f | %.1f | %d | %d |\n", i, rss[i] / n[i] / 1024, peak[i] / 1024, fds[i], socks[i] }' \
+                 printf "| %d | %.1f | %.1f | %.1f | %.1f | %.2f | %d | %d |\n", i, rss[i] / n[i] / 1024,
+                        peak[i] / 1024, anon[i] / n[i] / 1024, file[i] / n[i] / 1024, shm[i] / n[i] / 1024,
+                        fds[i], socks[i] }' \
   "$OUT/samples.csv" >"$OUT/minutes.md"
 cat "$OUT/minutes.md"
-grep -E "requests in|RSS:|fds:" "$OUT/test.log" || true
+grep -E "requests in|RSS:|fds:|^data:" "$OUT/test.log" || true
 echo "results in $OUT (test exit $status)"
 exit "$status"

@@ -44,22 +44,32 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// One second's reading of the process.
+/// One second's reading of the process: its resident memory (all of it, and what of it is
+/// the process's own heap and stacks, file pages, and shared memory such as SQLite's WAL
+/// index), descriptors and sockets.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     secs: f64,
     rss_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+    shmem_kib: u64,
     fds: usize,
     sockets: usize,
 }
 
+/// The kB of `field` in a `/proc/PID/status` text.
+fn status_kib(status: &str, field: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
+}
+
 fn sample(pid: u32, start: Instant) -> Sample {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let kib = |field| status_kib(&status, field);
     let (mut fds, mut sockets) = (0, 0);
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -73,7 +83,10 @@ fn sample(pid: u32, start: Instant) -> Sample {
     }
     Sample {
         secs: start.elapsed().as_secs_f64(),
-        rss_kib,
+        rss_kib: kib("VmRSS:"),
+        anon_kib: kib("RssAnon:"),
+        file_kib: kib("RssFile:"),
+        shmem_kib: kib("RssShmem:"),
         fds,
         sockets,
     }
@@ -285,11 +298,11 @@ fn peak(samples: &[Sample], from: f64, to: f64, f: impl Fn(&Sample) -> usize) ->
 
 fn write_samples(samples: &[Sample]) {
     if let Ok(path) = std::env::var("SLUICE_SOAK_SAMPLES") {
-        let mut csv = String::from("secs,rss_kib,fds,sockets\n");
+        let mut csv = String::from("secs,rss_kib,fds,sockets,anon_kib,file_kib,shmem_kib\n");
         for s in samples {
             csv.push_str(&format!(
-                "{:.1},{},{},{}\n",
-                s.secs, s.rss_kib, s.fds, s.sockets
+                "{:.1},{},{},{},{},{},{}\n",
+                s.secs, s.rss_kib, s.fds, s.sockets, s.anon_kib, s.file_kib, s.shmem_kib
             ));
         }
         std::fs::write(path, csv).unwrap();
@@ -351,6 +364,11 @@ async fn mixed_traffic_leaves_memory_and_descriptors_flat() {
     sampler.join().unwrap();
     let samples = samples.lock().unwrap().clone();
     write_samples(&samples);
+    // What the data directory holds at the end (the spend log, its WAL and WAL index).
+    for entry in std::fs::read_dir(dir.join("data")).unwrap().flatten() {
+        let len = entry.metadata().map_or(0, |m| m.len());
+        println!("data: {} {len} bytes", entry.file_name().to_string_lossy());
+    }
     let tally = tally.lock().unwrap().clone();
     let total = requests.load(Relaxed);
     eprintln!("{total} requests in {secs} s: {tally:?}");
