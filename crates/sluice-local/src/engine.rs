@@ -7,6 +7,7 @@ use candle_core::quantized::gguf_file::Content;
 
 use crate::device::DeviceKind;
 use crate::error::{ErrorKind, Result};
+use crate::gguf::file::Weights;
 use crate::gguf::info::{KvCacheType, ModelInfo};
 
 /// The context a chat model runs with unless asked for another (or the file's own, if smaller):
@@ -43,19 +44,6 @@ pub struct LoadOptions {
     pub prompt_cache_slots: usize,
     /// Native engine: how the weights come into memory (candle reads them).
     pub weights: Weights,
-}
-
-/// How the native engine brings a model's weights into memory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Weights {
-    /// Mapped from the file, copy-on-write: the tensors the engine uses as the file stores
-    /// them (K-quants, F16, BF16, F32) stay the file's pages, loaded on first use and shared
-    /// with every other mapping of the file; the 32-value formats' tensors, repacked at load,
-    /// become the process's own (the default; llama.cpp maps its files too).
-    #[default]
-    Mapped,
-    /// Read whole into the process's own memory.
-    Read,
 }
 
 /// The implementation that runs a chat model.

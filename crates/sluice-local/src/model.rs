@@ -43,9 +43,10 @@ use candle_core::Device;
 use tokio::sync::mpsc;
 
 use crate::engine::Chosen;
-pub use crate::engine::{Engine, LoadOptions, Weights, DEFAULT_CONTEXT_LENGTH};
+pub use crate::engine::{Engine, LoadOptions, DEFAULT_CONTEXT_LENGTH};
 use crate::error::{panic_error, Error, ErrorKind, Result};
 use crate::gguf::file::read_header;
+pub use crate::gguf::file::Weights;
 pub use crate::gguf::KvCacheType;
 use crate::gguf::{self, MemoryUsage, ModelInfo};
 use crate::template::{ChatMessage, ChatTemplate, DEFAULT_CHAT_TEMPLATE};

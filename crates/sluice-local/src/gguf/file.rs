@@ -85,3 +85,16 @@ fn unreadable<R: Read + Seek>(path: &Path, reader: &mut R, error: candle_core::E
 pub(crate) fn stored_bytes(dtype: GgmlDType, elements: u64) -> u64 {
     elements / dtype.block_size() as u64 * dtype.type_size() as u64
 }
+
+/// How the native engine brings a model's weights into memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Weights {
+    /// Mapped from the file, copy-on-write: the tensors the engine uses as the file stores
+    /// them (K-quants, F16, BF16, F32) stay the file's pages, loaded on first use and shared
+    /// with every other mapping of the file; the 32-value formats' tensors, repacked at load,
+    /// become the process's own (the default; llama.cpp maps its files too).
+    #[default]
+    Mapped,
+    /// Read whole into the process's own memory.
+    Read,
+}

@@ -20,8 +20,8 @@ use std::fs::File;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
-use crate::engine::Weights;
 use crate::error::{Error, Result};
+use crate::gguf::file::Weights;
 
 /// The tensor data: the bytes of the file from the tensor data's offset to its end.
 pub(crate) enum Blob {

@@ -14,8 +14,8 @@ use super::format::QType;
 use super::quant::QMatrix;
 use super::simd::Isa;
 use super::*;
-use crate::engine::Weights;
 use crate::error::ErrorKind;
+use crate::gguf::file::Weights;
 use crate::gguf::info::KvCacheType;
 use crate::testing::{TestArch, TestDType, TestModel};
 

@@ -12,8 +12,8 @@ use super::format::QType;
 use super::hparams::HParams;
 use super::quant::{self, QMatrix};
 use super::simd::Isa;
-use crate::engine::Weights;
 use crate::error::{Error, Result};
+use crate::gguf::file::Weights;
 use crate::gguf::info::{Architecture, ModelInfo};
 
 pub(super) fn stored_bytes(t: &TensorInfo) -> usize {
