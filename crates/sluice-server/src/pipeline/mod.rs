@@ -132,7 +132,10 @@ async fn run<B: ClientBody>(
     );
     match rest {
         None => answering.await,
-        Some(rest) => alongside(answering, rest.finish()).await,
+        // Boxed: held inline, the pair made every request's future (kept for as long as the
+        // request is in flight, uploads or not) the size of both (+10 KiB a request: 4,096
+        // busy connections peaked 40 MiB higher).
+        Some(rest) => Box::pin(alongside(answering, rest.finish())).await,
     }
 }
 
