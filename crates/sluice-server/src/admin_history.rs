@@ -1,7 +1,7 @@
 //! `GET /admin/history`: what the gateway served minute by minute over the last 24 hours,
 //! from its memory (see [`crate::history`]); the console's overview draws it.
 
-use crate::admin_query::{bad, decode, number};
+use crate::admin_query::{number, params};
 use crate::history::{Point, KEEP};
 use crate::response::{error_response, json, ResponseBody};
 use crate::state::AppState;
@@ -50,19 +50,10 @@ fn parse(query: &str) -> Result<Query, Error> {
         minutes: max_minutes,
         step: 1,
     };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let value =
-            decode(raw).ok_or_else(|| bad(format!("`{name}` is not URL-encoded text"), "query"))?;
+    for (name, value) in params(query, "/admin/history", &["minutes", "step"])? {
         match name {
             "minutes" => q.minutes = number(&value, "minutes", 1..=max_minutes)?,
-            "step" => q.step = number(&value, "step", 1..=MAX_STEP)?,
-            other => {
-                return Err(bad(
-                    format!("`{other}` is not a parameter of the history: use minutes or step"),
-                    "query",
-                ))
-            }
+            _ => q.step = number(&value, "step", 1..=MAX_STEP)?,
         }
     }
     Ok(q)

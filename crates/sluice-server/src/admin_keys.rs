@@ -5,6 +5,7 @@
 //! applies a [`KeySpec`] (see [`crate::key_spec`] for the fields). The secret is returned
 //! once, by create, and never again.
 
+use crate::admin_query::{self, bad as param_error};
 use crate::key_spec::bad;
 use crate::request_body::ClientBody;
 use crate::response::{error_response, json, ResponseBody};
@@ -315,44 +316,58 @@ struct SpendQuery {
 
 impl SpendQuery {
     /// Reads `by`, and `since` (a duration back from `now`, default `7d`) or `from` and
-    /// `to` (UTC days; `to` alone ends a `since` period).
+    /// `to` (UTC days; `to` alone ends a `since` period). Any other parameter, one given
+    /// twice, or a value that is not one is refused with a 400 naming it.
     fn parse(query: &str, now: u64) -> Result<Self, Error> {
         let mut by = Dimension::Key;
         let (mut since, mut from, mut to) = (None, None, None);
-        for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some(("by", v)) => {
-                    by = Dimension::parse(v).ok_or_else(|| {
-                        bad("`by` must be `key`, `model`, `provider`, `route` or `day`")
+        let known = ["by", "since", "from", "to"];
+        for (name, value) in admin_query::params(query, "/admin/spend", &known)? {
+            match name {
+                "by" => {
+                    by = Dimension::parse(&value).ok_or_else(|| {
+                        param_error(
+                            "`by` must be `key`, `model`, `provider`, `route` or `day`",
+                            "by",
+                        )
                     })?
                 }
-                Some(("since", v)) => since = Some(v),
-                Some(("from", v)) => from = Some(day_param("from", v)?),
-                Some(("to", v)) => to = Some(day_param("to", v)?),
-                _ => {}
+                "since" => since = Some(value),
+                "from" => from = Some(day_param("from", &value)?),
+                _ => to = Some(day_param("to", &value)?),
             }
         }
         let since = match (since, from) {
-            (Some(_), Some(_)) => return Err(bad("give either `since` or `from`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(param_error(
+                    "give either `since` or `from`, not both",
+                    "since",
+                ))
+            }
             (_, Some(day)) => day * sluice_store::ledger::DAY_MS,
-            (text, None) => sluice_store::ledger::since(text.unwrap_or("7d"), now).map_err(bad)?,
+            (text, None) => sluice_store::ledger::since(text.as_deref().unwrap_or("7d"), now)
+                .map_err(|e| param_error(e, "since"))?,
         };
         let until = to.map_or(u64::MAX, |day| (day + 1) * sluice_store::ledger::DAY_MS);
         if until <= since {
-            return Err(bad("the period is backwards: `to` is before its start"));
+            return Err(param_error(
+                "the period is backwards: `to` is before its start",
+                "to",
+            ));
         }
         Ok(Self { by, since, until })
     }
 }
 
 /// A `from` or `to` day: its number (days since 1970-01-01).
-fn day_param(name: &str, text: &str) -> Result<u64, Error> {
+fn day_param(name: &'static str, text: &str) -> Result<u64, Error> {
     sluice_store::ledger::parse_day(text)
         .and_then(|d| u64::try_from(d).ok())
         .ok_or_else(|| {
-            bad(format!(
-                "`{name}` must be a UTC date written YYYY-MM-DD, not `{text}`"
-            ))
+            param_error(
+                format!("`{name}` must be a UTC date written YYYY-MM-DD, not `{text}`"),
+                name,
+            )
         })
 }
 
@@ -392,5 +407,38 @@ mod tests {
             assert_eq!(e.status_code(), 400, "{query}");
             assert!(e.to_string().contains(says), "{query}: {e}");
         }
+    }
+
+    /// A misspelt parameter is not quietly ignored (`form=` would report the default 7
+    /// days): it, and anything else the report does not read, is refused by name.
+    #[test]
+    fn spend_queries_refuse_what_they_do_not_read() {
+        let now = 20_790 * DAY_MS + 5;
+        let param = |e: &Error| match e.kind() {
+            ErrorKind::InvalidRequest { param, .. } => *param,
+            _ => None,
+        };
+        for (query, says, names) in [
+            (
+                "form=2026-12-01",
+                "`form` is not a parameter of `/admin/spend`",
+                "query",
+            ),
+            ("by=model&colour=red", "`colour`", "query"),
+            ("by=key&by=model", "`by` is given more than once", "by"),
+            ("since=%ZZ", "`since` is not URL-encoded", "since"),
+            ("from=2026-12-40", "`from` must be a UTC date", "from"),
+            ("by=week", "`by` must be", "by"),
+            ("from=2026-12-02&to=2026-12-01", "backwards", "to"),
+        ] {
+            let e = SpendQuery::parse(query, now).unwrap_err();
+            assert_eq!(e.status_code(), 400, "{query}");
+            assert!(e.to_string().contains(says), "{query}: {e}");
+            assert_eq!(param(&e), Some(names), "{query}");
+        }
+        let q = SpendQuery::parse("by=route&since=1d&", now).unwrap();
+        assert_eq!((q.by, q.since), (Dimension::Route, now - DAY_MS));
+        let q = SpendQuery::parse("since=1%64", now).unwrap();
+        assert_eq!(q.since, now - DAY_MS);
     }
 }

@@ -1,10 +1,77 @@
-//! What the admin API's listings (`/admin/requests`, `/admin/samples`) share in reading a
-//! query: its values URL-decoded, a 400 naming the parameter at fault, and cursors tagged
-//! with the master key, so that a client can only go on from a page this gateway gave out.
+//! What the admin API's endpoints share in reading a query: its parameters read strictly
+//! (each one the endpoint knows, at most once, its value URL-decoded; anything else a 400
+//! naming it, in the admin API's error shape), and cursors tagged with the master key, so
+//! that a client can only go on from a page this gateway gave out.
 
+use crate::response::{error_response, ResponseBody};
 use crate::state::AppState;
+use http::Response;
 use sluice_core::keys::{same_secret, tag};
 use sluice_core::Error;
+
+/// The parameters of `query`, in order, each as the name it has in `known` and its value
+/// URL-decoded. A name `endpoint` (its path, for the message) does not know, a name given
+/// twice, or a value that does not decode is refused with a 400 that names it.
+pub(crate) fn params(
+    query: &str,
+    endpoint: &str,
+    known: &[&'static str],
+) -> Result<Vec<(&'static str, String)>, Error> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (given, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(&name) = known.iter().find(|k| **k == given) else {
+            let shown = decode(given).unwrap_or_else(|| given.to_string());
+            let message = match known {
+                [] => format!("`{shown}` is not a parameter: `{endpoint}` takes none"),
+                _ => format!(
+                    "`{shown}` is not a parameter of `{endpoint}`: use {}",
+                    known.join(", ")
+                ),
+            };
+            return Err(bad(message, "query"));
+        };
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(bad(format!("`{name}` is given more than once"), name));
+        }
+        let value = decode(raw)
+            .ok_or_else(|| bad(format!("`{name}` is not URL-encoded UTF-8 text"), name))?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// For an admin endpoint that takes no query parameters: `None` when `query` is empty or
+/// absent; else the caller's 401 if it is not the master key's, or the 400 that names the
+/// first parameter given.
+pub(crate) fn none_taken(
+    state: &AppState,
+    path: &str,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+) -> Option<Response<ResponseBody>> {
+    let query = query.filter(|q| q.split('&').any(|p| !p.is_empty()))?;
+    let refused = crate::handlers::admin_auth(state, headers)
+        .and_then(|()| params(query, path, &[]).map(drop));
+    refused.err().map(|e| error_response(&e))
+}
+
+/// Whether `path` is an admin endpoint that takes no query parameters (`/admin/spend`,
+/// `/admin/requests`, `/admin/samples` and `/admin/history` read theirs themselves).
+pub(crate) fn takes_none(path: &str) -> bool {
+    path.starts_with("/admin/")
+        && (matches!(
+            path,
+            "/admin/health"
+                | "/admin/metrics"
+                | "/admin/routes"
+                | "/admin/cache"
+                | "/admin/keys"
+                | "/admin/config/reload"
+        ) || path.starts_with("/admin/keys/")
+            || (path.starts_with("/admin/routes/") && path.ends_with("/canary"))
+            || path.starts_with(crate::admin_local::PREFIX))
+}
 
 /// The 400 of a bad query parameter `param`.
 pub(crate) fn bad(message: impl Into<String>, param: &'static str) -> Error {
@@ -85,5 +152,76 @@ pub(crate) fn read_cursor<'a>(
     match same_secret(given, &tag(secret, context, at)) {
         true => Ok(at),
         false => Err(refused()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::ErrorKind;
+
+    fn refused(query: &str, known: &[&'static str]) -> (String, Option<&'static str>) {
+        let e = params(query, "/admin/x", known).unwrap_err();
+        assert_eq!(e.status_code(), 400, "{query}");
+        match e.kind() {
+            ErrorKind::InvalidRequest { message, param } => (message.clone(), *param),
+            other => panic!("{query}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn known_parameters_are_read_once_each_and_decoded() {
+        let got = params("a=1&&b=x%20y+z&c", "/admin/x", &["a", "b", "c"]).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("a", "1".into()),
+                ("b", "x y z".into()),
+                ("c", String::new())
+            ]
+        );
+        assert!(params("", "/admin/x", &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn anything_else_is_refused_by_name() {
+        let (m, p) = refused("a=1&colour=red", &["a", "b"]);
+        assert_eq!(m, "`colour` is not a parameter of `/admin/x`: use a, b");
+        assert_eq!(p, Some("query"));
+        let (m, _) = refused("x=1", &[]);
+        assert_eq!(m, "`x` is not a parameter: `/admin/x` takes none");
+        let (m, p) = refused("a=1&a=2", &["a"]);
+        assert!(m.contains("`a` is given more than once"), "{m}");
+        assert_eq!(p, Some("a"));
+        let (m, p) = refused("a=%E2%28", &["a"]);
+        assert!(m.contains("`a` is not URL-encoded"), "{m}");
+        assert_eq!(p, Some("a"));
+    }
+
+    #[test]
+    fn the_endpoints_without_parameters_are_known() {
+        for path in [
+            "/admin/health",
+            "/admin/metrics",
+            "/admin/routes",
+            "/admin/routes/r/canary",
+            "/admin/cache",
+            "/admin/keys",
+            "/admin/keys/k1",
+            "/admin/config/reload",
+            "/admin/local/models/m/load",
+        ] {
+            assert!(takes_none(path), "{path}");
+        }
+        for path in [
+            "/admin/spend",
+            "/admin/requests",
+            "/admin/samples",
+            "/admin/history",
+            "/v1/chat/completions",
+            "/metrics",
+        ] {
+            assert!(!takes_none(path), "{path}");
+        }
     }
 }

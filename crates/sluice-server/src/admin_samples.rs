@@ -3,7 +3,7 @@
 //! `next_cursor` of the page before, tagged with the master key as the request log's are:
 //! an altered one is refused). See [`crate::samples`] for what is kept.
 
-use crate::admin_query::{self, bad, decode, master};
+use crate::admin_query::{self, bad, master, params};
 use crate::response::{error_response, json, ResponseBody};
 use crate::state::AppState;
 use http::{Response, StatusCode};
@@ -65,10 +65,16 @@ fn parse(query: &str, now_ms: u64, secret: &str) -> Result<SampleQuery, Error> {
         limit: DEFAULT_LIMIT,
         ..SampleQuery::default()
     };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let value =
-            decode(raw).ok_or_else(|| bad(format!("`{name}` is not URL-encoded text"), "query"))?;
+    let known = [
+        "route",
+        "model",
+        "deployment",
+        "key",
+        "request_id",
+        "limit",
+        "cursor",
+    ];
+    for (name, value) in params(query, "/admin/samples", &known)? {
         let text = || Some(value.clone()).filter(|v| !v.is_empty());
         match name {
             "route" => q.route = text(),
@@ -83,16 +89,7 @@ fn parse(query: &str, now_ms: u64, secret: &str) -> Result<SampleQuery, Error> {
                     .filter(|n| (1..=MAX_PAGE).contains(n))
                     .ok_or_else(|| bad(format!("`limit` must be 1 to {MAX_PAGE}"), "limit"))?;
             }
-            "cursor" => q.before = Some(read_cursor(&value, secret)?),
-            other => {
-                return Err(bad(
-                    format!(
-                        "`{other}` is not a filter: filter by `route`, `model`, `deployment`, \
-                         `key` or `request_id`, page with `limit` and `cursor`"
-                    ),
-                    "query",
-                ))
-            }
+            _ => q.before = Some(read_cursor(&value, secret)?),
         }
     }
     Ok(q)

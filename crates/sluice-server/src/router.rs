@@ -5,6 +5,7 @@
 use crate::admin_history;
 use crate::admin_keys;
 use crate::admin_local;
+use crate::admin_query;
 use crate::admin_requests;
 use crate::admin_samples;
 use crate::batches;
@@ -49,6 +50,12 @@ async fn dispatch<B: ClientBody>(
 ) -> Response<ResponseBody> {
     let method = req.method().clone();
     let path = req.uri().path();
+    if admin_query::takes_none(path) {
+        let query = req.uri().query();
+        if let Some(refused) = admin_query::none_taken(&state, path, req.headers(), query) {
+            return refused;
+        }
+    }
     match (&method, path, Endpoint::at(path)) {
         (&Method::POST, _, Some(endpoint)) => {
             pipeline::serve(&state, endpoint, req, request_id).await

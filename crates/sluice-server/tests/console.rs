@@ -316,7 +316,7 @@ async fn the_history_counts_this_minute_behind_the_master_key() {
         ("step=0", "step"),
         ("step=61", "step"),
         ("since=1h", "query"),
-        ("minutes=%zz", "query"),
+        ("minutes=%zz", "minutes"),
     ] {
         let r = send(&gw, Method::GET, &format!("/admin/history?{query}"), "").await;
         assert_eq!(r.status, 400, "{query}: {}", r.text());
@@ -409,6 +409,150 @@ async fn every_admin_call_the_console_makes_needs_the_master_key() {
     // The canary did not move.
     let v = send(&gw, Method::GET, "/admin/routes", "").await.json();
     assert_eq!(v["routes"][0]["canary"]["rollbacks"], 0, "{v}");
+}
+
+/// Every admin endpoint reads its query strictly: a parameter it does not take (a
+/// misspelt `form=` on the spend report, anything on an endpoint that takes none), one given
+/// twice, or a value that is not one is a 400 in the admin API's error shape naming it, and
+/// does nothing; the console's own calls still answer; without the key it stays a 401.
+#[tokio::test]
+async fn admin_query_parameters_are_strict() {
+    let (_fake, gw) = gateway().await;
+    let auth = format!("Bearer {MASTER}");
+    let refused = [
+        (
+            Method::GET,
+            "/admin/spend?form=2026-12-01",
+            "`form`",
+            "query",
+        ),
+        (
+            Method::GET,
+            "/admin/spend?by=day&since=30d&by=key",
+            "`by`",
+            "by",
+        ),
+        (
+            Method::GET,
+            "/admin/spend?from=2026-12-40",
+            "`from`",
+            "from",
+        ),
+        (Method::GET, "/admin/spend?since=%ZZ", "`since`", "since"),
+        (
+            Method::GET,
+            "/admin/requests?colour=red",
+            "`colour`",
+            "query",
+        ),
+        (Method::GET, "/admin/requests?limit=0", "`limit`", "limit"),
+        (
+            Method::GET,
+            "/admin/requests?status=teapot",
+            "`status`",
+            "status",
+        ),
+        (
+            Method::GET,
+            "/admin/samples?colour=red",
+            "`colour`",
+            "query",
+        ),
+        (Method::GET, "/admin/samples?limit=1000", "`limit`", "limit"),
+        (Method::GET, "/admin/samples?cursor=5", "`cursor`", "cursor"),
+        (Method::GET, "/admin/history?minute=60", "`minute`", "query"),
+        (
+            Method::GET,
+            "/admin/history?minutes=0",
+            "`minutes`",
+            "minutes",
+        ),
+        (
+            Method::GET,
+            "/admin/history?step=5&step=6",
+            "`step`",
+            "step",
+        ),
+        (Method::GET, "/admin/routes?route=r", "`route`", "query"),
+        (
+            Method::POST,
+            "/admin/routes/r/canary?action=promote",
+            "`action`",
+            "query",
+        ),
+        (Method::GET, "/admin/keys?limit=5", "`limit`", "query"),
+        (Method::POST, "/admin/keys?name=x", "`name`", "query"),
+        (Method::GET, "/admin/keys/someone?x=1", "`x`", "query"),
+        (
+            Method::DELETE,
+            "/admin/keys/someone?force",
+            "`force`",
+            "query",
+        ),
+        (Method::GET, "/admin/cache?limit=5", "`limit`", "query"),
+        (Method::DELETE, "/admin/cache?model=m", "`model`", "query"),
+        (
+            Method::GET,
+            "/admin/metrics?format=json",
+            "`format`",
+            "query",
+        ),
+        (Method::GET, "/admin/health?verbose=1", "`verbose`", "query"),
+        (
+            Method::POST,
+            "/admin/config/reload?dry_run=1",
+            "`dry_run`",
+            "query",
+        ),
+        (
+            Method::POST,
+            "/admin/local/models/m/load?now=1",
+            "`now`",
+            "query",
+        ),
+    ];
+    for (method, path, names, param) in &refused {
+        let r = TestClient::new()
+            .request(
+                method.clone(),
+                &gw.url(path),
+                bytes::Bytes::from_static(br#"{"action":"rollback"}"#),
+                &[("authorization", &auth)],
+            )
+            .await
+            .expect("request");
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.text());
+        let e = &r.json()["error"];
+        assert_eq!(e["type"], "invalid_request_error", "{path}: {e}");
+        assert_eq!(e["param"], *param, "{path}: {e}");
+        let message = e["message"].as_str().unwrap();
+        assert!(message.contains(names), "{path}: {message}");
+        // Without the master key, the same call is a 401 that says nothing of the query.
+        let r = TestClient::new()
+            .request(method.clone(), &gw.url(path), bytes::Bytes::new(), &[])
+            .await
+            .expect("request");
+        assert_eq!(r.status, 401, "{method} {path}: {}", r.text());
+    }
+    // Nothing was done: the canary did not move, no key was made or revoked.
+    let v = send(&gw, Method::GET, "/admin/routes", "").await.json();
+    assert_eq!(v["routes"][0]["canary"]["rollbacks"], 0, "{v}");
+    let v = send(&gw, Method::GET, "/admin/keys", "").await.json();
+    assert_eq!(v["data"], json!([]), "{v}");
+    // The calls the console makes still answer.
+    for path in [
+        "/admin/spend?by=day&since=30d",
+        "/admin/spend?by=model&from=2026-12-01&to=2026-12-04",
+        "/admin/requests?status=&model=m&limit=20&cursor=",
+        "/admin/samples?limit=1",
+        "/admin/samples?request_id=req%201",
+        "/admin/history?minutes=2",
+        "/admin/routes",
+        "/admin/routes?",
+    ] {
+        let r = get(&gw, path, &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
 }
 
 /// Every data call in the console's scripts goes to `/admin/*` (behind the master key):
