@@ -163,6 +163,8 @@ async fn a_retried_request_is_one_server_span_with_two_attempts_in_the_clients_t
     );
     assert_eq!(attr(request, "http.response.status_code"), 200);
     assert_eq!(attr(request, "sluice.attempts"), 2);
+    // Asked for a model, not a route.
+    assert!(attr(request, "sluice.route").is_null());
     assert_eq!(attr(request, "sluice.cache.status"), "bypass");
     assert!(attr(request, "sluice.cost_usd").as_f64().unwrap() > 0.0);
     assert_eq!(request["status"]["code"], 0);
@@ -362,6 +364,252 @@ upstream = "claude-x"
         assert!(limits["time"].as_u64() <= cache["time"].as_u64());
     }
     assert_eq!(fake.request_count(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The spans of one request: its server span and its attempts, in the order tried.
+fn split(spans: &[Value]) -> (&Value, Vec<&Value>) {
+    let request = spans.iter().find(|s| s["kind"] == "server").unwrap();
+    let mut attempts: Vec<&Value> = spans.iter().filter(|s| s["kind"] == "client").collect();
+    attempts.sort_by_key(|s| attr(s, "sluice.attempt").as_u64());
+    (request, attempts)
+}
+
+/// The request span's events named `name`.
+fn events<'a>(span: &'a Value, name: &str) -> Vec<&'a Value> {
+    span["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == name)
+        .collect()
+}
+
+/// Route `r` falls back from `a` (provider `pa`, OpenAI's API) to `b` (provider `pb`,
+/// Anthropic's): each try is its own child span naming its deployment and provider, the
+/// request span names the route and what answered, and a deployment skipped for its open
+/// breaker (route `r`) or its cooldown (route `s`, model `c` on `pa`) is an event.
+#[tokio::test]
+async fn fallbacks_show_an_attempt_span_per_deployment_and_skips_as_events() {
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
+    let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[[providers]]
+name = "pa"
+type = "openai"
+base_url = "{a}"
+[[providers]]
+name = "pb"
+type = "anthropic"
+base_url = "http://{b}"
+api_key = "sk-b"
+[[models]]
+name = "a"
+provider = "pa"
+upstream = "up-a"
+[[models]]
+name = "b"
+provider = "pb"
+upstream = "up-b"
+[[models]]
+name = "c"
+provider = "pa"
+upstream = "up-c"
+[[routes]]
+name = "r"
+strategy = "fallback"
+targets = ["a", "b"]
+[[routes]]
+name = "s"
+strategy = "fallback"
+targets = ["c", "b"]
+[routing]
+retry = {{ attempts = 1 }}
+breaker = {{ consecutive_failures = 1, cooldown_ms = 60000 }}
+{obs}
+"#,
+        a = fa.base_url(),
+        b = fb.addr(),
+        obs = observability(&receiver.endpoint(), ""),
+    );
+    let gw = start_with(&config).await;
+    let send = |route: &'static str, trace: &'static str| {
+        let url = gw.url("/v1/chat/completions");
+        async move {
+            let traceparent = format!("00-{}-{CLIENT_SPAN}-01", trace.repeat(32));
+            let body = json!({"model": route, "messages": [{"role": "user", "content": "hi"}]});
+            let r = post_json(&url, body.to_string(), &[("traceparent", &traceparent)])
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.header("x-sluice-model"), Some("b"));
+        }
+    };
+
+    // `a` fails (its breaker opens on that one failure); `b` answers.
+    fa.push(Behavior::new().with_status(503));
+    send("r", "1").await;
+    let spans = receiver.trace(&"1".repeat(32), 3).await;
+    let (request, attempts) = split(&spans);
+    assert_eq!(request["name"], "chat r");
+    assert_eq!(attr(request, "sluice.route"), "r");
+    assert_eq!(attr(request, "gen_ai.request.model"), "r");
+    assert_eq!(attr(request, "gen_ai.response.model"), "up-b");
+    assert_eq!(attr(request, "gen_ai.provider.name"), "anthropic");
+    assert_eq!(attr(request, "sluice.provider"), "pb");
+    assert_eq!(attr(request, "sluice.model"), "b");
+    assert_eq!(attr(request, "sluice.attempts"), 2);
+    assert_eq!(request["status"]["code"], 0);
+    assert!(events(request, "sluice.deployment_skipped").is_empty());
+    let expected = [
+        ("a", "pa", "openai", "up-a", 503),
+        ("b", "pb", "anthropic", "up-b", 200),
+    ];
+    assert_eq!(attempts.len(), 2, "{spans:#?}");
+    for (n, (a, want)) in attempts.iter().zip(expected).enumerate() {
+        let (model, provider, api, upstream, status) = want;
+        assert_eq!(a["parent_span_id"], request["span_id"], "{a}");
+        assert_eq!(a["name"], format!("chat {upstream}").as_str());
+        assert_eq!(attr(a, "sluice.attempt"), n as u64 + 1);
+        assert_eq!(attr(a, "sluice.model"), model);
+        assert_eq!(attr(a, "sluice.provider"), provider);
+        assert_eq!(attr(a, "gen_ai.provider.name"), api);
+        assert_eq!(attr(a, "gen_ai.request.model"), upstream);
+        assert_eq!(attr(a, "http.response.status_code"), status);
+    }
+    assert_eq!(attr(attempts[0], "error.type"), "upstream_5xx");
+    assert_eq!(attempts[0]["status"]["code"], 2);
+    assert!(attr(attempts[1], "error.type").is_null());
+    assert_eq!(attempts[1]["status"]["code"], 0);
+    assert!(attempts[0]["end"].as_u64() <= attempts[1]["start"].as_u64());
+    // Each deployment's upstream saw its own try's span as the parent.
+    for (fake, attempt) in [(&fa, attempts[0]), (&fb, attempts[1])] {
+        let sent = fake.last_request().unwrap();
+        let (trace, parent) = parts(sent.header("traceparent").unwrap());
+        assert_eq!(trace, "1".repeat(32));
+        assert_eq!(parent, attempt["span_id"].as_str().unwrap());
+    }
+
+    // `a`'s breaker is open: skipped, an event, no try.
+    send("r", "2").await;
+    let spans = receiver.trace(&"2".repeat(32), 2).await;
+    let (request, attempts) = split(&spans);
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attr(attempts[0], "sluice.model"), "b");
+    let skipped = events(request, "sluice.deployment_skipped");
+    assert_eq!(skipped.len(), 1, "{request:#}");
+    assert_eq!(skipped[0]["attributes"]["sluice.model"], "a");
+    assert_eq!(
+        skipped[0]["attributes"]["sluice.skip_reason"],
+        "breaker_open"
+    );
+    assert!(skipped[0]["time"].as_u64() <= attempts[0]["start"].as_u64());
+    assert_eq!(fa.request_count(), 1);
+
+    // `c` answers 429 with a long Retry-After: it cools down (its breaker stays closed),
+    // and the next request skips it for that reason.
+    fa.push(Behavior::new().with_status(429).with_retry_after("30"));
+    send("s", "3").await;
+    let spans = receiver.trace(&"3".repeat(32), 3).await;
+    let (request, attempts) = split(&spans);
+    assert_eq!(attr(request, "sluice.route"), "s");
+    assert_eq!(attr(attempts[0], "sluice.model"), "c");
+    assert_eq!(attr(attempts[0], "http.response.status_code"), 429);
+    assert_eq!(attr(attempts[0], "error.type"), "upstream_rate_limited");
+    send("s", "4").await;
+    let spans = receiver.trace(&"4".repeat(32), 2).await;
+    let (request, attempts) = split(&spans);
+    assert_eq!(attr(attempts[0], "sluice.model"), "b");
+    let skipped = events(request, "sluice.deployment_skipped");
+    assert_eq!(skipped.len(), 1, "{request:#}");
+    assert_eq!(skipped[0]["attributes"]["sluice.model"], "c");
+    assert_eq!(
+        skipped[0]["attributes"]["sluice.skip_reason"],
+        "rate_limited"
+    );
+    assert_eq!(fa.request_count(), 2);
+}
+
+/// A key's rate limit refuses its second request: the request span (its only span: no try
+/// was made) carries the refusal as its `sluice.limits` event and says so in its
+/// attributes; a 4xx leaves a server span's status unset, as the conventions ask.
+#[tokio::test]
+async fn a_request_refused_by_a_limit_has_the_refusal_as_an_event() {
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-traces-limit-{}-{}",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = FakeUpstream::start().await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmaster_key = \"sk-master\"\n[storage]\n\
+         data_dir = \"{dir}\"\n[[providers]]\nname = \"fake\"\ntype = \"openai\"\n\
+         base_url = \"{upstream}\"\n[[models]]\nname = \"m\"\nprovider = \"fake\"\n{obs}",
+        dir = dir.display(),
+        upstream = fake.base_url(),
+        obs = observability(&receiver.endpoint(), ""),
+    );
+    let gw = start_with(&config).await;
+    let r = TestClient::new()
+        .request(
+            http::Method::POST,
+            &gw.url("/admin/keys"),
+            json!({"name": "slow", "rpm": 1}).to_string().into(),
+            &[("authorization", "Bearer sk-master")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let auth = format!("Bearer {}", r.json()["key"].as_str().unwrap());
+    let mut statuses = Vec::new();
+    for trace in ["6", "7"] {
+        let traceparent = format!("00-{}-{CLIENT_SPAN}-01", trace.repeat(32));
+        let r = post_json(
+            &gw.url("/v1/chat/completions"),
+            common::CHAT,
+            &[("authorization", &auth), ("traceparent", &traceparent)],
+        )
+        .await
+        .unwrap();
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, [200, 429]);
+    assert_eq!(fake.request_count(), 1);
+    let spans = receiver.trace(&"7".repeat(32), 1).await;
+    let request = &spans[0];
+    assert_eq!(request["kind"], "server");
+    assert_eq!(attr(request, "http.response.status_code"), 429);
+    assert_eq!(attr(request, "error.type"), "429");
+    assert_eq!(attr(request, "sluice.key.name"), "slow");
+    assert_eq!(attr(request, "sluice.attempts"), 0);
+    assert!(attr(request, "gen_ai.response.model").is_null());
+    assert_eq!(request["status"]["code"], 0);
+    let limits = events(request, "sluice.limits");
+    assert_eq!(limits.len(), 1, "{request:#}");
+    let a = &limits[0]["attributes"];
+    assert_eq!(a["sluice.limits.outcome"], "refused");
+    assert_eq!(a["error.type"], "rate_limited");
+    assert!(
+        a["sluice.limits.message"]
+            .as_str()
+            .unwrap()
+            .contains("1 requests per minute"),
+        "{a}"
+    );
+    // The admitted request's event said so.
+    let spans = receiver.trace(&"6".repeat(32), 2).await;
+    let (request, _) = split(&spans);
+    let limits = events(request, "sluice.limits");
+    assert_eq!(limits[0]["attributes"]["sluice.limits.outcome"], "admitted");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -230,7 +230,11 @@ impl Recording {
         if let Some(m) = &model {
             a.push(("gen_ai.request.model", Value::Str(m.clone())));
         }
-        let answered = o.deployment.filter(|_| !o.degraded);
+        // A deployment answered only if it was tried or its cached answer replayed: the
+        // model a client named is resolved before its limits, which may refuse it.
+        let answered = o
+            .deployment
+            .filter(|_| !o.degraded && (o.attempts > 0 || o.cache.served()));
         if let Some(d) = answered {
             let dep = &state.deployments[d];
             let provider = &state.providers[dep.provider];
