@@ -13,6 +13,28 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// Bytes read from a spooled file per frame.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
+/// Reads at most `want` bytes of a spool file. A spool file never ends before the length that was
+/// recorded for it, so an end of file is an error that says `what` was short.
+pub(crate) fn read_chunk(
+    file: &mut tokio::fs::File,
+    cx: &mut Context<'_>,
+    want: usize,
+    what: &'static str,
+) -> Poll<std::io::Result<Bytes>> {
+    let mut buf = BytesMut::zeroed(want);
+    let mut read = ReadBuf::new(&mut buf);
+    ready!(Pin::new(file).poll_read(cx, &mut read))?;
+    let n = read.filled().len();
+    if n == 0 {
+        return Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            what,
+        )));
+    }
+    buf.truncate(n);
+    Poll::Ready(Ok(buf.freeze()))
+}
+
 /// A file part of an upload, spooled to disk. The spool is removed when it is dropped (a
 /// body still streaming it keeps its own open handle).
 #[derive(Debug)]
@@ -149,23 +171,18 @@ impl Body for FixedBody {
                 Piece::File(_, 0) => Bytes::new(),
                 Piece::File(file, left) => {
                     let want = READ_CHUNK.min(usize::try_from(*left).unwrap_or(READ_CHUNK));
-                    let mut buf = BytesMut::zeroed(want);
-                    let mut read = ReadBuf::new(&mut buf);
-                    ready!(Pin::new(file).poll_read(cx, &mut read))?;
-                    let n = read.filled().len();
-                    if n == 0 {
-                        return Poll::Ready(Some(Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "a spooled upload is shorter than when it was received",
-                        ))));
-                    }
-                    *left -= n as u64;
-                    buf.truncate(n);
+                    let chunk = ready!(read_chunk(
+                        file,
+                        cx,
+                        want,
+                        "a spooled upload is shorter than when it was received"
+                    ))?;
+                    *left -= chunk.len() as u64;
                     if *left > 0 {
-                        this.remaining -= n as u64;
-                        return Poll::Ready(Some(Ok(Frame::data(buf.freeze()))));
+                        this.remaining -= chunk.len() as u64;
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
                     }
-                    buf.freeze()
+                    chunk
                 }
             };
             this.pieces.pop_front();

@@ -12,13 +12,12 @@
 //! ended short) when it broke off, was refused or was dropped.
 
 use super::form::{fixed_form, new_boundary, part_head, text_part, FixedBody, PartRef};
-use super::form::{SpooledFile, READ_CHUNK};
-use bytes::{Bytes, BytesMut};
+use super::form::{read_chunk, SpooledFile, READ_CHUNK};
+use bytes::Bytes;
 use http_body::{Body, Frame};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
-use tokio::io::{AsyncRead, ReadBuf};
 
 /// An upload still arriving, shared by its feed and the bodies that follow it. Its spooled
 /// files are removed when the last holder is gone.
@@ -321,19 +320,14 @@ impl Body for Following {
                     let Some((_, file, sent)) = &mut this.reading else {
                         continue;
                     };
-                    let mut buf = BytesMut::zeroed(usize::try_from(want).unwrap_or(READ_CHUNK));
-                    let mut read = ReadBuf::new(&mut buf);
-                    ready!(Pin::new(file).poll_read(cx, &mut read))?;
-                    let n = read.filled().len();
-                    if n == 0 {
-                        return Poll::Ready(Some(Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "a spooled upload is shorter than what was written to it",
-                        ))));
-                    }
-                    *sent += n as u64;
-                    buf.truncate(n);
-                    return Poll::Ready(Some(Ok(Frame::data(buf.freeze()))));
+                    let chunk = ready!(read_chunk(
+                        file,
+                        cx,
+                        usize::try_from(want).unwrap_or(READ_CHUNK),
+                        "a spooled upload is shorter than what was written to it"
+                    ))?;
+                    *sent += chunk.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 Step::Close => {
                     this.ended = true;
