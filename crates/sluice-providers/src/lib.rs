@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod batch_api;
+mod call_order;
 pub mod chunks;
 pub mod client;
 pub mod error;

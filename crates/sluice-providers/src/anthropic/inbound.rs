@@ -19,6 +19,7 @@
 //! text, `&RawValue` for opaque JSON such as tool inputs and schemas), never through a
 //! `serde_json::Value` tree.
 
+use crate::call_order::{CallOrder, Delta, Step};
 use crate::chunks::{compact_json, FunctionTool};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -816,6 +817,8 @@ pub struct StreamConverter {
     next_index: usize,
     /// OpenAI tool-call index → Anthropic block index.
     tools: Vec<(u64, usize)>,
+    /// The tool calls put in order: one block at a time.
+    calls: CallOrder,
     finish: Option<String>,
     usage: Usage,
     /// The prompt's tokens as sluice estimated them, for `message_start` when the upstream
@@ -940,6 +943,17 @@ struct InDelta<'a> {
     thinking_blocks: Option<Vec<Signed<'a>>>,
 }
 
+impl InDelta<'_> {
+    /// Whether the delta carries anything besides tool calls.
+    fn has_more_than_calls(&self) -> bool {
+        let some = |t: &Option<Cow<'_, str>>| t.as_deref().is_some_and(|t| !t.is_empty());
+        some(&self.content)
+            || some(&self.refusal)
+            || some(&self.reasoning_content)
+            || self.thinking_blocks.as_ref().is_some_and(|b| !b.is_empty())
+    }
+}
+
 #[derive(Deserialize)]
 struct InCallDelta<'a> {
     #[serde(default)]
@@ -967,6 +981,7 @@ impl StreamConverter {
             block: Block::None,
             next_index: 0,
             tools: Vec::new(),
+            calls: CallOrder::default(),
             finish: None,
             usage: Usage::default(),
             input_estimate: 0,
@@ -1021,6 +1036,53 @@ impl StreamConverter {
         };
         event(out, &Event::ContentBlockStop { index });
         self.block = Block::None;
+    }
+
+    /// Writes one step of the ordered tool calls: a `tool_use` block's start, a piece of its
+    /// input, its stop.
+    fn on_call_step(&mut self, out: &mut Vec<u8>, step: Step<'_>) {
+        match step {
+            Step::Begin { call, id, name } => {
+                self.close_block(out);
+                let index = self.next_index;
+                self.next_index += 1;
+                self.tools.push((call, index));
+                self.block = Block::Tool(index);
+                let content_block = OutBlock::ToolUse {
+                    id: id.as_deref(),
+                    name: name.as_deref(),
+                    input: Input::Empty {},
+                };
+                event(
+                    out,
+                    &Event::ContentBlockStart {
+                        index,
+                        content_block,
+                    },
+                );
+            }
+            Step::Args { call, piece } => {
+                if let Some(&(_, index)) = self.tools.iter().find(|(t, _)| *t == call) {
+                    let delta = BlockDelta::InputJson {
+                        partial_json: &piece,
+                    };
+                    event(out, &Event::ContentBlockDelta { index, delta });
+                }
+            }
+            Step::End { call } => {
+                let open = self.tools.iter().find(|(t, _)| *t == call).map(|t| t.1);
+                if matches!(self.block, Block::Tool(i) if Some(i) == open) {
+                    self.close_block(out);
+                }
+            }
+        }
+    }
+
+    /// Ends every tool call, open or waiting.
+    fn flush_calls(&mut self, out: &mut Vec<u8>) {
+        let mut calls = std::mem::take(&mut self.calls);
+        calls.flush(&mut |step| self.on_call_step(out, step));
+        self.calls = calls;
     }
 
     /// The index of the open block of kind `kind` (`Block::Text` or `Block::Thinking`),
@@ -1108,6 +1170,10 @@ impl StreamConverter {
             return;
         };
         let delta = choice.delta.as_ref();
+        if self.calls.is_open() && delta.is_some_and(InDelta::has_more_than_calls) {
+            // What follows the calls ends them (each one's block whole, in turn).
+            self.flush_calls(out);
+        }
         if let Some(t) = delta
             .and_then(|d| d.reasoning_content.as_deref())
             .filter(|t| !t.is_empty())
@@ -1135,48 +1201,22 @@ impl StreamConverter {
             let delta = BlockDelta::Text { text };
             event(out, &Event::ContentBlockDelta { index, delta });
         }
+        let mut calls = std::mem::take(&mut self.calls);
         for call in delta
             .and_then(|d| d.tool_calls.as_ref())
             .into_iter()
             .flatten()
         {
-            let tool = call.index.unwrap_or(0);
             let function = call.function.as_ref();
-            let index = match self.tools.iter().find(|(t, _)| *t == tool) {
-                Some(&(_, i)) => i,
-                None => {
-                    self.close_block(out);
-                    let index = self.next_index;
-                    self.next_index += 1;
-                    self.tools.push((tool, index));
-                    self.block = Block::Tool(index);
-                    event(
-                        out,
-                        &Event::ContentBlockStart {
-                            index,
-                            content_block: OutBlock::ToolUse {
-                                id: call.id.as_deref(),
-                                name: function.and_then(|f| f.name.as_deref()),
-                                input: Input::Empty {},
-                            },
-                        },
-                    );
-                    index
-                }
+            let piece = Delta {
+                call: call.index.unwrap_or(0),
+                id: call.id.as_deref(),
+                name: function.and_then(|f| f.name.as_deref()),
+                args: function.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
             };
-            if let Some(args) = function
-                .and_then(|f| f.arguments.as_deref())
-                .filter(|a| !a.is_empty())
-            {
-                event(
-                    out,
-                    &Event::ContentBlockDelta {
-                        index,
-                        delta: BlockDelta::InputJson { partial_json: args },
-                    },
-                );
-            }
+            calls.on_delta(piece, &mut |step| self.on_call_step(out, step));
         }
+        self.calls = calls;
         if let Some(f) = choice.finish_reason.as_deref() {
             self.finish = Some(f.to_string());
         }
@@ -1189,6 +1229,7 @@ impl StreamConverter {
             return;
         }
         self.start(out, "sluice");
+        self.flush_calls(out);
         self.close_block(out);
         // An upstream that never counted (one that ignores `include_usage`) leaves the
         // estimate standing: message_delta's usage replaces message_start's in the SDKs.

@@ -485,6 +485,58 @@ fn inbound_interleaved_thinking_text_and_calls_are_blocks_in_order() {
     );
 }
 
+/// An upstream that starts both calls before streaming their arguments, interleaved: each
+/// `tool_use` block is still whole (start, its input's pieces, stop) before the next starts,
+/// and each block's input is its call's arguments.
+#[test]
+fn inbound_calls_started_together_are_blocks_one_after_the_other() {
+    let chunk = |delta: serde_json::Value| json!({"id": "chatcmpl-p", "choices": [{"index": 0, "delta": delta}]});
+    let call = |index: u64, id: Option<&str>, args: &str| {
+        let mut c = json!({"index": index, "function": {"arguments": args}});
+        if let Some(id) = id {
+            c["id"] = json!(id);
+            c["function"]["name"] = json!(format!("f{index}"));
+        }
+        chunk(json!({ "tool_calls": [c] }))
+    };
+    let evs = messages_stream(&[
+        call(0, Some("c0"), ""),
+        call(1, Some("c1"), ""),
+        call(0, None, "{\"city\":"),
+        call(1, None, "{\"city\":"),
+        call(0, None, "\"Paris\"}"),
+        call(1, None, "\"Rome\"}"),
+        chunk(json!({"content": "Done."})),
+    ]);
+    let mut open: Option<u64> = None;
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for e in &evs[1..evs.len() - 2] {
+        let index = e["index"].as_u64().unwrap();
+        match e["type"].as_str().unwrap() {
+            "content_block_start" => {
+                assert_eq!((open, index), (None, blocks.len() as u64), "{e}");
+                open = Some(index);
+                let name = e["content_block"]["name"].as_str().unwrap_or("text");
+                blocks.push((name.to_owned(), String::new()));
+            }
+            "content_block_stop" => assert_eq!(open.take(), Some(index), "{e}"),
+            _ => {
+                assert_eq!(open, Some(index), "{e}");
+                let piece = e["delta"]["partial_json"].as_str().unwrap_or_default();
+                blocks[index as usize].1.push_str(piece);
+            }
+        }
+    }
+    assert_eq!(
+        blocks,
+        [
+            ("f0".to_owned(), "{\"city\":\"Paris\"}".to_owned()),
+            ("f1".to_owned(), "{\"city\":\"Rome\"}".to_owned()),
+            ("text".to_owned(), String::new()),
+        ]
+    );
+}
+
 #[test]
 fn inbound_usage_is_the_estimate_until_the_upstream_counts() {
     let chunk = |delta: serde_json::Value, usage: serde_json::Value| json!({"id": "chatcmpl-u", "choices": [{"index": 0, "delta": delta}], "usage": usage});

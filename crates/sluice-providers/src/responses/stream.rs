@@ -14,6 +14,7 @@ use super::object::{
     assistant_message, item_id, ContentPart, Echo, Failure, OutputItem, Parts, ResponseObject,
     Status, SummaryText,
 };
+use crate::call_order::{CallOrder, Delta, Step};
 use crate::chunks::now_secs;
 use crate::reframe::Reframe;
 use serde::{Deserialize, Serialize};
@@ -203,8 +204,8 @@ pub struct StreamConverter {
     message: Option<usize>,
     /// Function calls: chat tool-call index → output index.
     tools: Vec<(u64, usize)>,
-    /// The output indices of the calls not closed yet (their `output_item.done` not sent).
-    open_calls: Vec<usize>,
+    /// The calls put in order: each one's items and `.done` events before the next's.
+    calls: CallOrder,
     finish: Option<String>,
     usage: Option<Usage>,
     done: bool,
@@ -224,7 +225,7 @@ impl StreamConverter {
             signed: super::signed::Signed::default(),
             message: None,
             tools: Vec::new(),
-            open_calls: Vec::new(),
+            calls: CallOrder::default(),
             finish: None,
             usage: None,
             done: false,
@@ -510,87 +511,93 @@ impl StreamConverter {
     }
 
     fn on_tool(&mut self, out: &mut Vec<u8>, call: &InCallDelta<'_>) {
-        let tool = call.index.unwrap_or(0);
         let function = call.function.as_ref();
-        let index = match self.tools.iter().find(|(t, _)| *t == tool) {
-            Some(&(_, i)) => {
-                // A chat stream that goes back to a call it left (OpenAI's never do) opens
-                // it again: its pieces still go out, and it is closed again at the end.
-                if !self.open_calls.contains(&i) {
-                    self.open_calls.push(i);
-                }
-                i
-            }
-            None => {
-                // A call is complete when the next one starts, as OpenAI streams them:
-                // each call's `.done` events come before the next call is added.
+        let piece = Delta {
+            call: call.index.unwrap_or(0),
+            id: call.id.as_deref(),
+            name: function.and_then(|f| f.name.as_deref()),
+            args: function.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
+        };
+        let mut calls = std::mem::take(&mut self.calls);
+        calls.on_delta(piece, &mut |step| self.on_call_step(out, step));
+        self.calls = calls;
+    }
+
+    /// Writes one step of the ordered calls: the item added, a piece of its arguments, its
+    /// arguments done and the item done.
+    fn on_call_step(&mut self, out: &mut Vec<u8>, step: Step<'_>) {
+        match step {
+            Step::Begin { call, id, name } => {
                 self.close_reasoning(out);
                 self.close_message(out, "completed");
-                self.close_tools(out);
                 let item = OutputItem::FunctionCall {
                     id: item_id(&self.echo.id, "fc", self.output.len()),
-                    call_id: call.id.as_deref().unwrap_or_default().to_owned(),
-                    name: function
-                        .and_then(|f| f.name.as_deref())
-                        .unwrap_or_default()
-                        .to_owned(),
+                    call_id: id.unwrap_or_default().into_owned(),
+                    name: name.unwrap_or_default().into_owned(),
                     arguments: String::new(),
                     status: "in_progress",
                 };
                 let i = self.open_item(out, item);
-                self.tools.push((tool, i));
-                self.open_calls.push(i);
-                i
+                self.tools.push((call, i));
             }
-        };
-        let Some(piece) = function
-            .and_then(|f| f.arguments.as_deref())
-            .filter(|a| !a.is_empty())
-        else {
-            return;
-        };
-        if let OutputItem::FunctionCall { arguments, .. } = &mut self.output[index] {
-            arguments.push_str(piece);
-        }
-        let ev = ArgsEv {
-            item_id: self.output[index].id(),
-            output_index: index,
-            delta: Some(piece),
-            arguments: None,
-            name: None,
-        };
-        self.w
-            .emit(out, "response.function_call_arguments.delta", ev);
-    }
-
-    /// Closes the open function calls: their arguments done, then the items.
-    fn close_tools(&mut self, out: &mut Vec<u8>) {
-        for index in std::mem::take(&mut self.open_calls) {
-            self.output[index].set_status("completed");
-            let item = &self.output[index];
-            if let OutputItem::FunctionCall {
-                id,
-                name,
-                arguments,
-                ..
-            } = item
-            {
+            Step::Args { call, piece } => {
+                let Some(&(_, index)) = self.tools.iter().find(|(t, _)| *t == call) else {
+                    return;
+                };
+                if let OutputItem::FunctionCall { arguments, .. } = &mut self.output[index] {
+                    arguments.push_str(&piece);
+                }
                 let ev = ArgsEv {
-                    item_id: id,
+                    item_id: self.output[index].id(),
                     output_index: index,
-                    delta: None,
-                    arguments: Some(arguments),
-                    name: Some(name),
+                    delta: Some(&piece),
+                    arguments: None,
+                    name: None,
                 };
                 self.w
-                    .emit(out, "response.function_call_arguments.done", ev);
+                    .emit(out, "response.function_call_arguments.delta", ev);
             }
-            let ev = ItemEv {
-                output_index: index,
-                item,
-            };
-            self.w.emit(out, "response.output_item.done", ev);
+            Step::End { call } => {
+                if let Some(&(_, index)) = self.tools.iter().find(|(t, _)| *t == call) {
+                    self.close_call(out, index);
+                }
+            }
         }
+    }
+
+    /// Ends every call, open or waiting.
+    fn close_tools(&mut self, out: &mut Vec<u8>) {
+        let mut calls = std::mem::take(&mut self.calls);
+        calls.flush(&mut |step| self.on_call_step(out, step));
+        self.calls = calls;
+    }
+
+    /// A call's arguments done, then its item.
+    fn close_call(&mut self, out: &mut Vec<u8>, index: usize) {
+        self.output[index].set_status("completed");
+        let item = &self.output[index];
+        if let OutputItem::FunctionCall {
+            id,
+            name,
+            arguments,
+            ..
+        } = item
+        {
+            let ev = ArgsEv {
+                item_id: id,
+                output_index: index,
+                delta: None,
+                arguments: Some(arguments),
+                name: Some(name),
+            };
+            self.w
+                .emit(out, "response.function_call_arguments.done", ev);
+        }
+        let ev = ItemEv {
+            output_index: index,
+            item,
+        };
+        self.w.emit(out, "response.output_item.done", ev);
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, err: &InError<'_>) {

@@ -370,8 +370,11 @@ fn interleaved_reasoning_text_and_calls_are_numbered_in_order() {
     assert_eq!(output[4]["arguments"], "{\"city\":\"Rome\"}");
 }
 
+/// An upstream that starts a second call before the first one's arguments are complete, then
+/// goes back to the first: the second waits, so each call's items and `.done` events come
+/// whole, one call after the other, and none is done twice.
 #[test]
-fn a_call_the_upstream_goes_back_to_is_done_again_at_the_end() {
+fn a_call_that_starts_before_the_open_one_is_complete_waits_for_it() {
     let evs = convert(
         &[
             call(0, Some("c0"), "{\"a\""),
@@ -386,24 +389,31 @@ fn a_call_the_upstream_goes_back_to_is_done_again_at_the_end() {
         [
             "response.output_item.added",
             "response.function_call_arguments.delta",
+            "response.function_call_arguments.delta",
             "response.function_call_arguments.done",
             "response.output_item.done",
             "response.output_item.added",
             "response.function_call_arguments.delta",
-            "response.function_call_arguments.delta",
-            "response.function_call_arguments.done",
-            "response.output_item.done",
             "response.function_call_arguments.done",
             "response.output_item.done",
             "response.completed",
         ]
     );
     assert_eq!(
-        (&evs[8]["output_index"], &evs[8]["delta"]),
+        (&evs[4]["output_index"], &evs[4]["delta"]),
         (&json!(0), &json!(":1}"))
     );
-    assert_eq!(evs[11]["arguments"], "{\"a\":1}");
-    assert_eq!(evs[13]["response"]["output"][0]["arguments"], "{\"a\":1}");
+    assert_eq!(evs[5]["arguments"], "{\"a\":1}");
+    assert_eq!(
+        (&evs[7]["output_index"], &evs[7]["item"]["call_id"]),
+        (&json!(1), &json!("c1"))
+    );
+    assert_eq!(evs[9]["arguments"], "{}");
+    let output = &evs[11]["response"]["output"];
+    assert_eq!(
+        (&output[0]["arguments"], &output[1]["arguments"]),
+        (&json!("{\"a\":1}"), &json!("{}"))
+    );
 }
 
 #[test]
