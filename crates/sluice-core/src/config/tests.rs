@@ -499,7 +499,7 @@ fn responses_go_native_only_to_openai_itself_unless_told() {
 fn a_semantic_stage_may_name_a_reranker() {
     let with = |semantic: &str| {
         let text = format!(
-            "[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\ncache = {{ enabled = true, semantic = {semantic} }}\n"
+            "[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\ncache = {{ enabled = true, semantic = {semantic} }}\n[[models]]\nname = \"e\"\nprovider = \"p\"\n[[models]]\nname = \"r\"\nprovider = \"p\"\n"
         );
         load(&text).map(|c| c.models[0].cache.semantic.clone().unwrap())
     };
@@ -525,6 +525,55 @@ fn a_semantic_stage_may_name_a_reranker() {
             e.path
         );
     }
+}
+
+#[test]
+fn a_semantic_block_turns_its_targets_cache_on_unless_told_otherwise() {
+    let policy = |cache: &str| {
+        let text = format!(
+            "[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\ncache = {cache}\n[[models]]\nname = \"other\"\nprovider = \"p\"\n[[models]]\nname = \"e\"\nprovider = \"p\"\n"
+        );
+        let c = load(&text).unwrap();
+        (c.models[0].cache.clone(), c.models[1].cache.clone())
+    };
+    let (m, other) = policy("{ semantic = { model = \"e\" } }");
+    assert!(m.enabled && m.nondeterministic && m.semantic.is_some());
+    assert!(!other.enabled && other.semantic.is_none());
+    let (off, _) = policy("{ enabled = false, semantic = { model = \"e\" } }");
+    assert!(!off.enabled);
+    let (seeded, _) = policy("{ nondeterministic = false, semantic = { model = \"e\" } }");
+    assert!(seeded.enabled && !seeded.nondeterministic);
+    let (plain, _) = policy("{ ttl_seconds = 60 }");
+    assert!(!plain.enabled && !plain.nondeterministic);
+}
+
+#[test]
+fn a_semantic_stage_names_models_that_exist() {
+    let with = |cache: &str| {
+        load(&format!(
+            "[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[models]]\nname = \"e\"\nprovider = \"p\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\n[[routes]]\nname = \"r\"\ntargets = [\"m\"]\n{cache}\n"
+        ))
+    };
+    assert!(with("[cache]\nsemantic = { model = \"e\", reranker = \"r\" }").is_ok());
+    for (cache, path) in [
+        (
+            "[cache]\nsemantic = { model = \"nope\" }",
+            "cache.semantic.model",
+        ),
+        (
+            "[cache]\nsemantic = { model = \"e\", reranker = \"nope\" }",
+            "cache.semantic.reranker",
+        ),
+    ] {
+        let e = with(cache).unwrap_err();
+        assert_eq!(e.path, path, "{e}");
+        assert!(e.message.contains("`nope`"), "{e}");
+    }
+    let e = load(
+        "[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\ncache = { semantic = { model = \"gone\" } }\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "models[0].cache.semantic.model", "{e}");
 }
 
 #[test]

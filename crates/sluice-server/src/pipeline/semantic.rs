@@ -124,8 +124,9 @@ fn split(body: &[u8]) -> Option<(String, Vec<u8>)> {
     let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
         return None;
     };
-    let has = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
-    if has("tools") || has("functions") || map.get("n").and_then(Value::as_u64).unwrap_or(1) > 1 {
+    // Tools offered stay in the context (an entry is found only among requests offering the
+    // same tools); a conversation that has used them bypasses the stage.
+    if map.get("n").and_then(Value::as_u64).unwrap_or(1) > 1 {
         return None;
     }
     let messages = map.get_mut("messages")?.as_array_mut()?;
@@ -243,9 +244,18 @@ mod tests {
     }
 
     #[test]
-    fn tools_tool_turns_n_and_other_last_roles_bypass() {
+    fn tools_offered_are_part_of_the_context() {
+        let plain = serde_json::json!({"messages": [{"role": "user", "content": "x"}]});
+        let mut offered = plain.clone();
+        offered["tools"] = serde_json::json!([{"type": "function", "function": {"name": "f"}}]);
+        let (q, with_tools) = split(offered.to_string().as_bytes()).unwrap();
+        assert_eq!(q, "x");
+        assert_ne!(split(plain.to_string().as_bytes()).unwrap().1, with_tools);
+    }
+
+    #[test]
+    fn tool_turns_n_and_other_last_roles_bypass() {
         for body in [
-            serde_json::json!({"tools": [{"type": "function"}], "messages": [{"role": "user", "content": "x"}]}),
             serde_json::json!({"n": 2, "messages": [{"role": "user", "content": "x"}]}),
             serde_json::json!({"messages": [{"role": "assistant", "tool_calls": [{}]}, {"role": "tool", "content": "r"}, {"role": "user", "content": "x"}]}),
             serde_json::json!({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}),

@@ -242,3 +242,134 @@ fn semantic_cache_precision_and_recall_on_labelled_pairs() {
     );
     assert!(recall > 0.3, "recall {recall} at the default threshold");
 }
+
+/// The issue's contract as written: `cache = { semantic = { model, threshold } }` alone on a
+/// model (no `enabled`, the default per-key scope) and requests as clients send them (no
+/// `temperature`): a reworded question after a miss is a semantic hit, recorded in the spend
+/// log as `semantic-hit` at cost 0. Another key, `x-sluice-cache: no-cache` and other tools
+/// offered are not served that entry; the same tools offered again are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_semantic_block_alone_caches_per_key_and_records_the_hit() {
+    let fake = FakeUpstream::start().await;
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-semantic-contract-{}-{}",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    ));
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+master_key = "sk-semantic-master-0123456789"
+[storage]
+data_dir = "{dir}"
+[[providers]]
+name = "here"
+type = "local"
+[[providers]]
+name = "cloud"
+type = "openai"
+base_url = "{upstream}"
+[[models]]
+name = "minilm"
+provider = "here"
+path = "{minilm}"
+[[models]]
+name = "gpt"
+provider = "cloud"
+upstream = "gpt-4o-mini"
+price = {{ input = 1.0, output = 2.0 }}
+cache = {{ semantic = {{ model = "minilm", threshold = 0.8 }} }}
+"#,
+        dir = dir.display(),
+        upstream = fake.base_url(),
+        minilm = minilm_dir().display(),
+    );
+    let gw = start_with(&toml).await;
+    let (a, b) = (
+        "sk-semantic-a-0123456789abcdef",
+        "sk-semantic-b-0123456789abcdef",
+    );
+    for secret in [a, b] {
+        let spec = json!({"name": secret, "key": secret}).to_string();
+        let auth = [("authorization", "Bearer sk-semantic-master-0123456789")];
+        let r = post_json(&gw.url("/admin/keys"), spec, &auth)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let url = gw.url("/v1/chat/completions");
+    let ask = |secret: &str, text: &str, extra: Value| {
+        let mut body = json!({"model": "gpt", "messages": [{"role": "user", "content": text}]});
+        for (k, x) in extra.as_object().unwrap() {
+            body[k] = x.clone();
+        }
+        let (url, auth) = (url.clone(), format!("Bearer {secret}"));
+        async move {
+            let r = post_json(&url, body.to_string(), &[("authorization", auth.as_str())])
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.header("x-sluice-cache").unwrap_or_default().to_string()
+        }
+    };
+    assert_eq!(
+        ask(a, "What is the capital of France?", json!({})).await,
+        "miss"
+    );
+    assert_eq!(
+        ask(a, "Tell me the capital of France.", json!({})).await,
+        "semantic-hit"
+    );
+    assert_eq!(fake.request_count(), 1);
+    // Another key never sees the first key's entry.
+    assert_eq!(
+        ask(b, "Tell me the capital of France.", json!({})).await,
+        "miss"
+    );
+    assert_eq!(fake.request_count(), 2);
+    // no-cache goes upstream (and its answer is not stored).
+    let r = post_json(
+        &url,
+        json!({"model": "gpt", "messages": [{"role": "user", "content": "Capital of France?"}]})
+            .to_string(),
+        &[
+            ("authorization", &format!("Bearer {a}")),
+            ("x-sluice-cache", "no-cache"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_ne!(r.header("x-sluice-cache"), Some("semantic-hit"));
+    assert_eq!(fake.request_count(), 3);
+    // Tools offered are part of the context: other tools miss, the same tools hit.
+    let tools = json!({"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]});
+    assert_eq!(
+        ask(a, "What is the capital of France?", tools.clone()).await,
+        "miss"
+    );
+    assert_eq!(fake.request_count(), 4);
+    assert_eq!(
+        ask(a, "Tell me the capital of France.", tools).await,
+        "semantic-hit"
+    );
+    assert_eq!(fake.request_count(), 4);
+
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let hits: Vec<_> = ledger
+        .export(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.cache == "semantic-hit")
+        .collect();
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    for hit in &hits {
+        assert_eq!(hit.cost_nano_usd, 0, "{hit:?}");
+        assert_eq!(hit.key_name.as_deref(), Some(a), "{hit:?}");
+        assert_eq!(hit.endpoint, "chat", "{hit:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
