@@ -31,9 +31,14 @@
 //!   `tool_calls`, `refusal` → `content_filter`; usage counts cache reads and writes as
 //!   prompt tokens, with cache reads as `cached_tokens`.
 //!
+//! - `response_format` `json_schema` → `output_config.format` (`json_schema` with the schema:
+//!   Anthropic's structured outputs).
+//!
 //! Not translated, and why: `n` > 1, `logprobs`, `seed`, `presence_penalty` and
-//! `frequency_penalty` have no Messages API equivalent and are dropped; `response_format` has
-//! no native JSON mode and is dropped (the model still follows instructions in the prompt).
+//! `frequency_penalty` have no Messages API equivalent and are dropped; `response_format`
+//! `json_object` has no counterpart (Anthropic's JSON formats take a schema whose objects are
+//! closed) and is not sent (the model follows the prompt, which OpenAI's JSON mode requires to
+//! ask for JSON).
 
 use crate::chunks::{compact_json, Answer, ChunkWriter, Delta, ThinkingBlockOut, ToolCallOut};
 use crate::client::UpstreamBody;
@@ -135,10 +140,57 @@ struct WireRequest<'a> {
     metadata: Option<Metadata<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     thinking: Option<Thinking>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<OutputConfig<'a>>,
     /// The testkit's per-request control of its fake upstream, carried over (see
     /// [`ChatCompletionRequest::x_fake`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     x_fake: Option<&'a Value>,
+}
+
+/// `output_config`: the answer's JSON schema (Anthropic's structured outputs).
+#[derive(Serialize)]
+struct OutputConfig<'a> {
+    format: OutputFormat<'a>,
+}
+
+#[derive(Serialize)]
+struct OutputFormat<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    schema: &'a Value,
+}
+
+/// `output_config` for chat's `response_format`: a `json_schema` format's schema as
+/// Anthropic's JSON output format. `json_object` has no counterpart (Anthropic's formats
+/// take a schema whose objects are closed) and `text` is the default: neither sends one.
+fn output_config(format: Option<&Value>) -> Result<Option<OutputConfig<'_>>, Untranslatable> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text" | "json_object") => Ok(None),
+        Some("json_schema") => {
+            let schema = format
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .filter(|s| s.is_object())
+                .ok_or_else(|| {
+                    Untranslatable(
+                        "`response_format.json_schema.schema` must be a JSON Schema object".into(),
+                    )
+                })?;
+            Ok(Some(OutputConfig {
+                format: OutputFormat {
+                    kind: "json_schema",
+                    schema,
+                },
+            }))
+        }
+        _ => Err(Untranslatable(
+            "`response_format.type` must be text, json_object or json_schema".into(),
+        )),
+    }
 }
 
 #[derive(Serialize)]
@@ -479,6 +531,7 @@ pub fn to_request(
         tool_choice,
         metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
         thinking: thinking(req.reasoning_effort.as_deref(), max_tokens)?,
+        output_config: output_config(req.response_format.as_ref())?,
         x_fake: req.x_fake.as_ref(),
     };
     serde_json::to_vec(&wire).map_err(|e| Untranslatable(e.to_string()))

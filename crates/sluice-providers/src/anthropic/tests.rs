@@ -127,6 +127,46 @@ fn request_marks_long_system_prompts_for_caching() {
     assert_eq!(short["system"], "short");
 }
 
+/// Chat's structured output becomes Anthropic's (`output_config.format`); JSON mode and text,
+/// which have no counterpart, send none; a schema that is not an object, or another type, is
+/// refused naming the field.
+#[test]
+fn request_maps_a_json_schema_response_format_to_output_config() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                        "required": ["city"], "additionalProperties": false});
+    let ask = |format: serde_json::Value| json!({"model": "c", "messages": [{"role": "user", "content": "Where?"}], "response_format": format});
+    let out = translate(
+        ask(
+            json!({"type": "json_schema", "json_schema": {"name": "place", "strict": true, "schema": schema}}),
+        ),
+        OPTIONS,
+    );
+    assert_eq!(
+        out["output_config"],
+        json!({"format": {"type": "json_schema", "schema": schema}})
+    );
+    for format in [json!({"type": "json_object"}), json!({"type": "text"})] {
+        assert!(translate(ask(format), OPTIONS)
+            .get("output_config")
+            .is_none());
+    }
+    assert!(translate(
+        json!({"model": "c", "messages": [{"role": "user", "content": "Where?"}]}),
+        OPTIONS
+    )
+    .get("output_config")
+    .is_none());
+    for format in [
+        json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+        json!({"type": "json_schema", "json_schema": {"schema": "object"}}),
+        json!({"type": "yaml"}),
+    ] {
+        let req: ChatCompletionRequest = serde_json::from_value(ask(format.clone())).unwrap();
+        let e = to_request(&req, "c", OPTIONS).unwrap_err();
+        assert!(e.0.contains("`response_format"), "{format}: {}", e.0);
+    }
+}
+
 #[test]
 fn request_errors_are_clear() {
     let req: ChatCompletionRequest = serde_json::from_value(
