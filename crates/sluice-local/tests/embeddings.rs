@@ -104,6 +104,7 @@ async fn concurrent_requests_are_batched_and_each_gets_its_rows() {
         })
         .collect();
     // All queued before any is awaited: the thread finds them waiting.
+    let submitted = std::time::Instant::now();
     let pending: Vec<_> = texts
         .iter()
         .map(|t| embedder.submit(t.clone()).expect("queued"))
@@ -112,9 +113,18 @@ async fn concurrent_requests_are_batched_and_each_gets_its_rows() {
     for p in pending {
         answers.push(p.await.expect("answer"));
     }
+    let elapsed = submitted.elapsed();
     let stats = embedder.stats();
     assert_eq!(stats.requests, 24);
     assert!(stats.batches < 24, "no batching: {stats:?}");
+    // Each answer says how long its request waited for its batch: never longer than it
+    // took to be answered; a request behind a running batch waited for it.
+    let waits: Vec<Duration> = answers.iter().map(|a| a.queue_wait).collect();
+    assert!(
+        waits.iter().all(|w| *w <= elapsed),
+        "{waits:?} in {elapsed:?}"
+    );
+    assert!(waits.iter().any(|w| *w > Duration::ZERO), "{waits:?}");
     for (t, a) in texts.iter().zip(&answers) {
         assert_eq!(a.vectors.len(), t.len());
         let refs: Vec<&str> = t.iter().map(String::as_str).collect();

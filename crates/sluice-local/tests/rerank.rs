@@ -135,6 +135,7 @@ async fn concurrent_requests_share_batches_and_match_the_reference() {
     let requests = &fixture.models["sigmoid"].requests;
     // All queued before any is awaited: the thread finds them waiting and batches their pairs
     // (16 at a time, so the 45-document request spans batches).
+    let submitted = std::time::Instant::now();
     let pending: Vec<_> = requests
         .iter()
         .map(|r| {
@@ -150,6 +151,7 @@ async fn concurrent_requests_share_batches_and_match_the_reference() {
             assert!((got - want).abs() <= TOLERANCE, "{got} against {want}");
         }
         assert_eq!(answer.prompt_tokens, request.tokens.iter().sum::<usize>());
+        assert!(answer.queue_wait <= submitted.elapsed(), "{answer:?}");
     }
     let stats = reranker.stats();
     let pairs: usize = requests.iter().map(|r| r.documents.len()).sum();

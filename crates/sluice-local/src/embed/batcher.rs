@@ -7,7 +7,8 @@
 //! no other is waiting: a lone client pays no wait. Each caller gets its own rows back, in
 //! order. A request whose inputs exceed `max_batch` runs whole, as successive batches of at
 //! most `max_batch` inputs. A full queue refuses at once with [`ErrorKind::QueueFull`] (the
-//! server's 503 with `Retry-After`).
+//! server's 503 with `Retry-After`). Each answer says how long its request waited, from
+//! its submission to the start of the batch that ran it.
 //!
 //! What a model does with a batch is the [`Batched`] trait: tokenize a request into inputs,
 //! run inputs as one batch (a row each), assemble a request's answer from its rows. The
@@ -70,8 +71,9 @@ pub(crate) trait Batched: Send + Sync + 'static {
     /// Runs inputs as one batch: one row per input, in order.
     fn run(&self, batch: &[&Self::Tokens]) -> Result<Vec<Self::Row>>;
 
-    /// A request's answer from its rows (in order) and its tokens.
-    fn answer(rows: Vec<Self::Row>, prompt_tokens: usize) -> Self::Output;
+    /// A request's answer from its rows (in order), its tokens, and how long it waited
+    /// in the queue for its batch.
+    fn answer(rows: Vec<Self::Row>, prompt_tokens: usize, queue_wait: Duration) -> Self::Output;
 }
 
 /// Counters of a batching thread (an `Embedder`'s or a `Reranker`'s).
@@ -244,17 +246,19 @@ impl<M: Batched> Worker<M> {
 
     fn run_batch(&self, jobs: Vec<Job<M>>) {
         let model = &*self.model;
+        let started = Instant::now();
         // Tokenize; a job whose input fails is answered alone.
         let mut ready = Vec::with_capacity(jobs.len());
         for job in jobs {
+            let waited = started.saturating_duration_since(job.arrived);
             match model.tokenize(job.request) {
-                Ok(tokens) => ready.push((job.reply, tokens)),
+                Ok(tokens) => ready.push((job.reply, tokens, waited)),
                 Err(e) => {
                     let _ = job.reply.send(Err(e));
                 }
             }
         }
-        let all: Vec<&M::Tokens> = ready.iter().flat_map(|(_, t)| t.iter()).collect();
+        let all: Vec<&M::Tokens> = ready.iter().flat_map(|(_, t, _)| t.iter()).collect();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut rows = Vec::with_capacity(all.len());
             for chunk in all.chunks(self.options.max_batch) {
@@ -273,15 +277,15 @@ impl<M: Batched> Worker<M> {
         match result {
             Ok(rows) => {
                 let mut rows = rows.into_iter();
-                for (reply, tokens) in ready {
+                for (reply, tokens, waited) in ready {
                     let prompt_tokens = tokens.iter().map(M::token_count).sum();
                     let mine = rows.by_ref().take(tokens.len()).collect();
-                    let _ = reply.send(Ok(M::answer(mine, prompt_tokens)));
+                    let _ = reply.send(Ok(M::answer(mine, prompt_tokens, waited)));
                 }
             }
             Err(e) => {
                 let message = e.to_string();
-                for (reply, _) in ready {
+                for (reply, _, _) in ready {
                     let _ = reply.send(Err(ErrorKind::Backend(message.clone()).into()));
                 }
             }

@@ -4,6 +4,7 @@
 use super::batcher::{BatchOptions, BatchStats, Batched, Batcher};
 use super::model::EmbedModel;
 use crate::Result;
+use std::time::Duration;
 
 /// One request's answer: a vector per input, and the tokens they took.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,6 +13,8 @@ pub struct EmbedOutput {
     pub vectors: Vec<Vec<f32>>,
     /// Tokens of all inputs after truncation, special tokens included.
     pub prompt_tokens: usize,
+    /// How long the request waited in the model's queue for its batch to start.
+    pub queue_wait: Duration,
 }
 
 impl Batched for EmbedModel {
@@ -42,10 +45,11 @@ impl Batched for EmbedModel {
         self.embed_tokens(&inputs)
     }
 
-    fn answer(vectors: Vec<Vec<f32>>, prompt_tokens: usize) -> EmbedOutput {
+    fn answer(vectors: Vec<Vec<f32>>, prompt_tokens: usize, queue_wait: Duration) -> EmbedOutput {
         EmbedOutput {
             vectors,
             prompt_tokens,
+            queue_wait,
         }
     }
 }

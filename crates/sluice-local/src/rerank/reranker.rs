@@ -6,6 +6,7 @@ use super::model::{CrossEncoder, PairTokens};
 use crate::embed::batcher::{BatchOptions, BatchStats, Batched, Batcher};
 use crate::error::RerankInputError;
 use crate::{ErrorKind, Result};
+use std::time::Duration;
 
 /// Documents one request may hold at most.
 pub const MAX_RERANK_DOCUMENTS: usize = 1000;
@@ -18,6 +19,8 @@ pub struct RerankOutput {
     /// Tokens of all pairs as encoded (`[CLS] query [SEP] document [SEP]`, after truncation):
     /// the query counts once per document.
     pub prompt_tokens: usize,
+    /// How long the request waited in the model's queue for its batch to start.
+    pub queue_wait: Duration,
 }
 
 /// A query with its documents, checked.
@@ -51,10 +54,11 @@ impl Batched for CrossEncoder {
         self.score_tokens(batch)
     }
 
-    fn answer(scores: Vec<f32>, prompt_tokens: usize) -> RerankOutput {
+    fn answer(scores: Vec<f32>, prompt_tokens: usize, queue_wait: Duration) -> RerankOutput {
         RerankOutput {
             scores,
             prompt_tokens,
+            queue_wait,
         }
     }
 }

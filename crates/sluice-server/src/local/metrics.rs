@@ -1,14 +1,15 @@
 //! The local runtime's own measurements: load times by model and engine, how long a load
 //! still running has been running, evictions by model and reason (told by the pool,
-//! [`PoolEvents`]), and the time chat requests wait in a model's queue for a slot (recorded
-//! as their answers end).
+//! [`PoolEvents`]), and the time requests wait in a model's queue (recorded as their
+//! answers end): chat and text completions for a slot, embeddings and rerank requests for
+//! the batch that runs them; `kind` tells them apart.
 //!
 //! Every model is known when the runtime starts, so each has its series from the start (a
 //! rate sees the first load) and recording is a map lookup that takes no lock (the map never changes) and relaxed atomic
 //! adds.
 
 use crate::metrics::Histogram;
-use sluice_local::pool::{Eviction, PoolEvents};
+use sluice_local::pool::{Eviction, ModelKind, PoolEvents};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,8 +27,11 @@ pub struct ModelMetrics {
     loads: [Histogram; ENGINES.len() + 1],
     /// Evictions, in [`Eviction::ALL`] order.
     evictions: [AtomicU64; Eviction::ALL.len()],
-    /// Time chat requests waited for a slot.
+    /// Time requests waited in the model's queue: for a slot (chat), for a batch
+    /// (embeddings, rerank).
     pub queue_wait: Histogram,
+    /// `model="…",kind="…"`: the queue wait's labels.
+    wait_label: String,
     /// When the load running now began (the pool runs one load of a model at a time).
     loading_since: Mutex<Option<Instant>>,
 }
@@ -50,18 +54,20 @@ pub struct LocalMetrics {
 // === impl LocalMetrics ===
 
 impl LocalMetrics {
-    /// Series for each of `names` (the pool's model names).
-    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+    /// Series for each of `models` (the pool's model names, with their kinds).
+    pub fn new<'a>(models: impl IntoIterator<Item = (&'a str, ModelKind)>) -> Self {
         let mut metrics = Self::default();
-        for name in names {
+        for (name, kind) in models {
             if metrics.by_name.contains_key(name) {
                 continue;
             }
             metrics
                 .by_name
                 .insert(name.to_owned(), metrics.models.len());
+            let label = format!("model=\"{}\"", crate::label::escape(name));
             metrics.models.push(Arc::new(ModelMetrics {
-                label: format!("model=\"{}\"", crate::label::escape(name)),
+                wait_label: format!("{label},kind=\"{}\"", kind.as_str()),
+                label,
                 ..ModelMetrics::default()
             }));
         }
@@ -106,9 +112,9 @@ impl LocalMetrics {
             }
         }
         const WAIT: &str = "sluice_local_queue_wait_seconds";
-        let _ = writeln!(out, "# HELP {WAIT} Time a chat request waited in a local model's queue for a slot.\n# TYPE {WAIT} histogram");
+        let _ = writeln!(out, "# HELP {WAIT} Time a request waited in a local model's queue, by model and kind (chat: for a slot; embedding, rerank: for the batch that ran it).\n# TYPE {WAIT} histogram");
         for m in &self.models {
-            m.queue_wait.render(out, WAIT, &m.label);
+            m.queue_wait.render(out, WAIT, &m.wait_label);
         }
     }
 }
@@ -148,7 +154,11 @@ mod tests {
 
     #[test]
     fn renders_loads_by_engine_evictions_by_reason_and_queue_waits() {
-        let m = LocalMetrics::new(["qwen", "minilm"]);
+        let m = LocalMetrics::new([
+            ("qwen", ModelKind::Chat),
+            ("minilm", ModelKind::Embedding),
+            ("ce", ModelKind::Rerank),
+        ]);
         m.loaded("qwen", Some("native"), Duration::from_secs(75));
         m.loaded("qwen", Some("vulkan"), Duration::from_secs(1));
         m.loaded("nobody", Some("native"), Duration::from_secs(1));
@@ -158,6 +168,10 @@ mod tests {
             .expect("configured")
             .queue_wait
             .observe(Duration::from_millis(40));
+        m.model("minilm")
+            .expect("configured")
+            .queue_wait
+            .observe(Duration::from_millis(3));
         let mut text = String::new();
         m.render(&mut text);
         for line in [
@@ -167,15 +181,16 @@ mod tests {
             r#"sluice_local_model_evictions_total{model="qwen",reason="memory"} 1"#,
             r#"sluice_local_model_evictions_total{model="qwen",reason="keep_alive"} 0"#,
             r#"sluice_local_model_evictions_total{model="minilm",reason="keep_alive"} 1"#,
-            r#"sluice_local_queue_wait_seconds_bucket{model="qwen",le="0.05"} 1"#,
+            r#"sluice_local_queue_wait_seconds_bucket{model="qwen",kind="chat",le="0.05"} 1"#,
+            r#"sluice_local_queue_wait_seconds_bucket{model="qwen",kind="chat",le="0.025"} 0"#,
+            r#"sluice_local_queue_wait_seconds_bucket{model="minilm",kind="embedding",le="0.005"} 1"#,
+            r#"sluice_local_queue_wait_seconds_count{model="minilm",kind="embedding"} 1"#,
+            r#"sluice_local_queue_wait_seconds_count{model="ce",kind="rerank"} 0"#,
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
         assert!(text.contains(r#"sluice_local_model_load_duration_seconds_count{model="minilm",engine="candle"} 0"#), "{text}");
-        assert!(
-            text.contains(r#"sluice_local_queue_wait_seconds_count{model="minilm"} 0"#),
-            "{text}"
-        );
+        assert!(!text.contains(r#"sluice_local_queue_wait_seconds_count{model="qwen"}"#));
         assert!(!text.contains(r#"model="minilm",engine="other""#), "{text}");
         assert!(!text.contains("nobody"), "{text}");
     }
@@ -189,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_load_still_running_shows_how_long_it_has_run() {
-        let m = LocalMetrics::new(["qwen", "minilm"]);
+        let m = LocalMetrics::new([("qwen", ModelKind::Chat), ("minilm", ModelKind::Embedding)]);
         let running = |m: &LocalMetrics, model: &str| {
             let mut text = String::new();
             m.render(&mut text);

@@ -175,7 +175,9 @@ pub fn build(
         memory_budget = pool_config.memory_budget,
         "local model runtime"
     );
-    let metrics = Arc::new(LocalMetrics::new(specs.iter().map(|s| s.name.as_str())));
+    let metrics = Arc::new(LocalMetrics::new(
+        specs.iter().map(|s| (s.name.as_str(), s.kind)),
+    ));
     let pool = Pool::new(LocalLoader, pool_config, specs);
     pool.set_events(Arc::clone(&metrics) as Arc<dyn sluice_local::pool::PoolEvents>);
     Ok(Some(LocalRuntime {

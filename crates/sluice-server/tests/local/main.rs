@@ -227,7 +227,7 @@ path = "{}"
         "sluice_local_model_load_duration_seconds_count{model=\"tiny\",engine=\"native\"} 1",
         "sluice_local_model_evictions_total{model=\"tiny\",reason=\"memory\"} 0",
         "sluice_local_queue_depth{model=\"tiny\"} 0",
-        "sluice_local_queue_wait_seconds_bucket{model=\"tiny\",le=\"+Inf\"}",
+        "sluice_local_queue_wait_seconds_bucket{model=\"tiny\",kind=\"chat\",le=\"+Inf\"}",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
@@ -768,6 +768,22 @@ path = "{}"
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("embedding model"), "{}", r.text());
 
+    // Every answered request's wait for its batch is in the queue-wait histogram, under
+    // its model and kind: 33 on the models directory's copy, one on `minilm` (the 400s
+    // never queued).
+    let metrics = sluice_testkit::client::get(&gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text();
+    for line in [
+        "sluice_local_queue_wait_seconds_count{model=\"all-MiniLM-L6-v2\",kind=\"embedding\"} 33",
+        "sluice_local_queue_wait_seconds_count{model=\"minilm\",kind=\"embedding\"} 1",
+        "sluice_local_queue_wait_seconds_count{model=\"tiny\",kind=\"chat\"} 0",
+        "sluice_local_queue_depth{model=\"minilm\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
     // The pool shows it.
     let health = sluice_testkit::client::get(&gw.url("/health/detailed"))
         .await
@@ -811,6 +827,7 @@ async fn local_rerank_matches_sentence_transformers_over_http() {
     );
     let (_fake, gw) = gateway(&local, &models).await;
     let url = gw.url("/v1/rerank");
+    let mut answered = 0;
     for name in ["ce", "tiny-cross-encoder"] {
         for req in reference["requests"].as_array().unwrap() {
             let docs = req["documents"].as_array().unwrap();
@@ -843,7 +860,20 @@ async fn local_rerank_matches_sentence_transformers_over_http() {
                 .map(|t| t.as_u64().unwrap())
                 .sum();
             assert_eq!(v["usage"]["prompt_tokens"], tokens);
+            answered += 1;
         }
+    }
+    // Each request's wait for its batch is in the queue-wait histogram, by model and kind.
+    let metrics = sluice_testkit::client::get(&gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text();
+    for name in ["ce", "tiny-cross-encoder"] {
+        let line = format!(
+            "sluice_local_queue_wait_seconds_count{{model=\"{name}\",kind=\"rerank\"}} {}",
+            answered / 2
+        );
+        assert!(metrics.contains(&line), "{line} in {metrics}");
     }
     // top_n, the price per request, and bad input.
     let body =

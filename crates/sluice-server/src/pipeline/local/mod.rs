@@ -218,6 +218,18 @@ async fn lease_of(
         .map_err(|e| pool_error(&e))
 }
 
+/// Records that a request to local model `upstream` waited `wait` in its queue for its
+/// batch (`sluice_local_queue_wait_seconds`, the model's `kind`).
+fn waited(state: &AppState, upstream: &str, wait: std::time::Duration) {
+    if let Some(m) = state
+        .local
+        .as_deref()
+        .and_then(|l| l.metrics.model(upstream))
+    {
+        m.queue_wait.observe(wait);
+    }
+}
+
 /// Serves one embeddings request on local model `upstream`; `model` is what the client asked
 /// for. The inputs join the model's next batch.
 pub async fn embeddings(
@@ -251,6 +263,7 @@ pub async fn embeddings(
         .map_err(|e| model_error(&e))?
         .await
         .map_err(|e| model_error(&e))?;
+    waited(state, upstream, out.queue_wait);
     drop(lease);
     let usage = Usage {
         prompt_tokens: out.prompt_tokens as u64,
@@ -277,6 +290,7 @@ pub async fn embed_text(
         .map_err(|e| model_error(&e))?
         .await
         .map_err(|e| model_error(&e))?;
+    waited(state, upstream, out.queue_wait);
     out.vectors.into_iter().next().ok_or_else(|| {
         ErrorKind::Internal {
             message: "the embedding model returned no vector".into(),
@@ -303,6 +317,7 @@ pub async fn rerank_texts(
         .map_err(|e| model_error(&e))?
         .await
         .map_err(|e| model_error(&e))?;
+    waited(state, upstream, out.queue_wait);
     Ok(out.scores)
 }
 
@@ -333,6 +348,7 @@ pub async fn rerank(
         .map_err(|e| model_error(&e))?
         .await
         .map_err(|e| model_error(&e))?;
+    waited(state, upstream, out.queue_wait);
     drop(lease);
     let usage = Usage {
         prompt_tokens: out.prompt_tokens as u64,
