@@ -11,7 +11,7 @@
 mod common;
 
 use common::script::{browser, run_script, screenshots_dir};
-use common::{start_with, Gateway};
+use common::{start_reloadable, start_with, Gateway};
 use http::Method;
 use serde_json::{json, Value};
 use sluice_testkit::client::{TestClient, TestResponse};
@@ -20,6 +20,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const MASTER: &str = "sk-console-master-0123456789";
+/// The master key the browser test's config reload changes it to.
+const NEXT_MASTER: &str = "sk-console-master-rotated-9876543210";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/test_console.py");
 
 fn data_dir() -> PathBuf {
@@ -36,7 +38,13 @@ fn data_dir() -> PathBuf {
 /// and route `r` to `m` with `c` as its canary.
 async fn gateway() -> (FakeUpstream, Gateway) {
     let fake = FakeUpstream::start().await;
-    let toml = format!(
+    let gw = start_with(&config(&fake)).await;
+    (fake, gw)
+}
+
+/// [`gateway`]'s config (a new data directory each time).
+fn config(fake: &FakeUpstream) -> String {
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
@@ -66,9 +74,7 @@ sample_rate = 1.0
 "#,
         dir = data_dir().display(),
         upstream = fake.base_url(),
-    );
-    let gw = start_with(&toml).await;
-    (fake, gw)
+    )
 }
 
 async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> TestResponse {
@@ -336,7 +342,11 @@ async fn a_real_browser_signs_in_and_uses_the_console() {
     else {
         return;
     };
-    let (_fake, gw) = gateway().await;
+    // Its last check rotates the master key: a config reload reads the same config with
+    // another key.
+    let fake = FakeUpstream::start().await;
+    let toml = config(&fake);
+    let gw = start_reloadable(&toml, toml.replace(MASTER, NEXT_MASTER)).await;
     let base_url = gw.url("");
     let shots = screenshots_dir();
     let run = tokio::task::spawn_blocking(move || {
@@ -346,6 +356,7 @@ async fn a_real_browser_signs_in_and_uses_the_console() {
             &[
                 ("SLUICE_BASE_URL", base_url.as_str()),
                 ("SLUICE_MASTER_KEY", MASTER),
+                ("SLUICE_NEXT_MASTER_KEY", NEXT_MASTER),
                 ("SLUICE_CHROMIUM", chromium.as_str()),
                 ("SLUICE_SCREENSHOTS", shots.as_str()),
             ],

@@ -2,7 +2,8 @@
 
 Run by tests/console.rs, which starts a fake upstream and a gateway in front of it (master
 key in `SLUICE_MASTER_KEY`, models `m` and `c`, route `r` with `c` as its canary, the cache
-on, every request's payload sampled) and passes its URL in `SLUICE_BASE_URL`, the browser in `SLUICE_CHROMIUM` and where to
+on, every request's payload sampled; a config reload changes the master key to
+`SLUICE_NEXT_MASTER_KEY`) and passes its URL in `SLUICE_BASE_URL`, the browser in `SLUICE_CHROMIUM` and where to
 write screenshots in `SLUICE_SCREENSHOTS`. Plain script, no pytest: the checks run in order
 on one page (each builds on the one before); one line is printed per check, then
 `N passed, N failed`; the exit code is non-zero if any check failed.
@@ -19,6 +20,8 @@ from playwright.sync_api import expect, sync_playwright
 
 BASE_URL = os.environ["SLUICE_BASE_URL"]
 MASTER = os.environ["SLUICE_MASTER_KEY"]
+# The master key a config reload changes it to (the last check).
+NEXT_MASTER = os.environ["SLUICE_NEXT_MASTER_KEY"]
 CHROMIUM = os.environ.get("SLUICE_CHROMIUM", "/usr/bin/chromium")
 SHOTS = os.environ.get("SLUICE_SCREENSHOTS", "target/console-screenshots")
 
@@ -256,6 +259,17 @@ def test_a_canary_rollback_is_reflected_in_the_admin_api():
     check(status == 200 and canary["percent"] == 0 and canary["rollbacks"] == 1, f"{body}")
 
 
+def test_a_canary_promotion_is_reflected_in_the_admin_api():
+    route = page.locator("section.route[data-route=r]")
+    route.locator("button.promote").click()
+    expect(route.locator(".canary-percent")).to_have_text("100%")
+    expect(route).to_contain_text("stage 3 of 3")
+    shot("routes-promoted")
+    status, body = api("GET", "/admin/routes")
+    canary = body["routes"][0]["canary"]
+    check(status == 200 and canary["percent"] == 100 and canary["rollbacks"] == 1, f"{body}")
+
+
 def test_the_cache_is_shown_and_cleared():
     status, before = api("GET", "/admin/cache")
     check(status == 200 and before["store"]["entries"] >= 1, f"cache before: {before}")
@@ -297,6 +311,39 @@ def test_the_overview_counts_every_request_and_plots_its_history():
     shot("overview-live")
 
 
+def test_a_rotated_master_key_drops_the_stored_key_and_shows_the_form():
+    go("keys", "Keys")
+    check(stored_key() == MASTER, "signed in before the rotation")
+    # The operator changes the master key and reloads the config.
+    status, body = api("POST", "/admin/config/reload")
+    check(status == 200 and body["status"] == "reloaded", f"reload: {status} {body}")
+    status, _ = api("GET", "/admin/keys")
+    check(status == 401, f"the old key still opens the admin API: {status}")
+    # The console's next call with the stored key is refused: it drops the key and shows
+    # the form, with no data behind it.
+    page.goto(f"{BASE_URL}/ui#routes")
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#login-error")).to_contain_text("Signed out")
+    expect(page.locator("#page")).to_be_hidden()
+    expect(page.locator("#nav")).to_be_hidden()
+    check(stored_key() is None, "the refused key was kept")
+    check(page.locator("section.route").count() == 0, "route data shown after the sign-out")
+    shot("signed-out")
+    # A reload of the page stays signed out.
+    page.reload()
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#page")).to_be_hidden()
+    # The old key is refused at the form; the new one signs in.
+    sign_in(MASTER)
+    expect(page.locator("#login-error")).to_contain_text("not the master key")
+    check(stored_key() is None, "the old key was kept")
+    sign_in(NEXT_MASTER)
+    # Back on the page that was open, with its data.
+    expect(page.locator("#page h2")).to_have_text("Routes")
+    expect(page.locator("section.route[data-route=r]")).to_be_visible()
+    check(stored_key() == NEXT_MASTER, "the new key is not in the session")
+
+
 def test_no_console_errors():
     check(not problems, f"browser errors: {problems}")
 
@@ -313,9 +360,11 @@ CHECKS = [
     test_a_key_is_revoked,
     test_the_request_log_shows_the_keys_requests_newest_first,
     test_a_canary_rollback_is_reflected_in_the_admin_api,
+    test_a_canary_promotion_is_reflected_in_the_admin_api,
     test_the_cache_is_shown_and_cleared,
     test_the_local_models_page_says_there_are_none,
     test_the_overview_counts_every_request_and_plots_its_history,
+    test_a_rotated_master_key_drops_the_stored_key_and_shows_the_form,
     test_no_console_errors,
 ]
 

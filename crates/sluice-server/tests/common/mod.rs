@@ -80,7 +80,25 @@ provider = "fake"
 
 pub async fn start_with(toml: &str) -> Gateway {
     let config = Config::from_toml(toml, &MapEnv::default()).expect("valid test config");
+    run(Server::bind(config).await.expect("bind"))
+}
+
+/// A gateway started from `toml` whose config reload (`POST /admin/config/reload`) reads
+/// `next`, as `sluice serve` reads its file again.
+pub async fn start_reloadable(toml: &str, next: String) -> Gateway {
+    let config = Config::from_toml(toml, &MapEnv::default()).expect("valid test config");
     let server = Server::bind(config).await.expect("bind");
+    let live = server.live();
+    let hook = move || {
+        let config = Config::from_toml(&next, &MapEnv::default()).map_err(|e| e.to_string())?;
+        live.reload(config).map_err(|e| e.to_string())
+    };
+    let hook = sluice_server::state::reload::ReloadHook(Box::new(hook));
+    assert!(server.state().reload_hook.set(hook).is_ok(), "set once");
+    run(server)
+}
+
+fn run(server: Server) -> Gateway {
     let addr = server.local_addr().expect("addr");
     let state = server.state();
     let (tx, rx) = oneshot::channel::<()>();
