@@ -156,6 +156,132 @@ async fn auto_answers_in_text_or_calls_that_validate_whole_and_streamed() {
     assert_ne!(v["choices"][0]["finish_reason"], "tool_calls");
 }
 
+/// Parameters whose `$ref`s point into their own `$defs` (as pydantic and zod write them),
+/// two tools each with a `point` of its own: under `auto` (the default) and forced among the
+/// two, on a template that renders tools and under the fallback prompt, every call validates
+/// against its own function's parameters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_with_refs_into_their_defs_work_under_auto_and_among_several_tools() {
+    let plain = model_file("refs-plain", TestArch::Qwen2);
+    TestModel {
+        context_length: 2048,
+        ..TestModel::tiny(TestArch::Qwen2, TestDType::Q8_0)
+    }
+    .write(&plain)
+    .unwrap();
+    let models = format!(
+        "[[models]]\nname = \"hermes\"\nprovider = \"here\"\npath = \"{}\"\n[[models]]\nname = \"plain\"\nprovider = \"here\"\npath = \"{}\"\n",
+        hermes_file("refs").display(),
+        plain.display()
+    );
+    let (_fake, gw) = gateway("", &models).await;
+    let url = gw.url("/v1/chat/completions");
+    let place = json!({
+        "type": "object",
+        "description": "a \"$ref\" in a description is only text",
+        "properties": {
+            "at": {"$ref": "#/$defs/point"},
+            "near": {"anyOf": [{"$ref": "#/$defs/point"}, {"type": "null"}]}
+        },
+        "required": ["at", "near"],
+        "additionalProperties": false,
+        "$defs": {"point": {
+            "type": "object",
+            "properties": {"x": {"enum": [0, 1, 2]}, "y": {"type": "boolean"}},
+            "required": ["x", "y"],
+            "additionalProperties": false
+        }}
+    });
+    let route = json!({
+        "type": "object",
+        "properties": {"from": {"$ref": "#/$defs/point"}, "to": {"$ref": "#/$defs/point"}},
+        "required": ["from", "to"],
+        "additionalProperties": false,
+        "$defs": {"point": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "maxLength": 6}},
+            "required": ["name"],
+            "additionalProperties": false
+        }}
+    });
+    let tools = json!([
+        {"type": "function", "function": {"name": "place", "parameters": place}},
+        {"type": "function", "function": {"name": "route", "parameters": route}}
+    ]);
+    // Validates every call of a finished answer; returns how many there were.
+    let check = |calls: &[(String, String)], finish: &str| -> usize {
+        if finish != "tool_calls" {
+            return 0;
+        }
+        for (name, arguments) in calls {
+            let schema = if name == "place" { &place } else { &route };
+            assert!(name == "place" || name == "route", "{name}");
+            let parsed: Value =
+                serde_json::from_str(arguments).unwrap_or_else(|e| panic!("{e}: {arguments}"));
+            sluice_local::testing::json_schema::validate(schema, &parsed)
+                .unwrap_or_else(|e| panic!("{name}: {e}: {arguments}"));
+        }
+        calls.len()
+    };
+    let mut auto_calls = 0;
+    for model in ["hermes", "plain"] {
+        for seed in 0..6 {
+            // `auto`, whole and streamed alike.
+            let mut extra =
+                json!({"tools": tools, "temperature": 1, "seed": seed, "max_tokens": 200});
+            let r = super::post_json_slow(&url, chat(model, extra.clone()), &[])
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{model}: {}", r.text());
+            let v = r.json();
+            let message = &v["choices"][0]["message"];
+            let calls: Vec<(String, String)> = message["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    let f = &c["function"];
+                    (
+                        f["name"].as_str().unwrap().to_string(),
+                        f["arguments"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            let finish = v["choices"][0]["finish_reason"].as_str().unwrap();
+            auto_calls += check(&calls, finish);
+            extra["stream"] = json!(true);
+            let mut s = super::post_stream_slow(&url, chat(model, extra), &[])
+                .await
+                .unwrap();
+            let (events, err) = s.collect_events().await;
+            assert!(err.is_none(), "{err:?}");
+            let (_, streamed_calls, streamed_finish) = read_stream(&events);
+            assert_eq!((streamed_calls, streamed_finish.as_str()), (calls, finish));
+
+            // Forced to one of the two.
+            if seed < 2 {
+                let extra = json!({"tools": tools, "tool_choice": "required", "temperature": 1, "seed": seed, "max_tokens": 300});
+                let r = super::post_json_slow(&url, chat(model, extra), &[])
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200, "{model}: {}", r.text());
+                let v = r.json();
+                let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+                let calls = [(
+                    call["name"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{v}"))
+                        .to_string(),
+                    call["arguments"].as_str().unwrap().to_string(),
+                )];
+                let finish = v["choices"][0]["finish_reason"].as_str().unwrap();
+                assert_eq!(check(&calls, finish), 1, "{model}: {v}");
+            }
+        }
+    }
+    assert!(auto_calls > 0, "no seed called a tool under `auto`");
+}
+
 /// A two-turn tool loop: the call and its result go back, rendered through the template's
 /// tool format (and through the fallback's for a template without one), and the model
 /// answers.

@@ -13,6 +13,7 @@
 mod calls;
 mod choice;
 mod errors;
+mod refs;
 mod request;
 mod stream;
 mod text;

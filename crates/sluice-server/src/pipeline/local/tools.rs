@@ -9,16 +9,20 @@
 //! * `required` or a named function: the whole answer is constrained to the call. With a
 //!   template that renders tools, the tools go to the template and the answer is the call in
 //!   its format (`{"name": …, <key>: …}` of one of the chosen tools, after the format's call
-//!   marker, which is put at the end of the prompt); else (or when the parameters hold a
-//!   `$ref`) the tools are described in the fallback prompt and the answer is the function's
-//!   `parameters` (with several tools, `{"name": …, "arguments": …}` of one of them).
+//!   marker, which is put at the end of the prompt); else the tools are described in the
+//!   fallback prompt and the answer is the function's `parameters` (with several tools,
+//!   `{"name": …, "arguments": …}` of one of them).
 //! * `none`: the tools are not offered; the model answers in text.
+//!
+//! A call's grammar holds each tool's `parameters` as a branch of one schema; their `$ref`s
+//! (into their own `$defs`) are rewritten to point there (`super::refs`).
 //!
 //! Earlier calls and results are rendered by a template with a tool format as it defines
 //! (Qwen's `<tool_response>`, Llama's `ipython` turn); under the fallback, an assistant's calls
 //! become `<tool_call>` text and a tool result a user turn in `<tool_response>`.
 
 use super::errors::invalid;
+use super::refs::rebased;
 use serde_json::{json, Value};
 use sluice_core::Error;
 use sluice_local::{ChatMessage, ChatRequest, Grammar, ToolCalls, ToolFormat};
@@ -151,7 +155,7 @@ pub(super) fn prepare(
         Choice::None => Ok(None),
         Choice::Forced(chosen) => {
             let chosen: Vec<&Tool> = chosen.iter().map(|&i| &asked.tools[i]).collect();
-            if format.renders_tools() && !has_ref(&chosen) {
+            if format.renders_tools() {
                 let key = format.arguments_key();
                 request.constraint = Some(Arc::new(wrapped(&chosen, key)?));
                 request.tools = Some(asked.tools.iter().map(tool_object).collect());
@@ -206,28 +210,17 @@ fn forced(chosen: &[&Tool]) -> Result<(CallShape, Grammar), Error> {
     }
 }
 
-/// Whether any of `tools` has a `$ref` in its parameters (which point into the parameters
-/// alone: a call's wrapper object cannot hold them).
-fn has_ref(tools: &[&Tool]) -> bool {
-    tools
-        .iter()
-        .any(|t| parameters(t).to_string().contains("\"$ref\""))
-}
-
-/// The grammar of `{"name": …, <key>: …}` of one of `tools`.
+/// The grammar of `{"name": …, <key>: …}` of one of `tools`: branch `i` of an `anyOf`,
+/// its parameters at `/anyOf/i/properties/<key>`, where their `$ref`s are made to point.
 fn wrapped(tools: &[&Tool], key: &str) -> Result<Grammar, Error> {
-    if has_ref(tools) {
-        return Err(invalid(
-            "parameters with `$ref` can be constrained only in a call forced to one function: name it in `tool_choice`".into(),
-            "tools",
-        ));
-    }
     let branches: Vec<Value> = tools
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
+            let arguments = rebased(&parameters(t), &format!("/anyOf/{i}/properties/{key}"));
             json!({
                 "type": "object",
-                "properties": {"name": {"const": t.function.name}, key: parameters(t)},
+                "properties": {"name": {"const": t.function.name}, key: arguments},
                 "required": ["name", key],
                 "additionalProperties": false
             })
