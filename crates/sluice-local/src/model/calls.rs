@@ -92,8 +92,9 @@ impl CallWatch {
             }
             (State::Text | State::After, CallStart::Leading(lead)) => {
                 let trimmed = self.held.trim_start();
-                if trimmed.is_empty() || lead.starts_with(trimmed) {
-                    // Undecided yet.
+                if trimmed.is_empty() || (lead.starts_with(trimmed) && trimmed != lead) {
+                    // Undecided yet (the whole lead starts the call: the token after it is
+                    // the call's, constrained).
                 } else if trimmed.starts_with(lead) && !self.spoke && self.state == State::Text {
                     routed.call = Some(trimmed.to_owned());
                     self.held.clear();
@@ -211,6 +212,10 @@ mod tests {
         let mut w = watch(ToolFormat::Llama3, false);
         assert_eq!(w.push_text("  ").content, "");
         assert_eq!(w.push_text("{\"name").call.as_deref(), Some("{\"name"));
+        // The lead alone starts the call: what follows it is constrained.
+        let mut lead = watch(ToolFormat::Llama3, false);
+        assert_eq!(lead.push_text(" {").call.as_deref(), Some("{"));
+        assert!(lead.in_call());
         let mut text = watch(ToolFormat::Llama3, false);
         assert_eq!(text.push_text(" Hi {").content, " Hi {");
         assert!(!text.in_call());

@@ -10,6 +10,7 @@ mod common;
 mod completions;
 mod console;
 mod constrained;
+mod llama_tools;
 mod semantic_cache;
 mod tools;
 
