@@ -103,7 +103,8 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
 fi
 # With arguments, one run as asked (`./test.sh -p sluice-server -E 'test(x)'`). Without, the
 # whole workspace, with sluice-server's tests that need no local model built without the
-# local runtime (they link no candle) and its local-model tests with it.
+# local runtime (they link no candle) and its local-model tests with it (the loopback tests
+# in `tests/local` and the unit tests, whose `local` modules build only with the runtime).
 if [ $# -gt 0 ]; then
   cargo nextest run --locked --no-fail-fast "$@"
   exit
@@ -111,5 +112,5 @@ fi
 failed=0
 cargo nextest run --workspace --exclude sluice-server --locked --no-fail-fast || failed=1
 cargo nextest run -p sluice-server --no-default-features --locked --no-fail-fast || failed=1
-cargo nextest run -p sluice-server --test local --locked --no-fail-fast || failed=1
+cargo nextest run -p sluice-server --lib --test local --locked --no-fail-fast || failed=1
 exit "$failed"

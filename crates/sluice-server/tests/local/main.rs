@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod batches;
 mod choices;
 #[path = "../common/mod.rs"]
 mod common;
