@@ -924,3 +924,65 @@ async fn identical_speech_requests_at_once_make_one_upstream_call() {
         .count();
     assert!(coalesced >= 10, "{coalesced} of 20 waited for the leader");
 }
+
+/// The semantic stage with an embedding model sluice does not run itself (`emb` on the fake
+/// upstream, which gives texts of one length the same vector): the question is embedded by
+/// a `/v1/embeddings` request of the gateway's own through the pipeline, so a reworded
+/// question of the same length is a semantic hit; the same question embedded again is an
+/// exact hit of the embeddings request; each embedding is in the spend log without a key,
+/// named after the request it served.
+#[tokio::test]
+async fn a_remote_embedding_model_serves_the_semantic_stage() {
+    let (fake, gw, _dir) =
+        cached_gateway("semantic = { model = \"emb\", threshold = 0.95 }", "").await;
+    let url = gw.url("/v1/chat/completions");
+    let ask = |text: &str| {
+        let (url, body) = (url.clone(), chat(text, json!({})));
+        async move {
+            let r = post_json(&url, body, AUTH).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.header("x-sluice-cache").unwrap_or_default().to_string()
+        }
+    };
+    assert_eq!(ask("What is the capital of France?").await, "miss");
+    assert_eq!(fake.request_count(), 2, "the embedding, then the answer");
+    assert_eq!(ask("Tell me the capital of France.").await, "semantic-hit");
+    assert_eq!(fake.request_count(), 3, "only the embedding");
+    assert_eq!(ask("Tell me the capital of France.").await, "semantic-hit");
+    assert_eq!(
+        fake.request_count(),
+        3,
+        "the same question's embedding was cached"
+    );
+
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let records = ledger.export(0).await.unwrap();
+    let embeddings: Vec<_> = records
+        .iter()
+        .filter(|r| r.endpoint == "embeddings")
+        .collect();
+    assert_eq!(embeddings.len(), 3, "{embeddings:?}");
+    for r in &embeddings {
+        assert_eq!(r.model.as_deref(), Some("emb"), "{r:?}");
+        assert_eq!(r.key_id, None, "{r:?}");
+        assert!(r.request_id.ends_with("-semantic"), "{r:?}");
+    }
+    let chats: Vec<_> = records.iter().filter(|r| r.endpoint == "chat").collect();
+    let parent = |suffix: &str| {
+        chats
+            .iter()
+            .any(|c| format!("{}-semantic", c.request_id) == suffix)
+    };
+    assert!(
+        embeddings.iter().all(|e| parent(&e.request_id)),
+        "{records:?}"
+    );
+    assert_eq!(
+        embeddings
+            .iter()
+            .map(|e| e.cache.as_str())
+            .collect::<Vec<_>>(),
+        ["miss", "miss", "hit"]
+    );
+}

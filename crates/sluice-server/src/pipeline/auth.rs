@@ -4,8 +4,10 @@
 //! the ledger. Without a master key, sluice is open and nobody is asked.
 //!
 //! A request sluice makes itself, a batch's line, comes as a [`Caller::BatchLine`]: already
-//! authenticated as the key that created the batch. Only code in this process can make one
-//! (no header, nothing on the wire says it), so a client cannot claim it.
+//! authenticated as the key that created the batch; one of the gateway's own stages (the
+//! semantic cache's embedding by a remote model) as [`Caller::Gateway`]. Only code in this
+//! process can make either (no header, nothing on the wire says it), so a client cannot claim
+//! them.
 //!
 //! [`KeyCache`]: crate::keys::KeyCache
 
@@ -28,6 +30,10 @@ pub enum Caller {
         /// The batch (`batch_…`): its lines' spend records carry it.
         batch_id: Arc<str>,
     },
+    /// A request the gateway makes for one of its own stages (the semantic cache's embedding
+    /// by a remote model): run as the master key would be (no key's limits), its spend
+    /// recorded without a key.
+    Gateway,
 }
 
 impl Caller {
@@ -35,7 +41,7 @@ impl Caller {
     pub fn batch_id(&self) -> Option<&str> {
         match self {
             Self::BatchLine { batch_id, .. } => Some(batch_id),
-            Self::Client => None,
+            Self::Client | Self::Gateway => None,
         }
     }
 
@@ -44,6 +50,7 @@ impl Caller {
         match self {
             Self::Client => authenticate(state, headers).await,
             Self::BatchLine { identity, .. } => Ok(identity.clone()),
+            Self::Gateway => Ok(Identity::Master),
         }
     }
 }

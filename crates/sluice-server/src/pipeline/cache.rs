@@ -69,6 +69,8 @@ pub struct Asked<'a> {
     pub directives: &'a cache_key::Directives,
     /// The virtual key's id, when the caller used one.
     pub key_id: Option<&'a str>,
+    /// The request's id (the semantic stage's own requests are named after it).
+    pub request_id: &'a HeaderValue,
 }
 
 /// What the cache stage made of a request.
@@ -101,7 +103,7 @@ fn store(cache: &Cache, key: Key, entry: &Entry, plan: StorePlan) {
 
 /// Key, decision, lookup and coalescing of one request.
 pub async fn stage(
-    state: &AppState,
+    state: &Arc<AppState>,
     cache: &Arc<Cache>,
     asked: &Asked<'_>,
     outcome: &mut Outcome,
@@ -169,8 +171,8 @@ pub async fn stage(
                 cache,
                 policy,
                 (view.operation(), asked.body),
-                target,
-                scope,
+                (target, scope),
+                asked.request_id,
             )
             .await
             {

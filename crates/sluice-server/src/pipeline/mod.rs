@@ -427,6 +427,7 @@ async fn stages(
                 body,
                 directives: &directives,
                 key_id: a.identity.key().map(|k| k.id.as_str()),
+                request_id: a.request_id,
             };
             let staged = cache::stage(state, c, &asked, &mut finish.outcome).await;
             if let Some(t) = finish.trace() {

@@ -5,10 +5,12 @@
 //! - **The context**: the request with its last user message blanked, keyed like the exact
 //!   cache (target, scope, every other field): a hit may differ from its entry only in the
 //!   wording of that message.
-//! - **Bypassed**: requests with tools, tool calls or tool results, `n` above 1, a last
-//!   message that is not the user's or has parts other than text, and requests the exact
-//!   cache does not look up (`no-cache`, non-deterministic).
-//! - **Match**: the message's embedding (the policy's embedding model, a local one) against
+//! - **Bypassed**: conversations with tool calls or tool results (tools merely offered are
+//!   part of the context), `n` above 1, a last message that is not the user's or has parts
+//!   other than text, and requests the exact cache does not look up (`no-cache`,
+//!   non-deterministic where the policy says so).
+//! - **Match**: the message's embedding (the policy's embedding model: a local one in
+//!   process, any other model or route through the pipeline, see [`remote`]) against
 //!   the context's stored questions, most similar first, from `threshold` on; served only
 //!   when [`same_question`] agrees and, where a reranker is configured, when the
 //!   cross-encoder scores the pair at or above `rerank_threshold` ([`confirm`]).
@@ -21,10 +23,14 @@ use crate::cache::same_question::same_question;
 use crate::cache::semantic::{normalise, Candidate};
 use crate::cache::Cache;
 use crate::state::AppState;
+use http::HeaderValue;
 use serde_json::Value;
 use sluice_core::config::{RerankCheck, SemanticPolicy};
 use sluice_core::{Error, ErrorKind, Operation};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+mod remote;
 
 /// What the stage found.
 pub enum Probe {
@@ -37,12 +43,12 @@ pub enum Probe {
 /// Looks the request up by meaning; `None` when it bypasses the stage (or the embedding
 /// failed, which is logged: the request goes on as an exact miss).
 pub async fn probe(
-    state: &AppState,
+    state: &Arc<AppState>,
     cache: &Cache,
     policy: &SemanticPolicy,
     (operation, body): (Operation, &[u8]),
-    target: &str,
-    scope: Option<&str>,
+    (target, scope): (&str, Option<&str>),
+    request_id: &HeaderValue,
 ) -> Option<Probe> {
     if operation != Operation::Chat {
         return None;
@@ -50,7 +56,7 @@ pub async fn probe(
     let (question, context_body) = split(body)?;
     let context =
         sluice_core::cache::request_key(Operation::Chat, target, scope, &context_body).ok()?;
-    let vector = match embed(state, &policy.model, question.clone()).await {
+    let vector = match embed(state, &policy.model, question.clone(), request_id).await {
         Ok(v) => normalise(v),
         Err(e) => {
             tracing::warn!(error = %e, model = %policy.model, "semantic cache: embedding failed");
@@ -173,21 +179,31 @@ fn unusable(model: &str, why: &str) -> Error {
     .into()
 }
 
-/// The upstream name of `model`, a model sluice runs itself.
-fn local_upstream<'s>(state: &'s AppState, model: &str) -> Result<&'s str, Error> {
-    let d = match state.resolve(model) {
-        Ok(crate::state::Resolved::Model(d)) => &state.deployments[d],
-        _ => return Err(unusable(model, "is not a configured model")),
-    };
-    if !state.providers[d.provider].is_local() {
-        return Err(unusable(model, "is not a local model"));
+/// The upstream name of `model` when it is a model sluice runs itself; `None` for any other
+/// model or route.
+fn local_upstream<'s>(state: &'s AppState, model: &str) -> Option<&'s str> {
+    match state.resolve(model) {
+        Ok(crate::state::Resolved::Model(d)) => {
+            let d = &state.deployments[d];
+            state.providers[d.provider]
+                .is_local()
+                .then_some(&*d.upstream)
+        }
+        _ => None,
     }
-    Ok(&d.upstream)
 }
 
-/// The embedding of `text` by the config's model `model`: a model sluice runs itself.
-async fn embed(state: &AppState, model: &str, text: String) -> Result<Vec<f32>, Error> {
-    let upstream = local_upstream(state, model)?;
+/// The embedding of `text` by the config's model `model`: in process for a model sluice runs
+/// itself, else through the pipeline as a `/v1/embeddings` request of the gateway's own.
+async fn embed(
+    state: &Arc<AppState>,
+    model: &str,
+    text: String,
+    request_id: &HeaderValue,
+) -> Result<Vec<f32>, Error> {
+    let Some(upstream) = local_upstream(state, model) else {
+        return remote::embed(state, model, text, request_id).await;
+    };
     #[cfg(feature = "local")]
     {
         super::local::embed_text(state, upstream, model, text).await
@@ -207,7 +223,8 @@ async fn rerank(
     query: String,
     documents: Vec<String>,
 ) -> Result<Vec<f32>, Error> {
-    let upstream = local_upstream(state, model)?;
+    let upstream =
+        local_upstream(state, model).ok_or_else(|| unusable(model, "is not a local model"))?;
     #[cfg(feature = "local")]
     {
         super::local::rerank_texts(state, upstream, model, query, documents).await
