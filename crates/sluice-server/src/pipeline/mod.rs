@@ -58,6 +58,8 @@ use sluice_core::{Error, ErrorKind, Operation};
 use sluice_providers::responses::inbound::BadRequest;
 use sluice_providers::{Upload, View};
 use sluice_types::Usage;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tab::{Opening, Tab};
@@ -99,6 +101,23 @@ pub async fn serve_as<B: ClientBody>(
     let mut response = respond(state, result, finish, edge).await;
     guarded.flag(&mut response);
     response
+}
+
+/// A `/v1/embeddings` request of the gateway's own (the semantic stage's), as
+/// [`Caller::Gateway`], boxed (see [`semantic::Pipeline`]).
+fn serve_own_embeddings<'a>(
+    state: &'a Arc<AppState>,
+    req: Request<http_body_util::Full<Bytes>>,
+    request_id: &'a HeaderValue,
+) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>> {
+    static GATEWAY: Caller = Caller::Gateway;
+    Box::pin(serve_as(
+        state,
+        Endpoint::Embeddings,
+        req,
+        request_id,
+        &GATEWAY,
+    ))
 }
 
 /// The stages, from the request to its answer.
@@ -428,6 +447,7 @@ async fn stages(
                 directives: &directives,
                 key_id: a.identity.key().map(|k| k.id.as_str()),
                 request_id: a.request_id,
+                pipeline: serve_own_embeddings,
             };
             let staged = cache::stage(state, c, &asked, &mut finish.outcome).await;
             if let Some(t) = finish.trace() {

@@ -32,6 +32,8 @@ use std::sync::Arc;
 
 mod remote;
 
+pub use remote::Pipeline;
+
 /// What the stage found.
 pub enum Probe {
     /// A stored answer to the same question in other words.
@@ -48,7 +50,7 @@ pub async fn probe(
     policy: &SemanticPolicy,
     (operation, body): (Operation, &[u8]),
     (target, scope): (&str, Option<&str>),
-    request_id: &HeaderValue,
+    (request_id, pipeline): (&HeaderValue, Pipeline),
 ) -> Option<Probe> {
     if operation != Operation::Chat {
         return None;
@@ -56,7 +58,14 @@ pub async fn probe(
     let (question, context_body) = split(body)?;
     let context =
         sluice_core::cache::request_key(Operation::Chat, target, scope, &context_body).ok()?;
-    let vector = match embed(state, &policy.model, question.clone(), request_id).await {
+    let vector = match embed(
+        (state, pipeline),
+        &policy.model,
+        question.clone(),
+        request_id,
+    )
+    .await
+    {
         Ok(v) => normalise(v),
         Err(e) => {
             tracing::warn!(error = %e, model = %policy.model, "semantic cache: embedding failed");
@@ -196,13 +205,13 @@ fn local_upstream<'s>(state: &'s AppState, model: &str) -> Option<&'s str> {
 /// The embedding of `text` by the config's model `model`: in process for a model sluice runs
 /// itself, else through the pipeline as a `/v1/embeddings` request of the gateway's own.
 async fn embed(
-    state: &Arc<AppState>,
+    (state, pipeline): (&Arc<AppState>, Pipeline),
     model: &str,
     text: String,
     request_id: &HeaderValue,
 ) -> Result<Vec<f32>, Error> {
     let Some(upstream) = local_upstream(state, model) else {
-        return remote::embed(state, model, text, request_id).await;
+        return remote::embed((state, pipeline), model, text, request_id).await;
     };
     #[cfg(feature = "local")]
     {

@@ -1,11 +1,9 @@
 //! The semantic stage's embedding by a model sluice does not run itself: a `/v1/embeddings`
-//! request of the gateway's own ([`Caller::Gateway`]) through the whole pipeline, so that a
+//! request of the gateway's own (`Caller::Gateway`) through the whole pipeline, so that a
 //! route's fallbacks, retries, the exact cache (the same question is embedded once), metrics
 //! and the spend log (a record without a key, endpoint `embeddings`, request id
 //! `<request id>-semantic`) apply as to any other request.
 
-use crate::endpoint::Endpoint;
-use crate::pipeline::{serve_as, Caller};
 use crate::response::ResponseBody;
 use crate::state::AppState;
 use bytes::Bytes;
@@ -35,28 +33,21 @@ fn failed(model: &str, why: String) -> Error {
     .into()
 }
 
-/// The pipeline's answer to `req`, boxed: this runs inside the pipeline's own future, whose
-/// type would otherwise contain itself (a function with a named return type, so that the
-/// compiler need not prove the pipeline's future `Send` while it computes that future).
-fn serve_boxed<'a>(
-    state: &'a Arc<AppState>,
-    req: Request<Full<Bytes>>,
-    request_id: &'a HeaderValue,
-    caller: &'a Caller,
-) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>> {
-    Box::pin(serve_as(
-        state,
-        Endpoint::Embeddings,
-        req,
-        request_id,
-        caller,
-    ))
-}
+/// The pipeline, for a `/v1/embeddings` request of the gateway's own: handed down to the
+/// stage by the pipeline, which this module cannot import (the pipeline imports it). Its
+/// future is boxed: it runs inside the pipeline's own future, whose type would otherwise
+/// contain itself.
+pub type Pipeline = for<'a> fn(
+    &'a Arc<AppState>,
+    Request<Full<Bytes>>,
+    &'a HeaderValue,
+)
+    -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>>;
 
 /// The embedding of `text` by `model` (a model or route), asked of the pipeline on behalf of
 /// the request `parent`.
 pub(super) async fn embed(
-    state: &Arc<AppState>,
+    (state, pipeline): (&Arc<AppState>, Pipeline),
     model: &str,
     text: String,
     parent: &HeaderValue,
@@ -71,8 +62,7 @@ pub(super) async fn embed(
         .header(CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| failed(model, e.to_string()))?;
-    let caller = Caller::Gateway;
-    let response = serve_boxed(state, req, &request_id, &caller).await;
+    let response = pipeline(state, req, &request_id).await;
     let status = response.status();
     let bytes = response
         .into_body()
