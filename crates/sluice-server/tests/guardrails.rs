@@ -370,3 +370,100 @@ webhook = { url = "http://127.0.0.1:9/never", timeout_ms = 300 }
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("webhook failed"), "{}", r.text());
 }
+
+/// A webhook that accepts the connection and never answers: past `timeout_ms` it fails,
+/// closed (400, nothing upstream) or open (the request goes on), as `on_error` says.
+#[tokio::test]
+async fn a_webhook_slower_than_its_timeout_fails_as_configured() {
+    let fake = FakeUpstream::start().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    for (on_error, status) in [("deny", 400), ("allow", 200)] {
+        let guards = format!(
+            "\n[[guardrails]]\nname = \"slow\"\nwebhook = {{ url = \"http://{addr}/check\", timeout_ms = 200, on_error = \"{on_error}\" }}\n"
+        );
+        let gw = start_with(&config(&fake, &guards, "\"slow\"")).await;
+        let before = fake.request_count();
+        let started = std::time::Instant::now();
+        let r = post_json(&gw.url("/v1/chat/completions"), chat("hello", None), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, status, "{on_error}: {}", r.text());
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+        if status == 400 {
+            assert_eq!(r.json()["error"]["code"], "guardrail_blocked");
+            assert!(r.text().contains("webhook failed"), "{}", r.text());
+            assert_eq!(fake.request_count(), before, "nothing sent upstream");
+        } else {
+            assert_eq!(fake.request_count(), before + 1);
+        }
+    }
+}
+
+/// A webhook on answers (`apply_to = "answers"`) is sent the whole answer: it denies one
+/// (400 naming the guardrail) and rewrites another (the client gets the rewrite).
+#[tokio::test]
+async fn a_webhook_on_answers_denies_or_rewrites_the_answer() {
+    let fake = FakeUpstream::start().await;
+    let (hook, calls) = fake_provider(|seen| {
+        let text = seen.json["body"].to_string();
+        if text.contains("secret plan") {
+            (
+                200,
+                "application/json",
+                full(r#"{"action":"deny","reason":"leak"}"#),
+            )
+        } else if text.contains("rude") {
+            use http_body_util::BodyExt;
+            let mut answer = seen.json["body"].clone();
+            answer["choices"][0]["message"]["content"] = json!("A polite answer.");
+            let verdict = json!({"action": "rewrite", "body": answer}).to_string();
+            let body = http_body_util::Full::new(bytes::Bytes::from(verdict)).boxed();
+            (200, "application/json", body)
+        } else {
+            (200, "application/json", full(r#"{"action":"allow"}"#))
+        }
+    })
+    .await;
+    let guards = format!(
+        "\n[[guardrails]]\nname = \"review\"\napply_to = \"answers\"\nwebhook = {{ url = \"http://{hook}/check\", timeout_ms = 2000 }}\n"
+    );
+    let gw = start_with(&config(&fake, &guards, "\"review\"")).await;
+    let url = gw.url("/v1/chat/completions");
+    let r = post_json(&url, chat("hello", Some("A fine answer.")), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "A fine answer."
+    );
+    let r = post_json(&url, chat("hello", Some("The secret plan is X.")), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "guardrail_blocked");
+    assert!(r.text().contains("review"), "{}", r.text());
+    assert!(!r.text().contains("secret plan"), "{}", r.text());
+    let r = post_json(&url, chat("hello", Some("A rude answer.")), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "A polite answer."
+    );
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.len(), 3);
+    assert!(
+        calls.iter().all(|c| c.json["phase"] == "answer"),
+        "{:?}",
+        calls.len()
+    );
+}
