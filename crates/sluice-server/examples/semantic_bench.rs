@@ -117,7 +117,7 @@ fn main() {
     ];
     for (name, exact_up_to, rescore) in scans {
         let index = SemanticIndex::with_scan(
-            n,
+            n * DIM * 4,
             Scan {
                 exact_up_to,
                 rescore,

@@ -156,6 +156,8 @@ pub struct UninitializedCacheConfig {
     pub memory_bytes: Option<u64>,
     /// Bytes held by the SQLite file (default 1 GiB).
     pub disk_bytes: Option<u64>,
+    /// Bytes of vectors held by the semantic index (default 100,000 of 384 dimensions).
+    pub semantic_bytes: Option<u64>,
     /// Longest wait for the shared store (Redis) per operation (default 100 ms).
     pub store_timeout_ms: Option<u64>,
 }
@@ -193,6 +195,10 @@ impl Default for CachePolicy {
     }
 }
 
+/// The semantic index's default bound: 100,000 vectors of 384 dimensions (all-MiniLM-L6-v2),
+/// in `f32`.
+pub const DEFAULT_SEMANTIC_BYTES: usize = 100_000 * 384 * 4;
+
 /// Validated `[cache]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
@@ -202,6 +208,8 @@ pub struct CacheConfig {
     pub memory_bytes: u64,
     /// SQLite bound.
     pub disk_bytes: u64,
+    /// Semantic index bound (bytes of vectors).
+    pub semantic_bytes: usize,
     /// Redis operation timeout.
     pub store_timeout: Duration,
 }
@@ -212,6 +220,7 @@ impl Default for CacheConfig {
             policy: CachePolicy::default(),
             memory_bytes: 128 << 20,
             disk_bytes: 1 << 30,
+            semantic_bytes: DEFAULT_SEMANTIC_BYTES,
             store_timeout: Duration::from_millis(100),
         }
     }
@@ -271,6 +280,12 @@ impl UninitializedCacheConfig {
             policy,
             memory_bytes: positive(self.memory_bytes, "cache.memory_bytes", d.memory_bytes)?,
             disk_bytes: positive(self.disk_bytes, "cache.disk_bytes", d.disk_bytes)?,
+            semantic_bytes: usize::try_from(positive(
+                self.semantic_bytes,
+                "cache.semantic_bytes",
+                d.semantic_bytes as u64,
+            )?)
+            .unwrap_or(usize::MAX),
             store_timeout: MS(positive(
                 self.store_timeout_ms,
                 "cache.store_timeout_ms",

@@ -163,7 +163,7 @@ impl Cache {
             metrics: CacheMetrics::default(),
             flushed: Mutex::new(CounterDelta::default()),
             store_kind,
-            semantic: semantic::SemanticIndex::new(semantic::DEFAULT_MAX_ITEMS),
+            semantic: semantic::SemanticIndex::new(config.semantic_bytes),
             index_cursor: tokio::sync::Mutex::new(IndexCursor::default()),
             index_loaded: AtomicBool::new(false),
         }

@@ -1,7 +1,8 @@
 //! The semantic index: per context (everything of a request but its last user message, as
 //! a key), the embeddings of the questions answered in that context and the exact keys of
 //! their entries. Entries expire with the exact cache's TTL and the index holds at most
-//! `max_items` vectors (the oldest go first). An exact key is indexed once: a question
+//! `max_bytes` of vectors (the oldest go first: 100,000 vectors of all-MiniLM-L6-v2's 384
+//! dimensions by default, 25,000 of a 1,536-dimension remote model's). An exact key is indexed once: a question
 //! indexed again (stored again, or read back from the store) replaces its older self.
 //!
 //! A context's vectors are normalised (cosine is a dot product) and stored end to end, with
@@ -17,9 +18,6 @@ use super::vector_scan::{code_words, dot, hamming_all, push_code};
 use sluice_store::{Key, UnixMs};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
-
-/// Vectors the index holds by default.
-pub const DEFAULT_MAX_ITEMS: usize = 100_000;
 
 /// Candidates a lookup tries at most (past the wording checks): for those whose entry is
 /// gone, or that a reranker refuses.
@@ -79,10 +77,10 @@ impl Context {
         self.items.push(item);
     }
 
-    /// Removes item `id` (the last one takes its place).
-    fn remove(&mut self, id: u64) {
+    /// Removes item `id` (the last one takes its place); whether it was there.
+    fn remove(&mut self, id: u64) -> bool {
         let Some(i) = self.items.iter().rposition(|it| it.id == id) else {
-            return;
+            return false;
         };
         let last = self.items.len() - 1;
         let (dim, words) = (self.dim, code_words(self.dim));
@@ -93,6 +91,7 @@ impl Context {
             .copy_within(last * words..(last + 1) * words, i * words);
         self.codes.truncate(last * words);
         self.items.swap_remove(i);
+        true
     }
 
     /// Positions worth scoring in `f32` for `query`: all of them, or the nearest by code.
@@ -133,6 +132,8 @@ struct Inner {
     /// skipped when its turn comes).
     order: VecDeque<(Key, u64)>,
     next_id: u64,
+    /// Bytes of the vectors held.
+    bytes: usize,
 }
 
 impl Inner {
@@ -140,7 +141,9 @@ impl Inner {
     fn remove_key(&mut self, key: &Key) {
         if let Some(place) = self.places.remove(key) {
             if let Some(ctx) = self.contexts.get_mut(&place.context) {
-                ctx.remove(place.id);
+                if ctx.remove(place.id) {
+                    self.bytes -= ctx.dim * 4;
+                }
                 if ctx.items.is_empty() {
                     self.contexts.remove(&place.context);
                 }
@@ -148,10 +151,10 @@ impl Inner {
         }
     }
 
-    /// Removes the oldest questions until at most `max` are left, and drops the order's
-    /// stale entries when they outnumber the live ones.
-    fn bound(&mut self, max: usize) {
-        while self.places.len() > max {
+    /// Removes the oldest questions until their vectors take at most `max_bytes`, and drops
+    /// the order's stale entries when they outnumber the live ones.
+    fn bound(&mut self, max_bytes: usize) {
+        while self.bytes > max_bytes {
             let Some((key, id)) = self.order.pop_front() else {
                 break;
             };
@@ -170,7 +173,7 @@ impl Inner {
 /// The index of one gateway (in memory).
 pub struct SemanticIndex {
     inner: Mutex<Inner>,
-    max_items: usize,
+    max_bytes: usize,
     scan: Scan,
 }
 
@@ -193,16 +196,16 @@ pub struct Candidate {
 }
 
 impl SemanticIndex {
-    /// An empty index of at most `max_items` vectors, scanned the default way.
-    pub fn new(max_items: usize) -> Self {
-        Self::with_scan(max_items, Scan::default())
+    /// An empty index of at most `max_bytes` of vectors, scanned the default way.
+    pub fn new(max_bytes: usize) -> Self {
+        Self::with_scan(max_bytes, Scan::default())
     }
 
-    /// An empty index of at most `max_items` vectors, scanned as `scan` says.
-    pub fn with_scan(max_items: usize, scan: Scan) -> Self {
+    /// An empty index of at most `max_bytes` of vectors, scanned as `scan` says.
+    pub fn with_scan(max_bytes: usize, scan: Scan) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
-            max_items: max_items.max(1),
+            max_bytes,
             scan: Scan {
                 rescore: scan.rescore.max(1),
                 ..scan
@@ -308,6 +311,7 @@ impl SemanticIndex {
             .entry(question.context)
             .or_default()
             .push(&question.vector, item);
+        inner.bytes += question.vector.len() * 4;
         inner.places.insert(
             key,
             Place {
@@ -317,7 +321,7 @@ impl SemanticIndex {
             },
         );
         inner.order.push_back((key, id));
-        inner.bound(self.max_items);
+        inner.bound(self.max_bytes);
     }
 
     /// Whether `key`'s question is indexed.
@@ -370,7 +374,7 @@ mod tests {
 
     #[test]
     fn finds_the_best_accepted_match_in_its_context_only() {
-        let index = SemanticIndex::new(10);
+        let index = SemanticIndex::new(10 * 2 * 4);
         index.insert(q(1, normalise(vec![1.0, 0.0]), "a"), key(10), LATER);
         index.insert(q(1, normalise(vec![1.0, 0.2]), "b"), key(11), LATER);
         index.insert(q(2, normalise(vec![1.0, 0.0]), "c"), key(12), LATER);
@@ -392,7 +396,7 @@ mod tests {
 
     #[test]
     fn is_bounded_oldest_first_and_expires() {
-        let index = SemanticIndex::new(2);
+        let index = SemanticIndex::new(2 * 4);
         for n in 0..3 {
             index.insert(q(1, vec![1.0], n.to_string()), key(n), LATER);
         }
@@ -430,7 +434,7 @@ mod tests {
             exact_up_to: 8,
             rescore: 4,
         };
-        let index = SemanticIndex::with_scan(1000, scan);
+        let index = SemanticIndex::with_scan(1000 * 64 * 4, scan);
         for n in 0..200u64 {
             index.insert(
                 q(1, unit(n, 64), n.to_string()),
@@ -456,8 +460,30 @@ mod tests {
     }
 
     #[test]
+    fn the_bound_is_bytes_so_wider_vectors_fit_fewer() {
+        let index = SemanticIndex::new(4 * 16 * 4);
+        for n in 0..10u64 {
+            index.insert(q(1, unit(n, 16), n.to_string()), key(n as u8), LATER);
+        }
+        assert_eq!(index.len(), 4);
+        // Another context of vectors four times as wide: one fits, the rest go.
+        for n in 20..23u64 {
+            index.insert(q(2, unit(n, 64), n.to_string()), key(n as u8), LATER);
+        }
+        assert_eq!(index.len(), 1);
+        assert!(index.contains(&key(22)));
+        index.forget(&key(22));
+        assert!(index.is_empty());
+        // What is forgotten is given back: four narrow vectors fit again.
+        for n in 30..34u64 {
+            index.insert(q(1, unit(n, 16), n.to_string()), key(n as u8), LATER);
+        }
+        assert_eq!(index.len(), 4);
+    }
+
+    #[test]
     fn eviction_keeps_each_vector_with_its_question() {
-        let index = SemanticIndex::new(3);
+        let index = SemanticIndex::new(3 * 16 * 4);
         for n in 0..5u64 {
             index.insert(q(1, unit(n, 16), n.to_string()), key(n as u8), LATER);
         }
@@ -477,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_key_is_indexed_once_and_can_be_forgotten() {
-        let index = SemanticIndex::new(2);
+        let index = SemanticIndex::new(2 * 16 * 4);
         index.insert(q(1, unit(1, 16), "old"), key(1), LATER);
         // Indexed again (stored again, or read back from the store): replaced.
         index.insert(q(1, unit(1, 16), "new"), key(1), LATER + 1);
