@@ -30,6 +30,12 @@ impl Holdback {
         }
     }
 
+    /// A hold-back of its own for another text of the same answer (a tool call's arguments),
+    /// with the same guardrails and placeholders to put back.
+    pub fn sibling(&self) -> Self {
+        Self::new(self.guards.clone(), self.restore.clone())
+    }
+
     /// Adds a piece; returns the text that may be released now, or the finding that blocks.
     pub fn push(&mut self, piece: &str) -> Result<String, Finding> {
         self.buffer.push_str(piece);

@@ -467,3 +467,90 @@ async fn a_webhook_on_answers_denies_or_rewrites_the_answer() {
         calls.len()
     );
 }
+
+/// A streamed tool call's arguments through the answer guardrails: a card number split
+/// across the argument pieces is redacted before any of it leaves, the request's redacted
+/// email comes back whole in the arguments, and a secret in them ends the stream.
+#[tokio::test]
+async fn streamed_tool_call_arguments_are_guarded_like_content() {
+    let fake = FakeUpstream::start().await;
+    let guards = r#"
+[[guardrails]]
+name = "pii"
+detectors = ["email"]
+action = "redact"
+restore = true
+[[guardrails]]
+name = "out"
+detectors = ["card"]
+action = "redact"
+apply_to = "answers"
+[[guardrails]]
+name = "keys"
+detectors = ["secret"]
+action = "block"
+apply_to = "answers"
+"#;
+    let gw = start_with(&config(&fake, guards, "\"pii\", \"out\", \"keys\"")).await;
+    let url = gw.url("/v1/chat/completions");
+    let call = |arguments: &str| {
+        json!({"model": "m", "stream": true,
+               "messages": [{"role": "user", "content": "Pay from ann@example.com"}],
+               "x_fake": {"tool_call": {"name": "pay", "arguments": arguments}}})
+        .to_string()
+    };
+    let arguments = |body: &str| {
+        let mut args = String::new();
+        let mut error = None;
+        for data in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            if data == "[DONE]" {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(data).unwrap();
+            if v.get("error").is_some() {
+                error = Some(v["error"].clone());
+            }
+            for c in v["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                args.push_str(c["function"]["arguments"].as_str().unwrap_or_default());
+            }
+        }
+        (args, error)
+    };
+    // The card's digits straddle the two argument pieces the fake streams.
+    let r = post_json(
+        &url,
+        call(r#"{"from": "[EMAIL_1]", "card": "4111 1111 1111 1111", "memo": "rent"}"#),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (args, error) = arguments(&r.text());
+    assert_eq!(error, None, "{}", r.text());
+    assert!(!r.text().contains("4111"), "{}", r.text());
+    let parsed: serde_json::Value = serde_json::from_str(&args).unwrap();
+    assert_eq!(
+        parsed,
+        json!({"from": "ann@example.com", "card": "[CARD_1]", "memo": "rent"})
+    );
+    assert!(
+        r.text().contains("\"finish_reason\":\"tool_calls\""),
+        "{}",
+        r.text()
+    );
+    // A secret in the arguments ends the stream before it leaves.
+    let r = post_json(
+        &url,
+        call(r#"{"key": "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789", "memo": "x"}"#),
+        &[],
+    )
+    .await
+    .unwrap();
+    let (_, error) = arguments(&r.text());
+    assert!(!r.text().contains("sk-proj-"), "{}", r.text());
+    assert_eq!(error.unwrap()["code"], "guardrail_blocked");
+}

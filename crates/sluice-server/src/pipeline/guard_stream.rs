@@ -2,10 +2,12 @@
 //! text completion's: its `text` pieces) go through a hold-back window of its own
 //! ([`sluice_guard::stream::Holdback`]), so a value split across chunks is redacted (or
 //! blocks the stream) before any of it leaves, and placeholders of the request's redaction
-//! are put back whole. Events without content (the role, tool calls, usage, `[DONE]`) pass
-//! as they are, after what is held back is released. A block ends the stream with an error
-//! event (`guardrail_blocked`) and cancels the upstream. With no detector and nothing to
-//! put back, content is not held back at all.
+//! are put back whole. Each tool call's argument pieces go through a hold-back of their
+//! own the same way; a call's held-back rest is released before anything that follows it
+//! (another call, content, the choice's end). Events without content (the role, usage,
+//! `[DONE]`) pass as they are, after what is held back is released. A block ends the stream
+//! with an error event (`guardrail_blocked`) and cancels the upstream. With no detector and
+//! nothing to put back, content is not held back at all.
 //!
 //! With a `validate_json` guardrail every choice's content and tool calls are gathered
 //! ([`super::guard_gather`]) and checked against the request's schemas at `[DONE]`: a
@@ -51,6 +53,8 @@ struct Held {
     holdback: Holdback,
     /// Its last content entry, as the shape of one that releases held-back text.
     template: Option<Value>,
+    /// Its tool calls' held-back arguments, by call index, in the order they came.
+    calls: Vec<(u64, Holdback)>,
 }
 
 /// Chat chunk events in, the same events out with each choice's content held back and
@@ -231,6 +235,7 @@ impl EventFilter {
                     index,
                     holdback: Holdback::new(self.guards.clone(), self.restore.clone()),
                     template: None,
+                    calls: Vec::new(),
                 });
                 self.held.len() - 1
             }
@@ -255,6 +260,15 @@ impl EventFilter {
             let content = holder[key].as_str().map(str::to_string);
             let has_content = holder.get(key).is_some();
             let finishes = !entry["finish_reason"].is_null();
+            let says_more = content.as_deref().is_some_and(|t| !t.is_empty());
+            let calls = match pieces {
+                Pieces::Chat => self.hold_calls(index, &mut entry, says_more || finishes),
+                Pieces::Text => Ok(Vec::new()),
+            };
+            match calls {
+                Ok(rests) => before.extend(rests.into_iter().map(|(c, t)| (index, Some(c), t))),
+                Err(f) => return self.block(f),
+            }
             let held = self.held(index);
             let mut released = match content {
                 Some(text) => {
@@ -276,7 +290,7 @@ impl EventFilter {
             } else {
                 keep = true;
                 if !released.is_empty() {
-                    before.push((index, released));
+                    before.push((index, None, released));
                 }
             }
             kept.push(entry);
@@ -284,8 +298,11 @@ impl EventFilter {
         if self.shell.is_none() {
             self.shell = Some(chunk.clone());
         }
-        for (index, text) in before {
-            self.push_content(index, text);
+        for (index, call, text) in before {
+            match call {
+                Some(call) => self.push_arguments(index, call, text),
+                None => self.push_content(index, text),
+            }
         }
         if keep {
             chunk["choices"] = Value::Array(kept);
@@ -293,16 +310,57 @@ impl EventFilter {
         }
     }
 
-    /// Releases everything held back, each choice's as a content chunk of its own.
+    /// Releases everything held back, each choice's as a content chunk of its own and each
+    /// call's as an arguments chunk of its own.
     fn release_rest(&mut self) {
         for at in 0..self.held.len() {
             let index = self.held[at].index;
+            let mut found = Vec::new();
+            let released = release_calls(&mut self.held[at].calls, None, &mut found);
+            self.count(found);
+            let rests = match released {
+                Ok(rests) => rests,
+                Err(f) => return self.block(f),
+            };
+            for (call, text) in rests {
+                self.push_arguments(index, call, text);
+            }
             match self.held[at].holdback.finish() {
                 Ok(rest) if !rest.is_empty() => self.push_content(index, rest),
                 Ok(_) => {}
                 Err(f) => return self.block(f),
             }
         }
+    }
+
+    /// Choice `index`'s tool-call pieces in `entry` through their calls' hold-backs (each
+    /// piece replaced by what may be released); returns the held-back rests of the calls
+    /// that end here, to be released before `entry`: the other calls when one comes, and
+    /// every call when `ends_calls` (content follows, or the choice finishes).
+    fn hold_calls(
+        &mut self,
+        index: u64,
+        entry: &mut Value,
+        ends_calls: bool,
+    ) -> Result<Vec<(u64, String)>, Finding> {
+        let mut found = Vec::new();
+        let held = hold_calls_of(self.held(index), entry, ends_calls, &mut found);
+        self.count(found);
+        held
+    }
+
+    /// A chunk of choice `index` with `text` as a piece of call `call`'s arguments.
+    fn push_arguments(&mut self, index: u64, call: u64, text: String) {
+        let Some(mut chunk) = self.shell.clone() else {
+            return;
+        };
+        let entry = serde_json::json!({
+            "index": index,
+            "delta": {"tool_calls": [{"index": call, "function": {"arguments": text}}]},
+            "finish_reason": null,
+        });
+        chunk["choices"] = Value::Array(vec![entry]);
+        self.push_chunk(&chunk);
     }
 
     /// A chunk of choice `index` with `text` as its content.
@@ -357,6 +415,79 @@ impl EventFilter {
         self.out.push_back(Bytes::from(event));
         self.blocked = true;
     }
+}
+
+/// [`EventFilter::hold_calls`] on `held`, the choice's hold-backs; what the finished
+/// calls' hold-backs found is added to `found`.
+fn hold_calls_of(
+    held: &mut Held,
+    entry: &mut Value,
+    ends_calls: bool,
+    found: &mut Vec<Finding>,
+) -> Result<Vec<(u64, String)>, Finding> {
+    let mut rests = Vec::new();
+    if let Some(calls) = entry["delta"]["tool_calls"].as_array_mut() {
+        for (position, call) in calls.iter_mut().enumerate() {
+            let at = call["index"].as_u64().unwrap_or(position as u64);
+            rests.extend(release_calls(&mut held.calls, Some(at), found)?);
+            let Some(piece) = call["function"]["arguments"].as_str() else {
+                continue;
+            };
+            let i = match held.calls.iter().position(|(c, _)| *c == at) {
+                Some(i) => i,
+                None => {
+                    let fresh = held.holdback.sibling();
+                    held.calls.push((at, fresh));
+                    held.calls.len() - 1
+                }
+            };
+            let released = held.calls[i].1.push(piece)?;
+            call["function"]["arguments"] = Value::String(released);
+        }
+    }
+    if !ends_calls {
+        return Ok(rests);
+    }
+    // The calls end here: what this entry carries of them goes out with it, whole.
+    if let Some(calls) = entry["delta"]["tool_calls"].as_array_mut() {
+        for (position, call) in calls.iter_mut().enumerate() {
+            let at = call["index"].as_u64().unwrap_or(position as u64);
+            let Some(i) = held.calls.iter().position(|(c, _)| *c == at) else {
+                continue;
+            };
+            let (_, mut holdback) = held.calls.remove(i);
+            let rest = holdback.finish()?;
+            found.extend(holdback.take_findings());
+            let piece = call["function"]["arguments"].as_str().unwrap_or_default();
+            call["function"]["arguments"] = Value::String(format!("{piece}{rest}"));
+        }
+    }
+    rests.extend(release_calls(&mut held.calls, None, found)?);
+    Ok(rests)
+}
+
+/// The held-back rests of `calls` other than `except` (all of them for `None`), in the
+/// order the calls came; those calls are done, and what they found is added to `found`.
+fn release_calls(
+    calls: &mut Vec<(u64, Holdback)>,
+    except: Option<u64>,
+    found: &mut Vec<Finding>,
+) -> Result<Vec<(u64, String)>, Finding> {
+    let mut rests = Vec::new();
+    let mut kept = Vec::new();
+    for (call, mut holdback) in std::mem::take(calls) {
+        if Some(call) == except {
+            kept.push((call, holdback));
+            continue;
+        }
+        let rest = holdback.finish()?;
+        found.extend(holdback.take_findings());
+        if !rest.is_empty() {
+            rests.push((call, rest));
+        }
+    }
+    *calls = kept;
+    Ok(rests)
 }
 
 /// Whether a choice's entry says more than its content: a role, tool calls.
