@@ -199,12 +199,18 @@ pub enum Decision {
     },
 }
 
-/// Decides for a request under `policy` with the client's `directives`.
-pub fn decide(policy: &CachePolicy, directives: &Directives, deterministic: bool) -> Decision {
+/// Decides for a request under `policy` with the client's `directives`; `chat` says it is a
+/// chat request (whose sampled requests `sampled_chat` covers).
+pub fn decide(
+    policy: &CachePolicy,
+    directives: &Directives,
+    (deterministic, chat): (bool, bool),
+) -> Decision {
     if !policy.enabled {
         return Decision::Bypass(Bypass::Disabled);
     }
-    if !deterministic && !policy.nondeterministic {
+    let sampled_ok = policy.nondeterministic || (chat && policy.sampled_chat);
+    if !deterministic && !sampled_ok {
         return Decision::Bypass(Bypass::Nondeterministic);
     }
     if directives.no_cache && directives.no_store {

@@ -986,3 +986,40 @@ async fn a_remote_embedding_model_serves_the_semantic_stage() {
         ["miss", "miss", "hit"]
     );
 }
+
+/// A semantic stage's embedding model is any model or route sluice serves (a passthrough
+/// provider's `provider/model` too); one that names nothing, or a reranker that is not a
+/// local cross-encoder, is refused at start, naming the stage.
+#[tokio::test]
+async fn a_semantic_stage_must_name_a_model_sluice_serves() {
+    let fake = FakeUpstream::start().await;
+    let passthrough = format!(
+        "[[providers]]\nname = \"open\"\ntype = \"openai\"\nbase_url = \"{}\"\npassthrough = true\n",
+        fake.base_url()
+    );
+    // (With one passthrough provider every name is served: it takes the rest.)
+    for (semantic, extra, ok) in [
+        ("{ model = \"emb\" }", "", true),
+        (
+            "{ model = \"open/text-embedding-3-small\" }",
+            passthrough.as_str(),
+            true,
+        ),
+        ("{ model = \"nope\" }", "", false),
+        ("{ model = \"emb\", reranker = \"emb\" }", "", false),
+    ] {
+        let dir = data_dir("names");
+        let cache = format!("semantic = {semantic}");
+        let toml = cache_config(&fake.base_url(), &dir, &cache, extra);
+        let config =
+            sluice_core::config::Config::from_toml(&toml, &sluice_core::env::MapEnv::default())
+                .unwrap();
+        match sluice_server::Server::bind(config).await {
+            Ok(_) => assert!(ok, "{semantic} was accepted"),
+            Err(e) => {
+                assert!(!ok, "{semantic}: {e}");
+                assert!(e.to_string().contains("[cache].semantic"), "{e}");
+            }
+        }
+    }
+}

@@ -218,20 +218,36 @@ fn decisions() {
     };
     let none = Directives::default();
     assert_eq!(
-        decide(&CachePolicy::default(), &none, true),
+        decide(&CachePolicy::default(), &none, (true, true)),
         Decision::Bypass(Bypass::Disabled)
     );
     assert_eq!(
-        decide(&on, &none, false),
+        decide(&on, &none, (false, true)),
         Decision::Bypass(Bypass::Nondeterministic)
     );
     let all = CachePolicy {
         nondeterministic: true,
         ..on.clone()
     };
-    assert!(matches!(decide(&all, &none, false), Decision::Use { .. }));
+    assert!(matches!(
+        decide(&all, &none, (false, false)),
+        Decision::Use { .. }
+    ));
+    // A semantic stage's sampled chat: chat requests that sample are cached, others not.
+    let chat_only = CachePolicy {
+        sampled_chat: true,
+        ..on.clone()
+    };
+    assert!(matches!(
+        decide(&chat_only, &none, (false, true)),
+        Decision::Use { .. }
+    ));
     assert_eq!(
-        decide(&on, &none, true),
+        decide(&chat_only, &none, (false, false)),
+        Decision::Bypass(Bypass::Nondeterministic)
+    );
+    assert_eq!(
+        decide(&on, &none, (true, true)),
         Decision::Use {
             lookup: true,
             store: true,
@@ -241,7 +257,7 @@ fn decisions() {
     );
     let no_cache = Directives::parse("no-cache,ttl=5").expect("valid");
     assert_eq!(
-        decide(&on, &no_cache, true),
+        decide(&on, &no_cache, (true, true)),
         Decision::Use {
             lookup: false,
             store: true,
@@ -251,7 +267,7 @@ fn decisions() {
     );
     let neither = Directives::parse("no-cache,no-store").expect("valid");
     assert_eq!(
-        decide(&on, &neither, true),
+        decide(&on, &neither, (true, true)),
         Decision::Bypass(Bypass::Directives)
     );
 }

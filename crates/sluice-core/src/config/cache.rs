@@ -171,6 +171,10 @@ pub struct CachePolicy {
     pub ttl: Duration,
     /// Cache requests that may answer differently each time.
     pub nondeterministic: bool,
+    /// Cache chat requests that sample (temperature above 0, no seed): `nondeterministic`,
+    /// or, unless `nondeterministic` is written, a semantic stage here (its hits answer
+    /// other wordings anyway, so a sampled answer is one of the interchangeable ones).
+    pub sampled_chat: bool,
     /// Largest answer stored.
     pub max_entry_bytes: u64,
     /// Coalesce identical in-flight requests.
@@ -187,6 +191,7 @@ impl Default for CachePolicy {
             enabled: false,
             ttl: DEFAULT_TTL,
             nondeterministic: false,
+            sampled_chat: false,
             max_entry_bytes: 4 << 20,
             coalesce: true,
             scope: CacheScope::Key,
@@ -240,17 +245,21 @@ fn ttl(seconds: Option<u64>, base: Duration, at: &str) -> Result<Duration, Confi
 impl UninitializedCachePolicy {
     /// This override applied to `base`; `at` is the key path for errors.
     ///
-    /// A `semantic` block written here is a request to cache: it turns `enabled` and
-    /// `nondeterministic` on where they are not written beside it (a semantic cache serves one
-    /// question's answer for another, so a sampled answer is one of the interchangeable ones).
+    /// A `semantic` block written here is a request to cache: it turns `enabled` on, and the
+    /// caching of sampled chat requests (`sampled_chat`), where they are not written beside it
+    /// (a semantic cache serves one question's answer for another, so a sampled answer is one
+    /// of the interchangeable ones). Other endpoints' sampled requests (images, speech) stay
+    /// as `nondeterministic` says.
     pub fn apply(&self, base: &CachePolicy, at: &str) -> Result<CachePolicy, ConfigError> {
         let semantic_here = self.semantic.is_some();
+        let nondeterministic = self.nondeterministic.unwrap_or(base.nondeterministic);
         Ok(CachePolicy {
             enabled: self.enabled.unwrap_or(base.enabled || semantic_here),
             ttl: ttl(self.ttl_seconds, base.ttl, at)?,
-            nondeterministic: self
+            nondeterministic,
+            sampled_chat: self
                 .nondeterministic
-                .unwrap_or(base.nondeterministic || semantic_here),
+                .unwrap_or(nondeterministic || base.sampled_chat || semantic_here),
             max_entry_bytes: self.max_entry_bytes.unwrap_or(base.max_entry_bytes),
             coalesce: self.coalesce.unwrap_or(base.coalesce),
             scope: self.scope.unwrap_or(base.scope),
@@ -293,31 +302,4 @@ impl UninitializedCacheConfig {
             )?),
         })
     }
-}
-
-/// Each semantic stage's embedding model and reranker name a model or route clients could
-/// call: `policies` are the policies as they stand at their key paths (`cache`,
-/// `models[i].cache`, `routes[i].cache`), `served` every model and route name.
-pub(super) fn check_semantic_models<'a>(
-    policies: impl IntoIterator<Item = (String, &'a CachePolicy)>,
-    served: &dyn Fn(&str) -> bool,
-) -> Result<(), ConfigError> {
-    for (at, policy) in policies {
-        let Some(s) = &policy.semantic else {
-            continue;
-        };
-        let named = [
-            ("model", Some(&s.model)),
-            ("reranker", s.reranker.as_ref().map(|r| &r.model)),
-        ];
-        for (key, name) in named {
-            if let Some(name) = name.filter(|n| !served(n)) {
-                return Err(ConfigError::new(
-                    format!("{at}.semantic.{key}"),
-                    format!("no model or route named `{name}` is defined"),
-                ));
-            }
-        }
-    }
-    Ok(())
 }

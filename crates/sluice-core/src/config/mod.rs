@@ -204,23 +204,6 @@ impl UninitializedConfig {
         let routing = self.routing.load()?;
         let routes =
             routes::load_routes(self.routes, &models, &routing, &cache.policy, &guardrails)?;
-        let policies = std::iter::once(("cache".to_owned(), &cache.policy))
-            .chain(
-                models
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| (format!("models[{i}].cache"), &m.cache)),
-            )
-            .chain(
-                routes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (format!("routes[{i}].cache"), &r.cache)),
-            );
-        let served = |name: &str| {
-            models.iter().any(|m| m.name == name) || routes.iter().any(|r| r.name == name)
-        };
-        cache::check_semantic_models(policies, &served)?;
         Ok(Config {
             server,
             storage,

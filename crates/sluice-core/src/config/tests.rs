@@ -537,43 +537,17 @@ fn a_semantic_block_turns_its_targets_cache_on_unless_told_otherwise() {
         (c.models[0].cache.clone(), c.models[1].cache.clone())
     };
     let (m, other) = policy("{ semantic = { model = \"e\" } }");
-    assert!(m.enabled && m.nondeterministic && m.semantic.is_some());
-    assert!(!other.enabled && other.semantic.is_none());
+    assert!(m.enabled && m.sampled_chat && m.semantic.is_some());
+    assert!(!m.nondeterministic, "only chat's sampled requests");
+    assert!(!other.enabled && !other.sampled_chat && other.semantic.is_none());
     let (off, _) = policy("{ enabled = false, semantic = { model = \"e\" } }");
     assert!(!off.enabled);
     let (seeded, _) = policy("{ nondeterministic = false, semantic = { model = \"e\" } }");
-    assert!(seeded.enabled && !seeded.nondeterministic);
+    assert!(seeded.enabled && !seeded.sampled_chat && !seeded.nondeterministic);
+    let (all, _) = policy("{ nondeterministic = true }");
+    assert!(all.nondeterministic && all.sampled_chat);
     let (plain, _) = policy("{ ttl_seconds = 60 }");
-    assert!(!plain.enabled && !plain.nondeterministic);
-}
-
-#[test]
-fn a_semantic_stage_names_models_that_exist() {
-    let with = |cache: &str| {
-        load(&format!(
-            "[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[models]]\nname = \"e\"\nprovider = \"p\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\n[[routes]]\nname = \"r\"\ntargets = [\"m\"]\n{cache}\n"
-        ))
-    };
-    assert!(with("[cache]\nsemantic = { model = \"e\", reranker = \"r\" }").is_ok());
-    for (cache, path) in [
-        (
-            "[cache]\nsemantic = { model = \"nope\" }",
-            "cache.semantic.model",
-        ),
-        (
-            "[cache]\nsemantic = { model = \"e\", reranker = \"nope\" }",
-            "cache.semantic.reranker",
-        ),
-    ] {
-        let e = with(cache).unwrap_err();
-        assert_eq!(e.path, path, "{e}");
-        assert!(e.message.contains("`nope`"), "{e}");
-    }
-    let e = load(
-        "[[providers]]\nname = \"p\"\ntype = \"openai\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\ncache = { semantic = { model = \"gone\" } }\n",
-    )
-    .unwrap_err();
-    assert_eq!(e.path, "models[0].cache.semantic.model", "{e}");
+    assert!(!plain.enabled && !plain.nondeterministic && !plain.sampled_chat);
 }
 
 #[test]

@@ -131,7 +131,8 @@ pub async fn stage(
         cache_key::request_key(view.operation(), target, scope, asked.body)
             .ok()
             .map(|k| {
-                let decision = cache_key::decide(policy, asked.directives, k.deterministic);
+                let chat = view.operation() == Operation::Chat;
+                let decision = cache_key::decide(policy, asked.directives, (k.deterministic, chat));
                 (k.key, decision)
             })
     } else {

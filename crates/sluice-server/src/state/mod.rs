@@ -9,6 +9,7 @@
 mod plan;
 mod registry;
 pub mod reload;
+mod semantic_names;
 mod stores;
 
 pub use plan::{overrides, Overrides, Plan, Resolved, Step};
@@ -193,6 +194,7 @@ impl AppState {
             started: now,
         };
         let state = Self::assemble(config, r, carried, workers);
+        semantic_names::check(&state.names(), &state.cache_config.policy)?;
         if let Some(file) = &state.canary_file {
             // Before the first request: a restarted gateway resumes its rollouts.
             crate::canary_file::sync(file, &state.rollouts());
@@ -238,7 +240,9 @@ impl AppState {
             history: Arc::clone(&self.history),
             started: self.started,
         };
-        Ok((Self::assemble(config, r, carried, self.workers), changes))
+        let state = Self::assemble(config, r, carried, self.workers);
+        semantic_names::check(&state.names(), &state.cache_config.policy)?;
+        Ok((state, changes))
     }
 
     fn assemble(config: Config, r: Registry, c: Carried, workers: usize) -> Self {

@@ -115,7 +115,9 @@ async fn batches_run_on_local_chat_and_embedding_models() {
         .collect();
     let e = run(&gw, "/v1/embeddings", &embed_lines).await;
     assert_eq!(e["status"], "completed", "{e}");
-    for l in output(&gw, &e).await {
+    let embedded = output(&gw, &e).await;
+    assert_eq!(embedded.len(), 3, "{embedded:?}");
+    for l in embedded {
         assert_eq!(l["response"]["status_code"], 200, "{l}");
         let vector = l["response"]["body"]["data"][0]["embedding"]
             .as_array()

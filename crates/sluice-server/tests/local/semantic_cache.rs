@@ -355,6 +355,12 @@ cache = {{ semantic = {{ model = "minilm", threshold = 0.8 }} }}
         "semantic-hit"
     );
     assert_eq!(fake.request_count(), 4);
+    let other_tools = json!({"tools": [{"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}]});
+    assert_eq!(
+        ask(a, "Tell me the capital of France.", other_tools).await,
+        "miss"
+    );
+    assert_eq!(fake.request_count(), 5);
 
     let ledger = gw.state.ledger.as_ref().unwrap();
     ledger.flush().await;
