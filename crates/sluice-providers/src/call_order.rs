@@ -9,6 +9,10 @@
 //! arguments are incomplete waits, its pieces kept, and begins (with what it has) as soon as
 //! the open one is complete. [`CallOrder::flush`] ends every call (the stream's end, or text
 //! that follows the calls).
+//!
+//! A call whose arguments never open an object or array (none at all, from a server that
+//! streams a function without parameters as `""`) is never complete: the calls after it wait
+//! for the stream's end, and go out then, in order. Late, never lost.
 
 use std::borrow::Cow;
 
@@ -120,8 +124,11 @@ impl CallOrder {
             return;
         }
         if self.ended.contains(&d.call) {
-            // Complete JSON followed by more (blanks aside) is the upstream's own mistake:
-            // its pieces still go out as they come rather than be dropped.
+            // A call taken up again after its end: complete JSON followed by more (blanks
+            // aside, the upstream's own mistake), or a call that text ended before its
+            // arguments were complete. Its pieces still go out, after its end (the one case
+            // left where a converter writes a piece of a closed block), rather than be
+            // dropped.
             if !d.args.trim().is_empty() {
                 emit(Step::Args {
                     call: d.call,
@@ -320,6 +327,29 @@ mod tests {
                 "args 2 {}",
                 "end 2"
             ]
+        );
+    }
+
+    #[test]
+    fn a_call_taken_up_after_its_end_still_has_its_pieces_go_out() {
+        let mut order = CallOrder::default();
+        let mut steps = Vec::new();
+        let mut emit = |s: Step<'_>| steps.push(format!("{s:?}"));
+        let piece = |call, args| Delta {
+            call,
+            id: None,
+            name: None,
+            args,
+        };
+        order.on_delta(piece(0, "{\"a\":"), &mut emit);
+        // Text ends the calls before the arguments are complete.
+        order.flush(&mut emit);
+        order.on_delta(piece(0, "1}"), &mut emit);
+        order.on_delta(piece(0, "  "), &mut emit);
+        assert_eq!(steps.len(), 4, "{steps:?}");
+        assert!(
+            steps[2].starts_with("End") && steps[3].contains("1}"),
+            "{steps:?}"
         );
     }
 

@@ -20,12 +20,14 @@ pub(crate) fn params(
     let mut out: Vec<(&'static str, String)> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (given, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        // Names are matched as decoded (`%62y` is `by`), as their values are read.
+        let given = decode(given)
+            .ok_or_else(|| bad("a parameter's name is not URL-encoded UTF-8 text", "query"))?;
         let Some(&name) = known.iter().find(|k| **k == given) else {
-            let shown = decode(given).unwrap_or_else(|| given.to_string());
             let message = match known {
-                [] => format!("`{shown}` is not a parameter: `{endpoint}` takes none"),
+                [] => format!("`{given}` is not a parameter: `{endpoint}` takes none"),
                 _ => format!(
-                    "`{shown}` is not a parameter of `{endpoint}`: use {}",
+                    "`{given}` is not a parameter of `{endpoint}`: use {}",
                     known.join(", ")
                 ),
             };
@@ -181,6 +183,10 @@ mod tests {
             ]
         );
         assert!(params("", "/admin/x", &[]).unwrap().is_empty());
+        // Names are decoded before they are matched.
+        let got = params("%62=2", "/admin/x", &["a", "b"]).unwrap();
+        assert_eq!(got, vec![("b", "2".into())]);
+        assert_eq!(refused("%zz=1", &["a"]).1, Some("query"));
     }
 
     #[test]
