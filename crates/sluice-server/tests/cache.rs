@@ -997,6 +997,12 @@ async fn a_semantic_stage_must_name_a_model_sluice_serves() {
         "[[providers]]\nname = \"open\"\ntype = \"openai\"\nbase_url = \"{}\"\npassthrough = true\n",
         fake.base_url()
     );
+    // Routes over embedding models: two deployments of one model, or two models.
+    let routes = "[[models]]\nname = \"emb2\"\nprovider = \"fake\"\nupstream = \"emb\"\n\
+                  [[models]]\nname = \"other\"\nprovider = \"fake\"\n\
+                  [[routes]]\nname = \"same\"\ntargets = [\"emb\", \"emb2\"]\n\
+                  [[routes]]\nname = \"mixed\"\ntargets = [\"emb\", \"other\"]\n"
+        .to_string();
     // (With one passthrough provider every name is served: it takes the rest.)
     for (semantic, extra, ok) in [
         ("{ model = \"emb\" }", "", true),
@@ -1007,6 +1013,8 @@ async fn a_semantic_stage_must_name_a_model_sluice_serves() {
         ),
         ("{ model = \"nope\" }", "", false),
         ("{ model = \"emb\", reranker = \"emb\" }", "", false),
+        ("{ model = \"same\" }", routes.as_str(), true),
+        ("{ model = \"mixed\" }", routes.as_str(), false),
     ] {
         let dir = data_dir("names");
         let cache = format!("semantic = {semantic}");

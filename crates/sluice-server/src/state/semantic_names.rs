@@ -1,6 +1,7 @@
 //! The semantic stages' models, checked once the names are built (configured models, local
 //! models found on disk, passthrough providers, routes): each embedding model must be one
-//! that a client could call, and each reranker a cross-encoder sluice runs itself. A config
+//! that a client could call (a route only when its targets are one model: vectors of two
+//! models cannot be compared), and each reranker a cross-encoder sluice runs itself. A config
 //! that names another is refused at start and at reload, naming the stage.
 
 use super::plan::{Names, Resolved};
@@ -31,9 +32,20 @@ pub(super) fn check(names: &Names<'_>, global: &CachePolicy) -> Result<(), Error
         let Some(s) = &policy.semantic else {
             continue;
         };
-        if names.resolve(&s.model).is_err() {
-            let message = format!("`model` `{}` is no model or route sluice serves", s.model);
-            return Err(refused(&at, message));
+        match names.resolve(&s.model) {
+            Err(_) => {
+                let message = format!("`model` `{}` is no model or route sluice serves", s.model);
+                return Err(refused(&at, message));
+            }
+            Ok(Resolved::Route(r)) if !one_model(names, r) => {
+                let message = format!(
+                    "`model` `{}` is a route whose targets are different models: their vectors \
+                     cannot be compared",
+                    s.model
+                );
+                return Err(refused(&at, message));
+            }
+            Ok(_) => {}
         }
         let Some(reranker) = &s.reranker else {
             continue;
@@ -51,4 +63,18 @@ pub(super) fn check(names: &Names<'_>, global: &CachePolicy) -> Result<(), Error
         }
     }
     Ok(())
+}
+
+/// Whether route `r`'s targets (its canary's too) all ask their upstreams for one model.
+fn one_model(names: &Names<'_>, r: usize) -> bool {
+    let route = &names.routes[r].config;
+    let canary = route.canary.as_ref().map(|c| c.target);
+    let mut upstreams = route
+        .targets
+        .iter()
+        .copied()
+        .chain(canary)
+        .map(|d| &*names.deployments[d].upstream);
+    let first = upstreams.next();
+    upstreams.all(|u| Some(u) == first)
 }
