@@ -14,7 +14,40 @@
 //! streams a function without parameters as `""`) is never complete: the calls after it wait
 //! for the stream's end, and go out then, in order. Late, never lost.
 
+use serde::Deserialize;
 use std::borrow::Cow;
+
+/// A chat chunk's `delta.tool_calls[]` entry, as read by the converters.
+#[derive(Deserialize)]
+pub(crate) struct CallDelta<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<CallFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CallFunction<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+impl CallDelta<'_> {
+    /// This entry as a piece of its call.
+    pub(crate) fn piece(&self) -> Delta<'_> {
+        let function = self.function.as_ref();
+        Delta {
+            call: self.index.unwrap_or(0),
+            id: self.id.as_deref(),
+            name: function.and_then(|f| f.name.as_deref()),
+            args: function.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
+        }
+    }
+}
 
 /// One piece of a chat stream's tool call, as its chunk had it.
 #[derive(Debug, Clone, Copy)]

@@ -19,7 +19,7 @@
 //! text, `&RawValue` for opaque JSON such as tool inputs and schemas), never through a
 //! `serde_json::Value` tree.
 
-use crate::call_order::{CallOrder, Delta, Step};
+use crate::call_order::{CallDelta, CallOrder, Step};
 use crate::chunks::{compact_json, FunctionTool};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -938,7 +938,7 @@ struct InDelta<'a> {
     #[serde(default, borrow)]
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    tool_calls: Option<Vec<InCallDelta<'a>>>,
+    tool_calls: Option<Vec<CallDelta<'a>>>,
     #[serde(default, borrow)]
     thinking_blocks: Option<Vec<Signed<'a>>>,
 }
@@ -952,16 +952,6 @@ impl InDelta<'_> {
             || some(&self.reasoning_content)
             || self.thinking_blocks.as_ref().is_some_and(|b| !b.is_empty())
     }
-}
-
-#[derive(Deserialize)]
-struct InCallDelta<'a> {
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    function: Option<InFunction<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -1207,14 +1197,7 @@ impl StreamConverter {
             .into_iter()
             .flatten()
         {
-            let function = call.function.as_ref();
-            let piece = Delta {
-                call: call.index.unwrap_or(0),
-                id: call.id.as_deref(),
-                name: function.and_then(|f| f.name.as_deref()),
-                args: function.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
-            };
-            calls.on_delta(piece, &mut |step| self.on_call_step(out, step));
+            calls.on_delta(call.piece(), &mut |step| self.on_call_step(out, step));
         }
         self.calls = calls;
         if let Some(f) = choice.finish_reason.as_deref() {

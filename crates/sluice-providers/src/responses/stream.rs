@@ -14,7 +14,7 @@ use super::object::{
     assistant_message, item_id, ContentPart, Echo, Failure, OutputItem, Parts, ResponseObject,
     Status, SummaryText,
 };
-use crate::call_order::{CallOrder, Delta, Step};
+use crate::call_order::{CallDelta, CallOrder, Step};
 use crate::chunks::now_secs;
 use crate::reframe::Reframe;
 use serde::{Deserialize, Serialize};
@@ -46,27 +46,9 @@ struct InDelta<'a> {
     #[serde(default, borrow)]
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    tool_calls: Option<Vec<InCallDelta<'a>>>,
+    tool_calls: Option<Vec<CallDelta<'a>>>,
     #[serde(default, borrow)]
     thinking_blocks: Option<Vec<super::signed::InBlock<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct InCallDelta<'a> {
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    function: Option<InFunction<'a>>,
-}
-
-#[derive(Deserialize)]
-struct InFunction<'a> {
-    #[serde(default, borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    arguments: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -510,16 +492,9 @@ impl StreamConverter {
         self.w.emit(out, "response.output_item.done", ev);
     }
 
-    fn on_tool(&mut self, out: &mut Vec<u8>, call: &InCallDelta<'_>) {
-        let function = call.function.as_ref();
-        let piece = Delta {
-            call: call.index.unwrap_or(0),
-            id: call.id.as_deref(),
-            name: function.and_then(|f| f.name.as_deref()),
-            args: function.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
-        };
+    fn on_tool(&mut self, out: &mut Vec<u8>, call: &CallDelta<'_>) {
         let mut calls = std::mem::take(&mut self.calls);
-        calls.on_delta(piece, &mut |step| self.on_call_step(out, step));
+        calls.on_delta(call.piece(), &mut |step| self.on_call_step(out, step));
         self.calls = calls;
     }
 

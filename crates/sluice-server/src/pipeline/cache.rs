@@ -71,8 +71,8 @@ pub struct Asked<'a> {
     pub key_id: Option<&'a str>,
     /// The request's id (the semantic stage's own requests are named after it).
     pub request_id: &'a HeaderValue,
-    /// The pipeline, for the semantic stage's own embeddings requests.
-    pub pipeline: semantic::Pipeline,
+    /// The pipeline's entry for the semantic stage's own embeddings requests.
+    pub own_embeddings: semantic::OwnEmbeddings,
 }
 
 /// What the cache stage made of a request.
@@ -175,7 +175,7 @@ pub async fn stage(
                 policy,
                 (view.operation(), asked.body),
                 (target, scope),
-                (asked.request_id, asked.pipeline),
+                (asked.request_id, asked.own_embeddings),
             )
             .await
             {

@@ -104,7 +104,7 @@ pub async fn serve_as<B: ClientBody>(
 }
 
 /// A `/v1/embeddings` request of the gateway's own (the semantic stage's), as
-/// [`Caller::Gateway`], boxed (see [`semantic::Pipeline`]).
+/// [`Caller::Gateway`], boxed (see [`semantic::OwnEmbeddings`]).
 fn serve_own_embeddings<'a>(
     state: &'a Arc<AppState>,
     req: Request<http_body_util::Full<Bytes>>,
@@ -447,7 +447,7 @@ async fn stages(
                 directives: &directives,
                 key_id: a.identity.key().map(|k| k.id.as_str()),
                 request_id: a.request_id,
-                pipeline: serve_own_embeddings,
+                own_embeddings: serve_own_embeddings,
             };
             let staged = cache::stage(state, c, &asked, &mut finish.outcome).await;
             if let Some(t) = finish.trace() {

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 mod remote;
 
-pub use remote::Pipeline;
+pub use remote::OwnEmbeddings;
 
 /// What the stage found.
 pub enum Probe {
@@ -50,7 +50,7 @@ pub async fn probe(
     policy: &SemanticPolicy,
     (operation, body): (Operation, &[u8]),
     (target, scope): (&str, Option<&str>),
-    (request_id, pipeline): (&HeaderValue, Pipeline),
+    (request_id, own): (&HeaderValue, OwnEmbeddings),
 ) -> Option<Probe> {
     if operation != Operation::Chat {
         return None;
@@ -58,14 +58,7 @@ pub async fn probe(
     let (question, context_body) = split(body)?;
     let context =
         sluice_core::cache::request_key(Operation::Chat, target, scope, &context_body).ok()?;
-    let vector = match embed(
-        (state, pipeline),
-        &policy.model,
-        question.clone(),
-        request_id,
-    )
-    .await
-    {
+    let vector = match embed((state, own), &policy.model, question.clone(), request_id).await {
         Ok(v) => normalise(v),
         Err(e) => {
             tracing::warn!(error = %e, model = %policy.model, "semantic cache: embedding failed");
@@ -205,13 +198,13 @@ fn local_upstream<'s>(state: &'s AppState, model: &str) -> Option<&'s str> {
 /// The embedding of `text` by the config's model `model`: in process for a model sluice runs
 /// itself, else through the pipeline as a `/v1/embeddings` request of the gateway's own.
 async fn embed(
-    (state, pipeline): (&Arc<AppState>, Pipeline),
+    (state, own): (&Arc<AppState>, OwnEmbeddings),
     model: &str,
     text: String,
     request_id: &HeaderValue,
 ) -> Result<Vec<f32>, Error> {
     let Some(upstream) = local_upstream(state, model) else {
-        return remote::embed((state, pipeline), model, text, request_id).await;
+        return remote::embed((state, own), model, text, request_id).await;
     };
     #[cfg(feature = "local")]
     {

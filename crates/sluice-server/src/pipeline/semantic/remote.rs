@@ -33,21 +33,21 @@ fn failed(model: &str, why: String) -> Error {
     .into()
 }
 
-/// The pipeline, for a `/v1/embeddings` request of the gateway's own: handed down to the
+/// The pipeline's entry for a `/v1/embeddings` request of the gateway's own: handed down to the
 /// stage by the pipeline, which this module cannot import (the pipeline imports it). Its
 /// future is boxed: it runs inside the pipeline's own future, whose type would otherwise
 /// contain itself.
-pub type Pipeline = for<'a> fn(
-    &'a Arc<AppState>,
-    Request<Full<Bytes>>,
-    &'a HeaderValue,
-)
-    -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>>;
+pub type OwnEmbeddings =
+    for<'a> fn(
+        &'a Arc<AppState>,
+        Request<Full<Bytes>>,
+        &'a HeaderValue,
+    ) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>>;
 
 /// The embedding of `text` by `model` (a model or route), asked of the pipeline on behalf of
 /// the request `parent`.
 pub(super) async fn embed(
-    (state, pipeline): (&Arc<AppState>, Pipeline),
+    (state, own): (&Arc<AppState>, OwnEmbeddings),
     model: &str,
     text: String,
     parent: &HeaderValue,
@@ -62,7 +62,7 @@ pub(super) async fn embed(
         .header(CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| failed(model, e.to_string()))?;
-    let response = pipeline(state, req, &request_id).await;
+    let response = own(state, req, &request_id).await;
     let status = response.status();
     let bytes = response
         .into_body()
