@@ -550,6 +550,20 @@ async fn admin_query_parameters_are_strict() {
     assert_eq!(v["routes"][0]["canary"]["rollbacks"], 0, "{v}");
     let v = send(&gw, Method::GET, "/admin/keys", "").await.json();
     assert_eq!(v["data"], json!([]), "{v}");
+    // A valid call with a parameter it does not take does nothing either: a key spec that
+    // would make a key, the revocation of a key that exists.
+    let r = send(&gw, Method::POST, "/admin/keys?x=1", r#"{"name": "made"}"#).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let kept = send(&gw, Method::POST, "/admin/keys", r#"{"name": "kept"}"#).await;
+    assert_eq!(kept.status, 201, "{}", kept.text());
+    let id = kept.json()["id"].as_str().unwrap().to_string();
+    let r = send(&gw, Method::DELETE, &format!("/admin/keys/{id}?force"), "").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = send(&gw, Method::GET, "/admin/keys", "").await.json();
+    let keys = v["data"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{v}");
+    assert_eq!(keys[0]["name"], "kept", "{v}");
+    assert_eq!(keys[0]["status"], "active", "{v}");
     // The calls the console makes still answer.
     for path in [
         "/admin/spend?by=day&since=30d",
