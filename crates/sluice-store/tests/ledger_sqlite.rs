@@ -194,13 +194,19 @@ async fn the_key_index_of_an_older_file_is_dropped() {
             .unwrap()
     };
     let conn = rusqlite::Connection::open(dir.join("ledger.sqlite")).unwrap();
-    assert_eq!(indexes(&conn), ["spend_log_batch", "spend_log_ts"]);
+    assert_eq!(
+        indexes(&conn),
+        ["spend_log_batch", "spend_log_batch_line", "spend_log_ts"]
+    );
     conn.execute_batch("CREATE INDEX spend_log_key_ts ON spend_log (key_id, ts_ms);")
         .unwrap();
     drop(conn);
     drop(open(&dir, LedgerOptions::default()));
     let conn = rusqlite::Connection::open(dir.join("ledger.sqlite")).unwrap();
-    assert_eq!(indexes(&conn), ["spend_log_batch", "spend_log_ts"]);
+    assert_eq!(
+        indexes(&conn),
+        ["spend_log_batch", "spend_log_batch_line", "spend_log_ts"]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -399,7 +405,8 @@ async fn a_version_1_file_gains_batch_id_and_guardrails_and_keeps_its_records() 
     // Back to version 1, as a file written by an older sluice.
     let conn = rusqlite::Connection::open(dir.join("ledger.sqlite")).unwrap();
     conn.execute_batch(
-        "DROP INDEX spend_log_batch; ALTER TABLE spend_log DROP COLUMN batch_id;
+        "DROP INDEX spend_log_batch; DROP INDEX spend_log_batch_line;
+         ALTER TABLE spend_log DROP COLUMN batch_id;
          ALTER TABLE spend_log DROP COLUMN guardrails; ALTER TABLE keys DROP COLUMN guardrails;
          INSERT INTO keys (id, name, hash, hint, models, budget_period, metadata, created_ms)
          VALUES ('key_old', 'old', 'ff', 'h', '[]', 'total', '{}', 1);
@@ -425,6 +432,111 @@ async fn a_version_1_file_gains_batch_id_and_guardrails_and_keeps_its_records() 
         records[2].guardrails.as_deref(),
         Some("pii:email:redact=2,pii:card:block=1")
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A batch line's record: its request id is the line's, the same each time it runs.
+fn line_record(line: u64, ts_ms: u64) -> SpendRecord {
+    SpendRecord {
+        request_id: format!("batch_req_x_{line}"),
+        key_id: Some("key_1".into()),
+        key_name: Some("team-1".into()),
+        route: None,
+        batch_id: Some("batch_x".into()),
+        cost_nano_usd: 1_000,
+        ..record(1, ts_ms)
+    }
+}
+
+#[tokio::test]
+async fn a_batch_line_recorded_twice_is_one_record_charged_once() {
+    let dir = temp_dir("line-twice");
+    let ledger = open(&dir, LedgerOptions::default());
+    let now = sluice_store::unix_now_ms();
+    // Twice in one write, then again in a later write, then after a restart.
+    ledger.record(line_record(1, now));
+    ledger.record(line_record(1, now + 1));
+    ledger.record(line_record(2, now + 2));
+    ledger.flush().await;
+    ledger.record(line_record(2, now + 3));
+    // The same request id outside a batch is another request's record: kept.
+    ledger.record(SpendRecord {
+        batch_id: None,
+        ..line_record(2, now + 4)
+    });
+    ledger.flush().await;
+    drop(ledger);
+    let ledger = open(&dir, LedgerOptions::default());
+    ledger.record(line_record(1, now + 5));
+    ledger.flush().await;
+    assert_eq!(ledger.errors(), 0);
+    let records = ledger.export(0).await.unwrap();
+    let lines: Vec<(&str, Option<&str>)> = records
+        .iter()
+        .map(|r| (r.request_id.as_str(), r.batch_id.as_deref()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("batch_req_x_1", Some("batch_x")),
+            ("batch_req_x_2", Some("batch_x")),
+            ("batch_req_x_2", None),
+        ]
+    );
+    // The roll-ups and the budget windows count each line once.
+    let report = ledger
+        .report(Dimension::Key, now - DAY_MS, now + 10)
+        .await
+        .unwrap();
+    assert_eq!(report.rows.iter().map(|r| r.requests).sum::<u64>(), 3);
+    assert_eq!(
+        report.rows.iter().map(|r| r.cost_nano_usd).sum::<u64>(),
+        3_000
+    );
+    let (window, _) = BudgetPeriod::Total.window(now);
+    assert_eq!(ledger.window_spend("key_1", &window).await.unwrap(), 3_000);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_version_4_file_with_a_line_charged_twice_gains_the_unique_index() {
+    let dir = temp_dir("v4");
+    let ledger = open(&dir, LedgerOptions::default());
+    let now = sluice_store::unix_now_ms();
+    ledger.record(line_record(1, now));
+    ledger.flush().await;
+    drop(ledger);
+    // Version 4, as an older sluice left it: the line's record written twice.
+    let conn = rusqlite::Connection::open(dir.join("ledger.sqlite")).unwrap();
+    conn.execute_batch(
+        "DROP INDEX spend_log_batch_line;
+         INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint, route, model,
+             provider, status, prompt_tokens, completion_tokens, cached_tokens,
+             cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache,
+             attempts, stream, usage_estimated, batch_id, guardrails)
+         SELECT ts_ms, request_id, key_id, key_name, endpoint, route, model, provider, status,
+             prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
+             reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache, attempts, stream,
+             usage_estimated, batch_id, guardrails FROM spend_log;
+         PRAGMA user_version = 4;",
+    )
+    .unwrap();
+    drop(conn);
+    let ledger = open(&dir, LedgerOptions::default());
+    // The earlier duplicate is kept (it was charged), renamed; the line is not charged again.
+    ledger.record(line_record(1, now + 1));
+    ledger.flush().await;
+    assert_eq!(ledger.errors(), 0);
+    let ids: Vec<String> = ledger
+        .export(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], "batch_req_x_1");
+    assert!(ids[1].starts_with("batch_req_x_1#"), "{ids:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -965,12 +965,12 @@ async fn a_newer_schema_is_refused() {
     let db = t.client().await;
     assert_eq!(
         count(&db, "SELECT max(version)::BIGINT FROM sluice_schema").await,
-        4
+        5
     );
     // Opening again keeps the one version row.
     drop(t.open(options()));
     assert_eq!(count(&db, "SELECT count(*) FROM sluice_schema").await, 1);
-    db.batch_execute("UPDATE sluice_schema SET version = 5")
+    db.batch_execute("UPDATE sluice_schema SET version = 6")
         .await
         .expect("bump");
     let err = PgLedger::open(&t.url, options()).expect_err("newer schema");
@@ -1118,7 +1118,7 @@ async fn a_version_1_schema_gains_batch_id_and_guardrails() {
     ledger.record(r);
     ledger.flush().await;
     let version = "SELECT max(version)::BIGINT FROM sluice_schema";
-    assert_eq!(count(&db, version).await, 4);
+    assert_eq!(count(&db, version).await, 5);
     let mut k = full_key(9);
     k.guardrails = vec!["pii".into()];
     ledger.save_key(&k).await.expect("a key with guardrails");
@@ -1129,6 +1129,107 @@ async fn a_version_1_schema_gains_batch_id_and_guardrails() {
     assert_eq!(records.len(), 2);
     assert_eq!(records[1].batch_id.as_deref(), Some("batch_y"));
     assert_eq!(records[1].guardrails.as_deref(), Some("pii:card:redact=1"));
+}
+
+/// A batch line's record: its request id is the line's, the same each time it runs.
+fn line_rec(line: u64, ts_ms: u64) -> SpendRecord {
+    SpendRecord {
+        request_id: format!("batch_req_x_{line}"),
+        batch_id: Some("batch_x".into()),
+        ..rec(ts_ms, Some("a"), Some("m"), 1_000)
+    }
+}
+
+#[tokio::test]
+async fn a_batch_line_recorded_twice_is_one_record_charged_once() {
+    let t = TestDb::new();
+    let ledger = t.open(options());
+    let now = unix_now_ms();
+    // Twice in one write (beside a record of no batch), then in a later write, then after
+    // a restart.
+    ledger.record(line_rec(1, now));
+    ledger.record(line_rec(1, now + 1));
+    ledger.record(rec(now + 2, Some("a"), Some("m"), 7));
+    ledger.record(line_rec(2, now + 3));
+    ledger.flush().await;
+    ledger.record(line_rec(2, now + 4));
+    // The same request id outside a batch is another request's record: kept.
+    ledger.record(SpendRecord {
+        batch_id: None,
+        ..line_rec(2, now + 5)
+    });
+    ledger.flush().await;
+    drop(ledger);
+    let ledger = t.open(options());
+    ledger.record(line_rec(1, now + 6));
+    ledger.flush().await;
+    assert_eq!(ledger.errors(), 0);
+    let records = ledger.export(0).await.expect("export");
+    let ids: Vec<(&str, Option<&str>)> = records
+        .iter()
+        .map(|r| (r.request_id.as_str(), r.batch_id.as_deref()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("batch_req_x_1", Some("batch_x")),
+            (records[1].request_id.as_str(), None),
+            ("batch_req_x_2", Some("batch_x")),
+            ("batch_req_x_2", None),
+        ]
+    );
+    // The roll-ups and the budget windows count each line once.
+    let db = t.client().await;
+    let daily = "SELECT sum(requests)::BIGINT FROM spend_daily";
+    assert_eq!(count(&db, daily).await, 4);
+    let cost = "SELECT sum(cost_nano_usd)::BIGINT FROM spend_daily";
+    assert_eq!(count(&db, cost).await, 3_007);
+    let (window, _) = BudgetPeriod::Total.window(now);
+    assert_eq!(
+        ledger.window_spend("key_a", &window).await.expect("window"),
+        3_007
+    );
+}
+
+#[tokio::test]
+async fn a_version_4_schema_with_a_line_charged_twice_gains_the_unique_index() {
+    let t = TestDb::new();
+    let ledger = t.open(options());
+    let now = unix_now_ms();
+    ledger.record(line_rec(1, now));
+    ledger.flush().await;
+    drop(ledger);
+    // Version 4, as an older sluice left it: the line's record written twice.
+    let db = t.client().await;
+    db.batch_execute(
+        "DROP INDEX spend_log_batch_line;
+         INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint, route, model,
+             provider, status, prompt_tokens, completion_tokens, cached_tokens,
+             cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache,
+             attempts, stream, usage_estimated, batch_id, guardrails)
+         SELECT ts_ms, request_id, key_id, key_name, endpoint, route, model, provider, status,
+             prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
+             reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache, attempts, stream,
+             usage_estimated, batch_id, guardrails FROM spend_log;
+         UPDATE sluice_schema SET version = 4;",
+    )
+    .await
+    .expect("back to version 4");
+    let ledger = t.open(options());
+    // The earlier duplicate is kept (it was charged), renamed; the line is not charged again.
+    ledger.record(line_rec(1, now + 1));
+    ledger.flush().await;
+    assert_eq!(ledger.errors(), 0);
+    let ids: Vec<String> = ledger
+        .export(0)
+        .await
+        .expect("export")
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], "batch_req_x_1");
+    assert!(ids[1].starts_with("batch_req_x_1#"), "{ids:?}");
 }
 
 #[tokio::test]

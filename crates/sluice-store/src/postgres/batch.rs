@@ -4,8 +4,13 @@
 //! (so replicas lock rows in the same order), as `INSERT ... ON CONFLICT ... DO UPDATE`.
 //! Each statement's text and the columns it is given are kept side by side here: their
 //! orders must agree.
+//!
+//! A batch line's record (one with a `batch_id`) is written at most once: the batch's line
+//! records go first, as one `INSERT ... ON CONFLICT DO NOTHING RETURNING` against the
+//! unique index on `(batch_id, request_id)`, and only those it inserted add to the roll-ups
+//! and budget windows. A line run again after a crash (its request id is the same) is not
+//! charged again. A batch without line records keeps its single pipelined round trip.
 
-use super::queue::Pending;
 use crate::ledger::types::{BudgetPeriod, SpendRecord, DAY_MS};
 use crate::sql_int::{opt_to_sql, to_sql};
 use std::collections::BTreeMap;
@@ -22,6 +27,21 @@ pub(super) const INSERT_LOG: &str =
         $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[],
         $17::BIGINT[], $18::TEXT[], $19::INTEGER[], $20::BOOLEAN[], $21::BOOLEAN[],
         $22::TEXT[], $23::TEXT[])";
+
+/// A batch's line records, given [`LogColumns`]: those not yet written are inserted (a
+/// line twice in the batch once), and their `(batch_id, request_id)` returned.
+pub(super) const INSERT_LINES: &str =
+    "INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint,
+        route, model, provider, status, prompt_tokens, completion_tokens, cached_tokens,
+        cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache,
+        attempts, stream, usage_estimated, batch_id, guardrails)
+    SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+        $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::BIGINT[], $11::BIGINT[],
+        $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[],
+        $17::BIGINT[], $18::TEXT[], $19::INTEGER[], $20::BOOLEAN[], $21::BOOLEAN[],
+        $22::TEXT[], $23::TEXT[])
+    ON CONFLICT (batch_id, request_id) WHERE batch_id IS NOT NULL DO NOTHING
+    RETURNING batch_id, request_id";
 
 /// The batch's additions to the daily roll-ups, given [`DailyColumns`].
 pub(super) const UPSERT_DAILY: &str = "INSERT INTO spend_daily AS t (day, key_id, key_name, model,
@@ -76,11 +96,11 @@ pub(super) struct LogColumns<'a> {
 }
 
 impl<'a> LogColumns<'a> {
-    /// The columns of `batch`'s records.
-    pub(super) fn new(batch: &'a [Pending]) -> Self {
-        let mut c = Self::with_capacity(batch.len());
-        for p in batch {
-            c.push(&p.record);
+    /// The columns of `records`.
+    pub(super) fn new(records: &[&'a SpendRecord]) -> Self {
+        let mut c = Self::with_capacity(records.len());
+        for &r in records {
+            c.push(r);
         }
         c
     }
@@ -194,11 +214,10 @@ pub(super) struct Sums<'a> {
 }
 
 impl<'a> Sums<'a> {
-    pub(super) fn new(batch: &'a [Pending]) -> Self {
+    pub(super) fn new(records: &[&'a SpendRecord]) -> Self {
         let mut daily: BTreeMap<DailyKey<'a>, DailySum<'a>> = BTreeMap::new();
         let mut budget: BTreeMap<(&'a str, String), u64> = BTreeMap::new();
-        for p in batch {
-            let r = &p.record;
+        for &r in records {
             let key_id = r.key_id.as_deref().unwrap_or("");
             let key = (
                 to_sql(r.ts_ms / DAY_MS),

@@ -2,7 +2,8 @@
 //! (its statements are in `batch`), reports, exports, budget windows, retention, keys.
 
 use super::batch::{
-    BudgetColumns, DailyColumns, LogColumns, Sums, INSERT_LOG, UPSERT_BUDGET, UPSERT_DAILY,
+    BudgetColumns, DailyColumns, LogColumns, Sums, INSERT_LINES, INSERT_LOG, UPSERT_BUDGET,
+    UPSERT_DAILY,
 };
 use super::queue::Pending;
 use crate::ledger::log::{self, LogPage, LogPosition, LogQuery, LogRow, StatusFilter, TsRange};
@@ -36,6 +37,7 @@ pub(super) struct Retention {
 pub(super) struct Conn {
     client: Client,
     insert_log: Statement,
+    insert_lines: Statement,
     upsert_daily: Statement,
     upsert_budget: Statement,
     window_spend: Statement,
@@ -55,20 +57,31 @@ impl Conn {
     pub(super) async fn prepare(client: Client) -> Result<Self, StoreError> {
         let [by_hash, key, keys, save] = key_statements();
         // Pipelined: one round trip for all of them.
-        let (insert_log, upsert_daily, upsert_budget, window_spend, key_by_hash, key, keys, save) =
-            tokio::try_join!(
-                client.prepare(INSERT_LOG),
-                client.prepare(UPSERT_DAILY),
-                client.prepare(UPSERT_BUDGET),
-                client.prepare(WINDOW_SPEND),
-                client.prepare(&by_hash),
-                client.prepare(&key),
-                client.prepare(&keys),
-                client.prepare(&save),
-            )?;
+        let (
+            insert_log,
+            insert_lines,
+            upsert_daily,
+            upsert_budget,
+            window_spend,
+            key_by_hash,
+            key,
+            keys,
+            save,
+        ) = tokio::try_join!(
+            client.prepare(INSERT_LOG),
+            client.prepare(INSERT_LINES),
+            client.prepare(UPSERT_DAILY),
+            client.prepare(UPSERT_BUDGET),
+            client.prepare(WINDOW_SPEND),
+            client.prepare(&by_hash),
+            client.prepare(&key),
+            client.prepare(&keys),
+            client.prepare(&save),
+        )?;
         Ok(Self {
             client,
             insert_log,
+            insert_lines,
             upsert_daily,
             upsert_budget,
             window_spend,
@@ -79,10 +92,31 @@ impl Conn {
         })
     }
 
-    /// Writes `batch` with its roll-ups and budget windows in one transaction.
+    /// Writes `batch` with its roll-ups and budget windows in one transaction; a batch
+    /// line's record only if the line has none yet (see `batch`).
     pub(super) async fn write(&mut self, batch: &[Pending]) -> Result<(), StoreError> {
-        let log_columns = LogColumns::new(batch);
-        let sums = Sums::new(batch);
+        let (lines, others): (Vec<&SpendRecord>, Vec<&SpendRecord>) = batch
+            .iter()
+            .map(|p| &*p.record)
+            .partition(|r| r.batch_id.is_some());
+        let log_columns = LogColumns::new(&others);
+        // What the roll-ups and budget windows add: the others, and the lines inserted now.
+        let mut counted = others;
+        let tx = self.client.transaction().await?;
+        if !lines.is_empty() {
+            let line_columns = LogColumns::new(&lines);
+            let inserted = tx.query(&self.insert_lines, &line_columns.params()).await?;
+            let mut fresh = std::collections::HashSet::with_capacity(inserted.len());
+            for row in &inserted {
+                fresh.insert((row.try_get::<_, String>(0)?, row.try_get::<_, String>(1)?));
+            }
+            // Each inserted line once (a line twice in the batch was inserted once).
+            counted.extend(lines.into_iter().filter(|r| {
+                let key = (r.batch_id.clone().unwrap_or_default(), r.request_id.clone());
+                fresh.remove(&key)
+            }));
+        }
+        let sums = Sums::new(&counted);
         let daily_columns = DailyColumns::new(&sums);
         let budget_columns = BudgetColumns::new(&sums);
         let (log, daily, budget) = (
@@ -90,7 +124,6 @@ impl Conn {
             daily_columns.params(),
             budget_columns.params(),
         );
-        let tx = self.client.transaction().await?;
         // Pipelined: the three statements go in one round trip.
         tokio::try_join!(
             tx.execute(&self.insert_log, &log),

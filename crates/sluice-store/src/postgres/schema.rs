@@ -3,13 +3,16 @@
 //! Versions: 1, the first schema; 2, `spend_log.batch_id` (the batch a record's request was
 //! a line of), added to a version-1 database in place; 3, `spend_log.guardrails` (what
 //! guardrails found), added likewise; 4, `keys.guardrails` (a key's own guardrails, a JSON
-//! array of names), added likewise.
+//! array of names), added likewise; 5, a unique index on a batch line's `(batch_id,
+//! request_id)` (a line is charged once, see `batch`), built after renaming any earlier
+//! duplicate records of a line (`<request id>#<row id>`: they stay counted, as they were
+//! charged).
 
 use crate::StoreError;
 use tokio_postgres::Client;
 
 /// The schema version this code reads and writes (in `sluice_schema`).
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 /// The advisory lock that serializes schema creation across replicas ("sluice" + 1).
 const MIGRATION_LOCK: i64 = 0x736c_7569_6365_0001;
@@ -87,6 +90,15 @@ ALTER TABLE spend_log ADD COLUMN IF NOT EXISTS guardrails TEXT;
 ALTER TABLE keys ADD COLUMN IF NOT EXISTS guardrails TEXT;
 "#;
 
+/// Version 5's step, run once on a database of an older version (and on a new one).
+const LINE_INDEX: &str = "
+UPDATE spend_log SET request_id = request_id || '#' || id
+    WHERE batch_id IS NOT NULL AND id NOT IN (
+        SELECT min(id) FROM spend_log WHERE batch_id IS NOT NULL GROUP BY batch_id, request_id);
+CREATE UNIQUE INDEX IF NOT EXISTS spend_log_batch_line ON spend_log (batch_id, request_id)
+    WHERE batch_id IS NOT NULL;
+";
+
 /// Creates the schema if absent, under an advisory lock; refuses a newer one.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
@@ -106,6 +118,9 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         )));
     }
     tx.batch_execute(SCHEMA).await?;
+    if version.is_none_or(|v| v < 5) {
+        tx.batch_execute(LINE_INDEX).await?;
+    }
     match version {
         None => {
             tx.execute(

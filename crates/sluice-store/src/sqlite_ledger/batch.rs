@@ -3,6 +3,12 @@
 //! of 512 records costs 16 inserts and a handful of upserts). The statements are prepared
 //! once, for the writer's life ([`Statements`]): the many-row insert takes longer to parse
 //! than a batch takes to insert.
+//!
+//! A batch line's record (one with a `batch_id`) is written at most once: it is inserted on
+//! its own with `ON CONFLICT DO NOTHING` against the unique index on `(batch_id,
+//! request_id)`, and only if it was inserted does it add to the roll-ups and budget
+//! windows. A line run again after a crash (its request id is the same) is not charged
+//! again.
 
 use crate::ledger::protocol::RECORD_COLUMNS;
 use crate::ledger::types::{BudgetPeriod, SpendRecord, DAY_MS};
@@ -16,6 +22,8 @@ pub(super) struct Statements<'c> {
     many: Statement<'c>,
     /// One record.
     one: Statement<'c>,
+    /// One batch line's record, unless the line has one already.
+    line: Statement<'c>,
     rollup: Statement<'c>,
     window: Statement<'c>,
 }
@@ -25,6 +33,7 @@ impl<'c> Statements<'c> {
         Ok(Self {
             many: conn.prepare(&insert_sql(ROWS_PER_INSERT))?,
             one: conn.prepare(&insert_sql(1))?,
+            line: conn.prepare(&format!("{} {LINE_CONFLICT}", insert_sql(1)))?,
             rollup: conn.prepare(ROLLUP_SQL)?,
             window: conn.prepare(WINDOW_SQL)?,
         })
@@ -39,10 +48,18 @@ pub(super) fn write(
 ) -> rusqlite::Result<()> {
     // The writer is the connection's only user and nests no transaction.
     let tx = conn.unchecked_transaction()?;
-    insert(s, records)?;
+    let (lines, others): (Vec<&SpendRecord>, Vec<&SpendRecord>) =
+        records.iter().partition(|r| r.batch_id.is_some());
+    insert(s, &others)?;
     let mut sums = BatchSums::default();
-    for r in records {
+    for r in others {
         sums.add(r);
+    }
+    for r in lines {
+        bind(&mut s.line, 0, r)?;
+        if s.line.raw_execute()? > 0 {
+            sums.add(r);
+        }
     }
     upsert_rollups(&mut s.rollup, &sums.rollups)?;
     upsert_windows(&mut s.window, &sums.windows)?;
@@ -54,6 +71,11 @@ const ROWS_PER_INSERT: usize = 32;
 
 /// Columns of a `spend_log` row that a record fills.
 const COLUMNS: usize = 23;
+
+/// What makes a batch line's insert a no-op when the line has a record already (the
+/// unique index of schema version 5).
+pub(super) const LINE_CONFLICT: &str =
+    "ON CONFLICT (batch_id, request_id) WHERE batch_id IS NOT NULL DO NOTHING";
 
 /// `INSERT INTO spend_log` of `rows` records.
 fn insert_sql(rows: usize) -> String {
@@ -72,7 +94,7 @@ fn insert_sql(rows: usize) -> String {
 }
 
 /// The records: [`ROWS_PER_INSERT`] to a statement, the rest one by one.
-fn insert(s: &mut Statements<'_>, records: &[SpendRecord]) -> rusqlite::Result<()> {
+fn insert(s: &mut Statements<'_>, records: &[&SpendRecord]) -> rusqlite::Result<()> {
     let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
     for chunk in chunks.by_ref() {
         for (row, r) in chunk.iter().enumerate() {

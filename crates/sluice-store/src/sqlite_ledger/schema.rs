@@ -2,13 +2,16 @@
 //! `PRAGMA user_version`, and a newer one is refused. Versions: 1, the first schema; 2,
 //! `spend_log.batch_id` (the batch a record's request was a line of), added to a version-1
 //! file in place; 3, `spend_log.guardrails`; 4, `keys.guardrails` (a key's own guardrails,
-//! a JSON array of names), each added in place.
+//! a JSON array of names), each added in place; 5, a unique index on a batch line's
+//! `(batch_id, request_id)` (a line is charged once, see `batch`), added in place after
+//! renaming any earlier duplicate records of a line (`<request id>#<row id>`: they stay
+//! counted, as they were charged, and the index can be built).
 
 use crate::StoreError;
 use rusqlite::Connection;
 
 /// The schema this code reads and writes.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Creates the tables in a new file; checks the version of an existing one.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -49,18 +52,25 @@ fn migrate_version(conn: &Connection) -> Result<(), StoreError> {
             create_v1(conn)?;
             add_batch_id(conn)?;
             add_guardrails(conn)?;
-            add_key_guardrails(conn)
+            add_key_guardrails(conn)?;
+            add_line_index(conn)
         }
         1 => {
             add_batch_id(conn)?;
             add_guardrails(conn)?;
-            add_key_guardrails(conn)
+            add_key_guardrails(conn)?;
+            add_line_index(conn)
         }
         2 => {
             add_guardrails(conn)?;
-            add_key_guardrails(conn)
+            add_key_guardrails(conn)?;
+            add_line_index(conn)
         }
-        3 => add_key_guardrails(conn),
+        3 => {
+            add_key_guardrails(conn)?;
+            add_line_index(conn)
+        }
+        4 => add_line_index(conn),
         SCHEMA_VERSION => Ok(()),
         other => Err(StoreError::Unavailable(format!(
             "sqlite ledger schema version {other} is newer than this sluice ({SCHEMA_VERSION})"
@@ -92,6 +102,20 @@ fn add_key_guardrails(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "ALTER TABLE keys ADD COLUMN guardrails TEXT;
          PRAGMA user_version = 4;",
+    )?;
+    Ok(())
+}
+
+/// Version 5: a batch line's record at most once (earlier duplicates renamed first).
+fn add_line_index(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "UPDATE spend_log SET request_id = request_id || '#' || id
+             WHERE batch_id IS NOT NULL AND id NOT IN (
+                 SELECT min(id) FROM spend_log WHERE batch_id IS NOT NULL
+                     GROUP BY batch_id, request_id);
+         CREATE UNIQUE INDEX spend_log_batch_line ON spend_log (batch_id, request_id)
+             WHERE batch_id IS NOT NULL;
+         PRAGMA user_version = 5;",
     )?;
     Ok(())
 }
