@@ -19,10 +19,12 @@
 //! finds batches to run, holds their leases and stops them at shutdown), `forward` (a batch
 //! forwarded to a provider's own Batch API when every line's model is on one that has it:
 //! uploaded, polled, its results collected and charged at the batch price), `start` (which
-//! of the two ways a batch goes).
+//! of the two ways a batch goes), `fault` (a test hook that crashes the gateway between a
+//! line's charge and its result).
 
 pub mod api;
 pub mod executor;
+mod fault;
 mod forward;
 pub mod handle;
 mod input;

@@ -315,12 +315,14 @@ impl Run {
                     body: request.body,
                 };
                 let result = line::run(&state, &batches, line).await;
-                // The line's spend record is written before its result: a gateway killed
-                // between the two runs the line again (charged twice, see docs/batches.md)
-                // rather than keeping a result that was never charged.
+                // The line's spend record is made durable before its result is written: a
+                // gateway killed between the two runs the line again rather than keep a
+                // result never charged, and the ledger keeps one record per batch line
+                // (request id), so the run again is not charged twice (docs/batches.md).
                 if let Some(ledger) = &state.ledger {
                     ledger.flush().await;
                 }
+                super::fault::after_charge(number);
                 if let Err(e) = record(&batches, &batch_id, result).await {
                     tracing::warn!(batch = %batch_id, line = number, error = %e, "cannot record a batch line");
                 }

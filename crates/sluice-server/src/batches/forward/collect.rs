@@ -1,10 +1,12 @@
 //! A forwarded batch's results, collected when the upstream batch has ended: its output and
 //! error files read as they stream in, each line rewritten as sluice's own (its `id` and
 //! `custom_id` sluice's, the answer's `model` the one the client asked for) and recorded
-//! once in the batch's results; a line recorded for the first time that the upstream
-//! answered is charged then, at the batch price, with one spend record carrying the
-//! batch's id. A restart in the middle collects again: recorded lines are neither written
-//! nor charged twice.
+//! once in the batch's results. A line without a result yet that the upstream answered is
+//! charged first, at the batch price, with one spend record carrying the batch's id, made
+//! durable (the ledger flushed) before the result is recorded. A restart in the middle
+//! collects again: recorded lines are skipped, and a line charged whose result a crash kept
+//! from being recorded is charged again under the same request id, which the ledger keeps
+//! once (one record per batch line).
 
 use super::super::line::request_id;
 use super::super::runner::{record, Run};
@@ -18,7 +20,7 @@ use sluice_providers::Provider;
 use sluice_store::batches::{LineResult, Outcome};
 use sluice_store::{KeyRecord, SpendRecord};
 use sluice_types::Usage;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// A line of the upstream's output or error file.
@@ -76,6 +78,13 @@ impl Collector<'_> {
         let Some(api) = self.provider.batch_api() else {
             return Err(Failure::Refused("the provider has no batch API".into()));
         };
+        let store = &self.run.batches.store;
+        let mut done: HashSet<u64> = store
+            .done_lines(&self.run.batch.id)
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?
+            .into_iter()
+            .collect();
         for file in [&b.output_file_id, &b.error_file_id].into_iter().flatten() {
             let mut body = upstream::send(self.provider, api.content(file)).await?;
             let mut buf: Vec<u8> = Vec::new();
@@ -83,16 +92,17 @@ impl Collector<'_> {
                 buf.extend_from_slice(&data);
                 while let Some(at) = buf.iter().position(|&c| c == b'\n') {
                     let line: Vec<u8> = buf.drain(..=at).collect();
-                    self.line(&line).await?;
+                    self.line(&line, &mut done).await?;
                 }
             }
-            self.line(&buf).await?;
+            self.line(&buf, &mut done).await?;
         }
         Ok(())
     }
 
-    /// Records one upstream line (blank and unknown lines skipped).
-    async fn line(&self, text: &[u8]) -> Result<(), Failure> {
+    /// Charges and records one upstream line (blank and unknown lines, and lines in `done`,
+    /// those with a result, skipped).
+    async fn line(&self, text: &[u8], done: &mut HashSet<u64>) -> Result<(), Failure> {
         if text.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
@@ -106,6 +116,9 @@ impl Collector<'_> {
             tracing::warn!(batch = %self.run.batch.id, custom_id, "the upstream answered a line the batch does not have");
             return Ok(());
         };
+        if !done.insert(asked.line) {
+            return Ok(());
+        }
         let id = request_id(&self.run.batch.id, asked.line);
         let response = up.response.as_ref();
         let request_id = response
@@ -139,13 +152,17 @@ impl Collector<'_> {
             },
             text: serde_json::to_string(&line).unwrap_or_default(),
         };
-        let fresh = record(&self.run.batches, &self.run.batch.id, result)
-            .await
-            .map_err(Failure::Transient)?;
-        if let (true, Some(status), Some(body)) = (fresh, status, &body) {
+        if let (Some(status), Some(body)) = (status, &body) {
             self.charge(asked, status, body.get().as_bytes(), request_id)
                 .await;
+            if let Some(ledger) = &self.state.ledger {
+                ledger.flush().await;
+            }
+            super::super::fault::after_charge(asked.line);
         }
+        record(&self.run.batches, &self.run.batch.id, result)
+            .await
+            .map_err(Failure::Transient)?;
         Ok(())
     }
 
