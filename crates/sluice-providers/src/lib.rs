@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod anthropic;
+pub mod audio_duration;
 pub mod batch_api;
 mod call_order;
 pub mod chunks;
