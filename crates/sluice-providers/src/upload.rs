@@ -54,6 +54,15 @@ impl Upload {
         }
     }
 
+    /// Where its first file is spooled, once the upload has arrived whole (`None` while
+    /// it is still arriving, or without a file).
+    pub fn first_file(&self) -> Option<std::path::PathBuf> {
+        match &self.live {
+            Some(growing) => growing.first_file(),
+            None => self.files.first().map(|f| f.path.clone()),
+        }
+    }
+
     /// Whether the client asked for a stream (`stream=true`).
     pub fn stream(&self) -> bool {
         self.field("stream")

@@ -657,3 +657,176 @@ async fn a_cut_speech_stream_resets_the_http2_stream() {
         }
     }
 }
+
+/// A PCM WAV (8 kHz, mono, 16-bit) `ms` milliseconds long.
+fn wav_of(ms: u32) -> Vec<u8> {
+    let data = 16 * ms; // 16,000 bytes a second
+    let mut f = b"RIFF".to_vec();
+    f.extend_from_slice(&(36 + data).to_le_bytes());
+    f.extend_from_slice(b"WAVEfmt ");
+    f.extend_from_slice(&16u32.to_le_bytes());
+    f.extend_from_slice(&[1, 0, 1, 0]); // PCM, mono
+    f.extend_from_slice(&8_000u32.to_le_bytes());
+    f.extend_from_slice(&16_000u32.to_le_bytes());
+    f.extend_from_slice(&[2, 0, 16, 0]);
+    f.extend_from_slice(b"data");
+    f.extend_from_slice(&data.to_le_bytes());
+    f.resize(f.len() + data as usize, 0);
+    f
+}
+
+/// A FLAC stream's head: STREAMINFO saying `ms` milliseconds at 48 kHz.
+fn flac_of(ms: u64) -> Vec<u8> {
+    let mut f = b"fLaC\x80\x00\x00\x22".to_vec();
+    f.extend_from_slice(&[0x10, 0, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+    f.extend_from_slice(&((48_000u64 << 44) | (1 << 41) | (15 << 36) | (48 * ms)).to_be_bytes());
+    f.extend_from_slice(&[0; 16]);
+    f
+}
+
+/// MP3 frames (MPEG-1 layer III, 128 kb/s, 44.1 kHz: 417 bytes, 1,152 samples each).
+fn mp3_of(frames: usize) -> Vec<u8> {
+    let mut frame = vec![0xFF, 0xFB, 0x90, 0x00];
+    frame.resize(417, 0);
+    frame.repeat(frames)
+}
+
+/// An Ogg Opus stream whose last page's granule position says `ms` milliseconds.
+fn opus_of(ms: u64) -> Vec<u8> {
+    let page = |granule: u64, kind: u8, packet: &[u8]| {
+        let mut p = b"OggS\x00".to_vec();
+        p.push(kind);
+        p.extend_from_slice(&granule.to_le_bytes());
+        p.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p.push(u8::try_from(packet.len()).unwrap());
+        p.extend_from_slice(packet);
+        p
+    };
+    let head = b"OpusHead\x01\x01\x00\x00\x80\xbb\x00\x00\x00\x00\x00";
+    [page(0, 2, head), page(48 * ms, 4, &[0; 100])].concat()
+}
+
+/// An M4A: `ftyp`, `mdat`, then `moov/mvhd` saying `ms` milliseconds (time scale 1,000).
+fn m4a_of(ms: u32) -> Vec<u8> {
+    let boxed = |kind: &[u8], body: &[u8]| {
+        let mut b = u32::try_from(body.len() + 8)
+            .unwrap()
+            .to_be_bytes()
+            .to_vec();
+        b.extend_from_slice(kind);
+        b.extend_from_slice(body);
+        b
+    };
+    let mut mvhd = vec![0; 12];
+    mvhd.extend_from_slice(&1_000u32.to_be_bytes());
+    mvhd.extend_from_slice(&ms.to_be_bytes());
+    mvhd.resize(100, 0);
+    [
+        boxed(b"ftyp", b"M4A \0\0\0\0"),
+        boxed(b"mdat", &[0; 64]),
+        boxed(b"moov", &boxed(b"mvhd", &mvhd)),
+    ]
+    .concat()
+}
+
+/// A WebM: its EBML header, then a Segment whose Info says `ms` milliseconds.
+fn webm_of(ms: f64) -> Vec<u8> {
+    let mut f = vec![0x1A, 0x45, 0xDF, 0xA3, 0x87, 0x42, 0x82, 0x84];
+    f.extend_from_slice(b"webm");
+    let mut info = vec![0x2A, 0xD7, 0xB1, 0x83, 0x0F, 0x42, 0x40, 0x44, 0x89, 0x88];
+    info.extend_from_slice(&ms.to_bits().to_be_bytes());
+    f.extend_from_slice(&[0x18, 0x53, 0x80, 0x67, 0x80 | (info.len() as u8 + 5)]);
+    f.extend_from_slice(&[0x15, 0x49, 0xA9, 0x66, 0x80 | info.len() as u8]);
+    f.extend(info);
+    f
+}
+
+/// The spend record of the request answered `r`.
+async fn record_of(gw: &Gateway, r: &sluice_testkit::TestResponse) -> sluice_store::SpendRecord {
+    let id = r.header("x-request-id").unwrap().to_string();
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let records = ledger.export(0).await.unwrap();
+    records.into_iter().find(|x| x.request_id == id).unwrap()
+}
+
+#[tokio::test]
+async fn text_srt_and_vtt_transcriptions_are_priced_by_the_audios_own_length() {
+    let (_fake, gw) = media_gateway().await;
+    // 5 s of WAV at $0.006 a minute: $0.0005, in every format that carries no seconds.
+    for format in ["text", "srt", "vtt"] {
+        let body = form(
+            &[("model", "stt"), ("response_format", format)],
+            Some(("file", "lesson.wav", &wav_of(5_000))),
+        );
+        let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+        assert_eq!(r.status, 200, "{format}: {:?}", r.body);
+        assert_eq!(r.header("x-sluice-cost-usd"), Some("0.0005"), "{format}");
+        let rec = record_of(&gw, &r).await;
+        assert_eq!(rec.cost_nano_usd, 500_000, "{format}");
+        assert!(rec.usage_estimated, "{format}");
+    }
+    // The upstream's own seconds win where it sends them: json's usage (the fake counts
+    // 16,000 bytes a second, rounded up: 80,044 bytes is 6 s), verbose_json's duration.
+    let body = form(
+        &[("model", "stt"), ("response_format", "json")],
+        Some(("file", "lesson.wav", &wav_of(5_000))),
+    );
+    let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+    assert_eq!(r.header("x-sluice-cost-usd"), Some("0.0006"));
+    assert!(!record_of(&gw, &r).await.usage_estimated);
+    let body = form(
+        &[("model", "stt"), ("response_format", "verbose_json")],
+        Some(("file", "lesson.wav", &wav_of(5_000))),
+    );
+    let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+    assert!(!record_of(&gw, &r).await.usage_estimated);
+    // Each format's length read from its own header (a translation alike).
+    for (name, file, ms) in [
+        ("a.flac", flac_of(3_000), 3_000),
+        ("a.mp3", mp3_of(500), 500 * 1152 * 1000 / 44_100),
+        ("a.ogg", opus_of(4_000), 4_000),
+        ("a.m4a", m4a_of(2_500), 2_500),
+        ("a.webm", webm_of(7_000.0), 7_000),
+    ] {
+        for path in ["/v1/audio/transcriptions", "/v1/audio/translations"] {
+            let body = form(
+                &[("model", "stt"), ("response_format", "text")],
+                Some(("file", name, &file)),
+            );
+            let r = post_form(&gw, path, body).await;
+            assert_eq!(r.status, 200, "{name}: {:?}", r.body);
+            // $0.006 a minute is 100 nano-USD a millisecond.
+            let rec = record_of(&gw, &r).await;
+            assert_eq!(rec.cost_nano_usd, ms * 100, "{name} {path}");
+            assert!(rec.usage_estimated, "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_audio_file_is_priced_by_its_last_cue_in_srt_and_vtt() {
+    let (_fake, gw) = media_gateway().await;
+    let noise: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 13) as u8).collect();
+    // The fake's one cue ends at 00:00:01.000: 1 s, $0.0001.
+    for format in ["srt", "vtt"] {
+        let body = form(
+            &[("model", "stt"), ("response_format", format)],
+            Some(("file", "noise.wav", &noise)),
+        );
+        let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+        assert_eq!(r.status, 200, "{format}: {:?}", r.body);
+        assert_eq!(r.header("x-sluice-cost-usd"), Some("0.0001"), "{format}");
+        let rec = record_of(&gw, &r).await;
+        assert_eq!(rec.cost_nano_usd, 100_000, "{format}");
+        assert!(rec.usage_estimated, "{format}");
+    }
+    // `text` has no cues: nothing to price by the minute.
+    let body = form(
+        &[("model", "stt"), ("response_format", "text")],
+        Some(("file", "noise.wav", &noise)),
+    );
+    let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(record_of(&gw, &r).await.cost_nano_usd, 0);
+}

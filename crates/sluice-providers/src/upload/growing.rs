@@ -82,6 +82,18 @@ impl Growing {
         .await;
     }
 
+    /// Where its first file is spooled, once the upload has arrived whole.
+    pub fn first_file(&self) -> Option<std::path::PathBuf> {
+        let state = self.lock();
+        if !matches!(state.end, End::Whole) {
+            return None;
+        }
+        state.parts.iter().find_map(|p| match p {
+            Part::File(f, _) => Some(f.path.clone()),
+            Part::Field(..) => None,
+        })
+    }
+
     /// An upstream form of the upload (a `model` field first when given): of known length
     /// when the upload has arrived whole, else one that follows it.
     pub(super) fn body(self: &Arc<Self>, model: Option<&str>) -> std::io::Result<(String, Made)> {

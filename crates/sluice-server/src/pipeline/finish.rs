@@ -47,6 +47,9 @@ pub struct Outcome {
     pub native: bool,
     /// The deployment that answered is its route's canary candidate.
     pub canary: bool,
+    /// The answer's usage is sluice's reading, not the upstream's (a transcription's
+    /// seconds read from its audio file or its cues, see `audio_length`).
+    pub usage_estimated: bool,
 }
 
 /// The guard of one request. See the module docs.

@@ -14,6 +14,7 @@
 mod answer;
 mod attempt;
 mod audio_cache;
+mod audio_length;
 pub mod auth;
 mod cache;
 mod degraded;
@@ -274,7 +275,12 @@ async fn answer(
     }
     let answer = guard_answer(state, guarded, (op, first.model()), answer, finish).await;
     finish.note_guardrails(guarded.summary());
-    answer
+    match op {
+        Operation::Transcription | Operation::Translation => {
+            audio_length::fill(upload, answer, finish).await
+        }
+        _ => answer,
+    }
 }
 
 /// The request's body: an upload spooled as it arrives (with the rest of it still to read
@@ -646,7 +652,7 @@ fn whole_ending(finish: &Finish, status: u16, usage: Option<Usage>) -> Ending {
         Some(usage) => Ending {
             status,
             usage,
-            estimated: false,
+            estimated: finish.outcome.usage_estimated,
             ttft: None,
         },
         None if finish.answered_upstream(status) => Ending {
