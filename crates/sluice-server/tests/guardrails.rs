@@ -554,3 +554,93 @@ apply_to = "answers"
     assert!(!r.text().contains("sk-proj-"), "{}", r.text());
     assert_eq!(error.unwrap()["code"], "guardrail_blocked");
 }
+
+/// An upstream that sends text, then two whole calls in one chunk (as converted Gemini and
+/// some OpenAI-compatible servers do), the first longer than the hold-back window: the text
+/// goes out before the calls, each call keeps its id and name ahead of its arguments, its
+/// arguments whole and in order, and the card in them is redacted.
+#[tokio::test]
+async fn calls_sharing_a_chunk_stay_whole_and_in_order() {
+    let long = "x".repeat(300);
+    let first = format!(r#"{{"note": "{long}", "card": "4111 1111 1111 1111"}}"#);
+    let second = r#"{"city": "Paris"}"#;
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        json!({"id": "chatcmpl-two", "object": "chat.completion.chunk", "created": 1,
+               "model": "upstream-m",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let events = [
+        chunk(json!({"role": "assistant", "content": "Checking."}), None),
+        chunk(
+            json!({"tool_calls": [
+                {"index": 0, "id": "call_0", "type": "function",
+                 "function": {"name": "note", "arguments": first}},
+                {"index": 1, "id": "call_1", "type": "function",
+                 "function": {"name": "weather", "arguments": second}}]}),
+            None,
+        ),
+        chunk(json!({}), Some("tool_calls")),
+    ];
+    let body: String = events
+        .iter()
+        .map(|e| format!("data: {e}\n\n"))
+        .chain(std::iter::once("data: [DONE]\n\n".to_string()))
+        .collect();
+    let (addr, _) = fake_provider(move |_| {
+        use http_body_util::BodyExt;
+        let body = http_body_util::Full::new(bytes::Bytes::from(body.clone())).boxed();
+        (200, "text/event-stream", body)
+    })
+    .await;
+    let guards = "\n[[guardrails]]\nname = \"out\"\ndetectors = [\"card\"]\naction = \"redact\"\napply_to = \"answers\"\n";
+    let toml = config_for(&format!("http://{addr}/v1"), "").replace(
+        "price = { input = 1.0, output = 2.0 }",
+        "price = { input = 1.0, output = 2.0 }\nguardrails = [\"out\"]",
+    ) + guards;
+    let gw = start_with(&toml).await;
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "go"}]})
+            .to_string(),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("4111"), "{}", r.text());
+    // Walk the stream as a client does: text, then per call its header before any argument.
+    let mut order = Vec::new();
+    let mut args: Vec<String> = vec![String::new(); 2];
+    for data in r.text().lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        let delta = &v["choices"][0]["delta"];
+        if delta["content"].as_str().is_some_and(|t| !t.is_empty()) {
+            order.push("text".to_string());
+        }
+        for c in delta["tool_calls"].as_array().into_iter().flatten() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            if let Some(name) = c["function"]["name"].as_str() {
+                order.push(format!("begin {name}"));
+            } else {
+                assert!(
+                    order.contains(&format!("begin {}", ["note", "weather"][i])),
+                    "arguments of call {i} before its name: {}",
+                    r.text()
+                );
+            }
+            args[i].push_str(c["function"]["arguments"].as_str().unwrap_or_default());
+        }
+    }
+    assert_eq!(
+        order,
+        ["text", "begin note", "begin weather"],
+        "{}",
+        r.text()
+    );
+    let note: serde_json::Value = serde_json::from_str(&args[0]).unwrap();
+    assert_eq!(note, json!({"note": long, "card": "[CARD_1]"}));
+    assert_eq!(args[1], second);
+}

@@ -186,11 +186,13 @@ impl EventFilter {
         if !self.blocked {
             self.validated();
         }
-        let findings: Vec<Finding> = self
-            .held
-            .iter_mut()
-            .flat_map(|h| h.holdback.take_findings())
-            .collect();
+        let mut findings = Vec::new();
+        for h in &mut self.held {
+            findings.extend(h.holdback.take_findings());
+            for (_, call) in &mut h.calls {
+                findings.extend(call.take_findings());
+            }
+        }
         self.count(findings);
     }
 
@@ -261,6 +263,17 @@ impl EventFilter {
             let has_content = holder.get(key).is_some();
             let finishes = !entry["finish_reason"].is_null();
             let says_more = content.as_deref().is_some_and(|t| !t.is_empty());
+            let has_calls = entry["delta"]["tool_calls"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty());
+            if has_calls && pieces == Pieces::Chat {
+                // Text held back before a call goes out before it.
+                match self.held(index).holdback.finish() {
+                    Ok(text) if !text.is_empty() => before.push((index, None, text)),
+                    Ok(_) => {}
+                    Err(f) => return self.block(f),
+                }
+            }
             let calls = match pieces {
                 Pieces::Chat => self.hold_calls(index, &mut entry, says_more || finishes),
                 Pieces::Text => Ok(Vec::new()),
@@ -419,6 +432,10 @@ impl EventFilter {
 
 /// [`EventFilter::hold_calls`] on `held`, the choice's hold-backs; what the finished
 /// calls' hold-backs found is added to `found`.
+///
+/// A call ends when another one comes: its held-back rest goes with its own piece when it
+/// has one earlier in this entry (its id and name, and what was released of it, are there),
+/// else out before this entry (its pieces came in earlier chunks).
 fn hold_calls_of(
     held: &mut Held,
     entry: &mut Value,
@@ -426,48 +443,57 @@ fn hold_calls_of(
     found: &mut Vec<Finding>,
 ) -> Result<Vec<(u64, String)>, Finding> {
     let mut rests = Vec::new();
-    if let Some(calls) = entry["delta"]["tool_calls"].as_array_mut() {
-        for (position, call) in calls.iter_mut().enumerate() {
-            let at = call["index"].as_u64().unwrap_or(position as u64);
-            rests.extend(release_calls(&mut held.calls, Some(at), found)?);
-            let Some(piece) = call["function"]["arguments"].as_str() else {
-                continue;
-            };
-            let i = match held.calls.iter().position(|(c, _)| *c == at) {
-                Some(i) => i,
-                None => {
-                    let fresh = held.holdback.sibling();
-                    held.calls.push((at, fresh));
-                    held.calls.len() - 1
-                }
-            };
-            let released = held.calls[i].1.push(piece)?;
-            call["function"]["arguments"] = Value::String(released);
+    let empty = &mut Vec::new();
+    let calls = entry["delta"]["tool_calls"].as_array_mut().unwrap_or(empty);
+    // The calls of this entry, by position: (call index, position).
+    let mut here: Vec<(u64, usize)> = Vec::new();
+    for position in 0..calls.len() {
+        let at = calls[position]["index"].as_u64().unwrap_or(position as u64);
+        for (call, rest) in release_calls(&mut held.calls, Some(at), found)? {
+            match here.iter().find(|(c, _)| *c == call) {
+                Some(&(_, earlier)) => append_arguments(&mut calls[earlier], &rest),
+                None => rests.push((call, rest)),
+            }
         }
+        here.push((at, position));
+        let Some(piece) = calls[position]["function"]["arguments"].as_str() else {
+            continue;
+        };
+        let i = match held.calls.iter().position(|(c, _)| *c == at) {
+            Some(i) => i,
+            None => {
+                let fresh = held.holdback.sibling();
+                held.calls.push((at, fresh));
+                held.calls.len() - 1
+            }
+        };
+        let pushed = held.calls[i].1.push(piece);
+        found.extend(held.calls[i].1.take_findings());
+        calls[position]["function"]["arguments"] = Value::String(pushed?);
     }
     if !ends_calls {
         return Ok(rests);
     }
-    // The calls end here: what this entry carries of them goes out with it, whole.
-    if let Some(calls) = entry["delta"]["tool_calls"].as_array_mut() {
-        for (position, call) in calls.iter_mut().enumerate() {
-            let at = call["index"].as_u64().unwrap_or(position as u64);
-            let Some(i) = held.calls.iter().position(|(c, _)| *c == at) else {
-                continue;
-            };
-            let (_, mut holdback) = held.calls.remove(i);
-            let rest = holdback.finish()?;
-            found.extend(holdback.take_findings());
-            let piece = call["function"]["arguments"].as_str().unwrap_or_default();
-            call["function"]["arguments"] = Value::String(format!("{piece}{rest}"));
+    // The calls end here: each rest goes with the call's last piece in this entry, or
+    // before the entry.
+    for (call, rest) in release_calls(&mut held.calls, None, found)? {
+        match here.iter().rev().find(|(c, _)| *c == call) {
+            Some(&(_, last)) => append_arguments(&mut calls[last], &rest),
+            None => rests.push((call, rest)),
         }
     }
-    rests.extend(release_calls(&mut held.calls, None, found)?);
     Ok(rests)
 }
 
+/// Appends `rest` to a tool-call entry's `function.arguments`.
+fn append_arguments(call: &mut Value, rest: &str) {
+    let piece = call["function"]["arguments"].as_str().unwrap_or_default();
+    call["function"]["arguments"] = Value::String(format!("{piece}{rest}"));
+}
+
 /// The held-back rests of `calls` other than `except` (all of them for `None`), in the
-/// order the calls came; those calls are done, and what they found is added to `found`.
+/// order the calls came; those calls are done, and what they found (a block's findings
+/// too) is added to `found`.
 fn release_calls(
     calls: &mut Vec<(u64, Holdback)>,
     except: Option<u64>,
@@ -475,19 +501,25 @@ fn release_calls(
 ) -> Result<Vec<(u64, String)>, Finding> {
     let mut rests = Vec::new();
     let mut kept = Vec::new();
+    let mut blocked = None;
     for (call, mut holdback) in std::mem::take(calls) {
-        if Some(call) == except {
+        if Some(call) == except || blocked.is_some() {
             kept.push((call, holdback));
             continue;
         }
-        let rest = holdback.finish()?;
+        let rest = holdback.finish();
         found.extend(holdback.take_findings());
-        if !rest.is_empty() {
-            rests.push((call, rest));
+        match rest {
+            Ok(rest) if !rest.is_empty() => rests.push((call, rest)),
+            Ok(_) => {}
+            Err(f) => blocked = Some(f),
         }
     }
     *calls = kept;
-    Ok(rests)
+    match blocked {
+        Some(f) => Err(f),
+        None => Ok(rests),
+    }
 }
 
 /// Whether a choice's entry says more than its content: a role, tool calls.
