@@ -643,4 +643,12 @@ async fn calls_sharing_a_chunk_stay_whole_and_in_order() {
     let note: serde_json::Value = serde_json::from_str(&args[0]).unwrap();
     assert_eq!(note, json!({"note": long, "card": "[CARD_1]"}));
     assert_eq!(args[1], second);
+    // The card is counted once.
+    let metrics = get(&gw.url("/metrics")).await.unwrap().text();
+    assert!(
+        metrics.contains(
+            r#"sluice_guardrail_findings_total{guardrail="out",detector="card",action="redact"} 1"#
+        ),
+        "{metrics}"
+    );
 }
