@@ -675,12 +675,19 @@ fn wav_of(ms: u32) -> Vec<u8> {
     f
 }
 
-/// A FLAC stream's head: STREAMINFO saying `ms` milliseconds at 48 kHz.
+/// The bytes a file of `ms` milliseconds takes at least: past what its size holds at
+/// 1 kbit/s, a length is not believed.
+fn room_for(ms: u64) -> usize {
+    usize::try_from(ms / 8).unwrap() + 64
+}
+
+/// A FLAC stream: STREAMINFO saying `ms` milliseconds at 48 kHz, then room for its frames.
 fn flac_of(ms: u64) -> Vec<u8> {
     let mut f = b"fLaC\x80\x00\x00\x22".to_vec();
     f.extend_from_slice(&[0x10, 0, 0x10, 0, 0, 0, 0, 0, 0, 0]);
     f.extend_from_slice(&((48_000u64 << 44) | (1 << 41) | (15 << 36) | (48 * ms)).to_be_bytes());
     f.extend_from_slice(&[0; 16]);
+    f.resize(f.len() + room_for(ms), 0);
     f
 }
 
@@ -703,11 +710,18 @@ fn opus_of(ms: u64) -> Vec<u8> {
         p
     };
     let head = b"OpusHead\x01\x01\x00\x00\x80\xbb\x00\x00\x00\x00\x00";
-    [page(0, 2, head), page(48 * ms, 4, &[0; 100])].concat()
+    let middle = page(24 * ms, 0, &[0; 255]).repeat(room_for(ms) / 255 + 1);
+    [page(0, 2, head), middle, page(48 * ms, 4, &[0; 100])].concat()
 }
 
 /// An M4A: `ftyp`, `mdat`, then `moov/mvhd` saying `ms` milliseconds (time scale 1,000).
 fn m4a_of(ms: u32) -> Vec<u8> {
+    m4a_saying(0, &[0; 8], &ms.to_be_bytes(), room_for(ms.into()))
+}
+
+/// An M4A whose `mvhd` (of `version`) has `times` and then `duration` at time scale 1,000,
+/// after `mdat` bytes of media data.
+fn m4a_saying(version: u8, times: &[u8], duration: &[u8], mdat: usize) -> Vec<u8> {
     let boxed = |kind: &[u8], body: &[u8]| {
         let mut b = u32::try_from(body.len() + 8)
             .unwrap()
@@ -717,13 +731,14 @@ fn m4a_of(ms: u32) -> Vec<u8> {
         b.extend_from_slice(body);
         b
     };
-    let mut mvhd = vec![0; 12];
+    let mut mvhd = vec![version, 0, 0, 0];
+    mvhd.extend_from_slice(times);
     mvhd.extend_from_slice(&1_000u32.to_be_bytes());
-    mvhd.extend_from_slice(&ms.to_be_bytes());
-    mvhd.resize(100, 0);
+    mvhd.extend_from_slice(duration);
+    mvhd.resize(112, 0);
     [
         boxed(b"ftyp", b"M4A \0\0\0\0"),
-        boxed(b"mdat", &[0; 64]),
+        boxed(b"mdat", &vec![0; mdat]),
         boxed(b"moov", &boxed(b"mvhd", &mvhd)),
     ]
     .concat()
@@ -738,6 +753,7 @@ fn webm_of(ms: f64) -> Vec<u8> {
     f.extend_from_slice(&[0x18, 0x53, 0x80, 0x67, 0x80 | (info.len() as u8 + 5)]);
     f.extend_from_slice(&[0x15, 0x49, 0xA9, 0x66, 0x80 | info.len() as u8]);
     f.extend(info);
+    f.resize(f.len() + room_for(ms as u64), 0);
     f
 }
 
@@ -828,5 +844,32 @@ async fn an_unreadable_audio_file_is_priced_by_its_last_cue_in_srt_and_vtt() {
     );
     let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
     assert_eq!(r.status, 200);
+    assert_eq!(record_of(&gw, &r).await.cost_nano_usd, 0);
+}
+
+#[tokio::test]
+async fn a_forged_audio_length_is_not_priced() {
+    let (_fake, gw) = media_gateway().await;
+    // An M4A claiming u64::MAX milliseconds (a version 1 mvhd): past 48 hours and past what
+    // its 100 kB hold, so not believed. `srt` and `vtt` go by the fake's cue (1 s, $0.0001);
+    // `text` has nothing left to go by.
+    let forged = m4a_saying(1, &[0; 16], &u64::MAX.to_be_bytes(), 100_000);
+    for (format, cost) in [("srt", 100_000), ("vtt", 100_000), ("text", 0)] {
+        let body = form(
+            &[("model", "stt"), ("response_format", format)],
+            Some(("file", "forged.m4a", &forged)),
+        );
+        let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+        assert_eq!(r.status, 200, "{format}: {:?}", r.body);
+        assert_eq!(record_of(&gw, &r).await.cost_nano_usd, cost, "{format}");
+    }
+    // 47 hours is believed only in a file big enough to hold it at 1 kbit/s (21 MB).
+    let hours_47 = (47 * 3_600_000u32).to_be_bytes();
+    let small = m4a_saying(0, &[0; 8], &hours_47, 100_000);
+    let body = form(
+        &[("model", "stt"), ("response_format", "text")],
+        Some(("file", "small.m4a", &small)),
+    );
+    let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
     assert_eq!(record_of(&gw, &r).await.cost_nano_usd, 0);
 }

@@ -458,7 +458,7 @@ impl Tab {
             image_quality: asked.and_then(|a| a.image_quality.as_deref()),
             request: true,
         };
-        tokens + price.units_nano_usd(&billed)
+        tokens.saturating_add(price.units_nano_usd(&billed))
     }
 
     /// Hands the limiter the actual tokens and cost (once).

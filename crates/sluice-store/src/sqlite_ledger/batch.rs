@@ -257,12 +257,13 @@ impl<'a> BatchSums<'a> {
         s.cached_tokens += r.cached_tokens;
         s.cache_write_tokens += r.cache_write_tokens;
         s.reasoning_tokens += r.reasoning_tokens;
-        s.cost_nano_usd += r.cost_nano_usd;
+        s.cost_nano_usd = s.cost_nano_usd.saturating_add(r.cost_nano_usd);
         s.latency_ms_sum += r.latency_ms;
         if let (Some(id), true) = (&r.key_id, r.cost_nano_usd > 0) {
             for period in [BudgetPeriod::Total, BudgetPeriod::Day, BudgetPeriod::Month] {
                 let (window, _) = period.window(r.ts_ms);
-                *self.windows.entry((id, window)).or_default() += r.cost_nano_usd;
+                let w = self.windows.entry((id, window)).or_default();
+                *w = w.saturating_add(r.cost_nano_usd);
             }
         }
     }
