@@ -872,4 +872,13 @@ async fn a_forged_audio_length_is_not_priced() {
     );
     let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
     assert_eq!(record_of(&gw, &r).await.cost_nano_usd, 0);
+    // A file claiming less than its cues: the cues (the upstream's) set the floor.
+    for format in ["srt", "vtt"] {
+        let body = form(
+            &[("model", "stt"), ("response_format", format)],
+            Some(("file", "short.m4a", &m4a_of(1))),
+        );
+        let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+        assert_eq!(record_of(&gw, &r).await.cost_nano_usd, 100_000, "{format}");
+    }
 }

@@ -4,7 +4,7 @@
 //! format reads only what it needs, a few reads of at most 64 KiB, bar an MP3 without a
 //! Xing or VBRI header, whose frames are counted (their headers read, their data skipped):
 //!
-//! - WAV: the `data` chunk's size over `fmt `'s byte rate (`riff`);
+//! - WAV: the `data` chunk's size over `fmt `'s sample rate times block size (`riff`);
 //! - FLAC: STREAMINFO's total samples over its sample rate (`flac`);
 //! - MP3: the Xing/Info or VBRI header's frame count, else the frames counted (`mp3`);
 //! - Ogg Vorbis and Opus: the last page's granule position over the rate (Opus: 48 kHz,

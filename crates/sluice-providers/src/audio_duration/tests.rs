@@ -48,6 +48,11 @@ fn wav_reads_its_data_size_over_its_byte_rate() {
     // A streaming recorder's sizes: the bytes to the end count.
     assert_eq!(ms(wav(8_000, 3, Some(u32::MAX))), Some(3_000));
     assert_eq!(ms(wav(16_000, 1, Some(0))), Some(1_000));
+    // A forged byte-rate field does not shorten it: the rate comes from rate × block size.
+    let mut forged = wav(8_000, 2, None);
+    let at = forged.windows(4).position(|w| w == b"fmt ").unwrap() + 16;
+    forged[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(ms(forged), Some(2_000));
 }
 
 /// A FLAC stream: `fLaC` and its STREAMINFO block (no frames needed).

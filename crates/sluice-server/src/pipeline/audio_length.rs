@@ -2,7 +2,8 @@
 //! does not say (`text`, `srt` and `vtt` answers carry no `usage` or `duration`), so that an
 //! `audio_minute` price still applies: read from the uploaded file itself
 //! ([`sluice_providers::audio_duration`]: WAV, FLAC, MP3, Ogg Vorbis/Opus, MP4/M4A, WebM),
-//! else, for an `srt` or `vtt` answer, the end of its last cue. A length past
+//! and, for an `srt` or `vtt` answer, the end of its last cue (the longer of the two: the
+//! file's header is the client's to write, the cues the upstream's). A length past
 //! [`MAX_MS`], or past what the file's size holds at [`MIN_BYTES_A_SECOND`], is a forged or
 //! broken header and is not used. The spend record says the usage was estimated.
 
@@ -56,8 +57,8 @@ pub async fn fill(
     })
 }
 
-/// The audio's length: from its file (read on a blocking thread), else from the cues of an
-/// `srt` or `vtt` answer; lengths past what the file can hold dropped.
+/// The audio's length: the longer of its file's (read on a blocking thread) and, for an
+/// `srt` or `vtt` answer, its last cue's end; lengths past what the file can hold dropped.
 async fn length_ms(upload: &Upload, body: &[u8]) -> Option<u64> {
     let (from_file, size) = match upload.first_file() {
         Some(path) => tokio::task::spawn_blocking(move || {
@@ -78,5 +79,5 @@ async fn length_ms(upload: &Upload, body: &[u8]) -> Option<u64> {
     };
     let from_file = from_file.filter(|&ms| ms <= cap);
     let cued = cued.filter(|&ms| ms <= MAX_MS);
-    from_file.or(cued)
+    from_file.max(cued)
 }
