@@ -24,5 +24,8 @@ fn timestamp_ms(t: &str) -> Option<u64> {
     if parts.next().is_some() || seconds >= 60 || minutes >= 60 {
         return None;
     }
-    Some(((hours * 60 + minutes) * 60 + seconds) * 1000 + millis)
+    // An hour past any real transcript's (a forged or corrupt cue) must not overflow.
+    hours
+        .checked_mul(3_600_000)?
+        .checked_add((minutes * 60 + seconds) * 1000 + millis)
 }

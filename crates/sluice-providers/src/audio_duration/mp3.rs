@@ -83,7 +83,9 @@ pub(super) fn frame(h: [u8; 4]) -> Option<Frame> {
 pub(super) fn ms<R: Read + Seek>(r: &mut R, len: u64) -> Option<u64> {
     let start = after_id3(r)?;
     let (at, first) = first_frame(r, start, len)?;
-    if let Some(frames) = xing_frames(r, at, first).or_else(|| vbri_frames(r, at)) {
+    // A count of 0 says nothing: the frames are counted instead.
+    let counted = xing_frames(r, at, first).or_else(|| vbri_frames(r, at));
+    if let Some(frames) = counted.filter(|&n| n > 0) {
         return ms_of(u64::from(frames) * first.samples, first.rate);
     }
     ms_of(count_samples(r, at, len)?, first.rate)

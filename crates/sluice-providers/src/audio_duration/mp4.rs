@@ -22,13 +22,13 @@ pub(super) fn ms<R: Read + Seek>(r: &mut R, len: u64) -> Option<u64> {
 /// The body (its start and end) of the first box of type `kind` between `at` and `end`.
 fn find<R: Read + Seek>(r: &mut R, mut at: u64, end: u64, kind: &[u8; 4]) -> Option<(u64, u64)> {
     for _ in 0..MAX_BOXES {
-        if at + 8 > end {
+        if at.checked_add(8).is_none_or(|e| e > end) {
             return None;
         }
         let h: [u8; 8] = read_at(r, at)?;
         let (size, header) = match be32(&h[..4]) {
             // A 64-bit size follows the type.
-            1 => (be64(&read_at::<_, 8>(r, at + 8)?), 16),
+            1 => (be64(&read_at::<_, 8>(r, at.checked_add(8)?)?), 16),
             // To the end of the enclosing box (or file).
             0 => (end - at, 8),
             s => (u64::from(s), 8),
@@ -37,9 +37,9 @@ fn find<R: Read + Seek>(r: &mut R, mut at: u64, end: u64, kind: &[u8; 4]) -> Opt
             return None;
         }
         if &h[4..8] == kind {
-            return Some((at + header, (at + size).min(end)));
+            return Some((at + header, at.saturating_add(size).min(end)));
         }
-        at += size;
+        at = at.checked_add(size)?;
     }
     None
 }

@@ -283,3 +283,45 @@ fn cues_end_where_the_last_one_does() {
     assert_eq!(last_cue_end_ms(b"just text, no cues"), None);
     assert_eq!(last_cue_end_ms(b"00:00:00,000 --> 99:99"), None);
 }
+
+#[test]
+fn hostile_sizes_and_counts_neither_overflow_nor_mislead() {
+    // MP4: a 64-bit box size that runs past u64::MAX, as the box sought and as one skipped.
+    let mut huge = 1u32.to_be_bytes().to_vec();
+    huge.extend_from_slice(b"moov");
+    huge.extend_from_slice(&(u64::MAX - 4).to_be_bytes());
+    let mut f = mp4_box(b"ftyp", b"M4A \0\0\0\0");
+    f.extend_from_slice(&huge);
+    assert_eq!(ms(f.clone()), None);
+    f[20..24].copy_from_slice(b"mdat");
+    assert_eq!(ms(f), None);
+    // A version 1 mvhd with the largest duration reads as such (the gateway caps it).
+    let mut mvhd = vec![1u8, 0, 0, 0];
+    mvhd.extend_from_slice(&[0; 16]);
+    mvhd.extend_from_slice(&1000u32.to_be_bytes());
+    mvhd.extend_from_slice(&u64::MAX.to_be_bytes());
+    mvhd.resize(112, 0);
+    let mut f = mp4_box(b"ftyp", b"M4A \0\0\0\0");
+    f.extend(mp4_box(b"moov", &mp4_box(b"mvhd", &mvhd)));
+    assert_eq!(ms(f), Some(u64::MAX));
+    // WebM: a Duration past what a u64 holds is no length, not u64::MAX.
+    let info = ebml(&[0x44, 0x89], &1e30f64.to_bits().to_be_bytes());
+    assert_eq!(ms(webm(&info)), None);
+    // A cue hour whose milliseconds overflow is no cue.
+    let cue = format!("00:00:00,000 --> {}:00:00,000\n", u64::MAX / 1000);
+    assert_eq!(last_cue_end_ms(cue.as_bytes()), None);
+    assert_eq!(
+        last_cue_end_ms(b"00:00:00,000 --> 5:00:00,000\n"),
+        Some(18_000_000)
+    );
+}
+
+#[test]
+fn mp3_with_a_zero_frame_count_has_its_frames_counted() {
+    let mut f = frames(MPEG1_L3, 417, 10);
+    // A Xing header after the side info (32 bytes), its frame count flagged but 0.
+    f[36..40].copy_from_slice(b"Xing");
+    f[40..44].copy_from_slice(&1u32.to_be_bytes());
+    f[44..48].copy_from_slice(&0u32.to_be_bytes());
+    assert_eq!(ms(f), Some(10 * 1152 * 1000 / 44_100));
+}

@@ -33,7 +33,7 @@ pub(super) fn ms<R: Read + Seek>(r: &mut R, len: u64) -> Option<u64> {
         let (id, n) = vint(body.get(at..)?, true)?;
         let (size, m) = vint(body.get(at + n..)?, false)?;
         let start = at + n + m;
-        let data = body.get(start..start + usize::try_from(size).ok()?)?;
+        let data = body.get(start..)?.get(..usize::try_from(size).ok()?)?;
         match id {
             TIMECODE_SCALE => {
                 scale = data.iter().fold(0u64, |v, &b| (v << 8) | u64::from(b)) as f64
@@ -50,7 +50,8 @@ pub(super) fn ms<R: Read + Seek>(r: &mut R, len: u64) -> Option<u64> {
         at = start + data.len();
     }
     let ms = ticks? * scale / 1e6;
-    (ms.is_finite() && ms > 0.0).then(|| ms.round() as u64)
+    // Past what a u64 holds is no length (`as` would saturate it to u64::MAX).
+    (ms.is_finite() && ms > 0.0 && ms < u64::MAX as f64).then(|| ms.round() as u64)
 }
 
 /// The first element `id` between `at` and `end`, its siblings skipped by their sizes.
