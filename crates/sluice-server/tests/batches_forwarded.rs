@@ -520,3 +520,39 @@ async fn a_collect_cut_midway_is_taken_again_without_charging_twice() {
     let spend = spend_of(&gw, &id).await;
     assert_eq!(spend.len(), 7, "{spend:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_repeats_its_request_id_has_every_line_charged() {
+    let (native, plain) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    native.set_batch_outcome(BatchOutcome::Complete { after_polls: 1 });
+    let dir = data_dir("same-request-id");
+    let gw = gateway(&dir, &native, &plain).await;
+    // Three lines answered with an empty request id, three with the same one.
+    let input: Vec<String> = (0..6)
+        .map(|i| {
+            let given = if i < 3 { "" } else { "req_same" };
+            chat_line(
+                &format!("s-{i}"),
+                "gpt",
+                json!({"x_fake": {"request_id": given}}),
+            )
+        })
+        .collect();
+    let id = batch_of(&gw, MASTER, &input).await;
+    let b = wait_for(&gw, MASTER, &id, |s| s == "completed").await;
+    // The result lines keep the upstream's request id.
+    let out = lines(&gw, MASTER, &b["output_file_id"]).await;
+    let given: Vec<&str> = out
+        .iter()
+        .map(|l| l["response"]["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(given, ["", "", "", "req_same", "req_same", "req_same"]);
+    // Each line charged, under sluice's own line id.
+    let spend = spend_of(&gw, &id).await;
+    assert_eq!(spend.len(), 6, "{spend:?}");
+    let mut ids: Vec<&str> = spend.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort_unstable();
+    let suffix = id.strip_prefix("batch_").unwrap();
+    let want: Vec<String> = (0..6).map(|i| format!("batch_req_{suffix}_{i}")).collect();
+    assert_eq!(ids, want, "{spend:?}");
+}

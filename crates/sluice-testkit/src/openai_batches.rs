@@ -9,7 +9,8 @@
 //! failed or expired at the poll that reaches its `after_polls` (in progress before). Its
 //! lines are answered then, each as the fake answers that endpoint (chat completions and
 //! embeddings); a line whose body has an `x_fake` with a `status` is answered with that
-//! status and an error body, into the error file. An expired batch answers its first half
+//! status and an error body, into the error file, and one with an `x_fake` `request_id`
+//! gets that `request_id` (as an upstream that repeats or blanks it does). An expired batch answers its first half
 //! and reports the rest `batch_expired`. A cancelled batch is `cancelling`, then
 //! `cancelled` at the next poll with no line run.
 
@@ -391,7 +392,10 @@ impl State {
     fn answer(&self, line: &str) -> (bool, String) {
         let v: Value = serde_json::from_str(line).unwrap_or_default();
         let body = &v["body"];
-        let request_id = self.id("req_");
+        let request_id = match body["x_fake"]["request_id"].as_str() {
+            Some(given) => given.to_string(),
+            None => self.id("req_"),
+        };
         let failed = body["x_fake"]["status"].as_u64().filter(|s| *s >= 400);
         let (status, answer) = match (failed, v["url"].as_str()) {
             (Some(s), _) => (

@@ -5,8 +5,9 @@
 //! charged first, at the batch price, with one spend record carrying the batch's id, made
 //! durable (the ledger flushed) before the result is recorded. A restart in the middle
 //! collects again: recorded lines are skipped, and a line charged whose result a crash kept
-//! from being recorded is charged again under the same request id, which the ledger keeps
-//! once (one record per batch line).
+//! from being recorded is charged again under the same request id, sluice's line id
+//! (`batch_req_<batch>_<line>`, never the upstream's, which need not be unique), which the
+//! ledger keeps once (one record per batch line).
 
 use super::super::line::request_id;
 use super::super::runner::{record, Run};
@@ -153,7 +154,10 @@ impl Collector<'_> {
             text: serde_json::to_string(&line).unwrap_or_default(),
         };
         if let (Some(status), Some(body)) = (status, &body) {
-            self.charge(asked, status, body.get().as_bytes(), request_id)
+            // Charged under sluice's line id: the upstream's `request_id` (kept in the
+            // result line) may be empty or the same on every line, and the ledger keeps one
+            // record per (batch, request id).
+            self.charge(asked, status, body.get().as_bytes(), id.clone())
                 .await;
             if let Some(ledger) = &self.state.ledger {
                 ledger.flush().await;
