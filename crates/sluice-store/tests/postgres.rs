@@ -1301,3 +1301,41 @@ async fn reports_from_partial_days_and_rollups_equal_the_raw_sums() {
     let ledger = sluice_store::Ledger::Postgres(db.open(options()));
     common::split_reports::check(&ledger).await;
 }
+
+#[tokio::test]
+async fn a_version_4_ledger_of_many_batch_lines_migrates_in_seconds_on_little_work_mem() {
+    let t = TestDb::new();
+    let ledger = t.open(options());
+    ledger.record(line_rec(0, unix_now_ms()));
+    ledger.flush().await;
+    drop(ledger);
+    // Version 4 with 40,000 batch lines, each one record: the rename's lookup of each line's
+    // first record must not scan a list of all of them per row (a NOT IN subplan does once it
+    // outgrows work_mem: 800 million comparisons).
+    let db = t.client().await;
+    db.batch_execute(
+        "DROP INDEX spend_log_batch_line;
+         INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint, route, model,
+             provider, status, prompt_tokens, completion_tokens, cached_tokens,
+             cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache,
+             attempts, stream, usage_estimated, batch_id, guardrails)
+         SELECT ts_ms, 'batch_req_x_' || g, key_id, key_name, endpoint, route, model, provider,
+             status, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
+             reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache, attempts, stream,
+             usage_estimated, batch_id, guardrails
+         FROM spend_log, generate_series(1, 40000) g;
+         ANALYZE spend_log;
+         UPDATE sluice_schema SET version = 4;",
+    )
+    .await
+    .expect("back to version 4");
+    let small = format!("{}%20-cwork_mem%3D64kB", t.url);
+    let started = Instant::now();
+    let ledger = PgLedger::open(&small, options()).expect("migrate");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the migration took {took:?}"
+    );
+    assert_eq!(ledger.export(0).await.expect("export").len(), 40_001);
+}

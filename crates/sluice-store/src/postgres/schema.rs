@@ -90,11 +90,15 @@ ALTER TABLE spend_log ADD COLUMN IF NOT EXISTS guardrails TEXT;
 ALTER TABLE keys ADD COLUMN IF NOT EXISTS guardrails TEXT;
 "#;
 
-/// Version 5's step, run once on a database of an older version (and on a new one).
+/// Version 5's step, run once on a database of an older version (and on a new one): every
+/// record of a batch line but its first renamed (an `EXISTS` probe of `spend_log_batch_id`
+/// per row, not a `NOT IN` list, which PostgreSQL scans per row once it outgrows
+/// `work_mem`), then the unique index built.
 const LINE_INDEX: &str = "
-UPDATE spend_log SET request_id = request_id || '#' || id
-    WHERE batch_id IS NOT NULL AND id NOT IN (
-        SELECT min(id) FROM spend_log WHERE batch_id IS NOT NULL GROUP BY batch_id, request_id);
+UPDATE spend_log s SET request_id = s.request_id || '#' || s.id
+    WHERE s.batch_id IS NOT NULL AND EXISTS (
+        SELECT 1 FROM spend_log o
+        WHERE o.batch_id = s.batch_id AND o.request_id = s.request_id AND o.id < s.id);
 CREATE UNIQUE INDEX IF NOT EXISTS spend_log_batch_line ON spend_log (batch_id, request_id)
     WHERE batch_id IS NOT NULL;
 ";
