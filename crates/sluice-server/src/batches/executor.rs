@@ -45,6 +45,7 @@ pub async fn run(live: Arc<Live>) {
     let Some(batches) = live.get().batches.clone() else {
         return;
     };
+    super::fault::announce();
     if batches.store.is_embedded() {
         if let Err(e) = batches.store.release_all().await {
             tracing::warn!(error = %e, "cannot clear the batches' leases");
