@@ -13,6 +13,26 @@ use sluice_testkit::FakeUpstream;
 
 const PII: &str = "Hi, I am ann@example.com, phone +1 415-555-0132, card 4111 1111 1111 1111.";
 
+/// The guardrails of the streamed-answer tests: the request's emails redacted and put back,
+/// cards redacted in answers, secrets in answers blocking.
+const STREAM_GUARDS: &str = r#"
+[[guardrails]]
+name = "pii"
+detectors = ["email"]
+action = "redact"
+restore = true
+[[guardrails]]
+name = "out"
+detectors = ["card"]
+action = "redact"
+apply_to = "answers"
+[[guardrails]]
+name = "keys"
+detectors = ["secret"]
+action = "block"
+apply_to = "answers"
+"#;
+
 fn config(fake: &FakeUpstream, guardrails: &str, on_model: &str) -> String {
     let base = config_for(&fake.base_url(), "");
     // `m` gets the guardrails; everything else of the common config stays.
@@ -233,23 +253,7 @@ fn chat_stream(content: &str, answer: &str) -> String {
 #[tokio::test]
 async fn streamed_answers_are_held_back_redacted_restored_and_blocked() {
     let fake = FakeUpstream::start().await;
-    let guards = r#"
-[[guardrails]]
-name = "pii"
-detectors = ["email"]
-action = "redact"
-restore = true
-[[guardrails]]
-name = "out"
-detectors = ["card"]
-action = "redact"
-apply_to = "answers"
-[[guardrails]]
-name = "keys"
-detectors = ["secret"]
-action = "block"
-apply_to = "answers"
-"#;
+    let guards = STREAM_GUARDS;
     let gw = start_with(&config(&fake, guards, "\"pii\", \"out\", \"keys\"")).await;
     let url = gw.url("/v1/chat/completions");
     let ids = [0, 1].map(|i| format!("guard-stream-{i}-{}", sluice_store::unix_now_ms()));
@@ -474,23 +478,7 @@ async fn a_webhook_on_answers_denies_or_rewrites_the_answer() {
 #[tokio::test]
 async fn streamed_tool_call_arguments_are_guarded_like_content() {
     let fake = FakeUpstream::start().await;
-    let guards = r#"
-[[guardrails]]
-name = "pii"
-detectors = ["email"]
-action = "redact"
-restore = true
-[[guardrails]]
-name = "out"
-detectors = ["card"]
-action = "redact"
-apply_to = "answers"
-[[guardrails]]
-name = "keys"
-detectors = ["secret"]
-action = "block"
-apply_to = "answers"
-"#;
+    let guards = STREAM_GUARDS;
     let gw = start_with(&config(&fake, guards, "\"pii\", \"out\", \"keys\"")).await;
     let url = gw.url("/v1/chat/completions");
     let call = |arguments: &str| {
