@@ -6,7 +6,8 @@
 //!
 //! - WAV: the `data` chunk's size over `fmt `'s sample rate times block size (`riff`);
 //! - FLAC: STREAMINFO's total samples over its sample rate (`flac`);
-//! - MP3: the Xing/Info or VBRI header's frame count, else the frames counted (`mp3`);
+//! - MP3 (at least 3 frames in a row): the Xing/Info or VBRI header's frame count, else
+//!   the frames counted, past any junk between them (`mp3`);
 //! - Ogg Vorbis and Opus: the last page's granule position over the rate (Opus: 48 kHz,
 //!   less its pre-skip) (`ogg`);
 //! - MP4/M4A: `moov/mvhd`'s duration over its time scale (`mp4`);

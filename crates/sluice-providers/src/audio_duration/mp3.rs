@@ -1,8 +1,12 @@
 //! MP3 (MPEG audio layers I-III, versions 1, 2 and 2.5), after an ID3v2 tag if there is
-//! one: the first frame found (its header checked against the next one's), then the frame
-//! count of its Xing/Info header (variable bit rate, or LAME's constant one) or its VBRI
-//! header (Fraunhofer's); else the frames are counted, each header read and its data
-//! skipped, to the first bytes that are not a frame (an ID3v1 tag, the end).
+//! one: the first frame followed by two more of its stream, each where the one before
+//! says (fewer is not MP3, so that any other file whose bytes happen to look like a frame
+//! header has no length rather than a wrong one), then the frame count of its Xing/Info
+//! header (variable bit rate, or LAME's constant one) or its VBRI header (Fraunhofer's);
+//! else the frames are counted, each header read and its data skipped, to the end of the
+//! file: past bytes that are not a frame (padding, junk, an ID3 tag between frames, an
+//! ID3v1 tag at the end) the count resumes at the next frame whose own next frame is
+//! where its length says.
 
 use super::raw::{be32, ms_of, read_at, read_at_most};
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -81,31 +85,45 @@ pub(super) fn frame(h: [u8; 4]) -> Option<Frame> {
 }
 
 pub(super) fn ms<R: Read + Seek>(r: &mut R, len: u64) -> Option<u64> {
-    let start = after_id3(r)?;
+    let start = id3_end(r, 0)?.unwrap_or(0);
     let (at, first) = first_frame(r, start, len)?;
     // A count of 0 says nothing: the frames are counted instead.
     let counted = xing_frames(r, at, first).or_else(|| vbri_frames(r, at));
     if let Some(frames) = counted.filter(|&n| n > 0) {
         return ms_of(u64::from(frames) * first.samples, first.rate);
     }
-    ms_of(count_samples(r, at, len)?, first.rate)
+    ms_of(count_samples(r, at, len, first)?, first.rate)
 }
 
-/// Where the audio starts: after an ID3v2 tag (and its footer), if the file begins with one.
-fn after_id3<R: Read + Seek>(r: &mut R) -> Option<u64> {
-    let h = read_at_most(r, 0, 10)?;
+/// Where an ID3v2 tag at `at` (and its footer) ends, if one starts there.
+fn id3_end<R: Read + Seek>(r: &mut R, at: u64) -> Option<Option<u64>> {
+    let h = read_at_most(r, at, 10)?;
     if h.len() < 10 || &h[..3] != b"ID3" {
-        return Some(0);
+        return Some(None);
     }
     let size = h[6..10]
         .iter()
         .fold(0u64, |v, &b| (v << 7) | u64::from(b & 0x7F));
     let footer = if h[5] & 0x10 != 0 { 10 } else { 0 };
-    Some(10 + size + footer)
+    Some(Some(at + 10 + size + footer))
 }
 
-/// The first frame at or after `start` whose next frame (or the end of the file) follows
-/// where its length says.
+/// Whether `f` can belong to the stream whose first frame is `first`: frames of one stream
+/// share their version, layer and sample rate.
+fn same_stream(f: Frame, first: Frame) -> bool {
+    f.rate == first.rate && f.samples == first.samples
+}
+
+/// The frame of `first`'s stream whose header is at `at`, if there is one.
+fn frame_at<R: Read + Seek>(r: &mut R, at: u64, first: Frame) -> Option<Frame> {
+    read_at(r, at)
+        .and_then(frame)
+        .filter(|&f| same_stream(f, first))
+}
+
+/// The first frame at or after `start` followed by two more of its stream, each where
+/// the one before says: fewer than [`FIRST_FRAMES`] frames in a row is not MP3 (a file of
+/// another format, or none, whose bytes happen to look like a frame header).
 fn first_frame<R: Read + Seek>(r: &mut R, start: u64, len: u64) -> Option<(u64, Frame)> {
     let window = read_at_most(r, start, SYNC_WINDOW)?;
     for i in 0..window.len().saturating_sub(3) {
@@ -113,13 +131,22 @@ fn first_frame<R: Read + Seek>(r: &mut R, start: u64, len: u64) -> Option<(u64, 
             continue;
         };
         let at = start + i as u64;
-        let next = at + f.len;
-        if next >= len || read_at(r, next).and_then(frame).is_some() {
+        let mut next = at + f.len;
+        let mut run = 1;
+        while run < FIRST_FRAMES && next < len {
+            let Some(g) = frame_at(r, next, f) else { break };
+            next += g.len;
+            run += 1;
+        }
+        if run == FIRST_FRAMES {
             return Some((at, f));
         }
     }
     None
 }
+
+/// Consecutive frames that make a file MP3.
+const FIRST_FRAMES: usize = 3;
 
 /// The frame count of a Xing or Info header in the first frame, when it has one.
 fn xing_frames<R: Read + Seek>(r: &mut R, at: u64, f: Frame) -> Option<u32> {
@@ -134,9 +161,11 @@ fn vbri_frames<R: Read + Seek>(r: &mut R, at: u64) -> Option<u32> {
     (&v[..4] == b"VBRI").then(|| be32(&v[14..18]))
 }
 
-/// The samples of the frames from `at` on, counted to the first bytes that are not a
-/// frame's header.
-fn count_samples<R: Read + Seek>(r: &mut R, at: u64, len: u64) -> Option<u64> {
+/// The samples of the frames from `at` on, each header read and its data skipped; past
+/// bytes that are not a frame (padding, junk, an ID3 tag between frames), counting goes on
+/// at the next frame found, one whose own next frame is where its length says (or which
+/// ends the file), so that stray bytes that look like a header are not taken for one.
+fn count_samples<R: Read + Seek>(r: &mut R, at: u64, len: u64, first: Frame) -> Option<u64> {
     let mut reader = BufReader::with_capacity(SYNC_WINDOW, r);
     reader.seek(SeekFrom::Start(at)).ok()?;
     let (mut pos, mut samples) = (at, 0u64);
@@ -145,11 +174,60 @@ fn count_samples<R: Read + Seek>(r: &mut R, at: u64, len: u64) -> Option<u64> {
         if reader.read_exact(&mut h).is_err() {
             break;
         }
-        let Some(f) = frame(h) else { break };
-        samples += f.samples;
-        pos += f.len;
-        let skip = i64::try_from(f.len - 4).ok()?;
-        reader.seek_relative(skip).ok()?;
+        if let Some(f) = frame(h).filter(|&f| same_stream(f, first)) {
+            samples += f.samples;
+            pos += f.len;
+            let skip = i64::try_from(f.len - 4).ok()?;
+            reader.seek_relative(skip).ok()?;
+            continue;
+        }
+        let from = match id3_end(&mut reader, pos)? {
+            Some(end) => end,
+            None => pos + 1,
+        };
+        let Some(next) = resync(&mut reader, from, len, first)? else {
+            break;
+        };
+        pos = next;
+        reader.seek(SeekFrom::Start(pos)).ok()?;
     }
     Some(samples)
+}
+
+/// The first frame of `first`'s stream at or after `from` whose next frame's header is
+/// where its length says, or which ends the audio: `None` when there is none.
+fn resync<R: Read + Seek>(r: &mut R, from: u64, len: u64, first: Frame) -> Option<Option<u64>> {
+    let mut start = from;
+    while start + 4 <= len {
+        let window = read_at_most(r, start, SYNC_WINDOW)?;
+        if window.len() < 4 {
+            break;
+        }
+        for i in 0..window.len() - 3 {
+            let h = [window[i], window[i + 1], window[i + 2], window[i + 3]];
+            let Some(f) = frame(h).filter(|&f| same_stream(f, first)) else {
+                continue;
+            };
+            let at = start + i as u64;
+            let next = at + f.len;
+            if ends_stream(r, next, len)? || frame_at(r, next, first).is_some() {
+                return Some(Some(at));
+            }
+        }
+        // The last 3 bytes again: a header may straddle two windows.
+        start += (window.len() - 3) as u64;
+    }
+    Some(None)
+}
+
+/// Whether the audio ends at `at`: the end of the file, or an ID3v1 tag (its last 128
+/// bytes, starting `TAG`).
+fn ends_stream<R: Read + Seek>(r: &mut R, at: u64, len: u64) -> Option<bool> {
+    if at == len {
+        return Some(true);
+    }
+    if at.checked_add(128) != Some(len) {
+        return Some(false);
+    }
+    Some(read_at_most(r, at, 3)? == b"TAG")
 }

@@ -325,3 +325,47 @@ fn mp3_with_a_zero_frame_count_has_its_frames_counted() {
     f[44..48].copy_from_slice(&0u32.to_be_bytes());
     assert_eq!(ms(f), Some(10 * 1152 * 1000 / 44_100));
 }
+
+#[test]
+fn mp3_frames_after_junk_padding_or_a_tag_between_them_are_counted() {
+    let mut f = frames(MPEG1_L3, 417, 40);
+    // Zero padding, then junk holding a lone frame header (its next frame is not where its
+    // length says, so it is not one).
+    f.extend(vec![0u8; 37]);
+    f.extend_from_slice(&MPEG1_L3);
+    f.extend(vec![0x55u8; 90]);
+    f.extend(frames(MPEG1_L3, 417, 30));
+    // An ID3v2 tag in the middle (a stream's metadata repeated), its body holding bytes
+    // that read as a header.
+    let mut tag = id3v2(600);
+    tag[50..54].copy_from_slice(&MPEG1_L3);
+    f.extend(tag);
+    f.extend(frames(MPEG1_L3, 417, 30));
+    // Junk, then the last frame, which ends the file.
+    f.extend_from_slice(b"junk");
+    f.extend(frames(MPEG1_L3, 417, 1));
+    assert_eq!(ms(f.clone()), Some(101 * 1152 * 1000 / 44_100));
+    // An ID3v1 tag at the end is not a frame either.
+    f.extend_from_slice(b"TAG");
+    f.extend(vec![0u8; 125]);
+    assert_eq!(ms(f), Some(101 * 1152 * 1000 / 44_100));
+}
+
+#[test]
+fn fewer_than_three_frames_in_a_row_is_not_mp3() {
+    // One or two frames, or a header-looking pair of bytes in a file of another kind: no
+    // length (the gateway then prices what it cannot measure as it does for any unknown
+    // file), not the length of a frame or two.
+    assert_eq!(ms(frames(MPEG1_L3, 417, 1)), None);
+    assert_eq!(ms(frames(MPEG1_L3, 417, 2)), None);
+    let mut text = b"plain text, then bytes that read as a header: ".to_vec();
+    text.extend(frames(MPEG1_L3, 417, 2));
+    text.extend_from_slice(b" and more text");
+    assert_eq!(ms(text), None);
+    // Frames of two streams (the sample rates differ) are not three in a row: the file
+    // counts from where three of one stream start.
+    let mut mixed = frames(MPEG1_L3, 417, 2);
+    mixed.extend(frames(MPEG2_L3, 208, 5));
+    assert_eq!(ms(mixed), Some(5 * 576 * 1000 / 22_050));
+    assert_eq!(ms(frames(MPEG1_L3, 417, 3)), Some(3 * 1152 * 1000 / 44_100));
+}
