@@ -11,37 +11,35 @@
 //! and budget windows. A line run again after a crash (its request id is the same) is not
 //! charged again. A batch without line records keeps its single pipelined round trip.
 
+use crate::ledger::protocol::RECORD_COLUMNS;
 use crate::ledger::types::{BudgetPeriod, SpendRecord, DAY_MS};
 use crate::sql_int::{opt_to_sql, to_sql};
 use std::collections::BTreeMap;
 use tokio_postgres::types::ToSql;
 
-/// The batch's records, given [`LogColumns`].
-pub(super) const INSERT_LOG: &str =
-    "INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint,
-        route, model, provider, status, prompt_tokens, completion_tokens, cached_tokens,
-        cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache,
-        attempts, stream, usage_estimated, batch_id, guardrails)
-    SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
-        $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::BIGINT[], $11::BIGINT[],
-        $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[],
-        $17::BIGINT[], $18::TEXT[], $19::INTEGER[], $20::BOOLEAN[], $21::BOOLEAN[],
-        $22::TEXT[], $23::TEXT[])";
+/// The types of [`LogColumns`]' arrays, in [`RECORD_COLUMNS`]' order (the columns they
+/// fill).
+const LOG_ARRAYS: &str = "$1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+    $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::BIGINT[], $11::BIGINT[],
+    $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[], $17::BIGINT[],
+    $18::TEXT[], $19::INTEGER[], $20::BOOLEAN[], $21::BOOLEAN[], $22::TEXT[], $23::TEXT[]";
+
+/// The batch's records, given [`LogColumns`]: its columns [`RECORD_COLUMNS`], the ones a
+/// record is read back from (SQLite's insert names the same).
+pub(super) fn insert_log() -> String {
+    format!("INSERT INTO spend_log ({RECORD_COLUMNS}) SELECT * FROM UNNEST({LOG_ARRAYS})")
+}
 
 /// A batch's line records, given [`LogColumns`]: those not yet written are inserted (a
-/// line twice in the batch once), and their `(batch_id, request_id)` returned.
-pub(super) const INSERT_LINES: &str =
-    "INSERT INTO spend_log (ts_ms, request_id, key_id, key_name, endpoint,
-        route, model, provider, status, prompt_tokens, completion_tokens, cached_tokens,
-        cache_write_tokens, reasoning_tokens, cost_nano_usd, latency_ms, ttft_ms, cache,
-        attempts, stream, usage_estimated, batch_id, guardrails)
-    SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
-        $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::BIGINT[], $11::BIGINT[],
-        $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[],
-        $17::BIGINT[], $18::TEXT[], $19::INTEGER[], $20::BOOLEAN[], $21::BOOLEAN[],
-        $22::TEXT[], $23::TEXT[])
-    ON CONFLICT (batch_id, request_id) WHERE batch_id IS NOT NULL DO NOTHING
-    RETURNING batch_id, request_id";
+/// line twice in the batch once), and their `(batch_id, request_id)` returned. The same
+/// insert as [`insert_log`]'s.
+pub(super) fn insert_lines() -> String {
+    format!(
+        "{} ON CONFLICT (batch_id, request_id) WHERE batch_id IS NOT NULL DO NOTHING
+        RETURNING batch_id, request_id",
+        insert_log()
+    )
+}
 
 /// The batch's additions to the daily roll-ups, given [`DailyColumns`].
 pub(super) const UPSERT_DAILY: &str = "INSERT INTO spend_daily AS t (day, key_id, key_name, model,
@@ -343,5 +341,21 @@ impl<'a> BudgetColumns<'a> {
 
     pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 3] {
         [&self.key_id, &self.window, &self.cost_nano_usd]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_inserts_name_each_column_once_with_one_array_each() {
+        let columns = RECORD_COLUMNS.split(',').count();
+        let arrays = LOG_ARRAYS.split(',').count();
+        // As many as `LogColumns::params` gives.
+        assert_eq!((columns, arrays), (23, 23));
+        let (log, lines) = (insert_log(), insert_lines());
+        assert!(lines.starts_with(&log), "{lines}");
+        assert!(lines.ends_with("RETURNING batch_id, request_id"), "{lines}");
     }
 }

@@ -2,7 +2,7 @@
 //! (its statements are in `batch`), reports, exports, budget windows, retention, keys.
 
 use super::batch::{
-    BudgetColumns, DailyColumns, LogColumns, Sums, INSERT_LINES, INSERT_LOG, UPSERT_BUDGET,
+    insert_lines, insert_log, BudgetColumns, DailyColumns, LogColumns, Sums, UPSERT_BUDGET,
     UPSERT_DAILY,
 };
 use super::queue::Pending;
@@ -56,6 +56,7 @@ impl Conn {
     /// Prepares the statements on `client`.
     pub(super) async fn prepare(client: Client) -> Result<Self, StoreError> {
         let [by_hash, key, keys, save] = key_statements();
+        let (log, lines) = (insert_log(), insert_lines());
         // Pipelined: one round trip for all of them.
         let (
             insert_log,
@@ -68,8 +69,8 @@ impl Conn {
             keys,
             save,
         ) = tokio::try_join!(
-            client.prepare(INSERT_LOG),
-            client.prepare(INSERT_LINES),
+            client.prepare(&log),
+            client.prepare(&lines),
             client.prepare(UPSERT_DAILY),
             client.prepare(UPSERT_BUDGET),
             client.prepare(WINDOW_SPEND),
