@@ -536,6 +536,15 @@ pub struct TabMetrics {
 }
 
 impl TabMetrics {
+    /// Counts `nano_usd` spent, saturating: a forged or corrupt price (a record of
+    /// `i64::MAX`, say) pins the counter at its largest value rather than wrapping it to a
+    /// small one.
+    pub fn add_spent(&self, nano_usd: u64) {
+        let _ = self
+            .spent_nano_usd
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_add(nano_usd)));
+    }
+
     /// Counts what guardrails found.
     pub fn guarded(&self, findings: &[sluice_guard::Finding]) {
         if findings.is_empty() {
@@ -674,5 +683,19 @@ mod tests {
         assert!(text.contains(r#"direction="out"} 7"#));
         assert!(text.contains(r#"kind="timeout"} 1"#));
         assert_eq!(e.requests(), 2);
+    }
+
+    #[test]
+    fn spend_saturates_rather_than_wrapping() {
+        let m = TabMetrics::default();
+        m.add_spent(5);
+        assert_eq!(m.spent_nano_usd.load(Relaxed), 5);
+        // Three records of i64::MAX would wrap a plain sum to a small number.
+        for _ in 0..3 {
+            m.add_spent(i64::MAX as u64);
+        }
+        assert_eq!(m.spent_nano_usd.load(Relaxed), u64::MAX);
+        m.add_spent(1);
+        assert_eq!(m.spent_nano_usd.load(Relaxed), u64::MAX);
     }
 }

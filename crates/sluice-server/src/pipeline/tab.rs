@@ -412,7 +412,7 @@ impl Tab {
             .map_or(0, |p| self.cost(p, &end));
         self.settle(end.usage.total(), cost);
         if cost > 0 {
-            state.tab_metrics.spent_nano_usd.fetch_add(cost, Relaxed);
+            state.tab_metrics.add_spent(cost);
         }
         if let (Some(ledger), true) = (&state.ledger, state.spend_enabled) {
             let u = &end.usage;
@@ -550,7 +550,7 @@ pub async fn charge_upstream_line(
 ) {
     let cost = record.cost_nano_usd;
     if cost > 0 {
-        state.tab_metrics.spent_nano_usd.fetch_add(cost, Relaxed);
+        state.tab_metrics.add_spent(cost);
         if let Some(k) = key.filter(|k| k.budget_nano_usd.is_some()) {
             add_to_budget(state, k, cost, &record.request_id).await;
         }
