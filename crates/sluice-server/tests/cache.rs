@@ -755,6 +755,67 @@ async fn speech_is_cached_as_the_same_bytes() {
     assert_eq!(hit.endpoint, "speech");
 }
 
+#[tokio::test]
+async fn speech_as_sse_events_is_cached_and_replayed_as_the_same_events() {
+    let (fake, gw, _dir) = cached_gateway("enabled = true", TTS).await;
+    let input = "A lesson read aloud as events.";
+    let sse = speech(input, json!({"stream_format": "sse"}));
+    let first = say(&gw, &sse, "tts-sse-first").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let events = first.text();
+    assert!(events.contains("speech.audio.delta"), "{events}");
+    assert!(events.contains("speech.audio.done"), "{events}");
+    let second = say(&gw, &sse, "tts-sse-second").await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("x-sluice-cache"), Some("hit"));
+    assert!(
+        second
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream")),
+        "{:?}",
+        second.header("content-type")
+    );
+    assert_eq!(second.body, first.body, "the same events, byte for byte");
+    assert_eq!(fake.request_count(), 1, "no upstream call for the hit");
+    // The hit saved what the first answer cost: characters at $15 per million.
+    let metrics = get(&gw.url("/metrics")).await.unwrap().text();
+    let saved: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_cache_saved_usd_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cost = input.len() as f64 * 15.0 / 1e6;
+    assert!((saved - cost).abs() < 1e-9, "saved {saved}, cost {cost}");
+
+    // The same text as audio bytes is another answer (`stream_format` is in the key), and
+    // its entry never serves the events.
+    let audio = speech(input, json!({}));
+    let raw = say(&gw, &audio, "tts-sse-audio").await;
+    assert_eq!(raw.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(raw.header("content-type"), Some("audio/mpeg"));
+    assert_eq!(
+        say(&gw, &audio, "tts-sse-audio-2")
+            .await
+            .header("x-sluice-cache"),
+        Some("hit")
+    );
+    let third = say(&gw, &sse, "tts-sse-third").await;
+    assert_eq!(third.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(third.body, first.body);
+    assert_eq!(fake.request_count(), 2);
+
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let records = ledger.export(0).await.unwrap();
+    let find = |id: &str| records.iter().find(|r| r.request_id == id).unwrap();
+    let (miss, hit) = (find("tts-sse-first"), find("tts-sse-second"));
+    assert_eq!((miss.cache.as_str(), hit.cache.as_str()), ("miss", "hit"));
+    assert_eq!(miss.cost_nano_usd, (input.len() * 15_000) as u64);
+    assert_eq!(hit.cost_nano_usd, 0, "a hit costs nothing");
+}
+
 /// Speech whose upstream is cut after two of its four frames (200 characters: 12,800
 /// bytes of audio), chunked or with the upstream's `Content-Length`.
 fn cut_speech(with_length: bool) -> String {

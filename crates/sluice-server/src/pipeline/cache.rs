@@ -1,9 +1,9 @@
 //! The cache stage: the request's key and the policy's decision, a lookup (memory, then
 //! the store), coalescing with an identical request in flight, and, for the leader of a
 //! flight, the store of its answer once it is whole: at once for a whole answer, and for a
-//! stream when the task that drives it for every client of the flight sees it end cleanly,
-//! and for text-to-speech audio when the client's copy of it ends cleanly (see
-//! `audio_cache`).
+//! stream when the task that drives it for every client of the flight sees it end cleanly
+//! (speech's SSE events kept as sent), and for text-to-speech audio when the client's copy
+//! of it ends cleanly (see `audio_cache`).
 
 use super::answer::Answer;
 use super::audio_cache;
@@ -125,9 +125,7 @@ pub async fn stage(
         CacheScope::Key => asked.key_id,
         CacheScope::Global => None,
     };
-    // Speech as SSE events is not cached (its audio as bytes is).
-    let sse_speech = view.operation() == Operation::Speech && view.stream();
-    let decision = if policy.enabled && !sse_speech {
+    let decision = if policy.enabled {
         cache_key::request_key(view.operation(), target, scope, asked.body)
             .ok()
             .map(|k| {
@@ -233,6 +231,10 @@ fn replay(state: &AppState, entry: &Entry, mode: Mode, outcome: &mut Outcome) ->
         .iter()
         .position(|d| *d.name == entry.meta.model);
     outcome.cache_age = Some(cache::unix_ms().saturating_sub(entry.meta.created_ms) / 1000);
+    // Speech's events, replayed as they were sent.
+    if entry.meta.content_type.as_deref() == Some(EVENTS) {
+        return Answer::Events(entry.body.clone());
+    }
     // Audio, replayed as it came.
     if let Some(content_type) = entry
         .meta
@@ -343,6 +345,13 @@ pub async fn lead(
     };
     match answer {
         Answer::Stream(stream) => {
+            let mut meta = meta;
+            let mut units_nano_usd = 0;
+            if plan.op == Operation::Speech {
+                // Kept as the events sent, and replayed as such (see `Assembling::Events`).
+                meta.content_type = Some(EVENTS.to_string());
+                units_nano_usd = speech_units_nano_usd(dep.price.as_ref(), call.view);
+            }
             finish.set_head_status(200);
             let driven = Guarded::new(stream, finish.hand_over(), false);
             let flight = Arc::clone(leader.flight());
@@ -353,6 +362,7 @@ pub async fn lead(
                 meta,
                 plan,
                 price: dep.price.clone(),
+                units_nano_usd,
                 started: call.started,
             };
             let max_event = state.server.max_event_bytes as usize;
@@ -403,17 +413,7 @@ pub async fn lead(
         } => {
             let mut meta = meta;
             meta.content_type = content_type.to_str().ok().map(str::to_string);
-            meta.cost_nano_usd = match (&dep.price, call.view) {
-                (Some(p), View::Media(m)) => p.units_nano_usd(&Billed {
-                    characters: m.units.characters,
-                    audio_ms: 0,
-                    images: 0,
-                    image_size: None,
-                    image_quality: None,
-                    request: true,
-                }),
-                _ => 0,
-            };
+            meta.cost_nano_usd = speech_units_nano_usd(dep.price.as_ref(), call.view);
             let keep = audio_cache::Keep {
                 cache: Arc::clone(cache),
                 leader,
@@ -433,6 +433,25 @@ pub async fn lead(
     }
 }
 
+/// The content type of speech's events, kept in their entry's metadata: such an entry is
+/// replayed as the events it holds.
+const EVENTS: &str = "text/event-stream";
+
+/// What speech costs by its request's characters (a cache hit saves it).
+fn speech_units_nano_usd(price: Option<&Price>, view: &View<'_>) -> u64 {
+    match (price, view) {
+        (Some(p), View::Media(m)) => p.units_nano_usd(&Billed {
+            characters: m.units.characters,
+            audio_ms: 0,
+            images: 0,
+            image_size: None,
+            image_quality: None,
+            request: true,
+        }),
+        _ => 0,
+    }
+}
+
 /// What to store when a streamed answer ends.
 struct StreamStore {
     leader: Leader,
@@ -440,6 +459,8 @@ struct StreamStore {
     meta: Meta,
     plan: StorePlan,
     price: Option<Price>,
+    /// What the answer costs besides its tokens (speech's characters).
+    units_nano_usd: u64,
     started: Instant,
 }
 
@@ -451,6 +472,7 @@ async fn drive(cache: Arc<Cache>, mut stream: Guarded, store: StreamStore, max_e
     let mut scanner = SseScanner::new(max_event);
     let mut assembler = match store.plan.op {
         Operation::Completion => Assembling::Text(TextAssembler::default()),
+        Operation::Speech => Assembling::Events(Some(Vec::new())),
         _ => Assembling::Chat(Assembler::default()),
     };
     let mut abandoned = false;
@@ -466,11 +488,10 @@ async fn drive(cache: Arc<Cache>, mut stream: Guarded, store: StreamStore, max_e
             frame = stream.frame() => match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        if store.plan.store {
-                            let _ = scanner.push(data.clone(), |ev| {
-                                assembler.event(ev);
-                                Keep::Yes
-                            });
+                        if store.plan.store
+                            && !assembler.data(&mut scanner, &data, store.plan.max_bytes)
+                        {
+                            cache.metrics.too_large.fetch_add(1, Relaxed);
                         }
                         flight.push(data);
                     }
@@ -491,7 +512,8 @@ async fn drive(cache: Arc<Cache>, mut stream: Guarded, store: StreamStore, max_e
     meta.set_usage(&end.usage);
     meta.cost_nano_usd = store
         .price
-        .map_or(0, |p| cache::cost_nano_usd(&p, &end.usage));
+        .map_or(0, |p| cache::cost_nano_usd(&p, &end.usage))
+        .saturating_add(store.units_nano_usd);
     meta.latency_ms = store.started.elapsed().as_millis() as u64;
     meta.created_ms = cache::unix_ms();
     let body = if store.plan.store {
@@ -513,20 +535,41 @@ async fn drive(cache: Arc<Cache>, mut stream: Guarded, store: StreamStore, max_e
 enum Assembling {
     Chat(Assembler),
     Text(TextAssembler),
+    /// Speech's events, kept as sent: a replay rebuilt from their audio would cut its
+    /// `speech.audio.delta` events differently. `None` once past the entry bound.
+    Events(Option<Vec<u8>>),
 }
 
 impl Assembling {
-    fn event(&mut self, event: &[u8]) {
+    /// Takes a piece of the stream; `false` when it took the copy past `max_bytes` (the
+    /// copy is dropped: the answer is not stored).
+    fn data(&mut self, scanner: &mut SseScanner, data: &Bytes, max_bytes: u64) -> bool {
+        let mut event = |a: &mut dyn FnMut(&[u8])| {
+            let _ = scanner.push(data.clone(), |ev| {
+                a(ev);
+                Keep::Yes
+            });
+        };
         match self {
-            Self::Chat(a) => a.event(event),
-            Self::Text(a) => a.event(event),
+            Self::Chat(a) => event(&mut |ev| a.event(ev)),
+            Self::Text(a) => event(&mut |ev| a.event(ev)),
+            Self::Events(None) => {}
+            Self::Events(Some(copy)) => {
+                if (copy.len() + data.len()) as u64 > max_bytes {
+                    *self = Self::Events(None);
+                    return false;
+                }
+                copy.extend_from_slice(data);
+            }
         }
+        true
     }
 
     fn finish(self, usage: &sluice_types::Usage) -> Option<Bytes> {
         match self {
             Self::Chat(a) => a.finish(usage),
             Self::Text(a) => a.finish(usage),
+            Self::Events(copy) => copy.map(Bytes::from),
         }
     }
 }
