@@ -11,7 +11,7 @@ use common::*;
 use serde_json::json;
 use sluice_testkit::client::post_json;
 use sluice_testkit::media::{checksum, fake_audio};
-use sluice_testkit::FakeUpstream;
+use sluice_testkit::{Behavior, FakeUpstream};
 
 const BOUNDARY: &str = "test-boundary-b6f1";
 
@@ -818,6 +818,34 @@ async fn text_srt_and_vtt_transcriptions_are_priced_by_the_audios_own_length() {
             assert!(rec.usage_estimated, "{name}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_streamed_transcription_without_usage_is_priced_by_the_audios_own_length() {
+    let (fake, gw) = media_gateway().await;
+    // Events without a usage event or field: 5 s of WAV at $0.006 a minute, $0.0005.
+    fake.push(Behavior::new().with_replay([
+        "data: {\"type\":\"transcript.text.delta\",\"delta\":\"hello \"}\n\n",
+        "data: {\"type\":\"transcript.text.done\",\"text\":\"hello there\"}\n\n",
+    ]));
+    let body = form(
+        &[("model", "stt"), ("stream", "true")],
+        Some(("file", "lesson.wav", &wav_of(5_000))),
+    );
+    let r = post_form(&gw, "/v1/audio/transcriptions", body.clone()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(text.contains("transcript.text.done"), "{text}");
+    assert!(text.contains(": x-sluice-cost-usd 0.0005"), "{text}");
+    let rec = record_of(&gw, &r).await;
+    assert_eq!(rec.cost_nano_usd, 500_000);
+    assert!(rec.usage_estimated);
+    assert!(rec.stream);
+    // The upstream's own usage wins where it sends it (the fake's: tokens, no seconds).
+    let r = post_form(&gw, "/v1/audio/transcriptions", body).await;
+    let rec = record_of(&gw, &r).await;
+    assert!(!rec.usage_estimated);
+    assert_eq!(rec.cost_nano_usd, 0);
 }
 
 #[tokio::test]

@@ -114,10 +114,14 @@ fn error(message: &str) -> Response<FakeBody> {
 }
 
 fn events(events: Vec<Value>, behavior: &Behavior, guard: CancelGuard) -> Response<FakeBody> {
-    let queue: VecDeque<Bytes> = events
-        .into_iter()
-        .map(|e| Bytes::from(format!("data: {e}\n\n")))
-        .collect();
+    // `replay` answers with its own events instead (framing included).
+    let queue: VecDeque<Bytes> = match &behavior.replay {
+        Some(raw) => raw.iter().map(|e| Bytes::from(e.clone())).collect(),
+        None => events
+            .into_iter()
+            .map(|e| Bytes::from(format!("data: {e}\n\n")))
+            .collect(),
+    };
     let delay = Duration::from_millis(behavior.chunk_delay_ms);
     respond(
         StatusCode::OK,
