@@ -556,3 +556,33 @@ async fn an_upstream_that_repeats_its_request_id_has_every_line_charged() {
     let want: Vec<String> = (0..6).map(|i| format!("batch_req_{suffix}_{i}")).collect();
     assert_eq!(ids, want, "{spend:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collect_flushes_the_spend_log_once_a_group_of_lines() {
+    let (native, plain) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    native.set_batch_outcome(BatchOutcome::Complete { after_polls: 1 });
+    let dir = data_dir("grouped");
+    let gw = gateway(&dir, &native, &plain).await;
+    let input: Vec<String> = (0..600)
+        .map(|i| chat_line(&format!("g-{i}"), "gpt", json!({})))
+        .collect();
+    let id = batch_of(&gw, MASTER, &input).await;
+    let b = wait_for(&gw, MASTER, &id, |s| s == "completed").await;
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 600, "completed": 600, "failed": 0}),
+        "{b}"
+    );
+    assert_eq!(lines(&gw, MASTER, &b["output_file_id"]).await.len(), 600);
+    let spend = spend_of(&gw, &id).await;
+    assert_eq!(spend.len(), 600);
+    // 600 lines in groups of at most 256: 3 flushes, not one a line.
+    let metrics = get(&gw, "/metrics", MASTER).await.text();
+    let flushes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_batch_spend_flushes_total "))
+        .expect("the flush counter")
+        .parse()
+        .unwrap();
+    assert_eq!(flushes, 3, "{metrics}");
+}

@@ -4,7 +4,9 @@
 //! SIGKILL instead, the lines in flight run again after the restart, each charged once (its
 //! killed run never ended, so never recorded), and no line that had a result goes uncharged.
 //! Crashed at the worst point, after a line's spend record and before its result (a fault
-//! hook aborts there), the line runs again and is still charged once.
+//! hook aborts there), the line runs again and is still charged once; a forwarded batch
+//! crashed there while its results are collected is collected again, each line charged
+//! once.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -14,7 +16,7 @@ use common::{temp_dir, Serving};
 use http::Method;
 use serde_json::{json, Value};
 use sluice_testkit::client::TestClient;
-use sluice_testkit::{Behavior, FakeUpstream};
+use sluice_testkit::{BatchOutcome, Behavior, FakeUpstream};
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,11 @@ const LINES: usize = 200;
 const BOUNDARY: &str = "sigterm-batch-boundary";
 
 fn config(dir: &Path, upstream: &str) -> PathBuf {
+    config_with(dir, upstream, "")
+}
+
+/// [`config`], `provider` added to its provider's table (`batch = "native"`, say).
+fn config_with(dir: &Path, upstream: &str, provider: &str) -> PathBuf {
     let path = dir.join("sluice.toml");
     std::fs::write(
         &path,
@@ -36,10 +43,12 @@ shutdown_grace_ms = 10000
 data_dir = "{data}"
 [batches]
 concurrency = 4
+poll_interval_ms = 50
 [[providers]]
 name = "fake"
 type = "openai"
 base_url = "{upstream}"
+{provider}
 [[models]]
 name = "m"
 provider = "fake"
@@ -331,5 +340,59 @@ async fn a_crash_between_a_lines_charge_and_its_result_charges_it_once() {
     assert_eq!(charged.len(), LINES, "a line went uncharged");
     let line_10 = format!("batch_req_{}_10", id.strip_prefix("batch_").unwrap());
     assert_eq!(charged.get(&line_10), Some(&1), "{charged:?}");
+    assert!(charged.values().all(|n| *n == 1), "{charged:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_collecting_a_forwarded_batch_charges_each_line_once() {
+    let fake = FakeUpstream::start().await;
+    fake.set_batch_outcome(BatchOutcome::Complete { after_polls: 1 });
+    let dir = temp_dir("forward-fault");
+    let cfg = config_with(&dir, &fake.base_url(), r#"batch = "native""#);
+    // Aborts once line 10's spend record is durable (with those of the lines collected
+    // with it), before its result is recorded.
+    let mut first = Serving::start_with(&cfg, &[("SLUICE_FAULT_ABORT_AFTER_CHARGE", "10")]);
+    let id = start_batch(&first).await;
+    let until = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = first.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < until, "the fault hook did not fire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!exit.success(), "{exit:?}");
+    let hook = "SLUICE_FAULT_ABORT_AFTER_CHARGE=10";
+    let until = Instant::now() + Duration::from_secs(5);
+    while !first.log.lock().unwrap().contains(hook) {
+        assert!(Instant::now() < until, "aborted elsewhere");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(first);
+    let second = Serving::start(&cfg);
+    let (done, ids) = completed(&second, &id).await;
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": LINES, "completed": LINES, "failed": 0}),
+        "{done}"
+    );
+    assert_eq!(ids.len(), LINES, "every line answered once");
+    assert!(second.stop());
+    // Run upstream as one batch, never by sluice line by line.
+    assert!(fake
+        .requests()
+        .iter()
+        .all(|r| r.path != "/v1/chat/completions"));
+    let ledger = sluice_store::open::ledger_at(&dir.join("data").join("ledger.sqlite"))
+        .unwrap()
+        .unwrap();
+    let mut charged: HashMap<String, usize> = HashMap::new();
+    for r in ledger.export(0).await.unwrap() {
+        if r.batch_id.as_deref() == Some(id.as_str()) {
+            assert!(r.status == 200 && r.cost_nano_usd > 0, "{r:?}");
+            *charged.entry(r.request_id.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(charged.len(), LINES, "a line went uncharged");
     assert!(charged.values().all(|n| *n == 1), "{charged:?}");
 }

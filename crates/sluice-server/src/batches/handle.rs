@@ -23,6 +23,10 @@ pub struct BatchMetrics {
     pub running: AtomicI64,
     /// Times a line waited for interactive traffic to fall under `yield_above`.
     pub yields: AtomicU64,
+    /// Times batch work waited for the spend log's records to be durable before recording
+    /// results (once a line on sluice's own path, once a group of lines when collecting a
+    /// forwarded batch).
+    pub spend_flushes: AtomicU64,
 }
 
 /// What a batch's runner is told.
@@ -148,6 +152,11 @@ impl Batches {
             out,
             "# HELP sluice_batch_yields_total Times a batch line waited for interactive traffic to fall under batches.yield_above.\n# TYPE sluice_batch_yields_total counter\nsluice_batch_yields_total {}",
             m.yields.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_batch_spend_flushes_total Times batch work waited for its spend records to be durable before recording results.\n# TYPE sluice_batch_spend_flushes_total counter\nsluice_batch_spend_flushes_total {}",
+            m.spend_flushes.load(Relaxed)
         );
     }
 }

@@ -321,6 +321,7 @@ impl Run {
                 // (request id), so the run again is not charged twice (docs/batches.md).
                 if let Some(ledger) = &state.ledger {
                     ledger.flush().await;
+                    batches.metrics.spend_flushes.fetch_add(1, Relaxed);
                 }
                 super::fault::after_charge(number);
                 if let Err(e) = record(&batches, &batch_id, result).await {

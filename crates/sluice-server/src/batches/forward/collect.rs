@@ -2,12 +2,14 @@
 //! error files read as they stream in, each line rewritten as sluice's own (its `id` and
 //! `custom_id` sluice's, the answer's `model` the one the client asked for) and recorded
 //! once in the batch's results. A line without a result yet that the upstream answered is
-//! charged first, at the batch price, with one spend record carrying the batch's id, made
-//! durable (the ledger flushed) before the result is recorded. A restart in the middle
-//! collects again: recorded lines are skipped, and a line charged whose result a crash kept
-//! from being recorded is charged again under the same request id, sluice's line id
-//! (`batch_req_<batch>_<line>`, never the upstream's, which need not be unique), which the
-//! ledger keeps once (one record per batch line).
+//! charged first, at the batch price, with one spend record carrying the batch's id. The
+//! lines are taken in groups ([`Pending`]: [`GROUP_LINES`] lines, fewer when their results
+//! reach [`GROUP_BYTES`], and what is left at the end of a file): the group's records are
+//! queued, made durable by one flush of the ledger, and only then are the group's results
+//! recorded. A restart in the middle collects again: recorded lines are skipped, and a
+//! line charged whose result a crash kept from being recorded is charged again under the
+//! same request id, sluice's line id (`batch_req_<batch>_<line>`, never the upstream's,
+//! which need not be unique), which the ledger keeps once (one record per batch line).
 
 use super::super::line::request_id;
 use super::super::runner::{record, Run};
@@ -17,11 +19,12 @@ use crate::endpoint::Endpoint;
 use crate::state::AppState;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use sluice_providers::Provider;
+use sluice_providers::{Provider, UpstreamBody};
 use sluice_store::batches::{LineResult, Outcome};
 use sluice_store::{KeyRecord, SpendRecord};
 use sluice_types::Usage;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// A line of the upstream's output or error file.
@@ -86,26 +89,76 @@ impl Collector<'_> {
             .map_err(|e| Failure::Transient(e.to_string()))?
             .into_iter()
             .collect();
+        let mut pending = Pending::default();
         for file in [&b.output_file_id, &b.error_file_id].into_iter().flatten() {
-            let mut body = upstream::send(self.provider, api.content(file)).await?;
-            let mut buf: Vec<u8> = Vec::new();
-            while let Some(data) = upstream::next_frame(self.provider, &mut body).await? {
-                buf.extend_from_slice(&data);
-                while let Some(at) = buf.iter().position(|&c| c == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=at).collect();
-                    self.line(&line, &mut done).await?;
-                }
-            }
-            self.line(&buf, &mut done).await?;
+            let read = self.read(api.content(file), &mut done, &mut pending).await;
+            // What was charged before a failure is recorded too: collected again, it would
+            // count twice in the live budget counter (the ledger keeps one record).
+            self.settle(&mut pending).await?;
+            read?;
         }
         Ok(())
     }
 
-    /// Charges and records one upstream line (blank and unknown lines, and lines in `done`,
-    /// those with a result, skipped).
-    async fn line(&self, text: &[u8], done: &mut HashSet<u64>) -> Result<(), Failure> {
-        if text.iter().all(u8::is_ascii_whitespace) {
+    /// Reads one of the upstream's files, charging its lines and settling them in groups.
+    async fn read(
+        &self,
+        content: Result<http::Request<UpstreamBody>, sluice_core::Error>,
+        done: &mut HashSet<u64>,
+        pending: &mut Pending,
+    ) -> Result<(), Failure> {
+        let mut body = upstream::send(self.provider, content).await?;
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(data) = upstream::next_frame(self.provider, &mut body).await? {
+            buf.extend_from_slice(&data);
+            let mut from = 0;
+            while let Some(n) = buf[from..].iter().position(|&c| c == b'\n') {
+                let line = &buf[from..=from + n];
+                from += n + 1;
+                if let Some(result) = self.line(line, done).await? {
+                    if pending.push(result) {
+                        self.settle(pending).await?;
+                    }
+                }
+            }
+            buf.drain(..from);
+        }
+        if let Some(result) = self.line(&buf, done).await? {
+            pending.push(result);
+        }
+        Ok(())
+    }
+
+    /// Makes the spend records of the lines in `pending` durable (one flush of the ledger,
+    /// those records queued before it), then records their results.
+    async fn settle(&self, pending: &mut Pending) -> Result<(), Failure> {
+        let group = pending.take();
+        if group.is_empty() {
             return Ok(());
+        }
+        if let Some(ledger) = &self.state.ledger {
+            ledger.flush().await;
+            self.run.batches.metrics.spend_flushes.fetch_add(1, Relaxed);
+        }
+        for result in group {
+            super::super::fault::after_charge(result.line);
+            record(&self.run.batches, &self.run.batch.id, result)
+                .await
+                .map_err(Failure::Transient)?;
+        }
+        Ok(())
+    }
+
+    /// Charges one upstream line (its spend record queued) and returns its result, to be
+    /// recorded once the record is durable (blank and unknown lines, and lines in `done`,
+    /// those with a result, skipped).
+    async fn line(
+        &self,
+        text: &[u8],
+        done: &mut HashSet<u64>,
+    ) -> Result<Option<LineResult>, Failure> {
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
         }
         let up: Upstream<'_> = serde_json::from_slice(text).map_err(|e| {
             Failure::Refused(format!(
@@ -115,10 +168,10 @@ impl Collector<'_> {
         let custom_id = up.custom_id.unwrap_or_default();
         let Some(asked) = self.asked.get(&custom_id) else {
             tracing::warn!(batch = %self.run.batch.id, custom_id, "the upstream answered a line the batch does not have");
-            return Ok(());
+            return Ok(None);
         };
         if !done.insert(asked.line) {
-            return Ok(());
+            return Ok(None);
         }
         let id = request_id(&self.run.batch.id, asked.line);
         let response = up.response.as_ref();
@@ -159,15 +212,8 @@ impl Collector<'_> {
             // record per (batch, request id).
             self.charge(asked, status, body.get().as_bytes(), id.clone())
                 .await;
-            if let Some(ledger) = &self.state.ledger {
-                ledger.flush().await;
-            }
-            super::super::fault::after_charge(asked.line);
         }
-        record(&self.run.batches, &self.run.batch.id, result)
-            .await
-            .map_err(Failure::Transient)?;
-        Ok(())
+        Ok(Some(result))
     }
 
     /// Writes the spend record of a line the upstream answered, at the batch price.
@@ -213,6 +259,36 @@ impl Collector<'_> {
     }
 }
 
+/// The most lines charged together before their records are flushed and their results
+/// recorded.
+const GROUP_LINES: usize = 256;
+
+/// The most bytes of results held waiting for their records' flush.
+const GROUP_BYTES: usize = 4 << 20;
+
+/// The results of lines charged and not yet recorded: recorded only once their spend
+/// records are durable.
+#[derive(Default)]
+struct Pending {
+    results: Vec<LineResult>,
+    bytes: usize,
+}
+
+impl Pending {
+    /// Adds a line's result; whether the group is full (to be settled now).
+    fn push(&mut self, result: LineResult) -> bool {
+        self.bytes += result.text.len();
+        self.results.push(result);
+        self.results.len() >= GROUP_LINES || self.bytes >= GROUP_BYTES
+    }
+
+    /// The results held, leaving none.
+    fn take(&mut self) -> Vec<LineResult> {
+        self.bytes = 0;
+        std::mem::take(&mut self.results)
+    }
+}
+
 /// `body` (an answer) with its `model` the one the client asked for, when it names one.
 fn restore_model(body: &RawValue, model: &str) -> Box<RawValue> {
     let text = body.get().as_bytes();
@@ -224,4 +300,33 @@ fn restore_model(body: &RawValue, model: &str) -> Box<RawValue> {
         .ok()
         .and_then(|s| RawValue::from_string(s).ok())
         .unwrap_or_else(|| body.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(line: u64, len: usize) -> LineResult {
+        LineResult {
+            line,
+            outcome: Outcome::Completed,
+            text: "x".repeat(len),
+        }
+    }
+
+    #[test]
+    fn a_group_fills_at_its_line_count_or_its_bytes() {
+        let mut p = Pending::default();
+        for line in 0..GROUP_LINES as u64 - 1 {
+            assert!(!p.push(result(line, 10)));
+        }
+        assert!(p.push(result(999, 10)));
+        assert_eq!(p.take().len(), GROUP_LINES);
+        assert!(p.take().is_empty());
+        // Large answers fill a group sooner.
+        assert!(!p.push(result(0, GROUP_BYTES / 2)));
+        assert!(p.push(result(1, GROUP_BYTES / 2)));
+        assert_eq!(p.take().len(), 2);
+        assert!(!p.push(result(2, 1)));
+    }
 }
