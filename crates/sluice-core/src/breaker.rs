@@ -12,11 +12,17 @@
 //! closed the breaker closes its own ([`Breaker::closed_elsewhere`]). Moving that news
 //! between replicas is the server's job.
 //!
+//! A deployment whose provider has an active health check is probed by the check alone
+//! ([`Breaker::set_probed_by_checks`]): once the cooldown ends, requests keep skipping it
+//! until the check's probe ([`Breaker::try_probe`]) has closed it, so no user request is the
+//! one that finds the upstream still dead.
+//!
 //! A rate-limit answer is not a failure: it puts the deployment in a cooldown of the
 //! upstream's `Retry-After`, during which it is skipped like an open breaker.
 //!
 //! Time is passed in, so the logic is tested on virtual time.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -124,6 +130,8 @@ struct Inner {
 pub struct Breaker {
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    /// Only a health check may be the half-open probe (the provider has one).
+    probed_by_checks: AtomicBool,
 }
 
 impl Breaker {
@@ -142,7 +150,15 @@ impl Breaker {
                 rate_limited_until: None,
                 epoch: now,
             }),
+            probed_by_checks: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the half-open probe is left to the provider's active health check
+    /// ([`Breaker::try_probe`]): requests then never probe. Set by whoever runs the checks,
+    /// and cleared when they stop (a reload that removes the check).
+    pub fn set_probed_by_checks(&self, checked: bool) {
+        self.probed_by_checks.store(checked, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -175,6 +191,22 @@ impl Breaker {
     /// [`Breaker::success`], [`Breaker::failure`], [`Breaker::rate_limited`] or
     /// [`Breaker::cancelled`], handing the permit back.
     pub fn try_acquire(&self, now: Instant) -> Result<Permit, Refusal> {
+        self.acquire(now, !self.probed_by_checks.load(Ordering::Relaxed))
+    }
+
+    /// The health check asks to be the half-open probe at `now`: a permit with `probe` set
+    /// when the breaker is half-open (or open with its cooldown over) and no probe is out;
+    /// else `None`. Report the check's outcome with the permit as a request would.
+    pub fn try_probe(&self, now: Instant) -> Option<Permit> {
+        if self.state(now) != BreakerState::HalfOpen {
+            return None;
+        }
+        self.acquire(now, true).ok().filter(|p| p.probe)
+    }
+
+    /// [`Breaker::try_acquire`], where `may_probe` says whether the caller may be the
+    /// half-open probe (else an open or half-open breaker refuses it).
+    fn acquire(&self, now: Instant, may_probe: bool) -> Result<Permit, Refusal> {
         let mut inner = self.lock();
         if inner.rate_limited_until.is_some_and(|until| now < until) {
             return Err(Refusal::RateLimited);
@@ -186,6 +218,7 @@ impl Breaker {
         }
         match inner.state {
             BreakerState::Closed => Ok(Permit { probe: false }),
+            BreakerState::Open | BreakerState::HalfOpen if !may_probe => Err(Refusal::Open),
             BreakerState::Open => {
                 let cooled = inner
                     .opened_at
@@ -652,5 +685,32 @@ mod tests {
         let _mine = b.try_acquire(end).unwrap();
         assert!(!b.closed_elsewhere(end));
         assert_eq!(b.state(end), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn with_a_health_check_only_the_check_probes() {
+        let t0 = Instant::now();
+        let b = Breaker::new(config(), t0);
+        b.set_probed_by_checks(true);
+        for _ in 0..3 {
+            b.failure(t0, NORMAL);
+        }
+        let end = b.opening_end().expect("open");
+        // The cooldown is over: a request is still refused, the check is the probe.
+        assert_eq!(b.state(end), BreakerState::HalfOpen);
+        assert_eq!(b.try_acquire(end), Err(Refusal::Open));
+        assert_eq!(b.try_probe(end - MS(1)), None, "still cooling down");
+        let probe = b.try_probe(end).expect("the check probes");
+        assert_eq!(b.try_probe(end), None, "one probe at a time");
+        assert_eq!(b.try_acquire(end), Err(Refusal::Open));
+        b.success(end + MS(1), probe);
+        assert_eq!(b.try_acquire(end + MS(2)), Ok(NORMAL));
+        // Without the check, a request is the probe again.
+        b.set_probed_by_checks(false);
+        for _ in 0..3 {
+            b.failure(end + MS(3), NORMAL);
+        }
+        let end = b.opening_end().unwrap();
+        assert_eq!(b.try_acquire(end), Ok(Permit { probe: true }));
     }
 }

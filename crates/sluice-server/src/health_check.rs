@@ -23,7 +23,7 @@ use crate::shared_routing::{FleetProbe, ProbeVerdict, SharedRouting};
 use crate::state::AppState;
 use http::HeaderValue;
 use http_body_util::BodyExt;
-use sluice_core::breaker::{Breaker, BreakerState, Permit};
+use sluice_core::breaker::{Breaker, Permit};
 use sluice_core::config::HealthCheckConfig;
 use sluice_providers::Provider;
 use std::sync::atomic::Ordering::Relaxed;
@@ -75,6 +75,13 @@ fn start(state: &Arc<AppState>) -> Running {
         .map(|p| p.name())
         .collect();
     state.health_checks.keep_only(&checked);
+    // A checked provider's breakers are probed by its check alone (breakers carried over a
+    // reload take the new config's word).
+    for d in &state.deployments {
+        let provider = &state.providers[d.provider];
+        d.breaker
+            .set_probed_by_checks(provider.config.health_check.is_some());
+    }
     let tasks = state
         .providers
         .iter()
@@ -210,15 +217,9 @@ impl Checker {
         let now = Instant::now();
         for d in &self.deployments {
             let (name, breaker) = (d.name.as_str(), &*d.breaker);
-            if breaker.state(now) != BreakerState::HalfOpen {
-                continue;
-            }
-            let Ok(permit) = breaker.try_acquire(now) else {
+            let Some(permit) = breaker.try_probe(now) else {
                 continue;
             };
-            if !permit.probe {
-                continue;
-            }
             let (permit, fleet) = match &self.shared {
                 Some(shared) => match shared.claim_probe(name, breaker, permit).await {
                     Ok(claimed) => claimed,
