@@ -1,12 +1,12 @@
 //! The drain of client connections at shutdown.
 //!
-//! On the signal every connection is asked to finish (hyper's graceful shutdown: the request
-//! in flight completes, then the connection closes; an idle keep-alive connection closes at
-//! once), and the drain waits for all of them. Two kinds of connection would be lost on the
+//! On the signal every connection is asked to finish (the request in flight completes, then
+//! the connection closes; an idle keep-alive connection closes at once: `front` for
+//! HTTP/1.1, hyper's graceful shutdown for HTTP/2), and the drain waits for all of them. Two kinds of connection would be lost on the
 //! way although a load balancer in front rightly sent a request to them (the replica was
 //! still listening), and for a POST the balancer cannot tell that nothing was done, so it
 //! does not retry: a connection taken just before the signal whose request has not arrived
-//! yet (hyper's protocol detection, cancelled, would drop it unread), and one still in the
+//! yet (closed as idle, it would be dropped unread), and one still in the
 //! kernel's accept queue (closing the listener resets it). So a connection that has read
 //! nothing is given up to [`FIRST_READ_WAIT`] for its request before it is asked to finish,
 //! and the accept queue is emptied ([`take_queued`]) before the listener closes.
@@ -16,10 +16,8 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 /// Longest a connection that has read nothing when the signal comes waits for its request.
@@ -48,38 +46,10 @@ impl Drain {
         }
     }
 
-    /// Runs `conn` to its end; on the signal (even one sent before), once `first` saw the
-    /// connection's first bytes or [`FIRST_READ_WAIT`] passed, calls `finish` on it (hyper's
-    /// graceful shutdown) and runs it to its end.
-    pub fn watch<C, F>(
-        &self,
-        conn: C,
-        first: Arc<FirstRead>,
-        finish: F,
-    ) -> impl Future<Output = ()> + 'static
-    where
-        C: Future + 'static,
-        F: FnOnce(Pin<&mut C>) + 'static,
-    {
-        let mut signal = self.signal.subscribe();
-        async move {
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = signal.wait_for(|stop| *stop) => {}
-            }
-            if !first.read.load(Ordering::Acquire) {
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    () = first.notify.notified() => {}
-                    () = tokio::time::sleep(FIRST_READ_WAIT) => {}
-                }
-            }
-            finish(conn.as_mut());
-            let _ = conn.await;
-            // The receiver goes last: the drain waits for every one.
-            drop(signal);
-        }
+    /// The signal, for a connection that watches it itself (sluice's HTTP/1.1 connections,
+    /// see `front`): the drain waits until every receiver is dropped.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.signal.subscribe()
     }
 
     /// Sends the signal and waits up to `grace` for every watched connection to end; returns
@@ -92,6 +62,37 @@ impl Drain {
     }
 }
 
+/// Runs `conn` (hyper's HTTP/2 connection) to its end; on `signal` (even one sent before),
+/// once `first` saw the connection's first bytes or [`FIRST_READ_WAIT`] passed, calls
+/// `finish` on it (hyper's graceful shutdown) and runs it to its end. The receiver is held
+/// until then, so the drain waits for it.
+pub async fn watch<C, F>(
+    mut signal: watch::Receiver<bool>,
+    conn: C,
+    first: Arc<FirstRead>,
+    finish: F,
+) where
+    C: Future,
+    F: FnOnce(Pin<&mut C>),
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = signal.wait_for(|stop| *stop) => {}
+    }
+    if !first.read.load(Ordering::Acquire) {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = first.notify.notified() => {}
+            () = tokio::time::sleep(FIRST_READ_WAIT) => {}
+        }
+    }
+    finish(conn.as_mut());
+    let _ = conn.await;
+    // The receiver goes last: the drain waits for every one.
+    drop(signal);
+}
+
 /// Whether a connection has read its first bytes.
 #[derive(Debug, Default)]
 pub struct FirstRead {
@@ -99,71 +100,13 @@ pub struct FirstRead {
     notify: Notify,
 }
 
-/// A client connection that tells its [`FirstRead`] when its first bytes arrive.
-#[derive(Debug)]
-pub struct Watched {
-    stream: TcpStream,
-    /// Until the first bytes.
-    first: Option<Arc<FirstRead>>,
-}
-
-impl Watched {
-    /// `stream`, and what it will tell.
-    pub fn new(stream: TcpStream) -> (Self, Arc<FirstRead>) {
-        let first = Arc::new(FirstRead::default());
-        let watched = Self {
-            stream,
-            first: Some(Arc::clone(&first)),
-        };
-        (watched, first)
-    }
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            if let Some(first) = self.first.take() {
-                first.read.store(true, Ordering::Release);
-                first.notify.notify_one();
-            }
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+impl FirstRead {
+    /// Of a connection whose first bytes were read already.
+    pub fn done() -> Arc<Self> {
+        Arc::new(Self {
+            read: AtomicBool::new(true),
+            notify: Notify::new(),
+        })
     }
 }
 

@@ -25,6 +25,7 @@ mod conversations;
 mod drain;
 mod endpoint;
 mod files;
+mod front;
 mod handlers;
 mod headers;
 pub mod health_check;

@@ -1,22 +1,22 @@
 //! The accept loop and graceful shutdown.
 //!
-//! Every connection is served by hyper
-//! (HTTP/1.1 with keep-alive, or HTTP/2 prior knowledge) and watched for graceful
-//! shutdown: on the signal the connections waiting in the accept queue are taken and the
+//! Every connection is served by sluice's own HTTP/1.1 server (`front`: keep-alive, no
+//! buffer held between requests), or by hyper's HTTP/2 server when its first bytes are
+//! HTTP/2's preface (prior knowledge), and watched for graceful shutdown: on the signal the connections waiting in the accept queue are taken and the
 //! listener closes, in-flight requests (streams included, and the requests of connections
 //! taken before they arrived) finish (see `drain`), and whatever is still running after
 //! `server.shutdown_grace_ms` is cut. Batches
 //! run on the acceptor's runtime (`batches::executor`); on the signal they stop starting
 //! lines, and their lines in flight finish and are recorded within the same grace.
 
-use crate::drain::{self, Drain, Watched};
+use crate::drain::{self, Drain, FirstRead};
+use crate::front::{self, Handler, Served};
 use crate::live::Live;
 use crate::router::route;
 use crate::state::AppState;
 use crate::trim::{self, Load, Release};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use sluice_core::config::Config;
 use std::future::Future;
 use std::io;
@@ -40,46 +40,75 @@ pub struct Server {
 /// (none for one taken from the accept queue at shutdown).
 type Handoff = (std::net::TcpStream, Option<OwnedSemaphorePermit>);
 
-fn builder(state: &AppState) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(state.server.request_read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    builder
+/// What a worker's connections share: the handler of their requests, and the settings.
+#[derive(Clone)]
+struct Front {
+    handler: Arc<Handler>,
+    live: Arc<Live>,
+    head_timeout: Duration,
+}
+
+impl Front {
+    fn new(live: &Arc<Live>) -> Self {
+        let state = live.get();
+        let for_requests = Arc::clone(live);
+        // Each request takes the state current when it arrives (see `live`).
+        let handler: Handler = Box::new(move |req| {
+            let state = for_requests.get();
+            Box::pin(async move {
+                match route(state, req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            })
+        });
+        Self {
+            handler: Arc::new(handler),
+            live: Arc::clone(live),
+            head_timeout: state.server.request_read_timeout,
+        }
+    }
 }
 
 /// Serves one connection on the current runtime; `permit` holds its connection slot.
 fn serve_connection(
-    builder: &auto::Builder<TokioExecutor>,
+    front: &Front,
     drain: &Drain,
-    live: &Arc<Live>,
     load: &Arc<Load>,
     stream: TcpStream,
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let _ = stream.set_nodelay(true);
-    live.get().metrics.connections.fetch_add(1, Relaxed);
+    front.live.get().metrics.connections.fetch_add(1, Relaxed);
     load.opened();
     let load = Arc::clone(load);
-    let live = Arc::clone(live);
-    // Each request takes the state current when it arrives (see `live`).
-    // Boxed per request: hyper keeps a connection's request future in a box of that future's
-    // size (9 KiB) for the connection's whole life, so an idle keep-alive connection would
-    // hold one, touched by its last request; this way it holds a pointer.
-    let service = service_fn(move |req| Box::pin(route(live.get(), req)));
-    let (stream, first_read) = Watched::new(stream);
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    let conn = drain.watch(conn, first_read, |conn| conn.graceful_shutdown());
+    let front = front.clone();
+    let signal = drain.subscribe();
     tokio::spawn(async move {
-        conn.await;
+        let served = front::serve(stream, signal.clone(), front.head_timeout, &front.handler).await;
+        if let Served::Http2(stream) = served {
+            http2(stream, signal, &front.live).await;
+        }
         load.closed();
         drop(permit);
     });
+}
+
+/// Serves an HTTP/2 (prior knowledge) connection with hyper, watched by the drain.
+async fn http2(
+    stream: front::Rewind,
+    signal: tokio::sync::watch::Receiver<bool>,
+    live: &Arc<Live>,
+) {
+    let live = Arc::clone(live);
+    let service = service_fn(move |req| Box::pin(route(live.get(), req)));
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    drain::watch(signal, conn, FirstRead::done(), |conn| {
+        conn.graceful_shutdown()
+    })
+    .await;
 }
 
 /// Serves the connections waiting in `listener`'s accept queue, then closes it.
@@ -170,13 +199,13 @@ async fn worker(
     index: usize,
     release: Option<Release>,
 ) {
-    let builder = builder(&live.get());
+    let front = Front::new(&live);
     let connections = Drain::new();
     let load = watch_load(&live, index, release);
     // The acceptor drops its sender on shutdown, which ends this loop.
     while let Some((stream, permit)) = incoming.recv().await {
         match TcpStream::from_std(stream) {
-            Ok(stream) => serve_connection(&builder, &connections, &live, &load, stream, permit),
+            Ok(stream) => serve_connection(&front, &connections, &load, stream, permit),
             Err(e) => tracing::warn!(error = %e, "cannot register connection"),
         }
     }
@@ -249,7 +278,7 @@ impl Server {
             ..
         } = self;
         let state = live.get();
-        let builder = builder(&state);
+        let front = Front::new(&live);
         let connections = Drain::new();
         let load = watch_load(&live, 0, release);
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
@@ -259,7 +288,7 @@ impl Server {
         let history = spawn_history(&live);
         tokio::pin!(shutdown);
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
-            serve_connection(&builder, &connections, &live, &load, stream, Some(permit));
+            serve_connection(&front, &connections, &load, stream, Some(permit));
         }
         checks.abort();
         history.abort();
@@ -268,7 +297,7 @@ impl Server {
             listener,
             &slots,
             |stream, permit| match TcpStream::from_std(stream) {
-                Ok(s) => serve_connection(&builder, &connections, &live, &load, s, permit),
+                Ok(s) => serve_connection(&front, &connections, &load, s, permit),
                 Err(e) => tracing::warn!(error = %e, "cannot register connection"),
             },
         );

@@ -1,0 +1,475 @@
+//! The connection's read side, shared by the connection (heads) and the request's body
+//! (its bytes), and the body's decoding: `Content-Length` or chunked (RFC 9112 section 7.1).
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// Longest chunk-size line (with its extensions), and most trailer bytes, taken.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Least free room a read is given; a read past it grows the buffer by [`READ_CHUNK`].
+const MIN_READ_ROOM: usize = 1024;
+/// What a read reserves when the buffer is short of room.
+pub const READ_CHUNK: usize = 8 * 1024;
+
+/// Where the body's decoding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    /// This many bytes left.
+    Length(u64),
+    /// Chunked, in this part of a chunk.
+    Chunked(Chunk),
+    /// The body has ended.
+    Done,
+    /// Broken (malformed framing, or the client left midway): the connection cannot serve
+    /// another request.
+    Failed,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    /// Reading a chunk-size line.
+    Size,
+    /// In a chunk's data, this many bytes left.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines (dropped), this many bytes read so far.
+    Trailers(usize),
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// The client closed the connection before the body's end.
+    Incomplete,
+    /// The chunked framing is malformed.
+    Malformed(&'static str),
+    /// Reading the socket failed.
+    Io(String),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Incomplete => {
+                f.write_str("the client closed the connection before the body's end")
+            }
+            Self::Malformed(why) => write!(f, "malformed chunked body: {why}"),
+            Self::Io(e) => write!(f, "reading the body failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl Decoder {
+    /// Whether the body has been read to its end.
+    pub fn is_done(self) -> bool {
+        self == Self::Done
+    }
+
+    /// The next piece of body data in `buf` (taken from it, no copy), `Ok(None)` when more
+    /// bytes are needed or the body ended ([`Decoder::is_done`]).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            match *self {
+                Self::Done => return Ok(None),
+                Self::Failed => return Err(BodyError::Malformed("the body broke earlier")),
+                Self::Length(0) => {
+                    *self = Self::Done;
+                    return Ok(None);
+                }
+                Self::Length(left) => {
+                    let Some(data) = take(buf, left) else {
+                        return Ok(None);
+                    };
+                    *self = Self::Length(left - data.len() as u64);
+                    if left == data.len() as u64 {
+                        *self = Self::Done;
+                    }
+                    return Ok(Some(data));
+                }
+                Self::Chunked(chunk) => match self.chunked(chunk, buf) {
+                    Ok(Step::Data(d)) => return Ok(Some(d)),
+                    Ok(Step::More) => return Ok(None),
+                    Ok(Step::On) => {}
+                    Err(e) => {
+                        *self = Self::Failed;
+                        return Err(e);
+                    }
+                },
+            }
+        }
+    }
+
+    fn chunked(&mut self, chunk: Chunk, buf: &mut BytesMut) -> Result<Step, BodyError> {
+        match chunk {
+            Chunk::Size => {
+                let Some(end) = line_end(buf, MAX_CHUNK_LINE)? else {
+                    return Ok(Step::More);
+                };
+                let size = chunk_size(&buf[..end])?;
+                buf.advance(end + 2);
+                *self = Self::Chunked(match size {
+                    0 => Chunk::Trailers(0),
+                    n => Chunk::Data(n),
+                });
+                Ok(Step::On)
+            }
+            Chunk::Data(left) => {
+                let Some(data) = take(buf, left) else {
+                    return Ok(Step::More);
+                };
+                let left = left - data.len() as u64;
+                *self = Self::Chunked(if left == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left)
+                });
+                Ok(Step::Data(data))
+            }
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Step::More);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(BodyError::Malformed(
+                        "a chunk's data is not followed by CRLF",
+                    ));
+                }
+                buf.advance(2);
+                *self = Self::Chunked(Chunk::Size);
+                Ok(Step::On)
+            }
+            Chunk::Trailers(read) => {
+                let room = MAX_TRAILERS.saturating_sub(read);
+                let Some(end) = line_end(buf, room)? else {
+                    return Ok(Step::More);
+                };
+                buf.advance(end + 2);
+                *self = if end == 0 {
+                    Self::Done
+                } else {
+                    Self::Chunked(Chunk::Trailers(read + end + 2))
+                };
+                Ok(Step::On)
+            }
+        }
+    }
+}
+
+enum Step {
+    Data(Bytes),
+    More,
+    On,
+}
+
+/// Up to `left` bytes off the front of `buf`; `None` when it is empty.
+fn take(buf: &mut BytesMut, left: u64) -> Option<Bytes> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+    Some(buf.split_to(n).freeze())
+}
+
+/// Where the CRLF ending the line at the start of `buf` is; `None` while it has not arrived
+/// within `limit` bytes; an error past them.
+fn line_end(buf: &[u8], limit: usize) -> Result<Option<usize>, BodyError> {
+    let window = &buf[..buf.len().min(limit.saturating_add(2))];
+    match window.windows(2).position(|w| w == b"\r\n") {
+        Some(at) => Ok(Some(at)),
+        None if buf.len() > limit => Err(BodyError::Malformed(
+            "a chunk-size or trailer line is too long",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// A chunk-size line's size: hex digits, then optional whitespace and `;extensions`.
+fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(BodyError::Malformed("a chunk-size is not hexadecimal"));
+    }
+    if digits > 15 {
+        return Err(BodyError::Malformed("a chunk-size is too large"));
+    }
+    let rest = &line[digits..];
+    let rest = &rest[rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count()..];
+    if !(rest.is_empty() || rest[0] == b';') {
+        return Err(BodyError::Malformed(
+            "a chunk-size line has junk after the size",
+        ));
+    }
+    let text = std::str::from_utf8(&line[..digits])
+        .map_err(|_| BodyError::Malformed("a chunk-size is not hexadecimal"))?;
+    u64::from_str_radix(text, 16).map_err(|_| BodyError::Malformed("a chunk-size is too large"))
+}
+
+/// `Expect: 100-continue`'s progress.
+pub mod expect {
+    /// The client did not ask for it, or it was answered.
+    pub const NONE: u8 = 0;
+    /// The client waits for it; the body has not been read yet.
+    pub const WAITING: u8 = 1;
+    /// The body wants its bytes: the connection is to write `100 Continue`.
+    pub const WANTED: u8 = 2;
+    /// The response began before the body was read: no `100 Continue` any more.
+    pub const REFUSED: u8 = 3;
+}
+
+/// The read side of a connection.
+#[derive(Debug)]
+pub struct ReadSide {
+    /// Bytes read and not yet taken (a head, body bytes, a pipelined next request).
+    pub buf: BytesMut,
+    /// The current request's body.
+    pub decoder: Decoder,
+    /// The client closed its side (a read returned 0).
+    pub eof: bool,
+}
+
+/// What the connection and its current request's body share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The socket (reads and writes take `&`).
+    pub stream: TcpStream,
+    read: Mutex<ReadSide>,
+    /// See [`expect`].
+    pub expect: AtomicU8,
+    /// Wakes the connection when the body wants a `100 Continue` written.
+    pub continue_wanted: Notify,
+}
+
+impl Shared {
+    /// A connection's shared state, nothing read yet.
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            read: Mutex::new(ReadSide {
+                buf: BytesMut::new(),
+                decoder: Decoder::Done,
+                eof: false,
+            }),
+            expect: AtomicU8::new(expect::NONE),
+            continue_wanted: Notify::new(),
+        }
+    }
+
+    /// The socket and what was read from it and not taken.
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        let side = self
+            .read
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        (self.stream, side.buf)
+    }
+
+    /// The read side, locked.
+    pub fn read(&self) -> MutexGuard<'_, ReadSide> {
+        self.read.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads what the socket holds now into `side.buf`: `Ok(None)` when it holds nothing
+    /// (wait for it to be readable), `Ok(Some(0))` at the client's end of stream.
+    pub fn try_fill(&self, side: &mut ReadSide) -> io::Result<Option<usize>> {
+        if side.buf.capacity() - side.buf.len() < MIN_READ_ROOM {
+            side.buf.reserve(READ_CHUNK);
+        }
+        match self.stream.try_read_buf(&mut side.buf) {
+            Ok(n) => {
+                side.eof |= n == 0;
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads what the socket holds into `side.buf`: `Ready(Ok(n))` once it read (0 at the
+    /// client's end of stream), `Pending` until the socket is readable.
+    pub fn poll_fill(&self, side: &mut ReadSide, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            if let Some(n) = self.try_fill(side)? {
+                return Poll::Ready(Ok(n));
+            }
+        }
+    }
+
+    /// The next piece of the current body (see [`RequestBody`]).
+    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let mut side = self.read();
+        loop {
+            let side = &mut *side;
+            match side.decoder.decode(&mut side.buf) {
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),
+                Ok(None) if side.decoder.is_done() => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+            if side.eof {
+                side.decoder = Decoder::Failed;
+                return Poll::Ready(Some(Err(BodyError::Incomplete)));
+            }
+            if self
+                .expect
+                .compare_exchange(
+                    expect::WAITING,
+                    expect::WANTED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                self.continue_wanted.notify_one();
+            }
+            if let Err(e) = ready!(self.poll_fill(side, cx)) {
+                side.decoder = Decoder::Failed;
+                return Poll::Ready(Some(Err(BodyError::Io(e.to_string()))));
+            }
+        }
+    }
+}
+
+/// A request's body as it arrives on the connection: data frames taken from the
+/// connection's buffer without a copy.
+#[derive(Debug)]
+pub struct RequestBody {
+    shared: Arc<Shared>,
+    /// The body ended (or broke): no more frames.
+    over: bool,
+}
+
+impl RequestBody {
+    /// The body of the request the connection just read the head of.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let over = shared.read().decoder.is_done();
+        Self { shared, over }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if self.over {
+            return Poll::Ready(None);
+        }
+        let polled = ready!(self.shared.poll_body(cx));
+        self.over = !matches!(polled, Some(Ok(_)));
+        Poll::Ready(polled.map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.over
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.shared.read().decoder {
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            Decoder::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `wire` fed in pieces of `step` bytes: the data, and the decoder's end.
+    fn decode(
+        mut d: Decoder,
+        wire: &[u8],
+        step: usize,
+    ) -> (Result<Vec<u8>, BodyError>, Decoder, usize) {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in wire.chunks(step.max(1)) {
+            buf.extend_from_slice(piece);
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(data)) => out.extend_from_slice(&data),
+                    Ok(None) => break,
+                    Err(e) => return (Err(e), d, buf.len()),
+                }
+            }
+        }
+        (Ok(out), d, buf.len())
+    }
+
+    #[test]
+    fn a_length_body_ends_at_its_length_and_leaves_the_next_request() {
+        for step in [1, 3, 100] {
+            let (data, d, left) = decode(Decoder::Length(5), b"helloGET /", step);
+            assert_eq!(data.unwrap(), b"hello");
+            assert!(d.is_done());
+            assert_eq!(left, 5, "the pipelined bytes stay in the buffer");
+        }
+    }
+
+    #[test]
+    fn a_chunked_body_is_decoded_whatever_the_pieces() {
+        let wire = b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: t\r\n\r\nNEXT";
+        for step in [1, 2, 7, 1000] {
+            let (data, d, left) = decode(Decoder::Chunked(Chunk::Size), wire, step);
+            assert_eq!(
+                data.unwrap(),
+                b"helloabcdefghijklmnopqrstuvwxyz",
+                "step {step}"
+            );
+            assert!(d.is_done());
+            assert_eq!(left, 4);
+        }
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        for wire in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+            b"1000000000000000\r\n",
+            &[b'1'; MAX_CHUNK_LINE + 10],
+        ] {
+            let (data, d, _) = decode(Decoder::Chunked(Chunk::Size), wire, 3);
+            assert!(data.is_err(), "{:?}", String::from_utf8_lossy(wire));
+            assert_eq!(d, Decoder::Failed);
+        }
+        // Trailers past their bound.
+        let mut wire = b"0\r\n".to_vec();
+        for _ in 0..2000 {
+            wire.extend_from_slice(b"x-t: yyyyyyyy\r\n");
+        }
+        let (data, _, _) = decode(Decoder::Chunked(Chunk::Size), &wire, 64);
+        assert!(data.is_err());
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(chunk_size(b"FF ; name=value").unwrap(), 255);
+        assert!(chunk_size(b"").is_err());
+        assert!(chunk_size(b"-1").is_err());
+    }
+}
