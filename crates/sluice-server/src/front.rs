@@ -250,7 +250,9 @@ async fn exchange(
         return Ok(false);
     }
     if !close && !shared.read().decoder.is_done() {
-        close = unasked || !drain_body(shared).await;
+        // A body still held elsewhere (its reader outlives the response) is not drained
+        // under it: the connection closes.
+        close = unasked || Arc::strong_count(shared) > 1 || !drain_body(shared).await;
     }
     // A drain that began while the response went out.
     Ok(!close && !*signal.borrow())
@@ -496,5 +498,28 @@ impl AsyncWrite for Rewind {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's task holds this future for its whole life, idle or not: it must stay
+    /// small (the request's own future is boxed apart, and only while it runs).
+    #[tokio::test]
+    async fn a_connections_future_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let handler: Handler =
+            Box::new(|_req| Box::pin(async { Response::new(ResponseBody::full("")) }));
+        let (_tx, signal) = watch::channel(false);
+        let connection = serve(server, signal, Duration::from_secs(1), &handler);
+        let size = std::mem::size_of_val(&connection);
+        assert!(size <= 2048, "{size} bytes");
+        drop(client);
     }
 }

@@ -87,7 +87,8 @@ fn serve_connection(
     tokio::spawn(async move {
         let served = front::serve(stream, signal.clone(), front.head_timeout, &front.handler).await;
         if let Served::Http2(stream) = served {
-            http2(stream, signal, &front.live).await;
+            // Boxed: hyper's HTTP/2 connection state is not held in every connection's task.
+            Box::pin(http2(stream, signal, &front.live)).await;
         }
         load.closed();
         drop(permit);
