@@ -7,7 +7,7 @@
 //! (`http`), upstream answers whole and streamed translate into well-formed JSON and SSE
 //! (`answers`), and through the whole pipeline from a replaying fake upstream (`relayed`),
 //! and the stream, multipart and config readers behave whatever the bytes and however they
-//! are split into reads (`readers`).
+//! are split into reads (`readers`), and raw bytes on a client connection (`wire`).
 //!
 //! The suite runs a few thousand inputs per target; a longer run:
 //! `SLUICE_FUZZ_ITERS=200000 cargo nextest run -p sluice-server --no-default-features --test fuzz`
@@ -20,3 +20,4 @@ mod http;
 mod readers;
 mod relayed;
 mod shape;
+mod wire;
