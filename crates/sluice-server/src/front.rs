@@ -35,7 +35,7 @@ pub use body::RequestBody;
 use crate::drain;
 use crate::response::ResponseBody;
 use body::{expect, Decoder, Shared};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::CONNECTION;
 use http::{Request, Response, Version};
 use http_body::Body;
@@ -159,7 +159,15 @@ async fn read_head(
                 return Ok(Next::Closed);
             }
         }
-        let idle = shared.read().buf.is_empty();
+        let idle = {
+            let mut side = shared.read();
+            if side.buf.is_empty() {
+                // Nothing kept while waiting: the last request's buffer (whatever room it
+                // had left) goes back now, and a read takes a new one.
+                side.buf = BytesMut::new();
+            }
+            side.buf.is_empty()
+        };
         tokio::select! {
             r = shared.stream.readable() => {
                 if r.is_err() {
@@ -342,9 +350,24 @@ async fn client_gone(shared: &Shared) {
         if side.eof {
             return Poll::Ready(());
         }
-        match shared.poll_fill(&mut side, cx) {
-            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(()),
-            Poll::Ready(Ok(_)) | Poll::Pending => Poll::Pending,
+        // A small read, not the connection's buffer: a request in flight holds none.
+        let mut probe = [0u8; 512];
+        loop {
+            if std::task::ready!(shared.stream.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
+            }
+            match shared.stream.try_read(&mut probe) {
+                Ok(0) => {
+                    side.eof = true;
+                    return Poll::Ready(());
+                }
+                Ok(n) => {
+                    side.buf.extend_from_slice(&probe[..n]);
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(()),
+            }
         }
     })
     .await;

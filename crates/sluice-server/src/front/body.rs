@@ -244,6 +244,26 @@ pub struct ReadSide {
     pub eof: bool,
 }
 
+/// Body pieces up to this size are copied out of the connection's buffer, so that a
+/// request in flight does not keep the whole buffer alive for a small body.
+const COPY_BELOW: usize = 2048;
+
+impl ReadSide {
+    /// A piece of body data as the handler keeps it; the buffer is let go once the body has
+    /// ended with nothing after it (a pipelined request's bytes keep it).
+    fn keep(&mut self, data: Bytes) -> Bytes {
+        let data = if data.len() < COPY_BELOW {
+            Bytes::copy_from_slice(&data)
+        } else {
+            data
+        };
+        if self.decoder.is_done() && self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        data
+    }
+}
+
 /// What the connection and its current request's body share.
 #[derive(Debug)]
 pub struct Shared {
@@ -318,7 +338,7 @@ impl Shared {
         loop {
             let side = &mut *side;
             match side.decoder.decode(&mut side.buf) {
-                Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(side.keep(data)))),
                 Ok(None) if side.decoder.is_done() => return Poll::Ready(None),
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Some(Err(e))),
@@ -463,6 +483,36 @@ mod tests {
         }
         let (data, _, _) = decode(Decoder::Chunked(Chunk::Size), &wire, 64);
         assert!(data.is_err());
+    }
+
+    #[test]
+    fn a_small_body_is_copied_and_the_buffer_let_go_once_it_ended() {
+        let mut buf = BytesMut::with_capacity(8192);
+        buf.extend_from_slice(b"hello");
+        let mut side = ReadSide {
+            buf,
+            decoder: Decoder::Length(5),
+            eof: false,
+        };
+        let data = side.decoder.decode(&mut side.buf).unwrap().unwrap();
+        let kept = side.keep(data);
+        assert_eq!(kept, &b"hello"[..]);
+        assert_eq!(
+            side.buf.capacity(),
+            0,
+            "no buffer held while the request runs"
+        );
+        // Bytes of a pipelined request keep it.
+        let mut buf = BytesMut::with_capacity(8192);
+        buf.extend_from_slice(b"helloGET");
+        let mut side = ReadSide {
+            buf,
+            decoder: Decoder::Length(5),
+            eof: false,
+        };
+        let data = side.decoder.decode(&mut side.buf).unwrap().unwrap();
+        side.keep(data);
+        assert_eq!(&side.buf[..], b"GET");
     }
 
     #[test]
