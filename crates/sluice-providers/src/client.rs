@@ -113,8 +113,10 @@ impl Upstream {
     ) -> Result<http::Response<ResponseBody>, sluice_core::Error> {
         let slot = self.slots.take(worker).await;
         let response = match &self.pools {
-            Pools::Driven(c) => c
-                .send(worker, request)
+            // Boxed: the exchange's state (connect, handshake, the connection's driver) is
+            // allocated once a slot is taken, not carried by every request that waits for
+            // one (thousands, under a burst past `max_connections`).
+            Pools::Driven(c) => Box::pin(c.send(worker, request))
                 .await
                 .map(|r| r.map(Inner::Driven))
                 .map_err(|e| match e {
