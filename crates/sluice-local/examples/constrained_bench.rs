@@ -3,9 +3,14 @@
 //!
 //! ```text
 //! cargo run --release -p sluice-local --example constrained_bench -- \
-//!     --file target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf [--runs 5] [--gen 128]
-//! cargo run --release -p sluice-local --example constrained_bench -- --print-setup
+//!     --file target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf [--runs 5] [--gen 128] \
+//!     [--schema objects|patterned]
+//! cargo run --release -p sluice-local --example constrained_bench -- --print-setup [--schema …]
 //! ```
+//!
+//! `--schema`: `objects` (the default: strings with lengths, arrays, an integer, nested
+//! objects) or `patterned` (strings with `pattern`s and `format`s: date, date-time, uuid, email,
+//! ipv4).
 //!
 //! `--print-setup` prints the prompt and the schema (one JSON line) for llama.cpp's side of the
 //! comparison, `bench/local_constrained_ref.py` (`bench/local-constrained.sh` runs both).
@@ -29,6 +34,36 @@ use sluice_local::{ChatMessage, ChatModel, ChatRequest, Grammar, LoadOptions, Sa
 const PROMPT: &str = "Describe a small HTTP gateway for language models as JSON: a title, a \
 one-sentence summary, up to five tags, a rating from 1 to 10, and three sections, each with a \
 heading and a short body.";
+
+const PATTERNED_PROMPT: &str = "Register a user of an HTTP gateway for language models as JSON: \
+a user code of two capital letters, a dash and four digits, an email address, a birth date, \
+the time of registration, an id (a UUID), the client's IPv4 address and a short motto.";
+
+/// The schema (and prompt) `--schema` names.
+fn setup(name: &str) -> Result<(&'static str, serde_json::Value), String> {
+    match name {
+        "objects" => Ok((PROMPT, schema())),
+        "patterned" => Ok((PATTERNED_PROMPT, patterned_schema())),
+        other => Err(format!("unknown --schema {other} (objects, patterned)")),
+    }
+}
+
+fn patterned_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{4}$"},
+            "email": {"type": "string", "format": "email", "maxLength": 60},
+            "born": {"type": "string", "format": "date"},
+            "registered": {"type": "string", "format": "date-time"},
+            "id": {"type": "string", "format": "uuid"},
+            "ip": {"type": "string", "format": "ipv4"},
+            "motto": {"type": "string", "pattern": "^[A-Z][a-z ,]*[.!]$", "maxLength": 80}
+        },
+        "required": ["code", "email", "born", "registered", "id", "ip", "motto"],
+        "additionalProperties": false
+    })
+}
 
 fn schema() -> serde_json::Value {
     serde_json::json!({
@@ -57,9 +92,9 @@ fn schema() -> serde_json::Value {
     })
 }
 
-fn request(max_tokens: usize, constraint: Option<Arc<Grammar>>) -> ChatRequest {
+fn request(prompt: &str, max_tokens: usize, constraint: Option<Arc<Grammar>>) -> ChatRequest {
     ChatRequest {
-        messages: vec![ChatMessage::new("user", PROMPT)],
+        messages: vec![ChatMessage::new("user", prompt)],
         max_tokens: Some(max_tokens),
         sampling: SamplingParams {
             temperature: Some(0.0),
@@ -74,14 +109,15 @@ fn request(max_tokens: usize, constraint: Option<Arc<Grammar>>) -> ChatRequest {
 /// Seconds per decode step (and the whole answer's tokens) of `max_tokens` tokens.
 fn step(
     model: &ChatModel,
+    prompt: &str,
     max_tokens: usize,
     constraint: Option<Arc<Grammar>>,
 ) -> Result<(f64, sluice_local::Completion), Box<dyn std::error::Error>> {
     let started = Instant::now();
-    model.generate_blocking(request(1, constraint.clone()), |_| {})?;
+    model.generate_blocking(request(prompt, 1, constraint.clone()), |_| {})?;
     let first = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let done = model.generate_blocking(request(max_tokens, constraint), |_| {})?;
+    let done = model.generate_blocking(request(prompt, max_tokens, constraint), |_| {})?;
     let all = started.elapsed().as_secs_f64();
     let further = done.usage.completion_tokens.saturating_sub(1).max(1);
     Ok(((all - first) / further as f64, done))
@@ -94,23 +130,30 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut file, mut runs, mut gen) = (PathBuf::new(), 5usize, 128usize);
+    let (mut print_setup, mut schema_name) = (false, "objects".to_owned());
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--print-setup" {
-            // For llama.cpp's side of the comparison (bench/local_constrained_ref.py).
-            println!(
-                "{}",
-                serde_json::json!({"prompt": PROMPT, "schema": schema()})
-            );
-            return Ok(());
+            print_setup = true;
+            continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--file" => file = PathBuf::from(value),
             "--runs" => runs = value.parse()?,
             "--gen" => gen = value.parse()?,
+            "--schema" => schema_name = value,
             other => return Err(format!("unknown argument {other}").into()),
         }
+    }
+    let (prompt, schema) = setup(&schema_name)?;
+    if print_setup {
+        // For llama.cpp's side of the comparison (bench/local_constrained_ref.py).
+        println!(
+            "{}",
+            serde_json::json!({"prompt": prompt, "schema": schema})
+        );
+        return Ok(());
     }
     let options = LoadOptions {
         parallel: 1,
@@ -118,14 +161,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..LoadOptions::default()
     };
     let model = ChatModel::load(&file, &options)?;
-    let schema = schema();
     let grammar = Arc::new(Grammar::from_json_schema(&schema)?);
-    step(&model, 8, None)?; // warm-up
+    step(&model, prompt, 8, None)?; // warm-up
 
     let (mut free, mut constrained, mut answer) = (Vec::new(), Vec::new(), None);
     for _ in 0..runs {
-        free.push(step(&model, gen, None)?.0);
-        let (seconds, done) = step(&model, 1500, Some(Arc::clone(&grammar)))?;
+        free.push(step(&model, prompt, gen, None)?.0);
+        let (seconds, done) = step(&model, prompt, 1500, Some(Arc::clone(&grammar)))?;
         constrained.push(seconds);
         answer = Some(done);
     }
@@ -163,6 +205,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mask_p50 = median(times.iter().map(|t| t.0).collect());
     let result = serde_json::json!({
         "file": file.display().to_string(),
+        "schema": schema_name,
         "engine": model.engine(),
         "vocab": vocab,
         "runs": runs,

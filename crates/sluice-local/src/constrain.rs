@@ -4,6 +4,8 @@
 //!
 //! * `schema`: a JSON Schema (the subset [`Grammar::from_json_schema`] documents) compiled to a
 //!   graph of value nodes; unsupported keywords are a [`SchemaError`] naming them.
+//! * `pattern`: a string's `pattern` as a DFA over its decoded bytes, with which states can
+//!   still end in a match within the string's lengths; `format`: formats as patterns.
 //! * `one_of`: the proof that a `oneOf`'s branches are disjoint (else it is refused), which
 //!   makes matching one of them matching exactly one.
 //! * `matcher`: the byte-level pushdown matcher of a grammar (a set of parses, each a stack of
@@ -13,9 +15,11 @@
 //!   dead subtrees skipped.
 //! * `guide`: [`Constraint`], a request's matcher with its masks cached per state set.
 
+mod format;
 mod guide;
 mod matcher;
 mod one_of;
+mod pattern;
 mod schema;
 mod vocab;
 

@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use super::pattern::{counted, Pattern};
 use super::schema::{Grammar, Node, NodeId, ObjectNode};
 
 /// Whitespace bytes allowed in one gap between tokens (models otherwise emit newlines forever).
@@ -207,8 +208,14 @@ pub(crate) enum Frame {
     /// Inside literal `which` of a `Literals` node, `at` bytes in.
     Literal { node: NodeId, which: u16, at: u16 },
     /// Inside a string (after its opening quote), `chars` characters in (counted only up to
-    /// what the node's limits need, so unlimited strings keep one state).
-    Str { node: NodeId, chars: u32, lex: Lex },
+    /// what the node's limits need, so unlimited strings keep one state); `dfa`: the state of
+    /// the string's pattern, if it has one.
+    Str {
+        node: NodeId,
+        chars: u32,
+        lex: Lex,
+        dfa: u32,
+    },
     Num {
         integer: bool,
         phase: NumPhase,
@@ -465,11 +472,15 @@ pub(crate) fn in_plain_string(g: &Grammar, states: &[State]) -> Option<u32> {
         node,
         chars,
         lex: Lex::Plain,
+        ..
     } = state.top
     else {
         return None;
     };
-    let Node::String { max, .. } = *g.node(node) else {
+    let Node::String {
+        max, pattern: None, ..
+    } = *g.node(node)
+    else {
         return None;
     };
     Some(max.map_or(u32::MAX, |max| max.saturating_sub(chars)))
@@ -509,26 +520,29 @@ pub(crate) fn step(g: &Grammar, state: &State, b: u8, out: &mut Vec<State>) {
                 }
             }
         }
-        Frame::Str { node, chars, lex } => {
-            let Node::String { min, max } = *g.node(node) else {
+        Frame::Str {
+            node,
+            chars,
+            lex,
+            dfa,
+        } => {
+            let Node::String { min, max, pattern } = *g.node(node) else {
                 return;
             };
-            match lex.step(b) {
-                Step::Close if chars >= min => add(state.pop()),
-                Step::Go { lex, starts_char } => {
-                    let mut chars = chars;
-                    if starts_char {
-                        if max.is_some_and(|max| chars >= max) {
-                            return;
-                        }
-                        // Count only as far as the limits need.
-                        if chars < max.unwrap_or(min) {
-                            chars += 1;
-                        }
-                    }
-                    add(state.with(Frame::Str { node, chars, lex }));
-                }
-                _ => {}
+            let at = StrAt { chars, lex, dfa };
+            let next = match pattern {
+                None => string_step(min, max, at, b),
+                Some(p) => patterned_step(g.pattern(p), min, max, at, b),
+            };
+            match next {
+                Some(None) => add(state.pop()),
+                Some(Some(StrAt { chars, lex, dfa })) => add(state.with(Frame::Str {
+                    node,
+                    chars,
+                    lex,
+                    dfa,
+                })),
+                None => {}
             }
         }
         Frame::Num {
@@ -596,6 +610,7 @@ fn start(g: &Grammar, state: &State, node: NodeId, b: u8, add: &mut impl FnMut(S
                     node,
                     chars: 0,
                     lex: Lex::Plain,
+                    dfa: 0,
                 }));
             }
         }
@@ -632,6 +647,97 @@ fn start(g: &Grammar, state: &State, node: NodeId, b: u8, add: &mut impl FnMut(S
                 }));
             }
         }
+    }
+}
+
+/// Where inside a string the matcher is (a [`Frame::Str`]'s fields but the node).
+#[derive(Clone, Copy)]
+struct StrAt {
+    chars: u32,
+    lex: Lex,
+    dfa: u32,
+}
+
+/// A byte of a string without a pattern: `None` if refused, `Some(None)` if it closes it.
+fn string_step(min: u32, max: Option<u32>, at: StrAt, b: u8) -> Option<Option<StrAt>> {
+    match at.lex.step(b) {
+        Step::Close if at.chars >= min => Some(None),
+        Step::Go { lex, starts_char } => {
+            let mut chars = at.chars;
+            if starts_char {
+                if max.is_some_and(|max| chars >= max) {
+                    return None;
+                }
+                chars = counted(chars, min, max);
+            }
+            Some(Some(StrAt { chars, lex, ..at }))
+        }
+        _ => None,
+    }
+}
+
+/// The byte a short escape's letter stands for (`\u` is not one).
+fn unescape(letter: u8) -> Option<u8> {
+    Some(match letter {
+        b'"' | b'\\' | b'/' => letter,
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        _ => return None,
+    })
+}
+
+/// A byte of a string with a pattern: the pattern's DFA reads the decoded bytes, and a byte
+/// is taken only if a match can still end within the string's lengths after it. A `\` is
+/// taken if one of the short escapes can follow; `\u` escapes are refused (see `pattern`).
+fn patterned_step(
+    p: &Pattern,
+    min: u32,
+    max: Option<u32>,
+    at: StrAt,
+    b: u8,
+) -> Option<Option<StrAt>> {
+    let room = max.is_none_or(|max| at.chars < max);
+    match (at.lex, b) {
+        (Lex::Plain, b'"') => (at.chars >= min && p.accepts(at.dfa)).then_some(None),
+        (Lex::Plain, b'\\') => {
+            let chars = counted(at.chars, min, max);
+            let escapable = b"\"\\/bfnrt"
+                .iter()
+                .filter_map(|&e| unescape(e))
+                .any(|d| p.live(p.step(at.dfa, d), chars));
+            (room && escapable).then_some(Some(StrAt {
+                chars,
+                lex: Lex::Escape,
+                dfa: at.dfa,
+            }))
+        }
+        (Lex::Escape, _) => {
+            let dfa = p.step(at.dfa, unescape(b)?);
+            p.live(dfa, at.chars).then_some(Some(StrAt {
+                lex: Lex::Plain,
+                dfa,
+                ..at
+            }))
+        }
+        _ => match at.lex.step(b) {
+            Step::Go { lex, starts_char } => {
+                if starts_char && !room {
+                    return None;
+                }
+                let chars = if starts_char {
+                    counted(at.chars, min, max)
+                } else {
+                    at.chars
+                };
+                let dfa = p.step(at.dfa, b);
+                p.live(dfa, chars)
+                    .then_some(Some(StrAt { chars, lex, dfa }))
+            }
+            Step::Close | Step::Invalid => None,
+        },
     }
 }
 

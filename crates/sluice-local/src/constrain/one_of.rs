@@ -60,9 +60,14 @@ fn disjoint(g: &Grammar, a: NodeId, b: NodeId, depth: u32) -> bool {
         (Node::Literals(xs), other) | (other, Node::Literals(xs)) => {
             xs.iter().all(|x| !admits(other, &parse(x)))
         }
-        (Node::String { min: a0, max: a1 }, Node::String { min: b0, max: b1 }) => {
-            apart(*a0, *a1, *b0, *b1)
-        }
+        (
+            Node::String {
+                min: a0, max: a1, ..
+            },
+            Node::String {
+                min: b0, max: b1, ..
+            },
+        ) => apart(*a0, *a1, *b0, *b1),
         (Node::Number { .. }, Node::Number { .. }) => false,
         (
             Node::Array {
@@ -121,7 +126,7 @@ fn same(a: &Value, b: &Value) -> bool {
 /// Whether a typed (non-literal, non-union) node may accept `value` (`true` when unsure).
 fn admits(node: &Node, value: &Value) -> bool {
     match (node, value) {
-        (Node::String { min, max }, Value::String(s)) => {
+        (Node::String { min, max, .. }, Value::String(s)) => {
             let n = s.chars().count() as u64;
             n >= u64::from(*min) && max.is_none_or(|max| n <= u64::from(max))
         }

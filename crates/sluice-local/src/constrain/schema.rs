@@ -1,8 +1,10 @@
 //! A JSON Schema, compiled to a graph of [`Node`]s the byte matcher walks.
 //!
 //! The subset: `type` (one or a list), `properties`/`required`/`additionalProperties`,
-//! `items`/`minItems`/`maxItems`, `enum`/`const`, `minLength`/`maxLength`, `anyOf`/`oneOf`,
-//! `$ref` to anywhere in the same document (`#/$defs/x`, `#/definitions/x`, `#`), `$defs`.
+//! `items`/`minItems`/`maxItems`, `enum`/`const`, `minLength`/`maxLength`, `pattern` (see
+//! `pattern`), the `format`s `format` lists (one `pattern` or `format` per string),
+//! `anyOf`/`oneOf`, `$ref` to anywhere in the same document (`#/$defs/x`, `#/definitions/x`,
+//! `#`), `$defs`.
 //! Annotations (`title`, `description`, `examples`, `default`, …) are ignored. Any other
 //! keyword is a [`SchemaError`] naming it, never silently dropped: the matcher would produce
 //! output the schema's validator then rejects.
@@ -14,6 +16,9 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
+
+use super::format::{self, FORMATS};
+use super::pattern::Pattern;
 
 /// Index of a node in [`Grammar::nodes`].
 pub(crate) type NodeId = u32;
@@ -41,8 +46,13 @@ const ANNOTATIONS: &[&str] = &[
 pub(crate) enum Node {
     /// Exactly one of these JSON texts (`enum`, `const`, `true`, `false`, `null`).
     Literals(Vec<Box<[u8]>>),
-    /// A string of `min..=max` characters.
-    String { min: u32, max: Option<u32> },
+    /// A string of `min..=max` characters, matching pattern `pattern` (an index into
+    /// [`Grammar::patterns`]) if given.
+    String {
+        min: u32,
+        max: Option<u32>,
+        pattern: Option<u32>,
+    },
     /// A JSON number; an integer has no fraction or exponent.
     Number { integer: bool },
     /// An array of `min..=max` items.
@@ -163,6 +173,8 @@ impl KeyTrie {
 pub struct Grammar {
     pub(crate) nodes: Vec<Node>,
     pub(crate) root: NodeId,
+    /// The strings' patterns (and formats), compiled.
+    pub(crate) patterns: Vec<Pattern>,
 }
 
 /// Why a schema was refused: where (a JSON pointer into the schema) and what.
@@ -185,11 +197,13 @@ pub(crate) fn compile(schema: &Value) -> Result<(Grammar, Vec<(NodeId, String)>)
         nodes: Vec::new(),
         refs: HashMap::new(),
         one_ofs: Vec::new(),
+        patterns: Vec::new(),
     };
     let root = compiler.compile(schema, "")?;
     let grammar = Grammar {
         nodes: compiler.nodes,
         root,
+        patterns: compiler.patterns,
     };
     grammar.check_alias_cycles()?;
     Ok((grammar, compiler.one_ofs))
@@ -217,7 +231,14 @@ impl Grammar {
                 max: None,
             },
         );
-        let string = push(&mut nodes, Node::String { min: 0, max: None });
+        let string = push(
+            &mut nodes,
+            Node::String {
+                min: 0,
+                max: None,
+                pattern: None,
+            },
+        );
         let number = push(&mut nodes, Node::Number { integer: false });
         let literals = push(
             &mut nodes,
@@ -231,11 +252,16 @@ impl Grammar {
         Self {
             nodes,
             root: object,
+            patterns: Vec::new(),
         }
     }
 
     pub(crate) fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id as usize]
+    }
+
+    pub(crate) fn pattern(&self, id: u32) -> &Pattern {
+        &self.patterns[id as usize]
     }
 
     /// `$ref`s that only point at each other never reach a value.
@@ -284,6 +310,7 @@ struct Compiler<'a> {
     refs: HashMap<String, NodeId>,
     /// Each `oneOf`'s union node and where it is.
     one_ofs: Vec<(NodeId, String)>,
+    patterns: Vec<Pattern>,
 }
 
 fn err(path: &str, message: impl Into<String>) -> SchemaError {
@@ -310,6 +337,14 @@ impl<'a> Compiler<'a> {
             _ => return Err(err(path, "a schema must be an object or a boolean")),
         };
         check_keywords(map, path)?;
+        // Checked whatever the type: `format` constrains strings only, but a `format` not
+        // compiled (say `int32` on an integer) is refused, never silently dropped.
+        if let Some(name) = map.get("format") {
+            let name = name.as_str().unwrap_or_default();
+            if format::pattern(name).is_none() {
+                return Err(err(&format!("{path}/format"), unknown_format(name)));
+            }
+        }
         if let Some(target) = map.get("$ref") {
             only_beside(map, path, "$ref", &[])?;
             let target = target
@@ -367,7 +402,7 @@ impl<'a> Compiler<'a> {
             self.typed("object", map, path)
         } else if has(&["items", "minItems", "maxItems"]) {
             self.typed("array", map, path)
-        } else if has(&["minLength", "maxLength"]) {
+        } else if has(&["minLength", "maxLength", "pattern", "format"]) {
             self.typed("string", map, path)
         } else {
             Ok(self.any())
@@ -383,14 +418,7 @@ impl<'a> Compiler<'a> {
         Ok(match t {
             "object" => self.object(map, path)?,
             "array" => self.array(map, path)?,
-            "string" => {
-                let min = count(map, "minLength", path)?.unwrap_or(0);
-                let max = count(map, "maxLength", path)?;
-                if max.is_some_and(|max| max < min) {
-                    return Err(err(path, "`maxLength` is below `minLength`"));
-                }
-                self.push(Node::String { min, max })
-            }
+            "string" => self.string(map, path)?,
             "number" => self.push(Node::Number { integer: false }),
             "integer" => self.push(Node::Number { integer: true }),
             "boolean" => self.push(Node::Literals(vec![
@@ -405,6 +433,57 @@ impl<'a> Compiler<'a> {
                 ))
             }
         })
+    }
+
+    /// A string: its lengths, and its `pattern` or `format` compiled.
+    fn string(&mut self, map: &Map<String, Value>, path: &str) -> Result<NodeId, SchemaError> {
+        let min = count(map, "minLength", path)?.unwrap_or(0);
+        let mut max = count(map, "maxLength", path)?;
+        if max.is_some_and(|max| max < min) {
+            return Err(err(path, "`maxLength` is below `minLength`"));
+        }
+        let (source, at) = match (map.get("pattern"), map.get("format")) {
+            (None, None) => {
+                return Ok(self.push(Node::String {
+                    min,
+                    max,
+                    pattern: None,
+                }))
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    path,
+                    "`pattern` beside `format` is not supported: give one of them",
+                ))
+            }
+            (Some(pattern), None) => {
+                let at = format!("{path}/pattern");
+                let pattern = pattern
+                    .as_str()
+                    .ok_or_else(|| err(&at, "`pattern` must be a string"))?;
+                (pattern.to_owned(), at)
+            }
+            (None, Some(name)) => {
+                let at = format!("{path}/format");
+                let name = name.as_str().unwrap_or_default();
+                let (pattern, longest) =
+                    format::pattern(name).ok_or_else(|| err(&at, unknown_format(name)))?;
+                // The format's own length limit (a hostname's 253 characters).
+                if let Some(longest) = longest {
+                    max = Some(max.map_or(longest, |m| m.min(longest)));
+                }
+                (format!("^(?:{pattern})$"), at)
+            }
+        };
+        let pattern = Pattern::compile(&source, min, max).map_err(|why| {
+            err(
+                &at,
+                format!("the pattern `{source}` is not supported: {why}"),
+            )
+        })?;
+        self.patterns.push(pattern);
+        let pattern = Some((self.patterns.len() - 1) as u32);
+        Ok(self.push(Node::String { min, max, pattern }))
     }
 
     fn object(&mut self, map: &'a Map<String, Value>, path: &str) -> Result<NodeId, SchemaError> {
@@ -588,6 +667,8 @@ fn check_keywords(map: &Map<String, Value>, path: &str) -> Result<(), SchemaErro
         "const",
         "minLength",
         "maxLength",
+        "pattern",
+        "format",
         "anyOf",
         "oneOf",
         "$ref",
@@ -615,6 +696,14 @@ fn check_keywords(map: &Map<String, Value>, path: &str) -> Result<(), SchemaErro
             SUPPORTED.join(", ")
         ),
     ))
+}
+
+/// The error for a `format` not compiled.
+fn unknown_format(name: &str) -> String {
+    format!(
+        "the `format` `{name}` is not supported (supported: {})",
+        FORMATS.join(", ")
+    )
 }
 
 /// Refuses `keyword` beside other validation keywords (other than `allowed`).

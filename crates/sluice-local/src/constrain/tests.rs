@@ -333,8 +333,11 @@ fn unsupported_keywords_and_dangling_refs_are_named() {
         e.contains("`minimum`") && e.contains("`multipleOf`") && e.contains("/properties/n"),
         "{e}"
     );
-    let e = error(json!({"type": "string", "pattern": "^a$"}));
-    assert!(e.contains("`pattern`"), "{e}");
+    let e = error(json!({"type": "integer", "format": "int32"}));
+    assert!(
+        e.contains("the `format` `int32` is not supported") && e.contains("/format"),
+        "{e}"
+    );
     let e = error(json!({"$ref": "#/$defs/missing"}));
     assert!(e.contains("points nowhere"), "{e}");
     let e = error(json!({"$ref": "https://example.com/s.json"}));
@@ -417,4 +420,193 @@ fn one_of_is_compiled_only_with_disjoint_branches() {
             "{schema}: {e}"
         );
     }
+}
+
+/// Whether `text` (a JSON string literal) is taken whole by a string schema with `pattern`.
+fn pattern_takes(pattern: &str, text: &str) -> bool {
+    matches(&json!({"type": "string", "pattern": pattern}), text)
+}
+
+/// Whether the matcher takes `prefix`: a string in progress still able to end in a match.
+fn pattern_continues(schema: &Value, prefix: &str) -> bool {
+    let grammar = Arc::new(Grammar::from_json_schema(schema).expect("schema compiles"));
+    Matcher::new(grammar).advance(prefix.as_bytes())
+}
+
+#[test]
+fn patterns_are_matched_on_the_decoded_string_unanchored() {
+    // Unanchored: the string contains a match.
+    assert!(pattern_takes("b+", r#""abbc""#));
+    assert!(!pattern_takes("b+", r#""ac""#));
+    assert!(pattern_takes("^a", r#""abc""#));
+    assert!(!pattern_takes("^a", r#""ba""#));
+    assert!(pattern_takes("c$", r#""abc""#));
+    assert!(!pattern_takes("c$", r#""abcd""#));
+    // `a|ab` with `$`: every alternative counts, not only the leftmost-first one.
+    assert!(pattern_takes("^(a|ab)$", r#""ab""#));
+    // ECMA-262's classes: `\d` and `\w` are ASCII, `.` stops at line terminators.
+    assert!(pattern_takes(r"^\d+$", r#""042""#));
+    assert!(
+        !pattern_takes(r"^\d+$", "\"\u{664}\""),
+        "an Arabic-Indic digit"
+    );
+    assert!(!pattern_takes(r"^\w$", r#""é""#));
+    assert!(pattern_takes(r"^[\w.]+$", r#""a.b_c""#));
+    assert!(pattern_takes("^a.c$", r#""a\"c""#));
+    assert!(!pattern_takes("^a.c$", r#""a\nc""#), "`.` is not a newline");
+    assert!(pattern_takes(r"^\s$", r#""\t""#));
+    assert!(pattern_takes(r"\bcat\b", r#""a cat.""#));
+    assert!(!pattern_takes(r"\bcat\b", r#""acat""#));
+    // Escapes feed the character they stand for.
+    assert!(pattern_takes("^a\"b$", r#""a\"b""#));
+    assert!(pattern_takes(r"^a\nb$", r#""a\nb""#));
+    assert!(pattern_takes(r"^\\$", r#""\\""#));
+    assert!(pattern_takes("^/$", r#""\/""#));
+    assert!(!pattern_takes("^a$", r#""\u0061""#), "no `\\u` escapes");
+    // UTF-8 is read by the DFA byte by byte.
+    assert!(pattern_takes("^日本$", r#""日本""#));
+    assert!(!pattern_takes("^日本$", r#""日""#));
+}
+
+#[test]
+fn a_patterned_string_never_reaches_a_dead_end() {
+    let digits = json!({"type": "string", "pattern": r"^[0-9]{3}$"});
+    assert!(pattern_continues(&digits, "\"12"));
+    assert!(
+        !pattern_continues(&digits, "\"1a"),
+        "a byte the pattern refuses"
+    );
+    assert!(
+        !pattern_continues(&digits, "\"123\\"),
+        "no escape can continue"
+    );
+    assert!(
+        !pattern_continues(&digits, "\"12\""),
+        "closed before a match"
+    );
+    // `^a.*b$` in at most 3 characters: the third must be `b`, though the DFA alone would
+    // take anything there.
+    let bounded = json!({"type": "string", "pattern": "^a.*b$", "maxLength": 3});
+    assert!(pattern_continues(&bounded, "\"ax"));
+    assert!(!pattern_continues(&bounded, "\"axx"));
+    assert!(matches(&bounded, "\"axb\""));
+    assert!(!matches(&bounded, "\"axxb\""));
+    // At least 4 characters of `^ab*$`: `ab` cannot end, `abbb` can.
+    let long = json!({"type": "string", "pattern": "^ab*$", "minLength": 4});
+    assert!(!matches(&long, "\"ab\""));
+    assert!(!pattern_continues(&long, "\"ab\""));
+    assert!(matches(&long, "\"abbb\""));
+    // After `\` only escapes that lead to a match: `"` here, not `n`.
+    let quote = json!({"type": "string", "pattern": "^x\"$"});
+    assert!(pattern_continues(&quote, "\"x\\"));
+    assert!(!pattern_continues(&quote, "\"x\\n"));
+}
+
+#[test]
+fn formats_take_valid_values_only() {
+    let takes = |format: &str, text: &str| {
+        matches(
+            &json!({"type": "string", "format": format}),
+            &format!("\"{text}\""),
+        )
+    };
+    assert!(takes("date", "2024-02-29"));
+    assert!(!takes("date", "2023-02-29"), "not a leap year");
+    assert!(!takes("date", "1900-02-29"), "not a leap year");
+    assert!(takes("date", "2000-02-29"));
+    assert!(!takes("date", "2024-04-31"));
+    assert!(!takes("date", "2024-13-01"));
+    assert!(takes("time", "23:59:59.5+01:00"));
+    assert!(!takes("time", "24:00:00Z"));
+    assert!(!takes("time", "12:00:00"), "an offset is required");
+    assert!(takes("date-time", "2024-01-31T08:15:00Z"));
+    assert!(takes("uuid", "123e4567-e89b-12d3-a456-426614174000"));
+    assert!(!takes("uuid", "123e4567e89b12d3a456426614174000"));
+    assert!(takes("ipv4", "192.168.0.255"));
+    assert!(!takes("ipv4", "256.1.1.1"));
+    assert!(!takes("ipv4", "01.1.1.1"), "leading zero");
+    assert!(takes("ipv6", "2001:db8:0:0:0:0:0:1"));
+    assert!(takes("email", "first.last+tag@mail.example.org"));
+    assert!(!takes("email", "a..b@example.org"));
+    assert!(!takes("email", "a@-example.org"));
+    assert!(takes("hostname", "api-1.example.com"));
+    assert!(!takes("hostname", "-api.example.com"));
+    assert!(!takes("hostname", &format!("{}.com", "a".repeat(64))));
+    assert!(takes("uri", "https://example.com:8080/a/b?q=1&r=%20#top"));
+    assert!(!takes("uri", "example.com"));
+    // `format` on another type is about strings only; `minLength` still applies.
+    assert!(matches(
+        &json!({"type": ["integer", "string"], "format": "date"}),
+        "3"
+    ));
+    assert!(!matches(
+        &json!({"type": "string", "format": "hostname", "minLength": 5}),
+        "\"a.b\""
+    ));
+}
+
+#[test]
+fn patterned_and_formatted_strings_validate() {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "pattern": r"^[A-Z]{2}-\d{3}$"},
+            "word": {"type": "string", "pattern": "ab|cd", "maxLength": 6},
+            "quoted": {"type": "string", "pattern": r#"^"[a-z]*"\n?$"#, "maxLength": 8},
+            "day": {"type": "string", "format": "date"},
+            "at": {"type": "string", "format": "date-time"},
+            "id": {"type": "string", "format": "uuid"},
+            "ip": {"type": "string", "format": "ipv4"},
+            "ip6": {"type": "string", "format": "ipv6"},
+            "mail": {"type": "string", "format": "email"},
+            "host": {"type": "string", "format": "hostname", "maxLength": 20},
+            "link": {"type": "string", "format": "uri"},
+            "clock": {"type": "string", "format": "time"}
+        },
+        "required": ["code", "word", "quoted", "day", "at", "id", "ip", "ip6", "mail", "host", "link", "clock"],
+        "additionalProperties": false
+    });
+    for value in check_random(&schema, 30) {
+        let quoted = value["quoted"].as_str().unwrap_or_default();
+        assert!(quoted.starts_with('"'), "{quoted:?}");
+    }
+}
+
+#[test]
+fn unsupported_patterns_are_refused_naming_them() {
+    let error = |pattern: &str| {
+        Grammar::from_json_schema(
+            &json!({"type": "object", "properties": {"p": {"type": "string", "pattern": pattern}}}),
+        )
+        .expect_err("refused")
+        .to_string()
+    };
+    for (pattern, why) in [
+        ("a(?=b)", "look-around"),
+        (r"(a)\1", "backreferences"),
+        ("(?i)abc", "inline flags"),
+        ("(?i:abc)", "inline flags"),
+        ("[a-", "unclosed"),
+    ] {
+        let e = error(pattern);
+        assert!(
+            e.contains(&format!("the pattern `{pattern}` is not supported"))
+                && e.contains(why)
+                && e.contains("/properties/p/pattern"),
+            "{pattern}: {e}"
+        );
+    }
+    let e =
+        Grammar::from_json_schema(&json!({"type": "string", "pattern": "^abc$", "maxLength": 2}))
+            .expect_err("refused")
+            .to_string();
+    assert!(e.contains("of 0 to 2 characters"), "{e}");
+    let e = Grammar::from_json_schema(&json!({"type": "string", "pattern": "^\u{1}$"}))
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("without `\\u` escapes"), "{e}");
+    let e = Grammar::from_json_schema(&json!({"type": "string", "pattern": "a", "format": "date"}))
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("`pattern` beside `format`"), "{e}");
 }

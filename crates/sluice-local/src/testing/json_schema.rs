@@ -92,6 +92,17 @@ impl Validator<'_> {
         {
             return Err(format!("{at}: {s:?} is longer than `maxLength`"));
         }
+        if let Some(pattern) = map.get("pattern").and_then(Value::as_str) {
+            let regex = regex::Regex::new(pattern).map_err(|e| format!("{at}: {e}"))?;
+            if !regex.is_match(s) {
+                return Err(format!("{at}: {s:?} does not match `{pattern}`"));
+            }
+        }
+        if let Some(format) = map.get("format").and_then(Value::as_str) {
+            if !is_format(format, s) {
+                return Err(format!("{at}: {s:?} is not a `{format}`"));
+            }
+        }
         Ok(())
     }
 
@@ -169,4 +180,110 @@ fn has_type(value: &Value, t: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether `s` is a valid `format` (by parsing it, not by pattern); unknown formats fail.
+fn is_format(format: &str, s: &str) -> bool {
+    match format {
+        "date" => is_date(s),
+        "time" => is_time(s),
+        "date-time" => s
+            .split_once(['T', 't'])
+            .is_some_and(|(date, time)| is_date(date) && is_time(time)),
+        "uuid" => {
+            let groups: Vec<&str> = s.split('-').collect();
+            groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+                && groups
+                    .iter()
+                    .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+        }
+        "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
+        "email" => s.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && local.split('.').all(|atom| {
+                    !atom.is_empty()
+                        && atom.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&b)
+                        })
+                })
+                && domain.contains('.')
+                && is_hostname(domain)
+        }),
+        "hostname" => is_hostname(s),
+        "uri" => s.split_once(':').is_some_and(|(scheme, rest)| {
+            scheme
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic())
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+                && !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(&b))
+        }),
+        _ => false,
+    }
+}
+
+fn digits(s: &str) -> Option<u32> {
+    s.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+fn is_date(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return false;
+    };
+    let (Some(y), Some(m), Some(d)) = (digits(y), digits(m), digits(d)) else {
+        return false;
+    };
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    parts[0].len() == 4 && parts[1].len() == 2 && parts[2].len() == 2 && (1..=days).contains(&d)
+}
+
+fn is_time(s: &str) -> bool {
+    let (clock, offset) = match s.find(['Z', 'z', '+', '-']) {
+        Some(i) => s.split_at(i),
+        None => return false,
+    };
+    let offset_ok =
+        offset.eq_ignore_ascii_case("z") || (offset.len() == 6 && is_clock(&offset[1..], false));
+    let (clock, fraction) = clock.split_once('.').unwrap_or((clock, "0"));
+    offset_ok && is_clock(clock, true) && digits(fraction).is_some() && !fraction.is_empty()
+}
+
+/// `hh:mm` or (`seconds`) `hh:mm:ss`.
+fn is_clock(s: &str, seconds: bool) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    let limits: &[u32] = if seconds { &[23, 59, 60] } else { &[23, 59] };
+    parts.len() == limits.len()
+        && parts
+            .iter()
+            .zip(limits)
+            .all(|(p, &limit)| p.len() == 2 && digits(p).is_some_and(|n| n <= limit))
+}
+
+fn is_hostname(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }

@@ -96,6 +96,58 @@ fn every_schema_feature_validates_on_random_models() {
     }
 }
 
+/// Strings with patterns and formats: every answer's strings match (checked with the `regex`
+/// crate and by parsing the formats), on both engines and both tokenizer kinds.
+#[test]
+fn patterns_and_formats_validate_on_random_models() {
+    let dir = TempDir::new();
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "pattern": r"^[A-Z]{2}-\d{3}$"},
+            "tag": {"type": "string", "pattern": "ok|no", "maxLength": 8},
+            "line": {"type": "string", "pattern": r#"^"[a-z ]*"\n?$"#, "maxLength": 10},
+            "day": {"type": "string", "format": "date"},
+            "at": {"type": "string", "format": "date-time"},
+            "id": {"type": "string", "format": "uuid"},
+            "ip": {"type": "string", "format": "ipv4"},
+            "mail": {"type": "string", "format": "email", "maxLength": 24},
+            "host": {"type": "string", "format": "hostname", "maxLength": 16}
+        },
+        "required": ["code", "tag", "line", "day", "at", "id", "ip", "mail", "host"],
+        "additionalProperties": false
+    });
+    let code = regex::Regex::new(r"^[A-Z]{2}-[0-9]{3}$").expect("regex");
+    let files = [
+        (
+            TestModel::tiny(TestArch::Llama, TestDType::Q4_0),
+            Engine::Native,
+        ),
+        (
+            TestModel::tiny(TestArch::Qwen2, TestDType::Q8_0),
+            Engine::Candle,
+        ),
+        (
+            TestModel::tiny_sentencepiece(TestDType::Q8_0),
+            Engine::Native,
+        ),
+    ];
+    for (i, (spec, engine)) in files.iter().enumerate() {
+        let path = dir.path(&format!("{i}.gguf"));
+        spec.write(&path).expect("write");
+        let model = load_on(&path, 1, *engine);
+        for seed in 0..3 {
+            let request = ChatRequest {
+                max_tokens: Some(4000),
+                ..request(&schema, seed)
+            };
+            let value = check(&model, &schema, request);
+            let got = value["code"].as_str().unwrap_or_default();
+            assert!(code.is_match(got), "{got:?}");
+        }
+    }
+}
+
 #[test]
 fn json_object_answers_an_object_and_greedy_answers_end() {
     let dir = TempDir::new();
