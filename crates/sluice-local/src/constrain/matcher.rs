@@ -20,8 +20,8 @@ use super::schema::{Grammar, Node, NodeId, ObjectNode};
 pub(crate) const MAX_WHITESPACE: u8 = 16;
 /// Nesting limit (also bounds recursive `$ref`s and `json_object`'s values).
 pub(crate) const MAX_DEPTH: u16 = 32;
-/// Digits allowed in a number's integer part and fraction.
-pub(crate) const MAX_DIGITS: u8 = 16;
+/// Digits allowed in a number's integer part and fraction (kept in `bounds`, which needs it).
+pub(crate) use super::bounds::MAX_DIGITS;
 
 /// `KeyTrie` position meaning "not a declared key".
 const OFF_TRIE: u32 = u32::MAX;
@@ -216,10 +216,16 @@ pub(crate) enum Frame {
         lex: Lex,
         dfa: u32,
     },
+    /// Inside a number of `node`; for an integer with bounds, its sign and magnitude so far
+    /// and whether it `fits` them (else these stay `false`, 0, `true`: one state per phase).
     Num {
+        node: NodeId,
         integer: bool,
         phase: NumPhase,
         digits: u8,
+        negative: bool,
+        value: u64,
+        fits: bool,
     },
     /// Inside an array with `count` items started.
     Array {
@@ -326,7 +332,7 @@ impl State {
     pub(crate) fn accepts(&self) -> bool {
         match self.top {
             Frame::Done => true,
-            Frame::Num { phase, .. } => self.rest.is_none() && number_complete(phase),
+            Frame::Num { phase, fits, .. } => self.rest.is_none() && number_complete(phase) && fits,
             _ => false,
         }
     }
@@ -549,10 +555,14 @@ pub(crate) fn step(g: &Grammar, state: &State, b: u8, out: &mut Vec<State>) {
             integer,
             phase,
             digits,
+            fits,
+            ..
         } => {
-            if let Some(top) = number_step(integer, phase, digits, b) {
-                add(state.with(top));
-            } else if number_complete(phase) {
+            if let Some((phase, digits)) = number_step(integer, phase, digits, b) {
+                if let Some(top) = bounded(g, state.top, phase, digits, b) {
+                    add(state.with(top));
+                }
+            } else if number_complete(phase) && fits {
                 // The byte ends the number: the container reads it.
                 let mut popped = Vec::new();
                 step(g, &state.pop(), b, &mut popped);
@@ -614,18 +624,25 @@ fn start(g: &Grammar, state: &State, node: NodeId, b: u8, add: &mut impl FnMut(S
                 }));
             }
         }
-        &Node::Number { integer } => {
+        &Node::Number { integer, .. } => {
             let phase = match b {
                 b'-' => NumPhase::Minus,
                 b'0' => NumPhase::Zero,
                 b'1'..=b'9' => NumPhase::Int,
                 _ => return,
             };
-            add(state.with(Frame::Num {
+            let before = Frame::Num {
+                node,
                 integer,
                 phase,
-                digits: u8::from(b != b'-'),
-            }));
+                digits: 0,
+                negative: false,
+                value: 0,
+                fits: true,
+            };
+            if let Some(top) = bounded(g, before, phase, u8::from(b != b'-'), b) {
+                add(state.with(top));
+            }
         }
         Node::Array { .. } => {
             if b == b'[' {
@@ -741,7 +758,46 @@ fn patterned_step(
     }
 }
 
-fn number_step(integer: bool, phase: NumPhase, digits: u8, b: u8) -> Option<Frame> {
+/// A number's frame `before` after byte `b` took it to `phase` with `digits`: for an integer
+/// with bounds, the sign and magnitude updated, and `None` if no number within the bounds
+/// can follow.
+fn bounded(g: &Grammar, before: Frame, phase: NumPhase, digits: u8, b: u8) -> Option<Frame> {
+    let Frame::Num {
+        node,
+        integer,
+        negative,
+        value,
+        ..
+    } = before
+    else {
+        return None;
+    };
+    let frame = |negative, value, fits| Frame::Num {
+        node,
+        integer,
+        phase,
+        digits,
+        negative,
+        value,
+        fits,
+    };
+    let Node::Number {
+        range: Some(range), ..
+    } = *g.node(node)
+    else {
+        return Some(frame(false, 0, true));
+    };
+    let negative = negative || b == b'-';
+    let value = match b {
+        b'0'..=b'9' => value * 10 + u64::from(b - b'0'),
+        _ => value,
+    };
+    range
+        .reachable(negative, value, digits)
+        .then(|| frame(negative, value, range.contains(negative, value)))
+}
+
+fn number_step(integer: bool, phase: NumPhase, digits: u8, b: u8) -> Option<(NumPhase, u8)> {
     use NumPhase as P;
     let digit = b.is_ascii_digit();
     let (phase, digits) = match (phase, b) {
@@ -757,11 +813,7 @@ fn number_step(integer: bool, phase: NumPhase, digits: u8, b: u8) -> Option<Fram
         (P::Exponent, _) if digit && digits < 2 => (P::Exponent, digits + 1),
         _ => return None,
     };
-    Some(Frame::Num {
-        integer,
-        phase,
-        digits,
-    })
+    Some((phase, digits))
 }
 
 #[expect(clippy::too_many_arguments, reason = "one frame's fields, unpacked")]

@@ -68,6 +68,9 @@ fn disjoint(g: &Grammar, a: NodeId, b: NodeId, depth: u32) -> bool {
                 min: b0, max: b1, ..
             },
         ) => apart(*a0, *a1, *b0, *b1),
+        (Node::Number { range: Some(a), .. }, Node::Number { range: Some(b), .. }) => {
+            a.hi < b.lo || b.hi < a.lo
+        }
         (Node::Number { .. }, Node::Number { .. }) => false,
         (
             Node::Array {
@@ -130,8 +133,13 @@ fn admits(node: &Node, value: &Value) -> bool {
             let n = s.chars().count() as u64;
             n >= u64::from(*min) && max.is_none_or(|max| n <= u64::from(max))
         }
-        (Node::Number { integer }, Value::Number(n)) => {
-            !integer || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+        (Node::Number { integer, range }, Value::Number(n)) => {
+            let whole = n.as_f64().is_some_and(|f| f.fract() == 0.0);
+            let within = range.is_none_or(|r| {
+                n.as_f64()
+                    .is_some_and(|f| (r.lo as f64..=r.hi as f64).contains(&f))
+            });
+            (!integer || whole) && within
         }
         (Node::Array { .. }, Value::Array(_)) | (Node::Object(_), Value::Object(_)) => true,
         _ => false,

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+use super::bounds::{self, IntRange};
 use super::format::{self, FORMATS};
 use super::pattern::Pattern;
 
@@ -53,8 +54,11 @@ pub(crate) enum Node {
         max: Option<u32>,
         pattern: Option<u32>,
     },
-    /// A JSON number; an integer has no fraction or exponent.
-    Number { integer: bool },
+    /// A JSON number; an integer has no fraction or exponent, and may have bounds.
+    Number {
+        integer: bool,
+        range: Option<IntRange>,
+    },
     /// An array of `min..=max` items.
     Array {
         items: NodeId,
@@ -239,7 +243,13 @@ impl Grammar {
                 pattern: None,
             },
         );
-        let number = push(&mut nodes, Node::Number { integer: false });
+        let number = push(
+            &mut nodes,
+            Node::Number {
+                integer: false,
+                range: None,
+            },
+        );
         let literals = push(
             &mut nodes,
             Node::Literals(vec![
@@ -404,6 +414,9 @@ impl<'a> Compiler<'a> {
             self.typed("array", map, path)
         } else if has(&["minLength", "maxLength", "pattern", "format"]) {
             self.typed("string", map, path)
+        } else if has(bounds::KEYWORDS) {
+            // Bounds are compiled for integers only: a `number` with them is refused.
+            self.typed("number", map, path)
         } else {
             Ok(self.any())
         }
@@ -419,8 +432,30 @@ impl<'a> Compiler<'a> {
             "object" => self.object(map, path)?,
             "array" => self.array(map, path)?,
             "string" => self.string(map, path)?,
-            "number" => self.push(Node::Number { integer: false }),
-            "integer" => self.push(Node::Number { integer: true }),
+            "number" => {
+                if let Some(k) = bounds::KEYWORDS.iter().find(|k| map.contains_key(**k)) {
+                    return Err(err(
+                        &format!("{path}/{k}"),
+                        format!("`{k}` on a `number` is not supported (bounds are compiled for `integer` only)"),
+                    ));
+                }
+                self.push(Node::Number {
+                    integer: false,
+                    range: None,
+                })
+            }
+            "integer" => {
+                let range = IntRange::from_schema(map).map_err(|(key, message)| {
+                    err(
+                        &format!("{path}{}{key}", if key.is_empty() { "" } else { "/" }),
+                        message,
+                    )
+                })?;
+                self.push(Node::Number {
+                    integer: true,
+                    range,
+                })
+            }
             "boolean" => self.push(Node::Literals(vec![
                 b"true".as_slice().into(),
                 b"false".as_slice().into(),
@@ -669,6 +704,10 @@ fn check_keywords(map: &Map<String, Value>, path: &str) -> Result<(), SchemaErro
         "maxLength",
         "pattern",
         "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
         "anyOf",
         "oneOf",
         "$ref",

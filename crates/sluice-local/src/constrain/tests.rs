@@ -327,12 +327,21 @@ fn unsupported_keywords_and_dangling_refs_are_named() {
             .to_string()
     };
     let e = error(
-        json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "multipleOf": 2}}}),
+        json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "multipleOf": 2, "uniqueItems": true}}}),
     );
     assert!(
-        e.contains("`minimum`") && e.contains("`multipleOf`") && e.contains("/properties/n"),
+        e.contains("`multipleOf`") && e.contains("`uniqueItems`") && e.contains("/properties/n"),
         "{e}"
     );
+    let e = error(json!({"type": "number", "maximum": 1.5}));
+    assert!(
+        e.contains("`maximum` on a `number` is not supported") && e.contains("#/maximum"),
+        "{e}"
+    );
+    let e = error(json!({"exclusiveMinimum": 0}));
+    assert!(e.contains("`exclusiveMinimum` on a `number`"), "{e}");
+    let e = error(json!({"type": "integer", "minimum": 3, "exclusiveMaximum": 3}));
+    assert!(e.contains("no integer"), "{e}");
     let e = error(json!({"type": "integer", "format": "int32"}));
     assert!(
         e.contains("the `format` `int32` is not supported") && e.contains("/format"),
@@ -609,4 +618,42 @@ fn unsupported_patterns_are_refused_naming_them() {
         .expect_err("refused")
         .to_string();
     assert!(e.contains("`pattern` beside `format`"), "{e}");
+}
+
+#[test]
+fn integer_bounds_are_kept_digit_by_digit() {
+    let percent = json!({"type": "integer", "minimum": -5, "maximum": 120});
+    for taken in ["-5", "0", "-0", "7", "99", "120"] {
+        assert!(matches(&percent, taken), "{taken}");
+    }
+    for refused in ["-6", "121", "1200", "-10"] {
+        assert!(!matches(&percent, refused), "{refused}");
+    }
+    // No dead ends: a prefix is taken only if a number within the bounds can follow.
+    assert!(pattern_continues(&percent, "12"), "12 or 120");
+    assert!(pattern_continues(&percent, "13"));
+    assert!(!pattern_continues(&percent, "130"));
+    let large = json!({"type": "integer", "minimum": 100});
+    assert!(pattern_continues(&large, "1"));
+    assert!(!matches(&large, "1"));
+    assert!(!pattern_continues(&large, "0"), "0 ends the digits");
+    assert!(!pattern_continues(&large, "-"));
+    let positive = json!({"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10.5});
+    assert!(!matches(&positive, "0"));
+    assert!(matches(&positive, "10"));
+    assert!(!pattern_continues(&positive, "11"));
+    for schema in [
+        percent,
+        large,
+        positive,
+        json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": -1000, "maximum": -990}}, "required": ["n"]}),
+        json!({"type": "array", "items": {"type": "integer", "minimum": 3, "maximum": 4}, "minItems": 2}),
+    ] {
+        check_random(&schema, 30);
+    }
+    // Integers with bounds that do not meet make a `oneOf`.
+    check_random(
+        &json!({"oneOf": [{"type": "integer", "maximum": 0}, {"type": "integer", "minimum": 1}, {"const": 0.5}]}),
+        30,
+    );
 }

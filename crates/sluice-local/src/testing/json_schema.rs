@@ -72,8 +72,27 @@ impl Validator<'_> {
             Value::String(s) => Self::string(map, s, at),
             Value::Array(items) => self.array(map, items, at),
             Value::Object(object) => self.object(map, object, at),
+            Value::Number(n) => Self::number(map, n.as_f64().unwrap_or(f64::NAN), at),
             _ => Ok(()),
         }
+    }
+
+    fn number(map: &serde_json::Map<String, Value>, n: f64, at: &str) -> Result<(), String> {
+        for key in ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"] {
+            let Some(b) = map.get(key).and_then(Value::as_f64) else {
+                continue;
+            };
+            let ok = match key {
+                "minimum" => n >= b,
+                "maximum" => n <= b,
+                "exclusiveMinimum" => n > b,
+                _ => n < b,
+            };
+            if !ok {
+                return Err(format!("{at}: {n} breaks `{key}` {b}"));
+            }
+        }
+        Ok(())
     }
 
     fn string(map: &serde_json::Map<String, Value>, s: &str, at: &str) -> Result<(), String> {
