@@ -9,11 +9,13 @@
 # The two alternate, --rounds times each. Results go to bench/results/constrained-<timestamp>/
 # (one JSON line per run, and summary.txt with each engine's constrained/unconstrained ratio).
 #
-# Usage: bench/local-constrained.sh [rounds, default 2] [gguf file]
+# Usage: bench/local-constrained.sh [rounds, default 2] [gguf file] [schema: objects (default) or
+#        patterned (strings with patterns and formats; constrained_bench --schema)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-2}"
 FILE="${2:-$PWD/target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}"
+SCHEMA="${3:-objects}"
 OUT="$PWD/bench/results/constrained-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/constrained_bench"
@@ -21,11 +23,11 @@ cargo build --release --locked -p sluice-local --example constrained_bench
 bench/local-llama-env.sh >&2
 PY="${BENCH_LLAMA_ENV:-$PWD/target/bench-llama-env}/bin/python"
 
-"$BIN" --print-setup > "$OUT/setup.json"
+"$BIN" --print-setup --schema "$SCHEMA" > "$OUT/setup.json"
 { uptime; nproc; } > "$OUT/machine.txt"
 for round in $(seq "$ROUNDS"); do
   echo "== round $round: sluice" >&2
-  "$BIN" --file "$FILE" --runs 3 >> "$OUT/sluice.json"
+  "$BIN" --file "$FILE" --runs 3 --schema "$SCHEMA" >> "$OUT/sluice.json"
   echo "== round $round: llama.cpp" >&2
   "$PY" bench/local_constrained_ref.py --file "$FILE" --setup "$OUT/setup.json" --runs 3 --threads 2 \
     >> "$OUT/llama-cpp.json"

@@ -492,6 +492,46 @@ pub(crate) fn in_plain_string(g: &Grammar, states: &[State]) -> Option<u32> {
     Some(max.map_or(u32::MAX, |max| max.saturating_sub(chars)))
 }
 
+/// Where the one parse is inside a patterned string at a character boundary: its pattern and
+/// the string's DFA state, characters counted and lengths.
+pub(crate) struct InPattern<'g> {
+    pub(crate) pattern: &'g Pattern,
+    pub(crate) dfa: u32,
+    pub(crate) chars: u32,
+    pub(crate) min: u32,
+    pub(crate) max: Option<u32>,
+}
+
+/// When the one parse is inside a string with a pattern, at a character boundary: where.
+/// Then plain tokens (see [`plain_chars`]) are allowed by the DFA alone (`vocab`).
+pub(crate) fn in_patterned_string<'g>(g: &'g Grammar, states: &[State]) -> Option<InPattern<'g>> {
+    let [state] = states else { return None };
+    let Frame::Str {
+        node,
+        chars,
+        lex: Lex::Plain,
+        dfa,
+    } = state.top
+    else {
+        return None;
+    };
+    let Node::String {
+        min,
+        max,
+        pattern: Some(p),
+    } = *g.node(node)
+    else {
+        return None;
+    };
+    Some(InPattern {
+        pattern: g.pattern(p),
+        dfa,
+        chars,
+        min,
+        max,
+    })
+}
+
 /// Every state `state` becomes after byte `b`, appended to `out` (without duplicates).
 pub(crate) fn step(g: &Grammar, state: &State, b: u8, out: &mut Vec<State>) {
     let mut add = |s: State| {

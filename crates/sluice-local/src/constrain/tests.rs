@@ -657,3 +657,39 @@ fn integer_bounds_are_kept_digit_by_digit() {
         30,
     );
 }
+
+/// Inside strings the mask takes shortcuts (plain tokens by their length, or by the pattern's
+/// DFA alone); along random walks they mask exactly what the whole trie walked with the
+/// matcher does.
+#[test]
+fn string_shortcuts_mask_what_the_full_walk_does() {
+    let vocab = vocabulary();
+    let trie = trie();
+    let stop = trie.stop_ids()[0];
+    let schemas = [
+        json!({"type": "string", "pattern": r"^[a-z ]+(\.|!)$", "maxLength": 12}),
+        json!({"type": "string", "pattern": "é|日本|ab", "minLength": 3}),
+        json!({"type": "string", "format": "email", "maxLength": 20}),
+        json!({"type": "array", "items": {"type": "string", "pattern": "\"|\\\\n", "maxLength": 4}}),
+        json!({"type": "string", "minLength": 2, "maxLength": 5}),
+    ];
+    for schema in &schemas {
+        let grammar = Arc::new(Grammar::from_json_schema(schema).expect("compiles"));
+        for seed in 0..12 {
+            let mut c = Constraint::new(Arc::clone(&grammar), Arc::clone(&trie));
+            let mut rng = Rng(seed);
+            for _ in 0..60 {
+                let states = c.matcher().states.clone();
+                let mask = trie.mask(&grammar, &states);
+                assert_eq!(mask, trie.mask_walked(&grammar, &states), "{schema}");
+                let allowed: Vec<u32> = (0..vocab.len() as u32)
+                    .filter(|&id| allows(&mask, id))
+                    .collect();
+                let id = allowed[rng.below(allowed.len())];
+                if id == stop || c.accept(id, &vocab[id as usize]).expect("accepted") {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //! every token is allowed and the pass visits most nodes; after structure (`{`, `:`, `,`)
 //! almost all subtrees die at their first byte.
 
-use super::matcher::{in_plain_string, plain_chars, step, State};
+use super::matcher::{in_patterned_string, in_plain_string, plain_chars, step, InPattern, State};
+use super::pattern::counted;
 use super::schema::Grammar;
 
 /// One node: the token bytes from the root to here end with `byte`.
@@ -99,6 +100,40 @@ impl Walk {
     }
 }
 
+impl Walk {
+    /// Sets the tokens (all plain: see `TokenTrie`) whose bytes keep a patterned string
+    /// alive: the pattern's DFA and character count stepped per trie node, a subtree skipped
+    /// where no match can be finished any more (as the matcher steps a patterned string).
+    fn walk_pattern(&self, at: &InPattern<'_>, mask: &mut Mask) {
+        let p = at.pattern;
+        let mut levels: Vec<(u32, u32)> = vec![(0, 0); self.depth + 1];
+        levels[0] = (at.dfa, at.chars);
+        let mut i = 0;
+        while i < self.nodes.len() {
+            let node = self.nodes[i];
+            let depth = usize::from(node.depth);
+            let (dfa, chars) = levels[depth - 1];
+            let mut next = None;
+            if (0x80..=0xbf).contains(&node.byte) {
+                next = Some(chars);
+            } else if at.max.is_none_or(|max| chars < max) {
+                next = Some(counted(chars, at.min, at.max));
+            }
+            let dfa = p.step(dfa, node.byte);
+            match next {
+                Some(chars) if p.live(dfa, chars) => {
+                    levels[depth] = (dfa, chars);
+                    for &id in &self.tokens[node.first as usize..node.last as usize] {
+                        set(mask, id);
+                    }
+                    i += 1;
+                }
+                _ => i = node.end as usize,
+            }
+        }
+    }
+}
+
 fn set(mask: &mut Mask, id: u32) {
     mask[id as usize / 64] |= 1 << (id % 64);
 }
@@ -114,6 +149,8 @@ pub(crate) struct TokenTrie {
     special: Walk,
     /// Tokens that stay inside a string from a character boundary, with their characters.
     plain: Vec<(u32, u32)>,
+    /// The same tokens as a trie, walked with a string's pattern.
+    plain_walk: Walk,
     vocab_size: usize,
     stop_ids: Vec<u32>,
 }
@@ -138,10 +175,14 @@ impl TokenTrie {
             .collect();
         sorted.sort_unstable();
         let mut plain = Vec::new();
+        let mut plain_tokens = Vec::new();
         let mut special = Vec::new();
         for &(token, id) in &sorted {
             match plain_chars(token) {
-                Some(chars) => plain.push((id, chars)),
+                Some(chars) => {
+                    plain.push((id, chars));
+                    plain_tokens.push((token, id));
+                }
                 None => special.push((token, id)),
             }
         }
@@ -149,9 +190,23 @@ impl TokenTrie {
             all: Walk::new(&sorted),
             special: Walk::new(&special),
             plain,
+            plain_walk: Walk::new(&plain_tokens),
             vocab_size,
             stop_ids: stop_ids.to_vec(),
         }
+    }
+
+    /// The mask by the whole trie walked with the matcher (for tests of the shortcuts).
+    #[cfg(test)]
+    pub(crate) fn mask_walked(&self, grammar: &Grammar, states: &[State]) -> Mask {
+        let mut mask = vec![0u64; self.vocab_size.div_ceil(64)];
+        self.all.walk(grammar, states, &mut mask);
+        if states.iter().any(State::accepts) {
+            for &id in &self.stop_ids {
+                set(&mut mask, id);
+            }
+        }
+        mask
     }
 
     pub(crate) fn stop_ids(&self) -> &[u32] {
@@ -162,16 +217,18 @@ impl TokenTrie {
     /// ids where the value may end.
     pub(crate) fn mask(&self, grammar: &Grammar, states: &[State]) -> Mask {
         let mut mask = vec![0u64; self.vocab_size.div_ceil(64)];
-        match in_plain_string(grammar, states) {
-            Some(room) => {
-                for &(id, chars) in &self.plain {
-                    if chars <= room {
-                        set(&mut mask, id);
-                    }
+        if let Some(room) = in_plain_string(grammar, states) {
+            for &(id, chars) in &self.plain {
+                if chars <= room {
+                    set(&mut mask, id);
                 }
-                self.special.walk(grammar, states, &mut mask);
             }
-            None => self.all.walk(grammar, states, &mut mask),
+            self.special.walk(grammar, states, &mut mask);
+        } else if let Some(at) = in_patterned_string(grammar, states) {
+            self.plain_walk.walk_pattern(&at, &mut mask);
+            self.special.walk(grammar, states, &mut mask);
+        } else {
+            self.all.walk(grammar, states, &mut mask);
         }
         if states.iter().any(State::accepts) {
             for &id in &self.stop_ids {
