@@ -313,6 +313,17 @@ async fn send_body(
             head = Some(h).filter(|h| !h.is_empty());
             continue;
         }
+        let data = match out {
+            // Never past a declared length: what is over it is not sent, and the
+            // connection closes (a client would read it as the next response).
+            Out::Length(n) if sent + data.len() as u64 > n => {
+                let fits = usize::try_from(n - sent).unwrap_or(usize::MAX);
+                write::write_all(stream, &mut [IoSlice::new(&h), IoSlice::new(&data[..fits])])
+                    .await?;
+                return Ok(false);
+            }
+            _ => data,
+        };
         sent += data.len() as u64;
         if out == Out::Chunked {
             let line = write::chunk_line(data.len());
@@ -527,6 +538,57 @@ impl AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn pair() -> (TcpStream, Shared) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, Shared::new(server))
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_its_declared_length_is_cut_at_it_and_the_connection_closes() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, shared) = pair().await;
+        let ended = send_body(
+            &shared,
+            b"HEAD\r\n\r\n".to_vec(),
+            ResponseBody::full("hello world"),
+            Out::Length(5),
+        )
+        .await
+        .unwrap();
+        assert!(!ended, "the connection must close");
+        drop(shared);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"HEAD\r\n\r\nhello");
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_than_its_declared_length_ends_the_connection() {
+        let (_client, shared) = pair().await;
+        let ended = send_body(
+            &shared,
+            b"H\r\n\r\n".to_vec(),
+            ResponseBody::full("hi"),
+            Out::Length(5),
+        )
+        .await
+        .unwrap();
+        assert!(!ended);
+        let ended = send_body(
+            &shared,
+            b"H\r\n\r\n".to_vec(),
+            ResponseBody::full("hello"),
+            Out::Length(5),
+        )
+        .await
+        .unwrap();
+        assert!(ended);
+    }
 
     /// A connection's task holds this future for its whole life, idle or not: it must stay
     /// small (the request's own future is boxed apart, and only while it runs).
