@@ -148,9 +148,12 @@ async fn read_head(
                 }
                 let _ = side.buf.split_to(taken);
                 side.decoder = match h.framing {
+                    head::Framing::Length(0) => Decoder::Done,
                     head::Framing::Length(n) => Decoder::Length(n),
                     head::Framing::Chunked => Decoder::Chunked(body::Chunk::Size),
                 };
+                // A request without a body holds no buffer while it runs.
+                side.release_if_spent();
                 return Ok(Next::Head(Box::new(h)));
             } else if side.buf.len() > MAX_HEAD_BYTES {
                 return Err(head_too_large());
@@ -225,6 +228,7 @@ async fn exchange(
     let mut answering = handler(request);
     let response = loop {
         tokio::select! {
+            biased;
             r = &mut answering => break r,
             () = shared.continue_wanted.notified() => {
                 if shared.expect.compare_exchange(expect::WANTED, expect::NONE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
@@ -354,8 +358,14 @@ async fn send_body(
 async fn client_gone(shared: &Shared) {
     std::future::poll_fn(|cx| {
         let mut side = shared.read();
-        if !side.decoder.is_done() || !side.buf.is_empty() {
-            // The body's reader sees the end itself; pipelined bytes wait their turn.
+        if !side.buf.is_empty() {
+            // Pipelined bytes wait their turn: the end of stream is behind them.
+            return Poll::Pending;
+        }
+        if matches!(side.decoder, Decoder::Length(_) | Decoder::Chunked(_)) {
+            // The body's reader sees the end itself; once the body has ended, this is
+            // woken to watch.
+            shared.watch_end(cx.waker());
             return Poll::Pending;
         }
         if side.eof {
@@ -588,6 +598,75 @@ mod tests {
         .await
         .unwrap();
         assert!(ended);
+    }
+
+    /// Once a body has ended (chunked: on the poll after its last piece) the connection's
+    /// buffer is let go; a second poll of the ended body reads nothing.
+    #[tokio::test]
+    async fn no_buffer_is_held_once_a_chunked_body_ended() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, shared) = pair().await;
+        let shared = Arc::new(shared);
+        shared.read().decoder = Decoder::Chunked(body::Chunk::Size);
+        client.write_all(b"5\r\nhello\r\n0\r\n\r\n").await.unwrap();
+        let mut body = RequestBody::new(Arc::clone(&shared));
+        let data = (&mut body).collect().await.unwrap().to_bytes();
+        assert_eq!(data, &b"hello"[..]);
+        assert_eq!(shared.read().buf.capacity(), 0);
+        // The next request's body is not this one's to read.
+        shared.read().decoder = Decoder::Length(3);
+        client.write_all(b"abc").await.unwrap();
+        assert!(body.frame().await.is_none());
+    }
+
+    /// A handler that reads the body (if any), then waits forever; `dropped` fires when its
+    /// future is dropped.
+    fn waiting_handler(dropped: Arc<tokio::sync::Notify>) -> Handler {
+        Box::new(move |req| {
+            let dropped = Arc::clone(&dropped);
+            Box::pin(async move {
+                struct OnDrop(Arc<tokio::sync::Notify>);
+                impl Drop for OnDrop {
+                    fn drop(&mut self) {
+                        self.0.notify_one();
+                    }
+                }
+                let _guard = OnDrop(dropped);
+                let _ = req.into_body().collect().await;
+                std::future::pending::<Response<ResponseBody>>().await
+            })
+        })
+    }
+
+    /// A client that leaves while its request waits (nothing else wakes the connection)
+    /// cancels it: with a body read by the handler, and without a body.
+    #[tokio::test]
+    async fn a_client_that_leaves_cancels_its_request_whatever_wakes_the_connection() {
+        use tokio::io::AsyncWriteExt;
+        for wire in [
+            &b"POST /x HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello"[..],
+            b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"GET /x HTTP/1.1\r\n\r\n",
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let dropped = Arc::new(tokio::sync::Notify::new());
+            let handler = waiting_handler(Arc::clone(&dropped));
+            let (_tx, signal) = watch::channel(false);
+            let serving = tokio::spawn(async move {
+                serve(server, signal, Duration::from_secs(30), &handler).await;
+            });
+            client.write_all(wire).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(client);
+            tokio::time::timeout(Duration::from_secs(5), dropped.notified())
+                .await
+                .unwrap_or_else(|_| panic!("not cancelled: {}", String::from_utf8_lossy(wire)));
+            serving.await.unwrap();
+        }
     }
 
     /// A connection's task holds this future for its whole life, idle or not: it must stay

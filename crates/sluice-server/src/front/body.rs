@@ -8,7 +8,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -188,8 +188,13 @@ fn take(buf: &mut BytesMut, left: u64) -> Option<Bytes> {
 /// within `limit` bytes; an error past them.
 fn line_end(buf: &[u8], limit: usize) -> Result<Option<usize>, BodyError> {
     let window = &buf[..buf.len().min(limit.saturating_add(2))];
+    let bare = || BodyError::Malformed("a bare CR or LF in a chunk line");
     match window.windows(2).position(|w| w == b"\r\n") {
+        // A bare CR or LF inside the line: another parser would end the line there
+        // (request smuggling through a lenient proxy); refused, as hyper does.
+        Some(at) if window[..at].iter().any(|&b| b == b'\r' || b == b'\n') => Err(bare()),
         Some(at) => Ok(Some(at)),
+        None if window.contains(&b'\n') => Err(bare()),
         None if buf.len() > limit => Err(BodyError::Malformed(
             "a chunk-size or trailer line is too long",
         )),
@@ -257,10 +262,17 @@ impl ReadSide {
         } else {
             data
         };
-        if self.decoder.is_done() && self.buf.is_empty() {
+        self.release_if_spent();
+        data
+    }
+
+    /// Lets the buffer go when the body has ended and nothing follows it (a pipelined
+    /// request's bytes keep it).
+    pub fn release_if_spent(&mut self) {
+        let ended = !matches!(self.decoder, Decoder::Length(_) | Decoder::Chunked(_));
+        if ended && self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
-        data
     }
 }
 
@@ -274,6 +286,8 @@ pub struct Shared {
     pub expect: AtomicU8,
     /// Wakes the connection when the body wants a `100 Continue` written.
     pub continue_wanted: Notify,
+    /// The connection's task, waiting for the body's end to watch the client's.
+    end_watch: Mutex<Option<Waker>>,
 }
 
 impl Shared {
@@ -288,6 +302,7 @@ impl Shared {
             }),
             expect: AtomicU8::new(expect::NONE),
             continue_wanted: Notify::new(),
+            end_watch: Mutex::new(None),
         }
     }
 
@@ -332,8 +347,29 @@ impl Shared {
         }
     }
 
-    /// The next piece of the current body (see [`RequestBody`]).
-    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+    /// The next piece of the current body (see [`RequestBody`]), and whether the body has
+    /// ended with it. When the body ends (or breaks) the connection's watch for the
+    /// client's end of stream is woken ([`Shared::watch_end`]).
+    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<(Bytes, bool), BodyError>>> {
+        let polled = ready!(self.poll_piece(cx));
+        let mut side = self.read();
+        let ended = !matches!(side.decoder, Decoder::Length(_) | Decoder::Chunked(_));
+        if ended {
+            side.release_if_spent();
+            drop(side);
+            let watching = self
+                .end_watch
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(w) = watching {
+                w.wake();
+            }
+        }
+        Poll::Ready(polled.map(|r| r.map(|data| (data, ended))))
+    }
+
+    fn poll_piece(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         let mut side = self.read();
         loop {
             let side = &mut *side;
@@ -363,6 +399,19 @@ impl Shared {
                 side.decoder = Decoder::Failed;
                 return Poll::Ready(Some(Err(BodyError::Io(e.to_string()))));
             }
+        }
+    }
+
+    /// Registers the connection's task to be woken when the current body ends (its watch
+    /// for the client's end of stream starts then).
+    pub fn watch_end(&self, waker: &Waker) {
+        let mut slot = self
+            .end_watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &mut *slot {
+            Some(w) if w.will_wake(waker) => {}
+            other => *other = Some(waker.clone()),
         }
     }
 }
@@ -396,8 +445,9 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         }
         let polled = ready!(self.shared.poll_body(cx));
-        self.over = !matches!(polled, Some(Ok(_)));
-        Poll::Ready(polled.map(|r| r.map(Frame::data)))
+        // Over once ended: a holder polling again later never reads the next request's body.
+        self.over = !matches!(polled, Some(Ok((_, false))));
+        Poll::Ready(polled.map(|r| r.map(|(data, _)| Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -470,6 +520,9 @@ mod tests {
             b"5\r\nhelloXX0\r\n\r\n",
             b"5 x\r\nhello\r\n0\r\n\r\n",
             b"1000000000000000\r\n",
+            b"5;x\nAAAA\r\nhello\r\n0\r\n\r\n",
+            b"5;x\rA\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nx: y\nz\r\n\r\n",
             &[b'1'; MAX_CHUNK_LINE + 10],
         ] {
             let (data, d, _) = decode(Decoder::Chunked(Chunk::Size), wire, 3);
