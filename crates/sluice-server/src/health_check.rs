@@ -23,7 +23,7 @@ use crate::shared_routing::{FleetProbe, ProbeVerdict, SharedRouting};
 use crate::state::AppState;
 use http::HeaderValue;
 use http_body_util::BodyExt;
-use sluice_core::breaker::{Breaker, Permit};
+use sluice_core::breaker::{Breaker, BreakerState, Permit};
 use sluice_core::config::HealthCheckConfig;
 use sluice_providers::Provider;
 use std::sync::atomic::Ordering::Relaxed;
@@ -145,27 +145,49 @@ impl Checker {
         // The first check soon (a dead upstream is found before the first requests), spread
         // so that replicas started together do not check together.
         let first = self.config.interval.min(Duration::from_secs(1));
-        tokio::time::sleep(first.mul_f64(sluice_core::rng::unit() * 0.1)).await;
+        let mut due = Instant::now() + first.mul_f64(sluice_core::rng::unit() * 0.1);
         loop {
-            self.once().await;
-            tokio::time::sleep(self.next_wait()).await;
+            let now = Instant::now();
+            if now >= due || self.probe_due(now) {
+                self.once().await;
+                due = Instant::now() + self.jittered_interval();
+            }
+            tokio::time::sleep_until(self.wake_at(due).into()).await;
         }
     }
 
-    /// Time to the next check: the interval, jittered by ±10%, or less when a breaker of
-    /// the provider's cooldown ends sooner (the check is then its probe, before a user
-    /// request can be).
-    fn next_wait(&self) -> Duration {
-        let jittered = self
-            .config
+    /// The interval, jittered by ±10%.
+    fn jittered_interval(&self) -> Duration {
+        self.config
             .interval
-            .mul_f64(0.9 + 0.2 * sluice_core::rng::unit());
+            .mul_f64(0.9 + 0.2 * sluice_core::rng::unit())
+    }
+
+    /// Whether a breaker of the provider waits for its probe (its cooldown is over): requests
+    /// never probe a checked provider, the check must.
+    fn probe_due(&self, now: Instant) -> bool {
+        self.deployments
+            .iter()
+            .any(|d| d.breaker.state(now) == BreakerState::HalfOpen)
+    }
+
+    /// When to look again: the next check, or sooner when an open breaker's cooldown ends
+    /// (the check is then its probe), and at least once a cooldown, so that a breaker opened
+    /// by requests in the meantime is probed when its own cooldown ends, not a whole interval
+    /// later.
+    fn wake_at(&self, due: Instant) -> Instant {
         let now = Instant::now();
+        let cooldown = self
+            .deployments
+            .iter()
+            .map(|d| d.breaker.cooldown())
+            .min()
+            .unwrap_or(self.config.interval)
+            .max(Duration::from_millis(10));
         self.deployments
             .iter()
             .filter_map(|d| d.breaker.open_until(now))
-            .map(|until| until - now)
-            .fold(jittered, Duration::min)
+            .fold(due.min(now + cooldown), Instant::min)
     }
 
     /// One check, and its verdict given to the breakers.

@@ -446,3 +446,37 @@ async fn one_replicas_checks_steer_the_fleet_on_redis() {
     let r = route(&other).await;
     assert_eq!(r.header("x-sluice-model"), Some("a"), "{}", r.text());
 }
+
+/// A breaker that requests open between two checks is probed by a check when its own
+/// cooldown ends, not a whole interval later (requests never probe a checked provider).
+#[tokio::test]
+async fn a_breaker_opened_between_checks_is_probed_when_its_cooldown_ends() {
+    let (fa, fb) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let check = "health_check = { interval_ms = 20000, timeout_ms = 1000, failures = 2 }";
+    let toml = config(&fa, &fb, check, &data_dir()).replace(
+        "consecutive_failures = 5, error_rate = 0.5, min_requests = 20, window_ms = 30000, cooldown_ms = 2000",
+        "consecutive_failures = 1, error_rate = 0.5, min_requests = 20, window_ms = 30000, cooldown_ms = 500",
+    );
+    let gw = start(&toml).await;
+    // Let the first check pass, then open `a`'s breaker with one failed request.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failing = json!({"model": "r", "messages": [{"role": "user", "content": "hi"}],
+        "x_fake": {"status": 500}});
+    let _ = post_json(&gw.url("/v1/chat/completions"), failing.to_string(), &[]).await;
+    wait_breaker(&gw, "open").await;
+    let opened = Instant::now();
+    // The next check is 20 s away; the cooldown is 0.5 s: `a` serves again well before.
+    loop {
+        // (`b`'s breaker opened too, with the same failed request: 503 until it probes.)
+        let r = route(&gw).await;
+        if r.status == 200 && r.header("x-sluice-model") == Some("a") {
+            break;
+        }
+        assert!(
+            opened.elapsed() < Duration::from_secs(5),
+            "`a` still skipped {:?} after its breaker opened",
+            opened.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
