@@ -210,7 +210,19 @@ fn resync<R: Read + Seek>(r: &mut R, from: u64, len: u64, first: Frame) -> Optio
             };
             let at = start + i as u64;
             let next = at + f.len;
-            if ends_stream(r, next, len)? || frame_at(r, next, first).is_some() {
+            // The next header from the window when it is there (no seek: a file full of
+            // false headers must not cost a read each), else from the file.
+            let in_window = usize::try_from(f.len)
+                .ok()
+                .and_then(|l| i.checked_add(l))
+                .and_then(|n| window.get(n..n + 4));
+            let follows = match in_window {
+                Some(h) => frame([h[0], h[1], h[2], h[3]])
+                    .filter(|&g| same_stream(g, first))
+                    .is_some(),
+                None => frame_at(r, next, first).is_some(),
+            };
+            if follows || ends_stream(r, next, len)? {
                 return Some(Some(at));
             }
         }

@@ -369,3 +369,38 @@ fn fewer_than_three_frames_in_a_row_is_not_mp3() {
     assert_eq!(ms(mixed), Some(5 * 576 * 1000 / 22_050));
     assert_eq!(ms(frames(MPEG1_L3, 417, 3)), Some(3 * 1152 * 1000 / 44_100));
 }
+
+/// Counts the seeks of a reader.
+struct Seeks {
+    inner: Cursor<Vec<u8>>,
+    seeks: usize,
+}
+
+impl std::io::Read for Seeks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl std::io::Seek for Seeks {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.seeks += 1;
+        self.inner.seek(pos)
+    }
+}
+
+#[test]
+fn a_file_full_of_false_frame_headers_costs_no_seek_per_header() {
+    // Three frames, then 2 MB of a header whose frame length (417) puts the next header
+    // off the 4-byte pattern: every position is a candidate, none is a frame.
+    let mut f = frames(MPEG1_L3, 417, 3);
+    f.extend(MPEG1_L3.repeat(512 * 1024));
+    let mut r = Seeks {
+        inner: Cursor::new(f),
+        seeks: 0,
+    };
+    let _ = audio_ms(&mut r);
+    // A few per 64 KiB window (the candidates whose next header lies past the window's
+    // end), not one per candidate: 524,225 before.
+    assert!(r.seeks < 10_000, "{} seeks", r.seeks);
+}
