@@ -140,13 +140,20 @@ impl Collector<'_> {
             ledger.flush().await;
             self.run.batches.metrics.spend_flushes.fetch_add(1, Relaxed);
         }
+        // Every line of the group is tried, a failed record or not: a line charged and not
+        // recorded is charged again when collected again (the ledger drops the second
+        // record, but the live budget counts it twice), so no more of them than failed.
+        let mut failed = None;
         for result in group {
             super::super::fault::after_charge(result.line);
-            record(&self.run.batches, &self.run.batch.id, result)
-                .await
-                .map_err(Failure::Transient)?;
+            if let Err(e) = record(&self.run.batches, &self.run.batch.id, result).await {
+                failed.get_or_insert(e);
+            }
         }
-        Ok(())
+        match failed {
+            Some(e) => Err(Failure::Transient(e)),
+            None => Ok(()),
+        }
     }
 
     /// Charges one upstream line (its spend record queued) and returns its result, to be
