@@ -8,16 +8,13 @@
 //! (`PR_SET_THP_DISABLE`, what mimalloc itself does with `MIMALLOC_ALLOW_THP=0`). And mimalloc
 //! purges the pages it freed only when the thread that freed them allocates again: a worker
 //! left idle after a burst keeps them. [`release`] is the server's hand-back after a burst
-//! (`sluice_server::trim`), `mi_collect(true)` on the worker's thread. SQLite allocates from
-//! mimalloc too ([`sqlite`]), not from the C library's `malloc`.
+//! (`sluice_server::trim`), `mi_collect(true)` on the worker's thread.
 
 // Unsafe: FFI calls (`prctl`, `getenv`, `mi_option_set`, `mi_collect`), and a constructor
 // placed in `.init_array`.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_ulong};
-
-pub mod sqlite;
 
 extern "C" {
     fn prctl(option: c_int, ...) -> c_int;
@@ -52,13 +49,8 @@ extern "C" fn lazy_commit() {
 }
 
 /// Turns transparent huge pages off for this process (memory already in huge pages stays;
-/// everything faulted from now on comes in 4 KiB pages) and puts SQLite on mimalloc. Call
-/// first thing.
+/// everything faulted from now on comes in 4 KiB pages). Call first thing.
 pub fn init() {
-    if !sqlite::use_mimalloc() {
-        // Only if something opened SQLite before `main`: nothing does.
-        eprintln!("warning: SQLite keeps the C library's malloc");
-    }
     // SAFETY: prctl with PR_SET_THP_DISABLE reads only its integer arguments and sets a flag
     // of the process's memory map; a kernel without it answers EINVAL, which is ignored.
     let _ = unsafe {
