@@ -21,7 +21,10 @@ pub(crate) mod files;
 mod model;
 #[cfg(target_arch = "x86_64")]
 mod packed;
+#[cfg(target_arch = "x86_64")]
+mod packed_i8;
 
 pub use batcher::{BatchOptions, BatchStats, EmbedderStats};
+pub use bert::Precision;
 pub use embedder::{EmbedOutput, Embedder};
 pub use model::{estimate_embedding_memory, is_embedding_model, EmbedModel, Pooling};

@@ -132,7 +132,7 @@ pub use constrain::{Constraint, ConstraintError, Grammar, SchemaError};
 pub use device::DeviceKind;
 pub use embed::{
     estimate_embedding_memory, is_embedding_model, BatchOptions, BatchStats, EmbedModel,
-    EmbedOutput, Embedder, EmbedderStats, Pooling,
+    EmbedOutput, Embedder, EmbedderStats, Pooling, Precision,
 };
 pub use error::{Error, ErrorKind, RerankInputError, Result};
 pub use gguf::{

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
-use super::bert::{Bert, BertConfig};
+use super::bert::{Bert, BertConfig, Precision};
 use super::files::{
     is_encoder_dir, is_sequence_classifier, load_weights, read_json, read_optional_json,
     safetensors_elements, TOKENIZER_BYTES,
@@ -30,6 +30,7 @@ pub struct EmbedModel {
     max_seq_length: usize,
     pooling: Pooling,
     normalize: bool,
+    precision: Precision,
     path: PathBuf,
 }
 
@@ -41,6 +42,7 @@ impl std::fmt::Debug for EmbedModel {
             .field("max_seq_length", &self.max_seq_length)
             .field("pooling", &self.pooling)
             .field("normalize", &self.normalize)
+            .field("precision", &self.precision)
             .finish()
     }
 }
@@ -127,8 +129,13 @@ pub fn estimate_embedding_memory(dir: &Path, max_batch: usize) -> Result<u64> {
 }
 
 impl EmbedModel {
-    /// Loads the model in directory `dir` (blocks: reads the weights).
+    /// Loads the model in directory `dir` (blocks: reads the weights), in `f32`.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with_precision(dir, Precision::F32)
+    }
+
+    /// [`Self::load`] with the encoder's linear layers in `precision`.
+    pub fn load_with_precision(dir: &Path, precision: Precision) -> Result<Self> {
         if is_sequence_classifier(dir) {
             return Err(Error::invalid_metadata(
                 "architectures",
@@ -148,13 +155,14 @@ impl EmbedModel {
             }))
             .map_err(Error::tokenizer)?;
         let weights = load_weights(&dir.join("model.safetensors"))?;
-        let bert = Bert::new(layout.config, weights)?;
+        let bert = Bert::with_precision(layout.config, weights, precision)?;
         Ok(Self {
             bert,
             tokenizer,
             max_seq_length: layout.max_seq_length,
             pooling: layout.pooling,
             normalize: layout.normalize,
+            precision,
             path: dir.to_path_buf(),
         })
     }
@@ -162,6 +170,11 @@ impl EmbedModel {
     /// Width of the vectors.
     pub fn dimensions(&self) -> usize {
         self.bert.config().hidden_size
+    }
+
+    /// The precision it was loaded in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Tokens per input after which the text is cut.

@@ -1689,3 +1689,36 @@ fn mapped_weights_stay_the_files_pages_where_they_are_used_as_stored() {
         );
     }
 }
+
+/// Q8_0 products of a lone ~100-token sentence on MiniLM's shapes, one thread (the existing
+/// matrix-vector kernels, 4 activation rows per weight row). A measurement, not a test:
+/// `cargo test --release -p sluice-local --lib q8_0_prefill_speed -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; run in release"]
+fn q8_0_prefill_speed() {
+    let isa = isa();
+    for &(rows, n, k) in &[(100, 1152, 384), (100, 1536, 384), (100, 384, 1536)] {
+        let w = values(n * k, 3);
+        let mut bytes = vec![0u8; n * k / 32 * 34];
+        simd::to_q8_0(isa, &w, &mut bytes);
+        let m = QMatrix::new(QType::Q8_0, n, k, bytes).unwrap();
+        let x = values(rows * k, 5);
+        let mut out = vec![0f32; n * rows];
+        let reps = (3e9 / (rows * n * k) as f64).ceil() as usize;
+        let mut run = || {
+            let mut acts = Acts::new(x.clone(), rows, k);
+            acts.prepare(QType::Q8_0);
+            m.dot_rows(isa, 0..n, &acts, &mut out);
+        };
+        run();
+        let start = std::time::Instant::now();
+        for _ in 0..reps {
+            run();
+        }
+        let s = start.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "q8_0 {rows}x{n}x{k}: {:.1} GFLOP/s one thread",
+            2.0 * (rows * n * k) as f64 / s / 1e9
+        );
+    }
+}

@@ -109,7 +109,7 @@ impl Loader for LocalLoader {
                 bytes: l.bytes,
             }),
             ModelKind::Embedding => {
-                let model = crate::EmbedModel::load(&spec.path)?;
+                let model = crate::EmbedModel::load_with_precision(&spec.path, spec.precision)?;
                 let bytes = model.memory_with_batch(spec.batch.max_batch);
                 let embedder = Embedder::new(model, spec.batch)?;
                 Ok(Loaded {

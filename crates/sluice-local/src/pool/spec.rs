@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::budget::default_memory_budget;
 use super::keep_alive::KeepAlive;
-use crate::{BatchOptions, LoadOptions};
+use crate::{BatchOptions, LoadOptions, Precision};
 
 /// A model the pool may load.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,8 @@ pub struct ModelSpec {
     /// How an embedding model or a reranker batches requests (a reranker's `max_batch`
     /// counts (query, document) pairs).
     pub batch: BatchOptions,
+    /// An embedding model's encoder precision ([`Precision::Int8`]: 8-bit linear layers).
+    pub precision: Precision,
 }
 
 /// What a local model does.
@@ -81,6 +83,7 @@ impl ModelSpec {
             path,
             kind,
             batch: BatchOptions::default(),
+            precision: Precision::F32,
             sha256: None,
             keep_alive: None,
             pin: false,
