@@ -60,7 +60,7 @@ pub use ledger::{
     UninitializedLimitsConfig, UninitializedSpendConfig,
 };
 pub use local::{LocalConfig, UninitializedLocalConfig};
-pub use models::{LocalModelConfig, ModelConfig, UninitializedModelConfig};
+pub use models::{EmbedPrecision, LocalModelConfig, ModelConfig, UninitializedModelConfig};
 pub use observability::{ObservabilityConfig, OtlpEndpoint, UninitializedObservabilityConfig};
 pub use providers::{
     BatchMode, ProviderConfig, ProviderType, ResponsesMode, UninitializedProviderConfig,

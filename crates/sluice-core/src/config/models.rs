@@ -50,6 +50,9 @@ pub struct UninitializedModelConfig {
     pub context_length: Option<usize>,
     /// `local` models: sequences generated at once (default `[local] parallel`).
     pub parallel: Option<usize>,
+    /// `local` embedding models: how the encoder's linear layers compute (`f32`, the default,
+    /// or `int8`).
+    pub embed_precision: Option<EmbedPrecision>,
     /// The `[[guardrails]]` applied to this model's requests and answers.
     pub guardrails: Option<Vec<String>>,
 }
@@ -79,6 +82,18 @@ pub struct ModelConfig {
     pub guardrails: Vec<usize>,
 }
 
+/// How a local embedding model's encoder computes its linear layers (`embed_precision`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedPrecision {
+    /// `f32`: vectors as sentence-transformers computes them.
+    #[default]
+    F32,
+    /// `int8`: 8-bit weights and activations (AVX-512 VNNI; `f32` where the CPU lacks it):
+    /// faster, vectors within a cosine of about 0.998 of `f32`'s.
+    Int8,
+}
+
 /// A `local` model's runtime settings.
 #[derive(Debug, Clone, Default)]
 pub struct LocalModelConfig {
@@ -97,6 +112,8 @@ pub struct LocalModelConfig {
     pub context_length: Option<usize>,
     /// Parallel sequences.
     pub parallel: usize,
+    /// Embedding models: the encoder's precision.
+    pub embed_precision: EmbedPrecision,
 }
 
 /// Validates `[[models]]` against the providers: unique names, existing providers, prices,
@@ -216,6 +233,7 @@ fn local_model(
         preload: m.preload,
         context_length: m.context_length,
         parallel: m.parallel.unwrap_or(local.parallel),
+        embed_precision: m.embed_precision.unwrap_or_default(),
     })
 }
 
@@ -232,6 +250,7 @@ fn refuse_local_keys(
         ("preload", m.preload),
         ("context_length", m.context_length.is_some()),
         ("parallel", m.parallel.is_some()),
+        ("embed_precision", m.embed_precision.is_some()),
     ];
     if let Some((key, _)) = local_only.iter().find(|(_, set)| *set) {
         return Err(ConfigError::new(

@@ -259,6 +259,29 @@ fn local_context_length_defaults_to_8192_and_models_may_set_their_own() {
 }
 
 #[test]
+fn embed_precision_is_f32_unless_a_local_model_says_int8() {
+    let local = "[[providers]]\nname = \"l\"\ntype = \"local\"\n[[models]]\nname = \"m\"\nprovider = \"l\"\npath = \"minilm\"\n";
+    let precision = |extra: &str| {
+        load(&format!("{local}{extra}"))
+            .map(|c| c.models[0].local.as_ref().unwrap().embed_precision)
+    };
+    assert_eq!(precision("").unwrap(), EmbedPrecision::F32);
+    assert_eq!(
+        precision("embed_precision = \"f32\"").unwrap(),
+        EmbedPrecision::F32
+    );
+    assert_eq!(
+        precision("embed_precision = \"int8\"").unwrap(),
+        EmbedPrecision::Int8
+    );
+    let err = precision("embed_precision = \"fp16\"").unwrap_err();
+    assert!(err.to_string().contains("fp16"), "{err}");
+    let remote = "[[providers]]\nname = \"o\"\ntype = \"openai\"\n[[models]]\nname = \"m\"\nprovider = \"o\"\nembed_precision = \"int8\"\n";
+    let err = load(remote).unwrap_err();
+    assert_eq!(err.path, "models[0].embed_precision", "{err}");
+}
+
+#[test]
 fn local_kv_cache_is_f32_f16_or_q8_0() {
     assert_eq!(load("").unwrap().local.kv_cache, "f32");
     for kv in ["f16", "q8_0"] {

@@ -9,7 +9,7 @@
 //! `Retry-After`, which is retryable: a route falls back to its next target.
 
 use serde_json::json;
-use sluice_core::config::Config;
+use sluice_core::config::{Config, EmbedPrecision};
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::{KeepAlive, LocalLoader, ModelKind, ModelSpec, Pool, PoolConfig};
 use sluice_local::{BatchOptions, Engine, KvCacheType, LoadOptions, Weights};
@@ -142,6 +142,10 @@ pub fn build(
             weights,
         };
         spec.batch = batch;
+        spec.precision = match l.embed_precision {
+            EmbedPrecision::F32 => sluice_local::Precision::F32,
+            EmbedPrecision::Int8 => sluice_local::Precision::Int8,
+        };
         specs.push(spec);
     }
     if specs.is_empty() {
@@ -411,5 +415,23 @@ pub fn preload(local: &LocalRuntime) {
 pub fn sweep(local: &LocalRuntime) {
     for name in local.pool.sweep() {
         tracing::info!(model = %name, "local model unloaded: keep-alive over");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::env::MapEnv;
+
+    #[test]
+    fn embed_precision_reaches_the_model_spec() {
+        let toml = "[[providers]]\nname = \"l\"\ntype = \"local\"\n\
+            [[models]]\nname = \"a\"\nprovider = \"l\"\npath = \"/nowhere/minilm\"\nembed_precision = \"int8\"\n\
+            [[models]]\nname = \"b\"\nprovider = \"l\"\npath = \"/nowhere/minilm\"\n";
+        let config = Config::from_toml(toml, &MapEnv::default()).unwrap();
+        let local = build(&config, &[]).unwrap().unwrap();
+        let precision = |name: &str| local.pool.spec(name).unwrap().precision;
+        assert_eq!(precision("a"), sluice_local::Precision::Int8);
+        assert_eq!(precision("b"), sluice_local::Precision::F32);
     }
 }

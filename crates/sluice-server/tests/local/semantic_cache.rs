@@ -183,18 +183,32 @@ async fn a_reranker_confirms_or_refuses_semantic_candidates() {
 /// near misses: another number, entity, direction or topic) with all-MiniLM-L6-v2: precision
 /// and recall of a hit at several thresholds, with the wording checks and without. Prints the
 /// table (`--no-capture`, see BENCHMARKS.md); holds the default threshold to a precision of
-/// at least 0.98 with the checks.
+/// at least 0.98 with the checks. Once with the encoder in `f32`, once in 8 bits
+/// (`embed_precision = "int8"`).
 #[test]
 fn semantic_cache_precision_and_recall_on_labelled_pairs() {
+    for precision in [sluice_local::Precision::F32, sluice_local::Precision::Int8] {
+        labelled_pairs_with(precision);
+    }
+}
+
+// Prints the table, as the test does (`--no-capture`).
+#[allow(clippy::print_stdout)]
+fn labelled_pairs_with(precision: sluice_local::Precision) {
     use sluice_server::cache::same_question::same_question;
     let set: Value = serde_json::from_str(include_str!("../fixtures/semantic_pairs.json")).unwrap();
     let pairs = set["pairs"].as_array().unwrap();
-    let model = sluice_local::EmbedModel::load(&minilm_dir()).expect("load MiniLM");
+    let model =
+        sluice_local::EmbedModel::load_with_precision(&minilm_dir(), precision).expect("load");
     let texts: Vec<&str> = pairs
         .iter()
         .flat_map(|p| [p["a"].as_str().unwrap(), p["b"].as_str().unwrap()])
         .collect();
-    let vectors = model.embed(&texts).unwrap();
+    // Each question alone, as the cache embeds it.
+    let vectors: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| model.embed(&[t]).unwrap().remove(0))
+        .collect();
     let scored: Vec<(f64, bool, bool, &str)> = pairs
         .iter()
         .enumerate()
@@ -218,6 +232,7 @@ fn semantic_cache_precision_and_recall_on_labelled_pairs() {
         let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 1.0 };
         (precision, tp / positives, fp as usize)
     };
+    println!("encoder in {}", precision.as_str());
     println!("threshold | checks | precision | recall | false hits");
     for threshold in [0.70, 0.75, 0.80, 0.85, 0.90, 0.95] {
         for checks in [false, true] {
@@ -238,7 +253,8 @@ fn semantic_cache_precision_and_recall_on_labelled_pairs() {
     let (precision, recall, _) = at(threshold, true);
     assert!(
         precision >= 0.98,
-        "precision {precision} at the default threshold"
+        "precision {precision} at the default threshold ({})",
+        model.precision().as_str()
     );
     assert!(recall > 0.3, "recall {recall} at the default threshold");
 }
