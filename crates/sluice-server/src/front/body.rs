@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -327,19 +326,9 @@ impl Shared {
         if side.buf.capacity() - side.buf.len() < MIN_READ_ROOM {
             side.buf.reserve(READ_CHUNK);
         }
-        let room = side.buf.capacity() - side.buf.len();
         match self.stream.try_read_buf(&mut side.buf) {
             Ok(n) => {
                 side.eof |= n == 0;
-                if n > 0 && n < room {
-                    // A short read drained the socket: its readiness is cleared now (as
-                    // tokio's own `poll_read` does), saving the read that would only have
-                    // said "nothing more" (a syscall per request). Cleared only if no new
-                    // bytes were signalled since the read (tokio compares the event's tick).
-                    let _ = self.stream.try_io(Interest::READABLE, || {
-                        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-                    });
-                }
                 Ok(Some(n))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
