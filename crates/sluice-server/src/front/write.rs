@@ -24,11 +24,7 @@ pub enum Out {
 /// What the response's framing is, from the request and the response's own headers and
 /// body length (`exact`, when the body knows it).
 pub fn framing(method: &Method, version: Version, parts: &Parts, exact: Option<u64>) -> Out {
-    let status = parts.status;
-    if status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    if bodiless(parts.status) {
         return Out::Nothing;
     }
     let declared = parts
@@ -86,12 +82,7 @@ pub fn head(
         Out::Length(n) if !declared => length_header(&mut h, n),
         Out::Nothing if !declared => {
             // A HEAD's length is the GET's, when the body knows it.
-            if let (Some(n), false) = (
-                exact,
-                parts.status == StatusCode::NO_CONTENT
-                    || parts.status == StatusCode::NOT_MODIFIED
-                    || parts.status.is_informational(),
-            ) {
+            if let (Some(n), false) = (exact, bodiless(parts.status)) {
                 length_header(&mut h, n);
             }
         }
@@ -109,12 +100,15 @@ pub fn head(
 
 fn length_header(h: &mut Vec<u8>, n: u64) {
     h.extend_from_slice(b"content-length: ");
-    h.extend_from_slice(itoa(n).as_bytes());
+    h.extend_from_slice(n.to_string().as_bytes());
     h.extend_from_slice(b"\r\n");
 }
 
-fn itoa(n: u64) -> String {
-    n.to_string()
+/// Statuses whose responses never carry a body (RFC 9110 section 6.4.1).
+fn bodiless(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 /// A chunk's size line (`{hex}\r\n`).
