@@ -167,3 +167,81 @@ async fn errors_come_back_in_anthropic_shape() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
 }
+
+/// A chat stream whose calls are tangled (see `common::tangled`): every block is whole and
+/// in turn (start, its deltas, stop, nothing of it after its stop), each call's input is
+/// all its arguments, and the text comes between calls, none of it lost.
+#[tokio::test]
+async fn tangled_tool_calls_come_back_as_whole_blocks_one_at_a_time() {
+    use common::tangled::{stream, CALLS, TEXTS};
+    let (fake, gw) = setup("").await;
+    fake.push(sluice_testkit::Behavior::new().with_replay(stream(true)));
+    let body = json!({"model": "m", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let mut s = post_stream(&gw.url("/v1/messages"), body.to_string(), &[])
+        .await
+        .unwrap();
+    let raw = String::from_utf8(s.collect_body().await.unwrap().to_vec()).unwrap();
+    let datas: Vec<serde_json::Value> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = datas.iter().map(|d| d["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds[0], "message_start", "{raw}");
+    assert_eq!(kinds[kinds.len() - 2..], ["message_delta", "message_stop"]);
+    // (block type, id, name, what its deltas said)
+    let mut blocks: Vec<(String, String, String, String)> = Vec::new();
+    let mut open: Option<u64> = None;
+    for d in &datas[1..datas.len() - 2] {
+        let index = d["index"].as_u64().unwrap();
+        match d["type"].as_str().unwrap() {
+            "content_block_start" => {
+                assert_eq!((open, index), (None, blocks.len() as u64), "{d}\n{raw}");
+                open = Some(index);
+                let b = &d["content_block"];
+                let field = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
+                blocks.push((field("type"), field("id"), field("name"), String::new()));
+            }
+            "content_block_delta" => {
+                assert_eq!(open, Some(index), "a delta outside its block: {d}\n{raw}");
+                let delta = &d["delta"];
+                let piece = delta["partial_json"].as_str().or(delta["text"].as_str());
+                blocks[index as usize].3.push_str(piece.unwrap());
+            }
+            "content_block_stop" => assert_eq!(open.take(), Some(index), "{d}\n{raw}"),
+            other => panic!("{other} inside the message: {raw}"),
+        }
+    }
+    assert_eq!(open, None);
+    let text = |t: &str| {
+        (
+            "text".to_owned(),
+            String::new(),
+            String::new(),
+            t.to_owned(),
+        )
+    };
+    let call = |i: usize| {
+        let (id, name, args) = CALLS[i];
+        (
+            "tool_use".to_owned(),
+            id.to_owned(),
+            name.to_owned(),
+            args.to_owned(),
+        )
+    };
+    let expected = vec![
+        text(TEXTS[0]),
+        call(0),
+        call(1),
+        text(TEXTS[1]),
+        call(2),
+        call(3),
+        call(4),
+        text(TEXTS[2]),
+    ];
+    assert_eq!(blocks, expected, "{raw}");
+    let delta = &datas[datas.len() - 2];
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    assert_eq!(delta["usage"]["output_tokens"], 30);
+}

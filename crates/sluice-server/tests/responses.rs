@@ -660,3 +660,89 @@ async fn a_key_sees_only_its_own_responses() {
     assert_eq!(ask(&keys[0], mine.clone()).await.status, 200);
     assert_eq!(ask(&keys[1], mine).await.status, 404);
 }
+
+/// A chat stream whose calls are tangled (see `common::tangled`): every item is whole and in
+/// turn (added, its deltas, its `.done` events, nothing of it after its `output_item.done`),
+/// each call's arguments all of its pieces, and the text in messages between calls.
+#[tokio::test]
+async fn tangled_tool_calls_come_back_as_whole_items_one_at_a_time() {
+    use common::tangled::{stream, CALLS, TEXTS};
+    let (fake, gw) = setup("").await;
+    fake.push(Behavior::new().with_replay(stream(true)));
+    let evs = events(&gw, json!({"model": "m", "stream": true, "input": "Hi"})).await;
+    let n = names(&evs);
+    assert_eq!(n[..2], ["response.created", "response.in_progress"]);
+    assert_eq!(n.last(), Some(&"response.completed"));
+    // (item type, call_id, name, what its deltas said)
+    let mut items: Vec<(String, String, String, String)> = Vec::new();
+    let mut done: Vec<Value> = Vec::new();
+    let mut open: Option<u64> = None;
+    for (name, e) in &evs[2..evs.len() - 1] {
+        let index = e["output_index"].as_u64().unwrap();
+        match name.as_str() {
+            "response.output_item.added" => {
+                assert_eq!((open, index), (None, items.len() as u64), "{e}");
+                open = Some(index);
+                let field = |k: &str| e["item"][k].as_str().unwrap_or_default().to_owned();
+                items.push((
+                    field("type"),
+                    field("call_id"),
+                    field("name"),
+                    String::new(),
+                ));
+            }
+            "response.output_item.done" => {
+                assert_eq!(open.take(), Some(index), "{e}");
+                done.push(e["item"].clone());
+            }
+            _ => {
+                assert_eq!(open, Some(index), "an event outside its item: {e}");
+                assert_eq!(e["item_id"], evs_item_id(&evs, index), "{e}");
+                if let Some(piece) = e["delta"].as_str() {
+                    items[index as usize].3.push_str(piece);
+                }
+                if name == "response.function_call_arguments.done" {
+                    assert_eq!(e["arguments"], items[index as usize].3.as_str(), "{e}");
+                }
+            }
+        }
+    }
+    assert_eq!(open, None);
+    let text = |t: &str| {
+        (
+            "message".to_owned(),
+            String::new(),
+            String::new(),
+            t.to_owned(),
+        )
+    };
+    let call = |i: usize| {
+        let (id, name, args) = CALLS[i];
+        let t = "function_call".to_owned();
+        (t, id.to_owned(), name.to_owned(), args.to_owned())
+    };
+    let expected = vec![
+        text(TEXTS[0]),
+        call(0),
+        call(1),
+        text(TEXTS[1]),
+        call(2),
+        call(3),
+        call(4),
+        text(TEXTS[2]),
+    ];
+    assert_eq!(items, expected);
+    let completed = &evs.last().unwrap().1["response"];
+    assert_eq!(completed["output"], Value::Array(done));
+    assert_eq!(completed["output"][1]["arguments"], CALLS[0].2);
+    assert_eq!(completed["output_text"], TEXTS.concat());
+    assert_eq!(completed["status"], "completed");
+}
+
+/// The `id` of the item that `output_item.added` gave `index`.
+fn evs_item_id(evs: &[(String, Value)], index: u64) -> Value {
+    evs.iter()
+        .find(|(n, e)| n == "response.output_item.added" && e["output_index"] == index)
+        .map(|(_, e)| e["item"]["id"].clone())
+        .unwrap()
+}

@@ -289,7 +289,7 @@ enum OutMessage<'a> {
 
 /// A block of signed thinking, carried through chat as `thinking_blocks` (see the module
 /// docs), both ways.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Signed<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
@@ -299,6 +299,31 @@ struct Signed<'a> {
     signature: Option<Cow<'a, str>>,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     data: Option<Cow<'a, str>>,
+}
+
+impl Signed<'_> {
+    /// The same block, borrowing this one's text.
+    fn borrowed(&self) -> Signed<'_> {
+        fn borrowed<'b>(t: &'b Option<Cow<'_, str>>) -> Option<Cow<'b, str>> {
+            t.as_deref().map(Cow::Borrowed)
+        }
+        Signed {
+            kind: Cow::Borrowed(&self.kind),
+            thinking: borrowed(&self.thinking),
+            signature: borrowed(&self.signature),
+            data: borrowed(&self.data),
+        }
+    }
+
+    fn into_owned(self) -> Signed<'static> {
+        let owned = |t: Option<Cow<'_, str>>| t.map(|t| Cow::Owned(t.into_owned()));
+        Signed {
+            kind: Cow::Owned(self.kind.into_owned()),
+            thinking: owned(self.thinking),
+            signature: owned(self.signature),
+            data: owned(self.data),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -817,8 +842,8 @@ pub struct StreamConverter {
     next_index: usize,
     /// OpenAI tool-call index → Anthropic block index.
     tools: Vec<(u64, usize)>,
-    /// The tool calls put in order: one block at a time.
-    calls: CallOrder,
+    /// The tool calls put in order: one block at a time, text and thinking between them.
+    calls: CallOrder<Said<'static>>,
     finish: Option<String>,
     usage: Usage,
     /// The prompt's tokens as sluice estimated them, for `message_start` when the upstream
@@ -943,14 +968,21 @@ struct InDelta<'a> {
     thinking_blocks: Option<Vec<Signed<'a>>>,
 }
 
-impl InDelta<'_> {
-    /// Whether the delta carries anything besides tool calls.
-    fn has_more_than_calls(&self) -> bool {
-        let some = |t: &Option<Cow<'_, str>>| t.as_deref().is_some_and(|t| !t.is_empty());
-        some(&self.content)
-            || some(&self.refusal)
-            || some(&self.reasoning_content)
-            || self.thinking_blocks.as_ref().is_some_and(|b| !b.is_empty())
+/// What a chunk carries besides tool calls, written in its turn (held while a call is open).
+#[derive(Debug)]
+enum Said<'a> {
+    Thinking(Cow<'a, str>),
+    Signed(Signed<'a>),
+    Text(Cow<'a, str>),
+}
+
+impl Said<'_> {
+    fn into_owned(self) -> Said<'static> {
+        match self {
+            Self::Thinking(t) => Said::Thinking(Cow::Owned(t.into_owned())),
+            Self::Signed(b) => Said::Signed(b.into_owned()),
+            Self::Text(t) => Said::Text(Cow::Owned(t.into_owned())),
+        }
     }
 }
 
@@ -1030,7 +1062,7 @@ impl StreamConverter {
 
     /// Writes one step of the ordered tool calls: a `tool_use` block's start, a piece of its
     /// input, its stop.
-    fn on_call_step(&mut self, out: &mut Vec<u8>, step: Step<'_>) {
+    fn on_call_step(&mut self, out: &mut Vec<u8>, step: Step<'_, Said<'_>>) {
         match step {
             Step::Begin { call, id, name } => {
                 self.close_block(out);
@@ -1064,6 +1096,34 @@ impl StreamConverter {
                 if matches!(self.block, Block::Tool(i) if Some(i) == open) {
                     self.close_block(out);
                 }
+            }
+            Step::Other(said) => self.write_said(out, &said),
+        }
+    }
+
+    /// Writes what a chunk said besides calls now, or holds it until the open call ends.
+    fn say(&mut self, out: &mut Vec<u8>, said: Said<'_>) {
+        if !self.calls.is_open() {
+            return self.write_said(out, &said);
+        }
+        let mut calls = std::mem::take(&mut self.calls);
+        calls.on_other(said.into_owned(), &mut |step| self.on_call_step(out, step));
+        self.calls = calls;
+    }
+
+    /// Writes text or thinking into its block (opening it), or a signature.
+    fn write_said(&mut self, out: &mut Vec<u8>, said: &Said<'_>) {
+        match said {
+            Said::Thinking(thinking) => {
+                let index = self.open(out, Block::Thinking);
+                let delta = BlockDelta::Thinking { thinking };
+                event(out, &Event::ContentBlockDelta { index, delta });
+            }
+            Said::Signed(b) => self.on_signed(out, b),
+            Said::Text(text) => {
+                let index = self.open(out, Block::Text);
+                let delta = BlockDelta::Text { text };
+                event(out, &Event::ContentBlockDelta { index, delta });
             }
         }
     }
@@ -1160,49 +1220,36 @@ impl StreamConverter {
             return;
         };
         let delta = choice.delta.as_ref();
-        if self.calls.is_open() && delta.is_some_and(InDelta::has_more_than_calls) {
-            // What follows the calls ends them (each one's block whole, in turn).
+        if let Some(d) = delta {
+            self.on_delta(out, d);
+        }
+        if let Some(f) = choice.finish_reason.as_deref() {
+            self.finish = Some(f.to_string());
+            // The choice is over: so is every call.
             self.flush_calls(out);
         }
-        if let Some(t) = delta
-            .and_then(|d| d.reasoning_content.as_deref())
-            .filter(|t| !t.is_empty())
-        {
-            let index = self.open(out, Block::Thinking);
-            let delta = BlockDelta::Thinking { thinking: t };
-            event(out, &Event::ContentBlockDelta { index, delta });
+    }
+
+    /// One chunk's delta: thinking, its signature, text (a refusal too: Anthropic's models
+    /// write theirs as text), then tool calls.
+    fn on_delta(&mut self, out: &mut Vec<u8>, d: &InDelta<'_>) {
+        fn some<'b>(t: &'b Option<Cow<'_, str>>) -> Option<&'b str> {
+            t.as_deref().filter(|t| !t.is_empty())
         }
-        for b in delta
-            .and_then(|d| d.thinking_blocks.as_deref())
-            .unwrap_or_default()
-        {
-            self.on_signed(out, b);
+        if let Some(t) = some(&d.reasoning_content) {
+            self.say(out, Said::Thinking(Cow::Borrowed(t)));
         }
-        // A refusal is the model's own words: Anthropic's models write theirs as text.
-        for text in [
-            delta.and_then(|d| d.content.as_deref()),
-            delta.and_then(|d| d.refusal.as_deref()),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|t| !t.is_empty())
-        {
-            let index = self.open(out, Block::Text);
-            let delta = BlockDelta::Text { text };
-            event(out, &Event::ContentBlockDelta { index, delta });
+        for b in d.thinking_blocks.as_deref().unwrap_or_default() {
+            self.say(out, Said::Signed(b.borrowed()));
+        }
+        for text in [some(&d.content), some(&d.refusal)].into_iter().flatten() {
+            self.say(out, Said::Text(Cow::Borrowed(text)));
         }
         let mut calls = std::mem::take(&mut self.calls);
-        for call in delta
-            .and_then(|d| d.tool_calls.as_ref())
-            .into_iter()
-            .flatten()
-        {
+        for call in d.tool_calls.iter().flatten() {
             calls.on_delta(call.piece(), &mut |step| self.on_call_step(out, step));
         }
         self.calls = calls;
-        if let Some(f) = choice.finish_reason.as_deref() {
-            self.finish = Some(f.to_string());
-        }
     }
 
     /// Closes the stream: the open block, `message_delta` with the stop reason and usage,

@@ -17,6 +17,30 @@ pub struct InBlock<'a> {
     data: Option<Cow<'a, str>>,
 }
 
+impl InBlock<'_> {
+    /// The same block, borrowing this one's text.
+    pub fn borrowed(&self) -> InBlock<'_> {
+        fn borrowed<'b>(t: &'b Option<Cow<'_, str>>) -> Option<Cow<'b, str>> {
+            t.as_deref().map(Cow::Borrowed)
+        }
+        InBlock {
+            kind: Cow::Borrowed(&self.kind),
+            signature: borrowed(&self.signature),
+            data: borrowed(&self.data),
+        }
+    }
+
+    /// The same block, owning its text (to be kept past its chunk).
+    pub fn into_owned(self) -> InBlock<'static> {
+        let owned = |t: Option<Cow<'_, str>>| t.map(|t| Cow::Owned(t.into_owned()));
+        InBlock {
+            kind: Cow::Owned(self.kind.into_owned()),
+            signature: owned(self.signature),
+            data: owned(self.data),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Block {
     #[serde(rename = "type")]

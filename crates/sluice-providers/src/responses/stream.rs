@@ -14,6 +14,7 @@ use super::object::{
     assistant_message, item_id, ContentPart, Echo, Failure, OutputItem, Parts, ResponseObject,
     Status, SummaryText,
 };
+use super::signed::InBlock;
 use crate::call_order::{CallDelta, CallOrder, Step};
 use crate::chunks::now_secs;
 use crate::reframe::Reframe;
@@ -48,7 +49,28 @@ struct InDelta<'a> {
     #[serde(default, borrow)]
     tool_calls: Option<Vec<CallDelta<'a>>>,
     #[serde(default, borrow)]
-    thinking_blocks: Option<Vec<super::signed::InBlock<'a>>>,
+    thinking_blocks: Option<Vec<InBlock<'a>>>,
+}
+
+/// What a chunk carries besides tool calls, written in its turn (held while a call is open).
+#[derive(Debug)]
+enum Said<'a> {
+    Reasoning(Cow<'a, str>),
+    Signed(InBlock<'a>),
+    Text(Cow<'a, str>),
+    Refusal(Cow<'a, str>),
+}
+
+impl Said<'_> {
+    fn into_owned(self) -> Said<'static> {
+        let owned = |t: Cow<'_, str>| Cow::Owned(t.into_owned());
+        match self {
+            Self::Reasoning(t) => Said::Reasoning(owned(t)),
+            Self::Signed(b) => Said::Signed(b.into_owned()),
+            Self::Text(t) => Said::Text(owned(t)),
+            Self::Refusal(t) => Said::Refusal(owned(t)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -186,8 +208,8 @@ pub struct StreamConverter {
     message: Option<usize>,
     /// Function calls: chat tool-call index → output index.
     tools: Vec<(u64, usize)>,
-    /// The calls put in order: each one's items and `.done` events before the next's.
-    calls: CallOrder,
+    /// The calls put in order: each one's items and `.done` events before anything else.
+    calls: CallOrder<Said<'static>>,
     finish: Option<String>,
     usage: Option<Usage>,
     done: bool,
@@ -273,7 +295,6 @@ impl StreamConverter {
             return i;
         }
         self.close_message(out, "completed");
-        self.close_tools(out);
         let id = item_id(&self.echo.id, "rs", self.output.len());
         let item = OutputItem::reasoning(id, Vec::new(), None, false);
         let i = self.open_item(out, item);
@@ -359,7 +380,6 @@ impl StreamConverter {
             return i;
         }
         self.close_reasoning(out);
-        self.close_tools(out);
         let item = OutputItem::Message {
             id: item_id(&self.echo.id, "msg", self.output.len()),
             status: "in_progress",
@@ -500,7 +520,7 @@ impl StreamConverter {
 
     /// Writes one step of the ordered calls: the item added, a piece of its arguments, its
     /// arguments done and the item done.
-    fn on_call_step(&mut self, out: &mut Vec<u8>, step: Step<'_>) {
+    fn on_call_step(&mut self, out: &mut Vec<u8>, step: Step<'_, Said<'_>>) {
         match step {
             Step::Begin { call, id, name } => {
                 self.close_reasoning(out);
@@ -537,6 +557,29 @@ impl StreamConverter {
                     self.close_call(out, index);
                 }
             }
+            Step::Other(said) => self.write_said(out, said),
+        }
+    }
+
+    /// Writes what a chunk said besides calls now, or holds it until the open call ends.
+    fn say(&mut self, out: &mut Vec<u8>, said: Said<'_>) {
+        if !self.calls.is_open() {
+            return self.write_said(out, said);
+        }
+        let mut calls = std::mem::take(&mut self.calls);
+        calls.on_other(said.into_owned(), &mut |step| self.on_call_step(out, step));
+        self.calls = calls;
+    }
+
+    fn write_said(&mut self, out: &mut Vec<u8>, said: Said<'_>) {
+        match said {
+            Said::Reasoning(r) => self.on_reasoning(out, &r),
+            Said::Signed(b) => {
+                self.reasoning_item(out);
+                self.signed.block(&b);
+            }
+            Said::Text(t) => self.on_text(out, &t, false),
+            Said::Refusal(r) => self.on_text(out, &r, true),
         }
     }
 
@@ -604,25 +647,34 @@ impl StreamConverter {
             return;
         };
         if let Some(d) = &choice.delta {
-            if let Some(r) = d.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
-                self.on_reasoning(out, r);
-            }
-            for b in d.thinking_blocks.iter().flatten() {
-                self.reasoning_item(out);
-                self.signed.block(b);
-            }
-            if let Some(t) = d.content.as_deref().filter(|t| !t.is_empty()) {
-                self.on_text(out, t, false);
-            }
-            if let Some(r) = d.refusal.as_deref().filter(|r| !r.is_empty()) {
-                self.on_text(out, r, true);
-            }
-            for call in d.tool_calls.iter().flatten() {
-                self.on_tool(out, call);
-            }
+            self.on_delta(out, d);
         }
         if let Some(f) = choice.finish_reason.as_deref() {
             self.finish = Some(f.to_owned());
+            // The choice is over: so is every call.
+            self.close_tools(out);
+        }
+    }
+
+    /// One chunk's delta: reasoning, its signature, text, a refusal, then tool calls.
+    fn on_delta(&mut self, out: &mut Vec<u8>, d: &InDelta<'_>) {
+        fn some<'b>(t: &'b Option<Cow<'_, str>>) -> Option<&'b str> {
+            t.as_deref().filter(|t| !t.is_empty())
+        }
+        if let Some(r) = some(&d.reasoning_content) {
+            self.say(out, Said::Reasoning(Cow::Borrowed(r)));
+        }
+        for b in d.thinking_blocks.iter().flatten() {
+            self.say(out, Said::Signed(b.borrowed()));
+        }
+        if let Some(t) = some(&d.content) {
+            self.say(out, Said::Text(Cow::Borrowed(t)));
+        }
+        if let Some(r) = some(&d.refusal) {
+            self.say(out, Said::Refusal(Cow::Borrowed(r)));
+        }
+        for call in d.tool_calls.iter().flatten() {
+            self.on_tool(out, call);
         }
     }
 }
@@ -658,9 +710,10 @@ impl Reframe for StreamConverter {
         }
         self.start(out);
         let status = Status::of_finish(self.finish.as_deref());
+        // The calls first: what was held behind them may open a message.
+        self.close_tools(out);
         self.close_reasoning(out);
         self.close_message(out, status.item_status());
-        self.close_tools(out);
         let kind = match status {
             Status::Incomplete(_) => "response.incomplete",
             _ => "response.completed",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod script;
+pub mod tangled;
 
 use sluice_core::config::Config;
 use sluice_core::env::MapEnv;

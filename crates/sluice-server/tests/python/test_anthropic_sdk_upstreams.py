@@ -18,6 +18,8 @@ import traceback
 
 import anthropic
 
+import tangled
+
 client = anthropic.Anthropic(
     base_url=os.environ["SLUICE_BASE_URL"], api_key="sk-ant-test", max_retries=0, timeout=10
 )
@@ -156,6 +158,40 @@ def test_messages_stream_with_thinking():
             ],
         )
         check(reply.content[-1].type == "text", f"{model}: reply: {reply!r}")
+
+
+def test_messages_stream_with_tangled_calls():
+    """Calls started together, interleaved with each other and with text, from an
+    OpenAI-compatible upstream: every block whole and in turn through the SDK's own
+    accumulator, nothing of a block after its stop."""
+    with client.messages.stream(
+        model="oai",
+        max_tokens=256,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        extra_body={"x_fake": {"replay": tangled.stream()}},
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    open_block, started = None, 0
+    for e in events:
+        if e.type == "content_block_start":
+            check(open_block is None and e.index == started, f"start: {e!r}")
+            open_block, started = e.index, started + 1
+        elif e.type == "content_block_delta":
+            check(e.index == open_block, f"a delta outside its block: {e!r}")
+        elif e.type == "content_block_stop":
+            check(e.index == open_block, f"stop: {e!r}")
+            open_block = None
+    check(open_block is None and started == 7, f"blocks: {started}")
+    kinds = [b.type for b in final.content]
+    check(kinds == ["text", "tool_use", "tool_use", "text", "tool_use", "tool_use", "text"], f"content: {kinds!r}")
+    texts = [final.content[i].text for i in (0, 3, 6)]
+    check(texts == tangled.TEXTS, f"texts: {texts!r}")
+    calls = [(b.id, b.name, b.input) for b in final.content if b.type == "tool_use"]
+    expected = [(i, n, json.loads(a) if a else {}) for i, n, a in tangled.CALLS]
+    check(calls == expected, f"calls: {calls!r}")
+    check(final.stop_reason == "tool_use", f"stop_reason: {final.stop_reason!r}")
 
 
 def main():

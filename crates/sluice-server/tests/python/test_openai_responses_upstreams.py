@@ -18,6 +18,8 @@ import traceback
 
 from openai import OpenAI
 
+import tangled
+
 client = OpenAI(base_url=os.environ["SLUICE_BASE_URL"], api_key="sk-test", max_retries=0, timeout=10)
 MODELS = ["claude", "gem"]
 EXPECTED_TEXT = "Hello from the fake upstream."
@@ -162,6 +164,38 @@ def test_responses_stream_parallel_calls_end_one_by_one():
         check([e.sequence_number for e in events] == list(range(len(events))), f"{model}: sequence numbers")
         cities = [json.loads(o.arguments)["city"] for o in final.output if o.type == "function_call"]
         check(cities == ["Paris", "Rome"], f"{model}: final: {final.output!r}")
+
+
+def test_responses_stream_with_tangled_calls():
+    """Calls started together, interleaved with each other and with text, from an
+    OpenAI-compatible upstream (`oai`): every item whole and in turn through the SDK's own
+    accumulator, nothing of an item after its `output_item.done`."""
+    with client.responses.stream(
+        model="oai", input="Weather in Paris?", tools=[WEATHER_TOOL],
+        extra_body={"x_fake": {"replay": tangled.stream()}},
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    open_item, added = None, 0
+    for e in events:
+        index = getattr(e, "output_index", None)
+        if e.type == "response.output_item.added":
+            check(open_item is None and index == added, f"added: {e!r}")
+            open_item, added = index, added + 1
+        elif e.type == "response.output_item.done":
+            check(index == open_item, f"done: {e!r}")
+            open_item = None
+        elif index is not None:
+            check(index == open_item, f"an event outside its item: {e!r}")
+    check(open_item is None and added == 7, f"items: {added}")
+    kinds = [o.type for o in final.output]
+    check(kinds == ["message", "function_call", "function_call", "message", "function_call", "function_call",
+                    "message"], f"output: {kinds!r}")
+    texts = [final.output[i].content[0].text for i in (0, 3, 6)]
+    check(texts == tangled.TEXTS, f"texts: {texts!r}")
+    calls = [(o.call_id, o.name, o.arguments) for o in final.output if o.type == "function_call"]
+    check(calls == tangled.CALLS, f"calls: {calls!r}")
+    check(final.output_text == "".join(tangled.TEXTS), f"output_text: {final.output_text!r}")
 
 
 def test_responses_structured_output():
