@@ -28,7 +28,7 @@ pub mod reader;
 pub mod reasoning;
 pub mod reframe;
 pub mod responses;
-mod slots;
+pub mod slots;
 #[cfg(test)]
 mod test_support;
 pub mod text_completion;
@@ -37,7 +37,7 @@ mod upstream_body;
 pub mod view;
 
 pub use client::{HttpClient, ResponseBody, UpstreamBody};
-pub use provider::{set_worker, Prepared, Provider};
+pub use provider::{set_worker, worker, Prepared, Provider};
 pub use reader::{Reader, StreamFault, StreamReader};
 pub use reframe::Reframe;
 pub use upload::{Feed, Growing, SpooledFile, Upload, UploadBody};

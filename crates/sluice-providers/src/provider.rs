@@ -22,6 +22,11 @@ pub fn set_worker(index: usize) {
     WORKER.with(|w| w.set(index));
 }
 
+/// The current thread's worker index (see [`set_worker`]; 0 on any other thread).
+pub fn worker() -> usize {
+    WORKER.with(std::cell::Cell::get)
+}
+
 enum Adapter {
     OpenAi(OpenAi),
     Anthropic(Anthropic),
@@ -364,7 +369,7 @@ impl Provider {
         &self,
         request: http::Request<UpstreamBody>,
     ) -> Result<http::Response<ResponseBody>, Error> {
-        let worker = WORKER.with(std::cell::Cell::get);
+        let worker = worker();
         self.client.send(&self.config.name, worker, request).await
     }
 }

@@ -4,19 +4,25 @@
 //! worker ended (within the request's own deadline). In HTTP/1.1 a request in flight holds
 //! one upstream connection, so the bound is one on the connections open to the provider (and
 //! on their buffers): a burst of thousands of client connections shares a few hundred.
+//! The gateway bounds the requests it runs at once the same way
+//! (`server.max_requests_in_flight`).
 
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// One provider's slots: none (no bound), or one set per worker thread.
-pub(crate) struct Slots(Option<Box<[Arc<Semaphore>]>>);
+/// A bound's slots: none (no bound), or one set per worker thread.
+pub struct Slots(Option<Box<[Arc<Semaphore>]>>);
 
 /// A request's slot, held until its answer ended (or was dropped).
-pub(crate) type Slot = OwnedSemaphorePermit;
+pub type Slot = OwnedSemaphorePermit;
+
+/// Every slot of the worker is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
 
 impl Slots {
     /// `max` slots shared out among `workers` workers (rounded up); `0`: no bound.
-    pub(crate) fn new(max: usize, workers: usize) -> Self {
+    pub fn new(max: usize, workers: usize) -> Self {
         let workers = workers.max(1);
         let per_worker = max.div_ceil(workers);
         Self((per_worker > 0).then(|| {
@@ -27,11 +33,28 @@ impl Slots {
     }
 
     /// Waits for a slot of worker `worker` (at once when there is no bound: `None`).
-    pub(crate) async fn take(&self, worker: usize) -> Option<Slot> {
-        let slots = self.0.as_ref()?;
-        let worker = &slots[worker % slots.len()];
-        // Never closed: the semaphore lives as long as the provider.
+    pub async fn take(&self, worker: usize) -> Option<Slot> {
+        let worker = self.of(worker)?;
+        // Never closed: the semaphore lives as long as the bound.
         Arc::clone(worker).acquire_owned().await.ok()
+    }
+
+    /// A slot of worker `worker` if one is free now (`Ok(None)` when there is no bound), or
+    /// [`Full`] (whoever waits for one with [`Slots::take`] still comes after those already
+    /// waiting).
+    pub fn try_take(&self, worker: usize) -> Result<Option<Slot>, Full> {
+        match self.of(worker) {
+            None => Ok(None),
+            Some(w) => Arc::clone(w)
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| Full),
+        }
+    }
+
+    fn of(&self, worker: usize) -> Option<&Arc<Semaphore>> {
+        let slots = self.0.as_ref()?;
+        Some(&slots[worker % slots.len()])
     }
 }
 
@@ -71,6 +94,18 @@ mod tests {
         assert!(held.iter().all(Option::is_some));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(Box::pin(slots.take(1)).as_mut().poll(&mut cx).is_pending());
+    }
+
+    #[tokio::test]
+    async fn a_free_slot_is_taken_at_once_and_a_full_worker_says_so() {
+        let slots = Slots::new(2, 2);
+        let held = slots.try_take(0).unwrap();
+        assert!(held.is_some());
+        assert_eq!(slots.try_take(0).err(), Some(Full));
+        assert!(slots.try_take(1).unwrap().is_some(), "another worker's own");
+        drop(held);
+        assert!(slots.try_take(0).unwrap().is_some());
+        assert!(Slots::new(0, 2).try_take(0).unwrap().is_none(), "no bound");
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ mod admin_local;
 mod admin_query;
 mod admin_requests;
 mod admin_samples;
+mod admission;
 pub mod batches;
 mod budget_use;
 pub mod cache;

@@ -244,6 +244,10 @@ pub struct Metrics {
     pub client_disconnects: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Requests waiting for one of `server.max_requests_in_flight`.
+    pub queued: AtomicI64,
+    /// Requests that waited past `server.queue_timeout_ms` (answered 503).
+    pub queue_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -289,6 +293,8 @@ impl Metrics {
             in_flight: AtomicI64::new(0),
             client_disconnects: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            queued: AtomicI64::new(0),
+            queue_timeouts: AtomicU64::new(0),
         }
     }
 
@@ -504,8 +510,10 @@ impl Metrics {
         }
     }
 
-    /// In flight, disconnects, connections.
+    /// In flight, queued, disconnects, connections.
     fn render_gauges(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP sluice_requests_queued Requests waiting for one of server.max_requests_in_flight.\n# TYPE sluice_requests_queued gauge\nsluice_requests_queued {}", self.queued.load(Relaxed));
+        let _ = writeln!(out, "# HELP sluice_queue_timeouts_total Requests that waited past server.queue_timeout_ms (answered 503).\n# TYPE sluice_queue_timeouts_total counter\nsluice_queue_timeouts_total {}", self.queue_timeouts.load(Relaxed));
         let _ = writeln!(out, "# HELP sluice_requests_in_flight Requests being served now.\n# TYPE sluice_requests_in_flight gauge\nsluice_requests_in_flight {}", self.in_flight.load(Relaxed));
         let _ = writeln!(out, "# HELP sluice_client_disconnects_total Clients that went away before their response was complete.\n# TYPE sluice_client_disconnects_total counter\nsluice_client_disconnects_total {}", self.client_disconnects.load(Relaxed));
         let _ = writeln!(out, "# HELP sluice_connections_total Client connections accepted.\n# TYPE sluice_connections_total counter\nsluice_connections_total {}", self.connections.load(Relaxed));

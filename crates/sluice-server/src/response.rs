@@ -92,6 +92,46 @@ impl ResponseBody {
     }
 }
 
+impl ResponseBody {
+    /// This body, holding `guard` until a stream's end (a whole body lets it go now: its
+    /// answer is made).
+    pub fn holding<G: Send + Unpin + 'static>(self, guard: G) -> Self {
+        match self {
+            Self::Stream(inner) => Self::stream(Holding {
+                inner,
+                _guard: guard,
+            }),
+            whole => whole,
+        }
+    }
+}
+
+/// A stream and what it holds until it is dropped.
+struct Holding<G> {
+    inner: StreamBody,
+    _guard: G,
+}
+
+impl<G: Unpin> Body for Holding<G> {
+    type Data = Bytes;
+    type Error = Aborted;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        self.get_mut().inner.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A stream entered into its request's span whenever it runs: polled, and dropped.
 struct InSpan {
     inner: Option<StreamBody>,

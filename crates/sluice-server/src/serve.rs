@@ -9,15 +9,18 @@
 //! run on the acceptor's runtime (`batches::executor`); on the signal they stop starting
 //! lines, and their lines in flight finish and are recorded within the same grace.
 
+use crate::admission::Admission;
 use crate::drain::{self, Drain, FirstRead};
 use crate::front::{self, Handler, Served};
 use crate::live::Live;
+use crate::response::ResponseBody;
 use crate::router::route;
 use crate::state::AppState;
 use crate::trim::{self, Load, Release};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_core::config::Config;
+use sluice_providers::slots::Slot;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -56,9 +59,10 @@ impl Front {
         let handler: Handler = Box::new(move |req| {
             let state = for_requests.get();
             Box::pin(async move {
-                match route(state, req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
+                let admitted = admitted(&state, &req, || req.body().shrink()).await;
+                match admitted {
+                    Ok(slot) => answer(state, req, slot).await,
+                    Err(refused) => refused,
                 }
             })
         });
@@ -67,6 +71,41 @@ impl Front {
             live: Arc::clone(live),
             head_timeout: state.server.request_read_timeout,
         }
+    }
+}
+
+/// A slot of `server.max_requests_in_flight` for a request held to it (`Ok(None)` for the
+/// others, and without a bound), or the 503 of one that waited too long; `waits` runs
+/// when it must wait.
+async fn admitted<B>(
+    state: &AppState,
+    req: &http::Request<B>,
+    waits: impl FnOnce(),
+) -> Result<Option<Slot>, http::Response<ResponseBody>> {
+    if !Admission::holds(req) {
+        return Ok(None);
+    }
+    state
+        .admission
+        .admit(&state.metrics, waits)
+        .await
+        .map_err(|e| crate::response::error_response(&e))
+}
+
+/// The request's answer, its future boxed (made only now that it runs), holding `slot`
+/// until the answer ended.
+async fn answer<B: crate::request_body::ClientBody>(
+    state: Arc<AppState>,
+    req: http::Request<B>,
+    slot: Option<Slot>,
+) -> http::Response<ResponseBody> {
+    let response = match Box::pin(route(state, req)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    match slot {
+        Some(slot) => response.map(|body| body.holding(slot)),
+        None => response,
     }
 }
 
@@ -102,7 +141,15 @@ async fn http2(
     live: &Arc<Live>,
 ) {
     let live = Arc::clone(live);
-    let service = service_fn(move |req| Box::pin(route(live.get(), req)));
+    let service = service_fn(move |req| {
+        let state = live.get();
+        async move {
+            Ok::<_, std::convert::Infallible>(match admitted(&state, &req, || {}).await {
+                Ok(slot) => answer(state, req, slot).await,
+                Err(refused) => refused,
+            })
+        }
+    });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .serve_connection(TokioIo::new(stream), service);

@@ -850,3 +850,81 @@ async fn a_stream_without_usage_is_counted_as_an_estimate() {
     assert!(m.contains(r#"sluice_tokens_estimated_total{model="m",provider="fake",endpoint="chat",direction="out"} 5"#), "{m}");
     assert!(m.contains(r#"sluice_tokens_estimated_total{model="m",provider="fake",endpoint="chat",direction="in"}"#), "{m}");
 }
+
+/// `server.max_requests_in_flight` (by default the providers' `max_connections` summed):
+/// requests past the bound wait their turn before the pipeline (the upstream never sees more than the bound at once), every one is answered,
+/// `sluice_requests_queued` counts the waiting ones, and what is not proxied (health,
+/// metrics) is never held back.
+#[tokio::test]
+async fn requests_past_the_in_flight_bound_wait_their_turn_before_the_pipeline() {
+    let fake = sluice_testkit::FakeUpstream::start().await;
+    fake.set_default(sluice_testkit::Behavior::new().with_delay_ms(300));
+    // Unset, the bound is the sum of the providers' `max_connections`: here 2.
+    let gw = start_with(&config_for(&fake.base_url(), "max_connections = 2")).await;
+    let url = gw.url("/v1/chat/completions");
+    let sent: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { post_json(&url, CHAT, &[]).await })
+        })
+        .collect();
+    assert!(fake.wait_started(2, SECS5).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fake.started_count(), 2, "the third waits for a slot");
+    let health = get(&gw.url("/health")).await.unwrap();
+    assert_eq!(health.status, 200, "health is never held back");
+    let m = get(&gw.url("/metrics")).await.unwrap().text();
+    assert!(m.contains("\nsluice_requests_queued 4\n"), "{m}");
+    for r in sent {
+        let r = r.await.unwrap().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(fake.request_count(), 6);
+    assert!(
+        fake.peak_open_connections() <= 2,
+        "{}",
+        fake.peak_open_connections()
+    );
+    let m = get(&gw.url("/metrics")).await.unwrap().text();
+    assert!(m.contains("\nsluice_requests_queued 0\n"), "{m}");
+    assert!(m.contains("\nsluice_queue_timeouts_total 0\n"), "{m}");
+}
+
+/// A stream holds its slot until its last event; a request that waits past
+/// `server.queue_timeout_ms` gets a 503 in OpenAI's shape naming the bound.
+#[tokio::test]
+async fn a_stream_holds_its_slot_and_a_request_waiting_too_long_gets_a_503() {
+    let fake = sluice_testkit::FakeUpstream::start().await;
+    let toml = config_for(&fake.base_url(), "").replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_requests_in_flight = 1\nqueue_timeout_ms = 200",
+    );
+    let gw = start_with(&toml).await;
+    let slow = chat_with(json!({"chunk_delay_ms": 400}), true);
+    let mut stream = post_stream(&gw.url("/v1/chat/completions"), slow, &[])
+        .await
+        .unwrap();
+    assert_eq!(stream.status, 200);
+    let first = stream.next_event().await.unwrap().unwrap();
+    assert!(first.contains("chat.completion.chunk"), "{first}");
+    // The stream's head is out; it still runs, so the next request waits and times out.
+    let r = post_json(&gw.url("/v1/chat/completions"), CHAT, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "service_unavailable");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_requests_in_flight"), "{message}");
+    assert!(message.contains("queue_timeout_ms"), "{message}");
+    while let Some(event) = stream.next_event().await {
+        event.unwrap();
+    }
+    // The stream ended: its slot is free.
+    let r = post_json(&gw.url("/v1/chat/completions"), CHAT, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = get(&gw.url("/metrics")).await.unwrap().text();
+    assert!(m.contains("\nsluice_queue_timeouts_total 1\n"), "{m}");
+}

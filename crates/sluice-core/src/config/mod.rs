@@ -70,7 +70,7 @@ pub use routes::{
     CanaryConfig, RouteConfig, RoutingConfig, UninitializedCanary, UninitializedRetry,
     UninitializedRoute, UninitializedRouting, UninitializedTiers,
 };
-pub use server::{LogFormat, ServerConfig, UninitializedServerConfig};
+pub use server::{InFlight, LogFormat, ServerConfig, UninitializedServerConfig};
 pub use storage::{StorageConfig, UninitializedStorageConfig};
 
 /// The config file as written.
@@ -226,6 +226,22 @@ impl UninitializedConfig {
 }
 
 impl Config {
+    /// The bound on requests to the proxied endpoints running at once (see [`InFlight`]);
+    /// `None`: no bound.
+    pub fn requests_in_flight_bound(&self) -> Option<usize> {
+        match self.server.max_requests_in_flight {
+            InFlight::At(n) => Some(n),
+            InFlight::Unbounded => None,
+            InFlight::ProvidersSum => self
+                .providers
+                .iter()
+                .try_fold(0usize, |sum, p| {
+                    (p.max_connections > 0).then(|| sum.saturating_add(p.max_connections))
+                })
+                .filter(|&n| n > 0),
+        }
+    }
+
     /// Reads, parses and validates a config file.
     pub fn from_file(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {

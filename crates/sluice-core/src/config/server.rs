@@ -26,6 +26,11 @@ pub struct UninitializedServerConfig {
     pub request_read_timeout_ms: Option<u64>,
     /// Most connections served at once; more wait in the kernel's accept queue.
     pub max_connections: Option<usize>,
+    /// Most requests to the proxied endpoints running at once; more wait, holding only
+    /// their bytes read (0: no bound).
+    pub max_requests_in_flight: Option<usize>,
+    /// How long a request waits for one of `max_requests_in_flight` before a 503.
+    pub queue_timeout_ms: Option<u64>,
     /// Key of the admin API (`/admin/*`): literal or `env::VAR`.
     pub master_key: Option<String>,
     /// Largest multipart upload accepted (audio, images, files).
@@ -71,6 +76,11 @@ pub struct ServerConfig {
     pub request_read_timeout: Duration,
     /// Default 10,000.
     pub max_connections: usize,
+    /// Requests to the proxied endpoints running at once: `None` (default) for the sum of
+    /// the providers' `max_connections` (see [`InFlight`]).
+    pub max_requests_in_flight: InFlight,
+    /// Default 60 s.
+    pub queue_timeout: Duration,
     /// Admin API key; the admin API is off without it.
     pub master_key: Option<Secret>,
     /// Default 100 MiB.
@@ -88,6 +98,21 @@ pub struct ServerConfig {
     /// changed (a Kubernetes ConfigMap's update); `None` (default): only on SIGHUP or
     /// `POST /admin/config/reload`.
     pub watch_config: Option<Duration>,
+}
+
+/// `server.max_requests_in_flight`: the bound on requests to the proxied endpoints (the
+/// pipeline's) running at once. A request past it waits, in arrival order, holding only its
+/// head and the bytes read with it, rather than a running request's state, so that a burst
+/// of connections many times the upstream slots costs little more than its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFlight {
+    /// Not written: the sum of the providers' `max_connections` (their upstream slots), no
+    /// bound when one of them has none.
+    ProvidersSum,
+    /// `0`: no bound.
+    Unbounded,
+    /// A bound as written.
+    At(usize),
 }
 
 /// Shortest `watch_config_ms` accepted: reading the file more often buys nothing.
@@ -121,6 +146,16 @@ impl UninitializedServerConfig {
                 60_000,
             )?),
             max_connections: positive(self.max_connections, "server.max_connections", 10_000)?,
+            max_requests_in_flight: match self.max_requests_in_flight {
+                None => InFlight::ProvidersSum,
+                Some(0) => InFlight::Unbounded,
+                Some(n) => InFlight::At(n),
+            },
+            queue_timeout: MS(positive(
+                self.queue_timeout_ms,
+                "server.queue_timeout_ms",
+                60_000,
+            )?),
             max_upload_bytes: positive(
                 self.max_upload_bytes,
                 "server.max_upload_bytes",

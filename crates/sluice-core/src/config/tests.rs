@@ -634,6 +634,39 @@ fn a_provider_bounds_its_requests_in_flight_to_1024_unless_set() {
 }
 
 #[test]
+fn requests_in_flight_are_bounded_by_the_providers_slots_unless_set() {
+    let up = |name: &str, extra: &str| {
+        format!("[[providers]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n{extra}\n")
+    };
+    let bound = |text: String| load(&text).unwrap().requests_in_flight_bound();
+    assert_eq!(bound(up("a", "")), Some(1024));
+    assert_eq!(
+        bound(up("a", "max_connections = 64") + &up("b", "max_connections = 100")),
+        Some(164),
+        "the sum of the providers' slots"
+    );
+    assert_eq!(
+        bound(up("a", "max_connections = 0") + &up("b", "")),
+        None,
+        "a provider without a bound: none"
+    );
+    assert_eq!(bound(String::new()), None, "no providers: no bound");
+    let server = |extra: &str| format!("[server]\n{extra}\n") + &up("a", "");
+    assert_eq!(bound(server("max_requests_in_flight = 10")), Some(10));
+    assert_eq!(bound(server("max_requests_in_flight = 0")), None);
+    let config = load(&server("queue_timeout_ms = 250")).unwrap();
+    assert_eq!(
+        config.server.queue_timeout,
+        std::time::Duration::from_millis(250)
+    );
+    assert_eq!(
+        load(&up("a", "")).unwrap().server.queue_timeout,
+        std::time::Duration::from_secs(60)
+    );
+    assert!(load(&server("queue_timeout_ms = 0")).is_err());
+}
+
+#[test]
 fn a_health_check_takes_its_defaults_and_is_off_without_one() {
     let provider = |check: &str| {
         format!("[[providers]]\nname = \"p\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n{check}\n")

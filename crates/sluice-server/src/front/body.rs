@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -326,13 +327,29 @@ impl Shared {
         if side.buf.capacity() - side.buf.len() < MIN_READ_ROOM {
             side.buf.reserve(READ_CHUNK);
         }
-        match self.stream.try_read_buf(&mut side.buf) {
-            Ok(n) => {
+        let room = side.buf.capacity() - side.buf.len();
+        let mut short = None;
+        // A read that fills less than the room left emptied the socket: its readiness is
+        // cleared here, as tokio's own `poll_read` does, so the next wait does not begin
+        // with a read that can only say "nothing yet". The read runs inside `try_io`, which
+        // took the readiness event before it: an event that arrives during the read is a
+        // new one and survives the clear (taking it after the read would lose it).
+        let read = self.stream.try_io(Interest::READABLE, || {
+            let n = self.stream.try_read_buf(&mut side.buf)?;
+            if n > 0 && n < room {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (read, short) {
+            (_, Some(n)) => Ok(Some(n)),
+            (Ok(n), None) => {
                 side.eof |= n == 0;
                 Ok(Some(n))
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            (Err(e), None) => Err(e),
         }
     }
 
@@ -430,6 +447,19 @@ impl RequestBody {
     pub fn new(shared: Arc<Shared>) -> Self {
         let over = shared.read().decoder.is_done();
         Self { shared, over }
+    }
+
+    /// Lets the connection's read buffer go for one of the size of what it holds (the
+    /// bytes read with the head): for a request about to wait before anything reads it.
+    pub fn shrink(&self) {
+        let mut side = self.shared.read();
+        if side.buf.capacity() - side.buf.len() > MIN_READ_ROOM {
+            side.buf = if side.buf.is_empty() {
+                BytesMut::new()
+            } else {
+                BytesMut::from(&side.buf[..])
+            };
+        }
     }
 }
 
@@ -566,6 +596,26 @@ mod tests {
         let data = side.decoder.decode(&mut side.buf).unwrap().unwrap();
         side.keep(data);
         assert_eq!(&side.buf[..], b"GET");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_keeps_a_buffer_of_the_size_of_its_bytes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let _client = client.unwrap();
+        let shared = Arc::new(Shared::new(accepted.unwrap().0));
+        {
+            let mut side = shared.read();
+            side.buf.reserve(READ_CHUNK);
+            side.buf.extend_from_slice(b"{\"model\":\"m\"}");
+            side.decoder = Decoder::Length(15);
+        }
+        let body = RequestBody::new(Arc::clone(&shared));
+        body.shrink();
+        let side = shared.read();
+        assert_eq!(&side.buf[..], b"{\"model\":\"m\"}");
+        assert!(side.buf.capacity() < 64, "{}", side.buf.capacity());
     }
 
     #[test]

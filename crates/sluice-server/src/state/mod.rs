@@ -22,6 +22,15 @@ use bytes::Bytes;
 use registry::{Name, Registry};
 
 /// What a state hands on to the next one at a reload.
+/// The bound on requests in flight of `config`, read before its providers are taken.
+fn admission(config: &Config, workers: usize) -> crate::admission::Admission {
+    crate::admission::Admission::new(
+        config.requests_in_flight_bound(),
+        workers,
+        config.server.queue_timeout,
+    )
+}
+
 struct Carried {
     cache: Option<Arc<Cache>>,
     ledger: Option<Ledger>,
@@ -72,6 +81,8 @@ pub struct AppState {
     pub configured_models: usize,
     /// Routes, in config order.
     pub routes: Vec<Route>,
+    /// The bound on requests to the proxied endpoints running at once.
+    pub admission: crate::admission::Admission,
     index: registry::Index,
     /// Catch-all deployments of passthrough providers.
     passthrough: Vec<usize>,
@@ -150,6 +161,7 @@ impl AppState {
     pub fn new(mut config: Config, workers: usize) -> Result<Self, Error> {
         let now = Instant::now();
         let (found, local) = crate::local::start(&config)?;
+        let admission = admission(&config, workers);
         let r = Registry::build(&mut config, &found, workers, now)?;
         let caches = config.cache.policy.enabled
             || r.deployments.iter().any(|d| d.cache.enabled)
@@ -193,7 +205,7 @@ impl AppState {
             history: Arc::default(),
             started: now,
         };
-        let state = Self::assemble(config, r, carried, workers);
+        let state = Self::assemble(config, r, carried, workers, admission);
         semantic_names::check(&state.names(), &state.cache_config.policy)?;
         if let Some(file) = &state.canary_file {
             // Before the first request: a restarted gateway resumes its rollouts.
@@ -209,6 +221,7 @@ impl AppState {
     pub fn reload(&self, mut config: Config) -> Result<(Self, reload::Changes), Error> {
         reload::check_fixed(&self.fixed, &config)?;
         let now = Instant::now();
+        let admission = admission(&config, self.workers);
         let mut r = Registry::build(&mut config, &self.found, self.workers, now)?;
         reload::check_cache(self.cache.is_some(), &config, &r)?;
         let old = reload::Old {
@@ -240,12 +253,18 @@ impl AppState {
             history: Arc::clone(&self.history),
             started: self.started,
         };
-        let state = Self::assemble(config, r, carried, self.workers);
+        let state = Self::assemble(config, r, carried, self.workers, admission);
         semantic_names::check(&state.names(), &state.cache_config.policy)?;
         Ok((state, changes))
     }
 
-    fn assemble(config: Config, r: Registry, c: Carried, workers: usize) -> Self {
+    fn assemble(
+        config: Config,
+        r: Registry,
+        c: Carried,
+        workers: usize,
+        admission: crate::admission::Admission,
+    ) -> Self {
         let metrics = Metrics::new(
             r.deployments
                 .iter()
@@ -259,6 +278,7 @@ impl AppState {
         )
         .map(Arc::new);
         Self {
+            admission,
             fixed: reload::fixed(&config),
             ledger: c.ledger,
             spend_enabled: config.spend.enabled,
