@@ -26,4 +26,4 @@ pub mod stream;
 pub mod webhook;
 
 pub use detect::Builtin;
-pub use policy::{check, restore, summarize, Action, Finding, Guardrail, Verdict};
+pub use policy::{check, conceal, restore, summarize, Action, Finding, Guardrail, Verdict};

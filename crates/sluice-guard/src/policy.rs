@@ -24,6 +24,9 @@ pub enum Action {
     Error,
     /// An answer that did not match the request's JSON schema was passed, flagged.
     Pass,
+    /// A streamed answer, already sent, that a webhook denied or would have rewritten
+    /// (not a configurable action: the answer cannot be taken back, only recorded).
+    Flag,
 }
 
 impl Action {
@@ -36,6 +39,7 @@ impl Action {
             Self::Retry => "retry",
             Self::Error => "error",
             Self::Pass => "pass",
+            Self::Flag => "flag",
         }
     }
 
@@ -282,6 +286,21 @@ pub fn restore(body: &str, placeholders: &[(String, String)]) -> String {
     out
 }
 
+/// `body` (a JSON answer) with each value put back as its placeholder: what
+/// [`restore`] undid, so that an answer that had its values restored is shown to others
+/// (a webhook) as the upstream wrote it.
+pub fn conceal(body: &str, placeholders: &[(String, String)]) -> String {
+    let mut out = body.to_string();
+    for (p, v) in placeholders {
+        let quoted = serde_json::to_string(v).unwrap_or_default();
+        let escaped = &quoted[1..quoted.len() - 1];
+        if !escaped.is_empty() && out.contains(escaped) {
+            out = out.replace(escaped, p);
+        }
+    }
+    out
+}
+
 /// What guardrails found, for the spend record: `guardrail:detector:action=count`, joined
 /// by `,`; `None` when nothing was.
 pub fn summarize(found: &[Finding]) -> Option<String> {
@@ -334,6 +353,11 @@ mod tests {
         assert_eq!(
             restore(answer, &placeholders),
             r#"{"choices":[{"message":{"content":"Hello ann@example.com!"}}]}"#
+        );
+        // What `restore` put back, `conceal` takes out again.
+        assert_eq!(
+            conceal(&restore(answer, &placeholders), &placeholders),
+            answer
         );
     }
 

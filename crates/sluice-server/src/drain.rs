@@ -26,6 +26,49 @@ pub const FIRST_READ_WAIT: Duration = Duration::from_secs(1);
 /// Most connections taken from the accept queue at shutdown.
 const MAX_QUEUED: usize = 4096;
 
+/// Work a request leaves behind after its response has ended (a streamed answer's
+/// webhooks, and the spend record that waits for their verdict): counted, so that a
+/// shutdown waits for it (within its grace) before the spend log's last flush.
+#[derive(Debug, Default)]
+pub struct Lingering {
+    count: std::sync::atomic::AtomicUsize,
+    idle: Notify,
+}
+
+/// One piece of lingering work: done when dropped.
+#[derive(Debug)]
+pub struct Linger(Arc<Lingering>);
+
+impl Lingering {
+    /// Counts one piece of work until the returned guard drops.
+    pub fn hold(self: &Arc<Self>) -> Linger {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Linger(Arc::clone(self))
+    }
+
+    /// Waits up to `grace` for every piece to be done; returns whether they all were.
+    pub async fn settle(&self, grace: Duration) -> bool {
+        let idle = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(grace, idle).await.is_ok()
+    }
+}
+
+impl Drop for Linger {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// The shutdown signal, and the connections watching it.
 #[derive(Debug)]
 pub struct Drain {

@@ -514,6 +514,12 @@ async fn finish(state: &AppState, flusher: Option<tokio::task::JoinHandle<()>>) 
     if let Some(c) = &state.cache {
         c.flush().await;
     }
+    // Streamed answers' webhooks, and the spend records waiting for their verdicts.
+    if !state.lingering.settle(state.server.shutdown_grace).await {
+        tracing::warn!(
+            "streamed answers' webhooks still unanswered at shutdown: their records are lost"
+        );
+    }
     if let Some(l) = &state.ledger {
         l.flush().await;
         tracing::info!(

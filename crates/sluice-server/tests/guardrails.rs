@@ -640,3 +640,235 @@ async fn calls_sharing_a_chunk_stay_whole_and_in_order() {
         "{metrics}"
     );
 }
+
+/// A webhook answer held until the test sends it (the first call's), so that what must
+/// not wait for the webhook is seen not to.
+struct HeldAnswer(tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>);
+
+impl http_body::Body for HeldAnswer {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.get_mut()
+            .0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// The spend record of `id`, once it is written (the record of a streamed answer waits for
+/// its webhooks' verdict).
+async fn record_of(gw: &Gateway, id: &str) -> sluice_store::SpendRecord {
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    for _ in 0..200 {
+        ledger.flush().await;
+        let records = ledger.export(0).await.unwrap();
+        if let Some(r) = records.into_iter().find(|r| r.request_id == id) {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no spend record of {id}");
+}
+
+/// The calls a fake has received, once there are `n`.
+async fn calls_of(calls: &Recorded, n: usize) -> Vec<Seen> {
+    for _ in 0..200 {
+        let seen = calls.lock().unwrap().clone();
+        if seen.len() >= n {
+            return seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the webhook got {} calls, not {n}",
+        calls.lock().unwrap().len()
+    );
+}
+
+/// A streamed answer reaches an answer webhook once it has ended, assembled into the shape
+/// of a whole answer (text, tool calls, usage, finish reason; the request's redacted values
+/// as their placeholders), while the client's stream ends without waiting for the verdict.
+/// A deny cannot take the answer back: it is flagged, in the metrics and in the spend
+/// record, which waits for the verdict; an allow leaves no trace.
+#[tokio::test]
+async fn a_streamed_answer_reaches_the_webhook_after_it_ends_and_a_deny_flags_it() {
+    use http_body_util::BodyExt;
+    let fake = FakeUpstream::start().await;
+    let (verdict, held) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+    let held = std::sync::Mutex::new(Some(held));
+    let (hook, calls) = fake_provider(move |_| match held.lock().unwrap().take() {
+        Some(rx) => (200, "application/json", HeldAnswer(rx).boxed()),
+        None => (200, "application/json", full(r#"{"action":"allow"}"#)),
+    })
+    .await;
+    let guards = format!(
+        r#"
+[[guardrails]]
+name = "pii"
+detectors = ["email"]
+action = "redact"
+restore = true
+[[guardrails]]
+name = "review"
+apply_to = "answers"
+webhook = {{ url = "http://{hook}/check", timeout_ms = 30000 }}
+"#
+    );
+    let gw = start_with(&config(&fake, &guards, "\"pii\", \"review\"")).await;
+    let url = gw.url("/v1/chat/completions");
+    let ids = [0, 1].map(|i| format!("late-hook-{i}-{}", sluice_store::unix_now_ms()));
+    // The client gets the whole stream while the webhook's verdict is still held.
+    let r = post_json(
+        &url,
+        chat_stream(
+            "I am ann@example.com",
+            "Hello [EMAIL_1], the secret plan is X.",
+        ),
+        &[("x-request-id", ids[0].as_str())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (text, error) = streamed(&r.text());
+    assert_eq!(error, None, "{}", r.text());
+    assert_eq!(text, "Hello ann@example.com, the secret plan is X.");
+    assert!(r.text().contains("data: [DONE]"), "{}", r.text());
+    // The webhook was sent the whole answer, as a whole answer's webhook is.
+    let seen = calls_of(&calls, 1).await;
+    let call = &seen[0].json;
+    assert_eq!(call["guardrail"], "review");
+    assert_eq!(call["phase"], "answer");
+    assert_eq!(call["model"], "m");
+    let answer = &call["body"];
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Hello [EMAIL_1], the secret plan is X."
+    );
+    assert_eq!(answer["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    assert!(
+        answer["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{answer}"
+    );
+    assert!(
+        answer["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+        "{answer}"
+    );
+    // Its spend record waits for the verdict...
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await;
+    let written = ledger.export(0).await.unwrap();
+    assert!(
+        !written.iter().any(|rec| rec.request_id == ids[0]),
+        "recorded before the verdict"
+    );
+    // ...which denies: the answer, already sent, is flagged.
+    verdict
+        .send(bytes::Bytes::from_static(
+            br#"{"action":"deny","reason":"leak"}"#,
+        ))
+        .unwrap();
+    drop(verdict);
+    let record = record_of(&gw, &ids[0]).await;
+    assert_eq!(record.status, 200);
+    assert_eq!(
+        record.guardrails.as_deref(),
+        Some("pii:email:redact=1,review:webhook:flag=1")
+    );
+    let metrics = get(&gw.url("/metrics")).await.unwrap().text();
+    assert!(
+        metrics.contains(
+            r#"sluice_guardrail_findings_total{guardrail="review",detector="webhook",action="flag"} 1"#
+        ),
+        "{metrics}"
+    );
+
+    // A streamed tool call reaches the webhook whole; an allow flags nothing.
+    let body = json!({"model": "m", "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Pay the rent"}],
+        "x_fake": {"tool_call": {"name": "pay", "arguments": r#"{"memo": "rent", "amount": 900}"#}}});
+    let r = post_json(&url, body.to_string(), &[("x-request-id", ids[1].as_str())])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = calls_of(&calls, 2).await;
+    let answer = &seen[1].json["body"];
+    let call = &answer["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "pay");
+    let arguments: serde_json::Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(arguments, json!({"memo": "rent", "amount": 900}));
+    assert_eq!(answer["choices"][0]["finish_reason"], "tool_calls");
+    assert!(
+        answer["usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{answer}"
+    );
+    let record = record_of(&gw, &ids[1]).await;
+    assert_eq!((record.status, record.guardrails), (200, None));
+}
+
+/// With the cache on, a streamed answer reaches the webhook whether it is the client's copy
+/// of the stream its request leads (a miss, stored for others) or a replay of the stored
+/// answer (a hit): the same whole answer, flagged alike in the spend record.
+#[tokio::test]
+async fn led_and_replayed_streams_reach_the_webhook_too() {
+    let fake = FakeUpstream::start().await;
+    let (hook, calls) = fake_provider(|_| {
+        (
+            200,
+            "application/json",
+            full(r#"{"action":"deny","reason":"no"}"#),
+        )
+    })
+    .await;
+    let guards = format!(
+        "\n[[guardrails]]\nname = \"review\"\napply_to = \"answers\"\nwebhook = {{ url = \"http://{hook}/check\", timeout_ms = 5000 }}\n[cache]\nenabled = true\nnondeterministic = true\n"
+    );
+    let gw = start_with(&config(&fake, &guards, "\"review\"")).await;
+    let url = gw.url("/v1/chat/completions");
+    let unique = sluice_store::unix_now_ms();
+    let body = chat_stream(&format!("question {unique}"), "A cached answer.");
+    let mut statuses = Vec::new();
+    for n in 0..50 {
+        let id = format!("late-cached-{n}-{unique}");
+        let r = post_json(&url, body.clone(), &[("x-request-id", id.as_str())])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(streamed(&r.text()), ("A cached answer.".into(), None));
+        let cache = r.header("x-sluice-cache").unwrap().to_string();
+        statuses.push((id, cache.clone()));
+        if cache == "hit" {
+            break;
+        }
+        // The stored answer is written once the stream has ended: ask again.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(statuses[0].1, "miss", "{statuses:?}");
+    assert_eq!(statuses.last().unwrap().1, "hit", "{statuses:?}");
+    let seen = calls_of(&calls, statuses.len()).await;
+    for call in &seen {
+        assert_eq!(call.json["phase"], "answer");
+        let answer = &call.json["body"];
+        assert_eq!(
+            answer["choices"][0]["message"]["content"],
+            "A cached answer."
+        );
+        assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    }
+    for (id, _) in [&statuses[0], statuses.last().unwrap()] {
+        let record = record_of(&gw, id).await;
+        assert_eq!(
+            record.guardrails.as_deref(),
+            Some("review:webhook:flag=1"),
+            "{id}"
+        );
+    }
+}

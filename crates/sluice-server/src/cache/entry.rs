@@ -335,9 +335,14 @@ pub struct Assembler {
     model: String,
     system_fingerprint: Option<String>,
     choices: Vec<Choice>,
-    /// Something in the stream cannot be stored faithfully (logprobs, an error event,
-    /// an event that does not parse).
+    /// Something in the stream cannot be stored faithfully (an error event, an event that
+    /// does not parse).
     unstorable: bool,
+    /// The stream carries what the completion leaves out (logprobs): not stored, though
+    /// the completion says the rest of it.
+    lossy: bool,
+    /// The usage of the stream's usage chunk, if it had one.
+    usage: Option<Usage>,
 }
 
 impl Assembler {
@@ -357,7 +362,11 @@ impl Assembler {
             self.unstorable = true;
             return;
         }
-        let _ = chunk.usage;
+        if let Some(u) = chunk.usage {
+            if let Ok(u) = serde_json::from_str::<UsageOut>(u.get()) {
+                self.usage = Some(Usage::from(&u));
+            }
+        }
         if let Some(id) = chunk.id {
             if self.id.is_empty() {
                 self.id = id.into_owned();
@@ -376,7 +385,7 @@ impl Assembler {
         }
         for c in chunk.choices {
             if c.logprobs.is_some_and(|l| l.get() != "null") {
-                self.unstorable = true;
+                self.lossy = true;
             }
             while self.choices.len() <= c.index {
                 let index = self.choices.len();
@@ -430,9 +439,20 @@ impl Assembler {
 
     /// The completion, with `usage`; `None` if the stream cannot be stored.
     pub fn finish(self, usage: &Usage) -> Option<Bytes> {
+        if self.lossy {
+            return None;
+        }
+        self.completion(Some(usage))
+    }
+
+    /// The completion the stream says (without its logprobs), with `usage`, else the
+    /// usage of its usage chunk; `None` if it says none (no choices, an error event, an
+    /// event that does not parse).
+    pub fn completion(self, usage: Option<&Usage>) -> Option<Bytes> {
         if self.unstorable || self.choices.is_empty() {
             return None;
         }
+        let usage = usage.copied().or(self.usage);
         let completion = Completion {
             id: self.id,
             object: Cow::Borrowed("chat.completion"),
@@ -440,7 +460,7 @@ impl Assembler {
             model: self.model,
             system_fingerprint: self.system_fingerprint,
             choices: self.choices,
-            usage: Some(UsageOut::from(usage)),
+            usage: usage.as_ref().map(UsageOut::from),
         };
         serde_json::to_vec(&completion).ok().map(Bytes::from)
     }

@@ -96,9 +96,13 @@ pub struct TextAssembler {
     model: String,
     system_fingerprint: Option<String>,
     choices: Vec<Choice>,
-    /// Something in the stream cannot be stored faithfully (logprobs, an error event, an
-    /// event that does not parse).
+    /// Something in the stream cannot be stored faithfully (an error event, an event that
+    /// does not parse).
     unstorable: bool,
+    /// The stream carries what the completion leaves out (logprobs): not stored.
+    lossy: bool,
+    /// The usage of the stream's usage event, if it had one.
+    usage: Option<Usage>,
 }
 
 impl TextAssembler {
@@ -118,6 +122,11 @@ impl TextAssembler {
             self.unstorable = true;
             return;
         }
+        if let Some(u) = o.usage {
+            if let Ok(u) = serde_json::from_str::<UsageIn>(u.get()) {
+                self.usage = Some(Usage::from(u));
+            }
+        }
         if let Some(id) = o.id.filter(|_| self.id.is_empty()) {
             self.id = id.into_owned();
         }
@@ -132,7 +141,7 @@ impl TextAssembler {
         }
         for c in o.choices {
             if c.logprobs.is_some_and(|l| l.get() != "null") {
-                self.unstorable = true;
+                self.lossy = true;
             }
             if self.choices.len() <= c.index {
                 self.choices.resize_with(c.index + 1, Choice::default);
@@ -149,9 +158,19 @@ impl TextAssembler {
 
     /// The completion, with `usage`; `None` if the stream cannot be stored.
     pub fn finish(self, usage: &Usage) -> Option<Bytes> {
+        if self.lossy {
+            return None;
+        }
+        self.completion(Some(usage))
+    }
+
+    /// The completion the stream says (without its logprobs), with `usage`, else the
+    /// usage of its usage event (else zeros); `None` if it says none.
+    pub fn completion(self, usage: Option<&Usage>) -> Option<Bytes> {
         if self.unstorable || self.choices.is_empty() {
             return None;
         }
+        let usage = usage.copied().or(self.usage).unwrap_or_default();
         let writer = TextWriter::of_completion(
             &self.id,
             self.created,
@@ -169,7 +188,7 @@ impl TextAssembler {
                 finish_reason: c.finish_reason.as_deref(),
             })
             .collect();
-        Some(Bytes::from(writer.whole(&choices, usage)))
+        Some(Bytes::from(writer.whole(&choices, &usage)))
     }
 }
 

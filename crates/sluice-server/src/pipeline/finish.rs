@@ -130,6 +130,14 @@ impl Finish {
         }
     }
 
+    /// The spend record waits for `verdict` (a streamed answer's webhooks, see
+    /// `guard_late`) before it is written, and adds what it says.
+    pub fn defer_guardrails(&mut self, verdict: Option<super::guard_late::LateVerdict>) {
+        if let (Some(tab), Some(v)) = (self.tab.as_mut(), verdict) {
+            tab.defer_guardrails(v);
+        }
+    }
+
     /// The request's tab, opened past its limits.
     pub fn set_tab(&mut self, tab: Tab) {
         self.tab = Some(tab);

@@ -4,13 +4,15 @@
 //! reaches the client (streams through [`super::guard_stream`]). A block is a 400
 //! `guardrail_blocked`; a redaction replaces each value with a typed placeholder (and, with
 //! `restore`, puts it back in the answer); a webhook allows, denies or rewrites
-//! ([`super::guard_hook`]). What they find is counted by guardrail, detector and action;
+//! ([`super::guard_hook`]; a streamed answer's after it has gone, [`super::guard_late`]).
+//! What they find is counted by guardrail, detector and action;
 //! the values are never logged.
 
 use super::answer::Answer;
 use super::guard_gather::Pieces;
 use super::guard_hook;
 use super::guard_json::{self, Validation};
+use super::guard_late::{Late, LateVerdict};
 use super::guard_stream::EventFilter;
 use crate::state::{AppState, Resolved};
 use bytes::Bytes;
@@ -38,6 +40,8 @@ pub struct Guarded {
     invalid: Option<String>,
     /// The last whole answer was checked and found valid (it is not checked again).
     valid: bool,
+    /// Where a streamed answer's webhooks send what they flag (see [`Self::defer_verdict`]).
+    late: Option<tokio::sync::oneshot::Sender<Option<String>>>,
 }
 
 /// The guardrails of what `resolved` names and of the caller's key, as indexes into the
@@ -167,8 +171,20 @@ pub async fn request(
 }
 
 impl Guarded {
-    /// The filter of a streamed (or replayed) answer's events, of an `op` request.
-    pub fn filter(&self, state: &Arc<AppState>, op: Operation) -> EventFilter {
+    /// The filter of a streamed (or replayed) answer's events, of an `op` request for
+    /// `model`.
+    pub fn filter(&mut self, state: &Arc<AppState>, (op, model): (Operation, &str)) -> EventFilter {
+        let hooks = self.hooks(state);
+        let late = (!hooks.is_empty()).then(|| {
+            let text = Pieces::of(op) == Pieces::Text;
+            Late::new(
+                Arc::clone(state),
+                (hooks, model),
+                self.restore.clone(),
+                text,
+                self.late.take(),
+            )
+        });
         EventFilter::new(
             (detectors(state, &self.answers), self.restore.clone()),
             Arc::clone(state),
@@ -176,6 +192,27 @@ impl Guarded {
         )
         .validating(self.validation.clone())
         .after(self.found.clone())
+        .late(late)
+    }
+
+    /// The answer guardrails with a webhook.
+    fn hooks(&self, state: &AppState) -> Vec<usize> {
+        self.answers
+            .iter()
+            .copied()
+            .filter(|&g| state.guardrails[g].webhook.is_some())
+            .collect()
+    }
+
+    /// For a streamed request whose answer goes to webhooks: the verdict its spend record
+    /// waits for (`None`: no webhook reads the answer).
+    pub fn defer_verdict(&mut self, state: &AppState) -> Option<LateVerdict> {
+        if self.hooks(state).is_empty() {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.late = Some(tx);
+        Some(rx)
     }
 
     /// What was found, for the spend record (see [`sluice_guard::summarize`]).

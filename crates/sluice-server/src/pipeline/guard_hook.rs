@@ -26,22 +26,10 @@ pub async fn run(
     let mut rewritten: Option<Bytes> = None;
     for &g in indexes {
         let config = &state.guardrails[g];
-        let Some(hook) = &config.webhook else {
-            continue;
-        };
         let current = rewritten.as_ref().unwrap_or(body);
         let text = std::str::from_utf8(current).unwrap_or_default();
-        let payload = webhook::payload(config.name(), phase, model, text);
-        let answer = match call(state, hook, payload).await {
-            Ok(v) => v,
-            Err(why) if hook.fail_open => {
-                tracing::warn!(guardrail = config.name(), error = %why, "guardrail webhook failed; allowed (on_error = allow)");
-                HookVerdict::Allow
-            }
-            Err(why) => {
-                tracing::warn!(guardrail = config.name(), error = %why, "guardrail webhook failed; denied");
-                HookVerdict::Deny(Some(format!("the guardrail's webhook failed: {why}")))
-            }
+        let Some(answer) = ask(state, g, phase, model, text).await else {
+            continue;
         };
         let finding = |action| Finding {
             guardrail: config.name().to_string(),
@@ -63,6 +51,31 @@ pub async fn run(
         }
     }
     Ok(rewritten)
+}
+
+/// Guardrail `g`'s webhook's verdict on `body` (a JSON document), its failure turned into
+/// one as its `on_error` says; `None` when the guardrail has no webhook.
+pub async fn ask(
+    state: &AppState,
+    g: usize,
+    phase: Phase,
+    model: &str,
+    body: &str,
+) -> Option<HookVerdict> {
+    let config = &state.guardrails[g];
+    let hook = config.webhook.as_ref()?;
+    let payload = webhook::payload(config.name(), phase, model, body);
+    Some(match call(state, hook, payload).await {
+        Ok(v) => v,
+        Err(why) if hook.fail_open => {
+            tracing::warn!(guardrail = config.name(), error = %why, "guardrail webhook failed; allowed (on_error = allow)");
+            HookVerdict::Allow
+        }
+        Err(why) => {
+            tracing::warn!(guardrail = config.name(), error = %why, "guardrail webhook failed; denied");
+            HookVerdict::Deny(Some(format!("the guardrail's webhook failed: {why}")))
+        }
+    })
 }
 
 fn denied(guardrail: &str, reason: Option<String>, phase: Phase) -> Error {

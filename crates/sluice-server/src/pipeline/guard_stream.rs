@@ -13,10 +13,14 @@
 //! ([`super::guard_gather`]) and checked against the request's schemas at `[DONE]`: a
 //! failure refused ends the stream with an error event (`output_validation_failed`)
 //! instead of `[DONE]`; a failure passed is counted only (the headers are gone).
+//!
+//! With answer webhooks, what leaves is also assembled into a whole answer and sent to
+//! them once the stream has ended cleanly ([`super::guard_late`]).
 
 use super::ending::{Ending, Tracked};
 use super::guard_gather::{Gathered, Pieces};
 use super::guard_json::Validation;
+use super::guard_late::Late;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use serde_json::Value;
@@ -34,6 +38,8 @@ pub struct GuardedStream<B> {
     inner: B,
     filter: EventFilter,
     ended: bool,
+    /// The webhooks get the usage of the stream's [`Tracked::ending`], not of its events.
+    usage_at_ending: bool,
 }
 
 impl<B> GuardedStream<B> {
@@ -43,7 +49,23 @@ impl<B> GuardedStream<B> {
             inner,
             filter,
             ended: false,
+            usage_at_ending: false,
         }
+    }
+
+    /// The stream's answer goes to the webhooks with the usage its ending says.
+    pub fn usage_at_ending(mut self) -> Self {
+        self.usage_at_ending = true;
+        self
+    }
+
+    /// The next event out, as the webhooks see it too.
+    fn next_out(&mut self) -> Option<Bytes> {
+        let b = self.filter.out.pop_front()?;
+        if let Some(late) = &mut self.filter.late {
+            late.event(&b);
+        }
+        Some(b)
     }
 }
 
@@ -77,6 +99,8 @@ pub struct EventFilter {
     validation: Option<(Validation, Gathered)>,
     /// What the request's guardrails found, then what this stream's did.
     found: Vec<Finding>,
+    /// The answer webhooks, sent what leaves once the stream has ended cleanly.
+    late: Option<Late>,
     state: Arc<crate::state::AppState>,
 }
 
@@ -100,8 +124,15 @@ impl EventFilter {
             status: 400,
             validation: None,
             found: Vec::new(),
+            late: None,
             state,
         }
+    }
+
+    /// Sends the answer to the answer webhooks when the stream has ended cleanly.
+    pub fn late(mut self, late: Option<Late>) -> Self {
+        self.late = late;
+        self
     }
 
     /// Counts what the guardrails found of the request before the stream's own findings, so
@@ -150,6 +181,12 @@ impl EventFilter {
     pub fn whole(mut self, events: &Bytes) -> Bytes {
         self.push(events.clone());
         self.end();
+        if let Some(mut late) = self.late.take() {
+            self.out.iter().for_each(|b| late.event(b));
+            if !self.blocked {
+                late.send(None);
+            }
+        }
         self.out
             .into_iter()
             .flat_map(|b| b.to_vec())
@@ -538,8 +575,13 @@ impl<B: Body<Data = Bytes> + Unpin> Body for GuardedStream<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         loop {
-            if let Some(b) = this.filter.out.pop_front() {
+            if let Some(b) = this.next_out() {
                 return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.ended && !this.filter.blocked && !this.usage_at_ending {
+                if let Some(late) = this.filter.late.take() {
+                    late.send(None);
+                }
             }
             if this.ended || this.filter.blocked {
                 return Poll::Ready(None);
@@ -567,6 +609,11 @@ impl Tracked for GuardedStream<Box<dyn Tracked>> {
         let mut ending = self.inner.ending(completed || blocked);
         if blocked {
             ending.status = self.filter.status;
+        }
+        if self.ended && !blocked && ending.status == 200 {
+            if let Some(late) = self.filter.late.take() {
+                late.send(Some(&ending.usage));
+            }
         }
         ending
     }

@@ -25,6 +25,7 @@ mod guard;
 mod guard_gather;
 mod guard_hook;
 mod guard_json;
+mod guard_late;
 mod guard_stream;
 #[cfg(feature = "local")]
 mod local;
@@ -237,6 +238,10 @@ async fn answer(
     let redacted = guard::request(state, resolved, key, first.model(), body, guarded).await;
     finish.note_guardrails(guarded.summary());
     let redacted = redacted?;
+    if first.stream() {
+        // A streamed answer's webhooks answer after it has gone: its record waits for them.
+        finish.defer_guardrails(guarded.defer_verdict(state));
+    }
     finish.sample(
         || crate::samples::Draft {
             request: redacted.clone().unwrap_or_else(|| body.clone()),
@@ -524,11 +529,14 @@ async fn guard_answer(
             }
         }
         Ok(Answer::Stream(inner)) => Ok(Answer::Stream(Box::new(
-            guard_stream::GuardedStream::new(inner, guarded.filter(state, op)),
+            guard_stream::GuardedStream::new(inner, guarded.filter(state, (op, model)))
+                .usage_at_ending(),
         ))),
-        Ok(Answer::Events(events)) => Ok(Answer::Events(guarded.filter(state, op).whole(&events))),
+        Ok(Answer::Events(events)) => Ok(Answer::Events(
+            guarded.filter(state, (op, model)).whole(&events),
+        )),
         Ok(Answer::Detached(copy)) => Ok(Answer::DetachedGuarded(Box::new(
-            guard_stream::GuardedStream::new(copy, guarded.filter(state, op)),
+            guard_stream::GuardedStream::new(copy, guarded.filter(state, (op, model))),
         ))),
         // A retry that failed still charges the answers before it.
         Err(e) => {

@@ -117,6 +117,9 @@ pub struct Tab {
     batch_id: Option<Box<str>>,
     /// What guardrails found (see [`Tab::set_guardrails`]).
     guardrails: Option<String>,
+    /// What a streamed answer's webhooks flag, which the spend record waits for (see
+    /// [`Tab::defer_guardrails`]).
+    late: Option<super::guard_late::LateVerdict>,
 }
 
 fn price_of<'s>(state: &'s AppState, resolved: Resolved<'_>) -> Vec<&'s Price> {
@@ -275,6 +278,7 @@ impl Tab {
             units: o.units.map(|u| Box::new(u.clone())),
             batch_id: o.batch_id.map(Into::into),
             guardrails: None,
+            late: None,
         };
         if tab.checks.is_empty() {
             return Ok(tab);
@@ -402,6 +406,35 @@ impl Tab {
         self.guardrails = Some(summary);
     }
 
+    /// The spend record waits for `verdict` before it is queued, and adds what it says to
+    /// its guardrails (the answer has gone already: nothing else waits).
+    pub fn defer_guardrails(&mut self, verdict: super::guard_late::LateVerdict) {
+        self.late = Some(verdict);
+    }
+
+    /// Queues `r`, once the verdict it waits for (if any) is in: the sender dropped
+    /// unsent (the stream did not end cleanly, or its answer was whole) says nothing.
+    fn queue(&mut self, ledger: &sluice_store::Ledger, mut r: SpendRecord) {
+        let Some(late) = self.late.take() else {
+            return ledger.record(r);
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return ledger.record(r);
+        }
+        let ledger = ledger.clone();
+        let linger = self.state.lingering.hold();
+        tokio::spawn(async move {
+            if let Ok(Some(flagged)) = late.await {
+                r.guardrails = Some(match r.guardrails.take() {
+                    Some(found) => format!("{found},{flagged}"),
+                    None => flagged,
+                });
+            }
+            ledger.record(r);
+            drop(linger);
+        });
+    }
+
     /// Closes the tab: prices the usage, settles the limits, queues the spend record.
     /// Returns the cost in nano-USD.
     pub fn close(mut self, end: End) -> u64 {
@@ -430,7 +463,7 @@ impl Tab {
             r.cache = end.cache.as_str().to_string();
             r.attempts = end.attempts;
             r.usage_estimated = end.usage_estimated;
-            ledger.record(r);
+            self.queue(ledger, r);
         }
         cost
     }

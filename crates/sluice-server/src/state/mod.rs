@@ -49,6 +49,7 @@ struct Carried {
     reload_hook: Arc<OnceLock<reload::ReloadHook>>,
     tracer: Option<Arc<crate::trace::Tracer>>,
     draining: Arc<AtomicBool>,
+    lingering: Arc<crate::drain::Lingering>,
     samples: Option<Arc<crate::samples::Writer>>,
     health_checks: Arc<crate::health_status::Checks>,
     history: Arc<crate::history::History>,
@@ -147,6 +148,9 @@ pub struct AppState {
     /// The server stopped taking connections and drains (`/health/ready` says so); kept
     /// across reloads.
     pub draining: Arc<AtomicBool>,
+    /// What requests leave behind after their responses end (a stream's webhooks), waited
+    /// for at shutdown; kept across reloads.
+    pub lingering: Arc<crate::drain::Lingering>,
     /// Local models found on disk (kept across a reload).
     found: Arc<Vec<crate::local::Found>>,
     /// The settings a reload cannot change (`[storage]`, `[spend]`, `[local]`, `[cache]`'s
@@ -194,6 +198,7 @@ impl AppState {
                 }
             })?,
             draining: Arc::default(),
+            lingering: Arc::default(),
             samples: stores
                 .samples
                 .map(crate::samples::Writer::start)
@@ -248,6 +253,7 @@ impl AppState {
             reload_hook: Arc::clone(&self.reload_hook),
             tracer: self.tracer.clone(),
             draining: Arc::clone(&self.draining),
+            lingering: Arc::clone(&self.lingering),
             samples: self.sample_writer.clone(),
             health_checks: Arc::clone(&self.health_checks),
             history: Arc::clone(&self.history),
@@ -305,6 +311,7 @@ impl AppState {
             reload_hook: c.reload_hook,
             tracer: c.tracer,
             draining: c.draining,
+            lingering: c.lingering,
             samples,
             sample_writer: c.samples,
             workers,
