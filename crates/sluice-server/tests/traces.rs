@@ -689,3 +689,99 @@ async fn without_an_endpoint_nothing_is_traced_or_sent_upstream() {
     let metrics = TestClient::new().get(&gw.url("/metrics")).await.unwrap();
     assert!(!metrics.text().contains("sluice_trace_"));
 }
+
+/// The semantic stage's embedding by a model sluice does not run itself is a request of the
+/// gateway's own through the pipeline (`<request id>-semantic`): it continues the chat
+/// request's trace, its span a child of the chat request's span, so one trace shows the
+/// chat request, its embedding and each one's upstream try.
+#[tokio::test]
+async fn a_remote_semantic_embedding_is_a_child_of_the_chat_request_it_serves() {
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-traces-semantic-{}-{}",
+        std::process::id(),
+        sluice_store::unix_now_ms()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = FakeUpstream::start().await;
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "{dir}"
+[cache]
+semantic = {{ model = "emb", threshold = 0.95 }}
+[[providers]]
+name = "fake"
+type = "openai"
+base_url = "{upstream}"
+api_key = "sk-upstream"
+[[models]]
+name = "m"
+provider = "fake"
+upstream = "upstream-m"
+[[models]]
+name = "emb"
+provider = "fake"
+{obs}
+"#,
+        dir = dir.display(),
+        upstream = fake.base_url(),
+        obs = observability(&receiver.endpoint(), ""),
+    );
+    let gw = start_with(&config).await;
+    let trace_id = "5cf92f3577b34da6a3ce929d0e0e4737";
+    let traceparent = format!("00-{trace_id}-{CLIENT_SPAN}-01");
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        json!({"model": "m", "temperature": 0,
+               "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        .to_string(),
+        &[
+            ("traceparent", traceparent.as_str()),
+            ("tracestate", "vendor=x"),
+            ("x-request-id", "traced-semantic"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sluice-cache"), Some("miss"));
+
+    // The chat request and its try; the embedding request and its try: one trace.
+    let spans = receiver.trace(trace_id, 4).await;
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s["kind"] == "server" && s["name"] == name)
+            .unwrap_or_else(|| panic!("no server span {name}: {spans:#?}"))
+    };
+    let chat = named("chat m");
+    let embedding = named("embeddings emb");
+    assert_eq!(chat["parent_span_id"], CLIENT_SPAN);
+    assert_eq!(embedding["parent_span_id"], chat["span_id"]);
+    assert_eq!(embedding["trace_state"], "vendor=x");
+    assert!(embedding["start"].as_u64() >= chat["start"].as_u64());
+    assert!(embedding["end"].as_u64() <= chat["end"].as_u64());
+    let try_of = |parent: &Value| {
+        spans
+            .iter()
+            .find(|s| s["kind"] == "client" && s["parent_span_id"] == parent["span_id"])
+            .unwrap_or_else(|| panic!("no try of {}: {spans:#?}", parent["name"]))
+    };
+    let (chat_try, embedding_try) = (try_of(chat), try_of(embedding));
+    assert_eq!(chat_try["name"], "chat upstream-m");
+    assert_eq!(embedding_try["name"], "embeddings emb");
+
+    // Each upstream request carried the trace, its parent its own try's span.
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 2, "the embedding, then the answer");
+    for (req, attempt) in seen.iter().zip([embedding_try, chat_try]) {
+        let (trace, parent) = parts(req.header("traceparent").unwrap());
+        assert_eq!(trace, trace_id);
+        assert_eq!(parent, attempt["span_id"].as_str().unwrap());
+    }
+}

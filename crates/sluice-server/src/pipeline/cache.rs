@@ -73,6 +73,8 @@ pub struct Asked<'a> {
     pub request_id: &'a HeaderValue,
     /// The pipeline's entry for the semantic stage's own embeddings requests.
     pub own_embeddings: semantic::OwnEmbeddings,
+    /// The request's trace, which the semantic stage's own requests continue.
+    pub trace: Option<&'a super::traced::Recording>,
 }
 
 /// What the cache stage made of a request.
@@ -173,7 +175,13 @@ pub async fn stage(
                 policy,
                 (view.operation(), asked.body),
                 (target, scope),
-                (asked.request_id, asked.own_embeddings),
+                (
+                    semantic::Parent {
+                        request_id: asked.request_id,
+                        trace: asked.trace,
+                    },
+                    asked.own_embeddings,
+                ),
             )
             .await
             {

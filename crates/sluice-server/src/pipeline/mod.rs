@@ -451,6 +451,7 @@ async fn stages(
         Some(_) if a.no_cache => None,
         None => None,
         Some(c) => {
+            let trace = finish.trace().cloned();
             let asked = cache::Asked {
                 view,
                 resolved,
@@ -459,6 +460,7 @@ async fn stages(
                 key_id: a.identity.key().map(|k| k.id.as_str()),
                 request_id: a.request_id,
                 own_embeddings: serve_own_embeddings,
+                trace: trace.as_deref(),
             };
             let staged = cache::stage(state, c, &asked, &mut finish.outcome).await;
             if let Some(t) = finish.trace() {

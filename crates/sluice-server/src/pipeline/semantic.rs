@@ -23,7 +23,6 @@ use crate::cache::same_question::same_question;
 use crate::cache::semantic::{normalise, Candidate};
 use crate::cache::Cache;
 use crate::state::AppState;
-use http::HeaderValue;
 use serde_json::Value;
 use sluice_core::config::{RerankCheck, SemanticPolicy};
 use sluice_core::{Error, ErrorKind, Operation};
@@ -32,7 +31,7 @@ use std::sync::Arc;
 
 mod remote;
 
-pub use remote::OwnEmbeddings;
+pub use remote::{OwnEmbeddings, Parent};
 
 /// What the stage found.
 pub enum Probe {
@@ -50,7 +49,7 @@ pub async fn probe(
     policy: &SemanticPolicy,
     (operation, body): (Operation, &[u8]),
     (target, scope): (&str, Option<&str>),
-    (request_id, own): (&HeaderValue, OwnEmbeddings),
+    (parent, own): (Parent<'_>, OwnEmbeddings),
 ) -> Option<Probe> {
     if operation != Operation::Chat {
         return None;
@@ -58,7 +57,7 @@ pub async fn probe(
     let (question, context_body) = split(body)?;
     let context =
         sluice_core::cache::request_key(Operation::Chat, target, scope, &context_body).ok()?;
-    let vector = match embed((state, own), &policy.model, question.clone(), request_id).await {
+    let vector = match embed((state, own), &policy.model, question.clone(), parent).await {
         Ok(v) => normalise(v),
         Err(e) => {
             tracing::warn!(error = %e, model = %policy.model, "semantic cache: embedding failed");
@@ -201,10 +200,10 @@ async fn embed(
     (state, own): (&Arc<AppState>, OwnEmbeddings),
     model: &str,
     text: String,
-    request_id: &HeaderValue,
+    parent: Parent<'_>,
 ) -> Result<Vec<f32>, Error> {
     let Some(upstream) = local_upstream(state, model) else {
-        return remote::embed((state, own), model, text, request_id).await;
+        return remote::embed((state, own), model, text, parent).await;
     };
     #[cfg(feature = "local")]
     {

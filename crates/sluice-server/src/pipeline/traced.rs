@@ -167,6 +167,12 @@ impl Recording {
         context::header(self.trace_id, span, self.flags)
     }
 
+    /// The `traceparent` of a request the gateway makes for this one through its own
+    /// pipeline (the semantic stage's embedding): its span is the request span's child.
+    pub fn child_header(&self) -> HeaderValue {
+        context::header(self.trace_id, self.span_id, self.flags)
+    }
+
     /// The `tracestate` the client sent, to pass on upstream.
     pub fn trace_state(&self) -> Option<HeaderValue> {
         self.trace_state
