@@ -6,7 +6,8 @@
 //!   graph of value nodes; unsupported keywords are a [`SchemaError`] naming them.
 //! * `pattern`: a string's `pattern` as a DFA over its decoded bytes, with which states can
 //!   still end in a match within the string's lengths; `format`: formats as patterns.
-//! * `bounds`: an integer's `minimum`/`maximum` (exclusive or not), checked digit by digit.
+//! * `bounds`: a number's `minimum`/`maximum` (exclusive or not) and `multipleOf`, checked
+//!   digit by digit, exactly.
 //! * `one_of`: the proof that a `oneOf`'s branches are disjoint (else it is refused), which
 //!   makes matching one of them matching exactly one.
 //! * `matcher`: the byte-level pushdown matcher of a grammar (a set of parses, each a stack of

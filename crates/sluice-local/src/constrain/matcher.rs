@@ -22,6 +22,7 @@ pub(crate) const MAX_WHITESPACE: u8 = 16;
 pub(crate) const MAX_DEPTH: u16 = 32;
 /// Digits allowed in a number's integer part and fraction (kept in `bounds`, which needs it).
 pub(crate) use super::bounds::MAX_DIGITS;
+use super::bounds::UNIT;
 
 /// `KeyTrie` position meaning "not a declared key".
 const OFF_TRIE: u32 = u32::MAX;
@@ -216,15 +217,17 @@ pub(crate) enum Frame {
         lex: Lex,
         dfa: u32,
     },
-    /// Inside a number of `node`; for an integer with bounds, its sign and magnitude so far
-    /// and whether it `fits` them (else these stay `false`, 0, `true`: one state per phase).
+    /// Inside a number of `node`; for a number with a range, its sign, its integer part and
+    /// fraction digits so far, and whether it `fits` the range (else these stay `false`, 0,
+    /// 0, `true`: one state per phase).
     Num {
         node: NodeId,
         integer: bool,
         phase: NumPhase,
         digits: u8,
         negative: bool,
-        value: u64,
+        int: u64,
+        fraction: u64,
         fits: bool,
     },
     /// Inside an array with `count` items started.
@@ -592,13 +595,15 @@ pub(crate) fn step(g: &Grammar, state: &State, b: u8, out: &mut Vec<State>) {
             }
         }
         Frame::Num {
+            node,
             integer,
             phase,
             digits,
             fits,
             ..
         } => {
-            if let Some((phase, digits)) = number_step(integer, phase, digits, b) {
+            let exponent = matches!(g.node(node), Node::Number { range: None, .. });
+            if let Some((phase, digits)) = number_step(integer, exponent, phase, digits, b) {
                 if let Some(top) = bounded(g, state.top, phase, digits, b) {
                     add(state.with(top));
                 }
@@ -677,7 +682,8 @@ fn start(g: &Grammar, state: &State, node: NodeId, b: u8, add: &mut impl FnMut(S
                 phase,
                 digits: 0,
                 negative: false,
-                value: 0,
+                int: 0,
+                fraction: 0,
                 fits: true,
             };
             if let Some(top) = bounded(g, before, phase, u8::from(b != b'-'), b) {
@@ -798,46 +804,70 @@ fn patterned_step(
     }
 }
 
-/// A number's frame `before` after byte `b` took it to `phase` with `digits`: for an integer
-/// with bounds, the sign and magnitude updated, and `None` if no number within the bounds
-/// can follow.
+/// A number's frame `before` after byte `b` took it to `phase` with `digits`: for a number
+/// with a range, the sign and digits updated, and `None` if no number within the range can
+/// follow.
 fn bounded(g: &Grammar, before: Frame, phase: NumPhase, digits: u8, b: u8) -> Option<Frame> {
     let Frame::Num {
         node,
         integer,
         negative,
-        value,
+        int,
+        fraction,
         ..
     } = before
     else {
         return None;
     };
-    let frame = |negative, value, fits| Frame::Num {
+    let frame = |negative, int, fraction, fits| Frame::Num {
         node,
         integer,
         phase,
         digits,
         negative,
-        value,
+        int,
+        fraction,
         fits,
     };
     let Node::Number {
         range: Some(range), ..
     } = *g.node(node)
     else {
-        return Some(frame(false, 0, true));
+        return Some(frame(false, 0, 0, true));
     };
     let negative = negative || b == b'-';
-    let value = match b {
-        b'0'..=b'9' => value * 10 + u64::from(b - b'0'),
-        _ => value,
+    let digit = u64::from(b.wrapping_sub(b'0'));
+    let (int, fraction) = match (phase, b) {
+        (NumPhase::Zero | NumPhase::Int, b'0'..=b'9') => (int * 10 + digit, fraction),
+        (NumPhase::Fraction, b'0'..=b'9') => (int, fraction * 10 + digit),
+        _ => (int, fraction),
     };
-    range
-        .reachable(negative, value, digits)
-        .then(|| frame(negative, value, range.contains(negative, value)))
+    // The magnitude so far in grid units, when the number may end here.
+    let whole = i128::from(int) * UNIT;
+    let (reachable, grid) = match phase {
+        NumPhase::Minus => (range.reachable_sign(negative), None),
+        NumPhase::Zero => (range.meets(negative, 0, UNIT - 1), Some(0)),
+        NumPhase::Int => (range.reachable_int(negative, int, digits), Some(whole)),
+        NumPhase::Dot => (range.meets(negative, whole, whole + UNIT - 1), None),
+        NumPhase::Fraction => {
+            let scale = 10i128.pow(u32::from(MAX_DIGITS - digits));
+            let grid = whole + i128::from(fraction) * scale;
+            (range.reachable_fraction(negative, grid, digits), Some(grid))
+        }
+        NumPhase::E | NumPhase::ESign | NumPhase::Exponent => (false, None),
+    };
+    let fits = grid.is_some_and(|grid| range.contains(negative, grid));
+    reachable.then(|| frame(negative, int, fraction, fits))
 }
 
-fn number_step(integer: bool, phase: NumPhase, digits: u8, b: u8) -> Option<(NumPhase, u8)> {
+/// The number's phase and digit count after byte `b` (`exponent`: whether `e` may follow).
+fn number_step(
+    integer: bool,
+    exponent: bool,
+    phase: NumPhase,
+    digits: u8,
+    b: u8,
+) -> Option<(NumPhase, u8)> {
     use NumPhase as P;
     let digit = b.is_ascii_digit();
     let (phase, digits) = match (phase, b) {
@@ -845,7 +875,7 @@ fn number_step(integer: bool, phase: NumPhase, digits: u8, b: u8) -> Option<(Num
         (P::Minus, b'1'..=b'9') => (P::Int, 1),
         (P::Int, _) if digit && digits < MAX_DIGITS => (P::Int, digits + 1),
         (P::Zero | P::Int, b'.') if !integer => (P::Dot, 0),
-        (P::Zero | P::Int | P::Fraction, b'e' | b'E') if !integer => (P::E, 0),
+        (P::Zero | P::Int | P::Fraction, b'e' | b'E') if !integer && exponent => (P::E, 0),
         (P::Dot, _) if digit => (P::Fraction, 1),
         (P::Fraction, _) if digit && digits < MAX_DIGITS => (P::Fraction, digits + 1),
         (P::E, b'+' | b'-') => (P::ESign, 0),

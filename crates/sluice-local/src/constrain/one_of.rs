@@ -15,6 +15,7 @@
 
 use serde_json::Value;
 
+use super::bounds::UNIT;
 use super::schema::{Grammar, Node, NodeId, ObjectNode, SchemaError};
 
 /// How deep the proof follows nested unions and properties.
@@ -134,12 +135,18 @@ fn admits(node: &Node, value: &Value) -> bool {
             n >= u64::from(*min) && max.is_none_or(|max| n <= u64::from(max))
         }
         (Node::Number { integer, range }, Value::Number(n)) => {
-            let whole = n.as_f64().is_some_and(|f| f.fract() == 0.0);
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Within the range, in grid units, give or take what `f64`s round away.
             let within = range.is_none_or(|r| {
-                n.as_f64()
-                    .is_some_and(|f| (r.lo as f64..=r.hi as f64).contains(&f))
+                let g = f * UNIT as f64;
+                let slack = g.abs() * 1e-14 + 2.0;
+                r.meets(
+                    false,
+                    (g - slack).floor() as i128,
+                    (g + slack).ceil() as i128,
+                )
             });
-            (!integer || whole) && within
+            (!integer || f.fract() == 0.0) && within
         }
         (Node::Array { .. }, Value::Array(_)) | (Node::Object(_), Value::Object(_)) => true,
         _ => false,

@@ -3,6 +3,7 @@
 //! The subset: `type` (one or a list), `properties`/`required`/`additionalProperties`,
 //! `items`/`minItems`/`maxItems`, `enum`/`const`, `minLength`/`maxLength`, `pattern` (see
 //! `pattern`), the `format`s `format` lists (one `pattern` or `format` per string),
+//! `minimum`/`maximum` (exclusive or not) and `multipleOf` on numbers (see `bounds`),
 //! `anyOf`/`oneOf`, `$ref` to anywhere in the same document (`#/$defs/x`, `#/definitions/x`,
 //! `#`), `$defs`.
 //! Annotations (`title`, `description`, `examples`, `default`, …) are ignored. Any other
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use super::bounds::{self, IntRange};
+use super::bounds::{self, NumRange};
 use super::format::{self, FORMATS};
 use super::pattern::Pattern;
 
@@ -54,10 +55,11 @@ pub(crate) enum Node {
         max: Option<u32>,
         pattern: Option<u32>,
     },
-    /// A JSON number; an integer has no fraction or exponent, and may have bounds.
+    /// A JSON number; an integer has no fraction or exponent; bounds and `multipleOf` are a
+    /// range (and such a number has no exponent either).
     Number {
         integer: bool,
-        range: Option<IntRange>,
+        range: Option<NumRange>,
     },
     /// An array of `min..=max` items.
     Array {
@@ -415,7 +417,7 @@ impl<'a> Compiler<'a> {
         } else if has(&["minLength", "maxLength", "pattern", "format"]) {
             self.typed("string", map, path)
         } else if has(bounds::KEYWORDS) {
-            // Bounds are compiled for integers only: a `number` with them is refused.
+            // Values of other types would do too: numbers are a subset that validates.
             self.typed("number", map, path)
         } else {
             Ok(self.any())
@@ -432,29 +434,15 @@ impl<'a> Compiler<'a> {
             "object" => self.object(map, path)?,
             "array" => self.array(map, path)?,
             "string" => self.string(map, path)?,
-            "number" => {
-                if let Some(k) = bounds::KEYWORDS.iter().find(|k| map.contains_key(**k)) {
-                    return Err(err(
-                        &format!("{path}/{k}"),
-                        format!("`{k}` on a `number` is not supported (bounds are compiled for `integer` only)"),
-                    ));
-                }
-                self.push(Node::Number {
-                    integer: false,
-                    range: None,
-                })
-            }
-            "integer" => {
-                let range = IntRange::from_schema(map).map_err(|(key, message)| {
+            "number" | "integer" => {
+                let integer = t == "integer";
+                let range = NumRange::from_schema(map, integer).map_err(|(key, message)| {
                     err(
                         &format!("{path}{}{key}", if key.is_empty() { "" } else { "/" }),
                         message,
                     )
                 })?;
-                self.push(Node::Number {
-                    integer: true,
-                    range,
-                })
+                self.push(Node::Number { integer, range })
             }
             "boolean" => self.push(Node::Literals(vec![
                 b"true".as_slice().into(),
@@ -708,6 +696,7 @@ fn check_keywords(map: &Map<String, Value>, path: &str) -> Result<(), SchemaErro
         "maximum",
         "exclusiveMinimum",
         "exclusiveMaximum",
+        "multipleOf",
         "anyOf",
         "oneOf",
         "$ref",

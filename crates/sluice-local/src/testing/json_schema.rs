@@ -92,6 +92,13 @@ impl Validator<'_> {
                 return Err(format!("{at}: {n} breaks `{key}` {b}"));
             }
         }
+        // As validators that divide in floating point read it (Python's `jsonschema`, Ajv).
+        if let Some(k) = map.get("multipleOf").and_then(Value::as_f64) {
+            let quotient = n / k;
+            if !quotient.is_finite() || quotient.fract() != 0.0 {
+                return Err(format!("{at}: {n} is not a multiple of {k}"));
+            }
+        }
         Ok(())
     }
 

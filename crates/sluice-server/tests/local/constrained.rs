@@ -18,9 +18,10 @@ async fn json_schema_answers_validate_whole_and_streamed() {
         "properties": {
             "city": {"type": "string", "maxLength": 12},
             "population": {"type": "integer"},
+            "score": {"type": "number", "exclusiveMinimum": -1, "maximum": 2.5, "multipleOf": 0.25},
             "tags": {"type": "array", "items": {"enum": ["big", "old", "wet"]}, "maxItems": 3}
         },
-        "required": ["city", "population", "tags"],
+        "required": ["city", "population", "score", "tags"],
         "additionalProperties": false
     });
     let object = json!({"type": "object"});

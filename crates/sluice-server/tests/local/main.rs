@@ -290,6 +290,10 @@ async fn parameters_a_local_model_cannot_honour_are_refused_by_name() {
             "response_format",
         ),
         (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "number", "multipleOf": 0.01}}}}),
+            "response_format",
+        ),
+        (
             json!({"response_format": {"type": "yaml"}}),
             "response_format",
         ),
@@ -319,6 +323,13 @@ async fn parameters_a_local_model_cannot_honour_are_refused_by_name() {
         if extra.to_string().contains("int32") {
             assert!(
                 message.contains("the `format` `int32` is not supported"),
+                "{message}"
+            );
+        }
+        if extra.to_string().contains("multipleOf") {
+            assert!(
+                message.contains("`multipleOf` 0.01 cannot be enforced exactly")
+                    && message.contains("#/multipleOf"),
                 "{message}"
             );
         }
