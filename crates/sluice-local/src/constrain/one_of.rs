@@ -5,7 +5,9 @@
 //! * values of different kinds (a string and a number, an object and `null`, …), or an
 //!   integer and a literal number with a fraction;
 //! * literals (`const`, `enum`) none of which is the other's, or that the other's kind refuses;
-//! * strings whose length ranges do not meet, arrays whose item-count ranges do not meet;
+//! * strings whose length ranges do not meet, or whose `pattern`s (or `format`s) no string
+//!   matches both of (their automata's product searched, up to a size), and a literal string
+//!   the other branch's pattern refuses; arrays whose item-count ranges do not meet;
 //! * objects told apart by a property one of them requires whose value the other cannot take
 //!   there (a different `const`, another type, or a key the other does not allow).
 //!
@@ -59,16 +61,26 @@ fn disjoint(g: &Grammar, a: NodeId, b: NodeId, depth: u32) -> bool {
             .iter()
             .all(|x| ys.iter().all(|y| !same(&parse(x), &parse(y)))),
         (Node::Literals(xs), other) | (other, Node::Literals(xs)) => {
-            xs.iter().all(|x| !admits(other, &parse(x)))
+            xs.iter().all(|x| !admits(g, other, &parse(x)))
         }
         (
             Node::String {
-                min: a0, max: a1, ..
+                min: a0,
+                max: a1,
+                pattern: pa,
             },
             Node::String {
-                min: b0, max: b1, ..
+                min: b0,
+                max: b1,
+                pattern: pb,
             },
-        ) => apart(*a0, *a1, *b0, *b1),
+        ) => {
+            apart(*a0, *a1, *b0, *b1)
+                || match (pa, pb) {
+                    (Some(pa), Some(pb)) => g.pattern(*pa).meets(g.pattern(*pb)) == Some(false),
+                    _ => false,
+                }
+        }
         (Node::Number { range: Some(a), .. }, Node::Number { range: Some(b), .. }) => {
             a.hi < b.lo || b.hi < a.lo
         }
@@ -128,11 +140,13 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 /// Whether a typed (non-literal, non-union) node may accept `value` (`true` when unsure).
-fn admits(node: &Node, value: &Value) -> bool {
+fn admits(g: &Grammar, node: &Node, value: &Value) -> bool {
     match (node, value) {
-        (Node::String { min, max, .. }, Value::String(s)) => {
+        (Node::String { min, max, pattern }, Value::String(s)) => {
             let n = s.chars().count() as u64;
-            n >= u64::from(*min) && max.is_none_or(|max| n <= u64::from(max))
+            n >= u64::from(*min)
+                && max.is_none_or(|max| n <= u64::from(max))
+                && pattern.is_none_or(|p| g.pattern(p).matches(s))
         }
         (Node::Number { integer, range }, Value::Number(n)) => {
             let f = n.as_f64().unwrap_or(f64::NAN);

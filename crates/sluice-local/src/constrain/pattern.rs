@@ -29,6 +29,8 @@ const DFA_BYTES: usize = 8 << 20;
 const MAX_STATES: usize = 20_000;
 /// Most (state, character count) pairs the liveness table may hold.
 const MAX_PAIRS: usize = 1 << 23;
+/// Most state pairs searched to show two patterns disjoint.
+const MAX_PRODUCT: usize = 1 << 18;
 
 /// ECMA-262's `\s`: white space and line terminators.
 const SPACE: &str =
@@ -228,6 +230,47 @@ impl Pattern {
             }
         }
         Ok(live)
+    }
+
+    /// Whether some string matches both patterns (lengths aside): a search of the product of
+    /// their automata, `None` when it is too large to finish.
+    pub(crate) fn meets(&self, other: &Pattern) -> Option<bool> {
+        // Bytes that step both automata alike, one of each.
+        let mut seen = HashMap::new();
+        let bytes: Vec<u8> = (0..=255u8)
+            .filter(|&b| spellable(b))
+            .filter(|&b| {
+                let key = (self.classes[usize::from(b)], other.classes[usize::from(b)]);
+                seen.insert(key, ()).is_none()
+            })
+            .collect();
+        let mut visited = std::collections::HashSet::from([(0u32, 0u32)]);
+        let mut queue = VecDeque::from([(0u32, 0u32)]);
+        while let Some((a, b)) = queue.pop_front() {
+            if self.accepts(a) && other.accepts(b) {
+                return Some(true);
+            }
+            for &byte in &bytes {
+                let next = (self.step(a, byte), other.step(b, byte));
+                if next.0 == DEAD || next.1 == DEAD || !visited.insert(next) {
+                    continue;
+                }
+                if visited.len() > MAX_PRODUCT {
+                    return None;
+                }
+                queue.push_back(next);
+            }
+        }
+        Some(false)
+    }
+
+    /// Whether the pattern matches `text` (decoded; its length is the caller's to check).
+    pub(crate) fn matches(&self, text: &str) -> bool {
+        let state = text.bytes().fold(0, |state, byte| match state {
+            DEAD => DEAD,
+            state => self.step(state, byte),
+        });
+        self.accepts(state)
     }
 
     /// How far characters are counted.

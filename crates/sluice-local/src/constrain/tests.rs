@@ -822,3 +822,44 @@ fn string_shortcuts_mask_what_the_full_walk_does() {
         }
     }
 }
+
+/// Patterned strings in a `oneOf` are told apart by what their patterns accept, not only by
+/// their lengths: branches no string matches both of are compiled (and each answer matches
+/// exactly one), branches some string matches both of are refused.
+#[test]
+fn one_of_patterned_strings_are_told_apart_by_their_patterns() {
+    let disjoint = [
+        json!({"oneOf": [
+            {"type": "string", "pattern": "^[0-9]+$"},
+            {"type": "string", "pattern": "^[a-z]+$"},
+            {"type": "string", "format": "date"}
+        ]}),
+        // Unanchored patterns: every `x…` string contains an `x`, but none both starts with
+        // `a` and with `b`.
+        json!({"oneOf": [{"type": "string", "pattern": "^a"}, {"type": "string", "pattern": "^b", "maxLength": 6}]}),
+        json!({"oneOf": [{"type": "string", "format": "uuid"}, {"type": "string", "format": "email"}, {"type": "integer"}]}),
+        // A literal the pattern refuses.
+        json!({"oneOf": [{"type": "string", "pattern": "^[0-9]{3}$"}, {"enum": ["abc", "12", "1234"]}]}),
+        json!({"type": "array", "items": {"oneOf": [
+            {"type": "string", "pattern": "^id-[0-9]{2}$"},
+            {"type": "string", "pattern": "^name:[a-z]{1,4}$"}
+        ]}, "minItems": 2, "maxItems": 4}),
+    ];
+    for schema in &disjoint {
+        Grammar::from_json_schema(schema).unwrap_or_else(|e| panic!("{schema}: {e}"));
+        check_random(schema, 30);
+    }
+    let overlapping = [
+        json!({"oneOf": [{"type": "string", "pattern": "a"}, {"type": "string", "pattern": "b"}]}),
+        json!({"oneOf": [{"type": "string", "pattern": "^[0-9]+$"}, {"type": "string", "pattern": "^[0-5]{2}$"}]}),
+        json!({"oneOf": [{"type": "string", "format": "hostname"}, {"type": "string", "format": "ipv4"}]}),
+        json!({"oneOf": [{"type": "string", "pattern": "^[0-9]{3}$"}, {"const": "123"}]}),
+        json!({"oneOf": [{"type": "string", "pattern": "^[0-9]{3}$"}, {"type": "string", "maxLength": 3}]}),
+    ];
+    for schema in overlapping {
+        let e = Grammar::from_json_schema(&schema)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("`oneOf` branches 0 and 1"), "{schema}: {e}");
+    }
+}
