@@ -16,8 +16,10 @@
 //! * `vocab`: the model's vocabulary as a preorder byte trie; a mask is one pass over it with
 //!   dead subtrees skipped.
 //! * `guide`: [`Constraint`], a request's matcher with its masks cached per state set.
+//! * `cache`: [`GrammarCache`], compiled schemas kept across requests by canonical text.
 
 mod bounds;
+mod cache;
 mod format;
 mod guide;
 mod matcher;
@@ -26,6 +28,7 @@ mod pattern;
 mod schema;
 mod vocab;
 
+pub use cache::GrammarCache;
 pub use guide::{Constraint, ConstraintError};
 pub use schema::{Grammar, SchemaError};
 pub(crate) use vocab::TokenTrie;

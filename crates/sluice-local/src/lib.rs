@@ -128,7 +128,7 @@ pub mod testing;
 mod tokenizer;
 pub mod tools;
 
-pub use constrain::{Constraint, ConstraintError, Grammar, SchemaError};
+pub use constrain::{Constraint, ConstraintError, Grammar, GrammarCache, SchemaError};
 pub use device::DeviceKind;
 pub use embed::{
     estimate_embedding_memory, is_embedding_model, BatchOptions, BatchStats, EmbedModel,

@@ -232,6 +232,15 @@ impl Pattern {
         Ok(live)
     }
 
+    /// About how many bytes the pattern's tables hold.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.source.len()
+            + self.classes.len() * 2
+            + self.next.len() * 4
+            + self.accepts.len()
+            + self.live.len() * 8
+    }
+
     /// Whether some string matches both patterns (lengths aside): a search of the product of
     /// their automata, `None` when it is too large to finish.
     pub(crate) fn meets(&self, other: &Pattern) -> Option<bool> {

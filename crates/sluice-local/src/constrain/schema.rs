@@ -268,6 +268,23 @@ impl Grammar {
         }
     }
 
+    /// About how many bytes the grammar holds (its nodes and its patterns' tables).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let literals: usize = self
+            .nodes
+            .iter()
+            .map(|n| match n {
+                Node::Literals(texts) => texts.iter().map(|t| t.len() + 16).sum(),
+                Node::Object(o) => o.properties.len() * 64,
+                Node::Union(alternatives) => alternatives.len() * 4,
+                _ => 0,
+            })
+            .sum();
+        self.nodes.len() * std::mem::size_of::<Node>()
+            + literals
+            + self.patterns.iter().map(Pattern::heap_bytes).sum::<usize>()
+    }
+
     pub(crate) fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id as usize]
     }

@@ -823,6 +823,47 @@ fn string_shortcuts_mask_what_the_full_walk_does() {
     }
 }
 
+/// The cache compiles a schema once, whatever its text's spacing and key order, and keeps at
+/// most `MAX_SCHEMAS` (the least recently used leaving first).
+#[test]
+fn the_grammar_cache_compiles_a_schema_once() {
+    use super::cache::{GrammarCache, MAX_SCHEMAS};
+    let cache = GrammarCache::new();
+    let a: Value = serde_json::from_str(
+        r#"{"type": "string", "pattern": "^[a-z]{3}-[0-9]+$", "maxLength": 9}"#,
+    )
+    .expect("json");
+    let b: Value =
+        serde_json::from_str(r#"{"maxLength":9,"pattern":"^[a-z]{3}-[0-9]+$","type":"string"}"#)
+            .expect("json");
+    let first = cache.compile(&a).expect("compiles");
+    let second = cache.compile(&b).expect("compiles");
+    assert!(Arc::ptr_eq(&first, &second), "the same grammar, reused");
+    assert_eq!((cache.compiled(), cache.reused()), (1, 1));
+    // Refused schemas are not kept.
+    assert!(cache
+        .compile(&json!({"type": "string", "pattern": "(?=a)"}))
+        .is_err());
+    assert_eq!((cache.compiled(), cache.len()), (1, 1));
+    for n in 0..MAX_SCHEMAS as u32 {
+        cache
+            .compile(&json!({"type": "integer", "minimum": n}))
+            .expect("compiles");
+        if n == 10 {
+            // Used again: the oldest is now another.
+            cache.compile(&a).expect("compiles");
+        }
+    }
+    assert_eq!(cache.len(), MAX_SCHEMAS);
+    let compiled = cache.compiled();
+    cache.compile(&a).expect("compiles");
+    assert_eq!(cache.compiled(), compiled, "kept: used recently");
+    cache
+        .compile(&json!({"type": "integer", "minimum": 0}))
+        .expect("compiles");
+    assert_eq!(cache.compiled(), compiled + 1, "the oldest left");
+}
+
 /// Patterned strings in a `oneOf` are told apart by what their patterns accept, not only by
 /// their lengths: branches no string matches both of are compiled (and each answer matches
 /// exactly one), branches some string matches both of are refused.

@@ -27,6 +27,8 @@ pub struct LocalRuntime {
     pub metrics: Arc<LocalMetrics>,
     /// Most choices (`n`) per chat request (`[local] max_n`).
     pub max_n: usize,
+    /// Compiled JSON schemas (`response_format`, tools' parameters), kept across requests.
+    pub grammars: sluice_local::GrammarCache,
 }
 
 fn config_error(message: String) -> Error {
@@ -188,6 +190,7 @@ pub fn build(
         pool,
         metrics,
         max_n: config.local.max_n,
+        grammars: sluice_local::GrammarCache::new(),
     }))
 }
 
@@ -315,6 +318,15 @@ pub fn render(local: &LocalRuntime, out: &mut String) {
         }
     }
     local.metrics.render(out);
+    const SCHEMAS: &str = "sluice_local_schemas_total";
+    let _ = writeln!(out, "# HELP {SCHEMAS} JSON schemas of local chat requests (response_format, tools' parameters), by whether they were compiled or found compiled in the cache.\n# TYPE {SCHEMAS} counter");
+    let grammars = &local.grammars;
+    let _ = writeln!(
+        out,
+        "{SCHEMAS}{{result=\"compiled\"}} {}",
+        grammars.compiled()
+    );
+    let _ = writeln!(out, "{SCHEMAS}{{result=\"cached\"}} {}", grammars.reused());
 }
 
 /// Renders preload progress on stderr: a bar redrawn in place when stderr is a terminal, one

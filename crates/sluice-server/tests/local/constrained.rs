@@ -3,7 +3,8 @@
 use super::*;
 
 /// `response_format` `json_schema` and `json_object` on a random-weight model: whole and
-/// streamed answers parse and validate against the schema.
+/// streamed answers parse and validate against the schema; the schema, sent six times, is
+/// compiled once (`sluice_local_schemas_total`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_schema_answers_validate_whole_and_streamed() {
     let llama = model_file("json", TestArch::Llama);
@@ -77,6 +78,16 @@ async fn json_schema_answers_validate_whole_and_streamed() {
                 .collect();
             assert_eq!(text, whole, "the same seed streams the same answer");
         }
+    }
+    let metrics = sluice_testkit::client::get(&gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text();
+    for series in [
+        "sluice_local_schemas_total{result=\"compiled\"} 1\n",
+        "sluice_local_schemas_total{result=\"cached\"} 5\n",
+    ] {
+        assert!(metrics.contains(series), "{series}: {metrics}");
     }
 }
 

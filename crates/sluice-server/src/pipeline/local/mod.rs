@@ -63,7 +63,7 @@ pub async fn chat(
         keep_alive,
         tools,
         n,
-    } = chat_request(body)?;
+    } = chat_request(body, &local.grammars)?;
     check_n(n, local.max_n)?;
     let lease = local
         .pool
@@ -73,7 +73,7 @@ pub async fn chat(
     let chat: &ChatModel = lease
         .as_chat()
         .ok_or_else(|| wrong_kind(model, ModelKind::Embedding))?;
-    let tool_call = tools::prepare(tools, chat.tool_format(), &mut request)?;
+    let tool_call = tools::prepare(tools, chat.tool_format(), &mut request, &local.grammars)?;
     let logprobs = request.logprobs.is_some();
     let generations = submit(chat, &request, n as usize)?;
     let measured = local.metrics.model(upstream).cloned();

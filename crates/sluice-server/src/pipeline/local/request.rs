@@ -6,7 +6,7 @@ use super::errors::invalid;
 use super::tools::{asked, offers, Asked};
 use sluice_core::{Error, ErrorKind};
 use sluice_local::pool::KeepAlive;
-use sluice_local::{ChatMessage, ChatRequest, Grammar};
+use sluice_local::{ChatMessage, ChatRequest, Grammar, GrammarCache};
 use std::sync::Arc;
 
 /// Fields of a chat request that the typed OpenAI request does not carry.
@@ -47,7 +47,7 @@ pub(super) struct LocalChat {
 /// with a 400 naming the parameter, never silently dropped: a JSON schema outside the
 /// supported subset, `top_logprobs` without `logprobs`; the tools are checked here and fitted to
 /// the model's tool format once it is loaded ([`super::tools::prepare`]).
-pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
+pub(super) fn chat_request(body: &[u8], grammars: &GrammarCache) -> Result<LocalChat, Error> {
     let r: sluice_types::openai::ChatCompletionRequest =
         serde_json::from_slice(body).map_err(|e| -> Error {
             ErrorKind::InvalidRequest {
@@ -58,7 +58,7 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
         })?;
     let extras: ChatExtras = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("invalid request body: {e}"), "n"))?;
-    let tools = asked(&r)?;
+    let tools = asked(&r, grammars)?;
     if offers(&tools)
         && r.response_format
             .as_ref()
@@ -72,7 +72,7 @@ pub(super) fn chat_request(body: &[u8]) -> Result<LocalChat, Error> {
     let constraint = r
         .response_format
         .as_ref()
-        .map(constraint_of)
+        .map(|f| constraint_of(f, grammars))
         .transpose()?
         .flatten();
     if extras.n == Some(0) {
@@ -183,9 +183,12 @@ fn messages_of(messages: &[sluice_types::openai::Message]) -> Vec<ChatMessage> {
 }
 
 /// The constraint of a `response_format`: none for `text`, any JSON object for `json_object`,
-/// the compiled schema for `json_schema` (a schema outside the supported subset, or invalid, is
-/// a 400 naming the keyword and where it is).
-fn constraint_of(format: &serde_json::Value) -> Result<Option<Arc<Grammar>>, Error> {
+/// the compiled schema for `json_schema`, kept in `grammars` (a schema outside the supported
+/// subset, or invalid, is a 400 naming the keyword and where it is).
+fn constraint_of(
+    format: &serde_json::Value,
+    grammars: &GrammarCache,
+) -> Result<Option<Arc<Grammar>>, Error> {
     let kind = format.get("type").and_then(|t| t.as_str()).unwrap_or("");
     match kind {
         "text" => Ok(None),
@@ -200,13 +203,13 @@ fn constraint_of(format: &serde_json::Value) -> Result<Option<Arc<Grammar>>, Err
                         "response_format",
                     )
                 })?;
-            let grammar = Grammar::from_json_schema(schema).map_err(|e| {
+            let grammar = grammars.compile(schema).map_err(|e| {
                 invalid(
                     format!("`response_format.json_schema.schema`: {e}"),
                     "response_format",
                 )
             })?;
-            Ok(Some(Arc::new(grammar)))
+            Ok(Some(grammar))
         }
         other => Err(invalid(
             format!("`response_format` `{other}` is not supported (use `text`, `json_object` or `json_schema`)"),

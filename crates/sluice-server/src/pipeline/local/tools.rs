@@ -25,7 +25,7 @@ use super::errors::invalid;
 use super::refs::rebased;
 use serde_json::{json, Value};
 use sluice_core::Error;
-use sluice_local::{ChatMessage, ChatRequest, Grammar, ToolCalls, ToolFormat};
+use sluice_local::{ChatMessage, ChatRequest, Grammar, GrammarCache, ToolCalls, ToolFormat};
 use sluice_types::openai::{ChatCompletionRequest, Tool, ToolChoice};
 use std::sync::Arc;
 
@@ -62,7 +62,10 @@ enum Choice {
 /// The tools of `r` (`None` without any), checked: every tool named as OpenAI requires
 /// (`^[a-zA-Z0-9_-]{1,64}$`), its `parameters` a schema sluice can constrain to, `tool_choice`
 /// `none`, `auto`, `required` or a function among `tools`.
-pub(super) fn asked(r: &ChatCompletionRequest) -> Result<Option<Asked>, Error> {
+pub(super) fn asked(
+    r: &ChatCompletionRequest,
+    grammars: &GrammarCache,
+) -> Result<Option<Asked>, Error> {
     let tools = match r.tools.as_deref() {
         None | Some([]) => {
             let forced = match &r.tool_choice {
@@ -90,7 +93,7 @@ pub(super) fn asked(r: &ChatCompletionRequest) -> Result<Option<Asked>, Error> {
                 "tools",
             ));
         }
-        compile(&parameters(tool), name)?;
+        compile(&parameters(tool), name, grammars)?;
     }
     let choice = match &r.tool_choice {
         None => Choice::Auto,
@@ -144,6 +147,7 @@ pub(super) fn prepare(
     asked: Option<Asked>,
     format: ToolFormat,
     request: &mut ChatRequest,
+    grammars: &GrammarCache,
 ) -> Result<Option<CallShape>, Error> {
     if !format.renders_tools() {
         fallback_history(&mut request.messages);
@@ -157,20 +161,20 @@ pub(super) fn prepare(
             let chosen: Vec<&Tool> = chosen.iter().map(|&i| &asked.tools[i]).collect();
             if format.renders_tools() {
                 let key = format.arguments_key();
-                request.constraint = Some(Arc::new(wrapped(&chosen, key)?));
+                request.constraint = Some(wrapped(&chosen, key, grammars)?);
                 request.tools = Some(asked.tools.iter().map(tool_object).collect());
                 request.answer_prefix = format.forced_prefix().map(str::to_owned);
                 return Ok(Some(CallShape::Framed { key }));
             }
-            let (shape, grammar) = forced(&chosen)?;
-            request.constraint = Some(Arc::new(grammar));
+            let (shape, grammar) = forced(&chosen, grammars)?;
+            request.constraint = Some(grammar);
             add_system(&mut request.messages, forced_prompt(&asked.tools, &shape));
             Ok(Some(shape))
         }
         Choice::Auto => {
             let key = format.arguments_key();
             let refs: Vec<&Tool> = asked.tools.iter().collect();
-            let grammar = wrapped(&refs, key)?;
+            let grammar = wrapped(&refs, key, grammars)?;
             if format.renders_tools() {
                 request.tools = Some(asked.tools.iter().map(tool_object).collect());
             } else {
@@ -178,7 +182,7 @@ pub(super) fn prepare(
             }
             request.tool_calls = Some(ToolCalls {
                 start: format.start(),
-                grammar: Arc::new(grammar),
+                grammar,
                 parallel: asked.parallel && format.parallel(),
             });
             Ok(Some(CallShape::Watched { key }))
@@ -193,26 +197,27 @@ fn parameters(t: &Tool) -> Value {
         .unwrap_or_else(|| json!({"type": "object"}))
 }
 
-fn compile(schema: &Value, name: &str) -> Result<Grammar, Error> {
-    Grammar::from_json_schema(schema)
+fn compile(schema: &Value, name: &str, grammars: &GrammarCache) -> Result<Arc<Grammar>, Error> {
+    grammars
+        .compile(schema)
         .map_err(|e| invalid(format!("the parameters of tool `{name}`: {e}"), "tools"))
 }
 
 /// A forced call's shape and grammar.
-fn forced(chosen: &[&Tool]) -> Result<(CallShape, Grammar), Error> {
+fn forced(chosen: &[&Tool], grammars: &GrammarCache) -> Result<(CallShape, Arc<Grammar>), Error> {
     match chosen {
         [one] => {
             let name = one.function.name.clone();
-            let grammar = compile(&parameters(one), &name)?;
+            let grammar = compile(&parameters(one), &name, grammars)?;
             Ok((CallShape::Arguments { name }, grammar))
         }
-        several => Ok((CallShape::Wrapped, wrapped(several, "arguments")?)),
+        several => Ok((CallShape::Wrapped, wrapped(several, "arguments", grammars)?)),
     }
 }
 
 /// The grammar of `{"name": …, <key>: …}` of one of `tools`: branch `i` of an `anyOf`,
 /// its parameters at `/anyOf/i/properties/<key>`, where their `$ref`s are made to point.
-fn wrapped(tools: &[&Tool], key: &str) -> Result<Grammar, Error> {
+fn wrapped(tools: &[&Tool], key: &str, grammars: &GrammarCache) -> Result<Arc<Grammar>, Error> {
     let branches: Vec<Value> = tools
         .iter()
         .enumerate()
@@ -226,7 +231,7 @@ fn wrapped(tools: &[&Tool], key: &str) -> Result<Grammar, Error> {
             })
         })
         .collect();
-    compile(&json!({"anyOf": branches}), "…")
+    compile(&json!({"anyOf": branches}), "…", grammars)
 }
 
 /// A tool as templates read it: OpenAI's object.
