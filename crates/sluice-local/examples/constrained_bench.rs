@@ -21,7 +21,8 @@
 //! value does). Medians over `--runs`, greedy. Then the constraint alone, replayed on the
 //! constrained answer's tokens with a fresh [`sluice_local::Constraint`] per run (so its mask
 //! cache starts empty, as a request's does): the time per token to mask a logits row and take
-//! the token: mean, median and worst (with the position of the worst).
+//! the token: mean, median and worst (with the position of the worst). And the schema's
+//! compile time, afresh and found in a [`sluice_local::GrammarCache`].
 
 #![allow(clippy::print_stdout)] // a benchmark program prints its result
 
@@ -29,7 +30,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_local::{ChatMessage, ChatModel, ChatRequest, Grammar, LoadOptions, SamplingParams};
+use sluice_local::{
+    ChatMessage, ChatModel, ChatRequest, Grammar, GrammarCache, LoadOptions, SamplingParams,
+};
 
 const PROMPT: &str = "Describe a small HTTP gateway for language models as JSON: a title, a \
 one-sentence summary, up to five tags, a rating from 1 to 10, and three sections, each with a \
@@ -123,6 +126,25 @@ fn step(
     Ok(((all - first) / further as f64, done))
 }
 
+/// Seconds to compile `schema` (medians over `runs`): afresh, and found in a
+/// [`GrammarCache`] (what a request with a schema seen before pays).
+fn compile_times(
+    schema: &serde_json::Value,
+    runs: usize,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let (mut fresh, mut cached) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let cache = GrammarCache::new();
+        let started = Instant::now();
+        cache.compile(schema)?;
+        fresh.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        cache.compile(schema)?;
+        cached.push(started.elapsed().as_secs_f64());
+    }
+    Ok((median(fresh), median(cached)))
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -161,6 +183,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..LoadOptions::default()
     };
     let model = ChatModel::load(&file, &options)?;
+    let (compile, cached) = compile_times(&schema, runs)?;
     let grammar = Arc::new(Grammar::from_json_schema(&schema)?);
     step(&model, prompt, 8, None)?; // warm-up
 
@@ -217,6 +240,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mask_worst_us": (worst * 1e7).round() / 10.0,
         "mask_worst_at_token": worst_at,
         "mask_share_of_step": (mask / free_step * 1e4).round() / 1e4,
+        "compile_us": (compile * 1e7).round() / 10.0,
+        "cached_compile_us": (cached * 1e7).round() / 10.0,
         "valid": valid.is_ok(),
         "answer": answer.text,
     });
