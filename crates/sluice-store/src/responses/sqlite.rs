@@ -26,9 +26,9 @@ CREATE TABLE IF NOT EXISTS responses (
 CREATE INDEX IF NOT EXISTS responses_expires_at ON responses (expires_at);
 ";
 
-/// The columns read back, in [`row`]'s order.
-const COLUMNS: &str =
-    "id, owner, created_at, expires_at, withheld, response, input_items, conversation";
+/// One response, its columns in [`row`]'s order.
+const SELECT_ONE: &str = "SELECT id, owner, created_at, expires_at, withheld, response,
+    input_items, conversation FROM responses WHERE id = ?1 AND owner = ?2 AND expires_at > ?3";
 
 /// The SQLite store of responses. Cheap to clone; the last clone dropped stops its thread.
 #[derive(Debug, Clone)]
@@ -56,29 +56,31 @@ impl SqliteResponses {
                 Kept::Content(c) => (None, Some(c)),
                 Kept::Withheld(w) => (Some(w.as_str()), None),
             };
-            conn.execute(
+            // Every response is a write: its statement is compiled once per connection.
+            conn.prepare_cached(
                 "INSERT INTO responses (id, owner, created_at, expires_at, withheld,
                  response, input_items, conversation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (id) DO UPDATE SET created_at = ?3, expires_at = ?4,
                  withheld = ?5, response = ?6, input_items = ?7, conversation = ?8
                  WHERE responses.owner = ?2",
-                params![
-                    r.id,
-                    r.owner.as_stored(),
-                    to_sql(r.created_at),
-                    to_sql(r.expires_at),
-                    withheld,
-                    content.map(|c| &c.response[..]),
-                    content.map(|c| &c.input_items[..]),
-                    content.map(|c| &c.conversation[..]),
-                ],
-            )?;
+            )?
+            .execute(params![
+                r.id,
+                r.owner.as_stored(),
+                to_sql(r.created_at),
+                to_sql(r.expires_at),
+                withheld,
+                content.map(|c| &c.response[..]),
+                content.map(|c| &c.input_items[..]),
+                content.map(|c| &c.conversation[..]),
+            ])?;
             if let Some(now) = purge_before {
-                let n = conn.execute(
-                    "DELETE FROM responses WHERE id IN
-                     (SELECT id FROM responses WHERE expires_at <= ?1 LIMIT ?2)",
-                    params![to_sql(now), to_sql(PURGE_BATCH)],
-                )?;
+                let n = conn
+                    .prepare_cached(
+                        "DELETE FROM responses WHERE id IN
+                         (SELECT id FROM responses WHERE expires_at <= ?1 LIMIT ?2)",
+                    )?
+                    .execute(params![to_sql(now), to_sql(PURGE_BATCH)])?;
                 tracing::debug!(purged = n, "expired responses purged");
             }
             Ok(())
@@ -95,12 +97,9 @@ impl SqliteResponses {
         let (id, owner) = (id.to_string(), owner.as_stored().to_string());
         self.worker
             .run(move |conn| {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM responses WHERE id = ?1 AND owner = ?2
-                     AND expires_at > ?3"
-                );
                 Ok(conn
-                    .query_row(&sql, params![id, owner, to_sql(now)], row)
+                    .prepare_cached(SELECT_ONE)?
+                    .query_row(params![id, owner, to_sql(now)], row)
                     .optional()?)
             })
             .await
@@ -111,11 +110,12 @@ impl SqliteResponses {
         let (id, owner) = (id.to_string(), owner.as_stored().to_string());
         self.worker
             .run(move |conn| {
-                let n = conn.execute(
-                    "DELETE FROM responses WHERE id = ?1 AND owner = ?2 AND expires_at > ?3
-                     AND withheld IS NULL",
-                    params![id, owner, to_sql(now)],
-                )?;
+                let n = conn
+                    .prepare_cached(
+                        "DELETE FROM responses WHERE id = ?1 AND owner = ?2 AND expires_at > ?3
+                         AND withheld IS NULL",
+                    )?
+                    .execute(params![id, owner, to_sql(now)])?;
                 Ok(n > 0)
             })
             .await
@@ -135,7 +135,7 @@ impl SqliteResponses {
     }
 }
 
-/// A row of [`COLUMNS`].
+/// A row of [`SELECT_ONE`].
 fn row(r: &Row<'_>) -> rusqlite::Result<StoredResponse> {
     let withheld: Option<String> = r.get(4)?;
     let blob = |i: usize| -> rusqlite::Result<Bytes> {
