@@ -165,27 +165,74 @@ struct InPart<'a> {
 }
 
 /// The `id` of a native `response` object: read off its first bytes when it starts as
-/// OpenAI writes it (`{"id":"..."`), else parsed.
+/// OpenAI writes it (`{"id": "..."`, indented or not), else read key by key up to `id`
+/// (the values before it skipped, those after it not read at all).
 pub fn response_id(response: &[u8]) -> Result<String, String> {
-    let fast = response
-        .trim_ascii_start()
-        .strip_prefix(b"{\"id\":\"")
-        .and_then(|rest| {
-            let end = memchr::memchr2(b'"', b'\\', rest)?;
-            (rest[end] == b'"').then(|| std::str::from_utf8(&rest[..end]).ok())?
-        });
-    if let Some(id) = fast {
+    if let Some(id) = leading_id(response) {
         return Ok(id.to_owned());
     }
-    #[derive(Deserialize)]
-    struct Id<'a> {
-        #[serde(borrow)]
-        id: Cow<'a, str>,
+    let mut id = None;
+    let mut de = serde_json::Deserializer::from_slice(response);
+    // Stopping at `id` leaves the object unended, which the reader reports: the id read
+    // is what counts.
+    let read = serde::Deserializer::deserialize_map(&mut de, IdVisitor(&mut id));
+    match (id, read) {
+        (Some(id), _) => Ok(id),
+        (None, Err(e)) => Err(format!("invalid response object: {e}")),
+        (None, Ok(())) => Err("invalid response object: missing field `id`".into()),
     }
-    serde_json::from_slice::<Id<'_>>(response)
-        .map(|r| r.id.into_owned())
-        .map_err(|e| format!("invalid response object: {e}"))
 }
+
+/// The id of an object that starts with it: `{`, `"id"`, `:` and a string without escapes,
+/// blanks between them.
+fn leading_id(response: &[u8]) -> Option<&str> {
+    let rest = response.trim_ascii_start().strip_prefix(b"{")?;
+    let rest = rest.trim_ascii_start().strip_prefix(b"\"id\"")?;
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?;
+    let rest = rest.trim_ascii_start().strip_prefix(b"\"")?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    (rest[end] == b'"').then(|| std::str::from_utf8(&rest[..end]).ok())?
+}
+
+/// A key of a `response` object, as far as [`response_id`] cares.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Key {
+    Id,
+    #[serde(other)]
+    Other,
+}
+
+/// Reads an object's keys up to `id`, and its value into the `Option`.
+struct IdVisitor<'s>(&'s mut Option<String>);
+
+impl<'de> serde::de::Visitor<'de> for IdVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a response object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Id => {
+                    let id: Cow<'de, str> = map.next_value::<Str<'de>>()?.0;
+                    *self.0 = Some(id.into_owned());
+                    return Ok(());
+                }
+                Key::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A string, borrowed where it has no escapes.
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Reads a native `response` object for what is kept of it. Output items other than
 /// messages and function calls (reasoning, built-in tools' calls) have no chat form and
@@ -635,7 +682,17 @@ mod tests {
             response_id(br#"{"object":"response", "id": "resp_2"}"#).unwrap(),
             "resp_2"
         );
+        // OpenAI's own, indented.
+        assert_eq!(
+            response_id(b"{\n  \"id\": \"resp_3\",\n  \"object\": \"response\"\n}").unwrap(),
+            "resp_3"
+        );
+        // Keys in another order (nested `id`s skipped), an escape in the id.
+        let body = br#"{"output":[{"id":"msg_1"}],"id":"resp_\u0034","usage":{}}"#;
+        assert_eq!(response_id(body).unwrap(), "resp_4");
         assert!(response_id(br#"{"object":"response"}"#).is_err());
+        assert!(response_id(br#"{"object":"response""#).is_err());
+        assert!(response_id(b"[1]").is_err());
     }
 
     #[test]
