@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 /// Why a Responses request cannot be served: a message and the top-level field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,11 +388,56 @@ struct Previous<'a> {
 
 /// The body's `previous_response_id`, if it has one (read before [`to_chat`], which needs
 /// the conversation it names).
-pub fn previous_response_id(body: &[u8]) -> Option<String> {
+fn previous_response_id(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<Previous<'_>>(body)
         .ok()?
         .previous_response_id
         .map(Cow::into_owned)
+}
+
+/// A Responses API request body, read once: what its `previous_response_id` names is
+/// fetched, then it is translated ([`Read::to_chat`]) without being read again.
+pub struct Read<'a> {
+    body: &'a [u8],
+    /// `None` when it has fields this translation does not know (the rare path: read
+    /// again without them, see [`to_chat`]).
+    request: Option<InRequest<'a>>,
+}
+
+/// Reads a Responses API request body (a 400 if it is not one).
+pub fn read(body: &[u8]) -> Result<Read<'_>, BadRequest> {
+    match serde_json::from_slice::<InRequest<'_>>(body) {
+        Ok(r) => Ok(Read {
+            body,
+            request: Some(r),
+        }),
+        Err(e) if unknown_field(&e).is_some() => Ok(Read {
+            body,
+            request: None,
+        }),
+        Err(e) => Err(invalid_request(&e)),
+    }
+}
+
+impl Read<'_> {
+    /// Its `previous_response_id`, if it has one.
+    pub fn previous_response_id(&self) -> Option<String> {
+        match &self.request {
+            Some(r) => r.previous_response_id.as_deref().map(str::to_owned),
+            None => previous_response_id(self.body),
+        }
+    }
+
+    /// See [`to_chat`].
+    pub fn to_chat(self, history: Option<&[u8]>) -> Result<Translated, BadRequest> {
+        match self.request {
+            Some(r) => translate(r, history, Vec::new()),
+            None => {
+                let (known, unknown) = without_unknown_fields(self.body)?;
+                translate(read_request(&known)?, history, unknown)
+            }
+        }
+    }
 }
 
 /// The OpenAI chat request for a Responses API request body; `history` is the stored
@@ -402,14 +448,7 @@ pub fn previous_response_id(body: &[u8]) -> Option<String> {
 /// native upstream gets it as sent, a translated try is a 400 naming it. So is a request
 /// without `input` (a `prompt` can stand for it).
 pub fn to_chat(body: &[u8], history: Option<&[u8]>) -> Result<Translated, BadRequest> {
-    match serde_json::from_slice::<InRequest<'_>>(body) {
-        Ok(r) => translate(r, history, Vec::new()),
-        Err(e) if unknown_field(&e).is_some() => {
-            let (known, unknown) = without_unknown_fields(body)?;
-            translate(read_request(&known)?, history, unknown)
-        }
-        Err(e) => Err(invalid_request(&e)),
-    }
+    read(body)?.to_chat(history)
 }
 
 fn read_request(body: &[u8]) -> Result<InRequest<'_>, BadRequest> {
@@ -627,13 +666,30 @@ fn beyond_chat(r: &InRequest<'_>, unknown: &[String]) -> Option<BadRequest> {
 }
 
 /// The echo of `r`'s settings.
+/// What an answer echoes of a field the request left out (or sent as `null`), read once.
+type Echoed = LazyLock<Box<RawValue>>;
+
+fn json(text: &str) -> Box<RawValue> {
+    serde_json::from_str::<&RawValue>(text).map_or_else(
+        |_| RawValue::from_string("null".to_owned()).unwrap_or_default(),
+        RawValue::to_owned,
+    )
+}
+
+static NO_TOOLS: Echoed = LazyLock::new(|| json("[]"));
+static AUTO: Echoed = LazyLock::new(|| json("\"auto\""));
+static NO_METADATA: Echoed = LazyLock::new(|| json("{}"));
+static TEXT: Echoed = LazyLock::new(|| json(r#"{"format":{"type":"text"}}"#));
+
+/// `v`, or `default`: copied, not read again (both are JSON already).
+fn echoed(v: Option<&RawValue>, default: &Echoed) -> Box<RawValue> {
+    match v.filter(|v| v.get() != "null") {
+        Some(v) => v.to_owned(),
+        None => (**default).clone(),
+    }
+}
+
 fn echo(r: &InRequest<'_>) -> Echo {
-    let raw = |v: Option<&RawValue>, default: &str| -> Box<RawValue> {
-        let text = v.map_or(default, |v| v.get());
-        let text = if text == "null" { default } else { text };
-        RawValue::from_string(text.to_owned())
-            .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).unwrap_or_default())
-    };
     let reasoning = r.reasoning.as_ref();
     Echo {
         id: new_id(),
@@ -641,14 +697,14 @@ fn echo(r: &InRequest<'_>) -> Echo {
         store: r.store.unwrap_or(true),
         model: r.model.to_string(),
         instructions: r.instructions.as_ref().map(|i| i.to_string()),
-        tools: raw(r.tools, "[]"),
-        tool_choice: raw(r.tool_choice, "\"auto\""),
+        tools: echoed(r.tools, &NO_TOOLS),
+        tool_choice: echoed(r.tool_choice, &AUTO),
         parallel_tool_calls: r.parallel_tool_calls.unwrap_or(true),
         temperature: r.temperature,
         top_p: r.top_p,
         max_output_tokens: r.max_output_tokens,
-        metadata: raw(r.metadata, "{}"),
-        text: raw(r.text, r#"{"format":{"type":"text"}}"#),
+        metadata: echoed(r.metadata, &NO_METADATA),
+        text: echoed(r.text, &TEXT),
         effort: reasoning
             .and_then(|x| x.effort.as_ref())
             .map(|e| e.to_string()),

@@ -468,10 +468,17 @@ fn a_stored_conversation_goes_before_the_input_and_is_kept_with_the_answer() {
                {"role": "user", "content": "Again"}, {"role": "assistant", "content": "Bye"}])
     );
     assert_eq!(transcript(b"[]", b"{}"), b"[{}]");
-    assert_eq!(
-        super::inbound::previous_response_id(body.to_string().as_bytes()).as_deref(),
-        Some("resp_1")
-    );
+    let raw = body.to_string();
+    let read = super::inbound::read(raw.as_bytes()).unwrap();
+    assert_eq!(read.previous_response_id().as_deref(), Some("resp_1"));
+    // With a field the translation does not know, read again without it.
+    let newer = json!({"model": "m", "input": "x", "previous_response_id": "resp_2",
+                       "some_new_field": 1});
+    let raw = newer.to_string();
+    let read = super::inbound::read(raw.as_bytes()).unwrap();
+    assert_eq!(read.previous_response_id().as_deref(), Some("resp_2"));
+    let t = read.to_chat(Some(b"[]")).unwrap();
+    assert!(t.native_only.is_some());
     let unstored = json!({"model": "m", "input": "x", "store": false});
     assert!(to_chat(unstored.to_string().as_bytes(), None)
         .unwrap()

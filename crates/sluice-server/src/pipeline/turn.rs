@@ -49,12 +49,15 @@ impl Turn {
         key_id: Option<&str>,
     ) -> Result<(Bytes, Self), Error> {
         let owner = conversations::owner(key_id);
-        let previous = match inbound::previous_response_id(raw) {
+        let read = inbound::read(raw).map_err(|e| invalid(e.message, e.param))?;
+        let previous = match read.previous_response_id() {
             Some(id) => Some(conversations::previous(store, &id, &owner).await?),
             None => None,
         };
         let history = previous.as_ref().map(|p| &p.conversation[..]);
-        let t = inbound::to_chat(raw, history).map_err(|e| invalid(e.message, e.param))?;
+        let t = read
+            .to_chat(history)
+            .map_err(|e| invalid(e.message, e.param))?;
         let keeping = match t.input {
             Some(messages) => {
                 let earlier = previous.as_ref().map(|p| Earlier {

@@ -163,7 +163,12 @@ fn messages_requests_into_chat() {
 fn responses_requests_into_chat() {
     let history = br#"[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]"#;
     fuzz::run("responses", ITERS, move |b, _| {
-        let _ = responses::previous_response_id(b);
+        if let Ok(read) = responses::read(b) {
+            let _ = read.previous_response_id();
+            if let Ok(t) = read.to_chat(None) {
+                shape::json(&t.body, "a translated Responses request");
+            }
+        }
         for h in [None, Some(&history[..])] {
             if let Ok(t) = responses::to_chat(b, h) {
                 shape::json(&t.body, "a translated Responses request");
