@@ -100,4 +100,5 @@ print("| --- | ---: | ---: |")
 for name, _, _ in scenarios:
     print(f"| {name} | {results[name]:,.0f} | {results[name] / results['chat']:.2f} × |")
 PY
+rm -rf "$OUT/data"
 echo "results in $OUT"
