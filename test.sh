@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need (cargo-nextest, a Python venv with
-# the official OpenAI SDK and Playwright, Redis, PostgreSQL, promtool, Chromium, nginx,
-# the all-MiniLM-L6-v2 embedding model), then every test of the workspace.
+# the official OpenAI SDK, Playwright and an OpenTelemetry collector, Redis, PostgreSQL,
+# promtool, Chromium, nginx, the all-MiniLM-L6-v2 embedding model), then every test of the
+# workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,6 +19,16 @@ if ! "$PYENV/bin/python" -c 'import openai, anthropic, kubernetes_validate, play
 fi
 export SLUICE_PYTHON="$PYENV/bin/python"
 export SLUICE_REQUIRE_PYTHON_SDK=1
+
+# A real OpenTelemetry collector receives sluice's traces (crates/sluice-server/tests/otel_collector.rs):
+# Rotel, whose PyPI wheel ships its `rotel-agent` binary (it links Debian's libpython3.11).
+if ! "$PYENV/bin/python" -c 'import rotel' >/dev/null 2>&1; then
+  "$PYENV/bin/python" -m pip install -q --disable-pip-version-check 'rotel==0.0.1a15'
+fi
+if ! ldconfig -p | grep 'libpython3\.11\.so\.1\.0' >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libpython3.11 >/dev/null
+fi
+export SLUICE_REQUIRE_OTEL_COLLECTOR=1
 
 # promtool (Debian's `prometheus` package) checks and unit-tests deploy/prometheus/alerts.yml
 # (crates/sluice/tests/observability.rs).
