@@ -96,9 +96,9 @@ fn every_schema_feature_validates_on_random_models() {
     }
 }
 
-/// Strings with patterns and formats, and integers with bounds: every answer's strings match
-/// (checked with the `regex` crate and by parsing the formats) and its integers are within, on
-/// both engines and both tokenizer kinds.
+/// Strings with patterns and formats, integers and numbers with bounds and steps, a `oneOf` of
+/// patterned strings: every answer's strings match (checked with the `regex` crate and by
+/// parsing the formats) and its numbers are within, on both engines and both tokenizer kinds.
 #[test]
 fn patterns_formats_and_bounds_validate_on_random_models() {
     let dir = TempDir::new();
@@ -128,6 +128,20 @@ fn patterns_formats_and_bounds_validate_on_random_models() {
                 "delta": {"type": "integer", "minimum": -3, "maximum": 3}
             },
             "required": ["id", "ip", "mail", "host", "delta"],
+            "additionalProperties": false
+        }),
+        json!({
+            "type": "object",
+            "properties": {
+                "ratio": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                "temp": {"type": "number", "minimum": -40.5, "maximum": -0.25, "multipleOf": 0.25},
+                "count": {"type": "integer", "multipleOf": 3, "minimum": -9, "maximum": 30},
+                "key": {"oneOf": [
+                    {"type": "string", "pattern": "^[0-9]{4}$"},
+                    {"type": "string", "pattern": "^[a-z]{2,6}$"}
+                ]}
+            },
+            "required": ["ratio", "temp", "count", "key"],
             "additionalProperties": false
         }),
     ];
