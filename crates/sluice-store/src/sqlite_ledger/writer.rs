@@ -18,6 +18,11 @@ use tokio::sync::oneshot;
 /// How often the writer applies retention.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// How long the writer waits, once nothing more comes, before handing back the pages its
+/// connection cached while writing (SQLite's page cache: up to 2 MiB by default, which a
+/// writer that went quiet no longer needs; it fills again as writes resume).
+const QUIET_RELEASE: Duration = Duration::from_secs(5);
+
 /// Starts the writer thread on `conn`, fed by `rx`.
 pub(super) fn spawn(
     conn: Connection,
@@ -60,6 +65,32 @@ struct Gathered {
     stop: bool,
 }
 
+/// When the writer hands its page cache back: [`QUIET_RELEASE`] after its last message,
+/// once (until it is busy again).
+#[derive(Debug, Default)]
+struct Quiet(Option<Instant>);
+
+impl Quiet {
+    /// The writer handled a message at `now`.
+    fn busy(&mut self, now: Instant) {
+        self.0 = Some(now + QUIET_RELEASE);
+    }
+
+    /// The earlier of the release, when one is due, and `other`.
+    fn until(&self, other: Instant) -> Instant {
+        self.0.map_or(other, |r| r.min(other))
+    }
+
+    /// Whether to release now (once for each busy spell).
+    fn due(&mut self, now: Instant) -> bool {
+        let due = self.0.is_some_and(|r| now >= r);
+        if due {
+            self.0 = None;
+        }
+        due
+    }
+}
+
 /// What [`Writer::next_before`] found.
 enum Next {
     Msg(Msg),
@@ -74,16 +105,25 @@ impl<'c> Writer<'c> {
     fn run(&mut self, rx: &mpsc::Receiver<Msg>) {
         self.maintain();
         let mut next_purge = Instant::now() + PURGE_INTERVAL;
+        let mut quiet = Quiet::default();
         loop {
-            let wait = next_purge.saturating_duration_since(Instant::now());
+            let wait = quiet
+                .until(next_purge)
+                .saturating_duration_since(Instant::now());
             let stop = match rx.recv_timeout(wait) {
-                Ok(first) => self.batch(first, rx),
+                Ok(first) => {
+                    quiet.busy(Instant::now());
+                    self.batch(first, rx)
+                }
                 Err(RecvTimeoutError::Timeout) => false,
                 Err(RecvTimeoutError::Disconnected) => true,
             };
             if Instant::now() >= next_purge {
                 self.maintain();
                 next_purge = Instant::now() + PURGE_INTERVAL;
+            }
+            if quiet.due(Instant::now()) {
+                self.release_cache();
             }
             if stop {
                 break;
@@ -93,6 +133,13 @@ impl<'c> Writer<'c> {
         self.draining = true;
         while let Ok(first) = rx.try_recv() {
             self.batch(first, rx);
+        }
+    }
+
+    /// Hands the connection's cached pages back (`PRAGMA shrink_memory`).
+    fn release_cache(&self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!(error = %e, "sqlite ledger: shrink_memory failed");
         }
     }
 
@@ -241,4 +288,36 @@ impl<'c> Writer<'c> {
 /// Sends a query's outcome to its asker.
 fn send<T>(reply: Reply<T>, outcome: rusqlite::Result<T>) {
     let _ = reply.send(outcome.map_err(StoreError::from));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_cache_goes_back_once_after_a_quiet_spell() {
+        let t = Instant::now();
+        let later = t + PURGE_INTERVAL;
+        let mut quiet = Quiet::default();
+        assert_eq!(
+            quiet.until(later),
+            later,
+            "nothing written: nothing to release"
+        );
+        assert!(!quiet.due(later));
+        quiet.busy(t);
+        assert_eq!(quiet.until(later), t + QUIET_RELEASE);
+        assert!(!quiet.due(t + QUIET_RELEASE / 2), "not quiet long enough");
+        quiet.busy(t + QUIET_RELEASE / 2);
+        assert!(
+            !quiet.due(t + QUIET_RELEASE),
+            "busy again: counted from then"
+        );
+        assert!(quiet.due(t + QUIET_RELEASE * 2));
+        assert!(
+            !quiet.due(t + QUIET_RELEASE * 3),
+            "once for each busy spell"
+        );
+        assert_eq!(quiet.until(later), later);
+    }
 }
