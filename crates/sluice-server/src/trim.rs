@@ -10,7 +10,8 @@
 //! flight at that look return their connections to the pools as they finish, so the worker
 //! does it again at each of the next [`SETTLE_TICKS`] looks while the load stays down (a load
 //! that rises again ends that). A steady load, however high, never triggers it; the look costs
-//! a few atomic loads.
+//! a few atomic loads. A worker left with no connection and no request for a whole look
+//! after serving some (many short connections, none a burst) trims once too ([`Idle`]).
 
 use crate::live::Live;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -33,17 +34,19 @@ pub const SETTLE_TICKS: u32 = 10;
 /// (the `sluice` binary passes mimalloc's collection).
 pub type Release = fn();
 
-/// A worker's load: its open client connections, and the highest load seen since the last
-/// fall.
+/// A worker's load: its open client connections, the highest load seen since the last fall,
+/// and the connections it ever opened.
 #[derive(Debug, Default)]
 pub struct Load {
     open: AtomicUsize,
     high: AtomicUsize,
+    opened: AtomicUsize,
 }
 
 impl Load {
     /// A connection opened.
     pub fn opened(&self) {
+        self.opened.fetch_add(1, Relaxed);
         let now = self.open.fetch_add(1, Relaxed) + 1;
         self.high.fetch_max(now, Relaxed);
     }
@@ -101,11 +104,37 @@ impl Settle {
     }
 }
 
+/// A worker that served connections and has none left, nor requests: trimmed once, at the
+/// first look after a whole [`TICK`] in which no connection opened (a steady stream of short
+/// connections, one at a time, never triggers it). What many short-lived connections leave in
+/// the allocator, where no burst's fall ([`MIN_FALL`]) ever came, goes back then.
+#[derive(Debug, Default)]
+struct Idle {
+    /// Connections opened as of the last look.
+    seen: usize,
+    /// Connections opened as of the last trim.
+    trimmed: usize,
+}
+
+impl Idle {
+    fn look(&mut self, load: &Load, in_flight: usize) -> bool {
+        let opened = load.opened.load(Relaxed);
+        let quiet = load.now(in_flight) == 0 && opened == self.seen;
+        self.seen = opened;
+        let due = quiet && opened != self.trimmed;
+        if due {
+            self.trimmed = opened;
+        }
+        due
+    }
+}
+
 /// Worker `worker`'s watch over its load (runs on its runtime until the shutdown begins).
 pub async fn watch(load: Arc<Load>, live: Arc<Live>, worker: usize, release: Option<Release>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut settle = Settle::default();
+    let mut idle = Idle::default();
     loop {
         tick.tick().await;
         let state = live.get();
@@ -114,7 +143,8 @@ pub async fn watch(load: Arc<Load>, live: Arc<Live>, worker: usize, release: Opt
             return;
         }
         let in_flight = usize::try_from(state.metrics.in_flight.load(Relaxed)).unwrap_or(0);
-        if settle.look(&load, in_flight) {
+        // Both look at every tick (`|` rather than `||`): each keeps its own count.
+        if settle.look(&load, in_flight) | idle.look(&load, in_flight) {
             for provider in &state.providers {
                 provider.shrink_idle(worker, KEEP_IDLE);
             }
@@ -184,6 +214,31 @@ mod tests {
             !settle.look(&load, 0),
             "and the looks after the end are over"
         );
+    }
+
+    #[test]
+    fn a_worker_left_empty_for_a_whole_tick_trims_once() {
+        let load = Load::default();
+        let mut idle = Idle::default();
+        assert!(!idle.look(&load, 0), "never served anything");
+        load.opened();
+        load.closed();
+        assert!(!idle.look(&load, 0), "a connection opened during the tick");
+        load.opened();
+        assert!(!idle.look(&load, 0), "one still open");
+        load.closed();
+        assert!(!idle.look(&load, 1), "a request in flight");
+        assert!(idle.look(&load, 0), "a whole tick empty: trimmed");
+        assert!(!idle.look(&load, 0), "once");
+        for _ in 0..3 {
+            load.opened();
+            load.closed();
+            assert!(
+                !idle.look(&load, 0),
+                "short connections one at a time, steadily"
+            );
+        }
+        assert!(idle.look(&load, 0), "then quiet: trimmed again");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! left idle after a burst keeps them. [`release`] is the server's hand-back after a burst
 //! (`sluice_server::trim`), `mi_collect(true)` on the worker's thread.
 
-// Unsafe: FFI calls (`prctl`, `getenv`, `mi_option_set`, `mi_collect`), and a constructor
+// Unsafe: FFI calls (`prctl`, `getenv`, `mi_option_set`, `mi_collect`, `malloc_trim`), and a constructor
 // placed in `.init_array`.
 #![allow(unsafe_code)]
 
@@ -64,10 +64,23 @@ pub fn init() {
     };
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+extern "C" {
+    fn malloc_trim(pad: usize) -> c_int;
+}
+
 /// Hands the memory mimalloc holds free back to the OS: this thread's heap and every delayed
-/// purge. A walk of the heap: called once a burst is over, never per request.
+/// purge; then the C allocator's (glibc's, which SQLite and other C code allocate from: every
+/// arena). A walk of the heaps: called once a burst is over or a worker went idle, never per
+/// request.
 pub fn release() {
     // SAFETY: `mi_collect` takes no pointers and touches only mimalloc's own bookkeeping; it
     // is safe to call from any thread at any time.
     unsafe { libmimalloc_sys::mi_collect(true) }
+    // SAFETY: `malloc_trim` takes an integer and only walks glibc's own arenas under their
+    // locks; it is safe from any thread.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        malloc_trim(0);
+    }
 }
