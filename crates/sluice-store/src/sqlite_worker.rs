@@ -104,12 +104,18 @@ impl SqliteWorker {
     }
 }
 
+/// Runs `sql`, compiled once per connection (a group's `BEGIN` and `COMMIT` come with
+/// every write).
+fn cached(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute([])
+}
+
 /// The thread's loop: each job, with those waiting behind it, in one transaction; their
 /// answers once it is committed. Ends at `None` or when every sender is gone.
 fn run_jobs(conn: &mut Connection, rx: &mpsc::Receiver<Job>) {
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
     while let Ok(Some(first)) = rx.recv() {
-        let began = conn.execute_batch("BEGIN").is_ok();
+        let began = cached(conn, "BEGIN").is_ok();
         replies.push(first(conn));
         let mut stop = false;
         while replies.len() < MAX_GROUP {
@@ -123,7 +129,7 @@ fn run_jobs(conn: &mut Connection, rx: &mpsc::Receiver<Job>) {
             }
         }
         let committed = match began {
-            true => conn.execute_batch("COMMIT").err(),
+            true => cached(conn, "COMMIT").err(),
             false => None,
         };
         if committed.is_some() {
