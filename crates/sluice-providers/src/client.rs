@@ -34,18 +34,50 @@ enum Inner {
     Driven(H1Body),
 }
 
+/// Why an upstream's body broke off, on either kind of connection. Shown as the connection
+/// showed it (`error reading a body from connection`), the cause as its source.
+#[derive(Debug)]
+pub enum BodyError {
+    /// On a connection of hyper-util's pooled client.
+    Pooled(hyper::Error),
+    /// On a connection of [`crate::h1`]'s.
+    Driven(h1::Failure),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pooled(e) => e.fmt(f),
+            Self::Driven(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Pooled(e) => e.source(),
+            Self::Driven(e) => e.source(),
+        }
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Pooled(b) => Pin::new(b).poll_frame(cx),
-            Inner::Driven(b) => Pin::new(b).poll_frame(cx),
+            Inner::Pooled(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::Pooled))),
+            Inner::Driven(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::Driven))),
         };
         // Ended (its connection back in the pool) or failed: the slot is free for the next.
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) || this.is_end_stream() {
@@ -113,15 +145,17 @@ impl Upstream {
     ) -> Result<http::Response<ResponseBody>, sluice_core::Error> {
         let slot = self.slots.take(worker).await;
         let response = match &self.pools {
-            // Boxed: the exchange's state (connect, handshake, the connection's driver) is
-            // allocated once a slot is taken, not carried by every request that waits for
-            // one (thousands, under a burst past `max_connections`).
+            // Boxed: the exchange's state (connect, the request going out) is allocated once
+            // a slot is taken, not carried by every request that waits for one (thousands,
+            // under a burst past `max_connections`).
             Pools::Driven(c) => Box::pin(c.send(worker, request))
                 .await
                 .map(|r| r.map(Inner::Driven))
                 .map_err(|e| match e {
                     h1::Failure::Connect(e) => crate::error::from_connect(provider, &*e),
-                    h1::Failure::Http(e) => crate::error::from_exchange(provider, &e),
+                    e @ (h1::Failure::Exchange(_) | h1::Failure::Body(_)) => {
+                        crate::error::from_exchange(provider, &e)
+                    }
                 }),
             Pools::Pooled(clients) => clients[worker % clients.len()]
                 .request(request)

@@ -114,7 +114,7 @@ pub fn from_connect(provider: &str, err: &(dyn std::error::Error + 'static)) -> 
 }
 
 /// An exchange that failed before a response head (the driven HTTP/1.1 client's).
-pub fn from_exchange(provider: &str, err: &hyper::Error) -> Error {
+pub fn from_exchange(provider: &str, err: &(dyn std::error::Error + 'static)) -> Error {
     ErrorKind::UpstreamConnect {
         provider: provider.to_string(),
         message: format!("connection failed before a response: {}", chain(err)),

@@ -1,22 +1,38 @@
-//! The upstream client for plain-HTTP (`http://`) providers spoken to in HTTP/1.1: each
-//! worker thread keeps its own idle connections, and a request drives its connection in
-//! its own task: the connection future is polled with the request until the response head,
-//! then by the response body as it is read ([`H1Body`]), and the connection goes back to
-//! the worker's pool once the body ended. No connection task, no hand-off between tasks,
-//! no task spawned per request to put the connection back (as hyper-util's pooled client
-//! has). A request that fails on a reused connection before any of it was sent (the
-//! upstream had closed it) is sent once more on a new connection.
+//! The upstream client for plain-HTTP (`http://`) providers spoken to in HTTP/1.1, with
+//! sluice's own exchange (as the server side's, sluice-server's `front`): each worker thread keeps its own
+//! idle connections, and a request uses its connection in its own task: it writes itself
+//! ([`write`]), reads the response head ([`head`]), then the response body reads the rest
+//! as it is read ([`H1Body`], framed by [`framing`]), and the connection goes back to the
+//! worker's pool as soon as the body's framing says it ended. No connection task, no
+//! hand-off between tasks.
+//!
+//! Why not hyper's client connection (which this used before): it keeps an 8 KiB write
+//! buffer and an 8 KiB read buffer for the connection's whole life, and reads until the
+//! socket says "nothing more". Here a connection is its socket ([`conn`]): idle in the pool
+//! or waiting for its upstream, it holds no buffer; a request's head is a buffer of its
+//! size, written with its body (a body in memory: one write); reads go into the worker
+//! thread's scratch buffer and come out as `Bytes` of what was read; and no read is made
+//! once the framing says the answer is complete.
+//!
+//! An idle connection taken from the pool is checked first: one the upstream closed, or
+//! sent something on unasked, is dropped. A request that fails on a reused connection
+//! before any of it was written (the upstream had closed it) is sent once more on a new
+//! connection.
 //!
 //! TLS and HTTP/2 upstreams keep hyper-util's pooled client ([`crate::client`]).
 
 mod body;
 mod conn;
+mod error;
+mod framing;
+mod head;
 mod pool;
 #[cfg(test)]
 mod tests;
+mod write;
 
 pub use body::H1Body;
-pub use conn::Failure;
+pub use error::{Cause, Failure};
 
 use crate::upstream_body::UpstreamBody;
 use conn::Conn;
@@ -94,39 +110,29 @@ impl H1Client {
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<H1Body>, Failure> {
         let pool = &self.pools[worker % self.pools.len()];
-        origin_form(request.uri_mut());
         request
             .headers_mut()
             .entry(HOST)
             .or_insert_with(|| self.host.clone());
-        let pooled = std::future::poll_fn(|cx| std::task::Poll::Ready(pool.checkout(cx))).await;
-        let mut conn = match pooled {
+        // The request line names the URI's path and query (origin form).
+        let mut out = write::Outgoing::new(request);
+        let mut conn = match pool.checkout() {
             Some(conn) => conn,
             None => Conn::open(&self.connector, &self.origin).await?,
         };
-        let response = match conn.exchange(request).await {
-            Ok(response) => response,
-            Err(mut e) => match e.take_message() {
-                // The upstream closed the idle connection before the request went out.
-                Some(request) if conn.reused => {
-                    conn = Conn::open(&self.connector, &self.origin).await?;
-                    conn.exchange(request)
-                        .await
-                        .map_err(|e| Failure::Http(e.into_error()))?
-                }
-                _ => return Err(Failure::Http(e.into_error())),
-            },
+        let answer = match conn.exchange(&mut out).await {
+            Ok(answer) => answer,
+            // The upstream closed the idle connection before the request went out.
+            Err(failed) if failed.unsent && conn.reused => {
+                conn = Conn::open(&self.connector, &self.origin).await?;
+                conn.exchange(&mut out)
+                    .await
+                    .map_err(|failed| Failure::Exchange(failed.cause))?
+            }
+            Err(failed) => return Err(Failure::Exchange(failed.cause)),
         };
-        Ok(response.map(|body| H1Body::new(body, conn, Arc::clone(pool))))
-    }
-}
-
-/// `/path?query` of an absolute URI: what an HTTP/1.1 request line names.
-fn origin_form(uri: &mut Uri) {
-    let path = uri.path_and_query().cloned();
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
-    if let Ok(origin) = Uri::from_parts(parts) {
-        *uri = origin;
+        drop(out);
+        let (parts, body) = H1Body::from_answer(answer, conn, Arc::clone(pool));
+        Ok(Response::from_parts(parts, body))
     }
 }

@@ -36,7 +36,7 @@ pub mod upload;
 mod upstream_body;
 pub mod view;
 
-pub use client::{HttpClient, ResponseBody, UpstreamBody};
+pub use client::{BodyError, HttpClient, ResponseBody, UpstreamBody};
 pub use provider::{set_worker, worker, Prepared, Provider};
 pub use reader::{Reader, StreamFault, StreamReader};
 pub use reframe::Reframe;

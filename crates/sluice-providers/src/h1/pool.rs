@@ -6,7 +6,6 @@
 
 use super::conn::Conn;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::Context;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -46,12 +45,12 @@ impl Pool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The most recently used idle connection still open, polled with `cx`.
-    pub(super) fn checkout(&self, cx: &mut Context<'_>) -> Option<Conn> {
+    /// The most recently used idle connection still open (see [`Conn::is_alive`]).
+    pub(super) fn checkout(&self) -> Option<Conn> {
         let mut inner = self.lock();
         let now = Instant::now();
         while let Some(Idle { mut conn, since }) = inner.idle.pop() {
-            if now.saturating_duration_since(since) < self.idle_timeout && conn.is_alive(cx) {
+            if now.saturating_duration_since(since) < self.idle_timeout && conn.is_alive() {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -83,7 +82,7 @@ impl Pool {
     }
 
     /// Closes the idle connections beyond the `keep` most recently used (after a burst: the
-    /// connections it opened, and their buffers, are not kept for the idle timeout).
+    /// connections it opened are not kept for the idle timeout).
     pub(super) fn shrink(&self, keep: usize) {
         let surplus = {
             let mut inner = self.lock();

@@ -70,19 +70,24 @@ impl Upstream {
 
     /// Waits (at most 5 s) until `what` reaches `n`.
     async fn wait_for(&self, what: fn(&Seen) -> &AtomicUsize, n: usize) -> bool {
-        let wait = async {
-            loop {
-                let changed = self.seen.changed.notified();
-                if what(&self.seen).load(SeqCst) >= n {
-                    return;
-                }
-                changed.await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), wait)
-            .await
-            .is_ok()
+        wait_for(&self.seen, what, n).await
     }
+}
+
+/// Waits (at most 5 s) until `what` of `seen` reaches `n`.
+async fn wait_for(seen: &Seen, what: fn(&Seen) -> &AtomicUsize, n: usize) -> bool {
+    let wait = async {
+        loop {
+            let changed = seen.changed.notified();
+            if what(seen).load(SeqCst) >= n {
+                return;
+            }
+            changed.await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .is_ok()
 }
 
 fn bump(seen: &Seen, what: &AtomicUsize) {
@@ -311,4 +316,262 @@ fn only_plain_http_one_point_one_upstreams_are_driven() {
     h2c.http2_prior_knowledge = true;
     assert!(H1Client::new(&h2c, 1).is_none());
     assert!(H1Client::new(&config("http://127.0.0.1:1/v1", 1, 1), 1).is_some());
+}
+
+/// An upstream that answers the `n`th request on each connection with `answers[n]` (the
+/// last one again past them), then, with `close`, closes the connection; `seen` as above.
+async fn scripted(answers: Vec<Vec<u8>>, close: bool) -> (String, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = Arc::new(Seen::default());
+    let s = Arc::clone(&seen);
+    let answers = Arc::new(answers);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            bump(&s, &s.accepted);
+            let (s, answers) = (Arc::clone(&s), Arc::clone(&answers));
+            tokio::spawn(async move {
+                for n in 0.. {
+                    if !read_request(&mut stream).await {
+                        bump(&s, &s.closed_by_client);
+                        return;
+                    }
+                    bump(&s, &s.requests);
+                    let answer = &answers[n.min(answers.len() - 1)];
+                    if stream.write_all(answer).await.is_err() || close {
+                        drop(stream);
+                        bump(&s, &s.closed_by_upstream);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (base_url, seen)
+}
+
+fn scripted_client(base_url: &str) -> H1Client {
+    H1Client::new(&config(base_url, 90_000, 256), 1).unwrap()
+}
+
+async fn get(
+    client: &H1Client,
+    base_url: &str,
+    method: http::Method,
+) -> Result<Response<H1Body>, Failure> {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("{base_url}/models"))
+        .body(UpstreamBody::new(Bytes::new()))
+        .unwrap();
+    client.send(0, request).await
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped() {
+    let answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n\
+                   HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let (base_url, seen) = scripted(vec![answer.to_vec()], false).await;
+    let c = scripted_client(&base_url);
+    for _ in 0..2 {
+        let response = send(&c, &base_url).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(text(response).await, "ok");
+    }
+    assert_eq!(seen.accepted.load(SeqCst), 1, "the connection was reused");
+}
+
+#[tokio::test]
+async fn answers_without_a_body_leave_the_connection_reusable() {
+    let (base_url, seen) = scripted(
+        vec![
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n".to_vec(),
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        ],
+        false,
+    )
+    .await;
+    let c = scripted_client(&base_url);
+    let response = get(&c, &base_url, http::Method::GET).await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(http_body::Body::is_end_stream(response.body()));
+    assert_eq!(text(response).await, "");
+    let response = get(&c, &base_url, http::Method::GET).await.unwrap();
+    assert_eq!(response.status(), 304);
+    assert_eq!(text(response).await, "");
+    // An answer to HEAD: its length is the GET's, no body follows.
+    let response = get(&c, &base_url, http::Method::HEAD).await.unwrap();
+    assert_eq!(response.headers()["content-length"], "9");
+    assert_eq!(text(response).await, "");
+    assert_eq!(
+        text(get(&c, &base_url, http::Method::GET).await.unwrap()).await,
+        "ok"
+    );
+    assert_eq!(seen.accepted.load(SeqCst), 1);
+    assert_eq!(seen.requests.load(SeqCst), 4);
+}
+
+#[tokio::test]
+async fn an_answer_saying_connection_close_is_not_reused() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"[..],
+        b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    ] {
+        let (base_url, seen) = scripted(vec![answer.to_vec()], false).await;
+        let c = scripted_client(&base_url);
+        for n in 1..=2 {
+            assert_eq!(text(send(&c, &base_url).await.unwrap()).await, "ok");
+            // Closed by the client, not kept idle.
+            assert!(wait_for(&seen, |s| &s.closed_by_client, n).await);
+            assert_eq!(c.pools[0].idle(), 0);
+        }
+        assert_eq!(seen.accepted.load(SeqCst), 2);
+    }
+}
+
+#[tokio::test]
+async fn a_body_delimited_by_the_close_is_read_to_it() {
+    let (base_url, seen) = scripted(
+        vec![b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end".to_vec()],
+        true,
+    )
+    .await;
+    let c = scripted_client(&base_url);
+    for _ in 0..2 {
+        assert_eq!(
+            text(send(&c, &base_url).await.unwrap()).await,
+            "until the end"
+        );
+        assert_eq!(c.pools[0].idle(), 0);
+    }
+    assert_eq!(seen.accepted.load(SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_close_in_the_middle_of_a_body_is_an_error() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n",
+    ] {
+        let (base_url, _) = scripted(vec![answer.to_vec()], true).await;
+        let c = scripted_client(&base_url);
+        let mut body = send(&c, &base_url).await.unwrap().into_body();
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "ok"
+        );
+        let error = body.frame().await.unwrap().unwrap_err();
+        // As hyper showed it (the conformance goldens carry it); the cause beneath.
+        assert_eq!(error.to_string(), "error reading a body from connection");
+        assert!(matches!(error, Failure::Body(super::Cause::Closed)));
+        assert_eq!(c.pools[0].idle(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_close_before_the_head_and_a_head_too_large_fail_the_exchange() {
+    let (base_url, _) = scripted(vec![b"HTTP/1.1 200 OK\r\ncontent-le".to_vec()], true).await;
+    let c = scripted_client(&base_url);
+    let failure = send(&c, &base_url).await.unwrap_err();
+    assert!(
+        matches!(failure, Failure::Exchange(super::Cause::Closed)),
+        "{failure:?}"
+    );
+    assert_eq!(
+        failure.to_string(),
+        "connection closed before message completed"
+    );
+
+    let mut big = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    big.resize(100 * 1024, b'a');
+    big.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+    let (base_url, _) = scripted(vec![big], false).await;
+    let c = scripted_client(&base_url);
+    let failure = send(&c, &base_url).await.unwrap_err();
+    assert!(
+        matches!(failure, Failure::Exchange(super::Cause::HeadTooLarge)),
+        "{failure:?}"
+    );
+}
+
+#[tokio::test]
+async fn bytes_after_an_answer_or_sent_unasked_while_idle_drop_the_connection() {
+    // More than the length said: the rest would be read as the next answer.
+    let (base_url, seen) = scripted(
+        vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n".to_vec()],
+        false,
+    )
+    .await;
+    let c = scripted_client(&base_url);
+    for _ in 0..2 {
+        assert_eq!(text(send(&c, &base_url).await.unwrap()).await, "ok");
+    }
+    assert_eq!(seen.accepted.load(SeqCst), 2);
+
+    // Sent while the connection was idle.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&accepted);
+    let unasked = Arc::new(Notify::new());
+    let u = Arc::clone(&unasked);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            a.fetch_add(1, SeqCst);
+            let u = Arc::clone(&u);
+            tokio::spawn(async move {
+                while read_request(&mut stream).await {
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    let _ = stream.write_all(ok).await;
+                    u.notified().await;
+                    let _ = stream.write_all(b"surprise").await;
+                }
+            });
+        }
+    });
+    let c = scripted_client(&base_url);
+    assert_eq!(text(send(&c, &base_url).await.unwrap()).await, "ok");
+    assert_eq!(c.pools[0].idle(), 1);
+    unasked.notify_one();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(text(send(&c, &base_url).await.unwrap()).await, "ok");
+    assert_eq!(accepted.load(SeqCst), 2, "the idle connection was dropped");
+}
+
+#[tokio::test]
+async fn the_request_goes_out_with_its_head_and_length() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let c = scripted_client(&base_url);
+    let request = http::Request::post(format!("{base_url}/chat/completions?x=1"))
+        .header("content-type", "application/json")
+        .header("content-length", "999")
+        .body(UpstreamBody::new(Bytes::from_static(b"{\"a\":1}")))
+        .unwrap();
+    let sending = tokio::spawn(async move { text(c.send(0, request).await.unwrap()).await });
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"{\"a\":1}") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let host = base_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1");
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        format!(
+            "POST /v1/chat/completions?x=1 HTTP/1.1\r\ncontent-type: application/json\r\n\
+             host: {host}\r\ncontent-length: 7\r\n\r\n{{\"a\":1}}"
+        )
+    );
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(sending.await.unwrap(), "ok");
 }

@@ -1,0 +1,257 @@
+//! A request on the wire: its head (method, path and query, the header fields as given, and
+//! its own framing: `Content-Length` when the body knows its size, else chunked), and its
+//! body, in as few writes as the socket allows: the head goes out with the body's first
+//! piece (a body in memory: the whole request in one write), or alone as soon as the body
+//! has nothing ready (a streamed upload reads its spool meanwhile).
+
+use super::error::Cause;
+use crate::upstream_body::UpstreamBody;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{Method, Request};
+use http_body::Body;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::ReadBuf;
+use tokio::net::TcpStream;
+
+/// The last chunk, without trailers.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// A request as it goes out. What was taken from its body and not written yet is kept, so
+/// that a request that could not be sent at all can go on another connection.
+pub(super) struct Outgoing {
+    head: Vec<u8>,
+    body: UpstreamBody,
+    /// A piece of the body taken from it, not yet written.
+    next: Option<Bytes>,
+    /// The body has no more pieces.
+    ended: bool,
+    /// `Some(n)`: `Content-Length: n`; `None`: chunked.
+    length: Option<u64>,
+    /// A `HEAD` request (no body in its answer).
+    pub(super) to_head: bool,
+}
+
+/// How a request went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sent {
+    /// All of it.
+    Whole,
+    /// Not all of its body: the upstream answered first (the connection cannot be reused).
+    Cut,
+}
+
+/// Why a request did not all go out: the cause, and whether any byte of it was written.
+#[derive(Debug)]
+pub(super) struct Unsent {
+    pub(super) cause: Cause,
+    pub(super) wrote: bool,
+}
+
+/// Methods whose requests carry no `Content-Length: 0` when their body is empty (as hyper).
+fn bodiless(method: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ]
+    .contains(method)
+}
+
+impl Outgoing {
+    /// `request` (its URI in origin form, its `Host` set) ready to go out.
+    pub(super) fn new(request: Request<UpstreamBody>) -> Self {
+        let (parts, body) = request.into_parts();
+        let length = body.size_hint().exact();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let fields: usize = parts
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        let mut head = Vec::with_capacity(parts.method.as_str().len() + path.len() + fields + 64);
+        head.extend_from_slice(parts.method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(path.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            // The framing is the body's, written below.
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+                continue;
+            }
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        match length {
+            Some(0) if bodiless(&parts.method) => {}
+            Some(n) => {
+                head.extend_from_slice(b"content-length: ");
+                head.extend_from_slice(n.to_string().as_bytes());
+                head.extend_from_slice(b"\r\n");
+            }
+            None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        head.extend_from_slice(b"\r\n");
+        Self {
+            head,
+            body,
+            next: None,
+            ended: false,
+            length,
+            to_head: parts.method == Method::HEAD,
+        }
+    }
+
+    /// The next piece of the body into `self.next` (or `self.ended`); the head goes out
+    /// alone meanwhile if the body has nothing ready. `Ok(true)`: the upstream answered
+    /// before all of the head went out.
+    async fn pull(&mut self, stream: &TcpStream, wrote: &mut u64) -> Result<bool, Unsent> {
+        while self.next.is_none() && !self.ended {
+            let body = &mut self.body;
+            let ready =
+                std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
+            let frame = match ready {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    if *wrote == 0 {
+                        let head = std::mem::take(&mut self.head);
+                        let written = write_all(stream, &mut [IoSlice::new(&head)], wrote).await;
+                        self.head = head;
+                        let cut = written.map_err(|cause| Unsent {
+                            cause,
+                            wrote: *wrote > 0,
+                        })?;
+                        if cut {
+                            return Ok(true);
+                        }
+                    }
+                    std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await
+                }
+            };
+            match frame {
+                None => self.ended = true,
+                Some(Err(e)) => {
+                    return Err(Unsent {
+                        cause: Cause::RequestBody(e),
+                        wrote: *wrote > 0,
+                    })
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.next = Some(data).filter(|d| !d.is_empty());
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Writes the request on `stream`.
+    pub(super) async fn send(&mut self, stream: &TcpStream) -> Result<Sent, Unsent> {
+        let mut wrote: u64 = 0;
+        let mut sent: u64 = 0;
+        let head_len = self.head.len() as u64;
+        let unsent = |cause, wrote: u64| Unsent {
+            cause,
+            wrote: wrote > 0,
+        };
+        loop {
+            if self.pull(stream, &mut wrote).await? {
+                return Ok(Sent::Cut);
+            }
+            let head = &self.head[usize::try_from(wrote.min(head_len)).unwrap_or(0)..];
+            let data = self.next.clone().unwrap_or_default();
+            sent += data.len() as u64;
+            let end = self.ended || self.body.is_end_stream();
+            if self.length.is_some_and(|n| sent > n || (end && sent != n)) {
+                return Err(unsent(
+                    Cause::RequestBody(io::Error::other(
+                        "the request's body does not match its length",
+                    )),
+                    wrote,
+                ));
+            }
+            let line = match (self.length, data.is_empty()) {
+                (None, false) => format!("{:x}\r\n", data.len()).into_bytes(),
+                _ => Vec::new(),
+            };
+            let (crlf, last): (&[u8], &[u8]) = match (self.length, data.is_empty(), end) {
+                (None, false, true) => (b"\r\n", LAST_CHUNK),
+                (None, false, false) => (b"\r\n", b""),
+                (None, true, true) => (b"", LAST_CHUNK),
+                _ => (b"", b""),
+            };
+            let mut bufs = [
+                IoSlice::new(head),
+                IoSlice::new(&line),
+                IoSlice::new(&data),
+                IoSlice::new(crlf),
+                IoSlice::new(last),
+            ];
+            match write_all(stream, &mut bufs, &mut wrote).await {
+                Ok(false) => {}
+                Ok(true) => return Ok(Sent::Cut),
+                Err(cause) => return Err(unsent(cause, wrote)),
+            }
+            self.next = None;
+            if end {
+                self.ended = true;
+                return Ok(Sent::Whole);
+            }
+        }
+    }
+}
+
+/// Writes all of `bufs`, with as few writes as the socket allows, counting into `wrote`;
+/// `Ok(true)` when, the socket being full once part of the request went out, the upstream
+/// answered (or closed) before the rest.
+async fn write_all(
+    stream: &TcpStream,
+    bufs: &mut [IoSlice<'_>],
+    wrote: &mut u64,
+) -> Result<bool, Cause> {
+    let mut bufs = bufs;
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match stream.try_write_vectored(bufs) {
+            Ok(0) => return Err(Cause::Write(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                *wrote += n as u64;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let began = *wrote > 0;
+                let answered = std::future::poll_fn(|cx| {
+                    if stream.poll_write_ready(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    if began && has_answered(stream, cx) {
+                        return Poll::Ready(true);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                if answered {
+                    return Ok(true);
+                }
+            }
+            Err(e) => return Err(Cause::Write(e)),
+        }
+    }
+    Ok(false)
+}
+
+/// Whether the upstream has sent something (or closed): peeked, so that a stale readiness
+/// is not taken for an answer.
+fn has_answered(stream: &TcpStream, cx: &mut Context<'_>) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    stream.poll_peek(cx, &mut buf).is_ready()
+}
