@@ -21,9 +21,9 @@ const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// A request as it goes out. What was taken from its body and not written yet is kept, so
 /// that a request that could not be sent at all can go on another connection.
-pub(super) struct Outgoing {
+pub(super) struct Outgoing<B = UpstreamBody> {
     head: Vec<u8>,
-    body: UpstreamBody,
+    body: B,
     /// A piece of the body taken from it, not yet written.
     next: Option<Bytes>,
     /// The body has no more pieces.
@@ -63,9 +63,10 @@ fn bodiless(method: &Method) -> bool {
     .contains(method)
 }
 
-impl Outgoing {
-    /// `request` (its URI in origin form, its `Host` set) ready to go out.
-    pub(super) fn new(request: Request<UpstreamBody>) -> Self {
+impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Outgoing<B> {
+    /// `request` (its `Host` set) ready to go out; its request line names the URI's path
+    /// and query.
+    pub(super) fn new(request: Request<B>) -> Self {
         let (parts, body) = request.into_parts();
         let length = body.size_hint().exact();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -254,4 +255,161 @@ fn has_answered(stream: &TcpStream, cx: &mut Context<'_>) -> bool {
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
     stream.poll_peek(cx, &mut buf).is_ready()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::{Frame, SizeHint};
+    use std::collections::VecDeque;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A streamed body of unknown length: its pieces, each after one `Pending`.
+    struct Pieces {
+        left: VecDeque<&'static [u8]>,
+        waited: bool,
+    }
+
+    impl Body for Pieces {
+        type Data = Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+            if !self.waited {
+                self.waited = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.waited = false;
+            Poll::Ready(
+                self.left
+                    .pop_front()
+                    .map(|p| Ok(Frame::data(Bytes::from_static(p)))),
+            )
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::default()
+        }
+    }
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    async fn read_until(stream: &mut TcpStream, end: &[u8]) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while memchr::memmem::find(&got, end).is_none() {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_goes_out_chunked_as_it_comes() {
+        let (client, mut server) = pair().await;
+        let body = Pieces {
+            left: VecDeque::from([&b"hello"[..], b", world"]),
+            waited: false,
+        };
+        let request = Request::post("/v1/audio/transcriptions")
+            .header("host", "up")
+            .body(body)
+            .unwrap();
+        let mut out = Outgoing::new(request);
+        assert_eq!(out.send(&client).await.unwrap(), Sent::Whole);
+        assert_eq!(
+            read_until(&mut server, b"0\r\n\r\n").await,
+            "POST /v1/audio/transcriptions HTTP/1.1\r\nhost: up\r\ntransfer-encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_says_its_length_only_where_a_body_is_expected() {
+        let (client, mut server) = pair().await;
+        for (method, wire) in [
+            (Method::GET, "GET /v1/models HTTP/1.1\r\n\r\n"),
+            (
+                Method::POST,
+                "POST /v1/models HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+            ),
+        ] {
+            let request = Request::builder()
+                .method(method)
+                .uri("http://up/v1/models")
+                .body(UpstreamBody::new(Bytes::new()))
+                .unwrap();
+            let mut out = Outgoing::new(request);
+            assert_eq!(out.send(&client).await.unwrap(), Sent::Whole);
+            assert_eq!(read_until(&mut server, b"\r\n\r\n").await, wire);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_not_matching_its_length_fails() {
+        struct Liar(Option<Bytes>);
+        impl Body for Liar {
+            type Data = Bytes;
+            type Error = io::Error;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+                Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+            }
+            fn size_hint(&self) -> SizeHint {
+                SizeHint::with_exact(3)
+            }
+        }
+        let (client, _server) = pair().await;
+        // Too long: refused before anything goes out; too short: once it ends.
+        for (piece, wrote) in [(&b"toolong"[..], false), (b"ab", true)] {
+            let request = Request::post("/x")
+                .body(Liar(Some(Bytes::from_static(piece))))
+                .unwrap();
+            let failed = Outgoing::new(request).send(&client).await.unwrap_err();
+            assert!(matches!(failed.cause, Cause::RequestBody(_)), "{failed:?}");
+            assert_eq!(failed.wrote, wrote);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_end_of_a_large_body_stops_the_writing() {
+        let (client, mut server) = pair().await;
+        let big = Bytes::from(vec![b'x'; 64 * 1024 * 1024]);
+        let request = Request::post("/v1/files")
+            .body(UpstreamBody::new(big))
+            .unwrap();
+        let answering = tokio::spawn(async move {
+            read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            // Held open, unread.
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            drop(server);
+        });
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            Outgoing::new(request).send(&client),
+        )
+        .await
+        .expect("the writing stopped");
+        assert_eq!(sent.unwrap(), Sent::Cut);
+        answering.abort();
+    }
 }
