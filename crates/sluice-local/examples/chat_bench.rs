@@ -5,7 +5,7 @@
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --release -p sluice-local --example chat_bench -- \
 //!     --file target/bench-gguf/bench-llama-246m-q4_0.gguf [--gen 128] [--runs 3] [--ctx 1024] \
-//!     [--engine auto|native|candle] [--kv f32|f16|q8_0]
+//!     [--engine auto|native|candle] [--kv f32|f16|q8_0] [--streams N]
 //! ```
 //!
 //! Timing, through the public API only (`ChatModel::generate_blocking`): the load is timed on its
@@ -21,6 +21,12 @@
 //! a prompt that extends it); `cached_prompt_tokens` reports the most any request reused.
 //! Memory: the model's own count of its weights and KV caches, and the process's resident
 //! memory after the runs (`VmRSS`).
+//!
+//! `--streams N` measures continuous batching instead: the model loads with
+//! `parallel = N`, and each run submits N `--gen`-token requests at once (unique short prompts,
+//! as `bench/local_batch_client.py`'s) and
+//! waits for all; `aggregate_tps` is the tokens generated over the run's wall time (prefill
+//! included), median over `--runs`.
 
 #![allow(clippy::print_stdout)] // a benchmark program prints its result
 
@@ -45,6 +51,8 @@ struct Args {
     ctx: usize,
     engine: Engine,
     kv: KvCacheType,
+    /// `--streams`: the concurrent mode.
+    streams: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         ctx: 1024,
         engine: Engine::Auto,
         kv: KvCacheType::F32,
+        streams: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
             "--gen" => args.gen = number(value()?)?,
             "--runs" => args.runs = number(value()?)?,
             "--ctx" => args.ctx = number(value()?)?,
+            "--streams" => args.streams = Some(number(value()?)?),
             "--engine" => {
                 let name = value()?;
                 args.engine = Engine::parse(&name)
@@ -81,8 +91,8 @@ fn parse_args() -> Result<Args, String> {
     if args.file.as_os_str().is_empty() {
         return Err("--file is required".into());
     }
-    if args.gen < 2 || args.runs == 0 {
-        return Err("--gen must be at least 2 and --runs at least 1".into());
+    if args.gen < 2 || args.runs == 0 || args.streams == Some(0) {
+        return Err("--gen must be at least 2, --runs and --streams at least 1".into());
     }
     Ok(args)
 }
@@ -92,9 +102,22 @@ fn message(n: usize) -> ChatMessage {
     ChatMessage::new("user", format!("[{n}] {PROMPT}"))
 }
 
+/// A `--streams` request's short message, as `bench/local_batch_client.py` sends.
+fn short_message(n: usize) -> ChatMessage {
+    ChatMessage::new(
+        "user",
+        format!("Request {n}: write a long, detailed essay about rivers, their history and how people use them today."),
+    )
+}
+
 fn request(n: usize, max_tokens: usize) -> ChatRequest {
+    let message = if n >= 1000 {
+        short_message(n)
+    } else {
+        message(n)
+    };
     ChatRequest {
-        messages: vec![message(n)],
+        messages: vec![message],
         max_tokens: Some(max_tokens),
         stop: Vec::new(),
         sampling: SamplingParams {
@@ -155,11 +178,34 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
+/// `--streams`: median aggregate tok/s of `streams` concurrent requests per run.
+fn streams(model: &ChatModel, args: &Args, streams: usize) -> Result<f64, String> {
+    let mut rates = Vec::new();
+    for run in 0..args.runs {
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..streams)
+                .map(|i| {
+                    let n = 1000 * (run + 1) + i;
+                    scope.spawn(move || timed(model, n, args.gen).map_err(|e| e.to_string()))
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .map_err(|_| "a stream panicked".to_owned())?
+                    .map(drop)
+            })
+        })?;
+        rates.push((streams * args.gen) as f64 / started.elapsed().as_secs_f64());
+    }
+    Ok(median(rates))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let options = LoadOptions {
-        parallel: 1,
-        queue_capacity: 1,
+        parallel: args.streams.unwrap_or(1),
+        queue_capacity: args.streams.unwrap_or(1),
         context_length: Some(args.ctx),
         engine: args.engine,
         kv_cache: args.kv,
@@ -176,6 +222,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Warm-up: thread pool, allocator, and candle's lazy repacking of the weights into its
     // x86 kernels' layout (done at the first matmul that uses them, not at load).
     let warmup = timed(&model, 0, 8)?.seconds;
+    if let Some(n) = args.streams {
+        let aggregate = streams(&model, &args, n)?;
+        let result = serde_json::json!({
+            "engine": format!("sluice-local/{}", model.engine()),
+            "file": args.file.display().to_string(),
+            "threads": options.threads.unwrap_or_else(candle_core::utils::get_num_threads),
+            "streams": n,
+            "gen_tokens": args.gen,
+            "aggregate_tps": (aggregate * 100.0).round() / 100.0,
+            "runs": args.runs,
+            "kv": args.kv.as_str(),
+            "rss_mib": rss_mib(),
+        });
+        println!("{result}");
+        return Ok(());
+    }
     let (mut prefill, mut gen, mut ids, mut cached) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for run in 0..args.runs {
         let first = timed(&model, 2 * run + 1, 1)?;
