@@ -1,7 +1,7 @@
 //! Activations: `m` rows of `k` values, with the 8-bit forms the weight formats multiply with
 //! (quantized the way ggml does), and the raw row pointers the kernels read them through.
 
-use super::format::{ActForm, QType};
+use super::format::{lane_source, ActForm, QType, LANE_GROUP};
 
 /// One activation row quantized in blocks of 32: values, per-block scales and per-block sums
 /// (as `f32`).
@@ -28,6 +28,8 @@ pub(crate) struct Acts {
     /// `m × k` values.
     pub(crate) x: Vec<f32>,
     q8: Option<Quantized>,
+    /// `q8`'s values in lane order ([`lane_source`]), for Q4_0.
+    lanes: Option<Vec<i8>>,
     q8k: Option<Quantized>,
 }
 
@@ -52,6 +54,7 @@ impl Acts {
             k,
             x,
             q8: None,
+            lanes: None,
             q8k: None,
         }
     }
@@ -61,6 +64,10 @@ impl Acts {
         match qtype.acts() {
             ActForm::F32 => {}
             ActForm::Q8 if self.q8.is_none() => self.q8 = Some(quantize(&self.x, 32, 32)),
+            ActForm::Q8Lanes if self.lanes.is_none() => {
+                let q8 = self.q8.get_or_insert_with(|| quantize(&self.x, 32, 32));
+                self.lanes = Some(lane_order(&q8.qs, self.k));
+            }
             ActForm::Q8K if self.q8k.is_none() => self.q8k = Some(quantize(&self.x, 256, 16)),
             _ => {}
         }
@@ -74,6 +81,9 @@ impl Acts {
         match form {
             ActForm::F32 => true,
             ActForm::Q8 => self.q8.as_ref().is_some_and(|q| q.qs.len() == self.x.len()),
+            ActForm::Q8Lanes => {
+                self.has(ActForm::Q8) && self.lanes.as_ref().map(Vec::len) == Some(self.x.len())
+            }
             ActForm::Q8K => self
                 .q8k
                 .as_ref()
@@ -82,12 +92,26 @@ impl Acts {
     }
 
     pub(super) fn q8_ptrs<const N: usize>(&self, t0: usize) -> [Q8Ptr; N] {
+        self.q8_rows(t0, false)
+    }
+
+    /// [`Acts::q8_ptrs`] with the values in lane order ([`lane_source`]).
+    pub(super) fn q8_lane_ptrs<const N: usize>(&self, t0: usize) -> [Q8Ptr; N] {
+        self.q8_rows(t0, true)
+    }
+
+    fn q8_rows<const N: usize>(&self, t0: usize, lanes: bool) -> [Q8Ptr; N] {
         let q = self.q8.as_ref().expect("checked by dot_rows");
+        let qs = if lanes {
+            self.lanes.as_ref().expect("checked by dot_rows")
+        } else {
+            &q.qs
+        };
         let blocks = self.k / 32;
         std::array::from_fn(|i| {
             let t = t0 + i;
             Q8Ptr {
-                qs: q.qs[t * self.k..].as_ptr(),
+                qs: qs[t * self.k..].as_ptr(),
                 d: q.d[t * blocks..].as_ptr(),
                 sums: q.sums32[t * blocks..].as_ptr(),
             }
@@ -116,7 +140,7 @@ impl Acts {
     pub(crate) fn seen(&self, qtype: QType) -> Vec<f32> {
         let (q, block) = match qtype.acts() {
             ActForm::F32 => return self.x.clone(),
-            ActForm::Q8 => (self.q8.as_ref().expect("prepared"), 32),
+            ActForm::Q8 | ActForm::Q8Lanes => (self.q8.as_ref().expect("prepared"), 32),
             ActForm::Q8K => (self.q8k.as_ref().expect("prepared"), 256),
         };
         q.qs.iter()
@@ -124,6 +148,20 @@ impl Acts {
             .map(|(i, &v)| f32::from(v) * q.d[i / block])
             .collect()
     }
+}
+
+/// Rows of `k` quantized values with each whole group of 8 blocks in lane order.
+fn lane_order(qs: &[i8], k: usize) -> Vec<i8> {
+    let group = 32 * LANE_GROUP;
+    let mut out = qs.to_vec();
+    for (row, src) in out.chunks_exact_mut(k).zip(qs.chunks_exact(k)) {
+        for (o, s) in row.chunks_exact_mut(group).zip(src.chunks_exact(group)) {
+            for (p, v) in o.iter_mut().enumerate() {
+                *v = s[lane_source(p)];
+            }
+        }
+    }
+    out
 }
 
 /// Symmetric 8-bit quantization in blocks of `block` (`scale = max|x| / 127`), with sums over

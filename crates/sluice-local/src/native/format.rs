@@ -74,19 +74,35 @@ impl QType {
     pub(super) fn acts(self) -> ActForm {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => ActForm::F32,
-            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => ActForm::Q8,
+            Self::Q4_0 => ActForm::Q8Lanes,
+            Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => ActForm::Q8,
             Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K => ActForm::Q8K,
         }
     }
 }
 
 /// The form of the activations a weight format multiplies with: as they are, or quantized to
-/// 8 bits in blocks of 32 (Q8) or 256 (Q8K).
+/// 8 bits in blocks of 32 (Q8, and Q8Lanes: the same values in [`lane_source`]'s order) or 256
+/// (Q8K).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ActForm {
     F32,
     Q8,
+    Q8Lanes,
     Q8K,
+}
+
+/// Blocks of 32 values in a lane group (Q4_0's repacked rows and their activations).
+pub(super) const LANE_GROUP: usize = 8;
+
+/// The lane order of a group of 8 blocks of 32 values (256 values), which lets one integer
+/// multiply-add instruction sum 4 values of each of the 8 blocks into its own 32-bit lane:
+/// position `p` holds the group's value `lane_source(p)`, where `p = 32r + 4l + k` is value
+/// `4r + k` of block `l` (run `r` of 32 bytes: 4 values of every block). A row's last
+/// `blocks % 8` blocks keep their own order.
+pub(super) const fn lane_source(p: usize) -> usize {
+    let (r, l, k) = (p / 32, p % 32 / 4, p % 4);
+    32 * l + 4 * r + k
 }
 
 /// IEEE half to single (scalar; the kernels use F16C).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::acts::Acts;
 use super::blob::Blob;
-use super::format::{f16_to_f32, q3k_scales, QType};
+use super::format::{f16_to_f32, lane_source, q3k_scales, QType, LANE_GROUP};
 use super::simd::{self, Isa};
 
 /// A weight matrix: `rows` rows of `cols` values in the GGUF bytes of `qtype` (32-value formats
@@ -128,35 +128,54 @@ impl QMatrix {
         assert!(rows.end <= self.rows);
         let data = &self.data()[rows.start * self.row_bytes..rows.end * self.row_bytes];
         let m = acts.m;
-        let mut t = 0;
-        while t + 4 <= m {
-            simd::rows::<4>(isa, self.qtype, data, self.cols, acts, t, &mut out[t..], m);
-            t += 4;
-        }
-        while t < m {
-            simd::rows::<1>(isa, self.qtype, data, self.cols, acts, t, &mut out[t..], m);
-            t += 1;
+        // A tile of weight rows at a time, small enough for L1, through every activation row:
+        // each weight byte comes from memory once per pass, however many rows (sequences) there
+        // are, and the kernels unpack it once per 4 (8 with AVX-512's registers) of them.
+        let tile = (TILE_BYTES / self.row_bytes).max(1) * self.row_bytes;
+        for (i, tile) in data.chunks(tile).enumerate() {
+            let out = &mut out[i * (TILE_BYTES / self.row_bytes).max(1) * m..];
+            let mut t = 0;
+            while isa.wide() && t + 8 <= m {
+                simd::rows::<8>(isa, self.qtype, tile, self.cols, acts, t, &mut out[t..], m);
+                t += 8;
+            }
+            while t + 4 <= m {
+                simd::rows::<4>(isa, self.qtype, tile, self.cols, acts, t, &mut out[t..], m);
+                t += 4;
+            }
+            while t < m {
+                simd::rows::<1>(isa, self.qtype, tile, self.cols, acts, t, &mut out[t..], m);
+                t += 1;
+            }
         }
     }
 }
+
+/// Bytes of weight rows [`QMatrix::dot_rows`] takes through all activation rows at a time.
+const TILE_BYTES: usize = 16 * 1024;
 
 /// How a row of a 32-value format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) is held: field by field
 /// instead of block by block. A GGUF block is `halves` f16 fields (scale, then min), `high`
 /// bytes of fifth bits and `run` bytes of values; the row is held as every block's scale, then
 /// every block's min, then the fifth bits, then the values, nibble values (`run == 16`) pair by
 /// pair in [`interleave`]'s order. Same bytes, another order: the kernels convert 8 scales with
-/// one instruction and unpack two blocks' nibbles with one mask and one shift.
+/// one instruction and unpack two blocks' nibbles with one mask and one shift. Q4_0 (`lanes`)
+/// holds each whole group of 8 blocks in [`lane_source`]'s order instead ([`to_lanes`]), so that
+/// its kernels sum each block in its own lane and scale 8 blocks at once; its last `blocks % 8`
+/// blocks are in pairs as the others'.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Packing {
     halves: usize,
     high: usize,
     run: usize,
+    lanes: bool,
 }
 
 // === impl Packing ===
 
 impl Packing {
     pub(crate) fn of(qtype: QType) -> Option<Self> {
+        let lanes = qtype == QType::Q4_0;
         let (halves, high, run) = match qtype {
             QType::Q4_0 => (1, 0, 16),
             QType::Q4_1 => (2, 0, 16),
@@ -165,7 +184,12 @@ impl Packing {
             QType::Q8_0 => (1, 0, 32),
             _ => return None,
         };
-        Some(Self { halves, high, run })
+        Some(Self {
+            halves,
+            high,
+            run,
+            lanes,
+        })
     }
 
     fn block(self) -> usize {
@@ -194,11 +218,24 @@ impl Packing {
         }
         if self.run == 16 {
             let values = &mut packed[(2 * self.halves + self.high) * blocks..];
-            for pair in values.chunks_exact_mut(32) {
+            let (grouped, pairs) = values.split_at_mut(self.grouped(blocks) * 16);
+            for group in grouped.chunks_exact_mut(16 * LANE_GROUP) {
+                to_lanes(group);
+            }
+            for pair in pairs.chunks_exact_mut(32) {
                 let mut out = [0u8; 32];
                 interleave(pair, &mut out);
                 pair.copy_from_slice(&out);
             }
+        }
+    }
+
+    /// The blocks of a row of `blocks` held in lane order.
+    fn grouped(self, blocks: usize) -> usize {
+        if self.lanes {
+            blocks / LANE_GROUP * LANE_GROUP
+        } else {
+            0
         }
     }
 
@@ -208,7 +245,11 @@ impl Packing {
         let mut packed = packed.to_vec();
         if self.run == 16 {
             let values = &mut packed[(2 * self.halves + self.high) * blocks..];
-            for pair in values.chunks_exact_mut(32) {
+            let (grouped, pairs) = values.split_at_mut(self.grouped(blocks) * 16);
+            for group in grouped.chunks_exact_mut(16 * LANE_GROUP) {
+                from_lanes(group);
+            }
+            for pair in pairs.chunks_exact_mut(32) {
                 let mut out = [0u8; 32];
                 deinterleave(pair, &mut out);
                 pair.copy_from_slice(&out);
@@ -237,6 +278,41 @@ fn interleave(natural: &[u8], out: &mut [u8; 32]) {
     for (i, o) in out.iter_mut().enumerate() {
         *o = value(a, i) | (value(b, i) << 4);
     }
+}
+
+/// 8 Q4_0 blocks' 16 GGUF bytes each → their 256 values in lane order ([`lane_source`]),
+/// `L`, as 128 bytes: byte `32q + i` holds `L[64q + i]` in its low nibble and `L[64q + 32 + i]`
+/// in its high one, so one 32-byte load, a shift and a mask give runs `2q` and `2q + 1`.
+fn to_lanes(group: &mut [u8]) {
+    let nibble = |n: usize| {
+        let (blk, v) = (n / 32, n % 32);
+        let byte = group[16 * blk + v % 16];
+        if v < 16 {
+            byte & 0x0F
+        } else {
+            byte >> 4
+        }
+    };
+    let mut out = [0u8; 16 * LANE_GROUP];
+    for (at, o) in out.iter_mut().enumerate() {
+        let (q, i) = (at / 32, at % 32);
+        *o = nibble(lane_source(64 * q + i)) | (nibble(lane_source(64 * q + 32 + i)) << 4);
+    }
+    group.copy_from_slice(&out);
+}
+
+/// The inverse of [`to_lanes`].
+fn from_lanes(group: &mut [u8]) {
+    let mut out = [0u8; 16 * LANE_GROUP];
+    for (at, &byte) in group.iter().enumerate() {
+        let (q, i) = (at / 32, at % 32);
+        for (p, value) in [(64 * q + i, byte & 0x0F), (64 * q + 32 + i, byte >> 4)] {
+            let n = lane_source(p);
+            let (blk, v) = (n / 32, n % 32);
+            out[16 * blk + v % 16] |= if v < 16 { value } else { value << 4 };
+        }
+    }
+    group.copy_from_slice(&out);
 }
 
 /// The inverse of [`interleave`].
