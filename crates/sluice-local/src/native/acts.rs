@@ -1,7 +1,7 @@
 //! Activations: `m` rows of `k` values, with the 8-bit forms the weight formats multiply with
 //! (quantized the way ggml does), and the raw row pointers the kernels read them through.
 
-use super::format::{lane_source, ActForm, QType, LANE_GROUP};
+use super::format::{lane_groups, lane_source, ActForm, QType};
 
 /// One activation row quantized in blocks of 32: values, per-block scales and per-block sums
 /// (as `f32`).
@@ -28,7 +28,7 @@ pub(crate) struct Acts {
     /// `m × k` values.
     pub(crate) x: Vec<f32>,
     q8: Option<Quantized>,
-    /// `q8`'s values in lane order ([`lane_source`]), for Q4_0.
+    /// `q8`'s values in lane order ([`lane_groups`]), for Q4_0.
     lanes: Option<Vec<i8>>,
     q8k: Option<Quantized>,
 }
@@ -95,7 +95,7 @@ impl Acts {
         self.q8_rows(t0, false)
     }
 
-    /// [`Acts::q8_ptrs`] with the values in lane order ([`lane_source`]).
+    /// [`Acts::q8_ptrs`] with the values in lane order ([`lane_groups`]).
     pub(super) fn q8_lane_ptrs<const N: usize>(&self, t0: usize) -> [Q8Ptr; N] {
         self.q8_rows(t0, true)
     }
@@ -150,14 +150,14 @@ impl Acts {
     }
 }
 
-/// Rows of `k` quantized values with each whole group of 8 blocks in lane order.
+/// Rows of `k` quantized values with their blocks in lane groups ([`lane_groups`]).
 fn lane_order(qs: &[i8], k: usize) -> Vec<i8> {
-    let group = 32 * LANE_GROUP;
     let mut out = qs.to_vec();
     for (row, src) in out.chunks_exact_mut(k).zip(qs.chunks_exact(k)) {
-        for (o, s) in row.chunks_exact_mut(group).zip(src.chunks_exact(group)) {
+        for (first, g) in lane_groups(k / 32) {
+            let (o, s) = (&mut row[32 * first..32 * (first + g)], &src[32 * first..]);
             for (p, v) in o.iter_mut().enumerate() {
-                *v = s[lane_source(p)];
+                *v = s[lane_source(p, g)];
             }
         }
     }

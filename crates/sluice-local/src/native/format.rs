@@ -82,7 +82,7 @@ impl QType {
 }
 
 /// The form of the activations a weight format multiplies with: as they are, or quantized to
-/// 8 bits in blocks of 32 (Q8, and Q8Lanes: the same values in [`lane_source`]'s order) or 256
+/// 8 bits in blocks of 32 (Q8, and Q8Lanes: the same values in [`lane_groups`]' order) or 256
 /// (Q8K).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ActForm {
@@ -95,14 +95,23 @@ pub(super) enum ActForm {
 /// Blocks of 32 values in a lane group (Q4_0's repacked rows and their activations).
 pub(super) const LANE_GROUP: usize = 8;
 
-/// The lane order of a group of 8 blocks of 32 values (256 values), which lets one integer
-/// multiply-add instruction sum 4 values of each of the 8 blocks into its own 32-bit lane:
-/// position `p` holds the group's value `lane_source(p)`, where `p = 32r + 4l + k` is value
-/// `4r + k` of block `l` (run `r` of 32 bytes: 4 values of every block). A row's last
-/// `blocks % 8` blocks keep their own order.
-pub(super) const fn lane_source(p: usize) -> usize {
-    let (r, l, k) = (p / 32, p % 32 / 4, p % 4);
+/// The lane order of a group of `g` blocks of 32 values (`g` is 8, or 4 for a row's last
+/// blocks), which lets one integer multiply-add instruction sum 4 values of each block into
+/// its own 32-bit lane: position `p` holds the group's value `lane_source(p, g)`, where
+/// `p = 4g·r + 4l + k` is value `4r + k` of block `l` (run `r` of `4g` bytes: 4 values of every
+/// block).
+pub(super) const fn lane_source(p: usize, g: usize) -> usize {
+    let (r, l, k) = (p / (4 * g), p % (4 * g) / 4, p % 4);
     32 * l + 4 * r + k
+}
+
+/// The lane groups of a row of `blocks` blocks of 32: `(first block, blocks in the group)`,
+/// groups of 8, then one of 4 where at least 4 blocks are left; the rest (fewer than 4) keeps
+/// its own order.
+pub(super) fn lane_groups(blocks: usize) -> impl Iterator<Item = (usize, usize)> {
+    let whole = blocks / LANE_GROUP;
+    let quad = (blocks % LANE_GROUP >= 4).then_some((whole * LANE_GROUP, 4));
+    (0..whole).map(|g| (g * LANE_GROUP, LANE_GROUP)).chain(quad)
 }
 
 /// IEEE half to single (scalar; the kernels use F16C).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::acts::Acts;
 use super::blob::Blob;
-use super::format::{f16_to_f32, lane_source, q3k_scales, QType, LANE_GROUP};
+use super::format::{f16_to_f32, lane_groups, lane_source, q3k_scales, QType};
 use super::simd::{self, Isa};
 
 /// A weight matrix: `rows` rows of `cols` values in the GGUF bytes of `qtype` (32-value formats
@@ -160,9 +160,9 @@ const TILE_BYTES: usize = 16 * 1024;
 /// every block's min, then the fifth bits, then the values, nibble values (`run == 16`) pair by
 /// pair in [`interleave`]'s order. Same bytes, another order: the kernels convert 8 scales with
 /// one instruction and unpack two blocks' nibbles with one mask and one shift. Q4_0 (`lanes`)
-/// holds each whole group of 8 blocks in [`lane_source`]'s order instead ([`to_lanes`]), so that
-/// its kernels sum each block in its own lane and scale 8 blocks at once; its last `blocks % 8`
-/// blocks are in pairs as the others'.
+/// holds its blocks in lane groups of 8 (and one of 4) instead ([`lane_groups`], [`to_lanes`]),
+/// so that its kernels sum each block in its own lane and scale 8 blocks at once; its last
+/// blocks (fewer than 4) are in pairs as the others'.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Packing {
     halves: usize,
@@ -219,8 +219,8 @@ impl Packing {
         if self.run == 16 {
             let values = &mut packed[(2 * self.halves + self.high) * blocks..];
             let (grouped, pairs) = values.split_at_mut(self.grouped(blocks) * 16);
-            for group in grouped.chunks_exact_mut(16 * LANE_GROUP) {
-                to_lanes(group);
+            for (first, g) in lane_groups(blocks).take_while(|_| self.lanes) {
+                to_lanes(&mut grouped[16 * first..16 * (first + g)]);
             }
             for pair in pairs.chunks_exact_mut(32) {
                 let mut out = [0u8; 32];
@@ -233,7 +233,7 @@ impl Packing {
     /// The blocks of a row of `blocks` held in lane order.
     fn grouped(self, blocks: usize) -> usize {
         if self.lanes {
-            blocks / LANE_GROUP * LANE_GROUP
+            lane_groups(blocks).map(|(_, g)| g).sum()
         } else {
             0
         }
@@ -246,8 +246,8 @@ impl Packing {
         if self.run == 16 {
             let values = &mut packed[(2 * self.halves + self.high) * blocks..];
             let (grouped, pairs) = values.split_at_mut(self.grouped(blocks) * 16);
-            for group in grouped.chunks_exact_mut(16 * LANE_GROUP) {
-                from_lanes(group);
+            for (first, g) in lane_groups(blocks).take_while(|_| self.lanes) {
+                from_lanes(&mut grouped[16 * first..16 * (first + g)]);
             }
             for pair in pairs.chunks_exact_mut(32) {
                 let mut out = [0u8; 32];
@@ -280,10 +280,12 @@ fn interleave(natural: &[u8], out: &mut [u8; 32]) {
     }
 }
 
-/// 8 Q4_0 blocks' 16 GGUF bytes each → their 256 values in lane order ([`lane_source`]),
-/// `L`, as 128 bytes: byte `32q + i` holds `L[64q + i]` in its low nibble and `L[64q + 32 + i]`
-/// in its high one, so one 32-byte load, a shift and a mask give runs `2q` and `2q + 1`.
+/// A lane group of `g` Q4_0 blocks (8 or 4), 16 GGUF bytes each → their values in lane order
+/// ([`lane_source`]), `L`, as `16g` bytes: byte `32q + i` holds `L[64q + i]` in its low nibble
+/// and `L[64q + 32 + i]` in its high one, so one 32-byte load, a shift and a mask give 64
+/// values in order.
 fn to_lanes(group: &mut [u8]) {
+    let g = group.len() / 16;
     let nibble = |n: usize| {
         let (blk, v) = (n / 32, n % 32);
         let byte = group[16 * blk + v % 16];
@@ -293,21 +295,23 @@ fn to_lanes(group: &mut [u8]) {
             byte >> 4
         }
     };
-    let mut out = [0u8; 16 * LANE_GROUP];
-    for (at, o) in out.iter_mut().enumerate() {
-        let (q, i) = (at / 32, at % 32);
-        *o = nibble(lane_source(64 * q + i)) | (nibble(lane_source(64 * q + 32 + i)) << 4);
-    }
+    let out: Vec<u8> = (0..group.len())
+        .map(|at| {
+            let (q, i) = (at / 32, at % 32);
+            nibble(lane_source(64 * q + i, g)) | (nibble(lane_source(64 * q + 32 + i, g)) << 4)
+        })
+        .collect();
     group.copy_from_slice(&out);
 }
 
 /// The inverse of [`to_lanes`].
 fn from_lanes(group: &mut [u8]) {
-    let mut out = [0u8; 16 * LANE_GROUP];
+    let g = group.len() / 16;
+    let mut out = vec![0u8; group.len()];
     for (at, &byte) in group.iter().enumerate() {
         let (q, i) = (at / 32, at % 32);
         for (p, value) in [(64 * q + i, byte & 0x0F), (64 * q + 32 + i, byte >> 4)] {
-            let n = lane_source(p);
+            let n = lane_source(p, g);
             let (blk, v) = (n / 32, n % 32);
             out[16 * blk + v % 16] |= if v < 16 { value } else { value << 4 };
         }

@@ -74,8 +74,9 @@ impl Isa {
 
 /// Q4_0 row, repacked ([`super::quant`]): `blocks` f16 scales, then the values: each whole
 /// group of 8 blocks as 128 bytes in lane order ([`super::format::lane_source`]; byte `32q + i`
-/// holds position `64q + i` in its low nibble and `64q + 32 + i` in its high one), then the
-/// last `blocks % 8` blocks in pairs: 32 bytes whose low nibbles are block `2p`'s values in
+/// holds position `64q + i` in its low nibble and `64q + 32 + i` in its high one), then, where
+/// 4 or more blocks are left, a group of 4 in lane order ([`q4_0_quad`]), then the last blocks
+/// in pairs: 32 bytes whose low nibbles are block `2p`'s values in
 /// order and whose high nibbles are block `2p + 1`'s; an odd last block keeps GGUF's own 16
 /// bytes (low nibbles values 0..16, high nibbles 16..32) · `N` Q8 rows in lane order.
 ///
@@ -131,10 +132,63 @@ pub(crate) unsafe fn q4_0<const N: usize>(
     for t in 0..N {
         out[t] = hsum_ps(acc[t]) - 8.0 * hsum_ps(fix[t]);
     }
-    // SAFETY: the same row and activations as this call's; blocks `8 · groups .. blocks` are inside
+    let mut from = 8 * groups;
+    if blocks - from >= 4 {
+        // SAFETY: the same row and activations as this call's; blocks `from .. from + 4` are
+        // inside them.
+        unsafe { q4_0_quad(row, blocks, from, &a, &mut out) };
+        from += 4;
+    }
+    // SAFETY: the same row and activations as this call's; blocks `from .. blocks` are inside
     // them.
-    unsafe { q4_0_tail(row, blocks, 8 * groups, &a, &mut out) };
+    unsafe { q4_0_tail(row, blocks, from, &a, &mut out) };
     out
+}
+
+/// The lane group of 4 blocks `b0 .. b0 + 4` of a repacked Q4_0 row (64 bytes, runs of 16
+/// bytes: each `i32` lane `j` of the sum is block `j mod 4`'s), added to `out`.
+///
+/// # Safety
+/// As [`q4_0`] for the same `row`, `blocks` and activations, and `b0 + 4 <= blocks`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_quad<const N: usize>(
+    row: *const u8,
+    blocks: usize,
+    b0: usize,
+    a: &[Q8Ptr; N],
+    out: &mut [f32; N],
+) {
+    let mask = _mm256_set1_epi8(0x0F);
+    // SAFETY: blocks `b0 .. b0 + 4 <= blocks`: their 64 bytes of values at `2 · blocks + 16 · b0`
+    // and their 4 scales (8 bytes at `2 · b0`) are inside `row`; each activation row holds their
+    // 128 values at `32 · b0`, 4 scales and 4 sums (the caller's contract).
+    unsafe {
+        let v = row.add(2 * blocks + 16 * b0);
+        let (r0, r1) = (
+            _mm256_loadu_si256(v.cast()),
+            _mm256_loadu_si256(v.add(32).cast()),
+        );
+        let w = [
+            _mm256_and_si256(r0, mask),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(r0), mask),
+            _mm256_and_si256(r1, mask),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(r1), mask),
+        ];
+        let dw = _mm_cvtph_ps(_mm_loadl_epi64(row.add(2 * b0).cast()));
+        for t in 0..N {
+            let x = a[t].qs.add(32 * b0);
+            let mut sum = _mm256_maddubs_epi16(w[0], _mm256_loadu_si256(x.cast()));
+            for (r, &wr) in w.iter().enumerate().skip(1) {
+                let xr = _mm256_loadu_si256(x.add(32 * r).cast());
+                sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(wr, xr));
+            }
+            let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(sum, _mm256_set1_epi16(1)));
+            let ds = _mm_mul_ps(dw, _mm_loadu_ps(a[t].d.add(b0)));
+            let fix = _mm_mul_ps(ds, _mm_loadu_ps(a[t].sums.add(b0)));
+            let dot = _mm256_mul_ps(_mm256_set_m128(ds, ds), p);
+            out[t] += hsum_ps(dot) - 8.0 * hsum_ps(_mm256_set_m128(_mm_setzero_ps(), fix));
+        }
+    }
 }
 
 /// Blocks `from..blocks` of a repacked Q4_0 row (fewer than 8), one scale at a time.
@@ -243,10 +297,63 @@ pub(crate) unsafe fn q4_0_avx512<const N: usize>(
     for t in 0..N {
         out[t] = hsum512(acc[t]) - 8.0 * hsum_ps(fix[t]);
     }
-    // SAFETY: the same row and activations as this call's; blocks `8 · groups .. blocks` are inside
+    let mut from = 8 * groups;
+    if blocks - from >= 4 {
+        // SAFETY: the same row and activations as this call's; blocks `from .. from + 4` are
+        // inside them.
+        unsafe { q4_0_quad_avx512(row, blocks, from, &a, &mut out) };
+        from += 4;
+    }
+    // SAFETY: the same row and activations as this call's; blocks `from .. blocks` are inside
     // them.
-    unsafe { q4_0_tail_avx512(row, blocks, 8 * groups, &a, &mut out) };
+    unsafe { q4_0_tail_avx512(row, blocks, from, &a, &mut out) };
     out
+}
+
+/// [`q4_0_quad`] on AVX-512 VNNI: two `vpdpbusd` per row.
+///
+/// # Safety
+/// As [`q4_0_quad`], and the CPU has AVX-512F/BW/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_0_quad_avx512<const N: usize>(
+    row: *const u8,
+    blocks: usize,
+    b0: usize,
+    a: &[Q8Ptr; N],
+    out: &mut [f32; N],
+) {
+    let mask = _mm512_set1_epi8(0x0F);
+    // SAFETY: as in `q4_0_quad`: the 4 blocks' values, scales and activations are inside the
+    // buffers the caller guarantees.
+    unsafe {
+        let v = row.add(2 * blocks + 16 * b0);
+        let (r0, r1) = (
+            _mm256_loadu_si256(v.cast()),
+            _mm256_loadu_si256(v.add(32).cast()),
+        );
+        let w0 = _mm512_and_si512(
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(r0), _mm256_srli_epi16::<4>(r0)),
+            mask,
+        );
+        let w1 = _mm512_and_si512(
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(r1), _mm256_srli_epi16::<4>(r1)),
+            mask,
+        );
+        let dw = _mm_cvtph_ps(_mm_loadl_epi64(row.add(2 * b0).cast()));
+        for t in 0..N {
+            let x = a[t].qs.add(32 * b0);
+            let (x0, x1) = (
+                _mm512_loadu_si512(x.cast()),
+                _mm512_loadu_si512(x.add(64).cast()),
+            );
+            let zero = _mm512_setzero_si512();
+            let sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, w0, x0), w1, x1);
+            let ds = _mm_mul_ps(dw, _mm_loadu_ps(a[t].d.add(b0)));
+            let fix = _mm_mul_ps(ds, _mm_loadu_ps(a[t].sums.add(b0)));
+            let dot = _mm512_mul_ps(_mm512_broadcast_f32x4(ds), _mm512_cvtepi32_ps(sum));
+            out[t] += hsum512(dot) - 8.0 * hsum_ps(_mm256_set_m128(_mm_setzero_ps(), fix));
+        }
+    }
 }
 
 /// [`q4_0_tail`] on AVX-512 VNNI: the remaining pairs of blocks a `vpdpbusd` each, as in the

@@ -92,14 +92,17 @@ const ALL: [QType; 13] = [
 
 /// Several activation rows at once (a batch of sequences' decode steps, in tiles of 8, 4 and 1)
 /// give each row what it gives alone, on every kernel path, for rows of whole groups of 8 blocks
-/// and rows with a tail (Qwen2.5 0.5B's 896 = 28 blocks of 32), up to the rounding of sums
+/// and rows with tails (Qwen2.5 0.5B's 896 = 28 blocks of 32), up to the rounding of sums
 /// taken in another order (a single row keeps two accumulators).
 #[test]
 fn batched_rows_match_single_rows_for_every_format() {
     for qtype in ALL {
         let widths: &[usize] = match qtype.block() {
             256 => &[512, 768],
-            _ => &[512, 896, 864],
+            // 3 blocks (a pair and one, no group), 4 (a group of 4 alone), 5 (… and one), 16 (two
+            // groups of 8), 27 (three, a pair, one), 28 (three, a group of 4), 29 (… and one), 30
+            // (… and a pair).
+            _ => &[96, 128, 160, 512, 864, 896, 928, 960],
         };
         for &cols in widths {
             let rows = 7;
@@ -131,8 +134,13 @@ fn batched_rows_match_single_rows_for_every_format() {
 
 #[test]
 fn dequantization_matches_candle_for_every_format() {
-    for qtype in ALL {
-        let (rows, cols) = (3, 512);
+    for (qtype, cols) in ALL.into_iter().flat_map(|q| {
+        // 29 blocks of 32: Q4_0's groups of 8 and 4 and a block left.
+        [(q, 512)]
+            .into_iter()
+            .chain((q.block() == 32).then_some((q, 928)))
+    }) {
+        let rows = 3;
         let (m, reference) = matrix(qtype, rows, cols, 11);
         let mut row = vec![0.0; cols];
         for r in 0..rows {
@@ -327,11 +335,11 @@ fn bf16_weights_are_the_top_halves_of_f32s() {
 fn kernels_match_the_dequantized_product_for_every_format_and_tile() {
     let isa = isa();
     for qtype in ALL {
-        // Rows of 27 blocks of 32: 3 groups of 8 and a tail of 3.
+        // Rows of 29 blocks of 32: 3 groups of 8 and a tail of 5 (Q4_0: a group of 4 and one).
         // F32/F16/BF16 rows of 870: 54 runs of 16 (AVX-512), one of 8 and 6 single values.
         let cols = match qtype.block() {
             256 => 768,
-            32 => 864,
+            32 => 928,
             _ => 870,
         };
         let rows = 9;
@@ -422,7 +430,7 @@ fn kernels_hold_at_extreme_quants_and_activations() {
     for qtype in ALL {
         let cols = match qtype.block() {
             256 => 768,
-            32 => 864,
+            32 => 960, // 30 blocks: Q4_0's groups of 8 and 4, and a pair
             _ => 870,
         };
         let rows = 5;
