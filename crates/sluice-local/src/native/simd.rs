@@ -51,6 +51,9 @@ impl Isa {
         let avx512 = is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni");
+        // The unit tests can run every model and kernel on the AVX2 kernels alone.
+        #[cfg(test)]
+        let avx512 = avx512 && std::env::var_os("SLUICE_TEST_AVX2_ONLY").is_none();
         avx2.then_some(Self { avx512 })
     }
 
