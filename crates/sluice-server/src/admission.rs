@@ -9,7 +9,9 @@
 //! sockets, where otherwise every request would wait inside the pipeline for an upstream
 //! slot with all of that held. The bound is shared out among the worker threads, as the
 //! providers' slots are (`sluice_providers::slots`). Everything else (health, metrics, the
-//! admin API, models, files, batches) is never held back by it.
+//! admin API, models, files, batches) is never held back by it, nor are HTTP/2 requests: a
+//! waiting HTTP/2 stream's unread body would hold its connection's flow-control window, which
+//! the running streams of the same connection may need to send theirs.
 
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
@@ -45,6 +47,11 @@ impl Admission {
         }
     }
 
+    /// Whether this is the bound `bound` with `timeout`.
+    pub fn is(&self, bound: Option<usize>, timeout: Duration) -> bool {
+        self.bound == bound && self.timeout == timeout
+    }
+
     /// Whether `req` is held to the bound: a `POST` to a proxied endpoint.
     pub fn holds<B>(req: &Request<B>) -> bool {
         req.method() == Method::POST && Endpoint::at(req.uri().path()).is_some()
@@ -63,9 +70,9 @@ impl Admission {
             return Ok(slot);
         }
         waits();
-        metrics.queued.fetch_add(1, Relaxed);
+        let queued = Queued::count(metrics);
         let waited = tokio::time::timeout(self.timeout, self.slots.take(worker)).await;
-        metrics.queued.fetch_sub(1, Relaxed);
+        drop(queued);
         waited.map_err(|_| {
             metrics.queue_timeouts.fetch_add(1, Relaxed);
             ErrorKind::Unavailable {
@@ -79,6 +86,23 @@ impl Admission {
             }
             .into()
         })
+    }
+}
+
+/// A request counted in `sluice_requests_queued` while it waits, however the wait ends
+/// (admitted, timed out, or dropped with its client).
+struct Queued<'m>(&'m Metrics);
+
+impl<'m> Queued<'m> {
+    fn count(metrics: &'m Metrics) -> Self {
+        metrics.queued.fetch_add(1, Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Relaxed);
     }
 }
 
@@ -123,6 +147,19 @@ mod tests {
         assert!(err.to_string().contains("max_requests_in_flight"), "{err}");
         assert_eq!(m.queue_timeouts.load(Relaxed), 1);
         assert_eq!(m.queued.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_it_waits_is_no_longer_counted() {
+        let admission = Admission::new(Some(1), 1, Duration::from_secs(60));
+        let m = metrics();
+        let _held = admission.admit(&m, || {}).await.unwrap();
+        let mut waiting = Box::pin(admission.admit(&m, || {}));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(m.queued.load(Relaxed), 1);
+        drop(waiting);
+        assert_eq!(m.queued.load(Relaxed), 0, "its client left");
     }
 
     #[tokio::test]

@@ -97,10 +97,10 @@ impl ResponseBody {
     /// answer is made).
     pub fn holding<G: Send + Unpin + 'static>(self, guard: G) -> Self {
         match self {
-            Self::Stream(inner) => Self::stream(Holding {
+            Self::Stream(inner) => Self::Stream(Box::pin(Holding {
                 inner,
                 _guard: guard,
-            }),
+            })),
             whole => whole,
         }
     }

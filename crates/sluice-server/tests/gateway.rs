@@ -869,12 +869,19 @@ async fn requests_past_the_in_flight_bound_wait_their_turn_before_the_pipeline()
         })
         .collect();
     assert!(fake.wait_started(2, SECS5).await);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The four others wait before the pipeline (not for a provider slot inside it).
+    let deadline = tokio::time::Instant::now() + SECS5;
+    loop {
+        let m = get(&gw.url("/metrics")).await.unwrap().text();
+        if m.contains("\nsluice_requests_queued 4\n") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(fake.started_count(), 2, "the third waits for a slot");
     let health = get(&gw.url("/health")).await.unwrap();
     assert_eq!(health.status, 200, "health is never held back");
-    let m = get(&gw.url("/metrics")).await.unwrap().text();
-    assert!(m.contains("\nsluice_requests_queued 4\n"), "{m}");
     for r in sent {
         let r = r.await.unwrap().unwrap();
         assert_eq!(r.status, 200, "{}", r.text());

@@ -15,22 +15,28 @@ mod stores;
 pub use plan::{overrides, Overrides, Plan, Resolved, Step};
 pub use registry::{Deployment, Ewma, Fnv, Route};
 
+use crate::admission::Admission;
 use crate::cache::Cache;
 use crate::keys::KeyCache;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use registry::{Name, Registry};
 
-/// What a state hands on to the next one at a reload.
-/// The bound on requests in flight of `config`, read before its providers are taken.
-fn admission(config: &Config, workers: usize) -> crate::admission::Admission {
-    crate::admission::Admission::new(
+/// The bound on requests in flight of `config` (read before its providers are taken): the
+/// one `old` state had when it is the same (requests running and waiting keep their slots and
+/// their order across a reload), else a new one.
+fn admission(config: &Config, workers: usize, old: Option<&Arc<Admission>>) -> Arc<Admission> {
+    let (bound, timeout) = (
         config.requests_in_flight_bound(),
-        workers,
         config.server.queue_timeout,
-    )
+    );
+    match old {
+        Some(old) if old.is(bound, timeout) => Arc::clone(old),
+        _ => Arc::new(Admission::new(bound, workers, timeout)),
+    }
 }
 
+/// What a state hands on to the next one at a reload.
 struct Carried {
     cache: Option<Arc<Cache>>,
     ledger: Option<Ledger>,
@@ -82,8 +88,9 @@ pub struct AppState {
     pub configured_models: usize,
     /// Routes, in config order.
     pub routes: Vec<Route>,
-    /// The bound on requests to the proxied endpoints running at once.
-    pub admission: crate::admission::Admission,
+    /// The bound on requests to the proxied endpoints running at once (kept across reloads
+    /// that do not change it).
+    pub admission: Arc<Admission>,
     index: registry::Index,
     /// Catch-all deployments of passthrough providers.
     passthrough: Vec<usize>,
@@ -165,7 +172,7 @@ impl AppState {
     pub fn new(mut config: Config, workers: usize) -> Result<Self, Error> {
         let now = Instant::now();
         let (found, local) = crate::local::start(&config)?;
-        let admission = admission(&config, workers);
+        let admission = admission(&config, workers, None);
         let r = Registry::build(&mut config, &found, workers, now)?;
         let caches = config.cache.policy.enabled
             || r.deployments.iter().any(|d| d.cache.enabled)
@@ -226,7 +233,7 @@ impl AppState {
     pub fn reload(&self, mut config: Config) -> Result<(Self, reload::Changes), Error> {
         reload::check_fixed(&self.fixed, &config)?;
         let now = Instant::now();
-        let admission = admission(&config, self.workers);
+        let admission = admission(&config, self.workers, Some(&self.admission));
         let mut r = Registry::build(&mut config, &self.found, self.workers, now)?;
         reload::check_cache(self.cache.is_some(), &config, &r)?;
         let old = reload::Old {
@@ -269,7 +276,7 @@ impl AppState {
         r: Registry,
         c: Carried,
         workers: usize,
-        admission: crate::admission::Admission,
+        admission: Arc<Admission>,
     ) -> Self {
         let metrics = Metrics::new(
             r.deployments
