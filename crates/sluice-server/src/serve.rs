@@ -7,7 +7,9 @@
 //! taken before they arrived) finish (see `drain`), and whatever is still running after
 //! `server.shutdown_grace_ms` is cut. Batches
 //! run on the acceptor's runtime (`batches::executor`); on the signal they stop starting
-//! lines, and their lines in flight finish and are recorded within the same grace.
+//! lines, and their lines in flight finish and are recorded within the same grace. So do
+//! streamed answers' webhooks and the spend records waiting for them: each worker thread
+//! waits for them before its runtime ends. One grace period, from the signal, bounds it all.
 
 use crate::admission::Admission;
 use crate::drain::{self, Drain, FirstRead};
@@ -26,7 +28,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -141,14 +143,11 @@ async fn http2(
     live: &Arc<Live>,
 ) {
     let live = Arc::clone(live);
+    // Not held to `server.max_requests_in_flight` (see `admission`): its future is boxed
+    // here, as the request runs at once.
     let service = service_fn(move |req| {
         let state = live.get();
-        async move {
-            Ok::<_, std::convert::Infallible>(match admitted(&state, &req, || {}).await {
-                Ok(slot) => answer(state, req, slot).await,
-                Err(refused) => refused,
-            })
-        }
+        async move { Ok::<_, std::convert::Infallible>(answer(state, req, None).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -177,9 +176,9 @@ fn serve_queued(
     }
 }
 
-/// Waits for in-flight requests for up to the grace period.
-async fn drain(drain: Drain, state: &AppState) {
-    if !drain.shutdown(state.server.shutdown_grace).await {
+/// Waits for in-flight requests for up to what is left of the grace period.
+async fn drain(drain: Drain, state: &AppState, shutdown: Shutdown) {
+    if !drain.shutdown(shutdown.left()).await {
         tracing::warn!(
             in_flight = state.metrics.in_flight.load(Relaxed),
             "grace period over: cutting the requests still in flight"
@@ -246,6 +245,7 @@ async fn worker(
     live: Arc<Live>,
     index: usize,
     release: Option<Release>,
+    began: Arc<OnceLock<Shutdown>>,
 ) {
     let front = Front::new(&live);
     let connections = Drain::new();
@@ -257,10 +257,50 @@ async fn worker(
             Err(e) => tracing::warn!(error = %e, "cannot register connection"),
         }
     }
+    // The acceptor's grace period, set before it let go of this loop.
+    let shutdown = began
+        .get()
+        .copied()
+        .unwrap_or_else(|| Shutdown::began(&live.get()));
     let state = live.get();
-    drain(connections, &state).await;
+    drain(connections, &state, shutdown).await;
+    // What this thread's requests left running on its runtime (streamed answers' webhooks,
+    // the spend records waiting for them) ends before the runtime does, within the grace.
+    if !shutdown.settle(&state).await {
+        tracing::warn!(
+            worker = index,
+            "streamed answers' webhooks still unanswered at shutdown: their records are lost"
+        );
+    }
     // This thread's last settles go to Redis before its runtime ends.
     state.limiter.flush(LIMITER_FLUSH).await;
+}
+
+/// A shutdown's one grace period (`server.shutdown_grace_ms`), counted from its start: the
+/// drain and the lingering work after it share it.
+#[derive(Clone, Copy)]
+struct Shutdown {
+    until: tokio::time::Instant,
+}
+
+impl Shutdown {
+    fn began(state: &AppState) -> Self {
+        Self {
+            until: tokio::time::Instant::now() + state.server.shutdown_grace,
+        }
+    }
+
+    /// Waits, until the grace period ends, for streamed answers' webhooks and the spend
+    /// records waiting for their verdicts; returns whether they all ended.
+    async fn settle(self, state: &AppState) -> bool {
+        state.lingering.settle(self.left()).await
+    }
+
+    /// What is left of the grace period.
+    fn left(self) -> std::time::Duration {
+        self.until
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
 }
 
 impl Server {
@@ -340,7 +380,7 @@ impl Server {
         }
         checks.abort();
         history.abort();
-        log_shutdown(&live.get());
+        let shutdown = log_shutdown(&live.get());
         serve_queued(
             listener,
             &slots,
@@ -350,8 +390,11 @@ impl Server {
             },
         );
         let state = live.get();
-        tokio::join!(drain(connections, &state), stop_batches(&state, batches));
-        finish(&state, flusher).await;
+        tokio::join!(
+            drain(connections, &state, shutdown),
+            stop_batches(&state, batches, shutdown)
+        );
+        finish(&state, flusher, shutdown).await;
         Ok(())
     }
 
@@ -370,11 +413,13 @@ impl Server {
             release,
         } = self;
         let state = live.get();
+        let began: Arc<OnceLock<Shutdown>> = Arc::default();
         let mut senders = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
         for index in 0..workers {
             let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
             let live = Arc::clone(&live);
+            let began = Arc::clone(&began);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -383,7 +428,7 @@ impl Server {
                     .name(format!("sluice-worker-{index}"))
                     .spawn(move || {
                         sluice_providers::set_worker(index);
-                        runtime.block_on(worker(rx, live, index, release));
+                        runtime.block_on(worker(rx, live, index, release, began));
                     })?,
             );
             senders.push(tx);
@@ -410,7 +455,8 @@ impl Server {
         }
         checks.abort();
         history.abort();
-        log_shutdown(&live.get());
+        let shutdown = log_shutdown(&live.get());
+        let _ = began.set(shutdown);
         serve_queued(listener, &slots, |stream, permit| {
             if senders[next].send((stream, permit)).is_err() {
                 tracing::error!(worker = next, "worker thread is gone");
@@ -424,9 +470,9 @@ impl Server {
                 let _ = t.join();
             }
         });
-        let (joined, ()) = tokio::join!(workers, stop_batches(&state, batches));
+        let (joined, ()) = tokio::join!(workers, stop_batches(&state, batches, shutdown));
         joined.map_err(io::Error::other)?;
-        finish(&state, flusher).await;
+        finish(&state, flusher, shutdown).await;
         Ok(())
     }
 }
@@ -485,13 +531,19 @@ fn spawn_batches(live: &Arc<Live>) -> Option<tokio::task::JoinHandle<()>> {
 
 /// Stops the batches: no line starts; the lines in flight finish and are recorded, within
 /// the shutdown grace (after it they are cut, and run again at the next start).
-async fn stop_batches(state: &AppState, executor: Option<tokio::task::JoinHandle<()>>) {
+async fn stop_batches(
+    state: &AppState,
+    executor: Option<tokio::task::JoinHandle<()>>,
+    shutdown: Shutdown,
+) {
     let (Some(batches), Some(mut executor)) = (&state.batches, executor) else {
         return;
     };
     batches.stop();
-    let grace = state.server.shutdown_grace;
-    if tokio::time::timeout(grace, &mut executor).await.is_err() {
+    if tokio::time::timeout(shutdown.left(), &mut executor)
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over: cutting the batch lines still in flight");
         executor.abort();
     }
@@ -501,7 +553,11 @@ async fn stop_batches(state: &AppState, executor: Option<tokio::task::JoinHandle
 const LIMITER_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// After the drain: the last counters and every pending store write reach the store.
-async fn finish(state: &AppState, flusher: Option<tokio::task::JoinHandle<()>>) {
+async fn finish(
+    state: &AppState,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+    shutdown: Shutdown,
+) {
     if let Some(f) = flusher {
         f.abort();
     }
@@ -515,7 +571,7 @@ async fn finish(state: &AppState, flusher: Option<tokio::task::JoinHandle<()>>) 
         c.flush().await;
     }
     // Streamed answers' webhooks, and the spend records waiting for their verdicts.
-    if !state.lingering.settle(state.server.shutdown_grace).await {
+    if !shutdown.settle(state).await {
         tracing::warn!(
             "streamed answers' webhooks still unanswered at shutdown: their records are lost"
         );
@@ -544,11 +600,12 @@ async fn finish(state: &AppState, flusher: Option<tokio::task::JoinHandle<()>>) 
 const TRACE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The shutdown began: `/health/ready` says `draining` from now on.
-fn log_shutdown(state: &AppState) {
+fn log_shutdown(state: &AppState) -> Shutdown {
     state.draining.store(true, Relaxed);
     tracing::info!(
         in_flight = state.metrics.in_flight.load(Relaxed),
         grace_ms = state.server.shutdown_grace.as_millis() as u64,
         "shutting down: finishing in-flight requests"
     );
+    Shutdown::began(state)
 }

@@ -872,3 +872,61 @@ async fn led_and_replayed_streams_reach_the_webhook_too() {
         );
     }
 }
+
+/// With worker threads, a shutdown that begins while a streamed answer's webhook verdict is
+/// still awaited waits for it (the worker's runtime, which runs the webhook call, ends only
+/// after it): the verdict lands and so does the spend record that waited for it.
+#[tokio::test]
+async fn a_shutdown_with_worker_threads_waits_for_a_streamed_answers_verdict() {
+    use http_body_util::BodyExt;
+    let fake = FakeUpstream::start().await;
+    let (verdict, held) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+    let held = std::sync::Mutex::new(Some(held));
+    let (hook, calls) = fake_provider(move |_| match held.lock().unwrap().take() {
+        Some(rx) => (200, "application/json", HeldAnswer(rx).boxed()),
+        None => (200, "application/json", full(r#"{"action":"allow"}"#)),
+    })
+    .await;
+    let guards = format!(
+        r#"
+[[guardrails]]
+name = "review"
+apply_to = "answers"
+webhook = {{ url = "http://{hook}/check", timeout_ms = 30000 }}
+"#
+    );
+    let mut gw = start_with_workers(&config(&fake, &guards, "\"review\""), 2).await;
+    let id = format!("late-hook-shutdown-{}", sluice_store::unix_now_ms());
+    let r = post_json(
+        &gw.url("/v1/chat/completions"),
+        chat_stream("hello", "Hello there."),
+        &[("x-request-id", id.as_str())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    calls_of(&calls, 1).await;
+    let join = gw.begin_shutdown();
+    // The shutdown runs on (the request's worker has no connection left to drain) while the
+    // verdict is held.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    verdict
+        .send(bytes::Bytes::from_static(
+            br#"{"action":"deny","reason":"leak"}"#,
+        ))
+        .unwrap();
+    drop(verdict);
+    tokio::time::timeout(std::time::Duration::from_secs(20), join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    let records = ledger.export(0).await.unwrap();
+    let record = records.iter().find(|r| r.request_id == id);
+    assert_eq!(
+        record.and_then(|r| r.guardrails.as_deref()),
+        Some("review:webhook:flag=1"),
+        "the spend record waiting for the verdict was lost"
+    );
+}

@@ -80,8 +80,15 @@ provider = "fake"
 }
 
 pub async fn start_with(toml: &str) -> Gateway {
+    start_with_workers(toml, 1).await
+}
+
+/// A gateway started from `toml` with `workers` worker threads (`sluice serve --workers`).
+pub async fn start_with_workers(toml: &str, workers: usize) -> Gateway {
     let config = Config::from_toml(toml, &MapEnv::default()).expect("valid test config");
-    run(Server::bind(config).await.expect("bind"))
+    run(Server::bind_with_workers(config, workers)
+        .await
+        .expect("bind"))
 }
 
 /// A gateway started from `toml` whose config reload (`POST /admin/config/reload`) reads
@@ -103,7 +110,7 @@ fn run(server: Server) -> Gateway {
     let addr = server.local_addr().expect("addr");
     let state = server.state();
     let (tx, rx) = oneshot::channel::<()>();
-    let join = tokio::spawn(server.run(async {
+    let join = tokio::spawn(server.run_workers(async {
         let _ = rx.await;
     }));
     Gateway {
