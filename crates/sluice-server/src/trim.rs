@@ -31,8 +31,19 @@ pub const MIN_FALL: usize = 64;
 pub const SETTLE_TICKS: u32 = 10;
 
 /// Hands the allocator's free memory back to the operating system, on the calling thread
-/// (the `sluice` binary passes mimalloc's collection).
-pub type Release = fn();
+/// (the `sluice` binary passes mimalloc's collection), as far as [`Reach`] says.
+pub type Release = fn(Reach);
+
+/// How far a release reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The calling thread's heap (cheap: at each look that trims).
+    Thread,
+    /// Also the C allocator's arenas, process-wide, where SQLite's pages are (a walk under
+    /// every arena's lock: only at a burst's end and when a worker went idle, not at the
+    /// looks after the end).
+    Process,
+}
 
 /// A worker's load: its open client connections, the highest load seen since the last fall,
 /// and the connections it ever opened.
@@ -102,9 +113,14 @@ impl Settle {
         self.left -= 1;
         true
     }
+
+    /// Whether the last look found a burst's end (not one of the looks after it).
+    fn just_fell(&self) -> bool {
+        self.left == SETTLE_TICKS
+    }
 }
 
-/// A worker that served connections and has none left, nor requests: trimmed once, at the
+/// A worker that served connections and has none left: trimmed once, at the
 /// first look after a whole [`TICK`] in which no connection opened (a steady stream of short
 /// connections, one at a time, never triggers it). What many short-lived connections leave in
 /// the allocator, where no burst's fall ([`MIN_FALL`]) ever came, goes back then.
@@ -117,9 +133,11 @@ struct Idle {
 }
 
 impl Idle {
-    fn look(&mut self, load: &Load, in_flight: usize) -> bool {
+    /// `load` is the worker's own: a request in flight holds one of its connections open
+    /// (the gateway's count of requests in flight is every worker's, and batches').
+    fn look(&mut self, load: &Load) -> bool {
         let opened = load.opened.load(Relaxed);
-        let quiet = load.now(in_flight) == 0 && opened == self.seen;
+        let quiet = load.open.load(Relaxed) == 0 && opened == self.seen;
         self.seen = opened;
         let due = quiet && opened != self.trimmed;
         if due {
@@ -143,14 +161,25 @@ pub async fn watch(load: Arc<Load>, live: Arc<Live>, worker: usize, release: Opt
             return;
         }
         let in_flight = usize::try_from(state.metrics.in_flight.load(Relaxed)).unwrap_or(0);
-        // Both look at every tick (`|` rather than `||`): each keeps its own count.
-        if settle.look(&load, in_flight) | idle.look(&load, in_flight) {
+        // Both look at every tick: each keeps its own count.
+        let settling = settle.look(&load, in_flight);
+        let reach = if settle.just_fell() {
+            Reach::Process
+        } else {
+            Reach::Thread
+        };
+        let reach = if idle.look(&load) {
+            Some(Reach::Process)
+        } else {
+            settling.then_some(reach)
+        };
+        if let Some(reach) = reach {
             for provider in &state.providers {
                 provider.shrink_idle(worker, KEEP_IDLE);
             }
             drop(state);
             if let Some(release) = release {
-                release();
+                release(reach);
             }
             tracing::debug!(
                 worker,
@@ -220,25 +249,24 @@ mod tests {
     fn a_worker_left_empty_for_a_whole_tick_trims_once() {
         let load = Load::default();
         let mut idle = Idle::default();
-        assert!(!idle.look(&load, 0), "never served anything");
+        assert!(!idle.look(&load), "never served anything");
         load.opened();
         load.closed();
-        assert!(!idle.look(&load, 0), "a connection opened during the tick");
+        assert!(!idle.look(&load), "a connection opened during the tick");
         load.opened();
-        assert!(!idle.look(&load, 0), "one still open");
+        assert!(!idle.look(&load), "one still open");
         load.closed();
-        assert!(!idle.look(&load, 1), "a request in flight");
-        assert!(idle.look(&load, 0), "a whole tick empty: trimmed");
-        assert!(!idle.look(&load, 0), "once");
+        assert!(idle.look(&load), "a whole tick empty: trimmed");
+        assert!(!idle.look(&load), "once");
         for _ in 0..3 {
             load.opened();
             load.closed();
             assert!(
-                !idle.look(&load, 0),
+                !idle.look(&load),
                 "short connections one at a time, steadily"
             );
         }
-        assert!(idle.look(&load, 0), "then quiet: trimmed again");
+        assert!(idle.look(&load), "then quiet: trimmed again");
     }
 
     #[test]

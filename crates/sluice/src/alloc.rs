@@ -14,6 +14,7 @@
 // placed in `.init_array`.
 #![allow(unsafe_code)]
 
+use sluice_server::trim::Reach;
 use std::ffi::{c_char, c_int, c_ulong};
 
 extern "C" {
@@ -70,17 +71,21 @@ extern "C" {
 }
 
 /// Hands the memory mimalloc holds free back to the OS: this thread's heap and every delayed
-/// purge; then the C allocator's (glibc's, which SQLite and other C code allocate from: every
-/// arena). A walk of the heaps: called once a burst is over or a worker went idle, never per
-/// request.
-pub fn release() {
+/// purge; with [`Reach::Process`], then the C allocator's (glibc's, which SQLite and other C
+/// code allocate from: every arena). A walk of the heaps: called once a burst is over or a
+/// worker went idle, never per request.
+pub fn release(reach: Reach) {
     // SAFETY: `mi_collect` takes no pointers and touches only mimalloc's own bookkeeping; it
     // is safe to call from any thread at any time.
     unsafe { libmimalloc_sys::mi_collect(true) }
     // SAFETY: `malloc_trim` takes an integer and only walks glibc's own arenas under their
     // locks; it is safe from any thread.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        malloc_trim(0);
+    if reach == Reach::Process {
+        unsafe {
+            malloc_trim(0);
+        }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = reach;
 }
