@@ -22,6 +22,12 @@
 //! same rule), held text between them. A call's arguments are never cut or reordered, and a
 //! call complete when the upstream moves on is ended at once.
 //!
+//! Calls are told apart by `index` and `id` together: some servers (Ollama, SGLang) give
+//! every call `index: 0` and a new `id`, so a piece whose `id` differs from the one its
+//! `index` last had begins a new call (pieces without an `id` belong to the last call of
+//! their `index`). The steps name calls by a key of their own: the `index` for the first call
+//! of an index, a key past every `index` for the later ones.
+//!
 //! A piece of a call that arrives after its end is not written: it is the upstream going
 //! back to a call it had left where the call could be whole, or writing after its
 //! `finish_reason`, which no documented chat stream does; writing it after the block's
@@ -192,6 +198,16 @@ enum Held<T> {
     Other(T),
 }
 
+/// The last call seen at an `index`: its `id` and its key.
+#[derive(Debug)]
+struct Known {
+    index: u64,
+    id: Option<String>,
+    key: u64,
+    /// How many calls this `index` has had.
+    calls: u64,
+}
+
 /// The calls of one choice of a stream: the open one, what is held behind it, those ended.
 /// `T` is what the converter holds back behind an open call (its text, its reasoning).
 #[derive(Debug)]
@@ -200,6 +216,7 @@ pub(crate) struct CallOrder<T> {
     /// Never anything while no call is open.
     held: VecDeque<Held<T>>,
     ended: Vec<u64>,
+    known: Vec<Known>,
 }
 
 impl<T> Default for CallOrder<T> {
@@ -208,13 +225,53 @@ impl<T> Default for CallOrder<T> {
             open: None,
             held: VecDeque::new(),
             ended: Vec::new(),
+            known: Vec::new(),
         }
     }
 }
 
+/// The first key of the calls that reuse an `index` (far past any real `index`).
+const REUSED: u64 = 1 << 32;
+
 impl<T> CallOrder<T> {
+    /// The key of the call `d` is a piece of (see the module docs): its `index`'s last call,
+    /// unless `d` carries another `id`.
+    fn key(&mut self, d: &Delta<'_>) -> u64 {
+        let Some(known) = self.known.iter_mut().find(|k| k.index == d.call) else {
+            self.known.push(Known {
+                index: d.call,
+                id: d.id.map(str::to_owned),
+                key: d.call,
+                calls: 1,
+            });
+            return d.call;
+        };
+        match (d.id, &known.id) {
+            (Some(id), Some(last)) if id != last => {
+                known.key = REUSED
+                    .wrapping_add(d.call.wrapping_shl(16))
+                    .wrapping_add(known.calls);
+                known.calls += 1;
+                known.id = Some(id.to_owned());
+            }
+            (Some(id), None) => known.id = Some(id.to_owned()),
+            _ => {}
+        }
+        known.key
+    }
+
     /// Takes one piece of a call; `emit` receives what may be written now.
     pub(crate) fn on_delta<'a>(&mut self, d: Delta<'a>, emit: &mut impl FnMut(Step<'a, T>)) {
+        // An empty `id` or name is none (DashScope's and GLM's continuation pieces).
+        let d = Delta {
+            id: d.id.filter(|id| !id.is_empty()),
+            name: d.name.filter(|name| !name.is_empty()),
+            ..d
+        };
+        let d = Delta {
+            call: self.key(&d),
+            ..d
+        };
         if let Some((call, end)) = &mut self.open {
             if *call == d.call {
                 if !d.args.is_empty() {
@@ -708,5 +765,90 @@ mod tests {
         let mut bare = JsonEnd::default();
         bare.feed(" \"x");
         assert_eq!(bare.stand(), Stand::Bare);
+    }
+
+    /// The steps of `pieces` (`index`, `id`, name, arguments), as [`run`] makes them.
+    fn run_with_ids(pieces: &[(u64, Option<&str>, Option<&str>, &str)]) -> Vec<String> {
+        let mut order = CallOrder::<String>::default();
+        let mut steps = Vec::new();
+        let mut emit = |s: Step<'_, String>| steps.push(step(s));
+        for &(call, id, name, args) in pieces {
+            let d = Delta {
+                call,
+                id,
+                name,
+                args,
+            };
+            order.on_delta(d, &mut emit);
+        }
+        order.flush(&mut emit);
+        steps
+    }
+
+    #[test]
+    fn calls_that_reuse_an_index_are_told_apart_by_their_ids() {
+        // Ollama and SGLang: every call `index: 0`, each with its own id.
+        let steps = run_with_ids(&[
+            (0, Some("call_a"), Some("a"), ""),
+            (0, None, None, "{\"x\":1}"),
+            (0, Some("call_b"), Some("b"), "{\"y\":"),
+            (0, None, None, "2}"),
+            (0, Some("call_b"), None, ""),
+        ]);
+        let b = REUSED + 1;
+        assert_eq!(
+            steps,
+            [
+                "begin 0 a".to_string(),
+                "args 0 {\"x\":1}".into(),
+                "end 0".into(),
+                format!("begin {b} b"),
+                format!("args {b} {{\"y\":"),
+                format!("args {b} 2}}"),
+                format!("end {b}"),
+            ]
+        );
+        assert!(contiguous(&steps), "{steps:?}");
+        // Each call whole, even when the second comes whole in one piece.
+        let steps = run_with_ids(&[
+            (0, Some("call_a"), Some("a"), "{}"),
+            (0, Some("call_b"), Some("b"), "{}"),
+            (0, Some("call_c"), Some("c"), "{}"),
+        ]);
+        let begun: Vec<_> = steps.iter().filter(|s| s.starts_with("begin")).collect();
+        assert_eq!(begun.len(), 3, "{steps:?}");
+        assert!(contiguous(&steps), "{steps:?}");
+        // DashScope and GLM: continuation pieces with `"id": ""` (and `"name": ""`).
+        let steps = run_with_ids(&[
+            (0, Some("call_a"), Some("bash"), ""),
+            (0, Some(""), Some(""), "{\"command\": "),
+            (0, Some(""), None, "\"ls\"}"),
+        ]);
+        assert_eq!(
+            steps,
+            [
+                "begin 0 bash",
+                "args 0 {\"command\": ",
+                "args 0 \"ls\"}",
+                "end 0"
+            ]
+        );
+        // The same id again after its call ended is going back to it: not written.
+        let steps = run_with_ids(&[
+            (0, Some("call_a"), Some("a"), "{}"),
+            (1, Some("call_b"), Some("b"), "{}"),
+            (0, Some("call_a"), None, "{}"),
+        ]);
+        assert_eq!(
+            steps,
+            [
+                "begin 0 a",
+                "args 0 {}",
+                "end 0",
+                "begin 1 b",
+                "args 1 {}",
+                "end 1"
+            ]
+        );
     }
 }
