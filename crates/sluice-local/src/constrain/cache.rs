@@ -3,7 +3,8 @@
 //! and its liveness table are built once.
 //!
 //! Keyed by the schema's canonical text (`serde_json`'s serialization of the parsed value:
-//! whitespace and number spelling do not matter). Bounded by [`MAX_SCHEMAS`] entries and
+//! whitespace does not matter, and numbers count as `serde_json` reads them: `1e2` is
+//! `100.0`, while `1` and `1.0` are two keys). Bounded by [`MAX_SCHEMAS`] entries and
 //! [`MAX_BYTES`] of compiled tables, the least recently used entry leaving first; a grammar
 //! larger than the whole budget is compiled for its request and not kept. Refused schemas are
 //! not kept (they are compiled again, and refused again).

@@ -146,7 +146,7 @@ fn admits(g: &Grammar, node: &Node, value: &Value) -> bool {
             let n = s.chars().count() as u64;
             n >= u64::from(*min)
                 && max.is_none_or(|max| n <= u64::from(max))
-                && pattern.is_none_or(|p| g.pattern(p).matches(s))
+                && pattern.is_none_or(|p| g.pattern(p).may_match(s))
         }
         (Node::Number { integer, range }, Value::Number(n)) => {
             let f = n.as_f64().unwrap_or(f64::NAN);

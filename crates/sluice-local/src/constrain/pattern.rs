@@ -273,8 +273,13 @@ impl Pattern {
         Some(false)
     }
 
-    /// Whether the pattern matches `text` (decoded; its length is the caller's to check).
-    pub(crate) fn matches(&self, text: &str) -> bool {
+    /// Whether the pattern may match `text` (decoded; its length is the caller's to check):
+    /// exactly, unless `text` has a byte no patterned string can spell ([`spellable`]), which
+    /// the DFA does not read: then `true`, as the pattern may well take it.
+    pub(crate) fn may_match(&self, text: &str) -> bool {
+        if !text.bytes().all(spellable) {
+            return true;
+        }
         let state = text.bytes().fold(0, |state, byte| match state {
             DEAD => DEAD,
             state => self.step(state, byte),

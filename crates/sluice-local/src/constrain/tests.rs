@@ -417,6 +417,12 @@ fn one_of_is_compiled_only_with_disjoint_branches() {
             "0 and 1",
         ),
         (json!({"oneOf": [{"type": "object"}, true]}), "0 and 1"),
+        // A constant no patterned string can spell (a control character) that the pattern
+        // takes all the same: the branches overlap.
+        (
+            json!({"oneOf": [{"type": "string", "pattern": "^a"}, {"const": "a\u{1}"}]}),
+            "0 and 1",
+        ),
         (
             json!({"type": "object", "properties": {"p": {"oneOf": [{"type": "array"}, {"type": "array", "maxItems": 2}]}}}),
             "0 and 1",
