@@ -665,7 +665,6 @@ fn beyond_chat(r: &InRequest<'_>, unknown: &[String]) -> Option<BadRequest> {
         .then(|| bad("input", "input: Field required".into()))
 }
 
-/// The echo of `r`'s settings.
 /// What an answer echoes of a field the request left out (or sent as `null`), read once.
 type Echoed = LazyLock<Box<RawValue>>;
 
@@ -689,6 +688,7 @@ fn echoed(v: Option<&RawValue>, default: &Echoed) -> Box<RawValue> {
     }
 }
 
+/// The echo of `r`'s settings.
 fn echo(r: &InRequest<'_>) -> Echo {
     let reasoning = r.reasoning.as_ref();
     Echo {
