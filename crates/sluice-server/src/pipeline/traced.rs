@@ -301,7 +301,7 @@ impl Recording {
             flags: self.flags,
             remote_parent: self.parent.is_some(),
             name: match &model {
-                Some(m) => format!("{op} {m}").into(),
+                Some(m) => span_name(op, m),
                 None => op.into(),
             },
             kind: Kind::Server,
@@ -361,7 +361,7 @@ impl Recording {
             trace_state: self.trace_state.clone(),
             flags: self.flags,
             remote_parent: false,
-            name: format!("{op} {}", t.upstream).into(),
+            name: span_name(op, &t.upstream),
             kind: Kind::Client,
             start: self.at(t.started),
             end: self.at(t.ended.unwrap_or(now)),
@@ -370,6 +370,16 @@ impl Recording {
             status,
         }
     }
+}
+
+/// A span's name as the conventions make it, `{operation} {model}` (`chat gpt-4o`), joined
+/// without the formatting machinery (it runs for every traced request).
+fn span_name(op: &str, model: &str) -> Box<str> {
+    let mut s = String::with_capacity(op.len() + 1 + model.len());
+    s.push_str(op);
+    s.push(' ');
+    s.push_str(model);
+    s.into_boxed_str()
 }
 
 /// `gen_ai.operation.name`: the convention's names where it has one, else sluice's.

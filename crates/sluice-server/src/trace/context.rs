@@ -3,7 +3,6 @@
 
 use http::header::HeaderValue;
 use sluice_core::rng;
-use std::fmt::Write;
 
 /// A trace's id: 16 bytes, never all zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +78,8 @@ pub fn header(trace: TraceId, span: SpanId, flags: u8) -> HeaderValue {
     push_hex(&mut s, &trace.0);
     s.push('-');
     push_hex(&mut s, &span.0);
-    let _ = write!(s, "-{flags:02x}");
+    s.push('-');
+    push_hex(&mut s, &[flags]);
     // Hex digits and dashes only: always a valid header value.
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

@@ -138,7 +138,10 @@ impl Exporter {
         otlp::encode(buf, &source, batch.iter().flatten());
         let spans: usize = batch.iter().map(Vec::len).sum();
         batch.clear();
-        match self.poster.post(Bytes::copy_from_slice(buf)).await {
+        // The encoded batch itself is the body; the next batch gets a buffer of its size.
+        let room = buf.capacity();
+        let body = std::mem::replace(buf, Vec::with_capacity(room));
+        match self.poster.post(Bytes::from(body)).await {
             Ok(()) => {
                 self.counters.exported.fetch_add(spans as u64, Relaxed);
                 if std::mem::take(&mut self.failing) {

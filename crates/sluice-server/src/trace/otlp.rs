@@ -28,24 +28,25 @@ pub fn encode<'s>(
     source: &Source<'_>,
     spans: impl IntoIterator<Item = &'s Span>,
 ) {
-    // ExportTraceServiceRequest.resource_spans = 1
-    nested(buf, 1, |b| {
+    // ExportTraceServiceRequest.resource_spans = 1 (a batch: KiBs to MiBs; a span: hundreds
+    // of bytes; the rest: under 128 bytes)
+    nested(buf, 1, 3, |b| {
         // ResourceSpans.resource = 1 { Resource.attributes = 1 }
-        nested(b, 1, |b| {
+        nested(b, 1, 1, |b| {
             for a in source.resource {
-                nested(b, 1, |b| key_value(b, a));
+                nested(b, 1, 1, |b| key_value(b, a));
             }
         });
         // ResourceSpans.scope_spans = 2
-        nested(b, 2, |b| {
+        nested(b, 2, 3, |b| {
             // ScopeSpans.scope = 1 { name = 1, version = 2 }
-            nested(b, 1, |b| {
+            nested(b, 1, 1, |b| {
                 string(b, 1, source.scope);
                 string(b, 2, source.version);
             });
             // ScopeSpans.spans = 2
             for s in spans {
-                nested(b, 2, |b| span(b, s));
+                nested(b, 2, 2, |b| span(b, s));
             }
         });
     });
@@ -69,14 +70,14 @@ fn span(b: &mut Vec<u8>, s: &Span) {
     tag(b, 8, FIXED64);
     b.extend_from_slice(&s.end.to_le_bytes());
     for a in &s.attributes {
-        nested(b, 9, |b| key_value(b, a));
+        nested(b, 9, 1, |b| key_value(b, a));
     }
     for e in &s.events {
-        nested(b, 11, |b| event(b, e));
+        nested(b, 11, 1, |b| event(b, e));
     }
     if let Status::Error(message) = &s.status {
         // Status { message = 2, code = 3 (STATUS_CODE_ERROR = 2) }
-        nested(b, 15, |b| {
+        nested(b, 15, 1, |b| {
             string(b, 2, message);
             tag(b, 3, VARINT);
             varint(b, 2);
@@ -95,14 +96,14 @@ fn event(b: &mut Vec<u8>, e: &Event) {
     b.extend_from_slice(&e.time.to_le_bytes());
     string(b, 2, e.name);
     for a in &e.attributes {
-        nested(b, 3, |b| key_value(b, a));
+        nested(b, 3, 1, |b| key_value(b, a));
     }
 }
 
 /// `KeyValue { key = 1, value = 2: AnyValue }`.
 fn key_value(b: &mut Vec<u8>, (key, value): &Attribute) {
     string(b, 1, key);
-    nested(b, 2, |b| match value {
+    nested(b, 2, 1, |b| match value {
         Value::Str(s) => string(b, 1, s),
         Value::Static(s) => string(b, 1, s),
         Value::Bool(v) => {
@@ -143,21 +144,36 @@ fn string(b: &mut Vec<u8>, field: u32, v: &str) {
     bytes(b, field, v.as_bytes());
 }
 
-/// A length-delimited field whose content `f` writes: one byte is kept for the length, and
-/// the content moved along in the rare case its length needs more.
-fn nested(b: &mut Vec<u8>, field: u32, f: impl FnOnce(&mut Vec<u8>)) {
+/// A length-delimited field whose content `f` writes, the varint of its length expected to
+/// take `guess` bytes (1: under 128 bytes, 2: under 16 KiB, 3: under 2 MiB). That much room
+/// is kept before the content, which is moved only when its length needs another size (the
+/// varint stays minimal either way).
+fn nested(b: &mut Vec<u8>, field: u32, guess: usize, f: impl FnOnce(&mut Vec<u8>)) {
     tag(b, field, LEN);
     let at = b.len();
-    b.push(0);
+    b.resize(at + guess, 0);
     f(b);
-    let len = b.len() - at - 1;
-    if len < 0x80 {
-        b[at] = len as u8;
-    } else {
-        let mut prefix = Vec::with_capacity(4);
-        varint(&mut prefix, len as u64);
-        b.splice(at..=at, prefix);
+    let end = b.len();
+    let len = end - at - guess;
+    let n = varint_len(len as u64);
+    if n > guess {
+        b.resize(end + n - guess, 0);
+        b.copy_within(at + guess..end, at + n);
+    } else if n < guess {
+        b.copy_within(at + guess..end, at + n);
+        b.truncate(end - (guess - n));
     }
+    // The varint written in place, over the room kept for it.
+    let mut v = len as u64;
+    for byte in &mut b[at..at + n] {
+        *byte = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
+        v >>= 7;
+    }
+}
+
+/// How many bytes `v` takes as a varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[cfg(test)]

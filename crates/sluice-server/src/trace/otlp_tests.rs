@@ -210,3 +210,22 @@ fn a_root_span_without_state_or_status() {
     assert!(all(&s, 15).is_empty());
     assert!(matches!(one(&s, 16), Field::Fixed32(0x101)));
 }
+
+/// Whatever room was guessed for a length, its varint comes out minimal, the content after it.
+#[test]
+fn nested_lengths_are_minimal_whatever_the_guess() {
+    for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
+        let content: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let mut minimal = Vec::new();
+        varint(&mut minimal, len as u64);
+        assert_eq!(varint_len(len as u64), minimal.len(), "{len}");
+        for guess in 1..=3 {
+            let mut b = vec![0xaa];
+            nested(&mut b, 5, guess, |b| b.extend_from_slice(&content));
+            let mut want = vec![0xaa, 5 << 3 | 2];
+            want.extend_from_slice(&minimal);
+            want.extend_from_slice(&content);
+            assert!(b == want, "len {len}, guess {guess}");
+        }
+    }
+}
