@@ -132,7 +132,7 @@ impl Conn {
             while !read.is_empty() {
                 let Some((head, taken)) = head::parse(&read, out.to_head).map_err(failed)? else {
                     if read.len() > MAX_HEAD_BYTES {
-                        return Err(failed(Cause::HeadTooLarge));
+                        return Err(failed(Cause::HeadTooLarge(MAX_HEAD_BYTES)));
                     }
                     break;
                 };

@@ -26,8 +26,8 @@ pub enum Cause {
     RequestBody(io::Error),
     /// Reading the socket failed.
     Read(io::Error),
-    /// The response head is over [`super::head::MAX_HEAD_BYTES`].
-    HeadTooLarge,
+    /// The response head is over the limit it carries (`head::MAX_HEAD_BYTES`).
+    HeadTooLarge(usize),
     /// The response head is not HTTP/1.x.
     MalformedHead(&'static str),
     /// The body's framing (chunked) is malformed.
@@ -42,11 +42,9 @@ impl fmt::Display for Cause {
             Self::Write(_) => f.write_str("error writing the request"),
             Self::RequestBody(_) => f.write_str("error reading the request's body"),
             Self::Read(_) => f.write_str("error reading from the connection"),
-            Self::HeadTooLarge => write!(
-                f,
-                "the response head is larger than {} bytes",
-                super::head::MAX_HEAD_BYTES
-            ),
+            Self::HeadTooLarge(limit) => {
+                write!(f, "the response head is larger than {limit} bytes")
+            }
             Self::MalformedHead(why) => write!(f, "malformed response head: {why}"),
             Self::Framing(why) => write!(f, "malformed response body: {why}"),
             Self::Closed => f.write_str("connection closed before message completed"),

@@ -38,7 +38,7 @@ pub(super) fn parse(buf: &[u8], to_head: bool) -> Result<Option<(Head, usize)>, 
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > MAX_HEAD_BYTES {
-                Err(Cause::HeadTooLarge)
+                Err(Cause::HeadTooLarge(MAX_HEAD_BYTES))
             } else {
                 Ok(None)
             }
@@ -49,7 +49,7 @@ pub(super) fn parse(buf: &[u8], to_head: bool) -> Result<Option<(Head, usize)>, 
         Err(_) => return Err(Cause::MalformedHead("not an HTTP/1.x response head")),
     };
     if taken > MAX_HEAD_BYTES {
-        return Err(Cause::HeadTooLarge);
+        return Err(Cause::HeadTooLarge(MAX_HEAD_BYTES));
     }
     let code = parsed.code.unwrap_or_default();
     let status =
@@ -240,10 +240,13 @@ mod tests {
             .is_none());
         let mut partial = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
         partial.resize(MAX_HEAD_BYTES + 1, b'a');
-        assert!(matches!(parse(&partial, false), Err(Cause::HeadTooLarge)));
+        assert!(matches!(
+            parse(&partial, false),
+            Err(Cause::HeadTooLarge(_))
+        ));
         let mut whole = partial.clone();
         whole.extend_from_slice(b"\r\n\r\n");
-        assert!(matches!(parse(&whole, false), Err(Cause::HeadTooLarge)));
+        assert!(matches!(parse(&whole, false), Err(Cause::HeadTooLarge(_))));
         let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
         for n in 0..=MAX_HEADERS {
             many.extend_from_slice(format!("x-{n}: 1\r\n").as_bytes());

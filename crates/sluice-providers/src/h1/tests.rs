@@ -491,7 +491,7 @@ async fn a_close_before_the_head_and_a_head_too_large_fail_the_exchange() {
     let c = scripted_client(&base_url);
     let failure = send(&c, &base_url).await.unwrap_err();
     assert!(
-        matches!(failure, Failure::Exchange(super::Cause::HeadTooLarge)),
+        matches!(failure, Failure::Exchange(super::Cause::HeadTooLarge(_))),
         "{failure:?}"
     );
 }
