@@ -575,3 +575,11 @@ async fn the_request_goes_out_with_its_head_and_length() {
         .unwrap();
     assert_eq!(sending.await.unwrap(), "ok");
 }
+
+/// An idle connection is its socket (and a flag): no buffer of its own, inline or behind
+/// a pointer, is kept between requests.
+#[test]
+fn an_idle_connection_holds_its_socket_and_nothing_else() {
+    let size = std::mem::size_of::<super::conn::Conn>();
+    assert!(size <= std::mem::size_of::<TcpStream>() + 8, "{size} bytes");
+}
