@@ -374,12 +374,16 @@ impl Server {
         let batches = spawn_batches(&live);
         let checks = crate::health_check::spawn(&live);
         let history = spawn_history(&live);
+        let arenas = release.map(|r| tokio::spawn(trim::trim_arenas(r, trim::ARENA_TICK)));
         tokio::pin!(shutdown);
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
             serve_connection(&front, &connections, &load, stream, Some(permit));
         }
         checks.abort();
         history.abort();
+        if let Some(arenas) = &arenas {
+            arenas.abort();
+        }
         let shutdown = log_shutdown(&live.get());
         serve_queued(
             listener,
@@ -438,6 +442,7 @@ impl Server {
         let batches = spawn_batches(&live);
         let checks = crate::health_check::spawn(&live);
         let history = spawn_history(&live);
+        let arenas = release.map(|r| tokio::spawn(trim::trim_arenas(r, trim::ARENA_TICK)));
         tokio::pin!(shutdown);
         let mut next = 0;
         while let Some((stream, permit)) = accept(&listener, &slots, &mut shutdown).await {
@@ -455,6 +460,9 @@ impl Server {
         }
         checks.abort();
         history.abort();
+        if let Some(arenas) = &arenas {
+            arenas.abort();
+        }
         let shutdown = log_shutdown(&live.get());
         let _ = began.set(shutdown);
         serve_queued(listener, &slots, |stream, permit| {
