@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chat;
+pub mod chunked;
 pub mod completions;
 pub mod embeddings;
 pub mod error;

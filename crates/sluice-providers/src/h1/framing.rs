@@ -6,6 +6,7 @@
 
 use super::error::Cause;
 use bytes::{Buf, Bytes, BytesMut};
+use sluice_types::chunked;
 
 /// Longest chunk-size line (with its extensions), and most trailer bytes, taken.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -159,48 +160,14 @@ pub(super) fn append(buf: &mut Bytes, more: Bytes) {
     }
 }
 
-/// Where the CRLF ending the line at the start of `buf` is; `None` while it has not arrived
-/// within `limit` bytes; an error past them.
+/// Where the line at the start of `buf` ends ([`chunked::line_end`]).
 fn line_end(buf: &[u8], limit: usize) -> Result<Option<usize>, Cause> {
-    let window = &buf[..buf.len().min(limit.saturating_add(2))];
-    let bare = || Cause::Framing("a bare CR or LF in a chunk line");
-    match memchr::memmem::find(window, b"\r\n") {
-        Some(at) if window[..at].iter().any(|&b| b == b'\r' || b == b'\n') => Err(bare()),
-        Some(at) => Ok(Some(at)),
-        None if memchr::memchr(b'\n', window).is_some() => Err(bare()),
-        None if buf.len() > limit => {
-            Err(Cause::Framing("a chunk-size or trailer line is too long"))
-        }
-        None => Ok(None),
-    }
+    chunked::line_end(buf, limit).map_err(Cause::Framing)
 }
 
-/// A chunk-size line's size: hex digits, then optional whitespace and `;extensions`.
+/// A chunk-size line's size ([`chunked::chunk_size`]).
 fn chunk_size(line: &[u8]) -> Result<u64, Cause> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return Err(Cause::Framing("a chunk-size is not hexadecimal"));
-    }
-    if digits > 15 {
-        return Err(Cause::Framing("a chunk-size is too large"));
-    }
-    let rest = &line[digits..];
-    let rest = &rest[rest
-        .iter()
-        .take_while(|b| matches!(b, b' ' | b'\t'))
-        .count()..];
-    if !(rest.is_empty() || rest[0] == b';') {
-        return Err(Cause::Framing("a chunk-size line has junk after the size"));
-    }
-    // Hex digits only, at most 15: at most 60 bits.
-    Ok(line[..digits].iter().fold(0u64, |n, &b| {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => b - b'A' + 10,
-        };
-        (n << 4) | u64::from(digit)
-    }))
+    chunked::chunk_size(line).map_err(Cause::Framing)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use sluice_types::chunked;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
@@ -185,46 +186,14 @@ fn take(buf: &mut BytesMut, left: u64) -> Option<Bytes> {
     Some(buf.split_to(n).freeze())
 }
 
-/// Where the CRLF ending the line at the start of `buf` is; `None` while it has not arrived
-/// within `limit` bytes; an error past them.
+/// Where the line at the start of `buf` ends ([`chunked::line_end`]).
 fn line_end(buf: &[u8], limit: usize) -> Result<Option<usize>, BodyError> {
-    let window = &buf[..buf.len().min(limit.saturating_add(2))];
-    let bare = || BodyError::Malformed("a bare CR or LF in a chunk line");
-    match window.windows(2).position(|w| w == b"\r\n") {
-        // A bare CR or LF inside the line: another parser would end the line there
-        // (request smuggling through a lenient proxy); refused, as hyper does.
-        Some(at) if window[..at].iter().any(|&b| b == b'\r' || b == b'\n') => Err(bare()),
-        Some(at) => Ok(Some(at)),
-        None if window.contains(&b'\n') => Err(bare()),
-        None if buf.len() > limit => Err(BodyError::Malformed(
-            "a chunk-size or trailer line is too long",
-        )),
-        None => Ok(None),
-    }
+    chunked::line_end(buf, limit).map_err(BodyError::Malformed)
 }
 
-/// A chunk-size line's size: hex digits, then optional whitespace and `;extensions`.
+/// A chunk-size line's size ([`chunked::chunk_size`]).
 fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return Err(BodyError::Malformed("a chunk-size is not hexadecimal"));
-    }
-    if digits > 15 {
-        return Err(BodyError::Malformed("a chunk-size is too large"));
-    }
-    let rest = &line[digits..];
-    let rest = &rest[rest
-        .iter()
-        .take_while(|b| matches!(b, b' ' | b'\t'))
-        .count()..];
-    if !(rest.is_empty() || rest[0] == b';') {
-        return Err(BodyError::Malformed(
-            "a chunk-size line has junk after the size",
-        ));
-    }
-    let text = std::str::from_utf8(&line[..digits])
-        .map_err(|_| BodyError::Malformed("a chunk-size is not hexadecimal"))?;
-    u64::from_str_radix(text, 16).map_err(|_| BodyError::Malformed("a chunk-size is too large"))
+    chunked::chunk_size(line).map_err(BodyError::Malformed)
 }
 
 /// `Expect: 100-continue`'s progress.
