@@ -660,6 +660,24 @@ impl http_body::Body for HeldAnswer {
     }
 }
 
+/// A webhook whose first answer is held until the test sends it on the returned sender (the
+/// ones after it allow at once): its address and the calls it got.
+async fn held_webhook() -> (
+    std::net::SocketAddr,
+    Recorded,
+    tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
+) {
+    use http_body_util::BodyExt;
+    let (verdict, held) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+    let held = std::sync::Mutex::new(Some(held));
+    let (hook, calls) = fake_provider(move |_| match held.lock().unwrap().take() {
+        Some(rx) => (200, "application/json", HeldAnswer(rx).boxed()),
+        None => (200, "application/json", full(r#"{"action":"allow"}"#)),
+    })
+    .await;
+    (hook, calls, verdict)
+}
+
 /// The spend record of `id`, once it is written (the record of a streamed answer waits for
 /// its webhooks' verdict).
 async fn record_of(gw: &Gateway, id: &str) -> sluice_store::SpendRecord {
@@ -697,15 +715,8 @@ async fn calls_of(calls: &Recorded, n: usize) -> Vec<Seen> {
 /// record, which waits for the verdict; an allow leaves no trace.
 #[tokio::test]
 async fn a_streamed_answer_reaches_the_webhook_after_it_ends_and_a_deny_flags_it() {
-    use http_body_util::BodyExt;
     let fake = FakeUpstream::start().await;
-    let (verdict, held) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
-    let held = std::sync::Mutex::new(Some(held));
-    let (hook, calls) = fake_provider(move |_| match held.lock().unwrap().take() {
-        Some(rx) => (200, "application/json", HeldAnswer(rx).boxed()),
-        None => (200, "application/json", full(r#"{"action":"allow"}"#)),
-    })
-    .await;
+    let (hook, calls, verdict) = held_webhook().await;
     let guards = format!(
         r#"
 [[guardrails]]
@@ -878,15 +889,8 @@ async fn led_and_replayed_streams_reach_the_webhook_too() {
 /// after it): the verdict lands and so does the spend record that waited for it.
 #[tokio::test]
 async fn a_shutdown_with_worker_threads_waits_for_a_streamed_answers_verdict() {
-    use http_body_util::BodyExt;
     let fake = FakeUpstream::start().await;
-    let (verdict, held) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
-    let held = std::sync::Mutex::new(Some(held));
-    let (hook, calls) = fake_provider(move |_| match held.lock().unwrap().take() {
-        Some(rx) => (200, "application/json", HeldAnswer(rx).boxed()),
-        None => (200, "application/json", full(r#"{"action":"allow"}"#)),
-    })
-    .await;
+    let (hook, calls, verdict) = held_webhook().await;
     let guards = format!(
         r#"
 [[guardrails]]
