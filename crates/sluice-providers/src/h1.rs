@@ -65,10 +65,10 @@ impl H1Client {
             return None;
         }
         let authority = base.authority()?.clone();
-        // As hyper-util writes it: the port only when it is not 80.
+        // As hyper-util writes it: the host (no userinfo), the port only when it is not 80.
         let host = match base.port_u16() {
-            Some(80) => HeaderValue::from_str(authority.host()),
-            _ => HeaderValue::from_str(authority.as_str()),
+            None | Some(80) => HeaderValue::from_str(authority.host()),
+            Some(port) => HeaderValue::from_str(&format!("{}:{port}", authority.host())),
         }
         .ok()?;
         let origin = Uri::builder()
@@ -122,8 +122,11 @@ impl H1Client {
         };
         let answer = match conn.exchange(&mut out).await {
             Ok(answer) => answer,
-            // The upstream closed the idle connection before the request went out.
-            Err(failed) if failed.unsent && conn.reused => {
+            // The upstream closed the idle connection before the request went out (a write
+            // failed before its first byte; not the request's own body failing).
+            Err(failed)
+                if failed.unsent && conn.reused && matches!(failed.cause, Cause::Write(_)) =>
+            {
                 conn = Conn::open(&self.connector, &self.origin).await?;
                 conn.exchange(&mut out)
                     .await

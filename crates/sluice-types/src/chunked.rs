@@ -19,14 +19,19 @@ pub fn line_end(buf: &[u8], limit: usize) -> Result<Option<usize>, &'static str>
     }
 }
 
-/// A chunk-size line's size: hex digits (at most 15: 60 bits), then optional whitespace and
+/// A chunk-size line's size: hex digits (at most 15 after leading zeros: 60 bits), then optional whitespace and
 /// `;extensions`.
 pub fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
         return Err("a chunk-size is not hexadecimal");
     }
-    if digits > 15 {
+    // Leading zeros do not count toward the 15 digits.
+    let zeros = line[..digits - 1]
+        .iter()
+        .take_while(|&&b| b == b'0')
+        .count();
+    if digits - zeros > 15 {
         return Err("a chunk-size is too large");
     }
     let rest = &line[digits..];
@@ -59,6 +64,9 @@ mod tests {
         assert!(chunk_size(b"").is_err());
         assert!(chunk_size(b"-1").is_err());
         assert!(chunk_size(b"1000000000000000").is_err(), "16 digits");
+        assert_eq!(chunk_size(b"0000000000000010"), Ok(16), "leading zeros");
+        assert_eq!(chunk_size(b"0"), Ok(0));
+        assert_eq!(chunk_size(b"000"), Ok(0));
         assert!(chunk_size(b"1x").is_err());
     }
 

@@ -143,7 +143,7 @@ impl Conn {
                 return Ok(Answer {
                     parts: head.parts,
                     framing: head.framing,
-                    keep_alive: head.keep_alive && sent == Sent::Whole,
+                    keep_alive: head.keep_alive && sent == Sent::Whole && !out.closes,
                     rest: read,
                 });
             }

@@ -70,6 +70,12 @@ pub(super) fn parse(buf: &[u8], to_head: bool) -> Result<Option<(Head, usize)>, 
             .map_err(|_| Cause::MalformedHead("an invalid header value"))?;
         headers.append(name, value);
     }
+    if version == Version::HTTP_10 && headers.contains_key(TRANSFER_ENCODING) {
+        // Faulty framing (RFC 9112 section 6.1): refused, as hyper did.
+        return Err(Cause::MalformedHead(
+            "transfer-encoding in an HTTP/1.0 answer",
+        ));
+    }
     let (framing, reusable) = framing(status, &headers, to_head)?;
     let keep_alive =
         reusable && version == Version::HTTP_11 && !has_token(&headers, &CONNECTION, "close");

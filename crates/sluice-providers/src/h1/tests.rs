@@ -576,6 +576,77 @@ async fn the_request_goes_out_with_its_head_and_length() {
     assert_eq!(sending.await.unwrap(), "ok");
 }
 
+/// The `Host` carries no userinfo of the base URL; hop-by-hop fields this client does not
+/// speak and `Expect` are not written.
+#[tokio::test]
+async fn the_host_has_no_userinfo_and_hop_by_hop_fields_stay_behind() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let c = scripted_client(&format!("http://user:secret@{addr}/v1"));
+    let request = http::Request::post(format!("http://{addr}/v1/x"))
+        .header("expect", "100-continue")
+        .header("te", "trailers")
+        .header("upgrade", "h2c")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("x-kept", "1")
+        .body(UpstreamBody::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let sending = tokio::spawn(async move { text(c.send(0, request).await.unwrap()).await });
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"{}") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        format!(
+            "POST /v1/x HTTP/1.1\r\nx-kept: 1\r\nhost: {addr}\r\ncontent-length: 2\r\n\r\n{{}}"
+        )
+    );
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .await
+        .unwrap();
+    assert_eq!(sending.await.unwrap(), "ok");
+}
+
+/// A request that says `Connection: close` does not leave its connection for another
+/// (RFC 9112 section 9.6), whatever the answer says.
+#[tokio::test]
+async fn a_request_saying_connection_close_is_not_reused() {
+    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec();
+    let (base_url, seen) = scripted(vec![answer], false).await;
+    let c = scripted_client(&base_url);
+    for n in 1..=2 {
+        let request = http::Request::post(format!("{base_url}/x"))
+            .header("connection", "keep-alive, Close")
+            .body(UpstreamBody::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        assert_eq!(text(c.send(0, request).await.unwrap()).await, "ok");
+        assert!(wait_for(&seen, |s| &s.closed_by_client, n).await);
+        assert_eq!(c.pools[0].idle(), 0);
+    }
+    assert_eq!(seen.accepted.load(SeqCst), 2);
+}
+
+/// An HTTP/1.0 answer with `Transfer-Encoding` has faulty framing (RFC 9112 section 6.1):
+/// refused.
+#[tokio::test]
+async fn an_http_1_0_answer_with_transfer_encoding_is_refused() {
+    let answer = b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+    let (base_url, _seen) = scripted(vec![answer.to_vec()], false).await;
+    let c = scripted_client(&base_url);
+    let failure = send(&c, &base_url).await.unwrap_err();
+    assert!(
+        matches!(failure, Failure::Exchange(super::Cause::MalformedHead(_))),
+        "{failure:?}"
+    );
+}
+
 /// An idle connection is its socket (and a flag): no buffer of its own, inline or behind
 /// a pointer, is kept between requests.
 #[test]

@@ -7,7 +7,9 @@
 use super::error::Cause;
 use crate::upstream_body::UpstreamBody;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{
+    HeaderName, CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{Method, Request};
 use http_body::Body;
 use std::io::{self, IoSlice};
@@ -32,6 +34,19 @@ pub(super) struct Outgoing<B = UpstreamBody> {
     length: Option<u64>,
     /// A `HEAD` request (no body in its answer).
     pub(super) to_head: bool,
+    /// The request says `Connection: close`: its connection is not reused (RFC 9112
+    /// section 9.6).
+    pub(super) closes: bool,
+}
+
+/// Request header fields not written: the framing (the body's, written after them),
+/// hop-by-hop fields whose protocol this client does not speak (`Keep-Alive`, `TE`,
+/// `Upgrade`, `Proxy-Connection`), and `Expect` (a `100 Continue` would stop the body's
+/// writing and both sides would wait).
+fn dropped(name: &HeaderName) -> bool {
+    [CONTENT_LENGTH, TRANSFER_ENCODING, TE, UPGRADE, EXPECT].contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 /// How a request went out.
@@ -81,8 +96,7 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Outgoing<B> {
         head.extend_from_slice(path.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in &parts.headers {
-            // The framing is the body's, written below.
-            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            if dropped(name) {
                 continue;
             }
             head.extend_from_slice(name.as_str().as_bytes());
@@ -100,6 +114,11 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Outgoing<B> {
             None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         }
         head.extend_from_slice(b"\r\n");
+        let closes = parts.headers.get_all(CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        });
         Self {
             head,
             body,
@@ -107,6 +126,7 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Outgoing<B> {
             ended: false,
             length,
             to_head: parts.method == Method::HEAD,
+            closes,
         }
     }
 
@@ -230,11 +250,13 @@ async fn write_all(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let began = *wrote > 0;
                 let answered = std::future::poll_fn(|cx| {
-                    if stream.poll_write_ready(cx).is_ready() {
-                        return Poll::Ready(false);
-                    }
+                    // The answer first: an upstream that answers early and resets the
+                    // connection makes both ready at once, and its answer is what counts.
                     if began && has_answered(stream, cx) {
                         return Poll::Ready(true);
+                    }
+                    if stream.poll_write_ready(cx).is_ready() {
+                        return Poll::Ready(false);
                     }
                     Poll::Pending
                 })
@@ -243,10 +265,24 @@ async fn write_all(
                     return Ok(true);
                 }
             }
+            // Reset or closed once part of the request went out: the upstream may have
+            // answered first (a 401 or 413 before the body's end); the answer is read, or
+            // the read fails as the write did.
+            Err(e) if *wrote > 0 && reset(&e) => return Ok(true),
             Err(e) => return Err(Cause::Write(e)),
         }
     }
     Ok(false)
+}
+
+/// Whether a write failed because the upstream reset or closed the connection.
+fn reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// Whether the upstream has sent something (or closed): peeked, so that a stale readiness
