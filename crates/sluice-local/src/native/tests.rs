@@ -878,6 +878,70 @@ fn kernel_speed() {
     }
 }
 
+/// Decode steps alone, one sequence against eight in one pass (issue 20's batching gain
+/// without the prompts' prefill): 8 slots prefilled with 64 tokens each, then rounds of 16
+/// steps of slot 0 alone and 16 steps of all 8 slots, alternated so that a busy machine's
+/// swings fall on both; prints each round's ms per step and tokens/s, and the ratio.
+#[test]
+#[ignore = "a measurement: SLUICE_BENCH_GGUF=file THREADS=2 cargo test -p sluice-local --lib batched_decode_speed -- --ignored --nocapture"]
+fn batched_decode_speed() {
+    let Some(path) = std::env::var_os("SLUICE_BENCH_GGUF") else {
+        return;
+    };
+    let threads = std::env::var("THREADS").map_or(2, |t| t.parse().unwrap());
+    let rounds: usize = std::env::var("ROUNDS").map_or(4, |t| t.parse::<usize>().unwrap().max(1));
+    let path = Path::new(&path);
+    let (content, _) = crate::gguf::file::read_header(path).unwrap();
+    let info = ModelInfo::from_content(&content).unwrap();
+    let isa = plan(&content, &info).expect("runs natively");
+    let model = Arc::new(Model::load(path, &content, &info, isa, Weights::Mapped).unwrap());
+    let (slots, steps, warm) = (8, 16, 64);
+    let context = warm + 2 * steps * rounds + 1;
+    let mut batch = Batch::new(model, slots, context, KvCacheType::F32, threads, "bench").unwrap();
+    let prompts: Vec<Vec<u32>> = (0..slots).map(|s| prompt(warm + s)[s..].to_vec()).collect();
+    for (slot, p) in prompts.iter().enumerate() {
+        let step = Step {
+            slot,
+            tokens: p,
+            position: 0,
+        };
+        batch.forward(&[step]).unwrap();
+    }
+    let mut at = vec![warm; slots];
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let mut ms = [0.0; 2];
+        for (i, n) in [1, slots].into_iter().enumerate() {
+            let started = std::time::Instant::now();
+            for _ in 0..steps {
+                let tokens = [7u32];
+                let pass: Vec<Step<'_>> = (0..n)
+                    .map(|slot| Step {
+                        slot,
+                        tokens: &tokens,
+                        position: at[slot],
+                    })
+                    .collect();
+                batch.forward(&pass).unwrap();
+                at.iter_mut().take(n).for_each(|p| *p += 1);
+            }
+            ms[i] = started.elapsed().as_secs_f64() * 1e3 / steps as f64;
+        }
+        let ratio = slots as f64 * ms[0] / ms[1];
+        ratios.push(ratio);
+        eprintln!(
+            "round {round}: 1 slot {:.1} ms/step ({:.1} tok/s), {slots} slots {:.1} ms/step ({:.1} tok/s): {ratio:.2}x",
+            ms[0],
+            1e3 / ms[0],
+            ms[1],
+            slots as f64 * 1e3 / ms[1]
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = (ratios[(rounds - 1) / 2] + ratios[rounds / 2]) / 2.0;
+    eprintln!("median {median:.2}x over {rounds} rounds, {threads} threads");
+}
+
 #[test]
 #[ignore = "a measurement: SLUICE_BENCH_GGUF=file cargo test --release -p sluice-local --lib decode_speed -- --ignored --nocapture"]
 fn decode_speed() {
