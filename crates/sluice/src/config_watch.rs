@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// What the file held when last read: a hash of its bytes.
-fn fingerprint(bytes: &[u8]) -> u64 {
+pub fn fingerprint(bytes: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
@@ -44,13 +44,19 @@ impl Seen {
 }
 
 /// Watches `path` every `every` on the current runtime, calling `reload` when the file's
-/// content, read the same at two ticks in a row, differs from what it was when last acted on
-/// (the first read sets the baseline: the config the gateway started with was read just
-/// before).
-pub fn spawn(path: PathBuf, every: Duration, reload: impl Fn() + Send + 'static) {
+/// content, read the same at two ticks in a row, differs from `baseline` (the fingerprint of
+/// the text the running config was loaded from) or from what it was when last acted on. The
+/// baseline is the loaded text, not a first read of the watcher's own: the task may first run
+/// after the file has already changed, and that change would then never be seen.
+pub fn spawn(
+    path: PathBuf,
+    every: Duration,
+    baseline: Option<u64>,
+    reload: impl Fn() + Send + 'static,
+) {
     tokio::spawn(async move {
         let mut seen = Seen {
-            applied: tokio::fs::read(&path).await.ok().map(|b| fingerprint(&b)),
+            applied: baseline,
             pending: None,
         };
         let mut tick = tokio::time::interval(every);
@@ -125,9 +131,14 @@ mod tests {
         std::fs::write(&path, "a").unwrap();
         let reloads = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&reloads);
-        spawn(path.clone(), Duration::from_millis(20), move || {
-            counted.fetch_add(1, SeqCst);
-        });
+        spawn(
+            path.clone(),
+            Duration::from_millis(20),
+            Some(fingerprint(b"a")),
+            move || {
+                counted.fetch_add(1, SeqCst);
+            },
+        );
         settle().await;
         assert_eq!(
             reloads.load(SeqCst),
@@ -149,6 +160,28 @@ mod tests {
         swap(&path, "c");
         settle().await;
         assert_eq!(reloads.load(SeqCst), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_change_made_before_the_watcher_first_reads_is_still_a_change() {
+        let dir = std::env::temp_dir().join(format!("sluice-watch-early-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sluice.toml");
+        // The gateway loaded "a"; the file became "b" before the watcher's task ever ran.
+        swap(&path, "b");
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&reloads);
+        spawn(
+            path.clone(),
+            Duration::from_millis(20),
+            Some(fingerprint(b"a")),
+            move || {
+                counted.fetch_add(1, SeqCst);
+            },
+        );
+        settle().await;
+        assert_eq!(reloads.load(SeqCst), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

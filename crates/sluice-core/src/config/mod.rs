@@ -244,13 +244,17 @@ impl Config {
 
     /// Reads, parses and validates a config file.
     pub fn from_file(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        Self::from_toml(&Self::read_file(path)?, env)
+    }
+
+    /// A config file's text, or the error that names the file.
+    pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(
                 "",
                 format!("cannot read config file `{}`: {e}", path.display()),
             )
-        })?;
-        UninitializedConfig::parse(&text, env)?.load(env)
+        })
     }
 
     /// Parses and validates config text.

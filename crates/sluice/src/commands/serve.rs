@@ -42,22 +42,39 @@ fn probe_ollama(env: &dyn Env) -> Option<String> {
     Some(format!("http://{host}/v1"))
 }
 
-fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+/// A loaded config and, when it came from a file, the fingerprint of the text it was read
+/// from (what the file watcher compares against).
+struct Loaded {
+    config: Config,
+    file: Option<u64>,
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<Loaded> {
     let env = ProcessEnv;
-    let mut config = match &config_path(args) {
-        Some(p) => Config::from_file(p, &env)
-            .with_context(|| format!("invalid config `{}`", p.display()))?,
-        None => Config::from_env(&env, probe_ollama(&env)).context("invalid environment config")?,
+    let (mut config, file) = match &config_path(args) {
+        Some(p) => {
+            let invalid = || format!("invalid config `{}`", p.display());
+            let text = Config::read_file(p).with_context(invalid)?;
+            let config = Config::from_toml(&text, &env).with_context(invalid)?;
+            (
+                config,
+                Some(crate::config_watch::fingerprint(text.as_bytes())),
+            )
+        }
+        None => (
+            Config::from_env(&env, probe_ollama(&env)).context("invalid environment config")?,
+            None,
+        ),
     };
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    Ok(config)
+    Ok(Loaded { config, file })
 }
 
 /// Runs `sluice serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = load(&args)?;
+    let Loaded { config, file } = load(&args)?;
     if args.check {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -89,7 +106,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let server = sluice_server::Server::bind_with_workers(config, workers)
             .await?
             .release_memory_with(crate::alloc::release);
-        reload_on_hangup(&server, args);
+        reload_on_hangup(&server, args, file);
         let addr = server.local_addr()?;
         tracing::info!(%addr, providers, models, workers, "sluice listening");
         if upstreams == 0 {
@@ -103,14 +120,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// Reloads the config from where it came (`--config`, `$SLUICE_CONFIG` or the environment)
 /// on SIGHUP, on `POST /admin/config/reload` and, with `[server] watch_config_ms`, when the
-/// file changed.
-fn reload_on_hangup(server: &sluice_server::Server, args: ServeArgs) {
+/// file changed (from `loaded`, the fingerprint of the file's text the running config came from).
+fn reload_on_hangup(server: &sluice_server::Server, args: ServeArgs, loaded: Option<u64>) {
     let live = server.live();
-    watch_config(&live, &args);
+    watch_config(&live, &args, loaded);
     let hook = {
         let live = std::sync::Arc::clone(&live);
         move || match load(&args) {
-            Ok(config) => live.reload(config).map_err(|e| e.to_string()),
+            Ok(loaded) => live.reload(loaded.config).map_err(|e| e.to_string()),
             Err(e) => {
                 let message = format!("{e:#}");
                 live.refused(&message);
@@ -134,7 +151,11 @@ fn reload_on_hangup(server: &sluice_server::Server, args: ServeArgs) {
 }
 
 /// Reloads the config file when its content changes, every `[server] watch_config_ms`.
-fn watch_config(live: &std::sync::Arc<sluice_server::live::Live>, args: &ServeArgs) {
+fn watch_config(
+    live: &std::sync::Arc<sluice_server::live::Live>,
+    args: &ServeArgs,
+    loaded: Option<u64>,
+) {
     let Some(every) = live.get().server.watch_config else {
         return;
     };
@@ -143,7 +164,7 @@ fn watch_config(live: &std::sync::Arc<sluice_server::live::Live>, args: &ServeAr
         return;
     };
     let live = std::sync::Arc::clone(live);
-    crate::config_watch::spawn(path, every, move || {
+    crate::config_watch::spawn(path, every, loaded, move || {
         if let Some(reload) = live.get().reload_hook.get() {
             let _ = (reload.0)();
         }
