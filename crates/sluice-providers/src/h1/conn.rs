@@ -67,6 +67,17 @@ impl Conn {
         })
     }
 
+    /// Shuts the connection's sending side, as if the upstream had gone between the pool's
+    /// check and the write: the next write fails before its first byte.
+    #[cfg(test)]
+    pub(super) fn shut_sending(&self) {
+        use std::os::fd::AsFd;
+        let fd = self.stream.as_fd().try_clone_to_owned().unwrap();
+        std::net::TcpStream::from(fd)
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+    }
+
     /// Whether an idle connection is still usable: nothing to read on it (the upstream has
     /// not closed it, nor sent anything unasked). No system call unless the socket was
     /// seen readable.
@@ -127,7 +138,7 @@ impl Conn {
             cause,
             unsent: false,
         };
-        let mut read = Bytes::new();
+        let mut read = Bytes::from(std::mem::take(&mut out.early));
         loop {
             while !read.is_empty() {
                 let Some((head, taken)) = head::parse(&read, out.to_head).map_err(failed)? else {

@@ -93,6 +93,12 @@ impl Pool {
         drop(surplus);
     }
 
+    /// Calls `f` on each idle connection.
+    #[cfg(test)]
+    pub(super) fn each_idle(&self, f: impl Fn(&Conn)) {
+        self.lock().idle.iter().for_each(|i| f(&i.conn));
+    }
+
     /// How many idle connections the pool holds.
     #[cfg(test)]
     pub(super) fn idle(&self) -> usize {

@@ -207,6 +207,18 @@ async fn a_connection_the_upstream_closed_while_idle_is_replaced() {
 }
 
 #[tokio::test]
+async fn a_request_whose_write_fails_unsent_on_a_reused_connection_goes_on_a_new_one() {
+    let up = Upstream::start(Mode::CloseAfterOne).await;
+    let c = client(&up, 90_000, 256);
+    assert_eq!(text(send(&c, &up.base_url).await.unwrap()).await, "ok");
+    // The idle connection looks alive (nothing to read on it) but cannot be written to.
+    c.pools[0].each_idle(super::conn::Conn::shut_sending);
+    assert_eq!(text(send(&c, &up.base_url).await.unwrap()).await, "ok");
+    assert_eq!(up.count(|s| &s.accepted), 2);
+    assert_eq!(up.count(|s| &s.requests), 2);
+}
+
+#[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let up = Upstream::start(Mode::KeepAlive).await;
     let c = client(&up, 50, 256);

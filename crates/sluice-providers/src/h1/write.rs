@@ -37,6 +37,9 @@ pub(super) struct Outgoing<B = UpstreamBody> {
     /// The request says `Connection: close`: its connection is not reused (RFC 9112
     /// section 9.6).
     pub(super) closes: bool,
+    /// What the upstream sent while the request was going out, interim answers dropped:
+    /// the start of its answer, read by the exchange before anything more.
+    pub(super) early: Vec<u8>,
 }
 
 /// Request header fields not written: the framing (the body's, written after them),
@@ -127,12 +130,13 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Outgoing<B> {
             length,
             to_head: parts.method == Method::HEAD,
             closes,
+            early: Vec::new(),
         }
     }
 
     /// The next piece of the body into `self.next` (or `self.ended`); the head goes out
     /// alone meanwhile if the body has nothing ready. `Ok(true)`: the upstream answered
-    /// before all of the head went out.
+    /// before all of the head went out, or while the body had nothing ready.
     async fn pull(&mut self, stream: &TcpStream, wrote: &mut u64) -> Result<bool, Unsent> {
         while self.next.is_none() && !self.ended {
             let body = &mut self.body;
@@ -143,7 +147,12 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Outgoing<B> {
                 Poll::Pending => {
                     if *wrote == 0 {
                         let head = std::mem::take(&mut self.head);
-                        let written = write_all(stream, &mut [IoSlice::new(&head)], wrote).await;
+                        let mut early = Early {
+                            bytes: &mut self.early,
+                            to_head: self.to_head,
+                        };
+                        let written =
+                            write_all(stream, &mut [IoSlice::new(&head)], wrote, &mut early).await;
                         self.head = head;
                         let cut = written.map_err(|cause| Unsent {
                             cause,
@@ -153,7 +162,28 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Outgoing<B> {
                             return Ok(true);
                         }
                     }
-                    std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await
+                    // Waiting for the client's next piece, the upstream may answer (a 401 or
+                    // 413 after the head alone): its final answer ends the writing at once.
+                    let began = *wrote > 0;
+                    loop {
+                        let body = &mut self.body;
+                        let next = std::future::poll_fn(|cx| {
+                            if began && has_answered(stream, cx) {
+                                return Poll::Ready(None);
+                            }
+                            Pin::new(&mut *body).poll_frame(cx).map(Some)
+                        })
+                        .await;
+                        let mut early = Early {
+                            bytes: &mut self.early,
+                            to_head: self.to_head,
+                        };
+                        match next {
+                            Some(frame) => break frame,
+                            None if early.read(stream) => return Ok(true),
+                            None => {}
+                        }
+                    }
                 }
             };
             match frame {
@@ -216,7 +246,11 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Outgoing<B> {
                 IoSlice::new(crlf),
                 IoSlice::new(last),
             ];
-            match write_all(stream, &mut bufs, &mut wrote).await {
+            let mut early = Early {
+                bytes: &mut self.early,
+                to_head: self.to_head,
+            };
+            match write_all(stream, &mut bufs, &mut wrote, &mut early).await {
                 Ok(false) => {}
                 Ok(true) => return Ok(Sent::Cut),
                 Err(cause) => return Err(unsent(cause, wrote)),
@@ -230,13 +264,53 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Outgoing<B> {
     }
 }
 
+/// What the upstream sends while the request goes out, kept in the request's `early`.
+struct Early<'a> {
+    bytes: &'a mut Vec<u8>,
+    /// The request is a `HEAD` (how a head read now is delimited).
+    to_head: bool,
+}
+
+impl Early<'_> {
+    /// The upstream sent something while the request was going out: what it sent is read,
+    /// and interim answers (`100 Continue`, `103 Early Hints`: RFC 9110 lets a server send
+    /// them unasked) dropped. `true` when a final answer began (or the connection closed, or
+    /// what came cannot be read as an answer): the writing stops and the exchange reads the
+    /// answer; `false` when only interim answers came: the writing goes on (the upstream
+    /// still waits for the body).
+    fn read(&mut self, stream: &TcpStream) -> bool {
+        let mut buf = [0u8; 2048];
+        loop {
+            match stream.try_read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => self.bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return true,
+            }
+        }
+        loop {
+            match super::head::parse(self.bytes, self.to_head) {
+                Ok(Some((head, taken))) if head.is_interim() => {
+                    self.bytes.drain(..taken);
+                }
+                Ok(Some(_)) | Err(_) => return true,
+                // Part of a head: a final one, or an interim one cut by the network (taken as
+                // an answer: the exchange reads it whole and waits on).
+                Ok(None) => return !self.bytes.is_empty(),
+            }
+        }
+    }
+}
+
 /// Writes all of `bufs`, with as few writes as the socket allows, counting into `wrote`;
 /// `Ok(true)` when, the socket being full once part of the request went out, the upstream
-/// answered (or closed) before the rest.
+/// answered (or closed) before the rest (interim answers meanwhile are dropped, see
+/// [`Early::read`]).
 async fn write_all(
     stream: &TcpStream,
     bufs: &mut [IoSlice<'_>],
     wrote: &mut u64,
+    early: &mut Early<'_>,
 ) -> Result<bool, Cause> {
     let mut bufs = bufs;
     IoSlice::advance_slices(&mut bufs, 0);
@@ -261,7 +335,7 @@ async fn write_all(
                     Poll::Pending
                 })
                 .await;
-                if answered {
+                if answered && early.read(stream) {
                     return Ok(true);
                 }
             }
@@ -447,5 +521,95 @@ mod tests {
         .expect("the writing stopped");
         assert_eq!(sent.unwrap(), Sent::Cut);
         answering.abort();
+    }
+
+    /// A streamed upload whose next piece never comes.
+    struct Stalled(Option<Bytes>);
+
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+            match self.0.take() {
+                Some(piece) => Poll::Ready(Some(Ok(Frame::data(piece)))),
+                None => Poll::Pending,
+            }
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_while_a_streamed_upload_waits_for_its_next_piece_stops_the_writing() {
+        let (client, mut server) = pair().await;
+        let request = Request::post("/v1/audio/transcriptions")
+            .body(Stalled(Some(Bytes::from_static(b"RIFF"))))
+            .unwrap();
+        let answering = tokio::spawn(async move {
+            read_until(&mut server, b"RIFF").await;
+            server
+                .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            drop(server);
+        });
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            Outgoing::new(request).send(&client),
+        )
+        .await
+        .expect("the answer ended the wait for the body");
+        assert_eq!(sent.unwrap(), Sent::Cut);
+        answering.abort();
+    }
+
+    #[tokio::test]
+    async fn interim_answers_while_a_large_body_goes_out_do_not_stop_it() {
+        let (client, mut server) = pair().await;
+        let size = 16 * 1024 * 1024;
+        let request = Request::post("/v1/files")
+            .body(UpstreamBody::new(Bytes::from(vec![b'x'; size])))
+            .unwrap();
+        let answering = tokio::spawn(async move {
+            let head = read_until(&mut server, b"\r\n\r\n").await;
+            let at = head.find("\r\n\r\n").unwrap() + 4;
+            server
+                .write_all(
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            // The whole body is read: the upstream waits for it.
+            let mut left = size - (head.len() - at);
+            let mut buf = vec![0u8; 64 * 1024];
+            while left > 0 {
+                let n = server.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the body stopped with {left} bytes to go");
+                left -= n;
+            }
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            server
+        });
+        let mut out = Outgoing::new(request);
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(20), out.send(&client))
+            .await
+            .expect("the body went out");
+        assert_eq!(sent.unwrap(), Sent::Whole);
+        assert!(
+            out.early.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&out.early)
+        );
+        answering.await.unwrap();
     }
 }
