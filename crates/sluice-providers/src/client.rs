@@ -107,7 +107,8 @@ pub(crate) struct Upstream {
     slots: Slots,
 }
 
-/// A provider's connection pools: one per worker thread.
+/// A provider's connection pools: one per worker thread, and one for the other threads
+/// ([`h1::pool_index`]).
 enum Pools {
     /// Plain HTTP/1.1.
     Driven(H1Client),
@@ -116,14 +117,14 @@ enum Pools {
 }
 
 impl Upstream {
-    /// The client for `config` with `pools` pools.
-    pub(crate) fn new(config: &ProviderConfig, pools: usize) -> Self {
+    /// The client for `config` for `workers` worker threads.
+    pub(crate) fn new(config: &ProviderConfig, workers: usize) -> Self {
         Self {
-            pools: match H1Client::new(config, pools) {
+            pools: match H1Client::new(config, workers) {
                 Some(c) => Pools::Driven(c),
-                None => Pools::Pooled((0..pools.max(1)).map(|_| build(config)).collect()),
+                None => Pools::Pooled((0..=workers.max(1)).map(|_| build(config)).collect()),
             },
-            slots: Slots::new(config.max_connections, pools),
+            slots: Slots::new(config.max_connections, workers),
         }
     }
 
@@ -157,7 +158,7 @@ impl Upstream {
                         crate::error::from_exchange(provider, &e)
                     }
                 }),
-            Pools::Pooled(clients) => clients[worker % clients.len()]
+            Pools::Pooled(clients) => clients[h1::pool_index(worker, clients.len())]
                 .request(request)
                 .await
                 .map(|r| r.map(Inner::Pooled))

@@ -43,7 +43,15 @@ use pool::Pool;
 use sluice_core::config::ProviderConfig;
 use std::sync::Arc;
 
-/// One provider's HTTP/1.1 client: a pool per worker thread.
+/// Which of `len` pools serves requests sent from worker `worker` ([`crate::worker`]): a
+/// pool per worker thread, and the last for every other thread (the acceptor's batch lines
+/// and health checks). A connection is tied to the runtime that opened it, and a worker's
+/// runtime may end before the acceptor's work does (a shutdown), so the two never share one.
+pub(crate) fn pool_index(worker: usize, len: usize) -> usize {
+    worker.min(len.saturating_sub(1))
+}
+
+/// One provider's HTTP/1.1 client: a pool per worker thread, and one for the other threads.
 pub struct H1Client {
     pools: Box<[Arc<Pool>]>,
     connector: HttpConnector,
@@ -54,9 +62,9 @@ pub struct H1Client {
 }
 
 impl H1Client {
-    /// A client for `config`'s `base_url` with `pools` pools, or `None` when the URL is not
-    /// a plain `http://` one (or HTTP/2 is asked for).
-    pub fn new(config: &ProviderConfig, pools: usize) -> Option<Self> {
+    /// A client for `config`'s `base_url` for `workers` worker threads (see [`pool_index`]),
+    /// or `None` when the URL is not a plain `http://` one (or HTTP/2 is asked for).
+    pub fn new(config: &ProviderConfig, workers: usize) -> Option<Self> {
         if config.http2_prior_knowledge {
             return None;
         }
@@ -81,7 +89,7 @@ impl H1Client {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
-        let pools = (0..pools.max(1))
+        let pools = (0..=workers.max(1))
             .map(|_| {
                 Arc::new(Pool::new(
                     config.pool_idle_timeout,
@@ -99,7 +107,7 @@ impl H1Client {
 
     /// Closes worker `worker`'s idle connections beyond the `keep` most recently used.
     pub fn shrink_idle(&self, worker: usize, keep: usize) {
-        self.pools[worker % self.pools.len()].shrink(keep);
+        self.pools[pool_index(worker, self.pools.len())].shrink(keep);
     }
 
     /// Sends `request` (an absolute URI on the base URL's host) on worker `worker`'s pool
@@ -109,7 +117,7 @@ impl H1Client {
         worker: usize,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<H1Body>, Failure> {
-        let pool = &self.pools[worker % self.pools.len()];
+        let pool = &self.pools[pool_index(worker, self.pools.len())];
         request
             .headers_mut()
             .entry(HOST)

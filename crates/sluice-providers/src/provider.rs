@@ -12,8 +12,11 @@ use http::header::HeaderValue;
 use sluice_core::config::{HealthCheckKind, ProviderConfig, ProviderType};
 use sluice_core::{Error, ErrorKind, Operation};
 
+/// [`worker`] on a thread that is not a worker's (the acceptor's).
+pub const NOT_A_WORKER: usize = usize::MAX;
+
 thread_local! {
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(NOT_A_WORKER) };
 }
 
 /// Marks the current thread as worker `index`: requests sent from it use connection pool
@@ -22,7 +25,8 @@ pub fn set_worker(index: usize) {
     WORKER.with(|w| w.set(index));
 }
 
-/// The current thread's worker index (see [`set_worker`]; 0 on any other thread).
+/// The current thread's worker index (see [`set_worker`]; [`NOT_A_WORKER`] on any other
+/// thread, whose requests use a pool of their own and the slots of a worker's share).
 pub fn worker() -> usize {
     WORKER.with(std::cell::Cell::get)
 }

@@ -257,8 +257,27 @@ async fn shrinking_closes_the_idle_connections_beyond_the_most_recently_used() {
     // The one kept still serves.
     assert_eq!(text(send(&c, &up.base_url).await.unwrap()).await, "ok");
     assert_eq!(up.count(|s| &s.accepted), 4);
-    c.shrink_idle(7, 0);
+    c.shrink_idle(0, 0);
     assert!(up.wait_for(|s| &s.closed_by_client, 4).await);
+}
+
+#[tokio::test]
+async fn a_thread_that_is_no_worker_has_a_pool_of_its_own() {
+    let up = Upstream::start(Mode::KeepAlive).await;
+    let c = client(&up, 90_000, 256);
+    assert_eq!(text(send(&c, &up.base_url).await.unwrap()).await, "ok");
+    assert_eq!(c.pools[0].idle(), 1);
+    // The acceptor's batch lines and health checks: not worker 0's connection.
+    let request = http::Request::post(format!("{}/chat/completions", up.base_url))
+        .body(UpstreamBody::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let answer = c
+        .send(crate::provider::NOT_A_WORKER, request)
+        .await
+        .unwrap();
+    assert_eq!(text(answer).await, "ok");
+    assert_eq!(up.count(|s| &s.accepted), 2);
+    assert_eq!((c.pools[0].idle(), c.pools[1].idle()), (1, 1));
 }
 
 async fn futures_join4(c: &H1Client, base_url: &str) -> Vec<String> {
