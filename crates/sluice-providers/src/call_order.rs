@@ -24,9 +24,14 @@
 //!
 //! Calls are told apart by `index` and `id` together: some servers (Ollama, SGLang) give
 //! every call `index: 0` and a new `id`, so a piece whose `id` differs from the one its
-//! `index` last had begins a new call (pieces without an `id` belong to the last call of
-//! their `index`). The steps name calls by a key of their own: the `index` for the first call
-//! of an index, a key past every `index` for the later ones.
+//! `index` last had begins a new call, when it also names a function and the index's last
+//! call could be finished (ended, or its arguments stand where they could be whole) or named
+//! another function. Other servers change the `id` in the middle of one call (Poolside's
+//! later pieces carry a second id; some vLLM versions put a fresh id and the name on every
+//! piece): such a piece, nameless or arriving while the arguments are still open, belongs to
+//! the call its `index` last had, as do pieces without an `id`. The steps name calls by a key
+//! of their own: the `index` for the first call of an index, a key past every `index` for
+//! the later ones.
 //!
 //! A piece of a call that arrives after its end is not written: it is the upstream going
 //! back to a call it had left where the call could be whole, or writing after its
@@ -198,11 +203,12 @@ enum Held<T> {
     Other(T),
 }
 
-/// The last call seen at an `index`: its `id` and its key.
+/// The last call seen at an `index`: its `id`, its function's name and its key.
 #[derive(Debug)]
 struct Known {
     index: u64,
     id: Option<String>,
+    name: Option<String>,
     key: u64,
     /// How many calls this `index` has had.
     calls: u64,
@@ -235,29 +241,61 @@ const REUSED: u64 = 1 << 32;
 
 impl<T> CallOrder<T> {
     /// The key of the call `d` is a piece of (see the module docs): its `index`'s last call,
-    /// unless `d` carries another `id`.
+    /// unless `d` begins another one there.
     fn key(&mut self, d: &Delta<'_>) -> u64 {
-        let Some(known) = self.known.iter_mut().find(|k| k.index == d.call) else {
+        let Some(at) = self.known.iter().position(|k| k.index == d.call) else {
             self.known.push(Known {
                 index: d.call,
                 id: d.id.map(str::to_owned),
+                name: d.name.map(str::to_owned),
                 key: d.call,
                 calls: 1,
             });
             return d.call;
         };
-        match (d.id, &known.id) {
-            (Some(id), Some(last)) if id != last => {
-                known.key = REUSED
-                    .wrapping_add(d.call.wrapping_shl(16))
-                    .wrapping_add(known.calls);
-                known.calls += 1;
-                known.id = Some(id.to_owned());
+        let known = &self.known[at];
+        let another = match (d.id, &known.id, d.name) {
+            (Some(id), Some(last), Some(name)) if id != last => {
+                known.name.as_deref() != Some(name) || self.could_be_finished(known.key)
             }
-            (Some(id), None) => known.id = Some(id.to_owned()),
-            _ => {}
+            _ => false,
+        };
+        let known = &mut self.known[at];
+        if another {
+            known.key = REUSED
+                .wrapping_add(d.call.wrapping_shl(16))
+                .wrapping_add(known.calls);
+            known.calls += 1;
+            known.id = d.id.map(str::to_owned);
+            known.name = d.name.map(str::to_owned);
+        } else {
+            known.id = known.id.take().or(d.id.map(str::to_owned));
+            known.name = known.name.take().or(d.name.map(str::to_owned));
         }
         known.key
+    }
+
+    /// Whether the call `key` could be finished: ended, or its arguments standing where they
+    /// could be whole.
+    fn could_be_finished(&self, key: u64) -> bool {
+        let whole = |end: JsonEnd| matches!(end.stand(), Stand::Complete | Stand::Bare);
+        if let Some((open, end)) = self.open {
+            if open == key {
+                return whole(end);
+            }
+        }
+        let waiting = self.held.iter().find_map(|h| match h {
+            Held::Call(w) if w.call == key => Some(w),
+            _ => None,
+        });
+        match waiting {
+            Some(w) => {
+                let mut end = JsonEnd::default();
+                end.feed(&w.args);
+                whole(end)
+            }
+            None => self.ended.contains(&key),
+        }
     }
 
     /// Takes one piece of a call; `emit` receives what may be written now.
@@ -850,5 +888,37 @@ mod tests {
                 "end 1"
             ]
         );
+    }
+
+    #[test]
+    fn an_id_that_changes_in_the_middle_of_one_call_does_not_split_it() {
+        let one_call = [
+            "begin 0 get_weather",
+            "args 0 {\"city\":",
+            "args 0 \"Paris\"}",
+            "end 0",
+        ];
+        // Poolside: the first piece has one id and the name, every later piece another id.
+        let steps = run_with_ids(&[
+            (0, Some("call_1"), Some("get_weather"), ""),
+            (0, Some("call_2"), None, "{\"city\":"),
+            (0, Some("call_2"), None, "\"Paris\"}"),
+        ]);
+        assert_eq!(steps, one_call);
+        // Some vLLM versions: a fresh id and the name on every piece.
+        let steps = run_with_ids(&[
+            (0, Some("call_1"), Some("get_weather"), ""),
+            (0, Some("call_2"), Some("get_weather"), "{\"city\":"),
+            (0, Some("call_3"), Some("get_weather"), "\"Paris\"}"),
+        ]);
+        assert_eq!(steps, one_call);
+        // A new id naming another function is another call, even before any arguments.
+        let steps = run_with_ids(&[
+            (0, Some("call_1"), Some("now"), ""),
+            (0, Some("call_2"), Some("today"), ""),
+        ]);
+        let begun: Vec<_> = steps.iter().filter(|s| s.starts_with("begin")).collect();
+        assert_eq!(begun.len(), 2, "{steps:?}");
+        assert!(contiguous(&steps), "{steps:?}");
     }
 }
