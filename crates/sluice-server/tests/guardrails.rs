@@ -934,3 +934,54 @@ webhook = {{ url = "http://{hook}/check", timeout_ms = 30000 }}
         "the spend record waiting for the verdict was lost"
     );
 }
+
+/// With worker threads, a stream still running when the shutdown's grace runs out is cut,
+/// and its spend record is written: no webhook is asked about a stream that did not end
+/// cleanly, so the record does not wait for a verdict (a task the ending runtime would never
+/// run).
+#[tokio::test]
+async fn a_stream_cut_by_the_shutdown_grace_keeps_its_spend_record() {
+    let fake = FakeUpstream::start().await;
+    let (hook, _calls, _verdict) = held_webhook().await;
+    let guards = format!(
+        r#"
+[[guardrails]]
+name = "review"
+apply_to = "answers"
+webhook = {{ url = "http://{hook}/check", timeout_ms = 30000 }}
+"#
+    );
+    let toml = config(&fake, &guards, "\"review\"").replacen(
+        "[server]\n",
+        "[server]\nshutdown_grace_ms = 300\n",
+        1,
+    );
+    let mut gw = start_with_workers(&toml, 2).await;
+    let id = format!("cut-by-grace-{}", sluice_store::unix_now_ms());
+    let body =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}],
+        "x_fake": {"infinite_stream": true, "chunk_delay_ms": 20}})
+        .to_string();
+    let mut s = sluice_testkit::client::post_stream(
+        &gw.url("/v1/chat/completions"),
+        body,
+        &[("x-request-id", id.as_str())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.status, 200);
+    assert!(s.next_event().await.is_some_and(|e| e.is_ok()));
+    let join = gw.begin_shutdown();
+    tokio::time::timeout(std::time::Duration::from_secs(20), join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    drop(s);
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    let records = ledger.export(0).await.unwrap();
+    assert!(
+        records.iter().any(|r| r.request_id == id),
+        "the cut stream's spend record was lost"
+    );
+}

@@ -138,6 +138,15 @@ impl Finish {
         }
     }
 
+    /// No verdict will come for the spend record (the stream did not end cleanly, so no
+    /// webhook is asked): it is written at once, not by a task that a runtime shutting down
+    /// would never run.
+    pub fn no_verdict(&mut self) {
+        if let Some(tab) = self.tab.as_mut() {
+            tab.no_verdict();
+        }
+    }
+
     /// The request's tab, opened past its limits.
     pub fn set_tab(&mut self, tab: Tab) {
         self.tab = Some(tab);
@@ -329,6 +338,7 @@ impl Body for Guarded {
                     let end = this.inner.ending(true);
                     this.ended = Some(end);
                     finish.note_guardrails(this.inner.guardrails());
+                    finish.no_verdict();
                     finish.complete(end);
                 }
                 Poll::Ready(Some(Err(aborted)))
@@ -347,6 +357,7 @@ impl Drop for Guarded {
         if let Some(mut finish) = self.finish.take() {
             let end = self.inner.ending(false);
             finish.note_guardrails(self.inner.guardrails());
+            finish.no_verdict();
             finish.complete(end);
         }
     }

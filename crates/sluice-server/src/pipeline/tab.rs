@@ -412,6 +412,13 @@ impl Tab {
         self.late = Some(verdict);
     }
 
+    /// The spend record waits for no verdict after all (see [`Finish::no_verdict`]).
+    ///
+    /// [`Finish::no_verdict`]: super::finish::Finish::no_verdict
+    pub fn no_verdict(&mut self) {
+        self.late = None;
+    }
+
     /// Queues `r`, once the verdict it waits for (if any) is in: the sender dropped
     /// unsent (the stream did not end cleanly, or its answer was whole) says nothing.
     fn queue(&mut self, ledger: &sluice_store::Ledger, mut r: SpendRecord) {
