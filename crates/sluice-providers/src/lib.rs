@@ -37,7 +37,7 @@ mod upstream_body;
 pub mod view;
 
 pub use client::{BodyError, HttpClient, ResponseBody, UpstreamBody};
-pub use provider::{set_worker, worker, Prepared, Provider};
+pub use provider::{set_worker, worker, Prepared, Provider, NOT_A_WORKER};
 pub use reader::{Reader, StreamFault, StreamReader};
 pub use reframe::Reframe;
 pub use upload::{Feed, Growing, SpooledFile, Upload, UploadBody};

@@ -368,7 +368,9 @@ impl Server {
         let state = live.get();
         let front = Front::new(&live);
         let connections = Drain::new();
-        let load = watch_load(&live, 0, release);
+        // One runtime serves everything: its requests use the pools of the threads that are
+        // no worker's, which are the ones to shrink.
+        let load = watch_load(&live, sluice_providers::NOT_A_WORKER, release);
         let slots = Arc::new(Semaphore::new(state.server.max_connections));
         let flusher = spawn_flusher(&live);
         let batches = spawn_batches(&live);
