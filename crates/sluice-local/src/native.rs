@@ -17,13 +17,13 @@
 //! - **Threads**: a model's matrix products run on one pool of `threads` workers (the calling
 //!   thread included). Products of one step that read the same input (q, k, v; gate, up) are
 //!   split into row ranges and run as one parallel job.
-//! - **Rows in fours** (eights on AVX-512, except Q4_0's): the kernels multiply each weight
-//!   row with 4 (8) activation rows at a time (prefill chunks, or several sequences' tokens),
-//!   so a row is unpacked once per 4 (8) rows, and a tile of rows small enough for L1 goes
-//!   through all the activation rows before the next (each weight byte read from memory once
-//!   per pass). Q4_0 rows are held in lane order ([`quant::Packing`]): one integer
-//!   multiply-add sums 4 values of each of 8 blocks into the block's own lane, so 8 blocks take
-//!   one scale multiply per row.
+//! - **Rows in fours** (eights on AVX-512, except Q4_0's and Q5_0's): the kernels multiply
+//!   each weight row with 4 (8) activation rows at a time (prefill chunks, or several
+//!   sequences' tokens), so a row is unpacked once per 4 (8) rows, and a tile of rows small
+//!   enough for L1 goes through all the activation rows before the next (each weight byte read
+//!   from memory once per pass). Q4_0 and Q5_0 rows are held in lane order
+//!   ([`quant::Packing`]): one integer multiply-add sums 4 values of each of 8 blocks into the
+//!   block's own lane, so 8 blocks take one scale multiply per row.
 //! - **Positions**: no rope table, so no position cap beyond the file's context length;
 //!   `rope_freqs.weight` (Llama 3.1's frequency factors) is applied when present.
 //!

@@ -28,7 +28,7 @@ pub(crate) struct Acts {
     /// `m × k` values.
     pub(crate) x: Vec<f32>,
     q8: Option<Quantized>,
-    /// `q8`'s values in lane order ([`lane_groups`]), for Q4_0.
+    /// `q8`'s values in lane order ([`lane_groups`]), for Q4_0 and Q5_0.
     lanes: Option<Vec<i8>>,
     q8k: Option<Quantized>,
 }

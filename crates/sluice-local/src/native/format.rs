@@ -74,8 +74,8 @@ impl QType {
     pub(super) fn acts(self) -> ActForm {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => ActForm::F32,
-            Self::Q4_0 => ActForm::Q8Lanes,
-            Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => ActForm::Q8,
+            Self::Q4_0 | Self::Q5_0 => ActForm::Q8Lanes,
+            Self::Q4_1 | Self::Q5_1 | Self::Q8_0 => ActForm::Q8,
             Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K => ActForm::Q8K,
         }
     }
@@ -92,7 +92,7 @@ pub(super) enum ActForm {
     Q8K,
 }
 
-/// Blocks of 32 values in a lane group (Q4_0's repacked rows and their activations).
+/// Blocks of 32 values in a lane group (Q4_0's and Q5_0's repacked rows and their activations).
 pub(super) const LANE_GROUP: usize = 8;
 
 /// The lane order of a group of `g` blocks of 32 values (`g` is 8, or 4 for a row's last

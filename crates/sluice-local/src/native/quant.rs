@@ -115,6 +115,17 @@ impl QMatrix {
         }
     }
 
+    /// Row `r`'s bytes as GGUF stores them (the repacking undone), for tests.
+    #[cfg(test)]
+    pub(crate) fn gguf_row(&self, r: usize) -> Vec<u8> {
+        let row = self.row(r);
+        let mut raw = row.to_vec();
+        if let Some(packing) = Packing::of(self.qtype) {
+            packing.unpack(row, &mut raw);
+        }
+        raw
+    }
+
     /// `out[t][r] = row r · acts[t]` for the rows `rows` and every activation row, written
     /// row-major by weight row: `out[(r - rows.start) * acts.m + t]`.
     pub(crate) fn dot_rows(
@@ -133,9 +144,10 @@ impl QMatrix {
         // are, and the kernels unpack it once per 4 (8 with AVX-512's registers, see below) of
         // them.
         let tile = (TILE_BYTES / self.row_bytes).max(1) * self.row_bytes;
-        // 8 rows at a time on AVX-512, except for Q4_0, whose kernel costs less per row in
-        // tiles of 4 (`kernel_speed`: 0.48 against 0.53 ns per 32 weights × row).
-        let eight = isa.wide() && self.qtype != QType::Q4_0;
+        // 8 rows at a time on AVX-512, except for Q4_0 and Q5_0 (lane order), whose kernels cost
+        // less per row in tiles of 4 (`kernel_speed`: Q4_0 0.48 against 0.53 ns per 32 weights ×
+        // row).
+        let eight = isa.wide() && !matches!(self.qtype, QType::Q4_0 | QType::Q5_0);
         for (i, tile) in data.chunks(tile).enumerate() {
             let out = &mut out[i * (TILE_BYTES / self.row_bytes).max(1) * m..];
             let mut t = 0;
@@ -163,10 +175,11 @@ const TILE_BYTES: usize = 16 * 1024;
 /// bytes of fifth bits and `run` bytes of values; the row is held as every block's scale, then
 /// every block's min, then the fifth bits, then the values, nibble values (`run == 16`) pair by
 /// pair in [`interleave`]'s order. Same bytes, another order: the kernels convert 8 scales with
-/// one instruction and unpack two blocks' nibbles with one mask and one shift. Q4_0 (`lanes`)
-/// holds its blocks in lane groups of 8 (and one of 4) instead ([`lane_groups`], [`to_lanes`]),
-/// so that its kernels sum each block in its own lane and scale 8 blocks at once; its last
-/// blocks (fewer than 4) are in pairs as the others'.
+/// one instruction and unpack two blocks' nibbles with one mask and one shift. Q4_0 and Q5_0
+/// (`lanes`) hold their blocks in lane groups of 8 (and one of 4) instead ([`lane_groups`],
+/// [`to_lanes`], Q5_0's fifth bits by [`bits_to_lanes`]), so that their kernels sum each block
+/// in its own lane and scale 8 blocks at once; their last blocks (fewer than 4) are in pairs as
+/// the others'. (Q4_1 and Q5_1 could follow; llama.cpp's presets use them rarely.)
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Packing {
     halves: usize,
@@ -179,7 +192,7 @@ pub(crate) struct Packing {
 
 impl Packing {
     pub(crate) fn of(qtype: QType) -> Option<Self> {
-        let lanes = qtype == QType::Q4_0;
+        let lanes = matches!(qtype, QType::Q4_0 | QType::Q5_0);
         let (halves, high, run) = match qtype {
             QType::Q4_0 => (1, 0, 16),
             QType::Q4_1 => (2, 0, 16),
@@ -220,6 +233,10 @@ impl Packing {
                 packed[to..to + len].copy_from_slice(&blk[at..at + len]);
             }
         }
+        for (first, g) in self.high_groups(blocks) {
+            let high = &mut packed[2 * self.halves * blocks..];
+            bits_to_lanes(&mut high[4 * first..4 * (first + g)]);
+        }
         if self.run == 16 {
             let values = &mut packed[(2 * self.halves + self.high) * blocks..];
             let (grouped, pairs) = values.split_at_mut(self.grouped(blocks) * 16);
@@ -232,6 +249,11 @@ impl Packing {
                 pair.copy_from_slice(&out);
             }
         }
+    }
+
+    /// The lane groups of a row of `blocks` whose fifth bits are held in lane order (Q5_0's).
+    fn high_groups(self, blocks: usize) -> impl Iterator<Item = (usize, usize)> {
+        lane_groups(blocks).take_while(move |_| self.lanes && self.high == 4)
     }
 
     /// The blocks of a row of `blocks` held in lane order.
@@ -247,6 +269,10 @@ impl Packing {
     fn unpack(self, packed: &[u8], raw: &mut [u8]) {
         let blocks = packed.len() / self.block();
         let mut packed = packed.to_vec();
+        for (first, g) in self.high_groups(blocks) {
+            let high = &mut packed[2 * self.halves * blocks..];
+            bits_from_lanes(&mut high[4 * first..4 * (first + g)]);
+        }
         if self.run == 16 {
             let values = &mut packed[(2 * self.halves + self.high) * blocks..];
             let (grouped, pairs) = values.split_at_mut(self.grouped(blocks) * 16);
@@ -284,10 +310,10 @@ fn interleave(natural: &[u8], out: &mut [u8; 32]) {
     }
 }
 
-/// A lane group of `g` Q4_0 blocks (8 or 4), 16 GGUF bytes each → their values in lane order
-/// ([`lane_source`]), `L`, as `16g` bytes: byte `32q + i` holds `L[64q + i]` in its low nibble
-/// and `L[64q + 32 + i]` in its high one, so one 32-byte load, a shift and a mask give 64
-/// values in order.
+/// A lane group of `g` Q4_0 or Q5_0 blocks (8 or 4), 16 GGUF bytes of nibbles each → their
+/// values in lane order ([`lane_source`]), `L`, as `16g` bytes: byte `32q + i` holds
+/// `L[64q + i]` in its low nibble and `L[64q + 32 + i]` in its high one, so one 32-byte load, a
+/// shift and a mask give 64 values in order.
 fn to_lanes(group: &mut [u8]) {
     let g = group.len() / 16;
     let nibble = |n: usize| {
@@ -319,6 +345,33 @@ fn from_lanes(group: &mut [u8]) {
             let (blk, v) = (n / 32, n % 32);
             out[16 * blk + v % 16] |= if v < 16 { value } else { value << 4 };
         }
+    }
+    group.copy_from_slice(&out);
+}
+
+/// A lane group of `g` Q5_0 blocks' fifth bits (8 or 4 blocks), GGUF's little-endian `u32` a
+/// block (bit `j` of block `b`'s is value `j`'s: bit `32b + j` of the `4g` bytes read as one
+/// little-endian bit string) → bit `p` of the bit string is position `p`'s in lane order
+/// ([`lane_source`]). So the 32 positions one 32-byte register of [`to_lanes`]' values holds
+/// (or the 64 of a 64-byte one) have their fifth bits in one `u32` (`u64`) load.
+fn bits_to_lanes(group: &mut [u8]) {
+    let g = group.len() / 4;
+    let bit = |n: usize| (group[n / 8] >> (n % 8)) & 1;
+    let mut out = vec![0u8; group.len()];
+    for p in 0..32 * g {
+        out[p / 8] |= bit(lane_source(p, g)) << (p % 8);
+    }
+    group.copy_from_slice(&out);
+}
+
+/// The inverse of [`bits_to_lanes`].
+fn bits_from_lanes(group: &mut [u8]) {
+    let g = group.len() / 4;
+    let bit = |p: usize| (group[p / 8] >> (p % 8)) & 1;
+    let mut out = vec![0u8; group.len()];
+    for p in 0..32 * g {
+        let n = lane_source(p, g);
+        out[n / 8] |= bit(p) << (n % 8);
     }
     group.copy_from_slice(&out);
 }

@@ -19,6 +19,7 @@
 mod attention;
 mod kquants;
 mod kv_q8;
+mod lane_order;
 mod lanes;
 mod legacy;
 
@@ -30,6 +31,7 @@ use attention::{axpy_f16, axpy_f16_avx512, to_f16_avx2};
 use kquants::*;
 pub(crate) use kv_q8::BLOCK_BYTES as Q8_0_BLOCK_BYTES;
 use kv_q8::{add_value, quantize_query, score, to_q8_0_avx2};
+use lane_order::*;
 use lanes::*;
 use legacy::*;
 
@@ -73,339 +75,6 @@ impl Isa {
     pub(crate) fn has_avx512(self) -> bool {
         self.avx512
     }
-}
-
-/// Q4_0 row, repacked ([`super::quant`]): `blocks` f16 scales, then the values: each whole
-/// group of 8 blocks as 128 bytes in lane order ([`super::format::lane_source`]; byte `32q + i`
-/// holds position `64q + i` in its low nibble and `64q + 32 + i` in its high one), then, where
-/// 4 or more blocks are left, a group of 4 in lane order ([`q4_0_quad`]), then the last blocks
-/// in pairs: 32 bytes whose low nibbles are block `2p`'s values in
-/// order and whose high nibbles are block `2p + 1`'s; an odd last block keeps GGUF's own 16
-/// bytes (low nibbles values 0..16, high nibbles 16..32) · `N` Q8 rows in lane order.
-///
-/// A group's 8 runs of 32 bytes are unpacked once for all `N` rows. Per row, `maddubs` of each
-/// run with the row's run adds 4 values of every block into each `i16` pair (8 runs sum below
-/// `8 · 2 · 15 · 127 < 2¹⁵`), one `madd` makes the 8 blocks' sums, and one multiply-add scales
-/// all 8 (weight scale × activation scale). The `− 8` is folded into one multiply-add per group
-/// over the activations' block sums.
-///
-/// # Safety
-/// AVX2/FMA/F16C present; `row` valid for `blocks × 18` bytes and each activation for
-/// `blocks × 32` values, `blocks` scales and sums.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn q4_0<const N: usize>(
-    row: *const u8,
-    blocks: usize,
-    a: [Q8Ptr; N],
-) -> [f32; N] {
-    let mask = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut fix = [_mm256_setzero_ps(); N];
-    // SAFETY: `row` holds `blocks` 2-byte scales before the values (the caller's contract), so
-    // `row + 2 · blocks` stays inside it.
-    let qs = unsafe { row.add(2 * blocks) };
-    let groups = blocks / 8;
-    for g in 0..groups {
-        // SAFETY: group `g < blocks / 8`: its 8 scales and the 128 bytes of values at
-        // `qs + 128 · g` lie inside `row`, and each activation row holds blocks `8g .. 8g + 8`
-        // (256 values at `256 · g`, scales, sums), as the caller guarantees. The prefetch address
-        // is only computed (`wrapping_add`), and a prefetch never faults.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(128 * g + PREFETCH).cast());
-            let ds = group_scales(row, g, &a, Some(&mut fix));
-            let mut w = [_mm256_setzero_si256(); 8];
-            for q in 0..4 {
-                let raw = _mm256_loadu_si256(qs.add(128 * g + 32 * q).cast());
-                w[2 * q] = _mm256_and_si256(raw, mask);
-                w[2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask);
-            }
-            for t in 0..N {
-                let x = a[t].qs.add(256 * g);
-                let mut sum = _mm256_maddubs_epi16(w[0], _mm256_loadu_si256(x.cast()));
-                for (r, &wr) in w.iter().enumerate().skip(1) {
-                    let xr = _mm256_loadu_si256(x.add(32 * r).cast());
-                    sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(wr, xr));
-                }
-                let p = _mm256_madd_epi16(sum, _mm256_set1_epi16(1));
-                acc[t] = _mm256_fmadd_ps(ds[t], _mm256_cvtepi32_ps(p), acc[t]);
-            }
-        }
-    }
-    let mut out = [0.0; N];
-    for t in 0..N {
-        out[t] = hsum_ps(acc[t]) - 8.0 * hsum_ps(fix[t]);
-    }
-    let mut from = 8 * groups;
-    if blocks - from >= 4 {
-        // SAFETY: the same row and activations as this call's; blocks `from .. from + 4` are
-        // inside them.
-        unsafe { q4_0_quad(row, blocks, from, &a, &mut out) };
-        from += 4;
-    }
-    // SAFETY: the same row and activations as this call's; blocks `from .. blocks` are inside
-    // them.
-    unsafe { q4_0_tail(row, blocks, from, &a, &mut out) };
-    out
-}
-
-/// The lane group of 4 blocks `b0 .. b0 + 4` of a repacked Q4_0 row (64 bytes, runs of 16
-/// bytes: each `i32` lane `j` of the sum is block `j mod 4`'s), added to `out`.
-///
-/// # Safety
-/// As [`q4_0`] for the same `row`, `blocks` and activations, and `b0 + 4 <= blocks`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_quad<const N: usize>(
-    row: *const u8,
-    blocks: usize,
-    b0: usize,
-    a: &[Q8Ptr; N],
-    out: &mut [f32; N],
-) {
-    let mask = _mm256_set1_epi8(0x0F);
-    // SAFETY: blocks `b0 .. b0 + 4 <= blocks`: their 64 bytes of values at `2 · blocks + 16 · b0`
-    // and their 4 scales (8 bytes at `2 · b0`) are inside `row`; each activation row holds their
-    // 128 values at `32 · b0`, 4 scales and 4 sums (the caller's contract).
-    unsafe {
-        let v = row.add(2 * blocks + 16 * b0);
-        let (r0, r1) = (
-            _mm256_loadu_si256(v.cast()),
-            _mm256_loadu_si256(v.add(32).cast()),
-        );
-        let w = [
-            _mm256_and_si256(r0, mask),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(r0), mask),
-            _mm256_and_si256(r1, mask),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(r1), mask),
-        ];
-        let dw = _mm_cvtph_ps(_mm_loadl_epi64(row.add(2 * b0).cast()));
-        for t in 0..N {
-            let x = a[t].qs.add(32 * b0);
-            let mut sum = _mm256_maddubs_epi16(w[0], _mm256_loadu_si256(x.cast()));
-            for (r, &wr) in w.iter().enumerate().skip(1) {
-                let xr = _mm256_loadu_si256(x.add(32 * r).cast());
-                sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(wr, xr));
-            }
-            let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(sum, _mm256_set1_epi16(1)));
-            let ds = _mm_mul_ps(dw, _mm_loadu_ps(a[t].d.add(b0)));
-            let fix = _mm_mul_ps(ds, _mm_loadu_ps(a[t].sums.add(b0)));
-            let dot = _mm256_mul_ps(_mm256_set_m128(ds, ds), p);
-            out[t] += hsum_ps(dot) - 8.0 * hsum_ps(_mm256_set_m128(_mm_setzero_ps(), fix));
-        }
-    }
-}
-
-/// Blocks `from..blocks` of a repacked Q4_0 row (fewer than 8), one scale at a time.
-///
-/// # Safety
-/// As [`q4_0`] for the same `row`, `blocks` and activations, and `from <= blocks`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_tail<const N: usize>(
-    row: *const u8,
-    blocks: usize,
-    from: usize,
-    a: &[Q8Ptr; N],
-    out: &mut [f32; N],
-) {
-    let mask = _mm256_set1_epi8(0x0F);
-    // SAFETY: as in `q4_0`: `row` holds `blocks` 2-byte scales before the values.
-    let qs = unsafe { row.add(2 * blocks) };
-    let mut b = from;
-    while b < blocks {
-        // SAFETY: `b < blocks`: a pair (`b + 1 < blocks`) reads its 32 bytes at `qs + 16 · b`, a
-        // last odd block its own 16; the scale of each block `blk < blocks` and each activation
-        // row's values, scale and sum of `blk` are inside the buffers the caller guarantees.
-        unsafe {
-            let paired = b + 1 < blocks;
-            let (w0, w1) = if paired {
-                let raw = _mm256_loadu_si256(qs.add(16 * b).cast());
-                (
-                    _mm256_and_si256(raw, mask),
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask),
-                )
-            } else {
-                let raw = _mm_loadu_si128(qs.add(16 * b).cast());
-                let w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), mask);
-                (w, w)
-            };
-            for (i, w) in [w0, w1]
-                .into_iter()
-                .enumerate()
-                .take(if paired { 2 } else { 1 })
-            {
-                let blk = b + i;
-                let dw = f16_to_f32(u16_at(row.add(2 * blk)));
-                for t in 0..N {
-                    let x = _mm256_loadu_si256(a[t].qs.add(32 * blk).cast());
-                    let p = hsum_epi32(dot_u8i8(w, x)) as f32 - 8.0 * *a[t].sums.add(blk);
-                    out[t] += dw * *a[t].d.add(blk) * p;
-                }
-            }
-            b += if paired { 2 } else { 1 };
-        }
-    }
-}
-
-/// [`q4_0`] on AVX-512 VNNI: a group's two runs of 32 bytes per 64-byte register, four
-/// `vpdpbusd` per row (each lane `j` of the sum is block `j mod 8`'s), one multiply-add.
-///
-/// # Safety
-/// As [`q4_0`], and the CPU has AVX-512F/BW/VNNI.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn q4_0_avx512<const N: usize>(
-    row: *const u8,
-    blocks: usize,
-    a: [Q8Ptr; N],
-) -> [f32; N] {
-    let mask = _mm512_set1_epi8(0x0F);
-    let mut acc = [_mm512_setzero_ps(); N];
-    let mut fix = [_mm256_setzero_ps(); N];
-    // SAFETY: as in `q4_0`: `row` holds `blocks` 2-byte scales before the values.
-    let qs = unsafe { row.add(2 * blocks) };
-    let groups = blocks / 8;
-    for g in 0..groups {
-        // SAFETY: as in `q4_0`: group `g < blocks / 8` lies inside `row` (128 bytes at
-        // `qs + 128 · g`), and each activation row holds its 256 values at `256 · g`. Prefetches
-        // never fault.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(qs.wrapping_add(128 * g + PREFETCH).cast());
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(row.add(16 * g).cast()));
-            let mut w = [_mm512_setzero_si512(); 4];
-            for (q, wq) in w.iter_mut().enumerate() {
-                let raw = _mm256_loadu_si256(qs.add(128 * g + 32 * q).cast());
-                *wq = _mm512_and_si512(
-                    _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(raw),
-                        _mm256_srli_epi16::<4>(raw),
-                    ),
-                    mask,
-                );
-            }
-            for t in 0..N {
-                let x = a[t].qs.add(256 * g);
-                let xs = [0, 1, 2, 3].map(|q| _mm512_loadu_si512(x.add(64 * q).cast()));
-                let zero = _mm512_setzero_si512();
-                let s0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, w[0], xs[0]), w[2], xs[2]);
-                let s1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, w[1], xs[1]), w[3], xs[3]);
-                let p = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-                // The scales per row here, not for all rows before: 8 rows' would not stay in
-                // registers.
-                let ds = _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d.add(8 * g)));
-                fix[t] = _mm256_fmadd_ps(ds, _mm256_loadu_ps(a[t].sums.add(8 * g)), fix[t]);
-                let ds16 = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(ds)));
-                acc[t] = _mm512_fmadd_ps(ds16, p, acc[t]);
-            }
-        }
-    }
-    let mut out = [0.0; N];
-    for t in 0..N {
-        out[t] = hsum512(acc[t]) - 8.0 * hsum_ps(fix[t]);
-    }
-    let mut from = 8 * groups;
-    if blocks - from >= 4 {
-        // SAFETY: the same row and activations as this call's; blocks `from .. from + 4` are
-        // inside them.
-        unsafe { q4_0_quad_avx512(row, blocks, from, &a, &mut out) };
-        from += 4;
-    }
-    // SAFETY: the same row and activations as this call's; blocks `from .. blocks` are inside
-    // them.
-    unsafe { q4_0_tail_avx512(row, blocks, from, &a, &mut out) };
-    out
-}
-
-/// [`q4_0_quad`] on AVX-512 VNNI: two `vpdpbusd` per row.
-///
-/// # Safety
-/// As [`q4_0_quad`], and the CPU has AVX-512F/BW/VNNI.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn q4_0_quad_avx512<const N: usize>(
-    row: *const u8,
-    blocks: usize,
-    b0: usize,
-    a: &[Q8Ptr; N],
-    out: &mut [f32; N],
-) {
-    let mask = _mm512_set1_epi8(0x0F);
-    // SAFETY: as in `q4_0_quad`: the 4 blocks' values, scales and activations are inside the
-    // buffers the caller guarantees.
-    unsafe {
-        let v = row.add(2 * blocks + 16 * b0);
-        let (r0, r1) = (
-            _mm256_loadu_si256(v.cast()),
-            _mm256_loadu_si256(v.add(32).cast()),
-        );
-        let w0 = _mm512_and_si512(
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(r0), _mm256_srli_epi16::<4>(r0)),
-            mask,
-        );
-        let w1 = _mm512_and_si512(
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(r1), _mm256_srli_epi16::<4>(r1)),
-            mask,
-        );
-        let dw = _mm_cvtph_ps(_mm_loadl_epi64(row.add(2 * b0).cast()));
-        for t in 0..N {
-            let x = a[t].qs.add(32 * b0);
-            let (x0, x1) = (
-                _mm512_loadu_si512(x.cast()),
-                _mm512_loadu_si512(x.add(64).cast()),
-            );
-            let zero = _mm512_setzero_si512();
-            let sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, w0, x0), w1, x1);
-            let ds = _mm_mul_ps(dw, _mm_loadu_ps(a[t].d.add(b0)));
-            let fix = _mm_mul_ps(ds, _mm_loadu_ps(a[t].sums.add(b0)));
-            let dot = _mm512_mul_ps(_mm512_broadcast_f32x4(ds), _mm512_cvtepi32_ps(sum));
-            out[t] += hsum512(dot) - 8.0 * hsum_ps(_mm256_set_m128(_mm_setzero_ps(), fix));
-        }
-    }
-}
-
-/// [`q4_0_tail`] on AVX-512 VNNI: the remaining pairs of blocks a `vpdpbusd` each, as in the
-/// groups, each pair's two scales spread over its halves (rows 896 wide, Qwen2.5 0.5B's, have
-/// 4 of their 28 blocks here); an odd last block goes to [`q4_0_tail`].
-///
-/// # Safety
-/// As [`q4_0_avx512`] for the same `row`, `blocks` and activations, and `from <= blocks`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn q4_0_tail_avx512<const N: usize>(
-    row: *const u8,
-    blocks: usize,
-    from: usize,
-    a: &[Q8Ptr; N],
-    out: &mut [f32; N],
-) {
-    let mask = _mm512_set1_epi8(0x0F);
-    // SAFETY: as in `q4_0`: `row` holds `blocks` 2-byte scales before the values.
-    let qs = unsafe { row.add(2 * blocks) };
-    let mut acc = [_mm512_setzero_ps(); N];
-    let mut b = from;
-    while b + 1 < blocks {
-        // SAFETY: `b + 1 < blocks`: the pair's 32 bytes at `qs + 16 · b` and its two scales are
-        // inside `row`; each activation row holds blocks `b` and `b + 1` (64 values at `32 · b`,
-        // their scales and sums), as the caller guarantees.
-        unsafe {
-            let raw = _mm256_loadu_si256(qs.add(16 * b).cast());
-            let w = _mm512_and_si512(
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(raw), _mm256_srli_epi16::<4>(raw)),
-                mask,
-            );
-            let d0 = f16_to_f32(u16_at(row.add(2 * b)));
-            let d1 = f16_to_f32(u16_at(row.add(2 * b + 2)));
-            for t in 0..N {
-                let x = _mm512_loadu_si512(a[t].qs.add(32 * b).cast());
-                let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x));
-                let (s0, s1) = (d0 * *a[t].d.add(b), d1 * *a[t].d.add(b + 1));
-                let s = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
-                acc[t] = _mm512_fmadd_ps(s, p, acc[t]);
-                out[t] -= 8.0 * (s0 * *a[t].sums.add(b) + s1 * *a[t].sums.add(b + 1));
-            }
-        }
-        b += 2;
-    }
-    for t in 0..N {
-        out[t] += hsum512(acc[t]);
-    }
-    // SAFETY: the caller's row and activations; `b <= blocks`.
-    unsafe { q4_0_tail(row, blocks, b, a, out) };
 }
 
 /// [`q8_0`] on AVX-512 VNNI: a pair of blocks per `vpdpbusd`, the weights made unsigned by
@@ -471,7 +140,8 @@ pub(crate) unsafe fn q8_0_avx512<const N: usize>(
 /// Q8_0 row, repacked: `blocks` f16 scales, then `blocks` × 32 signed bytes · `N` Q8 rows.
 ///
 /// # Safety
-/// As [`q4_0`], with 34-byte blocks.
+/// AVX2/FMA/F16C present; `row` valid for `blocks × 34` bytes and each activation for
+/// `blocks × 32` values and `blocks` scales.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn q8_0<const N: usize>(
     row: *const u8,
@@ -1200,8 +870,8 @@ pub(crate) fn rows<const N: usize>(
         QType::Q4_0 => each_row!(q4_0, acts.q8_lane_ptrs::<N>(t0), blocks),
         QType::Q4_1 if isa.avx512 => each_row!(q4_1_avx512, acts.q8_ptrs::<N>(t0), blocks),
         QType::Q4_1 => each_row!(q4_1, acts.q8_ptrs::<N>(t0), blocks),
-        QType::Q5_0 if isa.avx512 => each_row!(q5_0_avx512, acts.q8_ptrs::<N>(t0), blocks),
-        QType::Q5_0 => each_row!(q5_0, acts.q8_ptrs::<N>(t0), blocks),
+        QType::Q5_0 if isa.avx512 => each_row!(q5_0_avx512, acts.q8_lane_ptrs::<N>(t0), blocks),
+        QType::Q5_0 => each_row!(q5_0, acts.q8_lane_ptrs::<N>(t0), blocks),
         QType::Q5_1 if isa.avx512 => each_row!(q5_1_avx512, acts.q8_ptrs::<N>(t0), blocks),
         QType::Q5_1 => each_row!(q5_1, acts.q8_ptrs::<N>(t0), blocks),
         QType::Q8_0 if isa.avx512 => each_row!(q8_0_avx512, acts.q8_ptrs::<N>(t0), blocks),

@@ -97,14 +97,12 @@ const ALL: [QType; 13] = [
 #[test]
 fn batched_rows_match_single_rows_for_every_format() {
     for qtype in ALL {
-        let widths: &[usize] = match qtype.block() {
-            256 => &[512, 768],
-            // 3 blocks (a pair and one, no group), 4 (a group of 4 alone), 5 (… and one), 16 (two
-            // groups of 8), 27 (three, a pair, one), 28 (three, a group of 4), 29 (… and one), 30
-            // (… and a pair).
-            _ => &[96, 128, 160, 512, 864, 896, 928, 960],
+        let widths = match qtype.block() {
+            256 => vec![512, 768],
+            // Every shape of lane groups.
+            _ => BLOCK_COUNTS.map(|b| 32 * b).to_vec(),
         };
-        for &cols in widths {
+        for cols in widths {
             let rows = 7;
             let (w, _) = matrix(qtype, rows, cols, 21);
             let m = 13;
@@ -335,7 +333,8 @@ fn bf16_weights_are_the_top_halves_of_f32s() {
 fn kernels_match_the_dequantized_product_for_every_format_and_tile() {
     let isa = isa();
     for qtype in ALL {
-        // Rows of 29 blocks of 32: 3 groups of 8 and a tail of 5 (Q4_0: a group of 4 and one).
+        // Rows of 29 blocks of 32: 3 groups of 8 and a tail of 5 (Q4_0, Q5_0: a group of 4 and
+        // one).
         // F32/F16/BF16 rows of 870: 54 runs of 16 (AVX-512), one of 8 and 6 single values.
         let cols = match qtype.block() {
             256 => 768,
@@ -391,6 +390,12 @@ fn scale_fields(qtype: QType) -> &'static [usize] {
 /// can hold: Q8_0's −128, Q6_K's 63, Q4_1's 15 …) and whose scales are ±0.5, ±1 or ±2; F32,
 /// F16 and BF16 values random below 2 in magnitude.
 fn adversarial_matrix(qtype: QType, rows: usize, cols: usize, seed: u64) -> QMatrix {
+    let data = adversarial_bytes(qtype, rows, cols, seed);
+    QMatrix::new(qtype, rows, cols, data).unwrap()
+}
+
+/// The GGUF bytes of [`adversarial_matrix`].
+fn adversarial_bytes(qtype: QType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
         s ^= s << 13;
@@ -414,7 +419,33 @@ fn adversarial_matrix(qtype: QType, rows: usize, cols: usize, seed: u64) -> QMat
             }
         }
     }
-    QMatrix::new(qtype, rows, cols, data).unwrap()
+    data
+}
+
+/// Rows of 3, 4, 5, 16 and 27 to 30 blocks of 32: for the lane-order formats (Q4_0, Q5_0) a
+/// pair and one (no group), a group of 4 alone, … and one, two groups of 8, three groups and a
+/// pair and one, three and a group of 4 (Qwen2.5 0.5B's 896), … and one, … and a pair.
+const BLOCK_COUNTS: [usize; 8] = [3, 4, 5, 16, 27, 28, 29, 30];
+
+/// The repacked rows of every 32-value format give back the file's bytes (Q4_0's and Q5_0's
+/// lane order, nibbles and fifth bits, undone exactly), for every shape of lane groups.
+#[test]
+fn repacked_rows_give_back_the_gguf_bytes() {
+    for qtype in ALL.into_iter().filter(|q| q.block() == 32) {
+        for blocks in BLOCK_COUNTS {
+            let (rows, cols) = (3, 32 * blocks);
+            let data = adversarial_bytes(qtype, rows, cols, 13);
+            let w = QMatrix::new(qtype, rows, cols, data.clone()).unwrap();
+            let row_bytes = data.len() / rows;
+            for r in 0..rows {
+                assert_eq!(
+                    w.gguf_row(r),
+                    data[r * row_bytes..(r + 1) * row_bytes],
+                    "{qtype:?} {blocks} blocks row {r}"
+                );
+            }
+        }
+    }
 }
 
 /// Every kernel the CPU runs (AVX2, and AVX-512 where present) against the scalar
@@ -422,17 +453,22 @@ fn adversarial_matrix(qtype: QType, rows: usize, cols: usize, seed: u64) -> QMat
 /// both ends of its range), scales of both signs, and activations of ±1 (8-bit ±127 in every
 /// block): all of one sign, of the first weight row's signs (every product of a pair of byte
 /// products the same sign, as large as the format allows) and random. A kernel that let the
-/// `i16` pair sums of `maddubs` saturate (`255 · 127 · 2 > 2¹⁵`), or lost a min, a sign or a
-/// tail block, is off here by whole blocks.
+/// `i16` pair sums of `maddubs` saturate (`255 · 127 · 2 > 2¹⁵`; Q5_0's lane groups summed
+/// over 8 runs, `8 · 2 · 31 · 127 > 2¹⁵`), or lost a min, a sign, a fifth bit or a tail block,
+/// is off here by whole blocks.
 #[test]
 fn kernels_hold_at_extreme_quants_and_activations() {
     let isa = isa();
-    for qtype in ALL {
-        let cols = match qtype.block() {
-            256 => 768,
-            32 => 960, // 30 blocks: Q4_0's groups of 8 and 4, and a pair
-            _ => 870,
+    let shapes = ALL.into_iter().flat_map(|qtype| {
+        let widths = match qtype.block() {
+            256 => vec![768],
+            // Every shape of lane groups (`BLOCK_COUNTS`).
+            32 => BLOCK_COUNTS.map(|b| 32 * b).to_vec(),
+            _ => vec![870],
         };
+        widths.into_iter().map(move |cols| (qtype, cols))
+    });
+    for (qtype, cols) in shapes {
         let rows = 5;
         let w = adversarial_matrix(qtype, rows, cols, 11);
         let mut dense = vec![0.0; rows * cols];
@@ -472,7 +508,7 @@ fn kernels_hold_at_extreme_quants_and_activations() {
                     let got = f64::from(out[r * m + t]);
                     assert!(
                         (got - expected).abs() <= 1e-5 * size + 1e-4,
-                        "{qtype:?} {kernel} row {r} activation {t}: {got} vs {expected}"
+                        "{qtype:?} {kernel} cols {cols} row {r} activation {t}: {got} vs {expected}"
                     );
                 }
             }

@@ -1,5 +1,5 @@
-//! The pieces the kernels of [`super`] share: horizontal sums, byte products, the scale
-//! loads of repacked 32-value blocks and the Q4_K/Q5_K block header.
+//! The pieces the kernels of [`super`] share: horizontal sums, byte products, the scale and
+//! fifth-bit loads of repacked 32-value blocks and the Q4_K/Q5_K block header.
 
 use std::arch::x86_64::*;
 
@@ -63,6 +63,36 @@ pub(super) unsafe fn group_scales<const N: usize>(
         }
     }
     ds
+}
+
+/// `0x10` in byte `i` where bit `i` of `bits` is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn fifth_bits(bits: u32) -> __m256i {
+    // Byte `i` gets byte `i / 8` of `bits` (the shuffle works in 128-bit lanes, each holding
+    // all four bytes), then is tested against bit `i % 8`.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let select = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// The `u32` at `p`, any alignment.
+///
+/// # Safety
+/// `p` valid for 4 bytes.
+#[inline(always)]
+pub(super) unsafe fn u32_at(p: *const u8) -> u32 {
+    // SAFETY: the caller guarantees 4 readable bytes; `read_unaligned` needs no alignment.
+    unsafe { p.cast::<u32>().read_unaligned() }
 }
 
 #[inline]

@@ -1,13 +1,15 @@
-//! Kernels of the 32-value formats with a min or a fifth bit (Q4_1, Q5_0, Q5_1), held repacked
-//! ([`super::super::quant::Packing`]): every block's f16 `d`, then every block's f16 `m`
-//! (Q4_1, Q5_1), then every block's 32 fifth bits (Q5_0, Q5_1; a little-endian `u32`, bit `j`
-//! for value `j`), then the nibbles as Q4_0's are held (pairs of blocks in 32 bytes, block `2p`
-//! in the low nibbles, `2p + 1` in the high ones; an odd last block as GGUF stores it).
+//! Kernels of the 32-value formats with a min (Q4_1, Q5_1), held repacked
+//! ([`super::super::quant::Packing`]): every block's f16 `d`, then every block's f16 `m`, then
+//! (Q5_1) every block's 32 fifth bits (a little-endian `u32`, bit `j` for value `j`), then the
+//! nibbles in pairs of blocks (32 bytes, block `2p` in the low nibbles, `2p + 1` in the high
+//! ones; an odd last block as GGUF stores it). [`tail`] also takes the last blocks (fewer than
+//! 4) of the lane-order formats ([`super::lane_order`]: Q4_0 and Q5_0), which are held the same
+//! way.
 //!
 //! One generic body per ISA: the integer products are Q4_0's (weights `0..32` are far from
 //! `maddubs` saturation), and the offset is folded into the activations' block sums, as ggml
 //! folds them: Q4_1 and Q5_1 add `m · d_x · Σx` (per group of 8 blocks, one multiply-add),
-//! Q5_0 takes `16 · d · d_x · Σx` off.
+//! Q5_0 takes `16 · d · d_x · Σx` off, Q4_0 `8 · d · d_x · Σx`.
 
 use std::arch::x86_64::*;
 
@@ -35,36 +37,6 @@ unsafe fn fields<const MIN: bool, const HIGH: bool>(
             row.add((2 * halves + high) * blocks),
         )
     }
-}
-
-/// `0x10` in byte `i` where bit `i` of `bits` is set.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn fifth_bits(bits: u32) -> __m256i {
-    // Byte `i` gets byte `i / 8` of `bits` (the shuffle works in 128-bit lanes, each holding
-    // all four bytes), then is tested against bit `i % 8`.
-    let spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(bits as i32),
-        _mm256_setr_epi64x(
-            0,
-            0x0101_0101_0101_0101,
-            0x0202_0202_0202_0202,
-            0x0303_0303_0303_0303,
-        ),
-    );
-    let select = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
-    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
-    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
-}
-
-/// The `u32` at `p`, any alignment.
-///
-/// # Safety
-/// `p` valid for 4 bytes.
-#[inline(always)]
-unsafe fn u32_at(p: *const u8) -> u32 {
-    // SAFETY: the caller guarantees 4 readable bytes; `read_unaligned` needs no alignment.
-    unsafe { p.cast::<u32>().read_unaligned() }
 }
 
 /// The block sums' share of the result: `+ Σ m · d_x · Σx` with a min, `− off · Σ d · d_x · Σx`
@@ -148,7 +120,7 @@ unsafe fn dot<const N: usize, const MIN: bool, const HIGH: bool>(
 /// # Safety
 /// As [`dot`] for the same `row`, `blocks` and activations, and `from <= blocks`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tail<const N: usize, const MIN: bool, const HIGH: bool>(
+pub(super) unsafe fn tail<const N: usize, const MIN: bool, const HIGH: bool>(
     row: *const u8,
     blocks: usize,
     from: usize,
@@ -305,6 +277,5 @@ macro_rules! kernels {
 
 kernels! {
     q4_1, q4_1_avx512, true, false, "Q4_1";
-    q5_0, q5_0_avx512, false, true, "Q5_0";
     q5_1, q5_1_avx512, true, true, "Q5_1";
 }
