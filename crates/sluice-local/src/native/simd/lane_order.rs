@@ -155,16 +155,16 @@ unsafe fn dot<const N: usize, const HIGH: bool>(
             }
         }
     }
-    let mut out = [0.0; N];
-    for t in 0..N {
-        out[t] = hsum_ps(acc[t]) - offset::<HIGH>() * hsum_ps(fix[t]);
-    }
     let mut from = 8 * groups;
     if blocks - from >= 4 {
         // SAFETY: the same row and activations as this call's; blocks `from .. from + 4` are
         // inside them.
-        unsafe { quad::<N, HIGH>(row, blocks, from, &a, &mut out) };
+        unsafe { quad::<N, HIGH>(row, blocks, from, &a, &mut acc, &mut fix) };
         from += 4;
+    }
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum_ps(acc[t]) - offset::<HIGH>() * hsum_ps(fix[t]);
     }
     // SAFETY: the same row and activations as this call's; blocks `from .. blocks` are inside
     // them, held in pairs as `tail` reads them.
@@ -173,7 +173,9 @@ unsafe fn dot<const N: usize, const HIGH: bool>(
 }
 
 /// The lane group of 4 blocks `b0 .. b0 + 4` of a repacked row (64 bytes of nibbles, runs of
-/// 16 bytes: each `i32` lane `j` of the sum is block `j mod 4`'s), added to `out`.
+/// 16 bytes: each `i32` lane `j` of the sum is block `j mod 4`'s), added to the groups'
+/// accumulators `acc` and `fix` (its 4 scales twice over `acc`'s 8 lanes, in the low 4 of
+/// `fix`'s), so that a row still takes one horizontal sum of each.
 ///
 /// # Safety
 /// As [`dot`] for the same `row`, `blocks` and activations, and `b0 + 4 <= blocks`.
@@ -183,7 +185,8 @@ unsafe fn quad<const N: usize, const HIGH: bool>(
     blocks: usize,
     b0: usize,
     a: &[Q8Ptr; N],
-    out: &mut [f32; N],
+    acc: &mut [__m256; N],
+    fix: &mut [__m256; N],
 ) {
     // SAFETY: blocks `b0 .. b0 + 4 <= blocks`: their 64 bytes of nibbles at `qs + 16 · b0`,
     // 16 bytes of fifth bits at `qh + 4 · b0` and 4 scales (8 bytes at `2 · b0`) are inside
@@ -196,10 +199,9 @@ unsafe fn quad<const N: usize, const HIGH: bool>(
         for t in 0..N {
             let p = _mm256_cvtepi32_ps(lane_sums::<HIGH>(&w, a[t].qs.add(32 * b0)));
             let ds = _mm_mul_ps(dw, _mm_loadu_ps(a[t].d.add(b0)));
-            let fix = _mm_mul_ps(ds, _mm_loadu_ps(a[t].sums.add(b0)));
-            let dot = _mm256_mul_ps(_mm256_set_m128(ds, ds), p);
-            let fix = hsum_ps(_mm256_set_m128(_mm_setzero_ps(), fix));
-            out[t] += hsum_ps(dot) - offset::<HIGH>() * fix;
+            let sums = _mm_mul_ps(ds, _mm_loadu_ps(a[t].sums.add(b0)));
+            acc[t] = _mm256_fmadd_ps(_mm256_set_m128(ds, ds), p, acc[t]);
+            fix[t] = _mm256_add_ps(fix[t], _mm256_set_m128(_mm_setzero_ps(), sums));
         }
     }
 }
@@ -276,16 +278,16 @@ unsafe fn dot_avx512<const N: usize, const HIGH: bool>(
             }
         }
     }
-    let mut out = [0.0; N];
-    for t in 0..N {
-        out[t] = hsum512(acc[t]) - offset::<HIGH>() * hsum_ps(fix[t]);
-    }
     let mut from = 8 * groups;
     if blocks - from >= 4 {
         // SAFETY: the same row and activations as this call's; blocks `from .. from + 4` are
         // inside them.
-        unsafe { quad_avx512::<N, HIGH>(row, blocks, from, &a, &mut out) };
+        unsafe { quad_avx512::<N, HIGH>(row, blocks, from, &a, &mut acc, &mut fix) };
         from += 4;
+    }
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum512(acc[t]) - offset::<HIGH>() * hsum_ps(fix[t]);
     }
     // SAFETY: the same row and activations as this call's; blocks `from .. blocks` are inside
     // them.
@@ -293,7 +295,8 @@ unsafe fn dot_avx512<const N: usize, const HIGH: bool>(
     out
 }
 
-/// [`quad`] on AVX-512 VNNI: two `vpdpbusd` per row.
+/// [`quad`] on AVX-512 VNNI: two `vpdpbusd` per row (its 4 scales 4 times over `acc`'s 16
+/// lanes).
 ///
 /// # Safety
 /// As [`quad`], and the CPU has AVX-512F/BW/VNNI.
@@ -303,7 +306,8 @@ unsafe fn quad_avx512<const N: usize, const HIGH: bool>(
     blocks: usize,
     b0: usize,
     a: &[Q8Ptr; N],
-    out: &mut [f32; N],
+    acc: &mut [__m512; N],
+    fix: &mut [__m256; N],
 ) {
     // SAFETY: as in `quad`: the 4 blocks' nibbles, fifth bits, scales and activations are
     // inside the buffers the caller guarantees.
@@ -322,10 +326,10 @@ unsafe fn quad_avx512<const N: usize, const HIGH: bool>(
             let zero = _mm512_setzero_si512();
             let sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, w0, x0), w1, x1);
             let ds = _mm_mul_ps(dw, _mm_loadu_ps(a[t].d.add(b0)));
-            let fix = _mm_mul_ps(ds, _mm_loadu_ps(a[t].sums.add(b0)));
-            let dot = _mm512_mul_ps(_mm512_broadcast_f32x4(ds), _mm512_cvtepi32_ps(sum));
-            let fix = hsum_ps(_mm256_set_m128(_mm_setzero_ps(), fix));
-            out[t] += hsum512(dot) - offset::<HIGH>() * fix;
+            let sums = _mm_mul_ps(ds, _mm_loadu_ps(a[t].sums.add(b0)));
+            let p = _mm512_cvtepi32_ps(sum);
+            acc[t] = _mm512_fmadd_ps(_mm512_broadcast_f32x4(ds), p, acc[t]);
+            fix[t] = _mm256_add_ps(fix[t], _mm256_set_m128(_mm_setzero_ps(), sums));
         }
     }
 }
