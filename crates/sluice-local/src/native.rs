@@ -17,7 +17,7 @@
 //! - **Threads**: a model's matrix products run on one pool of `threads` workers (the calling
 //!   thread included). Products of one step that read the same input (q, k, v; gate, up) are
 //!   split into row ranges and run as one parallel job.
-//! - **Rows in fours** (eights on AVX-512, except Q4_0's): the kernels multiply
+//! - **Rows in fours** (eights on AVX-512, except Q4_0's and Q5_0's): the kernels multiply
 //!   each weight row with 4 (8) activation rows at a time (prefill chunks, or several
 //!   sequences' tokens), so a row is unpacked once per 4 (8) rows, and a tile of rows small
 //!   enough for L1 goes through all the activation rows before the next (each weight byte read

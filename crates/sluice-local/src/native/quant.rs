@@ -144,11 +144,11 @@ impl QMatrix {
         // are, and the kernels unpack it once per 4 (8 with AVX-512's registers, see below) of
         // them.
         let tile = (TILE_BYTES / self.row_bytes).max(1) * self.row_bytes;
-        // 8 rows at a time on AVX-512, except for Q4_0, whose kernel costs less per row in
-        // tiles of 4 (`kernel_speed`: 0.48 against 0.53 ns per 32 weights × row). Q5_0's, in the
-        // same lane order, costs less in tiles of 8 (0.41 against 0.42, 896 wide 0.49 against
-        // 0.52).
-        let eight = isa.wide() && self.qtype != QType::Q4_0;
+        // 8 rows at a time on AVX-512, except for the lane-order formats (Q4_0, Q5_0), whose
+        // kernels cost no more per row in tiles of 4 (`kernel_speed`, 8 rows, ns per 32 weights
+        // × row: Q4_0 0.48 against 0.53; Q5_0 896 wide, release build, 0.42–0.45 against
+        // 0.43–0.48, though 2.5 % more in the dev build).
+        let eight = isa.wide() && !matches!(self.qtype, QType::Q4_0 | QType::Q5_0);
         for (i, tile) in data.chunks(tile).enumerate() {
             let out = &mut out[i * (TILE_BYTES / self.row_bytes).max(1) * m..];
             let mut t = 0;
