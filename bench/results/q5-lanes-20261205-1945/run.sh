@@ -7,6 +7,9 @@
 #   cp target/debug/deps/sluice_local-<hash> $BINS/<name>
 # run 1: before (92d0efb), after (8d54e40, Q5_0 in 4-row tiles), after8 (9801626, 8-row tiles)
 # run 2: before, after8, quadfold (1e59415)
+# run 3: release builds (cargo test --release ... --no-run), before (92d0efb) and final (e7d9735)
+# runs 4, 5: Q5_0 only, best kernels, 8-row tiles (1e59415) against 4-row tiles (e7d9735),
+#   release and dev-without-assertions builds, the script run twice
 BINS=${BINS:-target/kernel-bins}
 cd crates/sluice-local
 for round in 1 2 3; do
