@@ -94,8 +94,8 @@ async fn admitted<B>(
         .map_err(|e| crate::response::error_response(&e))
 }
 
-/// The request's answer, its future boxed (made only now that it runs), holding `slot`
-/// until the answer ended.
+/// The request's answer, its route's future boxed (made only now that it runs: a request
+/// waiting for its slot holds a few hundred bytes), holding `slot` until the answer ended.
 async fn answer<B: crate::request_body::ClientBody>(
     state: Arc<AppState>,
     req: http::Request<B>,
