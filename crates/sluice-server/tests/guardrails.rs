@@ -884,13 +884,8 @@ async fn led_and_replayed_streams_reach_the_webhook_too() {
     }
 }
 
-/// With worker threads, a shutdown that begins while a streamed answer's webhook verdict is
-/// still awaited waits for it (the worker's runtime, which runs the webhook call, ends only
-/// after it): the verdict lands and so does the spend record that waited for it.
-#[tokio::test]
-async fn a_shutdown_with_worker_threads_waits_for_a_streamed_answers_verdict() {
-    let fake = FakeUpstream::start().await;
-    let (hook, calls, verdict) = held_webhook().await;
+/// The common config with one answer guardrail, `review`, whose webhook is `hook`.
+fn review_config(fake: &FakeUpstream, hook: &std::net::SocketAddr) -> String {
     let guards = format!(
         r#"
 [[guardrails]]
@@ -899,7 +894,17 @@ apply_to = "answers"
 webhook = {{ url = "http://{hook}/check", timeout_ms = 30000 }}
 "#
     );
-    let mut gw = start_with_workers(&config(&fake, &guards, "\"review\""), 2).await;
+    config(fake, &guards, "\"review\"")
+}
+
+/// With worker threads, a shutdown that begins while a streamed answer's webhook verdict is
+/// still awaited waits for it (the worker's runtime, which runs the webhook call, ends only
+/// after it): the verdict lands and so does the spend record that waited for it.
+#[tokio::test]
+async fn a_shutdown_with_worker_threads_waits_for_a_streamed_answers_verdict() {
+    let fake = FakeUpstream::start().await;
+    let (hook, calls, verdict) = held_webhook().await;
+    let mut gw = start_with_workers(&review_config(&fake, &hook), 2).await;
     let id = format!("late-hook-shutdown-{}", sluice_store::unix_now_ms());
     let r = post_json(
         &gw.url("/v1/chat/completions"),
@@ -943,15 +948,7 @@ webhook = {{ url = "http://{hook}/check", timeout_ms = 30000 }}
 async fn a_stream_cut_by_the_shutdown_grace_keeps_its_spend_record() {
     let fake = FakeUpstream::start().await;
     let (hook, _calls, _verdict) = held_webhook().await;
-    let guards = format!(
-        r#"
-[[guardrails]]
-name = "review"
-apply_to = "answers"
-webhook = {{ url = "http://{hook}/check", timeout_ms = 30000 }}
-"#
-    );
-    let toml = config(&fake, &guards, "\"review\"").replacen(
+    let toml = review_config(&fake, &hook).replacen(
         "[server]\n",
         "[server]\nshutdown_grace_ms = 300\n",
         1,

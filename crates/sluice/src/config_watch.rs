@@ -118,6 +118,21 @@ mod tests {
         std::fs::rename(&next, path).unwrap();
     }
 
+    /// Watches `path` every 20 ms from a config loaded from `loaded`, counting its reloads.
+    fn watch_counting(path: &std::path::Path, loaded: &[u8]) -> Arc<AtomicUsize> {
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&reloads);
+        spawn(
+            path.to_path_buf(),
+            Duration::from_millis(20),
+            Some(fingerprint(loaded)),
+            move || {
+                counted.fetch_add(1, SeqCst);
+            },
+        );
+        reloads
+    }
+
     /// Twenty ticks or more of the watcher's 20 ms.
     async fn settle() {
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -129,16 +144,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("sluice.toml");
         std::fs::write(&path, "a").unwrap();
-        let reloads = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&reloads);
-        spawn(
-            path.clone(),
-            Duration::from_millis(20),
-            Some(fingerprint(b"a")),
-            move || {
-                counted.fetch_add(1, SeqCst);
-            },
-        );
+        let reloads = watch_counting(&path, b"a");
         settle().await;
         assert_eq!(
             reloads.load(SeqCst),
@@ -170,16 +176,7 @@ mod tests {
         let path = dir.join("sluice.toml");
         // The gateway loaded "a"; the file became "b" before the watcher's task ever ran.
         swap(&path, "b");
-        let reloads = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&reloads);
-        spawn(
-            path.clone(),
-            Duration::from_millis(20),
-            Some(fingerprint(b"a")),
-            move || {
-                counted.fetch_add(1, SeqCst);
-            },
-        );
+        let reloads = watch_counting(&path, b"a");
         settle().await;
         assert_eq!(reloads.load(SeqCst), 1);
         std::fs::remove_dir_all(&dir).unwrap();
